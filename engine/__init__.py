@@ -1,0 +1,1 @@
+"""Sharecart's rules engine: pure functions over frozen dataclasses (no IO, no clock)."""

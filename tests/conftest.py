@@ -1,0 +1,51 @@
+"""Test database: every run gets a database of its own, migrated to head.
+
+With DATABASE_URL (CI: the server on 127.0.0.1:5432) a fresh database is created on that server
+and dropped afterwards; without it an embedded PostgreSQL is started in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from store.database import create_engine, embedded_url, stop_embedded, to_asyncpg
+
+
+def _server_url() -> str:
+    if os.environ.get("DATABASE_URL"):
+        return to_asyncpg(os.environ["DATABASE_URL"])
+    folder = Path(tempfile.mkdtemp(prefix="sharecart-test-pg-"))
+    return embedded_url(folder)
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    url = _server_url()
+    yield url
+    stop_embedded()
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url):
+    """A fresh database for this run, migrated to head; dropped at the end."""
+    name = f"sharecart_t_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT", pool_size=1)
+    async with admin.connect() as c:
+        await c.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    from store.migrate import upgrade
+
+    eng = create_engine(url, pool_size=1)
+    await upgrade(eng)
+    await eng.dispose()
+    yield url
+    async with admin.connect() as c:
+        await c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    await admin.dispose()
