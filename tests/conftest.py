@@ -49,3 +49,35 @@ async def database_url(server_url):
     async with admin.connect() as c:
         await c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     await admin.dispose()
+
+
+# ---------------------------------------------------------------- service-level fixtures
+from datetime import datetime, timezone  # noqa: E402
+
+
+T0 = datetime(2026, 1, 5, 10, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="session")
+async def db_engine(database_url):
+    eng = create_engine(database_url, pool_size=20, max_overflow=40)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+def svc(db_engine):
+    """Services on the run's database with the clock frozen at T0 (OR-5)."""
+    from service.context import Services
+
+    s = Services(engine=db_engine)
+    s.clock.set(T0)
+    return s
+
+
+@pytest.fixture
+async def shop(svc):
+    """A fresh shop per test: tests never see each other's data (SH-1)."""
+    from service.shops import create_shop
+
+    return await create_shop(svc, shop_id=f"t-{secrets.token_hex(5)}", name="Test shop", currency="CNY")

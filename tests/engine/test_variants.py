@@ -1,0 +1,45 @@
+"""Section 2 `variants` (A/B test of group size, reported per variant by RP-2)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.groupbuy import Tier, Variant
+from engine.variants import assign_variant
+
+A = Variant("A", (Tier(2, 8000),), 1)
+B = Variant("B", (Tier(3, 7000),), 3)
+C = Variant("C", (Tier(5, 6000),), 6)
+
+
+def test_no_variants_gives_none():
+    assert assign_variant("c", "u", ()) is None
+
+
+@given(st.text(max_size=30), st.text(max_size=30))
+def test_assignment_is_deterministic_per_campaign_and_user(campaign_id, user_id):
+    v = assign_variant(campaign_id, user_id, (A, B, C))
+    assert v in (A, B, C)
+    assert assign_variant(campaign_id, user_id, (A, B, C)) is v
+
+
+def test_single_variant_always_chosen():
+    assert {assign_variant("c", f"u{i}", (B,)) for i in range(100)} == {B}
+
+
+def test_shares_converge_to_weights():
+    """20k leaders: each variant's share within 1.5 percentage points of weight/total."""
+    n = 20_000
+    counts = Counter(assign_variant("camp-1", f"user-{i}", (A, B, C)).name for i in range(n))
+    for v in (A, B, C):
+        assert abs(counts[v.name] / n - v.weight / 10) < 0.015, counts
+
+
+def test_campaigns_assign_independently():
+    users = [f"u{i}" for i in range(200)]
+    a = [assign_variant("c1", u, (A, C)).name for u in users]
+    b = [assign_variant("c2", u, (A, C)).name for u in users]
+    assert a != b
