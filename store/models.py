@@ -370,6 +370,9 @@ class CommissionLineRow(Base):
     order_id: Mapped[str] = mapped_column(ID)
     beneficiary_id: Mapped[str] = mapped_column(ID)
     level: Mapped[int] = mapped_column(Integer)  # 1, 2, or 0 for the group leader's reward
+    group_id: Mapped[str | None] = mapped_column(ID)  # leader reward: the group whose members' refunds reduce it
+    base: Mapped[int] = mapped_column(Money)  # B of CM-5: the paid base the line was computed on
+    base_refunded: Mapped[int] = mapped_column(Money, server_default="0")  # R of CM-5 so far
     original: Mapped[int] = mapped_column(Money)
     standing: Mapped[int] = mapped_column(Money)
     state: Mapped[str] = mapped_column(String(10))
