@@ -1,0 +1,189 @@
+"""The `sharecart` command: serve, migrate, create shops, mint tokens, seed the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Sharecart: group-buy and distribution engine (GraphQL API).", no_args_is_help=True)
+
+ROLES = ("customer", "distributor", "admin", "finance", "backend")
+
+
+def _services():
+    from service.context import Services
+    from store.database import create_engine
+
+    return Services(engine=create_engine())
+
+
+async def _migrate(svc) -> None:
+    from store.migrate import upgrade
+
+    await upgrade(svc.engine)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (DATABASE_URL, or the embedded PostgreSQL)."""
+
+    async def run():
+        svc = _services()
+        await _migrate(svc)
+        await svc.engine.dispose()
+
+    asyncio.run(run())
+    typer.echo("migrated to head")
+
+
+@app.command("create-shop")
+def create_shop(shop_id: str, name: str = typer.Option(...), currency: str = "CNY", timezone: str = "UTC") -> None:
+    """Create a shop; prints its public key (storefronts use it for invite codes, DS-2)."""
+
+    async def run():
+        from service.shops import create_shop as create
+
+        svc = _services()
+        await _migrate(svc)
+        shop = await create(svc, shop_id=shop_id, name=name, currency=currency, timezone=timezone)
+        await svc.engine.dispose()
+        return shop
+
+    shop = _run_refusable(run)
+    typer.echo(f"shop {shop.shop_id} created; public key {shop.public_key}")
+
+
+@app.command("mint-token")
+def mint_token(
+    shop_id: str,
+    user: str = typer.Option(..., help="the acting user id"),
+    role: list[str] = typer.Option(..., help=f"one or more of {', '.join(ROLES)}"),
+    ttl: int = typer.Option(86400, help="seconds the token stays valid"),
+) -> None:
+    """Mint a bearer token for a user of a shop."""
+    bad = [r for r in role if r not in ROLES]
+    if bad:
+        raise typer.BadParameter(f"unknown role(s) {bad}; choose from {ROLES}")
+
+    async def run():
+        from service.shops import get_shop
+
+        svc = _services()
+        shop = await get_shop(svc, shop_id)
+        await svc.engine.dispose()
+        if shop is None:
+            raise typer.BadParameter(f"no shop {shop_id}")
+        return _token(shop, user, role, ttl)
+
+    typer.echo(asyncio.run(run()))
+
+
+@app.command()
+def seed() -> None:
+    """Create the demo shop (idempotent)."""
+
+    async def run():
+        from service.demo import seed_demo
+
+        svc = _services()
+        await _migrate(svc)
+        r = await seed_demo(svc)
+        await svc.engine.dispose()
+        return r
+
+    r = asyncio.run(run())
+    typer.echo(f"demo shop {'created' if r['created'] else 'already there'}: {r['shop'].shop_id}")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+    demo: bool = typer.Option(True, help="seed the demo shop on first start and print its tokens"),
+    worker: bool = typer.Option(True, help="run the expiry worker (GB-11) in this process"),
+) -> None:
+    """Start the API with the expiry worker; migrations applied first."""
+    asyncio.run(_serve(host, port, demo, worker))
+
+
+async def _serve(host: str, port: int, demo: bool, run_worker: bool) -> None:
+    import uvicorn
+
+    from api.app import create_app
+    from service.worker import worker_loop
+
+    if not os.environ.get("DATABASE_URL"):
+        from store.database import data_dir
+
+        typer.echo(f"embedded PostgreSQL in {data_dir()} (set DATABASE_URL to use a server)")
+    svc = _services()
+    await _migrate(svc)
+    if demo:
+        from service.demo import seed_demo
+
+        r = await seed_demo(svc)
+        _print_demo(r, host, port)
+    server = uvicorn.Server(uvicorn.Config(create_app(svc), host=host, port=port, log_level="info"))
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(server.serve())]
+    if run_worker:
+        tasks.append(asyncio.create_task(worker_loop(svc, stop)))
+    try:
+        await tasks[0]
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks[1:], return_exceptions=True)
+        await svc.engine.dispose()
+        from store.database import stop_embedded
+
+        stop_embedded()
+
+
+def _token(shop, user: str, roles, ttl: int) -> str:
+    from api.auth import mint_token as mint
+
+    return mint(shop, user, list(roles), ttl)
+
+
+def _print_demo(r: dict, host: str, port: int) -> None:
+    shop = r["shop"]
+    base = f"http://{host}:{port}"
+    typer.echo("")
+    typer.echo(f"GraphiQL:   {base}/graphiql      (API: {base}/graphql)")
+    typer.echo(f"Demo shop:  {shop.shop_id}   public key (X-Shop-Key): {shop.public_key}")
+    typer.echo(f"Campaign:   {r.get('campaign_id')}")
+    typer.echo("Tokens (paste as HTTP header  Authorization: Bearer <token>), valid 7 days:")
+    for label, user, roles in (
+        ("customer  (erin)", "erin", ["customer"]),
+        ("customer  (carol)", "carol", ["customer"]),
+        ("distributor (bob)", "bob", ["customer", "distributor"]),
+        ("admin", "admin", ["admin"]),
+        ("finance", "finance", ["finance"]),
+        ("backend", "backend", ["backend"]),
+    ):
+        typer.echo(f"  {label:20s} {_token(shop, user, roles, 7 * 86400)}")
+    typer.echo(f"More: sharecart mint-token {shop.shop_id} --user NAME --role customer")
+    typer.echo("")
+
+
+def _run_refusable(fn):
+    from engine.errors import RuleViolation
+
+    try:
+        return asyncio.run(fn())
+    except RuleViolation as e:
+        typer.echo(f"error {e.code.value}: {e.message}", err=True)
+        raise typer.Exit(2)
+
+
+def main() -> None:  # console entry point
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Lifecycle segments (RP-3)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Sequence
+
+DORMANT_AFTER = timedelta(days=90)
+
+
+class Segment(str, Enum):
+    NEW = "NEW"
+    FIRST_ORDER = "FIRST_ORDER"
+    REPEAT = "REPEAT"
+    LOYAL = "LOYAL"
+    DORMANT = "DORMANT"
+
+
+def segment_of(paid_order_times: Sequence[datetime], now: datetime) -> Segment:
+    """RP-3: callers pass only orders that count as paid (not refunded in full). DORMANT (paid orders,
+    none in the last 90 days) takes precedence; LOYAL is ≥ 4 paid orders."""
+    if not paid_order_times:
+        return Segment.NEW
+    if max(paid_order_times) <= now - DORMANT_AFTER:
+        return Segment.DORMANT
+    n = len(paid_order_times)
+    return Segment.LOYAL if n >= 4 else Segment.REPEAT if n >= 2 else Segment.FIRST_ORDER

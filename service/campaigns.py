@@ -1,0 +1,110 @@
+"""Campaigns (section 2): created by admins, validated by the engine."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from engine.errors import ErrorCode, refuse
+from engine.groupbuy import Campaign, Tier, Variant, validate_campaign
+from service.context import Services
+from service.ids import new_id
+from service.uow import unit_of_work
+from store import mapping
+from store.models import CampaignRow, Product
+
+
+async def create_campaign(
+    svc: Services,
+    *,
+    shop_id: str,
+    product_ref: str,
+    title: str,
+    list_price: int,
+    tiers: list[tuple[int, int]],
+    duration: timedelta,
+    payment_window: timedelta,
+    starts_at: datetime,
+    ends_at: datetime,
+    leader_discount: int = 0,
+    leader_commission_bp: int | None = None,
+    stock: int | None = None,
+    per_user_limit: int | None = None,
+    max_quantity_per_order: int = 1,
+    new_members_only: bool = False,
+    fill_at_expiry: int | None = None,
+    lottery_winners: int = 0,
+    variants: list[tuple[str, list[tuple[int, int]], int]] = (),
+    commission_enabled: bool = True,
+    category: str = "",
+) -> CampaignRow:
+    campaign_id = new_id("cmp_")
+    campaign = Campaign(
+        id=campaign_id,
+        list_price=list_price,
+        tiers=tuple(Tier(members=m, unit_price=p) for m, p in tiers),
+        duration=duration,
+        payment_window=payment_window,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        leader_discount=leader_discount,
+        leader_commission_bp=leader_commission_bp,
+        stock=stock,
+        per_user_limit=per_user_limit,
+        max_quantity_per_order=max_quantity_per_order,
+        new_members_only=new_members_only,
+        fill_at_expiry=fill_at_expiry,
+        lottery_winners=lottery_winners,
+        lottery_seed=secrets.token_hex(16),
+        variants=tuple(
+            Variant(name=n, tiers=tuple(Tier(members=m, unit_price=p) for m, p in vt), weight=w)
+            for n, vt, w in variants
+        ),
+        commission_enabled=commission_enabled,
+    )
+    validate_campaign(campaign)
+    if not product_ref:
+        raise refuse(ErrorCode.INVALID_INPUT, "product reference is required", field="productRef")
+    async with unit_of_work(svc) as s:
+        product = await s.get(Product, (shop_id, product_ref))
+        row = CampaignRow(
+            shop_id=shop_id,
+            campaign_id=campaign_id,
+            product_ref=product_ref,
+            title=title,
+            category=category or (product.category if product else ""),
+            list_price=list_price,
+            tiers=mapping.tiers_to_json(campaign.tiers),
+            variants=mapping.variants_to_json(campaign.variants),
+            leader_discount=leader_discount,
+            leader_commission_bp=leader_commission_bp,
+            duration_s=int(duration.total_seconds()),
+            payment_window_s=int(payment_window.total_seconds()),
+            starts_at=starts_at,
+            ends_at=ends_at,
+            stock=stock,
+            stock_left=stock,
+            per_user_limit=per_user_limit,
+            max_quantity_per_order=max_quantity_per_order,
+            new_members_only=new_members_only,
+            fill_at_expiry=fill_at_expiry,
+            lottery_winners=lottery_winners,
+            lottery_seed=campaign.lottery_seed,
+            commission_enabled=commission_enabled,
+            created_at=svc.now(),
+        )
+        s.add(row)
+    return row
+
+
+async def get_campaign(svc: Services, *, shop_id: str, campaign_id: str) -> CampaignRow | None:
+    async with svc.sessionmaker() as s:
+        return await s.get(CampaignRow, (shop_id, campaign_id))
+
+
+async def list_campaigns(svc: Services, *, shop_id: str) -> list[CampaignRow]:
+    async with svc.sessionmaker() as s:
+        q = select(CampaignRow).where(CampaignRow.shop_id == shop_id).order_by(CampaignRow.created_at, CampaignRow.campaign_id)
+        return list((await s.execute(q)).scalars())

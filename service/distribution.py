@@ -1,0 +1,183 @@
+"""Distributors (DS-1, DS-2), referral binding (RF-1), admin level changes (LV-3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from engine import levels as lv
+from engine.distribution import DistributionMode, DistributorStatus
+from engine.errors import ErrorCode, refuse
+from engine.referral import BindingSource, decide_binding
+from service import commissions, events
+from service.commissions import DbReferralView, ensure_distributor
+from service.context import Services
+from service.idempotency import once
+from service.ids import new_id
+from service.ledger import LedgerBatch
+from service.shops import ensure_user, load_levels, load_settings
+from service.uow import unit_of_work
+from store import mapping
+from store.models import Binding, BindingHistory, Distributor, DistributorAudit, User
+
+
+async def _user_has_paid(s: AsyncSession, shop_id: str, user_id: str) -> bool:
+    u = await s.get(User, (shop_id, user_id))
+    return bool(u and u.paid_orders > 0)
+
+
+async def my_distributor(svc: Services, *, shop_id: str, user_id: str) -> Distributor | None:
+    """The caller's distributor record; in EVERYONE mode it is created on first look (DS-1)."""
+    async with unit_of_work(svc) as s:
+        settings = await load_settings(s, shop_id)
+        row = await s.get(Distributor, (shop_id, user_id))
+        if row is None and settings.mode == DistributionMode.EVERYONE:
+            await ensure_user(s, shop_id, user_id, svc.now())
+            row = await ensure_distributor(s, shop_id, user_id, status=DistributorStatus.ACTIVE, now=svc.now())
+        return row
+
+
+async def apply(svc: Services, *, shop_id: str, user_id: str) -> Distributor:
+    """DS-1: a user applies; APPROVAL waits for an admin, the other modes admit as their rule says."""
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        await ensure_user(s, shop_id, user_id, now)
+        settings = await load_settings(s, shop_id)
+        row = await s.get(Distributor, (shop_id, user_id), with_for_update=True)
+        if row is None:
+            row = await ensure_distributor(s, shop_id, user_id, status=DistributorStatus.APPLIED, now=now,
+                                           actor=user_id, reason="application")
+        await commissions.admit_if_due(s, shop_id, user_id, settings, now)
+        await s.refresh(row)
+        return row
+
+
+async def set_status(svc: Services, *, shop_id: str, user_id: str, status: DistributorStatus, actor: str,
+                     reason: str) -> Distributor:
+    """DS-1: approve (APPLIED -> ACTIVE), suspend (-> SUSPENDED) or reinstate (SUSPENDED -> ACTIVE), with a reason."""
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        row = await s.get(Distributor, (shop_id, user_id), with_for_update=True)
+        if row is None:
+            if status != DistributorStatus.ACTIVE:
+                raise refuse(ErrorCode.NOT_A_DISTRIBUTOR, "no such distributor or applicant", field="userId",
+                             rule="DS-1")
+            await ensure_user(s, shop_id, user_id, now)
+            return await ensure_distributor(s, shop_id, user_id, status=status, now=now, actor=actor, reason=reason)
+        if row.status == status.value:
+            return row
+        s.add(DistributorAudit(shop_id=shop_id, audit_id=new_id("aud_"), user_id=user_id, action="STATUS",
+                               from_value=row.status, to_value=status.value, actor=actor, reason=reason, at=now))
+        if status == DistributorStatus.ACTIVE and row.approved_at is None:
+            row.approved_at, row.approved_by = now, actor
+        row.status, row.status_reason = status.value, reason
+        events.emit(s, shop_id=shop_id, type="distributor.status_changed", aggregate_type="distributor",
+                    aggregate_id=user_id, now=now, rule="DS-1",
+                    payload={"user_id": user_id, "status": status.value, "by": actor, "reason": reason})
+        return row
+
+
+async def resolve_invite(svc: Services, *, shop_id: str, code: str) -> Distributor | None:
+    """DS-2: an invite code resolves to its distributor (the API reveals no personal data)."""
+    async with svc.sessionmaker() as s:
+        return (await s.execute(select(Distributor).where(Distributor.shop_id == shop_id,
+                                                          Distributor.invite_code == code.strip().upper()))
+                ).scalar_one_or_none()
+
+
+@dataclass(frozen=True)
+class BindResult:
+    referrer_id: str
+    bound_at: datetime
+    changed: bool
+
+
+async def bind_referrer(svc: Services, *, shop_id: str, user_id: str, invite_code: str | None = None,
+                        referrer_id: str | None = None, source: BindingSource = BindingSource.INVITE_CODE,
+                        idempotency_key: str | None = None) -> BindResult:
+    """RF-1: bind a user to a referrer, refusing self-referral and cycles at any depth."""
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        async def run():
+            await ensure_user(s, shop_id, user_id, now)
+            settings = await load_settings(s, shop_id)
+            ref_id = referrer_id
+            if invite_code is not None:
+                d = (await s.execute(select(Distributor).where(
+                    Distributor.shop_id == shop_id, Distributor.invite_code == invite_code.strip().upper()))
+                ).scalar_one_or_none()
+                if d is None:
+                    raise refuse(ErrorCode.INVALID_INVITE_CODE, "unknown invite code", field="inviteCode", rule="DS-2")
+                ref_id = d.user_id
+            if not ref_id:
+                raise refuse(ErrorCode.INVALID_INPUT, "give an invite code or a referrer", field="inviteCode")
+            # serialize bindings within a shop: two concurrent binds (A->B, B->A) could otherwise close a
+            # cycle that neither saw (RF-1). Binding is rare next to orders, so one lock per shop is cheap.
+            await s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"bind:{shop_id}"})
+            ref_row = await s.get(Distributor, (shop_id, ref_id))
+            if ref_row is None and settings.mode == DistributionMode.EVERYONE and ref_id != user_id:
+                await ensure_user(s, shop_id, ref_id, now)
+                ref_row = await ensure_distributor(s, shop_id, ref_id, status=DistributorStatus.ACTIVE, now=now)
+            current_row = await s.get(Binding, (shop_id, user_id), with_for_update=True)
+            current = mapping.binding_from_row(current_row) if current_row else None
+            view = DbReferralView(s, shop_id, now)
+            await view.load_chain(ref_id)
+            decision = decide_binding(
+                settings, user_id=user_id, referrer_id=ref_id, now=now, current=current, view=view,
+                referrer_status=DistributorStatus(ref_row.status) if ref_row else DistributorStatus.NONE,
+                user_has_paid_order=await _user_has_paid(s, shop_id, user_id), source=source)
+            if decision is None:
+                return {"referrer_id": current.referrer_id, "bound_at": current.bound_at.isoformat(), "changed": False}
+            if current_row is None:
+                s.add(Binding(shop_id=shop_id, user_id=user_id, referrer_id=decision.referrer_id,
+                              bound_at=decision.bound_at, source=decision.source.value,
+                              expires_at=decision.expires_at))
+            else:
+                current_row.referrer_id, current_row.bound_at = decision.referrer_id, decision.bound_at
+                current_row.source, current_row.expires_at = decision.source.value, decision.expires_at
+            s.add(BindingHistory(shop_id=shop_id, entry_id=new_id("bh_"), user_id=user_id,
+                                 referrer_id=decision.referrer_id, source=decision.source.value,
+                                 bound_at=decision.bound_at, expires_at=decision.expires_at))
+            events.emit(s, shop_id=shop_id, type="referral.bound", aggregate_type="user", aggregate_id=user_id,
+                        now=now, rule="RF-1", payload={"user_id": user_id, "referrer_id": decision.referrer_id,
+                                                       "source": decision.source.value})
+            await commissions.admit_if_due(s, shop_id, user_id, settings, now)
+            await s.flush()
+            ledger = LedgerBatch(shop_id, now)
+            level2 = await commissions.referrer_of(s, shop_id, decision.referrer_id, now)
+            await commissions.evaluate_levels(s, ledger, shop_id=shop_id, user_ids={decision.referrer_id, level2},
+                                              now=now)
+            await ledger.flush(s)
+            return {"referrer_id": decision.referrer_id, "bound_at": decision.bound_at.isoformat(), "changed": True}
+
+        r = await once(s, shop_id=shop_id, scope=f"bind:{user_id}", key=idempotency_key,
+                       request={"invite_code": invite_code, "referrer_id": referrer_id}, now=now, run=run)
+    return BindResult(referrer_id=r["referrer_id"], bound_at=datetime.fromisoformat(r["bound_at"]),
+                      changed=r["changed"])
+
+
+async def set_level(svc: Services, *, shop_id: str, user_id: str, grade: int, actor: str, reason: str) -> Distributor:
+    """LV-3: an admin sets a level, recorded with who and why."""
+    if not reason.strip():
+        raise refuse(ErrorCode.INVALID_INPUT, "a reason is required", field="reason", rule="LV-3")
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        row = await s.get(Distributor, (shop_id, user_id), with_for_update=True)
+        if row is None:
+            raise refuse(ErrorCode.NOT_A_DISTRIBUTOR, "no such distributor", field="userId", rule="LV-3")
+        levels = await load_levels(s, shop_id)
+        decision = lv.admin_set_level(levels, current_grade=row.grade, new_grade=grade,
+                                      bonuses_credited=frozenset(row.bonuses_credited or []))
+        ledger = LedgerBatch(shop_id, now)
+        await commissions.apply_level_decision(s, ledger, row=row, decision=decision, now=now, actor=actor,
+                                               reason=reason)
+        await ledger.flush(s)
+        return row
+
+
+async def get_distributor(svc: Services, *, shop_id: str, user_id: str) -> Distributor | None:
+    async with svc.sessionmaker() as s:
+        return await s.get(Distributor, (shop_id, user_id))

@@ -1,0 +1,363 @@
+"""Group-buy use cases (GB-1..GB-11): each loads what the rules need, calls `engine.groupbuy`,
+and writes its decision in one transaction.
+
+Concurrency: every change to a group first takes the group row's lock (SELECT … FOR UPDATE),
+so the engine decides on a state no one else can change underneath it — seats ≤ capacity
+and one seat per user hold under any interleaving (also backed by a partial unique index).
+Stock is a guarded UPDATE (stock_left >= q) and the per-user limit a guarded upsert, so
+they hold across groups of the same campaign without a campaign-wide lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from engine import groupbuy as gb
+from engine.commission import leader_commission
+from engine.distribution import DistributorStatus
+from engine.errors import ErrorCode, refuse
+from engine.variants import assign_variant
+from service import commissions, events
+from service.context import Services
+from service.idempotency import once
+from service.ids import new_id
+from service.ledger import LedgerBatch
+from service.refunds import apply_refund
+from service.shops import ensure_user
+from service.uow import unit_of_work
+from store import mapping
+from store.models import CampaignRow, CampaignUserUnits, GroupRow, Order, OrderLine, SeatRow, User
+
+
+@dataclass(frozen=True)
+class SeatResult:
+    group_id: str
+    order_id: str
+    amount: int
+
+
+# ------------------------------------------------------------------ loading
+async def load_campaign(session: AsyncSession, shop_id: str, campaign_id: str) -> CampaignRow:
+    row = await session.get(CampaignRow, (shop_id, campaign_id))
+    if row is None:
+        raise refuse(ErrorCode.NOT_FOUND, "campaign not found", field="campaignId")
+    return row
+
+
+async def lock_group(session: AsyncSession, shop_id: str, group_id: str, *, skip_locked: bool = False):
+    """The group row under FOR UPDATE, its seats, and its engine value."""
+    q = select(GroupRow).where(GroupRow.shop_id == shop_id, GroupRow.group_id == group_id)
+    q = q.with_for_update(skip_locked=skip_locked)
+    row = (await session.execute(q.execution_options(populate_existing=True))).scalar_one_or_none()
+    if row is None:
+        if skip_locked:
+            return None
+        raise refuse(ErrorCode.NOT_FOUND, "group not found", field="groupId")
+    seats = list((await session.execute(
+        select(SeatRow).where(SeatRow.shop_id == shop_id, SeatRow.group_id == group_id)
+        .execution_options(populate_existing=True)
+    )).scalars())
+    return row, seats, mapping.group_from_rows(row, seats)
+
+
+async def user_facts(session: AsyncSession, shop_id: str, campaign_id: str, user_id: str) -> tuple[int, bool]:
+    units = await session.get(CampaignUserUnits, (shop_id, campaign_id, user_id))
+    user = await session.get(User, (shop_id, user_id))
+    return (units.units if units else 0), bool(user and user.paid_orders > 0)
+
+
+async def take_stock_and_units(session: AsyncSession, c: CampaignRow, user_id: str, quantity: int) -> None:
+    """The guards that make stock and the per-user limit hold under concurrency (GB-1/GB-2)."""
+    if c.stock is not None:
+        left = (await session.execute(text(
+            "UPDATE campaigns SET stock_left = stock_left - :q WHERE shop_id = :s AND campaign_id = :c "
+            "AND stock_left >= :q RETURNING stock_left"), {"q": quantity, "s": c.shop_id, "c": c.campaign_id})).first()
+        if left is None:
+            raise refuse(ErrorCode.OUT_OF_STOCK, "the campaign has no stock left for this quantity",
+                         field="quantity", rule="GB-1")
+    stmt = insert(CampaignUserUnits).values(shop_id=c.shop_id, campaign_id=c.campaign_id, user_id=user_id,
+                                            units=quantity)
+    excluded_units = CampaignUserUnits.units + stmt.excluded.units
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["shop_id", "campaign_id", "user_id"], set_={"units": excluded_units},
+        where=(excluded_units <= c.per_user_limit) if c.per_user_limit is not None else None,
+    ).returning(CampaignUserUnits.units)
+    if (await session.execute(stmt)).first() is None:
+        raise refuse(ErrorCode.PER_USER_LIMIT, "this would exceed the per-user limit of the campaign",
+                     field="quantity", rule="GB-2")
+
+
+async def give_back_stock(session: AsyncSession, shop_id: str, campaign_id: str, user_id: str, quantity: int) -> None:
+    await session.execute(text(
+        "UPDATE campaigns SET stock_left = stock_left + :q WHERE shop_id = :s AND campaign_id = :c "
+        "AND stock_left IS NOT NULL"), {"q": quantity, "s": shop_id, "c": campaign_id})
+    await session.execute(text(
+        "UPDATE campaign_user_units SET units = units - :q WHERE shop_id = :s AND campaign_id = :c AND user_id = :u"),
+        {"q": quantity, "s": shop_id, "c": campaign_id, "u": user_id})
+
+
+def new_group_order(c: CampaignRow, *, order_id: str, group_id: str, user_id: str, seat: gb.Seat, now,
+                    source: str) -> list:
+    order = Order(
+        shop_id=c.shop_id, order_id=order_id, external_id=f"group:{order_id}", buyer_id=user_id, kind="GROUP",
+        campaign_id=c.campaign_id, group_id=group_id, state="CREATED", goods_amount=seat.amount,
+        shipping_amount=0, tax_amount=0, paid_amount=0, refunded_amount=0, content_hash="", source=source,
+        created_at=now,
+    )
+    line = OrderLine(shop_id=c.shop_id, order_id=order_id, line_no=1, product_ref=c.product_ref,
+                     category=c.category, quantity=seat.quantity, unit_price=seat.unit_price, discount=0)
+    return [order, line]
+
+
+# ------------------------------------------------------------------ applying a decision
+async def apply_decision(session: AsyncSession, *, c: CampaignRow, row: GroupRow, seat_rows: list[SeatRow],
+                         decision: gb.Decision, now, paid_amounts: dict[str, int] | None = None) -> None:
+    """Write the engine's new group state and carry out its instructions, in this transaction."""
+    g = decision.group
+    shop_id = c.shop_id
+    by_order = {s.order_id: s for s in seat_rows}
+    mapping.group_to_row(g, row)
+    row.due_at = gb.next_due_at(g)
+    for seat in g.seats:
+        existing = by_order.get(seat.order_id)
+        if existing is None or mapping.seat_from_row(existing) != seat:
+            r = mapping.seat_to_row(shop_id, g.id, seat, existing)
+            if existing is None:
+                session.add(r)
+    await session.flush()
+
+    ledger = LedgerBatch(shop_id, now)
+    orders: dict[str, Order] = {}
+
+    async def order_of(order_id: str) -> Order:
+        if order_id not in orders:
+            o = await session.get(Order, (shop_id, order_id), with_for_update=True)
+            assert o is not None, f"seat without order {order_id}"
+            orders[order_id] = o
+        return orders[order_id]
+
+    group_events = []
+    touched_users: set[str] = set()
+    for ins in decision.instructions:
+        if isinstance(ins, gb.OrderPaid):
+            o = await order_of(ins.order_id)
+            o.state, o.paid_amount, o.paid_at = "PAID", (paid_amounts or {}).get(o.order_id, o.goods_amount), now
+            await commissions.record_paid(session, o, now)
+            settings = await commissions.load_settings(session, shop_id)
+            await commissions.admit_if_due(session, shop_id, o.buyer_id, settings, now)
+            await commissions.on_order_paid(session, ledger, order=o, now=now, enabled=c.commission_enabled,
+                                            releasable=False)
+            touched_users |= {o.buyer_id, o.level1_id, o.level2_id}
+            events.emit(session, shop_id=shop_id, type="order.paid", aggregate_type="group", aggregate_id=g.id,
+                        now=now, rule=ins.rule, payload={"order_id": o.order_id, "amount": o.paid_amount,
+                                                         "role": ins.role.value, "buyer_id": o.buyer_id})
+        elif isinstance(ins, gb.RefundOwed):
+            o = await order_of(ins.order_id)
+            if ins.rule == "GB-9" and o.paid_amount < o.refunded_amount + ins.amount:
+                o.paid_amount = o.refunded_amount + ins.amount  # money received for a seat it never took
+            await apply_refund(session, ledger, order=o, amount=ins.amount, rule=ins.rule, full=ins.full, now=now)
+            touched_users |= {o.buyer_id, o.level1_id, o.level2_id}
+        elif isinstance(ins, gb.CancelOrder):
+            o = await order_of(ins.order_id)
+            if o.state == "CREATED":
+                o.state, o.cancelled_at = "CANCELLED", now
+            events.emit(session, shop_id=shop_id, type="seat.released", aggregate_type="group", aggregate_id=g.id,
+                        now=now, rule=ins.rule, payload={"order_id": o.order_id, "user_id": o.buyer_id})
+        elif isinstance(ins, gb.ReturnStock):
+            o = await order_of(ins.order_id)
+            await give_back_stock(session, shop_id, c.campaign_id, o.buyer_id, ins.quantity)
+        else:
+            group_events.append(ins)
+
+    for ins in group_events:
+        if isinstance(ins, gb.GroupFormed):
+            await on_formed(session, ledger, c=c, g=g, ins=ins, now=now, order_of=order_of)
+        elif isinstance(ins, gb.GroupFailed):
+            await commissions.void_order_lines(session, ledger, order_ids=[s.order_id for s in g.seats],
+                                               shop_id=shop_id)
+            events.emit(session, shop_id=shop_id, type="group.failed", aggregate_type="group", aggregate_id=g.id,
+                        now=now, rule=ins.rule, payload={"group_id": g.id, "campaign_id": c.campaign_id})
+        elif isinstance(ins, gb.GroupOpened):
+            events.emit(session, shop_id=shop_id, type="group.opened", aggregate_type="group", aggregate_id=g.id,
+                        now=now, rule=ins.rule, payload={"group_id": g.id, "campaign_id": c.campaign_id,
+                                                         "leader_user_id": g.leader_user_id,
+                                                         "expires_at": g.expires_at.isoformat()})
+        elif isinstance(ins, gb.GroupCancelled):
+            events.emit(session, shop_id=shop_id, type="group.cancelled", aggregate_type="group", aggregate_id=g.id,
+                        now=now, rule=ins.rule, payload={"group_id": g.id})
+        elif isinstance(ins, gb.LeaderChanged):
+            events.emit(session, shop_id=shop_id, type="group.leader_changed", aggregate_type="group",
+                        aggregate_id=g.id, now=now, rule=ins.rule,
+                        payload={"group_id": g.id, "from": ins.old_user_id, "to": ins.new_user_id})
+    await ledger.flush(session)
+    await commissions.evaluate_levels(session, ledger, shop_id=shop_id, user_ids=touched_users, now=now)
+    await ledger.flush(session)
+    await notify_group(session, shop_id, g.id)
+
+
+async def on_formed(session, ledger: LedgerBatch, *, c: CampaignRow, g: gb.Group, ins, now, order_of) -> None:
+    """GB-4..GB-7 consequences outside the group: commission lines become releasable (CM-6), lines of
+    already completed orders freeze, and the leader's reward is posted (团长佣金)."""
+    paid = [s for s in g.seats if s.state == gb.SeatState.PAID]
+    order_ids = [s.order_id for s in paid]
+    await commissions.make_releasable(session, shop_id=c.shop_id, order_ids=order_ids)
+    for oid in order_ids:
+        o = await order_of(oid)
+        if o.state == "COMPLETED":
+            await commissions.freeze_order_lines(session, ledger, order=o, now=now)
+    leader_seat = next((s for s in paid if s.user_id == g.leader_user_id), None)
+    if c.leader_commission_bp and c.commission_enabled and leader_seat is not None:
+        others = [await order_of(s.order_id) for s in paid if s.order_id != leader_seat.order_id]
+        net = sum(o.paid_amount - o.refunded_amount for o in others)
+        amount = leader_commission(c.leader_commission_bp, net)
+        if amount > 0:
+            leader_order = await order_of(leader_seat.order_id)
+            await commissions.ensure_distributor(session, c.shop_id, g.leader_user_id, status=DistributorStatus.NONE,
+                                                 now=now)
+            line = commissions.post_commission_line(
+                session, ledger, order=leader_order, beneficiary_id=g.leader_user_id, level=0, amount=amount,
+                now=now, releasable=True, base=net, group_id=g.id, rule="GB-4")
+            if leader_order.state == "COMPLETED":
+                await session.flush()
+                await commissions.freeze_order_lines(session, ledger, order=leader_order, now=now)
+            del line
+    events.emit(session, shop_id=c.shop_id, type="group.formed", aggregate_type="group", aggregate_id=g.id, now=now,
+                rule=ins.rule, payload={"group_id": g.id, "campaign_id": c.campaign_id,
+                                        "tier_members": ins.tier_members, "member_unit_price": ins.member_unit_price,
+                                        "leader_unit_price": ins.leader_unit_price, "winners": list(ins.winners),
+                                        "order_ids": order_ids})
+
+
+async def notify_group(session: AsyncSession, shop_id: str, group_id: str) -> None:
+    """Live progress (subscriptions) across processes: PostgreSQL NOTIFY, delivered at commit."""
+    await session.execute(text("SELECT pg_notify('sharecart_groups', :p)"), {"p": f"{shop_id}:{group_id}"})
+
+
+# ------------------------------------------------------------------ use cases
+async def open_group(svc: Services, *, shop_id: str, campaign_id: str, user_id: str, quantity: int = 1,
+                     idempotency_key: str | None = None) -> SeatResult:
+    """GB-1: reserve the first seat as leader; the group is PENDING until the leader pays."""
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        async def run():
+            await ensure_user(s, shop_id, user_id, now)
+            c = await load_campaign(s, shop_id, campaign_id)
+            campaign = mapping.campaign_from_row(c)
+            held, _ = await user_facts(s, shop_id, campaign_id, user_id)
+            variant = assign_variant(campaign_id, user_id, campaign.variants)
+            group_id, order_id = new_id("grp_"), new_id("ord_")
+            decision = gb.open_group(campaign, group_id=group_id, order_id=order_id, user_id=user_id,
+                                     quantity=quantity, now=now, stock_left=c.stock_left, user_units_held=held,
+                                     variant=variant)
+            await take_stock_and_units(s, c, user_id, quantity)
+            g = decision.group
+            row = GroupRow(shop_id=shop_id, group_id=g.id, campaign_id=campaign_id, variant=g.variant,
+                           tiers=mapping.tiers_to_json(g.tiers), leader_user_id=user_id, state=g.state.value,
+                           opened_at=now, winners=[])
+            s.add(row)
+            await s.flush()
+            source = "REFERRAL" if await commissions.referrer_of(s, shop_id, user_id, now) else "NONE"
+            s.add_all(new_group_order(c, order_id=order_id, group_id=group_id, user_id=user_id, seat=g.seats[0],
+                                      now=now, source=source))
+            await s.flush()
+            await apply_decision(s, c=c, row=row, seat_rows=[], decision=decision, now=now)
+            return {"group_id": group_id, "order_id": order_id, "amount": g.seats[0].amount}
+
+        r = await once(s, shop_id=shop_id, scope=f"open_group:{user_id}", key=idempotency_key,
+                       request={"campaign_id": campaign_id, "quantity": quantity}, now=now, run=run)
+    return SeatResult(**r)
+
+
+async def join_group(svc: Services, *, shop_id: str, group_id: str, user_id: str, quantity: int = 1,
+                     idempotency_key: str | None = None) -> SeatResult:
+    """GB-2: reserve a seat in an OPEN group (under the group's row lock)."""
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        async def run():
+            await ensure_user(s, shop_id, user_id, now)
+            row, seats, group = await lock_group(s, shop_id, group_id)
+            c = await load_campaign(s, shop_id, row.campaign_id)
+            campaign = mapping.campaign_from_row(c)
+            held, has_paid = await user_facts(s, shop_id, c.campaign_id, user_id)
+            order_id = new_id("ord_")
+            decision = gb.join_group(campaign, group, order_id=order_id, user_id=user_id, quantity=quantity, now=now,
+                                     stock_left=c.stock_left, user_units_held=held, user_has_paid_order=has_paid)
+            await take_stock_and_units(s, c, user_id, quantity)
+            seat = decision.group.seat_for_order(order_id)
+            s.add_all(new_group_order(c, order_id=order_id, group_id=group_id, user_id=user_id, seat=seat, now=now,
+                                      source="GROUP_INVITE"))
+            await s.flush()
+            await apply_decision(s, c=c, row=row, seat_rows=seats, decision=decision, now=now)
+            return {"group_id": group_id, "order_id": order_id, "amount": seat.amount}
+
+        r = await once(s, shop_id=shop_id, scope=f"join_group:{user_id}", key=idempotency_key,
+                       request={"group_id": group_id, "quantity": quantity}, now=now, run=run)
+    return SeatResult(**r)
+
+
+async def pay_group_order(session: AsyncSession, *, order: Order, amount: int, now) -> bool:
+    """GB-1/GB-2/GB-4/GB-9 for a payment confirmation of a group order. True if it took a seat."""
+    row, seats, group = await lock_group(session, order.shop_id, order.group_id)
+    c = await load_campaign(session, order.shop_id, row.campaign_id)
+    campaign = mapping.campaign_from_row(c)
+    decision = gb.pay_seat(campaign, group, order_id=order.order_id, amount=amount, now=now)
+    await apply_decision(session, c=c, row=row, seat_rows=seats, decision=decision, now=now,
+                         paid_amounts={order.order_id: amount})
+    return any(isinstance(i, gb.OrderPaid) for i in decision.instructions)
+
+
+async def leave_group(svc: Services, *, shop_id: str, group_id: str, user_id: str,
+                      idempotency_key: str | None = None) -> dict:
+    """GB-8: a member cancels before forming; a paid seat is refunded in full."""
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        async def run():
+            row, seats, group = await lock_group(s, shop_id, group_id)
+            c = await load_campaign(s, shop_id, row.campaign_id)
+            decision = gb.leave_group(mapping.campaign_from_row(c), group, user_id=user_id, now=now)
+            await apply_decision(s, c=c, row=row, seat_rows=seats, decision=decision, now=now)
+            return {"group_id": group_id}
+
+        return await once(s, shop_id=shop_id, scope=f"leave_group:{user_id}", key=idempotency_key,
+                          request={"group_id": group_id}, now=now, run=run)
+
+
+async def advance_group(session: AsyncSession, *, shop_id: str, group_id: str, now, skip_locked: bool = False) -> bool:
+    """GB-11: apply what is due on one group. Returns False if another worker holds it."""
+    locked = await lock_group(session, shop_id, group_id, skip_locked=skip_locked)
+    if locked is None:
+        return False
+    row, seats, group = locked
+    c = await load_campaign(session, shop_id, row.campaign_id)
+    decision = gb.advance(mapping.campaign_from_row(c), group, now=now)
+    if decision.instructions or decision.group != group:
+        await apply_decision(session, c=c, row=row, seat_rows=seats, decision=decision, now=now)
+    else:
+        row.due_at = gb.next_due_at(group)
+    return True
+
+
+async def catch_up(svc: Services, *, shop_id: str, group_ids) -> None:
+    """GB-11: reads never show a state already past due — apply due work before reading."""
+    now = svc.now()
+    async with svc.sessionmaker() as s:
+        due = list((await s.execute(select(GroupRow.group_id).where(
+            GroupRow.shop_id == shop_id, GroupRow.group_id.in_(list(group_ids)), GroupRow.due_at <= now))).scalars())
+    for gid in due:
+        async with unit_of_work(svc) as s:
+            await advance_group(s, shop_id=shop_id, group_id=gid, now=now)
+
+
+async def get_group(svc: Services, *, shop_id: str, group_id: str):
+    await catch_up(svc, shop_id=shop_id, group_ids=[group_id])
+    async with svc.sessionmaker() as s:
+        row = await s.get(GroupRow, (shop_id, group_id))
+        if row is None:
+            return None
+        seats = list((await s.execute(select(SeatRow).where(SeatRow.shop_id == shop_id,
+                                                            SeatRow.group_id == group_id))).scalars())
+        return row, mapping.group_from_rows(row, seats)

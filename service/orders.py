@@ -1,0 +1,212 @@
+"""Orders (OR-1..OR-4): reported by the backend, paid, refunded, completed.
+
+Payment confirmations are idempotent by the provider's reference (GB-10): the `payments` row is
+inserted first under a unique key, so a concurrent duplicate waits for the first and then
+replays its outcome instead of paying twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from engine.errors import ErrorCode, refuse
+from service import commissions, events
+from service.context import Services
+from service.groups import pay_group_order
+from service.idempotency import request_hash
+from service.ids import new_id
+from service.ledger import LedgerBatch
+from service.refunds import apply_refund
+from service.shops import ensure_user, load_settings
+from service.uow import unit_of_work
+from store.models import Order, OrderLine, Payment, Product
+
+
+@dataclass(frozen=True)
+class LineInput:
+    product_ref: str
+    quantity: int
+    unit_price: int
+    discount: int = 0
+    category: str | None = None
+
+
+async def find_order(session: AsyncSession, shop_id: str, *, order_id: str | None = None,
+                     external_id: str | None = None, lock: bool = False) -> Order:
+    q = select(Order).where(Order.shop_id == shop_id)
+    if order_id:
+        q = q.where(Order.order_id == order_id)
+    elif external_id:
+        q = q.where(Order.external_id == external_id)
+    else:
+        raise refuse(ErrorCode.INVALID_INPUT, "give an order id or an external id", field="orderId")
+    if lock:
+        q = q.with_for_update()
+    o = (await session.execute(q.execution_options(populate_existing=True))).scalar_one_or_none()
+    if o is None:
+        raise refuse(ErrorCode.NOT_FOUND, "order not found", field="orderId")
+    return o
+
+
+async def report_order(svc: Services, *, shop_id: str, external_id: str, buyer_id: str, lines: list[LineInput],
+                       shipping_amount: int = 0, tax_amount: int = 0) -> Order:
+    """OR-1/OR-2: the same external id with the same content is one order; different content is refused."""
+    if not external_id:
+        raise refuse(ErrorCode.INVALID_INPUT, "external id is required", field="externalId", rule="OR-1")
+    if not lines:
+        raise refuse(ErrorCode.INVALID_INPUT, "an order has at least one line", field="lines", rule="OR-2")
+    for i, ln in enumerate(lines):
+        if ln.quantity < 1 or ln.unit_price < 0 or ln.discount < 0 or ln.discount > ln.unit_price * ln.quantity:
+            raise refuse(ErrorCode.INVALID_INPUT, "line: quantity >= 1, prices >= 0, discount <= line amount",
+                         field=f"lines.{i}", rule="OR-2")
+    if shipping_amount < 0 or tax_amount < 0:
+        raise refuse(ErrorCode.INVALID_INPUT, "shipping and tax are >= 0", field="shippingAmount", rule="OR-2")
+    content = request_hash({"buyer": buyer_id, "lines": [ln.__dict__ for ln in lines], "shipping": shipping_amount,
+                            "tax": tax_amount})
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        await ensure_user(s, shop_id, buyer_id, now)
+        order_id = new_id("ord_")
+        goods = sum(ln.unit_price * ln.quantity - ln.discount for ln in lines)
+        inserted = (await s.execute(
+            insert(Order).values(
+                shop_id=shop_id, order_id=order_id, external_id=external_id, buyer_id=buyer_id, kind="PLAIN",
+                state="CREATED", goods_amount=goods, shipping_amount=shipping_amount, tax_amount=tax_amount,
+                paid_amount=0, refunded_amount=0, content_hash=content, source="NONE", created_at=now)
+            .on_conflict_do_nothing().returning(Order.order_id)
+        )).first()
+        if inserted is None:
+            existing = await find_order(s, shop_id, external_id=external_id)
+            if existing.content_hash != content:
+                raise refuse(ErrorCode.ORDER_CONFLICT, "an order with this external id exists with other content",
+                             field="externalId", rule="OR-1")
+            return existing
+        refs = [ln.product_ref for ln in lines]
+        products = {p.product_ref: p for p in (await s.execute(
+            select(Product).where(Product.shop_id == shop_id, Product.product_ref.in_(refs)))).scalars()}
+        for i, ln in enumerate(lines, start=1):
+            category = ln.category if ln.category is not None else (
+                products[ln.product_ref].category if ln.product_ref in products else "")
+            s.add(OrderLine(shop_id=shop_id, order_id=order_id, line_no=i, product_ref=ln.product_ref,
+                            category=category, quantity=ln.quantity, unit_price=ln.unit_price, discount=ln.discount))
+        return await find_order(s, shop_id, order_id=order_id)
+
+
+async def confirm_payment(svc: Services, *, shop_id: str, provider_ref: str, amount: int, order_id: str | None = None,
+                          external_id: str | None = None) -> dict:
+    """The backend confirms money received. GB-10 by provider reference; GB-9 late payments are
+    accepted and answered with a full refund instruction."""
+    if not provider_ref:
+        raise refuse(ErrorCode.INVALID_INPUT, "provider reference is required", field="providerRef", rule="GB-10")
+    if amount <= 0:
+        raise refuse(ErrorCode.INVALID_INPUT, "amount must be positive", field="amount")
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        order = await find_order(s, shop_id, order_id=order_id, external_id=external_id)
+        claimed = (await s.execute(
+            insert(Payment).values(shop_id=shop_id, provider_ref=provider_ref, order_id=order.order_id, amount=amount,
+                                   accepted=False, received_at=now)
+            .on_conflict_do_nothing().returning(Payment.provider_ref)
+        )).first()
+        if claimed is None:
+            prior = await s.get(Payment, (shop_id, provider_ref), populate_existing=True)
+            if prior.order_id != order.order_id or prior.amount != amount:
+                raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "this provider reference confirmed a different payment",
+                             field="providerRef", rule="GB-10")
+            return {"order_id": order.order_id, "accepted": prior.accepted, "replayed": True}
+        if order.kind == "GROUP":
+            accepted = await pay_group_order(s, order=order, amount=amount, now=now)
+        else:
+            accepted = await pay_plain_order(s, order=order, amount=amount, now=now)
+        await s.execute(Payment.__table__.update().where(
+            Payment.shop_id == shop_id, Payment.provider_ref == provider_ref).values(accepted=accepted))
+        return {"order_id": order.order_id, "accepted": accepted, "replayed": False}
+
+
+async def pay_plain_order(s: AsyncSession, *, order: Order, amount: int, now) -> bool:
+    order = await find_order(s, order.shop_id, order_id=order.order_id, lock=True)
+    total = order.goods_amount + order.shipping_amount + order.tax_amount
+    if order.state != "CREATED":
+        raise refuse(ErrorCode.INVALID_STATE, f"order is {order.state}, not awaiting payment", field="orderId")
+    if amount != total:
+        raise refuse(ErrorCode.PAYMENT_AMOUNT_MISMATCH, f"order total is {total}", field="amount", rule="OR-2")
+    order.state, order.paid_amount, order.paid_at = "PAID", amount, now
+    ledger = LedgerBatch(order.shop_id, now)
+    await commissions.record_paid(s, order, now)
+    settings = await load_settings(s, order.shop_id)
+    await commissions.admit_if_due(s, order.shop_id, order.buyer_id, settings, now)
+    await commissions.on_order_paid(s, ledger, order=order, now=now)
+    events.emit(s, shop_id=order.shop_id, type="order.paid", aggregate_type="order", aggregate_id=order.order_id,
+                now=now, rule="OR-2", payload={"order_id": order.order_id, "amount": amount, "buyer_id": order.buyer_id})
+    await ledger.flush(s)
+    await commissions.evaluate_levels(s, ledger, shop_id=order.shop_id,
+                                      user_ids={order.buyer_id, order.level1_id, order.level2_id}, now=now)
+    await ledger.flush(s)
+    return True
+
+
+async def refund_order(svc: Services, *, shop_id: str, amount: int, provider_ref: str, order_id: str | None = None,
+                       external_id: str | None = None) -> dict:
+    """OR-2: the backend refunded (part of) an order; idempotent by the provider's reference (GB-10)."""
+    if not provider_ref:
+        raise refuse(ErrorCode.INVALID_INPUT, "provider reference is required", field="providerRef", rule="GB-10")
+    now = svc.now()
+    from store.models import Refund
+
+    async with unit_of_work(svc) as s:
+        order = await find_order(s, shop_id, order_id=order_id, external_id=external_id, lock=True)
+        prior = (await s.execute(select(Refund).where(Refund.shop_id == shop_id,
+                                                      Refund.provider_ref == provider_ref))).scalar_one_or_none()
+        if prior is not None:
+            if prior.order_id != order.order_id or prior.amount != amount:
+                raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "this provider reference recorded a different refund",
+                             field="providerRef", rule="GB-10")
+            return {"refund_id": prior.refund_id, "order_id": order.order_id, "replayed": True}
+        if order.paid_at is None or order.state not in ("PAID", "COMPLETED"):
+            raise refuse(ErrorCode.ORDER_NOT_PAID, "only a paid order can be refunded", field="orderId", rule="OR-2")
+        if order.kind == "GROUP":
+            from store.models import GroupRow
+
+            g = await s.get(GroupRow, (shop_id, order.group_id))
+            if g.state not in ("FORMED",):
+                raise refuse(ErrorCode.INVALID_STATE, "a group order is refunded through the group until it forms "
+                             "(leave the group instead, GB-8)", field="orderId", rule="GB-8")
+        ledger = LedgerBatch(shop_id, now)
+        full = order.refunded_amount + amount >= order.paid_amount
+        refund = await apply_refund(s, ledger, order=order, amount=amount, rule="OR-2", full=full, now=now,
+                                    provider_ref=provider_ref)
+        await ledger.flush(s)
+        return {"refund_id": refund.refund_id, "order_id": order.order_id, "replayed": False}
+
+
+async def complete_order(svc: Services, *, shop_id: str, order_id: str | None = None,
+                         external_id: str | None = None) -> Order:
+    """OR-4: delivered and not disputed. Releasable commission lines freeze for freeze_days (CM-6).
+    Idempotent: completing a completed order changes nothing."""
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        order = await find_order(s, shop_id, order_id=order_id, external_id=external_id, lock=True)
+        if order.state == "COMPLETED":
+            return order
+        if order.state != "PAID":
+            raise refuse(ErrorCode.ORDER_NOT_PAID, f"order is {order.state}; only a paid order completes",
+                         field="orderId", rule="OR-4")
+        order.state, order.completed_at = "COMPLETED", now
+        ledger = LedgerBatch(shop_id, now)
+        await commissions.freeze_order_lines(s, ledger, order=order, now=now)
+        await ledger.flush(s)
+        await commissions.evaluate_levels(s, ledger, shop_id=shop_id,
+                                          user_ids={order.buyer_id, order.level1_id, order.level2_id}, now=now)
+        await ledger.flush(s)
+        events.emit(s, shop_id=shop_id, type="order.completed", aggregate_type="order", aggregate_id=order.order_id,
+                    now=now, rule="OR-4", payload={"order_id": order.order_id})
+        return order
+
+
+async def get_order(svc: Services, *, shop_id: str, order_id: str) -> Order | None:
+    async with svc.sessionmaker() as s:
+        return await s.get(Order, (shop_id, order_id))

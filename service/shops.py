@@ -1,0 +1,151 @@
+"""Shops, their settings and levels, users and products (SH-1, SH-2, LV-1, OR-3)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import asdict, fields, replace
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from engine.distribution import DistributionSettings, validate_settings
+from engine.errors import ErrorCode, refuse
+from engine.levels import Level, validate_levels
+from service.context import Services
+from service.uow import unit_of_work
+from store import mapping
+from store.models import DistributionSettingsRow, LevelRow, Product, Shop, User
+
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+SHOP_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+
+
+async def create_shop(
+    svc: Services,
+    *,
+    shop_id: str,
+    name: str,
+    currency: str,
+    timezone: str = "UTC",
+    settings: DistributionSettings | None = None,
+) -> Shop:
+    if not SHOP_ID.match(shop_id):
+        raise refuse(ErrorCode.INVALID_INPUT, "shop id: 2-63 of a-z, 0-9 and -", field="shopId")
+    if not CURRENCY.match(currency):
+        raise refuse(ErrorCode.INVALID_INPUT, "currency must be an ISO 4217 code", field="currency", rule="SH-2")
+    settings = settings or DistributionSettings()
+    validate_settings(settings)
+    async with unit_of_work(svc) as s:
+        if await s.get(Shop, shop_id):
+            raise refuse(ErrorCode.INVALID_INPUT, f"shop {shop_id} exists", field="shopId")
+        shop = Shop(
+            shop_id=shop_id,
+            name=name,
+            currency=currency,
+            timezone=timezone,
+            jwt_secret=secrets.token_urlsafe(32),
+            public_key=f"pk_{shop_id}_{secrets.token_hex(8)}",
+            created_at=svc.now(),
+        )
+        s.add(shop)
+        await s.flush()
+        s.add(mapping.settings_row(shop_id, settings))
+    return shop
+
+
+async def get_shop(svc: Services, shop_id: str) -> Shop | None:
+    async with svc.sessionmaker() as s:
+        return await s.get(Shop, shop_id)
+
+
+async def shop_by_public_key(svc: Services, public_key: str) -> Shop | None:
+    async with svc.sessionmaker() as s:
+        return (await s.execute(select(Shop).where(Shop.public_key == public_key))).scalar_one_or_none()
+
+
+async def load_settings(session: AsyncSession, shop_id: str) -> DistributionSettings:
+    row = await session.get(DistributionSettingsRow, shop_id)
+    if row is None:
+        raise refuse(ErrorCode.NOT_FOUND, f"shop {shop_id} not found")
+    return mapping.settings_from_row(row)
+
+
+async def get_settings(svc: Services, shop_id: str) -> DistributionSettings:
+    async with svc.sessionmaker() as s:
+        return await load_settings(s, shop_id)
+
+
+async def update_settings(svc: Services, *, shop_id: str, **changes) -> DistributionSettings:
+    known = {f.name for f in fields(DistributionSettings)}
+    unknown = set(changes) - known
+    if unknown:
+        raise refuse(ErrorCode.INVALID_INPUT, f"unknown settings: {sorted(unknown)}", field=sorted(unknown)[0])
+    async with unit_of_work(svc) as s:
+        row = await s.get(DistributionSettingsRow, shop_id, with_for_update=True)
+        new = replace(mapping.settings_from_row(row), **{k: v for k, v in changes.items() if v is not None})
+        validate_settings(new)
+        for k, v in asdict(new).items():
+            setattr(row, k, v.value if hasattr(v, "value") else v)
+    return new
+
+
+async def load_levels(session: AsyncSession, shop_id: str) -> tuple[Level, ...]:
+    rows = (await session.execute(select(LevelRow).where(LevelRow.shop_id == shop_id).order_by(LevelRow.grade))).scalars()
+    return tuple(mapping.level_from_row(r) for r in rows)
+
+
+async def get_levels(svc: Services, shop_id: str) -> tuple[Level, ...]:
+    async with svc.sessionmaker() as s:
+        return await load_levels(s, shop_id)
+
+
+async def set_levels(svc: Services, *, shop_id: str, levels: list[Level]) -> tuple[Level, ...]:
+    """LV-1: replace the shop's level table (grades are kept; distributors keep their grade)."""
+    levels = tuple(sorted(levels, key=lambda lv: lv.grade))
+    validate_levels(levels)
+    async with unit_of_work(svc) as s:
+        await s.execute(delete(LevelRow).where(LevelRow.shop_id == shop_id))
+        s.add_all(LevelRow(shop_id=shop_id, **asdict(lv)) for lv in levels)
+    return levels
+
+
+async def ensure_user(session: AsyncSession, shop_id: str, user_id: str, now, display_name: str = "") -> None:
+    if not user_id or len(user_id) > 64:
+        raise refuse(ErrorCode.INVALID_INPUT, "user id must be 1-64 characters", field="userId")
+    await session.execute(
+        insert(User)
+        .values(shop_id=shop_id, user_id=user_id, display_name=display_name, created_at=now)
+        .on_conflict_do_nothing()
+    )
+
+
+async def upsert_product(
+    svc: Services,
+    *,
+    shop_id: str,
+    product_ref: str,
+    title: str = "",
+    category: str = "",
+    earns_commission: bool = True,
+    level1_amount: int | None = None,
+    level2_amount: int | None = None,
+) -> Product:
+    """OR-3: a product's category and commission terms (CM-3 fixed per-unit amounts)."""
+    for name, v in (("level1Amount", level1_amount), ("level2Amount", level2_amount)):
+        if v is not None and v < 0:
+            raise refuse(ErrorCode.INVALID_INPUT, "amounts are >= 0", field=name, rule="CM-3")
+    if not product_ref:
+        raise refuse(ErrorCode.INVALID_INPUT, "product reference is required", field="productRef")
+    values = dict(
+        title=title, category=category, earns_commission=earns_commission,
+        level1_amount=level1_amount, level2_amount=level2_amount,
+    )
+    async with unit_of_work(svc) as s:
+        await s.execute(
+            insert(Product)
+            .values(shop_id=shop_id, product_ref=product_ref, **values)
+            .on_conflict_do_update(index_elements=["shop_id", "product_ref"], set_=values)
+        )
+        return await s.get(Product, (shop_id, product_ref), populate_existing=True)

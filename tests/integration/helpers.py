@@ -1,0 +1,40 @@
+"""Shared builders for service-level tests."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+
+from service import campaigns, ledger, orders
+from service.uow import unit_of_work
+
+_refs = itertools.count(1)
+
+
+def pay_ref() -> str:
+    return f"pay-{next(_refs)}-{id(_refs)}"
+
+
+async def make_campaign(svc, shop_id: str, **kw):
+    now = svc.now()
+    args = dict(
+        product_ref="sku-1", title="Tea", list_price=10_000, tiers=[(3, 8_000)], duration=timedelta(hours=24),
+        payment_window=timedelta(minutes=15), starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=10),
+    )
+    args.update(kw)
+    return await campaigns.create_campaign(svc, shop_id=shop_id, **args)
+
+
+async def pay(svc, shop_id: str, seat_or_order, amount: int | None = None, ref: str | None = None) -> dict:
+    order_id = getattr(seat_or_order, "order_id", seat_or_order)
+    if amount is None:
+        amount = seat_or_order.amount
+    return await orders.confirm_payment(svc, shop_id=shop_id, order_id=order_id, amount=amount,
+                                        provider_ref=ref or pay_ref())
+
+
+async def assert_ledger_consistent(svc, shop_id: str) -> None:
+    """LG-1: stored balances equal the sums of their entries."""
+    async with unit_of_work(svc) as s:
+        bad = await ledger.balance_mismatches(s, shop_id)
+    assert bad == [], f"balances differ from ledger sums: {bad}"
