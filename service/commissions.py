@@ -351,6 +351,8 @@ METRICS_SQL = text(
 
 async def evaluate_levels(session: AsyncSession, ledger: LedgerBatch, *, shop_id: str, user_ids, now) -> None:
     """LV-2: re-evaluate buyer, level 1 and level 2 after an event that can move a metric."""
+    if not any(user_ids):
+        return
     levels = await load_levels(session, shop_id)
     if not levels:
         return

@@ -66,4 +66,6 @@ def create_engine(url: str | None = None, **kw) -> AsyncEngine:
     kw.setdefault("pool_size", 10)
     kw.setdefault("max_overflow", 20)
     kw.setdefault("pool_pre_ping", False)
-    return create_async_engine(url or database_url(), **kw)
+    if url is not None and not isinstance(url, str):
+        url = url.render_as_string(hide_password=False)
+    return create_async_engine(to_asyncpg(url) if url else database_url(), **kw)
