@@ -104,3 +104,18 @@ async def test_group_commission_pending_until_formed_then_frozen_available_CM6(s
     d = await distribution.get_distributor(svc, shop_id=shop.shop_id, user_id="ref")
     assert d.available == 0
     await assert_ledger_consistent(svc, shop.shop_id)
+
+
+async def test_balance_read_releases_due_commission_without_worker_CM6_GB11(svc, shop):
+    """CM-6/GB-11: a balance read never shows a line as frozen after its available_at."""
+    await distribution.set_status(svc, shop_id=shop.shop_id, user_id="ref", status=DistributorStatus.ACTIVE,
+                                  actor="t", reason="t")
+    await distribution.bind_referrer(svc, shop_id=shop.shop_id, user_id="buyer", referrer_id="ref")
+    o = await orders.report_order(svc, shop_id=shop.shop_id, external_id="e1", buyer_id="buyer",
+                                  lines=[orders.LineInput("p", 2, 5000, discount=1000)], shipping_amount=700)
+    await pay(svc, shop.shop_id, o.order_id, amount=9700)
+    await orders.complete_order(svc, shop_id=shop.shop_id, order_id=o.order_id)
+    svc.clock.advance(timedelta(days=7))
+    d = await distribution.get_distributor(svc, shop_id=shop.shop_id, user_id="ref")
+    assert (d.frozen, d.available) == (0, 900)  # CM-1: 10 % of goods 9000, not of shipping
+    await assert_ledger_consistent(svc, shop.shop_id)
