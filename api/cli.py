@@ -99,6 +99,59 @@ def seed() -> None:
     typer.echo(f"demo shop {'created' if r['created'] else 'already there'}: {r['shop'].shop_id}")
 
 
+@app.command("close-period")
+def close_period(shop_id: str, day_from: str = typer.Option(..., "--from", help="first local day, YYYY-MM-DD"),
+                 day_to: str = typer.Option(..., "--to", help="day after the last, YYYY-MM-DD (half-open)"),
+                 actor: str = typer.Option("cli")) -> None:
+    """LG-3: close [from, to) in the shop's time zone into a settlement batch; prints its id."""
+    from datetime import date
+
+    async def run():
+        from service.settlements import close_period as close
+
+        svc = _services()
+        b = await close(svc, shop_id=shop_id, day_from=date.fromisoformat(day_from),
+                        day_to=date.fromisoformat(day_to), actor=actor)
+        await svc.engine.dispose()
+        return b
+
+    b = _run_refusable(run)
+    typer.echo(f"{b.settlement_id} closing={b.closing} ({b.distributors} distributors)")
+
+
+@app.command()
+def export(shop_id: str, settlement_id: str, fmt: str = typer.Option("csv", "--format", help="csv or xlsx"),
+           out: str = typer.Option(..., "--out", help="file to write")) -> None:
+    """LG-3: export a settlement batch (same batch, same bytes), with a progress bar."""
+    import shutil
+
+    if fmt not in ("csv", "xlsx"):
+        raise typer.BadParameter("format is csv or xlsx")
+
+    async def run():
+        from service import exports
+        from service.settlements import get_settlement
+
+        svc = _services()
+        batch = await get_settlement(svc, shop_id=shop_id, settlement_id=settlement_id)
+        if batch is None:
+            raise typer.BadParameter(f"no settlement {settlement_id} in shop {shop_id}")
+        with typer.progressbar(length=batch.distributors, label=f"exporting {fmt}") as bar:
+            if fmt == "csv":
+                with open(out, "wb") as f:
+                    async for chunk in exports.csv_chunks(svc, shop_id=shop_id, settlement_id=settlement_id,
+                                                          progress=bar.update):
+                        f.write(chunk)
+            else:
+                path = await exports.xlsx_file(svc, shop_id=shop_id, settlement_id=settlement_id,
+                                               progress=bar.update)
+                shutil.move(path, out)
+        await svc.engine.dispose()
+
+    asyncio.run(run())
+    typer.echo(f"wrote {out}")
+
+
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1"),

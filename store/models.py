@@ -451,3 +451,44 @@ class Event(Base):
     occurred_at: Mapped[datetime] = mapped_column(TS)
     payload: Mapped[dict] = mapped_column(JSONB)
     __table_args__ = (Index(None, "shop_id", "seq"),)
+
+
+class Settlement(Base):
+    """LG-3: an immutable settlement batch for a half-open period [period_from, period_to)."""
+
+    __tablename__ = "settlements"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    settlement_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    period_from: Mapped[datetime] = mapped_column(TS)
+    period_to: Mapped[datetime] = mapped_column(TS)
+    local_from: Mapped[str] = mapped_column(String(32))  # as finance asked, in the shop time zone
+    local_to: Mapped[str] = mapped_column(String(32))
+    currency: Mapped[str] = mapped_column(String(3))
+    closed_at: Mapped[datetime] = mapped_column(TS)
+    closed_by: Mapped[str] = mapped_column(Text)
+    distributors: Mapped[int] = mapped_column(Integer)
+    opening: Mapped[int] = mapped_column(Money)
+    released: Mapped[int] = mapped_column(Money)
+    reversals: Mapped[int] = mapped_column(Money)
+    bonuses: Mapped[int] = mapped_column(Money)
+    payouts: Mapped[int] = mapped_column(Money)
+    fees: Mapped[int] = mapped_column(Money)
+    closing: Mapped[int] = mapped_column(Money)
+    __table_args__ = (UniqueConstraint("shop_id", "period_from"), UniqueConstraint("shop_id", "period_to"))
+
+
+class SettlementLine(Base):
+    __tablename__ = "settlement_lines"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    settlement_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    distributor_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    opening: Mapped[int] = mapped_column(Money)
+    released: Mapped[int] = mapped_column(Money)
+    reversals: Mapped[int] = mapped_column(Money)
+    bonuses: Mapped[int] = mapped_column(Money)
+    payouts: Mapped[int] = mapped_column(Money)
+    fees: Mapped[int] = mapped_column(Money)
+    closing: Mapped[int] = mapped_column(Money)
+    __table_args__ = (
+        ForeignKeyConstraint(["shop_id", "settlement_id"], ["settlements.shop_id", "settlements.settlement_id"]),
+    )

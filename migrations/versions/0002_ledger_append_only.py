@@ -17,7 +17,7 @@ def upgrade() -> None:
         """
         CREATE FUNCTION sharecart_refuse_ledger_change() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            RAISE EXCEPTION 'ledger_entries is append-only (LG-1): % refused', TG_OP
+            RAISE EXCEPTION '% is append-only (LG-1, LG-3): % refused', TG_TABLE_NAME, TG_OP
                 USING ERRCODE = 'restrict_violation';
         END $$;
         """

@@ -1,0 +1,137 @@
+"""LG-3: closing a period into an immutable settlement batch, computed in SQL over the ledger.
+
+The settled balance of a distributor is what the shop owes them and has released: AVAILABLE plus
+IN_PAYOUT. Over a period it moves only by commissions released, reversals of available
+commission (clawbacks), upgrade bonuses, payouts sent and payout fees; requests and rejections
+only move money between the two buckets. So for every distributor, and for the totals,
+closing = opening + released + reversals + bonuses − payouts − fees, to the cent, and
+closing equals the ledger's sum at the period end.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timezone
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from engine.errors import ErrorCode, refuse
+from service import events
+from service.context import Services
+from service.ids import new_id
+from service.uow import unit_of_work
+from store.models import Settlement, SettlementLine, Shop
+
+CLOSE_SQL = text(
+    """
+    WITH agg AS (
+        SELECT distributor_id,
+            COALESCE(SUM(amount) FILTER (WHERE NOT in_period AND bucket IN ('AVAILABLE', 'IN_PAYOUT')), 0) AS opening,
+            COALESCE(SUM(amount) FILTER (WHERE in_period AND bucket = 'AVAILABLE'
+                                         AND kind = 'COMMISSION_RELEASED'), 0) AS released,
+            COALESCE(SUM(amount) FILTER (WHERE in_period AND bucket = 'AVAILABLE'
+                                         AND kind = 'COMMISSION_REVERSED'), 0) AS reversals,
+            COALESCE(SUM(amount) FILTER (WHERE in_period AND kind = 'UPGRADE_BONUS'), 0) AS bonuses,
+            COALESCE(SUM(amount) FILTER (WHERE in_period AND bucket = 'PAID' AND kind = 'PAYOUT_APPROVED'), 0)
+                AS payouts,
+            COALESCE(SUM(amount) FILTER (WHERE in_period AND bucket = 'FEES' AND kind = 'PAYOUT_FEE'), 0) AS fees,
+            COALESCE(SUM(amount) FILTER (WHERE bucket IN ('AVAILABLE', 'IN_PAYOUT')), 0) AS closing
+        FROM (
+            SELECT distributor_id, bucket, kind, amount, (created_at >= :p_from) AS in_period
+            FROM ledger_entries WHERE shop_id = :shop_id AND created_at < :p_to
+        ) e
+        GROUP BY distributor_id
+    ), header AS (
+        INSERT INTO settlements (shop_id, settlement_id, period_from, period_to, local_from, local_to, currency,
+                                 closed_at, closed_by, distributors, opening, released, reversals, bonuses, payouts,
+                                 fees, closing)
+        SELECT :shop_id, :settlement_id, :p_from, :p_to, :local_from, :local_to, :currency, :now, :actor, count(*),
+               COALESCE(SUM(opening), 0), COALESCE(SUM(released), 0), COALESCE(SUM(reversals), 0),
+               COALESCE(SUM(bonuses), 0), COALESCE(SUM(payouts), 0), COALESCE(SUM(fees), 0),
+               COALESCE(SUM(closing), 0)
+        FROM agg
+        RETURNING settlement_id
+    )
+    INSERT INTO settlement_lines (shop_id, settlement_id, distributor_id, opening, released, reversals, bonuses,
+                                  payouts, fees, closing)
+    SELECT :shop_id, (SELECT settlement_id FROM header), distributor_id, opening, released, reversals, bonuses,
+           payouts, fees, closing
+    FROM agg
+    """
+)
+
+
+def local_bounds(tz_name: str, day_from: date, day_to: date) -> tuple[datetime, datetime]:
+    """[from, to) given as local calendar days in the shop's time zone, as UTC instants."""
+    tz = ZoneInfo(tz_name)
+    start = datetime.combine(day_from, time(0), tz).astimezone(timezone.utc)
+    end = datetime.combine(day_to, time(0), tz).astimezone(timezone.utc)
+    return start, end
+
+
+async def close_period(svc: Services, *, shop_id: str, day_from: date, day_to: date, actor: str) -> Settlement:
+    """LG-3: close [day_from, day_to) (shop time zone). The same period again returns the first batch;
+    a period that overlaps or leaves a gap after the last batch is refused."""
+    if day_to <= day_from:
+        raise refuse(ErrorCode.INVALID_INPUT, "the period must end after it starts", field="to", rule="LG-3")
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        shop = await s.get(Shop, shop_id, with_for_update=True)  # one closer per shop at a time
+        if shop is None:
+            raise refuse(ErrorCode.NOT_FOUND, "shop not found")
+        p_from, p_to = local_bounds(shop.timezone, day_from, day_to)
+        if p_to > now:
+            raise refuse(ErrorCode.INVALID_INPUT, "a period can be closed once it has ended", field="to", rule="LG-3")
+        same = (await s.execute(select(Settlement).where(Settlement.shop_id == shop_id,
+                                                         Settlement.period_from == p_from))).scalar_one_or_none()
+        if same is not None:
+            if same.period_to != p_to:
+                raise refuse(ErrorCode.PERIOD_OVERLAP, "a batch with this start and another end exists",
+                             field="to", rule="LG-3")
+            return same
+        last_to = (await s.execute(select(func.max(Settlement.period_to)).where(Settlement.shop_id == shop_id))
+                   ).scalar()
+        if last_to is not None and p_from < last_to:
+            raise refuse(ErrorCode.PERIOD_OVERLAP, "the period overlaps a closed batch", field="from", rule="LG-3")
+        if last_to is not None and p_from > last_to:
+            raise refuse(ErrorCode.PERIOD_GAP, "the period leaves a gap after the last closed batch",
+                         field="from", rule="LG-3")
+        settlement_id = new_id("st_")
+        # one statement: the aggregation over the ledger runs once and writes the header with its
+        # totals and the lines together (both tables refuse later UPDATEs)
+        await s.execute(CLOSE_SQL, {
+            "shop_id": shop_id, "settlement_id": settlement_id, "p_from": p_from, "p_to": p_to,
+            "local_from": day_from.isoformat(), "local_to": day_to.isoformat(), "currency": shop.currency,
+            "now": now, "actor": actor})
+        batch = await s.get(Settlement, (shop_id, settlement_id))
+        # PAID/FEES entries are positive in their own buckets; in the batch they reduce the balance
+        assert batch.closing == (batch.opening + batch.released + batch.reversals + batch.bonuses
+                                 - batch.payouts - batch.fees), "LG-3 does not reconcile"
+        events.emit(s, shop_id=shop_id, type="settlement.closed", aggregate_type="settlement",
+                    aggregate_id=settlement_id, now=now, rule="LG-3",
+                    payload={"settlement_id": settlement_id, "from": day_from.isoformat(), "to": day_to.isoformat(),
+                             "closing": batch.closing, "currency": shop.currency})
+        return batch
+
+
+async def get_settlement(svc: Services, *, shop_id: str, settlement_id: str) -> Settlement | None:
+    async with svc.sessionmaker() as s:
+        return await s.get(Settlement, (shop_id, settlement_id))
+
+
+async def list_settlements(svc: Services, *, shop_id: str) -> list[Settlement]:
+    async with svc.sessionmaker() as s:
+        return list((await s.execute(select(Settlement).where(Settlement.shop_id == shop_id)
+                                     .order_by(Settlement.period_from))).scalars())
+
+
+async def stream_lines(svc: Services, *, shop_id: str, settlement_id: str, chunk: int = 5000):
+    """The batch's lines in distributor order, streamed with a server-side cursor (flat memory)."""
+    async with svc.engine.connect() as conn:
+        result = await conn.stream(
+            select(SettlementLine).where(SettlementLine.shop_id == shop_id,
+                                         SettlementLine.settlement_id == settlement_id)
+            .order_by(SettlementLine.distributor_id).execution_options(yield_per=chunk))
+        async for part in result.partitions(chunk):
+            yield part

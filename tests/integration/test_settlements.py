@@ -1,0 +1,90 @@
+"""LG-3 settlement batches and their exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from engine.distribution import DistributorStatus
+from engine.errors import ErrorCode, RuleViolation
+from service import distribution, exports, orders, payouts, settlements, worker
+from service.uow import unit_of_work
+from tests.integration.helpers import pay
+
+
+async def _history(svc, shop_id):
+    """d1 earns 10 % on buyer orders: 1000 released, a clawback of 400 after availability, a payout of 500 (fee 1 %)."""
+    await distribution.set_status(svc, shop_id=shop_id, user_id="d1", status=DistributorStatus.ACTIVE,
+                                  actor="t", reason="t")
+    await distribution.bind_referrer(svc, shop_id=shop_id, user_id="b1", referrer_id="d1")
+    o = await orders.report_order(svc, shop_id=shop_id, external_id="o1", buyer_id="b1",
+                                  lines=[orders.LineInput("p", 1, 10_000)])
+    await pay(svc, shop_id, o.order_id, amount=10_000)
+    await orders.complete_order(svc, shop_id=shop_id, order_id=o.order_id)
+    svc.clock.advance(timedelta(days=8))
+    await worker.run_due(svc)
+    await orders.refund_order(svc, shop_id=shop_id, order_id=o.order_id, amount=4_000, provider_ref="rf1")
+    p = await payouts.request_payout(svc, shop_id=shop_id, user_id="d1", amount=500)
+    await payouts.decide_payout(svc, shop_id=shop_id, payout_id=p.payout_id, approve=True, actor="fin",
+                                external_ref="bank-1")
+
+
+async def test_close_period_reconciles_and_is_idempotent_LG3(svc, shop):
+    from service.shops import update_settings
+
+    await update_settings(svc, shop_id=shop.shop_id, payout_fee_bp=100)
+    await _history(svc, shop.shop_id)
+    svc.clock.set(datetime(2026, 3, 1, tzinfo=timezone.utc))
+    b = await settlements.close_period(svc, shop_id=shop.shop_id, day_from=date(2026, 1, 1),
+                                       day_to=date(2026, 2, 1), actor="fin")
+    # 1000 released − 400 clawback − (500 − 5) paid − 5 fee = 100 left owed
+    assert (b.opening, b.released, b.reversals, b.bonuses, b.payouts, b.fees, b.closing) == (
+        0, 1000, -400, 0, 495, 5, 100)
+    again = await settlements.close_period(svc, shop_id=shop.shop_id, day_from=date(2026, 1, 1),
+                                           day_to=date(2026, 2, 1), actor="fin")
+    assert again.settlement_id == b.settlement_id
+    d = await distribution.get_distributor(svc, shop_id=shop.shop_id, user_id="d1")
+    assert b.closing == d.available + d.in_payout
+    with pytest.raises(RuleViolation) as e:
+        await settlements.close_period(svc, shop_id=shop.shop_id, day_from=date(2026, 2, 5),
+                                       day_to=date(2026, 2, 10), actor="fin")
+    assert e.value.code == ErrorCode.PERIOD_GAP
+    with pytest.raises(RuleViolation) as e:
+        await settlements.close_period(svc, shop_id=shop.shop_id, day_from=date(2026, 1, 15),
+                                       day_to=date(2026, 2, 10), actor="fin")
+    assert e.value.code == ErrorCode.PERIOD_OVERLAP
+    nxt = await settlements.close_period(svc, shop_id=shop.shop_id, day_from=date(2026, 2, 1),
+                                         day_to=date(2026, 3, 1), actor="fin")
+    assert nxt.opening == b.closing and nxt.closing == b.closing
+    with pytest.raises(Exception, match="append-only"):
+        async with unit_of_work(svc) as s:
+            await s.execute(text("UPDATE settlements SET closing = 0 WHERE settlement_id = :i"),
+                            {"i": b.settlement_id})
+
+
+async def test_exports_are_byte_identical_and_match_golden_csv_LG3(svc, shop, tmp_path):
+    await _history(svc, shop.shop_id)
+    svc.clock.set(datetime(2026, 3, 1, tzinfo=timezone.utc))
+    b = await settlements.close_period(svc, shop_id=shop.shop_id, day_from=date(2026, 1, 1),
+                                       day_to=date(2026, 2, 1), actor="fin")
+
+    async def csv_bytes():
+        return b"".join([c async for c in exports.csv_chunks(svc, shop_id=shop.shop_id,
+                                                             settlement_id=b.settlement_id)])
+
+    first, second = await csv_bytes(), await csv_bytes()
+    assert first == second
+    rows = list(csv.reader(io.StringIO(first.decode())))
+    header = rows.index(exports.HEADER)
+    assert rows[header + 1] == ["d1", "0.00", "0", "10.00", "1000", "-4.00", "-400", "0.00", "0", "5.00", "500",
+                                "0.00", "0", "1.00", "100"]
+    assert rows[header + 2][0] == "TOTAL" and rows[header + 2][1:] == rows[header + 1][1:]
+    x1 = Path(await exports.xlsx_file(svc, shop_id=shop.shop_id, settlement_id=b.settlement_id)).read_bytes()
+    x2 = Path(await exports.xlsx_file(svc, shop_id=shop.shop_id, settlement_id=b.settlement_id)).read_bytes()
+    assert x1 == x2 and x1[:2] == b"PK"
