@@ -78,6 +78,12 @@ async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1
         except Exception:  # keep the worker alive; the item stays due and is retried next round
             log.exception("due work failed")
         try:
+            from service.webhooks import deliver_due
+
+            await deliver_due(svc)
+        except Exception:
+            log.exception("webhook delivery failed")
+        try:
             await asyncio.wait_for(stop.wait(), timeout=interval)
         except asyncio.TimeoutError:
             pass

@@ -492,3 +492,56 @@ class SettlementLine(Base):
     __table_args__ = (
         ForeignKeyConstraint(["shop_id", "settlement_id"], ["settlements.shop_id", "settlements.settlement_id"]),
     )
+
+
+class WebhookEndpoint(Base):
+    """A shop's webhook receiver. During a secret rotation the previous secret also signs, until
+    `previous_secret_until`, so receivers can switch without losing deliveries."""
+
+    __tablename__ = "webhook_endpoints"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    endpoint_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    event_types: Mapped[list] = mapped_column(JSONB, server_default="[]")  # [] = every type
+    secret: Mapped[str] = mapped_column(Text)
+    previous_secret: Mapped[str | None] = mapped_column(Text)
+    previous_secret_until: Mapped[datetime | None] = mapped_column(TS)
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    consecutive_failures: Mapped[int] = mapped_column(Integer, server_default="0")
+    disabled_at: Mapped[datetime | None] = mapped_column(TS)
+    created_at: Mapped[datetime] = mapped_column(TS)
+
+
+class WebhookDelivery(Base):
+    """One event owed to one endpoint; created by a trigger in the event's own transaction."""
+
+    __tablename__ = "webhook_deliveries"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    endpoint_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    event_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    aggregate_id: Mapped[str] = mapped_column(ID)
+    state: Mapped[str] = mapped_column(String(10), server_default="PENDING")  # PENDING DELIVERED DEAD
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(TS)
+    created_at: Mapped[datetime] = mapped_column(TS)
+    delivered_at: Mapped[datetime | None] = mapped_column(TS)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "next_attempt_at", postgresql_where=text("state = 'PENDING'")),
+        Index(None, "shop_id", "endpoint_id", "aggregate_id", "seq"),
+    )
+
+
+class WebhookAttempt(Base):
+    __tablename__ = "webhook_attempts"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    attempt_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    endpoint_id: Mapped[str] = mapped_column(ID)
+    event_id: Mapped[str] = mapped_column(ID)
+    at: Mapped[datetime] = mapped_column(TS)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    __table_args__ = (Index(None, "shop_id", "endpoint_id", "event_id"),)
