@@ -1,0 +1,70 @@
+"""Reporting RP-1..RP-4 on real data."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from engine.distribution import DistributorStatus
+from service import distribution, groups, orders, reports, shops, worker
+from tests.conftest import T0
+from tests.integration.helpers import make_campaign, pay
+
+
+async def test_campaign_stats_per_variant_RP2(svc, shop):
+    c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)],
+                            variants=[("A", [(2, 8000)], 1), ("B", [(3, 7000)], 1)])
+    for i in range(6):
+        g = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id=f"L{i}")
+        await pay(svc, shop.shop_id, g)
+        if i % 2 == 0:
+            m = await groups.join_group(svc, shop_id=shop.shop_id, group_id=g.group_id, user_id=f"M{i}")
+            await pay(svc, shop.shop_id, m)
+    svc.clock.advance(timedelta(days=2))
+    await worker.run_due(svc)
+    st = await reports.campaign_stats(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id)
+    assert st.total.opened == 6 and st.total.formed + st.total.failed == 6
+    assert sum(v.opened for v in st.variants) == 6
+    assert st.total.formation_rate_bp == st.total.formed * 10_000 // 6
+    assert st.total.units == sum(v.units for v in st.variants)
+
+
+async def test_segments_and_counts_RP3(svc, shop):
+    async def buy(user, ext, amount=1000):
+        o = await orders.report_order(svc, shop_id=shop.shop_id, external_id=ext, buyer_id=user,
+                                      lines=[orders.LineInput("p", 1, amount)])
+        await pay(svc, shop.shop_id, o.order_id, amount=amount)
+        return o
+
+    for i in range(4):
+        await buy("loyal", f"l{i}")
+    await buy("first", "f1")
+    r = await buy("refunded", "r1")
+    await orders.refund_order(svc, shop_id=shop.shop_id, order_id=r.order_id, amount=1000, provider_ref="rr")
+    assert await reports.segment(svc, shop_id=shop.shop_id, user_id="loyal") == "LOYAL"
+    assert await reports.segment(svc, shop_id=shop.shop_id, user_id="refunded") == "NEW"
+    counts = await reports.segment_counts(svc, shop_id=shop.shop_id)
+    assert (counts["LOYAL"], counts["FIRST_ORDER"], counts["NEW"]) == (1, 1, 1)
+    svc.clock.advance(timedelta(days=91))
+    assert (await reports.segment_counts(svc, shop_id=shop.shop_id))["DORMANT"] == 2
+
+
+async def test_retention_by_acquisition_source_RP4(svc, shop):
+    await distribution.set_status(svc, shop_id=shop.shop_id, user_id="d", status=DistributorStatus.ACTIVE,
+                                  actor="t", reason="t")
+    await distribution.bind_referrer(svc, shop_id=shop.shop_id, user_id="r1", referrer_id="d")
+    await shops.upsert_product(svc, shop_id=shop.shop_id, product_ref="tea", category="tea")
+    await shops.upsert_product(svc, shop_id=shop.shop_id, product_ref="cup", category="ware")
+    for i, (user, ref) in enumerate([("r1", "tea"), ("r1", "cup"), ("n1", "tea")]):
+        o = await orders.report_order(svc, shop_id=shop.shop_id, external_id=f"o{i}", buyer_id=user,
+                                      lines=[orders.LineInput(ref, 1, 1000)])
+        await pay(svc, shop.shop_id, o.order_id, amount=1000)
+    rows = {r.source: r for r in await reports.retention(svc, shop_id=shop.shop_id, period_from=T0,
+                                                             period_to=T0 + timedelta(days=1))}
+    assert rows["REFERRAL"].buyers == 1 and rows["REFERRAL"].repurchase_rate_bp == 10_000
+    assert rows["REFERRAL"].multi_category_rate_bp == 10_000 and rows["REFERRAL"].net_sales_per_buyer == 2000
+    assert rows["NONE"].repurchase_rate_bp == 0
+    dl = await reports.downline(svc, shop_id=shop.shop_id, user_id="d")
+    assert dl["level1"] == {"count": 1, "sales": 2000} and dl["level2"]["count"] == 0
+    earned = await reports.earnings(svc, shop_id=shop.shop_id, user_id="d", period_from=T0,
+                                    period_to=T0 + timedelta(days=1))
+    assert earned["PENDING"] == 200
