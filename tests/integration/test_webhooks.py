@@ -155,3 +155,47 @@ async def test_rotation_signs_with_both_secrets_and_replay_redelivers(svc, shop)
         assert set(r.seen.values()) == {2}
     finally:
         r.close()
+
+
+async def test_killing_the_service_mid_delivery_loses_no_event(svc, shop, database_url):
+    """The claim is a row lock inside an open transaction: a killed process releases it and the
+    delivery is still PENDING for the next worker (at-least-once)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time as _time
+    from pathlib import Path
+
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(16)  # accepts connections, never answers
+    ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id,
+                                          url=f"http://127.0.0.1:{hang.getsockname()[1]}/hook")
+    o = await orders.report_order(svc, shop_id=shop.shop_id, external_id="k1", buyer_id="b",
+                                  lines=[orders.LineInput("p", 1, 100)])
+    await pay(svc, shop.shop_id, o.order_id, amount=100)
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen([sys.executable, "-m", "tests.integration.webhook_child", database_url], cwd=root,
+                             stdout=subprocess.PIPE, text=True, env={**os.environ})
+    try:
+        assert child.stdout.readline().startswith("DELIVERING")
+        _time.sleep(1.0)  # the child is now inside its POST
+        assert await webhooks.deliver_due(svc) == 0  # claimed by the child: skipped, not sent twice
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        hang.close()
+    r = Receiver(fail_first=0)
+    try:
+        async with unit_of_work(svc) as s:
+            from sqlalchemy import update as _update
+
+            from store.models import WebhookEndpoint
+            await s.execute(_update(WebhookEndpoint).where(WebhookEndpoint.shop_id == shop.shop_id)
+                            .values(url=r.url))
+        assert await webhooks.deliver_due(svc) == 1
+        assert len(r.seen) == 1
+    finally:
+        r.close()
