@@ -361,3 +361,22 @@ async def get_group(svc: Services, *, shop_id: str, group_id: str):
         seats = list((await s.execute(select(SeatRow).where(SeatRow.shop_id == shop_id,
                                                             SeatRow.group_id == group_id))).scalars())
         return row, mapping.group_from_rows(row, seats)
+
+
+async def list_open_groups(svc: Services, *, shop_id: str, campaign_id: str, limit: int = 500) -> list[gb.Group]:
+    """Open groups of a campaign, soonest to expire first, caught up first (GB-11). Two queries for the page."""
+    async with svc.sessionmaker() as s:
+        ids = list((await s.execute(select(GroupRow.group_id).where(
+            GroupRow.shop_id == shop_id, GroupRow.campaign_id == campaign_id, GroupRow.state == "OPEN")
+            .order_by(GroupRow.expires_at, GroupRow.group_id).limit(limit))).scalars())
+    await catch_up(svc, shop_id=shop_id, group_ids=ids)
+    async with svc.sessionmaker() as s:
+        rows = list((await s.execute(select(GroupRow).where(
+            GroupRow.shop_id == shop_id, GroupRow.group_id.in_(ids), GroupRow.state == "OPEN")
+            .order_by(GroupRow.expires_at, GroupRow.group_id))).scalars())
+        seats = list((await s.execute(select(SeatRow).where(
+            SeatRow.shop_id == shop_id, SeatRow.group_id.in_([r.group_id for r in rows])))).scalars())
+    by_group: dict[str, list] = {}
+    for st in seats:
+        by_group.setdefault(st.group_id, []).append(st)
+    return [mapping.group_from_rows(r, by_group.get(r.group_id, [])) for r in rows]

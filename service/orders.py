@@ -210,3 +210,9 @@ async def complete_order(svc: Services, *, shop_id: str, order_id: str | None = 
 async def get_order(svc: Services, *, shop_id: str, order_id: str) -> Order | None:
     async with svc.sessionmaker() as s:
         return await s.get(Order, (shop_id, order_id))
+
+
+async def list_orders(svc: Services, *, shop_id: str, buyer_id: str, limit: int = 1000) -> list[Order]:
+    async with svc.sessionmaker() as s:
+        return list((await s.execute(select(Order).where(Order.shop_id == shop_id, Order.buyer_id == buyer_id)
+                                     .order_by(Order.created_at.desc(), Order.order_id).limit(limit))).scalars())
