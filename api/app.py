@@ -36,6 +36,13 @@ ReactDOM.createRoot(document.getElementById('graphiql')).render(
   React.createElement(GraphiQL, {fetcher, defaultEditorToolsVisibility: 'headers',
     defaultHeaders: '{\\n  "Authorization": "Bearer PASTE-A-TOKEN"\\n}',
     defaultQuery: '# Paste a token printed by `python3 tasks.py serve` into the headers below.\\n{\\n  me { inviteCode balances { available currency } }\\n}\\n'}));
+// ?smoke=<query>: run one query through GraphiQL's own fetcher and show the result (browser tests)
+const smoke = new URLSearchParams(location.search).get('smoke');
+const first = async (r) => (r && r[Symbol.asyncIterator]) ? (await r[Symbol.asyncIterator]().next()).value : r;
+if (smoke) Promise.resolve(fetcher({query: smoke})).then(first).then(r => {
+  const pre = document.createElement('pre'); pre.id = 'smoke-result'; pre.textContent = JSON.stringify(r);
+  document.body.appendChild(pre);
+});
 </script></body></html>"""
 
 
