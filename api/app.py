@@ -8,12 +8,13 @@ from starlette.applications import Starlette
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from strawberry.asgi import GraphQL
 
 from api.auth import authenticate
 from api.context import Context
+from api.live import GroupListener
 from api.schema import schema
 from engine.errors import RuleViolation
 from service.context import Services
@@ -50,9 +51,11 @@ class SharecartGraphQL(GraphQL):
     def __init__(self, svc: Services):
         super().__init__(schema, graphql_ide=None)
         self.svc = svc
+        self.listener = GroupListener(svc.engine.url.render_as_string(hide_password=False))
 
     async def get_context(self, request, response) -> Context:
         ctx = Context(svc=self.svc, request=request, response=response)
+        ctx.extra["listener"] = self.listener
         auth = request.headers.get("authorization", "")
         if auth:
             token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
@@ -93,7 +96,7 @@ def create_app(svc: Services) -> Starlette:
 
     app = Starlette(routes=[
         Route("/", root), Route("/health", health), Route("/graphiql", graphiql),
-        Route("/graphql", gql, methods=["GET", "POST"]),
+        Route("/graphql", gql, methods=["GET", "POST"]), WebSocketRoute("/graphql", gql),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ])
     app.add_middleware(BodyLimit)

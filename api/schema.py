@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import os
 from datetime import datetime, timedelta
-from typing import Generic, NewType, Optional, TypeVar
+from typing import AsyncGenerator, Generic, NewType, Optional, TypeVar
 
 import strawberry
 from strawberry.types import Info
@@ -823,6 +823,30 @@ class Mutation:
         return AdvanceClockPayload(now=now, errors=[])
 
 
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(permission_classes=[HasShopKey],
+                             description="Seats, tier reached and state of a group as they change (GB-2..GB-6).")
+    async def group_progress(self, info: Info, group_id: str) -> AsyncGenerator[Group, None]:
+        ctx = info.context
+        shop_id = ctx.principal.shop_id if ctx.principal else ctx.public_shop_id
+        listener = ctx.extra["listener"]
+        key = f"{shop_id}:{group_id}"
+        queue = await listener.subscribe(key)
+        try:
+            while True:
+                found = await groups_svc.get_group(ctx.svc, shop_id=shop_id, group_id=group_id)
+                if found is None:
+                    return
+                g = found[1]
+                yield group_type(g, ctx.svc.now())
+                if g.state.value in ("FORMED", "FAILED", "CANCELLED"):
+                    return
+                await queue.get()
+        finally:
+            listener.unsubscribe(key, queue)
+
+
 def make_schema() -> strawberry.Schema:
     from strawberry.extensions import MaskErrors, MaxTokensLimiter, ParserCache, QueryDepthLimiter, ValidationCache
     from graphql import GraphQLError
@@ -834,7 +858,7 @@ def make_schema() -> strawberry.Schema:
         return not (error.extensions or {}).get("code")
 
     return strawberry.Schema(
-        query=Query, mutation=Mutation,
+        query=Query, mutation=Mutation, subscription=Subscription,
         extensions=[lambda: QueryDepthLimiter(max_depth=10), lambda: MaxTokensLimiter(max_token_count=4000),
                     lambda: ParserCache(maxsize=512), lambda: ValidationCache(maxsize=512),
                     lambda: MaskErrors(should_mask_error=should_mask, error_message="internal error")],
