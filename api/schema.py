@@ -368,6 +368,19 @@ class Query:
                                                limit=10_000)
         return connection(found, first, after, lambda p: payout_type(p, currency_of(info)))
 
+    @strawberry.field(permission_classes=[IsAdmin], description="Events after a cursor (`seq`), for replay by pull.")
+    async def events(self, info: Info, after_seq: int = 0, first: int = 100,
+                     types: Optional[list[str]] = None) -> list[ShopEvent]:
+        import json
+
+        from service import webhooks
+
+        found = await webhooks.events_since(info.context.svc, shop_id=shop_of(info), after_seq=after_seq,
+                                            limit=min(first, MAX_PAGE), types=types)
+        return [ShopEvent(id=e.event_id, seq=e.seq, type=e.type, aggregate_type=e.aggregate_type,
+                          aggregate_id=e.aggregate_id, rule=e.rule, occurred_at=e.occurred_at,
+                          payload_json=json.dumps(e.payload, sort_keys=True)) for e in found]
+
     @strawberry.field(permission_classes=[IsAdmin], description="RP-2 per campaign and A/B variant.")
     async def campaign_stats(self, info: Info, campaign_id: str) -> CampaignStats:
         st = await reports_svc.campaign_stats(info.context.svc, shop_id=shop_of(info), campaign_id=campaign_id)
@@ -600,6 +613,63 @@ class ClosePeriodPayload:
     errors: list[UserError]
 
 
+@strawberry.type
+class WebhookEndpoint:
+    id: str
+    url: str
+    event_types: list[str]
+    enabled: bool
+    secret: str = strawberry.field(description="Shown to admins to verify signatures (docs/webhooks.md).")
+
+
+def endpoint_type(e) -> WebhookEndpoint:
+    return WebhookEndpoint(id=e.endpoint_id, url=e.url, event_types=list(e.event_types or []), enabled=e.enabled,
+                           secret=e.secret)
+
+
+@strawberry.input
+class RegisterWebhookInput:
+    url: str
+    event_types: Optional[list[str]] = None
+
+
+@strawberry.input
+class RotateWebhookSecretInput:
+    endpoint_id: str
+    overlap_seconds: int = 86400
+
+
+@strawberry.type
+class WebhookPayload:
+    endpoint: Optional[WebhookEndpoint] = None
+    errors: list[UserError]
+
+
+@strawberry.input
+class RedeliverInput:
+    endpoint_id: str
+    from_seq: int
+    to_seq: int
+
+
+@strawberry.type
+class RedeliverPayload:
+    queued: Optional[int] = None
+    errors: list[UserError]
+
+
+@strawberry.type
+class ShopEvent:
+    id: str
+    seq: int
+    type: str
+    aggregate_type: str
+    aggregate_id: str
+    rule: Optional[str]
+    occurred_at: datetime
+    payload_json: str
+
+
 @strawberry.input
 class AdvanceClockInput:
     seconds: int
@@ -809,6 +879,42 @@ class Mutation:
                                                    actor=ctx.user_id)
             return dict(settlement=_settlement(b))
         return await run(ClosePeriodPayload, go)
+
+    @strawberry.mutation(permission_classes=[IsAdmin], description="Register a signed webhook endpoint.")
+    async def register_webhook(self, info: Info, input: RegisterWebhookInput) -> WebhookPayload:
+        ctx = info.context
+
+        async def go():
+            from service import webhooks
+
+            e = await webhooks.register_endpoint(ctx.svc, shop_id=ctx.shop_id, url=input.url,
+                                                 event_types=input.event_types)
+            return dict(endpoint=endpoint_type(e))
+        return await run(WebhookPayload, go)
+
+    @strawberry.mutation(permission_classes=[IsAdmin], description="New secret; the old one signs too for the overlap.")
+    async def rotate_webhook_secret(self, info: Info, input: RotateWebhookSecretInput) -> WebhookPayload:
+        ctx = info.context
+
+        async def go():
+            from service import webhooks
+
+            e = await webhooks.rotate_secret(ctx.svc, shop_id=ctx.shop_id, endpoint_id=input.endpoint_id,
+                                             overlap=timedelta(seconds=input.overlap_seconds))
+            return dict(endpoint=endpoint_type(e))
+        return await run(WebhookPayload, go)
+
+    @strawberry.mutation(permission_classes=[IsAdmin], description="Replay: owe a range of events again.")
+    async def redeliver_events(self, info: Info, input: RedeliverInput) -> RedeliverPayload:
+        ctx = info.context
+
+        async def go():
+            from service import webhooks
+
+            n = await webhooks.redeliver(ctx.svc, shop_id=ctx.shop_id, endpoint_id=input.endpoint_id,
+                                         from_seq=input.from_seq, to_seq=input.to_seq)
+            return dict(queued=n)
+        return await run(RedeliverPayload, go)
 
     @strawberry.mutation(permission_classes=[IsAdmin],
                          description="Tests only (SHARECART_TEST_CLOCK=1): move the service clock (OR-5).")

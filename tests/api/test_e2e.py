@@ -165,3 +165,21 @@ def test_graphiql_assets_are_served_locally(world):
     html = httpx.get(f"{world['base']}/graphiql").text
     assert "/static/graphiql.min.js" in html and "cdn" not in html.lower()
     assert httpx.get(f"{world['base']}/static/graphiql.min.js").status_code == 200
+
+
+def test_admin_registers_webhook_and_replays_events_through_graphql(world):
+    admin, backend = world["as"]("boss", "admin"), world["as"]("be", "backend")
+    ep = admin.mutate("registerWebhook", {"url": "http://127.0.0.1:9/hook"}, "endpoint { id secret enabled }")
+    assert ep["errors"] == [] and ep["endpoint"]["enabled"] and ep["endpoint"]["secret"].startswith("whsec_")
+    bad = admin.mutate("registerWebhook", {"url": "ftp://x"}, "endpoint { id }")
+    assert [e["code"] for e in bad["errors"]] == ["INVALID_INPUT"]
+    o = backend.mutate("reportOrder", {"externalId": "w-1", "buyerId": "z",
+                                       "lines": [{"productRef": "x", "quantity": 1, "unitPrice": 100}]}, "order { id }")
+    backend.mutate("confirmPayment", {"orderId": o["order"]["id"], "amount": 100, "providerRef": "w-pay"}, "accepted")
+    evs = admin.gql("{ events { seq type } }")["data"]["events"]
+    assert [e["type"] for e in evs] == ["order.paid"]
+    r = admin.mutate("redeliverEvents", {"endpointId": ep["endpoint"]["id"], "fromSeq": evs[0]["seq"],
+                                         "toSeq": evs[-1]["seq"]}, "queued", input_type="RedeliverInput")
+    assert r["queued"] == 1
+    forbidden = backend.gql("{ events { seq } }")
+    assert forbidden["errors"][0]["extensions"]["code"] == "FORBIDDEN"
