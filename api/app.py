@@ -82,6 +82,41 @@ class BodyLimit(BaseHTTPMiddleware):
         return await call_next(request)
 
 
+async def export_settlement(request: Request):
+    """LG-3 exports over authenticated HTTP (finance role), streamed: same batch, same bytes."""
+    from starlette.responses import StreamingResponse
+
+    from service import exports
+
+    svc: Services = request.app.state.svc
+    auth = request.headers.get("authorization", "")
+    try:
+        p = await authenticate(auth[7:].strip() if auth.lower().startswith("bearer ") else "",
+                               lambda sid: get_shop(svc, sid))
+    except RuleViolation as e:
+        return JSONResponse({"error": {"code": e.code.value, "message": e.message}}, status_code=401)
+    if "finance" not in p.roles:
+        return JSONResponse({"error": {"code": "FORBIDDEN", "message": "needs the finance role"}}, status_code=403)
+    sid, fmt = request.path_params["settlement_id"], request.path_params["fmt"]
+    if fmt not in ("csv", "xlsx"):
+        return JSONResponse({"error": {"code": "NOT_FOUND", "message": "formats: csv, xlsx"}}, status_code=404)
+    from service.settlements import get_settlement
+
+    if await get_settlement(svc, shop_id=p.shop_id, settlement_id=sid) is None:
+        return JSONResponse({"error": {"code": "NOT_FOUND", "message": "no such settlement"}}, status_code=404)
+    name = f"settlement-{sid}.{fmt}"
+    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    if fmt == "csv":
+        return StreamingResponse(exports.csv_chunks(svc, shop_id=p.shop_id, settlement_id=sid),
+                                 media_type="text/csv; charset=utf-8", headers=headers)
+    path = await exports.xlsx_file(svc, shop_id=p.shop_id, settlement_id=sid)
+    from starlette.background import BackgroundTask
+    import os
+
+    return FileResponse(path, headers=headers, background=BackgroundTask(os.remove, path),
+                        media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+
+
 def create_app(svc: Services) -> Starlette:
     gql = SharecartGraphQL(svc)
 
@@ -97,6 +132,7 @@ def create_app(svc: Services) -> Starlette:
     app = Starlette(routes=[
         Route("/", root), Route("/health", health), Route("/graphiql", graphiql),
         Route("/graphql", gql, methods=["GET", "POST"]), WebSocketRoute("/graphql", gql),
+        Route("/exports/settlements/{settlement_id}.{fmt:str}", export_settlement),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ])
     app.add_middleware(BodyLimit)

@@ -183,3 +183,24 @@ def test_admin_registers_webhook_and_replays_events_through_graphql(world):
     assert r["queued"] == 1
     forbidden = backend.gql("{ events { seq } }")
     assert forbidden["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+def test_finance_closes_a_period_and_downloads_identical_exports_LG3(world):
+    fin, backend, admin = world["as"]("fin", "finance"), world["as"]("be", "backend"), world["as"]("boss", "admin")
+    now = world["svc"].now()
+    day_from = (now - timedelta(days=1)).date().isoformat()
+    day_to = (now + timedelta(days=1)).date().isoformat()
+    admin.mutate("advanceClock", {"seconds": 3 * 86400}, "now")
+    r = fin.mutate("closePeriod", {"fromDate": day_from, "toDate": day_to}, "settlement { id closing currency }")
+    assert r["errors"] == [] and r["settlement"]["currency"] == "CNY"
+    sid = r["settlement"]["id"]
+    again = fin.mutate("closePeriod", {"fromDate": day_from, "toDate": day_to}, "settlement { id }")
+    assert again["settlement"]["id"] == sid  # the same period twice returns the first batch
+    for fmt in ("csv", "xlsx"):
+        url = f"{world['base']}/exports/settlements/{sid}.{fmt}"
+        a = httpx.get(url, headers=fin.headers)
+        b = httpx.get(url, headers=fin.headers)
+        assert a.status_code == 200 and a.content == b.content
+    assert "distributor_id" in httpx.get(f"{world['base']}/exports/settlements/{sid}.csv", headers=fin.headers).text
+    assert httpx.get(f"{world['base']}/exports/settlements/{sid}.csv", headers=backend.headers).status_code == 403
+    assert httpx.get(f"{world['base']}/exports/settlements/{sid}.csv").status_code == 401
