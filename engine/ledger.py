@@ -1,7 +1,11 @@
 """Ledger postings and payout arithmetic (LG-1, LG-2).
 
 A posting is a signed delta on one balance bucket; a move between buckets is two postings of
-the same kind. Balances are the sums of postings, always.
+the same kind. Balances are the sums of postings, always (LG-1): the shell stores every posting as an
+immutable entry with its own id and never edits one; corrections are new postings.
+
+Buckets: PENDING, FROZEN, AVAILABLE (CM-6), IN_PAYOUT, PAID (what the distributor received) and FEES
+(payout fees charged, LG-2). A payout of A ends as PAID + FEES = A.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Iterable
 
-from engine.distribution import DistributionSettings, DistributorStatus
+from engine.distribution import DistributionSettings, DistributorStatus, may_request_payout
 from engine.errors import ErrorCode, refuse
 from engine.money import apply_bp
 
@@ -45,6 +49,7 @@ class Posting:
 
 
 def move(amount: int, src: Bucket, dst: Bucket, kind: EntryKind) -> tuple[Posting, Posting]:
+    """LG-1: a move between buckets is two postings of the same kind, summing to zero."""
     return Posting(src, -amount, kind), Posting(dst, amount, kind)
 
 
@@ -68,23 +73,45 @@ class Balances:
 
     @classmethod
     def from_postings(cls, postings: Iterable[Posting]) -> "Balances":
+        """LG-1: balances are the sums of entries."""
         return cls().apply(postings)
+
+    @property
+    def total(self) -> int:
+        """Everything ever credited less reversals: pending + frozen + available + in payout + paid + fees."""
+        return self.pending + self.frozen + self.available + self.in_payout + self.paid + self.fees
+
+
+def _positive(amount: object, field: str = "amount") -> int:
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        raise refuse(ErrorCode.INVALID_INPUT, "amount must be a positive integer of minor units", field=field)
+    return amount
+
+
+def bonus_postings(bonuses: Iterable[tuple[int, int]]) -> tuple[Posting, ...]:
+    """LV-4: each upgrade bonus `(grade, amount)` is credited straight to AVAILABLE (UPGRADE_BONUS),
+    one posting per level; zero amounts post nothing."""
+    return tuple(Posting(Bucket.AVAILABLE, amount, EntryKind.UPGRADE_BONUS) for _, amount in bonuses if amount)
 
 
 def payout_fee(settings: DistributionSettings, amount: int) -> int:
-    """LG-2: floor(A × payout_fee_bp / 10000)."""
+    """LG-2: `floor(A × payout_fee_bp / 10000)`. Best computed at request time and kept with the payout
+    (pass it to `approve_payout(fee=…)`), so a settings change does not alter a payout already asked for."""
     return apply_bp(amount, settings.payout_fee_bp)
 
 
 def request_payout(settings: DistributionSettings, *, balances: Balances, amount: int,
                    status: DistributorStatus) -> tuple[Posting, ...]:
-    """LG-2: min_payout ≤ A ≤ available; A moves to in payout. A negative available (clawback, CM-6)
-    blocks every request; a suspended distributor may not request (DS-1)."""
-    if status == DistributorStatus.SUSPENDED:
+    """LG-2: `min_payout ≤ A ≤ available`; A moves available → in payout (PAYOUT_REQUESTED).
+
+    Refusals in order: DISTRIBUTOR_SUSPENDED (DS-1), INVALID_INPUT (A not a positive int),
+    PAYOUT_BELOW_MINIMUM, INSUFFICIENT_BALANCE. A negative available (clawback, CM-6) blocks every request.
+    `balances` must be the current (locked) balances: two requests decided on the same balances would
+    together exceed it — the shell serialises them (LG-2)."""
+    if not may_request_payout(status):
         raise refuse(ErrorCode.DISTRIBUTOR_SUSPENDED, "a suspended distributor cannot request payouts",
                      rule="DS-1")
-    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
-        raise refuse(ErrorCode.INVALID_INPUT, "amount must be a positive integer of minor units", field="amount")
+    _positive(amount)
     if amount < settings.min_payout:
         raise refuse(ErrorCode.PAYOUT_BELOW_MINIMUM, f"the minimum payout is {settings.min_payout}",
                      field="amount", rule="LG-2")
@@ -94,9 +121,17 @@ def request_payout(settings: DistributionSettings, *, balances: Balances, amount
     return move(amount, Bucket.AVAILABLE, Bucket.IN_PAYOUT, EntryKind.PAYOUT_REQUESTED)
 
 
-def approve_payout(settings: DistributionSettings, amount: int) -> tuple[Posting, ...]:
-    """LG-2: in payout −A; paid +(A − fee); the fee is an entry of its own."""
-    fee = payout_fee(settings, amount)
+def approve_payout(settings: DistributionSettings, amount: int, *, fee: int | None = None) -> tuple[Posting, ...]:
+    """LG-2: finance approves: in payout −A, paid +(A − fee) (PAYOUT_APPROVED) and fees +fee as an entry of
+    its own (PAYOUT_FEE, omitted when the fee is 0). `fee` is the fee recorded at request time, if the
+    shell kept one; otherwise it is computed from `settings` now."""
+    _positive(amount)
+    fee = payout_fee(settings, amount) if fee is None else fee
+    if not 0 <= fee <= amount:
+        raise refuse(ErrorCode.INVALID_INPUT, "fee must be in 0..amount", field="fee", rule="LG-2")
+    if fee == 0:
+        return (Posting(Bucket.IN_PAYOUT, -amount, EntryKind.PAYOUT_APPROVED),
+                Posting(Bucket.PAID, amount, EntryKind.PAYOUT_APPROVED))
     return (
         Posting(Bucket.IN_PAYOUT, -amount, EntryKind.PAYOUT_APPROVED),
         Posting(Bucket.PAID, amount - fee, EntryKind.PAYOUT_APPROVED),
@@ -105,5 +140,6 @@ def approve_payout(settings: DistributionSettings, amount: int) -> tuple[Posting
 
 
 def reject_payout(amount: int) -> tuple[Posting, ...]:
-    """LG-2: all of A back to available, no fee."""
+    """LG-2: finance rejects: all of A back to available (PAYOUT_REJECTED), no fee."""
+    _positive(amount)
     return move(amount, Bucket.IN_PAYOUT, Bucket.AVAILABLE, EntryKind.PAYOUT_REJECTED)

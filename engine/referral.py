@@ -1,4 +1,9 @@
-"""Referral binding (RF-1) and the order snapshot (RF-2)."""
+"""Referral binding (RF-1) and the order snapshot (RF-2).
+
+The referral graph is read through a `ReferralView` the shell supplies (current referrers only,
+lapsed EXPIRING bindings already removed). The engine never writes it: `decide_binding` returns
+the binding to store, or None to keep the current one.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ from engine.errors import ErrorCode, refuse
 
 
 class BindingSource(str, Enum):
+    """RF-1: how a binding was made."""
+
     INVITE_CODE = "INVITE_CODE"
     LINK = "LINK"
     ADMIN = "ADMIN"
@@ -19,6 +26,8 @@ class BindingSource(str, Enum):
 
 @dataclass(frozen=True)
 class Binding:
+    """RF-1: a user's current referrer, when and how bound; `expires_at` only in EXPIRING mode."""
+
     user_id: str
     referrer_id: str
     bound_at: datetime
@@ -27,26 +36,35 @@ class Binding:
 
 
 class ReferralView(Protocol):
-    def referrer_of(self, user_id: str) -> str | None: ...
+    def referrer_of(self, user_id: str) -> str | None:
+        """The user's current referrer (lapses applied), read-only."""
+        ...
 
 
 def current_referrer(binding: Binding | None, now: datetime) -> str | None:
-    """RF-1 with EXPIRING: a lapsed binding names nobody."""
+    """RF-1 (EXPIRING): a binding lapses at `expires_at` (half-open: live in [bound_at, expires_at));
+    a lapsed binding names nobody, so an order paid after the lapse earns the old referrer nothing."""
     if binding is None or (binding.expires_at is not None and now >= binding.expires_at):
         return None
     return binding.referrer_id
 
 
-def in_downline(view: ReferralView, *, ancestor: str, user_id: str) -> bool:
-    """True when `ancestor` is reached walking up from `user_id` (any depth; loop-guarded)."""
-    seen: set[str] = set()
-    cur: str | None = user_id
-    while cur is not None and cur not in seen:
-        if cur == ancestor:
-            return True
+def upline(view: ReferralView, user_id: str, *, limit: int = 1_000_000) -> tuple[str, ...]:
+    """RF-1: the chain of referrers above `user_id` (nearest first). Loop-guarded: stops at the first
+    repeated user, so a corrupt graph cannot hang the engine."""
+    seen = {user_id}
+    out: list[str] = []
+    cur = view.referrer_of(user_id)
+    while cur is not None and cur not in seen and len(out) < limit:
+        out.append(cur)
         seen.add(cur)
         cur = view.referrer_of(cur)
-    return False
+    return tuple(out)
+
+
+def in_downline(view: ReferralView, *, ancestor: str, user_id: str) -> bool:
+    """RF-1: True when `user_id` is `ancestor` or sits below it at any depth (walking up from `user_id`)."""
+    return user_id == ancestor or ancestor in upline(view, user_id)
 
 
 def decide_binding(
@@ -61,34 +79,49 @@ def decide_binding(
     user_has_paid_order: bool,
     source: BindingSource,
 ) -> Binding | None:
-    """RF-1: the new binding, or None to keep the current one (same referrer again).
+    """RF-1: the binding to store, or None to keep the current one (the same live referrer again —
+    neither `bound_at` nor `expires_at` is refreshed).
 
-    Refusals, in order: SELF_REFERRAL, NOT_A_DISTRIBUTOR (the referrer must be ACTIVE; a suspended
-    distributor takes no new bindings), ALREADY_BOUND (PERMANENT, or EXPIRING not yet lapsed),
-    NOT_A_NEW_USER (bind_new_users_only), REFERRAL_CYCLE (the referrer is in the user's downline).
+    Refusals (ER-1), checked in this order:
+    1. SELF_REFERRAL — `referrer_id == user_id`.
+    2. NOT_A_DISTRIBUTOR — the referrer is not ACTIVE at binding time. A SUSPENDED distributor takes no
+       new bindings (not in good standing, CM-2); the code does not reveal the suspension (DS-2).
+    3. ALREADY_BOUND — a live binding to someone else exists and the mode is PERMANENT or EXPIRING
+       (EXPIRING may be replaced only once lapsed). LAST_TOUCH replaces. An ADMIN binding replaces in
+       every mode (an admin corrects a relationship; past orders keep their snapshot, RF-2).
+    4. NOT_A_NEW_USER — `bind_new_users_only` and the user has a paid order (ADMIN exempt, as in 3).
+    5. REFERRAL_CYCLE — the user is the referrer's referrer at any depth (the new edge would close a loop).
+    EXPIRING bindings get `expires_at = now + binding_days`.
     """
     if referrer_id == user_id:
         raise refuse(ErrorCode.SELF_REFERRAL, "a user cannot refer themselves", field="inviteCode", rule="RF-1")
     if referrer_status != DistributorStatus.ACTIVE:
         raise refuse(ErrorCode.NOT_A_DISTRIBUTOR, "the referrer is not an active distributor", field="inviteCode",
                      rule="RF-1")
+    admin = source == BindingSource.ADMIN
     live = current_referrer(current, now)
     if live == referrer_id:
         return None
-    if live is not None and settings.binding != BindingMode.LAST_TOUCH:
+    if live is not None and settings.binding != BindingMode.LAST_TOUCH and not admin:
         raise refuse(ErrorCode.ALREADY_BOUND, "the user already has a referrer", field="inviteCode", rule="RF-1")
-    if settings.bind_new_users_only and user_has_paid_order:
+    if settings.bind_new_users_only and user_has_paid_order and not admin:
         raise refuse(ErrorCode.NOT_A_NEW_USER, "only users without a paid order can be bound", field="inviteCode",
                      rule="RF-1")
     if in_downline(view, ancestor=user_id, user_id=referrer_id):
         raise refuse(ErrorCode.REFERRAL_CYCLE, "the referrer is in the user's own downline", field="inviteCode",
                      rule="RF-1")
-    expires = now + timedelta(days=settings.binding_days) if settings.binding == BindingMode.EXPIRING else None
+    expires = None
+    if settings.binding == BindingMode.EXPIRING:
+        expires = now + timedelta(days=settings.binding_days or 0)
     return Binding(user_id=user_id, referrer_id=referrer_id, bound_at=now, source=source, expires_at=expires)
 
 
 def snapshot_referrers(view: ReferralView, buyer_id: str) -> tuple[str | None, str | None]:
-    """RF-2: level 1 and level 2 at the moment of payment (the view has applied lapses)."""
+    """RF-2: level 1 (the buyer's referrer) and level 2 (level 1's referrer) at the moment of payment.
+    The shell stores them on the order; later rebinding never changes them. The view must already have
+    applied EXPIRING lapses. Defensive: a referrer equal to the buyer (impossible under RF-1) is dropped."""
     l1 = view.referrer_of(buyer_id)
-    l2 = view.referrer_of(l1) if l1 else None
-    return l1, (l2 if l2 != buyer_id else None)
+    if l1 is None or l1 == buyer_id:
+        return None, None
+    l2 = view.referrer_of(l1)
+    return l1, (l2 if l2 not in (buyer_id, l1) else None)

@@ -18,8 +18,12 @@ class Segment(str, Enum):
 
 
 def segment_of(paid_order_times: Sequence[datetime], now: datetime) -> Segment:
-    """RP-3: callers pass only orders that count as paid (not refunded in full). DORMANT (paid orders,
-    none in the last 90 days) takes precedence; LOYAL is ≥ 4 paid orders."""
+    """RP-3: callers pass the payment times of orders that count as paid (not refunded in full).
+
+    NEW: none. DORMANT (takes precedence): paid orders, none in the last 90 days — the window is
+    `(now − 90 days, now]`, so an order paid exactly 90 days ago no longer keeps a user active (the same
+    rule as the shell's SQL `last_paid <= now − 90 days`). Otherwise FIRST_ORDER (1), REPEAT (2–3),
+    LOYAL (≥ 4 paid orders, counted over the whole history)."""
     if not paid_order_times:
         return Segment.NEW
     if max(paid_order_times) <= now - DORMANT_AFTER:
