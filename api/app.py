@@ -1,22 +1,27 @@
-"""The HTTP application: /graphql, a local GraphiQL at /graphiql, /health."""
+"""The HTTP application: /graphql (POST, GET, and graphql-transport-ws), a local GraphiQL at /graphiql,
+settlement exports, /health."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from strawberry.asgi import GraphQL
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from api.auth import authenticate
 from api.context import Context
 from api.live import GroupListener
-from api.schema import schema
-from engine.errors import RuleViolation
+from api.mutations import test_clock_enabled
+from api.schema import make_schema
+from engine.errors import ErrorCode, RuleViolation, refuse
 from service.context import Services
 from service.shops import get_shop, shop_by_public_key
 
@@ -36,7 +41,7 @@ const fetcher = GraphiQL.createFetcher({url: '/graphql'});
 ReactDOM.createRoot(document.getElementById('graphiql')).render(
   React.createElement(GraphiQL, {fetcher, defaultEditorToolsVisibility: 'headers',
     defaultHeaders: '{\\n  "Authorization": "Bearer PASTE-A-TOKEN"\\n}',
-    defaultQuery: '# Paste a token printed by `python3 tasks.py serve` into the headers below.\\n{\\n  me { inviteCode balances { available currency } }\\n}\\n'}));
+    defaultQuery: '# Paste a token (sharecart mint-token) into the headers below.\\n{\\n  me { inviteCode balances { available currency } }\\n}\\n'}));
 // ?smoke=<query>: run one query through GraphiQL's own fetcher and show the result (browser tests)
 const smoke = new URLSearchParams(location.search).get('smoke');
 const first = async (r) => (r && r[Symbol.asyncIterator]) ? (await r[Symbol.asyncIterator]().next()).value : r;
@@ -47,78 +52,137 @@ if (smoke) Promise.resolve(fetcher({query: smoke})).then(first).then(r => {
 </script></body></html>"""
 
 
+def _bearer(value: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` value; "" for another scheme; None if absent."""
+    if not value:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 class SharecartGraphQL(GraphQL):
-    def __init__(self, svc: Services):
-        super().__init__(schema, graphql_ide=None)
+    """strawberry's ASGI view with our per-request context (caller, shop, loaders)."""
+
+    def __init__(self, svc: Services, *, test_clock: bool = False):
+        super().__init__(make_schema(test_clock=test_clock), graphql_ide=None,
+                         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL])
         self.svc = svc
         self.listener = GroupListener(svc.engine.url.render_as_string(hide_password=False))
 
-    async def get_context(self, request, response) -> Context:
-        ctx = Context(svc=self.svc, request=request, response=response)
-        ctx.extra["listener"] = self.listener
-        auth = request.headers.get("authorization", "")
-        if auth:
-            token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+    async def _identify(self, ctx: Context, authorization: str | None, shop_key: str | None) -> None:
+        """SH-0/SH-1: a bearer token of a shop; else DS-2: the shop's public key. A bad token is an
+        error (UNAUTHENTICATED when a field is resolved), never silently downgraded to public access."""
+        token = _bearer(authorization)
+        shops: dict = {}
+
+        async def load_shop(shop_id: str):
+            shops[shop_id] = await get_shop(self.svc, shop_id)
+            return shops[shop_id]
+
+        if token is not None:
             try:
-                ctx.principal = await authenticate(token, lambda sid: get_shop(self.svc, sid))
+                ctx.principal = await authenticate(token, load_shop)
+                ctx.currency = shops[ctx.principal.shop_id].currency
             except RuleViolation as e:
-                ctx.auth_error = e.message
-        key = request.headers.get("x-shop-key")
-        if key and ctx.principal is None:
-            shop = await shop_by_public_key(self.svc, key)
-            ctx.public_shop_id = shop.shop_id if shop else None
-        shop_id = ctx.principal.shop_id if ctx.principal else ctx.public_shop_id
-        if shop_id:
-            shop = await get_shop(self.svc, shop_id)
-            ctx.currency = shop.currency
+                ctx.auth_error = e
+            return
+        if shop_key:
+            shop = await shop_by_public_key(self.svc, shop_key.strip())
+            if shop is None:
+                ctx.auth_error = refuse(ErrorCode.UNAUTHENTICATED, "unknown shop key", rule="DS-2")
+            else:
+                ctx.public_shop_id, ctx.currency = shop.shop_id, shop.currency
+
+    async def get_context(self, request, response) -> Context:
+        ctx = Context(svc=self.svc, request=request, response=response, listener=self.listener)
+        await self._identify(ctx, request.headers.get("authorization"), request.headers.get("x-shop-key"))
         return ctx
 
+    async def on_ws_connect(self, context: Context):
+        """Browsers cannot set websocket headers: accept the same credentials in connection_init's
+        payload (`{"Authorization": "Bearer …"}` or `{"shopKey": "pk_…"}`)."""
+        params = context.connection_params or {}
+        if context.principal is None and context.public_shop_id is None and context.auth_error is None:
+            auth = params.get("Authorization") or params.get("authorization")
+            key = params.get("shopKey") or params.get("X-Shop-Key") or params.get("x-shop-key")
+            await self._identify(context, auth if isinstance(auth, str) else None, key if isinstance(key, str) else None)
+        return await super().on_ws_connect(context)
 
-class BodyLimit(BaseHTTPMiddleware):
-    async def dispatch(self, request: Request, call_next):
-        if int(request.headers.get("content-length") or 0) > MAX_BODY:
-            return JSONResponse({"errors": [{"message": "request too large",
-                                             "extensions": {"code": "INVALID_INPUT"}}]}, status_code=413)
-        return await call_next(request)
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413 — by Content-Length up front, and by counting
+    what actually arrives (a chunked body has no Content-Length)."""
+
+    def __init__(self, app, limit: int = MAX_BODY):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = JSONResponse({"errors": [{"message": f"request body over {self.limit} bytes",
+                                              "extensions": {"code": "INVALID_INPUT"}}]}, status_code=413)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            return await too_large(scope, receive, send)
+        body, more = b"", True
+        while more:  # buffer the (bounded) body, then replay it to the app
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                return await too_large(scope, receive, send)
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+
+def _error(code: str, message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
 async def export_settlement(request: Request):
     """LG-3 exports over authenticated HTTP (finance role), streamed: same batch, same bytes."""
-    from starlette.responses import StreamingResponse
-
+    from api.types import raw_id
     from service import exports
-
-    svc: Services = request.app.state.svc
-    auth = request.headers.get("authorization", "")
-    try:
-        p = await authenticate(auth[7:].strip() if auth.lower().startswith("bearer ") else "",
-                               lambda sid: get_shop(svc, sid))
-    except RuleViolation as e:
-        return JSONResponse({"error": {"code": e.code.value, "message": e.message}}, status_code=401)
-    if "finance" not in p.roles:
-        return JSONResponse({"error": {"code": "FORBIDDEN", "message": "needs the finance role"}}, status_code=403)
-    sid, fmt = request.path_params["settlement_id"], request.path_params["fmt"]
-    if fmt not in ("csv", "xlsx"):
-        return JSONResponse({"error": {"code": "NOT_FOUND", "message": "formats: csv, xlsx"}}, status_code=404)
     from service.settlements import get_settlement
 
+    svc: Services = request.app.state.svc
+    try:
+        p = await authenticate(_bearer(request.headers.get("authorization")) or "", lambda sid: get_shop(svc, sid))
+    except RuleViolation as e:
+        return _error(e.code.value, e.message, 401)
+    if "finance" not in p.roles:
+        return _error("FORBIDDEN", "needs the finance role", 403)
+    sid, fmt = request.path_params["settlement_id"], request.path_params["fmt"]
+    if fmt not in ("csv", "xlsx"):
+        return _error("NOT_FOUND", "formats: csv, xlsx", 404)
+    try:
+        sid = raw_id(sid, "Settlement", "settlementId")  # the GraphQL id; a raw id works too
+    except RuleViolation:
+        pass
     if await get_settlement(svc, shop_id=p.shop_id, settlement_id=sid) is None:
-        return JSONResponse({"error": {"code": "NOT_FOUND", "message": "no such settlement"}}, status_code=404)
-    name = f"settlement-{sid}.{fmt}"
-    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+        return _error("NOT_FOUND", "no such settlement", 404)
+    headers = {"Content-Disposition": f'attachment; filename="settlement-{sid}.{fmt}"'}
     if fmt == "csv":
         return StreamingResponse(exports.csv_chunks(svc, shop_id=p.shop_id, settlement_id=sid),
                                  media_type="text/csv; charset=utf-8", headers=headers)
     path = await exports.xlsx_file(svc, shop_id=p.shop_id, settlement_id=sid)
-    from starlette.background import BackgroundTask
-    import os
-
     return FileResponse(path, headers=headers, background=BackgroundTask(os.remove, path),
                         media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 
 
-def create_app(svc: Services) -> Starlette:
-    gql = SharecartGraphQL(svc)
+def create_app(svc: Services, *, test_clock: bool | None = None) -> Starlette:
+    """The app over `svc`. `advanceClock` is in the schema only with SHARECART_TEST_CLOCK=1 (or test_clock=True)."""
+    gql = SharecartGraphQL(svc, test_clock=test_clock_enabled() if test_clock is None else test_clock)
 
     async def graphiql(_):
         return HTMLResponse(GRAPHIQL_HTML)
@@ -129,12 +193,19 @@ def create_app(svc: Services) -> Starlette:
     async def root(_):
         return RedirectResponse("/graphiql")
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        await gql.listener.close()
+
     app = Starlette(routes=[
         Route("/", root), Route("/health", health), Route("/graphiql", graphiql),
         Route("/graphql", gql, methods=["GET", "POST"]), WebSocketRoute("/graphql", gql),
         Route("/exports/settlements/{settlement_id}.{fmt:str}", export_settlement),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
-    ])
+    ], lifespan=lifespan)
     app.add_middleware(BodyLimit)
     app.state.svc = svc
+    app.state.graphql = gql
     return app
+

@@ -152,6 +152,16 @@ def export(shop_id: str, settlement_id: str, fmt: str = typer.Option("csv", "--f
     typer.echo(f"wrote {out}")
 
 
+@app.command("export-schema")
+def export_schema(out: str = typer.Option("schema.graphql", help="where to write the SDL")) -> None:
+    """Write the GraphQL SDL of the code (tests/api/test_schema_file.py compares the committed file)."""
+    from api.schema import schema
+
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(str(schema) + "\n")
+    typer.echo(f"wrote {out}")
+
+
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1"),

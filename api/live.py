@@ -1,6 +1,9 @@
 """Live group progress across processes: one PostgreSQL LISTEN connection per process fans
 NOTIFY 'sharecart_groups' payloads ("shop:group", sent at commit by service.groups) out to the
-subscriptions of this process."""
+subscriptions of this process.
+
+If the LISTEN connection drops, notifications sent meanwhile are lost; so on loss every subscriber
+is woken to re-read its group, and the next subscribe reconnects."""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import asyncpg
 
 from store.database import to_libpq
 
+CHANNEL = "sharecart_groups"
+
 
 class GroupListener:
     def __init__(self, url: str) -> None:
@@ -19,18 +24,25 @@ class GroupListener:
         self.queues: dict[str, set[asyncio.Queue]] = defaultdict(set)
         self._lock = asyncio.Lock()
 
-    async def _ensure(self) -> None:
+    async def ensure(self) -> None:
         async with self._lock:
             if self.conn is None or self.conn.is_closed():
                 self.conn = await asyncpg.connect(self.url)
-                await self.conn.add_listener("sharecart_groups", self._on_notify)
+                self.conn.add_termination_listener(self._on_lost)
+                await self.conn.add_listener(CHANNEL, self._on_notify)
 
     def _on_notify(self, _conn, _pid, _channel, payload: str) -> None:
         for q in list(self.queues.get(payload, ())):
             q.put_nowait(payload)
 
+    def _on_lost(self, _conn) -> None:
+        self.conn = None
+        for qs in list(self.queues.values()):
+            for q in list(qs):
+                q.put_nowait("resync")
+
     async def subscribe(self, key: str) -> asyncio.Queue:
-        await self._ensure()
+        await self.ensure()
         q: asyncio.Queue = asyncio.Queue()
         self.queues[key].add(q)
         return q
@@ -39,3 +51,8 @@ class GroupListener:
         self.queues[key].discard(q)
         if not self.queues[key]:
             self.queues.pop(key, None)
+
+    async def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None and not conn.is_closed():
+            await conn.close()

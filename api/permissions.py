@@ -1,4 +1,9 @@
-"""Role checks as strawberry permission classes on fields (SH-0)."""
+"""Who may call what (SH-0), as strawberry permission classes on fields.
+
+A refused caller gets a GraphQL error with `extensions.code` UNAUTHENTICATED (no valid token, or a
+bad one: the message says which) or FORBIDDEN (valid token, wrong role). Which shop a resolver acts
+in is never an argument: it is the token's shop (or the public key's), see `Context.shop_id` (SH-1).
+"""
 
 from __future__ import annotations
 
@@ -6,46 +11,55 @@ from typing import Any
 
 from strawberry.permission import BasePermission
 
+from engine.errors import ErrorCode, refuse
 
-class _Role(BasePermission):
-    role: str = ""
-    message = "this operation needs another role"
+
+def _authenticated(ctx) -> None:
+    if ctx.auth_error is not None:  # a token (or shop key) was sent and is bad: say why
+        e = ctx.auth_error
+        raise refuse(e.code, e.message, rule=e.rule)
+    if ctx.principal is None:
+        raise refuse(ErrorCode.UNAUTHENTICATED, "authentication required: send Authorization: Bearer <token>",
+                     rule="SH-0")
+
+
+class IsAuthenticated(BasePermission):
+    """Any valid bearer token of the shop."""
+
+    def has_permission(self, source: Any, info, **kwargs) -> bool:
+        _authenticated(info.context)
+        return True
+
+
+class _AnyRole(BasePermission):
+    roles: frozenset[str] = frozenset()
 
     def has_permission(self, source: Any, info, **kwargs) -> bool:
         ctx = info.context
-        if ctx.principal is None:
-            self.message = ctx.auth_error or "authentication required: send Authorization: Bearer <token>"
-            self.error_extensions = {"code": "UNAUTHENTICATED"}
-            return False
-        if self.role not in ctx.principal.roles:
-            self.message = f"forbidden: needs the {self.role} role"
-            self.error_extensions = {"code": "FORBIDDEN"}
-            return False
+        _authenticated(ctx)
+        if not ctx.principal.roles & self.roles:
+            raise refuse(ErrorCode.FORBIDDEN, f"forbidden: needs the role {' or '.join(sorted(self.roles))}",
+                         rule="SH-0")
         return True
 
 
-def role(name: str) -> type[BasePermission]:
-    return type(f"Is{name.title()}", (_Role,), {"role": name})
+def any_role(*names: str) -> type[BasePermission]:
+    return type("Is" + "Or".join(n.title() for n in names), (_AnyRole,), {"roles": frozenset(names)})
 
 
 IsCustomer, IsDistributor, IsAdmin, IsFinance, IsBackend = (
-    role(r) for r in ("customer", "distributor", "admin", "finance", "backend"))
-
-
-class IsAuthenticated(_Role):
-    def has_permission(self, source, info, **kwargs) -> bool:
-        ctx = info.context
-        if ctx.principal is None:
-            self.message = ctx.auth_error or "authentication required"
-            self.error_extensions = {"code": "UNAUTHENTICATED"}
-            return False
-        return True
+    any_role(r) for r in ("customer", "distributor", "admin", "finance", "backend"))
+IsBackendOrAdmin = any_role("backend", "admin")
+IsAdminOrFinance = any_role("admin", "finance")
 
 
 class HasShopKey(BasePermission):
-    message = "send X-Shop-Key (the shop's public key) or a bearer token"
-    error_extensions = {"code": "UNAUTHENTICATED"}
+    """DS-2: the storefront's public campaign pages — a bearer token of the shop, or its public key
+    (`X-Shop-Key`). Only `campaign`, `campaigns`, `group`, `resolveInvite` and `groupProgress` carry it."""
 
     def has_permission(self, source, info, **kwargs) -> bool:
         ctx = info.context
-        return ctx.public_shop_id is not None or ctx.principal is not None
+        if ctx.auth_error is None and ctx.public_shop_id is not None:
+            return True
+        _authenticated(ctx)
+        return True

@@ -1,9 +1,10 @@
-"""A real uvicorn server on a free port against the test database, driven over HTTP."""
+"""A real uvicorn server on a free port against the test database, driven over HTTP (and websockets)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ import uvicorn
 
 @pytest.fixture(scope="session")
 def server(database_url):
+    """uvicorn in a background thread with its own event loop and engine, SHARECART_TEST_CLOCK=1."""
     os.environ["SHARECART_TEST_CLOCK"] = "1"
     from api.app import create_app
     from service.context import Services
@@ -44,6 +46,8 @@ def server(database_url):
                 break
         except httpx.HTTPError:
             time.sleep(0.1)
+    else:
+        raise RuntimeError("the test server did not start (see the thread's traceback above)")
     yield {"base": base, "svc": holder["svc"]}
     holder["server"].should_exit = True
     t.join(timeout=10)
@@ -63,9 +67,40 @@ class Client:
         assert r.status_code == 200, r.text
         return r.json()
 
+    def data(self, query: str, **variables) -> dict:
+        body = self.gql(query, **variables)
+        assert "errors" not in body, body
+        return body["data"]
+
     def mutate(self, name: str, input: dict, fields: str = "", input_type: str | None = None) -> dict:
         input_type = input_type or name[0].upper() + name[1:] + "Input"
         q = f"mutation($input: {input_type}!) {{ {name}(input: $input) {{ {fields} errors {{ code field rule }} }} }}"
         body = self.gql(q, input=input)
         assert "errors" not in body, body
         return body["data"][name]
+
+
+def codes(body: dict) -> list[str]:
+    """The `extensions.code` of each top-level GraphQL error."""
+    return [e.get("extensions", {}).get("code") for e in body.get("errors", [])]
+
+
+def payload_codes(payload: dict) -> list[str]:
+    return [e["code"] for e in payload["errors"]]
+
+
+@pytest.fixture
+async def world(server, svc):
+    """Two fresh shops (SH-1) and a way to act in them with a token of any user and roles."""
+    from api.auth import mint_token
+    from service.shops import create_shop
+
+    shop = await create_shop(svc, shop_id=f"e2e-{secrets.token_hex(4)}", name="E2E", currency="CNY")
+    other = await create_shop(svc, shop_id=f"e2e-{secrets.token_hex(4)}", name="Other", currency="JPY")
+    base = server["base"]
+
+    def as_(user, *roles, s=shop):
+        return Client(base, mint_token(s, user, list(roles), 3600))
+
+    return {"shop": shop, "other": other, "as": as_, "base": base, "svc": server["svc"],
+            "public": Client(base, shop_key=shop.public_key)}

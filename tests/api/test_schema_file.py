@@ -1,4 +1,4 @@
-"""The committed SDL matches the code (regenerate: python -c "from api.schema import schema; open('schema.graphql','w').write(str(schema)+'\\n')")."""
+"""The committed SDL matches the code (regenerate: `.venv/bin/sharecart export-schema`)."""
 
 from pathlib import Path
 

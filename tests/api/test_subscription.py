@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import websockets
 
+from api.types import global_id
 from service import campaigns, groups, orders
 from service.shops import create_shop
 
@@ -29,8 +30,8 @@ async def test_group_progress_pushes_seats_and_forming_over_websocket(server, sv
         await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
         assert json.loads(await ws.recv())["type"] == "connection_ack"
         await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
-            "query": "subscription($g: String!) { groupProgress(groupId: $g) { state seatsHeld seatsPaid seatsLeft } }",
-            "variables": {"g": lead.group_id}}}))
+            "query": "subscription($g: ID!) { groupProgress(groupId: $g) { state seatsHeld seatsPaid seatsLeft } }",
+            "variables": {"g": global_id("Group", lead.group_id)}}}))
 
         async def next_data():
             msg = json.loads(await asyncio.wait_for(ws.recv(), 20))

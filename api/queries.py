@@ -1,0 +1,260 @@
+"""Query root: thin resolvers over `service/` (reads in `service.queries`), scoped to the caller's shop."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Optional
+
+import strawberry
+from strawberry import relay
+from strawberry.types import Info
+
+from api.permissions import (
+    HasShopKey,
+    IsAdmin,
+    IsAdminOrFinance,
+    IsBackend,
+    IsBackendOrAdmin,
+    IsCustomer,
+    IsDistributor,
+    IsFinance,
+)
+from api.types import (
+    Balances,
+    Campaign,
+    CampaignStats,
+    CommissionLine,
+    Connection,
+    Downline,
+    DownlineLevel,
+    DistributionSettings,
+    Group,
+    InviteInfo,
+    Level,
+    LevelCondition,
+    LevelProgress,
+    Order,
+    Payout,
+    Product,
+    Refund,
+    Settlement,
+    ShopEvent,
+    campaign_type,
+    event_type,
+    group_type,
+    level_type,
+    line_type,
+    order_type,
+    paginate,
+    payout_type,
+    product_type,
+    raw_id,
+    refund_type,
+    settings_type,
+    settlement_type,
+    variant_stats,
+)
+from engine.distribution import DistributorStatus
+from service import distribution as distribution_svc
+from service import queries
+from service import reports as reports_svc
+from service import shops as shops_svc
+
+LEVEL_METRICS = (("directReferrals", "min_direct_referrals", "direct_referrals"),
+                 ("teamSize", "min_team_size", "team_size"),
+                 ("ownSpend", "min_own_spend", "own_spend"),
+                 ("ownOrders", "min_own_orders", "own_orders"),
+                 ("directSales", "min_direct_sales", "direct_sales"),
+                 ("teamSales", "min_team_sales", "team_sales"))
+
+
+@strawberry.type(description="The calling distributor (RP-1): balances, level, invite code, lines, downline.")
+class DistributorProfile:
+    user_id: str
+    status: str = strawberry.field(description="NONE, APPLIED, ACTIVE or SUSPENDED (DS-1)")
+    invite_code: str = strawberry.field(description="DS-2: unique in the shop, stable")
+    grade: int
+    level: Optional[Level] = strawberry.field(description="The level of `grade`, null when the shop has no levels")
+    balances: Balances
+    downline: Downline
+
+    @strawberry.field(description="Progress to the next level (LV-1); null at the top or without levels.")
+    async def level_progress(self, info: Info) -> Optional[LevelProgress]:
+        ctx = info.context
+        levels = await shops_svc.get_levels(ctx.svc, ctx.shop_id)
+        nxt = next((lv for lv in levels if lv.grade > self.grade), None)
+        if nxt is None:
+            return None
+        m = await queries.distributor_metrics(ctx.svc, shop_id=ctx.shop_id, user_id=self.user_id)
+        conds = [LevelCondition(name=name, required=getattr(nxt, req), actual=getattr(m, act),
+                                met=getattr(m, act) >= getattr(nxt, req)) for name, req, act in LEVEL_METRICS]
+        return LevelProgress(next_level=level_type(nxt), conditions=conds, met_count=sum(c.met for c in conds))
+
+    @strawberry.field(description="Commission lines, newest first, each with its order (RP-1).")
+    async def commission_lines(self, info: Info, first: Optional[int] = None,
+                               after: Optional[str] = None) -> Connection[CommissionLine]:
+        ctx = info.context
+        return await paginate(lambda **p: queries.page_commission_lines(
+            ctx.svc, shop_id=ctx.shop_id, beneficiary_id=self.user_id, **p), first, after,
+            lambda ln: line_type(ln, ctx))
+
+    @strawberry.field(description="Payout requests, oldest first (LG-2).")
+    async def payouts(self, info: Info, first: Optional[int] = None,
+                      after: Optional[str] = None) -> Connection[Payout]:
+        ctx = info.context
+        return await paginate(lambda **p: queries.page_payouts(
+            ctx.svc, shop_id=ctx.shop_id, state=None, user_id=self.user_id, **p), first, after,
+            lambda x: payout_type(x, ctx))
+
+    @strawberry.field(description="RP-1: how each balance moved over [from, to).")
+    async def earnings(self, info: Info, period_from: datetime, period_to: datetime) -> Balances:
+        ctx = info.context
+        e = await reports_svc.earnings(ctx.svc, shop_id=ctx.shop_id, user_id=self.user_id, period_from=period_from,
+                                       period_to=period_to)
+        return Balances(currency=ctx.currency, pending=e["PENDING"], frozen=e["FROZEN"], available=e["AVAILABLE"],
+                        in_payout=e["IN_PAYOUT"], paid=e["PAID"], fees=e["FEES"])
+
+
+def _campaign_id(id: str) -> str:
+    return raw_id(id, "Campaign", "id")
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(permission_classes=[HasShopKey], description="Refetch any object by its global id "
+                      "(null when it is not yours to see).")
+    async def node(self, info: Info, id: relay.GlobalID) -> Optional[relay.Node]:
+        return await id.resolve_node(info, required=False)
+
+    # ------------------------------------------------------------ public campaign pages (DS-2)
+    @strawberry.field(permission_classes=[HasShopKey], description="A campaign page (public with X-Shop-Key).")
+    async def campaign(self, info: Info, id: strawberry.ID) -> Optional[Campaign]:
+        ctx = info.context
+        c = await ctx.loaders.campaign.load(_campaign_id(id))
+        return campaign_type(c, ctx) if c else None
+
+    @strawberry.field(permission_classes=[HasShopKey], description="Campaigns open now (public with X-Shop-Key).")
+    async def campaigns(self, info: Info, first: Optional[int] = None, after: Optional[str] = None,
+                        active_only: bool = True) -> Connection[Campaign]:
+        ctx = info.context
+        return await paginate(lambda **p: queries.page_campaigns(ctx.svc, shop_id=ctx.shop_id,
+                                                                 active_only=active_only, **p),
+                              first, after, lambda c: campaign_type(c, ctx))
+
+    @strawberry.field(permission_classes=[HasShopKey], description="A group page (public with X-Shop-Key).")
+    async def group(self, info: Info, id: strawberry.ID) -> Optional[Group]:
+        ctx = info.context
+        g = await ctx.loaders.group.load(raw_id(id, "Group", "id"))
+        return group_type(g, ctx) if g else None
+
+    @strawberry.field(permission_classes=[HasShopKey], description="DS-2: resolve an invite code.")
+    async def resolve_invite(self, info: Info, code: str) -> InviteInfo:
+        ctx = info.context
+        d = await distribution_svc.resolve_invite(ctx.svc, shop_id=ctx.shop_id, code=code)
+        return InviteInfo(valid=d is not None and d.status == DistributorStatus.ACTIVE.value, code=code.strip().upper())
+
+    # ------------------------------------------------------------ customer
+    @strawberry.field(permission_classes=[IsCustomer], description="The caller's orders, newest first.")
+    async def my_orders(self, info: Info, first: Optional[int] = None,
+                        after: Optional[str] = None) -> Connection[Order]:
+        ctx = info.context
+        return await paginate(lambda **p: queries.page_orders(ctx.svc, shop_id=ctx.shop_id, buyer_id=ctx.user_id, **p),
+                              first, after, lambda o: order_type(o, ctx))
+
+    @strawberry.field(permission_classes=[IsCustomer], description="Groups the caller holds or held a seat in.")
+    async def my_groups(self, info: Info, first: Optional[int] = None,
+                        after: Optional[str] = None) -> Connection[Group]:
+        ctx = info.context
+
+        async def fetch(**p):
+            ids, total = await queries.page_user_group_ids(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id, **p)
+            return [g for g in await ctx.loaders.group.load_many(ids) if g is not None], total
+
+        return await paginate(fetch, first, after, lambda g: group_type(g, ctx))
+
+    @strawberry.field(permission_classes=[IsCustomer],
+                      description="RP-3 lifecycle segment: NEW, FIRST_ORDER, REPEAT, LOYAL or DORMANT.")
+    async def my_segment(self, info: Info) -> str:
+        return (await reports_svc.segment(info.context.svc, shop_id=info.context.shop_id,
+                                          user_id=info.context.user_id)).value
+
+    # ------------------------------------------------------------ distributor
+    @strawberry.field(permission_classes=[IsDistributor],
+                      description="The caller as a distributor; null if the shop's mode has not admitted them (DS-1).")
+    async def me(self, info: Info) -> Optional[DistributorProfile]:
+        ctx = info.context
+        if await distribution_svc.my_distributor(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id) is None:
+            return None
+        d = await distribution_svc.get_distributor(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id)
+        dl = await reports_svc.downline(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id)
+        levels = await shops_svc.get_levels(ctx.svc, ctx.shop_id)
+        level = next((lv for lv in levels if lv.grade == d.grade), None)
+        return DistributorProfile(
+            user_id=d.user_id, status=d.status, invite_code=d.invite_code, grade=d.grade,
+            level=level_type(level) if level else None,
+            balances=Balances(currency=ctx.currency, pending=d.pending, frozen=d.frozen, available=d.available,
+                              in_payout=d.in_payout, paid=d.paid, fees=d.fees),
+            downline=Downline(level1=DownlineLevel(**dl["level1"]), level2=DownlineLevel(**dl["level2"])))
+
+    # ------------------------------------------------------------ backend
+    @strawberry.field(permission_classes=[IsBackend],
+                      description="Refunds owed and not yet confirmed (GB-5..GB-9), oldest first; pay them, then "
+                                  "confirmRefund (GB-10).")
+    async def owed_refunds(self, info: Info, first: Optional[int] = None, after: Optional[str] = None,
+                           rule: Optional[str] = None) -> Connection[Refund]:
+        ctx = info.context
+        return await paginate(lambda **p: queries.page_refunds(ctx.svc, shop_id=ctx.shop_id, state="OWED", rule=rule,
+                                                               **p), first, after, lambda r: refund_type(r, ctx))
+
+    @strawberry.field(permission_classes=[IsBackendOrAdmin], description="A product's terms (OR-3).")
+    async def product(self, info: Info, product_ref: str) -> Optional[Product]:
+        p = await info.context.loaders.product.load(product_ref)
+        return product_type(p) if p else None
+
+    # ------------------------------------------------------------ finance
+    @strawberry.field(permission_classes=[IsFinance], description="Payouts waiting for a decision (LG-2).")
+    async def pending_payouts(self, info: Info, first: Optional[int] = None,
+                              after: Optional[str] = None) -> Connection[Payout]:
+        ctx = info.context
+        return await paginate(lambda **p: queries.page_payouts(ctx.svc, shop_id=ctx.shop_id, state="REQUESTED",
+                                                               user_id=None, **p), first, after,
+                              lambda x: payout_type(x, ctx))
+
+    @strawberry.field(permission_classes=[IsAdminOrFinance], description="Settlement batches (LG-3), oldest first.")
+    async def settlements(self, info: Info, first: Optional[int] = None,
+                          after: Optional[str] = None) -> Connection[Settlement]:
+        from service.settlements import list_settlements
+
+        ctx = info.context
+        found = await list_settlements(ctx.svc, shop_id=ctx.shop_id)
+        from api.types import paginate_list
+
+        return paginate_list(found, first, after, settlement_type)
+
+    # ------------------------------------------------------------ admin
+    @strawberry.field(permission_classes=[IsAdmin], description="RP-2 per campaign and A/B variant.")
+    async def campaign_stats(self, info: Info, campaign_id: strawberry.ID) -> CampaignStats:
+        ctx = info.context
+        st = await reports_svc.campaign_stats(ctx.svc, shop_id=ctx.shop_id,
+                                              campaign_id=raw_id(campaign_id, "Campaign", "campaignId"))
+        d = st.difference
+        return CampaignStats(currency=ctx.currency, total=variant_stats(st.total),
+                             variants=[variant_stats(v) for v in st.variants],
+                             difference_bp=d.difference_bp if d else None, difference_low_bp=d.low_bp if d else None,
+                             difference_high_bp=d.high_bp if d else None, has_winner=bool(d and d.has_winner))
+
+    @strawberry.field(permission_classes=[IsAdmin], description="The shop's distribution settings (section 3).")
+    async def distribution_settings(self, info: Info) -> DistributionSettings:
+        return settings_type(await shops_svc.get_settings(info.context.svc, info.context.shop_id))
+
+    @strawberry.field(permission_classes=[IsAdmin], description="The shop's distributor levels (LV-1).")
+    async def levels(self, info: Info) -> list[Level]:
+        return [level_type(lv) for lv in await shops_svc.get_levels(info.context.svc, info.context.shop_id)]
+
+    @strawberry.field(permission_classes=[IsAdmin],
+                      description="The shop's events after a `seq` (replay by pull), oldest first.")
+    async def events(self, info: Info, after_seq: int = 0, types: Optional[list[str]] = None,
+                     first: Optional[int] = None, after: Optional[str] = None) -> Connection[ShopEvent]:
+        ctx = info.context
+        return await paginate(lambda **p: queries.page_events(ctx.svc, shop_id=ctx.shop_id, after_seq=after_seq,
+                                                              types=types, **p), first, after, event_type)

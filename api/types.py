@@ -1,0 +1,650 @@
+"""GraphQL object types, Relay nodes and cursor connections.
+
+Ids: every object with an identity is a Relay `Node`; its `id` is a global id (opaque base64 of
+`Type:raw-id`). Inputs that name objects take those global ids (`ID!`); `raw_id()` decodes them and
+refuses an id of the wrong type (INVALID_INPUT). A global id carries no shop: it is always looked up
+in the caller's shop, so an id from another shop finds nothing (SH-1).
+
+Money: the `MinorUnits` scalar — an integer amount in minor units (fen, cents) of the shop currency,
+serialized as a JSON number. It is not GraphQL's `Int` (32-bit: ¥21,474,836.47 would overflow);
+values stay within ±2^53 so JavaScript clients read them exactly. Every object with money carries the
+shop's ISO 4217 `currency` beside it (SH-2: one currency per shop).
+
+Lists are connections (`edges { cursor node }`, `pageInfo`, `totalCount`), paged forwards with
+`first` (default 20, at most 100; larger values are capped, not refused) and `after`.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any, Awaitable, Callable, Iterable, NewType, Optional
+
+import strawberry
+from strawberry import relay
+from strawberry.relay.types import NodeType
+from strawberry.types import Info
+
+from api.permissions import IsAuthenticated
+from engine import groupbuy as gb
+from engine.errors import ErrorCode, refuse
+
+MinorUnits = NewType("MinorUnits", int)
+
+
+def _parse_minor_units(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("MinorUnits is an integer number of minor units")
+    if abs(value) > 2**53:
+        raise ValueError("MinorUnits must be within ±2^53")
+    return value
+
+
+MINOR_UNITS = strawberry.scalar(
+    name="MinorUnits", serialize=int, parse_value=_parse_minor_units,
+    description="An amount in integer minor units (fen, cents) of the shop currency; a JSON number "
+                "within ±2^53 (not the 32-bit Int).")
+
+DEFAULT_PAGE, MAX_PAGE = 20, 100
+
+
+# ---------------------------------------------------------------- ids
+def raw_id(value: str, type_name: str, field: str) -> str:
+    """The raw id of a global id of `type_name`; INVALID_INPUT (with `field`) for anything else."""
+    try:
+        gid = relay.GlobalID.from_id(value)
+    except Exception:
+        raise refuse(ErrorCode.INVALID_INPUT, f"not a global id: expected a {type_name} id", field=field)
+    if gid.type_name != type_name:
+        raise refuse(ErrorCode.INVALID_INPUT, f"expected a {type_name} id, got a {gid.type_name} id", field=field)
+    return gid.node_id
+
+
+def global_id(type_name: str, raw: str) -> str:
+    return str(relay.GlobalID(type_name, raw))
+
+
+# ---------------------------------------------------------------- connections
+@strawberry.type(name="Connection", description="A page of a list: edges with cursors, page info, total count.")
+class Connection(relay.Connection[NodeType]):
+    total_count: int = strawberry.field(description="How many items the whole list has.")
+
+
+def _cursor(position: int) -> str:
+    return base64.b64encode(f"c:{position}".encode()).decode()
+
+
+def page_args(first: Optional[int], after: Optional[str]) -> tuple[int, int]:
+    """(limit, offset) from `first`/`after`: first defaults to 20 and is capped at 100."""
+    if first is None:
+        first = DEFAULT_PAGE
+    if first < 0:
+        raise refuse(ErrorCode.INVALID_INPUT, "first must be >= 0", field="first")
+    offset = 0
+    if after:
+        try:
+            kind, n = base64.b64decode(after, validate=True).decode().split(":")
+            assert kind == "c"
+            offset = int(n)
+            assert offset >= 0
+        except Exception:
+            raise refuse(ErrorCode.INVALID_INPUT, "after: not a cursor of this list", field="after")
+    return min(first, MAX_PAGE), offset
+
+
+def make_connection(items: list, total: int, offset: int) -> Connection:
+    edges = [relay.Edge(cursor=_cursor(offset + i + 1), node=n) for i, n in enumerate(items)]
+    return Connection(
+        edges=edges, total_count=total,
+        page_info=relay.PageInfo(has_next_page=offset + len(items) < total, has_previous_page=offset > 0,
+                                 start_cursor=edges[0].cursor if edges else None,
+                                 end_cursor=edges[-1].cursor if edges else None))
+
+
+async def paginate(fetch: Callable[..., Awaitable[tuple[list, int]]], first: Optional[int], after: Optional[str],
+                   convert: Callable[[Any], Any]) -> Connection:
+    """`fetch(limit=, offset=)` returns (rows, total); each row becomes a node through `convert`."""
+    limit, offset = page_args(first, after)
+    rows, total = await fetch(limit=limit, offset=offset)
+    return make_connection([convert(r) for r in rows], total, offset)
+
+
+def paginate_list(items: list, first: Optional[int], after: Optional[str], convert) -> Connection:
+    limit, offset = page_args(first, after)
+    return make_connection([convert(x) for x in items[offset:offset + limit]], len(items), offset)
+
+
+# ---------------------------------------------------------------- node resolution helpers
+def _visible_to_staff(ctx, *roles: str) -> bool:
+    return ctx.principal is not None and bool(ctx.principal.roles & set(roles))
+
+
+async def _resolve(info: Info, loader: str, node_ids: Iterable[str], convert, visible) -> list:
+    ctx = info.context
+    rows = await getattr(ctx.loaders, loader).load_many(list(node_ids))
+    return [convert(r, ctx) if r is not None and visible(ctx, r) else None for r in rows]
+
+
+# ---------------------------------------------------------------- group-buy
+@strawberry.type
+class Tier:
+    members: int
+    unit_price: MinorUnits
+
+
+@strawberry.type
+class VariantInfo:
+    name: str
+    tiers: list[Tier]
+    weight: int
+
+
+@strawberry.type(description="A user's seat in a group (GB-2/GB-3): price role fixed when it is paid (GB-8).")
+class Seat:
+    role: str
+    state: str
+    quantity: int
+    unit_price: MinorUnits
+    reserved_at: datetime
+    pay_by: datetime
+    paid_at: Optional[datetime]
+    order_id: strawberry.ID
+
+
+@strawberry.type(description="A group (拼团): seats, the tier reached, time left (GB-1..GB-8).")
+class Group(relay.Node):
+    id: relay.NodeID[str]
+    campaign_id: strawberry.ID
+    state: str = strawberry.field(description="PENDING, OPEN, FORMED, FAILED or CANCELLED")
+    variant: Optional[str]
+    capacity: int
+    min_size: int
+    seats_held: int = strawberry.field(description="Reserved plus paid seats (GB-2)")
+    seats_paid: int
+    seats_left: int
+    tier_reached: Optional[Tier] = strawberry.field(
+        description="The tier the paid seats reach now (the final tier once FORMED, GB-5); null below the first")
+    next_tier: Optional[Tier] = strawberry.field(description="The next tier up the ladder, if any")
+    tiers: list[Tier]
+    opened_at: datetime
+    expires_at: Optional[datetime]
+    seconds_left: Optional[int] = strawberry.field(description="Until expiry while OPEN, else null")
+    formed_at: Optional[datetime]
+    my_seat: Optional[Seat] = strawberry.field(description="The caller's latest seat in this group, if any")
+    _leader: strawberry.Private[str]
+
+    @strawberry.field(permission_classes=[IsAuthenticated], description="Not shown to public-key callers (DS-2)")
+    def leader_user_id(self) -> str:
+        return self._leader
+
+    @strawberry.field
+    async def campaign(self, info: Info) -> Optional["Campaign"]:
+        row = await info.context.loaders.campaign.load(self._campaign)
+        return campaign_type(row, info.context) if row else None
+
+    _campaign: strawberry.Private[str]
+
+    @classmethod
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+        return await _resolve(info, "group", node_ids, group_type, lambda ctx, g: True)
+
+
+def _tier(t) -> Tier:
+    return Tier(members=t.members, unit_price=t.unit_price)
+
+
+def _seat(s: gb.Seat) -> Seat:
+    return Seat(role=s.role.value, state=s.state.value, quantity=s.quantity, unit_price=s.unit_price,
+                reserved_at=s.reserved_at, pay_by=s.pay_by, paid_at=s.paid_at,
+                order_id=strawberry.ID(global_id("Order", s.order_id)))
+
+
+def group_type(g: gb.Group, ctx) -> Group:
+    now = ctx.svc.now()
+    state = g.state.value
+    left = int((g.expires_at - now).total_seconds()) if g.expires_at and state == "OPEN" else None
+    if g.tier_members is not None:
+        reached = next((t for t in g.tiers if t.members == g.tier_members), None)
+    else:
+        reached = next((t for t in reversed(g.tiers) if t.members <= g.paid_seats), None)
+    nxt = next((t for t in g.tiers if reached is None or t.members > reached.members), None)
+    mine = None
+    if ctx.principal is not None:
+        own = [s for s in g.seats if s.user_id == ctx.principal.user_id]
+        mine = _seat(own[-1]) if own else None
+    return Group(id=g.id, campaign_id=strawberry.ID(global_id("Campaign", g.campaign_id)), state=state,
+                 variant=g.variant, capacity=g.capacity, min_size=g.min_size, seats_held=g.held_seats,
+                 seats_paid=g.paid_seats, seats_left=g.seats_left, tier_reached=_tier(reached) if reached else None,
+                 next_tier=_tier(nxt) if nxt else None, tiers=[_tier(t) for t in g.tiers], opened_at=g.opened_at,
+                 expires_at=g.expires_at, seconds_left=max(left, 0) if left is not None else None,
+                 formed_at=g.formed_at, my_seat=mine, _leader=g.leader_user_id, _campaign=g.campaign_id)
+
+
+@strawberry.type(description="A group-buy campaign: one product at group prices for a time window.")
+class Campaign(relay.Node):
+    id: relay.NodeID[str]
+    title: str
+    product_ref: str
+    currency: str
+    list_price: MinorUnits
+    tiers: list[Tier]
+    leader_discount: MinorUnits
+    leader_commission_bp: Optional[int]
+    duration_seconds: int
+    payment_window_seconds: int
+    starts_at: datetime
+    ends_at: datetime
+    active: bool = strawberry.field(description="Groups can be opened now (starts_at ≤ now < ends_at)")
+    stock: Optional[int]
+    stock_left: Optional[int]
+    per_user_limit: Optional[int]
+    max_quantity_per_order: int
+    new_members_only: bool
+    fill_at_expiry: Optional[int]
+    lottery_winners: int
+    commission_enabled: bool
+    variants: list[VariantInfo]
+
+    @strawberry.field(description="Groups of this campaign open for joining, soonest to expire first.")
+    async def open_groups(self, info: Info, first: Optional[int] = None,
+                          after: Optional[str] = None) -> Connection[Group]:
+        from service import queries
+
+        ctx = info.context
+        limit, offset = page_args(first, after)
+        ids, total = await queries.page_open_group_ids(ctx.svc, shop_id=ctx.shop_id, campaign_id=self.id,
+                                                       limit=limit, offset=offset)
+        groups = await ctx.loaders.group.load_many(ids)
+        return make_connection([group_type(g, ctx) for g in groups if g is not None], total, offset)
+
+    @classmethod
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+        return await _resolve(info, "campaign", node_ids, campaign_type, lambda ctx, c: True)
+
+
+def campaign_type(c, ctx) -> Campaign:
+    from store import mapping
+
+    now = ctx.svc.now()
+    return Campaign(
+        id=c.campaign_id, title=c.title, product_ref=c.product_ref, currency=ctx.currency, list_price=c.list_price,
+        tiers=[_tier(t) for t in mapping.tiers_from_json(c.tiers)], leader_discount=c.leader_discount,
+        leader_commission_bp=c.leader_commission_bp, duration_seconds=c.duration_s,
+        payment_window_seconds=c.payment_window_s, starts_at=c.starts_at, ends_at=c.ends_at,
+        active=c.starts_at <= now < c.ends_at, stock=c.stock, stock_left=c.stock_left,
+        per_user_limit=c.per_user_limit, max_quantity_per_order=c.max_quantity_per_order,
+        new_members_only=c.new_members_only, fill_at_expiry=c.fill_at_expiry, lottery_winners=c.lottery_winners,
+        commission_enabled=c.commission_enabled,
+        variants=[VariantInfo(name=v.name, tiers=[_tier(t) for t in v.tiers], weight=v.weight)
+                  for v in mapping.variants_from_json(c.variants or [])])
+
+
+# ---------------------------------------------------------------- orders, refunds
+def _own_order_or_staff(ctx, o) -> bool:
+    return (ctx.principal is not None and o.buyer_id == ctx.principal.user_id
+            and "customer" in ctx.principal.roles) or _visible_to_staff(ctx, "backend", "admin", "finance")
+
+
+@strawberry.type(description="An order: a group seat's order (GB-1/GB-2) or one reported by the backend (OR-1).")
+class Order(relay.Node):
+    id: relay.NodeID[str]
+    external_id: str
+    kind: str = strawberry.field(description="GROUP or PLAIN")
+    state: str = strawberry.field(description="CREATED, PAID, COMPLETED or CANCELLED")
+    currency: str
+    goods_amount: MinorUnits = strawberry.field(description="Goods after discounts: the commission base (CM-1)")
+    shipping_amount: MinorUnits
+    tax_amount: MinorUnits
+    paid_amount: MinorUnits
+    refunded_amount: MinorUnits
+    created_at: datetime
+    paid_at: Optional[datetime]
+    completed_at: Optional[datetime]
+    _buyer: strawberry.Private[str]
+    _group: strawberry.Private[Optional[str]]
+    _buyer_visible: strawberry.Private[bool]
+
+    @strawberry.field(description="The buyer; null unless you are the buyer or shop staff (a distributor "
+                                  "sees the orders of their commission lines, not who placed them).")
+    def buyer_id(self) -> Optional[str]:
+        return self._buyer if self._buyer_visible else None
+
+    @strawberry.field
+    async def group(self, info: Info) -> Optional[Group]:
+        if not self._group:
+            return None
+        g = await info.context.loaders.group.load(self._group)
+        return group_type(g, info.context) if g else None
+
+    @classmethod
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+        return await _resolve(info, "order", node_ids, order_type, _own_order_or_staff)
+
+
+def order_type(o, ctx) -> Order:
+    return Order(id=o.order_id, external_id=o.external_id, kind=o.kind, state=o.state, currency=ctx.currency,
+                 goods_amount=o.goods_amount, shipping_amount=o.shipping_amount, tax_amount=o.tax_amount,
+                 paid_amount=o.paid_amount, refunded_amount=o.refunded_amount, created_at=o.created_at,
+                 paid_at=o.paid_at, completed_at=o.completed_at, _buyer=o.buyer_id, _group=o.group_id,
+                 _buyer_visible=_own_order_or_staff(ctx, o))
+
+
+@strawberry.type(description="A refund decided by the rules (OWED: GB-5..GB-9) or reported by the backend (OR-2).")
+class Refund(relay.Node):
+    id: relay.NodeID[str]
+    amount: MinorUnits
+    currency: str
+    rule: str
+    full: bool
+    state: str = strawberry.field(description="OWED or CONFIRMED (GB-10)")
+    provider_ref: Optional[str]
+    created_at: datetime
+    confirmed_at: Optional[datetime]
+    _order: strawberry.Private[str]
+
+    @strawberry.field
+    async def order(self, info: Info) -> Optional[Order]:
+        o = await info.context.loaders.order.load(self._order)
+        return order_type(o, info.context) if o else None
+
+    @classmethod
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+        return await _resolve(info, "refund", node_ids, refund_type,
+                              lambda ctx, r: _visible_to_staff(ctx, "backend", "admin", "finance"))
+
+
+def refund_type(r, ctx) -> Refund:
+    return Refund(id=r.refund_id, amount=r.amount, currency=ctx.currency, rule=r.rule, full=r.full, state=r.state,
+                  provider_ref=r.provider_ref, created_at=r.created_at, confirmed_at=r.confirmed_at,
+                  _order=r.order_id)
+
+
+@strawberry.type(description="A product's category and commission terms (OR-3, CM-3).")
+class Product(relay.Node):
+    id: relay.NodeID[str]
+    product_ref: str
+    title: str
+    category: str
+    earns_commission: bool
+    level1_amount: Optional[MinorUnits]
+    level2_amount: Optional[MinorUnits]
+
+    @classmethod
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+        return await _resolve(info, "product", node_ids, lambda p, ctx: product_type(p),
+                              lambda ctx, p: _visible_to_staff(ctx, "backend", "admin"))
+
+
+def product_type(p) -> Product:
+    return Product(id=p.product_ref, product_ref=p.product_ref, title=p.title, category=p.category, earns_commission=p.earns_commission,
+                   level1_amount=p.level1_amount, level2_amount=p.level2_amount)
+
+
+# ---------------------------------------------------------------- distribution
+def _own_or_staff(ctx, user_id: str, *staff: str) -> bool:
+    return (ctx.principal is not None and ctx.principal.user_id == user_id
+            and "distributor" in ctx.principal.roles) or _visible_to_staff(ctx, *staff)
+
+
+@strawberry.type(description="A commission line (CM-4..CM-6) with the order it came from (RP-1).")
+class CommissionLine(relay.Node):
+    id: relay.NodeID[str]
+    level: int = strawberry.field(description="1 or 2, or 0 for a group leader's reward (团长佣金)")
+    state: str = strawberry.field(description="PENDING, FROZEN, AVAILABLE, PAID_OUT or VOID (CM-6)")
+    currency: str
+    base: MinorUnits
+    original: MinorUnits
+    standing: MinorUnits = strawberry.field(description="After reversals (CM-5)")
+    created_at: datetime
+    available_at: Optional[datetime]
+    _order: strawberry.Private[str]
+
+    @strawberry.field
+    async def order(self, info: Info) -> Optional[Order]:
+        o = await info.context.loaders.order.load(self._order)
+        return order_type(o, info.context) if o else None
+
+    @classmethod
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+        return await _resolve(info, "commission_line", node_ids, line_type,
+                              lambda ctx, ln: _own_or_staff(ctx, ln.beneficiary_id, "admin", "finance"))
+
+
+def line_type(ln, ctx) -> CommissionLine:
+    return CommissionLine(id=ln.line_id, level=ln.level, state=ln.state, currency=ctx.currency, base=ln.base,
+                          original=ln.original, standing=ln.standing, created_at=ln.created_at,
+                          available_at=ln.available_at, _order=ln.order_id)
+
+
+@strawberry.type(description="A payout request (LG-2): the distributor receives amount − fee.")
+class Payout(relay.Node):
+    id: relay.NodeID[str]
+    distributor_id: str
+    amount: MinorUnits
+    fee: MinorUnits
+    net: MinorUnits
+    currency: str
+    state: str = strawberry.field(description="REQUESTED, APPROVED or REJECTED")
+    requested_at: datetime
+    decided_at: Optional[datetime]
+    external_ref: Optional[str]
+    reason: Optional[str]
+
+    @classmethod
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+        return await _resolve(info, "payout", node_ids, payout_type,
+                              lambda ctx, p: _own_or_staff(ctx, p.distributor_id, "finance", "admin"))
+
+
+def payout_type(p, ctx) -> Payout:
+    return Payout(id=p.payout_id, distributor_id=p.distributor_id, amount=p.amount, fee=p.fee,
+                  net=p.amount - p.fee, currency=ctx.currency, state=p.state, requested_at=p.requested_at,
+                  decided_at=p.decided_at, external_ref=p.external_ref, reason=p.reason)
+
+
+@strawberry.type
+class Balances:
+    currency: str
+    pending: MinorUnits
+    frozen: MinorUnits
+    available: MinorUnits = strawberry.field(description="May be negative after a clawback (CM-6)")
+    in_payout: MinorUnits
+    paid: MinorUnits
+    fees: MinorUnits
+
+
+@strawberry.type
+class DownlineLevel:
+    count: int
+    sales: MinorUnits = strawberry.field(description="Net paid spend of these users")
+
+
+@strawberry.type
+class Downline:
+    level1: DownlineLevel
+    level2: DownlineLevel
+
+
+@strawberry.type(description="A distributor level (LV-1).")
+class Level:
+    grade: int
+    name: str
+    level1_bp: int
+    level2_bp: int
+    upgrade_bonus: MinorUnits
+    min_direct_referrals: int
+    min_team_size: int
+    min_own_spend: MinorUnits
+    min_own_orders: int
+    min_direct_sales: MinorUnits
+    min_team_sales: MinorUnits
+
+
+def level_type(lv) -> Level:
+    return Level(grade=lv.grade, name=lv.name, level1_bp=lv.level1_bp, level2_bp=lv.level2_bp,
+                 upgrade_bonus=lv.upgrade_bonus, min_direct_referrals=lv.min_direct_referrals,
+                 min_team_size=lv.min_team_size, min_own_spend=lv.min_own_spend, min_own_orders=lv.min_own_orders,
+                 min_direct_sales=lv.min_direct_sales, min_team_sales=lv.min_team_sales)
+
+
+@strawberry.type(description="One upgrade condition of the next level: required vs. where you stand (LV-1).")
+class LevelCondition:
+    name: str = strawberry.field(description="directReferrals, teamSize, ownSpend, ownOrders, directSales, teamSales")
+    required: MinorUnits
+    actual: MinorUnits
+    met: bool
+
+
+@strawberry.type
+class LevelProgress:
+    next_level: Level
+    conditions: list[LevelCondition]
+    met_count: int
+
+
+@strawberry.type(description="A distributor's status and level, for admins (DS-1, LV-3).")
+class DistributorSummary:
+    user_id: str
+    status: str = strawberry.field(description="NONE, APPLIED, ACTIVE or SUSPENDED (DS-1)")
+    grade: int
+    invite_code: str
+
+
+def distributor_summary(d) -> DistributorSummary:
+    return DistributorSummary(user_id=d.user_id, status=d.status, grade=d.grade, invite_code=d.invite_code)
+
+
+@strawberry.type(description="Distribution settings of the shop (section 3).")
+class DistributionSettings:
+    mode: str
+    binding: str
+    binding_days: Optional[int]
+    bind_new_users_only: bool
+    level1_bp: int
+    level2_bp: int
+    self_purchase: bool
+    freeze_days: int
+    max_total_bp: int
+    min_payout: MinorUnits
+    payout_fee_bp: int
+    spend_threshold: MinorUnits
+
+
+def settings_type(s) -> DistributionSettings:
+    return DistributionSettings(mode=s.mode.value, binding=s.binding.value, binding_days=s.binding_days,
+                                bind_new_users_only=s.bind_new_users_only, level1_bp=s.level1_bp,
+                                level2_bp=s.level2_bp, self_purchase=s.self_purchase, freeze_days=s.freeze_days,
+                                max_total_bp=s.max_total_bp, min_payout=s.min_payout, payout_fee_bp=s.payout_fee_bp,
+                                spend_threshold=s.spend_threshold)
+
+
+@strawberry.type(description="DS-2: what a storefront may learn from an invite code — no personal data.")
+class InviteInfo:
+    valid: bool
+    code: str
+
+
+# ---------------------------------------------------------------- reporting
+@strawberry.type
+class VariantStats:
+    variant: Optional[str]
+    opened: int
+    formed: int
+    failed: int
+    formation_rate_bp: Optional[int] = strawberry.field(description="formed / (formed + failed), basis points")
+    mean_seconds_to_form: int
+    units: int
+    net_sales: MinorUnits
+
+
+@strawberry.type(description="RP-2 for one campaign: totals and per A/B variant.")
+class CampaignStats:
+    currency: str
+    total: VariantStats
+    variants: list[VariantStats]
+    difference_bp: Optional[int] = strawberry.field(description="Formation rate of variant 1 − variant 2")
+    difference_low_bp: Optional[int]
+    difference_high_bp: Optional[int]
+    has_winner: bool = strawberry.field(description="The 95 % interval of the difference excludes 0")
+
+
+def variant_stats(x) -> VariantStats:
+    return VariantStats(variant=x.variant, opened=x.opened, formed=x.formed, failed=x.failed,
+                        formation_rate_bp=x.formation_rate_bp, mean_seconds_to_form=x.mean_seconds_to_form,
+                        units=x.units, net_sales=x.net_sales)
+
+
+@strawberry.type(description="An immutable settlement batch (LG-3).")
+class Settlement(relay.Node):
+    id: relay.NodeID[str]
+    local_from: str
+    local_to: str
+    currency: str
+    distributors: int
+    opening: MinorUnits
+    released: MinorUnits
+    reversals: MinorUnits
+    bonuses: MinorUnits
+    payouts: MinorUnits
+    fees: MinorUnits
+    closing: MinorUnits
+
+    @classmethod
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+        from service.settlements import get_settlement
+
+        ctx = info.context
+        if not _visible_to_staff(ctx, "finance", "admin"):
+            return [None for _ in node_ids]
+        return [settlement_type(b) if (b := await get_settlement(ctx.svc, shop_id=ctx.shop_id, settlement_id=i))
+                else None for i in node_ids]
+
+
+def settlement_type(b) -> Settlement:
+    return Settlement(id=b.settlement_id, local_from=b.local_from, local_to=b.local_to, currency=b.currency,
+                      distributors=b.distributors, opening=b.opening, released=b.released, reversals=b.reversals,
+                      bonuses=b.bonuses, payouts=b.payouts, fees=b.fees, closing=b.closing)
+
+
+# ---------------------------------------------------------------- webhooks and events
+@strawberry.type(description="A signed webhook endpoint (docs/webhooks.md).")
+class WebhookEndpoint(relay.Node):
+    id: relay.NodeID[str]
+    url: str
+    event_types: list[str]
+    enabled: bool
+    secret: str = strawberry.field(description="Shown to admins to verify signatures (docs/webhooks.md).")
+
+    @classmethod
+    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+        return [None for _ in node_ids]  # fetched through the admin mutations only
+
+
+def endpoint_type(e) -> WebhookEndpoint:
+    return WebhookEndpoint(id=e.endpoint_id, url=e.url, event_types=list(e.event_types or []), enabled=e.enabled,
+                           secret=e.secret)
+
+
+@strawberry.type(description="An event of the shop's outbox (docs/webhooks.md); `seq` orders them.")
+class ShopEvent(relay.Node):
+    id: relay.NodeID[str]
+    seq: int
+    type: str
+    aggregate_type: str
+    aggregate_id: str
+    rule: Optional[str]
+    occurred_at: datetime
+    payload_json: str
+
+    @classmethod
+    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+        return [None for _ in node_ids]  # listed through `events` only
+
+
+def event_type(e) -> ShopEvent:
+    import json
+
+    return ShopEvent(id=e.event_id, seq=e.seq, type=e.type, aggregate_type=e.aggregate_type,
+                     aggregate_id=e.aggregate_id, rule=e.rule, occurred_at=e.occurred_at,
+                     payload_json=json.dumps(e.payload, sort_keys=True))
+

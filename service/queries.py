@@ -1,0 +1,181 @@
+"""Read-only queries for the API: pages (limit/offset with a total) and batch loads by id.
+
+Every function is scoped by `shop_id` (SH-1) and runs a bounded number of statements whatever the
+page size, so a GraphQL page of N items costs the same few queries (the API's DataLoaders batch the
+by-id loads). Reads of groups catch up due work first (GB-11): they never show a past-due state.
+Nothing here writes, except `catch_up`, which applies work that is already due.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from sqlalchemy import func, select
+
+from engine import groupbuy as gb
+from engine.levels import Metrics
+from service.commissions import METRICS_SQL
+from service.context import Services
+from service.groups import catch_up
+from store import mapping
+from store.models import (
+    CampaignRow,
+    CommissionLineRow,
+    Distributor,
+    Event,
+    GroupRow,
+    Order,
+    Payout,
+    Product,
+    Refund,
+    SeatRow,
+)
+
+Page = tuple[list, int]  # (rows of the page, total matching rows)
+
+
+async def _page(svc: Services, q, order_by: Sequence, *, limit: int, offset: int) -> Page:
+    assert 0 <= limit <= 1000 and offset >= 0, "pages are bounded"
+    async with svc.sessionmaker() as s:
+        total = (await s.execute(select(func.count()).select_from(q.order_by(None).subquery()))).scalar_one()
+        rows = list((await s.execute(q.order_by(*order_by).limit(limit).offset(offset))).scalars())
+    return rows, int(total)
+
+
+# ------------------------------------------------------------------ batch loads (DataLoaders)
+async def campaigns_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, CampaignRow]:
+    ids = list(set(ids))
+    async with svc.sessionmaker() as s:
+        rows = (await s.execute(select(CampaignRow).where(CampaignRow.shop_id == shop_id,
+                                                          CampaignRow.campaign_id.in_(ids)))).scalars()
+        return {r.campaign_id: r for r in rows}
+
+
+async def groups_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, gb.Group]:
+    """Groups with their seats, due work applied first (GB-11). Two queries plus one per due group."""
+    ids = list(set(ids))
+    if not ids:
+        return {}
+    await catch_up(svc, shop_id=shop_id, group_ids=ids)
+    async with svc.sessionmaker() as s:
+        rows = list((await s.execute(select(GroupRow).where(GroupRow.shop_id == shop_id,
+                                                            GroupRow.group_id.in_(ids)))).scalars())
+        seats = list((await s.execute(select(SeatRow).where(SeatRow.shop_id == shop_id,
+                                                            SeatRow.group_id.in_(ids)))).scalars())
+    by_group: dict[str, list] = {}
+    for st in seats:
+        by_group.setdefault(st.group_id, []).append(st)
+    return {r.group_id: mapping.group_from_rows(r, by_group.get(r.group_id, [])) for r in rows}
+
+
+async def _by_ids(svc: Services, model, key, shop_id: str, ids: Iterable[str]) -> dict:
+    ids = list(set(ids))
+    if not ids:
+        return {}
+    async with svc.sessionmaker() as s:
+        rows = (await s.execute(select(model).where(model.shop_id == shop_id, key.in_(ids)))).scalars()
+        return {getattr(r, key.key): r for r in rows}
+
+
+async def orders_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, Order]:
+    return await _by_ids(svc, Order, Order.order_id, shop_id, ids)
+
+
+async def refunds_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, Refund]:
+    return await _by_ids(svc, Refund, Refund.refund_id, shop_id, ids)
+
+
+async def payouts_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, Payout]:
+    return await _by_ids(svc, Payout, Payout.payout_id, shop_id, ids)
+
+
+async def lines_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, CommissionLineRow]:
+    return await _by_ids(svc, CommissionLineRow, CommissionLineRow.line_id, shop_id, ids)
+
+
+async def products_by_refs(svc: Services, *, shop_id: str, refs: Iterable[str]) -> dict[str, Product]:
+    return await _by_ids(svc, Product, Product.product_ref, shop_id, refs)
+
+
+async def distributors_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, Distributor]:
+    return await _by_ids(svc, Distributor, Distributor.user_id, shop_id, ids)
+
+
+# ------------------------------------------------------------------ pages
+async def page_campaigns(svc: Services, *, shop_id: str, active_only: bool, limit: int, offset: int) -> Page:
+    q = select(CampaignRow).where(CampaignRow.shop_id == shop_id)
+    if active_only:
+        now = svc.now()
+        q = q.where(CampaignRow.starts_at <= now, CampaignRow.ends_at > now)
+    return await _page(svc, q, (CampaignRow.ends_at, CampaignRow.campaign_id), limit=limit, offset=offset)
+
+
+async def page_open_group_ids(svc: Services, *, shop_id: str, campaign_id: str, limit: int, offset: int) -> Page:
+    """Ids of a campaign's OPEN groups, soonest to expire first (the storefront's "join one" list).
+    Groups already past due are caught up first (GB-11), so the page and its total are current."""
+    async with svc.sessionmaker() as s:
+        due = list((await s.execute(select(GroupRow.group_id).where(
+            GroupRow.shop_id == shop_id, GroupRow.campaign_id == campaign_id, GroupRow.due_at <= svc.now())
+            .limit(1000))).scalars())
+    if due:
+        await catch_up(svc, shop_id=shop_id, group_ids=due)
+    q = select(GroupRow.group_id).where(GroupRow.shop_id == shop_id, GroupRow.campaign_id == campaign_id,
+                                        GroupRow.state == "OPEN")
+    return await _page(svc, q, (GroupRow.expires_at, GroupRow.group_id), limit=limit, offset=offset)
+
+
+async def page_user_group_ids(svc: Services, *, shop_id: str, user_id: str, limit: int, offset: int) -> Page:
+    """Ids of the groups a user has (or had) a seat in, newest first."""
+    seat_groups = select(SeatRow.group_id).where(SeatRow.shop_id == shop_id, SeatRow.user_id == user_id)
+    q = select(GroupRow.group_id).where(GroupRow.shop_id == shop_id, GroupRow.group_id.in_(seat_groups))
+    return await _page(svc, q, (GroupRow.opened_at.desc(), GroupRow.group_id), limit=limit, offset=offset)
+
+
+async def page_orders(svc: Services, *, shop_id: str, buyer_id: str, limit: int, offset: int) -> Page:
+    q = select(Order).where(Order.shop_id == shop_id, Order.buyer_id == buyer_id)
+    return await _page(svc, q, (Order.created_at.desc(), Order.order_id), limit=limit, offset=offset)
+
+
+async def page_refunds(svc: Services, *, shop_id: str, state: str | None, rule: str | None, limit: int,
+                       offset: int) -> Page:
+    q = select(Refund).where(Refund.shop_id == shop_id)
+    if state:
+        q = q.where(Refund.state == state)
+    if rule:
+        q = q.where(Refund.rule == rule)
+    return await _page(svc, q, (Refund.created_at, Refund.refund_id), limit=limit, offset=offset)
+
+
+async def page_payouts(svc: Services, *, shop_id: str, state: str | None, user_id: str | None, limit: int,
+                       offset: int) -> Page:
+    q = select(Payout).where(Payout.shop_id == shop_id)
+    if state:
+        q = q.where(Payout.state == state)
+    if user_id:
+        q = q.where(Payout.distributor_id == user_id)
+    return await _page(svc, q, (Payout.requested_at, Payout.payout_id), limit=limit, offset=offset)
+
+
+async def page_commission_lines(svc: Services, *, shop_id: str, beneficiary_id: str, limit: int,
+                                offset: int) -> Page:
+    """RP-1: a distributor's commission lines, newest first."""
+    q = select(CommissionLineRow).where(CommissionLineRow.shop_id == shop_id,
+                                        CommissionLineRow.beneficiary_id == beneficiary_id)
+    return await _page(svc, q, (CommissionLineRow.created_at.desc(), CommissionLineRow.line_id), limit=limit,
+                       offset=offset)
+
+
+async def page_events(svc: Services, *, shop_id: str, after_seq: int, types: list[str] | None, limit: int,
+                      offset: int) -> Page:
+    q = select(Event).where(Event.shop_id == shop_id, Event.seq > after_seq)
+    if types:
+        q = q.where(Event.type.in_(types))
+    return await _page(svc, q, (Event.seq,), limit=limit, offset=offset)
+
+
+# ------------------------------------------------------------------ levels (LV-1 progress)
+async def distributor_metrics(svc: Services, *, shop_id: str, user_id: str) -> Metrics:
+    """LV-1 metrics as the level evaluation computes them (the same SQL), for progress displays."""
+    async with svc.sessionmaker() as s:
+        m = (await s.execute(METRICS_SQL, {"s": shop_id, "d": user_id, "now": svc.now()})).mappings().one()
+    return Metrics(**{k: int(v) for k, v in m.items()})
