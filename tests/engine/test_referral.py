@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, settings as hsettings
+from hypothesis import event, given, settings as hsettings
 from hypothesis import strategies as st
 
 from engine.distribution import (
@@ -203,30 +203,66 @@ def _has_cycle(parents: dict[str, str | None]) -> bool:
     return False
 
 
-USERS = [f"u{i}" for i in range(7)]
-ops = st.lists(st.tuples(st.sampled_from(USERS), st.sampled_from(USERS), st.integers(0, 20),
-                         st.sampled_from(list(BindingSource))), max_size=40)
+def _expected_outcome(s: DistributionSettings, parents: dict[str, str | None], *, user: str, ref: str,
+                      status: DistributorStatus, paid: bool, source: BindingSource) -> ErrorCode | str:
+    """RF-1 written out here, independently of engine/referral.py, in the documented order of checks
+    (decide_binding's docstring, test_RF1_refusal_order_ER1). `parents` holds live referrers only."""
+    admin = source == BindingSource.ADMIN
+    live = parents.get(user)
+    if user == ref:
+        return ErrorCode.SELF_REFERRAL
+    if status != DistributorStatus.ACTIVE:
+        return ErrorCode.NOT_A_DISTRIBUTOR
+    if live == ref:
+        return "KEPT"
+    if live is not None and s.binding in (BindingMode.PERMANENT, BindingMode.EXPIRING) and not admin:
+        return ErrorCode.ALREADY_BOUND
+    if s.bind_new_users_only and paid and not admin:
+        return ErrorCode.NOT_A_NEW_USER
+    cur, seen = ref, set()  # is the referrer in the user's downline? walk up from the referrer
+    while cur is not None and cur not in seen:
+        if cur == user:
+            return ErrorCode.REFERRAL_CYCLE
+        seen.add(cur)
+        cur = parents.get(cur)
+    return "BOUND"
 
 
-@hsettings(max_examples=150, deadline=None)
-@given(mode=st.sampled_from(list(BindingMode)), ops=ops)
-def test_RF1_property_no_binding_ever_creates_a_cycle(mode, ops):
+USERS = [f"u{i}" for i in range(5)]
+ops = st.lists(st.tuples(st.sampled_from(USERS), st.sampled_from(USERS), st.sampled_from([0, 0, 0, 1, 3, 6]),
+                         st.sampled_from(list(BindingSource)),
+                         st.sampled_from([ACTIVE] * 6 + [DistributorStatus.NONE, DistributorStatus.SUSPENDED]),
+                         st.sampled_from([False, False, False, True])), max_size=40)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(mode=st.sampled_from(list(BindingMode)), new_only=st.booleans(), ops=ops)
+def test_RF1_property_no_binding_ever_creates_a_cycle(mode, new_only, ops):
     """RF-1: applying decide_binding repeatedly (any mode, lapses, admin rebinds) keeps the graph acyclic,
-    and a REFERRAL_CYCLE refusal is never spurious: the edge would really have closed a loop."""
-    s = DistributionSettings(binding=mode, binding_days=5 if mode == BindingMode.EXPIRING else None)
+    every refusal is warranted and every other binding succeeds: the outcome of each attempt equals the one
+    computed in the test from the rule (self, status, live binding and mode, new-users-only, downline)."""
+    s = DistributionSettings(binding=mode, binding_days=5 if mode == BindingMode.EXPIRING else None,
+                             bind_new_users_only=new_only)
     g = Graph()
     now = T0
-    for user, ref, days, source in ops:
+    for user, ref, days, source, status, paid in ops:
         now += days * D
+        parents = {u: p for u, p in g.view(now).parents.items() if p is not None}
+        expected = _expected_outcome(s, parents, user=user, ref=ref, status=status, paid=paid, source=source)
+        before = dict(g.bindings)
         try:
-            g.bind(s, user, ref, now, source=source)
+            b = g.bind(s, user, ref, now, source=source, paid=paid, status=status)
+            got = "KEPT" if b is None else "BOUND"
         except RuleViolation as e:
-            if e.code == ErrorCode.REFERRAL_CYCLE:
-                parents = dict(g.view(now).parents)
-                parents[user] = ref
-                assert _has_cycle(parents)
-            else:
-                assert e.code in (ErrorCode.SELF_REFERRAL, ErrorCode.ALREADY_BOUND)
+            got = e.code
+            assert e.rule == "RF-1" and g.bindings == before  # ER-1: a refusal changes nothing
+        event(f"{mode.value}: {getattr(got, 'value', got)}")
+        assert got == expected, (user, ref, source, status, paid, parents)
+        if got == "BOUND":
+            assert b == Binding(user_id=user, referrer_id=ref, bound_at=now, source=source,
+                                expires_at=now + 5 * D if mode == BindingMode.EXPIRING else None)
+        elif got == "KEPT":
+            assert g.bindings == before
         assert not _has_cycle(g.view(now).parents)
 
 
