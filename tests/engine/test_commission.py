@@ -135,24 +135,60 @@ def orders(draw):
     return lines
 
 
+def expected_amounts(lines, r1: int, r2: int, cap: int) -> tuple[int, int]:
+    """CM-3/CM-4 written out here, independently of engine/commission.py: per beneficiary one floor over
+    the bases of the lines paid at the rate plus fixed × quantity where the product fixes that level;
+    lines that earn no commission count for nothing; over floor(commissionable base × cap / 10000) the
+    excess is cut from level 2 first, then level 1."""
+    def raw(level: int, rate: int) -> int:
+        at_rate = fixed = 0
+        for ln in lines:
+            if not ln.terms.earns_commission:
+                continue
+            amount = ln.terms.level1_amount if level == 1 else ln.terms.level2_amount
+            if amount is None:
+                at_rate += ln.base
+            else:
+                fixed += amount * ln.quantity
+        return at_rate * rate // 10_000 + fixed
+
+    a1, a2 = raw(1, r1), raw(2, r2)
+    limit = sum(ln.base for ln in lines if ln.terms.earns_commission) * cap // 10_000
+    excess = max(0, a1 + a2 - limit)
+    cut2 = min(a2, excess)
+    return a1 - (excess - cut2), a2 - cut2
+
+
 @hsettings(max_examples=300, deadline=None)
 @given(lines=orders(), r1=st.integers(0, 10_000), r2=st.integers(0, 10_000), cap=st.integers(0, 10_000),
        s1=st.sampled_from(list(DistributorStatus)), s2=st.sampled_from(list(DistributorStatus)))
 def test_CM4_property_cap_holds_and_cuts_level2_first(lines, r1, r2, cap, s1, s2):
-    """CM-4: total ≤ floor(base × max_total_bp / 10000); nobody gets more than their raw amount; level 1 is
-    cut only when level 2 was cut to 0; CM-2: an ineligible beneficiary changes nobody else's amount."""
+    """CM-4: under the cap every beneficiary gets exactly floor(base × rate / 10000) (+ fixed × qty); over it
+    the total is exactly the cap, level 2 cut first and level 1 only once level 2 is at 0 — all compared with
+    amounts computed in the test. CM-2: an ineligible beneficiary changes nobody else's amount."""
     s = DistributionSettings(max_total_bp=cap)
     got = amounts(cm.compute_commissions(s, lines=lines, level1=ben("a", 1, r1, s1), level2=ben("b", 2, r2, s2)))
     full = amounts(cm.compute_commissions(s, lines=lines, level1=ben("a", 1, r1), level2=ben("b", 2, r2)))
-    cap_amount = cm.order_commission_base(lines) * cap // 10_000
-    raw1, raw2 = cm.raw_amount(1, r1, lines), cm.raw_amount(2, r2, lines)
-    assert sum(full.values()) <= cap_amount
-    assert sum(full.values()) == min(raw1 + raw2, cap_amount)
-    assert full.get("a", 0) <= raw1 and full.get("b", 0) <= raw2
-    if full.get("a", 0) < raw1:
-        assert full.get("b", 0) == 0
-    assert all(v > 0 for v in got.values())
+    e1, e2 = expected_amounts(lines, r1, r2, cap)
+    assert full == {u: v for u, v in (("a", e1), ("b", e2)) if v > 0}
+    assert sum(full.values()) <= sum(ln.base for ln in lines if ln.terms.earns_commission) * cap // 10_000
     assert got == {u: v for u, v in full.items() if (s1 if u == "a" else s2) == ACTIVE}
+
+
+@given(base=st.integers(0, 10**7), r1=st.integers(0, 10_000), r2=st.integers(0, 10_000), cap=st.integers(0, 10_000))
+def test_CM4_property_one_line_exact_amounts_under_and_over_the_cap(base, r1, r2, cap):
+    """CM-4 on one plain line, with large bases: under the cap each amount is exactly floor(base × rate /
+    10000); over it level 1 keeps min(a1, cap) and level 2 gets what is left."""
+    out = amounts(cm.compute_commissions(DistributionSettings(max_total_bp=cap), lines=[line(base)],
+                                         level1=ben("a", 1, r1), level2=ben("b", 2, r2)))
+    limit = base * cap // 10_000
+    a1, a2 = base * r1 // 10_000, base * r2 // 10_000
+    if a1 + a2 <= limit:
+        want = (a1, a2)
+    else:
+        want = (min(a1, limit), max(0, limit - a1))
+    assert (out.get("a", 0), out.get("b", 0)) == want
+    assert sum(out.values()) == min(a1 + a2, limit)
 
 
 # ---------------------------------------------------------------- CM-5 reversals
@@ -173,16 +209,22 @@ def test_CM5_property_reversals_sum_to_at_most_the_line_and_exactly_after_full_r
     exceeds C, equals C − standing, and reaches exactly C once refunds total B."""
     parts = data.draw(st.lists(st.integers(1, b), max_size=8))
     refunded, total = 0, 0
-    line_, _ = cm.post_line(id="l", order_id="o", beneficiary_id="a", level=1, amount=max(c, 1), paid_base=b)
+    c1 = max(c, 1)  # a posted line needs a positive amount
+    line_, _ = cm.post_line(id="l", order_id="o", beneficiary_id="a", level=1, amount=c1, paid_base=b)
+
+    def standing(amount: int, r: int) -> int:  # CM-5 written out here: C − floor(C × R / B)
+        return amount - amount * r // b
+
     for p in parts + [b]:  # finish with a full refund of what is left
         after = min(b, refunded + p)
         r = cm.reversal_for_refund(c, refunded, after, b)
-        assert r >= 0
+        assert r == standing(c, refunded) - standing(c, after) >= 0
         total += r
-        assert total <= c and total == c - cm.standing_amount(c, after, b)
+        assert total <= c and total == c - standing(c, after) == c * after // b
+        assert cm.standing_amount(c, after, b) == standing(c, after)
         line_, postings = cm.reverse_line(line_, after, b)
-        assert sum(p.amount for p in postings) == -(cm.standing_amount(max(c, 1), refunded, b)
-                                                     - cm.standing_amount(max(c, 1), after, b))
+        assert line_.standing == standing(c1, after)
+        assert sum(p.amount for p in postings) == -(standing(c1, refunded) - standing(c1, after))
         refunded = after
     assert total == c and line_.standing == 0
 

@@ -96,7 +96,21 @@ def test_CM3_rates_for_level_else_shop_default():
     assert rates_for((), 0, s) == (700, 300)
 
 
-metrics = st.builds(Metrics, *(st.integers(0, 200_000) for _ in range(6)))
+metrics = st.builds(Metrics, *(st.sampled_from([0, 1, 2, 3, 5, 9, 10, 11, 99_999, 100_000]) | st.integers(0, 200_000)
+                               for _ in range(6)))
+
+# LV-1 condition of each metric, spelled out here rather than taken from engine.levels
+THRESHOLDS = {"direct_referrals": "min_direct_referrals", "team_size": "min_team_size", "own_spend": "min_own_spend",
+              "own_orders": "min_own_orders", "direct_sales": "min_direct_sales", "team_sales": "min_team_sales"}
+
+
+def highest_qualifying(levels, m: Metrics) -> int:
+    """LV-2 computed in the test: the highest grade all of whose conditions hold (≥), whatever lies between."""
+    best = 0
+    for lv in levels:
+        if all(getattr(m, metric) >= getattr(lv, limit) for metric, limit in THRESHOLDS.items()):
+            best = max(best, lv.grade)
+    return best
 
 
 @hsettings(max_examples=200, deadline=None)
@@ -110,7 +124,8 @@ def test_LV3_LV4_property_levels_never_go_down_and_each_bonus_at_most_once(seq):
     for item in seq:
         if isinstance(item, Metrics):
             d = evaluate_level(LEVELS, current_grade=grade, metrics=item, bonuses_credited=credited)
-            assert d.grade >= grade and d.grade >= qualifying_grade(LEVELS, item)
+            # LV-2 (move to the highest qualifying level, skipping) and LV-3 (never down by itself)
+            assert d.grade == max(grade, highest_qualifying(LEVELS, item))
         else:
             d = admin_set_level(LEVELS, current_grade=grade, new_grade=item, bonuses_credited=credited)
             assert d.grade == item
