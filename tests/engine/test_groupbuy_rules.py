@@ -105,7 +105,8 @@ def test_validate_campaign_accepts_ladder_with_variants_fill_and_lottery():
 
 
 # ------------------------------------------------------------------ GB-1
-def test_GB1_open_reserves_leader_seat_pending_with_leader_price():
+def test_GB1_GB3_open_reserves_leader_seat_pending_with_leader_price():
+    """GB-1 opens PENDING; GB-3: the leader pays the first tier minus leader_discount (8000 − 500)."""
     c = campaign(leader_discount=500)
     d = gb.open_group(c, group_id="g", order_id="o1", user_id="L", quantity=1, now=T0, stock_left=10,
                       user_units_held=0)
@@ -281,7 +282,9 @@ def test_GB4_GB5_forms_at_expiry_at_reached_tier_and_cancels_reservations():
     assert gb.advance(c, g2, now=T0 + 30 * H).instructions == ()  # GB-11 idempotent
 
 
-def test_GB5_leader_price_never_below_zero_and_quantity_multiplies():
+def test_GB3_GB5_leader_price_never_below_zero_and_quantity_multiplies():
+    """GB-3: the leader pays the tier price minus leader_discount, never below 0 — 3000 − 2000 = 1000 at join,
+    max(0, 1000 − 2000) = 0 at forming; GB-5 refunds are (paid − final) per unit × quantity."""
     c = campaign(tiers=(Tier(2, 3000), Tier(3, 1000)), leader_discount=2000, max_quantity_per_order=3)
     g = opened(c, qty=2)
     assert g.seats[0].unit_price == 1000
