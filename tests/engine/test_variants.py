@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine.errors import ErrorCode, RuleViolation
 from engine.groupbuy import Tier, Variant
 from engine.variants import assign_variant
 
@@ -43,3 +45,11 @@ def test_campaigns_assign_independently():
     a = [assign_variant("c1", u, (A, C)).name for u in users]
     b = [assign_variant("c2", u, (A, C)).name for u in users]
     assert a != b
+
+
+@pytest.mark.parametrize("weights", [(1, 0), (3, -1), (2, True)])
+def test_bad_weight_is_an_ER1_refusal(weights):
+    variants = tuple(Variant(f"v{i}", (Tier(2, 100),), w) for i, w in enumerate(weights))
+    with pytest.raises(RuleViolation) as e:
+        assign_variant("c", "u", variants)
+    assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "variants[1].weight")
