@@ -221,11 +221,13 @@ COLUMN_BUCKET = {
 async def on_order_refunded(session: AsyncSession, ledger: LedgerBatch, *, order: Order, amount: int, now,
                             rule: str) -> None:
     """CM-5: a refund of `amount` on `order` reduces every line computed on it — the order's own
-    level 1/2 lines, and the leader reward of a formed group whose member this buyer is."""
+    level 1/2 lines, and the leader reward of a formed group whose member this buyer is. The reward
+    sits on the leader's order but its base is the *other* members' net, so a refund of the leader's
+    own order leaves it standing (R33)."""
     lines = (await session.execute(
         select(CommissionLineRow).where(
             CommissionLineRow.shop_id == order.shop_id,
-            (CommissionLineRow.order_id == order.order_id)
+            ((CommissionLineRow.order_id == order.order_id) & (CommissionLineRow.level != 0))
             | ((CommissionLineRow.group_id == order.group_id) & (CommissionLineRow.level == 0)
                & (CommissionLineRow.order_id != order.order_id) if order.group_id else False),
         ).order_by(CommissionLineRow.line_id).with_for_update()

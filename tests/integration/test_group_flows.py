@@ -219,3 +219,22 @@ async def test_GB2_R35_new_members_only_is_checked_at_join_not_at_payment(svc, s
     assert e.value.code == ErrorCode.NEW_MEMBERS_ONLY
     owed = await refunds.list_refunds(svc, shop_id=sid, state="OWED")
     assert [r for r in owed if r.order_id in (a.order_id, b.order_id)] == []
+
+
+async def test_CM5_R33_only_members_refunds_reduce_the_leader_reward(svc, shop):
+    """R33/CM-5: the leader reward's base is the other members' net paid, so a later refund of the
+    leader's own order leaves it standing, while a member's refund reduces it by C·R/B."""
+    sid = shop.shop_id
+    c = await make_campaign(svc, sid, tiers=[(3, 8000)], leader_commission_bp=1000)
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="leader")
+    await pay(svc, sid, lead)
+    members = [await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id=u) for u in ("m1", "m2")]
+    for m in members:
+        await pay(svc, sid, m)
+    reward = lambda: distribution.get_distributor(svc, shop_id=sid, user_id="leader")  # noqa: E731
+    assert (await reward()).pending == 1600  # 10 % of the members' 2 × 8000
+    await orders.refund_order(svc, shop_id=sid, order_id=lead.order_id, amount=4000, provider_ref="rf-lead")
+    assert (await reward()).pending == 1600  # the leader's own refund is not part of the base
+    await orders.refund_order(svc, shop_id=sid, order_id=members[0].order_id, amount=4000, provider_ref="rf-m1")
+    assert (await reward()).pending == 1600 - 1600 * 4000 // 16000
+    await assert_ledger_consistent(svc, sid)
