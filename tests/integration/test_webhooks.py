@@ -199,3 +199,34 @@ async def test_killing_the_service_mid_delivery_loses_no_event(svc, shop, databa
         assert len(r.seen) == 1
     finally:
         r.close()
+
+
+async def test_every_event_payload_carries_the_shop_currency(svc, shop):
+    """The backend needs the currency beside every amount (SH-2: the shop's one currency)."""
+    c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)])
+    g = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="a")
+    await pay(svc, shop.shop_id, g)
+    evs = await webhooks.events_since(svc, shop_id=shop.shop_id)
+    assert evs and all(e.payload["currency"] == "CNY" for e in evs)
+
+
+async def test_a_failed_group_reports_its_voided_commission_lines_CM6(svc, shop):
+    """CM-6: lines of a failed group are voided, and the shop hears of each one."""
+    from engine.distribution import DistributorStatus
+    from service import distribution, worker
+
+    await distribution.set_status(svc, shop_id=shop.shop_id, user_id="ref", status=DistributorStatus.ACTIVE,
+                                  actor="t", reason="t")
+    await distribution.bind_referrer(svc, shop_id=shop.shop_id, user_id="m1", referrer_id="ref")
+    c = await make_campaign(svc, shop.shop_id, tiers=[(3, 8000)])
+    g = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="lead")
+    await pay(svc, shop.shop_id, g)
+    m1 = await groups.join_group(svc, shop_id=shop.shop_id, group_id=g.group_id, user_id="m1")
+    await pay(svc, shop.shop_id, m1)
+    svc.clock.advance(timedelta(hours=25))
+    await worker.run_due(svc)
+    evs = await webhooks.events_since(svc, shop_id=shop.shop_id)
+    posted = [e.payload for e in evs if e.type == "commission.posted"]
+    voided = [e for e in evs if e.type == "commission.voided"]
+    assert [v.payload["line_id"] for v in voided] == [p["line_id"] for p in posted]
+    assert all(v.rule == "CM-6" and v.payload["order_id"] == m1.order_id for v in voided)
