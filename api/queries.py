@@ -20,6 +20,7 @@ from api.permissions import (
     IsFinance,
 )
 from api.types import (
+    REFUNDS_KEYSET,
     Balances,
     Campaign,
     CampaignStats,
@@ -46,6 +47,7 @@ from api.types import (
     line_type,
     order_type,
     paginate,
+    paginate_keyset,
     payout_type,
     product_type,
     raw_id,
@@ -199,12 +201,14 @@ class Query:
     # ------------------------------------------------------------ backend
     @strawberry.field(permission_classes=[IsBackend],
                       description="Refunds owed and not yet confirmed (GB-5..GB-9), oldest first; pay them, then "
-                                  "confirmRefund (GB-10).")
+                                  "confirmRefund (GB-10). The cursor is a keyset: confirming refunds while paging "
+                                  "with `after: endCursor` skips none.")
     async def owed_refunds(self, info: Info, first: Optional[int] = None, after: Optional[str] = None,
                            rule: Optional[str] = None) -> Connection[Refund]:
         ctx = info.context
-        return await paginate(lambda **p: queries.page_refunds(ctx.svc, shop_id=ctx.shop_id, state="OWED", rule=rule,
-                                                               **p), first, after, lambda r: refund_type(r, ctx))
+        return await paginate_keyset(lambda **p: queries.page_refunds(ctx.svc, shop_id=ctx.shop_id, state="OWED",
+                                                                      rule=rule, **p),
+                                     first, after, REFUNDS_KEYSET, lambda r: refund_type(r, ctx))
 
     @strawberry.field(permission_classes=[IsBackendOrAdmin], description="A product's terms (OR-3).")
     async def product(self, info: Info, product_ref: str) -> Optional[Product]:

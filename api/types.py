@@ -11,12 +11,17 @@ values stay within ±2^53 so JavaScript clients read them exactly. Every object 
 shop's ISO 4217 `currency` beside it (SH-2: one currency per shop).
 
 Lists are connections (`edges { cursor node }`, `pageInfo`, `totalCount`), paged forwards with
-`first` (default 20, at most 100; larger values are capped, not refused) and `after`.
+`first` (default 20, at most 100; larger values are capped, not refused) and `after`. Lists that
+change while a client pages through them (owed refunds, events, webhook deliveries) use keyset
+cursors (`Keyset`): `after` is the sort key of the last row seen, so rows leaving or joining the list
+never make a page skip one.
 """
 
 from __future__ import annotations
 
 import base64
+import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Iterable, NewType, Optional
 
@@ -112,6 +117,54 @@ async def paginate(fetch: Callable[..., Awaitable[tuple[list, int]]], first: Opt
 def paginate_list(items: list, first: Optional[int], after: Optional[str], convert) -> Connection:
     limit, offset = page_args(first, after)
     return make_connection([convert(x) for x in items[offset:offset + limit]], len(items), offset)
+
+
+@dataclass(frozen=True)
+class Keyset:
+    """A keyset cursor for a list whose rows can appear or vanish while a client pages through it (owed
+    refunds leave the list as they are confirmed; events arrive): the cursor is the sort key of the last
+    row seen, so the next page starts right after it whatever happened before it. An offset would skip
+    rows when the list shrinks and repeat them when it grows."""
+
+    kind: str  # names the list, so a cursor of another list is refused
+    key: Callable[[Any], list]  # row -> its sort key as JSON values
+    parse: Callable[[list], tuple]  # JSON values -> the key the query compares with
+
+
+def keyset_args(first: Optional[int], after: Optional[str], ks: Keyset) -> tuple[int, Optional[tuple]]:
+    """(limit, key after which the page starts) from `first`/`after`; first defaults to 20, capped at 100."""
+    limit, _ = page_args(first, None)
+    if not after:
+        return limit, None
+    try:
+        kind, *values = json.loads(base64.b64decode(after, validate=True))
+        assert kind == ks.kind
+        return limit, ks.parse(values)
+    except Exception:
+        raise refuse(ErrorCode.INVALID_INPUT, "after: not a cursor of this list", field="after")
+
+
+def _keyset_cursor(ks: Keyset, row) -> str:
+    return base64.b64encode(json.dumps([ks.kind, *ks.key(row)], separators=(",", ":")).encode()).decode()
+
+
+async def paginate_keyset(fetch: Callable[..., Awaitable[tuple[list, int]]], first: Optional[int],
+                          after: Optional[str], ks: Keyset, convert: Callable[[Any], Any]) -> Connection:
+    """`fetch(limit=, after=)` returns (up to `limit` rows after the key in sort order, total); one row more
+    than the page is asked for, to know whether a next page exists."""
+    limit, key = keyset_args(first, after, ks)
+    rows, total = await fetch(limit=limit + 1, after=key)
+    page = rows[:limit]
+    edges = [relay.Edge(cursor=_keyset_cursor(ks, r), node=convert(r)) for r in page]
+    return Connection(
+        edges=edges, total_count=total,
+        page_info=relay.PageInfo(has_next_page=len(rows) > limit, has_previous_page=key is not None,
+                                 start_cursor=edges[0].cursor if edges else None,
+                                 end_cursor=edges[-1].cursor if edges else None))
+
+
+REFUNDS_KEYSET = Keyset("refunds", key=lambda r: [r.created_at.isoformat(), r.refund_id],
+                        parse=lambda v: (datetime.fromisoformat(v[0]), str(v[1])))
 
 
 # ---------------------------------------------------------------- node resolution helpers

@@ -1,4 +1,5 @@
-"""Read-only queries for the API: pages (limit/offset with a total) and batch loads by id.
+"""Read-only queries for the API: pages (limit/offset, or keyset for lists that change while paged, with a
+total) and batch loads by id.
 
 Every function is scoped by `shop_id` (SH-1) and runs a bounded number of statements whatever the
 page size, so a GraphQL page of N items costs the same few queries (the API's DataLoaders batch the
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 
 from engine import groupbuy as gb
 from engine.levels import Metrics
@@ -39,6 +40,21 @@ async def _page(svc: Services, q, order_by: Sequence, *, limit: int, offset: int
     async with svc.sessionmaker() as s:
         total = (await s.execute(select(func.count()).select_from(q.order_by(None).subquery()))).scalar_one()
         rows = list((await s.execute(q.order_by(*order_by).limit(limit).offset(offset))).scalars())
+    return rows, int(total)
+
+
+async def _keyset_page(svc: Services, q, key: Sequence, *, limit: int, after: tuple | None,
+                       descending: bool = False) -> Page:
+    """Rows of `q` strictly after `after` in the order of the `key` columns (a unique key), and the total
+    of `q` without the cursor. Costs two statements whatever the page."""
+    assert 0 <= limit <= 1001, "pages are bounded"
+    async with svc.sessionmaker() as s:
+        total = (await s.execute(select(func.count()).select_from(q.order_by(None).subquery()))).scalar_one()
+        if after is not None:
+            k, a = tuple_(*key), tuple_(*after)
+            q = q.where(k < a if descending else k > a)
+        order = [c.desc() for c in key] if descending else list(key)
+        rows = list((await s.execute(q.order_by(*order).limit(limit))).scalars())
     return rows, int(total)
 
 
@@ -137,13 +153,14 @@ async def page_orders(svc: Services, *, shop_id: str, buyer_id: str, limit: int,
 
 
 async def page_refunds(svc: Services, *, shop_id: str, state: str | None, rule: str | None, limit: int,
-                       offset: int) -> Page:
+                       after: tuple | None) -> Page:
+    """Oldest first, keyset on (created_at, refund_id): confirming refunds while paging skips none."""
     q = select(Refund).where(Refund.shop_id == shop_id)
     if state:
         q = q.where(Refund.state == state)
     if rule:
         q = q.where(Refund.rule == rule)
-    return await _page(svc, q, (Refund.created_at, Refund.refund_id), limit=limit, offset=offset)
+    return await _keyset_page(svc, q, (Refund.created_at, Refund.refund_id), limit=limit, after=after)
 
 
 async def page_payouts(svc: Services, *, shop_id: str, state: str | None, user_id: str | None, limit: int,

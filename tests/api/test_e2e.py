@@ -304,3 +304,35 @@ def test_graphiql_assets_are_served_locally(world):
     for asset in ("graphiql.min.js", "graphiql.min.css", "react.production.min.js", "react-dom.production.min.js"):
         assert httpx.get(f"{world['base']}/static/{asset}").status_code == 200
     assert httpx.get(f"{world['base']}/", follow_redirects=False).headers["location"] == "/graphiql"
+
+
+def test_owed_refunds_paged_while_confirming_reaches_every_refund_GB10(world):
+    """The owed list shrinks as refunds are confirmed: a backend paging 2 at a time with `after: endCursor`
+    and confirming as it goes must still reach all 4 (a keyset cursor, not an offset)."""
+    admin, backend = world["as"]("boss", "admin"), world["as"]("be", "backend")
+    cid = make_campaign(admin, world["svc"], tiers=[{"members": 5, "unitPrice": 8000}])
+    lead = world["as"]("u0", "customer").mutate("openGroup", {"campaignId": cid}, SEAT)
+    backend.mutate("confirmPayment", {"orderId": lead["order"]["id"], "amount": 8000, "providerRef": "ks-0"},
+                   "accepted")
+    for i in (1, 2, 3):
+        s = world["as"](f"u{i}", "customer").mutate("joinGroup", {"groupId": lead["group"]["id"]}, SEAT)
+        backend.mutate("confirmPayment", {"orderId": s["order"]["id"], "amount": 8000, "providerRef": f"ks-{i}"},
+                       "accepted")
+    admin.mutate("advanceClock", {"seconds": 25 * 3600}, "now")  # the group fails: 4 full refunds owed (GB-6)
+    q = ("query($after: String) { owedRefunds(first: 2, after: $after) { totalCount "
+         "pageInfo { hasNextPage endCursor } edges { node { id rule } } } }")
+    confirmed, after = [], None
+    while True:
+        page = backend.data(q, after=after)["owedRefunds"]
+        for e in page["edges"]:
+            r = backend.mutate("confirmRefund", {"refundId": e["node"]["id"], "providerRef": f"bank-{e['node']['id']}"},
+                               "refund { state }")
+            assert r["errors"] == [] and r["refund"]["state"] == "CONFIRMED"
+            confirmed.append(e["node"]["id"])
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert len(set(confirmed)) == 4
+    assert backend.data("{ owedRefunds { totalCount } }")["owedRefunds"]["totalCount"] == 0
+    bad = backend.gql("{ owedRefunds(after: \"bm9wZQ==\") { totalCount } }")
+    assert codes(bad) == ["INVALID_INPUT"]
