@@ -20,6 +20,7 @@ from api.permissions import (
     IsFinance,
 )
 from api.types import (
+    EVENTS_KEYSET,
     REFUNDS_KEYSET,
     Balances,
     Campaign,
@@ -256,9 +257,11 @@ class Query:
         return [level_type(lv) for lv in await shops_svc.get_levels(info.context.svc, info.context.shop_id)]
 
     @strawberry.field(permission_classes=[IsAdmin],
-                      description="The shop's events after a `seq` (replay by pull), oldest first.")
-    async def events(self, info: Info, after_seq: int = 0, types: Optional[list[str]] = None,
-                     first: Optional[int] = None, after: Optional[str] = None) -> Connection[ShopEvent]:
+                      description="Replay by pull: the shop's events, oldest first, paged with `after: endCursor` "
+                                  "(a keyset: an event never commits behind a cursor already read; see "
+                                  "docs/webhooks.md). Keep the last endCursor to resume.")
+    async def events(self, info: Info, types: Optional[list[str]] = None, first: Optional[int] = None,
+                     after: Optional[str] = None) -> Connection[ShopEvent]:
         ctx = info.context
-        return await paginate(lambda **p: queries.page_events(ctx.svc, shop_id=ctx.shop_id, after_seq=after_seq,
-                                                              types=types, **p), first, after, event_type)
+        return await paginate_keyset(lambda **p: queries.page_events(ctx.svc, shop_id=ctx.shop_id, types=types, **p),
+                                     first, after, EVENTS_KEYSET, event_type)

@@ -33,6 +33,7 @@ from strawberry.types import Info
 from api.permissions import IsAuthenticated
 from engine import groupbuy as gb
 from engine.errors import ErrorCode, refuse
+from store.models import xid8
 
 MinorUnits = NewType("MinorUnits", int)
 
@@ -163,6 +164,7 @@ async def paginate_keyset(fetch: Callable[..., Awaitable[tuple[list, int]]], fir
                                  end_cursor=edges[-1].cursor if edges else None))
 
 
+EVENTS_KEYSET = Keyset("events", key=lambda e: [e.txid, e.seq], parse=lambda v: (xid8(int(v[0])), int(v[1])))
 REFUNDS_KEYSET = Keyset("refunds", key=lambda r: [r.created_at.isoformat(), r.refund_id],
                         parse=lambda v: (datetime.fromisoformat(v[0]), str(v[1])))
 
@@ -678,7 +680,8 @@ def endpoint_type(e) -> WebhookEndpoint:
                            secret=e.secret)
 
 
-@strawberry.type(description="An event of the shop's outbox (docs/webhooks.md); `seq` orders them.")
+@strawberry.type(description="An event of the shop's outbox (docs/webhooks.md). `seq` numbers events (the ranges of "
+                             "redeliverEvents; per aggregate it is their order); page `events` by cursor.")
 class ShopEvent(relay.Node):
     id: relay.NodeID[str]
     seq: int

@@ -182,12 +182,15 @@ async def page_commission_lines(svc: Services, *, shop_id: str, beneficiary_id: 
                        offset=offset)
 
 
-async def page_events(svc: Services, *, shop_id: str, after_seq: int, types: list[str] | None, limit: int,
-                      offset: int) -> Page:
-    q = select(Event).where(Event.shop_id == shop_id, Event.seq > after_seq)
+async def page_events(svc: Services, *, shop_id: str, types: list[str] | None, limit: int,
+                      after: tuple | None) -> Page:
+    """The shop's settled events in pull order, keyset on (txid, seq) (see service.webhooks.SETTLED)."""
+    from service.webhooks import SETTLED
+
+    q = select(Event).where(Event.shop_id == shop_id, SETTLED)
     if types:
         q = q.where(Event.type.in_(types))
-    return await _page(svc, q, (Event.seq,), limit=limit, offset=offset)
+    return await _keyset_page(svc, q, (Event.txid, Event.seq), limit=limit, after=after)
 
 
 # ------------------------------------------------------------------ levels (LV-1 progress)

@@ -26,14 +26,14 @@ import time
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, tuple_, update
 
 from engine.errors import ErrorCode, refuse
 from service import events
 from service.context import Services
 from service.ids import new_id
 from service.uow import unit_of_work
-from store.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from store.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint, xid8
 
 RETRY_FOR = timedelta(hours=24)
 MIN_ATTEMPTS_BEFORE_DEAD = 48  # with the backoff below: about a day of retrying even if the worker was down
@@ -108,14 +108,28 @@ async def redeliver(svc: Services, *, shop_id: str, endpoint_id: str, from_seq: 
         return r.rowcount
 
 
-async def events_since(svc: Services, *, shop_id: str, after_seq: int = 0, limit: int = 100,
+SETTLED = Event.txid < func.pg_snapshot_xmin(func.pg_current_snapshot())
+"""Events whose writing transaction is older than every transaction still running: all of them are
+committed or gone, so nothing can appear among them later. Combined with the (txid, seq) order, a cursor
+never has an event commit behind it. The cost: an event is pulled only once every transaction that
+started before it has ended (a long transaction anywhere in the database delays the pull)."""
+
+
+def event_position(ev: Event) -> tuple[int, int]:
+    """Where an event sits in the pull order; the cursor of `events_since`."""
+    return ev.txid, ev.seq
+
+
+async def events_since(svc: Services, *, shop_id: str, after: tuple[int, int] | None = None, limit: int = 100,
                        types: list[str] | None = None) -> list[Event]:
-    """Replay by pull: the shop's events after a cursor (the `seq` of the last one seen)."""
+    """Replay by pull: the shop's settled events after a cursor (`event_position` of the last one seen)."""
     async with svc.sessionmaker() as s:
-        q = select(Event).where(Event.shop_id == shop_id, Event.seq > after_seq)
+        q = select(Event).where(Event.shop_id == shop_id, SETTLED)
+        if after is not None:
+            q = q.where(tuple_(Event.txid, Event.seq) > tuple_(xid8(after[0]), after[1]))
         if types:
             q = q.where(Event.type.in_(types))
-        return list((await s.execute(q.order_by(Event.seq).limit(min(limit, 1000)))).scalars())
+        return list((await s.execute(q.order_by(Event.txid, Event.seq).limit(min(limit, 1000)))).scalars())
 
 
 def event_body(ev: Event) -> bytes:

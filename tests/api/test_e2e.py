@@ -14,6 +14,19 @@ CAMPAIGN = "campaign { id tiers { members unitPrice } }"
 SEAT = "group { id state seatsHeld } order { id state } amountToPay currency"
 
 
+def settled_events(admin: Client, n: int, query: str = "{ events { edges { node { seq type } } } }") -> list:
+    """The `events` pull serves an event once every older transaction has ended, and the test database
+    server is shared: poll (briefly) until the n events expected are served."""
+    import time
+
+    deadline = time.monotonic() + 15
+    while True:
+        evs = [e["node"] for e in admin.data(query)["events"]["edges"]]
+        if len(evs) >= n or time.monotonic() > deadline:
+            return evs
+        time.sleep(0.05)
+
+
 def make_campaign(admin: Client, svc, **kw) -> str:
     now = svc.now()
     inp = {"productRef": "sku-1", "title": "Tea", "listPrice": 10000,
@@ -266,7 +279,7 @@ def test_admin_registers_webhook_and_replays_events_through_graphql(world):
     o = backend.mutate("reportOrder", {"externalId": "w-1", "buyerId": "z",
                                        "lines": [{"productRef": "x", "quantity": 1, "unitPrice": 100}]}, "order { id }")
     backend.mutate("confirmPayment", {"orderId": o["order"]["id"], "amount": 100, "providerRef": "w-pay"}, "accepted")
-    evs = [e["node"] for e in admin.data("{ events { edges { node { seq type } } } }")["events"]["edges"]]
+    evs = settled_events(admin, 1)
     assert [e["type"] for e in evs] == ["order.paid"]
     r = admin.mutate("redeliverEvents", {"endpointId": ep["endpoint"]["id"], "fromSeq": evs[0]["seq"],
                                          "toSeq": evs[-1]["seq"]}, "queued")
