@@ -20,6 +20,7 @@ from api.permissions import (
     IsFinance,
 )
 from api.types import (
+    ENDPOINTS_KEYSET,
     EVENTS_KEYSET,
     REFUNDS_KEYSET,
     Balances,
@@ -41,7 +42,9 @@ from api.types import (
     Refund,
     Settlement,
     ShopEvent,
+    WebhookEndpoint,
     campaign_type,
+    endpoint_type,
     event_type,
     group_type,
     level_type,
@@ -265,3 +268,12 @@ class Query:
         ctx = info.context
         return await paginate_keyset(lambda **p: queries.page_events(ctx.svc, shop_id=ctx.shop_id, types=types, **p),
                                      first, after, EVENTS_KEYSET, event_type)
+
+    @strawberry.field(permission_classes=[IsAdmin],
+                      description="The shop's webhook endpoints with their state, deliveries and attempts, oldest "
+                                  "first (docs/webhooks.md).")
+    async def webhook_endpoints(self, info: Info, first: Optional[int] = None,
+                                after: Optional[str] = None) -> Connection[WebhookEndpoint]:
+        ctx = info.context
+        return await paginate_keyset(lambda **p: queries.page_endpoints(ctx.svc, shop_id=ctx.shop_id, **p),
+                                     first, after, ENDPOINTS_KEYSET, endpoint_type)

@@ -30,6 +30,9 @@ from store.models import (
     Product,
     Refund,
     SeatRow,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 
 Page = tuple[list, int]  # (rows of the page, total matching rows)
@@ -117,6 +120,30 @@ async def distributors_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]
     return await _by_ids(svc, Distributor, Distributor.user_id, shop_id, ids)
 
 
+async def endpoints_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, WebhookEndpoint]:
+    return await _by_ids(svc, WebhookEndpoint, WebhookEndpoint.endpoint_id, shop_id, ids)
+
+
+async def events_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, Event]:
+    return await _by_ids(svc, Event, Event.event_id, shop_id, ids)
+
+
+async def attempts_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, WebhookAttempt]:
+    return await _by_ids(svc, WebhookAttempt, WebhookAttempt.attempt_id, shop_id, ids)
+
+
+async def deliveries_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, WebhookDelivery]:
+    """By "endpoint_id:event_id" (a delivery's key within the shop)."""
+    pairs = {tuple(i.split(":", 1)) for i in ids if ":" in i}
+    if not pairs:
+        return {}
+    async with svc.sessionmaker() as s:
+        rows = (await s.execute(select(WebhookDelivery).where(
+            WebhookDelivery.shop_id == shop_id,
+            tuple_(WebhookDelivery.endpoint_id, WebhookDelivery.event_id).in_(list(pairs))))).scalars()
+        return {f"{r.endpoint_id}:{r.event_id}": r for r in rows}
+
+
 # ------------------------------------------------------------------ pages
 async def page_campaigns(svc: Services, *, shop_id: str, active_only: bool, limit: int, offset: int) -> Page:
     q = select(CampaignRow).where(CampaignRow.shop_id == shop_id)
@@ -191,6 +218,28 @@ async def page_events(svc: Services, *, shop_id: str, types: list[str] | None, l
     if types:
         q = q.where(Event.type.in_(types))
     return await _keyset_page(svc, q, (Event.txid, Event.seq), limit=limit, after=after)
+
+
+async def page_endpoints(svc: Services, *, shop_id: str, limit: int, after: tuple | None) -> Page:
+    q = select(WebhookEndpoint).where(WebhookEndpoint.shop_id == shop_id)
+    return await _keyset_page(svc, q, (WebhookEndpoint.created_at, WebhookEndpoint.endpoint_id), limit=limit,
+                              after=after)
+
+
+async def page_deliveries(svc: Services, *, shop_id: str, endpoint_id: str, state: str | None, limit: int,
+                          after: tuple | None) -> Page:
+    """An endpoint's deliveries, newest event first (keyset on seq: new ones arrive while paging)."""
+    q = select(WebhookDelivery).where(WebhookDelivery.shop_id == shop_id, WebhookDelivery.endpoint_id == endpoint_id)
+    if state:
+        q = q.where(WebhookDelivery.state == state)
+    return await _keyset_page(svc, q, (WebhookDelivery.seq,), limit=limit, after=after, descending=True)
+
+
+async def page_attempts(svc: Services, *, shop_id: str, endpoint_id: str, limit: int, after: tuple | None) -> Page:
+    """An endpoint's attempts, newest first."""
+    q = select(WebhookAttempt).where(WebhookAttempt.shop_id == shop_id, WebhookAttempt.endpoint_id == endpoint_id)
+    return await _keyset_page(svc, q, (WebhookAttempt.at, WebhookAttempt.attempt_id), limit=limit, after=after,
+                              descending=True)
 
 
 # ------------------------------------------------------------------ levels (LV-1 progress)

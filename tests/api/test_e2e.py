@@ -349,3 +349,53 @@ def test_owed_refunds_paged_while_confirming_reaches_every_refund_GB10(world):
     assert backend.data("{ owedRefunds { totalCount } }")["owedRefunds"]["totalCount"] == 0
     bad = backend.gql("{ owedRefunds(after: \"bm9wZQ==\") { totalCount } }")
     assert codes(bad) == ["INVALID_INPUT"]
+
+
+ENDPOINTS = """{ webhookEndpoints { totalCount edges { node { id enabled consecutiveFailures failingSince disabledAt
+  deliveries(first: 5) { totalCount edges { node { id state attempts lastError event { id type } } } }
+  attempts(first: 5) { totalCount edges { node { id error statusCode event { type } } } } } } } }"""
+
+
+async def test_admin_lists_endpoints_with_deliveries_and_attempts_and_re_enables_one(world, svc):
+    """Endpoints with their state, recent deliveries and attempts (keyset connections, Relay nodes);
+    enableWebhook releases what a disabled endpoint was owed; replay refuses an unknown endpoint."""
+    from sqlalchemy import update
+
+    from service import webhooks
+    from service.uow import unit_of_work
+    from store.models import WebhookEndpoint
+
+    admin, backend = world["as"]("boss", "admin"), world["as"]("be", "backend")
+    ep = admin.mutate("registerWebhook", {"url": "http://127.0.0.1:9/hook"}, "endpoint { id }")["endpoint"]
+    o = backend.mutate("reportOrder", {"externalId": "wl-1", "buyerId": "z",
+                                       "lines": [{"productRef": "x", "quantity": 1, "unitPrice": 100}]}, "order { id }")
+    backend.mutate("confirmPayment", {"orderId": o["order"]["id"], "amount": 100, "providerRef": "wl-pay"}, "accepted")
+    svc.clock.set(world["svc"].now())
+    await webhooks.deliver_due(svc, timeout_s=2)  # port 9 refuses: one failed attempt, recorded
+
+    [node] = [e["node"] for e in admin.data(ENDPOINTS)["webhookEndpoints"]["edges"]]
+    assert node["id"] == ep["id"] and node["enabled"] and node["consecutiveFailures"] == 1 and node["failingSince"]
+    [d] = [e["node"] for e in node["deliveries"]["edges"]]
+    assert d["state"] == "PENDING" and d["attempts"] == 1 and d["lastError"] and d["event"]["type"] == "order.paid"
+    [a] = [e["node"] for e in node["attempts"]["edges"]]
+    assert a["error"] and a["statusCode"] is None and a["event"]["type"] == "order.paid"
+
+    q = "query($id: ID!) { node(id: $id) { id ... on WebhookDelivery { state } ... on WebhookEndpoint { url } } }"
+    assert admin.data(q, id=d["id"])["node"] == {"id": d["id"], "state": "PENDING"}
+    assert admin.data(q, id=ep["id"])["node"] == {"id": ep["id"], "url": "http://127.0.0.1:9/hook"}
+    assert backend.data(q, id=ep["id"])["node"] is None  # admins only
+    assert world["as"]("boss", "admin", s=world["other"]).data(q, id=ep["id"])["node"] is None  # SH-1
+    ev = "query($id: ID!) { node(id: $id) { ... on ShopEvent { type } } }"
+    assert admin.data(ev, id=d["event"]["id"])["node"] == {"type": "order.paid"}
+
+    async with unit_of_work(svc) as s:  # as if it had failed for a day
+        await s.execute(update(WebhookEndpoint).where(WebhookEndpoint.shop_id == world["shop"].shop_id)
+                        .values(enabled=False, disabled_at=svc.now()))
+    assert payload_codes(admin.mutate("enableWebhook", {"endpointId": "V2ViaG9va0VuZHBvaW50Ondo"},
+                                      "endpoint { id }")) == ["NOT_FOUND"]
+    r = admin.mutate("enableWebhook", {"endpointId": ep["id"]}, "endpoint { enabled disabledAt consecutiveFailures }")
+    assert r["errors"] == [] and r["endpoint"] == {"enabled": True, "disabledAt": None, "consecutiveFailures": 0}
+    assert codes(backend.gql("{ webhookEndpoints { totalCount } }")) == ["FORBIDDEN"]
+    bad = admin.mutate("redeliverEvents", {"endpointId": "V2ViaG9va0VuZHBvaW50Ondo", "fromSeq": 0, "toSeq": 10},
+                       "queued")
+    assert payload_codes(bad) == ["NOT_FOUND"]
