@@ -33,7 +33,6 @@ from strawberry.types import Info
 from api.permissions import IsAuthenticated
 from engine import groupbuy as gb
 from engine.errors import ErrorCode, refuse
-from store.models import xid8
 
 MinorUnits = NewType("MinorUnits", int)
 
@@ -164,7 +163,7 @@ async def paginate_keyset(fetch: Callable[..., Awaitable[tuple[list, int]]], fir
                                  end_cursor=edges[-1].cursor if edges else None))
 
 
-EVENTS_KEYSET = Keyset("events", key=lambda e: [e.txid, e.seq], parse=lambda v: (xid8(int(v[0])), int(v[1])))
+EVENTS_KEYSET = Keyset("events", key=lambda e: [e.txid, e.seq], parse=lambda v: (int(v[0]), int(v[1])))
 ENDPOINTS_KEYSET = Keyset("endpoints", key=lambda e: [e.created_at.isoformat(), e.endpoint_id],
                           parse=lambda v: (datetime.fromisoformat(v[0]), str(v[1])))
 DELIVERIES_KEYSET = Keyset("deliveries", key=lambda d: [d.seq], parse=lambda v: (int(v[0]),))  # newest first

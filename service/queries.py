@@ -33,6 +33,7 @@ from store.models import (
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
+    xid8,
 )
 
 Page = tuple[list, int]  # (rows of the page, total matching rows)
@@ -217,7 +218,8 @@ async def page_events(svc: Services, *, shop_id: str, types: list[str] | None, l
     q = select(Event).where(Event.shop_id == shop_id, SETTLED)
     if types:
         q = q.where(Event.type.in_(types))
-    return await _keyset_page(svc, q, (Event.txid, Event.seq), limit=limit, after=after)
+    return await _keyset_page(svc, q, (Event.txid, Event.seq), limit=limit,
+                              after=(xid8(after[0]), after[1]) if after else None)
 
 
 async def page_endpoints(svc: Services, *, shop_id: str, limit: int, after: tuple | None) -> Page:

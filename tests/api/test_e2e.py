@@ -281,6 +281,10 @@ def test_admin_registers_webhook_and_replays_events_through_graphql(world):
     backend.mutate("confirmPayment", {"orderId": o["order"]["id"], "amount": 100, "providerRef": "w-pay"}, "accepted")
     evs = settled_events(admin, 1)
     assert [e["type"] for e in evs] == ["order.paid"]
+    end = admin.data("{ events(first: 1) { pageInfo { endCursor } } }")["events"]["pageInfo"]["endCursor"]
+    rest = admin.data("query($c: String) { events(after: $c) { edges { node { seq } } pageInfo { hasPreviousPage } } }",
+                      c=end)["events"]
+    assert rest == {"edges": [], "pageInfo": {"hasPreviousPage": True}}  # resumed after the last one seen
     r = admin.mutate("redeliverEvents", {"endpointId": ep["endpoint"]["id"], "fromSeq": evs[0]["seq"],
                                          "toSeq": evs[-1]["seq"]}, "queued")
     assert r["queued"] == 1
