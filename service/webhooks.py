@@ -102,17 +102,28 @@ async def rotate_secret(svc: Services, *, shop_id: str, endpoint_id: str, overla
 async def enable_endpoint(svc: Services, *, shop_id: str, endpoint_id: str) -> WebhookEndpoint:
     """Re-enable an endpoint: its held deliveries (and those waiting out a backoff) are due now, in order."""
     async with unit_of_work(svc) as s:
+        # The endpoint row first: a worker about to hold a delivery re-reads the endpoint under FOR SHARE
+        # (_hold), so it waits for this commit and then sees the endpoint enabled.
         ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id), with_for_update=True)
         if ep is None:
             raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
         ep.enabled, ep.consecutive_failures, ep.failing_since, ep.disabled_at = True, 0, None, None
-        # The endpoint row is written (and stays locked) before the held deliveries are released: a worker
-        # about to hold one re-reads the endpoint under FOR SHARE and so waits for this commit (_hold).
         await s.flush()
-        await s.execute(update(WebhookDelivery).where(
-            WebhookDelivery.shop_id == shop_id, WebhookDelivery.endpoint_id == endpoint_id,
-            WebhookDelivery.state.in_(("PENDING", "HELD"))).values(state="PENDING", next_attempt_at=svc.now()))
+        # SKIP LOCKED: a delivery a worker holds is being attempted now (or will find the endpoint enabled);
+        # waiting for it while holding the endpoint row would deadlock with that worker's counter update.
+        await s.execute(RELEASE_SQL, {"s": shop_id, "ep": endpoint_id, "now": svc.now()})
         return ep
+
+
+RELEASE_SQL = text(
+    """
+    UPDATE webhook_deliveries SET state = 'PENDING', next_attempt_at = :now
+    WHERE (shop_id, endpoint_id, event_id) IN (
+        SELECT shop_id, endpoint_id, event_id FROM webhook_deliveries
+        WHERE shop_id = :s AND endpoint_id = :ep AND state IN ('PENDING', 'HELD')
+        FOR UPDATE SKIP LOCKED)
+    """
+)
 
 
 async def list_endpoints(svc: Services, *, shop_id: str) -> list[WebhookEndpoint]:
@@ -318,9 +329,10 @@ async def _attempt(s, client: httpx.AsyncClient, shop_id: str, endpoint_id: str,
 
 
 async def _hold(s, d: WebhookDelivery) -> None:
-    """The endpoint is disabled: HELD until enable_endpoint releases it. Re-read under FOR SHARE first —
-    an enable in progress holds the endpoint row, so this waits for it and does not hold a delivery the
-    enable has already released (which would then wait forever)."""
+    """The endpoint is disabled: HELD until enable_endpoint releases it. Re-read under FOR SHARE first: an
+    enable in progress locks the endpoint row and skips the deliveries workers have claimed (this one), so
+    this waits for it and, seeing the endpoint enabled, leaves the delivery due instead of holding it
+    forever. The lock lasts only until this transaction commits: no POST is made on this path."""
     enabled = (await s.execute(select(WebhookEndpoint.enabled).where(
         WebhookEndpoint.shop_id == d.shop_id, WebhookEndpoint.endpoint_id == d.endpoint_id)
         .with_for_update(read=True))).scalar()

@@ -462,3 +462,30 @@ async def test_a_slow_webhook_never_delays_group_expiry_GB11(svc, shop):
             await asyncio.wait_for(loop, timeout=15)
     finally:
         hang.close()
+
+
+async def test_enabling_an_endpoint_never_waits_for_a_post_in_flight(svc, shop):
+    """enableWebhook locks the endpoint and skips the deliveries workers hold: waiting for a POST while holding
+    the endpoint row would stall the admin and deadlock with the worker's own update of the endpoint."""
+    from sqlalchemy import update as _update
+
+    from store.models import WebhookEndpoint
+
+    hang, url = _hanging_endpoint()
+    try:
+        ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=url)
+        await _emit_many(svc, shop.shop_id, 2)
+        task = asyncio.create_task(webhooks.deliver_due(svc, timeout_s=3.0))
+        hang.settimeout(5)
+        held, _ = await asyncio.to_thread(hang.accept)  # a POST is in flight, its delivery claimed
+        async with unit_of_work(svc) as s:
+            await s.execute(_update(WebhookEndpoint).where(WebhookEndpoint.shop_id == shop.shop_id)
+                            .values(enabled=False))
+        await asyncio.wait_for(webhooks.enable_endpoint(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id),
+                               timeout=1.5)
+        held.close()
+        await task
+        [row] = await webhooks.list_endpoints(svc, shop_id=shop.shop_id)
+        assert row.enabled
+    finally:
+        hang.close()
