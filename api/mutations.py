@@ -364,6 +364,11 @@ class RotateWebhookSecretInput:
     overlap_seconds: int = 86400
 
 
+@strawberry.input
+class EnableWebhookInput:
+    endpoint_id: strawberry.ID
+
+
 @strawberry.type
 class WebhookPayload:
     endpoint: Optional[WebhookEndpoint] = None
@@ -689,7 +694,20 @@ class Mutation:
             return dict(endpoint=endpoint_type(e))
         return await run(WebhookPayload, go)
 
-    @strawberry.mutation(permission_classes=[IsAdmin], description="Replay: owe a range of events again.")
+    @strawberry.mutation(permission_classes=[IsAdmin], description="Enable an endpoint (after it was disabled for "
+                         "failing): what it was owed while disabled, and what waits out a backoff, is due now.")
+    async def enable_webhook(self, info: Info, input: EnableWebhookInput) -> WebhookPayload:
+        ctx = info.context
+
+        async def go():
+            e = await webhooks_svc.enable_endpoint(ctx.svc, shop_id=ctx.shop_id,
+                                                   endpoint_id=raw_id(input.endpoint_id, "WebhookEndpoint",
+                                                                      "endpointId"))
+            return dict(endpoint=endpoint_type(e))
+        return await run(WebhookPayload, go)
+
+    @strawberry.mutation(permission_classes=[IsAdmin], description="Replay: owe the endpoint again every event with "
+                         "fromSeq <= seq <= toSeq that its event-type filter takes; returns how many.")
     async def redeliver_events(self, info: Info, input: RedeliverEventsInput) -> RedeliverEventsPayload:
         ctx = info.context
 

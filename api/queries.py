@@ -20,6 +20,9 @@ from api.permissions import (
     IsFinance,
 )
 from api.types import (
+    ENDPOINTS_KEYSET,
+    EVENTS_KEYSET,
+    REFUNDS_KEYSET,
     Balances,
     Campaign,
     CampaignStats,
@@ -39,13 +42,16 @@ from api.types import (
     Refund,
     Settlement,
     ShopEvent,
+    WebhookEndpoint,
     campaign_type,
+    endpoint_type,
     event_type,
     group_type,
     level_type,
     line_type,
     order_type,
     paginate,
+    paginate_keyset,
     payout_type,
     product_type,
     raw_id,
@@ -199,12 +205,14 @@ class Query:
     # ------------------------------------------------------------ backend
     @strawberry.field(permission_classes=[IsBackend],
                       description="Refunds owed and not yet confirmed (GB-5..GB-9), oldest first; pay them, then "
-                                  "confirmRefund (GB-10).")
+                                  "confirmRefund (GB-10). The cursor is a keyset: confirming refunds while paging "
+                                  "with `after: endCursor` skips none.")
     async def owed_refunds(self, info: Info, first: Optional[int] = None, after: Optional[str] = None,
                            rule: Optional[str] = None) -> Connection[Refund]:
         ctx = info.context
-        return await paginate(lambda **p: queries.page_refunds(ctx.svc, shop_id=ctx.shop_id, state="OWED", rule=rule,
-                                                               **p), first, after, lambda r: refund_type(r, ctx))
+        return await paginate_keyset(lambda **p: queries.page_refunds(ctx.svc, shop_id=ctx.shop_id, state="OWED",
+                                                                      rule=rule, **p),
+                                     first, after, REFUNDS_KEYSET, lambda r: refund_type(r, ctx))
 
     @strawberry.field(permission_classes=[IsBackendOrAdmin], description="A product's terms (OR-3).")
     async def product(self, info: Info, product_ref: str) -> Optional[Product]:
@@ -252,9 +260,20 @@ class Query:
         return [level_type(lv) for lv in await shops_svc.get_levels(info.context.svc, info.context.shop_id)]
 
     @strawberry.field(permission_classes=[IsAdmin],
-                      description="The shop's events after a `seq` (replay by pull), oldest first.")
-    async def events(self, info: Info, after_seq: int = 0, types: Optional[list[str]] = None,
-                     first: Optional[int] = None, after: Optional[str] = None) -> Connection[ShopEvent]:
+                      description="Replay by pull: the shop's events, oldest first, paged with `after: endCursor` "
+                                  "(a keyset: an event never commits behind a cursor already read; see "
+                                  "docs/webhooks.md). Keep the last endCursor to resume.")
+    async def events(self, info: Info, types: Optional[list[str]] = None, first: Optional[int] = None,
+                     after: Optional[str] = None) -> Connection[ShopEvent]:
         ctx = info.context
-        return await paginate(lambda **p: queries.page_events(ctx.svc, shop_id=ctx.shop_id, after_seq=after_seq,
-                                                              types=types, **p), first, after, event_type)
+        return await paginate_keyset(lambda **p: queries.page_events(ctx.svc, shop_id=ctx.shop_id, types=types, **p),
+                                     first, after, EVENTS_KEYSET, event_type)
+
+    @strawberry.field(permission_classes=[IsAdmin],
+                      description="The shop's webhook endpoints with their state, deliveries and attempts, oldest "
+                                  "first (docs/webhooks.md).")
+    async def webhook_endpoints(self, info: Info, first: Optional[int] = None,
+                                after: Optional[str] = None) -> Connection[WebhookEndpoint]:
+        ctx = info.context
+        return await paginate_keyset(lambda **p: queries.page_endpoints(ctx.svc, shop_id=ctx.shop_id, **p),
+                                     first, after, ENDPOINTS_KEYSET, endpoint_type)

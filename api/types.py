@@ -11,12 +11,17 @@ values stay within ±2^53 so JavaScript clients read them exactly. Every object 
 shop's ISO 4217 `currency` beside it (SH-2: one currency per shop).
 
 Lists are connections (`edges { cursor node }`, `pageInfo`, `totalCount`), paged forwards with
-`first` (default 20, at most 100; larger values are capped, not refused) and `after`.
+`first` (default 20, at most 100; larger values are capped, not refused) and `after`. Lists that
+change while a client pages through them (owed refunds, events, webhook deliveries) use keyset
+cursors (`Keyset`): `after` is the sort key of the last row seen, so rows leaving or joining the list
+never make a page skip one.
 """
 
 from __future__ import annotations
 
 import base64
+import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Iterable, NewType, Optional
 
@@ -112,6 +117,60 @@ async def paginate(fetch: Callable[..., Awaitable[tuple[list, int]]], first: Opt
 def paginate_list(items: list, first: Optional[int], after: Optional[str], convert) -> Connection:
     limit, offset = page_args(first, after)
     return make_connection([convert(x) for x in items[offset:offset + limit]], len(items), offset)
+
+
+@dataclass(frozen=True)
+class Keyset:
+    """A keyset cursor for a list whose rows can appear or vanish while a client pages through it (owed
+    refunds leave the list as they are confirmed; events arrive): the cursor is the sort key of the last
+    row seen, so the next page starts right after it whatever happened before it. An offset would skip
+    rows when the list shrinks and repeat them when it grows."""
+
+    kind: str  # names the list, so a cursor of another list is refused
+    key: Callable[[Any], list]  # row -> its sort key as JSON values
+    parse: Callable[[list], tuple]  # JSON values -> the key the query compares with
+
+
+def keyset_args(first: Optional[int], after: Optional[str], ks: Keyset) -> tuple[int, Optional[tuple]]:
+    """(limit, key after which the page starts) from `first`/`after`; first defaults to 20, capped at 100."""
+    limit, _ = page_args(first, None)
+    if not after:
+        return limit, None
+    try:
+        kind, *values = json.loads(base64.b64decode(after, validate=True))
+        assert kind == ks.kind
+        return limit, ks.parse(values)
+    except Exception:
+        raise refuse(ErrorCode.INVALID_INPUT, "after: not a cursor of this list", field="after")
+
+
+def _keyset_cursor(ks: Keyset, row) -> str:
+    return base64.b64encode(json.dumps([ks.kind, *ks.key(row)], separators=(",", ":")).encode()).decode()
+
+
+async def paginate_keyset(fetch: Callable[..., Awaitable[tuple[list, int]]], first: Optional[int],
+                          after: Optional[str], ks: Keyset, convert: Callable[[Any], Any]) -> Connection:
+    """`fetch(limit=, after=)` returns (up to `limit` rows after the key in sort order, total); one row more
+    than the page is asked for, to know whether a next page exists."""
+    limit, key = keyset_args(first, after, ks)
+    rows, total = await fetch(limit=limit + 1, after=key)
+    page = rows[:limit]
+    edges = [relay.Edge(cursor=_keyset_cursor(ks, r), node=convert(r)) for r in page]
+    return Connection(
+        edges=edges, total_count=total,
+        page_info=relay.PageInfo(has_next_page=len(rows) > limit, has_previous_page=key is not None,
+                                 start_cursor=edges[0].cursor if edges else None,
+                                 end_cursor=edges[-1].cursor if edges else None))
+
+
+EVENTS_KEYSET = Keyset("events", key=lambda e: [e.txid, e.seq], parse=lambda v: (int(v[0]), int(v[1])))
+ENDPOINTS_KEYSET = Keyset("endpoints", key=lambda e: [e.created_at.isoformat(), e.endpoint_id],
+                          parse=lambda v: (datetime.fromisoformat(v[0]), str(v[1])))
+DELIVERIES_KEYSET = Keyset("deliveries", key=lambda d: [d.seq], parse=lambda v: (int(v[0]),))  # newest first
+ATTEMPTS_KEYSET = Keyset("attempts", key=lambda a: [a.at.isoformat(), a.attempt_id],  # newest first
+                         parse=lambda v: (datetime.fromisoformat(v[0]), str(v[1])))
+REFUNDS_KEYSET = Keyset("refunds", key=lambda r: [r.created_at.isoformat(), r.refund_id],
+                        parse=lambda v: (datetime.fromisoformat(v[0]), str(v[1])))
 
 
 # ---------------------------------------------------------------- node resolution helpers
@@ -607,25 +666,117 @@ def settlement_type(b) -> Settlement:
 
 
 # ---------------------------------------------------------------- webhooks and events
-@strawberry.type(description="A signed webhook endpoint (docs/webhooks.md).")
+def _admin(ctx, _row) -> bool:
+    return _visible_to_staff(ctx, "admin")
+
+
+@strawberry.type(description="A signed webhook endpoint and its health (docs/webhooks.md).")
 class WebhookEndpoint(relay.Node):
     id: relay.NodeID[str]
     url: str
-    event_types: list[str]
-    enabled: bool
+    event_types: list[str] = strawberry.field(description="Event types it receives; empty: all of them.")
+    enabled: bool = strawberry.field(description="False once disabled after failing for 24 h: deliveries are "
+                                                 "held (not lost) until enableWebhook.")
     secret: str = strawberry.field(description="Shown to admins to verify signatures (docs/webhooks.md).")
+    consecutive_failures: int = strawberry.field(description="Failed attempts since the last success.")
+    failing_since: Optional[datetime] = strawberry.field(description="First failed attempt since the last success.")
+    disabled_at: Optional[datetime]
+    created_at: datetime
+
+    @strawberry.field(description="What it is owed and was sent, newest event first; filter by state "
+                                  "(PENDING, HELD, DELIVERED, DEAD).")
+    async def deliveries(self, info: Info, state: Optional[str] = None, first: Optional[int] = None,
+                         after: Optional[str] = None) -> Connection["WebhookDelivery"]:
+        from service import queries
+
+        ctx = info.context
+        return await paginate_keyset(lambda **p: queries.page_deliveries(
+            ctx.svc, shop_id=ctx.shop_id, endpoint_id=self.id, state=state, **p), first, after, DELIVERIES_KEYSET,
+            delivery_type)
+
+    @strawberry.field(description="Every POST made to it, newest first, with the HTTP status or error.")
+    async def attempts(self, info: Info, first: Optional[int] = None,
+                       after: Optional[str] = None) -> Connection["WebhookAttempt"]:
+        from service import queries
+
+        ctx = info.context
+        return await paginate_keyset(lambda **p: queries.page_attempts(
+            ctx.svc, shop_id=ctx.shop_id, endpoint_id=self.id, **p), first, after, ATTEMPTS_KEYSET, attempt_type)
 
     @classmethod
-    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
-        return [None for _ in node_ids]  # fetched through the admin mutations only
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+        return await _resolve(info, "webhook_endpoint", node_ids, lambda e, ctx: endpoint_type(e), _admin)
 
 
 def endpoint_type(e) -> WebhookEndpoint:
     return WebhookEndpoint(id=e.endpoint_id, url=e.url, event_types=list(e.event_types or []), enabled=e.enabled,
-                           secret=e.secret)
+                           secret=e.secret, consecutive_failures=e.consecutive_failures,
+                           failing_since=e.failing_since, disabled_at=e.disabled_at, created_at=e.created_at)
 
 
-@strawberry.type(description="An event of the shop's outbox (docs/webhooks.md); `seq` orders them.")
+def _event_field():
+    async def event(self, info: Info) -> Optional["ShopEvent"]:
+        e = await info.context.loaders.event.load(self._event)
+        return event_type(e) if e else None
+
+    return strawberry.field(resolver=event, description="The event (null if it no longer exists).")
+
+
+@strawberry.type(description="One event owed to one endpoint: PENDING (due at nextAttemptAt), HELD (endpoint "
+                             "disabled), DELIVERED or DEAD (gave up; redeliverEvents owes it again).")
+class WebhookDelivery(relay.Node):
+    id: relay.NodeID[str]
+    endpoint_id: strawberry.ID
+    seq: int
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    created_at: datetime
+    delivered_at: Optional[datetime]
+    last_status: Optional[int]
+    last_error: Optional[str]
+    _event: strawberry.Private[str]
+    event: Optional["ShopEvent"] = _event_field()
+
+    @classmethod
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+        return await _resolve(info, "webhook_delivery", node_ids, lambda d, ctx: delivery_type(d), _admin)
+
+
+def delivery_key(endpoint_id: str, event_id: str) -> str:
+    return f"{endpoint_id}:{event_id}"
+
+
+def delivery_type(d) -> WebhookDelivery:
+    return WebhookDelivery(id=delivery_key(d.endpoint_id, d.event_id),
+                           endpoint_id=strawberry.ID(global_id("WebhookEndpoint", d.endpoint_id)), seq=d.seq,
+                           state=d.state, attempts=d.attempts, next_attempt_at=d.next_attempt_at,
+                           created_at=d.created_at, delivered_at=d.delivered_at, last_status=d.last_status,
+                           last_error=d.last_error, _event=d.event_id)
+
+
+@strawberry.type(description="One POST to an endpoint: the HTTP status, or the error when there was no answer.")
+class WebhookAttempt(relay.Node):
+    id: relay.NodeID[str]
+    at: datetime
+    status_code: Optional[int]
+    error: Optional[str]
+    duration_ms: int
+    _event: strawberry.Private[str]
+    event: Optional["ShopEvent"] = _event_field()
+
+    @classmethod
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+        return await _resolve(info, "webhook_attempt", node_ids, lambda a, ctx: attempt_type(a), _admin)
+
+
+def attempt_type(a) -> WebhookAttempt:
+    return WebhookAttempt(id=a.attempt_id, at=a.at, status_code=a.status_code, error=a.error,
+                          duration_ms=a.duration_ms, _event=a.event_id)
+
+
+@strawberry.type(description="An event of the shop's outbox (docs/webhooks.md). `seq` numbers events (the ranges of "
+                             "redeliverEvents; per aggregate it is their order); page `events` by cursor.")
 class ShopEvent(relay.Node):
     id: relay.NodeID[str]
     seq: int
@@ -637,14 +788,11 @@ class ShopEvent(relay.Node):
     payload_json: str
 
     @classmethod
-    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
-        return [None for _ in node_ids]  # listed through `events` only
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+        return await _resolve(info, "event", node_ids, lambda e, ctx: event_type(e), _admin)
 
 
 def event_type(e) -> ShopEvent:
-    import json
-
     return ShopEvent(id=e.event_id, seq=e.seq, type=e.type, aggregate_type=e.aggregate_type,
                      aggregate_id=e.aggregate_id, rule=e.rule, occurred_at=e.occurred_at,
                      payload_json=json.dumps(e.payload, sort_keys=True))
-

@@ -286,8 +286,10 @@ async def release_line(session: AsyncSession, ledger: LedgerBatch, line: Commiss
                 payload={"line_id": line.line_id, "order_id": line.order_id, "amount": line.standing})
 
 
-async def void_order_lines(session: AsyncSession, ledger: LedgerBatch, *, order_ids: list[str], shop_id: str) -> None:
-    """CM-6: a failed group's lines are voided; whatever still stands leaves PENDING."""
+async def void_order_lines(session: AsyncSession, ledger: LedgerBatch, *, order_ids: list[str], shop_id: str,
+                           now, rule: str) -> None:
+    """CM-6: a failed group's lines are voided; whatever still stands leaves PENDING. Each voided line is
+    an event, so a backend mirroring commissions learns the line is gone (not only its reversals)."""
     if not order_ids:
         return
     lines = (await session.execute(
@@ -299,6 +301,11 @@ async def void_order_lines(session: AsyncSession, ledger: LedgerBatch, *, order_
         if line.standing:
             ledger.add(line.beneficiary_id, [Posting(Bucket.PENDING, -line.standing, EntryKind.COMMISSION_VOIDED)],
                        ref_type="commission", ref_id=line.line_id)
+        events.emit(session, shop_id=shop_id, type="commission.voided", aggregate_type="order",
+                    aggregate_id=line.order_id, now=now, rule="CM-6",
+                    payload={"order_id": line.order_id, "line_id": line.line_id,
+                             "beneficiary_id": line.beneficiary_id, "level": line.level, "amount": line.standing,
+                             "cause": rule})
         line.state, line.standing = cm.CommissionState.VOID.value, 0
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import func, literal, select
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.ids import new_id
-from store.models import Event
+from store.models import Event, Shop
 
 
 def emit(
@@ -21,6 +23,11 @@ def emit(
     payload: dict[str, Any],
     rule: str | None = None,
 ) -> None:
+    data = {**payload, **({"rule": rule} if rule else {})}
+    # Every payload carries the shop's currency beside its amounts (SH-2). It is filled in by the
+    # INSERT itself (a sub-select of shops), so no call site has to remember it and emit stays a
+    # plain synchronous add; a key the caller gave wins (it is the same one currency anyway).
+    currency = select(Shop.currency).where(Shop.shop_id == shop_id).scalar_subquery()
     session.add(
         Event(
             shop_id=shop_id,
@@ -30,6 +37,7 @@ def emit(
             aggregate_id=aggregate_id,
             rule=rule,
             occurred_at=now,
-            payload={**payload, **({"rule": rule} if rule else {})},
+            payload=func.jsonb_build_object("currency", currency).op("||", return_type=JSONB)(
+                literal(data, JSONB)),
         )
     )

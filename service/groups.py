@@ -178,7 +178,7 @@ async def apply_decision(session: AsyncSession, *, c: CampaignRow, row: GroupRow
             await on_formed(session, ledger, c=c, g=g, ins=ins, now=now, order_of=order_of)
         elif isinstance(ins, gb.GroupFailed):
             await commissions.void_order_lines(session, ledger, order_ids=[s.order_id for s in g.seats],
-                                               shop_id=shop_id)
+                                               shop_id=shop_id, now=now, rule=ins.rule)
             events.emit(session, shop_id=shop_id, type="group.failed", aggregate_type="group", aggregate_id=g.id,
                         now=now, rule=ins.rule, payload={"group_id": g.id, "campaign_id": c.campaign_id})
         elif isinstance(ins, gb.GroupOpened):

@@ -1,4 +1,5 @@
-"""Read-only queries for the API: pages (limit/offset with a total) and batch loads by id.
+"""Read-only queries for the API: pages (limit/offset, or keyset for lists that change while paged, with a
+total) and batch loads by id.
 
 Every function is scoped by `shop_id` (SH-1) and runs a bounded number of statements whatever the
 page size, so a GraphQL page of N items costs the same few queries (the API's DataLoaders batch the
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 
 from engine import groupbuy as gb
 from engine.levels import Metrics
@@ -29,6 +30,10 @@ from store.models import (
     Product,
     Refund,
     SeatRow,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    xid8,
 )
 
 Page = tuple[list, int]  # (rows of the page, total matching rows)
@@ -39,6 +44,21 @@ async def _page(svc: Services, q, order_by: Sequence, *, limit: int, offset: int
     async with svc.sessionmaker() as s:
         total = (await s.execute(select(func.count()).select_from(q.order_by(None).subquery()))).scalar_one()
         rows = list((await s.execute(q.order_by(*order_by).limit(limit).offset(offset))).scalars())
+    return rows, int(total)
+
+
+async def _keyset_page(svc: Services, q, key: Sequence, *, limit: int, after: tuple | None,
+                       descending: bool = False) -> Page:
+    """Rows of `q` strictly after `after` in the order of the `key` columns (a unique key), and the total
+    of `q` without the cursor. Costs two statements whatever the page."""
+    assert 0 <= limit <= 1001, "pages are bounded"
+    async with svc.sessionmaker() as s:
+        total = (await s.execute(select(func.count()).select_from(q.order_by(None).subquery()))).scalar_one()
+        if after is not None:
+            k, a = tuple_(*key), tuple_(*after)
+            q = q.where(k < a if descending else k > a)
+        order = [c.desc() for c in key] if descending else list(key)
+        rows = list((await s.execute(q.order_by(*order).limit(limit))).scalars())
     return rows, int(total)
 
 
@@ -101,6 +121,30 @@ async def distributors_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]
     return await _by_ids(svc, Distributor, Distributor.user_id, shop_id, ids)
 
 
+async def endpoints_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, WebhookEndpoint]:
+    return await _by_ids(svc, WebhookEndpoint, WebhookEndpoint.endpoint_id, shop_id, ids)
+
+
+async def events_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, Event]:
+    return await _by_ids(svc, Event, Event.event_id, shop_id, ids)
+
+
+async def attempts_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, WebhookAttempt]:
+    return await _by_ids(svc, WebhookAttempt, WebhookAttempt.attempt_id, shop_id, ids)
+
+
+async def deliveries_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, WebhookDelivery]:
+    """By "endpoint_id:event_id" (a delivery's key within the shop)."""
+    pairs = {tuple(i.split(":", 1)) for i in ids if ":" in i}
+    if not pairs:
+        return {}
+    async with svc.sessionmaker() as s:
+        rows = (await s.execute(select(WebhookDelivery).where(
+            WebhookDelivery.shop_id == shop_id,
+            tuple_(WebhookDelivery.endpoint_id, WebhookDelivery.event_id).in_(list(pairs))))).scalars()
+        return {f"{r.endpoint_id}:{r.event_id}": r for r in rows}
+
+
 # ------------------------------------------------------------------ pages
 async def page_campaigns(svc: Services, *, shop_id: str, active_only: bool, limit: int, offset: int) -> Page:
     q = select(CampaignRow).where(CampaignRow.shop_id == shop_id)
@@ -137,13 +181,14 @@ async def page_orders(svc: Services, *, shop_id: str, buyer_id: str, limit: int,
 
 
 async def page_refunds(svc: Services, *, shop_id: str, state: str | None, rule: str | None, limit: int,
-                       offset: int) -> Page:
+                       after: tuple | None) -> Page:
+    """Oldest first, keyset on (created_at, refund_id): confirming refunds while paging skips none."""
     q = select(Refund).where(Refund.shop_id == shop_id)
     if state:
         q = q.where(Refund.state == state)
     if rule:
         q = q.where(Refund.rule == rule)
-    return await _page(svc, q, (Refund.created_at, Refund.refund_id), limit=limit, offset=offset)
+    return await _keyset_page(svc, q, (Refund.created_at, Refund.refund_id), limit=limit, after=after)
 
 
 async def page_payouts(svc: Services, *, shop_id: str, state: str | None, user_id: str | None, limit: int,
@@ -165,12 +210,38 @@ async def page_commission_lines(svc: Services, *, shop_id: str, beneficiary_id: 
                        offset=offset)
 
 
-async def page_events(svc: Services, *, shop_id: str, after_seq: int, types: list[str] | None, limit: int,
-                      offset: int) -> Page:
-    q = select(Event).where(Event.shop_id == shop_id, Event.seq > after_seq)
+async def page_events(svc: Services, *, shop_id: str, types: list[str] | None, limit: int,
+                      after: tuple | None) -> Page:
+    """The shop's settled events in pull order, keyset on (txid, seq) (see service.webhooks.SETTLED)."""
+    from service.webhooks import SETTLED
+
+    q = select(Event).where(Event.shop_id == shop_id, SETTLED)
     if types:
         q = q.where(Event.type.in_(types))
-    return await _page(svc, q, (Event.seq,), limit=limit, offset=offset)
+    return await _keyset_page(svc, q, (Event.txid, Event.seq), limit=limit,
+                              after=(xid8(after[0]), after[1]) if after else None)
+
+
+async def page_endpoints(svc: Services, *, shop_id: str, limit: int, after: tuple | None) -> Page:
+    q = select(WebhookEndpoint).where(WebhookEndpoint.shop_id == shop_id)
+    return await _keyset_page(svc, q, (WebhookEndpoint.created_at, WebhookEndpoint.endpoint_id), limit=limit,
+                              after=after)
+
+
+async def page_deliveries(svc: Services, *, shop_id: str, endpoint_id: str, state: str | None, limit: int,
+                          after: tuple | None) -> Page:
+    """An endpoint's deliveries, newest event first (keyset on seq: new ones arrive while paging)."""
+    q = select(WebhookDelivery).where(WebhookDelivery.shop_id == shop_id, WebhookDelivery.endpoint_id == endpoint_id)
+    if state:
+        q = q.where(WebhookDelivery.state == state)
+    return await _keyset_page(svc, q, (WebhookDelivery.seq,), limit=limit, after=after, descending=True)
+
+
+async def page_attempts(svc: Services, *, shop_id: str, endpoint_id: str, limit: int, after: tuple | None) -> Page:
+    """An endpoint's attempts, newest first."""
+    q = select(WebhookAttempt).where(WebhookAttempt.shop_id == shop_id, WebhookAttempt.endpoint_id == endpoint_id)
+    return await _keyset_page(svc, q, (WebhookAttempt.at, WebhookAttempt.attempt_id), limit=limit, after=after,
+                              descending=True)
 
 
 # ------------------------------------------------------------------ levels (LV-1 progress)

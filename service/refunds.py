@@ -4,6 +4,7 @@ by the payment provider's reference (GB-10). OR-2: never more than paid less alr
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine.errors import ErrorCode, refuse
@@ -48,28 +49,38 @@ async def apply_refund(
 
 
 async def confirm_refund(svc: Services, *, shop_id: str, refund_id: str, provider_ref: str) -> Refund:
-    """GB-10: the backend paid an owed refund. Idempotent by the provider's reference."""
+    """GB-10: the backend paid an owed refund. Idempotent by the provider's reference.
+
+    Everything is decided after locking the refund row: concurrent confirmations of one refund queue on
+    that lock, and each later one sees the first one's result (same reference: the first result comes
+    back; another reference: IDEMPOTENCY_CONFLICT). Checking the reference before the lock let every
+    concurrent retry miss the first confirmation and then be refused."""
     if not provider_ref:
         raise refuse(ErrorCode.INVALID_INPUT, "provider reference is required", field="providerRef")
     async with unit_of_work(svc) as s:
-        same_ref = (await s.execute(select(Refund).where(Refund.shop_id == shop_id,
-                                                         Refund.provider_ref == provider_ref))).scalar_one_or_none()
-        if same_ref is not None:
-            if same_ref.refund_id != refund_id:
-                raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "provider reference already confirms another refund",
-                             field="providerRef", rule="GB-10")
-            return same_ref
         refund = await s.get(Refund, (shop_id, refund_id), with_for_update=True)
         if refund is None:
             raise refuse(ErrorCode.NOT_FOUND, "refund not found", field="refundId")
         if refund.state == "CONFIRMED":
+            if refund.provider_ref == provider_ref:
+                return refund  # a retry: the first result
             raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "refund already confirmed with another reference",
+                         field="providerRef", rule="GB-10")
+        taken = (await s.execute(select(Refund.refund_id).where(Refund.shop_id == shop_id,
+                                                                Refund.provider_ref == provider_ref))).first()
+        if taken is not None:
+            raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "provider reference already confirms another refund",
                          field="providerRef", rule="GB-10")
         refund.state, refund.provider_ref, refund.confirmed_at = "CONFIRMED", provider_ref, svc.now()
         events.emit(s, shop_id=shop_id, type="refund.confirmed", aggregate_type="order", aggregate_id=refund.order_id,
                     now=svc.now(), rule="GB-10",
                     payload={"refund_id": refund_id, "order_id": refund.order_id, "amount": refund.amount,
                              "provider_ref": provider_ref})
+        try:
+            await s.flush()
+        except IntegrityError:  # another refund took this reference concurrently: unique (shop_id, provider_ref)
+            raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "provider reference already confirms another refund",
+                         field="providerRef", rule="GB-10")
         return refund
 
 

@@ -1,15 +1,20 @@
 """Signed webhooks out of the transactional outbox.
 
 - Every event row fans out to the shop's matching endpoints inside the event's own transaction
-  (trigger `events_fan_out`), so an event is delivered iff the change that made it committed.
-- The delivery worker claims due deliveries with FOR UPDATE SKIP LOCKED and holds the claim while
-  it posts, so several service processes never send the same event at the same time.
-- Per endpoint, the events of one aggregate (a group, an order, a distributor) go out in order: a
-  delivery waits while an earlier one of the same aggregate is still pending.
-- Retries back off exponentially with jitter (10 s doubling, capped at 1 h) for at least 24 h, then
-  the delivery is DEAD. An endpoint that fails MAX_CONSECUTIVE_FAILURES times in a row is disabled,
-  with a `webhook.endpoint_disabled` event the admin can see. Delivery is at-least-once: receivers
-  de-duplicate by `Sharecart-Event-Id`.
+  (trigger `events_fan_out`), so an event is owed to an endpoint iff the change that made it committed
+  — also while the endpoint is disabled: its deliveries are HELD and go out once it is enabled again.
+- The delivery worker claims one due delivery per transaction with FOR UPDATE SKIP LOCKED and keeps
+  that claim while it posts, so several service processes never send the same event at the same time,
+  and a process killed mid-POST releases the claim (the delivery is still PENDING). The endpoint row is
+  never locked across a POST: its failure counters are guarded UPDATEs after the POST.
+- Per endpoint, the events of one aggregate (a group, an order, a distributor) go out in `seq` order: a
+  delivery waits while an earlier one of the same aggregate is still owed (PENDING or HELD).
+- Retries back off exponentially with jitter (10 s doubling, capped at 1 h). An endpoint is disabled
+  only after failing without a single success for DISABLE_AFTER (24 h) and at least
+  DISABLE_MIN_FAILURES attempts, with a `webhook.endpoint_disabled` event the admin sees; nothing it
+  is owed is dropped. A single delivery that keeps failing while its endpoint accepts others is DEAD
+  after RETRY_FOR (24 h) and MIN_ATTEMPTS_BEFORE_DEAD attempts, so it stops blocking its aggregate;
+  `redeliver` owes it again. Delivery is at-least-once: receivers de-duplicate by `Sharecart-Event-Id`.
 
 Signature: header `Sharecart-Signature: t=<unix seconds>,v1=<hex>[,v1=<hex>]` where each v1 is
 HMAC-SHA256(secret, f"{t}.{raw body}") — one per live secret during a rotation overlap.
@@ -17,28 +22,36 @@ HMAC-SHA256(secret, f"{t}.{raw body}") — one per live secret during a rotation
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import random
 import secrets
 import time
+from collections import Counter
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, tuple_, update
 
 from engine.errors import ErrorCode, refuse
 from service import events
 from service.context import Services
 from service.ids import new_id
 from service.uow import unit_of_work
-from store.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from store.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint, xid8
 
 RETRY_FOR = timedelta(hours=24)
-MIN_ATTEMPTS_BEFORE_DEAD = 48  # with the backoff below: about a day of retrying even if the worker was down
-MAX_CONSECUTIVE_FAILURES = 50
+MIN_ATTEMPTS_BEFORE_DEAD = 48  # with the backoff below: about 40 h of retrying even if the worker was down
+# An endpoint is disabled after failing for a real time window, not after a count that one burst of events
+# can reach in a second. A wholly failing endpoint reaches this (24 h, 10 attempts) long before any of its
+# deliveries could be DEAD (48 attempts take ~40 h), so an endpoint that is down loses nothing: it is held.
+DISABLE_AFTER = timedelta(hours=24)
+DISABLE_MIN_FAILURES = 10
 BASE_DELAY_S, MAX_DELAY_S = 10, 3600
+log = logging.getLogger("sharecart.webhooks")
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -86,36 +99,83 @@ async def rotate_secret(svc: Services, *, shop_id: str, endpoint_id: str, overla
         return ep
 
 
-async def enable_endpoint(svc: Services, *, shop_id: str, endpoint_id: str) -> None:
+async def enable_endpoint(svc: Services, *, shop_id: str, endpoint_id: str) -> WebhookEndpoint:
+    """Re-enable an endpoint: its held deliveries (and those waiting out a backoff) are due now, in order."""
     async with unit_of_work(svc) as s:
-        await s.execute(update(WebhookEndpoint).where(WebhookEndpoint.shop_id == shop_id,
-                                                      WebhookEndpoint.endpoint_id == endpoint_id)
-                        .values(enabled=True, consecutive_failures=0, disabled_at=None))
+        # The endpoint row first: a worker about to hold a delivery re-reads the endpoint under FOR SHARE
+        # (_hold), so it waits for this commit and then sees the endpoint enabled.
+        ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id), with_for_update=True)
+        if ep is None:
+            raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
+        ep.enabled, ep.consecutive_failures, ep.failing_since, ep.disabled_at = True, 0, None, None
+        await s.flush()
+        # SKIP LOCKED: a delivery a worker holds is being attempted now (or will find the endpoint enabled);
+        # waiting for it while holding the endpoint row would deadlock with that worker's counter update.
+        await s.execute(RELEASE_SQL, {"s": shop_id, "ep": endpoint_id, "now": svc.now()})
+        return ep
+
+
+RELEASE_SQL = text(
+    """
+    UPDATE webhook_deliveries SET state = 'PENDING', next_attempt_at = :now
+    WHERE (shop_id, endpoint_id, event_id) IN (
+        SELECT shop_id, endpoint_id, event_id FROM webhook_deliveries
+        WHERE shop_id = :s AND endpoint_id = :ep AND state IN ('PENDING', 'HELD')
+        FOR UPDATE SKIP LOCKED)
+    """
+)
+
+
+async def list_endpoints(svc: Services, *, shop_id: str) -> list[WebhookEndpoint]:
+    async with svc.sessionmaker() as s:
+        return list((await s.execute(select(WebhookEndpoint).where(WebhookEndpoint.shop_id == shop_id)
+                                     .order_by(WebhookEndpoint.created_at, WebhookEndpoint.endpoint_id))).scalars())
 
 
 async def redeliver(svc: Services, *, shop_id: str, endpoint_id: str, from_seq: int, to_seq: int) -> int:
-    """Replay: owe the endpoint every event of the shop with from_seq <= seq <= to_seq again."""
+    """Replay: owe the endpoint again every event of the shop with from_seq <= seq <= to_seq that its
+    event-type filter takes (the same filter as the fan-out). Returns how many deliveries are owed."""
+    if from_seq > to_seq:
+        raise refuse(ErrorCode.INVALID_INPUT, "fromSeq must be <= toSeq", field="toSeq")
     async with unit_of_work(svc) as s:
+        if await s.get(WebhookEndpoint, (shop_id, endpoint_id)) is None:  # else the worker would own an orphan
+            raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
         r = await s.execute(text(
             """
             INSERT INTO webhook_deliveries (shop_id, endpoint_id, event_id, seq, aggregate_id, state, attempts,
                                             next_attempt_at, created_at)
-            SELECT shop_id, :ep, event_id, seq, aggregate_id, 'PENDING', 0, :now, :now FROM events
-            WHERE shop_id = :s AND seq BETWEEN :a AND :b
+            SELECT v.shop_id, e.endpoint_id, v.event_id, v.seq, v.aggregate_id, 'PENDING', 0, :now, :now
+            FROM events v JOIN webhook_endpoints e ON e.shop_id = v.shop_id AND e.endpoint_id = :ep
+            WHERE v.shop_id = :s AND v.seq BETWEEN :a AND :b
+              AND (jsonb_array_length(e.event_types) = 0 OR e.event_types ? v.type)
             ON CONFLICT (shop_id, endpoint_id, event_id) DO UPDATE
                 SET state = 'PENDING', next_attempt_at = EXCLUDED.next_attempt_at, attempts = 0
             """), {"s": shop_id, "ep": endpoint_id, "a": from_seq, "b": to_seq, "now": svc.now()})
         return r.rowcount
 
 
-async def events_since(svc: Services, *, shop_id: str, after_seq: int = 0, limit: int = 100,
+SETTLED = Event.txid < func.pg_snapshot_xmin(func.pg_current_snapshot())
+"""Events whose writing transaction is older than every transaction still running: all of them are
+committed or gone, so nothing can appear among them later. Combined with the (txid, seq) order, a cursor
+never has an event commit behind it. The cost: an event is pulled only once every transaction that
+started before it has ended (a long transaction anywhere in the database delays the pull)."""
+
+
+def event_position(ev: Event) -> tuple[int, int]:
+    """Where an event sits in the pull order; the cursor of `events_since`."""
+    return ev.txid, ev.seq
+
+
+async def events_since(svc: Services, *, shop_id: str, after: tuple[int, int] | None = None, limit: int = 100,
                        types: list[str] | None = None) -> list[Event]:
-    """Replay by pull: the shop's events after a cursor (the `seq` of the last one seen)."""
+    """Replay by pull: the shop's settled events after a cursor (`event_position` of the last one seen)."""
     async with svc.sessionmaker() as s:
-        q = select(Event).where(Event.shop_id == shop_id, Event.seq > after_seq)
+        q = select(Event).where(Event.shop_id == shop_id, SETTLED)
+        if after is not None:
+            q = q.where(tuple_(Event.txid, Event.seq) > tuple_(xid8(after[0]), after[1]))
         if types:
             q = q.where(Event.type.in_(types))
-        return list((await s.execute(q.order_by(Event.seq).limit(min(limit, 1000)))).scalars())
+        return list((await s.execute(q.order_by(Event.txid, Event.seq).limit(min(limit, 1000)))).scalars())
 
 
 def event_body(ev: Event) -> bytes:
@@ -125,50 +185,103 @@ def event_body(ev: Event) -> bytes:
                       sort_keys=True, separators=(",", ":")).encode()
 
 
-DUE_SQL = text(
+CLAIM_SQL = text(
     """
     SELECT d.shop_id, d.endpoint_id, d.event_id FROM webhook_deliveries d
     WHERE d.state = 'PENDING' AND d.next_attempt_at <= :now
+      AND d.endpoint_id <> ALL(CAST(:busy AS text[]))
       AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
                       WHERE p.shop_id = d.shop_id AND p.endpoint_id = d.endpoint_id
-                        AND p.aggregate_id = d.aggregate_id AND p.state = 'PENDING' AND p.seq < d.seq)
+                        AND p.aggregate_id = d.aggregate_id AND p.state IN ('PENDING', 'HELD') AND p.seq < d.seq)
     ORDER BY d.next_attempt_at, d.seq
-    LIMIT :n
+    LIMIT 1
     FOR UPDATE OF d SKIP LOCKED
     """
 )
 
 
-async def deliver_due(svc: Services, *, client: httpx.AsyncClient | None = None, batch: int = 20,
-                      timeout_s: float = 5.0) -> int:
-    """Post every due delivery once; returns how many were attempted."""
+async def deliver_due(svc: Services, *, client: httpx.AsyncClient | None = None, concurrency: int = 4,
+                      timeout_s: float = 5.0, stop: asyncio.Event | None = None) -> int:
+    """Attempt every due delivery once (a failure is rescheduled by backoff, so it is not due again in this
+    pass); returns how many POSTs were made.
+
+    `concurrency` lanes each claim and post one delivery per transaction. At most half of them post to one
+    endpoint at a time: a receiver that hangs for the whole timeout cannot take every lane, the others go
+    on with the other endpoints. A delivery that breaks the worker rolls back alone."""
     own = client is None
     client = client or httpx.AsyncClient(timeout=timeout_s)
+    busy = _Busy(per_endpoint=max(1, concurrency // 2))
     attempted = 0
+
+    async def lane() -> None:
+        nonlocal attempted
+        while stop is None or not stop.is_set():
+            outcome = await _deliver_one(svc, client, busy)
+            if outcome is None:
+                return
+            attempted += outcome
+
     try:
-        while True:
-            async with unit_of_work(svc) as s:
-                now = svc.now()
-                keys = (await s.execute(DUE_SQL, {"now": now, "n": batch})).all()
-                if not keys:
-                    return attempted
-                for shop_id, endpoint_id, event_id in keys:
-                    await _attempt(s, client, shop_id, endpoint_id, event_id, now)
-                    attempted += 1
-            if len(keys) < batch:
-                return attempted
+        async with asyncio.TaskGroup() as lanes:  # one lane failing (the database away) stops the others
+            for _ in range(concurrency):
+                lanes.create_task(lane())
+        return attempted
     finally:
         if own:
             await client.aclose()
 
 
-async def _attempt(s, client: httpx.AsyncClient, shop_id: str, endpoint_id: str, event_id: str, now) -> None:
-    d = await s.get(WebhookDelivery, (shop_id, endpoint_id, event_id))
-    ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id), with_for_update=True)
+class _Busy:
+    """The endpoints this process is posting to, and how many lanes each holds."""
+
+    def __init__(self, per_endpoint: int) -> None:
+        self.per_endpoint, self.lanes = per_endpoint, Counter()
+        self.claiming = asyncio.Lock()  # claim and count as one step, so the cap holds between lanes
+
+    def full(self) -> list[str]:
+        return sorted(e for e, n in self.lanes.items() if n >= self.per_endpoint)
+
+
+async def _deliver_one(svc: Services, client: httpx.AsyncClient, busy: _Busy) -> int | None:
+    """Claim one due delivery and attempt it in its own transaction: None when nothing is due, else the
+    number of POSTs made (0 or 1)."""
+    key = None
+    try:
+        async with unit_of_work(svc) as s:
+            now = svc.now()
+            async with busy.claiming:
+                key = (await s.execute(CLAIM_SQL, {"now": now, "busy": busy.full()})).first()
+                if key is None:
+                    return None
+                busy.lanes[key.endpoint_id] += 1
+            try:
+                return await _attempt(s, client, key.shop_id, key.endpoint_id, key.event_id, now)
+            finally:
+                busy.lanes[key.endpoint_id] -= 1
+    except Exception:
+        if key is None:
+            raise  # the claim itself failed (the database is away): the caller's loop retries later
+        # Only this delivery's transaction rolled back; the others keep their attempts. Push it back so the
+        # lanes do not pick it again at once (if even that fails, the error ends this pass).
+        log.exception("webhook delivery %s/%s broke the worker", key.endpoint_id, key.event_id)
+        async with unit_of_work(svc) as s:
+            d = await s.get(WebhookDelivery, tuple(key), with_for_update=True)
+            if d is not None and d.state == "PENDING":
+                d.next_attempt_at, d.last_error = svc.now() + backoff(d.attempts + 1), "internal error"
+        return 0
+
+
+async def _attempt(s, client: httpx.AsyncClient, shop_id: str, endpoint_id: str, event_id: str, now) -> int:
+    d = await s.get(WebhookDelivery, (shop_id, endpoint_id, event_id))  # claimed (row-locked) by CLAIM_SQL
+    # Read, not locked: a lock on the endpoint held across the POST made every other worker wait for it.
+    ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id))
     ev = await s.get(Event, (shop_id, event_id))
+    if ep is None or ev is None:  # cannot be sent (data removed by hand): set aside, visible, not retried
+        d.state, d.last_error = "DEAD", "endpoint not found" if ep is None else "event not found"
+        return 0
     if not ep.enabled:
-        d.next_attempt_at = now + timedelta(hours=1)  # parked until the admin re-enables the endpoint
-        return
+        await _hold(s, d)
+        return 0
     body = event_body(ev)
     ts = int(now.timestamp())
     sigs = [ep.secret] + ([ep.previous_secret] if ep.previous_secret and ep.previous_secret_until
@@ -189,17 +302,39 @@ async def _attempt(s, client: httpx.AsyncClient, shop_id: str, endpoint_id: str,
     s.add(WebhookAttempt(shop_id=shop_id, attempt_id=new_id("wa_"), endpoint_id=endpoint_id, event_id=event_id,
                          at=now, status_code=status, error=error,
                          duration_ms=int((time.perf_counter() - started) * 1000)))
+    key = (WebhookEndpoint.shop_id == shop_id, WebhookEndpoint.endpoint_id == endpoint_id)
     if ok:
         d.state, d.delivered_at = "DELIVERED", now
-        ep.consecutive_failures = 0
-        return
-    ep.consecutive_failures += 1
-    if now - d.created_at >= RETRY_FOR and d.attempts >= MIN_ATTEMPTS_BEFORE_DEAD:
-        d.state = "DEAD"
-    else:
-        d.next_attempt_at = now + backoff(d.attempts)
-    if ep.consecutive_failures >= MAX_CONSECUTIVE_FAILURES and ep.enabled:
-        ep.enabled, ep.disabled_at = False, now
-        events.emit(s, shop_id=shop_id, type="webhook.endpoint_disabled", aggregate_type="webhook",
-                    aggregate_id=endpoint_id, now=now,
-                    payload={"endpoint_id": endpoint_id, "url": ep.url, "failures": ep.consecutive_failures})
+        await s.execute(update(WebhookEndpoint).where(*key, (WebhookEndpoint.consecutive_failures > 0)
+                                                      | WebhookEndpoint.failing_since.is_not(None))
+                        .values(consecutive_failures=0, failing_since=None))
+        return 1
+    failures, since = (await s.execute(
+        update(WebhookEndpoint).where(*key)
+        .values(consecutive_failures=WebhookEndpoint.consecutive_failures + 1,
+                failing_since=func.coalesce(WebhookEndpoint.failing_since, now))
+        .returning(WebhookEndpoint.consecutive_failures, WebhookEndpoint.failing_since))).one()
+    d.next_attempt_at = now + backoff(d.attempts)
+    if failures >= DISABLE_MIN_FAILURES and now - since >= DISABLE_AFTER:
+        # guarded, so concurrent workers disable (and tell the admin) once; this delivery stays owed (held)
+        if (await s.execute(update(WebhookEndpoint).where(*key, WebhookEndpoint.enabled)
+                            .values(enabled=False, disabled_at=now).returning(WebhookEndpoint.url))).first():
+            events.emit(s, shop_id=shop_id, type="webhook.endpoint_disabled", aggregate_type="webhook",
+                        aggregate_id=endpoint_id, now=now,
+                        payload={"endpoint_id": endpoint_id, "url": ep.url, "failures": failures,
+                                 "failing_since": since.isoformat()})
+    elif now - d.created_at >= RETRY_FOR and d.attempts >= MIN_ATTEMPTS_BEFORE_DEAD:
+        d.state = "DEAD"  # its endpoint accepts others (else it would be disabled): stop blocking the aggregate
+    return 1
+
+
+async def _hold(s, d: WebhookDelivery) -> None:
+    """The endpoint is disabled: HELD until enable_endpoint releases it. Re-read under FOR SHARE first: an
+    enable in progress locks the endpoint row and skips the deliveries workers have claimed (this one), so
+    this waits for it and, seeing the endpoint enabled, leaves the delivery due instead of holding it
+    forever. The lock lasts only until this transaction commits: no POST is made on this path."""
+    enabled = (await s.execute(select(WebhookEndpoint.enabled).where(
+        WebhookEndpoint.shop_id == d.shop_id, WebhookEndpoint.endpoint_id == d.endpoint_id)
+        .with_for_update(read=True))).scalar()
+    if not enabled:
+        d.state = "HELD"

@@ -72,17 +72,20 @@ async def run_due(svc: Services) -> int:
 
 
 async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1.0) -> None:
+    """Due work and webhook delivery run as two loops of their own: a POST may take its whole timeout, and a
+    slow receiver must never delay group expiry (GB-11) or commission release (CM-6)."""
+    from service.webhooks import deliver_due
+
+    await asyncio.gather(_every(interval, stop, lambda: run_due(svc), "due work failed"),
+                         _every(interval, stop, lambda: deliver_due(svc, stop=stop), "webhook delivery failed"))
+
+
+async def _every(interval: float, stop: asyncio.Event, work, what: str) -> None:
     while not stop.is_set():
         try:
-            await run_due(svc)
+            await work()
         except Exception:  # keep the worker alive; the item stays due and is retried next round
-            log.exception("due work failed")
-        try:
-            from service.webhooks import deliver_due
-
-            await deliver_due(svc)
-        except Exception:
-            log.exception("webhook delivery failed")
+            log.exception(what)
         try:
             await asyncio.wait_for(stop.wait(), timeout=interval)
         except asyncio.TimeoutError:

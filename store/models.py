@@ -21,10 +21,14 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    cast,
+    literal,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql.base import ischema_names
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import UserDefinedType
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -33,6 +37,23 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+class Xid8(UserDefinedType):
+    """PostgreSQL's 64-bit transaction id (`pg_current_xact_id()`); asyncpg reads and writes it as int."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw) -> str:
+        return "xid8"
+
+
+def xid8(value: int):
+    """A transaction id to compare with an xid8 column: PostgreSQL has no int -> xid8 cast, only text's."""
+    return cast(literal(str(value), Text), Xid8)
+
+
+ischema_names.setdefault("xid8", Xid8)  # so reflection (the drift test) knows the type instead of warning
+
 
 TS = DateTime(timezone=True)
 Money = BigInteger
@@ -359,7 +380,7 @@ class Refund(Base):
     __table_args__ = (
         UniqueConstraint("shop_id", "provider_ref"),
         Index(None, "shop_id", "order_id"),
-        Index("ix_refunds_owed", "shop_id", "created_at", postgresql_where=text("state = 'OWED'")),
+        Index("ix_refunds_owed", "shop_id", "created_at", "refund_id", postgresql_where=text("state = 'OWED'")),
     )
 
 
@@ -438,7 +459,12 @@ class IdempotencyKey(Base):
 
 
 class Event(Base):
-    """Transactional outbox: written in the same transaction as the change it reports."""
+    """Transactional outbox: written in the same transaction as the change it reports.
+
+    `seq` is taken at INSERT, not at commit, so seq order is not commit order: a reader that has seen
+    seq 2 may see seq 1 commit later. `txid` is the writing transaction's id; readers take only events
+    whose txid is below the oldest transaction still running (`pg_snapshot_xmin(pg_current_snapshot())`)
+    and order them by (txid, seq), so nothing can later appear before a position already read."""
 
     __tablename__ = "events"
     shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -450,7 +476,8 @@ class Event(Base):
     rule: Mapped[str | None] = mapped_column(String(8))
     occurred_at: Mapped[datetime] = mapped_column(TS)
     payload: Mapped[dict] = mapped_column(JSONB)
-    __table_args__ = (Index(None, "shop_id", "seq"),)
+    txid: Mapped[int] = mapped_column(Xid8, server_default=text("pg_current_xact_id()"))
+    __table_args__ = (Index(None, "shop_id", "seq"), Index(None, "shop_id", "txid", "seq"))
 
 
 class Settlement(Base):
@@ -508,12 +535,14 @@ class WebhookEndpoint(Base):
     previous_secret_until: Mapped[datetime | None] = mapped_column(TS)
     enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     consecutive_failures: Mapped[int] = mapped_column(Integer, server_default="0")
+    failing_since: Mapped[datetime | None] = mapped_column(TS)  # first failed attempt since the last success
     disabled_at: Mapped[datetime | None] = mapped_column(TS)
     created_at: Mapped[datetime] = mapped_column(TS)
 
 
 class WebhookDelivery(Base):
-    """One event owed to one endpoint; created by a trigger in the event's own transaction."""
+    """One event owed to one endpoint; created by a trigger in the event's own transaction, also while
+    the endpoint is disabled (held until it is enabled again)."""
 
     __tablename__ = "webhook_deliveries"
     shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -531,6 +560,7 @@ class WebhookDelivery(Base):
     __table_args__ = (
         Index("ix_webhook_deliveries_due", "next_attempt_at", postgresql_where=text("state = 'PENDING'")),
         Index(None, "shop_id", "endpoint_id", "aggregate_id", "seq"),
+        Index(None, "shop_id", "endpoint_id", "seq"),
     )
 
 
@@ -544,4 +574,4 @@ class WebhookAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int] = mapped_column(Integer)
-    __table_args__ = (Index(None, "shop_id", "endpoint_id", "event_id"),)
+    __table_args__ = (Index(None, "shop_id", "endpoint_id", "event_id"), Index(None, "shop_id", "endpoint_id", "at"))

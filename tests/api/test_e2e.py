@@ -14,6 +14,19 @@ CAMPAIGN = "campaign { id tiers { members unitPrice } }"
 SEAT = "group { id state seatsHeld } order { id state } amountToPay currency"
 
 
+def settled_events(admin: Client, n: int, query: str = "{ events { edges { node { seq type } } } }") -> list:
+    """The `events` pull serves an event once every older transaction has ended, and the test database
+    server is shared: poll (briefly) until the n events expected are served."""
+    import time
+
+    deadline = time.monotonic() + 15
+    while True:
+        evs = [e["node"] for e in admin.data(query)["events"]["edges"]]
+        if len(evs) >= n or time.monotonic() > deadline:
+            return evs
+        time.sleep(0.05)
+
+
 def make_campaign(admin: Client, svc, **kw) -> str:
     now = svc.now()
     inp = {"productRef": "sku-1", "title": "Tea", "listPrice": 10000,
@@ -266,8 +279,12 @@ def test_admin_registers_webhook_and_replays_events_through_graphql(world):
     o = backend.mutate("reportOrder", {"externalId": "w-1", "buyerId": "z",
                                        "lines": [{"productRef": "x", "quantity": 1, "unitPrice": 100}]}, "order { id }")
     backend.mutate("confirmPayment", {"orderId": o["order"]["id"], "amount": 100, "providerRef": "w-pay"}, "accepted")
-    evs = [e["node"] for e in admin.data("{ events { edges { node { seq type } } } }")["events"]["edges"]]
+    evs = settled_events(admin, 1)
     assert [e["type"] for e in evs] == ["order.paid"]
+    end = admin.data("{ events(first: 1) { pageInfo { endCursor } } }")["events"]["pageInfo"]["endCursor"]
+    rest = admin.data("query($c: String) { events(after: $c) { edges { node { seq } } pageInfo { hasPreviousPage } } }",
+                      c=end)["events"]
+    assert rest == {"edges": [], "pageInfo": {"hasPreviousPage": True}}  # resumed after the last one seen
     r = admin.mutate("redeliverEvents", {"endpointId": ep["endpoint"]["id"], "fromSeq": evs[0]["seq"],
                                          "toSeq": evs[-1]["seq"]}, "queued")
     assert r["queued"] == 1
@@ -304,3 +321,85 @@ def test_graphiql_assets_are_served_locally(world):
     for asset in ("graphiql.min.js", "graphiql.min.css", "react.production.min.js", "react-dom.production.min.js"):
         assert httpx.get(f"{world['base']}/static/{asset}").status_code == 200
     assert httpx.get(f"{world['base']}/", follow_redirects=False).headers["location"] == "/graphiql"
+
+
+def test_owed_refunds_paged_while_confirming_reaches_every_refund_GB10(world):
+    """The owed list shrinks as refunds are confirmed: a backend paging 2 at a time with `after: endCursor`
+    and confirming as it goes must still reach all 4 (a keyset cursor, not an offset)."""
+    admin, backend = world["as"]("boss", "admin"), world["as"]("be", "backend")
+    cid = make_campaign(admin, world["svc"], tiers=[{"members": 5, "unitPrice": 8000}])
+    lead = world["as"]("u0", "customer").mutate("openGroup", {"campaignId": cid}, SEAT)
+    backend.mutate("confirmPayment", {"orderId": lead["order"]["id"], "amount": 8000, "providerRef": "ks-0"},
+                   "accepted")
+    for i in (1, 2, 3):
+        s = world["as"](f"u{i}", "customer").mutate("joinGroup", {"groupId": lead["group"]["id"]}, SEAT)
+        backend.mutate("confirmPayment", {"orderId": s["order"]["id"], "amount": 8000, "providerRef": f"ks-{i}"},
+                       "accepted")
+    admin.mutate("advanceClock", {"seconds": 25 * 3600}, "now")  # the group fails: 4 full refunds owed (GB-6)
+    q = ("query($after: String) { owedRefunds(first: 2, after: $after) { totalCount "
+         "pageInfo { hasNextPage endCursor } edges { node { id rule } } } }")
+    confirmed, after = [], None
+    while True:
+        page = backend.data(q, after=after)["owedRefunds"]
+        for e in page["edges"]:
+            r = backend.mutate("confirmRefund", {"refundId": e["node"]["id"], "providerRef": f"bank-{e['node']['id']}"},
+                               "refund { state }")
+            assert r["errors"] == [] and r["refund"]["state"] == "CONFIRMED"
+            confirmed.append(e["node"]["id"])
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert len(set(confirmed)) == 4
+    assert backend.data("{ owedRefunds { totalCount } }")["owedRefunds"]["totalCount"] == 0
+    bad = backend.gql("{ owedRefunds(after: \"bm9wZQ==\") { totalCount } }")
+    assert codes(bad) == ["INVALID_INPUT"]
+
+
+ENDPOINTS = """{ webhookEndpoints { totalCount edges { node { id enabled consecutiveFailures failingSince disabledAt
+  deliveries(first: 5) { totalCount edges { node { id state attempts lastError event { id type } } } }
+  attempts(first: 5) { totalCount edges { node { id error statusCode event { type } } } } } } } }"""
+
+
+async def test_admin_lists_endpoints_with_deliveries_and_attempts_and_re_enables_one(world, svc):
+    """Endpoints with their state, recent deliveries and attempts (keyset connections, Relay nodes);
+    enableWebhook releases what a disabled endpoint was owed; replay refuses an unknown endpoint."""
+    from sqlalchemy import update
+
+    from service import webhooks
+    from service.uow import unit_of_work
+    from store.models import WebhookEndpoint
+
+    admin, backend = world["as"]("boss", "admin"), world["as"]("be", "backend")
+    ep = admin.mutate("registerWebhook", {"url": "http://127.0.0.1:9/hook"}, "endpoint { id }")["endpoint"]
+    o = backend.mutate("reportOrder", {"externalId": "wl-1", "buyerId": "z",
+                                       "lines": [{"productRef": "x", "quantity": 1, "unitPrice": 100}]}, "order { id }")
+    backend.mutate("confirmPayment", {"orderId": o["order"]["id"], "amount": 100, "providerRef": "wl-pay"}, "accepted")
+    svc.clock.set(world["svc"].now())
+    await webhooks.deliver_due(svc, timeout_s=2)  # port 9 refuses: one failed attempt, recorded
+
+    [node] = [e["node"] for e in admin.data(ENDPOINTS)["webhookEndpoints"]["edges"]]
+    assert node["id"] == ep["id"] and node["enabled"] and node["consecutiveFailures"] == 1 and node["failingSince"]
+    [d] = [e["node"] for e in node["deliveries"]["edges"]]
+    assert d["state"] == "PENDING" and d["attempts"] == 1 and d["lastError"] and d["event"]["type"] == "order.paid"
+    [a] = [e["node"] for e in node["attempts"]["edges"]]
+    assert a["error"] and a["statusCode"] is None and a["event"]["type"] == "order.paid"
+
+    q = "query($id: ID!) { node(id: $id) { id ... on WebhookDelivery { state } ... on WebhookEndpoint { url } } }"
+    assert admin.data(q, id=d["id"])["node"] == {"id": d["id"], "state": "PENDING"}
+    assert admin.data(q, id=ep["id"])["node"] == {"id": ep["id"], "url": "http://127.0.0.1:9/hook"}
+    assert backend.data(q, id=ep["id"])["node"] is None  # admins only
+    assert world["as"]("boss", "admin", s=world["other"]).data(q, id=ep["id"])["node"] is None  # SH-1
+    ev = "query($id: ID!) { node(id: $id) { ... on ShopEvent { type } } }"
+    assert admin.data(ev, id=d["event"]["id"])["node"] == {"type": "order.paid"}
+
+    async with unit_of_work(svc) as s:  # as if it had failed for a day
+        await s.execute(update(WebhookEndpoint).where(WebhookEndpoint.shop_id == world["shop"].shop_id)
+                        .values(enabled=False, disabled_at=svc.now()))
+    assert payload_codes(admin.mutate("enableWebhook", {"endpointId": "V2ViaG9va0VuZHBvaW50Ondo"},
+                                      "endpoint { id }")) == ["NOT_FOUND"]
+    r = admin.mutate("enableWebhook", {"endpointId": ep["id"]}, "endpoint { enabled disabledAt consecutiveFailures }")
+    assert r["errors"] == [] and r["endpoint"] == {"enabled": True, "disabledAt": None, "consecutiveFailures": 0}
+    assert codes(backend.gql("{ webhookEndpoints { totalCount } }")) == ["FORBIDDEN"]
+    bad = admin.mutate("redeliverEvents", {"endpointId": "V2ViaG9va0VuZHBvaW50Ondo", "fromSeq": 0, "toSeq": 10},
+                       "queued")
+    assert payload_codes(bad) == ["NOT_FOUND"]

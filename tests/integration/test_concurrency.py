@@ -105,3 +105,33 @@ async def test_concurrent_idempotent_join_has_one_effect_GB10(svc, shop):
     with_other = await _attempt(groups.join_group(svc, shop_id=shop.shop_id, group_id=leader.group_id, user_id="m",
                                                   quantity=2, idempotency_key="k1"))
     assert isinstance(with_other, RuleViolation) and with_other.code == ErrorCode.IDEMPOTENCY_CONFLICT
+
+
+async def test_concurrent_refund_confirmations_with_one_reference_all_get_the_first_result_GB10(svc, shop):
+    """GB-10: four concurrent confirmRefund calls with the same provider reference are one confirmation; every
+    caller gets it back (none is refused). The calls are held at the refund's row lock so that all of them
+    are past any pre-lock lookup before the first one commits."""
+    from sqlalchemy import text
+
+    from service import refunds, worker
+
+    c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)])
+    seat = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="late")
+    svc.clock.advance(timedelta(minutes=20))
+    await worker.run_due(svc)
+    await pay(svc, shop.shop_id, seat)  # GB-9: a late payment is owed back
+    [owed] = await refunds.list_refunds(svc, shop_id=shop.shop_id, state="OWED")
+    async with svc.engine.connect() as blocker:
+        await blocker.execute(text("SELECT 1 FROM refunds WHERE shop_id = :s AND refund_id = :r FOR UPDATE"),
+                              {"s": shop.shop_id, "r": owed.refund_id})
+        calls = [asyncio.create_task(_attempt(refunds.confirm_refund(
+            svc, shop_id=shop.shop_id, refund_id=owed.refund_id, provider_ref="bank-1"))) for _ in range(4)]
+        await asyncio.sleep(0.5)
+        await blocker.rollback()
+    results = await asyncio.gather(*calls)
+    assert all(not isinstance(r, RuleViolation) for r in results), results
+    assert {(r.refund_id, r.state, r.provider_ref) for r in results} == {(owed.refund_id, "CONFIRMED", "bank-1")}
+    async with unit_of_work(svc) as s:
+        n = (await s.execute(text("SELECT count(*) FROM events WHERE shop_id = :s AND type = 'refund.confirmed'"),
+                             {"s": shop.shop_id})).scalar()
+    assert n == 1  # one effect
