@@ -52,9 +52,11 @@ from api.types import (
     refund_type,
     settings_type,
     settlement_type,
+    variant_comparison,
     variant_stats,
 )
 from engine.distribution import DistributorStatus
+from engine.stats import MIN_DECIDED
 from service import distribution as distribution_svc
 from service import queries
 from service import reports as reports_svc
@@ -237,11 +239,10 @@ class Query:
         ctx = info.context
         st = await reports_svc.campaign_stats(ctx.svc, shop_id=ctx.shop_id,
                                               campaign_id=raw_id(campaign_id, "Campaign", "campaignId"))
-        d = st.difference
+        comparisons = [variant_comparison(c) for c in st.comparisons]
         return CampaignStats(currency=ctx.currency, total=variant_stats(st.total),
-                             variants=[variant_stats(v) for v in st.variants],
-                             difference_bp=d.difference_bp if d else None, difference_low_bp=d.low_bp if d else None,
-                             difference_high_bp=d.high_bp if d else None, has_winner=bool(d and d.has_winner))
+                             variants=[variant_stats(v) for v in st.variants], comparisons=comparisons,
+                             min_decided_per_variant=MIN_DECIDED, has_winner=any(c.has_winner for c in comparisons))
 
     @strawberry.field(permission_classes=[IsAdmin], description="The shop's distribution settings (section 3).")
     async def distribution_settings(self, info: Info) -> DistributionSettings:

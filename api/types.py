@@ -557,15 +557,37 @@ class VariantStats:
     net_sales: MinorUnits
 
 
+@strawberry.type(description="RP-2: one A/B variant against the control (the campaign's first variant): the "
+                             "difference in formation rate with its 95 % interval (Newcombe's hybrid score interval).")
+class VariantComparison:
+    variant: str
+    control: str
+    difference_bp: Optional[int] = strawberry.field(
+        description="formationRateBp(variant) − formationRateBp(control); null until both have decided groups")
+    difference_low_bp: Optional[int] = strawberry.field(description="95 % lower limit, rounded down")
+    difference_high_bp: Optional[int] = strawberry.field(description="95 % upper limit, rounded up")
+    enough_data: bool = strawberry.field(
+        description="Both variants have at least `minDecidedPerVariant` decided (formed or failed) groups")
+    has_winner: bool = strawberry.field(description="enoughData and the 95 % interval excludes 0")
+
+
+def variant_comparison(c) -> VariantComparison:
+    d = c.difference
+    return VariantComparison(variant=c.variant, control=c.control, difference_bp=d.difference_bp if d else None,
+                             difference_low_bp=d.low_bp if d else None, difference_high_bp=d.high_bp if d else None,
+                             enough_data=bool(d and d.enough_data), has_winner=bool(d and d.has_winner))
+
+
 @strawberry.type(description="RP-2 for one campaign: totals and per A/B variant.")
 class CampaignStats:
     currency: str
     total: VariantStats
-    variants: list[VariantStats]
-    difference_bp: Optional[int] = strawberry.field(description="Formation rate of variant 1 − variant 2")
-    difference_low_bp: Optional[int]
-    difference_high_bp: Optional[int]
-    has_winner: bool = strawberry.field(description="The 95 % interval of the difference excludes 0")
+    variants: list[VariantStats] = strawberry.field(description="In the campaign's order; the first is the control")
+    comparisons: list[VariantComparison] = strawberry.field(
+        description="Each variant after the first against the control, pairwise")
+    min_decided_per_variant: int = strawberry.field(
+        description="Decided groups each variant needs before a comparison can call a winner")
+    has_winner: bool = strawberry.field(description="Some comparison has a winner")
 
 
 def variant_stats(x) -> VariantStats:

@@ -52,15 +52,31 @@ class GroupStats:
 
 
 @dataclass(frozen=True)
+class VariantComparison:
+    variant: str
+    control: str
+    difference: RateDifference | None  # rate(variant) − rate(control), 95 % interval; None until both decided
+
+
+@dataclass(frozen=True)
 class CampaignStats:
     total: GroupStats
-    variants: list[GroupStats]
-    difference: RateDifference | None  # first two variants: rate(a) − rate(b), 95 % interval
+    variants: list[GroupStats]  # in the campaign's order; the first is the control
+    comparisons: list[VariantComparison]  # each later variant against the control
+
+
+def _empty(variant: str) -> GroupStats:
+    return GroupStats(variant=variant, opened=0, formed=0, failed=0, formation_rate_bp=None, mean_seconds_to_form=0,
+                      units=0, net_sales=0)
 
 
 async def campaign_stats(svc: Services, *, shop_id: str, campaign_id: str) -> CampaignStats:
+    """RP-2. Variants come in the order the campaign defines them (a variant without groups yet shows
+    zeros); the first is the control and every other variant is compared with it, pairwise."""
     async with svc.sessionmaker() as s:
         rows = (await s.execute(CAMPAIGN_STATS_SQL, {"s": shop_id, "c": campaign_id})).mappings().all()
+        defined = (await s.execute(text("SELECT variants FROM campaigns WHERE shop_id = :s AND campaign_id = :c"),
+                                   {"s": shop_id, "c": campaign_id})).scalar() or []
     per = [GroupStats(variant=r["variant"] or None, opened=r["opened"], formed=r["formed"], failed=r["failed"],
                       formation_rate_bp=rate_bp(r["formed"], r["formed"] + r["failed"]),
                       mean_seconds_to_form=int(r["mean_seconds_to_form"]), units=int(r["units"]),
@@ -71,12 +87,15 @@ async def campaign_stats(svc: Services, *, shop_id: str, campaign_id: str) -> Ca
                        formation_rate_bp=rate_bp(formed, formed + failed),
                        mean_seconds_to_form=weighted // formed if formed else 0,
                        units=sum(p.units for p in per), net_sales=sum(p.net_sales for p in per))
-    named = [p for p in per if p.variant]
-    diff = None
-    if len(named) >= 2:
-        a, b = named[0], named[1]
-        diff = formation_rate_difference(a.formed, a.formed + a.failed, b.formed, b.formed + b.failed)
-    return CampaignStats(total=total, variants=named, difference=diff)
+    by_name = {p.variant: p for p in per if p.variant}
+    order = [v["name"] for v in defined] + sorted(set(by_name) - {v["name"] for v in defined})
+    named = [by_name.get(n) or _empty(n) for n in order]
+    comparisons = []
+    if named:
+        c = named[0]
+        comparisons = [VariantComparison(variant=v.variant, control=c.variant, difference=formation_rate_difference(
+            v.formed, v.formed + v.failed, c.formed, c.formed + c.failed)) for v in named[1:]]
+    return CampaignStats(total=total, variants=named, comparisons=comparisons)
 
 
 # ------------------------------------------------------------------ RP-3

@@ -11,9 +11,10 @@ from tests.integration.helpers import make_campaign, pay
 
 
 async def test_campaign_stats_per_variant_RP2(svc, shop):
+    # the control is the first variant as defined ("ctl"), not the first alphabetically ("alt")
     c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)],
-                            variants=[("A", [(2, 8000)], 1), ("B", [(3, 7000)], 1)])
-    for i in range(6):
+                            variants=[("ctl", [(2, 8000)], 1), ("alt", [(3, 7000)], 1), ("big", [(4, 6000)], 1)])
+    for i in range(9):
         g = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id=f"L{i}")
         await pay(svc, shop.shop_id, g)
         if i % 2 == 0:
@@ -22,10 +23,20 @@ async def test_campaign_stats_per_variant_RP2(svc, shop):
     svc.clock.advance(timedelta(days=2))
     await worker.run_due(svc)
     st = await reports.campaign_stats(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id)
-    assert st.total.opened == 6 and st.total.formed + st.total.failed == 6
-    assert sum(v.opened for v in st.variants) == 6
-    assert st.total.formation_rate_bp == st.total.formed * 10_000 // 6
+    assert st.total.opened == 9 and st.total.formed + st.total.failed == 9
+    assert [v.variant for v in st.variants] == ["ctl", "alt", "big"]
+    assert sum(v.opened for v in st.variants) == 9
+    assert st.total.formation_rate_bp == st.total.formed * 10_000 // 9
     assert st.total.units == sum(v.units for v in st.variants)
+    assert [(x.variant, x.control) for x in st.comparisons] == [("alt", "ctl"), ("big", "ctl")]
+    ctl = st.variants[0]
+    for x, v in zip(st.comparisons, st.variants[1:]):
+        if v.formed + v.failed and ctl.formed + ctl.failed:
+            assert x.difference.difference_bp == v.formation_rate_bp - ctl.formation_rate_bp
+            assert x.difference.low_bp <= x.difference.difference_bp <= x.difference.high_bp
+            assert not x.difference.has_winner  # a handful of groups is below the minimum sample
+        else:
+            assert x.difference is None
 
 
 async def test_segments_and_counts_RP3(svc, shop):
