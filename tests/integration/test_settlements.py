@@ -88,3 +88,37 @@ async def test_exports_are_byte_identical_and_match_golden_csv_LG3(svc, shop, tm
     x1 = Path(await exports.xlsx_file(svc, shop_id=shop.shop_id, settlement_id=b.settlement_id)).read_bytes()
     x2 = Path(await exports.xlsx_file(svc, shop_id=shop.shop_id, settlement_id=b.settlement_id)).read_bytes()
     assert x1 == x2 and x1[:2] == b"PK"
+
+
+async def test_database_refuses_a_batch_that_does_not_reconcile_LG3(svc, shop):
+    """The identity is a CHECK constraint (migration 0006), not a Python assert: an entry the close does not
+    classify (here an AVAILABLE entry of a kind no column counts) makes the close fail and write nothing."""
+    from sqlalchemy.exc import IntegrityError
+
+    async with unit_of_work(svc) as s:
+        await s.execute(text(
+            "INSERT INTO ledger_entries (shop_id, entry_id, distributor_id, bucket, amount, kind, ref_type, ref_id, "
+            "created_at) VALUES (:s, 'odd-1', 'dx', 'AVAILABLE', 700, 'COMMISSION_FROZEN', 'test', 'x', :at)"),
+            {"s": shop.shop_id, "at": datetime(2026, 1, 10, tzinfo=timezone.utc)})
+    svc.clock.set(datetime(2026, 3, 1, 1, tzinfo=timezone.utc))
+    with pytest.raises(IntegrityError, match="ck_settlement"):
+        await settlements.close_period(svc, shop_id=shop.shop_id, day_from=date(2026, 1, 1),
+                                       day_to=date(2026, 2, 1), actor="fin")
+    assert await settlements.list_settlements(svc, shop_id=shop.shop_id) == []
+    for table in ("settlements", "settlement_lines"):
+        cols = "shop_id, settlement_id, " + ("distributor_id, " if table == "settlement_lines" else
+                                            "period_from, period_to, local_from, local_to, currency, closed_at, "
+                                            "closed_by, distributors, ")
+        vals = ":s, 'st-bad', " + ("'d', " if table == "settlement_lines" else
+                                   "now(), now(), 'a', 'b', 'CNY', now(), 't', 0, ")
+        with pytest.raises(IntegrityError, match=f"ck_{table}_identity"):
+            async with unit_of_work(svc) as s:
+                if table == "settlement_lines":  # a reconciling header first, then a line that does not
+                    await s.execute(text(
+                        "INSERT INTO settlements (shop_id, settlement_id, period_from, period_to, local_from, "
+                        "local_to, currency, closed_at, closed_by, distributors, opening, released, reversals, "
+                        "bonuses, payouts, fees, closing) VALUES (:s, 'st-bad', now(), now(), 'a', 'b', 'CNY', "
+                        "now(), 't', 0, 0, 0, 0, 0, 0, 0, 0)"), {"s": shop.shop_id})
+                await s.execute(text(
+                    f"INSERT INTO {table} ({cols}opening, released, reversals, bonuses, payouts, fees, closing) "
+                    f"VALUES ({vals}100, 50, -10, 5, 20, 1, 125)"), {"s": shop.shop_id})  # 124 would reconcile
