@@ -59,6 +59,15 @@ async def test_close_period_reconciles_and_is_idempotent_LG3(svc, shop):
         await settlements.close_period(svc, shop_id=shop.shop_id, day_from=date(2026, 1, 15),
                                        day_to=date(2026, 2, 10), actor="fin")
     assert e.value.code == ErrorCode.PERIOD_OVERLAP
+    # a period closes only CLOSE_GRACE (5 minutes) after its end on the service clock: a write stamped
+    # 23:59:59 that commits a moment later still lands in it
+    for late in (timedelta(0), timedelta(minutes=4, seconds=59)):
+        svc.clock.set(datetime(2026, 3, 1, tzinfo=timezone.utc) + late)
+        with pytest.raises(RuleViolation) as e:
+            await settlements.close_period(svc, shop_id=shop.shop_id, day_from=date(2026, 2, 1),
+                                           day_to=date(2026, 3, 1), actor="fin")
+        assert e.value.code == ErrorCode.PERIOD_NOT_ENDED and e.value.rule == "LG-3"
+    svc.clock.set(datetime(2026, 3, 1, 0, 5, tzinfo=timezone.utc))
     nxt = await settlements.close_period(svc, shop_id=shop.shop_id, day_from=date(2026, 2, 1),
                                          day_to=date(2026, 3, 1), actor="fin")
     assert nxt.opening == b.closing and nxt.closing == b.closing
