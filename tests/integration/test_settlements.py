@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import secrets
 import subprocess
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -209,3 +210,87 @@ async def test_export_matches_the_hand_computed_golden_csv_LG3(svc):
     assert (b.opening, b.released, b.reversals, b.bonuses, b.payouts, b.fees, b.closing) == (
         3000, 1000, -500, 300, 980, 20, 2800)
     assert await _csv(svc, "golden-cny", b.settlement_id) == GOLDEN.read_bytes()
+
+
+def xlsx_rows(data: bytes) -> list[list[str]]:
+    """The first sheet's rows as strings (inline strings and numbers, which is all the export writes)."""
+    import re
+    import zipfile
+    from xml.etree import ElementTree
+
+    ns = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
+    sheet = ElementTree.fromstring(zipfile.ZipFile(io.BytesIO(data)).read("xl/worksheets/sheet1.xml"))
+    rows = []
+    for row in sheet.iterfind(".//m:sheetData/m:row", ns):
+        cells: dict[int, str] = {}
+        for c in row.iterfind("m:c", ns):
+            letters = re.match(r"[A-Z]+", c.get("r")).group()
+            col = 0
+            for ch in letters:
+                col = col * 26 + ord(ch) - 64
+            text_node = c.find("m:is/m:t", ns) if c.get("t") == "inlineStr" else c.find("m:v", ns)
+            cells[col - 1] = text_node.text or ""
+        rows.append([cells.get(i, "") for i in range(max(cells) + 1)])
+    return rows
+
+
+@pytest.mark.parametrize("currency, d1_row, total_row", [
+    # opening, released, reversals, bonuses, payouts, fees, closing: decimal string, then minor units
+    ("JPY", ["2000", "2000", "0", "0", "-500", "-500", "0", "0", "980", "980", "20", "20", "500", "500"],
+     ["3000", "3000", "1000", "1000", "-500", "-500", "300", "300", "980", "980", "20", "20", "2800", "2800"]),
+    ("CNY", ["20.00", "2000", "0.00", "0", "-5.00", "-500", "0.00", "0", "9.80", "980", "0.20", "20", "5.00", "500"],
+     ["30.00", "3000", "10.00", "1000", "-5.00", "-500", "3.00", "300", "9.80", "980", "0.20", "20", "28.00",
+      "2800"]),
+    ("KWD", ["2.000", "2000", "0.000", "0", "-0.500", "-500", "0.000", "0", "0.980", "980", "0.020", "20", "0.500",
+             "500"],
+     ["3.000", "3000", "1.000", "1000", "-0.500", "-500", "0.300", "300", "0.980", "980", "0.020", "20", "2.800",
+      "2800"]),
+])
+async def test_exports_write_each_currencys_minor_digits_LG3(svc, currency, d1_row, total_row):
+    """JPY has 0 minor digits, CNY 2, KWD 3 (ISO 4217): the same minor units, three decimal renderings —
+    in the CSV and, cell for cell, in the XLSX."""
+    shop_id = f"cur-{currency.lower()}-{secrets.token_hex(3)}"
+    b = await _two_distributor_history(svc, shop_id, currency=currency)
+    rows = list(csv.reader(io.StringIO((await _csv(svc, shop_id, b.settlement_id)).decode())))
+    header = rows.index(exports.HEADER)
+    assert rows[header - 3] == ["currency", currency]
+    assert rows[header + 1] == ["d1", *d1_row] and rows[header + 3] == ["TOTAL", *total_row]
+    path = Path(await exports.xlsx_file(svc, shop_id=shop_id, settlement_id=b.settlement_id))
+    try:
+        assert xlsx_rows(path.read_bytes()) == [r for r in rows if r]  # the CSV's blank spacer row has no cells
+    finally:
+        path.unlink()
+
+
+def test_local_bounds_follow_the_shop_time_zone_LG3():
+    """[from, to) are local calendar days: Shanghai is UTC+8 all year; New York moves at DST."""
+    assert settlements.local_bounds("Asia/Shanghai", date(2026, 1, 1), date(2026, 2, 1)) == (
+        utc(2025, 12, 31, 16), utc(2026, 1, 31, 16))
+    assert settlements.local_bounds("America/New_York", date(2026, 3, 1), date(2026, 4, 1)) == (
+        utc(2026, 3, 1, 5), utc(2026, 4, 1, 4))
+    assert settlements.local_bounds("UTC", date(2026, 1, 1), date(2026, 1, 2)) == (utc(2026, 1, 1), utc(2026, 1, 2))
+
+
+async def test_shanghai_period_boundaries_put_each_entry_in_its_local_day_LG3(svc):
+    """An entry at 23:59:59 Shanghai time on Dec 31 is December's; one at 00:00:00 on Jan 1 is January's,
+    although both are December 31 in UTC."""
+    shop_id = f"sh-{secrets.token_hex(4)}"
+    svc.clock.set(utc(2025, 12, 1))
+    await shops.create_shop(svc, shop_id=shop_id, name="SH", currency="CNY", timezone="Asia/Shanghai")
+    await shops.set_levels(svc, shop_id=shop_id, levels=[
+        Level(grade=0, name="M", level1_bp=1000, level2_bp=500),
+        Level(grade=1, name="S", level1_bp=1000, level2_bp=500, upgrade_bonus=111, min_direct_referrals=99),
+        Level(grade=2, name="G", level1_bp=1000, level2_bp=500, upgrade_bonus=222, min_direct_referrals=99)])
+    await distribution.set_status(svc, shop_id=shop_id, user_id="d", status=DistributorStatus.ACTIVE, actor="t",
+                                  reason="t")
+    svc.clock.set(utc(2025, 12, 31, 15, 59, 59))  # Dec 31 23:59:59 local
+    await distribution.set_level(svc, shop_id=shop_id, user_id="d", grade=1, actor="a", reason="r")
+    svc.clock.set(utc(2025, 12, 31, 16))  # Jan 1 00:00:00 local
+    await distribution.set_level(svc, shop_id=shop_id, user_id="d", grade=2, actor="a", reason="r")
+    svc.clock.set(utc(2026, 1, 2))
+    dec = await settlements.close_period(svc, shop_id=shop_id, day_from=date(2025, 12, 1), day_to=date(2026, 1, 1),
+                                         actor="fin")
+    jan = await settlements.close_period(svc, shop_id=shop_id, day_from=date(2026, 1, 1), day_to=date(2026, 1, 2),
+                                         actor="fin")
+    assert (dec.period_from, dec.period_to) == (utc(2025, 11, 30, 16), utc(2025, 12, 31, 16))
+    assert (dec.bonuses, dec.closing, jan.opening, jan.bonuses, jan.closing) == (111, 111, 111, 222, 333)
