@@ -5,19 +5,21 @@ from __future__ import annotations
 import csv
 import io
 import secrets
-import subprocess
+from collections import defaultdict
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy import text
 
 from engine.distribution import DistributionSettings, DistributorStatus
 from engine.errors import ErrorCode, RuleViolation
-from service import distribution, exports, orders, payouts, settlements, worker
-from service.uow import unit_of_work
 from engine.levels import Level
-from service import shops
+from service import distribution, exports, orders, payouts, settlements, shops, worker
+from service.uow import unit_of_work
+from tests.conftest import T0
 from tests.integration.helpers import assert_ledger_consistent, pay
 
 GOLDEN = Path(__file__).parent / "golden" / "settlement.csv"
@@ -294,3 +296,210 @@ async def test_shanghai_period_boundaries_put_each_entry_in_its_local_day_LG3(sv
                                          actor="fin")
     assert (dec.period_from, dec.period_to) == (utc(2025, 11, 30, 16), utc(2025, 12, 31, 16))
     assert (dec.bonuses, dec.closing, jan.opening, jan.bonuses, jan.closing) == (111, 111, 111, 222, 333)
+
+
+# ---------------------------------------------------------------------------------------------------
+# LG-3 as a property: after any history of orders, refunds (before and after availability), clawbacks
+# into negative balances, upgrade bonuses (admin-set and earned), approved, rejected and pending payouts,
+# closed into several consecutive periods, every batch reconciles with the ledger to the cent.
+#
+# Checked for every batch, against the raw ledger entries (read back and summed in Python):
+# - every line: closing = opening + released + reversals + bonuses − payouts − fees;
+# - every line's closing = that distributor's AVAILABLE + IN_PAYOUT entries stamped before `to`, and the
+#   batch has a line for exactly the distributors with an entry before `to`;
+# - each line's opening = the same distributor's closing in the previous batch (0 if absent), and the
+#   batch's opening = the previous batch's closing;
+# - the batch's totals = the sums of its lines = the ledger's sums by bucket and kind over [from, to).
+
+DISTRIBUTORS = ("d0", "d1", "d2")  # d2 is bound to d0: d0 earns level 2 on d2's buyers
+BUYERS = {"b0": "d0", "b1": "d1", "b2": "d2", "b3": "d1", "b4": None}
+
+BUY = st.tuples(st.just("buy"), st.sampled_from(sorted(BUYERS)), st.integers(100, 60_000),
+                st.sampled_from([True, True, False]))  # completed at once (most) or left PAID
+STEP = st.one_of(
+    BUY, BUY, BUY,
+    st.tuples(st.just("complete"), st.integers(0, 40)),
+    st.tuples(st.just("refund"), st.integers(0, 40), st.sampled_from([2500, 5000, 10_000])),
+    st.tuples(st.just("refund"), st.integers(0, 40), st.sampled_from([2500, 5000, 10_000])),
+    st.tuples(st.just("advance"), st.sampled_from([6, 30, 80])),
+    st.tuples(st.just("advance"), st.sampled_from([6, 30, 80])),
+    st.tuples(st.just("payout"), st.sampled_from(DISTRIBUTORS), st.sampled_from([4000, 10_000]),
+              st.sampled_from(["approve", "approve", "reject", "later"])),
+    st.tuples(st.just("payout"), st.sampled_from(DISTRIBUTORS), st.sampled_from([4000, 10_000]),
+              st.sampled_from(["approve", "approve", "reject", "later"])),
+    st.tuples(st.just("decide"), st.booleans()),
+    st.tuples(st.just("level"), st.sampled_from(DISTRIBUTORS), st.integers(1, 2)),
+    st.tuples(st.just("close")),
+    st.tuples(st.just("close")),
+)
+
+
+async def run_history(svc, steps, *, tz_name: str = "UTC", freeze_days: int = 1, fee_bp: int = 150) -> str:
+    """Play `steps` in a fresh shop, close consecutive periods along the way and at the end; returns the shop."""
+    shop_id = f"sp-{secrets.token_hex(5)}"
+    svc.clock.set(T0)
+    tz = ZoneInfo(tz_name)
+    await shops.create_shop(svc, shop_id=shop_id, name="prop", currency="CNY", timezone=tz_name,
+                            settings=DistributionSettings(level1_bp=1000, level2_bp=500, freeze_days=freeze_days,
+                                                          min_payout=100, payout_fee_bp=fee_bp))
+    await shops.set_levels(svc, shop_id=shop_id, levels=[
+        Level(grade=0, name="Member", level1_bp=1000, level2_bp=500),
+        # earned (LV-2) once level-1 buyers paid 600.00 net, bonus 250; grade 2 only by an admin (LV-3)
+        Level(grade=1, name="Silver", level1_bp=1200, level2_bp=500, upgrade_bonus=250, min_direct_sales=60_000),
+        Level(grade=2, name="Gold", level1_bp=1500, level2_bp=600, upgrade_bonus=700, min_direct_referrals=99)])
+    for d in DISTRIBUTORS:
+        await distribution.set_status(svc, shop_id=shop_id, user_id=d, status=DistributorStatus.ACTIVE,
+                                      actor="t", reason="t")
+    await distribution.bind_referrer(svc, shop_id=shop_id, user_id="d2", referrer_id="d0")
+    for b, d in BUYERS.items():
+        if d:
+            await distribution.bind_referrer(svc, shop_id=shop_id, user_id=b, referrer_id=d)
+
+    order_ids: list[str] = []
+    pending: list[str] = []
+    last_to: date | None = None
+    start_day = T0.astimezone(tz).date()
+    n = 0
+
+    async def close():
+        nonlocal last_to
+        today = (svc.now() - settlements.CLOSE_GRACE).astimezone(tz).date()
+        first = last_to or start_day
+        if today > first:
+            await settlements.close_period(svc, shop_id=shop_id, day_from=first, day_to=today, actor="fin")
+            last_to = today
+
+    for step in steps:
+        n += 1
+        kind = step[0]
+        try:
+            if kind == "buy":
+                o = await orders.report_order(svc, shop_id=shop_id, external_id=f"o{n}", buyer_id=step[1],
+                                              lines=[orders.LineInput("p", 1, step[2])])
+                await pay(svc, shop_id, o.order_id, amount=step[2], ref=f"{shop_id}-pay-{n}")
+                order_ids.append(o.order_id)
+                if step[3]:
+                    await orders.complete_order(svc, shop_id=shop_id, order_id=o.order_id)
+            elif kind == "complete" and order_ids:
+                await orders.complete_order(svc, shop_id=shop_id, order_id=order_ids[step[1] % len(order_ids)])
+            elif kind == "refund" and order_ids:
+                o = await orders.get_order(svc, shop_id=shop_id, order_id=order_ids[step[1] % len(order_ids)])
+                left = o.paid_amount - o.refunded_amount
+                if left > 0:
+                    await orders.refund_order(svc, shop_id=shop_id, order_id=o.order_id,
+                                              amount=max(1, left * step[2] // 10_000), provider_ref=f"{shop_id}-rf-{n}")
+            elif kind == "advance":
+                svc.clock.advance(timedelta(hours=step[1]))
+                await worker.release_due_lines(svc, shop_id=shop_id)
+            elif kind == "payout":
+                d = await distribution.get_distributor(svc, shop_id=shop_id, user_id=step[1])
+                amount = max(100, d.available * step[2] // 10_000)
+                p = await payouts.request_payout(svc, shop_id=shop_id, user_id=step[1], amount=amount)
+                if step[3] == "later":
+                    pending.append(p.payout_id)
+                else:
+                    await payouts.decide_payout(svc, shop_id=shop_id, payout_id=p.payout_id,
+                                                approve=step[3] == "approve", actor="fin",
+                                                external_ref=f"bank-{n}", reason="no")
+            elif kind == "decide" and pending:
+                await payouts.decide_payout(svc, shop_id=shop_id, payout_id=pending.pop(0), approve=step[1],
+                                            actor="fin", external_ref=f"bank-{n}", reason="no")
+            elif kind == "level":
+                await distribution.set_level(svc, shop_id=shop_id, user_id=step[1], grade=step[2], actor="a",
+                                             reason="t")
+            elif kind == "close":
+                await close()
+        except RuleViolation:
+            pass  # ER-1: a refusal (payout below minimum or above available, …) changes nothing
+    svc.clock.advance(timedelta(days=freeze_days + 1, hours=1))
+    await worker.release_due_lines(svc, shop_id=shop_id)
+    await close()
+    await assert_ledger_consistent(svc, shop_id)
+    return shop_id
+
+
+COLUMNS = ("opening", "released", "reversals", "bonuses", "payouts", "fees", "closing")
+
+
+async def check_batches(svc, shop_id: str) -> list:
+    """The LG-3 properties of the module docstring; returns the batches with their lines."""
+    batches = await settlements.list_settlements(svc, shop_id=shop_id)
+    assert batches, "the history closes at least one period"
+    async with svc.sessionmaker() as s:
+        entries = (await s.execute(text(
+            "SELECT distributor_id, bucket, kind, amount, created_at FROM ledger_entries WHERE shop_id = :s"),
+            {"s": shop_id})).all()
+        all_lines = (await s.execute(text(
+            "SELECT * FROM settlement_lines WHERE shop_id = :s"), {"s": shop_id})).mappings().all()
+    lines_of = defaultdict(dict)
+    for ln in all_lines:
+        lines_of[ln["settlement_id"]][ln["distributor_id"]] = ln
+    prev_batch, prev_lines, out = None, {}, []
+    for b in batches:
+        lines = lines_of[b.settlement_id]
+        before_to = [e for e in entries if e.created_at < b.period_to]
+        inside = [e for e in before_to if e.created_at >= b.period_from]
+        settled = defaultdict(int)
+        for e in before_to:
+            if e.bucket in ("AVAILABLE", "IN_PAYOUT"):
+                settled[e.distributor_id] += e.amount
+        assert set(lines) == {e.distributor_id for e in before_to}
+        for d, ln in lines.items():
+            assert ln["closing"] == (ln["opening"] + ln["released"] + ln["reversals"] + ln["bonuses"]
+                                     - ln["payouts"] - ln["fees"]), (b.settlement_id, d, dict(ln))
+            assert ln["closing"] == settled[d], (b.settlement_id, d)
+            assert ln["opening"] == (prev_lines[d]["closing"] if d in prev_lines else 0), (b.settlement_id, d)
+        if prev_batch is not None:
+            assert b.period_from == prev_batch.period_to and b.opening == prev_batch.closing
+        for col in COLUMNS:
+            assert getattr(b, col) == sum(ln[col] for ln in lines.values()), col
+
+        def total(bucket=None, kind=None, rows=inside):
+            return sum(e.amount for e in rows if (bucket is None or e.bucket in bucket)
+                       and (kind is None or e.kind == kind))
+        before_from = [e for e in before_to if e.created_at < b.period_from]
+        assert (b.opening, b.released, b.reversals, b.bonuses, b.payouts, b.fees, b.closing) == (
+            total(("AVAILABLE", "IN_PAYOUT"), rows=before_from),
+            total(("AVAILABLE",), "COMMISSION_RELEASED"), total(("AVAILABLE",), "COMMISSION_REVERSED"),
+            total(kind="UPGRADE_BONUS"), total(("PAID",), "PAYOUT_APPROVED"), total(("FEES",), "PAYOUT_FEE"),
+            total(("AVAILABLE", "IN_PAYOUT"), rows=before_to))
+        out.append((b, lines))
+        prev_batch, prev_lines = b, lines
+    return out
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(steps=st.lists(STEP, min_size=10, max_size=40), tz_name=st.sampled_from(["UTC", "Asia/Shanghai"]),
+       freeze_days=st.integers(0, 2), fee_bp=st.sampled_from([0, 150]))
+async def test_batches_reconcile_after_any_history_LG3(svc, steps, tz_name, freeze_days, fee_bp):
+    shop_id = await run_history(svc, steps, tz_name=tz_name, freeze_days=freeze_days, fee_bp=fee_bp)
+    await check_batches(svc, shop_id)
+
+
+async def test_a_history_with_every_movement_reconciles_LG3(svc):
+    """A fixed history that surely contains each movement the property is about (random ones may not):
+    release, clawback into a negative balance, earned and admin bonuses, approved (with fee), rejected and
+    pending payouts, refunds before availability, several periods."""
+    steps = [
+        ("buy", "b1", 50_000, True), ("buy", "b2", 20_000, True), ("buy", "b0", 30_000, False),
+        ("refund", 1, 5000),  # before availability: reverses a frozen line
+        ("advance", 30), ("close",),
+        ("payout", "d1", 10_000, "approve"),  # all of d1's 5000 (Silver rate on o1 after LV-2) paid out
+        ("level", "d2", 2),  # admin bonus 700
+        ("refund", 0, 10_000),  # after availability and payout: d1 goes negative
+        ("advance", 30), ("close",),
+        ("complete", 2), ("advance", 30), ("payout", "d0", 10_000, "reject"), ("payout", "d0", 4000, "later"),
+        ("close",), ("advance", 9),
+    ]
+    shop_id = await run_history(svc, steps, freeze_days=1, fee_bp=150)
+    batches = await check_batches(svc, shop_id)
+    assert len(batches) >= 3
+    lines = [ln for _, ls in batches for ln in ls.values()]
+    assert min(ln["closing"] for ln in lines) < 0  # a clawback to a negative balance
+    assert sum(b.bonuses for b, _ in batches) >= 700 + 250 and sum(b.fees for b, _ in batches) > 0
+    assert sum(b.released for b, _ in batches) > 0 and sum(b.reversals for b, _ in batches) < 0
+    async with svc.sessionmaker() as s:
+        kinds = set((await s.execute(text("SELECT DISTINCT kind FROM ledger_entries WHERE shop_id = :s"),
+                                     {"s": shop_id})).scalars())
+    assert {"PAYOUT_REJECTED", "COMMISSION_REVERSED", "UPGRADE_BONUS", "PAYOUT_FEE"} <= kinds
