@@ -4,7 +4,9 @@ Tests assert codes (ER-1), never messages."""
 
 from __future__ import annotations
 
+import tempfile
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 
@@ -281,6 +283,8 @@ def test_finance_closes_a_period_and_downloads_identical_exports_LG3(world):
     now = world["svc"].now()
     day_from = (now - timedelta(days=1)).date().isoformat()
     day_to = (now + timedelta(days=1)).date().isoformat()
+    early = fin.mutate("closePeriod", {"fromDate": day_from, "toDate": day_to}, "settlement { id }")
+    assert payload_codes(early) == ["PERIOD_NOT_ENDED"] and early["settlement"] is None
     admin.mutate("advanceClock", {"seconds": 3 * 86400}, "now")
     r = fin.mutate("closePeriod", {"fromDate": day_from, "toDate": day_to}, "settlement { id closing currency }")
     assert r["errors"] == [] and r["settlement"]["currency"] == "CNY"
@@ -288,11 +292,16 @@ def test_finance_closes_a_period_and_downloads_identical_exports_LG3(world):
     again = fin.mutate("closePeriod", {"fromDate": day_from, "toDate": day_to}, "settlement { id }")
     assert again["settlement"]["id"] == sid  # the same period twice returns the first batch
     assert fin.data("{ settlements { edges { node { id } } } }")["settlements"]["edges"] == [{"node": {"id": sid}}]
+    leftovers = lambda: set(Path(tempfile.gettempdir()).glob("sharecart-settlement-*"))  # noqa: E731
+    before = leftovers()
     for fmt in ("csv", "xlsx"):
         url = f"{world['base']}/exports/settlements/{sid}.{fmt}"
         a = httpx.get(url, headers=fin.headers)
         b = httpx.get(url, headers=fin.headers)
         assert a.status_code == 200 and a.content == b.content
+        if fmt == "xlsx":  # streamed with its Content-Length; no temporary file left behind
+            assert int(a.headers["content-length"]) == len(a.content) and a.content[:2] == b"PK"
+            assert leftovers() == before
     assert "distributor_id" in httpx.get(f"{world['base']}/exports/settlements/{sid}.csv", headers=fin.headers).text
     assert httpx.get(f"{world['base']}/exports/settlements/{sid}.csv", headers=backend.headers).status_code == 403
     assert httpx.get(f"{world['base']}/exports/settlements/{sid}.csv").status_code == 401
