@@ -549,3 +549,54 @@ async def test_xlsx_opens_in_libreoffice_and_its_totals_match_the_ledger_LG3(svc
         whole, frac = divmod(abs(value), 100)
         assert shown[name] == f"{'-' if value < 0 else ''}{whole}.{frac:02d}", name  # CNY: 2 minor digits
     assert (int(shown["closing_minor"]), shown["closing"]) == (2800, "28.00")
+
+
+# ---------------------------------------------------------------------------------------------------
+async def test_cli_closes_and_exports_identical_bytes_in_both_formats_LG3(svc, database_url, tmp_path):
+    """`sharecart close-period` and `sharecart export` as a finance user runs them (a separate process on
+    DATABASE_URL, the wall clock): the same batch exported twice gives the same bytes, equal to the
+    service's own CSV and XLSX."""
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(root)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "api.cli", *args], cwd=root, env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    shop_id = f"cli-{secrets.token_hex(4)}"
+    jan = await _two_distributor_history(svc, shop_id)
+    # February by the CLI: its clock is the wall clock, long past 2026-03-01
+    r = await asyncio.to_thread(cli, "close-period", shop_id, "--from", "2026-02-01", "--to", "2026-03-01")
+    assert r.returncode == 0, r.stderr
+    feb_id, closing = r.stdout.split()[0], r.stdout.split()[1]
+    feb = await settlements.get_settlement(svc, shop_id=shop_id, settlement_id=feb_id)
+    assert feb.opening == jan.closing and closing == f"closing={feb.closing}"
+    assert feb.reversals == -200 and feb.closing == 2800 - 200  # the reversal stamped Feb 1 00:00 Shanghai time
+    again = await asyncio.to_thread(cli, "close-period", shop_id, "--from", "2026-02-01", "--to", "2026-03-01")
+    assert again.stdout.split()[0] == feb_id  # the same period twice: the first batch
+
+    for sid in (feb_id,):
+        for fmt in ("csv", "xlsx"):
+            outs = [tmp_path / f"{sid}-{i}.{fmt}" for i in (1, 2)]
+            for out in outs:
+                r = await asyncio.to_thread(cli, "export", shop_id, sid, "--format", fmt, "--out", str(out))
+                assert r.returncode == 0 and f"wrote {out}" in r.stdout, r.stderr
+            first, second = (o.read_bytes() for o in outs)
+            assert first == second
+            if fmt == "csv":
+                assert first == await _csv(svc, shop_id, sid)
+            else:
+                path = Path(await exports.xlsx_file(svc, shop_id=shop_id, settlement_id=sid))
+                assert first == path.read_bytes()
+                path.unlink()
+    missing = await asyncio.to_thread(cli, "export", shop_id, "st_nope", "--out", str(tmp_path / "x.csv"))
+    assert missing.returncode == 2 and "no settlement st_nope" in missing.stderr
+    bad = await asyncio.to_thread(cli, "export", shop_id, feb_id, "--format", "pdf", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "csv or xlsx" in bad.stderr
+    early = await asyncio.to_thread(cli, "close-period", shop_id, "--from", "2026-03-01", "--to", "2099-01-01")
+    assert early.returncode == 2 and "PERIOD_NOT_ENDED" in early.stderr
