@@ -580,20 +580,19 @@ async def test_cli_closes_and_exports_identical_bytes_in_both_formats_LG3(svc, d
     again = await asyncio.to_thread(cli, "close-period", shop_id, "--from", "2026-02-01", "--to", "2026-03-01")
     assert again.stdout.split()[0] == feb_id  # the same period twice: the first batch
 
-    for sid in (feb_id,):
-        for fmt in ("csv", "xlsx"):
-            outs = [tmp_path / f"{sid}-{i}.{fmt}" for i in (1, 2)]
-            for out in outs:
-                r = await asyncio.to_thread(cli, "export", shop_id, sid, "--format", fmt, "--out", str(out))
-                assert r.returncode == 0 and f"wrote {out}" in r.stdout, r.stderr
-            first, second = (o.read_bytes() for o in outs)
-            assert first == second
-            if fmt == "csv":
-                assert first == await _csv(svc, shop_id, sid)
-            else:
-                path = Path(await exports.xlsx_file(svc, shop_id=shop_id, settlement_id=sid))
-                assert first == path.read_bytes()
-                path.unlink()
+    for fmt in ("csv", "xlsx"):
+        outs = [tmp_path / f"{feb_id}-{i}.{fmt}" for i in (1, 2)]
+        for out in outs:
+            r = await asyncio.to_thread(cli, "export", shop_id, feb_id, "--format", fmt, "--out", str(out))
+            assert r.returncode == 0 and f"wrote {out}" in r.stdout, r.stderr
+        first, second = (o.read_bytes() for o in outs)
+        assert first == second
+        if fmt == "csv":
+            assert first == await _csv(svc, shop_id, feb_id)
+        else:
+            path = Path(await exports.xlsx_file(svc, shop_id=shop_id, settlement_id=feb_id))
+            assert first == path.read_bytes()
+            path.unlink()
     missing = await asyncio.to_thread(cli, "export", shop_id, "st_nope", "--out", str(tmp_path / "x.csv"))
     assert missing.returncode == 2 and "no settlement st_nope" in missing.stderr
     bad = await asyncio.to_thread(cli, "export", shop_id, feb_id, "--format", "pdf", "--out", str(tmp_path / "x"))
