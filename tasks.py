@@ -38,18 +38,26 @@ def ensure_env() -> None:
     STAMP.write_text(want)
 
 
-def ensure_browser() -> None:
-    """The GraphiQL browser test needs Debian's chromium; install it when we can (root + apt), else it skips."""
+# Debian packages some tests need, by the command they provide: the GraphiQL browser test (chromium) and
+# the spreadsheet check of the XLSX export (LibreOffice headless, `soffice`). Those tests skip without them.
+TEST_PACKAGES = {"chromium": "chromium", "soffice": "libreoffice-calc-nogui"}
+
+
+def ensure_test_packages() -> None:
+    """Install the missing TEST_PACKAGES in one apt-get call when we can (root + apt-get), else do nothing."""
     import shutil
 
-    if shutil.which("chromium") or not shutil.which("apt-get") or not hasattr(os, "geteuid") or os.geteuid() != 0:
+    missing = [pkg for cmd, pkg in TEST_PACKAGES.items() if not shutil.which(cmd)]
+    if not missing or not shutil.which("apt-get") or not hasattr(os, "geteuid") or os.geteuid() != 0:
         return
-    print("installing chromium (Debian package) for the browser test ...", flush=True)
+    print(f"installing {', '.join(missing)} (Debian packages) for the browser and spreadsheet tests ...",
+          flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
-    if subprocess.call(["apt-get", "install", "-y", "-qq", "chromium"], **quiet) != 0:
+    install = ["apt-get", "install", "-y", "-qq", *missing]
+    if subprocess.call(install, **quiet) != 0:  # stale package lists: refresh once and retry
         subprocess.call(["apt-get", "update", "-qq"], **quiet)
-        subprocess.call(["apt-get", "install", "-y", "-qq", "chromium"], **quiet)
+        subprocess.call(install, **quiet)
 
 
 def main(argv: list[str]) -> int:
@@ -61,7 +69,7 @@ def main(argv: list[str]) -> int:
     if cmd == "serve":
         args = [str(BIN / "sharecart"), "serve", *rest]
     else:
-        ensure_browser()
+        ensure_test_packages()
         args = [str(BIN / "python"), "-m", "pytest", *rest]
     os.chdir(ROOT)
     return subprocess.call(args)

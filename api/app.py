@@ -3,14 +3,14 @@ settlement exports, /health."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from strawberry.asgi import GraphQL
@@ -27,6 +27,7 @@ from service.shops import get_shop, shop_by_public_key
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 256 * 1024
+XLSX_CHUNK = 64 * 1024
 
 GRAPHIQL_HTML = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Sharecart GraphiQL</title>
@@ -175,9 +176,22 @@ async def export_settlement(request: Request):
     if fmt == "csv":
         return StreamingResponse(exports.csv_chunks(svc, shop_id=p.shop_id, settlement_id=sid),
                                  media_type="text/csv; charset=utf-8", headers=headers)
+    # An XLSX is a ZIP that is complete only when written (docs/api.md, "Exports"): it is built in a
+    # temporary file off the event loop, then streamed in chunks with its Content-Length.
     path = await exports.xlsx_file(svc, shop_id=p.shop_id, settlement_id=sid)
-    return FileResponse(path, headers=headers, background=BackgroundTask(os.remove, path),
-                        media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    f = open(path, "rb")
+    size = os.fstat(f.fileno()).st_size
+    os.remove(path)  # the open handle keeps the data readable; nothing is left behind if the client goes away
+
+    async def chunks():
+        try:
+            while chunk := await asyncio.to_thread(f.read, XLSX_CHUNK):
+                yield chunk
+        finally:
+            f.close()
+
+    return StreamingResponse(chunks(), headers={**headers, "Content-Length": str(size)},
+                             media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 
 
 def create_app(svc: Services, *, test_clock: bool | None = None) -> Starlette:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Optional
 
 import strawberry
@@ -58,9 +58,19 @@ from api.types import (
     refund_type,
     settings_type,
     settlement_type,
+    EarningsGranularity,
+    EarningsPeriod,
+    RetentionRow,
+    SegmentCount,
+    UserSegment,
+    earnings_period,
+    retention_row,
+    variant_comparison,
     variant_stats,
 )
 from engine.distribution import DistributorStatus
+from engine.segments import Segment
+from engine.stats import MIN_DECIDED
 from service import distribution as distribution_svc
 from service import queries
 from service import reports as reports_svc
@@ -112,13 +122,24 @@ class DistributorProfile:
             ctx.svc, shop_id=ctx.shop_id, state=None, user_id=self.user_id, **p), first, after,
             lambda x: payout_type(x, ctx))
 
-    @strawberry.field(description="RP-1: how each balance moved over [from, to).")
+    @strawberry.field(description="RP-1: how each balance moved over [from, to) (instants; see earningsSeries for "
+                                  "the shop's calendar).")
     async def earnings(self, info: Info, period_from: datetime, period_to: datetime) -> Balances:
         ctx = info.context
         e = await reports_svc.earnings(ctx.svc, shop_id=ctx.shop_id, user_id=self.user_id, period_from=period_from,
                                        period_to=period_to)
         return Balances(currency=ctx.currency, pending=e["PENDING"], frozen=e["FROZEN"], available=e["AVAILABLE"],
                         in_payout=e["IN_PAYOUT"], paid=e["PAID"], fees=e["FEES"])
+
+    @strawberry.field(description="RP-1 per local day or month of the shop's time zone over [periodFrom, periodTo), "
+                                  "oldest first, periods without movement included: at most 366 days or 120 months; "
+                                  "months run from a 1st to a 1st.")
+    async def earnings_series(self, info: Info, granularity: EarningsGranularity, period_from: date,
+                              period_to: date) -> list[EarningsPeriod]:
+        ctx = info.context
+        series = await reports_svc.earnings_series(ctx.svc, shop_id=ctx.shop_id, user_id=self.user_id,
+                                                   granularity=granularity, day_from=period_from, day_to=period_to)
+        return [earnings_period(p, ctx.currency) for p in series]
 
 
 def _campaign_id(id: str) -> str:
@@ -178,11 +199,9 @@ class Query:
 
         return await paginate(fetch, first, after, lambda g: group_type(g, ctx))
 
-    @strawberry.field(permission_classes=[IsCustomer],
-                      description="RP-3 lifecycle segment: NEW, FIRST_ORDER, REPEAT, LOYAL or DORMANT.")
-    async def my_segment(self, info: Info) -> str:
-        return (await reports_svc.segment(info.context.svc, shop_id=info.context.shop_id,
-                                          user_id=info.context.user_id)).value
+    @strawberry.field(permission_classes=[IsCustomer], description="The caller's RP-3 lifecycle segment.")
+    async def my_segment(self, info: Info) -> UserSegment:
+        return await reports_svc.segment(info.context.svc, shop_id=info.context.shop_id, user_id=info.context.user_id)
 
     # ------------------------------------------------------------ distributor
     @strawberry.field(permission_classes=[IsDistributor],
@@ -245,11 +264,30 @@ class Query:
         ctx = info.context
         st = await reports_svc.campaign_stats(ctx.svc, shop_id=ctx.shop_id,
                                               campaign_id=raw_id(campaign_id, "Campaign", "campaignId"))
-        d = st.difference
+        comparisons = [variant_comparison(c) for c in st.comparisons]
         return CampaignStats(currency=ctx.currency, total=variant_stats(st.total),
-                             variants=[variant_stats(v) for v in st.variants],
-                             difference_bp=d.difference_bp if d else None, difference_low_bp=d.low_bp if d else None,
-                             difference_high_bp=d.high_bp if d else None, has_winner=bool(d and d.has_winner))
+                             variants=[variant_stats(v) for v in st.variants], comparisons=comparisons,
+                             min_decided_per_variant=MIN_DECIDED, has_winner=any(c.has_winner for c in comparisons))
+
+    @strawberry.field(permission_classes=[IsAdmin],
+                      description="RP-3: how many of the shop's users are in each segment now, in lifecycle order.")
+    async def segment_counts(self, info: Info) -> list[SegmentCount]:
+        counts = await reports_svc.segment_counts(info.context.svc, shop_id=info.context.shop_id)
+        return [SegmentCount(segment=seg, count=counts[seg.value]) for seg in Segment]
+
+    @strawberry.field(permission_classes=[IsAdmin], description="RP-3: a user's segment now (NEW if unknown).")
+    async def user_segment(self, info: Info, user_id: str) -> UserSegment:
+        return await reports_svc.segment(info.context.svc, shop_id=info.context.shop_id, user_id=user_id)
+
+    @strawberry.field(permission_classes=[IsAdmin],
+                      description="RP-4 over the local days [periodFrom, periodTo) of the shop's time zone: one row "
+                                  "per acquisition source (REFERRAL, GROUP_INVITE, NONE), always all three.")
+    async def retention(self, info: Info, period_from: date, period_to: date) -> list[RetentionRow]:
+        ctx = info.context
+        start, end = await reports_svc.shop_period(ctx.svc, shop_id=ctx.shop_id, day_from=period_from,
+                                                   day_to=period_to)
+        rows = await reports_svc.retention(ctx.svc, shop_id=ctx.shop_id, period_from=start, period_to=end)
+        return [retention_row(r, ctx.currency) for r in rows]
 
     @strawberry.field(permission_classes=[IsAdmin], description="The shop's distribution settings (section 3).")
     async def distribution_settings(self, info: Info) -> DistributionSettings:

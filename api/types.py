@@ -22,7 +22,8 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from enum import Enum
 from typing import Any, Awaitable, Callable, Iterable, NewType, Optional
 
 import strawberry
@@ -33,6 +34,8 @@ from strawberry.types import Info
 from api.permissions import IsAuthenticated
 from engine import groupbuy as gb
 from engine.errors import ErrorCode, refuse
+from engine.segments import Segment
+from service.reports import Granularity
 
 MinorUnits = NewType("MinorUnits", int)
 
@@ -616,21 +619,115 @@ class VariantStats:
     net_sales: MinorUnits
 
 
+@strawberry.type(description="RP-2: one A/B variant against the control (the campaign's first variant): the "
+                             "difference in formation rate with its 95 % interval (Newcombe's hybrid score interval).")
+class VariantComparison:
+    variant: str
+    control: str
+    difference_bp: Optional[int] = strawberry.field(
+        description="formationRateBp(variant) − formationRateBp(control); null until both have decided groups")
+    difference_low_bp: Optional[int] = strawberry.field(description="95 % lower limit, rounded down")
+    difference_high_bp: Optional[int] = strawberry.field(description="95 % upper limit, rounded up")
+    enough_data: bool = strawberry.field(
+        description="Both variants have at least `minDecidedPerVariant` decided (formed or failed) groups")
+    has_winner: bool = strawberry.field(description="enoughData and the 95 % interval excludes 0")
+
+
+def variant_comparison(c) -> VariantComparison:
+    d = c.difference
+    return VariantComparison(variant=c.variant, control=c.control, difference_bp=d.difference_bp if d else None,
+                             difference_low_bp=d.low_bp if d else None, difference_high_bp=d.high_bp if d else None,
+                             enough_data=bool(d and d.enough_data), has_winner=bool(d and d.has_winner))
+
+
 @strawberry.type(description="RP-2 for one campaign: totals and per A/B variant.")
 class CampaignStats:
     currency: str
     total: VariantStats
-    variants: list[VariantStats]
-    difference_bp: Optional[int] = strawberry.field(description="Formation rate of variant 1 − variant 2")
-    difference_low_bp: Optional[int]
-    difference_high_bp: Optional[int]
-    has_winner: bool = strawberry.field(description="The 95 % interval of the difference excludes 0")
+    variants: list[VariantStats] = strawberry.field(description="In the campaign's order; the first is the control")
+    comparisons: list[VariantComparison] = strawberry.field(
+        description="Each variant after the first against the control, pairwise")
+    min_decided_per_variant: int = strawberry.field(
+        description="Decided groups each variant needs before a comparison can call a winner")
+    has_winner: bool = strawberry.field(description="Some comparison has a winner")
 
 
 def variant_stats(x) -> VariantStats:
     return VariantStats(variant=x.variant, opened=x.opened, formed=x.formed, failed=x.failed,
                         formation_rate_bp=x.formation_rate_bp, mean_seconds_to_form=x.mean_seconds_to_form,
                         units=x.units, net_sales=x.net_sales)
+
+
+UserSegment = strawberry.enum(Segment, name="UserSegment",
+                              description="RP-3 lifecycle segment: NEW (no paid order), FIRST_ORDER, REPEAT (2-3), "
+                                          "LOYAL (>= 4 paid orders), DORMANT (paid orders, none in the last 90 days; "
+                                          "takes precedence). Orders refunded in full do not count as paid.")
+
+
+@strawberry.enum(name="AcquisitionSource", description="RP-4: how a buyer was acquired — the source of their first "
+                                                       "paid order")
+class AcquisitionSource(Enum):
+    REFERRAL = "REFERRAL"
+    GROUP_INVITE = "GROUP_INVITE"
+    NONE = "NONE"
+
+
+EarningsGranularity = strawberry.enum(Granularity, name="EarningsGranularity",
+                                      description="Calendar days or months of the shop's time zone")
+
+
+@strawberry.type(description="RP-3: how many of the shop's users are in a segment now.")
+class SegmentCount:
+    segment: UserSegment
+    count: int
+
+
+@strawberry.type(description="RP-4 for one period and one acquisition source: buyers with a paid order in the "
+                             "period (refunded in full does not count), grouped by how they were acquired.")
+class RetentionRow:
+    source: AcquisitionSource
+    currency: str
+    buyers: int
+    repeat_buyers: int = strawberry.field(description="Buyers with 2 or more paid orders in the period")
+    multi_category_buyers: int = strawberry.field(description="Buyers whose period orders span 2 or more categories")
+    repurchase_rate_bp: Optional[int] = strawberry.field(
+        description="repeatBuyers / buyers in basis points, floored; null without buyers")
+    multi_category_rate_bp: Optional[int] = strawberry.field(
+        description="multiCategoryBuyers / buyers in basis points, floored; null without buyers")
+    net_sales: MinorUnits = strawberry.field(description="Paid less refunded of the buyers' period orders")
+    net_sales_per_buyer: Optional[MinorUnits] = strawberry.field(
+        description="floor(netSales / buyers); null without buyers")
+
+
+def retention_row(r, currency: str) -> RetentionRow:
+    return RetentionRow(source=AcquisitionSource(r.source), currency=currency, buyers=r.buyers,
+                        repeat_buyers=r.repeat_buyers, multi_category_buyers=r.multi_category_buyers,
+                        repurchase_rate_bp=r.repurchase_rate_bp, multi_category_rate_bp=r.multi_category_rate_bp,
+                        net_sales=r.net_sales, net_sales_per_buyer=r.net_sales_per_buyer)
+
+
+@strawberry.type(description="RP-1: one local day or month of a distributor's ledger.")
+class EarningsPeriod:
+    period_from: date = strawberry.field(description="First local day of the period (shop time zone)")
+    period_to: date = strawberry.field(description="Local day after the period (half-open)")
+    starts_at: datetime = strawberry.field(description="periodFrom 00:00 in the shop's time zone, as an instant")
+    ends_at: datetime
+    currency: str
+    earned: MinorUnits = strawberry.field(
+        description="Commission posted less reversals and voids, plus upgrade bonuses, in the period")
+    pending: MinorUnits = strawberry.field(description="How much each balance moved in the period (sums of entries)")
+    frozen: MinorUnits
+    available: MinorUnits
+    in_payout: MinorUnits
+    paid: MinorUnits
+    fees: MinorUnits
+
+
+def earnings_period(p, currency: str) -> EarningsPeriod:
+    m = p.moved
+    return EarningsPeriod(period_from=p.day_from, period_to=p.day_to, starts_at=p.starts_at, ends_at=p.ends_at,
+                          currency=currency, earned=p.earned, pending=m["PENDING"], frozen=m["FROZEN"],
+                          available=m["AVAILABLE"], in_payout=m["IN_PAYOUT"], paid=m["PAID"], fees=m["FEES"])
 
 
 @strawberry.type(description="An immutable settlement batch (LG-3).")

@@ -48,6 +48,7 @@ class ErrorCode(str, Enum):
     # settlements (LG-3)
     PERIOD_OVERLAP = "PERIOD_OVERLAP"
     PERIOD_GAP = "PERIOD_GAP"
+    PERIOD_NOT_ENDED = "PERIOD_NOT_ENDED"  # `to` is not yet CLOSE_GRACE in the past
 
 
 class RuleViolation(Exception):

@@ -8,6 +8,7 @@ integer of minor units it came from.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import os
@@ -67,32 +68,45 @@ async def csv_chunks(svc: Services, *, shop_id: str, settlement_id: str,
     yield buf.getvalue().encode()
 
 
+XLSX_PREFIX = "sharecart-settlement-"
+
+
+def _write_rows(ws, first_row: int, rows: list[list]) -> int:
+    for i, row in enumerate(rows):
+        ws.write_row(first_row + i, 0, row)
+    return first_row + len(rows)
+
+
 async def xlsx_file(svc: Services, *, shop_id: str, settlement_id: str,
                     progress: Callable[[int], None] | None = None) -> str:
-    """Write the XLSX to a temporary file (constant-memory mode) and return its path."""
+    """Write the XLSX to a temporary file (constant-memory mode) and return its path; the caller removes it.
+
+    The database lines arrive on the event loop (server-side cursor); formatting rows into the sheet and
+    deflating the ZIP at the end run in a worker thread (asyncio.to_thread), one partition at a time, so
+    a large export never stalls the other requests of the process. The file cannot be streamed while it
+    is written: an XLSX is a ZIP whose entries carry their sizes and checksums in front, and a ZIP written
+    to a pipe (with data descriptors) would differ byte for byte from the one written to a file."""
     import xlsxwriter
 
     batch = await get_settlement(svc, shop_id=shop_id, settlement_id=settlement_id)
     if batch is None:
         raise LookupError(settlement_id)
-    fd, path = tempfile.mkstemp(suffix=".xlsx")
+    fd, path = tempfile.mkstemp(prefix=XLSX_PREFIX, suffix=".xlsx")
     os.close(fd)
-    wb = xlsxwriter.Workbook(path, {"constant_memory": True, "strings_to_numbers": False})
-    # fixed document times: the same batch always gives the same bytes
-    wb.set_properties({"created": batch.closed_at.replace(tzinfo=None), "title": f"Settlement {settlement_id}"})
-    ws = wb.add_worksheet("settlement")
-    r = 0
-    for row in _preamble(batch):
-        ws.write_row(r, 0, row)
-        r += 1
-    ws.write_row(r, 0, HEADER)
-    r += 1
-    async for part in stream_lines(svc, shop_id=shop_id, settlement_id=settlement_id):
-        for line in part:
-            ws.write_row(r, 0, _row(line.distributor_id, line, batch.currency))
-            r += 1
-        if progress:
-            progress(len(part))
-    ws.write_row(r, 0, _row("TOTAL", batch, batch.currency))
-    wb.close()
+    try:
+        wb = xlsxwriter.Workbook(path, {"constant_memory": True, "strings_to_numbers": False})
+        # fixed document times: the same batch always gives the same bytes
+        wb.set_properties({"created": batch.closed_at.replace(tzinfo=None), "title": f"Settlement {settlement_id}"})
+        ws = wb.add_worksheet("settlement")
+        r = await asyncio.to_thread(_write_rows, ws, 0, [*_preamble(batch), HEADER])
+        async for part in stream_lines(svc, shop_id=shop_id, settlement_id=settlement_id):
+            r = await asyncio.to_thread(_write_rows, ws, r,
+                                        [_row(line.distributor_id, line, batch.currency) for line in part])
+            if progress:
+                progress(len(part))
+        await asyncio.to_thread(_write_rows, ws, r, [_row("TOTAL", batch, batch.currency)])
+        await asyncio.to_thread(wb.close)
+    except BaseException:
+        os.remove(path)
+        raise
     return path

@@ -4,10 +4,12 @@ from the engine."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
+from enum import Enum
 
 from sqlalchemy import text
 
+from engine.errors import ErrorCode, refuse
 from engine.segments import DORMANT_AFTER, Segment, segment_of
 from engine.stats import RateDifference, formation_rate_difference, rate_bp
 from service.context import Services
@@ -52,15 +54,31 @@ class GroupStats:
 
 
 @dataclass(frozen=True)
+class VariantComparison:
+    variant: str
+    control: str
+    difference: RateDifference | None  # rate(variant) − rate(control), 95 % interval; None until both decided
+
+
+@dataclass(frozen=True)
 class CampaignStats:
     total: GroupStats
-    variants: list[GroupStats]
-    difference: RateDifference | None  # first two variants: rate(a) − rate(b), 95 % interval
+    variants: list[GroupStats]  # in the campaign's order; the first is the control
+    comparisons: list[VariantComparison]  # each later variant against the control
+
+
+def _empty(variant: str) -> GroupStats:
+    return GroupStats(variant=variant, opened=0, formed=0, failed=0, formation_rate_bp=None, mean_seconds_to_form=0,
+                      units=0, net_sales=0)
 
 
 async def campaign_stats(svc: Services, *, shop_id: str, campaign_id: str) -> CampaignStats:
+    """RP-2. Variants come in the order the campaign defines them (a variant without groups yet shows
+    zeros); the first is the control and every other variant is compared with it, pairwise."""
     async with svc.sessionmaker() as s:
         rows = (await s.execute(CAMPAIGN_STATS_SQL, {"s": shop_id, "c": campaign_id})).mappings().all()
+        defined = (await s.execute(text("SELECT variants FROM campaigns WHERE shop_id = :s AND campaign_id = :c"),
+                                   {"s": shop_id, "c": campaign_id})).scalar() or []
     per = [GroupStats(variant=r["variant"] or None, opened=r["opened"], formed=r["formed"], failed=r["failed"],
                       formation_rate_bp=rate_bp(r["formed"], r["formed"] + r["failed"]),
                       mean_seconds_to_form=int(r["mean_seconds_to_form"]), units=int(r["units"]),
@@ -71,12 +89,15 @@ async def campaign_stats(svc: Services, *, shop_id: str, campaign_id: str) -> Ca
                        formation_rate_bp=rate_bp(formed, formed + failed),
                        mean_seconds_to_form=weighted // formed if formed else 0,
                        units=sum(p.units for p in per), net_sales=sum(p.net_sales for p in per))
-    named = [p for p in per if p.variant]
-    diff = None
-    if len(named) >= 2:
-        a, b = named[0], named[1]
-        diff = formation_rate_difference(a.formed, a.formed + a.failed, b.formed, b.formed + b.failed)
-    return CampaignStats(total=total, variants=named, difference=diff)
+    by_name = {p.variant: p for p in per if p.variant}
+    order = [v["name"] for v in defined] + sorted(set(by_name) - {v["name"] for v in defined})
+    named = [by_name.get(n) or _empty(n) for n in order]
+    comparisons = []
+    if named:
+        c = named[0]
+        comparisons = [VariantComparison(variant=v.variant, control=c.variant, difference=formation_rate_difference(
+            v.formed, v.formed + v.failed, c.formed, c.formed + c.failed)) for v in named[1:]]
+    return CampaignStats(total=total, variants=named, comparisons=comparisons)
 
 
 # ------------------------------------------------------------------ RP-3
@@ -113,6 +134,10 @@ async def segment_counts(svc: Services, *, shop_id: str) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------ RP-4
+# A buyer counts in a period with at least one counting paid order paid in it (RP-3: an order refunded in
+# full does not count). Their acquisition source is that of their first counting paid order ever.
+# Categories are counted per buyer in their own CTE: joining order lines to orders would repeat an order's
+# net once per line.
 RETENTION_SQL = text(
     """
     WITH paid AS (
@@ -124,41 +149,66 @@ RETENTION_SQL = text(
         SELECT p.*, a.source AS acquired_by FROM paid p JOIN acquisition a USING (buyer_id)
         WHERE p.paid_at >= :f AND p.paid_at < :t
     ), buyers AS (
-        SELECT i.buyer_id, i.acquired_by, count(DISTINCT i.order_id) AS orders, sum(i.net) AS net,
-               count(DISTINCT l.category) FILTER (WHERE l.category <> '') AS categories
-        FROM in_period i LEFT JOIN order_lines l ON l.shop_id = :s AND l.order_id = i.order_id
-        GROUP BY i.buyer_id, i.acquired_by
+        SELECT buyer_id, acquired_by, count(*) AS orders, sum(net) AS net
+        FROM in_period GROUP BY buyer_id, acquired_by
+    ), categories AS (
+        SELECT i.buyer_id, count(DISTINCT l.category) AS categories
+        FROM in_period i JOIN order_lines l ON l.shop_id = :s AND l.order_id = i.order_id
+        WHERE l.category <> '' GROUP BY i.buyer_id
     )
-    SELECT acquired_by, count(*) AS buyers, count(*) FILTER (WHERE orders >= 2) AS repeaters,
-           count(*) FILTER (WHERE categories >= 2) AS multi_category, COALESCE(sum(net), 0) AS net_sales
-    FROM buyers GROUP BY acquired_by ORDER BY acquired_by
+    SELECT b.acquired_by, count(*) AS buyers, count(*) FILTER (WHERE b.orders >= 2) AS repeaters,
+           count(*) FILTER (WHERE c.categories >= 2) AS multi_category, COALESCE(sum(b.net), 0) AS net_sales
+    FROM buyers b LEFT JOIN categories c USING (buyer_id) GROUP BY b.acquired_by
     """
 )
+
+SOURCES = ("REFERRAL", "GROUP_INVITE", "NONE")  # RP-4: a distributor's referral, a group-buy invite, none
 
 
 @dataclass(frozen=True)
 class RetentionRow:
     source: str  # REFERRAL | GROUP_INVITE | NONE: how the buyer was acquired (their first paid order)
     buyers: int
-    repurchase_rate_bp: int | None
+    repeat_buyers: int  # ≥ 2 counting orders paid in the period
+    multi_category_buyers: int  # lines in ≥ 2 product categories over the period's orders
+    repurchase_rate_bp: int | None  # repeat_buyers / buyers, floored; None without buyers
     multi_category_rate_bp: int | None
-    net_sales: int
-    net_sales_per_buyer: int | None
+    net_sales: int  # paid − refunded of the period's counting orders
+    net_sales_per_buyer: int | None  # floor(net_sales / buyers)
 
 
 async def retention(svc: Services, *, shop_id: str, period_from: datetime, period_to: datetime) -> list[RetentionRow]:
-    """RP-4 for [period_from, period_to), per acquisition source."""
+    """RP-4 for [period_from, period_to): one row per acquisition source, always all three, in SOURCES order."""
     async with svc.sessionmaker() as s:
-        rows = (await s.execute(RETENTION_SQL, {"s": shop_id, "f": period_from, "t": period_to})).mappings().all()
-    return [RetentionRow(source=r["acquired_by"], buyers=r["buyers"],
-                         repurchase_rate_bp=rate_bp(r["repeaters"], r["buyers"]),
-                         multi_category_rate_bp=rate_bp(r["multi_category"], r["buyers"]),
-                         net_sales=int(r["net_sales"]),
-                         net_sales_per_buyer=int(r["net_sales"]) // r["buyers"] if r["buyers"] else None)
-            for r in rows]
+        rows = {r["acquired_by"]: r for r in (await s.execute(
+            RETENTION_SQL, {"s": shop_id, "f": period_from, "t": period_to})).mappings().all()}
+    out = []
+    for source in SOURCES:
+        r = rows.get(source) or {"buyers": 0, "repeaters": 0, "multi_category": 0, "net_sales": 0}
+        n, net = int(r["buyers"]), int(r["net_sales"])
+        out.append(RetentionRow(source=source, buyers=n, repeat_buyers=int(r["repeaters"]),
+                                multi_category_buyers=int(r["multi_category"]),
+                                repurchase_rate_bp=rate_bp(int(r["repeaters"]), n),
+                                multi_category_rate_bp=rate_bp(int(r["multi_category"]), n),
+                                net_sales=net, net_sales_per_buyer=net // n if n else None))
+    return out
+
+
+async def shop_period(svc: Services, *, shop_id: str, day_from: date, day_to: date) -> tuple[datetime, datetime]:
+    """Local calendar days [day_from, day_to) of the shop's time zone as UTC instants (as LG-3 closes them)."""
+    from service.settlements import local_bounds
+
+    if day_to <= day_from:
+        raise refuse(ErrorCode.INVALID_INPUT, "the period must end after it starts", field="periodTo")
+    async with svc.sessionmaker() as s:
+        tz = (await s.execute(text("SELECT timezone FROM shops WHERE shop_id = :s"), {"s": shop_id})).scalar()
+    return local_bounds(tz or "UTC", day_from, day_to)
 
 
 # ------------------------------------------------------------------ RP-1
+BUCKETS = ("PENDING", "FROZEN", "AVAILABLE", "IN_PAYOUT", "PAID", "FEES")
+
+
 async def earnings(svc: Services, *, shop_id: str, user_id: str, period_from: datetime, period_to: datetime
                    ) -> dict[str, int]:
     """RP-1: what moved in each balance of a distributor over [from, to) (sum of ledger entries)."""
@@ -167,8 +217,79 @@ async def earnings(svc: Services, *, shop_id: str, user_id: str, period_from: da
             "SELECT bucket, sum(amount) FROM ledger_entries WHERE shop_id = :s AND distributor_id = :u "
             "AND created_at >= :f AND created_at < :t GROUP BY bucket"),
             {"s": shop_id, "u": user_id, "f": period_from, "t": period_to})).all()
-    out = {b: 0 for b in ("PENDING", "FROZEN", "AVAILABLE", "IN_PAYOUT", "PAID", "FEES")}
+    out = {b: 0 for b in BUCKETS}
     out.update({b: int(v) for b, v in rows})
+    return out
+
+
+class Granularity(str, Enum):
+    DAY = "DAY"
+    MONTH = "MONTH"
+
+
+MAX_PERIODS = {Granularity.DAY: 366, Granularity.MONTH: 120}
+
+
+@dataclass(frozen=True)
+class EarningsPeriod:
+    day_from: date  # local calendar days of the shop, [day_from, day_to)
+    day_to: date
+    starts_at: datetime  # the same bounds as UTC instants
+    ends_at: datetime
+    moved: dict[str, int]  # per balance (BUCKETS): the sum of the period's ledger entries
+
+    @property
+    def earned(self) -> int:
+        """Commission posted less its reversals and voids, plus upgrade bonuses: moves between balances
+        (freezing, release, payouts and their fees) add up to zero across the six balances."""
+        return sum(self.moved.values())
+
+
+def _next_month(d: date) -> date:
+    return date(d.year + d.month // 12, d.month % 12 + 1, 1)
+
+
+def local_periods(granularity: Granularity, day_from: date, day_to: date) -> list[tuple[date, date]]:
+    """[day_from, day_to) cut into calendar days or months (months must start on the 1st)."""
+    if day_to <= day_from:
+        raise refuse(ErrorCode.INVALID_INPUT, "the period must end after it starts", field="periodTo", rule="RP-1")
+    if granularity == Granularity.MONTH and (day_from.day != 1 or day_to.day != 1):
+        raise refuse(ErrorCode.INVALID_INPUT, "monthly periods run from the 1st of a month to the 1st of a month",
+                     field="periodFrom", rule="RP-1")
+    step = (lambda d: d + timedelta(days=1)) if granularity == Granularity.DAY else _next_month
+    out, d = [], day_from
+    while d < day_to:
+        out.append((d, step(d)))
+        d = out[-1][1]
+        if len(out) > MAX_PERIODS[granularity]:
+            raise refuse(ErrorCode.INVALID_INPUT, f"at most {MAX_PERIODS[granularity]} periods of a "
+                         f"{granularity.value.lower()} per request", field="periodTo", rule="RP-1")
+    return out
+
+
+async def earnings_series(svc: Services, *, shop_id: str, user_id: str, granularity: Granularity,
+                          day_from: date, day_to: date) -> list[EarningsPeriod]:
+    """RP-1 per period in the shop's time zone: each local day or month of [day_from, day_to), oldest first,
+    including periods where nothing moved. One query, grouped by the local start of each entry's period."""
+    from service.settlements import local_bounds
+
+    periods = local_periods(granularity, day_from, day_to)
+    async with svc.sessionmaker() as s:
+        tz = (await s.execute(text("SELECT timezone FROM shops WHERE shop_id = :s"), {"s": shop_id})).scalar() or "UTC"
+        start, end = local_bounds(tz, day_from, day_to)
+        rows = (await s.execute(text(
+            "SELECT date_trunc(:unit, created_at AT TIME ZONE :tz)::date AS local_start, bucket, sum(amount) "
+            "FROM ledger_entries WHERE shop_id = :s AND distributor_id = :u AND created_at >= :f AND created_at < :t "
+            "GROUP BY 1, 2"),
+            {"unit": granularity.value.lower(), "tz": tz, "s": shop_id, "u": user_id, "f": start, "t": end})).all()
+    moved: dict[date, dict[str, int]] = {}
+    for local_start, bucket, amount in rows:
+        moved.setdefault(local_start, {})[bucket] = int(amount)
+    out = []
+    for a, b in periods:
+        starts_at, ends_at = local_bounds(tz, a, b)
+        out.append(EarningsPeriod(day_from=a, day_to=b, starts_at=starts_at, ends_at=ends_at,
+                                  moved={k: moved.get(a, {}).get(k, 0) for k in BUCKETS}))
     return out
 
 

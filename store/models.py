@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     ForeignKeyConstraint,
     Identity,
@@ -480,6 +481,10 @@ class Event(Base):
     __table_args__ = (Index(None, "shop_id", "seq"), Index(None, "shop_id", "txid", "seq"))
 
 
+# LG-3 on every batch and line, checked by the database (migration 0006)
+SETTLEMENT_IDENTITY = "closing = opening + released + reversals + bonuses - payouts - fees"
+
+
 class Settlement(Base):
     """LG-3: an immutable settlement batch for a half-open period [period_from, period_to)."""
 
@@ -501,7 +506,8 @@ class Settlement(Base):
     payouts: Mapped[int] = mapped_column(Money)
     fees: Mapped[int] = mapped_column(Money)
     closing: Mapped[int] = mapped_column(Money)
-    __table_args__ = (UniqueConstraint("shop_id", "period_from"), UniqueConstraint("shop_id", "period_to"))
+    __table_args__ = (UniqueConstraint("shop_id", "period_from"), UniqueConstraint("shop_id", "period_to"),
+                      CheckConstraint(SETTLEMENT_IDENTITY, name="identity"))
 
 
 class SettlementLine(Base):
@@ -518,6 +524,7 @@ class SettlementLine(Base):
     closing: Mapped[int] = mapped_column(Money)
     __table_args__ = (
         ForeignKeyConstraint(["shop_id", "settlement_id"], ["settlements.shop_id", "settlements.settlement_id"]),
+        CheckConstraint(SETTLEMENT_IDENTITY, name="identity"),
     )
 
 

@@ -4,7 +4,9 @@ Tests assert codes (ER-1), never messages."""
 
 from __future__ import annotations
 
+import tempfile
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 
@@ -164,6 +166,21 @@ def test_distributor_and_finance_journey_RP1_LG2(world):
     assert me["payouts"]["edges"][0]["node"] == {"id": p["id"], "state": "APPROVED"}
     assert payload_codes(fin.mutate("rejectPayout", {"payoutId": p["id"], "reason": "late"}, "payout { id }")) == [
         "INVALID_STATE"]
+    # RP-1 per local day (a UTC shop): the line is posted and frozen one day, released 8 days later when
+    # 600 is paid out; every other day is there with zeros
+    day0 = (world["svc"].now() - timedelta(days=9)).date()
+    series = dist.data("query($f: Date!, $t: Date!) { me { earningsSeries(granularity: DAY, periodFrom: $f, "
+                       "periodTo: $t) { periodFrom currency earned pending frozen available inPayout paid fees } } }",
+                       f=day0.isoformat(), t=(day0 + timedelta(days=11)).isoformat())["me"]["earningsSeries"]
+    assert [d["periodFrom"] for d in series] == [(day0 + timedelta(days=i)).isoformat() for i in range(11)]
+    assert {d["currency"] for d in series} == {"CNY"}
+    totals = {k: sum(d[k] for d in series) for k in ("earned", "pending", "frozen", "available", "inPayout", "paid")}
+    assert totals == {"earned": 1000, "pending": 0, "frozen": 0, "available": 400, "inPayout": 0, "paid": 600}
+    posted = [i for i, d in enumerate(series) if d["earned"]]
+    paid = [i for i, d in enumerate(series) if d["paid"]]
+    assert len(posted) == 1 and paid == [posted[0] + 8] and series[paid[0]]["available"] == 400
+    assert codes(dist.gql('{ me { earningsSeries(granularity: MONTH, periodFrom: "2026-01-15", '
+                          'periodTo: "2026-03-01") { earned } } }')) == ["INVALID_INPUT"]
 
 
 def test_admin_operations_settings_levels_status_products(world):
@@ -298,6 +315,8 @@ def test_finance_closes_a_period_and_downloads_identical_exports_LG3(world):
     now = world["svc"].now()
     day_from = (now - timedelta(days=1)).date().isoformat()
     day_to = (now + timedelta(days=1)).date().isoformat()
+    early = fin.mutate("closePeriod", {"fromDate": day_from, "toDate": day_to}, "settlement { id }")
+    assert payload_codes(early) == ["PERIOD_NOT_ENDED"] and early["settlement"] is None
     admin.mutate("advanceClock", {"seconds": 3 * 86400}, "now")
     r = fin.mutate("closePeriod", {"fromDate": day_from, "toDate": day_to}, "settlement { id closing currency }")
     assert r["errors"] == [] and r["settlement"]["currency"] == "CNY"
@@ -305,11 +324,16 @@ def test_finance_closes_a_period_and_downloads_identical_exports_LG3(world):
     again = fin.mutate("closePeriod", {"fromDate": day_from, "toDate": day_to}, "settlement { id }")
     assert again["settlement"]["id"] == sid  # the same period twice returns the first batch
     assert fin.data("{ settlements { edges { node { id } } } }")["settlements"]["edges"] == [{"node": {"id": sid}}]
+    leftovers = lambda: set(Path(tempfile.gettempdir()).glob("sharecart-settlement-*"))  # noqa: E731
+    before = leftovers()
     for fmt in ("csv", "xlsx"):
         url = f"{world['base']}/exports/settlements/{sid}.{fmt}"
         a = httpx.get(url, headers=fin.headers)
         b = httpx.get(url, headers=fin.headers)
         assert a.status_code == 200 and a.content == b.content
+        if fmt == "xlsx":  # streamed with its Content-Length; no temporary file left behind
+            assert int(a.headers["content-length"]) == len(a.content) and a.content[:2] == b"PK"
+            assert leftovers() == before
     assert "distributor_id" in httpx.get(f"{world['base']}/exports/settlements/{sid}.csv", headers=fin.headers).text
     assert httpx.get(f"{world['base']}/exports/settlements/{sid}.csv", headers=backend.headers).status_code == 403
     assert httpx.get(f"{world['base']}/exports/settlements/{sid}.csv").status_code == 401
@@ -403,3 +427,131 @@ async def test_admin_lists_endpoints_with_deliveries_and_attempts_and_re_enables
     bad = admin.mutate("redeliverEvents", {"endpointId": "V2ViaG9va0VuZHBvaW50Ondo", "fromSeq": 0, "toSeq": 10},
                        "queued")
     assert payload_codes(bad) == ["NOT_FOUND"]
+# ------------------------------------------------------------------------------------------------------
+# Who may call what (SH-0): every operation against every kind of caller. An allowed caller may still get a
+# rule refusal (a payload error, or INVALID_INPUT for a bogus id) but never FORBIDDEN/UNAUTHENTICATED; a
+# caller without the role gets FORBIDDEN, one without a token (or with only the shop key) UNAUTHENTICATED.
+EVERYONE = {"public", "customer", "distributor", "admin", "finance", "backend"}
+STAFF_DATES = 'periodFrom: "2026-01-01", periodTo: "2026-02-01"'
+OPERATIONS = [
+    ("{ campaigns { totalCount } }", EVERYONE),
+    ('{ campaign(id: "Q2FtcGFpZ246eA==") { id } }', EVERYONE),
+    ('{ resolveInvite(code: "NOPE") { valid } }', EVERYONE),
+    ("{ myOrders { totalCount } }", {"customer"}),
+    ("{ myGroups { totalCount } }", {"customer"}),
+    ("{ mySegment }", {"customer"}),
+    ("{ me { userId } }", {"distributor"}),
+    ("{ owedRefunds { totalCount } }", {"backend"}),
+    ('{ product(productRef: "x") { id } }', {"backend", "admin"}),
+    ("{ pendingPayouts { totalCount } }", {"finance"}),
+    ("{ settlements { totalCount } }", {"admin", "finance"}),
+    ('{ campaignStats(campaignId: "Q2FtcGFpZ246eA==") { hasWinner } }', {"admin"}),
+    ("{ distributionSettings { mode } }", {"admin"}),
+    ("{ levels { grade } }", {"admin"}),
+    ("{ events { totalCount } }", {"admin"}),
+    ("{ segmentCounts { segment count } }", {"admin"}),
+    ('{ userSegment(userId: "u") }', {"admin"}),
+    (f"{{ retention({STAFF_DATES}) {{ source buyers }} }}", {"admin"}),
+    ('mutation { bindReferrer(input: {inviteCode: "NOPE"}) { errors { code } } }', {"customer"}),
+    ("mutation { requestPayout(input: {amount: 1}) { errors { code } } }", {"distributor"}),
+    ('mutation { confirmRefund(input: {refundId: "x", providerRef: "p"}) { errors { code } } }', {"backend"}),
+    ("mutation { updateDistributionSettings(input: {level1Bp: 99999}) { errors { code } } }", {"admin"}),
+    ('mutation { approvePayout(input: {payoutId: "x", externalRef: "r"}) { errors { code } } }', {"finance"}),
+    ('mutation { closePeriod(input: {fromDate: "x", toDate: "y"}) { errors { code } } }', {"finance"}),
+]
+
+
+def test_role_by_operation_table_SH0(world):
+    callers = {"none": Client(world["base"]), "public": world["public"],
+               **{r: world["as"](f"{r}-user", r) for r in ("customer", "distributor", "admin", "finance", "backend")}}
+    wrong = []
+    with httpx.Client(timeout=30) as http:  # one kept-alive connection: 168 requests in a few seconds
+        results = {(op, name): http.post(f"{world['base']}/graphql", json={"query": op}, headers=client.headers)
+                   for op, _ in OPERATIONS for name, client in callers.items()}
+    for op, allowed in OPERATIONS:
+        for name in callers:
+            assert results[op, name].status_code == 200, (op, name, results[op, name].text)
+            got = [c for c in codes(results[op, name].json()) if c in ("FORBIDDEN", "UNAUTHENTICATED")]
+            want = [] if name in allowed else ["UNAUTHENTICATED" if name in ("none", "public") else "FORBIDDEN"]
+            if got != want:
+                wrong.append((op, name, got, want))
+    assert wrong == []
+
+
+def test_admin_reports_segments_and_retention_with_hand_checked_figures_RP3_RP4(world):
+    """Figures worked out by hand (today's local day of a UTC shop):
+
+    buyer | acquired by | counting orders today             | categories | net
+    ann   | REFERRAL    | a1 = 3000 tea + 2000 ware; a2 = 1000 tea | tea, ware | 6000
+    dan   | REFERRAL    | d1 = 3000 tea, refunded 1001; d2 = 1000 tea | tea     | 1999 + 1000 = 2999
+    bob   | NONE        | b1 = 4000 tea (b2 = 2000, refunded in full, does not count) | tea | 4000
+    lee   | NONE        | leads a group: 8000 (no category)  | —          | 8000
+    cat   | GROUP_INVITE| joins lee's group: 8000            | —          | 8000
+
+    REFERRAL: 2 buyers, 2 repeat (10000 bp), 1 multi-category (5000 bp), net 8999, per buyer floor(8999/2) = 4499
+    GROUP_INVITE: 1 buyer, 0 repeat (0 bp), 0 multi (0 bp), net 8000, per buyer 8000
+    NONE: 2 buyers, 0 repeat, 0 multi, net 12000, per buyer 6000
+    Segments (RP-3): ann, dan REPEAT; bob, lee, cat FIRST_ORDER (bob's refunded b2 does not count); nobody
+    LOYAL or DORMANT. (NEW counts every other user the shop knows, e.g. dora, and is not pinned here.)
+    """
+    admin, backend = world["as"]("boss", "admin"), world["as"]("be", "backend")
+    dora = world["as"]("dora", "customer", "distributor")
+    code = dora.data("{ me { inviteCode } }")["me"]["inviteCode"]
+    for user in ("ann", "dan"):
+        world["as"](user, "customer").mutate("bindReferrer", {"inviteCode": code}, "changed")
+    for ref, cat in (("tea", "tea"), ("cup", "ware")):
+        backend.mutate("upsertProduct", {"productRef": ref, "category": cat}, "product { id }")
+
+    def order(ext, buyer, lines, refund=0):
+        o = backend.mutate("reportOrder", {"externalId": ext, "buyerId": buyer, "lines": [
+            {"productRef": p, "quantity": 1, "unitPrice": price} for p, price in lines]}, "order { id }")["order"]
+        total = sum(price for _, price in lines)
+        assert backend.mutate("confirmPayment", {"orderId": o["id"], "amount": total, "providerRef": f"p-{ext}"},
+                              "accepted")["accepted"]
+        if refund:
+            r = backend.mutate("refundOrder", {"orderId": o["id"], "amount": refund, "providerRef": f"r-{ext}"},
+                               "refund { id }")
+            assert r["errors"] == []
+
+    order("a1", "ann", [("tea", 3000), ("cup", 2000)])
+    order("a2", "ann", [("tea", 1000)])
+    order("d1", "dan", [("tea", 3000)], refund=1001)
+    order("d2", "dan", [("tea", 1000)])
+    order("b1", "bob", [("tea", 4000)])
+    order("b2", "bob", [("tea", 2000)], refund=2000)
+    cid = make_campaign(admin, world["svc"])
+    lead = world["as"]("lee", "customer").mutate("openGroup", {"campaignId": cid}, SEAT)
+    backend.mutate("confirmPayment", {"orderId": lead["order"]["id"], "amount": 8000, "providerRef": "p-lee"},
+                   "accepted")
+    seat = world["as"]("cat", "customer").mutate("joinGroup", {"groupId": lead["group"]["id"]}, SEAT)
+    backend.mutate("confirmPayment", {"orderId": seat["order"]["id"], "amount": 8000, "providerRef": "p-cat"},
+                   "accepted")
+
+    today = world["svc"].now().date()
+    rows = admin.data("query($f: Date!, $t: Date!) { retention(periodFrom: $f, periodTo: $t) { source currency "
+                      "buyers repeatBuyers multiCategoryBuyers repurchaseRateBp multiCategoryRateBp netSales "
+                      "netSalesPerBuyer } }", f=today.isoformat(),
+                      t=(today + timedelta(days=1)).isoformat())["retention"]
+    assert rows == [
+        {"source": "REFERRAL", "currency": "CNY", "buyers": 2, "repeatBuyers": 2, "multiCategoryBuyers": 1,
+         "repurchaseRateBp": 10000, "multiCategoryRateBp": 5000, "netSales": 8999, "netSalesPerBuyer": 4499},
+        {"source": "GROUP_INVITE", "currency": "CNY", "buyers": 1, "repeatBuyers": 0, "multiCategoryBuyers": 0,
+         "repurchaseRateBp": 0, "multiCategoryRateBp": 0, "netSales": 8000, "netSalesPerBuyer": 8000},
+        {"source": "NONE", "currency": "CNY", "buyers": 2, "repeatBuyers": 0, "multiCategoryBuyers": 0,
+         "repurchaseRateBp": 0, "multiCategoryRateBp": 0, "netSales": 12000, "netSalesPerBuyer": 6000}]
+    # the day before: nobody bought
+    before = admin.data("query($f: Date!, $t: Date!) { retention(periodFrom: $f, periodTo: $t) { source buyers "
+                        "repurchaseRateBp netSales netSalesPerBuyer } }", f=(today - timedelta(days=1)).isoformat(),
+                        t=today.isoformat())["retention"]
+    assert [(r["buyers"], r["repurchaseRateBp"], r["netSales"], r["netSalesPerBuyer"]) for r in before] == [
+        (0, None, 0, None)] * 3
+    assert codes(admin.gql('{ retention(periodFrom: "2026-02-01", periodTo: "2026-01-01") { source } }')) == [
+        "INVALID_INPUT"]
+
+    counts = {c["segment"]: c["count"] for c in admin.data("{ segmentCounts { segment count } }")["segmentCounts"]}
+    assert list(counts) == ["NEW", "FIRST_ORDER", "REPEAT", "LOYAL", "DORMANT"]
+    assert (counts["REPEAT"], counts["FIRST_ORDER"], counts["LOYAL"], counts["DORMANT"]) == (2, 3, 0, 0)
+    seg = "query($u: String!) { userSegment(userId: $u) }"
+    assert [admin.data(seg, u=u)["userSegment"] for u in ("ann", "bob", "cat", "nobody")] == [
+        "REPEAT", "FIRST_ORDER", "FIRST_ORDER", "NEW"]
+    assert world["as"]("ann", "customer").data("{ mySegment }")["mySegment"] == "REPEAT"

@@ -75,3 +75,23 @@ async def test_ledger_refuses_update_and_delete(database_url):
                     await c.execute(text(stmt))
     finally:
         await eng.dispose()
+
+
+async def test_check_constraints_match_models(database_url):
+    """compare_metadata does not compare CHECK constraints: compare their names here (LG-3 identity, 0006)."""
+    from sqlalchemy import CheckConstraint
+
+    eng = create_engine(database_url, pool_size=1)
+    try:
+        async with eng.connect() as c:
+            in_db = set((await c.execute(text(
+                "SELECT rel.relname, con.conname FROM pg_constraint con JOIN pg_class rel ON rel.oid = con.conrelid "
+                "JOIN pg_namespace n ON n.oid = rel.relnamespace WHERE con.contype = 'c' AND n.nspname = 'public'"
+            ))).all())
+    finally:
+        await eng.dispose()
+    in_models = {(t.name, c.name) for t in Base.metadata.sorted_tables for c in t.constraints
+                 if isinstance(c, CheckConstraint)}
+    assert in_db == in_models
+    assert ("settlements", "ck_settlements_identity") in in_db
+    assert ("settlement_lines", "ck_settlement_lines_identity") in in_db
