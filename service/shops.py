@@ -46,7 +46,7 @@ async def create_shop(
             currency=currency,
             timezone=timezone,
             jwt_secret=secrets.token_urlsafe(32),
-            public_key=f"pk_{shop_id}_{secrets.token_hex(8)}",
+            public_key=public_key_for(shop_id),
             created_at=svc.now(),
         )
         s.add(shop)
@@ -60,9 +60,31 @@ async def get_shop(svc: Services, shop_id: str) -> Shop | None:
         return await s.get(Shop, shop_id)
 
 
+PUBLIC_KEY = re.compile(r"^pk_([a-z0-9][a-z0-9-]{1,62})_[0-9a-f]{16}$")
+
+
+def public_key_for(shop_id: str) -> str:
+    """DS-2: `pk_<shop>_<random>`. The shop id in the key lets the lookup route by `shop_id`
+    (one shard on Citus) instead of searching every shop; the random part is what makes it a key."""
+    key = f"pk_{shop_id}_{secrets.token_hex(8)}"
+    assert shop_of_public_key(key) == shop_id
+    return key
+
+
+def shop_of_public_key(public_key: str) -> str | None:
+    m = PUBLIC_KEY.match(public_key)
+    return m.group(1) if m else None
+
+
 async def shop_by_public_key(svc: Services, public_key: str) -> Shop | None:
+    """The shop a storefront key belongs to, looked up by (shop_id, public_key): a single-shop query.
+    A key not of the `pk_<shop>_<random>` form is unknown — never a search across shops."""
+    shop_id = shop_of_public_key(public_key)
+    if shop_id is None:
+        return None
     async with svc.sessionmaker() as s:
-        return (await s.execute(select(Shop).where(Shop.public_key == public_key))).scalar_one_or_none()
+        return (await s.execute(select(Shop).where(Shop.shop_id == shop_id, Shop.public_key == public_key))
+                ).scalar_one_or_none()
 
 
 async def load_settings(session: AsyncSession, shop_id: str) -> DistributionSettings:
