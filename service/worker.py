@@ -49,12 +49,12 @@ async def _shops_with_due(svc: Services, query, now) -> list[str]:
         return sorted((await s.execute(query, {"now": now})).scalars())
 
 
-async def run_due_groups(svc: Services, *, limit: int = 500) -> int:
-    """GB-11: advance due groups, one transaction each, taking the shops with due work in turn.
-    Returns how many were advanced; a group that fails is logged and postponed, never retried
-    in the same pass."""
+async def run_due_groups(svc: Services, *, shop_id: str | None = None, limit: int = 500) -> int:
+    """GB-11: advance due groups, one transaction each, taking the shops with due work in turn (or
+    only `shop_id`'s). Returns how many were advanced; a group that fails is logged and postponed,
+    never retried in the same pass."""
     now, done = svc.now(), 0
-    shops = await _shops_with_due(svc, SHOPS_WITH_DUE_GROUPS, now)
+    shops = [shop_id] if shop_id else await _shops_with_due(svc, SHOPS_WITH_DUE_GROUPS, now)
     while shops and done < limit:
         for shop_id in list(shops):
             advanced = await _advance_one_due_group(svc, shop_id, now)
@@ -133,8 +133,9 @@ async def _release_in_shop(svc: Services, shop_id: str, now, *, user_ids, line_i
             return done
 
 
-async def run_due(svc: Services) -> int:
-    return await run_due_groups(svc) + await release_due_lines(svc)
+async def run_due(svc: Services, *, shop_id: str | None = None) -> int:
+    """All due work, of every shop or of one."""
+    return await run_due_groups(svc, shop_id=shop_id) + await release_due_lines(svc, shop_id=shop_id)
 
 
 async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1.0) -> None:
