@@ -56,10 +56,10 @@ async def run_due_groups(svc: Services, *, shop_id: str | None = None, limit: in
     now, done = svc.now(), 0
     shops = [shop_id] if shop_id else await _shops_with_due(svc, SHOPS_WITH_DUE_GROUPS, now)
     while shops and done < limit:
-        for shop_id in list(shops):
-            advanced = await _advance_one_due_group(svc, shop_id, now)
+        for sid in list(shops):
+            advanced = await _advance_one_due_group(svc, sid, now)
             if advanced is None:  # nothing (unlocked) left due in this shop
-                shops.remove(shop_id)
+                shops.remove(sid)
             elif advanced:
                 done += 1
                 if done >= limit:
