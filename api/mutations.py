@@ -262,6 +262,7 @@ class CreateCampaignInput:
     lottery_winners: int = 0
     variants: Optional[list[VariantInput]] = None
     commission_enabled: bool = True
+    idempotency_key: Optional[str] = None
 
 
 @strawberry.type
@@ -619,7 +620,8 @@ class Mutation:
                 lottery_winners=input.lottery_winners,
                 variants=[(v.name, [(t.members, t.unit_price) for t in v.tiers], v.weight)
                           for v in (input.variants or [])],
-                commission_enabled=input.commission_enabled, category=input.category)
+                commission_enabled=input.commission_enabled, category=input.category,
+                idempotency_key=input.idempotency_key)
             return dict(campaign=campaign_type(c, ctx))
         return await run(CampaignPayload, go)
 

@@ -1,7 +1,13 @@
 """Joins per second on one hot group and across many groups, as ratios to PostgreSQL's own
 guarded-UPDATE rate measured on the same server in the same run (../shared/tools/pg-baseline).
 
-    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test .venv/bin/python bench/joins.py [--seconds 5] [--clients 8]
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test .venv/bin/python bench/joins.py \
+        [--seconds 5] [--clients 8] [--groups 1000] [--baseline PATH]
+
+DATABASE_URL names the server (its database is only used to connect): the benchmark creates a
+database of its own there, migrates it, and drops it at the end, so it leaves nothing behind.
+The baseline script is `../shared/tools/pg-baseline` next to the repository, unless `--baseline`
+or SHARECART_PG_BASELINE says where it is.
 
 Not part of the test suite: speed is reported as ratios, never asserted.
 """
@@ -22,15 +28,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sqlalchemy import text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
 from engine.errors import RuleViolation  # noqa: E402
 from service import campaigns, groups, orders, shops  # noqa: E402
 from service.context import Services  # noqa: E402
-from store.database import create_engine, to_libpq  # noqa: E402
+from store.database import create_engine, to_asyncpg, to_libpq  # noqa: E402
 from store.migrate import upgrade  # noqa: E402
 
+DEFAULT_BASELINE = ROOT.parent / "shared" / "tools" / "pg-baseline"
 
-def baseline(url: str, clients: int, seconds: int) -> dict[str, float]:
-    tool = ROOT.parent / "shared" / "tools" / "pg-baseline"
+
+def find_baseline(given: str | None) -> Path:
+    """--baseline, else SHARECART_PG_BASELINE, else ../shared/tools/pg-baseline beside the repository."""
+    path = Path(given or os.environ.get("SHARECART_PG_BASELINE") or DEFAULT_BASELINE).expanduser()
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        sys.exit(f"bench/joins.py: the baseline script {path} is missing or not executable; give its path with "
+                 f"--baseline PATH or SHARECART_PG_BASELINE (it ships as ../shared/tools/pg-baseline)")
+    return path
+
+
+def baseline(tool: Path, url: str, clients: int, seconds: int) -> dict[str, float]:
     out = subprocess.run([str(tool), "--url", to_libpq(url), "--clients", str(clients), "--seconds", str(seconds)],
                          capture_output=True, text=True, check=True).stdout
     rows = [json.loads(line) for line in out.splitlines() if line.strip()]
@@ -59,12 +78,30 @@ async def run_case(svc: Services, shop_id: str, group_ids: list[str], clients: i
 
 
 async def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--groups", type=int, default=1000)
+    ap.add_argument("--groups", type=int, default=1000, help="groups the spread case joins (default 1000)")
+    ap.add_argument("--baseline", help="path of pg-baseline (default: $SHARECART_PG_BASELINE or "
+                                       "../shared/tools/pg-baseline)")
     a = ap.parse_args()
-    url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    tool = find_baseline(a.baseline)
+    server = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    name = f"sharecart_bench_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT", pool_size=1)
+    async with admin.connect() as c:
+        await c.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(to_asyncpg(server)).set(database=name).render_as_string(hide_password=False)
+    try:
+        result = await bench(url, tool, a)
+    finally:
+        async with admin.connect() as c:
+            await c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+    print(json.dumps(result, indent=2))
+
+
+async def bench(url: str, tool: Path, a) -> dict:
     engine = create_engine(url, pool_size=a.clients + 2)
     await upgrade(engine)
     svc = Services(engine=engine)
@@ -87,16 +124,17 @@ async def main() -> None:
     hot_rate = await run_case(svc, shop_id, hot, a.clients, a.seconds)
     many_rate = await run_case(svc, shop_id, many, a.clients, a.seconds)
     await engine.dispose()
-    base = baseline(url, a.clients, a.seconds)
-    print(json.dumps({
+    base = baseline(tool, url, a.clients, a.seconds)
+    return {
         "clients": a.clients,
+        "groups": a.groups,
         "joins_per_s_hot_group": round(hot_rate, 1),
         "joins_per_s_many_groups": round(many_rate, 1),
         "pg_guarded_update_tps_hot": base.get("hot"),
         "pg_guarded_update_tps_spread": base.get("spread"),
         "ratio_hot": round(hot_rate / base["hot"], 4) if base.get("hot") else None,
         "ratio_many": round(many_rate / base["spread"], 4) if base.get("spread") else None,
-    }, indent=2))
+    }
 
 
 if __name__ == "__main__":

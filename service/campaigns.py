@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 
 from engine.errors import ErrorCode, refuse
 from engine.groupbuy import Campaign, Tier, Variant, validate_campaign
 from service.context import Services
+from service.idempotency import once
 from service.ids import new_id
 from service.uow import unit_of_work
 from store import mapping
@@ -39,7 +40,10 @@ async def create_campaign(
     variants: list[tuple[str, list[tuple[int, int]], int]] = (),
     commission_enabled: bool = True,
     category: str = "",
+    idempotency_key: str | None = None,
 ) -> CampaignRow:
+    """Validate and store a campaign. GB-10: a retry with the same idempotency key and the same
+    input returns the first campaign (no second one); with other input it is IDEMPOTENCY_CONFLICT."""
     campaign_id = new_id("cmp_")
     campaign = Campaign(
         id=campaign_id,
@@ -67,35 +71,54 @@ async def create_campaign(
     validate_campaign(campaign)
     if not product_ref:
         raise refuse(ErrorCode.INVALID_INPUT, "product reference is required", field="productRef")
+    request = {
+        "product_ref": product_ref, "title": title, "list_price": list_price, "tiers": [list(t) for t in tiers],
+        "duration_s": duration.total_seconds(), "payment_window_s": payment_window.total_seconds(),
+        "starts_at": starts_at.astimezone(timezone.utc).isoformat(),
+        "ends_at": ends_at.astimezone(timezone.utc).isoformat(), "leader_discount": leader_discount,
+        "leader_commission_bp": leader_commission_bp, "stock": stock, "per_user_limit": per_user_limit,
+        "max_quantity_per_order": max_quantity_per_order, "new_members_only": new_members_only,
+        "fill_at_expiry": fill_at_expiry, "lottery_winners": lottery_winners,
+        "variants": [[n, [list(t) for t in vt], w] for n, vt, w in variants],
+        "commission_enabled": commission_enabled, "category": category,
+    }
+    now = svc.now()
     async with unit_of_work(svc) as s:
-        product = await s.get(Product, (shop_id, product_ref))
-        row = CampaignRow(
-            shop_id=shop_id,
-            campaign_id=campaign_id,
-            product_ref=product_ref,
-            title=title,
-            category=category or (product.category if product else ""),
-            list_price=list_price,
-            tiers=mapping.tiers_to_json(campaign.tiers),
-            variants=mapping.variants_to_json(campaign.variants),
-            leader_discount=leader_discount,
-            leader_commission_bp=leader_commission_bp,
-            duration_s=int(duration.total_seconds()),
-            payment_window_s=int(payment_window.total_seconds()),
-            starts_at=starts_at,
-            ends_at=ends_at,
-            stock=stock,
-            stock_left=stock,
-            per_user_limit=per_user_limit,
-            max_quantity_per_order=max_quantity_per_order,
-            new_members_only=new_members_only,
-            fill_at_expiry=fill_at_expiry,
-            lottery_winners=lottery_winners,
-            lottery_seed=campaign.lottery_seed,
-            commission_enabled=commission_enabled,
-            created_at=svc.now(),
-        )
-        s.add(row)
+        async def run():
+            product = await s.get(Product, (shop_id, product_ref))
+            s.add(CampaignRow(
+                shop_id=shop_id,
+                campaign_id=campaign_id,
+                product_ref=product_ref,
+                title=title,
+                category=category or (product.category if product else ""),
+                list_price=list_price,
+                tiers=mapping.tiers_to_json(campaign.tiers),
+                variants=mapping.variants_to_json(campaign.variants),
+                leader_discount=leader_discount,
+                leader_commission_bp=leader_commission_bp,
+                duration_s=int(duration.total_seconds()),
+                payment_window_s=int(payment_window.total_seconds()),
+                starts_at=starts_at,
+                ends_at=ends_at,
+                stock=stock,
+                stock_left=stock,
+                per_user_limit=per_user_limit,
+                max_quantity_per_order=max_quantity_per_order,
+                new_members_only=new_members_only,
+                fill_at_expiry=fill_at_expiry,
+                lottery_winners=lottery_winners,
+                lottery_seed=campaign.lottery_seed,
+                commission_enabled=commission_enabled,
+                created_at=now,
+            ))
+            await s.flush()
+            return {"campaign_id": campaign_id}
+
+        first = await once(s, shop_id=shop_id, scope="create_campaign", key=idempotency_key, request=request,
+                           now=now, run=run)
+        row = await s.get(CampaignRow, (shop_id, first["campaign_id"]))
+        assert row is not None, "an idempotency key points at the campaign it created"
     return row
 
 

@@ -182,6 +182,6 @@ async def get_distributor(svc: Services, *, shop_id: str, user_id: str) -> Distr
     """The distributor with balances as of now: lines already due are released first (GB-11/CM-6)."""
     from service.worker import release_due_lines
 
-    await release_due_lines(svc, shop_id=shop_id, user_id=user_id)
+    await release_due_lines(svc, shop_id=shop_id, user_ids=[user_id], wait=True)
     async with svc.sessionmaker() as s:
         return await s.get(Distributor, (shop_id, user_id))

@@ -347,7 +347,13 @@ async def catch_up(svc: Services, *, shop_id: str, group_ids) -> None:
     async with svc.sessionmaker() as s:
         due = list((await s.execute(select(GroupRow.group_id).where(
             GroupRow.shop_id == shop_id, GroupRow.group_id.in_(list(group_ids)), GroupRow.due_at <= now))).scalars())
-    for gid in due:
+    await advance_due_groups(svc, shop_id=shop_id, group_ids=due, now=now)
+
+
+async def advance_due_groups(svc: Services, *, shop_id: str, group_ids, now) -> None:
+    """Advance groups a read found due, one transaction each (as the worker does). Waits for a
+    group another transaction holds, then applies whatever is still due on it."""
+    for gid in sorted(set(group_ids)):
         async with unit_of_work(svc) as s:
             await advance_group(s, shop_id=shop_id, group_id=gid, now=now)
 

@@ -9,21 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine.errors import ErrorCode, refuse
 from service import commissions, events
 from service.context import Services
-from service.groups import pay_group_order
+from service.groups import advance_due_groups, pay_group_order
 from service.idempotency import request_hash
 from service.ids import new_id
 from service.ledger import LedgerBatch
 from service.refunds import apply_refund
 from service.shops import ensure_user, load_settings
 from service.uow import unit_of_work
-from store.models import Order, OrderLine, Payment, Product
+from store.models import GroupRow, Order, OrderLine, Payment, Product
 
 
 @dataclass(frozen=True)
@@ -207,12 +207,33 @@ async def complete_order(svc: Services, *, shop_id: str, order_id: str | None = 
         return order
 
 
+async def catch_up_orders(svc: Services, *, shop_id: str, order_ids=None, buyer_id: str | None = None) -> None:
+    """GB-11: a group order's state moves with its group (a reservation released past its payment
+    window, a group failed at expiry). Before orders are read, the due work of their groups is
+    applied. One query finds those groups, starting from the indexed due times; a transaction runs
+    only for a group that is due. Plain orders have no due work."""
+    now = svc.now()
+    q = select(GroupRow.group_id).where(GroupRow.shop_id == shop_id, GroupRow.due_at <= now)
+    if order_ids is not None:
+        q = q.where(GroupRow.group_id.in_(select(Order.group_id).where(
+            Order.shop_id == shop_id, Order.order_id.in_(list(order_ids)), Order.group_id.is_not(None))))
+    if buyer_id is not None:
+        q = q.where(exists().where(Order.shop_id == GroupRow.shop_id, Order.group_id == GroupRow.group_id,
+                                   Order.buyer_id == buyer_id))
+    async with svc.sessionmaker() as s:
+        due = list((await s.execute(q)).scalars())
+    if due:
+        await advance_due_groups(svc, shop_id=shop_id, group_ids=due, now=now)
+
+
 async def get_order(svc: Services, *, shop_id: str, order_id: str) -> Order | None:
+    await catch_up_orders(svc, shop_id=shop_id, order_ids=[order_id])
     async with svc.sessionmaker() as s:
         return await s.get(Order, (shop_id, order_id))
 
 
 async def list_orders(svc: Services, *, shop_id: str, buyer_id: str, limit: int = 1000) -> list[Order]:
+    await catch_up_orders(svc, shop_id=shop_id, buyer_id=buyer_id)
     async with svc.sessionmaker() as s:
         return list((await s.execute(select(Order).where(Order.shop_id == shop_id, Order.buyer_id == buyer_id)
                                      .order_by(Order.created_at.desc(), Order.order_id).limit(limit))).scalars())

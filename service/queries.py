@@ -3,8 +3,10 @@ total) and batch loads by id.
 
 Every function is scoped by `shop_id` (SH-1) and runs a bounded number of statements whatever the
 page size, so a GraphQL page of N items costs the same few queries (the API's DataLoaders batch the
-by-id loads). Reads of groups catch up due work first (GB-11): they never show a past-due state.
-Nothing here writes, except `catch_up`, which applies work that is already due.
+by-id loads). Reads of groups, orders, commission lines and distributors catch up due work first
+(GB-11): they never show a past-due state. Whether anything is due is one query on the indexed due
+times (`groups.due_at`, FROZEN `commission_lines.available_at`); only then does a read write, and
+only the work that is already due.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from engine.levels import Metrics
 from service.commissions import METRICS_SQL
 from service.context import Services
 from service.groups import catch_up
+from service.orders import catch_up_orders
+from service.worker import release_due_lines
 from store import mapping
 from store.models import (
     CampaignRow,
@@ -98,6 +102,9 @@ async def _by_ids(svc: Services, model, key, shop_id: str, ids: Iterable[str]) -
 
 
 async def orders_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, Order]:
+    ids = list(set(ids))
+    if ids:
+        await catch_up_orders(svc, shop_id=shop_id, order_ids=ids)
     return await _by_ids(svc, Order, Order.order_id, shop_id, ids)
 
 
@@ -110,6 +117,9 @@ async def payouts_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> 
 
 
 async def lines_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, CommissionLineRow]:
+    ids = list(set(ids))
+    if ids:
+        await release_due_lines(svc, shop_id=shop_id, line_ids=ids, wait=True)
     return await _by_ids(svc, CommissionLineRow, CommissionLineRow.line_id, shop_id, ids)
 
 
@@ -118,6 +128,10 @@ async def products_by_refs(svc: Services, *, shop_id: str, refs: Iterable[str]) 
 
 
 async def distributors_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, Distributor]:
+    """Balances as of now: FROZEN lines already due are released first (CM-6, GB-11)."""
+    ids = list(set(ids))
+    if ids:
+        await release_due_lines(svc, shop_id=shop_id, user_ids=ids, wait=True)
     return await _by_ids(svc, Distributor, Distributor.user_id, shop_id, ids)
 
 
@@ -176,6 +190,7 @@ async def page_user_group_ids(svc: Services, *, shop_id: str, user_id: str, limi
 
 
 async def page_orders(svc: Services, *, shop_id: str, buyer_id: str, limit: int, offset: int) -> Page:
+    await catch_up_orders(svc, shop_id=shop_id, buyer_id=buyer_id)
     q = select(Order).where(Order.shop_id == shop_id, Order.buyer_id == buyer_id)
     return await _page(svc, q, (Order.created_at.desc(), Order.order_id), limit=limit, offset=offset)
 
@@ -203,7 +218,8 @@ async def page_payouts(svc: Services, *, shop_id: str, state: str | None, user_i
 
 async def page_commission_lines(svc: Services, *, shop_id: str, beneficiary_id: str, limit: int,
                                 offset: int) -> Page:
-    """RP-1: a distributor's commission lines, newest first."""
+    """RP-1: a distributor's commission lines, newest first; lines already due are released first (CM-6)."""
+    await release_due_lines(svc, shop_id=shop_id, user_ids=[beneficiary_id], wait=True)
     q = select(CommissionLineRow).where(CommissionLineRow.shop_id == shop_id,
                                         CommissionLineRow.beneficiary_id == beneficiary_id)
     return await _page(svc, q, (CommissionLineRow.created_at.desc(), CommissionLineRow.line_id), limit=limit,

@@ -14,6 +14,7 @@ from engine.distribution import DistributionSettings, validate_settings
 from engine.errors import ErrorCode, refuse
 from engine.levels import Level, validate_levels
 from service.context import Services
+from service.idempotency import once
 from service.uow import unit_of_work
 from store import mapping
 from store.models import DistributionSettingsRow, LevelRow, Product, Shop, User
@@ -30,28 +31,36 @@ async def create_shop(
     currency: str,
     timezone: str = "UTC",
     settings: DistributionSettings | None = None,
+    idempotency_key: str | None = None,
 ) -> Shop:
+    """SH-1/SH-2: a shop with its distribution settings. An id already taken is refused, except
+    GB-10: a retry with the same idempotency key and the same input returns the shop it created;
+    the same key with other input is IDEMPOTENCY_CONFLICT."""
     if not SHOP_ID.match(shop_id):
         raise refuse(ErrorCode.INVALID_INPUT, "shop id: 2-63 of a-z, 0-9 and -", field="shopId")
     if not CURRENCY.match(currency):
         raise refuse(ErrorCode.INVALID_INPUT, "currency must be an ISO 4217 code", field="currency", rule="SH-2")
     settings = settings or DistributionSettings()
     validate_settings(settings)
+    now = svc.now()
     async with unit_of_work(svc) as s:
-        if await s.get(Shop, shop_id):
-            raise refuse(ErrorCode.INVALID_INPUT, f"shop {shop_id} exists", field="shopId")
-        shop = Shop(
-            shop_id=shop_id,
-            name=name,
-            currency=currency,
-            timezone=timezone,
-            jwt_secret=secrets.token_urlsafe(32),
-            public_key=f"pk_{shop_id}_{secrets.token_hex(8)}",
-            created_at=svc.now(),
-        )
-        s.add(shop)
-        await s.flush()
-        s.add(mapping.settings_row(shop_id, settings))
+        async def run():
+            created = (await s.execute(
+                insert(Shop).values(shop_id=shop_id, name=name, currency=currency, timezone=timezone,
+                                    jwt_secret=secrets.token_urlsafe(32), public_key=public_key_for(shop_id),
+                                    created_at=now)
+                .on_conflict_do_nothing().returning(Shop.shop_id)
+            )).first()
+            if created is None:
+                raise refuse(ErrorCode.INVALID_INPUT, f"shop {shop_id} exists", field="shopId")
+            s.add(mapping.settings_row(shop_id, settings))
+            return {"shop_id": shop_id}
+
+        # the key row is the new shop's (shop_id, scope, key): a retry of the same creation meets it
+        await once(s, shop_id=shop_id, scope="create_shop", key=idempotency_key, now=now, run=run,
+                   request={"name": name, "currency": currency, "timezone": timezone,
+                            "settings": {k: getattr(v, "value", v) for k, v in asdict(settings).items()}})
+        shop = await s.get(Shop, shop_id, populate_existing=True)
     return shop
 
 
@@ -60,9 +69,31 @@ async def get_shop(svc: Services, shop_id: str) -> Shop | None:
         return await s.get(Shop, shop_id)
 
 
+PUBLIC_KEY = re.compile(r"^pk_([a-z0-9][a-z0-9-]{1,62})_[0-9a-f]{16}$")
+
+
+def public_key_for(shop_id: str) -> str:
+    """DS-2: `pk_<shop>_<random>`. The shop id in the key lets the lookup route by `shop_id`
+    (one shard on Citus) instead of searching every shop; the random part is what makes it a key."""
+    key = f"pk_{shop_id}_{secrets.token_hex(8)}"
+    assert shop_of_public_key(key) == shop_id
+    return key
+
+
+def shop_of_public_key(public_key: str) -> str | None:
+    m = PUBLIC_KEY.match(public_key)
+    return m.group(1) if m else None
+
+
 async def shop_by_public_key(svc: Services, public_key: str) -> Shop | None:
+    """The shop a storefront key belongs to, looked up by (shop_id, public_key): a single-shop query.
+    A key not of the `pk_<shop>_<random>` form is unknown — never a search across shops."""
+    shop_id = shop_of_public_key(public_key)
+    if shop_id is None:
+        return None
     async with svc.sessionmaker() as s:
-        return (await s.execute(select(Shop).where(Shop.public_key == public_key))).scalar_one_or_none()
+        return (await s.execute(select(Shop).where(Shop.shop_id == shop_id, Shop.public_key == public_key))
+                ).scalar_one_or_none()
 
 
 async def load_settings(session: AsyncSession, shop_id: str) -> DistributionSettings:

@@ -4,12 +4,17 @@ window, groups past `expires_at`, commission lines past `available_at`.
 Driven by indexed due times (`groups.due_at`, `commission_lines.available_at` where FROZEN), and
 safe with several service processes: each item is claimed with FOR UPDATE SKIP LOCKED inside the
 transaction that applies it, so two workers never apply the same item and never wait on each other.
+Claims are made shop by shop (the shops with due work first, then claims with `shop_id` in the
+WHERE), so on Citus each locking query routes to one shard (docs/sharding.md). One item that fails
+is logged and postponed; it never blocks the items due after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
+from typing import Iterable
 
 from sqlalchemy import select, text
 
@@ -22,53 +27,115 @@ from store.models import CommissionLineRow
 
 log = logging.getLogger("sharecart.worker")
 
-DUE_GROUP = text(
-    "SELECT shop_id, group_id FROM groups WHERE due_at <= :now ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+# Discovery reads every shop but locks nothing (on Citus: one read fanned out to the shards);
+# every claim names its shop, so it routes to the one shard holding it (docs/sharding.md).
+SHOPS_WITH_DUE_GROUPS = text("SELECT DISTINCT shop_id FROM groups WHERE due_at <= :now")
+SHOPS_WITH_DUE_LINES = text(
+    "SELECT DISTINCT shop_id FROM commission_lines WHERE state = 'FROZEN' AND available_at <= :now")
+CLAIM_DUE_GROUP = text(
+    "SELECT group_id FROM groups WHERE shop_id = :shop_id AND due_at <= :now "
+    "ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+)
+# A group whose advance raises is looked at again after this long (by the service clock), so it
+# cannot stand first in the queue on every pass and stall the groups due after it.
+FAILED_GROUP_RETRY = timedelta(minutes=1)
+POSTPONE_GROUP = text(
+    "UPDATE groups SET due_at = :later WHERE shop_id = :shop_id AND group_id = :group_id AND due_at <= :now"
 )
 
 
-async def run_due_groups(svc: Services, *, limit: int = 500) -> int:
+async def _shops_with_due(svc: Services, query, now) -> list[str]:
+    async with svc.sessionmaker() as s:
+        return sorted((await s.execute(query, {"now": now})).scalars())
+
+
+async def run_due_groups(svc: Services, *, shop_id: str | None = None, limit: int = 500) -> int:
+    """GB-11: advance due groups, one transaction each, taking the shops with due work in turn (or
+    only `shop_id`'s). Returns how many were advanced; a group that fails is logged and postponed,
+    never retried in the same pass."""
     now, done = svc.now(), 0
-    while done < limit:
-        async with unit_of_work(svc) as s:
-            r = (await s.execute(DUE_GROUP, {"now": now})).first()
-            if r is None:
-                break
-            await advance_group(s, shop_id=r.shop_id, group_id=r.group_id, now=now)
-            done += 1
+    shops = [shop_id] if shop_id else await _shops_with_due(svc, SHOPS_WITH_DUE_GROUPS, now)
+    while shops and done < limit:
+        for sid in list(shops):
+            advanced = await _advance_one_due_group(svc, sid, now)
+            if advanced is None:  # nothing (unlocked) left due in this shop
+                shops.remove(sid)
+            elif advanced:
+                done += 1
+                if done >= limit:
+                    break
     return done
 
 
-async def release_due_lines(svc: Services, *, shop_id: str | None = None, user_id: str | None = None,
-                            batch: int = 200) -> int:
-    """CM-6: FROZEN lines whose available_at has come become AVAILABLE."""
-    now, done = svc.now(), 0
+async def _advance_one_due_group(svc: Services, shop_id: str, now) -> bool | None:
+    """Claim the shop's most overdue group and advance it. None: none left; False: it failed."""
+    group_id = None
+    try:
+        async with unit_of_work(svc) as s:
+            group_id = (await s.execute(CLAIM_DUE_GROUP, {"shop_id": shop_id, "now": now})).scalar()
+            if group_id is None:
+                return None
+            await advance_group(s, shop_id=shop_id, group_id=group_id, now=now)
+        return True
+    except Exception:
+        if group_id is None:  # the claim itself failed (database gone?): the caller's loop logs it
+            raise
+        log.exception("advancing group %s of shop %s failed; it is due again in %s", group_id, shop_id,
+                      FAILED_GROUP_RETRY)
+        async with unit_of_work(svc) as s:  # the failed transaction rolled back; this one only postpones
+            await s.execute(POSTPONE_GROUP, {"later": now + FAILED_GROUP_RETRY, "shop_id": shop_id,
+                                             "group_id": group_id, "now": now})
+        return False
+
+
+async def release_due_lines(svc: Services, *, shop_id: str | None = None, user_ids: Iterable[str] | None = None,
+                            line_ids: Iterable[str] | None = None, wait: bool = False, batch: int = 200) -> int:
+    """CM-6: FROZEN lines whose available_at has come become AVAILABLE; per shop, `batch` lines a
+    transaction. The worker skips lines another transaction holds (SKIP LOCKED); a read that must
+    not show a past-due state passes `wait=True` and waits for them instead, locking in line_id
+    order like every other writer of lines."""
+    now = svc.now()
+    user_ids = None if user_ids is None else sorted(set(user_ids))
+    line_ids = None if line_ids is None else sorted(set(line_ids))
+    if user_ids == [] or line_ids == []:
+        return 0
+    shops = [shop_id] if shop_id else await _shops_with_due(svc, SHOPS_WITH_DUE_LINES, now)
+    done = 0
+    for sid in shops:
+        done += await _release_in_shop(svc, sid, now, user_ids=user_ids, line_ids=line_ids, wait=wait, batch=batch)
+    return done
+
+
+async def _release_in_shop(svc: Services, shop_id: str, now, *, user_ids, line_ids, wait: bool, batch: int) -> int:
+    done = 0
     while True:
         async with unit_of_work(svc) as s:
-            q = select(CommissionLineRow).where(CommissionLineRow.state == "FROZEN",
+            q = select(CommissionLineRow).where(CommissionLineRow.shop_id == shop_id,
+                                                CommissionLineRow.state == "FROZEN",
                                                 CommissionLineRow.available_at <= now)
-            if shop_id:
-                q = q.where(CommissionLineRow.shop_id == shop_id)
-            if user_id:
-                q = q.where(CommissionLineRow.beneficiary_id == user_id)
-            lines = list((await s.execute(
-                q.order_by(CommissionLineRow.available_at).limit(batch).with_for_update(skip_locked=True)
-            )).scalars())
+            if user_ids is not None:
+                q = q.where(CommissionLineRow.beneficiary_id.in_(user_ids))
+            if line_ids is not None:
+                q = q.where(CommissionLineRow.line_id.in_(line_ids))
+            if wait:
+                q = q.order_by(CommissionLineRow.line_id).with_for_update()
+            else:
+                q = q.order_by(CommissionLineRow.available_at).with_for_update(skip_locked=True)
+            lines = list((await s.execute(q.limit(batch).execution_options(populate_existing=True))).scalars())
             if not lines:
                 return done
-            by_shop: dict[str, LedgerBatch] = {}
+            ledger = LedgerBatch(shop_id, now)
             for line in lines:
-                ledger = by_shop.setdefault(line.shop_id, LedgerBatch(line.shop_id, now))
                 await release_line(s, ledger, line, now)
-            for ledger in by_shop.values():
-                await ledger.flush(s)
+            await ledger.flush(s)
             done += len(lines)
         if len(lines) < batch:
             return done
 
 
-async def run_due(svc: Services) -> int:
-    return await run_due_groups(svc) + await release_due_lines(svc)
+async def run_due(svc: Services, *, shop_id: str | None = None) -> int:
+    """All due work, of every shop or of one."""
+    return await run_due_groups(svc, shop_id=shop_id) + await release_due_lines(svc, shop_id=shop_id)
 
 
 async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1.0) -> None:

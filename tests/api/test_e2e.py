@@ -254,6 +254,19 @@ def test_create_campaign_with_variants_lottery_fill_and_limits(world):
     assert payload_codes(bad) == ["INVALID_INPUT"]
 
 
+def test_create_campaign_retried_with_an_idempotency_key_is_one_campaign_GB10(world):
+    admin, now = world["as"]("boss", "admin"), world["svc"].now()
+    inp = {"productRef": "sku-1", "title": "Tea", "listPrice": 10000, "tiers": [{"members": 2, "unitPrice": 8000}],
+           "durationSeconds": 86400, "paymentWindowSeconds": 900, "startsAt": (now - timedelta(hours=1)).isoformat(),
+           "endsAt": (now + timedelta(days=5)).isoformat(), "idempotencyKey": "camp-1"}
+    first = admin.mutate("createCampaign", inp, CAMPAIGN)
+    again = admin.mutate("createCampaign", inp, CAMPAIGN)  # the client retries the same request
+    assert first["errors"] == again["errors"] == [] and again["campaign"]["id"] == first["campaign"]["id"]
+    assert admin.data("{ campaigns(first: 50) { totalCount } }")["campaigns"]["totalCount"] == 1
+    other = admin.mutate("createCampaign", {**inp, "title": "Another"}, CAMPAIGN)
+    assert payload_codes(other) == ["IDEMPOTENCY_CONFLICT"]
+
+
 def test_pagination_cursors_and_page_cap(world):
     backend, ann = world["as"]("be", "backend"), world["as"]("ann", "customer")
     for i in range(5):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+from contextlib import contextmanager
 from datetime import timedelta
+
+from sqlalchemy import event
 
 from service import campaigns, ledger, orders
 from service.uow import unit_of_work
@@ -57,3 +60,24 @@ async def wait_settled(svc, up_to: int | None = None, timeout: float = 15.0) -> 
             assert time.monotonic() < deadline, "a transaction of the test server stays open"
             await asyncio.sleep(0.05)
             await c.rollback()
+
+
+@contextmanager
+def recorded_statements(svc):
+    """Every SQL statement the service sends while the block runs (query counts, routing checks)."""
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement)
+
+    event.listen(svc.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(svc.engine.sync_engine, "before_cursor_execute", record)
+
+
+async def raw_row(svc, model, *key):
+    """A row as stored, read without any catch-up (the service's reads apply due work first)."""
+    async with svc.sessionmaker() as s:
+        return await s.get(model, key)

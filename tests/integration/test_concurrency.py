@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from sqlalchemy import text
+
 from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, RuleViolation
 from service import distribution, groups, orders, payouts
 from service.uow import unit_of_work
-from store.models import Distributor
+from store.models import CampaignUserUnits, Distributor
 from tests.integration.helpers import assert_ledger_consistent, make_campaign, pay
 
 
@@ -135,3 +137,131 @@ async def test_concurrent_refund_confirmations_with_one_reference_all_get_the_fi
         n = (await s.execute(text("SELECT count(*) FROM events WHERE shop_id = :s AND type = 'refund.confirmed'"),
                              {"s": shop.shop_id})).scalar()
     assert n == 1  # one effect
+
+
+async def _referred_buyers(svc, shop_id: str, *buyers: str) -> None:
+    """d1 earns level-1 commission on these buyers' orders, so a second effect shows as a second line."""
+    await distribution.set_status(svc, shop_id=shop_id, user_id="d1", status=DistributorStatus.ACTIVE,
+                                  actor="t", reason="t")
+    for b in buyers:
+        await distribution.bind_referrer(svc, shop_id=shop_id, user_id=b, referrer_id="d1")
+
+
+async def _count(svc, sql: str, **params) -> int:
+    async with svc.sessionmaker() as s:
+        return (await s.execute(text(sql), params)).scalar_one()
+
+
+async def test_concurrent_duplicate_confirmations_of_a_group_order_have_one_effect_GB10(svc, shop):
+    """GB-10: one group seat's payment confirmed 8 times at once with one provider reference pays it
+    once: one seat paid, one order.paid event, one commission line."""
+    await _referred_buyers(svc, shop.shop_id, "m")
+    c = await make_campaign(svc, shop.shop_id, tiers=[(3, 8000)])
+    leader = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="L")
+    await pay(svc, shop.shop_id, leader)
+    m = await groups.join_group(svc, shop_id=shop.shop_id, group_id=leader.group_id, user_id="m")
+    results = await asyncio.gather(*[
+        _attempt(orders.confirm_payment(svc, shop_id=shop.shop_id, order_id=m.order_id, amount=m.amount,
+                                        provider_ref="same-group-ref"))
+        for _ in range(8)
+    ])
+    assert all(not isinstance(r, RuleViolation) for r in results), results
+    assert sum(1 for r in results if not r["replayed"]) == 1 and all(r["accepted"] for r in results)
+    row, g = await groups.get_group(svc, shop_id=shop.shop_id, group_id=leader.group_id)
+    assert g.paid_seats == 2 == row.paid_seats
+    s = shop.shop_id
+    assert await _count(svc, "SELECT count(*) FROM events WHERE shop_id=:s AND type='order.paid' "
+                             "AND payload->>'order_id'=:o", s=s, o=m.order_id) == 1
+    assert await _count(svc, "SELECT count(*) FROM commission_lines WHERE shop_id=:s AND order_id=:o",
+                        s=s, o=m.order_id) == 1
+    await assert_ledger_consistent(svc, s)
+
+
+async def test_concurrent_payments_of_one_group_seat_with_different_references_pay_it_once_GB10(svc, shop):
+    """The group row lock serializes payments of one seat: of 6 different payments at once, one takes the
+    seat; the others find it paid and take nothing (no second seat, no second commission line)."""
+    await _referred_buyers(svc, shop.shop_id, "m")
+    c = await make_campaign(svc, shop.shop_id, tiers=[(3, 8000)])
+    leader = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="L")
+    await pay(svc, shop.shop_id, leader)
+    m = await groups.join_group(svc, shop_id=shop.shop_id, group_id=leader.group_id, user_id="m")
+    results = await asyncio.gather(*[
+        _attempt(orders.confirm_payment(svc, shop_id=shop.shop_id, order_id=m.order_id, amount=m.amount,
+                                        provider_ref=f"group-ref-{i}"))
+        for i in range(6)
+    ])
+    assert all(not isinstance(r, RuleViolation) for r in results), results
+    assert sum(1 for r in results if r["accepted"]) == 1
+    row, g = await groups.get_group(svc, shop_id=shop.shop_id, group_id=leader.group_id)
+    assert g.paid_seats == 2 == row.paid_seats
+    assert await _count(svc, "SELECT count(*) FROM commission_lines WHERE shop_id=:s AND order_id=:o",
+                        s=shop.shop_id, o=m.order_id) == 1
+    await assert_ledger_consistent(svc, shop.shop_id)
+
+
+async def test_concurrent_payments_of_one_plain_order_with_different_references_pay_it_once_OR2(svc, shop):
+    """The order row lock (pay_plain_order) serializes payments: one pays, the others are INVALID_STATE."""
+    await _referred_buyers(svc, shop.shop_id, "b")
+    o = await orders.report_order(svc, shop_id=shop.shop_id, external_id="x1", buyer_id="b",
+                                  lines=[orders.LineInput("p", 1, 5000)])
+    results = await asyncio.gather(*[
+        _attempt(orders.confirm_payment(svc, shop_id=shop.shop_id, order_id=o.order_id, amount=5000,
+                                        provider_ref=f"plain-ref-{i}"))
+        for i in range(6)
+    ])
+    ok = [r for r in results if not isinstance(r, RuleViolation)]
+    assert len(ok) == 1, results
+    assert {e.code for e in results if isinstance(e, RuleViolation)} == {ErrorCode.INVALID_STATE}
+    assert await _count(svc, "SELECT count(*) FROM commission_lines WHERE shop_id=:s AND order_id=:o",
+                        s=shop.shop_id, o=o.order_id) == 1
+    await assert_ledger_consistent(svc, shop.shop_id)
+
+
+async def test_concurrent_joins_and_opens_across_groups_hold_the_per_user_limit_GB2(svc, shop):
+    """GB-2 per-user limit across the groups of one campaign: a user racing 3 opens and 4 joins into
+    different groups at once, limit 2, holds 2 seats; every refusal is PER_USER_LIMIT. 5 rounds."""
+    c = await make_campaign(svc, shop.shop_id, tiers=[(3, 8000)], per_user_limit=2)
+    others = []
+    for i in range(4 * 5):
+        seat = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id=f"L{i}")
+        await pay(svc, shop.shop_id, seat)
+        others.append(seat.group_id)
+    for round_no in range(5):
+        u = f"racer{round_no}"
+        attempts = [groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id=u)
+                    for _ in range(3)]
+        attempts += [groups.join_group(svc, shop_id=shop.shop_id, group_id=gid, user_id=u)
+                     for gid in others[4 * round_no:4 * round_no + 4]]
+        results = await asyncio.gather(*[_attempt(a) for a in attempts])
+        ok = [r for r in results if not isinstance(r, RuleViolation)]
+        assert len(ok) == 2, results
+        assert {e.code for e in results if isinstance(e, RuleViolation)} == {ErrorCode.PER_USER_LIMIT}
+        async with svc.sessionmaker() as s:
+            held = await s.get(CampaignUserUnits, (shop.shop_id, c.campaign_id, u))
+        assert held.units == 2
+        assert await _count(svc, "SELECT count(*) FROM seats WHERE shop_id=:s AND user_id=:u "
+                                 "AND state IN ('RESERVED','PAID')", s=shop.shop_id, u=u) == 2
+
+
+async def test_concurrent_refunds_of_one_plain_order_never_exceed_what_was_paid_OR2(svc, shop):
+    """OR-2: 8 refunds of 3,000 at once against 10,000 paid: 3 succeed, the rest are REFUND_EXCEEDS_PAID;
+    the order's refunded total equals the refunds recorded; commission reverses once per refund (CM-5)."""
+    await _referred_buyers(svc, shop.shop_id, "b")
+    o = await orders.report_order(svc, shop_id=shop.shop_id, external_id="r1", buyer_id="b",
+                                  lines=[orders.LineInput("p", 1, 10_000)])
+    await pay(svc, shop.shop_id, o.order_id, amount=10_000)
+    results = await asyncio.gather(*[
+        _attempt(orders.refund_order(svc, shop_id=shop.shop_id, order_id=o.order_id, amount=3_000,
+                                     provider_ref=f"refund-{i}"))
+        for i in range(8)
+    ])
+    ok = [r for r in results if not isinstance(r, RuleViolation)]
+    assert len(ok) == 3, results
+    assert {e.code for e in results if isinstance(e, RuleViolation)} == {ErrorCode.REFUND_EXCEEDS_PAID}
+    got = await orders.get_order(svc, shop_id=shop.shop_id, order_id=o.order_id)
+    recorded = await _count(svc, "SELECT COALESCE(sum(amount), 0) FROM refunds WHERE shop_id=:s AND order_id=:o",
+                            s=shop.shop_id, o=o.order_id)
+    assert got.refunded_amount == recorded == 9_000 <= got.paid_amount
+    assert await _count(svc, "SELECT standing FROM commission_lines WHERE shop_id=:s AND order_id=:o",
+                        s=shop.shop_id, o=o.order_id) == 100  # 1,000 − floor(1,000 × 9,000 / 10,000)
+    await assert_ledger_consistent(svc, shop.shop_id)

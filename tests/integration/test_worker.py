@@ -1,0 +1,43 @@
+"""The expiry worker (GB-11) keeps going when one item fails."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from service import groups, worker
+from store.models import GroupRow, Order
+from tests.integration.helpers import make_campaign, raw_row
+
+
+async def test_a_group_that_fails_to_advance_does_not_stall_the_others_GB11(svc, shop, monkeypatch, caplog):
+    c = await make_campaign(svc, shop.shop_id)
+    bad = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="bad")
+    svc.clock.advance(timedelta(minutes=1))  # the others fall due after it: it is claimed first
+    good = [await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id=f"g{i}")
+            for i in range(3)]
+    svc.clock.advance(timedelta(minutes=30))  # every leader's payment window has passed
+    real = worker.advance_group
+
+    async def broken_for_one(session, *, shop_id, group_id, now, **kw):
+        if group_id == bad.group_id:
+            raise RuntimeError("this group cannot be advanced")
+        return await real(session, shop_id=shop_id, group_id=group_id, now=now, **kw)
+
+    monkeypatch.setattr(worker, "advance_group", broken_for_one)
+    with caplog.at_level(logging.ERROR, logger="sharecart.worker"):
+        assert await worker.run_due_groups(svc) >= len(good)
+    for seat in good:  # GB-2 releases applied behind the failing group
+        assert (await raw_row(svc, GroupRow, shop.shop_id, seat.group_id)).state == "CANCELLED"
+        assert (await raw_row(svc, Order, shop.shop_id, seat.order_id)).state == "CANCELLED"
+    stuck = await raw_row(svc, GroupRow, shop.shop_id, bad.group_id)
+    assert stuck.state == "PENDING" and stuck.due_at == svc.now() + worker.FAILED_GROUP_RETRY
+    assert any(bad.group_id in r.getMessage() for r in caplog.records)
+
+    await worker.run_due_groups(svc)  # not retried before its backoff
+    assert len([r for r in caplog.records if bad.group_id in r.getMessage()]) == 1
+    monkeypatch.undo()  # the fault is gone: after the backoff the group is advanced
+    svc.clock.advance(worker.FAILED_GROUP_RETRY)
+    await worker.run_due_groups(svc)
+    assert (await raw_row(svc, GroupRow, shop.shop_id, bad.group_id)).state == "CANCELLED"
+    assert (await raw_row(svc, Order, shop.shop_id, bad.order_id)).state == "CANCELLED"
