@@ -2,6 +2,8 @@
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test .venv/bin/python bench/export_memory.py [--entries 1000000]
 
+DATABASE_URL names the server; the benchmark works in a database of its own there (bench/scratch.py).
+
 Peak memory is the process's max RSS (resource.getrusage), read before and after each export, so a
 flat export shows (almost) no growth over the baseline.
 """
@@ -23,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import text  # noqa: E402
 
+from bench.scratch import scratch_database  # noqa: E402
 from service import exports, settlements, shops  # noqa: E402
 from service.context import Services  # noqa: E402
 from store.database import create_engine  # noqa: E402
-from store.migrate import upgrade  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -38,9 +40,12 @@ async def main() -> None:
     ap.add_argument("--entries", type=int, default=1_000_000)
     ap.add_argument("--per-distributor", type=int, default=10)
     a = ap.parse_args()
-    url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    async with scratch_database("sharecart_bench_export") as url:
+        await run(url, a)
+
+
+async def run(url: str, a) -> None:
     eng = create_engine(url)
-    await upgrade(eng)
     svc = Services(engine=eng)
     shop_id = f"bx-{secrets.token_hex(4)}"
     await shops.create_shop(svc, shop_id=shop_id, name="bench", currency="CNY")

@@ -28,14 +28,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
-
+from bench.scratch import scratch_database  # noqa: E402
 from engine.errors import RuleViolation  # noqa: E402
 from service import campaigns, groups, orders, shops  # noqa: E402
 from service.context import Services  # noqa: E402
-from store.database import create_engine, to_asyncpg, to_libpq  # noqa: E402
-from store.migrate import upgrade  # noqa: E402
+from store.database import create_engine, to_libpq  # noqa: E402
 
 DEFAULT_BASELINE = ROOT.parent / "shared" / "tools" / "pg-baseline"
 
@@ -86,24 +83,13 @@ async def main() -> None:
                                        "../shared/tools/pg-baseline)")
     a = ap.parse_args()
     tool = find_baseline(a.baseline)
-    server = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    name = f"sharecart_bench_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT", pool_size=1)
-    async with admin.connect() as c:
-        await c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(to_asyncpg(server)).set(database=name).render_as_string(hide_password=False)
-    try:
+    async with scratch_database("sharecart_bench") as url:
         result = await bench(url, tool, a)
-    finally:
-        async with admin.connect() as c:
-            await c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
     print(json.dumps(result, indent=2))
 
 
 async def bench(url: str, tool: Path, a) -> dict:
     engine = create_engine(url, pool_size=a.clients + 2)
-    await upgrade(engine)
     svc = Services(engine=engine)
     shop_id = f"bench-{secrets.token_hex(4)}"
     await shops.create_shop(svc, shop_id=shop_id, name="bench", currency="CNY")
