@@ -188,7 +188,7 @@ def event_body(ev: Event) -> bytes:
 CLAIM_SQL = text(
     """
     SELECT d.shop_id, d.endpoint_id, d.event_id FROM webhook_deliveries d
-    WHERE d.state = 'PENDING' AND d.next_attempt_at <= :now
+    WHERE d.shop_id = :shop_id AND d.state = 'PENDING' AND d.next_attempt_at <= :now
       AND d.endpoint_id <> ALL(CAST(:busy AS text[]))
       AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
                       WHERE p.shop_id = d.shop_id AND p.endpoint_id = d.endpoint_id
@@ -198,6 +198,12 @@ CLAIM_SQL = text(
     FOR UPDATE OF d SKIP LOCKED
     """
 )
+
+
+# Claims are made shop by shop (docs/sharding.md): find the shops with due deliveries (a read that locks
+# nothing), then claim inside one shop, so every locking statement routes to one shard on Citus.
+SHOPS_WITH_DUE_DELIVERIES = text(
+    "SELECT DISTINCT shop_id FROM webhook_deliveries WHERE state = 'PENDING' AND next_attempt_at <= :now")
 
 
 async def deliver_due(svc: Services, *, client: httpx.AsyncClient | None = None, concurrency: int = 4,
@@ -212,19 +218,28 @@ async def deliver_due(svc: Services, *, client: httpx.AsyncClient | None = None,
     client = client or httpx.AsyncClient(timeout=timeout_s)
     busy = _Busy(per_endpoint=max(1, concurrency // 2))
     attempted = 0
+    async with svc.sessionmaker() as s:
+        shops = sorted((await s.execute(SHOPS_WITH_DUE_DELIVERIES, {"now": svc.now()})).scalars())
 
-    async def lane() -> None:
+    async def lane(offset: int) -> None:
         nonlocal attempted
-        while stop is None or not stop.is_set():
-            outcome = await _deliver_one(svc, client, busy)
+        idle: set[str] = set()  # shops where this lane found nothing claimable (left to the lane posting there)
+        turn = offset
+        while len(idle) < len(shops) and (stop is None or not stop.is_set()):
+            shop_id = shops[turn % len(shops)]  # shops take turns: one shop's backlog does not starve the others
+            turn += 1
+            if shop_id in idle:
+                continue
+            outcome = await _deliver_one(svc, client, busy, shop_id)
             if outcome is None:
-                return
+                idle.add(shop_id)
+                continue
             attempted += outcome
 
     try:
         async with asyncio.TaskGroup() as lanes:  # one lane failing (the database away) stops the others
-            for _ in range(concurrency):
-                lanes.create_task(lane())
+            for n in range(concurrency):
+                lanes.create_task(lane(n))
         return attempted
     finally:
         if own:
@@ -242,15 +257,15 @@ class _Busy:
         return sorted(e for e, n in self.lanes.items() if n >= self.per_endpoint)
 
 
-async def _deliver_one(svc: Services, client: httpx.AsyncClient, busy: _Busy) -> int | None:
-    """Claim one due delivery and attempt it in its own transaction: None when nothing is due, else the
+async def _deliver_one(svc: Services, client: httpx.AsyncClient, busy: _Busy, shop_id: str) -> int | None:
+    """Claim one due delivery of the shop and attempt it in its own transaction: None when nothing is due, else the
     number of POSTs made (0 or 1)."""
     key = None
     try:
         async with unit_of_work(svc) as s:
             now = svc.now()
             async with busy.claiming:
-                key = (await s.execute(CLAIM_SQL, {"now": now, "busy": busy.full()})).first()
+                key = (await s.execute(CLAIM_SQL, {"shop_id": shop_id, "now": now, "busy": busy.full()})).first()
                 if key is None:
                     return None
                 busy.lanes[key.endpoint_id] += 1

@@ -46,3 +46,31 @@ async def test_worker_locks_only_with_the_shop_in_the_where_GB11(svc, shop):
     spanning = [q for q in sent if re.match(r"\s*(SELECT|UPDATE|DELETE)\b.*\b(FROM|UPDATE) [a-z_]+", q, re.S | re.I)
                 and "shop_id = " not in q]
     assert spanning and all(q.startswith("SELECT DISTINCT shop_id FROM") for q in spanning), spanning
+
+
+async def test_webhook_delivery_locks_only_with_the_shop_in_the_where(svc, shop):
+    """Webhook delivery claims shop by shop too: its locking statements name the shop; the only
+    statement spanning shops is the discovery read of shops with due deliveries."""
+    import httpx
+
+    from service import webhooks
+
+    await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://receiver.invalid/hook")
+    o = await orders.report_order(svc, shop_id=shop.shop_id, external_id="w1", buyer_id="b1",
+                                  lines=[orders.LineInput("p", 1, 1_000)])
+    await pay(svc, shop.shop_id, o.order_id, amount=1_000)
+    posted = []
+
+    def receive(request: httpx.Request) -> httpx.Response:
+        posted.append(request.headers["Sharecart-Event-Type"])
+        return httpx.Response(200)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(receive)) as client:
+        with recorded_statements(svc) as sent:
+            assert await webhooks.deliver_due(svc, client=client) >= 1
+    assert "order.paid" in posted
+    locking = [q for q in sent if "FOR UPDATE" in q.upper()]
+    assert locking and all(re.search(r"\bshop_id = ", q) for q in locking), locking
+    spanning = [q for q in sent if re.match(r"\s*(SELECT|UPDATE|DELETE)\b.*\b(FROM|UPDATE) [a-z_]+", q, re.S | re.I)
+                and "shop_id = " not in q]
+    assert all(q.startswith("SELECT DISTINCT shop_id FROM") for q in spanning), spanning
