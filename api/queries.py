@@ -55,6 +55,7 @@ from api.types import (
     variant_stats,
 )
 from engine.distribution import DistributorStatus
+from engine.errors import ErrorCode, refuse
 from service import distribution as distribution_svc
 from service import queries
 from service import reports as reports_svc
@@ -123,8 +124,14 @@ def _campaign_id(id: str) -> str:
 class Query:
     @strawberry.field(permission_classes=[HasShopKey], description="Refetch any object by its global id "
                       "(null when it is not yours to see).")
-    async def node(self, info: Info, id: relay.GlobalID) -> Optional[relay.Node]:
-        return await id.resolve_node(info, required=False)
+    async def node(self, info: Info, id: strawberry.ID) -> Optional[relay.Node]:
+        try:
+            gid = relay.GlobalID.from_id(id)
+            gid.resolve_type(info)
+        except ValueError:
+            raise refuse(ErrorCode.INVALID_INPUT, "not a global id of this API: use the `id` of an object it "
+                                                  "returned", field="id")
+        return await gid.resolve_node(info, required=False)
 
     # ------------------------------------------------------------ public campaign pages (DS-2)
     @strawberry.field(permission_classes=[HasShopKey], description="A campaign page (public with X-Shop-Key).")

@@ -33,10 +33,11 @@ MinorUnits = NewType("MinorUnits", int)
 
 
 def _parse_minor_units(value: Any) -> int:
+    """Client input: the ValueError's message reaches the client (api.errors), so it says what is wrong."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError("MinorUnits is an integer number of minor units")
+        raise ValueError("MinorUnits is a whole number of minor units (fen, cents), without a fraction or exponent")
     if abs(value) > 2**53:
-        raise ValueError("MinorUnits must be within ±2^53")
+        raise ValueError("MinorUnits must be within ±2^53 (9007199254740992)")
     return value
 
 
