@@ -174,12 +174,16 @@ def test_admin_operations_settings_levels_status_products(world):
     assert gus.mutate("applyAsDistributor", {}, "status")["status"] == "APPLIED"
     d = admin.mutate("approveDistributor", {"userId": "gus"}, "distributor { status grade inviteCode }")
     assert d["distributor"]["status"] == "ACTIVE"
-    me = gus.data("{ me { status grade level { name } levelProgress { nextLevel { name } metCount conditions "
-                  "{ name required actual met } } } }")["me"]
-    assert me["status"] == "ACTIVE" and me["level"] == {"name": "Member"}
+    me = gus.data("{ me { status grade level { name currency } levelProgress { nextLevel { name } metCount conditions "
+                  "{ name requiredCount actualCount requiredAmount actualAmount currency met } } } }")["me"]
+    assert me["status"] == "ACTIVE" and me["level"] == {"name": "Member", "currency": "CNY"}
     progress = me["levelProgress"]
     assert progress["nextLevel"] == {"name": "Silver"}
-    assert {"name": "directReferrals", "required": 2, "actual": 0, "met": False} in progress["conditions"]
+    conditions = {c.pop("name"): c for c in progress["conditions"]}
+    assert conditions["directReferrals"] == {"requiredCount": 2, "actualCount": 0, "requiredAmount": None,
+                                             "actualAmount": None, "currency": "CNY", "met": False}
+    assert conditions["ownSpend"] == {"requiredCount": None, "actualCount": None, "requiredAmount": 0,
+                                      "actualAmount": 0, "currency": "CNY", "met": True}  # money, not a count
     assert payload_codes(admin.mutate("suspendDistributor", {"userId": "gus", "reason": " "},
                                       "distributor { status }")) == ["INVALID_INPUT"]  # DS-1: a reason is required
     sus = admin.mutate("suspendDistributor", {"userId": "gus", "reason": "fraud check"}, "distributor { status }")
@@ -198,8 +202,11 @@ def test_admin_operations_settings_levels_status_products(world):
                        "product { id productRef category level1Amount }")
     assert p["errors"] == [] and p["product"]["category"] == "tea" and p["product"]["level1Amount"] == 200
     assert admin.data("{ product(productRef: \"tea-1\") { category } }")["product"] == {"category": "tea"}
-    assert admin.data("{ levels { grade } distributionSettings { mode } }") == {
-        "levels": [{"grade": 0}, {"grade": 1}], "distributionSettings": {"mode": "APPROVAL"}}
+    assert admin.data("{ levels { totalCount edges { node { grade currency } } } distributionSettings { mode "
+                      "minPayout currency } }") == {
+        "levels": {"totalCount": 2, "edges": [{"node": {"grade": 0, "currency": "CNY"}},
+                                              {"node": {"grade": 1, "currency": "CNY"}}]},
+        "distributionSettings": {"mode": "APPROVAL", "minPayout": 500, "currency": "CNY"}}
 
 
 def test_create_campaign_with_variants_lottery_fill_and_limits(world):
