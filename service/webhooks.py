@@ -96,6 +96,8 @@ async def enable_endpoint(svc: Services, *, shop_id: str, endpoint_id: str) -> N
 async def redeliver(svc: Services, *, shop_id: str, endpoint_id: str, from_seq: int, to_seq: int) -> int:
     """Replay: owe the endpoint every event of the shop with from_seq <= seq <= to_seq again."""
     async with unit_of_work(svc) as s:
+        if await s.get(WebhookEndpoint, (shop_id, endpoint_id)) is None:  # SH-1: only the shop's own endpoints
+            raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
         r = await s.execute(text(
             """
             INSERT INTO webhook_deliveries (shop_id, endpoint_id, event_id, seq, aggregate_id, state, attempts,
