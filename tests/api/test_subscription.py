@@ -45,15 +45,18 @@ async def test_group_progress_pushes_seats_and_forming_over_websocket(server, sv
         assert (await next_data())["state"] == "FORMED"
 
 
-async def test_changes_made_through_another_service_process_reach_subscribers_of_both(server, svc, database_url):
-    """Two service processes on one database: a websocket on each (credentials in connection_init, as a
-    browser sends them); the join and the payments go through the second process's HTTP API. Only
-    PostgreSQL NOTIFY connects them — nothing is shared in memory."""
+async def test_changes_made_through_another_service_process_reach_subscribers_of_both(svc, database_url):
+    """Two `sharecart serve` processes on one database: a websocket on each (credentials in
+    connection_init, as a browser sends them); the join and the payments go through the second process's
+    HTTP API. Only PostgreSQL NOTIFY connects them — nothing is shared in memory. (Both are fresh
+    processes so they share the wall clock; the in-test server's clock may have been advanced.)"""
+    from datetime import datetime, timezone
+
     from api.auth import mint_token
     from tests.api.conftest import Client, ServiceProcess
 
     shop = await create_shop(svc, shop_id=f"ws2-{secrets.token_hex(4)}", name="WS2", currency="CNY")
-    now = server["svc"].now()
+    now = datetime.now(timezone.utc)
     svc.clock.set(now)
     c = await campaigns.create_campaign(svc, shop_id=shop.shop_id, product_ref="p", title="t", list_price=1000,
                                         tiers=[(2, 900)], duration=timedelta(hours=1),
@@ -62,12 +65,13 @@ async def test_changes_made_through_another_service_process_reach_subscribers_of
     lead = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="a")
     await orders.confirm_payment(svc, shop_id=shop.shop_id, order_id=lead.order_id, amount=900, provider_ref="x1")
     gid = global_id("Group", lead.group_id)
+    first = ServiceProcess(database_url, "--no-demo", "--no-worker")
     other = ServiceProcess(database_url, "--no-demo", "--no-worker")
     try:
-        assert other.base != server["base"]
+        assert other.base != first.base
         sub = {"query": "subscription($g: ID!) { groupProgress(groupId: $g) { state seatsHeld seatsPaid } }",
                "variables": {"g": gid}}
-        inits = [(server["base"], {"shopKey": shop.public_key}),
+        inits = [(first.base, {"shopKey": shop.public_key}),
                  (other.base, {"Authorization": f"Bearer {mint_token(shop, 'watcher', ['customer'], 600)}"})]
         sockets = []
         for base, payload in inits:
@@ -100,4 +104,5 @@ async def test_changes_made_through_another_service_process_reach_subscribers_of
             assert json.loads(await asyncio.wait_for(ws.recv(), 20))["type"] == "complete"
             await ws.close()
     finally:
+        first.stop()
         other.stop()
