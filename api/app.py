@@ -42,7 +42,7 @@ const fetcher = GraphiQL.createFetcher({url: '/graphql'});
 ReactDOM.createRoot(document.getElementById('graphiql')).render(
   React.createElement(GraphiQL, {fetcher, defaultEditorToolsVisibility: 'headers',
     defaultHeaders: '{\\n  "Authorization": "Bearer PASTE-A-TOKEN"\\n}',
-    defaultQuery: '# Paste a token (sharecart mint-token) into the headers below.\\n{\\n  me { inviteCode balances { available currency } }\\n}\\n'}));
+    defaultQuery: '# Paste a token printed by `sharecart serve` into the headers below;\\n# docs/walkthrough.md goes from here to a formed group and a paid-out commission.\\n{\\n  me { inviteCode balances { available currency } }\\n}\\n'}));
 // ?smoke=<query>: run one query through GraphiQL's own fetcher and show the result (browser tests)
 const smoke = new URLSearchParams(location.search).get('smoke');
 const first = async (r) => (r && r[Symbol.asyncIterator]) ? (await r[Symbol.asyncIterator]().next()).value : r;

@@ -97,6 +97,7 @@ def seed() -> None:
 
     r = asyncio.run(run())
     typer.echo(f"demo shop {'created' if r['created'] else 'already there'}: {r['shop'].shop_id}")
+    _print_demo(r, "127.0.0.1", 8000)
 
 
 @app.command("close-period")
@@ -168,8 +169,15 @@ def serve(
     port: int = typer.Option(8000),
     demo: bool = typer.Option(True, help="seed the demo shop on first start and print its tokens"),
     worker: bool = typer.Option(True, help="run the expiry worker (GB-11) in this process"),
+    test_clock: bool = typer.Option(False, "--test-clock", help="add the admin mutation advanceClock, which moves "
+                                    "this process's service clock forward (OR-5); for demos and tests, never "
+                                    "in production (same as SHARECART_TEST_CLOCK=1)"),
 ) -> None:
     """Start the API with the expiry worker; migrations applied first."""
+    if test_clock:
+        from api.mutations import TEST_CLOCK_ENV
+
+        os.environ[TEST_CLOCK_ENV] = "1"
     asyncio.run(_serve(host, port, demo, worker))
 
 
@@ -213,24 +221,31 @@ def _token(shop, user: str, roles, ttl: int) -> str:
 
 
 def _print_demo(r: dict, host: str, port: int) -> None:
+    """What docs/walkthrough.md needs, under the names it uses (tests/api/test_walkthrough.py reads this)."""
+    from api.mutations import test_clock_enabled
+    from api.types import global_id
+    from service.demo import DEMO_CALLERS
+
     shop = r["shop"]
     base = f"http://{host}:{port}"
-    typer.echo("")
-    typer.echo(f"GraphiQL:   {base}/graphiql      (API: {base}/graphql)")
-    typer.echo(f"Demo shop:  {shop.shop_id}   public key (X-Shop-Key): {shop.public_key}")
-    typer.echo(f"Campaign:   {r.get('campaign_id')}")
-    typer.echo("Tokens (paste as HTTP header  Authorization: Bearer <token>), valid 7 days:")
-    for label, user, roles in (
-        ("customer  (erin)", "erin", ["customer"]),
-        ("customer  (carol)", "carol", ["customer"]),
-        ("distributor (bob)", "bob", ["customer", "distributor"]),
-        ("admin", "admin", ["admin"]),
-        ("finance", "finance", ["finance"]),
-        ("backend", "backend", ["backend"]),
-    ):
-        typer.echo(f"  {label:20s} {_token(shop, user, roles, 7 * 86400)}")
-    typer.echo(f"More: sharecart mint-token {shop.shop_id} --user NAME --role customer")
-    typer.echo("")
+    gid = lambda kind, raw: global_id(kind, raw) if raw else "(none open: open one with openGroup)"  # noqa: E731
+    echo = typer.echo
+    echo("")
+    echo(f"GraphiQL:   {base}/graphiql      (API: {base}/graphql)")
+    echo("Walkthrough from here to a formed group and a paid-out commission: docs/walkthrough.md")
+    echo(f"Demo shop:  {shop.shop_id} ({shop.currency})   advanceClock: "
+         f"{'on' if test_clock_enabled() else 'off (serve --test-clock)'}")
+    echo("Ids (Relay global ids, as the API returns them):")
+    echo(f"  PAIR_CAMPAIGN_ID    {gid('Campaign', r.get('pair_campaign_id'))}   2-person group, cups")
+    echo(f"  PAIR_GROUP_ID       {gid('Group', r.get('pair_group_id'))}   carol's open group: one paid join forms it")
+    echo(f"  LADDER_CAMPAIGN_ID  {gid('Campaign', r.get('campaign_id'))}   2/3/5-person ladder, tea")
+    echo("Headers to paste into GraphiQL's Headers pane:")
+    echo(f'  public      {{"X-Shop-Key": "{shop.public_key}"}}')
+    echo("Tokens, valid 7 days (header  Authorization: Bearer <token>):")
+    for name, (user, roles) in DEMO_CALLERS.items():
+        echo(f"  {name:10s}  {','.join(roles):22s}  {_token(shop, user, roles, 7 * 86400)}")
+    echo(f"More: sharecart mint-token {shop.shop_id} --user NAME --role customer")
+    echo("")
 
 
 def _run_refusable(fn):

@@ -3,6 +3,10 @@
 - A mutation's rule refusal is a payload error: `errors: [UserError!]!` (never a GraphQL error).
 - An authentication/authorization refusal, or a bad argument of a query, is a GraphQL error whose
   `extensions` carry `code` (and `rule`, `field` where known).
+- A request GraphQL itself refuses before anything runs — a syntax error, an unknown field, a variable
+  or literal of the wrong type (an Int that is a string, MinorUnits of 1e300) — keeps graphql-core's
+  message, which names the field and the expected type, with `code = INVALID_INPUT`; a request over
+  the limits of api.limits has `code = QUERY_TOO_COMPLEX`.
 - Anything else (a bug, the database going away) is masked: message "internal error",
   `extensions.code = INTERNAL`, no stack trace, no SQL.
 """
@@ -55,10 +59,25 @@ class PublicErrors(MaskErrors):
             original = error.original_error
             if isinstance(original, RuleViolation):
                 out.append(public_error(error, original))
-            elif original is None or (error.extensions or {}).get("code"):
-                out.append(error)  # syntax/validation errors, limiter refusals: no Python exception behind them
+            elif (error.extensions or {}).get("code"):
+                out.append(error)  # limiter refusals: deliberate, coded where they are raised
+            elif _refused_request(error):
+                error.extensions = {**(error.extensions or {}), "code": _ErrorCode.INVALID_INPUT.value}
+                out.append(error)
             else:
                 masked = self.anonymise_error(error)
                 masked.extensions = {"code": "INTERNAL"}
                 out.append(masked)
         return out
+
+
+def _refused_request(error: GraphQLError) -> bool:
+    """graphql-core's own refusal of the request (parse, validation, variable/literal coercion): it has
+    no path (nothing was executing), points at the document, and has no exception of ours behind it
+    other than a scalar's ValueError (whose message is written for clients: api.types)."""
+    if error.path is not None:
+        return False
+    original = error.original_error
+    if original is None or isinstance(original, GraphQLError):
+        return True
+    return isinstance(original, ValueError) and bool(error.nodes)

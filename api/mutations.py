@@ -271,6 +271,11 @@ class CampaignPayload:
     errors: list[UserError]
 
 
+@strawberry.input
+class EndCampaignInput:
+    campaign_id: strawberry.ID
+
+
 @strawberry.input(description="Only the fields given change (section 3).")
 class UpdateDistributionSettingsInput:
     mode: Optional[DistributionMode] = None
@@ -588,7 +593,7 @@ class Mutation:
                                                title=input.title, category=input.category,
                                                earns_commission=input.earns_commission,
                                                level1_amount=input.level1_amount, level2_amount=input.level2_amount)
-            return dict(product=product_type(p))
+            return dict(product=product_type(p, ctx))
         return await run(ProductPayload, go)
 
     # ------------------------------------------------------------ distributor
@@ -625,6 +630,18 @@ class Mutation:
             return dict(campaign=campaign_type(c, ctx))
         return await run(CampaignPayload, go)
 
+    @strawberry.mutation(permission_classes=[IsAdmin],
+                         description="Stop a campaign now: no group can be opened any more; open groups keep their "
+                                     "expiry and form or fail then (GB-1). Ending it again changes nothing.")
+    async def end_campaign(self, info: Info, input: EndCampaignInput) -> CampaignPayload:
+        ctx = info.context
+
+        async def go():
+            c = await campaigns_svc.end_campaign(ctx.svc, shop_id=ctx.shop_id,
+                                                 campaign_id=raw_id(input.campaign_id, "Campaign", "campaignId"))
+            return dict(campaign=campaign_type(c, ctx))
+        return await run(CampaignPayload, go)
+
     @strawberry.mutation(permission_classes=[IsAdmin], description="Section 3: change distribution settings.")
     async def update_distribution_settings(self, info: Info,
                                            input: UpdateDistributionSettingsInput) -> DistributionSettingsPayload:
@@ -635,7 +652,7 @@ class Mutation:
             changes = {k: (_DistributionMode(v.value) if k == "mode" else _BindingMode(v.value) if k == "binding"
                            else v) for k, v in changes.items() if v is not None}
             s = await shops_svc.update_settings(ctx.svc, shop_id=ctx.shop_id, **changes)
-            return dict(settings=settings_type(s))
+            return dict(settings=settings_type(s, ctx))
         return await run(DistributionSettingsPayload, go)
 
     @strawberry.mutation(permission_classes=[IsAdmin], description="LV-1: replace the level table.")
@@ -646,7 +663,7 @@ class Mutation:
             levels = [engine_levels.Level(**{f.name: getattr(lv, f.name) for f in dc_fields(engine_levels.Level)})
                       for lv in input.levels]
             saved = await shops_svc.set_levels(ctx.svc, shop_id=ctx.shop_id, levels=levels)
-            return dict(levels=[level_type(lv) for lv in saved])
+            return dict(levels=[level_type(lv, ctx) for lv in saved])
         return await run(SetLevelsPayload, go)
 
     @strawberry.mutation(permission_classes=[IsAdmin], description="DS-1: approve an applicant.")

@@ -31,6 +31,8 @@ from api.types import (
     Downline,
     DownlineLevel,
     DistributionSettings,
+    DistributorStatusEnum,
+    DistributorSummary,
     Group,
     InviteInfo,
     Level,
@@ -45,6 +47,7 @@ from api.types import (
     WebhookEndpoint,
     campaign_type,
     endpoint_type,
+    distributor_summary,
     event_type,
     group_type,
     level_type,
@@ -71,17 +74,26 @@ from api.types import (
 from engine.distribution import DistributorStatus
 from engine.segments import Segment
 from engine.stats import MIN_DECIDED
+from engine.errors import ErrorCode, refuse
 from service import distribution as distribution_svc
+from service import listings
 from service import queries
 from service import reports as reports_svc
 from service import shops as shops_svc
 
-LEVEL_METRICS = (("directReferrals", "min_direct_referrals", "direct_referrals"),
-                 ("teamSize", "min_team_size", "team_size"),
-                 ("ownSpend", "min_own_spend", "own_spend"),
-                 ("ownOrders", "min_own_orders", "own_orders"),
-                 ("directSales", "min_direct_sales", "direct_sales"),
-                 ("teamSales", "min_team_sales", "team_sales"))
+LEVEL_METRICS = (("directReferrals", "min_direct_referrals", "direct_referrals", False),
+                 ("teamSize", "min_team_size", "team_size", False),
+                 ("ownSpend", "min_own_spend", "own_spend", True),
+                 ("ownOrders", "min_own_orders", "own_orders", False),
+                 ("directSales", "min_direct_sales", "direct_sales", True),
+                 ("teamSales", "min_team_sales", "team_sales", True))  # (name, level field, metric, is money)
+
+
+def _condition(name: str, required: int, actual: int, money: bool, currency: str) -> LevelCondition:
+    counts = (None, None) if money else (required, actual)
+    amounts = (required, actual) if money else (None, None)
+    return LevelCondition(name=name, required_count=counts[0], actual_count=counts[1], required_amount=amounts[0],
+                          actual_amount=amounts[1], currency=currency, met=actual >= required)
 
 
 @strawberry.type(description="The calling distributor (RP-1): balances, level, invite code, lines, downline.")
@@ -102,9 +114,9 @@ class DistributorProfile:
         if nxt is None:
             return None
         m = await queries.distributor_metrics(ctx.svc, shop_id=ctx.shop_id, user_id=self.user_id)
-        conds = [LevelCondition(name=name, required=getattr(nxt, req), actual=getattr(m, act),
-                                met=getattr(m, act) >= getattr(nxt, req)) for name, req, act in LEVEL_METRICS]
-        return LevelProgress(next_level=level_type(nxt), conditions=conds, met_count=sum(c.met for c in conds))
+        conds = [_condition(name, getattr(nxt, req), getattr(m, act), money, ctx.currency)
+                 for name, req, act, money in LEVEL_METRICS]
+        return LevelProgress(next_level=level_type(nxt, ctx), conditions=conds, met_count=sum(c.met for c in conds))
 
     @strawberry.field(description="Commission lines, newest first, each with its order (RP-1).")
     async def commission_lines(self, info: Info, first: Optional[int] = None,
@@ -150,8 +162,14 @@ def _campaign_id(id: str) -> str:
 class Query:
     @strawberry.field(permission_classes=[HasShopKey], description="Refetch any object by its global id "
                       "(null when it is not yours to see).")
-    async def node(self, info: Info, id: relay.GlobalID) -> Optional[relay.Node]:
-        return await id.resolve_node(info, required=False)
+    async def node(self, info: Info, id: strawberry.ID) -> Optional[relay.Node]:
+        try:
+            gid = relay.GlobalID.from_id(id)
+            gid.resolve_type(info)
+        except ValueError:
+            raise refuse(ErrorCode.INVALID_INPUT, "not a global id of this API: use the `id` of an object it "
+                                                  "returned", field="id")
+        return await gid.resolve_node(info, required=False)
 
     # ------------------------------------------------------------ public campaign pages (DS-2)
     @strawberry.field(permission_classes=[HasShopKey], description="A campaign page (public with X-Shop-Key).")
@@ -216,10 +234,11 @@ class Query:
         level = next((lv for lv in levels if lv.grade == d.grade), None)
         return DistributorProfile(
             user_id=d.user_id, status=d.status, invite_code=d.invite_code, grade=d.grade,
-            level=level_type(level) if level else None,
+            level=level_type(level, ctx) if level else None,
             balances=Balances(currency=ctx.currency, pending=d.pending, frozen=d.frozen, available=d.available,
                               in_payout=d.in_payout, paid=d.paid, fees=d.fees),
-            downline=Downline(level1=DownlineLevel(**dl["level1"]), level2=DownlineLevel(**dl["level2"])))
+            downline=Downline(level1=DownlineLevel(**dl["level1"], currency=ctx.currency),
+                              level2=DownlineLevel(**dl["level2"], currency=ctx.currency)))
 
     # ------------------------------------------------------------ backend
     @strawberry.field(permission_classes=[IsBackend],
@@ -236,7 +255,15 @@ class Query:
     @strawberry.field(permission_classes=[IsBackendOrAdmin], description="A product's terms (OR-3).")
     async def product(self, info: Info, product_ref: str) -> Optional[Product]:
         p = await info.context.loaders.product.load(product_ref)
-        return product_type(p) if p else None
+        return product_type(p, info.context) if p else None
+
+    @strawberry.field(permission_classes=[IsBackendOrAdmin],
+                      description="The shop's products with their category and commission terms (OR-3), by reference.")
+    async def products(self, info: Info, first: Optional[int] = None,
+                       after: Optional[str] = None) -> Connection[Product]:
+        ctx = info.context
+        return await paginate(lambda **p: listings.page_products(ctx.svc, shop_id=ctx.shop_id, **p), first, after,
+                              lambda x: product_type(x, ctx))
 
     # ------------------------------------------------------------ finance
     @strawberry.field(permission_classes=[IsFinance], description="Payouts waiting for a decision (LG-2).")
@@ -250,13 +277,9 @@ class Query:
     @strawberry.field(permission_classes=[IsAdminOrFinance], description="Settlement batches (LG-3), oldest first.")
     async def settlements(self, info: Info, first: Optional[int] = None,
                           after: Optional[str] = None) -> Connection[Settlement]:
-        from service.settlements import list_settlements
-
         ctx = info.context
-        found = await list_settlements(ctx.svc, shop_id=ctx.shop_id)
-        from api.types import paginate_list
-
-        return paginate_list(found, first, after, settlement_type)
+        return await paginate(lambda **p: listings.page_settlements(ctx.svc, shop_id=ctx.shop_id, **p), first, after,
+                              settlement_type)
 
     # ------------------------------------------------------------ admin
     @strawberry.field(permission_classes=[IsAdmin], description="RP-2 per campaign and A/B variant.")
@@ -265,8 +288,8 @@ class Query:
         st = await reports_svc.campaign_stats(ctx.svc, shop_id=ctx.shop_id,
                                               campaign_id=raw_id(campaign_id, "Campaign", "campaignId"))
         comparisons = [variant_comparison(c) for c in st.comparisons]
-        return CampaignStats(currency=ctx.currency, total=variant_stats(st.total),
-                             variants=[variant_stats(v) for v in st.variants], comparisons=comparisons,
+        return CampaignStats(currency=ctx.currency, total=variant_stats(st.total, ctx.currency),
+                             variants=[variant_stats(v, ctx.currency) for v in st.variants], comparisons=comparisons,
                              min_decided_per_variant=MIN_DECIDED, has_winner=any(c.has_winner for c in comparisons))
 
     @strawberry.field(permission_classes=[IsAdmin],
@@ -291,11 +314,25 @@ class Query:
 
     @strawberry.field(permission_classes=[IsAdmin], description="The shop's distribution settings (section 3).")
     async def distribution_settings(self, info: Info) -> DistributionSettings:
-        return settings_type(await shops_svc.get_settings(info.context.svc, info.context.shop_id))
+        return settings_type(await shops_svc.get_settings(info.context.svc, info.context.shop_id), info.context)
 
-    @strawberry.field(permission_classes=[IsAdmin], description="The shop's distributor levels (LV-1).")
-    async def levels(self, info: Info) -> list[Level]:
-        return [level_type(lv) for lv in await shops_svc.get_levels(info.context.svc, info.context.shop_id)]
+    @strawberry.field(permission_classes=[IsAdmin], description="The shop's distributor levels by grade (LV-1).")
+    async def levels(self, info: Info, first: Optional[int] = None,
+                     after: Optional[str] = None) -> Connection[Level]:
+        ctx = info.context
+        return await paginate(lambda **p: listings.page_levels(ctx.svc, shop_id=ctx.shop_id, **p), first, after,
+                              lambda lv: level_type(lv, ctx))
+
+    @strawberry.field(permission_classes=[IsAdmin],
+                      description="Distributors and applicants by user id, optionally only some statuses (DS-1): "
+                                  "`statuses: [APPLIED]` lists the applications waiting for approveDistributor.")
+    async def distributors(self, info: Info, statuses: Optional[list[DistributorStatusEnum]] = None,
+                           first: Optional[int] = None, after: Optional[str] = None) -> Connection[DistributorSummary]:
+        ctx = info.context
+        wanted = [st.value for st in statuses] if statuses else None
+        return await paginate(lambda **p: listings.page_distributors(ctx.svc, shop_id=ctx.shop_id, statuses=wanted,
+                                                                     **p), first, after,
+                              lambda d: distributor_summary(d, ctx))
 
     @strawberry.field(permission_classes=[IsAdmin],
                       description="Replay by pull: the shop's events, oldest first, paged with `after: endCursor` "

@@ -1,6 +1,6 @@
 """The GraphQL schema (code-first strawberry), assembled from api.queries, api.mutations and
 api.subscriptions. Conventions (ids, money, connections, errors) are described in api.types and
-api.errors; who may call what in api.permissions.
+api.errors; who may call what in api.permissions; how much one request may ask for in api.limits.
 
 `schema` is the production schema, exported to /schema.graphql
 (`strawberry export-schema api.schema:schema`, compared by tests/api/test_schema_file.py).
@@ -10,18 +10,15 @@ With SHARECART_TEST_CLOCK=1 the app serves `make_schema(test_clock=True)`, which
 from __future__ import annotations
 
 import strawberry
-from strawberry.extensions import MaxTokensLimiter, ParserCache, QueryDepthLimiter, ValidationCache
+from strawberry.extensions import ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
 from api.errors import PublicErrors
+from api.limits import CachedParse, CostLimit, TokenLimit, depth_limiter
 from api.mutations import Mutation, MutationWithTestClock
 from api.queries import Query
 from api.subscriptions import Subscription
 from api.types import MAX_PAGE, MINOR_UNITS, MinorUnits
-
-MAX_DEPTH = 10
-MAX_TOKENS = 4000
-
 
 def make_schema(*, test_clock: bool = False) -> strawberry.Schema:
     return strawberry.Schema(
@@ -30,9 +27,10 @@ def make_schema(*, test_clock: bool = False) -> strawberry.Schema:
         subscription=Subscription,
         config=StrawberryConfig(scalar_map={MinorUnits: MINOR_UNITS}, relay_max_results=MAX_PAGE),
         extensions=[
-            lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
-            lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-            lambda: ParserCache(maxsize=512),
+            depth_limiter,
+            TokenLimit,
+            CostLimit,
+            lambda: CachedParse(maxsize=512),
             lambda: ValidationCache(maxsize=512),
             PublicErrors,
         ],

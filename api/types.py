@@ -31,8 +31,8 @@ from strawberry import relay
 from strawberry.relay.types import NodeType
 from strawberry.types import Info
 
-from api.permissions import IsAuthenticated
 from engine import groupbuy as gb
+from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, refuse
 from engine.segments import Segment
 from service.reports import Granularity
@@ -41,10 +41,11 @@ MinorUnits = NewType("MinorUnits", int)
 
 
 def _parse_minor_units(value: Any) -> int:
+    """Client input: the ValueError's message reaches the client (api.errors), so it says what is wrong."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError("MinorUnits is an integer number of minor units")
+        raise ValueError("MinorUnits is a whole number of minor units (fen, cents), without a fraction or exponent")
     if abs(value) > 2**53:
-        raise ValueError("MinorUnits must be within ±2^53")
+        raise ValueError("MinorUnits must be within ±2^53 (9007199254740992)")
     return value
 
 
@@ -117,10 +118,6 @@ async def paginate(fetch: Callable[..., Awaitable[tuple[list, int]]], first: Opt
     return make_connection([convert(r) for r in rows], total, offset)
 
 
-def paginate_list(items: list, first: Optional[int], after: Optional[str], convert) -> Connection:
-    limit, offset = page_args(first, after)
-    return make_connection([convert(x) for x in items[offset:offset + limit]], len(items), offset)
-
 
 @dataclass(frozen=True)
 class Keyset:
@@ -192,6 +189,7 @@ async def _resolve(info: Info, loader: str, node_ids: Iterable[str], convert, vi
 class Tier:
     members: int
     unit_price: MinorUnits
+    currency: str
 
 
 @strawberry.type
@@ -207,6 +205,7 @@ class Seat:
     state: str
     quantity: int
     unit_price: MinorUnits
+    currency: str
     reserved_at: datetime
     pay_by: datetime
     paid_at: Optional[datetime]
@@ -219,6 +218,7 @@ class Group(relay.Node):
     campaign_id: strawberry.ID
     state: str = strawberry.field(description="PENDING, OPEN, FORMED, FAILED or CANCELLED")
     variant: Optional[str]
+    currency: str = strawberry.field(description="The shop currency of every amount in this group (tiers, seats)")
     capacity: int
     min_size: int
     seats_held: int = strawberry.field(description="Reserved plus paid seats (GB-2)")
@@ -234,10 +234,11 @@ class Group(relay.Node):
     formed_at: Optional[datetime]
     my_seat: Optional[Seat] = strawberry.field(description="The caller's latest seat in this group, if any")
     _leader: strawberry.Private[str]
+    _leader_visible: strawberry.Private[bool]
 
-    @strawberry.field(permission_classes=[IsAuthenticated], description="Not shown to public-key callers (DS-2)")
-    def leader_user_id(self) -> str:
-        return self._leader
+    @strawberry.field(description="The leader's user id; null for public-key callers (DS-2: no personal data).")
+    def leader_user_id(self) -> Optional[str]:
+        return self._leader if self._leader_visible else None
 
     @strawberry.field
     async def campaign(self, info: Info) -> Optional["Campaign"]:
@@ -251,13 +252,13 @@ class Group(relay.Node):
         return await _resolve(info, "group", node_ids, group_type, lambda ctx, g: True)
 
 
-def _tier(t) -> Tier:
-    return Tier(members=t.members, unit_price=t.unit_price)
+def _tier(t, currency: str) -> Tier:
+    return Tier(members=t.members, unit_price=t.unit_price, currency=currency)
 
 
-def _seat(s: gb.Seat) -> Seat:
+def _seat(s: gb.Seat, currency: str) -> Seat:
     return Seat(role=s.role.value, state=s.state.value, quantity=s.quantity, unit_price=s.unit_price,
-                reserved_at=s.reserved_at, pay_by=s.pay_by, paid_at=s.paid_at,
+                currency=currency, reserved_at=s.reserved_at, pay_by=s.pay_by, paid_at=s.paid_at,
                 order_id=strawberry.ID(global_id("Order", s.order_id)))
 
 
@@ -273,13 +274,15 @@ def group_type(g: gb.Group, ctx) -> Group:
     mine = None
     if ctx.principal is not None:
         own = [s for s in g.seats if s.user_id == ctx.principal.user_id]
-        mine = _seat(own[-1]) if own else None
+        mine = _seat(own[-1], ctx.currency) if own else None
+    cur = ctx.currency
     return Group(id=g.id, campaign_id=strawberry.ID(global_id("Campaign", g.campaign_id)), state=state,
-                 variant=g.variant, capacity=g.capacity, min_size=g.min_size, seats_held=g.held_seats,
-                 seats_paid=g.paid_seats, seats_left=g.seats_left, tier_reached=_tier(reached) if reached else None,
-                 next_tier=_tier(nxt) if nxt else None, tiers=[_tier(t) for t in g.tiers], opened_at=g.opened_at,
-                 expires_at=g.expires_at, seconds_left=max(left, 0) if left is not None else None,
-                 formed_at=g.formed_at, my_seat=mine, _leader=g.leader_user_id, _campaign=g.campaign_id)
+                 variant=g.variant, currency=cur, capacity=g.capacity, min_size=g.min_size, seats_held=g.held_seats,
+                 seats_paid=g.paid_seats, seats_left=g.seats_left,
+                 tier_reached=_tier(reached, cur) if reached else None, next_tier=_tier(nxt, cur) if nxt else None,
+                 tiers=[_tier(t, cur) for t in g.tiers], opened_at=g.opened_at, expires_at=g.expires_at,
+                 seconds_left=max(left, 0) if left is not None else None, formed_at=g.formed_at, my_seat=mine,
+                 _leader=g.leader_user_id, _leader_visible=ctx.principal is not None, _campaign=g.campaign_id)
 
 
 @strawberry.type(description="A group-buy campaign: one product at group prices for a time window.")
@@ -330,14 +333,14 @@ def campaign_type(c, ctx) -> Campaign:
     now = ctx.svc.now()
     return Campaign(
         id=c.campaign_id, title=c.title, product_ref=c.product_ref, currency=ctx.currency, list_price=c.list_price,
-        tiers=[_tier(t) for t in mapping.tiers_from_json(c.tiers)], leader_discount=c.leader_discount,
+        tiers=[_tier(t, ctx.currency) for t in mapping.tiers_from_json(c.tiers)], leader_discount=c.leader_discount,
         leader_commission_bp=c.leader_commission_bp, duration_seconds=c.duration_s,
         payment_window_seconds=c.payment_window_s, starts_at=c.starts_at, ends_at=c.ends_at,
         active=c.starts_at <= now < c.ends_at, stock=c.stock, stock_left=c.stock_left,
         per_user_limit=c.per_user_limit, max_quantity_per_order=c.max_quantity_per_order,
         new_members_only=c.new_members_only, fill_at_expiry=c.fill_at_expiry, lottery_winners=c.lottery_winners,
         commission_enabled=c.commission_enabled,
-        variants=[VariantInfo(name=v.name, tiers=[_tier(t) for t in v.tiers], weight=v.weight)
+        variants=[VariantInfo(name=v.name, tiers=[_tier(t, ctx.currency) for t in v.tiers], weight=v.weight)
                   for v in mapping.variants_from_json(c.variants or [])])
 
 
@@ -428,18 +431,20 @@ class Product(relay.Node):
     title: str
     category: str
     earns_commission: bool
-    level1_amount: Optional[MinorUnits]
+    level1_amount: Optional[MinorUnits] = strawberry.field(description="CM-3: fixed per unit, replaces the rate")
     level2_amount: Optional[MinorUnits]
+    currency: str
 
     @classmethod
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
-        return await _resolve(info, "product", node_ids, lambda p, ctx: product_type(p),
+        return await _resolve(info, "product", node_ids, product_type,
                               lambda ctx, p: _visible_to_staff(ctx, "backend", "admin"))
 
 
-def product_type(p) -> Product:
-    return Product(id=p.product_ref, product_ref=p.product_ref, title=p.title, category=p.category, earns_commission=p.earns_commission,
-                   level1_amount=p.level1_amount, level2_amount=p.level2_amount)
+def product_type(p, ctx) -> Product:
+    return Product(id=p.product_ref, product_ref=p.product_ref, title=p.title, category=p.category,
+                   earns_commission=p.earns_commission, level1_amount=p.level1_amount,
+                   level2_amount=p.level2_amount, currency=ctx.currency)
 
 
 # ---------------------------------------------------------------- distribution
@@ -519,6 +524,7 @@ class Balances:
 class DownlineLevel:
     count: int
     sales: MinorUnits = strawberry.field(description="Net paid spend of these users")
+    currency: str
 
 
 @strawberry.type
@@ -527,12 +533,14 @@ class Downline:
     level2: DownlineLevel
 
 
-@strawberry.type(description="A distributor level (LV-1).")
-class Level:
+@strawberry.type(description="A distributor level (LV-1): its rates, upgrade bonus and upgrade conditions.")
+class Level(relay.Node):
+    id: relay.NodeID[str]
     grade: int
     name: str
     level1_bp: int
     level2_bp: int
+    currency: str
     upgrade_bonus: MinorUnits
     min_direct_referrals: int
     min_team_size: int
@@ -541,19 +549,35 @@ class Level:
     min_direct_sales: MinorUnits
     min_team_sales: MinorUnits
 
+    @classmethod
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+        from service.shops import get_levels
 
-def level_type(lv) -> Level:
-    return Level(grade=lv.grade, name=lv.name, level1_bp=lv.level1_bp, level2_bp=lv.level2_bp,
-                 upgrade_bonus=lv.upgrade_bonus, min_direct_referrals=lv.min_direct_referrals,
+        ctx = info.context
+        if not _visible_to_staff(ctx, "admin", "distributor"):
+            return [None for _ in node_ids]
+        levels = {str(lv.grade): lv for lv in await get_levels(ctx.svc, ctx.shop_id)}
+        return [level_type(levels[i], ctx) if i in levels else None for i in node_ids]
+
+
+def level_type(lv, ctx) -> Level:
+    return Level(id=str(lv.grade), grade=lv.grade, name=lv.name, level1_bp=lv.level1_bp, level2_bp=lv.level2_bp,
+                 currency=ctx.currency, upgrade_bonus=lv.upgrade_bonus, min_direct_referrals=lv.min_direct_referrals,
                  min_team_size=lv.min_team_size, min_own_spend=lv.min_own_spend, min_own_orders=lv.min_own_orders,
                  min_direct_sales=lv.min_direct_sales, min_team_sales=lv.min_team_sales)
 
 
-@strawberry.type(description="One upgrade condition of the next level: required vs. where you stand (LV-1).")
+@strawberry.type(description="One upgrade condition of the next level: required vs. where you stand (LV-1). A "
+                             "count condition fills `requiredCount`/`actualCount`, an amount condition "
+                             "`requiredAmount`/`actualAmount` (in `currency`); the other pair is null.")
 class LevelCondition:
-    name: str = strawberry.field(description="directReferrals, teamSize, ownSpend, ownOrders, directSales, teamSales")
-    required: MinorUnits
-    actual: MinorUnits
+    name: str = strawberry.field(description="directReferrals, teamSize, ownOrders (counts); ownSpend, directSales, "
+                                             "teamSales (amounts)")
+    required_count: Optional[int]
+    actual_count: Optional[int]
+    required_amount: Optional[MinorUnits]
+    actual_amount: Optional[MinorUnits]
+    currency: str
     met: bool
 
 
@@ -564,16 +588,32 @@ class LevelProgress:
     met_count: int
 
 
-@strawberry.type(description="A distributor's status and level, for admins (DS-1, LV-3).")
-class DistributorSummary:
+DistributorStatusEnum = strawberry.enum(DistributorStatus, name="DistributorStatus",
+                                        description="DS-1: APPLIED waits for an admin's approval (APPROVAL mode).")
+
+
+@strawberry.type(name="Distributor", description="A distributor or applicant, for admins (DS-1, LV-3).")
+class DistributorSummary(relay.Node):
+    id: relay.NodeID[str]
     user_id: str
-    status: str = strawberry.field(description="NONE, APPLIED, ACTIVE or SUSPENDED (DS-1)")
+    status: DistributorStatusEnum
     grade: int
     invite_code: str
+    applied_at: Optional[datetime]
+    approved_at: Optional[datetime]
+    approved_by: Optional[str]
+    status_reason: Optional[str] = strawberry.field(description="Why it was last suspended or reinstated (DS-1)")
+
+    @classmethod
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+        return await _resolve(info, "distributor", node_ids, distributor_summary,
+                              lambda ctx, d: _visible_to_staff(ctx, "admin"))
 
 
-def distributor_summary(d) -> DistributorSummary:
-    return DistributorSummary(user_id=d.user_id, status=d.status, grade=d.grade, invite_code=d.invite_code)
+def distributor_summary(d, ctx=None) -> DistributorSummary:
+    return DistributorSummary(id=d.user_id, user_id=d.user_id, status=DistributorStatus(d.status), grade=d.grade,
+                              invite_code=d.invite_code, applied_at=d.applied_at, approved_at=d.approved_at,
+                              approved_by=d.approved_by, status_reason=d.status_reason)
 
 
 @strawberry.type(description="Distribution settings of the shop (section 3).")
@@ -587,17 +627,18 @@ class DistributionSettings:
     self_purchase: bool
     freeze_days: int
     max_total_bp: int
+    currency: str
     min_payout: MinorUnits
     payout_fee_bp: int
     spend_threshold: MinorUnits
 
 
-def settings_type(s) -> DistributionSettings:
+def settings_type(s, ctx) -> DistributionSettings:
     return DistributionSettings(mode=s.mode.value, binding=s.binding.value, binding_days=s.binding_days,
                                 bind_new_users_only=s.bind_new_users_only, level1_bp=s.level1_bp,
                                 level2_bp=s.level2_bp, self_purchase=s.self_purchase, freeze_days=s.freeze_days,
-                                max_total_bp=s.max_total_bp, min_payout=s.min_payout, payout_fee_bp=s.payout_fee_bp,
-                                spend_threshold=s.spend_threshold)
+                                max_total_bp=s.max_total_bp, currency=ctx.currency, min_payout=s.min_payout,
+                                payout_fee_bp=s.payout_fee_bp, spend_threshold=s.spend_threshold)
 
 
 @strawberry.type(description="DS-2: what a storefront may learn from an invite code — no personal data.")
@@ -617,6 +658,7 @@ class VariantStats:
     mean_seconds_to_form: int
     units: int
     net_sales: MinorUnits
+    currency: str
 
 
 @strawberry.type(description="RP-2: one A/B variant against the control (the campaign's first variant): the "
@@ -652,10 +694,10 @@ class CampaignStats:
     has_winner: bool = strawberry.field(description="Some comparison has a winner")
 
 
-def variant_stats(x) -> VariantStats:
+def variant_stats(x, currency: str) -> VariantStats:
     return VariantStats(variant=x.variant, opened=x.opened, formed=x.formed, failed=x.failed,
                         formation_rate_bp=x.formation_rate_bp, mean_seconds_to_form=x.mean_seconds_to_form,
-                        units=x.units, net_sales=x.net_sales)
+                        units=x.units, net_sales=x.net_sales, currency=currency)
 
 
 UserSegment = strawberry.enum(Segment, name="UserSegment",

@@ -131,3 +131,19 @@ async def list_campaigns(svc: Services, *, shop_id: str) -> list[CampaignRow]:
     async with svc.sessionmaker() as s:
         q = select(CampaignRow).where(CampaignRow.shop_id == shop_id).order_by(CampaignRow.created_at, CampaignRow.campaign_id)
         return list((await s.execute(q)).scalars())
+
+
+async def end_campaign(svc: Services, *, shop_id: str, campaign_id: str) -> CampaignRow:
+    """Stop a campaign now: `ends_at` becomes now (never before `starts_at`), so no group can be opened any
+    more (section 2). Groups already open keep the expiry they were given (GB-1) and form or fail then;
+    a leader who pays after this gets an expiry capped at the new `ends_at`. Ending an ended campaign
+    changes nothing (GB-10); the row is locked, so two admins ending it at once end it once."""
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        row = await s.get(CampaignRow, (shop_id, campaign_id), with_for_update=True)
+        if row is None:
+            raise refuse(ErrorCode.NOT_FOUND, "no such campaign", field="campaignId")
+        if row.ends_at > now:
+            row.ends_at = max(now, row.starts_at)
+        assert row.ends_at <= max(now, row.starts_at), "an ended campaign opens no group after now"
+    return row

@@ -22,10 +22,7 @@ def server(database_url):
     from service.context import Services
     from store.database import create_engine
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = _free_port()
     holder: dict = {}
 
     def serve():
@@ -104,3 +101,64 @@ async def world(server, svc):
 
     return {"shop": shop, "other": other, "as": as_, "base": base, "svc": server["svc"],
             "public": Client(base, shop_key=shop.public_key)}
+
+
+# ---------------------------------------------------------------- `sharecart serve` as a separate process
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class ServiceProcess:
+    """`python -m api.cli serve …` (the `sharecart serve` command) on a free port against the test
+    database: a second service process, with its own clock, engine and LISTEN connection."""
+
+    def __init__(self, database_url: str, *args: str) -> None:
+        import subprocess
+        import sys
+
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if k != "SHARECART_TEST_CLOCK"}
+        env.update(DATABASE_URL=database_url, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), *args],
+                                     cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("sharecart serve exited:\n" + self.output)
+            try:
+                if httpx.get(f"{self.base}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("sharecart serve did not start:\n" + self.output)
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _free_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
