@@ -489,3 +489,63 @@ async def test_enabling_an_endpoint_never_waits_for_a_post_in_flight(svc, shop):
         assert row.enabled
     finally:
         hang.close()
+
+
+async def test_register_webhook_is_idempotent_by_key_GB10(svc, shop):
+    """A retried registration (the answer was lost) must not create a second endpoint: every event would then be
+    delivered twice, under a secret nobody kept. Concurrent retries too (the key row serialises them)."""
+    from engine.errors import ErrorCode
+
+    first = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/a",
+                                             event_types=["order.paid"], idempotency_key="reg-1")
+    again, racing = await asyncio.gather(
+        *[webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/a", event_types=["order.paid"],
+                                     idempotency_key="reg-1") for _ in range(2)])
+    assert again.endpoint_id == racing.endpoint_id == first.endpoint_id and again.secret == first.secret
+    assert len(await webhooks.list_endpoints(svc, shop_id=shop.shop_id)) == 1
+    with pytest.raises(RuleViolation) as e:
+        await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/b",
+                                         idempotency_key="reg-1")
+    assert e.value.code == ErrorCode.IDEMPOTENCY_CONFLICT
+    other = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/a",
+                                             event_types=["order.paid"], idempotency_key="reg-2")
+    assert other.endpoint_id != first.endpoint_id  # another key: another registration
+    assert len(await webhooks.list_endpoints(svc, shop_id=shop.shop_id)) == 2
+
+
+async def test_rotate_webhook_secret_is_idempotent_by_key_and_keeps_the_overlap_GB10(svc, shop):
+    """A retried rotation must not rotate again: the secret receivers verify with (the one before the first
+    rotation) would lose its overlap at once, and the secret the first answer carried would be dropped."""
+    from engine.errors import ErrorCode
+
+    r = Receiver(fail_first=0)
+    try:
+        ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=r.url)
+        original = ep.secret
+        rotated = await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id,
+                                               idempotency_key="rot-1")
+        svc.clock.advance(timedelta(minutes=5))
+        retried = await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id,
+                                               idempotency_key="rot-1")
+        assert retried.secret == rotated.secret != original
+        assert retried.previous_secret == original  # not the rotated one: no second rotation
+        assert retried.previous_secret_until == rotated.previous_secret_until  # the overlap is not moved
+        with pytest.raises(RuleViolation) as e:
+            await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id,
+                                         overlap=timedelta(hours=1), idempotency_key="rot-1")
+        assert e.value.code == ErrorCode.IDEMPOTENCY_CONFLICT
+        with pytest.raises(RuleViolation) as e:  # a refused first call keeps no key: a corrected retry may run
+            await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id="wh_nope", idempotency_key="rot-2")
+        assert e.value.code == ErrorCode.NOT_FOUND
+        [row] = await webhooks.list_endpoints(svc, shop_id=shop.shop_id)
+        assert (row.secret, row.previous_secret) == (rotated.secret, original)
+
+        await _emit_many(svc, shop.shop_id, 1)
+        await webhooks.deliver_due(svc)
+        [(_, sig, body)] = r.accepted
+        assert webhooks.verify(sig, body, original) and webhooks.verify(sig, body, rotated.secret)
+        again = await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id,
+                                             idempotency_key="rot-2")
+        assert again.secret != rotated.secret and again.previous_secret == rotated.secret  # a new key rotates
+    finally:
+        r.close()
