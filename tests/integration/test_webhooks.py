@@ -549,3 +549,43 @@ async def test_rotate_webhook_secret_is_idempotent_by_key_and_keeps_the_overlap_
         assert again.secret != rotated.secret and again.previous_secret == rotated.secret  # a new key rotates
     finally:
         r.close()
+
+
+async def test_a_real_use_case_that_fails_after_emitting_leaves_no_event_and_no_delivery(svc, shop, monkeypatch):
+    """The outbox half of "written iff committed", on a real use case: a leader's payment (confirm_payment ->
+    GB-1 group opens) emits order.paid and group.opened, whose fan-out owes them to the endpoint; a later step of
+    the same transaction then fails. Inside the transaction the rows exist; after it, neither the events nor the
+    deliveries do (nor the payment). The same payment, succeeding, writes both."""
+    from store.models import Order, Payment, WebhookDelivery
+
+    ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/hook")
+    c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)])
+    g = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="lead")
+
+    async def counts(s):
+        evs = (await s.execute(select(Event.type).where(Event.shop_id == shop.shop_id).order_by(Event.seq))).scalars()
+        n = (await s.execute(select(func.count()).select_from(WebhookDelivery)
+                             .where(WebhookDelivery.shop_id == shop.shop_id,
+                                    WebhookDelivery.endpoint_id == ep.endpoint_id))).scalar()
+        return list(evs), n
+
+    seen_inside = []
+
+    async def fail_after_emit(session, shop_id, group_id):  # the last step of apply_decision, after every emit
+        await session.flush()
+        seen_inside.append(await counts(session))
+        raise RuntimeError("a later step of the use case fails")
+
+    monkeypatch.setattr(groups, "notify_group", fail_after_emit)
+    with pytest.raises(RuntimeError):
+        await pay(svc, shop.shop_id, g, ref="pay-lead")
+    assert seen_inside == [(["order.paid", "group.opened"], 2)]  # written in the transaction, fanned out
+    async with unit_of_work(svc) as s:
+        assert await counts(s) == ([], 0)  # ... and gone with it
+        assert (await s.get(Order, (shop.shop_id, g.order_id))).state == "CREATED"
+        assert await s.get(Payment, (shop.shop_id, "pay-lead")) is None
+
+    monkeypatch.undo()
+    assert (await pay(svc, shop.shop_id, g, ref="pay-lead"))["accepted"] is True
+    async with unit_of_work(svc) as s:
+        assert await counts(s) == (["order.paid", "group.opened"], 2)
