@@ -124,18 +124,105 @@ async def test_event_is_written_iff_its_transaction_commits(svc, shop):
     assert [e.type for e in await webhooks.events_since(svc, shop_id=shop.shop_id)] == ["order.paid", "group.opened"]
 
 
-async def test_two_workers_never_deliver_the_same_event_concurrently(svc, shop):
-    r = Receiver(fail_first=0)
+class SlowReceiver:
+    """A receiver that takes `delay` seconds per POST and records when each delivery of each event was in flight."""
+
+    def __init__(self, delay: float):
+        import secrets
+        import time
+
+        self.lock = threading.Lock()
+        self.in_flight: Counter = Counter()  # event id -> POSTs of it being answered right now
+        self.overlaps: list[str] = []  # event ids seen in flight twice at once
+        self.spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self.arrivals: list[dict] = []
+        self.busy, self.max_busy = 0, 0
+        path = f"/hook/{secrets.token_hex(4)}"  # anything else is a leftover of another test: not ours
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path != path:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                eid, began = self.headers["Sharecart-Event-Id"], time.monotonic()
+                with outer.lock:
+                    outer.in_flight[eid] += 1
+                    if outer.in_flight[eid] > 1:
+                        outer.overlaps.append(eid)
+                    outer.busy += 1
+                    outer.max_busy = max(outer.max_busy, outer.busy)
+                    outer.arrivals.append(json.loads(body))
+                time.sleep(delay)
+                with outer.lock:
+                    outer.in_flight[eid] -= 1
+                    outer.busy -= 1
+                    outer.spans[eid].append((began, time.monotonic()))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_two_processes_never_deliver_the_same_event_concurrently(svc, shop, database_url):
+    """Two OS processes (each its own engine and connections, as two service instances) deliver the same
+    backlog to a slow receiver at the same time: the FOR UPDATE SKIP LOCKED claim means no event is ever in
+    flight twice at once, every event arrives exactly once, and one aggregate's events still arrive in order."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    r = SlowReceiver(delay=0.25)
+    children = []
     try:
         await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=r.url)
-        for i in range(15):
-            o = await orders.report_order(svc, shop_id=shop.shop_id, external_id=f"o{i}", buyer_id=f"b{i}",
-                                          lines=[orders.LineInput("p", 1, 100)])
-            await pay(svc, shop.shop_id, o.order_id, amount=100)
-        await asyncio.gather(webhooks.deliver_due(svc, concurrency=3), webhooks.deliver_due(svc, concurrency=3))
-        assert len(r.seen) == 15 and set(r.seen.values()) == {1}
+        await _emit_many(svc, shop.shop_id, 16)  # 16 aggregates: deliverable side by side
+        async with unit_of_work(svc) as s:  # and one aggregate of 4: strictly one after the other
+            for i in range(4):
+                events.emit(s, shop_id=shop.shop_id, type="test.chain", aggregate_type="t", aggregate_id="chain",
+                            now=svc.now(), payload={"i": i})
+        root = Path(__file__).resolve().parents[2]
+        for _ in range(2):
+            children.append(subprocess.Popen(
+                [sys.executable, "-m", "tests.integration.webhook_child", database_url, "deliver", r.url], cwd=root,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ}))
+        for c in children:
+            assert c.stdout.readline().strip() == "READY"
+        for c in children:  # both start at once
+            c.stdin.write("GO\n")
+            c.stdin.flush()
+        outs = [c.communicate(timeout=60)[0] for c in children]
+        assert [c.returncode for c in children] == [0, 0], outs
+        posts = [int(o.split()[-1]) for o in outs]
     finally:
+        for c in children:
+            if c.poll() is None:
+                c.kill()
+                c.wait(timeout=10)
         r.close()
+
+    assert r.overlaps == []  # no event was ever in flight twice at the same moment
+    for eid, spans in r.spans.items():  # (the same, from the recorded intervals)
+        spans.sort()
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), eid
+    assert len(r.spans) == 20 and all(len(v) == 1 for v in r.spans.values())  # all arrived, once each
+    assert sum(posts) == 20 and all(p > 0 for p in posts), posts  # both processes delivered
+    assert r.max_busy > 2  # the processes really posted side by side (each holds at most 2 lanes per endpoint)
+    chain = [e["data"]["i"] for e in r.arrivals if e["type"] == "test.chain"]
+    assert chain == [0, 1, 2, 3]
 
 
 async def test_rotation_signs_with_both_secrets_and_replay_redelivers(svc, shop):
