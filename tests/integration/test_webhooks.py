@@ -1,5 +1,6 @@
 """Events out to the shop: outbox written with its transaction, signed webhooks delivered in order
-per aggregate, retried, never sent twice at once; a webhook-only backend can run a campaign."""
+per aggregate, retried, never sent twice at once (two processes). The webhook-only backend running a whole
+campaign over HTTP is tests/api/test_webhook_backend.py."""
 
 from __future__ import annotations
 
@@ -68,8 +69,9 @@ async def _drain(svc, rounds=80):
 
 
 async def test_webhook_only_backend_runs_a_campaign_and_totals_match(svc, shop, receiver):
-    """Done-when of the events issue: every event arrives (after failures), signatures verify, per-group order
-    holds, and a backend acting only on webhooks pays exactly the refunds Sharecart owes."""
+    """At the service level: every event arrives (after failures), signatures verify, per-group order holds, and
+    the refunds webhooks announce are the ones Sharecart owes. The issue's done-when (a webhook-only backend
+    over real HTTP, shipping and paying, duplicates included) is tests/api/test_webhook_backend.py."""
     ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=receiver.url)
     c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000), (3, 7000)])
     g1 = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="a")
