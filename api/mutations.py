@@ -362,12 +362,18 @@ class DistributorPayload:
 class RegisterWebhookInput:
     url: str
     event_types: Optional[list[str]] = None
+    idempotency_key: Optional[str] = strawberry.field(
+        default=None, description="GB-10: a retry with the same key and input returns the endpoint of the first "
+                                  "call; no second endpoint is registered.")
 
 
 @strawberry.input
 class RotateWebhookSecretInput:
     endpoint_id: strawberry.ID
     overlap_seconds: int = 86400
+    idempotency_key: Optional[str] = strawberry.field(
+        default=None, description="GB-10: a retry with the same key and input does not rotate again (which would "
+                                  "cut the overlap of the secret receivers still verify with).")
 
 
 @strawberry.input
@@ -698,7 +704,8 @@ class Mutation:
 
         async def go():
             e = await webhooks_svc.register_endpoint(ctx.svc, shop_id=ctx.shop_id, url=input.url,
-                                                     event_types=input.event_types)
+                                                     event_types=input.event_types,
+                                                     idempotency_key=input.idempotency_key)
             return dict(endpoint=endpoint_type(e))
         return await run(WebhookPayload, go)
 
@@ -709,7 +716,8 @@ class Mutation:
         async def go():
             e = await webhooks_svc.rotate_secret(ctx.svc, shop_id=ctx.shop_id,
                                                  endpoint_id=raw_id(input.endpoint_id, "WebhookEndpoint", "endpointId"),
-                                                 overlap=timedelta(seconds=input.overlap_seconds))
+                                                 overlap=timedelta(seconds=input.overlap_seconds),
+                                                 idempotency_key=input.idempotency_key)
             return dict(endpoint=endpoint_type(e))
         return await run(WebhookPayload, go)
 

@@ -39,6 +39,7 @@ from sqlalchemy import func, select, text, tuple_, update
 from engine.errors import ErrorCode, refuse
 from service import events
 from service.context import Services
+from service.idempotency import once
 from service.ids import new_id
 from service.uow import unit_of_work
 from store.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint, xid8
@@ -75,28 +76,54 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=delay * random.uniform(0.5, 1.5))
 
 
-async def register_endpoint(svc: Services, *, shop_id: str, url: str, event_types: list[str] | None = None
-                            ) -> WebhookEndpoint:
+async def register_endpoint(svc: Services, *, shop_id: str, url: str, event_types: list[str] | None = None,
+                            idempotency_key: str | None = None) -> WebhookEndpoint:
+    """A new endpoint with a fresh secret. With `idempotency_key` (GB-10) a retry of the same request returns
+    the endpoint the first call created instead of registering a second one (which would get every event
+    twice, under another secret)."""
     if not url.startswith(("http://", "https://")):
         raise refuse(ErrorCode.INVALID_INPUT, "the URL must be http(s)", field="url")
+    now = svc.now()
     async with unit_of_work(svc) as s:
-        ep = WebhookEndpoint(shop_id=shop_id, endpoint_id=new_id("wh_"), url=url, event_types=event_types or [],
-                             secret=f"whsec_{secrets.token_urlsafe(24)}", enabled=True, consecutive_failures=0,
-                             created_at=svc.now())
-        s.add(ep)
+        async def run():
+            ep = WebhookEndpoint(shop_id=shop_id, endpoint_id=new_id("wh_"), url=url, event_types=event_types or [],
+                                 secret=f"whsec_{secrets.token_urlsafe(24)}", enabled=True, consecutive_failures=0,
+                                 created_at=now)
+            s.add(ep)
+            return {"endpoint_id": ep.endpoint_id}
+
+        r = await once(s, shop_id=shop_id, scope="register_webhook", key=idempotency_key,
+                       request={"url": url, "event_types": sorted(event_types or [])}, now=now, run=run)
+        return await _endpoint(s, shop_id, r["endpoint_id"])
+
+
+async def rotate_secret(svc: Services, *, shop_id: str, endpoint_id: str, overlap: timedelta = timedelta(hours=24),
+                        idempotency_key: str | None = None) -> WebhookEndpoint:
+    """New secret now; the old one keeps signing (a second v1) until the overlap ends. With
+    `idempotency_key` (GB-10) a retry does not rotate again: a second rotation would make the secret the
+    caller just lost the answer about the "old" one and cut the overlap of the secret receivers still use."""
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        async def run():
+            ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id), with_for_update=True)
+            if ep is None:
+                raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
+            ep.previous_secret, ep.previous_secret_until = ep.secret, now + overlap
+            ep.secret = f"whsec_{secrets.token_urlsafe(24)}"
+            return {"endpoint_id": endpoint_id}
+
+        await once(s, shop_id=shop_id, scope="rotate_webhook_secret", key=idempotency_key,
+                   request={"endpoint_id": endpoint_id, "overlap_s": overlap.total_seconds()}, now=now, run=run)
+        return await _endpoint(s, shop_id, endpoint_id)
+
+
+async def _endpoint(s, shop_id: str, endpoint_id: str) -> WebhookEndpoint:
+    """The endpoint as it stands in this transaction (a replayed call returns it with its current secret)."""
+    await s.flush()
+    ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id))
+    if ep is None:
+        raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
     return ep
-
-
-async def rotate_secret(svc: Services, *, shop_id: str, endpoint_id: str, overlap: timedelta = timedelta(hours=24)
-                        ) -> WebhookEndpoint:
-    """New secret now; the old one keeps signing (a second v1) until the overlap ends."""
-    async with unit_of_work(svc) as s:
-        ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id), with_for_update=True)
-        if ep is None:
-            raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
-        ep.previous_secret, ep.previous_secret_until = ep.secret, svc.now() + overlap
-        ep.secret = f"whsec_{secrets.token_urlsafe(24)}"
-        return ep
 
 
 async def enable_endpoint(svc: Services, *, shop_id: str, endpoint_id: str) -> WebhookEndpoint:

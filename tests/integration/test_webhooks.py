@@ -1,5 +1,6 @@
 """Events out to the shop: outbox written with its transaction, signed webhooks delivered in order
-per aggregate, retried, never sent twice at once; a webhook-only backend can run a campaign."""
+per aggregate, retried, never sent twice at once (two processes). The webhook-only backend running a whole
+campaign over HTTP is tests/api/test_webhook_backend.py."""
 
 from __future__ import annotations
 
@@ -68,8 +69,9 @@ async def _drain(svc, rounds=80):
 
 
 async def test_webhook_only_backend_runs_a_campaign_and_totals_match(svc, shop, receiver):
-    """Done-when of the events issue: every event arrives (after failures), signatures verify, per-group order
-    holds, and a backend acting only on webhooks pays exactly the refunds Sharecart owes."""
+    """At the service level: every event arrives (after failures), signatures verify, per-group order holds, and
+    the refunds webhooks announce are the ones Sharecart owes. The issue's done-when (a webhook-only backend
+    over real HTTP, shipping and paying, duplicates included) is tests/api/test_webhook_backend.py."""
     ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=receiver.url)
     c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000), (3, 7000)])
     g1 = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="a")
@@ -124,18 +126,105 @@ async def test_event_is_written_iff_its_transaction_commits(svc, shop):
     assert [e.type for e in await webhooks.events_since(svc, shop_id=shop.shop_id)] == ["order.paid", "group.opened"]
 
 
-async def test_two_workers_never_deliver_the_same_event_concurrently(svc, shop):
-    r = Receiver(fail_first=0)
+class SlowReceiver:
+    """A receiver that takes `delay` seconds per POST and records when each delivery of each event was in flight."""
+
+    def __init__(self, delay: float):
+        import secrets
+        import time
+
+        self.lock = threading.Lock()
+        self.in_flight: Counter = Counter()  # event id -> POSTs of it being answered right now
+        self.overlaps: list[str] = []  # event ids seen in flight twice at once
+        self.spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self.arrivals: list[dict] = []
+        self.busy, self.max_busy = 0, 0
+        path = f"/hook/{secrets.token_hex(4)}"  # anything else is a leftover of another test: not ours
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path != path:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                eid, began = self.headers["Sharecart-Event-Id"], time.monotonic()
+                with outer.lock:
+                    outer.in_flight[eid] += 1
+                    if outer.in_flight[eid] > 1:
+                        outer.overlaps.append(eid)
+                    outer.busy += 1
+                    outer.max_busy = max(outer.max_busy, outer.busy)
+                    outer.arrivals.append(json.loads(body))
+                time.sleep(delay)
+                with outer.lock:
+                    outer.in_flight[eid] -= 1
+                    outer.busy -= 1
+                    outer.spans[eid].append((began, time.monotonic()))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_two_processes_never_deliver_the_same_event_concurrently(svc, shop, database_url):
+    """Two OS processes (each its own engine and connections, as two service instances) deliver the same
+    backlog to a slow receiver at the same time: the FOR UPDATE SKIP LOCKED claim means no event is ever in
+    flight twice at once, every event arrives exactly once, and one aggregate's events still arrive in order."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    r = SlowReceiver(delay=0.25)
+    children = []
     try:
         await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=r.url)
-        for i in range(15):
-            o = await orders.report_order(svc, shop_id=shop.shop_id, external_id=f"o{i}", buyer_id=f"b{i}",
-                                          lines=[orders.LineInput("p", 1, 100)])
-            await pay(svc, shop.shop_id, o.order_id, amount=100)
-        await asyncio.gather(webhooks.deliver_due(svc, concurrency=3), webhooks.deliver_due(svc, concurrency=3))
-        assert len(r.seen) == 15 and set(r.seen.values()) == {1}
+        await _emit_many(svc, shop.shop_id, 16)  # 16 aggregates: deliverable side by side
+        async with unit_of_work(svc) as s:  # and one aggregate of 4: strictly one after the other
+            for i in range(4):
+                events.emit(s, shop_id=shop.shop_id, type="test.chain", aggregate_type="t", aggregate_id="chain",
+                            now=svc.now(), payload={"i": i})
+        root = Path(__file__).resolve().parents[2]
+        for _ in range(2):
+            children.append(subprocess.Popen(
+                [sys.executable, "-m", "tests.integration.webhook_child", database_url, "deliver", r.url], cwd=root,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ}))
+        for c in children:
+            assert c.stdout.readline().strip() == "READY"
+        for c in children:  # both start at once
+            c.stdin.write("GO\n")
+            c.stdin.flush()
+        outs = [c.communicate(timeout=60)[0] for c in children]
+        assert [c.returncode for c in children] == [0, 0], outs
+        posts = [int(o.split()[-1]) for o in outs]
     finally:
+        for c in children:
+            if c.poll() is None:
+                c.kill()
+                c.wait(timeout=10)
         r.close()
+
+    assert r.overlaps == []  # no event was ever in flight twice at the same moment
+    for eid, spans in r.spans.items():  # (the same, from the recorded intervals)
+        spans.sort()
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), eid
+    assert len(r.spans) == 20 and all(len(v) == 1 for v in r.spans.values())  # all arrived, once each
+    assert sum(posts) == 20 and all(p > 0 for p in posts), posts  # both processes delivered
+    assert r.max_busy > 2  # the processes really posted side by side (each holds at most 2 lanes per endpoint)
+    chain = [e["data"]["i"] for e in r.arrivals if e["type"] == "test.chain"]
+    assert chain == [0, 1, 2, 3]
 
 
 async def test_rotation_signs_with_both_secrets_and_replay_redelivers(svc, shop):
@@ -489,3 +578,103 @@ async def test_enabling_an_endpoint_never_waits_for_a_post_in_flight(svc, shop):
         assert row.enabled
     finally:
         hang.close()
+
+
+async def test_register_webhook_is_idempotent_by_key_GB10(svc, shop):
+    """A retried registration (the answer was lost) must not create a second endpoint: every event would then be
+    delivered twice, under a secret nobody kept. Concurrent retries too (the key row serialises them)."""
+    from engine.errors import ErrorCode
+
+    first = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/a",
+                                             event_types=["order.paid"], idempotency_key="reg-1")
+    again, racing = await asyncio.gather(
+        *[webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/a", event_types=["order.paid"],
+                                     idempotency_key="reg-1") for _ in range(2)])
+    assert again.endpoint_id == racing.endpoint_id == first.endpoint_id and again.secret == first.secret
+    assert len(await webhooks.list_endpoints(svc, shop_id=shop.shop_id)) == 1
+    with pytest.raises(RuleViolation) as e:
+        await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/b",
+                                         idempotency_key="reg-1")
+    assert e.value.code == ErrorCode.IDEMPOTENCY_CONFLICT
+    other = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/a",
+                                             event_types=["order.paid"], idempotency_key="reg-2")
+    assert other.endpoint_id != first.endpoint_id  # another key: another registration
+    assert len(await webhooks.list_endpoints(svc, shop_id=shop.shop_id)) == 2
+
+
+async def test_rotate_webhook_secret_is_idempotent_by_key_and_keeps_the_overlap_GB10(svc, shop):
+    """A retried rotation must not rotate again: the secret receivers verify with (the one before the first
+    rotation) would lose its overlap at once, and the secret the first answer carried would be dropped."""
+    from engine.errors import ErrorCode
+
+    r = Receiver(fail_first=0)
+    try:
+        ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=r.url)
+        original = ep.secret
+        rotated = await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id,
+                                               idempotency_key="rot-1")
+        svc.clock.advance(timedelta(minutes=5))
+        retried = await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id,
+                                               idempotency_key="rot-1")
+        assert retried.secret == rotated.secret != original
+        assert retried.previous_secret == original  # not the rotated one: no second rotation
+        assert retried.previous_secret_until == rotated.previous_secret_until  # the overlap is not moved
+        with pytest.raises(RuleViolation) as e:
+            await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id,
+                                         overlap=timedelta(hours=1), idempotency_key="rot-1")
+        assert e.value.code == ErrorCode.IDEMPOTENCY_CONFLICT
+        with pytest.raises(RuleViolation) as e:  # a refused first call keeps no key: a corrected retry may run
+            await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id="wh_nope", idempotency_key="rot-2")
+        assert e.value.code == ErrorCode.NOT_FOUND
+        [row] = await webhooks.list_endpoints(svc, shop_id=shop.shop_id)
+        assert (row.secret, row.previous_secret) == (rotated.secret, original)
+
+        await _emit_many(svc, shop.shop_id, 1)
+        await webhooks.deliver_due(svc)
+        [(_, sig, body)] = r.accepted
+        assert webhooks.verify(sig, body, original) and webhooks.verify(sig, body, rotated.secret)
+        again = await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id,
+                                             idempotency_key="rot-2")
+        assert again.secret != rotated.secret and again.previous_secret == rotated.secret  # a new key rotates
+    finally:
+        r.close()
+
+
+async def test_a_real_use_case_that_fails_after_emitting_leaves_no_event_and_no_delivery(svc, shop, monkeypatch):
+    """The outbox half of "written iff committed", on a real use case: a leader's payment (confirm_payment ->
+    GB-1 group opens) emits order.paid and group.opened, whose fan-out owes them to the endpoint; a later step of
+    the same transaction then fails. Inside the transaction the rows exist; after it, neither the events nor the
+    deliveries do (nor the payment). The same payment, succeeding, writes both."""
+    from store.models import Order, Payment, WebhookDelivery
+
+    ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/hook")
+    c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)])
+    g = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="lead")
+
+    async def counts(s):
+        evs = (await s.execute(select(Event.type).where(Event.shop_id == shop.shop_id).order_by(Event.seq))).scalars()
+        n = (await s.execute(select(func.count()).select_from(WebhookDelivery)
+                             .where(WebhookDelivery.shop_id == shop.shop_id,
+                                    WebhookDelivery.endpoint_id == ep.endpoint_id))).scalar()
+        return list(evs), n
+
+    seen_inside = []
+
+    async def fail_after_emit(session, shop_id, group_id):  # the last step of apply_decision, after every emit
+        await session.flush()
+        seen_inside.append(await counts(session))
+        raise RuntimeError("a later step of the use case fails")
+
+    monkeypatch.setattr(groups, "notify_group", fail_after_emit)
+    with pytest.raises(RuntimeError):
+        await pay(svc, shop.shop_id, g, ref="pay-lead")
+    assert seen_inside == [(["order.paid", "group.opened"], 2)]  # written in the transaction, fanned out
+    async with unit_of_work(svc) as s:
+        assert await counts(s) == ([], 0)  # ... and gone with it
+        assert (await s.get(Order, (shop.shop_id, g.order_id))).state == "CREATED"
+        assert await s.get(Payment, (shop.shop_id, "pay-lead")) is None
+
+    monkeypatch.undo()
+    assert (await pay(svc, shop.shop_id, g, ref="pay-lead"))["accepted"] is True
+    async with unit_of_work(svc) as s:
+        assert await counts(s) == (["order.paid", "group.opened"], 2)
