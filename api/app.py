@@ -167,9 +167,9 @@ async def export_settlement(request: Request):
     if fmt not in ("csv", "xlsx"):
         return _error("NOT_FOUND", "formats: csv, xlsx", 404)
     try:
-        sid = raw_id(sid, "Settlement", "settlementId")  # the GraphQL id; a raw id works too
+        sid = raw_id(sid, "Settlement", "settlementId")  # the GraphQL id, or the raw st_… id
     except RuleViolation:
-        pass
+        return _error("NOT_FOUND", "no such settlement", 404)
     if await get_settlement(svc, shop_id=p.shop_id, settlement_id=sid) is None:
         return _error("NOT_FOUND", "no such settlement", 404)
     headers = {"Content-Disposition": f'attachment; filename="settlement-{sid}.{fmt}"'}

@@ -58,8 +58,18 @@ DEFAULT_PAGE, MAX_PAGE = 20, 100
 
 
 # ---------------------------------------------------------------- ids
+# The prefixes of Sharecart's own ids (service/ids.py). Webhook payloads and exports carry these raw ids,
+# so an input takes them as well as the global id: a backend acting on a webhook needs no re-encoding.
+RAW_PREFIX = {"Order": "ord_", "Group": "grp_", "Refund": "rf_", "Campaign": "cmp_", "Payout": "po_",
+              "Settlement": "st_", "WebhookEndpoint": "wh_", "CommissionLine": "cl_"}
+
+
 def raw_id(value: str, type_name: str, field: str) -> str:
-    """The raw id of a global id of `type_name`; INVALID_INPUT (with `field`) for anything else."""
+    """The raw id of a global id of `type_name` (or the raw id itself, by its prefix); INVALID_INPUT (with
+    `field`) for anything else."""
+    prefix = RAW_PREFIX.get(type_name)
+    if prefix and value.startswith(prefix) and len(value) > len(prefix):
+        return value
     try:
         gid = relay.GlobalID.from_id(value)
     except Exception:

@@ -229,7 +229,8 @@ async def on_formed(session, ledger: LedgerBatch, *, c: CampaignRow, g: gb.Group
                 rule=ins.rule, payload={"group_id": g.id, "campaign_id": c.campaign_id,
                                         "tier_members": ins.tier_members, "member_unit_price": ins.member_unit_price,
                                         "leader_unit_price": ins.leader_unit_price, "winners": list(ins.winners),
-                                        "order_ids": order_ids})
+                                        "order_ids": order_ids,
+                                        "leader_order_id": leader_seat.order_id if leader_seat else None})
 
 
 async def notify_group(session: AsyncSession, shop_id: str, group_id: str) -> None:

@@ -31,11 +31,6 @@ OWED = """{ webhookEndpoints { edges { node { id
   dead: deliveries(state: "DEAD") { totalCount } delivered: deliveries(state: "DELIVERED") { totalCount } } } } }"""
 
 
-def gid(type_name: str, raw: str) -> str:
-    """A Relay global id from the raw id a webhook payload carries (base64 of "Type:id")."""
-    return base64.b64encode(f"{type_name}:{raw}".encode()).decode()
-
-
 def raw(global_id: str) -> str:
     return base64.b64decode(global_id).decode().partition(":")[2]
 
@@ -148,14 +143,14 @@ class ShopBackend:
             self.role[d["order_id"]] = d.get("role", "")
         elif event["type"] == "refund.owed":
             self.bank.setdefault(d["refund_id"], (d["order_id"], d["amount"]))  # the transfer, once per refund
-            r = self.gql.mutate("confirmRefund", {"refundId": gid("Refund", d["refund_id"]),
+            r = self.gql.mutate("confirmRefund", {"refundId": d["refund_id"],  # the raw id, as the webhook carries it
                                                   "providerRef": f"bank-{d['refund_id']}"}, "refund { state }")
             assert r["errors"] == [] and r["refund"]["state"] == "CONFIRMED", r
         elif event["type"] == "group.formed":
             self.formed[agg] = d
             for oid in d["order_ids"]:
                 self.shipments.append((oid, agg))
-                r = self.gql.mutate("completeOrder", {"orderId": gid("Order", oid)}, "order { state }")
+                r = self.gql.mutate("completeOrder", {"orderId": oid}, "order { state }")
                 assert r["errors"] == [] and r["order"]["state"] == "COMPLETED", r
         elif event["type"] == "group.opened":
             self.campaign_of[agg] = d["campaign_id"]
