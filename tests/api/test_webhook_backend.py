@@ -20,9 +20,9 @@ import threading
 import time
 from collections import Counter
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.api.conftest import Client, payload_codes
+from tests.http_receiver import LocalReceiver
 
 SEAT = "group { id } order { id } amountToPay"
 ENDPOINT = "endpoint { id secret }"
@@ -176,32 +176,13 @@ class ShopBackend:
         return d["leader_unit_price"] if self.role.get(oid) == "LEADER" else d["member_unit_price"]
 
 
-class Receiver:
+class Receiver(LocalReceiver):
     """A real HTTP server on a free port; only its own (unguessable) path reaches the backend — deliveries of
     other tests' endpoints that happen to land on this port get a 404."""
 
     def __init__(self, backend: ShopBackend):
-        path = f"/hooks/{secrets.token_hex(6)}"
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                status = backend.receive(self.headers, body) if self.path == path else 404
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *a):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        own = f"/hooks/{secrets.token_hex(6)}"
+        super().__init__(lambda path, headers, body: backend.receive(headers, body) if path == own else 404, own)
 
 
 async def test_a_webhook_only_backend_runs_a_whole_campaign_and_its_books_match_to_the_cent(world, db_engine):

@@ -9,7 +9,6 @@ import json
 import threading
 from collections import Counter, defaultdict
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from sqlalchemy import func, select, text
@@ -18,10 +17,11 @@ from engine.errors import RuleViolation
 from service import events, groups, orders, refunds, webhooks
 from service.uow import unit_of_work
 from store.models import Event
+from tests.http_receiver import LocalReceiver
 from tests.integration.helpers import make_campaign, pay, wait_settled
 
 
-class Receiver:
+class Receiver(LocalReceiver):
     """A real HTTP server on a free local port that fails the first `fail_first` attempts of each event."""
 
     def __init__(self, fail_first: int = 0):
@@ -29,30 +29,16 @@ class Receiver:
         self.seen: Counter = Counter()
         self.accepted: list[tuple[dict, str, bytes]] = []
         self.lock = threading.Lock()
-        outer = self
+        super().__init__(self._answer)
 
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                eid = self.headers["Sharecart-Event-Id"]
-                with outer.lock:
-                    outer.seen[eid] += 1
-                    ok = outer.seen[eid] > outer.fail_first
-                    if ok:
-                        outer.accepted.append((json.loads(body), self.headers["Sharecart-Signature"], body))
-                self.send_response(200 if ok else 503)
-                self.end_headers()
-
-            def log_message(self, *a):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()  # refuse later connections at once (a leftover delivery must not hang)
+    def _answer(self, path, headers, body: bytes) -> int:
+        eid = headers["Sharecart-Event-Id"]
+        with self.lock:
+            self.seen[eid] += 1
+            ok = self.seen[eid] > self.fail_first
+            if ok:
+                self.accepted.append((json.loads(body), headers["Sharecart-Signature"], body))
+        return 200 if ok else 503
 
 
 @pytest.fixture
@@ -126,56 +112,41 @@ async def test_event_is_written_iff_its_transaction_commits(svc, shop):
     assert [e.type for e in await webhooks.events_since(svc, shop_id=shop.shop_id)] == ["order.paid", "group.opened"]
 
 
-class SlowReceiver:
+class SlowReceiver(LocalReceiver):
     """A receiver that takes `delay` seconds per POST and records when each delivery of each event was in flight."""
 
     def __init__(self, delay: float):
         import secrets
-        import time
 
+        self.delay = delay
         self.lock = threading.Lock()
         self.in_flight: Counter = Counter()  # event id -> POSTs of it being answered right now
         self.overlaps: list[str] = []  # event ids seen in flight twice at once
         self.spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
         self.arrivals: list[dict] = []
         self.busy, self.max_busy = 0, 0
-        path = f"/hook/{secrets.token_hex(4)}"  # anything else is a leftover of another test: not ours
-        outer = self
+        self.path = f"/hook/{secrets.token_hex(4)}"  # anything else is a leftover of another test: not ours
+        super().__init__(self._answer, self.path)
 
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if self.path != path:
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                eid, began = self.headers["Sharecart-Event-Id"], time.monotonic()
-                with outer.lock:
-                    outer.in_flight[eid] += 1
-                    if outer.in_flight[eid] > 1:
-                        outer.overlaps.append(eid)
-                    outer.busy += 1
-                    outer.max_busy = max(outer.max_busy, outer.busy)
-                    outer.arrivals.append(json.loads(body))
-                time.sleep(delay)
-                with outer.lock:
-                    outer.in_flight[eid] -= 1
-                    outer.busy -= 1
-                    outer.spans[eid].append((began, time.monotonic()))
-                self.send_response(200)
-                self.end_headers()
+    def _answer(self, path, headers, body: bytes) -> int:
+        import time
 
-            def log_message(self, *a):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        if path != self.path:
+            return 404
+        eid, began = headers["Sharecart-Event-Id"], time.monotonic()
+        with self.lock:
+            self.in_flight[eid] += 1
+            if self.in_flight[eid] > 1:
+                self.overlaps.append(eid)
+            self.busy += 1
+            self.max_busy = max(self.max_busy, self.busy)
+            self.arrivals.append(json.loads(body))
+        time.sleep(self.delay)
+        with self.lock:
+            self.in_flight[eid] -= 1
+            self.busy -= 1
+            self.spans[eid].append((began, time.monotonic()))
+        return 200
 
 
 async def test_two_processes_never_deliver_the_same_event_concurrently(svc, shop, database_url):

@@ -1,0 +1,32 @@
+"""A real HTTP server on a free local port for webhook tests: `answer(path, headers, body)` returns the
+status of each POST. Threaded, so a slow answer does not hold up the others; `close()` refuses later
+connections at once (a leftover delivery of another test must not hang)."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+
+class LocalReceiver:
+    def __init__(self, answer: Callable[[str, object, bytes], int], path: str = "/hook"):
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                status = answer(self.path, self.headers, body)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
