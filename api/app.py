@@ -16,6 +16,11 @@ from starlette.staticfiles import StaticFiles
 from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
+try:  # what strawberry raises for a request it cannot read; it moved to cross_web in newer releases
+    from cross_web import HTTPException as UnreadableRequest
+except ImportError:  # pragma: no cover - older strawberry
+    from strawberry.http.exceptions import HTTPException as UnreadableRequest
+
 from api.auth import authenticate
 from api.context import Context
 from api.live import GroupListener
@@ -23,7 +28,7 @@ from api.mutations import test_clock_enabled
 from api.schema import make_schema
 from engine.errors import ErrorCode, RuleViolation, refuse
 from service.context import Services
-from service.shops import get_shop, shop_by_public_key
+from service.shops import get_shop, shop_by_public_key, shop_of_public_key
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 256 * 1024
@@ -80,12 +85,22 @@ class SharecartGraphQL(GraphQL):
             shops[shop_id] = await get_shop(self.svc, shop_id)
             return shops[shop_id]
 
+        if token == "" and authorization.strip().partition(" ")[0].lower() != "bearer":
+            ctx.auth_error = refuse(ErrorCode.UNAUTHENTICATED,
+                                    "the Authorization header must be 'Bearer <token>'", rule="SH-0")
+            return
         if token is not None:
             try:
                 ctx.principal = await authenticate(token, load_shop)
                 ctx.currency = shops[ctx.principal.shop_id].currency
             except RuleViolation as e:
                 ctx.auth_error = e
+                return
+            if shop_key and shop_of_public_key(shop_key.strip()) != ctx.principal.shop_id:
+                # A storefront mixing one shop's token with another shop's key is a misconfiguration: say so
+                # rather than silently acting in the token's shop (SH-1).
+                ctx.principal, ctx.auth_error = None, refuse(
+                    ErrorCode.UNAUTHENTICATED, "the bearer token and X-Shop-Key name different shops", rule="SH-1")
             return
         if shop_key:
             shop = await shop_by_public_key(self.svc, shop_key.strip())
@@ -93,6 +108,18 @@ class SharecartGraphQL(GraphQL):
                 ctx.auth_error = refuse(ErrorCode.UNAUTHENTICATED, "unknown shop key", rule="DS-2")
             else:
                 ctx.public_shop_id, ctx.currency = shop.shop_id, shop.currency
+
+    async def __call__(self, scope, receive, send):
+        """strawberry answers a request it cannot read (not JSON, no query, wrong content type, a mutation
+        by GET) in plain text; answer in GraphQL's JSON error shape with a stable code instead (ER-1)."""
+        if scope["type"] != "http":
+            return await super().__call__(scope, receive, send)
+        try:
+            response = await self.run(Request(scope=scope, receive=receive))
+        except UnreadableRequest as e:
+            response = JSONResponse({"errors": [{"message": e.reason, "extensions": {"code": "INVALID_INPUT"}}]},
+                                    status_code=e.status_code)
+        await response(scope, receive, send)
 
     async def get_context(self, request, response) -> Context:
         ctx = Context(svc=self.svc, request=request, response=response, listener=self.listener)

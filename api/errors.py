@@ -33,8 +33,16 @@ class UserError:
     rule: Optional[str]
 
 
+def client_field(name: Optional[str]) -> Optional[str]:
+    """The engine names fields in Python (`starts_at`); clients know them as the schema does (`startsAt`)."""
+    if not name:
+        return name
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
 def user_error(e: RuleViolation) -> UserError:
-    return UserError(code=e.code, field=e.field, message=e.message, rule=e.rule)
+    return UserError(code=e.code, field=client_field(e.field), message=e.message, rule=e.rule)
 
 
 def public_error(error: GraphQLError, e: RuleViolation) -> GraphQLError:
@@ -42,7 +50,7 @@ def public_error(error: GraphQLError, e: RuleViolation) -> GraphQLError:
     if e.rule:
         ext["rule"] = e.rule
     if e.field:
-        ext["field"] = e.field
+        ext["field"] = client_field(e.field)
     return GraphQLError(e.message, nodes=error.nodes, source=error.source, positions=error.positions,
                         path=error.path, extensions=ext)
 

@@ -140,3 +140,23 @@ def test_nothing_internal_leaks_from_garbage(world):
         no_leaks(r.text)
     r = httpx.get(f"{world['base']}/graphql", params={"query": "mutation { __typename }"})
     no_leaks(r.text)
+
+
+@pytest.mark.parametrize("body, content_type", [(b"{bad", "application/json"), (b"{}", "application/json"),
+                                                (b"{ __typename }", "text/plain")])
+def test_an_unreadable_request_is_json_with_a_code_ER1(world, body, content_type):
+    """A request strawberry cannot read (not JSON, no query, an unsupported content type) is answered in
+    GraphQL's error shape with INVALID_INPUT, like every other refusal, never as bare text."""
+    r = post(world, body, {"Content-Type": content_type})
+    assert r.status_code == 400 and r.headers["content-type"].startswith("application/json"), r.text
+    assert codes(r.json()) == ["INVALID_INPUT"] and r.json()["errors"][0]["message"]
+
+
+def test_payload_error_fields_are_named_as_in_the_schema_ER1(world):
+    """The engine names fields in Python; a payload error names the input field as the client wrote it."""
+    admin = world["as"]("boss", "admin")
+    r = admin.mutate("createCampaign", {"productRef": "p", "title": "t", "listPrice": 1000,
+                                        "tiers": [{"members": 2, "unitPrice": 900}], "durationSeconds": 3600,
+                                        "paymentWindowSeconds": 600, "startsAt": "2026-02-01T00:00:00+00:00",
+                                        "endsAt": "2026-01-01T00:00:00+00:00"}, "campaign { id }")
+    assert [(e["code"], e["field"]) for e in r["errors"]] == [("INVALID_INPUT", "endsAt")], r

@@ -278,4 +278,10 @@ def test_a_wrong_shop_key_or_scheme_is_unauthenticated(site):
     token = mint_token(site["shop"], "boss", ["admin"], 600)
     body = httpx.post(f"{site['base']}/graphql", json={"query": q},
                       headers={"Authorization": f"Basic {token}"}).json()
-    assert codes(body) == ["UNAUTHENTICATED"]
+    assert codes(body) == ["UNAUTHENTICATED"] and "Bearer" in body["errors"][0]["message"]
+    body = httpx.post(f"{site['base']}/graphql", json={"query": q},  # SH-1: one shop's token, another's key
+                      headers={"Authorization": f"Bearer {token}", "X-Shop-Key": site["other"].public_key}).json()
+    assert codes(body) == ["UNAUTHENTICATED"] and "different shops" in body["errors"][0]["message"]
+    body = httpx.post(f"{site['base']}/graphql", json={"query": q},  # the matching key is fine
+                      headers={"Authorization": f"Bearer {token}", "X-Shop-Key": site["shop"].public_key}).json()
+    assert "errors" not in body and body["data"]["campaign"]["id"] == site["ids"]["campaign"]
