@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,18 +19,17 @@ from sqlalchemy.engine import make_url
 from store.database import create_engine, embedded_url, stop_embedded, to_asyncpg
 
 
-def _server_url() -> str:
-    if os.environ.get("DATABASE_URL"):
-        return to_asyncpg(os.environ["DATABASE_URL"])
-    folder = Path(tempfile.mkdtemp(prefix="sharecart-test-pg-"))
-    return embedded_url(folder)
-
-
 @pytest.fixture(scope="session")
 def server_url() -> str:
-    url = _server_url()
-    yield url
-    stop_embedded()
+    if os.environ.get("DATABASE_URL"):
+        yield to_asyncpg(os.environ["DATABASE_URL"])
+        return
+    folder = Path(tempfile.mkdtemp(prefix="sharecart-test-pg-"))
+    try:
+        yield embedded_url(folder)
+    finally:
+        stop_embedded()
+        shutil.rmtree(folder, ignore_errors=True)  # ~55 MB of cluster files per run otherwise
 
 
 @pytest.fixture(scope="session")
