@@ -399,6 +399,49 @@ def test_owed_refunds_paged_while_confirming_reaches_every_refund_GB10(world):
     assert codes(bad) == ["INVALID_INPUT"]
 
 
+def test_owed_refunds_filtered_by_rule_GB5_GB8_GB10(world):
+    """owedRefunds(rule:) lists only the owed refunds the rule caused, totalCount included, paged by its keyset
+    within the filter; without the argument every owed refund is listed."""
+    admin, backend = world["as"]("boss", "admin"), world["as"]("be", "backend")
+    cid = make_campaign(admin, world["svc"])  # tiers 2 @ 8000, 3 @ 7000
+
+    def seat(user, op, ref, **target):
+        s = world["as"](user, "customer").mutate(op, target, SEAT)
+        assert backend.mutate("confirmPayment", {"orderId": s["order"]["id"], "amount": 8000, "providerRef": ref},
+                              "accepted")["accepted"]
+        return s
+
+    full = seat("rl-a", "openGroup", "rl-1", campaignId=cid)  # fills at 3: 1000 owed to each member (GB-5)
+    for i, u in enumerate(("rl-b", "rl-c")):
+        seat(u, "joinGroup", f"rl-{i + 2}", groupId=full["group"]["id"])
+    other = seat("rl-d", "openGroup", "rl-4", campaignId=cid)
+    seat("rl-e", "joinGroup", "rl-5", groupId=other["group"]["id"])
+    left = world["as"]("rl-e", "customer").mutate("leaveGroup", {"groupId": other["group"]["id"]}, "group { id }")
+    assert left["errors"] == []  # a full refund of 8000 owed (GB-8)
+
+    q = ("query($rule: String, $after: String) { owedRefunds(rule: $rule, first: 2, after: $after) { totalCount "
+         "pageInfo { hasNextPage endCursor } edges { node { id amount rule state order { id } } } } }")
+
+    def every(rule):
+        nodes, after = [], None
+        while True:
+            page = backend.data(q, rule=rule, after=after)["owedRefunds"]
+            nodes += [e["node"] for e in page["edges"]]
+            if not page["pageInfo"]["hasNextPage"]:
+                return page["totalCount"], nodes
+            after = page["pageInfo"]["endCursor"]
+
+    n5, gb5 = every("GB-5")
+    assert n5 == 3 and sorted((n["rule"], n["amount"], n["state"]) for n in gb5) == [("GB-5", 1000, "OWED")] * 3
+    n8, gb8 = every("GB-8")
+    assert n8 == 1 and [(n["rule"], n["amount"]) for n in gb8] == [("GB-8", 8000)]
+    assert every("GB-6") == (0, [])
+    n_all, all_ = every(None)
+    assert n_all == 4 and {n["id"] for n in all_} == {n["id"] for n in gb5 + gb8}
+    # confirmed refunds leave the filtered list too
+    backend.mutate("confirmRefund", {"refundId": gb8[0]["id"], "providerRef": "rl-bank"}, "refund { state }")
+    assert every("GB-8") == (0, []) and every("GB-5")[0] == 3
+
 ENDPOINTS = """{ webhookEndpoints { totalCount edges { node { id enabled consecutiveFailures failingSince disabledAt
   deliveries(first: 5) { totalCount edges { node { id state attempts lastError event { id type } } } }
   attempts(first: 5) { totalCount edges { node { id error statusCode event { type } } } } } } } }"""
