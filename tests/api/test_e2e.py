@@ -569,3 +569,82 @@ def test_admin_reports_segments_and_retention_with_hand_checked_figures_RP3_RP4(
     assert [admin.data(seg, u=u)["userSegment"] for u in ("ann", "bob", "cat", "nobody")] == [
         "REPEAT", "FIRST_ORDER", "FIRST_ORDER", "NEW"]
     assert world["as"]("ann", "customer").data("{ mySegment }")["mySegment"] == "REPEAT"
+
+
+async def test_admin_reads_campaign_stats_with_hand_computed_means_and_a_variant_winner_RP2(world, svc):
+    """RP-2 over GraphQL on figures worked out by hand. The history is written through the service layer on the
+    test's frozen clock (every group decided before the query, so nothing is left to catch up); variants are
+    2-member groups at 8000, weight 1 each, and a leader's variant is variant_point(campaign, leader, 4).
+
+    variant | decided | formed after (seconds)      | failed | rate bp | mean s              | units | net sales
+    ctl     | 30      | 6 × 3600, 6 × 7201          | 18     | 4000    | 64806 / 12 = 5400.5 → 5400 | 24 | 12 × 16000
+    alt     | 30      | 12 × 60, 12 × 61            | 6      | 8000    | 1452 / 24 = 60.5 → 60      | 48 | 24 × 16000
+    few     | 3       | 10, 10, 11                  | 0      | 10000   | 31 / 3 → 10                | 6  | 3 × 16000
+    none    | 0       | —                           | 0      | null    | 0                          | 0  | 0
+    total   | 63      | 39 formed                   | 24     | 39·10⁴ // 63 = 6190 | 66289 / 39 = 1699.7 → 1699 | 78 | 624000
+
+    (a failed group's leader is refunded in full, GB-6: it adds nothing to net sales; the total mean is taken
+    over all 39 formed groups, not averaged from the variants' rounded means, which would give 1700.)
+
+    Comparisons with the control, Newcombe's hybrid score interval (engine/stats.py) at z = 1.96: Wilson limits
+    of 12/30 = [0.245904, 0.576799], 24/30 = [0.626940, 0.904950], 3/3 = [0.438494, 1]; so
+    alt − ctl = 0.4 − sqrt((0.8 − 0.626940)² + (0.576799 − 0.4)²) … 0.4 + sqrt((0.904950 − 0.8)² + (0.4 −
+    0.245904)²) = [0.152598, 0.586441] → [1525, 5865] bp: excludes 0 with 30 decided each — a winner;
+    few − ctl = [0.011317, 0.754096] → [113, 7541] bp: excludes 0 too, but 3 decided groups are below the
+    minimum of 30 — no winner; none has no decided group — no interval."""
+    from engine.variants import variant_point
+    from service import groups, worker
+    from tests.integration.helpers import make_campaign as make_campaign_svc, pay
+
+    shop_id = world["shop"].shop_id
+    c = await make_campaign_svc(svc, shop_id, tiers=[(2, 8000)], variants=[
+        ("ctl", [(2, 8000)], 1), ("alt", [(2, 8000)], 1), ("few", [(2, 8000)], 1), ("none", [(2, 8000)], 1)])
+    names = ("ctl", "alt", "few", "none")
+    leaders = {n: [] for n in names}
+    k = 0
+    while min(len(leaders[n]) for n in ("ctl", "alt")) < 30 or len(leaders["few"]) < 3:
+        user = f"rp2-{k}"
+        leaders[names[variant_point(c.campaign_id, user, 4)]].append(user)
+        k += 1
+
+    async def open_paid(leader):
+        g = await groups.open_group(svc, shop_id=shop_id, campaign_id=c.campaign_id, user_id=leader)
+        await pay(svc, shop_id, g)
+        return g
+
+    plan = {"ctl": [3600] * 6 + [7201] * 6, "alt": [60] * 12 + [61] * 12, "few": [10, 10, 11]}
+    for variant, seconds in plan.items():  # formed one after the other: each forms `s` seconds after opening
+        for leader, s in zip(leaders[variant], seconds):
+            g = await open_paid(leader)
+            svc.clock.advance(timedelta(seconds=s))
+            m = await groups.join_group(svc, shop_id=shop_id, group_id=g.group_id, user_id=f"{leader}-m")
+            assert (await pay(svc, shop_id, m))["accepted"]
+    for variant, n_failed in (("ctl", 18), ("alt", 6)):
+        for leader in leaders[variant][len(plan[variant]):len(plan[variant]) + n_failed]:
+            await open_paid(leader)
+    svc.clock.advance(timedelta(hours=25))
+    await worker.run_due(svc, shop_id=shop_id)  # the leaders left alone fail (GB-6)
+
+    stats = "variant opened formed failed formationRateBp meanSecondsToForm units netSales currency"
+    got = world["as"]("boss", "admin").data(
+        f"query($c: ID!) {{ campaignStats(campaignId: $c) {{ currency minDecidedPerVariant hasWinner "
+        f"total {{ {stats} }} variants {{ {stats} }} comparisons {{ variant control differenceBp differenceLowBp "
+        f"differenceHighBp enoughData hasWinner }} }} }}", c=c.campaign_id)["campaignStats"]
+
+    def row(variant, opened, formed, failed, rate, mean, units, net):
+        return {"variant": variant, "opened": opened, "formed": formed, "failed": failed, "formationRateBp": rate,
+                "meanSecondsToForm": mean, "units": units, "netSales": net, "currency": "CNY"}
+
+    assert got["total"] == row(None, 63, 39, 24, 6190, 1699, 78, 624_000)
+    assert got["variants"] == [row("ctl", 30, 12, 18, 4000, 5400, 24, 192_000),
+                               row("alt", 30, 24, 6, 8000, 60, 48, 384_000),
+                               row("few", 3, 3, 0, 10000, 10, 6, 48_000),
+                               row("none", 0, 0, 0, None, 0, 0, 0)]
+    assert got["comparisons"] == [
+        {"variant": "alt", "control": "ctl", "differenceBp": 4000, "differenceLowBp": 1525,
+         "differenceHighBp": 5865, "enoughData": True, "hasWinner": True},
+        {"variant": "few", "control": "ctl", "differenceBp": 6000, "differenceLowBp": 113,
+         "differenceHighBp": 7541, "enoughData": False, "hasWinner": False},
+        {"variant": "none", "control": "ctl", "differenceBp": None, "differenceLowBp": None,
+         "differenceHighBp": None, "enoughData": False, "hasWinner": False}]
+    assert (got["currency"], got["minDecidedPerVariant"], got["hasWinner"]) == ("CNY", 30, True)
