@@ -330,33 +330,84 @@ def test_admin_registers_webhook_and_replays_events_through_graphql(world):
     assert codes(backend.gql("{ events { totalCount } }")) == ["FORBIDDEN"]
 
 
-def test_finance_closes_a_period_and_downloads_identical_exports_LG3(world):
+async def test_finance_closes_last_month_and_its_xlsx_in_libreoffice_matches_the_ledger_LG3(world, svc, tmp_path):
+    """Issue 6's "done when", all over HTTP: a month of history (a commission released, clawed back in part
+    by a refund, a payout approved); finance closes last month by GraphQL (too early: refused; twice: the
+    same batch), downloads CSV and XLSX with its token (the same bytes twice; the XLSX with no temporary
+    file left), LibreOffice headless converts the XLSX to CSV, and its TOTAL row equals the ledger's sums.
+
+    By hand (a UTC shop, default settings: 10 %, freeze 7 days, no payout fee): 1000 released, 4000 of the
+    10000 order refunded after release claws back 400, 500 paid out: closing 1000 − 400 − 500 = 100."""
+    from datetime import datetime, time, timezone
+
+    from tests.spreadsheets import assert_total_row_matches, ledger_sums, libreoffice_rows, soffice_or_skip
+
+    soffice_or_skip()
     fin, backend, admin = world["as"]("fin", "finance"), world["as"]("be", "backend"), world["as"]("boss", "admin")
-    now = world["svc"].now()
-    day_from = (now - timedelta(days=1)).date().isoformat()
-    day_to = (now + timedelta(days=1)).date().isoformat()
-    early = fin.mutate("closePeriod", {"fromDate": day_from, "toDate": day_to}, "settlement { id }")
+
+    def first_of_next_month(d):
+        return (d.replace(day=1) + timedelta(days=32)).replace(day=1)
+
+    def advance_to(at: datetime):
+        seconds = int((at - world["svc"].now()).total_seconds()) + 1
+        assert seconds > 0 and admin.mutate("advanceClock", {"seconds": seconds}, "now")["errors"] == []
+
+    month = first_of_next_month(world["svc"].now().date())  # the history fills this month ...
+    month_end = first_of_next_month(month)  # ... which is "last month" once this day has begun
+    advance_to(datetime.combine(month, time(1), timezone.utc))
+    dist = world["as"]("dora", "customer", "distributor")
+    code = dist.data("{ me { inviteCode } }")["me"]["inviteCode"]
+    world["as"]("eve", "customer").mutate("bindReferrer", {"inviteCode": code}, "changed")
+    o = backend.mutate("reportOrder", {"externalId": "lm-1", "buyerId": "eve", "lines": [
+        {"productRef": "x", "quantity": 1, "unitPrice": 10000}]}, "order { id }")["order"]
+    assert backend.mutate("confirmPayment", {"orderId": o["id"], "amount": 10000, "providerRef": "lm-pay"},
+                          "accepted")["accepted"]
+    backend.mutate("completeOrder", {"orderId": o["id"]}, "order { state }")
+    admin.mutate("advanceClock", {"seconds": 8 * 86400}, "now")  # released (CM-6)
+    assert backend.mutate("refundOrder", {"orderId": o["id"], "amount": 4000, "providerRef": "lm-rf"},
+                          "refund { id }")["errors"] == []
+    p = dist.mutate("requestPayout", {"amount": 500}, "payout { id }")["payout"]
+    assert fin.mutate("approvePayout", {"payoutId": p["id"], "externalRef": "bank-lm"}, "payout { state }")[
+        "payout"]["state"] == "APPROVED"
+
+    period = {"fromDate": month.isoformat(), "toDate": month_end.isoformat()}
+    early = fin.mutate("closePeriod", period, "settlement { id }")
     assert payload_codes(early) == ["PERIOD_NOT_ENDED"] and early["settlement"] is None
-    admin.mutate("advanceClock", {"seconds": 3 * 86400}, "now")
-    r = fin.mutate("closePeriod", {"fromDate": day_from, "toDate": day_to}, "settlement { id closing currency }")
-    assert r["errors"] == [] and r["settlement"]["currency"] == "CNY"
+    advance_to(datetime.combine(month_end, time(0, 5), timezone.utc))  # the month has ended, grace included
+    fields = "settlement { id localFrom localTo currency opening released reversals bonuses payouts fees closing }"
+    r = fin.mutate("closePeriod", period, fields)
+    assert r["errors"] == [] and r["settlement"] == {
+        "id": r["settlement"]["id"], "localFrom": month.isoformat(), "localTo": month_end.isoformat(),
+        "currency": "CNY", "opening": 0, "released": 1000, "reversals": -400, "bonuses": 0, "payouts": 500,
+        "fees": 0, "closing": 100}
     sid = r["settlement"]["id"]
-    again = fin.mutate("closePeriod", {"fromDate": day_from, "toDate": day_to}, "settlement { id }")
+    again = fin.mutate("closePeriod", period, "settlement { id }")
     assert again["settlement"]["id"] == sid  # the same period twice returns the first batch
     assert fin.data("{ settlements { edges { node { id } } } }")["settlements"]["edges"] == [{"node": {"id": sid}}]
+
     leftovers = lambda: set(Path(tempfile.gettempdir()).glob("sharecart-settlement-*"))  # noqa: E731
     before = leftovers()
+    got = {}
     for fmt in ("csv", "xlsx"):
         url = f"{world['base']}/exports/settlements/{sid}.{fmt}"
         a = httpx.get(url, headers=fin.headers)
         b = httpx.get(url, headers=fin.headers)
         assert a.status_code == 200 and a.content == b.content
-        if fmt == "xlsx":  # streamed with its Content-Length; no temporary file left behind
-            assert int(a.headers["content-length"]) == len(a.content) and a.content[:2] == b"PK"
-            assert leftovers() == before
-    assert "distributor_id" in httpx.get(f"{world['base']}/exports/settlements/{sid}.csv", headers=fin.headers).text
+        got[fmt] = a.content
+    # the XLSX is streamed with its Content-Length; no temporary file is left behind
+    assert int(a.headers["content-length"]) == len(got["xlsx"]) and got["xlsx"][:2] == b"PK"
+    assert leftovers() == before
+    assert b"distributor_id" in got["csv"]
     assert httpx.get(f"{world['base']}/exports/settlements/{sid}.csv", headers=backend.headers).status_code == 403
     assert httpx.get(f"{world['base']}/exports/settlements/{sid}.csv").status_code == 401
+
+    rows = libreoffice_rows(got["xlsx"], tmp_path)  # what a spreadsheet program shows
+    utc = lambda d: datetime.combine(d, time(0), timezone.utc)  # noqa: E731  (the shop's zone is UTC)
+    sums = await ledger_sums(svc, world["shop"].shop_id, utc(month), utc(month_end))
+    assert sums == {"opening": 0, "released": 1000, "reversals": -400, "bonuses": 0, "payouts": 500, "fees": 0,
+                    "closing": 100}
+    shown = assert_total_row_matches(rows, sums, digits=2)  # CNY: 2 minor digits
+    assert (shown["closing"], shown["closing_minor"]) == ("1.00", "100")
 
 
 def test_graphiql_assets_are_served_locally(world):
@@ -576,12 +627,12 @@ async def test_admin_reads_campaign_stats_with_hand_computed_means_and_a_variant
     test's frozen clock (every group decided before the query, so nothing is left to catch up); variants are
     2-member groups at 8000, weight 1 each, and a leader's variant is variant_point(campaign, leader, 4).
 
-    variant | decided | formed after (seconds)      | failed | rate bp | mean s              | units | net sales
-    ctl     | 30      | 6 × 3600, 6 × 7201          | 18     | 4000    | 64806 / 12 = 5400.5 → 5400 | 24 | 12 × 16000
-    alt     | 30      | 12 × 60, 12 × 61            | 6      | 8000    | 1452 / 24 = 60.5 → 60      | 48 | 24 × 16000
-    few     | 3       | 10, 10, 11                  | 0      | 10000   | 31 / 3 → 10                | 6  | 3 × 16000
-    none    | 0       | —                           | 0      | null    | 0                          | 0  | 0
-    total   | 63      | 39 formed                   | 24     | 39·10⁴ // 63 = 6190 | 66289 / 39 = 1699.7 → 1699 | 78 | 624000
+    variant | decided | formed after (s)   | failed | rate bp             | mean s                     | units | net
+    ctl     | 30      | 6 × 3600, 6 × 7201 | 18     | 4000                | 64806 / 12 = 5400.5 → 5400 | 24 | 192000
+    alt     | 30      | 12 × 60, 12 × 61   | 6      | 8000                | 1452 / 24 = 60.5 → 60      | 48 | 384000
+    few     | 3       | 10, 10, 11         | 0      | 10000               | 31 / 3 → 10                | 6  | 48000
+    none    | 0       | —                  | 0      | null                | 0                          | 0  | 0
+    total   | 63      | 39 formed          | 24     | 390000 // 63 = 6190 | 66289 / 39 = 1699.7 → 1699 | 78 | 624000
 
     (a failed group's leader is refunded in full, GB-6: it adds nothing to net sales; the total mean is taken
     over all 39 formed groups, not averaged from the variants' rounded means, which would give 1700.)

@@ -21,6 +21,7 @@ from service import distribution, exports, orders, payouts, settlements, shops, 
 from service.uow import unit_of_work
 from tests.conftest import T0
 from tests.integration.helpers import assert_ledger_consistent, pay
+from tests.spreadsheets import assert_total_row_matches, ledger_sums, libreoffice_rows, soffice_or_skip
 
 GOLDEN = Path(__file__).parent / "golden" / "settlement.csv"
 
@@ -508,46 +509,18 @@ async def test_a_history_with_every_movement_reconciles_LG3(svc):
 # ---------------------------------------------------------------------------------------------------
 async def test_xlsx_opens_in_libreoffice_and_its_totals_match_the_ledger_LG3(svc, tmp_path):
     """The issue's "done when": a spreadsheet program opens the XLSX (LibreOffice headless converts it to
-    CSV) and the TOTAL row it shows equals the ledger's sums to the cent."""
-    import shutil
-    import subprocess
-
-    soffice = shutil.which("soffice") or shutil.which("libreoffice")
-    if soffice is None:
-        pytest.skip("LibreOffice is not installed (Debian: apt-get install libreoffice-calc-nogui; "
-                    "`python3 tasks.py test` installs it when run as root with apt-get)")
+    CSV) and the TOTAL row it shows equals the ledger's sums to the cent. (Over HTTP, as finance downloads
+    it: tests/api/test_e2e.py::test_finance_closes_last_month_and_its_xlsx_in_libreoffice_matches_the_ledger_LG3.)"""
+    soffice_or_skip()
     shop_id = f"lo-{secrets.token_hex(4)}"
     b = await _two_distributor_history(svc, shop_id)
-    xlsx = tmp_path / "settlement.xlsx"
-    xlsx.write_bytes(Path(await exports.xlsx_file(svc, shop_id=shop_id, settlement_id=b.settlement_id)).read_bytes())
-    profile = tmp_path / "lo-profile"  # a private profile: no clash with another soffice, no first-run state
-    r = subprocess.run([soffice, f"-env:UserInstallation={profile.as_uri()}", "--headless", "--norestore",
-                        "--convert-to", "csv", "--outdir", str(tmp_path), str(xlsx)],
-                       capture_output=True, text=True, timeout=180)
-    converted = tmp_path / "settlement.csv"
-    assert r.returncode == 0 and converted.exists(), (r.stdout, r.stderr)
-    rows = list(csv.reader(io.StringIO(converted.read_text(encoding="utf-8"))))
-    total = next(row for row in rows if row and row[0] == "TOTAL")
-    header = next(row for row in rows if row and row[0] == "distributor_id")
-    shown = dict(zip(header[1:], total[1:]))
-    async with svc.sessionmaker() as s:
-        ledger = (await s.execute(text(
-            """SELECT
-                 COALESCE(SUM(amount) FILTER (WHERE created_at < :f AND bucket IN ('AVAILABLE', 'IN_PAYOUT')), 0),
-                 COALESCE(SUM(amount) FILTER (WHERE created_at >= :f AND bucket = 'AVAILABLE'
-                                              AND kind = 'COMMISSION_RELEASED'), 0),
-                 COALESCE(SUM(amount) FILTER (WHERE created_at >= :f AND bucket = 'AVAILABLE'
-                                              AND kind = 'COMMISSION_REVERSED'), 0),
-                 COALESCE(SUM(amount) FILTER (WHERE created_at >= :f AND kind = 'UPGRADE_BONUS'), 0),
-                 COALESCE(SUM(amount) FILTER (WHERE created_at >= :f AND bucket = 'PAID'), 0),
-                 COALESCE(SUM(amount) FILTER (WHERE created_at >= :f AND bucket = 'FEES'), 0),
-                 COALESCE(SUM(amount) FILTER (WHERE bucket IN ('AVAILABLE', 'IN_PAYOUT')), 0)
-               FROM ledger_entries WHERE shop_id = :s AND created_at < :t"""),
-            {"s": shop_id, "f": b.period_from, "t": b.period_to})).one()
-    for name, value in zip(exports.AMOUNTS, map(int, ledger)):
-        assert int(shown[f"{name}_minor"]) == value, name
-        whole, frac = divmod(abs(value), 100)
-        assert shown[name] == f"{'-' if value < 0 else ''}{whole}.{frac:02d}", name  # CNY: 2 minor digits
+    path = Path(await exports.xlsx_file(svc, shop_id=shop_id, settlement_id=b.settlement_id))
+    try:
+        rows = libreoffice_rows(path.read_bytes(), tmp_path)
+    finally:
+        path.unlink()
+    sums = await ledger_sums(svc, shop_id, b.period_from, b.period_to)
+    shown = assert_total_row_matches(rows, sums, digits=2)  # CNY: 2 minor digits
     assert (int(shown["closing_minor"]), shown["closing"]) == (2800, "28.00")
 
 
