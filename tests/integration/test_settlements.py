@@ -572,3 +572,53 @@ async def test_cli_closes_and_exports_identical_bytes_in_both_formats_LG3(svc, d
     assert bad.returncode == 2 and "csv or xlsx" in bad.stderr
     early = await asyncio.to_thread(cli, "close-period", shop_id, "--from", "2026-03-01", "--to", "2099-01-01")
     assert early.returncode == 2 and "PERIOD_NOT_ENDED" in early.stderr
+
+
+async def test_cli_export_draws_its_progress_bar_on_stderr_LG3(svc, database_url, tmp_path):
+    """`sharecart export` shows progress on stderr: a bar that reaches 100 % when stderr is a terminal (a
+    pseudo-terminal here), only its label when it is not; stdout carries the result line alone either way."""
+    import asyncio
+    import os
+    import pty
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(root)}
+    shop_id = f"bar-{secrets.token_hex(4)}"
+    b = await _two_distributor_history(svc, shop_id)
+    out = tmp_path / "batch.csv"
+    args = [sys.executable, "-m", "api.cli", "export", shop_id, b.settlement_id, "--out", str(out)]
+
+    def on_a_terminal() -> tuple[int, str, str]:
+        master, slave = pty.openpty()
+        try:
+            p = subprocess.Popen(args, cwd=root, env=env, stdout=subprocess.PIPE, stderr=slave, text=True)
+        finally:
+            os.close(slave)
+        stdout = p.communicate(timeout=120)[0]
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child side is closed and everything has been read
+                break
+            if not chunk:
+                break
+            seen += chunk
+        os.close(master)
+        return p.returncode, stdout, seen.decode()
+
+    code, stdout, terminal = await asyncio.to_thread(on_a_terminal)
+    assert code == 0 and stdout == f"wrote {out}\n", (stdout, terminal)
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", terminal)  # without the cursor hide/show sequences
+    frames = [f for f in shown.replace("\r\n", "\r").split("\r") if f.strip()]
+    assert frames[0].startswith("exporting csv") and "0%" in frames[0]  # drawn at the start ...
+    assert "100%" in frames[-1] and "[" + "#" * 36 + "]" in frames[-1], frames  # ... and full at the end
+    assert out.read_bytes() == await _csv(svc, shop_id, b.settlement_id)
+
+    piped = await asyncio.to_thread(subprocess.run, args, cwd=root, env=env, capture_output=True, text=True,
+                                    timeout=120)
+    assert piped.returncode == 0 and piped.stdout == f"wrote {out}\n"
+    assert piped.stderr.strip() == "exporting csv"  # not a terminal: the label once, no bar redrawn
