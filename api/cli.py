@@ -123,8 +123,10 @@ def close_period(shop_id: str, day_from: str = typer.Option(..., "--from", help=
 @app.command()
 def export(shop_id: str, settlement_id: str, fmt: str = typer.Option("csv", "--format", help="csv or xlsx"),
            out: str = typer.Option(..., "--out", help="file to write")) -> None:
-    """LG-3: export a settlement batch (same batch, same bytes), with a progress bar."""
+    """LG-3: export a settlement batch (same batch, same bytes), with a progress bar on stderr (drawn when
+    stderr is a terminal; stdout keeps only the result line, for scripts)."""
     import shutil
+    import sys
 
     if fmt not in ("csv", "xlsx"):
         raise typer.BadParameter("format is csv or xlsx")
@@ -137,7 +139,7 @@ def export(shop_id: str, settlement_id: str, fmt: str = typer.Option("csv", "--f
         batch = await get_settlement(svc, shop_id=shop_id, settlement_id=settlement_id)
         if batch is None:
             raise typer.BadParameter(f"no settlement {settlement_id} in shop {shop_id}")
-        with typer.progressbar(length=batch.distributors, label=f"exporting {fmt}") as bar:
+        with typer.progressbar(length=batch.distributors, label=f"exporting {fmt}", file=sys.stderr) as bar:
             if fmt == "csv":
                 with open(out, "wb") as f:
                     async for chunk in exports.csv_chunks(svc, shop_id=shop_id, settlement_id=settlement_id,

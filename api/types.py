@@ -665,7 +665,9 @@ class VariantStats:
     formed: int
     failed: int
     formation_rate_bp: Optional[int] = strawberry.field(description="formed / (formed + failed), basis points")
-    mean_seconds_to_form: int
+    mean_seconds_to_form: int = strawberry.field(
+        description="Mean time from opening to forming over the formed groups, in whole seconds rounded down; "
+                    "0 when none formed")
     units: int
     net_sales: MinorUnits
     currency: str

@@ -31,8 +31,8 @@ CAMPAIGN_STATS_SQL = text(
         count(*) FILTER (WHERE g.state IN ('OPEN', 'FORMED', 'FAILED')) AS opened,
         count(*) FILTER (WHERE g.state = 'FORMED') AS formed,
         count(*) FILTER (WHERE g.state = 'FAILED') AS failed,
-        COALESCE(avg(EXTRACT(EPOCH FROM (g.formed_at - g.opened_at))) FILTER (WHERE g.state = 'FORMED'), 0)::bigint
-            AS mean_seconds_to_form,
+        COALESCE(sum((EXTRACT(EPOCH FROM (g.formed_at - g.opened_at)) * 1000000)::bigint)
+                 FILTER (WHERE g.state = 'FORMED'), 0) AS micros_to_form,
         COALESCE(sum(units.units), 0) AS units,
         COALESCE(sum(sales.net), 0) AS net_sales
     FROM g LEFT JOIN units USING (group_id) LEFT JOIN sales USING (group_id)
@@ -48,7 +48,7 @@ class GroupStats:
     formed: int
     failed: int
     formation_rate_bp: int | None  # formed / (formed + failed)
-    mean_seconds_to_form: int
+    mean_seconds_to_form: int  # over the formed groups, opening to forming, whole seconds rounded down; 0 if none
     units: int
     net_sales: int
 
@@ -72,6 +72,10 @@ def _empty(variant: str) -> GroupStats:
                       units=0, net_sales=0)
 
 
+def _mean_seconds(micros: int, formed: int) -> int:
+    return micros // (formed * 1_000_000) if formed else 0
+
+
 async def campaign_stats(svc: Services, *, shop_id: str, campaign_id: str) -> CampaignStats:
     """RP-2. Variants come in the order the campaign defines them (a variant without groups yet shows
     zeros); the first is the control and every other variant is compared with it, pairwise."""
@@ -79,15 +83,16 @@ async def campaign_stats(svc: Services, *, shop_id: str, campaign_id: str) -> Ca
         rows = (await s.execute(CAMPAIGN_STATS_SQL, {"s": shop_id, "c": campaign_id})).mappings().all()
         defined = (await s.execute(text("SELECT variants FROM campaigns WHERE shop_id = :s AND campaign_id = :c"),
                                    {"s": shop_id, "c": campaign_id})).scalar() or []
+    # The means come from exact sums of microseconds, per variant and for the total alike: a total
+    # averaged from the variants' already-rounded means could be off by a second.
     per = [GroupStats(variant=r["variant"] or None, opened=r["opened"], formed=r["formed"], failed=r["failed"],
                       formation_rate_bp=rate_bp(r["formed"], r["formed"] + r["failed"]),
-                      mean_seconds_to_form=int(r["mean_seconds_to_form"]), units=int(r["units"]),
-                      net_sales=int(r["net_sales"])) for r in rows]
+                      mean_seconds_to_form=_mean_seconds(int(r["micros_to_form"]), r["formed"]),
+                      units=int(r["units"]), net_sales=int(r["net_sales"])) for r in rows]
     formed, failed = sum(p.formed for p in per), sum(p.failed for p in per)
-    weighted = sum(p.mean_seconds_to_form * p.formed for p in per)
     total = GroupStats(variant=None, opened=sum(p.opened for p in per), formed=formed, failed=failed,
                        formation_rate_bp=rate_bp(formed, formed + failed),
-                       mean_seconds_to_form=weighted // formed if formed else 0,
+                       mean_seconds_to_form=_mean_seconds(sum(int(r["micros_to_form"]) for r in rows), formed),
                        units=sum(p.units for p in per), net_sales=sum(p.net_sales for p in per))
     by_name = {p.variant: p for p in per if p.variant}
     order = [v["name"] for v in defined] + sorted(set(by_name) - {v["name"] for v in defined})

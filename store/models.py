@@ -365,7 +365,11 @@ class Payment(Base):
 
 class Refund(Base):
     """A refund decided by the rules (OWED, e.g. GB-5/6/7/8/9) or reported by the backend, and its
-    confirmation by the payment provider's reference (GB-10)."""
+    confirmation by the payment provider's reference (GB-10).
+
+    Append-only (triggers in migration 0007): the database refuses DELETE and TRUNCATE and every UPDATE
+    but the confirmation (OWED -> CONFIRMED setting provider_ref and confirmed_at), and at commit checks
+    that an order's refunds sum to its refunded_amount, never above its paid_amount (OR-2)."""
 
     __tablename__ = "refunds"
     shop_id: Mapped[str] = mapped_column(ID, primary_key=True)

@@ -330,33 +330,84 @@ def test_admin_registers_webhook_and_replays_events_through_graphql(world):
     assert codes(backend.gql("{ events { totalCount } }")) == ["FORBIDDEN"]
 
 
-def test_finance_closes_a_period_and_downloads_identical_exports_LG3(world):
+async def test_finance_closes_last_month_and_its_xlsx_in_libreoffice_matches_the_ledger_LG3(world, svc, tmp_path):
+    """Issue 6's "done when", all over HTTP: a month of history (a commission released, clawed back in part
+    by a refund, a payout approved); finance closes last month by GraphQL (too early: refused; twice: the
+    same batch), downloads CSV and XLSX with its token (the same bytes twice; the XLSX with no temporary
+    file left), LibreOffice headless converts the XLSX to CSV, and its TOTAL row equals the ledger's sums.
+
+    By hand (a UTC shop, default settings: 10 %, freeze 7 days, no payout fee): 1000 released, 4000 of the
+    10000 order refunded after release claws back 400, 500 paid out: closing 1000 − 400 − 500 = 100."""
+    from datetime import datetime, time, timezone
+
+    from tests.spreadsheets import assert_total_row_matches, ledger_sums, libreoffice_rows, soffice_or_skip
+
+    soffice_or_skip()
     fin, backend, admin = world["as"]("fin", "finance"), world["as"]("be", "backend"), world["as"]("boss", "admin")
-    now = world["svc"].now()
-    day_from = (now - timedelta(days=1)).date().isoformat()
-    day_to = (now + timedelta(days=1)).date().isoformat()
-    early = fin.mutate("closePeriod", {"fromDate": day_from, "toDate": day_to}, "settlement { id }")
+
+    def first_of_next_month(d):
+        return (d.replace(day=1) + timedelta(days=32)).replace(day=1)
+
+    def advance_to(at: datetime):
+        seconds = int((at - world["svc"].now()).total_seconds()) + 1
+        assert seconds > 0 and admin.mutate("advanceClock", {"seconds": seconds}, "now")["errors"] == []
+
+    month = first_of_next_month(world["svc"].now().date())  # the history fills this month ...
+    month_end = first_of_next_month(month)  # ... which is "last month" once this day has begun
+    advance_to(datetime.combine(month, time(1), timezone.utc))
+    dist = world["as"]("dora", "customer", "distributor")
+    code = dist.data("{ me { inviteCode } }")["me"]["inviteCode"]
+    world["as"]("eve", "customer").mutate("bindReferrer", {"inviteCode": code}, "changed")
+    o = backend.mutate("reportOrder", {"externalId": "lm-1", "buyerId": "eve", "lines": [
+        {"productRef": "x", "quantity": 1, "unitPrice": 10000}]}, "order { id }")["order"]
+    assert backend.mutate("confirmPayment", {"orderId": o["id"], "amount": 10000, "providerRef": "lm-pay"},
+                          "accepted")["accepted"]
+    backend.mutate("completeOrder", {"orderId": o["id"]}, "order { state }")
+    admin.mutate("advanceClock", {"seconds": 8 * 86400}, "now")  # released (CM-6)
+    assert backend.mutate("refundOrder", {"orderId": o["id"], "amount": 4000, "providerRef": "lm-rf"},
+                          "refund { id }")["errors"] == []
+    p = dist.mutate("requestPayout", {"amount": 500}, "payout { id }")["payout"]
+    assert fin.mutate("approvePayout", {"payoutId": p["id"], "externalRef": "bank-lm"}, "payout { state }")[
+        "payout"]["state"] == "APPROVED"
+
+    period = {"fromDate": month.isoformat(), "toDate": month_end.isoformat()}
+    early = fin.mutate("closePeriod", period, "settlement { id }")
     assert payload_codes(early) == ["PERIOD_NOT_ENDED"] and early["settlement"] is None
-    admin.mutate("advanceClock", {"seconds": 3 * 86400}, "now")
-    r = fin.mutate("closePeriod", {"fromDate": day_from, "toDate": day_to}, "settlement { id closing currency }")
-    assert r["errors"] == [] and r["settlement"]["currency"] == "CNY"
+    advance_to(datetime.combine(month_end, time(0, 5), timezone.utc))  # the month has ended, grace included
+    fields = "settlement { id localFrom localTo currency opening released reversals bonuses payouts fees closing }"
+    r = fin.mutate("closePeriod", period, fields)
+    assert r["errors"] == [] and r["settlement"] == {
+        "id": r["settlement"]["id"], "localFrom": month.isoformat(), "localTo": month_end.isoformat(),
+        "currency": "CNY", "opening": 0, "released": 1000, "reversals": -400, "bonuses": 0, "payouts": 500,
+        "fees": 0, "closing": 100}
     sid = r["settlement"]["id"]
-    again = fin.mutate("closePeriod", {"fromDate": day_from, "toDate": day_to}, "settlement { id }")
+    again = fin.mutate("closePeriod", period, "settlement { id }")
     assert again["settlement"]["id"] == sid  # the same period twice returns the first batch
     assert fin.data("{ settlements { edges { node { id } } } }")["settlements"]["edges"] == [{"node": {"id": sid}}]
+
     leftovers = lambda: set(Path(tempfile.gettempdir()).glob("sharecart-settlement-*"))  # noqa: E731
     before = leftovers()
+    got = {}
     for fmt in ("csv", "xlsx"):
         url = f"{world['base']}/exports/settlements/{sid}.{fmt}"
         a = httpx.get(url, headers=fin.headers)
         b = httpx.get(url, headers=fin.headers)
         assert a.status_code == 200 and a.content == b.content
-        if fmt == "xlsx":  # streamed with its Content-Length; no temporary file left behind
-            assert int(a.headers["content-length"]) == len(a.content) and a.content[:2] == b"PK"
-            assert leftovers() == before
-    assert "distributor_id" in httpx.get(f"{world['base']}/exports/settlements/{sid}.csv", headers=fin.headers).text
+        got[fmt] = a.content
+    # the XLSX is streamed with its Content-Length; no temporary file is left behind
+    assert int(a.headers["content-length"]) == len(got["xlsx"]) and got["xlsx"][:2] == b"PK"
+    assert leftovers() == before
+    assert b"distributor_id" in got["csv"]
     assert httpx.get(f"{world['base']}/exports/settlements/{sid}.csv", headers=backend.headers).status_code == 403
     assert httpx.get(f"{world['base']}/exports/settlements/{sid}.csv").status_code == 401
+
+    rows = libreoffice_rows(got["xlsx"], tmp_path)  # what a spreadsheet program shows
+    utc = lambda d: datetime.combine(d, time(0), timezone.utc)  # noqa: E731  (the shop's zone is UTC)
+    sums = await ledger_sums(svc, world["shop"].shop_id, utc(month), utc(month_end))
+    assert sums == {"opening": 0, "released": 1000, "reversals": -400, "bonuses": 0, "payouts": 500, "fees": 0,
+                    "closing": 100}
+    shown = assert_total_row_matches(rows, sums, digits=2)  # CNY: 2 minor digits
+    assert (shown["closing"], shown["closing_minor"]) == ("1.00", "100")
 
 
 def test_graphiql_assets_are_served_locally(world):
@@ -398,6 +449,49 @@ def test_owed_refunds_paged_while_confirming_reaches_every_refund_GB10(world):
     bad = backend.gql("{ owedRefunds(after: \"bm9wZQ==\") { totalCount } }")
     assert codes(bad) == ["INVALID_INPUT"]
 
+
+def test_owed_refunds_filtered_by_rule_GB5_GB8_GB10(world):
+    """owedRefunds(rule:) lists only the owed refunds the rule caused, totalCount included, paged by its keyset
+    within the filter; without the argument every owed refund is listed."""
+    admin, backend = world["as"]("boss", "admin"), world["as"]("be", "backend")
+    cid = make_campaign(admin, world["svc"])  # tiers 2 @ 8000, 3 @ 7000
+
+    def seat(user, op, ref, **target):
+        s = world["as"](user, "customer").mutate(op, target, SEAT)
+        assert backend.mutate("confirmPayment", {"orderId": s["order"]["id"], "amount": 8000, "providerRef": ref},
+                              "accepted")["accepted"]
+        return s
+
+    full = seat("rl-a", "openGroup", "rl-1", campaignId=cid)  # fills at 3: 1000 owed to each member (GB-5)
+    for i, u in enumerate(("rl-b", "rl-c")):
+        seat(u, "joinGroup", f"rl-{i + 2}", groupId=full["group"]["id"])
+    other = seat("rl-d", "openGroup", "rl-4", campaignId=cid)
+    seat("rl-e", "joinGroup", "rl-5", groupId=other["group"]["id"])
+    left = world["as"]("rl-e", "customer").mutate("leaveGroup", {"groupId": other["group"]["id"]}, "group { id }")
+    assert left["errors"] == []  # a full refund of 8000 owed (GB-8)
+
+    q = ("query($rule: String, $after: String) { owedRefunds(rule: $rule, first: 2, after: $after) { totalCount "
+         "pageInfo { hasNextPage endCursor } edges { node { id amount rule state order { id } } } } }")
+
+    def every(rule):
+        nodes, after = [], None
+        while True:
+            page = backend.data(q, rule=rule, after=after)["owedRefunds"]
+            nodes += [e["node"] for e in page["edges"]]
+            if not page["pageInfo"]["hasNextPage"]:
+                return page["totalCount"], nodes
+            after = page["pageInfo"]["endCursor"]
+
+    n5, gb5 = every("GB-5")
+    assert n5 == 3 and sorted((n["rule"], n["amount"], n["state"]) for n in gb5) == [("GB-5", 1000, "OWED")] * 3
+    n8, gb8 = every("GB-8")
+    assert n8 == 1 and [(n["rule"], n["amount"]) for n in gb8] == [("GB-8", 8000)]
+    assert every("GB-6") == (0, [])
+    n_all, all_ = every(None)
+    assert n_all == 4 and {n["id"] for n in all_} == {n["id"] for n in gb5 + gb8}
+    # confirmed refunds leave the filtered list too
+    backend.mutate("confirmRefund", {"refundId": gb8[0]["id"], "providerRef": "rl-bank"}, "refund { state }")
+    assert every("GB-8") == (0, []) and every("GB-5")[0] == 3
 
 ENDPOINTS = """{ webhookEndpoints { totalCount edges { node { id enabled consecutiveFailures failingSince disabledAt
   deliveries(first: 5) { totalCount edges { node { id state attempts lastError event { id type } } } }
@@ -526,3 +620,82 @@ def test_admin_reports_segments_and_retention_with_hand_checked_figures_RP3_RP4(
     assert [admin.data(seg, u=u)["userSegment"] for u in ("ann", "bob", "cat", "nobody")] == [
         "REPEAT", "FIRST_ORDER", "FIRST_ORDER", "NEW"]
     assert world["as"]("ann", "customer").data("{ mySegment }")["mySegment"] == "REPEAT"
+
+
+async def test_admin_reads_campaign_stats_with_hand_computed_means_and_a_variant_winner_RP2(world, svc):
+    """RP-2 over GraphQL on figures worked out by hand. The history is written through the service layer on the
+    test's frozen clock (every group decided before the query, so nothing is left to catch up); variants are
+    2-member groups at 8000, weight 1 each, and a leader's variant is variant_point(campaign, leader, 4).
+
+    variant | decided | formed after (s)   | failed | rate bp             | mean s                     | units | net
+    ctl     | 30      | 6 × 3600, 6 × 7201 | 18     | 4000                | 64806 / 12 = 5400.5 → 5400 | 24 | 192000
+    alt     | 30      | 12 × 60, 12 × 61   | 6      | 8000                | 1452 / 24 = 60.5 → 60      | 48 | 384000
+    few     | 3       | 10, 10, 11         | 0      | 10000               | 31 / 3 → 10                | 6  | 48000
+    none    | 0       | —                  | 0      | null                | 0                          | 0  | 0
+    total   | 63      | 39 formed          | 24     | 390000 // 63 = 6190 | 66289 / 39 = 1699.7 → 1699 | 78 | 624000
+
+    (a failed group's leader is refunded in full, GB-6: it adds nothing to net sales; the total mean is taken
+    over all 39 formed groups, not averaged from the variants' rounded means, which would give 1700.)
+
+    Comparisons with the control, Newcombe's hybrid score interval (engine/stats.py) at z = 1.96: Wilson limits
+    of 12/30 = [0.245904, 0.576799], 24/30 = [0.626940, 0.904950], 3/3 = [0.438494, 1]; so
+    alt − ctl = 0.4 − sqrt((0.8 − 0.626940)² + (0.576799 − 0.4)²) … 0.4 + sqrt((0.904950 − 0.8)² + (0.4 −
+    0.245904)²) = [0.152598, 0.586441] → [1525, 5865] bp: excludes 0 with 30 decided each — a winner;
+    few − ctl = [0.011317, 0.754096] → [113, 7541] bp: excludes 0 too, but 3 decided groups are below the
+    minimum of 30 — no winner; none has no decided group — no interval."""
+    from engine.variants import variant_point
+    from service import groups, worker
+    from tests.integration.helpers import make_campaign as make_campaign_svc, pay
+
+    shop_id = world["shop"].shop_id
+    c = await make_campaign_svc(svc, shop_id, tiers=[(2, 8000)], variants=[
+        ("ctl", [(2, 8000)], 1), ("alt", [(2, 8000)], 1), ("few", [(2, 8000)], 1), ("none", [(2, 8000)], 1)])
+    names = ("ctl", "alt", "few", "none")
+    leaders = {n: [] for n in names}
+    k = 0
+    while min(len(leaders[n]) for n in ("ctl", "alt")) < 30 or len(leaders["few"]) < 3:
+        user = f"rp2-{k}"
+        leaders[names[variant_point(c.campaign_id, user, 4)]].append(user)
+        k += 1
+
+    async def open_paid(leader):
+        g = await groups.open_group(svc, shop_id=shop_id, campaign_id=c.campaign_id, user_id=leader)
+        await pay(svc, shop_id, g)
+        return g
+
+    plan = {"ctl": [3600] * 6 + [7201] * 6, "alt": [60] * 12 + [61] * 12, "few": [10, 10, 11]}
+    for variant, seconds in plan.items():  # formed one after the other: each forms `s` seconds after opening
+        for leader, s in zip(leaders[variant], seconds):
+            g = await open_paid(leader)
+            svc.clock.advance(timedelta(seconds=s))
+            m = await groups.join_group(svc, shop_id=shop_id, group_id=g.group_id, user_id=f"{leader}-m")
+            assert (await pay(svc, shop_id, m))["accepted"]
+    for variant, n_failed in (("ctl", 18), ("alt", 6)):
+        for leader in leaders[variant][len(plan[variant]):len(plan[variant]) + n_failed]:
+            await open_paid(leader)
+    svc.clock.advance(timedelta(hours=25))
+    await worker.run_due(svc, shop_id=shop_id)  # the leaders left alone fail (GB-6)
+
+    stats = "variant opened formed failed formationRateBp meanSecondsToForm units netSales currency"
+    got = world["as"]("boss", "admin").data(
+        f"query($c: ID!) {{ campaignStats(campaignId: $c) {{ currency minDecidedPerVariant hasWinner "
+        f"total {{ {stats} }} variants {{ {stats} }} comparisons {{ variant control differenceBp differenceLowBp "
+        f"differenceHighBp enoughData hasWinner }} }} }}", c=c.campaign_id)["campaignStats"]
+
+    def row(variant, opened, formed, failed, rate, mean, units, net):
+        return {"variant": variant, "opened": opened, "formed": formed, "failed": failed, "formationRateBp": rate,
+                "meanSecondsToForm": mean, "units": units, "netSales": net, "currency": "CNY"}
+
+    assert got["total"] == row(None, 63, 39, 24, 6190, 1699, 78, 624_000)
+    assert got["variants"] == [row("ctl", 30, 12, 18, 4000, 5400, 24, 192_000),
+                               row("alt", 30, 24, 6, 8000, 60, 48, 384_000),
+                               row("few", 3, 3, 0, 10000, 10, 6, 48_000),
+                               row("none", 0, 0, 0, None, 0, 0, 0)]
+    assert got["comparisons"] == [
+        {"variant": "alt", "control": "ctl", "differenceBp": 4000, "differenceLowBp": 1525,
+         "differenceHighBp": 5865, "enoughData": True, "hasWinner": True},
+        {"variant": "few", "control": "ctl", "differenceBp": 6000, "differenceLowBp": 113,
+         "differenceHighBp": 7541, "enoughData": False, "hasWinner": False},
+        {"variant": "none", "control": "ctl", "differenceBp": None, "differenceLowBp": None,
+         "differenceHighBp": None, "enoughData": False, "hasWinner": False}]
+    assert (got["currency"], got["minDecidedPerVariant"], got["hasWinner"]) == ("CNY", 30, True)

@@ -2,8 +2,9 @@
 plain orders, refunds, completions, clock advances, payouts and decisions, and settlement periods
 closed one after another. After every step: LG-1 stored balances equal ledger sums, every
 commission line stands within [0, original] (CM-5), no group holds more seats than its capacity
-(GB-2), no order is refunded more than it was paid (OR-2), and every settlement batch reconciles to
-the ledger and is returned again when its period is closed again (LG-3)."""
+(GB-2), every order's refund rows sum to its refunded amount and never above what it was paid (OR-2),
+an owed refund stays in the owed queue until the backend confirms it (GB-10), and every settlement batch
+reconciles to the ledger and is returned again when its period is closed again (LG-3)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from sqlalchemy import text
 
 from engine.distribution import DistributionSettings, DistributorStatus
 from engine.errors import ErrorCode, RuleViolation
-from service import distribution, groups, orders, payouts, settlements, shops, worker
+from service import distribution, groups, orders, payouts, queries, refunds, settlements, shops, worker
 from service.context import Services
 from service.ledger import balance_mismatches
 from service.uow import unit_of_work
@@ -45,6 +46,8 @@ class ServiceMachine(RuleBasedStateMachine):
         self.plain: list[str] = []
         self.payouts: list[str] = []
         self.batches: list[tuple[date, date, str]] = []  # closed settlement periods, in order
+        self.owed_seen: set[str] = set()  # every refund ever seen OWED (GB-5..GB-9)
+        self.confirmed: dict[str, str] = {}  # refund id -> the provider reference this machine confirmed it with
         self.refs = 0
 
     async def _engine(self):
@@ -177,6 +180,18 @@ class ServiceMachine(RuleBasedStateMachine):
         self.run(payouts.decide_payout(self.svc, shop_id=self.shop_id, payout_id=self.payouts[i % len(self.payouts)],
                                        approve=approve, actor="fin", external_ref=self.ref() if approve else None))
 
+    @rule(i=st.integers(0, 100))
+    def confirm_owed_refund(self, i):
+        """The backend pays one owed refund and confirms it with its provider reference (GB-10)."""
+        owed = self.loop.run_until_complete(refunds.list_refunds(self.svc, shop_id=self.shop_id, state="OWED",
+                                                                 limit=1000))
+        if owed:
+            r, ref = owed[i % len(owed)], self.ref()
+            done = self.run(refunds.confirm_refund(self.svc, shop_id=self.shop_id, refund_id=r.refund_id,
+                                                   provider_ref=ref))
+            assert not isinstance(done, RuleViolation) and done.state == "CONFIRMED", done
+            self.confirmed[r.refund_id] = ref
+
     # ---------------------------------------------------------------- LG-3 settlements
     def _last_closable_day(self) -> date:
         """Periods end at a day boundary and close CLOSE_GRACE after it (LG-3); the shop's zone is UTC."""
@@ -255,6 +270,43 @@ class ServiceMachine(RuleBasedStateMachine):
                 assert overrefund == [], "OR-2: refunded more than paid"
                 neg_payout = (await q("SELECT user_id FROM distributors WHERE shop_id=:s AND in_payout < 0")).all()
                 assert neg_payout == []
+        self.loop.run_until_complete(check())
+
+    @invariant()
+    def refunds_hold(self):
+        """OR-2 per order: sum(refund rows) == orders.refunded_amount <= orders.paid_amount. GB-10: every OWED
+        refund is listed by the owed-refunds query (paged by its keyset, as owedRefunds pages it), and a refund
+        once owed never disappears: it stays OWED until this machine confirmed it, with that reference."""
+        async def check():
+            async with self.svc.sessionmaker() as s:
+                off = (await s.execute(text(
+                    "SELECT o.order_id, o.paid_amount, o.refunded_amount, COALESCE(r.total, 0) FROM orders o "
+                    "LEFT JOIN (SELECT order_id, sum(amount) AS total FROM refunds WHERE shop_id = :s "
+                    "GROUP BY order_id) r USING (order_id) WHERE o.shop_id = :s "
+                    "AND (COALESCE(r.total, 0) <> o.refunded_amount OR o.refunded_amount > o.paid_amount)"),
+                    {"s": self.shop_id})).all()
+                assert off == [], f"OR-2: refund rows, refunded and paid amounts disagree: {off}"
+                rows = {r.refund_id: r for r in (await s.execute(text(
+                    "SELECT refund_id, state, provider_ref FROM refunds WHERE shop_id = :s"),
+                    {"s": self.shop_id})).all()}
+            listed, after = [], None
+            while True:
+                page, total = await queries.page_refunds(self.svc, shop_id=self.shop_id, state="OWED", rule=None,
+                                                         limit=3, after=after)
+                listed += [r.refund_id for r in page]
+                if len(page) < 3:
+                    break
+                after = (page[-1].created_at, page[-1].refund_id)
+            owed_now = {rid for rid, r in rows.items() if r.state == "OWED"}
+            assert len(listed) == len(set(listed)) == total and set(listed) == owed_now, "GB-10: owed queue"
+            self.owed_seen |= owed_now
+            for rid in self.owed_seen:
+                assert rid in rows, f"GB-10: owed refund {rid} disappeared"
+                r = rows[rid]
+                if rid in self.confirmed:
+                    assert (r.state, r.provider_ref) == ("CONFIRMED", self.confirmed[rid])
+                else:
+                    assert r.state == "OWED", f"GB-10: refund {rid} left the queue unconfirmed"
         self.loop.run_until_complete(check())
 
 

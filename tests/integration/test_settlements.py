@@ -21,6 +21,7 @@ from service import distribution, exports, orders, payouts, settlements, shops, 
 from service.uow import unit_of_work
 from tests.conftest import T0
 from tests.integration.helpers import assert_ledger_consistent, pay
+from tests.spreadsheets import assert_total_row_matches, ledger_sums, libreoffice_rows, soffice_or_skip
 
 GOLDEN = Path(__file__).parent / "golden" / "settlement.csv"
 
@@ -508,46 +509,18 @@ async def test_a_history_with_every_movement_reconciles_LG3(svc):
 # ---------------------------------------------------------------------------------------------------
 async def test_xlsx_opens_in_libreoffice_and_its_totals_match_the_ledger_LG3(svc, tmp_path):
     """The issue's "done when": a spreadsheet program opens the XLSX (LibreOffice headless converts it to
-    CSV) and the TOTAL row it shows equals the ledger's sums to the cent."""
-    import shutil
-    import subprocess
-
-    soffice = shutil.which("soffice") or shutil.which("libreoffice")
-    if soffice is None:
-        pytest.skip("LibreOffice is not installed (Debian: apt-get install libreoffice-calc-nogui; "
-                    "`python3 tasks.py test` installs it when run as root with apt-get)")
+    CSV) and the TOTAL row it shows equals the ledger's sums to the cent. (Over HTTP, as finance downloads
+    it: tests/api/test_e2e.py::test_finance_closes_last_month_and_its_xlsx_in_libreoffice_matches_the_ledger_LG3.)"""
+    soffice_or_skip()
     shop_id = f"lo-{secrets.token_hex(4)}"
     b = await _two_distributor_history(svc, shop_id)
-    xlsx = tmp_path / "settlement.xlsx"
-    xlsx.write_bytes(Path(await exports.xlsx_file(svc, shop_id=shop_id, settlement_id=b.settlement_id)).read_bytes())
-    profile = tmp_path / "lo-profile"  # a private profile: no clash with another soffice, no first-run state
-    r = subprocess.run([soffice, f"-env:UserInstallation={profile.as_uri()}", "--headless", "--norestore",
-                        "--convert-to", "csv", "--outdir", str(tmp_path), str(xlsx)],
-                       capture_output=True, text=True, timeout=180)
-    converted = tmp_path / "settlement.csv"
-    assert r.returncode == 0 and converted.exists(), (r.stdout, r.stderr)
-    rows = list(csv.reader(io.StringIO(converted.read_text(encoding="utf-8"))))
-    total = next(row for row in rows if row and row[0] == "TOTAL")
-    header = next(row for row in rows if row and row[0] == "distributor_id")
-    shown = dict(zip(header[1:], total[1:]))
-    async with svc.sessionmaker() as s:
-        ledger = (await s.execute(text(
-            """SELECT
-                 COALESCE(SUM(amount) FILTER (WHERE created_at < :f AND bucket IN ('AVAILABLE', 'IN_PAYOUT')), 0),
-                 COALESCE(SUM(amount) FILTER (WHERE created_at >= :f AND bucket = 'AVAILABLE'
-                                              AND kind = 'COMMISSION_RELEASED'), 0),
-                 COALESCE(SUM(amount) FILTER (WHERE created_at >= :f AND bucket = 'AVAILABLE'
-                                              AND kind = 'COMMISSION_REVERSED'), 0),
-                 COALESCE(SUM(amount) FILTER (WHERE created_at >= :f AND kind = 'UPGRADE_BONUS'), 0),
-                 COALESCE(SUM(amount) FILTER (WHERE created_at >= :f AND bucket = 'PAID'), 0),
-                 COALESCE(SUM(amount) FILTER (WHERE created_at >= :f AND bucket = 'FEES'), 0),
-                 COALESCE(SUM(amount) FILTER (WHERE bucket IN ('AVAILABLE', 'IN_PAYOUT')), 0)
-               FROM ledger_entries WHERE shop_id = :s AND created_at < :t"""),
-            {"s": shop_id, "f": b.period_from, "t": b.period_to})).one()
-    for name, value in zip(exports.AMOUNTS, map(int, ledger)):
-        assert int(shown[f"{name}_minor"]) == value, name
-        whole, frac = divmod(abs(value), 100)
-        assert shown[name] == f"{'-' if value < 0 else ''}{whole}.{frac:02d}", name  # CNY: 2 minor digits
+    path = Path(await exports.xlsx_file(svc, shop_id=shop_id, settlement_id=b.settlement_id))
+    try:
+        rows = libreoffice_rows(path.read_bytes(), tmp_path)
+    finally:
+        path.unlink()
+    sums = await ledger_sums(svc, shop_id, b.period_from, b.period_to)
+    shown = assert_total_row_matches(rows, sums, digits=2)  # CNY: 2 minor digits
     assert (int(shown["closing_minor"]), shown["closing"]) == (2800, "28.00")
 
 
@@ -599,3 +572,53 @@ async def test_cli_closes_and_exports_identical_bytes_in_both_formats_LG3(svc, d
     assert bad.returncode == 2 and "csv or xlsx" in bad.stderr
     early = await asyncio.to_thread(cli, "close-period", shop_id, "--from", "2026-03-01", "--to", "2099-01-01")
     assert early.returncode == 2 and "PERIOD_NOT_ENDED" in early.stderr
+
+
+async def test_cli_export_draws_its_progress_bar_on_stderr_LG3(svc, database_url, tmp_path):
+    """`sharecart export` shows progress on stderr: a bar that reaches 100 % when stderr is a terminal (a
+    pseudo-terminal here), only its label when it is not; stdout carries the result line alone either way."""
+    import asyncio
+    import os
+    import pty
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(root)}
+    shop_id = f"bar-{secrets.token_hex(4)}"
+    b = await _two_distributor_history(svc, shop_id)
+    out = tmp_path / "batch.csv"
+    args = [sys.executable, "-m", "api.cli", "export", shop_id, b.settlement_id, "--out", str(out)]
+
+    def on_a_terminal() -> tuple[int, str, str]:
+        master, slave = pty.openpty()
+        try:
+            p = subprocess.Popen(args, cwd=root, env=env, stdout=subprocess.PIPE, stderr=slave, text=True)
+        finally:
+            os.close(slave)
+        stdout = p.communicate(timeout=120)[0]
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child side is closed and everything has been read
+                break
+            if not chunk:
+                break
+            seen += chunk
+        os.close(master)
+        return p.returncode, stdout, seen.decode()
+
+    code, stdout, terminal = await asyncio.to_thread(on_a_terminal)
+    assert code == 0 and stdout == f"wrote {out}\n", (stdout, terminal)
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", terminal)  # without the cursor hide/show sequences
+    frames = [f for f in shown.replace("\r\n", "\r").split("\r") if f.strip()]
+    assert frames[0].startswith("exporting csv") and "0%" in frames[0]  # drawn at the start ...
+    assert "100%" in frames[-1] and "[" + "#" * 36 + "]" in frames[-1], frames  # ... and full at the end
+    assert out.read_bytes() == await _csv(svc, shop_id, b.settlement_id)
+
+    piped = await asyncio.to_thread(subprocess.run, args, cwd=root, env=env, capture_output=True, text=True,
+                                    timeout=120)
+    assert piped.returncode == 0 and piped.stdout == f"wrote {out}\n"
+    assert piped.stderr.strip() == "exporting csv"  # not a terminal: the label once, no bar redrawn
