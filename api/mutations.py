@@ -1,6 +1,7 @@
 """Mutation root. Each mutation takes one `input` and returns a payload whose `errors` carry every rule
-refusal (ER-1) — a refused mutation has changed nothing (the service rolled back). Retryable ones take
-`idempotencyKey` (GB-10); payment and refund confirmations are idempotent by `providerRef`.
+refusal (ER-1) — a refused mutation has changed nothing (the service rolled back). Every mutation but the
+test-only `advanceClock` takes `idempotencyKey` (GB-10); payment and refund confirmations are also idempotent by
+`providerRef`, reported orders by `externalId`.
 
 Object ids in inputs are global ids (see api.types); a malformed or wrong-type id is INVALID_INPUT on
 that field, an id of another shop is NOT_FOUND (SH-1)."""
@@ -53,7 +54,6 @@ from service import distribution as distribution_svc
 from service import groups as groups_svc
 from service import orders as orders_svc
 from service import payouts as payouts_svc
-from service import queries
 from service import refunds as refunds_svc
 from service import settlements as settlements_svc
 from service import shops as shops_svc
@@ -61,6 +61,13 @@ from service import webhooks as webhooks_svc
 
 DistributionMode = strawberry.enum(_DistributionMode, name="DistributionMode")
 BindingMode = strawberry.enum(_BindingMode, name="BindingMode")
+
+
+def idempotency_key_field(description: str = "GB-10: a retry with the same key and the same input returns the "
+                          "first result without a second effect; the same key with another input is "
+                          "IDEMPOTENCY_CONFLICT.") -> Optional[str]:
+    """Every mutation input but advanceClock's has this field (tests/api/test_idempotency_keys.py)."""
+    return strawberry.field(default=None, description=description)
 
 
 async def run(payload_cls, go: Callable[[], Awaitable[dict]]):
@@ -88,14 +95,14 @@ async def _group_and_order(ctx, group_id: str, order_id: str) -> dict:
 class OpenGroupInput:
     campaign_id: strawberry.ID
     quantity: int = 1
-    idempotency_key: Optional[str] = None
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.input
 class JoinGroupInput:
     group_id: strawberry.ID
     quantity: int = 1
-    idempotency_key: Optional[str] = None
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.type(description="A reserved seat: pay `amountToPay` within the campaign's payment window (GB-2).")
@@ -110,7 +117,7 @@ class SeatPayload:
 @strawberry.input
 class LeaveGroupInput:
     group_id: strawberry.ID
-    idempotency_key: Optional[str] = None
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.type
@@ -122,7 +129,7 @@ class LeaveGroupPayload:
 @strawberry.input
 class BindReferrerInput:
     invite_code: str
-    idempotency_key: Optional[str] = None
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.type
@@ -135,6 +142,7 @@ class BindReferrerPayload:
 @strawberry.input
 class ApplyAsDistributorInput:
     note: Optional[str] = None
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.type
@@ -150,13 +158,15 @@ class ConfirmPaymentInput:
     external_id: Optional[str] = None
     amount: MinorUnits
     provider_ref: str
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.type
 class ConfirmPaymentPayload:
     order: Optional[Order] = None
     accepted: Optional[bool] = strawberry.field(default=None, description="False: a late payment (GB-9), refund owed")
-    replayed: Optional[bool] = strawberry.field(default=None, description="This providerRef was confirmed before")
+    replayed: Optional[bool] = strawberry.field(default=None, description="This providerRef (or idempotencyKey) "
+                                                "was confirmed before: the first confirmation's answer")
     errors: list[UserError]
 
 
@@ -164,12 +174,14 @@ class ConfirmPaymentPayload:
 class ConfirmRefundInput:
     refund_id: strawberry.ID
     provider_ref: str
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.type
 class RefundPayload:
     refund: Optional[Refund] = None
-    replayed: Optional[bool] = None
+    replayed: Optional[bool] = strawberry.field(default=None, description="refundOrder: this providerRef (or "
+                                                "idempotencyKey) was recorded before: the first refund")
     errors: list[UserError]
 
 
@@ -189,6 +201,7 @@ class ReportOrderInput:
     lines: list[OrderLineInput]
     shipping_amount: MinorUnits = 0
     tax_amount: MinorUnits = 0
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.type
@@ -203,12 +216,14 @@ class RefundOrderInput:
     external_id: Optional[str] = None
     amount: MinorUnits
     provider_ref: str
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.input
 class CompleteOrderInput:
     order_id: Optional[strawberry.ID] = None
     external_id: Optional[str] = None
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.input
@@ -219,6 +234,7 @@ class UpsertProductInput:
     earns_commission: bool = True
     level1_amount: Optional[MinorUnits] = None
     level2_amount: Optional[MinorUnits] = None
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.type
@@ -262,7 +278,7 @@ class CreateCampaignInput:
     lottery_winners: int = 0
     variants: Optional[list[VariantInput]] = None
     commission_enabled: bool = True
-    idempotency_key: Optional[str] = None
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.type
@@ -274,6 +290,7 @@ class CampaignPayload:
 @strawberry.input
 class EndCampaignInput:
     campaign_id: strawberry.ID
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.input(description="Only the fields given change (section 3).")
@@ -290,6 +307,7 @@ class UpdateDistributionSettingsInput:
     min_payout: Optional[MinorUnits] = None
     payout_fee_bp: Optional[int] = None
     spend_threshold: Optional[MinorUnits] = None
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.type
@@ -316,6 +334,7 @@ class LevelInput:
 @strawberry.input(description="LV-1: the whole level table (grades 0, 1, 2, … in order).")
 class SetLevelsInput:
     levels: list[LevelInput]
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.type
@@ -328,18 +347,21 @@ class SetLevelsPayload:
 class ApproveDistributorInput:
     user_id: str
     reason: str = ""
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.input
 class SuspendDistributorInput:
     user_id: str
     reason: str = strawberry.field(description="Required (DS-1)")
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.input
 class ReinstateDistributorInput:
     user_id: str
     reason: str = strawberry.field(description="Required (DS-1)")
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 DistributorStatusInput = ApproveDistributorInput | SuspendDistributorInput | ReinstateDistributorInput
@@ -350,6 +372,7 @@ class SetDistributorLevelInput:
     user_id: str
     grade: int
     reason: str
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.type
@@ -362,8 +385,8 @@ class DistributorPayload:
 class RegisterWebhookInput:
     url: str
     event_types: Optional[list[str]] = None
-    idempotency_key: Optional[str] = strawberry.field(
-        default=None, description="GB-10: a retry with the same key and input returns the endpoint of the first "
+    idempotency_key: Optional[str] = idempotency_key_field(
+        description="GB-10: a retry with the same key and input returns the endpoint of the first "
                                   "call; no second endpoint is registered.")
 
 
@@ -371,14 +394,15 @@ class RegisterWebhookInput:
 class RotateWebhookSecretInput:
     endpoint_id: strawberry.ID
     overlap_seconds: int = 86400
-    idempotency_key: Optional[str] = strawberry.field(
-        default=None, description="GB-10: a retry with the same key and input does not rotate again (which would "
+    idempotency_key: Optional[str] = idempotency_key_field(
+        description="GB-10: a retry with the same key and input does not rotate again (which would "
                                   "cut the overlap of the secret receivers still verify with).")
 
 
 @strawberry.input
 class EnableWebhookInput:
     endpoint_id: strawberry.ID
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.type
@@ -392,6 +416,7 @@ class RedeliverEventsInput:
     endpoint_id: strawberry.ID
     from_seq: int
     to_seq: int
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.type
@@ -404,19 +429,21 @@ class RedeliverEventsPayload:
 @strawberry.input
 class RequestPayoutInput:
     amount: MinorUnits
-    idempotency_key: Optional[str] = None
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.input
 class ApprovePayoutInput:
     payout_id: strawberry.ID
     external_ref: str
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.input
 class RejectPayoutInput:
     payout_id: strawberry.ID
     reason: str
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.type
@@ -429,6 +456,7 @@ class PayoutPayload:
 class ClosePeriodInput:
     from_date: str = strawberry.field(description="first local day (YYYY-MM-DD) in the shop time zone")
     to_date: str = strawberry.field(description="the day after the last (half-open period)")
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.type
@@ -448,19 +476,18 @@ class AdvanceClockPayload:
     errors: list[UserError]
 
 
-async def _set_status(info: Info, input: "DistributorStatusInput", status: DistributorStatus,
-                      allowed_from: tuple[str, ...]) -> DistributorPayload:
+async def _change_status(info: Info, input: "DistributorStatusInput", change: str) -> DistributorPayload:
+    """DS-1: one of service.distribution.STATUS_CHANGES (which statuses it starts from is decided there,
+    under the distributor's row lock)."""
     ctx = info.context
 
     async def go():
+        status, _ = distribution_svc.STATUS_CHANGES[change]
         if status != DistributorStatus.ACTIVE and not input.reason.strip():
             raise refuse(ErrorCode.INVALID_INPUT, "a reason is required", field="reason", rule="DS-1")
-        current = (await queries.distributors_by_ids(ctx.svc, shop_id=ctx.shop_id, ids=[input.user_id])).get(
-            input.user_id)
-        if current is not None and current.status != status.value and current.status not in allowed_from:
-            raise refuse(ErrorCode.INVALID_STATE, f"distributor is {current.status}", field="userId", rule="DS-1")
-        d = await distribution_svc.set_status(ctx.svc, shop_id=ctx.shop_id, user_id=input.user_id, status=status,
-                                              actor=ctx.user_id, reason=input.reason)
+        d = await distribution_svc.change_status(ctx.svc, shop_id=ctx.shop_id, user_id=input.user_id, change=change,
+                                                 actor=ctx.user_id, reason=input.reason,
+                                                 idempotency_key=input.idempotency_key)
         return dict(distributor=distributor_summary(d))
     return await run(DistributorPayload, go)
 
@@ -524,7 +551,8 @@ class Mutation:
         ctx = info.context
 
         async def go():
-            d = await distribution_svc.apply(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id)
+            d = await distribution_svc.apply(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id,
+                                             idempotency_key=input.idempotency_key)
             return dict(status=d.status)
         return await run(ApplyAsDistributorPayload, go)
 
@@ -536,7 +564,8 @@ class Mutation:
 
         async def go():
             r = await orders_svc.confirm_payment(ctx.svc, shop_id=ctx.shop_id, provider_ref=input.provider_ref,
-                                                 amount=input.amount, **_order_ref(input.order_id, input.external_id))
+                                                 amount=input.amount, idempotency_key=input.idempotency_key,
+                                                 **_order_ref(input.order_id, input.external_id))
             o = await ctx.loaders.order.load(r["order_id"])
             return dict(order=order_type(o, ctx) if o else None, accepted=r["accepted"], replayed=r["replayed"])
         return await run(ConfirmPaymentPayload, go)
@@ -548,7 +577,7 @@ class Mutation:
         async def go():
             r = await refunds_svc.confirm_refund(ctx.svc, shop_id=ctx.shop_id,
                                                  refund_id=raw_id(input.refund_id, "Refund", "refundId"),
-                                                 provider_ref=input.provider_ref)
+                                                 provider_ref=input.provider_ref, idempotency_key=input.idempotency_key)
             return dict(refund=refund_type(r, ctx))
         return await run(RefundPayload, go)
 
@@ -562,7 +591,8 @@ class Mutation:
                 ctx.svc, shop_id=ctx.shop_id, external_id=input.external_id, buyer_id=input.buyer_id,
                 lines=[orders_svc.LineInput(ln.product_ref, ln.quantity, ln.unit_price, ln.discount, ln.category)
                        for ln in input.lines],
-                shipping_amount=input.shipping_amount, tax_amount=input.tax_amount)
+                shipping_amount=input.shipping_amount, tax_amount=input.tax_amount,
+                idempotency_key=input.idempotency_key)
             return dict(order=order_type(o, ctx))
         return await run(OrderPayload, go)
 
@@ -573,7 +603,7 @@ class Mutation:
 
         async def go():
             r = await orders_svc.refund_order(ctx.svc, shop_id=ctx.shop_id, amount=input.amount,
-                                              provider_ref=input.provider_ref,
+                                              provider_ref=input.provider_ref, idempotency_key=input.idempotency_key,
                                               **_order_ref(input.order_id, input.external_id))
             rf = await ctx.loaders.refund.load(r["refund_id"])
             return dict(refund=refund_type(rf, ctx) if rf else None, replayed=r["replayed"])
@@ -584,7 +614,7 @@ class Mutation:
         ctx = info.context
 
         async def go():
-            o = await orders_svc.complete_order(ctx.svc, shop_id=ctx.shop_id,
+            o = await orders_svc.complete_order(ctx.svc, shop_id=ctx.shop_id, idempotency_key=input.idempotency_key,
                                                 **_order_ref(input.order_id, input.external_id))
             return dict(order=order_type(o, ctx))
         return await run(OrderPayload, go)
@@ -598,7 +628,8 @@ class Mutation:
             p = await shops_svc.upsert_product(ctx.svc, shop_id=ctx.shop_id, product_ref=input.product_ref,
                                                title=input.title, category=input.category,
                                                earns_commission=input.earns_commission,
-                                               level1_amount=input.level1_amount, level2_amount=input.level2_amount)
+                                               level1_amount=input.level1_amount, level2_amount=input.level2_amount,
+                                               idempotency_key=input.idempotency_key)
             return dict(product=product_type(p, ctx))
         return await run(ProductPayload, go)
 
@@ -644,7 +675,8 @@ class Mutation:
 
         async def go():
             c = await campaigns_svc.end_campaign(ctx.svc, shop_id=ctx.shop_id,
-                                                 campaign_id=raw_id(input.campaign_id, "Campaign", "campaignId"))
+                                                 campaign_id=raw_id(input.campaign_id, "Campaign", "campaignId"),
+                                                 idempotency_key=input.idempotency_key)
             return dict(campaign=campaign_type(c, ctx))
         return await run(CampaignPayload, go)
 
@@ -654,10 +686,11 @@ class Mutation:
         ctx = info.context
 
         async def go():
-            changes = {k: getattr(input, k) for k in (f.name for f in dc_fields(input))}
+            changes = {k: getattr(input, k) for k in (f.name for f in dc_fields(input)) if k != "idempotency_key"}
             changes = {k: (_DistributionMode(v.value) if k == "mode" else _BindingMode(v.value) if k == "binding"
                            else v) for k, v in changes.items() if v is not None}
-            s = await shops_svc.update_settings(ctx.svc, shop_id=ctx.shop_id, **changes)
+            s = await shops_svc.update_settings(ctx.svc, shop_id=ctx.shop_id,
+                                                idempotency_key=input.idempotency_key, **changes)
             return dict(settings=settings_type(s, ctx))
         return await run(DistributionSettingsPayload, go)
 
@@ -668,17 +701,18 @@ class Mutation:
         async def go():
             levels = [engine_levels.Level(**{f.name: getattr(lv, f.name) for f in dc_fields(engine_levels.Level)})
                       for lv in input.levels]
-            saved = await shops_svc.set_levels(ctx.svc, shop_id=ctx.shop_id, levels=levels)
+            saved = await shops_svc.set_levels(ctx.svc, shop_id=ctx.shop_id, levels=levels,
+                                               idempotency_key=input.idempotency_key)
             return dict(levels=[level_type(lv, ctx) for lv in saved])
         return await run(SetLevelsPayload, go)
 
     @strawberry.mutation(permission_classes=[IsAdmin], description="DS-1: approve an applicant.")
     async def approve_distributor(self, info: Info, input: ApproveDistributorInput) -> DistributorPayload:
-        return await _set_status(info, input, DistributorStatus.ACTIVE, ("APPLIED", "NONE"))
+        return await _change_status(info, input, "approve_distributor")
 
     @strawberry.mutation(permission_classes=[IsAdmin], description="DS-1: suspend, with a reason.")
     async def suspend_distributor(self, info: Info, input: SuspendDistributorInput) -> DistributorPayload:
-        return await _set_status(info, input, DistributorStatus.SUSPENDED, ("ACTIVE",))
+        return await _change_status(info, input, "suspend_distributor")
 
     @strawberry.mutation(permission_classes=[IsAdmin], description="DS-1: reinstate a suspended distributor, "
                          "with a reason.")
@@ -686,7 +720,7 @@ class Mutation:
         if not input.reason.strip():
             return DistributorPayload(errors=[UserError(code=ErrorCode.INVALID_INPUT, field="reason", rule="DS-1",
                                                         message="a reason is required")])
-        return await _set_status(info, input, DistributorStatus.ACTIVE, ("SUSPENDED",))
+        return await _change_status(info, input, "reinstate_distributor")
 
     @strawberry.mutation(permission_classes=[IsAdmin], description="LV-3: set a level, with a reason.")
     async def set_distributor_level(self, info: Info, input: SetDistributorLevelInput) -> DistributorPayload:
@@ -694,7 +728,8 @@ class Mutation:
 
         async def go():
             d = await distribution_svc.set_level(ctx.svc, shop_id=ctx.shop_id, user_id=input.user_id,
-                                                 grade=input.grade, actor=ctx.user_id, reason=input.reason)
+                                                 grade=input.grade, actor=ctx.user_id, reason=input.reason,
+                                                 idempotency_key=input.idempotency_key)
             return dict(distributor=distributor_summary(d))
         return await run(DistributorPayload, go)
 
@@ -729,7 +764,8 @@ class Mutation:
         async def go():
             e = await webhooks_svc.enable_endpoint(ctx.svc, shop_id=ctx.shop_id,
                                                    endpoint_id=raw_id(input.endpoint_id, "WebhookEndpoint",
-                                                                      "endpointId"))
+                                                                      "endpointId"),
+                                                   idempotency_key=input.idempotency_key)
             return dict(endpoint=endpoint_type(e))
         return await run(WebhookPayload, go)
 
@@ -741,7 +777,8 @@ class Mutation:
         async def go():
             n = await webhooks_svc.redeliver(ctx.svc, shop_id=ctx.shop_id,
                                              endpoint_id=raw_id(input.endpoint_id, "WebhookEndpoint", "endpointId"),
-                                             from_seq=input.from_seq, to_seq=input.to_seq)
+                                             from_seq=input.from_seq, to_seq=input.to_seq,
+                                             idempotency_key=input.idempotency_key)
             return dict(queued=n)
         return await run(RedeliverEventsPayload, go)
 
@@ -753,7 +790,8 @@ class Mutation:
         async def go():
             p = await payouts_svc.decide_payout(ctx.svc, shop_id=ctx.shop_id,
                                                 payout_id=raw_id(input.payout_id, "Payout", "payoutId"),
-                                                approve=True, actor=ctx.user_id, external_ref=input.external_ref)
+                                                approve=True, actor=ctx.user_id, external_ref=input.external_ref,
+                                                idempotency_key=input.idempotency_key)
             return dict(payout=payout_type(p, ctx))
         return await run(PayoutPayload, go)
 
@@ -767,7 +805,8 @@ class Mutation:
                 raise refuse(ErrorCode.INVALID_INPUT, "a reason is required", field="reason", rule="LG-2")
             p = await payouts_svc.decide_payout(ctx.svc, shop_id=ctx.shop_id,
                                                 payout_id=raw_id(input.payout_id, "Payout", "payoutId"),
-                                                approve=False, actor=ctx.user_id, reason=input.reason)
+                                                approve=False, actor=ctx.user_id, reason=input.reason,
+                                                idempotency_key=input.idempotency_key)
             return dict(payout=payout_type(p, ctx))
         return await run(PayoutPayload, go)
 
@@ -781,7 +820,7 @@ class Mutation:
             except ValueError:
                 raise refuse(ErrorCode.INVALID_INPUT, "dates are YYYY-MM-DD", field="fromDate")
             b = await settlements_svc.close_period(ctx.svc, shop_id=ctx.shop_id, day_from=f, day_to=t,
-                                                   actor=ctx.user_id)
+                                                   actor=ctx.user_id, idempotency_key=input.idempotency_key)
             return dict(settlement=settlement_type(b))
         return await run(ClosePeriodPayload, go)
 

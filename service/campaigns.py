@@ -10,7 +10,7 @@ from sqlalchemy import select
 from engine.errors import ErrorCode, refuse
 from engine.groupbuy import Campaign, Tier, Variant, validate_campaign
 from service.context import Services
-from service.idempotency import once
+from service.idempotency import once, once_row
 from service.ids import new_id
 from service.uow import unit_of_work
 from store import mapping
@@ -133,17 +133,22 @@ async def list_campaigns(svc: Services, *, shop_id: str) -> list[CampaignRow]:
         return list((await s.execute(q)).scalars())
 
 
-async def end_campaign(svc: Services, *, shop_id: str, campaign_id: str) -> CampaignRow:
+async def end_campaign(svc: Services, *, shop_id: str, campaign_id: str,
+                       idempotency_key: str | None = None) -> CampaignRow:
     """Stop a campaign now: `ends_at` becomes now (never before `starts_at`), so no group can be opened any
     more (section 2). Groups already open keep the expiry they were given (GB-1) and form or fail then;
     a leader who pays after this gets an expiry capped at the new `ends_at`. Ending an ended campaign
     changes nothing (GB-10); the row is locked, so two admins ending it at once end it once."""
     now = svc.now()
     async with unit_of_work(svc) as s:
-        row = await s.get(CampaignRow, (shop_id, campaign_id), with_for_update=True)
-        if row is None:
-            raise refuse(ErrorCode.NOT_FOUND, "no such campaign", field="campaignId")
-        if row.ends_at > now:
-            row.ends_at = max(now, row.starts_at)
-        assert row.ends_at <= max(now, row.starts_at), "an ended campaign opens no group after now"
-    return row
+        async def run() -> CampaignRow:
+            row = await s.get(CampaignRow, (shop_id, campaign_id), with_for_update=True)
+            if row is None:
+                raise refuse(ErrorCode.NOT_FOUND, "no such campaign", field="campaignId")
+            if row.ends_at > now:
+                row.ends_at = max(now, row.starts_at)
+            assert row.ends_at <= max(now, row.starts_at), "an ended campaign opens no group after now"
+            return row
+
+        return await once_row(s, CampaignRow, shop_id=shop_id, scope="end_campaign", key=idempotency_key, now=now,
+                              run=run, request={"campaign_id": campaign_id})

@@ -15,7 +15,7 @@ from engine.referral import BindingSource, decide_binding
 from service import commissions, events
 from service.commissions import DbReferralView, ensure_distributor
 from service.context import Services
-from service.idempotency import once
+from service.idempotency import once, once_row
 from service.ids import new_id
 from service.ledger import LedgerBatch
 from service.shops import ensure_user, load_levels, load_settings
@@ -40,44 +40,75 @@ async def my_distributor(svc: Services, *, shop_id: str, user_id: str) -> Distri
         return row
 
 
-async def apply(svc: Services, *, shop_id: str, user_id: str) -> Distributor:
+async def apply(svc: Services, *, shop_id: str, user_id: str, idempotency_key: str | None = None) -> Distributor:
     """DS-1: a user applies; APPROVAL waits for an admin, the other modes admit as their rule says."""
     now = svc.now()
     async with unit_of_work(svc) as s:
-        await ensure_user(s, shop_id, user_id, now)
-        settings = await load_settings(s, shop_id)
-        row = await s.get(Distributor, (shop_id, user_id), with_for_update=True)
-        if row is None:
-            row = await ensure_distributor(s, shop_id, user_id, status=DistributorStatus.APPLIED, now=now,
-                                           actor=user_id, reason="application")
-        await commissions.admit_if_due(s, shop_id, user_id, settings, now)
-        await s.refresh(row)
-        return row
+        async def run() -> Distributor:
+            await ensure_user(s, shop_id, user_id, now)
+            settings = await load_settings(s, shop_id)
+            row = await s.get(Distributor, (shop_id, user_id), with_for_update=True)
+            if row is None:
+                row = await ensure_distributor(s, shop_id, user_id, status=DistributorStatus.APPLIED, now=now,
+                                               actor=user_id, reason="application")
+            await commissions.admit_if_due(s, shop_id, user_id, settings, now)
+            await s.refresh(row)
+            return row
+
+        return await once_row(s, Distributor, shop_id=shop_id, scope=f"apply:{user_id}", key=idempotency_key,
+                              request={}, now=now, run=run)
+
+
+# The status changes an admin makes (DS-1): the status they lead to and the statuses they start from.
+STATUS_CHANGES: dict[str, tuple[DistributorStatus, tuple[str, ...]]] = {
+    "approve_distributor": (DistributorStatus.ACTIVE, ("APPLIED", "NONE")),
+    "suspend_distributor": (DistributorStatus.SUSPENDED, ("ACTIVE",)),
+    "reinstate_distributor": (DistributorStatus.ACTIVE, ("SUSPENDED",)),
+}
+
+
+async def change_status(svc: Services, *, shop_id: str, user_id: str, change: str, actor: str, reason: str,
+                        idempotency_key: str | None = None) -> Distributor:
+    """DS-1: one of STATUS_CHANGES, decided under the distributor's row lock: a distributor already in the
+    target status is left as it is; one in a status the change does not start from is INVALID_STATE."""
+    status, allowed_from = STATUS_CHANGES[change]
+    return await set_status(svc, shop_id=shop_id, user_id=user_id, status=status, actor=actor, reason=reason,
+                            allowed_from=allowed_from, scope=change, idempotency_key=idempotency_key)
 
 
 async def set_status(svc: Services, *, shop_id: str, user_id: str, status: DistributorStatus, actor: str,
-                     reason: str) -> Distributor:
-    """DS-1: approve (APPLIED -> ACTIVE), suspend (-> SUSPENDED) or reinstate (SUSPENDED -> ACTIVE), with a reason."""
+                     reason: str, allowed_from: tuple[str, ...] | None = None, scope: str = "set_status",
+                     idempotency_key: str | None = None) -> Distributor:
+    """DS-1: approve (APPLIED -> ACTIVE), suspend (-> SUSPENDED) or reinstate (SUSPENDED -> ACTIVE), with a reason.
+    With `allowed_from`, a distributor in another status (and not already in `status`) is INVALID_STATE.
+    `idempotency_key` (GB-10) is kept under `scope` (the operation)."""
     now = svc.now()
     async with unit_of_work(svc) as s:
-        row = await s.get(Distributor, (shop_id, user_id), with_for_update=True)
-        if row is None:
-            if status != DistributorStatus.ACTIVE:
-                raise refuse(ErrorCode.NOT_A_DISTRIBUTOR, "no such distributor or applicant", field="userId",
-                             rule="DS-1")
-            await ensure_user(s, shop_id, user_id, now)
-            return await ensure_distributor(s, shop_id, user_id, status=status, now=now, actor=actor, reason=reason)
-        if row.status == status.value:
+        async def run() -> Distributor:
+            row = await s.get(Distributor, (shop_id, user_id), with_for_update=True)
+            if row is None:
+                if status != DistributorStatus.ACTIVE:
+                    raise refuse(ErrorCode.NOT_A_DISTRIBUTOR, "no such distributor or applicant", field="userId",
+                                 rule="DS-1")
+                await ensure_user(s, shop_id, user_id, now)
+                return await ensure_distributor(s, shop_id, user_id, status=status, now=now, actor=actor,
+                                                reason=reason)
+            if row.status == status.value:
+                return row
+            if allowed_from is not None and row.status not in allowed_from:
+                raise refuse(ErrorCode.INVALID_STATE, f"distributor is {row.status}", field="userId", rule="DS-1")
+            s.add(DistributorAudit(shop_id=shop_id, audit_id=new_id("aud_"), user_id=user_id, action="STATUS",
+                                   from_value=row.status, to_value=status.value, actor=actor, reason=reason, at=now))
+            if status == DistributorStatus.ACTIVE and row.approved_at is None:
+                row.approved_at, row.approved_by = now, actor
+            row.status, row.status_reason = status.value, reason
+            events.emit(s, shop_id=shop_id, type="distributor.status_changed", aggregate_type="distributor",
+                        aggregate_id=user_id, now=now, rule="DS-1",
+                        payload={"user_id": user_id, "status": status.value, "by": actor, "reason": reason})
             return row
-        s.add(DistributorAudit(shop_id=shop_id, audit_id=new_id("aud_"), user_id=user_id, action="STATUS",
-                               from_value=row.status, to_value=status.value, actor=actor, reason=reason, at=now))
-        if status == DistributorStatus.ACTIVE and row.approved_at is None:
-            row.approved_at, row.approved_by = now, actor
-        row.status, row.status_reason = status.value, reason
-        events.emit(s, shop_id=shop_id, type="distributor.status_changed", aggregate_type="distributor",
-                    aggregate_id=user_id, now=now, rule="DS-1",
-                    payload={"user_id": user_id, "status": status.value, "by": actor, "reason": reason})
-        return row
+
+        return await once_row(s, Distributor, shop_id=shop_id, scope=scope, key=idempotency_key, now=now, run=run,
+                              request={"user_id": user_id, "status": status.value, "reason": reason})
 
 
 async def resolve_invite(svc: Services, *, shop_id: str, code: str) -> Distributor | None:
@@ -159,23 +190,28 @@ async def bind_referrer(svc: Services, *, shop_id: str, user_id: str, invite_cod
                       changed=r["changed"])
 
 
-async def set_level(svc: Services, *, shop_id: str, user_id: str, grade: int, actor: str, reason: str) -> Distributor:
+async def set_level(svc: Services, *, shop_id: str, user_id: str, grade: int, actor: str, reason: str,
+                    idempotency_key: str | None = None) -> Distributor:
     """LV-3: an admin sets a level, recorded with who and why."""
     if not reason.strip():
         raise refuse(ErrorCode.INVALID_INPUT, "a reason is required", field="reason", rule="LV-3")
     now = svc.now()
     async with unit_of_work(svc) as s:
-        row = await s.get(Distributor, (shop_id, user_id), with_for_update=True)
-        if row is None:
-            raise refuse(ErrorCode.NOT_A_DISTRIBUTOR, "no such distributor", field="userId", rule="LV-3")
-        levels = await load_levels(s, shop_id)
-        decision = lv.admin_set_level(levels, current_grade=row.grade, new_grade=grade,
-                                      bonuses_credited=frozenset(row.bonuses_credited or []))
-        ledger = LedgerBatch(shop_id, now)
-        await commissions.apply_level_decision(s, ledger, row=row, decision=decision, now=now, actor=actor,
-                                               reason=reason)
-        await ledger.flush(s)
-        return row
+        async def run() -> Distributor:
+            row = await s.get(Distributor, (shop_id, user_id), with_for_update=True)
+            if row is None:
+                raise refuse(ErrorCode.NOT_A_DISTRIBUTOR, "no such distributor", field="userId", rule="LV-3")
+            levels = await load_levels(s, shop_id)
+            decision = lv.admin_set_level(levels, current_grade=row.grade, new_grade=grade,
+                                          bonuses_credited=frozenset(row.bonuses_credited or []))
+            ledger = LedgerBatch(shop_id, now)
+            await commissions.apply_level_decision(s, ledger, row=row, decision=decision, now=now, actor=actor,
+                                                   reason=reason)
+            await ledger.flush(s)
+            return row
+
+        return await once_row(s, Distributor, shop_id=shop_id, scope="set_distributor_level", key=idempotency_key,
+                              now=now, run=run, request={"user_id": user_id, "grade": grade, "reason": reason})
 
 
 async def get_distributor(svc: Services, *, shop_id: str, user_id: str) -> Distributor | None:

@@ -17,7 +17,7 @@ from engine.errors import ErrorCode, refuse
 from service import commissions, events
 from service.context import Services
 from service.groups import advance_due_groups, pay_group_order
-from service.idempotency import request_hash
+from service.idempotency import once_or_replay, once_row, request_hash
 from service.ids import new_id
 from service.ledger import LedgerBatch
 from service.refunds import apply_refund
@@ -53,8 +53,9 @@ async def find_order(session: AsyncSession, shop_id: str, *, order_id: str | Non
 
 
 async def report_order(svc: Services, *, shop_id: str, external_id: str, buyer_id: str, lines: list[LineInput],
-                       shipping_amount: int = 0, tax_amount: int = 0) -> Order:
-    """OR-1/OR-2: the same external id with the same content is one order; different content is refused."""
+                       shipping_amount: int = 0, tax_amount: int = 0, idempotency_key: str | None = None) -> Order:
+    """OR-1/OR-2: the same external id with the same content is one order; different content is refused.
+    `idempotency_key` (GB-10) is additional: another request under the same key is refused."""
     if not external_id:
         raise refuse(ErrorCode.INVALID_INPUT, "external id is required", field="externalId", rule="OR-1")
     if not lines:
@@ -69,62 +70,75 @@ async def report_order(svc: Services, *, shop_id: str, external_id: str, buyer_i
                             "tax": tax_amount})
     now = svc.now()
     async with unit_of_work(svc) as s:
-        await ensure_user(s, shop_id, buyer_id, now)
-        order_id = new_id("ord_")
-        goods = sum(ln.unit_price * ln.quantity - ln.discount for ln in lines)
-        inserted = (await s.execute(
-            insert(Order).values(
-                shop_id=shop_id, order_id=order_id, external_id=external_id, buyer_id=buyer_id, kind="PLAIN",
-                state="CREATED", goods_amount=goods, shipping_amount=shipping_amount, tax_amount=tax_amount,
-                paid_amount=0, refunded_amount=0, content_hash=content, source="NONE", created_at=now)
-            .on_conflict_do_nothing().returning(Order.order_id)
-        )).first()
-        if inserted is None:
-            existing = await find_order(s, shop_id, external_id=external_id)
-            if existing.content_hash != content:
-                raise refuse(ErrorCode.ORDER_CONFLICT, "an order with this external id exists with other content",
-                             field="externalId", rule="OR-1")
-            return existing
-        refs = [ln.product_ref for ln in lines]
-        products = {p.product_ref: p for p in (await s.execute(
-            select(Product).where(Product.shop_id == shop_id, Product.product_ref.in_(refs)))).scalars()}
-        for i, ln in enumerate(lines, start=1):
-            category = ln.category if ln.category is not None else (
-                products[ln.product_ref].category if ln.product_ref in products else "")
-            s.add(OrderLine(shop_id=shop_id, order_id=order_id, line_no=i, product_ref=ln.product_ref,
-                            category=category, quantity=ln.quantity, unit_price=ln.unit_price, discount=ln.discount))
-        return await find_order(s, shop_id, order_id=order_id)
+        async def run() -> Order:
+            await ensure_user(s, shop_id, buyer_id, now)
+            order_id = new_id("ord_")
+            goods = sum(ln.unit_price * ln.quantity - ln.discount for ln in lines)
+            inserted = (await s.execute(
+                insert(Order).values(
+                    shop_id=shop_id, order_id=order_id, external_id=external_id, buyer_id=buyer_id, kind="PLAIN",
+                    state="CREATED", goods_amount=goods, shipping_amount=shipping_amount, tax_amount=tax_amount,
+                    paid_amount=0, refunded_amount=0, content_hash=content, source="NONE", created_at=now)
+                .on_conflict_do_nothing().returning(Order.order_id)
+            )).first()
+            if inserted is None:
+                existing = await find_order(s, shop_id, external_id=external_id)
+                if existing.content_hash != content:
+                    raise refuse(ErrorCode.ORDER_CONFLICT, "an order with this external id exists with other content",
+                                 field="externalId", rule="OR-1")
+                return existing
+            refs = [ln.product_ref for ln in lines]
+            products = {p.product_ref: p for p in (await s.execute(
+                select(Product).where(Product.shop_id == shop_id, Product.product_ref.in_(refs)))).scalars()}
+            for i, ln in enumerate(lines, start=1):
+                category = ln.category if ln.category is not None else (
+                    products[ln.product_ref].category if ln.product_ref in products else "")
+                s.add(OrderLine(shop_id=shop_id, order_id=order_id, line_no=i, product_ref=ln.product_ref,
+                                category=category, quantity=ln.quantity, unit_price=ln.unit_price,
+                                discount=ln.discount))
+            return await find_order(s, shop_id, order_id=order_id)
+
+        return await once_row(s, Order, shop_id=shop_id, scope="report_order", key=idempotency_key, now=now,
+                              run=run, request={"external_id": external_id, "content": content})
 
 
 async def confirm_payment(svc: Services, *, shop_id: str, provider_ref: str, amount: int, order_id: str | None = None,
-                          external_id: str | None = None) -> dict:
-    """The backend confirms money received. GB-10 by provider reference; GB-9 late payments are
-    accepted and answered with a full refund instruction."""
+                          external_id: str | None = None, idempotency_key: str | None = None) -> dict:
+    """The backend confirms money received. GB-10 by provider reference (and, additionally, by
+    `idempotency_key`: a replay answers `replayed`); GB-9 late payments are accepted and answered with a
+    full refund instruction."""
     if not provider_ref:
         raise refuse(ErrorCode.INVALID_INPUT, "provider reference is required", field="providerRef", rule="GB-10")
     if amount <= 0:
         raise refuse(ErrorCode.INVALID_INPUT, "amount must be positive", field="amount")
     now = svc.now()
     async with unit_of_work(svc) as s:
-        order = await find_order(s, shop_id, order_id=order_id, external_id=external_id)
-        claimed = (await s.execute(
-            insert(Payment).values(shop_id=shop_id, provider_ref=provider_ref, order_id=order.order_id, amount=amount,
-                                   accepted=False, received_at=now)
-            .on_conflict_do_nothing().returning(Payment.provider_ref)
-        )).first()
-        if claimed is None:
-            prior = await s.get(Payment, (shop_id, provider_ref), populate_existing=True)
-            if prior.order_id != order.order_id or prior.amount != amount:
-                raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "this provider reference confirmed a different payment",
-                             field="providerRef", rule="GB-10")
-            return {"order_id": order.order_id, "accepted": prior.accepted, "replayed": True}
-        if order.kind == "GROUP":
-            accepted = await pay_group_order(s, order=order, amount=amount, now=now)
-        else:
-            accepted = await pay_plain_order(s, order=order, amount=amount, now=now)
-        await s.execute(Payment.__table__.update().where(
-            Payment.shop_id == shop_id, Payment.provider_ref == provider_ref).values(accepted=accepted))
-        return {"order_id": order.order_id, "accepted": accepted, "replayed": False}
+        async def run() -> dict:
+            order = await find_order(s, shop_id, order_id=order_id, external_id=external_id)
+            claimed = (await s.execute(
+                insert(Payment).values(shop_id=shop_id, provider_ref=provider_ref, order_id=order.order_id,
+                                       amount=amount, accepted=False, received_at=now)
+                .on_conflict_do_nothing().returning(Payment.provider_ref)
+            )).first()
+            if claimed is None:
+                prior = await s.get(Payment, (shop_id, provider_ref), populate_existing=True)
+                if prior.order_id != order.order_id or prior.amount != amount:
+                    raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "this provider reference confirmed a different "
+                                 "payment", field="providerRef", rule="GB-10")
+                return {"order_id": order.order_id, "accepted": prior.accepted, "replayed": True}
+            if order.kind == "GROUP":
+                accepted = await pay_group_order(s, order=order, amount=amount, now=now)
+            else:
+                accepted = await pay_plain_order(s, order=order, amount=amount, now=now)
+            await s.execute(Payment.__table__.update().where(
+                Payment.shop_id == shop_id, Payment.provider_ref == provider_ref).values(accepted=accepted))
+            return {"order_id": order.order_id, "accepted": accepted, "replayed": False}
+
+        r, replayed = await once_or_replay(
+            s, shop_id=shop_id, scope="confirm_payment", key=idempotency_key, now=now, run=run,
+            request={"order_id": order_id, "external_id": external_id, "amount": amount,
+                     "provider_ref": provider_ref})
+        return {**r, "replayed": r["replayed"] or replayed}
 
 
 async def pay_plain_order(s: AsyncSession, *, order: Order, amount: int, now) -> bool:
@@ -150,61 +164,72 @@ async def pay_plain_order(s: AsyncSession, *, order: Order, amount: int, now) ->
 
 
 async def refund_order(svc: Services, *, shop_id: str, amount: int, provider_ref: str, order_id: str | None = None,
-                       external_id: str | None = None) -> dict:
-    """OR-2: the backend refunded (part of) an order; idempotent by the provider's reference (GB-10)."""
+                       external_id: str | None = None, idempotency_key: str | None = None) -> dict:
+    """OR-2: the backend refunded (part of) an order; idempotent by the provider's reference (GB-10) and,
+    additionally, by `idempotency_key` (a replay answers `replayed`)."""
     if not provider_ref:
         raise refuse(ErrorCode.INVALID_INPUT, "provider reference is required", field="providerRef", rule="GB-10")
     now = svc.now()
     from store.models import Refund
 
     async with unit_of_work(svc) as s:
-        order = await find_order(s, shop_id, order_id=order_id, external_id=external_id, lock=True)
-        prior = (await s.execute(select(Refund).where(Refund.shop_id == shop_id,
-                                                      Refund.provider_ref == provider_ref))).scalar_one_or_none()
-        if prior is not None:
-            if prior.order_id != order.order_id or prior.amount != amount:
-                raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "this provider reference recorded a different refund",
-                             field="providerRef", rule="GB-10")
-            return {"refund_id": prior.refund_id, "order_id": order.order_id, "replayed": True}
-        if order.paid_at is None or order.state not in ("PAID", "COMPLETED"):
-            raise refuse(ErrorCode.ORDER_NOT_PAID, "only a paid order can be refunded", field="orderId", rule="OR-2")
-        if order.kind == "GROUP":
-            from store.models import GroupRow
+        async def run() -> dict:
+            order = await find_order(s, shop_id, order_id=order_id, external_id=external_id, lock=True)
+            prior = (await s.execute(select(Refund).where(Refund.shop_id == shop_id,
+                                                          Refund.provider_ref == provider_ref))).scalar_one_or_none()
+            if prior is not None:
+                if prior.order_id != order.order_id or prior.amount != amount:
+                    raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "this provider reference recorded a different "
+                                 "refund", field="providerRef", rule="GB-10")
+                return {"refund_id": prior.refund_id, "order_id": order.order_id, "replayed": True}
+            if order.paid_at is None or order.state not in ("PAID", "COMPLETED"):
+                raise refuse(ErrorCode.ORDER_NOT_PAID, "only a paid order can be refunded", field="orderId",
+                             rule="OR-2")
+            if order.kind == "GROUP":
+                g = await s.get(GroupRow, (shop_id, order.group_id))
+                if g.state not in ("FORMED",):
+                    raise refuse(ErrorCode.INVALID_STATE, "a group order is refunded through the group until it "
+                                 "forms (leave the group instead, GB-8)", field="orderId", rule="GB-8")
+            ledger = LedgerBatch(shop_id, now)
+            full = order.refunded_amount + amount >= order.paid_amount
+            refund = await apply_refund(s, ledger, order=order, amount=amount, rule="OR-2", full=full, now=now,
+                                        provider_ref=provider_ref)
+            await ledger.flush(s)
+            return {"refund_id": refund.refund_id, "order_id": order.order_id, "replayed": False}
 
-            g = await s.get(GroupRow, (shop_id, order.group_id))
-            if g.state not in ("FORMED",):
-                raise refuse(ErrorCode.INVALID_STATE, "a group order is refunded through the group until it forms "
-                             "(leave the group instead, GB-8)", field="orderId", rule="GB-8")
-        ledger = LedgerBatch(shop_id, now)
-        full = order.refunded_amount + amount >= order.paid_amount
-        refund = await apply_refund(s, ledger, order=order, amount=amount, rule="OR-2", full=full, now=now,
-                                    provider_ref=provider_ref)
-        await ledger.flush(s)
-        return {"refund_id": refund.refund_id, "order_id": order.order_id, "replayed": False}
+        r, replayed = await once_or_replay(
+            s, shop_id=shop_id, scope="refund_order", key=idempotency_key, now=now, run=run,
+            request={"order_id": order_id, "external_id": external_id, "amount": amount,
+                     "provider_ref": provider_ref})
+        return {**r, "replayed": r["replayed"] or replayed}
 
 
 async def complete_order(svc: Services, *, shop_id: str, order_id: str | None = None,
-                         external_id: str | None = None) -> Order:
+                         external_id: str | None = None, idempotency_key: str | None = None) -> Order:
     """OR-4: delivered and not disputed. Releasable commission lines freeze for freeze_days (CM-6).
-    Idempotent: completing a completed order changes nothing."""
+    Idempotent: completing a completed order changes nothing; `idempotency_key` (GB-10) is additional."""
     now = svc.now()
     async with unit_of_work(svc) as s:
-        order = await find_order(s, shop_id, order_id=order_id, external_id=external_id, lock=True)
-        if order.state == "COMPLETED":
+        async def run() -> Order:
+            order = await find_order(s, shop_id, order_id=order_id, external_id=external_id, lock=True)
+            if order.state == "COMPLETED":
+                return order
+            if order.state != "PAID":
+                raise refuse(ErrorCode.ORDER_NOT_PAID, f"order is {order.state}; only a paid order completes",
+                             field="orderId", rule="OR-4")
+            order.state, order.completed_at = "COMPLETED", now
+            ledger = LedgerBatch(shop_id, now)
+            await commissions.freeze_order_lines(s, ledger, order=order, now=now)
+            await ledger.flush(s)
+            await commissions.evaluate_levels(s, ledger, shop_id=shop_id,
+                                              user_ids={order.buyer_id, order.level1_id, order.level2_id}, now=now)
+            await ledger.flush(s)
+            events.emit(s, shop_id=shop_id, type="order.completed", aggregate_type="order",
+                        aggregate_id=order.order_id, now=now, rule="OR-4", payload={"order_id": order.order_id})
             return order
-        if order.state != "PAID":
-            raise refuse(ErrorCode.ORDER_NOT_PAID, f"order is {order.state}; only a paid order completes",
-                         field="orderId", rule="OR-4")
-        order.state, order.completed_at = "COMPLETED", now
-        ledger = LedgerBatch(shop_id, now)
-        await commissions.freeze_order_lines(s, ledger, order=order, now=now)
-        await ledger.flush(s)
-        await commissions.evaluate_levels(s, ledger, shop_id=shop_id,
-                                          user_ids={order.buyer_id, order.level1_id, order.level2_id}, now=now)
-        await ledger.flush(s)
-        events.emit(s, shop_id=shop_id, type="order.completed", aggregate_type="order", aggregate_id=order.order_id,
-                    now=now, rule="OR-4", payload={"order_id": order.order_id})
-        return order
+
+        return await once_row(s, Order, shop_id=shop_id, scope="complete_order", key=idempotency_key, now=now,
+                              run=run, request={"order_id": order_id, "external_id": external_id})
 
 
 async def catch_up_orders(svc: Services, *, shop_id: str, order_ids=None, buyer_id: str | None = None) -> None:

@@ -11,7 +11,7 @@ from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, refuse
 from service import events
 from service.context import Services
-from service.idempotency import once
+from service.idempotency import once, once_row
 from service.ids import new_id
 from service.ledger import LedgerBatch
 from service.shops import load_settings
@@ -58,38 +58,46 @@ async def request_payout(svc: Services, *, shop_id: str, user_id: str, amount: i
 
 
 async def decide_payout(svc: Services, *, shop_id: str, payout_id: str, approve: bool, actor: str,
-                        external_ref: str | None = None, reason: str | None = None) -> Payout:
+                        external_ref: str | None = None, reason: str | None = None,
+                        idempotency_key: str | None = None) -> Payout:
     """LG-2: approve (with the external transfer reference) -> paid out, fee its own entry;
-    reject -> all of A back to available, no fee. Deciding the same way twice is a no-op."""
+    reject -> all of A back to available, no fee. Deciding the same way twice is a no-op; with
+    `idempotency_key` (GB-10) a retry replays the first decision and another request under the key is refused."""
     if approve and not external_ref:
         raise refuse(ErrorCode.INVALID_INPUT, "approval needs the external transfer reference",
                      field="externalRef", rule="LG-2")
     now = svc.now()
     async with unit_of_work(svc) as s:
-        payout = (await s.execute(select(Payout).where(Payout.shop_id == shop_id, Payout.payout_id == payout_id)
-                                  .with_for_update())).scalar_one_or_none()
-        if payout is None:
-            raise refuse(ErrorCode.NOT_FOUND, "payout not found", field="payoutId")
-        target = "APPROVED" if approve else "REJECTED"
-        if payout.state != "REQUESTED":
-            if payout.state == target and (not approve or payout.external_ref == external_ref):
-                return payout
-            raise refuse(ErrorCode.INVALID_STATE, f"payout is already {payout.state}", field="payoutId", rule="LG-2")
-        settings = await load_settings(s, shop_id)
-        await _locked_distributor(s, shop_id, payout.distributor_id)
-        postings = lg.approve_payout(settings, payout.amount) if approve else lg.reject_payout(payout.amount)
-        payout.state, payout.decided_at, payout.decided_by = target, now, actor
-        payout.external_ref, payout.reason = external_ref, reason
-        payout.fee = lg.payout_fee(settings, payout.amount) if approve else 0
-        ledger = LedgerBatch(shop_id, now)
-        ledger.add(payout.distributor_id, postings, ref_type="payout", ref_id=payout.payout_id)
-        await ledger.flush(s)
-        events.emit(s, shop_id=shop_id, type=f"payout.{target.lower()}", aggregate_type="distributor",
-                    aggregate_id=payout.distributor_id, now=now, rule="LG-2",
-                    payload={"payout_id": payout_id, "user_id": payout.distributor_id, "amount": payout.amount,
-                             "fee": payout.fee, "net": payout.amount - payout.fee, "external_ref": external_ref,
-                             "reason": reason})
-        return payout
+        async def run() -> Payout:
+            payout = (await s.execute(select(Payout).where(Payout.shop_id == shop_id, Payout.payout_id == payout_id)
+                                      .with_for_update())).scalar_one_or_none()
+            if payout is None:
+                raise refuse(ErrorCode.NOT_FOUND, "payout not found", field="payoutId")
+            target = "APPROVED" if approve else "REJECTED"
+            if payout.state != "REQUESTED":
+                if payout.state == target and (not approve or payout.external_ref == external_ref):
+                    return payout
+                raise refuse(ErrorCode.INVALID_STATE, f"payout is already {payout.state}", field="payoutId",
+                             rule="LG-2")
+            settings = await load_settings(s, shop_id)
+            await _locked_distributor(s, shop_id, payout.distributor_id)
+            postings = lg.approve_payout(settings, payout.amount) if approve else lg.reject_payout(payout.amount)
+            payout.state, payout.decided_at, payout.decided_by = target, now, actor
+            payout.external_ref, payout.reason = external_ref, reason
+            payout.fee = lg.payout_fee(settings, payout.amount) if approve else 0
+            ledger = LedgerBatch(shop_id, now)
+            ledger.add(payout.distributor_id, postings, ref_type="payout", ref_id=payout.payout_id)
+            await ledger.flush(s)
+            events.emit(s, shop_id=shop_id, type=f"payout.{target.lower()}", aggregate_type="distributor",
+                        aggregate_id=payout.distributor_id, now=now, rule="LG-2",
+                        payload={"payout_id": payout_id, "user_id": payout.distributor_id, "amount": payout.amount,
+                                 "fee": payout.fee, "net": payout.amount - payout.fee, "external_ref": external_ref,
+                                 "reason": reason})
+            return payout
+
+        return await once_row(s, Payout, shop_id=shop_id, scope="approve_payout" if approve else "reject_payout",
+                              key=idempotency_key, now=now, run=run,
+                              request={"payout_id": payout_id, "external_ref": external_ref, "reason": reason})
 
 
 async def list_payouts(svc: Services, *, shop_id: str, state: str | None = None, user_id: str | None = None,

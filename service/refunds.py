@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from engine.errors import ErrorCode, refuse
 from service import commissions, events
 from service.context import Services
+from service.idempotency import once_row
 from service.ids import new_id
 from service.ledger import LedgerBatch
 from service.uow import unit_of_work
@@ -48,8 +49,10 @@ async def apply_refund(
     return refund
 
 
-async def confirm_refund(svc: Services, *, shop_id: str, refund_id: str, provider_ref: str) -> Refund:
-    """GB-10: the backend paid an owed refund. Idempotent by the provider's reference.
+async def confirm_refund(svc: Services, *, shop_id: str, refund_id: str, provider_ref: str,
+                         idempotency_key: str | None = None) -> Refund:
+    """GB-10: the backend paid an owed refund. Idempotent by the provider's reference (and, additionally,
+    by `idempotency_key`).
 
     Everything is decided after locking the refund row: concurrent confirmations of one refund queue on
     that lock, and each later one sees the first one's result (same reference: the first result comes
@@ -57,31 +60,36 @@ async def confirm_refund(svc: Services, *, shop_id: str, refund_id: str, provide
     concurrent retry miss the first confirmation and then be refused."""
     if not provider_ref:
         raise refuse(ErrorCode.INVALID_INPUT, "provider reference is required", field="providerRef")
+    now = svc.now()
     async with unit_of_work(svc) as s:
-        refund = await s.get(Refund, (shop_id, refund_id), with_for_update=True)
-        if refund is None:
-            raise refuse(ErrorCode.NOT_FOUND, "refund not found", field="refundId")
-        if refund.state == "CONFIRMED":
-            if refund.provider_ref == provider_ref:
-                return refund  # a retry: the first result
-            raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "refund already confirmed with another reference",
-                         field="providerRef", rule="GB-10")
-        taken = (await s.execute(select(Refund.refund_id).where(Refund.shop_id == shop_id,
-                                                                Refund.provider_ref == provider_ref))).first()
-        if taken is not None:
-            raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "provider reference already confirms another refund",
-                         field="providerRef", rule="GB-10")
-        refund.state, refund.provider_ref, refund.confirmed_at = "CONFIRMED", provider_ref, svc.now()
-        events.emit(s, shop_id=shop_id, type="refund.confirmed", aggregate_type="order", aggregate_id=refund.order_id,
-                    now=svc.now(), rule="GB-10",
-                    payload={"refund_id": refund_id, "order_id": refund.order_id, "amount": refund.amount,
-                             "provider_ref": provider_ref})
-        try:
-            await s.flush()
-        except IntegrityError:  # another refund took this reference concurrently: unique (shop_id, provider_ref)
-            raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "provider reference already confirms another refund",
-                         field="providerRef", rule="GB-10")
-        return refund
+        async def run() -> Refund:
+            refund = await s.get(Refund, (shop_id, refund_id), with_for_update=True)
+            if refund is None:
+                raise refuse(ErrorCode.NOT_FOUND, "refund not found", field="refundId")
+            if refund.state == "CONFIRMED":
+                if refund.provider_ref == provider_ref:
+                    return refund  # a retry: the first result
+                raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "refund already confirmed with another reference",
+                             field="providerRef", rule="GB-10")
+            taken = (await s.execute(select(Refund.refund_id).where(Refund.shop_id == shop_id,
+                                                                    Refund.provider_ref == provider_ref))).first()
+            if taken is not None:
+                raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "provider reference already confirms another refund",
+                             field="providerRef", rule="GB-10")
+            refund.state, refund.provider_ref, refund.confirmed_at = "CONFIRMED", provider_ref, now
+            events.emit(s, shop_id=shop_id, type="refund.confirmed", aggregate_type="order",
+                        aggregate_id=refund.order_id, now=now, rule="GB-10",
+                        payload={"refund_id": refund_id, "order_id": refund.order_id, "amount": refund.amount,
+                                 "provider_ref": provider_ref})
+            try:
+                await s.flush()
+            except IntegrityError:  # another refund took this reference concurrently: unique (shop_id, provider_ref)
+                raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "provider reference already confirms another refund",
+                             field="providerRef", rule="GB-10")
+            return refund
+
+        return await once_row(s, Refund, shop_id=shop_id, scope="confirm_refund", key=idempotency_key, now=now,
+                              run=run, request={"refund_id": refund_id, "provider_ref": provider_ref})
 
 
 async def list_refunds(svc: Services, *, shop_id: str, state: str | None = "OWED", rule: str | None = None,

@@ -14,7 +14,7 @@ from engine.distribution import DistributionSettings, validate_settings
 from engine.errors import ErrorCode, refuse
 from engine.levels import Level, validate_levels
 from service.context import Services
-from service.idempotency import once
+from service.idempotency import once, once_row
 from service.uow import unit_of_work
 from store import mapping
 from store.models import DistributionSettingsRow, LevelRow, Product, Shop, User
@@ -108,18 +108,26 @@ async def get_settings(svc: Services, shop_id: str) -> DistributionSettings:
         return await load_settings(s, shop_id)
 
 
-async def update_settings(svc: Services, *, shop_id: str, **changes) -> DistributionSettings:
+async def update_settings(svc: Services, *, shop_id: str, idempotency_key: str | None = None,
+                          **changes) -> DistributionSettings:
     known = {f.name for f in fields(DistributionSettings)}
     unknown = set(changes) - known
     if unknown:
         raise refuse(ErrorCode.INVALID_INPUT, f"unknown settings: {sorted(unknown)}", field=sorted(unknown)[0])
+    changes = {k: v for k, v in changes.items() if v is not None}
+    now = svc.now()
     async with unit_of_work(svc) as s:
-        row = await s.get(DistributionSettingsRow, shop_id, with_for_update=True)
-        new = replace(mapping.settings_from_row(row), **{k: v for k, v in changes.items() if v is not None})
-        validate_settings(new)
-        for k, v in asdict(new).items():
-            setattr(row, k, v.value if hasattr(v, "value") else v)
-    return new
+        async def run() -> dict:
+            row = await s.get(DistributionSettingsRow, shop_id, with_for_update=True)
+            new = replace(mapping.settings_from_row(row), **changes)
+            validate_settings(new)
+            for k, v in asdict(new).items():
+                setattr(row, k, v.value if hasattr(v, "value") else v)
+            return {}
+
+        await once(s, shop_id=shop_id, scope="update_distribution_settings", key=idempotency_key, now=now, run=run,
+                   request={k: getattr(v, "value", v) for k, v in changes.items()})
+        return await load_settings(s, shop_id)
 
 
 async def load_levels(session: AsyncSession, shop_id: str) -> tuple[Level, ...]:
@@ -132,14 +140,21 @@ async def get_levels(svc: Services, shop_id: str) -> tuple[Level, ...]:
         return await load_levels(s, shop_id)
 
 
-async def set_levels(svc: Services, *, shop_id: str, levels: list[Level]) -> tuple[Level, ...]:
+async def set_levels(svc: Services, *, shop_id: str, levels: list[Level],
+                     idempotency_key: str | None = None) -> tuple[Level, ...]:
     """LV-1: replace the shop's level table (grades are kept; distributors keep their grade)."""
     levels = tuple(sorted(levels, key=lambda lv: lv.grade))
     validate_levels(levels)
+    now = svc.now()
     async with unit_of_work(svc) as s:
-        await s.execute(delete(LevelRow).where(LevelRow.shop_id == shop_id))
-        s.add_all(LevelRow(shop_id=shop_id, **asdict(lv)) for lv in levels)
-    return levels
+        async def run() -> dict:
+            await s.execute(delete(LevelRow).where(LevelRow.shop_id == shop_id))
+            s.add_all(LevelRow(shop_id=shop_id, **asdict(lv)) for lv in levels)
+            return {}
+
+        await once(s, shop_id=shop_id, scope="set_levels", key=idempotency_key, now=now, run=run,
+                   request={"levels": [asdict(lv) for lv in levels]})
+        return await load_levels(s, shop_id)
 
 
 async def ensure_user(session: AsyncSession, shop_id: str, user_id: str, now, display_name: str = "") -> None:
@@ -162,6 +177,7 @@ async def upsert_product(
     earns_commission: bool = True,
     level1_amount: int | None = None,
     level2_amount: int | None = None,
+    idempotency_key: str | None = None,
 ) -> Product:
     """OR-3: a product's category and commission terms (CM-3 fixed per-unit amounts)."""
     for name, v in (("level1Amount", level1_amount), ("level2Amount", level2_amount)):
@@ -173,10 +189,15 @@ async def upsert_product(
         title=title, category=category, earns_commission=earns_commission,
         level1_amount=level1_amount, level2_amount=level2_amount,
     )
+    now = svc.now()
     async with unit_of_work(svc) as s:
-        await s.execute(
-            insert(Product)
-            .values(shop_id=shop_id, product_ref=product_ref, **values)
-            .on_conflict_do_update(index_elements=["shop_id", "product_ref"], set_=values)
-        )
-        return await s.get(Product, (shop_id, product_ref), populate_existing=True)
+        async def run() -> Product:
+            await s.execute(
+                insert(Product)
+                .values(shop_id=shop_id, product_ref=product_ref, **values)
+                .on_conflict_do_update(index_elements=["shop_id", "product_ref"], set_=values)
+            )
+            return await s.get(Product, (shop_id, product_ref), populate_existing=True)
+
+        return await once_row(s, Product, shop_id=shop_id, scope="upsert_product", key=idempotency_key, now=now,
+                              run=run, request={"product_ref": product_ref, **values})

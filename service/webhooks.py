@@ -39,7 +39,7 @@ from sqlalchemy import func, select, text, tuple_, update
 from engine.errors import ErrorCode, refuse
 from service import events
 from service.context import Services
-from service.idempotency import once
+from service.idempotency import once, once_row
 from service.ids import new_id
 from service.uow import unit_of_work
 from store.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint, xid8
@@ -126,20 +126,26 @@ async def _endpoint(s, shop_id: str, endpoint_id: str) -> WebhookEndpoint:
     return ep
 
 
-async def enable_endpoint(svc: Services, *, shop_id: str, endpoint_id: str) -> WebhookEndpoint:
+async def enable_endpoint(svc: Services, *, shop_id: str, endpoint_id: str,
+                          idempotency_key: str | None = None) -> WebhookEndpoint:
     """Re-enable an endpoint: its held deliveries (and those waiting out a backoff) are due now, in order."""
+    now = svc.now()
     async with unit_of_work(svc) as s:
-        # The endpoint row first: a worker about to hold a delivery re-reads the endpoint under FOR SHARE
-        # (_hold), so it waits for this commit and then sees the endpoint enabled.
-        ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id), with_for_update=True)
-        if ep is None:
-            raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
-        ep.enabled, ep.consecutive_failures, ep.failing_since, ep.disabled_at = True, 0, None, None
-        await s.flush()
-        # SKIP LOCKED: a delivery a worker holds is being attempted now (or will find the endpoint enabled);
-        # waiting for it while holding the endpoint row would deadlock with that worker's counter update.
-        await s.execute(RELEASE_SQL, {"s": shop_id, "ep": endpoint_id, "now": svc.now()})
-        return ep
+        async def run() -> WebhookEndpoint:
+            # The endpoint row first: a worker about to hold a delivery re-reads the endpoint under FOR SHARE
+            # (_hold), so it waits for this commit and then sees the endpoint enabled.
+            ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id), with_for_update=True)
+            if ep is None:
+                raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
+            ep.enabled, ep.consecutive_failures, ep.failing_since, ep.disabled_at = True, 0, None, None
+            await s.flush()
+            # SKIP LOCKED: a delivery a worker holds is being attempted now (or will find the endpoint enabled);
+            # waiting for it while holding the endpoint row would deadlock with that worker's counter update.
+            await s.execute(RELEASE_SQL, {"s": shop_id, "ep": endpoint_id, "now": now})
+            return ep
+
+        return await once_row(s, WebhookEndpoint, shop_id=shop_id, scope="enable_webhook", key=idempotency_key,
+                              now=now, run=run, request={"endpoint_id": endpoint_id})
 
 
 RELEASE_SQL = text(
@@ -159,26 +165,34 @@ async def list_endpoints(svc: Services, *, shop_id: str) -> list[WebhookEndpoint
                                      .order_by(WebhookEndpoint.created_at, WebhookEndpoint.endpoint_id))).scalars())
 
 
-async def redeliver(svc: Services, *, shop_id: str, endpoint_id: str, from_seq: int, to_seq: int) -> int:
+async def redeliver(svc: Services, *, shop_id: str, endpoint_id: str, from_seq: int, to_seq: int,
+                    idempotency_key: str | None = None) -> int:
     """Replay: owe the endpoint again every event of the shop with from_seq <= seq <= to_seq that its
-    event-type filter takes (the same filter as the fan-out). Returns how many deliveries are owed."""
+    event-type filter takes (the same filter as the fan-out). Returns how many deliveries are owed.
+    With `idempotency_key` (GB-10) a retry answers the first count and owes nothing again."""
     if from_seq > to_seq:
         raise refuse(ErrorCode.INVALID_INPUT, "fromSeq must be <= toSeq", field="toSeq")
+    now = svc.now()
     async with unit_of_work(svc) as s:
-        if await s.get(WebhookEndpoint, (shop_id, endpoint_id)) is None:  # else the worker would own an orphan
-            raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
-        r = await s.execute(text(
-            """
-            INSERT INTO webhook_deliveries (shop_id, endpoint_id, event_id, seq, aggregate_id, state, attempts,
-                                            next_attempt_at, created_at)
-            SELECT v.shop_id, e.endpoint_id, v.event_id, v.seq, v.aggregate_id, 'PENDING', 0, :now, :now
-            FROM events v JOIN webhook_endpoints e ON e.shop_id = v.shop_id AND e.endpoint_id = :ep
-            WHERE v.shop_id = :s AND v.seq BETWEEN :a AND :b
-              AND (jsonb_array_length(e.event_types) = 0 OR e.event_types ? v.type)
-            ON CONFLICT (shop_id, endpoint_id, event_id) DO UPDATE
-                SET state = 'PENDING', next_attempt_at = EXCLUDED.next_attempt_at, attempts = 0
-            """), {"s": shop_id, "ep": endpoint_id, "a": from_seq, "b": to_seq, "now": svc.now()})
-        return r.rowcount
+        async def run() -> dict:
+            if await s.get(WebhookEndpoint, (shop_id, endpoint_id)) is None:  # else the worker would own an orphan
+                raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
+            r = await s.execute(text(
+                """
+                INSERT INTO webhook_deliveries (shop_id, endpoint_id, event_id, seq, aggregate_id, state, attempts,
+                                                next_attempt_at, created_at)
+                SELECT v.shop_id, e.endpoint_id, v.event_id, v.seq, v.aggregate_id, 'PENDING', 0, :now, :now
+                FROM events v JOIN webhook_endpoints e ON e.shop_id = v.shop_id AND e.endpoint_id = :ep
+                WHERE v.shop_id = :s AND v.seq BETWEEN :a AND :b
+                  AND (jsonb_array_length(e.event_types) = 0 OR e.event_types ? v.type)
+                ON CONFLICT (shop_id, endpoint_id, event_id) DO UPDATE
+                    SET state = 'PENDING', next_attempt_at = EXCLUDED.next_attempt_at, attempts = 0
+                """), {"s": shop_id, "ep": endpoint_id, "a": from_seq, "b": to_seq, "now": now})
+            return {"queued": r.rowcount}
+
+        r = await once(s, shop_id=shop_id, scope="redeliver_events", key=idempotency_key, now=now, run=run,
+                       request={"endpoint_id": endpoint_id, "from_seq": from_seq, "to_seq": to_seq})
+        return r["queued"]
 
 
 SETTLED = Event.txid < func.pg_snapshot_xmin(func.pg_current_snapshot())

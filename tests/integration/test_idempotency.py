@@ -1,6 +1,7 @@
-"""GB-10 for the admin mutations a client may retry: creating a campaign and creating a shop.
-The same key with the same input replays the first result with no second effect; the same key
-with other input is IDEMPOTENCY_CONFLICT."""
+"""GB-10 for mutations a client may retry, beyond the group and payout ones: creating a campaign and
+a shop, distributor status and level changes. The same key with the same input replays the first
+result with no second effect; the same key with other input is IDEMPOTENCY_CONFLICT.
+(tests/api/test_idempotency_keys.py covers the key on every mutation through the API.)"""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 from sqlalchemy import func, select
 
 from engine.errors import ErrorCode, RuleViolation
-from service import campaigns, shops
-from store.models import CampaignRow, DistributionSettingsRow, Shop
-from tests.integration.helpers import make_campaign
+from engine.levels import Level
+from service import campaigns, distribution, shops
+from store.models import CampaignRow, DistributionSettingsRow, Distributor, DistributorAudit, Shop
+from tests.integration.helpers import assert_ledger_consistent, make_campaign
 
 
 async def _count(svc, q) -> int:
@@ -64,3 +66,41 @@ async def test_concurrent_create_shop_with_one_key_creates_it_once_GB10(svc):
                                                     idempotency_key="cs-race") for _ in range(5)])
     assert len({s.public_key for s in made}) == 1
     assert await _count(svc, select(func.count()).select_from(Shop).where(Shop.shop_id == shop_id)) == 1
+
+
+async def test_a_status_change_retried_after_a_later_change_replays_it_DS1_GB10(svc, shop):
+    """Which statuses approve/suspend/reinstate start from is decided under the row lock, after the key:
+    a retried approval still answers as the first one did, though the distributor was suspended since."""
+    sid = shop.shop_id
+    first = await distribution.change_status(svc, shop_id=sid, user_id="gus", change="approve_distributor",
+                                             actor="boss", reason="", idempotency_key="ap-1")
+    assert first.status == "ACTIVE"
+    await distribution.change_status(svc, shop_id=sid, user_id="gus", change="suspend_distributor", actor="boss",
+                                     reason="fraud check")
+    with pytest.raises(RuleViolation) as e:  # approving is not reinstating (DS-1)
+        await distribution.change_status(svc, shop_id=sid, user_id="gus", change="approve_distributor",
+                                         actor="boss", reason="")
+    assert e.value.code == ErrorCode.INVALID_STATE
+    again = await distribution.change_status(svc, shop_id=sid, user_id="gus", change="approve_distributor",
+                                             actor="boss", reason="", idempotency_key="ap-1")
+    assert again.user_id == "gus" and again.status == "SUSPENDED"  # the first answer's row, as it stands now
+    audits = select(func.count()).select_from(DistributorAudit).where(DistributorAudit.shop_id == sid)
+    assert await _count(svc, audits) == 2
+
+
+async def test_concurrent_retries_of_a_level_change_with_one_key_answer_the_first_result_LV4_GB10(svc, shop):
+    sid = shop.shop_id
+    await shops.set_levels(svc, shop_id=sid, levels=[Level(0, "Member", 1000, 500),
+                                                     Level(1, "Silver", 1200, 500, upgrade_bonus=700)])
+    await distribution.change_status(svc, shop_id=sid, user_id="gus", change="approve_distributor", actor="boss",
+                                     reason="")
+    made = await asyncio.gather(*[distribution.set_level(svc, shop_id=sid, user_id="gus", grade=1, actor="boss",
+                                                         reason="VIP", idempotency_key="lv-1") for _ in range(5)])
+    assert {d.grade for d in made} == {1}
+    async with svc.sessionmaker() as s:
+        assert (await s.get(Distributor, (sid, "gus"))).available == 700  # LV-4 once
+    await assert_ledger_consistent(svc, sid)
+    with pytest.raises(RuleViolation) as e:
+        await distribution.set_level(svc, shop_id=sid, user_id="gus", grade=0, actor="boss", reason="VIP",
+                                     idempotency_key="lv-1")
+    assert e.value.code == ErrorCode.IDEMPOTENCY_CONFLICT
