@@ -25,6 +25,12 @@ async def _attempt(coro):
         return e
 
 
+def _split(results: list) -> tuple[list, set]:
+    """The calls of a race that went through, and the codes of the ones refused."""
+    return ([r for r in results if not isinstance(r, RuleViolation)],
+            {e.code for e in results if isinstance(e, RuleViolation)})
+
+
 async def test_concurrent_joins_never_exceed_capacity_GB2(svc, shop):
     """GB-2: 12 users race for 3 seats, 10 rounds: held seats never exceed capacity; every refusal is GROUP_FULL."""
     c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000), (4, 7000)])
@@ -35,10 +41,9 @@ async def test_concurrent_joins_never_exceed_capacity_GB2(svc, shop):
             _attempt(groups.join_group(svc, shop_id=shop.shop_id, group_id=leader.group_id, user_id=f"u{round_no}-{i}"))
             for i in range(12)
         ])
-        ok = [r for r in results if not isinstance(r, RuleViolation)]
-        refused = [r for r in results if isinstance(r, RuleViolation)]
+        ok, refused = _split(results)
         assert len(ok) == 3, results
-        assert {e.code for e in refused} == {ErrorCode.GROUP_FULL}
+        assert refused == {ErrorCode.GROUP_FULL}
         row, g = await groups.get_group(svc, shop_id=shop.shop_id, group_id=leader.group_id)
         assert g.held_seats == 4 == row.held_seats
 
@@ -72,9 +77,9 @@ async def test_concurrent_payouts_never_take_more_than_available_LG2(svc, shop):
     results = await asyncio.gather(*[
         _attempt(payouts.request_payout(svc, shop_id=shop.shop_id, user_id="d1", amount=300)) for _ in range(10)
     ])
-    ok = [r for r in results if not isinstance(r, RuleViolation)]
+    ok, refused = _split(results)
     assert len(ok) == 3
-    assert {e.code for e in results if isinstance(e, RuleViolation)} == {ErrorCode.INSUFFICIENT_BALANCE}
+    assert refused == {ErrorCode.INSUFFICIENT_BALANCE}
     d = await distribution.get_distributor(svc, shop_id=shop.shop_id, user_id="d1")
     assert d.available == 100 and d.in_payout == 900
     await assert_ledger_consistent(svc, shop.shop_id)
@@ -87,9 +92,9 @@ async def test_concurrent_stock_is_never_oversold_GB1(svc, shop):
         _attempt(groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id=f"s{i}"))
         for i in range(12)
     ])
-    ok = [r for r in results if not isinstance(r, RuleViolation)]
+    ok, refused = _split(results)
     assert len(ok) == 5
-    assert {e.code for e in results if isinstance(e, RuleViolation)} == {ErrorCode.OUT_OF_STOCK}
+    assert refused == {ErrorCode.OUT_OF_STOCK}
 
 
 async def test_concurrent_idempotent_join_has_one_effect_GB10(svc, shop):
@@ -209,9 +214,9 @@ async def test_concurrent_payments_of_one_plain_order_with_different_references_
                                         provider_ref=f"plain-ref-{i}"))
         for i in range(6)
     ])
-    ok = [r for r in results if not isinstance(r, RuleViolation)]
+    ok, refused = _split(results)
     assert len(ok) == 1, results
-    assert {e.code for e in results if isinstance(e, RuleViolation)} == {ErrorCode.INVALID_STATE}
+    assert refused == {ErrorCode.INVALID_STATE}
     assert await _count(svc, "SELECT count(*) FROM commission_lines WHERE shop_id=:s AND order_id=:o",
                         s=shop.shop_id, o=o.order_id) == 1
     await assert_ledger_consistent(svc, shop.shop_id)
@@ -233,9 +238,9 @@ async def test_concurrent_joins_and_opens_across_groups_hold_the_per_user_limit_
         attempts += [groups.join_group(svc, shop_id=shop.shop_id, group_id=gid, user_id=u)
                      for gid in others[4 * round_no:4 * round_no + 4]]
         results = await asyncio.gather(*[_attempt(a) for a in attempts])
-        ok = [r for r in results if not isinstance(r, RuleViolation)]
+        ok, refused = _split(results)
         assert len(ok) == 2, results
-        assert {e.code for e in results if isinstance(e, RuleViolation)} == {ErrorCode.PER_USER_LIMIT}
+        assert refused == {ErrorCode.PER_USER_LIMIT}
         async with svc.sessionmaker() as s:
             held = await s.get(CampaignUserUnits, (shop.shop_id, c.campaign_id, u))
         assert held.units == 2
@@ -255,9 +260,9 @@ async def test_concurrent_refunds_of_one_plain_order_never_exceed_what_was_paid_
                                      provider_ref=f"refund-{i}"))
         for i in range(8)
     ])
-    ok = [r for r in results if not isinstance(r, RuleViolation)]
+    ok, refused = _split(results)
     assert len(ok) == 3, results
-    assert {e.code for e in results if isinstance(e, RuleViolation)} == {ErrorCode.REFUND_EXCEEDS_PAID}
+    assert refused == {ErrorCode.REFUND_EXCEEDS_PAID}
     got = await orders.get_order(svc, shop_id=shop.shop_id, order_id=o.order_id)
     recorded = await _count(svc, "SELECT COALESCE(sum(amount), 0) FROM refunds WHERE shop_id=:s AND order_id=:o",
                             s=shop.shop_id, o=o.order_id)
