@@ -45,6 +45,7 @@ class Case:
     scope: str  # the use case's idempotency scope (service layer)
     fields: str
     setup: Callable[[dict], tuple[dict, dict, str]]  # world -> (input, another input, effect SQL)
+    user: str | None = None  # who calls (default: "<role>-1")
 
 
 def _user(world, name, *roles):
@@ -97,6 +98,16 @@ def setup_approve_payout(world):
             "SELECT count(*) FROM ledger_entries WHERE shop_id = :shop AND ref_type = 'payout'")
 
 
+def setup_request_payout(world):
+    # No natural idempotency here: without the key a retry would be a second payout.
+    _distributor_with_levels(world, "rita")
+    up = _admin(world).mutate("setDistributorLevel", {"userId": "rita", "grade": 1, "reason": "bonus"},
+                              "distributor { grade }")
+    assert up["errors"] == [], up  # LV-4: 5000 available
+    return ({"amount": 1000}, {"amount": 1200},
+            "SELECT count(*) FROM payouts WHERE shop_id = :shop AND distributor_id = 'rita'")
+
+
 def setup_complete_order(world):
     first, other = _paid_order(world, "ord-a"), _paid_order(world, "ord-b")
     return {"orderId": first}, {"orderId": other}, _events("order.completed")
@@ -134,6 +145,8 @@ def setup_update_settings(world):
 
 
 CASES = [
+    Case("requestPayout", "distributor", "payout:rita", "payout { id amount state }", setup_request_payout,
+         user="rita"),
     Case("approvePayout", "finance", "approve_payout", "payout { id state fee net externalRef decidedAt }",
          setup_approve_payout),
     Case("completeOrder", "backend", "complete_order", "order { id state completedAt }", setup_complete_order),
@@ -158,7 +171,7 @@ async def _scalar(svc, sql: str, **params):
 async def test_a_retry_with_one_key_has_one_effect_and_another_input_is_a_conflict_GB10(world, svc, case):
     shop = world["shop"].shop_id
     first_input, other_input, effect_sql = case.setup(world)
-    caller = _user(world, f"{case.role}-1", case.role)
+    caller = _user(world, case.user or f"{case.role}-1", case.role)
     key = f"{case.mutation}-key-1"
 
     first = caller.mutate(case.mutation, {**first_input, "idempotencyKey": key}, case.fields)
