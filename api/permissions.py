@@ -23,14 +23,6 @@ def _authenticated(ctx) -> None:
                      rule="SH-0")
 
 
-class IsAuthenticated(BasePermission):
-    """Any valid bearer token of the shop."""
-
-    def has_permission(self, source: Any, info, **kwargs) -> bool:
-        _authenticated(info.context)
-        return True
-
-
 class _AnyRole(BasePermission):
     roles: frozenset[str] = frozenset()
 

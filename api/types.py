@@ -184,10 +184,6 @@ REFUNDS_KEYSET = Keyset("refunds", key=lambda r: [r.created_at.isoformat(), r.re
 
 
 # ---------------------------------------------------------------- node resolution helpers
-def _visible_to_staff(ctx, *roles: str) -> bool:
-    return ctx.principal is not None and bool(ctx.principal.roles & set(roles))
-
-
 async def _resolve(info: Info, loader: str, node_ids: Iterable[str], convert, visible) -> list:
     ctx = info.context
     rows = await getattr(ctx.loaders, loader).load_many(list(node_ids))
@@ -357,7 +353,7 @@ def campaign_type(c, ctx) -> Campaign:
 # ---------------------------------------------------------------- orders, refunds
 def _own_order_or_staff(ctx, o) -> bool:
     return (ctx.principal is not None and o.buyer_id == ctx.principal.user_id
-            and "customer" in ctx.principal.roles) or _visible_to_staff(ctx, "backend", "admin", "finance")
+            and "customer" in ctx.principal.roles) or ctx.has_role("backend", "admin", "finance")
 
 
 @strawberry.type(description="An order: a group seat's order (GB-1/GB-2) or one reported by the backend (OR-1).")
@@ -425,7 +421,7 @@ class Refund(relay.Node):
     @classmethod
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
         return await _resolve(info, "refund", node_ids, refund_type,
-                              lambda ctx, r: _visible_to_staff(ctx, "backend", "admin", "finance"))
+                              lambda ctx, r: ctx.has_role("backend", "admin", "finance"))
 
 
 def refund_type(r, ctx) -> Refund:
@@ -448,7 +444,7 @@ class Product(relay.Node):
     @classmethod
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
         return await _resolve(info, "product", node_ids, product_type,
-                              lambda ctx, p: _visible_to_staff(ctx, "backend", "admin"))
+                              lambda ctx, p: ctx.has_role("backend", "admin"))
 
 
 def product_type(p, ctx) -> Product:
@@ -460,7 +456,7 @@ def product_type(p, ctx) -> Product:
 # ---------------------------------------------------------------- distribution
 def _own_or_staff(ctx, user_id: str, *staff: str) -> bool:
     return (ctx.principal is not None and ctx.principal.user_id == user_id
-            and "distributor" in ctx.principal.roles) or _visible_to_staff(ctx, *staff)
+            and "distributor" in ctx.principal.roles) or ctx.has_role(*staff)
 
 
 @strawberry.type(description="A commission line (CM-4..CM-6) with the order it came from (RP-1).")
@@ -564,7 +560,7 @@ class Level(relay.Node):
         from service.shops import get_levels
 
         ctx = info.context
-        if not _visible_to_staff(ctx, "admin", "distributor"):
+        if not ctx.has_role("admin", "distributor"):
             return [None for _ in node_ids]
         levels = {str(lv.grade): lv for lv in await get_levels(ctx.svc, ctx.shop_id)}
         return [level_type(levels[i], ctx) if i in levels else None for i in node_ids]
@@ -617,7 +613,7 @@ class DistributorSummary(relay.Node):
     @classmethod
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
         return await _resolve(info, "distributor", node_ids, distributor_summary,
-                              lambda ctx, d: _visible_to_staff(ctx, "admin"))
+                              lambda ctx, d: ctx.has_role("admin"))
 
 
 def distributor_summary(d, ctx=None) -> DistributorSummary:
@@ -804,7 +800,7 @@ class Settlement(relay.Node):
         from service.settlements import get_settlement
 
         ctx = info.context
-        if not _visible_to_staff(ctx, "finance", "admin"):
+        if not ctx.has_role("finance", "admin"):
             return [None for _ in node_ids]
         return [settlement_type(b) if (b := await get_settlement(ctx.svc, shop_id=ctx.shop_id, settlement_id=i))
                 else None for i in node_ids]
@@ -818,7 +814,7 @@ def settlement_type(b) -> Settlement:
 
 # ---------------------------------------------------------------- webhooks and events
 def _admin(ctx, _row) -> bool:
-    return _visible_to_staff(ctx, "admin")
+    return ctx.has_role("admin")
 
 
 @strawberry.type(description="A signed webhook endpoint and its health (docs/webhooks.md).")

@@ -6,7 +6,6 @@ a group forming or failing); they never open a transaction of their own.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
@@ -15,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine import commission as cm
 from engine import levels as lv
-from engine.distribution import DistributionSettings, DistributorStatus, admits_automatically, in_good_standing
+from engine.distribution import DistributionSettings, DistributorStatus, admits_automatically
 from engine.ledger import Bucket, EntryKind, Posting
 from engine.referral import current_referrer
 from service import events

@@ -218,13 +218,12 @@ async def on_formed(session, ledger: LedgerBatch, *, c: CampaignRow, g: gb.Group
             leader_order = await order_of(leader_seat.order_id)
             await commissions.ensure_distributor(session, c.shop_id, g.leader_user_id, status=DistributorStatus.NONE,
                                                  now=now)
-            line = commissions.post_commission_line(
+            commissions.post_commission_line(
                 session, ledger, order=leader_order, beneficiary_id=g.leader_user_id, level=0, amount=amount,
                 now=now, releasable=True, base=net, group_id=g.id, rule="GB-4")
             if leader_order.state == "COMPLETED":
                 await session.flush()
                 await commissions.freeze_order_lines(session, ledger, order=leader_order, now=now)
-            del line
     events.emit(session, shop_id=c.shop_id, type="group.formed", aggregate_type="group", aggregate_id=g.id, now=now,
                 rule=ins.rule, payload={"group_id": g.id, "campaign_id": c.campaign_id,
                                         "tier_members": ins.tier_members, "member_unit_price": ins.member_unit_price,

@@ -98,16 +98,3 @@ async def decide_payout(svc: Services, *, shop_id: str, payout_id: str, approve:
         return await once_row(s, Payout, shop_id=shop_id, scope="approve_payout" if approve else "reject_payout",
                               key=idempotency_key, now=now, run=run,
                               request={"payout_id": payout_id, "external_ref": external_ref, "reason": reason})
-
-
-async def list_payouts(svc: Services, *, shop_id: str, state: str | None = None, user_id: str | None = None,
-                       after: tuple | None = None, limit: int = 50) -> list[Payout]:
-    async with svc.sessionmaker() as s:
-        q = select(Payout).where(Payout.shop_id == shop_id)
-        if state:
-            q = q.where(Payout.state == state)
-        if user_id:
-            q = q.where(Payout.distributor_id == user_id)
-        if after:
-            q = q.where((Payout.requested_at, Payout.payout_id) > after)
-        return list((await s.execute(q.order_by(Payout.requested_at, Payout.payout_id).limit(limit))).scalars())

@@ -14,7 +14,7 @@ from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, RuleViolation
 from service import distribution, groups, orders, payouts
 from service.uow import unit_of_work
-from store.models import CampaignUserUnits, Distributor
+from store.models import CampaignUserUnits
 from tests.integration.helpers import assert_ledger_consistent, make_campaign, pay
 
 

@@ -235,8 +235,8 @@ async def test_killing_the_service_mid_delivery_loses_no_event(svc, shop, databa
     hang = socket.socket()
     hang.bind(("127.0.0.1", 0))
     hang.listen(16)  # accepts connections, never answers
-    ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id,
-                                          url=f"http://127.0.0.1:{hang.getsockname()[1]}/hook")
+    await webhooks.register_endpoint(svc, shop_id=shop.shop_id,
+                                     url=f"http://127.0.0.1:{hang.getsockname()[1]}/hook")
     o = await orders.report_order(svc, shop_id=shop.shop_id, external_id="k1", buyer_id="b",
                                   lines=[orders.LineInput("p", 1, 100)])
     await pay(svc, shop.shop_id, o.order_id, amount=100)
