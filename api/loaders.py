@@ -36,6 +36,7 @@ class Loaders:
         self.commission_line = _loader(queries.lines_by_ids, svc, shop_id)
         self.product = _loader(_refs(queries.products_by_refs), svc, shop_id)
         self.distributor = _loader(queries.distributors_by_ids, svc, shop_id)
+        self.settlement = _loader(queries.settlements_by_ids, svc, shop_id)
         self.event = _loader(queries.events_by_ids, svc, shop_id)
         self.webhook_endpoint = _loader(queries.endpoints_by_ids, svc, shop_id)
         self.webhook_delivery = _loader(queries.deliveries_by_ids, svc, shop_id)

@@ -797,13 +797,8 @@ class Settlement(relay.Node):
 
     @classmethod
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
-        from service.settlements import get_settlement
-
-        ctx = info.context
-        if not ctx.has_role("finance", "admin"):
-            return [None for _ in node_ids]
-        return [settlement_type(b) if (b := await get_settlement(ctx.svc, shop_id=ctx.shop_id, settlement_id=i))
-                else None for i in node_ids]
+        return await _resolve(info, "settlement", node_ids, lambda b, ctx: settlement_type(b),
+                              lambda ctx, b: ctx.has_role("finance", "admin"))
 
 
 def settlement_type(b) -> Settlement:

@@ -32,6 +32,7 @@ from store.models import (
     Order,
     Payout,
     Product,
+    Settlement,
     Refund,
     SeatRow,
     WebhookAttempt,
@@ -133,6 +134,10 @@ async def distributors_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]
     if ids:
         await release_due_lines(svc, shop_id=shop_id, user_ids=ids, wait=True)
     return await _by_ids(svc, Distributor, Distributor.user_id, shop_id, ids)
+
+
+async def settlements_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, Settlement]:
+    return await _by_ids(svc, Settlement, Settlement.settlement_id, shop_id, ids)
 
 
 async def endpoints_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, WebhookEndpoint]:

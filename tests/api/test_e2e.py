@@ -384,6 +384,9 @@ async def test_finance_closes_last_month_and_its_xlsx_in_libreoffice_matches_the
     again = fin.mutate("closePeriod", period, "settlement { id }")
     assert again["settlement"]["id"] == sid  # the same period twice returns the first batch
     assert fin.data("{ settlements { edges { node { id } } } }")["settlements"]["edges"] == [{"node": {"id": sid}}]
+    refetch = "query($id: ID!) { node(id: $id) { ... on Settlement { id closing } } }"
+    assert fin.data(refetch, id=sid)["node"] == {"id": sid, "closing": 100}  # Relay refetch, finance/admin only
+    assert world["as"]("be", "backend").data(refetch, id=sid)["node"] is None
 
     leftovers = lambda: set(Path(tempfile.gettempdir()).glob("sharecart-settlement-*"))  # noqa: E731
     before = leftovers()
