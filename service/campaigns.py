@@ -10,7 +10,7 @@ from sqlalchemy import select
 from engine.errors import ErrorCode, refuse
 from engine.groupbuy import Campaign, Tier, Variant, validate_campaign
 from service.context import Services
-from service.idempotency import once, once_row
+from service.idempotency import once_row
 from service.ids import new_id
 from service.uow import unit_of_work
 from store import mapping
@@ -86,7 +86,7 @@ async def create_campaign(
     async with unit_of_work(svc) as s:
         async def run():
             product = await s.get(Product, (shop_id, product_ref))
-            s.add(CampaignRow(
+            row = CampaignRow(
                 shop_id=shop_id,
                 campaign_id=campaign_id,
                 product_ref=product_ref,
@@ -111,14 +111,12 @@ async def create_campaign(
                 lottery_seed=campaign.lottery_seed,
                 commission_enabled=commission_enabled,
                 created_at=now,
-            ))
-            await s.flush()
-            return {"campaign_id": campaign_id}
+            )
+            s.add(row)
+            return row
 
-        first = await once(s, shop_id=shop_id, scope="create_campaign", key=idempotency_key, request=request,
-                           now=now, run=run)
-        row = await s.get(CampaignRow, (shop_id, first["campaign_id"]))
-        assert row is not None, "an idempotency key points at the campaign it created"
+        row = await once_row(s, CampaignRow, shop_id=shop_id, scope="create_campaign", key=idempotency_key,
+                             request=request, now=now, run=run)
     return row
 
 

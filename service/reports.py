@@ -206,8 +206,13 @@ async def shop_period(svc: Services, *, shop_id: str, day_from: date, day_to: da
     if day_to <= day_from:
         raise refuse(ErrorCode.INVALID_INPUT, "the period must end after it starts", field="periodTo")
     async with svc.sessionmaker() as s:
-        tz = (await s.execute(text("SELECT timezone FROM shops WHERE shop_id = :s"), {"s": shop_id})).scalar()
-    return local_bounds(tz or "UTC", day_from, day_to)
+        tz = await shop_timezone(s, shop_id)
+    return local_bounds(tz, day_from, day_to)
+
+
+async def shop_timezone(session, shop_id: str) -> str:
+    return (await session.execute(text("SELECT timezone FROM shops WHERE shop_id = :s"), {"s": shop_id})).scalar() \
+        or "UTC"
 
 
 # ------------------------------------------------------------------ RP-1
@@ -280,7 +285,7 @@ async def earnings_series(svc: Services, *, shop_id: str, user_id: str, granular
 
     periods = local_periods(granularity, day_from, day_to)
     async with svc.sessionmaker() as s:
-        tz = (await s.execute(text("SELECT timezone FROM shops WHERE shop_id = :s"), {"s": shop_id})).scalar() or "UTC"
+        tz = await shop_timezone(s, shop_id)
         start, end = local_bounds(tz, day_from, day_to)
         rows = (await s.execute(text(
             "SELECT date_trunc(:unit, created_at AT TIME ZONE :tz)::date AS local_start, bucket, sum(amount) "
