@@ -438,7 +438,9 @@ def pay_seat(campaign: Campaign, group: Group, *, order_id: str, amount: int, no
 
     - NOT_FOUND if the order has no seat in this group; PAYMENT_AMOUNT_MISMATCH unless
       ``amount`` equals the seat's amount (unit price × quantity).
-    - A seat already PAID: no-op (GB-10; the shell also deduplicates confirmations).
+    - A seat already PAID: the group is unchanged and this payment, a second charge, is owed back in full
+      (RefundOwed(amount, full=True, rule="GB-10")). The shell deduplicates a confirmation repeated with
+      the same provider reference before asking, so every call here is money received.
     - Due work is applied first (GB-11). Then a RESERVED seat with ``now < pay_by`` in a group
       that can take it (leader: PENDING; member: OPEN and now < expires_at) becomes PAID
       (OrderPaid). The leader's payment opens the group (GB-1): ``expires_at = min(now +
@@ -451,8 +453,8 @@ def pay_seat(campaign: Campaign, group: Group, *, order_id: str, amount: int, no
     seat = group.seat_for_order(order_id)
     if seat is None:
         raise refuse(ErrorCode.NOT_FOUND, "no seat for this order in this group", field="order_id")
-    if seat.state is SeatState.PAID:
-        return Decision(group, ())
+    if seat.state is SeatState.PAID:  # another payment took it: this one is money received for nothing
+        return Decision(group, (RefundOwed(order_id, amount, "GB-10", True),))
     if not _is_int(amount) or amount != seat.amount:
         raise refuse(ErrorCode.PAYMENT_AMOUNT_MISMATCH,
                      f"payment of {amount} does not match the seat amount {seat.amount}",

@@ -1,19 +1,44 @@
-"""Transactional outbox: events are rows written in the transaction of the change they report."""
+"""Transactional outbox: events are rows written in the transaction of the change they report.
+
+Every payload carries the shop's currency beside its amounts (SH-2). A shop's currency never changes,
+so each process keeps it once known (`remember_currency`: shops are created, authenticated and loaded
+through service/shops.py, and the lean group paths load it with the rows they lock). The INSERT then
+carries it as a plain value: no sub-select of `shops`, which Citus refuses inside an INSERT (issue 17).
+An event of a shop this process has not met yet gets its currency read just before the flush that
+writes it (one primary-key read of `shops`, in the same transaction).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, literal, select
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import event as sa_event
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from service.ids import new_id
 from store.models import Event, Shop
 
+_CURRENCY: dict[str, str] = {}  # shop_id -> currency; never changes once a shop exists (SH-2)
+
+
+def remember_currency(shop_id: str, currency: str) -> None:
+    if shop_id and currency:
+        _CURRENCY[shop_id] = currency
+
+
+def known_currency(shop_id: str) -> str | None:
+    return _CURRENCY.get(shop_id)
+
+
+def payload_of(shop_id: str, payload: dict[str, Any], rule: str | None, currency: str | None) -> dict[str, Any]:
+    """The stored payload: the currency first, then the caller's keys (a key the caller gave wins: it is the
+    same one currency anyway), then the rule."""
+    return {"currency": currency or _CURRENCY.get(shop_id), **payload, **({"rule": rule} if rule else {})}
+
 
 def emit(
-    session: AsyncSession,
+    session,
     *,
     shop_id: str,
     type: str,
@@ -22,12 +47,8 @@ def emit(
     now,
     payload: dict[str, Any],
     rule: str | None = None,
+    currency: str | None = None,
 ) -> None:
-    data = {**payload, **({"rule": rule} if rule else {})}
-    # Every payload carries the shop's currency beside its amounts (SH-2). It is filled in by the
-    # INSERT itself (a sub-select of shops), so no call site has to remember it and emit stays a
-    # plain synchronous add; a key the caller gave wins (it is the same one currency anyway).
-    currency = select(Shop.currency).where(Shop.shop_id == shop_id).scalar_subquery()
     session.add(
         Event(
             shop_id=shop_id,
@@ -37,7 +58,19 @@ def emit(
             aggregate_id=aggregate_id,
             rule=rule,
             occurred_at=now,
-            payload=func.jsonb_build_object("currency", currency).op("||", return_type=JSONB)(
-                literal(data, JSONB)),
+            payload=payload_of(shop_id, payload, rule, currency),
         )
     )
+
+
+@sa_event.listens_for(Session, "before_flush")
+def _fill_currency(session: Session, _ctx, _instances) -> None:
+    """Events whose shop's currency this process did not know yet: read it once per shop (the flush runs in
+    the session's greenlet, so this synchronous read is the async session's own connection)."""
+    for obj in session.new:
+        if isinstance(obj, Event) and obj.payload.get("currency") is None:
+            cur = _CURRENCY.get(obj.shop_id)
+            if cur is None:
+                cur = session.execute(select(Shop.currency).where(Shop.shop_id == obj.shop_id)).scalar_one()
+                remember_currency(obj.shop_id, cur)
+            obj.payload = {**obj.payload, "currency": cur}

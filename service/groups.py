@@ -15,19 +15,20 @@ from dataclasses import dataclass
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import flag_modified
 
 from engine import groupbuy as gb
 from engine.commission import leader_commission
 from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, refuse
+from engine.referral import current_referrer
 from engine.variants import assign_variant
-from service import commissions, events
+from service import commissions, events, lean
 from service.context import Services
 from service.idempotency import once
 from service.ids import new_id
 from service.ledger import LedgerBatch
 from service.refunds import apply_refund
-from service.shops import ensure_user
 from service.uow import unit_of_work
 from store import mapping
 from store.models import CampaignRow, CampaignUserUnits, GroupRow, Order, OrderLine, SeatRow, User
@@ -35,9 +36,13 @@ from store.models import CampaignRow, CampaignUserUnits, GroupRow, Order, OrderL
 
 @dataclass(frozen=True)
 class SeatResult:
+    """A reserved seat; `group` and `order` as this transaction committed them, for the API to render
+    without reading them back (None when an idempotency key replayed an earlier answer)."""
     group_id: str
     order_id: str
     amount: int
+    group: gb.Group | None = None
+    order: lean.OrderView | None = None
 
 
 # ------------------------------------------------------------------ loading
@@ -64,33 +69,6 @@ async def lock_group(session: AsyncSession, shop_id: str, group_id: str, *, skip
     return row, seats, mapping.group_from_rows(row, seats)
 
 
-async def user_facts(session: AsyncSession, shop_id: str, campaign_id: str, user_id: str) -> tuple[int, bool]:
-    units = await session.get(CampaignUserUnits, (shop_id, campaign_id, user_id))
-    user = await session.get(User, (shop_id, user_id))
-    return (units.units if units else 0), bool(user and user.paid_orders > 0)
-
-
-async def take_stock_and_units(session: AsyncSession, c: CampaignRow, user_id: str, quantity: int) -> None:
-    """The guards that make stock and the per-user limit hold under concurrency (GB-1/GB-2)."""
-    if c.stock is not None:
-        left = (await session.execute(text(
-            "UPDATE campaigns SET stock_left = stock_left - :q WHERE shop_id = :s AND campaign_id = :c "
-            "AND stock_left >= :q RETURNING stock_left"), {"q": quantity, "s": c.shop_id, "c": c.campaign_id})).first()
-        if left is None:
-            raise refuse(ErrorCode.OUT_OF_STOCK, "the campaign has no stock left for this quantity",
-                         field="quantity", rule="GB-1")
-    stmt = insert(CampaignUserUnits).values(shop_id=c.shop_id, campaign_id=c.campaign_id, user_id=user_id,
-                                            units=quantity)
-    excluded_units = CampaignUserUnits.units + stmt.excluded.units
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["shop_id", "campaign_id", "user_id"], set_={"units": excluded_units},
-        where=(excluded_units <= c.per_user_limit) if c.per_user_limit is not None else None,
-    ).returning(CampaignUserUnits.units)
-    if (await session.execute(stmt)).first() is None:
-        raise refuse(ErrorCode.PER_USER_LIMIT, "this would exceed the per-user limit of the campaign",
-                     field="quantity", rule="GB-2")
-
-
 async def give_back_stock(session: AsyncSession, shop_id: str, campaign_id: str, user_id: str, quantity: int) -> None:
     await session.execute(text(
         "UPDATE campaigns SET stock_left = stock_left + :q WHERE shop_id = :s AND campaign_id = :c "
@@ -98,19 +76,6 @@ async def give_back_stock(session: AsyncSession, shop_id: str, campaign_id: str,
     await session.execute(text(
         "UPDATE campaign_user_units SET units = units - :q WHERE shop_id = :s AND campaign_id = :c AND user_id = :u"),
         {"q": quantity, "s": shop_id, "c": campaign_id, "u": user_id})
-
-
-def new_group_order(c: CampaignRow, *, order_id: str, group_id: str, user_id: str, seat: gb.Seat, now,
-                    source: str) -> list:
-    order = Order(
-        shop_id=c.shop_id, order_id=order_id, external_id=f"group:{order_id}", buyer_id=user_id, kind="GROUP",
-        campaign_id=c.campaign_id, group_id=group_id, state="CREATED", goods_amount=seat.amount,
-        shipping_amount=0, tax_amount=0, paid_amount=0, refunded_amount=0, content_hash="", source=source,
-        created_at=now,
-    )
-    line = OrderLine(shop_id=c.shop_id, order_id=order_id, line_no=1, product_ref=c.product_ref,
-                     category=c.category, quantity=seat.quantity, unit_price=seat.unit_price, discount=0)
-    return [order, line]
 
 
 # ------------------------------------------------------------------ applying a decision
@@ -122,6 +87,7 @@ async def apply_decision(session: AsyncSession, *, c: CampaignRow, row: GroupRow
     by_order = {s.order_id: s for s in seat_rows}
     mapping.group_to_row(g, row)
     row.due_at = gb.next_due_at(g)
+    flag_modified(row, "due_at")  # always an UPDATE: service.lean's freshness check relies on the row's xmin
     for seat in g.seats:
         existing = by_order.get(seat.order_id)
         if existing is None or mapping.seat_from_row(existing) != seat:
@@ -155,6 +121,13 @@ async def apply_decision(session: AsyncSession, *, c: CampaignRow, row: GroupRow
             events.emit(session, shop_id=shop_id, type="order.paid", aggregate_type="group", aggregate_id=g.id,
                         now=now, rule=ins.rule, payload={"order_id": o.order_id, "amount": o.paid_amount,
                                                          "role": ins.role.value, "buyer_id": o.buyer_id})
+        elif isinstance(ins, gb.RefundOwed) and ins.rule == "GB-10":
+            o = await order_of(ins.order_id)  # a further payment of a seat already paid: never a purchase
+            w = lean.Writes(shop_id, now, events.known_currency(shop_id))
+            w.extra_payment_refund(g.id, ins)
+            await session.flush()
+            await w.run(session)
+            session.expire(o)
         elif isinstance(ins, gb.RefundOwed):
             o = await order_of(ins.order_id)
             if ins.rule == "GB-9" and o.paid_amount < o.refunded_amount + ins.amount:
@@ -237,76 +210,120 @@ async def notify_group(session: AsyncSession, shop_id: str, group_id: str) -> No
     await session.execute(text("SELECT pg_notify('sharecart_groups', :p)"), {"p": f"{shop_id}:{group_id}"})
 
 
+# ------------------------------------------------------------------ the lean path (issue 10)
+def _refuse_failed_guards(checks: dict[str, int]) -> None:
+    """The write statement's guards (GB-1 stock, GB-2 per-user limit): a guard that matched no row refuses,
+    and the transaction rolls back whole."""
+    for name, matched in checks.items():
+        if matched:
+            continue
+        if name.startswith("ok_stock"):
+            raise refuse(ErrorCode.OUT_OF_STOCK, "the campaign has no stock left for this quantity",
+                         field="quantity", rule="GB-1")
+        raise refuse(ErrorCode.PER_USER_LIMIT, "this would exceed the per-user limit of the campaign",
+                     field="quantity", rule="GB-2")
+
+
+async def _carry_out(session: AsyncSession, ld: lean.Loaded, decision: gb.Decision, w: lean.Writes, *, now,
+                     paid_amounts: dict[str, int] | None = None) -> None:
+    """Write `decision` on the loaded group: in one statement when every instruction is lean; otherwise the
+    use case's own rows in one statement, then the money-moving instructions through `apply_decision`."""
+    if lean.lean_enough(decision):
+        w.apply(ld.group, decision, ld.campaign_row.campaign_id)
+        w.update_group(decision.group)
+        _refuse_failed_guards(await w.run(session))
+        return
+    _refuse_failed_guards(await w.run(session))
+    row, seat_rows, _ = await lock_group(session, ld.shop_id, decision.group.id)  # the lock is already ours
+    c = await load_campaign(session, ld.shop_id, ld.campaign_row.campaign_id)
+    await apply_decision(session, c=c, row=row, seat_rows=seat_rows, decision=decision, now=now,
+                         paid_amounts=paid_amounts)
+
+
+def _check_user_id(user_id: str) -> None:
+    if not user_id or len(user_id) > 64:
+        raise refuse(ErrorCode.INVALID_INPUT, "user id must be 1-64 characters", field="userId")
+
+
 # ------------------------------------------------------------------ use cases
 async def open_group(svc: Services, *, shop_id: str, campaign_id: str, user_id: str, quantity: int = 1,
                      idempotency_key: str | None = None) -> SeatResult:
-    """GB-1: reserve the first seat as leader; the group is PENDING until the leader pays."""
+    """GB-1: reserve the first seat as leader; the group is PENDING until the leader pays.
+    One read (campaign, currency, the user's units and binding), one write statement."""
+    _check_user_id(user_id)
     now = svc.now()
+    made: dict = {}
     async with unit_of_work(svc) as s:
         async def run():
-            await ensure_user(s, shop_id, user_id, now)
-            c = await load_campaign(s, shop_id, campaign_id)
-            campaign = mapping.campaign_from_row(c)
-            held, _ = await user_facts(s, shop_id, campaign_id, user_id)
-            variant = assign_variant(campaign_id, user_id, campaign.variants)
+            lc = await lean.load_campaign(s, shop_id, campaign_id, user_id=user_id)
+            if lc is None:
+                raise refuse(ErrorCode.NOT_FOUND, "campaign not found", field="campaignId")
+            c = lc.campaign_row
+            variant = assign_variant(campaign_id, user_id, lc.campaign.variants)
             group_id, order_id = new_id("grp_"), new_id("ord_")
-            decision = gb.open_group(campaign, group_id=group_id, order_id=order_id, user_id=user_id,
-                                     quantity=quantity, now=now, stock_left=c.stock_left, user_units_held=held,
-                                     variant=variant)
-            await take_stock_and_units(s, c, user_id, quantity)
+            decision = gb.open_group(lc.campaign, group_id=group_id, order_id=order_id, user_id=user_id,
+                                     quantity=quantity, now=now, stock_left=c.stock_left,
+                                     user_units_held=lc.user_units, variant=variant)
             g = decision.group
-            row = GroupRow(shop_id=shop_id, group_id=g.id, campaign_id=campaign_id, variant=g.variant,
-                           tiers=mapping.tiers_to_json(g.tiers), leader_user_id=user_id, state=g.state.value,
-                           opened_at=now, winners=[])
-            s.add(row)
-            await s.flush()
-            source = "REFERRAL" if await commissions.referrer_of(s, shop_id, user_id, now) else "NONE"
-            s.add_all(new_group_order(c, order_id=order_id, group_id=group_id, user_id=user_id, seat=g.seats[0],
-                                      now=now, source=source))
-            await s.flush()
-            await apply_decision(s, c=c, row=row, seat_rows=[], decision=decision, now=now)
+            w = lean.Writes(shop_id, now, lc.currency)
+            w.ensure_user(user_id)
+            w.take_stock(c, user_id, quantity)
+            w.insert_group(g)
+            source = "REFERRAL" if current_referrer(lc.binding, now) else "NONE"
+            made["order"] = w.new_order(c, order_id=order_id, group_id=group_id, user_id=user_id, seat=g.seats[0],
+                                        source=source)
+            w.seats(None, g)
+            w.notify.append(g.id)
+            _refuse_failed_guards(await w.run(s))
+            made["group"] = g
             return {"group_id": group_id, "order_id": order_id, "amount": g.seats[0].amount}
 
         r = await once(s, shop_id=shop_id, scope=f"open_group:{user_id}", key=idempotency_key,
                        request={"campaign_id": campaign_id, "quantity": quantity}, now=now, run=run)
-    return SeatResult(**r)
+    return SeatResult(**r, group=made.get("group"), order=made.get("order"))
 
 
 async def join_group(svc: Services, *, shop_id: str, group_id: str, user_id: str, quantity: int = 1,
                      idempotency_key: str | None = None) -> SeatResult:
-    """GB-2: reserve a seat in an OPEN group (under the group's row lock)."""
+    """GB-2: reserve a seat in an OPEN group. One read under the group's row lock (group, seats, campaign,
+    currency, the user's units and paid orders), one write statement (user, stock and per-user guards,
+    order and line, seat, group, events of the releases the catch-up made, NOTIFY)."""
+    _check_user_id(user_id)
     now = svc.now()
+    made: dict = {}
     async with unit_of_work(svc) as s:
         async def run():
-            await ensure_user(s, shop_id, user_id, now)
-            row, seats, group = await lock_group(s, shop_id, group_id)
-            c = await load_campaign(s, shop_id, row.campaign_id)
-            campaign = mapping.campaign_from_row(c)
-            held, has_paid = await user_facts(s, shop_id, c.campaign_id, user_id)
+            ld = await lean.load_group(s, shop_id, group_id, user_id=user_id)
+            if ld is None:
+                raise refuse(ErrorCode.NOT_FOUND, "group not found", field="groupId")
+            c = ld.campaign_row
             order_id = new_id("ord_")
-            decision = gb.join_group(campaign, group, order_id=order_id, user_id=user_id, quantity=quantity, now=now,
-                                     stock_left=c.stock_left, user_units_held=held, user_has_paid_order=has_paid)
-            await take_stock_and_units(s, c, user_id, quantity)
+            decision = gb.join_group(ld.campaign, ld.group, order_id=order_id, user_id=user_id, quantity=quantity,
+                                     now=now, stock_left=c.stock_left, user_units_held=ld.user_units,
+                                     user_has_paid_order=ld.user_has_paid_order)
             seat = decision.group.seat_for_order(order_id)
-            s.add_all(new_group_order(c, order_id=order_id, group_id=group_id, user_id=user_id, seat=seat, now=now,
-                                      source="GROUP_INVITE"))
-            await s.flush()
-            await apply_decision(s, c=c, row=row, seat_rows=seats, decision=decision, now=now)
+            w = lean.Writes(shop_id, now, ld.currency)
+            w.ensure_user(user_id)
+            w.take_stock(c, user_id, quantity)
+            made["order"] = w.new_order(c, order_id=order_id, group_id=group_id, user_id=user_id, seat=seat,
+                                        source="GROUP_INVITE")
+            await _carry_out(s, ld, decision, w, now=now)
+            made["group"] = decision.group
             return {"group_id": group_id, "order_id": order_id, "amount": seat.amount}
 
         r = await once(s, shop_id=shop_id, scope=f"join_group:{user_id}", key=idempotency_key,
                        request={"group_id": group_id, "quantity": quantity}, now=now, run=run)
-    return SeatResult(**r)
+    return SeatResult(**r, group=made.get("group"), order=made.get("order"))
 
 
 async def pay_group_order(session: AsyncSession, *, order: Order, amount: int, now) -> bool:
-    """GB-1/GB-2/GB-4/GB-9 for a payment confirmation of a group order. True if it took a seat."""
-    row, seats, group = await lock_group(session, order.shop_id, order.group_id)
-    c = await load_campaign(session, order.shop_id, row.campaign_id)
-    campaign = mapping.campaign_from_row(c)
-    decision = gb.pay_seat(campaign, group, order_id=order.order_id, amount=amount, now=now)
-    await apply_decision(session, c=c, row=row, seat_rows=seats, decision=decision, now=now,
-                         paid_amounts={order.order_id: amount})
+    """GB-1/GB-2/GB-4/GB-9/GB-10 for a payment confirmation of a group order. True if it took a seat; a
+    payment that takes none is owed back in full (GB-9 late, GB-10 a seat another payment took)."""
+    ld = await lean.load_group(session, order.shop_id, order.group_id)
+    assert ld is not None, f"group order {order.order_id} without its group"
+    decision = gb.pay_seat(ld.campaign, ld.group, order_id=order.order_id, amount=amount, now=now)
+    await _carry_out(session, ld, decision, lean.Writes(order.shop_id, now, ld.currency), now=now,
+                     paid_amounts={order.order_id: amount})
     return any(isinstance(i, gb.OrderPaid) for i in decision.instructions)
 
 
@@ -314,31 +331,53 @@ async def leave_group(svc: Services, *, shop_id: str, group_id: str, user_id: st
                       idempotency_key: str | None = None) -> dict:
     """GB-8: a member cancels before forming; a paid seat is refunded in full."""
     now = svc.now()
+    made: dict = {}
     async with unit_of_work(svc) as s:
         async def run():
-            row, seats, group = await lock_group(s, shop_id, group_id)
-            c = await load_campaign(s, shop_id, row.campaign_id)
-            decision = gb.leave_group(mapping.campaign_from_row(c), group, user_id=user_id, now=now)
-            await apply_decision(s, c=c, row=row, seat_rows=seats, decision=decision, now=now)
+            ld = await lean.load_group(s, shop_id, group_id, user_id=user_id)
+            if ld is None:
+                raise refuse(ErrorCode.NOT_FOUND, "group not found", field="groupId")
+            decision = gb.leave_group(ld.campaign, ld.group, user_id=user_id, now=now)
+            await _carry_out(s, ld, decision, lean.Writes(shop_id, now, ld.currency), now=now)
+            made["group"] = decision.group
             return {"group_id": group_id}
 
-        return await once(s, shop_id=shop_id, scope=f"leave_group:{user_id}", key=idempotency_key,
-                          request={"group_id": group_id}, now=now, run=run)
+        r = await once(s, shop_id=shop_id, scope=f"leave_group:{user_id}", key=idempotency_key,
+                       request={"group_id": group_id}, now=now, run=run)
+    return {**r, "group": made.get("group")}
+
+
+async def _advance_loaded(session: AsyncSession, ld: lean.Loaded, now) -> None:
+    decision = gb.advance(ld.campaign, ld.group, now=now)
+    if decision.instructions or decision.group != ld.group:
+        await _carry_out(session, ld, decision, lean.Writes(ld.shop_id, now, ld.currency), now=now)
+    elif gb.next_due_at(ld.group) != ld.due_at:
+        w = lean.Writes(ld.shop_id, now, ld.currency)
+        w.update_group(ld.group)
+        await w.run(session)
 
 
 async def advance_group(session: AsyncSession, *, shop_id: str, group_id: str, now, skip_locked: bool = False) -> bool:
     """GB-11: apply what is due on one group. Returns False if another worker holds it."""
-    locked = await lock_group(session, shop_id, group_id, skip_locked=skip_locked)
-    if locked is None:
-        return False
-    row, seats, group = locked
-    c = await load_campaign(session, shop_id, row.campaign_id)
-    decision = gb.advance(mapping.campaign_from_row(c), group, now=now)
-    if decision.instructions or decision.group != group:
-        await apply_decision(session, c=c, row=row, seat_rows=seats, decision=decision, now=now)
-    else:
-        row.due_at = gb.next_due_at(group)
+    ld = await lean.load_group(session, shop_id, group_id, skip_locked=skip_locked)
+    if ld is None:
+        if skip_locked:
+            return False
+        raise refuse(ErrorCode.NOT_FOUND, "group not found", field="groupId")
+    await _advance_loaded(session, ld, now)
     return True
+
+
+async def advance_one_due(session: AsyncSession, *, shop_id: str, now, claimed: list | None = None) -> str | None:
+    """GB-11, the worker's step: claim the shop's most overdue group no one else holds (FOR UPDATE SKIP
+    LOCKED, in the statement that loads it) and apply what is due. The group's id, or None if none is left."""
+    ld = await lean.load_group(session, shop_id, due_before=now)
+    if ld is None:
+        return None
+    if claimed is not None:
+        claimed.append(ld.group.id)  # the worker postpones it if what follows fails
+    await _advance_loaded(session, ld, now)
+    return ld.group.id
 
 
 async def catch_up(svc: Services, *, shop_id: str, group_ids) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy import select, text
 
 from service.commissions import release_line
 from service.context import Services
-from service.groups import advance_group
+from service.groups import advance_one_due
 from service.ledger import LedgerBatch
 from service.uow import unit_of_work
 from store.models import CommissionLineRow
@@ -32,10 +32,6 @@ log = logging.getLogger("sharecart.worker")
 SHOPS_WITH_DUE_GROUPS = text("SELECT DISTINCT shop_id FROM groups WHERE due_at <= :now")
 SHOPS_WITH_DUE_LINES = text(
     "SELECT DISTINCT shop_id FROM commission_lines WHERE state = 'FROZEN' AND available_at <= :now")
-CLAIM_DUE_GROUP = text(
-    "SELECT group_id FROM groups WHERE shop_id = :shop_id AND due_at <= :now "
-    "ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED"
-)
 # A group whose advance raises is looked at again after this long (by the service clock), so it
 # cannot stand first in the queue on every pass and stall the groups due after it.
 FAILED_GROUP_RETRY = timedelta(minutes=1)
@@ -49,7 +45,10 @@ async def _shops_with_due(svc: Services, query, now) -> list[str]:
         return sorted((await s.execute(query, {"now": now})).scalars())
 
 
-async def run_due_groups(svc: Services, *, shop_id: str | None = None, limit: int = 500) -> int:
+PASS_LIMIT = 500  # groups a pass advances before it yields; a full pass starts the next one at once
+
+
+async def run_due_groups(svc: Services, *, shop_id: str | None = None, limit: int = PASS_LIMIT) -> int:
     """GB-11: advance due groups, one transaction each, taking the shops with due work in turn (or
     only `shop_id`'s). Returns how many were advanced; a group that fails is logged and postponed,
     never retried in the same pass."""
@@ -69,17 +68,16 @@ async def run_due_groups(svc: Services, *, shop_id: str | None = None, limit: in
 
 async def _advance_one_due_group(svc: Services, shop_id: str, now) -> bool | None:
     """Claim the shop's most overdue group and advance it. None: none left; False: it failed."""
-    group_id = None
+    claimed: list[str] = []
     try:
         async with unit_of_work(svc) as s:
-            group_id = (await s.execute(CLAIM_DUE_GROUP, {"shop_id": shop_id, "now": now})).scalar()
-            if group_id is None:
+            if await advance_one_due(s, shop_id=shop_id, now=now, claimed=claimed) is None:
                 return None
-            await advance_group(s, shop_id=shop_id, group_id=group_id, now=now)
         return True
     except Exception:
-        if group_id is None:  # the claim itself failed (database gone?): the caller's loop logs it
+        if not claimed:  # the claim itself failed (database gone?): the caller's loop logs it
             raise
+        group_id = claimed[0]
         log.exception("advancing group %s of shop %s failed; it is due again in %s", group_id, shop_id,
                       FAILED_GROUP_RETRY)
         async with unit_of_work(svc) as s:  # the failed transaction rolled back; this one only postpones
@@ -143,16 +141,21 @@ async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1
     slow receiver must never delay group expiry (GB-11) or commission release (CM-6)."""
     from service.webhooks import deliver_due
 
-    await asyncio.gather(_every(interval, stop, lambda: run_due(svc), "due work failed"),
+    await asyncio.gather(_every(interval, stop, lambda: run_due(svc), "due work failed", busy=PASS_LIMIT),
                          _every(interval, stop, lambda: deliver_due(svc, stop=stop), "webhook delivery failed"))
 
 
-async def _every(interval: float, stop: asyncio.Event, work, what: str) -> None:
+async def _every(interval: float, stop: asyncio.Event, work, what: str, busy: int | None = None) -> None:
+    """Run `work` every `interval` seconds; with `busy`, at once again while a pass did `busy` items or more
+    (a backlog — 100,000 groups due at once — is worked off without a pause between passes)."""
     while not stop.is_set():
         try:
-            await work()
+            done = await work()
         except Exception:  # keep the worker alive; the item stays due and is retried next round
             log.exception(what)
+            done = None
+        if busy is not None and isinstance(done, int) and done >= busy:
+            continue
         try:
             await asyncio.wait_for(stop.wait(), timeout=interval)
         except asyncio.TimeoutError:

@@ -470,11 +470,16 @@ def test_GB9_amount_mismatch_and_unknown_order_refused():
     assert codes(lambda: gb.pay_seat(c, g, order_id="nope", amount=8000, now=T0 + 2 * M)) == ErrorCode.NOT_FOUND
 
 
-def test_GB10_paying_a_paid_seat_again_is_a_no_op():
+def test_GB10_a_further_payment_of_a_paid_seat_changes_no_seat_and_is_owed_back_in_full():
+    """The shell deduplicates a repeated confirmation by provider reference; any payment that reaches the
+    engine for a seat already PAID is a second charge: the group is unchanged, the money is owed back
+    (issue 11 point 8) — whatever its amount."""
     c = campaign(tiers=(Tier(3, 8000),))
     g = opened(c)
     d = gb.pay_seat(c, g, order_id="o-L", amount=8000, now=T0 + H)
-    assert d == gb.Decision(g, ())
+    assert d == gb.Decision(g, (gb.RefundOwed("o-L", 8000, "GB-10", True),))
+    d = gb.pay_seat(c, g, order_id="o-L", amount=1, now=T0 + H)
+    assert d == gb.Decision(g, (gb.RefundOwed("o-L", 1, "GB-10", True),))
 
 
 # ------------------------------------------------------------------ GB-11

@@ -70,6 +70,8 @@ class GroupLife(RuleBasedStateMachine):
         self.qty_of: dict[str, int] = {}     # order -> units reserved
         self.received = defaultdict(int)     # money that arrived for each order
         self.refunded = defaultdict(int)     # refunds owed to each order
+        self.extra_received = defaultdict(int)  # further payments of a seat already paid (GB-10)
+        self.extra_refunded = defaultdict(int)  # ... and the refunds owed for them
         self.final: dict[str, int] = {}      # FinalPrice per order
         self.cancelled: set[str] = set()
         self.took: set[str] = set()          # orders whose payment took a seat (OrderPaid)
@@ -95,6 +97,8 @@ class GroupLife(RuleBasedStateMachine):
                 if self.stock_left is not None:
                     self.stock_left += i.quantity
                 self.units[self.user_of[i.order_id]] -= i.quantity
+            elif isinstance(i, RefundOwed) and i.rule == "GB-10":
+                self.extra_refunded[i.order_id] += i.amount
             elif isinstance(i, RefundOwed):
                 self.refunded[i.order_id] += i.amount
                 if i.rule == "GB-8":
@@ -166,8 +170,10 @@ class GroupLife(RuleBasedStateMachine):
         except RuleViolation as e:
             assert wrong and e.code is ErrorCode.PAYMENT_AMOUNT_MISMATCH
             return
-        if was_paid:  # GB-10: a duplicate confirmation, no new money
-            assert d.instructions == ()
+        if was_paid:  # GB-10: another payment took this seat; this second charge is owed back in full
+            self.extra_received[seat.order_id] += amount
+            assert d.group == self.group
+            assert d.instructions == (RefundOwed(seat.order_id, amount, "GB-10", True),)
         else:
             self.received[seat.order_id] += amount
             after = d.group.seat_for_order(seat.order_id)
@@ -295,6 +301,7 @@ class GroupLife(RuleBasedStateMachine):
         for s in g.seats:
             oid, qty = s.order_id, self.qty_of[s.order_id]
             received, refunded = self.received[oid], self.refunded[oid]
+            assert self.extra_refunded[oid] == self.extra_received[oid]  # no second charge is kept (GB-10)
             assert 0 <= refunded <= received
             charged = received - refunded
             paid_unit = max(0, first - self.c.leader_discount) if oid == self.leader_order else first  # GB-3

@@ -204,6 +204,40 @@ async def test_concurrent_payments_of_one_group_seat_with_different_references_p
     await assert_ledger_consistent(svc, shop.shop_id)
 
 
+async def test_h8_every_concurrent_payment_that_takes_no_seat_is_owed_a_full_refund_GB9_GB10(svc, shop):
+    """Issue 11 point 8: 6 concurrent confirmations of one group seat with different provider references
+    are 6 real charges. One takes the seat; each of the other 5 answers accepted: false and is owed back in
+    full — an OWED refund of its amount and a refund.owed event — with the first payment's commission
+    untouched. The order shows all the money received and all that is owed back."""
+    await _referred_buyers(svc, shop.shop_id, "m")
+    c = await make_campaign(svc, shop.shop_id, tiers=[(3, 8000)])
+    leader = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="L")
+    await pay(svc, shop.shop_id, leader)
+    m = await groups.join_group(svc, shop_id=shop.shop_id, group_id=leader.group_id, user_id="m")
+    results = await asyncio.gather(*[
+        _attempt(orders.confirm_payment(svc, shop_id=shop.shop_id, order_id=m.order_id, amount=m.amount,
+                                        provider_ref=f"h8-ref-{i}"))
+        for i in range(6)
+    ])
+    assert all(not isinstance(r, RuleViolation) for r in results), results
+    assert sorted(r["accepted"] for r in results) == [False] * 5 + [True]
+    q = dict(s=shop.shop_id, o=m.order_id)
+    assert await _count(svc, "SELECT count(*) FROM refunds WHERE shop_id=:s AND order_id=:o AND state='OWED' "
+                             "AND \"full\" AND rule='GB-10' AND amount=:a", a=m.amount, **q) == 5
+    assert await _count(svc, "SELECT count(*) FROM events WHERE shop_id=:s AND type='refund.owed' "
+                             "AND payload->>'order_id'=:o AND (payload->>'amount')::bigint=:a "
+                             "AND payload->>'currency'='CNY'", a=m.amount, **q) == 5
+    assert await _count(svc, "SELECT paid_amount FROM orders WHERE shop_id=:s AND order_id=:o", **q) == 6 * m.amount
+    assert await _count(svc, "SELECT refunded_amount FROM orders WHERE shop_id=:s AND order_id=:o", **q) == 5 * m.amount
+    assert await _count(svc, "SELECT count(*) FROM payments WHERE shop_id=:s AND order_id=:o AND NOT accepted",
+                        **q) == 5
+    assert await _count(svc, "SELECT count(*) FROM commission_lines WHERE shop_id=:s AND order_id=:o "
+                             "AND standing = original AND base_refunded = 0", **q) == 1
+    row, g = await groups.get_group(svc, shop_id=shop.shop_id, group_id=leader.group_id)
+    assert g.paid_seats == 2 == row.paid_seats
+    await assert_ledger_consistent(svc, shop.shop_id)
+
+
 async def test_concurrent_payments_of_one_plain_order_with_different_references_pay_it_once_OR2(svc, shop):
     """The order row lock (pay_plain_order) serializes payments: one pays, the others are INVALID_STATE."""
     await _referred_buyers(svc, shop.shop_id, "b")
