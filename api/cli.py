@@ -169,50 +169,30 @@ def serve(
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8000),
     demo: bool = typer.Option(True, help="seed the demo shop on first start and print its tokens"),
-    worker: bool = typer.Option(True, help="run the expiry worker (GB-11) in this process"),
+    worker: bool = typer.Option(True, help="start `sharecart worker` (expiry GB-11, release CM-6, webhook "
+                                "delivery) in a process of its own beside the API"),
+    workers: int = typer.Option(None, "--workers", min=1, help="API processes on the one port (default: the "
+                                "machine's cores)"),
     test_clock: bool = typer.Option(False, "--test-clock", help="add the admin mutation advanceClock, which moves "
                                     "this process's service clock forward (OR-5); for demos and tests, never "
-                                    "in production (same as SHARECART_TEST_CLOCK=1)"),
+                                    "in production (same as SHARECART_TEST_CLOCK=1). Runs the API and the "
+                                    "worker in one process, so both see that clock"),
 ) -> None:
-    """Start the API with the expiry worker; migrations applied first."""
+    """Start the API (N processes) and the worker; migrations applied first (api/process.py)."""
+    from api.mutations import TEST_CLOCK_ENV, test_clock_enabled
+    from api.process import serve as run
+
     if test_clock:
-        from api.mutations import TEST_CLOCK_ENV
-
         os.environ[TEST_CLOCK_ENV] = "1"
-    asyncio.run(_serve(host, port, demo, worker))
+    run(host, port, demo, worker, workers, test_clock_enabled())
 
 
-async def _serve(host: str, port: int, demo: bool, run_worker: bool) -> None:
-    import uvicorn
+@app.command("worker")
+def worker_command(interval: float = typer.Option(1.0, help="seconds between passes when nothing is due")) -> None:
+    """Due work (GB-11 expiry, CM-6 release) and webhook delivery, in this process (any number: SKIP LOCKED)."""
+    from api.process import work
 
-    from api.app import create_app
-    from service.worker import worker_loop
-
-    if not os.environ.get("DATABASE_URL"):
-        from store.database import data_dir
-
-        typer.echo(f"embedded PostgreSQL in {data_dir()} (set DATABASE_URL to use a server)")
-    svc = _services()
-    await _migrate(svc)
-    if demo:
-        from service.demo import seed_demo
-
-        r = await seed_demo(svc)
-        _print_demo(r, host, port)
-    server = uvicorn.Server(uvicorn.Config(create_app(svc), host=host, port=port, log_level="info"))
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(server.serve())]
-    if run_worker:
-        tasks.append(asyncio.create_task(worker_loop(svc, stop)))
-    try:
-        await tasks[0]
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks[1:], return_exceptions=True)
-        await svc.engine.dispose()
-        from store.database import stop_embedded
-
-        stop_embedded()
+    work(interval)
 
 
 def _token(shop, user: str, roles, ttl: int) -> str:

@@ -368,16 +368,15 @@ async def advance_group(session: AsyncSession, *, shop_id: str, group_id: str, n
     return True
 
 
-async def advance_one_due(session: AsyncSession, *, shop_id: str, now, claimed: list | None = None) -> str | None:
-    """GB-11, the worker's step: claim the shop's most overdue group no one else holds (FOR UPDATE SKIP
-    LOCKED, in the statement that loads it) and apply what is due. The group's id, or None if none is left."""
-    ld = await lean.load_group(session, shop_id, due_before=now)
-    if ld is None:
-        return None
-    if claimed is not None:
-        claimed.append(ld.group.id)  # the worker postpones it if what follows fails
+async def claim_due_group(session: AsyncSession, *, shop_id: str, now) -> lean.Loaded | None:
+    """GB-11, the worker's claim: the shop's most overdue group no one else holds, locked (FOR UPDATE SKIP
+    LOCKED) and loaded by one statement. None if none is left."""
+    return await lean.load_group(session, shop_id, due_before=now)
+
+
+async def advance_claimed(session: AsyncSession, ld: lean.Loaded, *, now) -> None:
+    """GB-11: apply what is due on a claimed group."""
     await _advance_loaded(session, ld, now)
-    return ld.group.id
 
 
 async def catch_up(svc: Services, *, shop_id: str, group_ids) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy import select, text
 
 from service.commissions import release_line
 from service.context import Services
-from service.groups import advance_one_due
+from service.groups import advance_claimed, claim_due_group
 from service.ledger import LedgerBatch
 from service.uow import unit_of_work
 from store.models import CommissionLineRow
@@ -68,16 +68,18 @@ async def run_due_groups(svc: Services, *, shop_id: str | None = None, limit: in
 
 async def _advance_one_due_group(svc: Services, shop_id: str, now) -> bool | None:
     """Claim the shop's most overdue group and advance it. None: none left; False: it failed."""
-    claimed: list[str] = []
+    group_id = None
     try:
         async with unit_of_work(svc) as s:
-            if await advance_one_due(s, shop_id=shop_id, now=now, claimed=claimed) is None:
+            claimed = await claim_due_group(s, shop_id=shop_id, now=now)
+            if claimed is None:
                 return None
+            group_id = claimed.group.id
+            await advance_claimed(s, claimed, now=now)
         return True
     except Exception:
-        if not claimed:  # the claim itself failed (database gone?): the caller's loop logs it
+        if group_id is None:  # the claim itself failed (database gone?): the caller's loop logs it
             raise
-        group_id = claimed[0]
         log.exception("advancing group %s of shop %s failed; it is due again in %s", group_id, shop_id,
                       FAILED_GROUP_RETRY)
         async with unit_of_work(svc) as s:  # the failed transaction rolled back; this one only postpones

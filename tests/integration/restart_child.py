@@ -12,7 +12,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 from engine.distribution import DistributionSettings, DistributorStatus
-from service import distribution, groups, orders, shops, worker
+from service import distribution, groups, lean, orders, shops, worker
 from service.context import Services
 from store.database import create_engine
 from tests.integration.helpers import make_campaign
@@ -22,9 +22,11 @@ WORKER_AT = T0 + timedelta(hours=25)  # past the group's expiry, the reservation
 
 
 def stop_inside_transactions(shop_id: str) -> None:
-    """The last statement of a group change (NOTIFY) is where this process stops: everything else of
-    the transaction has been sent to the server, nothing is committed."""
+    """The last statement of a group change is where this process stops: everything of the transaction
+    has been sent to the server, nothing is committed. That is the lean write statement (which carries
+    the NOTIFY) or, on the ORM path of money-moving decisions, its NOTIFY."""
     notify = groups.notify_group
+    write = lean.Writes.run
 
     async def stall(session, sid, group_id):
         if sid != shop_id:
@@ -32,7 +34,15 @@ def stop_inside_transactions(shop_id: str) -> None:
         print(f"IN_TX {group_id}", flush=True)
         await asyncio.Event().wait()
 
+    async def stall_after_write(self, session):
+        out = await write(self, session)
+        if self.shop_id == shop_id and self.notify:
+            print(f"IN_TX {self.notify[0]}", flush=True)
+            await asyncio.Event().wait()
+        return out
+
     groups.notify_group = stall
+    lean.Writes.run = stall_after_write
 
 
 async def work(url: str, shop_id: str) -> None:

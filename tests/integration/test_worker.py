@@ -17,14 +17,14 @@ async def test_a_group_that_fails_to_advance_does_not_stall_the_others_GB11(svc,
     good = [await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id=f"g{i}")
             for i in range(3)]
     svc.clock.advance(timedelta(minutes=30))  # every leader's payment window has passed
-    real = worker.advance_group
+    real = worker.advance_claimed
 
-    async def broken_for_one(session, *, shop_id, group_id, now, **kw):
-        if group_id == bad.group_id:
+    async def broken_for_one(session, claimed, *, now):
+        if claimed.group.id == bad.group_id:
             raise RuntimeError("this group cannot be advanced")
-        return await real(session, shop_id=shop_id, group_id=group_id, now=now, **kw)
+        return await real(session, claimed, now=now)
 
-    monkeypatch.setattr(worker, "advance_group", broken_for_one)
+    monkeypatch.setattr(worker, "advance_claimed", broken_for_one)
     with caplog.at_level(logging.ERROR, logger="sharecart.worker"):
         assert await worker.run_due_groups(svc) >= len(good)
     for seat in good:  # GB-2 releases applied behind the failing group

@@ -1,0 +1,133 @@
+"""The process model of `sharecart serve` and `sharecart worker` (issue 10).
+
+- `serve --workers N` (default: the machine's cores) runs N API processes on one port: uvicorn's own
+  supervisor forks them over one listening socket (it restarts one that dies). Each builds its app with
+  `app_from_env` (its own engine and pool, its own LISTEN connection for live group progress, so
+  subscriptions work whichever process a websocket lands on).
+- The expiry worker (GB-11, CM-6) and webhook delivery run in a process of their own, `sharecart worker`,
+  which `serve` starts beside the API unless `--no-worker`. Any number of workers may run, on any
+  machine: every item is claimed with FOR UPDATE SKIP LOCKED in the transaction that applies it.
+- `--test-clock` keeps everything in one process (one API process, the worker on its event loop): the
+  test clock lives in the process that `advanceClock` reached, and the worker must see the same clock.
+
+Migrations and the demo seed run once, in the parent, before any child starts. With no DATABASE_URL the
+parent starts the embedded PostgreSQL and hands its URL to the children.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+
+import typer
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def app_from_env():
+    """uvicorn's factory in each API process: the app over this process's own engine."""
+    from api.app import create_app
+    from service.context import Services
+    from store.database import create_engine
+
+    return create_app(Services(engine=create_engine()))
+
+
+async def _prepare(demo: bool, host: str, port: int) -> None:
+    from api.cli import _migrate, _print_demo, _services
+
+    svc = _services()
+    try:
+        await _migrate(svc)
+        if demo:
+            from service.demo import seed_demo
+
+            _print_demo(await seed_demo(svc), host, port)
+    finally:
+        await svc.engine.dispose()
+
+
+def serve(host: str, port: int, demo: bool, run_worker: bool, workers: int | None, test_clock: bool) -> None:
+    import uvicorn
+
+    from store.database import stop_embedded
+
+    if not os.environ.get("DATABASE_URL"):
+        from store.database import data_dir, embedded_url
+
+        typer.echo(f"embedded PostgreSQL in {data_dir()} (set DATABASE_URL to use a server)")
+        os.environ["DATABASE_URL"] = embedded_url()  # the children attach to the parent's embedded server
+    try:
+        if test_clock:
+            if workers not in (None, 1):
+                typer.echo("--test-clock runs one process (the clock is per process); --workers ignored")
+            asyncio.run(_serve_one_process(host, port, demo, run_worker))
+            return
+        asyncio.run(_prepare(demo, host, port))
+        n = workers or default_workers()
+        child = _start_worker() if run_worker else None
+        try:
+            typer.echo(f"API: {n} process{'es' if n > 1 else ''} on {host}:{port}; "
+                       f"worker: {'its own process, pid ' + str(child.pid) if child else 'not started'}")
+            uvicorn.run("api.process:app_from_env", factory=True, host=host, port=port, workers=n,
+                        log_level="info", timeout_graceful_shutdown=5)
+        finally:
+            if child is not None and child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+                try:
+                    child.wait(15)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+    finally:
+        stop_embedded()
+
+
+def _start_worker() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "api.cli", "worker"], env=os.environ.copy())
+
+
+async def _serve_one_process(host: str, port: int, demo: bool, run_worker: bool) -> None:
+    """The API and the worker on one event loop (the --test-clock model)."""
+    import uvicorn
+
+    from api.app import create_app
+    from api.cli import _services
+    from service.worker import worker_loop
+
+    await _prepare(demo, host, port)
+    svc = _services()
+    server = uvicorn.Server(uvicorn.Config(create_app(svc), host=host, port=port, log_level="info"))
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(server.serve())]
+    if run_worker:
+        tasks.append(asyncio.create_task(worker_loop(svc, stop)))
+    try:
+        await tasks[0]
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks[1:], return_exceptions=True)
+        await svc.engine.dispose()
+
+
+def work(interval: float) -> None:
+    """`sharecart worker`: due work and webhook delivery until SIGTERM/SIGINT, then a clean stop."""
+    from api.cli import _services
+    from service.worker import worker_loop
+
+    async def run() -> None:
+        svc = _services()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await worker_loop(svc, stop, interval=interval)
+        finally:
+            await svc.engine.dispose()
+
+    asyncio.run(run())
