@@ -66,8 +66,11 @@ def to_libpq(url: str) -> str:
 
 
 def create_engine(url: str | None = None, **kw) -> AsyncEngine:
-    kw.setdefault("pool_size", 10)
-    kw.setdefault("max_overflow", 20)
+    """An engine whose pool holds SHARECART_DB_POOL connections (default 10) plus SHARECART_DB_OVERFLOW
+    more under load (default 20). `serve --workers N` opens one pool per process: N × (pool + overflow)
+    plus the worker's must stay under the server's max_connections."""
+    kw.setdefault("pool_size", int(os.environ.get("SHARECART_DB_POOL", "10")))
+    kw.setdefault("max_overflow", int(os.environ.get("SHARECART_DB_OVERFLOW", "20")))
     kw.setdefault("pool_pre_ping", False)
     if url is not None and not isinstance(url, str):
         url = url.render_as_string(hide_password=False)

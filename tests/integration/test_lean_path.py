@@ -1,0 +1,49 @@
+"""Issue 10: the group-buy hot paths ask the database twice — one statement loads what the engine needs
+(under the group's row lock), one writes its decision — and answer with what they wrote, so the API
+reads nothing back. Counted with the service's own statement recorder (BEGIN/COMMIT are not statements).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from service import groups, worker
+from service.uow import unit_of_work
+from tests.integration.helpers import make_campaign, pay, raw_row, recorded_statements
+from store.models import GroupRow, Order
+
+
+async def test_open_join_leave_and_expiry_are_one_read_and_one_write_each_GB1_GB2_GB8_GB11(svc, shop):
+    c = await make_campaign(svc, shop.shop_id, tiers=[(3, 8000)], stock=10, per_user_limit=2)
+    with recorded_statements(svc) as seen:
+        lead = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="L")
+    assert len(seen) == 2, seen
+    assert seen[0].lstrip().startswith("SELECT") and seen[1].lstrip().startswith("WITH")
+    await pay(svc, shop.shop_id, lead)
+
+    with recorded_statements(svc) as seen:
+        m = await groups.join_group(svc, shop_id=shop.shop_id, group_id=lead.group_id, user_id="m")
+    assert len(seen) == 2, seen
+    assert "FOR UPDATE OF g" in seen[0] and seen[1].lstrip().startswith("WITH")
+    # the typed result is what the API renders: the group with the new seat, the order as written
+    assert m.group.seat_for_order(m.order_id).user_id == "m" and m.group.held_seats == 2
+    assert m.order.state == "CREATED" and m.order.goods_amount == m.amount == 8000
+    row = await raw_row(svc, Order, shop.shop_id, m.order_id)
+    assert (row.state, row.goods_amount, row.buyer_id, row.group_id) == ("CREATED", 8000, "m", lead.group_id)
+
+    with recorded_statements(svc) as seen:
+        await groups.leave_group(svc, shop_id=shop.shop_id, group_id=lead.group_id, user_id="m")
+    assert len(seen) == 2, seen
+    assert (await raw_row(svc, Order, shop.shop_id, m.order_id)).state == "CANCELLED"
+
+    late = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="late")
+    svc.clock.advance(timedelta(hours=1))  # the unpaid leader's payment window has passed
+    async with unit_of_work(svc) as s:
+        with recorded_statements(svc) as seen:
+            claimed = await groups.claim_due_group(s, shop_id=shop.shop_id, now=svc.now())
+            assert claimed.group.id == late.group_id
+            await groups.advance_claimed(s, claimed, now=svc.now())
+    assert len(seen) == 2, seen
+    assert "SKIP LOCKED" in seen[0]
+    assert (await raw_row(svc, GroupRow, shop.shop_id, late.group_id)).state == "CANCELLED"
+    assert await worker.run_due_groups(svc, shop_id=shop.shop_id) == 0
