@@ -173,7 +173,9 @@ class ConfirmPaymentInput:
 @strawberry.type
 class ConfirmPaymentPayload:
     order: Optional[Order] = None
-    accepted: Optional[bool] = strawberry.field(default=None, description="False: a late payment (GB-9), refund owed")
+    accepted: Optional[bool] = strawberry.field(default=None, description=(
+        "False: the payment took no seat (late, GB-9; or the seat was already paid by another payment, GB-10): a full "
+        "refund is owed"))
     replayed: Optional[bool] = strawberry.field(default=None, description="This providerRef (or idempotencyKey) "
                                                 "was confirmed before: the first confirmation's answer")
     errors: list[UserError]

@@ -182,9 +182,9 @@ async def test_concurrent_duplicate_confirmations_of_a_group_order_have_one_effe
     await assert_ledger_consistent(svc, s)
 
 
-async def test_concurrent_payments_of_one_group_seat_with_different_references_pay_it_once_GB10(svc, shop):
-    """The group row lock serializes payments of one seat: of 6 different payments at once, one takes the
-    seat; the others find it paid and take nothing (no second seat, no second commission line)."""
+async def _six_payments_of_one_member_seat(svc, shop):
+    """A paid leader, a member seat of a referred buyer, and 6 confirmations of that seat at once, each with
+    its own provider reference (6 real charges)."""
     await _referred_buyers(svc, shop.shop_id, "m")
     c = await make_campaign(svc, shop.shop_id, tiers=[(3, 8000)])
     leader = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="L")
@@ -195,6 +195,14 @@ async def test_concurrent_payments_of_one_group_seat_with_different_references_p
                                         provider_ref=f"group-ref-{i}"))
         for i in range(6)
     ])
+    return leader, m, results
+
+
+async def test_concurrent_payments_of_one_group_seat_with_different_references_pay_it_once_GB10(svc, shop):
+    """The group row lock serializes payments of one seat: of 6 different payments at once, one takes the
+    seat; the others find it paid and take no seat (no second seat, no second commission line; each is owed
+    back: test_h8_…)."""
+    leader, m, results = await _six_payments_of_one_member_seat(svc, shop)
     assert all(not isinstance(r, RuleViolation) for r in results), results
     assert sum(1 for r in results if r["accepted"]) == 1
     row, g = await groups.get_group(svc, shop_id=shop.shop_id, group_id=leader.group_id)
@@ -209,16 +217,7 @@ async def test_h8_every_concurrent_payment_that_takes_no_seat_is_owed_a_full_ref
     are 6 real charges. One takes the seat; each of the other 5 answers accepted: false and is owed back in
     full — an OWED refund of its amount and a refund.owed event — with the first payment's commission
     untouched. The order shows all the money received and all that is owed back."""
-    await _referred_buyers(svc, shop.shop_id, "m")
-    c = await make_campaign(svc, shop.shop_id, tiers=[(3, 8000)])
-    leader = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="L")
-    await pay(svc, shop.shop_id, leader)
-    m = await groups.join_group(svc, shop_id=shop.shop_id, group_id=leader.group_id, user_id="m")
-    results = await asyncio.gather(*[
-        _attempt(orders.confirm_payment(svc, shop_id=shop.shop_id, order_id=m.order_id, amount=m.amount,
-                                        provider_ref=f"h8-ref-{i}"))
-        for i in range(6)
-    ])
+    leader, m, results = await _six_payments_of_one_member_seat(svc, shop)
     assert all(not isinstance(r, RuleViolation) for r in results), results
     assert sorted(r["accepted"] for r in results) == [False] * 5 + [True]
     q = dict(s=shop.shop_id, o=m.order_id)
