@@ -34,7 +34,7 @@ def ensure_env() -> None:
     print("installing Sharecart and its dependencies into .venv ...", flush=True)
     pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     subprocess.check_call(pip + ["--upgrade", "pip"])
-    subprocess.check_call(pip + ["-e", f"{ROOT}[test]"])
+    subprocess.check_call(pip + ["-e", f"{ROOT}[test,embedded]"])
     STAMP.write_text(want)
 
 

@@ -8,7 +8,6 @@ that field, an id of another shop is NOT_FOUND (SH-1)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import fields as dc_fields
 from datetime import date, datetime, timedelta
 from typing import Awaitable, Callable, Optional
@@ -829,7 +828,9 @@ TEST_CLOCK_ENV = "SHARECART_TEST_CLOCK"
 
 
 def test_clock_enabled() -> bool:
-    return os.environ.get(TEST_CLOCK_ENV) == "1"
+    from service.settings import settings
+
+    return settings().test_clock
 
 
 @strawberry.type(name="Mutation")
