@@ -306,6 +306,9 @@ async def _serve(host: str, port: int, demo: bool, run_worker: bool) -> None:
     # logging is ours (api.logs: JSON, request ids, our access line); SIGTERM drains in-flight requests
     server = uvicorn.Server(uvicorn.Config(create_app(svc), host=host, port=port, log_level="info", log_config=None,
                                            access_log=False, timeout_graceful_shutdown=settings().shutdown_grace))
+    # uvicorn takes SIGTERM over while it serves (stop accepting, drain in-flight requests) and re-raises it to
+    # the previous handler when done: make that one a no-op, so the cleanup below runs and the exit status is 0
+    signal.signal(signal.SIGTERM, lambda *_: None)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(server.serve())]
     if run_worker:

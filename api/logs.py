@@ -19,6 +19,11 @@ import uuid
 import structlog
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+def _drop_color(_logger, _name, event: dict) -> dict:
+    event.pop("color_message", None)  # uvicorn's ANSI copy of the message
+    return event
+
+
 _SHARED = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_logger_name,
@@ -42,7 +47,7 @@ def formatter(fmt: str = "json") -> logging.Formatter:
     renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.processors.KeyValueRenderer(
         key_order=["timestamp", "level", "logger", "event", "request_id"], drop_missing=True)
     return structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*_SHARED, structlog.stdlib.ExtraAdder()],
+        foreign_pre_chain=[*_SHARED, structlog.stdlib.ExtraAdder(), _drop_color],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.format_exc_info,
                     renderer])
 
@@ -60,6 +65,7 @@ def configure_logging(stream=None) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.handlers, logger.propagate = [], True
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin at every start
     structlog.configure(processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
                         logger_factory=structlog.stdlib.LoggerFactory(),
                         wrapper_class=structlog.stdlib.BoundLogger, cache_logger_on_first_use=True)

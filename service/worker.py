@@ -138,7 +138,8 @@ async def run_due(svc: Services, *, shop_id: str | None = None) -> int:
     return await run_due_groups(svc, shop_id=shop_id) + await release_due_lines(svc, shop_id=shop_id)
 
 
-async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1.0) -> None:
+async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1.0,
+                      backoff_max: float | None = None) -> None:
     """Due work and webhook delivery run as two loops of their own: a POST may take its whole timeout, and a
     slow receiver must never delay group expiry (GB-11) or commission release (CM-6). A pass of due work that
     went through writes the worker's heartbeat (service.heartbeat: what /ready reads)."""
@@ -148,6 +149,7 @@ async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1
 
     conf = settings()
     heartbeat = Heartbeat(svc, interval=conf.heartbeat_interval)
+    backoff_max = conf.worker_backoff_max if backoff_max is None else backoff_max
 
     async def due() -> None:
         await run_due(svc)
@@ -155,9 +157,8 @@ async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1
 
     try:
         await asyncio.gather(
-            _every(interval, stop, due, "due work", max_delay=conf.worker_backoff_max),
-            _every(interval, stop, lambda: deliver_due(svc, stop=stop), "webhook delivery",
-                   max_delay=conf.worker_backoff_max))
+            _every(interval, stop, due, "due work", max_delay=backoff_max),
+            _every(interval, stop, lambda: deliver_due(svc, stop=stop), "webhook delivery", max_delay=backoff_max))
     finally:
         await heartbeat.forget()
 
