@@ -362,10 +362,20 @@ def _run_refusable(fn):
     return asyncio.run(fn())  # a RuleViolation is printed by main as `error CODE: message`
 
 
+def _usage_errors() -> tuple[type, ...]:
+    """click's UsageError (typer ≥ 0.2x vendors click as typer._click; older typer uses click itself)."""
+    errors = [c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"]
+    try:
+        import click
+
+        errors.append(click.UsageError)
+    except ImportError:  # typer without click
+        pass
+    return tuple(errors)
+
+
 def _error_line(e: BaseException) -> tuple[str, str, int] | None:
     """(code, message, exit status) of an error the CLI reports in one line; None: not one of ours."""
-    import click
-
     from engine.errors import RuleViolation
     from service.availability import is_database_unavailable
     from service.settings import ConfigError
@@ -375,8 +385,8 @@ def _error_line(e: BaseException) -> tuple[str, str, int] | None:
     if isinstance(e, RuleViolation):
         field = f" ({e.field})" if e.field else ""
         return e.code.value, e.message + field, 2
-    if isinstance(e, click.UsageError):
-        return "INVALID_INPUT", e.format_message(), 2
+    if isinstance(e, _usage_errors()):
+        return "INVALID_INPUT", " ".join(e.format_message().split()), 2
     if isinstance(e, ConfigError):
         return "INVALID_CONFIG", str(e), 2
     if is_database_unavailable(e):
@@ -387,8 +397,6 @@ def _error_line(e: BaseException) -> tuple[str, str, int] | None:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: settings checked first, every failure one `error CODE: message` line."""
     import sys
-
-    import click
 
     from service.settings import check_settings, settings
 
@@ -401,11 +409,14 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging()
         rc = command.main(argv if argv is not None else sys.argv[1:], prog_name="sharecart", standalone_mode=False)
         code = rc if isinstance(rc, int) else 0
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         code = e.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         code = 130
     except Exception as e:  # noqa: BLE001 - the one place every CLI error is turned into a line
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `sharecart`: the help, as click shows it
+            typer.echo(e.format_message(), err=True)
+            return _exit(2, argv)
         line = _error_line(e)
         if line is None:
             line = ("INTERNAL", f"{type(e).__name__}: {e} (SHARECART_DEBUG=1 prints the traceback)", 1)
@@ -415,8 +426,12 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exception(e)
+    return _exit(code, argv)
+
+
+def _exit(code: int, argv) -> int:
     if argv is None:
-        sys.exit(code)
+        raise SystemExit(code)
     return code
 
 
