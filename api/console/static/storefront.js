@@ -10,6 +10,7 @@ const app = document.getElementById('app');
 const GROUP = 'id state capacity minSize seatsHeld seatsPaid seatsLeft secondsLeft expiresAt formedAt tierReached { members unitPrice } nextTier { members unitPrice }';
 let pub, customer = null, fmt, shop, me = null, campaign = null;
 const cards = new Map(); // group id → {el, group, stop, receivedAt}
+let generation = 0; // bumped by every render: a slower, older render or list refresh gives way
 
 async function start() {
   const key = params.get('key') || sessionStorage.getItem(KEY);
@@ -60,6 +61,7 @@ function flash(node) {
 }
 
 async function render() {
+  const mine = ++generation;
   for (const c of cards.values()) c.stop?.();
   cards.clear();
   const list = (await pub.gql('{ campaigns(first: 50) { edges { node { id title } } } }')).campaigns.edges.map((e) => e.node);
@@ -68,6 +70,7 @@ async function render() {
     tiers { members unitPrice } leaderDiscount paymentWindowSeconds durationSeconds } }`, { id })).campaign : null;
   const invite = params.get('invite');
   const inviteInfo = invite ? (await pub.gql('query($c: String!) { resolveInvite(code: $c) { valid code } }', { c: invite })).resolveInvite : null;
+  if (mine !== generation) return;
   const tokenInput = h('input', { id: 'customer-token', placeholder: 'paste a customer token (sharecart serve prints erin, frank, gina…)' });
   const best = campaign ? Math.min(...campaign.tiers.map((t) => t.unitPrice)) : 0;
   app.replaceChildren(h('div', { class: 'store' },
@@ -93,15 +96,16 @@ async function render() {
 
 async function refreshList() {
   if (!campaign) return;
+  const mine = generation;
   const conn = (await pub.gql(`query($id: ID!) { campaign(id: $id) { openGroups(first: 20) { totalCount edges { node { ${GROUP} } } } } }`, { id: campaign.id })).campaign.openGroups;
-  const box = document.getElementById('groups');
-  if (!box) return;
   const wanted = params.get('group');
   const nodes = conn.edges.map((e) => e.node);
   if (wanted && !nodes.some((g) => g.id === wanted) && !cards.has(wanted)) {
     const g = (await pub.gql(`query($id: ID!) { group(id: $id) { ${GROUP} } }`, { id: wanted })).group;
     if (g) nodes.unshift(g);
   }
+  const box = document.getElementById('groups');
+  if (mine !== generation || !box) return;
   for (const g of nodes) if (!cards.has(g.id)) addCard(box, g);
   if (!cards.size) box.replaceChildren(h('p', { class: 'muted', id: 'no-groups' }, 'No open group yet: open one and share the link.'));
   else document.getElementById('no-groups')?.remove();
