@@ -81,10 +81,14 @@ async def decide_payout(svc: Services, *, shop_id: str, payout_id: str, approve:
                              rule="LG-2")
             settings = await load_settings(s, shop_id)
             await _locked_distributor(s, shop_id, payout.distributor_id)
-            postings = lg.approve_payout(settings, payout.amount) if approve else lg.reject_payout(payout.amount)
+            # LG-2: approval charges the fee quoted and recorded at request, never one recomputed from the
+            # rate as it stands now (an admin may have changed payout_fee_bp since)
+            postings = lg.approve_payout(settings, payout.amount, fee=payout.fee) if approve \
+                else lg.reject_payout(payout.amount)
             payout.state, payout.decided_at, payout.decided_by = target, now, actor
             payout.external_ref, payout.reason = external_ref, reason
-            payout.fee = lg.payout_fee(settings, payout.amount) if approve else 0
+            if not approve:
+                payout.fee = 0  # a rejected payout charges no fee (LG-2)
             ledger = LedgerBatch(shop_id, now)
             ledger.add(payout.distributor_id, postings, ref_type="payout", ref_id=payout.payout_id)
             await ledger.flush(s)
