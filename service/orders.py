@@ -191,8 +191,7 @@ async def refund_order(svc: Services, *, shop_id: str, amount: int, provider_ref
                     raise refuse(ErrorCode.INVALID_STATE, "a group order is refunded through the group until it "
                                  "forms (leave the group instead, GB-8)", field="orderId", rule="GB-8")
             ledger = LedgerBatch(shop_id, now)
-            full = order.refunded_amount + amount >= order.paid_amount
-            refund = await apply_refund(s, ledger, order=order, amount=amount, rule="OR-2", full=full, now=now,
+            refund = await apply_refund(s, ledger, order=order, amount=amount, rule="OR-2", full=None, now=now,
                                         provider_ref=provider_ref)
             await ledger.flush(s)
             return {"refund_id": refund.refund_id, "order_id": order.order_id, "replayed": False}

@@ -3,50 +3,86 @@ by the payment provider's reference (GB-10). OR-2: never more than paid less alr
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import inspect, select
+from sqlalchemy.exc import IntegrityError, NoInspectionAvailable
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from engine.errors import ErrorCode, refuse
+from engine.refunds import OrderMoney, decide_refund
 from service import commissions, events
 from service.context import Services
 from service.idempotency import once_row
 from service.ids import new_id
 from service.ledger import LedgerBatch
 from service.uow import unit_of_work
-from store.models import Order, Refund
+from store.models import Refund
+
+
+@dataclass(frozen=True)
+class RefundView:
+    """A refund as written (the API renders it without reading it again)."""
+
+    refund_id: str
+    order_id: str
+    amount: int
+    rule: str
+    full: bool
+    state: str
+    provider_ref: str | None
+    created_at: datetime
+    confirmed_at: datetime | None
 
 
 async def apply_refund(
-    session: AsyncSession, ledger: LedgerBatch, *, order: Order, amount: int, rule: str, full: bool, now,
-    provider_ref: str | None = None,
-) -> Refund:
-    """Record a refund decision on `order` and carry its consequences (CM-5, RP-3 counts)."""
-    if amount <= 0:
-        raise refuse(ErrorCode.INVALID_INPUT, "refund amount must be positive", field="amount", rule="OR-2")
-    refundable = order.paid_amount - order.refunded_amount
-    if amount > refundable:
-        raise refuse(ErrorCode.REFUND_EXCEEDS_PAID,
-                     f"refund of {amount} exceeds what remains refundable ({refundable})", field="amount", rule="OR-2")
-    before = order.refunded_amount
-    order.refunded_amount = before + amount
-    refund = Refund(
-        shop_id=order.shop_id, refund_id=new_id("rf_"), order_id=order.order_id, amount=amount, rule=rule, full=full,
-        state="CONFIRMED" if provider_ref else "OWED", provider_ref=provider_ref, created_at=now,
-        confirmed_at=now if provider_ref else None,
-    )
-    session.add(refund)
-    if order.paid_at is not None:  # a late payment (GB-9) never counted as a purchase
-        goods_part = min(order.refunded_amount, order.goods_amount) - min(before, order.goods_amount)
-        await commissions.record_refund(session, order, amount, before)
-        if goods_part:
-            await commissions.on_order_refunded(session, ledger, order=order, amount=goods_part, now=now, rule=rule)
-    events.emit(session, shop_id=order.shop_id, type="refund.owed" if not provider_ref else "refund.recorded",
-                aggregate_type="group" if order.group_id else "order",
-                aggregate_id=order.group_id or order.order_id, now=now, rule=rule,
-                payload={"refund_id": refund.refund_id, "order_id": order.order_id, "amount": amount, "full": full,
-                         "reason": rule})
+    session: AsyncSession, ledger: LedgerBatch, *, order, amount: int, rule: str, full: bool | None, now,
+    provider_ref: str | None = None, lines=None,
+) -> RefundView:
+    """Carry out the engine's refund decision on `order` (`engine.refunds.decide_refund`: OR-2 bounds, GB-9,
+    goods first, RP-3 counters) and its consequences (CM-5 on every line computed on the order). Everything
+    is written by `ledger` in its one statement; `order` (an ORM object or a `service.orders.OrderView`)
+    takes its new amounts in memory. `lines`: the order's REFUNDED_LINES already loaded under lock."""
+    decision = decide_refund(OrderMoney(paid=order.paid_amount, refunded=order.refunded_amount,
+                                        goods=order.goods_amount, counted=order.paid_at is not None),
+                             amount, rule=rule, full=full)
+    _set_amounts(order, paid=decision.paid_after, refunded=decision.refunded_after)
+    refund = RefundView(refund_id=new_id("rf_"), order_id=order.order_id, amount=amount, rule=rule,
+                        full=decision.full, state="CONFIRMED" if provider_ref else "OWED", provider_ref=provider_ref,
+                        created_at=now, confirmed_at=now if provider_ref else None)
+    ledger.row("UPDATE orders SET paid_amount = :paid, refunded_amount = :refunded "
+               "WHERE shop_id = :shop_id AND order_id = :order_id",
+               paid=decision.paid_after, refunded=decision.refunded_after, order_id=order.order_id)
+    ledger.row("INSERT INTO refunds (shop_id, refund_id, order_id, amount, rule, \"full\", state, provider_ref, "
+               "created_at, confirmed_at) VALUES (:shop_id, :refund_id, :order_id, :amount, :rule, :full, :state, "
+               ":provider_ref, :created_at, :confirmed_at)", **refund.__dict__)
+    if decision.net_spend_delta or decision.paid_orders_delta:
+        ledger.row("UPDATE users SET net_spend = net_spend + :spend, paid_orders = paid_orders + :orders "
+                   "WHERE shop_id = :shop_id AND user_id = :user_id", spend=decision.net_spend_delta,
+                   orders=decision.paid_orders_delta, user_id=order.buyer_id)
+    if decision.goods_refund:
+        await commissions.on_order_refunded(session, ledger, order=order, amount=decision.goods_refund, now=now,
+                                            rule=rule, lines=lines)
+    ledger.event(type="refund.owed" if not provider_ref else "refund.recorded",
+                 aggregate_type="group" if order.group_id else "order",
+                 aggregate_id=order.group_id or order.order_id, rule=rule,
+                 payload={"refund_id": refund.refund_id, "order_id": order.order_id, "amount": amount,
+                          "full": decision.full, "reason": rule})
     return refund
+
+
+def _set_amounts(order, *, paid: int, refunded: int) -> None:
+    """The order object takes the amounts the applier writes: an ORM object without becoming dirty (the
+    applier's UPDATE is the one write), a plain value by assignment."""
+    try:
+        inspect(order)
+    except NoInspectionAvailable:
+        order.paid_amount, order.refunded_amount = paid, refunded
+        return
+    set_committed_value(order, "paid_amount", paid)
+    set_committed_value(order, "refunded_amount", refunded)
 
 
 async def confirm_refund(svc: Services, *, shop_id: str, refund_id: str, provider_ref: str,
