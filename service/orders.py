@@ -80,7 +80,7 @@ def _order_where(order_id: str | None, external_id: str | None) -> tuple[str, di
 async def read_order(s: AsyncSession, shop_id: str, order_id: str) -> OrderView:
     row = (await s.execute(text(f"SELECT row_to_json(o) AS o FROM (SELECT {ORDER_COLUMNS} FROM orders "
                                 "WHERE shop_id = :s AND order_id = :oid) o"), {"s": shop_id, "oid": order_id})).one()
-    return OrderView.from_json(shop_id, row.o)
+    return OrderView.from_json(shop_id, _json(row.o))
 
 
 def _json(v):
@@ -127,40 +127,66 @@ async def report_order(svc: Services, *, shop_id: str, external_id: str, buyer_i
                          field=f"lines.{i}", rule="OR-2")
     if shipping_amount < 0 or tax_amount < 0:
         raise refuse(ErrorCode.INVALID_INPUT, "shipping and tax are >= 0", field="shippingAmount", rule="OR-2")
+    if not buyer_id or len(buyer_id) > 64:
+        raise refuse(ErrorCode.INVALID_INPUT, "user id must be 1-64 characters", field="userId")
     content = request_hash({"buyer": buyer_id, "lines": [ln.__dict__ for ln in lines], "shipping": shipping_amount,
                             "tax": tax_amount})
     now = svc.now()
     async with unit_of_work(svc) as s:
-        async def run() -> Order:
-            await ensure_user(s, shop_id, buyer_id, now)
-            order_id = new_id("ord_")
-            goods = sum(ln.unit_price * ln.quantity - ln.discount for ln in lines)
-            inserted = (await s.execute(
-                insert(Order).values(
-                    shop_id=shop_id, order_id=order_id, external_id=external_id, buyer_id=buyer_id, kind="PLAIN",
-                    state="CREATED", goods_amount=goods, shipping_amount=shipping_amount, tax_amount=tax_amount,
-                    paid_amount=0, refunded_amount=0, content_hash=content, source="NONE", created_at=now)
-                .on_conflict_do_nothing().returning(Order.order_id)
-            )).first()
-            if inserted is None:
-                existing = await find_order(s, shop_id, external_id=external_id)
+        async def run() -> dict:
+            order = OrderView(shop_id=shop_id, order_id=new_id("ord_"), external_id=external_id, buyer_id=buyer_id,
+                              kind="PLAIN", campaign_id=None, group_id=None, state="CREATED",
+                              goods_amount=sum(ln.unit_price * ln.quantity - ln.discount for ln in lines),
+                              shipping_amount=shipping_amount, tax_amount=tax_amount, paid_amount=0, refunded_amount=0,
+                              content_hash=content, source="NONE", level1_id=None, level2_id=None, created_at=now,
+                              paid_at=None, completed_at=None, cancelled_at=None)
+            got = (await s.execute(REPORT_ORDER, {
+                "s": shop_id, "buyer": buyer_id, "now": now, "oid": order.order_id, "ext": external_id,
+                "goods": order.goods_amount, "ship": shipping_amount, "tax": tax_amount, "hash": content,
+                "refs": [ln.product_ref for ln in lines], "cats": [ln.category for ln in lines],
+                "qty": [ln.quantity for ln in lines], "price": [ln.unit_price for ln in lines],
+                "disc": [ln.discount for ln in lines]})).one()
+            if got.inserted is None:  # OR-1: this external id is already an order
+                existing = await find_order_view(s, shop_id, external_id=external_id)
                 if existing.content_hash != content:
                     raise refuse(ErrorCode.ORDER_CONFLICT, "an order with this external id exists with other content",
                                  field="externalId", rule="OR-1")
-                return existing
-            refs = [ln.product_ref for ln in lines]
-            products = {p.product_ref: p for p in (await s.execute(
-                select(Product).where(Product.shop_id == shop_id, Product.product_ref.in_(refs)))).scalars()}
-            for i, ln in enumerate(lines, start=1):
-                category = ln.category if ln.category is not None else (
-                    products[ln.product_ref].category if ln.product_ref in products else "")
-                s.add(OrderLine(shop_id=shop_id, order_id=order_id, line_no=i, product_ref=ln.product_ref,
-                                category=category, quantity=ln.quantity, unit_price=ln.unit_price,
-                                discount=ln.discount))
-            return await find_order(s, shop_id, order_id=order_id)
+                order = existing
+            made.append(order)
+            return {"order_id": order.order_id}
 
-        return await once_row(s, Order, shop_id=shop_id, scope="report_order", key=idempotency_key, now=now,
-                              run=run, request={"external_id": external_id, "content": content})
+        made: list[OrderView] = []
+        r, replayed = await once_or_replay(s, shop_id=shop_id, scope="report_order", key=idempotency_key, now=now,
+                                           run=run, request={"external_id": external_id, "content": content})
+        return await read_order(s, shop_id, r["order_id"]) if replayed else made[0]
+
+
+# OR-1/OR-2 in one round trip: the buyer (if new), the order (unless its external id exists: OR-1), and its
+# lines with each category from the line or else the product (OR-3).
+REPORT_ORDER = text(
+    """
+    WITH u AS (INSERT INTO users (shop_id, user_id, display_name, created_at) VALUES (:s, :buyer, '', :now)
+               ON CONFLICT DO NOTHING),
+    o AS (INSERT INTO orders (shop_id, order_id, external_id, buyer_id, kind, state, goods_amount, shipping_amount,
+                              tax_amount, paid_amount, refunded_amount, content_hash, source, created_at)
+          VALUES (:s, :oid, :ext, :buyer, 'PLAIN', 'CREATED', :goods, :ship, :tax, 0, 0, :hash, 'NONE', :now)
+          ON CONFLICT DO NOTHING RETURNING order_id),
+    l AS (INSERT INTO order_lines (shop_id, order_id, line_no, product_ref, category, quantity, unit_price, discount)
+          SELECT :s, o.order_id, v.n, v.ref, COALESCE(v.cat, p.category, ''), v.qty, v.price, v.disc
+          FROM o CROSS JOIN unnest(CAST(:refs AS text[]), CAST(:cats AS text[]), CAST(:qty AS int[]),
+                                   CAST(:price AS bigint[]), CAST(:disc AS bigint[]))
+                             WITH ORDINALITY AS v(ref, cat, qty, price, disc, n)
+          LEFT JOIN products p ON p.shop_id = :s AND p.product_ref = v.ref)
+    SELECT (SELECT order_id FROM o) AS inserted
+    """
+)
+
+
+async def find_order_view(s: AsyncSession, shop_id: str, *, external_id: str) -> OrderView:
+    row = (await s.execute(text(f"SELECT row_to_json(o) AS o FROM (SELECT {ORDER_COLUMNS} FROM orders "
+                                "WHERE shop_id = :s AND external_id = :ext) o"), {"s": shop_id, "ext": external_id})
+           ).one()
+    return OrderView.from_json(shop_id, _json(row.o))
 
 
 async def confirm_payment(svc: Services, *, shop_id: str, provider_ref: str, amount: int, order_id: str | None = None,
