@@ -3,10 +3,10 @@ by the payment provider's reference (GB-10). OR-2: never more than paid less alr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError, NoInspectionAvailable
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -15,7 +15,7 @@ from engine.errors import ErrorCode, refuse
 from engine.refunds import OrderMoney, decide_refund
 from service import commissions, events
 from service.context import Services
-from service.idempotency import once_row
+from service.idempotency import once_or_replay
 from service.ids import new_id
 from service.ledger import LedgerBatch
 from service.uow import unit_of_work
@@ -86,7 +86,7 @@ def _set_amounts(order, *, paid: int, refunded: int) -> None:
 
 
 async def confirm_refund(svc: Services, *, shop_id: str, refund_id: str, provider_ref: str,
-                         idempotency_key: str | None = None) -> Refund:
+                         idempotency_key: str | None = None) -> RefundView:
     """GB-10: the backend paid an owed refund. Idempotent by the provider's reference (and, additionally,
     by `idempotency_key`).
 
@@ -98,34 +98,52 @@ async def confirm_refund(svc: Services, *, shop_id: str, refund_id: str, provide
         raise refuse(ErrorCode.INVALID_INPUT, "provider reference is required", field="providerRef")
     now = svc.now()
     async with unit_of_work(svc) as s:
-        async def run() -> Refund:
-            refund = await s.get(Refund, (shop_id, refund_id), with_for_update=True)
-            if refund is None:
+        async def run() -> dict:
+            got = (await s.execute(LOAD_FOR_CONFIRMATION, {"s": shop_id, "rid": refund_id, "ref": provider_ref})
+                   ).first()
+            if got is None:
                 raise refuse(ErrorCode.NOT_FOUND, "refund not found", field="refundId")
+            refund = RefundView(**{c: getattr(got, c) for c in REFUND_FIELDS})
             if refund.state == "CONFIRMED":
                 if refund.provider_ref == provider_ref:
-                    return refund  # a retry: the first result
+                    made.append(refund)
+                    return {"refund_id": refund_id}  # a retry: the first result
                 raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "refund already confirmed with another reference",
                              field="providerRef", rule="GB-10")
-            taken = (await s.execute(select(Refund.refund_id).where(Refund.shop_id == shop_id,
-                                                                    Refund.provider_ref == provider_ref))).first()
-            if taken is not None:
+            if got.taken is not None:
                 raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "provider reference already confirms another refund",
                              field="providerRef", rule="GB-10")
-            refund.state, refund.provider_ref, refund.confirmed_at = "CONFIRMED", provider_ref, now
-            events.emit(s, shop_id=shop_id, type="refund.confirmed", aggregate_type="order",
-                        aggregate_id=refund.order_id, now=now, rule="GB-10",
-                        payload={"refund_id": refund_id, "order_id": refund.order_id, "amount": refund.amount,
-                                 "provider_ref": provider_ref})
+            ledger = LedgerBatch(shop_id, now)
+            ledger.row("UPDATE refunds SET state = 'CONFIRMED', provider_ref = :ref, confirmed_at = :now "
+                       "WHERE shop_id = :shop_id AND refund_id = :rid", ref=provider_ref, now=now, rid=refund_id)
+            ledger.event(type="refund.confirmed", aggregate_type="order", aggregate_id=refund.order_id, rule="GB-10",
+                         payload={"refund_id": refund_id, "order_id": refund.order_id, "amount": refund.amount,
+                                  "provider_ref": provider_ref})
             try:
-                await s.flush()
+                await ledger.flush(s)
             except IntegrityError:  # another refund took this reference concurrently: unique (shop_id, provider_ref)
                 raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "provider reference already confirms another refund",
                              field="providerRef", rule="GB-10")
-            return refund
+            made.append(replace(refund, state="CONFIRMED", provider_ref=provider_ref, confirmed_at=now))
+            return {"refund_id": refund_id}
 
-        return await once_row(s, Refund, shop_id=shop_id, scope="confirm_refund", key=idempotency_key, now=now,
-                              run=run, request={"refund_id": refund_id, "provider_ref": provider_ref})
+        made: list[RefundView] = []
+        r, replayed = await once_or_replay(s, shop_id=shop_id, scope="confirm_refund", key=idempotency_key, now=now,
+                                           run=run, request={"refund_id": refund_id, "provider_ref": provider_ref})
+        if replayed:
+            return RefundView(**(await s.execute(text(f"SELECT {REFUND_COLUMNS} FROM refunds WHERE shop_id = :s "
+                                                      "AND refund_id = :rid"), {"s": shop_id, "rid": r["refund_id"]})
+                                 ).one()._mapping)
+        return made[0]
+
+
+REFUND_COLUMNS = "refund_id, order_id, amount, rule, \"full\", state, provider_ref, created_at, confirmed_at"
+REFUND_FIELDS = tuple(c.strip('"') for c in REFUND_COLUMNS.split(", "))
+# GB-10: the refund under FOR UPDATE (concurrent confirmations queue here) and the refund, if any, that
+# already holds the provider reference — one round trip.
+LOAD_FOR_CONFIRMATION = text(
+    f"SELECT {REFUND_COLUMNS}, (SELECT t.refund_id FROM refunds t WHERE t.shop_id = :s AND t.provider_ref = :ref) "
+    "AS taken FROM refunds WHERE shop_id = :s AND refund_id = :rid FOR UPDATE")
 
 
 async def list_refunds(svc: Services, *, shop_id: str, state: str | None = "OWED", rule: str | None = None,
