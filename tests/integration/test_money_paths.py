@@ -52,3 +52,71 @@ async def test_LG2_a_fee_lowered_after_request_is_not_charged_lower_either(svc, 
     assert done.fee == 100
     d = await distribution.get_distributor(svc, shop_id=sid, user_id="d2")
     assert (d.paid, d.fees) == (1_900, 100)
+
+
+# ---------------------------------------------------------------- the lean paths (issue 10 point 2)
+async def _paid_order(svc, sid: str, ext: str, buyer: str = "eve", amount: int = 10_000):
+    from service import orders
+    from tests.integration.helpers import pay
+
+    o = await orders.report_order(svc, shop_id=sid, external_id=ext, buyer_id=buyer,
+                                  lines=[orders.LineInput("tea", 1, amount)])
+    await pay(svc, sid, o.order_id, amount=amount)
+    return o
+
+
+async def test_money_use_cases_load_once_and_write_once_with_no_orm(svc, shop):
+    """Each money use case is one statement that loads what the engine needs (under the row lock) and one
+    that writes the decision — entries, balances, lines, rows and events together (reportOrder: one in
+    all). No ORM flush: every statement is one of those. With commission lines to move, still two."""
+    from service import orders, refunds
+    from tests.integration.helpers import recorded_statements
+
+    sid = shop.shop_id
+    await update_settings(svc, shop_id=sid, min_payout=100, payout_fee_bp=60)
+    await distribution.set_status(svc, shop_id=sid, user_id="ref", status=DistributorStatus.ACTIVE, actor="t",
+                                  reason="t")
+    await distribution.bind_referrer(svc, shop_id=sid, user_id="eve", referrer_id="ref")
+    with recorded_statements(svc) as seen:
+        o = await orders.report_order(svc, shop_id=sid, external_id="lean-1", buyer_id="eve",
+                                      lines=[orders.LineInput("tea", 1, 10_000)])
+    assert len(seen) == 1, seen
+    from tests.integration.helpers import pay
+
+    await pay(svc, sid, o.order_id, amount=10_000)
+    with recorded_statements(svc) as seen:
+        r = await orders.refund_order(svc, shop_id=sid, order_id=o.order_id, amount=2_500, provider_ref="rf-1")
+    assert len(seen) == 2, seen
+    assert r["refund"].amount == 2_500 and r["refund"].state == "CONFIRMED"  # typed, not re-read
+    with recorded_statements(svc) as seen:
+        done = await orders.complete_order(svc, shop_id=sid, order_id=o.order_id)
+    assert len(seen) == 2, seen
+    assert done.state == "COMPLETED" and done.refunded_amount == 2_500
+    d = await distribution.get_distributor(svc, shop_id=sid, user_id="ref")
+    assert (d.pending, d.frozen) == (0, 750)  # 10 % of 10,000 = 1,000, a quarter refunded (CM-5), frozen (CM-6)
+
+    await seed_available(svc, sid, "pat", 5_000)
+    with recorded_statements(svc) as seen:
+        p = await payouts.request_payout(svc, shop_id=sid, user_id="pat", amount=1_000)
+    assert len(seen) == 2, seen
+    with recorded_statements(svc) as seen:
+        p = await payouts.decide_payout(svc, shop_id=sid, payout_id=p.payout_id, approve=True, actor="fin",
+                                        external_ref="bank-1")
+    assert len(seen) == 2, seen
+    assert (p.state, p.fee, p.decided_by) == ("APPROVED", 6, "fin")
+
+    owed_order = await _paid_order(svc, sid, "lean-2", buyer="bob", amount=3_000)
+    async with unit_of_work(svc) as s:  # an owed refund (as a rule decides one, GB-5..GB-9)
+        from service.orders import find_order
+        from service.refunds import apply_refund
+
+        lb = LedgerBatch(sid, svc.now())
+        owed = await apply_refund(s, lb, order=await find_order(s, sid, order_id=owed_order.order_id, lock=True),
+                                  amount=3_000, rule="GB-6", full=True, now=svc.now())
+        await lb.flush(s)
+    with recorded_statements(svc) as seen:
+        c = await refunds.confirm_refund(svc, shop_id=sid, refund_id=owed.refund_id, provider_ref="prov-1")
+    assert len(seen) == 2, seen
+    assert (c.state, c.provider_ref) == ("CONFIRMED", "prov-1")
+    assert not any(st.lstrip().upper().startswith(("SAVEPOINT", "RELEASE")) for st in seen)
+    await assert_ledger_consistent(svc, sid)
