@@ -154,9 +154,14 @@ class LedgerBatch:
             users = sorted(deltas)
             sets = ", ".join(f"{c} = d.{c} + v.{c}" for c in BALANCES)
             casts = ", ".join(f"CAST(:{c} AS bigint[])" for c in BALANCES)
+            # the rows are locked in user_id order (ORDER BY … FOR UPDATE, whatever the join's plan), so two
+            # transactions moving the balances of the same distributors never wait on each other in a cycle
             parts.append((
-                f"UPDATE distributors d SET {sets} FROM unnest(CAST(:users AS text[]), {casts}) "
-                f"AS v(user_id, {', '.join(BALANCES)}) WHERE d.shop_id = :shop_id AND d.user_id = v.user_id "
+                f"UPDATE distributors d SET {sets} FROM (SELECT l.user_id AS uid, v.* FROM "
+                "(SELECT user_id FROM distributors WHERE shop_id = :shop_id AND user_id = ANY(CAST(:users AS text[])) "
+                "ORDER BY user_id FOR UPDATE) l "
+                f"JOIN unnest(CAST(:users AS text[]), {casts}) AS v(user_id, {', '.join(BALANCES)}) "
+                "ON v.user_id = l.user_id) v WHERE d.shop_id = :shop_id AND d.user_id = v.uid "
                 f"RETURNING d.user_id, {', '.join('d.' + c for c in BALANCES)}",
                 {"__key": _BALANCES_KEY, "users": users, **{c: [deltas[u][c] for u in users] for c in BALANCES}}))
             parts.append((
