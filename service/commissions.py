@@ -6,6 +6,9 @@ a group forming or failing); they never open a transaction of their own.
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
+
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -129,15 +132,58 @@ async def referrer_of(session: AsyncSession, shop_id: str, user_id: str, now) ->
 
 
 # ---------------------------------------------------------------- payment (CM-1..CM-4, RF-2)
+# RF-2/CM-1..CM-4 in one round trip: the buyer's binding and its referrer's binding, the distributor status
+# and grade of buyer and both referrers, the shop's settings and levels, and the order's line bases with
+# their product terms (OR-3). Which binding is current and who earns what is the engine's decision.
+PAID_CONTEXT = text(
+    """
+    WITH b1 AS (SELECT user_id, referrer_id, bound_at, source, expires_at FROM bindings
+                WHERE shop_id = :s AND user_id = :buyer),
+    b2 AS (SELECT user_id, referrer_id, bound_at, source, expires_at FROM bindings
+           WHERE shop_id = :s AND user_id = (SELECT referrer_id FROM b1))
+    SELECT (SELECT row_to_json(b1) FROM b1) AS b1, (SELECT row_to_json(b2) FROM b2) AS b2,
+      (SELECT json_object_agg(user_id, json_build_array(status, grade)) FROM distributors
+        WHERE shop_id = :s AND user_id IN (:buyer, (SELECT referrer_id FROM b1), (SELECT referrer_id FROM b2)))
+        AS dists,
+      (SELECT row_to_json(x) FROM distribution_settings x WHERE shop_id = :s) AS settings,
+      (SELECT json_agg(l ORDER BY l.grade) FROM levels l WHERE shop_id = :s) AS levels,
+      (SELECT json_agg(json_build_array(ol.product_ref, ol.quantity, ol.unit_price * ol.quantity - ol.discount,
+                                        p.earns_commission, p.level1_amount, p.level2_amount) ORDER BY ol.line_no)
+         FROM order_lines ol LEFT JOIN products p ON p.shop_id = ol.shop_id AND p.product_ref = ol.product_ref
+        WHERE ol.shop_id = :s AND ol.order_id = :oid) AS lines
+    """
+)
+
+
+def _obj(d: dict | None, *times: str):
+    from types import SimpleNamespace
+
+    if d is None:
+        return None
+    d = dict(d)
+    for t in times:
+        d[t] = datetime.fromisoformat(d[t]) if d.get(t) else None
+    return SimpleNamespace(**d)
+
+
+def _j(v):
+    return json.loads(v) if isinstance(v, str) else v
+
+
 async def on_order_paid(
-    session: AsyncSession, ledger: LedgerBatch, *, order: Order, now, enabled: bool = True, releasable: bool = True
+    session: AsyncSession, ledger: LedgerBatch, *, order, now, enabled: bool = True, releasable: bool = True
 ) -> list[cm.CommissionLine]:
-    """An order's payment took: snapshot referrers (RF-2), post its commission lines PENDING (CM-6)."""
+    """An order's payment took: snapshot referrers (RF-2), post its commission lines PENDING (CM-6).
+    One statement loads everything the engine needs (PAID_CONTEXT); the lines go to `ledger`."""
     shop_id = order.shop_id
-    settings = await load_settings(session, shop_id)
-    level1_ref = await referrer_of(session, shop_id, order.buyer_id, now)
-    level2_ref = await referrer_of(session, shop_id, level1_ref, now) if level1_ref else None
-    buyer_status = await status_of(session, shop_id, order.buyer_id)
+    got = (await session.execute(PAID_CONTEXT, {"s": shop_id, "buyer": order.buyer_id, "oid": order.order_id})).one()
+    settings = mapping.settings_from_row(_obj(_j(got.settings)))
+    b1 = _obj(_j(got.b1), "bound_at", "expires_at")
+    b2 = _obj(_j(got.b2), "bound_at", "expires_at")
+    level1_ref = current_referrer(mapping.binding_from_row(b1), now) if b1 else None
+    level2_ref = (current_referrer(mapping.binding_from_row(b2), now) if b2 else None) if level1_ref else None
+    dists = {u: (DistributorStatus(st), grade) for u, (st, grade) in (_j(got.dists) or {}).items()}
+    buyer_status = dists.get(order.buyer_id, (DistributorStatus.NONE, 0))[0]
     l1, l2 = cm.beneficiaries(
         settings, buyer_id=order.buyer_id, buyer_status=buyer_status,
         level1_referrer=level1_ref, level2_referrer=level2_ref,
@@ -145,22 +191,21 @@ async def on_order_paid(
     order.level1_id, order.level2_id = l1, l2
     if order.source == "NONE" and level1_ref:
         order.source = "REFERRAL"
-    levels = await load_levels(session, shop_id)
+    levels = tuple(mapping.level_from_row(_obj(d)) for d in (_j(got.levels) or []))
 
-    async def beneficiary(user_id: str | None, level: int) -> cm.Beneficiary | None:
-        if user_id is None:
+    def beneficiary(user_id: str | None, level: int) -> cm.Beneficiary | None:
+        if user_id is None or user_id not in dists:
             return None
-        row = await session.get(Distributor, (shop_id, user_id))
-        if row is None:
-            return None
-        rates = lv.rates_for(levels, row.grade, settings)
-        return cm.Beneficiary(user_id=user_id, level=level, status=DistributorStatus(row.status),
-                              rate_bp=rates[level - 1])
+        status, grade = dists[user_id]
+        return cm.Beneficiary(user_id=user_id, level=level, status=status,
+                              rate_bp=lv.rates_for(levels, grade, settings)[level - 1])
 
-    lines = await line_bases(session, order)
-    amounts = cm.compute_commissions(
-        settings, lines=lines, level1=await beneficiary(l1, 1), level2=await beneficiary(l2, 2), enabled=enabled
-    )
+    lines = [cm.LineBase(product_ref=ref, quantity=q, base=base,
+                         terms=cm.ProductTerms() if earns is None else cm.ProductTerms(
+                             earns_commission=earns, level1_amount=a1, level2_amount=a2))
+             for ref, q, base, earns, a1, a2 in (_j(got.lines) or [])]
+    amounts = cm.compute_commissions(settings, lines=lines, level1=beneficiary(l1, 1), level2=beneficiary(l2, 2),
+                                     enabled=enabled)
     return [post_commission_line(session, ledger, order=order, beneficiary_id=a.user_id, level=a.level,
                                  amount=a.amount, now=now, releasable=releasable) for a in amounts]
 
