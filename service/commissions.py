@@ -28,9 +28,6 @@ from store.models import (
     CommissionLineRow,
     Distributor,
     DistributorAudit,
-    Order,
-    OrderLine,
-    Product,
     User,
 )
 
@@ -77,13 +74,6 @@ async def admit_if_due(session: AsyncSession, shop_id: str, user_id: str, settin
     elif row.status in (DistributorStatus.NONE.value, DistributorStatus.APPLIED.value):
         row.status = DistributorStatus.ACTIVE.value
         row.approved_at, row.approved_by = now, "system"
-
-
-async def status_of(session: AsyncSession, shop_id: str, user_id: str | None) -> DistributorStatus:
-    if user_id is None:
-        return DistributorStatus.NONE
-    row = await session.get(Distributor, (shop_id, user_id))
-    return DistributorStatus(row.status) if row else DistributorStatus.NONE
 
 
 # ---------------------------------------------------------------- referral view (RF-1/RF-2)
@@ -242,24 +232,6 @@ async def post_leader_reward(session, ledger: LedgerBatch, *, leader_order, lead
     return line
 
 
-async def line_bases(session: AsyncSession, order: Order) -> list[cm.LineBase]:
-    """CM-1: what the buyer paid for goods, per line, with the product's commission terms (OR-3)."""
-    rows = (await session.execute(
-        select(OrderLine, Product)
-        .outerjoin(Product, (Product.shop_id == OrderLine.shop_id) & (Product.product_ref == OrderLine.product_ref))
-        .where(OrderLine.shop_id == order.shop_id, OrderLine.order_id == order.order_id)
-        .order_by(OrderLine.line_no)
-    )).all()
-    out = []
-    for line, product in rows:
-        terms = cm.ProductTerms() if product is None else cm.ProductTerms(
-            earns_commission=product.earns_commission, level1_amount=product.level1_amount,
-            level2_amount=product.level2_amount)
-        out.append(cm.LineBase(product_ref=line.product_ref, quantity=line.quantity,
-                               base=line.unit_price * line.quantity - line.discount, terms=terms))
-    return out
-
-
 # ---------------------------------------------------------------- refunds (CM-5)
 LINE_COLUMNS = ("line_id, order_id, beneficiary_id, level, group_id, base, base_refunded, original, standing, "
                 "state, releasable, available_at")
@@ -363,7 +335,7 @@ async def make_releasable(session: AsyncSession, *, shop_id: str, order_ids: lis
 
 
 # ---------------------------------------------------------------- buyer stats + levels (LV-2..LV-4)
-async def record_paid(session: AsyncSession, order: Order, now) -> None:
+async def record_paid(session: AsyncSession, order, now) -> None:
     await session.execute(
         update(User).where(User.shop_id == order.shop_id, User.user_id == order.buyer_id).values(
             paid_orders=User.paid_orders + 1, net_spend=User.net_spend + order.goods_amount,

@@ -19,13 +19,13 @@ from engine.errors import ErrorCode, refuse
 from service import commissions, events
 from service.context import Services
 from service.groups import advance_due_groups, pay_group_order
-from service.idempotency import once_or_replay, once_row, request_hash
+from service.idempotency import once_or_replay, request_hash
 from service.ids import new_id
 from service.ledger import LedgerBatch, line_from_row
 from service.refunds import apply_refund
-from service.shops import ensure_user, load_settings
+from service.shops import load_settings
 from service.uow import unit_of_work
-from store.models import GroupRow, Order, OrderLine, Payment, Product
+from store.models import GroupRow, Order, Payment
 
 
 ORDER_COLUMNS = ("order_id, external_id, buyer_id, kind, campaign_id, group_id, state, goods_amount, shipping_amount, "

@@ -13,7 +13,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from engine.errors import ErrorCode, refuse
 from engine.refunds import OrderMoney, decide_refund
-from service import commissions, events
+from service import commissions
 from service.context import Services
 from service.idempotency import once_or_replay
 from service.ids import new_id
