@@ -343,16 +343,6 @@ async def record_paid(session: AsyncSession, order, now) -> None:
     )
 
 
-async def record_refund(session: AsyncSession, order, decision) -> None:
-    """RP-3/LV-1: the buyer's counters move as the engine's refund decision says (`engine.refunds`)."""
-    if decision.net_spend_delta or decision.paid_orders_delta:
-        await session.execute(
-            update(User).where(User.shop_id == order.shop_id, User.user_id == order.buyer_id).values(
-                net_spend=User.net_spend + decision.net_spend_delta,
-                paid_orders=User.paid_orders + decision.paid_orders_delta)
-        )
-
-
 METRICS_SQL = text(
     """
     WITH direct AS (
