@@ -610,7 +610,7 @@ class Mutation:
             r = await orders_svc.refund_order(ctx.svc, shop_id=ctx.shop_id, amount=input.amount,
                                               provider_ref=input.provider_ref, idempotency_key=input.idempotency_key,
                                               **_order_ref(input.order_id, input.external_id))
-            rf = await ctx.loaders.refund.load(r["refund_id"])
+            rf = r.get("refund") or await ctx.loaders.refund.load(r["refund_id"])  # as written, or a replay's
             return dict(refund=refund_type(rf, ctx) if rf else None, replayed=r["replayed"])
         return await run(RefundPayload, go)
 
