@@ -55,9 +55,10 @@ async def _prepare(demo: bool, host: str, port: int) -> None:
 def serve(host: str, port: int, demo: bool, run_worker: bool, workers: int | None, test_clock: bool) -> None:
     import uvicorn
 
+    from service.settings import settings
     from store.database import stop_embedded
 
-    if not os.environ.get("DATABASE_URL"):
+    if not settings().database_url:
         from store.database import data_dir, embedded_url
 
         typer.echo(f"embedded PostgreSQL in {data_dir()} (set DATABASE_URL to use a server)")
@@ -74,8 +75,12 @@ def serve(host: str, port: int, demo: bool, run_worker: bool, workers: int | Non
         try:
             typer.echo(f"API: {n} process{'es' if n > 1 else ''} on {host}:{port}; "
                        f"worker: {'its own process, pid ' + str(child.pid) if child else 'not started'}")
+            # logging is ours (api.logs: JSON, request ids, our access line); SIGTERM drains in-flight requests,
+            # and uvicorn re-raises it to the previous handler when done: a no-op, so the cleanup below runs
+            signal.signal(signal.SIGTERM, lambda *_: None)
             uvicorn.run("api.process:app_from_env", factory=True, host=host, port=port, workers=n,
-                        log_level="info", timeout_graceful_shutdown=5)
+                        log_level="info", log_config=None, access_log=False,
+                        timeout_graceful_shutdown=settings().shutdown_grace)
         finally:
             if child is not None and child.poll() is None:
                 child.send_signal(signal.SIGTERM)
@@ -99,9 +104,13 @@ async def _serve_one_process(host: str, port: int, demo: bool, run_worker: bool)
     from api.cli import _services
     from service.worker import worker_loop
 
+    from service.settings import settings
+
     await _prepare(demo, host, port)
     svc = _services()
-    server = uvicorn.Server(uvicorn.Config(create_app(svc), host=host, port=port, log_level="info"))
+    server = uvicorn.Server(uvicorn.Config(create_app(svc), host=host, port=port, log_level="info", log_config=None,
+                                           access_log=False, timeout_graceful_shutdown=settings().shutdown_grace))
+    signal.signal(signal.SIGTERM, lambda *_: None)  # see serve(): uvicorn drains, the cleanup below runs
     stop = asyncio.Event()
     tasks = [asyncio.create_task(server.serve())]
     if run_worker:

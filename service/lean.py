@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import text
 
 from engine import groupbuy as gb
+from engine.refunds import OrderMoney, decide_refund
 from service import events
 from service.ids import new_id
 from store import mapping
@@ -331,9 +332,13 @@ class Writes:
         """GB-9/GB-10: money received for a seat that another payment already took is owed back in full. It
         never counted as a purchase (no commission, no spend): the order's paid and refunded amounts both
         grow by it, and the refund is OWED until the backend confirms it."""
+        # the engine's refund arithmetic on this payment alone: money received that never counted as a purchase
+        d = decide_refund(OrderMoney(paid=ins.amount, refunded=0, goods=0, counted=False), ins.amount,
+                          rule=ins.rule, full=True)
+        assert d.goods_refund == d.net_spend_delta == d.paid_orders_delta == 0
         ch = self.orders.setdefault(ins.order_id, _OrderChange())
-        ch.paid_plus += ins.amount
-        ch.refunded_plus += ins.amount
+        ch.paid_plus += d.paid_after
+        ch.refunded_plus += d.refunded_after
         refund_id = new_id("rf_")
         self.add("INSERT INTO refunds (shop_id, refund_id, order_id, amount, rule, \"full\", state, created_at) "
                  "VALUES (:{p}s, :{p}r, :{p}o, :{p}a, :{p}rule, true, 'OWED', :{p}now)", s=self.shop_id, r=refund_id,
