@@ -30,8 +30,12 @@ def default_workers() -> int:
 
 
 def app_from_env():
-    """uvicorn's factory in each API process: the app over this process's own engine."""
+    """uvicorn's factory in each API process: the app over this process's own engine, logging as the
+    `sharecart` command configures it (a spawned process starts without)."""
     from api.app import create_app
+    from api.logs import configure_logging
+
+    configure_logging()
     from service.context import Services
     from store.database import create_engine
 
@@ -78,9 +82,13 @@ def serve(host: str, port: int, demo: bool, run_worker: bool, workers: int | Non
             # logging is ours (api.logs: JSON, request ids, our access line); SIGTERM drains in-flight requests,
             # and uvicorn re-raises it to the previous handler when done: a no-op, so the cleanup below runs
             signal.signal(signal.SIGTERM, lambda *_: None)
-            uvicorn.run("api.process:app_from_env", factory=True, host=host, port=port, workers=n,
-                        log_level="info", log_config=None, access_log=False,
-                        timeout_graceful_shutdown=settings().shutdown_grace)
+            config = uvicorn.Config("api.process:app_from_env", factory=True, host=host, port=port, workers=n,
+                                    log_level="info", log_config=None, access_log=False,
+                                    timeout_graceful_shutdown=settings().shutdown_grace)
+            if n == 1:
+                uvicorn.Server(config).run()
+            else:
+                _Supervisor(config, sockets=[config.bind_socket()]).run()
         finally:
             if child is not None and child.poll() is None:
                 child.send_signal(signal.SIGTERM)
@@ -90,6 +98,21 @@ def serve(host: str, port: int, demo: bool, run_worker: bool, workers: int | Non
                     child.kill()
     finally:
         stop_embedded()
+
+
+def _Supervisor(config, sockets):
+    """uvicorn's multiprocess supervisor, except that SIGTERM closes the parent's copy of the listening
+    socket at once: the API processes drain what they have read, and no new connection is accepted
+    meanwhile (docs/operations.md, "Shutdown")."""
+    from uvicorn.supervisors import Multiprocess
+
+    class Supervisor(Multiprocess):
+        def handle_term(self) -> None:
+            for sock in self.sockets:
+                sock.close()
+            super().handle_term()
+
+    return Supervisor(config, sockets=sockets)
 
 
 def _start_worker() -> subprocess.Popen:
