@@ -37,7 +37,7 @@ import httpx
 from sqlalchemy import func, select, text, tuple_, update
 
 from engine.errors import ErrorCode, refuse
-from service import events
+from service import events, metrics
 from service.context import Services
 from service.idempotency import once, once_row
 from service.ids import new_id
@@ -353,6 +353,7 @@ async def _attempt(s, client: httpx.AsyncClient, shop_id: str, endpoint_id: str,
         ok = 200 <= status < 300
     except httpx.HTTPError as e:
         ok, error = False, type(e).__name__
+    metrics.webhook_attempt(ok)
     d.attempts += 1
     d.last_status, d.last_error = status, error
     s.add(WebhookAttempt(shop_id=shop_id, attempt_id=new_id("wa_"), endpoint_id=endpoint_id, event_id=event_id,
