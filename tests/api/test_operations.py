@@ -334,3 +334,23 @@ def test_sigterm_drains_the_request_in_flight_then_exits_0(database_url):
         assert svc.proc.wait(timeout=20) == 0, svc.output
     finally:
         svc.stop()
+
+
+def test_prepare_multiprocess_sets_a_fresh_folder_for_several_processes(monkeypatch, tmp_path):
+    import os
+
+    from api.metrics import prepare_multiprocess
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "-")  # so that teardown restores the variable as it was
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    prepare_multiprocess(1)
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ  # one process: plain mode
+    prepare_multiprocess(4)
+    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    assert os.path.isdir(folder) and os.listdir(folder) == []
+    os.rmdir(folder)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "m"))
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "counter_123.db").write_bytes(b"old run")
+    prepare_multiprocess(4)
+    assert list((tmp_path / "m").iterdir()) == []
