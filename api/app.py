@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover - older strawberry
     from strawberry.http.exceptions import HTTPException as UnreadableRequest
 
 from api.auth import authenticate
+from api.console import routes as console_routes
 from api.context import Context
 from api.live import GroupListener
 from api.metrics import metrics_endpoint
@@ -45,7 +46,8 @@ GRAPHIQL_HTML = """<!doctype html>
 <script src="/static/react-dom.production.min.js"></script>
 <script src="/static/graphiql.min.js"></script>
 <script>
-const fetcher = GraphiQL.createFetcher({url: '/graphql'});
+const fetcher = GraphiQL.createFetcher({url: '/graphql',  // subscriptions (groupProgress) over graphql-transport-ws:
+  subscriptionUrl: (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/graphql'});
 ReactDOM.createRoot(document.getElementById('graphiql')).render(
   React.createElement(GraphiQL, {fetcher, defaultEditorToolsVisibility: 'headers',
     defaultHeaders: '{\\n  "Authorization": "Bearer PASTE-A-TOKEN"\\n}',
@@ -243,7 +245,7 @@ def create_app(svc: Services, *, test_clock: bool | None = None) -> Starlette:
         Route("/graphiql", graphiql),
         Route("/graphql", gql, methods=["GET", "POST"]), WebSocketRoute("/graphql", gql),
         Route("/exports/settlements/{settlement_id}.{fmt:str}", export_settlement),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"), *console_routes(),
     ], lifespan=lifespan)
     app.add_middleware(BodyLimit)
     app.add_middleware(Operations)  # outermost: request id, access log, metrics, JSON for what escapes
