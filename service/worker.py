@@ -141,10 +141,10 @@ async def run_due(svc: Services, *, shop_id: str | None = None) -> int:
 async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1.0) -> None:
     """Due work and webhook delivery run as two loops of their own: a POST may take its whole timeout, and a
     slow receiver must never delay group expiry (GB-11) or commission release (CM-6)."""
-    from service.webhooks import deliver_due
+    from service.webhooks import delivery_loop
 
     await asyncio.gather(_every(interval, stop, lambda: run_due(svc), "due work failed"),
-                         _every(interval, stop, lambda: deliver_due(svc, stop=stop), "webhook delivery failed"))
+                         delivery_loop(svc, stop, interval=interval))
 
 
 async def _every(interval: float, stop: asyncio.Event, work, what: str) -> None:

@@ -568,6 +568,9 @@ class WebhookDelivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(TS)
     last_status: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # the claim of a worker posting it now: no transaction is held across a POST (service/webhooks.py)
+    lease_until: Mapped[datetime | None] = mapped_column(TS)
+    lease_token: Mapped[str | None] = mapped_column(ID)
     __table_args__ = (
         Index("ix_webhook_deliveries_due", "next_attempt_at", postgresql_where=text("state = 'PENDING'")),
         Index(None, "shop_id", "endpoint_id", "aggregate_id", "seq"),

@@ -18,6 +18,9 @@ from sqlalchemy.engine import make_url
 
 from store.database import create_engine, embedded_url, stop_embedded, to_asyncpg
 
+# The suite's webhook receivers listen on 127.0.0.1: allow loopback targets (issue 11.3); the SSRF tests turn it off.
+os.environ.setdefault("SHARECART_WEBHOOK_ALLOW_LOOPBACK", "1")
+
 
 @pytest.fixture(scope="session")
 def server_url() -> str:

@@ -8,6 +8,20 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
+from standardwebhooks import Webhook, WebhookVerificationError
+
+
+def verify_standard(secrets: list[str] | str, headers, body: bytes) -> dict | None:
+    """What a receiver does with the official `standardwebhooks` package (issue 13.1): the parsed body when one
+    of the receiver's secrets verifies the delivery (timestamp within 5 minutes of the wall clock), else None."""
+    wanted = {k.lower(): v for k, v in dict(headers.items()).items()}
+    for secret in [secrets] if isinstance(secrets, str) else secrets:
+        try:
+            return Webhook(secret).verify(body, wanted)
+        except WebhookVerificationError:
+            continue
+    return None
+
 
 class LocalReceiver:
     def __init__(self, answer: Callable[[str, object, bytes], int], path: str = "/hook"):
