@@ -429,6 +429,8 @@ class LedgerEntry(Base):
     __table_args__ = (
         Index(None, "shop_id", "distributor_id", "created_at"),
         Index(None, "shop_id", "created_at"),
+        # LG-1 at commit (migration 0009): a distributor's sums per bucket, read from the index alone
+        Index("ix_ledger_entries_balance", "shop_id", "distributor_id", "bucket", postgresql_include=["amount"]),
     )
 
 
