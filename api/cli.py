@@ -21,8 +21,20 @@ def _services():
 
 
 async def _migrate(svc) -> None:
+    """As the owner: SHARECART_MIGRATION_URL when set (the service's own DATABASE_URL is then a runtime role that
+    cannot change the schema, docs/security.md), else the service's database URL."""
     from store.migrate import upgrade
+    from store.roles import MIGRATION_URL_ENV
 
+    if os.environ.get(MIGRATION_URL_ENV):
+        from store.database import create_engine
+
+        owner = create_engine(os.environ[MIGRATION_URL_ENV], pool_size=1)
+        try:
+            await upgrade(owner)
+        finally:
+            await owner.dispose()
+        return
     await upgrade(svc.engine)
 
 
@@ -199,6 +211,7 @@ async def _serve(host: str, port: int, demo: bool, run_worker: bool) -> None:
 
         r = await seed_demo(svc)
         _print_demo(r, host, port)
+    svc = await _as_runtime_role(svc)
     server = uvicorn.Server(uvicorn.Config(create_app(svc), host=host, port=port, log_level="info"))
     stop = asyncio.Event()
     tasks = [asyncio.create_task(server.serve())]
@@ -213,6 +226,19 @@ async def _serve(host: str, port: int, demo: bool, run_worker: bool) -> None:
         from store.database import stop_embedded
 
         stop_embedded()
+
+
+async def _as_runtime_role(svc):
+    """The service runs as the runtime role (issue 11.6, store/roles.py): set up by itself on the embedded
+    database; on a server, the role DATABASE_URL names."""
+    from service.context import Services
+    from store.roles import service_engine
+
+    engine = await service_engine(svc.engine)
+    if engine is svc.engine:
+        return svc
+    await svc.engine.dispose()
+    return Services(engine=engine, clock=svc.clock)
 
 
 def _token(shop, user: str, roles, ttl: int) -> str:

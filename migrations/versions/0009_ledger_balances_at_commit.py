@@ -52,7 +52,8 @@ def upgrade() -> None:
             SELECT pending, frozen, available, in_payout, paid, fees INTO d
               FROM distributors WHERE shop_id = sid AND user_id = uid;
             IF NOT FOUND THEN
-                SELECT 0 AS pending, 0 AS frozen, 0 AS available, 0 AS in_payout, 0 AS paid, 0 AS fees INTO d;
+                SELECT 0::bigint AS pending, 0::bigint AS frozen, 0::bigint AS available, 0::bigint AS in_payout,
+                       0::bigint AS paid, 0::bigint AS fees INTO d;
             END IF;
             IF (d.pending, d.frozen, d.available, d.in_payout, d.paid, d.fees)
                IS DISTINCT FROM (s.pending, s.frozen, s.available, s.in_payout, s.paid, s.fees) THEN
