@@ -285,6 +285,11 @@ def _run_refusable(fn):
         raise typer.Exit(2)
 
 
+from api.cli_listen import register as _listen_and_trigger  # noqa: E402
+
+_listen_and_trigger(app)  # `listen`, `trigger` (issue 13.2)
+
+
 def main() -> None:  # console entry point
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     app()
