@@ -429,9 +429,23 @@ class LedgerEntry(Base):
     __table_args__ = (
         Index(None, "shop_id", "distributor_id", "created_at"),
         Index(None, "shop_id", "created_at"),
-        # LG-1 at commit (migration 0009): a distributor's sums per bucket, read from the index alone
-        Index("ix_ledger_entries_balance", "shop_id", "distributor_id", "bucket", postgresql_include=["amount"]),
     )
+
+
+class LedgerTotals(Base):
+    """LG-1 at commit (migration 0009): per distributor, the sum of its ledger entries in each bucket, kept by a
+    trigger on ledger_entries alone (the service's role may only read it). A deferred constraint trigger refuses
+    any commit after which a distributor's stored balances differ from these."""
+
+    __tablename__ = "ledger_totals"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    distributor_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    pending: Mapped[int] = mapped_column(Money, server_default="0")
+    frozen: Mapped[int] = mapped_column(Money, server_default="0")
+    available: Mapped[int] = mapped_column(Money, server_default="0")
+    in_payout: Mapped[int] = mapped_column(Money, server_default="0")
+    paid: Mapped[int] = mapped_column(Money, server_default="0")
+    fees: Mapped[int] = mapped_column(Money, server_default="0")
 
 
 class Payout(Base):

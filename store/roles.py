@@ -22,6 +22,7 @@ APP_ROLE = "sharecart_app"
 SERVICE_LOGIN = "sharecart_service"
 APPEND_ONLY = ("ledger_entries", "refunds", "settlements", "settlement_lines", "payments", "events")
 # the columns of append-only tables the service's one-way transitions set (their triggers guard the rest)
+READ_ONLY = ("alembic_version", "ledger_totals")  # the service reads them; migrations and triggers write them
 APPEND_ONLY_UPDATABLE = {"refunds": ("state", "provider_ref", "confirmed_at"), "payments": ("accepted",)}
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 

@@ -10,7 +10,7 @@ Migrations run as the schema owner; the service connects as a login role that is
   `accepted` flag (set once, in the transaction that claimed the provider reference, GB-10);
 - may TRUNCATE nothing, and, owning nothing, can neither disable a trigger nor drop or alter a table
   (`session_replication_role`, which skips triggers, needs a superuser);
-- may only read `alembic_version`.
+- may only read `alembic_version` and `ledger_totals` (written by the ledger's own trigger, 0009).
 
 A later migration that adds a table inherits the working-table grants (ALTER DEFAULT PRIVILEGES below); one that
 adds an append-only table must revoke UPDATE and DELETE itself and add it to store.roles.APPEND_ONLY (the test
@@ -61,6 +61,8 @@ def upgrade() -> None:
             REVOKE UPDATE, DELETE, TRUNCATE ON {", ".join(APPEND_ONLY)} FROM {ROLE};
             GRANT UPDATE (state, provider_ref, confirmed_at) ON refunds TO {ROLE};
             GRANT UPDATE (accepted) ON payments TO {ROLE};
+            REVOKE ALL ON ledger_totals FROM {ROLE};  -- kept by the ledger's trigger alone (0009)
+            GRANT SELECT ON ledger_totals TO {ROLE};
             REVOKE ALL ON alembic_version FROM {ROLE};
             GRANT SELECT ON alembic_version TO {ROLE};
         END $$;
