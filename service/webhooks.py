@@ -326,10 +326,12 @@ class _Job:
             setattr(self, k, v)
 
 
-def webhook_client(*, deadline_s: float = DEADLINE_S, connections: int = CONCURRENCY) -> httpx.AsyncClient:
+def webhook_client(*, deadline_s: float = DEADLINE_S, connections: int = CONCURRENCY,
+                   verify=True) -> httpx.AsyncClient:
     """The HTTP client deliveries use: no redirects followed (a 3xx is a failure: following one would reach a
-    target nobody checked), no proxy taken from the environment, connections bounded."""
-    return httpx.AsyncClient(timeout=deadline_s, follow_redirects=False, trust_env=False,
+    target nobody checked), no proxy taken from the environment, connections bounded. `verify`: the CAs to trust
+    (the system's; a test passes its own)."""
+    return httpx.AsyncClient(timeout=deadline_s, follow_redirects=False, trust_env=False, verify=verify,
                              limits=httpx.Limits(max_connections=connections * 2,
                                                  max_keepalive_connections=connections),
                              headers={"user-agent": "Sharecart-Webhooks/1"})
@@ -540,7 +542,7 @@ async def deliver_due(svc: Services, *, client: httpx.AsyncClient | None = None,
                       lease_slack_s: float = LEASE_SLACK_S, stop: asyncio.Event | None = None) -> int:
     """One pass (tests, scripts): attempt every delivery due now once — a failure is rescheduled by backoff, so
     it is not due again in this pass, while a success may make the next event of its aggregate due — and wait
-    for those POSTs. Returns how many POSTs were made. The service's worker runs `delivery_loop` instead, which
+    for those POSTs. Returns how many attempts were made (a target refused at connect time counts: it is recorded). The service's worker runs `delivery_loop` instead, which
     never waits for a POST before starting the next."""
     async with Deliverer(svc, client=client, concurrency=concurrency,
                          per_endpoint=per_endpoint or max(1, concurrency // 2), deadline_s=timeout_s,

@@ -237,6 +237,60 @@ async def test_ssrf_11_3_every_attempt_resolves_again_and_connects_to_the_checke
         r.close()
 
 
+async def test_ssrf_11_3_https_to_the_pinned_address_keeps_the_name_for_SNI_and_the_certificate(svc, shop, monkeypatch):
+    """Over HTTPS the connection goes to the checked IP while the TLS handshake names the host (SNI) and the
+    certificate is verified for that name: pinning does not weaken TLS. A certificate for another name fails."""
+    import ssl
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import trustme
+
+    ca = trustme.CA()
+    names: list[str | None] = []
+
+    def serve(cert_for: str):
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert(cert_for).configure_cert(ctx)
+        ctx.sni_callback = lambda sock, name, _: names.append(name)
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        return srv
+
+    async def resolve(host, port):
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(webhook_targets, "resolver", resolve)
+    good, wrong = serve("hooks.example.test"), serve("other.example.test")
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    try:
+        for srv in (good, wrong):
+            await webhooks.register_endpoint(svc, shop_id=shop.shop_id,
+                                             url=f"https://hooks.example.test:{srv.server_address[1]}/hook")
+        await _emit(svc, shop.shop_id)
+        async with webhooks.webhook_client(verify=client_ctx) as client:
+            assert await webhooks.deliver_due(svc, client=client) == 2
+        assert names and set(names) == {"hooks.example.test"}  # SNI: the name, not the IP
+        statuses = sorted((d.last_status or 0) for d in await _rows(svc, WebhookDelivery, shop.shop_id))
+        assert statuses == [0, 200]  # the certificate for another name was refused
+    finally:
+        for srv in (good, wrong):
+            srv.shutdown()
+            srv.server_close()
+
+
 async def test_ssrf_11_3_attempt_records_do_not_tell_open_from_closed_ports(svc, shop):
     """A closed port (connection refused) and an open one that never answers (deadline) leave the same record:
     no status and one generic error, so attempts cannot be used to scan a network."""
