@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -61,7 +60,9 @@ class Target:
 
 
 def allow_loopback() -> bool:
-    return os.environ.get(ALLOW_LOOPBACK_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    from service.settings import settings
+
+    return settings().webhook_allow_loopback
 
 
 def address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, *, loopback: bool = False) -> bool:

@@ -48,7 +48,7 @@ import httpx
 from sqlalchemy import func, select, text, tuple_, update
 
 from engine.errors import ErrorCode, refuse
-from service import events, webhook_targets
+from service import events, metrics, webhook_targets
 from service.context import Services
 from service.idempotency import once, once_row
 from service.ids import new_id
@@ -442,6 +442,7 @@ class Deliverer:
             log.exception("webhook delivery %s/%s broke the worker", job.endpoint_id, job.event_id)
             status, reason = None, None
         ok = status is not None and 200 <= status < 300
+        metrics.webhook_attempt(ok)
         if reason:
             log.info("webhook %s/%s to %s: %s", job.endpoint_id, job.event_id, job.url, reason)
         self.posted += 1
@@ -542,8 +543,9 @@ async def deliver_due(svc: Services, *, client: httpx.AsyncClient | None = None,
                       lease_slack_s: float = LEASE_SLACK_S, stop: asyncio.Event | None = None) -> int:
     """One pass (tests, scripts): attempt every delivery due now once — a failure is rescheduled by backoff, so
     it is not due again in this pass, while a success may make the next event of its aggregate due — and wait
-    for those POSTs. Returns how many attempts were made (a target refused at connect time counts: it is recorded). The service's worker runs `delivery_loop` instead, which
-    never waits for a POST before starting the next."""
+    for those POSTs. Returns how many attempts were made (a target refused at connect time counts: it is
+    recorded). The service's worker runs `delivery_loop` instead, which never waits for a POST before starting
+    the next."""
     async with Deliverer(svc, client=client, concurrency=concurrency,
                          per_endpoint=per_endpoint or max(1, concurrency // 2), deadline_s=timeout_s,
                          lease_slack_s=lease_slack_s) as d:
@@ -557,21 +559,59 @@ async def deliver_due(svc: Services, *, client: httpx.AsyncClient | None = None,
     return d.posted
 
 
-async def delivery_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1.0, concurrency: int = CONCURRENCY,
-                        per_endpoint: int = PER_ENDPOINT, timeout_s: float = DEADLINE_S) -> None:
+async def delivery_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1.0, backoff_max: float = 30.0,
+                        concurrency: int = CONCURRENCY, per_endpoint: int = PER_ENDPOINT,
+                        timeout_s: float = DEADLINE_S) -> None:
     """The worker's delivery loop: keeps up to `concurrency` POSTs in flight and claims more whenever a lane frees
     or `interval` passes, so a receiver that takes its whole deadline holds one lane, never the loop. A failing
-    claim (the database away) is logged and retried after `interval`."""
+    claim (the database away) pauses 1, 2, 4 … s up to `backoff_max`, one log line a try (as service.worker)."""
+    from service.availability import is_database_unavailable
+    from service.metrics import WORKER_PASSES
+
+    what, failures = "webhook delivery", 0
     async with Deliverer(svc, concurrency=concurrency, per_endpoint=per_endpoint, deadline_s=timeout_s) as d:
         while not stop.is_set():
             d.freed.clear()
             try:
                 await d.fill()
-            except Exception:
-                log.exception("webhook delivery failed")
+            except Exception as e:
+                failures += 1
+                delay = min(interval * 2 ** (failures - 1), backoff_max)
+                if is_database_unavailable(e):
+                    WORKER_PASSES.labels(what, "unavailable").inc()
+                    log.warning("%s: database unavailable (%s: %s); retry %d in %.0f s", what, type(e).__name__,
+                                e, failures, delay)
+                else:
+                    WORKER_PASSES.labels(what, "error").inc()
+                    log.exception("%s failed; retry %d in %.0f s", what, failures, delay)
+            else:
+                WORKER_PASSES.labels(what, "ok").inc()
+                if failures:
+                    log.warning("%s: working again after %d failed tries", what, failures)
+                failures, delay = 0, interval
             waits = {asyncio.ensure_future(stop.wait())}
-            if d.in_flight:  # wake as soon as a lane frees, else after `interval`
+            if d.in_flight and not failures:  # wake as soon as a lane frees, else after the delay
                 waits.add(asyncio.ensure_future(d.freed.wait()))
-            await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
             for w in waits:
                 w.cancel()
+
+
+async def disable_endpoint(svc: Services, *, shop_id: str, endpoint_id: str,
+                           idempotency_key: str | None = None) -> WebhookEndpoint:
+    """An admin stops deliveries to an endpoint: what it is owed from now on is HELD, not lost, until
+    `enable_endpoint` (the same state the worker leaves a failing endpoint in). Disabling it again
+    changes nothing (its first `disabled_at` stays)."""
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        async def run() -> WebhookEndpoint:
+            ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id), with_for_update=True)
+            if ep is None:
+                raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
+            if ep.enabled:
+                ep.enabled, ep.disabled_at = False, now
+            await s.flush()
+            return ep
+
+        return await once_row(s, WebhookEndpoint, shop_id=shop_id, scope="disable_webhook", key=idempotency_key,
+                              now=now, run=run, request={"endpoint_id": endpoint_id})

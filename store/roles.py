@@ -1,7 +1,7 @@
 """Database roles (issue 11, point 6; docs/security.md "Database roles").
 
 - The owner (whoever runs the migrations) owns every table, function and trigger.
-- `sharecart_app` (NOLOGIN, created and granted by migration 0010) holds what the service may do: read and write
+- `sharecart_app` (NOLOGIN, created and granted by migration 0011) holds what the service may do: read and write
   the working tables, only read and append the books (APPEND_ONLY), truncate nothing, own nothing.
 - The service logs in as a member of `sharecart_app`. On a server the operator creates that login (the docs give
   the two statements) and hands its URL to the service as DATABASE_URL, and the owner's URL to the migration step
@@ -72,7 +72,6 @@ async def describe_connection(engine) -> dict:
     return {"role": row.role, "superuser": row.superuser, "owner": row.owner}
 
 
-MIGRATION_URL_ENV = "SHARECART_MIGRATION_URL"
 
 
 async def service_engine(migrated):
@@ -80,10 +79,11 @@ async def service_engine(migrated):
     migrating engine is the embedded superuser, so make SERVICE_LOGIN and connect as it. With DATABASE_URL the
     operator chose the role: keep it, and warn (one line) when it owns the tables or is a superuser."""
     import logging
-    import os
+
+    from service.settings import settings
 
     log = logging.getLogger("sharecart.roles")
-    if not os.environ.get("DATABASE_URL"):
+    if not settings().database_url:
         url = await prepare_runtime(migrated.url.render_as_string(hide_password=False))
         return create_engine(url)
     who = await describe_connection(migrated)

@@ -4,14 +4,14 @@ A worker claims a delivery by setting `lease_until` (the database's clock plus t
 slack) and a `lease_token` in a short transaction, commits, posts with no transaction open, and records the
 outcome in a second transaction guarded by the token. A process that dies mid-POST leaves a lease that expires.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

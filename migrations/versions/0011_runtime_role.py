@@ -10,7 +10,7 @@ Migrations run as the schema owner; the service connects as a login role that is
   `accepted` flag (set once, in the transaction that claimed the provider reference, GB-10);
 - may TRUNCATE nothing, and, owning nothing, can neither disable a trigger nor drop or alter a table
   (`session_replication_role`, which skips triggers, needs a superuser);
-- may only read `alembic_version` and `ledger_totals` (written by the ledger's own trigger, 0009).
+- may only read `alembic_version` and `ledger_totals` (written by the ledger's own trigger, 0010).
 
 A later migration that adds a table inherits the working-table grants (ALTER DEFAULT PRIVILEGES below); one that
 adds an append-only table must revoke UPDATE and DELETE itself and add it to store.roles.APPEND_ONLY (the test
@@ -18,15 +18,15 @@ tests/integration/test_books_in_the_database.py checks every table against that 
 
 The role is cluster-wide, so its creation tolerates a concurrent creator (parallel migrations of several
 databases) and an owner without CREATEROLE (then nothing is granted and a NOTICE says so: an operator creates the
-role, see the docs, and runs the migration again with `alembic downgrade 0009 && alembic upgrade head`).
+role, see the docs, and runs the migration again with `alembic downgrade 0010 && alembic upgrade head`).
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 """
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
@@ -61,7 +61,7 @@ def upgrade() -> None:
             REVOKE UPDATE, DELETE, TRUNCATE ON {", ".join(APPEND_ONLY)} FROM {ROLE};
             GRANT UPDATE (state, provider_ref, confirmed_at) ON refunds TO {ROLE};
             GRANT UPDATE (accepted) ON payments TO {ROLE};
-            REVOKE ALL ON ledger_totals FROM {ROLE};  -- kept by the ledger's trigger alone (0009)
+            REVOKE ALL ON ledger_totals FROM {ROLE};  -- kept by the ledger's trigger alone (0010)
             GRANT SELECT ON ledger_totals TO {ROLE};
             REVOKE ALL ON alembic_version FROM {ROLE};
             GRANT SELECT ON alembic_version TO {ROLE};

@@ -5,7 +5,7 @@ an `UPDATE distributors SET available = available + 1000` with no entry committe
 
 - `ledger_totals` holds, per distributor, the sum of its ledger entries in each bucket. Only a trigger on
   `ledger_entries` writes it (AFTER INSERT, SECURITY DEFINER): entries are append-only (0002), so the totals are
-  exactly the sums of the entries. The service's role may only read it (0010).
+  exactly the sums of the entries. The service's role may only read it (0011).
 - Deferred constraint triggers check, at the commit of every transaction that changed a stored balance, inserted
   a non-zero entry or removed a distributor, that distributor's six balances against its totals; a difference
   refuses the commit (check_violation) and nothing of the transaction is kept. Deferred, because the service
@@ -15,14 +15,14 @@ Cost per commit: two primary-key reads per changed distributor, whatever its his
 entries took ~10 ms per distributor with 5,000 entries). Lock order is unchanged: the service moves a balance
 (locking the distributor row) before it inserts the entries (which lock the totals row).
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
