@@ -42,7 +42,9 @@ def app_from_env():
     return create_app(Services(engine=create_engine()))
 
 
-async def _prepare(demo: bool, host: str, port: int) -> None:
+async def _prepare(demo: bool, host: str, port: int, embedded_admin: str | None = None) -> None:
+    """Migrate (as the owner) and seed once, in the parent. On the embedded database the service then runs as
+    the runtime role (store/roles.py): the children get its URL as DATABASE_URL."""
     from api.cli import _migrate, _print_demo, _services
 
     svc = _services()
@@ -54,6 +56,10 @@ async def _prepare(demo: bool, host: str, port: int) -> None:
             _print_demo(await seed_demo(svc), host, port)
     finally:
         await svc.engine.dispose()
+    if embedded_admin:
+        from store.roles import prepare_runtime
+
+        os.environ["DATABASE_URL"] = await prepare_runtime(embedded_admin)
 
 
 def serve(host: str, port: int, demo: bool, run_worker: bool, workers: int | None, test_clock: bool) -> None:
@@ -66,14 +72,16 @@ def serve(host: str, port: int, demo: bool, run_worker: bool, workers: int | Non
         from store.database import data_dir, embedded_url
 
         typer.echo(f"embedded PostgreSQL in {data_dir()} (set DATABASE_URL to use a server)")
-        os.environ["DATABASE_URL"] = embedded_url()  # the children attach to the parent's embedded server
+        embedded_admin = os.environ["DATABASE_URL"] = embedded_url()  # the children attach to the parent's server
+    else:
+        embedded_admin = None
     try:
         if test_clock:
             if workers not in (None, 1):
                 typer.echo("--test-clock runs one process (the clock is per process); --workers ignored")
-            asyncio.run(_serve_one_process(host, port, demo, run_worker))
+            asyncio.run(_serve_one_process(host, port, demo, run_worker, embedded_admin))
             return
-        asyncio.run(_prepare(demo, host, port))
+        asyncio.run(_prepare(demo, host, port, embedded_admin))
         n = workers or default_workers()
         child = _start_worker() if run_worker else None
         try:
@@ -119,7 +127,8 @@ def _start_worker() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "api.cli", "worker"], env=os.environ.copy())
 
 
-async def _serve_one_process(host: str, port: int, demo: bool, run_worker: bool) -> None:
+async def _serve_one_process(host: str, port: int, demo: bool, run_worker: bool,
+                             embedded_admin: str | None = None) -> None:
     """The API and the worker on one event loop (the --test-clock model)."""
     import uvicorn
 
@@ -129,7 +138,7 @@ async def _serve_one_process(host: str, port: int, demo: bool, run_worker: bool)
 
     from service.settings import settings
 
-    await _prepare(demo, host, port)
+    await _prepare(demo, host, port, embedded_admin)
     svc = _services()
     server = uvicorn.Server(uvicorn.Config(create_app(svc), host=host, port=port, log_level="info", log_config=None,
                                            access_log=False, timeout_graceful_shutdown=settings().shutdown_grace))

@@ -72,6 +72,15 @@ class Settings(BaseSettings):
         20, ge=0, validation_alias="SHARECART_DB_OVERFLOW",
         description="Connections a process may open beyond SHARECART_DB_POOL under load. Keep N × (pool + "
                     "overflow) plus the workers' under the server's max_connections.")
+    migration_url: str | None = Field(
+        None, validation_alias="SHARECART_MIGRATION_URL",
+        description="The schema owner's PostgreSQL URL: `serve` migrates with it and then serves with DATABASE_URL, "
+                    "a runtime role that may only read and append the books (docs/security.md, Database roles). "
+                    "Unset: migrations run with DATABASE_URL.")
+    webhook_allow_loopback: bool = Field(
+        False, validation_alias="SHARECART_WEBHOOK_ALLOW_LOOPBACK",
+        description="1: webhook endpoints may also be on loopback (127.0.0.0/8, ::1, localhost), for development "
+                    "and tests; every other internal address stays refused (docs/webhooks.md, SSRF).")
     debug: bool = Field(
         False, validation_alias="SHARECART_DEBUG",
         description="1: the CLI prints the traceback of an unexpected error after its `error INTERNAL` line.")
