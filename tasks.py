@@ -3,6 +3,8 @@
 
     python3 tasks.py serve   # embedded PostgreSQL, migrations, demo shop, GraphiQL URL + tokens
     python3 tasks.py test    # the whole test suite (pytest args may follow)
+    python3 tasks.py test --fast   # only the pure tests (engine/, no database): seconds
+    python3 tasks.py lint    # ruff check + mypy (strict on engine/, baseline elsewhere), as .ci/run does
 
 Creates ./.venv on first use and reinstalls only when pyproject.toml changes.
 """
@@ -61,13 +63,23 @@ def ensure_test_packages() -> None:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("serve", "test"):
+    if not argv or argv[0] not in ("serve", "test", "lint"):
         print(__doc__)
         return 2
     ensure_env()
     cmd, rest = argv[0], argv[1:]
     if cmd == "serve":
         args = [str(BIN / "sharecart"), "serve", *rest]
+    elif cmd == "lint":
+        os.chdir(ROOT)
+        if subprocess.call([str(BIN / "ruff"), "check", "."]) != 0:
+            return 1
+        return subprocess.call([str(BIN / "python"), "tools/typecheck.py", *rest])
+    elif "--fast" in rest:
+        rest = [a for a in rest if a != "--fast"]
+        if not any(not a.startswith("-") for a in rest):
+            rest.append("tests/engine")
+        args = [str(BIN / "python"), "-m", "pytest", "-m", "pure", *rest]
     else:
         ensure_test_packages()
         args = [str(BIN / "python"), "-m", "pytest", *rest]

@@ -201,6 +201,14 @@ def mutants_of(path: str, ops=OPS, lines: tuple[int, int] | None = None) -> list
             if lines and not lines[0] <= line <= lines[1]:
                 continue
             _, before, after = _apply(tree, op, k)
+            if op == "kwarg":  # name the dropped argument, on its own line
+                dropped = next(kw for kw in before.keywords if not any(
+                    kw.arg == a.arg for a in after.keywords))  # type: ignore[attr-defined]
+                line = dropped.value.lineno
+                if lines and not lines[0] <= line <= lines[1]:
+                    continue
+                out.append(Mutant(path, k, op, line, _short(dropped), "(argument dropped)"))
+                continue
             out.append(Mutant(path, k, op, line, _short(before), _short(after)))
     return out
 
