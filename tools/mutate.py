@@ -66,7 +66,7 @@ TESTS: dict[str, list[str]] = {
     "engine/variants.py": ["tests/engine/test_variants.py"],
     "engine/stats.py": ["tests/engine/test_stats.py"],
     "engine/segments.py": ["tests/engine/test_segments.py"],
-    "engine/money.py": ["tests/engine/test_commission.py", "tests/engine/test_ledger.py"],
+    "engine/money.py": ["tests/engine/test_money.py", "tests/engine/test_commission.py", "tests/engine/test_ledger.py"],
     "engine/errors.py": ENGINE_DEFAULT,
     "store/mapping.py": ["tests/integration/test_rules_wired.py"],
     "service/refunds.py": SERVICE_DEFAULT + ["tests/integration/test_refunds.py"],

@@ -195,7 +195,7 @@ async def test_gb2_new_members_only_refuses_a_buyer_with_a_paid_order_through_se
             assert code_of(e) == ErrorCode.NEW_MEMBERS_ONLY
 
 
-async def test_gb3_leader_discount_lowers_the_leaders_price_never_below_zero_through_service(svc, shop):
+async def test_gb3_leader_discount_lowers_the_leaders_price_through_service(svc, shop):
     """GB-3 + `leader_discount`: the leader pays the first tier minus the discount, members the tier."""
     sid = shop.shop_id
     c = await make_campaign(svc, sid, tiers=[(2, 8000)], leader_discount=1_500)
@@ -622,3 +622,32 @@ async def test_cm5_refund_reverses_the_stored_lines_in_proportion_through_servic
     assert await balances(svc, sid, "ref") == (750, 0, 0)
     assert await balances(svc, sid, "top") == (375, 0, 0)
     await assert_ledger_consistent(svc, sid)
+
+
+LV1_MET = dict(min_direct_referrals=1, min_team_size=2, min_own_spend=5_000, min_own_orders=1, min_direct_sales=3_000,
+               min_team_sales=5_000)
+
+
+async def _lv1_world(svc, sid: str, **conditions) -> int:
+    """d ← u1 ← u2; d buys 5000, u1 3000, u2 2000: exactly LV1_MET. The grade d reaches with `conditions`."""
+    await shops.set_levels(svc, shop_id=sid, levels=[Level(grade=0, name="entry", level1_bp=1000, level2_bp=500),
+                                                     Level(grade=1, name="one", level1_bp=1000, level2_bp=500,
+                                                           **conditions)])
+    await active(svc, sid, "d")
+    await distribution.bind_referrer(svc, shop_id=sid, user_id="u1", referrer_id="d")
+    await distribution.bind_referrer(svc, shop_id=sid, user_id="u2", referrer_id="u1")
+    for buyer, amount in (("d", 5_000), ("u1", 3_000), ("u2", 2_000)):
+        await paid_order(svc, sid, buyer, orders.LineInput("x", 1, amount))
+    return (await distribution.get_distributor(svc, shop_id=sid, user_id="d")).grade
+
+
+async def test_lv1_upgrade_conditions_met_exactly_reach_the_level_through_service(svc, shop):
+    """LV-1/LV-2: with every stored condition met exactly (≥), the distributor reaches the level."""
+    assert await _lv1_world(svc, shop.shop_id, **LV1_MET) == 1
+
+
+@pytest.mark.parametrize("condition", sorted(LV1_MET))
+async def test_lv1_each_stored_upgrade_condition_must_hold_through_service(svc, shop, condition):
+    """LV-1: all conditions must hold — one stored threshold a unit above the distributor's metric keeps
+    them at grade 0 (so each condition is loaded and compared, not defaulted to 0)."""
+    assert await _lv1_world(svc, shop.shop_id, **{**LV1_MET, condition: LV1_MET[condition] + 1}) == 0
