@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from engine import commission as cm
 from engine import levels as lv
 from engine.distribution import DistributionSettings, DistributorStatus, admits_automatically
+from engine.events import EventType
 from engine.ledger import Bucket, EntryKind, Posting
 from engine.referral import current_referrer
 from service import events
@@ -184,7 +185,7 @@ def post_commission_line(session, ledger: LedgerBatch, *, order: Order, benefici
     session.add(row)
     ledger.add(beneficiary_id, [Posting(Bucket.PENDING, amount, EntryKind.COMMISSION_POSTED)],
                ref_type="commission", ref_id=row.line_id)
-    events.emit(session, shop_id=order.shop_id, type="commission.posted", aggregate_type="order",
+    events.emit(session, shop_id=order.shop_id, type=EventType.COMMISSION_POSTED, aggregate_type="order",
                 aggregate_id=order.order_id, now=now, rule=rule,
                 payload={"order_id": order.order_id, "line_id": row.line_id, "beneficiary_id": beneficiary_id,
                          "level": level, "amount": amount})
@@ -248,7 +249,7 @@ async def reverse_line(session: AsyncSession, ledger: LedgerBatch, line: Commiss
     line.standing -= delta
     ledger.add(line.beneficiary_id, [Posting(COLUMN_BUCKET[line.state], -delta, EntryKind.COMMISSION_REVERSED)],
                ref_type="commission", ref_id=line.line_id)
-    events.emit(session, shop_id=line.shop_id, type="commission.reversed", aggregate_type="order",
+    events.emit(session, shop_id=line.shop_id, type=EventType.COMMISSION_REVERSED, aggregate_type="order",
                 aggregate_id=line.order_id, now=now, rule="CM-5",
                 payload={"order_id": line.order_id, "line_id": line.line_id, "beneficiary_id": line.beneficiary_id,
                          "amount": delta, "standing": line.standing, "cause": cause})
@@ -280,7 +281,7 @@ async def release_line(session: AsyncSession, ledger: LedgerBatch, line: Commiss
     ledger.add(line.beneficiary_id, [Posting(Bucket.FROZEN, -line.standing, EntryKind.COMMISSION_RELEASED),
                                      Posting(Bucket.AVAILABLE, line.standing, EntryKind.COMMISSION_RELEASED)],
                ref_type="commission", ref_id=line.line_id)
-    events.emit(session, shop_id=line.shop_id, type="commission.available", aggregate_type="distributor",
+    events.emit(session, shop_id=line.shop_id, type=EventType.COMMISSION_AVAILABLE, aggregate_type="distributor",
                 aggregate_id=line.beneficiary_id, now=now, rule="CM-6",
                 payload={"line_id": line.line_id, "order_id": line.order_id, "amount": line.standing})
 
@@ -300,7 +301,7 @@ async def void_order_lines(session: AsyncSession, ledger: LedgerBatch, *, order_
         if line.standing:
             ledger.add(line.beneficiary_id, [Posting(Bucket.PENDING, -line.standing, EntryKind.COMMISSION_VOIDED)],
                        ref_type="commission", ref_id=line.line_id)
-        events.emit(session, shop_id=shop_id, type="commission.voided", aggregate_type="order",
+        events.emit(session, shop_id=shop_id, type=EventType.COMMISSION_VOIDED, aggregate_type="order",
                     aggregate_id=line.order_id, now=now, rule="CM-6",
                     payload={"order_id": line.order_id, "line_id": line.line_id,
                              "beneficiary_id": line.beneficiary_id, "level": line.level, "amount": line.standing,
@@ -382,7 +383,7 @@ async def apply_level_decision(session, ledger: LedgerBatch, *, row: Distributor
         session.add(DistributorAudit(shop_id=row.shop_id, audit_id=new_id("aud_"), user_id=row.user_id,
                                      action="LEVEL", from_value=str(row.grade), to_value=str(decision.grade),
                                      actor=actor, reason=reason, at=now))
-        events.emit(session, shop_id=row.shop_id, type="distributor.level_changed", aggregate_type="distributor",
+        events.emit(session, shop_id=row.shop_id, type=EventType.DISTRIBUTOR_LEVEL_CHANGED, aggregate_type="distributor",
                     aggregate_id=row.user_id, now=now, rule="LV-3" if actor != "system" else "LV-2",
                     payload={"user_id": row.user_id, "from": row.grade, "to": decision.grade, "by": actor,
                              "reason": reason})

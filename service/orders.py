@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine.errors import ErrorCode, refuse
+from engine.events import EventType
 from service import commissions, events
 from service.context import Services
 from service.groups import advance_due_groups, pay_group_order
@@ -154,7 +155,7 @@ async def pay_plain_order(s: AsyncSession, *, order: Order, amount: int, now) ->
     settings = await load_settings(s, order.shop_id)
     await commissions.admit_if_due(s, order.shop_id, order.buyer_id, settings, now)
     await commissions.on_order_paid(s, ledger, order=order, now=now)
-    events.emit(s, shop_id=order.shop_id, type="order.paid", aggregate_type="order", aggregate_id=order.order_id,
+    events.emit(s, shop_id=order.shop_id, type=EventType.ORDER_PAID, aggregate_type="order", aggregate_id=order.order_id,
                 now=now, rule="OR-2", payload={"order_id": order.order_id, "amount": amount, "buyer_id": order.buyer_id})
     await ledger.flush(s)
     await commissions.evaluate_levels(s, ledger, shop_id=order.shop_id,
@@ -224,7 +225,7 @@ async def complete_order(svc: Services, *, shop_id: str, order_id: str | None = 
             await commissions.evaluate_levels(s, ledger, shop_id=shop_id,
                                               user_ids={order.buyer_id, order.level1_id, order.level2_id}, now=now)
             await ledger.flush(s)
-            events.emit(s, shop_id=shop_id, type="order.completed", aggregate_type="order",
+            events.emit(s, shop_id=shop_id, type=EventType.ORDER_COMPLETED, aggregate_type="order",
                         aggregate_id=order.order_id, now=now, rule="OR-4", payload={"order_id": order.order_id})
             return order
 

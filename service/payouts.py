@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from engine import ledger as lg
 from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, refuse
+from engine.events import EventType
 from service import events
 from service.context import Services
 from service.idempotency import once, once_row
@@ -46,7 +47,7 @@ async def request_payout(svc: Services, *, shop_id: str, user_id: str, amount: i
             ledger = LedgerBatch(shop_id, now)
             ledger.add(user_id, postings, ref_type="payout", ref_id=payout.payout_id)
             await ledger.flush(s)
-            events.emit(s, shop_id=shop_id, type="payout.requested", aggregate_type="distributor",
+            events.emit(s, shop_id=shop_id, type=EventType.PAYOUT_REQUESTED, aggregate_type="distributor",
                         aggregate_id=user_id, now=now, rule="LG-2",
                         payload={"payout_id": payout.payout_id, "user_id": user_id, "amount": amount,
                                  "fee": payout.fee})
@@ -88,7 +89,7 @@ async def decide_payout(svc: Services, *, shop_id: str, payout_id: str, approve:
             ledger = LedgerBatch(shop_id, now)
             ledger.add(payout.distributor_id, postings, ref_type="payout", ref_id=payout.payout_id)
             await ledger.flush(s)
-            events.emit(s, shop_id=shop_id, type=f"payout.{target.lower()}", aggregate_type="distributor",
+            events.emit(s, shop_id=shop_id, type=EventType.PAYOUT_APPROVED if approve else EventType.PAYOUT_REJECTED, aggregate_type="distributor",
                         aggregate_id=payout.distributor_id, now=now, rule="LG-2",
                         payload={"payout_id": payout_id, "user_id": payout.distributor_id, "amount": payout.amount,
                                  "fee": payout.fee, "net": payout.amount - payout.fee, "external_ref": external_ref,

@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine.errors import ErrorCode, refuse
+from engine.events import EventType
 from service import commissions, events
 from service.context import Services
 from service.idempotency import once_row
@@ -41,7 +42,7 @@ async def apply_refund(
         await commissions.record_refund(session, order, amount, before)
         if goods_part:
             await commissions.on_order_refunded(session, ledger, order=order, amount=goods_part, now=now, rule=rule)
-    events.emit(session, shop_id=order.shop_id, type="refund.owed" if not provider_ref else "refund.recorded",
+    events.emit(session, shop_id=order.shop_id, type=EventType.REFUND_OWED if not provider_ref else EventType.REFUND_RECORDED,
                 aggregate_type="group" if order.group_id else "order",
                 aggregate_id=order.group_id or order.order_id, now=now, rule=rule,
                 payload={"refund_id": refund.refund_id, "order_id": order.order_id, "amount": amount, "full": full,
@@ -77,7 +78,7 @@ async def confirm_refund(svc: Services, *, shop_id: str, refund_id: str, provide
                 raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "provider reference already confirms another refund",
                              field="providerRef", rule="GB-10")
             refund.state, refund.provider_ref, refund.confirmed_at = "CONFIRMED", provider_ref, now
-            events.emit(s, shop_id=shop_id, type="refund.confirmed", aggregate_type="order",
+            events.emit(s, shop_id=shop_id, type=EventType.REFUND_CONFIRMED, aggregate_type="order",
                         aggregate_id=refund.order_id, now=now, rule="GB-10",
                         payload={"refund_id": refund_id, "order_id": refund.order_id, "amount": refund.amount,
                                  "provider_ref": provider_ref})

@@ -37,6 +37,7 @@ import httpx
 from sqlalchemy import func, select, text, tuple_, update
 
 from engine.errors import ErrorCode, refuse
+from engine.events import EventType, is_event_type
 from service import events
 from service.context import Services
 from service.idempotency import once, once_row
@@ -83,6 +84,10 @@ async def register_endpoint(svc: Services, *, shop_id: str, url: str, event_type
     twice, under another secret)."""
     if not url.startswith(("http://", "https://")):
         raise refuse(ErrorCode.INVALID_INPUT, "the URL must be http(s)", field="url")
+    unknown = sorted({t for t in event_types or [] if not is_event_type(t)})
+    if unknown:  # the catalog (engine/events.py, docs/webhooks.md): a typo would silently match nothing
+        raise refuse(ErrorCode.INVALID_INPUT, f"unknown event types {unknown}; see docs/webhooks.md",
+                     field="eventTypes")
     now = svc.now()
     async with unit_of_work(svc) as s:
         async def run():
@@ -375,7 +380,7 @@ async def _attempt(s, client: httpx.AsyncClient, shop_id: str, endpoint_id: str,
         # guarded, so concurrent workers disable (and tell the admin) once; this delivery stays owed (held)
         if (await s.execute(update(WebhookEndpoint).where(*key, WebhookEndpoint.enabled)
                             .values(enabled=False, disabled_at=now).returning(WebhookEndpoint.url))).first():
-            events.emit(s, shop_id=shop_id, type="webhook.endpoint_disabled", aggregate_type="webhook",
+            events.emit(s, shop_id=shop_id, type=EventType.WEBHOOK_ENDPOINT_DISABLED, aggregate_type="webhook",
                         aggregate_id=endpoint_id, now=now,
                         payload={"endpoint_id": endpoint_id, "url": ep.url, "failures": failures,
                                  "failing_since": since.isoformat()})
