@@ -271,6 +271,42 @@ async def test_gb7_lottery_winners_get_their_orders_free_through_service(svc, sh
     assert set(refunds_owed) == set(g.winners)
 
 
+async def test_gb7_winners_are_the_draw_of_the_stored_seed_through_service(svc, shop):
+    """GB-7 + the campaign's stored `lottery_seed`: the winners are exactly the ones anyone re-running the
+    recorded draw (engine.lottery.draw_winners over the paid order ids) gets from that seed."""
+    from engine.lottery import draw_winners
+
+    sid = shop.shop_id
+    c = await make_campaign(svc, sid, tiers=[(4, 8000)], lottery_winners=2)
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="lead")
+    await pay(svc, sid, lead)
+    paid = [lead.order_id]
+    for u in ("m1", "m2", "m3"):
+        s = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id=u)
+        await pay(svc, sid, s)
+        paid.append(s.order_id)
+    g = await group_of(svc, sid, lead.group_id)
+    seed = (await campaigns.get_campaign(svc, shop_id=sid, campaign_id=c.campaign_id)).lottery_seed
+    assert seed and g.winners == draw_winners(seed, lead.group_id, paid, 2)
+
+
+async def test_gb8_handover_goes_to_the_earliest_paid_member_through_service(svc, shop):
+    """GB-8 + each seat's stored `paid_at`: the new leader is the member who paid first, not the one who
+    reserved first."""
+    sid = shop.shop_id
+    c = await make_campaign(svc, sid, tiers=[(4, 8000)])
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="lead")
+    await pay(svc, sid, lead)
+    early = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="reserved-first")
+    svc.clock.advance(timedelta(minutes=1))
+    late = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="paid-first")
+    await pay(svc, sid, late)
+    svc.clock.advance(timedelta(minutes=1))
+    await pay(svc, sid, early)
+    await groups.leave_group(svc, shop_id=sid, group_id=lead.group_id, user_id="lead")
+    assert (await group_of(svc, sid, lead.group_id)).leader_user_id == "paid-first"
+
+
 async def test_gb8_leader_handover_keeps_deadline_through_service(svc, shop):
     """GB-8: when the leader leaves, the earliest remaining paid member leads, and the group keeps the
     expiry it got from the first leader's payment (GB-1) — not one from the new leader's payment."""
