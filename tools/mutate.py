@@ -269,6 +269,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--lines", help="only mutants on lines A-B (one target)")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant (a timeout counts as killed)")
     ap.add_argument("--report", help="also write the report (markdown) to this file")
+    ap.add_argument("--budget", type=float, help="minutes: start no mutant after this (a shared machine); the "
+                    "report says how many ran")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     args = ap.parse_args(argv)
 
@@ -313,6 +315,9 @@ def main(argv: list[str]) -> int:
                 print(f"baseline failed for {p} ({base}): fix the tests first", file=sys.stderr)
                 return 2
         for n, m in enumerate(mutants, 1):
+            if args.budget and time.monotonic() - started > args.budget * 60:
+                print(f"budget of {args.budget} min spent: {n - 1} of {len(mutants)} mutants run", flush=True)
+                break
             mutated, _, _ = _apply(trees[m.path], m.op, m.index)
             target = work / m.path
             target.write_text(ast.unparse(ast.fix_missing_locations(mutated)) + "\n")

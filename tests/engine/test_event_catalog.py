@@ -79,3 +79,11 @@ def test_check_payload_refuses_unknown_types_and_keys():
         check_payload(EventType.GROUP_CANCELLED, {})
     assert check_payload(EventType.GROUP_LEADER_CHANGED, {"group_id": "g", "from": "a", "to": "b"})
     assert check_payload(EventType.ORDER_PAID, {"order_id": "o", "amount": 1, "buyer_id": "b"})  # role optional
+
+
+def test_payloads_are_frozen_dataclasses():
+    """A payload is a value: what was emitted is not changed afterwards."""
+    import dataclasses
+
+    for cls in set(PAYLOADS.values()):
+        assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, cls.__name__

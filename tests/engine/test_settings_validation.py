@@ -1,0 +1,31 @@
+"""Section 3 settings are validated at their boundaries (survivors of the first engine mutation run)."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.distribution import BindingMode, DistributionSettings, validate_settings
+from engine.errors import RuleViolation
+
+
+def test_rf1_expiring_binding_takes_one_day_and_no_less():
+    validate_settings(DistributionSettings(binding=BindingMode.EXPIRING, binding_days=1))
+    for bad in (0, -1, None):
+        with pytest.raises(RuleViolation):
+            validate_settings(DistributionSettings(binding=BindingMode.EXPIRING, binding_days=bad))
+
+
+@pytest.mark.parametrize("name", ["level1_bp", "level2_bp", "max_total_bp", "payout_fee_bp"])
+def test_rates_are_0_to_10000_bp_inclusive(name):
+    validate_settings(DistributionSettings(**{name: 0}))
+    validate_settings(DistributionSettings(**{name: 10_000}))
+    for bad in (-1, 10_001):
+        with pytest.raises(RuleViolation):
+            validate_settings(DistributionSettings(**{name: bad}))
+
+
+@pytest.mark.parametrize("name", ["freeze_days", "min_payout", "spend_threshold"])
+def test_days_and_amounts_are_whole_and_not_negative(name):
+    validate_settings(DistributionSettings(**{name: 0}))
+    with pytest.raises(RuleViolation):
+        validate_settings(DistributionSettings(**{name: -1}))
