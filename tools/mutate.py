@@ -68,6 +68,7 @@ TESTS: dict[str, list[str]] = {
     "engine/segments.py": ["tests/engine/test_segments.py"],
     "engine/money.py": ["tests/engine/test_money.py", "tests/engine/test_commission.py", "tests/engine/test_ledger.py"],
     "engine/errors.py": ENGINE_DEFAULT,
+    "engine/events.py": ["tests/engine/test_event_catalog.py"],
     "store/mapping.py": ["tests/integration/test_rules_wired.py"],
     "service/refunds.py": SERVICE_DEFAULT + ["tests/integration/test_refunds.py"],
     "service/payouts.py": ["tests/integration/test_rules_wired.py", "tests/integration/test_concurrency.py"],
@@ -346,18 +347,26 @@ def render(results, total_sites: int, args, seconds: float) -> str:
     out = [f"Mutants run: {len(results)} of {total_sites} sites (ops {args.ops}; "
            f"{'sample ' + str(args.sample) + ', seed ' + str(args.seed) if args.sample else 'all'}), "
            f"{seconds / 60:.1f} min", "",
-           "| module | mutants | killed | survived | kill rate |", "|---|---|---|---|---|"]
-    k_all = n_all = 0
+           "| module | mutants | killed | timed out | survived | kill rate |", "|---|---|---|---|---|---|"]
+    k_all = t_all = n_all = 0
     for path, rs in sorted(by_path.items()):
-        k = sum(1 for _, o in rs if o in ("killed", "timeout"))
+        k = sum(1 for _, o in rs if o == "killed")
+        t = sum(1 for _, o in rs if o == "timeout")
         n = sum(1 for _, o in rs if o != "error")
-        k_all, n_all = k_all + k, n_all + n
-        out.append(f"| {path} | {n} | {k} | {n - k} | {100 * k / n if n else 100:.1f} % |")
-    out.append(f"| **all** | {n_all} | {k_all} | {n_all - k_all} | {100 * k_all / n_all if n_all else 100:.1f} % |")
+        k_all, t_all, n_all = k_all + k, t_all + t, n_all + n
+        out.append(f"| {path} | {n} | {k} | {t} | {n - k - t} | {100 * (k + t) / n if n else 100:.1f} % |")
+    out.append(f"| **all** | {n_all} | {k_all} | {t_all} | {n_all - k_all - t_all} | "
+               f"{100 * (k_all + t_all) / n_all if n_all else 100:.1f} % |")
+    out.append("")
+    out.append("Kill rate counts a timeout as killed (as mutmut does); on a loaded machine a timeout may be slowness.")
     survivors = [m for m, o, _ in results if o == "survived"]
     if survivors:
         out += ["", "Survivors:", ""]
         out += [f"- `{m.path}:{m.line}` {m.op}: `{m.before}` → `{m.after}`" for m in survivors]
+    timeouts = [m for m, o, _ in results if o == "timeout"]
+    if timeouts:
+        out += ["", "Timed out:", ""]
+        out += [f"- `{m.path}:{m.line}` {m.op}: `{m.before}` → `{m.after}`" for m in timeouts]
     errors = [m for m, o, _ in results if o == "error"]
     if errors:
         out += ["", "Not counted (pytest could not collect or run):", ""]

@@ -1,4 +1,4 @@
-"""Section 3 settings are validated at their boundaries (survivors of the first engine mutation run)."""
+"""Settings and campaign fields are validated at their boundaries (survivors of the first engine mutation run)."""
 
 from __future__ import annotations
 
@@ -29,3 +29,20 @@ def test_days_and_amounts_are_whole_and_not_negative(name):
     validate_settings(DistributionSettings(**{name: 0}))
     with pytest.raises(RuleViolation):
         validate_settings(DistributionSettings(**{name: -1}))
+
+
+def test_leader_commission_bp_takes_0_to_10000_inclusive():
+    """Section 2 `leader_commission_bp`: 0 (no reward) and 10000 are valid, outside is refused."""
+    from dataclasses import replace
+    from datetime import datetime, timedelta, timezone
+
+    from engine.groupbuy import Campaign, Tier, validate_campaign
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    c = Campaign(id="c", list_price=10_000, tiers=(Tier(2, 8_000),), duration=timedelta(hours=1),
+                 payment_window=timedelta(minutes=5), starts_at=t0, ends_at=t0 + timedelta(days=1))
+    for ok in (None, 0, 10_000):
+        validate_campaign(replace(c, leader_commission_bp=ok))
+    for bad in (-1, 10_001):
+        with pytest.raises(RuleViolation):
+            validate_campaign(replace(c, leader_commission_bp=bad))
