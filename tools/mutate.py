@@ -288,8 +288,7 @@ def main(argv: list[str]) -> int:
     mutants = [m for p in paths for m in mutants_of(p, ops, lines)]  # type: ignore[arg-type]
     total_sites = len(mutants)
     if args.sample and args.sample < len(mutants):
-        mutants = sorted(random.Random(args.seed).sample(mutants, args.sample),
-                         key=lambda m: (m.path, m.line, m.op, m.index))
+        mutants = random.Random(args.seed).sample(mutants, args.sample)  # random order: a --budget stops anywhere
     if args.list:
         for m in mutants:
             print(f"{m.path}:{m.line}  {m.op:<5}  {m.before}  ->  {m.after}")
@@ -303,6 +302,7 @@ def main(argv: list[str]) -> int:
     import sqlalchemy.ext.asyncio  # noqa: F401
 
     work = Path(tempfile.mkdtemp(prefix="sharecart-mutate-"))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the scratch copy is removed (finally below)
     results: list[tuple[Mutant, str, float]] = []
     started = time.monotonic()
     try:
