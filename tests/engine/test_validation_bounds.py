@@ -46,3 +46,51 @@ def test_leader_commission_bp_takes_0_to_10000_inclusive():
     for bad in (-1, 10_001):
         with pytest.raises(RuleViolation):
             validate_campaign(replace(c, leader_commission_bp=bad))
+
+
+def test_every_engine_dataclass_is_frozen():
+    """docs/architecture.md: every value the rules decide over is a frozen dataclass."""
+    import dataclasses
+    import importlib
+    import inspect
+    import pkgutil
+
+    import engine
+
+    found = 0
+    for info in pkgutil.iter_modules(engine.__path__):
+        module = importlib.import_module(f"engine.{info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if dataclasses.is_dataclass(cls) and cls.__module__ == module.__name__:
+                found += 1
+                assert cls.__dataclass_params__.frozen, f"{module.__name__}.{cls.__name__} is not frozen"
+    assert found > 30
+
+
+def test_rp2_winner_needs_an_interval_that_excludes_zero():
+    """RP-2 (engine/stats.py): a difference whose interval touches 0 names no winner."""
+    from engine.stats import RateDifference
+
+    assert not RateDifference(difference_bp=10, low_bp=0, high_bp=20).has_winner
+    assert RateDifference(difference_bp=10, low_bp=1, high_bp=20).has_winner
+    assert RateDifference(difference_bp=-10, low_bp=-20, high_bp=-1).has_winner
+    assert not RateDifference(difference_bp=-10, low_bp=-20, high_bp=0).has_winner
+    assert not RateDifference(difference_bp=10, low_bp=1, high_bp=20, enough_data=False).has_winner
+
+
+def test_rp2_intervals_need_decided_groups():
+    from engine.stats import formation_rate_difference, wilson_interval
+
+    assert formation_rate_difference(1, 1, 0, 0) is None
+    assert formation_rate_difference(0, 0, 1, 1) is None
+    for successes, trials in ((1, 0), (3, 2), (-1, 2)):
+        with pytest.raises(ValueError):
+            wilson_interval(successes, trials)
+
+
+def test_lg2_approving_nothing_is_refused():
+    from engine.distribution import DistributionSettings
+    from engine.ledger import approve_payout
+
+    with pytest.raises(RuleViolation):
+        approve_payout(DistributionSettings(), 0)
