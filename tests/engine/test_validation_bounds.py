@@ -83,7 +83,7 @@ def test_rp2_intervals_need_decided_groups():
 
     assert formation_rate_difference(1, 1, 0, 0) is None
     assert formation_rate_difference(0, 0, 1, 1) is None
-    for successes, trials in ((1, 0), (3, 2), (-1, 2)):
+    for successes, trials in ((0, 0), (1, 0), (3, 2), (-1, 2)):
         with pytest.raises(ValueError):
             wilson_interval(successes, trials)
 
