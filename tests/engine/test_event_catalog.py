@@ -27,12 +27,13 @@ def test_docs_webhooks_md_lists_exactly_the_catalog():
 
 
 def _emit_calls():
-    """Every `emit(...)`/`events.emit(...)` call in service/, with its file and line."""
+    """Every `emit(...)`/`events.emit(...)` and `ledger.event(...)` (the money applier's outbox) call in
+    service/, with its file and line."""
     for path in sorted((ROOT / "service").glob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and (
-                    (isinstance(node.func, ast.Attribute) and node.func.attr == "emit")
+                    (isinstance(node.func, ast.Attribute) and node.func.attr in ("emit", "event"))
                     or (isinstance(node.func, ast.Name) and node.func.id == "emit")):
                 kw = {k.arg: k.value for k in node.keywords}
                 if "type" in kw:

@@ -89,8 +89,7 @@ def test_rp2_intervals_need_decided_groups():
 
 
 def test_lg2_approving_nothing_is_refused():
-    from engine.distribution import DistributionSettings
     from engine.ledger import approve_payout
 
     with pytest.raises(RuleViolation):
-        approve_payout(DistributionSettings(), 0)
+        approve_payout(0, fee=0)
