@@ -369,6 +369,8 @@ def _print_demo(r: dict, host: str, port: int) -> None:
     echo = typer.echo
     echo("")
     echo(f"GraphiQL:   {base}/graphiql      (API: {base}/graphql)")
+    echo(f"Console:    {base}/console       (paste the admin or finance token below; docs/console.md)")
+    echo(f"Storefront: {base}/demo/storefront?key={shop.public_key}   (live groups; paste a customer token)")
     echo("Walkthrough from here to a formed group and a paid-out commission: docs/walkthrough.md")
     echo(f"Demo shop:  {shop.shop_id} ({shop.currency})   advanceClock: "
          f"{'on' if test_clock_enabled() else 'off (serve --test-clock)'}")
