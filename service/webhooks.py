@@ -557,8 +557,8 @@ async def deliver_due(svc: Services, *, client: httpx.AsyncClient | None = None,
         while stop is None or not stop.is_set():
             d.freed.clear()
             started = await d.fill()
-            if not started and not d.in_flight:
-                break
+            if not started and not d.in_flight and not d.freed.is_set():
+                break  # nothing claimable, nothing posting, and no POST ended meanwhile (its lane may have been busy)
             if d.in_flight:
                 await d.freed.wait()
     return d.posted
@@ -595,7 +595,7 @@ async def delivery_loop(svc: Services, stop: asyncio.Event, *, interval: float =
                     log.warning("%s: working again after %d failed tries", what, failures)
                 failures, delay = 0, interval
             waits = {asyncio.ensure_future(stop.wait())}
-            if d.in_flight and not failures:  # wake as soon as a lane frees, else after the delay
+            if (d.in_flight or d.freed.is_set()) and not failures:  # wake when a lane frees, else after the delay
                 waits.add(asyncio.ensure_future(d.freed.wait()))
             await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
             for w in waits:
