@@ -3,6 +3,8 @@
 
     python3 tasks.py serve   # embedded PostgreSQL, migrations, demo shop, GraphiQL URL + tokens
     python3 tasks.py test    # the whole test suite (pytest args may follow)
+    python3 tasks.py test --fast   # only the pure tests (engine/, no database): seconds
+    python3 tasks.py lint    # ruff check + mypy (strict on engine/, baseline elsewhere), as .ci/run does
     python3 tasks.py lock    # rewrite requirements.lock (what the container installs) from pyproject.toml
 
 Creates ./.venv on first use and reinstalls only when pyproject.toml changes. Then it execs the command
@@ -77,7 +79,7 @@ def lock() -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("serve", "test", "lock"):
+    if not argv or argv[0] not in ("serve", "test", "lint", "lock"):
         print(__doc__)
         return 2
     ensure_env()
@@ -86,6 +88,16 @@ def main(argv: list[str]) -> int:
         return lock()
     if cmd == "serve":
         args = [str(BIN / "sharecart"), "serve", *rest]
+    elif cmd == "lint":
+        os.chdir(ROOT)
+        if subprocess.call([str(BIN / "ruff"), "check", "."]) != 0:
+            return 1
+        return subprocess.call([str(BIN / "python"), "tools/typecheck.py", *rest])
+    elif "--fast" in rest:
+        rest = [a for a in rest if a != "--fast"]
+        if not any(not a.startswith("-") for a in rest):
+            rest.append("tests/engine")
+        args = [str(BIN / "python"), "-m", "pytest", "-m", "pure", *rest]
     else:
         ensure_test_packages()
         args = [str(BIN / "python"), "-m", "pytest", *rest]

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine import commission as cm
 from engine import levels as lv
 from engine.distribution import DistributionSettings, DistributorStatus, admits_automatically
+from engine.events import EventType
 from engine.ledger import bonus_postings
 from engine.referral import current_referrer
 from service import events
@@ -208,7 +209,7 @@ def post_commission_line(session, ledger: LedgerBatch, *, order, beneficiary_id:
                                   level=level, amount=amount, releasable=releasable,
                                   paid_base=order.goods_amount if base is None else base)
     ledger.new_line(session, (line, postings), group_id=group_id)
-    ledger.event(type="commission.posted", aggregate_type="order", aggregate_id=order.order_id, rule=rule,
+    ledger.event(type=EventType.COMMISSION_POSTED, aggregate_type="order", aggregate_id=order.order_id, rule=rule,
                  payload={"order_id": order.order_id, "line_id": line.id, "beneficiary_id": beneficiary_id,
                           "level": level, "amount": amount})
     return line
@@ -271,7 +272,7 @@ def apply_line_refund(session, ledger: LedgerBatch, line: cm.CommissionLine, amo
         return
     ledger.line(session, (new, postings))
     if postings:
-        ledger.event(type="commission.reversed", aggregate_type="order", aggregate_id=line.order_id, rule="CM-5",
+        ledger.event(type=EventType.COMMISSION_REVERSED, aggregate_type="order", aggregate_id=line.order_id, rule="CM-5",
                      payload={"order_id": line.order_id, "line_id": line.id, "beneficiary_id": line.beneficiary_id,
                               "amount": line.standing - new.standing, "standing": new.standing, "cause": cause})
 
@@ -303,7 +304,7 @@ async def release_line(session: AsyncSession, ledger: LedgerBatch, line, now) ->
     if new == old:
         return
     ledger.line(session, (new, postings))
-    ledger.event(type="commission.available", aggregate_type="distributor", aggregate_id=old.beneficiary_id,
+    ledger.event(type=EventType.COMMISSION_AVAILABLE, aggregate_type="distributor", aggregate_id=old.beneficiary_id,
                  rule="CM-6", payload={"line_id": old.id, "order_id": old.order_id, "amount": new.standing})
 
 
@@ -318,7 +319,7 @@ async def void_order_lines(session: AsyncSession, ledger: LedgerBatch, *, order_
                              shop_id=shop_id, ids=list(order_ids)):
         new, postings = cm.void_line(line)
         ledger.line(session, (new, postings))
-        ledger.event(type="commission.voided", aggregate_type="order", aggregate_id=line.order_id, rule="CM-6",
+        ledger.event(type=EventType.COMMISSION_VOIDED, aggregate_type="order", aggregate_id=line.order_id, rule="CM-6",
                      payload={"order_id": line.order_id, "line_id": line.id, "beneficiary_id": line.beneficiary_id,
                               "level": line.level, "amount": line.standing, "cause": rule})
 
@@ -411,7 +412,7 @@ async def apply_level_decision(session, ledger: LedgerBatch, *, row: Distributor
         session.add(DistributorAudit(shop_id=row.shop_id, audit_id=new_id("aud_"), user_id=row.user_id,
                                      action="LEVEL", from_value=str(row.grade), to_value=str(decision.grade),
                                      actor=actor, reason=reason, at=now))
-        events.emit(session, shop_id=row.shop_id, type="distributor.level_changed", aggregate_type="distributor",
+        events.emit(session, shop_id=row.shop_id, type=EventType.DISTRIBUTOR_LEVEL_CHANGED, aggregate_type="distributor",
                     aggregate_id=row.user_id, now=now, rule="LV-3" if actor != "system" else "LV-2",
                     payload={"user_id": row.user_id, "from": row.grade, "to": decision.grade, "by": actor,
                              "reason": reason})

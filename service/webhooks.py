@@ -48,6 +48,7 @@ import httpx
 from sqlalchemy import func, select, text, tuple_, update
 
 from engine.errors import ErrorCode, refuse
+from engine.events import EventType, is_event_type
 from service import events, metrics, webhook_targets
 from service.context import Services
 from service.idempotency import once, once_row
@@ -110,6 +111,10 @@ async def register_endpoint(svc: Services, *, shop_id: str, url: str, event_type
     the endpoint the first call created instead of registering a second one (which would get every event
     twice, under another secret)."""
     await _refuse_unsafe_url(url)
+    unknown = sorted({t for t in event_types or [] if not is_event_type(t)})
+    if unknown:  # the catalog (engine/events.py, docs/webhooks.md): a typo would silently match nothing
+        raise refuse(ErrorCode.INVALID_INPUT, f"unknown event types {unknown}; see docs/webhooks.md",
+                     field="eventTypes")
     now = svc.now()
     async with unit_of_work(svc) as s:
         async def run():
@@ -517,7 +522,7 @@ async def _record(svc: Services, job: _Job, *, status: int | None, ok: bool, dur
             disabled = (await s.execute(update(WebhookEndpoint).where(*key, WebhookEndpoint.enabled)
                                         .values(enabled=False, disabled_at=now).returning(WebhookEndpoint.url))).first()
             if disabled:
-                events.emit(s, shop_id=job.shop_id, type="webhook.endpoint_disabled", aggregate_type="webhook",
+                events.emit(s, shop_id=job.shop_id, type=EventType.WEBHOOK_ENDPOINT_DISABLED, aggregate_type="webhook",
                             aggregate_id=job.endpoint_id, now=now,
                             payload={"endpoint_id": job.endpoint_id, "url": disabled.url, "failures": failures,
                                      "failing_since": since.isoformat()})
@@ -552,8 +557,8 @@ async def deliver_due(svc: Services, *, client: httpx.AsyncClient | None = None,
         while stop is None or not stop.is_set():
             d.freed.clear()
             started = await d.fill()
-            if not started and not d.in_flight:
-                break
+            if not started and not d.in_flight and not d.freed.is_set():
+                break  # nothing claimable, nothing posting, and no POST ended meanwhile (its lane may have been busy)
             if d.in_flight:
                 await d.freed.wait()
     return d.posted
@@ -590,7 +595,7 @@ async def delivery_loop(svc: Services, stop: asyncio.Event, *, interval: float =
                     log.warning("%s: working again after %d failed tries", what, failures)
                 failures, delay = 0, interval
             waits = {asyncio.ensure_future(stop.wait())}
-            if d.in_flight and not failures:  # wake as soon as a lane frees, else after the delay
+            if (d.in_flight or d.freed.is_set()) and not failures:  # wake when a lane frees, else after the delay
                 waits.add(asyncio.ensure_future(d.freed.wait()))
             await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
             for w in waits:

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from tests.api.conftest import Client, ServiceProcess, _free_port
+from tests.api.conftest import ServiceProcess, _free_port
 from tests.api.test_e2e import SEAT, make_campaign
 from tests.db_proxy import TcpProxy
 
