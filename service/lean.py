@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import text
 
 from engine import groupbuy as gb
+from engine.events import EventType
 from engine.refunds import OrderMoney, decide_refund
 from service import events
 from service.ids import new_id
@@ -291,10 +292,10 @@ class Writes:
                          q=s.quantity, up=s.unit_price, r=s.role.value, st=s.state.value, ra=s.reserved_at,
                          pb=s.pay_by, pa=s.paid_at)
 
-    def event(self, *, type: str, aggregate_type: str, aggregate_id: str, rule: str | None, payload: dict) -> None:
+    def event(self, *, type: EventType, aggregate_type: str, aggregate_id: str, rule: str | None, payload: dict) -> None:
         self.add("INSERT INTO events (shop_id, event_id, type, aggregate_type, aggregate_id, rule, occurred_at, "
                  "payload) VALUES (:{p}s, :{p}e, :{p}t, :{p}at, :{p}ai, :{p}r, :{p}now, CAST(:{p}pl AS jsonb))",
-                 s=self.shop_id, e=new_id("evt_"), t=type, at=aggregate_type, ai=aggregate_id, r=rule, now=self.now,
+                 s=self.shop_id, e=new_id("evt_"), t=str(getattr(type, "value", type)), at=aggregate_type, ai=aggregate_id, r=rule, now=self.now,
                  pl=json.dumps(events.payload_of(self.shop_id, payload, rule, self.currency), default=str))
 
     def idempotency_result(self, scope: str, key: str, result: dict) -> None:
@@ -311,19 +312,19 @@ class Writes:
         for ins in decision.instructions:
             if isinstance(ins, gb.CancelOrder):
                 self.orders.setdefault(ins.order_id, _OrderChange()).cancel = True
-                self.event(type="seat.released", aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
+                self.event(type=EventType.SEAT_RELEASED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
                            payload={"order_id": ins.order_id, "user_id": by_order[ins.order_id].user_id})
             elif isinstance(ins, gb.ReturnStock):
                 self.return_stock(campaign_id, by_order[ins.order_id].user_id, ins.quantity)
             elif isinstance(ins, gb.GroupOpened):
-                self.event(type="group.opened", aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
+                self.event(type=EventType.GROUP_OPENED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
                            payload={"group_id": g.id, "campaign_id": campaign_id, "leader_user_id": g.leader_user_id,
                                     "expires_at": g.expires_at.isoformat()})
             elif isinstance(ins, gb.GroupCancelled):
-                self.event(type="group.cancelled", aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
+                self.event(type=EventType.GROUP_CANCELLED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
                            payload={"group_id": g.id})
             elif isinstance(ins, gb.LeaderChanged):
-                self.event(type="group.leader_changed", aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
+                self.event(type=EventType.GROUP_LEADER_CHANGED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
                            payload={"group_id": g.id, "from": ins.old_user_id, "to": ins.new_user_id})
             elif isinstance(ins, gb.RefundOwed):  # GB-10: a further payment of a seat already paid
                 self.extra_payment_refund(g.id, ins)
@@ -343,7 +344,7 @@ class Writes:
         self.add("INSERT INTO refunds (shop_id, refund_id, order_id, amount, rule, \"full\", state, created_at) "
                  "VALUES (:{p}s, :{p}r, :{p}o, :{p}a, :{p}rule, true, 'OWED', :{p}now)", s=self.shop_id, r=refund_id,
                  o=ins.order_id, a=ins.amount, rule=ins.rule, now=self.now)
-        self.event(type="refund.owed", aggregate_type="group", aggregate_id=group_id, rule=ins.rule,
+        self.event(type=EventType.REFUND_OWED, aggregate_type="group", aggregate_id=group_id, rule=ins.rule,
                    payload={"refund_id": refund_id, "order_id": ins.order_id, "amount": ins.amount, "full": True,
                             "reason": ins.rule})
 
