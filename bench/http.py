@@ -184,7 +184,6 @@ class Bench:
 
     async def clone_groups(self, seat, n: int, tag: str, *, set_group: str = "") -> list[str]:
         """n copies of the template group (rows of groups, seats, orders, order_lines), ids suffixed _<tag><i>."""
-        import asyncpg
 
         sid, gid = self.shop.shop_id, seat.group_id
         suffix = f"'_{tag}' || i"

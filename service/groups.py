@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import select, text
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -30,7 +29,7 @@ from service.ledger import LedgerBatch
 from service.refunds import apply_refund
 from service.uow import unit_of_work
 from store import mapping
-from store.models import CampaignRow, CampaignUserUnits, GroupRow, Order, OrderLine, SeatRow, User
+from store.models import CampaignRow, GroupRow, Order, SeatRow
 
 
 @dataclass(frozen=True)
