@@ -173,12 +173,19 @@ def serve(
     test_clock: bool = typer.Option(False, "--test-clock", help="add the admin mutation advanceClock, which moves "
                                     "this process's service clock forward (OR-5); for demos and tests, never "
                                     "in production (same as SHARECART_TEST_CLOCK=1)"),
+    dev: bool = typer.Option(None, "--dev/--no-dev", help="development mode: introspection for every caller "
+                             "and /graphiql (SHARECART_DEV=1); on by default with --demo, off without "
+                             "(docs/security.md)"),
 ) -> None:
     """Start the API with the expiry worker; migrations applied first."""
     if test_clock:
         from api.mutations import TEST_CLOCK_ENV
 
         os.environ[TEST_CLOCK_ENV] = "1"
+    if dev if dev is not None else demo:
+        from api.limits import DEV_ENV
+
+        os.environ[DEV_ENV] = "1"
     asyncio.run(_serve(host, port, demo, worker))
 
 
@@ -186,6 +193,7 @@ async def _serve(host: str, port: int, demo: bool, run_worker: bool) -> None:
     import uvicorn
 
     from api.app import create_app
+    from api.server import server_config
     from service.worker import worker_loop
 
     if not os.environ.get("DATABASE_URL"):
@@ -199,7 +207,7 @@ async def _serve(host: str, port: int, demo: bool, run_worker: bool) -> None:
 
         r = await seed_demo(svc)
         _print_demo(r, host, port)
-    server = uvicorn.Server(uvicorn.Config(create_app(svc), host=host, port=port, log_level="info"))
+    server = uvicorn.Server(server_config(create_app(svc), host=host, port=port, log_level="info"))
     stop = asyncio.Event()
     tasks = [asyncio.create_task(server.serve())]
     if run_worker:
