@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 from pathlib import Path
 
+import asyncpg
 from graphql import GraphQLError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,7 +24,7 @@ try:  # what strawberry raises for a request it cannot read; it moved to cross_w
 except ImportError:  # pragma: no cover - older strawberry
     from strawberry.http.exceptions import HTTPException as UnreadableRequest
 
-from api.auth import authenticate
+from api.auth import ShopCache, authenticate
 from api.context import Context
 from api.httpsec import GraphQLResponse, SecurityHeaders, strip_query_strings
 from api.limits import dev_mode
@@ -31,7 +33,7 @@ from api.mutations import test_clock_enabled
 from api.schema import make_schema
 from engine.errors import ErrorCode, RuleViolation, refuse
 from service.context import Services
-from service.shops import get_shop, shop_by_public_key, shop_of_public_key
+from service.shops import get_shop, shop_of_public_key
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 256 * 1024
@@ -80,6 +82,18 @@ class SharecartGraphQL(GraphQL):
                          subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL])
         self.svc, self.dev, self.deadline_s = svc, dev, deadline_s
         self.listener = GroupListener(svc.engine.url.render_as_string(hide_password=False))
+        self.shops = ShopCache(lambda shop_id: get_shop(svc, shop_id))
+        self.listener.on_shop_change = self.shops.drop
+
+    async def shop(self, shop_id: str):
+        """The shop from this process's cache; the cache is valid only while LISTEN runs (api.auth)."""
+        if self.listener.conn is None or self.listener.conn.is_closed():
+            try:
+                await self.listener.ensure()
+            except (OSError, asyncpg.PostgresError):
+                self.shops.drop()
+                return await get_shop(self.svc, shop_id)
+        return await self.shops.get(shop_id)
 
     async def _identify(self, ctx: Context, authorization: str | None, shop_key: str | None) -> None:
         """SH-0/SH-1: a bearer token of a shop; else DS-2: the shop's public key. A bad token is an
@@ -88,7 +102,7 @@ class SharecartGraphQL(GraphQL):
         shops: dict = {}
 
         async def load_shop(shop_id: str):
-            shops[shop_id] = await get_shop(self.svc, shop_id)
+            shops[shop_id] = await self.shop(shop_id)
             return shops[shop_id]
 
         if token == "" and authorization.strip().partition(" ")[0].lower() != "bearer":
@@ -109,7 +123,10 @@ class SharecartGraphQL(GraphQL):
                     ErrorCode.UNAUTHENTICATED, "the bearer token and X-Shop-Key name different shops", rule="SH-1")
             return
         if shop_key:
-            shop = await shop_by_public_key(self.svc, shop_key.strip())
+            shop_id = shop_of_public_key(shop_key.strip())
+            shop = await self.shop(shop_id) if shop_id else None
+            if shop is not None and not secrets.compare_digest(shop.public_key, shop_key.strip()):
+                shop = None
             if shop is None:
                 ctx.auth_error = refuse(ErrorCode.UNAUTHENTICATED, "unknown shop key", rule="DS-2")
             else:
@@ -147,7 +164,8 @@ class SharecartGraphQL(GraphQL):
                 extensions={"code": "QUERY_TOO_COMPLEX", "limit": "time", "seconds": self.deadline_s})])
 
     async def get_context(self, request, response) -> Context:
-        ctx = Context(svc=self.svc, request=request, response=response, listener=self.listener, dev=self.dev)
+        ctx = Context(svc=self.svc, request=request, response=response, listener=self.listener, dev=self.dev,
+                      shop_cache=self.shops)
         await self._identify(ctx, request.headers.get("authorization"), request.headers.get("x-shop-key"))
         return ctx
 

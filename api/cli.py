@@ -13,10 +13,19 @@ app = typer.Typer(help="Sharecart: group-buy and distribution engine (GraphQL AP
 ROLES = ("customer", "distributor", "admin", "finance", "backend")
 
 
+DEMO_TOKEN_TTL_S = 8 * 3600  # the demo tokens `serve` prints: a working day, not a week
+
+
 def _services():
     from service.context import Services
     from store.database import create_engine
 
+    if not os.environ.get("DATABASE_URL") and not os.environ.get("SHARECART_SECRET_KEY"):
+        # the embedded database keeps its secrets' key in a file beside it, never inside it (store.secrets)
+        from store.database import data_dir
+        from store.secrets import KEY_ENV, embedded_key
+
+        os.environ[KEY_ENV] = embedded_key(data_dir())
     return Services(engine=create_engine())
 
 
@@ -61,12 +70,16 @@ def mint_token(
     shop_id: str,
     user: str = typer.Option(..., help="the acting user id"),
     role: list[str] = typer.Option(..., help=f"one or more of {', '.join(ROLES)}"),
-    ttl: int = typer.Option(86400, help="seconds the token stays valid"),
+    ttl: int = typer.Option(3600, help="seconds the token stays valid (at most 604800, 7 days)"),
 ) -> None:
     """Mint a bearer token for a user of a shop."""
+    from api.auth import MAX_TTL_S
+
     bad = [r for r in role if r not in ROLES]
     if bad:
         raise typer.BadParameter(f"unknown role(s) {bad}; choose from {ROLES}")
+    if not 0 < ttl <= MAX_TTL_S:
+        raise typer.BadParameter(f"--ttl is 1 to {MAX_TTL_S} seconds (7 days)")
 
     async def run():
         from service.shops import get_shop
@@ -250,9 +263,9 @@ def _print_demo(r: dict, host: str, port: int) -> None:
     echo(f"  LADDER_CAMPAIGN_ID  {gid('Campaign', r.get('campaign_id'))}   2/3/5-person ladder, tea")
     echo("Headers to paste into GraphiQL's Headers pane:")
     echo(f'  public      {{"X-Shop-Key": "{shop.public_key}"}}')
-    echo("Tokens, valid 7 days (header  Authorization: Bearer <token>):")
+    echo(f"Tokens of the demo shop, valid {DEMO_TOKEN_TTL_S // 3600} hours (header  Authorization: Bearer <token>):")
     for name, (user, roles) in DEMO_CALLERS.items():
-        echo(f"  {name:10s}  {','.join(roles):22s}  {_token(shop, user, roles, 7 * 86400)}")
+        echo(f"  {name:10s}  {','.join(roles):22s}  {_token(shop, user, roles, DEMO_TOKEN_TTL_S)}")
     echo(f"More: sharecart mint-token {shop.shop_id} --user NAME --role customer")
     echo("")
 

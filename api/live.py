@@ -15,6 +15,7 @@ import asyncpg
 from store.database import to_libpq
 
 CHANNEL = "sharecart_groups"
+SHOPS_CHANNEL = "sharecart_shops"  # a shop's secrets or token revocation changed (api.auth.ShopCache)
 
 
 class GroupListener:
@@ -24,12 +25,21 @@ class GroupListener:
         self.queues: dict[str, set[asyncio.Queue]] = defaultdict(set)
         self._lock = asyncio.Lock()
 
+    on_shop_change = None  # called with a shop id on NOTIFY sharecart_shops, with None when LISTEN was lost
+
     async def ensure(self) -> None:
         async with self._lock:
             if self.conn is None or self.conn.is_closed():
                 self.conn = await asyncpg.connect(self.url)
                 self.conn.add_termination_listener(self._on_lost)
                 await self.conn.add_listener(CHANNEL, self._on_notify)
+                await self.conn.add_listener(SHOPS_CHANNEL, self._on_shop)
+                if self.on_shop_change is not None:
+                    self.on_shop_change(None)  # changes made while no one listened are not known: forget all
+
+    def _on_shop(self, _conn, _pid, _channel, payload: str) -> None:
+        if self.on_shop_change is not None:
+            self.on_shop_change(payload)
 
     def _on_notify(self, _conn, _pid, _channel, payload: str) -> None:
         for q in list(self.queues.get(payload, ())):
@@ -37,6 +47,8 @@ class GroupListener:
 
     def _on_lost(self, _conn) -> None:
         self.conn = None
+        if self.on_shop_change is not None:
+            self.on_shop_change(None)
         for qs in list(self.queues.values()):
             for q in list(qs):
                 q.put_nowait("resync")

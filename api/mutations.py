@@ -17,6 +17,7 @@ import strawberry
 from strawberry.types import Info
 
 from api.errors import UserError, user_error
+from api.security_mutations import SecurityMutations
 from api.permissions import IsAdmin, IsBackend, IsBackendOrAdmin, IsCustomer, IsDistributor, IsFinance
 from api.types import (
     Campaign,
@@ -494,7 +495,7 @@ async def _change_status(info: Info, input: "DistributorStatusInput", change: st
 
 # ---------------------------------------------------------------- mutation root
 @strawberry.type
-class Mutation:
+class Mutation(SecurityMutations):
     # ------------------------------------------------------------ customer
     @strawberry.mutation(permission_classes=[IsCustomer], description="GB-1: open a group as its leader.")
     async def open_group(self, info: Info, input: OpenGroupInput) -> SeatPayload:

@@ -34,7 +34,7 @@ from collections import Counter
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import func, select, text, tuple_, update
+from sqlalchemy import delete, func, select, text, tuple_, update
 
 from engine.errors import ErrorCode, refuse
 from service import events
@@ -394,3 +394,74 @@ async def _hold(s, d: WebhookDelivery) -> None:
         .with_for_update(read=True))).scalar()
     if not enabled:
         d.state = "HELD"
+
+
+# ---------------------------------------------------------------- admin: disable, re-point, delete (issue 11.9)
+def _check_url(url: str) -> None:
+    """The registration check for a URL an endpoint is re-pointed to (the same rules as register_endpoint)."""
+    if not url.startswith(("http://", "https://")):
+        raise refuse(ErrorCode.INVALID_INPUT, "the URL must be http(s)", field="url")
+
+
+async def disable_endpoint(svc: Services, *, shop_id: str, endpoint_id: str,
+                           idempotency_key: str | None = None) -> WebhookEndpoint:
+    """Stop sending to an endpoint: what it is owed from now on is held (as for an endpoint disabled for failing)
+    and goes out, in order, once `enable_endpoint` runs."""
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        async def run() -> WebhookEndpoint:
+            ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id), with_for_update=True)
+            if ep is None:
+                raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
+            if ep.enabled:
+                ep.enabled, ep.disabled_at = False, now
+            return ep
+
+        return await once_row(s, WebhookEndpoint, shop_id=shop_id, scope="disable_webhook", key=idempotency_key,
+                              now=now, run=run, request={"endpoint_id": endpoint_id})
+
+
+async def update_endpoint(svc: Services, *, shop_id: str, endpoint_id: str, url: str | None = None,
+                          event_types: list[str] | None = None,
+                          idempotency_key: str | None = None) -> WebhookEndpoint:
+    """Re-point an endpoint (a new URL, checked as at registration) and/or change its event-type filter; its
+    secret and what it is owed stay."""
+    if url is not None:
+        _check_url(url)
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        async def run() -> WebhookEndpoint:
+            ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id), with_for_update=True)
+            if ep is None:
+                raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
+            if url is not None:
+                ep.url = url
+            if event_types is not None:
+                ep.event_types = list(event_types)
+            return ep
+
+        return await once_row(s, WebhookEndpoint, shop_id=shop_id, scope="update_webhook", key=idempotency_key,
+                              now=now, run=run, request={"endpoint_id": endpoint_id, "url": url,
+                                                         "event_types": sorted(event_types or [])
+                                                         if event_types is not None else None})
+
+
+async def delete_endpoint(svc: Services, *, shop_id: str, endpoint_id: str,
+                          idempotency_key: str | None = None) -> bool:
+    """Remove an endpoint with what it is still owed and its attempt records; the shop's events stay (the
+    event pull API serves them). A retry with the same key answers True again; without a key, deleting an
+    endpoint that is gone is NOT_FOUND."""
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        async def run() -> dict:
+            ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id), with_for_update=True)
+            if ep is None:
+                raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
+            for model in (WebhookDelivery, WebhookAttempt):
+                await s.execute(delete(model).where(model.shop_id == shop_id, model.endpoint_id == endpoint_id))
+            await s.delete(ep)
+            return {"deleted": True}
+
+        r = await once(s, shop_id=shop_id, scope="delete_webhook", key=idempotency_key, now=now, run=run,
+                       request={"endpoint_id": endpoint_id})
+        return bool(r["deleted"])
