@@ -81,7 +81,13 @@ class ShopCredentialsPayload:
 
 
 @strawberry.input
-class WebhookEndpointInput:
+class DisableWebhookInput:
+    endpoint_id: strawberry.ID
+    idempotency_key: Optional[str] = _key()
+
+
+@strawberry.input
+class DeleteWebhookInput:
     endpoint_id: strawberry.ID
     idempotency_key: Optional[str] = _key()
 
@@ -166,7 +172,7 @@ class SecurityMutations:
 
     @strawberry.mutation(permission_classes=[IsAdmin], description="Stop sending to an endpoint: what it is "
                          "owed is held until enableWebhook.")
-    async def disable_webhook(self, info: Info, input: WebhookEndpointInput) -> EndpointPayload:
+    async def disable_webhook(self, info: Info, input: DisableWebhookInput) -> EndpointPayload:
         ctx = info.context
         try:
             e = await webhooks_svc.disable_endpoint(ctx.svc, shop_id=ctx.shop_id,
@@ -191,7 +197,7 @@ class SecurityMutations:
 
     @strawberry.mutation(permission_classes=[IsAdmin], description="Delete an endpoint and what it is still owed "
                          "(the events stay in the event pull API).")
-    async def delete_webhook(self, info: Info, input: WebhookEndpointInput) -> DeleteWebhookPayload:
+    async def delete_webhook(self, info: Info, input: DeleteWebhookInput) -> DeleteWebhookPayload:
         ctx = info.context
         try:
             done = await webhooks_svc.delete_endpoint(ctx.svc, shop_id=ctx.shop_id,
