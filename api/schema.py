@@ -16,8 +16,7 @@ from sqlalchemy.exc import StatementError
 from strawberry.extensions import ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
-from api.errors import PublicErrors, _refused_request
-from engine.errors import RuleViolation
+from api.errors import PublicErrors, _refused_request, refusal_of
 from api.limits import CachedParse, CostLimit, TokenLimit, depth_limiter
 from api.mutations import Mutation, MutationWithTestClock
 from api.queries import Query
@@ -36,9 +35,10 @@ class SharecartSchema(strawberry.Schema):
         for error in errors:
             original = error.original_error
             path = ".".join(str(p) for p in error.path or ()) or "-"
-            if isinstance(original, RuleViolation):
-                log.info("refused %s op=%s path=%s rule=%s: %s", original.code.value, operation, path,
-                         original.rule or "-", original.message)
+            refusal = refusal_of(original) if original is not None else None
+            if refusal is not None:
+                log.info("refused %s op=%s path=%s rule=%s: %s", refusal.code.value, operation, path,
+                         refusal.rule or "-", refusal.message)
             elif (error.extensions or {}).get("code") or _refused_request(error):
                 code = (error.extensions or {}).get("code") or "INVALID_INPUT"
                 log.info("refused %s op=%s path=%s: %s", code, operation, path, error.message)

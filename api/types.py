@@ -56,6 +56,17 @@ MINOR_UNITS = strawberry.scalar(
                 "within ±2^53 (not the 32-bit Int).")
 
 DEFAULT_PAGE, MAX_PAGE = 20, 100
+MAX_OFFSET = 10**9  # a cursor further than this is not one this API gave out (10^21 overflowed OFFSET)
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(9000, 1, 1)  # calendar days an input may name
+MAX_MINOR = 2**53 - 1  # what MinorUnits can carry: an order total beyond it could never be paid
+
+
+def bounded_day(day: date, field: str) -> date:
+    """A calendar day of an input, refused (INVALID_INPUT) outside FIRST_DAY..LAST_DAY: 0001-01-01 in a shop's
+    time zone is before the first instant a datetime can hold."""
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise refuse(ErrorCode.INVALID_INPUT, f"a day from {FIRST_DAY} to {LAST_DAY}", field=field)
+    return day
 
 
 # ---------------------------------------------------------------- ids
@@ -106,7 +117,7 @@ def page_args(first: Optional[int], after: Optional[str]) -> tuple[int, int]:
             kind, n = base64.b64decode(after, validate=True).decode().split(":")
             assert kind == "c"
             offset = int(n)
-            assert offset >= 0
+            assert 0 <= offset <= MAX_OFFSET
         except Exception:
             raise refuse(ErrorCode.INVALID_INPUT, "after: not a cursor of this list", field="after")
     return min(first, MAX_PAGE), offset
