@@ -81,9 +81,15 @@ class SharecartGraphQL(GraphQL):
         super().__init__(make_schema(test_clock=test_clock), graphql_ide=None,
                          subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL])
         self.svc, self.dev, self.deadline_s = svc, dev, deadline_s
-        self.listener = GroupListener(svc.engine.url.render_as_string(hide_password=False))
+        self.listener = GroupListener(svc.engine.url.render_as_string(hide_password=False), fetch=self._group)
         self.shops = ShopCache(lambda shop_id: get_shop(svc, shop_id))
         self.listener.on_shop_change = self.shops.drop
+
+    async def _group(self, shop_id: str, group_id: str):
+        """The one read of a group per change that api.live fans out to every subscriber of this process."""
+        from service import queries
+
+        return (await queries.groups_by_ids(self.svc, shop_id=shop_id, ids=[group_id])).get(group_id)
 
     async def shop(self, shop_id: str):
         """The shop from this process's cache; the cache is valid only while LISTEN runs (api.auth)."""
