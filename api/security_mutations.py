@@ -20,10 +20,10 @@ import strawberry
 from strawberry.types import Info
 
 from api.auth import mint_token
-from api.errors import UserError, user_error
+from api.errors import UserError, refusal_of, user_error
 from api.permissions import IsAdmin, IsBackend
 from api.types import WebhookEndpoint, endpoint_type, raw_id
-from engine.errors import ErrorCode, RuleViolation, refuse
+from engine.errors import ErrorCode, refuse
 from service import shops as shops_svc
 from service import webhooks as webhooks_svc
 
@@ -113,12 +113,23 @@ class DeleteWebhookPayload:
     errors: list[UserError]
 
 
-def _refused(payload_cls, e):
-    return payload_cls(errors=[user_error(e)])
+async def _run(payload_cls, go):
+    """The use case's result as the payload; a refusal (also one the database makes) as its `errors`."""
+    try:
+        return payload_cls(**(await go()), errors=[])
+    except Exception as e:
+        refusal = refusal_of(e)
+        if refusal is None:
+            raise
+        return payload_cls(errors=[user_error(refusal)])
 
 
 def _endpoint_id(value) -> str:
     return raw_id(value, "WebhookEndpoint", "endpointId")
+
+
+def _credentials(shop) -> dict:
+    return dict(tokens_not_before=shop.tokens_not_before, previous_secret_valid_until=shop.previous_jwt_secret_until)
 
 
 @strawberry.type
@@ -127,7 +138,8 @@ class SecurityMutations:
                          f"user of the caller's shop, valid at most {MAX_ISSUED_TTL_S} s (docs/security.md).")
     async def issue_token(self, info: Info, input: IssueTokenInput) -> IssueTokenPayload:
         ctx = info.context
-        try:
+
+        async def go():
             if not input.user_id or len(input.user_id) > 64:
                 raise refuse(ErrorCode.INVALID_INPUT, "user id must be 1-64 characters", field="userId")
             if not input.roles:
@@ -135,74 +147,67 @@ class SecurityMutations:
             if not 1 <= input.ttl_seconds <= MAX_ISSUED_TTL_S:
                 raise refuse(ErrorCode.INVALID_INPUT, f"ttlSeconds is 1 to {MAX_ISSUED_TTL_S}", field="ttlSeconds",
                              rule="SH-0")
-        except RuleViolation as e:
-            return _refused(IssueTokenPayload, e)
-        shop = await ctx.shop_cache.get(ctx.shop_id) if ctx.shop_cache else await shops_svc.get_shop(ctx.svc,
-                                                                                                     ctx.shop_id)
-        token = mint_token(shop, input.user_id, [r.value for r in input.roles], input.ttl_seconds)
-        exp = jwt.decode(token, options={"verify_signature": False})["exp"]
-        return IssueTokenPayload(token=token, expires_at=datetime.fromtimestamp(exp, timezone.utc), errors=[])
+            shop = await (ctx.shop_cache.get(ctx.shop_id) if ctx.shop_cache else shops_svc.get_shop(ctx.svc,
+                                                                                                  ctx.shop_id))
+            token = mint_token(shop, input.user_id, [r.value for r in input.roles], input.ttl_seconds)
+            exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+            return dict(token=token, expires_at=datetime.fromtimestamp(exp, timezone.utc))
+        return await _run(IssueTokenPayload, go)
 
     @strawberry.mutation(permission_classes=[IsAdmin], description="A new token signing secret; tokens signed "
                          "with the old one stay valid for the overlap (docs/security.md).")
     async def rotate_jwt_secret(self, info: Info, input: RotateJwtSecretInput) -> ShopCredentialsPayload:
         ctx = info.context
-        try:
+
+        async def go():
             shop = await shops_svc.rotate_jwt_secret(ctx.svc, shop_id=ctx.shop_id, overlap_s=input.overlap_seconds,
                                                      idempotency_key=input.idempotency_key)
-        except RuleViolation as e:
-            return _refused(ShopCredentialsPayload, e)
-        if ctx.shop_cache:
-            ctx.shop_cache.drop(ctx.shop_id)
-        return ShopCredentialsPayload(tokens_not_before=shop.tokens_not_before,
-                                      previous_secret_valid_until=shop.previous_jwt_secret_until, errors=[])
+            if ctx.shop_cache:
+                ctx.shop_cache.drop(ctx.shop_id)
+            return _credentials(shop)
+        return await _run(ShopCredentialsPayload, go)
 
     @strawberry.mutation(permission_classes=[IsAdmin], description="Refuse every token of the shop issued before "
                          "now (the caller's too: mint a new one).")
     async def revoke_tokens(self, info: Info, input: RevokeTokensInput) -> ShopCredentialsPayload:
         ctx = info.context
-        try:
+
+        async def go():
             shop = await shops_svc.revoke_tokens(ctx.svc, shop_id=ctx.shop_id, idempotency_key=input.idempotency_key)
-        except RuleViolation as e:
-            return _refused(ShopCredentialsPayload, e)
-        if ctx.shop_cache:
-            ctx.shop_cache.drop(ctx.shop_id)
-        return ShopCredentialsPayload(tokens_not_before=shop.tokens_not_before,
-                                      previous_secret_valid_until=shop.previous_jwt_secret_until, errors=[])
+            if ctx.shop_cache:
+                ctx.shop_cache.drop(ctx.shop_id)
+            return _credentials(shop)
+        return await _run(ShopCredentialsPayload, go)
 
     @strawberry.mutation(permission_classes=[IsAdmin], description="Stop sending to an endpoint: what it is "
                          "owed is held until enableWebhook.")
     async def disable_webhook(self, info: Info, input: DisableWebhookInput) -> EndpointPayload:
         ctx = info.context
-        try:
-            e = await webhooks_svc.disable_endpoint(ctx.svc, shop_id=ctx.shop_id,
-                                                    endpoint_id=_endpoint_id(input.endpoint_id),
-                                                    idempotency_key=input.idempotency_key)
-        except RuleViolation as err:
-            return _refused(EndpointPayload, err)
-        return EndpointPayload(endpoint=endpoint_type(e), errors=[])
+
+        async def go():
+            return dict(endpoint=endpoint_type(await webhooks_svc.disable_endpoint(
+                ctx.svc, shop_id=ctx.shop_id, endpoint_id=_endpoint_id(input.endpoint_id),
+                idempotency_key=input.idempotency_key)))
+        return await _run(EndpointPayload, go)
 
     @strawberry.mutation(permission_classes=[IsAdmin], description="Re-point an endpoint (new URL) and/or change "
                          "its event types.")
     async def update_webhook(self, info: Info, input: UpdateWebhookInput) -> EndpointPayload:
         ctx = info.context
-        try:
-            e = await webhooks_svc.update_endpoint(ctx.svc, shop_id=ctx.shop_id,
-                                                   endpoint_id=_endpoint_id(input.endpoint_id), url=input.url,
-                                                   event_types=input.event_types,
-                                                   idempotency_key=input.idempotency_key)
-        except RuleViolation as err:
-            return _refused(EndpointPayload, err)
-        return EndpointPayload(endpoint=endpoint_type(e), errors=[])
+
+        async def go():
+            return dict(endpoint=endpoint_type(await webhooks_svc.update_endpoint(
+                ctx.svc, shop_id=ctx.shop_id, endpoint_id=_endpoint_id(input.endpoint_id), url=input.url,
+                event_types=input.event_types, idempotency_key=input.idempotency_key)))
+        return await _run(EndpointPayload, go)
 
     @strawberry.mutation(permission_classes=[IsAdmin], description="Delete an endpoint and what it is still owed "
                          "(the events stay in the event pull API).")
     async def delete_webhook(self, info: Info, input: DeleteWebhookInput) -> DeleteWebhookPayload:
         ctx = info.context
-        try:
-            done = await webhooks_svc.delete_endpoint(ctx.svc, shop_id=ctx.shop_id,
-                                                      endpoint_id=_endpoint_id(input.endpoint_id),
-                                                      idempotency_key=input.idempotency_key)
-        except RuleViolation as err:
-            return _refused(DeleteWebhookPayload, err)
-        return DeleteWebhookPayload(deleted=done, errors=[])
+
+        async def go():
+            return dict(deleted=await webhooks_svc.delete_endpoint(
+                ctx.svc, shop_id=ctx.shop_id, endpoint_id=_endpoint_id(input.endpoint_id),
+                idempotency_key=input.idempotency_key))
+        return await _run(DeleteWebhookPayload, go)

@@ -397,6 +397,13 @@ async def _hold(s, d: WebhookDelivery) -> None:
 
 
 # ---------------------------------------------------------------- admin: disable, re-point, delete (issue 11.9)
+async def _locked(s, shop_id: str, endpoint_id: str) -> WebhookEndpoint:
+    ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id), with_for_update=True)
+    if ep is None:
+        raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
+    return ep
+
+
 def _check_url(url: str) -> None:
     """The registration check for a URL an endpoint is re-pointed to (the same rules as register_endpoint)."""
     if not url.startswith(("http://", "https://")):
@@ -410,9 +417,7 @@ async def disable_endpoint(svc: Services, *, shop_id: str, endpoint_id: str,
     now = svc.now()
     async with unit_of_work(svc) as s:
         async def run() -> WebhookEndpoint:
-            ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id), with_for_update=True)
-            if ep is None:
-                raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
+            ep = await _locked(s, shop_id, endpoint_id)
             if ep.enabled:
                 ep.enabled, ep.disabled_at = False, now
             return ep
@@ -431,9 +436,7 @@ async def update_endpoint(svc: Services, *, shop_id: str, endpoint_id: str, url:
     now = svc.now()
     async with unit_of_work(svc) as s:
         async def run() -> WebhookEndpoint:
-            ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id), with_for_update=True)
-            if ep is None:
-                raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
+            ep = await _locked(s, shop_id, endpoint_id)
             if url is not None:
                 ep.url = url
             if event_types is not None:
@@ -454,9 +457,7 @@ async def delete_endpoint(svc: Services, *, shop_id: str, endpoint_id: str,
     now = svc.now()
     async with unit_of_work(svc) as s:
         async def run() -> dict:
-            ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id), with_for_update=True)
-            if ep is None:
-                raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
+            ep = await _locked(s, shop_id, endpoint_id)
             for model in (WebhookDelivery, WebhookAttempt):
                 await s.execute(delete(model).where(model.shop_id == shop_id, model.endpoint_id == endpoint_id))
             await s.delete(ep)

@@ -28,7 +28,7 @@ NUL = "a\x00b"
 @pytest.mark.parametrize("request_", [
     ('query($c: String!) { resolveInvite(code: $c) { valid } }', {"c": NUL}, "public"),
     ('{ resolveInvite(code: "a\\u0000b") { valid } }', {}, "public"),
-    ('mutation($i: BindReferrerInput!) { bindReferrer(input: $i) { errors { code } } }', {"i": {"code": NUL}},
+    ('mutation($i: BindReferrerInput!) { bindReferrer(input: $i) { errors { code } } }', {"i": {"inviteCode": NUL}},
      "customer"),
     ('mutation($i: OpenGroupInput!) { openGroup(input: $i) { errors { code } } }',
      {"i": {"campaignId": "cmp_x", "idempotencyKey": NUL}}, "customer"),
