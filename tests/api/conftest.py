@@ -38,6 +38,7 @@ class AppServer:
             holder["server"], holder["loop"] = srv, loop
             started.set()
             loop.run_until_complete(srv.serve())
+            loop.run_until_complete(svc.engine.dispose())  # give the pooled connections back at once
 
         self.thread = threading.Thread(target=serve, daemon=True)
         self.thread.start()
