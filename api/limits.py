@@ -22,7 +22,6 @@ Page sizes themselves are capped (`first` > MAX_PAGE reads MAX_PAGE) in api.type
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any, Mapping
 
@@ -66,7 +65,9 @@ DEV_ENV = "SHARECART_DEV"
 def dev_mode() -> bool:
     """SHARECART_DEV=1: development conveniences — introspection for every caller and the GraphiQL page.
     Off by default (production); `sharecart serve` of the demo turns it on unless --no-dev."""
-    return os.environ.get(DEV_ENV) == "1"
+    from service.settings import settings
+
+    return settings().dev
 
 
 def _coded(error: GraphQLError, **extra: Any) -> GraphQLError:

@@ -43,6 +43,7 @@ IsCustomer, IsDistributor, IsAdmin, IsFinance, IsBackend = (
     any_role(r) for r in ("customer", "distributor", "admin", "finance", "backend"))
 IsBackendOrAdmin = any_role("backend", "admin")
 IsAdminOrFinance = any_role("admin", "finance")
+IsBackendOrFinance = any_role("backend", "finance")
 
 
 class HasShopKey(BasePermission):
@@ -84,11 +85,12 @@ _ALIAS_KEY: list[bytes] = []
 
 def _alias_key() -> bytes:
     import hashlib
-    import os
     import secrets
 
+    from service.settings import settings
+
     if not _ALIAS_KEY:
-        master = os.environ.get("SHARECART_SECRET_KEY", "").split(",")[0].strip()
+        master = (settings().secret_key or "").split(",")[0].strip()
         _ALIAS_KEY.append(hashlib.sha256(b"sharecart-alias:" + master.encode()).digest() if master
                           else secrets.token_bytes(32))
     return _ALIAS_KEY[0]

@@ -17,6 +17,7 @@ from strawberry.extensions import ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
 from api.errors import PublicErrors, _refused_request, refusal_of
+from api.metrics import OperationMetrics
 from api.limits import CachedParse, CostLimit, TokenLimit, depth_limiter
 from api.mutations import Mutation, MutationWithTestClock
 from api.queries import Query
@@ -63,6 +64,7 @@ def make_schema(*, test_clock: bool = False) -> strawberry.Schema:
             lambda: CachedParse(maxsize=512),
             lambda: ValidationCache(maxsize=512),
             PublicErrors,
+            OperationMetrics,
         ],
     )
 

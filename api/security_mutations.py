@@ -6,7 +6,8 @@
   uniformity (GB-10).
 - `rotateJwtSecret` (admin): a new signing secret; the old one verifies for `overlapSeconds` more.
 - `revokeTokens` (admin): every token issued before now is refused, in every process.
-- `disableWebhook`, `updateWebhook` (re-point: new URL and/or event types), `deleteWebhook` (admin).
+- `updateWebhook` (re-point: new URL and/or event types) and `deleteWebhook` (admin); `disableWebhook` is in
+  api.mutations.
 """
 
 from __future__ import annotations
@@ -78,12 +79,6 @@ class ShopCredentialsPayload:
     previous_secret_valid_until: Optional[datetime] = strawberry.field(
         default=None, description="Until when tokens signed with the replaced secret are accepted")
     errors: list[UserError]
-
-
-@strawberry.input
-class DisableWebhookInput:
-    endpoint_id: strawberry.ID
-    idempotency_key: Optional[str] = _key()
 
 
 @strawberry.input
@@ -178,17 +173,6 @@ class SecurityMutations:
                 ctx.shop_cache.drop(ctx.shop_id)
             return _credentials(shop)
         return await _run(ShopCredentialsPayload, go)
-
-    @strawberry.mutation(permission_classes=[IsAdmin], description="Stop sending to an endpoint: what it is "
-                         "owed is held until enableWebhook.")
-    async def disable_webhook(self, info: Info, input: DisableWebhookInput) -> EndpointPayload:
-        ctx = info.context
-
-        async def go():
-            return dict(endpoint=endpoint_type(await webhooks_svc.disable_endpoint(
-                ctx.svc, shop_id=ctx.shop_id, endpoint_id=_endpoint_id(input.endpoint_id),
-                idempotency_key=input.idempotency_key)))
-        return await _run(EndpointPayload, go)
 
     @strawberry.mutation(permission_classes=[IsAdmin], description="Re-point an endpoint (new URL) and/or change "
                          "its event types.")

@@ -37,7 +37,7 @@ import httpx
 from sqlalchemy import delete, func, select, text, tuple_, update
 
 from engine.errors import ErrorCode, refuse
-from service import events
+from service import events, metrics
 from service.context import Services
 from service.idempotency import once, once_row
 from service.ids import new_id
@@ -353,6 +353,7 @@ async def _attempt(s, client: httpx.AsyncClient, shop_id: str, endpoint_id: str,
         ok = 200 <= status < 300
     except httpx.HTTPError as e:
         ok, error = False, type(e).__name__
+    metrics.webhook_attempt(ok)
     d.attempts += 1
     d.last_status, d.last_error = status, error
     s.add(WebhookAttempt(shop_id=shop_id, attempt_id=new_id("wa_"), endpoint_id=endpoint_id, event_id=event_id,
@@ -396,6 +397,26 @@ async def _hold(s, d: WebhookDelivery) -> None:
         d.state = "HELD"
 
 
+async def disable_endpoint(svc: Services, *, shop_id: str, endpoint_id: str,
+                           idempotency_key: str | None = None) -> WebhookEndpoint:
+    """An admin stops deliveries to an endpoint: what it is owed from now on is HELD, not lost, until
+    `enable_endpoint` (the same state the worker leaves a failing endpoint in). Disabling it again
+    changes nothing (its first `disabled_at` stays)."""
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        async def run() -> WebhookEndpoint:
+            ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id), with_for_update=True)
+            if ep is None:
+                raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
+            if ep.enabled:
+                ep.enabled, ep.disabled_at = False, now
+            await s.flush()
+            return ep
+
+        return await once_row(s, WebhookEndpoint, shop_id=shop_id, scope="disable_webhook", key=idempotency_key,
+                              now=now, run=run, request={"endpoint_id": endpoint_id})
+
+
 # ---------------------------------------------------------------- admin: disable, re-point, delete (issue 11.9)
 async def _locked(s, shop_id: str, endpoint_id: str) -> WebhookEndpoint:
     ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id), with_for_update=True)
@@ -408,22 +429,6 @@ def _check_url(url: str) -> None:
     """The registration check for a URL an endpoint is re-pointed to (the same rules as register_endpoint)."""
     if not url.startswith(("http://", "https://")):
         raise refuse(ErrorCode.INVALID_INPUT, "the URL must be http(s)", field="url")
-
-
-async def disable_endpoint(svc: Services, *, shop_id: str, endpoint_id: str,
-                           idempotency_key: str | None = None) -> WebhookEndpoint:
-    """Stop sending to an endpoint: what it is owed from now on is held (as for an endpoint disabled for failing)
-    and goes out, in order, once `enable_endpoint` runs."""
-    now = svc.now()
-    async with unit_of_work(svc) as s:
-        async def run() -> WebhookEndpoint:
-            ep = await _locked(s, shop_id, endpoint_id)
-            if ep.enabled:
-                ep.enabled, ep.disabled_at = False, now
-            return ep
-
-        return await once_row(s, WebhookEndpoint, shop_id=shop_id, scope="disable_webhook", key=idempotency_key,
-                              now=now, run=run, request={"endpoint_id": endpoint_id})
 
 
 async def update_endpoint(svc: Services, *, shop_id: str, endpoint_id: str, url: str | None = None,

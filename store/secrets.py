@@ -39,7 +39,9 @@ _warned = False
 
 def _keys() -> str | None:
     global _warned
-    keys = os.environ.get(KEY_ENV, "").strip()
+    from service.settings import settings
+
+    keys = (settings().secret_key or "").strip()
     if keys:
         return keys
     if not _warned:
