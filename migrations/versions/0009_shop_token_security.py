@@ -7,14 +7,14 @@
 Secrets stay TEXT: store.secrets encrypts them in the application (a value written before
 SHARECART_SECRET_KEY existed is read as it is and encrypted on its next write).
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
