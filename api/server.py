@@ -88,10 +88,9 @@ def server_config(app, *, host: str, port: int, header_timeout: float = HEADER_T
                   body_timeout: float = BODY_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS,
                   limit_concurrency: int = LIMIT_CONCURRENCY, keep_alive: int = KEEP_ALIVE_S,
                   **more) -> uvicorn.Config:
-    """uvicorn's Config with Sharecart's connection limits (`more` passes other uvicorn options through)."""
-    return uvicorn.Config(
-        app, host=host, port=port,
-        http=guarded(header_timeout, body_timeout, max_connections),
-        limit_concurrency=limit_concurrency, timeout_keep_alive=keep_alive, backlog=BACKLOG,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, h11_max_incomplete_event_size=16 * 1024,
-        server_header=False, **more)
+    """uvicorn's Config with Sharecart's connection limits (`more` passes other uvicorn options through and
+    overrides these defaults, e.g. `timeout_graceful_shutdown` from the settings)."""
+    options = dict(http=guarded(header_timeout, body_timeout, max_connections), limit_concurrency=limit_concurrency,
+                   timeout_keep_alive=keep_alive, backlog=BACKLOG, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+                   h11_max_incomplete_event_size=16 * 1024, server_header=False)
+    return uvicorn.Config(app, host=host, port=port, **{**options, **more})
