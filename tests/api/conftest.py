@@ -33,8 +33,8 @@ class AppServer:
             asyncio.set_event_loop(loop)
             svc = Services(engine=create_engine(database_url))
             holder["svc"] = svc
-            srv = uvicorn.Server(server_config(make_app(svc), host="127.0.0.1", port=self.port,
-                                               log_level="warning", **config))
+            holder["app"] = app = make_app(svc)
+            srv = uvicorn.Server(server_config(app, host="127.0.0.1", port=self.port, log_level="warning", **config))
             holder["server"], holder["loop"] = srv, loop
             started.set()
             loop.run_until_complete(srv.serve())
@@ -51,7 +51,7 @@ class AppServer:
                 time.sleep(0.1)
         else:
             raise RuntimeError("the test server did not start (see the thread's traceback above)")
-        self.svc, self.server, self.loop = holder["svc"], holder["server"], holder["loop"]
+        self.svc, self.server, self.loop, self.app = holder["svc"], holder["server"], holder["loop"], holder["app"]
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -66,7 +66,7 @@ def server(database_url):
     from api.app import create_app
 
     srv = AppServer(database_url, lambda svc: create_app(svc, dev=True))
-    yield {"base": srv.base, "svc": srv.svc}
+    yield {"base": srv.base, "svc": srv.svc, "app": srv.app}
     srv.stop()
 
 

@@ -62,12 +62,8 @@ async def _nexts(ws, n: int) -> list[dict]:
 
 
 def _view(server):
-    import gc
-
-    from api.app import SharecartGraphQL
-
-    [view] = [o for o in gc.get_objects() if isinstance(o, SharecartGraphQL) and o.svc is server["svc"]]
-    return view
+    """The SharecartGraphQL view of the session's test server."""
+    return server["app"].state.graphql
 
 
 @pytest.mark.slow

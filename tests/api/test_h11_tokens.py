@@ -155,14 +155,8 @@ async def test_h10_4_shop_credentials_cached_per_process_and_dropped_on_change(w
 
 
 def _graphql_view(server):
-    """The SharecartGraphQL view of the session's test server (its app keeps it in state)."""
-    import gc
-
-    from api.app import SharecartGraphQL
-
-    views = [o for o in gc.get_objects() if isinstance(o, SharecartGraphQL) and o.svc is server["svc"]]
-    assert len(views) == 1
-    return views[0]
+    """The SharecartGraphQL view of the session's test server."""
+    return server["app"].state.graphql
 
 
 # ---------------------------------------------------------------- issue 13 point 3: issueToken
