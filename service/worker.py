@@ -145,7 +145,7 @@ async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1
     went through writes the worker's heartbeat (service.heartbeat: what /ready reads)."""
     from service.heartbeat import Heartbeat
     from service.settings import settings
-    from service.webhooks import deliver_due
+    from service.webhooks import delivery_loop
 
     conf = settings()
     heartbeat = Heartbeat(svc, interval=conf.heartbeat_interval)
@@ -158,7 +158,7 @@ async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1
     try:
         await asyncio.gather(
             _every(interval, stop, due, "due work", max_delay=backoff_max),
-            _every(interval, stop, lambda: deliver_due(svc, stop=stop), "webhook delivery", max_delay=backoff_max))
+            delivery_loop(svc, stop, interval=interval, backoff_max=backoff_max))
     finally:
         await heartbeat.forget()
 

@@ -59,23 +59,23 @@ class AppServer:
 
 
 @pytest.fixture(scope="session")
-def server(database_url):
-    """uvicorn in a background thread with its own event loop and engine, SHARECART_TEST_CLOCK=1, in
-    development mode (introspection and GraphiQL on: docs/security.md)."""
+def server(runtime_url):
+    """uvicorn in a background thread with its own event loop and engine (the runtime role, as `serve` runs:
+    issue 11.6), SHARECART_TEST_CLOCK=1, in development mode (introspection and GraphiQL on: docs/security.md)."""
     os.environ["SHARECART_TEST_CLOCK"] = "1"
     from api.app import create_app
 
-    srv = AppServer(database_url, lambda svc: create_app(svc, dev=True))
+    srv = AppServer(runtime_url, lambda svc: create_app(svc, dev=True))
     yield {"base": srv.base, "svc": srv.svc, "app": srv.app}
     srv.stop()
 
 
 @pytest.fixture(scope="session")
-def prod_server(database_url):
+def prod_server(runtime_url):
     """The same app with the production defaults: development mode off."""
     from api.app import create_app
 
-    srv = AppServer(database_url, lambda svc: create_app(svc, dev=False))
+    srv = AppServer(runtime_url, lambda svc: create_app(svc, dev=False))
     yield {"base": srv.base, "svc": srv.svc}
     srv.stop()
 

@@ -38,13 +38,14 @@ async def _rows(svc, shop_id):
                                      "FROM refunds WHERE shop_id = :s ORDER BY refund_id"), {"s": shop_id})).all()
 
 
-async def _refused(svc, sql: str, params: dict, match: str) -> None:
+async def _refused(engine, sql: str, params: dict, match: str) -> None:
     with pytest.raises(DBAPIError, match=match):
-        async with svc.engine.begin() as c:
+        async with engine.begin() as c:
             await c.execute(text(sql), params)
 
 
-async def test_the_database_refuses_to_delete_or_unconfirm_a_refund_GB10(svc, shop):
+async def test_the_database_refuses_to_delete_or_unconfirm_a_refund_GB10(svc, shop, owner_engine):
+    """Even the schema owner, who may UPDATE, DELETE and TRUNCATE (the service's runtime role may not, 11.6)."""
     owed, confirmed = await _owed_and_confirmed(svc, shop.shop_id)
     before = await _rows(svc, shop.shop_id)
     key = {"s": shop.shop_id, "o": owed.refund_id, "c": confirmed.refund_id}
@@ -60,13 +61,13 @@ async def test_the_database_refuses_to_delete_or_unconfirm_a_refund_GB10(svc, sh
         "WHERE shop_id = :s AND refund_id = :o",  # confirmed for less than owed
         "TRUNCATE refunds",
     ):
-        await _refused(svc, sql, key, "append-only")
+        await _refused(owner_engine, sql, key, "append-only")
     assert await _rows(svc, shop.shop_id) == before
 
     # the one change allowed is the confirmation, as confirmRefund makes it
     done = await refunds.confirm_refund(svc, shop_id=shop.shop_id, refund_id=owed.refund_id, provider_ref="bank-8000")
     assert done.state == "CONFIRMED"
-    await _refused(svc, "UPDATE refunds SET state = 'OWED', provider_ref = NULL, confirmed_at = NULL "
+    await _refused(owner_engine, "UPDATE refunds SET state = 'OWED', provider_ref = NULL, confirmed_at = NULL "
                         "WHERE shop_id = :s AND refund_id = :o", key, "append-only")
     assert [r.state for r in await _rows(svc, shop.shop_id)] == ["CONFIRMED", "CONFIRMED"]
 
@@ -79,7 +80,7 @@ async def test_the_database_refuses_refunds_above_what_was_paid_OR2(svc, shop):
     insert = ("INSERT INTO refunds (shop_id, refund_id, order_id, amount, rule, \"full\", state, created_at) "
               "VALUES (:s, :r, :o, :a, 'OR-2', false, 'OWED', now())")
     # 700 more on the 1000 order, refunded_amount left at 300: the books would disagree
-    await _refused(svc, insert, {"s": shop.shop_id, "r": "rf_x1", "o": confirmed.order_id, "a": 700}, "OR-2")
+    await _refused(svc.engine, insert, {"s": shop.shop_id, "r": "rf_x1", "o": confirmed.order_id, "a": 700}, "OR-2")
 
     async def both(amount: int):
         async with svc.engine.begin() as c:

@@ -7,14 +7,14 @@
 Secrets stay TEXT: store.secrets encrypts them in the application (a value written before
 SHARECART_SECRET_KEY existed is read as it is and encrypted on its next write).
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0012
+Revises: 0011
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
