@@ -630,10 +630,6 @@ async def _locked(s, shop_id: str, endpoint_id: str) -> WebhookEndpoint:
     return ep
 
 
-def _check_url(url: str) -> None:
-    """The registration check for a URL an endpoint is re-pointed to (the same rules as register_endpoint)."""
-    if not url.startswith(("http://", "https://")):
-        raise refuse(ErrorCode.INVALID_INPUT, "the URL must be http(s)", field="url")
 
 
 async def update_endpoint(svc: Services, *, shop_id: str, endpoint_id: str, url: str | None = None,
@@ -642,7 +638,11 @@ async def update_endpoint(svc: Services, *, shop_id: str, endpoint_id: str, url:
     """Re-point an endpoint (a new URL, checked as at registration) and/or change its event-type filter; its
     secret and what it is owed stay."""
     if url is not None:
-        _check_url(url)
+        await _refuse_unsafe_url(url)  # the registration's SSRF rules (issue 11.3)
+    unknown = sorted({t for t in event_types or [] if not is_event_type(t)})
+    if unknown:
+        raise refuse(ErrorCode.INVALID_INPUT, f"unknown event types {unknown}; see docs/webhooks.md",
+                     field="eventTypes")
     now = svc.now()
     async with unit_of_work(svc) as s:
         async def run() -> WebhookEndpoint:
