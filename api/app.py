@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 from pathlib import Path
 
+import asyncpg
 import orjson
+from graphql import GraphQLError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
@@ -22,9 +25,11 @@ try:  # what strawberry raises for a request it cannot read; it moved to cross_w
 except ImportError:  # pragma: no cover - older strawberry
     from strawberry.http.exceptions import HTTPException as UnreadableRequest
 
-from api.auth import authenticate
+from api.auth import ShopCache, authenticate
 from api.console import routes as console_routes
 from api.context import Context
+from api.httpsec import GraphQLResponse, SecurityHeaders, strip_query_strings
+from api.limits import dev_mode
 from api.live import GroupListener
 from api.metrics import metrics_endpoint
 from api.ops import Operations, health, ready
@@ -32,10 +37,12 @@ from api.mutations import test_clock_enabled
 from api.schema import make_schema
 from engine.errors import ErrorCode, RuleViolation, refuse
 from service.context import Services
-from service.shops import get_shop, shop_by_public_key, shop_of_public_key
+from service.shops import get_shop, shop_of_public_key
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 256 * 1024
+MAX_JSON_NESTING = 64  # a request body nested deeper is refused before json.loads recurses into it
+DEADLINE_S = 10.0  # one GraphQL operation over HTTP runs at most this long (issue 11 point 1)
 XLSX_CHUNK = 64 * 1024
 
 GRAPHIQL_HTML = """<!doctype html>
@@ -74,11 +81,30 @@ def _bearer(value: str | None) -> str | None:
 class SharecartGraphQL(GraphQL):
     """strawberry's ASGI view with our per-request context (caller, shop, loaders)."""
 
-    def __init__(self, svc: Services, *, test_clock: bool = False):
+    def __init__(self, svc: Services, *, test_clock: bool = False, dev: bool = False,
+                 deadline_s: float = DEADLINE_S):
         super().__init__(make_schema(test_clock=test_clock), graphql_ide=None,
                          subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL])
-        self.svc = svc
-        self.listener = GroupListener(svc.engine.url.render_as_string(hide_password=False))
+        self.svc, self.dev, self.deadline_s = svc, dev, deadline_s
+        self.listener = GroupListener(svc.engine.url.render_as_string(hide_password=False), fetch=self._group)
+        self.shops = ShopCache(lambda shop_id: get_shop(svc, shop_id))
+        self.listener.on_shop_change = self.shops.drop
+
+    async def _group(self, shop_id: str, group_id: str):
+        """The one read of a group per change that api.live fans out to every subscriber of this process."""
+        from service import queries
+
+        return (await queries.groups_by_ids(self.svc, shop_id=shop_id, ids=[group_id])).get(group_id)
+
+    async def shop(self, shop_id: str):
+        """The shop from this process's cache; the cache is valid only while LISTEN runs (api.auth)."""
+        if self.listener.conn is None or self.listener.conn.is_closed():
+            try:
+                await self.listener.ensure()
+            except (OSError, asyncpg.PostgresError):
+                self.shops.drop()
+                return await get_shop(self.svc, shop_id)
+        return await self.shops.get(shop_id)
 
     def encode_json(self, data: object) -> str:
         """Responses through orjson (several times faster than json.dumps on our payloads; bench/http.py).
@@ -92,7 +118,7 @@ class SharecartGraphQL(GraphQL):
         shops: dict = {}
 
         async def load_shop(shop_id: str):
-            shops[shop_id] = await get_shop(self.svc, shop_id)
+            shops[shop_id] = await self.shop(shop_id)
             return shops[shop_id]
 
         if token == "" and authorization.strip().partition(" ")[0].lower() != "bearer":
@@ -113,7 +139,10 @@ class SharecartGraphQL(GraphQL):
                     ErrorCode.UNAUTHENTICATED, "the bearer token and X-Shop-Key name different shops", rule="SH-1")
             return
         if shop_key:
-            shop = await shop_by_public_key(self.svc, shop_key.strip())
+            shop_id = shop_of_public_key(shop_key.strip())
+            shop = await self.shop(shop_id) if shop_id else None
+            if shop is not None and not secrets.compare_digest(shop.public_key, shop_key.strip()):
+                shop = None
             if shop is None:
                 ctx.auth_error = refuse(ErrorCode.UNAUTHENTICATED, "unknown shop key", rule="DS-2")
             else:
@@ -127,12 +156,32 @@ class SharecartGraphQL(GraphQL):
         try:
             response = await self.run(Request(scope=scope, receive=receive))
         except UnreadableRequest as e:
+            status, headers = e.status_code, None
+            if scope.get("method") == "GET" and "when using GET" in (e.reason or ""):
+                status, headers = 405, {"Allow": "POST"}  # GraphQL over HTTP: a mutation is POST only
             response = JSONResponse({"errors": [{"message": e.reason, "extensions": {"code": "INVALID_INPUT"}}]},
-                                    status_code=e.status_code)
+                                    status_code=status, headers=headers)
         await response(scope, receive, send)
 
+    async def execute_single(self, *args, **kwargs):
+        """One deadline per operation: past it the operation is cancelled (its unit of work rolls back unless it
+        already committed; retries with the same idempotency key replay it) and the answer is a coded error."""
+        from strawberry.types import ExecutionResult
+
+        try:
+            return await asyncio.wait_for(super().execute_single(*args, **kwargs), self.deadline_s)
+        except asyncio.TimeoutError:
+            import logging
+
+            logging.getLogger("sharecart.api").info("refused QUERY_TOO_COMPLEX: over the %.1f s deadline",
+                                                    self.deadline_s)
+            return ExecutionResult(data=None, errors=[GraphQLError(
+                f"the operation ran longer than {self.deadline_s:g} s and was stopped: ask for less",
+                extensions={"code": "QUERY_TOO_COMPLEX", "limit": "time", "seconds": self.deadline_s})])
+
     async def get_context(self, request, response) -> Context:
-        ctx = Context(svc=self.svc, request=request, response=response, listener=self.listener)
+        ctx = Context(svc=self.svc, request=request, response=response, listener=self.listener, dev=self.dev,
+                      shop_cache=self.shops)
         await self._identify(ctx, request.headers.get("authorization"), request.headers.get("x-shop-key"))
         return ctx
 
@@ -171,6 +220,10 @@ class BodyLimit:
             more = message.get("more_body", False)
             if len(body) > self.limit:
                 return await too_large(scope, receive, send)
+        if _nesting(body) > MAX_JSON_NESTING:
+            return await JSONResponse({"errors": [{"message": f"request body nested deeper than {MAX_JSON_NESTING}",
+                                                   "extensions": {"code": "INVALID_INPUT"}}]},
+                                      status_code=400)(scope, receive, send)
         sent = False
 
         async def replay():
@@ -181,6 +234,31 @@ class BodyLimit:
             return {"type": "http.request", "body": body, "more_body": False}
 
         return await self.app(scope, replay, send)
+
+
+def _nesting(body: bytes) -> int:
+    """How deep `[` and `{` nest in a JSON body (brackets inside strings are not counted). Cheap when a body has
+    few brackets, linear otherwise; bodies are at most MAX_BODY bytes."""
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_NESTING:
+        return 0
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
 
 
 def _error(code: str, message: str, status: int) -> JSONResponse:
@@ -231,11 +309,18 @@ async def export_settlement(request: Request):
                              media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 
 
-def create_app(svc: Services, *, test_clock: bool | None = None) -> Starlette:
-    """The app over `svc`. `advanceClock` is in the schema only with SHARECART_TEST_CLOCK=1 (or test_clock=True)."""
-    gql = SharecartGraphQL(svc, test_clock=test_clock_enabled() if test_clock is None else test_clock)
+def create_app(svc: Services, *, test_clock: bool | None = None, dev: bool | None = None,
+               deadline_s: float = DEADLINE_S, max_response: int | None = None) -> Starlette:
+    """The app over `svc`. `advanceClock` is in the schema only with SHARECART_TEST_CLOCK=1 (or test_clock=True);
+    introspection for everyone and the GraphiQL page only with SHARECART_DEV=1 (or dev=True): docs/security.md."""
+    dev = dev_mode() if dev is None else dev
+    gql = SharecartGraphQL(svc, test_clock=test_clock_enabled() if test_clock is None else test_clock, dev=dev,
+                           deadline_s=deadline_s)
+    strip_query_strings()
 
     async def graphiql(_):
+        if not dev:
+            return _error("NOT_FOUND", "GraphiQL is served in development only (SHARECART_DEV=1)", 404)
         return HTMLResponse(GRAPHIQL_HTML)
 
     async def root(_):
@@ -254,6 +339,8 @@ def create_app(svc: Services, *, test_clock: bool | None = None) -> Starlette:
         Mount("/static", StaticFiles(directory=STATIC), name="static"), *console_routes(),
     ], lifespan=lifespan)
     app.add_middleware(BodyLimit)
+    app.add_middleware(GraphQLResponse, **({"limit": max_response} if max_response else {}))
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(Operations)  # outermost: request id, access log, metrics, JSON for what escapes
     app.state.svc = svc
     app.state.graphql = gql

@@ -20,6 +20,9 @@ app = typer.Typer(help="Sharecart: group-buy and distribution engine (GraphQL AP
 ROLES = ("customer", "distributor", "admin", "finance", "backend")
 
 
+DEMO_TOKEN_TTL_S = 8 * 3600  # the demo tokens `serve` prints: a working day, not a week
+
+
 class CliRefusal(Exception):
     """`error CODE: message`, exit 2 (raised by `fail`, printed by `main`)."""
 
@@ -57,6 +60,14 @@ def _services():
     from service.context import Services
     from store.database import create_engine
 
+    from service.settings import settings
+
+    if not settings().database_url and not settings().secret_key:
+        # the embedded database keeps its secrets' key in a file beside it, never inside it (store.secrets)
+        from store.database import data_dir
+        from store.secrets import KEY_ENV, embedded_key
+
+        os.environ[KEY_ENV] = embedded_key(data_dir())
     return Services(engine=create_engine())
 
 
@@ -119,14 +130,16 @@ def mint_token(
     shop_id: str,
     user: str = typer.Option(..., help="the acting user id"),
     role: list[str] = typer.Option(..., help=f"one or more of {', '.join(ROLES)}"),
-    ttl: int = typer.Option(86400, help="seconds the token stays valid"),
+    ttl: int = typer.Option(3600, help="seconds the token stays valid (at most 604800, 7 days)"),
 ) -> None:
     """Mint a bearer token for a user of a shop."""
+    from api.auth import MAX_TTL_S
+
     bad = [r for r in role if r not in ROLES]
     if bad:
         raise fail("INVALID_INPUT", f"unknown role(s) {', '.join(bad)}; choose from {', '.join(ROLES)}")
-    if ttl <= 0:
-        raise fail("INVALID_INPUT", "--ttl is a positive number of seconds")
+    if not 0 < ttl <= MAX_TTL_S:
+        raise fail("INVALID_INPUT", f"--ttl is 1 to {MAX_TTL_S} seconds (7 days)")
 
     async def run():
         from service.shops import get_shop
@@ -290,6 +303,9 @@ def serve(
                                     "this process's service clock forward (OR-5); for demos and tests, never "
                                     "in production (same as SHARECART_TEST_CLOCK=1). Runs the API and the "
                                     "worker in one process, so both see that clock"),
+    dev: bool = typer.Option(None, "--dev/--no-dev", help="development mode: introspection for every caller "
+                             "and /graphiql (SHARECART_DEV=1); on by default with --demo, off without "
+                             "(docs/security.md)"),
 ) -> None:
     """Start the API (N processes) and the worker; migrations applied first (api/process.py)."""
     from api.mutations import TEST_CLOCK_ENV, test_clock_enabled
@@ -297,6 +313,10 @@ def serve(
 
     if test_clock:
         os.environ[TEST_CLOCK_ENV] = "1"
+    if dev if dev is not None else demo:
+        from api.limits import DEV_ENV
+
+        os.environ[DEV_ENV] = "1"  # inherited by the API processes
     run(host, port, demo, worker, workers, test_clock_enabled())
 
 
@@ -350,9 +370,9 @@ def _print_demo(r: dict, host: str, port: int) -> None:
     echo(f"  LADDER_CAMPAIGN_ID  {gid('Campaign', r.get('campaign_id'))}   2/3/5-person ladder, tea")
     echo("Headers to paste into GraphiQL's Headers pane:")
     echo(f'  public      {{"X-Shop-Key": "{shop.public_key}"}}')
-    echo("Tokens, valid 7 days (header  Authorization: Bearer <token>):")
+    echo(f"Tokens of the demo shop, valid {DEMO_TOKEN_TTL_S // 3600} hours (header  Authorization: Bearer <token>):")
     for name, (user, roles) in DEMO_CALLERS.items():
-        echo(f"  {name:10s}  {','.join(roles):22s}  {_token(shop, user, roles, 7 * 86400)}")
+        echo(f"  {name:10s}  {','.join(roles):22s}  {_token(shop, user, roles, DEMO_TOKEN_TTL_S)}")
     echo(f"More: sharecart mint-token {shop.shop_id} --user NAME --role customer")
     echo("")
 

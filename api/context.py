@@ -22,6 +22,9 @@ class Context:
     response: object = None
     connection_params: Optional[dict] = None  # websocket connection_init payload
     listener: object = None  # api.live.GroupListener of this process
+    shop_cache: object = None  # api.auth.ShopCache of this process
+    live_subscriptions: int = 0  # groupProgress subscriptions open on this websocket (api.subscriptions)
+    dev: bool = False  # SHARECART_DEV: introspection for every caller (api.limits)
     _loaders: Optional[Loaders] = field(default=None, repr=False)
 
     @property

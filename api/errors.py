@@ -68,8 +68,9 @@ class PublicErrors(MaskErrors):
         out = []
         for error in errors:
             original = error.original_error
-            if isinstance(original, RuleViolation):
-                out.append(public_error(error, original))
+            refusal = refusal_of(original) if original is not None else None
+            if refusal is not None:
+                out.append(public_error(error, refusal))
             elif (error.extensions or {}).get("code"):
                 out.append(error)  # limiter refusals: deliberate, coded where they are raised
             elif is_database_unavailable(original):  # not a bug: say so, with a code clients can retry on
@@ -95,3 +96,58 @@ def _refused_request(error: GraphQLError) -> bool:
     if original is None or isinstance(original, GraphQLError):
         return True
     return isinstance(original, ValueError) and bool(error.nodes)
+
+
+# ---------------------------------------------------------------- refusals the database or Python makes
+# (issue 11 point 11): input that passes every rule but that a column or a datetime cannot hold is the
+# client's mistake, refused with a code like every other refusal — never INTERNAL. The transaction that
+# met it rolled back, so nothing changed.
+UNIQUE_REFUSALS = {  # constraint → (code, field, message)
+    "uq_refunds_shop_id_provider_ref": (_ErrorCode.IDEMPOTENCY_CONFLICT, "providerRef",
+                                        "provider reference already belongs to another refund"),
+    "pk_payments": (_ErrorCode.IDEMPOTENCY_CONFLICT, "providerRef",
+                    "provider reference already belongs to another payment"),
+}
+SQLSTATE_REFUSALS = {
+    "22001": "a text is longer than its field allows",
+    "22003": "a number is out of range",
+    "22008": "a date or time is out of range",
+    "22007": "a date or time is out of range",
+    "22021": "a text holds a character that cannot be stored (such as NUL)",
+    "22P05": "a text holds a character that cannot be stored (such as NUL)",
+    "54001": "the input is too deeply nested",
+}
+
+
+def _sqlstate(exc) -> tuple[str | None, str | None]:
+    """(SQLSTATE, constraint name) of a database error, through SQLAlchemy's and asyncpg's wrappers."""
+    seen, e = set(), exc
+    state = constraint = None
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        state = state or getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
+        constraint = constraint or getattr(e, "constraint_name", None)
+        e = getattr(e, "orig", None) or e.__cause__
+    return state, constraint
+
+
+def refusal_of(exc: BaseException) -> RuleViolation | None:
+    """The coded refusal an exception stands for, or None for a real internal error."""
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, RuleViolation):
+        return exc
+    if isinstance(exc, DBAPIError):
+        state, constraint = _sqlstate(exc)
+        if state == "23505" and constraint in UNIQUE_REFUSALS:
+            code, field, message = UNIQUE_REFUSALS[constraint]
+            return RuleViolation(code, message, field=field, rule="GB-10")
+        if state in SQLSTATE_REFUSALS or (state or "").startswith("22"):  # class 22: data exception
+            return RuleViolation(_ErrorCode.INVALID_INPUT,
+                                 SQLSTATE_REFUSALS.get(state, "a value is out of range or of the wrong form"))
+        return None
+    if isinstance(exc, OverflowError):  # datetime arithmetic past year 9999 (a date like 0001-01-01 in a zone)
+        return RuleViolation(_ErrorCode.INVALID_INPUT, "a date, time or amount is out of range")
+    if isinstance(exc, RecursionError):
+        return RuleViolation(_ErrorCode.INVALID_INPUT, "the input is too deeply nested")
+    return None

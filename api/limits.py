@@ -7,6 +7,15 @@
   `first` times (DEFAULT_PAGE when absent, at most MAX_PAGE), through every level of nesting.
   So 60 aliases of `campaigns(first: 100) { … openGroups(first: 100) { … } }` cost millions and are
   refused before a single resolver runs, while a page of 100 orders with their groups is cheap.
+  Fields that are work of their own cost what they do (issue 11 point 1), and every alias counts again:
+  a root field or a DistributorProfile field reads the database by itself and costs READ_COST; a bounded
+  list that is not a connection (LIST_BOUNDS: earningsSeries has up to 366 periods) multiplies what is
+  selected inside it by its bound; `__schema` costs the number of elements of the schema it returns and
+  `__type` the size of the largest type — so one introspection fits, 550 aliases of it do not.
+- introspection (`__schema`, `__type`) is answered only in development (SHARECART_DEV=1) or to an admin
+  token; anyone else gets FORBIDDEN before anything runs. (`__typename` is always allowed.)
+- strings: a NUL character in any string argument or variable is INVALID_INPUT (PostgreSQL text cannot
+  hold it), refused before anything runs.
 
 Page sizes themselves are capped (`first` > MAX_PAGE reads MAX_PAGE) in api.types.
 """
@@ -45,6 +54,20 @@ MAX_DEPTH = 10
 MAX_TOKENS = 4000
 MAX_COST = 10_000
 TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+READ_COST = 50  # a field that runs at least one query of its own: at most MAX_COST / READ_COST per request
+READ_TYPES = ("Query", "Mutation", "DistributorProfile")  # whose fields each read (or write) by themselves
+LIST_BOUNDS = {"DistributorProfile.earningsSeries": 366, "Query.shopEarningsSeries": 366, "Query.retention": 366, "Query.segmentCounts": 10}
+INTROSPECTION_FIELDS = ("__schema", "__type")
+INTROSPECTION_OBJECTS = 5
+DEV_ENV = "SHARECART_DEV"
+
+
+def dev_mode() -> bool:
+    """SHARECART_DEV=1: development conveniences — introspection for every caller and the GraphiQL page.
+    Off by default (production); `sharecart serve` of the demo turns it on unless --no-dev."""
+    from service.settings import settings
+
+    return settings().dev
 
 
 def _coded(error: GraphQLError, **extra: Any) -> GraphQLError:
@@ -127,38 +150,113 @@ def _is_connection(t) -> bool:
     return isinstance(t, GraphQLObjectType) and "edges" in t.fields and "pageInfo" in t.fields
 
 
+_SIZES: dict[int, tuple[int, int]] = {}
+
+
+def introspection_sizes(schema: GraphQLSchema) -> tuple[int, int]:
+    """(elements of the whole schema, elements of its largest type): what `__schema` and `__type` return
+    at most — types, fields, arguments, input fields and enum values, each with its own sub-selection."""
+    key = id(schema)
+    if key not in _SIZES:
+        sizes = []
+        for t in schema.type_map.values():
+            n = 1
+            for f in (getattr(t, "fields", None) or {}).values():
+                n += 1 + len(getattr(f, "args", None) or {})
+            n += len(getattr(t, "values", None) or {})
+            sizes.append(n)
+        _SIZES[key] = (sum(sizes) + 10 * len(schema.directives), max(sizes))
+    return _SIZES[key]
+
+
+class Walk:
+    """One pass over an operation: its worst-case cost, whether it introspects, and (for fragments
+    expanded) nothing else. Every branch of an abstract type is counted: an upper bound."""
+
+    def __init__(self, schema: GraphQLSchema, fragments: Mapping[str, FragmentDefinitionNode],
+                 variables: Mapping[str, Any]) -> None:
+        self.schema, self.fragments, self.variables = schema, fragments, variables
+        self.introspects = False
+
+    def cost(self, selection_set: SelectionSetNode | None, parent) -> int:
+        if selection_set is None:
+            return 0
+        total = 0
+        for sel in selection_set.selections:
+            if isinstance(sel, FieldNode):
+                total += self._field(sel, parent)
+            elif isinstance(sel, InlineFragmentNode):
+                on = self.schema.get_type(sel.type_condition.name.value) if sel.type_condition else parent
+                total += self.cost(sel.selection_set, on)
+            elif isinstance(sel, FragmentSpreadNode):
+                fragment = self.fragments.get(sel.name.value)
+                if fragment is not None:  # validation (which ran first) refuses unknown and cyclic fragments
+                    total += self.cost(fragment.selection_set, self.schema.get_type(fragment.type_condition.name.value))
+        return total
+
+    def _field(self, sel: FieldNode, parent) -> int:
+        name = sel.name.value
+        if name in INTROSPECTION_FIELDS:
+            self.introspects = True
+            whole, largest = introspection_sizes(self.schema)
+            # each element comes back with its name, description and type references: ~5 objects each
+            return INTROSPECTION_OBJECTS * (whole if name == "__schema" else largest)
+        fields = parent.fields if isinstance(parent, (GraphQLObjectType, GraphQLInterfaceType)) else {}
+        definition = fields.get(name)
+        if definition is None:  # __typename
+            return 1 + self.cost(sel.selection_set, None)
+        child_type = get_named_type(definition.type)
+        qualified = f"{parent.name}.{name}"
+        if _is_connection(child_type):
+            times = _page_size(sel, self.variables)
+        else:
+            times = LIST_BOUNDS.get(qualified, 1)
+        own = READ_COST if parent.name in READ_TYPES else 1
+        return own + times * self.cost(sel.selection_set, child_type)
+
+
 def selection_cost(schema: GraphQLSchema, selection_set: SelectionSetNode | None, parent,
                    fragments: Mapping[str, FragmentDefinitionNode], variables: Mapping[str, Any]) -> int:
-    """Worst-case field resolutions of `selection_set` on `parent` (fragments expanded, every branch of
-    an abstract type counted: an upper bound)."""
-    if selection_set is None:
-        return 0
-    total = 0
-    for sel in selection_set.selections:
-        if isinstance(sel, FieldNode):
-            fields = parent.fields if isinstance(parent, (GraphQLObjectType, GraphQLInterfaceType)) else {}
-            definition = fields.get(sel.name.value)
-            if definition is None:  # __typename, introspection meta fields
-                total += 1 + selection_cost(schema, sel.selection_set, None, fragments, variables)
-                continue
-            child_type = get_named_type(definition.type)
-            times = _page_size(sel, variables) if _is_connection(child_type) else 1
-            total += 1 + times * selection_cost(schema, sel.selection_set, child_type, fragments, variables)
-        elif isinstance(sel, InlineFragmentNode):
-            on = schema.get_type(sel.type_condition.name.value) if sel.type_condition else parent
-            total += selection_cost(schema, sel.selection_set, on, fragments, variables)
-        elif isinstance(sel, FragmentSpreadNode):
-            fragment = fragments.get(sel.name.value)
-            if fragment is not None:  # validation (which ran first) refuses unknown and cyclic fragments
-                total += selection_cost(schema, fragment.selection_set,
-                                        schema.get_type(fragment.type_condition.name.value), fragments, variables)
-    return total
+    """Worst-case cost of `selection_set` on `parent` (see the module docstring)."""
+    return Walk(schema, fragments, variables).cost(selection_set, parent)
+
+
+def walk_operation(schema: GraphQLSchema, document, operation, variables: Mapping[str, Any] | None) -> Walk:
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    walk = Walk(schema, fragments, variables or {})
+    walk.total = walk.cost(operation.selection_set, schema.get_root_type(operation.operation))
+    return walk
 
 
 def operation_cost(schema: GraphQLSchema, document, operation, variables: Mapping[str, Any] | None) -> int:
-    root = schema.get_root_type(operation.operation)
-    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-    return selection_cost(schema, operation.selection_set, root, fragments, variables or {})
+    return walk_operation(schema, document, operation, variables).total
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _document_has_nul(document) -> bool:
+    from graphql import StringValueNode, visit
+    from graphql.language import Visitor
+
+    found = False
+
+    class Find(Visitor):
+        def enter_string_value(self, node: StringValueNode, *_):
+            nonlocal found
+            if "\x00" in node.value:
+                found = True
+                return self.BREAK
+
+    visit(document, Find())
+    return found
 
 
 class CostLimit(SchemaExtension):
@@ -170,14 +268,37 @@ class CostLimit(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
         ec = self.execution_context
         operation = get_operation_ast(ec.graphql_document, ec.operation_name)
-        cost = operation_cost(ec.schema._schema, ec.graphql_document, operation, ec.variables) if operation else 0
-        if cost > self.budget:
+        walk = walk_operation(ec.schema._schema, ec.graphql_document, operation, ec.variables) if operation else None
+        cost = walk.total if walk else 0
+        error = None
+        if operation is None:
+            pass  # graphql-core refuses a document without the named operation itself
+        elif _has_nul(ec.variables) or _document_has_nul(ec.graphql_document):
+            error = GraphQLError("a string holds a NUL character (U+0000), which no field accepts",
+                                 extensions={"code": "INVALID_INPUT"})
+        elif walk is not None and walk.introspects and not _may_introspect(ec.context):
+            error = GraphQLError("introspection is off: it is served in development (SHARECART_DEV=1) or to an "
+                                 "admin token; the schema is published as schema.graphql",
+                                 extensions={"code": "FORBIDDEN"})
+        if error is not None:
+            if operation.operation == OperationType.SUBSCRIPTION:
+                raise error
+            ec.result = ExecutionResult(data=None, errors=[error])
+        elif cost > self.budget:
             error = GraphQLError(
                 f"query too complex: worst-case cost {cost} is over the budget of {self.budget} (each field "
-                f"counts 1, times `first` — default {DEFAULT_PAGE}, at most {MAX_PAGE} — inside connections); "
+                f"counts 1, one that reads by itself {READ_COST}, times `first` — default {DEFAULT_PAGE}, at most "
+                f"{MAX_PAGE} — inside connections); "
                 "ask for fewer fields or smaller pages",
                 extensions={"code": TOO_COMPLEX, "cost": cost, "budget": self.budget})
             if operation.operation == OperationType.SUBSCRIPTION:
                 raise error  # strawberry turns an on_execute exception of a subscription into its error
             ec.result = ExecutionResult(data=None, errors=[error])
         yield
+
+
+def _may_introspect(ctx) -> bool:
+    if dev_mode() or getattr(ctx, "dev", False):
+        return True
+    principal = getattr(ctx, "principal", None)
+    return principal is not None and "admin" in principal.roles

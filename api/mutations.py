@@ -9,13 +9,14 @@ that field, an id of another shop is NOT_FOUND (SH-1)."""
 from __future__ import annotations
 
 from dataclasses import fields as dc_fields
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Awaitable, Callable, Optional
 
 import strawberry
 from strawberry.types import Info
 
-from api.errors import UserError, user_error
+from api.errors import UserError, refusal_of, user_error
+from api.security_mutations import SecurityMutations
 from api.permissions import IsAdmin, IsBackend, IsBackendOrAdmin, IsCustomer, IsDistributor, IsFinance
 from api.types import (
     Campaign,
@@ -29,7 +30,9 @@ from api.types import (
     Product,
     Refund,
     Settlement,
+    MAX_MINOR,
     WebhookEndpoint,
+    bounded_day,
     campaign_type,
     distributor_summary,
     endpoint_type,
@@ -69,12 +72,30 @@ def idempotency_key_field(description: str = "GB-10: a retry with the same key a
     return strawberry.field(default=None, description=description)
 
 
+def _representable_total(input) -> None:
+    """OR-1 totals are carried as MinorUnits (±2^53): an order whose total is beyond that could be stored but
+    never paid or refunded through the API, so it is refused up front."""
+    total = input.shipping_amount + input.tax_amount
+    for line in input.lines:
+        gross = line.quantity * line.unit_price
+        if abs(gross) > MAX_MINOR:
+            raise refuse(ErrorCode.INVALID_INPUT, f"a line's quantity × unitPrice is over {MAX_MINOR}", field="lines")
+        total += gross - line.discount
+    if abs(total) > MAX_MINOR:
+        raise refuse(ErrorCode.INVALID_INPUT, f"the order total is over {MAX_MINOR}", field="lines")
+
+
 async def run(payload_cls, go: Callable[[], Awaitable[dict]]):
     """Call the use case; a refusal becomes the payload's `errors` (never a GraphQL error)."""
     try:
         return payload_cls(**(await go()), errors=[])
     except RuleViolation as e:
         return payload_cls(errors=[user_error(e)])
+    except Exception as e:  # a value the database or a datetime cannot hold: coded too (api.errors.refusal_of)
+        refusal = refusal_of(e)
+        if refusal is None:
+            raise
+        return payload_cls(errors=[user_error(refusal)])
 
 
 def _order_ref(order_id: Optional[str], external_id: Optional[str]) -> dict:
@@ -522,7 +543,7 @@ async def _change_status(info: Info, input: "DistributorStatusInput", change: st
 
 # ---------------------------------------------------------------- mutation root
 @strawberry.type
-class Mutation:
+class Mutation(SecurityMutations):
     # ------------------------------------------------------------ customer
     @strawberry.mutation(permission_classes=[IsCustomer], description="GB-1: open a group as its leader.")
     async def open_group(self, info: Info, input: OpenGroupInput) -> SeatPayload:
@@ -619,6 +640,7 @@ class Mutation:
         ctx = info.context
 
         async def go():
+            _representable_total(input)
             o = await orders_svc.report_order(
                 ctx.svc, shop_id=ctx.shop_id, external_id=input.external_id, buyer_id=input.buyer_id,
                 lines=[orders_svc.LineInput(ln.product_ref, ln.quantity, ln.unit_price, ln.discount, ln.category)
@@ -848,6 +870,7 @@ class Mutation:
                 f, t = date.fromisoformat(input.from_date), date.fromisoformat(input.to_date)
             except ValueError:
                 raise refuse(ErrorCode.INVALID_INPUT, "dates are YYYY-MM-DD", field="fromDate")
+            bounded_day(f, "fromDate"), bounded_day(t, "toDate")
             b = await settlements_svc.close_period(ctx.svc, shop_id=ctx.shop_id, day_from=f, day_to=t,
                                                    actor=ctx.user_id, idempotency_key=input.idempotency_key)
             return dict(settlement=settlement_type(b))
@@ -855,6 +878,7 @@ class Mutation:
 
 
 TEST_CLOCK_ENV = "SHARECART_TEST_CLOCK"
+MAX_CLOCK_AHEAD_S = 100 * 365 * 86400  # the test clock is bounded (issue 11 point 11)
 
 
 def test_clock_enabled() -> bool:
@@ -879,6 +903,12 @@ class MutationWithTestClock(Mutation):
         if input.seconds < 0:
             return AdvanceClockPayload(errors=[UserError(code=ErrorCode.INVALID_INPUT, field="seconds", rule="OR-5",
                                                          message="the clock only moves forward")])
+        ahead = info.context.svc.now() + timedelta(seconds=min(input.seconds, MAX_CLOCK_AHEAD_S + 1)) - \
+            datetime.now(timezone.utc)
+        if ahead.total_seconds() > MAX_CLOCK_AHEAD_S:  # past year 9999 every shop's `now + window` would overflow
+            return AdvanceClockPayload(errors=[UserError(
+                code=ErrorCode.INVALID_INPUT, field="seconds", rule="OR-5",
+                message=f"the test clock stays within {MAX_CLOCK_AHEAD_S // (365 * 86400)} years of the real time")])
         now = info.context.svc.clock.advance(timedelta(seconds=input.seconds))
         await run_due(info.context.svc)
         return AdvanceClockPayload(now=now, errors=[])

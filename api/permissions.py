@@ -56,3 +56,41 @@ class HasShopKey(BasePermission):
             return True
         _authenticated(ctx)
         return True
+
+
+# ---------------------------------------------------------------- who sees whom (issue 11 point 10)
+STAFF = ("admin", "finance", "backend")
+
+
+def sees_user_ids(ctx, user_id: str) -> bool:
+    """A user id is shown to the shop's staff and to that user; customers and distributors see other users
+    only by their alias (`user_alias`), public-key callers not at all."""
+    p = ctx.principal
+    return p is not None and (p.user_id == user_id or bool(p.roles & set(STAFF)))
+
+
+def user_alias(shop_id: str, user_id: str) -> str:
+    """The name the shop gives a user where other customers see them: `member-` and 8 hex digits of an HMAC
+    of (shop, user) under a key derived from SHARECART_SECRET_KEY — stable, the same in every process, and
+    not reversible by guessing user ids (without the key set, the key is per process: development only)."""
+    import hashlib
+    import hmac
+
+    digest = hmac.new(_alias_key(), f"{shop_id}:{user_id}".encode(), hashlib.sha256).hexdigest()
+    return f"member-{digest[:8]}"
+
+
+_ALIAS_KEY: list[bytes] = []
+
+
+def _alias_key() -> bytes:
+    import hashlib
+    import secrets
+
+    from service.settings import settings
+
+    if not _ALIAS_KEY:
+        master = (settings().secret_key or "").split(",")[0].strip()
+        _ALIAS_KEY.append(hashlib.sha256(b"sharecart-alias:" + master.encode()).digest() if master
+                          else secrets.token_bytes(32))
+    return _ALIAS_KEY[0]

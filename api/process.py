@@ -24,6 +24,8 @@ import sys
 
 import typer
 
+from api.server import server_config
+
 
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
@@ -90,9 +92,10 @@ def serve(host: str, port: int, demo: bool, run_worker: bool, workers: int | Non
             # logging is ours (api.logs: JSON, request ids, our access line); SIGTERM drains in-flight requests,
             # and uvicorn re-raises it to the previous handler when done: a no-op, so the cleanup below runs
             signal.signal(signal.SIGTERM, lambda *_: None)
-            config = uvicorn.Config("api.process:app_from_env", factory=True, host=host, port=port, workers=n,
-                                    log_level="info", log_config=None, access_log=False,
-                                    timeout_graceful_shutdown=settings().shutdown_grace)
+            # connection limits and deadlines: api.server (docs/security.md)
+            config = server_config("api.process:app_from_env", factory=True, host=host, port=port, workers=n,
+                                   log_level="info", log_config=None, access_log=False,
+                                   timeout_graceful_shutdown=settings().shutdown_grace)
             if n == 1:
                 uvicorn.Server(config).run()
             else:
@@ -140,8 +143,8 @@ async def _serve_one_process(host: str, port: int, demo: bool, run_worker: bool,
 
     await _prepare(demo, host, port, embedded_admin)
     svc = _services()
-    server = uvicorn.Server(uvicorn.Config(create_app(svc), host=host, port=port, log_level="info", log_config=None,
-                                           access_log=False, timeout_graceful_shutdown=settings().shutdown_grace))
+    server = uvicorn.Server(server_config(create_app(svc), host=host, port=port, log_level="info", log_config=None,
+                                          access_log=False, timeout_graceful_shutdown=settings().shutdown_grace))
     signal.signal(signal.SIGTERM, lambda *_: None)  # see serve(): uvicorn drains, the cleanup below runs
     stop = asyncio.Event()
     tasks = [asyncio.create_task(server.serve())]

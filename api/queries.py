@@ -21,6 +21,7 @@ from api.permissions import (
 )
 from api.types import (
     ENDPOINTS_KEYSET,
+    bounded_day,
     EVENTS_KEYSET,
     REFUNDS_KEYSET,
     Balances,
@@ -151,7 +152,9 @@ class DistributorProfile:
                               period_to: date) -> list[EarningsPeriod]:
         ctx = info.context
         series = await reports_svc.earnings_series(ctx.svc, shop_id=ctx.shop_id, user_id=self.user_id,
-                                                   granularity=granularity, day_from=period_from, day_to=period_to)
+                                                   granularity=granularity,
+                                                   day_from=bounded_day(period_from, "periodFrom"),
+                                                   day_to=bounded_day(period_to, "periodTo"))
         return [earnings_period(p, ctx.currency) for p in series]
 
 
@@ -325,8 +328,9 @@ class Query:
                                   "per acquisition source (REFERRAL, GROUP_INVITE, NONE), always all three.")
     async def retention(self, info: Info, period_from: date, period_to: date) -> list[RetentionRow]:
         ctx = info.context
-        start, end = await reports_svc.shop_period(ctx.svc, shop_id=ctx.shop_id, day_from=period_from,
-                                                   day_to=period_to)
+        start, end = await reports_svc.shop_period(ctx.svc, shop_id=ctx.shop_id,
+                                                   day_from=bounded_day(period_from, "periodFrom"),
+                                                   day_to=bounded_day(period_to, "periodTo"))
         rows = await reports_svc.retention(ctx.svc, shop_id=ctx.shop_id, period_from=start, period_to=end)
         return [retention_row(r, ctx.currency) for r in rows]
 

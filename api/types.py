@@ -31,7 +31,7 @@ from strawberry import relay
 from strawberry.relay.types import NodeType
 from strawberry.types import Info
 
-from api.permissions import IsAdmin
+from api.permissions import IsAdmin, sees_user_ids, user_alias
 from engine import groupbuy as gb
 from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, refuse
@@ -56,6 +56,17 @@ MINOR_UNITS = strawberry.scalar(
                 "within ±2^53 (not the 32-bit Int).")
 
 DEFAULT_PAGE, MAX_PAGE = 20, 100
+MAX_OFFSET = 10**9  # a cursor further than this is not one this API gave out (10^21 overflowed OFFSET)
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(9000, 1, 1)  # calendar days an input may name
+MAX_MINOR = 2**53 - 1  # what MinorUnits can carry: an order total beyond it could never be paid
+
+
+def bounded_day(day: date, field: str) -> date:
+    """A calendar day of an input, refused (INVALID_INPUT) outside FIRST_DAY..LAST_DAY: 0001-01-01 in a shop's
+    time zone is before the first instant a datetime can hold."""
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise refuse(ErrorCode.INVALID_INPUT, f"a day from {FIRST_DAY} to {LAST_DAY}", field=field)
+    return day
 
 
 # ---------------------------------------------------------------- ids
@@ -106,7 +117,7 @@ def page_args(first: Optional[int], after: Optional[str]) -> tuple[int, int]:
             kind, n = base64.b64decode(after, validate=True).decode().split(":")
             assert kind == "c"
             offset = int(n)
-            assert offset >= 0
+            assert 0 <= offset <= MAX_OFFSET
         except Exception:
             raise refuse(ErrorCode.INVALID_INPUT, "after: not a cursor of this list", field="after")
     return min(first, MAX_PAGE), offset
@@ -242,10 +253,17 @@ class Group(relay.Node):
     my_seat: Optional[Seat] = strawberry.field(description="The caller's latest seat in this group, if any")
     _leader: strawberry.Private[str]
     _leader_visible: strawberry.Private[bool]
+    _leader_alias: strawberry.Private[Optional[str]]
 
-    @strawberry.field(description="The leader's user id; null for public-key callers (DS-2: no personal data).")
+    @strawberry.field(description="The leader's user id: for shop staff and the leader only; null for other "
+                                  "customers, distributors and public-key callers (they see leaderAlias).")
     def leader_user_id(self) -> Optional[str]:
         return self._leader if self._leader_visible else None
+
+    @strawberry.field(description="The name the shop shows for the leader to other customers (`member-…`, the "
+                                  "same for one user across the shop's groups); null for public-key callers.")
+    def leader_alias(self) -> Optional[str]:
+        return self._leader_alias
 
     @strawberry.field
     async def campaign(self, info: Info) -> Optional["Campaign"]:
@@ -289,7 +307,9 @@ def group_type(g: gb.Group, ctx) -> Group:
                  tier_reached=_tier(reached, cur) if reached else None, next_tier=_tier(nxt, cur) if nxt else None,
                  tiers=[_tier(t, cur) for t in g.tiers], opened_at=g.opened_at, expires_at=g.expires_at,
                  seconds_left=max(left, 0) if left is not None else None, formed_at=g.formed_at, my_seat=mine,
-                 _leader=g.leader_user_id, _leader_visible=ctx.principal is not None, _campaign=g.campaign_id)
+                 _leader=g.leader_user_id, _leader_visible=sees_user_ids(ctx, g.leader_user_id),
+                 _leader_alias=user_alias(ctx.shop_id, g.leader_user_id) if ctx.principal is not None else None,
+                 _campaign=g.campaign_id)
 
 
 @strawberry.type(description="A group-buy campaign: one product at group prices for a time window.")

@@ -37,6 +37,15 @@ class Settings(BaseSettings):
         False, validation_alias="SHARECART_TEST_CLOCK",
         description="1: serve the test schema with the admin mutation advanceClock (OR-5). Demos and tests "
                     "only, never production (same as `serve --test-clock`).")
+    dev: bool = Field(
+        False, validation_alias="SHARECART_DEV",
+        description="1: development mode — introspection for every caller and the /graphiql page (docs/security.md). "
+                    "Off in production; `serve` turns it on with the demo.")
+    secret_key: str | None = Field(
+        None, validation_alias="SHARECART_SECRET_KEY",
+        description="Fernet key(s), comma-separated (the first encrypts): shop and webhook secrets are stored "
+                    "encrypted with it (docs/security.md). Unset: a key file beside the embedded database; "
+                    "against a server, stored unencrypted with a warning (development only).")
     log_format: Literal["json", "text"] = Field(
         "json", validation_alias="SHARECART_LOG_FORMAT",
         description="json: one JSON object per log line (for collectors); text: key=value lines for a terminal.")

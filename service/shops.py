@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import asdict, fields, replace
+from datetime import timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -207,3 +208,56 @@ async def upsert_product(
 
         return await once_row(s, Product, shop_id=shop_id, scope="upsert_product", key=idempotency_key, now=now,
                               run=run, request={"product_ref": product_ref, **values})
+
+
+# ---------------------------------------------------------------- token secrets (SH-0, issue 11 point 9)
+SHOPS_CHANNEL = "sharecart_shops"  # NOTIFY payload: a shop id whose secrets or revocation changed
+
+
+async def _notify_shop_changed(s: AsyncSession, shop_id: str) -> None:
+    """Every process drops the shop from its cache when this transaction commits (api.auth.ShopCache)."""
+    await s.execute(text("SELECT pg_notify(:channel, :shop)"), {"channel": SHOPS_CHANNEL, "shop": shop_id})
+
+
+async def rotate_jwt_secret(svc: Services, *, shop_id: str, overlap_s: int,
+                            idempotency_key: str | None = None) -> Shop:
+    """A new signing secret now; tokens signed with the one it replaces are still accepted for `overlap_s`
+    seconds (then refused), so a backend minting tokens itself can switch without an outage. A retry with
+    the same key does not rotate again (that would end the overlap of the secret still in use)."""
+    if not 0 <= overlap_s <= 7 * 86400:
+        raise refuse(ErrorCode.INVALID_INPUT, "the overlap is 0 to 604800 seconds", field="overlapSeconds",
+                     rule="SH-0")
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        async def run() -> Shop:
+            shop = await s.get(Shop, shop_id, with_for_update=True)
+            shop.previous_jwt_secret, shop.jwt_secret = shop.jwt_secret, secrets.token_urlsafe(32)
+            shop.previous_jwt_secret_until = _wall_now() + timedelta(seconds=overlap_s)
+            await _notify_shop_changed(s, shop_id)
+            return shop
+
+        return await once_row(s, Shop, shop_id=shop_id, scope="rotate_jwt_secret", key=idempotency_key, now=now,
+                              run=run, request={"overlap_s": overlap_s})
+
+
+async def revoke_tokens(svc: Services, *, shop_id: str, idempotency_key: str | None = None) -> Shop:
+    """Every token of the shop issued before now (its `iat`) is refused from now on, in every process; tokens
+    issued afterwards work. Revokes per shop (a token version), not per token."""
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        async def run() -> Shop:
+            shop = await s.get(Shop, shop_id, with_for_update=True)
+            # iat is whole seconds: a token of this very second may predate the call, so it is revoked too
+            shop.tokens_not_before = _wall_now().replace(microsecond=0) + timedelta(seconds=1)
+            await _notify_shop_changed(s, shop_id)
+            return shop
+
+        return await once_row(s, Shop, shop_id=shop_id, scope="revoke_tokens", key=idempotency_key, now=now,
+                              run=run, request={})
+
+
+def _wall_now():
+    """Tokens carry wall-clock times (`iat`, `exp`), whatever the service clock says (OR-5 moves only rules)."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)

@@ -45,7 +45,7 @@ from collections import Counter
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import func, select, text, tuple_, update
+from sqlalchemy import delete, func, select, text, tuple_, update
 
 from engine.errors import ErrorCode, refuse
 from engine.events import EventType, is_event_type
@@ -620,3 +620,59 @@ async def disable_endpoint(svc: Services, *, shop_id: str, endpoint_id: str,
 
         return await once_row(s, WebhookEndpoint, shop_id=shop_id, scope="disable_webhook", key=idempotency_key,
                               now=now, run=run, request={"endpoint_id": endpoint_id})
+
+
+# ---------------------------------------------------------------- admin: disable, re-point, delete (issue 11.9)
+async def _locked(s, shop_id: str, endpoint_id: str) -> WebhookEndpoint:
+    ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id), with_for_update=True)
+    if ep is None:
+        raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
+    return ep
+
+
+
+
+async def update_endpoint(svc: Services, *, shop_id: str, endpoint_id: str, url: str | None = None,
+                          event_types: list[str] | None = None,
+                          idempotency_key: str | None = None) -> WebhookEndpoint:
+    """Re-point an endpoint (a new URL, checked as at registration) and/or change its event-type filter; its
+    secret and what it is owed stay."""
+    if url is not None:
+        await _refuse_unsafe_url(url)  # the registration's SSRF rules (issue 11.3)
+    unknown = sorted({t for t in event_types or [] if not is_event_type(t)})
+    if unknown:
+        raise refuse(ErrorCode.INVALID_INPUT, f"unknown event types {unknown}; see docs/webhooks.md",
+                     field="eventTypes")
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        async def run() -> WebhookEndpoint:
+            ep = await _locked(s, shop_id, endpoint_id)
+            if url is not None:
+                ep.url = url
+            if event_types is not None:
+                ep.event_types = list(event_types)
+            return ep
+
+        return await once_row(s, WebhookEndpoint, shop_id=shop_id, scope="update_webhook", key=idempotency_key,
+                              now=now, run=run, request={"endpoint_id": endpoint_id, "url": url,
+                                                         "event_types": sorted(event_types or [])
+                                                         if event_types is not None else None})
+
+
+async def delete_endpoint(svc: Services, *, shop_id: str, endpoint_id: str,
+                          idempotency_key: str | None = None) -> bool:
+    """Remove an endpoint with what it is still owed and its attempt records; the shop's events stay (the
+    event pull API serves them). A retry with the same key answers True again; without a key, deleting an
+    endpoint that is gone is NOT_FOUND."""
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        async def run() -> dict:
+            ep = await _locked(s, shop_id, endpoint_id)
+            for model in (WebhookDelivery, WebhookAttempt):
+                await s.execute(delete(model).where(model.shop_id == shop_id, model.endpoint_id == endpoint_id))
+            await s.delete(ep)
+            return {"deleted": True}
+
+        r = await once(s, shop_id=shop_id, scope="delete_webhook", key=idempotency_key, now=now, run=run,
+                       request={"endpoint_id": endpoint_id})
+        return bool(r["deleted"])

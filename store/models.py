@@ -31,6 +31,8 @@ from sqlalchemy.dialects.postgresql.base import ischema_names
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import UserDefinedType
 
+from store.secrets import SecretText
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -71,9 +73,12 @@ class Shop(Base):
     name: Mapped[str] = mapped_column(Text)
     currency: Mapped[str] = mapped_column(String(3))
     timezone: Mapped[str] = mapped_column(Text, server_default="UTC")
-    jwt_secret: Mapped[str] = mapped_column(Text)  # signs this shop's bearer tokens (SH-0)
+    jwt_secret: Mapped[str] = mapped_column(SecretText)  # signs this shop's bearer tokens (SH-0); encrypted at rest
     public_key: Mapped[str] = mapped_column(Text)  # storefront-public: resolves invite codes (DS-2)
     created_at: Mapped[datetime] = mapped_column(TS)
+    previous_jwt_secret: Mapped[str | None] = mapped_column(SecretText)  # verifies too until ..._until (rotation)
+    previous_jwt_secret_until: Mapped[datetime | None] = mapped_column(TS)
+    tokens_not_before: Mapped[datetime | None] = mapped_column(TS)  # tokens issued before it are revoked
     __table_args__ = (UniqueConstraint("shop_id", "public_key"),)
 
 
@@ -556,8 +561,8 @@ class WebhookEndpoint(Base):
     endpoint_id: Mapped[str] = mapped_column(ID, primary_key=True)
     url: Mapped[str] = mapped_column(Text)
     event_types: Mapped[list] = mapped_column(JSONB, server_default="[]")  # [] = every type
-    secret: Mapped[str] = mapped_column(Text)
-    previous_secret: Mapped[str | None] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(SecretText)  # encrypted at rest (store.secrets)
+    previous_secret: Mapped[str | None] = mapped_column(SecretText)
     previous_secret_until: Mapped[datetime | None] = mapped_column(TS)
     enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     consecutive_failures: Mapped[int] = mapped_column(Integer, server_default="0")

@@ -18,6 +18,13 @@ from sqlalchemy.engine import make_url
 
 from store.database import create_engine, embedded_url, stop_embedded, to_asyncpg
 
+# Secrets are stored encrypted (store.secrets) in every test, as in production: a key for this run, which
+# the `sharecart serve` processes that tests start inherit.
+if not os.environ.get("SHARECART_SECRET_KEY"):
+    from cryptography.fernet import Fernet
+
+    os.environ["SHARECART_SECRET_KEY"] = Fernet.generate_key().decode()
+
 # The suite's webhook receivers listen on 127.0.0.1: allow loopback targets (issue 11.3); the SSRF tests turn it off.
 os.environ.setdefault("SHARECART_WEBHOOK_ALLOW_LOOPBACK", "1")
 

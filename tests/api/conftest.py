@@ -14,40 +14,70 @@ import pytest
 import uvicorn
 
 
+class AppServer:
+    """An app (built by `make_app(svc)` inside the server's thread) under a real uvicorn on a free loopback
+    port, with the connection limits `sharecart serve` uses (api.server)."""
+
+    def __init__(self, database_url: str, make_app, **config) -> None:
+        from api.server import server_config
+        from service.context import Services
+        from store.database import create_engine
+
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        holder: dict = {}
+        started = threading.Event()
+
+        def serve():
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            svc = Services(engine=create_engine(database_url))
+            holder["svc"] = svc
+            holder["app"] = app = make_app(svc)
+            srv = uvicorn.Server(server_config(app, host="127.0.0.1", port=self.port, log_level="warning", **config))
+            holder["server"], holder["loop"] = srv, loop
+            started.set()
+            loop.run_until_complete(srv.serve())
+            loop.run_until_complete(svc.engine.dispose())  # give the pooled connections back at once
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+        started.wait(30)
+        for _ in range(100):
+            try:
+                if httpx.get(f"{self.base}/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("the test server did not start (see the thread's traceback above)")
+        self.svc, self.server, self.loop, self.app = holder["svc"], holder["server"], holder["loop"], holder["app"]
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def server(runtime_url):
-    """uvicorn in a background thread with its own event loop and engine, SHARECART_TEST_CLOCK=1."""
+    """uvicorn in a background thread with its own event loop and engine (the runtime role, as `serve` runs:
+    issue 11.6), SHARECART_TEST_CLOCK=1, in development mode (introspection and GraphiQL on: docs/security.md)."""
     os.environ["SHARECART_TEST_CLOCK"] = "1"
     from api.app import create_app
-    from service.context import Services
-    from store.database import create_engine
 
-    port = _free_port()
-    holder: dict = {}
+    srv = AppServer(runtime_url, lambda svc: create_app(svc, dev=True))
+    yield {"base": srv.base, "svc": srv.svc, "app": srv.app}
+    srv.stop()
 
-    def serve():
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        svc = Services(engine=create_engine(runtime_url))  # the runtime role, as `serve` runs (issue 11.6)
-        holder["svc"] = svc
-        srv = uvicorn.Server(uvicorn.Config(create_app(svc), host="127.0.0.1", port=port, log_level="warning"))
-        holder["server"] = srv
-        loop.run_until_complete(srv.serve())
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if httpx.get(f"{base}/health").status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        raise RuntimeError("the test server did not start (see the thread's traceback above)")
-    yield {"base": base, "svc": holder["svc"]}
-    holder["server"].should_exit = True
-    t.join(timeout=10)
+@pytest.fixture(scope="session")
+def prod_server(runtime_url):
+    """The same app with the production defaults: development mode off."""
+    from api.app import create_app
+
+    srv = AppServer(runtime_url, lambda svc: create_app(svc, dev=False))
+    yield {"base": srv.base, "svc": srv.svc}
+    srv.stop()
 
 
 class Client:

@@ -94,6 +94,12 @@ M = {  # root mutation field → (who may call it, input)
     "enableWebhook": ({"admin"}, '{endpointId: "{endpoint}"}'),
     "disableWebhook": ({"admin"}, '{endpointId: "{endpoint}"}'),
     "redeliverEvents": ({"admin"}, '{endpointId: "{endpoint}", fromSeq: 1, toSeq: 2}'),
+    "disableWebhook": ({"admin"}, '{endpointId: "{endpoint}"}'),
+    "updateWebhook": ({"admin"}, '{endpointId: "{endpoint}", eventTypes: []}'),
+    "deleteWebhook": ({"admin"}, '{endpointId: "wh_none"}'),
+    "issueToken": ({"backend"}, '{userId: "acc", roles: [CUSTOMER]}'),
+    "rotateJwtSecret": ({"admin"}, "{overlapSeconds: 3600}"),
+    "revokeTokens": ({"admin"}, "{}"),
     "approvePayout": ({"finance"}, '{payoutId: "{payout}", externalRef: "acc"}'),
     "rejectPayout": ({"finance"}, '{payoutId: "{payout}", reason: "acc"}'),
     "closePeriod": ({"finance"}, '{fromDate: "2020-01-01", toDate: "2020-01-02"}'),
@@ -226,6 +232,20 @@ async def test_role_x_operation_x_shop_SH0_SH1(site, op, caller):
         assert body["data"] is None or body["data"].get(op) is None
     if before is not None:
         assert await snapshot(site["engine"], site["shop"].shop_id) == before, f"{caller} changed shop A via {op}"
+    if op == "revokeTokens" and (caller in allowed or caller == "other"):
+        await _remint(site)  # the call revoked every token of its shop issued until now
+
+
+async def _remint(site) -> None:
+    """New tokens for every caller (iat is whole seconds: wait for the next one)."""
+    import asyncio
+
+    await asyncio.sleep(1.1)
+    a, b, base = site["shop"], site["other"], site["base"]
+    for role in ROLES:
+        site["clients"][role] = Client(base, mint_token(a, {"customer": "cust", "distributor": "dist"}.get(role, role),
+                                                        [role], 3600))
+    site["clients"]["other"] = Client(base, mint_token(b, "dist", sorted(ROLES), 3600))
 
 
 async def test_the_refused_mutations_really_would_change_something(site):
