@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, literal, select
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from service.ids import new_id
 from store.models import Event, Shop
@@ -24,10 +24,6 @@ def emit(
     rule: str | None = None,
 ) -> None:
     data = {**payload, **({"rule": rule} if rule else {})}
-    # Every payload carries the shop's currency beside its amounts (SH-2). It is filled in by the
-    # INSERT itself (a sub-select of shops), so no call site has to remember it and emit stays a
-    # plain synchronous add; a key the caller gave wins (it is the same one currency anyway).
-    currency = select(Shop.currency).where(Shop.shop_id == shop_id).scalar_subquery()
     session.add(
         Event(
             shop_id=shop_id,
@@ -37,7 +33,21 @@ def emit(
             aggregate_id=aggregate_id,
             rule=rule,
             occurred_at=now,
-            payload=func.jsonb_build_object("currency", currency).op("||", return_type=JSONB)(
-                literal(data, JSONB)),
+            payload=data,  # + the shop's currency, at flush (_add_currency)
         )
     )
+
+
+@event.listens_for(Session, "before_flush")
+def _add_currency(session: Session, flush_context, instances) -> None:
+    """Every payload carries the shop's currency beside its amounts (SH-2), filled in here so no call site has
+    to remember it and emit stays a plain synchronous add; a key the caller gave wins. The currency is the
+    shop row the transaction already loaded, else one primary-key read of it: a plain value in the INSERT
+    (Citus refuses an INSERT with a sub-select in it, docs/sharding.md)."""
+    pending = [o for o in session.new if isinstance(o, Event) and "currency" not in o.payload]
+    if not pending:
+        return
+    with session.no_autoflush:
+        currency = {sid: getattr(session.get(Shop, sid), "currency", None) for sid in {o.shop_id for o in pending}}
+    for o in pending:
+        o.payload = {"currency": currency[o.shop_id], **o.payload}
