@@ -3,6 +3,8 @@
 
     python3 tasks.py serve   # embedded PostgreSQL, migrations, demo shop, GraphiQL URL + tokens
     python3 tasks.py test    # the whole test suite (pytest args may follow)
+    python3 tasks.py test --citus postgresql://postgres@127.0.0.1:9700/postgres
+                             # integration + API tests on a Citus cluster (docs/sharding.md)
 
 Creates ./.venv on first use and reinstalls only when pyproject.toml changes.
 """
@@ -60,6 +62,27 @@ def ensure_test_packages() -> None:
         subprocess.call(install, **quiet)
 
 
+def citus_option(args: list[str]) -> list[str]:
+    """`--citus URL` (or `--citus=URL`): run against that Citus coordinator (SHARECART_TEST_CITUS for
+    tests/conftest.py); without test paths, the integration and API tests."""
+    out, url, it = [], None, iter(args)
+    for a in it:
+        if a == "--citus":
+            url = next(it, None)
+            if not url:
+                sys.exit("--citus needs the coordinator's URL, e.g. postgresql://postgres@127.0.0.1:9700/postgres")
+        elif a.startswith("--citus="):
+            url = a.split("=", 1)[1]
+        else:
+            out.append(a)
+    if url is None:
+        return out
+    os.environ["SHARECART_TEST_CITUS"] = url
+    if not any(not a.startswith("-") and (ROOT / a.split("::")[0]).exists() for a in out):
+        out = ["tests/integration", "tests/api", *out]
+    return out
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("serve", "test"):
         print(__doc__)
@@ -70,7 +93,7 @@ def main(argv: list[str]) -> int:
         args = [str(BIN / "sharecart"), "serve", *rest]
     else:
         ensure_test_packages()
-        args = [str(BIN / "python"), "-m", "pytest", *rest]
+        args = [str(BIN / "python"), "-m", "pytest", *citus_option(rest)]
     os.chdir(ROOT)
     return subprocess.call(args)
 
