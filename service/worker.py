@@ -141,10 +141,12 @@ async def run_due(svc: Services, *, shop_id: str | None = None) -> int:
 async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1.0) -> None:
     """Due work and webhook delivery run as two loops of their own: a POST may take its whole timeout, and a
     slow receiver must never delay group expiry (GB-11) or commission release (CM-6)."""
+    from service.feed import sequence_all
     from service.webhooks import deliver_due
 
     await asyncio.gather(_every(interval, stop, lambda: run_due(svc), "due work failed"),
-                         _every(interval, stop, lambda: deliver_due(svc, stop=stop), "webhook delivery failed"))
+                         _every(interval, stop, lambda: deliver_due(svc, stop=stop), "webhook delivery failed"),
+                         _every(interval, stop, lambda: sequence_all(svc), "event feed sequencing failed"))
 
 
 async def _every(interval: float, stop: asyncio.Event, work, what: str) -> None:

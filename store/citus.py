@@ -1,7 +1,7 @@
 """Citus: what the migrations and the test and bench fixtures need to run on a cluster (docs/sharding.md).
 
-Nothing here runs on plain PostgreSQL except the one check `is_citus`: the same migrations and the same
-service code run on both.
+The same migrations and the same service code run on PostgreSQL and on Citus; on PostgreSQL only the
+checks here run (and `create_database` makes one plain database).
 
 - `distribute_new_tables`: every table of the schema that has a `shop_id` and is not distributed yet is
   distributed by `shop_id`, colocated with `shops`, parents before the tables whose foreign keys point at
@@ -79,6 +79,13 @@ def distribute_new_tables(sync_conn) -> list[str]:
             pending.remove(table)
             done.append(table)
     return done
+
+
+def distribute_now(sync_conn) -> None:
+    """In a revision that fills a table it just created: distribute it first on Citus (nothing on PostgreSQL),
+    so its rows go straight to the shards."""
+    if is_citus(sync_conn):
+        distribute_new_tables(sync_conn)
 
 
 # ---------------------------------------------------------------- a fresh database on every node
