@@ -153,7 +153,7 @@ async def enable_endpoint(svc: Services, *, shop_id: str, endpoint_id: str,
 RELEASE_SQL = text(
     """
     UPDATE webhook_deliveries SET state = 'PENDING', next_attempt_at = :now
-    WHERE (shop_id, endpoint_id, event_id) IN (
+    WHERE shop_id = :s AND (shop_id, endpoint_id, event_id) IN (  -- the shop outside too: one shard on Citus
         SELECT shop_id, endpoint_id, event_id FROM webhook_deliveries
         WHERE shop_id = :s AND endpoint_id = :ep AND state IN ('PENDING', 'HELD')
         FOR UPDATE SKIP LOCKED)
