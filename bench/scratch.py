@@ -11,9 +11,8 @@ import secrets
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-from store import citus
-from store.database import create_engine, to_asyncpg
-from store.migrate import upgrade
+from store.database import to_asyncpg
+from store.migrate import migrated_database
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -22,13 +21,5 @@ DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 async def scratch_database(prefix: str) -> AsyncIterator[str]:
     """Yields the URL of a fresh, migrated database; drops it afterwards, whatever happened."""
     server = to_asyncpg(os.environ.get("DATABASE_URL", DEFAULT_SERVER))
-    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
-    nodes = await citus.workers(server)
-    url = await citus.create_database(server, name)
-    try:
-        eng = create_engine(url, pool_size=1)
-        await upgrade(eng)
-        await eng.dispose()
+    async with migrated_database(server, f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}") as url:
         yield url
-    finally:
-        await citus.drop_database(server, name, nodes)

@@ -6,7 +6,9 @@ advisory lock for the whole run, so several service processes starting together 
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import AsyncIterator
 
 from alembic import command
 from alembic.config import Config
@@ -50,3 +52,23 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
 async def downgrade(engine: AsyncEngine, revision: str) -> None:
     await _run(engine, lambda cfg: command.downgrade(cfg, revision))
+
+
+@asynccontextmanager
+async def migrated_database(server_url: str, name: str) -> AsyncIterator[str]:
+    """A fresh database `name` beside `server_url`'s, migrated to head (on every node of a Citus cluster:
+    store.citus.create_database); yields its URL and drops it afterwards, whatever happened."""
+    from store import citus
+    from store.database import create_engine
+
+    nodes = await citus.workers(server_url)
+    url = await citus.create_database(server_url, name)
+    try:
+        eng = create_engine(url, pool_size=1)
+        try:
+            await upgrade(eng)
+        finally:
+            await eng.dispose()
+        yield url
+    finally:
+        await citus.drop_database(server_url, name, nodes)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from store import citus
 from store.database import create_engine, embedded_url, stop_embedded, to_asyncpg
 
 CITUS_URL = os.environ.get("SHARECART_TEST_CITUS")
@@ -46,18 +45,10 @@ def server_url() -> str:
 @pytest.fixture(scope="session")
 async def database_url(server_url):
     """A fresh database for this run, migrated to head; dropped at the end."""
-    from store.migrate import upgrade
+    from store.migrate import migrated_database
 
-    name = f"sharecart_t_{os.getpid()}_{secrets.token_hex(3)}"
-    nodes = await citus.workers(server_url)
-    url = await citus.create_database(server_url, name)
-    try:
-        eng = create_engine(url, pool_size=1)
-        await upgrade(eng)
-        await eng.dispose()
+    async with migrated_database(server_url, f"sharecart_t_{os.getpid()}_{secrets.token_hex(3)}") as url:
         yield url
-    finally:
-        await citus.drop_database(server_url, name, nodes)
 
 
 # ---------------------------------------------------------------- service-level fixtures
