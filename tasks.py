@@ -6,7 +6,8 @@
     python3 tasks.py test --citus postgresql://postgres@127.0.0.1:9700/postgres
                              # integration + API tests on a Citus cluster (docs/sharding.md)
 
-Creates ./.venv on first use and reinstalls only when pyproject.toml changes.
+Creates ./.venv on first use and reinstalls only when pyproject.toml changes. Then it execs the command
+(on POSIX), so `kill <pid>` of `python3 tasks.py serve` stops the server itself.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def ensure_env() -> None:
     print("installing Sharecart and its dependencies into .venv ...", flush=True)
     pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     subprocess.check_call(pip + ["--upgrade", "pip"])
-    subprocess.check_call(pip + ["-e", f"{ROOT}[test]"])
+    subprocess.check_call(pip + ["-e", f"{ROOT}[test,embedded]"])
     STAMP.write_text(want)
 
 
@@ -95,7 +96,12 @@ def main(argv: list[str]) -> int:
         ensure_test_packages()
         args = [str(BIN / "python"), "-m", "pytest", *citus_option(rest)]
     os.chdir(ROOT)
-    return subprocess.call(args)
+    if os.name == "posix":
+        # Become the server (or pytest) instead of waiting on it: SIGTERM from a supervisor, Ctrl-C, and the
+        # exit status all reach it and come back from it directly, and nothing is left running behind us.
+        sys.stdout.flush()
+        os.execv(args[0], args)
+    return subprocess.call(args)  # Windows has no exec: wait for it (Ctrl-C reaches the whole console)
 
 
 if __name__ == "__main__":

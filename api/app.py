@@ -1,5 +1,5 @@
 """The HTTP application: /graphql (POST, GET, and graphql-transport-ws), a local GraphiQL at /graphiql,
-settlement exports, /health."""
+settlement exports, and the operations endpoints /health, /ready, /metrics (api.ops, docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,11 @@ except ImportError:  # pragma: no cover - older strawberry
     from strawberry.http.exceptions import HTTPException as UnreadableRequest
 
 from api.auth import authenticate
+from api.console import routes as console_routes
 from api.context import Context
 from api.live import GroupListener
+from api.metrics import metrics_endpoint
+from api.ops import Operations, health, ready
 from api.mutations import test_clock_enabled
 from api.schema import make_schema
 from engine.errors import ErrorCode, RuleViolation, refuse
@@ -43,7 +46,8 @@ GRAPHIQL_HTML = """<!doctype html>
 <script src="/static/react-dom.production.min.js"></script>
 <script src="/static/graphiql.min.js"></script>
 <script>
-const fetcher = GraphiQL.createFetcher({url: '/graphql'});
+const fetcher = GraphiQL.createFetcher({url: '/graphql',  // subscriptions (groupProgress) over graphql-transport-ws:
+  subscriptionUrl: (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/graphql'});
 ReactDOM.createRoot(document.getElementById('graphiql')).render(
   React.createElement(GraphiQL, {fetcher, defaultEditorToolsVisibility: 'headers',
     defaultHeaders: '{\\n  "Authorization": "Bearer PASTE-A-TOKEN"\\n}',
@@ -228,9 +232,6 @@ def create_app(svc: Services, *, test_clock: bool | None = None) -> Starlette:
     async def graphiql(_):
         return HTMLResponse(GRAPHIQL_HTML)
 
-    async def health(_):
-        return JSONResponse({"ok": True})
-
     async def root(_):
         return RedirectResponse("/graphiql")
 
@@ -240,12 +241,14 @@ def create_app(svc: Services, *, test_clock: bool | None = None) -> Starlette:
         await gql.listener.close()
 
     app = Starlette(routes=[
-        Route("/", root), Route("/health", health), Route("/graphiql", graphiql),
+        Route("/", root), Route("/health", health), Route("/ready", ready), Route("/metrics", metrics_endpoint),
+        Route("/graphiql", graphiql),
         Route("/graphql", gql, methods=["GET", "POST"]), WebSocketRoute("/graphql", gql),
         Route("/exports/settlements/{settlement_id}.{fmt:str}", export_settlement),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"), *console_routes(),
     ], lifespan=lifespan)
     app.add_middleware(BodyLimit)
+    app.add_middleware(Operations)  # outermost: request id, access log, metrics, JSON for what escapes
     app.state.svc = svc
     app.state.graphql = gql
     return app

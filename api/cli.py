@@ -1,16 +1,56 @@
-"""The `sharecart` command: serve, migrate, create shops, mint tokens, seed the demo."""
+"""The `sharecart` command: serve, migrate, create and list shops, mint tokens, seed the demo.
+
+Every refusal is one line on stderr, `error CODE: message`, with exit status 2 — a bad option, a bad
+date, a folder that is not there, a time zone or currency that does not exist, a rule refusal (ER-1).
+An operational failure (database unreachable: UNAVAILABLE) or a bug (INTERNAL) is one such line with
+exit status 1; SHARECART_DEBUG=1 adds the traceback. Never a bare traceback (tests/test_cli.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+from datetime import date
 
 import typer
 
 app = typer.Typer(help="Sharecart: group-buy and distribution engine (GraphQL API).", no_args_is_help=True)
 
 ROLES = ("customer", "distributor", "admin", "finance", "backend")
+
+
+class CliRefusal(Exception):
+    """`error CODE: message`, exit 2 (raised by `fail`, printed by `main`)."""
+
+    def __init__(self, code: str, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.code, self.message, self.exit_code = code, message, exit_code
+
+
+def fail(code: str, message: str) -> CliRefusal:
+    return CliRefusal(code, message)
+
+
+def _day(value: str, option: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise fail("INVALID_INPUT", f"{option} {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"sharecart {version('sharecart')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                        help="print the version and exit")) -> None:
+    """Sharecart: group-buy and distribution engine (GraphQL API)."""
 
 
 def _services():
@@ -41,7 +81,12 @@ def migrate() -> None:
 
 @app.command("create-shop")
 def create_shop(shop_id: str, name: str = typer.Option(...), currency: str = "CNY", timezone: str = "UTC") -> None:
-    """Create a shop; prints its public key (storefronts use it for invite codes, DS-2)."""
+    """Create a shop; prints its public key (storefronts use it for invite codes, DS-2). The currency is an
+    ISO 4217 code, the time zone an IANA name (Asia/Shanghai); anything else is refused before any write."""
+    from service.currencies import check_currency, check_timezone
+
+    check_currency(currency)
+    check_timezone(timezone)
 
     async def run():
         from service.shops import create_shop as create
@@ -66,7 +111,9 @@ def mint_token(
     """Mint a bearer token for a user of a shop."""
     bad = [r for r in role if r not in ROLES]
     if bad:
-        raise typer.BadParameter(f"unknown role(s) {bad}; choose from {ROLES}")
+        raise fail("INVALID_INPUT", f"unknown role(s) {', '.join(bad)}; choose from {', '.join(ROLES)}")
+    if ttl <= 0:
+        raise fail("INVALID_INPUT", "--ttl is a positive number of seconds")
 
     async def run():
         from service.shops import get_shop
@@ -75,7 +122,7 @@ def mint_token(
         shop = await get_shop(svc, shop_id)
         await svc.engine.dispose()
         if shop is None:
-            raise typer.BadParameter(f"no shop {shop_id}")
+            raise fail("NOT_FOUND", f"no shop {shop_id}")
         return _token(shop, user, role, ttl)
 
     typer.echo(asyncio.run(run()))
@@ -104,14 +151,16 @@ def close_period(shop_id: str, day_from: str = typer.Option(..., "--from", help=
                  day_to: str = typer.Option(..., "--to", help="day after the last, YYYY-MM-DD (half-open)"),
                  actor: str = typer.Option("cli")) -> None:
     """LG-3: close [from, to) in the shop's time zone into a settlement batch; prints its id."""
-    from datetime import date
+    first, after = _day(day_from, "--from"), _day(day_to, "--to")
 
     async def run():
         from service.settlements import close_period as close
+        from service.shops import get_shop
 
         svc = _services()
-        b = await close(svc, shop_id=shop_id, day_from=date.fromisoformat(day_from),
-                        day_to=date.fromisoformat(day_to), actor=actor)
+        if await get_shop(svc, shop_id) is None:
+            raise fail("NOT_FOUND", f"no shop {shop_id}")
+        b = await close(svc, shop_id=shop_id, day_from=first, day_to=after, actor=actor)
         await svc.engine.dispose()
         return b
 
@@ -128,7 +177,8 @@ def export(shop_id: str, settlement_id: str, fmt: str = typer.Option("csv", "--f
     import sys
 
     if fmt not in ("csv", "xlsx"):
-        raise typer.BadParameter("format is csv or xlsx")
+        raise fail("INVALID_INPUT", "--format is csv or xlsx")
+    _check_out(out)
 
     async def run():
         from service import exports
@@ -137,7 +187,7 @@ def export(shop_id: str, settlement_id: str, fmt: str = typer.Option("csv", "--f
         svc = _services()
         batch = await get_settlement(svc, shop_id=shop_id, settlement_id=settlement_id)
         if batch is None:
-            raise typer.BadParameter(f"no settlement {settlement_id} in shop {shop_id}")
+            raise fail("NOT_FOUND", f"no settlement {settlement_id} in shop {shop_id}")
         with typer.progressbar(length=batch.distributors, label=f"exporting {fmt}", file=sys.stderr) as bar:
             if fmt == "csv":
                 with open(out, "wb") as f:
@@ -150,8 +200,58 @@ def export(shop_id: str, settlement_id: str, fmt: str = typer.Option("csv", "--f
                 shutil.move(path, out)
         await svc.engine.dispose()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except OSError as e:  # the folder went away or filled up while writing
+        raise fail("INVALID_INPUT", f"--out {out}: {e.strerror or e}") from None
     typer.echo(f"wrote {out}")
+
+
+def _check_out(out: str) -> None:
+    """Refuse an --out that cannot be written before anything is read from the database."""
+    from pathlib import Path
+
+    path = Path(out)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise fail("INVALID_INPUT", f"--out {out} is a folder; name a file")
+    if not folder.is_dir():
+        raise fail("INVALID_INPUT", f"--out {out}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise fail("INVALID_INPUT", f"--out {out}: not writable")
+
+
+@app.command("list-shops")
+def list_shops(as_json: bool = typer.Option(False, "--json", help="one JSON object per line, for scripts"),
+               limit: int = typer.Option(1000, help="at most this many, in shop id order")) -> None:
+    """List the shops: id, currency, time zone, created, name (an operator's view of every shop)."""
+    import json
+
+    if limit <= 0:
+        raise fail("INVALID_INPUT", "--limit is a positive number")
+
+    async def run():
+        from service.shops import list_shops as shops
+
+        svc = _services()
+        try:
+            return await shops(svc, limit=limit)
+        finally:
+            await svc.engine.dispose()
+
+    rows = asyncio.run(run())
+    if as_json:
+        for shop in rows:
+            typer.echo(json.dumps({"shopId": shop.shop_id, "name": shop.name, "currency": shop.currency,
+                                   "timezone": shop.timezone, "createdAt": shop.created_at.isoformat()},
+                                  ensure_ascii=False))
+        return
+    typer.echo(f"{'SHOP':24s} {'CURRENCY':8s} {'TIMEZONE':20s} {'CREATED':20s} NAME")
+    for shop in rows:
+        typer.echo(f"{shop.shop_id:24s} {shop.currency:8s} {shop.timezone:20s} "
+                   f"{shop.created_at.strftime('%Y-%m-%d %H:%M'):20s} {shop.name}")
+    if not rows:
+        typer.echo("(no shops: sharecart create-shop, or sharecart seed for the demo)", err=True)
 
 
 @app.command("export-schema")
@@ -188,7 +288,9 @@ async def _serve(host: str, port: int, demo: bool, run_worker: bool) -> None:
     from api.app import create_app
     from service.worker import worker_loop
 
-    if not os.environ.get("DATABASE_URL"):
+    from service.settings import settings
+
+    if not settings().database_url:
         from store.database import data_dir
 
         typer.echo(f"embedded PostgreSQL in {data_dir()} (set DATABASE_URL to use a server)")
@@ -199,7 +301,14 @@ async def _serve(host: str, port: int, demo: bool, run_worker: bool) -> None:
 
         r = await seed_demo(svc)
         _print_demo(r, host, port)
-    server = uvicorn.Server(uvicorn.Config(create_app(svc), host=host, port=port, log_level="info"))
+    from service.settings import settings
+
+    # logging is ours (api.logs: JSON, request ids, our access line); SIGTERM drains in-flight requests
+    server = uvicorn.Server(uvicorn.Config(create_app(svc), host=host, port=port, log_level="info", log_config=None,
+                                           access_log=False, timeout_graceful_shutdown=settings().shutdown_grace))
+    # uvicorn takes SIGTERM over while it serves (stop accepting, drain in-flight requests) and re-raises it to
+    # the previous handler when done: make that one a no-op, so the cleanup below runs and the exit status is 0
+    signal.signal(signal.SIGTERM, lambda *_: None)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(server.serve())]
     if run_worker:
@@ -250,18 +359,87 @@ def _print_demo(r: dict, host: str, port: int) -> None:
 
 
 def _run_refusable(fn):
-    from engine.errors import RuleViolation
+    return asyncio.run(fn())  # a RuleViolation is printed by main as `error CODE: message`
 
+
+def _usage_errors() -> tuple[type, ...]:
+    """click's UsageError (typer ≥ 0.2x vendors click as typer._click; older typer uses click itself)."""
+    errors = [c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"]
     try:
-        return asyncio.run(fn())
-    except RuleViolation as e:
-        typer.echo(f"error {e.code.value}: {e.message}", err=True)
-        raise typer.Exit(2)
+        import click
+
+        errors.append(click.UsageError)
+    except ImportError:  # typer without click
+        pass
+    return tuple(errors)
 
 
-def main() -> None:  # console entry point
+def _error_line(e: BaseException) -> tuple[str, str, int] | None:
+    """(code, message, exit status) of an error the CLI reports in one line; None: not one of ours."""
+    from engine.errors import RuleViolation
+    from service.availability import is_database_unavailable
+    from service.settings import ConfigError
+
+    if isinstance(e, CliRefusal):
+        return e.code, e.message, e.exit_code
+    if isinstance(e, RuleViolation):
+        field = f" ({e.field})" if e.field else ""
+        return e.code.value, e.message + field, 2
+    if isinstance(e, _usage_errors()):
+        return "INVALID_INPUT", " ".join(e.format_message().split()), 2
+    if isinstance(e, ConfigError):
+        return "INVALID_CONFIG", str(e), 2
+    if is_database_unavailable(e):
+        return "UNAVAILABLE", f"the database is unreachable ({type(e).__name__}: {e})", 1
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: settings checked first, every failure one `error CODE: message` line."""
+    import sys
+
+    from service.settings import check_settings, settings
+
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    app()
+    command = typer.main.get_command(app)
+    try:
+        check_settings()
+        from api.logs import configure_logging
+
+        configure_logging()
+        rc = command.main(argv if argv is not None else sys.argv[1:], prog_name="sharecart", standalone_mode=False)
+        code = rc if isinstance(rc, int) else 0
+    except typer.Exit as e:
+        code = e.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        code = 130
+    except Exception as e:  # noqa: BLE001 - the one place every CLI error is turned into a line
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `sharecart`: the help, as click shows it
+            typer.echo(e.format_message(), err=True)
+            return _exit(2, argv)
+        line = _error_line(e)
+        if line is None:
+            line = ("INTERNAL", f"{type(e).__name__}: {e} (SHARECART_DEBUG=1 prints the traceback)", 1)
+        typer.echo(f"error {line[0]}: {line[1]}", err=True)
+        code = line[2]
+        if line[0] == "INTERNAL" and _debug(settings):
+            import traceback
+
+            traceback.print_exception(e)
+    return _exit(code, argv)
+
+
+def _exit(code: int, argv) -> int:
+    if argv is None:
+        raise SystemExit(code)
+    return code
+
+
+def _debug(settings) -> bool:
+    try:
+        return settings().debug
+    except Exception:  # noqa: BLE001 - a bad SHARECART_DEBUG was already reported as INVALID_CONFIG
+        return False
 
 
 if __name__ == "__main__":

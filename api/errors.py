@@ -7,7 +7,9 @@
   or literal of the wrong type (an Int that is a string, MinorUnits of 1e300) — keeps graphql-core's
   message, which names the field and the expected type, with `code = INVALID_INPUT`; a request over
   the limits of api.limits has `code = QUERY_TOO_COMPLEX`.
-- Anything else (a bug, the database going away) is masked: message "internal error",
+- The database away (connection refused, lost, timed out): message "the database is unavailable; retry
+  later", `extensions.code = UNAVAILABLE`, HTTP 503 (api.metrics.OperationMetrics sets it).
+- Anything else (a bug) is masked: message "internal error",
   `extensions.code = INTERNAL`, no stack trace, no SQL.
 """
 
@@ -21,6 +23,7 @@ from strawberry.extensions import MaskErrors
 
 from engine.errors import ErrorCode as _ErrorCode
 from engine.errors import RuleViolation
+from service.availability import UNAVAILABLE, is_database_unavailable
 
 ErrorCode = strawberry.enum(_ErrorCode, name="ErrorCode", description="ER-1: stable machine-readable refusal codes.")
 
@@ -69,6 +72,9 @@ class PublicErrors(MaskErrors):
                 out.append(public_error(error, original))
             elif (error.extensions or {}).get("code"):
                 out.append(error)  # limiter refusals: deliberate, coded where they are raised
+            elif is_database_unavailable(original):  # not a bug: say so, with a code clients can retry on
+                out.append(GraphQLError("the database is unavailable; retry later", nodes=error.nodes,
+                                        path=error.path, extensions={"code": UNAVAILABLE}))
             elif _refused_request(error):
                 error.extensions = {**(error.extensions or {}), "code": _ErrorCode.INVALID_INPUT.value}
                 out.append(error)

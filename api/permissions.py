@@ -43,6 +43,7 @@ IsCustomer, IsDistributor, IsAdmin, IsFinance, IsBackend = (
     any_role(r) for r in ("customer", "distributor", "admin", "finance", "backend"))
 IsBackendOrAdmin = any_role("backend", "admin")
 IsAdminOrFinance = any_role("admin", "finance")
+IsBackendOrFinance = any_role("backend", "finance")
 
 
 class HasShopKey(BasePermission):

@@ -13,8 +13,8 @@ from api.permissions import (
     HasShopKey,
     IsAdmin,
     IsAdminOrFinance,
-    IsBackend,
     IsBackendOrAdmin,
+    IsBackendOrFinance,
     IsCustomer,
     IsDistributor,
     IsFinance,
@@ -75,6 +75,7 @@ from engine.distribution import DistributorStatus
 from engine.segments import Segment
 from engine.stats import MIN_DECIDED
 from engine.errors import ErrorCode, refuse
+from api.viewer import Viewer, resolve_viewer
 from service import distribution as distribution_svc
 from service import listings
 from service import queries
@@ -171,6 +172,11 @@ class Query:
                                                   "returned", field="id")
         return await gid.resolve_node(info, required=False)
 
+    @strawberry.field(permission_classes=[HasShopKey], description="The caller (user and roles) and the shop's "
+                      "name, currency and time zone (public with X-Shop-Key).")
+    async def viewer(self, info: Info) -> Viewer:
+        return await resolve_viewer(info)
+
     # ------------------------------------------------------------ public campaign pages (DS-2)
     @strawberry.field(permission_classes=[HasShopKey], description="A campaign page (public with X-Shop-Key).")
     async def campaign(self, info: Info, id: strawberry.ID) -> Optional[Campaign]:
@@ -241,8 +247,9 @@ class Query:
                               level2=DownlineLevel(**dl["level2"], currency=ctx.currency)))
 
     # ------------------------------------------------------------ backend
-    @strawberry.field(permission_classes=[IsBackend],
-                      description="Refunds owed and not yet confirmed (GB-5..GB-9), oldest first; pay them, then "
+    @strawberry.field(permission_classes=[IsBackendOrFinance],
+                      description="Refunds owed and not yet confirmed (GB-5..GB-9), oldest first (backend, and "
+                                  "finance to watch what the shop owes); pay them, then "
                                   "confirmRefund (GB-10). The cursor is a keyset: confirming refunds while paging "
                                   "with `after: endCursor` skips none.")
     async def owed_refunds(self, info: Info, first: Optional[int] = None, after: Optional[str] = None,
@@ -280,6 +287,17 @@ class Query:
         ctx = info.context
         return await paginate(lambda **p: listings.page_settlements(ctx.svc, shop_id=ctx.shop_id, **p), first, after,
                               settlement_type)
+
+    @strawberry.field(permission_classes=[IsAdminOrFinance],
+                      description="RP-1 for the whole shop: the distributor ledger per local day or month of the "
+                                  "shop's time zone over [periodFrom, periodTo), as `me.earningsSeries` is for one "
+                                  "distributor (same limits): what finance charts.")
+    async def shop_earnings_series(self, info: Info, granularity: EarningsGranularity, period_from: date,
+                                   period_to: date) -> list[EarningsPeriod]:
+        ctx = info.context
+        series = await reports_svc.earnings_series(ctx.svc, shop_id=ctx.shop_id, user_id=None,
+                                                   granularity=granularity, day_from=period_from, day_to=period_to)
+        return [earnings_period(p, ctx.currency) for p in series]
 
     # ------------------------------------------------------------ admin
     @strawberry.field(permission_classes=[IsAdmin], description="RP-2 per campaign and A/B variant.")

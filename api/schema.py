@@ -14,6 +14,7 @@ from strawberry.extensions import ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
 from api.errors import PublicErrors
+from api.metrics import OperationMetrics
 from api.limits import CachedParse, CostLimit, TokenLimit, depth_limiter
 from api.mutations import Mutation, MutationWithTestClock
 from api.queries import Query
@@ -33,6 +34,7 @@ def make_schema(*, test_clock: bool = False) -> strawberry.Schema:
             lambda: CachedParse(maxsize=512),
             lambda: ValidationCache(maxsize=512),
             PublicErrors,
+            OperationMetrics,
         ],
     )
 

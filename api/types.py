@@ -31,6 +31,7 @@ from strawberry import relay
 from strawberry.relay.types import NodeType
 from strawberry.types import Info
 
+from api.permissions import IsAdmin
 from engine import groupbuy as gb
 from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, refuse
@@ -330,6 +331,19 @@ class Campaign(relay.Node):
         limit, offset = page_args(first, after)
         ids, total = await queries.page_open_group_ids(ctx.svc, shop_id=ctx.shop_id, campaign_id=self.id,
                                                        limit=limit, offset=offset)
+        groups = await ctx.loaders.group.load_many(ids)
+        return make_connection([group_type(g, ctx) for g in groups if g is not None], total, offset)
+
+    @strawberry.field(permission_classes=[IsAdmin], description="Admin: every group of this campaign (or those in `states`: PENDING, OPEN, "
+                                  "FORMED, FAILED, CANCELLED), most recently opened first.")
+    async def groups(self, info: Info, states: Optional[list[str]] = None, first: Optional[int] = None,
+                     after: Optional[str] = None) -> Connection[Group]:
+        from service import queries
+
+        ctx = info.context
+        limit, offset = page_args(first, after)
+        ids, total = await queries.page_campaign_group_ids(ctx.svc, shop_id=ctx.shop_id, campaign_id=self.id,
+                                                           states=states, limit=limit, offset=offset)
         groups = await ctx.loaders.group.load_many(ids)
         return make_connection([group_type(g, ctx) for g in groups if g is not None], total, offset)
 
@@ -799,6 +813,14 @@ class Settlement(relay.Node):
     payouts: MinorUnits
     fees: MinorUnits
     closing: MinorUnits
+
+    @strawberry.field(description="Path of the CSV export (GET with a finance token, LG-3)")
+    def csv_path(self) -> str:
+        return f"/exports/settlements/{self.id}.csv"
+
+    @strawberry.field(description="Path of the XLSX export (GET with a finance token, LG-3)")
+    def xlsx_path(self) -> str:
+        return f"/exports/settlements/{self.id}.xlsx"
 
     @classmethod
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):

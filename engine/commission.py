@@ -255,3 +255,24 @@ def reverse_line(line: CommissionLine, refunded_after: int, paid_base: int) -> T
         return (replace(line, refunded=refunded, paid_base=paid_base) if refunded != line.refunded else line), ()
     new = replace(line, standing=target, refunded=refunded, paid_base=paid_base)
     return new, (Posting(STATE_BUCKET[line.state], -delta, EntryKind.COMMISSION_REVERSED),)
+
+
+def refund_line(line: CommissionLine, goods_refunded: int) -> Transition:
+    """CM-5 for one refund of `goods_refunded` of the line's base: refunds so far become
+    `min(paid_base, refunded + goods_refunded)` and the line drops by the difference of standings
+    (`reverse_line`). A line computed on no base (`paid_base ≤ 0`) or a non-positive refund changes nothing."""
+    if line.paid_base <= 0 or goods_refunded <= 0:
+        return line, ()
+    return reverse_line(line, min(line.paid_base, line.refunded + goods_refunded), line.paid_base)
+
+
+def leader_reward(rate_bp: int | None, *, enabled: bool, leader_paid: bool,
+                  other_members: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """团长佣金 (section 2) at forming: `(amount, base)` where `base` is the net the *other* paid members
+    paid — `Σ (paid − refunded)` over `other_members`, after GB-5 and GB-7 refunds — and `amount` is
+    `leader_commission(rate_bp, base)`. Nothing (amount 0) when the campaign switched commission off
+    (CM-3), has no rate, or the leader's own seat is not paid."""
+    base = sum(paid - refunded for paid, refunded in other_members)
+    if not enabled or not leader_paid:
+        return 0, base
+    return leader_commission(rate_bp, base), base

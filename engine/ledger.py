@@ -95,9 +95,18 @@ def bonus_postings(bonuses: Iterable[tuple[int, int]]) -> tuple[Posting, ...]:
 
 
 def payout_fee(settings: DistributionSettings, amount: int) -> int:
-    """LG-2: `floor(A × payout_fee_bp / 10000)`. Best computed at request time and kept with the payout
-    (pass it to `approve_payout(fee=…)`), so a settings change does not alter a payout already asked for."""
+    """LG-2: `floor(A × payout_fee_bp / 10000)`, quoted at request time (`quote_payout`) and kept with the
+    payout, so a settings change does not alter a payout already asked for."""
     return apply_bp(amount, settings.payout_fee_bp)
+
+
+@dataclass(frozen=True)
+class PayoutQuote:
+    """LG-2 at request: the amount, the fee the approval will charge, and the postings of the request."""
+
+    amount: int
+    fee: int
+    postings: tuple[Posting, ...]
 
 
 def request_payout(settings: DistributionSettings, *, balances: Balances, amount: int,
@@ -121,13 +130,20 @@ def request_payout(settings: DistributionSettings, *, balances: Balances, amount
     return move(amount, Bucket.AVAILABLE, Bucket.IN_PAYOUT, EntryKind.PAYOUT_REQUESTED)
 
 
-def approve_payout(settings: DistributionSettings, amount: int, *, fee: int | None = None) -> tuple[Posting, ...]:
+def quote_payout(settings: DistributionSettings, *, balances: Balances, amount: int,
+                 status: DistributorStatus) -> PayoutQuote:
+    """LG-2: `request_payout` and the fee quoted with it (`payout_fee` at the rate of the moment of request),
+    which the shell records with the payout and passes back to `approve_payout`."""
+    postings = request_payout(settings, balances=balances, amount=amount, status=status)
+    return PayoutQuote(amount=amount, fee=payout_fee(settings, amount), postings=postings)
+
+
+def approve_payout(amount: int, *, fee: int) -> tuple[Posting, ...]:
     """LG-2: finance approves: in payout −A, paid +(A − fee) (PAYOUT_APPROVED) and fees +fee as an entry of
-    its own (PAYOUT_FEE, omitted when the fee is 0). `fee` is the fee recorded at request time, if the
-    shell kept one; otherwise it is computed from `settings` now."""
+    its own (PAYOUT_FEE, omitted when the fee is 0). `fee` is the fee recorded at request (`quote_payout`):
+    there is no default, so nothing can recompute it from the rate as it stands at approval."""
     _positive(amount)
-    fee = payout_fee(settings, amount) if fee is None else fee
-    if not 0 <= fee <= amount:
+    if not isinstance(fee, int) or isinstance(fee, bool) or not 0 <= fee <= amount:
         raise refuse(ErrorCode.INVALID_INPUT, "fee must be in 0..amount", field="fee", rule="LG-2")
     if fee == 0:
         return (Posting(Bucket.IN_PAYOUT, -amount, EntryKind.PAYOUT_APPROVED),

@@ -11,17 +11,11 @@ def apply_bp(amount: int, rate_bp: int) -> int:
     return amount * rate_bp // BP_DENOMINATOR
 
 
-# ISO 4217 minor digits for the currencies shops use; anything else defaults to 2.
-MINOR_DIGITS = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "BHD": 3, "KWD": 3, "JOD": 3, "OMR": 3, "TND": 3}
-
-
-def minor_digits(currency: str) -> int:
-    return MINOR_DIGITS.get(currency.upper(), 2)
-
-
-def format_minor(amount: int, currency: str) -> str:
-    """Decimal string of a minor-unit amount, e.g. 1234 CNY -> "12.34", -5 -> "-0.05"."""
-    digits = minor_digits(currency)
+def format_minor(amount: int, digits: int) -> str:
+    """Decimal string of a minor-unit amount with the currency's ISO 4217 minor digits (the shell looks
+    them up: service.currencies.minor_digits), e.g. 1234 with 2 -> "12.34", -5 with 2 -> "-0.05",
+    1234 with 0 -> "1234"."""
+    assert isinstance(amount, int) and isinstance(digits, int) and 0 <= digits <= 4
     sign = "-" if amount < 0 else ""
     whole, frac = divmod(abs(amount), 10**digits)
     return f"{sign}{whole}.{frac:0{digits}d}" if digits else f"{sign}{whole}"

@@ -6,20 +6,21 @@ a group forming or failing); they never open a transaction of their own.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine import commission as cm
 from engine import levels as lv
 from engine.distribution import DistributionSettings, DistributorStatus, admits_automatically
-from engine.ledger import Bucket, EntryKind, Posting
+from engine.ledger import bonus_postings
 from engine.referral import current_referrer
 from service import events
 from service.ids import new_id, new_invite_code
-from service.ledger import LedgerBatch
+from service.ledger import LedgerBatch, flush_pending, line_from_row
 from service.shops import load_levels, load_settings
 from store import mapping
 from store.models import (
@@ -27,9 +28,6 @@ from store.models import (
     CommissionLineRow,
     Distributor,
     DistributorAudit,
-    Order,
-    OrderLine,
-    Product,
     User,
 )
 
@@ -78,13 +76,6 @@ async def admit_if_due(session: AsyncSession, shop_id: str, user_id: str, settin
         row.approved_at, row.approved_by = now, "system"
 
 
-async def status_of(session: AsyncSession, shop_id: str, user_id: str | None) -> DistributorStatus:
-    if user_id is None:
-        return DistributorStatus.NONE
-    row = await session.get(Distributor, (shop_id, user_id))
-    return DistributorStatus(row.status) if row else DistributorStatus.NONE
-
-
 # ---------------------------------------------------------------- referral view (RF-1/RF-2)
 class DbReferralView:
     """A read-only view of the referral graph for the engine, loaded lazily and cached."""
@@ -105,8 +96,6 @@ class DbReferralView:
     def referrer_of(self, user_id: str) -> str | None:
         return self._cache.get(user_id)
 
-
-from sqlalchemy import text  # noqa: E402
 
 CHAIN_SQL = text(
     """
@@ -133,15 +122,58 @@ async def referrer_of(session: AsyncSession, shop_id: str, user_id: str, now) ->
 
 
 # ---------------------------------------------------------------- payment (CM-1..CM-4, RF-2)
+# RF-2/CM-1..CM-4 in one round trip: the buyer's binding and its referrer's binding, the distributor status
+# and grade of buyer and both referrers, the shop's settings and levels, and the order's line bases with
+# their product terms (OR-3). Which binding is current and who earns what is the engine's decision.
+PAID_CONTEXT = text(
+    """
+    WITH b1 AS (SELECT user_id, referrer_id, bound_at, source, expires_at FROM bindings
+                WHERE shop_id = :s AND user_id = :buyer),
+    b2 AS (SELECT user_id, referrer_id, bound_at, source, expires_at FROM bindings
+           WHERE shop_id = :s AND user_id = (SELECT referrer_id FROM b1))
+    SELECT (SELECT row_to_json(b1) FROM b1) AS b1, (SELECT row_to_json(b2) FROM b2) AS b2,
+      (SELECT json_object_agg(user_id, json_build_array(status, grade)) FROM distributors
+        WHERE shop_id = :s AND user_id IN (:buyer, (SELECT referrer_id FROM b1), (SELECT referrer_id FROM b2)))
+        AS dists,
+      (SELECT row_to_json(x) FROM distribution_settings x WHERE shop_id = :s) AS settings,
+      (SELECT json_agg(l ORDER BY l.grade) FROM levels l WHERE shop_id = :s) AS levels,
+      (SELECT json_agg(json_build_array(ol.product_ref, ol.quantity, ol.unit_price * ol.quantity - ol.discount,
+                                        p.earns_commission, p.level1_amount, p.level2_amount) ORDER BY ol.line_no)
+         FROM order_lines ol LEFT JOIN products p ON p.shop_id = ol.shop_id AND p.product_ref = ol.product_ref
+        WHERE ol.shop_id = :s AND ol.order_id = :oid) AS lines
+    """
+)
+
+
+def _obj(d: dict | None, *times: str):
+    from types import SimpleNamespace
+
+    if d is None:
+        return None
+    d = dict(d)
+    for t in times:
+        d[t] = datetime.fromisoformat(d[t]) if d.get(t) else None
+    return SimpleNamespace(**d)
+
+
+def _j(v):
+    return json.loads(v) if isinstance(v, str) else v
+
+
 async def on_order_paid(
-    session: AsyncSession, ledger: LedgerBatch, *, order: Order, now, enabled: bool = True, releasable: bool = True
-) -> list[CommissionLineRow]:
-    """An order's payment took: snapshot referrers (RF-2), post its commission lines PENDING (CM-6)."""
+    session: AsyncSession, ledger: LedgerBatch, *, order, now, enabled: bool = True, releasable: bool = True
+) -> list[cm.CommissionLine]:
+    """An order's payment took: snapshot referrers (RF-2), post its commission lines PENDING (CM-6).
+    One statement loads everything the engine needs (PAID_CONTEXT); the lines go to `ledger`."""
     shop_id = order.shop_id
-    settings = await load_settings(session, shop_id)
-    level1_ref = await referrer_of(session, shop_id, order.buyer_id, now)
-    level2_ref = await referrer_of(session, shop_id, level1_ref, now) if level1_ref else None
-    buyer_status = await status_of(session, shop_id, order.buyer_id)
+    got = (await session.execute(PAID_CONTEXT, {"s": shop_id, "buyer": order.buyer_id, "oid": order.order_id})).one()
+    settings = mapping.settings_from_row(_obj(_j(got.settings)))
+    b1 = _obj(_j(got.b1), "bound_at", "expires_at")
+    b2 = _obj(_j(got.b2), "bound_at", "expires_at")
+    level1_ref = current_referrer(mapping.binding_from_row(b1), now) if b1 else None
+    level2_ref = (current_referrer(mapping.binding_from_row(b2), now) if b2 else None) if level1_ref else None
+    dists = {u: (DistributorStatus(st), grade) for u, (st, grade) in (_j(got.dists) or {}).items()}
+    buyer_status = dists.get(order.buyer_id, (DistributorStatus.NONE, 0))[0]
     l1, l2 = cm.beneficiaries(
         settings, buyer_id=order.buyer_id, buyer_status=buyer_status,
         level1_referrer=level1_ref, level2_referrer=level2_ref,
@@ -149,167 +181,152 @@ async def on_order_paid(
     order.level1_id, order.level2_id = l1, l2
     if order.source == "NONE" and level1_ref:
         order.source = "REFERRAL"
-    levels = await load_levels(session, shop_id)
+    levels = tuple(mapping.level_from_row(_obj(d)) for d in (_j(got.levels) or []))
 
-    async def beneficiary(user_id: str | None, level: int) -> cm.Beneficiary | None:
-        if user_id is None:
+    def beneficiary(user_id: str | None, level: int) -> cm.Beneficiary | None:
+        if user_id is None or user_id not in dists:
             return None
-        row = await session.get(Distributor, (shop_id, user_id))
-        if row is None:
-            return None
-        rates = lv.rates_for(levels, row.grade, settings)
-        return cm.Beneficiary(user_id=user_id, level=level, status=DistributorStatus(row.status),
-                              rate_bp=rates[level - 1])
+        status, grade = dists[user_id]
+        return cm.Beneficiary(user_id=user_id, level=level, status=status,
+                              rate_bp=lv.rates_for(levels, grade, settings)[level - 1])
 
-    lines = await line_bases(session, order)
-    amounts = cm.compute_commissions(
-        settings, lines=lines, level1=await beneficiary(l1, 1), level2=await beneficiary(l2, 2), enabled=enabled
-    )
-    created = []
-    for a in amounts:
-        created.append(post_commission_line(session, ledger, order=order, beneficiary_id=a.user_id, level=a.level,
-                                            amount=a.amount, now=now, releasable=releasable))
-    return created
+    lines = [cm.LineBase(product_ref=ref, quantity=q, base=base,
+                         terms=cm.ProductTerms() if earns is None else cm.ProductTerms(
+                             earns_commission=earns, level1_amount=a1, level2_amount=a2))
+             for ref, q, base, earns, a1, a2 in (_j(got.lines) or [])]
+    amounts = cm.compute_commissions(settings, lines=lines, level1=beneficiary(l1, 1), level2=beneficiary(l2, 2),
+                                     enabled=enabled)
+    return [post_commission_line(session, ledger, order=order, beneficiary_id=a.user_id, level=a.level,
+                                 amount=a.amount, now=now, releasable=releasable) for a in amounts]
 
 
-def post_commission_line(session, ledger: LedgerBatch, *, order: Order, beneficiary_id: str, level: int, amount: int,
+def post_commission_line(session, ledger: LedgerBatch, *, order, beneficiary_id: str, level: int, amount: int,
                          now, releasable: bool, base: int | None = None, group_id: str | None = None,
-                         rule: str = "CM-4") -> CommissionLineRow:
-    row = CommissionLineRow(
-        shop_id=order.shop_id, line_id=new_id("cl_"), order_id=order.order_id, beneficiary_id=beneficiary_id,
-        level=level, group_id=group_id, base=order.goods_amount if base is None else base, base_refunded=0,
-        original=amount, standing=amount, state=cm.CommissionState.PENDING.value,
-        releasable=releasable, created_at=now, available_at=None,
-    )
-    session.add(row)
-    ledger.add(beneficiary_id, [Posting(Bucket.PENDING, amount, EntryKind.COMMISSION_POSTED)],
-               ref_type="commission", ref_id=row.line_id)
-    events.emit(session, shop_id=order.shop_id, type="commission.posted", aggregate_type="order",
-                aggregate_id=order.order_id, now=now, rule=rule,
-                payload={"order_id": order.order_id, "line_id": row.line_id, "beneficiary_id": beneficiary_id,
-                         "level": level, "amount": amount})
-    return row
+                         rule: str = "CM-4") -> cm.CommissionLine:
+    """CM-6: the engine's new PENDING line (`cm.post_line`) and its posting, handed to the applier."""
+    line, postings = cm.post_line(id=new_id("cl_"), order_id=order.order_id, beneficiary_id=beneficiary_id,
+                                  level=level, amount=amount, releasable=releasable,
+                                  paid_base=order.goods_amount if base is None else base)
+    ledger.new_line(session, (line, postings), group_id=group_id)
+    ledger.event(type="commission.posted", aggregate_type="order", aggregate_id=order.order_id, rule=rule,
+                 payload={"order_id": order.order_id, "line_id": line.id, "beneficiary_id": beneficiary_id,
+                          "level": level, "amount": amount})
+    return line
 
 
-async def line_bases(session: AsyncSession, order: Order) -> list[cm.LineBase]:
-    """CM-1: what the buyer paid for goods, per line, with the product's commission terms (OR-3)."""
-    rows = (await session.execute(
-        select(OrderLine, Product)
-        .outerjoin(Product, (Product.shop_id == OrderLine.shop_id) & (Product.product_ref == OrderLine.product_ref))
-        .where(OrderLine.shop_id == order.shop_id, OrderLine.order_id == order.order_id)
-        .order_by(OrderLine.line_no)
-    )).all()
-    out = []
-    for line, product in rows:
-        terms = cm.ProductTerms() if product is None else cm.ProductTerms(
-            earns_commission=product.earns_commission, level1_amount=product.level1_amount,
-            level2_amount=product.level2_amount)
-        out.append(cm.LineBase(product_ref=line.product_ref, quantity=line.quantity,
-                               base=line.unit_price * line.quantity - line.discount, terms=terms))
-    return out
+async def post_leader_reward(session, ledger: LedgerBatch, *, leader_order, leader_user_id: str, group_id: str,
+                             rate_bp: int | None, enabled: bool, other_orders, now) -> cm.CommissionLine | None:
+    """团长佣金 at forming (GB-4): the engine decides the amount on the other paid members' net
+    (`cm.leader_reward`); a positive one is a level-0 line on the leader's order, releasable at once, and the
+    leader gets a balance record even when not a distributor (readings 5). `leader_order` None: the
+    leader's seat is not paid, no reward."""
+    amount, base = cm.leader_reward(rate_bp, enabled=enabled, leader_paid=leader_order is not None,
+                                    other_members=[(o.paid_amount, o.refunded_amount) for o in other_orders])
+    if amount <= 0:
+        return None
+    await ensure_distributor(session, leader_order.shop_id, leader_user_id, status=DistributorStatus.NONE, now=now)
+    line = post_commission_line(session, ledger, order=leader_order, beneficiary_id=leader_user_id, level=0,
+                                amount=amount, now=now, releasable=True, base=base, group_id=group_id, rule="GB-4")
+    if leader_order.state == "COMPLETED":
+        await freeze_order_lines(session, ledger, order=leader_order, now=now)
+    return line
 
 
 # ---------------------------------------------------------------- refunds (CM-5)
-COLUMN_BUCKET = {
-    cm.CommissionState.PENDING.value: Bucket.PENDING,
-    cm.CommissionState.FROZEN.value: Bucket.FROZEN,
-    cm.CommissionState.AVAILABLE.value: Bucket.AVAILABLE,
-}
+LINE_COLUMNS = ("line_id, order_id, beneficiary_id, level, group_id, base, base_refunded, original, standing, "
+                "state, releasable, available_at")
 
 
-async def on_order_refunded(session: AsyncSession, ledger: LedgerBatch, *, order: Order, amount: int, now,
-                            rule: str) -> None:
-    """CM-5: a refund of `amount` on `order` reduces every line computed on it — the order's own
+async def _lines(session: AsyncSession, where: str, **params) -> list[cm.CommissionLine]:
+    """Commission lines under FOR UPDATE, in line_id order (the one lock order of every writer of lines),
+    as engine values. Lines a batch of this transaction has not written yet are written first."""
+    await flush_pending(session)
+    rows = (await session.execute(text(
+        f"SELECT {LINE_COLUMNS} FROM commission_lines WHERE shop_id = :shop_id AND ({where}) "
+        "ORDER BY line_id FOR UPDATE"), params)).all()
+    return [line_from_row(r) for r in rows]
+
+
+REFUNDED_LINES = ("(order_id = :order_id AND level <> 0) OR "
+                  "(group_id = :group_id AND level = 0 AND order_id <> :order_id)")
+
+
+async def on_order_refunded(session: AsyncSession, ledger: LedgerBatch, *, order, amount: int, now,
+                            rule: str, lines: list[cm.CommissionLine] | None = None) -> None:
+    """CM-5: a refund of `amount` of the goods of `order` reduces every line computed on it — the order's own
     level 1/2 lines, and the leader reward of a formed group whose member this buyer is. The reward
     sits on the leader's order but its base is the *other* members' net, so a refund of the leader's
-    own order leaves it standing (R33)."""
-    lines = (await session.execute(
-        select(CommissionLineRow).where(
-            CommissionLineRow.shop_id == order.shop_id,
-            ((CommissionLineRow.order_id == order.order_id) & (CommissionLineRow.level != 0))
-            | ((CommissionLineRow.group_id == order.group_id) & (CommissionLineRow.level == 0)
-               & (CommissionLineRow.order_id != order.order_id) if order.group_id else False),
-        ).order_by(CommissionLineRow.line_id).with_for_update()
-    )).scalars().all()
+    own order leaves it standing (R33). `lines`: those lines already loaded under lock (REFUNDED_LINES)."""
+    if lines is None:
+        lines = await _lines(session, REFUNDED_LINES, shop_id=order.shop_id, order_id=order.order_id,
+                             group_id=order.group_id)
     for line in lines:
-        await reverse_line(session, ledger, line, amount, now=now, cause=rule)
+        apply_line_refund(session, ledger, line, amount, cause=rule)
 
 
-async def reverse_line(session: AsyncSession, ledger: LedgerBatch, line: CommissionLineRow, amount: int, *, now,
-                       cause: str) -> None:
-    """CM-5: the line stands at C − floor(C × R / B); post only the difference from its last standing."""
-    if line.state == cm.CommissionState.VOID.value or line.base <= 0:
+def apply_line_refund(session, ledger: LedgerBatch, line: cm.CommissionLine, amount: int, *, cause: str) -> None:
+    """CM-5: the engine's `refund_line` — the line stands at C − floor(C × R / B), the difference posted."""
+    new, postings = cm.refund_line(line, amount)
+    if new == line:
         return
-    before = line.base_refunded
-    line.base_refunded = min(line.base, before + amount)
-    delta = cm.reversal_for_refund(line.original, before, line.base_refunded, line.base)
-    if delta <= 0:
-        return
-    line.standing -= delta
-    ledger.add(line.beneficiary_id, [Posting(COLUMN_BUCKET[line.state], -delta, EntryKind.COMMISSION_REVERSED)],
-               ref_type="commission", ref_id=line.line_id)
-    events.emit(session, shop_id=line.shop_id, type="commission.reversed", aggregate_type="order",
-                aggregate_id=line.order_id, now=now, rule="CM-5",
-                payload={"order_id": line.order_id, "line_id": line.line_id, "beneficiary_id": line.beneficiary_id,
-                         "amount": delta, "standing": line.standing, "cause": cause})
+    ledger.line(session, (new, postings))
+    if postings:
+        ledger.event(type="commission.reversed", aggregate_type="order", aggregate_id=line.order_id, rule="CM-5",
+                     payload={"order_id": line.order_id, "line_id": line.id, "beneficiary_id": line.beneficiary_id,
+                              "amount": line.standing - new.standing, "standing": new.standing, "cause": cause})
 
 
 # ---------------------------------------------------------------- life cycle (CM-6)
-async def freeze_order_lines(session: AsyncSession, ledger: LedgerBatch, *, order: Order, now) -> None:
-    """CM-6/OR-4: a completed order's releasable PENDING lines become FROZEN until completed_at + freeze_days."""
+FREEZABLE_LINES = "order_id = :order_id AND state = 'PENDING' AND releasable"
+
+
+async def freeze_order_lines(session: AsyncSession, ledger: LedgerBatch, *, order, now,
+                             freeze_days: int | None = None, lines: list[cm.CommissionLine] | None = None) -> None:
+    """CM-6/OR-4: a completed order's releasable PENDING lines become FROZEN until completed_at + freeze_days
+    (the engine's `freeze_line`). `freeze_days`/`lines` may come already loaded (FREEZABLE_LINES, locked)."""
     if order.completed_at is None:
         return
-    settings = await load_settings(session, order.shop_id)
-    available_at = order.completed_at + timedelta(days=settings.freeze_days)
-    lines = (await session.execute(
-        select(CommissionLineRow).where(
-            CommissionLineRow.shop_id == order.shop_id, CommissionLineRow.order_id == order.order_id,
-            CommissionLineRow.state == cm.CommissionState.PENDING.value, CommissionLineRow.releasable.is_(True))
-        .order_by(CommissionLineRow.line_id).with_for_update()
-    )).scalars().all()
+    if freeze_days is None:
+        freeze_days = (await load_settings(session, order.shop_id)).freeze_days
+    if lines is None:
+        lines = await _lines(session, FREEZABLE_LINES, shop_id=order.shop_id, order_id=order.order_id)
     for line in lines:
-        line.state, line.available_at = cm.CommissionState.FROZEN.value, available_at
-        ledger.add(line.beneficiary_id, [Posting(Bucket.PENDING, -line.standing, EntryKind.COMMISSION_FROZEN),
-                                         Posting(Bucket.FROZEN, line.standing, EntryKind.COMMISSION_FROZEN)],
-                   ref_type="commission", ref_id=line.line_id)
+        new, postings = cm.freeze_line(line, order.completed_at, freeze_days)
+        if new != line:
+            ledger.line(session, (new, postings))
 
 
-async def release_line(session: AsyncSession, ledger: LedgerBatch, line: CommissionLineRow, now) -> None:
-    """CM-6: FROZEN -> AVAILABLE at available_at."""
-    line.state = cm.CommissionState.AVAILABLE.value
-    ledger.add(line.beneficiary_id, [Posting(Bucket.FROZEN, -line.standing, EntryKind.COMMISSION_RELEASED),
-                                     Posting(Bucket.AVAILABLE, line.standing, EntryKind.COMMISSION_RELEASED)],
-               ref_type="commission", ref_id=line.line_id)
-    events.emit(session, shop_id=line.shop_id, type="commission.available", aggregate_type="distributor",
-                aggregate_id=line.beneficiary_id, now=now, rule="CM-6",
-                payload={"line_id": line.line_id, "order_id": line.order_id, "amount": line.standing})
+async def release_line(session: AsyncSession, ledger: LedgerBatch, line, now) -> None:
+    """CM-6: FROZEN -> AVAILABLE at available_at (the engine's `make_available`); `line` is a locked row."""
+    old = line_from_row(line)
+    new, postings = cm.make_available(old, now)
+    if new == old:
+        return
+    ledger.line(session, (new, postings))
+    ledger.event(type="commission.available", aggregate_type="distributor", aggregate_id=old.beneficiary_id,
+                 rule="CM-6", payload={"line_id": old.id, "order_id": old.order_id, "amount": new.standing})
 
 
 async def void_order_lines(session: AsyncSession, ledger: LedgerBatch, *, order_ids: list[str], shop_id: str,
                            now, rule: str) -> None:
-    """CM-6: a failed group's lines are voided; whatever still stands leaves PENDING. Each voided line is
-    an event, so a backend mirroring commissions learns the line is gone (not only its reversals)."""
+    """CM-6: a failed group's lines are voided (the engine's `void_line`); whatever still stands leaves
+    PENDING. Each voided line is an event, so a backend mirroring commissions learns the line is gone (not
+    only its reversals)."""
     if not order_ids:
         return
-    lines = (await session.execute(
-        select(CommissionLineRow).where(CommissionLineRow.shop_id == shop_id, CommissionLineRow.order_id.in_(order_ids),
-                                        CommissionLineRow.state == cm.CommissionState.PENDING.value)
-        .order_by(CommissionLineRow.line_id).with_for_update()
-    )).scalars().all()
-    for line in lines:
-        if line.standing:
-            ledger.add(line.beneficiary_id, [Posting(Bucket.PENDING, -line.standing, EntryKind.COMMISSION_VOIDED)],
-                       ref_type="commission", ref_id=line.line_id)
-        events.emit(session, shop_id=shop_id, type="commission.voided", aggregate_type="order",
-                    aggregate_id=line.order_id, now=now, rule="CM-6",
-                    payload={"order_id": line.order_id, "line_id": line.line_id,
-                             "beneficiary_id": line.beneficiary_id, "level": line.level, "amount": line.standing,
-                             "cause": rule})
-        line.state, line.standing = cm.CommissionState.VOID.value, 0
+    for line in await _lines(session, "order_id = ANY(CAST(:ids AS text[])) AND state = 'PENDING'",
+                             shop_id=shop_id, ids=list(order_ids)):
+        new, postings = cm.void_line(line)
+        ledger.line(session, (new, postings))
+        ledger.event(type="commission.voided", aggregate_type="order", aggregate_id=line.order_id, rule="CM-6",
+                     payload={"order_id": line.order_id, "line_id": line.id, "beneficiary_id": line.beneficiary_id,
+                              "level": line.level, "amount": line.standing, "cause": rule})
 
 
 async def make_releasable(session: AsyncSession, *, shop_id: str, order_ids: list[str]) -> None:
+    """CM-6 (`cm.mark_releasable` for every line of a formed group's orders): one UPDATE, no money moves."""
     if order_ids:
+        await flush_pending(session)
         await session.execute(
             update(CommissionLineRow)
             .where(CommissionLineRow.shop_id == shop_id, CommissionLineRow.order_id.in_(order_ids))
@@ -318,20 +335,11 @@ async def make_releasable(session: AsyncSession, *, shop_id: str, order_ids: lis
 
 
 # ---------------------------------------------------------------- buyer stats + levels (LV-2..LV-4)
-async def record_paid(session: AsyncSession, order: Order, now) -> None:
+async def record_paid(session: AsyncSession, order, now) -> None:
     await session.execute(
         update(User).where(User.shop_id == order.shop_id, User.user_id == order.buyer_id).values(
             paid_orders=User.paid_orders + 1, net_spend=User.net_spend + order.goods_amount,
             first_paid_at=func.coalesce(User.first_paid_at, now), last_paid_at=now)
-    )
-
-
-async def record_refund(session: AsyncSession, order: Order, amount: int, refunded_before: int) -> None:
-    goods_refund = min(order.refunded_amount, order.goods_amount) - min(refunded_before, order.goods_amount)
-    fully_now = order.refunded_amount >= order.paid_amount and refunded_before < order.paid_amount
-    await session.execute(
-        update(User).where(User.shop_id == order.shop_id, User.user_id == order.buyer_id).values(
-            net_spend=User.net_spend - goods_refund, paid_orders=User.paid_orders - (1 if fully_now else 0))
     )
 
 
@@ -389,9 +397,7 @@ async def apply_level_decision(session, ledger: LedgerBatch, *, row: Distributor
         row.grade = decision.grade
     if decision.bonuses:
         credited = set(row.bonuses_credited or [])
-        for grade, amount in decision.bonuses:
+        for grade, amount in decision.bonuses:  # LV-4: the engine's bonus postings, one reference per level
             credited.add(grade)
-            if amount:
-                ledger.add(row.user_id, [Posting(Bucket.AVAILABLE, amount, EntryKind.UPGRADE_BONUS)],
-                           ref_type="level", ref_id=f"{row.user_id}:{grade}")
+            ledger.add(row.user_id, bonus_postings([(grade, amount)]), ref_type="level", ref_id=f"{row.user_id}:{grade}")
         row.bonuses_credited = sorted(credited)

@@ -2,7 +2,7 @@
 
 Rows are in distributor order, the only timestamp written is the batch's own closing time, and
 lines are streamed from a server-side cursor, so memory stays flat as the batch grows.
-Amounts appear twice: a decimal string in the shop currency (CNY 2 minor digits, JPY 0, …) and the
+Amounts appear twice: a decimal string in the shop currency (ISO 4217 minor digits: CNY 2, JPY 0, XOF 0, KWD 3; service.currencies) and the
 integer of minor units it came from.
 """
 
@@ -16,6 +16,7 @@ import tempfile
 from typing import AsyncIterator, Callable
 
 from engine.money import format_minor
+from service.currencies import minor_digits
 from service.context import Services
 from service.settlements import get_settlement, stream_lines
 
@@ -25,9 +26,10 @@ HEADER = ["distributor_id", *[c for a in AMOUNTS for c in (a, f"{a}_minor")]]
 
 def _row(label: str, obj, currency: str) -> list:
     out: list = [label]
+    digits = minor_digits(currency)
     for a in AMOUNTS:
         v = int(getattr(obj, a))
-        out += [format_minor(v, currency), v]
+        out += [format_minor(v, digits), v]
     return out
 
 

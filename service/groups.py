@@ -17,8 +17,6 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine import groupbuy as gb
-from engine.commission import leader_commission
-from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, refuse
 from engine.variants import assign_variant
 from service import commissions, events
@@ -157,8 +155,6 @@ async def apply_decision(session: AsyncSession, *, c: CampaignRow, row: GroupRow
                                                          "role": ins.role.value, "buyer_id": o.buyer_id})
         elif isinstance(ins, gb.RefundOwed):
             o = await order_of(ins.order_id)
-            if ins.rule == "GB-9" and o.paid_amount < o.refunded_amount + ins.amount:
-                o.paid_amount = o.refunded_amount + ins.amount  # money received for a seat it never took
             await apply_refund(session, ledger, order=o, amount=ins.amount, rule=ins.rule, full=ins.full, now=now)
             touched_users |= {o.buyer_id, o.level1_id, o.level2_id}
         elif isinstance(ins, gb.CancelOrder):
@@ -211,19 +207,10 @@ async def on_formed(session, ledger: LedgerBatch, *, c: CampaignRow, g: gb.Group
             await commissions.freeze_order_lines(session, ledger, order=o, now=now)
     leader_seat = next((s for s in paid if s.user_id == g.leader_user_id), None)
     if c.leader_commission_bp and c.commission_enabled and leader_seat is not None:
-        others = [await order_of(s.order_id) for s in paid if s.order_id != leader_seat.order_id]
-        net = sum(o.paid_amount - o.refunded_amount for o in others)
-        amount = leader_commission(c.leader_commission_bp, net)
-        if amount > 0:
-            leader_order = await order_of(leader_seat.order_id)
-            await commissions.ensure_distributor(session, c.shop_id, g.leader_user_id, status=DistributorStatus.NONE,
-                                                 now=now)
-            commissions.post_commission_line(
-                session, ledger, order=leader_order, beneficiary_id=g.leader_user_id, level=0, amount=amount,
-                now=now, releasable=True, base=net, group_id=g.id, rule="GB-4")
-            if leader_order.state == "COMPLETED":
-                await session.flush()
-                await commissions.freeze_order_lines(session, ledger, order=leader_order, now=now)
+        await commissions.post_leader_reward(
+            session, ledger, leader_order=await order_of(leader_seat.order_id), leader_user_id=g.leader_user_id,
+            group_id=g.id, rate_bp=c.leader_commission_bp, enabled=c.commission_enabled, now=now,
+            other_orders=[await order_of(s.order_id) for s in paid if s.order_id != leader_seat.order_id])
     events.emit(session, shop_id=c.shop_id, type="group.formed", aggregate_type="group", aggregate_id=g.id, now=now,
                 rule=ins.rule, payload={"group_id": g.id, "campaign_id": c.campaign_id,
                                         "tier_members": ins.tier_members, "member_unit_price": ins.member_unit_price,

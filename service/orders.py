@@ -7,9 +7,11 @@ replays its outcome instead of paying twice.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,13 +19,72 @@ from engine.errors import ErrorCode, refuse
 from service import commissions, events
 from service.context import Services
 from service.groups import advance_due_groups, pay_group_order
-from service.idempotency import once_or_replay, once_row, request_hash
+from service.idempotency import once_or_replay, request_hash
 from service.ids import new_id
-from service.ledger import LedgerBatch
+from service.ledger import LedgerBatch, line_from_row
 from service.refunds import apply_refund
-from service.shops import ensure_user, load_settings
+from service.shops import load_settings
 from service.uow import unit_of_work
-from store.models import GroupRow, Order, OrderLine, Payment, Product
+from store.models import GroupRow, Order, Payment
+
+
+ORDER_COLUMNS = ("order_id, external_id, buyer_id, kind, campaign_id, group_id, state, goods_amount, shipping_amount, "
+                 "tax_amount, paid_amount, refunded_amount, content_hash, source, level1_id, level2_id, created_at, "
+                 "paid_at, completed_at, cancelled_at")
+_TIMES = ("created_at", "paid_at", "completed_at", "cancelled_at")
+
+
+@dataclass
+class OrderView:
+    """An order as loaded by Core (and as written: the use case updates it in memory beside the applier's
+    write), rendered by the API without reading it again after commit."""
+
+    shop_id: str
+    order_id: str
+    external_id: str
+    buyer_id: str
+    kind: str
+    campaign_id: str | None
+    group_id: str | None
+    state: str
+    goods_amount: int
+    shipping_amount: int
+    tax_amount: int
+    paid_amount: int
+    refunded_amount: int
+    content_hash: str
+    source: str
+    level1_id: str | None
+    level2_id: str | None
+    created_at: datetime
+    paid_at: datetime | None
+    completed_at: datetime | None
+    cancelled_at: datetime | None
+
+    @classmethod
+    def from_json(cls, shop_id: str, d: dict) -> "OrderView":
+        d = {k: d[k] for k in ORDER_COLUMNS.split(", ")}
+        for k in _TIMES:
+            d[k] = datetime.fromisoformat(d[k]) if d[k] else None
+        return cls(shop_id=shop_id, **d)
+
+
+def _order_where(order_id: str | None, external_id: str | None) -> tuple[str, dict]:
+    if order_id:
+        return "order_id = :oid", {"oid": order_id}
+    if external_id:
+        return "external_id = :ext", {"ext": external_id}
+    raise refuse(ErrorCode.INVALID_INPUT, "give an order id or an external id", field="orderId")
+
+
+async def read_order(s: AsyncSession, shop_id: str, order_id: str) -> OrderView:
+    row = (await s.execute(text(f"SELECT row_to_json(o) AS o FROM (SELECT {ORDER_COLUMNS} FROM orders "
+                                "WHERE shop_id = :s AND order_id = :oid) o"), {"s": shop_id, "oid": order_id})).one()
+    return OrderView.from_json(shop_id, _json(row.o))
+
+
+def _json(v):
+    return json.loads(v) if isinstance(v, str) else v
 
 
 @dataclass(frozen=True)
@@ -66,40 +127,66 @@ async def report_order(svc: Services, *, shop_id: str, external_id: str, buyer_i
                          field=f"lines.{i}", rule="OR-2")
     if shipping_amount < 0 or tax_amount < 0:
         raise refuse(ErrorCode.INVALID_INPUT, "shipping and tax are >= 0", field="shippingAmount", rule="OR-2")
+    if not buyer_id or len(buyer_id) > 64:
+        raise refuse(ErrorCode.INVALID_INPUT, "user id must be 1-64 characters", field="userId")
     content = request_hash({"buyer": buyer_id, "lines": [ln.__dict__ for ln in lines], "shipping": shipping_amount,
                             "tax": tax_amount})
     now = svc.now()
     async with unit_of_work(svc) as s:
-        async def run() -> Order:
-            await ensure_user(s, shop_id, buyer_id, now)
-            order_id = new_id("ord_")
-            goods = sum(ln.unit_price * ln.quantity - ln.discount for ln in lines)
-            inserted = (await s.execute(
-                insert(Order).values(
-                    shop_id=shop_id, order_id=order_id, external_id=external_id, buyer_id=buyer_id, kind="PLAIN",
-                    state="CREATED", goods_amount=goods, shipping_amount=shipping_amount, tax_amount=tax_amount,
-                    paid_amount=0, refunded_amount=0, content_hash=content, source="NONE", created_at=now)
-                .on_conflict_do_nothing().returning(Order.order_id)
-            )).first()
-            if inserted is None:
-                existing = await find_order(s, shop_id, external_id=external_id)
+        async def run() -> dict:
+            order = OrderView(shop_id=shop_id, order_id=new_id("ord_"), external_id=external_id, buyer_id=buyer_id,
+                              kind="PLAIN", campaign_id=None, group_id=None, state="CREATED",
+                              goods_amount=sum(ln.unit_price * ln.quantity - ln.discount for ln in lines),
+                              shipping_amount=shipping_amount, tax_amount=tax_amount, paid_amount=0, refunded_amount=0,
+                              content_hash=content, source="NONE", level1_id=None, level2_id=None, created_at=now,
+                              paid_at=None, completed_at=None, cancelled_at=None)
+            got = (await s.execute(REPORT_ORDER, {
+                "s": shop_id, "buyer": buyer_id, "now": now, "oid": order.order_id, "ext": external_id,
+                "goods": order.goods_amount, "ship": shipping_amount, "tax": tax_amount, "hash": content,
+                "refs": [ln.product_ref for ln in lines], "cats": [ln.category for ln in lines],
+                "qty": [ln.quantity for ln in lines], "price": [ln.unit_price for ln in lines],
+                "disc": [ln.discount for ln in lines]})).one()
+            if got.inserted is None:  # OR-1: this external id is already an order
+                existing = await find_order_view(s, shop_id, external_id=external_id)
                 if existing.content_hash != content:
                     raise refuse(ErrorCode.ORDER_CONFLICT, "an order with this external id exists with other content",
                                  field="externalId", rule="OR-1")
-                return existing
-            refs = [ln.product_ref for ln in lines]
-            products = {p.product_ref: p for p in (await s.execute(
-                select(Product).where(Product.shop_id == shop_id, Product.product_ref.in_(refs)))).scalars()}
-            for i, ln in enumerate(lines, start=1):
-                category = ln.category if ln.category is not None else (
-                    products[ln.product_ref].category if ln.product_ref in products else "")
-                s.add(OrderLine(shop_id=shop_id, order_id=order_id, line_no=i, product_ref=ln.product_ref,
-                                category=category, quantity=ln.quantity, unit_price=ln.unit_price,
-                                discount=ln.discount))
-            return await find_order(s, shop_id, order_id=order_id)
+                order = existing
+            made.append(order)
+            return {"order_id": order.order_id}
 
-        return await once_row(s, Order, shop_id=shop_id, scope="report_order", key=idempotency_key, now=now,
-                              run=run, request={"external_id": external_id, "content": content})
+        made: list[OrderView] = []
+        r, replayed = await once_or_replay(s, shop_id=shop_id, scope="report_order", key=idempotency_key, now=now,
+                                           run=run, request={"external_id": external_id, "content": content})
+        return await read_order(s, shop_id, r["order_id"]) if replayed else made[0]
+
+
+# OR-1/OR-2 in one round trip: the buyer (if new), the order (unless its external id exists: OR-1), and its
+# lines with each category from the line or else the product (OR-3).
+REPORT_ORDER = text(
+    """
+    WITH u AS (INSERT INTO users (shop_id, user_id, display_name, created_at) VALUES (:s, :buyer, '', :now)
+               ON CONFLICT DO NOTHING),
+    o AS (INSERT INTO orders (shop_id, order_id, external_id, buyer_id, kind, state, goods_amount, shipping_amount,
+                              tax_amount, paid_amount, refunded_amount, content_hash, source, created_at)
+          VALUES (:s, :oid, :ext, :buyer, 'PLAIN', 'CREATED', :goods, :ship, :tax, 0, 0, :hash, 'NONE', :now)
+          ON CONFLICT DO NOTHING RETURNING order_id),
+    l AS (INSERT INTO order_lines (shop_id, order_id, line_no, product_ref, category, quantity, unit_price, discount)
+          SELECT :s, o.order_id, v.n, v.ref, COALESCE(v.cat, p.category, ''), v.qty, v.price, v.disc
+          FROM o CROSS JOIN unnest(CAST(:refs AS text[]), CAST(:cats AS text[]), CAST(:qty AS int[]),
+                                   CAST(:price AS bigint[]), CAST(:disc AS bigint[]))
+                             WITH ORDINALITY AS v(ref, cat, qty, price, disc, n)
+          LEFT JOIN products p ON p.shop_id = :s AND p.product_ref = v.ref)
+    SELECT (SELECT order_id FROM o) AS inserted
+    """
+)
+
+
+async def find_order_view(s: AsyncSession, shop_id: str, *, external_id: str) -> OrderView:
+    row = (await s.execute(text(f"SELECT row_to_json(o) AS o FROM (SELECT {ORDER_COLUMNS} FROM orders "
+                                "WHERE shop_id = :s AND external_id = :ext) o"), {"s": shop_id, "ext": external_id})
+           ).one()
+    return OrderView.from_json(shop_id, _json(row.o))
 
 
 async def confirm_payment(svc: Services, *, shop_id: str, provider_ref: str, amount: int, order_id: str | None = None,
@@ -163,73 +250,133 @@ async def pay_plain_order(s: AsyncSession, *, order: Order, amount: int, now) ->
     return True
 
 
+# OR-2/CM-5: the order under FOR UPDATE, then the lines a refund of it reduces under FOR UPDATE (line_id
+# order; commissions.REFUNDED_LINES), the refund the provider reference already recorded, the group's state
+# — one round trip.
+LOAD_FOR_REFUND = f"""
+WITH o AS (SELECT {ORDER_COLUMNS} FROM orders WHERE shop_id = :s AND {{where}} FOR UPDATE),
+l AS (SELECT {commissions.LINE_COLUMNS} FROM commission_lines
+      WHERE shop_id = :s AND ((order_id = (SELECT order_id FROM o) AND level <> 0)
+                              OR (group_id = (SELECT group_id FROM o) AND level = 0
+                                  AND order_id <> (SELECT order_id FROM o)))
+      ORDER BY line_id FOR UPDATE)
+SELECT (SELECT row_to_json(o) FROM o) AS o,
+       (SELECT coalesce(json_agg(l ORDER BY l.line_id), '[]'::json) FROM l) AS lines,
+       (SELECT row_to_json(r) FROM (SELECT refund_id, order_id, amount FROM refunds
+                                    WHERE shop_id = :s AND provider_ref = :ref) r) AS prior,
+       (SELECT state FROM groups WHERE shop_id = :s AND group_id = (SELECT group_id FROM o)) AS group_state
+"""
+
+
 async def refund_order(svc: Services, *, shop_id: str, amount: int, provider_ref: str, order_id: str | None = None,
                        external_id: str | None = None, idempotency_key: str | None = None) -> dict:
     """OR-2: the backend refunded (part of) an order; idempotent by the provider's reference (GB-10) and,
-    additionally, by `idempotency_key` (a replay answers `replayed`)."""
+    additionally, by `idempotency_key` (a replay answers `replayed`). One statement loads under the
+    order's lock, the engine decides (`engine.refunds`, CM-5), one statement writes; the answer carries the
+    refund as written (`refund`, a RefundView) when this call recorded it."""
     if not provider_ref:
         raise refuse(ErrorCode.INVALID_INPUT, "provider reference is required", field="providerRef", rule="GB-10")
+    where, params = _order_where(order_id, external_id)
     now = svc.now()
-    from store.models import Refund
+    made: list = []
 
     async with unit_of_work(svc) as s:
         async def run() -> dict:
-            order = await find_order(s, shop_id, order_id=order_id, external_id=external_id, lock=True)
-            prior = (await s.execute(select(Refund).where(Refund.shop_id == shop_id,
-                                                          Refund.provider_ref == provider_ref))).scalar_one_or_none()
+            got = (await s.execute(text(LOAD_FOR_REFUND.format(where=where)),
+                                   {"s": shop_id, "ref": provider_ref, **params})).one()
+            if got.o is None:
+                raise refuse(ErrorCode.NOT_FOUND, "order not found", field="orderId")
+            order = OrderView.from_json(shop_id, _json(got.o))
+            prior = _json(got.prior)
             if prior is not None:
-                if prior.order_id != order.order_id or prior.amount != amount:
+                if prior["order_id"] != order.order_id or prior["amount"] != amount:
                     raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "this provider reference recorded a different "
                                  "refund", field="providerRef", rule="GB-10")
-                return {"refund_id": prior.refund_id, "order_id": order.order_id, "replayed": True}
+                return {"refund_id": prior["refund_id"], "order_id": order.order_id, "replayed": True}
             if order.paid_at is None or order.state not in ("PAID", "COMPLETED"):
                 raise refuse(ErrorCode.ORDER_NOT_PAID, "only a paid order can be refunded", field="orderId",
                              rule="OR-2")
-            if order.kind == "GROUP":
-                g = await s.get(GroupRow, (shop_id, order.group_id))
-                if g.state not in ("FORMED",):
-                    raise refuse(ErrorCode.INVALID_STATE, "a group order is refunded through the group until it "
-                                 "forms (leave the group instead, GB-8)", field="orderId", rule="GB-8")
+            if order.kind == "GROUP" and got.group_state != "FORMED":
+                raise refuse(ErrorCode.INVALID_STATE, "a group order is refunded through the group until it "
+                             "forms (leave the group instead, GB-8)", field="orderId", rule="GB-8")
             ledger = LedgerBatch(shop_id, now)
-            full = order.refunded_amount + amount >= order.paid_amount
-            refund = await apply_refund(s, ledger, order=order, amount=amount, rule="OR-2", full=full, now=now,
-                                        provider_ref=provider_ref)
+            refund = await apply_refund(s, ledger, order=order, amount=amount, rule="OR-2", full=None, now=now,
+                                        provider_ref=provider_ref,
+                                        lines=[line_from_json(d) for d in _json(got.lines)])
             await ledger.flush(s)
+            made.append(refund)
             return {"refund_id": refund.refund_id, "order_id": order.order_id, "replayed": False}
 
         r, replayed = await once_or_replay(
             s, shop_id=shop_id, scope="refund_order", key=idempotency_key, now=now, run=run,
             request={"order_id": order_id, "external_id": external_id, "amount": amount,
                      "provider_ref": provider_ref})
-        return {**r, "replayed": r["replayed"] or replayed}
+        return {**r, "replayed": r["replayed"] or replayed, "refund": made[0] if made and not replayed else None}
+
+
+# OR-4/CM-6: the order under FOR UPDATE, then its freezable lines under FOR UPDATE (line_id order), the
+# shop's freeze_days and whether it has levels (LV-2) — one round trip.
+LOAD_FOR_COMPLETION = f"""
+WITH o AS (SELECT {ORDER_COLUMNS} FROM orders WHERE shop_id = :s AND {{where}} FOR UPDATE),
+l AS (SELECT {commissions.LINE_COLUMNS} FROM commission_lines
+      WHERE shop_id = :s AND order_id = (SELECT order_id FROM o) AND state = 'PENDING' AND releasable
+      ORDER BY line_id FOR UPDATE)
+SELECT (SELECT row_to_json(o) FROM o) AS o,
+       (SELECT coalesce(json_agg(l ORDER BY l.line_id), '[]'::json) FROM l) AS lines,
+       (SELECT freeze_days FROM distribution_settings WHERE shop_id = :s) AS freeze_days,
+       EXISTS (SELECT 1 FROM levels WHERE shop_id = :s) AS has_levels
+"""
 
 
 async def complete_order(svc: Services, *, shop_id: str, order_id: str | None = None,
-                         external_id: str | None = None, idempotency_key: str | None = None) -> Order:
+                         external_id: str | None = None, idempotency_key: str | None = None) -> OrderView:
     """OR-4: delivered and not disputed. Releasable commission lines freeze for freeze_days (CM-6).
-    Idempotent: completing a completed order changes nothing; `idempotency_key` (GB-10) is additional."""
+    Idempotent: completing a completed order changes nothing; `idempotency_key` (GB-10) is additional.
+    One statement loads (under the order's lock), one writes (the applier's); LV-2 re-evaluation adds its
+    own statements only in a shop that has levels."""
+    where, params = _order_where(order_id, external_id)
     now = svc.now()
     async with unit_of_work(svc) as s:
-        async def run() -> Order:
-            order = await find_order(s, shop_id, order_id=order_id, external_id=external_id, lock=True)
+        async def run() -> dict:
+            got = (await s.execute(text(LOAD_FOR_COMPLETION.format(where=where)), {"s": shop_id, **params})).one()
+            if got.o is None:
+                raise refuse(ErrorCode.NOT_FOUND, "order not found", field="orderId")
+            order = OrderView.from_json(shop_id, _json(got.o))
+            made.append(order)
             if order.state == "COMPLETED":
-                return order
+                return {"order_id": order.order_id}
             if order.state != "PAID":
                 raise refuse(ErrorCode.ORDER_NOT_PAID, f"order is {order.state}; only a paid order completes",
                              field="orderId", rule="OR-4")
             order.state, order.completed_at = "COMPLETED", now
             ledger = LedgerBatch(shop_id, now)
-            await commissions.freeze_order_lines(s, ledger, order=order, now=now)
+            ledger.row("UPDATE orders SET state = 'COMPLETED', completed_at = :now "
+                       "WHERE shop_id = :shop_id AND order_id = :order_id", now=now, order_id=order.order_id)
+            await commissions.freeze_order_lines(s, ledger, order=order, now=now, freeze_days=got.freeze_days,
+                                                 lines=[line_from_json(d) for d in _json(got.lines)])
+            ledger.event(type="order.completed", aggregate_type="order", aggregate_id=order.order_id, rule="OR-4",
+                         payload={"order_id": order.order_id})
             await ledger.flush(s)
-            await commissions.evaluate_levels(s, ledger, shop_id=shop_id,
-                                              user_ids={order.buyer_id, order.level1_id, order.level2_id}, now=now)
-            await ledger.flush(s)
-            events.emit(s, shop_id=shop_id, type="order.completed", aggregate_type="order",
-                        aggregate_id=order.order_id, now=now, rule="OR-4", payload={"order_id": order.order_id})
-            return order
+            if got.has_levels:
+                await commissions.evaluate_levels(s, ledger, shop_id=shop_id,
+                                                  user_ids={order.buyer_id, order.level1_id, order.level2_id},
+                                                  now=now)
+                await ledger.flush(s)
+            return {"order_id": order.order_id}
 
-        return await once_row(s, Order, shop_id=shop_id, scope="complete_order", key=idempotency_key, now=now,
-                              run=run, request={"order_id": order_id, "external_id": external_id})
+        made: list[OrderView] = []
+        r, replayed = await once_or_replay(s, shop_id=shop_id, scope="complete_order", key=idempotency_key, now=now,
+                                           run=run, request={"order_id": order_id, "external_id": external_id})
+        return await read_order(s, shop_id, r["order_id"]) if replayed else made[0]
+
+
+def line_from_json(d: dict):
+    """A commission line loaded as JSON (a loading statement's json_agg) as the engine's value."""
+    from types import SimpleNamespace
+
+    d = dict(d)
+    d["available_at"] = datetime.fromisoformat(d["available_at"]) if d["available_at"] else None
+    return line_from_row(SimpleNamespace(**d))
 
 
 async def catch_up_orders(svc: Services, *, shop_id: str, order_ids=None, buyer_id: str | None = None) -> None:

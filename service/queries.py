@@ -183,6 +183,15 @@ async def page_open_group_ids(svc: Services, *, shop_id: str, campaign_id: str, 
     return await _page(svc, q, (GroupRow.expires_at, GroupRow.group_id), limit=limit, offset=offset)
 
 
+async def page_campaign_group_ids(svc: Services, *, shop_id: str, campaign_id: str, states: list[str] | None,
+                                  limit: int, offset: int) -> Page:
+    """Ids of a campaign's groups in any (or the given) states, most recently opened first (admin screens)."""
+    q = select(GroupRow.group_id).where(GroupRow.shop_id == shop_id, GroupRow.campaign_id == campaign_id)
+    if states:
+        q = q.where(GroupRow.state.in_(states))
+    return await _page(svc, q, (GroupRow.opened_at.desc(), GroupRow.group_id), limit=limit, offset=offset)
+
+
 async def page_user_group_ids(svc: Services, *, shop_id: str, user_id: str, limit: int, offset: int) -> Page:
     """Ids of the groups a user has (or had) a seat in, newest first."""
     seat_groups = select(SeatRow.group_id).where(SeatRow.shop_id == shop_id, SeatRow.user_id == user_id)

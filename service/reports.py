@@ -277,10 +277,11 @@ def local_periods(granularity: Granularity, day_from: date, day_to: date) -> lis
     return out
 
 
-async def earnings_series(svc: Services, *, shop_id: str, user_id: str, granularity: Granularity,
+async def earnings_series(svc: Services, *, shop_id: str, user_id: str | None, granularity: Granularity,
                           day_from: date, day_to: date) -> list[EarningsPeriod]:
     """RP-1 per period in the shop's time zone: each local day or month of [day_from, day_to), oldest first,
-    including periods where nothing moved. One query, grouped by the local start of each entry's period."""
+    including periods where nothing moved. One query, grouped by the local start of each entry's period.
+    `user_id` None: the whole shop's distributor ledger (what finance charts)."""
     from service.settlements import local_bounds
 
     periods = local_periods(granularity, day_from, day_to)
@@ -289,9 +290,10 @@ async def earnings_series(svc: Services, *, shop_id: str, user_id: str, granular
         start, end = local_bounds(tz, day_from, day_to)
         rows = (await s.execute(text(
             "SELECT date_trunc(:unit, created_at AT TIME ZONE :tz)::date AS local_start, bucket, sum(amount) "
-            "FROM ledger_entries WHERE shop_id = :s AND distributor_id = :u AND created_at >= :f AND created_at < :t "
-            "GROUP BY 1, 2"),
-            {"unit": granularity.value.lower(), "tz": tz, "s": shop_id, "u": user_id, "f": start, "t": end})).all()
+            "FROM ledger_entries WHERE shop_id = :s AND created_at >= :f AND created_at < :t "
+            + ("AND distributor_id = :u " if user_id is not None else "") + "GROUP BY 1, 2"),
+            {"unit": granularity.value.lower(), "tz": tz, "s": shop_id, "f": start, "t": end,
+             **({"u": user_id} if user_id is not None else {})})).all()
     moved: dict[date, dict[str, int]] = {}
     for local_start, bucket, amount in rows:
         moved.setdefault(local_start, {})[bucket] = int(amount)

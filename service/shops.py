@@ -14,12 +14,12 @@ from engine.distribution import DistributionSettings, validate_settings
 from engine.errors import ErrorCode, refuse
 from engine.levels import Level, validate_levels
 from service.context import Services
+from service.currencies import check_currency, check_timezone
 from service.idempotency import once, once_row
 from service.uow import unit_of_work
 from store import mapping
 from store.models import DistributionSettingsRow, LevelRow, Product, Shop, User
 
-CURRENCY = re.compile(r"^[A-Z]{3}$")
 SHOP_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 
 
@@ -38,8 +38,8 @@ async def create_shop(
     the same key with other input is IDEMPOTENCY_CONFLICT."""
     if not SHOP_ID.match(shop_id):
         raise refuse(ErrorCode.INVALID_INPUT, "shop id: 2-63 of a-z, 0-9 and -", field="shopId")
-    if not CURRENCY.match(currency):
-        raise refuse(ErrorCode.INVALID_INPUT, "currency must be an ISO 4217 code", field="currency", rule="SH-2")
+    check_currency(currency)
+    check_timezone(timezone)
     settings = settings or DistributionSettings()
     validate_settings(settings)
     now = svc.now()
@@ -67,6 +67,12 @@ async def create_shop(
 async def get_shop(svc: Services, shop_id: str) -> Shop | None:
     async with svc.sessionmaker() as s:
         return await s.get(Shop, shop_id)
+
+
+async def list_shops(svc: Services, *, limit: int = 1000) -> list[Shop]:
+    """Every shop, in id order (the operator's `sharecart list-shops`; on Citus one read of all shards)."""
+    async with svc.sessionmaker() as s:
+        return list((await s.scalars(select(Shop).order_by(Shop.shop_id).limit(limit))).all())
 
 
 PUBLIC_KEY = re.compile(r"^pk_([a-z0-9][a-z0-9-]{1,62})_[0-9a-f]{16}$")

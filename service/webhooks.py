@@ -38,7 +38,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import with_expression
 
 from engine.errors import ErrorCode, refuse
-from service import events
+from service import events, metrics
 from service.context import Services
 from service.feed import sequence
 from service.idempotency import once, once_row
@@ -358,6 +358,7 @@ async def _attempt(s, client: httpx.AsyncClient, shop_id: str, endpoint_id: str,
         ok = 200 <= status < 300
     except httpx.HTTPError as e:
         ok, error = False, type(e).__name__
+    metrics.webhook_attempt(ok)
     d.attempts += 1
     d.last_status, d.last_error = status, error
     s.add(WebhookAttempt(shop_id=shop_id, attempt_id=new_id("wa_"), endpoint_id=endpoint_id, event_id=event_id,
@@ -399,3 +400,23 @@ async def _hold(s, d: WebhookDelivery) -> None:
         .with_for_update(read=True))).scalar()
     if not enabled:
         d.state = "HELD"
+
+
+async def disable_endpoint(svc: Services, *, shop_id: str, endpoint_id: str,
+                           idempotency_key: str | None = None) -> WebhookEndpoint:
+    """An admin stops deliveries to an endpoint: what it is owed from now on is HELD, not lost, until
+    `enable_endpoint` (the same state the worker leaves a failing endpoint in). Disabling it again
+    changes nothing (its first `disabled_at` stays)."""
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        async def run() -> WebhookEndpoint:
+            ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id), with_for_update=True)
+            if ep is None:
+                raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
+            if ep.enabled:
+                ep.enabled, ep.disabled_at = False, now
+            await s.flush()
+            return ep
+
+        return await once_row(s, WebhookEndpoint, shop_id=shop_id, scope="disable_webhook", key=idempotency_key,
+                              now=now, run=run, request={"endpoint_id": endpoint_id})

@@ -138,24 +138,60 @@ async def run_due(svc: Services, *, shop_id: str | None = None) -> int:
     return await run_due_groups(svc, shop_id=shop_id) + await release_due_lines(svc, shop_id=shop_id)
 
 
-async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1.0) -> None:
+async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1.0,
+                      backoff_max: float | None = None) -> None:
     """Due work and webhook delivery run as two loops of their own: a POST may take its whole timeout, and a
-    slow receiver must never delay group expiry (GB-11) or commission release (CM-6)."""
+    slow receiver must never delay group expiry (GB-11) or commission release (CM-6). A pass of due work that
+    went through writes the worker's heartbeat (service.heartbeat: what /ready reads)."""
     from service.feed import sequence_all
+    from service.heartbeat import Heartbeat
+    from service.settings import settings
     from service.webhooks import deliver_due
 
-    await asyncio.gather(_every(interval, stop, lambda: run_due(svc), "due work failed"),
-                         _every(interval, stop, lambda: deliver_due(svc, stop=stop), "webhook delivery failed"),
-                         _every(interval, stop, lambda: sequence_all(svc), "event feed sequencing failed"))
+    conf = settings()
+    heartbeat = Heartbeat(svc, interval=conf.heartbeat_interval)
+    backoff_max = conf.worker_backoff_max if backoff_max is None else backoff_max
+
+    async def due() -> None:
+        await run_due(svc)
+        await heartbeat.beat()
+
+    try:
+        await asyncio.gather(
+            _every(interval, stop, due, "due work", max_delay=backoff_max),
+            _every(interval, stop, lambda: deliver_due(svc, stop=stop), "webhook delivery", max_delay=backoff_max),
+            _every(interval, stop, lambda: sequence_all(svc), "event feed sequencing", max_delay=backoff_max))
+    finally:
+        await heartbeat.forget()
 
 
-async def _every(interval: float, stop: asyncio.Event, work, what: str) -> None:
+async def _every(interval: float, stop: asyncio.Event, work, what: str, *, max_delay: float = 30.0) -> None:
+    """Run `work` every `interval` seconds until `stop`. After a failure the pause doubles (up to
+    `max_delay`) until a pass goes through again: with the database away the worker waits 1, 2, 4 … s and
+    logs one line per try (no traceback for "database unavailable"), instead of a traceback every second."""
+    from service.availability import is_database_unavailable
+    from service.metrics import WORKER_PASSES
+
+    failures = 0
     while not stop.is_set():
         try:
             await work()
-        except Exception:  # keep the worker alive; the item stays due and is retried next round
-            log.exception(what)
+        except Exception as e:  # keep the worker alive; the item stays due and is retried next round
+            failures += 1
+            delay = min(interval * 2 ** (failures - 1), max_delay)
+            if is_database_unavailable(e):
+                WORKER_PASSES.labels(what, "unavailable").inc()
+                log.warning("%s: database unavailable (%s: %s); retry %d in %.0f s", what, type(e).__name__, e,
+                            failures, delay)
+            else:
+                WORKER_PASSES.labels(what, "error").inc()
+                log.exception("%s failed; retry %d in %.0f s", what, failures, delay)
+        else:
+            WORKER_PASSES.labels(what, "ok").inc()
+            if failures:
+                log.warning("%s: working again after %d failed tries", what, failures)
+            failures, delay = 0, interval
         try:
-            await asyncio.wait_for(stop.wait(), timeout=interval)
+            await asyncio.wait_for(stop.wait(), timeout=delay)
         except asyncio.TimeoutError:
             pass

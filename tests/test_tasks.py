@@ -46,3 +46,68 @@ def test_does_nothing_without_root_or_when_everything_is_there(monkeypatch, task
     calls += _fake(monkeypatch, tasks, present={"chromium", "soffice"})
     tasks.ensure_test_packages()
     assert calls == []
+
+
+def _pids_serving(port: int) -> list[int]:
+    """Processes whose command line serves `port` (to clean up after a wrapper that left its server behind)."""
+    import os
+
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if b"serve" in cmd and str(port).encode() in cmd:
+                found.append(int(entry))
+    return found
+
+
+def test_sigterm_to_tasks_py_serve_stops_the_server(database_url):
+    """Issue 13 point 6: `python3 tasks.py serve` used to exit on SIGTERM and leave the server running; now it
+    execs the server, so the signal reaches it: the process ends and the port is closed."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    root = Path(__file__).resolve().parents[1]
+    tasks_py = root / "tasks.py"
+    stamp = root / ".venv" / ".sharecart-installed"
+    import hashlib
+
+    if not stamp.exists() or stamp.read_text() != hashlib.sha256((root / "pyproject.toml").read_bytes()).hexdigest():
+        pytest.skip("the .venv is not the one tasks.py installed for this pyproject.toml: run `python3 tasks.py test`")
+    if os.name != "posix":
+        pytest.skip("exec is POSIX")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {**os.environ, "DATABASE_URL": database_url}
+    proc = subprocess.Popen([sys.executable, str(tasks_py), "serve", "--port", str(port), "--no-demo", "--no-worker"],
+                            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in _pids_serving(port):  # the old wrapper's orphan, by its own pid
+            os.kill(pid, signal.SIGKILL)

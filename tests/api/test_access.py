@@ -38,6 +38,7 @@ LEVELS_INPUT = ('[{grade: 0, name: "Member", level1Bp: 1000, level2Bp: 500}, '
 
 Q = {  # root query field → (who may call it, request)
     "node": (PUBLIC, '{ node(id: "{order}") { id } }'),
+    "viewer": (PUBLIC, "{ viewer { userId roles shop { shopId name currency timezone } } }"),
     "campaign": (PUBLIC, '{ campaign(id: "{campaign}") { id title } }'),
     "campaigns": (PUBLIC, "{ campaigns { totalCount edges { node { id title } } } }"),
     "group": (PUBLIC, '{ group(id: "{group}") { id state leaderUserId } }'),
@@ -46,11 +47,13 @@ Q = {  # root query field → (who may call it, request)
     "myGroups": ({"customer"}, "{ myGroups { totalCount edges { node { id } } } }"),
     "mySegment": ({"customer"}, "{ mySegment }"),
     "me": ({"distributor"}, "{ me { inviteCode balances { available } commissionLines { totalCount } } }"),
-    "owedRefunds": ({"backend"}, "{ owedRefunds { totalCount edges { node { id amount } } } }"),
+    "owedRefunds": ({"backend", "finance"}, "{ owedRefunds { totalCount edges { node { id amount } } } }"),
     "product": ({"backend", "admin"}, '{ product(productRef: "{product}") { id productRef } }'),
     "products": ({"backend", "admin"}, "{ products { totalCount edges { node { id productRef } } } }"),
     "pendingPayouts": ({"finance"}, "{ pendingPayouts { totalCount edges { node { id distributorId } } } }"),
     "settlements": ({"admin", "finance"}, "{ settlements { totalCount edges { node { id } } } }"),
+    "shopEarningsSeries": ({"admin", "finance"}, '{ shopEarningsSeries(granularity: DAY, periodFrom: "2026-01-01", '
+                                                 'periodTo: "2026-01-03") { periodFrom earned } }'),
     "campaignStats": ({"admin"}, '{ campaignStats(campaignId: "{campaign}") { total { opened units } } }'),
     "distributionSettings": ({"admin"}, "{ distributionSettings { mode level1Bp } }"),
     "levels": ({"admin"}, "{ levels { totalCount edges { node { id name } } } }"),
@@ -89,6 +92,7 @@ M = {  # root mutation field → (who may call it, input)
     "registerWebhook": ({"admin"}, '{url: "http://127.0.0.1:9/acc"}'),
     "rotateWebhookSecret": ({"admin"}, '{endpointId: "{endpoint}"}'),
     "enableWebhook": ({"admin"}, '{endpointId: "{endpoint}"}'),
+    "disableWebhook": ({"admin"}, '{endpointId: "{endpoint}"}'),
     "redeliverEvents": ({"admin"}, '{endpointId: "{endpoint}", fromSeq: 1, toSeq: 2}'),
     "approvePayout": ({"finance"}, '{payoutId: "{payout}", externalRef: "acc"}'),
     "rejectPayout": ({"finance"}, '{payoutId: "{payout}", reason: "acc"}'),

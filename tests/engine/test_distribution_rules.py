@@ -12,7 +12,7 @@ from hypothesis import given, strategies as st
 
 from engine.distribution import DistributionSettings, DistributorStatus
 from engine.errors import ErrorCode, RuleViolation
-from engine.ledger import Balances, Bucket, approve_payout, reject_payout, request_payout
+from engine.ledger import Balances, Bucket, approve_payout, payout_fee, reject_payout, request_payout
 from engine.segments import Segment, segment_of
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -33,7 +33,7 @@ def test_payouts_never_exceed_available_and_balances_are_sums_LG2(start, asks, f
             assert e.code in {ErrorCode.INVALID_INPUT, ErrorCode.PAYOUT_BELOW_MINIMUM, ErrorCode.INSUFFICIENT_BALANCE}
             continue
         assert bal.available >= a >= 100
-        postings += list(got) + list(approve_payout(s, a) if i % 2 else reject_payout(a))
+        postings += list(got) + list(approve_payout(a, fee=payout_fee(s, a)) if i % 2 else reject_payout(a))
         after = Balances.from_postings(postings)
         assert after.in_payout == 0 and after.fees == sum(
             p.amount for p in postings if p.bucket == Bucket.FEES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -72,16 +73,16 @@ def test_CM6_LG2_negative_available_blocks_every_payout():
 
 def test_LG2_approve_pays_amount_less_fee_with_fee_entry_of_its_own():
     assert lg.payout_fee(S, 20_000) == 120
-    ps = lg.approve_payout(S, 20_000)
+    ps = lg.approve_payout(20_000, fee=lg.payout_fee(S, 20_000))
     assert ps == (Posting(Bucket.IN_PAYOUT, -20_000, EntryKind.PAYOUT_APPROVED),
                   Posting(Bucket.PAID, 19_880, EntryKind.PAYOUT_APPROVED),
                   Posting(Bucket.FEES, 120, EntryKind.PAYOUT_FEE))
     assert Balances(in_payout=20_000).apply(ps) == Balances(paid=19_880, fees=120)
     assert lg.payout_fee(S, 166) == 0  # floor(166 × 60 / 10000) = 0
-    assert lg.approve_payout(DistributionSettings(), 500) == (
+    assert lg.approve_payout(500, fee=lg.payout_fee(DistributionSettings(), 500)) == (
         Posting(Bucket.IN_PAYOUT, -500, EntryKind.PAYOUT_APPROVED), Posting(Bucket.PAID, 500, EntryKind.PAYOUT_APPROVED))
-    assert lg.approve_payout(DistributionSettings(), 500, fee=7)[-1] == Posting(Bucket.FEES, 7, EntryKind.PAYOUT_FEE)
-    assert refusal(lambda: lg.approve_payout(S, 500, fee=501))[0] == ErrorCode.INVALID_INPUT
+    assert lg.approve_payout(500, fee=7)[-1] == Posting(Bucket.FEES, 7, EntryKind.PAYOUT_FEE)
+    assert refusal(lambda: lg.approve_payout(500, fee=501))[0] == ErrorCode.INVALID_INPUT
 
 
 def test_LG2_reject_returns_all_to_available_without_fee():
@@ -98,6 +99,7 @@ op = st.one_of(
     st.tuples(st.just("bonus"), st.integers(1, 3_000)),
     st.tuples(st.just("request"), st.integers(1, 8_000)),
     st.tuples(st.just("decide"), st.booleans()),
+    st.tuples(st.just("rate"), st.integers(0, 10_000)),
 )
 
 
@@ -106,13 +108,15 @@ op = st.one_of(
 def test_LG1_LG2_property_balances_equal_sum_of_postings_and_payouts_never_exceed_available(ops, fee_bp, suspended):
     """LG-1: stored balances (updated per step) equal the sum of every posting; money is conserved
     (all buckets together = standing commission + bonuses). LG-2: an accepted request never exceeds the
-    available balance at that moment, so available only goes negative through clawback (CM-6)."""
+    available balance at that moment, so available only goes negative through clawback (CM-6); an approval
+    charges the fee quoted at request, whatever the rate became in between ("rate" steps)."""
     s = DistributionSettings(min_payout=100, payout_fee_bp=fee_bp, freeze_days=2)
     status = DistributorStatus.SUSPENDED if suspended else ACTIVE
     journal: list[Posting] = []
     balances = Balances()
     lines: list[cm.CommissionLine] = []
-    payouts: list[int] = []
+    payouts: list[tuple[int, int]] = []  # (amount, fee quoted at request)
+    fees_charged = 0
     bonuses = 0
     now = T0
 
@@ -152,7 +156,7 @@ def test_LG1_LG2_property_balances_equal_sum_of_postings_and_payouts_never_excee
         elif kind == "request":
             before = balances.available
             try:
-                ps = lg.request_payout(s, balances=balances, amount=o[1], status=status)
+                quote = lg.quote_payout(s, balances=balances, amount=o[1], status=status)
             except RuleViolation as e:
                 assert e.code in (ErrorCode.PAYOUT_BELOW_MINIMUM, ErrorCode.INSUFFICIENT_BALANCE,
                                   ErrorCode.DISTRIBUTOR_SUSPENDED)
@@ -160,14 +164,19 @@ def test_LG1_LG2_property_balances_equal_sum_of_postings_and_payouts_never_excee
                 assert suspended or o[1] < s.min_payout or o[1] > before
                 continue
             assert not suspended and s.min_payout <= o[1] <= before
-            book(ps)
+            assert quote.fee == o[1] * s.payout_fee_bp // 10_000
+            book(quote.postings)
             assert balances.available >= 0
-            payouts.append(o[1])
+            payouts.append((o[1], quote.fee))
+        elif kind == "rate":
+            s = replace(s, payout_fee_bp=o[1])  # an admin changes the rate between request and decision
         elif kind == "decide" and payouts:
-            amount = payouts.pop(0)
-            book(lg.approve_payout(s, amount) if o[1] else lg.reject_payout(amount))
+            amount, fee = payouts.pop(0)
+            book(lg.approve_payout(amount, fee=fee) if o[1] else lg.reject_payout(amount))
+            fees_charged += fee if o[1] else 0
+        assert balances.fees == fees_charged
         assert balances == Balances.from_postings(journal)
-        assert balances.in_payout == sum(payouts) >= 0
+        assert balances.in_payout == sum(a for a, _ in payouts) >= 0
         assert balances.pending == sum(l.standing for l in lines if l.state == cm.CommissionState.PENDING)
         assert balances.frozen == sum(l.standing for l in lines if l.state == cm.CommissionState.FROZEN)
         assert balances.total == sum(l.standing for l in lines) + bonuses

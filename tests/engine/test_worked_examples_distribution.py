@@ -135,7 +135,7 @@ def run_ledger(inp: dict[str, str]) -> dict[str, str]:
             elif action == "request":
                 ps = lg.request_payout(s, balances=balances, amount=n, status=DistributorStatus.ACTIVE)
             elif action == "approve":
-                ps = lg.approve_payout(s, n)
+                ps = lg.approve_payout(n, fee=lg.payout_fee(s, n))
             else:
                 ps = lg.reject_payout(n)
         except RuleViolation as e:

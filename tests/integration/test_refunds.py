@@ -105,7 +105,7 @@ async def test_the_database_refuses_refunds_above_what_was_paid_OR2(svc, shop):
     """Checked by a deferred constraint trigger: a refund row the order's refunded_amount does not account
     for, or one that takes the refunds above what was paid, rolls the whole transaction back. A client runs
     the deferred checks as its last statement (`sharecart_check_deferred`, as the service does: migration
-    0009) and gets the refusal with its own code (23514) and text, on PostgreSQL and on Citus alike."""
+    0010) and gets the refusal with its own code (23514) and text, on PostgreSQL and on Citus alike."""
     owed, confirmed = await _owed_and_confirmed(svc, shop.shop_id)
     before = await _rows(svc, shop.shop_id)
     insert = ("INSERT INTO refunds (shop_id, refund_id, order_id, amount, rule, \"full\", state, created_at) "

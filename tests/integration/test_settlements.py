@@ -237,10 +237,16 @@ def xlsx_rows(data: bytes) -> list[list[str]]:
     return rows
 
 
+ZERO_DIGIT_ROWS = (["2000", "2000", "0", "0", "-500", "-500", "0", "0", "980", "980", "20", "20", "500", "500"],
+                   ["3000", "3000", "1000", "1000", "-500", "-500", "300", "300", "980", "980", "20", "20", "2800",
+                    "2800"])
+
+
 @pytest.mark.parametrize("currency, d1_row, total_row", [
     # opening, released, reversals, bonuses, payouts, fees, closing: decimal string, then minor units
-    ("JPY", ["2000", "2000", "0", "0", "-500", "-500", "0", "0", "980", "980", "20", "20", "500", "500"],
-     ["3000", "3000", "1000", "1000", "-500", "-500", "300", "300", "980", "980", "20", "20", "2800", "2800"]),
+    ("JPY", *ZERO_DIGIT_ROWS),
+    # issue 13: the old hand-written table printed these with 2 decimals; ISO 4217 gives them none
+    ("XOF", *ZERO_DIGIT_ROWS), ("UGX", *ZERO_DIGIT_ROWS), ("PYG", *ZERO_DIGIT_ROWS),
     ("CNY", ["20.00", "2000", "0.00", "0", "-5.00", "-500", "0.00", "0", "9.80", "980", "0.20", "20", "5.00", "500"],
      ["30.00", "3000", "10.00", "1000", "-5.00", "-500", "3.00", "300", "9.80", "980", "0.20", "20", "28.00",
       "2800"]),
@@ -250,7 +256,7 @@ def xlsx_rows(data: bytes) -> list[list[str]]:
       "2800"]),
 ])
 async def test_exports_write_each_currencys_minor_digits_LG3(svc, currency, d1_row, total_row):
-    """JPY has 0 minor digits, CNY 2, KWD 3 (ISO 4217): the same minor units, three decimal renderings —
+    """JPY, XOF, UGX, PYG have 0 minor digits, CNY 2, KWD 3 (ISO 4217): the same minor units, three decimal renderings —
     in the CSV and, cell for cell, in the XLSX."""
     shop_id = f"cur-{currency.lower()}-{secrets.token_hex(3)}"
     b = await _two_distributor_history(svc, shop_id, currency=currency)
