@@ -5,6 +5,9 @@
     python3 tasks.py test    # the whole test suite (pytest args may follow)
     python3 tasks.py test --citus postgresql://postgres@127.0.0.1:9700/postgres
                              # integration + API tests on a Citus cluster (docs/sharding.md)
+    python3 tasks.py test --fast   # only the pure tests (engine/, no database): seconds
+    python3 tasks.py lint    # ruff check + mypy (strict on engine/, baseline elsewhere), as .ci/run does
+    python3 tasks.py lock    # rewrite requirements.lock (what the container installs) from pyproject.toml
 
 Creates ./.venv on first use and reinstalls only when pyproject.toml changes. Then it execs the command
 (on POSIX), so `kill <pid>` of `python3 tasks.py serve` stops the server itself.
@@ -82,16 +85,40 @@ def citus_option(args: list[str]) -> list[str]:
     if not any(not a.startswith("-") and (ROOT / a.split("::")[0]).exists() for a in out):
         out = ["tests/integration", "tests/api", *out]
     return out
+# The container installs exactly these pins, with their hashes (Dockerfile); uv resolves them for every
+# platform at once (--universal) for the image's Python. tests/test_containers.py fails when a dependency of
+# pyproject.toml is missing from the lock.
+LOCK = ["-m", "uv", "pip", "compile", "pyproject.toml", "--universal", "--python-version", "3.12",
+        "--generate-hashes", "--no-header", "--quiet", "-o", "requirements.lock"]
+
+
+def lock() -> int:
+    pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    if subprocess.call([str(BIN / "python"), "-m", "uv", "--version"], stdout=subprocess.DEVNULL) != 0:
+        subprocess.check_call(pip + ["uv"])
+    return subprocess.call([str(BIN / "python"), *LOCK], cwd=ROOT)
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("serve", "test"):
+    if not argv or argv[0] not in ("serve", "test", "lint", "lock"):
         print(__doc__)
         return 2
     ensure_env()
     cmd, rest = argv[0], argv[1:]
+    if cmd == "lock":
+        return lock()
     if cmd == "serve":
         args = [str(BIN / "sharecart"), "serve", *rest]
+    elif cmd == "lint":
+        os.chdir(ROOT)
+        if subprocess.call([str(BIN / "ruff"), "check", "."]) != 0:
+            return 1
+        return subprocess.call([str(BIN / "python"), "tools/typecheck.py", *rest])
+    elif "--fast" in rest:
+        rest = [a for a in rest if a != "--fast"]
+        if not any(not a.startswith("-") for a in rest):
+            rest.append("tests/engine")
+        args = [str(BIN / "python"), "-m", "pytest", "-m", "pure", *rest]
     else:
         ensure_test_packages()
         args = [str(BIN / "python"), "-m", "pytest", *citus_option(rest)]

@@ -61,8 +61,21 @@ def _services():
 
 
 async def _migrate(svc) -> None:
+    """As the owner: SHARECART_MIGRATION_URL when set (the service's own DATABASE_URL is then a runtime role that
+    cannot change the schema, docs/security.md), else the service's database URL."""
+    from service.settings import settings
     from store.migrate import upgrade
 
+    migration_url = settings().migration_url
+    if migration_url:
+        from store.database import create_engine
+
+        owner = create_engine(migration_url, pool_size=1)
+        try:
+            await upgrade(owner)
+        finally:
+            await owner.dispose()
+        return
     await upgrade(svc.engine)
 
 
@@ -301,6 +314,7 @@ async def _serve(host: str, port: int, demo: bool, run_worker: bool) -> None:
 
         r = await seed_demo(svc)
         _print_demo(r, host, port)
+    svc = await _as_runtime_role(svc)
     from service.settings import settings
 
     # logging is ours (api.logs: JSON, request ids, our access line); SIGTERM drains in-flight requests
@@ -324,6 +338,19 @@ async def _serve(host: str, port: int, demo: bool, run_worker: bool) -> None:
         stop_embedded()
 
 
+async def _as_runtime_role(svc):
+    """The service runs as the runtime role (issue 11.6, store/roles.py): set up by itself on the embedded
+    database; on a server, the role DATABASE_URL names."""
+    from service.context import Services
+    from store.roles import service_engine
+
+    engine = await service_engine(svc.engine)
+    if engine is svc.engine:
+        return svc
+    await svc.engine.dispose()
+    return Services(engine=engine, clock=svc.clock)
+
+
 def _token(shop, user: str, roles, ttl: int) -> str:
     from api.auth import mint_token as mint
 
@@ -342,6 +369,8 @@ def _print_demo(r: dict, host: str, port: int) -> None:
     echo = typer.echo
     echo("")
     echo(f"GraphiQL:   {base}/graphiql      (API: {base}/graphql)")
+    echo(f"Console:    {base}/console       (paste the admin or finance token below; docs/console.md)")
+    echo(f"Storefront: {base}/demo/storefront?key={shop.public_key}   (live groups; paste a customer token)")
     echo("Walkthrough from here to a formed group and a paid-out commission: docs/walkthrough.md")
     echo(f"Demo shop:  {shop.shop_id} ({shop.currency})   advanceClock: "
          f"{'on' if test_clock_enabled() else 'off (serve --test-clock)'}")
@@ -372,6 +401,11 @@ def _usage_errors() -> tuple[type, ...]:
     except ImportError:  # typer without click
         pass
     return tuple(errors)
+
+
+from api.cli_listen import register as _listen_and_trigger  # noqa: E402
+
+_listen_and_trigger(app)  # `listen`, `trigger` (issue 13.2)
 
 
 def _error_line(e: BaseException) -> tuple[str, str, int] | None:

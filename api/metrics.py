@@ -113,3 +113,26 @@ class OperationMetrics(SchemaExtension):
             response = getattr(ec.context, "response", None)
             if response is not None and hasattr(response, "status_code"):
                 response.status_code = 503
+
+
+def prepare_multiprocess(processes: int) -> None:
+    """For `serve --workers N`: call before the server processes start. With more than one process and no
+    PROMETHEUS_MULTIPROC_DIR, make a fresh folder for this run and set the variable, so the processes (which
+    inherit the environment, and in which prometheus-client reads it at import) report together. A folder
+    that is already set is emptied of the previous run's files (prometheus-client's documented requirement)."""
+    import tempfile
+    from pathlib import Path
+
+    from service.settings import settings
+
+    folder = settings().prometheus_multiproc_dir
+    if folder is None:
+        if processes <= 1:
+            return
+        folder = Path(tempfile.mkdtemp(prefix="sharecart-metrics-"))
+        import os
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()

@@ -410,6 +410,18 @@ class DisableWebhookInput:
     idempotency_key: Optional[str] = idempotency_key_field()
 
 
+async def _switch_endpoint(info: Info, input, use_case) -> "WebhookPayload":
+    """enableWebhook / disableWebhook: one endpoint id in, the endpoint as it is now out."""
+    ctx = info.context
+
+    async def go():
+        e = await use_case(ctx.svc, shop_id=ctx.shop_id,
+                           endpoint_id=raw_id(input.endpoint_id, "WebhookEndpoint", "endpointId"),
+                           idempotency_key=input.idempotency_key)
+        return dict(endpoint=endpoint_type(e))
+    return await run(WebhookPayload, go)
+
+
 @strawberry.type
 class WebhookPayload:
     endpoint: Optional[WebhookEndpoint] = None
@@ -764,28 +776,12 @@ class Mutation:
     @strawberry.mutation(permission_classes=[IsAdmin], description="Enable an endpoint (after it was disabled for "
                          "failing): what it was owed while disabled, and what waits out a backoff, is due now.")
     async def enable_webhook(self, info: Info, input: EnableWebhookInput) -> WebhookPayload:
-        ctx = info.context
-
-        async def go():
-            e = await webhooks_svc.enable_endpoint(ctx.svc, shop_id=ctx.shop_id,
-                                                   endpoint_id=raw_id(input.endpoint_id, "WebhookEndpoint",
-                                                                      "endpointId"),
-                                                   idempotency_key=input.idempotency_key)
-            return dict(endpoint=endpoint_type(e))
-        return await run(WebhookPayload, go)
+        return await _switch_endpoint(info, input, webhooks_svc.enable_endpoint)
 
     @strawberry.mutation(permission_classes=[IsAdmin], description="Stop deliveries to an endpoint: what it is owed "
                          "is held (not lost) until enableWebhook.")
     async def disable_webhook(self, info: Info, input: DisableWebhookInput) -> WebhookPayload:
-        ctx = info.context
-
-        async def go():
-            e = await webhooks_svc.disable_endpoint(ctx.svc, shop_id=ctx.shop_id,
-                                                    endpoint_id=raw_id(input.endpoint_id, "WebhookEndpoint",
-                                                                       "endpointId"),
-                                                    idempotency_key=input.idempotency_key)
-            return dict(endpoint=endpoint_type(e))
-        return await run(WebhookPayload, go)
+        return await _switch_endpoint(info, input, webhooks_svc.disable_endpoint)
 
     @strawberry.mutation(permission_classes=[IsAdmin], description="Replay: owe the endpoint again every event with "
                          "fromSeq <= seq <= toSeq that its event-type filter takes; returns how many.")

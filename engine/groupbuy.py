@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Union
 
-from engine.errors import ErrorCode, refuse
+from engine.errors import ErrorCode, RuleViolation, refuse
 from engine.lottery import draw_winners
 
 
@@ -248,7 +248,7 @@ def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _invalid(message: str, field: str, rule: str | None = None):
+def _invalid(message: str, field: str, rule: str | None = None) -> RuleViolation:
     return refuse(ErrorCode.INVALID_INPUT, message, field=field, rule=rule)
 
 
@@ -554,11 +554,11 @@ def advance(campaign: Campaign, group: Group, *, now: datetime) -> Decision:
       ``expires_at`` (not ``now``), so a late worker decides exactly as a punctual one.
     """
     _aware(now, "now")
-    g, out = group, []
+    g, out = group, list[Instruction]()
     if g.state in TERMINAL:
         return Decision(g, ())
     expired = g.state is GroupState.OPEN and g.expires_at is not None and now >= g.expires_at
-    cutoff = g.expires_at if expired else now
+    cutoff = g.expires_at if expired and g.expires_at is not None else now
     for s in g.seats:
         if s.state is SeatState.RESERVED and s.pay_by <= cutoff:
             g = _set_seat(g, replace(s, state=SeatState.RELEASED))

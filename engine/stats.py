@@ -95,7 +95,9 @@ def formation_rate_difference(formed_a: int, decided_a: int, formed_b: int, deci
     if decided_a <= 0 or decided_b <= 0:
         return None
     low, high = newcombe_interval(formed_a, decided_a, formed_b, decided_b)
-    diff = rate_bp(formed_a, decided_a) - rate_bp(formed_b, decided_b)
+    rate_a, rate_b = rate_bp(formed_a, decided_a), rate_bp(formed_b, decided_b)
+    assert rate_a is not None and rate_b is not None  # both decided counts are > 0 here
+    diff = rate_a - rate_b
     # the displayed difference (floored rates) always lies inside the outward-rounded limits
     return RateDifference(difference_bp=diff, low_bp=min(_floor_bp(low), diff), high_bp=max(_ceil_bp(high), diff),
                           enough_data=decided_a >= min_decided and decided_b >= min_decided)

@@ -9,19 +9,20 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine import commission as cm
 from engine import levels as lv
 from engine.distribution import DistributionSettings, DistributorStatus, admits_automatically
+from engine.events import EventType
 from engine.ledger import bonus_postings
 from engine.referral import current_referrer
 from service import events
 from service.ids import new_id, new_invite_code
 from service.ledger import LedgerBatch, flush_pending, line_from_row
-from service.shops import load_levels, load_settings
+from service.shops import load_settings
 from store import mapping
 from store.models import (
     Binding,
@@ -208,7 +209,7 @@ def post_commission_line(session, ledger: LedgerBatch, *, order, beneficiary_id:
                                   level=level, amount=amount, releasable=releasable,
                                   paid_base=order.goods_amount if base is None else base)
     ledger.new_line(session, (line, postings), group_id=group_id)
-    ledger.event(type="commission.posted", aggregate_type="order", aggregate_id=order.order_id, rule=rule,
+    ledger.event(type=EventType.COMMISSION_POSTED, aggregate_type="order", aggregate_id=order.order_id, rule=rule,
                  payload={"order_id": order.order_id, "line_id": line.id, "beneficiary_id": beneficiary_id,
                           "level": level, "amount": amount})
     return line
@@ -271,7 +272,7 @@ def apply_line_refund(session, ledger: LedgerBatch, line: cm.CommissionLine, amo
         return
     ledger.line(session, (new, postings))
     if postings:
-        ledger.event(type="commission.reversed", aggregate_type="order", aggregate_id=line.order_id, rule="CM-5",
+        ledger.event(type=EventType.COMMISSION_REVERSED, aggregate_type="order", aggregate_id=line.order_id, rule="CM-5",
                      payload={"order_id": line.order_id, "line_id": line.id, "beneficiary_id": line.beneficiary_id,
                               "amount": line.standing - new.standing, "standing": new.standing, "cause": cause})
 
@@ -303,7 +304,7 @@ async def release_line(session: AsyncSession, ledger: LedgerBatch, line, now) ->
     if new == old:
         return
     ledger.line(session, (new, postings))
-    ledger.event(type="commission.available", aggregate_type="distributor", aggregate_id=old.beneficiary_id,
+    ledger.event(type=EventType.COMMISSION_AVAILABLE, aggregate_type="distributor", aggregate_id=old.beneficiary_id,
                  rule="CM-6", payload={"line_id": old.id, "order_id": old.order_id, "amount": new.standing})
 
 
@@ -318,7 +319,7 @@ async def void_order_lines(session: AsyncSession, ledger: LedgerBatch, *, order_
                              shop_id=shop_id, ids=list(order_ids)):
         new, postings = cm.void_line(line)
         ledger.line(session, (new, postings))
-        ledger.event(type="commission.voided", aggregate_type="order", aggregate_id=line.order_id, rule="CM-6",
+        ledger.event(type=EventType.COMMISSION_VOIDED, aggregate_type="order", aggregate_id=line.order_id, rule="CM-6",
                      payload={"order_id": line.order_id, "line_id": line.id, "beneficiary_id": line.beneficiary_id,
                               "level": line.level, "amount": line.standing, "cause": rule})
 
@@ -343,43 +344,64 @@ async def record_paid(session: AsyncSession, order, now) -> None:
     )
 
 
-METRICS_SQL = text(
-    """
-    WITH direct AS (
-        SELECT user_id FROM bindings WHERE shop_id = :s AND referrer_id = :d
-           AND (expires_at IS NULL OR expires_at > :now)
-    ), second AS (
-        SELECT b.user_id FROM bindings b JOIN direct ON b.referrer_id = direct.user_id
-        WHERE b.shop_id = :s AND (b.expires_at IS NULL OR b.expires_at > :now)
-    )
-    SELECT
-      (SELECT count(*) FROM direct) AS direct_referrals,
-      (SELECT count(*) FROM direct) + (SELECT count(*) FROM second) AS team_size,
-      COALESCE((SELECT net_spend FROM users WHERE shop_id = :s AND user_id = :d), 0) AS own_spend,
-      COALESCE((SELECT paid_orders FROM users WHERE shop_id = :s AND user_id = :d), 0) AS own_orders,
-      COALESCE((SELECT sum(net_spend) FROM users WHERE shop_id = :s AND user_id IN (SELECT user_id FROM direct)), 0)
-        AS direct_sales,
-      COALESCE((SELECT sum(GREATEST(goods_amount - refunded_amount, 0)) FROM orders
-                WHERE shop_id = :s AND paid_at IS NOT NULL AND (level1_id = :d OR level2_id = :d)), 0) AS team_sales
+_LIVE = "(expires_at IS NULL OR expires_at > :now)"
+# LV-1's six metrics of the distributor `d.user_id` (a LATERAL sub-select: one definition for evaluation
+# and for the distributor's own view, service/queries.py).
+_METRICS = f"""
+           SELECT
+             (SELECT count(*) FROM bindings WHERE shop_id = :s AND referrer_id = d.user_id AND {_LIVE})
+               AS direct_referrals,
+             (SELECT count(*) FROM bindings WHERE shop_id = :s AND referrer_id = d.user_id AND {_LIVE})
+             + (SELECT count(*) FROM bindings b2 JOIN bindings b1 ON b1.shop_id = b2.shop_id AND b2.referrer_id = b1.user_id
+                 WHERE b1.shop_id = :s AND b1.referrer_id = d.user_id
+                   AND (b1.expires_at IS NULL OR b1.expires_at > :now)
+                   AND (b2.expires_at IS NULL OR b2.expires_at > :now)) AS team_size,
+             COALESCE((SELECT net_spend FROM users WHERE shop_id = :s AND user_id = d.user_id), 0) AS own_spend,
+             COALESCE((SELECT paid_orders FROM users WHERE shop_id = :s AND user_id = d.user_id), 0) AS own_orders,
+             COALESCE((SELECT sum(u.net_spend) FROM users u JOIN bindings b ON b.shop_id = u.shop_id
+                        AND b.user_id = u.user_id
+                        WHERE u.shop_id = :s AND b.referrer_id = d.user_id
+                          AND (b.expires_at IS NULL OR b.expires_at > :now)), 0) AS direct_sales,
+             COALESCE((SELECT sum(GREATEST(goods_amount - refunded_amount, 0)) FROM orders
+                        WHERE shop_id = :s AND paid_at IS NOT NULL
+                          AND (level1_id = d.user_id OR level2_id = d.user_id)), 0) AS team_sales
+"""
+# LV-1/LV-2 in one round trip: the shop's levels and, for each distributor to re-evaluate (ACTIVE or
+# SUSPENDED), its grade, bonuses credited and the six metrics of LV-1.
+LEVEL_CONTEXT = text(
+    f"""
+    SELECT (SELECT json_agg(l ORDER BY l.grade) FROM levels l WHERE l.shop_id = :s) AS levels,
+      (SELECT json_agg(json_build_object('user_id', d.user_id, 'grade', d.grade, 'bonuses', d.bonuses_credited,
+                                         'metrics', row_to_json(m)) ORDER BY d.user_id)
+         FROM distributors d CROSS JOIN LATERAL ({_METRICS}
+         ) m
+        WHERE d.shop_id = :s AND d.user_id = ANY(CAST(:users AS text[])) AND d.status IN ('ACTIVE', 'SUSPENDED')
+          AND EXISTS (SELECT 1 FROM levels WHERE shop_id = :s)) AS distributors
     """
 )
 
 
+METRICS_SQL = text(f"SELECT m.* FROM (SELECT CAST(:d AS text) AS user_id) d CROSS JOIN LATERAL ({_METRICS}) m")
+
+
 async def evaluate_levels(session: AsyncSession, ledger: LedgerBatch, *, shop_id: str, user_ids, now) -> None:
-    """LV-2: re-evaluate buyer, level 1 and level 2 after an event that can move a metric."""
-    if not any(user_ids):
+    """LV-2: re-evaluate buyer, level 1 and level 2 after an event that can move a metric. One statement
+    loads the levels and every distributor's metrics; the engine decides (`levels.evaluate_level`); only a
+    distributor whose level or bonuses change is loaded as a row and written (LV-3/LV-4)."""
+    users = sorted({u for u in user_ids if u})
+    if not users:
         return
-    levels = await load_levels(session, shop_id)
+    got = (await session.execute(LEVEL_CONTEXT, {"s": shop_id, "users": users, "now": now})).one()
+    levels = tuple(mapping.level_from_row(_obj(d)) for d in (_j(got.levels) or []))
     if not levels:
         return
-    for user_id in sorted({u for u in user_ids if u}):
-        row = await session.get(Distributor, (shop_id, user_id))
-        if row is None or row.status not in (DistributorStatus.ACTIVE.value, DistributorStatus.SUSPENDED.value):
+    for d in _j(got.distributors) or []:
+        metrics = lv.Metrics(**{k: int(v) for k, v in d["metrics"].items()})
+        decision = lv.evaluate_level(levels, current_grade=d["grade"], metrics=metrics,
+                                     bonuses_credited=frozenset(d["bonuses"] or []))
+        if decision.grade == d["grade"] and not decision.bonuses:
             continue
-        m = (await session.execute(METRICS_SQL, {"s": shop_id, "d": user_id, "now": now})).mappings().one()
-        metrics = lv.Metrics(**{k: int(v) for k, v in m.items()})
-        decision = lv.evaluate_level(levels, current_grade=row.grade, metrics=metrics,
-                                     bonuses_credited=frozenset(row.bonuses_credited or []))
+        row = await session.get(Distributor, (shop_id, d["user_id"]))
         await apply_level_decision(session, ledger, row=row, decision=decision, now=now, actor="system",
                                    reason="LV-2 evaluation")
 
@@ -390,7 +412,7 @@ async def apply_level_decision(session, ledger: LedgerBatch, *, row: Distributor
         session.add(DistributorAudit(shop_id=row.shop_id, audit_id=new_id("aud_"), user_id=row.user_id,
                                      action="LEVEL", from_value=str(row.grade), to_value=str(decision.grade),
                                      actor=actor, reason=reason, at=now))
-        events.emit(session, shop_id=row.shop_id, type="distributor.level_changed", aggregate_type="distributor",
+        events.emit(session, shop_id=row.shop_id, type=EventType.DISTRIBUTOR_LEVEL_CHANGED, aggregate_type="distributor",
                     aggregate_id=row.user_id, now=now, rule="LV-3" if actor != "system" else "LV-2",
                     payload={"user_id": row.user_id, "from": row.grade, "to": decision.grade, "by": actor,
                              "reason": reason})

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from engine import levels as lv
 from engine.distribution import DistributionMode, DistributorStatus
 from engine.errors import ErrorCode, refuse
+from engine.events import EventType
 from engine.referral import BindingSource, decide_binding
 from service import commissions, events
 from service.commissions import DbReferralView, ensure_distributor
@@ -102,7 +103,7 @@ async def set_status(svc: Services, *, shop_id: str, user_id: str, status: Distr
             if status == DistributorStatus.ACTIVE and row.approved_at is None:
                 row.approved_at, row.approved_by = now, actor
             row.status, row.status_reason = status.value, reason
-            events.emit(s, shop_id=shop_id, type="distributor.status_changed", aggregate_type="distributor",
+            events.emit(s, shop_id=shop_id, type=EventType.DISTRIBUTOR_STATUS_CHANGED, aggregate_type="distributor",
                         aggregate_id=user_id, now=now, rule="DS-1",
                         payload={"user_id": user_id, "status": status.value, "by": actor, "reason": reason})
             return row
@@ -172,7 +173,7 @@ async def bind_referrer(svc: Services, *, shop_id: str, user_id: str, invite_cod
             s.add(BindingHistory(shop_id=shop_id, entry_id=new_id("bh_"), user_id=user_id,
                                  referrer_id=decision.referrer_id, source=decision.source.value,
                                  bound_at=decision.bound_at, expires_at=decision.expires_at))
-            events.emit(s, shop_id=shop_id, type="referral.bound", aggregate_type="user", aggregate_id=user_id,
+            events.emit(s, shop_id=shop_id, type=EventType.REFERRAL_BOUND, aggregate_type="user", aggregate_id=user_id,
                         now=now, rule="RF-1", payload={"user_id": user_id, "referrer_id": decision.referrer_id,
                                                        "source": decision.source.value})
             await commissions.admit_if_due(s, shop_id, user_id, settings, now)

@@ -8,6 +8,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from engine.events import EventType
 from service.ids import new_id
 from store.models import Event, Shop
 
@@ -16,7 +17,7 @@ def emit(
     session: AsyncSession,
     *,
     shop_id: str,
-    type: str,
+    type: EventType,  # mypy holds service/ to the catalog; tests/engine/test_event_catalog.py checks payload keys
     aggregate_type: str,
     aggregate_id: str,
     now,
@@ -28,7 +29,7 @@ def emit(
         Event(
             shop_id=shop_id,
             event_id=new_id("evt_"),
-            type=type,
+            type=getattr(type, "value", type),  # an EventType of the catalog (engine/events.py)
             aggregate_type=aggregate_type,
             aggregate_id=aggregate_id,
             rule=rule,

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine import groupbuy as gb
 from engine.errors import ErrorCode, refuse
+from engine.events import EventType
 from engine.variants import assign_variant
 from service import commissions, events
 from service.context import Services
@@ -150,7 +151,7 @@ async def apply_decision(session: AsyncSession, *, c: CampaignRow, row: GroupRow
             await commissions.on_order_paid(session, ledger, order=o, now=now, enabled=c.commission_enabled,
                                             releasable=False)
             touched_users |= {o.buyer_id, o.level1_id, o.level2_id}
-            events.emit(session, shop_id=shop_id, type="order.paid", aggregate_type="group", aggregate_id=g.id,
+            events.emit(session, shop_id=shop_id, type=EventType.ORDER_PAID, aggregate_type="group", aggregate_id=g.id,
                         now=now, rule=ins.rule, payload={"order_id": o.order_id, "amount": o.paid_amount,
                                                          "role": ins.role.value, "buyer_id": o.buyer_id})
         elif isinstance(ins, gb.RefundOwed):
@@ -161,7 +162,7 @@ async def apply_decision(session: AsyncSession, *, c: CampaignRow, row: GroupRow
             o = await order_of(ins.order_id)
             if o.state == "CREATED":
                 o.state, o.cancelled_at = "CANCELLED", now
-            events.emit(session, shop_id=shop_id, type="seat.released", aggregate_type="group", aggregate_id=g.id,
+            events.emit(session, shop_id=shop_id, type=EventType.SEAT_RELEASED, aggregate_type="group", aggregate_id=g.id,
                         now=now, rule=ins.rule, payload={"order_id": o.order_id, "user_id": o.buyer_id})
         elif isinstance(ins, gb.ReturnStock):
             o = await order_of(ins.order_id)
@@ -175,18 +176,18 @@ async def apply_decision(session: AsyncSession, *, c: CampaignRow, row: GroupRow
         elif isinstance(ins, gb.GroupFailed):
             await commissions.void_order_lines(session, ledger, order_ids=[s.order_id for s in g.seats],
                                                shop_id=shop_id, now=now, rule=ins.rule)
-            events.emit(session, shop_id=shop_id, type="group.failed", aggregate_type="group", aggregate_id=g.id,
+            events.emit(session, shop_id=shop_id, type=EventType.GROUP_FAILED, aggregate_type="group", aggregate_id=g.id,
                         now=now, rule=ins.rule, payload={"group_id": g.id, "campaign_id": c.campaign_id})
         elif isinstance(ins, gb.GroupOpened):
-            events.emit(session, shop_id=shop_id, type="group.opened", aggregate_type="group", aggregate_id=g.id,
+            events.emit(session, shop_id=shop_id, type=EventType.GROUP_OPENED, aggregate_type="group", aggregate_id=g.id,
                         now=now, rule=ins.rule, payload={"group_id": g.id, "campaign_id": c.campaign_id,
                                                          "leader_user_id": g.leader_user_id,
                                                          "expires_at": g.expires_at.isoformat()})
         elif isinstance(ins, gb.GroupCancelled):
-            events.emit(session, shop_id=shop_id, type="group.cancelled", aggregate_type="group", aggregate_id=g.id,
+            events.emit(session, shop_id=shop_id, type=EventType.GROUP_CANCELLED, aggregate_type="group", aggregate_id=g.id,
                         now=now, rule=ins.rule, payload={"group_id": g.id})
         elif isinstance(ins, gb.LeaderChanged):
-            events.emit(session, shop_id=shop_id, type="group.leader_changed", aggregate_type="group",
+            events.emit(session, shop_id=shop_id, type=EventType.GROUP_LEADER_CHANGED, aggregate_type="group",
                         aggregate_id=g.id, now=now, rule=ins.rule,
                         payload={"group_id": g.id, "from": ins.old_user_id, "to": ins.new_user_id})
     await ledger.flush(session)
@@ -211,7 +212,7 @@ async def on_formed(session, ledger: LedgerBatch, *, c: CampaignRow, g: gb.Group
             session, ledger, leader_order=await order_of(leader_seat.order_id), leader_user_id=g.leader_user_id,
             group_id=g.id, rate_bp=c.leader_commission_bp, enabled=c.commission_enabled, now=now,
             other_orders=[await order_of(s.order_id) for s in paid if s.order_id != leader_seat.order_id])
-    events.emit(session, shop_id=c.shop_id, type="group.formed", aggregate_type="group", aggregate_id=g.id, now=now,
+    events.emit(session, shop_id=c.shop_id, type=EventType.GROUP_FORMED, aggregate_type="group", aggregate_id=g.id, now=now,
                 rule=ins.rule, payload={"group_id": g.id, "campaign_id": c.campaign_id,
                                         "tier_members": ins.tier_members, "member_unit_price": ins.member_unit_price,
                                         "leader_unit_price": ins.leader_unit_price, "winners": list(ins.winners),

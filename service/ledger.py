@@ -31,6 +31,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine import commission as cm
+from engine.events import EventType
 from engine.ledger import Bucket, Posting
 from service.ids import new_id
 
@@ -104,10 +105,10 @@ class LedgerBatch:
         (as JSON values), or None when it wrote nothing (an `ON CONFLICT DO NOTHING` that met a row)."""
         self._rows.append((sql, {**params, "__key": key}))
 
-    def event(self, *, type: str, aggregate_type: str, aggregate_id: str, payload: dict[str, Any],
+    def event(self, *, type: EventType, aggregate_type: str, aggregate_id: str, payload: dict[str, Any],
               rule: str | None = None) -> None:
         """An outbox event written with the change it reports (the shop's currency added, SH-2)."""
-        self._events.append({"type": type, "aggregate_type": aggregate_type, "aggregate_id": aggregate_id,
+        self._events.append({"type": getattr(type, "value", type), "aggregate_type": aggregate_type, "aggregate_id": aggregate_id,
                              "rule": rule, "payload": {**payload, **({"rule": rule} if rule else {})}})
 
     @property

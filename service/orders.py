@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine.errors import ErrorCode, refuse
+from engine.events import EventType
 from service import commissions, events
 from service.context import Services
 from service.groups import advance_due_groups, pay_group_order
@@ -241,7 +242,7 @@ async def pay_plain_order(s: AsyncSession, *, order: Order, amount: int, now) ->
     settings = await load_settings(s, order.shop_id)
     await commissions.admit_if_due(s, order.shop_id, order.buyer_id, settings, now)
     await commissions.on_order_paid(s, ledger, order=order, now=now)
-    events.emit(s, shop_id=order.shop_id, type="order.paid", aggregate_type="order", aggregate_id=order.order_id,
+    events.emit(s, shop_id=order.shop_id, type=EventType.ORDER_PAID, aggregate_type="order", aggregate_id=order.order_id,
                 now=now, rule="OR-2", payload={"order_id": order.order_id, "amount": amount, "buyer_id": order.buyer_id})
     await ledger.flush(s)
     await commissions.evaluate_levels(s, ledger, shop_id=order.shop_id,
@@ -354,7 +355,7 @@ async def complete_order(svc: Services, *, shop_id: str, order_id: str | None = 
                        "WHERE shop_id = :shop_id AND order_id = :order_id", now=now, order_id=order.order_id)
             await commissions.freeze_order_lines(s, ledger, order=order, now=now, freeze_days=got.freeze_days,
                                                  lines=[line_from_json(d) for d in _json(got.lines)])
-            ledger.event(type="order.completed", aggregate_type="order", aggregate_id=order.order_id, rule="OR-4",
+            ledger.event(type=EventType.ORDER_COMPLETED, aggregate_type="order", aggregate_id=order.order_id, rule="OR-4",
                          payload={"order_id": order.order_id})
             await ledger.flush(s)
             if got.has_levels:

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from engine import ledger as lg
 from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, refuse
+from engine.events import EventType
 from service.context import Services
 from service.idempotency import once_or_replay
 from service.ids import new_id
@@ -88,7 +89,7 @@ async def request_payout(svc: Services, *, shop_id: str, user_id: str, amount: i
                        payout_id=view.payout_id, distributor_id=user_id, amount=view.amount, fee=view.fee,
                        state=view.state, requested_at=now)
             ledger.add(user_id, quote.postings, ref_type="payout", ref_id=view.payout_id)
-            ledger.event(type="payout.requested", aggregate_type="distributor", aggregate_id=user_id, rule="LG-2",
+            ledger.event(type=EventType.PAYOUT_REQUESTED, aggregate_type="distributor", aggregate_id=user_id, rule="LG-2",
                          payload={"payout_id": view.payout_id, "user_id": user_id, "amount": amount, "fee": view.fee})
             await ledger.flush(s)
             made.append(view)
@@ -135,7 +136,7 @@ async def decide_payout(svc: Services, *, shop_id: str, payout_id: str, approve:
                        state=target, fee=fee, decided_at=now, decided_by=actor, external_ref=external_ref,
                        reason=reason, payout_id=payout_id)
             ledger.add(payout.distributor_id, postings, ref_type="payout", ref_id=payout_id)
-            ledger.event(type=f"payout.{target.lower()}", aggregate_type="distributor",
+            ledger.event(type=EventType.PAYOUT_APPROVED if approve else EventType.PAYOUT_REJECTED, aggregate_type="distributor",
                          aggregate_id=payout.distributor_id, rule="LG-2",
                          payload={"payout_id": payout_id, "user_id": payout.distributor_id, "amount": payout.amount,
                                   "fee": fee, "net": payout.amount - fee, "external_ref": external_ref,

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from engine.errors import ErrorCode, refuse
+from engine.events import EventType
 from engine.refunds import OrderMoney, decide_refund
 from service import commissions
 from service.context import Services
@@ -65,7 +66,7 @@ async def apply_refund(
     if decision.goods_refund:
         await commissions.on_order_refunded(session, ledger, order=order, amount=decision.goods_refund, now=now,
                                             rule=rule, lines=lines)
-    ledger.event(type="refund.owed" if not provider_ref else "refund.recorded",
+    ledger.event(type=EventType.REFUND_OWED if not provider_ref else EventType.REFUND_RECORDED,
                  aggregate_type="group" if order.group_id else "order",
                  aggregate_id=order.group_id or order.order_id, rule=rule,
                  payload={"refund_id": refund.refund_id, "order_id": order.order_id, "amount": amount,
@@ -116,7 +117,7 @@ async def confirm_refund(svc: Services, *, shop_id: str, refund_id: str, provide
             ledger = LedgerBatch(shop_id, now)
             ledger.row("UPDATE refunds SET state = 'CONFIRMED', provider_ref = :ref, confirmed_at = :now "
                        "WHERE shop_id = :shop_id AND refund_id = :rid", ref=provider_ref, now=now, rid=refund_id)
-            ledger.event(type="refund.confirmed", aggregate_type="order", aggregate_id=refund.order_id, rule="GB-10",
+            ledger.event(type=EventType.REFUND_CONFIRMED, aggregate_type="order", aggregate_id=refund.order_id, rule="GB-10",
                          payload={"refund_id": refund_id, "order_id": refund.order_id, "amount": refund.amount,
                                   "provider_ref": provider_ref})
             try:

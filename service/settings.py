@@ -64,6 +64,15 @@ class Settings(BaseSettings):
         description="Folder shared by the processes of one host (serve --workers N, sharecart worker) so that "
                     "/metrics of any of them adds up all (prometheus-client multiprocess mode); unset: each "
                     "process reports only itself.")
+    migration_url: str | None = Field(
+        None, validation_alias="SHARECART_MIGRATION_URL",
+        description="The schema owner's PostgreSQL URL: `serve` migrates with it and then serves with DATABASE_URL, "
+                    "a runtime role that may only read and append the books (docs/security.md, Database roles). "
+                    "Unset: migrations run with DATABASE_URL.")
+    webhook_allow_loopback: bool = Field(
+        False, validation_alias="SHARECART_WEBHOOK_ALLOW_LOOPBACK",
+        description="1: webhook endpoints may also be on loopback (127.0.0.0/8, ::1, localhost), for development "
+                    "and tests; every other internal address stays refused (docs/webhooks.md, SSRF).")
     debug: bool = Field(
         False, validation_alias="SHARECART_DEBUG",
         description="1: the CLI prints the traceback of an unexpected error after its `error INTERNAL` line.")

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select, text
 
 from engine.errors import ErrorCode, refuse
+from engine.events import EventType
 from service import events
 from service.context import Services
 from service.idempotency import once_row
@@ -123,7 +124,7 @@ async def close_period(svc: Services, *, shop_id: str, day_from: date, day_to: d
             # closing = opening + released + reversals + bonuses − payouts − fees is a CHECK constraint on
             # both tables (migration 0006): a batch that does not reconcile fails here and writes nothing.
             batch = await s.get(Settlement, (shop_id, sid))
-            events.emit(s, shop_id=shop_id, type="settlement.closed", aggregate_type="settlement",
+            events.emit(s, shop_id=shop_id, type=EventType.SETTLEMENT_CLOSED, aggregate_type="settlement",
                         aggregate_id=sid, now=now, rule="LG-3",
                         payload={"settlement_id": sid, "from": day_from.isoformat(), "to": day_to.isoformat(),
                                  "closing": batch.closing, "currency": shop.currency})

@@ -22,7 +22,7 @@ async def unit_of_work(svc: Services) -> AsyncIterator[AsyncSession]:
 
 # ---------------------------------------------------------------- deferred checks before COMMIT
 # A transaction that wrote refunds has the refunds-within-paid check (OR-2, a deferred trigger) pending.
-# It is run as the transaction's last statement instead of inside COMMIT (migration 0010): on Citus an
+# It is run as the transaction's last statement instead of inside COMMIT (migration 0013): on Citus an
 # error inside the shard's COMMIT reaches the client as XX000, as a statement it keeps its code and text.
 CHECK_DEFERRED = text("SELECT sharecart_check_deferred(:shop_id)")
 

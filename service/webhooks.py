@@ -3,10 +3,15 @@
 - Every event row fans out to the shop's matching endpoints inside the event's own transaction
   (trigger `events_fan_out`), so an event is owed to an endpoint iff the change that made it committed
   — also while the endpoint is disabled: its deliveries are HELD and go out once it is enabled again.
-- The delivery worker claims one due delivery per transaction with FOR UPDATE SKIP LOCKED and keeps
-  that claim while it posts, so several service processes never send the same event at the same time,
-  and a process killed mid-POST releases the claim (the delivery is still PENDING). The endpoint row is
-  never locked across a POST: its failure counters are guarded UPDATEs after the POST.
+- Delivery never holds a transaction across a POST (issue 11, point 2): claim, commit, post, record. The claim
+  is a lease (`lease_until`, by the database's clock, and a `lease_token`) taken in a short transaction with
+  FOR UPDATE SKIP LOCKED, so several service processes never send the same event at the same time; the POST
+  runs with no transaction open and one overall deadline (DNS, connect, TLS, request, response headers and at
+  most RESPONSE_READ_LIMIT bytes of body); the outcome is recorded in a second short transaction, guarded by
+  the lease token. A process killed mid-POST leaves a lease that expires after the deadline plus LEASE_SLACK_S;
+  the delivery is then sent again (at-least-once).
+- Lanes: at most `concurrency` POSTs in flight per process, at most `per_endpoint` to one endpoint; the
+  delivery loop starts a new POST as soon as a lane frees, so no pass waits for its slowest receiver.
 - Per endpoint, the events of one aggregate (a group, an order, a distributor) go out in `seq` order: a
   delivery waits while an earlier one of the same aggregate is still owed (PENDING or HELD).
 - Retries back off exponentially with jitter (10 s doubling, capped at 1 h). An endpoint is disabled
@@ -14,15 +19,21 @@
   DISABLE_MIN_FAILURES attempts, with a `webhook.endpoint_disabled` event the admin sees; nothing it
   is owed is dropped. A single delivery that keeps failing while its endpoint accepts others is DEAD
   after RETRY_FOR (24 h) and MIN_ATTEMPTS_BEFORE_DEAD attempts, so it stops blocking its aggregate;
-  `redeliver` owes it again. Delivery is at-least-once: receivers de-duplicate by `Sharecart-Event-Id`.
+  `redeliver` owes it again. Delivery is at-least-once: receivers de-duplicate by `webhook-id`.
+- Targets are checked against SSRF at registration and again, pinned, at every attempt
+  (service/webhook_targets.py); attempt records show the admin only a status code or a generic failure.
 
-Signature: header `Sharecart-Signature: t=<unix seconds>,v1=<hex>[,v1=<hex>]` where each v1 is
-HMAC-SHA256(secret, f"{t}.{raw body}") — one per live secret during a rotation overlap.
+Signature: Standard Webhooks (https://www.standardwebhooks.com, issue 13 point 1): headers `webhook-id` (the
+event id), `webhook-timestamp` (unix seconds of the wall clock when the POST is sent, never the service's test
+clock) and `webhook-signature: v1,<base64>[ v1,<base64>]`, each the HMAC-SHA256 of `{id}.{timestamp}.{body}`
+under the base64-decoded part of a `whsec_` secret — one per live secret during a rotation overlap.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -38,7 +49,8 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import with_expression
 
 from engine.errors import ErrorCode, refuse
-from service import events, metrics
+from engine.events import EventType, is_event_type
+from service import events, metrics, webhook_targets
 from service.context import Services
 from service.feed import sequence
 from service.idempotency import once, once_row
@@ -57,20 +69,37 @@ BASE_DELAY_S, MAX_DELAY_S = 10, 3600
 log = logging.getLogger("sharecart.webhooks")
 
 
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+SECRET_BYTES = 32  # the spec asks for 24 to 64 random bytes
 
 
-def verify(header: str, body: bytes, secret: str, *, tolerance_s: int | None = None, now: int | None = None) -> bool:
-    """What a receiver does: recompute the HMAC over t + body and compare in constant time."""
-    parts = [p.split("=", 1) for p in header.split(",") if "=" in p]
-    t = next((v for k, v in parts if k == "t"), None)
-    if t is None:
-        return False
-    if tolerance_s is not None and abs((now or int(time.time())) - int(t)) > tolerance_s:
-        return False
-    expected = sign(secret, int(t), body)
-    return any(k == "v1" and hmac.compare_digest(v, expected) for k, v in parts)
+def new_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` + standard base64 of SECRET_BYTES random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a `whsec_` secret: its base64 part, decoded (as the `standardwebhooks` package does).
+    Secrets made before Standard Webhooks (`whsec_` + URL-safe text) may not decode; they sign with their raw
+    bytes, which no standard verifier accepts: rotate them (docs/webhooks.md)."""
+    raw = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(raw + "==")
+    except binascii.Error:
+        key = b""
+    return key or raw.encode()
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """One `v1,<base64>` signature of `{msg_id}.{timestamp}.{body}`."""
+    mac = hmac.new(signing_key(secret), f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def signed_headers(secrets_: list[str], msg_id: str, body: bytes, *, timestamp: int | None = None) -> dict[str, str]:
+    """The Standard Webhooks headers for one POST, signed with every live secret (space-separated)."""
+    ts = int(time.time()) if timestamp is None else timestamp  # the wall clock: receivers compare with theirs
+    return {"content-type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(ts),
+            "webhook-signature": " ".join(sign(k, msg_id, ts, body) for k in secrets_)}
 
 
 def backoff(attempts: int) -> timedelta:
@@ -83,13 +112,16 @@ async def register_endpoint(svc: Services, *, shop_id: str, url: str, event_type
     """A new endpoint with a fresh secret. With `idempotency_key` (GB-10) a retry of the same request returns
     the endpoint the first call created instead of registering a second one (which would get every event
     twice, under another secret)."""
-    if not url.startswith(("http://", "https://")):
-        raise refuse(ErrorCode.INVALID_INPUT, "the URL must be http(s)", field="url")
+    await _refuse_unsafe_url(url)
+    unknown = sorted({t for t in event_types or [] if not is_event_type(t)})
+    if unknown:  # the catalog (engine/events.py, docs/webhooks.md): a typo would silently match nothing
+        raise refuse(ErrorCode.INVALID_INPUT, f"unknown event types {unknown}; see docs/webhooks.md",
+                     field="eventTypes")
     now = svc.now()
     async with unit_of_work(svc) as s:
         async def run():
             ep = WebhookEndpoint(shop_id=shop_id, endpoint_id=new_id("wh_"), url=url, event_types=event_types or [],
-                                 secret=f"whsec_{secrets.token_urlsafe(24)}", enabled=True, consecutive_failures=0,
+                                 secret=new_secret(), enabled=True, consecutive_failures=0,
                                  created_at=now)
             s.add(ep)
             return {"endpoint_id": ep.endpoint_id}
@@ -97,6 +129,17 @@ async def register_endpoint(svc: Services, *, shop_id: str, url: str, event_type
         r = await once(s, shop_id=shop_id, scope="register_webhook", key=idempotency_key,
                        request={"url": url, "event_types": sorted(event_types or [])}, now=now, run=run)
         return await _endpoint(s, shop_id, r["endpoint_id"])
+
+
+async def _refuse_unsafe_url(url: str) -> None:
+    """SSRF (issue 11.3): a URL that is not http(s), carries userinfo, names an internal host or resolves to
+    a non-public address is refused (INVALID_INPUT, one log line with the reason)."""
+    try:
+        await webhook_targets.check_url(url)
+    except webhook_targets.TargetRefused as e:
+        log.info("webhook URL refused: %s", e)
+        raise refuse(ErrorCode.INVALID_INPUT, "the URL must be a public http(s) address without user info",
+                     field="url") from None
 
 
 async def rotate_secret(svc: Services, *, shop_id: str, endpoint_id: str, overlap: timedelta = timedelta(hours=24),
@@ -111,7 +154,7 @@ async def rotate_secret(svc: Services, *, shop_id: str, endpoint_id: str, overla
             if ep is None:
                 raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
             ep.previous_secret, ep.previous_secret_until = ep.secret, now + overlap
-            ep.secret = f"whsec_{secrets.token_urlsafe(24)}"
+            ep.secret = new_secret()
             return {"endpoint_id": endpoint_id}
 
         await once(s, shop_id=shop_id, scope="rotate_webhook_secret", key=idempotency_key,
@@ -231,175 +274,337 @@ def event_body(ev: Event) -> bytes:
                       sort_keys=True, separators=(",", ":")).encode()
 
 
+# ---------------------------------------------------------------- delivery: claim, commit, post, record
+
+DEADLINE_S = 5.0
+"""One overall deadline per attempt: resolving, connecting, TLS, sending, the response headers and what is read
+of the body. (httpx's own timeout is per read: a receiver dripping a byte a second would never trip it.)"""
+RESPONSE_READ_LIMIT = 4096  # bytes of a response body read (then the connection is closed); never stored
+LEASE_SLACK_S = 10.0  # a lease outlives its deadline by this much, so recording an outcome has time to commit
+CONCURRENCY, PER_ENDPOINT = 16, 4
+GENERIC_FAILURE = "delivery failed"  # all an admin learns of a failure without a status code (SSRF, 11.3)
+
+# The candidate is picked in a MATERIALIZED CTE: as a sub-select in UPDATE … FROM the planner may run it once
+# per joined row, and with SKIP LOCKED each run can pick another delivery (leasing several, returning one).
 CLAIM_SQL = text(
     """
-    SELECT d.shop_id, d.endpoint_id, d.event_id FROM webhook_deliveries d
-    WHERE d.shop_id = :shop_id AND d.state = 'PENDING' AND d.next_attempt_at <= :now
-      AND d.endpoint_id <> ALL(CAST(:busy AS text[]))
-      AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
-                      WHERE p.shop_id = d.shop_id AND p.endpoint_id = d.endpoint_id
-                        AND p.aggregate_id = d.aggregate_id AND p.state IN ('PENDING', 'HELD') AND p.seq < d.seq)
-    ORDER BY d.next_attempt_at, d.seq
-    LIMIT 1
-    FOR UPDATE OF d SKIP LOCKED
+    WITH c AS MATERIALIZED (
+        SELECT d.shop_id, d.endpoint_id, d.event_id FROM webhook_deliveries d
+        WHERE d.shop_id = :shop_id AND d.state = 'PENDING' AND d.next_attempt_at <= :now
+          AND (d.lease_until IS NULL OR d.lease_until < clock_timestamp())
+          AND d.endpoint_id <> ALL(CAST(:busy AS text[]))
+          AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
+                          WHERE p.shop_id = d.shop_id AND p.endpoint_id = d.endpoint_id
+                            AND p.aggregate_id = d.aggregate_id AND p.state IN ('PENDING', 'HELD') AND p.seq < d.seq)
+        ORDER BY d.next_attempt_at, d.seq
+        LIMIT 1
+        FOR UPDATE OF d SKIP LOCKED)
+    UPDATE webhook_deliveries w
+       SET lease_until = clock_timestamp() + make_interval(secs => :lease_s), lease_token = :token
+    FROM c
+    WHERE w.shop_id = :shop_id AND w.shop_id = c.shop_id AND w.endpoint_id = c.endpoint_id AND w.event_id = c.event_id
+    RETURNING w.shop_id, w.endpoint_id, w.event_id, w.attempts, w.created_at
     """
 )
 
+RECORD_SQL = text(
+    """
+    UPDATE webhook_deliveries
+       SET attempts = attempts + 1, last_status = :status, last_error = :error, lease_until = NULL, lease_token = NULL,
+           state = CASE WHEN :ok THEN 'DELIVERED' ELSE state END,
+           delivered_at = CASE WHEN :ok THEN CAST(:now AS timestamptz) ELSE delivered_at END,
+           next_attempt_at = CASE WHEN :ok THEN next_attempt_at ELSE CAST(:next AS timestamptz) END
+    WHERE shop_id = :shop_id AND endpoint_id = :endpoint_id AND event_id = :event_id AND lease_token = :token
+    RETURNING attempts, created_at, state
+    """
+)
 
 # Claims are made shop by shop (docs/sharding.md): find the shops with due deliveries (a read that locks
 # nothing), then claim inside one shop, so every locking statement routes to one shard on Citus.
 SHOPS_WITH_DUE_DELIVERIES = text(
-    "SELECT DISTINCT shop_id FROM webhook_deliveries WHERE state = 'PENDING' AND next_attempt_at <= :now")
+    "SELECT DISTINCT shop_id FROM webhook_deliveries WHERE state = 'PENDING' AND next_attempt_at <= :now"
+    " AND (lease_until IS NULL OR lease_until < clock_timestamp())")
 
 
-async def deliver_due(svc: Services, *, client: httpx.AsyncClient | None = None, concurrency: int = 4,
-                      timeout_s: float = 5.0, stop: asyncio.Event | None = None) -> int:
-    """Attempt every due delivery once (a failure is rescheduled by backoff, so it is not due again in this
-    pass); returns how many POSTs were made.
+class _Job:
+    """A claimed delivery, everything its POST needs read in the claim transaction."""
 
-    `concurrency` lanes each claim and post one delivery per transaction. At most half of them post to one
-    endpoint at a time: a receiver that hangs for the whole timeout cannot take every lane, the others go
-    on with the other endpoints. A delivery that breaks the worker rolls back alone."""
-    own = client is None
-    client = client or httpx.AsyncClient(timeout=timeout_s)
-    busy = _Busy(per_endpoint=max(1, concurrency // 2))
-    attempted = 0
-    async with svc.sessionmaker() as s:
-        shops = sorted((await s.execute(SHOPS_WITH_DUE_DELIVERIES, {"now": svc.now()})).scalars())
+    __slots__ = ("shop_id", "endpoint_id", "event_id", "token", "attempts", "url", "body", "secrets")
 
-    async def lane(offset: int) -> None:
-        nonlocal attempted
-        idle: set[str] = set()  # shops where this lane found nothing claimable (left to the lane posting there)
-        turn = offset
-        while len(idle) < len(shops) and (stop is None or not stop.is_set()):
-            shop_id = shops[turn % len(shops)]  # shops take turns: one shop's backlog does not starve the others
-            turn += 1
-            if shop_id in idle:
-                continue
-            outcome = await _deliver_one(svc, client, busy, shop_id)
-            if outcome is None:
-                idle.add(shop_id)
-                continue
-            attempted += outcome
-
-    try:
-        async with asyncio.TaskGroup() as lanes:  # one lane failing (the database away) stops the others
-            for n in range(concurrency):
-                lanes.create_task(lane(n))
-        return attempted
-    finally:
-        if own:
-            await client.aclose()
+    def __init__(self, **kw) -> None:
+        for k, v in kw.items():
+            setattr(self, k, v)
 
 
-class _Busy:
-    """The endpoints this process is posting to, and how many lanes each holds."""
-
-    def __init__(self, per_endpoint: int) -> None:
-        self.per_endpoint, self.lanes = per_endpoint, Counter()
-        self.claiming = asyncio.Lock()  # claim and count as one step, so the cap holds between lanes
-
-    def full(self) -> list[str]:
-        return sorted(e for e, n in self.lanes.items() if n >= self.per_endpoint)
-
-
-async def _deliver_one(svc: Services, client: httpx.AsyncClient, busy: _Busy, shop_id: str) -> int | None:
-    """Claim one due delivery of the shop and attempt it in its own transaction: None when nothing is due, else the
-    number of POSTs made (0 or 1)."""
-    key = None
-    try:
-        async with unit_of_work(svc) as s:
-            now = svc.now()
-            async with busy.claiming:
-                key = (await s.execute(CLAIM_SQL, {"shop_id": shop_id, "now": now, "busy": busy.full()})).first()
-                if key is None:
-                    return None
-                busy.lanes[key.endpoint_id] += 1
-            try:
-                return await _attempt(s, client, key.shop_id, key.endpoint_id, key.event_id, now)
-            finally:
-                busy.lanes[key.endpoint_id] -= 1
-    except Exception:
-        if key is None:
-            raise  # the claim itself failed (the database is away): the caller's loop retries later
-        # Only this delivery's transaction rolled back; the others keep their attempts. Push it back so the
-        # lanes do not pick it again at once (if even that fails, the error ends this pass).
-        log.exception("webhook delivery %s/%s broke the worker", key.endpoint_id, key.event_id)
-        async with unit_of_work(svc) as s:
-            d = await s.get(WebhookDelivery, tuple(key), with_for_update=True)
-            if d is not None and d.state == "PENDING":
-                d.next_attempt_at, d.last_error = svc.now() + backoff(d.attempts + 1), "internal error"
-        return 0
+def webhook_client(*, deadline_s: float = DEADLINE_S, connections: int = CONCURRENCY,
+                   verify=True) -> httpx.AsyncClient:
+    """The HTTP client deliveries use: no redirects followed (a 3xx is a failure: following one would reach a
+    target nobody checked), no proxy taken from the environment, connections bounded. `verify`: the CAs to trust
+    (the system's; a test passes its own)."""
+    return httpx.AsyncClient(timeout=deadline_s, follow_redirects=False, trust_env=False, verify=verify,
+                             limits=httpx.Limits(max_connections=connections * 2,
+                                                 max_keepalive_connections=connections),
+                             headers={"user-agent": "Sharecart-Webhooks/1"})
 
 
-async def _attempt(s, client: httpx.AsyncClient, shop_id: str, endpoint_id: str, event_id: str, now) -> int:
-    d = await s.get(WebhookDelivery, (shop_id, endpoint_id, event_id))  # claimed (row-locked) by CLAIM_SQL
-    # Read, not locked: a lock on the endpoint held across the POST made every other worker wait for it.
-    ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id))
-    ev = await s.get(Event, (shop_id, event_id))
-    if ep is None or ev is None:  # cannot be sent (data removed by hand): set aside, visible, not retried
-        d.state, d.last_error = "DEAD", "endpoint not found" if ep is None else "event not found"
-        return 0
-    if not ep.enabled:
-        await _hold(s, d)
-        return 0
-    body = event_body(ev)
-    ts = int(now.timestamp())
-    sigs = [ep.secret] + ([ep.previous_secret] if ep.previous_secret and ep.previous_secret_until
-                          and now < ep.previous_secret_until else [])
-    headers = {"Content-Type": "application/json", "Sharecart-Event-Id": ev.event_id,
-               "Sharecart-Event-Type": ev.type,
-               "Sharecart-Signature": ",".join([f"t={ts}"] + [f"v1={sign(k, ts, body)}" for k in sigs])}
-    started = time.perf_counter()
-    status, error = None, None
-    try:
-        r = await client.post(ep.url, content=body, headers=headers)
-        status = r.status_code
-        ok = 200 <= status < 300
-    except httpx.HTTPError as e:
-        ok, error = False, type(e).__name__
-    metrics.webhook_attempt(ok)
-    d.attempts += 1
-    d.last_status, d.last_error = status, error
-    s.add(WebhookAttempt(shop_id=shop_id, attempt_id=new_id("wa_"), endpoint_id=endpoint_id, event_id=event_id,
-                         at=now, status_code=status, error=error,
-                         duration_ms=int((time.perf_counter() - started) * 1000)))
-    key = (WebhookEndpoint.shop_id == shop_id, WebhookEndpoint.endpoint_id == endpoint_id)
-    if ok:
-        d.state, d.delivered_at = "DELIVERED", now
-        await s.execute(update(WebhookEndpoint).where(*key, (WebhookEndpoint.consecutive_failures > 0)
-                                                      | WebhookEndpoint.failing_since.is_not(None))
-                        .values(consecutive_failures=0, failing_since=None))
-        return 1
-    failures, since = (await s.execute(
-        update(WebhookEndpoint).where(*key)
-        .values(consecutive_failures=WebhookEndpoint.consecutive_failures + 1,
-                failing_since=func.coalesce(WebhookEndpoint.failing_since, now))
-        .returning(WebhookEndpoint.consecutive_failures, WebhookEndpoint.failing_since))).one()
-    d.next_attempt_at = now + backoff(d.attempts)
-    if failures >= DISABLE_MIN_FAILURES and now - since >= DISABLE_AFTER:
-        # guarded, so concurrent workers disable (and tell the admin) once; this delivery stays owed (held)
-        if (await s.execute(update(WebhookEndpoint).where(*key, WebhookEndpoint.enabled)
-                            .values(enabled=False, disabled_at=now).returning(WebhookEndpoint.url))).first():
-            events.emit(s, shop_id=shop_id, type="webhook.endpoint_disabled", aggregate_type="webhook",
-                        aggregate_id=endpoint_id, now=now,
-                        payload={"endpoint_id": endpoint_id, "url": ep.url, "failures": failures,
-                                 "failing_since": since.isoformat()})
-    elif now - d.created_at >= RETRY_FOR and d.attempts >= MIN_ATTEMPTS_BEFORE_DEAD:
-        d.state = "DEAD"  # its endpoint accepts others (else it would be disabled): stop blocking the aggregate
-    return 1
+class Deliverer:
+    """Lanes of webhook delivery in one process. `fill()` claims due deliveries into free lanes and starts their
+    POSTs as tasks without waiting for them; the loop (or a pass) calls it again as lanes free up."""
+
+    def __init__(self, svc: Services, *, client: httpx.AsyncClient | None = None, concurrency: int = CONCURRENCY,
+                 per_endpoint: int = PER_ENDPOINT, deadline_s: float = DEADLINE_S,
+                 lease_slack_s: float = LEASE_SLACK_S) -> None:
+        assert concurrency >= 1 and per_endpoint >= 1 and deadline_s > 0
+        self.svc, self.concurrency, self.per_endpoint = svc, concurrency, min(per_endpoint, concurrency)
+        self.deadline_s, self.lease_s = deadline_s, deadline_s + lease_slack_s
+        self._own = client is None
+        self.client = client or webhook_client(deadline_s=deadline_s, connections=concurrency)
+        self.in_flight: set[asyncio.Task] = set()
+        self.lanes: Counter = Counter()  # endpoint id -> POSTs in flight
+        self.freed = asyncio.Event()  # set whenever a POST ends: a lane is free
+        self.posted = 0
+
+    async def __aenter__(self) -> "Deliverer":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.drain()
+        if self._own:
+            await self.client.aclose()
+
+    def free(self) -> int:
+        return self.concurrency - len(self.in_flight)
+
+    async def fill(self) -> int:
+        """Claim due deliveries (the shops with due work taking turns, one claim each) until every lane is busy
+        or nothing more is claimable now; returns how many POSTs were started."""
+        if self.free() <= 0:
+            return 0
+        async with self.svc.sessionmaker() as s:
+            shops = sorted((await s.execute(SHOPS_WITH_DUE_DELIVERIES, {"now": self.svc.now()})).scalars())
+        started = 0
+        while shops and self.free() > 0:
+            for shop_id in list(shops):
+                if self.free() <= 0:
+                    break
+                job = await self._claim(shop_id)
+                if job is None:
+                    shops.remove(shop_id)
+                elif job is not False:
+                    self._start(job)
+                    started += 1
+        return started
+
+    def _start(self, job: _Job) -> None:
+        self.lanes[job.endpoint_id] += 1
+        task = asyncio.create_task(self._post_and_record(job))
+        self.in_flight.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                log.error("webhook delivery %s/%s broke the worker", job.endpoint_id, job.event_id,
+                          exc_info=t.exception())
+            self.in_flight.discard(t)
+            self.lanes[job.endpoint_id] -= 1
+            if self.lanes[job.endpoint_id] <= 0:
+                del self.lanes[job.endpoint_id]
+            self.freed.set()
+
+        task.add_done_callback(done)
+
+    async def drain(self) -> None:
+        while self.in_flight:
+            await asyncio.gather(*list(self.in_flight), return_exceptions=True)
+
+    async def _claim(self, shop_id: str) -> _Job | bool | None:
+        """One short transaction: lease one due delivery of the shop and read what its POST needs. None: nothing
+        claimable in this shop; False: a delivery was settled without a POST (held or set aside)."""
+        busy = sorted(e for e, n in self.lanes.items() if n >= self.per_endpoint)
+        token = new_id("wl_")
+        async with unit_of_work(self.svc) as s:
+            now = self.svc.now()
+            rows = (await s.execute(CLAIM_SQL, {"shop_id": shop_id, "now": now, "busy": busy, "token": token,
+                                                "lease_s": self.lease_s})).all()
+            assert len(rows) <= 1, rows  # one lease per claim, or a leased delivery would never be posted
+            if not rows:
+                return None
+            row = rows[0]
+            ep = await s.get(WebhookEndpoint, (shop_id, row.endpoint_id))
+            ev = await s.get(Event, (shop_id, row.event_id))
+            if ep is None or ev is None:  # cannot be sent (data removed by hand): set aside, visible, not retried
+                await s.execute(update(WebhookDelivery).where(*_delivery_key(row)).values(
+                    state="DEAD", lease_until=None, lease_token=None,
+                    last_error="endpoint not found" if ep is None else "event not found"))
+                return False
+            if not ep.enabled:
+                await _hold(s, row)
+                return False
+            live = [ep.secret] + ([ep.previous_secret] if ep.previous_secret and ep.previous_secret_until
+                                  and now < ep.previous_secret_until else [])
+            return _Job(shop_id=shop_id, endpoint_id=row.endpoint_id, event_id=row.event_id, token=token,
+                        attempts=row.attempts, url=ep.url, body=event_body(ev), secrets=live)
+
+    async def _post_and_record(self, job: _Job) -> None:
+        started = time.perf_counter()
+        try:
+            status, reason = await self._post(job)
+        except Exception:  # a bug, not the receiver: still recorded (as a failure), so the lease is released
+            log.exception("webhook delivery %s/%s broke the worker", job.endpoint_id, job.event_id)
+            status, reason = None, None
+        ok = status is not None and 200 <= status < 300
+        metrics.webhook_attempt(ok)
+        if reason:
+            log.info("webhook %s/%s to %s: %s", job.endpoint_id, job.event_id, job.url, reason)
+        self.posted += 1
+        try:
+            await _record(self.svc, job, status=status, ok=ok, duration_ms=int((time.perf_counter() - started) * 1000))
+        except Exception:  # the database is away: the lease expires and the delivery is sent again
+            log.exception("recording webhook delivery %s/%s failed", job.endpoint_id, job.event_id)
+
+    async def _post(self, job: _Job) -> tuple[int | None, str | None]:
+        """POST within one overall deadline, with no transaction open. Returns (status, reason for the log)."""
+        status = None
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                target = await webhook_targets.resolve_target(job.url)  # again now, and pinned (11.3)
+                headers = {**signed_headers(job.secrets, job.event_id, job.body), "host": target.host_header}
+                extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+                request = self.client.build_request("POST", target.pinned_url, content=job.body, headers=headers,
+                                                    extensions=extensions)
+                response = await self.client.send(request, stream=True)
+                try:
+                    status = response.status_code
+                    read = 0
+                    async for chunk in response.aiter_raw():  # a little of the body, so the connection can be kept
+                        read += len(chunk)
+                        if read >= RESPONSE_READ_LIMIT:
+                            break
+                except httpx.StreamError:  # the body was read already (a test's in-memory transport)
+                    pass
+                finally:
+                    await response.aclose()
+            return status, None
+        except TimeoutError:
+            return status, None if status is not None else f"no answer within {self.deadline_s} s"
+        except webhook_targets.TargetRefused as e:
+            return None, f"refused: {e}"
+        except (httpx.HTTPError, OSError) as e:
+            return status, None if status is not None else f"{type(e).__name__}: {e}"
 
 
-async def _hold(s, d: WebhookDelivery) -> None:
+def _delivery_key(row) -> tuple:
+    return (WebhookDelivery.shop_id == row.shop_id, WebhookDelivery.endpoint_id == row.endpoint_id,
+            WebhookDelivery.event_id == row.event_id)
+
+
+async def _record(svc: Services, job: _Job, *, status: int | None, ok: bool, duration_ms: int) -> None:
+    """The outcome, in a transaction of its own after the POST. Guarded by the lease token: a worker whose
+    lease expired (and was taken over) records its attempt but changes nothing else."""
+    error = None if status is not None else GENERIC_FAILURE
+    async with unit_of_work(svc) as s:
+        now = svc.now()
+        s.add(WebhookAttempt(shop_id=job.shop_id, attempt_id=new_id("wa_"), endpoint_id=job.endpoint_id,
+                             event_id=job.event_id, at=now, status_code=status, error=error, duration_ms=duration_ms))
+        row = (await s.execute(RECORD_SQL, {
+            "status": status, "error": error, "ok": ok, "now": now, "next": now + backoff(job.attempts + 1),
+            "shop_id": job.shop_id, "endpoint_id": job.endpoint_id, "event_id": job.event_id,
+            "token": job.token})).first()
+        if row is None:
+            return
+        key = (WebhookEndpoint.shop_id == job.shop_id, WebhookEndpoint.endpoint_id == job.endpoint_id)
+        if ok:
+            await s.execute(update(WebhookEndpoint).where(*key, (WebhookEndpoint.consecutive_failures > 0)
+                                                          | WebhookEndpoint.failing_since.is_not(None))
+                            .values(consecutive_failures=0, failing_since=None))
+            return
+        failures, since = (await s.execute(
+            update(WebhookEndpoint).where(*key)
+            .values(consecutive_failures=WebhookEndpoint.consecutive_failures + 1,
+                    failing_since=func.coalesce(WebhookEndpoint.failing_since, now))
+            .returning(WebhookEndpoint.consecutive_failures, WebhookEndpoint.failing_since))).one()
+        if failures >= DISABLE_MIN_FAILURES and now - since >= DISABLE_AFTER:
+            # guarded, so concurrent workers disable (and tell the admin) once; this delivery stays owed (held)
+            disabled = (await s.execute(update(WebhookEndpoint).where(*key, WebhookEndpoint.enabled)
+                                        .values(enabled=False, disabled_at=now).returning(WebhookEndpoint.url))).first()
+            if disabled:
+                events.emit(s, shop_id=job.shop_id, type=EventType.WEBHOOK_ENDPOINT_DISABLED, aggregate_type="webhook",
+                            aggregate_id=job.endpoint_id, now=now,
+                            payload={"endpoint_id": job.endpoint_id, "url": disabled.url, "failures": failures,
+                                     "failing_since": since.isoformat()})
+        elif now - row.created_at >= RETRY_FOR and row.attempts >= MIN_ATTEMPTS_BEFORE_DEAD:
+            # its endpoint accepts others (else it would be disabled): stop blocking the aggregate
+            await s.execute(update(WebhookDelivery).where(*_delivery_key(job)).values(state="DEAD"))
+
+
+async def _hold(s, row) -> None:
     """The endpoint is disabled: HELD until enable_endpoint releases it. Re-read under FOR SHARE first: an
     enable in progress locks the endpoint row and skips the deliveries workers have claimed (this one), so
     this waits for it and, seeing the endpoint enabled, leaves the delivery due instead of holding it
     forever. The lock lasts only until this transaction commits: no POST is made on this path."""
     enabled = (await s.execute(select(WebhookEndpoint.enabled).where(
-        WebhookEndpoint.shop_id == d.shop_id, WebhookEndpoint.endpoint_id == d.endpoint_id)
+        WebhookEndpoint.shop_id == row.shop_id, WebhookEndpoint.endpoint_id == row.endpoint_id)
         .with_for_update(read=True))).scalar()
-    if not enabled:
-        d.state = "HELD"
+    await s.execute(update(WebhookDelivery).where(*_delivery_key(row)).values(
+        lease_until=None, lease_token=None, **({} if enabled else {"state": "HELD"})))
+
+
+async def deliver_due(svc: Services, *, client: httpx.AsyncClient | None = None, concurrency: int = 4,
+                      per_endpoint: int | None = None, timeout_s: float = DEADLINE_S,
+                      lease_slack_s: float = LEASE_SLACK_S, stop: asyncio.Event | None = None) -> int:
+    """One pass (tests, scripts): attempt every delivery due now once — a failure is rescheduled by backoff, so
+    it is not due again in this pass, while a success may make the next event of its aggregate due — and wait
+    for those POSTs. Returns how many attempts were made (a target refused at connect time counts: it is
+    recorded). The service's worker runs `delivery_loop` instead, which never waits for a POST before starting
+    the next."""
+    async with Deliverer(svc, client=client, concurrency=concurrency,
+                         per_endpoint=per_endpoint or max(1, concurrency // 2), deadline_s=timeout_s,
+                         lease_slack_s=lease_slack_s) as d:
+        while stop is None or not stop.is_set():
+            d.freed.clear()
+            started = await d.fill()
+            if not started and not d.in_flight and not d.freed.is_set():
+                break  # nothing claimable, nothing posting, and no POST ended meanwhile (its lane may have been busy)
+            if d.in_flight:
+                await d.freed.wait()
+    return d.posted
+
+
+async def delivery_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1.0, backoff_max: float = 30.0,
+                        concurrency: int = CONCURRENCY, per_endpoint: int = PER_ENDPOINT,
+                        timeout_s: float = DEADLINE_S) -> None:
+    """The worker's delivery loop: keeps up to `concurrency` POSTs in flight and claims more whenever a lane frees
+    or `interval` passes, so a receiver that takes its whole deadline holds one lane, never the loop. A failing
+    claim (the database away) pauses 1, 2, 4 … s up to `backoff_max`, one log line a try (as service.worker)."""
+    from service.availability import is_database_unavailable
+    from service.metrics import WORKER_PASSES
+
+    what, failures = "webhook delivery", 0
+    async with Deliverer(svc, concurrency=concurrency, per_endpoint=per_endpoint, deadline_s=timeout_s) as d:
+        while not stop.is_set():
+            d.freed.clear()
+            try:
+                await d.fill()
+            except Exception as e:
+                failures += 1
+                delay = min(interval * 2 ** (failures - 1), backoff_max)
+                if is_database_unavailable(e):
+                    WORKER_PASSES.labels(what, "unavailable").inc()
+                    log.warning("%s: database unavailable (%s: %s); retry %d in %.0f s", what, type(e).__name__,
+                                e, failures, delay)
+                else:
+                    WORKER_PASSES.labels(what, "error").inc()
+                    log.exception("%s failed; retry %d in %.0f s", what, failures, delay)
+            else:
+                WORKER_PASSES.labels(what, "ok").inc()
+                if failures:
+                    log.warning("%s: working again after %d failed tries", what, failures)
+                failures, delay = 0, interval
+            waits = {asyncio.ensure_future(stop.wait())}
+            if (d.in_flight or d.freed.is_set()) and not failures:  # wake when a lane frees, else after the delay
+                waits.add(asyncio.ensure_future(d.freed.wait()))
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
 
 
 async def disable_endpoint(svc: Services, *, shop_id: str, endpoint_id: str,

@@ -146,7 +146,7 @@ async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1
     from service.feed import sequence_all
     from service.heartbeat import Heartbeat
     from service.settings import settings
-    from service.webhooks import deliver_due
+    from service.webhooks import delivery_loop
 
     conf = settings()
     heartbeat = Heartbeat(svc, interval=conf.heartbeat_interval)
@@ -159,7 +159,7 @@ async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1
     try:
         await asyncio.gather(
             _every(interval, stop, due, "due work", max_delay=backoff_max),
-            _every(interval, stop, lambda: deliver_due(svc, stop=stop), "webhook delivery", max_delay=backoff_max),
+            delivery_loop(svc, stop, interval=interval, backoff_max=backoff_max),
             _every(interval, stop, lambda: sequence_all(svc), "event feed sequencing", max_delay=backoff_max))
     finally:
         await heartbeat.forget()

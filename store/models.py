@@ -109,7 +109,18 @@ class User(Base):
     __table_args__ = (ForeignKeyConstraint(["shop_id"], ["shops.shop_id"]),)
 
 
-class Distributor(Base):
+class Balances:
+    """The six LG-1 buckets in minor units: a distributor's stored balances, and the ledger's own totals of them."""
+
+    pending: Mapped[int] = mapped_column(Money, server_default="0")
+    frozen: Mapped[int] = mapped_column(Money, server_default="0")
+    available: Mapped[int] = mapped_column(Money, server_default="0")
+    in_payout: Mapped[int] = mapped_column(Money, server_default="0")
+    paid: Mapped[int] = mapped_column(Money, server_default="0")
+    fees: Mapped[int] = mapped_column(Money, server_default="0")
+
+
+class Distributor(Balances, Base):
     """DS-1 status, LV level, and the stored balances of LG-1 (moved only with ledger entries)."""
 
     __tablename__ = "distributors"
@@ -123,12 +134,6 @@ class Distributor(Base):
     approved_at: Mapped[datetime | None] = mapped_column(TS)
     approved_by: Mapped[str | None] = mapped_column(Text)
     status_reason: Mapped[str | None] = mapped_column(Text)
-    pending: Mapped[int] = mapped_column(Money, server_default="0")
-    frozen: Mapped[int] = mapped_column(Money, server_default="0")
-    available: Mapped[int] = mapped_column(Money, server_default="0")
-    in_payout: Mapped[int] = mapped_column(Money, server_default="0")
-    paid: Mapped[int] = mapped_column(Money, server_default="0")
-    fees: Mapped[int] = mapped_column(Money, server_default="0")
     __table_args__ = (
         UniqueConstraint("shop_id", "invite_code"),
         ForeignKeyConstraint(["shop_id", "user_id"], ["users.shop_id", "users.user_id"]),
@@ -411,6 +416,16 @@ class LedgerEntry(Base):
     )
 
 
+class LedgerTotals(Balances, Base):
+    """LG-1 at commit (migration 0010): per distributor, the sum of its ledger entries in each bucket, kept by a
+    trigger on ledger_entries alone (the service's role may only read it). A deferred constraint trigger refuses
+    any commit after which a distributor's stored balances differ from these."""
+
+    __tablename__ = "ledger_totals"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    distributor_id: Mapped[str] = mapped_column(ID, primary_key=True)
+
+
 class Payout(Base):
     __tablename__ = "payouts"
     shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -466,7 +481,7 @@ class Event(Base):
 
 class EventFeed(Base):
     """A shop's events in commit order: `position` 1, 2, 3 … per shop, given by the sequencer to events that
-    had committed (service/feed.py). Append-only (migration 0009): a position once read never changes."""
+    had committed (service/feed.py). Append-only (migration 0012): a position once read never changes."""
 
     __tablename__ = "event_feed"
     shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -579,6 +594,9 @@ class WebhookDelivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(TS)
     last_status: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # the claim of a worker posting it now: no transaction is held across a POST (service/webhooks.py)
+    lease_until: Mapped[datetime | None] = mapped_column(TS)
+    lease_token: Mapped[str | None] = mapped_column(ID)
     __table_args__ = (
         Index("ix_webhook_deliveries_due", "next_attempt_at", postgresql_where=text("state = 'PENDING'")),
         Index(None, "shop_id", "endpoint_id", "aggregate_id", "seq"),

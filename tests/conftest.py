@@ -24,6 +24,8 @@ CITUS_URL = os.environ.get("SHARECART_TEST_CITUS")
 citus_only = pytest.mark.skipif(
     not CITUS_URL, reason="needs a Citus cluster: python3 tasks.py test --citus postgresql://…coordinator… "
                           "(docs/sharding.md says how to start one)")
+# The suite's webhook receivers listen on 127.0.0.1: allow loopback targets (issue 11.3); the SSRF tests turn it off.
+os.environ.setdefault("SHARECART_WEBHOOK_ALLOW_LOOPBACK", "1")
 
 
 @pytest.fixture(scope="session")
@@ -58,9 +60,30 @@ from datetime import datetime, timezone  # noqa: E402
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=timezone.utc)
 
 
+RUNTIME_LOGIN = "sharecart_test_runtime"
+
+
 @pytest.fixture(scope="session")
-async def db_engine(database_url):
-    eng = create_engine(database_url, pool_size=20, max_overflow=40)
+async def runtime_url(database_url) -> str:
+    """The run's database as the service's runtime role (issue 11.6, store/roles.py): a member of sharecart_app,
+    which may only INSERT/SELECT the books and owns nothing. The app runs as it in the suite; migrations ran
+    as the owner (`database_url`)."""
+    from store.roles import prepare_runtime
+
+    return await prepare_runtime(database_url, login=RUNTIME_LOGIN)
+
+
+@pytest.fixture(scope="session")
+async def db_engine(runtime_url):
+    eng = create_engine(runtime_url, pool_size=20, max_overflow=40)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture(scope="session")
+async def owner_engine(database_url):
+    """The schema owner: for tests of what the database refuses even to its owner (triggers, constraints)."""
+    eng = create_engine(database_url, pool_size=4, max_overflow=4)
     yield eng
     await eng.dispose()
 

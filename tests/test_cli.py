@@ -75,13 +75,9 @@ def test_refusals_that_need_the_database_are_one_line_and_exit_2(run, tmp_path):
 
 
 def test_the_database_away_is_one_line_with_exit_1(run, monkeypatch):
-    import socket
+    from tests.api.conftest import _free_port  # nothing listens there: the database is "stopped"
 
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@127.0.0.1:{port}/nothing")
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@127.0.0.1:{_free_port()}/nothing")
     assert "unreachable" in refused(run("list-shops"), "UNAVAILABLE", status=1)
 
 

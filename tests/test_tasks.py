@@ -85,10 +85,9 @@ def test_sigterm_to_tasks_py_serve_stops_the_server(database_url):
         pytest.skip("the .venv is not the one tasks.py installed for this pyproject.toml: run `python3 tasks.py test`")
     if os.name != "posix":
         pytest.skip("exec is POSIX")
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    from tests.api.conftest import _free_port
+
+    port = _free_port()
     env = {**os.environ, "DATABASE_URL": database_url}
     proc = subprocess.Popen([sys.executable, str(tasks_py), "serve", "--port", str(port), "--no-demo", "--no-worker"],
                             cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -6,7 +6,6 @@ Create Date: 2026-11-23 03:21:28.671521
 """
 from alembic import op
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 
 revision = '0003'

@@ -7,7 +7,6 @@ Create Date: 2026-11-23 03:23:43.818444
 from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects import postgresql
 
 revision = '0004'
 down_revision = '0003'

@@ -15,7 +15,7 @@ import uvicorn
 
 
 @pytest.fixture(scope="session")
-def server(database_url):
+def server(runtime_url):
     """uvicorn in a background thread with its own event loop and engine, SHARECART_TEST_CLOCK=1."""
     os.environ["SHARECART_TEST_CLOCK"] = "1"
     from api.app import create_app
@@ -28,7 +28,7 @@ def server(database_url):
     def serve():
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        svc = Services(engine=create_engine(database_url))
+        svc = Services(engine=create_engine(runtime_url))  # the runtime role, as `serve` runs (issue 11.6)
         holder["svc"] = svc
         srv = uvicorn.Server(uvicorn.Config(create_app(svc), host="127.0.0.1", port=port, log_level="warning"))
         holder["server"] = srv

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from tests.api.conftest import Client, ServiceProcess, _free_port
+from tests.api.conftest import ServiceProcess, _free_port
 from tests.api.test_e2e import SEAT, make_campaign
 from tests.db_proxy import TcpProxy
 
@@ -334,3 +334,55 @@ def test_sigterm_drains_the_request_in_flight_then_exits_0(database_url):
         assert svc.proc.wait(timeout=20) == 0, svc.output
     finally:
         svc.stop()
+
+
+def test_prepare_multiprocess_sets_a_fresh_folder_for_several_processes(monkeypatch, tmp_path):
+    import os
+
+    from api.metrics import prepare_multiprocess
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "-")  # so that teardown restores the variable as it was
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    prepare_multiprocess(1)
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ  # one process: plain mode
+    prepare_multiprocess(4)
+    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    assert os.path.isdir(folder) and os.listdir(folder) == []
+    os.rmdir(folder)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "m"))
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "counter_123.db").write_bytes(b"old run")
+    prepare_multiprocess(4)
+    assert list((tmp_path / "m").iterdir()) == []
+
+
+async def test_a_resolver_meeting_the_database_away_answers_unavailable_503():
+    """The other road to the database: context built (a public caller here; a cached token after issue 11), then
+    a resolver's query fails. The error is coded UNAVAILABLE (not a masked INTERNAL), the HTTP status 503,
+    and the operation counted as `unavailable`."""
+    from types import SimpleNamespace
+
+    from api.context import Context
+    from api.schema import make_schema
+    from service.context import Services
+    from store.database import create_engine
+
+    svc = Services(engine=create_engine(f"postgresql://postgres@127.0.0.1:{_free_port()}/nothing", pool_size=1))
+    response = SimpleNamespace(status_code=200, headers={})
+    ctx = Context(svc=svc, public_shop_id="any-shop", currency="CNY", response=response)
+    from prometheus_client import REGISTRY
+
+    labels = {"operation": "query campaigns", "outcome": "unavailable"}
+
+    def counted() -> float:
+        return REGISTRY.get_sample_value("sharecart_graphql_operations_total", labels) or 0.0
+
+    before = counted()
+    try:
+        result = await make_schema().execute("{ campaigns(first: 1) { totalCount } }", context_value=ctx)
+    finally:
+        await svc.engine.dispose()
+    assert [e.extensions["code"] for e in result.errors] == ["UNAVAILABLE"], result.errors
+    assert "asyncpg" not in str(result.errors) and "Connect call" not in str(result.errors)
+    assert response.status_code == 503
+    assert counted() == before + 1

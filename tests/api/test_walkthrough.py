@@ -106,3 +106,18 @@ def test_serve_again_finds_the_demo_instead_of_seeding_it_twice(database_url, de
         assert set(tokens) == set(DEMO_CALLERS)
     finally:
         again.stop()
+
+
+def test_serve_points_at_the_console_and_the_storefront_demo(demo_service):
+    """Issue 14: next to GraphiQL, the console and the storefront (with the shop key in its link) are
+    printed, and both pages are served."""
+    import httpx
+
+    _, _, key = printed(demo_service.output)
+    base = demo_service.base
+    assert f"Console:    {base}/console" in demo_service.output
+    assert f"Storefront: {base}/demo/storefront?key={key}" in demo_service.output
+    for path in ("/console", f"/demo/storefront?key={key}"):
+        r = httpx.get(base + path, timeout=10)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), path
+    assert httpx.get(f"{base}/console/assets/vendor/graphql-ws.min.js", timeout=10).status_code == 200

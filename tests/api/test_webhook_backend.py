@@ -3,8 +3,9 @@ runs a whole campaign over real HTTP — ships every formed group, pays every re
 Sharecart's to the cent.
 
 The backend here is deliberately naive about Sharecart's internals: it takes payments (so it knows what it
-charged), and everything else it knows came to its webhook receiver. The receiver verifies every signature
-with the recipe of docs/webhooks.md (not with Sharecart's own code), fails first attempts, and "crashes after
+charged), and everything else it knows came to its webhook receiver. The receiver verifies every delivery
+with the official `standardwebhooks` package (Standard Webhooks, issue 13.1; not with Sharecart's own code) against
+the wall clock — the service's test clock moves by days here, and the signature timestamp must not follow it — fails first attempts, and "crashes after
 processing" some deliveries so Sharecart sends them again; at the end an admin replays the whole range. Only the
 inbox's de-duplication by event id keeps it from shipping or paying twice.
 """
@@ -12,9 +13,6 @@ inbox's de-duplication by event id keeps it from shipping or paying twice.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
-import json
 import secrets
 import threading
 import time
@@ -22,7 +20,7 @@ from collections import Counter
 from datetime import timedelta
 
 from tests.api.conftest import Client, payload_codes
-from tests.http_receiver import LocalReceiver
+from tests.http_receiver import LocalReceiver, verify_standard
 
 SEAT = "group { id } order { id } amountToPay"
 ENDPOINT = "endpoint { id secret }"
@@ -33,16 +31,6 @@ OWED = """{ webhookEndpoints { edges { node { id
 
 def raw(global_id: str) -> str:
     return base64.b64decode(global_id).decode().partition(":")[2]
-
-
-def verify(header: str, body: bytes, secrets_: list[str], now: float, tolerance_s: int = 300) -> bool:
-    """docs/webhooks.md, "Verifying the signature", as a receiver writes it (any live secret may sign)."""
-    parts = [p.split("=", 1) for p in header.split(",")]
-    t = int(dict(parts)["t"])
-    if abs(now - t) > tolerance_s:
-        return False
-    return any(hmac.compare_digest(v, hmac.new(s.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest())
-               for s in secrets_ for k, v in parts if k == "v1")
 
 
 def campaign(admin: Client, svc, **kw) -> str:
@@ -94,16 +82,12 @@ class ShopBackend:
 
     # ---------------------------------------------------------------- the webhook receiver's handler
     def receive(self, headers, body: bytes) -> int:
-        try:
-            signed = verify(headers["Sharecart-Signature"], body, self.secrets, now=self.clock.now().timestamp())
-        except (KeyError, ValueError):
-            signed = False
-        if not signed:
+        event = verify_standard(self.secrets, headers, body)  # the parsed body, or None
+        if event is None:
             self.bad_signatures += 1
             return 401
-        event = json.loads(body)
-        if headers["Sharecart-Event-Id"] != event["id"] or event["shop_id"] != self.shop_id:
-            self.errors.append(f"not ours or mislabelled: {headers['Sharecart-Event-Id']} {event}")
+        if headers["webhook-id"] != event["id"] or event["shop_id"] != self.shop_id:
+            self.errors.append(f"not ours or mislabelled: {headers['webhook-id']} {event}")
             return 400
         with self.lock:
             self.deliveries[event["id"]] += 1

@@ -69,7 +69,8 @@ async def test_ledger_refuses_update_and_delete(database_url):
             await c.execute(
                 text(
                     "insert into ledger_entries(shop_id, entry_id, distributor_id, bucket, amount, kind, ref_type,"
-                    " ref_id, created_at) values ('s','e','d','AVAILABLE',1,'UPGRADE_BONUS','x','y', now())"
+                    # amount 0: an entry that moves no balance, so LG-1's commit check (0010) has nothing to match
+                    " ref_id, created_at) values ('s','e','d','AVAILABLE',0,'UPGRADE_BONUS','x','y', now())"
                 )
             )
         for stmt in ("update ledger_entries set amount = 2", "delete from ledger_entries"):

@@ -39,13 +39,14 @@ async def _rows(svc, shop_id):
                                      "FROM refunds WHERE shop_id = :s ORDER BY refund_id"), {"s": shop_id})).all()
 
 
-async def _refused(svc, sql: str, params: dict, match: str) -> None:
+async def _refused(engine, sql: str, params: dict, match: str) -> None:
     with pytest.raises(DBAPIError, match=match):
-        async with svc.engine.begin() as c:
+        async with engine.begin() as c:
             await c.execute(text(sql), params)
 
 
-async def test_the_database_refuses_to_delete_or_unconfirm_a_refund_GB10(svc, shop):
+async def test_the_database_refuses_to_delete_or_unconfirm_a_refund_GB10(svc, shop, owner_engine):
+    """Even the schema owner, who may UPDATE, DELETE and TRUNCATE (the service's runtime role may not, 11.6)."""
     owed, confirmed = await _owed_and_confirmed(svc, shop.shop_id)
     before = await _rows(svc, shop.shop_id)
     key = {"s": shop.shop_id, "o": owed.refund_id, "c": confirmed.refund_id}
@@ -61,13 +62,13 @@ async def test_the_database_refuses_to_delete_or_unconfirm_a_refund_GB10(svc, sh
         "WHERE shop_id = :s AND refund_id = :o",  # confirmed for less than owed
         "TRUNCATE refunds",
     ):
-        await _refused(svc, sql, key, "append-only")
+        await _refused(owner_engine, sql, key, "append-only")
     assert await _rows(svc, shop.shop_id) == before
 
     # the one change allowed is the confirmation, as confirmRefund makes it
     done = await refunds.confirm_refund(svc, shop_id=shop.shop_id, refund_id=owed.refund_id, provider_ref="bank-8000")
     assert done.state == "CONFIRMED"
-    await _refused(svc, "UPDATE refunds SET state = 'OWED', provider_ref = NULL, confirmed_at = NULL "
+    await _refused(owner_engine, "UPDATE refunds SET state = 'OWED', provider_ref = NULL, confirmed_at = NULL "
                         "WHERE shop_id = :s AND refund_id = :o", key, "append-only")
     assert [r.state for r in await _rows(svc, shop.shop_id)] == ["CONFIRMED", "CONFIRMED"]
 
@@ -105,7 +106,7 @@ async def test_the_database_refuses_refunds_above_what_was_paid_OR2(svc, shop):
     """Checked by a deferred constraint trigger: a refund row the order's refunded_amount does not account
     for, or one that takes the refunds above what was paid, rolls the whole transaction back. A client runs
     the deferred checks as its last statement (`sharecart_check_deferred`, as the service does: migration
-    0010) and gets the refusal with its own code (23514) and text, on PostgreSQL and on Citus alike."""
+    0013) and gets the refusal with its own code (23514) and text, on PostgreSQL and on Citus alike."""
     owed, confirmed = await _owed_and_confirmed(svc, shop.shop_id)
     before = await _rows(svc, shop.shop_id)
     insert = ("INSERT INTO refunds (shop_id, refund_id, order_id, amount, rule, \"full\", state, created_at) "

@@ -43,7 +43,7 @@ async def _history(svc, shop_id):
                                 external_ref="bank-1")
 
 
-async def test_close_period_reconciles_and_is_idempotent_LG3(svc, shop):
+async def test_close_period_reconciles_and_is_idempotent_LG3(svc, shop, owner_engine):
     from service.shops import update_settings
 
     await update_settings(svc, shop_id=shop.shop_id, payout_fee_bp=100)
@@ -79,9 +79,9 @@ async def test_close_period_reconciles_and_is_idempotent_LG3(svc, shop):
     nxt = await settlements.close_period(svc, shop_id=shop.shop_id, day_from=date(2026, 2, 1),
                                          day_to=date(2026, 3, 1), actor="fin")
     assert nxt.opening == b.closing and nxt.closing == b.closing
-    with pytest.raises(Exception, match="append-only"):
-        async with unit_of_work(svc) as s:
-            await s.execute(text("UPDATE settlements SET closing = 0 WHERE settlement_id = :i"),
+    with pytest.raises(Exception, match="append-only"):  # even to the owner (the runtime role may not UPDATE it)
+        async with owner_engine.begin() as c:
+            await c.execute(text("UPDATE settlements SET closing = 0 WHERE settlement_id = :i"),
                             {"i": b.settlement_id})
 
 
@@ -112,11 +112,18 @@ async def test_database_refuses_a_batch_that_does_not_reconcile_LG3(svc, shop):
     classify (here an AVAILABLE entry of a kind no column counts) makes the close fail and write nothing."""
     from sqlalchemy.exc import IntegrityError
 
-    async with unit_of_work(svc) as s:
+    from engine.distribution import DistributorStatus
+    from service import distribution
+
+    await distribution.set_status(svc, shop_id=shop.shop_id, user_id="dx", status=DistributorStatus.ACTIVE,
+                                  actor="t", reason="t")
+    async with unit_of_work(svc) as s:  # with its balance moved: LG-1 holds at commit (0010), LG-3 cannot classify it
         await s.execute(text(
             "INSERT INTO ledger_entries (shop_id, entry_id, distributor_id, bucket, amount, kind, ref_type, ref_id, "
             "created_at) VALUES (:s, 'odd-1', 'dx', 'AVAILABLE', 700, 'COMMISSION_FROZEN', 'test', 'x', :at)"),
             {"s": shop.shop_id, "at": datetime(2026, 1, 10, tzinfo=timezone.utc)})
+        await s.execute(text("UPDATE distributors SET available = available + 700 WHERE shop_id = :s AND user_id = 'dx'"),
+                        {"s": shop.shop_id})
     svc.clock.set(datetime(2026, 3, 1, 1, tzinfo=timezone.utc))
     with pytest.raises(IntegrityError, match="ck_settlement"):
         await settlements.close_period(svc, shop_id=shop.shop_id, day_from=date(2026, 1, 1),

@@ -17,7 +17,7 @@ from engine.errors import RuleViolation
 from service import events, groups, orders, refunds, webhooks
 from service.uow import unit_of_work
 from store.models import Event
-from tests.http_receiver import LocalReceiver
+from tests.http_receiver import LocalReceiver, verify_standard
 from tests.integration.helpers import make_campaign, pay
 
 
@@ -32,12 +32,12 @@ class Receiver(LocalReceiver):
         super().__init__(self._answer)
 
     def _answer(self, path, headers, body: bytes) -> int:
-        eid = headers["Sharecart-Event-Id"]
+        eid = headers["webhook-id"]
         with self.lock:
             self.seen[eid] += 1
             ok = self.seen[eid] > self.fail_first
             if ok:
-                self.accepted.append((json.loads(body), headers["Sharecart-Signature"], body))
+                self.accepted.append((json.loads(body), headers, body))
         return 200 if ok else 503
 
 
@@ -77,7 +77,7 @@ async def test_webhook_only_backend_runs_a_campaign_and_totals_match(svc, shop, 
                     ).scalar()
     got = [e for e, _, _ in receiver.accepted]
     assert len({e["id"] for e in got}) == n_events  # every event arrived
-    assert all(webhooks.verify(sig, body, ep.secret) for _, sig, body in receiver.accepted)
+    assert all(verify_standard(ep.secret, headers, body) for _, headers, body in receiver.accepted)
     by_group = defaultdict(list)
     for e in got:
         by_group[e["aggregate_id"]].append(e["seq"])
@@ -131,7 +131,7 @@ class SlowReceiver(LocalReceiver):
 
         if path != self.path:
             return 404
-        eid, began = headers["Sharecart-Event-Id"], time.monotonic()
+        eid, began = headers["webhook-id"], time.monotonic()
         with self.lock:
             self.in_flight[eid] += 1
             if self.in_flight[eid] > 1:
@@ -206,9 +206,10 @@ async def test_rotation_signs_with_both_secrets_and_replay_redelivers(svc, shop)
                                       lines=[orders.LineInput("p", 1, 100)])
         await pay(svc, shop.shop_id, o.order_id, amount=100)
         await webhooks.deliver_due(svc)
-        _, sig, body = r.accepted[0]
-        assert webhooks.verify(sig, body, old) and webhooks.verify(sig, body, ep.secret)
-        assert not webhooks.verify(sig, body, "whsec_wrong")
+        _, headers, body = r.accepted[0]
+        assert verify_standard(old, headers, body) and verify_standard(ep.secret, headers, body)
+        assert not verify_standard(webhooks.new_secret(), headers, body)
+        assert len(headers["webhook-signature"].split(" ")) == 2  # one v1 per live secret, space-separated
         evs = await webhooks.events_since(svc, shop_id=shop.shop_id)
         assert await webhooks.redeliver(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id,
                                         from_seq=evs[0].seq, to_seq=evs[-1].seq) == len(evs)
@@ -219,8 +220,9 @@ async def test_rotation_signs_with_both_secrets_and_replay_redelivers(svc, shop)
 
 
 async def test_killing_the_service_mid_delivery_loses_no_event(svc, shop, database_url):
-    """The claim is a row lock inside an open transaction: a killed process releases it and the
-    delivery is still PENDING for the next worker (at-least-once)."""
+    """The claim is a lease (no transaction is held across the POST): while the killed process's lease lasts,
+    no other worker sends the delivery; once it has expired the delivery is still PENDING and the next
+    worker sends it (at-least-once)."""
     import os
     import signal
     import socket
@@ -242,12 +244,14 @@ async def test_killing_the_service_mid_delivery_loses_no_event(svc, shop, databa
                              stdout=subprocess.PIPE, text=True, env={**os.environ})
     try:
         assert child.stdout.readline().startswith("DELIVERING")
-        _time.sleep(1.0)  # the child is now inside its POST
-        assert await webhooks.deliver_due(svc) == 0  # claimed by the child: skipped, not sent twice
+        hang.settimeout(10)
+        held, _ = hang.accept()  # the child is now inside its POST
+        assert await webhooks.deliver_due(svc) == 0  # leased by the child: skipped, not sent twice
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
         hang.close()
+    killed_at = _time.monotonic()
     r = Receiver(fail_first=0)
     try:
         async with unit_of_work(svc) as s:
@@ -256,7 +260,11 @@ async def test_killing_the_service_mid_delivery_loses_no_event(svc, shop, databa
             from store.models import WebhookEndpoint
             await s.execute(_update(WebhookEndpoint).where(WebhookEndpoint.shop_id == shop.shop_id)
                             .values(url=r.url))
-        assert await webhooks.deliver_due(svc) == 1
+        sent = await webhooks.deliver_due(svc)
+        while sent == 0 and _time.monotonic() - killed_at < 10:  # the lease (3 s + 1 s) runs out
+            await asyncio.sleep(0.2)
+            sent = await webhooks.deliver_due(svc)
+        assert sent == 1
         assert len(r.seen) == 1
     finally:
         r.close()
@@ -546,8 +554,8 @@ async def test_rotate_webhook_secret_is_idempotent_by_key_and_keeps_the_overlap_
 
         await _emit_many(svc, shop.shop_id, 1)
         await webhooks.deliver_due(svc)
-        [(_, sig, body)] = r.accepted
-        assert webhooks.verify(sig, body, original) and webhooks.verify(sig, body, rotated.secret)
+        [(_, headers, body)] = r.accepted
+        assert verify_standard(original, headers, body) and verify_standard(rotated.secret, headers, body)
         again = await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id,
                                              idempotency_key="rot-2")
         assert again.secret != rotated.secret and again.previous_secret == rotated.secret  # a new key rotates

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 
 from sqlalchemy import text
 
 from service.context import Services
 from service.worker import worker_loop
 from store.database import create_engine
+from tests.api.conftest import _free_port as _closed_port  # nothing listens there: every connect is refused
 
 
 class Records(logging.Handler):
@@ -21,14 +21,6 @@ class Records(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
-
-
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens here: every connect is refused, as with PostgreSQL stopped
-    return port
 
 
 async def test_worker_backs_off_while_the_database_is_away_with_one_line_per_try():

@@ -1,7 +1,8 @@
 """Child processes for the webhook tests (a separate OS process each: its own engine, its own connections).
 
     python -m tests.integration.webhook_child DATABASE_URL
-        kill mode: starts delivering to a receiver that never answers, and hangs inside the POST.
+        kill mode: starts delivering to a receiver that never answers, and hangs inside the POST (its lease
+        lasts the 3 s deadline plus 1 s of slack).
     python -m tests.integration.webhook_child DATABASE_URL deliver RECEIVER_URL
         deliver mode: connects, prints READY, waits for a line on stdin (so two children start together),
         delivers everything due once, prints DONE <POSTs this process made to RECEIVER_URL>.
@@ -23,7 +24,7 @@ async def main(url: str) -> None:
     svc = Services(engine=create_engine(url))
     svc.clock.set(T0)
     print("DELIVERING", flush=True)
-    await webhooks.deliver_due(svc, timeout_s=600)  # hangs inside the POST, holding its claim
+    await webhooks.deliver_due(svc, timeout_s=3.0, lease_slack_s=1.0)  # hangs inside the POST, holding its lease
 
 
 async def deliver(url: str, receiver_url: str) -> None:

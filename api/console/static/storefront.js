@@ -158,7 +158,7 @@ function draw(entry) {
     h('div', {}, h('div', {}, seatsBar(g), ' ', h('span', { class: 'seats-text', 'data-held': g.seatsHeld }, `${g.seatsHeld} of ${g.capacity} seats taken`), ' ',
       h('span', { class: `badge ${g.state.toLowerCase()}` }, g.state)),
     h('small', { class: 'muted' }, g.tierReached ? `Paid seats reach ${g.tierReached.members} people: ${fmt.money(g.tierReached.unitPrice)} each.` : `Forms at ${g.minSize} paid seats.`,
-      g.nextTier ? ` ${g.nextTier.members} → ${fmt.money(g.nextTier.unitPrice)}.` : ''),
+      g.nextTier ? ` Next: ${g.nextTier.members} paid → ${fmt.money(g.nextTier.unitPrice)} each.` : ''),
     open && s !== null ? h('small', {}, 'Ends in ', h('span', { class: 'countdown' }, countdown(s)), ` (${fmt.dateTime(g.expiresAt)})`) : null,
     g.formedAt ? h('small', { class: 'ok' }, `Formed ${fmt.dateTime(g.formedAt)}`) : null),
     h('div', {}, open ? h('button', { class: 'primary join', onclick: () => join(g) }, 'Join') : null,

@@ -9,15 +9,15 @@ SQLSTATE (23514) and message; the service calls it before committing a transacti
 so it runs there, inside the transaction that wrote the rows; the trigger's queries then have to name the
 shop with the function's argument type (varchar), hence the local variable in the trigger function.
 
-Revision ID: 0010
-Revises: 0009 (re-chained after main's 0008)
+Revision ID: 0013
+Revises: 0012
 """
 from alembic import op
 
 from store import citus
 
-revision = "0010"
-down_revision = "0009"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

@@ -8,16 +8,16 @@
 - events.txid and its index go: the horizon compared ids of one node with snapshots of another on Citus.
   The existing events are positioned in the order the old pull served them (txid, seq).
 
-Revision ID: 0009
-Revises: 0008 (re-chained after main's worker heartbeats)
+Revision ID: 0012
+Revises: 0011 (re-chained after main's 0008-0011)
 """
 from alembic import op
 import sqlalchemy as sa
 
 from store import citus
 
-revision = "0009"
-down_revision = "0008"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,378 @@
+#!/usr/bin/env python3
+"""Mutation testing for Sharecart: does a test guard the line that runs? (issue 12, point 1)
+
+    .venv/bin/python tools/mutate.py engine/commission.py            # every mutant of one module
+    .venv/bin/python tools/mutate.py engine/ --sample 200 --seed 1   # a random sample of a package
+    .venv/bin/python tools/mutate.py store/mapping.py --ops kwarg --tests tests/integration/test_rules_wired.py
+    .venv/bin/python tools/mutate.py service/groups.py --lines 120-200 --report /tmp/groups.md
+
+A small AST mutator on top of pytest (mutmut and cosmic-ray rewrite files in the work tree and run
+the whole suite per mutant; this one works on a copy and picks the tests by module):
+
+1. The repository (without .git and .venv) is copied to a scratch folder; the work tree is never
+   touched, so an interrupted run leaves nothing behind.
+2. Each target module is parsed; every site one of the operators below applies to is a mutant:
+     cmp     a comparison flipped: < <=, > >=, == !=, in / not in, is / is not
+     arith   + -, * //, // *, % *  (money arithmetic)
+     const   an int constant n -> n + 1 (0 -> 1, 1 -> 2, 10000 -> 10001)
+     bool    True <-> False, `and` <-> `or`, `not x` -> `not not x`
+     stmt    a statement that is a call (`emit(...)`, `await f(...)`) or a `raise` becomes `pass`
+     kwarg   one keyword argument dropped from a call (the "wiring": a field not mapped, a flag
+             not passed, a setting not loaded)
+   The `field=`/`rule=` of a refusal (`refuse(...)`) are not dropped: error metadata, checked by
+   the API tests of ER-1, not wiring. Docstrings, `assert` statements (invariants: a mutant there only disables a check) and
+   `__all__`/type annotations are left alone.
+3. For each mutant the module is written back (``ast.unparse``) into the copy and pytest runs the
+   module's tests (TESTS below, or --tests) with ``-x`` in a forked child of a process that has
+   already imported pytest and the libraries, so a mutant costs its tests, not the start-up.
+   Killed = the tests fail (or time out); survived = they pass.
+4. The report lists the kill rate per module and every survivor as ``file:line  op  before -> after``.
+
+Not in CI: it runs the tests once per mutant (minutes to hours). Needs DATABASE_URL for the tests
+that use PostgreSQL, like the suite. Its latest report is in docs/testing.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Which tests guard which module. A module not listed gets the default of its package.
+ENGINE_DEFAULT = ["tests/engine"]
+SERVICE_DEFAULT = ["tests/integration/test_rules_wired.py", "tests/integration/test_group_flows.py",
+                   "tests/integration/test_distribution_flows.py"]
+TESTS: dict[str, list[str]] = {
+    "engine/groupbuy.py": ["tests/engine/test_validation_bounds.py", "tests/engine/test_groupbuy_rules.py", "tests/engine/test_worked_examples_groupbuy.py",
+                           "tests/engine/test_groupbuy_properties.py", "tests/engine/test_groupbuy_statemachine.py"],
+    "engine/commission.py": ["tests/engine/test_validation_bounds.py", "tests/engine/test_commission.py", "tests/engine/test_worked_examples_distribution.py"],
+    "engine/distribution.py": ["tests/engine/test_validation_bounds.py", "tests/engine/test_distribution_rules.py", "tests/engine/test_commission.py",
+                               "tests/engine/test_referral.py", "tests/engine/test_ledger.py"],
+    "engine/referral.py": ["tests/engine/test_validation_bounds.py", "tests/engine/test_referral.py", "tests/engine/test_worked_examples_distribution.py"],
+    "engine/levels.py": ["tests/engine/test_validation_bounds.py", "tests/engine/test_levels.py", "tests/engine/test_worked_examples_distribution.py"],
+    "engine/ledger.py": ["tests/engine/test_validation_bounds.py", "tests/engine/test_ledger.py"],
+    "engine/lottery.py": ["tests/engine/test_lottery.py", "tests/engine/test_groupbuy_rules.py"],
+    "engine/variants.py": ["tests/engine/test_variants.py"],
+    "engine/stats.py": ["tests/engine/test_validation_bounds.py", "tests/engine/test_stats.py"],
+    "engine/segments.py": ["tests/engine/test_segments.py"],
+    "engine/money.py": ["tests/engine/test_money.py", "tests/engine/test_commission.py", "tests/engine/test_ledger.py"],
+    "engine/errors.py": ENGINE_DEFAULT,
+    "engine/events.py": ["tests/engine/test_validation_bounds.py", "tests/engine/test_event_catalog.py"],
+    "store/mapping.py": ["tests/integration/test_rules_wired.py"],
+    "service/refunds.py": SERVICE_DEFAULT + ["tests/integration/test_refunds.py"],
+    "service/payouts.py": ["tests/integration/test_rules_wired.py", "tests/integration/test_concurrency.py"],
+}
+
+CMP_FLIP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
+            ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
+ARITH_FLIP = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.FloorDiv, ast.FloorDiv: ast.Mult, ast.Mod: ast.Mult}
+REFUSALS = {"refuse", "_invalid"}  # their `field=`/`rule=` are error metadata, not wiring: not mutated
+OPS = ("cmp", "arith", "const", "bool", "stmt", "kwarg")
+
+
+@dataclass(frozen=True)
+class Mutant:
+    path: str          # relative to the repository
+    index: int         # the n-th site of this operator in the module, in ast.walk order
+    op: str
+    line: int
+    before: str
+    after: str
+
+
+def _skipped_nodes(tree: ast.AST) -> set[int]:
+    """ids of nodes never mutated: docstrings, asserts, annotations, __all__."""
+    skip: set[int] = set()
+
+    def mark(node: ast.AST) -> None:
+        for n in ast.walk(node):
+            skip.add(id(n))
+
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                mark(body[0])
+        if isinstance(node, ast.Assert):
+            mark(node)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if node.returns is not None:
+                mark(node.returns)
+            for a in node.args.args + node.args.kwonlyargs + node.args.posonlyargs:
+                if a.annotation is not None:
+                    mark(a.annotation)
+        if isinstance(node, ast.AnnAssign):
+            mark(node.annotation)
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            mark(node)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            mark(node)
+    return skip
+
+
+def _sites(tree: ast.AST, op: str):
+    """Yield (node, parent_info, mutate) for every site of `op`; `mutate(node)` changes a deep copy in place."""
+    skip = _skipped_nodes(tree)
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if op == "cmp" and isinstance(node, ast.Compare):
+            for i, o in enumerate(node.ops):
+                if type(o) in CMP_FLIP:
+                    yield node, (lambda n, i=i: n.ops.__setitem__(i, CMP_FLIP[type(n.ops[i])]()))
+        elif op == "arith" and isinstance(node, (ast.BinOp, ast.AugAssign)) and type(node.op) in ARITH_FLIP:
+            yield node, (lambda n: setattr(n, "op", ARITH_FLIP[type(n.op)]()))
+        elif op == "const" and isinstance(node, ast.Constant) and type(node.value) is int:
+            yield node, (lambda n: setattr(n, "value", n.value + 1))
+        elif op == "bool":
+            if isinstance(node, ast.Constant) and type(node.value) is bool:
+                yield node, (lambda n: setattr(n, "value", not n.value))
+            elif isinstance(node, ast.BoolOp):
+                yield node, (lambda n: setattr(n, "op", ast.Or() if isinstance(n.op, ast.And) else ast.And()))
+            elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+                yield node, (lambda n: setattr(n, "operand", ast.UnaryOp(ast.Not(), n.operand)))  # not not x
+        elif op == "stmt":
+            for field in ("body", "orelse", "finalbody"):
+                stmts = getattr(node, field, None)
+                if not isinstance(stmts, list):
+                    continue
+                for i, st in enumerate(stmts):
+                    if id(st) in skip:
+                        continue
+                    if (isinstance(st, ast.Expr) and isinstance(st.value, (ast.Call, ast.Await))) \
+                            or isinstance(st, ast.Raise):
+                        yield st, (lambda n, parent=node, f=field, i=i: None)  # replaced via parent below
+        elif op == "kwarg" and isinstance(node, ast.Call):
+            refusal = isinstance(node.func, ast.Name) and node.func.id in REFUSALS
+            for i, kw in enumerate(node.keywords):
+                if kw.arg is not None and not (refusal and kw.arg in ("field", "rule")):
+                    yield node, (lambda n, i=i: n.keywords.pop(i))
+
+
+def _apply(tree: ast.Module, op: str, index: int) -> tuple[ast.Module, ast.AST, ast.AST]:
+    """A deep copy of `tree` with the `index`-th site of `op` mutated; returns (tree, before, after)."""
+    new = copy.deepcopy(tree)
+    for k, (node, mutate) in enumerate(_sites(new, op)):
+        if k != index:
+            continue
+        before = copy.deepcopy(node)
+        if op == "stmt":
+            _replace_stmt(new, node)
+            return new, before, ast.Pass()
+        mutate(node)
+        return new, before, node
+    raise IndexError(index)
+
+
+def _replace_stmt(tree: ast.AST, target: ast.stmt) -> None:
+    for node in ast.walk(tree):
+        for field in ("body", "orelse", "finalbody"):
+            stmts = getattr(node, field, None)
+            if isinstance(stmts, list):
+                for i, st in enumerate(stmts):
+                    if st is target:
+                        stmts[i] = ast.copy_location(ast.Pass(), target)
+                        return
+    raise LookupError("statement not found")
+
+
+def _short(node: ast.AST, limit: int = 70) -> str:
+    s = " ".join(ast.unparse(node).split())
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def mutants_of(path: str, ops=OPS, lines: tuple[int, int] | None = None) -> list[Mutant]:
+    tree = ast.parse((ROOT / path).read_text(), filename=path)
+    out: list[Mutant] = []
+    for op in ops:
+        for k, (node, _) in enumerate(_sites(tree, op)):
+            line = getattr(node, "lineno", 0)
+            if lines and not lines[0] <= line <= lines[1]:
+                continue
+            _, before, after = _apply(tree, op, k)
+            if op == "kwarg":  # name the dropped argument, on its own line
+                dropped = next(kw for kw in before.keywords if not any(
+                    kw.arg == a.arg for a in after.keywords))  # type: ignore[attr-defined]
+                line = dropped.value.lineno
+                if lines and not lines[0] <= line <= lines[1]:
+                    continue
+                out.append(Mutant(path, k, op, line, _short(dropped), "(argument dropped)"))
+                continue
+            out.append(Mutant(path, k, op, line, _short(before), _short(after)))
+    return out
+
+
+def tests_for(path: str) -> list[str]:
+    if path in TESTS:
+        return TESTS[path]
+    return ENGINE_DEFAULT if path.startswith("engine/") else SERVICE_DEFAULT
+
+
+# ---------------------------------------------------------------- running
+def _copy_tree(dest: Path) -> None:
+    ignore = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache", "*.pyc", ".hypothesis")
+    shutil.copytree(ROOT, dest, ignore=ignore, dirs_exist_ok=True)
+
+
+def _run_pytest_forked(workdir: Path, tests: list[str], timeout: float) -> str:
+    """'killed', 'survived' or 'timeout' for one pytest run in a forked child."""
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.chdir(workdir)
+            sys.path.insert(0, str(workdir))
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            import pytest
+
+            code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+                                "-o", "addopts=", "--no-header", *tests])
+            os._exit(int(code))
+        except BaseException:
+            os._exit(3)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            code = os.waitstatus_to_exitcode(status)
+            if code == 0:
+                return "survived"
+            if code in (1,):  # tests failed
+                return "killed"
+            return "killed" if code not in (4, 5) else "error"  # 2/3 interrupted/internal: the mutant broke it
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "timeout"
+        time.sleep(0.05)
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("targets", nargs="+", help="modules or packages (engine/, service/groups.py, …)")
+    ap.add_argument("--ops", default=",".join(OPS), help=f"comma-separated subset of {','.join(OPS)}")
+    ap.add_argument("--tests", nargs="*", help="test files to run instead of the module's own (TESTS)")
+    ap.add_argument("--sample", type=int, help="run only N mutants drawn at random (with --seed)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lines", help="only mutants on lines A-B (one target)")
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant (a timeout counts as killed)")
+    ap.add_argument("--report", help="also write the report (markdown) to this file")
+    ap.add_argument("--budget", type=float, help="minutes: start no mutant after this (a shared machine); the "
+                    "report says how many ran")
+    ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    args = ap.parse_args(argv)
+
+    ops = tuple(o for o in args.ops.split(",") if o)
+    assert set(ops) <= set(OPS), f"unknown operator in {ops}"
+    paths: list[str] = []
+    for t in args.targets:
+        p = (ROOT / t).resolve()
+        if p.is_dir():
+            paths += sorted(str(f.relative_to(ROOT)) for f in p.glob("*.py") if f.name != "__init__.py")
+        else:
+            paths.append(str(p.relative_to(ROOT)))
+    lines = tuple(int(x) for x in args.lines.split("-")) if args.lines else None
+    mutants = [m for p in paths for m in mutants_of(p, ops, lines)]  # type: ignore[arg-type]
+    total_sites = len(mutants)
+    if args.sample and args.sample < len(mutants):
+        mutants = random.Random(args.seed).sample(mutants, args.sample)  # random order: a --budget stops anywhere
+    if args.list:
+        for m in mutants:
+            print(f"{m.path}:{m.line}  {m.op:<5}  {m.before}  ->  {m.after}")
+        print(f"{len(mutants)} mutants")
+        return 0
+
+    sys.dont_write_bytecode = True
+    # import what the tests need once, before forking (not the project: the child imports the mutant)
+    import hypothesis  # noqa: F401
+    import pytest  # noqa: F401
+    import sqlalchemy.ext.asyncio  # noqa: F401
+
+    work = Path(tempfile.mkdtemp(prefix="sharecart-mutate-"))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the scratch copy is removed (finally below)
+    results: list[tuple[Mutant, str, float]] = []
+    started = time.monotonic()
+    try:
+        _copy_tree(work)
+        trees = {p: ast.parse((ROOT / p).read_text()) for p in paths}
+        for p in paths:  # baseline: the unmutated module must pass its tests, else the run means nothing
+            if not any(m.path == p for m in mutants):
+                continue
+            base = _run_pytest_forked(work, args.tests or tests_for(p), args.timeout * 3)
+            if base != "survived":
+                print(f"baseline failed for {p} ({base}): fix the tests first", file=sys.stderr)
+                return 2
+        for n, m in enumerate(mutants, 1):
+            if args.budget and time.monotonic() - started > args.budget * 60:
+                print(f"budget of {args.budget} min spent: {n - 1} of {len(mutants)} mutants run", flush=True)
+                break
+            mutated, _, _ = _apply(trees[m.path], m.op, m.index)
+            target = work / m.path
+            target.write_text(ast.unparse(ast.fix_missing_locations(mutated)) + "\n")
+            t0 = time.monotonic()
+            outcome = _run_pytest_forked(work, args.tests or tests_for(m.path), args.timeout)
+            target.write_text((ROOT / m.path).read_text())
+            dt = time.monotonic() - t0
+            results.append((m, outcome, dt))
+            mark = {"killed": ".", "timeout": "T", "survived": "S", "error": "E"}[outcome]
+            print(f"[{n}/{len(mutants)}] {mark} {m.path}:{m.line} {m.op} {m.before} -> {m.after} ({dt:.1f}s)",
+                  flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    report = render(results, total_sites, args, time.monotonic() - started)
+    print(report)
+    if args.report:
+        Path(args.report).write_text(report)
+    return 0
+
+
+def render(results, total_sites: int, args, seconds: float) -> str:
+    by_path: dict[str, list] = {}
+    for m, outcome, _ in results:
+        by_path.setdefault(m.path, []).append((m, outcome))
+    out = [f"Mutants run: {len(results)} of {total_sites} sites (ops {args.ops}; "
+           f"{'sample ' + str(args.sample) + ', seed ' + str(args.seed) if args.sample else 'all'}), "
+           f"{seconds / 60:.1f} min", "",
+           "| module | mutants | killed | timed out | survived | kill rate |", "|---|---|---|---|---|---|"]
+    k_all = t_all = n_all = 0
+    for path, rs in sorted(by_path.items()):
+        k = sum(1 for _, o in rs if o == "killed")
+        t = sum(1 for _, o in rs if o == "timeout")
+        n = sum(1 for _, o in rs if o != "error")
+        k_all, t_all, n_all = k_all + k, t_all + t, n_all + n
+        out.append(f"| {path} | {n} | {k} | {t} | {n - k - t} | {100 * (k + t) / n if n else 100:.1f} % |")
+    out.append(f"| **all** | {n_all} | {k_all} | {t_all} | {n_all - k_all - t_all} | "
+               f"{100 * (k_all + t_all) / n_all if n_all else 100:.1f} % |")
+    out.append("")
+    out.append("Kill rate counts a timeout as killed (as mutmut does); on a loaded machine a timeout may be slowness.")
+    survivors = [m for m, o, _ in results if o == "survived"]
+    if survivors:
+        out += ["", "Survivors:", ""]
+        out += [f"- `{m.path}:{m.line}` {m.op}: `{m.before}` → `{m.after}`" for m in survivors]
+    timeouts = [m for m, o, _ in results if o == "timeout"]
+    if timeouts:
+        out += ["", "Timed out:", ""]
+        out += [f"- `{m.path}:{m.line}` {m.op}: `{m.before}` → `{m.after}`" for m in timeouts]
+    errors = [m for m, o, _ in results if o == "error"]
+    if errors:
+        out += ["", "Not counted (pytest could not collect or run):", ""]
+        out += [f"- `{m.path}:{m.line}` {m.op}: `{m.before}` → `{m.after}`" for m in errors]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
