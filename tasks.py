@@ -3,6 +3,8 @@
 
     python3 tasks.py serve   # embedded PostgreSQL, migrations, demo shop, GraphiQL URL + tokens
     python3 tasks.py test    # the whole test suite (pytest args may follow)
+    python3 tasks.py test --citus postgresql://postgres@127.0.0.1:9700/postgres
+                             # integration + API tests on a Citus cluster (docs/sharding.md)
     python3 tasks.py test --fast   # only the pure tests (engine/, no database): seconds
     python3 tasks.py lint    # ruff check + mypy (strict on engine/, baseline elsewhere), as .ci/run does
     python3 tasks.py lock    # rewrite requirements.lock (what the container installs) from pyproject.toml
@@ -64,6 +66,25 @@ def ensure_test_packages() -> None:
         subprocess.call(install, **quiet)
 
 
+def citus_option(args: list[str]) -> list[str]:
+    """`--citus URL` (or `--citus=URL`): run against that Citus coordinator (SHARECART_TEST_CITUS for
+    tests/conftest.py); without test paths, the integration and API tests."""
+    out, url, it = [], None, iter(args)
+    for a in it:
+        if a == "--citus":
+            url = next(it, None)
+            if not url:
+                sys.exit("--citus needs the coordinator's URL, e.g. postgresql://postgres@127.0.0.1:9700/postgres")
+        elif a.startswith("--citus="):
+            url = a.split("=", 1)[1]
+        else:
+            out.append(a)
+    if url is None:
+        return out
+    os.environ["SHARECART_TEST_CITUS"] = url
+    if not any(not a.startswith("-") and (ROOT / a.split("::")[0]).exists() for a in out):
+        out = ["tests/integration", "tests/api", *out]
+    return out
 # The container installs exactly these pins, with their hashes (Dockerfile); uv resolves them for every
 # platform at once (--universal) for the image's Python. tests/test_containers.py fails when a dependency of
 # pyproject.toml is missing from the lock.
@@ -100,7 +121,7 @@ def main(argv: list[str]) -> int:
         args = [str(BIN / "python"), "-m", "pytest", "-m", "pure", *rest]
     else:
         ensure_test_packages()
-        args = [str(BIN / "python"), "-m", "pytest", *rest]
+        args = [str(BIN / "python"), "-m", "pytest", *citus_option(rest)]
     os.chdir(ROOT)
     if os.name == "posix":
         # Become the server (or pytest) instead of waiting on it: SIGTERM from a supervisor, Ctrl-C, and the

@@ -185,7 +185,12 @@ async def paginate_keyset(fetch: Callable[..., Awaitable[tuple[list, int]]], fir
                                  end_cursor=edges[-1].cursor if edges else None))
 
 
-EVENTS_KEYSET = Keyset("events", key=lambda e: [e.txid, e.seq], parse=lambda v: (int(v[0]), int(v[1])))
+def _one_int(v: list) -> tuple[int]:
+    (position,) = v  # a cursor of the old (txid, seq) order has two values: refused, not misread
+    return (int(position),)
+
+
+EVENTS_KEYSET = Keyset("events", key=lambda e: [e.position], parse=_one_int)  # the feed position (service/feed.py)
 ENDPOINTS_KEYSET = Keyset("endpoints", key=lambda e: [e.created_at.isoformat(), e.endpoint_id],
                           parse=lambda v: (datetime.fromisoformat(v[0]), str(v[1])))
 DELIVERIES_KEYSET = Keyset("deliveries", key=lambda d: [d.seq], parse=lambda v: (int(v[0]),))  # newest first

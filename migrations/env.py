@@ -1,4 +1,10 @@
-"""Alembic environment: async engine over asyncpg; compare_type so drift in types is caught."""
+"""Alembic environment: async engine over asyncpg; compare_type so drift in types is caught.
+
+Each revision runs in a transaction of its own (`transaction_per_migration`): on Citus, table DDL,
+distribution and function DDL of one revision go together, and a later revision failing leaves the
+earlier ones applied. On Citus (the extension installed) every table a revision creates is distributed
+by shop_id at the end of that revision, inside its transaction (store.citus, docs/sharding.md).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,25 @@ import asyncio
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from store import citus
 from store.models import Base
 
 config = context.config
 target_metadata = Base.metadata
 
 
+def _distribute(ctx, step, heads, run_args) -> None:
+    citus.distribute_new_tables(ctx.connection)
+
+
 def _run(connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+    on_citus = citus.is_citus(connection)
+    if on_citus:
+        citus.prepare_session(connection)  # session settings: they outlast the per-revision transactions
+    if connection.in_transaction():
+        connection.commit()  # the checks above began one; the revisions begin their own
+    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True,
+                      transaction_per_migration=True, on_version_apply=[_distribute] if on_citus else [])
     with context.begin_transaction():
         context.run_migrations()
 

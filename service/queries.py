@@ -38,7 +38,7 @@ from store.models import (
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
-    xid8,
+    EventFeed,
 )
 
 Page = tuple[list, int]  # (rows of the page, total matching rows)
@@ -238,14 +238,16 @@ async def page_commission_lines(svc: Services, *, shop_id: str, beneficiary_id: 
 
 async def page_events(svc: Services, *, shop_id: str, types: list[str] | None, limit: int,
                       after: tuple | None) -> Page:
-    """The shop's settled events in pull order, keyset on (txid, seq) (see service.webhooks.SETTLED)."""
-    from service.webhooks import SETTLED
+    """The shop's events in feed (commit) order, keyset on their position (service/feed.py): every event
+    committed before the call is in it, and one that commits later comes after any cursor handed out."""
+    from service.feed import sequence
+    from service.webhooks import feed
 
-    q = select(Event).where(Event.shop_id == shop_id, SETTLED)
+    await sequence(svc, shop_id=shop_id)
+    q = feed(shop_id)
     if types:
         q = q.where(Event.type.in_(types))
-    return await _keyset_page(svc, q, (Event.txid, Event.seq), limit=limit,
-                              after=(xid8(after[0]), after[1]) if after else None)
+    return await _keyset_page(svc, q, (EventFeed.position,), limit=limit, after=after)
 
 
 async def page_endpoints(svc: Services, *, shop_id: str, limit: int, after: tuple | None) -> Page:

@@ -24,41 +24,42 @@ from service.ids import new_id
 from service.uow import unit_of_work
 from store.models import Settlement, SettlementLine, Shop
 
-CLOSE_SQL = text(
+# The batch's columns as sums over the shop's ledger entries `e` before the period end.
+SUMS = """
+        COALESCE(SUM(e.amount) FILTER (WHERE e.created_at < :p_from AND e.bucket IN ('AVAILABLE', 'IN_PAYOUT')), 0),
+        COALESCE(SUM(e.amount) FILTER (WHERE e.created_at >= :p_from AND e.bucket = 'AVAILABLE'
+                                       AND e.kind = 'COMMISSION_RELEASED'), 0),
+        COALESCE(SUM(e.amount) FILTER (WHERE e.created_at >= :p_from AND e.bucket = 'AVAILABLE'
+                                       AND e.kind = 'COMMISSION_REVERSED'), 0),
+        COALESCE(SUM(e.amount) FILTER (WHERE e.created_at >= :p_from AND e.kind = 'UPGRADE_BONUS'), 0),
+        COALESCE(SUM(e.amount) FILTER (WHERE e.created_at >= :p_from AND e.bucket = 'PAID'
+                                       AND e.kind = 'PAYOUT_APPROVED'), 0),
+        COALESCE(SUM(e.amount) FILTER (WHERE e.created_at >= :p_from AND e.bucket = 'FEES'
+                                       AND e.kind = 'PAYOUT_FEE'), 0),
+        COALESCE(SUM(e.amount) FILTER (WHERE e.bucket IN ('AVAILABLE', 'IN_PAYOUT')), 0)"""
+AMOUNTS = "opening, released, reversals, bonuses, payouts, fees, closing"
+
+# Two INSERT … SELECTs over the ledger, each taking shop_id from the rows it reads and grouping by it: on
+# Citus each runs as one task on the shop's node (a colocated INSERT … SELECT), where the former single
+# statement (a writing CTE feeding a second INSERT) went through the coordinator with two-phase commit on
+# every node. The header reads the shop row joined to its entries, so it exists for an empty ledger too.
+CLOSE_HEADER_SQL = text(
+    f"""
+    INSERT INTO settlements (shop_id, settlement_id, period_from, period_to, local_from, local_to, currency,
+                             closed_at, closed_by, distributors, {AMOUNTS})
+    SELECT s.shop_id, :settlement_id, :p_from, :p_to, :local_from, :local_to, s.currency, :now, :actor,
+           count(DISTINCT e.distributor_id), {SUMS}
+    FROM shops s LEFT JOIN ledger_entries e ON e.shop_id = s.shop_id AND e.created_at < :p_to
+    WHERE s.shop_id = :shop_id
+    GROUP BY s.shop_id, s.currency
     """
-    WITH agg AS (
-        SELECT distributor_id,
-            COALESCE(SUM(amount) FILTER (WHERE NOT in_period AND bucket IN ('AVAILABLE', 'IN_PAYOUT')), 0) AS opening,
-            COALESCE(SUM(amount) FILTER (WHERE in_period AND bucket = 'AVAILABLE'
-                                         AND kind = 'COMMISSION_RELEASED'), 0) AS released,
-            COALESCE(SUM(amount) FILTER (WHERE in_period AND bucket = 'AVAILABLE'
-                                         AND kind = 'COMMISSION_REVERSED'), 0) AS reversals,
-            COALESCE(SUM(amount) FILTER (WHERE in_period AND kind = 'UPGRADE_BONUS'), 0) AS bonuses,
-            COALESCE(SUM(amount) FILTER (WHERE in_period AND bucket = 'PAID' AND kind = 'PAYOUT_APPROVED'), 0)
-                AS payouts,
-            COALESCE(SUM(amount) FILTER (WHERE in_period AND bucket = 'FEES' AND kind = 'PAYOUT_FEE'), 0) AS fees,
-            COALESCE(SUM(amount) FILTER (WHERE bucket IN ('AVAILABLE', 'IN_PAYOUT')), 0) AS closing
-        FROM (
-            SELECT distributor_id, bucket, kind, amount, (created_at >= :p_from) AS in_period
-            FROM ledger_entries WHERE shop_id = :shop_id AND created_at < :p_to
-        ) e
-        GROUP BY distributor_id
-    ), header AS (
-        INSERT INTO settlements (shop_id, settlement_id, period_from, period_to, local_from, local_to, currency,
-                                 closed_at, closed_by, distributors, opening, released, reversals, bonuses, payouts,
-                                 fees, closing)
-        SELECT :shop_id, :settlement_id, :p_from, :p_to, :local_from, :local_to, :currency, :now, :actor, count(*),
-               COALESCE(SUM(opening), 0), COALESCE(SUM(released), 0), COALESCE(SUM(reversals), 0),
-               COALESCE(SUM(bonuses), 0), COALESCE(SUM(payouts), 0), COALESCE(SUM(fees), 0),
-               COALESCE(SUM(closing), 0)
-        FROM agg
-        RETURNING settlement_id
-    )
-    INSERT INTO settlement_lines (shop_id, settlement_id, distributor_id, opening, released, reversals, bonuses,
-                                  payouts, fees, closing)
-    SELECT :shop_id, (SELECT settlement_id FROM header), distributor_id, opening, released, reversals, bonuses,
-           payouts, fees, closing
-    FROM agg
+)
+CLOSE_LINES_SQL = text(
+    f"""
+    INSERT INTO settlement_lines (shop_id, settlement_id, distributor_id, {AMOUNTS})
+    SELECT e.shop_id, :settlement_id, e.distributor_id, {SUMS}
+    FROM ledger_entries e WHERE e.shop_id = :shop_id AND e.created_at < :p_to
+    GROUP BY e.shop_id, e.distributor_id
     """
 )
 
@@ -115,12 +116,10 @@ async def close_period(svc: Services, *, shop_id: str, day_from: date, day_to: d
                 raise refuse(ErrorCode.PERIOD_GAP, "the period leaves a gap after the last closed batch",
                              field="from", rule="LG-3")
             sid = settlement_id or new_id("st_")
-            # one statement: the aggregation over the ledger runs once and writes the header with its
-            # totals and the lines together (both tables refuse later UPDATEs)
-            await s.execute(CLOSE_SQL, {
-                "shop_id": shop_id, "settlement_id": sid, "p_from": p_from, "p_to": p_to,
-                "local_from": day_from.isoformat(), "local_to": day_to.isoformat(), "currency": shop.currency,
-                "now": now, "actor": actor})
+            close = {"shop_id": shop_id, "settlement_id": sid, "p_from": p_from, "p_to": p_to, "now": now,
+                     "local_from": day_from.isoformat(), "local_to": day_to.isoformat(), "actor": actor}
+            await s.execute(CLOSE_HEADER_SQL, close)
+            await s.execute(CLOSE_LINES_SQL, close)
             # PAID/FEES entries are positive in their own buckets; in the batch they reduce the balance.
             # closing = opening + released + reversals + bonuses − payouts − fees is a CHECK constraint on
             # both tables (migration 0006): a batch that does not reconcile fails here and writes nothing.

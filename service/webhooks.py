@@ -45,16 +45,18 @@ from collections import Counter
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import delete, func, select, text, tuple_, update
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.orm import with_expression
 
 from engine.errors import ErrorCode, refuse
 from engine.events import EventType, is_event_type
 from service import events, metrics, webhook_targets
 from service.context import Services
+from service.feed import sequence
 from service.idempotency import once, once_row
 from service.ids import new_id
 from service.uow import unit_of_work
-from store.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint, xid8
+from store.models import Event, EventFeed, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 RETRY_FOR = timedelta(hours=24)
 MIN_ATTEMPTS_BEFORE_DEAD = 48  # with the backoff below: about 40 h of retrying even if the worker was down
@@ -194,7 +196,7 @@ async def enable_endpoint(svc: Services, *, shop_id: str, endpoint_id: str,
 RELEASE_SQL = text(
     """
     UPDATE webhook_deliveries SET state = 'PENDING', next_attempt_at = :now
-    WHERE (shop_id, endpoint_id, event_id) IN (
+    WHERE shop_id = :s AND (shop_id, endpoint_id, event_id) IN (  -- the shop outside too: one shard on Citus
         SELECT shop_id, endpoint_id, event_id FROM webhook_deliveries
         WHERE shop_id = :s AND endpoint_id = :ep AND state IN ('PENDING', 'HELD')
         FOR UPDATE SKIP LOCKED)
@@ -238,28 +240,31 @@ async def redeliver(svc: Services, *, shop_id: str, endpoint_id: str, from_seq: 
         return r["queued"]
 
 
-SETTLED = Event.txid < func.pg_snapshot_xmin(func.pg_current_snapshot())
-"""Events whose writing transaction is older than every transaction still running: all of them are
-committed or gone, so nothing can appear among them later. Combined with the (txid, seq) order, a cursor
-never has an event commit behind it. The cost: an event is pulled only once every transaction that
-started before it has ended (a long transaction anywhere in the database delays the pull)."""
+def feed(shop_id: str):
+    """The shop's events in feed order, each with its `position` (service/feed.py)."""
+    return (select(Event).join(EventFeed, (EventFeed.shop_id == Event.shop_id) & (EventFeed.event_id == Event.event_id))
+            .where(EventFeed.shop_id == shop_id, Event.shop_id == shop_id)
+            .options(with_expression(Event.position, EventFeed.position)))
 
 
-def event_position(ev: Event) -> tuple[int, int]:
-    """Where an event sits in the pull order; the cursor of `events_since`."""
-    return ev.txid, ev.seq
+def event_position(ev: Event) -> int:
+    """Where an event sits in the shop's feed; the cursor of `events_since`."""
+    return ev.position
 
 
-async def events_since(svc: Services, *, shop_id: str, after: tuple[int, int] | None = None, limit: int = 100,
+async def events_since(svc: Services, *, shop_id: str, after: int | None = None, limit: int = 100,
                        types: list[str] | None = None) -> list[Event]:
-    """Replay by pull: the shop's settled events after a cursor (`event_position` of the last one seen)."""
+    """Replay by pull: the shop's events after a cursor (`event_position` of the last one seen), in commit
+    order. Every event committed before the call is in it (the pull positions them first), and an event
+    that commits later gets a later position: no cursor ever skips one."""
+    await sequence(svc, shop_id=shop_id)
     async with svc.sessionmaker() as s:
-        q = select(Event).where(Event.shop_id == shop_id, SETTLED)
+        q = feed(shop_id)
         if after is not None:
-            q = q.where(tuple_(Event.txid, Event.seq) > tuple_(xid8(after[0]), after[1]))
+            q = q.where(EventFeed.position > after)
         if types:
             q = q.where(Event.type.in_(types))
-        return list((await s.execute(q.order_by(Event.txid, Event.seq).limit(min(limit, 1000)))).scalars())
+        return list((await s.execute(q.order_by(EventFeed.position).limit(min(limit, 1000)))).scalars())
 
 
 def event_body(ev: Event) -> bytes:

@@ -143,6 +143,7 @@ async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1
     """Due work and webhook delivery run as two loops of their own: a POST may take its whole timeout, and a
     slow receiver must never delay group expiry (GB-11) or commission release (CM-6). A pass of due work that
     went through writes the worker's heartbeat (service.heartbeat: what /ready reads)."""
+    from service.feed import sequence_all
     from service.heartbeat import Heartbeat
     from service.settings import settings
     from service.webhooks import delivery_loop
@@ -159,7 +160,8 @@ async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1
     try:
         await asyncio.gather(
             _every(interval, stop, due, "due work", max_delay=backoff_max, busy=PASS_LIMIT),
-            delivery_loop(svc, stop, interval=interval, backoff_max=backoff_max))
+            delivery_loop(svc, stop, interval=interval, backoff_max=backoff_max),
+            _every(interval, stop, lambda: sequence_all(svc), "event feed sequencing", max_delay=backoff_max))
     finally:
         await heartbeat.forget()
 

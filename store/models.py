@@ -22,14 +22,10 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    cast,
-    literal,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql.base import ischema_names
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import UserDefinedType
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, query_expression
 
 from store.secrets import SecretText
 
@@ -40,23 +36,6 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-class Xid8(UserDefinedType):
-    """PostgreSQL's 64-bit transaction id (`pg_current_xact_id()`); asyncpg reads and writes it as int."""
-
-    cache_ok = True
-
-    def get_col_spec(self, **kw) -> str:
-        return "xid8"
-
-
-def xid8(value: int):
-    """A transaction id to compare with an xid8 column: PostgreSQL has no int -> xid8 cast, only text's."""
-    return cast(literal(str(value), Text), Xid8)
-
-
-ischema_names.setdefault("xid8", Xid8)  # so reflection (the drift test) knows the type instead of warning
-
 
 TS = DateTime(timezone=True)
 Money = BigInteger
@@ -484,12 +463,12 @@ class IdempotencyKey(Base):
 
 
 class Event(Base):
-    """Transactional outbox: written in the same transaction as the change it reports.
+    """Transactional outbox: written in the same transaction as the change it reports; never changed.
 
     `seq` is taken at INSERT, not at commit, so seq order is not commit order: a reader that has seen
-    seq 2 may see seq 1 commit later. `txid` is the writing transaction's id; readers take only events
-    whose txid is below the oldest transaction still running (`pg_snapshot_xmin(pg_current_snapshot())`)
-    and order them by (txid, seq), so nothing can later appear before a position already read."""
+    seq 2 may see seq 1 commit later. Readers page the shop's feed instead (`EventFeed`): every committed
+    event gets the next per-shop `position` after it committed (service/feed.py), so nothing can later
+    appear before a position already read. `position` is loaded only by the feed's queries."""
 
     __tablename__ = "events"
     shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -501,8 +480,40 @@ class Event(Base):
     rule: Mapped[str | None] = mapped_column(String(8))
     occurred_at: Mapped[datetime] = mapped_column(TS)
     payload: Mapped[dict] = mapped_column(JSONB)
-    txid: Mapped[int] = mapped_column(Xid8, server_default=text("pg_current_xact_id()"))
-    __table_args__ = (Index(None, "shop_id", "seq"), Index(None, "shop_id", "txid", "seq"))
+    position: Mapped[int | None] = query_expression()
+    __table_args__ = (Index(None, "shop_id", "seq"),)
+
+
+class EventFeed(Base):
+    """A shop's events in commit order: `position` 1, 2, 3 … per shop, given by the sequencer to events that
+    had committed (service/feed.py). Append-only (migration 0012): a position once read never changes."""
+
+    __tablename__ = "event_feed"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    event_id: Mapped[str] = mapped_column(ID)
+    __table_args__ = (UniqueConstraint("shop_id", "event_id"),)
+
+
+class EventFeedHead(Base):
+    """Per shop, the last position given: the row the sequencer locks, so a shop's positions are given one
+    batch at a time and each batch commits before the next one is read."""
+
+    __tablename__ = "event_feed_heads"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+
+
+class EventFeedQueue(Base):
+    """The events written but not yet given a position: one row per event, written by the events INSERT
+    itself (trigger `events_to_feed`, so it commits iff the event does) and removed when the event gets
+    its position. Keeps the sequencer's work proportional to what is new."""
+
+    __tablename__ = "event_feed_queue"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    event_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (Index(None, "shop_id", "seq"),)
 
 
 # LG-3 on every batch and line, checked by the database (migration 0006)

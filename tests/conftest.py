@@ -2,6 +2,10 @@
 
 With DATABASE_URL (CI: the server on 127.0.0.1:5432) a fresh database is created on that server
 and dropped afterwards; without it an embedded PostgreSQL is started in a temporary folder.
+
+With SHARECART_TEST_CITUS (set by `python3 tasks.py test --citus URL`: a Citus coordinator's database,
+workers added) the run's database is made on every node of that cluster and migrated there, so every
+table is distributed by shop_id (store.citus, docs/sharding.md); tests marked `citus_only` run only then.
 """
 
 from __future__ import annotations
@@ -13,8 +17,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from store.database import create_engine, embedded_url, stop_embedded, to_asyncpg
 
@@ -25,12 +27,19 @@ if not os.environ.get("SHARECART_SECRET_KEY"):
 
     os.environ["SHARECART_SECRET_KEY"] = Fernet.generate_key().decode()
 
+CITUS_URL = os.environ.get("SHARECART_TEST_CITUS")
+citus_only = pytest.mark.skipif(
+    not CITUS_URL, reason="needs a Citus cluster: python3 tasks.py test --citus postgresql://…coordinator… "
+                          "(docs/sharding.md says how to start one)")
 # The suite's webhook receivers listen on 127.0.0.1: allow loopback targets (issue 11.3); the SSRF tests turn it off.
 os.environ.setdefault("SHARECART_WEBHOOK_ALLOW_LOOPBACK", "1")
 
 
 @pytest.fixture(scope="session")
 def server_url() -> str:
+    if CITUS_URL:
+        yield to_asyncpg(CITUS_URL)
+        return
     if os.environ.get("DATABASE_URL"):
         yield to_asyncpg(os.environ["DATABASE_URL"])
         return
@@ -45,20 +54,10 @@ def server_url() -> str:
 @pytest.fixture(scope="session")
 async def database_url(server_url):
     """A fresh database for this run, migrated to head; dropped at the end."""
-    name = f"sharecart_t_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT", pool_size=1)
-    async with admin.connect() as c:
-        await c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    from store.migrate import upgrade
+    from store.migrate import migrated_database
 
-    eng = create_engine(url, pool_size=1)
-    await upgrade(eng)
-    await eng.dispose()
-    yield url
-    async with admin.connect() as c:
-        await c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    await admin.dispose()
+    async with migrated_database(server_url, f"sharecart_t_{os.getpid()}_{secrets.token_hex(3)}") as url:
+        yield url
 
 
 # ---------------------------------------------------------------- service-level fixtures

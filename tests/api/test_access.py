@@ -94,7 +94,6 @@ M = {  # root mutation field → (who may call it, input)
     "enableWebhook": ({"admin"}, '{endpointId: "{endpoint}"}'),
     "disableWebhook": ({"admin"}, '{endpointId: "{endpoint}"}'),
     "redeliverEvents": ({"admin"}, '{endpointId: "{endpoint}", fromSeq: 1, toSeq: 2}'),
-    "disableWebhook": ({"admin"}, '{endpointId: "{endpoint}"}'),
     "updateWebhook": ({"admin"}, '{endpointId: "{endpoint}", eventTypes: []}'),
     "deleteWebhook": ({"admin"}, '{endpointId: "wh_none"}'),
     "issueToken": ({"backend"}, '{userId: "acc", roles: [CUSTOMER]}'),

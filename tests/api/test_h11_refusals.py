@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from tests.api.conftest import codes, payload_codes
-from tests.api.test_e2e import make_campaign
 
 
 def _all_codes(body: dict) -> list[str]:

@@ -43,25 +43,6 @@ async def assert_ledger_consistent(svc, shop_id: str) -> None:
     assert bad == [], f"balances differ from ledger sums: {bad}"
 
 
-async def wait_settled(svc, up_to: int | None = None, timeout: float = 15.0) -> None:
-    """The event pull serves an event only once every transaction older than it has ended
-    (service.webhooks.SETTLED), and the test server is shared with other databases: wait until the
-    transactions running now (or those older than transaction id `up_to`) have ended."""
-    import asyncio
-    import time
-
-    from sqlalchemy import text
-
-    async with svc.engine.connect() as c:
-        if up_to is None:
-            up_to = (await c.execute(text("SELECT pg_snapshot_xmax(pg_current_snapshot())"))).scalar()
-        deadline = time.monotonic() + timeout
-        while (await c.execute(text("SELECT pg_snapshot_xmin(pg_current_snapshot())"))).scalar() < up_to:
-            assert time.monotonic() < deadline, "a transaction of the test server stays open"
-            await asyncio.sleep(0.05)
-            await c.rollback()
-
-
 @contextmanager
 def recorded_statements(svc):
     """Every SQL statement the service sends while the block runs (query counts, routing checks)."""

@@ -9,6 +9,7 @@ from sqlalchemy.exc import DBAPIError
 
 from engine.errors import ErrorCode, RuleViolation
 from service import groups, orders, refunds
+from service.uow import CHECK_DEFERRED, unit_of_work
 from tests.integration.helpers import make_campaign, pay
 
 
@@ -72,28 +73,63 @@ async def test_the_database_refuses_to_delete_or_unconfirm_a_refund_GB10(svc, sh
     assert [r.state for r in await _rows(svc, shop.shop_id)] == ["CONFIRMED", "CONFIRMED"]
 
 
+async def test_a_refund_row_the_books_do_not_account_for_is_refused_even_at_commit_OR2(svc, shop):
+    """A client that commits without running the deferred checks first is refused all the same (at COMMIT;
+    on Citus that error is XX000, which is why the service runs them before)."""
+    owed, confirmed = await _owed_and_confirmed(svc, shop.shop_id)
+    before = await _rows(svc, shop.shop_id)
+    with pytest.raises(DBAPIError):
+        async with svc.engine.begin() as c:
+            await c.execute(text("INSERT INTO refunds (shop_id, refund_id, order_id, amount, rule, \"full\", state, "
+                                 "created_at) VALUES (:s, 'rf_raw', :o, 700, 'OR-2', false, 'OWED', now())"),
+                            {"s": shop.shop_id, "o": confirmed.order_id})
+    assert await _rows(svc, shop.shop_id) == before
+
+
+async def test_a_service_transaction_that_writes_a_refund_gets_OR2_with_its_code(svc, shop):
+    """The unit of work runs the deferred checks as its last statement whenever it wrote a refund
+    (service/uow.py): a refund the books do not account for fails with 23514 and OR-2's text, not with
+    Citus's XX000 "could not commit transaction"."""
+    from store.models import Refund
+
+    owed, confirmed = await _owed_and_confirmed(svc, shop.shop_id)
+    before = await _rows(svc, shop.shop_id)
+    with pytest.raises(DBAPIError, match="OR-2") as e:
+        async with unit_of_work(svc) as s:
+            s.add(Refund(shop_id=shop.shop_id, refund_id="rf_orm", order_id=confirmed.order_id, amount=701,
+                         rule="OR-2", full=False, state="OWED", created_at=svc.now()))
+    assert e.value.orig.sqlstate == "23514"
+    assert await _rows(svc, shop.shop_id) == before
+
+
 async def test_the_database_refuses_refunds_above_what_was_paid_OR2(svc, shop):
-    """Checked at commit (a deferred constraint trigger): a refund row the order's refunded_amount does not
-    account for, or one that takes the refunds above what was paid, rolls the whole transaction back."""
+    """Checked by a deferred constraint trigger: a refund row the order's refunded_amount does not account
+    for, or one that takes the refunds above what was paid, rolls the whole transaction back. A client runs
+    the deferred checks as its last statement (`sharecart_check_deferred`, as the service does: migration
+    0013) and gets the refusal with its own code (23514) and text, on PostgreSQL and on Citus alike."""
     owed, confirmed = await _owed_and_confirmed(svc, shop.shop_id)
     before = await _rows(svc, shop.shop_id)
     insert = ("INSERT INTO refunds (shop_id, refund_id, order_id, amount, rule, \"full\", state, created_at) "
               "VALUES (:s, :r, :o, :a, 'OR-2', false, 'OWED', now())")
-    # 700 more on the 1000 order, refunded_amount left at 300: the books would disagree
-    await _refused(svc.engine, insert, {"s": shop.shop_id, "r": "rf_x1", "o": confirmed.order_id, "a": 700}, "OR-2")
 
-    async def both(amount: int):
+    async def write(amount: int, refunded: int):
         async with svc.engine.begin() as c:
             await c.execute(text("UPDATE orders SET refunded_amount = refunded_amount + :a "
                                  "WHERE shop_id = :s AND order_id = :o"),
-                            {"s": shop.shop_id, "o": confirmed.order_id, "a": amount})
+                            {"s": shop.shop_id, "o": confirmed.order_id, "a": refunded})
             await c.execute(text(insert), {"s": shop.shop_id, "r": f"rf_x{amount}", "o": confirmed.order_id,
                                            "a": amount})
+            await c.execute(CHECK_DEFERRED, {"shop_id": shop.shop_id})
 
-    with pytest.raises(DBAPIError, match="OR-2"):
-        await both(701)  # 300 + 701 > 1000 paid, even with refunded_amount kept in step
+    # 700 more on the 1000 order, refunded_amount left at 300: the books would disagree
+    with pytest.raises(DBAPIError, match="OR-2") as e:
+        await write(700, 0)
+    assert e.value.orig.sqlstate == "23514"
+    with pytest.raises(DBAPIError, match="OR-2") as e:
+        await write(701, 701)  # 300 + 701 > 1000 paid, even with refunded_amount kept in step
+    assert e.value.orig.sqlstate == "23514"
     assert await _rows(svc, shop.shop_id) == before
-    await both(700)  # exactly what was paid: accepted
+    await write(700, 700)  # exactly what was paid: accepted
     o = await orders.get_order(svc, shop_id=shop.shop_id, order_id=confirmed.order_id)
     assert (o.paid_amount, o.refunded_amount) == (1000, 1000)
     # and the service itself refuses to go further (OR-2), before the database has to

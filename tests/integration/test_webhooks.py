@@ -18,7 +18,7 @@ from service import events, groups, orders, refunds, webhooks
 from service.uow import unit_of_work
 from store.models import Event
 from tests.http_receiver import LocalReceiver, verify_standard
-from tests.integration.helpers import make_campaign, pay, wait_settled
+from tests.integration.helpers import make_campaign, pay
 
 
 class Receiver(LocalReceiver):
@@ -104,11 +104,9 @@ async def test_event_is_written_iff_its_transaction_commits(svc, shop):
     g = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="a")
     with pytest.raises(RuleViolation):
         await groups.join_group(svc, shop_id=shop.shop_id, group_id=g.group_id, user_id="b")  # not open: refused
-    await wait_settled(svc)
     evs = await webhooks.events_since(svc, shop_id=shop.shop_id)
     assert [e.type for e in evs] == []  # the open itself emits nothing until the leader pays
     await pay(svc, shop.shop_id, g)
-    await wait_settled(svc)
     assert [e.type for e in await webhooks.events_since(svc, shop_id=shop.shop_id)] == ["order.paid", "group.opened"]
 
 
@@ -212,7 +210,6 @@ async def test_rotation_signs_with_both_secrets_and_replay_redelivers(svc, shop)
         assert verify_standard(old, headers, body) and verify_standard(ep.secret, headers, body)
         assert not verify_standard(webhooks.new_secret(), headers, body)
         assert len(headers["webhook-signature"].split(" ")) == 2  # one v1 per live secret, space-separated
-        await wait_settled(svc)
         evs = await webhooks.events_since(svc, shop_id=shop.shop_id)
         assert await webhooks.redeliver(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id,
                                         from_seq=evs[0].seq, to_seq=evs[-1].seq) == len(evs)
@@ -278,7 +275,6 @@ async def test_every_event_payload_carries_the_shop_currency(svc, shop):
     c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)])
     g = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="a")
     await pay(svc, shop.shop_id, g)
-    await wait_settled(svc)
     evs = await webhooks.events_since(svc, shop_id=shop.shop_id)
     assert evs and all(e.payload["currency"] == "CNY" for e in evs)
 
@@ -298,62 +294,11 @@ async def test_a_failed_group_reports_its_voided_commission_lines_CM6(svc, shop)
     await pay(svc, shop.shop_id, m1)
     svc.clock.advance(timedelta(hours=25))
     await worker.run_due(svc)
-    await wait_settled(svc)
     evs = await webhooks.events_since(svc, shop_id=shop.shop_id)
     posted = [e.payload for e in evs if e.type == "commission.posted"]
     voided = [e for e in evs if e.type == "commission.voided"]
     assert [v.payload["line_id"] for v in voided] == [p["line_id"] for p in posted]
     assert all(v.rule == "CM-6" and v.payload["order_id"] == m1.order_id for v in voided)
-
-
-async def test_event_pull_never_skips_an_event_committed_after_a_later_one(svc, shop):
-    """`seq` is taken at INSERT, not at commit. Two connections: B writes seq n and stays open, A writes
-    seq n+1 and commits. A reader must not get n+1 before n is settled; and once the pull has served an
-    event, no event can later commit before that position (A older than B: A's later seq is served first,
-    B's earlier seq still comes after it)."""
-
-    def emit(s, type_):
-        events.emit(s, shop_id=shop.shop_id, type=type_, aggregate_type="t", aggregate_id=type_, now=svc.now(),
-                    payload={})
-
-    async def pull(after=None):
-        return await webhooks.events_since(svc, shop_id=shop.shop_id, after=after)
-
-    # 1. the older transaction B holds seq n open: the newer A's seq n+1 waits for it
-    async with svc.sessionmaker() as a, svc.sessionmaker() as b:
-        await b.begin()
-        emit(b, "b.first")
-        await b.flush()
-        await a.begin()
-        emit(a, "a.second")
-        await a.flush()
-        await a.commit()
-        assert await pull() == []  # b.first may still commit before a.second
-        await b.commit()
-    await wait_settled(svc)
-    got = await pull()
-    assert [e.type for e in got] == ["b.first", "a.second"]
-    cursor = webhooks.event_position(got[-1])
-
-    # 2. the older transaction A writes after the newer B: A's higher seq is served while B is open, and B's
-    #    lower seq still follows the cursor once B commits
-    async with svc.sessionmaker() as a, svc.sessionmaker() as b:
-        await a.begin()
-        await a.execute(text("SELECT pg_current_xact_id()"))  # A's transaction id is older than B's
-        await b.begin()
-        emit(b, "b.lower_seq")
-        await b.flush()
-        emit(a, "a.higher_seq")
-        await a.flush()
-        await a.commit()
-        b_xid = (await b.execute(text("SELECT pg_current_xact_id()"))).scalar()
-        await wait_settled(svc, up_to=b_xid)  # every transaction older than B has ended (others share the server)
-        seen = await pull(cursor)
-        assert [e.type for e in seen] == ["a.higher_seq"]
-        cursor = webhooks.event_position(seen[-1])
-        await b.commit()
-    await wait_settled(svc)
-    assert [e.type for e in await pull(cursor)] == ["b.lower_seq"]
 
 
 def _hanging_endpoint():
@@ -402,7 +347,6 @@ async def test_a_burst_of_failures_does_not_disable_and_a_disabled_endpoint_lose
         await webhooks.deliver_due(svc)
         [row] = await webhooks.list_endpoints(svc, shop_id=shop.shop_id)
         assert not row.enabled and row.disabled_at is not None
-        await wait_settled(svc)
         disabled = [e for e in await webhooks.events_since(svc, shop_id=shop.shop_id, limit=1000)
                     if e.type == "webhook.endpoint_disabled"]
         assert [e.aggregate_id for e in disabled] == [ep.endpoint_id]  # the admin sees it, once
