@@ -4,6 +4,7 @@ Each test acts as a person would: paste a token, fill forms, click."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 import zipfile
@@ -12,6 +13,17 @@ from datetime import date, timedelta
 import httpx
 
 from api.types import global_id
+
+
+async def wait_until(page, expression: str, arg=None, timeout: float = 30000) -> None:
+    """Poll `expression` (a JS expression or function of `arg`) with page.evaluate until it is truthy.
+    Not Playwright's wait_for_function: its polling predicate is built with eval inside the page, which the
+    pages' Content-Security-Policy (no 'unsafe-eval', docs/security.md) rightly refuses."""
+    deadline = time.monotonic() + timeout / 1000
+    while not await page.evaluate(expression, arg):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not true within {timeout:.0f} ms: {expression}")
+        await asyncio.sleep(0.05)
 
 
 def _gql(base: str, token: str | None, query: str, key: str | None = None, **variables) -> dict:
@@ -143,7 +155,7 @@ async def test_storefront_seat_count_changes_within_2s_when_another_customer_joi
     await joiner.page.wait_for_selector("#customer-name")
     t0 = time.monotonic()
     await joiner.page.locator(".group-card .join").first.click()
-    await watcher.page.wait_for_function(
+    await wait_until(watcher.page, 
         "(b) => document.querySelector('.group-card .seats-text').dataset.held !== b", arg=before, timeout=2000)
     elapsed = time.monotonic() - t0
     assert elapsed < 2.0
@@ -184,7 +196,7 @@ async def test_graphiql_runs_the_group_progress_subscription(open_page, demo):
     await page.click(".graphiql-execute-button")
     result = "document.querySelector('.result-window .CodeMirror').CodeMirror.getValue()"
     try:
-        await page.wait_for_function(f"{result}.includes('seatsHeld')", timeout=15000)
+        await wait_until(page, f"{result}.includes('seatsHeld')", timeout=15000)
     except Exception:
         raise AssertionError("GraphiQL showed: " + await page.evaluate(result))
     first = await page.evaluate(result)
@@ -192,7 +204,7 @@ async def test_graphiql_runs_the_group_progress_subscription(open_page, demo):
     r = _gql(base, demo["tokens"]["gina"], 'mutation($g: ID!) { joinGroup(input: {groupId: $g}) { errors { code } } }',
              g=gid)
     assert r["joinGroup"]["errors"] == []
-    await page.wait_for_function(f"{result}.includes('\"seatsHeld\": 2')", timeout=5000)
+    await wait_until(page, f"{result}.includes('\"seatsHeld\": 2')", timeout=5000)
     await w.shot("graphiql-subscription")
 
 
@@ -209,7 +221,7 @@ async def test_admin_screens_each_render_and_their_mutations_report_by_code(open
     assert await page.locator("#recent-groups tbody tr").count() == 10  # a page of 10 of the 12 groups
     await w.shot("campaign")
     await page.locator("#recent-groups button.next-page").click()
-    await page.wait_for_function("document.querySelectorAll('#recent-groups tbody tr').length === 2")
+    await wait_until(page, "document.querySelectorAll('#recent-groups tbody tr').length === 2")
     stats = await page.locator("#campaign-stats table").inner_text()
     assert "\ntotal\t12\t8\t4\t66.66 %" in stats  # 8 of 12 formed; RP-2 floors the bp
 
@@ -258,7 +270,7 @@ async def test_admin_screens_each_render_and_their_mutations_report_by_code(open
     first_secret = await page.locator("#webhook-secret code.secret").inner_text()
     row = page.locator("#endpoint-list tbody tr").first
     await row.locator("button:has-text('Rotate secret')").click()
-    await page.wait_for_function("(s) => (document.querySelector('#webhook-secret code.secret, #webhook-secret .errors') || {}).textContent !== s",
+    await wait_until(page, "(s) => (document.querySelector('#webhook-secret code.secret, #webhook-secret .errors') || {}).textContent !== s",
                                  arg=first_secret)
     assert await page.locator("#webhook-secret .errors").count() == 0, await page.locator("#webhook-secret").inner_text()
     await row.locator("button:has-text('Disable')").click()
@@ -282,7 +294,7 @@ async def test_admin_screens_each_render_and_their_mutations_report_by_code(open
     await page.wait_for_selector("#event-list tbody tr")
     first_page = await page.locator("#event-list tbody tr td:first-child").all_inner_texts()
     await page.locator("#event-list button.next-page").click()
-    await page.wait_for_function("(f) => (document.querySelector('#event-list tbody tr td') || {textContent: f}).textContent !== f",
+    await wait_until(page, "(f) => (document.querySelector('#event-list tbody tr td') || {textContent: f}).textContent !== f",
                                  arg=first_page[0])
     second = await page.locator("#event-list tbody tr td:first-child").all_inner_texts()
     assert int(second[0]) > int(first_page[-1])  # the keyset cursor moves forward
