@@ -155,7 +155,7 @@ async def test_storefront_seat_count_changes_within_2s_when_another_customer_joi
     await joiner.page.wait_for_selector("#customer-name")
     t0 = time.monotonic()
     await joiner.page.locator(".group-card .join").first.click()
-    await wait_until(watcher.page, 
+    await wait_until(watcher.page,
         "(b) => document.querySelector('.group-card .seats-text').dataset.held !== b", arg=before, timeout=2000)
     elapsed = time.monotonic() - t0
     assert elapsed < 2.0
