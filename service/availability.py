@@ -38,3 +38,38 @@ def is_database_unavailable(e: BaseException | None) -> bool:
         e = e.__cause__ or e.__context__
         seen += 1
     return False
+
+
+class Backoff:
+    """One background loop's pause and its log lines: after a failed pass the pause doubles from `interval` up
+    to `max_delay`, with one line a try (no traceback when the database is away); the first pass that goes
+    through again says so and resets the pause. Shared by the worker's loops and webhook delivery."""
+
+    def __init__(self, what: str, log, *, interval: float, max_delay: float):
+        self.what, self.log, self.interval, self.max_delay = what, log, interval, max_delay
+        self.failures = 0
+
+    def failed(self, e: BaseException) -> float:
+        """Count the failure, log it, and return the pause before the next try (call it inside the except)."""
+        from service.metrics import WORKER_PASSES
+
+        self.failures += 1
+        delay = min(self.interval * 2 ** (self.failures - 1), self.max_delay)
+        if is_database_unavailable(e):
+            WORKER_PASSES.labels(self.what, "unavailable").inc()
+            self.log.warning("%s: database unavailable (%s: %s); retry %d in %.0f s", self.what, type(e).__name__,
+                             e, self.failures, delay)
+        else:
+            WORKER_PASSES.labels(self.what, "error").inc()
+            self.log.exception("%s failed; retry %d in %.0f s", self.what, self.failures, delay)
+        return delay
+
+    def succeeded(self) -> float:
+        """Count a pass that went through and return the ordinary pause."""
+        from service.metrics import WORKER_PASSES
+
+        WORKER_PASSES.labels(self.what, "ok").inc()
+        if self.failures:
+            self.log.warning("%s: working again after %d failed tries", self.what, self.failures)
+        self.failures = 0
+        return self.interval

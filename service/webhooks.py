@@ -575,32 +575,20 @@ async def delivery_loop(svc: Services, stop: asyncio.Event, *, interval: float =
     """The worker's delivery loop: keeps up to `concurrency` POSTs in flight and claims more whenever a lane frees
     or `interval` passes, so a receiver that takes its whole deadline holds one lane, never the loop. A failing
     claim (the database away) pauses 1, 2, 4 … s up to `backoff_max`, one log line a try (as service.worker)."""
-    from service.availability import is_database_unavailable
-    from service.metrics import WORKER_PASSES
+    from service.availability import Backoff
 
-    what, failures = "webhook delivery", 0
+    backoff = Backoff("webhook delivery", log, interval=interval, max_delay=backoff_max)
     async with Deliverer(svc, concurrency=concurrency, per_endpoint=per_endpoint, deadline_s=timeout_s) as d:
         while not stop.is_set():
             d.freed.clear()
             try:
                 await d.fill()
             except Exception as e:
-                failures += 1
-                delay = min(interval * 2 ** (failures - 1), backoff_max)
-                if is_database_unavailable(e):
-                    WORKER_PASSES.labels(what, "unavailable").inc()
-                    log.warning("%s: database unavailable (%s: %s); retry %d in %.0f s", what, type(e).__name__,
-                                e, failures, delay)
-                else:
-                    WORKER_PASSES.labels(what, "error").inc()
-                    log.exception("%s failed; retry %d in %.0f s", what, failures, delay)
+                delay = backoff.failed(e)
             else:
-                WORKER_PASSES.labels(what, "ok").inc()
-                if failures:
-                    log.warning("%s: working again after %d failed tries", what, failures)
-                failures, delay = 0, interval
+                delay = backoff.succeeded()
             waits = {asyncio.ensure_future(stop.wait())}
-            if (d.in_flight or d.freed.is_set()) and not failures:  # wake when a lane frees, else after the delay
+            if (d.in_flight or d.freed.is_set()) and not backoff.failures:  # wake when a lane frees, else after the delay
                 waits.add(asyncio.ensure_future(d.freed.wait()))
             await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
             for w in waits:

@@ -173,29 +173,16 @@ async def _every(interval: float, stop: asyncio.Event, work, what: str, *, max_d
     logs one line per try (no traceback for "database unavailable"), instead of a traceback every second.
     With `busy`, a pass that did `busy` items or more is followed by the next at once (a backlog — 100,000
     groups due at once — is worked off without a pause between passes)."""
-    from service.availability import is_database_unavailable
-    from service.metrics import WORKER_PASSES
+    from service.availability import Backoff
 
-    failures = 0
+    backoff = Backoff(what, log, interval=interval, max_delay=max_delay)
     while not stop.is_set():
-        done = None
         try:
             done = await work()
         except Exception as e:  # keep the worker alive; the item stays due and is retried next round
-            failures += 1
-            delay = min(interval * 2 ** (failures - 1), max_delay)
-            if is_database_unavailable(e):
-                WORKER_PASSES.labels(what, "unavailable").inc()
-                log.warning("%s: database unavailable (%s: %s); retry %d in %.0f s", what, type(e).__name__, e,
-                            failures, delay)
-            else:
-                WORKER_PASSES.labels(what, "error").inc()
-                log.exception("%s failed; retry %d in %.0f s", what, failures, delay)
+            delay = backoff.failed(e)  # inside the except: a bug's traceback is logged
         else:
-            WORKER_PASSES.labels(what, "ok").inc()
-            if failures:
-                log.warning("%s: working again after %d failed tries", what, failures)
-            failures, delay = 0, interval
+            delay = backoff.succeeded()
             if busy is not None and isinstance(done, int) and done >= busy:
                 continue
         try:
