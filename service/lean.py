@@ -169,9 +169,18 @@ def lean_enough(decision: gb.Decision) -> bool:
                for i in decision.instructions)
 
 
-@dataclass(frozen=True)
+ORDER_COLUMNS = ("order_id, external_id, buyer_id, kind, campaign_id, group_id, state, goods_amount, shipping_amount, "
+                 "tax_amount, paid_amount, refunded_amount, content_hash, source, level1_id, level2_id, created_at, "
+                 "paid_at, completed_at, cancelled_at")
+_TIMES = ("created_at", "paid_at", "completed_at", "cancelled_at")
+
+
+@dataclass
 class OrderView:
-    """An order as written by this transaction: what the API renders without reading it back."""
+    """An order as loaded by Core or as written by this transaction (a use case may update it in memory beside
+    its write), rendered by the API without reading it again after commit. The one order value of the lean
+    paths: group seats (this module) and the plain-order use cases (service.orders) alike."""
+
     shop_id: str
     order_id: str
     external_id: str
@@ -185,6 +194,7 @@ class OrderView:
     tax_amount: int = 0
     paid_amount: int = 0
     refunded_amount: int = 0
+    content_hash: str = ""
     source: str = "NONE"
     level1_id: str | None = None
     level2_id: str | None = None
@@ -192,6 +202,13 @@ class OrderView:
     paid_at: datetime | None = None
     completed_at: datetime | None = None
     cancelled_at: datetime | None = None
+
+    @classmethod
+    def from_json(cls, shop_id: str, d: dict) -> "OrderView":
+        d = {k: d[k] for k in ORDER_COLUMNS.split(", ")}
+        for k in _TIMES:
+            d[k] = datetime.fromisoformat(d[k]) if d[k] else None
+        return cls(shop_id=shop_id, **d)
 
 
 @dataclass

@@ -26,48 +26,11 @@ from service.ledger import LedgerBatch, line_from_row
 from service.refunds import apply_refund
 from service.shops import load_settings
 from service.uow import unit_of_work
+from service.lean import ORDER_COLUMNS, OrderView
 from store.models import GroupRow, Order, Payment
 
 
-ORDER_COLUMNS = ("order_id, external_id, buyer_id, kind, campaign_id, group_id, state, goods_amount, shipping_amount, "
-                 "tax_amount, paid_amount, refunded_amount, content_hash, source, level1_id, level2_id, created_at, "
-                 "paid_at, completed_at, cancelled_at")
-_TIMES = ("created_at", "paid_at", "completed_at", "cancelled_at")
-
-
-@dataclass
-class OrderView:
-    """An order as loaded by Core (and as written: the use case updates it in memory beside the applier's
-    write), rendered by the API without reading it again after commit."""
-
-    shop_id: str
-    order_id: str
-    external_id: str
-    buyer_id: str
-    kind: str
-    campaign_id: str | None
-    group_id: str | None
-    state: str
-    goods_amount: int
-    shipping_amount: int
-    tax_amount: int
-    paid_amount: int
-    refunded_amount: int
-    content_hash: str
-    source: str
-    level1_id: str | None
-    level2_id: str | None
-    created_at: datetime
-    paid_at: datetime | None
-    completed_at: datetime | None
-    cancelled_at: datetime | None
-
-    @classmethod
-    def from_json(cls, shop_id: str, d: dict) -> "OrderView":
-        d = {k: d[k] for k in ORDER_COLUMNS.split(", ")}
-        for k in _TIMES:
-            d[k] = datetime.fromisoformat(d[k]) if d[k] else None
-        return cls(shop_id=shop_id, **d)
+# OrderView and the columns it is read from live in service.lean (below this module: groups imports it)
 
 
 def _order_where(order_id: str | None, external_id: str | None) -> tuple[str, dict]:
