@@ -77,6 +77,7 @@ from engine.segments import Segment
 from engine.stats import MIN_DECIDED
 from engine.errors import ErrorCode, refuse
 from api.viewer import Viewer, resolve_viewer
+from api.distribution_v2 import DistributionQueries
 from service import distribution as distribution_svc
 from service import listings
 from service import queries
@@ -163,7 +164,7 @@ def _campaign_id(id: str) -> str:
 
 
 @strawberry.type
-class Query:
+class Query(DistributionQueries):
     @strawberry.field(permission_classes=[HasShopKey], description="Refetch any object by its global id "
                       "(null when it is not yours to see).")
     async def node(self, info: Info, id: strawberry.ID) -> Optional[relay.Node]:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine import commission as cm
 from engine import levels as lv
+from engine import preview as pv
 from engine.distribution import DistributionSettings, DistributorStatus, admits_automatically
 from engine.events import EventType
 from engine.ledger import bonus_postings
@@ -173,30 +174,19 @@ async def on_order_paid(
     b2 = _obj(_j(got.b2), "bound_at", "expires_at")
     level1_ref = current_referrer(mapping.binding_from_row(b1), now) if b1 else None
     level2_ref = (current_referrer(mapping.binding_from_row(b2), now) if b2 else None) if level1_ref else None
-    dists = {u: (DistributorStatus(st), grade) for u, (st, grade) in (_j(got.dists) or {}).items()}
-    buyer_status = dists.get(order.buyer_id, (DistributorStatus.NONE, 0))[0]
-    l1, l2 = cm.beneficiaries(
-        settings, buyer_id=order.buyer_id, buyer_status=buyer_status,
-        level1_referrer=level1_ref, level2_referrer=level2_ref,
-    )
-    order.level1_id, order.level2_id = l1, l2
-    if order.source == "NONE" and level1_ref:
-        order.source = "REFERRAL"
+    # CM-7 shares this computation with the preview (engine.preview.payment_commission)
+    parties = {u: pv.Party(DistributorStatus(st), grade) for u, (st, grade) in (_j(got.dists) or {}).items()}
     levels = tuple(mapping.level_from_row(_obj(d)) for d in (_j(got.levels) or []))
-
-    def beneficiary(user_id: str | None, level: int) -> cm.Beneficiary | None:
-        if user_id is None or user_id not in dists:
-            return None
-        status, grade = dists[user_id]
-        return cm.Beneficiary(user_id=user_id, level=level, status=status,
-                              rate_bp=lv.rates_for(levels, grade, settings)[level - 1])
-
     lines = [cm.LineBase(product_ref=ref, quantity=q, base=base,
                          terms=cm.ProductTerms() if earns is None else cm.ProductTerms(
                              earns_commission=earns, level1_amount=a1, level2_amount=a2))
              for ref, q, base, earns, a1, a2 in (_j(got.lines) or [])]
-    amounts = cm.compute_commissions(settings, lines=lines, level1=beneficiary(l1, 1), level2=beneficiary(l2, 2),
-                                     enabled=enabled)
+    paid = pv.payment_commission(settings, levels, pv.PaymentFacts(order.buyer_id, level1_ref, level2_ref, parties),
+                                 lines, enabled=enabled)
+    order.level1_id, order.level2_id = paid.level1_id, paid.level2_id
+    if order.source == "NONE" and level1_ref:
+        order.source = "REFERRAL"
+    amounts = paid.amounts
     return [post_commission_line(session, ledger, order=order, beneficiary_id=a.user_id, level=a.level,
                                  amount=a.amount, now=now, releasable=releasable) for a in amounts]
 

@@ -46,6 +46,8 @@ Q = {  # root query field → (who may call it, request)
     "myOrders": ({"customer"}, "{ myOrders { totalCount edges { node { id externalId } } } }"),
     "myGroups": ({"customer"}, "{ myGroups { totalCount edges { node { id } } } }"),
     "mySegment": ({"customer"}, "{ mySegment }"),
+    "commissionPreview": ({"customer", "distributor"}, '{ commissionPreview(input: {lines: [{productRef: "p", '
+                                                       'unitPrice: 100}]}) { baseMost shares { level } } }'),
     "me": ({"distributor"}, "{ me { inviteCode balances { available } commissionLines { totalCount } } }"),
     "owedRefunds": ({"backend", "finance"}, "{ owedRefunds { totalCount edges { node { id amount } } } }"),
     "product": ({"backend", "admin"}, '{ product(productRef: "{product}") { id productRef } }'),
