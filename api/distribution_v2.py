@@ -10,11 +10,141 @@ from typing import Optional
 import strawberry
 from strawberry.types import Info
 
-from api.permissions import any_role
+from datetime import datetime
+from enum import Enum
+
+from api.errors import UserError
+from engine.errors import ErrorCode  # the GraphQL enum ErrorCode (api.errors registers it)
+from api.permissions import IsAdmin, IsCustomer, any_role, user_alias
 from api.types import MinorUnits, raw_id
+from service import distribution as distribution_svc
 from service import preview as preview_svc
 
 IsCustomerOrDistributor = any_role("customer", "distributor")
+
+
+# ---------------------------------------------------------------- RF-3
+INVITE_CODE_FIELD = strawberry.field(default=None, description=(
+    "RF-3 (a): the invite code the group's share link carried (a member's, or the campaign sharer's): the caller "
+    "is bound to its distributor (source GROUP_INVITE) under RF-1; a refusal does not refuse the seat (see "
+    "`attribution`)"))
+ORDER_CODE_FIELD = strawberry.field(default=None, description=(
+    "RF-3 (b): a promo/invite code the order carried (part of the order's content, OR-1): binds a buyer without a "
+    "live referrer (source ORDER_CODE); with one, `orderCodeOverrides` decides whether this order's level 1 is "
+    "the code's distributor. A refusal does not refuse the order (see `attribution`)"))
+
+
+@strawberry.enum(description="RF-3: what a code carried by a group link or a reported order did.")
+class AttributionOutcome(Enum):
+    BOUND = "BOUND"
+    OVERRIDE = "OVERRIDE"
+    UNCHANGED = "UNCHANGED"
+    REFUSED = "REFUSED"
+
+
+@strawberry.type(description="RF-3: BOUND (a binding was made), OVERRIDE (this order's snapshot takes the code's "
+                             "distributor), UNCHANGED (already that referrer, or codes do not override), REFUSED "
+                             "(`refusal`: the RF-1 rule; the seat or order went ahead without it).")
+class ReferralAttribution:
+    outcome: AttributionOutcome
+    refusal: Optional[ErrorCode] = None
+
+
+def attribution_type(a) -> Optional[ReferralAttribution]:
+    if a is None:
+        return None
+    return ReferralAttribution(outcome=AttributionOutcome(a.outcome), refusal=a.refusal)
+
+
+@strawberry.enum(description="RF-1/RF-3: how a binding was made (INVITE_CODE is RF-3's CODE).")
+class BindingSource(Enum):
+    INVITE_CODE = "INVITE_CODE"
+    GROUP_INVITE = "GROUP_INVITE"
+    ORDER_CODE = "ORDER_CODE"
+    ADMIN = "ADMIN"
+    LINK = "LINK"
+
+
+@strawberry.type(description="RF-3: one binding of the user, as it was made.")
+class BindingEntry:
+    referrer_alias: str
+    referrer_id: Optional[str] = strawberry.field(description="Staff only")
+    previous_referrer_id: Optional[str] = strawberry.field(description="Staff only: the live referrer it replaced")
+    source: BindingSource
+    bound_at: datetime
+    expires_at: Optional[datetime]
+    reason: Optional[str] = strawberry.field(description="An admin's binding: why")
+    bound_by: Optional[str] = strawberry.field(description="Staff only: the admin")
+    campaign_id: Optional[str] = strawberry.field(description="A group link's campaign (raw id)")
+
+
+@strawberry.type(description="RF-3: a user's current referrer and its source (null fields: no live referrer). "
+                             "The user sees their referrer by alias and invite code; staff also by id.")
+class ReferralBinding:
+    user_id: str
+    referrer_alias: Optional[str]
+    referrer_code: Optional[str]
+    referrer_id: Optional[str] = strawberry.field(description="Staff only")
+    source: Optional[BindingSource]
+    bound_at: Optional[datetime]
+    expires_at: Optional[datetime]
+    reason: Optional[str]
+    bound_by: Optional[str] = strawberry.field(description="Staff only")
+    history: list[BindingEntry] = strawberry.field(description="Newest first (at most 50)")
+
+
+def binding_type(b, ctx) -> ReferralBinding:
+    staff = ctx.has_role("admin", "finance", "backend")
+    shop = ctx.shop_id
+    return ReferralBinding(
+        user_id=b.user_id, referrer_alias=user_alias(shop, b.referrer_id) if b.referrer_id else None,
+        referrer_code=b.referrer_code, referrer_id=b.referrer_id if staff else None,
+        source=BindingSource(b.source) if b.source else None, bound_at=b.bound_at, expires_at=b.expires_at,
+        reason=b.reason, bound_by=b.bound_by if staff else None,
+        history=[BindingEntry(referrer_alias=user_alias(shop, h.referrer_id),
+                              referrer_id=h.referrer_id if staff else None,
+                              previous_referrer_id=h.previous_referrer_id if staff else None,
+                              source=BindingSource(h.source), bound_at=h.bound_at, expires_at=h.expires_at,
+                              reason=h.reason, bound_by=h.bound_by if staff else None, campaign_id=h.campaign_id)
+                 for h in b.history])
+
+
+@strawberry.input(description="RF-3 (c): give `inviteCode` or `referrerId` of the new referrer, and a reason.")
+class RebindReferrerInput:
+    user_id: str
+    invite_code: Optional[str] = None
+    referrer_id: Optional[str] = None
+    reason: str = ""
+    idempotency_key: Optional[str] = strawberry.field(default=None, description=(
+        "GB-10: a retry with the same key and the same input returns the first result without a second effect; "
+        "the same key with another input is IDEMPOTENCY_CONFLICT."))
+
+
+@strawberry.type
+class RebindReferrerPayload:
+    binding: Optional[ReferralBinding] = None
+    changed: Optional[bool] = strawberry.field(default=None, description="False: already bound to that referrer")
+    errors: list[UserError]
+
+
+@strawberry.type
+class DistributionMutations:
+    @strawberry.mutation(permission_classes=[IsAdmin], description=(
+        "RF-3 (c): bind a user to another referrer with a reason — replaces in every binding mode, RF-1 otherwise "
+        "(SELF_REFERRAL, NOT_A_DISTRIBUTOR, REFERRAL_CYCLE); past orders keep their snapshot (RF-2). Events "
+        "`referral.bound` and `referral.rebound`."))
+    async def rebind_referrer(self, info: Info, input: RebindReferrerInput) -> RebindReferrerPayload:
+        from api.mutations import run
+
+        ctx = info.context
+
+        async def go():
+            r = await distribution_svc.rebind_referrer(
+                ctx.svc, shop_id=ctx.shop_id, user_id=input.user_id, actor=ctx.user_id, reason=input.reason,
+                invite_code=input.invite_code, referrer_id=input.referrer_id, idempotency_key=input.idempotency_key)
+            b = await distribution_svc.binding_of(ctx.svc, shop_id=ctx.shop_id, user_id=input.user_id)
+            return dict(binding=binding_type(b, ctx), changed=r.changed)
+        return await run(RebindReferrerPayload, go)
 
 
 # ---------------------------------------------------------------- CM-7
@@ -70,6 +200,18 @@ def preview_type(p, ctx) -> CommissionPreview:
 
 @strawberry.type
 class DistributionQueries:
+    @strawberry.field(permission_classes=[IsCustomer], description=(
+        "RF-3: the caller's current referrer (alias and invite code) and how they were bound."))
+    async def my_referral(self, info: Info) -> ReferralBinding:
+        ctx = info.context
+        return binding_type(await distribution_svc.binding_of(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id), ctx)
+
+    @strawberry.field(permission_classes=[IsAdmin], description=(
+        "RF-3: a user's current referrer, its source (who and why for an admin's) and the binding history."))
+    async def referral_binding(self, info: Info, user_id: str) -> ReferralBinding:
+        ctx = info.context
+        return binding_type(await distribution_svc.binding_of(ctx.svc, shop_id=ctx.shop_id, user_id=user_id), ctx)
+
     @strawberry.field(permission_classes=[IsCustomerOrDistributor], description=(
         "CM-7: what a cart, a product or a group-buy campaign would earn each beneficiary if paid now — for the "
         "signed-in customer as buyer, a buyer bound to `inviteCode`, or (`sharing`) a new customer of the "

@@ -17,6 +17,8 @@ from strawberry.types import Info
 
 from api.errors import UserError, refusal_of, user_error
 from api.security_mutations import SecurityMutations
+from api.distribution_v2 import (INVITE_CODE_FIELD, ORDER_CODE_FIELD, DistributionMutations, ReferralAttribution,
+                                 attribution_type)
 from api.permissions import IsAdmin, IsBackend, IsBackendOrAdmin, IsCustomer, IsDistributor, IsFinance
 from api.types import (
     Campaign,
@@ -124,6 +126,7 @@ async def _group_and_order(ctx, group_id: str, order_id: str) -> dict:
 class OpenGroupInput:
     campaign_id: strawberry.ID
     quantity: int = 1
+    invite_code: Optional[str] = INVITE_CODE_FIELD
     idempotency_key: Optional[str] = idempotency_key_field()
 
 
@@ -131,6 +134,7 @@ class OpenGroupInput:
 class JoinGroupInput:
     group_id: strawberry.ID
     quantity: int = 1
+    invite_code: Optional[str] = INVITE_CODE_FIELD
     idempotency_key: Optional[str] = idempotency_key_field()
 
 
@@ -140,6 +144,7 @@ class SeatPayload:
     order: Optional[Order] = None
     amount_to_pay: Optional[MinorUnits] = None
     currency: Optional[str] = None
+    attribution: Optional[ReferralAttribution] = None
     errors: list[UserError]
 
 
@@ -232,12 +237,14 @@ class ReportOrderInput:
     lines: list[OrderLineInput]
     shipping_amount: MinorUnits = 0
     tax_amount: MinorUnits = 0
+    invite_code: Optional[str] = ORDER_CODE_FIELD
     idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.type
 class OrderPayload:
     order: Optional[Order] = None
+    attribution: Optional[ReferralAttribution] = None
     errors: list[UserError]
 
 
@@ -338,6 +345,7 @@ class UpdateDistributionSettingsInput:
     min_payout: Optional[MinorUnits] = None
     payout_fee_bp: Optional[int] = None
     spend_threshold: Optional[MinorUnits] = None
+    order_code_overrides: Optional[bool] = None
     idempotency_key: Optional[str] = idempotency_key_field()
 
 
@@ -543,7 +551,7 @@ async def _change_status(info: Info, input: "DistributorStatusInput", change: st
 
 # ---------------------------------------------------------------- mutation root
 @strawberry.type
-class Mutation(SecurityMutations):
+class Mutation(SecurityMutations, DistributionMutations):
     # ------------------------------------------------------------ customer
     @strawberry.mutation(permission_classes=[IsCustomer], description="GB-1: open a group as its leader.")
     async def open_group(self, info: Info, input: OpenGroupInput) -> SeatPayload:
@@ -553,10 +561,10 @@ class Mutation(SecurityMutations):
             r = await groups_svc.open_group(ctx.svc, shop_id=ctx.shop_id,
                                             campaign_id=raw_id(input.campaign_id, "Campaign", "campaignId"),
                                             user_id=ctx.user_id, quantity=input.quantity,
-                                            idempotency_key=input.idempotency_key)
+                                            idempotency_key=input.idempotency_key, invite_code=input.invite_code)
             _prime(ctx, r)
             return dict(**await _group_and_order(ctx, r.group_id, r.order_id), amount_to_pay=r.amount,
-                        currency=ctx.currency)
+                        currency=ctx.currency, attribution=attribution_type(r.attribution))
         return await run(SeatPayload, go)
 
     @strawberry.mutation(permission_classes=[IsCustomer], description="GB-2: reserve a seat in an open group.")
@@ -567,10 +575,10 @@ class Mutation(SecurityMutations):
             r = await groups_svc.join_group(ctx.svc, shop_id=ctx.shop_id,
                                             group_id=raw_id(input.group_id, "Group", "groupId"),
                                             user_id=ctx.user_id, quantity=input.quantity,
-                                            idempotency_key=input.idempotency_key)
+                                            idempotency_key=input.idempotency_key, invite_code=input.invite_code)
             _prime(ctx, r)
             return dict(**await _group_and_order(ctx, r.group_id, r.order_id), amount_to_pay=r.amount,
-                        currency=ctx.currency)
+                        currency=ctx.currency, attribution=attribution_type(r.attribution))
         return await run(SeatPayload, go)
 
     @strawberry.mutation(permission_classes=[IsCustomer], description="GB-8: leave before the group forms.")
@@ -641,13 +649,14 @@ class Mutation(SecurityMutations):
 
         async def go():
             _representable_total(input)
+            attributed: list = []
             o = await orders_svc.report_order(
                 ctx.svc, shop_id=ctx.shop_id, external_id=input.external_id, buyer_id=input.buyer_id,
                 lines=[orders_svc.LineInput(ln.product_ref, ln.quantity, ln.unit_price, ln.discount, ln.category)
                        for ln in input.lines],
                 shipping_amount=input.shipping_amount, tax_amount=input.tax_amount,
-                idempotency_key=input.idempotency_key)
-            return dict(order=order_type(o, ctx))
+                idempotency_key=input.idempotency_key, invite_code=input.invite_code, attribution_out=attributed)
+            return dict(order=order_type(o, ctx), attribution=attribution_type(attributed[0] if attributed else None))
         return await run(OrderPayload, go)
 
     @strawberry.mutation(permission_classes=[IsBackend], description="OR-2: the shop refunded (part of) an order "

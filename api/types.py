@@ -676,6 +676,8 @@ class DistributionSettings:
     min_payout: MinorUnits
     payout_fee_bp: int
     spend_threshold: MinorUnits
+    order_code_overrides: bool = strawberry.field(description="RF-3 (b): a code on a reported order names that "
+                                                  "order's level 1 even when the buyer has a live referrer")
 
 
 def settings_type(s, ctx) -> DistributionSettings:
@@ -683,7 +685,8 @@ def settings_type(s, ctx) -> DistributionSettings:
                                 bind_new_users_only=s.bind_new_users_only, level1_bp=s.level1_bp,
                                 level2_bp=s.level2_bp, self_purchase=s.self_purchase, freeze_days=s.freeze_days,
                                 max_total_bp=s.max_total_bp, currency=ctx.currency, min_payout=s.min_payout,
-                                payout_fee_bp=s.payout_fee_bp, spend_threshold=s.spend_threshold)
+                                payout_fee_bp=s.payout_fee_bp, spend_threshold=s.spend_threshold,
+                                order_code_overrides=s.order_code_overrides)
 
 
 @strawberry.type(description="DS-2: what a storefront may learn from an invite code — no personal data.")

@@ -38,6 +38,7 @@ class EventType(str, Enum):
     DISTRIBUTOR_LEVEL_CHANGED = "distributor.level_changed"
     DISTRIBUTOR_STATUS_CHANGED = "distributor.status_changed"
     REFERRAL_BOUND = "referral.bound"
+    REFERRAL_REBOUND = "referral.rebound"
     PAYOUT_REQUESTED = "payout.requested"
     PAYOUT_APPROVED = "payout.approved"
     PAYOUT_REJECTED = "payout.rejected"
@@ -228,6 +229,18 @@ class ReferralBound:
     source: str
 
 
+@dataclass(frozen=True)
+class ReferralRebound:
+    """RF-3 (c): an admin bound the user to another referrer (`from` None: there was no live one), with a
+    reason. Past orders keep their snapshot (RF-2)."""
+
+    user_id: str
+    referrer_id: str
+    from_: str | None
+    by: str
+    reason: str
+
+
 # ---------------------------------------------------------------- payouts and settlements (LG-*)
 @dataclass(frozen=True)
 class PayoutRequested:
@@ -291,6 +304,7 @@ PAYLOADS: dict[EventType, type] = {
     EventType.DISTRIBUTOR_LEVEL_CHANGED: DistributorLevelChanged,
     EventType.DISTRIBUTOR_STATUS_CHANGED: DistributorStatusChanged,
     EventType.REFERRAL_BOUND: ReferralBound,
+    EventType.REFERRAL_REBOUND: ReferralRebound,
     EventType.PAYOUT_REQUESTED: PayoutRequested,
     EventType.PAYOUT_APPROVED: PayoutDecided,
     EventType.PAYOUT_REJECTED: PayoutDecided,

@@ -129,13 +129,16 @@ async def referrer_of(session: AsyncSession, shop_id: str, user_id: str, now) ->
 # their product terms (OR-3). Which binding is current and who earns what is the engine's decision.
 PAID_CONTEXT = text(
     """
-    WITH b1 AS (SELECT user_id, referrer_id, bound_at, source, expires_at FROM bindings
+    WITH oa AS (SELECT referrer_id FROM order_attributions WHERE shop_id = :s AND order_id = :oid),
+    b1 AS (SELECT user_id, referrer_id, bound_at, source, expires_at FROM bindings
                 WHERE shop_id = :s AND user_id = :buyer),
     b2 AS (SELECT user_id, referrer_id, bound_at, source, expires_at FROM bindings
-           WHERE shop_id = :s AND user_id = (SELECT referrer_id FROM b1))
+           WHERE shop_id = :s AND user_id = COALESCE((SELECT referrer_id FROM oa), (SELECT referrer_id FROM b1)))
     SELECT (SELECT row_to_json(b1) FROM b1) AS b1, (SELECT row_to_json(b2) FROM b2) AS b2,
+      (SELECT referrer_id FROM oa) AS code_referrer,
       (SELECT json_object_agg(user_id, json_build_array(status, grade)) FROM distributors
-        WHERE shop_id = :s AND user_id IN (:buyer, (SELECT referrer_id FROM b1), (SELECT referrer_id FROM b2)))
+        WHERE shop_id = :s AND user_id IN (:buyer, (SELECT referrer_id FROM b1), (SELECT referrer_id FROM b2),
+                                           (SELECT referrer_id FROM oa)))
         AS dists,
       (SELECT row_to_json(x) FROM distribution_settings x WHERE shop_id = :s) AS settings,
       (SELECT json_agg(l ORDER BY l.grade) FROM levels l WHERE shop_id = :s) AS levels,
@@ -173,6 +176,8 @@ async def on_order_paid(
     b1 = _obj(_j(got.b1), "bound_at", "expires_at")
     b2 = _obj(_j(got.b2), "bound_at", "expires_at")
     level1_ref = current_referrer(mapping.binding_from_row(b1), now) if b1 else None
+    if got.code_referrer is not None:  # RF-3 (b): this order's code overrides the live referrer
+        level1_ref = got.code_referrer
     level2_ref = (current_referrer(mapping.binding_from_row(b2), now) if b2 else None) if level1_ref else None
     # CM-7 shares this computation with the preview (engine.preview.payment_commission)
     parties = {u: pv.Party(DistributorStatus(st), grade) for u, (st, grade) in (_j(got.dists) or {}).items()}

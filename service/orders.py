@@ -78,9 +78,13 @@ async def find_order(session: AsyncSession, shop_id: str, *, order_id: str | Non
 
 
 async def report_order(svc: Services, *, shop_id: str, external_id: str, buyer_id: str, lines: list[LineInput],
-                       shipping_amount: int = 0, tax_amount: int = 0, idempotency_key: str | None = None) -> Order:
+                       shipping_amount: int = 0, tax_amount: int = 0, idempotency_key: str | None = None,
+                       invite_code: str | None = None, attribution_out: list | None = None) -> Order:
     """OR-1/OR-2: the same external id with the same content is one order; different content is refused.
-    `idempotency_key` (GB-10) is additional: another request under the same key is refused."""
+    `idempotency_key` (GB-10) is additional: another request under the same key is refused.
+    `invite_code` (RF-3 b, part of the content): a promo code the order carried — it binds a buyer without a
+    live referrer, or (`order_code_overrides`) names this order's level 1; what it did is appended to
+    `attribution_out` (a refusal under RF-1 does not refuse the order)."""
     if not external_id:
         raise refuse(ErrorCode.INVALID_INPUT, "external id is required", field="externalId", rule="OR-1")
     if not lines:
@@ -93,8 +97,10 @@ async def report_order(svc: Services, *, shop_id: str, external_id: str, buyer_i
         raise refuse(ErrorCode.INVALID_INPUT, "shipping and tax are >= 0", field="shippingAmount", rule="OR-2")
     if not buyer_id or len(buyer_id) > 64:
         raise refuse(ErrorCode.INVALID_INPUT, "user id must be 1-64 characters", field="userId")
+    if invite_code is not None and not 1 <= len(invite_code.strip()) <= 32:
+        raise refuse(ErrorCode.INVALID_INPUT, "an invite code is 1-32 characters", field="inviteCode", rule="RF-3")
     content = request_hash({"buyer": buyer_id, "lines": [ln.__dict__ for ln in lines], "shipping": shipping_amount,
-                            "tax": tax_amount})
+                            "tax": tax_amount, **({"code": invite_code.strip().upper()} if invite_code else {})})
     now = svc.now()
     async with unit_of_work(svc) as s:
         async def run() -> dict:
@@ -116,6 +122,14 @@ async def report_order(svc: Services, *, shop_id: str, external_id: str, buyer_i
                     raise refuse(ErrorCode.ORDER_CONFLICT, "an order with this external id exists with other content",
                                  field="externalId", rule="OR-1")
                 order = existing
+            elif invite_code:  # RF-3 (b): before the order's snapshot (taken at payment, RF-2)
+                from engine.referral import BindingSource
+                from service.distribution import attribute_in_session
+
+                a = await attribute_in_session(s, shop_id=shop_id, user_id=buyer_id, invite_code=invite_code, now=now,
+                                               source=BindingSource.ORDER_CODE, order_id=order.order_id)
+                if attribution_out is not None:
+                    attribution_out.append(a)
             made.append(order)
             return {"order_id": order.order_id}
 

@@ -78,6 +78,7 @@ class DistributionSettingsRow(Base):
     min_payout: Mapped[int] = mapped_column(Money)
     payout_fee_bp: Mapped[int] = mapped_column(Integer)
     spend_threshold: Mapped[int] = mapped_column(Money)
+    order_code_overrides: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))  # RF-3 (b)
     __table_args__ = (ForeignKeyConstraint(["shop_id"], ["shops.shop_id"]),)
 
 
@@ -171,6 +172,8 @@ class Binding(Base):
     bound_at: Mapped[datetime] = mapped_column(TS)
     source: Mapped[str] = mapped_column(String(20))
     expires_at: Mapped[datetime | None] = mapped_column(TS)
+    reason: Mapped[str | None] = mapped_column(Text)  # RF-3 (c): an admin's binding says why
+    bound_by: Mapped[str | None] = mapped_column(ID)  # RF-3 (c): the admin
     __table_args__ = (
         Index(None, "shop_id", "referrer_id"),
         ForeignKeyConstraint(["shop_id", "user_id"], ["users.shop_id", "users.user_id"]),
@@ -186,6 +189,42 @@ class BindingHistory(Base):
     source: Mapped[str] = mapped_column(String(20))
     bound_at: Mapped[datetime] = mapped_column(TS)
     expires_at: Mapped[datetime | None] = mapped_column(TS)
+    reason: Mapped[str | None] = mapped_column(Text)  # RF-3 (c)
+    bound_by: Mapped[str | None] = mapped_column(ID)
+    previous_referrer_id: Mapped[str | None] = mapped_column(ID)  # the live referrer this binding replaced
+    campaign_id: Mapped[str | None] = mapped_column(ID)  # RF-3 (a) / RP-6: the campaign of a group link
+    __table_args__ = (Index(None, "shop_id", "referrer_id", "bound_at"),)  # RP-5 new referrals, RP-6 bindings
+
+
+class OrderAttribution(Base):
+    """RF-3 (b): a reported order whose code names another distributor than the buyer's live referrer, in a
+    shop with `order_code_overrides`: the order's RF-2 snapshot takes `referrer_id` as level 1."""
+
+    __tablename__ = "order_attributions"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    order_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    referrer_id: Mapped[str] = mapped_column(ID)
+    invite_code: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(TS)
+    __table_args__ = (ForeignKeyConstraint(["shop_id", "order_id"], ["orders.shop_id", "orders.order_id"]),)
+
+
+class Visit(Base):
+    """RP-6: a visit of a shared link, recorded by a storefront with the shop's public key. `visitor_id` is
+    the storefront's anonymous id of the browser (no personal data)."""
+
+    __tablename__ = "visits"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    visit_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    distributor_id: Mapped[str] = mapped_column(ID)
+    campaign_id: Mapped[str | None] = mapped_column(ID)
+    product_ref: Mapped[str | None] = mapped_column(String(128))
+    visitor_id: Mapped[str] = mapped_column(ID)
+    at: Mapped[datetime] = mapped_column(TS)
+    __table_args__ = (
+        Index(None, "shop_id", "distributor_id", "at"),
+        Index(None, "shop_id", "campaign_id", "at"),
+    )
 
 
 class Product(Base):
@@ -324,6 +363,8 @@ class Order(Base):
         UniqueConstraint("shop_id", "external_id"),
         Index(None, "shop_id", "buyer_id", "paid_at"),
         Index(None, "shop_id", "group_id"),
+        Index(None, "shop_id", "level1_id", "paid_at"),  # RP-5 downline and leaderboard
+        Index(None, "shop_id", "level2_id", "paid_at"),
     )
 
 

@@ -46,6 +46,8 @@ Q = {  # root query field → (who may call it, request)
     "myOrders": ({"customer"}, "{ myOrders { totalCount edges { node { id externalId } } } }"),
     "myGroups": ({"customer"}, "{ myGroups { totalCount edges { node { id } } } }"),
     "mySegment": ({"customer"}, "{ mySegment }"),
+    "myReferral": ({"customer"}, "{ myReferral { source referrerCode } }"),
+    "referralBinding": ({"admin"}, '{ referralBinding(userId: "buyer") { referrerId source } }'),
     "commissionPreview": ({"customer", "distributor"}, '{ commissionPreview(input: {lines: [{productRef: "p", '
                                                        'unitPrice: 100}]}) { baseMost shares { level } } }'),
     "me": ({"distributor"}, "{ me { inviteCode balances { available } commissionLines { totalCount } } }"),
@@ -72,6 +74,7 @@ M = {  # root mutation field → (who may call it, input)
     "joinGroup": ({"customer"}, '{groupId: "{group}"}'),
     "leaveGroup": ({"customer"}, '{groupId: "{group}"}'),
     "bindReferrer": ({"customer"}, '{inviteCode: "{invite}"}'),
+    "rebindReferrer": ({"admin"}, '{userId: "acc-rebound", referrerId: "acc-nobody", reason: "r"}'),
     "applyAsDistributor": ({"customer"}, "{}"),
     "confirmPayment": ({"backend"}, '{orderId: "{order}", amount: 1, providerRef: "acc-pay"}'),
     "confirmRefund": ({"backend"}, '{refundId: "{refund}", providerRef: "acc-rf"}'),
