@@ -15,10 +15,12 @@ from enum import Enum
 
 from api.errors import UserError
 from engine.errors import ErrorCode  # the GraphQL enum ErrorCode (api.errors registers it)
-from api.permissions import IsAdmin, IsCustomer, any_role, user_alias
-from api.types import MinorUnits, raw_id
+from api.permissions import HasShopKey, IsAdmin, IsCustomer, IsDistributor, any_role, user_alias
+from api.types import Connection, MinorUnits, paginate, raw_id
+from engine.leaderboard import RankBy as _RankBy
 from service import distribution as distribution_svc
 from service import preview as preview_svc
+from service import reach as reach_svc
 
 IsCustomerOrDistributor = any_role("customer", "distributor")
 
@@ -127,8 +129,87 @@ class RebindReferrerPayload:
     errors: list[UserError]
 
 
+# ---------------------------------------------------------------- RP-5 / RP-6
+@strawberry.type(description="RP-5: a member of the caller's downline, by the alias the shop gives it (no contact "
+                             "data), with their figures over the period asked.")
+class DownlineMember:
+    alias: str
+    level: int = strawberry.field(description="1: bound to the caller; 2: bound to one of the caller's level 1")
+    joined_at: datetime = strawberry.field(description="When their current binding was made")
+    paid_orders: int = strawberry.field(description="Orders paid in the period (refunded in full: not counted)")
+    commission_base: MinorUnits = strawberry.field(description="Net base of those orders on which the caller is "
+                                                               "level 1 or 2 (RF-2 snapshot)")
+    currency: str
+
+
+LeaderboardOrder = strawberry.enum(_RankBy, name="LeaderboardOrder", description="RP-5: what the leaderboard "
+                                   "ranks by.")
+
+
+@strawberry.type(description="RP-5: one distributor's standing over the period; `rank` is competition ranking "
+                             "(1, 1, 3) on the figure ordered by.")
+class LeaderboardEntry:
+    rank: int
+    user_id: str
+    invite_code: str
+    commission_earned: MinorUnits = strawberry.field(description="Posted less reversed and voided (leader rewards "
+                                                                 "included, upgrade bonuses not)")
+    team_sales: MinorUnits = strawberry.field(description="Net base of orders paid in the period where they are "
+                                                          "level 1 or 2")
+    new_direct_referrals: int = strawberry.field(description="Users bound to them in the period (any source)")
+    currency: str
+
+
+@strawberry.type(description="RP-6: visits → distinct visitors → bindings → first paid orders → repeat buyers "
+                             "over [periodFrom, periodTo) (docs/rules-readings-distribution.md says how each is "
+                             "counted).")
+class Funnel:
+    visits: int
+    visitors: int
+    bindings: int
+    first_orders: int
+    repeat_buyers: int
+
+
+def funnel_type(f) -> Funnel:
+    return Funnel(visits=f.visits, visitors=f.visitors, bindings=f.bindings, first_orders=f.first_orders,
+                  repeat_buyers=f.repeat_buyers)
+
+
+@strawberry.input(description="RP-6: a shared link was opened. `visitorId` is the storefront's anonymous id of the "
+                               "browser (8-64 characters of letters, digits and _.:-), never personal data.")
+class RecordVisitInput:
+    invite_code: str
+    visitor_id: str
+    campaign_id: Optional[strawberry.ID] = None
+    product_ref: Optional[str] = None
+
+
+@strawberry.type
+class RecordVisitPayload:
+    recorded: Optional[bool] = None
+    errors: list[UserError]
+
+
 @strawberry.type
 class DistributionMutations:
+    @strawberry.mutation(permission_classes=[HasShopKey], description=(
+        "RP-6: record a visit of a shared link (public with X-Shop-Key). Bounded per visitor and per shop: over "
+        "the bound RATE_LIMITED, nothing recorded. A visit is a count: no idempotency key (a retry is one more "
+        "visit of the same visitor, distinct visitors unchanged)."))
+    async def record_visit(self, info: Info, input: RecordVisitInput) -> RecordVisitPayload:
+        from api.mutations import run
+
+        ctx = info.context
+
+        async def go():
+            await reach_svc.record_visit(
+                ctx.svc, shop_id=ctx.shop_id, invite_code=input.invite_code, visitor_id=input.visitor_id,
+                campaign_id=raw_id(input.campaign_id, "Campaign", "campaignId") if input.campaign_id else None,
+                product_ref=input.product_ref)
+            return dict(recorded=True)
+        return await run(RecordVisitPayload, go)
+
     @strawberry.mutation(permission_classes=[IsAdmin], description=(
         "RF-3 (c): bind a user to another referrer with a reason — replaces in every binding mode, RF-1 otherwise "
         "(SELF_REFERRAL, NOT_A_DISTRIBUTOR, REFERRAL_CYCLE); past orders keep their snapshot (RF-2). Events "
@@ -200,6 +281,56 @@ def preview_type(p, ctx) -> CommissionPreview:
 
 @strawberry.type
 class DistributionQueries:
+    @strawberry.field(permission_classes=[IsDistributor], description=(
+        "RP-5: the caller's level-1 or level-2 downline, newest binding first, with each member's paid orders and "
+        "the commission base they brought over [periodFrom, periodTo)."))
+    async def my_downline(self, info: Info, period_from: datetime, period_to: datetime, level: int = 1,
+                          first: Optional[int] = None, after: Optional[str] = None,
+                          ) -> Connection[DownlineMember]:  # type: ignore[type-var]
+        ctx = info.context
+        return await paginate(
+            lambda **p: reach_svc.downline_page(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id, level=level,
+                                                period_from=period_from, period_to=period_to, **p),
+            first, after, lambda m: DownlineMember(alias=user_alias(ctx.shop_id, m.user_id), level=m.level,
+                                                   joined_at=m.joined_at, paid_orders=m.paid_orders,
+                                                   commission_base=m.commission_base, currency=ctx.currency))
+
+    @strawberry.field(permission_classes=[IsAdmin], description=(
+        "RP-5: the shop's distributors over [periodFrom, periodTo), best first by `orderBy` (at most 100)."))
+    async def leaderboard(self, info: Info, period_from: datetime, period_to: datetime,
+                          order_by: _RankBy = _RankBy.COMMISSION_EARNED,  # the GraphQL enum LeaderboardOrder
+                          first: int = 20) -> list[LeaderboardEntry]:
+        ctx = info.context
+        rows = await reach_svc.leaderboard(ctx.svc, shop_id=ctx.shop_id, period_from=period_from,
+                                           period_to=period_to, by=order_by, limit=first)
+        return [LeaderboardEntry(rank=r.rank, user_id=r.standing.user_id, invite_code=r.invite_code,
+                                 commission_earned=MinorUnits(r.standing.commission_earned),
+                                 team_sales=MinorUnits(r.standing.team_sales),
+                                 new_direct_referrals=r.standing.new_direct_referrals, currency=ctx.currency)
+                for r in rows]
+
+    @strawberry.field(permission_classes=[IsAdmin], description=(
+        "RP-6: the funnel of one distributor (`distributorId`) or one campaign (`campaignId`) over the period."))
+    async def funnel(self, info: Info, period_from: datetime, period_to: datetime,
+                     distributor_id: Optional[str] = None, campaign_id: Optional[strawberry.ID] = None) -> Funnel:
+        from engine.errors import refuse
+
+        ctx = info.context
+        if (distributor_id is None) == (campaign_id is None):
+            raise refuse(ErrorCode.INVALID_INPUT, "give distributorId or campaignId", field="distributorId",
+                         rule="RP-6")
+        subject, sid = (("distributor", distributor_id) if distributor_id is not None
+                        else ("campaign", raw_id(campaign_id or "", "Campaign", "campaignId")))
+        return funnel_type(await reach_svc.funnel(ctx.svc, shop_id=ctx.shop_id, subject=subject, subject_id=sid,
+                                                  period_from=period_from, period_to=period_to))
+
+    @strawberry.field(permission_classes=[IsDistributor], description="RP-6: the caller's own funnel over the period.")
+    async def my_funnel(self, info: Info, period_from: datetime, period_to: datetime) -> Funnel:
+        ctx = info.context
+        return funnel_type(await reach_svc.funnel(ctx.svc, shop_id=ctx.shop_id, subject="distributor",
+                                                  subject_id=ctx.user_id, period_from=period_from,
+                                                  period_to=period_to))
+
     @strawberry.field(permission_classes=[IsCustomer], description=(
         "RF-3: the caller's current referrer (alias and invite code) and how they were bound."))
     async def my_referral(self, info: Info) -> ReferralBinding:

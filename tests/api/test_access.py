@@ -47,6 +47,14 @@ Q = {  # root query field → (who may call it, request)
     "myGroups": ({"customer"}, "{ myGroups { totalCount edges { node { id } } } }"),
     "mySegment": ({"customer"}, "{ mySegment }"),
     "myReferral": ({"customer"}, "{ myReferral { source referrerCode } }"),
+    "myDownline": ({"distributor"}, '{ myDownline(periodFrom: "2026-01-01T00:00:00Z", periodTo: '
+                                    '"2026-02-01T00:00:00Z") { totalCount edges { node { alias } } } }'),
+    "myFunnel": ({"distributor"}, '{ myFunnel(periodFrom: "2026-01-01T00:00:00Z", periodTo: "2026-02-01T00:00:00Z") '
+                                  '{ visits } }'),
+    "leaderboard": ({"admin"}, '{ leaderboard(periodFrom: "2026-01-01T00:00:00Z", periodTo: "2026-02-01T00:00:00Z") '
+                               '{ rank userId } }'),
+    "funnel": ({"admin"}, '{ funnel(periodFrom: "2026-01-01T00:00:00Z", periodTo: "2026-02-01T00:00:00Z", '
+                          'distributorId: "acc-d") { visits } }'),
     "referralBinding": ({"admin"}, '{ referralBinding(userId: "buyer") { referrerId source } }'),
     "commissionPreview": ({"customer", "distributor"}, '{ commissionPreview(input: {lines: [{productRef: "p", '
                                                        'unitPrice: 100}]}) { baseMost shares { level } } }'),
@@ -74,6 +82,7 @@ M = {  # root mutation field → (who may call it, input)
     "joinGroup": ({"customer"}, '{groupId: "{group}"}'),
     "leaveGroup": ({"customer"}, '{groupId: "{group}"}'),
     "bindReferrer": ({"customer"}, '{inviteCode: "{invite}"}'),
+    "recordVisit": (PUBLIC, '{inviteCode: "{invite}", visitorId: "visitor-acc-1"}'),
     "rebindReferrer": ({"admin"}, '{userId: "acc-rebound", referrerId: "acc-nobody", reason: "r"}'),
     "applyAsDistributor": ({"customer"}, "{}"),
     "confirmPayment": ({"backend"}, '{orderId: "{order}", amount: 1, providerRef: "acc-pay"}'),
@@ -109,7 +118,7 @@ M = {  # root mutation field → (who may call it, input)
     "closePeriod": ({"finance"}, '{fromDate: "2020-01-01", toDate: "2020-01-02"}'),
     "advanceClock": ({"admin"}, "{seconds: 0}"),
 }
-OTHER_SHOP_CODE = {"bindReferrer": "INVALID_INVITE_CODE"}  # an unknown code, not an unknown id
+OTHER_SHOP_CODE = {"bindReferrer": "INVALID_INVITE_CODE", "recordVisit": "INVALID_INVITE_CODE"}  # an unknown code
 
 
 def _request(op: str, site: dict) -> str:

@@ -147,3 +147,73 @@ async def test_RF3_attribution_group_link_order_code_and_admin_rebind_api(world,
     assert [e["code"] for e in cycle["errors"]] == ["REFERRAL_CYCLE"]
     ev = admin.data('{ events(types: ["referral.rebound"]) { edges { node { aggregateId } } } }')
     assert [e["node"]["aggregateId"] for e in ev["events"]["edges"]] == ["bob"]
+
+
+async def test_RP5_downline_pages_and_leaderboard_api(world, svc):
+    """RP-5 over GraphQL: the distributor pages their level-1 and level-2 downline (aliases, no ids; Relay
+    connection with totalCount and cursors), the admin sees the leaderboard by team sales."""
+    from datetime import timedelta
+
+    from tests.integration.test_reach import _world
+
+    sid = world["shop"].shop_id
+    await _world(svc, sid)
+    from tests.conftest import T0  # the service-level setup's clock; the server's may be elsewhere
+
+    now = max(world["svc"].now(), T0)
+    period = {"f": (T0 - timedelta(days=1)).isoformat(), "t": (now + timedelta(days=1)).isoformat()}
+    q = """query($f: DateTime!, $t: DateTime!, $level: Int!, $after: String) {
+      myDownline(periodFrom: $f, periodTo: $t, level: $level, first: 1, after: $after) {
+        totalCount pageInfo { hasNextPage endCursor } edges { node { alias level paidOrders commissionBase } } } }"""
+    ref = world["as"]("ref", "distributor")
+    p1 = ref.data(q, level=1, **period)["myDownline"]
+    assert p1["totalCount"] == 2 and p1["pageInfo"]["hasNextPage"]
+    p2 = ref.data(q, level=1, after=p1["pageInfo"]["endCursor"], **period)["myDownline"]
+    members = [e["node"] for e in p1["edges"] + p2["edges"]]
+    assert [(m["paidOrders"], m["commissionBase"]) for m in members] == [(1, 5000), (1, 10_000)]
+    assert all(m["alias"].startswith("member-") for m in members)
+    assert [e["node"]["commissionBase"] for e in ref.data(q, level=2, **period)["myDownline"]["edges"]] == [2000]
+    assert codes(ref.gql(q, level=3, **period)) == ["INVALID_INPUT"]
+    board = world["as"]("boss", "admin").data("""query($f: DateTime!, $t: DateTime!) {
+      leaderboard(periodFrom: $f, periodTo: $t, orderBy: TEAM_SALES, first: 2) { rank userId teamSales } }""",
+                                              **period)["leaderboard"]
+    assert board == [{"rank": 1, "userId": "ref", "teamSales": 17_000}, {"rank": 2, "userId": "top", "teamSales": 15_000}]
+
+
+async def test_RP6_record_visit_with_the_public_key_and_funnel_api(world, svc):
+    """RP-6 over GraphQL: recordVisit with only the shop's public key; a bad visitor id is INVALID_INPUT; the
+    admin's funnel for the distributor and the distributor's own agree; a flood from one visitor is refused
+    RATE_LIMITED once the bound is reached."""
+    from datetime import timedelta
+
+    from service import reach
+    from tests.integration.test_reach import _world
+
+    sid = world["shop"].shop_id
+    codes_ = await _world(svc, sid)
+    pub = world["public"]
+    reach.LIMITER.buckets.clear()
+    for v in ("visitor-aaa", "visitor-aaa", "visitor-bbb"):
+        r = pub.mutate("recordVisit", {"inviteCode": codes_["ref"], "visitorId": v}, "recorded")
+        assert r == {"recorded": True, "errors": []}
+    bad = pub.mutate("recordVisit", {"inviteCode": codes_["ref"], "visitorId": "x"}, "recorded")
+    assert [e["code"] for e in bad["errors"]] == ["INVALID_INPUT"] and bad["recorded"] is None
+    from tests.conftest import T0  # the service-level setup's clock; the server's may be elsewhere
+
+    now = max(world["svc"].now(), T0)
+    period = {"f": (T0 - timedelta(days=1)).isoformat(), "t": (now + timedelta(days=1)).isoformat()}
+    fields = "visits visitors bindings firstOrders repeatBuyers"
+    admin = world["as"]("boss", "admin").data(
+        'query($f: DateTime!, $t: DateTime!) { funnel(periodFrom: $f, periodTo: $t, distributorId: "ref") { %s } }'
+        % fields, **period)["funnel"]
+    assert admin == {"visits": 3, "visitors": 2, "bindings": 2, "firstOrders": 2, "repeatBuyers": 0}
+    own = world["as"]("ref", "distributor").data(
+        "query($f: DateTime!, $t: DateTime!) { myFunnel(periodFrom: $f, periodTo: $t) { %s } }" % fields,
+        **period)["myFunnel"]
+    assert own == admin
+    seen = []
+    for _ in range(reach.PER_VISITOR[1] + 5):
+        seen.append([e["code"] for e in pub.mutate("recordVisit", {"inviteCode": codes_["ref"],
+                                                                   "visitorId": "visitor-flood"}, "recorded")["errors"]])
+    # the server's clock runs (30 a minute refill one token every 2 s): at least the burst, hardly more, is let in
+    assert ["RATE_LIMITED"] in seen and reach.PER_VISITOR[1] <= seen.count([]) <= reach.PER_VISITOR[1] + 2
