@@ -183,11 +183,15 @@ class RecordVisitInput:
     visitor_id: str
     campaign_id: Optional[strawberry.ID] = None
     product_ref: Optional[str] = None
+    idempotency_key: Optional[str] = strawberry.field(default=None, description=(
+        "GB-10: a retry with the same key is the same visit (`replayed`); the same key with another visit is "
+        "IDEMPOTENCY_CONFLICT. Without a key every call is one more visit."))
 
 
 @strawberry.type
 class RecordVisitPayload:
     recorded: Optional[bool] = None
+    replayed: Optional[bool] = None
     errors: list[UserError]
 
 
@@ -195,19 +199,18 @@ class RecordVisitPayload:
 class DistributionMutations:
     @strawberry.mutation(permission_classes=[HasShopKey], description=(
         "RP-6: record a visit of a shared link (public with X-Shop-Key). Bounded per visitor and per shop: over "
-        "the bound RATE_LIMITED, nothing recorded. A visit is a count: no idempotency key (a retry is one more "
-        "visit of the same visitor, distinct visitors unchanged)."))
+        "the bound RATE_LIMITED, nothing recorded."))
     async def record_visit(self, info: Info, input: RecordVisitInput) -> RecordVisitPayload:
         from api.mutations import run
 
         ctx = info.context
 
         async def go():
-            await reach_svc.record_visit(
+            r = await reach_svc.record_visit(
                 ctx.svc, shop_id=ctx.shop_id, invite_code=input.invite_code, visitor_id=input.visitor_id,
                 campaign_id=raw_id(input.campaign_id, "Campaign", "campaignId") if input.campaign_id else None,
-                product_ref=input.product_ref)
-            return dict(recorded=True)
+                product_ref=input.product_ref, idempotency_key=input.idempotency_key)
+            return dict(recorded=True, replayed=r.replayed)
         return await run(RecordVisitPayload, go)
 
     @strawberry.mutation(permission_classes=[IsAdmin], description=(

@@ -201,8 +201,13 @@ async def test_RP6_record_visit_with_the_public_key_and_funnel_api(world, svc):
     pub = world["public"]
     reach.LIMITER.buckets.clear()
     for v in ("visitor-aaa", "visitor-aaa", "visitor-bbb"):
-        r = pub.mutate("recordVisit", {"inviteCode": codes_["ref"], "visitorId": v}, "recorded")
-        assert r == {"recorded": True, "errors": []}
+        r = pub.mutate("recordVisit", {"inviteCode": codes_["ref"], "visitorId": v}, "recorded replayed")
+        assert r == {"recorded": True, "replayed": False, "errors": []}
+    keyed = {"inviteCode": codes_["ref"], "visitorId": "visitor-bbb", "idempotencyKey": "visit-k1"}
+    assert pub.mutate("recordVisit", keyed, "replayed")["replayed"] is False
+    assert pub.mutate("recordVisit", keyed, "replayed")["replayed"] is True  # GB-10: the same visit
+    clash = pub.mutate("recordVisit", {**keyed, "visitorId": "visitor-ccc"}, "recorded")
+    assert [e["code"] for e in clash["errors"]] == ["IDEMPOTENCY_CONFLICT"]
     bad = pub.mutate("recordVisit", {"inviteCode": codes_["ref"], "visitorId": "x"}, "recorded")
     assert [e["code"] for e in bad["errors"]] == ["INVALID_INPUT"] and bad["recorded"] is None
     from tests.conftest import T0  # the service-level setup's clock; the server's may be elsewhere
@@ -213,7 +218,7 @@ async def test_RP6_record_visit_with_the_public_key_and_funnel_api(world, svc):
     admin = world["as"]("boss", "admin").data(
         'query($f: DateTime!, $t: DateTime!) { funnel(periodFrom: $f, periodTo: $t, distributorId: "ref") { %s } }'
         % fields, **period)["funnel"]
-    assert admin == {"visits": 3, "visitors": 2, "bindings": 2, "firstOrders": 2, "repeatBuyers": 0}
+    assert admin == {"visits": 4, "visitors": 2, "bindings": 2, "firstOrders": 2, "repeatBuyers": 0}
     own = world["as"]("ref", "distributor").data(
         "query($f: DateTime!, $t: DateTime!) { myFunnel(periodFrom: $f, periodTo: $t) { %s } }" % fields,
         **period)["myFunnel"]
