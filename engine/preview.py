@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from engine import commission as cm
-from engine.distribution import DistributionSettings, DistributorStatus, admits_automatically
+from engine.distribution import DistributionMode, DistributionSettings, DistributorStatus, admits_automatically
 from engine.groupbuy import Campaign, PriceRole, Tier, role_price
 from engine.levels import Level, rates_for
 
@@ -61,6 +61,14 @@ def admitted_status(settings: DistributionSettings, current: DistributorStatus |
     a buyer admitted by this very order earns on it with `self_purchase` on."""
     if current in (None, DistributorStatus.NONE, DistributorStatus.APPLIED) and admits_automatically(
             settings, net_paid_spend=net_paid_spend):
+        return DistributorStatus.ACTIVE
+    return current
+
+
+def admitted_by_binding(settings: DistributionSettings, current: DistributorStatus | None) -> DistributorStatus | None:
+    """DS-1 "EVERYONE: from their first bind": a referrer without a record is admitted (ACTIVE) when someone
+    binds to them (as `service.distribution` does), so a preview "bound to D" counts D as a distributor."""
+    if current is None and settings.mode == DistributionMode.EVERYONE:
         return DistributorStatus.ACTIVE
     return current
 

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from engine import commission as cm
 from engine import groupbuy as gb
 from engine import preview as pv
-from engine.distribution import DistributionMode, DistributorStatus
+from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, refuse
 from engine.referral import current_referrer
 from service.commissions import _obj
@@ -141,8 +141,10 @@ async def commission_preview(svc: Services, *, shop_id: str, buyer_id: str | Non
                                   net_paid_spend=int(got.net_spend or 0) + goods)
     if admitted is not None and (status is None or admitted != status.status):
         parties[buyer] = pv.Party(admitted, status.grade if status else 0)
-    if hypothetical and level1_ref and level1_ref not in parties and settings.mode == DistributionMode.EVERYONE:
-        parties[level1_ref] = pv.Party(DistributorStatus.ACTIVE)  # binding admits D (bind_referrer, DS-1)
+    if hypothetical and level1_ref and level1_ref not in parties:  # the assumed binding admits D (DS-1)
+        bound = pv.admitted_by_binding(settings, None)
+        if bound is not None:
+            parties[level1_ref] = pv.Party(bound)
     facts = pv.PaymentFacts(buyer_id=buyer, level1_referrer=level1_ref, level2_referrer=level2_ref,
                             parties=parties)
     if campaign is not None:

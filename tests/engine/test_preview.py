@@ -99,6 +99,9 @@ def test_CM7_admission_at_payment_follows_ds1():
     assert pv.admitted_status(spend, None, net_paid_spend=5000) is DistributorStatus.ACTIVE
     approval = DistributionSettings(mode=DistributionMode.APPROVAL)
     assert pv.admitted_status(approval, DistributorStatus.APPLIED, net_paid_spend=10**9) is DistributorStatus.APPLIED
+    assert pv.admitted_by_binding(every, None) is DistributorStatus.ACTIVE  # "EVERYONE: from their first bind"
+    assert pv.admitted_by_binding(approval, None) is None
+    assert pv.admitted_by_binding(every, DistributorStatus.SUSPENDED) is DistributorStatus.SUSPENDED
 
 
 # ---------------------------------------------------------------- campaigns: against groups actually run
