@@ -51,15 +51,15 @@ from engine.distribution import BindingMode as _BindingMode
 from engine.distribution import DistributionMode as _DistributionMode
 from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, RuleViolation, refuse
-from service import campaigns as campaigns_svc
-from service import distribution as distribution_svc
-from service import groups as groups_svc
-from service import orders as orders_svc
-from service import payouts as payouts_svc
-from service import refunds as refunds_svc
-from service import settlements as settlements_svc
-from service import shops as shops_svc
-from service import webhooks as webhooks_svc
+from service.usecases import campaigns as campaigns_svc
+from service.usecases import distribution as distribution_svc
+from service.usecases import groups as groups_svc
+from service.usecases import orders as orders_svc
+from service.usecases import payouts as payouts_svc
+from service.usecases import refunds as refunds_svc
+from service.usecases import settlements as settlements_svc
+from service.usecases import shops as shops_svc
+from service.usecases import webhooks as webhooks_svc
 
 DistributionMode = strawberry.enum(_DistributionMode, name="DistributionMode")
 BindingMode = strawberry.enum(_BindingMode, name="BindingMode")
@@ -526,7 +526,7 @@ class AdvanceClockPayload:
 
 
 async def _change_status(info: Info, input: "DistributorStatusInput", change: str) -> DistributorPayload:
-    """DS-1: one of service.distribution.STATUS_CHANGES (which statuses it starts from is decided there,
+    """DS-1: one of service.usecases.distribution.STATUS_CHANGES (which statuses it starts from is decided there,
     under the distributor's row lock)."""
     ctx = info.context
 
@@ -895,7 +895,7 @@ class MutationWithTestClock(Mutation):
                          description="Tests only (SHARECART_TEST_CLOCK=1): move the service clock (OR-5) and run "
                                      "the work that became due (GB-11, CM-6).")
     async def advance_clock(self, info: Info, input: AdvanceClockInput) -> AdvanceClockPayload:
-        from service.worker import run_due
+        from service.jobs.worker import run_due
 
         if not test_clock_enabled():  # belt and braces: the field is only in the test schema
             return AdvanceClockPayload(errors=[UserError(code=ErrorCode.FORBIDDEN, field=None, rule="OR-5",

@@ -1,4 +1,4 @@
-"""Query root: thin resolvers over `service/` (reads in `service.queries`), scoped to the caller's shop."""
+"""Query root: thin resolvers over `service/` (reads in `service.reads.queries`), scoped to the caller's shop."""
 
 from __future__ import annotations
 
@@ -77,11 +77,11 @@ from engine.segments import Segment
 from engine.stats import MIN_DECIDED
 from engine.errors import ErrorCode, refuse
 from api.viewer import Viewer, resolve_viewer
-from service import distribution as distribution_svc
-from service import listings
-from service import queries
-from service import reports as reports_svc
-from service import shops as shops_svc
+from service.usecases import distribution as distribution_svc
+from service.reads import listings
+from service.reads import queries
+from service.reads import reports as reports_svc
+from service.usecases import shops as shops_svc
 
 LEVEL_METRICS = (("directReferrals", "min_direct_referrals", "direct_referrals", False),
                  ("teamSize", "min_team_size", "team_size", False),
@@ -212,7 +212,7 @@ class Query:
     async def my_orders(self, info: Info, first: Optional[int] = None,
                         after: Optional[str] = None) -> Connection[Order]:
         ctx = info.context
-        return await paginate(lambda **p: queries.page_orders(ctx.svc, shop_id=ctx.shop_id, buyer_id=ctx.user_id, **p),
+        return await paginate(lambda **p: queries.page_orders_caught_up(ctx.svc, shop_id=ctx.shop_id, buyer_id=ctx.user_id, **p),
                               first, after, lambda o: order_type(o, ctx))
 
     @strawberry.field(permission_classes=[IsCustomer], description="Groups the caller holds or held a seat in.")
@@ -363,7 +363,7 @@ class Query:
     async def events(self, info: Info, types: Optional[list[str]] = None, first: Optional[int] = None,
                      after: Optional[str] = None) -> Connection[ShopEvent]:
         ctx = info.context
-        return await paginate_keyset(lambda **p: queries.page_events(ctx.svc, shop_id=ctx.shop_id, types=types, **p),
+        return await paginate_keyset(lambda **p: queries.page_events_caught_up(ctx.svc, shop_id=ctx.shop_id, types=types, **p),
                                      first, after, EVENTS_KEYSET, event_type)
 
     @strawberry.field(permission_classes=[IsAdmin],

@@ -25,8 +25,8 @@ from api.errors import UserError, refusal_of, user_error
 from api.permissions import IsAdmin, IsBackend
 from api.types import WebhookEndpoint, endpoint_type, raw_id
 from engine.errors import ErrorCode, refuse
-from service import shops as shops_svc
-from service import webhooks as webhooks_svc
+from service.usecases import shops as shops_svc
+from service.usecases import webhooks as webhooks_svc
 
 MAX_ISSUED_TTL_S = 86400
 KEY_DESCRIPTION = ("GB-10: a retry with the same key and the same input returns the first result without a "

@@ -36,7 +36,7 @@ from engine import groupbuy as gb
 from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, refuse
 from engine.segments import Segment
-from service.reports import Granularity
+from service.reads.reports import Granularity
 
 MinorUnits = NewType("MinorUnits", int)
 
@@ -70,7 +70,7 @@ def bounded_day(day: date, field: str) -> date:
 
 
 # ---------------------------------------------------------------- ids
-# The prefixes of Sharecart's own ids (service/ids.py). Webhook payloads and exports carry these raw ids,
+# The prefixes of Sharecart's own ids (service/tx/ids.py). Webhook payloads and exports carry these raw ids,
 # so an input takes them as well as the global id: a backend acting on a webhook needs no re-encoding.
 RAW_PREFIX = {"Order": "ord_", "Group": "grp_", "Refund": "rf_", "Campaign": "cmp_", "Payout": "po_",
               "Settlement": "st_", "WebhookEndpoint": "wh_", "CommissionLine": "cl_"}
@@ -190,7 +190,7 @@ def _one_int(v: list) -> tuple[int]:
     return (int(position),)
 
 
-EVENTS_KEYSET = Keyset("events", key=lambda e: [e.position], parse=_one_int)  # the feed position (service/feed.py)
+EVENTS_KEYSET = Keyset("events", key=lambda e: [e.position], parse=_one_int)  # the feed position (service/jobs/feed.py)
 ENDPOINTS_KEYSET = Keyset("endpoints", key=lambda e: [e.created_at.isoformat(), e.endpoint_id],
                           parse=lambda v: (datetime.fromisoformat(v[0]), str(v[1])))
 DELIVERIES_KEYSET = Keyset("deliveries", key=lambda d: [d.seq], parse=lambda v: (int(v[0]),))  # newest first
@@ -345,7 +345,7 @@ class Campaign(relay.Node):
     @strawberry.field(description="Groups of this campaign open for joining, soonest to expire first.")
     async def open_groups(self, info: Info, first: Optional[int] = None,
                           after: Optional[str] = None) -> Connection[Group]:
-        from service import queries
+        from service.reads import queries
 
         ctx = info.context
         limit, offset = page_args(first, after)
@@ -358,7 +358,7 @@ class Campaign(relay.Node):
                                   "FORMED, FAILED, CANCELLED), most recently opened first.")
     async def groups(self, info: Info, states: Optional[list[str]] = None, first: Optional[int] = None,
                      after: Optional[str] = None) -> Connection[Group]:
-        from service import queries
+        from service.reads import queries
 
         ctx = info.context
         limit, offset = page_args(first, after)
@@ -596,7 +596,7 @@ class Level(relay.Node):
 
     @classmethod
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
-        from service.shops import get_levels
+        from service.usecases.shops import get_levels
 
         ctx = info.context
         if not ctx.has_role("admin", "distributor"):
@@ -876,7 +876,7 @@ class WebhookEndpoint(relay.Node):
                                   "(PENDING, HELD, DELIVERED, DEAD).")
     async def deliveries(self, info: Info, state: Optional[str] = None, first: Optional[int] = None,
                          after: Optional[str] = None) -> Connection["WebhookDelivery"]:
-        from service import queries
+        from service.reads import queries
 
         ctx = info.context
         return await paginate_keyset(lambda **p: queries.page_deliveries(
@@ -886,7 +886,7 @@ class WebhookEndpoint(relay.Node):
     @strawberry.field(description="Every POST made to it, newest first, with the HTTP status or error.")
     async def attempts(self, info: Info, first: Optional[int] = None,
                        after: Optional[str] = None) -> Connection["WebhookAttempt"]:
-        from service import queries
+        from service.reads import queries
 
         ctx = info.context
         return await paginate_keyset(lambda **p: queries.page_attempts(

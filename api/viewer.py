@@ -9,7 +9,7 @@ from typing import Optional
 import strawberry
 from strawberry.types import Info
 
-from service.shops import get_shop
+from service.usecases.shops import get_shop
 
 
 @strawberry.type(description="The shop a caller acts in (SH-1): its name, ISO 4217 currency and IANA time zone.")

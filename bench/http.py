@@ -139,7 +139,7 @@ class Bench:
     # ------------------------------------------------------------ seeding
     async def seed(self) -> None:
         from api.auth import mint_token
-        from service import campaigns, groups, orders, shops
+        from service.usecases import campaigns, groups, orders, shops
         from service.context import Services
         from store.database import create_engine
 

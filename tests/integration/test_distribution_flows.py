@@ -6,8 +6,9 @@ import re
 import secrets
 
 from engine.distribution import DistributorStatus
-from service import commissions, distribution, orders
-from service.shops import create_shop
+from service.tx import commissions
+from service.usecases import distribution, orders
+from service.usecases.shops import create_shop
 from tests.integration.helpers import assert_ledger_consistent, pay
 
 CODE = re.compile(r"^[23456789ABCDEFGHJKLMNPQRSTUVWXYZ]{10}$")
