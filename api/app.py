@@ -33,7 +33,7 @@ from api.limits import dev_mode
 from api.live import GroupListener
 from api.metrics import metrics_endpoint
 from api.ops import Operations, health, ready
-from api.mutations import test_clock_enabled
+from api.shops import test_clock_enabled
 from api.schema import make_schema
 from engine.errors import ErrorCode, RuleViolation, refuse
 from service.context import Services
@@ -267,7 +267,7 @@ def _error(code: str, message: str, status: int) -> JSONResponse:
 
 async def export_settlement(request: Request):
     """LG-3 exports over authenticated HTTP (finance role), streamed: same batch, same bytes."""
-    from api.types import raw_id
+    from api.relay import raw_id
     from service.reads import exports
     from service.usecases.settlements import get_settlement
 

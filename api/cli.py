@@ -308,7 +308,7 @@ def serve(
                              "(docs/security.md)"),
 ) -> None:
     """Start the API (N processes) and the worker; migrations applied first (api/process.py)."""
-    from api.mutations import TEST_CLOCK_ENV, test_clock_enabled
+    from api.shops import TEST_CLOCK_ENV, test_clock_enabled
     from api.process import serve as run
 
     if test_clock:
@@ -349,8 +349,8 @@ def _token(shop, user: str, roles, ttl: int) -> str:
 
 def _print_demo(r: dict, host: str, port: int) -> None:
     """What docs/walkthrough.md needs, under the names it uses (tests/api/test_walkthrough.py reads this)."""
-    from api.mutations import test_clock_enabled
-    from api.types import global_id
+    from api.shops import test_clock_enabled
+    from api.relay import global_id
     from service.usecases.demo import DEMO_CALLERS
 
     shop = r["shop"]

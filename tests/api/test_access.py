@@ -25,7 +25,7 @@ from sqlalchemy import text
 
 from api.auth import ROLES, mint_token
 from api.schema import make_schema
-from api.types import global_id
+from api.relay import global_id
 from engine.distribution import DistributorStatus
 from engine.levels import Level
 from store.models import Base

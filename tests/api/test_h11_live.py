@@ -15,7 +15,7 @@ import pytest
 import websockets
 
 from api.auth import mint_token
-from api.types import global_id
+from api.relay import global_id
 from service.usecases import campaigns, groups, orders
 from service.usecases.shops import create_shop
 

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import event
 
 from api.auth import mint_token
-from api.types import global_id
+from api.relay import global_id
 from engine.distribution import DistributorStatus
 from service.usecases import campaigns, distribution, groups, orders
 from service.usecases.shops import create_shop

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import websockets
 
-from api.types import global_id
+from api.relay import global_id
 from service.usecases import campaigns, groups, orders
 from service.usecases.shops import create_shop
 

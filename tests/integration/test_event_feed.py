@@ -148,7 +148,8 @@ def test_a_cursor_of_the_old_txid_order_is_refused_not_misread():
     import base64
     import json
 
-    from api.types import EVENTS_KEYSET, keyset_args
+    from api.relay import keyset_args
+    from api.webhooks import EVENTS_KEYSET
     from engine.errors import RuleViolation
 
     old = base64.b64encode(json.dumps(["events", 812, 5]).encode()).decode()
