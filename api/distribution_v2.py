@@ -14,13 +14,16 @@ from datetime import datetime
 from enum import Enum
 
 from api.errors import UserError
+from api.payload import payload_mutation
+from api.permissions import HasShopKey, IsAdmin, IsCustomer, IsDistributor, any_role
+from api.relay import Connection, MinorUnits, paginate, raw_id
+from api.visibility import user_alias
 from engine.errors import ErrorCode  # the GraphQL enum ErrorCode (api.errors registers it)
-from api.permissions import HasShopKey, IsAdmin, IsCustomer, IsDistributor, any_role, user_alias
-from api.types import Connection, MinorUnits, paginate, raw_id
 from engine.leaderboard import RankBy as _RankBy
-from service import distribution as distribution_svc
-from service import preview as preview_svc
-from service import reach as reach_svc
+from service.reads import preview as preview_svc
+from service.reads import reach as reach_svc
+from service.usecases import distribution as distribution_svc
+from service.usecases import visits as visits_svc
 
 IsCustomerOrDistributor = any_role("customer", "distributor")
 
@@ -195,40 +198,29 @@ class RecordVisitPayload:
     errors: list[UserError]
 
 
-@strawberry.type
-class DistributionMutations:
-    @strawberry.mutation(permission_classes=[HasShopKey], description=(
-        "RP-6: record a visit of a shared link (public with X-Shop-Key). Bounded per visitor and per shop: over "
-        "the bound RATE_LIMITED, nothing recorded."))
-    async def record_visit(self, info: Info, input: RecordVisitInput) -> RecordVisitPayload:
-        from api.mutations import run
+@payload_mutation(RecordVisitPayload, permission_classes=[HasShopKey], description=(
+    "RP-6: record a visit of a shared link (public with X-Shop-Key). Bounded per visitor and per shop: over "
+    "the bound RATE_LIMITED, nothing recorded."))
+async def record_visit(info: Info, input: RecordVisitInput) -> dict:
+    ctx = info.context
+    r = await visits_svc.record_visit(
+        ctx.svc, shop_id=ctx.shop_id, invite_code=input.invite_code, visitor_id=input.visitor_id,
+        campaign_id=raw_id(input.campaign_id, "Campaign", "campaignId") if input.campaign_id else None,
+        product_ref=input.product_ref, idempotency_key=input.idempotency_key)
+    return dict(recorded=True, replayed=r.replayed)
 
-        ctx = info.context
 
-        async def go():
-            r = await reach_svc.record_visit(
-                ctx.svc, shop_id=ctx.shop_id, invite_code=input.invite_code, visitor_id=input.visitor_id,
-                campaign_id=raw_id(input.campaign_id, "Campaign", "campaignId") if input.campaign_id else None,
-                product_ref=input.product_ref, idempotency_key=input.idempotency_key)
-            return dict(recorded=True, replayed=r.replayed)
-        return await run(RecordVisitPayload, go)
-
-    @strawberry.mutation(permission_classes=[IsAdmin], description=(
-        "RF-3 (c): bind a user to another referrer with a reason — replaces in every binding mode, RF-1 otherwise "
-        "(SELF_REFERRAL, NOT_A_DISTRIBUTOR, REFERRAL_CYCLE); past orders keep their snapshot (RF-2). Events "
-        "`referral.bound` and `referral.rebound`."))
-    async def rebind_referrer(self, info: Info, input: RebindReferrerInput) -> RebindReferrerPayload:
-        from api.mutations import run
-
-        ctx = info.context
-
-        async def go():
-            r = await distribution_svc.rebind_referrer(
-                ctx.svc, shop_id=ctx.shop_id, user_id=input.user_id, actor=ctx.user_id, reason=input.reason,
-                invite_code=input.invite_code, referrer_id=input.referrer_id, idempotency_key=input.idempotency_key)
-            b = await distribution_svc.binding_of(ctx.svc, shop_id=ctx.shop_id, user_id=input.user_id)
-            return dict(binding=binding_type(b, ctx), changed=r.changed)
-        return await run(RebindReferrerPayload, go)
+@payload_mutation(RebindReferrerPayload, permission_classes=[IsAdmin], description=(
+    "RF-3 (c): bind a user to another referrer with a reason — replaces in every binding mode, RF-1 otherwise "
+    "(SELF_REFERRAL, NOT_A_DISTRIBUTOR, REFERRAL_CYCLE); past orders keep their snapshot (RF-2). Events "
+    "`referral.bound` and `referral.rebound`."))
+async def rebind_referrer(info: Info, input: RebindReferrerInput) -> dict:
+    ctx = info.context
+    r = await distribution_svc.rebind_referrer(
+        ctx.svc, shop_id=ctx.shop_id, user_id=input.user_id, actor=ctx.user_id, reason=input.reason,
+        invite_code=input.invite_code, referrer_id=input.referrer_id, idempotency_key=input.idempotency_key)
+    b = await distribution_svc.binding_of(ctx.svc, shop_id=ctx.shop_id, user_id=input.user_id)
+    return dict(binding=binding_type(b, ctx), changed=r.changed)
 
 
 # ---------------------------------------------------------------- CM-7
@@ -282,87 +274,85 @@ def preview_type(p, ctx) -> CommissionPreview:
         yours_least=sum(s.least for s in mine), yours_most=sum(s.most for s in mine))
 
 
-@strawberry.type
-class DistributionQueries:
-    @strawberry.field(permission_classes=[IsDistributor], description=(
-        "RP-5: the caller's level-1 or level-2 downline, newest binding first, with each member's paid orders and "
-        "the commission base they brought over [periodFrom, periodTo)."))
-    async def my_downline(self, info: Info, period_from: datetime, period_to: datetime, level: int = 1,
-                          first: Optional[int] = None, after: Optional[str] = None,
-                          ) -> Connection[DownlineMember]:  # type: ignore[type-var]
-        ctx = info.context
-        return await paginate(
-            lambda **p: reach_svc.downline_page(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id, level=level,
-                                                period_from=period_from, period_to=period_to, **p),
-            first, after, lambda m: DownlineMember(alias=user_alias(ctx.shop_id, m.user_id), level=m.level,
-                                                   joined_at=m.joined_at, paid_orders=m.paid_orders,
-                                                   commission_base=m.commission_base, currency=ctx.currency))
+@strawberry.field(permission_classes=[IsDistributor], description=(
+    "RP-5: the caller's level-1 or level-2 downline, newest binding first, with each member's paid orders and "
+    "the commission base they brought over [periodFrom, periodTo)."))
+async def my_downline(info: Info, period_from: datetime, period_to: datetime, level: int = 1,
+                      first: Optional[int] = None, after: Optional[str] = None,
+                      ) -> Connection[DownlineMember]:  # type: ignore[type-var]
+    ctx = info.context
+    return await paginate(
+        lambda **p: reach_svc.downline_page(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id, level=level,
+                                            period_from=period_from, period_to=period_to, **p),
+        first, after, lambda m: DownlineMember(alias=user_alias(ctx.shop_id, m.user_id), level=m.level,
+                                               joined_at=m.joined_at, paid_orders=m.paid_orders,
+                                               commission_base=m.commission_base, currency=ctx.currency))
 
-    @strawberry.field(permission_classes=[IsAdmin], description=(
-        "RP-5: the shop's distributors over [periodFrom, periodTo), best first by `orderBy` (at most 100)."))
-    async def leaderboard(self, info: Info, period_from: datetime, period_to: datetime,
-                          order_by: _RankBy = _RankBy.COMMISSION_EARNED,  # the GraphQL enum LeaderboardOrder
-                          first: int = 20) -> list[LeaderboardEntry]:
-        ctx = info.context
-        rows = await reach_svc.leaderboard(ctx.svc, shop_id=ctx.shop_id, period_from=period_from,
-                                           period_to=period_to, by=order_by, limit=first)
-        return [LeaderboardEntry(rank=r.rank, user_id=r.standing.user_id, invite_code=r.invite_code,
-                                 commission_earned=MinorUnits(r.standing.commission_earned),
-                                 team_sales=MinorUnits(r.standing.team_sales),
-                                 new_direct_referrals=r.standing.new_direct_referrals, currency=ctx.currency)
-                for r in rows]
+@strawberry.field(permission_classes=[IsAdmin], description=(
+    "RP-5: the shop's distributors over [periodFrom, periodTo), best first by `orderBy` (at most 100)."))
+async def leaderboard(info: Info, period_from: datetime, period_to: datetime,
+                      order_by: _RankBy = _RankBy.COMMISSION_EARNED,  # the GraphQL enum LeaderboardOrder
+                      first: int = 20) -> list[LeaderboardEntry]:
+    ctx = info.context
+    rows = await reach_svc.leaderboard(ctx.svc, shop_id=ctx.shop_id, period_from=period_from,
+                                       period_to=period_to, by=order_by, limit=first)
+    return [LeaderboardEntry(rank=r.rank, user_id=r.standing.user_id, invite_code=r.invite_code,
+                             commission_earned=MinorUnits(r.standing.commission_earned),
+                             team_sales=MinorUnits(r.standing.team_sales),
+                             new_direct_referrals=r.standing.new_direct_referrals, currency=ctx.currency)
+            for r in rows]
 
-    @strawberry.field(permission_classes=[IsAdmin], description=(
-        "RP-6: the funnel of one distributor (`distributorId`) or one campaign (`campaignId`) over the period."))
-    async def funnel(self, info: Info, period_from: datetime, period_to: datetime,
-                     distributor_id: Optional[str] = None, campaign_id: Optional[strawberry.ID] = None) -> Funnel:
-        from engine.errors import refuse
+@strawberry.field(permission_classes=[IsAdmin], description=(
+    "RP-6: the funnel of one distributor (`distributorId`) or one campaign (`campaignId`) over the period."))
+async def funnel(info: Info, period_from: datetime, period_to: datetime,
+                 distributor_id: Optional[str] = None, campaign_id: Optional[strawberry.ID] = None) -> Funnel:
+    from engine.errors import refuse
 
-        ctx = info.context
-        if (distributor_id is None) == (campaign_id is None):
-            raise refuse(ErrorCode.INVALID_INPUT, "give distributorId or campaignId", field="distributorId",
-                         rule="RP-6")
-        subject, sid = (("distributor", distributor_id) if distributor_id is not None
-                        else ("campaign", raw_id(campaign_id or "", "Campaign", "campaignId")))
-        return funnel_type(await reach_svc.funnel(ctx.svc, shop_id=ctx.shop_id, subject=subject, subject_id=sid,
-                                                  period_from=period_from, period_to=period_to))
+    ctx = info.context
+    if (distributor_id is None) == (campaign_id is None):
+        raise refuse(ErrorCode.INVALID_INPUT, "give distributorId or campaignId", field="distributorId",
+                     rule="RP-6")
+    subject, sid = (("distributor", distributor_id) if distributor_id is not None
+                    else ("campaign", raw_id(campaign_id or "", "Campaign", "campaignId")))
+    return funnel_type(await reach_svc.funnel(ctx.svc, shop_id=ctx.shop_id, subject=subject, subject_id=sid,
+                                              period_from=period_from, period_to=period_to))
 
-    @strawberry.field(permission_classes=[IsDistributor], description="RP-6: the caller's own funnel over the period.")
-    async def my_funnel(self, info: Info, period_from: datetime, period_to: datetime) -> Funnel:
-        ctx = info.context
-        return funnel_type(await reach_svc.funnel(ctx.svc, shop_id=ctx.shop_id, subject="distributor",
-                                                  subject_id=ctx.user_id, period_from=period_from,
-                                                  period_to=period_to))
+@strawberry.field(permission_classes=[IsDistributor], description="RP-6: the caller's own funnel over the period.")
+async def my_funnel(info: Info, period_from: datetime, period_to: datetime) -> Funnel:
+    ctx = info.context
+    return funnel_type(await reach_svc.funnel(ctx.svc, shop_id=ctx.shop_id, subject="distributor",
+                                              subject_id=ctx.user_id, period_from=period_from,
+                                              period_to=period_to))
 
-    @strawberry.field(permission_classes=[IsCustomer], description=(
-        "RF-3: the caller's current referrer (alias and invite code) and how they were bound."))
-    async def my_referral(self, info: Info) -> ReferralBinding:
-        ctx = info.context
-        return binding_type(await distribution_svc.binding_of(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id), ctx)
+@strawberry.field(permission_classes=[IsCustomer], description=(
+    "RF-3: the caller's current referrer (alias and invite code) and how they were bound."))
+async def my_referral(info: Info) -> ReferralBinding:
+    ctx = info.context
+    return binding_type(await distribution_svc.binding_of(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id), ctx)
 
-    @strawberry.field(permission_classes=[IsAdmin], description=(
-        "RF-3: a user's current referrer, its source (who and why for an admin's) and the binding history."))
-    async def referral_binding(self, info: Info, user_id: str) -> ReferralBinding:
-        ctx = info.context
-        return binding_type(await distribution_svc.binding_of(ctx.svc, shop_id=ctx.shop_id, user_id=user_id), ctx)
+@strawberry.field(permission_classes=[IsAdmin], description=(
+    "RF-3: a user's current referrer, its source (who and why for an admin's) and the binding history."))
+async def referral_binding(info: Info, user_id: str) -> ReferralBinding:
+    ctx = info.context
+    return binding_type(await distribution_svc.binding_of(ctx.svc, shop_id=ctx.shop_id, user_id=user_id), ctx)
 
-    @strawberry.field(permission_classes=[IsCustomerOrDistributor], description=(
-        "CM-7: what a cart, a product or a group-buy campaign would earn each beneficiary if paid now — for the "
-        "signed-in customer as buyer, a buyer bound to `inviteCode`, or (`sharing`) a new customer of the "
-        "calling distributor. Computed by the payment's own commission function; writes nothing."))
-    async def commission_preview(self, info: Info, input: CommissionPreviewInput) -> CommissionPreview:
-        ctx = info.context
-        sharing = input.sharing if input.sharing is not None else not ctx.has_role("customer")
-        if sharing and not ctx.has_role("distributor"):
-            from engine.errors import ErrorCode, refuse
+@strawberry.field(permission_classes=[IsCustomerOrDistributor], description=(
+    "CM-7: what a cart, a product or a group-buy campaign would earn each beneficiary if paid now — for the "
+    "signed-in customer as buyer, a buyer bound to `inviteCode`, or (`sharing`) a new customer of the "
+    "calling distributor. Computed by the payment's own commission function; writes nothing."))
+async def commission_preview(info: Info, input: CommissionPreviewInput) -> CommissionPreview:
+    ctx = info.context
+    sharing = input.sharing if input.sharing is not None else not ctx.has_role("customer")
+    if sharing and not ctx.has_role("distributor"):
+        from engine.errors import ErrorCode, refuse
 
-            raise refuse(ErrorCode.FORBIDDEN, "sharing previews are for distributors", field="sharing", rule="CM-7")
-        p = await preview_svc.commission_preview(
-            ctx.svc, shop_id=ctx.shop_id, buyer_id=None if sharing else ctx.user_id,
-            bound_to=ctx.user_id if sharing and not input.invite_code else None, invite_code=input.invite_code,
-            lines=None if input.lines is None else [
-                preview_svc.CartLine(ln.product_ref, ln.quantity, ln.unit_price, ln.discount) for ln in input.lines],
-            campaign_id=raw_id(input.campaign_id, "Campaign", "campaignId") if input.campaign_id else None,
-            quantity=input.quantity)
-        return preview_type(p, ctx)
+        raise refuse(ErrorCode.FORBIDDEN, "sharing previews are for distributors", field="sharing", rule="CM-7")
+    p = await preview_svc.commission_preview(
+        ctx.svc, shop_id=ctx.shop_id, buyer_id=None if sharing else ctx.user_id,
+        bound_to=ctx.user_id if sharing and not input.invite_code else None, invite_code=input.invite_code,
+        lines=None if input.lines is None else [
+            preview_svc.CartLine(ln.product_ref, ln.quantity, ln.unit_price, ln.discount) for ln in input.lines],
+        campaign_id=raw_id(input.campaign_id, "Campaign", "campaignId") if input.campaign_id else None,
+        quantity=input.quantity)
+    return preview_type(p, ctx)
 

@@ -9,7 +9,7 @@ import time
 import httpx
 
 from engine.distribution import DistributorStatus
-from service import distribution
+from service.usecases import distribution
 from tests.api.conftest import codes
 from tests.api.test_e2e import make_campaign
 from tests.api.test_rules_wired_api import _chain, _paid, _raw
@@ -193,7 +193,7 @@ async def test_RP6_record_visit_with_the_public_key_and_funnel_api(world, svc):
     RATE_LIMITED once the bound is reached."""
     from datetime import timedelta
 
-    from service import reach
+    from service.usecases import visits as reach
     from tests.integration.test_reach import _world
 
     sid = world["shop"].shop_id

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, RuleViolation
-from service import distribution, groups, orders, shops
+from service.usecases import distribution, groups, orders, shops
 from tests.integration.helpers import make_campaign, pay
 from tests.integration.test_rules_wired import lines_of
 

@@ -11,7 +11,8 @@ from sqlalchemy import text
 
 from engine.distribution import DistributionMode, DistributorStatus
 from engine.levels import Level
-from service import distribution, groups, orders, preview, shops
+from service.reads import preview
+from service.usecases import distribution, groups, orders, shops
 from tests.integration.helpers import make_campaign, pay
 from tests.integration.test_rules_wired import lines_of
 

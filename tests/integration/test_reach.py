@@ -10,7 +10,8 @@ import pytest
 from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, RuleViolation
 from engine.leaderboard import RankBy
-from service import distribution, orders, reach
+from service.reads import reach
+from service.usecases import distribution, orders, visits
 from tests.conftest import T0
 from tests.integration.helpers import pay
 
@@ -88,7 +89,7 @@ async def test_RP6_visits_and_funnel_per_distributor_and_campaign(svc, shop):
     sid = shop.shop_id
     codes = await _world(svc, sid)
     for v in ("visitor-aaa", "visitor-aaa", "visitor-bbb"):
-        await reach.record_visit(svc, shop_id=sid, invite_code=codes["ref"].lower(), visitor_id=v,
+        await visits.record_visit(svc, shop_id=sid, invite_code=codes["ref"].lower(), visitor_id=v,
                                  campaign_id="cmp-1")
     f, t = T0 - timedelta(days=1), T0 + timedelta(days=1)
     got = await reach.funnel(svc, shop_id=sid, subject="distributor", subject_id="ref", period_from=f, period_to=t)
@@ -100,17 +101,17 @@ async def test_RP6_visits_and_funnel_per_distributor_and_campaign(svc, shop):
     for kw, code in ((dict(invite_code=codes["ref"], visitor_id="short"), ErrorCode.INVALID_INPUT),
                      (dict(invite_code="NOPE", visitor_id="visitor-ccc"), ErrorCode.INVALID_INVITE_CODE)):
         with pytest.raises(RuleViolation) as e:
-            await reach.record_visit(svc, shop_id=sid, **kw)
+            await visits.record_visit(svc, shop_id=sid, **kw)
         assert e.value.code == code
-    limiter = reach.VisitLimiter()
+    limiter = visits.VisitLimiter()
     refused = 0
-    for _ in range(reach.PER_VISITOR[1] + 5):
+    for _ in range(visits.PER_VISITOR[1] + 5):
         try:
-            await reach.record_visit(svc, shop_id=sid, invite_code=codes["ref"], visitor_id="visitor-ddd",
+            await visits.record_visit(svc, shop_id=sid, invite_code=codes["ref"], visitor_id="visitor-ddd",
                                      limiter=limiter)
         except RuleViolation as e:
             assert e.code == ErrorCode.RATE_LIMITED
             refused += 1
     assert refused == 5
     again = await reach.funnel(svc, shop_id=sid, subject="distributor", subject_id="ref", period_from=f, period_to=t)
-    assert again.visits == 3 + reach.PER_VISITOR[1]
+    assert again.visits == 3 + visits.PER_VISITOR[1]
