@@ -1,7 +1,7 @@
 """CM-7 earnings preview, and the one computation of an order's commission at payment that it shares
 with the real payment (CM-1..CM-4, RF-2).
 
-`payment_commission` is what `service.commissions.on_order_paid` calls when an order is paid;
+`payment_commission` is what `service.tx.commissions.on_order_paid` calls when an order is paid;
 `preview_cart` and `preview_campaign` call it on the cart (or the campaign's seat) a prospective buyer
 would pay now. A preview writes nothing and names no other user: the shell shows each share by its
 level and whether it is the caller's own, never by a beneficiary's id.
@@ -67,7 +67,7 @@ def admitted_status(settings: DistributionSettings, current: DistributorStatus |
 
 def admitted_by_binding(settings: DistributionSettings, current: DistributorStatus | None) -> DistributorStatus | None:
     """DS-1 "EVERYONE: from their first bind": a referrer without a record is admitted (ACTIVE) when someone
-    binds to them (as `service.distribution` does), so a preview "bound to D" counts D as a distributor."""
+    binds to them (as `service.usecases.distribution` does), so a preview "bound to D" counts D as a distributor."""
     if current is None and settings.mode == DistributionMode.EVERYONE:
         return DistributorStatus.ACTIVE
     return current

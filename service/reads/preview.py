@@ -134,7 +134,7 @@ async def commission_preview(svc: Services, *, shop_id: str, buyer_id: str | Non
     else:
         goods = sum(ln.unit_price * ln.quantity - ln.discount for ln in lines or [])
     buyer = buyer_id or ""  # "": a new buyer, no record (no user id is empty)
-    # DS-1: the payment admits the buyer first (service.commissions.admit_if_due), so a buyer admitted by this
+    # DS-1: the payment admits the buyer first (service.tx.commissions.admit_if_due), so a buyer admitted by this
     # very order is level 1 with `self_purchase` on — a new buyer too, in EVERYONE mode
     status = parties.get(buyer)
     admitted = pv.admitted_status(settings, status.status if status else None,
