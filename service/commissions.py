@@ -235,7 +235,7 @@ async def post_leader_reward(session, ledger: LedgerBatch, *, leader_order, lead
 
 # ---------------------------------------------------------------- refunds (CM-5)
 LINE_COLUMNS = ("line_id, order_id, beneficiary_id, level, group_id, base, base_refunded, original, standing, "
-                "state, releasable, available_at")
+                "state, releasable, available_at, held")
 
 
 async def _lines(session: AsyncSession, where: str, **params) -> list[cm.CommissionLine]:

@@ -100,7 +100,7 @@ async def test_exports_are_byte_identical_LG3(svc, shop, tmp_path):
     rows = list(csv.reader(io.StringIO(first.decode())))
     header = rows.index(exports.HEADER)
     assert rows[header + 1] == ["d1", "0.00", "0", "10.00", "1000", "-4.00", "-400", "0.00", "0", "5.00", "500",
-                                "0.00", "0", "1.00", "100"]
+                                "0.00", "0", "0.00", "0", "1.00", "100", "0.00", "0"]
     assert rows[header + 2][0] == "TOTAL" and rows[header + 2][1:] == rows[header + 1][1:]
     x1 = Path(await exports.xlsx_file(svc, shop_id=shop.shop_id, settlement_id=b.settlement_id)).read_bytes()
     x2 = Path(await exports.xlsx_file(svc, shop_id=shop.shop_id, settlement_id=b.settlement_id)).read_bytes()
@@ -244,23 +244,25 @@ def xlsx_rows(data: bytes) -> list[list[str]]:
     return rows
 
 
-ZERO_DIGIT_ROWS = (["2000", "2000", "0", "0", "-500", "-500", "0", "0", "980", "980", "20", "20", "500", "500"],
-                   ["3000", "3000", "1000", "1000", "-500", "-500", "300", "300", "980", "980", "20", "20", "2800",
-                    "2800"])
+ZERO_DIGIT_ROWS = (["2000", "2000", "0", "0", "-500", "-500", "0", "0", "980", "980", "20", "20", "0", "0", "500",
+                    "500", "0", "0"],
+                   ["3000", "3000", "1000", "1000", "-500", "-500", "300", "300", "980", "980", "20", "20", "0", "0",
+                    "2800", "2800", "0", "0"])
 
 
 @pytest.mark.parametrize("currency, d1_row, total_row", [
-    # opening, released, reversals, bonuses, payouts, fees, closing: decimal string, then minor units
+    # opening, released, reversals, bonuses, payouts, fees, failed, closing, held: decimal string, then minor units
     ("JPY", *ZERO_DIGIT_ROWS),
     # issue 13: the old hand-written table printed these with 2 decimals; ISO 4217 gives them none
     ("XOF", *ZERO_DIGIT_ROWS), ("UGX", *ZERO_DIGIT_ROWS), ("PYG", *ZERO_DIGIT_ROWS),
-    ("CNY", ["20.00", "2000", "0.00", "0", "-5.00", "-500", "0.00", "0", "9.80", "980", "0.20", "20", "5.00", "500"],
-     ["30.00", "3000", "10.00", "1000", "-5.00", "-500", "3.00", "300", "9.80", "980", "0.20", "20", "28.00",
-      "2800"]),
-    ("KWD", ["2.000", "2000", "0.000", "0", "-0.500", "-500", "0.000", "0", "0.980", "980", "0.020", "20", "0.500",
-             "500"],
-     ["3.000", "3000", "1.000", "1000", "-0.500", "-500", "0.300", "300", "0.980", "980", "0.020", "20", "2.800",
-      "2800"]),
+    ("CNY", ["20.00", "2000", "0.00", "0", "-5.00", "-500", "0.00", "0", "9.80", "980", "0.20", "20", "0.00", "0",
+             "5.00", "500", "0.00", "0"],
+     ["30.00", "3000", "10.00", "1000", "-5.00", "-500", "3.00", "300", "9.80", "980", "0.20", "20", "0.00", "0",
+      "28.00", "2800", "0.00", "0"]),
+    ("KWD", ["2.000", "2000", "0.000", "0", "-0.500", "-500", "0.000", "0", "0.980", "980", "0.020", "20", "0.000",
+             "0", "0.500", "500", "0.000", "0"],
+     ["3.000", "3000", "1.000", "1000", "-0.500", "-500", "0.300", "300", "0.980", "980", "0.020", "20", "0.000",
+      "0", "2.800", "2800", "0.000", "0"]),
 ])
 async def test_exports_write_each_currencys_minor_digits_LG3(svc, currency, d1_row, total_row):
     """JPY, XOF, UGX, PYG have 0 minor digits, CNY 2, KWD 3 (ISO 4217): the same minor units, three decimal renderings —
