@@ -1,0 +1,461 @@
+"""Fraud review (FR-1..FR-4) in the service: fingerprints kept, orders and groups screened at payment, the
+review queue and an admin's clear / void / dissolve.
+
+At payment (`screen_paid_order`, called by `commissions.on_order_paid` inside the payment's transaction):
+- FR-1: the payment's fingerprints (hashed before the transaction by `hash_fingerprints`, HMAC under the shop's
+  key) are written by the payment's own applier statement (`LedgerBatch.row`): no round trip of their own.
+- FR-2: a shop whose rules are all off (the rules come with the payment's loading statement) stops here. Else
+  ONE statement loads the counts the engine needs (`SCREEN_SQL`), `engine.fraud` decides, and the flags, the
+  holds and their events go into the same applier statement. A flag changes no amount (FR-3).
+
+Review (`clear_flag`, `void_flag`, `dissolve_group`): the flag and its lines under FOR UPDATE, the engine's
+transition per line (`fraud.clear_line`, `fraud.void_held_line`, `fraud.dissolve_group`), one applier write, each
+action recorded on the flag (who, when, why) and an event (FR-4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any, Mapping
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from engine import commission as cm
+from engine import fraud as fr
+from engine.errors import ErrorCode, refuse
+from engine.events import EventType
+from service.context import Services
+from service.idempotency import once_or_replay
+from service.ids import new_id
+from service.ledger import LedgerBatch, line_from_row
+from service.uow import unit_of_work
+
+FINGERPRINTS = "sharecart.fingerprints"  # session.info: order id -> the payment's hashed fingerprints
+_SERVER_KEY: list[bytes] = []
+
+
+def server_key() -> bytes:
+    """The key every shop's fingerprint key is derived from (FR-1): from SHARECART_SECRET_KEY (its first key),
+    so every process hashes alike; without it, one per process (development only, like user aliases)."""
+    from service.settings import settings
+
+    if not _SERVER_KEY:
+        master = (settings().secret_key or "").split(",")[0].strip()
+        _SERVER_KEY.append(hashlib.sha256(b"sharecart-fingerprint:" + master.encode()).digest() if master
+                           else secrets.token_bytes(32))
+    return _SERVER_KEY[0]
+
+
+def hash_fingerprints(shop_id: str, raw: Mapping[str, str | None] | None) -> frozenset[fr.Fingerprint]:
+    """FR-1: `{"PAYER": …, "DEVICE": …, "IP": …, "ADDRESS": …}` (each optional) as keyed hashes; the raw values go
+    no further than this function."""
+    if not raw:
+        return frozenset()
+    key = fr.shop_key(server_key(), shop_id)
+    return frozenset(fr.Fingerprint(fr.FingerprintKind(k), fr.fingerprint_hash(key, fr.FingerprintKind(k), v))
+                     for k, v in raw.items() if v is not None)
+
+
+def carry(session: AsyncSession, order_id: str, fps: frozenset[fr.Fingerprint]) -> None:
+    """The payment's fingerprints, for `screen_paid_order` further down the same transaction."""
+    if fps:
+        session.info.setdefault(FINGERPRINTS, {})[order_id] = fps
+
+
+# ---------------------------------------------------------------- rules (FR-2)
+RULE_FIELDS = [f for f in fr.FraudRules.__dataclass_fields__]
+
+
+def rules_from_json(d: Mapping[str, Any] | None) -> fr.FraudRules:
+    if not d:
+        return fr.FraudRules()
+    return fr.FraudRules(**{f: d[f] for f in RULE_FIELDS if d.get(f) is not None})
+
+
+async def get_rules(svc: Services, *, shop_id: str) -> fr.FraudRules:
+    async with svc.sessionmaker() as s:
+        row = (await s.execute(text("SELECT row_to_json(f) FROM fraud_rules f WHERE shop_id = :s"),
+                               {"s": shop_id})).scalar()
+    return rules_from_json(_j(row))
+
+
+async def set_rules(svc: Services, *, shop_id: str, rules: fr.FraudRules, actor: str) -> fr.FraudRules:
+    """FR-2: the shop's rules and thresholds, replaced whole (validated by the engine)."""
+    fr.validate_rules(rules)
+    now = svc.now()
+    values = asdict(rules)
+    cols = ", ".join(RULE_FIELDS)
+    async with unit_of_work(svc) as s:
+        await s.execute(text(
+            f"INSERT INTO fraud_rules (shop_id, {cols}, updated_at, updated_by) VALUES (:s, "
+            + ", ".join(f":{f}" for f in RULE_FIELDS) + ", :now, :actor) ON CONFLICT (shop_id) DO UPDATE SET "
+            + ", ".join(f"{f} = EXCLUDED.{f}" for f in RULE_FIELDS) + ", updated_at = :now, updated_by = :actor"),
+            {"s": shop_id, **values, "now": now, "actor": actor})
+    return rules
+
+
+def _j(v):
+    return json.loads(v) if isinstance(v, str) else v
+
+
+# ---------------------------------------------------------------- screening at payment (FR-1..FR-3)
+# FR-2 in one round trip: for the beneficiaries `bens` of the order `oid` paid by `buyer`,
+# (a) the kinds of this payment's fingerprints seen on each beneficiary's own paid orders,
+# (b) per beneficiary, the other orders paid since `since_v` that earn them and share a device/IP/payer hash,
+# (d) per beneficiary, their downline's orders paid since `since_r` (as level 1 or 2): count, paid, refunded,
+# (c) for a group order: its other paid seats' fingerprints, whether the group was flagged before (and is it
+#     open), and what its other orders' lines stand at.
+SCREEN_SQL = text(
+    """
+    SELECT
+      (SELECT json_object_agg(buyer_id, kinds) FROM (
+         SELECT buyer_id, json_agg(DISTINCT kind) AS kinds FROM payment_fingerprints
+          WHERE shop_id = :s AND buyer_id = ANY(CAST(:bens AS text[])) AND buyer_id <> :buyer
+            AND order_id <> :oid AND hash = ANY(CAST(:hashes AS text[]))
+          GROUP BY buyer_id) x) AS shared,
+      (SELECT json_object_agg(ben, n) FROM (
+         SELECT b.ben, count(DISTINCT o.order_id) AS n
+           FROM unnest(CAST(:bens AS text[])) AS b(ben)
+           JOIN orders o ON o.shop_id = :s AND (o.level1_id = b.ben OR o.level2_id = b.ben)
+           JOIN payment_fingerprints f ON f.shop_id = o.shop_id AND f.order_id = o.order_id
+          WHERE o.paid_at >= :since_v AND o.order_id <> :oid AND f.hash = ANY(CAST(:vhashes AS text[]))
+          GROUP BY b.ben) x) AS velocity,
+      (SELECT json_object_agg(ben, json_build_array(n, paid, refunded)) FROM (
+         SELECT b.ben, count(o.order_id) AS n, COALESCE(sum(o.paid_amount), 0) AS paid,
+                COALESCE(sum(o.refunded_amount), 0) AS refunded
+           FROM unnest(CAST(:bens AS text[])) AS b(ben)
+           JOIN orders o ON o.shop_id = :s AND (o.level1_id = b.ben OR o.level2_id = b.ben)
+          WHERE o.paid_at >= :since_r AND o.order_id <> :oid
+          GROUP BY b.ben) x) AS downline,
+      (SELECT json_agg(json_build_array(f.order_id, f.kind, f.hash)) FROM payment_fingerprints f
+         JOIN seats st ON st.shop_id = f.shop_id AND st.order_id = f.order_id
+        WHERE f.shop_id = :s AND st.group_id = :g AND st.state = 'PAID' AND f.order_id <> :oid) AS seats,
+      (SELECT json_build_array(flag_id, state) FROM fraud_flags
+        WHERE shop_id = :s AND subject = 'GROUP' AND group_id = :g ORDER BY flagged_at DESC LIMIT 1) AS group_flag,
+      (SELECT COALESCE(sum(c.standing), 0) FROM commission_lines c JOIN orders o
+          ON o.shop_id = c.shop_id AND o.order_id = c.order_id
+        WHERE c.shop_id = :s AND o.group_id = :g AND c.order_id <> :oid
+          AND c.state IN ('PENDING', 'FROZEN')) AS group_standing
+    """
+)
+
+# FR-3: the engine's hold (`fraud.hold_line`: held, nothing else) of a newly flagged group's earlier lines.
+HOLD_GROUP_LINES = ("UPDATE commission_lines c SET held = true FROM orders o "
+                    "WHERE c.shop_id = :shop_id AND o.shop_id = c.shop_id AND o.order_id = c.order_id "
+                    "AND o.group_id = :group_id AND c.state IN ('PENDING', 'FROZEN') AND NOT c.held")
+INSERT_FLAG = ("INSERT INTO fraud_flags (shop_id, flag_id, subject, line_id, group_id, order_id, beneficiary_id, rules, "
+               "evidence, amount, state, flagged_at, flagged_by) VALUES (:shop_id, :flag_id, :subject, :line_id, "
+               ":group_id, :order_id, :beneficiary_id, CAST(:rules AS jsonb), CAST(:evidence AS jsonb), :amount, "
+               "'OPEN', :now, 'system')")
+
+
+def _flag(ledger: LedgerBatch, *, subject: str, flags: tuple[fr.Flag, ...], amount: int, line_id: str | None = None,
+          group_id: str | None = None, order_id: str | None = None, beneficiary_id: str | None = None) -> str:
+    flag_id = new_id("ff_")
+    rules = [f.rule.value for f in flags]
+    evidence = {f.rule.value: dict(f.evidence) for f in flags}
+    ledger.row(INSERT_FLAG, flag_id=flag_id, subject=subject, line_id=line_id, group_id=group_id, order_id=order_id,
+               beneficiary_id=beneficiary_id, rules=json.dumps(rules), evidence=json.dumps(evidence), amount=amount,
+               now=ledger.now)
+    ledger.event(type=EventType.FRAUD_FLAGGED, aggregate_type="group" if subject == "GROUP" else "order",
+                 aggregate_id=group_id if subject == "GROUP" else (order_id or ""), rule="FR-3",
+                 payload={"flag_id": flag_id, "subject": subject, "rules": rules, "evidence": evidence,
+                          "line_id": line_id, "group_id": group_id, "order_id": order_id,
+                          "beneficiary_id": beneficiary_id, "amount": amount, "by": "system"})
+    return flag_id
+
+
+async def screen_paid_order(session: AsyncSession, ledger: LedgerBatch, *, order, lines: list[cm.CommissionLine],
+                            rules_json: Mapping[str, Any] | None, now: datetime) -> list[cm.CommissionLine]:
+    """FR-1..FR-3 for an order whose payment just posted `lines` into `ledger`: keep its fingerprints, run the
+    shop's rules, hold what they flag. Returns the lines as they now stand (held or not; amounts unchanged)."""
+    fps = session.info.get(FINGERPRINTS, {}).pop(order.order_id, frozenset())
+    if fps:
+        ledger.row("INSERT INTO payment_fingerprints (shop_id, order_id, kind, hash, buyer_id, paid_at) "
+                   "SELECT :shop_id, :order_id, v.kind, v.hash, :buyer_id, :now "
+                   "FROM unnest(CAST(:kinds AS text[]), CAST(:hashes AS text[])) AS v(kind, hash) ON CONFLICT DO NOTHING",
+                   order_id=order.order_id, buyer_id=order.buyer_id, now=now,
+                   kinds=[f.kind.value for f in sorted(fps, key=lambda f: f.kind.value)],
+                   hashes=[f.hash for f in sorted(fps, key=lambda f: f.kind.value)])
+    rules = rules_from_json(rules_json)
+    group_id = getattr(order, "group_id", None)
+    screen_lines = bool(lines) and (rules.self_dealing or rules.refund_rate or (rules.velocity and fps))
+    screen_group = bool(group_id) and rules.scalper_group
+    if not (screen_lines or screen_group):
+        return lines
+    bens = sorted({ln.beneficiary_id for ln in lines})
+    got = (await session.execute(SCREEN_SQL, {
+        "s": order.shop_id, "bens": bens, "buyer": order.buyer_id, "oid": order.order_id, "g": group_id,
+        "hashes": [f.hash for f in fps], "vhashes": [f.hash for f in fps if f.kind in fr.VELOCITY_KINDS],
+        "since_v": now - timedelta(seconds=rules.velocity_window),
+        "since_r": now - timedelta(seconds=rules.refund_rate_window)})).one()
+    signals = fr.OrderSignals(
+        buyer_id=order.buyer_id, fingerprints=fps,
+        shared_with={b: frozenset(fr.FingerprintKind(k) for k in kinds) for b, kinds in (_j(got.shared) or {}).items()},
+        velocity={b: int(n) for b, n in (_j(got.velocity) or {}).items()},
+        downline={b: fr.DownlineRefunds(int(n), int(p), int(r)) for b, (n, p, r) in (_j(got.downline) or {}).items()})
+    by_ben = fr.screen_order(rules, signals, [ln.beneficiary_id for ln in lines]) if screen_lines else {}
+
+    hold_all = False
+    if screen_group:
+        flag = _j(got.group_flag)
+        if flag is not None:
+            hold_all = flag[1] == "OPEN"  # flagged before: its lines stay held; a resolved flag is not raised again
+        else:
+            seats: dict[str, set[fr.Fingerprint]] = {}
+            for oid, kind, h in _j(got.seats) or []:
+                seats.setdefault(oid, set()).add(fr.Fingerprint(fr.FingerprintKind(kind), h))
+            seats[order.order_id] = set(fps)
+            g = fr.screen_group(rules, {k: frozenset(v) for k, v in seats.items()})
+            if g is not None:
+                hold_all = True
+                _flag(ledger, subject="GROUP", flags=(g,), group_id=group_id,
+                      amount=int(got.group_standing) + sum(ln.standing for ln in lines))
+                ledger.row(HOLD_GROUP_LINES, group_id=group_id)
+    out = []
+    for ln in lines:
+        flags = by_ben.get(ln.beneficiary_id, ())
+        if flags or hold_all:
+            held = fr.hold_line(ln)
+            ledger.line(session, (held, ()), hold=True)
+            if flags:
+                _flag(ledger, subject="LINE", flags=flags, line_id=ln.id, order_id=ln.order_id,
+                      beneficiary_id=ln.beneficiary_id, amount=ln.standing)
+            ln = held
+        out.append(ln)
+    return out
+
+
+async def hold_if_group_flagged(session: AsyncSession, ledger: LedgerBatch, *, line: cm.CommissionLine,
+                                shop_id: str, group_id: str) -> cm.CommissionLine:
+    """FR-3 at forming: a leader reward (团长佣金) of a group under an open flag is held like its other lines."""
+    open_flag = (await session.execute(text(
+        "SELECT 1 FROM fraud_flags WHERE shop_id = :s AND subject = 'GROUP' AND group_id = :g AND state = 'OPEN' "
+        "LIMIT 1"), {"s": shop_id, "g": group_id})).first()
+    if open_flag is None:
+        return line
+    held = fr.hold_line(line)
+    ledger.line(session, (held, ()), hold=True)
+    return held
+
+
+# ---------------------------------------------------------------- the review queue (FR-3/FR-4)
+FLAG_COLUMNS = ("flag_id, subject, line_id, group_id, order_id, beneficiary_id, rules, evidence, amount, state, "
+                "flagged_at, flagged_by, resolved_at, resolved_by, reason")
+
+
+@dataclass(frozen=True)
+class FlagView:
+    flag_id: str
+    subject: str
+    line_id: str | None
+    group_id: str | None
+    order_id: str | None
+    beneficiary_id: str | None
+    rules: list
+    evidence: dict
+    amount: int
+    state: str
+    flagged_at: datetime
+    flagged_by: str
+    resolved_at: datetime | None
+    resolved_by: str | None
+    reason: str | None
+    held: int = 0  # what its lines hold now
+
+
+# a flag's lines: its own line, or every line of its group's orders
+_FLAG_LINES = """
+    SELECT c.* FROM commission_lines c
+    WHERE c.shop_id = :s AND ((:subject = 'LINE' AND c.line_id = :line_id)
+       OR (:subject = 'GROUP' AND c.order_id IN (SELECT order_id FROM orders WHERE shop_id = :s AND group_id = :g)))
+"""
+HELD_BY_FLAG = """
+    COALESCE((SELECT sum(c.standing) FROM commission_lines c WHERE c.shop_id = f.shop_id AND c.held
+                AND c.state IN ('PENDING', 'FROZEN')
+                AND ((f.subject = 'LINE' AND c.line_id = f.line_id)
+                  OR (f.subject = 'GROUP' AND c.order_id IN (SELECT order_id FROM orders o
+                                                              WHERE o.shop_id = f.shop_id AND o.group_id = f.group_id)))
+             ), 0) AS held"""
+
+
+def _flag_view(r) -> FlagView:
+    return FlagView(**{k: getattr(r, k) for k in FlagView.__dataclass_fields__ if k != "held"},
+                    held=int(getattr(r, "held", 0) or 0))
+
+
+async def review_queue(svc: Services, *, shop_id: str, state: str | None = "OPEN", limit: int = 50,
+                       flag_id: str | None = None) -> list[FlagView]:
+    """FR-3: the shop's flags, oldest first (OPEN by default), each with what it holds now."""
+    limit = max(1, min(limit, 200))
+    async with svc.sessionmaker() as s:
+        rows = (await s.execute(text(
+            f"SELECT {FLAG_COLUMNS}, {HELD_BY_FLAG} FROM fraud_flags f WHERE f.shop_id = :s "
+            "AND (CAST(:state AS text) IS NULL OR f.state = :state) AND (CAST(:fid AS text) IS NULL OR f.flag_id = :fid) "
+            "ORDER BY f.flagged_at, f.flag_id LIMIT :n"), {"s": shop_id, "state": state, "fid": flag_id, "n": limit})).all()
+    return [_flag_view(r) for r in rows]
+
+
+async def held_amount(svc: Services, *, shop_id: str, user_id: str) -> int:
+    """FR-3: what of the distributor's pending and frozen commission is held for review."""
+    async with svc.sessionmaker() as s:
+        return int((await s.execute(text(
+            "SELECT COALESCE(sum(standing), 0) FROM commission_lines WHERE shop_id = :s AND beneficiary_id = :u "
+            "AND held AND state IN ('PENDING', 'FROZEN')"), {"s": shop_id, "u": user_id})).scalar())
+
+
+async def _load_flag(s: AsyncSession, shop_id: str, flag_id: str) -> FlagView:
+    row = (await s.execute(text(f"SELECT {FLAG_COLUMNS} FROM fraud_flags WHERE shop_id = :s AND flag_id = :f "
+                                "FOR UPDATE"), {"s": shop_id, "f": flag_id})).first()
+    if row is None:
+        raise refuse(ErrorCode.NOT_FOUND, "no such flag in the review queue", field="flagId")
+    return _flag_view(row)
+
+
+async def _flag_lines(s: AsyncSession, shop_id: str, flag: FlagView) -> list[cm.CommissionLine]:
+    rows = (await s.execute(text(f"{_FLAG_LINES} ORDER BY c.line_id FOR UPDATE"),
+                            {"s": shop_id, "subject": flag.subject, "line_id": flag.line_id, "g": flag.group_id})).all()
+    return [line_from_row(r) for r in rows]
+
+
+async def _still_flagged(s: AsyncSession, shop_id: str, flag: FlagView, lines: list[cm.CommissionLine]) -> set[str]:
+    """Lines another OPEN flag also holds (a line flag of theirs, or their group's flag): a clearance of this
+    flag leaves them held."""
+    if not lines:
+        return set()
+    rows = (await s.execute(text(
+        """
+        SELECT c.line_id FROM commission_lines c JOIN orders o ON o.shop_id = c.shop_id AND o.order_id = c.order_id
+        WHERE c.shop_id = :s AND c.line_id = ANY(CAST(:ids AS text[])) AND EXISTS (
+            SELECT 1 FROM fraud_flags f WHERE f.shop_id = c.shop_id AND f.state = 'OPEN' AND f.flag_id <> :fid
+              AND ((f.subject = 'LINE' AND f.line_id = c.line_id) OR (f.subject = 'GROUP' AND f.group_id = o.group_id)))
+        """), {"s": shop_id, "ids": [ln.id for ln in lines], "fid": flag.flag_id})).scalars()
+    return set(rows)
+
+
+def _resolve(ledger: LedgerBatch, flag: FlagView, *, state: str, actor: str, reason: str | None) -> None:
+    ledger.row("UPDATE fraud_flags SET state = :state, resolved_at = :now, resolved_by = :actor, reason = :reason "
+               "WHERE shop_id = :shop_id AND flag_id = :flag_id AND state = 'OPEN'",
+               state=state, now=ledger.now, actor=actor, reason=reason, flag_id=flag.flag_id)
+
+
+def _check_reason(reason: str | None, required: bool) -> None:
+    if (required and (not reason or not reason.strip())) or (reason is not None and len(reason) > 500):
+        raise refuse(ErrorCode.INVALID_INPUT, "a reason is required (1..500 characters)" if required
+                     else "the reason is at most 500 characters", field="reason", rule="FR-4")
+
+
+async def _decide(svc: Services, *, shop_id: str, flag_id: str, actor: str, reason: str | None, target: str,
+                  idempotency_key: str | None, act) -> FlagView:
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        async def run():
+            flag = await _load_flag(s, shop_id, flag_id)
+            if flag.state == target:
+                return {"flag_id": flag_id}  # the same decision again is a no-op (GB-10)
+            if flag.state != "OPEN":
+                raise refuse(ErrorCode.INVALID_STATE, f"the flag is already {flag.state}", field="flagId", rule="FR-3")
+            await act(s, flag, now)
+            return {"flag_id": flag_id}
+
+        await once_or_replay(s, shop_id=shop_id, scope=f"fraud_{target.lower()}", key=idempotency_key, now=now,
+                             run=run, request={"flag_id": flag_id, "reason": reason})
+    return (await review_queue(svc, shop_id=shop_id, state=None, flag_id=flag_id, limit=1))[0]
+
+
+async def clear_flag(svc: Services, *, shop_id: str, flag_id: str, actor: str, reason: str | None = None,
+                     idempotency_key: str | None = None) -> FlagView:
+    """FR-3: the admin clears a flag — each line it holds (and no other open flag holds) resumes its life cycle,
+    AVAILABLE at once if its `available_at` has passed (`fraud.clear_line`). No amount changes."""
+    _check_reason(reason, required=False)
+
+    async def act(s, flag: FlagView, now):
+        lines = await _flag_lines(s, shop_id, flag)
+        keep = await _still_flagged(s, shop_id, flag, lines)
+        ledger = LedgerBatch(shop_id, now)
+        cleared = []
+        for line in lines:
+            if line.id in keep or not line.held:
+                continue
+            new, postings = fr.clear_line(line, now)
+            ledger.line(s, (new, postings), hold=True)
+            cleared.append(new)
+            if new.state == cm.CommissionState.AVAILABLE and line.state != cm.CommissionState.AVAILABLE:
+                ledger.event(type=EventType.COMMISSION_AVAILABLE, aggregate_type="distributor",
+                             aggregate_id=line.beneficiary_id, rule="CM-6",
+                             payload={"line_id": line.id, "order_id": line.order_id, "amount": new.standing})
+        _resolve(ledger, flag, state="CLEARED", actor=actor, reason=reason)
+        ledger.event(type=EventType.FRAUD_CLEARED, aggregate_type="group" if flag.subject == "GROUP" else "order",
+                     aggregate_id=(flag.group_id if flag.subject == "GROUP" else flag.order_id) or "", rule="FR-4",
+                     payload={"flag_id": flag.flag_id, "subject": flag.subject, "line_ids": [ln.id for ln in cleared],
+                              "group_id": flag.group_id, "amount": sum(ln.standing for ln in cleared), "by": actor,
+                              "reason": reason})
+        await ledger.flush(s)
+
+    return await _decide(svc, shop_id=shop_id, flag_id=flag_id, actor=actor, reason=reason, target="CLEARED",
+                         idempotency_key=idempotency_key, act=act)
+
+
+async def void_flag(svc: Services, *, shop_id: str, flag_id: str, actor: str, reason: str,
+                    idempotency_key: str | None = None) -> FlagView:
+    """FR-3: the admin voids a flag's lines, with a reason: what each still stands at is reversed by a new entry
+    from its bucket (`fraud.void_held_line`); the line is VOID and the payout of it never happens."""
+    _check_reason(reason, required=True)
+
+    async def act(s, flag: FlagView, now):
+        lines = await _flag_lines(s, shop_id, flag)
+        ledger = LedgerBatch(shop_id, now)
+        voided = []
+        for line in lines:
+            if not line.held or line.state == cm.CommissionState.VOID:
+                continue
+            new, postings = fr.void_held_line(line)
+            ledger.line(s, (new, postings), hold=True)
+            voided.append((line, new))
+            ledger.event(type=EventType.COMMISSION_VOIDED, aggregate_type="order", aggregate_id=line.order_id,
+                         rule="FR-3", payload={"order_id": line.order_id, "line_id": line.id,
+                                               "beneficiary_id": line.beneficiary_id, "level": line.level,
+                                               "amount": line.standing, "cause": "FR-3"})
+        _resolve(ledger, flag, state="VOIDED", actor=actor, reason=reason)
+        ledger.event(type=EventType.FRAUD_VOIDED, aggregate_type="group" if flag.subject == "GROUP" else "order",
+                     aggregate_id=(flag.group_id if flag.subject == "GROUP" else flag.order_id) or "", rule="FR-4",
+                     payload={"flag_id": flag.flag_id, "subject": flag.subject,
+                              "line_ids": [old.id for old, _ in voided], "group_id": flag.group_id,
+                              "amount": sum(old.standing for old, _ in voided), "by": actor, "reason": reason})
+        await ledger.flush(s)
+
+    return await _decide(svc, shop_id=shop_id, flag_id=flag_id, actor=actor, reason=reason, target="VOIDED",
+                         idempotency_key=idempotency_key, act=act)
+
+
+async def dissolve_group(svc: Services, *, shop_id: str, flag_id: str, actor: str, reason: str,
+                         idempotency_key: str | None = None) -> FlagView:
+    """FR-3: the admin dissolves a flagged group before it forms: it fails now with GB-6's refunds, its lines are
+    voided (CM-6) and the flag is DISSOLVED. A formed group is refused (INVALID_STATE)."""
+    from service import groups, lean
+
+    _check_reason(reason, required=True)
+
+    async def act(s, flag: FlagView, now):
+        if flag.subject != "GROUP" or not flag.group_id:
+            raise refuse(ErrorCode.INVALID_STATE, "only a flagged group can be dissolved", field="flagId", rule="FR-3")
+        ld = await lean.load_group(s, shop_id, flag.group_id)
+        if ld is None:
+            raise refuse(ErrorCode.NOT_FOUND, "group not found", field="flagId")
+        decision = fr.dissolve_group(ld.group, now=now)
+        held = sum(ln.standing for ln in await _flag_lines(s, shop_id, flag) if ln.held)
+        await groups._carry_out(s, ld, decision, lean.Writes(shop_id, now, ld.currency), now=now)
+        ledger = LedgerBatch(shop_id, now)
+        _resolve(ledger, flag, state="DISSOLVED", actor=actor, reason=reason)
+        ledger.event(type=EventType.FRAUD_GROUP_DISSOLVED, aggregate_type="group", aggregate_id=flag.group_id,
+                     rule="FR-4", payload={"flag_id": flag.flag_id, "subject": flag.subject, "line_ids": [],
+                                           "group_id": flag.group_id, "amount": held, "by": actor, "reason": reason})
+        await ledger.flush(s)
+
+    return await _decide(svc, shop_id=shop_id, flag_id=flag_id, actor=actor, reason=reason, target="DISSOLVED",
+                         idempotency_key=idempotency_key, act=act)
