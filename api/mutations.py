@@ -16,6 +16,7 @@ import strawberry
 from strawberry.types import Info
 
 from api.errors import UserError, refusal_of, user_error
+from api.fraud import FraudMutations, PayeeMethodInput, PaymentFingerprintsInput
 from api.security_mutations import SecurityMutations
 from api.permissions import IsAdmin, IsBackend, IsBackendOrAdmin, IsCustomer, IsDistributor, IsFinance
 from api.types import (
@@ -188,6 +189,7 @@ class ConfirmPaymentInput:
     amount: MinorUnits
     provider_ref: str
     idempotency_key: Optional[str] = idempotency_key_field()
+    fingerprints: Optional[PaymentFingerprintsInput] = None  # FR-1
 
 
 @strawberry.type
@@ -479,6 +481,7 @@ class RedeliverEventsPayload:
 class RequestPayoutInput:
     amount: MinorUnits
     idempotency_key: Optional[str] = idempotency_key_field()
+    payee_method: Optional[PayeeMethodInput] = None  # LG-4
 
 
 @strawberry.input
@@ -543,7 +546,7 @@ async def _change_status(info: Info, input: "DistributorStatusInput", change: st
 
 # ---------------------------------------------------------------- mutation root
 @strawberry.type
-class Mutation(SecurityMutations):
+class Mutation(SecurityMutations, FraudMutations):
     # ------------------------------------------------------------ customer
     @strawberry.mutation(permission_classes=[IsCustomer], description="GB-1: open a group as its leader.")
     async def open_group(self, info: Info, input: OpenGroupInput) -> SeatPayload:
@@ -618,7 +621,8 @@ class Mutation(SecurityMutations):
         async def go():
             r = await orders_svc.confirm_payment(ctx.svc, shop_id=ctx.shop_id, provider_ref=input.provider_ref,
                                                  amount=input.amount, idempotency_key=input.idempotency_key,
-                                                 **_order_ref(input.order_id, input.external_id))
+                                                 fingerprints=input.fingerprints.as_kinds() if input.fingerprints
+                                                 else None, **_order_ref(input.order_id, input.external_id))
             o = await ctx.loaders.order.load(r["order_id"])
             return dict(order=order_type(o, ctx) if o else None, accepted=r["accepted"], replayed=r["replayed"])
         return await run(ConfirmPaymentPayload, go)
@@ -694,7 +698,8 @@ class Mutation(SecurityMutations):
 
         async def go():
             p = await payouts_svc.request_payout(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id,
-                                                 amount=input.amount, idempotency_key=input.idempotency_key)
+                                                 amount=input.amount, idempotency_key=input.idempotency_key,
+                                                 payee=input.payee_method.method() if input.payee_method else None)
             return dict(payout=payout_type(p, ctx))
         return await run(PayoutPayload, go)
 

@@ -76,8 +76,10 @@ from engine.distribution import DistributorStatus
 from engine.segments import Segment
 from engine.stats import MIN_DECIDED
 from engine.errors import ErrorCode, refuse
+from api.fraud import FraudQueries
 from api.viewer import Viewer, resolve_viewer
 from service import distribution as distribution_svc
+from service import fraud as fraud_svc
 from service import listings
 from service import queries
 from service import reports as reports_svc
@@ -163,7 +165,7 @@ def _campaign_id(id: str) -> str:
 
 
 @strawberry.type
-class Query:
+class Query(FraudQueries):
     @strawberry.field(permission_classes=[HasShopKey], description="Refetch any object by its global id "
                       "(null when it is not yours to see).")
     async def node(self, info: Info, id: strawberry.ID) -> Optional[relay.Node]:
@@ -245,7 +247,8 @@ class Query:
             user_id=d.user_id, status=d.status, invite_code=d.invite_code, grade=d.grade,
             level=level_type(level, ctx) if level else None,
             balances=Balances(currency=ctx.currency, pending=d.pending, frozen=d.frozen, available=d.available,
-                              in_payout=d.in_payout, paid=d.paid, fees=d.fees),
+                              in_payout=d.in_payout, paid=d.paid, fees=d.fees,
+                              held=await fraud_svc.held_amount(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id)),
             downline=Downline(level1=DownlineLevel(**dl["level1"], currency=ctx.currency),
                               level2=DownlineLevel(**dl["level2"], currency=ctx.currency)))
 

@@ -536,11 +536,17 @@ class Payout(relay.Node):
     fee: MinorUnits
     net: MinorUnits
     currency: str
-    state: str = strawberry.field(description="REQUESTED, APPROVED or REJECTED")
+    state: str = strawberry.field(description="REQUESTED, APPROVED, REJECTED or FAILED (LG-4)")
     requested_at: datetime
     decided_at: Optional[datetime]
     external_ref: Optional[str]
     reason: Optional[str]
+    payee_kind: Optional[str] = strawberry.field(default=None, description="LG-4: the payee method chosen at request")
+    payee_reference: Optional[str] = strawberry.field(default=None, description="LG-4: its account reference, masked")
+    failed_at: Optional[datetime] = strawberry.field(default=None, description="LG-4: when the transfer was marked "
+                                                                               "failed")
+    failure_ref: Optional[str] = strawberry.field(default=None, description="LG-4: the failed transfer's reference")
+    failure_reason: Optional[str] = None
 
     @classmethod
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
@@ -551,7 +557,10 @@ class Payout(relay.Node):
 def payout_type(p, ctx) -> Payout:
     return Payout(id=p.payout_id, distributor_id=p.distributor_id, amount=p.amount, fee=p.fee,
                   net=p.amount - p.fee, currency=ctx.currency, state=p.state, requested_at=p.requested_at,
-                  decided_at=p.decided_at, external_ref=p.external_ref, reason=p.reason)
+                  decided_at=p.decided_at, external_ref=p.external_ref, reason=p.reason,
+                  payee_kind=getattr(p, "payee_kind", None), payee_reference=getattr(p, "payee_reference", None),
+                  failed_at=getattr(p, "failed_at", None), failure_ref=getattr(p, "failure_ref", None),
+                  failure_reason=getattr(p, "failure_reason", None))
 
 
 @strawberry.type
@@ -563,6 +572,9 @@ class Balances:
     in_payout: MinorUnits
     paid: MinorUnits
     fees: MinorUnits
+    held: MinorUnits = strawberry.field(default=MinorUnits(0), description=(
+        "FR-3: the part of pending and frozen held for fraud review (not released until an admin clears it); "
+        "in `earnings`, always 0"))
 
 
 @strawberry.type
@@ -832,7 +844,12 @@ class Settlement(relay.Node):
     bonuses: MinorUnits
     payouts: MinorUnits
     fees: MinorUnits
+    failed: MinorUnits = strawberry.field(description="LG-4: what payouts that failed in the period gave back "
+                                                      "(amount and fee); closing = opening + released + reversals + "
+                                                      "bonuses − payouts − fees + failed")
     closing: MinorUnits
+    held: MinorUnits = strawberry.field(description="FR-3: commission held for review at the period end (beside the "
+                                                    "identity: in no settled balance)")
 
     @strawberry.field(description="Path of the CSV export (GET with a finance token, LG-3)")
     def csv_path(self) -> str:
@@ -851,7 +868,8 @@ class Settlement(relay.Node):
 def settlement_type(b) -> Settlement:
     return Settlement(id=b.settlement_id, local_from=b.local_from, local_to=b.local_to, currency=b.currency,
                       distributors=b.distributors, opening=b.opening, released=b.released, reversals=b.reversals,
-                      bonuses=b.bonuses, payouts=b.payouts, fees=b.fees, closing=b.closing)
+                      bonuses=b.bonuses, payouts=b.payouts, fees=b.fees, failed=b.failed, closing=b.closing,
+                      held=b.held)
 
 
 # ---------------------------------------------------------------- webhooks and events
