@@ -124,8 +124,24 @@ def _flag_type(f: fraud_svc.FlagView) -> FraudFlag:
                      flagged_by=f.flagged_by, resolved_at=f.resolved_at, resolved_by=f.resolved_by, reason=f.reason)
 
 
-@strawberry.input
-class ResolveFraudFlagInput:
+@strawberry.input(description="FR-3: clear a flag (the reason is optional).")
+class ClearFraudFlagInput:
+    flag_id: strawberry.ID
+    reason: Optional[str] = None
+    idempotency_key: Optional[str] = strawberry.field(default=None, description="GB-10: a retry with the same key "
+                                                      "and input returns the first answer")
+
+
+@strawberry.input(description="FR-3: void a flag's lines (a reason is required).")
+class VoidFraudFlagInput:
+    flag_id: strawberry.ID
+    reason: Optional[str] = None
+    idempotency_key: Optional[str] = strawberry.field(default=None, description="GB-10: a retry with the same key "
+                                                      "and input returns the first answer")
+
+
+@strawberry.input(description="FR-3: dissolve a flagged group before it forms (a reason is required).")
+class DissolveFlaggedGroupInput:
     flag_id: strawberry.ID
     reason: Optional[str] = None
     idempotency_key: Optional[str] = strawberry.field(default=None, description="GB-10: a retry with the same key "
@@ -194,7 +210,7 @@ class FraudMutations:
 
     @strawberry.mutation(permission_classes=[IsAdmin], description="FR-3: clear a flag; its lines resume their "
                          "life cycle (available at once when due). Amounts never change.")
-    async def clear_fraud_flag(self, info: Info, input: ResolveFraudFlagInput) -> FraudFlagPayload:
+    async def clear_fraud_flag(self, info: Info, input: ClearFraudFlagInput) -> FraudFlagPayload:
         ctx = info.context
 
         async def go():
@@ -206,7 +222,7 @@ class FraudMutations:
 
     @strawberry.mutation(permission_classes=[IsAdmin], description="FR-3: void a flag's lines with a reason "
                          "(reversed by new entries).")
-    async def void_fraud_flag(self, info: Info, input: ResolveFraudFlagInput) -> FraudFlagPayload:
+    async def void_fraud_flag(self, info: Info, input: VoidFraudFlagInput) -> FraudFlagPayload:
         ctx = info.context
 
         async def go():
@@ -217,7 +233,7 @@ class FraudMutations:
 
     @strawberry.mutation(permission_classes=[IsAdmin], description="FR-3: dissolve a flagged group before it "
                          "forms (GB-6 refunds), with a reason.")
-    async def dissolve_flagged_group(self, info: Info, input: ResolveFraudFlagInput) -> FraudFlagPayload:
+    async def dissolve_flagged_group(self, info: Info, input: DissolveFlaggedGroupInput) -> FraudFlagPayload:
         ctx = info.context
 
         async def go():
