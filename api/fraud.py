@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Optional
+from typing import Optional, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -118,7 +118,7 @@ class FraudFlag:
 
 
 def _flag_type(f: fraud_svc.FlagView) -> FraudFlag:
-    return FraudFlag(id=strawberry.ID(f.flag_id), subject=f.subject, rules=list(f.rules), evidence=f.evidence,
+    return FraudFlag(id=strawberry.ID(f.flag_id), subject=f.subject, rules=list(f.rules), evidence=cast(JSON, f.evidence),
                      line_id=f.line_id, group_id=f.group_id, order_id=f.order_id, beneficiary_id=f.beneficiary_id,
                      amount=MinorUnits(f.amount), held=MinorUnits(f.held), state=f.state, flagged_at=f.flagged_at,
                      flagged_by=f.flagged_by, resolved_at=f.resolved_at, resolved_by=f.resolved_by, reason=f.reason)

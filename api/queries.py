@@ -20,6 +20,7 @@ from api.permissions import (
     IsFinance,
 )
 from api.types import (
+    MinorUnits,
     ENDPOINTS_KEYSET,
     bounded_day,
     EVENTS_KEYSET,
@@ -248,7 +249,8 @@ class Query(FraudQueries):
             level=level_type(level, ctx) if level else None,
             balances=Balances(currency=ctx.currency, pending=d.pending, frozen=d.frozen, available=d.available,
                               in_payout=d.in_payout, paid=d.paid, fees=d.fees,
-                              held=await fraud_svc.held_amount(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id)),
+                              held=MinorUnits(await fraud_svc.held_amount(ctx.svc, shop_id=ctx.shop_id,
+                                                                           user_id=ctx.user_id))),
             downline=Downline(level1=DownlineLevel(**dl["level1"], currency=ctx.currency),
                               level2=DownlineLevel(**dl["level2"], currency=ctx.currency)))
 

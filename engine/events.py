@@ -280,8 +280,8 @@ class FraudFlagged:
 
     flag_id: str
     subject: str
-    rules: list
-    evidence: dict
+    rules: list[str]
+    evidence: dict[str, Any]
     line_id: str | None
     group_id: str | None
     order_id: str | None
@@ -297,7 +297,7 @@ class FraudResolved:
 
     flag_id: str
     subject: str
-    line_ids: list
+    line_ids: list[str]
     group_id: str | None
     amount: int
     by: str

@@ -172,7 +172,8 @@ def fail_payout(amount: int, *, fee: int) -> tuple[Posting, ...]:
     _positive(amount)
     if not isinstance(fee, int) or isinstance(fee, bool) or not 0 <= fee <= amount:
         raise refuse(ErrorCode.INVALID_INPUT, "fee must be in 0..amount", field="fee", rule="LG-4")
-    out = move(amount - fee, Bucket.PAID, Bucket.AVAILABLE, EntryKind.PAYOUT_FAILED) if amount > fee else ()
+    out: tuple[Posting, ...] = move(amount - fee, Bucket.PAID, Bucket.AVAILABLE, EntryKind.PAYOUT_FAILED) \
+        if amount > fee else ()
     if fee:
         out += move(fee, Bucket.FEES, Bucket.AVAILABLE, EntryKind.PAYOUT_FEE_REVERSED)
     return out

@@ -163,7 +163,7 @@ def _flag(ledger: LedgerBatch, *, subject: str, flags: tuple[fr.Flag, ...], amou
                beneficiary_id=beneficiary_id, rules=json.dumps(rules), evidence=json.dumps(evidence), amount=amount,
                now=ledger.now)
     ledger.event(type=EventType.FRAUD_FLAGGED, aggregate_type="group" if subject == "GROUP" else "order",
-                 aggregate_id=group_id if subject == "GROUP" else (order_id or ""), rule="FR-3",
+                 aggregate_id=(group_id if subject == "GROUP" else order_id) or "", rule="FR-3",
                  payload={"flag_id": flag_id, "subject": subject, "rules": rules, "evidence": evidence,
                           "line_id": line_id, "group_id": group_id, "order_id": order_id,
                           "beneficiary_id": beneficiary_id, "amount": amount, "by": "system"})
@@ -304,9 +304,10 @@ async def review_queue(svc: Services, *, shop_id: str, state: str | None = "OPEN
 async def held_amount(svc: Services, *, shop_id: str, user_id: str) -> int:
     """FR-3: what of the distributor's pending and frozen commission is held for review."""
     async with svc.sessionmaker() as s:
-        return int((await s.execute(text(
+        total = (await s.execute(text(
             "SELECT COALESCE(sum(standing), 0) FROM commission_lines WHERE shop_id = :s AND beneficiary_id = :u "
-            "AND held AND state IN ('PENDING', 'FROZEN')"), {"s": shop_id, "u": user_id})).scalar())
+            "AND held AND state IN ('PENDING', 'FROZEN')"), {"s": shop_id, "u": user_id})).scalar()
+        return int(total or 0)
 
 
 async def _load_flag(s: AsyncSession, shop_id: str, flag_id: str) -> FlagView:
