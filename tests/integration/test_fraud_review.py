@@ -93,3 +93,38 @@ async def test_FR3_a_held_line_stays_held_through_completion_refunds_and_the_wor
                                      "AND order_id = :o"), {"s": sid, "o": oid})).one()
     assert tuple(line) == ("AVAILABLE", 750, False)
     await assert_ledger_consistent(svc, sid)
+
+
+async def test_FR2c_FR3_a_flagged_groups_leader_reward_is_held_at_forming_and_cleared_with_the_group(svc):
+    """FR-3 (团长佣金): a scalper group that is not dissolved forms; the leader's reward posted at forming is held
+    under the group's flag like the members' lines, and clearing the flag lifts every hold of the group."""
+    from service import campaigns, groups
+
+    sid = await _shop(svc, FraudRules(scalper_group=True, scalper_min_seats=2))
+    now = svc.now()
+    c = await campaigns.create_campaign(svc, shop_id=sid, product_ref="tea", title="Tea", list_price=1000,
+                                        tiers=[(3, 900)], duration=timedelta(days=1),
+                                        payment_window=timedelta(hours=1), starts_at=now - timedelta(hours=1),
+                                        ends_at=now + timedelta(days=3), leader_commission_bp=1000)
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="b1")
+    await orders.confirm_payment(svc, shop_id=sid, order_id=lead.order_id, amount=lead.amount, provider_ref=f"{sid}-l",
+                                 fingerprints={"DEVICE": "phone"})
+    for i, (u, device) in enumerate((("b2", "phone"), ("b3", "other"))):
+        seat = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id=u)
+        await orders.confirm_payment(svc, shop_id=sid, order_id=seat.order_id, amount=seat.amount,
+                                     provider_ref=f"{sid}-{i}", fingerprints={"DEVICE": device})
+    async with svc.sessionmaker() as s:
+        lines = (await s.execute(text("SELECT beneficiary_id, level, standing, held FROM commission_lines "
+                                      "WHERE shop_id = :s ORDER BY level, beneficiary_id"), {"s": sid})).all()
+        state = (await s.execute(text("SELECT state FROM groups WHERE shop_id = :s"), {"s": sid})).scalar()
+    assert state == "FORMED"
+    assert [tuple(r) for r in lines] == [("b1", 0, 180, True), ("ref", 1, 90, True), ("ref", 1, 90, True),
+                                        ("ref", 1, 90, True)]
+    [flag] = await fraud.review_queue(svc, shop_id=sid)
+    assert flag.subject == "GROUP" and flag.held == 450
+    await fraud.clear_flag(svc, shop_id=sid, flag_id=flag.flag_id, actor="boss", reason="family")
+    async with svc.sessionmaker() as s:
+        held = (await s.execute(text("SELECT count(*) FROM commission_lines WHERE shop_id = :s AND held"),
+                                {"s": sid})).scalar()
+    assert held == 0
+    await assert_ledger_consistent(svc, sid)
