@@ -221,3 +221,37 @@ def test_FR3_a_flagged_group_is_dissolved_with_GB6_refunds_before_it_forms():
     from dataclasses import replace
     assert refusal(lambda: fr.dissolve_group(replace(g, state=gb.GroupState.FORMED), now=T0))[0] == \
         ErrorCode.INVALID_STATE
+
+
+# ---------------------------------------------------------------- FR-4: every action says who, when and why
+FP = st.builds(fr.Fingerprint, st.sampled_from(list(FPK)), st.text("0123456789abcdef", min_size=64, max_size=64))
+
+
+@given(fps=st.frozensets(FP, max_size=4), seats=st.dictionaries(st.sampled_from(["o1", "o2", "o3", "o4"]),
+                                                                 st.frozensets(FP, max_size=3), max_size=4),
+       velocity=st.integers(0, 9), orders=st.integers(0, 9), paid=st.integers(1, 10**6),
+       refunded=st.integers(0, 10**6))
+def test_FR4_flags_say_why_with_counts_and_kinds_never_a_hash(fps, seats, velocity, orders, paid, refunded):
+    """FR-4 (why) with FR-1 (only keyed hashes, and those stay in the database): the evidence a flag carries into
+    the queue and its event names rules, counts, kinds and order ids — never a fingerprint hash."""
+    rules = fr.FraudRules(self_dealing=True, velocity=True, velocity_max_orders=1, scalper_group=True,
+                          scalper_min_seats=2, refund_rate=True, refund_rate_min_orders=1, refund_rate_max_bp=0)
+    sig = fr.OrderSignals(buyer_id="b", fingerprints=fps, shared_with={"d1": frozenset(f.kind for f in fps)},
+                          velocity={"d1": velocity}, downline={"d1": fr.DownlineRefunds(orders, paid, refunded)})
+    flags = [f for fs in fr.screen_order(rules, sig, ["d1"]).values() for f in fs]
+    g = fr.screen_group(rules, seats)
+    hashes = {f.hash for f in fps} | {f.hash for s in seats.values() for f in s}
+    for f in flags + ([g] if g else []):
+        assert f.rule in fr.RULE_ID and not any(h in repr(f.evidence) for h in hashes)
+
+
+def test_FR4_every_review_action_is_a_catalog_event_naming_who_and_why():
+    """FR-4: flag, clearance, void and dissolution each have an event type whose payload says who (`by`) and why
+    (the rules and evidence of a flag; the admin's `reason` of a decision); when is the event's `occurred_at`."""
+    from engine.events import EventType, payload_keys
+
+    required, _ = payload_keys(EventType.FRAUD_FLAGGED)
+    assert {"by", "rules", "evidence", "flag_id"} <= required
+    for t in (EventType.FRAUD_CLEARED, EventType.FRAUD_VOIDED, EventType.FRAUD_GROUP_DISSOLVED):
+        assert {"by", "reason", "flag_id", "line_ids"} <= payload_keys(t)[0]
+    assert {"by", "reason", "transfer_ref", "fee_reversed"} <= payload_keys(EventType.PAYOUT_FAILED)[0]  # LG-4
