@@ -201,11 +201,13 @@ async def screen_paid_order(session: AsyncSession, ledger: LedgerBatch, *, order
         downline={b: fr.DownlineRefunds(int(n), int(p), int(r)) for b, (n, p, r) in (_j(got.downline) or {}).items()})
     by_ben = fr.screen_order(rules, signals, [ln.beneficiary_id for ln in lines]) if screen_lines else {}
 
-    hold_all = False
+    hold_all = void_all = False
     if screen_group:
         flag = _j(got.group_flag)
         if flag is not None:
-            hold_all = flag[1] == "OPEN"  # flagged before: its lines stay held; a resolved flag is not raised again
+            # flagged before: while the flag is open its new lines are held too; once the admin voided the
+            # group's commission, they are voided as they post; a cleared flag is not raised again
+            hold_all, void_all = flag[1] == "OPEN", flag[1] == "VOIDED"
         else:
             seats: dict[str, set[fr.Fingerprint]] = {}
             for oid, kind, h in _j(got.seats) or []:
@@ -220,7 +222,9 @@ async def screen_paid_order(session: AsyncSession, ledger: LedgerBatch, *, order
     out = []
     for ln in lines:
         flags = by_ben.get(ln.beneficiary_id, ())
-        if flags or hold_all:
+        if void_all:
+            ln = _void_as_posted(session, ledger, ln)
+        elif flags or hold_all:
             held = fr.hold_line(ln)
             ledger.line(session, (held, ()), hold=True)
             if flags:
@@ -231,13 +235,26 @@ async def screen_paid_order(session: AsyncSession, ledger: LedgerBatch, *, order
     return out
 
 
+def _void_as_posted(session: AsyncSession, ledger: LedgerBatch, line: cm.CommissionLine) -> cm.CommissionLine:
+    """FR-3: a line of a group whose commission the admin voided is voided as it posts (held, then voided)."""
+    new, postings = fr.void_held_line(fr.hold_line(line))
+    ledger.line(session, (new, postings), hold=True)
+    ledger.event(type=EventType.COMMISSION_VOIDED, aggregate_type="order", aggregate_id=line.order_id, rule="FR-3",
+                 payload={"order_id": line.order_id, "line_id": line.id, "beneficiary_id": line.beneficiary_id,
+                          "level": line.level, "amount": line.standing, "cause": "FR-3"})
+    return new
+
+
 async def hold_if_group_flagged(session: AsyncSession, ledger: LedgerBatch, *, line: cm.CommissionLine,
                                 shop_id: str, group_id: str) -> cm.CommissionLine:
-    """FR-3 at forming: a leader reward (团长佣金) of a group under an open flag is held like its other lines."""
-    open_flag = (await session.execute(text(
-        "SELECT 1 FROM fraud_flags WHERE shop_id = :s AND subject = 'GROUP' AND group_id = :g AND state = 'OPEN' "
-        "LIMIT 1"), {"s": shop_id, "g": group_id})).first()
-    if open_flag is None:
+    """FR-3 at forming: a leader reward (团长佣金) of a group under an open flag is held like its other lines; of a
+    group whose flag the admin voided, it is voided as it posts."""
+    state = (await session.execute(text(
+        "SELECT state FROM fraud_flags WHERE shop_id = :s AND subject = 'GROUP' AND group_id = :g "
+        "ORDER BY flagged_at DESC LIMIT 1"), {"s": shop_id, "g": group_id})).scalar()
+    if state == "VOIDED":
+        return _void_as_posted(session, ledger, line)
+    if state != "OPEN":
         return line
     held = fr.hold_line(line)
     ledger.line(session, (held, ()), hold=True)

@@ -128,3 +128,32 @@ async def test_FR2c_FR3_a_flagged_groups_leader_reward_is_held_at_forming_and_cl
                                 {"s": sid})).scalar()
     assert held == 0
     await assert_ledger_consistent(svc, sid)
+
+
+async def test_FR3_after_a_group_flag_is_voided_the_groups_later_commission_is_voided_as_it_posts(svc):
+    """FR-3 reading FR-R8: voiding a flagged group's commission before it forms covers what the group earns later —
+    the next member's line and the leader reward at forming are posted and voided at once (never available)."""
+    from service import campaigns, groups
+
+    sid = await _shop(svc, FraudRules(scalper_group=True, scalper_min_seats=2))
+    now = svc.now()
+    c = await campaigns.create_campaign(svc, shop_id=sid, product_ref="tea", title="Tea", list_price=1000,
+                                        tiers=[(3, 900)], duration=timedelta(days=1),
+                                        payment_window=timedelta(hours=1), starts_at=now - timedelta(hours=1),
+                                        ends_at=now + timedelta(days=3), leader_commission_bp=1000)
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="b1")
+    await orders.confirm_payment(svc, shop_id=sid, order_id=lead.order_id, amount=lead.amount, provider_ref=f"{sid}-l",
+                                 fingerprints={"DEVICE": "phone"})
+    seat = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="b2")
+    await orders.confirm_payment(svc, shop_id=sid, order_id=seat.order_id, amount=seat.amount, provider_ref=f"{sid}-2",
+                                 fingerprints={"DEVICE": "phone"})
+    [flag] = await fraud.review_queue(svc, shop_id=sid)
+    await fraud.void_flag(svc, shop_id=sid, flag_id=flag.flag_id, actor="boss", reason="scalpers")
+    seat = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="b3")
+    await orders.confirm_payment(svc, shop_id=sid, order_id=seat.order_id, amount=seat.amount, provider_ref=f"{sid}-3")
+    async with svc.sessionmaker() as s:
+        lines = (await s.execute(text("SELECT level, original, standing, state FROM commission_lines "
+                                      "WHERE shop_id = :s ORDER BY level, created_at"), {"s": sid})).all()
+    assert [tuple(r) for r in lines] == [(0, 180, 0, "VOID"), (1, 90, 0, "VOID"), (1, 90, 0, "VOID"),
+                                        (1, 90, 0, "VOID")]
+    await assert_ledger_consistent(svc, sid)
