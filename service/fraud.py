@@ -184,7 +184,8 @@ async def screen_paid_order(session: AsyncSession, ledger: LedgerBatch, *, order
                    hashes=[f.hash for f in sorted(fps, key=lambda f: f.kind.value)])
     rules = rules_from_json(rules_json)
     group_id = getattr(order, "group_id", None)
-    screen_lines = bool(lines) and (rules.self_dealing or rules.refund_rate or (rules.velocity and fps))
+    # (a) and (b) compare this payment's fingerprints: without any, only (d) has something to look at
+    screen_lines = bool(lines) and (rules.refund_rate or (bool(fps) and (rules.self_dealing or rules.velocity)))
     screen_group = bool(group_id) and rules.scalper_group
     if not (screen_lines or screen_group):
         return lines
