@@ -29,7 +29,22 @@ async def _setup(world, svc, rules: dict) -> dict:
     r = admin.mutate("setFraudRules", rules, "rules { selfDealing velocity scalperGroup refundRate }")
     assert r["errors"] == [], r
     return {"admin": admin, "backend": world["as"]("be", "backend"), "ref": world["as"]("ref", "distributor"),
-            "svc": svc, "sid": sid, "clock": world["svc"].clock}
+            "svc": svc, "sid": sid, "clock": world["svc"].clock, "server": world["svc"],
+            "day0": world["svc"].now().date(), "finance": world["as"]("fin", "finance")}
+
+
+SETTLEMENT = "settlement { opening released payouts fees failed closing held }"
+
+
+def _close(w) -> dict:
+    """LG-3 over GraphQL: finance closes [the test's first day, tomorrow) once tomorrow 00:06 has come."""
+    from datetime import datetime, time, timezone
+
+    end = w["server"].now().date() + timedelta(days=1)
+    w["clock"].advance(datetime.combine(end, time(0, 6), timezone.utc) - w["server"].now())
+    r = w["finance"].mutate("closePeriod", {"fromDate": w["day0"].isoformat(), "toDate": end.isoformat()}, SETTLEMENT)
+    assert r["errors"] == [], r
+    return r["settlement"]
 
 
 def _pay(w, ext: str, buyer: str, price: int = 10_000, **fingerprints) -> str:
@@ -168,6 +183,9 @@ async def test_FR2d_a_downline_refunding_over_X_percent_holds_the_next_commissio
     assert off["rules"] == {"refundRate": False}
     _pay(w, "o3", "b3", price=5000)  # rules off: nothing more is held
     assert len(_queue(w)) == 1 and w["ref"].data(ME)["me"]["balances"]["held"] == 500
+    # FR-3 in settlements: the held figure at the period end, beside an identity it takes no part in
+    assert _close(w) == {"opening": 0, "released": 0, "payouts": 0, "fees": 0, "failed": 0, "closing": 0,
+                         "held": 500}
 
 
 def test_FR2_rules_and_queue_are_for_admins_only_api(world):
@@ -225,6 +243,9 @@ async def test_LG4_a_failed_transfer_returns_the_amount_and_the_fee_by_new_entri
         ("PAYOUT_FEE_REVERSED", "AVAILABLE", 40), ("PAYOUT_FEE_REVERSED", "FEES", -40)]
     ev = await _events(w, "payout.failed")
     assert [(e["amount"], e["fee_reversed"], e["transfer_ref"], e["by"]) for e in ev] == [(4000, 40, "t-1", "be")]
+    # LG-4 in settlements: sent 3960 and charged 40, both given back in `failed`; the identity holds
+    assert _close(w) == {"opening": 0, "released": 5000, "payouts": 3960, "fees": 40, "failed": 4000,
+                         "closing": 5000, "held": 0}
     denied = world["as"]("c", "customer").gql(
         "mutation($i: FailPayoutInput!) { failPayout(input: $i) { errors { code } } }",
         i={"payoutId": pid, "transferRef": "t", "reason": "r"})
