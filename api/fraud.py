@@ -1,5 +1,5 @@
-"""GraphQL for fraud review (FR-1..FR-4) and payout failure (LG-4): types, inputs, an admin's queue and
-decisions, finance's or the backend's `failPayout`. Registered as mixins of `Query` and `Mutation`."""
+"""Fraud review (FR-1..FR-4): the fingerprints `confirmPayment` may carry, the shop's rules, the admin's review
+queue and decisions. Types, queries, mutations (registered in api.schema)."""
 
 from __future__ import annotations
 
@@ -12,18 +12,13 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from api.errors import UserError
-from api.permissions import IsAdmin, IsBackendOrFinance
-from api.types import MinorUnits, Payout, payout_type, raw_id
+from api.payload import idempotency_key_field, payload_mutation
+from api.permissions import IsAdmin
+from api.relay import MinorUnits
 from engine import fraud as fr
-from engine import ledger as lg
-from service import fraud as fraud_svc
-from service import payouts as payouts_svc
-
-
-async def _run(payload_cls, go):
-    from api.mutations import run
-
-    return await run(payload_cls, go)
+from service.reads import fraud as fraud_reads
+from service.tx.fraud import RULE_FIELDS
+from service.usecases import fraud as fraud_svc
 
 
 # ---------------------------------------------------------------- inputs carried by other mutations
@@ -38,18 +33,6 @@ class PaymentFingerprintsInput:
     def as_kinds(self) -> dict[str, str | None]:
         return {"PAYER": self.payer_account, "DEVICE": self.device_id, "IP": self.ip_address,
                 "ADDRESS": self.shipping_address}
-
-
-PayeeKind = strawberry.enum(lg.PayeeKind, name="PayeeKind")
-
-
-@strawberry.input(description="LG-4: where the payout goes. Only the kind and a masked reference are stored.")
-class PayeeMethodInput:
-    kind: PayeeKind  # type: ignore[valid-type]
-    account_reference: str
-
-    def method(self) -> lg.PayeeMethod:
-        return lg.payee_method(getattr(self.kind, "value", self.kind), self.account_reference)
 
 
 # ---------------------------------------------------------------- fraud review
@@ -83,10 +66,12 @@ class SetFraudRulesInput:
     refund_rate_window: int = 30 * 86_400
     refund_rate_max_bp: int = 3000
     refund_rate_min_orders: int = 5
+    idempotency_key: Optional[str] = idempotency_key_field(
+        "GB-10: accepted for uniformity; setting the same rules twice is already one change")
 
 
 def _rules_type(r: fr.FraudRules) -> FraudRules:
-    return FraudRules(**{f: getattr(r, f) for f in fraud_svc.RULE_FIELDS})
+    return FraudRules(**{f: getattr(r, f) for f in RULE_FIELDS})
 
 
 @strawberry.type
@@ -117,7 +102,7 @@ class FraudFlag:
     reason: Optional[str]
 
 
-def _flag_type(f: fraud_svc.FlagView) -> FraudFlag:
+def _flag_type(f: fraud_reads.FlagView) -> FraudFlag:
     return FraudFlag(id=strawberry.ID(f.flag_id), subject=f.subject, rules=list(f.rules), evidence=cast(JSON, f.evidence),
                      line_id=f.line_id, group_id=f.group_id, order_id=f.order_id, beneficiary_id=f.beneficiary_id,
                      amount=MinorUnits(f.amount), held=MinorUnits(f.held), state=f.state, flagged_at=f.flagged_at,
@@ -128,44 +113,26 @@ def _flag_type(f: fraud_svc.FlagView) -> FraudFlag:
 class ClearFraudFlagInput:
     flag_id: strawberry.ID
     reason: Optional[str] = None
-    idempotency_key: Optional[str] = strawberry.field(default=None, description="GB-10: a retry with the same key "
-                                                      "and input returns the first answer")
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.input(description="FR-3: void a flag's lines (a reason is required).")
 class VoidFraudFlagInput:
     flag_id: strawberry.ID
     reason: Optional[str] = None
-    idempotency_key: Optional[str] = strawberry.field(default=None, description="GB-10: a retry with the same key "
-                                                      "and input returns the first answer")
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.input(description="FR-3: dissolve a flagged group before it forms (a reason is required).")
 class DissolveFlaggedGroupInput:
     flag_id: strawberry.ID
     reason: Optional[str] = None
-    idempotency_key: Optional[str] = strawberry.field(default=None, description="GB-10: a retry with the same key "
-                                                      "and input returns the first answer")
+    idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.type
 class FraudFlagPayload:
     flag: Optional[FraudFlag] = None
-    errors: list[UserError]
-
-
-@strawberry.input
-class FailPayoutInput:
-    payout_id: strawberry.ID
-    transfer_ref: str
-    reason: str
-    idempotency_key: Optional[str] = strawberry.field(default=None, description="GB-10: a retry with the same key "
-                                                      "and input returns the first answer")
-
-
-@strawberry.type
-class FailPayoutPayload:
-    payout: Optional[Payout] = None
     errors: list[UserError]
 
 
@@ -179,80 +146,57 @@ class FlagState(Enum):
 FraudFlagState = strawberry.enum(FlagState, name="FraudFlagState")
 
 
-@strawberry.type
-class FraudQueries:
-    @strawberry.field(permission_classes=[IsAdmin], description="FR-3: the review queue, oldest first (OPEN "
-                      "flags unless `state` says otherwise; null = every state), at most 200.")
-    async def fraud_review_queue(self, info: Info, state: Optional[FraudFlagState] = FlagState.OPEN,  # type: ignore[valid-type]
-                                 first: int = 50) -> list[FraudFlag]:
-        ctx = info.context
-        flags = await fraud_svc.review_queue(ctx.svc, shop_id=ctx.shop_id, limit=first,
-                                             state=getattr(state, "value", state))
-        return [_flag_type(f) for f in flags]
+# ---------------------------------------------------------------- queries
 
-    @strawberry.field(permission_classes=[IsAdmin], description="FR-2: the shop's fraud rules.")
-    async def fraud_rules(self, info: Info) -> FraudRules:
-        ctx = info.context
-        return _rules_type(await fraud_svc.get_rules(ctx.svc, shop_id=ctx.shop_id))
+@strawberry.field(permission_classes=[IsAdmin], description="FR-3: the review queue, oldest first (OPEN flags unless "
+                  "`state` says otherwise; null = every state), at most 200.")
+async def fraud_review_queue(info: Info, state: Optional[FraudFlagState] = FlagState.OPEN,  # type: ignore[valid-type]
+                             first: int = 50) -> list[FraudFlag]:
+    ctx = info.context
+    flags = await fraud_reads.review_queue(ctx.svc, shop_id=ctx.shop_id, limit=first,
+                                           state=getattr(state, "value", state))
+    return [_flag_type(f) for f in flags]
 
 
-@strawberry.type
-class FraudMutations:
-    @strawberry.mutation(permission_classes=[IsAdmin], description="FR-2: set the shop's fraud rules (whole).")
-    async def set_fraud_rules(self, info: Info, input: SetFraudRulesInput) -> FraudRulesPayload:
-        ctx = info.context
+@strawberry.field(permission_classes=[IsAdmin], description="FR-2: the shop's fraud rules.")
+async def fraud_rules(info: Info) -> FraudRules:
+    ctx = info.context
+    return _rules_type(await fraud_reads.get_rules(ctx.svc, shop_id=ctx.shop_id))
 
-        async def go():
-            rules = fr.FraudRules(**{f: getattr(input, f) for f in fraud_svc.RULE_FIELDS})
-            r = await fraud_svc.set_rules(ctx.svc, shop_id=ctx.shop_id, rules=rules, actor=ctx.user_id)
-            return dict(rules=_rules_type(r))
-        return await _run(FraudRulesPayload, go)
 
-    @strawberry.mutation(permission_classes=[IsAdmin], description="FR-3: clear a flag; its lines resume their "
-                         "life cycle (available at once when due). Amounts never change.")
-    async def clear_fraud_flag(self, info: Info, input: ClearFraudFlagInput) -> FraudFlagPayload:
-        ctx = info.context
+# ---------------------------------------------------------------- mutations
 
-        async def go():
-            f = await fraud_svc.clear_flag(ctx.svc, shop_id=ctx.shop_id, flag_id=str(input.flag_id),
-                                           actor=ctx.user_id, reason=input.reason,
-                                           idempotency_key=input.idempotency_key)
-            return dict(flag=_flag_type(f))
-        return await _run(FraudFlagPayload, go)
+@payload_mutation(FraudRulesPayload, permission_classes=[IsAdmin], description="FR-2: set the shop's fraud rules "
+                  "(whole).")
+async def set_fraud_rules(info: Info, input: SetFraudRulesInput) -> dict:
+    ctx = info.context
+    rules = fr.FraudRules(**{f: getattr(input, f) for f in RULE_FIELDS})
+    r = await fraud_svc.set_rules(ctx.svc, shop_id=ctx.shop_id, rules=rules, actor=ctx.user_id)
+    return dict(rules=_rules_type(r))
 
-    @strawberry.mutation(permission_classes=[IsAdmin], description="FR-3: void a flag's lines with a reason "
-                         "(reversed by new entries).")
-    async def void_fraud_flag(self, info: Info, input: VoidFraudFlagInput) -> FraudFlagPayload:
-        ctx = info.context
 
-        async def go():
-            f = await fraud_svc.void_flag(ctx.svc, shop_id=ctx.shop_id, flag_id=str(input.flag_id), actor=ctx.user_id,
-                                          reason=input.reason or "", idempotency_key=input.idempotency_key)
-            return dict(flag=_flag_type(f))
-        return await _run(FraudFlagPayload, go)
+@payload_mutation(FraudFlagPayload, permission_classes=[IsAdmin], description="FR-3: clear a flag; its lines resume "
+                  "their life cycle (available at once when due). Amounts never change.")
+async def clear_fraud_flag(info: Info, input: ClearFraudFlagInput) -> dict:
+    ctx = info.context
+    f = await fraud_svc.clear_flag(ctx.svc, shop_id=ctx.shop_id, flag_id=str(input.flag_id), actor=ctx.user_id,
+                                   reason=input.reason, idempotency_key=input.idempotency_key)
+    return dict(flag=_flag_type(f))
 
-    @strawberry.mutation(permission_classes=[IsAdmin], description="FR-3: dissolve a flagged group before it "
-                         "forms (GB-6 refunds), with a reason.")
-    async def dissolve_flagged_group(self, info: Info, input: DissolveFlaggedGroupInput) -> FraudFlagPayload:
-        ctx = info.context
 
-        async def go():
-            f = await fraud_svc.dissolve_group(ctx.svc, shop_id=ctx.shop_id, flag_id=str(input.flag_id),
-                                               actor=ctx.user_id, reason=input.reason or "",
-                                               idempotency_key=input.idempotency_key)
-            return dict(flag=_flag_type(f))
-        return await _run(FraudFlagPayload, go)
+@payload_mutation(FraudFlagPayload, permission_classes=[IsAdmin], description="FR-3: void a flag's lines with a "
+                  "reason (reversed by new entries).")
+async def void_fraud_flag(info: Info, input: VoidFraudFlagInput) -> dict:
+    ctx = info.context
+    f = await fraud_svc.void_flag(ctx.svc, shop_id=ctx.shop_id, flag_id=str(input.flag_id), actor=ctx.user_id,
+                                  reason=input.reason or "", idempotency_key=input.idempotency_key)
+    return dict(flag=_flag_type(f))
 
-    @strawberry.mutation(permission_classes=[IsBackendOrFinance], description="LG-4: an approved payout's transfer "
-                         "failed — FAILED with the transfer reference and a reason; the amount is back in available "
-                         "and the fee reversed, by new entries (idempotent).")
-    async def fail_payout(self, info: Info, input: FailPayoutInput) -> FailPayoutPayload:
-        ctx = info.context
 
-        async def go():
-            p = await payouts_svc.fail_payout(ctx.svc, shop_id=ctx.shop_id,
-                                              payout_id=raw_id(input.payout_id, "Payout", "payoutId"),
-                                              actor=ctx.user_id, transfer_ref=input.transfer_ref,
-                                              reason=input.reason, idempotency_key=input.idempotency_key)
-            return dict(payout=payout_type(p, ctx))
-        return await _run(FailPayoutPayload, go)
+@payload_mutation(FraudFlagPayload, permission_classes=[IsAdmin], description="FR-3: dissolve a flagged group before "
+                  "it forms (GB-6 refunds), with a reason.")
+async def dissolve_flagged_group(info: Info, input: DissolveFlaggedGroupInput) -> dict:
+    ctx = info.context
+    f = await fraud_svc.dissolve_group(ctx.svc, shop_id=ctx.shop_id, flag_id=str(input.flag_id), actor=ctx.user_id,
+                                       reason=input.reason or "", idempotency_key=input.idempotency_key)
+    return dict(flag=_flag_type(f))

@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy import text
 
 from engine.distribution import DistributorStatus
-from service import distribution
+from service.usecases import distribution
 from tests.api.conftest import payload_codes
 
 ORDER = "order { id }"

@@ -11,7 +11,9 @@ from sqlalchemy import event, text
 
 from engine.distribution import DistributionSettings, DistributorStatus
 from engine.fraud import FraudRules
-from service import distribution, fraud, orders, shops, worker
+from service.jobs import worker
+from service.reads import fraud as fraud_reads
+from service.usecases import distribution, fraud, orders, shops
 from tests.integration.helpers import assert_ledger_consistent
 
 
@@ -84,8 +86,8 @@ async def test_FR3_a_held_line_stays_held_through_completion_refunds_and_the_wor
         line = (await s.execute(text("SELECT state, standing, held FROM commission_lines WHERE shop_id = :s "
                                      "AND order_id = :o"), {"s": sid, "o": oid})).one()
     assert tuple(line) == ("FROZEN", 750, True)
-    assert await fraud.held_amount(svc, shop_id=sid, user_id="ref") == 750
-    [flag] = await fraud.review_queue(svc, shop_id=sid)
+    assert await fraud_reads.held_amount(svc, shop_id=sid, user_id="ref") == 750
+    [flag] = await fraud_reads.review_queue(svc, shop_id=sid)
     assert flag.held == 750 and flag.amount == 1000
     await fraud.clear_flag(svc, shop_id=sid, flag_id=flag.flag_id, actor="boss")
     async with svc.sessionmaker() as s:
@@ -98,7 +100,7 @@ async def test_FR3_a_held_line_stays_held_through_completion_refunds_and_the_wor
 async def test_FR2c_FR3_a_flagged_groups_leader_reward_is_held_at_forming_and_cleared_with_the_group(svc):
     """FR-3 (团长佣金): a scalper group that is not dissolved forms; the leader's reward posted at forming is held
     under the group's flag like the members' lines, and clearing the flag lifts every hold of the group."""
-    from service import campaigns, groups
+    from service.usecases import campaigns, groups
 
     sid = await _shop(svc, FraudRules(scalper_group=True, scalper_min_seats=2))
     now = svc.now()
@@ -120,7 +122,7 @@ async def test_FR2c_FR3_a_flagged_groups_leader_reward_is_held_at_forming_and_cl
     assert state == "FORMED"
     assert [tuple(r) for r in lines] == [("b1", 0, 180, True), ("ref", 1, 90, True), ("ref", 1, 90, True),
                                         ("ref", 1, 90, True)]
-    [flag] = await fraud.review_queue(svc, shop_id=sid)
+    [flag] = await fraud_reads.review_queue(svc, shop_id=sid)
     assert flag.subject == "GROUP" and flag.held == 450
     await fraud.clear_flag(svc, shop_id=sid, flag_id=flag.flag_id, actor="boss", reason="family")
     async with svc.sessionmaker() as s:
@@ -133,7 +135,7 @@ async def test_FR2c_FR3_a_flagged_groups_leader_reward_is_held_at_forming_and_cl
 async def test_FR3_after_a_group_flag_is_voided_the_groups_later_commission_is_voided_as_it_posts(svc):
     """FR-3 reading FR-R8: voiding a flagged group's commission before it forms covers what the group earns later —
     the next member's line and the leader reward at forming are posted and voided at once (never available)."""
-    from service import campaigns, groups
+    from service.usecases import campaigns, groups
 
     sid = await _shop(svc, FraudRules(scalper_group=True, scalper_min_seats=2))
     now = svc.now()
@@ -147,7 +149,7 @@ async def test_FR3_after_a_group_flag_is_voided_the_groups_later_commission_is_v
     seat = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="b2")
     await orders.confirm_payment(svc, shop_id=sid, order_id=seat.order_id, amount=seat.amount, provider_ref=f"{sid}-2",
                                  fingerprints={"DEVICE": "phone"})
-    [flag] = await fraud.review_queue(svc, shop_id=sid)
+    [flag] = await fraud_reads.review_queue(svc, shop_id=sid)
     await fraud.void_flag(svc, shop_id=sid, flag_id=flag.flag_id, actor="boss", reason="scalpers")
     seat = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="b3")
     await orders.confirm_payment(svc, shop_id=sid, order_id=seat.order_id, amount=seat.amount, provider_ref=f"{sid}-3")
