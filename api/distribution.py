@@ -25,6 +25,7 @@ from engine.distribution import BindingMode as _BindingMode
 from engine.distribution import DistributionMode as _DistributionMode
 from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, refuse
+from service.reads import fraud as fraud_reads
 from service.reads import listings, queries
 from service.reads import reports as reports_svc
 from service.usecases import distribution as distribution_svc
@@ -71,6 +72,9 @@ class Balances:
     in_payout: MinorUnits
     paid: MinorUnits
     fees: MinorUnits
+    held: MinorUnits = strawberry.field(default=MinorUnits(0), description=(
+        "FR-3: the part of pending and frozen held for fraud review (not released until an admin clears it); "
+        "in `earnings`, always 0"))
 
 
 @strawberry.type
@@ -306,7 +310,9 @@ async def me(info: Info) -> Optional[DistributorProfile]:
         user_id=d.user_id, status=d.status, invite_code=d.invite_code, grade=d.grade,
         level=level_type(level, ctx) if level else None,
         balances=Balances(currency=ctx.currency, pending=d.pending, frozen=d.frozen, available=d.available,
-                          in_payout=d.in_payout, paid=d.paid, fees=d.fees),
+                          in_payout=d.in_payout, paid=d.paid, fees=d.fees,
+                          held=MinorUnits(await fraud_reads.held_amount(ctx.svc, shop_id=ctx.shop_id,
+                                                                        user_id=ctx.user_id))),
         downline=Downline(level1=DownlineLevel(**dl["level1"], currency=ctx.currency),
                           level2=DownlineLevel(**dl["level2"], currency=ctx.currency)))
 

@@ -12,6 +12,7 @@ from strawberry.types import Info
 
 from api.distribution_v2 import ORDER_CODE_FIELD, ReferralAttribution, attribution_type
 from api.errors import UserError
+from api.fraud import PaymentFingerprintsInput
 from api.payload import idempotency_key_field, payload_mutation
 from api.permissions import IsBackend, IsBackendOrFinance, IsCustomer
 from api.relay import MAX_MINOR, Connection, Keyset, MinorUnits, paginate, paginate_keyset, raw_id, resolve_visible
@@ -157,6 +158,7 @@ class ConfirmPaymentInput:
     amount: MinorUnits
     provider_ref: str
     idempotency_key: Optional[str] = idempotency_key_field()
+    fingerprints: Optional[PaymentFingerprintsInput] = None  # FR-1
 
 
 @strawberry.type
@@ -234,6 +236,7 @@ async def confirm_payment(info: Info, input: ConfirmPaymentInput) -> dict:
     ctx = info.context
     r = await orders_svc.confirm_payment(ctx.svc, shop_id=ctx.shop_id, provider_ref=input.provider_ref,
                                          amount=input.amount, idempotency_key=input.idempotency_key,
+                                         fingerprints=input.fingerprints.as_kinds() if input.fingerprints else None,
                                          **_order_ref(input.order_id, input.external_id))
     o = await ctx.loaders.order.load(r["order_id"])
     return dict(order=order_type(o, ctx) if o else None, accepted=r["accepted"], replayed=r["replayed"])

@@ -23,7 +23,7 @@ from strawberry.schema.config import StrawberryConfig
 from api.errors import PublicErrors, _refused_request, refusal_of
 from api.metrics import OperationMetrics
 from api.limits import CachedParse, CostLimit, TokenLimit, depth_limiter
-from api import distribution, distribution_v2, groupbuy, orders, payouts, relay, reports, shops, webhooks
+from api import distribution, distribution_v2, fraud, groupbuy, orders, payouts, relay, reports, shops, webhooks
 from api.relay import MAX_PAGE, MINOR_UNITS, MinorUnits
 from api.subscriptions import Subscription
 
@@ -70,6 +70,8 @@ class Query:
     funnel = distribution_v2.funnel  # RP-6
     events = webhooks.events
     webhook_endpoints = webhooks.webhook_endpoints
+    fraud_review_queue = fraud.fraud_review_queue
+    fraud_rules = fraud.fraud_rules
 
 
 @strawberry.type
@@ -113,10 +115,15 @@ class Mutation:
     enable_webhook = webhooks.enable_webhook
     disable_webhook = webhooks.disable_webhook
     redeliver_events = webhooks.redeliver_events
+    set_fraud_rules = fraud.set_fraud_rules
+    clear_fraud_flag = fraud.clear_fraud_flag
+    void_fraud_flag = fraud.void_fraud_flag
+    dissolve_flagged_group = fraud.dissolve_flagged_group
     # finance
     approve_payout = payouts.approve_payout
     reject_payout = payouts.reject_payout
     close_period = payouts.close_period
+    fail_payout = payouts.fail_payout  # finance or backend (LG-4)
 
 
 @strawberry.type(name="Mutation")

@@ -20,7 +20,7 @@ from engine.distribution import DistributionSettings, DistributorStatus, admits_
 from engine.events import EventType
 from engine.ledger import bonus_postings
 from engine.referral import current_referrer
-from service.tx import events
+from service.tx import events, fraud
 from service.tx.ids import new_id, new_invite_code
 from service.tx.ledger import LedgerBatch, flush_pending, line_from_row
 from service.usecases.shops import load_settings
@@ -142,6 +142,7 @@ PAID_CONTEXT = text(
         AS dists,
       (SELECT row_to_json(x) FROM distribution_settings x WHERE shop_id = :s) AS settings,
       (SELECT json_agg(l ORDER BY l.grade) FROM levels l WHERE shop_id = :s) AS levels,
+      (SELECT row_to_json(f) FROM fraud_rules f WHERE shop_id = :s) AS fraud,
       (SELECT json_agg(json_build_array(ol.product_ref, ol.quantity, ol.unit_price * ol.quantity - ol.discount,
                                         p.earns_commission, p.level1_amount, p.level2_amount) ORDER BY ol.line_no)
          FROM order_lines ol LEFT JOIN products p ON p.shop_id = ol.shop_id AND p.product_ref = ol.product_ref
@@ -191,9 +192,10 @@ async def on_order_paid(
     order.level1_id, order.level2_id = paid.level1_id, paid.level2_id
     if order.source == "NONE" and level1_ref:
         order.source = "REFERRAL"
-    amounts = paid.amounts
-    return [post_commission_line(session, ledger, order=order, beneficiary_id=a.user_id, level=a.level,
-                                 amount=a.amount, now=now, releasable=releasable) for a in amounts]
+    posted = [post_commission_line(session, ledger, order=order, beneficiary_id=a.user_id, level=a.level,
+                                   amount=a.amount, now=now, releasable=releasable) for a in paid.amounts]
+    # FR-1..FR-3: keep the payment's fingerprints, run the shop's fraud rules, hold what they flag (service.tx.fraud)
+    return await fraud.screen_paid_order(session, ledger, order=order, lines=posted, rules_json=_j(got.fraud), now=now)
 
 
 def post_commission_line(session, ledger: LedgerBatch, *, order, beneficiary_id: str, level: int, amount: int,
@@ -223,6 +225,8 @@ async def post_leader_reward(session, ledger: LedgerBatch, *, leader_order, lead
     await ensure_distributor(session, leader_order.shop_id, leader_user_id, status=DistributorStatus.NONE, now=now)
     line = post_commission_line(session, ledger, order=leader_order, beneficiary_id=leader_user_id, level=0,
                                 amount=amount, now=now, releasable=True, base=base, group_id=group_id, rule="GB-4")
+    line = await fraud.hold_if_group_flagged(session, ledger, line=line, shop_id=leader_order.shop_id,
+                                             group_id=group_id)  # FR-3: a flagged group's reward is held too
     if leader_order.state == "COMPLETED":
         await freeze_order_lines(session, ledger, order=leader_order, now=now)
     return line
@@ -230,7 +234,7 @@ async def post_leader_reward(session, ledger: LedgerBatch, *, leader_order, lead
 
 # ---------------------------------------------------------------- refunds (CM-5)
 LINE_COLUMNS = ("line_id, order_id, beneficiary_id, level, group_id, base, base_refunded, original, standing, "
-                "state, releasable, available_at")
+                "state, releasable, available_at, held")
 
 
 async def _lines(session: AsyncSession, where: str, **params) -> list[cm.CommissionLine]:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine.errors import ErrorCode, refuse
 from engine.events import EventType
-from service.tx import commissions, events
+from service.tx import commissions, events, fraud
 from service.context import Services
 from service.usecases.groups import advance_due_groups, pay_group_order
 from service.tx.idempotency import once_or_replay, request_hash
@@ -168,10 +168,13 @@ async def find_order_view(s: AsyncSession, shop_id: str, *, external_id: str) ->
 
 
 async def confirm_payment(svc: Services, *, shop_id: str, provider_ref: str, amount: int, order_id: str | None = None,
-                          external_id: str | None = None, idempotency_key: str | None = None) -> dict:
+                          external_id: str | None = None, idempotency_key: str | None = None,
+                          fingerprints: dict[str, str | None] | None = None) -> dict:
     """The backend confirms money received. GB-10 by provider reference (and, additionally, by
     `idempotency_key`: a replay answers `replayed`); GB-9 late payments are accepted and answered with a
-    full refund instruction."""
+    full refund instruction. `fingerprints` (FR-1: PAYER, DEVICE, IP, ADDRESS, each optional) are hashed here,
+    before the transaction, and only their keyed hashes go further (service.tx.fraud)."""
+    fps = fraud.hash_fingerprints(shop_id, fingerprints)
     if not provider_ref:
         raise refuse(ErrorCode.INVALID_INPUT, "provider reference is required", field="providerRef", rule="GB-10")
     if amount <= 0:
@@ -191,6 +194,7 @@ async def confirm_payment(svc: Services, *, shop_id: str, provider_ref: str, amo
                     raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "this provider reference confirmed a different "
                                  "payment", field="providerRef", rule="GB-10")
                 return {"order_id": order.order_id, "accepted": prior.accepted, "replayed": True}
+            fraud.carry(s, order.order_id, fps)  # FR-1: for the commission screening of this payment
             if order.kind == "GROUP":
                 accepted = await pay_group_order(s, order=order, amount=amount, now=now)
             else:

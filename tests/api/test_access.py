@@ -75,6 +75,8 @@ Q = {  # root query field → (who may call it, request)
     "segmentCounts": ({"admin"}, "{ segmentCounts { segment count } }"),
     "userSegment": ({"admin"}, '{ userSegment(userId: "buyer") }'),
     "retention": ({"admin"}, '{ retention(periodFrom: "2026-01-01", periodTo: "2026-02-01") { source buyers } }'),
+    "fraudReviewQueue": ({"admin"}, "{ fraudReviewQueue { id state } }"),
+    "fraudRules": ({"admin"}, "{ fraudRules { selfDealing } }"),
 }
 
 M = {  # root mutation field → (who may call it, input)
@@ -117,6 +119,11 @@ M = {  # root mutation field → (who may call it, input)
     "rejectPayout": ({"finance"}, '{payoutId: "{payout}", reason: "acc"}'),
     "closePeriod": ({"finance"}, '{fromDate: "2020-01-01", toDate: "2020-01-02"}'),
     "advanceClock": ({"admin"}, "{seconds: 0}"),
+    "setFraudRules": ({"admin"}, "{}"),
+    "clearFraudFlag": ({"admin"}, '{flagId: "ff_none"}'),
+    "voidFraudFlag": ({"admin"}, '{flagId: "ff_none", reason: "acc"}'),
+    "dissolveFlaggedGroup": ({"admin"}, '{flagId: "ff_none", reason: "acc"}'),
+    "failPayout": ({"backend", "finance"}, '{payoutId: "{payout}", transferRef: "acc", reason: "acc"}'),
 }
 OTHER_SHOP_CODE = {"bindReferrer": "INVALID_INVITE_CODE", "recordVisit": "INVALID_INVITE_CODE"}  # an unknown code
 
