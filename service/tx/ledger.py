@@ -187,8 +187,9 @@ class LedgerBatch:
             evs = self._events
             parts.append((
                 "INSERT INTO events (shop_id, event_id, type, aggregate_type, aggregate_id, rule, occurred_at, "
-                "payload) SELECT :shop_id, v.event_id, v.type, v.aggregate_type, v.aggregate_id, v.rule, :now, "
-                "jsonb_build_object('currency', (SELECT currency FROM shops WHERE shop_id = :shop_id)) || v.payload "
+                "payload) SELECT CAST(:shop_id AS varchar), v.event_id, v.type, v.aggregate_type, v.aggregate_id, "
+                "v.rule, :now, jsonb_build_object('currency', (SELECT currency FROM shops "
+                "WHERE shop_id = CAST(:shop_id AS varchar))) || v.payload "
                 "FROM unnest(CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:aggs AS text[]), "
                 "CAST(:agg_ids AS text[]), CAST(:rules AS text[]), CAST(:payloads AS jsonb[])) WITH ORDINALITY "
                 "AS v(event_id, type, aggregate_type, aggregate_id, rule, payload, n) ORDER BY v.n",
