@@ -21,7 +21,7 @@ from engine.errors import ErrorCode, refuse
 from engine.events import EventType
 from engine.referral import current_referrer
 from engine.variants import assign_variant
-from service import commissions, events, lean
+from service import commissions, events, group_batch, lean
 from service.context import Services
 from service.idempotency import once
 from service.ids import new_id
@@ -221,6 +221,9 @@ async def _carry_out(session: AsyncSession, ld: lean.Loaded, decision: gb.Decisi
         _refuse_failed_guards(await w.run(session))
         return
     _refuse_failed_guards(await w.run(session))
+    if group_batch.handles(decision):  # formation, failure, refunds owed: lean (service/group_batch.py)
+        await group_batch.carry_out(session, ld.shop_id, now, [(ld, decision)])
+        return
     row, seat_rows, _ = await lock_group(session, ld.shop_id, decision.group.id)  # the lock is already ours
     c = await load_campaign(session, ld.shop_id, ld.campaign_row.campaign_id)
     await apply_decision(session, c=c, row=row, seat_rows=seat_rows, decision=decision, now=now,

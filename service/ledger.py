@@ -111,6 +111,12 @@ class LedgerBatch:
         self._events.append({"type": getattr(type, "value", type), "aggregate_type": aggregate_type, "aggregate_id": aggregate_id,
                              "rule": rule, "payload": {**payload, **({"rule": rule} if rule else {})}})
 
+    def current(self, line: cm.CommissionLine) -> cm.CommissionLine:
+        """The line as this batch leaves it (its last transition), or `line` if the batch has not changed it."""
+        if line.id in self._new:
+            return self._new[line.id].line
+        return self._changed.get(line.id, line)
+
     @property
     def has_lines(self) -> bool:
         return bool(self._new or self._changed)

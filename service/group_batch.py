@@ -1,0 +1,390 @@
+"""The lean carrying-out of group decisions that move money (issue 10): formation (GB-4/GB-5, the GB-7
+lottery, the leader's reward), failure (GB-6), and the refunds owed of GB-5..GB-9 — for one group or for
+a batch of groups of one shop at once (the worker's advance, GB-11).
+
+Per batch, three statements whatever its size:
+
+1. the groups, already loaded under their row locks (`service.lean.load_group`, or the worker's
+   `claim_due_batch`: N due groups, FOR UPDATE SKIP LOCKED);
+2. `load_context`: every seat's order under FOR UPDATE (order_id order), then the commission lines of
+   those orders under FOR UPDATE (line_id order, the one lock order of every writer of lines), the shop's
+   freeze_days, whether it has levels, which of the groups' leaders are distributors already;
+3. the write: the engine's decisions (`engine.groupbuy` decided the group; `engine.refunds.decide_refund`,
+   `engine.commission` the money) as array parts (`unnest`) of the applier's one statement
+   (`service.ledger.LedgerBatch.flush`): seats, groups, orders, refunds, users' counters, stock and
+   per-user units, commission lines, balances, ledger entries, events, NOTIFY.
+
+Rows touched by several decisions of a batch are merged first (an order's amounts, a user's counters, a
+campaign's stock, a (campaign, user)'s units, a line's final state, a distributor's balances), as the parts
+of one statement must never change a row twice. A leader who earns a reward but is no distributor yet gets
+the row in one statement before the write (the balance UPDATE must find it). In a shop with levels, LV-2
+re-evaluation adds its own statement(s) after the write (`service.commissions.evaluate_levels`).
+
+Decisions with an OrderPaid (a payment that takes a seat) are still carried out by
+`service.groups.apply_decision` (ORM): `handles` tells them apart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy import text
+
+from engine import commission as cm
+from engine import groupbuy as gb
+from engine.distribution import DistributionSettings, DistributorStatus
+from engine.events import EventType
+from engine.refunds import OrderMoney, decide_refund
+from service import commissions, lean
+from service.ids import new_id, new_invite_code
+from service.ledger import LedgerBatch, line_from_row
+
+_DEFAULT_FREEZE_DAYS = DistributionSettings().freeze_days
+
+CONTEXT = text(
+    f"""
+    WITH o AS (SELECT {lean.ORDER_COLUMNS} FROM orders
+               WHERE shop_id = :s AND order_id = ANY(CAST(:oids AS text[])) ORDER BY order_id FOR UPDATE),
+    l AS (SELECT {commissions.LINE_COLUMNS} FROM commission_lines
+          WHERE shop_id = :s AND order_id IN (SELECT order_id FROM o) ORDER BY line_id FOR UPDATE)
+    SELECT (SELECT coalesce(json_agg(o), '[]'::json) FROM o) AS orders,
+           (SELECT coalesce(json_agg(l ORDER BY l.line_id), '[]'::json) FROM l) AS lines,
+           (SELECT freeze_days FROM distribution_settings WHERE shop_id = :s) AS freeze_days,
+           EXISTS (SELECT 1 FROM levels WHERE shop_id = :s) AS has_levels,
+           (SELECT coalesce(json_agg(user_id), '[]'::json) FROM distributors
+             WHERE shop_id = :s AND user_id = ANY(CAST(:leaders AS text[]))) AS distributors
+    """
+)
+
+ENSURE_DISTRIBUTORS = text(
+    """
+    WITH d AS (INSERT INTO distributors (shop_id, user_id, status, invite_code, grade, bonuses_credited, applied_at,
+                                         pending, frozen, available, in_payout, paid, fees)
+               SELECT :s, v.u, :status, v.code, 0, '[]'::jsonb, :now, 0, 0, 0, 0, 0, 0
+               FROM unnest(CAST(:users AS text[]), CAST(:codes AS text[])) AS v(u, code)
+               ON CONFLICT DO NOTHING RETURNING user_id)
+    INSERT INTO distributor_audit (shop_id, audit_id, user_id, action, from_value, to_value, actor, reason, at)
+    SELECT :s, 'aud_' || md5(d.user_id || :salt), d.user_id, 'STATUS', NULL, :status, 'system', '', :now FROM d
+    """
+)
+
+
+def handles(decision: gb.Decision) -> bool:
+    """True unless the decision pays a seat (OrderPaid: the ORM path of `service.groups.apply_decision`)."""
+    return not any(isinstance(i, gb.OrderPaid) for i in decision.instructions)
+
+
+def _json(v):
+    return json.loads(v) if isinstance(v, str) else v
+
+
+def _line(d: dict) -> cm.CommissionLine:
+    d = dict(d)
+    d["available_at"] = datetime.fromisoformat(d["available_at"]) if d["available_at"] else None
+    return line_from_row(SimpleNamespace(**d))
+
+
+@dataclass
+class Context:
+    orders: dict[str, lean.OrderView]
+    lines: dict[str, cm.CommissionLine]  # line_id -> its value as this batch leaves it
+    freeze_days: int
+    has_levels: bool
+    distributors: set[str]
+
+
+async def load_context(session, shop_id: str, loaded: list[lean.Loaded]) -> Context:
+    """Statement 2 of a batch: the groups' orders and their commission lines under lock (see the module doc)."""
+    oids = sorted({s.order_id for ld in loaded for s in ld.group.seats})
+    leaders = sorted({ld.group.leader_user_id for ld in loaded})
+    got = (await session.execute(CONTEXT, {"s": shop_id, "oids": oids, "leaders": leaders})).one()
+    orders = {d["order_id"]: lean.OrderView.from_json(shop_id, d) for d in _json(got.orders)}
+    lines = {ln.id: ln for ln in (_line(d) for d in _json(got.lines))}
+    return Context(orders=orders, lines=lines,
+                   freeze_days=_DEFAULT_FREEZE_DAYS if got.freeze_days is None else got.freeze_days,
+                   has_levels=bool(got.has_levels), distributors=set(_json(got.distributors)))
+
+
+@dataclass
+class _Order:
+    cancel: bool = False
+    paid_plus: int = 0
+    refunded_plus: int = 0
+
+
+@dataclass
+class GroupBatch:
+    """The decisions of one transaction's groups, merged into the parts of one statement."""
+    shop_id: str
+    now: datetime
+    session: Any
+    ctx: Context
+    ledger: LedgerBatch = field(init=False)
+    seat_rows: dict[str, tuple[str, gb.Seat]] = field(default_factory=dict)  # order -> (group, seat) changed
+    new_seats: dict[str, tuple[str, gb.Seat]] = field(default_factory=dict)
+    groups: dict[str, gb.Group] = field(default_factory=dict)
+    orders: dict[str, _Order] = field(default_factory=dict)
+    users: dict[str, list[int]] = field(default_factory=dict)  # user -> [spend delta, paid orders delta]
+    stock: dict[str, int] = field(default_factory=dict)
+    units: dict[tuple[str, str], int] = field(default_factory=dict)
+    refunds: list[tuple] = field(default_factory=list)
+    new_distributors: set[str] = field(default_factory=set)
+    touched: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.ledger = LedgerBatch(self.shop_id, self.now)
+
+    # ------------------------------------------------------------ one group's decision
+    def add(self, ld: lean.Loaded, decision: gb.Decision) -> None:
+        """Carry out `decision` on the loaded group `ld`, in memory (GB-4..GB-9, CM-5, CM-6)."""
+        assert handles(decision), "a payment that takes a seat goes through service.groups.apply_decision"
+        g, c = decision.group, ld.campaign_row
+        old = {s.order_id: s for s in ld.group.seats}
+        for s in g.seats:
+            if s.order_id not in old:
+                self.new_seats[s.order_id] = (g.id, s)
+            elif old[s.order_id] != s:
+                self.seat_rows[s.order_id] = (g.id, s)
+        self.groups[g.id] = g
+        by_order = {s.order_id: s for s in g.seats}
+        later = []
+        for ins in decision.instructions:
+            if isinstance(ins, gb.CancelOrder):
+                self.orders.setdefault(ins.order_id, _Order()).cancel = True
+                self._event(EventType.SEAT_RELEASED, g.id, ins.rule,
+                            {"order_id": ins.order_id, "user_id": by_order[ins.order_id].user_id})
+            elif isinstance(ins, gb.ReturnStock):
+                if c.stock is not None:
+                    self.stock[c.campaign_id] = self.stock.get(c.campaign_id, 0) + ins.quantity
+                key = (c.campaign_id, by_order[ins.order_id].user_id)
+                self.units[key] = self.units.get(key, 0) - ins.quantity
+            elif isinstance(ins, gb.RefundOwed):
+                self._refund(g.id, ins)
+            elif isinstance(ins, gb.FinalPrice):
+                continue  # the GB-5/GB-7 refunds owed carry it out
+            else:
+                later.append(ins)
+        for ins in later:
+            if isinstance(ins, gb.GroupFormed):
+                self._formed(ld, g, ins)
+            elif isinstance(ins, gb.GroupFailed):
+                self._failed(ld, g, ins)
+            elif isinstance(ins, gb.GroupOpened):
+                assert g.expires_at is not None
+                self._event(EventType.GROUP_OPENED, g.id, ins.rule,
+                            {"group_id": g.id, "campaign_id": c.campaign_id, "leader_user_id": g.leader_user_id,
+                             "expires_at": g.expires_at.isoformat()})
+            elif isinstance(ins, gb.GroupCancelled):
+                self._event(EventType.GROUP_CANCELLED, g.id, ins.rule, {"group_id": g.id})
+            elif isinstance(ins, gb.LeaderChanged):
+                self._event(EventType.GROUP_LEADER_CHANGED, g.id, ins.rule,
+                            {"group_id": g.id, "from": ins.old_user_id, "to": ins.new_user_id})
+
+    def _event(self, type: EventType, group_id: str, rule: str | None, payload: dict) -> None:
+        self.ledger.event(type=type, aggregate_type="group", aggregate_id=group_id, rule=rule, payload=payload)
+
+    def _lines_of(self, order_ids) -> list[cm.CommissionLine]:
+        ids = set(order_ids)
+        return [ln for _, ln in sorted(self.ctx.lines.items()) if ln.order_id in ids]
+
+    def _transition(self, transition: cm.Transition) -> None:
+        line, _ = transition
+        self.ctx.lines[line.id] = line
+        self.ledger.line(self.session, transition)
+
+    def _refund(self, group_id: str, ins: gb.RefundOwed) -> None:
+        """`service.refunds.apply_refund` on a loaded order: the engine's decision (OR-2 bounds, goods first,
+        RP-3 counters; GB-10 a payment that never counted), CM-5 on every line computed on the order."""
+        o = self.ctx.orders[ins.order_id]
+        counted = o.paid_at is not None and ins.rule != "GB-10"
+        d = decide_refund(OrderMoney(paid=ins.amount if ins.rule == "GB-10" else o.paid_amount,
+                                     refunded=0 if ins.rule == "GB-10" else o.refunded_amount,
+                                     goods=0 if ins.rule == "GB-10" else o.goods_amount, counted=counted),
+                          ins.amount, rule=ins.rule, full=ins.full)
+        ch = self.orders.setdefault(o.order_id, _Order())
+        if ins.rule == "GB-10":  # money received for a seat another payment took: paid and refunded both grow
+            paid_after, refunded_after = o.paid_amount + d.paid_after, o.refunded_amount + d.refunded_after
+        else:
+            paid_after, refunded_after = d.paid_after, d.refunded_after
+        ch.paid_plus += paid_after - o.paid_amount
+        ch.refunded_plus += refunded_after - o.refunded_amount
+        o.paid_amount, o.refunded_amount = paid_after, refunded_after
+        refund_id = new_id("rf_")
+        self.refunds.append((refund_id, o.order_id, ins.amount, ins.rule, d.full))
+        if d.net_spend_delta or d.paid_orders_delta:
+            u = self.users.setdefault(o.buyer_id, [0, 0])
+            u[0] += d.net_spend_delta
+            u[1] += d.paid_orders_delta
+        if d.goods_refund:
+            # REFUNDED_LINES: the order's own level 1/2 lines and the reward of its group's leader (R33)
+            for line in [ln for _, ln in sorted(self.ctx.lines.items())
+                         if (ln.order_id == o.order_id and ln.level != 0)
+                         or (ln.level == 0 and ln.order_id != o.order_id and o.group_id is not None
+                             and self.ctx.orders.get(ln.order_id) is not None
+                             and self.ctx.orders[ln.order_id].group_id == o.group_id)]:
+                commissions.apply_line_refund(self.session, self.ledger, line, d.goods_refund, cause=ins.rule)
+                self.ctx.lines[line.id] = self.ledger.current(line)
+        if ins.rule != "GB-10":
+            self.touched |= {o.buyer_id, o.level1_id or "", o.level2_id or ""}
+        self._event(EventType.REFUND_OWED, group_id, ins.rule,
+                    {"refund_id": refund_id, "order_id": o.order_id, "amount": ins.amount, "full": d.full,
+                     "reason": ins.rule})
+
+    def _formed(self, ld: lean.Loaded, g: gb.Group, ins: gb.GroupFormed) -> None:
+        """`service.groups.on_formed`: lines become releasable (CM-6), completed orders' lines freeze, the
+        leader's reward (团长佣金, `cm.leader_reward`) is posted."""
+        c = ld.campaign_row
+        paid = [s for s in g.seats if s.state == gb.SeatState.PAID]
+        order_ids = [s.order_id for s in paid]
+        for line in self._lines_of(order_ids):
+            new = cm.mark_releasable(line)
+            if new != line:
+                self._transition((new, ()))
+        for oid in order_ids:
+            self._freeze(self.ctx.orders[oid])
+        leader_seat = next((s for s in paid if s.user_id == g.leader_user_id), None)
+        if c.leader_commission_bp and c.commission_enabled and leader_seat is not None:
+            leader_order = self.ctx.orders[leader_seat.order_id]
+            others = [self.ctx.orders[s.order_id] for s in paid if s.order_id != leader_seat.order_id]
+            amount, base = cm.leader_reward(c.leader_commission_bp, enabled=c.commission_enabled, leader_paid=True,
+                                            other_members=[(o.paid_amount, o.refunded_amount) for o in others])
+            if amount > 0:
+                if g.leader_user_id not in self.ctx.distributors:
+                    self.new_distributors.add(g.leader_user_id)
+                line = commissions.post_commission_line(
+                    self.session, self.ledger, order=leader_order, beneficiary_id=g.leader_user_id, level=0,
+                    amount=amount, now=self.now, releasable=True, base=base, group_id=g.id, rule="GB-4")
+                self.ctx.lines[line.id] = line
+                self._freeze(leader_order)
+        self._event(EventType.GROUP_FORMED, g.id, ins.rule,
+                    {"group_id": g.id, "campaign_id": c.campaign_id, "tier_members": ins.tier_members,
+                     "member_unit_price": ins.member_unit_price, "leader_unit_price": ins.leader_unit_price,
+                     "winners": list(ins.winners), "order_ids": order_ids,
+                     "leader_order_id": leader_seat.order_id if leader_seat else None})
+
+    def _freeze(self, o: lean.OrderView) -> None:
+        """CM-6/OR-4 (`commissions.freeze_order_lines`): a completed order's releasable PENDING lines freeze."""
+        if o.state != "COMPLETED" or o.completed_at is None:
+            return
+        for line in self._lines_of([o.order_id]):
+            if line.state == cm.CommissionState.PENDING and line.releasable:
+                new, postings = cm.freeze_line(line, o.completed_at, self.ctx.freeze_days)
+                if new != line:
+                    self._transition((new, postings))
+
+    def _failed(self, ld: lean.Loaded, g: gb.Group, ins: gb.GroupFailed) -> None:
+        """`commissions.void_order_lines` (CM-6): what still stands of the lines of a failed group leaves PENDING."""
+        for line in self._lines_of([s.order_id for s in g.seats]):
+            if line.state != cm.CommissionState.PENDING:
+                continue
+            self._transition(cm.void_line(line))
+            self.ledger.event(type=EventType.COMMISSION_VOIDED, aggregate_type="order", aggregate_id=line.order_id,
+                              rule="CM-6", payload={"order_id": line.order_id, "line_id": line.id,
+                                                    "beneficiary_id": line.beneficiary_id, "level": line.level,
+                                                    "amount": line.standing, "cause": ins.rule})
+        self._event(EventType.GROUP_FAILED, g.id, ins.rule, {"group_id": g.id, "campaign_id": ld.campaign_row.campaign_id})
+
+    # ------------------------------------------------------------ writing the batch
+    def _parts(self) -> None:
+        row = self.ledger.row
+        if self.new_seats:
+            ss = list(self.new_seats.items())
+            row("INSERT INTO seats (shop_id, order_id, group_id, user_id, quantity, unit_price, role, state, "
+                "reserved_at, pay_by, paid_at) SELECT :shop_id, * FROM unnest(CAST(:o AS text[]), CAST(:g AS text[]), "
+                "CAST(:u AS text[]), CAST(:q AS int[]), CAST(:up AS bigint[]), CAST(:r AS text[]), CAST(:st AS text[]), "
+                "CAST(:ra AS timestamptz[]), CAST(:pb AS timestamptz[]), CAST(:pa AS timestamptz[]))",
+                **_seat_arrays(ss))
+        if self.seat_rows:
+            ss = sorted(self.seat_rows.items())
+            row("UPDATE seats s SET user_id = v.u, quantity = v.q, unit_price = v.up, role = v.r, state = v.st, "
+                "reserved_at = v.ra, pay_by = v.pb, paid_at = v.pa FROM unnest(CAST(:o AS text[]), "
+                "CAST(:g AS text[]), CAST(:u AS text[]), CAST(:q AS int[]), CAST(:up AS bigint[]), "
+                "CAST(:r AS text[]), CAST(:st AS text[]), CAST(:ra AS timestamptz[]), CAST(:pb AS timestamptz[]), "
+                "CAST(:pa AS timestamptz[])) AS v(o, g, u, q, up, r, st, ra, pb, pa) "
+                "WHERE s.shop_id = :shop_id AND s.order_id = v.o", **_seat_arrays(ss))
+        if self.groups:
+            gs = [self.groups[k] for k in sorted(self.groups)]
+            row("UPDATE groups g SET leader_user_id = v.l, state = v.st, expires_at = v.ex, formed_at = v.fo, "
+                "closed_at = v.cl, tier_members = v.tm, winners = v.w, held_seats = v.h, paid_seats = v.pd, "
+                "due_at = v.due FROM unnest(CAST(:g AS text[]), CAST(:l AS text[]), CAST(:st AS text[]), "
+                "CAST(:ex AS timestamptz[]), CAST(:fo AS timestamptz[]), CAST(:cl AS timestamptz[]), "
+                "CAST(:tm AS int[]), CAST(:w AS jsonb[]), CAST(:h AS int[]), CAST(:pd AS int[]), "
+                "CAST(:due AS timestamptz[])) AS v(g, l, st, ex, fo, cl, tm, w, h, pd, due) "
+                "WHERE g.shop_id = :shop_id AND g.group_id = v.g",
+                g=[x.id for x in gs], l=[x.leader_user_id for x in gs], st=[x.state.value for x in gs],
+                ex=[x.expires_at for x in gs], fo=[x.formed_at for x in gs], cl=[x.closed_at for x in gs],
+                tm=[x.tier_members for x in gs], w=[json.dumps(list(x.winners)) for x in gs],
+                h=[x.held_seats for x in gs], pd=[x.paid_seats for x in gs], due=[gb.next_due_at(x) for x in gs])
+            row("SELECT count(pg_notify('sharecart_groups', :shop_id || ':' || v)) AS n "
+                "FROM unnest(CAST(:g AS text[])) AS v", key="notified", g=[x.id for x in gs])
+        if self.orders:
+            os_ = sorted(self.orders.items())
+            row("UPDATE orders o SET state = CASE WHEN v.cancel AND o.state = 'CREATED' THEN 'CANCELLED' "
+                "ELSE o.state END, cancelled_at = CASE WHEN v.cancel AND o.state = 'CREATED' THEN CAST(:now AS "
+                "timestamptz) ELSE o.cancelled_at END, paid_amount = o.paid_amount + v.pp, "
+                "refunded_amount = o.refunded_amount + v.rp FROM unnest(CAST(:o AS text[]), CAST(:c AS bool[]), "
+                "CAST(:pp AS bigint[]), CAST(:rp AS bigint[])) AS v(o, cancel, pp, rp) "
+                "WHERE o.shop_id = :shop_id AND o.order_id = v.o", now=self.now, o=[k for k, _ in os_],
+                c=[v.cancel for _, v in os_], pp=[v.paid_plus for _, v in os_], rp=[v.refunded_plus for _, v in os_])
+        if self.refunds:
+            rs = self.refunds
+            row("INSERT INTO refunds (shop_id, refund_id, order_id, amount, rule, \"full\", state, created_at) "
+                "SELECT :shop_id, v.r, v.o, v.a, v.rule, v.f, 'OWED', CAST(:now AS timestamptz) "
+                "FROM unnest(CAST(:r AS text[]), CAST(:o AS text[]), CAST(:a AS bigint[]), CAST(:rule AS text[]), "
+                "CAST(:f AS bool[])) AS v(r, o, a, rule, f)", now=self.now, r=[x[0] for x in rs],
+                o=[x[1] for x in rs], a=[x[2] for x in rs], rule=[x[3] for x in rs], f=[x[4] for x in rs])
+        if self.users:
+            us = sorted(self.users.items())
+            row("UPDATE users u SET net_spend = u.net_spend + v.sp, paid_orders = u.paid_orders + v.n "
+                "FROM unnest(CAST(:u AS text[]), CAST(:sp AS bigint[]), CAST(:n AS int[])) AS v(u, sp, n) "
+                "WHERE u.shop_id = :shop_id AND u.user_id = v.u", u=[k for k, _ in us], sp=[v[0] for _, v in us],
+                n=[v[1] for _, v in us])
+        stock = sorted((k, v) for k, v in self.stock.items() if v)
+        if stock:
+            row("UPDATE campaigns c SET stock_left = c.stock_left + v.d FROM unnest(CAST(:c AS text[]), "
+                "CAST(:d AS int[])) AS v(c, d) WHERE c.shop_id = :shop_id AND c.campaign_id = v.c "
+                "AND c.stock_left IS NOT NULL", c=[k for k, _ in stock], d=[v for _, v in stock])
+        units = sorted((k, v) for k, v in self.units.items() if v)
+        if units:
+            row("UPDATE campaign_user_units x SET units = x.units + v.d FROM unnest(CAST(:c AS text[]), "
+                "CAST(:u AS text[]), CAST(:d AS int[])) AS v(c, u, d) WHERE x.shop_id = :shop_id "
+                "AND x.campaign_id = v.c AND x.user_id = v.u", c=[k[0] for k, _ in units],
+                u=[k[1] for k, _ in units], d=[v for _, v in units])
+
+    async def flush(self) -> None:
+        """Write the batch: (a distributor row for each rewarded leader who has none, then) one statement; in
+        a shop with levels, LV-2 re-evaluation of everyone whose metrics a refund moved."""
+        if self.new_distributors:
+            users = sorted(self.new_distributors)
+            await self.session.execute(ENSURE_DISTRIBUTORS, {
+                "s": self.shop_id, "users": users, "codes": [new_invite_code() for _ in users],
+                "status": DistributorStatus.NONE.value, "now": self.now, "salt": new_id("")})
+        self._parts()
+        await self.ledger.flush(self.session)
+        if self.ctx.has_levels and self.touched - {""}:
+            await commissions.evaluate_levels(self.session, self.ledger, shop_id=self.shop_id,
+                                              user_ids=self.touched - {""}, now=self.now)
+            await self.ledger.flush(self.session)
+
+
+def _seat_arrays(ss: list[tuple[str, tuple[str, gb.Seat]]]) -> dict[str, list]:
+    seats = [s for _, (_, s) in ss]
+    return dict(o=[k for k, _ in ss], g=[g for _, (g, _) in ss], u=[s.user_id for s in seats],
+                q=[s.quantity for s in seats], up=[s.unit_price for s in seats], r=[s.role.value for s in seats],
+                st=[s.state.value for s in seats], ra=[s.reserved_at for s in seats], pb=[s.pay_by for s in seats],
+                pa=[s.paid_at for s in seats])
+
+
+async def carry_out(session, shop_id: str, now: datetime, items: list[tuple[lean.Loaded, gb.Decision]]) -> None:
+    """Statements 2 and 3 for `items` (groups loaded under lock with the engine's decisions on them)."""
+    if not items:
+        return
+    ctx = await load_context(session, shop_id, [ld for ld, _ in items])
+    batch = GroupBatch(shop_id, now, session, ctx)
+    for ld, decision in items:
+        batch.add(ld, decision)
+    await batch.flush()
