@@ -371,7 +371,7 @@ class GroupBatch:
             await self.ledger.flush(self.session)
 
 
-def _seat_arrays(ss: list[tuple[str, tuple[str, gb.Seat]]]) -> dict[str, list]:
+def _seat_arrays(ss: list[tuple[str, tuple[str, gb.Seat]]]) -> dict[str, Any]:
     seats = [s for _, (_, s) in ss]
     return dict(o=[k for k, _ in ss], g=[g for _, (g, _) in ss], u=[s.user_id for s in seats],
                 q=[s.quantity for s in seats], up=[s.unit_price for s in seats], r=[s.role.value for s in seats],
