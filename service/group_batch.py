@@ -339,20 +339,29 @@ class GroupBatch:
                 o=[x[1] for x in rs], a=[x[2] for x in rs], rule=[x[3] for x in rs], f=[x[4] for x in rs])
         if self.users:
             us = sorted(self.users.items())
+            # rows of tables several batches share are locked in key order (ORDER BY … FOR UPDATE, whatever the
+            # join's plan), so two workers' batches never wait on each other in a cycle
             row("UPDATE users u SET net_spend = u.net_spend + v.sp, paid_orders = u.paid_orders + v.n "
-                "FROM unnest(CAST(:u AS text[]), CAST(:sp AS bigint[]), CAST(:n AS int[])) AS v(u, sp, n) "
+                "FROM (SELECT user_id FROM users WHERE shop_id = :shop_id AND user_id = ANY(CAST(:u AS text[])) "
+                "ORDER BY user_id FOR UPDATE) k JOIN unnest(CAST(:u AS text[]), CAST(:sp AS bigint[]), "
+                "CAST(:n AS int[])) AS v(u, sp, n) ON v.u = k.user_id "
                 "WHERE u.shop_id = :shop_id AND u.user_id = v.u", u=[k for k, _ in us], sp=[v[0] for _, v in us],
                 n=[v[1] for _, v in us])
         stock = sorted((k, v) for k, v in self.stock.items() if v)
         if stock:
-            row("UPDATE campaigns c SET stock_left = c.stock_left + v.d FROM unnest(CAST(:c AS text[]), "
-                "CAST(:d AS int[])) AS v(c, d) WHERE c.shop_id = :shop_id AND c.campaign_id = v.c "
-                "AND c.stock_left IS NOT NULL", c=[k for k, _ in stock], d=[v for _, v in stock])
+            row("UPDATE campaigns c SET stock_left = c.stock_left + v.d FROM (SELECT campaign_id FROM campaigns "
+                "WHERE shop_id = :shop_id AND campaign_id = ANY(CAST(:c AS text[])) ORDER BY campaign_id FOR UPDATE) k "
+                "JOIN unnest(CAST(:c AS text[]), CAST(:d AS int[])) AS v(c, d) ON v.c = k.campaign_id "
+                "WHERE c.shop_id = :shop_id AND c.campaign_id = v.c AND c.stock_left IS NOT NULL",
+                c=[k for k, _ in stock], d=[v for _, v in stock])
         units = sorted((k, v) for k, v in self.units.items() if v)
         if units:
-            row("UPDATE campaign_user_units x SET units = x.units + v.d FROM unnest(CAST(:c AS text[]), "
-                "CAST(:u AS text[]), CAST(:d AS int[])) AS v(c, u, d) WHERE x.shop_id = :shop_id "
-                "AND x.campaign_id = v.c AND x.user_id = v.u", c=[k[0] for k, _ in units],
+            row("UPDATE campaign_user_units x SET units = x.units + v.d FROM (SELECT y.campaign_id, y.user_id "
+                "FROM campaign_user_units y JOIN unnest(CAST(:c AS text[]), CAST(:u AS text[])) AS w(c, u) "
+                "ON y.campaign_id = w.c AND y.user_id = w.u WHERE y.shop_id = :shop_id "
+                "ORDER BY y.campaign_id, y.user_id FOR UPDATE OF y) k JOIN unnest(CAST(:c AS text[]), "
+                "CAST(:u AS text[]), CAST(:d AS int[])) AS v(c, u, d) ON v.c = k.campaign_id AND v.u = k.user_id "
+                "WHERE x.shop_id = :shop_id AND x.campaign_id = v.c AND x.user_id = v.u", c=[k[0] for k, _ in units],
                 u=[k[1] for k, _ in units], d=[v for _, v in units])
 
     async def flush(self) -> None:
@@ -388,3 +397,31 @@ async def carry_out(session, shop_id: str, now: datetime, items: list[tuple[lean
     for ld, decision in items:
         batch.add(ld, decision)
     await batch.flush()
+
+
+CLAIM_DUE_BATCH = text(lean.load_sql("g.due_at <= :now", skip_locked=True, limit="ORDER BY g.due_at LIMIT :n"))
+
+
+async def claim_due(session, shop_id: str, now: datetime, limit: int) -> list[lean.Loaded]:
+    """GB-11, the worker's claim: up to `limit` of the shop's most overdue groups no one else holds, locked
+    (FOR UPDATE SKIP LOCKED) and loaded by one statement. A group changed after the statement's snapshot
+    (its xmin moved) is read again under its lock, as `lean.load_group` does."""
+    rows = (await session.execute(CLAIM_DUE_BATCH, {"s": shop_id, "now": now, "u": "", "n": limit})).all()
+    out = []
+    for r in rows:
+        if r._mapping["x_locked"] != r._mapping["x_seen"]:
+            r = (await session.execute(lean.LOAD_GROUP, {"s": shop_id, "g": r._mapping["group_id"], "u": ""})).one()
+        out.append(lean.loaded(r))
+    return out
+
+
+async def advance_all(session, shop_id: str, now: datetime, claimed: list[lean.Loaded]) -> int:
+    """GB-11 on every claimed group: the engine decides each (`engine.groupbuy.advance`), the batch writes them
+    all (statements 2 and 3). Returns how many groups changed."""
+    items = []
+    for ld in claimed:
+        decision = gb.advance(ld.campaign, ld.group, now=now)
+        if decision.instructions or decision.group != ld.group or gb.next_due_at(ld.group) != ld.due_at:
+            items.append((ld, decision))
+    await carry_out(session, shop_id, now, items)
+    return len(items)

@@ -46,7 +46,7 @@ SEAT_COLS = ["order_id", "user_id", "quantity", "unit_price", "role", "state", "
 LEAN_INSTRUCTIONS = (gb.CancelOrder, gb.ReturnStock, gb.GroupOpened, gb.GroupCancelled, gb.LeaderChanged)
 
 
-def _load_sql(where: str, *, skip_locked: bool = False, limit: str = "") -> str:
+def load_sql(where: str, *, skip_locked: bool = False, limit: str = "") -> str:
     return (
         "SELECT " + ", ".join(f"g.{c}" for c in GROUP_COLS) + ", "
         + ", ".join(f"c.{c} AS c_{c}" for c in CAMPAIGN_COLS) + ", "
@@ -66,9 +66,9 @@ def _load_sql(where: str, *, skip_locked: bool = False, limit: str = "") -> str:
     )
 
 
-LOAD_GROUP = text(_load_sql("g.group_id = :g"))
-LOAD_GROUP_SKIP_LOCKED = text(_load_sql("g.group_id = :g", skip_locked=True))
-CLAIM_DUE = text(_load_sql("g.due_at <= :now", skip_locked=True, limit="ORDER BY g.due_at LIMIT 1"))
+LOAD_GROUP = text(load_sql("g.group_id = :g"))
+LOAD_GROUP_SKIP_LOCKED = text(load_sql("g.group_id = :g", skip_locked=True))
+CLAIM_DUE = text(load_sql("g.due_at <= :now", skip_locked=True, limit="ORDER BY g.due_at LIMIT 1"))
 
 LOAD_CAMPAIGN = text(
     "SELECT " + ", ".join(f"c.{c} AS c_{c}" for c in CAMPAIGN_COLS) + ", sh.currency AS shop_currency, "
@@ -99,7 +99,7 @@ def _campaign_ns(r) -> SimpleNamespace:
     return SimpleNamespace(**{c: m[f"c_{c}"] for c in CAMPAIGN_COLS})
 
 
-def _loaded(r) -> Loaded:
+def loaded(r) -> Loaded:
     m = r._mapping
     g = SimpleNamespace(**{c: m[c] for c in GROUP_COLS})
     n = len(m["s_order_id"] or ())
@@ -133,7 +133,7 @@ async def load_group(session, shop_id: str, group_id: str | None = None, *, user
     if r._mapping["x_locked"] != r._mapping["x_seen"]:  # waited for the lock: read again, now current
         r = (await session.execute(LOAD_GROUP, {"s": shop_id, "g": r._mapping["group_id"], "u": user_id})).one()
         assert r._mapping["x_locked"] == r._mapping["x_seen"], "a locked group cannot change under its lock"
-    return _loaded(r)
+    return loaded(r)
 
 
 @dataclass
