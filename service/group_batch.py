@@ -407,11 +407,11 @@ async def claim_due(session, shop_id: str, now: datetime, limit: int) -> list[le
     (FOR UPDATE SKIP LOCKED) and loaded by one statement. A group changed after the statement's snapshot
     (its xmin moved) is read again under its lock, as `lean.load_group` does."""
     rows = (await session.execute(CLAIM_DUE_BATCH, {"s": shop_id, "now": now, "u": "", "n": limit})).all()
-    out = []
+    out, campaigns = [], {}  # type: ignore[var-annotated]
     for r in rows:
         if r._mapping["x_locked"] != r._mapping["x_seen"]:
             r = (await session.execute(lean.LOAD_GROUP, {"s": shop_id, "g": r._mapping["group_id"], "u": ""})).one()
-        out.append(lean.loaded(r))
+        out.append(lean.loaded(r, campaigns))
     return out
 
 

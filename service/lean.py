@@ -99,7 +99,9 @@ def _campaign_ns(r) -> SimpleNamespace:
     return SimpleNamespace(**{c: m[f"c_{c}"] for c in CAMPAIGN_COLS})
 
 
-def loaded(r) -> Loaded:
+def loaded(r, campaigns: dict | None = None) -> Loaded:
+    """A loading statement's row as a `Loaded`. `campaigns`: the campaigns already mapped from earlier rows of
+    the same statement (a batch of groups of one campaign maps it once)."""
     m = r._mapping
     g = SimpleNamespace(**{c: m[c] for c in GROUP_COLS})
     n = len(m["s_order_id"] or ())
@@ -111,9 +113,15 @@ def loaded(r) -> Loaded:
                      leader_user_id=g.leader_user_id, state=gb.GroupState(g.state), seats=tuple(seats),
                      opened_at=g.opened_at, variant=g.variant, expires_at=g.expires_at, formed_at=g.formed_at,
                      closed_at=g.closed_at, tier_members=g.tier_members, winners=tuple(g.winners or ()))
-    c = _campaign_ns(r)
+    if campaigns is not None and g.campaign_id in campaigns:
+        c, campaign = campaigns[g.campaign_id]
+    else:
+        c = _campaign_ns(r)
+        campaign = mapping.campaign_from_row(c)
+        if campaigns is not None:
+            campaigns[g.campaign_id] = (c, campaign)
     events.remember_currency(g.shop_id, m["shop_currency"])
-    return Loaded(shop_id=g.shop_id, group=group, campaign_row=c, campaign=mapping.campaign_from_row(c),
+    return Loaded(shop_id=g.shop_id, group=group, campaign_row=c, campaign=campaign,
                   currency=m["shop_currency"], user_units=m["user_units"] or 0,
                   user_has_paid_order=bool(m["user_paid_orders"]), due_at=g.due_at)
 
