@@ -166,14 +166,23 @@ async def on_order_paid(
 ) -> list[cm.CommissionLine]:
     """An order's payment took: snapshot referrers (RF-2), post its commission lines PENDING (CM-6).
     One statement loads everything the engine needs (PAID_CONTEXT); the lines go to `ledger`."""
-    shop_id = order.shop_id
-    got = (await session.execute(PAID_CONTEXT, {"s": shop_id, "buyer": order.buyer_id, "oid": order.order_id})).one()
+    got = (await session.execute(PAID_CONTEXT, {"s": order.shop_id, "buyer": order.buyer_id,
+                                                "oid": order.order_id})).one()
+    return post_paid_lines(session, ledger, order=order, got=got, now=now, enabled=enabled, releasable=releasable)
+
+
+def post_paid_lines(session, ledger: LedgerBatch, *, order, got, now, enabled: bool, releasable: bool,
+                    admitted: bool = False) -> list[cm.CommissionLine]:
+    """`on_order_paid` on its loaded context `got` (PAID_CONTEXT's columns: b1, b2, dists, settings, levels,
+    lines). `admitted`: DS-1 admitted the buyer in this transaction (ACTIVE, whatever `got` read)."""
     settings = mapping.settings_from_row(_obj(_j(got.settings)))
     b1 = _obj(_j(got.b1), "bound_at", "expires_at")
     b2 = _obj(_j(got.b2), "bound_at", "expires_at")
     level1_ref = current_referrer(mapping.binding_from_row(b1), now) if b1 else None
     level2_ref = (current_referrer(mapping.binding_from_row(b2), now) if b2 else None) if level1_ref else None
     dists = {u: (DistributorStatus(st), grade) for u, (st, grade) in (_j(got.dists) or {}).items()}
+    if admitted:
+        dists[order.buyer_id] = (DistributorStatus.ACTIVE, dists.get(order.buyer_id, (None, 0))[1])
     buyer_status = dists.get(order.buyer_id, (DistributorStatus.NONE, 0))[0]
     l1, l2 = cm.beneficiaries(
         settings, buyer_id=order.buyer_id, buyer_status=buyer_status,

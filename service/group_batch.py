@@ -20,8 +20,9 @@ of one statement must never change a row twice. A leader who earns a reward but 
 the row in one statement before the write (the balance UPDATE must find it). In a shop with levels, LV-2
 re-evaluation adds its own statement(s) after the write (`service.commissions.evaluate_levels`).
 
-Decisions with an OrderPaid (a payment that takes a seat) are still carried out by
-`service.groups.apply_decision` (ORM): `handles` tells them apart.
+A payment that takes a seat (OrderPaid, at most one a transaction) loads in statement 2 what its commission
+needs as well (`commissions.PAID_CONTEXT`'s columns and the buyer's spend, for DS-1 admission); the buyer
+admitted by it gets its row before the write, like a rewarded leader.
 """
 
 from __future__ import annotations
@@ -36,46 +37,76 @@ from sqlalchemy import text
 
 from engine import commission as cm
 from engine import groupbuy as gb
-from engine.distribution import DistributionSettings, DistributorStatus
+from engine.distribution import DistributionSettings, DistributorStatus, admits_automatically
 from engine.events import EventType
 from engine.refunds import OrderMoney, decide_refund
 from service import commissions, lean
 from service.ids import new_id, new_invite_code
 from service.ledger import LedgerBatch, line_from_row
+from store import mapping
 
 _DEFAULT_FREEZE_DAYS = DistributionSettings().freeze_days
 
-CONTEXT = text(
-    f"""
+def _context_sql(paid: bool) -> str:
+    paying = ""
+    cols = ""
+    if paid:  # commissions.PAID_CONTEXT for the paying order, and the buyer's spend (DS-1)
+        paying = (""",
+    b1 AS (SELECT user_id, referrer_id, bound_at, source, expires_at FROM bindings
+           WHERE shop_id = :s AND user_id = :buyer),
+    b2 AS (SELECT user_id, referrer_id, bound_at, source, expires_at FROM bindings
+           WHERE shop_id = :s AND user_id = (SELECT referrer_id FROM b1))""")
+        cols = (""",
+           (SELECT row_to_json(b1) FROM b1) AS b1, (SELECT row_to_json(b2) FROM b2) AS b2,
+           (SELECT json_object_agg(user_id, json_build_array(status, grade)) FROM distributors
+             WHERE shop_id = :s AND user_id IN (:buyer, (SELECT referrer_id FROM b1), (SELECT referrer_id FROM b2)))
+             AS dists,
+           (SELECT row_to_json(x) FROM distribution_settings x WHERE shop_id = :s) AS settings,
+           (SELECT json_agg(lv ORDER BY lv.grade) FROM levels lv WHERE shop_id = :s) AS levels,
+           (SELECT json_agg(json_build_array(ol.product_ref, ol.quantity, ol.unit_price * ol.quantity - ol.discount,
+                                             p.earns_commission, p.level1_amount, p.level2_amount) ORDER BY ol.line_no)
+              FROM order_lines ol LEFT JOIN products p ON p.shop_id = ol.shop_id AND p.product_ref = ol.product_ref
+             WHERE ol.shop_id = :s AND ol.order_id = :oid) AS paid_lines,
+           (SELECT net_spend FROM users WHERE shop_id = :s AND user_id = :buyer) AS buyer_spend""")
+    return f"""
     WITH o AS (SELECT {lean.ORDER_COLUMNS} FROM orders
                WHERE shop_id = :s AND order_id = ANY(CAST(:oids AS text[])) ORDER BY order_id FOR UPDATE),
     l AS (SELECT {commissions.LINE_COLUMNS} FROM commission_lines
-          WHERE shop_id = :s AND order_id IN (SELECT order_id FROM o) ORDER BY line_id FOR UPDATE)
+          WHERE shop_id = :s AND order_id IN (SELECT order_id FROM o) ORDER BY line_id FOR UPDATE){paying}
     SELECT (SELECT coalesce(json_agg(o), '[]'::json) FROM o) AS orders,
            (SELECT coalesce(json_agg(l ORDER BY l.line_id), '[]'::json) FROM l) AS lines,
            (SELECT freeze_days FROM distribution_settings WHERE shop_id = :s) AS freeze_days,
            EXISTS (SELECT 1 FROM levels WHERE shop_id = :s) AS has_levels,
            (SELECT coalesce(json_agg(user_id), '[]'::json) FROM distributors
-             WHERE shop_id = :s AND user_id = ANY(CAST(:leaders AS text[]))) AS distributors
+             WHERE shop_id = :s AND user_id = ANY(CAST(:leaders AS text[]))) AS distributors{cols}
     """
-)
 
+
+CONTEXT = text(_context_sql(False))
+CONTEXT_PAYING = text(_context_sql(True))
+
+# DS-1 admission and the leader's balance record, before the write (whose balance UPDATE must find the rows):
+# new distributors with their audit line, and NONE/APPLIED ones admitted
 ENSURE_DISTRIBUTORS = text(
     """
-    WITH d AS (INSERT INTO distributors (shop_id, user_id, status, invite_code, grade, bonuses_credited, applied_at,
-                                         pending, frozen, available, in_payout, paid, fees)
-               SELECT :s, v.u, :status, v.code, 0, '[]'::jsonb, :now, 0, 0, 0, 0, 0, 0
-               FROM unnest(CAST(:users AS text[]), CAST(:codes AS text[])) AS v(u, code)
-               ON CONFLICT DO NOTHING RETURNING user_id)
+    WITH v AS (SELECT * FROM unnest(CAST(:users AS text[]), CAST(:codes AS text[]), CAST(:statuses AS text[]))
+               AS v(u, code, status)),
+    up AS (UPDATE distributors d SET status = 'ACTIVE', approved_at = :now, approved_by = 'system' FROM v
+           WHERE d.shop_id = :s AND d.user_id = v.u AND v.status = 'ACTIVE' AND d.status IN ('NONE', 'APPLIED')),
+    d AS (INSERT INTO distributors (shop_id, user_id, status, invite_code, grade, bonuses_credited, applied_at,
+                                    approved_at, approved_by, pending, frozen, available, in_payout, paid, fees)
+          SELECT :s, v.u, v.status, v.code, 0, '[]'::jsonb, :now, CASE WHEN v.status = 'ACTIVE' THEN :now END,
+                 CASE WHEN v.status = 'ACTIVE' THEN 'system' END, 0, 0, 0, 0, 0, 0 FROM v
+          ON CONFLICT DO NOTHING RETURNING user_id, status)
     INSERT INTO distributor_audit (shop_id, audit_id, user_id, action, from_value, to_value, actor, reason, at)
-    SELECT :s, 'aud_' || md5(d.user_id || :salt), d.user_id, 'STATUS', NULL, :status, 'system', '', :now FROM d
+    SELECT :s, 'aud_' || md5(d.user_id || :salt), d.user_id, 'STATUS', NULL, d.status, 'system', '', :now FROM d
     """
 )
 
 
-def handles(decision: gb.Decision) -> bool:
-    """True unless the decision pays a seat (OrderPaid: the ORM path of `service.groups.apply_decision`)."""
-    return not any(isinstance(i, gb.OrderPaid) for i in decision.instructions)
+def paying(decision: gb.Decision) -> str | None:
+    """The order a decision pays (OrderPaid: a payment took its seat), if any."""
+    return next((i.order_id for i in decision.instructions if isinstance(i, gb.OrderPaid)), None)
 
 
 def _json(v):
@@ -95,25 +126,28 @@ class Context:
     freeze_days: int
     has_levels: bool
     distributors: set[str]
+    paid: Any = None  # the paying order's PAID_CONTEXT columns (a payment only)
 
 
-async def load_context(session, shop_id: str, loaded: list[lean.Loaded]) -> Context:
-    """Statement 2 of a batch: the groups' orders and their commission lines under lock (see the module doc)."""
+async def load_context(session, shop_id: str, loaded: list[lean.Loaded], *,
+                       paying: tuple[str, str] | None = None) -> Context:
+    """Statement 2 of a batch: the groups' orders and their commission lines under lock (see the module doc);
+    with `paying` (order, buyer), also what a payment's commission and admission need."""
     oids = sorted({s.order_id for ld in loaded for s in ld.group.seats})
     leaders = sorted({ld.group.leader_user_id for ld in loaded})
-    got = (await session.execute(CONTEXT, {"s": shop_id, "oids": oids, "leaders": leaders})).one()
+    params = {"s": shop_id, "oids": oids, "leaders": leaders}
+    if paying:
+        params.update(oid=paying[0], buyer=paying[1])
+    got = (await session.execute(CONTEXT_PAYING if paying else CONTEXT, params)).one()
     orders = {d["order_id"]: lean.OrderView.from_json(shop_id, d) for d in _json(got.orders)}
     lines = {ln.id: ln for ln in (_line(d) for d in _json(got.lines))}
+    paid = None
+    if paying:
+        paid = SimpleNamespace(b1=got.b1, b2=got.b2, dists=got.dists, settings=got.settings, levels=got.levels,
+                               lines=got.paid_lines, buyer_spend=got.buyer_spend or 0)
     return Context(orders=orders, lines=lines,
                    freeze_days=_DEFAULT_FREEZE_DAYS if got.freeze_days is None else got.freeze_days,
-                   has_levels=bool(got.has_levels), distributors=set(_json(got.distributors)))
-
-
-@dataclass
-class _Order:
-    cancel: bool = False
-    paid_plus: int = 0
-    refunded_plus: int = 0
+                   has_levels=bool(got.has_levels), distributors=set(_json(got.distributors)), paid=paid)
 
 
 @dataclass
@@ -127,12 +161,13 @@ class GroupBatch:
     seat_rows: dict[str, tuple[str, gb.Seat]] = field(default_factory=dict)  # order -> (group, seat) changed
     new_seats: dict[str, tuple[str, gb.Seat]] = field(default_factory=dict)
     groups: dict[str, gb.Group] = field(default_factory=dict)
-    orders: dict[str, _Order] = field(default_factory=dict)
-    users: dict[str, list[int]] = field(default_factory=dict)  # user -> [spend delta, paid orders delta]
+    paid_amounts: dict[str, int] = field(default_factory=dict)  # order -> the payment confirmed for it
+    orders: set[str] = field(default_factory=set)  # changed: written as `ctx.orders` holds them
+    users: dict[str, list] = field(default_factory=dict)  # user -> [spend delta, paid orders delta, paid at]
     stock: dict[str, int] = field(default_factory=dict)
     units: dict[tuple[str, str], int] = field(default_factory=dict)
     refunds: list[tuple] = field(default_factory=list)
-    new_distributors: set[str] = field(default_factory=set)
+    new_distributors: dict[str, str] = field(default_factory=dict)  # user -> status (DS-1 ACTIVE, or NONE)
     touched: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -141,7 +176,6 @@ class GroupBatch:
     # ------------------------------------------------------------ one group's decision
     def add(self, ld: lean.Loaded, decision: gb.Decision) -> None:
         """Carry out `decision` on the loaded group `ld`, in memory (GB-4..GB-9, CM-5, CM-6)."""
-        assert handles(decision), "a payment that takes a seat goes through service.groups.apply_decision"
         g, c = decision.group, ld.campaign_row
         old = {s.order_id: s for s in ld.group.seats}
         for s in g.seats:
@@ -153,8 +187,13 @@ class GroupBatch:
         by_order = {s.order_id: s for s in g.seats}
         later = []
         for ins in decision.instructions:
-            if isinstance(ins, gb.CancelOrder):
-                self.orders.setdefault(ins.order_id, _Order()).cancel = True
+            if isinstance(ins, gb.OrderPaid):
+                self._paid(ld, g, ins)
+            elif isinstance(ins, gb.CancelOrder):
+                o = self.ctx.orders[ins.order_id]
+                if o.state == "CREATED":
+                    o.state, o.cancelled_at = "CANCELLED", self.now
+                    self.orders.add(o.order_id)
                 self._event(EventType.SEAT_RELEASED, g.id, ins.rule,
                             {"order_id": ins.order_id, "user_id": by_order[ins.order_id].user_id})
             elif isinstance(ins, gb.ReturnStock):
@@ -205,18 +244,16 @@ class GroupBatch:
                                      refunded=0 if ins.rule == "GB-10" else o.refunded_amount,
                                      goods=0 if ins.rule == "GB-10" else o.goods_amount, counted=counted),
                           ins.amount, rule=ins.rule, full=ins.full)
-        ch = self.orders.setdefault(o.order_id, _Order())
         if ins.rule == "GB-10":  # money received for a seat another payment took: paid and refunded both grow
             paid_after, refunded_after = o.paid_amount + d.paid_after, o.refunded_amount + d.refunded_after
         else:
             paid_after, refunded_after = d.paid_after, d.refunded_after
-        ch.paid_plus += paid_after - o.paid_amount
-        ch.refunded_plus += refunded_after - o.refunded_amount
         o.paid_amount, o.refunded_amount = paid_after, refunded_after
+        self.orders.add(o.order_id)
         refund_id = new_id("rf_")
         self.refunds.append((refund_id, o.order_id, ins.amount, ins.rule, d.full))
         if d.net_spend_delta or d.paid_orders_delta:
-            u = self.users.setdefault(o.buyer_id, [0, 0])
+            u = self.users.setdefault(o.buyer_id, [0, 0, None])
             u[0] += d.net_spend_delta
             u[1] += d.paid_orders_delta
         if d.goods_refund:
@@ -233,6 +270,32 @@ class GroupBatch:
         self._event(EventType.REFUND_OWED, group_id, ins.rule,
                     {"refund_id": refund_id, "order_id": o.order_id, "amount": ins.amount, "full": d.full,
                      "reason": ins.rule})
+
+    def _paid(self, ld: lean.Loaded, g: gb.Group, ins: gb.OrderPaid) -> None:
+        """A payment took its seat (GB-1/GB-2), as `service.groups.apply_decision` carries it out: the order PAID,
+        the buyer's counters (RP-3), DS-1 admission, its commission lines PENDING and not yet releasable (CM-6,
+        RF-2 snapshot: `commissions.post_paid_lines`, the engine's `cm.compute_commissions`)."""
+        pc = self.ctx.paid
+        assert pc is not None, "a payment's context is loaded with load_context(paying=…)"
+        o = self.ctx.orders[ins.order_id]
+        o.state, o.paid_amount, o.paid_at = "PAID", self.paid_amounts.get(o.order_id, o.goods_amount), self.now
+        self.orders.add(o.order_id)
+        u = self.users.setdefault(o.buyer_id, [0, 0, None])
+        u[0], u[1], u[2] = u[0] + o.goods_amount, u[1] + 1, self.now
+        settings = mapping.settings_from_row(commissions._obj(_json(pc.settings)))
+        status = (_json(pc.dists) or {}).get(o.buyer_id, [None])[0]
+        admitted = admits_automatically(settings, net_paid_spend=pc.buyer_spend + o.goods_amount) and status in (
+            None, DistributorStatus.NONE.value, DistributorStatus.APPLIED.value)
+        if admitted:
+            self.new_distributors[o.buyer_id] = DistributorStatus.ACTIVE.value
+            self.ctx.distributors.add(o.buyer_id)
+        for line in commissions.post_paid_lines(self.session, self.ledger, order=o, got=pc, now=self.now,
+                                                enabled=ld.campaign_row.commission_enabled, releasable=False,
+                                                admitted=admitted):
+            self.ctx.lines[line.id] = line
+        self.touched |= {o.buyer_id, o.level1_id or "", o.level2_id or ""}
+        self._event(EventType.ORDER_PAID, g.id, ins.rule, {"order_id": o.order_id, "amount": o.paid_amount,
+                                                          "role": ins.role.value, "buyer_id": o.buyer_id})
 
     def _formed(self, ld: lean.Loaded, g: gb.Group, ins: gb.GroupFormed) -> None:
         """`service.groups.on_formed`: lines become releasable (CM-6), completed orders' lines freeze, the
@@ -254,7 +317,7 @@ class GroupBatch:
                                             other_members=[(o.paid_amount, o.refunded_amount) for o in others])
             if amount > 0:
                 if g.leader_user_id not in self.ctx.distributors:
-                    self.new_distributors.add(g.leader_user_id)
+                    self.new_distributors.setdefault(g.leader_user_id, DistributorStatus.NONE.value)
                 line = commissions.post_commission_line(
                     self.session, self.ledger, order=leader_order, beneficiary_id=g.leader_user_id, level=0,
                     amount=amount, now=self.now, releasable=True, base=base, group_id=g.id, rule="GB-4")
@@ -322,14 +385,17 @@ class GroupBatch:
             row("SELECT count(pg_notify('sharecart_groups', :shop_id || ':' || v)) AS n "
                 "FROM unnest(CAST(:g AS text[])) AS v", key="notified", g=[x.id for x in gs])
         if self.orders:
-            os_ = sorted(self.orders.items())
-            row("UPDATE orders o SET state = CASE WHEN v.cancel AND o.state = 'CREATED' THEN 'CANCELLED' "
-                "ELSE o.state END, cancelled_at = CASE WHEN v.cancel AND o.state = 'CREATED' THEN CAST(:now AS "
-                "timestamptz) ELSE o.cancelled_at END, paid_amount = o.paid_amount + v.pp, "
-                "refunded_amount = o.refunded_amount + v.rp FROM unnest(CAST(:o AS text[]), CAST(:c AS bool[]), "
-                "CAST(:pp AS bigint[]), CAST(:rp AS bigint[])) AS v(o, cancel, pp, rp) "
-                "WHERE o.shop_id = :shop_id AND o.order_id = v.o", now=self.now, o=[k for k, _ in os_],
-                c=[v.cancel for _, v in os_], pp=[v.paid_plus for _, v in os_], rp=[v.refunded_plus for _, v in os_])
+            os_ = [self.ctx.orders[k] for k in sorted(self.orders)]
+            row("UPDATE orders o SET state = v.st, paid_amount = v.pa, refunded_amount = v.ra, paid_at = v.pat, "
+                "cancelled_at = v.ca, level1_id = v.l1, level2_id = v.l2, source = v.src "
+                "FROM unnest(CAST(:o AS text[]), CAST(:st AS text[]), CAST(:pa AS bigint[]), CAST(:ra AS bigint[]), "
+                "CAST(:pat AS timestamptz[]), CAST(:ca AS timestamptz[]), CAST(:l1 AS text[]), CAST(:l2 AS text[]), "
+                "CAST(:src AS text[])) AS v(o, st, pa, ra, pat, ca, l1, l2, src) "
+                "WHERE o.shop_id = :shop_id AND o.order_id = v.o",
+                o=[x.order_id for x in os_], st=[x.state for x in os_], pa=[x.paid_amount for x in os_],
+                ra=[x.refunded_amount for x in os_], pat=[x.paid_at for x in os_],
+                ca=[x.cancelled_at for x in os_], l1=[x.level1_id for x in os_], l2=[x.level2_id for x in os_],
+                src=[x.source for x in os_])
         if self.refunds:
             rs = self.refunds
             row("INSERT INTO refunds (shop_id, refund_id, order_id, amount, rule, \"full\", state, created_at) "
@@ -341,12 +407,13 @@ class GroupBatch:
             us = sorted(self.users.items())
             # rows of tables several batches share are locked in key order (ORDER BY … FOR UPDATE, whatever the
             # join's plan), so two workers' batches never wait on each other in a cycle
-            row("UPDATE users u SET net_spend = u.net_spend + v.sp, paid_orders = u.paid_orders + v.n "
+            row("UPDATE users u SET net_spend = u.net_spend + v.sp, paid_orders = u.paid_orders + v.n, "
+                "first_paid_at = coalesce(u.first_paid_at, v.pa), last_paid_at = coalesce(v.pa, u.last_paid_at) "
                 "FROM (SELECT user_id FROM users WHERE shop_id = :shop_id AND user_id = ANY(CAST(:u AS text[])) "
                 "ORDER BY user_id FOR UPDATE) k JOIN unnest(CAST(:u AS text[]), CAST(:sp AS bigint[]), "
-                "CAST(:n AS int[])) AS v(u, sp, n) ON v.u = k.user_id "
+                "CAST(:n AS int[]), CAST(:pa AS timestamptz[])) AS v(u, sp, n, pa) ON v.u = k.user_id "
                 "WHERE u.shop_id = :shop_id AND u.user_id = v.u", u=[k for k, _ in us], sp=[v[0] for _, v in us],
-                n=[v[1] for _, v in us])
+                n=[v[1] for _, v in us], pa=[v[2] for _, v in us])
         stock = sorted((k, v) for k, v in self.stock.items() if v)
         if stock:
             row("UPDATE campaigns c SET stock_left = c.stock_left + v.d FROM (SELECT campaign_id FROM campaigns "
@@ -371,7 +438,7 @@ class GroupBatch:
             users = sorted(self.new_distributors)
             await self.session.execute(ENSURE_DISTRIBUTORS, {
                 "s": self.shop_id, "users": users, "codes": [new_invite_code() for _ in users],
-                "status": DistributorStatus.NONE.value, "now": self.now, "salt": new_id("")})
+                "statuses": [self.new_distributors[u] for u in users], "now": self.now, "salt": new_id("")})
         self._parts()
         await self.ledger.flush(self.session)
         if self.ctx.has_levels and self.touched - {""}:
@@ -388,12 +455,20 @@ def _seat_arrays(ss: list[tuple[str, tuple[str, gb.Seat]]]) -> dict[str, Any]:
                 pa=[s.paid_at for s in seats])
 
 
-async def carry_out(session, shop_id: str, now: datetime, items: list[tuple[lean.Loaded, gb.Decision]]) -> None:
-    """Statements 2 and 3 for `items` (groups loaded under lock with the engine's decisions on them)."""
+async def carry_out(session, shop_id: str, now: datetime, items: list[tuple[lean.Loaded, gb.Decision]], *,
+                    paid_amounts: dict[str, int] | None = None) -> None:
+    """Statements 2 and 3 for `items` (groups loaded under lock with the engine's decisions on them). A payment
+    (one group, its decision with an OrderPaid) also loads what its commission needs, in statement 2."""
     if not items:
         return
-    ctx = await load_context(session, shop_id, [ld for ld, _ in items])
-    batch = GroupBatch(shop_id, now, session, ctx)
+    pays = [oid for _, d in items if (oid := paying(d))]
+    assert len(pays) <= 1, "one payment a transaction"
+    buyer = None
+    if pays:
+        buyer = next(s.user_id for ld, _ in items for s in ld.group.seats if s.order_id == pays[0])
+    ctx = await load_context(session, shop_id, [ld for ld, _ in items],
+                             paying=(pays[0], buyer) if pays and buyer else None)
+    batch = GroupBatch(shop_id, now, session, ctx, paid_amounts=dict(paid_amounts or {}))
     for ld, decision in items:
         batch.add(ld, decision)
     await batch.flush()

@@ -221,13 +221,8 @@ async def _carry_out(session: AsyncSession, ld: lean.Loaded, decision: gb.Decisi
         _refuse_failed_guards(await w.run(session))
         return
     _refuse_failed_guards(await w.run(session))
-    if group_batch.handles(decision):  # formation, failure, refunds owed: lean (service/group_batch.py)
-        await group_batch.carry_out(session, ld.shop_id, now, [(ld, decision)])
-        return
-    row, seat_rows, _ = await lock_group(session, ld.shop_id, decision.group.id)  # the lock is already ours
-    c = await load_campaign(session, ld.shop_id, ld.campaign_row.campaign_id)
-    await apply_decision(session, c=c, row=row, seat_rows=seat_rows, decision=decision, now=now,
-                         paid_amounts=paid_amounts)
+    # payment, formation, failure, refunds owed: service/group_batch.py, a batch of this one group
+    await group_batch.carry_out(session, ld.shop_id, now, [(ld, decision)], paid_amounts=paid_amounts)
 
 
 def _check_user_id(user_id: str) -> None:

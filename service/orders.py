@@ -278,12 +278,14 @@ async def refund_order(svc: Services, *, shop_id: str, amount: int, provider_ref
         return {**r, "replayed": r["replayed"] or replayed, "refund": made[0] if made and not replayed else None}
 
 
-# OR-4/CM-6: the order under FOR UPDATE, then its freezable lines under FOR UPDATE (line_id order), the
-# shop's freeze_days and whether it has levels (LV-2) — one round trip.
+# OR-4/CM-6: the order under FOR UPDATE, then its PENDING lines under FOR UPDATE (line_id order), the
+# shop's freeze_days and whether it has levels (LV-2) — one round trip. `releasable` is not in the WHERE: a
+# payment forming the group may hold the lines while this statement waits, and a row that did not match in
+# the statement's snapshot is never rechecked; `freeze_line` leaves a line that is not releasable alone.
 LOAD_FOR_COMPLETION = f"""
 WITH o AS (SELECT {ORDER_COLUMNS} FROM orders WHERE shop_id = :s AND {{where}} FOR UPDATE),
 l AS (SELECT {commissions.LINE_COLUMNS} FROM commission_lines
-      WHERE shop_id = :s AND order_id = (SELECT order_id FROM o) AND state = 'PENDING' AND releasable
+      WHERE shop_id = :s AND order_id = (SELECT order_id FROM o) AND state = 'PENDING'
       ORDER BY line_id FOR UPDATE)
 SELECT (SELECT row_to_json(o) FROM o) AS o,
        (SELECT coalesce(json_agg(l ORDER BY l.line_id), '[]'::json) FROM l) AS lines,
