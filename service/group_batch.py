@@ -47,16 +47,14 @@ from store import mapping
 
 _DEFAULT_FREEZE_DAYS = DistributionSettings().freeze_days
 
-def _context_sql(paid: bool) -> str:
-    paying = ""
-    cols = ""
-    if paid:  # commissions.PAID_CONTEXT for the paying order, and the buyer's spend (DS-1)
-        paying = (""",
+# commissions.PAID_CONTEXT for a paying order (:oid, its buyer :buyer), and the buyer's spend (DS-1): the parts
+# a loading statement adds after its own CTEs and columns
+PAID_CTES = """,
     b1 AS (SELECT user_id, referrer_id, bound_at, source, expires_at FROM bindings
            WHERE shop_id = :s AND user_id = :buyer),
     b2 AS (SELECT user_id, referrer_id, bound_at, source, expires_at FROM bindings
-           WHERE shop_id = :s AND user_id = (SELECT referrer_id FROM b1))""")
-        cols = (""",
+           WHERE shop_id = :s AND user_id = (SELECT referrer_id FROM b1))"""
+PAID_COLS = """,
            (SELECT row_to_json(b1) FROM b1) AS b1, (SELECT row_to_json(b2) FROM b2) AS b2,
            (SELECT json_object_agg(user_id, json_build_array(status, grade)) FROM distributors
              WHERE shop_id = :s AND user_id IN (:buyer, (SELECT referrer_id FROM b1), (SELECT referrer_id FROM b2)))
@@ -67,7 +65,36 @@ def _context_sql(paid: bool) -> str:
                                              p.earns_commission, p.level1_amount, p.level2_amount) ORDER BY ol.line_no)
               FROM order_lines ol LEFT JOIN products p ON p.shop_id = ol.shop_id AND p.product_ref = ol.product_ref
              WHERE ol.shop_id = :s AND ol.order_id = :oid) AS paid_lines,
-           (SELECT net_spend FROM users WHERE shop_id = :s AND user_id = :buyer) AS buyer_spend""")
+           (SELECT net_spend FROM users WHERE shop_id = :s AND user_id = :buyer) AS buyer_spend"""
+
+
+def paid_context(got) -> SimpleNamespace:
+    """A loading row's PAID_COLS as `commissions.post_paid_lines` reads them."""
+    return SimpleNamespace(b1=got.b1, b2=got.b2, dists=got.dists, settings=got.settings, levels=got.levels,
+                           lines=got.paid_lines, buyer_spend=got.buyer_spend or 0)
+
+
+def admitted_by(pc, buyer_id: str, goods_amount: int) -> bool:
+    """DS-1 at a payment: EVERYONE admits at the first order, SPEND_THRESHOLD once net paid spend (this order
+    included) reaches it (`engine.distribution.admits_automatically`) — a buyer not yet ACTIVE or SUSPENDED."""
+    settings = mapping.settings_from_row(commissions._obj(_json(pc.settings)))
+    status = (_json(pc.dists) or {}).get(buyer_id, [None])[0]
+    return admits_automatically(settings, net_paid_spend=pc.buyer_spend + goods_amount) and status in (
+        None, DistributorStatus.NONE.value, DistributorStatus.APPLIED.value)
+
+
+async def ensure_distributors(session, shop_id: str, now: datetime, statuses: dict[str, str]) -> None:
+    """ENSURE_DISTRIBUTORS for `statuses` (user -> ACTIVE for DS-1 admission, NONE for a balance record)."""
+    if statuses:
+        users = sorted(statuses)
+        await session.execute(ENSURE_DISTRIBUTORS, {
+            "s": shop_id, "users": users, "codes": [new_invite_code() for _ in users],
+            "statuses": [statuses[u] for u in users], "now": now, "salt": new_id("")})
+
+
+def _context_sql(paid: bool) -> str:
+    paying = PAID_CTES if paid else ""
+    cols = PAID_COLS if paid else ""
     return f"""
     WITH o AS (SELECT {lean.ORDER_COLUMNS} FROM orders
                WHERE shop_id = :s AND order_id = ANY(CAST(:oids AS text[])) ORDER BY order_id FOR UPDATE),
@@ -141,10 +168,7 @@ async def load_context(session, shop_id: str, loaded: list[lean.Loaded], *,
     got = (await session.execute(CONTEXT_PAYING if paying else CONTEXT, params)).one()
     orders = {d["order_id"]: lean.OrderView.from_json(shop_id, d) for d in _json(got.orders)}
     lines = {ln.id: ln for ln in (_line(d) for d in _json(got.lines))}
-    paid = None
-    if paying:
-        paid = SimpleNamespace(b1=got.b1, b2=got.b2, dists=got.dists, settings=got.settings, levels=got.levels,
-                               lines=got.paid_lines, buyer_spend=got.buyer_spend or 0)
+    paid = paid_context(got) if paying else None
     return Context(orders=orders, lines=lines,
                    freeze_days=_DEFAULT_FREEZE_DAYS if got.freeze_days is None else got.freeze_days,
                    has_levels=bool(got.has_levels), distributors=set(_json(got.distributors)), paid=paid)
@@ -194,8 +218,8 @@ class GroupBatch:
                 if o.state == "CREATED":
                     o.state, o.cancelled_at = "CANCELLED", self.now
                     self.orders.add(o.order_id)
-                self._event(EventType.SEAT_RELEASED, g.id, ins.rule,
-                            {"order_id": ins.order_id, "user_id": by_order[ins.order_id].user_id})
+                self.ledger.event(type=EventType.SEAT_RELEASED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
+                                  payload={"order_id": ins.order_id, "user_id": by_order[ins.order_id].user_id})
             elif isinstance(ins, gb.ReturnStock):
                 if c.stock is not None:
                     self.stock[c.campaign_id] = self.stock.get(c.campaign_id, 0) + ins.quantity
@@ -214,17 +238,15 @@ class GroupBatch:
                 self._failed(ld, g, ins)
             elif isinstance(ins, gb.GroupOpened):
                 assert g.expires_at is not None
-                self._event(EventType.GROUP_OPENED, g.id, ins.rule,
-                            {"group_id": g.id, "campaign_id": c.campaign_id, "leader_user_id": g.leader_user_id,
-                             "expires_at": g.expires_at.isoformat()})
+                self.ledger.event(type=EventType.GROUP_OPENED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
+                                  payload={"group_id": g.id, "campaign_id": c.campaign_id, "leader_user_id": g.leader_user_id,
+                                   "expires_at": g.expires_at.isoformat()})
             elif isinstance(ins, gb.GroupCancelled):
-                self._event(EventType.GROUP_CANCELLED, g.id, ins.rule, {"group_id": g.id})
+                self.ledger.event(type=EventType.GROUP_CANCELLED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
+                                  payload={"group_id": g.id})
             elif isinstance(ins, gb.LeaderChanged):
-                self._event(EventType.GROUP_LEADER_CHANGED, g.id, ins.rule,
-                            {"group_id": g.id, "from": ins.old_user_id, "to": ins.new_user_id})
-
-    def _event(self, type: EventType, group_id: str, rule: str | None, payload: dict) -> None:
-        self.ledger.event(type=type, aggregate_type="group", aggregate_id=group_id, rule=rule, payload=payload)
+                self.ledger.event(type=EventType.GROUP_LEADER_CHANGED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
+                                  payload={"group_id": g.id, "from": ins.old_user_id, "to": ins.new_user_id})
 
     def _lines_of(self, order_ids) -> list[cm.CommissionLine]:
         ids = set(order_ids)
@@ -267,9 +289,9 @@ class GroupBatch:
                 self.ctx.lines[line.id] = self.ledger.current(line)
         if ins.rule != "GB-10":
             self.touched |= {o.buyer_id, o.level1_id or "", o.level2_id or ""}
-        self._event(EventType.REFUND_OWED, group_id, ins.rule,
-                    {"refund_id": refund_id, "order_id": o.order_id, "amount": ins.amount, "full": d.full,
-                     "reason": ins.rule})
+        self.ledger.event(type=EventType.REFUND_OWED, aggregate_type="group", aggregate_id=group_id, rule=ins.rule,
+                          payload={"refund_id": refund_id, "order_id": o.order_id, "amount": ins.amount, "full": d.full,
+                           "reason": ins.rule})
 
     def _paid(self, ld: lean.Loaded, g: gb.Group, ins: gb.OrderPaid) -> None:
         """A payment took its seat (GB-1/GB-2), as `service.groups.apply_decision` carries it out: the order PAID,
@@ -282,10 +304,7 @@ class GroupBatch:
         self.orders.add(o.order_id)
         u = self.users.setdefault(o.buyer_id, [0, 0, None])
         u[0], u[1], u[2] = u[0] + o.goods_amount, u[1] + 1, self.now
-        settings = mapping.settings_from_row(commissions._obj(_json(pc.settings)))
-        status = (_json(pc.dists) or {}).get(o.buyer_id, [None])[0]
-        admitted = admits_automatically(settings, net_paid_spend=pc.buyer_spend + o.goods_amount) and status in (
-            None, DistributorStatus.NONE.value, DistributorStatus.APPLIED.value)
+        admitted = admitted_by(pc, o.buyer_id, o.goods_amount)
         if admitted:
             self.new_distributors[o.buyer_id] = DistributorStatus.ACTIVE.value
             self.ctx.distributors.add(o.buyer_id)
@@ -294,8 +313,9 @@ class GroupBatch:
                                                 admitted=admitted):
             self.ctx.lines[line.id] = line
         self.touched |= {o.buyer_id, o.level1_id or "", o.level2_id or ""}
-        self._event(EventType.ORDER_PAID, g.id, ins.rule, {"order_id": o.order_id, "amount": o.paid_amount,
-                                                          "role": ins.role.value, "buyer_id": o.buyer_id})
+        self.ledger.event(type=EventType.ORDER_PAID, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
+                          payload={"order_id": o.order_id, "amount": o.paid_amount,
+                                                                                   "role": ins.role.value, "buyer_id": o.buyer_id})
 
     def _formed(self, ld: lean.Loaded, g: gb.Group, ins: gb.GroupFormed) -> None:
         """`service.groups.on_formed`: lines become releasable (CM-6), completed orders' lines freeze, the
@@ -323,11 +343,11 @@ class GroupBatch:
                     amount=amount, now=self.now, releasable=True, base=base, group_id=g.id, rule="GB-4")
                 self.ctx.lines[line.id] = line
                 self._freeze(leader_order)
-        self._event(EventType.GROUP_FORMED, g.id, ins.rule,
-                    {"group_id": g.id, "campaign_id": c.campaign_id, "tier_members": ins.tier_members,
-                     "member_unit_price": ins.member_unit_price, "leader_unit_price": ins.leader_unit_price,
-                     "winners": list(ins.winners), "order_ids": order_ids,
-                     "leader_order_id": leader_seat.order_id if leader_seat else None})
+        self.ledger.event(type=EventType.GROUP_FORMED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
+                          payload={"group_id": g.id, "campaign_id": c.campaign_id, "tier_members": ins.tier_members,
+                           "member_unit_price": ins.member_unit_price, "leader_unit_price": ins.leader_unit_price,
+                           "winners": list(ins.winners), "order_ids": order_ids,
+                           "leader_order_id": leader_seat.order_id if leader_seat else None})
 
     def _freeze(self, o: lean.OrderView) -> None:
         """CM-6/OR-4 (`commissions.freeze_order_lines`): a completed order's releasable PENDING lines freeze."""
@@ -349,7 +369,8 @@ class GroupBatch:
                               rule="CM-6", payload={"order_id": line.order_id, "line_id": line.id,
                                                     "beneficiary_id": line.beneficiary_id, "level": line.level,
                                                     "amount": line.standing, "cause": ins.rule})
-        self._event(EventType.GROUP_FAILED, g.id, ins.rule, {"group_id": g.id, "campaign_id": ld.campaign_row.campaign_id})
+        self.ledger.event(type=EventType.GROUP_FAILED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
+                          payload={"group_id": g.id, "campaign_id": ld.campaign_row.campaign_id})
 
     # ------------------------------------------------------------ writing the batch
     def _parts(self) -> None:
@@ -434,11 +455,7 @@ class GroupBatch:
     async def flush(self) -> None:
         """Write the batch: (a distributor row for each rewarded leader who has none, then) one statement; in
         a shop with levels, LV-2 re-evaluation of everyone whose metrics a refund moved."""
-        if self.new_distributors:
-            users = sorted(self.new_distributors)
-            await self.session.execute(ENSURE_DISTRIBUTORS, {
-                "s": self.shop_id, "users": users, "codes": [new_invite_code() for _ in users],
-                "statuses": [self.new_distributors[u] for u in users], "now": self.now, "salt": new_id("")})
+        await ensure_distributors(self.session, self.shop_id, self.now, self.new_distributors)
         self._parts()
         await self.ledger.flush(self.session)
         if self.ctx.has_levels and self.touched - {""}:

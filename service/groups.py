@@ -301,7 +301,7 @@ async def join_group(svc: Services, *, shop_id: str, group_id: str, user_id: str
     return SeatResult(**r, group=made.get("group"), order=made.get("order"))
 
 
-async def pay_group_order(session: AsyncSession, *, order: Order, amount: int, now) -> bool:
+async def pay_group_order(session: AsyncSession, *, order: lean.OrderView, amount: int, now) -> bool:
     """GB-1/GB-2/GB-4/GB-9/GB-10 for a payment confirmation of a group order. True if it took a seat; a
     payment that takes none is owed back in full (GB-9 late, GB-10 a seat another payment took)."""
     ld = await lean.load_group(session, order.shop_id, order.group_id)

@@ -72,3 +72,21 @@ async def test_a_payment_that_takes_the_last_seat_and_forms_the_group_asks_six_t
     assert (await raw_row(svc, GroupRow, shop.shop_id, lead.group_id)).state == "FORMED"
     o = await raw_row(svc, Order, shop.shop_id, m.order_id)
     assert (o.state, o.paid_amount, o.level1_id, o.source) == ("PAID", 8000, "ref", "GROUP_INVITE")
+
+
+async def test_a_plain_payment_loads_once_and_writes_once_OR2_CM4(svc, shop):
+    """confirmPayment of a plain order: the order and the payment's claim (GB-10), the order under lock with its
+    commission context (RF-2, DS-1), one write, the claim's outcome; no ORM unit of work."""
+    from service import orders
+
+    o = await orders.report_order(svc, shop_id=shop.shop_id, external_id="e1", buyer_id="b",
+                                  lines=[orders.LineInput("p", 1, 5000)])
+    await pay(svc, shop.shop_id, o.order_id, amount=5000)  # the buyer's first order (DS-1 may admit here)
+    o2 = await orders.report_order(svc, shop_id=shop.shop_id, external_id="e2", buyer_id="b",
+                                   lines=[orders.LineInput("p", 1, 5000)])
+    with recorded_statements(svc) as seen:
+        assert (await pay(svc, shop.shop_id, o2.order_id, amount=5000))["accepted"] is True
+    assert [q.split()[0] for q in seen] == ["SELECT", "INSERT", "WITH", "WITH", "UPDATE"], [q[:60] for q in seen]
+    assert "FOR UPDATE" in seen[2]
+    row = await raw_row(svc, Order, shop.shop_id, o2.order_id)
+    assert (row.state, row.paid_amount) == ("PAID", 5000)
