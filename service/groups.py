@@ -79,7 +79,9 @@ async def give_back_stock(session: AsyncSession, shop_id: str, campaign_id: str,
 # ------------------------------------------------------------------ applying a decision
 async def apply_decision(session: AsyncSession, *, c: CampaignRow, row: GroupRow, seat_rows: list[SeatRow],
                          decision: gb.Decision, now, paid_amounts: dict[str, int] | None = None) -> None:
-    """Write the engine's new group state and carry out its instructions, in this transaction."""
+    """Write the engine's new group state and carry out its instructions, in this transaction, through the ORM.
+    No use case calls it any more (service/group_batch.py does it in Core): it is the one-group-at-a-time
+    reference tests/integration/test_worker_batch.py compares the worker's batches with."""
     g = decision.group
     shop_id = c.shop_id
     by_order = {s.order_id: s for s in seat_rows}
@@ -214,7 +216,7 @@ def _refuse_failed_guards(checks: dict[str, int]) -> None:
 async def _carry_out(session: AsyncSession, ld: lean.Loaded, decision: gb.Decision, w: lean.Writes, *, now,
                      paid_amounts: dict[str, int] | None = None) -> None:
     """Write `decision` on the loaded group: in one statement when every instruction is lean; otherwise the
-    use case's own rows in one statement, then the money-moving instructions through `apply_decision`."""
+    use case's own rows in one statement, then the money-moving instructions through `service.group_batch`."""
     if lean.lean_enough(decision):
         w.apply(ld.group, decision, ld.campaign_row.campaign_id)
         w.update_group(decision.group)

@@ -18,8 +18,8 @@ with RETURNING whose row counts come back; a failed guard raises its refusal and
 back whole. The outbox rows carry the currency loaded with the group (no sub-select: issue 17).
 
 Decisions with instructions that move money (OrderPaid, a GB-5..GB-9 RefundOwed, GroupFormed, GroupFailed,
-FinalPrice) are carried out by `service.groups.apply_decision` through the ORM and the commission and
-ledger services: `lean_enough` tells them apart.
+FinalPrice) are carried out by `service.group_batch` (one more load under lock, one write, no ORM):
+`lean_enough` tells them apart.
 """
 
 from __future__ import annotations
@@ -331,7 +331,7 @@ class Writes:
     def apply(self, loaded_group: gb.Group | None, decision: gb.Decision, campaign_id: str) -> None:
         """The decision's group, seats and lean instructions (see `lean_enough`) as parts."""
         g = decision.group
-        assert lean_enough(decision), "money-moving instructions go through service.groups.apply_decision"
+        assert lean_enough(decision), "money-moving instructions go through service.group_batch"
         self.seats(loaded_group, g)
         by_order = {s.order_id: s for s in g.seats}
         for ins in decision.instructions:
