@@ -46,7 +46,7 @@ async def _shops_with_due(svc: Services, query, now) -> list[str]:
         return sorted((await s.execute(query, {"now": now})).scalars())
 
 
-PASS_LIMIT = 2000  # groups a pass advances before it yields; a full pass starts the next one at once
+PASS_LIMIT = 1000  # groups a pass advances before it beats and yields; a full pass starts the next one at once
 BATCH = 250  # groups claimed, decided and written by one transaction (service/group_batch.py)
 
 
