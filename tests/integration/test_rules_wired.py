@@ -17,7 +17,8 @@ import pytest
 from engine.distribution import BindingMode, DistributionMode, DistributorStatus
 from engine.errors import ErrorCode, RuleViolation
 from engine.levels import Level
-from service import campaigns, distribution, groups, orders, payouts, refunds, shops, worker
+from service.usecases import campaigns, distribution, groups, orders, payouts, refunds, shops
+from service.jobs import worker
 from tests.integration.helpers import assert_ledger_consistent, make_campaign, pay
 
 
@@ -63,7 +64,7 @@ async def lines_of(svc, sid: str, order_id: str) -> dict[str, int]:
 
 
 async def group_of(svc, sid: str, group_id: str):
-    return (await groups.get_group(svc, shop_id=sid, group_id=group_id))[1]
+    return (await groups.get_group_caught_up(svc, shop_id=sid, group_id=group_id))[1]
 
 
 async def owed(svc, sid: str) -> dict[str, tuple[int, str]]:
@@ -134,9 +135,9 @@ async def test_gb2_payment_window_releases_an_unpaid_seat_through_service(svc, s
     await pay(svc, sid, lead)
     m = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="m")
     svc.clock.advance(timedelta(minutes=4))
-    assert (await orders.get_order(svc, shop_id=sid, order_id=m.order_id)).state == "CREATED"
+    assert (await orders.get_order_caught_up(svc, shop_id=sid, order_id=m.order_id)).state == "CREATED"
     svc.clock.advance(timedelta(minutes=1, seconds=1))
-    assert (await orders.get_order(svc, shop_id=sid, order_id=m.order_id)).state == "CANCELLED"
+    assert (await orders.get_order_caught_up(svc, shop_id=sid, order_id=m.order_id)).state == "CANCELLED"
     assert (await group_of(svc, sid, lead.group_id)).held_seats == 1
 
 
@@ -504,6 +505,22 @@ async def test_rf2_snapshot_keeps_level_two_after_the_chain_changes_through_serv
     await distribution.bind_referrer(svc, shop_id=sid, user_id="mid", referrer_id="other")
     await orders.refund_order(svc, shop_id=sid, order_id=o.order_id, amount=1, provider_ref="r-rf2")
     assert await lines_of(svc, sid, o.order_id) == {"mid": 1000, "top": 500}
+
+
+async def test_rf3_order_code_overrides_is_the_stored_setting_through_service(svc, shop):
+    """RF-3 (b) + `order_code_overrides` on: a reported order's code names its level 1 (and that distributor's
+    referrer level 2) although the buyer is bound to someone else; the binding is unchanged."""
+    sid = shop.shop_id
+    await chain(svc, sid, "top", "mid", "buyer")
+    await chain(svc, sid, "boss", "dee", "x")
+    await shops.update_settings(svc, shop_id=sid, order_code_overrides=True)
+    code = (await distribution.set_status(svc, shop_id=sid, user_id="dee", status=DistributorStatus.ACTIVE,
+                                          actor="admin", reason="test")).invite_code
+    o = await orders.report_order(svc, shop_id=sid, external_id="rf3-w", buyer_id="buyer", invite_code=code,
+                                  lines=[orders.LineInput("x", 1, 10_000)])
+    await pay(svc, sid, o.order_id, amount=10_000)
+    assert await lines_of(svc, sid, o.order_id) == {"dee": 1000, "boss": 500}
+    assert (await distribution.binding_of(svc, shop_id=sid, user_id="buyer")).referrer_id == "mid"
 
 
 async def test_cm3_shop_default_rates_are_the_stored_ones_through_service(svc, shop):

@@ -6,7 +6,8 @@ import logging
 from datetime import timedelta
 
 from engine import groupbuy as gb
-from service import groups, worker
+from service.usecases import groups
+from service.jobs import worker
 from store.models import GroupRow, Order
 from tests.integration.helpers import make_campaign, raw_row
 

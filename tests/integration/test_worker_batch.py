@@ -14,7 +14,9 @@ from sqlalchemy import text
 
 from engine import groupbuy as gb
 from engine.distribution import DistributorStatus
-from service import distribution, groups, lean, orders, worker
+from service.jobs import worker
+from service.tx import lean
+from service.usecases import distribution, groups, orders
 from service.uow import unit_of_work
 from tests.integration.helpers import assert_ledger_consistent, make_campaign, pay, recorded_statements
 
@@ -126,7 +128,7 @@ async def _snapshot(svc, sid: str) -> dict:
 
 
 async def test_a_batch_with_every_outcome_equals_one_group_at_a_time_GB4_GB5_GB6_GB7_GB11(svc):
-    from service.shops import create_shop
+    from service.usecases.shops import create_shop
 
     one = await create_shop(svc, shop_id="t-batch-one", name="one", currency="CNY")
     many = await create_shop(svc, shop_id="t-batch-many", name="many", currency="CNY")

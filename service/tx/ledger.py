@@ -1,0 +1,300 @@
+"""The one applier of the engine's money decisions (LG-1, CM-5, CM-6, LG-2).
+
+`engine/` decides every money movement — commission-line transitions (`engine.commission`), ledger
+postings and payout fees (`engine.ledger`), refund arithmetic (`engine.refunds`) — and returns values:
+new lines, postings, decisions. `LedgerBatch` is where the service hands those values over; it builds no
+posting and decides nothing, it only writes:
+
+- postings, per distributor, as immutable ledger entries plus the relative balance UPDATE they imply
+  (x = x + delta, LG-1), distributor by distributor in sorted order, so two transactions touching the
+  same distributors lock their rows in one order;
+- commission lines: new ones (`post_line`) and the final state of changed ones (`freeze_line`,
+  `make_available`, `void_line`, `refund_line`);
+- the rows a use case writes beside them (`row`: a payout, a refund, an order's amounts; `rows`: order
+  lines), and outbox events (`event`).
+
+`flush` writes all of it in ONE statement: each part is a data-modifying CTE of a single `WITH …
+SELECT`, so a use case's write is one round trip (docs/architecture.md, "Decisions and the applier").
+A row is changed by at most one part (balances are summed per distributor, a line keeps its final
+state), as PostgreSQL requires of the CTEs of one statement.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import weakref
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from engine import commission as cm
+from engine.events import EventType
+from engine.ledger import Bucket, Posting
+from service.tx.ids import new_id
+
+BALANCE_COLUMN = {
+    Bucket.PENDING: "pending",
+    Bucket.FROZEN: "frozen",
+    Bucket.AVAILABLE: "available",
+    Bucket.IN_PAYOUT: "in_payout",
+    Bucket.PAID: "paid",
+    Bucket.FEES: "fees",
+}
+BALANCES = tuple(BALANCE_COLUMN.values())
+
+# A batch with unwritten lines is registered on its session, so a function that reads commission lines
+# in the same transaction writes them first (`flush_pending`) and never decides on a stale line.
+_PENDING = "sharecart.ledger_batches"
+
+
+def line_from_row(r) -> cm.CommissionLine:
+    """A `commission_lines` row (ORM object or Core row) as the engine's value (CM-5 base and refunds)."""
+    return cm.CommissionLine(
+        id=r.line_id, order_id=r.order_id, beneficiary_id=r.beneficiary_id, level=r.level, original=r.original,
+        standing=r.standing, state=cm.CommissionState(r.state), releasable=r.releasable,
+        available_at=r.available_at, paid_base=r.base, refunded=r.base_refunded, held=bool(getattr(r, "held", False)))
+
+
+@dataclass
+class _NewLine:
+    line: cm.CommissionLine
+    group_id: str | None
+    created_at: Any
+
+
+@dataclass(eq=False)  # identity: a batch is registered on its session (`flush_pending`)
+class LedgerBatch:
+    shop_id: str
+    now: object
+    _entries: dict[str, list[tuple[Posting, str, str]]] = field(default_factory=lambda: defaultdict(list))
+    _new: dict[str, _NewLine] = field(default_factory=dict)
+    _changed: dict[str, cm.CommissionLine] = field(default_factory=dict)
+    _holds: dict[str, bool] = field(default_factory=dict)  # FR-3: lines whose hold this batch sets or lifts
+    _rows: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    _events: list[dict[str, Any]] = field(default_factory=list)
+
+    # ------------------------------------------------------------ what the engine decided
+    def add(self, distributor_id: str, postings, *, ref_type: str, ref_id: str) -> None:
+        """Postings the engine returned, for `distributor_id` (zero amounts are no entries)."""
+        for p in postings:
+            if p.amount:
+                self._entries[distributor_id].append((p, ref_type, ref_id))
+
+    def new_line(self, session: AsyncSession, transition: cm.Transition, *, group_id: str | None = None) -> None:
+        """CM-6: a line `cm.post_line` created, with its postings."""
+        line, postings = transition
+        self._new[line.id] = _NewLine(line, group_id, self.now)
+        self.add(line.beneficiary_id, postings, ref_type="commission", ref_id=line.id)
+        _register(session, self)
+
+    def line(self, session: AsyncSession, transition: cm.Transition, *, hold: bool = False) -> None:
+        """CM-5/CM-6: a line's new state and the postings of its transition. Only with `hold=True` (a fraud
+        review transition, FR-3) is the line's `held` written; otherwise the stored one stands, so a use case
+        that loaded a line without it can never lift a hold."""
+        line, postings = transition
+        if hold:
+            self._holds[line.id] = line.held
+        if line.id in self._new:
+            self._new[line.id].line = line
+        else:
+            self._changed[line.id] = line
+        self.add(line.beneficiary_id, postings, ref_type="commission", ref_id=line.id)
+        _register(session, self)
+
+    def row(self, sql: str, *, key: str | None = None, **params: Any) -> None:
+        """One more data-modifying statement of the same write (an INSERT or UPDATE with `:name` binds).
+        With `key`, the statement ends in `RETURNING …` and `flush` answers its first row under `key`
+        (as JSON values), or None when it wrote nothing (an `ON CONFLICT DO NOTHING` that met a row)."""
+        self._rows.append((sql, {**params, "__key": key}))
+
+    def event(self, *, type: EventType, aggregate_type: str, aggregate_id: str, payload: dict[str, Any],
+              rule: str | None = None) -> None:
+        """An outbox event written with the change it reports (the shop's currency added, SH-2)."""
+        self._events.append({"type": getattr(type, "value", type), "aggregate_type": aggregate_type, "aggregate_id": aggregate_id,
+                             "rule": rule, "payload": {**payload, **({"rule": rule} if rule else {})}})
+
+    def current(self, line: cm.CommissionLine) -> cm.CommissionLine:
+        """The line as this batch leaves it (its last transition), or `line` if the batch has not changed it."""
+        if line.id in self._new:
+            return self._new[line.id].line
+        return self._changed.get(line.id, line)
+
+    @property
+    def has_lines(self) -> bool:
+        return bool(self._new or self._changed)
+
+    # ------------------------------------------------------------ writing it
+    def _parts(self) -> list[tuple[str, dict[str, Any]]]:
+        parts: list[tuple[str, dict[str, Any]]] = list(self._rows)
+        if self._new:
+            ls = [n.line for n in self._new.values()]
+            parts.append((
+                "INSERT INTO commission_lines (shop_id, line_id, order_id, beneficiary_id, level, group_id, base, "
+                "base_refunded, original, standing, state, releasable, created_at, available_at, held) "
+                "SELECT :shop_id, * FROM unnest(CAST(:ids AS text[]), CAST(:orders AS text[]), "
+                "CAST(:bens AS text[]), CAST(:levels AS int[]), CAST(:groups AS text[]), CAST(:bases AS bigint[]), "
+                "CAST(:refunded AS bigint[]), CAST(:originals AS bigint[]), CAST(:standings AS bigint[]), "
+                "CAST(:states AS text[]), CAST(:releasable AS bool[]), CAST(:created AS timestamptz[]), "
+                "CAST(:available AS timestamptz[]), CAST(:held AS bool[]))",
+                {"ids": [ln.id for ln in ls], "orders": [ln.order_id for ln in ls],
+                 "bens": [ln.beneficiary_id for ln in ls], "levels": [ln.level for ln in ls],
+                 "groups": [n.group_id for n in self._new.values()], "bases": [ln.paid_base for ln in ls],
+                 "refunded": [ln.refunded for ln in ls], "originals": [ln.original for ln in ls],
+                 "standings": [ln.standing for ln in ls], "states": [ln.state.value for ln in ls],
+                 "releasable": [ln.releasable for ln in ls], "created": [n.created_at for n in self._new.values()],
+                 "available": [ln.available_at for ln in ls], "held": [ln.held for ln in ls]}))
+        if self._changed:
+            ls = sorted(self._changed.values(), key=lambda ln: ln.id)
+            parts.append((
+                "UPDATE commission_lines c SET state = v.state, standing = v.standing, base_refunded = v.refunded, "
+                "releasable = v.releasable, available_at = v.available_at, held = COALESCE(v.held, c.held) "
+                "FROM unnest(CAST(:ids AS text[]), CAST(:states AS text[]), CAST(:standings AS bigint[]), "
+                "CAST(:refunded AS bigint[]), CAST(:releasable AS bool[]), CAST(:available AS timestamptz[]), "
+                "CAST(:held AS bool[])) "
+                "AS v(line_id, state, standing, refunded, releasable, available_at, held) "
+                "WHERE c.shop_id = :shop_id AND c.line_id = v.line_id",
+                {"ids": [ln.id for ln in ls], "states": [ln.state.value for ln in ls],
+                 "standings": [ln.standing for ln in ls], "refunded": [ln.refunded for ln in ls],
+                 "releasable": [ln.releasable for ln in ls], "available": [ln.available_at for ln in ls],
+                 "held": [self._holds.get(ln.id) for ln in ls]}))
+        items = [(d, p, rt, ri) for d in sorted(self._entries) for p, rt, ri in self._entries[d]]
+        if items:
+            deltas: dict[str, dict[str, int]] = {}
+            for d, p, _, _ in items:
+                deltas.setdefault(d, dict.fromkeys(BALANCES, 0))[BALANCE_COLUMN[p.bucket]] += p.amount
+            users = sorted(deltas)
+            sets = ", ".join(f"{c} = d.{c} + v.{c}" for c in BALANCES)
+            casts = ", ".join(f"CAST(:{c} AS bigint[])" for c in BALANCES)
+            # the rows are locked in user_id order (ORDER BY … FOR UPDATE, whatever the join's plan), so two
+            # transactions moving the balances of the same distributors never wait on each other in a cycle
+            parts.append((
+                f"UPDATE distributors d SET {sets} FROM (SELECT l.user_id AS uid, v.* FROM "
+                "(SELECT user_id FROM distributors WHERE shop_id = :shop_id AND user_id = ANY(CAST(:users AS text[])) "
+                "ORDER BY user_id FOR UPDATE) l "
+                f"JOIN unnest(CAST(:users AS text[]), {casts}) AS v(user_id, {', '.join(BALANCES)}) "
+                "ON v.user_id = l.user_id) v WHERE d.shop_id = :shop_id AND d.user_id = v.uid "
+                f"RETURNING d.user_id, {', '.join('d.' + c for c in BALANCES)}",
+                {"__key": _BALANCES_KEY, "users": users, **{c: [deltas[u][c] for u in users] for c in BALANCES}}))
+            parts.append((
+                "INSERT INTO ledger_entries (shop_id, entry_id, distributor_id, bucket, amount, kind, ref_type, "
+                "ref_id, created_at) SELECT :shop_id, v.entry_id, v.distributor_id, v.bucket, v.amount, v.kind, v.ref_type, "
+                "v.ref_id, :now FROM unnest(CAST(:ids AS text[]), "
+                "CAST(:dists AS text[]), CAST(:buckets AS text[]), CAST(:amounts AS bigint[]), "
+                "CAST(:kinds AS text[]), CAST(:ref_types AS text[]), CAST(:ref_ids AS text[])) WITH ORDINALITY "
+                "AS v(entry_id, distributor_id, bucket, amount, kind, ref_type, ref_id, n) ORDER BY v.n",
+                {"ids": [new_id("le_") for _ in items], "dists": [d for d, _, _, _ in items],
+                 "buckets": [p.bucket.value for _, p, _, _ in items], "amounts": [p.amount for _, p, _, _ in items],
+                 "kinds": [p.kind.value for _, p, _, _ in items], "ref_types": [rt for _, _, rt, _ in items],
+                 "ref_ids": [ri for _, _, _, ri in items], "now": self.now}))
+        if self._events:
+            evs = self._events
+            parts.append((
+                "INSERT INTO events (shop_id, event_id, type, aggregate_type, aggregate_id, rule, occurred_at, "
+                "payload) SELECT :shop_id, v.event_id, v.type, v.aggregate_type, v.aggregate_id, v.rule, :now, "
+                "jsonb_build_object('currency', (SELECT currency FROM shops WHERE shop_id = :shop_id)) || v.payload "
+                "FROM unnest(CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:aggs AS text[]), "
+                "CAST(:agg_ids AS text[]), CAST(:rules AS text[]), CAST(:payloads AS jsonb[])) WITH ORDINALITY "
+                "AS v(event_id, type, aggregate_type, aggregate_id, rule, payload, n) ORDER BY v.n",
+                {"ids": [new_id("evt_") for _ in evs], "types": [e["type"] for e in evs],
+                 "aggs": [e["aggregate_type"] for e in evs], "agg_ids": [e["aggregate_id"] for e in evs],
+                 "rules": [e["rule"] for e in evs],
+                 "payloads": [json.dumps(e["payload"], default=str) for e in evs], "now": self.now}))
+        return parts
+
+    async def flush(self, session: AsyncSession) -> dict[str, Any]:
+        """Write everything collected in one statement. Answers the first row of every `row(key=…)` part
+        (None if it wrote none). Distributors of the session's identity map get their new balances."""
+        parts = self._parts()
+        self._entries.clear()
+        self._new.clear()
+        self._changed.clear()
+        self._holds.clear()
+        self._rows.clear()
+        self._events.clear()
+        pending = session.info.get(_PENDING)
+        if pending is not None:
+            pending.discard(self)
+        if not parts:
+            return {}
+        params: dict[str, Any] = {"shop_id": self.shop_id}
+        ctes, cols = [], []
+        for i, (sql, ps) in enumerate(parts):
+            key = ps.get("__key")
+            for k, v in ps.items():
+                if k in ("shop_id", "__key"):
+                    continue
+                sql = _rebind(sql, k, f"p{i}_{k}")
+                params[f"p{i}_{k}"] = v
+            # one type for the shop id wherever a part uses it (a bare parameter in an INSERT's select list and
+            # one compared with a column could be deduced as text and varchar: "inconsistent types deduced")
+            ctes.append(f"w{i} AS ({_SHOP_ID.sub('CAST(:shop_id AS varchar)', sql)})")
+            if key == _BALANCES_KEY:
+                cols.append(f"(SELECT json_agg(w{i}) FROM w{i}) AS \"{key}\"")
+            elif key:
+                cols.append(f"(SELECT row_to_json(w{i}) FROM w{i} LIMIT 1) AS \"{key}\"")
+        stmt = f"WITH {', '.join(ctes)} SELECT {', '.join(cols) or '1 AS one'}"
+        got = dict((await session.execute(text(stmt), params)).mappings().one())
+        _sync_balances(session, self.shop_id, got.pop(_BALANCES_KEY, None))
+        return got
+
+
+_BALANCES_KEY = "__balances"
+_SHOP_ID = re.compile(r"(?<![:\w]):shop_id\b")
+
+
+def _sync_balances(session: AsyncSession, shop_id: str, rows) -> None:
+    """The identity map's Distributor objects take the balances just written (as an ORM UPDATE would)."""
+    if not rows:
+        return
+    from sqlalchemy.orm.attributes import set_committed_value
+    from sqlalchemy.orm.util import identity_key
+
+    from store.models import Distributor
+
+    for r in rows:
+        obj = session.identity_map.get(identity_key(Distributor, (shop_id, r["user_id"])))
+        if obj is not None:
+            for c in BALANCES:
+                set_committed_value(obj, c, r[c])
+
+
+def _rebind(sql: str, name: str, new: str) -> str:
+    import re
+
+    return re.sub(rf"(?<![:\w]):{name}\b", f":{new}", sql)
+
+
+def _register(session: AsyncSession, batch: LedgerBatch) -> None:
+    session.info.setdefault(_PENDING, weakref.WeakSet()).add(batch)
+
+
+async def flush_pending(session: AsyncSession) -> None:
+    """Write the lines (and everything else) of batches of this transaction not yet written, before
+    commission lines are read again (a line posted at payment is frozen when its group forms, CM-6)."""
+    for batch in list(session.info.get(_PENDING, ())):
+        if batch.has_lines:
+            await batch.flush(session)
+
+
+MISMATCH_SQL = text(
+    """
+    SELECT d.user_id, b.col, b.stored, COALESCE(s.total, 0) AS summed
+    FROM distributors d
+    CROSS JOIN LATERAL (VALUES ('PENDING', d.pending), ('FROZEN', d.frozen), ('AVAILABLE', d.available),
+                               ('IN_PAYOUT', d.in_payout), ('PAID', d.paid), ('FEES', d.fees)) AS b(col, stored)
+    LEFT JOIN (
+        SELECT distributor_id, bucket, SUM(amount) AS total
+        FROM ledger_entries WHERE shop_id = :shop_id GROUP BY distributor_id, bucket
+    ) s ON s.distributor_id = d.user_id AND s.bucket = b.col
+    WHERE d.shop_id = :shop_id AND b.stored <> COALESCE(s.total, 0)
+    """
+)
+
+
+async def balance_mismatches(session: AsyncSession, shop_id: str) -> list[tuple]:
+    """LG-1 check: every stored balance equals the sum of its entries. Empty list = consistent."""
+    return [tuple(r) for r in (await session.execute(MISMATCH_SQL, {"shop_id": shop_id})).all()]

@@ -1,0 +1,435 @@
+"""Group-buy use cases (GB-1..GB-11): each loads what the rules need, calls `engine.groupbuy`,
+and writes its decision in one transaction.
+
+Concurrency: every change to a group first takes the group row's lock (SELECT … FOR UPDATE),
+so the engine decides on a state no one else can change underneath it — seats ≤ capacity
+and one seat per user hold under any interleaving (also backed by a partial unique index).
+Stock is a guarded UPDATE (stock_left >= q) and the per-user limit a guarded upsert, so
+they hold across groups of the same campaign without a campaign-wide lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import flag_modified
+
+from engine import groupbuy as gb
+from engine.errors import ErrorCode, refuse
+from engine.events import EventType
+from engine.referral import current_referrer
+from engine.variants import assign_variant
+from service.tx import commissions, events, group_batch, lean
+from service.context import Services
+from service.tx.idempotency import once
+from service.tx.ids import new_id
+from service.tx.ledger import LedgerBatch
+from service.usecases.refunds import apply_refund
+from service.uow import unit_of_work
+from store import mapping
+from store.models import CampaignRow, GroupRow, Order, SeatRow
+
+
+@dataclass(frozen=True)
+class SeatResult:
+    """A reserved seat; `group` and `order` as this transaction committed them, for the API to render
+    without reading them back (None when an idempotency key replayed an earlier answer)."""
+    group_id: str
+    order_id: str
+    amount: int
+    group: gb.Group | None = None
+    order: lean.OrderView | None = None
+    attribution: object = None  # RF-3 (a): service.distribution.Attribution when a code came with the seat
+
+
+# ------------------------------------------------------------------ loading
+async def load_campaign(session: AsyncSession, shop_id: str, campaign_id: str) -> CampaignRow:
+    row = await session.get(CampaignRow, (shop_id, campaign_id))
+    if row is None:
+        raise refuse(ErrorCode.NOT_FOUND, "campaign not found", field="campaignId")
+    return row
+
+
+async def lock_group(session: AsyncSession, shop_id: str, group_id: str, *, skip_locked: bool = False):
+    """The group row under FOR UPDATE, its seats, and its engine value."""
+    q = select(GroupRow).where(GroupRow.shop_id == shop_id, GroupRow.group_id == group_id)
+    q = q.with_for_update(skip_locked=skip_locked)
+    row = (await session.execute(q.execution_options(populate_existing=True))).scalar_one_or_none()
+    if row is None:
+        if skip_locked:
+            return None
+        raise refuse(ErrorCode.NOT_FOUND, "group not found", field="groupId")
+    seats = list((await session.execute(
+        select(SeatRow).where(SeatRow.shop_id == shop_id, SeatRow.group_id == group_id)
+        .execution_options(populate_existing=True)
+    )).scalars())
+    return row, seats, mapping.group_from_rows(row, seats)
+
+
+async def give_back_stock(session: AsyncSession, shop_id: str, campaign_id: str, user_id: str, quantity: int) -> None:
+    await session.execute(text(
+        "UPDATE campaigns SET stock_left = stock_left + :q WHERE shop_id = :s AND campaign_id = :c "
+        "AND stock_left IS NOT NULL"), {"q": quantity, "s": shop_id, "c": campaign_id})
+    await session.execute(text(
+        "UPDATE campaign_user_units SET units = units - :q WHERE shop_id = :s AND campaign_id = :c AND user_id = :u"),
+        {"q": quantity, "s": shop_id, "c": campaign_id, "u": user_id})
+
+
+# ------------------------------------------------------------------ applying a decision
+async def apply_decision(session: AsyncSession, *, c: CampaignRow, row: GroupRow, seat_rows: list[SeatRow],
+                         decision: gb.Decision, now, paid_amounts: dict[str, int] | None = None) -> None:
+    """Write the engine's new group state and carry out its instructions, in this transaction, through the ORM.
+    No use case calls it any more (service/group_batch.py does it in Core): it is the one-group-at-a-time
+    reference tests/integration/test_worker_batch.py compares the worker's batches with."""
+    g = decision.group
+    shop_id = c.shop_id
+    by_order = {s.order_id: s for s in seat_rows}
+    mapping.group_to_row(g, row)
+    row.due_at = gb.next_due_at(g)
+    flag_modified(row, "due_at")  # always an UPDATE: service.tx.lean's freshness check relies on the row's xmin
+    for seat in g.seats:
+        existing = by_order.get(seat.order_id)
+        if existing is None or mapping.seat_from_row(existing) != seat:
+            r = mapping.seat_to_row(shop_id, g.id, seat, existing)
+            if existing is None:
+                session.add(r)
+    await session.flush()
+
+    ledger = LedgerBatch(shop_id, now)
+    orders: dict[str, Order] = {}
+
+    async def order_of(order_id: str) -> Order:
+        if order_id not in orders:
+            o = await session.get(Order, (shop_id, order_id), with_for_update=True)
+            assert o is not None, f"seat without order {order_id}"
+            orders[order_id] = o
+        return orders[order_id]
+
+    group_events = []
+    touched_users: set[str] = set()
+    for ins in decision.instructions:
+        if isinstance(ins, gb.OrderPaid):
+            o = await order_of(ins.order_id)
+            o.state, o.paid_amount, o.paid_at = "PAID", (paid_amounts or {}).get(o.order_id, o.goods_amount), now
+            await commissions.record_paid(session, o, now)
+            settings = await commissions.load_settings(session, shop_id)
+            await commissions.admit_if_due(session, shop_id, o.buyer_id, settings, now)
+            await commissions.on_order_paid(session, ledger, order=o, now=now, enabled=c.commission_enabled,
+                                            releasable=False)
+            touched_users |= {o.buyer_id, o.level1_id, o.level2_id}
+            events.emit(session, shop_id=shop_id, type=EventType.ORDER_PAID, aggregate_type="group", aggregate_id=g.id,
+                        now=now, rule=ins.rule, payload={"order_id": o.order_id, "amount": o.paid_amount,
+                                                         "role": ins.role.value, "buyer_id": o.buyer_id})
+        elif isinstance(ins, gb.RefundOwed) and ins.rule == "GB-10":
+            o = await order_of(ins.order_id)  # a further payment of a seat already paid: never a purchase
+            w = lean.Writes(shop_id, now, events.known_currency(shop_id))
+            w.extra_payment_refund(g.id, ins)
+            await session.flush()
+            await w.run(session)
+            session.expire(o)
+        elif isinstance(ins, gb.RefundOwed):
+            o = await order_of(ins.order_id)
+            await apply_refund(session, ledger, order=o, amount=ins.amount, rule=ins.rule, full=ins.full, now=now)
+            touched_users |= {o.buyer_id, o.level1_id, o.level2_id}
+        elif isinstance(ins, gb.CancelOrder):
+            o = await order_of(ins.order_id)
+            if o.state == "CREATED":
+                o.state, o.cancelled_at = "CANCELLED", now
+            events.emit(session, shop_id=shop_id, type=EventType.SEAT_RELEASED, aggregate_type="group", aggregate_id=g.id,
+                        now=now, rule=ins.rule, payload={"order_id": o.order_id, "user_id": o.buyer_id})
+        elif isinstance(ins, gb.ReturnStock):
+            o = await order_of(ins.order_id)
+            await give_back_stock(session, shop_id, c.campaign_id, o.buyer_id, ins.quantity)
+        else:
+            group_events.append(ins)
+
+    for ins in group_events:
+        if isinstance(ins, gb.GroupFormed):
+            await on_formed(session, ledger, c=c, g=g, ins=ins, now=now, order_of=order_of)
+        elif isinstance(ins, gb.GroupFailed):
+            await commissions.void_order_lines(session, ledger, order_ids=[s.order_id for s in g.seats],
+                                               shop_id=shop_id, now=now, rule=ins.rule)
+            events.emit(session, shop_id=shop_id, type=EventType.GROUP_FAILED, aggregate_type="group", aggregate_id=g.id,
+                        now=now, rule=ins.rule, payload={"group_id": g.id, "campaign_id": c.campaign_id})
+        elif isinstance(ins, gb.GroupOpened):
+            events.emit(session, shop_id=shop_id, type=EventType.GROUP_OPENED, aggregate_type="group", aggregate_id=g.id,
+                        now=now, rule=ins.rule, payload={"group_id": g.id, "campaign_id": c.campaign_id,
+                                                         "leader_user_id": g.leader_user_id,
+                                                         "expires_at": g.expires_at.isoformat()})
+        elif isinstance(ins, gb.GroupCancelled):
+            events.emit(session, shop_id=shop_id, type=EventType.GROUP_CANCELLED, aggregate_type="group", aggregate_id=g.id,
+                        now=now, rule=ins.rule, payload={"group_id": g.id})
+        elif isinstance(ins, gb.LeaderChanged):
+            events.emit(session, shop_id=shop_id, type=EventType.GROUP_LEADER_CHANGED, aggregate_type="group",
+                        aggregate_id=g.id, now=now, rule=ins.rule,
+                        payload={"group_id": g.id, "from": ins.old_user_id, "to": ins.new_user_id})
+    await ledger.flush(session)
+    await commissions.evaluate_levels(session, ledger, shop_id=shop_id, user_ids=touched_users, now=now)
+    await ledger.flush(session)
+    await notify_group(session, shop_id, g.id)
+
+
+async def on_formed(session, ledger: LedgerBatch, *, c: CampaignRow, g: gb.Group, ins, now, order_of) -> None:
+    """GB-4..GB-7 consequences outside the group: commission lines become releasable (CM-6), lines of
+    already completed orders freeze, and the leader's reward is posted (团长佣金)."""
+    paid = [s for s in g.seats if s.state == gb.SeatState.PAID]
+    order_ids = [s.order_id for s in paid]
+    await commissions.make_releasable(session, shop_id=c.shop_id, order_ids=order_ids)
+    for oid in order_ids:
+        o = await order_of(oid)
+        if o.state == "COMPLETED":
+            await commissions.freeze_order_lines(session, ledger, order=o, now=now)
+    leader_seat = next((s for s in paid if s.user_id == g.leader_user_id), None)
+    if c.leader_commission_bp and c.commission_enabled and leader_seat is not None:
+        await commissions.post_leader_reward(
+            session, ledger, leader_order=await order_of(leader_seat.order_id), leader_user_id=g.leader_user_id,
+            group_id=g.id, rate_bp=c.leader_commission_bp, enabled=c.commission_enabled, now=now,
+            other_orders=[await order_of(s.order_id) for s in paid if s.order_id != leader_seat.order_id])
+    events.emit(session, shop_id=c.shop_id, type=EventType.GROUP_FORMED, aggregate_type="group", aggregate_id=g.id, now=now,
+                rule=ins.rule, payload={"group_id": g.id, "campaign_id": c.campaign_id,
+                                        "tier_members": ins.tier_members, "member_unit_price": ins.member_unit_price,
+                                        "leader_unit_price": ins.leader_unit_price, "winners": list(ins.winners),
+                                        "order_ids": order_ids,
+                                        "leader_order_id": leader_seat.order_id if leader_seat else None})
+
+
+async def notify_group(session: AsyncSession, shop_id: str, group_id: str) -> None:
+    """Live progress (subscriptions) across processes: PostgreSQL NOTIFY, delivered at commit."""
+    await session.execute(text("SELECT pg_notify('sharecart_groups', :p)"), {"p": f"{shop_id}:{group_id}"})
+
+
+# ------------------------------------------------------------------ the lean path (issue 10)
+def _refuse_failed_guards(checks: dict[str, int]) -> None:
+    """The write statement's guards (GB-1 stock, GB-2 per-user limit): a guard that matched no row refuses,
+    and the transaction rolls back whole."""
+    for name, matched in checks.items():
+        if matched:
+            continue
+        if name.startswith("ok_stock"):
+            raise refuse(ErrorCode.OUT_OF_STOCK, "the campaign has no stock left for this quantity",
+                         field="quantity", rule="GB-1")
+        raise refuse(ErrorCode.PER_USER_LIMIT, "this would exceed the per-user limit of the campaign",
+                     field="quantity", rule="GB-2")
+
+
+async def _carry_out(session: AsyncSession, ld: lean.Loaded, decision: gb.Decision, w: lean.Writes, *, now,
+                     paid_amounts: dict[str, int] | None = None) -> None:
+    """Write `decision` on the loaded group: in one statement when every instruction is lean; otherwise the
+    use case's own rows in one statement, then the money-moving instructions through `service.group_batch`."""
+    if lean.lean_enough(decision):
+        w.apply(ld.group, decision, ld.campaign_row.campaign_id)
+        w.update_group(decision.group)
+        _refuse_failed_guards(await w.run(session))
+        return
+    _refuse_failed_guards(await w.run(session))
+    # payment, formation, failure, refunds owed: service/group_batch.py, a batch of this one group
+    await group_batch.carry_out(session, ld.shop_id, now, [(ld, decision)], paid_amounts=paid_amounts)
+
+
+def _check_user_id(user_id: str) -> None:
+    if not user_id or len(user_id) > 64:
+        raise refuse(ErrorCode.INVALID_INPUT, "user id must be 1-64 characters", field="userId")
+
+
+# ------------------------------------------------------------------ use cases
+async def open_group(svc: Services, *, shop_id: str, campaign_id: str, user_id: str, quantity: int = 1,
+                     idempotency_key: str | None = None, invite_code: str | None = None) -> SeatResult:
+    """GB-1: reserve the first seat as leader; the group is PENDING until the leader pays.
+    One read (campaign, currency, the user's units and binding), one write statement. `invite_code` (RF-3 a):
+    the campaign's share link carried the sharer's code — tried first (`_attribute`)."""
+    _check_user_id(user_id)
+    now = svc.now()
+    made: dict = {}
+    async with unit_of_work(svc) as s:
+        async def run():
+            if invite_code:
+                made["attribution"] = await _attribute(s, shop_id, user_id, invite_code, now, campaign_id=campaign_id)
+            lc = await lean.load_campaign(s, shop_id, campaign_id, user_id=user_id)
+            if lc is None:
+                raise refuse(ErrorCode.NOT_FOUND, "campaign not found", field="campaignId")
+            c = lc.campaign_row
+            variant = assign_variant(campaign_id, user_id, lc.campaign.variants)
+            group_id, order_id = new_id("grp_"), new_id("ord_")
+            decision = gb.open_group(lc.campaign, group_id=group_id, order_id=order_id, user_id=user_id,
+                                     quantity=quantity, now=now, stock_left=c.stock_left,
+                                     user_units_held=lc.user_units, variant=variant)
+            g = decision.group
+            w = lean.Writes(shop_id, now, lc.currency)
+            w.ensure_user(user_id)
+            w.take_stock(c, user_id, quantity)
+            w.insert_group(g)
+            source = "REFERRAL" if current_referrer(lc.binding, now) else "NONE"
+            made["order"] = w.new_order(c, order_id=order_id, group_id=group_id, user_id=user_id, seat=g.seats[0],
+                                        source=source)
+            w.seats(None, g)
+            w.notify.append(g.id)
+            _refuse_failed_guards(await w.run(s))
+            made["group"] = g
+            return {"group_id": group_id, "order_id": order_id, "amount": g.seats[0].amount}
+
+        r = await once(s, shop_id=shop_id, scope=f"open_group:{user_id}", key=idempotency_key,
+                       request={"campaign_id": campaign_id, "quantity": quantity,
+                                **({"invite_code": invite_code} if invite_code else {})}, now=now, run=run)
+    return SeatResult(**r, group=made.get("group"), order=made.get("order"), attribution=made.get("attribution"))
+
+
+async def join_group(svc: Services, *, shop_id: str, group_id: str, user_id: str, quantity: int = 1,
+                     idempotency_key: str | None = None, invite_code: str | None = None) -> SeatResult:
+    """GB-2: reserve a seat in an OPEN group. One read under the group's row lock (group, seats, campaign,
+    currency, the user's units and paid orders), one write statement (user, stock and per-user guards,
+    order and line, seat, group, events of the releases the catch-up made, NOTIFY)."""
+    _check_user_id(user_id)
+    now = svc.now()
+    made: dict = {}
+    async with unit_of_work(svc) as s:
+        async def run():
+            if invite_code:  # RF-3 (a), before the group's lock: the binding takes the shop's binding lock
+                made["attribution"] = await _attribute(s, shop_id, user_id, invite_code, now, group_id=group_id)
+            ld = await lean.load_group(s, shop_id, group_id, user_id=user_id)
+            if ld is None:
+                raise refuse(ErrorCode.NOT_FOUND, "group not found", field="groupId")
+            c = ld.campaign_row
+            order_id = new_id("ord_")
+            decision = gb.join_group(ld.campaign, ld.group, order_id=order_id, user_id=user_id, quantity=quantity,
+                                     now=now, stock_left=c.stock_left, user_units_held=ld.user_units,
+                                     user_has_paid_order=ld.user_has_paid_order)
+            seat = decision.group.seat_for_order(order_id)
+            w = lean.Writes(shop_id, now, ld.currency)
+            w.ensure_user(user_id)
+            w.take_stock(c, user_id, quantity)
+            made["order"] = w.new_order(c, order_id=order_id, group_id=group_id, user_id=user_id, seat=seat,
+                                        source="GROUP_INVITE")
+            await _carry_out(s, ld, decision, w, now=now)
+            made["group"] = decision.group
+            return {"group_id": group_id, "order_id": order_id, "amount": seat.amount}
+
+        r = await once(s, shop_id=shop_id, scope=f"join_group:{user_id}", key=idempotency_key,
+                       request={"group_id": group_id, "quantity": quantity,
+                                **({"invite_code": invite_code} if invite_code else {})}, now=now, run=run)
+    return SeatResult(**r, group=made.get("group"), order=made.get("order"), attribution=made.get("attribution"))
+
+
+async def _attribute(s: AsyncSession, shop_id: str, user_id: str, invite_code: str, now, *,
+                     campaign_id: str | None = None, group_id: str | None = None):
+    """RF-3 (a): a group share link carried a member's (or the campaign sharer's) invite code: bind the user
+    to its distributor (source GROUP_INVITE) under RF-1; a refused or unknown code leaves the join as it is."""
+    from engine.referral import BindingSource
+    from service.usecases.distribution import attribute_in_session
+
+    if campaign_id is None and group_id is not None:
+        campaign_id = (await s.execute(text("SELECT campaign_id FROM groups WHERE shop_id = :s AND group_id = :g"),
+                                       {"s": shop_id, "g": group_id})).scalar()
+    return await attribute_in_session(s, shop_id=shop_id, user_id=user_id, invite_code=invite_code[:64], now=now,
+                                      source=BindingSource.GROUP_INVITE, campaign_id=campaign_id)
+
+
+async def pay_group_order(session: AsyncSession, *, order: lean.OrderView, amount: int, now) -> bool:
+    """GB-1/GB-2/GB-4/GB-9/GB-10 for a payment confirmation of a group order. True if it took a seat; a
+    payment that takes none is owed back in full (GB-9 late, GB-10 a seat another payment took)."""
+    ld = await lean.load_group(session, order.shop_id, order.group_id)
+    assert ld is not None, f"group order {order.order_id} without its group"
+    decision = gb.pay_seat(ld.campaign, ld.group, order_id=order.order_id, amount=amount, now=now)
+    await _carry_out(session, ld, decision, lean.Writes(order.shop_id, now, ld.currency), now=now,
+                     paid_amounts={order.order_id: amount})
+    return any(isinstance(i, gb.OrderPaid) for i in decision.instructions)
+
+
+async def leave_group(svc: Services, *, shop_id: str, group_id: str, user_id: str,
+                      idempotency_key: str | None = None) -> dict:
+    """GB-8: a member cancels before forming; a paid seat is refunded in full."""
+    now = svc.now()
+    made: dict = {}
+    async with unit_of_work(svc) as s:
+        async def run():
+            ld = await lean.load_group(s, shop_id, group_id, user_id=user_id)
+            if ld is None:
+                raise refuse(ErrorCode.NOT_FOUND, "group not found", field="groupId")
+            decision = gb.leave_group(ld.campaign, ld.group, user_id=user_id, now=now)
+            await _carry_out(s, ld, decision, lean.Writes(shop_id, now, ld.currency), now=now)
+            made["group"] = decision.group
+            return {"group_id": group_id}
+
+        r = await once(s, shop_id=shop_id, scope=f"leave_group:{user_id}", key=idempotency_key,
+                       request={"group_id": group_id}, now=now, run=run)
+    return {**r, "group": made.get("group")}
+
+
+async def _advance_loaded(session: AsyncSession, ld: lean.Loaded, now) -> None:
+    decision = gb.advance(ld.campaign, ld.group, now=now)
+    if decision.instructions or decision.group != ld.group:
+        await _carry_out(session, ld, decision, lean.Writes(ld.shop_id, now, ld.currency), now=now)
+    elif gb.next_due_at(ld.group) != ld.due_at:
+        w = lean.Writes(ld.shop_id, now, ld.currency)
+        w.update_group(ld.group)
+        await w.run(session)
+
+
+async def advance_group(session: AsyncSession, *, shop_id: str, group_id: str, now, skip_locked: bool = False) -> bool:
+    """GB-11: apply what is due on one group. Returns False if another worker holds it."""
+    ld = await lean.load_group(session, shop_id, group_id, skip_locked=skip_locked)
+    if ld is None:
+        if skip_locked:
+            return False
+        raise refuse(ErrorCode.NOT_FOUND, "group not found", field="groupId")
+    await _advance_loaded(session, ld, now)
+    return True
+
+
+async def claim_due_group(session: AsyncSession, *, shop_id: str, now) -> lean.Loaded | None:
+    """GB-11, the worker's claim: the shop's most overdue group no one else holds, locked (FOR UPDATE SKIP
+    LOCKED) and loaded by one statement. None if none is left."""
+    return await lean.load_group(session, shop_id, due_before=now)
+
+
+async def advance_claimed(session: AsyncSession, ld: lean.Loaded, *, now) -> None:
+    """GB-11: apply what is due on a claimed group."""
+    await _advance_loaded(session, ld, now)
+
+
+async def catch_up(svc: Services, *, shop_id: str, group_ids) -> None:
+    """GB-11: reads never show a state already past due — apply due work before reading."""
+    now = svc.now()
+    async with svc.sessionmaker() as s:
+        due = list((await s.execute(select(GroupRow.group_id).where(
+            GroupRow.shop_id == shop_id, GroupRow.group_id.in_(list(group_ids)), GroupRow.due_at <= now))).scalars())
+    await advance_due_groups(svc, shop_id=shop_id, group_ids=due, now=now)
+
+
+async def advance_due_groups(svc: Services, *, shop_id: str, group_ids, now) -> None:
+    """Advance groups a read found due, one transaction each (as the worker does). Waits for a
+    group another transaction holds, then applies whatever is still due on it."""
+    for gid in sorted(set(group_ids)):
+        async with unit_of_work(svc) as s:
+            await advance_group(s, shop_id=shop_id, group_id=gid, now=now)
+
+
+async def get_group_caught_up(svc: Services, *, shop_id: str, group_id: str):
+    await catch_up(svc, shop_id=shop_id, group_ids=[group_id])
+    async with svc.sessionmaker() as s:
+        row = await s.get(GroupRow, (shop_id, group_id))
+        if row is None:
+            return None
+        seats = list((await s.execute(select(SeatRow).where(SeatRow.shop_id == shop_id,
+                                                            SeatRow.group_id == group_id))).scalars())
+        return row, mapping.group_from_rows(row, seats)
+
+
+async def list_open_groups_caught_up(svc: Services, *, shop_id: str, campaign_id: str, limit: int = 500) -> list[gb.Group]:
+    """Open groups of a campaign, soonest to expire first, caught up first (GB-11). Two queries for the page."""
+    async with svc.sessionmaker() as s:
+        ids = list((await s.execute(select(GroupRow.group_id).where(
+            GroupRow.shop_id == shop_id, GroupRow.campaign_id == campaign_id, GroupRow.state == "OPEN")
+            .order_by(GroupRow.expires_at, GroupRow.group_id).limit(limit))).scalars())
+    await catch_up(svc, shop_id=shop_id, group_ids=ids)
+    async with svc.sessionmaker() as s:
+        rows = list((await s.execute(select(GroupRow).where(
+            GroupRow.shop_id == shop_id, GroupRow.group_id.in_(ids), GroupRow.state == "OPEN")
+            .order_by(GroupRow.expires_at, GroupRow.group_id))).scalars())
+        seats = list((await s.execute(select(SeatRow).where(
+            SeatRow.shop_id == shop_id, SeatRow.group_id.in_([r.group_id for r in rows])))).scalars())
+    by_group: dict[str, list] = {}
+    for st in seats:
+        by_group.setdefault(st.group_id, []).append(st)
+    return [mapping.group_from_rows(r, by_group.get(r.group_id, [])) for r in rows]
