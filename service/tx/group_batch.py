@@ -40,7 +40,7 @@ from engine import groupbuy as gb
 from engine.distribution import DistributionSettings, DistributorStatus, admits_automatically
 from engine.events import EventType
 from engine.refunds import OrderMoney, decide_refund
-from service.tx import commissions, lean
+from service.tx import commissions, fraud, lean
 from service.tx.ids import new_id, new_invite_code
 from service.tx.ledger import LedgerBatch, line_from_row
 from store import mapping
@@ -233,7 +233,7 @@ class GroupBatch:
                 later.append(ins)
         for ins in later:
             if isinstance(ins, gb.GroupFormed):
-                self._formed(ld, g, ins)
+                await self._formed(ld, g, ins)
             elif isinstance(ins, gb.GroupFailed):
                 self._failed(ld, g, ins)
             elif isinstance(ins, gb.GroupOpened):
@@ -317,7 +317,7 @@ class GroupBatch:
                           payload={"order_id": o.order_id, "amount": o.paid_amount,
                                                                                    "role": ins.role.value, "buyer_id": o.buyer_id})
 
-    def _formed(self, ld: lean.Loaded, g: gb.Group, ins: gb.GroupFormed) -> None:
+    async def _formed(self, ld: lean.Loaded, g: gb.Group, ins: gb.GroupFormed) -> None:
         """`service.groups.on_formed`: lines become releasable (CM-6), completed orders' lines freeze, the
         leader's reward (团长佣金, `cm.leader_reward`) is posted."""
         c = ld.campaign_row
@@ -341,6 +341,9 @@ class GroupBatch:
                 line = commissions.post_commission_line(
                     self.session, self.ledger, order=leader_order, beneficiary_id=g.leader_user_id, level=0,
                     amount=amount, now=self.now, releasable=True, base=base, group_id=g.id, rule="GB-4")
+                # FR-3: a flagged group's reward is held too (one read of the group's flag, only here)
+                line = await fraud.hold_if_group_flagged(self.session, self.ledger, line=line, shop_id=self.shop_id,
+                                                         group_id=g.id)
                 self.ctx.lines[line.id] = line
                 self._freeze(leader_order)
         self.ledger.event(type=EventType.GROUP_FORMED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,

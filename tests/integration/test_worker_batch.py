@@ -139,8 +139,10 @@ async def test_a_batch_with_every_outcome_equals_one_group_at_a_time_GB4_GB5_GB6
     await _one_at_a_time_orm(svc, one.shop_id)
     with recorded_statements(svc) as seen:
         assert await worker.run_due_groups(svc, shop_id=many.shop_id) == 6
-    # one batch: claim, orders and lines under lock, the write; then the claim that finds nothing left
-    assert [q.split()[0] for q in seen] == ["SELECT", "WITH", "WITH", "SELECT"], [q[:80] for q in seen]
+    # one batch: claim, orders and lines under lock, the fraud flag of the one group whose leader earns a reward
+    # (FR-3), the write; then the claim that finds nothing left
+    assert [q.split()[0] for q in seen] == ["SELECT", "WITH", "SELECT", "WITH", "SELECT"], [q[:80] for q in seen]
+    assert "fraud_flags" in seen[2]
     assert "SKIP LOCKED" in seen[0] and "FOR UPDATE" in seen[1]
 
     expected, actual = await _snapshot(svc, one.shop_id), await _snapshot(svc, many.shop_id)
