@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import tempfile
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 
