@@ -14,7 +14,7 @@ from strawberry.types import Info
 from api.errors import UserError
 from api.payload import idempotency_key_field, payload_mutation
 from api.permissions import IsAdmin
-from api.relay import MinorUnits
+from api.relay import Connection, MinorUnits, paginate
 from engine import fraud as fr
 from service.reads import fraud as fraud_reads
 from service.tx.fraud import RULE_FIELDS
@@ -150,13 +150,17 @@ FraudFlagState = strawberry.enum(FlagState, name="FraudFlagState")
 # ---------------------------------------------------------------- queries
 
 @strawberry.field(permission_classes=[IsAdmin], description="FR-3: the review queue, oldest first (OPEN flags unless "
-                  "`state` says otherwise; null = every state), at most 200.")
+                  "`state` says otherwise; null = every state), a page at a time.")
 async def fraud_review_queue(info: Info, state: Optional[FraudFlagState] = FlagState.OPEN,  # type: ignore[valid-type]
-                             first: int = 50) -> list[FraudFlag]:
+                             first: Optional[int] = None, after: Optional[str] = None,
+                             ) -> Connection[FraudFlag]:  # type: ignore[type-var]
     ctx = info.context
-    flags = await fraud_reads.review_queue(ctx.svc, shop_id=ctx.shop_id, limit=first,
-                                           state=getattr(state, "value", state))
-    return [_flag_type(f, ctx.currency) for f in flags]
+
+    async def fetch(limit: int, offset: int):
+        return await fraud_reads.review_queue_page(ctx.svc, shop_id=ctx.shop_id, limit=limit, offset=offset,
+                                                   state=getattr(state, "value", state))
+
+    return await paginate(fetch, first, after, lambda f: _flag_type(f, ctx.currency))
 
 
 @strawberry.field(permission_classes=[IsAdmin], description="FR-2: the shop's fraud rules.")

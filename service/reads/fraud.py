@@ -62,13 +62,26 @@ def _flag_view(r) -> FlagView:
 async def review_queue(svc: Services, *, shop_id: str, state: str | None = "OPEN", limit: int = 50,
                        flag_id: str | None = None) -> list[FlagView]:
     """FR-3: the shop's flags, oldest first (OPEN by default), each with what it holds now."""
-    limit = max(1, min(limit, 200))
+    return (await review_queue_page(svc, shop_id=shop_id, state=state, limit=limit, flag_id=flag_id))[0]
+
+
+async def review_queue_page(svc: Services, *, shop_id: str, state: str | None = "OPEN", limit: int = 50,
+                            offset: int = 0, flag_id: str | None = None) -> tuple[list[FlagView], int]:
+    """FR-3: a page of the shop's flags, oldest first (OPEN by default), each with what it holds now,
+    and how many flags the whole list has."""
+    limit = max(0, min(limit, 200))
+    where = ("f.shop_id = :s AND (CAST(:state AS text) IS NULL OR f.state = :state) "
+             "AND (CAST(:fid AS text) IS NULL OR f.flag_id = :fid)")
+    args = {"s": shop_id, "state": state, "fid": flag_id, "n": limit, "o": offset}
     async with svc.sessionmaker() as s:
         rows = (await s.execute(text(
-            f"SELECT {FLAG_COLUMNS}, {HELD_BY_FLAG} FROM fraud_flags f WHERE f.shop_id = :s "
-            "AND (CAST(:state AS text) IS NULL OR f.state = :state) AND (CAST(:fid AS text) IS NULL OR f.flag_id = :fid) "
-            "ORDER BY f.flagged_at, f.flag_id LIMIT :n"), {"s": shop_id, "state": state, "fid": flag_id, "n": limit})).all()
-    return [_flag_view(r) for r in rows]
+            f"SELECT {FLAG_COLUMNS}, {HELD_BY_FLAG}, count(*) OVER () AS total FROM fraud_flags f WHERE {where} "
+            "ORDER BY f.flagged_at, f.flag_id LIMIT :n OFFSET :o"), args)).all()
+        if rows:
+            total = int(rows[0].total)
+        else:  # an empty page (past the end, or first: 0) still says how long the list is
+            total = int((await s.execute(text(f"SELECT count(*) FROM fraud_flags f WHERE {where}"), args)).scalar() or 0)
+    return [_flag_view(r) for r in rows], total
 
 
 async def held_amount(svc: Services, *, shop_id: str, user_id: str) -> int:

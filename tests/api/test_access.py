@@ -75,7 +75,7 @@ Q = {  # root query field → (who may call it, request)
     "segmentCounts": ({"admin"}, "{ segmentCounts { segment count } }"),
     "userSegment": ({"admin"}, '{ userSegment(userId: "buyer") }'),
     "retention": ({"admin"}, '{ retention(periodFrom: "2026-01-01", periodTo: "2026-02-01") { source buyers } }'),
-    "fraudReviewQueue": ({"admin"}, "{ fraudReviewQueue { id state } }"),
+    "fraudReviewQueue": ({"admin"}, "{ fraudReviewQueue { totalCount edges { node { id state } } } }"),
     "fraudRules": ({"admin"}, "{ fraudRules { selfDealing } }"),
 }
 

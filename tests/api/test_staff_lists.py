@@ -147,8 +147,9 @@ def test_every_object_with_money_carries_the_currency_beside_it_SH2():
 
 # Report rows of a fixed, tiny size (one per segment, one per acquisition source) are plain lists:
 # there is nothing to page through. shopEarningsSeries is one row per period of a range the caller
-# chooses, bounded (366 days, 120 months) and always complete, like me.earningsSeries.
-FIXED_REPORT_ROWS = {"segmentCounts", "retention", "shopEarningsSeries"}
+# chooses, bounded (366 days, 120 months) and always complete, like me.earningsSeries. The RP-5
+# leaderboard is a ranking, read from the top: its `first` (at most 100) is how far down it goes.
+FIXED_REPORT_ROWS = {"segmentCounts", "retention", "shopEarningsSeries", "leaderboard"}
 
 
 def test_every_list_of_the_query_root_is_a_connection():
