@@ -93,3 +93,87 @@ def test_lg2_approving_nothing_is_refused():
 
     with pytest.raises(RuleViolation):
         approve_payout(0, fee=0)
+
+
+# ---------------------------------------------------------------- survivors of the engine sample of issue 12
+def _campaign(**over):
+    from datetime import datetime, timedelta, timezone
+
+    from engine.groupbuy import Campaign, Tier
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    return Campaign(**{"id": "c", "list_price": 10_000, "tiers": (Tier(2, 8_000),), "duration": timedelta(hours=1),
+                       "payment_window": timedelta(minutes=5), "starts_at": t0, "ends_at": t0 + timedelta(days=1),
+                       **over})
+
+
+def test_section2_campaign_fields_default_to_the_rules_defaults():
+    """Section 2: no leader discount or reward of its own, unlimited stock and units per user, one unit per
+    order, open to everyone (not new members only), no fill at expiry, no lottery."""
+    c = _campaign()
+    assert (c.leader_discount, c.leader_commission_bp, c.stock, c.per_user_limit, c.max_quantity_per_order,
+            c.new_members_only, c.fill_at_expiry, c.lottery_winners) == (0, None, None, None, 1, False, None, 0)
+
+
+def test_gb2_a_campaign_not_new_members_only_admits_a_member_with_paid_orders():
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from engine import groupbuy as gb
+
+    c = _campaign()
+    now = c.starts_at + timedelta(minutes=1)
+    g = gb.open_group(c, group_id="g", order_id="o1", user_id="lead", quantity=1, now=now, stock_left=None,
+                      user_units_held=0).group
+    g = gb.pay_seat(c, g, order_id="o1", amount=g.seats[0].unit_price, now=now).group
+    joined = gb.join_group(c, g, order_id="o2", user_id="old-customer", quantity=1, now=now, stock_left=None,
+                           user_units_held=0, user_has_paid_order=True)
+    assert joined.group.seat_of("old-customer") is not None
+    with pytest.raises(RuleViolation) as e:
+        gb.join_group(replace(c, new_members_only=True), g, order_id="o3", user_id="old-customer", quantity=1,
+                      now=now, stock_left=None, user_units_held=0, user_has_paid_order=True)
+    assert e.value.code.value == "NEW_MEMBERS_ONLY"
+
+
+def test_section2_campaign_times_must_carry_a_time_zone():
+    from engine.groupbuy import validate_campaign
+
+    c = _campaign()
+    for name in ("starts_at", "ends_at"):
+        with pytest.raises(RuleViolation) as e:
+            validate_campaign(_campaign(**{name: getattr(c, name).replace(tzinfo=None)}))
+        assert e.value.field == name
+
+
+def test_section2_stock_zero_is_valid_and_below_zero_is_refused():
+    from engine.groupbuy import validate_campaign
+
+    validate_campaign(_campaign(stock=0))
+    with pytest.raises(RuleViolation) as e:
+        validate_campaign(_campaign(stock=-1))
+    assert e.value.field == "stock"
+
+
+def test_lv1_a_distributor_without_activity_meets_no_condition():
+    """`Metrics()` is a distributor with nothing yet: every metric 0, so any level with a condition is out of
+    reach and grade 0 is where they stand."""
+    from dataclasses import fields
+
+    from engine.levels import Level, Metrics, qualifying_grade
+
+    assert all(getattr(Metrics(), f.name) == 0 for f in fields(Metrics))
+    for f in fields(Metrics):
+        levels = [Level(0, "base", 100, 50), Level(1, "one", 200, 100, **{f"min_{f.name}": 1})]
+        assert qualifying_grade(levels, Metrics()) == 0, f.name
+        assert qualifying_grade(levels, Metrics(**{f.name: 1})) == 1, f.name
+
+
+def test_leader_reward_is_nothing_when_commission_is_off_or_the_leader_has_not_paid_CM3():
+    """团长佣金 (section 2, CM-3): a campaign with commission switched off, or a leader whose own seat is not
+    paid, earns exactly 0 — with the base still reported (what the others paid net)."""
+    from engine.commission import leader_reward
+
+    others = [(8_000, 0), (8_000, 2_000)]
+    assert leader_reward(1_000, enabled=False, leader_paid=True, other_members=others) == (0, 14_000)
+    assert leader_reward(1_000, enabled=True, leader_paid=False, other_members=others) == (0, 14_000)
+    assert leader_reward(1_000, enabled=True, leader_paid=True, other_members=others) == (1_400, 14_000)
