@@ -177,3 +177,78 @@ def test_leader_reward_is_nothing_when_commission_is_off_or_the_leader_has_not_p
     assert leader_reward(1_000, enabled=False, leader_paid=True, other_members=others) == (0, 14_000)
     assert leader_reward(1_000, enabled=True, leader_paid=False, other_members=others) == (0, 14_000)
     assert leader_reward(1_000, enabled=True, leader_paid=True, other_members=others) == (1_400, 14_000)
+
+
+def test_cm4_a_missing_level_1_takes_no_room_under_the_cap():
+    """CM-4: the cap is shared by the beneficiaries the order has; with no level 1 the level 2 amount may use
+    all of it (an absent beneficiary is 0, not a phantom unit)."""
+    from engine.commission import Beneficiary, LineBase, compute_commissions
+    from engine.distribution import DistributionSettings, DistributorStatus
+
+    lines = [LineBase("p", 1, 10_000)]
+    two = Beneficiary("b2", 2, DistributorStatus.ACTIVE, 5_000)
+    out = compute_commissions(DistributionSettings(max_total_bp=5_000), lines=lines, level1=None, level2=two)
+    assert [(c.user_id, c.amount) for c in out] == [("b2", 5_000)]
+
+
+def test_section3_a_new_shops_settings_are_the_documented_defaults():
+    """Reading D-C1 (docs/rules-readings-distribution.md): a shop starts with `DistributionSettings()` —
+    EVERYONE, PERMANENT binding, 10 % / 5 %, no self-purchase, 7 freeze days, the 50 % cap of section 3,
+    a minimum payout of 100 minor units, no fee, no spend threshold."""
+    from engine.distribution import BindingMode, DistributionMode, DistributionSettings
+
+    s = DistributionSettings()
+    assert (s.mode, s.binding, s.binding_days, s.bind_new_users_only, s.level1_bp, s.level2_bp, s.self_purchase,
+            s.freeze_days, s.max_total_bp, s.min_payout, s.payout_fee_bp, s.spend_threshold) == (
+        DistributionMode.EVERYONE, BindingMode.PERMANENT, None, False, 1_000, 500, False, 7, 5_000, 100, 0, 0)
+
+
+def test_er1_a_refusal_reads_as_its_message():
+    """ER-1: `str()` of a refusal is its message (what a traceback or a log line of it shows)."""
+    from engine.errors import ErrorCode, refuse
+
+    e = refuse(ErrorCode.INVALID_INPUT, "amount must be positive", field="amount")
+    assert str(e) == "amount must be positive" and e.args == ("amount must be positive",)
+
+
+def test_gb2_joining_needs_an_aware_now():
+    from datetime import timedelta
+
+    from engine import groupbuy as gb
+
+    c = _campaign()
+    now = c.starts_at + timedelta(minutes=1)
+    g = gb.open_group(c, group_id="g", order_id="o1", user_id="lead", quantity=1, now=now, stock_left=None,
+                      user_units_held=0).group
+    g = gb.pay_seat(c, g, order_id="o1", amount=g.seats[0].unit_price, now=now).group
+    with pytest.raises(RuleViolation) as e:
+        gb.join_group(c, g, order_id="o2", user_id="m", quantity=1, now=now.replace(tzinfo=None), stock_left=None,
+                      user_units_held=0, user_has_paid_order=False)
+    assert e.value.field == "now"
+
+
+def test_gb9_a_late_payment_releases_the_reservation_it_came_for():
+    """GB-9 / GB-1: the leader pays after the payment window: the reservation is RELEASED (its stock back),
+    the group is CANCELLED and the money is owed back in full."""
+    from datetime import timedelta
+
+    from engine import groupbuy as gb
+
+    c = _campaign()
+    now = c.starts_at + timedelta(minutes=1)
+    g = gb.open_group(c, group_id="g", order_id="o1", user_id="lead", quantity=1, now=now, stock_left=None,
+                      user_units_held=0).group
+    late = gb.pay_seat(c, g, order_id="o1", amount=g.seats[0].unit_price, now=now + c.payment_window)
+    assert late.group.seats[0].state is gb.SeatState.RELEASED and late.group.state is gb.GroupState.CANCELLED
+    assert [type(i).__name__ for i in late.instructions].count("RefundOwed") == 1
+
+
+def test_lv1_a_shop_without_levels_keeps_everyone_at_grade_0():
+    """D-R29: an empty level table is valid (the shop defaults apply); nobody qualifies for a grade then, so
+    LV-2 leaves every distributor at 0 and credits no bonus."""
+    from engine.levels import Metrics, evaluate_level, qualifying_grade
+
+    busy = Metrics(direct_referrals=50, team_size=500, own_spend=10**7, own_orders=40)
+    assert qualifying_grade([], busy) == 0
+    d = evaluate_level([], current_grade=0, metrics=busy, bonuses_credited=frozenset())
+    assert (d.grade, d.bonuses) == (0, ())
