@@ -7,6 +7,7 @@
                              # integration + API tests on a Citus cluster (docs/sharding.md)
     python3 tasks.py test --fast   # only the pure tests (engine/, no database): seconds
     python3 tasks.py lint    # ruff check + mypy (strict on engine/, baseline elsewhere), as .ci/run does
+    python3 tasks.py typecheck   # mypy only (the pre-commit hook)
     python3 tasks.py lock    # rewrite requirements.lock (what the container installs) from pyproject.toml
 
 Creates ./.venv on first use and reinstalls only when pyproject.toml changes. Then it execs the command
@@ -100,7 +101,7 @@ def lock() -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("serve", "test", "lint", "lock"):
+    if not argv or argv[0] not in ("serve", "test", "lint", "typecheck", "lock"):
         print(__doc__)
         return 2
     ensure_env()
@@ -109,6 +110,9 @@ def main(argv: list[str]) -> int:
         return lock()
     if cmd == "serve":
         args = [str(BIN / "sharecart"), "serve", *rest]
+    elif cmd == "typecheck":
+        os.chdir(ROOT)
+        return subprocess.call([str(BIN / "python"), "tools/typecheck.py", *rest])
     elif cmd == "lint":
         os.chdir(ROOT)
         if subprocess.call([str(BIN / "ruff"), "check", "."]) != 0:

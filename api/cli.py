@@ -282,11 +282,13 @@ def list_shops(as_json: bool = typer.Option(False, "--json", help="one JSON obje
 
 @app.command("export-schema")
 def export_schema(out: str = typer.Option("schema.graphql", help="where to write the SDL")) -> None:
-    """Write the GraphQL SDL of the code (tests/api/test_schema_file.py compares the committed file)."""
-    from api.schema import schema
+    """Write the GraphQL SDL of the code (tests/api/test_schema_file.py compares the committed file): the full
+    schema, with the dev/test-only `advanceClock` (served only with SHARECART_TEST_CLOCK=1), so every field a
+    client can meet validates against it."""
+    from api.schema import full_schema
 
     with open(out, "w", encoding="utf-8") as f:
-        f.write(str(schema) + "\n")
+        f.write(str(full_schema()) + "\n")
     typer.echo(f"wrote {out}")
 
 

@@ -21,9 +21,8 @@ from api.relay import Connection, MinorUnits, bounded_day, paginate, resolve_vis
 from api.reports import EarningsGranularity, EarningsPeriod, earnings_period
 from api.visibility import may_see
 from engine import levels as engine_levels
-from engine.distribution import BindingMode as _BindingMode
-from engine.distribution import DistributionMode as _DistributionMode
-from engine.distribution import DistributorStatus
+from engine.commission import CommissionState
+from engine.distribution import BindingMode, DistributionMode, DistributorStatus
 from engine.errors import ErrorCode, refuse
 from service.reads import fraud as fraud_reads
 from service.reads import listings, queries
@@ -33,12 +32,20 @@ from service.usecases import shops as shops_svc
 
 
 # ---------------------------------------------------------------- types
+# The engine's enums are the GraphQL enums (the wire values are their names, as the strings were).
+strawberry.enum(CommissionState, name="CommissionLineState",
+                description="CM-6: PENDING (order paid), FROZEN (order completed, in the freeze window), AVAILABLE "
+                            "(released to the balance), VOID (the order was refunded or cancelled in full)")
+strawberry.enum(DistributorStatus, name="DistributorStatus",
+                description="DS-1: APPLIED waits for an admin's approval (APPROVAL mode).")
+strawberry.enum(DistributionMode, name="DistributionMode")
+strawberry.enum(BindingMode, name="BindingMode")
 
 @strawberry.type(description="A commission line (CM-4..CM-6) with the order it came from (RP-1).")
 class CommissionLine(relay.Node):
     id: relay.NodeID[str]
     level: int = strawberry.field(description="1 or 2, or 0 for a group leader's reward (团长佣金)")
-    state: str = strawberry.field(description="PENDING, FROZEN, AVAILABLE, PAID_OUT or VOID (CM-6)")
+    state: CommissionState
     currency: str
     base: MinorUnits
     original: MinorUnits
@@ -58,7 +65,8 @@ class CommissionLine(relay.Node):
 
 
 def line_type(ln, ctx) -> CommissionLine:
-    return CommissionLine(id=ln.line_id, level=ln.level, state=ln.state, currency=ctx.currency, base=ln.base,
+    return CommissionLine(id=ln.line_id, level=ln.level, state=CommissionState(ln.state), currency=ctx.currency,
+                          base=ln.base,
                           original=ln.original, standing=ln.standing, created_at=ln.created_at,
                           available_at=ln.available_at, _order=ln.order_id)
 
@@ -145,15 +153,11 @@ class LevelProgress:
     met_count: int
 
 
-DistributorStatusEnum = strawberry.enum(DistributorStatus, name="DistributorStatus",
-                                        description="DS-1: APPLIED waits for an admin's approval (APPROVAL mode).")
-
-
 @strawberry.type(name="Distributor", description="A distributor or applicant, for admins (DS-1, LV-3).")
 class DistributorSummary(relay.Node):
     id: relay.NodeID[str]
     user_id: str
-    status: DistributorStatusEnum
+    status: DistributorStatus
     grade: int
     invite_code: str
     applied_at: Optional[datetime]
@@ -172,16 +176,10 @@ def distributor_summary(d, ctx=None) -> DistributorSummary:
                               approved_by=d.approved_by, status_reason=d.status_reason)
 
 
-DistributionMode = strawberry.enum(_DistributionMode, name="DistributionMode")
-
-
-BindingMode = strawberry.enum(_BindingMode, name="BindingMode")
-
-
 @strawberry.type(description="Distribution settings of the shop (section 3).")
 class DistributionSettings:
-    mode: str
-    binding: str
+    mode: DistributionMode
+    binding: BindingMode
     binding_days: Optional[int]
     bind_new_users_only: bool
     level1_bp: int
@@ -198,7 +196,7 @@ class DistributionSettings:
 
 
 def settings_type(s, ctx) -> DistributionSettings:
-    return DistributionSettings(mode=s.mode.value, binding=s.binding.value, binding_days=s.binding_days,
+    return DistributionSettings(mode=DistributionMode(s.mode), binding=BindingMode(s.binding), binding_days=s.binding_days,
                                 bind_new_users_only=s.bind_new_users_only, level1_bp=s.level1_bp,
                                 level2_bp=s.level2_bp, self_purchase=s.self_purchase, freeze_days=s.freeze_days,
                                 max_total_bp=s.max_total_bp, currency=ctx.currency, min_payout=s.min_payout,
@@ -230,7 +228,7 @@ def _condition(name: str, required: int, actual: int, money: bool, currency: str
 @strawberry.type(description="The calling distributor (RP-1): balances, level, invite code, lines, downline.")
 class DistributorProfile:
     user_id: str
-    status: str = strawberry.field(description="NONE, APPLIED, ACTIVE or SUSPENDED (DS-1)")
+    status: DistributorStatus
     invite_code: str = strawberry.field(description="DS-2: unique in the shop, stable")
     grade: int
     level: Optional[Level] = strawberry.field(description="The level of `grade`, null when the shop has no levels")
@@ -307,7 +305,7 @@ async def me(info: Info) -> Optional[DistributorProfile]:
     levels = await shops_svc.get_levels(ctx.svc, ctx.shop_id)
     level = next((lv for lv in levels if lv.grade == d.grade), None)
     return DistributorProfile(
-        user_id=d.user_id, status=d.status, invite_code=d.invite_code, grade=d.grade,
+        user_id=d.user_id, status=DistributorStatus(d.status), invite_code=d.invite_code, grade=d.grade,
         level=level_type(level, ctx) if level else None,
         balances=Balances(currency=ctx.currency, pending=d.pending, frozen=d.frozen, available=d.available,
                           in_payout=d.in_payout, paid=d.paid, fees=d.fees,
@@ -333,7 +331,7 @@ async def levels(info: Info, first: Optional[int] = None,
 @strawberry.field(permission_classes=[IsAdmin],
                   description="Distributors and applicants by user id, optionally only some statuses (DS-1): "
                               "`statuses: [APPLIED]` lists the applications waiting for approveDistributor.")
-async def distributors(info: Info, statuses: Optional[list[DistributorStatusEnum]] = None,
+async def distributors(info: Info, statuses: Optional[list[DistributorStatus]] = None,
                        first: Optional[int] = None, after: Optional[str] = None) -> Connection[DistributorSummary]:
     ctx = info.context
     wanted = [st.value for st in statuses] if statuses else None
@@ -365,11 +363,12 @@ class ApplyAsDistributorInput:
 
 @strawberry.type
 class ApplyAsDistributorPayload:
-    status: Optional[str] = None
+    status: Optional[DistributorStatus] = None
     errors: list[UserError]
 
 
-@payload_mutation(BindReferrerPayload, permission_classes=[IsCustomer], description="RF-1: bind to a referrer by invite code.")
+@payload_mutation(BindReferrerPayload, permission_classes=[IsCustomer], description="RF-1: bind to a referrer by invite code.",
+                  fields={"userId": None})  # the caller's own id (the token's) is no input
 async def bind_referrer(info: Info, input: BindReferrerInput) -> dict:
     ctx = info.context
     r = await distribution_svc.bind_referrer(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id,
@@ -378,13 +377,13 @@ async def bind_referrer(info: Info, input: BindReferrerInput) -> dict:
     return dict(changed=r.changed, bound_at=r.bound_at)
 
 
-@payload_mutation(ApplyAsDistributorPayload, permission_classes=[IsCustomer],
+@payload_mutation(ApplyAsDistributorPayload, permission_classes=[IsCustomer], fields={"userId": None, "status": None},
                      description="DS-1: apply to be a distributor (APPROVAL mode waits for an admin).")
 async def apply_as_distributor(info: Info, input: ApplyAsDistributorInput) -> dict:
     ctx = info.context
     d = await distribution_svc.apply(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id,
                                      idempotency_key=input.idempotency_key)
-    return dict(status=d.status)
+    return dict(status=DistributorStatus(d.status))
 
 
 @strawberry.input(description="Only the fields given change (section 3).")
@@ -494,8 +493,7 @@ async def update_distribution_settings(info: Info,
                                        input: UpdateDistributionSettingsInput) -> dict:
     ctx = info.context
     changes = {k: getattr(input, k) for k in (f.name for f in dc_fields(input)) if k != "idempotency_key"}
-    changes = {k: (_DistributionMode(v.value) if k == "mode" else _BindingMode(v.value) if k == "binding"
-                   else v) for k, v in changes.items() if v is not None}
+    changes = {k: v for k, v in changes.items() if v is not None}  # mode and binding are the engine's enums
     s = await shops_svc.update_settings(ctx.svc, shop_id=ctx.shop_id,
                                         idempotency_key=input.idempotency_key, **changes)
     return dict(settings=settings_type(s, ctx))
@@ -511,17 +509,20 @@ async def set_levels(info: Info, input: SetLevelsInput) -> dict:
     return dict(levels=[level_type(lv, ctx) for lv in saved])
 
 
-@payload_mutation(DistributorPayload, permission_classes=[IsAdmin], description="DS-1: approve an applicant.")
+@payload_mutation(DistributorPayload, permission_classes=[IsAdmin], description="DS-1: approve an applicant.",
+                  fields={"status": "userId"})  # INVALID_STATE: the distributor named is not in a status it starts from
 async def approve_distributor(info: Info, input: ApproveDistributorInput) -> dict:
     return await _change_status(info, input, "approve_distributor")
 
 
-@payload_mutation(DistributorPayload, permission_classes=[IsAdmin], description="DS-1: suspend, with a reason.")
+@payload_mutation(DistributorPayload, permission_classes=[IsAdmin], description="DS-1: suspend, with a reason.",
+                  fields={"status": "userId"})
 async def suspend_distributor(info: Info, input: SuspendDistributorInput) -> dict:
     return await _change_status(info, input, "suspend_distributor")
 
 
-@payload_mutation(DistributorPayload, permission_classes=[IsAdmin], description="DS-1: reinstate a suspended distributor, "
+@payload_mutation(DistributorPayload, permission_classes=[IsAdmin], fields={"status": "userId"},
+                  description="DS-1: reinstate a suspended distributor, "
                      "with a reason.")
 async def reinstate_distributor(info: Info, input: ReinstateDistributorInput) -> dict:
     if not input.reason.strip():

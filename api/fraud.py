@@ -95,7 +95,7 @@ class FraudFlag:
     amount: MinorUnits = strawberry.field(description="What the flag held when it was raised")
     held: MinorUnits = strawberry.field(description="What its lines hold now")
     currency: str = strawberry.field(description="The shop's currency of `amount` and `held` (SH-2)")
-    state: str = strawberry.field(description="OPEN, CLEARED, VOIDED or DISSOLVED")
+    state: FlagState = strawberry.field(description="OPEN, CLEARED, VOIDED or DISSOLVED")
     flagged_at: datetime
     flagged_by: str
     resolved_at: Optional[datetime]
@@ -106,7 +106,7 @@ class FraudFlag:
 def _flag_type(f: fraud_reads.FlagView, currency: str) -> FraudFlag:
     return FraudFlag(id=strawberry.ID(f.flag_id), subject=f.subject, rules=list(f.rules), evidence=cast(JSON, f.evidence),
                      line_id=f.line_id, group_id=f.group_id, order_id=f.order_id, beneficiary_id=f.beneficiary_id,
-                     amount=MinorUnits(f.amount), held=MinorUnits(f.held), currency=currency, state=f.state, flagged_at=f.flagged_at,
+                     amount=MinorUnits(f.amount), held=MinorUnits(f.held), currency=currency, state=FlagState(f.state), flagged_at=f.flagged_at,
                      flagged_by=f.flagged_by, resolved_at=f.resolved_at, resolved_by=f.resolved_by, reason=f.reason)
 
 

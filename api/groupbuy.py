@@ -25,6 +25,14 @@ from service.usecases import groups as groups_svc
 
 
 # ---------------------------------------------------------------- types
+# The engine's enums are the GraphQL enums (the wire values are their names, as the strings were).
+strawberry.enum(gb.GroupState, name="GroupState",
+                description="GB-1..GB-8: PENDING (the leader has not paid yet), OPEN (members may join until "
+                            "expiresAt), FORMED (GB-4), FAILED (GB-6), CANCELLED (GB-1, GB-8)")
+strawberry.enum(gb.SeatState, name="SeatState",
+                description="RESERVED (waiting for payment, GB-2), PAID, RELEASED (an unpaid reservation "
+                            "cancelled), LEFT (a paid seat given up before forming, GB-8)")
+strawberry.enum(gb.PriceRole, name="PriceRole", description="The price a seat pays: the leader's or a member's (GB-3)")
 
 @strawberry.type
 class Tier:
@@ -42,8 +50,8 @@ class VariantInfo:
 
 @strawberry.type(description="A user's seat in a group (GB-2/GB-3): price role fixed when it is paid (GB-8).")
 class Seat:
-    role: str
-    state: str
+    role: gb.PriceRole
+    state: gb.SeatState
     quantity: int
     unit_price: MinorUnits
     currency: str
@@ -57,7 +65,7 @@ class Seat:
 class Group(relay.Node):
     id: relay.NodeID[str]
     campaign_id: strawberry.ID
-    state: str = strawberry.field(description="PENDING, OPEN, FORMED, FAILED or CANCELLED")
+    state: gb.GroupState
     variant: Optional[str]
     currency: str = strawberry.field(description="The shop currency of every amount in this group (tiers, seats)")
     capacity: int
@@ -105,15 +113,14 @@ def _tier(t, currency: str) -> Tier:
 
 
 def _seat(s: gb.Seat, currency: str) -> Seat:
-    return Seat(role=s.role.value, state=s.state.value, quantity=s.quantity, unit_price=s.unit_price,
+    return Seat(role=s.role, state=s.state, quantity=s.quantity, unit_price=s.unit_price,
                 currency=currency, reserved_at=s.reserved_at, pay_by=s.pay_by, paid_at=s.paid_at,
                 order_id=strawberry.ID(global_id("Order", s.order_id)))
 
 
 def group_type(g: gb.Group, ctx) -> Group:
     now = ctx.svc.now()
-    state = g.state.value
-    left = int((g.expires_at - now).total_seconds()) if g.expires_at and state == "OPEN" else None
+    left = int((g.expires_at - now).total_seconds()) if g.expires_at and g.state == gb.GroupState.OPEN else None
     if g.tier_members is not None:
         reached = next((t for t in g.tiers if t.members == g.tier_members), None)
     else:
@@ -124,7 +131,7 @@ def group_type(g: gb.Group, ctx) -> Group:
         own = [s for s in g.seats if s.user_id == ctx.principal.user_id]
         mine = _seat(own[-1], ctx.currency) if own else None
     cur = ctx.currency
-    return Group(id=g.id, campaign_id=strawberry.ID(global_id("Campaign", g.campaign_id)), state=state,
+    return Group(id=g.id, campaign_id=strawberry.ID(global_id("Campaign", g.campaign_id)), state=g.state,
                  variant=g.variant, currency=cur, capacity=g.capacity, min_size=g.min_size, seats_held=g.held_seats,
                  seats_paid=g.paid_seats, seats_left=g.seats_left,
                  tier_reached=_tier(reached, cur) if reached else None, next_tier=_tier(nxt, cur) if nxt else None,
@@ -172,16 +179,17 @@ class Campaign(relay.Node):
         groups = await ctx.loaders.group.load_many(ids)
         return make_connection([group_type(g, ctx) for g in groups if g is not None], total, offset)
 
-    @strawberry.field(permission_classes=[IsAdmin], description="Admin: every group of this campaign (or those in `states`: PENDING, OPEN, "
-                                  "FORMED, FAILED, CANCELLED), most recently opened first.")
-    async def groups(self, info: Info, states: Optional[list[str]] = None, first: Optional[int] = None,
+    @strawberry.field(permission_classes=[IsAdmin], description="Admin: every group of this campaign (or those in `states`), most "
+                                  "recently opened first.")
+    async def groups(self, info: Info, states: Optional[list[gb.GroupState]] = None, first: Optional[int] = None,
                      after: Optional[str] = None) -> Connection[Group]:
         from service.reads import queries
 
         ctx = info.context
         limit, offset = page_args(first, after)
         ids, total = await queries.page_campaign_group_ids(ctx.svc, shop_id=ctx.shop_id, campaign_id=self.id,
-                                                           states=states, limit=limit, offset=offset)
+                                                           states=[s.value for s in states] if states is not None else None,
+                                                           limit=limit, offset=offset)
         groups = await ctx.loaders.group.load_many(ids)
         return make_connection([group_type(g, ctx) for g in groups if g is not None], total, offset)
 
@@ -303,7 +311,8 @@ class LeaveGroupPayload:
     errors: list[UserError]
 
 
-@payload_mutation(SeatPayload, permission_classes=[IsCustomer], description="GB-1: open a group as its leader.")
+@payload_mutation(SeatPayload, permission_classes=[IsCustomer], description="GB-1: open a group as its leader.",
+                  fields={"userId": None})
 async def open_group(info: Info, input: OpenGroupInput) -> dict:
     ctx = info.context
     r = await groups_svc.open_group(ctx.svc, shop_id=ctx.shop_id,
@@ -315,7 +324,8 @@ async def open_group(info: Info, input: OpenGroupInput) -> dict:
                 currency=ctx.currency, attribution=attribution_type(r.attribution))
 
 
-@payload_mutation(SeatPayload, permission_classes=[IsCustomer], description="GB-2: reserve a seat in an open group.")
+@payload_mutation(SeatPayload, permission_classes=[IsCustomer], description="GB-2: reserve a seat in an open group.",
+                  fields={"userId": None})
 async def join_group(info: Info, input: JoinGroupInput) -> dict:
     ctx = info.context
     r = await groups_svc.join_group(ctx.svc, shop_id=ctx.shop_id,
@@ -327,7 +337,8 @@ async def join_group(info: Info, input: JoinGroupInput) -> dict:
                 currency=ctx.currency, attribution=attribution_type(r.attribution))
 
 
-@payload_mutation(LeaveGroupPayload, permission_classes=[IsCustomer], description="GB-8: leave before the group forms.")
+@payload_mutation(LeaveGroupPayload, permission_classes=[IsCustomer], description="GB-8: leave before the group forms.",
+                  fields={"userId": None})
 async def leave_group(info: Info, input: LeaveGroupInput) -> dict:
     ctx = info.context
     gid = raw_id(input.group_id, "Group", "groupId")
@@ -388,7 +399,9 @@ class EndCampaignInput:
     idempotency_key: Optional[str] = idempotency_key_field()
 
 
-@payload_mutation(CampaignPayload, permission_classes=[IsAdmin], description="Section 2: a group-buy campaign.")
+@payload_mutation(CampaignPayload, permission_classes=[IsAdmin], description="Section 2: a group-buy campaign.",
+                  fields={"duration": "durationSeconds", "paymentWindow": "paymentWindowSeconds",
+                          "lotterySeed": "lotteryWinners"})
 async def create_campaign(info: Info, input: CreateCampaignInput) -> dict:
     ctx = info.context
     c = await campaigns_svc.create_campaign(

@@ -4,6 +4,7 @@ reports; money in (`confirmPayment`), refunds owed and paid. Types, queries, mut
 from __future__ import annotations
 
 from datetime import datetime
+from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Iterable, Optional
 
 import strawberry
@@ -27,13 +28,35 @@ if TYPE_CHECKING:  # api.groupbuy imports this module: Order.group names its typ
 
 
 # ---------------------------------------------------------------- types
+@strawberry.enum(name="OrderKind", description="GROUP: a group seat's order (GB-1/GB-2); PLAIN: reported by the "
+                                               "shop's backend (OR-1)")
+class OrderKind(Enum):
+    GROUP = "GROUP"
+    PLAIN = "PLAIN"
+
+
+@strawberry.enum(name="OrderState", description="CREATED (awaiting payment), PAID, COMPLETED (delivered, OR-4) or "
+                                                "CANCELLED (a seat released or given up, GB-2/GB-8)")
+class OrderState(Enum):
+    CREATED = "CREATED"
+    PAID = "PAID"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+
+
+@strawberry.enum(name="RefundState", description="OWED (decided, not yet paid: GB-5..GB-9) or CONFIRMED (paid, "
+                                                 "with the provider's reference: GB-10, OR-2)")
+class RefundState(Enum):
+    OWED = "OWED"
+    CONFIRMED = "CONFIRMED"
+
 
 @strawberry.type(description="An order: a group seat's order (GB-1/GB-2) or one reported by the backend (OR-1).")
 class Order(relay.Node):
     id: relay.NodeID[str]
     external_id: str
-    kind: str = strawberry.field(description="GROUP or PLAIN")
-    state: str = strawberry.field(description="CREATED, PAID, COMPLETED or CANCELLED")
+    kind: OrderKind
+    state: OrderState
     currency: str
     goods_amount: MinorUnits = strawberry.field(description="Goods after discounts: the commission base (CM-1)")
     shipping_amount: MinorUnits
@@ -67,7 +90,7 @@ class Order(relay.Node):
 
 
 def order_type(o, ctx) -> Order:
-    return Order(id=o.order_id, external_id=o.external_id, kind=o.kind, state=o.state, currency=ctx.currency,
+    return Order(id=o.order_id, external_id=o.external_id, kind=OrderKind(o.kind), state=OrderState(o.state), currency=ctx.currency,
                  goods_amount=o.goods_amount, shipping_amount=o.shipping_amount, tax_amount=o.tax_amount,
                  paid_amount=o.paid_amount, refunded_amount=o.refunded_amount, created_at=o.created_at,
                  paid_at=o.paid_at, completed_at=o.completed_at, _buyer=o.buyer_id, _group=o.group_id,
@@ -81,7 +104,7 @@ class Refund(relay.Node):
     currency: str
     rule: str
     full: bool
-    state: str = strawberry.field(description="OWED or CONFIRMED (GB-10)")
+    state: RefundState
     provider_ref: Optional[str]
     created_at: datetime
     confirmed_at: Optional[datetime]
@@ -98,7 +121,7 @@ class Refund(relay.Node):
 
 
 def refund_type(r, ctx) -> Refund:
-    return Refund(id=r.refund_id, amount=r.amount, currency=ctx.currency, rule=r.rule, full=r.full, state=r.state,
+    return Refund(id=r.refund_id, amount=r.amount, currency=ctx.currency, rule=r.rule, full=r.full, state=RefundState(r.state),
                   provider_ref=r.provider_ref, created_at=r.created_at, confirmed_at=r.confirmed_at,
                   _order=r.order_id)
 
@@ -125,7 +148,7 @@ async def my_orders(info: Info, first: Optional[int] = None,
 async def owed_refunds(info: Info, first: Optional[int] = None, after: Optional[str] = None,
                        rule: Optional[str] = None) -> Connection[Refund]:
     ctx = info.context
-    return await paginate_keyset(lambda **p: queries.page_refunds(ctx.svc, shop_id=ctx.shop_id, state="OWED",
+    return await paginate_keyset(lambda **p: queries.page_refunds(ctx.svc, shop_id=ctx.shop_id, state=RefundState.OWED.value,
                                                                   rule=rule, **p),
                                  first, after, REFUNDS_KEYSET, lambda r: refund_type(r, ctx))
 
@@ -252,7 +275,7 @@ async def confirm_refund(info: Info, input: ConfirmRefundInput) -> dict:
 
 
 @payload_mutation(OrderPayload, permission_classes=[IsBackend], description="OR-1: report a shop order (idempotent by "
-                     "externalId with the same content).")
+                     "externalId with the same content).", fields={"userId": "buyerId"})
 async def report_order(info: Info, input: ReportOrderInput) -> dict:
     ctx = info.context
     _representable_total(input)

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Mapping, Optional
 
 import strawberry
 
-from api.errors import refusal_of, user_error
+from api.errors import UserError, refusal_of, user_error
+from engine.errors import RuleViolation
 
 KEY_DESCRIPTION = ("GB-10: a retry with the same key and the same input returns the first result without a "
                    "second effect; the same key with another input is IDEMPOTENCY_CONFLICT.")
@@ -33,9 +34,22 @@ def idempotency_key_field(description: str = KEY_DESCRIPTION) -> Optional[str]:
     return strawberry.field(default=None, description=description)
 
 
-def payload_mutation(payload: type, **field: Any) -> Callable[[Callable[..., Awaitable[dict]]], Any]:
+def _input_error(refusal: RuleViolation, fields: Mapping[str, Optional[str]] | None) -> UserError:
+    error = user_error(refusal)
+    if fields and error.field is not None and error.field in fields:
+        error.field = fields[error.field]
+    return error
+
+
+def payload_mutation(payload: type, *, fields: Mapping[str, Optional[str]] | None = None,
+                     **field: Any) -> Callable[[Callable[..., Awaitable[dict]]], Any]:
     """`@payload_mutation(XxxPayload, permission_classes=[...], description=...)` over
-    `async def xxx(info: Info, input: XxxInput) -> dict`: the mutation field answering `XxxPayload`."""
+    `async def xxx(info: Info, input: XxxInput) -> dict`: the mutation field answering `XxxPayload`.
+
+    A refusal's `field` names the input that is wrong (ER-1). The engine and the service name what they
+    check (`duration`, `from`, a distributor's `status`); where that is not the input's name, `fields`
+    says which input it is (keys as a client sees them: `{"paymentWindow": "paymentWindowSeconds"}`), or None where no input is wrong (the
+    caller's own standing). tests/api/test_payload_error_fields.py holds every mutation to it."""
 
     def decorate(fn: Callable[..., Awaitable[dict]]) -> Any:
         @functools.wraps(fn)
@@ -46,9 +60,10 @@ def payload_mutation(payload: type, **field: Any) -> Callable[[Callable[..., Awa
                 refusal = refusal_of(e)  # a RuleViolation is itself
                 if refusal is None:
                     raise
-                return payload(errors=[user_error(refusal)])
+                return payload(errors=[_input_error(refusal, fields)])
 
         setattr(resolve, "__signature__", inspect.signature(fn).replace(return_annotation=payload))
+        setattr(resolve, "renamed_fields", dict(fields or {}))  # read by tests/api/test_payload_error_fields.py
         return strawberry.mutation(resolver=resolve, **field)
 
     return decorate

@@ -4,6 +4,7 @@ period into an immutable settlement batch (exported as CSV/XLSX by api.app). Typ
 from __future__ import annotations
 
 from datetime import date, datetime
+from enum import Enum
 from typing import Iterable, Optional
 
 import strawberry
@@ -22,6 +23,16 @@ from service.usecases import settlements as settlements_svc
 
 
 # ---------------------------------------------------------------- types
+@strawberry.enum(name="PayoutState", description="LG-2: REQUESTED (the amount is IN_PAYOUT), APPROVED (paid: "
+                                                 "amount − fee sent), REJECTED (all of it back to available) or "
+                                                 "FAILED (the transfer bounced after approval, LG-4)")
+class PayoutState(Enum):
+    REQUESTED = "REQUESTED"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+    FAILED = "FAILED"
+
+
 
 @strawberry.type(description="A payout request (LG-2): the distributor receives amount − fee.")
 class Payout(relay.Node):
@@ -31,7 +42,7 @@ class Payout(relay.Node):
     fee: MinorUnits
     net: MinorUnits
     currency: str
-    state: str = strawberry.field(description="REQUESTED, APPROVED, REJECTED or FAILED (LG-4)")
+    state: PayoutState
     requested_at: datetime
     decided_at: Optional[datetime]
     external_ref: Optional[str]
@@ -50,7 +61,7 @@ class Payout(relay.Node):
 
 def payout_type(p, ctx) -> Payout:
     return Payout(id=p.payout_id, distributor_id=p.distributor_id, amount=p.amount, fee=p.fee,
-                  net=p.amount - p.fee, currency=ctx.currency, state=p.state, requested_at=p.requested_at,
+                  net=p.amount - p.fee, currency=ctx.currency, state=PayoutState(p.state), requested_at=p.requested_at,
                   decided_at=p.decided_at, external_ref=p.external_ref, reason=p.reason,
                   payee_kind=getattr(p, "payee_kind", None), payee_reference=getattr(p, "payee_reference", None),
                   failed_at=getattr(p, "failed_at", None), failure_ref=getattr(p, "failure_ref", None),
@@ -60,8 +71,8 @@ def payout_type(p, ctx) -> Payout:
 @strawberry.type(description="An immutable settlement batch (LG-3).")
 class Settlement(relay.Node):
     id: relay.NodeID[str]
-    local_from: str
-    local_to: str
+    local_from: date = strawberry.field(description="First local day of the period (shop time zone)")
+    local_to: date = strawberry.field(description="The local day after the last (half-open period)")
     currency: str
     distributors: int
     opening: MinorUnits
@@ -91,7 +102,8 @@ class Settlement(relay.Node):
 
 
 def settlement_type(b) -> Settlement:
-    return Settlement(id=b.settlement_id, local_from=b.local_from, local_to=b.local_to, currency=b.currency,
+    return Settlement(id=b.settlement_id, local_from=date.fromisoformat(b.local_from),
+                      local_to=date.fromisoformat(b.local_to), currency=b.currency,
                       distributors=b.distributors, opening=b.opening, released=b.released, reversals=b.reversals,
                       bonuses=b.bonuses, payouts=b.payouts, fees=b.fees, failed=b.failed, closing=b.closing,
                       held=b.held)
@@ -103,7 +115,7 @@ def settlement_type(b) -> Settlement:
 async def pending_payouts(info: Info, first: Optional[int] = None,
                           after: Optional[str] = None) -> Connection[Payout]:
     ctx = info.context
-    return await paginate(lambda **p: queries.page_payouts(ctx.svc, shop_id=ctx.shop_id, state="REQUESTED",
+    return await paginate(lambda **p: queries.page_payouts(ctx.svc, shop_id=ctx.shop_id, state=PayoutState.REQUESTED.value,
                                                            user_id=None, **p), first, after,
                           lambda x: payout_type(x, ctx))
 
@@ -167,8 +179,8 @@ class FailPayoutInput:
 
 @strawberry.input
 class ClosePeriodInput:
-    from_date: str = strawberry.field(description="first local day (YYYY-MM-DD) in the shop time zone")
-    to_date: str = strawberry.field(description="the day after the last (half-open period)")
+    from_date: date = strawberry.field(description="First local day of the period in the shop time zone")
+    to_date: date = strawberry.field(description="The local day after the last (half-open period)")
     idempotency_key: Optional[str] = idempotency_key_field()
 
 
@@ -178,7 +190,8 @@ class ClosePeriodPayload:
     errors: list[UserError]
 
 
-@payload_mutation(PayoutPayload, permission_classes=[IsDistributor], description="LG-2: ask for a payout.")
+@payload_mutation(PayoutPayload, permission_classes=[IsDistributor], description="LG-2: ask for a payout.",
+                  fields={"userId": None})  # "no balance to pay out": the caller's standing, not an input
 async def request_payout(info: Info, input: RequestPayoutInput) -> dict:
     ctx = info.context
     p = await payouts_svc.request_payout(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id,
@@ -187,7 +200,8 @@ async def request_payout(info: Info, input: RequestPayoutInput) -> dict:
     return dict(payout=payout_type(p, ctx))
 
 
-@payload_mutation(PayoutPayload, permission_classes=[IsFinance], description="LG-2: approve with the transfer reference.")
+@payload_mutation(PayoutPayload, permission_classes=[IsFinance], description="LG-2: approve with the transfer reference.",
+                  fields={"amount": "payoutId"})
 async def approve_payout(info: Info, input: ApprovePayoutInput) -> dict:
     ctx = info.context
     p = await payouts_svc.decide_payout(ctx.svc, shop_id=ctx.shop_id,
@@ -210,14 +224,11 @@ async def reject_payout(info: Info, input: RejectPayoutInput) -> dict:
     return dict(payout=payout_type(p, ctx))
 
 
-@payload_mutation(ClosePeriodPayload, permission_classes=[IsFinance], description="LG-3: close a period into a batch.")
+@payload_mutation(ClosePeriodPayload, permission_classes=[IsFinance], description="LG-3: close a period into a batch.",
+                  fields={"from": "fromDate", "to": "toDate"})
 async def close_period(info: Info, input: ClosePeriodInput) -> dict:
     ctx = info.context
-    try:
-        f, t = date.fromisoformat(input.from_date), date.fromisoformat(input.to_date)
-    except ValueError:
-        raise refuse(ErrorCode.INVALID_INPUT, "dates are YYYY-MM-DD", field="fromDate")
-    bounded_day(f, "fromDate"), bounded_day(t, "toDate")
+    f, t = bounded_day(input.from_date, "fromDate"), bounded_day(input.to_date, "toDate")
     b = await settlements_svc.close_period(ctx.svc, shop_id=ctx.shop_id, day_from=f, day_to=t,
                                            actor=ctx.user_id, idempotency_key=input.idempotency_key)
     return dict(settlement=settlement_type(b))

@@ -75,10 +75,11 @@ def variant_stats(x, currency: str) -> VariantStats:
                         units=x.units, net_sales=x.net_sales, currency=currency)
 
 
-UserSegment = strawberry.enum(Segment, name="UserSegment",
-                              description="RP-3 lifecycle segment: NEW (no paid order), FIRST_ORDER, REPEAT (2-3), "
-                                          "LOYAL (>= 4 paid orders), DORMANT (paid orders, none in the last 90 days; "
-                                          "takes precedence). Orders refunded in full do not count as paid.")
+strawberry.enum(Segment, name="UserSegment",
+                description="RP-3 lifecycle segment: NEW (no paid order), FIRST_ORDER, REPEAT (2-3), "
+                            "LOYAL (>= 4 paid orders), DORMANT (paid orders, none in the last 90 days; "
+                            "takes precedence). Orders refunded in full do not count as paid.")
+UserSegment = Segment  # the engine's enum is the GraphQL enum
 
 
 @strawberry.enum(name="AcquisitionSource", description="RP-4: how a buyer was acquired — the source of their first "
@@ -89,8 +90,8 @@ class AcquisitionSource(Enum):
     NONE = "NONE"
 
 
-EarningsGranularity = strawberry.enum(Granularity, name="EarningsGranularity",
-                                      description="Calendar days or months of the shop's time zone")
+strawberry.enum(Granularity, name="EarningsGranularity", description="Calendar days or months of the shop's time zone")
+EarningsGranularity = Granularity
 
 
 @strawberry.type(description="RP-3: how many of the shop's users are in a segment now.")

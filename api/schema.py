@@ -6,13 +6,16 @@ in api.relay, the Input -> Payload + errors shape in api.payload, who may call w
 who may see which object in api.visibility, how much one request may ask for in api.limits. This module
 only lists the root fields: their order here is their order in the SDL.
 
-`schema` is the production schema, exported to /schema.graphql
-(`strawberry export-schema api.schema:schema`, compared by tests/api/test_schema_file.py).
-With SHARECART_TEST_CLOCK=1 the app serves `make_schema(test_clock=True)`, which adds `advanceClock`.
+`schema` is the production schema. With SHARECART_TEST_CLOCK=1 the app serves `full_schema()`
+(`make_schema(test_clock=True)`), which adds the dev/test-only mutation `advanceClock`. The committed
+/schema.graphql is the SDL of `full_schema()` (`sharecart export-schema`, compared by
+tests/api/test_schema_file.py): every field a client can meet is in it, and `advanceClock` says there that
+it exists only on a test-clock server.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import strawberry
@@ -176,3 +179,9 @@ def make_schema(*, test_clock: bool = False) -> strawberry.Schema:
 
 
 schema = make_schema()
+
+
+@functools.cache
+def full_schema() -> strawberry.Schema:
+    """The schema with every field a client can meet, test-only ones included: the committed SDL."""
+    return make_schema(test_clock=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Iterable, Optional
 
 import strawberry
@@ -21,6 +22,16 @@ from service.usecases import webhooks as webhooks_svc
 
 
 # ---------------------------------------------------------------- types
+@strawberry.enum(name="WebhookDeliveryState",
+                 description="PENDING (due at nextAttemptAt), HELD (the endpoint is disabled: kept, not lost), "
+                             "DELIVERED, or DEAD (given up after the retries; redeliverEvents owes it again)")
+class WebhookDeliveryState(Enum):
+    PENDING = "PENDING"
+    HELD = "HELD"
+    DELIVERED = "DELIVERED"
+    DEAD = "DEAD"
+
+
 
 EVENTS_KEYSET = Keyset("events", key=lambda e: [e.position], parse=_one_int)  # the feed position (service/jobs/feed.py)
 
@@ -51,13 +62,13 @@ class WebhookEndpoint(relay.Node):
 
     @strawberry.field(description="What it is owed and was sent, newest event first; filter by state "
                                   "(PENDING, HELD, DELIVERED, DEAD).")
-    async def deliveries(self, info: Info, state: Optional[str] = None, first: Optional[int] = None,
+    async def deliveries(self, info: Info, state: Optional[WebhookDeliveryState] = None, first: Optional[int] = None,
                          after: Optional[str] = None) -> Connection["WebhookDelivery"]:
         from service.reads import queries
 
         ctx = info.context
         return await paginate_keyset(lambda **p: queries.page_deliveries(
-            ctx.svc, shop_id=ctx.shop_id, endpoint_id=self.id, state=state, **p), first, after, DELIVERIES_KEYSET,
+            ctx.svc, shop_id=ctx.shop_id, endpoint_id=self.id, state=state.value if state else None, **p), first, after, DELIVERIES_KEYSET,
             delivery_type)
 
     @strawberry.field(description="Every POST made to it, newest first, with the HTTP status or error.")
@@ -94,7 +105,7 @@ class WebhookDelivery(relay.Node):
     id: relay.NodeID[str]
     endpoint_id: strawberry.ID
     seq: int
-    state: str
+    state: WebhookDeliveryState
     attempts: int
     next_attempt_at: datetime
     created_at: datetime
@@ -116,7 +127,7 @@ def delivery_key(endpoint_id: str, event_id: str) -> str:
 def delivery_type(d) -> WebhookDelivery:
     return WebhookDelivery(id=delivery_key(d.endpoint_id, d.event_id),
                            endpoint_id=strawberry.ID(global_id("WebhookEndpoint", d.endpoint_id)), seq=d.seq,
-                           state=d.state, attempts=d.attempts, next_attempt_at=d.next_attempt_at,
+                           state=WebhookDeliveryState(d.state), attempts=d.attempts, next_attempt_at=d.next_attempt_at,
                            created_at=d.created_at, delivered_at=d.delivered_at, last_status=d.last_status,
                            last_error=d.last_error, _event=d.event_id)
 

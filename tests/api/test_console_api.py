@@ -85,6 +85,6 @@ def test_campaign_groups_lists_every_state_for_admins_only(world):
     got = admin.data(q % "null", id=c["id"])["campaign"]["groups"]
     assert got["totalCount"] == 1 and got["edges"][0]["node"] == {"id": g["id"], "state": "PENDING",
                                                                   "seatsHeld": 1, "capacity": 2}
-    assert admin.data(q % '["FORMED"]', id=c["id"])["campaign"]["groups"]["totalCount"] == 0
+    assert admin.data(q % '[FORMED]', id=c["id"])["campaign"]["groups"]["totalCount"] == 0
     assert codes(world["public"].gql(q % "null", id=c["id"])) == ["UNAUTHENTICATED"]
     assert codes(world["as"]("u1", "customer").gql(q % "null", id=c["id"])) == ["FORBIDDEN"]

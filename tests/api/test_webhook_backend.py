@@ -25,8 +25,8 @@ from tests.http_receiver import LocalReceiver, verify_standard
 SEAT = "group { id } order { id } amountToPay"
 ENDPOINT = "endpoint { id secret }"
 OWED = """{ webhookEndpoints { edges { node { id
-  pending: deliveries(state: "PENDING") { totalCount } held: deliveries(state: "HELD") { totalCount }
-  dead: deliveries(state: "DEAD") { totalCount } delivered: deliveries(state: "DELIVERED") { totalCount } } } } }"""
+  pending: deliveries(state: PENDING) { totalCount } held: deliveries(state: HELD) { totalCount }
+  dead: deliveries(state: DEAD) { totalCount } delivered: deliveries(state: DELIVERED) { totalCount } } } } }"""
 
 
 def raw(global_id: str) -> str:

@@ -443,7 +443,7 @@ async function webhookScreen(main, id) {
   const stateFilter = h('select', { id: 'delivery-state', onchange: () => deliveries.reload() }, ['', 'PENDING', 'HELD', 'DELIVERED', 'DEAD'].map((s) => h('option', { value: s }, s || 'All states')));
   const deliveries = pagedTable({
     id: 'deliveries',
-    load: async (after) => (await gq(`query($id: ID!, $s: String, $after: String) { node(id: $id) { ... on WebhookEndpoint { deliveries(state: $s, first: ${PAGE}, after: $after) {
+    load: async (after) => (await gq(`query($id: ID!, $s: WebhookDeliveryState, $after: String) { node(id: $id) { ... on WebhookEndpoint { deliveries(state: $s, first: ${PAGE}, after: $after) {
       ${PAGE_INFO} edges { node { id seq state attempts nextAttemptAt deliveredAt lastStatus lastError event { type } } } } } } }`, { id, s: stateFilter.value || null, after })).node.deliveries,
     columns: [['Seq', (d) => d.seq], ['Event', (d) => d.event?.type || '—'], ['State', (d) => badge(d.state)], ['Attempts', (d) => d.attempts],
       ['Last', (d) => (d.lastStatus ? `HTTP ${d.lastStatus}` : d.lastError || '—')], ['Next / delivered', (d) => fmt.dateTime(d.deliveredAt || d.nextAttemptAt)]],
