@@ -31,6 +31,7 @@ from strawberry import relay
 from strawberry.relay.types import NodeType
 from strawberry.types import Info
 
+from api import groupbuy_v2
 from api.permissions import IsAdmin, sees_user_ids, user_alias
 from engine import groupbuy as gb
 from engine.distribution import DistributorStatus
@@ -276,6 +277,10 @@ class Group(relay.Node):
         return campaign_type(row, info.context) if row else None
 
     _campaign: strawberry.Private[str]
+    _g: strawberry.Private[Any] = None  # the engine group, for the group-buy v2 fields (api/groupbuy_v2.py)
+    grace_until: Optional[datetime] = strawberry.field(resolver=groupbuy_v2.grace_until, description=(
+        "GB-12: while the group waits past expiresAt for reservations still inside their payment window, the "
+        "latest instant it can decide (their last payBy); null otherwise"))
 
     @classmethod
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
@@ -314,7 +319,7 @@ def group_type(g: gb.Group, ctx) -> Group:
                  seconds_left=max(left, 0) if left is not None else None, formed_at=g.formed_at, my_seat=mine,
                  _leader=g.leader_user_id, _leader_visible=sees_user_ids(ctx, g.leader_user_id),
                  _leader_alias=user_alias(ctx.shop_id, g.leader_user_id) if ctx.principal is not None else None,
-                 _campaign=g.campaign_id)
+                 _campaign=g.campaign_id, _g=g)
 
 
 @strawberry.type(description="A group-buy campaign: one product at group prices for a time window.")

@@ -466,9 +466,11 @@ def pay_seat(campaign: Campaign, group: Group, *, order_id: str, amount: int, no
     if seat.state is SeatState.PAID:  # cannot happen (advance never pays), kept for safety
         return Decision(g, tuple(out))
 
+    # After the catch-up an OPEN group past expires_at is in its payment grace (GB-12): a reservation
+    # still inside its payment window takes its seat exactly as before expiry.
     takes = seat.state is SeatState.RESERVED and now < seat.pay_by and (
         (seat.role is PriceRole.LEADER and g.state is GroupState.PENDING and seat.user_id == g.leader_user_id)
-        or (g.state is GroupState.OPEN and g.expires_at is not None and now < g.expires_at)
+        or (g.state is GroupState.OPEN and g.expires_at is not None)
     )
     if not takes:
         if seat.state is SeatState.RESERVED:
@@ -491,6 +493,9 @@ def pay_seat(campaign: Campaign, group: Group, *, order_id: str, amount: int, no
     if g.paid_seats >= g.capacity:
         formed = _form(campaign, g, at=now, fill=False)
         g, out = formed.group, out + list(formed.instructions)
+    elif in_grace(campaign, g, now=now) is False:  # GB-12: this payment made the outcome certain
+        d = _decide_at_expiry(campaign, g, at=now, rule="GB-12")
+        g, out = d.group, out + list(d.instructions)
     return Decision(g, tuple(out))
 
 
@@ -539,6 +544,9 @@ def leave_group(campaign: Campaign, group: Group, *, user_id: str, now: datetime
                     out += [CancelOrder(s.order_id, "GB-8"), ReturnStock(s.order_id, s.quantity, "GB-8")]
             g = replace(g, state=GroupState.CANCELLED, closed_at=now)
             out.append(GroupCancelled(g.id, "GB-8"))
+    if in_grace(campaign, g, now=now) is False:  # GB-12: leaving during the grace made the outcome certain
+        d = _decide_at_expiry(campaign, g, at=now, rule="GB-12")
+        g, out = d.group, out + list(d.instructions)
     return Decision(g, tuple(out))
 
 
@@ -550,10 +558,17 @@ def advance(campaign: Campaign, group: Group, *, now: datetime) -> Decision:
     - GB-2: RESERVED seats with ``pay_by ≤ now`` (and before expiry) are RELEASED
       (CancelOrder + ReturnStock). The unpaid leader of a PENDING group: the group is
       CANCELLED (GB-1) with ``closed_at = pay_by``.
-    - At ``now ≥ expires_at`` an OPEN group forms if paid seats ≥ min_size (tier reached,
-      GB-4/GB-5) or, with ``fill_at_expiry`` = M, if paid seats ≥ M (first tier); otherwise it
-      FAILS (GB-6). Either way remaining reservations are cancelled and the instant used is
-      ``expires_at`` (not ``now``), so a late worker decides exactly as a punctual one.
+    - At ``now ≥ expires_at`` an OPEN group first releases the reservations whose ``pay_by ≤
+      expires_at``. If the reservations still inside their payment window, added to its paid
+      seats, could reach a forming threshold (GB-12: ``min_size``, or M with ``fill_at_expiry``),
+      it waits for them (its payment grace): each is released at its ``pay_by`` (rule GB-12) and
+      the group decides at the first instant its outcome is certain — no reservation left, or
+      too few left to reach the threshold — which is never later than the last of those
+      ``pay_by`` (≤ ``expires_at + payment_window``). Otherwise it decides at ``expires_at`` as
+      in v1: it forms if paid seats ≥ min_size (tier reached, GB-4/GB-5) or, with
+      ``fill_at_expiry`` = M, if paid seats ≥ M (first tier); else it FAILS (GB-6). The instant
+      used is the one the rules name (``expires_at``, or the ``pay_by`` that made the outcome
+      certain), never ``now``, so a late worker decides exactly as a punctual one.
     """
     _aware(now, "now")
     g, out = group, list[Instruction]()
@@ -568,25 +583,87 @@ def advance(campaign: Campaign, group: Group, *, now: datetime) -> Decision:
             if g.state is GroupState.PENDING and s.role is PriceRole.LEADER:
                 g = replace(g, state=GroupState.CANCELLED, closed_at=s.pay_by)
                 out.append(GroupCancelled(g.id, "GB-1"))
-    if expired:
-        assert g.expires_at is not None
-        if g.paid_seats >= g.min_size:
-            d = _form(campaign, g, at=g.expires_at, fill=False)
-        elif campaign.fill_at_expiry is not None and g.paid_seats >= campaign.fill_at_expiry:
-            d = _form(campaign, g, at=g.expires_at, fill=True)
-        else:
-            d = _fail(g, at=g.expires_at)
-        g, out = d.group, out + list(d.instructions)
+    if not expired:
+        return Decision(g, tuple(out))
+    assert g.expires_at is not None
+    if _outcome_certain(campaign, g):  # v1: nothing to wait for
+        d = _decide_at_expiry(campaign, g, at=g.expires_at, rule="GB-4")
+        return Decision(d.group, tuple(out) + d.instructions)
+    # GB-12 payment grace: release the waited-for reservations in pay_by order up to now; decide as
+    # soon as the outcome is certain, at the instant it became so.
+    for s in sorted((s for s in g.seats if s.state is SeatState.RESERVED), key=lambda s: (s.pay_by, s.order_id)):
+        if s.pay_by > now:
+            break
+        g = _set_seat(g, replace(s, state=SeatState.RELEASED))
+        out += [CancelOrder(s.order_id, "GB-12"), ReturnStock(s.order_id, s.quantity, "GB-12")]
+        if _outcome_certain(campaign, g):
+            d = _decide_at_expiry(campaign, g, at=s.pay_by, rule="GB-12")
+            return Decision(d.group, tuple(out) + d.instructions)
     return Decision(g, tuple(out))
 
 
-def next_due_at(group: Group) -> datetime | None:
-    """GB-11: the earliest instant at which ``advance`` would change something, or None."""
+def forming_threshold(campaign: Campaign, group: Group) -> int:
+    """GB-4/GB-12: the fewest paid seats with which the group forms at expiry (M with
+    ``fill_at_expiry``, else ``min_size``)."""
+    if campaign.fill_at_expiry is not None:
+        return min(campaign.fill_at_expiry, group.min_size)
+    return group.min_size
+
+
+def _outcome_certain(campaign: Campaign, g: Group) -> bool:
+    """GB-12: no reservation left whose payment could still change the decision at expiry, or too
+    few of them to reach the forming threshold whatever happens."""
+    reserved = sum(1 for s in g.seats if s.state is SeatState.RESERVED)
+    return reserved == 0 or g.paid_seats + reserved < forming_threshold(campaign, g)
+
+
+def in_grace(campaign: Campaign, group: Group, *, now: datetime) -> bool | None:
+    """GB-12: None when the group is not OPEN past its ``expires_at``; otherwise whether it is
+    (still) waiting for reservations inside their payment window (False: its outcome is certain
+    and it must decide now). Expects a group caught up at ``now`` (``advance``)."""
+    if group.state is not GroupState.OPEN or group.expires_at is None or now < group.expires_at:
+        return None
+    return not _outcome_certain(campaign, group)
+
+
+def grace_until(campaign: Campaign, group: Group) -> datetime | None:
+    """GB-12: the latest instant the group may still be waiting for payments after ``expires_at``
+    (the last ``pay_by`` of the reservations it would wait for), or None if it would decide at
+    ``expires_at``. Never later than ``expires_at + payment_window``."""
+    if group.state is not GroupState.OPEN or group.expires_at is None:
+        return None
+    at = group.expires_at
+    waiting = [s for s in group.seats if s.state is SeatState.RESERVED and s.pay_by > at]
+    if not waiting or group.paid_seats + len(waiting) < forming_threshold(campaign, group):
+        return None
+    return max(s.pay_by for s in waiting)
+
+
+def _decide_at_expiry(campaign: Campaign, g: Group, *, at: datetime, rule: str) -> Decision:
+    """GB-4/GB-6 at expiry (or at the end of a GB-12 grace): form at the tier reached, or at the
+    first tier with ``fill_at_expiry``, else fail."""
+    if g.paid_seats >= g.min_size:
+        return _form(campaign, g, at=at, fill=False, rule=rule)
+    if campaign.fill_at_expiry is not None and g.paid_seats >= campaign.fill_at_expiry:
+        return _form(campaign, g, at=at, fill=True, rule=rule)
+    return _fail(g, at=at, rule="GB-6" if rule == "GB-4" else rule)
+
+
+def next_due_at(group: Group, campaign: Campaign | None = None) -> datetime | None:
+    """GB-11: the earliest instant at which ``advance`` would change something, or None.
+
+    A group that would wait for payments at expiry (GB-12) changes nothing at ``expires_at``
+    itself (joins are refused from then on by the clock alone): its next due instant is the
+    next ``pay_by``. ``campaign`` gives the forming threshold with ``fill_at_expiry`` (without
+    it, ``min_size``)."""
     if group.state in TERMINAL:
         return None
     due = [s.pay_by for s in group.seats if s.state is SeatState.RESERVED]
     if group.state is GroupState.OPEN and group.expires_at is not None:
-        due.append(group.expires_at)
+        threshold = forming_threshold(campaign, group) if campaign is not None else group.min_size
+        waiting = [s for s in group.seats if s.state is SeatState.RESERVED and s.pay_by > group.expires_at]
+        if not waiting or group.paid_seats + len(waiting) < threshold:
+            due.append(group.expires_at)
     return min(due) if due else None
 
 
@@ -595,7 +672,7 @@ def _set_seat(g: Group, seat: Seat) -> Group:
     return replace(g, seats=tuple(seat if s.order_id == seat.order_id else s for s in g.seats))
 
 
-def _form(campaign: Campaign, g: Group, *, at: datetime, fill: bool) -> Decision:
+def _form(campaign: Campaign, g: Group, *, at: datetime, fill: bool, rule: str = "GB-4") -> Decision:
     """GB-4 forming, GB-5 final prices and GB-7 lottery.
 
     Tier reached: last tier with members ≤ paid seats (first tier for fill-at-expiry). Final
@@ -617,7 +694,7 @@ def _form(campaign: Campaign, g: Group, *, at: datetime, fill: bool) -> Decision
     winners = draw_winners(campaign.lottery_seed, g.id, [s.order_id for s in paid], k) if k else ()
     g = replace(g, state=GroupState.FORMED, formed_at=at, closed_at=at, tier_members=tier.members,
                 winners=winners)
-    out.append(GroupFormed(g.id, tier.members, member_price, leader_price, winners, "GB-4"))
+    out.append(GroupFormed(g.id, tier.members, member_price, leader_price, winners, rule))
     for s in paid:
         if s.order_id in winners:
             out += [FinalPrice(s.order_id, 0, "GB-7"), RefundOwed(s.order_id, s.amount, "GB-7", True)]
@@ -630,7 +707,7 @@ def _form(campaign: Campaign, g: Group, *, at: datetime, fill: bool) -> Decision
     return Decision(g, tuple(out))
 
 
-def _fail(g: Group, *, at: datetime) -> Decision:
+def _fail(g: Group, *, at: datetime, rule: str = "GB-6") -> Decision:
     """GB-6: the group FAILS at expiry; every paid order is refunded in full, every
     reservation cancelled, all stock returned. Paid seats keep the state PAID (the group's
     state says they were refunded)."""
@@ -642,7 +719,7 @@ def _fail(g: Group, *, at: datetime) -> Decision:
         elif s.state is SeatState.PAID:
             out += [RefundOwed(s.order_id, s.amount, "GB-6", True), ReturnStock(s.order_id, s.quantity, "GB-6")]
     g = replace(g, state=GroupState.FAILED, closed_at=at)
-    out.append(GroupFailed(g.id, "GB-6"))
+    out.append(GroupFailed(g.id, rule))
     return Decision(g, tuple(out))
 
 

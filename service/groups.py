@@ -84,7 +84,7 @@ async def apply_decision(session: AsyncSession, *, c: CampaignRow, row: GroupRow
     shop_id = c.shop_id
     by_order = {s.order_id: s for s in seat_rows}
     mapping.group_to_row(g, row)
-    row.due_at = gb.next_due_at(g)
+    row.due_at = gb.next_due_at(g, mapping.campaign_from_row(c))
     flag_modified(row, "due_at")  # always an UPDATE: service.lean's freshness check relies on the row's xmin
     for seat in g.seats:
         existing = by_order.get(seat.order_id)
@@ -215,6 +215,7 @@ async def _carry_out(session: AsyncSession, ld: lean.Loaded, decision: gb.Decisi
                      paid_amounts: dict[str, int] | None = None) -> None:
     """Write `decision` on the loaded group: in one statement when every instruction is lean; otherwise the
     use case's own rows in one statement, then the money-moving instructions through `apply_decision`."""
+    w.campaign = ld.campaign
     if lean.lean_enough(decision):
         w.apply(ld.group, decision, ld.campaign_row.campaign_id)
         w.update_group(decision.group)
@@ -252,7 +253,7 @@ async def open_group(svc: Services, *, shop_id: str, campaign_id: str, user_id: 
                                      quantity=quantity, now=now, stock_left=c.stock_left,
                                      user_units_held=lc.user_units, variant=variant)
             g = decision.group
-            w = lean.Writes(shop_id, now, lc.currency)
+            w = lean.Writes(shop_id, now, lc.currency, campaign=lc.campaign)
             w.ensure_user(user_id)
             w.take_stock(c, user_id, quantity)
             w.insert_group(g)
@@ -338,8 +339,8 @@ async def _advance_loaded(session: AsyncSession, ld: lean.Loaded, now) -> None:
     decision = gb.advance(ld.campaign, ld.group, now=now)
     if decision.instructions or decision.group != ld.group:
         await _carry_out(session, ld, decision, lean.Writes(ld.shop_id, now, ld.currency), now=now)
-    elif gb.next_due_at(ld.group) != ld.due_at:
-        w = lean.Writes(ld.shop_id, now, ld.currency)
+    elif gb.next_due_at(ld.group, ld.campaign) != ld.due_at:
+        w = lean.Writes(ld.shop_id, now, ld.currency, campaign=ld.campaign)
         w.update_group(ld.group)
         await w.run(session)
 

@@ -231,6 +231,7 @@ class Writes:
     units: dict[tuple[str, str], tuple[int, int | None]] = field(default_factory=dict)  # (campaign, user) -> delta
     orders: dict[str, _OrderChange] = field(default_factory=dict)
     notify: list[str] = field(default_factory=list)
+    campaign: gb.Campaign | None = None  # gbv2: the engine campaign, for next_due_at (GB-12 grace, GB-15 nudges)
 
     def add(self, template: str, check: str | None = None, **params) -> None:
         p = f"p{len(self.parts)}_"
@@ -291,7 +292,7 @@ class Writes:
     def _group_params(self, g: gb.Group) -> dict:
         return dict(s=self.shop_id, g=g.id, l=g.leader_user_id, st=g.state.value, ex=g.expires_at, fo=g.formed_at,
                     cl=g.closed_at, tm=g.tier_members, w=json.dumps(list(g.winners)), h=g.held_seats,
-                    pd=g.paid_seats, due=gb.next_due_at(g))
+                    pd=g.paid_seats, due=gb.next_due_at(g, self.campaign))
 
     def seats(self, before: gb.Group | None, after: gb.Group) -> None:
         old = {s.order_id: s for s in (before.seats if before else ())}

@@ -1,4 +1,4 @@
-"""One group's whole life as a hypothesis state machine (GB-1..GB-11).
+"""One group's whole life as a hypothesis state machine (GB-1..GB-12).
 
 The model applies the engine's instructions the way the shell does (stock, per-user units,
 refunds owed, final prices) and checks after every step:
@@ -9,7 +9,11 @@ refunds owed, final prices) and checks after every step:
   what was received. The final price is computed by the model (tier reached by the paid seats,
   leader discount for the order that opened the group, 0 for lottery winners), never read back
   from the engine's FinalPrice;
-- the group is always caught up: advance() at the current instant changes nothing (GB-11).
+- the group is always caught up: advance() at the current instant changes nothing (GB-11);
+- GB-12 payment grace: nobody joins at or after `expires_at`; a payment made inside its window is
+  never refunded (GB-9) in a group that forms, i.e. expiry never costs a buyer in time their seat;
+  an OPEN group past `expires_at` is one whose outcome is still uncertain (it decides as soon as it
+  is certain), and every decision comes no later than `expires_at + payment_window`.
 
 The group is opened in `setup` (every run has one), strategies favour ladders and larger
 capacities, `join_and_pay` seats several new users at once, `leader_leaves` hands over to a paid
@@ -74,6 +78,8 @@ class GroupLife(RuleBasedStateMachine):
         self.extra_refunded = defaultdict(int)  # ... and the refunds owed for them
         self.final: dict[str, int] = {}      # FinalPrice per order
         self.cancelled: set[str] = set()
+        self.pay_by: dict[str, datetime] = {}  # order -> its payment deadline as reserved (GB-2)
+        self.gave_up: set[str] = set()        # reservations their holder cancelled (GB-8)
         self.took: set[str] = set()          # orders whose payment took a seat (OrderPaid)
         self.left: set[str] = set()          # paid orders that left (GB-8 full refund)
         self.has_paid: set[str] = set()
@@ -109,6 +115,8 @@ class GroupLife(RuleBasedStateMachine):
             elif isinstance(i, CancelOrder):
                 assert i.order_id not in self.cancelled
                 self.cancelled.add(i.order_id)
+                if i.rule == "GB-8":
+                    self.gave_up.add(i.order_id)
             elif isinstance(i, gb.OrderPaid):
                 self.took.add(i.order_id)
                 self.has_paid.add(self.user_of[i.order_id])
@@ -122,6 +130,7 @@ class GroupLife(RuleBasedStateMachine):
     def reserve(self, d: gb.Decision, order_id: str, user: str, qty: int):
         self.user_of[order_id] = user
         self.qty_of[order_id] = qty
+        self.pay_by[order_id] = d.group.seat_for_order(order_id).pay_by
         if self.stock_left is not None:
             self.stock_left -= qty
         self.units[user] += qty
@@ -155,6 +164,7 @@ class GroupLife(RuleBasedStateMachine):
                 assert self.group.held_seats == self.group.capacity
             return
         assert d.group.seat_of(user).order_id == oid
+        assert self.now < d.group.expires_at, "GB-12: no one joins once expires_at has come (grace included)"
         self.reserve(d, oid, user, qty)
 
     @rule(pick=st.integers(0, 20), wrong=st.sampled_from([False] * 5 + [True]), reserved_first=st.booleans())
@@ -182,6 +192,12 @@ class GroupLife(RuleBasedStateMachine):
             assert took != bool(late)  # GB-9: either the seat is taken or the money goes back
             if late:
                 assert late == [RefundOwed(seat.order_id, amount, "GB-9", True)] and after.state is not SeatState.PAID
+                if self.now < self.pay_by[seat.order_id] and seat.order_id not in self.gave_up | self.left:
+                    # GB-12: a payment in time is refunded only where the group could not form anyway
+                    assert d.group.state in {GroupState.FAILED, GroupState.CANCELLED}, d.group.state
+                    event("GB-12: in-time payment of a group that failed anyway")
+            if took and self.group.expires_at is not None and self.now >= self.group.expires_at:
+                event("GB-12: payment took a seat during the grace")
         self.apply(d)
 
     def pay_order(self, order_id: str):
@@ -209,6 +225,22 @@ class GroupLife(RuleBasedStateMachine):
             if self.group.seat_for_order(s.order_id).state is SeatState.RESERVED:
                 self.pay_order(s.order_id)
 
+    @precondition(lambda self: self.group.state is GroupState.OPEN and self.now < self.group.expires_at)
+    @rule(k=st.integers(1, 4), before=st.sampled_from([1, 2, 3]), offset=st.integers(0, len(USERS) - 1),
+          past=st.sampled_from([0, 1, 2]))
+    def reserve_just_before_expiry(self, k, before, offset, past):
+        """GB-12's race: users reserve seats minutes before expires_at and pay (or not) after it;
+        the clock then moves to (or past) expires_at."""
+        self.now = max(self.now, self.group.expires_at - before * M)
+        for user in (USERS[offset:] + USERS[:offset]):
+            if k == 0:
+                break
+            if self.group.seat_of(user) is None:
+                k -= 1
+                self.join(user, 1)
+        self.now = max(self.now, self.group.expires_at + past * M)
+        self.apply(gb.advance(self.c, self.group, now=self.now))
+
     @rule(user=st.sampled_from(USERS))
     def leave(self, user):
         try:
@@ -230,10 +262,10 @@ class GroupLife(RuleBasedStateMachine):
         self.now += minutes * M
         self.apply(gb.advance(self.c, self.group, now=self.now))
 
-    @precondition(lambda self: gb.next_due_at(self.group) is not None)
+    @precondition(lambda self: gb.next_due_at(self.group, self.c) is not None)
     @rule()
     def tick_to_due(self):
-        due = gb.next_due_at(self.group)
+        due = gb.next_due_at(self.group, self.c)
         assert due > self.now
         quiet = gb.advance(self.c, self.group, now=due - timedelta(microseconds=1))
         assert quiet.instructions == () and quiet.group == self.group
@@ -247,7 +279,7 @@ class GroupLife(RuleBasedStateMachine):
     def caught_up(self):
         d = gb.advance(self.c, self.group, now=self.now)
         assert d.instructions == () and d.group == self.group
-        due = gb.next_due_at(self.group)
+        due = gb.next_due_at(self.group, self.c)
         assert due is None or due > self.now
 
     @invariant()
@@ -263,7 +295,23 @@ class GroupLife(RuleBasedStateMachine):
         if g.state is GroupState.FORMED:
             assert g.paid_seats >= (self.c.fill_at_expiry or g.min_size)
             if g.paid_seats < g.min_size:  # only fill-at-expiry forms below min_size, and only at expiry
-                assert g.formed_at == g.expires_at
+                assert g.expires_at <= g.formed_at <= g.expires_at + self.c.payment_window  # GB-12 grace
+
+    @invariant()
+    def grace(self):
+        """GB-12: past expires_at an OPEN group is waiting for a payment that can still change its
+        outcome; a decision taken at or after expiry comes no later than expires_at + payment_window."""
+        g = self.group
+        if g.state is GroupState.OPEN and self.now >= g.expires_at:
+            event("GB-12: in grace")
+            assert gb.in_grace(self.c, g, now=self.now) is True
+            assert self.now < gb.grace_until(self.c, g) <= g.expires_at + self.c.payment_window
+            waiting = [s for s in g.seats if s.state is SeatState.RESERVED]
+            assert waiting and g.paid_seats + len(waiting) >= gb.forming_threshold(self.c, g)
+        if g.state in {GroupState.FORMED, GroupState.FAILED} and g.expires_at is not None:
+            assert g.closed_at <= g.expires_at + self.c.payment_window
+            if g.closed_at > g.expires_at:
+                event("GB-12: decided after a grace")
 
     @invariant()
     def stock_conserved(self):
