@@ -310,6 +310,11 @@ class CreateCampaignInput:
     variants: Optional[list[VariantInput]] = None
     commission_enabled: bool = True
     idempotency_key: Optional[str] = idempotency_key_field()
+    almost_full_at: int = strawberry.field(default=1, description=(
+        "GB-15: `group.almost_full` is emitted once when the paid seats missing to capacity first reach this "
+        "(0: never)"))
+    expiring_soon_before_seconds: int = strawberry.field(default=3600, description=(
+        "GB-15: `group.expiring_soon` is emitted once this long before an open group's expiresAt (0: never)"))
 
 
 @strawberry.type
@@ -717,7 +722,8 @@ class Mutation(SecurityMutations):
                 variants=[(v.name, [(t.members, t.unit_price) for t in v.tiers], v.weight)
                           for v in (input.variants or [])],
                 commission_enabled=input.commission_enabled, category=input.category,
-                idempotency_key=input.idempotency_key)
+                idempotency_key=input.idempotency_key, almost_full_at=input.almost_full_at,
+                expiring_soon_before=timedelta(seconds=input.expiring_soon_before_seconds))
             return dict(campaign=campaign_type(c, ctx))
         return await run(CampaignPayload, go)
 

@@ -356,7 +356,7 @@ class Query:
                                                                      **p), first, after,
                               lambda d: distributor_summary(d, ctx))
 
-    @strawberry.field(permission_classes=[IsAdmin],
+    @strawberry.field(permission_classes=[IsAdminOrFinance],  # finance audits draws (GB-7) and refunds
                       description="Replay by pull: the shop's events, oldest first, paged with `after: endCursor` "
                                   "(a keyset: an event never commits behind a cursor already read; see "
                                   "docs/webhooks.md). Keep the last endCursor to resume.")

@@ -281,6 +281,11 @@ class Group(relay.Node):
     grace_until: Optional[datetime] = strawberry.field(resolver=groupbuy_v2.grace_until, description=(
         "GB-12: while the group waits past expiresAt for reservations still inside their payment window, the "
         "latest instant it can decide (their last payBy); null otherwise"))
+    lottery_commitment: Optional[str] = strawberry.field(resolver=groupbuy_v2.lottery_commitment, description=(
+        "GB-7 v2: SHA-256 of the group's lottery seed, public from opening; null without a lottery or for groups "
+        "opened before v2 (they draw with the v1 procedure, docs/lottery.md)"))
+    draw: Optional[groupbuy_v2.LotteryDraw] = strawberry.field(resolver=groupbuy_v2.lottery_draw, description=(
+        "GB-7 v2: the revealed draw once the group has formed — for its members, admins and finance"))
 
     @classmethod
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
@@ -346,6 +351,10 @@ class Campaign(relay.Node):
     lottery_winners: int
     commission_enabled: bool
     variants: list[VariantInfo]
+    almost_full_at: int = strawberry.field(description="GB-15: paid seats missing to capacity at which "
+                                                       "`group.almost_full` is emitted (0: never)")
+    expiring_soon_before_seconds: int = strawberry.field(description="GB-15: `group.expiring_soon` this long "
+                                                                     "before expiresAt (0: never)")
 
     @strawberry.field(description="Groups of this campaign open for joining, soonest to expire first.")
     async def open_groups(self, info: Info, first: Optional[int] = None,
@@ -389,7 +398,8 @@ def campaign_type(c, ctx) -> Campaign:
         active=c.starts_at <= now < c.ends_at, stock=c.stock, stock_left=c.stock_left,
         per_user_limit=c.per_user_limit, max_quantity_per_order=c.max_quantity_per_order,
         new_members_only=c.new_members_only, fill_at_expiry=c.fill_at_expiry, lottery_winners=c.lottery_winners,
-        commission_enabled=c.commission_enabled,
+        commission_enabled=c.commission_enabled, almost_full_at=c.almost_full_at,
+        expiring_soon_before_seconds=c.expiring_soon_before_s,
         variants=[VariantInfo(name=v.name, tiers=[_tier(t, ctx.currency) for t in v.tiers], weight=v.weight)
                   for v in mapping.variants_from_json(c.variants or [])])
 

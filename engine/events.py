@@ -25,6 +25,8 @@ class EventType(str, Enum):
     GROUP_FAILED = "group.failed"
     GROUP_CANCELLED = "group.cancelled"
     GROUP_LEADER_CHANGED = "group.leader_changed"
+    GROUP_ALMOST_FULL = "group.almost_full"
+    GROUP_EXPIRING_SOON = "group.expiring_soon"
     SEAT_RELEASED = "seat.released"
     ORDER_PAID = "order.paid"
     ORDER_COMPLETED = "order.completed"
@@ -54,6 +56,7 @@ class GroupOpened:
     campaign_id: str
     leader_user_id: str
     expires_at: str
+    lottery_commitment: str | None = None  # GB-7 v2: SHA-256(seed), public from opening
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class GroupFormed:
     winners: list[str]
     order_ids: list[str]
     leader_order_id: str | None
+    draw: dict[str, Any] | None = None  # GB-7 v2: {commitment, seed, candidates [{order_id, score}], winners}
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,26 @@ class GroupLeaderChanged:
     group_id: str
     from_: str
     to: str
+
+
+@dataclass(frozen=True)
+class GroupAlmostFull:
+    """GB-15: the paid seats missing to capacity first reached the campaign's `almost_full_at`; once."""
+
+    group_id: str
+    campaign_id: str
+    seats_missing: int
+    expires_at: str
+
+
+@dataclass(frozen=True)
+class GroupExpiringSoon:
+    """GB-15: the open group is `expiring_soon_before` from `expires_at` and has not formed; once."""
+
+    group_id: str
+    campaign_id: str
+    seats_missing: int
+    expires_at: str
 
 
 @dataclass(frozen=True)
@@ -278,6 +302,8 @@ PAYLOADS: dict[EventType, type] = {
     EventType.GROUP_FAILED: GroupFailed,
     EventType.GROUP_CANCELLED: GroupCancelled,
     EventType.GROUP_LEADER_CHANGED: GroupLeaderChanged,
+    EventType.GROUP_ALMOST_FULL: GroupAlmostFull,
+    EventType.GROUP_EXPIRING_SOON: GroupExpiringSoon,
     EventType.SEAT_RELEASED: SeatReleased,
     EventType.ORDER_PAID: OrderPaid,
     EventType.ORDER_COMPLETED: OrderCompleted,

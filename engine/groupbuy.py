@@ -21,6 +21,7 @@ from enum import Enum
 from typing import Union
 
 from engine.errors import ErrorCode, RuleViolation, refuse
+from engine import lottery
 from engine.lottery import draw_winners
 
 
@@ -84,6 +85,8 @@ class Campaign:
     lottery_seed: str = ""
     variants: tuple[Variant, ...] = ()
     commission_enabled: bool = True
+    almost_full_at: int = 1  # GB-15: seats missing to capacity at which `almost_full` is emitted (0: never)
+    expiring_soon_before: timedelta = timedelta(hours=1)  # GB-15: before expires_at (0: never)
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,21 @@ class Group:
     closed_at: datetime | None = None
     tier_members: int | None = None  # members of the tier reached (GB-5) once FORMED
     winners: tuple[str, ...] = ()    # order ids drawn by GB-7
+    lottery_seed: str | None = None  # GB-7 v2: the group's own secret seed (None: opened before v2)
+    nudged_almost_full_at: datetime | None = None    # GB-15: when `almost_full` was emitted
+    nudged_expiring_soon_at: datetime | None = None  # GB-15: when `expiring_soon` was emitted (or skipped)
+
+    @property
+    def lottery_commitment(self) -> str | None:
+        """GB-7 v2: SHA-256(seed), public from opening; None for a group without a seed of its own."""
+        return lottery.commitment(self.lottery_seed) if self.lottery_seed else None
+
+    def draw(self) -> lottery.Draw | None:
+        """GB-7 v2: the draw, revealed once the group has formed (None before, or without a seed)."""
+        if self.state is not GroupState.FORMED or not self.lottery_seed or not self.winners:
+            return None
+        paid = [s.order_id for s in self.seats if s.state is SeatState.PAID]
+        return lottery.draw(self.lottery_seed, paid, len(self.winners))
 
     @property
     def capacity(self) -> int:
@@ -223,6 +241,17 @@ class LeaderChanged:
 
 
 @dataclass(frozen=True)
+class GroupNudged:
+    """GB-15: `almost_full` (paid seats missing to capacity first ≤ `almost_full_at`) or
+    `expiring_soon` (OPEN, `expiring_soon_before` from `expires_at`), each once per group."""
+    group_id: str
+    kind: str  # "almost_full" | "expiring_soon"
+    seats_missing: int
+    expires_at: datetime | None
+    rule: str
+
+
+@dataclass(frozen=True)
 class FinalPrice:
     """The unit price finally charged to a paid order of a formed group: the tier price for its
     role (GB-5), or 0 for a lottery winner (GB-7). Always ``paid unit − refunds owed / qty``."""
@@ -233,7 +262,7 @@ class FinalPrice:
 
 Instruction = Union[
     RefundOwed, CancelOrder, ReturnStock, OrderPaid, GroupOpened, GroupFormed, GroupFailed,
-    GroupCancelled, LeaderChanged, FinalPrice,
+    GroupCancelled, LeaderChanged, FinalPrice, GroupNudged,
 ]
 
 
@@ -310,6 +339,10 @@ def validate_campaign(c: Campaign) -> None:
         raise _invalid("lottery winners must be an int", "lottery_winners")
     if c.lottery_winners > 0 and not c.lottery_seed:
         raise _invalid("a lottery needs a seed (GB-7)", "lottery_seed", rule="GB-7")
+    if not _is_int(c.almost_full_at) or c.almost_full_at < 0:
+        raise _invalid("almost full at must be an int ≥ 0 (seats missing)", "almost_full_at", rule="GB-15")
+    if not isinstance(c.expiring_soon_before, timedelta) or c.expiring_soon_before < timedelta(0):
+        raise _invalid("expiring soon before must be ≥ 0", "expiring_soon_before", rule="GB-15")
     if c.fill_at_expiry is not None and not _is_int(c.fill_at_expiry):
         raise _invalid("fill at expiry must be an int", "fill_at_expiry")
 
@@ -371,14 +404,18 @@ def _check_quantity_stock_limit(campaign: Campaign, *, quantity: int, stock_left
 # ------------------------------------------------------------------ GB-1 opening
 def open_group(campaign: Campaign, *, group_id: str, order_id: str, user_id: str, quantity: int,
                now: datetime, stock_left: int | None, user_units_held: int,
-               variant: Variant | None = None) -> Decision:
+               variant: Variant | None = None, lottery_seed: str | None = None) -> Decision:
     """GB-1: the user reserves the first seat as leader; the group is PENDING until that
     payment. Only inside [starts_at, ends_at). Stock is taken at reservation (the shell's
     guarded update; ``stock_left`` lets the engine refuse first). The leader's price is the
     first tier minus ``leader_discount`` (GB-3). The payment window is capped at the
     campaign's ``ends_at`` — a group cannot open after the campaign has ended.
-    Tiers come from ``variant`` when the campaign runs an A/B test."""
+    Tiers come from ``variant`` when the campaign runs an A/B test. A lottery campaign's group
+    takes ``lottery_seed`` (GB-7 v2: 32 random bytes as hex, drawn by the shell) as its own seed;
+    its commitment is public from now on."""
     _aware(now, "now")
+    if lottery_seed is not None and not lottery.valid_seed(lottery_seed):
+        raise _invalid("a lottery seed is 64 lowercase hex digits", "lottery_seed", rule="GB-7")
     if not campaign.starts_at <= now < campaign.ends_at:
         raise refuse(ErrorCode.CAMPAIGN_NOT_ACTIVE, "the campaign is not running", rule="GB-1")
     _check_quantity_stock_limit(campaign, quantity=quantity, stock_left=stock_left,
@@ -394,6 +431,7 @@ def open_group(campaign: Campaign, *, group_id: str, order_id: str, user_id: str
         id=group_id, campaign_id=campaign.id, tiers=tiers, leader_user_id=user_id,
         state=GroupState.PENDING, seats=(seat,), opened_at=now,
         variant=variant.name if variant is not None else None,
+        lottery_seed=lottery_seed if campaign.lottery_winners > 0 else None,
     )
     return Decision(group, ())
 
@@ -496,7 +534,8 @@ def pay_seat(campaign: Campaign, group: Group, *, order_id: str, amount: int, no
     elif in_grace(campaign, g, now=now) is False:  # GB-12: this payment made the outcome certain
         d = _decide_at_expiry(campaign, g, at=now, rule="GB-12")
         g, out = d.group, out + list(d.instructions)
-    return Decision(g, tuple(out))
+    g, nudges = _nudges(campaign, g, now=now)
+    return Decision(g, tuple(out) + nudges)
 
 
 # ------------------------------------------------------------------ GB-8 leaving
@@ -584,7 +623,8 @@ def advance(campaign: Campaign, group: Group, *, now: datetime) -> Decision:
                 g = replace(g, state=GroupState.CANCELLED, closed_at=s.pay_by)
                 out.append(GroupCancelled(g.id, "GB-1"))
     if not expired:
-        return Decision(g, tuple(out))
+        g, nudges = _nudges(campaign, g, now=now)
+        return Decision(g, tuple(out) + nudges)
     assert g.expires_at is not None
     if _outcome_certain(campaign, g):  # v1: nothing to wait for
         d = _decide_at_expiry(campaign, g, at=g.expires_at, rule="GB-4")
@@ -599,7 +639,33 @@ def advance(campaign: Campaign, group: Group, *, now: datetime) -> Decision:
         if _outcome_certain(campaign, g):
             d = _decide_at_expiry(campaign, g, at=s.pay_by, rule="GB-12")
             return Decision(d.group, tuple(out) + d.instructions)
+    if g.nudged_expiring_soon_at is None:  # GB-15: too late for "expiring soon" (a worker that ran late)
+        g = replace(g, nudged_expiring_soon_at=g.expires_at)
     return Decision(g, tuple(out))
+
+
+def _nudges(campaign: Campaign, g: Group, *, now: datetime) -> tuple[Group, tuple[Instruction, ...]]:
+    """GB-15: the nudges due on an OPEN group at ``now``, each once per group."""
+    if g.state is not GroupState.OPEN:
+        return g, ()
+    out: list[Instruction] = []
+    missing = g.capacity - g.paid_seats
+    if g.nudged_almost_full_at is None and 0 < missing <= campaign.almost_full_at:
+        g = replace(g, nudged_almost_full_at=now)
+        out.append(GroupNudged(g.id, "almost_full", missing, g.expires_at, "GB-15"))
+    soon = expiring_soon_at(campaign, g)
+    if soon is not None and soon <= now and g.expires_at is not None and now < g.expires_at:
+        g = replace(g, nudged_expiring_soon_at=now)
+        out.append(GroupNudged(g.id, "expiring_soon", missing, g.expires_at, "GB-15"))
+    return g, tuple(out)
+
+
+def expiring_soon_at(campaign: Campaign, g: Group) -> datetime | None:
+    """GB-15: when the group's `expiring_soon` nudge falls due (None: emitted, or never)."""
+    if (g.state is not GroupState.OPEN or g.expires_at is None or g.nudged_expiring_soon_at is not None
+            or campaign.expiring_soon_before <= timedelta(0)):
+        return None
+    return g.expires_at - campaign.expiring_soon_before
 
 
 def forming_threshold(campaign: Campaign, group: Group) -> int:
@@ -664,6 +730,9 @@ def next_due_at(group: Group, campaign: Campaign | None = None) -> datetime | No
         waiting = [s for s in group.seats if s.state is SeatState.RESERVED and s.pay_by > group.expires_at]
         if not waiting or group.paid_seats + len(waiting) < threshold:
             due.append(group.expires_at)
+        soon = expiring_soon_at(campaign, group) if campaign is not None else None
+        if soon is not None:  # GB-15 (at expires_at at the latest: a grace marks it skipped)
+            due.append(min(soon, group.expires_at))
     return min(due) if due else None
 
 
@@ -691,7 +760,10 @@ def _form(campaign: Campaign, g: Group, *, at: datetime, fill: bool, rule: str =
     member_price = role_price(tier.unit_price, PriceRole.MEMBER, campaign.leader_discount)
     leader_price = role_price(tier.unit_price, PriceRole.LEADER, campaign.leader_discount)
     k = min(campaign.lottery_winners, len(paid))
-    winners = draw_winners(campaign.lottery_seed, g.id, [s.order_id for s in paid], k) if k else ()
+    if k and g.lottery_seed:  # GB-7 v2: the group's own seed, commit–reveal
+        winners = lottery.draw(g.lottery_seed, [s.order_id for s in paid], k).winners
+    else:  # groups opened before v2: the campaign's seed (v1 procedure)
+        winners = draw_winners(campaign.lottery_seed, g.id, [s.order_id for s in paid], k) if k else ()
     g = replace(g, state=GroupState.FORMED, formed_at=at, closed_at=at, tier_members=tier.members,
                 winners=winners)
     out.append(GroupFormed(g.id, tier.members, member_price, leader_price, winners, rule))

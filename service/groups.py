@@ -10,6 +10,7 @@ they hold across groups of the same campaign without a campaign-wide lock.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import select, text
@@ -154,7 +155,14 @@ async def apply_decision(session: AsyncSession, *, c: CampaignRow, row: GroupRow
             events.emit(session, shop_id=shop_id, type=EventType.GROUP_OPENED, aggregate_type="group", aggregate_id=g.id,
                         now=now, rule=ins.rule, payload={"group_id": g.id, "campaign_id": c.campaign_id,
                                                          "leader_user_id": g.leader_user_id,
-                                                         "expires_at": g.expires_at.isoformat()})
+                                                         "expires_at": g.expires_at.isoformat(),
+                                                         "lottery_commitment": g.lottery_commitment})
+        elif isinstance(ins, gb.GroupNudged):  # GB-15
+            events.emit(session, shop_id=shop_id, type=(EventType.GROUP_ALMOST_FULL if ins.kind == "almost_full"
+                                                         else EventType.GROUP_EXPIRING_SOON),
+                        aggregate_type="group", aggregate_id=g.id, now=now, rule=ins.rule,
+                        payload={"group_id": g.id, "campaign_id": c.campaign_id, "seats_missing": ins.seats_missing,
+                                 "expires_at": ins.expires_at.isoformat() if ins.expires_at else ""})
         elif isinstance(ins, gb.GroupCancelled):
             events.emit(session, shop_id=shop_id, type=EventType.GROUP_CANCELLED, aggregate_type="group", aggregate_id=g.id,
                         now=now, rule=ins.rule, payload={"group_id": g.id})
@@ -189,7 +197,17 @@ async def on_formed(session, ledger: LedgerBatch, *, c: CampaignRow, g: gb.Group
                                         "tier_members": ins.tier_members, "member_unit_price": ins.member_unit_price,
                                         "leader_unit_price": ins.leader_unit_price, "winners": list(ins.winners),
                                         "order_ids": order_ids,
-                                        "leader_order_id": leader_seat.order_id if leader_seat else None})
+                                        "leader_order_id": leader_seat.order_id if leader_seat else None,
+                                        "draw": draw_payload(g)})
+
+
+def draw_payload(g: gb.Group) -> dict | None:
+    """GB-7 v2: the revealed draw as the event log and the API show it (None without a v2 draw)."""
+    d = g.draw()
+    if d is None:
+        return None
+    return {"commitment": d.commitment, "seed": d.seed,
+            "candidates": [{"order_id": o, "score": sc} for o, sc in d.candidates], "winners": list(d.winners)}
 
 
 async def notify_group(session: AsyncSession, shop_id: str, group_id: str) -> None:
@@ -249,9 +267,11 @@ async def open_group(svc: Services, *, shop_id: str, campaign_id: str, user_id: 
             c = lc.campaign_row
             variant = assign_variant(campaign_id, user_id, lc.campaign.variants)
             group_id, order_id = new_id("grp_"), new_id("ord_")
+            # GB-7 v2: the group's own seed, from the OS CSPRNG, unpredictable and independent of every other
+            seed = secrets.token_hex(32) if lc.campaign.lottery_winners > 0 else None
             decision = gb.open_group(lc.campaign, group_id=group_id, order_id=order_id, user_id=user_id,
                                      quantity=quantity, now=now, stock_left=c.stock_left,
-                                     user_units_held=lc.user_units, variant=variant)
+                                     user_units_held=lc.user_units, variant=variant, lottery_seed=seed)
             g = decision.group
             w = lean.Writes(shop_id, now, lc.currency, campaign=lc.campaign)
             w.ensure_user(user_id)

@@ -58,7 +58,7 @@ Q = {  # root query field → (who may call it, request)
     "distributionSettings": ({"admin"}, "{ distributionSettings { mode level1Bp } }"),
     "levels": ({"admin"}, "{ levels { totalCount edges { node { id name } } } }"),
     "distributors": ({"admin"}, "{ distributors { totalCount edges { node { id userId inviteCode } } } }"),
-    "events": ({"admin"}, "{ events { totalCount edges { node { id aggregateId } } } }"),
+    "events": ({"admin", "finance"}, "{ events { totalCount edges { node { id aggregateId } } } }"),
     "webhookEndpoints": ({"admin"}, "{ webhookEndpoints { totalCount edges { node { id url } } } }"),
     "segmentCounts": ({"admin"}, "{ segmentCounts { segment count } }"),
     "userSegment": ({"admin"}, '{ userSegment(userId: "buyer") }'),

@@ -124,7 +124,8 @@ def test_GB1_leader_payment_opens_group_expiry_capped_at_campaign_end():
     d = gb.pay_seat(c, d.group, order_id="o1", amount=8000, now=T0 + 5 * M)
     assert d.group.state is GroupState.OPEN
     assert d.group.expires_at == T0 + 10 * H  # not T0+5m+24h
-    assert d.instructions == (OrderPaid("o1", PriceRole.LEADER, "GB-1"), GroupOpened("g", T0 + 10 * H, "GB-1"))
+    assert d.instructions == (OrderPaid("o1", PriceRole.LEADER, "GB-1"), GroupOpened("g", T0 + 10 * H, "GB-1"),
+                              gb.GroupNudged("g", "almost_full", 1, T0 + 10 * H, "GB-15"))  # 2 seats, 1 paid
 
 
 def test_GB1_leader_pay_window_capped_at_campaign_end():

@@ -56,6 +56,7 @@ def campaigns(draw):
         max_quantity_per_order=draw(st.integers(1, 3)), new_members_only=draw(st.booleans()),
         fill_at_expiry=draw(st.none() | st.integers(1, min_size - 1)),
         lottery_winners=draw(st.integers(0, min_size - 1)), lottery_seed="seed",
+        almost_full_at=draw(st.integers(0, 3)), expiring_soon_before=draw(st.sampled_from([0, 10, 60, 600])) * M,
     )
     gb.validate_campaign(c)
     return c
@@ -63,9 +64,12 @@ def campaigns(draw):
 
 class GroupLife(RuleBasedStateMachine):
     @initialize(c=campaigns(), leader=st.sampled_from(USERS), qty=st.integers(0, 3),
-                leader_pays=st.sampled_from([True, True, True, False]))
-    def setup(self, c, leader, qty, leader_pays):
+                leader_pays=st.sampled_from([True, True, True, False]),
+                seed=st.none() | st.binary(min_size=32, max_size=32).map(bytes.hex))
+    def setup(self, c, leader, qty, leader_pays, seed):
         self.c = c
+        self.seed = seed  # GB-7 v2: the group's own seed (None: a group opened before v2, v1 draw)
+        self.nudges: list[gb.GroupNudged] = []  # GB-15
         self.now = T0
         self.group: gb.Group | None = None
         self.stock_left = c.stock
@@ -120,6 +124,8 @@ class GroupLife(RuleBasedStateMachine):
             elif isinstance(i, gb.OrderPaid):
                 self.took.add(i.order_id)
                 self.has_paid.add(self.user_of[i.order_id])
+            elif isinstance(i, gb.GroupNudged):
+                self.nudges.append(i)
         if self.group is None or d.group.state is not self.group.state:
             event(f"group -> {d.group.state.value}")
         for i in d.instructions:
@@ -141,7 +147,8 @@ class GroupLife(RuleBasedStateMachine):
         oid = f"o{self.n}"
         try:
             d = gb.open_group(self.c, group_id="g", order_id=oid, user_id=user, quantity=qty, now=self.now,
-                              stock_left=self.stock_left, user_units_held=self.units[user])
+                              stock_left=self.stock_left, user_units_held=self.units[user],
+                              lottery_seed=self.seed)
         except RuleViolation as e:
             assert e.code in {ErrorCode.QUANTITY_LIMIT, ErrorCode.OUT_OF_STOCK, ErrorCode.PER_USER_LIMIT}
             return
@@ -366,6 +373,52 @@ class GroupLife(RuleBasedStateMachine):
                 assert oid not in self.final
             if s.state is SeatState.RELEASED:
                 assert oid in self.cancelled
+
+
+    @invariant()
+    def lottery_v2(self):
+        """GB-7 v2: the commitment is public from opening and the seed hidden until the draw; the winners
+        are re-derived here with hashlib/hmac alone: the K paid seats with the lowest
+        HMAC-SHA256(seed, order id), ties by order id."""
+        import hashlib
+        import hmac
+
+        g = self.group
+        if self.seed is None or self.c.lottery_winners == 0:
+            assert g.lottery_commitment is None and g.draw() is None
+            return
+        assert g.lottery_commitment == hashlib.sha256(bytes.fromhex(self.seed)).hexdigest()
+        if g.state is not GroupState.FORMED:
+            assert g.draw() is None  # no seed is revealed before its group has drawn
+            return
+        paid = [s.order_id for s in g.seats if s.state is SeatState.PAID]
+        rank = sorted(paid, key=lambda o: (hmac.new(bytes.fromhex(self.seed), o.encode(), hashlib.sha256)
+                                           .hexdigest(), o))
+        k = min(self.c.lottery_winners, len(paid))
+        assert g.winners == tuple(rank[:k])
+        d = g.draw()
+        if k:
+            event("GB-7 v2: drew")
+            assert d is not None and d.seed == self.seed and d.winners == g.winners
+            assert [c for c, _ in d.candidates] == rank
+
+    @invariant()
+    def nudges_once_and_on_time(self):
+        """GB-15: each nudge at most once per group; while OPEN (caught up), `almost_full` has been emitted
+        once paid seats are within `almost_full_at` of capacity, and `expiring_soon` once the clock is within
+        `expiring_soon_before` of expires_at."""
+        kinds = [n.kind for n in self.nudges]
+        assert kinds.count("almost_full") <= 1 and kinds.count("expiring_soon") <= 1
+        g = self.group
+        if g.state is GroupState.OPEN and self.now < g.expires_at:
+            missing = g.capacity - g.paid_seats
+            if 0 < missing <= self.c.almost_full_at:
+                assert "almost_full" in kinds
+            if self.c.expiring_soon_before > timedelta(0) and self.now >= g.expires_at - self.c.expiring_soon_before:
+                event("GB-15: expiring soon")
+                assert "expiring_soon" in kinds
+        for n in self.nudges:
+            event(f"GB-15: {n.kind}")
 
 
 GroupLife.TestCase.settings = settings(max_examples=250, stateful_step_count=30, deadline=None,
