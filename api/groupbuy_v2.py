@@ -71,3 +71,16 @@ def lottery_draw(root: Any, info: Info) -> Optional[LotteryDraw]:
                                                     score=sc) for o, sc in d.candidates],
                        winners=[strawberry.ID(global_id("Order", o)) for o in d.winners],
                        winner_keys=list(d.winners))
+
+
+# ---------------------------------------------------------------- GB-15: nudges
+def nudges(root: Any, info: Info) -> list[str]:
+    """GB-15: the nudges this group has emitted (`almost_full`, `expiring_soon`), each at most once."""
+    g: gb.Group = root._g
+    out = []
+    if g.nudged_almost_full_at is not None:
+        out.append("almost_full")
+    # a grace that began before the worker could nudge marks `expiring_soon` as skipped, at expires_at
+    if g.nudged_expiring_soon_at is not None and (g.expires_at is None or g.nudged_expiring_soon_at < g.expires_at):
+        out.append("expiring_soon")
+    return out

@@ -284,6 +284,8 @@ class Group(relay.Node):
     lottery_commitment: Optional[str] = strawberry.field(resolver=groupbuy_v2.lottery_commitment, description=(
         "GB-7 v2: SHA-256 of the group's lottery seed, public from opening; null without a lottery or for groups "
         "opened before v2 (they draw with the v1 procedure, docs/lottery.md)"))
+    nudges: list[str] = strawberry.field(resolver=groupbuy_v2.nudges, description=(
+        "GB-15: the nudges this group has emitted — `almost_full`, `expiring_soon` — each at most once"))
     draw: Optional[groupbuy_v2.LotteryDraw] = strawberry.field(resolver=groupbuy_v2.lottery_draw, description=(
         "GB-7 v2: the revealed draw once the group has formed — for its members, admins and finance"))
 

@@ -59,3 +59,52 @@ def test_GB12_grace_ends_at_the_last_pay_by_and_the_group_decides_then_api(world
     srv.clock.advance(timedelta(minutes=2))  # past bob's pay_by
     g = ann.data(GROUP, id=gid)["node"]
     assert g["state"] == "FAILED" and g["graceUntil"] is None
+
+
+async def test_GB15_campaign_nudge_fields_over_graphql_events_pull_and_group_progress_api(world, svc):
+    """GB-15: `almostFullAt` / `expiringSoonBeforeSeconds` set with createCampaign and read back; the nudges
+    reach the `events` pull and the `groupProgress` subscription (`nudges`), emitted by the worker."""
+    import asyncio
+    import json
+
+    import websockets
+
+    from service import worker
+    from tests.api.test_e2e import settled_events
+
+    admin, backend, srv = world["as"]("boss", "admin"), world["as"]("be", "backend"), world["svc"]
+    cid = make_campaign(admin, srv, tiers=[{"members": 3, "unitPrice": 8000}], durationSeconds=3600,
+                        almostFullAt=1, expiringSoonBeforeSeconds=600)
+    c = admin.data("query($id: ID!) { node(id: $id) { ... on Campaign { almostFullAt expiringSoonBeforeSeconds } } }",
+                   id=cid)["node"]
+    assert c == {"almostFullAt": 1, "expiringSoonBeforeSeconds": 600}
+    lead = world["as"]("ann", "customer").mutate("openGroup", {"campaignId": cid}, SEAT)
+    gid = lead["group"]["id"]
+    _pay(backend, lead["order"]["id"], 8000, "g15-l")
+    url = world["base"].replace("http", "ws") + "/graphql"
+    async with websockets.connect(url, subprotocols=["graphql-transport-ws"],
+                                  additional_headers={"X-Shop-Key": world["shop"].public_key}) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
+            "query": "subscription($g: ID!) { groupProgress(groupId: $g) { state seatsPaid nudges } }",
+            "variables": {"g": gid}}}))
+
+        async def next_data():
+            msg = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            assert msg["type"] == "next", msg
+            return msg["payload"]["data"]["groupProgress"]
+
+        assert await next_data() == {"state": "OPEN", "seatsPaid": 1, "nudges": []}
+        bob = world["as"]("bob", "customer").mutate("joinGroup", {"groupId": gid}, SEAT)
+        assert (await next_data())["nudges"] == []
+        _pay(backend, bob["order"]["id"], 8000, "g15-b")
+        assert await next_data() == {"state": "OPEN", "seatsPaid": 2, "nudges": ["almost_full"]}
+        srv.clock.advance(timedelta(minutes=51))
+        svc.clock.set(srv.now())  # the worker runs here, on the server's clock (the server's loop is its own)
+        assert await worker.run_due_groups(svc, shop_id=world["shop"].shop_id) == 1
+        assert await next_data() == {"state": "OPEN", "seatsPaid": 2, "nudges": ["almost_full", "expiring_soon"]}
+    q = '{ events(types: ["group.almost_full", "group.expiring_soon"]) { edges { node { type payloadJson } } } }'
+    evs = settled_events(admin, 2, q)
+    assert [e["type"] for e in evs] == ["group.almost_full", "group.expiring_soon"]
+    assert all(json.loads(e["payloadJson"])["seats_missing"] == 1 for e in evs)
