@@ -16,6 +16,7 @@ import strawberry
 from strawberry.types import Info
 
 from api.errors import UserError, refusal_of, user_error
+from api.groupbuy_v2_mutations import GroupBuyV2Mutations
 from api.security_mutations import SecurityMutations
 from api.permissions import IsAdmin, IsBackend, IsBackendOrAdmin, IsCustomer, IsDistributor, IsFinance
 from api.types import (
@@ -548,7 +549,7 @@ async def _change_status(info: Info, input: "DistributorStatusInput", change: st
 
 # ---------------------------------------------------------------- mutation root
 @strawberry.type
-class Mutation(SecurityMutations):
+class Mutation(SecurityMutations, GroupBuyV2Mutations):
     # ------------------------------------------------------------ customer
     @strawberry.mutation(permission_classes=[IsCustomer], description="GB-1: open a group as its leader.")
     async def open_group(self, info: Info, input: OpenGroupInput) -> SeatPayload:

@@ -470,6 +470,45 @@ def join_group(campaign: Campaign, group: Group, *, order_id: str, user_id: str,
     return Decision(replace(g, seats=g.seats + (seat,)), caught.instructions)
 
 
+# ------------------------------------------------------------------ GB-13 quick join
+@dataclass(frozen=True)
+class QuickJoinCandidate:
+    """What GB-13 orders the open groups of a campaign by (one row per group, read without locks)."""
+    group_id: str
+    tiers: tuple[Tier, ...]
+    state: GroupState
+    held_seats: int
+    expires_at: datetime | None
+    opened_at: datetime
+    user_holds_seat: bool = False
+
+
+def seats_to_next_threshold(tiers: tuple[Tier, ...], held_seats: int) -> int:
+    """GB-13: seats missing to the next threshold — the smallest tier ``members`` above the seats held
+    (reserved + paid; the capacity at the latest)."""
+    return next((t.members for t in tiers if t.members > held_seats), tiers[-1].members) - held_seats
+
+
+def quick_join_order(candidates: tuple[QuickJoinCandidate, ...] | list[QuickJoinCandidate], *,
+                     now: datetime) -> tuple[str, ...]:
+    """GB-13: the groups a customer may be seated in, in the order they are tried: fewest seats missing
+    to the next threshold, then earliest ``expires_at``, then earliest opened (then group id, so the
+    order is total). Only OPEN groups before ``expires_at`` with a free seat and no active seat of the
+    customer are listed; each attempt is still a full GB-2 join (which may refuse: the next is tried)."""
+    _aware(now, "now")
+    ok = [c for c in candidates if c.state is GroupState.OPEN and c.expires_at is not None and now < c.expires_at
+          and c.held_seats < c.tiers[-1].members and not c.user_holds_seat]
+    ok.sort(key=lambda c: (seats_to_next_threshold(c.tiers, c.held_seats), c.expires_at, c.opened_at, c.group_id))
+    return tuple(c.group_id for c in ok)
+
+
+QUICK_JOIN_RETRY = frozenset({ErrorCode.GROUP_FULL, ErrorCode.GROUP_EXPIRED, ErrorCode.GROUP_NOT_OPEN,
+                              ErrorCode.ALREADY_IN_GROUP})
+"""GB-13: refusals of one attempt after which the next group is tried (they concern that group only);
+any other refusal (stock, per-user limit, quantity, new members only) holds for every group: it ends
+the quick join."""
+
+
 # ------------------------------------------------------------------ payments (GB-1/2/4/9)
 def pay_seat(campaign: Campaign, group: Group, *, order_id: str, amount: int, now: datetime) -> Decision:
     """A payment confirmation for the seat of ``order_id``.

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import flag_modified
 
 from engine import groupbuy as gb
-from engine.errors import ErrorCode, refuse
+from engine.errors import ErrorCode, RuleViolation, refuse
 from engine.events import EventType
 from engine.referral import current_referrer
 from engine.variants import assign_variant
@@ -261,34 +261,41 @@ async def open_group(svc: Services, *, shop_id: str, campaign_id: str, user_id: 
     made: dict = {}
     async with unit_of_work(svc) as s:
         async def run():
-            lc = await lean.load_campaign(s, shop_id, campaign_id, user_id=user_id)
-            if lc is None:
-                raise refuse(ErrorCode.NOT_FOUND, "campaign not found", field="campaignId")
-            c = lc.campaign_row
-            variant = assign_variant(campaign_id, user_id, lc.campaign.variants)
-            group_id, order_id = new_id("grp_"), new_id("ord_")
-            # GB-7 v2: the group's own seed, from the OS CSPRNG, unpredictable and independent of every other
-            seed = secrets.token_hex(32) if lc.campaign.lottery_winners > 0 else None
-            decision = gb.open_group(lc.campaign, group_id=group_id, order_id=order_id, user_id=user_id,
-                                     quantity=quantity, now=now, stock_left=c.stock_left,
-                                     user_units_held=lc.user_units, variant=variant, lottery_seed=seed)
-            g = decision.group
-            w = lean.Writes(shop_id, now, lc.currency, campaign=lc.campaign)
-            w.ensure_user(user_id)
-            w.take_stock(c, user_id, quantity)
-            w.insert_group(g)
-            source = "REFERRAL" if current_referrer(lc.binding, now) else "NONE"
-            made["order"] = w.new_order(c, order_id=order_id, group_id=group_id, user_id=user_id, seat=g.seats[0],
-                                        source=source)
-            w.seats(None, g)
-            w.notify.append(g.id)
-            _refuse_failed_guards(await w.run(s))
-            made["group"] = g
-            return {"group_id": group_id, "order_id": order_id, "amount": g.seats[0].amount}
+            return await _open_in(s, shop_id=shop_id, campaign_id=campaign_id, user_id=user_id, quantity=quantity,
+                                  now=now, made=made)
 
         r = await once(s, shop_id=shop_id, scope=f"open_group:{user_id}", key=idempotency_key,
                        request={"campaign_id": campaign_id, "quantity": quantity}, now=now, run=run)
     return SeatResult(**r, group=made.get("group"), order=made.get("order"))
+
+
+async def _open_in(s: AsyncSession, *, shop_id: str, campaign_id: str, user_id: str, quantity: int, now,
+                   made: dict) -> dict:
+    """GB-1 inside the caller's transaction (open_group, quick_join's openIfNone)."""
+    lc = await lean.load_campaign(s, shop_id, campaign_id, user_id=user_id)
+    if lc is None:
+        raise refuse(ErrorCode.NOT_FOUND, "campaign not found", field="campaignId")
+    c = lc.campaign_row
+    variant = assign_variant(campaign_id, user_id, lc.campaign.variants)
+    group_id, order_id = new_id("grp_"), new_id("ord_")
+    # GB-7 v2: the group's own seed, from the OS CSPRNG, unpredictable and independent of every other
+    seed = secrets.token_hex(32) if lc.campaign.lottery_winners > 0 else None
+    decision = gb.open_group(lc.campaign, group_id=group_id, order_id=order_id, user_id=user_id,
+                             quantity=quantity, now=now, stock_left=c.stock_left,
+                             user_units_held=lc.user_units, variant=variant, lottery_seed=seed)
+    g = decision.group
+    w = lean.Writes(shop_id, now, lc.currency, campaign=lc.campaign)
+    w.ensure_user(user_id)
+    w.take_stock(c, user_id, quantity)
+    w.insert_group(g)
+    source = "REFERRAL" if current_referrer(lc.binding, now) else "NONE"
+    made["order"] = w.new_order(c, order_id=order_id, group_id=group_id, user_id=user_id, seat=g.seats[0],
+                                source=source)
+    w.seats(None, g)
+    w.notify.append(g.id)
+    _refuse_failed_guards(await w.run(s))
+    made["group"] = g
+    return {"group_id": group_id, "order_id": order_id, "amount": g.seats[0].amount}
 
 
 async def join_group(svc: Services, *, shop_id: str, group_id: str, user_id: str, quantity: int = 1,
@@ -301,27 +308,93 @@ async def join_group(svc: Services, *, shop_id: str, group_id: str, user_id: str
     made: dict = {}
     async with unit_of_work(svc) as s:
         async def run():
-            ld = await lean.load_group(s, shop_id, group_id, user_id=user_id)
-            if ld is None:
-                raise refuse(ErrorCode.NOT_FOUND, "group not found", field="groupId")
-            c = ld.campaign_row
-            order_id = new_id("ord_")
-            decision = gb.join_group(ld.campaign, ld.group, order_id=order_id, user_id=user_id, quantity=quantity,
-                                     now=now, stock_left=c.stock_left, user_units_held=ld.user_units,
-                                     user_has_paid_order=ld.user_has_paid_order)
-            seat = decision.group.seat_for_order(order_id)
-            w = lean.Writes(shop_id, now, ld.currency)
-            w.ensure_user(user_id)
-            w.take_stock(c, user_id, quantity)
-            made["order"] = w.new_order(c, order_id=order_id, group_id=group_id, user_id=user_id, seat=seat,
-                                        source="GROUP_INVITE")
-            await _carry_out(s, ld, decision, w, now=now)
-            made["group"] = decision.group
-            return {"group_id": group_id, "order_id": order_id, "amount": seat.amount}
+            return await _join_in(s, shop_id=shop_id, group_id=group_id, user_id=user_id, quantity=quantity,
+                                  now=now, made=made)
 
         r = await once(s, shop_id=shop_id, scope=f"join_group:{user_id}", key=idempotency_key,
                        request={"group_id": group_id, "quantity": quantity}, now=now, run=run)
     return SeatResult(**r, group=made.get("group"), order=made.get("order"))
+
+
+async def _join_in(s: AsyncSession, *, shop_id: str, group_id: str, user_id: str, quantity: int, now, made: dict,
+                   campaign_id: str | None = None) -> dict:
+    """GB-2 inside the caller's transaction (join_group, each attempt of quick_join)."""
+    ld = await lean.load_group(s, shop_id, group_id, user_id=user_id)
+    if ld is None or (campaign_id is not None and ld.campaign_row.campaign_id != campaign_id):
+        raise refuse(ErrorCode.NOT_FOUND, "group not found", field="groupId")
+    c = ld.campaign_row
+    order_id = new_id("ord_")
+    decision = gb.join_group(ld.campaign, ld.group, order_id=order_id, user_id=user_id, quantity=quantity,
+                             now=now, stock_left=c.stock_left, user_units_held=ld.user_units,
+                             user_has_paid_order=ld.user_has_paid_order)
+    seat = decision.group.seat_for_order(order_id)
+    w = lean.Writes(shop_id, now, ld.currency)
+    w.ensure_user(user_id)
+    w.take_stock(c, user_id, quantity)
+    made["order"] = w.new_order(c, order_id=order_id, group_id=group_id, user_id=user_id, seat=seat,
+                                source="GROUP_INVITE")
+    await _carry_out(s, ld, decision, w, now=now)
+    made["group"] = decision.group
+    return {"group_id": group_id, "order_id": order_id, "amount": seat.amount}
+
+
+# ------------------------------------------------------------------ GB-13 quick join
+QUICK_JOIN_CANDIDATES = text(
+    "SELECT g.group_id, g.tiers, g.state, g.held_seats, g.expires_at, g.opened_at, EXISTS (SELECT 1 FROM seats st "
+    "WHERE st.shop_id = g.shop_id AND st.group_id = g.group_id AND st.user_id = :u AND st.state IN "
+    "('RESERVED', 'PAID')) AS mine FROM groups g WHERE g.shop_id = :s AND g.campaign_id = :c AND g.state = 'OPEN' "
+    "AND g.expires_at > :now ORDER BY g.expires_at, g.group_id LIMIT :lim")
+QUICK_JOIN_SCAN = 200     # open groups read to choose from
+QUICK_JOIN_ATTEMPTS = 20  # joins tried before giving up (or opening): bounded time under contention
+
+
+async def quick_join(svc: Services, *, shop_id: str, campaign_id: str, user_id: str, quantity: int = 1,
+                     open_if_none: bool = False, idempotency_key: str | None = None) -> SeatResult:
+    """GB-13 (凑团): a seat in the open group of the campaign closest to forming that the customer may join,
+    in `engine.groupbuy.quick_join_order`'s order. Each attempt is a GB-2 join under the group's row lock in
+    a savepoint: a refusal about that group (full, expired, …) rolls the attempt back (its lock with it) and
+    the next group is tried; a refusal that holds for every group (stock, per-user limit) ends the quick join.
+    None left: with `open_if_none` the customer opens a group as leader (GB-1), else NO_GROUP_AVAILABLE. One
+    transaction and one idempotency key for the whole (GB-10)."""
+    _check_user_id(user_id)
+    now = svc.now()
+    made: dict = {}
+    async with unit_of_work(svc) as s:
+        async def run():
+            rows = (await s.execute(QUICK_JOIN_CANDIDATES, {"s": shop_id, "c": campaign_id, "u": user_id, "now": now,
+                                                            "lim": QUICK_JOIN_SCAN})).all()
+            cands = [gb.QuickJoinCandidate(group_id=r.group_id, tiers=mapping.tiers_from_json(r.tiers),
+                                           state=gb.GroupState(r.state), held_seats=r.held_seats,
+                                           expires_at=r.expires_at, opened_at=r.opened_at, user_holds_seat=r.mine)
+                     for r in rows]
+            for gid in gb.quick_join_order(cands, now=now)[:QUICK_JOIN_ATTEMPTS]:
+                try:
+                    async with s.begin_nested():
+                        r = await _join_in(s, shop_id=shop_id, group_id=gid, user_id=user_id, quantity=quantity,
+                                           now=now, made=made, campaign_id=campaign_id)
+                    return {**r, "opened": False}
+                except RuleViolation as e:
+                    if e.code not in gb.QUICK_JOIN_RETRY:
+                        raise
+                    made.clear()  # GB-13: that group filled (or closed) meanwhile: the next one
+            if not open_if_none:
+                raise refuse(ErrorCode.NO_GROUP_AVAILABLE, "no open group of this campaign can take you now",
+                             rule="GB-13", field="campaignId")
+            r = await _open_in(s, shop_id=shop_id, campaign_id=campaign_id, user_id=user_id, quantity=quantity,
+                               now=now, made=made)
+            return {**r, "opened": True}
+
+        r = await once(s, shop_id=shop_id, scope=f"quick_join:{user_id}", key=idempotency_key,
+                       request={"campaign_id": campaign_id, "quantity": quantity, "open_if_none": open_if_none},
+                       now=now, run=run)
+    r = dict(r)
+    opened = bool(r.pop("opened", False))
+    return QuickJoinResult(**r, group=made.get("group"), order=made.get("order"), opened=opened)
+
+
+@dataclass(frozen=True)
+class QuickJoinResult(SeatResult):
+    opened: bool = False  # GB-13: no open group could take the customer; they opened one as leader
 
 
 async def pay_group_order(session: AsyncSession, *, order: Order, amount: int, now) -> bool:

@@ -68,6 +68,7 @@ Q = {  # root query field → (who may call it, request)
 M = {  # root mutation field → (who may call it, input)
     "openGroup": ({"customer"}, '{campaignId: "{campaign}"}'),
     "joinGroup": ({"customer"}, '{groupId: "{group}"}'),
+    "quickJoin": ({"customer"}, '{campaignId: "{campaign}", openIfNone: true}'),
     "leaveGroup": ({"customer"}, '{groupId: "{group}"}'),
     "bindReferrer": ({"customer"}, '{inviteCode: "{invite}"}'),
     "applyAsDistributor": ({"customer"}, "{}"),

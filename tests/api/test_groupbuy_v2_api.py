@@ -108,3 +108,29 @@ async def test_GB15_campaign_nudge_fields_over_graphql_events_pull_and_group_pro
     evs = settled_events(admin, 2, q)
     assert [e["type"] for e in evs] == ["group.almost_full", "group.expiring_soon"]
     assert all(json.loads(e["payloadJson"])["seats_missing"] == 1 for e in evs)
+
+
+def test_GB13_quick_join_over_graphql_picks_the_closest_group_and_opens_if_none_api(world):
+    """GB-13 `quickJoin`: the customer lands in the open group closest to forming; without openIfNone and
+    nothing open it is NO_GROUP_AVAILABLE; with openIfNone the customer opens a group as leader."""
+    admin, backend, srv = world["as"]("boss", "admin"), world["as"]("be", "backend"), world["svc"]
+    cid = make_campaign(admin, srv, tiers=[{"members": 3, "unitPrice": 8000}])
+    qj = "group { id state seatsHeld } order { id } amountToPay opened"
+    none = world["as"]("x0", "customer").mutate("quickJoin", {"campaignId": cid}, qj)
+    assert payload_codes(none) == ["NO_GROUP_AVAILABLE"] and none["errors"][0]["rule"] == "GB-13"
+    groups = []
+    for leader, members in (("ann", 0), ("bea", 1)):
+        lead = world["as"](leader, "customer").mutate("openGroup", {"campaignId": cid}, SEAT)
+        _pay(backend, lead["order"]["id"], 8000, f"qj-{leader}")
+        for i in range(members):
+            world["as"](f"{leader}{i}", "customer").mutate("joinGroup", {"groupId": lead["group"]["id"]}, SEAT)
+        groups.append(lead["group"]["id"])
+    got = world["as"]("q1", "customer").mutate("quickJoin", {"campaignId": cid}, qj)
+    assert got["errors"] == [] and got["group"]["id"] == groups[1] and got["opened"] is False
+    assert got["group"]["seatsHeld"] == 3 and got["amountToPay"] == 8000
+    got = world["as"]("q2", "customer").mutate("quickJoin", {"campaignId": cid}, qj)
+    assert got["group"]["id"] == groups[0]
+    world["as"]("q3", "customer").mutate("quickJoin", {"campaignId": cid}, qj)  # fills ann's group
+    opened = world["as"]("q4", "customer").mutate("quickJoin", {"campaignId": cid, "openIfNone": True}, qj)
+    assert opened["errors"] == [] and opened["opened"] is True and opened["group"]["state"] == "PENDING"
+    assert opened["group"]["id"] not in groups

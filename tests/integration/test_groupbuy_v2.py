@@ -87,3 +87,89 @@ async def test_GB15_nudges_once_each_on_time_by_the_worker_without_reads(svc, sh
     await worker.run_due_groups(svc, shop_id=sid)
     assert len(await _events(svc, sid, "group.almost_full")) == 1
     assert len(await _events(svc, sid, "group.expiring_soon")) == 1
+
+
+async def _open_with(svc, sid, cid, leader: str, members: int, paid_members: int = 0):
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=cid, user_id=leader)
+    await pay(svc, sid, lead)
+    for i in range(members):
+        m = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id=f"{leader}-m{i}")
+        if i < paid_members:
+            await pay(svc, sid, m)
+    return lead.group_id
+
+
+async def test_GB13_quick_join_order_retry_and_open_if_none(svc, shop):
+    """GB-13: the group with the fewest seats missing to its next threshold first, then the earliest to
+    expire; a refusal by one group (the customer already sits there) moves on; none left: NO_GROUP_AVAILABLE,
+    or with open_if_none a new group with the customer as its leader."""
+    from engine.errors import ErrorCode, RuleViolation
+
+    sid = shop.shop_id
+    c = await make_campaign(svc, sid, tiers=[(3, 8_000), (5, 7_000)])
+    far = await _open_with(svc, sid, c.campaign_id, "far", 0)             # 1 held: 2 to tier 3
+    svc.clock.advance(timedelta(minutes=1))
+    near = await _open_with(svc, sid, c.campaign_id, "near", 1)           # 2 held: 1 to tier 3
+    svc.clock.advance(timedelta(minutes=1))
+    near_later = await _open_with(svc, sid, c.campaign_id, "late", 1)     # 2 held, expires later
+    r = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="q1")
+    assert (r.group_id, r.opened) == (near, False)                        # 3 held: now 2 to tier 5
+    r = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="q2")
+    assert r.group_id == near_later                                        # 1 missing, expires after `near`
+    r = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="q3")
+    assert r.group_id == far                                               # all 2 missing: earliest expiry
+    r = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="q4")
+    assert r.group_id == far                                               # 1 missing to tier 3
+    r = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="q4")
+    assert r.group_id == near  # all 2 missing; q4 already sits in `far` (earliest): the next one
+    # fill everything, then none is left
+    for i in range(20):
+        try:
+            await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id=f"fill{i}")
+        except RuleViolation as e:
+            assert e.code is ErrorCode.NO_GROUP_AVAILABLE and e.rule == "GB-13"
+            break
+    else:
+        raise AssertionError("the groups never filled")
+    o = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="opener", open_if_none=True)
+    assert o.opened and o.group_id not in (far, near, near_later)
+    row = await raw_row(svc, GroupRow, sid, o.group_id)
+    assert row.state == "PENDING" and row.leader_user_id == "opener"
+    again = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="opener2",
+                                    open_if_none=True, idempotency_key="k1")
+    replay = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="opener2",
+                                     open_if_none=True, idempotency_key="k1")
+    assert (replay.group_id, replay.order_id) == (again.group_id, again.order_id)  # GB-10: one seat
+
+
+async def test_GB13_concurrent_quick_joins_of_60_users_never_oversell_and_fill_before_opening(svc, shop):
+    """GB-13 / GB-2 under concurrency: 60 customers quick-join at once with open_if_none. No group ever holds
+    more than its capacity, every customer gets exactly one seat, every free seat of the open groups is taken
+    before anyone opens a new group (each quick join that opened had tried every group and found it full)."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    sid = shop.shop_id
+    c = await make_campaign(svc, sid, tiers=[(5, 8_000)])
+    existing = [await _open_with(svc, sid, c.campaign_id, f"g{i}", n, n // 2) for i, n in enumerate((3, 0, 2, 1))]
+    free = 4 * 5 - (4 + 1 + 3 + 2)  # 10 seats
+    users = [f"u{i:02d}" for i in range(60)]
+    results = await asyncio.gather(*(groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id=u,
+                                                       open_if_none=True) for u in users))
+    assert len({r.order_id for r in results}) == 60
+    async with svc.sessionmaker() as s:
+        held = dict((await s.execute(text(
+            "SELECT group_id, count(*) FROM seats WHERE shop_id = :s AND state IN ('RESERVED', 'PAID') "
+            "GROUP BY group_id"), {"s": sid})).all())
+        per_user = (await s.execute(text(
+            "SELECT user_id, count(*) FROM seats WHERE shop_id = :s AND state IN ('RESERVED', 'PAID') "
+            "AND user_id LIKE 'u%' GROUP BY user_id"), {"s": sid})).all()
+    assert all(n <= 5 for n in held.values()), held  # never oversold (GB-2)
+    assert all(held[g] == 5 for g in existing), held  # the open groups filled first (GB-13)
+    assert sorted(u for u, n in per_user if n == 1) == users  # one seat each
+    joined = [r for r in results if not r.opened]
+    assert len(joined) == free and len(results) - len(joined) == 60 - free
+    for g in existing:
+        row = await raw_row(svc, GroupRow, sid, g)
+        assert row.held_seats == 5
