@@ -328,6 +328,7 @@ async def _join_in(s: AsyncSession, *, shop_id: str, group_id: str, user_id: str
                              now=now, stock_left=c.stock_left, user_units_held=ld.user_units,
                              user_has_paid_order=ld.user_has_paid_order)
     seat = decision.group.seat_for_order(order_id)
+    assert seat is not None, "a join the engine accepted holds a seat"
     w = lean.Writes(shop_id, now, ld.currency)
     w.ensure_user(user_id)
     w.take_stock(c, user_id, quantity)
