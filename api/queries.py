@@ -9,6 +9,7 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
+from api.groupbuy_v2_mutations import GroupBuyV2Queries
 from api.permissions import (
     HasShopKey,
     IsAdmin,
@@ -163,7 +164,7 @@ def _campaign_id(id: str) -> str:
 
 
 @strawberry.type
-class Query:
+class Query(GroupBuyV2Queries):
     @strawberry.field(permission_classes=[HasShopKey], description="Refetch any object by its global id "
                       "(null when it is not yours to see).")
     async def node(self, info: Info, id: strawberry.ID) -> Optional[relay.Node]:

@@ -29,6 +29,7 @@ class EventType(str, Enum):
     GROUP_EXPIRING_SOON = "group.expiring_soon"
     SEAT_RELEASED = "seat.released"
     ORDER_PAID = "order.paid"
+    ORDER_RESEATED = "order.reseated"
     ORDER_COMPLETED = "order.completed"
     REFUND_OWED = "refund.owed"
     REFUND_RECORDED = "refund.recorded"
@@ -116,6 +117,18 @@ class GroupExpiringSoon:
     campaign_id: str
     seats_missing: int
     expires_at: str
+
+
+@dataclass(frozen=True)
+class OrderReseated:
+    """GB-14: a payment GB-9 would have refunded took a seat in another open group instead (same role and
+    unit price); `order.paid` follows for the new group. A payment no group could take gets `refund.owed`
+    with reason GB-9 as before."""
+
+    order_id: str
+    from_group_id: str
+    to_group_id: str
+    amount: int
 
 
 @dataclass(frozen=True)
@@ -306,6 +319,7 @@ PAYLOADS: dict[EventType, type] = {
     EventType.GROUP_EXPIRING_SOON: GroupExpiringSoon,
     EventType.SEAT_RELEASED: SeatReleased,
     EventType.ORDER_PAID: OrderPaid,
+    EventType.ORDER_RESEATED: OrderReseated,
     EventType.ORDER_COMPLETED: OrderCompleted,
     EventType.REFUND_OWED: RefundOwed,
     EventType.REFUND_RECORDED: RefundRecorded,

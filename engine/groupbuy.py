@@ -509,6 +509,45 @@ any other refusal (stock, per-user limit, quantity, new members only) holds for 
 the quick join."""
 
 
+# ------------------------------------------------------------------ GB-14 overflow re-seat
+def late_payment(decision: Decision, order_id: str) -> RefundOwed | None:
+    """GB-9: the full refund ``pay_seat`` decided for a payment that took no seat, if it did."""
+    return next((i for i in decision.instructions
+                 if isinstance(i, RefundOwed) and i.rule == "GB-9" and i.order_id == order_id), None)
+
+
+def without_late_refund(decision: Decision, order_id: str) -> Decision:
+    """GB-14: the old group's decision for a payment that is re-seated elsewhere: the reservation is still
+    released there (its seat and stock come back to that group's campaign), but the order is neither
+    cancelled nor refunded — it moves on with its payment."""
+    keep = tuple(i for i in decision.instructions
+                 if not (getattr(i, "order_id", None) == order_id
+                         and (isinstance(i, CancelOrder) or (isinstance(i, RefundOwed) and i.rule == "GB-9"))))
+    return Decision(decision.group, keep)
+
+
+def reseat(campaign: Campaign, target: Group, *, seat: Seat, amount: int, now: datetime,
+           stock_left: int | None, user_units_held: int, user_has_paid_order: bool) -> Decision:
+    """GB-14: the payment of ``seat`` (which GB-9 would refund) takes a seat in ``target`` at the same role
+    and unit price: a GB-2 join (all its refusals) then the payment (GB-2/GB-4). Refusals: those of GB-2;
+    GROUP_NOT_OPEN for a leader's payment (an open group has its leader) or a group whose member price
+    differs (another variant). The seat keeps its order id, quantity and price."""
+    _aware(now, "now")
+    if seat.role is not PriceRole.MEMBER:
+        raise refuse(ErrorCode.GROUP_NOT_OPEN, "a leader's payment is not re-seated", rule="GB-14")
+    joined = join_group(campaign, target, order_id=seat.order_id, user_id=seat.user_id, quantity=seat.quantity,
+                        now=now, stock_left=stock_left, user_units_held=user_units_held,
+                        user_has_paid_order=user_has_paid_order)
+    new = joined.group.seat_for_order(seat.order_id)
+    assert new is not None
+    if new.unit_price != seat.unit_price or amount != seat.amount:
+        raise refuse(ErrorCode.GROUP_NOT_OPEN, "this group sells at another price", rule="GB-14")
+    paid = pay_seat(campaign, joined.group, order_id=seat.order_id, amount=amount, now=now)
+    assert late_payment(paid, seat.order_id) is None, "a seat just reserved in an open group takes its payment"
+    return Decision(paid.group, joined.instructions + tuple(
+        OrderPaid(i.order_id, i.role, "GB-14") if isinstance(i, OrderPaid) else i for i in paid.instructions))
+
+
 # ------------------------------------------------------------------ payments (GB-1/2/4/9)
 def pay_seat(campaign: Campaign, group: Group, *, order_id: str, amount: int, now: datetime) -> Decision:
     """A payment confirmation for the seat of ``order_id``.

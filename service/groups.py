@@ -11,7 +11,7 @@ they hold across groups of the same campaign without a campaign-wide lock.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -404,9 +404,70 @@ async def pay_group_order(session: AsyncSession, *, order: Order, amount: int, n
     ld = await lean.load_group(session, order.shop_id, order.group_id)
     assert ld is not None, f"group order {order.order_id} without its group"
     decision = gb.pay_seat(ld.campaign, ld.group, order_id=order.order_id, amount=amount, now=now)
+    if gb.late_payment(decision, order.order_id) is not None and await _overflow_reseat_on(session, order.shop_id):
+        if await _reseat(session, ld, decision, order=order, amount=amount, now=now):  # GB-14
+            return True
     await _carry_out(session, ld, decision, lean.Writes(order.shop_id, now, ld.currency), now=now,
                      paid_amounts={order.order_id: amount})
     return any(isinstance(i, gb.OrderPaid) for i in decision.instructions)
+
+
+# ------------------------------------------------------------------ GB-14 overflow re-seat
+async def _overflow_reseat_on(session: AsyncSession, shop_id: str) -> bool:
+    """GB-14's shop option (off by default); read only for a payment GB-9 would refund (a rare path)."""
+    return bool((await session.execute(text("SELECT overflow_reseat FROM shops WHERE shop_id = :s"),
+                                       {"s": shop_id})).scalar())
+
+
+MOVE_SEAT = text(
+    "WITH o AS (UPDATE orders SET group_id = :t, state = 'CREATED', cancelled_at = NULL "
+    "WHERE shop_id = :s AND order_id = :o RETURNING 1) "
+    "UPDATE seats SET group_id = :t WHERE shop_id = :s AND order_id = :o")
+
+
+async def _reseat(session: AsyncSession, ld: lean.Loaded, late: gb.Decision, *, order, amount: int, now) -> bool:
+    """GB-14: the payment GB-9 would refund takes a seat in another open group of the campaign, tried in
+    GB-13's order (groups another transaction holds are skipped, so two re-seats never wait on each other):
+    a GB-2 join at the same role and unit price, then the payment. The old group still releases the
+    reservation (stock back); the order moves with its payment (`order.reseated`). False when no group can
+    take the buyer: the caller refunds it (GB-9)."""
+    seat = ld.group.seat_for_order(order.order_id)
+    assert seat is not None
+    shop_id, cid = ld.shop_id, ld.campaign_row.campaign_id
+    rows = (await session.execute(QUICK_JOIN_CANDIDATES, {"s": shop_id, "c": cid, "u": seat.user_id, "now": now,
+                                                          "lim": QUICK_JOIN_SCAN})).all()
+    cands = [gb.QuickJoinCandidate(group_id=r.group_id, tiers=mapping.tiers_from_json(r.tiers),
+                                   state=gb.GroupState(r.state), held_seats=r.held_seats, expires_at=r.expires_at,
+                                   opened_at=r.opened_at, user_holds_seat=r.mine)
+             for r in rows if r.group_id != ld.group.id]
+    for gid in gb.quick_join_order(cands, now=now)[:QUICK_JOIN_ATTEMPTS]:
+        try:
+            async with session.begin_nested():
+                t = await lean.load_group(session, shop_id, gid, user_id=seat.user_id, skip_locked=True)
+                if t is None:
+                    continue
+                # the old seat's units come back before the new seat takes them (GB-1/GB-2 guards hold)
+                returned = seat.quantity if seat.state is gb.SeatState.RESERVED else 0
+                stock_left = None if t.campaign_row.stock_left is None else t.campaign_row.stock_left + returned
+                d = gb.reseat(t.campaign, t.group, seat=seat, amount=amount, now=now, stock_left=stock_left,
+                              user_units_held=t.user_units - returned, user_has_paid_order=t.user_has_paid_order)
+                old = gb.without_late_refund(late, order.order_id)
+                await _carry_out(session, ld, old, lean.Writes(shop_id, now, ld.currency), now=now)
+                await session.execute(MOVE_SEAT, {"s": shop_id, "o": order.order_id, "t": gid})
+                moved = replace(t, group=replace(t.group, seats=t.group.seats + (
+                    replace(seat, state=gb.SeatState.RELEASED),)))
+                w = lean.Writes(shop_id, now, t.currency)
+                w.take_stock(t.campaign_row, seat.user_id, seat.quantity)
+                w.event(type=EventType.ORDER_RESEATED, aggregate_type="group", aggregate_id=gid, rule="GB-14",
+                        payload={"order_id": order.order_id, "from_group_id": ld.group.id, "to_group_id": gid,
+                                 "amount": amount})
+                await _carry_out(session, moved, d, w, now=now, paid_amounts={order.order_id: amount})
+            return True
+        except RuleViolation as e:
+            if e.code not in gb.QUICK_JOIN_RETRY | {ErrorCode.OUT_OF_STOCK, ErrorCode.PER_USER_LIMIT,
+                                                    ErrorCode.NEW_MEMBERS_ONLY, ErrorCode.QUANTITY_LIMIT}:
+                raise
+    return False
 
 
 async def leave_group(svc: Services, *, shop_id: str, group_id: str, user_id: str,

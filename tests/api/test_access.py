@@ -63,12 +63,14 @@ Q = {  # root query field → (who may call it, request)
     "segmentCounts": ({"admin"}, "{ segmentCounts { segment count } }"),
     "userSegment": ({"admin"}, '{ userSegment(userId: "buyer") }'),
     "retention": ({"admin"}, '{ retention(periodFrom: "2026-01-01", periodTo: "2026-02-01") { source buyers } }'),
+    "groupBuySettings": ({"admin"}, "{ groupBuySettings { overflowReseat } }"),
 }
 
 M = {  # root mutation field → (who may call it, input)
     "openGroup": ({"customer"}, '{campaignId: "{campaign}"}'),
     "joinGroup": ({"customer"}, '{groupId: "{group}"}'),
     "quickJoin": ({"customer"}, '{campaignId: "{campaign}", openIfNone: true}'),
+    "updateGroupBuySettings": ({"admin"}, "{overflowReseat: false}"),
     "leaveGroup": ({"customer"}, '{groupId: "{group}"}'),
     "bindReferrer": ({"customer"}, '{inviteCode: "{invite}"}'),
     "applyAsDistributor": ({"customer"}, "{}"),

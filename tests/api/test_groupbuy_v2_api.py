@@ -134,3 +134,40 @@ def test_GB13_quick_join_over_graphql_picks_the_closest_group_and_opens_if_none_
     opened = world["as"]("q4", "customer").mutate("quickJoin", {"campaignId": cid, "openIfNone": True}, qj)
     assert opened["errors"] == [] and opened["opened"] is True and opened["group"]["state"] == "PENDING"
     assert opened["group"]["id"] not in groups
+
+
+def test_GB14_overflow_reseat_set_over_graphql_reseats_a_late_payment_api(world):
+    """GB-14: off by default (the late payment is refunded, GB-9); turned on with updateGroupBuySettings, a late
+    payment takes a seat in another open group at its price, and the events say which happened."""
+    import json
+
+    from tests.api.test_e2e import settled_events
+
+    admin, backend, srv = world["as"]("boss", "admin"), world["as"]("be", "backend"), world["svc"]
+    assert admin.data("{ groupBuySettings { overflowReseat } }")["groupBuySettings"] == {"overflowReseat": False}
+    cid = make_campaign(admin, srv, tiers=[{"members": 3, "unitPrice": 8000}])
+
+    def late_member(tag):
+        gids = []
+        for leader in (f"{tag}a", f"{tag}b"):
+            lead = world["as"](leader, "customer").mutate("openGroup", {"campaignId": cid}, SEAT)
+            _pay(backend, lead["order"]["id"], 8000, f"g14-{leader}")
+            gids.append(lead["group"]["id"])
+        m = world["as"](f"{tag}m", "customer").mutate("joinGroup", {"groupId": gids[0]}, SEAT)
+        return gids, m["order"]["id"]
+
+    (a1, _), o1 = late_member("x")
+    srv.clock.advance(timedelta(minutes=16))
+    assert _pay(backend, o1, 8000, "g14-late1")["accepted"] is False  # off: refunded (GB-9)
+    on = admin.mutate("updateGroupBuySettings", {"overflowReseat": True}, "settings { overflowReseat }")
+    assert on["errors"] == [] and on["settings"] == {"overflowReseat": True}
+    (a2, b2), o2 = late_member("y")
+    srv.clock.advance(timedelta(minutes=16))
+    assert _pay(backend, o2, 8000, "g14-late2")["accepted"] is True
+    q = "query($id: ID!) { node(id: $id) { ... on Order { state group { id } } } }"
+    got = admin.data(q, id=o2)["node"]
+    assert got["state"] == "PAID" and got["group"]["id"] != a2
+    evs = settled_events(admin, 2, '{ events(types: ["order.reseated", "refund.owed"]) { edges { node { type '
+                                   'payloadJson } } } }')
+    kinds = [(e["type"], json.loads(e["payloadJson"]).get("reason")) for e in evs]
+    assert kinds == [("refund.owed", "GB-9"), ("order.reseated", None)]

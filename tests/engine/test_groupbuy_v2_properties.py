@@ -56,3 +56,68 @@ def test_GB13_a_ladder_group_counts_to_its_next_tier_not_to_capacity():
     pair = QuickJoinCandidate("pair", (Tier(2, 900), Tier(3, 800)), GroupState.OPEN, 1, T0 + 20 * M, T0)
     plain = QuickJoinCandidate("plain", (Tier(5, 900),), GroupState.OPEN, 2, T0 + 10 * M, T0)
     assert gb.quick_join_order([ladder, pair, plain], now=T0) == ("pair", "ladder", "plain")
+
+
+# ---------------------------------------------------------------- GB-14
+def _campaign(**kw) -> gb.Campaign:
+    base = dict(id="c", list_price=10_000, tiers=(Tier(3, 8_000),), duration=60 * M, payment_window=15 * M,
+                starts_at=T0, ends_at=T0 + 24 * 60 * M)
+    base.update(kw)
+    return gb.Campaign(**base)
+
+
+def _group(c, gid: str, leader: str, members: list[tuple[str, bool]], now=T0) -> gb.Group:
+    d = gb.open_group(c, group_id=gid, order_id=f"{gid}-{leader}", user_id=leader, quantity=1, now=now,
+                      stock_left=None, user_units_held=0)
+    g = gb.pay_seat(c, d.group, order_id=f"{gid}-{leader}", amount=d.group.seats[0].amount, now=now).group
+    for u, pays in members:
+        g = gb.join_group(c, g, order_id=f"{gid}-{u}", user_id=u, quantity=1, now=now, stock_left=None,
+                          user_units_held=0, user_has_paid_order=False).group
+        if pays:
+            g = gb.pay_seat(c, g, order_id=f"{gid}-{u}", amount=g.seat_for_order(f"{gid}-{u}").amount, now=now).group
+    return g
+
+
+@given(st.integers(0, 2), st.booleans(), st.sampled_from([8_000, 7_000]))
+def test_GB14_a_late_payment_is_either_reseated_at_its_price_or_refunded_never_both(filled, paid, price):
+    """GB-14: the payment GB-9 would refund takes a seat in another open group at the same role and unit price
+    when that group can take the buyer (GB-2), and is then owed nothing back; otherwise nothing is decided
+    and the shell refunds it (GB-9). Either way the money is accounted for exactly once."""
+    c = _campaign()
+    old = _group(c, "old", "L", [("b", False)])
+    late = gb.pay_seat(c, old, order_id="old-b", amount=8_000, now=T0 + 16 * M)  # pay_by passed
+    refund = gb.late_payment(late, "old-b")
+    assert refund is not None and refund.amount == 8_000
+    stripped = gb.without_late_refund(late, "old-b")
+    assert gb.late_payment(stripped, "old-b") is None
+    assert not any(isinstance(i, gb.CancelOrder) and i.order_id == "old-b" for i in stripped.instructions)
+    target_c = _campaign(tiers=(Tier(3, price),))
+    target = _group(target_c, "t", "T", [(f"m{i}", paid) for i in range(filled)])
+    seat = old.seat_for_order("old-b")
+    try:
+        d = gb.reseat(target_c, target, seat=seat, amount=8_000, now=T0 + 16 * M, stock_left=None,
+                      user_units_held=0, user_has_paid_order=False)
+    except gb.RuleViolation as e:
+        assert e.code in {gb.ErrorCode.GROUP_FULL, gb.ErrorCode.GROUP_NOT_OPEN}
+        assert price != 8_000 or target.held_seats == target.capacity
+        return
+    assert price == 8_000
+    new = d.group.seat_for_order("old-b")
+    assert new.state is gb.SeatState.PAID and new.unit_price == seat.unit_price and new.role is gb.PriceRole.MEMBER
+    assert d.group.held_seats <= d.group.capacity
+    assert [i for i in d.instructions if isinstance(i, gb.OrderPaid)] == [
+        gb.OrderPaid("old-b", gb.PriceRole.MEMBER, "GB-14")]
+    assert not any(isinstance(i, gb.RefundOwed) and i.order_id == "old-b" and i.full for i in d.instructions)
+
+
+def test_GB14_a_leaders_late_payment_is_not_reseated():
+    c = _campaign()
+    d = gb.open_group(c, group_id="p", order_id="p-L", user_id="L", quantity=1, now=T0, stock_left=None,
+                      user_units_held=0)
+    target = _group(c, "t", "T", [])
+    import pytest
+
+    with pytest.raises(gb.RuleViolation) as e:
+        gb.reseat(c, target, seat=d.group.seats[0], amount=d.group.seats[0].amount, now=T0 + 16 * M,
+                  stock_left=None, user_units_held=0, user_has_paid_order=False)
+    assert e.value.code is gb.ErrorCode.GROUP_NOT_OPEN and e.value.rule == "GB-14"

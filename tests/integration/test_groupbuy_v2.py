@@ -173,3 +173,66 @@ async def test_GB13_concurrent_quick_joins_of_60_users_never_oversell_and_fill_b
     for g in existing:
         row = await raw_row(svc, GroupRow, sid, g)
         assert row.held_seats == 5
+
+
+async def _late_member(svc, sid, cid):
+    """A group whose member `bob` reserved and let his payment window pass, and another open group."""
+    a = await _open_with(svc, sid, cid, "ann", 0)
+    bob = await groups.join_group(svc, shop_id=sid, group_id=a, user_id="bob")
+    b = await _open_with(svc, sid, cid, "cid", 0)
+    svc.clock.advance(timedelta(minutes=16))  # bob's pay_by has passed
+    return a, b, bob
+
+
+async def test_GB14_overflow_reseat_is_off_by_default_and_the_late_payment_is_refunded(svc, shop):
+    from service import refunds
+
+    sid = shop.shop_id
+    c = await make_campaign(svc, sid, tiers=[(3, 8_000)])
+    a, b, bob = await _late_member(svc, sid, c.campaign_id)
+    r = await pay(svc, sid, bob)
+    assert r["accepted"] is False
+    o = await raw_row(svc, Order, sid, bob.order_id)
+    assert o.group_id == a and o.refunded_amount == 8_000
+    assert [e.payload["reason"] for e in await _events(svc, sid, "refund.owed")] == ["GB-9"]
+    assert await _events(svc, sid, "order.reseated") == []
+    del refunds
+
+
+async def test_GB14_overflow_reseat_seats_the_late_payment_in_another_open_group_at_its_price(svc, shop):
+    from service import groupbuy_settings
+
+    sid = shop.shop_id
+    assert await groupbuy_settings.get_overflow_reseat(svc, shop_id=sid) is False
+    await groupbuy_settings.set_overflow_reseat(svc, shop_id=sid, enabled=True)
+    c = await make_campaign(svc, sid, tiers=[(3, 8_000)], stock=10)
+    a, b, bob = await _late_member(svc, sid, c.campaign_id)
+    r = await pay(svc, sid, bob)
+    assert r["accepted"] is True
+    o = await raw_row(svc, Order, sid, bob.order_id)
+    assert (o.group_id, o.state, o.paid_amount, o.refunded_amount) == (b, "PAID", 8_000, 0)
+    (ev,) = await _events(svc, sid, "order.reseated")
+    assert (ev.payload["from_group_id"], ev.payload["to_group_id"]) == (a, b)
+    assert await _events(svc, sid, "refund.owed") == []
+    rb = await raw_row(svc, GroupRow, sid, b)
+    ra = await raw_row(svc, GroupRow, sid, a)
+    assert (rb.held_seats, rb.paid_seats, ra.held_seats) == (2, 2, 1)
+    from store.models import CampaignRow
+
+    assert (await raw_row(svc, CampaignRow, sid, c.campaign_id)).stock_left == 10 - 3  # ann, cid, bob
+    await assert_ledger_consistent(svc, sid)
+
+
+async def test_GB14_no_group_can_take_the_buyer_so_the_payment_is_refunded(svc, shop):
+    from service import groupbuy_settings
+
+    sid = shop.shop_id
+    await groupbuy_settings.set_overflow_reseat(svc, shop_id=sid, enabled=True)
+    c = await make_campaign(svc, sid, tiers=[(2, 8_000)])
+    a = await _open_with(svc, sid, c.campaign_id, "ann", 0)
+    bob = await groups.join_group(svc, shop_id=sid, group_id=a, user_id="bob")
+    svc.clock.advance(timedelta(minutes=16))
+    r = await pay(svc, sid, bob)  # no other open group
+    assert r["accepted"] is False
+    assert [e.payload["reason"] for e in await _events(svc, sid, "refund.owed")] == ["GB-9"]
+    assert await _events(svc, sid, "order.reseated") == []
