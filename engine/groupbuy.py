@@ -15,7 +15,7 @@ Readings of the spec where it is silent are in ``docs/rules-readings-groupbuy.md
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Union
@@ -125,7 +125,9 @@ class Group:
     closed_at: datetime | None = None
     tier_members: int | None = None  # members of the tier reached (GB-5) once FORMED
     winners: tuple[str, ...] = ()    # order ids drawn by GB-7
-    lottery_seed: str | None = None  # GB-7 v2: the group's own secret seed (None: opened before v2)
+    # GB-7 v2: the group's own secret seed (None: opened before v2); kept out of repr so that no log line or
+    # assertion message can reveal it before the draw
+    lottery_seed: str | None = field(default=None, repr=False)
     nudged_almost_full_at: datetime | None = None    # GB-15: when `almost_full` was emitted
     nudged_expiring_soon_at: datetime | None = None  # GB-15: when `expiring_soon` was emitted (or skipped)
 
