@@ -60,7 +60,7 @@ def lottery_commitment(root: Any, info: Info) -> Optional[str]:
 
 def lottery_draw(root: Any, info: Info) -> Optional[LotteryDraw]:
     """GB-7 v2: after the draw, for the group's members, admins and finance; null before or for others."""
-    from api.types import global_id
+    from api.relay import global_id
 
     g: gb.Group = root._g
     d = g.draw()

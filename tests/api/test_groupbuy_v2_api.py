@@ -69,7 +69,7 @@ async def test_GB15_campaign_nudge_fields_over_graphql_events_pull_and_group_pro
 
     import websockets
 
-    from service import worker
+    from service.jobs import worker
     from tests.api.test_e2e import settled_events
 
     admin, backend, srv = world["as"]("boss", "admin"), world["as"]("be", "backend"), world["svc"]

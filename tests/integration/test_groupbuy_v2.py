@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from service import groups, worker
+from service.jobs import worker
+from service.usecases import groups
 from store.models import GroupRow, Order
 from tests.integration.helpers import assert_ledger_consistent, make_campaign, pay, raw_row
 
@@ -185,7 +186,7 @@ async def _late_member(svc, sid, cid):
 
 
 async def test_GB14_overflow_reseat_is_off_by_default_and_the_late_payment_is_refunded(svc, shop):
-    from service import refunds
+    from service.usecases import refunds
 
     sid = shop.shop_id
     c = await make_campaign(svc, sid, tiers=[(3, 8_000)])
@@ -200,7 +201,7 @@ async def test_GB14_overflow_reseat_is_off_by_default_and_the_late_payment_is_re
 
 
 async def test_GB14_overflow_reseat_seats_the_late_payment_in_another_open_group_at_its_price(svc, shop):
-    from service import groupbuy_settings
+    from service.usecases import groupbuy_settings
 
     sid = shop.shop_id
     assert await groupbuy_settings.get_overflow_reseat(svc, shop_id=sid) is False
@@ -224,7 +225,7 @@ async def test_GB14_overflow_reseat_seats_the_late_payment_in_another_open_group
 
 
 async def test_GB14_no_group_can_take_the_buyer_so_the_payment_is_refunded(svc, shop):
-    from service import groupbuy_settings
+    from service.usecases import groupbuy_settings
 
     sid = shop.shop_id
     await groupbuy_settings.set_overflow_reseat(svc, shop_id=sid, enabled=True)

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from engine import commission as cm
 from engine.events import EventType
 from engine.ledger import Bucket, Posting
-from service.ids import new_id
+from service.tx.ids import new_id
 
 BALANCE_COLUMN = {
     Bucket.PENDING: "pending",

@@ -6,7 +6,7 @@ from sqlalchemy import text
 
 from engine.errors import ErrorCode, refuse
 from service.context import Services
-from service.idempotency import once
+from service.tx.idempotency import once
 from service.uow import unit_of_work
 
 
