@@ -13,13 +13,13 @@
 Columns only: the tables are already distributed by shop_id (Citus propagates ADD COLUMN).
 
 Revision ID: 0015
-Revises: 0014
+Revises: 0017 (re-chained after main's 0016-0017; developed on 0014)
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = "0015"
-down_revision = "0014"
+down_revision = "0017"  # re-chained after main's 0016-0017 (developed on 0014)
 branch_labels = None
 depends_on = None
 
