@@ -22,6 +22,7 @@ state), as PostgreSQL requires of the CTEs of one statement.
 from __future__ import annotations
 
 import json
+import re
 import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -116,6 +117,12 @@ class LedgerBatch:
         self._events.append({"type": getattr(type, "value", type), "aggregate_type": aggregate_type, "aggregate_id": aggregate_id,
                              "rule": rule, "payload": {**payload, **({"rule": rule} if rule else {})}})
 
+    def current(self, line: cm.CommissionLine) -> cm.CommissionLine:
+        """The line as this batch leaves it (its last transition), or `line` if the batch has not changed it."""
+        if line.id in self._new:
+            return self._new[line.id].line
+        return self._changed.get(line.id, line)
+
     @property
     def has_lines(self) -> bool:
         return bool(self._new or self._changed)
@@ -187,8 +194,9 @@ class LedgerBatch:
             evs = self._events
             parts.append((
                 "INSERT INTO events (shop_id, event_id, type, aggregate_type, aggregate_id, rule, occurred_at, "
-                "payload) SELECT :shop_id, v.event_id, v.type, v.aggregate_type, v.aggregate_id, v.rule, :now, "
-                "jsonb_build_object('currency', (SELECT currency FROM shops WHERE shop_id = :shop_id)) || v.payload "
+                "payload) SELECT CAST(:shop_id AS varchar), v.event_id, v.type, v.aggregate_type, v.aggregate_id, "
+                "v.rule, :now, jsonb_build_object('currency', (SELECT currency FROM shops "
+                "WHERE shop_id = CAST(:shop_id AS varchar))) || v.payload "
                 "FROM unnest(CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:aggs AS text[]), "
                 "CAST(:agg_ids AS text[]), CAST(:rules AS text[]), CAST(:payloads AS jsonb[])) WITH ORDINALITY "
                 "AS v(event_id, type, aggregate_type, aggregate_id, rule, payload, n) ORDER BY v.n",
@@ -222,7 +230,9 @@ class LedgerBatch:
                     continue
                 sql = _rebind(sql, k, f"p{i}_{k}")
                 params[f"p{i}_{k}"] = v
-            ctes.append(f"w{i} AS ({sql})")
+            # one type for the shop id wherever a part uses it (a bare parameter in an INSERT's select list and
+            # one compared with a column could be deduced as text and varchar: "inconsistent types deduced")
+            ctes.append(f"w{i} AS ({_SHOP_ID.sub('CAST(:shop_id AS varchar)', sql)})")
             if key == _BALANCES_KEY:
                 cols.append(f"(SELECT json_agg(w{i}) FROM w{i}) AS \"{key}\"")
             elif key:
@@ -234,6 +244,7 @@ class LedgerBatch:
 
 
 _BALANCES_KEY = "__balances"
+_SHOP_ID = re.compile(r"(?<![:\w]):shop_id\b")
 
 
 def _sync_balances(session: AsyncSession, shop_id: str, rows) -> None:
