@@ -274,6 +274,12 @@ async def open_group(svc: Services, *, shop_id: str, campaign_id: str, user_id: 
     return SeatResult(**r, group=made.get("group"), order=made.get("order"), attribution=made.get("attribution"))
 
 
+def new_lottery_seed(user_id: str) -> str:
+    """GB-7 v2: a group's seed — 32 bytes from the OS CSPRNG, whoever opens it (`user_id` is there only so a
+    test comparing two runs of one scenario can make the seeds of both the same)."""
+    return secrets.token_hex(32)
+
+
 async def _open_in(s: AsyncSession, *, shop_id: str, campaign_id: str, user_id: str, quantity: int, now,
                    made: dict) -> dict:
     """GB-1 inside the caller's transaction (open_group, quick_join's openIfNone)."""
@@ -284,7 +290,7 @@ async def _open_in(s: AsyncSession, *, shop_id: str, campaign_id: str, user_id: 
     variant = assign_variant(campaign_id, user_id, lc.campaign.variants)
     group_id, order_id = new_id("grp_"), new_id("ord_")
     # GB-7 v2: the group's own seed, from the OS CSPRNG, unpredictable and independent of every other
-    seed = secrets.token_hex(32) if lc.campaign.lottery_winners > 0 else None
+    seed = new_lottery_seed(user_id) if lc.campaign.lottery_winners > 0 else None
     decision = gb.open_group(lc.campaign, group_id=group_id, order_id=order_id, user_id=user_id,
                              quantity=quantity, now=now, stock_left=c.stock_left,
                              user_units_held=lc.user_units, variant=variant, lottery_seed=seed)
