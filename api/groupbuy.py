@@ -1,16 +1,17 @@
-"""Group-buy (拼团, rules section 2, GB-1..GB-11): campaigns, groups and seats — types, queries, mutations.
+"""Group-buy (拼团, rules section 2, GB-1..GB-15): campaigns, groups and seats — types, queries, mutations.
 
 The live `groupProgress` subscription is in api.subscriptions; campaign statistics (RP-2) in api.reports."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
+from api import groupbuy_v2
 from api.distribution_v2 import INVITE_CODE_FIELD, ReferralAttribution, attribution_type
 from api.errors import UserError
 from api.orders import Order, order_type
@@ -21,6 +22,7 @@ from api.visibility import sees_user_ids, user_alias
 from engine import groupbuy as gb
 from service.reads import queries
 from service.usecases import campaigns as campaigns_svc
+from service.usecases import groupbuy_settings as groupbuy_settings_svc
 from service.usecases import groups as groups_svc
 
 
@@ -102,6 +104,17 @@ class Group(relay.Node):
         return campaign_type(row, info.context) if row else None
 
     _campaign: strawberry.Private[str]
+    _g: strawberry.Private[Any] = None  # the engine group, for the group-buy v2 fields (api/groupbuy_v2.py)
+    grace_until: Optional[datetime] = strawberry.field(resolver=groupbuy_v2.grace_until, description=(
+        "GB-12: while the group waits past expiresAt for reservations still inside their payment window, the "
+        "latest instant it can decide (their last payBy); null otherwise"))
+    lottery_commitment: Optional[str] = strawberry.field(resolver=groupbuy_v2.lottery_commitment, description=(
+        "GB-7 v2: SHA-256 of the group's lottery seed, public from opening; null without a lottery or for groups "
+        "opened before v2 (they draw with the v1 procedure, docs/lottery.md)"))
+    nudges: list[str] = strawberry.field(resolver=groupbuy_v2.nudges, description=(
+        "GB-15: the nudges this group has emitted — `almost_full`, `expiring_soon` — each at most once"))
+    draw: Optional[groupbuy_v2.LotteryDraw] = strawberry.field(resolver=groupbuy_v2.lottery_draw, description=(
+        "GB-7 v2: the revealed draw once the group has formed — for its members, admins and finance"))
 
     @classmethod
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
@@ -139,7 +152,7 @@ def group_type(g: gb.Group, ctx) -> Group:
                  seconds_left=max(left, 0) if left is not None else None, formed_at=g.formed_at, my_seat=mine,
                  _leader=g.leader_user_id, _leader_visible=sees_user_ids(ctx, g.leader_user_id),
                  _leader_alias=user_alias(ctx.shop_id, g.leader_user_id) if ctx.principal is not None else None,
-                 _campaign=g.campaign_id)
+                 _campaign=g.campaign_id, _g=g)
 
 
 @strawberry.type(description="A group-buy campaign: one product at group prices for a time window.")
@@ -166,6 +179,10 @@ class Campaign(relay.Node):
     lottery_winners: int
     commission_enabled: bool
     variants: list[VariantInfo]
+    almost_full_at: int = strawberry.field(description="GB-15: paid seats missing to capacity at which "
+                                                       "`group.almost_full` is emitted (0: never)")
+    expiring_soon_before_seconds: int = strawberry.field(description="GB-15: `group.expiring_soon` this long "
+                                                                     "before expiresAt (0: never)")
 
     @strawberry.field(description="Groups of this campaign open for joining, soonest to expire first.")
     async def open_groups(self, info: Info, first: Optional[int] = None,
@@ -210,7 +227,8 @@ def campaign_type(c, ctx) -> Campaign:
         active=c.starts_at <= now < c.ends_at, stock=c.stock, stock_left=c.stock_left,
         per_user_limit=c.per_user_limit, max_quantity_per_order=c.max_quantity_per_order,
         new_members_only=c.new_members_only, fill_at_expiry=c.fill_at_expiry, lottery_winners=c.lottery_winners,
-        commission_enabled=c.commission_enabled,
+        commission_enabled=c.commission_enabled, almost_full_at=c.almost_full_at,
+        expiring_soon_before_seconds=c.expiring_soon_before_s,
         variants=[VariantInfo(name=v.name, tiers=[_tier(t, ctx.currency) for t in v.tiers], weight=v.weight)
                   for v in mapping.variants_from_json(c.variants or [])])
 
@@ -385,6 +403,11 @@ class CreateCampaignInput:
     variants: Optional[list[VariantInput]] = None
     commission_enabled: bool = True
     idempotency_key: Optional[str] = idempotency_key_field()
+    almost_full_at: int = strawberry.field(default=1, description=(
+        "GB-15: `group.almost_full` is emitted once when the paid seats missing to capacity first reach this "
+        "(0: never)"))
+    expiring_soon_before_seconds: int = strawberry.field(default=3600, description=(
+        "GB-15: `group.expiring_soon` is emitted once this long before an open group's expiresAt (0: never)"))
 
 
 @strawberry.type
@@ -417,7 +440,8 @@ async def create_campaign(info: Info, input: CreateCampaignInput) -> dict:
         variants=[(v.name, [(t.members, t.unit_price) for t in v.tiers], v.weight)
                   for v in (input.variants or [])],
         commission_enabled=input.commission_enabled, category=input.category,
-        idempotency_key=input.idempotency_key)
+        idempotency_key=input.idempotency_key, almost_full_at=input.almost_full_at,
+        expiring_soon_before=timedelta(seconds=input.expiring_soon_before_seconds))
     return dict(campaign=campaign_type(c, ctx))
 
 
@@ -430,3 +454,75 @@ async def end_campaign(info: Info, input: EndCampaignInput) -> dict:
                                          campaign_id=raw_id(input.campaign_id, "Campaign", "campaignId"),
                                          idempotency_key=input.idempotency_key)
     return dict(campaign=campaign_type(c, ctx))
+
+
+# ---------------------------------------------------------------- v2: quick join (GB-13), overflow re-seat (GB-14)
+@strawberry.input
+class QuickJoinInput:
+    campaign_id: strawberry.ID
+    quantity: int = 1
+    open_if_none: bool = strawberry.field(default=False, description=(
+        "GB-13: when no open group can take the customer, open a new group as its leader (GB-1)"))
+    idempotency_key: Optional[str] = idempotency_key_field()
+
+
+@strawberry.type(description="GB-13: the seat quickJoin found (or the group it opened): pay `amountToPay` within "
+                             "the payment window.")
+class QuickJoinPayload:
+    group: Optional[Group] = None
+    order: Optional[Order] = None
+    amount_to_pay: Optional[MinorUnits] = None
+    currency: Optional[str] = None
+    opened: Optional[bool] = strawberry.field(default=None, description="True when no open group could take the "
+                                                                        "customer and they opened one as leader")
+    errors: list[UserError]
+
+
+@payload_mutation(QuickJoinPayload, permission_classes=[IsCustomer], description=(
+    "GB-13 (凑团): a seat in the open group of a campaign closest to forming (fewest seats to its next "
+    "threshold, then earliest expiry, then earliest opened); the next group is tried if one fills first; "
+    "with openIfNone a new group is opened when none can take the customer, else NO_GROUP_AVAILABLE."))
+async def quick_join(info: Info, input: QuickJoinInput) -> dict:
+    ctx = info.context
+    r = await groups_svc.quick_join(ctx.svc, shop_id=ctx.shop_id,
+                                    campaign_id=raw_id(input.campaign_id, "Campaign", "campaignId"),
+                                    user_id=ctx.user_id, quantity=input.quantity, open_if_none=input.open_if_none,
+                                    idempotency_key=input.idempotency_key)
+    _prime(ctx, r)
+    return dict(**await _group_and_order(ctx, r.group_id, r.order_id), amount_to_pay=r.amount,
+                currency=ctx.currency, opened=r.opened)
+
+
+@strawberry.input
+class UpdateGroupBuySettingsInput:
+    overflow_reseat: bool = strawberry.field(description=(
+        "GB-14: a payment that GB-9 would refund takes a seat in another open group of its campaign at the same "
+        "role and unit price when one can take the buyer (off by default)"))
+    idempotency_key: Optional[str] = idempotency_key_field()
+
+
+@strawberry.type(description="The shop's group-buy options (v2).")
+class GroupBuySettings:
+    overflow_reseat: bool = strawberry.field(description="GB-14 overflow re-seat (off by default)")
+
+
+@strawberry.type
+class GroupBuySettingsPayload:
+    settings: Optional[GroupBuySettings] = None
+    errors: list[UserError]
+
+
+@strawberry.field(permission_classes=[IsAdmin], description="The shop's group-buy options (GB-14).")
+async def group_buy_settings(info: Info) -> GroupBuySettings:
+    ctx = info.context
+    return GroupBuySettings(overflow_reseat=await groupbuy_settings_svc.get_overflow_reseat(ctx.svc,
+                                                                                         shop_id=ctx.shop_id))
+
+
+@payload_mutation(GroupBuySettingsPayload, permission_classes=[IsAdmin],
+                  description="GB-14: the shop's group-buy options.")
+async def update_group_buy_settings(info: Info, input: UpdateGroupBuySettingsInput) -> dict:
+    ctx = info.context
+    v = await groupbuy_settings_svc.set_overflow_reseat(ctx.svc, shop_id=ctx.shop_id, enabled=input.overflow_reseat,
+                                                        idempotency_key=input.idempotency_key)
+    return dict(settings=GroupBuySettings(overflow_reseat=v))

@@ -73,6 +73,7 @@ class Query:
     funnel = distribution_v2.funnel  # RP-6
     events = webhooks.events
     webhook_endpoints = webhooks.webhook_endpoints
+    group_buy_settings = groupbuy.group_buy_settings
     fraud_review_queue = fraud.fraud_review_queue
     fraud_rules = fraud.fraud_rules
 
@@ -90,6 +91,7 @@ class Mutation:
     # customer
     open_group = groupbuy.open_group
     join_group = groupbuy.join_group
+    quick_join = groupbuy.quick_join
     leave_group = groupbuy.leave_group
     bind_referrer = distribution.bind_referrer
     apply_as_distributor = distribution.apply_as_distributor
@@ -106,6 +108,7 @@ class Mutation:
     # admin
     create_campaign = groupbuy.create_campaign
     end_campaign = groupbuy.end_campaign
+    update_group_buy_settings = groupbuy.update_group_buy_settings
     update_distribution_settings = distribution.update_distribution_settings
     set_levels = distribution.set_levels
     approve_distributor = distribution.approve_distributor

@@ -30,7 +30,8 @@ MAX_PER_CONNECTION = 20
 
 
 def _snapshot(g) -> tuple:
-    return (g.state.value, g.held_seats, g.paid_seats, g.tier_members, g.leader_user_id, g.expires_at)
+    return (g.state.value, g.held_seats, g.paid_seats, g.tier_members, g.leader_user_id, g.expires_at,
+            g.nudged_almost_full_at, g.nudged_expiring_soon_at)  # GB-15: a nudge is pushed too
 
 
 def _too_many(limit: str, cap: int) -> GraphQLError:
@@ -43,7 +44,7 @@ def _too_many(limit: str, cap: int) -> GraphQLError:
 class Subscription:
     @strawberry.subscription(permission_classes=[HasShopKey],
                              description="Seats held/paid, seats left, tier reached and state of a group, pushed "
-                                         "whenever it changes (GB-1..GB-8); ends when the group is final, or "
+                                         "whenever it changes (GB-1..GB-8) and when it nudges (GB-15 `nudges`); ends when the group is final, or "
                                          "with UNAUTHENTICATED when the caller's token expires.")
     async def group_progress(self, info: Info, group_id: strawberry.ID) -> AsyncGenerator[Group, None]:
         ctx = info.context

@@ -15,7 +15,7 @@ from strawberry.types import Info
 
 from api.errors import UserError
 from api.payload import idempotency_key_field, payload_mutation
-from api.permissions import IsAdmin
+from api.permissions import IsAdmin, IsAdminOrFinance
 from api.relay import Connection, Keyset, _one_int, global_id, paginate_keyset, raw_id, resolve_visible
 from service.reads import queries
 from service.usecases import webhooks as webhooks_svc
@@ -177,7 +177,7 @@ def event_type(e) -> ShopEvent:
 
 # ---------------------------------------------------------------- queries
 
-@strawberry.field(permission_classes=[IsAdmin],
+@strawberry.field(permission_classes=[IsAdminOrFinance],  # finance audits draws (GB-7) and refunds
                   description="Replay by pull: the shop's events, oldest first, paged with `after: endCursor` "
                               "(a keyset: an event never commits behind a cursor already read; see "
                               "docs/webhooks.md). Keep the last endCursor to resume.")

@@ -30,6 +30,7 @@ class ErrorCode(str, Enum):
     NEW_MEMBERS_ONLY = "NEW_MEMBERS_ONLY"
     NOT_A_MEMBER = "NOT_A_MEMBER"
     PAYMENT_AMOUNT_MISMATCH = "PAYMENT_AMOUNT_MISMATCH"
+    NO_GROUP_AVAILABLE = "NO_GROUP_AVAILABLE"  # GB-13: no open group can take the buyer (and none opened)
     # orders (OR-*)
     ORDER_CONFLICT = "ORDER_CONFLICT"
     ORDER_NOT_PAID = "ORDER_NOT_PAID"

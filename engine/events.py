@@ -25,8 +25,11 @@ class EventType(str, Enum):
     GROUP_FAILED = "group.failed"
     GROUP_CANCELLED = "group.cancelled"
     GROUP_LEADER_CHANGED = "group.leader_changed"
+    GROUP_ALMOST_FULL = "group.almost_full"
+    GROUP_EXPIRING_SOON = "group.expiring_soon"
     SEAT_RELEASED = "seat.released"
     ORDER_PAID = "order.paid"
+    ORDER_RESEATED = "order.reseated"
     ORDER_COMPLETED = "order.completed"
     REFUND_OWED = "refund.owed"
     REFUND_RECORDED = "refund.recorded"
@@ -60,6 +63,7 @@ class GroupOpened:
     campaign_id: str
     leader_user_id: str
     expires_at: str
+    lottery_commitment: str | None = None  # GB-7 v2: SHA-256(seed), public from opening
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class GroupFormed:
     winners: list[str]
     order_ids: list[str]
     leader_order_id: str | None
+    draw: dict[str, Any] | None = None  # GB-7 v2: {commitment, seed, candidates [{order_id, score}], winners}
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,38 @@ class GroupLeaderChanged:
     group_id: str
     from_: str
     to: str
+
+
+@dataclass(frozen=True)
+class GroupAlmostFull:
+    """GB-15: the paid seats missing to capacity first reached the campaign's `almost_full_at`; once."""
+
+    group_id: str
+    campaign_id: str
+    seats_missing: int
+    expires_at: str
+
+
+@dataclass(frozen=True)
+class GroupExpiringSoon:
+    """GB-15: the open group is `expiring_soon_before` from `expires_at` and has not formed; once."""
+
+    group_id: str
+    campaign_id: str
+    seats_missing: int
+    expires_at: str
+
+
+@dataclass(frozen=True)
+class OrderReseated:
+    """GB-14: a payment GB-9 would have refunded took a seat in another open group instead (same role and
+    unit price); `order.paid` follows for the new group. A payment no group could take gets `refund.owed`
+    with reason GB-9 as before."""
+
+    order_id: str
+    from_group_id: str
+    to_group_id: str
+    amount: int
 
 
 @dataclass(frozen=True)
@@ -343,8 +380,11 @@ PAYLOADS: dict[EventType, type] = {
     EventType.GROUP_FAILED: GroupFailed,
     EventType.GROUP_CANCELLED: GroupCancelled,
     EventType.GROUP_LEADER_CHANGED: GroupLeaderChanged,
+    EventType.GROUP_ALMOST_FULL: GroupAlmostFull,
+    EventType.GROUP_EXPIRING_SOON: GroupExpiringSoon,
     EventType.SEAT_RELEASED: SeatReleased,
     EventType.ORDER_PAID: OrderPaid,
+    EventType.ORDER_RESEATED: OrderReseated,
     EventType.ORDER_COMPLETED: OrderCompleted,
     EventType.REFUND_OWED: RefundOwed,
     EventType.REFUND_RECORDED: RefundRecorded,

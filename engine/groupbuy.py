@@ -15,12 +15,13 @@ Readings of the spec where it is silent are in ``docs/rules-readings-groupbuy.md
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Union
 
 from engine.errors import ErrorCode, RuleViolation, refuse
+from engine import lottery
 from engine.lottery import draw_winners
 
 
@@ -84,6 +85,8 @@ class Campaign:
     lottery_seed: str = ""
     variants: tuple[Variant, ...] = ()
     commission_enabled: bool = True
+    almost_full_at: int = 1  # GB-15: seats missing to capacity at which `almost_full` is emitted (0: never)
+    expiring_soon_before: timedelta = timedelta(hours=1)  # GB-15: before expires_at (0: never)
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,23 @@ class Group:
     closed_at: datetime | None = None
     tier_members: int | None = None  # members of the tier reached (GB-5) once FORMED
     winners: tuple[str, ...] = ()    # order ids drawn by GB-7
+    # GB-7 v2: the group's own secret seed (None: opened before v2); kept out of repr so that no log line or
+    # assertion message can reveal it before the draw
+    lottery_seed: str | None = field(default=None, repr=False)
+    nudged_almost_full_at: datetime | None = None    # GB-15: when `almost_full` was emitted
+    nudged_expiring_soon_at: datetime | None = None  # GB-15: when `expiring_soon` was emitted (or skipped)
+
+    @property
+    def lottery_commitment(self) -> str | None:
+        """GB-7 v2: SHA-256(seed), public from opening; None for a group without a seed of its own."""
+        return lottery.commitment(self.lottery_seed) if self.lottery_seed else None
+
+    def draw(self) -> lottery.Draw | None:
+        """GB-7 v2: the draw, revealed once the group has formed (None before, or without a seed)."""
+        if self.state is not GroupState.FORMED or not self.lottery_seed or not self.winners:
+            return None
+        paid = [s.order_id for s in self.seats if s.state is SeatState.PAID]
+        return lottery.draw(self.lottery_seed, paid, len(self.winners))
 
     @property
     def capacity(self) -> int:
@@ -223,6 +243,17 @@ class LeaderChanged:
 
 
 @dataclass(frozen=True)
+class GroupNudged:
+    """GB-15: `almost_full` (paid seats missing to capacity first ≤ `almost_full_at`) or
+    `expiring_soon` (OPEN, `expiring_soon_before` from `expires_at`), each once per group."""
+    group_id: str
+    kind: str  # "almost_full" | "expiring_soon"
+    seats_missing: int
+    expires_at: datetime | None
+    rule: str
+
+
+@dataclass(frozen=True)
 class FinalPrice:
     """The unit price finally charged to a paid order of a formed group: the tier price for its
     role (GB-5), or 0 for a lottery winner (GB-7). Always ``paid unit − refunds owed / qty``."""
@@ -233,7 +264,7 @@ class FinalPrice:
 
 Instruction = Union[
     RefundOwed, CancelOrder, ReturnStock, OrderPaid, GroupOpened, GroupFormed, GroupFailed,
-    GroupCancelled, LeaderChanged, FinalPrice,
+    GroupCancelled, LeaderChanged, FinalPrice, GroupNudged,
 ]
 
 
@@ -310,6 +341,10 @@ def validate_campaign(c: Campaign) -> None:
         raise _invalid("lottery winners must be an int", "lottery_winners")
     if c.lottery_winners > 0 and not c.lottery_seed:
         raise _invalid("a lottery needs a seed (GB-7)", "lottery_seed", rule="GB-7")
+    if not _is_int(c.almost_full_at) or c.almost_full_at < 0:
+        raise _invalid("almost full at must be an int ≥ 0 (seats missing)", "almost_full_at", rule="GB-15")
+    if not isinstance(c.expiring_soon_before, timedelta) or c.expiring_soon_before < timedelta(0):
+        raise _invalid("expiring soon before must be ≥ 0", "expiring_soon_before", rule="GB-15")
     if c.fill_at_expiry is not None and not _is_int(c.fill_at_expiry):
         raise _invalid("fill at expiry must be an int", "fill_at_expiry")
 
@@ -371,14 +406,18 @@ def _check_quantity_stock_limit(campaign: Campaign, *, quantity: int, stock_left
 # ------------------------------------------------------------------ GB-1 opening
 def open_group(campaign: Campaign, *, group_id: str, order_id: str, user_id: str, quantity: int,
                now: datetime, stock_left: int | None, user_units_held: int,
-               variant: Variant | None = None) -> Decision:
+               variant: Variant | None = None, lottery_seed: str | None = None) -> Decision:
     """GB-1: the user reserves the first seat as leader; the group is PENDING until that
     payment. Only inside [starts_at, ends_at). Stock is taken at reservation (the shell's
     guarded update; ``stock_left`` lets the engine refuse first). The leader's price is the
     first tier minus ``leader_discount`` (GB-3). The payment window is capped at the
     campaign's ``ends_at`` — a group cannot open after the campaign has ended.
-    Tiers come from ``variant`` when the campaign runs an A/B test."""
+    Tiers come from ``variant`` when the campaign runs an A/B test. A lottery campaign's group
+    takes ``lottery_seed`` (GB-7 v2: 32 random bytes as hex, drawn by the shell) as its own seed;
+    its commitment is public from now on."""
     _aware(now, "now")
+    if lottery_seed is not None and not lottery.valid_seed(lottery_seed):
+        raise _invalid("a lottery seed is 64 lowercase hex digits", "lottery_seed", rule="GB-7")
     if not campaign.starts_at <= now < campaign.ends_at:
         raise refuse(ErrorCode.CAMPAIGN_NOT_ACTIVE, "the campaign is not running", rule="GB-1")
     _check_quantity_stock_limit(campaign, quantity=quantity, stock_left=stock_left,
@@ -394,6 +433,7 @@ def open_group(campaign: Campaign, *, group_id: str, order_id: str, user_id: str
         id=group_id, campaign_id=campaign.id, tiers=tiers, leader_user_id=user_id,
         state=GroupState.PENDING, seats=(seat,), opened_at=now,
         variant=variant.name if variant is not None else None,
+        lottery_seed=lottery_seed if campaign.lottery_winners > 0 else None,
     )
     return Decision(group, ())
 
@@ -432,6 +472,84 @@ def join_group(campaign: Campaign, group: Group, *, order_id: str, user_id: str,
     return Decision(replace(g, seats=g.seats + (seat,)), caught.instructions)
 
 
+# ------------------------------------------------------------------ GB-13 quick join
+@dataclass(frozen=True)
+class QuickJoinCandidate:
+    """What GB-13 orders the open groups of a campaign by (one row per group, read without locks)."""
+    group_id: str
+    tiers: tuple[Tier, ...]
+    state: GroupState
+    held_seats: int
+    expires_at: datetime | None
+    opened_at: datetime
+    user_holds_seat: bool = False
+
+
+def seats_to_next_threshold(tiers: tuple[Tier, ...], held_seats: int) -> int:
+    """GB-13: seats missing to the next threshold — the smallest tier ``members`` above the seats held
+    (reserved + paid; the capacity at the latest)."""
+    return next((t.members for t in tiers if t.members > held_seats), tiers[-1].members) - held_seats
+
+
+def quick_join_order(candidates: tuple[QuickJoinCandidate, ...] | list[QuickJoinCandidate], *,
+                     now: datetime) -> tuple[str, ...]:
+    """GB-13: the groups a customer may be seated in, in the order they are tried: fewest seats missing
+    to the next threshold, then earliest ``expires_at``, then earliest opened (then group id, so the
+    order is total). Only OPEN groups before ``expires_at`` with a free seat and no active seat of the
+    customer are listed; each attempt is still a full GB-2 join (which may refuse: the next is tried)."""
+    _aware(now, "now")
+    ok = [c for c in candidates if c.state is GroupState.OPEN and c.expires_at is not None and now < c.expires_at
+          and c.held_seats < c.tiers[-1].members and not c.user_holds_seat]
+    ok.sort(key=lambda c: (seats_to_next_threshold(c.tiers, c.held_seats), c.expires_at, c.opened_at, c.group_id))
+    return tuple(c.group_id for c in ok)
+
+
+QUICK_JOIN_RETRY = frozenset({ErrorCode.GROUP_FULL, ErrorCode.GROUP_EXPIRED, ErrorCode.GROUP_NOT_OPEN,
+                              ErrorCode.ALREADY_IN_GROUP})
+"""GB-13: refusals of one attempt after which the next group is tried (they concern that group only);
+any other refusal (stock, per-user limit, quantity, new members only) holds for every group: it ends
+the quick join."""
+
+
+# ------------------------------------------------------------------ GB-14 overflow re-seat
+def late_payment(decision: Decision, order_id: str) -> RefundOwed | None:
+    """GB-9: the full refund ``pay_seat`` decided for a payment that took no seat, if it did."""
+    return next((i for i in decision.instructions
+                 if isinstance(i, RefundOwed) and i.rule == "GB-9" and i.order_id == order_id), None)
+
+
+def without_late_refund(decision: Decision, order_id: str) -> Decision:
+    """GB-14: the old group's decision for a payment that is re-seated elsewhere: the reservation is still
+    released there (its seat and stock come back to that group's campaign), but the order is neither
+    cancelled nor refunded — it moves on with its payment."""
+    keep = tuple(i for i in decision.instructions
+                 if not (getattr(i, "order_id", None) == order_id
+                         and (isinstance(i, CancelOrder) or (isinstance(i, RefundOwed) and i.rule == "GB-9"))))
+    return Decision(decision.group, keep)
+
+
+def reseat(campaign: Campaign, target: Group, *, seat: Seat, amount: int, now: datetime,
+           stock_left: int | None, user_units_held: int, user_has_paid_order: bool) -> Decision:
+    """GB-14: the payment of ``seat`` (which GB-9 would refund) takes a seat in ``target`` at the same role
+    and unit price: a GB-2 join (all its refusals) then the payment (GB-2/GB-4). Refusals: those of GB-2;
+    GROUP_NOT_OPEN for a leader's payment (an open group has its leader) or a group whose member price
+    differs (another variant). The seat keeps its order id, quantity and price."""
+    _aware(now, "now")
+    if seat.role is not PriceRole.MEMBER:
+        raise refuse(ErrorCode.GROUP_NOT_OPEN, "a leader's payment is not re-seated", rule="GB-14")
+    joined = join_group(campaign, target, order_id=seat.order_id, user_id=seat.user_id, quantity=seat.quantity,
+                        now=now, stock_left=stock_left, user_units_held=user_units_held,
+                        user_has_paid_order=user_has_paid_order)
+    new = joined.group.seat_for_order(seat.order_id)
+    assert new is not None
+    if new.unit_price != seat.unit_price or amount != seat.amount:
+        raise refuse(ErrorCode.GROUP_NOT_OPEN, "this group sells at another price", rule="GB-14")
+    paid = pay_seat(campaign, joined.group, order_id=seat.order_id, amount=amount, now=now)
+    assert late_payment(paid, seat.order_id) is None, "a seat just reserved in an open group takes its payment"
+    return Decision(paid.group, joined.instructions + tuple(
+        OrderPaid(i.order_id, i.role, "GB-14") if isinstance(i, OrderPaid) else i for i in paid.instructions))
+
+
 # ------------------------------------------------------------------ payments (GB-1/2/4/9)
 def pay_seat(campaign: Campaign, group: Group, *, order_id: str, amount: int, now: datetime) -> Decision:
     """A payment confirmation for the seat of ``order_id``.
@@ -466,9 +584,11 @@ def pay_seat(campaign: Campaign, group: Group, *, order_id: str, amount: int, no
     if seat.state is SeatState.PAID:  # cannot happen (advance never pays), kept for safety
         return Decision(g, tuple(out))
 
+    # After the catch-up an OPEN group past expires_at is in its payment grace (GB-12): a reservation
+    # still inside its payment window takes its seat exactly as before expiry.
     takes = seat.state is SeatState.RESERVED and now < seat.pay_by and (
         (seat.role is PriceRole.LEADER and g.state is GroupState.PENDING and seat.user_id == g.leader_user_id)
-        or (g.state is GroupState.OPEN and g.expires_at is not None and now < g.expires_at)
+        or (g.state is GroupState.OPEN and g.expires_at is not None)
     )
     if not takes:
         if seat.state is SeatState.RESERVED:
@@ -491,7 +611,11 @@ def pay_seat(campaign: Campaign, group: Group, *, order_id: str, amount: int, no
     if g.paid_seats >= g.capacity:
         formed = _form(campaign, g, at=now, fill=False)
         g, out = formed.group, out + list(formed.instructions)
-    return Decision(g, tuple(out))
+    elif in_grace(campaign, g, now=now) is False:  # GB-12: this payment made the outcome certain
+        d = _decide_at_expiry(campaign, g, at=now, rule="GB-12")
+        g, out = d.group, out + list(d.instructions)
+    g, nudges = _nudges(campaign, g, now=now)
+    return Decision(g, tuple(out) + nudges)
 
 
 # ------------------------------------------------------------------ GB-8 leaving
@@ -539,6 +663,9 @@ def leave_group(campaign: Campaign, group: Group, *, user_id: str, now: datetime
                     out += [CancelOrder(s.order_id, "GB-8"), ReturnStock(s.order_id, s.quantity, "GB-8")]
             g = replace(g, state=GroupState.CANCELLED, closed_at=now)
             out.append(GroupCancelled(g.id, "GB-8"))
+    if in_grace(campaign, g, now=now) is False:  # GB-12: leaving during the grace made the outcome certain
+        d = _decide_at_expiry(campaign, g, at=now, rule="GB-12")
+        g, out = d.group, out + list(d.instructions)
     return Decision(g, tuple(out))
 
 
@@ -550,10 +677,17 @@ def advance(campaign: Campaign, group: Group, *, now: datetime) -> Decision:
     - GB-2: RESERVED seats with ``pay_by ≤ now`` (and before expiry) are RELEASED
       (CancelOrder + ReturnStock). The unpaid leader of a PENDING group: the group is
       CANCELLED (GB-1) with ``closed_at = pay_by``.
-    - At ``now ≥ expires_at`` an OPEN group forms if paid seats ≥ min_size (tier reached,
-      GB-4/GB-5) or, with ``fill_at_expiry`` = M, if paid seats ≥ M (first tier); otherwise it
-      FAILS (GB-6). Either way remaining reservations are cancelled and the instant used is
-      ``expires_at`` (not ``now``), so a late worker decides exactly as a punctual one.
+    - At ``now ≥ expires_at`` an OPEN group first releases the reservations whose ``pay_by ≤
+      expires_at``. If the reservations still inside their payment window, added to its paid
+      seats, could reach a forming threshold (GB-12: ``min_size``, or M with ``fill_at_expiry``),
+      it waits for them (its payment grace): each is released at its ``pay_by`` (rule GB-12) and
+      the group decides at the first instant its outcome is certain — no reservation left, or
+      too few left to reach the threshold — which is never later than the last of those
+      ``pay_by`` (≤ ``expires_at + payment_window``). Otherwise it decides at ``expires_at`` as
+      in v1: it forms if paid seats ≥ min_size (tier reached, GB-4/GB-5) or, with
+      ``fill_at_expiry`` = M, if paid seats ≥ M (first tier); else it FAILS (GB-6). The instant
+      used is the one the rules name (``expires_at``, or the ``pay_by`` that made the outcome
+      certain), never ``now``, so a late worker decides exactly as a punctual one.
     """
     _aware(now, "now")
     g, out = group, list[Instruction]()
@@ -568,25 +702,117 @@ def advance(campaign: Campaign, group: Group, *, now: datetime) -> Decision:
             if g.state is GroupState.PENDING and s.role is PriceRole.LEADER:
                 g = replace(g, state=GroupState.CANCELLED, closed_at=s.pay_by)
                 out.append(GroupCancelled(g.id, "GB-1"))
-    if expired:
-        assert g.expires_at is not None
-        if g.paid_seats >= g.min_size:
-            d = _form(campaign, g, at=g.expires_at, fill=False)
-        elif campaign.fill_at_expiry is not None and g.paid_seats >= campaign.fill_at_expiry:
-            d = _form(campaign, g, at=g.expires_at, fill=True)
-        else:
-            d = _fail(g, at=g.expires_at)
-        g, out = d.group, out + list(d.instructions)
+    if not expired:
+        g, nudges = _nudges(campaign, g, now=now)
+        return Decision(g, tuple(out) + nudges)
+    assert g.expires_at is not None
+    if _outcome_certain(campaign, g):  # v1: nothing to wait for
+        d = _decide_at_expiry(campaign, g, at=g.expires_at, rule="GB-4")
+        return Decision(d.group, tuple(out) + d.instructions)
+    # GB-12 payment grace: release the waited-for reservations in pay_by order up to now; decide as
+    # soon as the outcome is certain, at the instant it became so.
+    for s in sorted((s for s in g.seats if s.state is SeatState.RESERVED), key=lambda s: (s.pay_by, s.order_id)):
+        if s.pay_by > now:
+            break
+        g = _set_seat(g, replace(s, state=SeatState.RELEASED))
+        out += [CancelOrder(s.order_id, "GB-12"), ReturnStock(s.order_id, s.quantity, "GB-12")]
+        if _outcome_certain(campaign, g):
+            d = _decide_at_expiry(campaign, g, at=s.pay_by, rule="GB-12")
+            return Decision(d.group, tuple(out) + d.instructions)
+    if g.nudged_expiring_soon_at is None:  # GB-15: too late for "expiring soon" (a worker that ran late)
+        g = replace(g, nudged_expiring_soon_at=g.expires_at)
     return Decision(g, tuple(out))
 
 
-def next_due_at(group: Group) -> datetime | None:
-    """GB-11: the earliest instant at which ``advance`` would change something, or None."""
+def _nudges(campaign: Campaign, g: Group, *, now: datetime) -> tuple[Group, tuple[Instruction, ...]]:
+    """GB-15: the nudges due on an OPEN group at ``now``, each once per group."""
+    if g.state is not GroupState.OPEN:
+        return g, ()
+    out: list[Instruction] = []
+    missing = g.capacity - g.paid_seats
+    if g.nudged_almost_full_at is None and 0 < missing <= campaign.almost_full_at:
+        g = replace(g, nudged_almost_full_at=now)
+        out.append(GroupNudged(g.id, "almost_full", missing, g.expires_at, "GB-15"))
+    soon = expiring_soon_at(campaign, g)
+    if soon is not None and soon <= now and g.expires_at is not None and now < g.expires_at:
+        g = replace(g, nudged_expiring_soon_at=now)
+        out.append(GroupNudged(g.id, "expiring_soon", missing, g.expires_at, "GB-15"))
+    return g, tuple(out)
+
+
+def expiring_soon_at(campaign: Campaign, g: Group) -> datetime | None:
+    """GB-15: when the group's `expiring_soon` nudge falls due (None: emitted, or never)."""
+    if (g.state is not GroupState.OPEN or g.expires_at is None or g.nudged_expiring_soon_at is not None
+            or campaign.expiring_soon_before <= timedelta(0)):
+        return None
+    return g.expires_at - campaign.expiring_soon_before
+
+
+def forming_threshold(campaign: Campaign, group: Group) -> int:
+    """GB-4/GB-12: the fewest paid seats with which the group forms at expiry (M with
+    ``fill_at_expiry``, else ``min_size``)."""
+    if campaign.fill_at_expiry is not None:
+        return min(campaign.fill_at_expiry, group.min_size)
+    return group.min_size
+
+
+def _outcome_certain(campaign: Campaign, g: Group) -> bool:
+    """GB-12: no reservation left whose payment could still change the decision at expiry, or too
+    few of them to reach the forming threshold whatever happens."""
+    reserved = sum(1 for s in g.seats if s.state is SeatState.RESERVED)
+    return reserved == 0 or g.paid_seats + reserved < forming_threshold(campaign, g)
+
+
+def in_grace(campaign: Campaign, group: Group, *, now: datetime) -> bool | None:
+    """GB-12: None when the group is not OPEN past its ``expires_at``; otherwise whether it is
+    (still) waiting for reservations inside their payment window (False: its outcome is certain
+    and it must decide now). Expects a group caught up at ``now`` (``advance``)."""
+    if group.state is not GroupState.OPEN or group.expires_at is None or now < group.expires_at:
+        return None
+    return not _outcome_certain(campaign, group)
+
+
+def grace_until(campaign: Campaign, group: Group) -> datetime | None:
+    """GB-12: the latest instant the group may still be waiting for payments after ``expires_at``
+    (the last ``pay_by`` of the reservations it would wait for), or None if it would decide at
+    ``expires_at``. Never later than ``expires_at + payment_window``."""
+    if group.state is not GroupState.OPEN or group.expires_at is None:
+        return None
+    at = group.expires_at
+    waiting = [s for s in group.seats if s.state is SeatState.RESERVED and s.pay_by > at]
+    if not waiting or group.paid_seats + len(waiting) < forming_threshold(campaign, group):
+        return None
+    return max(s.pay_by for s in waiting)
+
+
+def _decide_at_expiry(campaign: Campaign, g: Group, *, at: datetime, rule: str) -> Decision:
+    """GB-4/GB-6 at expiry (or at the end of a GB-12 grace): form at the tier reached, or at the
+    first tier with ``fill_at_expiry``, else fail."""
+    if g.paid_seats >= g.min_size:
+        return _form(campaign, g, at=at, fill=False, rule=rule)
+    if campaign.fill_at_expiry is not None and g.paid_seats >= campaign.fill_at_expiry:
+        return _form(campaign, g, at=at, fill=True, rule=rule)
+    return _fail(g, at=at, rule="GB-6" if rule == "GB-4" else rule)
+
+
+def next_due_at(group: Group, campaign: Campaign | None = None) -> datetime | None:
+    """GB-11: the earliest instant at which ``advance`` would change something, or None.
+
+    A group that would wait for payments at expiry (GB-12) changes nothing at ``expires_at``
+    itself (joins are refused from then on by the clock alone): its next due instant is the
+    next ``pay_by``. ``campaign`` gives the forming threshold with ``fill_at_expiry`` (without
+    it, ``min_size``)."""
     if group.state in TERMINAL:
         return None
     due = [s.pay_by for s in group.seats if s.state is SeatState.RESERVED]
     if group.state is GroupState.OPEN and group.expires_at is not None:
-        due.append(group.expires_at)
+        threshold = forming_threshold(campaign, group) if campaign is not None else group.min_size
+        waiting = [s for s in group.seats if s.state is SeatState.RESERVED and s.pay_by > group.expires_at]
+        if not waiting or group.paid_seats + len(waiting) < threshold:
+            due.append(group.expires_at)
+        soon = expiring_soon_at(campaign, group) if campaign is not None else None
+        if soon is not None:  # GB-15 (at expires_at at the latest: a grace marks it skipped)
+            due.append(min(soon, group.expires_at))
     return min(due) if due else None
 
 
@@ -595,7 +821,7 @@ def _set_seat(g: Group, seat: Seat) -> Group:
     return replace(g, seats=tuple(seat if s.order_id == seat.order_id else s for s in g.seats))
 
 
-def _form(campaign: Campaign, g: Group, *, at: datetime, fill: bool) -> Decision:
+def _form(campaign: Campaign, g: Group, *, at: datetime, fill: bool, rule: str = "GB-4") -> Decision:
     """GB-4 forming, GB-5 final prices and GB-7 lottery.
 
     Tier reached: last tier with members ≤ paid seats (first tier for fill-at-expiry). Final
@@ -614,10 +840,13 @@ def _form(campaign: Campaign, g: Group, *, at: datetime, fill: bool) -> Decision
     member_price = role_price(tier.unit_price, PriceRole.MEMBER, campaign.leader_discount)
     leader_price = role_price(tier.unit_price, PriceRole.LEADER, campaign.leader_discount)
     k = min(campaign.lottery_winners, len(paid))
-    winners = draw_winners(campaign.lottery_seed, g.id, [s.order_id for s in paid], k) if k else ()
+    if k and g.lottery_seed:  # GB-7 v2: the group's own seed, commit–reveal
+        winners = lottery.draw(g.lottery_seed, [s.order_id for s in paid], k).winners
+    else:  # groups opened before v2: the campaign's seed (v1 procedure)
+        winners = draw_winners(campaign.lottery_seed, g.id, [s.order_id for s in paid], k) if k else ()
     g = replace(g, state=GroupState.FORMED, formed_at=at, closed_at=at, tier_members=tier.members,
                 winners=winners)
-    out.append(GroupFormed(g.id, tier.members, member_price, leader_price, winners, "GB-4"))
+    out.append(GroupFormed(g.id, tier.members, member_price, leader_price, winners, rule))
     for s in paid:
         if s.order_id in winners:
             out += [FinalPrice(s.order_id, 0, "GB-7"), RefundOwed(s.order_id, s.amount, "GB-7", True)]
@@ -630,7 +859,7 @@ def _form(campaign: Campaign, g: Group, *, at: datetime, fill: bool) -> Decision
     return Decision(g, tuple(out))
 
 
-def _fail(g: Group, *, at: datetime) -> Decision:
+def _fail(g: Group, *, at: datetime, rule: str = "GB-6") -> Decision:
     """GB-6: the group FAILS at expiry; every paid order is refunded in full, every
     reservation cancelled, all stock returned. Paid seats keep the state PAID (the group's
     state says they were refunded)."""
@@ -642,7 +871,7 @@ def _fail(g: Group, *, at: datetime) -> Decision:
         elif s.state is SeatState.PAID:
             out += [RefundOwed(s.order_id, s.amount, "GB-6", True), ReturnStock(s.order_id, s.quantity, "GB-6")]
     g = replace(g, state=GroupState.FAILED, closed_at=at)
-    out.append(GroupFailed(g.id, "GB-6"))
+    out.append(GroupFailed(g.id, rule))
     return Decision(g, tuple(out))
 
 

@@ -86,6 +86,8 @@ def campaign_from_row(r: CampaignRow) -> Campaign:
         lottery_seed=r.lottery_seed,
         variants=variants_from_json(r.variants or []),
         commission_enabled=r.commission_enabled,
+        almost_full_at=getattr(r, "almost_full_at", 1),  # GB-15
+        expiring_soon_before=timedelta(seconds=getattr(r, "expiring_soon_before_s", 3600)),
     )
 
 
@@ -118,6 +120,9 @@ def group_from_rows(g: GroupRow, seats: list[SeatRow]) -> Group:
         closed_at=g.closed_at,
         tier_members=g.tier_members,
         winners=tuple(g.winners or ()),
+        lottery_seed=g.lottery_seed,  # GB-7 v2 (SecretText: decrypted on load)
+        nudged_almost_full_at=g.nudged_almost_full_at,
+        nudged_expiring_soon_at=g.nudged_expiring_soon_at,
     )
 
 
@@ -131,6 +136,8 @@ def group_to_row(g: Group, row: GroupRow) -> None:
     row.winners = list(g.winners)
     row.held_seats = g.held_seats
     row.paid_seats = g.paid_seats
+    row.nudged_almost_full_at = g.nudged_almost_full_at  # GB-15
+    row.nudged_expiring_soon_at = g.nudged_expiring_soon_at
 
 
 def seat_to_row(shop_id: str, group_id: str, s: Seat, row: SeatRow | None) -> SeatRow:

@@ -58,6 +58,7 @@ class Shop(Base):
     previous_jwt_secret: Mapped[str | None] = mapped_column(SecretText)  # verifies too until ..._until (rotation)
     previous_jwt_secret_until: Mapped[datetime | None] = mapped_column(TS)
     tokens_not_before: Mapped[datetime | None] = mapped_column(TS)  # tokens issued before it are revoked
+    overflow_reseat: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))  # GB-14, off by default
     __table_args__ = (UniqueConstraint("shop_id", "public_key"),)
 
 
@@ -266,6 +267,8 @@ class CampaignRow(Base):
     lottery_seed: Mapped[str] = mapped_column(Text)
     commission_enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     created_at: Mapped[datetime] = mapped_column(TS)
+    almost_full_at: Mapped[int] = mapped_column(Integer, server_default="1")  # GB-15: seats missing
+    expiring_soon_before_s: Mapped[int] = mapped_column(Integer, server_default="3600")  # GB-15
 
 
 class CampaignUserUnits(Base):
@@ -299,6 +302,10 @@ class GroupRow(Base):
     held_seats: Mapped[int] = mapped_column(Integer, server_default="0")
     paid_seats: Mapped[int] = mapped_column(Integer, server_default="0")
     due_at: Mapped[datetime | None] = mapped_column(TS)  # GB-11: next instant the worker must look
+    lottery_seed: Mapped[str | None] = mapped_column(SecretText)  # GB-7 v2: secret until the group draws
+    lottery_commitment: Mapped[str | None] = mapped_column(Text)  # GB-7 v2: SHA-256(seed), public from opening
+    nudged_almost_full_at: Mapped[datetime | None] = mapped_column(TS)  # GB-15: emitted once
+    nudged_expiring_soon_at: Mapped[datetime | None] = mapped_column(TS)  # GB-15: emitted once
     __table_args__ = (
         ForeignKeyConstraint(["shop_id", "campaign_id"], ["campaigns.shop_id", "campaigns.campaign_id"]),
         Index(None, "shop_id", "campaign_id", "state"),

@@ -185,6 +185,7 @@ class GroupBatch:
     seat_rows: dict[str, tuple[str, gb.Seat]] = field(default_factory=dict)  # order -> (group, seat) changed
     new_seats: dict[str, tuple[str, gb.Seat]] = field(default_factory=dict)
     groups: dict[str, gb.Group] = field(default_factory=dict)
+    group_campaigns: dict[str, Any] = field(default_factory=dict)  # gbv2: group id -> engine campaign
     paid_amounts: dict[str, int] = field(default_factory=dict)  # order -> the payment confirmed for it
     orders: set[str] = field(default_factory=set)  # changed: written as `ctx.orders` holds them
     users: dict[str, list] = field(default_factory=dict)  # user -> [spend delta, paid orders delta, paid at]
@@ -208,6 +209,7 @@ class GroupBatch:
             elif old[s.order_id] != s:
                 self.seat_rows[s.order_id] = (g.id, s)
         self.groups[g.id] = g
+        self.group_campaigns[g.id] = ld.campaign  # gbv2: next_due_at needs it (GB-12 grace, GB-15 nudges)
         by_order = {s.order_id: s for s in g.seats}
         later = []
         for ins in decision.instructions:
@@ -240,13 +242,19 @@ class GroupBatch:
                 assert g.expires_at is not None
                 self.ledger.event(type=EventType.GROUP_OPENED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
                                   payload={"group_id": g.id, "campaign_id": c.campaign_id, "leader_user_id": g.leader_user_id,
-                                   "expires_at": g.expires_at.isoformat()})
+                                   "expires_at": g.expires_at.isoformat(), "lottery_commitment": g.lottery_commitment})
             elif isinstance(ins, gb.GroupCancelled):
                 self.ledger.event(type=EventType.GROUP_CANCELLED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
                                   payload={"group_id": g.id})
             elif isinstance(ins, gb.LeaderChanged):
                 self.ledger.event(type=EventType.GROUP_LEADER_CHANGED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
                                   payload={"group_id": g.id, "from": ins.old_user_id, "to": ins.new_user_id})
+            elif isinstance(ins, gb.GroupNudged):  # gbv2: GB-15
+                self.ledger.event(type=(EventType.GROUP_ALMOST_FULL if ins.kind == "almost_full"
+                                        else EventType.GROUP_EXPIRING_SOON), aggregate_type="group", aggregate_id=g.id,
+                                  rule=ins.rule, payload={"group_id": g.id, "campaign_id": c.campaign_id,
+                                                          "seats_missing": ins.seats_missing,
+                                                          "expires_at": ins.expires_at.isoformat() if ins.expires_at else ""})
 
     def _lines_of(self, order_ids) -> list[cm.CommissionLine]:
         ids = set(order_ids)
@@ -350,7 +358,8 @@ class GroupBatch:
                           payload={"group_id": g.id, "campaign_id": c.campaign_id, "tier_members": ins.tier_members,
                            "member_unit_price": ins.member_unit_price, "leader_unit_price": ins.leader_unit_price,
                            "winners": list(ins.winners), "order_ids": order_ids,
-                           "leader_order_id": leader_seat.order_id if leader_seat else None})
+                           "leader_order_id": leader_seat.order_id if leader_seat else None,
+                           "draw": draw_payload(g)})  # gbv2: GB-7 v2
 
     def _freeze(self, o: lean.OrderView) -> None:
         """CM-6/OR-4 (`commissions.freeze_order_lines`): a completed order's releasable PENDING lines freeze."""
@@ -397,15 +406,18 @@ class GroupBatch:
             gs = [self.groups[k] for k in sorted(self.groups)]
             row("UPDATE groups g SET leader_user_id = v.l, state = v.st, expires_at = v.ex, formed_at = v.fo, "
                 "closed_at = v.cl, tier_members = v.tm, winners = v.w, held_seats = v.h, paid_seats = v.pd, "
-                "due_at = v.due FROM unnest(CAST(:g AS text[]), CAST(:l AS text[]), CAST(:st AS text[]), "
+                "due_at = v.due, nudged_almost_full_at = v.naf, nudged_expiring_soon_at = v.nes "
+                "FROM unnest(CAST(:g AS text[]), CAST(:l AS text[]), CAST(:st AS text[]), "
                 "CAST(:ex AS timestamptz[]), CAST(:fo AS timestamptz[]), CAST(:cl AS timestamptz[]), "
                 "CAST(:tm AS int[]), CAST(:w AS jsonb[]), CAST(:h AS int[]), CAST(:pd AS int[]), "
-                "CAST(:due AS timestamptz[])) AS v(g, l, st, ex, fo, cl, tm, w, h, pd, due) "
+                "CAST(:due AS timestamptz[]), CAST(:naf AS timestamptz[]), CAST(:nes AS timestamptz[])) "
+                "AS v(g, l, st, ex, fo, cl, tm, w, h, pd, due, naf, nes) "
                 "WHERE g.shop_id = :shop_id AND g.group_id = v.g",
                 g=[x.id for x in gs], l=[x.leader_user_id for x in gs], st=[x.state.value for x in gs],
                 ex=[x.expires_at for x in gs], fo=[x.formed_at for x in gs], cl=[x.closed_at for x in gs],
                 tm=[x.tier_members for x in gs], w=[json.dumps(list(x.winners)) for x in gs],
-                h=[x.held_seats for x in gs], pd=[x.paid_seats for x in gs], due=[gb.next_due_at(x) for x in gs])
+                h=[x.held_seats for x in gs], pd=[x.paid_seats for x in gs], due=[gb.next_due_at(x, self.group_campaigns.get(x.id)) for x in gs],
+                naf=[x.nudged_almost_full_at for x in gs], nes=[x.nudged_expiring_soon_at for x in gs])
             row("SELECT count(pg_notify('sharecart_groups', :shop_id || ':' || v)) AS n "
                 "FROM unnest(CAST(:g AS text[])) AS v", key="notified", g=[x.id for x in gs])
         if self.orders:
@@ -516,7 +528,16 @@ async def advance_all(session, shop_id: str, now: datetime, claimed: list[lean.L
     items = []
     for ld in claimed:
         decision = gb.advance(ld.campaign, ld.group, now=now)
-        if decision.instructions or decision.group != ld.group or gb.next_due_at(ld.group) != ld.due_at:
+        if decision.instructions or decision.group != ld.group or gb.next_due_at(ld.group, ld.campaign) != ld.due_at:
             items.append((ld, decision))
     await carry_out(session, shop_id, now, items)
     return len(items)
+
+
+def draw_payload(g: gb.Group) -> dict | None:
+    """GB-7 v2: the revealed draw as the event log and the API show it (None without a v2 draw)."""
+    d = g.draw()
+    if d is None:
+        return None
+    return {"commitment": d.commitment, "seed": d.seed,
+            "candidates": [{"order_id": o, "score": sc} for o, sc in d.candidates], "winners": list(d.winners)}

@@ -39,11 +39,13 @@ from service.tx import events
 from service.tx.ids import new_id
 from store import mapping
 from store.models import CampaignRow, GroupRow
+from store.secrets import seal, unseal
 
 GROUP_COLS = [c.name for c in GroupRow.__table__.columns]
 CAMPAIGN_COLS = [c.name for c in CampaignRow.__table__.columns]
 SEAT_COLS = ["order_id", "user_id", "quantity", "unit_price", "role", "state", "reserved_at", "pay_by", "paid_at"]
-LEAN_INSTRUCTIONS = (gb.CancelOrder, gb.ReturnStock, gb.GroupOpened, gb.GroupCancelled, gb.LeaderChanged)
+LEAN_INSTRUCTIONS = (gb.CancelOrder, gb.ReturnStock, gb.GroupOpened, gb.GroupCancelled, gb.LeaderChanged,
+                     gb.GroupNudged)
 
 
 def load_sql(where: str, *, skip_locked: bool = False, limit: str = "") -> str:
@@ -112,7 +114,9 @@ def loaded(r, campaigns: dict | None = None) -> Loaded:
     group = gb.Group(id=g.group_id, campaign_id=g.campaign_id, tiers=mapping.tiers_from_json(g.tiers),
                      leader_user_id=g.leader_user_id, state=gb.GroupState(g.state), seats=tuple(seats),
                      opened_at=g.opened_at, variant=g.variant, expires_at=g.expires_at, formed_at=g.formed_at,
-                     closed_at=g.closed_at, tier_members=g.tier_members, winners=tuple(g.winners or ()))
+                     closed_at=g.closed_at, tier_members=g.tier_members, winners=tuple(g.winners or ()),
+                     lottery_seed=unseal(g.lottery_seed), nudged_almost_full_at=g.nudged_almost_full_at,
+                     nudged_expiring_soon_at=g.nudged_expiring_soon_at)  # gbv2: GB-7 v2 seed, GB-15 nudges
     if campaigns is not None and g.campaign_id in campaigns:
         c, campaign = campaigns[g.campaign_id]
     else:
@@ -239,6 +243,7 @@ class Writes:
     units: dict[tuple[str, str], tuple[int, int | None]] = field(default_factory=dict)  # (campaign, user) -> delta
     orders: dict[str, _OrderChange] = field(default_factory=dict)
     notify: list[str] = field(default_factory=list)
+    campaign: gb.Campaign | None = None  # gbv2: the engine campaign, for next_due_at (GB-12 grace, GB-15 nudges)
 
     def add(self, template: str, check: str | None = None, **params) -> None:
         p = f"p{len(self.parts)}_"
@@ -282,24 +287,28 @@ class Writes:
 
     def insert_group(self, g: gb.Group) -> None:
         self.add("INSERT INTO groups (shop_id, group_id, campaign_id, variant, tiers, leader_user_id, state, "
-                 "opened_at, expires_at, formed_at, closed_at, tier_members, winners, held_seats, paid_seats, due_at) "
+                 "opened_at, expires_at, formed_at, closed_at, tier_members, winners, held_seats, paid_seats, due_at, "
+                 "nudged_almost_full_at, nudged_expiring_soon_at, lottery_seed, lottery_commitment) "
                  "VALUES (:{p}s, :{p}g, :{p}c, :{p}v, CAST(:{p}t AS jsonb), :{p}l, :{p}st, :{p}op, :{p}ex, :{p}fo, "
-                 ":{p}cl, :{p}tm, CAST(:{p}w AS jsonb), :{p}h, :{p}pd, :{p}due)", **self._group_params(g),
-                 c=g.campaign_id, v=g.variant, t=json.dumps(mapping.tiers_to_json(g.tiers)), op=g.opened_at)
+                 ":{p}cl, :{p}tm, CAST(:{p}w AS jsonb), :{p}h, :{p}pd, :{p}due, :{p}naf, :{p}nes, :{p}seed, :{p}cm)",
+                 **self._group_params(g), c=g.campaign_id, v=g.variant, t=json.dumps(mapping.tiers_to_json(g.tiers)),
+                 op=g.opened_at, seed=seal(g.lottery_seed), cm=g.lottery_commitment)  # GB-7 v2: sealed at rest
 
     def update_group(self, g: gb.Group) -> None:
         """Always written, changed or not: the load's freshness check relies on every seat writer moving the
         group row's xmin."""
         self.add("UPDATE groups SET leader_user_id = :{p}l, state = :{p}st, expires_at = :{p}ex, formed_at = :{p}fo, "
                  "closed_at = :{p}cl, tier_members = :{p}tm, winners = CAST(:{p}w AS jsonb), held_seats = :{p}h, "
-                 "paid_seats = :{p}pd, due_at = :{p}due WHERE shop_id = :{p}s AND group_id = :{p}g",
+                 "paid_seats = :{p}pd, due_at = :{p}due, nudged_almost_full_at = :{p}naf, "
+                 "nudged_expiring_soon_at = :{p}nes WHERE shop_id = :{p}s AND group_id = :{p}g",
                  **self._group_params(g))
         self.notify.append(g.id)
 
     def _group_params(self, g: gb.Group) -> dict:
         return dict(s=self.shop_id, g=g.id, l=g.leader_user_id, st=g.state.value, ex=g.expires_at, fo=g.formed_at,
                     cl=g.closed_at, tm=g.tier_members, w=json.dumps(list(g.winners)), h=g.held_seats,
-                    pd=g.paid_seats, due=gb.next_due_at(g))
+                    pd=g.paid_seats, due=gb.next_due_at(g, self.campaign), naf=g.nudged_almost_full_at,
+                    nes=g.nudged_expiring_soon_at)
 
     def seats(self, before: gb.Group | None, after: gb.Group) -> None:
         old = {s.order_id: s for s in (before.seats if before else ())}
@@ -344,7 +353,13 @@ class Writes:
             elif isinstance(ins, gb.GroupOpened):
                 self.event(type=EventType.GROUP_OPENED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
                            payload={"group_id": g.id, "campaign_id": campaign_id, "leader_user_id": g.leader_user_id,
-                                    "expires_at": g.expires_at.isoformat()})
+                                    "expires_at": g.expires_at.isoformat(), "lottery_commitment": g.lottery_commitment})
+            elif isinstance(ins, gb.GroupNudged):  # GB-15
+                self.event(type=(EventType.GROUP_ALMOST_FULL if ins.kind == "almost_full"
+                                 else EventType.GROUP_EXPIRING_SOON), aggregate_type="group", aggregate_id=g.id,
+                           rule=ins.rule, payload={"group_id": g.id, "campaign_id": campaign_id,
+                                                   "seats_missing": ins.seats_missing,
+                                                   "expires_at": ins.expires_at.isoformat() if ins.expires_at else ""})
             elif isinstance(ins, gb.GroupCancelled):
                 self.event(type=EventType.GROUP_CANCELLED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
                            payload={"group_id": g.id})

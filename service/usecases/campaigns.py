@@ -41,6 +41,8 @@ async def create_campaign(
     commission_enabled: bool = True,
     category: str = "",
     idempotency_key: str | None = None,
+    almost_full_at: int = 1,
+    expiring_soon_before: timedelta = timedelta(hours=1),
 ) -> CampaignRow:
     """Validate and store a campaign. GB-10: a retry with the same idempotency key and the same
     input returns the first campaign (no second one); with other input it is IDEMPOTENCY_CONFLICT."""
@@ -67,6 +69,8 @@ async def create_campaign(
             for n, vt, w in variants
         ),
         commission_enabled=commission_enabled,
+        almost_full_at=almost_full_at,
+        expiring_soon_before=expiring_soon_before,
     )
     validate_campaign(campaign)
     if not product_ref:
@@ -82,6 +86,8 @@ async def create_campaign(
         "variants": [[n, [list(t) for t in vt], w] for n, vt, w in variants],
         "commission_enabled": commission_enabled, "category": category,
     }
+    if (almost_full_at, expiring_soon_before) != (1, timedelta(hours=1)):  # GB-15 (keys made before v2 replay)
+        request |= {"almost_full_at": almost_full_at, "expiring_soon_before_s": expiring_soon_before.total_seconds()}
     now = svc.now()
     async with unit_of_work(svc) as s:
         async def run():
@@ -111,6 +117,8 @@ async def create_campaign(
                 lottery_seed=campaign.lottery_seed,
                 commission_enabled=commission_enabled,
                 created_at=now,
+                almost_full_at=almost_full_at,
+                expiring_soon_before_s=int(expiring_soon_before.total_seconds()),
             )
             s.add(row)
             return row

@@ -70,11 +70,12 @@ Q = {  # root query field → (who may call it, request)
     "distributionSettings": ({"admin"}, "{ distributionSettings { mode level1Bp } }"),
     "levels": ({"admin"}, "{ levels { totalCount edges { node { id name } } } }"),
     "distributors": ({"admin"}, "{ distributors { totalCount edges { node { id userId inviteCode } } } }"),
-    "events": ({"admin"}, "{ events { totalCount edges { node { id aggregateId } } } }"),
+    "events": ({"admin", "finance"}, "{ events { totalCount edges { node { id aggregateId } } } }"),
     "webhookEndpoints": ({"admin"}, "{ webhookEndpoints { totalCount edges { node { id url } } } }"),
     "segmentCounts": ({"admin"}, "{ segmentCounts { segment count } }"),
     "userSegment": ({"admin"}, '{ userSegment(userId: "buyer") }'),
     "retention": ({"admin"}, '{ retention(periodFrom: "2026-01-01", periodTo: "2026-02-01") { source buyers } }'),
+    "groupBuySettings": ({"admin"}, "{ groupBuySettings { overflowReseat } }"),
     "fraudReviewQueue": ({"admin"}, "{ fraudReviewQueue { totalCount edges { node { id state } } } }"),
     "fraudRules": ({"admin"}, "{ fraudRules { selfDealing } }"),
 }
@@ -82,6 +83,8 @@ Q = {  # root query field → (who may call it, request)
 M = {  # root mutation field → (who may call it, input)
     "openGroup": ({"customer"}, '{campaignId: "{campaign}"}'),
     "joinGroup": ({"customer"}, '{groupId: "{group}"}'),
+    "quickJoin": ({"customer"}, '{campaignId: "{campaign}", openIfNone: true}'),
+    "updateGroupBuySettings": ({"admin"}, "{overflowReseat: false}"),
     "leaveGroup": ({"customer"}, '{groupId: "{group}"}'),
     "bindReferrer": ({"customer"}, '{inviteCode: "{invite}"}'),
     "recordVisit": (PUBLIC, '{inviteCode: "{invite}", visitorId: "visitor-acc-1"}'),

@@ -124,7 +124,8 @@ def test_GB1_leader_payment_opens_group_expiry_capped_at_campaign_end():
     d = gb.pay_seat(c, d.group, order_id="o1", amount=8000, now=T0 + 5 * M)
     assert d.group.state is GroupState.OPEN
     assert d.group.expires_at == T0 + 10 * H  # not T0+5m+24h
-    assert d.instructions == (OrderPaid("o1", PriceRole.LEADER, "GB-1"), GroupOpened("g", T0 + 10 * H, "GB-1"))
+    assert d.instructions == (OrderPaid("o1", PriceRole.LEADER, "GB-1"), GroupOpened("g", T0 + 10 * H, "GB-1"),
+                              gb.GroupNudged("g", "almost_full", 1, T0 + 10 * H, "GB-15"))  # 2 seats, 1 paid
 
 
 def test_GB1_leader_pay_window_capped_at_campaign_end():
@@ -263,16 +264,21 @@ def test_GB4_forms_the_moment_paid_seats_reach_capacity():
     assert gb.next_due_at(d.group) is None
 
 
-def test_GB4_GB5_forms_at_expiry_at_reached_tier_and_cancels_reservations():
+def test_GB4_GB5_GB12_forms_after_the_grace_at_reached_tier_and_cancels_reservations():
+    """v2: C's reservation is still inside its window at expiry (pay_by 24:05), so the group waits for it
+    (GB-12); C does not pay, its seat is released at 24:05 and the group forms then, at the tier reached."""
     c = campaign(tiers=(Tier(2, 9000), Tier(3, 8000), Tier(5, 7000)), leader_discount=500)
     g = join_pay(c, opened(c), "A").group
     g = join_pay(c, g, "B").group
     g = join(c, g, "C", now=T0 + 23 * H + 50 * M).group  # unpaid at expiry
+    assert gb.next_due_at(g, c) == T0 + 24 * H + 5 * M  # nothing happens at 24:00 itself
+    waiting = gb.advance(c, g, now=T0 + 24 * H + 4 * M)
+    assert waiting.instructions == () and gb.in_grace(c, waiting.group, now=T0 + 24 * H + 4 * M) is True
     d = gb.advance(c, g, now=T0 + 30 * H)
     g2 = d.group
-    assert g2.state is GroupState.FORMED and g2.formed_at == T0 + 24 * H and g2.tier_members == 3
+    assert g2.state is GroupState.FORMED and g2.formed_at == T0 + 24 * H + 5 * M and g2.tier_members == 3
     assert g2.seat_for_order("o-C").state is SeatState.RELEASED
-    assert d.instructions[:2] == (CancelOrder("o-C", "GB-4"), ReturnStock("o-C", 1, "GB-4"))
+    assert d.instructions[:2] == (CancelOrder("o-C", "GB-12"), ReturnStock("o-C", 1, "GB-12"))
     assert of(d.instructions, FinalPrice) == [FinalPrice("o-L", 7500, "GB-5"), FinalPrice("o-A", 8000, "GB-5"),
                                               FinalPrice("o-B", 8000, "GB-5")]
     # leader paid 9000-500=8500, final 8000-500=7500; members paid 9000, final 8000

@@ -1,4 +1,4 @@
-"""One group's whole life as a hypothesis state machine (GB-1..GB-11).
+"""One group's whole life as a hypothesis state machine (GB-1..GB-12).
 
 The model applies the engine's instructions the way the shell does (stock, per-user units,
 refunds owed, final prices) and checks after every step:
@@ -9,7 +9,11 @@ refunds owed, final prices) and checks after every step:
   what was received. The final price is computed by the model (tier reached by the paid seats,
   leader discount for the order that opened the group, 0 for lottery winners), never read back
   from the engine's FinalPrice;
-- the group is always caught up: advance() at the current instant changes nothing (GB-11).
+- the group is always caught up: advance() at the current instant changes nothing (GB-11);
+- GB-12 payment grace: nobody joins at or after `expires_at`; a payment made inside its window is
+  never refunded (GB-9) in a group that forms, i.e. expiry never costs a buyer in time their seat;
+  an OPEN group past `expires_at` is one whose outcome is still uncertain (it decides as soon as it
+  is certain), and every decision comes no later than `expires_at + payment_window`.
 
 The group is opened in `setup` (every run has one), strategies favour ladders and larger
 capacities, `join_and_pay` seats several new users at once, `leader_leaves` hands over to a paid
@@ -52,6 +56,7 @@ def campaigns(draw):
         max_quantity_per_order=draw(st.integers(1, 3)), new_members_only=draw(st.booleans()),
         fill_at_expiry=draw(st.none() | st.integers(1, min_size - 1)),
         lottery_winners=draw(st.integers(0, min_size - 1)), lottery_seed="seed",
+        almost_full_at=draw(st.integers(0, 3)), expiring_soon_before=draw(st.sampled_from([0, 10, 60, 600])) * M,
     )
     gb.validate_campaign(c)
     return c
@@ -59,9 +64,12 @@ def campaigns(draw):
 
 class GroupLife(RuleBasedStateMachine):
     @initialize(c=campaigns(), leader=st.sampled_from(USERS), qty=st.integers(0, 3),
-                leader_pays=st.sampled_from([True, True, True, False]))
-    def setup(self, c, leader, qty, leader_pays):
+                leader_pays=st.sampled_from([True, True, True, False]),
+                seed=st.none() | st.binary(min_size=32, max_size=32).map(bytes.hex))
+    def setup(self, c, leader, qty, leader_pays, seed):
         self.c = c
+        self.seed = seed  # GB-7 v2: the group's own seed (None: a group opened before v2, v1 draw)
+        self.nudges: list[gb.GroupNudged] = []  # GB-15
         self.now = T0
         self.group: gb.Group | None = None
         self.stock_left = c.stock
@@ -74,6 +82,8 @@ class GroupLife(RuleBasedStateMachine):
         self.extra_refunded = defaultdict(int)  # ... and the refunds owed for them
         self.final: dict[str, int] = {}      # FinalPrice per order
         self.cancelled: set[str] = set()
+        self.pay_by: dict[str, datetime] = {}  # order -> its payment deadline as reserved (GB-2)
+        self.gave_up: set[str] = set()        # reservations their holder cancelled (GB-8)
         self.took: set[str] = set()          # orders whose payment took a seat (OrderPaid)
         self.left: set[str] = set()          # paid orders that left (GB-8 full refund)
         self.has_paid: set[str] = set()
@@ -109,9 +119,13 @@ class GroupLife(RuleBasedStateMachine):
             elif isinstance(i, CancelOrder):
                 assert i.order_id not in self.cancelled
                 self.cancelled.add(i.order_id)
+                if i.rule == "GB-8":
+                    self.gave_up.add(i.order_id)
             elif isinstance(i, gb.OrderPaid):
                 self.took.add(i.order_id)
                 self.has_paid.add(self.user_of[i.order_id])
+            elif isinstance(i, gb.GroupNudged):
+                self.nudges.append(i)
         if self.group is None or d.group.state is not self.group.state:
             event(f"group -> {d.group.state.value}")
         for i in d.instructions:
@@ -122,6 +136,7 @@ class GroupLife(RuleBasedStateMachine):
     def reserve(self, d: gb.Decision, order_id: str, user: str, qty: int):
         self.user_of[order_id] = user
         self.qty_of[order_id] = qty
+        self.pay_by[order_id] = d.group.seat_for_order(order_id).pay_by
         if self.stock_left is not None:
             self.stock_left -= qty
         self.units[user] += qty
@@ -132,7 +147,8 @@ class GroupLife(RuleBasedStateMachine):
         oid = f"o{self.n}"
         try:
             d = gb.open_group(self.c, group_id="g", order_id=oid, user_id=user, quantity=qty, now=self.now,
-                              stock_left=self.stock_left, user_units_held=self.units[user])
+                              stock_left=self.stock_left, user_units_held=self.units[user],
+                              lottery_seed=self.seed)
         except RuleViolation as e:
             assert e.code in {ErrorCode.QUANTITY_LIMIT, ErrorCode.OUT_OF_STOCK, ErrorCode.PER_USER_LIMIT}
             return
@@ -155,6 +171,7 @@ class GroupLife(RuleBasedStateMachine):
                 assert self.group.held_seats == self.group.capacity
             return
         assert d.group.seat_of(user).order_id == oid
+        assert self.now < d.group.expires_at, "GB-12: no one joins once expires_at has come (grace included)"
         self.reserve(d, oid, user, qty)
 
     @rule(pick=st.integers(0, 20), wrong=st.sampled_from([False] * 5 + [True]), reserved_first=st.booleans())
@@ -182,6 +199,12 @@ class GroupLife(RuleBasedStateMachine):
             assert took != bool(late)  # GB-9: either the seat is taken or the money goes back
             if late:
                 assert late == [RefundOwed(seat.order_id, amount, "GB-9", True)] and after.state is not SeatState.PAID
+                if self.now < self.pay_by[seat.order_id] and seat.order_id not in self.gave_up | self.left:
+                    # GB-12: a payment in time is refunded only where the group could not form anyway
+                    assert d.group.state in {GroupState.FAILED, GroupState.CANCELLED}, d.group.state
+                    event("GB-12: in-time payment of a group that failed anyway")
+            if took and self.group.expires_at is not None and self.now >= self.group.expires_at:
+                event("GB-12: payment took a seat during the grace")
         self.apply(d)
 
     def pay_order(self, order_id: str):
@@ -209,6 +232,22 @@ class GroupLife(RuleBasedStateMachine):
             if self.group.seat_for_order(s.order_id).state is SeatState.RESERVED:
                 self.pay_order(s.order_id)
 
+    @precondition(lambda self: self.group.state is GroupState.OPEN and self.now < self.group.expires_at)
+    @rule(k=st.integers(1, 4), before=st.sampled_from([1, 2, 3]), offset=st.integers(0, len(USERS) - 1),
+          past=st.sampled_from([0, 1, 2]))
+    def reserve_just_before_expiry(self, k, before, offset, past):
+        """GB-12's race: users reserve seats minutes before expires_at and pay (or not) after it;
+        the clock then moves to (or past) expires_at."""
+        self.now = max(self.now, self.group.expires_at - before * M)
+        for user in (USERS[offset:] + USERS[:offset]):
+            if k == 0:
+                break
+            if self.group.seat_of(user) is None:
+                k -= 1
+                self.join(user, 1)
+        self.now = max(self.now, self.group.expires_at + past * M)
+        self.apply(gb.advance(self.c, self.group, now=self.now))
+
     @rule(user=st.sampled_from(USERS))
     def leave(self, user):
         try:
@@ -230,10 +269,10 @@ class GroupLife(RuleBasedStateMachine):
         self.now += minutes * M
         self.apply(gb.advance(self.c, self.group, now=self.now))
 
-    @precondition(lambda self: gb.next_due_at(self.group) is not None)
+    @precondition(lambda self: gb.next_due_at(self.group, self.c) is not None)
     @rule()
     def tick_to_due(self):
-        due = gb.next_due_at(self.group)
+        due = gb.next_due_at(self.group, self.c)
         assert due > self.now
         quiet = gb.advance(self.c, self.group, now=due - timedelta(microseconds=1))
         assert quiet.instructions == () and quiet.group == self.group
@@ -247,7 +286,7 @@ class GroupLife(RuleBasedStateMachine):
     def caught_up(self):
         d = gb.advance(self.c, self.group, now=self.now)
         assert d.instructions == () and d.group == self.group
-        due = gb.next_due_at(self.group)
+        due = gb.next_due_at(self.group, self.c)
         assert due is None or due > self.now
 
     @invariant()
@@ -263,7 +302,23 @@ class GroupLife(RuleBasedStateMachine):
         if g.state is GroupState.FORMED:
             assert g.paid_seats >= (self.c.fill_at_expiry or g.min_size)
             if g.paid_seats < g.min_size:  # only fill-at-expiry forms below min_size, and only at expiry
-                assert g.formed_at == g.expires_at
+                assert g.expires_at <= g.formed_at <= g.expires_at + self.c.payment_window  # GB-12 grace
+
+    @invariant()
+    def grace(self):
+        """GB-12: past expires_at an OPEN group is waiting for a payment that can still change its
+        outcome; a decision taken at or after expiry comes no later than expires_at + payment_window."""
+        g = self.group
+        if g.state is GroupState.OPEN and self.now >= g.expires_at:
+            event("GB-12: in grace")
+            assert gb.in_grace(self.c, g, now=self.now) is True
+            assert self.now < gb.grace_until(self.c, g) <= g.expires_at + self.c.payment_window
+            waiting = [s for s in g.seats if s.state is SeatState.RESERVED]
+            assert waiting and g.paid_seats + len(waiting) >= gb.forming_threshold(self.c, g)
+        if g.state in {GroupState.FORMED, GroupState.FAILED} and g.expires_at is not None:
+            assert g.closed_at <= g.expires_at + self.c.payment_window
+            if g.closed_at > g.expires_at:
+                event("GB-12: decided after a grace")
 
     @invariant()
     def stock_conserved(self):
@@ -318,6 +373,52 @@ class GroupLife(RuleBasedStateMachine):
                 assert oid not in self.final
             if s.state is SeatState.RELEASED:
                 assert oid in self.cancelled
+
+
+    @invariant()
+    def lottery_v2(self):
+        """GB-7 v2: the commitment is public from opening and the seed hidden until the draw; the winners
+        are re-derived here with hashlib/hmac alone: the K paid seats with the lowest
+        HMAC-SHA256(seed, order id), ties by order id."""
+        import hashlib
+        import hmac
+
+        g = self.group
+        if self.seed is None or self.c.lottery_winners == 0:
+            assert g.lottery_commitment is None and g.draw() is None
+            return
+        assert g.lottery_commitment == hashlib.sha256(bytes.fromhex(self.seed)).hexdigest()
+        if g.state is not GroupState.FORMED:
+            assert g.draw() is None  # no seed is revealed before its group has drawn
+            return
+        paid = [s.order_id for s in g.seats if s.state is SeatState.PAID]
+        rank = sorted(paid, key=lambda o: (hmac.new(bytes.fromhex(self.seed), o.encode(), hashlib.sha256)
+                                           .hexdigest(), o))
+        k = min(self.c.lottery_winners, len(paid))
+        assert g.winners == tuple(rank[:k])
+        d = g.draw()
+        if k:
+            event("GB-7 v2: drew")
+            assert d is not None and d.seed == self.seed and d.winners == g.winners
+            assert [c for c, _ in d.candidates] == rank
+
+    @invariant()
+    def nudges_once_and_on_time(self):
+        """GB-15: each nudge at most once per group; while OPEN (caught up), `almost_full` has been emitted
+        once paid seats are within `almost_full_at` of capacity, and `expiring_soon` once the clock is within
+        `expiring_soon_before` of expires_at."""
+        kinds = [n.kind for n in self.nudges]
+        assert kinds.count("almost_full") <= 1 and kinds.count("expiring_soon") <= 1
+        g = self.group
+        if g.state is GroupState.OPEN and self.now < g.expires_at:
+            missing = g.capacity - g.paid_seats
+            if 0 < missing <= self.c.almost_full_at:
+                assert "almost_full" in kinds
+            if self.c.expiring_soon_before > timedelta(0) and self.now >= g.expires_at - self.c.expiring_soon_before:
+                event("GB-15: expiring soon")
+                assert "expiring_soon" in kinds
+        for n in self.nudges:
+            event(f"GB-15: {n.kind}")
 
 
 GroupLife.TestCase.settings = settings(max_examples=250, stateful_step_count=30, deadline=None,

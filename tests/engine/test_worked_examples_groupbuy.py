@@ -1,4 +1,4 @@
-"""Runs every row of docs/worked-examples/groupbuy.md against the engine (GB-1..GB-9).
+"""Runs every row of docs/worked-examples/groupbuy.md against the engine (GB-1..GB-12, GB-7 v2, GB-15).
 
 A row that is missing, cannot be parsed, or disagrees with the engine fails."""
 
@@ -16,11 +16,13 @@ from engine.groupbuy import Campaign, Tier
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "worked-examples" / "groupbuy.md"
 HEADER = "| id | scenario | inputs | arithmetic written out | expected |"
-REQUIRED = {f"E{i}" for i in range(1, 13)}
+REQUIRED = {f"E{i}" for i in range(1, 18)}
 T0 = datetime(2025, 6, 1, tzinfo=timezone.utc)
 STEP = re.compile(r"^(open|join|pay|leave|advance)\s*([A-Za-z]\w*)?\s*(?:x(\d+))?\s*@(\d+)$")
-INPUT_KEYS = {"tiers", "list", "discount", "fill", "K", "seed", "stock", "group", "steps"}
-EXPECTED_KEYS = {"state", "tier", "leader", "final", "refunds", "cancelled", "winners", "stock_left"}
+INPUT_KEYS = {"tiers", "list", "discount", "fill", "K", "seed", "stock", "group", "steps", "groupseed", "almost",
+              "soon"}
+EXPECTED_KEYS = {"state", "tier", "leader", "final", "refunds", "cancelled", "winners", "stock_left", "closed",
+                 "nudges", "commitment"}
 
 
 def rows() -> list[dict[str, str]]:
@@ -64,7 +66,8 @@ def run(row: dict[str, str]) -> None:
                  payment_window=timedelta(minutes=15), starts_at=T0, ends_at=T0 + timedelta(days=7),
                  leader_discount=int(inp.get("discount", 0)), stock=stock, max_quantity_per_order=5,
                  fill_at_expiry=int(inp["fill"]) if "fill" in inp else None, lottery_winners=int(inp.get("K", 0)),
-                 lottery_seed=inp.get("seed", ""))
+                 lottery_seed=inp.get("seed", ""), almost_full_at=int(inp.get("almost", 0)),
+                 expiring_soon_before=timedelta(minutes=int(inp.get("soon", 0))))
     gb.validate_campaign(c)
     gid = inp.get("group", "g")
 
@@ -74,6 +77,7 @@ def run(row: dict[str, str]) -> None:
     refunds: list[tuple[str, int, str, bool]] = []
     finals: dict[str, int] = {}
     cancelled: list[str] = []
+    nudges: list[str] = []  # GB-15: kind@minute
 
     def apply(d: gb.Decision) -> gb.Group:
         nonlocal stock_left
@@ -86,6 +90,8 @@ def run(row: dict[str, str]) -> None:
                 cancelled.append(i.order_id)
             elif isinstance(i, gb.ReturnStock) and stock_left is not None:
                 stock_left += i.quantity
+            elif isinstance(i, gb.GroupNudged):
+                nudges.append(f"{i.kind}@{int((now - T0).total_seconds() // 60)}")
         return d.group
 
     steps = [s.strip() for s in inp["steps"].split(",")]
@@ -97,7 +103,7 @@ def run(row: dict[str, str]) -> None:
         oid = f"o-{user}"
         if verb == "open":
             d = gb.open_group(c, group_id=gid, order_id=oid, user_id=user, quantity=qty, now=now,
-                              stock_left=stock_left, user_units_held=0)
+                              stock_left=stock_left, user_units_held=0, lottery_seed=inp.get("groupseed"))
         elif verb == "join":
             d = gb.join_group(c, group, order_id=oid, user_id=user, quantity=qty, now=now, stock_left=stock_left,
                               user_units_held=0, user_has_paid_order=False)
@@ -134,6 +140,12 @@ def run(row: dict[str, str]) -> None:
         assert sorted(user(o) for o in cancelled) == sorted(want)
     if "stock_left" in exp:
         assert stock_left == int(exp["stock_left"])
+    if "closed" in exp:  # GB-12: the instant the group decided, in minutes
+        assert group.closed_at == T0 + timedelta(minutes=int(exp["closed"]))
+    if "nudges" in exp:  # GB-15
+        assert nudges == ([] if exp["nudges"] == "none" else [n.strip() for n in exp["nudges"].split(",")])
+    if "commitment" in exp:  # GB-7 v2: the commitment starts with the digits given
+        assert group.lottery_commitment is not None and group.lottery_commitment.startswith(exp["commitment"])
     # the same money invariant as everywhere (GB-5..GB-9): refunds never exceed what was paid
     total = defaultdict(int)
     for o, a, _, _ in refunds:

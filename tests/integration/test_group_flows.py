@@ -152,7 +152,7 @@ async def test_GB8_R32_leader_reward_goes_to_whoever_leads_at_forming(svc, shop)
 async def test_GB7_R33_leader_who_wins_the_lottery_keeps_the_reward(svc, shop):
     """R33: the leader's free order (GB-7 full refund) does not reverse the leader reward: the reward's base
     is the other members' net, and it follows the leader's order to FROZEN and AVAILABLE."""
-    from engine.lottery import draw_winners
+    from engine import lottery
 
     sid = shop.shop_id
     c = await make_campaign(svc, sid, tiers=[(2, 8000)], lottery_winners=1, leader_commission_bp=1000)
@@ -163,7 +163,8 @@ async def test_GB7_R33_leader_who_wins_the_lottery_keeps_the_reward(svc, shop):
         lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id=leader)
         await pay(svc, sid, lead)
         m = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id=f"m{i}")
-        if draw_winners(c.lottery_seed, lead.group_id, [lead.order_id, m.order_id], 1) == (lead.order_id,):
+        _, g0 = await groups.get_group_caught_up(svc, shop_id=sid, group_id=lead.group_id)  # GB-7 v2: its seed
+        if lottery.draw(g0.lottery_seed, [lead.order_id, m.order_id], 1).winners == (lead.order_id,):
             break
     else:
         raise AssertionError("no leader won the draw in 40 groups")

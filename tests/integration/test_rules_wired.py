@@ -19,7 +19,8 @@ from engine.errors import ErrorCode, RuleViolation
 from engine.levels import Level
 from service.usecases import campaigns, distribution, groups, orders, payouts, refunds, shops
 from service.jobs import worker
-from tests.integration.helpers import assert_ledger_consistent, make_campaign, pay
+from store.models import GroupRow
+from tests.integration.helpers import assert_ledger_consistent, make_campaign, pay, raw_row
 
 
 # ---------------------------------------------------------------- helpers
@@ -273,13 +274,42 @@ async def test_gb7_lottery_winners_get_their_orders_free_through_service(svc, sh
 
 
 async def test_gb7_winners_are_the_draw_of_the_stored_seed_through_service(svc, shop):
-    """GB-7 + the campaign's stored `lottery_seed`: the winners are exactly the ones anyone re-running the
-    recorded draw (engine.lottery.draw_winners over the paid order ids) gets from that seed."""
+    """GB-7 v2 + the group's stored `lottery_seed`: the winners are exactly the ones anyone re-running the
+    revealed draw (engine.lottery.draw over the paid order ids) gets from that seed, whose SHA-256 is the
+    commitment stored when the group opened."""
+    import hashlib
+
+    from engine import lottery
+
+    sid = shop.shop_id
+    c = await make_campaign(svc, sid, tiers=[(4, 8000)], lottery_winners=2)
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="lead")
+    committed = (await raw_row(svc, GroupRow, sid, lead.group_id)).lottery_commitment
+    await pay(svc, sid, lead)
+    paid = [lead.order_id]
+    for u in ("m1", "m2", "m3"):
+        s = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id=u)
+        await pay(svc, sid, s)
+        paid.append(s.order_id)
+    g = await group_of(svc, sid, lead.group_id)
+    assert g.lottery_seed and hashlib.sha256(bytes.fromhex(g.lottery_seed)).hexdigest() == committed
+    assert g.winners == lottery.draw(g.lottery_seed, paid, 2).winners
+
+
+async def test_gb7_a_group_opened_before_v2_draws_with_the_campaign_seed_through_service(svc, shop):
+    """GB-7, groups opened before v2 (no seed of their own, as migration 0015 leaves them): they still draw,
+    with the v1 procedure over the campaign's stored `lottery_seed`; nothing is revealed for them."""
+    from sqlalchemy import text
+
     from engine.lottery import draw_winners
 
     sid = shop.shop_id
     c = await make_campaign(svc, sid, tiers=[(4, 8000)], lottery_winners=2)
     lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="lead")
+    async with svc.sessionmaker() as s:  # what a group opened before v2 looks like
+        await s.execute(text("UPDATE groups SET lottery_seed = NULL, lottery_commitment = NULL "
+                             "WHERE shop_id = :s AND group_id = :g"), {"s": sid, "g": lead.group_id})
+        await s.commit()
     await pay(svc, sid, lead)
     paid = [lead.order_id]
     for u in ("m1", "m2", "m3"):
@@ -288,6 +318,7 @@ async def test_gb7_winners_are_the_draw_of_the_stored_seed_through_service(svc, 
         paid.append(s.order_id)
     g = await group_of(svc, sid, lead.group_id)
     seed = (await campaigns.get_campaign(svc, shop_id=sid, campaign_id=c.campaign_id)).lottery_seed
+    assert g.state.value == "FORMED" and g.lottery_seed is None and g.draw() is None
     assert seed and g.winners == draw_winners(seed, lead.group_id, paid, 2)
 
 

@@ -101,7 +101,7 @@ async def test_event_is_written_iff_its_transaction_commits(svc, shop):
                         now=svc.now(), payload={})
             await s.flush()
             raise RuntimeError("roll back")
-    c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)])
+    c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)], almost_full_at=0)  # no GB-15 nudge here
     g = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="a")
     with pytest.raises(RuleViolation):
         await groups.join_group(svc, shop_id=shop.shop_id, group_id=g.group_id, user_id="b")  # not open: refused
@@ -273,7 +273,7 @@ async def test_killing_the_service_mid_delivery_loses_no_event(svc, shop, databa
 
 async def test_every_event_payload_carries_the_shop_currency(svc, shop):
     """The backend needs the currency beside every amount (SH-2: the shop's one currency)."""
-    c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)])
+    c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)], almost_full_at=0)  # no GB-15 nudge here
     g = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="a")
     await pay(svc, shop.shop_id, g)
     evs = await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id)
@@ -573,7 +573,7 @@ async def test_a_real_use_case_that_fails_after_emitting_leaves_no_event_and_no_
     from store.models import Order, Payment, WebhookDelivery
 
     ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/hook")
-    c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)])
+    c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)], almost_full_at=0)  # no GB-15 nudge here
     g = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="lead")
 
     async def counts(s):

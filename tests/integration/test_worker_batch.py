@@ -98,8 +98,8 @@ async def _snapshot(svc, sid: str) -> dict:
             return names.get(v, "<id>" if v[:3] in ("rf_", "cl_", "le_", "evt", "aud") else v)
         if isinstance(v, list):  # lists of ids follow the seats' order: (reserved_at, order_id), random ids
             return sorted((norm(x) for x in v), key=str)
-        if isinstance(v, dict):
-            return {k: norm(x) for k, x in v.items()}
+        if isinstance(v, dict):  # a GB-7 v2 score is an HMAC of a (random) order id: the same only in name
+            return {k: "<score>" if k == "score" else norm(x) for k, x in v.items()}
         return v
 
     def table(sql: str) -> list:
@@ -127,8 +127,14 @@ async def _snapshot(svc, sid: str) -> dict:
     return {q.split(" FROM ")[1].split()[0]: table(q) for q in queries}
 
 
-async def test_a_batch_with_every_outcome_equals_one_group_at_a_time_GB4_GB5_GB6_GB7_GB11(svc):
+async def test_a_batch_with_every_outcome_equals_one_group_at_a_time_GB4_GB5_GB6_GB7_GB11(svc, monkeypatch):
+    import hashlib
+
+    from service.usecases import groups as groups_uc
     from service.usecases.shops import create_shop
+
+    # GB-7 v2: each group draws with its own random seed; both worlds get the same seeds for the same leaders
+    monkeypatch.setattr(groups_uc, "new_lottery_seed", lambda user_id: hashlib.sha256(user_id.encode()).hexdigest())
 
     one = await create_shop(svc, shop_id="t-batch-one", name="one", currency="CNY")
     many = await create_shop(svc, shop_id="t-batch-many", name="many", currency="CNY")

@@ -1,0 +1,239 @@
+"""Group-buy v2 (issue 15) through the service and the worker, on real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from service.jobs import worker
+from service.usecases import groups
+from store.models import GroupRow, Order
+from tests.integration.helpers import assert_ledger_consistent, make_campaign, pay, raw_row
+
+
+async def test_GB12_worker_waits_for_the_grace_and_decides_at_the_pay_by_without_reads(svc, shop):
+    """GB-12 / GB-11: at expires_at the worker leaves a group that waits for a payment alone (due_at moves to
+    the pay_by, not expires_at); at the pay_by it releases the reservation and decides, nobody reading."""
+    sid = shop.shop_id
+    c = await make_campaign(svc, sid, tiers=[(2, 8_000)], duration=timedelta(hours=1))
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="ann")
+    await pay(svc, sid, lead)
+    svc.clock.advance(timedelta(minutes=50))
+    bob = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="bob")
+    row = await raw_row(svc, GroupRow, sid, lead.group_id)
+    pay_by = svc.now() + timedelta(minutes=15)
+    assert row.due_at == pay_by  # nothing is due at expires_at itself: the group would wait (GB-12)
+    svc.clock.advance(timedelta(minutes=12))  # 2 minutes into the grace
+    assert await worker.run_due_groups(svc, shop_id=sid) == 0
+    assert (await raw_row(svc, GroupRow, sid, lead.group_id)).state == "OPEN"
+    svc.clock.set(pay_by)
+    assert await worker.run_due_groups(svc, shop_id=sid) == 1
+    row = await raw_row(svc, GroupRow, sid, lead.group_id)
+    assert row.state == "FAILED" and row.closed_at == pay_by and row.due_at is None
+    assert row.closed_at <= row.expires_at + timedelta(minutes=15)
+    assert (await raw_row(svc, Order, sid, bob.order_id)).state == "CANCELLED"
+    await assert_ledger_consistent(svc, sid)
+
+
+async def test_GB12_payment_in_grace_forms_the_group_at_once(svc, shop):
+    """GB-12: the payment that makes the outcome certain decides at that instant (FORMED, not at pay_by)."""
+    sid = shop.shop_id
+    c = await make_campaign(svc, sid, tiers=[(2, 8_000)], duration=timedelta(hours=1))
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="ann")
+    await pay(svc, sid, lead)
+    svc.clock.advance(timedelta(minutes=55))
+    bob = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="bob")
+    svc.clock.advance(timedelta(minutes=8))
+    await worker.run_due_groups(svc, shop_id=sid)
+    await pay(svc, sid, bob)
+    row = await raw_row(svc, GroupRow, sid, lead.group_id)
+    assert row.state == "FORMED" and row.formed_at == svc.now() and row.paid_seats == 2
+    assert (await raw_row(svc, Order, sid, bob.order_id)).state == "PAID"
+    await assert_ledger_consistent(svc, sid)
+
+
+async def _events(svc, sid, *types):
+    from sqlalchemy import text
+
+    async with svc.sessionmaker() as s:
+        rows = (await s.execute(text("SELECT type, occurred_at, payload FROM events WHERE shop_id = :s "
+                                     "AND type = ANY(:t) ORDER BY occurred_at"), {"s": sid, "t": list(types)})).all()
+    return rows
+
+
+async def test_GB15_nudges_once_each_on_time_by_the_worker_without_reads(svc, shop):
+    """GB-15: `almost_full` with the payment that leaves `almost_full_at` seats missing; `expiring_soon` by the
+    worker exactly `expiring_soon_before` ahead of expires_at (due_at says when), nobody reading; each once."""
+    sid = shop.shop_id
+    c = await make_campaign(svc, sid, tiers=[(4, 8_000)], duration=timedelta(hours=1), almost_full_at=2,
+                            expiring_soon_before=timedelta(minutes=10))
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="ann")
+    await pay(svc, sid, lead)
+    opened = svc.now()
+    assert await _events(svc, sid, "group.almost_full") == []  # 3 missing > 2
+    bob = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="bob")
+    assert await _events(svc, sid, "group.almost_full") == []  # a reservation is not a paid seat
+    await pay(svc, sid, bob)
+    (af,) = await _events(svc, sid, "group.almost_full")
+    assert af.payload["seats_missing"] == 2 and af.occurred_at == svc.now()
+    row = await raw_row(svc, GroupRow, sid, lead.group_id)
+    assert row.due_at == opened + timedelta(minutes=50)  # the nudge is what falls due next
+    svc.clock.set(opened + timedelta(minutes=50))
+    assert await worker.run_due_groups(svc, shop_id=sid) == 1
+    (es,) = await _events(svc, sid, "group.expiring_soon")
+    assert es.occurred_at == opened + timedelta(minutes=50) and es.payload["seats_missing"] == 2
+    row = await raw_row(svc, GroupRow, sid, lead.group_id)
+    assert row.due_at == row.expires_at and row.nudged_expiring_soon_at == es.occurred_at
+    cat = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="cat")
+    await pay(svc, sid, cat)  # 1 missing now: still only one almost_full
+    await worker.run_due_groups(svc, shop_id=sid)
+    assert len(await _events(svc, sid, "group.almost_full")) == 1
+    assert len(await _events(svc, sid, "group.expiring_soon")) == 1
+
+
+async def _open_with(svc, sid, cid, leader: str, members: int, paid_members: int = 0):
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=cid, user_id=leader)
+    await pay(svc, sid, lead)
+    for i in range(members):
+        m = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id=f"{leader}-m{i}")
+        if i < paid_members:
+            await pay(svc, sid, m)
+    return lead.group_id
+
+
+async def test_GB13_quick_join_order_retry_and_open_if_none(svc, shop):
+    """GB-13: the group with the fewest seats missing to its next threshold first, then the earliest to
+    expire; a refusal by one group (the customer already sits there) moves on; none left: NO_GROUP_AVAILABLE,
+    or with open_if_none a new group with the customer as its leader."""
+    from engine.errors import ErrorCode, RuleViolation
+
+    sid = shop.shop_id
+    c = await make_campaign(svc, sid, tiers=[(3, 8_000), (5, 7_000)])
+    far = await _open_with(svc, sid, c.campaign_id, "far", 0)             # 1 held: 2 to tier 3
+    svc.clock.advance(timedelta(minutes=1))
+    near = await _open_with(svc, sid, c.campaign_id, "near", 1)           # 2 held: 1 to tier 3
+    svc.clock.advance(timedelta(minutes=1))
+    near_later = await _open_with(svc, sid, c.campaign_id, "late", 1)     # 2 held, expires later
+    r = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="q1")
+    assert (r.group_id, r.opened) == (near, False)                        # 3 held: now 2 to tier 5
+    r = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="q2")
+    assert r.group_id == near_later                                        # 1 missing, expires after `near`
+    r = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="q3")
+    assert r.group_id == far                                               # all 2 missing: earliest expiry
+    r = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="q4")
+    assert r.group_id == far                                               # 1 missing to tier 3
+    r = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="q4")
+    assert r.group_id == near  # all 2 missing; q4 already sits in `far` (earliest): the next one
+    # fill everything, then none is left
+    for i in range(20):
+        try:
+            await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id=f"fill{i}")
+        except RuleViolation as e:
+            assert e.code is ErrorCode.NO_GROUP_AVAILABLE and e.rule == "GB-13"
+            break
+    else:
+        raise AssertionError("the groups never filled")
+    o = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="opener", open_if_none=True)
+    assert o.opened and o.group_id not in (far, near, near_later)
+    row = await raw_row(svc, GroupRow, sid, o.group_id)
+    assert row.state == "PENDING" and row.leader_user_id == "opener"
+    again = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="opener2",
+                                    open_if_none=True, idempotency_key="k1")
+    replay = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="opener2",
+                                     open_if_none=True, idempotency_key="k1")
+    assert (replay.group_id, replay.order_id) == (again.group_id, again.order_id)  # GB-10: one seat
+
+
+async def test_GB13_concurrent_quick_joins_of_60_users_never_oversell_and_fill_before_opening(svc, shop):
+    """GB-13 / GB-2 under concurrency: 60 customers quick-join at once with open_if_none. No group ever holds
+    more than its capacity, every customer gets exactly one seat, every free seat of the open groups is taken
+    before anyone opens a new group (each quick join that opened had tried every group and found it full)."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    sid = shop.shop_id
+    c = await make_campaign(svc, sid, tiers=[(5, 8_000)])
+    existing = [await _open_with(svc, sid, c.campaign_id, f"g{i}", n, n // 2) for i, n in enumerate((3, 0, 2, 1))]
+    free = 4 * 5 - (4 + 1 + 3 + 2)  # 10 seats
+    users = [f"u{i:02d}" for i in range(60)]
+    results = await asyncio.gather(*(groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id=u,
+                                                       open_if_none=True) for u in users))
+    assert len({r.order_id for r in results}) == 60
+    async with svc.sessionmaker() as s:
+        held = dict((await s.execute(text(
+            "SELECT group_id, count(*) FROM seats WHERE shop_id = :s AND state IN ('RESERVED', 'PAID') "
+            "GROUP BY group_id"), {"s": sid})).all())
+        per_user = (await s.execute(text(
+            "SELECT user_id, count(*) FROM seats WHERE shop_id = :s AND state IN ('RESERVED', 'PAID') "
+            "AND user_id LIKE 'u%' GROUP BY user_id"), {"s": sid})).all()
+    assert all(n <= 5 for n in held.values()), held  # never oversold (GB-2)
+    assert all(held[g] == 5 for g in existing), held  # the open groups filled first (GB-13)
+    assert sorted(u for u, n in per_user if n == 1) == users  # one seat each
+    joined = [r for r in results if not r.opened]
+    assert len(joined) == free and len(results) - len(joined) == 60 - free
+    for g in existing:
+        row = await raw_row(svc, GroupRow, sid, g)
+        assert row.held_seats == 5
+
+
+async def _late_member(svc, sid, cid):
+    """A group whose member `bob` reserved and let his payment window pass, and another open group."""
+    a = await _open_with(svc, sid, cid, "ann", 0)
+    bob = await groups.join_group(svc, shop_id=sid, group_id=a, user_id="bob")
+    b = await _open_with(svc, sid, cid, "cid", 0)
+    svc.clock.advance(timedelta(minutes=16))  # bob's pay_by has passed
+    return a, b, bob
+
+
+async def test_GB14_overflow_reseat_is_off_by_default_and_the_late_payment_is_refunded(svc, shop):
+    from service.usecases import refunds
+
+    sid = shop.shop_id
+    c = await make_campaign(svc, sid, tiers=[(3, 8_000)])
+    a, b, bob = await _late_member(svc, sid, c.campaign_id)
+    r = await pay(svc, sid, bob)
+    assert r["accepted"] is False
+    o = await raw_row(svc, Order, sid, bob.order_id)
+    assert o.group_id == a and o.refunded_amount == 8_000
+    assert [e.payload["reason"] for e in await _events(svc, sid, "refund.owed")] == ["GB-9"]
+    assert await _events(svc, sid, "order.reseated") == []
+    del refunds
+
+
+async def test_GB14_overflow_reseat_seats_the_late_payment_in_another_open_group_at_its_price(svc, shop):
+    from service.usecases import groupbuy_settings
+
+    sid = shop.shop_id
+    assert await groupbuy_settings.get_overflow_reseat(svc, shop_id=sid) is False
+    await groupbuy_settings.set_overflow_reseat(svc, shop_id=sid, enabled=True)
+    c = await make_campaign(svc, sid, tiers=[(3, 8_000)], stock=10)
+    a, b, bob = await _late_member(svc, sid, c.campaign_id)
+    r = await pay(svc, sid, bob)
+    assert r["accepted"] is True
+    o = await raw_row(svc, Order, sid, bob.order_id)
+    assert (o.group_id, o.state, o.paid_amount, o.refunded_amount) == (b, "PAID", 8_000, 0)
+    (ev,) = await _events(svc, sid, "order.reseated")
+    assert (ev.payload["from_group_id"], ev.payload["to_group_id"]) == (a, b)
+    assert await _events(svc, sid, "refund.owed") == []
+    rb = await raw_row(svc, GroupRow, sid, b)
+    ra = await raw_row(svc, GroupRow, sid, a)
+    assert (rb.held_seats, rb.paid_seats, ra.held_seats) == (2, 2, 1)
+    from store.models import CampaignRow
+
+    assert (await raw_row(svc, CampaignRow, sid, c.campaign_id)).stock_left == 10 - 3  # ann, cid, bob
+    await assert_ledger_consistent(svc, sid)
+
+
+async def test_GB14_no_group_can_take_the_buyer_so_the_payment_is_refunded(svc, shop):
+    from service.usecases import groupbuy_settings
+
+    sid = shop.shop_id
+    await groupbuy_settings.set_overflow_reseat(svc, shop_id=sid, enabled=True)
+    c = await make_campaign(svc, sid, tiers=[(2, 8_000)])
+    a = await _open_with(svc, sid, c.campaign_id, "ann", 0)
+    bob = await groups.join_group(svc, shop_id=sid, group_id=a, user_id="bob")
+    svc.clock.advance(timedelta(minutes=16))
+    r = await pay(svc, sid, bob)  # no other open group
+    assert r["accepted"] is False
+    assert [e.payload["reason"] for e in await _events(svc, sid, "refund.owed")] == ["GB-9"]
+    assert await _events(svc, sid, "order.reseated") == []
