@@ -297,7 +297,7 @@ async def test_gb7_winners_are_the_draw_of_the_stored_seed_through_service(svc, 
 
 
 async def test_gb7_a_group_opened_before_v2_draws_with_the_campaign_seed_through_service(svc, shop):
-    """GB-7, groups opened before v2 (no seed of their own, as migration 0015 leaves them): they still draw,
+    """GB-7, groups opened before v2 (no seed of their own, as migration 0018 leaves them): they still draw,
     with the v1 procedure over the campaign's stored `lottery_seed`; nothing is revealed for them."""
     from sqlalchemy import text
 
