@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 import strawberry
@@ -128,6 +129,8 @@ def _sqlstate(exc) -> tuple[str | None, str | None]:
         state = state or getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
         constraint = constraint or getattr(e, "constraint_name", None)
         e = getattr(e, "orig", None) or e.__cause__
+    if constraint and constraint not in UNIQUE_REFUSALS:  # on Citus, the shard's: `<name>_<shard id>`
+        constraint = re.sub(r"_[0-9]+$", "", constraint)
     return state, constraint
 
 

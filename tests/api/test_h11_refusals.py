@@ -129,3 +129,20 @@ def _clock_bounded(admin, public):
     assert int(year) < 2200
     # every shop still works
     assert "errors" not in public.gql("{ campaigns { totalCount } }")
+
+
+@pytest.mark.parametrize("constraint", ["uq_refunds_shop_id_provider_ref", "uq_refunds_shop_id_provider_ref_102458"])
+def test_h11_11_a_unique_refusal_is_known_by_its_constraint_on_a_citus_shard_too(constraint):
+    """On Citus the unique violation names the shard's constraint (`<name>_<shard id>`): the same refusal."""
+    from sqlalchemy.exc import IntegrityError
+
+    from api.errors import refusal_of
+
+    class Violation(Exception):
+        sqlstate = "23505"
+        constraint_name = constraint
+
+    r = refusal_of(IntegrityError("INSERT …", {}, Violation()))
+    assert r is not None and r.code == "IDEMPOTENCY_CONFLICT" and r.field == "providerRef"
+    Violation.constraint_name = "uq_something_else_102458"
+    assert refusal_of(IntegrityError("INSERT …", {}, Violation())) is None
