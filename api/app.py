@@ -33,11 +33,11 @@ from api.limits import dev_mode
 from api.live import GroupListener
 from api.metrics import metrics_endpoint
 from api.ops import Operations, health, ready
-from api.mutations import test_clock_enabled
+from api.shops import test_clock_enabled
 from api.schema import make_schema
 from engine.errors import ErrorCode, RuleViolation, refuse
 from service.context import Services
-from service.shops import get_shop, shop_of_public_key
+from service.usecases.shops import get_shop, shop_of_public_key
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 256 * 1024
@@ -92,9 +92,9 @@ class SharecartGraphQL(GraphQL):
 
     async def _group(self, shop_id: str, group_id: str):
         """The one read of a group per change that api.live fans out to every subscriber of this process."""
-        from service import queries
+        from service.reads import queries
 
-        return (await queries.groups_by_ids(self.svc, shop_id=shop_id, ids=[group_id])).get(group_id)
+        return (await queries.groups_by_ids_caught_up(self.svc, shop_id=shop_id, ids=[group_id])).get(group_id)
 
     async def shop(self, shop_id: str):
         """The shop from this process's cache; the cache is valid only while LISTEN runs (api.auth)."""
@@ -267,9 +267,9 @@ def _error(code: str, message: str, status: int) -> JSONResponse:
 
 async def export_settlement(request: Request):
     """LG-3 exports over authenticated HTTP (finance role), streamed: same batch, same bytes."""
-    from api.types import raw_id
-    from service import exports
-    from service.settlements import get_settlement
+    from api.relay import raw_id
+    from service.reads import exports
+    from service.usecases.settlements import get_settlement
 
     svc: Services = request.app.state.svc
     try:

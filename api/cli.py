@@ -113,7 +113,7 @@ def create_shop(shop_id: str, name: str = typer.Option(...), currency: str = "CN
     check_timezone(timezone)
 
     async def run():
-        from service.shops import create_shop as create
+        from service.usecases.shops import create_shop as create
 
         svc = _services()
         await _migrate(svc)
@@ -142,7 +142,7 @@ def mint_token(
         raise fail("INVALID_INPUT", f"--ttl is 1 to {MAX_TTL_S} seconds (7 days)")
 
     async def run():
-        from service.shops import get_shop
+        from service.usecases.shops import get_shop
 
         svc = _services()
         shop = await get_shop(svc, shop_id)
@@ -159,7 +159,7 @@ def seed() -> None:
     """Create the demo shop (idempotent)."""
 
     async def run():
-        from service.demo import seed_demo
+        from service.usecases.demo import seed_demo
 
         svc = _services()
         await _migrate(svc)
@@ -180,8 +180,8 @@ def close_period(shop_id: str, day_from: str = typer.Option(..., "--from", help=
     first, after = _day(day_from, "--from"), _day(day_to, "--to")
 
     async def run():
-        from service.settlements import close_period as close
-        from service.shops import get_shop
+        from service.usecases.settlements import close_period as close
+        from service.usecases.shops import get_shop
 
         svc = _services()
         if await get_shop(svc, shop_id) is None:
@@ -207,8 +207,8 @@ def export(shop_id: str, settlement_id: str, fmt: str = typer.Option("csv", "--f
     _check_out(out)
 
     async def run():
-        from service import exports
-        from service.settlements import get_settlement
+        from service.reads import exports
+        from service.usecases.settlements import get_settlement
 
         svc = _services()
         batch = await get_settlement(svc, shop_id=shop_id, settlement_id=settlement_id)
@@ -257,7 +257,7 @@ def list_shops(as_json: bool = typer.Option(False, "--json", help="one JSON obje
         raise fail("INVALID_INPUT", "--limit is a positive number")
 
     async def run():
-        from service.shops import list_shops as shops
+        from service.usecases.shops import list_shops as shops
 
         svc = _services()
         try:
@@ -308,7 +308,7 @@ def serve(
                              "(docs/security.md)"),
 ) -> None:
     """Start the API (N processes) and the worker; migrations applied first (api/process.py)."""
-    from api.mutations import TEST_CLOCK_ENV, test_clock_enabled
+    from api.shops import TEST_CLOCK_ENV, test_clock_enabled
     from api.process import serve as run
 
     if test_clock:
@@ -349,9 +349,9 @@ def _token(shop, user: str, roles, ttl: int) -> str:
 
 def _print_demo(r: dict, host: str, port: int) -> None:
     """What docs/walkthrough.md needs, under the names it uses (tests/api/test_walkthrough.py reads this)."""
-    from api.mutations import test_clock_enabled
-    from api.types import global_id
-    from service.demo import DEMO_CALLERS
+    from api.shops import test_clock_enabled
+    from api.relay import global_id
+    from service.usecases.demo import DEMO_CALLERS
 
     shop = r["shop"]
     base = f"http://{host}:{port}"

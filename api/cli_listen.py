@@ -81,7 +81,7 @@ def _token_shop(token: str) -> str:
 
 
 def webhook_body(node: dict, shop_id: str) -> bytes:
-    """The same body a webhook delivery of this event carries (service.webhooks.event_body)."""
+    """The same body a webhook delivery of this event carries (service.usecases.webhooks.event_body)."""
     return json.dumps({"id": _raw_id(node["id"]), "seq": node["seq"], "type": node["type"], "shop_id": shop_id,
                        "aggregate_type": node["aggregateType"], "aggregate_id": node["aggregateId"],
                        "rule": node["rule"], "occurred_at": node["occurredAt"],
@@ -94,7 +94,7 @@ class State:
     def __init__(self, path: Path) -> None:
         self.path = path
         data = json.loads(path.read_text()) if path.exists() else {}
-        from service.webhooks import new_secret
+        from service.usecases.webhooks import new_secret
 
         self.cursor: Optional[str] = data.get("cursor")
         self.secret: str = data.get("secret") or new_secret()
@@ -119,7 +119,7 @@ async def listen_loop(*, api: str, token: str, forward_to: str, state: State, sh
     has nothing more."""
     import httpx
 
-    from service.webhooks import signed_headers
+    from service.usecases.webhooks import signed_headers
 
     forwarded = 0
     headers = {"authorization": f"Bearer {token}"}
@@ -207,9 +207,9 @@ def register(app: typer.Typer) -> None:
 
 
 async def _trigger(shop_id: str, event_type: str) -> bool:
-    from service import events
+    from service.tx import events
     from service.context import Services
-    from service.ids import new_id
+    from service.tx.ids import new_id
     from service.uow import unit_of_work
     from store.database import create_engine
     from store.models import Shop

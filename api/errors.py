@@ -90,7 +90,7 @@ class PublicErrors(MaskErrors):
 def _refused_request(error: GraphQLError) -> bool:
     """graphql-core's own refusal of the request (parse, validation, variable/literal coercion): it has
     no path (nothing was executing), points at the document, and has no exception of ours behind it
-    other than a scalar's ValueError (whose message is written for clients: api.types)."""
+    other than a scalar's ValueError (whose message is written for clients: api.relay)."""
     if error.path is not None:
         return False
     original = error.original_error

@@ -17,7 +17,7 @@
 - strings: a NUL character in any string argument or variable is INVALID_INPUT (PostgreSQL text cannot
   hold it), refused before anything runs.
 
-Page sizes themselves are capped (`first` > MAX_PAGE reads MAX_PAGE) in api.types.
+Page sizes themselves are capped (`first` > MAX_PAGE reads MAX_PAGE) in api.relay.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from graphql.error import GraphQLSyntaxError
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache, SchemaExtension
 from strawberry.extensions.query_depth_limiter import create_validator
 
-from api.types import DEFAULT_PAGE, MAX_PAGE
+from api.relay import DEFAULT_PAGE, MAX_PAGE
 
 MAX_DEPTH = 10
 MAX_TOKENS = 4000

@@ -1,5 +1,5 @@
 """Live group progress across processes: one PostgreSQL LISTEN connection per process receives NOTIFY
-'sharecart_groups' payloads ("shop:group", sent at commit by service.groups); for each, this process
+'sharecart_groups' payloads ("shop:group", sent at commit by service.usecases.groups); for each, this process
 reads the group once and hands that one result to every subscriber of it (issue 11 point 4: 1,000
 subscribers of one group cost one read per change, not 1,000).
 

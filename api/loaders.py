@@ -7,7 +7,7 @@ from typing import Awaitable, Callable, Iterable
 
 from strawberry.dataloader import DataLoader
 
-from service import queries
+from service.reads import queries
 from service.context import Services
 
 
@@ -29,8 +29,8 @@ def _refs(fetch):
 class Loaders:
     def __init__(self, svc: Services, shop_id: str) -> None:
         self.campaign = _loader(queries.campaigns_by_ids, svc, shop_id)
-        self.group = _loader(queries.groups_by_ids, svc, shop_id)
-        self.order = _loader(queries.orders_by_ids, svc, shop_id)
+        self.group = _loader(queries.groups_by_ids_caught_up, svc, shop_id)
+        self.order = _loader(queries.orders_by_ids_caught_up, svc, shop_id)
         self.refund = _loader(queries.refunds_by_ids, svc, shop_id)
         self.payout = _loader(queries.payouts_by_ids, svc, shop_id)
         self.commission_line = _loader(queries.lines_by_ids, svc, shop_id)

@@ -58,7 +58,7 @@ async def readiness(svc) -> tuple[bool, dict]:
     """(ready, checks): each check "ok" or what is wrong."""
     from sqlalchemy import text
 
-    from service.heartbeat import freshest_age
+    from service.jobs.heartbeat import freshest_age
     from service.settings import settings
 
     max_age = settings().ready_worker_max_age

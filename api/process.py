@@ -53,7 +53,7 @@ async def _prepare(demo: bool, host: str, port: int, embedded_admin: str | None 
     try:
         await _migrate(svc)
         if demo:
-            from service.demo import seed_demo
+            from service.usecases.demo import seed_demo
 
             _print_demo(await seed_demo(svc), host, port)
     finally:
@@ -137,7 +137,7 @@ async def _serve_one_process(host: str, port: int, demo: bool, run_worker: bool,
 
     from api.app import create_app
     from api.cli import _services
-    from service.worker import worker_loop
+    from service.jobs.worker import worker_loop
 
     from service.settings import settings
 
@@ -161,7 +161,7 @@ async def _serve_one_process(host: str, port: int, demo: bool, run_worker: bool,
 def work(interval: float) -> None:
     """`sharecart worker`: due work and webhook delivery until SIGTERM/SIGINT, then a clean stop."""
     from api.cli import _services
-    from service.worker import worker_loop
+    from service.jobs.worker import worker_loop
 
     async def run() -> None:
         svc = _services()

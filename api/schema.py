@@ -1,6 +1,10 @@
-"""The GraphQL schema (code-first strawberry), assembled from api.queries, api.mutations and
-api.subscriptions. Conventions (ids, money, connections, errors) are described in api.types and
-api.errors; who may call what in api.permissions; how much one request may ask for in api.limits.
+"""The GraphQL schema (code-first strawberry), assembled here from the domain modules.
+
+Each domain module holds its types, queries and mutations: api.groupbuy, api.orders, api.distribution,
+api.payouts, api.reports, api.webhooks, api.shops (shops and admin); Relay ids, money and connections are
+in api.relay, the Input -> Payload + errors shape in api.payload, who may call what in api.permissions,
+who may see which object in api.visibility, how much one request may ask for in api.limits. This module
+only lists the root fields: their order here is their order in the SDL.
 
 `schema` is the production schema, exported to /schema.graphql
 (`strawberry export-schema api.schema:schema`, compared by tests/api/test_schema_file.py).
@@ -19,12 +23,98 @@ from strawberry.schema.config import StrawberryConfig
 from api.errors import PublicErrors, _refused_request, refusal_of
 from api.metrics import OperationMetrics
 from api.limits import CachedParse, CostLimit, TokenLimit, depth_limiter
-from api.mutations import Mutation, MutationWithTestClock
-from api.queries import Query
+from api import distribution, groupbuy, orders, payouts, relay, reports, shops, webhooks
+from api.relay import MAX_PAGE, MINOR_UNITS, MinorUnits
 from api.subscriptions import Subscription
-from api.types import MAX_PAGE, MINOR_UNITS, MinorUnits
 
 log = logging.getLogger("sharecart.api")
+
+
+@strawberry.type
+class Query:
+    node = relay.node
+    viewer = shops.viewer
+    # public campaign pages (DS-2)
+    campaign = groupbuy.campaign
+    campaigns = groupbuy.campaigns
+    group = groupbuy.group
+    resolve_invite = distribution.resolve_invite
+    # customer
+    my_orders = orders.my_orders
+    my_groups = groupbuy.my_groups
+    my_segment = reports.my_segment
+    # distributor
+    me = distribution.me
+    # backend
+    owed_refunds = orders.owed_refunds
+    product = shops.product
+    products = shops.products
+    # finance
+    pending_payouts = payouts.pending_payouts
+    settlements = payouts.settlements
+    shop_earnings_series = reports.shop_earnings_series
+    # admin
+    campaign_stats = reports.campaign_stats
+    segment_counts = reports.segment_counts
+    user_segment = reports.user_segment
+    retention = reports.retention
+    distribution_settings = distribution.distribution_settings
+    levels = distribution.levels
+    distributors = distribution.distributors
+    events = webhooks.events
+    webhook_endpoints = webhooks.webhook_endpoints
+
+
+@strawberry.type
+class Mutation:
+    """Each mutation takes one `input` and returns a payload whose `errors` carry every refusal (api.payload)."""
+
+    # credentials
+    issue_token = shops.issue_token
+    rotate_jwt_secret = shops.rotate_jwt_secret
+    revoke_tokens = shops.revoke_tokens
+    update_webhook = webhooks.update_webhook
+    delete_webhook = webhooks.delete_webhook
+    # customer
+    open_group = groupbuy.open_group
+    join_group = groupbuy.join_group
+    leave_group = groupbuy.leave_group
+    bind_referrer = distribution.bind_referrer
+    apply_as_distributor = distribution.apply_as_distributor
+    # backend
+    confirm_payment = orders.confirm_payment
+    confirm_refund = orders.confirm_refund
+    report_order = orders.report_order
+    refund_order = orders.refund_order
+    complete_order = orders.complete_order
+    upsert_product = shops.upsert_product
+    # distributor
+    request_payout = payouts.request_payout
+    # admin
+    create_campaign = groupbuy.create_campaign
+    end_campaign = groupbuy.end_campaign
+    update_distribution_settings = distribution.update_distribution_settings
+    set_levels = distribution.set_levels
+    approve_distributor = distribution.approve_distributor
+    suspend_distributor = distribution.suspend_distributor
+    reinstate_distributor = distribution.reinstate_distributor
+    set_distributor_level = distribution.set_distributor_level
+    register_webhook = webhooks.register_webhook
+    rotate_webhook_secret = webhooks.rotate_webhook_secret
+    enable_webhook = webhooks.enable_webhook
+    disable_webhook = webhooks.disable_webhook
+    redeliver_events = webhooks.redeliver_events
+    # finance
+    approve_payout = payouts.approve_payout
+    reject_payout = payouts.reject_payout
+    close_period = payouts.close_period
+
+
+@strawberry.type(name="Mutation")
+class MutationWithTestClock(Mutation):
+    """The schema served when SHARECART_TEST_CLOCK=1: `advanceClock` exists only there."""
+
+    advance_clock = shops.advance_clock
 
 
 class SharecartSchema(strawberry.Schema):

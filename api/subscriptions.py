@@ -21,7 +21,8 @@ from strawberry.types import Info
 
 from api.live import TooMany
 from api.permissions import HasShopKey
-from api.types import Group, group_type, raw_id
+from api.groupbuy import Group, group_type
+from api.relay import raw_id
 from engine.errors import ErrorCode, refuse
 
 TERMINAL = ("FORMED", "FAILED", "CANCELLED")

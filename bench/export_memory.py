@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import text  # noqa: E402
 
 from bench.scratch import scratch_database  # noqa: E402
-from service import exports, settlements, shops  # noqa: E402
+from service.reads import exports  # noqa: E402
+from service.usecases import settlements, shops
 from service.context import Services  # noqa: E402
 from store.database import create_engine  # noqa: E402
 

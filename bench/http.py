@@ -139,7 +139,7 @@ class Bench:
     # ------------------------------------------------------------ seeding
     async def seed(self) -> None:
         from api.auth import mint_token
-        from service import campaigns, groups, orders, shops
+        from service.usecases import campaigns, groups, orders, shops
         from service.context import Services
         from store.database import create_engine
 
@@ -233,7 +233,7 @@ class Bench:
         return port
 
     async def run_http(self) -> dict:
-        from api.types import global_id
+        from api.relay import global_id
 
         a, r = self.a, {}
         port = self.start_server()
@@ -289,7 +289,7 @@ class Bench:
 
         from api.context import Context
         from api.schema import make_schema
-        from api.types import global_id
+        from api.relay import global_id
         from service.context import Services
         from store.database import create_engine
 

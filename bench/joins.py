@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.scratch import scratch_database  # noqa: E402
 from engine.errors import RuleViolation  # noqa: E402
-from service import campaigns, groups, orders, shops  # noqa: E402
+from service.usecases import campaigns, groups, orders, shops  # noqa: E402
 from service.context import Services  # noqa: E402
 from store.database import create_engine, to_libpq  # noqa: E402
 

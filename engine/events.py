@@ -1,6 +1,6 @@
 """The catalog of event types (issue 12, point 4): one enum, one payload dataclass per type.
 
-Every emitter names its type from `EventType` (`service.events.emit` takes an `EventType`, and mypy
+Every emitter names its type from `EventType` (`service.tx.events.emit` takes an `EventType`, and mypy
 holds service/ to it), every payload has exactly the keys of its dataclass (required ones without a
 default; tests/engine/test_event_catalog.py checks each call site's literal payload), a webhook
 endpoint may subscribe only to these types (`registerWebhook` refuses others as INVALID_INPUT), and

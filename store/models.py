@@ -467,7 +467,7 @@ class Event(Base):
 
     `seq` is taken at INSERT, not at commit, so seq order is not commit order: a reader that has seen
     seq 2 may see seq 1 commit later. Readers page the shop's feed instead (`EventFeed`): every committed
-    event gets the next per-shop `position` after it committed (service/feed.py), so nothing can later
+    event gets the next per-shop `position` after it committed (service/jobs/feed.py), so nothing can later
     appear before a position already read. `position` is loaded only by the feed's queries."""
 
     __tablename__ = "events"
@@ -486,7 +486,7 @@ class Event(Base):
 
 class EventFeed(Base):
     """A shop's events in commit order: `position` 1, 2, 3 … per shop, given by the sequencer to events that
-    had committed (service/feed.py). Append-only (migration 0012): a position once read never changes."""
+    had committed (service/jobs/feed.py). Append-only (migration 0012): a position once read never changes."""
 
     __tablename__ = "event_feed"
     shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -599,7 +599,7 @@ class WebhookDelivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(TS)
     last_status: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
-    # the claim of a worker posting it now: no transaction is held across a POST (service/webhooks.py)
+    # the claim of a worker posting it now: no transaction is held across a POST (service/usecases/webhooks.py)
     lease_until: Mapped[datetime | None] = mapped_column(TS)
     lease_token: Mapped[str | None] = mapped_column(ID)
     __table_args__ = (

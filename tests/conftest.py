@@ -108,6 +108,6 @@ def svc(db_engine):
 @pytest.fixture
 async def shop(svc):
     """A fresh shop per test: tests never see each other's data (SH-1)."""
-    from service.shops import create_shop
+    from service.usecases.shops import create_shop
 
     return await create_shop(svc, shop_id=f"t-{secrets.token_hex(5)}", name="Test shop", currency="CNY")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from service.exports import AMOUNTS
+from service.reads.exports import AMOUNTS
 
 
 def soffice_or_skip() -> str:

@@ -49,7 +49,7 @@ async def test_create_shop_refuses_a_bad_currency_or_time_zone_and_creates_nothi
     """issue 13: `--timezone Mars/Base` used to be stored (then close-period crashed) and `ABC` accepted."""
     import secrets
 
-    from service.shops import create_shop, get_shop
+    from service.usecases.shops import create_shop, get_shop
 
     for kw in ({"currency": "ABC"}, {"currency": "CNY", "timezone": "Mars/Base"}):
         sid = f"t-{secrets.token_hex(5)}"

@@ -4,7 +4,7 @@
     .venv/bin/python tools/mutate.py engine/commission.py            # every mutant of one module
     .venv/bin/python tools/mutate.py engine/ --sample 200 --seed 1   # a random sample of a package
     .venv/bin/python tools/mutate.py store/mapping.py --ops kwarg --tests tests/integration/test_rules_wired.py
-    .venv/bin/python tools/mutate.py service/groups.py --lines 120-200 --report /tmp/groups.md
+    .venv/bin/python tools/mutate.py service/usecases/groups.py --lines 120-200 --report /tmp/groups.md
 
 A small AST mutator on top of pytest (mutmut and cosmic-ray rewrite files in the work tree and run
 the whole suite per mutant; this one works on a copy and picks the tests by module):
@@ -70,8 +70,8 @@ TESTS: dict[str, list[str]] = {
     "engine/errors.py": ENGINE_DEFAULT,
     "engine/events.py": ["tests/engine/test_validation_bounds.py", "tests/engine/test_event_catalog.py"],
     "store/mapping.py": ["tests/integration/test_rules_wired.py"],
-    "service/refunds.py": SERVICE_DEFAULT + ["tests/integration/test_refunds.py"],
-    "service/payouts.py": ["tests/integration/test_rules_wired.py", "tests/integration/test_concurrency.py"],
+    "service/usecases/refunds.py": SERVICE_DEFAULT + ["tests/integration/test_refunds.py"],
+    "service/usecases/payouts.py": ["tests/integration/test_rules_wired.py", "tests/integration/test_concurrency.py"],
 }
 
 CMP_FLIP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
@@ -262,7 +262,7 @@ def _run_pytest_forked(workdir: Path, tests: list[str], timeout: float) -> str:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("targets", nargs="+", help="modules or packages (engine/, service/groups.py, …)")
+    ap.add_argument("targets", nargs="+", help="modules or packages (engine/, service/usecases/groups.py, …)")
     ap.add_argument("--ops", default=",".join(OPS), help=f"comma-separated subset of {','.join(OPS)}")
     ap.add_argument("--tests", nargs="*", help="test files to run instead of the module's own (TESTS)")
     ap.add_argument("--sample", type=int, help="run only N mutants drawn at random (with --seed)")
@@ -281,7 +281,7 @@ def main(argv: list[str]) -> int:
     for t in args.targets:
         p = (ROOT / t).resolve()
         if p.is_dir():
-            paths += sorted(str(f.relative_to(ROOT)) for f in p.glob("*.py") if f.name != "__init__.py")
+            paths += sorted(str(f.relative_to(ROOT)) for f in p.rglob("*.py") if f.name != "__init__.py")
         else:
             paths.append(str(p.relative_to(ROOT)))
     lines = tuple(int(x) for x in args.lines.split("-")) if args.lines else None

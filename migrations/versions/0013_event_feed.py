@@ -1,6 +1,6 @@
 """event feed: a commit-ordered position per shop, replacing the transaction-id horizon
 
-- event_feed (shop_id, position, event_id): append-only; the sequencer (service/feed.py) gives each
+- event_feed (shop_id, position, event_id): append-only; the sequencer (service/jobs/feed.py) gives each
   committed event the shop's next position. A cursor is a position: whatever commits late gets a later
   one, so no cursor skips it, and no transaction of another shop or database holds a shop's feed back.
 - event_feed_heads: the per-shop row the sequencer locks, holding the last position given.

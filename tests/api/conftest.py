@@ -120,7 +120,7 @@ def payload_codes(payload: dict) -> list[str]:
 async def world(server, svc):
     """Two fresh shops (SH-1) and a way to act in them with a token of any user and roles."""
     from api.auth import mint_token
-    from service.shops import create_shop
+    from service.usecases.shops import create_shop
 
     shop = await create_shop(svc, shop_id=f"e2e-{secrets.token_hex(4)}", name="E2E", currency="CNY")
     other = await create_shop(svc, shop_id=f"e2e-{secrets.token_hex(4)}", name="Other", currency="JPY")

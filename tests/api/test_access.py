@@ -25,7 +25,7 @@ from sqlalchemy import text
 
 from api.auth import ROLES, mint_token
 from api.schema import make_schema
-from api.types import global_id
+from api.relay import global_id
 from engine.distribution import DistributorStatus
 from engine.levels import Level
 from store.models import Base
@@ -136,7 +136,7 @@ async def snapshot(engine, shop_id: str) -> str:
 
 @pytest.fixture(scope="module")
 async def site(server, db_engine):
-    from service import campaigns, distribution, groups, orders, payouts, settlements, shops, webhooks
+    from service.usecases import campaigns, distribution, groups, orders, payouts, settlements, shops, webhooks
     from service.context import Services
 
     svc = Services(engine=db_engine)
@@ -173,7 +173,7 @@ async def site(server, db_engine):
     st = await settlements.close_period(svc, shop_id=sid, day_from=day, day_to=day + timedelta(days=1), actor="t")
     ep = await webhooks.register_endpoint(svc, shop_id=sid, url=f"http://127.0.0.1:9/a-{tag}")
     d = await distribution.get_distributor(svc, shop_id=sid, user_id="dist")
-    from service.queries import page_refunds
+    from service.reads.queries import page_refunds
 
     refunds, _ = await page_refunds(svc, shop_id=sid, state="OWED", rule=None, limit=10, after=None)
     ids = {"campaign": global_id("Campaign", c.campaign_id), "group": global_id("Group", lead.group_id),

@@ -506,7 +506,7 @@ async def test_admin_lists_endpoints_with_deliveries_and_attempts_and_re_enables
     enableWebhook releases what a disabled endpoint was owed; replay refuses an unknown endpoint."""
     from sqlalchemy import update
 
-    from service import webhooks
+    from service.usecases import webhooks
     from service.uow import unit_of_work
     from store.models import WebhookEndpoint
 
@@ -647,7 +647,8 @@ async def test_admin_reads_campaign_stats_with_hand_computed_means_and_a_variant
     few − ctl = [0.011317, 0.754096] → [113, 7541] bp: excludes 0 too, but 3 decided groups are below the
     minimum of 30 — no winner; none has no decided group — no interval."""
     from engine.variants import variant_point
-    from service import groups, worker
+    from service.usecases import groups
+    from service.jobs import worker
     from tests.integration.helpers import make_campaign as make_campaign_svc, pay
 
     shop_id = world["shop"].shop_id

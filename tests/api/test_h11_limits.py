@@ -22,7 +22,7 @@ async def prod(prod_server, svc):
     import secrets
 
     from api.auth import mint_token
-    from service.shops import create_shop
+    from service.usecases.shops import create_shop
 
     shop = await create_shop(svc, shop_id=f"h11-{secrets.token_hex(4)}", name="H11", currency="CNY")
     base = prod_server["base"]

@@ -15,9 +15,9 @@ import pytest
 import websockets
 
 from api.auth import mint_token
-from api.types import global_id
-from service import campaigns, groups, orders
-from service.shops import create_shop
+from api.relay import global_id
+from service.usecases import campaigns, groups, orders
+from service.usecases.shops import create_shop
 
 QUERY = "subscription($g: ID!) { groupProgress(groupId: $g) { seatsHeld state } }"
 SOCKETS, PER_SOCKET = 10, 20  # 200 subscribers of one group

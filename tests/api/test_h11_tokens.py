@@ -74,7 +74,7 @@ async def test_h11_9_revocation_and_secret_rotation_with_overlap(world, svc):
 
 
 async def _shop(world, svc):
-    from service.shops import get_shop
+    from service.usecases.shops import get_shop
 
     return await get_shop(svc, world["shop"].shop_id)
 
@@ -130,7 +130,7 @@ async def test_h10_4_shop_credentials_cached_per_process_and_dropped_on_change(w
     """Requests of a shop read it once per process; a revocation made by another process (NOTIFY
     sharecart_shops) is honoured by this one within moments."""
     from service.context import Services
-    from service.shops import revoke_tokens
+    from service.usecases.shops import revoke_tokens
 
     from store.database import create_engine
 

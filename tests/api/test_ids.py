@@ -3,7 +3,7 @@ carry), and refuse an id of another type either way (INVALID_INPUT)."""
 
 import pytest
 
-from api.types import global_id, raw_id
+from api.relay import global_id, raw_id
 from engine.errors import ErrorCode, RuleViolation
 
 

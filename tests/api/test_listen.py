@@ -14,7 +14,7 @@ import threading
 
 from api import cli_listen
 from api.auth import mint_token
-from service import webhooks
+from service.usecases import webhooks
 from tests.api.conftest import REPO
 from tests.http_receiver import LocalReceiver, verify_standard
 
@@ -69,7 +69,7 @@ async def test_listen_13_2_forwards_the_feed_signed_to_a_verifying_receiver_and_
         assert first.returncode == 0, first.stdout + first.stderr
         assert secret in first.stdout  # the secret it signs with is shown (and kept in the state file)
 
-        feed = await webhooks.events_since(svc, shop_id=shop.shop_id, limit=1000)  # feed (commit) order
+        feed = await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id, limit=1000)  # feed (commit) order
         assert r.bad == 0 and len(r.verified) == len(feed) >= 2
         assert [eid for eid, _, _ in r.verified] == [e.event_id for e in feed]  # every event, in feed order
         assert [body for _, _, body in r.verified] == [webhooks.event_body(e) for e in feed]  # a webhook's body

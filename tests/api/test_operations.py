@@ -32,7 +32,7 @@ def proxied(database_url):
     """The app and its worker loop (as `serve` runs them) over a TCP proxy to the test database."""
     from api.app import create_app
     from service.context import Services
-    from service.worker import worker_loop
+    from service.jobs.worker import worker_loop
     from store.database import create_engine
 
     real = make_url(database_url)

@@ -4,7 +4,7 @@ to `payoutFeeBp` in between (issue 10: a request quoted fee 6 was charged 1,000)
 from __future__ import annotations
 
 from engine.distribution import DistributorStatus
-from service import distribution
+from service.usecases import distribution
 from tests.integration.test_money_paths import seed_available
 
 

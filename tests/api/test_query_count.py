@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import event
 
 from api.auth import mint_token
-from api.types import global_id
+from api.relay import global_id
 from engine.distribution import DistributorStatus
-from service import campaigns, distribution, groups, orders
-from service.shops import create_shop
+from service.usecases import campaigns, distribution, groups, orders
+from service.usecases.shops import create_shop
 from tests.api.conftest import Client
 
 SIZES = (1, 10, 40)
@@ -111,9 +111,9 @@ def test_a_page_of_commission_lines_with_order_group_campaign_costs_the_same_sql
 def test_the_counter_sees_a_resolver_that_queries_per_item(server, forty, monkeypatch):
     """The counter is not blind: with the group loader replaced by one load per key, counts grow."""
     from api import loaders
-    from service import queries
+    from service.reads import queries
 
-    real_groups = queries.groups_by_ids
+    real_groups = queries.groups_by_ids_caught_up
 
     async def groups_one_by_one(svc, *, shop_id, ids):
         found = {}
@@ -121,7 +121,7 @@ def test_the_counter_sees_a_resolver_that_queries_per_item(server, forty, monkey
             found.update(await real_groups(svc, shop_id=shop_id, ids=[i]))
         return found
 
-    monkeypatch.setattr(loaders.queries, "groups_by_ids", groups_one_by_one)
+    monkeypatch.setattr(loaders.queries, "groups_by_ids_caught_up", groups_one_by_one)
     q = "query($n: Int) { me { commissionLines(first: $n) { edges { node { order { group { id } } } } } } }"
     counts = _constant(server, forty["dora"], q, ("me", "commissionLines"))
     assert counts[0] < counts[1] < counts[2], counts

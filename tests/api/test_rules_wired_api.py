@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from engine.distribution import DistributorStatus
-from service import distribution
+from service.usecases import distribution
 from tests.api.conftest import payload_codes
 from tests.integration.test_rules_wired import lines_of
 
@@ -34,7 +34,7 @@ def _paid(backend, ext, product="tea", qty=1, price=10_000) -> None:
 
 async def _raw(svc, sid, ext):
     """The raw order id (GraphQL answers a global id) of the order reported as `ext`."""
-    from service.orders import find_order
+    from service.usecases.orders import find_order
 
     async with svc.sessionmaker() as s:
         return (await find_order(s, sid, external_id=ext)).order_id

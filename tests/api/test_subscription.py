@@ -9,9 +9,9 @@ from datetime import timedelta
 
 import websockets
 
-from api.types import global_id
-from service import campaigns, groups, orders
-from service.shops import create_shop
+from api.relay import global_id
+from service.usecases import campaigns, groups, orders
+from service.usecases.shops import create_shop
 
 
 async def test_group_progress_pushes_seats_and_forming_over_websocket(server, svc):

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.demo import DEMO_CALLERS
+from service.usecases.demo import DEMO_CALLERS
 from tests.api.conftest import REPO, ServiceProcess
 
 DOC = Path(REPO) / "docs" / "walkthrough.md"

@@ -173,7 +173,7 @@ async def test_a_webhook_only_backend_runs_a_whole_campaign_and_its_books_match_
     """Customers open, join, leave and pay late; the backend charges; the clock moves (advanceClock) through
     a payment window and past expiry; the delivery worker runs between steps; the admin rotates the secret
     (retrying the call) and finally replays every event. GB-2, GB-4, GB-5, GB-6, GB-7, GB-8, GB-9 all happen."""
-    from service import webhooks
+    from service.usecases import webhooks
     from service.context import Services
 
     started = time.monotonic()

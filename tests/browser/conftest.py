@@ -78,13 +78,13 @@ async def open_page(browser):
 
 @pytest.fixture
 async def demo(server, db_engine):  # noqa: F811
-    """A fresh demo shop (service/demo.py: Asia/Shanghai, CNY, a distributor tree, open groups, bob's
+    """A fresh demo shop (service/usecases/demo.py: Asia/Shanghai, CNY, a distributor tree, open groups, bob's
     available commission) plus an A/B campaign with formed and failed groups, on the server's clock."""
     from api.auth import mint_token
-    from service import campaigns, groups, orders
+    from service.usecases import campaigns, groups, orders
     from service.context import Services
-    from service.demo import DEMO_CALLERS, back_in_time, seed_demo
-    from service.worker import run_due_groups
+    from service.usecases.demo import DEMO_CALLERS, back_in_time, seed_demo
+    from service.jobs.worker import run_due_groups
 
     svc = Services(engine=db_engine)
     svc.clock.set(server["svc"].now())

@@ -12,7 +12,7 @@ from datetime import date, timedelta
 
 import httpx
 
-from api.types import global_id
+from api.relay import global_id
 
 
 async def wait_until(page, expression: str, arg=None, timeout: float = 30000) -> None:

@@ -29,7 +29,7 @@ def test_docs_webhooks_md_lists_exactly_the_catalog():
 def _emit_calls():
     """Every `emit(...)`/`events.emit(...)` and `ledger.event(...)` (the money applier's outbox) call in
     service/, with its file and line."""
-    for path in sorted((ROOT / "service").glob("*.py")):
+    for path in sorted((ROOT / "service").rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and (

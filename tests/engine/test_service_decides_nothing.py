@@ -7,7 +7,7 @@ so a new module is covered the moment it is added:
 - no `apply_bp(...)` and no rule arithmetic that lives in the engine (`leader_commission`,
   `standing_amount`, `reversal_for_refund`, `payout_fee`, `raw_amount`): a rate is applied, a fee quoted
   and a CM-5 standing computed only by the engine (CM-4, CM-5, LG-2, 团长佣金);
-- no `Bucket.X` / `EntryKind.X` named in the service but in the applier's column map (service/ledger.py):
+- no `Bucket.X` / `EntryKind.X` named in the service but in the applier's column map (service/tx/ledger.py):
   naming a bucket is deciding where money goes.
 """
 
@@ -21,7 +21,7 @@ import pytest
 import service
 
 SERVICE_DIR = pathlib.Path(service.__file__).parent
-MODULES = sorted(SERVICE_DIR.glob("*.py"))
+MODULES = sorted(SERVICE_DIR.rglob("*.py"))
 BUILDERS = {"Posting", "move"}
 RULES = {"apply_bp", "leader_commission", "standing_amount", "reversal_for_refund", "payout_fee", "raw_amount"}
 APPLIER = "ledger.py"

@@ -8,7 +8,8 @@ from datetime import timedelta
 
 from sqlalchemy import event
 
-from service import campaigns, ledger, orders
+from service.usecases import campaigns, orders
+from service.tx import ledger
 from service.uow import unit_of_work
 
 _refs = itertools.count(1)

@@ -2,7 +2,7 @@
 
     work   URL SHOP   commit a shop's history, then start one more join and stop inside its
                       transaction (writes sent, no commit): prints "IN_TX", waits to be killed.
-    worker URL SHOP   the service's own worker loop (`service.worker.worker_loop`) with the clock
+    worker URL SHOP   the service's own worker loop (`service.jobs.worker.worker_loop`) with the clock
                       past every due time of SHOP; with `--hang`, the first transaction that
                       advances one of SHOP's groups stops before its commit and prints "IN_TX".
 """
@@ -12,7 +12,9 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 from engine.distribution import DistributionSettings, DistributorStatus
-from service import distribution, groups, lean, orders, shops, worker
+from service.usecases import distribution, groups, orders, shops
+from service.tx import lean
+from service.jobs import worker
 from service.context import Services
 from store.database import create_engine
 from tests.integration.helpers import make_campaign

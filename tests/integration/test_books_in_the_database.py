@@ -13,9 +13,9 @@ from sqlalchemy.exc import DBAPIError
 
 from engine.distribution import DistributorStatus
 from engine.levels import Level
-from service import distribution, shops
-from service.ids import new_id
-from service.ledger import balance_mismatches
+from service.usecases import distribution, shops
+from service.tx.ids import new_id
+from service.tx.ledger import balance_mismatches
 from service.uow import unit_of_work
 from store.models import Distributor
 from tests.conftest import CITUS_URL

@@ -18,7 +18,9 @@ import httpx
 from sqlalchemy import event, text
 
 from engine.distribution import DistributorStatus
-from service import distribution, feed, groups, orders, payouts, queries, settlements, shops, webhooks, worker
+from service.usecases import distribution, groups, orders, payouts, settlements, shops, webhooks
+from service.jobs import feed, worker
+from service.reads import queries
 from tests.conftest import citus_only
 from tests.integration.helpers import make_campaign, pay
 
@@ -77,15 +79,15 @@ async def _scenario(svc, shop_id: str) -> None:
         await webhooks.deliver_due(svc, client=client)
     await webhooks.enable_endpoint(svc, shop_id=shop_id, endpoint_id=ep.endpoint_id)
     await feed.sequence_all(svc)
-    evs = await webhooks.events_since(svc, shop_id=shop_id)
-    await webhooks.events_since(svc, shop_id=shop_id, after=webhooks.event_position(evs[0]), types=["order.paid"])
-    await queries.page_events(svc, shop_id=shop_id, types=None, limit=5, after=(1,))
+    evs = await webhooks.events_since_caught_up(svc, shop_id=shop_id)
+    await webhooks.events_since_caught_up(svc, shop_id=shop_id, after=webhooks.event_position(evs[0]), types=["order.paid"])
+    await queries.page_events_caught_up(svc, shop_id=shop_id, types=None, limit=5, after=(1,))
     await queries.page_refunds(svc, shop_id=shop_id, state="OWED", rule=None, limit=10, after=None)
-    await queries.page_orders(svc, shop_id=shop_id, buyer_id="b1", limit=10, offset=0)
+    await queries.page_orders_caught_up(svc, shop_id=shop_id, buyer_id="b1", limit=10, offset=0)
     await queries.page_commission_lines(svc, shop_id=shop_id, beneficiary_id="d1", limit=10, offset=0)
     await queries.page_deliveries(svc, shop_id=shop_id, endpoint_id=ep.endpoint_id, state=None, limit=10, after=None)
     await queries.distributor_metrics(svc, shop_id=shop_id, user_id="d1")
-    await queries.groups_by_ids(svc, shop_id=shop_id, ids=[g.group_id, g2.group_id])
+    await queries.groups_by_ids_caught_up(svc, shop_id=shop_id, ids=[g.group_id, g2.group_id])
 
 
 def _literal(v) -> str:

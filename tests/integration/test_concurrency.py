@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, RuleViolation
-from service import distribution, groups, orders, payouts
+from service.usecases import distribution, groups, orders, payouts
 from service.uow import unit_of_work
 from store.models import CampaignUserUnits
 from tests.integration.helpers import assert_ledger_consistent, make_campaign, pay
@@ -44,7 +44,7 @@ async def test_concurrent_joins_never_exceed_capacity_GB2(svc, shop):
         ok, refused = _split(results)
         assert len(ok) == 3, results
         assert refused == {ErrorCode.GROUP_FULL}
-        row, g = await groups.get_group(svc, shop_id=shop.shop_id, group_id=leader.group_id)
+        row, g = await groups.get_group_caught_up(svc, shop_id=shop.shop_id, group_id=leader.group_id)
         assert g.held_seats == 4 == row.held_seats
 
 
@@ -59,7 +59,7 @@ async def test_concurrent_duplicate_payment_confirmations_have_one_effect_GB10(s
     ])
     assert all(not isinstance(r, RuleViolation) for r in results), results
     assert sum(1 for r in results if not r["replayed"]) == 1
-    got = await orders.get_order(svc, shop_id=shop.shop_id, order_id=o.order_id)
+    got = await orders.get_order_caught_up(svc, shop_id=shop.shop_id, order_id=o.order_id)
     assert got.state == "PAID" and got.paid_amount == 5000
 
 
@@ -68,7 +68,7 @@ async def test_concurrent_payouts_never_take_more_than_available_LG2(svc, shop):
     await distribution.set_status(svc, shop_id=shop.shop_id, user_id="d1", status=DistributorStatus.ACTIVE,
                                   actor="t", reason="t")
     from engine.ledger import Bucket, EntryKind, Posting
-    from service.ledger import LedgerBatch
+    from service.tx.ledger import LedgerBatch
 
     async with unit_of_work(svc) as s:
         lb = LedgerBatch(shop.shop_id, svc.now())
@@ -120,7 +120,8 @@ async def test_concurrent_refund_confirmations_with_one_reference_all_get_the_fi
     are past any pre-lock lookup before the first one commits."""
     from sqlalchemy import text
 
-    from service import refunds, worker
+    from service.usecases import refunds
+    from service.jobs import worker
 
     c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)])
     seat = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="late")
@@ -172,7 +173,7 @@ async def test_concurrent_duplicate_confirmations_of_a_group_order_have_one_effe
     ])
     assert all(not isinstance(r, RuleViolation) for r in results), results
     assert sum(1 for r in results if not r["replayed"]) == 1 and all(r["accepted"] for r in results)
-    row, g = await groups.get_group(svc, shop_id=shop.shop_id, group_id=leader.group_id)
+    row, g = await groups.get_group_caught_up(svc, shop_id=shop.shop_id, group_id=leader.group_id)
     assert g.paid_seats == 2 == row.paid_seats
     s = shop.shop_id
     assert await _count(svc, "SELECT count(*) FROM events WHERE shop_id=:s AND type='order.paid' "
@@ -205,7 +206,7 @@ async def test_concurrent_payments_of_one_group_seat_with_different_references_p
     leader, m, results = await _six_payments_of_one_member_seat(svc, shop)
     assert all(not isinstance(r, RuleViolation) for r in results), results
     assert sum(1 for r in results if r["accepted"]) == 1
-    row, g = await groups.get_group(svc, shop_id=shop.shop_id, group_id=leader.group_id)
+    row, g = await groups.get_group_caught_up(svc, shop_id=shop.shop_id, group_id=leader.group_id)
     assert g.paid_seats == 2 == row.paid_seats
     assert await _count(svc, "SELECT count(*) FROM commission_lines WHERE shop_id=:s AND order_id=:o",
                         s=shop.shop_id, o=m.order_id) == 1
@@ -232,7 +233,7 @@ async def test_h8_every_concurrent_payment_that_takes_no_seat_is_owed_a_full_ref
                         **q) == 5
     assert await _count(svc, "SELECT count(*) FROM commission_lines WHERE shop_id=:s AND order_id=:o "
                              "AND standing = original AND base_refunded = 0", **q) == 1
-    row, g = await groups.get_group(svc, shop_id=shop.shop_id, group_id=leader.group_id)
+    row, g = await groups.get_group_caught_up(svc, shop_id=shop.shop_id, group_id=leader.group_id)
     assert g.paid_seats == 2 == row.paid_seats
     await assert_ledger_consistent(svc, shop.shop_id)
 
@@ -296,7 +297,7 @@ async def test_concurrent_refunds_of_one_plain_order_never_exceed_what_was_paid_
     ok, refused = _split(results)
     assert len(ok) == 3, results
     assert refused == {ErrorCode.REFUND_EXCEEDS_PAID}
-    got = await orders.get_order(svc, shop_id=shop.shop_id, order_id=o.order_id)
+    got = await orders.get_order_caught_up(svc, shop_id=shop.shop_id, order_id=o.order_id)
     recorded = await _count(svc, "SELECT COALESCE(sum(amount), 0) FROM refunds WHERE shop_id=:s AND order_id=:o",
                             s=shop.shop_id, o=o.order_id)
     assert got.refunded_amount == recorded == 9_000 <= got.paid_amount

@@ -6,8 +6,9 @@ import re
 import secrets
 
 from engine.distribution import DistributorStatus
-from service import commissions, distribution, orders
-from service.shops import create_shop
+from service.tx import commissions
+from service.usecases import distribution, orders
+from service.usecases.shops import create_shop
 from tests.integration.helpers import assert_ledger_consistent, pay
 
 CODE = re.compile(r"^[23456789ABCDEFGHJKLMNPQRSTUVWXYZ]{10}$")
@@ -40,7 +41,7 @@ async def test_DS2_invite_code_unique_stable_public(svc, shop, monkeypatch):
     d = await distribution.resolve_invite(svc, shop_id=sid, code=f"  {codes[0].lower()} ")
     assert d is not None and d.user_id == u0
     assert await distribution.resolve_invite(svc, shop_id=sid, code="ZZZZZZZZZZ") is None
-    from api.types import InviteInfo
+    from api.distribution import InviteInfo
 
     assert set(InviteInfo.__annotations__) == {"valid", "code"}
 

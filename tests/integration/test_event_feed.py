@@ -1,4 +1,4 @@
-"""The shop's event feed: commit-ordered positions per shop (service/feed.py, docs/webhooks.md).
+"""The shop's event feed: commit-ordered positions per shop (service/jobs/feed.py, docs/webhooks.md).
 
 A cursor is a position. What must hold, on one server and on Citus alike:
 - no cursor ever skips an event, whatever commits late (an event gets its position after it committed);
@@ -14,8 +14,10 @@ import secrets
 import pytest
 from sqlalchemy import func, select, text
 
-from service import events, feed, webhooks
-from service.shops import create_shop
+from service.tx import events
+from service.jobs import feed
+from service.usecases import webhooks
+from service.usecases.shops import create_shop
 from store.database import create_engine
 from store.models import EventFeed, EventFeedQueue
 
@@ -25,7 +27,7 @@ def _emit(svc, s, shop_id: str, type_: str) -> None:
 
 
 async def _pull(svc, shop_id: str, after=None):
-    return await webhooks.events_since(svc, shop_id=shop_id, after=after)
+    return await webhooks.events_since_caught_up(svc, shop_id=shop_id, after=after)
 
 
 async def test_an_event_that_commits_late_comes_after_every_cursor_already_handed_out(svc, shop):
@@ -146,7 +148,8 @@ def test_a_cursor_of_the_old_txid_order_is_refused_not_misread():
     import base64
     import json
 
-    from api.types import EVENTS_KEYSET, keyset_args
+    from api.relay import keyset_args
+    from api.webhooks import EVENTS_KEYSET
     from engine.errors import RuleViolation
 
     old = base64.b64encode(json.dumps(["events", 812, 5]).encode()).decode()

@@ -14,7 +14,8 @@ from sqlalchemy import func, select
 
 from engine.distribution import DistributionSettings, DistributorStatus
 from engine.levels import Level
-from service import distribution, orders, payouts, settlements, shops, webhooks, worker
+from service.usecases import distribution, orders, payouts, settlements, shops, webhooks
+from service.jobs import worker
 from service.uow import unit_of_work
 from store.models import Distributor, Event, Payout, WebhookDelivery
 from tests.integration.helpers import assert_ledger_consistent, pay

@@ -8,7 +8,8 @@ import pytest
 
 from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, RuleViolation
-from service import distribution, groups, orders, refunds, worker
+from service.usecases import distribution, groups, orders, refunds
+from service.jobs import worker
 from tests.integration.helpers import assert_ledger_consistent, make_campaign, pay
 
 
@@ -22,7 +23,7 @@ async def test_ladder_group_forms_at_capacity_and_owes_partial_refunds_GB4_GB5(s
     assert m1.amount == m2.amount == 8000
     await pay(svc, shop.shop_id, m1)
     await pay(svc, shop.shop_id, m2)
-    row, g = await groups.get_group(svc, shop_id=shop.shop_id, group_id=leader.group_id)
+    row, g = await groups.get_group_caught_up(svc, shop_id=shop.shop_id, group_id=leader.group_id)
     assert g.state.value == "FORMED" and g.tier_members == 3
     owed = await refunds.list_refunds(svc, shop_id=shop.shop_id, state="OWED")
     by_order = {r.order_id: r.amount for r in owed}
@@ -38,13 +39,13 @@ async def test_group_fails_at_expiry_via_worker_and_refunds_in_full_GB6_GB11(svc
     m1 = await groups.join_group(svc, shop_id=shop.shop_id, group_id=leader.group_id, user_id="m1")
     svc.clock.advance(timedelta(hours=25))
     assert await worker.run_due(svc) >= 1
-    row, g = await groups.get_group(svc, shop_id=shop.shop_id, group_id=leader.group_id)
+    row, g = await groups.get_group_caught_up(svc, shop_id=shop.shop_id, group_id=leader.group_id)
     assert g.state.value == "FAILED"
     owed = await refunds.list_refunds(svc, shop_id=shop.shop_id, state="OWED")
     assert [(r.order_id, r.amount, r.rule) for r in owed] == [(leader.order_id, 8000, "GB-6")]
-    m1_order = await orders.get_order(svc, shop_id=shop.shop_id, order_id=m1.order_id)
+    m1_order = await orders.get_order_caught_up(svc, shop_id=shop.shop_id, order_id=m1.order_id)
     assert m1_order.state == "CANCELLED"
-    from service.campaigns import get_campaign
+    from service.usecases.campaigns import get_campaign
 
     assert (await get_campaign(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id)).stock_left == 10
 
@@ -53,7 +54,7 @@ async def test_read_never_shows_state_past_due_GB11(svc, shop):
     c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)])
     leader = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="lead")
     svc.clock.advance(timedelta(minutes=16))  # payment window passed; no worker ran
-    row, g = await groups.get_group(svc, shop_id=shop.shop_id, group_id=leader.group_id)
+    row, g = await groups.get_group_caught_up(svc, shop_id=shop.shop_id, group_id=leader.group_id)
     assert g.state.value == "CANCELLED"
 
 
@@ -132,16 +133,16 @@ async def test_GB8_R32_leader_reward_goes_to_whoever_leads_at_forming(svc, shop)
     m1 = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="m1")
     await pay(svc, sid, m1)
     await groups.leave_group(svc, shop_id=sid, group_id=lead.group_id, user_id="lead")
-    row, g = await groups.get_group(svc, shop_id=sid, group_id=lead.group_id)
+    row, g = await groups.get_group_caught_up(svc, shop_id=sid, group_id=lead.group_id)
     assert g.leader_user_id == "m1"
     for user in ("m2", "m3"):
         s = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id=user)
         assert s.amount == 8000
         await pay(svc, sid, s)
-    row, g = await groups.get_group(svc, shop_id=sid, group_id=lead.group_id)
+    row, g = await groups.get_group_caught_up(svc, shop_id=sid, group_id=lead.group_id)
     assert g.state.value == "FORMED" and g.leader_user_id == "m1"
     # m1 paid the member price and owes nothing back (GB-8: no price changes); reward = 10 % of m2 + m3
-    assert (await orders.get_order(svc, shop_id=sid, order_id=m1.order_id)).refunded_amount == 0
+    assert (await orders.get_order_caught_up(svc, shop_id=sid, order_id=m1.order_id)).refunded_amount == 0
     assert (await distribution.get_distributor(svc, shop_id=sid, user_id="m1")).pending == 1600
     old = await distribution.get_distributor(svc, shop_id=sid, user_id="lead")
     assert old is None or (old.pending, old.frozen, old.available) == (0, 0, 0)
@@ -167,9 +168,9 @@ async def test_GB7_R33_leader_who_wins_the_lottery_keeps_the_reward(svc, shop):
     else:
         raise AssertionError("no leader won the draw in 40 groups")
     await pay(svc, sid, m)
-    row, g = await groups.get_group(svc, shop_id=sid, group_id=lead.group_id)
+    row, g = await groups.get_group_caught_up(svc, shop_id=sid, group_id=lead.group_id)
     assert g.state.value == "FORMED" and g.winners == (lead.order_id,)
-    leader_order = await orders.get_order(svc, shop_id=sid, order_id=lead.order_id)
+    leader_order = await orders.get_order_caught_up(svc, shop_id=sid, order_id=lead.order_id)
     assert leader_order.refunded_amount == leader_order.paid_amount == 8000  # a free order
     assert (await distribution.get_distributor(svc, shop_id=sid, user_id=leader)).pending == 800  # 10 % of 8000
     await orders.complete_order(svc, shop_id=sid, order_id=lead.order_id)

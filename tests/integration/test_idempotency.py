@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from engine.errors import ErrorCode, RuleViolation
 from engine.levels import Level
-from service import distribution, shops
+from service.usecases import distribution, shops
 from store.models import CampaignRow, DistributionSettingsRow, Distributor, DistributorAudit, Shop
 from tests.integration.helpers import assert_ledger_consistent, make_campaign
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from service import groups, worker
+from service.usecases import groups
+from service.jobs import worker
 from service.uow import unit_of_work
 from tests.integration.helpers import make_campaign, pay, raw_row, recorded_statements
 from store.models import GroupRow, Order

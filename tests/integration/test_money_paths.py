@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from engine.distribution import DistributorStatus
 from engine.ledger import Bucket, EntryKind, Posting
-from service import distribution, payouts
-from service.ledger import LedgerBatch
-from service.shops import update_settings
+from service.usecases import distribution, payouts
+from service.tx.ledger import LedgerBatch
+from service.usecases.shops import update_settings
 from service.uow import unit_of_work
 from tests.integration.helpers import assert_ledger_consistent
 
@@ -56,7 +56,7 @@ async def test_LG2_a_fee_lowered_after_request_is_not_charged_lower_either(svc, 
 
 # ---------------------------------------------------------------- the lean paths (issue 10 point 2)
 async def _paid_order(svc, sid: str, ext: str, buyer: str = "eve", amount: int = 10_000):
-    from service import orders
+    from service.usecases import orders
     from tests.integration.helpers import pay
 
     o = await orders.report_order(svc, shop_id=sid, external_id=ext, buyer_id=buyer,
@@ -69,7 +69,7 @@ async def test_money_use_cases_load_once_and_write_once_with_no_orm(svc, shop):
     """Each money use case is one statement that loads what the engine needs (under the row lock) and one
     that writes the decision — entries, balances, lines, rows and events together (reportOrder: one in
     all). No ORM flush: every statement is one of those. With commission lines to move, still two."""
-    from service import orders, refunds
+    from service.usecases import orders, refunds
     from tests.integration.helpers import recorded_statements
 
     sid = shop.shop_id
@@ -107,8 +107,8 @@ async def test_money_use_cases_load_once_and_write_once_with_no_orm(svc, shop):
 
     owed_order = await _paid_order(svc, sid, "lean-2", buyer="bob", amount=3_000)
     async with unit_of_work(svc) as s:  # an owed refund (as a rule decides one, GB-5..GB-9)
-        from service.orders import find_order
-        from service.refunds import apply_refund
+        from service.usecases.orders import find_order
+        from service.usecases.refunds import apply_refund
 
         lb = LedgerBatch(sid, svc.now())
         owed = await apply_refund(s, lb, order=await find_order(s, sid, order_id=owed_order.order_id, lock=True),

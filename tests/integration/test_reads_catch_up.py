@@ -8,7 +8,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from engine.distribution import DistributorStatus
-from service import distribution, groups, orders, queries
+from service.usecases import distribution, groups, orders
+from service.reads import queries
 from store.models import CommissionLineRow, Distributor, Order
 from tests.integration.helpers import (
     assert_ledger_consistent,
@@ -19,10 +20,10 @@ from tests.integration.helpers import (
 )
 
 ORDER_READS = {
-    "get_order": lambda svc, shop_id, o: orders.get_order(svc, shop_id=shop_id, order_id=o.order_id),
-    "list_orders": lambda svc, shop_id, o: orders.list_orders(svc, shop_id=shop_id, buyer_id=o.buyer_id),
-    "orders_by_ids": lambda svc, shop_id, o: queries.orders_by_ids(svc, shop_id=shop_id, ids=[o.order_id]),
-    "page_orders": lambda svc, shop_id, o: queries.page_orders(svc, shop_id=shop_id, buyer_id=o.buyer_id,
+    "get_order_caught_up": lambda svc, shop_id, o: orders.get_order_caught_up(svc, shop_id=shop_id, order_id=o.order_id),
+    "list_orders_caught_up": lambda svc, shop_id, o: orders.list_orders_caught_up(svc, shop_id=shop_id, buyer_id=o.buyer_id),
+    "orders_by_ids_caught_up": lambda svc, shop_id, o: queries.orders_by_ids_caught_up(svc, shop_id=shop_id, ids=[o.order_id]),
+    "page_orders_caught_up": lambda svc, shop_id, o: queries.page_orders_caught_up(svc, shop_id=shop_id, buyer_id=o.buyer_id,
                                                                limit=10, offset=0),
 }
 
@@ -51,8 +52,8 @@ async def test_order_reads_show_a_released_reservation_without_a_worker_GB11(svc
         assert (await raw_row(svc, Order, shop.shop_id, o.order_id)).state == "CREATED"  # stored: not yet applied
         assert _state_of(await read(svc, shop.shop_id, o), o.order_id) == "CANCELLED", name
     assert (await raw_row(svc, Order, shop.shop_id, member.order_id)).state == "CREATED"  # others' groups untouched
-    assert (await orders.get_order(svc, shop_id=shop.shop_id, order_id=member.order_id)).state == "CANCELLED"
-    row, g = await groups.get_group(svc, shop_id=shop.shop_id, group_id=leader.group_id)
+    assert (await orders.get_order_caught_up(svc, shop_id=shop.shop_id, order_id=member.order_id)).state == "CANCELLED"
+    row, g = await groups.get_group_caught_up(svc, shop_id=shop.shop_id, group_id=leader.group_id)
     assert g.held_seats == 1 and g.state.value == "OPEN"
 
 
@@ -111,8 +112,8 @@ async def test_reads_check_due_work_in_one_query_and_write_only_what_is_due_GB11
             await read()
         return sent
 
-    few = await statements_of(lambda: queries.orders_by_ids(svc, shop_id=shop.shop_id, ids=ids[:2]))
-    many = await statements_of(lambda: queries.orders_by_ids(svc, shop_id=shop.shop_id, ids=ids))
+    few = await statements_of(lambda: queries.orders_by_ids_caught_up(svc, shop_id=shop.shop_id, ids=ids[:2]))
+    many = await statements_of(lambda: queries.orders_by_ids_caught_up(svc, shop_id=shop.shop_id, ids=ids))
     assert len(few) == len(many) == 2  # the due check and the load: no query per order, no transaction
     assert not [q for q in many if "FOR UPDATE" in q]
     lines = await statements_of(lambda: queries.page_commission_lines(svc, shop_id=shop.shop_id,
@@ -120,7 +121,7 @@ async def test_reads_check_due_work_in_one_query_and_write_only_what_is_due_GB11
     assert len(lines) == 3  # the due check, the count, the page
 
     svc.clock.advance(timedelta(minutes=20))  # the six unpaid reservations are now past their window
-    due = await statements_of(lambda: queries.orders_by_ids(svc, shop_id=shop.shop_id, ids=ids))
+    due = await statements_of(lambda: queries.orders_by_ids_caught_up(svc, shop_id=shop.shop_id, ids=ids))
     assert len([q for q in due if "FROM groups" in q and "FOR UPDATE" in q]) == 1  # their one group, once
-    got = await queries.orders_by_ids(svc, shop_id=shop.shop_id, ids=ids)
+    got = await queries.orders_by_ids_caught_up(svc, shop_id=shop.shop_id, ids=ids)
     assert sorted(o.state for o in got.values()) == ["CANCELLED"] * 6 + ["PAID"] * 7

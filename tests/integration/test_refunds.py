@@ -8,7 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from engine.errors import ErrorCode, RuleViolation
-from service import groups, orders, refunds
+from service.usecases import groups, orders, refunds
 from service.uow import CHECK_DEFERRED, unit_of_work
 from tests.integration.helpers import make_campaign, pay
 
@@ -130,7 +130,7 @@ async def test_the_database_refuses_refunds_above_what_was_paid_OR2(svc, shop):
     assert e.value.orig.sqlstate == "23514"
     assert await _rows(svc, shop.shop_id) == before
     await write(700, 700)  # exactly what was paid: accepted
-    o = await orders.get_order(svc, shop_id=shop.shop_id, order_id=confirmed.order_id)
+    o = await orders.get_order_caught_up(svc, shop_id=shop.shop_id, order_id=confirmed.order_id)
     assert (o.paid_amount, o.refunded_amount) == (1000, 1000)
     # and the service itself refuses to go further (OR-2), before the database has to
     with pytest.raises(RuleViolation) as e:

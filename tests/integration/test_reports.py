@@ -6,7 +6,9 @@ import secrets
 from datetime import timedelta
 
 from engine.distribution import DistributorStatus
-from service import distribution, groups, orders, reports, shops, worker
+from service.usecases import distribution, groups, orders, shops
+from service.reads import reports
+from service.jobs import worker
 from tests.conftest import T0
 from tests.integration.helpers import make_campaign, pay
 
@@ -90,7 +92,7 @@ async def test_earnings_per_local_day_and_month_RP1(svc):
     import pytest
 
     from engine.errors import ErrorCode, RuleViolation
-    from service.reports import Granularity
+    from service.reads.reports import Granularity
 
     def utc(*a):
         return datetime(*a, tzinfo=timezone.utc)

@@ -17,7 +17,8 @@ import pytest
 from engine.distribution import BindingMode, DistributionMode, DistributorStatus
 from engine.errors import ErrorCode, RuleViolation
 from engine.levels import Level
-from service import campaigns, distribution, groups, orders, payouts, refunds, shops, worker
+from service.usecases import campaigns, distribution, groups, orders, payouts, refunds, shops
+from service.jobs import worker
 from tests.integration.helpers import assert_ledger_consistent, make_campaign, pay
 
 
@@ -63,7 +64,7 @@ async def lines_of(svc, sid: str, order_id: str) -> dict[str, int]:
 
 
 async def group_of(svc, sid: str, group_id: str):
-    return (await groups.get_group(svc, shop_id=sid, group_id=group_id))[1]
+    return (await groups.get_group_caught_up(svc, shop_id=sid, group_id=group_id))[1]
 
 
 async def owed(svc, sid: str) -> dict[str, tuple[int, str]]:
@@ -134,9 +135,9 @@ async def test_gb2_payment_window_releases_an_unpaid_seat_through_service(svc, s
     await pay(svc, sid, lead)
     m = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="m")
     svc.clock.advance(timedelta(minutes=4))
-    assert (await orders.get_order(svc, shop_id=sid, order_id=m.order_id)).state == "CREATED"
+    assert (await orders.get_order_caught_up(svc, shop_id=sid, order_id=m.order_id)).state == "CREATED"
     svc.clock.advance(timedelta(minutes=1, seconds=1))
-    assert (await orders.get_order(svc, shop_id=sid, order_id=m.order_id)).state == "CANCELLED"
+    assert (await orders.get_order_caught_up(svc, shop_id=sid, order_id=m.order_id)).state == "CANCELLED"
     assert (await group_of(svc, sid, lead.group_id)).held_seats == 1
 
 

@@ -18,9 +18,11 @@ from sqlalchemy import text
 
 from engine.distribution import DistributionSettings, DistributorStatus
 from engine.errors import ErrorCode, RuleViolation
-from service import distribution, groups, orders, payouts, queries, refunds, settlements, shops, worker
+from service.usecases import distribution, groups, orders, payouts, refunds, settlements, shops
+from service.reads import queries
+from service.jobs import worker
 from service.context import Services
-from service.ledger import balance_mismatches
+from service.tx.ledger import balance_mismatches
 from service.uow import unit_of_work
 from store.database import create_engine
 from tests.conftest import T0
@@ -126,7 +128,7 @@ class ServiceMachine(RuleBasedStateMachine):
     def leave(self, i):
         seat = self.seats[i % len(self.seats)]
         async def go():
-            o = await orders.get_order(self.svc, shop_id=self.shop_id, order_id=seat.order_id)
+            o = await orders.get_order_caught_up(self.svc, shop_id=self.shop_id, order_id=seat.order_id)
             await groups.leave_group(self.svc, shop_id=self.shop_id, group_id=seat.group_id, user_id=o.buyer_id)
         self.run(go())
 
@@ -151,7 +153,7 @@ class ServiceMachine(RuleBasedStateMachine):
     @rule(i=st.integers(0, 100), part=st.integers(1, 10))
     def refund(self, i, part):
         async def go():
-            o = await orders.get_order(self.svc, shop_id=self.shop_id, order_id=self._any_order(i))
+            o = await orders.get_order_caught_up(self.svc, shop_id=self.shop_id, order_id=self._any_order(i))
             left = o.paid_amount - o.refunded_amount
             if left > 0:
                 await orders.refund_order(self.svc, shop_id=self.shop_id, order_id=o.order_id,

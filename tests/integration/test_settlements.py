@@ -17,7 +17,9 @@ from sqlalchemy import text
 from engine.distribution import DistributionSettings, DistributorStatus
 from engine.errors import ErrorCode, RuleViolation
 from engine.levels import Level
-from service import distribution, exports, orders, payouts, settlements, shops, worker
+from service.usecases import distribution, orders, payouts, settlements, shops
+from service.reads import exports
+from service.jobs import worker
 from service.uow import unit_of_work
 from tests.conftest import T0
 from tests.integration.helpers import assert_ledger_consistent, pay
@@ -44,7 +46,7 @@ async def _history(svc, shop_id):
 
 
 async def test_close_period_reconciles_and_is_idempotent_LG3(svc, shop, owner_engine):
-    from service.shops import update_settings
+    from service.usecases.shops import update_settings
 
     await update_settings(svc, shop_id=shop.shop_id, payout_fee_bp=100)
     await _history(svc, shop.shop_id)
@@ -113,7 +115,7 @@ async def test_database_refuses_a_batch_that_does_not_reconcile_LG3(svc, shop):
     from sqlalchemy.exc import IntegrityError
 
     from engine.distribution import DistributorStatus
-    from service import distribution
+    from service.usecases import distribution
 
     await distribution.set_status(svc, shop_id=shop.shop_id, user_id="dx", status=DistributorStatus.ACTIVE,
                                   actor="t", reason="t")
@@ -397,7 +399,7 @@ async def run_history(svc, steps, *, tz_name: str = "UTC", freeze_days: int = 1,
             elif kind == "complete" and order_ids:
                 await orders.complete_order(svc, shop_id=shop_id, order_id=order_ids[step[1] % len(order_ids)])
             elif kind == "refund" and order_ids:
-                o = await orders.get_order(svc, shop_id=shop_id, order_id=order_ids[step[1] % len(order_ids)])
+                o = await orders.get_order_caught_up(svc, shop_id=shop_id, order_id=order_ids[step[1] % len(order_ids)])
                 left = o.paid_amount - o.refunded_amount
                 if left > 0:
                     await orders.refund_order(svc, shop_id=shop_id, order_id=o.order_id,

@@ -9,7 +9,8 @@ import secrets
 from datetime import timedelta
 
 from engine.distribution import DistributorStatus
-from service import distribution, groups, orders, shops, worker
+from service.usecases import distribution, groups, orders, shops
+from service.jobs import worker
 from store.models import Distributor, GroupRow
 from tests.integration.helpers import make_campaign, pay, raw_row, recorded_statements
 
@@ -54,7 +55,7 @@ async def test_webhook_delivery_locks_only_with_the_shop_in_the_where(svc, shop)
     statement spanning shops is the discovery read of shops with due deliveries."""
     import httpx
 
-    from service import webhooks
+    from service.usecases import webhooks
 
     await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/hook")
     o = await orders.report_order(svc, shop_id=shop.shop_id, external_id="w1", buyer_id="b1",

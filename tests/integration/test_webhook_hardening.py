@@ -18,7 +18,10 @@ from sqlalchemy import select, text
 from standardwebhooks import Webhook
 
 from engine.errors import ErrorCode, RuleViolation
-from service import events, shops, webhook_targets, webhooks, worker
+from service.tx import events
+from service.usecases import shops, webhooks
+from service import webhook_targets
+from service.jobs import worker
 from service.uow import unit_of_work
 from store.models import WebhookAttempt, WebhookDelivery
 from tests.http_receiver import LocalReceiver, RawReceiver, verify_standard

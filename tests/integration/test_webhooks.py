@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import func, select, text
 
 from engine.errors import RuleViolation
-from service import events, groups, orders, refunds, webhooks
+from service.tx import events
+from service.usecases import groups, orders, refunds, webhooks
 from service.uow import unit_of_work
 from store.models import Event
 from tests.http_receiver import LocalReceiver, verify_standard
@@ -68,7 +69,7 @@ async def test_webhook_only_backend_runs_a_campaign_and_totals_match(svc, shop, 
     g2 = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="d")
     await pay(svc, shop.shop_id, g2)
     svc.clock.advance(timedelta(hours=25))
-    from service import worker
+    from service.jobs import worker
     await worker.run_due(svc)
     await _drain(svc)
 
@@ -104,10 +105,10 @@ async def test_event_is_written_iff_its_transaction_commits(svc, shop):
     g = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="a")
     with pytest.raises(RuleViolation):
         await groups.join_group(svc, shop_id=shop.shop_id, group_id=g.group_id, user_id="b")  # not open: refused
-    evs = await webhooks.events_since(svc, shop_id=shop.shop_id)
+    evs = await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id)
     assert [e.type for e in evs] == []  # the open itself emits nothing until the leader pays
     await pay(svc, shop.shop_id, g)
-    assert [e.type for e in await webhooks.events_since(svc, shop_id=shop.shop_id)] == ["order.paid", "group.opened"]
+    assert [e.type for e in await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id)] == ["order.paid", "group.opened"]
 
 
 class SlowReceiver(LocalReceiver):
@@ -210,7 +211,7 @@ async def test_rotation_signs_with_both_secrets_and_replay_redelivers(svc, shop)
         assert verify_standard(old, headers, body) and verify_standard(ep.secret, headers, body)
         assert not verify_standard(webhooks.new_secret(), headers, body)
         assert len(headers["webhook-signature"].split(" ")) == 2  # one v1 per live secret, space-separated
-        evs = await webhooks.events_since(svc, shop_id=shop.shop_id)
+        evs = await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id)
         assert await webhooks.redeliver(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id,
                                         from_seq=evs[0].seq, to_seq=evs[-1].seq) == len(evs)
         await webhooks.deliver_due(svc)
@@ -275,14 +276,15 @@ async def test_every_event_payload_carries_the_shop_currency(svc, shop):
     c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)])
     g = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="a")
     await pay(svc, shop.shop_id, g)
-    evs = await webhooks.events_since(svc, shop_id=shop.shop_id)
+    evs = await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id)
     assert evs and all(e.payload["currency"] == "CNY" for e in evs)
 
 
 async def test_a_failed_group_reports_its_voided_commission_lines_CM6(svc, shop):
     """CM-6: lines of a failed group are voided, and the shop hears of each one."""
     from engine.distribution import DistributorStatus
-    from service import distribution, worker
+    from service.usecases import distribution
+    from service.jobs import worker
 
     await distribution.set_status(svc, shop_id=shop.shop_id, user_id="ref", status=DistributorStatus.ACTIVE,
                                   actor="t", reason="t")
@@ -294,7 +296,7 @@ async def test_a_failed_group_reports_its_voided_commission_lines_CM6(svc, shop)
     await pay(svc, shop.shop_id, m1)
     svc.clock.advance(timedelta(hours=25))
     await worker.run_due(svc)
-    evs = await webhooks.events_since(svc, shop_id=shop.shop_id)
+    evs = await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id)
     posted = [e.payload for e in evs if e.type == "commission.posted"]
     voided = [e for e in evs if e.type == "commission.voided"]
     assert [v.payload["line_id"] for v in voided] == [p["line_id"] for p in posted]
@@ -347,7 +349,7 @@ async def test_a_burst_of_failures_does_not_disable_and_a_disabled_endpoint_lose
         await webhooks.deliver_due(svc)
         [row] = await webhooks.list_endpoints(svc, shop_id=shop.shop_id)
         assert not row.enabled and row.disabled_at is not None
-        disabled = [e for e in await webhooks.events_since(svc, shop_id=shop.shop_id, limit=1000)
+        disabled = [e for e in await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id, limit=1000)
                     if e.type == "webhook.endpoint_disabled"]
         assert [e.aggregate_id for e in disabled] == [ep.endpoint_id]  # the admin sees it, once
         assert {d.state for d in await _deliveries(svc, shop.shop_id)} <= {"PENDING", "HELD"}  # none given up
@@ -442,7 +444,7 @@ async def test_one_slow_receiver_does_not_hold_up_the_others(svc, shop):
 async def test_a_slow_webhook_never_delays_group_expiry_GB11(svc, shop):
     """The worker delivers webhooks in a loop of its own: expiry and commission release go on while a POST
     hangs for its whole timeout."""
-    from service import worker
+    from service.jobs import worker
     from store.models import GroupRow
 
     hang, url = _hanging_endpoint()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from service import groups, worker
+from service.usecases import groups
+from service.jobs import worker
 from store.models import GroupRow, Order
 from tests.integration.helpers import make_campaign, raw_row
 

@@ -10,7 +10,7 @@ import logging
 from sqlalchemy import text
 
 from service.context import Services
-from service.worker import worker_loop
+from service.jobs.worker import worker_loop
 from store.database import create_engine
 from tests.api.conftest import _free_port as _closed_port  # nothing listens there: every connect is refused
 

@@ -14,7 +14,7 @@ import sys
 import httpx
 from sqlalchemy import text
 
-from service import webhooks
+from service.usecases import webhooks
 from service.context import Services
 from store.database import create_engine
 from tests.conftest import T0

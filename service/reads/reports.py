@@ -201,7 +201,7 @@ async def retention(svc: Services, *, shop_id: str, period_from: datetime, perio
 
 async def shop_period(svc: Services, *, shop_id: str, day_from: date, day_to: date) -> tuple[datetime, datetime]:
     """Local calendar days [day_from, day_to) of the shop's time zone as UTC instants (as LG-3 closes them)."""
-    from service.settlements import local_bounds
+    from service.usecases.settlements import local_bounds
 
     if day_to <= day_from:
         raise refuse(ErrorCode.INVALID_INPUT, "the period must end after it starts", field="periodTo")
@@ -282,7 +282,7 @@ async def earnings_series(svc: Services, *, shop_id: str, user_id: str | None, g
     """RP-1 per period in the shop's time zone: each local day or month of [day_from, day_to), oldest first,
     including periods where nothing moved. One query, grouped by the local start of each entry's period.
     `user_id` None: the whole shop's distributor ledger (what finance charts)."""
-    from service.settlements import local_bounds
+    from service.usecases.settlements import local_bounds
 
     periods = local_periods(granularity, day_from, day_to)
     async with svc.sessionmaker() as s:

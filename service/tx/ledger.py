@@ -33,8 +33,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from engine import commission as cm
 from engine.events import EventType
 from engine.ledger import Bucket, Posting
-from service import events
-from service.ids import new_id
+from service.tx import events
+from service.tx.ids import new_id
 from store.models import Shop
 
 BALANCE_COLUMN = {

@@ -17,9 +17,9 @@ from datetime import timedelta
 
 from engine.distribution import DistributionSettings, DistributorStatus
 from engine.levels import Level
-from service import campaigns, distribution, groups, orders, shops
+from service.usecases import campaigns, distribution, groups, orders, shops
 from service.context import Services
-from service.worker import release_due_lines
+from service.jobs.worker import release_due_lines
 
 DEMO_SHOP = "demo"
 FREEZE_DAYS = 7
@@ -115,7 +115,7 @@ async def _history(svc: Services, shop_id: str):
 async def _find(svc: Services, shop_id: str) -> dict:
     by_product = {c.product_ref: c for c in await campaigns.list_campaigns(svc, shop_id=shop_id)}
     ladder, pair = by_product.get(LADDER_PRODUCT), by_product.get(PAIR_PRODUCT)
-    open_groups = await groups.list_open_groups(svc, shop_id=shop_id, campaign_id=pair.campaign_id) if pair else []
+    open_groups = await groups.list_open_groups_caught_up(svc, shop_id=shop_id, campaign_id=pair.campaign_id) if pair else []
     return {"campaign_id": ladder.campaign_id if ladder else None,
             "pair_campaign_id": pair.campaign_id if pair else None,
             "pair_group_id": open_groups[0].id if open_groups else None}

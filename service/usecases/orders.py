@@ -17,20 +17,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine.errors import ErrorCode, refuse
 from engine.events import EventType
-from service import commissions, events
+from service.tx import commissions, events
 from service.context import Services
-from service.groups import advance_due_groups, pay_group_order
-from service.idempotency import once_or_replay, request_hash
-from service.ids import new_id
-from service.ledger import LedgerBatch, line_from_row
-from service.refunds import apply_refund
-from service.shops import load_settings
+from service.usecases.groups import advance_due_groups, pay_group_order
+from service.tx.idempotency import once_or_replay, request_hash
+from service.tx.ids import new_id
+from service.tx.ledger import LedgerBatch, line_from_row
+from service.usecases.refunds import apply_refund
+from service.usecases.shops import load_settings
 from service.uow import unit_of_work
-from service.lean import ORDER_COLUMNS, OrderView
+from service.tx.lean import ORDER_COLUMNS, OrderView
 from store.models import GroupRow, Order, Payment
 
 
-# OrderView and the columns it is read from live in service.lean (below this module: groups imports it)
+# OrderView and the columns it is read from live in service.tx.lean (below this module: groups imports it)
 
 
 def _order_where(order_id: str | None, external_id: str | None) -> tuple[str, dict]:
@@ -365,13 +365,13 @@ async def catch_up_orders(svc: Services, *, shop_id: str, order_ids=None, buyer_
         await advance_due_groups(svc, shop_id=shop_id, group_ids=due, now=now)
 
 
-async def get_order(svc: Services, *, shop_id: str, order_id: str) -> Order | None:
+async def get_order_caught_up(svc: Services, *, shop_id: str, order_id: str) -> Order | None:
     await catch_up_orders(svc, shop_id=shop_id, order_ids=[order_id])
     async with svc.sessionmaker() as s:
         return await s.get(Order, (shop_id, order_id))
 
 
-async def list_orders(svc: Services, *, shop_id: str, buyer_id: str, limit: int = 1000) -> list[Order]:
+async def list_orders_caught_up(svc: Services, *, shop_id: str, buyer_id: str, limit: int = 1000) -> list[Order]:
     await catch_up_orders(svc, shop_id=shop_id, buyer_id=buyer_id)
     async with svc.sessionmaker() as s:
         return list((await s.execute(select(Order).where(Order.shop_id == shop_id, Order.buyer_id == buyer_id)

@@ -14,11 +14,11 @@ from sqlalchemy.orm.attributes import set_committed_value
 from engine.errors import ErrorCode, refuse
 from engine.events import EventType
 from engine.refunds import OrderMoney, decide_refund
-from service import commissions
+from service.tx import commissions
 from service.context import Services
-from service.idempotency import once_or_replay
-from service.ids import new_id
-from service.ledger import LedgerBatch
+from service.tx.idempotency import once_or_replay
+from service.tx.ids import new_id
+from service.tx.ledger import LedgerBatch
 from service.uow import unit_of_work
 from store.models import Refund
 
@@ -44,7 +44,7 @@ async def apply_refund(
 ) -> RefundView:
     """Carry out the engine's refund decision on `order` (`engine.refunds.decide_refund`: OR-2 bounds, GB-9,
     goods first, RP-3 counters) and its consequences (CM-5 on every line computed on the order). Everything
-    is written by `ledger` in its one statement; `order` (an ORM object or a `service.orders.OrderView`)
+    is written by `ledger` in its one statement; `order` (an ORM object or a `service.usecases.orders.OrderView`)
     takes its new amounts in memory. `lines`: the order's REFUNDED_LINES already loaded under lock."""
     decision = decide_refund(OrderMoney(paid=order.paid_amount, refunded=order.refunded_amount,
                                         goods=order.goods_amount, counted=order.paid_at is not None),

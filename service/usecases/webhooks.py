@@ -50,11 +50,12 @@ from sqlalchemy.orm import with_expression
 
 from engine.errors import ErrorCode, refuse
 from engine.events import EventType, is_event_type
-from service import events, metrics, webhook_targets
+from service.tx import events
+from service import metrics, webhook_targets
 from service.context import Services
-from service.feed import sequence
-from service.idempotency import once, once_row
-from service.ids import new_id
+from service.jobs.feed import sequence
+from service.tx.idempotency import once, once_row
+from service.tx.ids import new_id
 from service.uow import unit_of_work
 from store.models import Event, EventFeed, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
@@ -241,18 +242,18 @@ async def redeliver(svc: Services, *, shop_id: str, endpoint_id: str, from_seq: 
 
 
 def feed(shop_id: str):
-    """The shop's events in feed order, each with its `position` (service/feed.py)."""
+    """The shop's events in feed order, each with its `position` (service/jobs/feed.py)."""
     return (select(Event).join(EventFeed, (EventFeed.shop_id == Event.shop_id) & (EventFeed.event_id == Event.event_id))
             .where(EventFeed.shop_id == shop_id, Event.shop_id == shop_id)
             .options(with_expression(Event.position, EventFeed.position)))
 
 
 def event_position(ev: Event) -> int:
-    """Where an event sits in the shop's feed; the cursor of `events_since`."""
+    """Where an event sits in the shop's feed; the cursor of `events_since_caught_up`."""
     return ev.position
 
 
-async def events_since(svc: Services, *, shop_id: str, after: int | None = None, limit: int = 100,
+async def events_since_caught_up(svc: Services, *, shop_id: str, after: int | None = None, limit: int = 100,
                        types: list[str] | None = None) -> list[Event]:
     """Replay by pull: the shop's events after a cursor (`event_position` of the last one seen), in commit
     order. Every event committed before the call is in it (the pull positions them first), and an event
@@ -576,7 +577,7 @@ async def delivery_loop(svc: Services, stop: asyncio.Event, *, interval: float =
                         timeout_s: float = DEADLINE_S) -> None:
     """The worker's delivery loop: keeps up to `concurrency` POSTs in flight and claims more whenever a lane frees
     or `interval` passes, so a receiver that takes its whole deadline holds one lane, never the loop. A failing
-    claim (the database away) pauses 1, 2, 4 … s up to `backoff_max`, one log line a try (as service.worker)."""
+    claim (the database away) pauses 1, 2, 4 … s up to `backoff_max`, one log line a try (as service.jobs.worker)."""
     from service.availability import Backoff
 
     backoff = Backoff("webhook delivery", log, interval=interval, max_delay=backoff_max)

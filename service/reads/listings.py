@@ -1,5 +1,5 @@
 """Admin, backend and finance listings, paged in SQL: distributors by status, products, levels and
-settlement batches. Same contract as `service.queries` (scoped by `shop_id`, SH-1; a page is one
+settlement batches. Same contract as `service.reads.queries` (scoped by `shop_id`, SH-1; a page is one
 count and one select, whatever its size); kept apart so the listings of staff screens grow here."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Iterable
 from sqlalchemy import select
 
 from service.context import Services
-from service.queries import Page, _page
+from service.reads.queries import Page, _page
 from store import mapping
 from store.models import Distributor, LevelRow, Product, Settlement
 

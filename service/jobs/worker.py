@@ -18,10 +18,10 @@ from typing import Iterable
 
 from sqlalchemy import select, text
 
-from service.commissions import release_line
+from service.tx.commissions import release_line
 from service.context import Services
-from service.groups import advance_claimed, claim_due_group
-from service.ledger import LedgerBatch
+from service.usecases.groups import advance_claimed, claim_due_group
+from service.tx.ledger import LedgerBatch
 from service.uow import unit_of_work
 from store.models import CommissionLineRow
 
@@ -142,11 +142,11 @@ async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1
                       backoff_max: float | None = None) -> None:
     """Due work and webhook delivery run as two loops of their own: a POST may take its whole timeout, and a
     slow receiver must never delay group expiry (GB-11) or commission release (CM-6). A pass of due work that
-    went through writes the worker's heartbeat (service.heartbeat: what /ready reads)."""
-    from service.feed import sequence_all
-    from service.heartbeat import Heartbeat
+    went through writes the worker's heartbeat (service.jobs.heartbeat: what /ready reads)."""
+    from service.jobs.feed import sequence_all
+    from service.jobs.heartbeat import Heartbeat
     from service.settings import settings
-    from service.webhooks import delivery_loop
+    from service.usecases.webhooks import delivery_loop
 
     conf = settings()
     heartbeat = Heartbeat(svc, interval=conf.heartbeat_interval)

@@ -10,8 +10,8 @@ from sqlalchemy import select
 from engine.errors import ErrorCode, refuse
 from engine.groupbuy import Campaign, Tier, Variant, validate_campaign
 from service.context import Services
-from service.idempotency import once_row
-from service.ids import new_id
+from service.tx.idempotency import once_row
+from service.tx.ids import new_id
 from service.uow import unit_of_work
 from store import mapping
 from store.models import CampaignRow, Product

@@ -18,7 +18,7 @@ from typing import AsyncIterator, Callable
 from engine.money import format_minor
 from service.currencies import minor_digits
 from service.context import Services
-from service.settlements import get_settlement, stream_lines
+from service.usecases.settlements import get_settlement, stream_lines
 
 AMOUNTS = ("opening", "released", "reversals", "bonuses", "payouts", "fees", "closing")
 HEADER = ["distributor_id", *[c for a in AMOUNTS for c in (a, f"{a}_minor")]]

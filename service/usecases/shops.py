@@ -16,7 +16,7 @@ from engine.errors import ErrorCode, refuse
 from engine.levels import Level, validate_levels
 from service.context import Services
 from service.currencies import check_currency, check_timezone
-from service.idempotency import once, once_row
+from service.tx.idempotency import once, once_row
 from service.uow import unit_of_work
 from store import mapping
 from store.models import DistributionSettingsRow, LevelRow, Product, Shop, User

@@ -21,12 +21,12 @@ from engine.errors import ErrorCode, refuse
 from engine.events import EventType
 from engine.referral import current_referrer
 from engine.variants import assign_variant
-from service import commissions, events, lean
+from service.tx import commissions, events, lean
 from service.context import Services
-from service.idempotency import once
-from service.ids import new_id
-from service.ledger import LedgerBatch
-from service.refunds import apply_refund
+from service.tx.idempotency import once
+from service.tx.ids import new_id
+from service.tx.ledger import LedgerBatch
+from service.usecases.refunds import apply_refund
 from service.uow import unit_of_work
 from store import mapping
 from store.models import CampaignRow, GroupRow, Order, SeatRow
@@ -85,7 +85,7 @@ async def apply_decision(session: AsyncSession, *, c: CampaignRow, row: GroupRow
     by_order = {s.order_id: s for s in seat_rows}
     mapping.group_to_row(g, row)
     row.due_at = gb.next_due_at(g)
-    flag_modified(row, "due_at")  # always an UPDATE: service.lean's freshness check relies on the row's xmin
+    flag_modified(row, "due_at")  # always an UPDATE: service.tx.lean's freshness check relies on the row's xmin
     for seat in g.seats:
         existing = by_order.get(seat.order_id)
         if existing is None or mapping.seat_from_row(existing) != seat:
@@ -383,7 +383,7 @@ async def advance_due_groups(svc: Services, *, shop_id: str, group_ids, now) -> 
             await advance_group(s, shop_id=shop_id, group_id=gid, now=now)
 
 
-async def get_group(svc: Services, *, shop_id: str, group_id: str):
+async def get_group_caught_up(svc: Services, *, shop_id: str, group_id: str):
     await catch_up(svc, shop_id=shop_id, group_ids=[group_id])
     async with svc.sessionmaker() as s:
         row = await s.get(GroupRow, (shop_id, group_id))
@@ -394,7 +394,7 @@ async def get_group(svc: Services, *, shop_id: str, group_id: str):
         return row, mapping.group_from_rows(row, seats)
 
 
-async def list_open_groups(svc: Services, *, shop_id: str, campaign_id: str, limit: int = 500) -> list[gb.Group]:
+async def list_open_groups_caught_up(svc: Services, *, shop_id: str, campaign_id: str, limit: int = 500) -> list[gb.Group]:
     """Open groups of a campaign, soonest to expire first, caught up first (GB-11). Two queries for the page."""
     async with svc.sessionmaker() as s:
         ids = list((await s.execute(select(GroupRow.group_id).where(

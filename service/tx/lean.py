@@ -7,7 +7,7 @@ the lock sees the locked row as it is now, but the rows it joined (the seats) as
 before waiting. The statement therefore also returns the `xmin` of the group row in its own snapshot: if
 that differs from the locked row's, someone changed the group after the snapshot, and the load runs once
 more (now holding the lock, so the second read is current). Every writer of seats updates the group row in
-the same transaction (`write` always does; `service.groups.apply_decision` forces it), so an unchanged
+the same transaction (`write` always does; `service.usecases.groups.apply_decision` forces it), so an unchanged
 `xmin` means unchanged seats.
 
 Write: `Writes` collects the decision's rows (orders, lines, seats, the group, stock and per-user units,
@@ -18,7 +18,7 @@ with RETURNING whose row counts come back; a failed guard raises its refusal and
 back whole. The outbox rows carry the currency loaded with the group (no sub-select: issue 17).
 
 Decisions with instructions that move money (OrderPaid, a GB-5..GB-9 RefundOwed, GroupFormed, GroupFailed,
-FinalPrice) are carried out by `service.groups.apply_decision` through the ORM and the commission and
+FinalPrice) are carried out by `service.usecases.groups.apply_decision` through the ORM and the commission and
 ledger services: `lean_enough` tells them apart.
 """
 
@@ -35,8 +35,8 @@ from sqlalchemy import text
 from engine import groupbuy as gb
 from engine.events import EventType
 from engine.refunds import OrderMoney, decide_refund
-from service import events
-from service.ids import new_id
+from service.tx import events
+from service.tx.ids import new_id
 from store import mapping
 from store.models import CampaignRow, GroupRow
 
@@ -179,7 +179,7 @@ _TIMES = ("created_at", "paid_at", "completed_at", "cancelled_at")
 class OrderView:
     """An order as loaded by Core or as written by this transaction (a use case may update it in memory beside
     its write), rendered by the API without reading it again after commit. The one order value of the lean
-    paths: group seats (this module) and the plain-order use cases (service.orders) alike."""
+    paths: group seats (this module) and the plain-order use cases (service.usecases.orders) alike."""
 
     shop_id: str
     order_id: str
@@ -323,7 +323,7 @@ class Writes:
     def apply(self, loaded_group: gb.Group | None, decision: gb.Decision, campaign_id: str) -> None:
         """The decision's group, seats and lean instructions (see `lean_enough`) as parts."""
         g = decision.group
-        assert lean_enough(decision), "money-moving instructions go through service.groups.apply_decision"
+        assert lean_enough(decision), "money-moving instructions go through service.usecases.groups.apply_decision"
         self.seats(loaded_group, g)
         by_order = {s.order_id: s for s in g.seats}
         for ins in decision.instructions:

@@ -19,10 +19,10 @@ from engine.distribution import DistributionSettings, DistributorStatus, admits_
 from engine.events import EventType
 from engine.ledger import bonus_postings
 from engine.referral import current_referrer
-from service import events
-from service.ids import new_id, new_invite_code
-from service.ledger import LedgerBatch, flush_pending, line_from_row
-from service.shops import load_settings
+from service.tx import events
+from service.tx.ids import new_id, new_invite_code
+from service.tx.ledger import LedgerBatch, flush_pending, line_from_row
+from service.usecases.shops import load_settings
 from store import mapping
 from store.models import (
     Binding,
@@ -346,7 +346,7 @@ async def record_paid(session: AsyncSession, order, now) -> None:
 
 _LIVE = "(expires_at IS NULL OR expires_at > :now)"
 # LV-1's six metrics of the distributor `d.user_id` (a LATERAL sub-select: one definition for evaluation
-# and for the distributor's own view, service/queries.py).
+# and for the distributor's own view, service/reads/queries.py).
 _METRICS = f"""
            SELECT
              (SELECT count(*) FROM bindings WHERE shop_id = :s AND referrer_id = d.user_id AND {_LIVE})

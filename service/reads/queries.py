@@ -17,11 +17,11 @@ from sqlalchemy import func, select, tuple_
 
 from engine import groupbuy as gb
 from engine.levels import Metrics
-from service.commissions import METRICS_SQL
+from service.tx.commissions import METRICS_SQL
 from service.context import Services
-from service.groups import catch_up
-from service.orders import catch_up_orders
-from service.worker import release_due_lines
+from service.usecases.groups import catch_up
+from service.usecases.orders import catch_up_orders
+from service.jobs.worker import release_due_lines
 from store import mapping
 from store.models import (
     CampaignRow,
@@ -76,7 +76,7 @@ async def campaigns_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -
         return {r.campaign_id: r for r in rows}
 
 
-async def groups_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, gb.Group]:
+async def groups_by_ids_caught_up(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, gb.Group]:
     """Groups with their seats, due work applied first (GB-11). Two queries plus one per due group."""
     ids = list(set(ids))
     if not ids:
@@ -102,7 +102,7 @@ async def _by_ids(svc: Services, model, key, shop_id: str, ids: Iterable[str]) -
         return {getattr(r, key.key): r for r in rows}
 
 
-async def orders_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, Order]:
+async def orders_by_ids_caught_up(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, Order]:
     ids = list(set(ids))
     if ids:
         await catch_up_orders(svc, shop_id=shop_id, order_ids=ids)
@@ -177,7 +177,7 @@ async def page_open_group_ids(svc: Services, *, shop_id: str, campaign_id: str, 
     """Ids of a campaign's OPEN groups, soonest to expire first (the storefront's "join one" list).
     A group whose `expires_at` has passed is no longer open, whether or not the worker has applied its
     fate yet (GB-11), so it is left out here rather than advanced on this read; the groups on the page
-    are caught up when they are loaded (groups_by_ids)."""
+    are caught up when they are loaded (groups_by_ids_caught_up)."""
     q = select(GroupRow.group_id).where(GroupRow.shop_id == shop_id, GroupRow.campaign_id == campaign_id,
                                         GroupRow.state == "OPEN", GroupRow.expires_at > svc.now())
     return await _page(svc, q, (GroupRow.expires_at, GroupRow.group_id), limit=limit, offset=offset)
@@ -199,7 +199,7 @@ async def page_user_group_ids(svc: Services, *, shop_id: str, user_id: str, limi
     return await _page(svc, q, (GroupRow.opened_at.desc(), GroupRow.group_id), limit=limit, offset=offset)
 
 
-async def page_orders(svc: Services, *, shop_id: str, buyer_id: str, limit: int, offset: int) -> Page:
+async def page_orders_caught_up(svc: Services, *, shop_id: str, buyer_id: str, limit: int, offset: int) -> Page:
     await catch_up_orders(svc, shop_id=shop_id, buyer_id=buyer_id)
     q = select(Order).where(Order.shop_id == shop_id, Order.buyer_id == buyer_id)
     return await _page(svc, q, (Order.created_at.desc(), Order.order_id), limit=limit, offset=offset)
@@ -236,12 +236,12 @@ async def page_commission_lines(svc: Services, *, shop_id: str, beneficiary_id: 
                        offset=offset)
 
 
-async def page_events(svc: Services, *, shop_id: str, types: list[str] | None, limit: int,
+async def page_events_caught_up(svc: Services, *, shop_id: str, types: list[str] | None, limit: int,
                       after: tuple | None) -> Page:
-    """The shop's events in feed (commit) order, keyset on their position (service/feed.py): every event
+    """The shop's events in feed (commit) order, keyset on their position (service/jobs/feed.py): every event
     committed before the call is in it, and one that commits later comes after any cursor handed out."""
-    from service.feed import sequence
-    from service.webhooks import feed
+    from service.jobs.feed import sequence
+    from service.usecases.webhooks import feed
 
     await sequence(svc, shop_id=shop_id)
     q = feed(shop_id)

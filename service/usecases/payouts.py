@@ -1,6 +1,6 @@
 """Payouts (LG-2), on the lean path: one statement loads what the engine needs under the row lock, the
 engine decides (`engine.ledger.quote_payout`, `approve_payout`, `reject_payout`), and the applier
-(`service.ledger.LedgerBatch`) writes the payout, its entries, the balances and the event in one more.
+(`service.tx.ledger.LedgerBatch`) writes the payout, its entries, the balances and the event in one more.
 
 The distributor row is locked (FOR UPDATE) in the loading statement, before the engine decides, so two
 concurrent requests can never together take more than the available balance. The fee is quoted at
@@ -20,9 +20,9 @@ from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, refuse
 from engine.events import EventType
 from service.context import Services
-from service.idempotency import once_or_replay
-from service.ids import new_id
-from service.ledger import BALANCES, LedgerBatch
+from service.tx.idempotency import once_or_replay
+from service.tx.ids import new_id
+from service.tx.ledger import BALANCES, LedgerBatch
 from service.uow import unit_of_work
 from store import mapping
 

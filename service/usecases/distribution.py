@@ -13,13 +13,13 @@ from engine.distribution import DistributionMode, DistributorStatus
 from engine.errors import ErrorCode, refuse
 from engine.events import EventType
 from engine.referral import BindingSource, decide_binding
-from service import commissions, events
-from service.commissions import DbReferralView, ensure_distributor
+from service.tx import commissions, events
+from service.tx.commissions import DbReferralView, ensure_distributor
 from service.context import Services
-from service.idempotency import once, once_row
-from service.ids import new_id
-from service.ledger import LedgerBatch
-from service.shops import ensure_user, load_levels, load_settings
+from service.tx.idempotency import once, once_row
+from service.tx.ids import new_id
+from service.tx.ledger import LedgerBatch
+from service.usecases.shops import ensure_user, load_levels, load_settings
 from service.uow import unit_of_work
 from store import mapping
 from store.models import Binding, BindingHistory, Distributor, DistributorAudit, User
@@ -217,7 +217,7 @@ async def set_level(svc: Services, *, shop_id: str, user_id: str, grade: int, ac
 
 async def get_distributor(svc: Services, *, shop_id: str, user_id: str) -> Distributor | None:
     """The distributor with balances as of now: lines already due are released first (GB-11/CM-6)."""
-    from service.worker import release_due_lines
+    from service.jobs.worker import release_due_lines
 
     await release_due_lines(svc, shop_id=shop_id, user_ids=[user_id], wait=True)
     async with svc.sessionmaker() as s:

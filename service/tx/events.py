@@ -2,7 +2,7 @@
 
 Every payload carries the shop's currency beside its amounts (SH-2). A shop's currency never changes,
 so each process keeps it once known (`remember_currency`: shops are created, authenticated and loaded
-through service/shops.py, and the lean group paths load it with the rows they lock). The INSERT then
+through service/usecases/shops.py, and the lean group paths load it with the rows they lock). The INSERT then
 carries it as a plain value: no sub-select of `shops`, which Citus refuses inside an INSERT (issue 17).
 An event of a shop this process has not met yet gets its currency read just before the flush that
 writes it (one primary-key read of `shops`, in the same transaction).
@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine.events import EventType
-from service.ids import new_id
+from service.tx.ids import new_id
 from store.models import Event, Shop
 
 _CURRENCY: dict[str, str] = {}  # shop_id -> currency; never changes once a shop exists (SH-2)

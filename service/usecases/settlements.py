@@ -17,10 +17,10 @@ from sqlalchemy import func, select, text
 
 from engine.errors import ErrorCode, refuse
 from engine.events import EventType
-from service import events
+from service.tx import events
 from service.context import Services
-from service.idempotency import once_row
-from service.ids import new_id
+from service.tx.idempotency import once_row
+from service.tx.ids import new_id
 from service.uow import unit_of_work
 from store.models import Settlement, SettlementLine, Shop
 

@@ -1,0 +1,54 @@
+"""The one shape of every mutation: `XxxInput` -> `XxxPayload { ...result..., errors }` (ER-1).
+
+Mutation root. Each mutation takes one `input` and returns a payload whose `errors` carry every rule
+refusal (ER-1) — a refused mutation has changed nothing (the service rolled back). Every mutation but the
+test-only `advanceClock` takes `idempotencyKey` (GB-10); payment and refund confirmations are also idempotent by
+`providerRef`, reported orders by `externalId`.
+
+Object ids in inputs are global ids (see api.relay); a malformed or wrong-type id is INVALID_INPUT on
+that field, an id of another shop is NOT_FOUND (SH-1).
+
+`payload_mutation(XxxPayload, permission_classes=..., description=...)` turns an async function
+`(info, input) -> dict` (the payload's result fields) into the mutation field: a refusal it raises —
+a `RuleViolation`, or what `api.errors.refusal_of` reads as one (a value the database or a datetime
+cannot hold) — becomes the payload's `errors`, never a GraphQL error; anything else is an internal error.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Awaitable, Callable, Optional
+
+import strawberry
+
+from api.errors import refusal_of, user_error
+
+KEY_DESCRIPTION = ("GB-10: a retry with the same key and the same input returns the first result without a "
+                   "second effect; the same key with another input is IDEMPOTENCY_CONFLICT.")
+
+
+def idempotency_key_field(description: str = KEY_DESCRIPTION) -> Optional[str]:
+    """Every mutation input but advanceClock's has this field (tests/api/test_idempotency_keys.py)."""
+    return strawberry.field(default=None, description=description)
+
+
+def payload_mutation(payload: type, **field: Any) -> Callable[[Callable[..., Awaitable[dict]]], Any]:
+    """`@payload_mutation(XxxPayload, permission_classes=[...], description=...)` over
+    `async def xxx(info: Info, input: XxxInput) -> dict`: the mutation field answering `XxxPayload`."""
+
+    def decorate(fn: Callable[..., Awaitable[dict]]) -> Any:
+        @functools.wraps(fn)
+        async def resolve(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return payload(**(await fn(*args, **kwargs)), errors=[])
+            except Exception as e:
+                refusal = refusal_of(e)  # a RuleViolation is itself
+                if refusal is None:
+                    raise
+                return payload(errors=[user_error(refusal)])
+
+        setattr(resolve, "__signature__", inspect.signature(fn).replace(return_annotation=payload))
+        return strawberry.mutation(resolver=resolve, **field)
+
+    return decorate
