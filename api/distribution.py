@@ -25,6 +25,7 @@ from engine.distribution import BindingMode as _BindingMode
 from engine.distribution import DistributionMode as _DistributionMode
 from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, refuse
+from service.reads import fraud as fraud_reads
 from service.reads import listings, queries
 from service.reads import reports as reports_svc
 from service.usecases import distribution as distribution_svc
@@ -71,6 +72,9 @@ class Balances:
     in_payout: MinorUnits
     paid: MinorUnits
     fees: MinorUnits
+    held: MinorUnits = strawberry.field(default=MinorUnits(0), description=(
+        "FR-3: the part of pending and frozen held for fraud review (not released until an admin clears it); "
+        "in `earnings`, always 0"))
 
 
 @strawberry.type
@@ -189,6 +193,8 @@ class DistributionSettings:
     min_payout: MinorUnits
     payout_fee_bp: int
     spend_threshold: MinorUnits
+    order_code_overrides: bool = strawberry.field(description="RF-3 (b): a code on a reported order names that "
+                                                  "order's level 1 even when the buyer has a live referrer")
 
 
 def settings_type(s, ctx) -> DistributionSettings:
@@ -196,7 +202,8 @@ def settings_type(s, ctx) -> DistributionSettings:
                                 bind_new_users_only=s.bind_new_users_only, level1_bp=s.level1_bp,
                                 level2_bp=s.level2_bp, self_purchase=s.self_purchase, freeze_days=s.freeze_days,
                                 max_total_bp=s.max_total_bp, currency=ctx.currency, min_payout=s.min_payout,
-                                payout_fee_bp=s.payout_fee_bp, spend_threshold=s.spend_threshold)
+                                payout_fee_bp=s.payout_fee_bp, spend_threshold=s.spend_threshold,
+                                order_code_overrides=s.order_code_overrides)
 
 
 @strawberry.type(description="DS-2: what a storefront may learn from an invite code — no personal data.")
@@ -303,7 +310,9 @@ async def me(info: Info) -> Optional[DistributorProfile]:
         user_id=d.user_id, status=d.status, invite_code=d.invite_code, grade=d.grade,
         level=level_type(level, ctx) if level else None,
         balances=Balances(currency=ctx.currency, pending=d.pending, frozen=d.frozen, available=d.available,
-                          in_payout=d.in_payout, paid=d.paid, fees=d.fees),
+                          in_payout=d.in_payout, paid=d.paid, fees=d.fees,
+                          held=MinorUnits(await fraud_reads.held_amount(ctx.svc, shop_id=ctx.shop_id,
+                                                                        user_id=ctx.user_id))),
         downline=Downline(level1=DownlineLevel(**dl["level1"], currency=ctx.currency),
                           level2=DownlineLevel(**dl["level2"], currency=ctx.currency)))
 
@@ -392,6 +401,7 @@ class UpdateDistributionSettingsInput:
     min_payout: Optional[MinorUnits] = None
     payout_fee_bp: Optional[int] = None
     spend_threshold: Optional[MinorUnits] = None
+    order_code_overrides: Optional[bool] = None
     idempotency_key: Optional[str] = idempotency_key_field()
 
 

@@ -11,6 +11,7 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
+from api.distribution_v2 import INVITE_CODE_FIELD, ReferralAttribution, attribution_type
 from api.errors import UserError
 from api.orders import Order, order_type
 from api.payload import idempotency_key_field, payload_mutation
@@ -268,6 +269,7 @@ async def _group_and_order(ctx, group_id: str, order_id: str) -> dict:
 class OpenGroupInput:
     campaign_id: strawberry.ID
     quantity: int = 1
+    invite_code: Optional[str] = INVITE_CODE_FIELD
     idempotency_key: Optional[str] = idempotency_key_field()
 
 
@@ -275,6 +277,7 @@ class OpenGroupInput:
 class JoinGroupInput:
     group_id: strawberry.ID
     quantity: int = 1
+    invite_code: Optional[str] = INVITE_CODE_FIELD
     idempotency_key: Optional[str] = idempotency_key_field()
 
 
@@ -284,6 +287,7 @@ class SeatPayload:
     order: Optional[Order] = None
     amount_to_pay: Optional[MinorUnits] = None
     currency: Optional[str] = None
+    attribution: Optional[ReferralAttribution] = None
     errors: list[UserError]
 
 
@@ -305,10 +309,10 @@ async def open_group(info: Info, input: OpenGroupInput) -> dict:
     r = await groups_svc.open_group(ctx.svc, shop_id=ctx.shop_id,
                                     campaign_id=raw_id(input.campaign_id, "Campaign", "campaignId"),
                                     user_id=ctx.user_id, quantity=input.quantity,
-                                    idempotency_key=input.idempotency_key)
+                                    idempotency_key=input.idempotency_key, invite_code=input.invite_code)
     _prime(ctx, r)
     return dict(**await _group_and_order(ctx, r.group_id, r.order_id), amount_to_pay=r.amount,
-                currency=ctx.currency)
+                currency=ctx.currency, attribution=attribution_type(r.attribution))
 
 
 @payload_mutation(SeatPayload, permission_classes=[IsCustomer], description="GB-2: reserve a seat in an open group.")
@@ -317,10 +321,10 @@ async def join_group(info: Info, input: JoinGroupInput) -> dict:
     r = await groups_svc.join_group(ctx.svc, shop_id=ctx.shop_id,
                                     group_id=raw_id(input.group_id, "Group", "groupId"),
                                     user_id=ctx.user_id, quantity=input.quantity,
-                                    idempotency_key=input.idempotency_key)
+                                    idempotency_key=input.idempotency_key, invite_code=input.invite_code)
     _prime(ctx, r)
     return dict(**await _group_and_order(ctx, r.group_id, r.order_id), amount_to_pay=r.amount,
-                currency=ctx.currency)
+                currency=ctx.currency, attribution=attribution_type(r.attribution))
 
 
 @payload_mutation(LeaveGroupPayload, permission_classes=[IsCustomer], description="GB-8: leave before the group forms.")

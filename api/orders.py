@@ -10,7 +10,9 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
+from api.distribution_v2 import ORDER_CODE_FIELD, ReferralAttribution, attribution_type
 from api.errors import UserError
+from api.fraud import PaymentFingerprintsInput
 from api.payload import idempotency_key_field, payload_mutation
 from api.permissions import IsBackend, IsBackendOrFinance, IsCustomer
 from api.relay import MAX_MINOR, Connection, Keyset, MinorUnits, paginate, paginate_keyset, raw_id, resolve_visible
@@ -156,6 +158,7 @@ class ConfirmPaymentInput:
     amount: MinorUnits
     provider_ref: str
     idempotency_key: Optional[str] = idempotency_key_field()
+    fingerprints: Optional[PaymentFingerprintsInput] = None  # FR-1
 
 
 @strawberry.type
@@ -200,12 +203,14 @@ class ReportOrderInput:
     lines: list[OrderLineInput]
     shipping_amount: MinorUnits = 0
     tax_amount: MinorUnits = 0
+    invite_code: Optional[str] = ORDER_CODE_FIELD
     idempotency_key: Optional[str] = idempotency_key_field()
 
 
 @strawberry.type
 class OrderPayload:
     order: Optional[Order] = None
+    attribution: Optional[ReferralAttribution] = None
     errors: list[UserError]
 
 
@@ -231,6 +236,7 @@ async def confirm_payment(info: Info, input: ConfirmPaymentInput) -> dict:
     ctx = info.context
     r = await orders_svc.confirm_payment(ctx.svc, shop_id=ctx.shop_id, provider_ref=input.provider_ref,
                                          amount=input.amount, idempotency_key=input.idempotency_key,
+                                         fingerprints=input.fingerprints.as_kinds() if input.fingerprints else None,
                                          **_order_ref(input.order_id, input.external_id))
     o = await ctx.loaders.order.load(r["order_id"])
     return dict(order=order_type(o, ctx) if o else None, accepted=r["accepted"], replayed=r["replayed"])
@@ -250,13 +256,14 @@ async def confirm_refund(info: Info, input: ConfirmRefundInput) -> dict:
 async def report_order(info: Info, input: ReportOrderInput) -> dict:
     ctx = info.context
     _representable_total(input)
+    attributed: list = []
     o = await orders_svc.report_order(
         ctx.svc, shop_id=ctx.shop_id, external_id=input.external_id, buyer_id=input.buyer_id,
         lines=[orders_svc.LineInput(ln.product_ref, ln.quantity, ln.unit_price, ln.discount, ln.category)
                for ln in input.lines],
         shipping_amount=input.shipping_amount, tax_amount=input.tax_amount,
-        idempotency_key=input.idempotency_key)
-    return dict(order=order_type(o, ctx))
+        idempotency_key=input.idempotency_key, invite_code=input.invite_code, attribution_out=attributed)
+    return dict(order=order_type(o, ctx), attribution=attribution_type(attributed[0] if attributed else None))
 
 
 @payload_mutation(RefundPayload, permission_classes=[IsBackend], description="OR-2: the shop refunded (part of) an order "

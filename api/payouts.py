@@ -12,8 +12,9 @@ from strawberry.types import Info
 
 from api.errors import UserError
 from api.payload import idempotency_key_field, payload_mutation
-from api.permissions import IsAdminOrFinance, IsDistributor, IsFinance
+from api.permissions import IsAdminOrFinance, IsBackendOrFinance, IsDistributor, IsFinance
 from api.relay import Connection, MinorUnits, bounded_day, paginate, raw_id, resolve_visible
+from engine import ledger as lg
 from engine.errors import ErrorCode, refuse
 from service.reads import listings, queries
 from service.usecases import payouts as payouts_svc
@@ -30,11 +31,17 @@ class Payout(relay.Node):
     fee: MinorUnits
     net: MinorUnits
     currency: str
-    state: str = strawberry.field(description="REQUESTED, APPROVED or REJECTED")
+    state: str = strawberry.field(description="REQUESTED, APPROVED, REJECTED or FAILED (LG-4)")
     requested_at: datetime
     decided_at: Optional[datetime]
     external_ref: Optional[str]
     reason: Optional[str]
+    payee_kind: Optional[str] = strawberry.field(default=None, description="LG-4: the payee method chosen at request")
+    payee_reference: Optional[str] = strawberry.field(default=None, description="LG-4: its account reference, masked")
+    failed_at: Optional[datetime] = strawberry.field(default=None, description="LG-4: when the transfer was marked "
+                                                                               "failed")
+    failure_ref: Optional[str] = strawberry.field(default=None, description="LG-4: the failed transfer's reference")
+    failure_reason: Optional[str] = None
 
     @classmethod
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
@@ -44,7 +51,10 @@ class Payout(relay.Node):
 def payout_type(p, ctx) -> Payout:
     return Payout(id=p.payout_id, distributor_id=p.distributor_id, amount=p.amount, fee=p.fee,
                   net=p.amount - p.fee, currency=ctx.currency, state=p.state, requested_at=p.requested_at,
-                  decided_at=p.decided_at, external_ref=p.external_ref, reason=p.reason)
+                  decided_at=p.decided_at, external_ref=p.external_ref, reason=p.reason,
+                  payee_kind=getattr(p, "payee_kind", None), payee_reference=getattr(p, "payee_reference", None),
+                  failed_at=getattr(p, "failed_at", None), failure_ref=getattr(p, "failure_ref", None),
+                  failure_reason=getattr(p, "failure_reason", None))
 
 
 @strawberry.type(description="An immutable settlement batch (LG-3).")
@@ -60,7 +70,12 @@ class Settlement(relay.Node):
     bonuses: MinorUnits
     payouts: MinorUnits
     fees: MinorUnits
+    failed: MinorUnits = strawberry.field(description="LG-4: what payouts that failed in the period gave back "
+                                                      "(amount and fee); closing = opening + released + reversals + "
+                                                      "bonuses − payouts − fees + failed")
     closing: MinorUnits
+    held: MinorUnits = strawberry.field(description="FR-3: commission held for review at the period end (beside the "
+                                                    "identity: in no settled balance)")
 
     @strawberry.field(description="Path of the CSV export (GET with a finance token, LG-3)")
     def csv_path(self) -> str:
@@ -78,7 +93,8 @@ class Settlement(relay.Node):
 def settlement_type(b) -> Settlement:
     return Settlement(id=b.settlement_id, local_from=b.local_from, local_to=b.local_to, currency=b.currency,
                       distributors=b.distributors, opening=b.opening, released=b.released, reversals=b.reversals,
-                      bonuses=b.bonuses, payouts=b.payouts, fees=b.fees, closing=b.closing)
+                      bonuses=b.bonuses, payouts=b.payouts, fees=b.fees, failed=b.failed, closing=b.closing,
+                      held=b.held)
 
 
 # ---------------------------------------------------------------- queries
@@ -102,10 +118,23 @@ async def settlements(info: Info, first: Optional[int] = None,
 
 # ---------------------------------------------------------------- mutations
 
+PayeeKind = strawberry.enum(lg.PayeeKind, name="PayeeKind")
+
+
+@strawberry.input(description="LG-4: where the payout goes. Only the kind and a masked reference are stored.")
+class PayeeMethodInput:
+    kind: PayeeKind  # type: ignore[valid-type]
+    account_reference: str
+
+    def method(self) -> lg.PayeeMethod:
+        return lg.payee_method(getattr(self.kind, "value", self.kind), self.account_reference)
+
+
 @strawberry.input
 class RequestPayoutInput:
     amount: MinorUnits
     idempotency_key: Optional[str] = idempotency_key_field()
+    payee_method: Optional[PayeeMethodInput] = None  # LG-4
 
 
 @strawberry.input
@@ -129,6 +158,14 @@ class PayoutPayload:
 
 
 @strawberry.input
+class FailPayoutInput:
+    payout_id: strawberry.ID
+    transfer_ref: str
+    reason: str
+    idempotency_key: Optional[str] = idempotency_key_field()
+
+
+@strawberry.input
 class ClosePeriodInput:
     from_date: str = strawberry.field(description="first local day (YYYY-MM-DD) in the shop time zone")
     to_date: str = strawberry.field(description="the day after the last (half-open period)")
@@ -145,7 +182,8 @@ class ClosePeriodPayload:
 async def request_payout(info: Info, input: RequestPayoutInput) -> dict:
     ctx = info.context
     p = await payouts_svc.request_payout(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id,
-                                         amount=input.amount, idempotency_key=input.idempotency_key)
+                                         amount=input.amount, idempotency_key=input.idempotency_key,
+                                         payee=input.payee_method.method() if input.payee_method else None)
     return dict(payout=payout_type(p, ctx))
 
 
@@ -183,3 +221,15 @@ async def close_period(info: Info, input: ClosePeriodInput) -> dict:
     b = await settlements_svc.close_period(ctx.svc, shop_id=ctx.shop_id, day_from=f, day_to=t,
                                            actor=ctx.user_id, idempotency_key=input.idempotency_key)
     return dict(settlement=settlement_type(b))
+
+
+@payload_mutation(PayoutPayload, permission_classes=[IsBackendOrFinance], description="LG-4: an approved payout's "
+                  "transfer failed — FAILED with the transfer reference and a reason; the amount is back in available "
+                  "and the fee reversed, by new entries (idempotent).")
+async def fail_payout(info: Info, input: FailPayoutInput) -> dict:
+    ctx = info.context
+    p = await payouts_svc.fail_payout(ctx.svc, shop_id=ctx.shop_id,
+                                      payout_id=raw_id(input.payout_id, "Payout", "payoutId"),
+                                      actor=ctx.user_id, transfer_ref=input.transfer_ref,
+                                      reason=input.reason, idempotency_key=input.idempotency_key)
+    return dict(payout=payout_type(p, ctx))

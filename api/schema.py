@@ -23,7 +23,7 @@ from strawberry.schema.config import StrawberryConfig
 from api.errors import PublicErrors, _refused_request, refusal_of
 from api.metrics import OperationMetrics
 from api.limits import CachedParse, CostLimit, TokenLimit, depth_limiter
-from api import distribution, groupbuy, orders, payouts, relay, reports, shops, webhooks
+from api import distribution, distribution_v2, fraud, groupbuy, orders, payouts, relay, reports, shops, webhooks
 from api.relay import MAX_PAGE, MINOR_UNITS, MinorUnits
 from api.subscriptions import Subscription
 
@@ -43,8 +43,12 @@ class Query:
     my_orders = orders.my_orders
     my_groups = groupbuy.my_groups
     my_segment = reports.my_segment
+    commission_preview = distribution_v2.commission_preview  # CM-7 (customer and distributor)
+    my_referral = distribution_v2.my_referral  # RF-3
     # distributor
     me = distribution.me
+    my_downline = distribution_v2.my_downline  # RP-5
+    my_funnel = distribution_v2.my_funnel  # RP-6
     # backend
     owed_refunds = orders.owed_refunds
     product = shops.product
@@ -61,8 +65,13 @@ class Query:
     distribution_settings = distribution.distribution_settings
     levels = distribution.levels
     distributors = distribution.distributors
+    referral_binding = distribution_v2.referral_binding  # RF-3
+    leaderboard = distribution_v2.leaderboard  # RP-5
+    funnel = distribution_v2.funnel  # RP-6
     events = webhooks.events
     webhook_endpoints = webhooks.webhook_endpoints
+    fraud_review_queue = fraud.fraud_review_queue
+    fraud_rules = fraud.fraud_rules
 
 
 @strawberry.type
@@ -81,6 +90,7 @@ class Mutation:
     leave_group = groupbuy.leave_group
     bind_referrer = distribution.bind_referrer
     apply_as_distributor = distribution.apply_as_distributor
+    record_visit = distribution_v2.record_visit  # RP-6 (public key)
     # backend
     confirm_payment = orders.confirm_payment
     confirm_refund = orders.confirm_refund
@@ -99,15 +109,21 @@ class Mutation:
     suspend_distributor = distribution.suspend_distributor
     reinstate_distributor = distribution.reinstate_distributor
     set_distributor_level = distribution.set_distributor_level
+    rebind_referrer = distribution_v2.rebind_referrer  # RF-3 (c)
     register_webhook = webhooks.register_webhook
     rotate_webhook_secret = webhooks.rotate_webhook_secret
     enable_webhook = webhooks.enable_webhook
     disable_webhook = webhooks.disable_webhook
     redeliver_events = webhooks.redeliver_events
+    set_fraud_rules = fraud.set_fraud_rules
+    clear_fraud_flag = fraud.clear_fraud_flag
+    void_fraud_flag = fraud.void_fraud_flag
+    dissolve_flagged_group = fraud.dissolve_flagged_group
     # finance
     approve_payout = payouts.approve_payout
     reject_payout = payouts.reject_payout
     close_period = payouts.close_period
+    fail_payout = payouts.fail_payout  # finance or backend (LG-4)
 
 
 @strawberry.type(name="Mutation")

@@ -179,6 +179,7 @@ class CommissionLine:
     available_at: datetime | None = None
     paid_base: int = 0
     refunded: int = 0
+    held: bool = False  # FR-3: flagged for review — follows its life cycle but is never released to AVAILABLE
 
 
 Transition = tuple[CommissionLine, tuple[Posting, ...]]
@@ -219,8 +220,9 @@ def freeze_line(line: CommissionLine, completed_at: datetime, freeze_days: int) 
 
 def make_available(line: CommissionLine, now: datetime) -> Transition:
     """CM-6: a FROZEN line becomes AVAILABLE once `now ≥ available_at`; its standing moves frozen → available
-    (COMMISSION_RELEASED). Before that, or in any other state, nothing changes."""
-    if line.state != CommissionState.FROZEN or line.available_at is None or now < line.available_at:
+    (COMMISSION_RELEASED). Before that, in any other state, or while the line is held for review (FR-3),
+    nothing changes."""
+    if line.state != CommissionState.FROZEN or line.available_at is None or now < line.available_at or line.held:
         return line, ()
     new = replace(line, state=CommissionState.AVAILABLE)
     postings = move(line.standing, Bucket.FROZEN, Bucket.AVAILABLE, EntryKind.COMMISSION_RELEASED) \

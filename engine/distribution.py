@@ -52,6 +52,7 @@ class DistributionSettings:
     min_payout: int = 100
     payout_fee_bp: int = 0
     spend_threshold: int = 0
+    order_code_overrides: bool = False  # RF-3 (b): a reported order's code beats the live referrer for its snapshot
 
 
 def _is_int(v: object) -> bool:

@@ -49,6 +49,8 @@ class ErrorCode(str, Enum):
     PERIOD_OVERLAP = "PERIOD_OVERLAP"
     PERIOD_GAP = "PERIOD_GAP"
     PERIOD_NOT_ENDED = "PERIOD_NOT_ENDED"  # `to` is not yet CLOSE_GRACE in the past
+    # reporting (RP-6): a storefront recording visits faster than the bound
+    RATE_LIMITED = "RATE_LIMITED"
 
 
 class RuleViolation(Exception):

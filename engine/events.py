@@ -38,9 +38,15 @@ class EventType(str, Enum):
     DISTRIBUTOR_LEVEL_CHANGED = "distributor.level_changed"
     DISTRIBUTOR_STATUS_CHANGED = "distributor.status_changed"
     REFERRAL_BOUND = "referral.bound"
+    REFERRAL_REBOUND = "referral.rebound"
     PAYOUT_REQUESTED = "payout.requested"
     PAYOUT_APPROVED = "payout.approved"
     PAYOUT_REJECTED = "payout.rejected"
+    PAYOUT_FAILED = "payout.failed"
+    FRAUD_FLAGGED = "fraud.flagged"
+    FRAUD_CLEARED = "fraud.cleared"
+    FRAUD_VOIDED = "fraud.voided"
+    FRAUD_GROUP_DISSOLVED = "fraud.group_dissolved"
     SETTLEMENT_CLOSED = "settlement.closed"
     WEBHOOK_ENDPOINT_DISABLED = "webhook.endpoint_disabled"
 
@@ -228,6 +234,18 @@ class ReferralBound:
     source: str
 
 
+@dataclass(frozen=True)
+class ReferralRebound:
+    """RF-3 (c): an admin bound the user to another referrer (`from` None: there was no live one), with a
+    reason. Past orders keep their snapshot (RF-2)."""
+
+    user_id: str
+    referrer_id: str
+    from_: str | None
+    by: str
+    reason: str
+
+
 # ---------------------------------------------------------------- payouts and settlements (LG-*)
 @dataclass(frozen=True)
 class PayoutRequested:
@@ -249,6 +267,53 @@ class PayoutDecided:
     fee: int
     net: int
     external_ref: str | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class PayoutFailed:
+    """LG-4: an approved payout's transfer failed (`transfer_ref`, `reason`, marked `by` finance or the backend):
+    `amount` is back in available and `fee_reversed` of it is the fee given back."""
+
+    payout_id: str
+    user_id: str
+    amount: int
+    fee_reversed: int
+    external_ref: str | None
+    transfer_ref: str
+    reason: str
+    by: str
+
+
+# ---------------------------------------------------------------- fraud review (FR-*)
+@dataclass(frozen=True)
+class FraudFlagged:
+    """FR-3/FR-4: a rule flagged a commission line (`subject` LINE) or a group (GROUP); `rules` and `evidence`
+    say why, `by` is `system`; `amount` is what the flag holds now (a group's lines are held as they post)."""
+
+    flag_id: str
+    subject: str
+    rules: list[str]
+    evidence: dict[str, Any]
+    line_id: str | None
+    group_id: str | None
+    order_id: str | None
+    beneficiary_id: str | None
+    amount: int
+    by: str
+
+
+@dataclass(frozen=True)
+class FraudResolved:
+    """FR-3/FR-4: an admin (`by`) cleared, voided or dissolved a flag, with `reason`; `line_ids` are the
+    lines it released from hold (cleared) or voided, `amount` what they stood at."""
+
+    flag_id: str
+    subject: str
+    line_ids: list[str]
+    group_id: str | None
+    amount: int
+    by: str
     reason: str | None
 
 
@@ -291,9 +356,15 @@ PAYLOADS: dict[EventType, type] = {
     EventType.DISTRIBUTOR_LEVEL_CHANGED: DistributorLevelChanged,
     EventType.DISTRIBUTOR_STATUS_CHANGED: DistributorStatusChanged,
     EventType.REFERRAL_BOUND: ReferralBound,
+    EventType.REFERRAL_REBOUND: ReferralRebound,
     EventType.PAYOUT_REQUESTED: PayoutRequested,
     EventType.PAYOUT_APPROVED: PayoutDecided,
     EventType.PAYOUT_REJECTED: PayoutDecided,
+    EventType.PAYOUT_FAILED: PayoutFailed,
+    EventType.FRAUD_FLAGGED: FraudFlagged,
+    EventType.FRAUD_CLEARED: FraudResolved,
+    EventType.FRAUD_VOIDED: FraudResolved,
+    EventType.FRAUD_GROUP_DISSOLVED: FraudResolved,
     EventType.SETTLEMENT_CLOSED: SettlementClosed,
     EventType.WEBHOOK_ENDPOINT_DISABLED: WebhookEndpointDisabled,
 }

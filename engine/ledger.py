@@ -5,7 +5,8 @@ the same kind. Balances are the sums of postings, always (LG-1): the shell store
 immutable entry with its own id and never edits one; corrections are new postings.
 
 Buckets: PENDING, FROZEN, AVAILABLE (CM-6), IN_PAYOUT, PAID (what the distributor received) and FEES
-(payout fees charged, LG-2). A payout of A ends as PAID + FEES = A.
+(payout fees charged, LG-2). A payout of A ends as PAID + FEES = A; a failed one (LG-4) as PAID + FEES = 0,
+by two more entries that return A to AVAILABLE.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class EntryKind(str, Enum):
     PAYOUT_APPROVED = "PAYOUT_APPROVED"
     PAYOUT_FEE = "PAYOUT_FEE"
     PAYOUT_REJECTED = "PAYOUT_REJECTED"
+    PAYOUT_FAILED = "PAYOUT_FAILED"  # LG-4: the transfer bounced, what was paid comes back to available
+    PAYOUT_FEE_REVERSED = "PAYOUT_FEE_REVERSED"  # LG-4: the fee of a failed payout, back to available
 
 
 @dataclass(frozen=True)
@@ -159,3 +162,63 @@ def reject_payout(amount: int) -> tuple[Posting, ...]:
     """LG-2: finance rejects: all of A back to available (PAYOUT_REJECTED), no fee."""
     _positive(amount)
     return move(amount, Bucket.IN_PAYOUT, Bucket.AVAILABLE, EntryKind.PAYOUT_REJECTED)
+
+
+def fail_payout(amount: int, *, fee: int) -> tuple[Posting, ...]:
+    """LG-4: an approved payout's transfer failed. By new entries (LG-1), never edits: paid −(A − fee) →
+    available (PAYOUT_FAILED) and fees −fee → available (PAYOUT_FEE_REVERSED, omitted when the fee is 0).
+    Afterwards PAID and FEES are as before the approval and available has all of A back; `fee` is the fee
+    the approval charged (recorded with the payout)."""
+    _positive(amount)
+    if not isinstance(fee, int) or isinstance(fee, bool) or not 0 <= fee <= amount:
+        raise refuse(ErrorCode.INVALID_INPUT, "fee must be in 0..amount", field="fee", rule="LG-4")
+    out: tuple[Posting, ...] = move(amount - fee, Bucket.PAID, Bucket.AVAILABLE, EntryKind.PAYOUT_FAILED) \
+        if amount > fee else ()
+    if fee:
+        out += move(fee, Bucket.FEES, Bucket.AVAILABLE, EntryKind.PAYOUT_FEE_REVERSED)
+    return out
+
+
+# ---------------------------------------------------------------- payee method (LG-4)
+class PayeeKind(str, Enum):
+    BANK_ACCOUNT = "BANK_ACCOUNT"
+    ALIPAY = "ALIPAY"
+    WECHAT = "WECHAT"
+    PAYPAL = "PAYPAL"
+    OTHER = "OTHER"
+
+
+@dataclass(frozen=True)
+class PayeeMethod:
+    """LG-4: where a payout goes, as recorded: the kind and a masked reference (never the full account)."""
+
+    kind: PayeeKind
+    masked_reference: str
+
+
+MAX_REFERENCE = 128
+VISIBLE_TAIL = 4
+
+
+def mask_reference(reference: str) -> str:
+    """LG-4: `****` and the last 4 characters of the reference (spaces and dashes dropped first); a
+    reference of 8 characters or fewer keeps only its last 2, one of 4 or fewer none — the stored value never
+    holds enough of the account to use it."""
+    compact = "".join(ch for ch in reference if ch not in " -")
+    if len(compact) <= 4:
+        return "****"
+    tail = VISIBLE_TAIL if len(compact) > 8 else 2
+    return "****" + compact[-tail:]
+
+
+def payee_method(kind: object, reference: object) -> PayeeMethod:
+    """LG-4 at request: validate the chosen method and mask its reference (INVALID_INPUT otherwise)."""
+    try:
+        k = PayeeKind(kind)
+    except ValueError:
+        raise refuse(ErrorCode.INVALID_INPUT, f"payee kind is one of {', '.join(x.value for x in PayeeKind)}",
+                     field="payeeMethod.kind", rule="LG-4") from None
+    if not isinstance(reference, str) or not reference.strip() or len(reference) > MAX_REFERENCE:
+        raise refuse(ErrorCode.INVALID_INPUT, f"the account reference is 1..{MAX_REFERENCE} characters",
+                     field="payeeMethod.reference", rule="LG-4")
+    return PayeeMethod(k, mask_reference(reference.strip()))

@@ -17,11 +17,15 @@ from engine.errors import ErrorCode, refuse
 
 
 class BindingSource(str, Enum):
-    """RF-1: how a binding was made."""
+    """RF-1/RF-3: how a binding was made. INVITE_CODE is RF-3's `CODE` (a storefront bound the code; the
+    stored name predates v2), GROUP_INVITE a group share link (RF-3 a), ORDER_CODE a code on a reported order
+    (RF-3 b), ADMIN an admin with a reason (RF-3 c). LINK is kept for rows written before v2."""
 
     INVITE_CODE = "INVITE_CODE"
     LINK = "LINK"
     ADMIN = "ADMIN"
+    GROUP_INVITE = "GROUP_INVITE"
+    ORDER_CODE = "ORDER_CODE"
 
 
 @dataclass(frozen=True)
@@ -125,3 +129,72 @@ def snapshot_referrers(view: ReferralView, buyer_id: str) -> tuple[str | None, s
         return None, None
     l2 = view.referrer_of(l1)
     return l1, (l2 if l2 not in (buyer_id, l1) else None)
+
+
+# ---------------------------------------------------------------- RF-3 attribution
+@dataclass(frozen=True)
+class OrderCodeDecision:
+    """RF-3 (b) for a code on a reported order: `binding` to store (the buyer had no live referrer), or
+    `override` — the distributor this order's RF-2 snapshot takes as level 1 instead of the live referrer
+    (the binding is unchanged) — or neither (the code names the live referrer already, or the shop does not
+    let codes override)."""
+
+    binding: Binding | None = None
+    override: str | None = None
+
+
+def decide_order_code(
+    settings: DistributionSettings,
+    *,
+    buyer_id: str,
+    referrer_id: str,
+    now: datetime,
+    current: Binding | None,
+    view: ReferralView,
+    referrer_status: DistributorStatus,
+    user_has_paid_order: bool,
+) -> OrderCodeDecision:
+    """RF-3 (b), every branch under RF-1:
+    - no live referrer: the code binds (`decide_binding`, source ORDER_CODE, all its refusals);
+    - the live referrer is the code's distributor: nothing to do;
+    - another live referrer and `order_code_overrides` off: nothing (the binding wins, as in v1);
+    - another live referrer and `order_code_overrides` on: this order's snapshot uses the code's distributor,
+      refused like a binding would be for SELF_REFERRAL, NOT_A_DISTRIBUTOR and REFERRAL_CYCLE (the order would
+      otherwise pay a chain RF-1 forbids); `bind_new_users_only` does not apply — nothing is bound."""
+    live = current_referrer(current, now)
+    if live is None:
+        return OrderCodeDecision(binding=decide_binding(
+            settings, user_id=buyer_id, referrer_id=referrer_id, now=now, current=current, view=view,
+            referrer_status=referrer_status, user_has_paid_order=user_has_paid_order, source=BindingSource.ORDER_CODE))
+    if live == referrer_id or not settings.order_code_overrides:
+        return OrderCodeDecision()
+    if referrer_id == buyer_id:
+        raise refuse(ErrorCode.SELF_REFERRAL, "a user cannot refer themselves", field="inviteCode", rule="RF-3")
+    if referrer_status != DistributorStatus.ACTIVE:
+        raise refuse(ErrorCode.NOT_A_DISTRIBUTOR, "the code's distributor is not active", field="inviteCode",
+                     rule="RF-3")
+    if in_downline(view, ancestor=buyer_id, user_id=referrer_id):
+        raise refuse(ErrorCode.REFERRAL_CYCLE, "the code's distributor is in the buyer's own downline",
+                     field="inviteCode", rule="RF-3")
+    return OrderCodeDecision(override=referrer_id)
+
+
+def decide_admin_binding(
+    settings: DistributionSettings,
+    *,
+    user_id: str,
+    referrer_id: str,
+    reason: str,
+    now: datetime,
+    current: Binding | None,
+    view: ReferralView,
+    referrer_status: DistributorStatus,
+) -> Binding | None:
+    """RF-3 (c): an admin (re)binds a user, with a reason (INVALID_INPUT without one). It replaces a live
+    binding in every mode and ignores `bind_new_users_only` (an admin corrects a relationship; past orders
+    keep their snapshot, RF-2), but obeys the rest of RF-1: not to oneself, only to an active distributor,
+    no cycle. None: the user is already bound to that referrer."""
+    if not reason.strip():
+        raise refuse(ErrorCode.INVALID_INPUT, "a reason is required", field="reason", rule="RF-3")
+    return decide_binding(settings, user_id=user_id, referrer_id=referrer_id, now=now, current=current, view=view,
+                          referrer_status=referrer_status, user_has_paid_order=False, source=BindingSource.ADMIN)

@@ -56,7 +56,7 @@ SELECT
      WHERE state = 'PENDING' AND next_attempt_at <= :now) AS outbox_lag,
   (SELECT extract(epoch FROM :now - min(due_at)) FROM groups WHERE due_at <= :now) AS groups_lag,
   (SELECT extract(epoch FROM :now - min(available_at)) FROM commission_lines
-     WHERE state = 'FROZEN' AND available_at <= :now) AS lines_lag,
+     WHERE state = 'FROZEN' AND available_at <= :now AND NOT held) AS lines_lag,
   (SELECT extract(epoch FROM now() - max(beat_at)) FROM worker_heartbeats) AS heartbeat_age
 """)
 

@@ -25,6 +25,7 @@ def settings_from_row(r: DistributionSettingsRow) -> DistributionSettings:
         min_payout=r.min_payout,
         payout_fee_bp=r.payout_fee_bp,
         spend_threshold=r.spend_threshold,
+        order_code_overrides=r.order_code_overrides,
     )
 
 

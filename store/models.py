@@ -78,6 +78,7 @@ class DistributionSettingsRow(Base):
     min_payout: Mapped[int] = mapped_column(Money)
     payout_fee_bp: Mapped[int] = mapped_column(Integer)
     spend_threshold: Mapped[int] = mapped_column(Money)
+    order_code_overrides: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))  # RF-3 (b)
     __table_args__ = (ForeignKeyConstraint(["shop_id"], ["shops.shop_id"]),)
 
 
@@ -171,6 +172,8 @@ class Binding(Base):
     bound_at: Mapped[datetime] = mapped_column(TS)
     source: Mapped[str] = mapped_column(String(20))
     expires_at: Mapped[datetime | None] = mapped_column(TS)
+    reason: Mapped[str | None] = mapped_column(Text)  # RF-3 (c): an admin's binding says why
+    bound_by: Mapped[str | None] = mapped_column(ID)  # RF-3 (c): the admin
     __table_args__ = (
         Index(None, "shop_id", "referrer_id"),
         ForeignKeyConstraint(["shop_id", "user_id"], ["users.shop_id", "users.user_id"]),
@@ -186,6 +189,42 @@ class BindingHistory(Base):
     source: Mapped[str] = mapped_column(String(20))
     bound_at: Mapped[datetime] = mapped_column(TS)
     expires_at: Mapped[datetime | None] = mapped_column(TS)
+    reason: Mapped[str | None] = mapped_column(Text)  # RF-3 (c)
+    bound_by: Mapped[str | None] = mapped_column(ID)
+    previous_referrer_id: Mapped[str | None] = mapped_column(ID)  # the live referrer this binding replaced
+    campaign_id: Mapped[str | None] = mapped_column(ID)  # RF-3 (a) / RP-6: the campaign of a group link
+    __table_args__ = (Index(None, "shop_id", "referrer_id", "bound_at"),)  # RP-5 new referrals, RP-6 bindings
+
+
+class OrderAttribution(Base):
+    """RF-3 (b): a reported order whose code names another distributor than the buyer's live referrer, in a
+    shop with `order_code_overrides`: the order's RF-2 snapshot takes `referrer_id` as level 1."""
+
+    __tablename__ = "order_attributions"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    order_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    referrer_id: Mapped[str] = mapped_column(ID)
+    invite_code: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(TS)
+    __table_args__ = (ForeignKeyConstraint(["shop_id", "order_id"], ["orders.shop_id", "orders.order_id"]),)
+
+
+class Visit(Base):
+    """RP-6: a visit of a shared link, recorded by a storefront with the shop's public key. `visitor_id` is
+    the storefront's anonymous id of the browser (no personal data)."""
+
+    __tablename__ = "visits"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    visit_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    distributor_id: Mapped[str] = mapped_column(ID)
+    campaign_id: Mapped[str | None] = mapped_column(ID)
+    product_ref: Mapped[str | None] = mapped_column(String(128))
+    visitor_id: Mapped[str] = mapped_column(ID)
+    at: Mapped[datetime] = mapped_column(TS)
+    __table_args__ = (
+        Index(None, "shop_id", "distributor_id", "at"),
+        Index(None, "shop_id", "campaign_id", "at"),
+    )
 
 
 class Product(Base):
@@ -324,6 +363,8 @@ class Order(Base):
         UniqueConstraint("shop_id", "external_id"),
         Index(None, "shop_id", "buyer_id", "paid_at"),
         Index(None, "shop_id", "group_id"),
+        Index(None, "shop_id", "level1_id", "paid_at"),  # RP-5 downline and leaderboard
+        Index(None, "shop_id", "level2_id", "paid_at"),
     )
 
 
@@ -394,6 +435,7 @@ class CommissionLineRow(Base):
     releasable: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(TS)
     available_at: Mapped[datetime | None] = mapped_column(TS)
+    held: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))  # FR-3: in review, not released
     __table_args__ = (
         Index(None, "shop_id", "order_id"),
         Index(None, "shop_id", "beneficiary_id", "created_at"),
@@ -438,12 +480,20 @@ class Payout(Base):
     distributor_id: Mapped[str] = mapped_column(ID)
     amount: Mapped[int] = mapped_column(Money)
     fee: Mapped[int] = mapped_column(Money, server_default="0")
-    state: Mapped[str] = mapped_column(String(10))  # REQUESTED APPROVED REJECTED
+    state: Mapped[str] = mapped_column(String(10))  # REQUESTED APPROVED REJECTED FAILED (LG-4)
     requested_at: Mapped[datetime] = mapped_column(TS)
     decided_at: Mapped[datetime | None] = mapped_column(TS)
     decided_by: Mapped[str | None] = mapped_column(Text)
     external_ref: Mapped[str | None] = mapped_column(String(128))
     reason: Mapped[str | None] = mapped_column(Text)
+    # LG-4: the payee method chosen at request (kind and a masked reference, never the account itself) and,
+    # for a transfer that failed after approval, who marked it, when, the transfer reference and why
+    payee_kind: Mapped[str | None] = mapped_column(String(16))
+    payee_reference: Mapped[str | None] = mapped_column(String(16))
+    failed_at: Mapped[datetime | None] = mapped_column(TS)
+    failed_by: Mapped[str | None] = mapped_column(Text)
+    failure_ref: Mapped[str | None] = mapped_column(String(128))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
     __table_args__ = (
         Index(None, "shop_id", "distributor_id", "requested_at"),
         Index("ix_payouts_requested", "shop_id", "requested_at", postgresql_where=text("state = 'REQUESTED'")),
@@ -517,7 +567,9 @@ class EventFeedQueue(Base):
 
 
 # LG-3 on every batch and line, checked by the database (migration 0006)
-SETTLEMENT_IDENTITY = "closing = opening + released + reversals + bonuses - payouts - fees"
+# LG-3 + LG-4: payouts that failed come back (what was paid and its fee) in `failed`. `held` (FR-3) is a figure
+# beside the identity: commission held for review at the period end, never part of the settled balance.
+SETTLEMENT_IDENTITY = "closing = opening + released + reversals + bonuses - payouts - fees + failed"
 
 
 class Settlement(Base):
@@ -540,7 +592,9 @@ class Settlement(Base):
     bonuses: Mapped[int] = mapped_column(Money)
     payouts: Mapped[int] = mapped_column(Money)
     fees: Mapped[int] = mapped_column(Money)
+    failed: Mapped[int] = mapped_column(Money, server_default="0")
     closing: Mapped[int] = mapped_column(Money)
+    held: Mapped[int] = mapped_column(Money, server_default="0")
     __table_args__ = (UniqueConstraint("shop_id", "period_from"), UniqueConstraint("shop_id", "period_to"),
                       CheckConstraint(SETTLEMENT_IDENTITY, name="identity"))
 
@@ -556,10 +610,73 @@ class SettlementLine(Base):
     bonuses: Mapped[int] = mapped_column(Money)
     payouts: Mapped[int] = mapped_column(Money)
     fees: Mapped[int] = mapped_column(Money)
+    failed: Mapped[int] = mapped_column(Money, server_default="0")
     closing: Mapped[int] = mapped_column(Money)
+    held: Mapped[int] = mapped_column(Money, server_default="0")
     __table_args__ = (
         ForeignKeyConstraint(["shop_id", "settlement_id"], ["settlements.shop_id", "settlements.settlement_id"]),
         CheckConstraint(SETTLEMENT_IDENTITY, name="identity"),
+    )
+
+
+class PaymentFingerprint(Base):
+    """FR-1: a payment's fingerprints, as keyed hashes (HMAC under the shop's key), never the raw values."""
+
+    __tablename__ = "payment_fingerprints"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    order_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # PAYER DEVICE IP ADDRESS
+    hash: Mapped[str] = mapped_column(String(64))
+    buyer_id: Mapped[str] = mapped_column(ID)
+    paid_at: Mapped[datetime] = mapped_column(TS)
+    __table_args__ = (Index(None, "shop_id", "hash", "paid_at"), Index(None, "shop_id", "buyer_id"))
+
+
+class FraudRulesRow(Base):
+    """FR-2: the shop's rules, each on or off with its thresholds (seconds, basis points)."""
+
+    __tablename__ = "fraud_rules"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    self_dealing: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    velocity: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    velocity_max_orders: Mapped[int] = mapped_column(Integer, server_default="5")
+    velocity_window: Mapped[int] = mapped_column(Integer, server_default="86400")
+    scalper_group: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    scalper_min_seats: Mapped[int] = mapped_column(Integer, server_default="2")
+    refund_rate: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    refund_rate_window: Mapped[int] = mapped_column(Integer, server_default="2592000")
+    refund_rate_max_bp: Mapped[int] = mapped_column(Integer, server_default="3000")
+    refund_rate_min_orders: Mapped[int] = mapped_column(Integer, server_default="5")
+    updated_at: Mapped[datetime | None] = mapped_column(TS)
+    updated_by: Mapped[str | None] = mapped_column(Text)
+
+
+class FraudFlag(Base):
+    """FR-3/FR-4: one item of the review queue — a commission line (`line_id`) or a group (`group_id`) that a
+    rule flagged, with the rules and their evidence, who flagged it and when (the system, at payment), and its
+    resolution: CLEARED, VOIDED or DISSOLVED by an admin, when, why."""
+
+    __tablename__ = "fraud_flags"
+    shop_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    flag_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    subject: Mapped[str] = mapped_column(String(8))  # LINE GROUP
+    line_id: Mapped[str | None] = mapped_column(ID)
+    group_id: Mapped[str | None] = mapped_column(ID)
+    order_id: Mapped[str | None] = mapped_column(ID)
+    beneficiary_id: Mapped[str | None] = mapped_column(ID)
+    rules: Mapped[list] = mapped_column(JSONB)
+    evidence: Mapped[dict] = mapped_column(JSONB)
+    amount: Mapped[int] = mapped_column(Money, server_default="0")  # held when flagged (a line's standing)
+    state: Mapped[str] = mapped_column(String(10))  # OPEN CLEARED VOIDED DISSOLVED
+    flagged_at: Mapped[datetime] = mapped_column(TS)
+    flagged_by: Mapped[str] = mapped_column(Text)
+    resolved_at: Mapped[datetime | None] = mapped_column(TS)
+    resolved_by: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (
+        Index(None, "shop_id", "state", "flagged_at"),
+        Index(None, "shop_id", "line_id"),
+        Index(None, "shop_id", "group_id"),
     )
 
 

@@ -31,7 +31,7 @@ log = logging.getLogger("sharecart.worker")
 # every claim names its shop, so it routes to the one shard holding it (docs/sharding.md).
 SHOPS_WITH_DUE_GROUPS = text("SELECT DISTINCT shop_id FROM groups WHERE due_at <= :now")
 SHOPS_WITH_DUE_LINES = text(
-    "SELECT DISTINCT shop_id FROM commission_lines WHERE state = 'FROZEN' AND available_at <= :now")
+    "SELECT DISTINCT shop_id FROM commission_lines WHERE state = 'FROZEN' AND available_at <= :now AND NOT held")
 # A group whose advance raises is looked at again after this long (by the service clock), so it
 # cannot stand first in the queue on every pass and stall the groups due after it.
 FAILED_GROUP_RETRY = timedelta(minutes=1)
@@ -112,7 +112,8 @@ async def _release_in_shop(svc: Services, shop_id: str, now, *, user_ids, line_i
         async with unit_of_work(svc) as s:
             q = select(CommissionLineRow).where(CommissionLineRow.shop_id == shop_id,
                                                 CommissionLineRow.state == "FROZEN",
-                                                CommissionLineRow.available_at <= now)
+                                                CommissionLineRow.available_at <= now,
+                                                CommissionLineRow.held.is_(False))  # FR-3: held lines wait
             if user_ids is not None:
                 q = q.where(CommissionLineRow.beneficiary_id.in_(user_ids))
             if line_ids is not None:

@@ -20,7 +20,7 @@ from service.currencies import minor_digits
 from service.context import Services
 from service.usecases.settlements import get_settlement, stream_lines
 
-AMOUNTS = ("opening", "released", "reversals", "bonuses", "payouts", "fees", "closing")
+AMOUNTS = ("opening", "released", "reversals", "bonuses", "payouts", "fees", "failed", "closing", "held")
 HEADER = ["distributor_id", *[c for a in AMOUNTS for c in (a, f"{a}_minor")]]
 
 

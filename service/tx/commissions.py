@@ -15,11 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine import commission as cm
 from engine import levels as lv
+from engine import preview as pv
 from engine.distribution import DistributionSettings, DistributorStatus, admits_automatically
 from engine.events import EventType
 from engine.ledger import bonus_postings
 from engine.referral import current_referrer
-from service.tx import events
+from service.tx import events, fraud
 from service.tx.ids import new_id, new_invite_code
 from service.tx.ledger import LedgerBatch, flush_pending, line_from_row
 from service.usecases.shops import load_settings
@@ -128,16 +129,20 @@ async def referrer_of(session: AsyncSession, shop_id: str, user_id: str, now) ->
 # their product terms (OR-3). Which binding is current and who earns what is the engine's decision.
 PAID_CONTEXT = text(
     """
-    WITH b1 AS (SELECT user_id, referrer_id, bound_at, source, expires_at FROM bindings
+    WITH oa AS (SELECT referrer_id FROM order_attributions WHERE shop_id = :s AND order_id = :oid),
+    b1 AS (SELECT user_id, referrer_id, bound_at, source, expires_at FROM bindings
                 WHERE shop_id = :s AND user_id = :buyer),
     b2 AS (SELECT user_id, referrer_id, bound_at, source, expires_at FROM bindings
-           WHERE shop_id = :s AND user_id = (SELECT referrer_id FROM b1))
+           WHERE shop_id = :s AND user_id = COALESCE((SELECT referrer_id FROM oa), (SELECT referrer_id FROM b1)))
     SELECT (SELECT row_to_json(b1) FROM b1) AS b1, (SELECT row_to_json(b2) FROM b2) AS b2,
+      (SELECT referrer_id FROM oa) AS code_referrer,
       (SELECT json_object_agg(user_id, json_build_array(status, grade)) FROM distributors
-        WHERE shop_id = :s AND user_id IN (:buyer, (SELECT referrer_id FROM b1), (SELECT referrer_id FROM b2)))
+        WHERE shop_id = :s AND user_id IN (:buyer, (SELECT referrer_id FROM b1), (SELECT referrer_id FROM b2),
+                                           (SELECT referrer_id FROM oa)))
         AS dists,
       (SELECT row_to_json(x) FROM distribution_settings x WHERE shop_id = :s) AS settings,
       (SELECT json_agg(l ORDER BY l.grade) FROM levels l WHERE shop_id = :s) AS levels,
+      (SELECT row_to_json(f) FROM fraud_rules f WHERE shop_id = :s) AS fraud,
       (SELECT json_agg(json_build_array(ol.product_ref, ol.quantity, ol.unit_price * ol.quantity - ol.discount,
                                         p.earns_commission, p.level1_amount, p.level2_amount) ORDER BY ol.line_no)
          FROM order_lines ol LEFT JOIN products p ON p.shop_id = ol.shop_id AND p.product_ref = ol.product_ref
@@ -172,33 +177,25 @@ async def on_order_paid(
     b1 = _obj(_j(got.b1), "bound_at", "expires_at")
     b2 = _obj(_j(got.b2), "bound_at", "expires_at")
     level1_ref = current_referrer(mapping.binding_from_row(b1), now) if b1 else None
+    if got.code_referrer is not None:  # RF-3 (b): this order's code overrides the live referrer
+        level1_ref = got.code_referrer
     level2_ref = (current_referrer(mapping.binding_from_row(b2), now) if b2 else None) if level1_ref else None
-    dists = {u: (DistributorStatus(st), grade) for u, (st, grade) in (_j(got.dists) or {}).items()}
-    buyer_status = dists.get(order.buyer_id, (DistributorStatus.NONE, 0))[0]
-    l1, l2 = cm.beneficiaries(
-        settings, buyer_id=order.buyer_id, buyer_status=buyer_status,
-        level1_referrer=level1_ref, level2_referrer=level2_ref,
-    )
-    order.level1_id, order.level2_id = l1, l2
-    if order.source == "NONE" and level1_ref:
-        order.source = "REFERRAL"
+    # CM-7 shares this computation with the preview (engine.preview.payment_commission)
+    parties = {u: pv.Party(DistributorStatus(st), grade) for u, (st, grade) in (_j(got.dists) or {}).items()}
     levels = tuple(mapping.level_from_row(_obj(d)) for d in (_j(got.levels) or []))
-
-    def beneficiary(user_id: str | None, level: int) -> cm.Beneficiary | None:
-        if user_id is None or user_id not in dists:
-            return None
-        status, grade = dists[user_id]
-        return cm.Beneficiary(user_id=user_id, level=level, status=status,
-                              rate_bp=lv.rates_for(levels, grade, settings)[level - 1])
-
     lines = [cm.LineBase(product_ref=ref, quantity=q, base=base,
                          terms=cm.ProductTerms() if earns is None else cm.ProductTerms(
                              earns_commission=earns, level1_amount=a1, level2_amount=a2))
              for ref, q, base, earns, a1, a2 in (_j(got.lines) or [])]
-    amounts = cm.compute_commissions(settings, lines=lines, level1=beneficiary(l1, 1), level2=beneficiary(l2, 2),
-                                     enabled=enabled)
-    return [post_commission_line(session, ledger, order=order, beneficiary_id=a.user_id, level=a.level,
-                                 amount=a.amount, now=now, releasable=releasable) for a in amounts]
+    paid = pv.payment_commission(settings, levels, pv.PaymentFacts(order.buyer_id, level1_ref, level2_ref, parties),
+                                 lines, enabled=enabled)
+    order.level1_id, order.level2_id = paid.level1_id, paid.level2_id
+    if order.source == "NONE" and level1_ref:
+        order.source = "REFERRAL"
+    posted = [post_commission_line(session, ledger, order=order, beneficiary_id=a.user_id, level=a.level,
+                                   amount=a.amount, now=now, releasable=releasable) for a in paid.amounts]
+    # FR-1..FR-3: keep the payment's fingerprints, run the shop's fraud rules, hold what they flag (service.tx.fraud)
+    return await fraud.screen_paid_order(session, ledger, order=order, lines=posted, rules_json=_j(got.fraud), now=now)
 
 
 def post_commission_line(session, ledger: LedgerBatch, *, order, beneficiary_id: str, level: int, amount: int,
@@ -228,6 +225,8 @@ async def post_leader_reward(session, ledger: LedgerBatch, *, leader_order, lead
     await ensure_distributor(session, leader_order.shop_id, leader_user_id, status=DistributorStatus.NONE, now=now)
     line = post_commission_line(session, ledger, order=leader_order, beneficiary_id=leader_user_id, level=0,
                                 amount=amount, now=now, releasable=True, base=base, group_id=group_id, rule="GB-4")
+    line = await fraud.hold_if_group_flagged(session, ledger, line=line, shop_id=leader_order.shop_id,
+                                             group_id=group_id)  # FR-3: a flagged group's reward is held too
     if leader_order.state == "COMPLETED":
         await freeze_order_lines(session, ledger, order=leader_order, now=now)
     return line
@@ -235,7 +234,7 @@ async def post_leader_reward(session, ledger: LedgerBatch, *, leader_order, lead
 
 # ---------------------------------------------------------------- refunds (CM-5)
 LINE_COLUMNS = ("line_id, order_id, beneficiary_id, level, group_id, base, base_refunded, original, standing, "
-                "state, releasable, available_at")
+                "state, releasable, available_at, held")
 
 
 async def _lines(session: AsyncSession, where: str, **params) -> list[cm.CommissionLine]:

@@ -57,7 +57,7 @@ def line_from_row(r) -> cm.CommissionLine:
     return cm.CommissionLine(
         id=r.line_id, order_id=r.order_id, beneficiary_id=r.beneficiary_id, level=r.level, original=r.original,
         standing=r.standing, state=cm.CommissionState(r.state), releasable=r.releasable,
-        available_at=r.available_at, paid_base=r.base, refunded=r.base_refunded)
+        available_at=r.available_at, paid_base=r.base, refunded=r.base_refunded, held=bool(getattr(r, "held", False)))
 
 
 @dataclass
@@ -74,6 +74,7 @@ class LedgerBatch:
     _entries: dict[str, list[tuple[Posting, str, str]]] = field(default_factory=lambda: defaultdict(list))
     _new: dict[str, _NewLine] = field(default_factory=dict)
     _changed: dict[str, cm.CommissionLine] = field(default_factory=dict)
+    _holds: dict[str, bool] = field(default_factory=dict)  # FR-3: lines whose hold this batch sets or lifts
     _rows: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     _events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -91,9 +92,13 @@ class LedgerBatch:
         self.add(line.beneficiary_id, postings, ref_type="commission", ref_id=line.id)
         _register(session, self)
 
-    def line(self, session: AsyncSession, transition: cm.Transition) -> None:
-        """CM-5/CM-6: a line's new state and the postings of its transition."""
+    def line(self, session: AsyncSession, transition: cm.Transition, *, hold: bool = False) -> None:
+        """CM-5/CM-6: a line's new state and the postings of its transition. Only with `hold=True` (a fraud
+        review transition, FR-3) is the line's `held` written; otherwise the stored one stands, so a use case
+        that loaded a line without it can never lift a hold."""
         line, postings = transition
+        if hold:
+            self._holds[line.id] = line.held
         if line.id in self._new:
             self._new[line.id].line = line
         else:
@@ -130,31 +135,33 @@ class LedgerBatch:
             ls = [n.line for n in self._new.values()]
             parts.append((
                 "INSERT INTO commission_lines (shop_id, line_id, order_id, beneficiary_id, level, group_id, base, "
-                "base_refunded, original, standing, state, releasable, created_at, available_at) "
+                "base_refunded, original, standing, state, releasable, created_at, available_at, held) "
                 "SELECT sh.shop_id, v.* FROM shops sh CROSS JOIN unnest(CAST(:ids AS text[]), CAST(:orders AS text[]), "
                 "CAST(:bens AS text[]), CAST(:levels AS int[]), CAST(:groups AS text[]), CAST(:bases AS bigint[]), "
                 "CAST(:refunded AS bigint[]), CAST(:originals AS bigint[]), CAST(:standings AS bigint[]), "
                 "CAST(:states AS text[]), CAST(:releasable AS bool[]), CAST(:created AS timestamptz[]), "
-                "CAST(:available AS timestamptz[])) AS v WHERE sh.shop_id = :shop_id",
+                "CAST(:available AS timestamptz[]), CAST(:held AS bool[])) AS v WHERE sh.shop_id = :shop_id",
                 {"ids": [ln.id for ln in ls], "orders": [ln.order_id for ln in ls],
                  "bens": [ln.beneficiary_id for ln in ls], "levels": [ln.level for ln in ls],
                  "groups": [n.group_id for n in self._new.values()], "bases": [ln.paid_base for ln in ls],
                  "refunded": [ln.refunded for ln in ls], "originals": [ln.original for ln in ls],
                  "standings": [ln.standing for ln in ls], "states": [ln.state.value for ln in ls],
                  "releasable": [ln.releasable for ln in ls], "created": [n.created_at for n in self._new.values()],
-                 "available": [ln.available_at for ln in ls]}))
+                 "available": [ln.available_at for ln in ls], "held": [ln.held for ln in ls]}))
         if self._changed:
             ls = sorted(self._changed.values(), key=lambda ln: ln.id)
             parts.append((
                 "UPDATE commission_lines c SET state = v.state, standing = v.standing, base_refunded = v.refunded, "
-                "releasable = v.releasable, available_at = v.available_at "
+                "releasable = v.releasable, available_at = v.available_at, held = COALESCE(v.held, c.held) "
                 "FROM unnest(CAST(:ids AS text[]), CAST(:states AS text[]), CAST(:standings AS bigint[]), "
-                "CAST(:refunded AS bigint[]), CAST(:releasable AS bool[]), CAST(:available AS timestamptz[])) "
-                "AS v(line_id, state, standing, refunded, releasable, available_at) "
+                "CAST(:refunded AS bigint[]), CAST(:releasable AS bool[]), CAST(:available AS timestamptz[]), "
+                "CAST(:held AS bool[])) "
+                "AS v(line_id, state, standing, refunded, releasable, available_at, held) "
                 "WHERE c.shop_id = :shop_id AND c.line_id = v.line_id",
                 {"ids": [ln.id for ln in ls], "states": [ln.state.value for ln in ls],
                  "standings": [ln.standing for ln in ls], "refunded": [ln.refunded for ln in ls],
-                 "releasable": [ln.releasable for ln in ls], "available": [ln.available_at for ln in ls]}))
+                 "releasable": [ln.releasable for ln in ls], "available": [ln.available_at for ln in ls],
+                 "held": [self._holds.get(ln.id) for ln in ls]}))
         items = [(d, p, rt, ri) for d in sorted(self._entries) for p, rt, ri in self._entries[d]]
         if items:
             deltas: dict[str, dict[str, int]] = {}
@@ -200,6 +207,7 @@ class LedgerBatch:
         self._entries.clear()
         self._new.clear()
         self._changed.clear()
+        self._holds.clear()
         self._rows.clear()
         self._events.clear()
         pending = session.info.get(_PENDING)

@@ -41,6 +41,7 @@ class SeatResult:
     amount: int
     group: gb.Group | None = None
     order: lean.OrderView | None = None
+    attribution: object = None  # RF-3 (a): service.distribution.Attribution when a code came with the seat
 
 
 # ------------------------------------------------------------------ loading
@@ -234,14 +235,17 @@ def _check_user_id(user_id: str) -> None:
 
 # ------------------------------------------------------------------ use cases
 async def open_group(svc: Services, *, shop_id: str, campaign_id: str, user_id: str, quantity: int = 1,
-                     idempotency_key: str | None = None) -> SeatResult:
+                     idempotency_key: str | None = None, invite_code: str | None = None) -> SeatResult:
     """GB-1: reserve the first seat as leader; the group is PENDING until the leader pays.
-    One read (campaign, currency, the user's units and binding), one write statement."""
+    One read (campaign, currency, the user's units and binding), one write statement. `invite_code` (RF-3 a):
+    the campaign's share link carried the sharer's code — tried first (`_attribute`)."""
     _check_user_id(user_id)
     now = svc.now()
     made: dict = {}
     async with unit_of_work(svc) as s:
         async def run():
+            if invite_code:
+                made["attribution"] = await _attribute(s, shop_id, user_id, invite_code, now, campaign_id=campaign_id)
             lc = await lean.load_campaign(s, shop_id, campaign_id, user_id=user_id)
             if lc is None:
                 raise refuse(ErrorCode.NOT_FOUND, "campaign not found", field="campaignId")
@@ -266,12 +270,13 @@ async def open_group(svc: Services, *, shop_id: str, campaign_id: str, user_id: 
             return {"group_id": group_id, "order_id": order_id, "amount": g.seats[0].amount}
 
         r = await once(s, shop_id=shop_id, scope=f"open_group:{user_id}", key=idempotency_key,
-                       request={"campaign_id": campaign_id, "quantity": quantity}, now=now, run=run)
-    return SeatResult(**r, group=made.get("group"), order=made.get("order"))
+                       request={"campaign_id": campaign_id, "quantity": quantity,
+                                **({"invite_code": invite_code} if invite_code else {})}, now=now, run=run)
+    return SeatResult(**r, group=made.get("group"), order=made.get("order"), attribution=made.get("attribution"))
 
 
 async def join_group(svc: Services, *, shop_id: str, group_id: str, user_id: str, quantity: int = 1,
-                     idempotency_key: str | None = None) -> SeatResult:
+                     idempotency_key: str | None = None, invite_code: str | None = None) -> SeatResult:
     """GB-2: reserve a seat in an OPEN group. One read under the group's row lock (group, seats, campaign,
     currency, the user's units and paid orders), one write statement (user, stock and per-user guards,
     order and line, seat, group, events of the releases the catch-up made, NOTIFY)."""
@@ -280,6 +285,8 @@ async def join_group(svc: Services, *, shop_id: str, group_id: str, user_id: str
     made: dict = {}
     async with unit_of_work(svc) as s:
         async def run():
+            if invite_code:  # RF-3 (a), before the group's lock: the binding takes the shop's binding lock
+                made["attribution"] = await _attribute(s, shop_id, user_id, invite_code, now, group_id=group_id)
             ld = await lean.load_group(s, shop_id, group_id, user_id=user_id)
             if ld is None:
                 raise refuse(ErrorCode.NOT_FOUND, "group not found", field="groupId")
@@ -299,8 +306,23 @@ async def join_group(svc: Services, *, shop_id: str, group_id: str, user_id: str
             return {"group_id": group_id, "order_id": order_id, "amount": seat.amount}
 
         r = await once(s, shop_id=shop_id, scope=f"join_group:{user_id}", key=idempotency_key,
-                       request={"group_id": group_id, "quantity": quantity}, now=now, run=run)
-    return SeatResult(**r, group=made.get("group"), order=made.get("order"))
+                       request={"group_id": group_id, "quantity": quantity,
+                                **({"invite_code": invite_code} if invite_code else {})}, now=now, run=run)
+    return SeatResult(**r, group=made.get("group"), order=made.get("order"), attribution=made.get("attribution"))
+
+
+async def _attribute(s: AsyncSession, shop_id: str, user_id: str, invite_code: str, now, *,
+                     campaign_id: str | None = None, group_id: str | None = None):
+    """RF-3 (a): a group share link carried a member's (or the campaign sharer's) invite code: bind the user
+    to its distributor (source GROUP_INVITE) under RF-1; a refused or unknown code leaves the join as it is."""
+    from engine.referral import BindingSource
+    from service.usecases.distribution import attribute_in_session
+
+    if campaign_id is None and group_id is not None:
+        campaign_id = (await s.execute(text("SELECT campaign_id FROM groups WHERE shop_id = :s AND group_id = :g"),
+                                       {"s": shop_id, "g": group_id})).scalar()
+    return await attribute_in_session(s, shop_id=shop_id, user_id=user_id, invite_code=invite_code[:64], now=now,
+                                      source=BindingSource.GROUP_INVITE, campaign_id=campaign_id)
 
 
 async def pay_group_order(session: AsyncSession, *, order: Order, amount: int, now) -> bool:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine.errors import ErrorCode, refuse
 from engine.events import EventType
-from service.tx import commissions, events
+from service.tx import commissions, events, fraud
 from service.context import Services
 from service.usecases.groups import advance_due_groups, pay_group_order
 from service.tx.idempotency import once_or_replay, request_hash
@@ -78,9 +78,13 @@ async def find_order(session: AsyncSession, shop_id: str, *, order_id: str | Non
 
 
 async def report_order(svc: Services, *, shop_id: str, external_id: str, buyer_id: str, lines: list[LineInput],
-                       shipping_amount: int = 0, tax_amount: int = 0, idempotency_key: str | None = None) -> Order:
+                       shipping_amount: int = 0, tax_amount: int = 0, idempotency_key: str | None = None,
+                       invite_code: str | None = None, attribution_out: list | None = None) -> Order:
     """OR-1/OR-2: the same external id with the same content is one order; different content is refused.
-    `idempotency_key` (GB-10) is additional: another request under the same key is refused."""
+    `idempotency_key` (GB-10) is additional: another request under the same key is refused.
+    `invite_code` (RF-3 b, part of the content): a promo code the order carried — it binds a buyer without a
+    live referrer, or (`order_code_overrides`) names this order's level 1; what it did is appended to
+    `attribution_out` (a refusal under RF-1 does not refuse the order)."""
     if not external_id:
         raise refuse(ErrorCode.INVALID_INPUT, "external id is required", field="externalId", rule="OR-1")
     if not lines:
@@ -93,8 +97,10 @@ async def report_order(svc: Services, *, shop_id: str, external_id: str, buyer_i
         raise refuse(ErrorCode.INVALID_INPUT, "shipping and tax are >= 0", field="shippingAmount", rule="OR-2")
     if not buyer_id or len(buyer_id) > 64:
         raise refuse(ErrorCode.INVALID_INPUT, "user id must be 1-64 characters", field="userId")
+    if invite_code is not None and not 1 <= len(invite_code.strip()) <= 32:
+        raise refuse(ErrorCode.INVALID_INPUT, "an invite code is 1-32 characters", field="inviteCode", rule="RF-3")
     content = request_hash({"buyer": buyer_id, "lines": [ln.__dict__ for ln in lines], "shipping": shipping_amount,
-                            "tax": tax_amount})
+                            "tax": tax_amount, **({"code": invite_code.strip().upper()} if invite_code else {})})
     now = svc.now()
     async with unit_of_work(svc) as s:
         async def run() -> dict:
@@ -116,6 +122,14 @@ async def report_order(svc: Services, *, shop_id: str, external_id: str, buyer_i
                     raise refuse(ErrorCode.ORDER_CONFLICT, "an order with this external id exists with other content",
                                  field="externalId", rule="OR-1")
                 order = existing
+            elif invite_code:  # RF-3 (b): before the order's snapshot (taken at payment, RF-2)
+                from engine.referral import BindingSource
+                from service.usecases.distribution import attribute_in_session
+
+                a = await attribute_in_session(s, shop_id=shop_id, user_id=buyer_id, invite_code=invite_code, now=now,
+                                               source=BindingSource.ORDER_CODE, order_id=order.order_id)
+                if attribution_out is not None:
+                    attribution_out.append(a)
             made.append(order)
             return {"order_id": order.order_id}
 
@@ -157,10 +171,13 @@ async def find_order_view(s: AsyncSession, shop_id: str, *, external_id: str) ->
 
 
 async def confirm_payment(svc: Services, *, shop_id: str, provider_ref: str, amount: int, order_id: str | None = None,
-                          external_id: str | None = None, idempotency_key: str | None = None) -> dict:
+                          external_id: str | None = None, idempotency_key: str | None = None,
+                          fingerprints: dict[str, str | None] | None = None) -> dict:
     """The backend confirms money received. GB-10 by provider reference (and, additionally, by
     `idempotency_key`: a replay answers `replayed`); GB-9 late payments are accepted and answered with a
-    full refund instruction."""
+    full refund instruction. `fingerprints` (FR-1: PAYER, DEVICE, IP, ADDRESS, each optional) are hashed here,
+    before the transaction, and only their keyed hashes go further (service.tx.fraud)."""
+    fps = fraud.hash_fingerprints(shop_id, fingerprints)
     if not provider_ref:
         raise refuse(ErrorCode.INVALID_INPUT, "provider reference is required", field="providerRef", rule="GB-10")
     if amount <= 0:
@@ -180,6 +197,7 @@ async def confirm_payment(svc: Services, *, shop_id: str, provider_ref: str, amo
                     raise refuse(ErrorCode.IDEMPOTENCY_CONFLICT, "this provider reference confirmed a different "
                                  "payment", field="providerRef", rule="GB-10")
                 return {"order_id": order.order_id, "accepted": prior.accepted, "replayed": True}
+            fraud.carry(s, order.order_id, fps)  # FR-1: for the commission screening of this payment
             if order.kind == "GROUP":
                 accepted = await pay_group_order(s, order=order, amount=amount, now=now)
             else:

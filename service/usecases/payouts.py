@@ -41,9 +41,16 @@ class PayoutView:
     decided_by: str | None = None
     external_ref: str | None = None
     reason: str | None = None
+    payee_kind: str | None = None  # LG-4: the method chosen at request, its reference masked
+    payee_reference: str | None = None
+    failed_at: datetime | None = None
+    failed_by: str | None = None
+    failure_ref: str | None = None
+    failure_reason: str | None = None
 
 
-PAYOUT_COLUMNS = "payout_id, distributor_id, amount, fee, state, requested_at, decided_at, decided_by, external_ref, reason"
+PAYOUT_COLUMNS = ("payout_id, distributor_id, amount, fee, state, requested_at, decided_at, decided_by, external_ref, "
+                  "reason, payee_kind, payee_reference, failed_at, failed_by, failure_ref, failure_reason")
 
 # LG-2: the shop's settings and the distributor's status and balances, the distributor row locked.
 LOAD_FOR_REQUEST = text(
@@ -71,8 +78,9 @@ async def _read(s: AsyncSession, shop_id: str, payout_id: str) -> PayoutView:
 
 
 async def request_payout(svc: Services, *, shop_id: str, user_id: str, amount: int,
-                         idempotency_key: str | None = None) -> PayoutView:
-    """LG-2: A moves available → in payout; the fee quoted now is recorded with the payout."""
+                         idempotency_key: str | None = None, payee: lg.PayeeMethod | None = None) -> PayoutView:
+    """LG-2: A moves available → in payout; the fee quoted now is recorded with the payout, and so is the
+    payee method the distributor chose (LG-4: kind and masked reference — `lg.payee_method` masked it)."""
     now = svc.now()
     async with unit_of_work(svc) as s:
         async def run():
@@ -82,12 +90,16 @@ async def request_payout(svc: Services, *, shop_id: str, user_id: str, amount: i
             quote = lg.quote_payout(mapping.settings_from_row(row), balances=balances_of(row, "d_"), amount=amount,
                                     status=DistributorStatus(row.d_status))
             view = PayoutView(payout_id=new_id("po_"), distributor_id=user_id, amount=quote.amount, fee=quote.fee,
-                              state="REQUESTED", requested_at=now)
+                              state="REQUESTED", requested_at=now,
+                              payee_kind=payee.kind.value if payee else None,
+                              payee_reference=payee.masked_reference if payee else None)
             ledger = LedgerBatch(shop_id, now)
-            ledger.row("INSERT INTO payouts (shop_id, payout_id, distributor_id, amount, fee, state, requested_at) "
-                       "VALUES (:shop_id, :payout_id, :distributor_id, :amount, :fee, :state, :requested_at)",
+            ledger.row("INSERT INTO payouts (shop_id, payout_id, distributor_id, amount, fee, state, requested_at, "
+                       "payee_kind, payee_reference) VALUES (:shop_id, :payout_id, :distributor_id, :amount, :fee, "
+                       ":state, :requested_at, :payee_kind, :payee_reference)",
                        payout_id=view.payout_id, distributor_id=user_id, amount=view.amount, fee=view.fee,
-                       state=view.state, requested_at=now)
+                       state=view.state, requested_at=now, payee_kind=view.payee_kind,
+                       payee_reference=view.payee_reference)
             ledger.add(user_id, quote.postings, ref_type="payout", ref_id=view.payout_id)
             ledger.event(type=EventType.PAYOUT_REQUESTED, aggregate_type="distributor", aggregate_id=user_id, rule="LG-2",
                          payload={"payout_id": view.payout_id, "user_id": user_id, "amount": amount, "fee": view.fee})
@@ -96,8 +108,11 @@ async def request_payout(svc: Services, *, shop_id: str, user_id: str, amount: i
             return {"payout_id": view.payout_id}
 
         made: list[PayoutView] = []
+        request: dict = {"amount": amount}
+        if payee is not None:  # a replay with another method is another request (GB-10); none keeps old keys valid
+            request["payee"] = [payee.kind.value, payee.masked_reference]
         r, replayed = await once_or_replay(s, shop_id=shop_id, scope=f"payout:{user_id}", key=idempotency_key,
-                                           request={"amount": amount}, now=now, run=run)
+                                           request=request, now=now, run=run)
         return await _read(s, shop_id, r["payout_id"]) if replayed else made[0]
 
 
@@ -149,4 +164,55 @@ async def decide_payout(svc: Services, *, shop_id: str, payout_id: str, approve:
         _, replayed = await once_or_replay(
             s, shop_id=shop_id, scope="approve_payout" if approve else "reject_payout", key=idempotency_key,
             now=now, run=run, request={"payout_id": payout_id, "external_ref": external_ref, "reason": reason})
+        return await _read(s, shop_id, payout_id) if replayed else made[0]
+
+
+async def fail_payout(svc: Services, *, shop_id: str, payout_id: str, actor: str, transfer_ref: str, reason: str,
+                      idempotency_key: str | None = None) -> PayoutView:
+    """LG-4: an APPROVED payout whose transfer failed becomes FAILED, with the transfer reference and the
+    reason; its amount returns to available and its fee is reversed by new entries (`lg.fail_payout`), and
+    the payout stays in history. Idempotent: marking a FAILED payout failed again with the same transfer
+    reference answers it unchanged; another reference, or a payout that is not APPROVED, is INVALID_STATE."""
+    if not transfer_ref or not transfer_ref.strip() or len(transfer_ref) > 128:
+        raise refuse(ErrorCode.INVALID_INPUT, "the failed transfer's reference is required (1..128 characters)",
+                     field="transferRef", rule="LG-4")
+    if not reason or not reason.strip() or len(reason) > 500:
+        raise refuse(ErrorCode.INVALID_INPUT, "a reason is required (1..500 characters)", field="reason",
+                     rule="LG-4")
+    now = svc.now()
+    async with unit_of_work(svc) as s:
+        async def run():
+            row = (await s.execute(LOAD_FOR_DECISION, {"shop_id": shop_id, "payout_id": payout_id})).first()
+            if row is None:
+                raise refuse(ErrorCode.NOT_FOUND, "payout not found", field="payoutId")
+            payout = _view(row)
+            if payout.state == "FAILED" and payout.failure_ref == transfer_ref:
+                made.append(payout)
+                return {"payout_id": payout_id}
+            if payout.state != "APPROVED":
+                raise refuse(ErrorCode.INVALID_STATE, f"payout is {payout.state}: only an approved payout's transfer "
+                             "can fail", field="payoutId", rule="LG-4")
+            postings = lg.fail_payout(payout.amount, fee=payout.fee)
+            failed = PayoutView(**{**payout.__dict__, "state": "FAILED", "failed_at": now, "failed_by": actor,
+                                   "failure_ref": transfer_ref, "failure_reason": reason})
+            ledger = LedgerBatch(shop_id, now)
+            ledger.row("UPDATE payouts SET state = 'FAILED', failed_at = :failed_at, failed_by = :failed_by, "
+                       "failure_ref = :failure_ref, failure_reason = :failure_reason "
+                       "WHERE shop_id = :shop_id AND payout_id = :payout_id AND state = 'APPROVED'",
+                       failed_at=now, failed_by=actor, failure_ref=transfer_ref, failure_reason=reason,
+                       payout_id=payout_id)
+            ledger.add(payout.distributor_id, postings, ref_type="payout", ref_id=payout_id)
+            ledger.event(type=EventType.PAYOUT_FAILED, aggregate_type="distributor", aggregate_id=payout.distributor_id,
+                         rule="LG-4",
+                         payload={"payout_id": payout_id, "user_id": payout.distributor_id, "amount": payout.amount,
+                                  "fee_reversed": payout.fee, "external_ref": payout.external_ref,
+                                  "transfer_ref": transfer_ref, "reason": reason, "by": actor})
+            await ledger.flush(s)
+            made.append(failed)
+            return {"payout_id": payout_id}
+
+        made: list[PayoutView] = []
+        _, replayed = await once_or_replay(s, shop_id=shop_id, scope="fail_payout", key=idempotency_key, now=now,
+                                           run=run, request={"payout_id": payout_id, "transfer_ref": transfer_ref,
+                                                             "reason": reason})
         return await _read(s, shop_id, payout_id) if replayed else made[0]

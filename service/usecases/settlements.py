@@ -2,10 +2,15 @@
 
 The settled balance of a distributor is what the shop owes them and has released: AVAILABLE plus
 IN_PAYOUT. Over a period it moves only by commissions released, reversals of available
-commission (clawbacks), upgrade bonuses, payouts sent and payout fees; requests and rejections
-only move money between the two buckets. So for every distributor, and for the totals,
-closing = opening + released + reversals + bonuses − payouts − fees, to the cent, and
-closing equals the ledger's sum at the period end.
+commission (clawbacks), upgrade bonuses, payouts sent and payout fees, and what failed payouts give
+back (LG-4: the amount paid and its fee, `failed`); requests and rejections only move money between
+the two buckets. So for every distributor, and for the totals,
+closing = opening + released + reversals + bonuses − payouts − fees + failed, to the cent, and
+closing equals the ledger's sum at the period end. A payout that fails after its period closed is
+booked in a later one: a closed batch never changes.
+
+`held` (FR-3) stands beside the identity: commission held for review at the period end, which has not
+been released and is in no settled balance.
 """
 
 from __future__ import annotations
@@ -36,8 +41,29 @@ SUMS = """
                                        AND e.kind = 'PAYOUT_APPROVED'), 0),
         COALESCE(SUM(e.amount) FILTER (WHERE e.created_at >= :p_from AND e.bucket = 'FEES'
                                        AND e.kind = 'PAYOUT_FEE'), 0),
-        COALESCE(SUM(e.amount) FILTER (WHERE e.bucket IN ('AVAILABLE', 'IN_PAYOUT')), 0)"""
-AMOUNTS = "opening, released, reversals, bonuses, payouts, fees, closing"
+        COALESCE(SUM(e.amount) FILTER (WHERE e.created_at >= :p_from AND e.bucket = 'AVAILABLE'
+                                       AND e.kind IN ('PAYOUT_FAILED', 'PAYOUT_FEE_REVERSED')), 0),
+        COALESCE(SUM(e.amount) FILTER (WHERE e.bucket IN ('AVAILABLE', 'IN_PAYOUT')), 0),
+        COALESCE(SUM(e.amount) FILTER (WHERE e.ref_type = 'commission' AND e.bucket IN ('PENDING', 'FROZEN')
+                                       AND e.ref_id = ANY(CAST(:held AS text[]))), 0)"""
+AMOUNTS = "opening, released, reversals, bonuses, payouts, fees, failed, closing, held"
+
+# FR-3: the lines held for review at the period end — under a line's own flag, or of an order of a flagged
+# group, the flag raised before `p_to` and not resolved before it. A held line never reaches AVAILABLE, so
+# what it stands at then is the sum of its PENDING and FROZEN entries before `p_to` (SUMS' last column).
+HELD_AT_SQL = text(
+    """
+    SELECT f.line_id FROM fraud_flags f
+    WHERE f.shop_id = :shop_id AND f.subject = 'LINE' AND f.flagged_at < :p_to
+      AND (f.resolved_at IS NULL OR f.resolved_at >= :p_to)
+    UNION
+    SELECT c.line_id FROM fraud_flags f
+    JOIN orders o ON o.shop_id = f.shop_id AND o.group_id = f.group_id
+    JOIN commission_lines c ON c.shop_id = o.shop_id AND c.order_id = o.order_id
+    WHERE f.shop_id = :shop_id AND f.subject = 'GROUP' AND f.flagged_at < :p_to
+      AND (f.resolved_at IS NULL OR f.resolved_at >= :p_to)
+    """
+)
 
 # Two INSERT … SELECTs over the ledger, each taking shop_id from the rows it reads and grouping by it: on
 # Citus each runs as one task on the shop's node (a colocated INSERT … SELECT), where the former single
@@ -118,6 +144,7 @@ async def close_period(svc: Services, *, shop_id: str, day_from: date, day_to: d
             sid = settlement_id or new_id("st_")
             close = {"shop_id": shop_id, "settlement_id": sid, "p_from": p_from, "p_to": p_to, "now": now,
                      "local_from": day_from.isoformat(), "local_to": day_to.isoformat(), "actor": actor}
+            close["held"] = list((await s.execute(HELD_AT_SQL, {"shop_id": shop_id, "p_to": p_to})).scalars())
             await s.execute(CLOSE_HEADER_SQL, close)
             await s.execute(CLOSE_LINES_SQL, close)
             # PAID/FEES entries are positive in their own buckets; in the batch they reduce the balance.

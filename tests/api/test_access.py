@@ -46,6 +46,18 @@ Q = {  # root query field → (who may call it, request)
     "myOrders": ({"customer"}, "{ myOrders { totalCount edges { node { id externalId } } } }"),
     "myGroups": ({"customer"}, "{ myGroups { totalCount edges { node { id } } } }"),
     "mySegment": ({"customer"}, "{ mySegment }"),
+    "myReferral": ({"customer"}, "{ myReferral { source referrerCode } }"),
+    "myDownline": ({"distributor"}, '{ myDownline(periodFrom: "2026-01-01T00:00:00Z", periodTo: '
+                                    '"2026-02-01T00:00:00Z") { totalCount edges { node { alias } } } }'),
+    "myFunnel": ({"distributor"}, '{ myFunnel(periodFrom: "2026-01-01T00:00:00Z", periodTo: "2026-02-01T00:00:00Z") '
+                                  '{ visits } }'),
+    "leaderboard": ({"admin"}, '{ leaderboard(periodFrom: "2026-01-01T00:00:00Z", periodTo: "2026-02-01T00:00:00Z") '
+                               '{ rank userId } }'),
+    "funnel": ({"admin"}, '{ funnel(periodFrom: "2026-01-01T00:00:00Z", periodTo: "2026-02-01T00:00:00Z", '
+                          'distributorId: "acc-d") { visits } }'),
+    "referralBinding": ({"admin"}, '{ referralBinding(userId: "buyer") { referrerId source } }'),
+    "commissionPreview": ({"customer", "distributor"}, '{ commissionPreview(input: {lines: [{productRef: "p", '
+                                                       'unitPrice: 100}]}) { baseMost shares { level } } }'),
     "me": ({"distributor"}, "{ me { inviteCode balances { available } commissionLines { totalCount } } }"),
     "owedRefunds": ({"backend", "finance"}, "{ owedRefunds { totalCount edges { node { id amount } } } }"),
     "product": ({"backend", "admin"}, '{ product(productRef: "{product}") { id productRef } }'),
@@ -63,6 +75,8 @@ Q = {  # root query field → (who may call it, request)
     "segmentCounts": ({"admin"}, "{ segmentCounts { segment count } }"),
     "userSegment": ({"admin"}, '{ userSegment(userId: "buyer") }'),
     "retention": ({"admin"}, '{ retention(periodFrom: "2026-01-01", periodTo: "2026-02-01") { source buyers } }'),
+    "fraudReviewQueue": ({"admin"}, "{ fraudReviewQueue { id state } }"),
+    "fraudRules": ({"admin"}, "{ fraudRules { selfDealing } }"),
 }
 
 M = {  # root mutation field → (who may call it, input)
@@ -70,6 +84,8 @@ M = {  # root mutation field → (who may call it, input)
     "joinGroup": ({"customer"}, '{groupId: "{group}"}'),
     "leaveGroup": ({"customer"}, '{groupId: "{group}"}'),
     "bindReferrer": ({"customer"}, '{inviteCode: "{invite}"}'),
+    "recordVisit": (PUBLIC, '{inviteCode: "{invite}", visitorId: "visitor-acc-1"}'),
+    "rebindReferrer": ({"admin"}, '{userId: "acc-rebound", referrerId: "acc-nobody", reason: "r"}'),
     "applyAsDistributor": ({"customer"}, "{}"),
     "confirmPayment": ({"backend"}, '{orderId: "{order}", amount: 1, providerRef: "acc-pay"}'),
     "confirmRefund": ({"backend"}, '{refundId: "{refund}", providerRef: "acc-rf"}'),
@@ -103,8 +119,13 @@ M = {  # root mutation field → (who may call it, input)
     "rejectPayout": ({"finance"}, '{payoutId: "{payout}", reason: "acc"}'),
     "closePeriod": ({"finance"}, '{fromDate: "2020-01-01", toDate: "2020-01-02"}'),
     "advanceClock": ({"admin"}, "{seconds: 0}"),
+    "setFraudRules": ({"admin"}, "{}"),
+    "clearFraudFlag": ({"admin"}, '{flagId: "ff_none"}'),
+    "voidFraudFlag": ({"admin"}, '{flagId: "ff_none", reason: "acc"}'),
+    "dissolveFlaggedGroup": ({"admin"}, '{flagId: "ff_none", reason: "acc"}'),
+    "failPayout": ({"backend", "finance"}, '{payoutId: "{payout}", transferRef: "acc", reason: "acc"}'),
 }
-OTHER_SHOP_CODE = {"bindReferrer": "INVALID_INVITE_CODE"}  # an unknown code, not an unknown id
+OTHER_SHOP_CODE = {"bindReferrer": "INVALID_INVITE_CODE", "recordVisit": "INVALID_INVITE_CODE"}  # an unknown code
 
 
 def _request(op: str, site: dict) -> str:

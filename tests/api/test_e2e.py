@@ -408,7 +408,7 @@ async def test_finance_closes_last_month_and_its_xlsx_in_libreoffice_matches_the
     utc = lambda d: datetime.combine(d, time(0), timezone.utc)  # noqa: E731  (the shop's zone is UTC)
     sums = await ledger_sums(svc, world["shop"].shop_id, utc(month), utc(month_end))
     assert sums == {"opening": 0, "released": 1000, "reversals": -400, "bonuses": 0, "payouts": 500, "fees": 0,
-                    "closing": 100}
+                    "failed": 0, "closing": 100, "held": 0}
     shown = assert_total_row_matches(rows, sums, digits=2)  # CNY: 2 minor digits
     assert (shown["closing"], shown["closing_minor"]) == ("1.00", "100")
 

@@ -507,6 +507,22 @@ async def test_rf2_snapshot_keeps_level_two_after_the_chain_changes_through_serv
     assert await lines_of(svc, sid, o.order_id) == {"mid": 1000, "top": 500}
 
 
+async def test_rf3_order_code_overrides_is_the_stored_setting_through_service(svc, shop):
+    """RF-3 (b) + `order_code_overrides` on: a reported order's code names its level 1 (and that distributor's
+    referrer level 2) although the buyer is bound to someone else; the binding is unchanged."""
+    sid = shop.shop_id
+    await chain(svc, sid, "top", "mid", "buyer")
+    await chain(svc, sid, "boss", "dee", "x")
+    await shops.update_settings(svc, shop_id=sid, order_code_overrides=True)
+    code = (await distribution.set_status(svc, shop_id=sid, user_id="dee", status=DistributorStatus.ACTIVE,
+                                          actor="admin", reason="test")).invite_code
+    o = await orders.report_order(svc, shop_id=sid, external_id="rf3-w", buyer_id="buyer", invite_code=code,
+                                  lines=[orders.LineInput("x", 1, 10_000)])
+    await pay(svc, sid, o.order_id, amount=10_000)
+    assert await lines_of(svc, sid, o.order_id) == {"dee": 1000, "boss": 500}
+    assert (await distribution.binding_of(svc, shop_id=sid, user_id="buyer")).referrer_id == "mid"
+
+
 async def test_cm3_shop_default_rates_are_the_stored_ones_through_service(svc, shop):
     """CM-3/CM-4 + `level1_bp`/`level2_bp`: without levels the shop defaults apply."""
     sid = shop.shop_id

@@ -17,8 +17,10 @@ from sqlalchemy import text
 from engine.distribution import DistributionSettings, DistributorStatus
 from engine.errors import ErrorCode, RuleViolation
 from engine.levels import Level
-from service.usecases import distribution, orders, payouts, settlements, shops
+from engine.fraud import FraudRules
+from service.usecases import distribution, fraud, orders, payouts, settlements, shops
 from service.reads import exports
+from service.reads import fraud as fraud_reads
 from service.jobs import worker
 from service.uow import unit_of_work
 from tests.conftest import T0
@@ -102,7 +104,7 @@ async def test_exports_are_byte_identical_LG3(svc, shop, tmp_path):
     rows = list(csv.reader(io.StringIO(first.decode())))
     header = rows.index(exports.HEADER)
     assert rows[header + 1] == ["d1", "0.00", "0", "10.00", "1000", "-4.00", "-400", "0.00", "0", "5.00", "500",
-                                "0.00", "0", "1.00", "100"]
+                                "0.00", "0", "0.00", "0", "1.00", "100", "0.00", "0"]
     assert rows[header + 2][0] == "TOTAL" and rows[header + 2][1:] == rows[header + 1][1:]
     x1 = Path(await exports.xlsx_file(svc, shop_id=shop.shop_id, settlement_id=b.settlement_id)).read_bytes()
     x2 = Path(await exports.xlsx_file(svc, shop_id=shop.shop_id, settlement_id=b.settlement_id)).read_bytes()
@@ -246,23 +248,25 @@ def xlsx_rows(data: bytes) -> list[list[str]]:
     return rows
 
 
-ZERO_DIGIT_ROWS = (["2000", "2000", "0", "0", "-500", "-500", "0", "0", "980", "980", "20", "20", "500", "500"],
-                   ["3000", "3000", "1000", "1000", "-500", "-500", "300", "300", "980", "980", "20", "20", "2800",
-                    "2800"])
+ZERO_DIGIT_ROWS = (["2000", "2000", "0", "0", "-500", "-500", "0", "0", "980", "980", "20", "20", "0", "0", "500",
+                    "500", "0", "0"],
+                   ["3000", "3000", "1000", "1000", "-500", "-500", "300", "300", "980", "980", "20", "20", "0", "0",
+                    "2800", "2800", "0", "0"])
 
 
 @pytest.mark.parametrize("currency, d1_row, total_row", [
-    # opening, released, reversals, bonuses, payouts, fees, closing: decimal string, then minor units
+    # opening, released, reversals, bonuses, payouts, fees, failed, closing, held: decimal string, then minor units
     ("JPY", *ZERO_DIGIT_ROWS),
     # issue 13: the old hand-written table printed these with 2 decimals; ISO 4217 gives them none
     ("XOF", *ZERO_DIGIT_ROWS), ("UGX", *ZERO_DIGIT_ROWS), ("PYG", *ZERO_DIGIT_ROWS),
-    ("CNY", ["20.00", "2000", "0.00", "0", "-5.00", "-500", "0.00", "0", "9.80", "980", "0.20", "20", "5.00", "500"],
-     ["30.00", "3000", "10.00", "1000", "-5.00", "-500", "3.00", "300", "9.80", "980", "0.20", "20", "28.00",
-      "2800"]),
-    ("KWD", ["2.000", "2000", "0.000", "0", "-0.500", "-500", "0.000", "0", "0.980", "980", "0.020", "20", "0.500",
-             "500"],
-     ["3.000", "3000", "1.000", "1000", "-0.500", "-500", "0.300", "300", "0.980", "980", "0.020", "20", "2.800",
-      "2800"]),
+    ("CNY", ["20.00", "2000", "0.00", "0", "-5.00", "-500", "0.00", "0", "9.80", "980", "0.20", "20", "0.00", "0",
+             "5.00", "500", "0.00", "0"],
+     ["30.00", "3000", "10.00", "1000", "-5.00", "-500", "3.00", "300", "9.80", "980", "0.20", "20", "0.00", "0",
+      "28.00", "2800", "0.00", "0"]),
+    ("KWD", ["2.000", "2000", "0.000", "0", "-0.500", "-500", "0.000", "0", "0.980", "980", "0.020", "20", "0.000",
+             "0", "0.500", "500", "0.000", "0"],
+     ["3.000", "3000", "1.000", "1000", "-0.500", "-500", "0.300", "300", "0.980", "980", "0.020", "20", "0.000",
+      "0", "2.800", "2800", "0.000", "0"]),
 ])
 async def test_exports_write_each_currencys_minor_digits_LG3(svc, currency, d1_row, total_row):
     """JPY, XOF, UGX, PYG have 0 minor digits, CNY 2, KWD 3 (ISO 4217): the same minor units, three decimal renderings —
@@ -331,7 +335,8 @@ DISTRIBUTORS = ("d0", "d1", "d2")  # d2 is bound to d0: d0 earns level 2 on d2's
 BUYERS = {"b0": "d0", "b1": "d1", "b2": "d2", "b3": "d1", "b4": None}
 
 BUY = st.tuples(st.just("buy"), st.sampled_from(sorted(BUYERS)), st.integers(100, 60_000),
-                st.sampled_from([True, True, False]))  # completed at once (most) or left PAID
+                st.sampled_from([True, True, False]),  # completed at once (most) or left PAID
+                st.sampled_from([None, None, "dev-1"]))  # FR-1: the payment's device (velocity, FR-2 b, N = 1)
 STEP = st.one_of(
     BUY, BUY, BUY,
     st.tuples(st.just("complete"), st.integers(0, 40)),
@@ -347,6 +352,10 @@ STEP = st.one_of(
     st.tuples(st.just("level"), st.sampled_from(DISTRIBUTORS), st.integers(1, 2)),
     st.tuples(st.just("close")),
     st.tuples(st.just("close")),
+    # LG-4: the oldest approved payout's transfer fails; FR-3: the oldest open flag is cleared or voided
+    st.tuples(st.just("fail")),
+    st.tuples(st.just("review"), st.sampled_from(["clear", "void"])),
+    st.tuples(st.just("review"), st.sampled_from(["clear", "void"])),
 )
 
 
@@ -358,6 +367,9 @@ async def run_history(svc, steps, *, tz_name: str = "UTC", freeze_days: int = 1,
     await shops.create_shop(svc, shop_id=shop_id, name="prop", currency="CNY", timezone=tz_name,
                             settings=DistributionSettings(level1_bp=1000, level2_bp=500, freeze_days=freeze_days,
                                                           min_payout=100, payout_fee_bp=fee_bp))
+    # FR-2 (b): a second order from one device earning a distributor within 30 days is held for review
+    await fraud.set_rules(svc, shop_id=shop_id, actor="t", rules=FraudRules(velocity=True, velocity_max_orders=1,
+                                                                           velocity_window=30 * 86_400))
     await shops.set_levels(svc, shop_id=shop_id, levels=[
         Level(grade=0, name="Member", level1_bp=1000, level2_bp=500),
         # earned (LV-2) once level-1 buyers paid 600.00 net, bonus 250; grade 2 only by an admin (LV-3)
@@ -373,6 +385,7 @@ async def run_history(svc, steps, *, tz_name: str = "UTC", freeze_days: int = 1,
 
     order_ids: list[str] = []
     pending: list[str] = []
+    approved: list[str] = []
     last_to: date | None = None
     start_day = T0.astimezone(tz).date()
     n = 0
@@ -392,7 +405,9 @@ async def run_history(svc, steps, *, tz_name: str = "UTC", freeze_days: int = 1,
             if kind == "buy":
                 o = await orders.report_order(svc, shop_id=shop_id, external_id=f"o{n}", buyer_id=step[1],
                                               lines=[orders.LineInput("p", 1, step[2])])
-                await pay(svc, shop_id, o.order_id, amount=step[2], ref=f"{shop_id}-pay-{n}")
+                await orders.confirm_payment(svc, shop_id=shop_id, order_id=o.order_id, amount=step[2],
+                                             provider_ref=f"{shop_id}-pay-{n}",
+                                             fingerprints={"DEVICE": step[4]} if len(step) > 4 and step[4] else None)
                 order_ids.append(o.order_id)
                 if step[3]:
                     await orders.complete_order(svc, shop_id=shop_id, order_id=o.order_id)
@@ -417,9 +432,23 @@ async def run_history(svc, steps, *, tz_name: str = "UTC", freeze_days: int = 1,
                     await payouts.decide_payout(svc, shop_id=shop_id, payout_id=p.payout_id,
                                                 approve=step[3] == "approve", actor="fin",
                                                 external_ref=f"bank-{n}", reason="no")
+                    if step[3] == "approve":
+                        approved.append(p.payout_id)
             elif kind == "decide" and pending:
-                await payouts.decide_payout(svc, shop_id=shop_id, payout_id=pending.pop(0), approve=step[1],
+                pid = pending.pop(0)
+                await payouts.decide_payout(svc, shop_id=shop_id, payout_id=pid, approve=step[1],
                                             actor="fin", external_ref=f"bank-{n}", reason="no")
+                if step[1]:
+                    approved.append(pid)
+            elif kind == "fail" and approved:
+                await payouts.fail_payout(svc, shop_id=shop_id, payout_id=approved.pop(0), actor="be",
+                                          transfer_ref=f"t-{n}", reason="bounced")
+            elif kind == "review":
+                queue = await fraud_reads.review_queue(svc, shop_id=shop_id, limit=1)
+                if queue and step[1] == "clear":
+                    await fraud.clear_flag(svc, shop_id=shop_id, flag_id=queue[0].flag_id, actor="a")
+                elif queue:
+                    await fraud.void_flag(svc, shop_id=shop_id, flag_id=queue[0].flag_id, actor="a", reason="t")
             elif kind == "level":
                 await distribution.set_level(svc, shop_id=shop_id, user_id=step[1], grade=step[2], actor="a",
                                              reason="t")
@@ -434,7 +463,7 @@ async def run_history(svc, steps, *, tz_name: str = "UTC", freeze_days: int = 1,
     return shop_id
 
 
-COLUMNS = ("opening", "released", "reversals", "bonuses", "payouts", "fees", "closing")
+COLUMNS = ("opening", "released", "reversals", "bonuses", "payouts", "fees", "failed", "closing", "held")
 
 
 async def check_batches(svc, shop_id: str) -> list:
@@ -443,7 +472,10 @@ async def check_batches(svc, shop_id: str) -> list:
     assert batches, "the history closes at least one period"
     async with svc.sessionmaker() as s:
         entries = (await s.execute(text(
-            "SELECT distributor_id, bucket, kind, amount, created_at FROM ledger_entries WHERE shop_id = :s"),
+            "SELECT distributor_id, bucket, kind, amount, created_at, ref_type, ref_id FROM ledger_entries "
+            "WHERE shop_id = :s"), {"s": shop_id})).all()
+        flags = (await s.execute(text(
+            "SELECT line_id, flagged_at, resolved_at FROM fraud_flags WHERE shop_id = :s AND subject = 'LINE'"),
             {"s": shop_id})).all()
         all_lines = (await s.execute(text(
             "SELECT * FROM settlement_lines WHERE shop_id = :s"), {"s": shop_id})).mappings().all()
@@ -460,10 +492,21 @@ async def check_batches(svc, shop_id: str) -> list:
             if e.bucket in ("AVAILABLE", "IN_PAYOUT"):
                 settled[e.distributor_id] += e.amount
         assert set(lines) == {e.distributor_id for e in before_to}
+        # FR-3: a line is held at `to` when its flag was raised before and not resolved before; what it holds
+        # then is its PENDING and FROZEN entries before `to` (a held line never reaches AVAILABLE)
+        held_lines = {f.line_id for f in flags
+                      if f.flagged_at < b.period_to and (f.resolved_at is None or f.resolved_at >= b.period_to)}
+        held = defaultdict(int)
+        for e in before_to:
+            if e.ref_type == "commission" and e.ref_id in held_lines:
+                assert e.kind != "COMMISSION_RELEASED" or e.created_at >= b.period_to  # held: never released
+                if e.bucket in ("PENDING", "FROZEN"):
+                    held[e.distributor_id] += e.amount
         for d, ln in lines.items():
             assert ln["closing"] == (ln["opening"] + ln["released"] + ln["reversals"] + ln["bonuses"]
-                                     - ln["payouts"] - ln["fees"]), (b.settlement_id, d, dict(ln))
+                                     - ln["payouts"] - ln["fees"] + ln["failed"]), (b.settlement_id, d, dict(ln))
             assert ln["closing"] == settled[d], (b.settlement_id, d)
+            assert ln["held"] == held[d] >= 0, (b.settlement_id, d)
             assert ln["opening"] == (prev_lines[d]["closing"] if d in prev_lines else 0), (b.settlement_id, d)
         if prev_batch is not None:
             assert b.period_from == prev_batch.period_to and b.opening == prev_batch.closing
@@ -474,11 +517,12 @@ async def check_batches(svc, shop_id: str) -> list:
             return sum(e.amount for e in rows if (bucket is None or e.bucket in bucket)
                        and (kind is None or e.kind == kind))
         before_from = [e for e in before_to if e.created_at < b.period_from]
-        assert (b.opening, b.released, b.reversals, b.bonuses, b.payouts, b.fees, b.closing) == (
+        assert (b.opening, b.released, b.reversals, b.bonuses, b.payouts, b.fees, b.failed, b.closing, b.held) == (
             total(("AVAILABLE", "IN_PAYOUT"), rows=before_from),
             total(("AVAILABLE",), "COMMISSION_RELEASED"), total(("AVAILABLE",), "COMMISSION_REVERSED"),
             total(kind="UPGRADE_BONUS"), total(("PAID",), "PAYOUT_APPROVED"), total(("FEES",), "PAYOUT_FEE"),
-            total(("AVAILABLE", "IN_PAYOUT"), rows=before_to))
+            total(("AVAILABLE",), "PAYOUT_FAILED") + total(("AVAILABLE",), "PAYOUT_FEE_REVERSED"),
+            total(("AVAILABLE", "IN_PAYOUT"), rows=before_to), sum(held.values()))
         out.append((b, lines))
         prev_batch, prev_lines = b, lines
     return out
@@ -519,6 +563,34 @@ async def test_a_history_with_every_movement_reconciles_LG3(svc):
         kinds = set((await s.execute(text("SELECT DISTINCT kind FROM ledger_entries WHERE shop_id = :s"),
                                      {"s": shop_id})).scalars())
     assert {"PAYOUT_REJECTED", "COMMISSION_REVERSED", "UPGRADE_BONUS", "PAYOUT_FEE"} <= kinds
+
+
+async def test_a_history_with_held_cleared_voided_and_failed_items_reconciles_LG3_LG4_FR3(svc):
+    """The issue's "done when": a history that surely holds commission for review across a period end, clears
+    one flag after its line came due (released at once), voids another, and fails an approved payout — every
+    batch reconciles to the cent, `held` shows at the period end and `failed` joins the identity."""
+    steps = [
+        ("buy", "b1", 20_000, True, "dev-1"), ("buy", "b3", 30_000, True, "dev-1"),  # b3's order: d1's line held
+        ("buy", "b0", 10_000, True, "dev-1"), ("buy", "b2", 40_000, True, "dev-1"),  # b2's: d0's level 2 held
+        ("buy", "b3", 10_000, False, "dev-1"),  # left PAID: d1's line held in PENDING
+        ("advance", 30), ("close",),  # the held lines are due but stay frozen: held at the period end
+        ("payout", "d1", 10_000, "approve"), ("fail",),  # LG-4: all of it back to available, the fee reversed
+        ("review", "clear"),  # d1's frozen line: available at once
+        ("review", "void"),  # d0's: voided from FROZEN
+        ("advance", 30), ("close",), ("review", "clear"),  # the pending one: cleared, no longer held, still pending
+        ("advance", 30), ("close",),
+        ("payout", "d1", 4000, "approve"), ("advance", 30), ("close",),
+    ]
+    shop_id = await run_history(svc, steps, freeze_days=1, fee_bp=150)
+    batches = await check_batches(svc, shop_id)
+    assert len(batches) >= 3
+    assert batches[0][0].held > 0 and sum(b.failed for b, _ in batches) > 0
+    async with svc.sessionmaker() as s:
+        states = set((await s.execute(text("SELECT state FROM fraud_flags WHERE shop_id = :s"),
+                                      {"s": shop_id})).scalars())
+        voided = (await s.execute(text("SELECT count(*) FROM ledger_entries WHERE shop_id = :s "
+                                       "AND kind = 'COMMISSION_VOIDED'"), {"s": shop_id})).scalar()
+    assert {"CLEARED", "VOIDED"} <= states and voided >= 1
 
 
 # ---------------------------------------------------------------------------------------------------
