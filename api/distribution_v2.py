@@ -252,6 +252,7 @@ class PreviewShare:
     most: MinorUnits = strawberry.field(description="Equal to `least` for a cart; for a campaign the most over its "
                                                     "tiers, variants and roles")
     yours: bool = strawberry.field(description="The caller is this beneficiary")
+    currency: str = strawberry.field(description="The shop's currency of `least` and `most` (SH-2)")
 
 
 @strawberry.type(description="CM-7: what the order would earn if it were paid now (CM-1..CM-4). Writes nothing.")
@@ -269,7 +270,7 @@ def preview_type(p, ctx) -> CommissionPreview:
     mine = [s for s in p.shares if s.beneficiary_id == ctx.user_id]
     return CommissionPreview(
         currency=ctx.currency, base_least=p.base_least, base_most=p.base_most,
-        shares=[PreviewShare(level=s.level, least=s.least, most=s.most, yours=s.beneficiary_id == ctx.user_id)
+        shares=[PreviewShare(level=s.level, least=s.least, most=s.most, yours=s.beneficiary_id == ctx.user_id, currency=ctx.currency)
                 for s in p.shares],
         yours_least=sum(s.least for s in mine), yours_most=sum(s.most for s in mine))
 

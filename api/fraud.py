@@ -94,6 +94,7 @@ class FraudFlag:
     beneficiary_id: Optional[str]
     amount: MinorUnits = strawberry.field(description="What the flag held when it was raised")
     held: MinorUnits = strawberry.field(description="What its lines hold now")
+    currency: str = strawberry.field(description="The shop's currency of `amount` and `held` (SH-2)")
     state: str = strawberry.field(description="OPEN, CLEARED, VOIDED or DISSOLVED")
     flagged_at: datetime
     flagged_by: str
@@ -102,10 +103,10 @@ class FraudFlag:
     reason: Optional[str]
 
 
-def _flag_type(f: fraud_reads.FlagView) -> FraudFlag:
+def _flag_type(f: fraud_reads.FlagView, currency: str) -> FraudFlag:
     return FraudFlag(id=strawberry.ID(f.flag_id), subject=f.subject, rules=list(f.rules), evidence=cast(JSON, f.evidence),
                      line_id=f.line_id, group_id=f.group_id, order_id=f.order_id, beneficiary_id=f.beneficiary_id,
-                     amount=MinorUnits(f.amount), held=MinorUnits(f.held), state=f.state, flagged_at=f.flagged_at,
+                     amount=MinorUnits(f.amount), held=MinorUnits(f.held), currency=currency, state=f.state, flagged_at=f.flagged_at,
                      flagged_by=f.flagged_by, resolved_at=f.resolved_at, resolved_by=f.resolved_by, reason=f.reason)
 
 
@@ -155,7 +156,7 @@ async def fraud_review_queue(info: Info, state: Optional[FraudFlagState] = FlagS
     ctx = info.context
     flags = await fraud_reads.review_queue(ctx.svc, shop_id=ctx.shop_id, limit=first,
                                            state=getattr(state, "value", state))
-    return [_flag_type(f) for f in flags]
+    return [_flag_type(f, ctx.currency) for f in flags]
 
 
 @strawberry.field(permission_classes=[IsAdmin], description="FR-2: the shop's fraud rules.")
@@ -181,7 +182,7 @@ async def clear_fraud_flag(info: Info, input: ClearFraudFlagInput) -> dict:
     ctx = info.context
     f = await fraud_svc.clear_flag(ctx.svc, shop_id=ctx.shop_id, flag_id=str(input.flag_id), actor=ctx.user_id,
                                    reason=input.reason, idempotency_key=input.idempotency_key)
-    return dict(flag=_flag_type(f))
+    return dict(flag=_flag_type(f, ctx.currency))
 
 
 @payload_mutation(FraudFlagPayload, permission_classes=[IsAdmin], description="FR-3: void a flag's lines with a "
@@ -190,7 +191,7 @@ async def void_fraud_flag(info: Info, input: VoidFraudFlagInput) -> dict:
     ctx = info.context
     f = await fraud_svc.void_flag(ctx.svc, shop_id=ctx.shop_id, flag_id=str(input.flag_id), actor=ctx.user_id,
                                   reason=input.reason or "", idempotency_key=input.idempotency_key)
-    return dict(flag=_flag_type(f))
+    return dict(flag=_flag_type(f, ctx.currency))
 
 
 @payload_mutation(FraudFlagPayload, permission_classes=[IsAdmin], description="FR-3: dissolve a flagged group before "
@@ -199,4 +200,4 @@ async def dissolve_flagged_group(info: Info, input: DissolveFlaggedGroupInput) -
     ctx = info.context
     f = await fraud_svc.dissolve_group(ctx.svc, shop_id=ctx.shop_id, flag_id=str(input.flag_id), actor=ctx.user_id,
                                        reason=input.reason or "", idempotency_key=input.idempotency_key)
-    return dict(flag=_flag_type(f))
+    return dict(flag=_flag_type(f, ctx.currency))

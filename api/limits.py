@@ -22,7 +22,9 @@ Page sizes themselves are capped (`first` > MAX_PAGE reads MAX_PAGE) in api.rela
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from graphql import (
@@ -138,12 +140,18 @@ def _page_size(field: FieldNode, variables: Mapping[str, Any]) -> int:
             value = int(arg.value.value)
         elif isinstance(arg.value, VariableNode):
             value = variables.get(arg.value.name.value, DEFAULT_PAGE)
-            if value is None:
-                value = DEFAULT_PAGE
-        if isinstance(value, bool) or not isinstance(value, int):
-            return MAX_PAGE  # not an integer: coercion refuses it later; count the worst case meanwhile
-        return max(0, min(value, MAX_PAGE))
+        return _clamped_page(value)
     return DEFAULT_PAGE
+
+
+def _clamped_page(value: Any) -> int:
+    """A `first` as the cost counts it: absent/null the default page, not an integer the worst case (coercion
+    refuses it later), else within 0..MAX_PAGE."""
+    if value is None:
+        return DEFAULT_PAGE
+    if isinstance(value, bool) or not isinstance(value, int):
+        return MAX_PAGE
+    return max(0, min(value, MAX_PAGE))
 
 
 def _is_connection(t) -> bool:
@@ -259,8 +267,91 @@ def _document_has_nul(document) -> bool:
     return found
 
 
+@dataclass(frozen=True)
+class Analysis:
+    """What the limits need of an operation: its worst-case cost (with the request's page sizes), whether it
+    introspects, whether a string literal of the document holds a NUL."""
+    total: int
+    introspects: bool
+    nul_in_document: bool
+
+
+ANALYSIS_CACHE_SIZE = 512
+
+
+class AnalysisCache:
+    """Per process, bounded (LRU, `maxsize` entries): the analysis of an operation, keyed by the schema, the
+    document's text, the operation's name and the page sizes its variables give `first` (clamped as the walk
+    clamps them) — so a cached cost is the cost of exactly these page sizes, and other variables are analysed
+    afresh. The names of the variables that feed `first` are themselves cached per document."""
+
+    def __init__(self, maxsize: int = ANALYSIS_CACHE_SIZE) -> None:
+        self.maxsize = maxsize
+        self._first_vars: OrderedDict[tuple, tuple[str, ...]] = OrderedDict()
+        self._items: OrderedDict[tuple, Analysis] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def clear(self) -> None:
+        self._first_vars.clear()
+        self._items.clear()
+        self.hits = self.misses = 0
+
+    def _put(self, cache: OrderedDict, key: tuple, value: Any) -> None:
+        cache[key] = value
+        if len(cache) > self.maxsize:
+            cache.popitem(last=False)
+
+    def analyse(self, schema: GraphQLSchema, text: str | None, document, operation,
+                variables: Mapping[str, Any] | None) -> Analysis:
+        variables = variables or {}
+        if text is None:
+            return _analyse(schema, document, operation, variables)
+        base = (schema, text, operation.name.value if operation.name else None)
+        names = self._first_vars.get(base)
+        if names is None:
+            names = _first_variables(document)
+            self._put(self._first_vars, base, names)
+        else:
+            self._first_vars.move_to_end(base)
+        key = base + tuple(_clamped_page(variables.get(n, DEFAULT_PAGE)) for n in names)
+        got = self._items.get(key)
+        if got is not None:
+            self._items.move_to_end(key)
+            self.hits += 1
+            return got
+        self.misses += 1
+        got = _analyse(schema, document, operation, variables)
+        self._put(self._items, key, got)
+        return got
+
+
+def _analyse(schema: GraphQLSchema, document, operation, variables: Mapping[str, Any]) -> Analysis:
+    walk = walk_operation(schema, document, operation, variables)
+    return Analysis(total=walk.total, introspects=walk.introspects, nul_in_document=_document_has_nul(document))
+
+
+def _first_variables(document) -> tuple[str, ...]:
+    """The variables any `first` argument of the document reads (in any operation or fragment)."""
+    from graphql import visit
+    from graphql.language import Visitor
+
+    names: set[str] = set()
+
+    class Find(Visitor):
+        def enter_argument(self, node, *_):
+            if node.name.value == "first" and isinstance(node.value, VariableNode):
+                names.add(node.value.name.value)
+
+    visit(document, Find())
+    return tuple(sorted(names))
+
+
+ANALYSES = AnalysisCache()
+
+
 class CostLimit(SchemaExtension):
-    """Refuse an operation whose worst-case cost is over MAX_COST before anything executes."""
+    """Refuse an operation whose worst-case cost is over MAX_COST before anything executes. The analysis of a
+    document already seen with the same page sizes comes from `ANALYSES` (issue 10 point 4)."""
 
     def __init__(self, budget: int = MAX_COST) -> None:
         self.budget = budget
@@ -268,12 +359,13 @@ class CostLimit(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
         ec = self.execution_context
         operation = get_operation_ast(ec.graphql_document, ec.operation_name)
-        walk = walk_operation(ec.schema._schema, ec.graphql_document, operation, ec.variables) if operation else None
+        walk = ANALYSES.analyse(ec.schema._schema, ec.query, ec.graphql_document, operation,
+                                ec.variables) if operation else None
         cost = walk.total if walk else 0
         error = None
         if operation is None:
             pass  # graphql-core refuses a document without the named operation itself
-        elif _has_nul(ec.variables) or _document_has_nul(ec.graphql_document):
+        elif _has_nul(ec.variables) or (walk is not None and walk.nul_in_document):
             error = GraphQLError("a string holds a NUL character (U+0000), which no field accepts",
                                  extensions={"code": "INVALID_INPUT"})
         elif walk is not None and walk.introspects and not _may_introspect(ec.context):

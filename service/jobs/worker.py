@@ -20,7 +20,8 @@ from sqlalchemy import select, text
 
 from service.tx.commissions import release_line
 from service.context import Services
-from service.usecases.groups import advance_claimed, claim_due_group
+from service.tx import group_batch
+from service.usecases.groups import advance_group
 from service.tx.ledger import LedgerBatch
 from service.uow import unit_of_work
 from store.models import CommissionLineRow
@@ -45,41 +46,62 @@ async def _shops_with_due(svc: Services, query, now) -> list[str]:
         return sorted((await s.execute(query, {"now": now})).scalars())
 
 
-PASS_LIMIT = 500  # groups a pass advances before it yields; a full pass starts the next one at once
+PASS_LIMIT = 1000  # groups a pass advances before it beats and yields; a full pass starts the next one at once
+BATCH = 250  # groups claimed, decided and written by one transaction (service/group_batch.py)
 
 
-async def run_due_groups(svc: Services, *, shop_id: str | None = None, limit: int = PASS_LIMIT) -> int:
-    """GB-11: advance due groups, one transaction each, taking the shops with due work in turn (or
-    only `shop_id`'s). Returns how many were advanced; a group that fails is logged and postponed,
-    never retried in the same pass."""
+async def run_due_groups(svc: Services, *, shop_id: str | None = None, limit: int = PASS_LIMIT,
+                         batch: int = BATCH) -> int:
+    """GB-11: advance due groups, `batch` groups of one shop a transaction (claimed with FOR UPDATE SKIP
+    LOCKED, so any number of workers share the work), taking the shops with due work in turn (or only
+    `shop_id`'s). Returns how many were advanced. A batch that fails is retried one group a transaction; a
+    group that fails alone is logged and postponed, never retried in the same pass."""
     now, done = svc.now(), 0
     shops = [shop_id] if shop_id else await _shops_with_due(svc, SHOPS_WITH_DUE_GROUPS, now)
     while shops and done < limit:
         for sid in list(shops):
-            advanced = await _advance_one_due_group(svc, sid, now)
+            advanced = await _advance_due_batch(svc, sid, now, min(batch, limit - done))
             if advanced is None:  # nothing (unlocked) left due in this shop
                 shops.remove(sid)
-            elif advanced:
-                done += 1
+            else:
+                done += advanced
                 if done >= limit:
                     break
     return done
 
 
-async def _advance_one_due_group(svc: Services, shop_id: str, now) -> bool | None:
-    """Claim the shop's most overdue group and advance it. None: none left; False: it failed."""
-    group_id = None
+async def _advance_due_batch(svc: Services, shop_id: str, now, batch: int) -> int | None:
+    """Claim up to `batch` of the shop's most overdue groups and advance them in one transaction. None: none
+    left; else how many groups went through."""
+    ids: list[str] = []
     try:
         async with unit_of_work(svc) as s:
-            claimed = await claim_due_group(s, shop_id=shop_id, now=now)
-            if claimed is None:
+            claimed = await group_batch.claim_due(s, shop_id, now, batch)
+            if not claimed:
                 return None
-            group_id = claimed.group.id
-            await advance_claimed(s, claimed, now=now)
-        return True
+            ids = [ld.group.id for ld in claimed]
+            await group_batch.advance_all(s, shop_id, now, claimed)
+        return len(ids)
     except Exception:
-        if group_id is None:  # the claim itself failed (database gone?): the caller's loop logs it
+        if not ids:  # the claim itself failed (database gone?): the caller's loop logs it
             raise
+        if len(ids) == 1:
+            return 1 if await _advance_one(svc, shop_id, ids[0], now) else 0
+        log.warning("a batch of %d due groups of shop %s failed; advancing them one at a time", len(ids), shop_id,
+                    exc_info=True)
+        done = 0
+        for gid in ids:
+            done += bool(await _advance_one(svc, shop_id, gid, now))
+        return done
+
+
+async def _advance_one(svc: Services, shop_id: str, group_id: str, now) -> bool:
+    """One group in a transaction of its own (skipped if another worker holds it now); a failure is logged and
+    the group postponed by FAILED_GROUP_RETRY."""
+    try:
+        async with unit_of_work(svc) as s:
+            return await advance_group(s, shop_id=shop_id, group_id=group_id, now=now, skip_locked=True)
+    except Exception:
         log.exception("advancing group %s of shop %s failed; it is due again in %s", group_id, shop_id,
                       FAILED_GROUP_RETRY)
         async with unit_of_work(svc) as s:  # the failed transaction rolled back; this one only postpones

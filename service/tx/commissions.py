@@ -167,12 +167,14 @@ def _j(v):
 
 
 async def on_order_paid(
-    session: AsyncSession, ledger: LedgerBatch, *, order, now, enabled: bool = True, releasable: bool = True
+    session: AsyncSession, ledger: LedgerBatch, *, order, now, enabled: bool = True, releasable: bool = True,
+    admitted: bool = False,
 ) -> list[cm.CommissionLine]:
     """An order's payment took: snapshot referrers (RF-2), post its commission lines PENDING (CM-6).
-    One statement loads everything the engine needs (PAID_CONTEXT); the lines go to `ledger`."""
-    shop_id = order.shop_id
-    got = (await session.execute(PAID_CONTEXT, {"s": shop_id, "buyer": order.buyer_id, "oid": order.order_id})).one()
+    One statement loads everything the engine needs (PAID_CONTEXT); the lines go to `ledger`. `admitted`: DS-1
+    admitted the buyer in this transaction (ACTIVE, whatever PAID_CONTEXT read: service.tx.group_batch)."""
+    got = (await session.execute(PAID_CONTEXT, {"s": order.shop_id, "buyer": order.buyer_id,
+                                                "oid": order.order_id})).one()
     settings = mapping.settings_from_row(_obj(_j(got.settings)))
     b1 = _obj(_j(got.b1), "bound_at", "expires_at")
     b2 = _obj(_j(got.b2), "bound_at", "expires_at")
@@ -182,6 +184,9 @@ async def on_order_paid(
     level2_ref = (current_referrer(mapping.binding_from_row(b2), now) if b2 else None) if level1_ref else None
     # CM-7 shares this computation with the preview (engine.preview.payment_commission)
     parties = {u: pv.Party(DistributorStatus(st), grade) for u, (st, grade) in (_j(got.dists) or {}).items()}
+    if admitted:
+        parties[order.buyer_id] = pv.Party(DistributorStatus.ACTIVE, parties[order.buyer_id].grade
+                                           if order.buyer_id in parties else 0)
     levels = tuple(mapping.level_from_row(_obj(d)) for d in (_j(got.levels) or []))
     lines = [cm.LineBase(product_ref=ref, quantity=q, base=base,
                          terms=cm.ProductTerms() if earns is None else cm.ProductTerms(

@@ -18,8 +18,8 @@ with RETURNING whose row counts come back; a failed guard raises its refusal and
 back whole. The outbox rows carry the currency loaded with the group (no sub-select: issue 17).
 
 Decisions with instructions that move money (OrderPaid, a GB-5..GB-9 RefundOwed, GroupFormed, GroupFailed,
-FinalPrice) are carried out by `service.usecases.groups.apply_decision` through the ORM and the commission and
-ledger services: `lean_enough` tells them apart.
+FinalPrice) are carried out by `service.tx.group_batch` (one more load under lock, one write, no ORM):
+`lean_enough` tells them apart.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ SEAT_COLS = ["order_id", "user_id", "quantity", "unit_price", "role", "state", "
 LEAN_INSTRUCTIONS = (gb.CancelOrder, gb.ReturnStock, gb.GroupOpened, gb.GroupCancelled, gb.LeaderChanged)
 
 
-def _load_sql(where: str, *, skip_locked: bool = False, limit: str = "") -> str:
+def load_sql(where: str, *, skip_locked: bool = False, limit: str = "") -> str:
     return (
         "SELECT " + ", ".join(f"g.{c}" for c in GROUP_COLS) + ", "
         + ", ".join(f"c.{c} AS c_{c}" for c in CAMPAIGN_COLS) + ", "
@@ -66,9 +66,9 @@ def _load_sql(where: str, *, skip_locked: bool = False, limit: str = "") -> str:
     )
 
 
-LOAD_GROUP = text(_load_sql("g.group_id = :g"))
-LOAD_GROUP_SKIP_LOCKED = text(_load_sql("g.group_id = :g", skip_locked=True))
-CLAIM_DUE = text(_load_sql("g.due_at <= :now", skip_locked=True, limit="ORDER BY g.due_at LIMIT 1"))
+LOAD_GROUP = text(load_sql("g.group_id = :g"))
+LOAD_GROUP_SKIP_LOCKED = text(load_sql("g.group_id = :g", skip_locked=True))
+CLAIM_DUE = text(load_sql("g.due_at <= :now", skip_locked=True, limit="ORDER BY g.due_at LIMIT 1"))
 
 LOAD_CAMPAIGN = text(
     "SELECT " + ", ".join(f"c.{c} AS c_{c}" for c in CAMPAIGN_COLS) + ", sh.currency AS shop_currency, "
@@ -99,7 +99,9 @@ def _campaign_ns(r) -> SimpleNamespace:
     return SimpleNamespace(**{c: m[f"c_{c}"] for c in CAMPAIGN_COLS})
 
 
-def _loaded(r) -> Loaded:
+def loaded(r, campaigns: dict | None = None) -> Loaded:
+    """A loading statement's row as a `Loaded`. `campaigns`: the campaigns already mapped from earlier rows of
+    the same statement (a batch of groups of one campaign maps it once)."""
     m = r._mapping
     g = SimpleNamespace(**{c: m[c] for c in GROUP_COLS})
     n = len(m["s_order_id"] or ())
@@ -111,9 +113,15 @@ def _loaded(r) -> Loaded:
                      leader_user_id=g.leader_user_id, state=gb.GroupState(g.state), seats=tuple(seats),
                      opened_at=g.opened_at, variant=g.variant, expires_at=g.expires_at, formed_at=g.formed_at,
                      closed_at=g.closed_at, tier_members=g.tier_members, winners=tuple(g.winners or ()))
-    c = _campaign_ns(r)
+    if campaigns is not None and g.campaign_id in campaigns:
+        c, campaign = campaigns[g.campaign_id]
+    else:
+        c = _campaign_ns(r)
+        campaign = mapping.campaign_from_row(c)
+        if campaigns is not None:
+            campaigns[g.campaign_id] = (c, campaign)
     events.remember_currency(g.shop_id, m["shop_currency"])
-    return Loaded(shop_id=g.shop_id, group=group, campaign_row=c, campaign=mapping.campaign_from_row(c),
+    return Loaded(shop_id=g.shop_id, group=group, campaign_row=c, campaign=campaign,
                   currency=m["shop_currency"], user_units=m["user_units"] or 0,
                   user_has_paid_order=bool(m["user_paid_orders"]), due_at=g.due_at)
 
@@ -133,7 +141,7 @@ async def load_group(session, shop_id: str, group_id: str | None = None, *, user
     if r._mapping["x_locked"] != r._mapping["x_seen"]:  # waited for the lock: read again, now current
         r = (await session.execute(LOAD_GROUP, {"s": shop_id, "g": r._mapping["group_id"], "u": user_id})).one()
         assert r._mapping["x_locked"] == r._mapping["x_seen"], "a locked group cannot change under its lock"
-    return _loaded(r)
+    return loaded(r)
 
 
 @dataclass
@@ -323,7 +331,7 @@ class Writes:
     def apply(self, loaded_group: gb.Group | None, decision: gb.Decision, campaign_id: str) -> None:
         """The decision's group, seats and lean instructions (see `lean_enough`) as parts."""
         g = decision.group
-        assert lean_enough(decision), "money-moving instructions go through service.usecases.groups.apply_decision"
+        assert lean_enough(decision), "money-moving instructions go through service.tx.group_batch"
         self.seats(loaded_group, g)
         by_order = {s.order_id: s for s in g.seats}
         for ins in decision.instructions:

@@ -22,6 +22,7 @@ state), as PostgreSQL requires of the CTEs of one statement.
 from __future__ import annotations
 
 import json
+import re
 import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -117,6 +118,12 @@ class LedgerBatch:
         """An outbox event written with the change it reports (the shop's currency added, SH-2)."""
         self._events.append({"type": getattr(type, "value", type), "aggregate_type": aggregate_type, "aggregate_id": aggregate_id,
                              "rule": rule, "payload": {**payload, **({"rule": rule} if rule else {})}})
+
+    def current(self, line: cm.CommissionLine) -> cm.CommissionLine:
+        """The line as this batch leaves it (its last transition), or `line` if the batch has not changed it."""
+        if line.id in self._new:
+            return self._new[line.id].line
+        return self._changed.get(line.id, line)
 
     @property
     def has_lines(self) -> bool:
@@ -222,7 +229,9 @@ class LedgerBatch:
             own = {k for k in ps if k not in ("shop_id", "__key")}
             sql = _rebind(sql, own, f"p{i}_")
             params.update({f"p{i}_{k}": ps[k] for k in own})
-            ctes.append(f"w{i} AS ({sql})")
+            # one type for the shop id wherever a part uses it (a bare parameter in an INSERT's select list and
+            # one compared with a column could be deduced as text and varchar: "inconsistent types deduced")
+            ctes.append(f"w{i} AS ({_SHOP_ID.sub('CAST(:shop_id AS varchar)', sql)})")
             if key == _BALANCES_KEY:
                 cols.append(f"(SELECT json_agg(w{i}) FROM w{i}) AS \"{key}\"")
             elif key:
@@ -234,6 +243,7 @@ class LedgerBatch:
 
 
 _BALANCES_KEY = "__balances"
+_SHOP_ID = re.compile(r"(?<![:\w]):shop_id\b")
 
 
 def _sync_balances(session: AsyncSession, shop_id: str, rows) -> None:
@@ -254,8 +264,6 @@ def _sync_balances(session: AsyncSession, shop_id: str, rows) -> None:
 
 def _rebind(sql: str, names: set[str], prefix: str) -> str:
     """Each bind `:name` of `names` in `sql` becomes `:<prefix>name` (one pass; `::casts` and others are kept)."""
-    import re
-
     return re.sub(r"(?<![:\w]):(\w+)\b", lambda m: f":{prefix}{m[1]}" if m[1] in names else m[0], sql)
 
 

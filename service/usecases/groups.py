@@ -21,7 +21,7 @@ from engine.errors import ErrorCode, refuse
 from engine.events import EventType
 from engine.referral import current_referrer
 from engine.variants import assign_variant
-from service.tx import commissions, events, lean
+from service.tx import commissions, events, group_batch, lean
 from service.context import Services
 from service.tx.idempotency import once
 from service.tx.ids import new_id
@@ -80,7 +80,9 @@ async def give_back_stock(session: AsyncSession, shop_id: str, campaign_id: str,
 # ------------------------------------------------------------------ applying a decision
 async def apply_decision(session: AsyncSession, *, c: CampaignRow, row: GroupRow, seat_rows: list[SeatRow],
                          decision: gb.Decision, now, paid_amounts: dict[str, int] | None = None) -> None:
-    """Write the engine's new group state and carry out its instructions, in this transaction."""
+    """Write the engine's new group state and carry out its instructions, in this transaction, through the ORM.
+    No use case calls it any more (service/group_batch.py does it in Core): it is the one-group-at-a-time
+    reference tests/integration/test_worker_batch.py compares the worker's batches with."""
     g = decision.group
     shop_id = c.shop_id
     by_order = {s.order_id: s for s in seat_rows}
@@ -215,17 +217,15 @@ def _refuse_failed_guards(checks: dict[str, int]) -> None:
 async def _carry_out(session: AsyncSession, ld: lean.Loaded, decision: gb.Decision, w: lean.Writes, *, now,
                      paid_amounts: dict[str, int] | None = None) -> None:
     """Write `decision` on the loaded group: in one statement when every instruction is lean; otherwise the
-    use case's own rows in one statement, then the money-moving instructions through `apply_decision`."""
+    use case's own rows in one statement, then the money-moving instructions through `service.group_batch`."""
     if lean.lean_enough(decision):
         w.apply(ld.group, decision, ld.campaign_row.campaign_id)
         w.update_group(decision.group)
         _refuse_failed_guards(await w.run(session))
         return
     _refuse_failed_guards(await w.run(session))
-    row, seat_rows, _ = await lock_group(session, ld.shop_id, decision.group.id)  # the lock is already ours
-    c = await load_campaign(session, ld.shop_id, ld.campaign_row.campaign_id)
-    await apply_decision(session, c=c, row=row, seat_rows=seat_rows, decision=decision, now=now,
-                         paid_amounts=paid_amounts)
+    # payment, formation, failure, refunds owed: service/group_batch.py, a batch of this one group
+    await group_batch.carry_out(session, ld.shop_id, now, [(ld, decision)], paid_amounts=paid_amounts)
 
 
 def _check_user_id(user_id: str) -> None:
@@ -325,7 +325,7 @@ async def _attribute(s: AsyncSession, shop_id: str, user_id: str, invite_code: s
                                       source=BindingSource.GROUP_INVITE, campaign_id=campaign_id)
 
 
-async def pay_group_order(session: AsyncSession, *, order: Order, amount: int, now) -> bool:
+async def pay_group_order(session: AsyncSession, *, order: lean.OrderView, amount: int, now) -> bool:
     """GB-1/GB-2/GB-4/GB-9/GB-10 for a payment confirmation of a group order. True if it took a seat; a
     payment that takes none is owed back in full (GB-9 late, GB-10 a seat another payment took)."""
     ld = await lean.load_group(session, order.shop_id, order.group_id)

@@ -17,14 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine.errors import ErrorCode, refuse
 from engine.events import EventType
-from service.tx import commissions, events, fraud
+from service.tx import commissions, fraud, group_batch
 from service.context import Services
 from service.usecases.groups import advance_due_groups, pay_group_order
 from service.tx.idempotency import once_or_replay, request_hash
 from service.tx.ids import new_id
 from service.tx.ledger import LedgerBatch, line_from_row
 from service.usecases.refunds import apply_refund
-from service.usecases.shops import load_settings
 from service.uow import unit_of_work
 from service.tx.lean import ORDER_COLUMNS, OrderView
 from store.models import GroupRow, Order, Payment
@@ -163,6 +162,17 @@ REPORT_ORDER = text(
 )
 
 
+async def find_order_by(s: AsyncSession, shop_id: str, *, order_id: str | None = None,
+                        external_id: str | None = None) -> OrderView:
+    """The order by id or external id, through Core (no lock: the use case locks what it changes)."""
+    where, params = _order_where(order_id, external_id)
+    row = (await s.execute(text(f"SELECT row_to_json(o) AS o FROM (SELECT {ORDER_COLUMNS} FROM orders "
+                                f"WHERE shop_id = :s AND {where}) o"), {"s": shop_id, **params})).first()
+    if row is None:
+        raise refuse(ErrorCode.NOT_FOUND, "order not found", field="orderId")
+    return OrderView.from_json(shop_id, _json(row.o))
+
+
 async def find_order_view(s: AsyncSession, shop_id: str, *, external_id: str) -> OrderView:
     row = (await s.execute(text(f"SELECT row_to_json(o) AS o FROM (SELECT {ORDER_COLUMNS} FROM orders "
                                 "WHERE shop_id = :s AND external_id = :ext) o"), {"s": shop_id, "ext": external_id})
@@ -185,7 +195,7 @@ async def confirm_payment(svc: Services, *, shop_id: str, provider_ref: str, amo
     now = svc.now()
     async with unit_of_work(svc) as s:
         async def run() -> dict:
-            order = await find_order(s, shop_id, order_id=order_id, external_id=external_id)
+            order = await find_order_by(s, shop_id, order_id=order_id, external_id=external_id)
             claimed = (await s.execute(
                 insert(Payment).values(shop_id=shop_id, provider_ref=provider_ref, order_id=order.order_id,
                                        amount=amount, accepted=False, received_at=now)
@@ -213,25 +223,49 @@ async def confirm_payment(svc: Services, *, shop_id: str, provider_ref: str, amo
         return {**r, "replayed": r["replayed"] or replayed}
 
 
-async def pay_plain_order(s: AsyncSession, *, order: Order, amount: int, now) -> bool:
-    order = await find_order(s, order.shop_id, order_id=order.order_id, lock=True)
+# OR-2/CM-1..CM-4/DS-1: the plain order under FOR UPDATE with its payment's commission context
+# (group_batch.PAID_COLS: RF-2 bindings, distributors, settings, levels, line bases, the buyer's spend) and
+# whether the shop has levels (LV-2) — one round trip.
+LOAD_FOR_PAYMENT = text(
+    f"WITH o AS (SELECT {ORDER_COLUMNS} FROM orders WHERE shop_id = :s AND order_id = :oid FOR UPDATE)"
+    f"{group_batch.PAID_CTES} SELECT (SELECT row_to_json(o) FROM o) AS o, "
+    f"EXISTS (SELECT 1 FROM levels WHERE shop_id = :s) AS has_levels{group_batch.PAID_COLS}")
+
+
+async def pay_plain_order(s: AsyncSession, *, order, amount: int, now) -> bool:
+    """OR-2: a plain order's payment. One statement loads (the order under lock, its commission context), the
+    engine decides the lines (`commissions.post_paid_lines`), one statement writes (the applier's); a buyer
+    DS-1 admits gets its distributor row first, and LV-2 adds its statement(s) in a shop with levels."""
+    got = (await s.execute(LOAD_FOR_PAYMENT, {"s": order.shop_id, "oid": order.order_id,
+                                              "buyer": order.buyer_id})).one()
+    order = OrderView.from_json(order.shop_id, _json(got.o))
     total = order.goods_amount + order.shipping_amount + order.tax_amount
     if order.state != "CREATED":
         raise refuse(ErrorCode.INVALID_STATE, f"order is {order.state}, not awaiting payment", field="orderId")
     if amount != total:
         raise refuse(ErrorCode.PAYMENT_AMOUNT_MISMATCH, f"order total is {total}", field="amount", rule="OR-2")
     order.state, order.paid_amount, order.paid_at = "PAID", amount, now
+    pc = group_batch.paid_context(got)
+    admitted = group_batch.admitted_by(pc, order.buyer_id, order.goods_amount)
+    if admitted:
+        await group_batch.ensure_distributors(s, order.shop_id, now, {order.buyer_id: "ACTIVE"})
     ledger = LedgerBatch(order.shop_id, now)
-    await commissions.record_paid(s, order, now)
-    settings = await load_settings(s, order.shop_id)
-    await commissions.admit_if_due(s, order.shop_id, order.buyer_id, settings, now)
-    await commissions.on_order_paid(s, ledger, order=order, now=now)
-    events.emit(s, shop_id=order.shop_id, type=EventType.ORDER_PAID, aggregate_type="order", aggregate_id=order.order_id,
-                now=now, rule="OR-2", payload={"order_id": order.order_id, "amount": amount, "buyer_id": order.buyer_id})
+    await commissions.on_order_paid(s, ledger, order=order, now=now, enabled=True, releasable=True,
+                                    admitted=admitted)
+    ledger.row("UPDATE orders SET state = 'PAID', paid_amount = :amount, paid_at = :now, level1_id = :l1, "
+               "level2_id = :l2, source = :src WHERE shop_id = :shop_id AND order_id = :order_id", amount=amount,
+               now=now, l1=order.level1_id, l2=order.level2_id, src=order.source, order_id=order.order_id)
+    ledger.row("UPDATE users SET paid_orders = paid_orders + 1, net_spend = net_spend + :goods, "
+               "first_paid_at = coalesce(first_paid_at, :now), last_paid_at = :now "
+               "WHERE shop_id = :shop_id AND user_id = :buyer", goods=order.goods_amount, now=now,
+               buyer=order.buyer_id)
+    ledger.event(type=EventType.ORDER_PAID, aggregate_type="order", aggregate_id=order.order_id, rule="OR-2",
+                 payload={"order_id": order.order_id, "amount": amount, "buyer_id": order.buyer_id})
     await ledger.flush(s)
-    await commissions.evaluate_levels(s, ledger, shop_id=order.shop_id,
-                                      user_ids={order.buyer_id, order.level1_id, order.level2_id}, now=now)
-    await ledger.flush(s)
+    if got.has_levels:
+        await commissions.evaluate_levels(s, ledger, shop_id=order.shop_id,
+                                          user_ids={order.buyer_id, order.level1_id, order.level2_id}, now=now)
+        await ledger.flush(s)
     return True
 
 
@@ -299,12 +333,14 @@ async def refund_order(svc: Services, *, shop_id: str, amount: int, provider_ref
         return {**r, "replayed": r["replayed"] or replayed, "refund": made[0] if made and not replayed else None}
 
 
-# OR-4/CM-6: the order under FOR UPDATE, then its freezable lines under FOR UPDATE (line_id order), the
-# shop's freeze_days and whether it has levels (LV-2) — one round trip.
+# OR-4/CM-6: the order under FOR UPDATE, then its PENDING lines under FOR UPDATE (line_id order), the
+# shop's freeze_days and whether it has levels (LV-2) — one round trip. `releasable` is not in the WHERE: a
+# payment forming the group may hold the lines while this statement waits, and a row that did not match in
+# the statement's snapshot is never rechecked; `freeze_line` leaves a line that is not releasable alone.
 LOAD_FOR_COMPLETION = f"""
 WITH o AS (SELECT {ORDER_COLUMNS} FROM orders WHERE shop_id = :s AND {{where}} FOR UPDATE),
 l AS (SELECT {commissions.LINE_COLUMNS} FROM commission_lines
-      WHERE shop_id = :s AND order_id = (SELECT order_id FROM o) AND state = 'PENDING' AND releasable
+      WHERE shop_id = :s AND order_id = (SELECT order_id FROM o) AND state = 'PENDING'
       ORDER BY line_id FOR UPDATE)
 SELECT (SELECT row_to_json(o) FROM o) AS o,
        (SELECT coalesce(json_agg(l ORDER BY l.line_id), '[]'::json) FROM l) AS lines,

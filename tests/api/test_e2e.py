@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import tempfile
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 
@@ -330,7 +329,7 @@ def test_admin_registers_webhook_and_replays_events_through_graphql(world):
     assert codes(backend.gql("{ events { totalCount } }")) == ["FORBIDDEN"]
 
 
-async def test_finance_closes_last_month_and_its_xlsx_in_libreoffice_matches_the_ledger_LG3(world, svc, tmp_path):
+async def test_finance_closes_last_month_and_its_xlsx_in_libreoffice_matches_the_ledger_LG3(world, svc, tmp_path, monkeypatch):
     """Issue 6's "done when", all over HTTP: a month of history (a commission released, clawed back in part
     by a refund, a payout approved); finance closes last month by GraphQL (too early: refused; twice: the
     same batch), downloads CSV and XLSX with its token (the same bytes twice; the XLSX with no temporary
@@ -388,7 +387,12 @@ async def test_finance_closes_last_month_and_its_xlsx_in_libreoffice_matches_the
     assert fin.data(refetch, id=sid)["node"] == {"id": sid, "closing": 100}  # Relay refetch, finance/admin only
     assert world["as"]("be", "backend").data(refetch, id=sid)["node"] is None
 
-    leftovers = lambda: set(Path(tempfile.gettempdir()).glob("sharecart-settlement-*"))  # noqa: E731
+    # The server runs in this process: give it a temporary folder of its own, so that other test runs
+    # on the machine (sharing /tmp) cannot put their files in the picture.
+    own_tmp = tmp_path / "server-tmp"
+    own_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(own_tmp))
+    leftovers = lambda: set(own_tmp.glob("sharecart-settlement-*"))  # noqa: E731
     before = leftovers()
     got = {}
     for fmt in ("csv", "xlsx"):

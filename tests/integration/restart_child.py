@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 from engine.distribution import DistributionSettings, DistributorStatus
 from service.usecases import distribution, groups, orders, shops
-from service.tx import lean
+from service.tx import group_batch, lean
 from service.jobs import worker
 from service.context import Services
 from store.database import create_engine
@@ -26,7 +26,8 @@ WORKER_AT = T0 + timedelta(hours=25)  # past the group's expiry, the reservation
 def stop_inside_transactions(shop_id: str) -> None:
     """The last statement of a group change is where this process stops: everything of the transaction
     has been sent to the server, nothing is committed. That is the lean write statement (which carries
-    the NOTIFY) or, on the ORM path of money-moving decisions, its NOTIFY."""
+    the NOTIFY), the write of a batch of group decisions (service/group_batch.py: payments, formation,
+    failure, the worker's batches), or, on the ORM path, its NOTIFY."""
     notify = groups.notify_group
     write = lean.Writes.run
 
@@ -43,8 +44,17 @@ def stop_inside_transactions(shop_id: str) -> None:
             await asyncio.Event().wait()
         return out
 
+    batch_flush = group_batch.GroupBatch.flush
+
+    async def stall_after_batch(self):
+        await batch_flush(self)
+        if self.shop_id == shop_id and self.groups:
+            print(f"IN_TX {sorted(self.groups)[0]}", flush=True)
+            await asyncio.Event().wait()
+
     groups.notify_group = stall
     lean.Writes.run = stall_after_write
+    group_batch.GroupBatch.flush = stall_after_batch
 
 
 async def work(url: str, shop_id: str) -> None:

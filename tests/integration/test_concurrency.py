@@ -304,3 +304,32 @@ async def test_concurrent_refunds_of_one_plain_order_never_exceed_what_was_paid_
     assert await _count(svc, "SELECT standing FROM commission_lines WHERE shop_id=:s AND order_id=:o",
                         s=shop.shop_id, o=o.order_id) == 100  # 1,000 − floor(1,000 × 9,000 / 10,000)
     await assert_ledger_consistent(svc, shop.shop_id)
+
+
+
+async def test_completion_racing_the_payment_that_forms_the_group_always_freezes_the_line_CM6_OR4(svc, shop):
+    """A paid member's order is completed while the payment that forms its group runs. Forming makes the
+    member's commission line releasable and freezes it if the order is completed; completion freezes it if it
+    is releasable. The forming payment reads the group's orders and lines under FOR UPDATE
+    (service/group_batch.py), so whichever commits first, the other sees it and the line ends FROZEN. Read
+    without those locks, forming can see the order not yet completed and completion the line not yet
+    releasable: the line stays PENDING for good."""
+    sid = shop.shop_id
+    await distribution.set_status(svc, shop_id=sid, user_id="ref", status=DistributorStatus.ACTIVE, actor="t",
+                                  reason="t")
+    c = await make_campaign(svc, sid, tiers=[(3, 8000)])
+    states = []
+    for i in range(12):
+        await distribution.bind_referrer(svc, shop_id=sid, user_id=f"m{i}", referrer_id="ref")
+        lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id=f"L{i}")
+        await pay(svc, sid, lead)
+        m = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id=f"m{i}")
+        await pay(svc, sid, m)  # m's line: PENDING, not releasable until the group forms (CM-6)
+        last = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id=f"x{i}")
+        await asyncio.gather(pay(svc, sid, last), orders.complete_order(svc, shop_id=sid, order_id=m.order_id))
+        async with unit_of_work(svc) as s:
+            states.append((await s.execute(text(
+                "SELECT state FROM commission_lines WHERE shop_id = :s AND order_id = :o"),
+                {"s": sid, "o": m.order_id})).scalar_one())
+    assert states == ["FROZEN"] * 12
+    await assert_ledger_consistent(svc, sid)

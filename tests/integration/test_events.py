@@ -156,3 +156,25 @@ async def test_a_payout_approval_that_fails_after_emitting_leaves_no_event_and_n
     assert done.state == "APPROVED"
     async with unit_of_work(svc) as s:
         assert await counts(s) == (["payout.approved"], 1)
+
+
+async def test_a_ledger_batch_of_events_only_writes_them(svc, shop):
+    """The applier's one statement when a batch holds events and nothing else (a GB-5 refund owed on an order
+    without commission lines, say): the shop id is typed once (an untyped `SELECT :shop_id` into the
+    varchar column and `WHERE shop_id = :shop_id` in the currency sub-select made PostgreSQL refuse to
+    prepare it: "inconsistent types deduced for parameter $1")."""
+    from sqlalchemy import text
+
+    from engine.events import EventType
+    from service.tx.ledger import LedgerBatch
+    from service.uow import unit_of_work
+
+    async with unit_of_work(svc) as s:
+        batch = LedgerBatch(shop.shop_id, svc.now())
+        batch.event(type=EventType.ORDER_COMPLETED, aggregate_type="order", aggregate_id="o-only", rule="OR-4",
+                    payload={"order_id": "o-only"})
+        await batch.flush(s)
+    async with svc.sessionmaker() as s:
+        got = (await s.execute(text("SELECT payload FROM events WHERE shop_id = :s AND aggregate_id = 'o-only'"),
+                               {"s": shop.shop_id})).scalar_one()
+    assert (got["order_id"], got["currency"]) == ("o-only", "CNY")

@@ -48,3 +48,47 @@ async def test_open_join_leave_and_expiry_are_one_read_and_one_write_each_GB1_GB
     assert "SKIP LOCKED" in seen[0]
     assert (await raw_row(svc, GroupRow, shop.shop_id, late.group_id)).state == "CANCELLED"
     assert await worker.run_due_groups(svc, shop_id=shop.shop_id) == 0
+
+
+async def test_a_payment_that_takes_the_last_seat_and_forms_the_group_asks_seven_times_GB2_GB4_CM6(svc, shop):
+    """confirmPayment of a group order, with no ORM unit of work: the order and the payment's claim (GB-10), the
+    group under its lock, its orders and lines under lock (with the buyer's DS-1 facts), the commission context
+    (PAID_CONTEXT: RF-2/RF-3, FR rules), one write (seat, group, order, counters, commission lines, ledger,
+    events, NOTIFY), the claim's outcome."""
+    from service.usecases import distribution
+    from engine.distribution import DistributorStatus
+
+    await distribution.set_status(svc, shop_id=shop.shop_id, user_id="ref", status=DistributorStatus.ACTIVE,
+                                  actor="t", reason="t")
+    await distribution.bind_referrer(svc, shop_id=shop.shop_id, user_id="m", referrer_id="ref")
+    c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)])
+    lead = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="L")
+    await pay(svc, shop.shop_id, lead)
+    m = await groups.join_group(svc, shop_id=shop.shop_id, group_id=lead.group_id, user_id="m")
+    with recorded_statements(svc) as seen:
+        assert (await pay(svc, shop.shop_id, m))["accepted"] is True
+    assert [q.split()[0] for q in seen] == ["SELECT", "INSERT", "SELECT", "WITH", "WITH", "WITH", "UPDATE"], \
+        [q[:60] for q in seen]
+    assert "FOR UPDATE OF g" in seen[2] and "FOR UPDATE" in seen[3]
+    assert (await raw_row(svc, GroupRow, shop.shop_id, lead.group_id)).state == "FORMED"
+    o = await raw_row(svc, Order, shop.shop_id, m.order_id)
+    assert (o.state, o.paid_amount, o.level1_id, o.source) == ("PAID", 8000, "ref", "GROUP_INVITE")
+
+
+async def test_a_plain_payment_loads_once_and_writes_once_OR2_CM4(svc, shop):
+    """confirmPayment of a plain order: the order and the payment's claim (GB-10), the order under lock with its
+    DS-1 facts, the commission context (PAID_CONTEXT), one write, the claim's outcome; no ORM unit of work."""
+    from service.usecases import orders
+
+    o = await orders.report_order(svc, shop_id=shop.shop_id, external_id="e1", buyer_id="b",
+                                  lines=[orders.LineInput("p", 1, 5000)])
+    await pay(svc, shop.shop_id, o.order_id, amount=5000)  # the buyer's first order (DS-1 may admit here)
+    o2 = await orders.report_order(svc, shop_id=shop.shop_id, external_id="e2", buyer_id="b",
+                                   lines=[orders.LineInput("p", 1, 5000)])
+    with recorded_statements(svc) as seen:
+        assert (await pay(svc, shop.shop_id, o2.order_id, amount=5000))["accepted"] is True
+    assert [q.split()[0] for q in seen] == ["SELECT", "INSERT", "WITH", "WITH", "WITH", "UPDATE"], \
+        [q[:60] for q in seen]
+    assert "FOR UPDATE" in seen[2]
+    row = await raw_row(svc, Order, shop.shop_id, o2.order_id)
+    assert (row.state, row.paid_amount) == ("PAID", 5000)

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from engine.errors import RuleViolation
-from service.tx import events
+from service.tx import events, group_batch
 from service.usecases import groups, orders, refunds, webhooks
 from service.uow import unit_of_work
 from store.models import Event
@@ -585,12 +585,14 @@ async def test_a_real_use_case_that_fails_after_emitting_leaves_no_event_and_no_
 
     seen_inside = []
 
-    async def fail_after_emit(session, shop_id, group_id):  # the last step of apply_decision, after every emit
-        await session.flush()
-        seen_inside.append(await counts(session))
+    real_flush = group_batch.GroupBatch.flush
+
+    async def fail_after_write(self):  # the payment's one write statement went through, then a later step fails
+        await real_flush(self)
+        seen_inside.append(await counts(self.session))
         raise RuntimeError("a later step of the use case fails")
 
-    monkeypatch.setattr(groups, "notify_group", fail_after_emit)
+    monkeypatch.setattr(group_batch.GroupBatch, "flush", fail_after_write)
     with pytest.raises(RuntimeError):
         await pay(svc, shop.shop_id, g, ref="pay-lead")
     assert seen_inside == [(["order.paid", "group.opened"], 2)]  # written in the transaction, fanned out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from engine import groupbuy as gb
 from service.usecases import groups
 from service.jobs import worker
 from store.models import GroupRow, Order
@@ -18,14 +19,14 @@ async def test_a_group_that_fails_to_advance_does_not_stall_the_others_GB11(svc,
     good = [await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id=f"g{i}")
             for i in range(3)]
     svc.clock.advance(timedelta(minutes=30))  # every leader's payment window has passed
-    real = worker.advance_claimed
+    real = gb.advance
 
-    async def broken_for_one(session, claimed, *, now):
-        if claimed.group.id == bad.group_id:
+    def broken_for_one(campaign, group, *, now):  # the batch fails, then this group alone
+        if group.id == bad.group_id:
             raise RuntimeError("this group cannot be advanced")
-        return await real(session, claimed, now=now)
+        return real(campaign, group, now=now)
 
-    monkeypatch.setattr(worker, "advance_claimed", broken_for_one)
+    monkeypatch.setattr(gb, "advance", broken_for_one)
     with caplog.at_level(logging.ERROR, logger="sharecart.worker"):
         assert await worker.run_due_groups(svc) >= len(good)
     for seat in good:  # GB-2 releases applied behind the failing group
