@@ -99,8 +99,10 @@ def _literal(v) -> str:
         return str(v)
     if isinstance(v, (list, tuple)):
         return "ARRAY[" + ", ".join(_literal(x) for x in v) + "]" if v else "'{}'"
-    if isinstance(v, (datetime, date)):
-        v = v.isoformat()
+    if isinstance(v, datetime):  # typed: an untyped literal in a CASE or a select list would be text
+        return f"CAST('{v.isoformat()}' AS {'timestamptz' if v.tzinfo else 'timestamp'})"
+    if isinstance(v, date):
+        return f"CAST('{v.isoformat()}' AS date)"
     return "'" + str(v).replace("'", "''") + "'"
 
 
