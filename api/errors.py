@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 import strawberry
@@ -127,8 +128,16 @@ def _sqlstate(exc) -> tuple[str | None, str | None]:
         seen.add(id(e))
         state = state or getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
         constraint = constraint or getattr(e, "constraint_name", None)
+        if constraint is None:  # Citus relays a worker's error without its constraint field: only the message
+            named = _NAMED_CONSTRAINT.search(str(e))
+            constraint = named[1] if named else None
         e = getattr(e, "orig", None) or e.__cause__
+    if constraint and constraint not in UNIQUE_REFUSALS:  # on Citus, the shard's: `<name>_<shard id>`
+        constraint = re.sub(r"_[0-9]+$", "", constraint)
     return state, constraint
+
+
+_NAMED_CONSTRAINT = re.compile(r'violates unique constraint "([a-z0-9_]+)"')
 
 
 def refusal_of(exc: BaseException) -> RuleViolation | None:

@@ -3,7 +3,8 @@
 Each revision runs in a transaction of its own (`transaction_per_migration`): on Citus, table DDL,
 distribution and function DDL of one revision go together, and a later revision failing leaves the
 earlier ones applied. On Citus (the extension installed) every table a revision creates is distributed
-by shop_id at the end of that revision, inside its transaction (store.citus, docs/sharding.md).
+by shop_id at the end of that revision, inside its transaction, and at the end of the run every worker's
+sequences get the coordinator's grants (Citus does not propagate those; store.citus, docs/sharding.md).
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ def _run(connection) -> None:
                       transaction_per_migration=True, on_version_apply=[_distribute] if on_citus else [])
     with context.begin_transaction():
         context.run_migrations()
+    if on_citus:  # after the revisions committed: the workers must see the sequences they grant on
+        citus.sync_sequence_grants(connection)
+        if connection.in_transaction():
+            connection.commit()
 
 
 async def _run_async() -> None:

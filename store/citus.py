@@ -11,6 +11,11 @@ checks here run (and `create_database` makes one plain database).
 - `prepare_session`: the settings a migration transaction needs on Citus (`citus.enable_unsafe_triggers`
   for the append-only and outbox triggers, sequential shard DDL so function DDL can follow table DDL in
   the same transaction).
+- `sync_sequence_grants`: Citus propagates GRANT and REVOKE on distributed tables (and roles, and role
+  membership) from the coordinator to every node, but not on the sequences of identity columns: each worker
+  has its own copy of such a sequence (a statement routed to a shard takes its numbers there), which keeps
+  its owner's privileges only. The migration environment calls it at the end of every migration run, so
+  every worker's sequences grant what the coordinator's do (the runtime role of 0011 needs USAGE on them).
 - `create_database` / `drop_database`: Citus propagates neither CREATE DATABASE nor node membership, so a
   fresh database (a test run's, a benchmark's) is created on every node, gets the extension on every node,
   and the coordinator's copy is told its workers.
@@ -86,6 +91,65 @@ def distribute_now(sync_conn) -> None:
     so its rows go straight to the shards."""
     if is_citus(sync_conn):
         distribute_new_tables(sync_conn)
+
+
+_SEQUENCE_ACLS = """
+SELECT n.nspname, c.relname, a.grantee, a.is_grantable, string_agg(a.privilege_type, ', ' ORDER BY a.privilege_type)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema()
+LEFT JOIN LATERAL aclexplode(c.relacl) a ON a.grantee <> c.relowner
+WHERE c.relkind = 'S'
+GROUP BY n.nspname, c.relname, a.grantee, a.is_grantable
+ORDER BY c.relname, a.grantee
+"""
+
+
+def _grantee(sync_conn, oid: int) -> str:
+    if oid == 0:
+        return "PUBLIC"
+    return sync_conn.execute(text("SELECT quote_ident(rolname) FROM pg_roles WHERE oid = :o"), {"o": oid}).scalar_one()
+
+
+def sequence_grants_sql(sync_conn) -> list[str]:
+    """One statement per sequence of the current schema, for a worker: revoke what anyone but the owner holds
+    there, then grant what the coordinator grants (nothing when the worker has no such sequence)."""
+    grants: dict[str, list[str]] = {}
+    for nsp, rel, grantee, grantable, privileges in sync_conn.execute(text(_SEQUENCE_ACLS)):
+        name = sync_conn.execute(text("SELECT format('%I.%I', CAST(:n AS text), CAST(:r AS text))"),
+                                 {"n": nsp, "r": rel}).scalar_one()
+        grants.setdefault(name, [])
+        if grantee is not None:
+            grants[name].append(f"GRANT {privileges} ON SEQUENCE {name} TO {_grantee(sync_conn, grantee)}"
+                                + (" WITH GRANT OPTION" if grantable else "") + ";")
+    out = []
+    for name, statements in grants.items():
+        literal = "'" + name.replace("'", "''") + "'"
+        out.append(f"""DO $sync$
+DECLARE g text;
+BEGIN
+    IF to_regclass({literal}) IS NULL THEN RETURN; END IF;
+    FOR g IN SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END
+             FROM pg_class c CROSS JOIN aclexplode(c.relacl) a
+             WHERE c.oid = CAST({literal} AS regclass) AND a.grantee <> c.relowner LOOP
+        EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM %s', {literal}, g);
+    END LOOP;
+    {" ".join(statements)}
+END $sync$""")
+    return out
+
+
+def sync_sequence_grants(sync_conn) -> int:
+    """On Citus: make every worker's sequences of the current schema grant what the coordinator's do (see the
+    module's docstring); returns the number of statements sent to each worker (0 on PostgreSQL). Runs through
+    `run_command_on_workers`, which commits on each worker by itself: call it after the migrations committed."""
+    if not is_citus(sync_conn):
+        return 0
+    statements = sequence_grants_sql(sync_conn)
+    for sql in statements:
+        for node, port, ok, result in sync_conn.execute(text(
+                "SELECT nodename, nodeport, success, result FROM run_command_on_workers(:sql)"), {"sql": sql}):
+            if not ok:
+                raise RuntimeError(f"granting on the sequences of {node}:{port} failed: {result}")
+    return len(statements)
 
 
 # ---------------------------------------------------------------- a fresh database on every node

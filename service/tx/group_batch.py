@@ -390,9 +390,10 @@ class GroupBatch:
         if self.new_seats:
             ss = list(self.new_seats.items())
             row("INSERT INTO seats (shop_id, order_id, group_id, user_id, quantity, unit_price, role, state, "
-                "reserved_at, pay_by, paid_at) SELECT :shop_id, * FROM unnest(CAST(:o AS text[]), CAST(:g AS text[]), "
-                "CAST(:u AS text[]), CAST(:q AS int[]), CAST(:up AS bigint[]), CAST(:r AS text[]), CAST(:st AS text[]), "
-                "CAST(:ra AS timestamptz[]), CAST(:pb AS timestamptz[]), CAST(:pa AS timestamptz[]))",
+                "reserved_at, pay_by, paid_at) SELECT sh.shop_id, v.* FROM shops sh CROSS JOIN unnest(CAST(:o AS text[]), "
+                "CAST(:g AS text[]), CAST(:u AS text[]), CAST(:q AS int[]), CAST(:up AS bigint[]), CAST(:r AS text[]), "
+                "CAST(:st AS text[]), CAST(:ra AS timestamptz[]), CAST(:pb AS timestamptz[]), CAST(:pa AS timestamptz[])) "
+                "AS v WHERE sh.shop_id = :shop_id",
                 **_seat_arrays(ss))
         if self.seat_rows:
             ss = sorted(self.seat_rows.items())
@@ -435,9 +436,9 @@ class GroupBatch:
         if self.refunds:
             rs = self.refunds
             row("INSERT INTO refunds (shop_id, refund_id, order_id, amount, rule, \"full\", state, created_at) "
-                "SELECT :shop_id, v.r, v.o, v.a, v.rule, v.f, 'OWED', CAST(:now AS timestamptz) "
-                "FROM unnest(CAST(:r AS text[]), CAST(:o AS text[]), CAST(:a AS bigint[]), CAST(:rule AS text[]), "
-                "CAST(:f AS bool[])) AS v(r, o, a, rule, f)", now=self.now, r=[x[0] for x in rs],
+                "SELECT sh.shop_id, v.r, v.o, v.a, v.rule, v.f, 'OWED', CAST(:now AS timestamptz) "
+                "FROM shops sh CROSS JOIN unnest(CAST(:r AS text[]), CAST(:o AS text[]), CAST(:a AS bigint[]), "
+                "CAST(:rule AS text[]), CAST(:f AS bool[])) AS v(r, o, a, rule, f) WHERE sh.shop_id = :shop_id", now=self.now, r=[x[0] for x in rs],
                 o=[x[1] for x in rs], a=[x[2] for x in rs], rule=[x[3] for x in rs], f=[x[4] for x in rs])
         if self.users:
             us = sorted(self.users.items())

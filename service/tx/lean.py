@@ -54,16 +54,16 @@ def load_sql(where: str, *, skip_locked: bool = False, limit: str = "") -> str:
         + ", ".join(f"c.{c} AS c_{c}" for c in CAMPAIGN_COLS) + ", "
         + ", ".join(f"st.s_{c}" for c in SEAT_COLS) + ", "
         "CAST(g.xmin AS text) AS x_locked, "
-        "(SELECT CAST(g2.xmin AS text) FROM groups g2 WHERE g2.shop_id = g.shop_id AND g2.group_id = g.group_id) "
+        "(SELECT CAST(g2.xmin AS text) FROM groups g2 WHERE g2.shop_id = :s AND g2.group_id = g.group_id) "
         "AS x_seen, sh.currency AS shop_currency, "
-        "(SELECT u.units FROM campaign_user_units u WHERE u.shop_id = g.shop_id AND u.campaign_id = g.campaign_id "
+        "(SELECT u.units FROM campaign_user_units u WHERE u.shop_id = :s AND u.campaign_id = g.campaign_id "
         "AND u.user_id = :u) AS user_units, "
-        "(SELECT us.paid_orders FROM users us WHERE us.shop_id = g.shop_id AND us.user_id = :u) AS user_paid_orders "
-        "FROM groups g JOIN campaigns c ON c.shop_id = g.shop_id AND c.campaign_id = g.campaign_id "
-        "JOIN shops sh ON sh.shop_id = g.shop_id "
+        "(SELECT us.paid_orders FROM users us WHERE us.shop_id = :s AND us.user_id = :u) AS user_paid_orders "
+        "FROM groups g JOIN campaigns c ON c.shop_id = :s AND c.shop_id = g.shop_id AND c.campaign_id = g.campaign_id "
+        "JOIN shops sh ON sh.shop_id = :s AND sh.shop_id = g.shop_id "
         "LEFT JOIN LATERAL (SELECT "
         + ", ".join(f"array_agg(s.{c} ORDER BY s.reserved_at, s.order_id) AS s_{c}" for c in SEAT_COLS)
-        + " FROM seats s WHERE s.shop_id = g.shop_id AND s.group_id = g.group_id) st ON true "
+        + " FROM seats s WHERE s.shop_id = :s AND s.shop_id = g.shop_id AND s.group_id = g.group_id) st ON true "
         f"WHERE g.shop_id = :s AND {where} {limit} FOR UPDATE OF g" + (" SKIP LOCKED" if skip_locked else "")
     )
 
@@ -74,11 +74,11 @@ CLAIM_DUE = text(load_sql("g.due_at <= :now", skip_locked=True, limit="ORDER BY 
 
 LOAD_CAMPAIGN = text(
     "SELECT " + ", ".join(f"c.{c} AS c_{c}" for c in CAMPAIGN_COLS) + ", sh.currency AS shop_currency, "
-    "(SELECT u.units FROM campaign_user_units u WHERE u.shop_id = c.shop_id AND u.campaign_id = c.campaign_id "
+    "(SELECT u.units FROM campaign_user_units u WHERE u.shop_id = :s AND u.campaign_id = c.campaign_id "
     "AND u.user_id = :u) AS user_units, "
     "b.referrer_id AS b_referrer_id, b.bound_at AS b_bound_at, b.source AS b_source, b.expires_at AS b_expires_at "
-    "FROM campaigns c JOIN shops sh ON sh.shop_id = c.shop_id "
-    "LEFT JOIN bindings b ON b.shop_id = c.shop_id AND b.user_id = :u "
+    "FROM campaigns c JOIN shops sh ON sh.shop_id = :s AND sh.shop_id = c.shop_id "
+    "LEFT JOIN bindings b ON b.shop_id = :s AND b.shop_id = c.shop_id AND b.user_id = :u "
     "WHERE c.shop_id = :s AND c.campaign_id = :c"
 )
 

@@ -28,13 +28,15 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine import commission as cm
 from engine.events import EventType
 from engine.ledger import Bucket, Posting
+from service.tx import events
 from service.tx.ids import new_id
+from store.models import Shop
 
 BALANCE_COLUMN = {
     Bucket.PENDING: "pending",
@@ -129,17 +131,23 @@ class LedgerBatch:
 
     # ------------------------------------------------------------ writing it
     def _parts(self) -> list[tuple[str, dict[str, Any]]]:
+        # On Citus (issue 17, docs/sharding.md) an INSERT … SELECT from unnest alone is pulled through the
+        # coordinator and copied back to the shard, with two-phase commit. Commission lines are therefore
+        # selected beside the shop's own row (`FROM shops sh CROSS JOIN unnest(…) WHERE sh.shop_id = :shop_id`,
+        # colocated: it runs on the shop's shard). Ledger entries and events have an identity column, whose
+        # nextval Citus will not push down in an INSERT … SELECT: they are a multi-row VALUES, numbered on the
+        # coordinator in the order given, carrying the shop's currency as a plain value (no sub-select).
         parts: list[tuple[str, dict[str, Any]]] = list(self._rows)
         if self._new:
             ls = [n.line for n in self._new.values()]
             parts.append((
                 "INSERT INTO commission_lines (shop_id, line_id, order_id, beneficiary_id, level, group_id, base, "
                 "base_refunded, original, standing, state, releasable, created_at, available_at, held) "
-                "SELECT :shop_id, * FROM unnest(CAST(:ids AS text[]), CAST(:orders AS text[]), "
+                "SELECT sh.shop_id, v.* FROM shops sh CROSS JOIN unnest(CAST(:ids AS text[]), CAST(:orders AS text[]), "
                 "CAST(:bens AS text[]), CAST(:levels AS int[]), CAST(:groups AS text[]), CAST(:bases AS bigint[]), "
                 "CAST(:refunded AS bigint[]), CAST(:originals AS bigint[]), CAST(:standings AS bigint[]), "
                 "CAST(:states AS text[]), CAST(:releasable AS bool[]), CAST(:created AS timestamptz[]), "
-                "CAST(:available AS timestamptz[]), CAST(:held AS bool[]))",
+                "CAST(:available AS timestamptz[]), CAST(:held AS bool[])) AS v WHERE sh.shop_id = :shop_id",
                 {"ids": [ln.id for ln in ls], "orders": [ln.order_id for ln in ls],
                  "bens": [ln.beneficiary_id for ln in ls], "levels": [ln.level for ln in ls],
                  "groups": [n.group_id for n in self._new.values()], "bases": [ln.paid_base for ln in ls],
@@ -179,36 +187,29 @@ class LedgerBatch:
                 "ON v.user_id = l.user_id) v WHERE d.shop_id = :shop_id AND d.user_id = v.uid "
                 f"RETURNING d.user_id, {', '.join('d.' + c for c in BALANCES)}",
                 {"__key": _BALANCES_KEY, "users": users, **{c: [deltas[u][c] for u in users] for c in BALANCES}}))
+            le = [(new_id("le_"), d, p.bucket.value, p.amount, p.kind.value, rt, ri) for d, p, rt, ri in items]
             parts.append((
                 "INSERT INTO ledger_entries (shop_id, entry_id, distributor_id, bucket, amount, kind, ref_type, "
-                "ref_id, created_at) SELECT :shop_id, v.entry_id, v.distributor_id, v.bucket, v.amount, v.kind, v.ref_type, "
-                "v.ref_id, :now FROM unnest(CAST(:ids AS text[]), "
-                "CAST(:dists AS text[]), CAST(:buckets AS text[]), CAST(:amounts AS bigint[]), "
-                "CAST(:kinds AS text[]), CAST(:ref_types AS text[]), CAST(:ref_ids AS text[])) WITH ORDINALITY "
-                "AS v(entry_id, distributor_id, bucket, amount, kind, ref_type, ref_id, n) ORDER BY v.n",
-                {"ids": [new_id("le_") for _ in items], "dists": [d for d, _, _, _ in items],
-                 "buckets": [p.bucket.value for _, p, _, _ in items], "amounts": [p.amount for _, p, _, _ in items],
-                 "kinds": [p.kind.value for _, p, _, _ in items], "ref_types": [rt for _, _, rt, _ in items],
-                 "ref_ids": [ri for _, _, _, ri in items], "now": self.now}))
+                "ref_id, created_at) VALUES " + ", ".join(
+                    f"(:shop_id, :e{n}, :d{n}, :b{n}, :a{n}, :k{n}, :t{n}, :r{n}, :now)" for n in range(len(le))),
+                {"now": self.now, **{f"{c}{n}": v for n, row in enumerate(le) for c, v in zip("edbaktr", row)}}))
         if self._events:
-            evs = self._events
+            currency = events.known_currency(self.shop_id)
+            evs = [(new_id("evt_"), e["type"], e["aggregate_type"], e["aggregate_id"], e["rule"],
+                    json.dumps({"currency": currency, **e["payload"]}, default=str)) for e in self._events]
             parts.append((
                 "INSERT INTO events (shop_id, event_id, type, aggregate_type, aggregate_id, rule, occurred_at, "
-                "payload) SELECT CAST(:shop_id AS varchar), v.event_id, v.type, v.aggregate_type, v.aggregate_id, "
-                "v.rule, :now, jsonb_build_object('currency', (SELECT currency FROM shops "
-                "WHERE shop_id = CAST(:shop_id AS varchar))) || v.payload "
-                "FROM unnest(CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:aggs AS text[]), "
-                "CAST(:agg_ids AS text[]), CAST(:rules AS text[]), CAST(:payloads AS jsonb[])) WITH ORDINALITY "
-                "AS v(event_id, type, aggregate_type, aggregate_id, rule, payload, n) ORDER BY v.n",
-                {"ids": [new_id("evt_") for _ in evs], "types": [e["type"] for e in evs],
-                 "aggs": [e["aggregate_type"] for e in evs], "agg_ids": [e["aggregate_id"] for e in evs],
-                 "rules": [e["rule"] for e in evs],
-                 "payloads": [json.dumps(e["payload"], default=str) for e in evs], "now": self.now}))
+                "payload) VALUES " + ", ".join(
+                    f"(:shop_id, :e{n}, :t{n}, :g{n}, :i{n}, :r{n}, :now, CAST(:p{n} AS jsonb))" for n in range(len(evs))),
+                {"now": self.now, **{f"{c}{n}": v for n, row in enumerate(evs) for c, v in zip("etgirp", row)}}))
         return parts
 
     async def flush(self, session: AsyncSession) -> dict[str, Any]:
         """Write everything collected in one statement. Answers the first row of every `row(key=…)` part
         (None if it wrote none). Distributors of the session's identity map get their new balances."""
+        if self._events and events.known_currency(self.shop_id) is None:  # once per shop and process (SH-2)
+            events.remember_currency(self.shop_id, (await session.execute(
+                select(Shop.currency).where(Shop.shop_id == self.shop_id))).scalar_one())
         parts = self._parts()
         self._entries.clear()
         self._new.clear()
@@ -225,11 +226,9 @@ class LedgerBatch:
         ctes, cols = [], []
         for i, (sql, ps) in enumerate(parts):
             key = ps.get("__key")
-            for k, v in ps.items():
-                if k in ("shop_id", "__key"):
-                    continue
-                sql = _rebind(sql, k, f"p{i}_{k}")
-                params[f"p{i}_{k}"] = v
+            own = {k for k in ps if k not in ("shop_id", "__key")}
+            sql = _rebind(sql, own, f"p{i}_")
+            params.update({f"p{i}_{k}": ps[k] for k in own})
             # one type for the shop id wherever a part uses it (a bare parameter in an INSERT's select list and
             # one compared with a column could be deduced as text and varchar: "inconsistent types deduced")
             ctes.append(f"w{i} AS ({_SHOP_ID.sub('CAST(:shop_id AS varchar)', sql)})")
@@ -263,10 +262,9 @@ def _sync_balances(session: AsyncSession, shop_id: str, rows) -> None:
                 set_committed_value(obj, c, r[c])
 
 
-def _rebind(sql: str, name: str, new: str) -> str:
-    import re
-
-    return re.sub(rf"(?<![:\w]):{name}\b", f":{new}", sql)
+def _rebind(sql: str, names: set[str], prefix: str) -> str:
+    """Each bind `:name` of `names` in `sql` becomes `:<prefix>name` (one pass; `::casts` and others are kept)."""
+    return re.sub(r"(?<![:\w]):(\w+)\b", lambda m: f":{prefix}{m[1]}" if m[1] in names else m[0], sql)
 
 
 def _register(session: AsyncSession, batch: LedgerBatch) -> None:

@@ -139,7 +139,9 @@ async def report_order(svc: Services, *, shop_id: str, external_id: str, buyer_i
 
 
 # OR-1/OR-2 in one round trip: the buyer (if new), the order (unless its external id exists: OR-1), and its
-# lines with each category from the line or else the product (OR-3).
+# lines with each category from the line or else the product (OR-3). The lines' rows are selected beside the shop's
+# own row (`FROM shops sh … WHERE sh.shop_id = :s`), so on Citus the INSERT … SELECT runs on the shop's shard
+# (colocated) instead of being pulled through the coordinator (docs/sharding.md).
 REPORT_ORDER = text(
     """
     WITH u AS (INSERT INTO users (shop_id, user_id, display_name, created_at) VALUES (:s, :buyer, '', :now)
@@ -149,11 +151,12 @@ REPORT_ORDER = text(
           VALUES (:s, :oid, :ext, :buyer, 'PLAIN', 'CREATED', :goods, :ship, :tax, 0, 0, :hash, 'NONE', :now)
           ON CONFLICT DO NOTHING RETURNING order_id),
     l AS (INSERT INTO order_lines (shop_id, order_id, line_no, product_ref, category, quantity, unit_price, discount)
-          SELECT :s, o.order_id, v.n, v.ref, COALESCE(v.cat, p.category, ''), v.qty, v.price, v.disc
-          FROM o CROSS JOIN unnest(CAST(:refs AS text[]), CAST(:cats AS text[]), CAST(:qty AS int[]),
-                                   CAST(:price AS bigint[]), CAST(:disc AS bigint[]))
-                             WITH ORDINALITY AS v(ref, cat, qty, price, disc, n)
-          LEFT JOIN products p ON p.shop_id = :s AND p.product_ref = v.ref)
+          SELECT sh.shop_id, o.order_id, v.n, v.ref, COALESCE(v.cat, p.category, ''), v.qty, v.price, v.disc
+          FROM shops sh CROSS JOIN o
+          CROSS JOIN unnest(CAST(:refs AS text[]), CAST(:cats AS text[]), CAST(:qty AS int[]),
+                            CAST(:price AS bigint[]), CAST(:disc AS bigint[])) WITH ORDINALITY AS v(ref, cat, qty, price, disc, n)
+          LEFT JOIN products p ON p.shop_id = sh.shop_id AND p.product_ref = v.ref
+          WHERE sh.shop_id = :s)
     SELECT (SELECT order_id FROM o) AS inserted
     """
 )

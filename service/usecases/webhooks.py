@@ -285,6 +285,8 @@ LEASE_SLACK_S = 10.0  # a lease outlives its deadline by this much, so recording
 CONCURRENCY, PER_ENDPOINT = 16, 4
 GENERIC_FAILURE = "delivery failed"  # all an admin learns of a failure without a status code (SSRF, 11.3)
 
+# Lease times are the database's statement_timestamp(), one clock for every process (Citus refuses a VOLATILE
+# function such as clock_timestamp() in an UPDATE of a distributed table; the statement's start is as good).
 # The candidate is picked in a MATERIALIZED CTE: as a sub-select in UPDATE … FROM the planner may run it once
 # per joined row, and with SKIP LOCKED each run can pick another delivery (leasing several, returning one).
 CLAIM_SQL = text(
@@ -292,7 +294,7 @@ CLAIM_SQL = text(
     WITH c AS MATERIALIZED (
         SELECT d.shop_id, d.endpoint_id, d.event_id FROM webhook_deliveries d
         WHERE d.shop_id = :shop_id AND d.state = 'PENDING' AND d.next_attempt_at <= :now
-          AND (d.lease_until IS NULL OR d.lease_until < clock_timestamp())
+          AND (d.lease_until IS NULL OR d.lease_until < statement_timestamp())
           AND d.endpoint_id <> ALL(CAST(:busy AS text[]))
           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
                           WHERE p.shop_id = d.shop_id AND p.endpoint_id = d.endpoint_id
@@ -301,7 +303,7 @@ CLAIM_SQL = text(
         LIMIT 1
         FOR UPDATE OF d SKIP LOCKED)
     UPDATE webhook_deliveries w
-       SET lease_until = clock_timestamp() + make_interval(secs => :lease_s), lease_token = :token
+       SET lease_until = statement_timestamp() + make_interval(secs => :lease_s), lease_token = :token
     FROM c
     WHERE w.shop_id = :shop_id AND w.shop_id = c.shop_id AND w.endpoint_id = c.endpoint_id AND w.event_id = c.event_id
     RETURNING w.shop_id, w.endpoint_id, w.event_id, w.attempts, w.created_at
@@ -324,7 +326,7 @@ RECORD_SQL = text(
 # nothing), then claim inside one shop, so every locking statement routes to one shard on Citus.
 SHOPS_WITH_DUE_DELIVERIES = text(
     "SELECT DISTINCT shop_id FROM webhook_deliveries WHERE state = 'PENDING' AND next_attempt_at <= :now"
-    " AND (lease_until IS NULL OR lease_until < clock_timestamp())")
+    " AND (lease_until IS NULL OR lease_until < statement_timestamp())")
 
 
 class _Job:

@@ -129,3 +129,26 @@ def _clock_bounded(admin, public):
     assert int(year) < 2200
     # every shop still works
     assert "errors" not in public.gql("{ campaigns { totalCount } }")
+
+
+@pytest.mark.parametrize("constraint, field", [("uq_refunds_shop_id_provider_ref", True),
+                                               ("uq_refunds_shop_id_provider_ref_102458", True),
+                                               ("uq_refunds_shop_id_provider_ref_102458", False)])
+def test_h11_11_a_unique_refusal_is_known_by_its_constraint_on_a_citus_shard_too(constraint, field):
+    """On Citus the unique violation names the shard's constraint (`<name>_<shard id>`), and only in its message
+    (the coordinator relays a worker's error without the constraint field): the same refusal."""
+    from sqlalchemy.exc import IntegrityError
+
+    from api.errors import refusal_of
+
+    class Violation(Exception):
+        sqlstate = "23505"
+        constraint_name = constraint if field else None
+
+    def violation(name: str) -> Exception:
+        return Violation(f'duplicate key value violates unique constraint "{name}"')
+
+    r = refusal_of(IntegrityError("INSERT …", {}, violation(constraint)))
+    assert r is not None and r.code == "IDEMPOTENCY_CONFLICT" and r.field == "providerRef"
+    Violation.constraint_name = "uq_something_else_102458" if field else None
+    assert refusal_of(IntegrityError("INSERT …", {}, violation("uq_something_else_102458"))) is None

@@ -71,7 +71,7 @@ async def _scenario(svc, shop_id: str) -> None:
     svc.clock.set(datetime(2026, 3, 1, tzinfo=timezone.utc))
     await settlements.close_period(svc, shop_id=shop_id, day_from=date(2026, 1, 1), day_to=date(2026, 2, 1),
                                    actor="fin")
-    ep = await webhooks.register_endpoint(svc, shop_id=shop_id, url="http://receiver.invalid/hook")
+    ep = await webhooks.register_endpoint(svc, shop_id=shop_id, url="http://127.0.0.1:9/hook")
     o2 = await orders.report_order(svc, shop_id=shop_id, external_id="o2", buyer_id="b2",
                                    lines=[orders.LineInput("p", 1, 1_000)])
     await pay(svc, shop_id, o2.order_id, amount=1_000)
@@ -99,8 +99,10 @@ def _literal(v) -> str:
         return str(v)
     if isinstance(v, (list, tuple)):
         return "ARRAY[" + ", ".join(_literal(x) for x in v) + "]" if v else "'{}'"
-    if isinstance(v, (datetime, date)):
-        v = v.isoformat()
+    if isinstance(v, datetime):  # typed: an untyped literal in a CASE or a select list would be text
+        return f"CAST('{v.isoformat()}' AS {'timestamptz' if v.tzinfo else 'timestamp'})"
+    if isinstance(v, date):
+        return f"CAST('{v.isoformat()}' AS date)"
     return "'" + str(v).replace("'", "''") + "'"
 
 
@@ -118,20 +120,79 @@ async def _plan(svc, statement: str, parameters) -> str:
         return "\n".join(r[0] for r in rows)
 
 
-async def test_every_one_shop_statement_routes_to_one_shard(svc, shop):
+TASK = re.compile(r"->  Task\n\s*Node: host=(\S+) port=(\d+)")
+SHARD_SCAN = re.compile(r"(Scan|Insert|Update|Delete)( using \w+)? on \w+_\d{6,}\b")
+CTE_WRITE = re.compile(r"\s*WITH\s+\w+\s+AS\s+(MATERIALIZED\s+)?\(\s*(INSERT|UPDATE|DELETE)\b", re.I)
+
+
+def _tasks(plan: str) -> list[tuple[str, str]]:
+    """(node, the task's plan) for each task of a Citus plan."""
+    parts = TASK.split(plan)
+    return [(f"{parts[i]}:{parts[i + 1]}", parts[i + 2]) for i in range(1, len(parts) - 2, 3)]
+
+
+def _one_node(plan: str, coordinator_port: int) -> bool:
+    """Every task of the plan has Task Count 1 and runs on one and the same worker; a task on the coordinator
+    only reads the statement's own intermediate results (no shard of its)."""
+    counts = [int(n) for n in re.findall(r"Task Count: (\d+)", plan)]
+    tasks = _tasks(plan)
+    workers = {n for n, _ in tasks if not n.endswith(f":{coordinator_port}")}
+    local_ok = all(not SHARD_SCAN.search(p) for n, p in tasks if n.endswith(f":{coordinator_port}"))
+    return (bool(counts) and all(n == 1 for n in counts) and len(workers) == 1 and local_ok
+            and "pull to coordinator" not in plan)  # pulled rows go back to the shard by COPY, with 2PC
+
+
+def _router(plan: str) -> bool:
+    """One Citus task, planned by the router: nothing planned apart and nothing pulled through the coordinator."""
+    counts = [int(n) for n in re.findall(r"Task Count: (\d+)", plan)]
+    return counts == [1] and "Distributed Subplan" not in plan and "pull to coordinator" not in plan
+
+
+async def test_every_one_shop_statement_routes_to_one_shard(svc, shop, server_url):
+    """Plain statements are router plans (one task). A single-statement write (`WITH w0 AS (INSERT …), w1 AS
+    (UPDATE …) SELECT …`: service/lean.py, LedgerBatch, service/orders.py) cannot be: Citus 13 router-plans only
+    SELECT, UPDATE and DELETE in a CTE, so it runs each INSERT part as a subplan of its own. Every part is then
+    one task on the shop's node (an INSERT … SELECT of arrays selects them beside the shop's row, so it is
+    colocated rather than pulled through the coordinator), and what the coordinator runs itself only reads the
+    parts' results: one node, no shard of another shop, no two-phase commit (next test)."""
+    from sqlalchemy.engine import make_url
+
+    coordinator_port = make_url(server_url).port or 5432
     with recorded(svc) as seen:
         await _scenario(svc, shop.shop_id)
-    spanning, planned = [], 0
+    spanning, planned, cte_writes = [], 0, 0
     for statement, parameters in seen.items():
         if NOT_PLANNED.match(statement) or DISCOVERY.match(statement):
             continue
         plan = await _plan(svc, statement, parameters)
-        tasks = [int(n) for n in re.findall(r"Task Count: (\d+)", plan)]
-        if not tasks or any(n != 1 for n in tasks) or "Distributed Subplan" in plan or "pull to coordinator" in plan:
+        if CTE_WRITE.match(statement):
+            cte_writes += 1
+            ok = _one_node(plan, coordinator_port)
+        else:
+            ok = _router(plan)
+        if not ok:
             spanning.append((statement, plan))
         planned += 1
     assert planned > 50, f"only {planned} statements recorded: the scenario did not run"
+    assert cte_writes >= 8, f"only {cte_writes} single-statement writes recorded: the lean paths did not run"
     assert spanning == [], "\n\n".join(f"{s}\n--\n{p}" for s, p in spanning)
+
+
+def test_the_plan_checks_tell_one_node_from_several():
+    """The two checks above on plans as Citus prints them (so a change of format cannot pass them vacuously)."""
+    one = ("Custom Scan (Citus Adaptive)\n  ->  Distributed Subplan 1_1\n    ->  Custom Scan (Citus Adaptive)\n"
+           "          Task Count: 1\n          ->  Task\n                Node: host=127.0.0.1 port=9701 dbname=x\n"
+           "                ->  Insert on users_102491 citus_table_alias\n  Task Count: 1\n  ->  Task\n"
+           "        Node: host=localhost port=9700 dbname=x\n        ->  Function Scan on read_intermediate_result\n")
+    assert _one_node(one, 9700) and not _router(one)
+    assert not _one_node(one.replace("port=9701", "port=9702", 1) + one, 9700)  # two workers
+    assert not _one_node(one.replace("Function Scan on read_intermediate_result",
+                                     "Seq Scan on orders_102331 o"), 9700)  # the coordinator reads a shard
+    assert not _one_node(one.replace("Task Count: 1", "Task Count: 32", 1), 9700)
+    assert not _one_node(one.replace("Custom Scan (Citus Adaptive)\n          Task", "Custom Scan (Citus INSERT ... "
+                                     "SELECT)\n INSERT/SELECT method: pull to coordinator\n          Task"), 9700)
+    router = "Custom Scan (Citus Adaptive)\n  Task Count: 1\n  ->  Task\n    Node: host=127.0.0.1 port=9702 dbname=x\n"
+    assert _router(router) and not _router(router.replace("Task Count: 1", "Task Count: 32"))
 
 
 async def test_a_one_shop_transaction_commits_on_one_node_without_two_phase_commit(svc, shop):
@@ -160,3 +221,54 @@ async def test_every_table_is_distributed_by_shop_id_and_colocated(svc):
             "= 'shop_id') FROM pg_dist_partition"))).one()
     assert set(local) == NOT_SHOP_DATA
     assert groups_[0] == 1 and groups_[1] >= 30 and groups_[2]
+    # a shard is named `<table>_<shard id>`: trigger functions take the table's name by stripping that (0019)
+    assert not [t for t in local if re.search(r"_[0-9]+$", t)]
+    async with svc.engine.connect() as c:
+        names = (await c.execute(text("SELECT logicalrelid::text FROM pg_dist_partition"))).scalars().all()
+    assert not [t for t in names if re.search(r"_[0-9]+$", t)]
+
+
+_ACLS = """
+SELECT 'relation ' || c.relname, COALESCE(c.relacl::text, '') FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+ WHERE c.relkind IN ('r', 'p', 'S', 'v') AND c.relname NOT LIKE 'citus\\_%'
+   AND c.oid NOT IN (SELECT logicalrelid FROM pg_dist_partition WHERE false)
+UNION ALL
+SELECT 'column ' || c.relname || '.' || a.attname, a.attacl::text FROM pg_attribute a
+  JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+ WHERE a.attacl IS NOT NULL AND c.relkind IN ('r', 'p')
+UNION ALL
+SELECT 'function ' || p.oid::regprocedure::text, COALESCE(p.proacl::text, '') || ' ' || p.prosecdef
+  FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace AND p.proname LIKE 'sharecart\\_%'
+UNION ALL
+SELECT 'schema public', COALESCE(nspacl::text, '') FROM pg_namespace WHERE nspname = 'public'
+UNION ALL
+SELECT 'member ' || r.rolname || ' of ' || g.rolname, '' FROM pg_auth_members m
+  JOIN pg_roles r ON r.oid = m.member JOIN pg_roles g ON g.oid = m.roleid WHERE g.rolname LIKE 'sharecart\\_%'
+"""
+
+
+async def test_every_node_grants_the_runtime_role_what_the_coordinator_does(svc, database_url, server_url):
+    """The service connects as a member of sharecart_app (0011, store/roles.py); a statement routed to a shard runs
+    on a worker as that role, so each worker must hold the same roles, memberships and grants on the tables, their
+    columns, the identity sequences (store.citus.sync_sequence_grants) and the functions as the coordinator."""
+    from sqlalchemy.engine import make_url
+
+    from store import citus
+    from store.database import create_engine
+
+    async def acls(url: str) -> dict[str, str]:
+        eng = create_engine(url, pool_size=1, max_overflow=0)
+        try:
+            async with eng.connect() as c:
+                return dict((await c.execute(text(_ACLS))).all())
+        finally:
+            await eng.dispose()
+
+    here = await acls(database_url)
+    nodes = await citus.workers(server_url)
+    assert len(nodes) >= 1 and any("sharecart_app=" in v for k, v in here.items() if k.endswith("_seq_seq"))
+    for host, port in nodes:
+        there = await acls(make_url(database_url).set(host=host, port=port).render_as_string(hide_password=False))
+        local = {k for k in here if k.startswith(("relation alembic_version", "relation worker_heartbeats"))}
+        assert {k: v for k, v in there.items() if k not in local} == {k: v for k, v in here.items() if k not in local}
