@@ -13,12 +13,12 @@ name has no such suffix and nothing changes. CREATE OR REPLACE on the coordinato
 functions are distributed objects there (the triggers' dependencies).
 
 Revision ID: 0019
-Revises: 0017
+Revises: 0018
 """
 from alembic import op
 
 revision = "0019"
-down_revision = "0017"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 

@@ -27,6 +27,7 @@ admitted by it gets its row before the write, like a rewarded leader.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -84,12 +85,33 @@ def admitted_by(pc, buyer_id: str, goods_amount: int) -> bool:
 
 
 async def ensure_distributors(session, shop_id: str, now: datetime, statuses: dict[str, str]) -> None:
-    """ENSURE_DISTRIBUTORS for `statuses` (user -> ACTIVE for DS-1 admission, NONE for a balance record)."""
-    if statuses:
-        users = sorted(statuses)
-        await session.execute(ENSURE_DISTRIBUTORS, {
-            "s": shop_id, "users": users, "codes": [new_invite_code() for _ in users],
-            "statuses": [statuses[u] for u in users], "now": now, "salt": new_id("")})
+    """DS-1 admission and balance records for `statuses` (user -> ACTIVE for DS-1 admission, NONE for a
+    balance record): one upsert (a NONE/APPLIED distributor admitted, an unknown user created), then the
+    audit rows of the distributors it created. Multi-row VALUES with the shop as a constant, so that on
+    Citus both route to the shop's shard (an INSERT … SELECT from unnest is pulled through the coordinator)."""
+    if not statuses:
+        return
+    users = sorted(statuses)
+    args: dict[str, Any] = {"s": shop_id, "now": now}
+    rows = []
+    for n, u in enumerate(users):
+        active = statuses[u] == DistributorStatus.ACTIVE.value
+        args.update({f"u{n}": u, f"c{n}": new_invite_code(), f"st{n}": statuses[u],
+                     f"at{n}": now if active else None, f"by{n}": "system" if active else None})
+        rows.append(f"(:s, :u{n}, :st{n}, :c{n}, 0, '[]'::jsonb, :now, :at{n}, :by{n}, 0, 0, 0, 0, 0, 0)")
+    created = (await session.execute(text(ENSURE_DISTRIBUTORS.format(rows=", ".join(rows))), args)).all()
+    created = [r for r in created if r.created]
+    if created:
+        salt = new_id("")
+        audit = {"s": shop_id, "now": now}
+        values = []
+        for n, r in enumerate(created):
+            audit.update({f"a{n}": "aud_" + hashlib.md5((r.user_id + salt).encode()).hexdigest(),
+                          f"u{n}": r.user_id, f"st{n}": r.status})
+            values.append(f"(:s, :a{n}, :u{n}, 'STATUS', NULL, :st{n}, 'system', '', :now)")
+        await session.execute(text(
+            "INSERT INTO distributor_audit (shop_id, audit_id, user_id, action, from_value, to_value, actor, "
+            "reason, at) VALUES " + ", ".join(values)), audit)
 
 
 def _context_sql(paid: bool) -> str:
@@ -114,21 +136,15 @@ CONTEXT_PAYING = text(_context_sql(True))
 
 # DS-1 admission and the leader's balance record, before the write (whose balance UPDATE must find the rows):
 # new distributors with their audit line, and NONE/APPLIED ones admitted
-ENSURE_DISTRIBUTORS = text(
-    """
-    WITH v AS (SELECT * FROM unnest(CAST(:users AS text[]), CAST(:codes AS text[]), CAST(:statuses AS text[]))
-               AS v(u, code, status)),
-    up AS (UPDATE distributors d SET status = 'ACTIVE', approved_at = :now, approved_by = 'system' FROM v
-           WHERE d.shop_id = :s AND d.user_id = v.u AND v.status = 'ACTIVE' AND d.status IN ('NONE', 'APPLIED')),
-    d AS (INSERT INTO distributors (shop_id, user_id, status, invite_code, grade, bonuses_credited, applied_at,
-                                    approved_at, approved_by, pending, frozen, available, in_payout, paid, fees)
-          SELECT :s, v.u, v.status, v.code, 0, '[]'::jsonb, :now, CASE WHEN v.status = 'ACTIVE' THEN :now END,
-                 CASE WHEN v.status = 'ACTIVE' THEN 'system' END, 0, 0, 0, 0, 0, 0 FROM v
-          ON CONFLICT DO NOTHING RETURNING user_id, status)
-    INSERT INTO distributor_audit (shop_id, audit_id, user_id, action, from_value, to_value, actor, reason, at)
-    SELECT :s, 'aud_' || md5(d.user_id || :salt), d.user_id, 'STATUS', NULL, d.status, 'system', '', :now FROM d
-    """
-)
+ENSURE_DISTRIBUTORS = """
+    INSERT INTO distributors AS d (shop_id, user_id, status, invite_code, grade, bonuses_credited, applied_at,
+                                   approved_at, approved_by, pending, frozen, available, in_payout, paid, fees)
+    VALUES {rows}
+    ON CONFLICT (shop_id, user_id) DO UPDATE SET status = 'ACTIVE', approved_at = EXCLUDED.applied_at,
+                                                 approved_by = 'system'
+      WHERE EXCLUDED.status = 'ACTIVE' AND d.status IN ('NONE', 'APPLIED')
+    RETURNING d.user_id, d.status, (d.xmax = 0) AS created
+"""
 
 
 def paying(decision: gb.Decision) -> str | None:
