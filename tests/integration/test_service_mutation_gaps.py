@@ -90,3 +90,23 @@ async def test_gb10_a_replayed_refund_confirmation_answers_the_first_result_thro
     assert (again.state, again.provider_ref, again.confirmed_at, again.amount) == (
         "CONFIRMED", "bank-1", first.confirmed_at, first.amount)
     assert [x.refund_id for x in await refunds.list_refunds(svc, shop_id=sid, state="CONFIRMED")] == [r.refund_id]
+
+
+# ---------------------------------------------------------------- survivors of the second sample (seed 5)
+async def test_or2_a_refund_of_an_unknown_order_is_not_found_through_service(svc, shop):
+    """OR-2/ER-1 (service/usecases/orders.py `refund_order`): refunding an order the shop does not have is a
+    coded NOT_FOUND on `orderId`, not a crash."""
+    with pytest.raises(RuleViolation) as e:
+        await orders.refund_order(svc, shop_id=shop.shop_id, order_id="ord_nope", amount=100, provider_ref="r-1")
+    assert (e.value.code, e.value.field) == (ErrorCode.NOT_FOUND, "orderId")
+
+
+async def test_a_rotated_webhook_secret_keeps_signing_for_24_hours_by_default_through_service(svc, shop):
+    """docs/webhooks.md (rotation): without an overlap, the old secret keeps signing for 24 h — the service's
+    default is the API's `overlapSeconds` default (86 400)."""
+    from service.usecases import webhooks
+
+    ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/hook")
+    old = ep.secret
+    ep = await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id)
+    assert (ep.previous_secret, ep.previous_secret_until) == (old, svc.now() + timedelta(hours=24))
