@@ -41,6 +41,8 @@ async def _scenario(svc, sid: str) -> None:
     for user in ("m1a", "m1b"):
         await pay(svc, sid, await groups.join_group(svc, shop_id=sid, group_id=a1.group_id, user_id=user))
     await orders.complete_order(svc, shop_id=sid, order_id=(await _order_of(svc, sid, "m1a")))
+    # the leader's own order completed before forming: the reward posted at forming freezes at once (CM-6)
+    await orders.complete_order(svc, shop_id=sid, order_id=(await _order_of(svc, sid, "L1")))
     await groups.join_group(svc, shop_id=sid, group_id=a1.group_id, user_id="r1")
     # fails at expiry (GB-6): L2's full refund, its referral line voided, m2's reservation released
     a2 = await groups.open_group(svc, shop_id=sid, campaign_id=ladder.campaign_id, user_id="L2")
@@ -161,7 +163,8 @@ async def test_a_batch_with_every_outcome_equals_one_group_at_a_time_GB4_GB5_GB6
     assert {json.loads(r)["rule"] for r in actual["refunds"]} == {"GB-5", "GB-6", "GB-7"}
     assert any(json.loads(ln)["state"] == "VOID" for ln in actual["commission_lines"])
     assert any(json.loads(ln)["state"] == "FROZEN" for ln in actual["commission_lines"])
-    assert any(json.loads(ln)["level"] == 0 for ln in actual["commission_lines"])
+    assert any(json.loads(ln)["level"] == 0 and json.loads(ln)["state"] == "FROZEN"
+               for ln in actual["commission_lines"])  # L1's reward on a completed order
     for shop in (one, many):
         await assert_ledger_consistent(svc, shop.shop_id)
 

@@ -1,0 +1,112 @@
+"""Survivors of the service/ mutation sample (seed 3, docs/testing.md), each killed by a test through the
+service on a real PostgreSQL: what the mutant changed is checked here as an outcome a caller can see."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from engine.distribution import DistributorStatus
+from engine.errors import ErrorCode, RuleViolation
+from service.jobs import worker
+from service.usecases import distribution, groups, orders, payouts, refunds, shops
+from store.models import DistributorAudit, Order
+from tests.integration.helpers import assert_ledger_consistent, make_campaign, pay, raw_row
+from tests.integration.test_rules_wired import chain, owed, paid_order
+
+
+async def test_ds1_a_new_distributor_has_its_status_audit_row_with_the_reason_through_service(svc, shop):
+    """DS-1 (service/tx/commissions.py `ensure_distributor`): a distributor made by an admin has one STATUS
+    audit row, from nothing to ACTIVE, with the admin and the reason given."""
+    sid = shop.shop_id
+    await distribution.set_status(svc, shop_id=sid, user_id="u", status=DistributorStatus.ACTIVE, actor="admin",
+                                  reason="vip customer")
+    async with svc.sessionmaker() as s:
+        rows = (await s.execute(select(DistributorAudit).where(DistributorAudit.shop_id == sid,
+                                                               DistributorAudit.user_id == "u"))).scalars().all()
+    assert [(r.action, r.from_value, r.to_value, r.actor, r.reason) for r in rows] == [
+        ("STATUS", None, "ACTIVE", "admin", "vip customer")]
+
+
+async def test_rp4_an_order_without_a_referrer_keeps_source_none_through_service(svc, shop):
+    """RP-4 (service/tx/commissions.py `on_order_paid`): only an order with a level-1 referrer becomes
+    REFERRAL at payment; one without keeps NONE — a plain order and a group order alike."""
+    sid = shop.shop_id
+    plain = await paid_order(svc, sid, "alone", orders.LineInput("x", 1, 1000))
+    c = await make_campaign(svc, sid, tiers=[(2, 8000)])
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="lead")
+    await pay(svc, sid, lead)
+    await chain(svc, sid, "ref", "buyer")
+    referred = await paid_order(svc, sid, "buyer", orders.LineInput("x", 1, 1000))
+    assert (await raw_row(svc, Order, sid, plain.order_id)).source == "NONE"
+    assert (await raw_row(svc, Order, sid, lead.order_id)).source == "NONE"
+    assert (await raw_row(svc, Order, sid, referred.order_id)).source == "REFERRAL"
+
+
+async def test_lg2_a_decided_payout_is_not_decided_the_other_way_through_service(svc, shop):
+    """LG-2 (service/usecases/payouts.py `decide_payout`): approving twice is a no-op, but rejecting an
+    approved payout (or approving a rejected one) is INVALID_STATE and changes nothing."""
+    sid = shop.shop_id
+    await shops.update_settings(svc, shop_id=sid, min_payout=100, payout_fee_bp=0, freeze_days=0)
+    await chain(svc, sid, "ref", "buyer")
+    o = await paid_order(svc, sid, "buyer", orders.LineInput("x", 1, 10_000))
+    await orders.complete_order(svc, shop_id=sid, order_id=o.order_id)
+    assert (await distribution.get_distributor(svc, shop_id=sid, user_id="ref")).available == 1000  # released
+    a = await payouts.request_payout(svc, shop_id=sid, user_id="ref", amount=400)
+    r = await payouts.request_payout(svc, shop_id=sid, user_id="ref", amount=300)
+    await payouts.decide_payout(svc, shop_id=sid, payout_id=a.payout_id, approve=True, actor="fin", external_ref="b-1")
+    again = await payouts.decide_payout(svc, shop_id=sid, payout_id=a.payout_id, approve=True, actor="fin",
+                                        external_ref="b-1")
+    assert again.state == "APPROVED"
+    await payouts.decide_payout(svc, shop_id=sid, payout_id=r.payout_id, approve=False, actor="fin", reason="no")
+    with pytest.raises(RuleViolation) as e:
+        await payouts.decide_payout(svc, shop_id=sid, payout_id=a.payout_id, approve=False, actor="fin", reason="x")
+    assert e.value.code == ErrorCode.INVALID_STATE
+    with pytest.raises(RuleViolation) as e:
+        await payouts.decide_payout(svc, shop_id=sid, payout_id=r.payout_id, approve=True, actor="fin",
+                                    external_ref="b-2")
+    assert e.value.code == ErrorCode.INVALID_STATE
+    d = await distribution.get_distributor(svc, shop_id=sid, user_id="ref")
+    assert (d.available, d.in_payout, d.paid) == (600, 0, 400)
+    await assert_ledger_consistent(svc, sid)
+
+
+async def test_gb10_a_replayed_refund_confirmation_answers_the_first_result_through_service(svc, shop):
+    """GB-10 (service/usecases/refunds.py `confirm_refund`): confirming an owed refund again with the same
+    provider reference answers the confirmed refund, and writes nothing more."""
+    sid = shop.shop_id
+    c = await make_campaign(svc, sid, duration=timedelta(hours=1))
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="lead")
+    await pay(svc, sid, lead)
+    svc.clock.advance(timedelta(hours=1))
+    await worker.run_due(svc, shop_id=sid)
+    assert list(await owed(svc, sid)) == [lead.order_id]
+    (r,) = await refunds.list_refunds(svc, shop_id=sid, state="OWED")
+    first = await refunds.confirm_refund(svc, shop_id=sid, refund_id=r.refund_id, provider_ref="bank-1")
+    svc.clock.advance(timedelta(minutes=5))
+    again = await refunds.confirm_refund(svc, shop_id=sid, refund_id=r.refund_id, provider_ref="bank-1")
+    assert (again.state, again.provider_ref, again.confirmed_at, again.amount) == (
+        "CONFIRMED", "bank-1", first.confirmed_at, first.amount)
+    assert [x.refund_id for x in await refunds.list_refunds(svc, shop_id=sid, state="CONFIRMED")] == [r.refund_id]
+
+
+# ---------------------------------------------------------------- survivors of the second sample (seed 5)
+async def test_or2_a_refund_of_an_unknown_order_is_not_found_through_service(svc, shop):
+    """OR-2/ER-1 (service/usecases/orders.py `refund_order`): refunding an order the shop does not have is a
+    coded NOT_FOUND on `orderId`, not a crash."""
+    with pytest.raises(RuleViolation) as e:
+        await orders.refund_order(svc, shop_id=shop.shop_id, order_id="ord_nope", amount=100, provider_ref="r-1")
+    assert (e.value.code, e.value.field) == (ErrorCode.NOT_FOUND, "orderId")
+
+
+async def test_a_rotated_webhook_secret_keeps_signing_for_24_hours_by_default_through_service(svc, shop):
+    """docs/webhooks.md (rotation): without an overlap, the old secret keeps signing for 24 h — the service's
+    default is the API's `overlapSeconds` default (86 400)."""
+    from service.usecases import webhooks
+
+    ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/hook")
+    old = ep.secret
+    ep = await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id)
+    assert (ep.previous_secret, ep.previous_secret_until) == (old, svc.now() + timedelta(hours=24))
