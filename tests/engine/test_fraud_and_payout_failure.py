@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from engine import commission as cm
@@ -255,3 +255,125 @@ def test_FR4_every_review_action_is_a_catalog_event_naming_who_and_why():
     for t in (EventType.FRAUD_CLEARED, EventType.FRAUD_VOIDED, EventType.FRAUD_GROUP_DISSOLVED):
         assert {"by", "reason", "flag_id", "line_ids"} <= payload_keys(t)[0]
     assert {"by", "reason", "transfer_ref", "fee_reversed"} <= payload_keys(EventType.PAYOUT_FAILED)[0]  # LG-4
+
+
+# ---------------------------------------------------------------- FR-2: each rule flags iff its condition holds
+BENS = st.lists(st.sampled_from(["b", "d1", "d2", "d3"]), min_size=1, max_size=4)
+KINDS = st.frozensets(st.sampled_from(list(FPK)), max_size=4)
+RULE_OFF = fr.FraudRules()
+
+
+def _flagged(rules, sig, bens, rule):
+    return {b for b, fs in fr.screen_order(rules, sig, bens).items() if any(f.rule == rule for f in fs)}
+
+
+@given(bens=BENS, buyer=st.sampled_from(["b", "d1"]),
+       shared=st.dictionaries(st.sampled_from(["b", "d1", "d2", "d3"]), KINDS, max_size=4), on=st.booleans())
+def test_FR2a_self_dealing_flags_iff_a_beneficiary_other_than_the_buyer_shares_a_fingerprint(bens, buyer, shared, on):
+    """FR-2 (a): a beneficiary is flagged exactly when the rule is on, they are not the buyer (CM-2
+    self-purchase) and at least one of the payment's fingerprint kinds was seen on their own paid orders."""
+    sig = fr.OrderSignals(buyer_id=buyer, shared_with=shared)
+    got = _flagged(fr.FraudRules(self_dealing=on), sig, bens, fr.FraudRule.SELF_DEALING)
+    assert got == {b for b in bens if on and b != buyer and shared.get(b)}
+
+
+@given(bens=BENS, kinds=KINDS, velocity=st.dictionaries(st.sampled_from(["b", "d1", "d2", "d3"]),
+                                                        st.integers(0, 40), max_size=4),
+       n=st.integers(1, 30), window=st.integers(60, 366 * 86_400), on=st.booleans())
+def test_FR2b_velocity_flags_iff_more_than_N_matching_paid_orders_within_T(bens, kinds, velocity, n, window, on):
+    """FR-2 (b): flagged iff the rule is on, the payment carries a device, IP or payer fingerprint and the
+    paid orders within T earning that beneficiary and sharing one — the other `velocity[ben]` plus this one —
+    are more than N. Exactly N is not flagged."""
+    fps = frozenset(fr.Fingerprint(k, k.value.lower()) for k in kinds)
+    rules = fr.validate_rules(fr.FraudRules(velocity=on, velocity_max_orders=n, velocity_window=window))
+    sig = fr.OrderSignals(buyer_id="b", fingerprints=fps, velocity=velocity)
+    got = _flagged(rules, sig, bens, fr.FraudRule.VELOCITY)
+    signal = bool(kinds & fr.VELOCITY_KINDS)
+    assert got == {b for b in bens if on and signal and velocity.get(b, 0) + 1 > n}
+    for b, fs in fr.screen_order(rules, sig, bens).items():
+        for f in fs:
+            assert f.evidence == {"orders": velocity.get(b, 0) + 1, "max_orders": n, "window_seconds": window}
+
+
+@given(seats=st.dictionaries(st.sampled_from([f"o{i}" for i in range(8)]),
+                             st.frozensets(st.builds(fr.Fingerprint, st.sampled_from(list(FPK)),
+                                                     st.sampled_from(["h1", "h2", "h3"])), max_size=3),
+                             max_size=8),
+       k=st.integers(2, 6), on=st.booleans())
+def test_FR2c_scalper_group_flags_iff_k_or_more_seats_share_one_fingerprint(seats, k, on):
+    """FR-2 (c): flagged iff the rule is on and some one fingerprint (kind and hash) is on k or more paid
+    seats; the evidence names that largest set of seats."""
+    rules = fr.validate_rules(fr.FraudRules(scalper_group=on, scalper_min_seats=k))
+    counts: dict[fr.Fingerprint, int] = {}
+    for fps in seats.values():
+        for fp in fps:
+            counts[fp] = counts.get(fp, 0) + 1
+    most = max(counts.values(), default=0)
+    flag = fr.screen_group(rules, seats)
+    assert (flag is not None) == (on and most >= k)
+    if flag is not None:
+        assert flag.rule == fr.FraudRule.SCALPER_GROUP and flag.evidence["seats"] == most >= k
+        assert len(flag.evidence["orders"]) == most and set(flag.evidence["orders"]) <= set(seats)  # type: ignore[arg-type]
+
+
+@given(orders=st.integers(0, 50), refunded=st.integers(0, 10**7), kept=st.integers(0, 10**7),
+       x=st.one_of(st.integers(0, 10_000), st.sampled_from([0, 2500, 3000, 5000, 10_000])),
+       min_orders=st.integers(1, 40), on=st.booleans())
+@example(orders=5, refunded=3000, kept=7000, x=3000, min_orders=5, on=True)  # exactly X %: not flagged
+@example(orders=5, refunded=3001, kept=6999, x=3000, min_orders=5, on=True)
+@example(orders=4, refunded=3001, kept=6999, x=3000, min_orders=5, on=True)
+def test_FR2d_refund_rate_flags_iff_refunded_share_exceeds_X_over_at_least_min_orders(orders, refunded, kept, x,
+                                                                                      min_orders, on):
+    """FR-2 (d): flagged iff the rule is on, the downline paid at least `min_orders` orders within T and
+    refunded × 10000 > paid × X (integer arithmetic: exactly X % is not flagged). Refunds never exceed
+    what was paid."""
+    paid = refunded + kept
+    rules = fr.validate_rules(fr.FraudRules(refund_rate=on, refund_rate_max_bp=x, refund_rate_min_orders=min_orders))
+    sig = fr.OrderSignals(buyer_id="b", downline={"d1": fr.DownlineRefunds(orders, paid, refunded)})
+    got = _flagged(rules, sig, ["d1", "d2"], fr.FraudRule.REFUND_RATE)
+    assert got == ({"d1"} if on and orders >= min_orders and refunded * 10_000 > paid * x else set())
+
+
+@given(fps=st.frozensets(st.builds(fr.Fingerprint, st.sampled_from(list(FPK)), st.sampled_from(["h1", "h2"])),
+                         max_size=4),
+       shared=st.dictionaries(st.sampled_from(["d1", "d2"]), KINDS, max_size=2),
+       velocity=st.dictionaries(st.sampled_from(["d1", "d2"]), st.integers(0, 9), max_size=2),
+       downline=st.dictionaries(st.sampled_from(["d1", "d2"]),
+                                st.builds(fr.DownlineRefunds, st.integers(0, 9), st.integers(0, 10**5),
+                                          st.integers(0, 10**5)), max_size=2))
+def test_FR2_a_rule_switched_off_never_flags(fps, shared, velocity, downline):
+    """FR-2: with every rule off nothing is flagged, whatever the signals; and each rule switched on alone
+    flags only under its own rule kind."""
+    sig = fr.OrderSignals(buyer_id="b", fingerprints=fps, shared_with=shared, velocity=velocity, downline=downline)
+    seats = {"o1": fps, "o2": fps, "o3": fps}
+    assert fr.screen_order(RULE_OFF, sig, ["d1", "d2"]) == {} and fr.screen_group(RULE_OFF, seats) is None
+    from dataclasses import replace
+    low = replace(RULE_OFF, velocity_max_orders=1, refund_rate_max_bp=0, refund_rate_min_orders=1)
+    for name, rule in (("self_dealing", fr.FraudRule.SELF_DEALING), ("velocity", fr.FraudRule.VELOCITY),
+                       ("refund_rate", fr.FraudRule.REFUND_RATE)):
+        got = fr.screen_order(replace(low, **{name: True}), sig, ["d1", "d2"])
+        assert all(f.rule == rule for fs in got.values() for f in fs)
+    assert fr.screen_group(replace(low, self_dealing=True, velocity=True, refund_rate=True), seats) is None
+
+
+@given(amount=AMOUNT, base=st.integers(1, 10**7), shared=KINDS, velocity=st.integers(0, 9),
+       refunds=st.builds(fr.DownlineRefunds, st.integers(0, 9), st.integers(0, 10**5), st.integers(0, 10**5)),
+       completed=st.booleans())
+def test_FR2_flags_never_change_an_amount(amount, base, shared, velocity, refunds, completed):
+    """FR-2 with FR-3: screening reads no amount and a flag it raises only holds the line: original, standing,
+    state and buckets stay what they were, and holding posts nothing."""
+    rules = fr.FraudRules(self_dealing=True, velocity=True, velocity_max_orders=1, refund_rate=True,
+                          refund_rate_max_bp=0, refund_rate_min_orders=1)
+    line, post = cm.post_line(id="l", order_id="o", beneficiary_id="d1", level=1, amount=amount, paid_base=base)
+    postings = list(post)
+    if completed:
+        line, ps = cm.freeze_line(line, T0, 3)
+        postings += ps
+    sig = fr.OrderSignals(buyer_id="b", fingerprints=frozenset({DEV}), shared_with={"d1": shared},
+                          velocity={"d1": velocity}, downline={"d1": refunds})
+    before = line
+    if fr.screen_order(rules, sig, ["d1"]).get("d1"):
+        line = fr.hold_line(line)
+    assert (line.original, line.standing, line.state, line.paid_base) == \
+        (before.original, before.standing, before.state, before.paid_base)
+    assert Balances.from_postings(postings).total == line.standing == amount

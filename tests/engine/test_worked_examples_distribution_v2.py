@@ -12,17 +12,17 @@ import pytest
 from engine import commission as cm
 from engine import groupbuy as gb
 from engine import preview as pv
-from engine.distribution import DistributionSettings, DistributorStatus
+from engine.distribution import BindingMode, DistributionSettings, DistributorStatus
 from engine.errors import RuleViolation
 from engine.funnel import PaidOrder, first_buyers, take
-from engine.leaderboard import RankBy, Standing, rank
+from engine.leaderboard import MemberOrder, RankBy, Standing, member_figures, rank
 from engine.levels import Level
-from engine.referral import Binding, BindingSource, decide_order_code
+from engine.referral import Binding, BindingSource, decide_admin_binding, decide_binding, decide_order_code
 from tests.engine.test_worked_examples_distribution import T0, items, pairs
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "worked-examples" / "distribution-v2.md"
 HEADER = "| id | scenario | inputs | arithmetic written out | expected |"
-REQUIRED = {f"V{i}" for i in range(1, 11)}
+REQUIRED = {f"V{i}" for i in range(1, 21)}
 INPUT_KEYS = {
     "cart": {"kind", "l1", "l2", "cap", "self_purchase", "buyer", "refs", "grades", "levels", "lines"},
     "campaign": {"kind", "tiers", "variants", "leader_discount", "qty", "l1", "l2", "refs"},
@@ -30,6 +30,8 @@ INPUT_KEYS = {
     "rank": {"kind", "rows", "by"},
     "funnel": {"kind", "buyers", "period"},
     "visits": {"kind", "per_minute", "burst", "arrivals"},
+    "bind": {"kind", "source", "mode", "days", "new_only", "paid", "live", "code", "status", "downline", "reason"},
+    "downline": {"kind", "orders", "period"},
 }
 
 
@@ -129,7 +131,52 @@ def run(inp: dict[str, str]) -> dict[str, str]:
                               burst=int(inp["burst"]))
             allowed += ok
         return {"allowed": str(allowed)}
+    if kind == "bind":
+        return run_bind(inp)
+    if kind == "downline":
+        orders = [MemberOrder(T0 + timedelta(days=int(d)), int(b), e == "y", f == "y")
+                  for d, b, e, f in (o.split(":") for o in items(inp["orders"]))]
+        a, b = (int(x) for x in inp["period"].split("-"))
+        paid, base = member_figures(orders, T0 + timedelta(days=a), T0 + timedelta(days=b))
+        return {"paid": str(paid), "base": str(base)}
     raise AssertionError(f"unknown kind {kind}")
+
+
+def run_bind(inp: dict[str, str]) -> dict[str, str]:
+    """RF-3 (a) a group link (`decide_binding`, source GROUP_INVITE) or (c) an admin (`decide_admin_binding`)
+    binding the user `joiner` to `code`'s distributor, at day 10."""
+    now = T0 + timedelta(days=10)
+    settings = DistributionSettings(binding=BindingMode(inp.get("mode", "PERMANENT")),
+                                    binding_days=int(inp["days"]) if "days" in inp else None,
+                                    bind_new_users_only=inp.get("new_only", "off") == "on")
+    parents = {u: "joiner" for u in items(inp.get("downline", "-")) if u != "-"}
+    live = None if inp.get("live", "-") == "-" else inp["live"]
+    current = Binding("joiner", live, T0, BindingSource.INVITE_CODE) if live else None
+    if live:
+        parents["joiner"] = live
+
+    class View:
+        def referrer_of(self, u: str) -> str | None:
+            return parents.get(u)
+
+    status = DistributorStatus(inp.get("status", "ACTIVE"))
+    try:
+        if inp["source"] == "ADMIN":
+            b = decide_admin_binding(settings, user_id="joiner", referrer_id=inp["code"],
+                                     reason=inp.get("reason", "").strip('"'), now=now, current=current, view=View(),
+                                     referrer_status=status)
+        else:
+            b = decide_binding(settings, user_id="joiner", referrer_id=inp["code"], now=now, current=current,
+                               view=View(), referrer_status=status, user_has_paid_order=inp.get("paid", "n") == "y",
+                               source=BindingSource(inp["source"]))
+    except RuleViolation as e:
+        return {"outcome": e.code.value}
+    if b is None:
+        return {"outcome": "UNCHANGED"}
+    out = {"outcome": f"BOUND:{b.source.value}", "referrer": b.referrer_id}
+    if b.expires_at is not None:
+        out["expires"] = f"day {(b.expires_at - T0).days}"
+    return out
 
 
 def test_every_example_is_present():
@@ -138,5 +185,5 @@ def test_every_example_is_present():
 
 @pytest.mark.parametrize("row", rows(), ids=lambda r: r["id"])
 def test_worked_example_CM7_RF3_RP5_RP6(row):
-    """CM-7, RF-3, RP-5, RP-6: the row's expected figures are what the engine computes."""
+    """CM-7, RF-3 (a, b, c), RP-5, RP-6: the row's expected figures are what the engine computes."""
     assert run(pairs(row["inputs"])) == pairs(row["expected"]), row["id"]
