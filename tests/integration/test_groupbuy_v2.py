@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from service.jobs import worker
 from service.usecases import groups
 from store.models import GroupRow, Order
@@ -306,3 +308,43 @@ async def test_GB13_quick_join_picks_exactly_the_group_the_rule_names_and_retrie
         assert e.code is ErrorCode.NO_GROUP_AVAILABLE and e.rule == "GB-13"
     for g in (far, mid, full, four, cap_a, cap_b):
         assert (await raw_row(svc, GroupRow, sid, g)).held_seats == 5  # filled, never oversold
+
+
+@pytest.mark.parametrize("fate", ["filled", "formed", "failed"])
+async def test_GB14_a_late_payment_whose_group_filled_formed_or_failed_is_reseated(svc, shop, fate):
+    """GB-14 for each of GB-9's other causes, through the database and the worker: bob's reservation in ann's
+    group was released (his pay_by passed), then that group filled (others reserved every seat), formed (they
+    paid) or failed (it expired short). His late payment takes a seat in cid's open group at the same role and
+    price; no refund is owed for it, the events say so, and the ledger balances."""
+    from service.usecases import groupbuy_settings
+
+    sid = shop.shop_id
+    await groupbuy_settings.set_overflow_reseat(svc, shop_id=sid, enabled=True)
+    c = await make_campaign(svc, sid, tiers=[(3, 8_000)], stock=20)
+    a = await _open_with(svc, sid, c.campaign_id, "ann", 0)
+    bob = await groups.join_group(svc, shop_id=sid, group_id=a, user_id="bob")
+    svc.clock.advance(timedelta(hours=1))
+    b = await _open_with(svc, sid, c.campaign_id, "cid", 0)  # expires an hour after ann's
+    await worker.run_due(svc)  # bob's reservation is released
+    assert (await raw_row(svc, GroupRow, sid, a)).held_seats == 1
+    if fate in ("filled", "formed"):
+        for u in ("xia", "yan"):
+            s = await groups.join_group(svc, shop_id=sid, group_id=a, user_id=u)
+            if fate == "formed":
+                await pay(svc, sid, s)
+    else:
+        svc.clock.advance(timedelta(hours=23, minutes=1))  # ann's group expired: b still open
+        await worker.run_due(svc)
+    ra = await raw_row(svc, GroupRow, sid, a)
+    assert ra.state == {"filled": "OPEN", "formed": "FORMED", "failed": "FAILED"}[fate]
+    assert fate == "failed" or ra.held_seats == 3  # no seat for bob there: GB-9 would refund him
+    r = await pay(svc, sid, bob)
+    assert r["accepted"] is True
+    o = await raw_row(svc, Order, sid, bob.order_id)
+    assert (o.group_id, o.state, o.paid_amount, o.refunded_amount) == (b, "PAID", 8_000, 0)
+    (ev,) = await _events(svc, sid, "order.reseated")
+    assert (ev.payload["from_group_id"], ev.payload["to_group_id"], ev.payload["amount"]) == (a, b, 8_000)
+    assert [e for e in await _events(svc, sid, "refund.owed") if e.payload.get("order_id") == bob.order_id] == []
+    rb = await raw_row(svc, GroupRow, sid, b)
+    assert (rb.state, rb.held_seats, rb.paid_seats) == ("OPEN", 2, 2)
+    await assert_ledger_consistent(svc, sid)
