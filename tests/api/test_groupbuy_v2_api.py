@@ -136,6 +136,40 @@ def test_GB13_quick_join_over_graphql_picks_the_closest_group_and_opens_if_none_
     assert opened["group"]["id"] not in groups
 
 
+def test_GB13_quick_join_over_graphql_follows_the_order_of_choice_and_skips_a_full_group_api(world):
+    """GB-13's order over GraphQL: fewest seats missing first (a full group is never offered), then the earliest
+    `expires_at` even when that group was opened later (bea opened after ann but paid first, GB-1), then the
+    next; once every group is full, NO_GROUP_AVAILABLE."""
+    admin, backend, srv = world["as"]("boss", "admin"), world["as"]("be", "backend"), world["svc"]
+    cid = make_campaign(admin, srv, tiers=[{"members": 3, "unitPrice": 8000}])
+    qj = "group { id seatsHeld } opened"
+    ann = world["as"]("ann", "customer").mutate("openGroup", {"campaignId": cid}, SEAT)
+    srv.clock.advance(timedelta(minutes=1))
+    bea = world["as"]("bea", "customer").mutate("openGroup", {"campaignId": cid}, SEAT)
+    _pay(backend, bea["order"]["id"], 8000, "q13-bea")
+    srv.clock.advance(timedelta(minutes=1))
+    _pay(backend, ann["order"]["id"], 8000, "q13-ann")  # ann's group expires a minute after bea's
+    a, b = ann["group"]["id"], bea["group"]["id"]
+    ga = world["as"]("ann", "customer").data(GROUP, id=a)["node"]
+    gb_ = world["as"]("bea", "customer").data(GROUP, id=b)["node"]
+    assert gb_["expiresAt"] < ga["expiresAt"]
+    made = {}
+    for leader, members in (("cat", 2), ("dan", 1)):  # cat's fills (3 of 3), dan's misses 1
+        lead = world["as"](leader, "customer").mutate("openGroup", {"campaignId": cid}, SEAT)
+        _pay(backend, lead["order"]["id"], 8000, f"q13-{leader}")
+        for i in range(members):
+            world["as"](f"{leader}{i}", "customer").mutate("joinGroup", {"groupId": lead["group"]["id"]}, SEAT)
+        made[leader] = lead["group"]["id"]
+    picks = []
+    for i in range(5):
+        got = world["as"](f"q{i}", "customer").mutate("quickJoin", {"campaignId": cid}, qj)
+        assert got["errors"] == [] and got["opened"] is False, got
+        picks.append(got["group"]["id"])
+    assert picks == [made["dan"], b, b, a, a]  # 1 missing; then 2 missing, earliest expiry; then 1 missing; ...
+    last = world["as"]("q9", "customer").mutate("quickJoin", {"campaignId": cid}, qj)
+    assert payload_codes(last) == ["NO_GROUP_AVAILABLE"]
+
+
 def test_GB14_overflow_reseat_set_over_graphql_reseats_a_late_payment_api(world):
     """GB-14: off by default (the late payment is refunded, GB-9); turned on with updateGroupBuySettings, a late
     payment takes a seat in another open group at its price, and the events say which happened."""

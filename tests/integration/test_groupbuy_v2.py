@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from service.jobs import worker
 from service.usecases import groups
 from store.models import GroupRow, Order
@@ -237,3 +239,112 @@ async def test_GB14_no_group_can_take_the_buyer_so_the_payment_is_refunded(svc, 
     assert r["accepted"] is False
     assert [e.payload["reason"] for e in await _events(svc, sid, "refund.owed")] == ["GB-9"]
     assert await _events(svc, sid, "order.reseated") == []
+
+
+async def test_GB13_quick_join_picks_exactly_the_group_the_rule_names_and_retries_a_full_one(svc, shop, monkeypatch):
+    """GB-13's order of choice among six open groups of one campaign, step by step: fewest seats missing to the
+    next threshold (tiers 3 and 5), then earliest `expires_at` (groups opened late are capped at the campaign's
+    `ends_at`, so expiry and opening order differ), then earliest opened. A full group is never chosen; a group
+    chosen but filled by others before the seat is taken (between the read and the locked join) is skipped
+    for the next one in the order (the retry), and no group is ever oversold."""
+    from engine.errors import ErrorCode, RuleViolation
+
+    sid = shop.shop_id
+    t0 = svc.now()
+    c = await make_campaign(svc, sid, tiers=[(3, 8_000), (5, 7_000)], duration=timedelta(hours=10),
+                            ends_at=t0 + timedelta(hours=12))
+    cid = c.campaign_id
+    four_lead = await groups.open_group(svc, shop_id=sid, campaign_id=cid, user_id="four")  # opened first...
+    far = await _open_with(svc, sid, cid, "far", 0)               # 1 held: 2 to tier 3; expires t0+10h
+    svc.clock.advance(timedelta(minutes=1))
+    mid = await _open_with(svc, sid, cid, "mid", 1, 1)            # 2 held: 1 missing; t0+10h01
+    svc.clock.advance(timedelta(minutes=4))
+    await pay(svc, sid, four_lead)                                # ...but paid (opened, GB-1) later: t0+10h05
+    four = four_lead.group_id
+    for i in range(3):                                            # 4 held: 1 missing to tier 5
+        await pay(svc, sid, await groups.join_group(svc, shop_id=sid, group_id=four, user_id=f"four-m{i}"))
+    svc.clock.advance(timedelta(minutes=15))
+    full = await _open_with(svc, sid, cid, "full", 4, 4)          # 5 held: full (capacity 5)
+    svc.clock.set(t0 + timedelta(hours=3))
+    cap_a = await _open_with(svc, sid, cid, "capa", 1, 1)         # 2 held: 1 missing; capped at t0+12h
+    svc.clock.advance(timedelta(minutes=5))
+    cap_b = await _open_with(svc, sid, cid, "capb", 1, 1)         # the same, opened 5 minutes later
+    svc.clock.advance(timedelta(minutes=5))
+    expiry = {g: (await raw_row(svc, GroupRow, sid, g)).expires_at for g in (far, mid, four, cap_a, cap_b)}
+    assert expiry[cap_a] == expiry[cap_b] == t0 + timedelta(hours=12) > expiry[four] > expiry[mid] > expiry[far]
+    opened = {g: (await raw_row(svc, GroupRow, sid, g)).opened_at for g in (mid, four)}
+    assert opened[four] < opened[mid]  # expiry, not opening, decides between them
+
+    # the rule names `mid` first (1 missing, earliest expiry); it fills before q0's seat is taken: `four` next
+    original, filled = groups._join_in, []
+
+    async def others_fill_mid_first(s, **kw):
+        if kw["group_id"] == mid and not filled and kw["user_id"] == "q0":
+            filled.append(True)
+            for i in range(3):  # other customers, each their own transaction, commit first
+                await groups.join_group(svc, shop_id=sid, group_id=mid, user_id=f"other{i}")
+        return await original(s, **kw)
+
+    monkeypatch.setattr(groups, "_join_in", others_fill_mid_first)
+    r = await groups.quick_join(svc, shop_id=sid, campaign_id=cid, user_id="q0")
+    assert filled and (r.group_id, r.opened) == (four, False)  # the retry: `mid` refused GROUP_FULL
+    monkeypatch.setattr(groups, "_join_in", original)
+
+    # now mid and four are full; every later choice is the rule's, one at a time
+    expected = [cap_a, cap_b,       # 1 missing each; same expiry: the earlier opened first
+                far,                # all 2 missing: far expires first
+                far,                # 1 missing to tier 3
+                far, far,           # 2 then 1 missing to tier 5 (still the earliest expiry)
+                cap_a, cap_a,       # far full; cap_a opened before cap_b
+                cap_b, cap_b]
+    got = [(await groups.quick_join(svc, shop_id=sid, campaign_id=cid, user_id=f"q{i + 1}")).group_id
+           for i in range(len(expected))]
+    assert got == expected
+    assert full not in got and mid not in got
+    try:
+        await groups.quick_join(svc, shop_id=sid, campaign_id=cid, user_id="late")
+        raise AssertionError("a full campaign took another seat")
+    except RuleViolation as e:
+        assert e.code is ErrorCode.NO_GROUP_AVAILABLE and e.rule == "GB-13"
+    for g in (far, mid, full, four, cap_a, cap_b):
+        assert (await raw_row(svc, GroupRow, sid, g)).held_seats == 5  # filled, never oversold
+
+
+@pytest.mark.parametrize("fate", ["filled", "formed", "failed"])
+async def test_GB14_a_late_payment_whose_group_filled_formed_or_failed_is_reseated(svc, shop, fate):
+    """GB-14 for each of GB-9's other causes, through the database and the worker: bob's reservation in ann's
+    group was released (his pay_by passed), then that group filled (others reserved every seat), formed (they
+    paid) or failed (it expired short). His late payment takes a seat in cid's open group at the same role and
+    price; no refund is owed for it, the events say so, and the ledger balances."""
+    from service.usecases import groupbuy_settings
+
+    sid = shop.shop_id
+    await groupbuy_settings.set_overflow_reseat(svc, shop_id=sid, enabled=True)
+    c = await make_campaign(svc, sid, tiers=[(3, 8_000)], stock=20)
+    a = await _open_with(svc, sid, c.campaign_id, "ann", 0)
+    bob = await groups.join_group(svc, shop_id=sid, group_id=a, user_id="bob")
+    svc.clock.advance(timedelta(hours=1))
+    b = await _open_with(svc, sid, c.campaign_id, "cid", 0)  # expires an hour after ann's
+    await worker.run_due(svc)  # bob's reservation is released
+    assert (await raw_row(svc, GroupRow, sid, a)).held_seats == 1
+    if fate in ("filled", "formed"):
+        for u in ("xia", "yan"):
+            s = await groups.join_group(svc, shop_id=sid, group_id=a, user_id=u)
+            if fate == "formed":
+                await pay(svc, sid, s)
+    else:
+        svc.clock.advance(timedelta(hours=23, minutes=1))  # ann's group expired: b still open
+        await worker.run_due(svc)
+    ra = await raw_row(svc, GroupRow, sid, a)
+    assert ra.state == {"filled": "OPEN", "formed": "FORMED", "failed": "FAILED"}[fate]
+    assert fate == "failed" or ra.held_seats == 3  # no seat for bob there: GB-9 would refund him
+    r = await pay(svc, sid, bob)
+    assert r["accepted"] is True
+    o = await raw_row(svc, Order, sid, bob.order_id)
+    assert (o.group_id, o.state, o.paid_amount, o.refunded_amount) == (b, "PAID", 8_000, 0)
+    (ev,) = await _events(svc, sid, "order.reseated")
+    assert (ev.payload["from_group_id"], ev.payload["to_group_id"], ev.payload["amount"]) == (a, b, 8_000)
+    assert [e for e in await _events(svc, sid, "refund.owed") if e.payload.get("order_id") == bob.order_id] == []
+    rb = await raw_row(svc, GroupRow, sid, b)
+    assert (rb.state, rb.held_seats, rb.paid_seats) == ("OPEN", 2, 2)
+    await assert_ledger_consistent(svc, sid)

@@ -605,3 +605,62 @@ async def test_a_real_use_case_that_fails_after_emitting_leaves_no_event_and_no_
     assert (await pay(svc, shop.shop_id, g, ref="pay-lead"))["accepted"] is True
     async with unit_of_work(svc) as s:
         assert await counts(s) == (["order.paid", "group.opened"], 2)
+
+
+async def test_GB15_nudges_reach_a_subscribed_webhook_once_each_and_signed(svc, shop):
+    """GB-15 over real HTTP: a group's `group.almost_full` (on the payment that first leaves ≤ `almost_full_at`
+    paid seats missing) and `group.expiring_soon` (by the worker, `expiring_soon_before` from `expires_at`,
+    nobody reading the group) are each POSTed once to the subscribed endpoint, signed like every other event,
+    and never again: not on a later payment, not on later worker passes, not when the group forms."""
+    from service.jobs import worker
+
+    r = Receiver(fail_first=0)  # every POST accepted: a POST count of 1 is "delivered once"
+    try:
+        ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=r.url)
+        c = await make_campaign(svc, shop.shop_id, tiers=[(4, 8000)], almost_full_at=2,
+                                expiring_soon_before=timedelta(hours=2))
+        g = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="a")
+        await pay(svc, shop.shop_id, g)
+        await _drain(svc, rounds=3)
+
+        def nudges() -> list[dict]:
+            return [e for e, _, _ in r.accepted if e["type"] in ("group.almost_full", "group.expiring_soon")]
+
+        assert nudges() == []  # 3 missing > almost_full_at = 2
+        s = await groups.join_group(svc, shop_id=shop.shop_id, group_id=g.group_id, user_id="b")
+        await pay(svc, shop.shop_id, s)
+        await _drain(svc, rounds=3)
+        assert [(e["type"], e["data"]["seats_missing"]) for e in nudges()] == [("group.almost_full", 2)]
+        s = await groups.join_group(svc, shop_id=shop.shop_id, group_id=g.group_id, user_id="c")
+        await pay(svc, shop.shop_id, s)  # a later change: 1 missing, still ≤ 2, but once per group
+        await worker.run_due(svc)
+        await _drain(svc, rounds=3)  # 4 h 30 min after open: still more than 2 h before expiry
+        assert [e["type"] for e in nudges()] == ["group.almost_full"]
+
+        svc.clock.advance(timedelta(hours=18))  # 3 drains × 1 h 30 min + 18 h: 22 h 30 min open, due since 22 h
+        await worker.run_due(svc)  # on time, by the worker: nobody read the group
+        await webhooks.deliver_due(svc)
+        got = nudges()
+        assert [(e["type"], e["data"]["seats_missing"]) for e in got] == [
+            ("group.almost_full", 2), ("group.expiring_soon", 1)]
+        assert all(e["data"]["group_id"] == g.group_id and e["data"]["campaign_id"] == c.campaign_id for e in got)
+
+        for _ in range(3):  # later worker passes, before expiry: nothing new
+            svc.clock.advance(timedelta(minutes=10))
+            await worker.run_due(svc)
+            await webhooks.deliver_due(svc)
+        s = await groups.join_group(svc, shop_id=shop.shop_id, group_id=g.group_id, user_id="d")
+        await pay(svc, shop.shop_id, s)  # the group forms
+        await worker.run_due(svc)
+        await _drain(svc, rounds=3)
+    finally:
+        r.close()
+
+    types = [e["type"] for e, _, _ in r.accepted]
+    assert "group.formed" in types
+    got = [(e, h, b) for e, h, b in r.accepted if e["type"] in ("group.almost_full", "group.expiring_soon")]
+    assert sorted(e["type"] for e, _, _ in got) == ["group.almost_full", "group.expiring_soon"]  # once each
+    assert all(r.seen[e["id"]] == 1 for e, _, _ in got)  # each POSTed once
+    assert all(verify_standard(ep.secret, h, b) == e for e, h, b in got)  # signed as the other events are
+    seqs = [e["seq"] for e, _, _ in r.accepted if e["aggregate_id"] == g.group_id]
+    assert seqs == sorted(seqs)  # in the group's order with its other events
