@@ -17,6 +17,7 @@ from engine.distribution import BindingMode, DistributionSettings, DistributorSt
 from engine.errors import RuleViolation
 from engine.levels import Level, Metrics, admin_set_level, evaluate_level, validate_levels
 from engine.referral import Binding, BindingSource, current_referrer, decide_binding
+from tests.engine.worked_examples import pairs, table_rows
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "worked-examples" / "distribution.md"
 HEADER = "| id | scenario | inputs | arithmetic written out | expected |"
@@ -44,25 +45,7 @@ CONDITION = {k: "min_" + v for k, v in METRIC.items()}
 
 
 def rows() -> list[dict[str, str]]:
-    lines = DOC.read_text(encoding="utf-8").splitlines()
-    assert HEADER in lines, "worked-examples table header missing"
-    out = []
-    for line in lines[lines.index(HEADER) + 2:]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        assert len(cells) == 5, f"row does not have 5 cells: {line}"
-        out.append(dict(zip(("id", "scenario", "inputs", "arithmetic", "expected"), cells)))
-    return out
-
-
-def pairs(text: str) -> dict[str, str]:
-    d = {}
-    for part in text.split(";"):
-        key, sep, value = part.strip().partition("=")
-        assert sep and key and key not in d, f"cannot parse {part!r}"
-        d[key] = value.strip()
-    return d
+    return table_rows(DOC, HEADER)
 
 
 def items(text: str) -> list[str]:

@@ -19,6 +19,7 @@ from engine.leaderboard import MemberOrder, RankBy, Standing, member_figures, ra
 from engine.levels import Level
 from engine.referral import Binding, BindingSource, decide_admin_binding, decide_binding, decide_order_code
 from tests.engine.test_worked_examples_distribution import T0, items, pairs
+from tests.engine.worked_examples import table_rows
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "worked-examples" / "distribution-v2.md"
 HEADER = "| id | scenario | inputs | arithmetic written out | expected |"
@@ -36,16 +37,7 @@ INPUT_KEYS = {
 
 
 def rows() -> list[dict[str, str]]:
-    lines = DOC.read_text(encoding="utf-8").splitlines()
-    assert HEADER in lines, "worked-examples table header missing"
-    out = []
-    for line in lines[lines.index(HEADER) + 2:]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        assert len(cells) == 5, f"row does not have 5 cells: {line}"
-        out.append(dict(zip(("id", "scenario", "inputs", "arithmetic", "expected"), cells)))
-    return out
+    return table_rows(DOC, HEADER)
 
 
 def _settings(inp) -> DistributionSettings:

@@ -20,6 +20,7 @@ from engine.errors import RuleViolation
 from engine.events import EventType, FraudFlagged, FraudResolved, check_payload
 from engine.ledger import Balances, Bucket, EntryKind
 from service.usecases.fraud import _check_reason
+from tests.engine.worked_examples import items, pairs, table_rows
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "worked-examples" / "fraud-and-payout-failure.md"
 HEADER = "| id | rule | inputs | arithmetic written out | expected |"
@@ -40,29 +41,7 @@ STEP = re.compile(r"^(post|flag|complete|release|refund|clear|void)(?:\s+(\d+))?
 
 
 def rows() -> list[dict[str, str]]:
-    lines = DOC.read_text(encoding="utf-8").splitlines()
-    assert HEADER in lines, "worked-examples table header missing"
-    out = []
-    for line in lines[lines.index(HEADER) + 2:]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        assert len(cells) == 5, f"row does not have 5 cells: {line}"
-        out.append(dict(zip(("id", "rule", "inputs", "arithmetic", "expected"), cells)))
-    return out
-
-
-def pairs(text: str) -> dict[str, str]:
-    d: dict[str, str] = {}
-    for part in text.split(";"):
-        key, sep, value = part.strip().partition("=")
-        assert sep and key and key not in d, f"cannot parse {part!r}"
-        d[key] = value.strip()
-    return d
-
-
-def items(text: str | None) -> list[str]:
-    return [] if not text or text == "none" else [t.strip() for t in text.split(",") if t.strip()]
+    return table_rows(DOC, HEADER, ("id", "rule", "inputs", "arithmetic", "expected"))
 
 
 def run_fail(inp):

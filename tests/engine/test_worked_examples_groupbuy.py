@@ -13,6 +13,7 @@ import pytest
 
 from engine import groupbuy as gb
 from engine.groupbuy import Campaign, Tier
+from tests.engine.worked_examples import table_rows
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "worked-examples" / "groupbuy.md"
 HEADER = "| id | scenario | inputs | arithmetic written out | expected |"
@@ -26,16 +27,7 @@ EXPECTED_KEYS = {"state", "tier", "leader", "final", "refunds", "cancelled", "wi
 
 
 def rows() -> list[dict[str, str]]:
-    lines = DOC.read_text(encoding="utf-8").splitlines()
-    assert HEADER in lines, "worked-examples table header missing"
-    out = []
-    for line in lines[lines.index(HEADER) + 2:]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        assert len(cells) == 5, f"row does not have 5 cells: {line}"
-        out.append(dict(zip(("id", "scenario", "inputs", "arithmetic", "expected"), cells)))
-    return out
+    return table_rows(DOC, HEADER)
 
 
 def pairs(text: str, allowed: set[str]) -> dict[str, str]:

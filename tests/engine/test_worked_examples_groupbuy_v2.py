@@ -12,6 +12,7 @@ import pytest
 from engine import groupbuy as gb
 from engine.errors import RuleViolation
 from engine.groupbuy import GroupState, PriceRole, QuickJoinCandidate, Seat, SeatState, Tier
+from tests.engine.worked_examples import table_rows
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "worked-examples" / "groupbuy-v2.md"
 HEADER = "| id | scenario | groups | arithmetic written out | expected |"
@@ -21,15 +22,7 @@ GROUP = re.compile(r"(\w+)\[([^\]]+)\]")
 
 
 def rows() -> list[dict[str, str]]:
-    lines = DOC.read_text(encoding="utf-8").splitlines()
-    out = []
-    for line in lines[lines.index(HEADER) + 2:]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        assert len(cells) == 5, line
-        out.append(dict(zip(("id", "scenario", "groups", "arithmetic", "expected"), cells)))
-    return out
+    return table_rows(DOC, HEADER, ("id", "scenario", "groups", "arithmetic", "expected"))
 
 
 def candidates(text: str) -> list[QuickJoinCandidate]:
