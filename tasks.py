@@ -6,7 +6,7 @@
     python3 tasks.py test --citus postgresql://postgres@127.0.0.1:9700/postgres
                              # integration + API tests on a Citus cluster (docs/sharding.md)
     python3 tasks.py test --fast   # only the pure tests (engine/, no database): seconds
-    python3 tasks.py lint    # ruff check + mypy (strict on engine/, baseline elsewhere), as .ci/run does
+    python3 tasks.py lint    # ruff check + ruff format --check + mypy (strict engine/, baseline elsewhere), as .ci/run does
     python3 tasks.py typecheck   # mypy only (the pre-commit hook)
     python3 tasks.py lock    # rewrite requirements.lock (what the container installs) from pyproject.toml
 
@@ -57,8 +57,7 @@ def ensure_test_packages() -> None:
     missing = [pkg for cmd, pkg in TEST_PACKAGES.items() if not shutil.which(cmd)]
     if not missing or not shutil.which("apt-get") or not hasattr(os, "geteuid") or os.geteuid() != 0:
         return
-    print(f"installing {', '.join(missing)} (Debian packages) for the browser and spreadsheet tests ...",
-          flush=True)
+    print(f"installing {', '.join(missing)} (Debian packages) for the browser and spreadsheet tests ...", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
     install = ["apt-get", "install", "-y", "-qq", *missing]
@@ -86,11 +85,26 @@ def citus_option(args: list[str]) -> list[str]:
     if not any(not a.startswith("-") and (ROOT / a.split("::")[0]).exists() for a in out):
         out = ["tests/integration", "tests/api", *out]
     return out
+
+
 # The container installs exactly these pins, with their hashes (Dockerfile); uv resolves them for every
 # platform at once (--universal) for the image's Python. tests/test_containers.py fails when a dependency of
 # pyproject.toml is missing from the lock.
-LOCK = ["-m", "uv", "pip", "compile", "pyproject.toml", "--universal", "--python-version", "3.12",
-        "--generate-hashes", "--no-header", "--quiet", "-o", "requirements.lock"]
+LOCK = [
+    "-m",
+    "uv",
+    "pip",
+    "compile",
+    "pyproject.toml",
+    "--universal",
+    "--python-version",
+    "3.12",
+    "--generate-hashes",
+    "--no-header",
+    "--quiet",
+    "-o",
+    "requirements.lock",
+]
 
 
 def lock() -> int:
@@ -116,6 +130,9 @@ def main(argv: list[str]) -> int:
     elif cmd == "lint":
         os.chdir(ROOT)
         if subprocess.call([str(BIN / "ruff"), "check", "."]) != 0:
+            return 1
+        if subprocess.call([str(BIN / "ruff"), "format", "--check", "."]) != 0:
+            print("the files above are not formatted: `.venv/bin/ruff format .`", file=sys.stderr)
             return 1
         return subprocess.call([str(BIN / "python"), "tools/typecheck.py", *rest])
     elif "--fast" in rest:

@@ -81,10 +81,10 @@ def _bearer(value: str | None) -> str | None:
 class SharecartGraphQL(GraphQL):
     """strawberry's ASGI view with our per-request context (caller, shop, loaders)."""
 
-    def __init__(self, svc: Services, *, test_clock: bool = False, dev: bool = False,
-                 deadline_s: float = DEADLINE_S):
-        super().__init__(make_schema(test_clock=test_clock), graphql_ide=None,
-                         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL])
+    def __init__(self, svc: Services, *, test_clock: bool = False, dev: bool = False, deadline_s: float = DEADLINE_S):
+        super().__init__(
+            make_schema(test_clock=test_clock), graphql_ide=None, subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL]
+        )
         self.svc, self.dev, self.deadline_s = svc, dev, deadline_s
         self.listener = GroupListener(svc.engine.url.render_as_string(hide_password=False), fetch=self._group)
         self.shops = ShopCache(lambda shop_id: get_shop(svc, shop_id))
@@ -122,8 +122,9 @@ class SharecartGraphQL(GraphQL):
             return shops[shop_id]
 
         if token == "" and authorization.strip().partition(" ")[0].lower() != "bearer":
-            ctx.auth_error = refuse(ErrorCode.UNAUTHENTICATED,
-                                    "the Authorization header must be 'Bearer <token>'", rule="SH-0")
+            ctx.auth_error = refuse(
+                ErrorCode.UNAUTHENTICATED, "the Authorization header must be 'Bearer <token>'", rule="SH-0"
+            )
             return
         if token is not None:
             try:
@@ -135,8 +136,12 @@ class SharecartGraphQL(GraphQL):
             if shop_key and shop_of_public_key(shop_key.strip()) != ctx.principal.shop_id:
                 # A storefront mixing one shop's token with another shop's key is a misconfiguration: say so
                 # rather than silently acting in the token's shop (SH-1).
-                ctx.principal, ctx.auth_error = None, refuse(
-                    ErrorCode.UNAUTHENTICATED, "the bearer token and X-Shop-Key name different shops", rule="SH-1")
+                ctx.principal, ctx.auth_error = (
+                    None,
+                    refuse(
+                        ErrorCode.UNAUTHENTICATED, "the bearer token and X-Shop-Key name different shops", rule="SH-1"
+                    ),
+                )
             return
         if shop_key:
             shop_id = shop_of_public_key(shop_key.strip())
@@ -159,8 +164,11 @@ class SharecartGraphQL(GraphQL):
             status, headers = e.status_code, None
             if scope.get("method") == "GET" and "when using GET" in (e.reason or ""):
                 status, headers = 405, {"Allow": "POST"}  # GraphQL over HTTP: a mutation is POST only
-            response = JSONResponse({"errors": [{"message": e.reason, "extensions": {"code": "INVALID_INPUT"}}]},
-                                    status_code=status, headers=headers)
+            response = JSONResponse(
+                {"errors": [{"message": e.reason, "extensions": {"code": "INVALID_INPUT"}}]},
+                status_code=status,
+                headers=headers,
+            )
         await response(scope, receive, send)
 
     async def execute_single(self, *args, **kwargs):
@@ -173,15 +181,28 @@ class SharecartGraphQL(GraphQL):
         except asyncio.TimeoutError:
             import logging
 
-            logging.getLogger("sharecart.api").info("refused QUERY_TOO_COMPLEX: over the %.1f s deadline",
-                                                    self.deadline_s)
-            return ExecutionResult(data=None, errors=[GraphQLError(
-                f"the operation ran longer than {self.deadline_s:g} s and was stopped: ask for less",
-                extensions={"code": "QUERY_TOO_COMPLEX", "limit": "time", "seconds": self.deadline_s})])
+            logging.getLogger("sharecart.api").info(
+                "refused QUERY_TOO_COMPLEX: over the %.1f s deadline", self.deadline_s
+            )
+            return ExecutionResult(
+                data=None,
+                errors=[
+                    GraphQLError(
+                        f"the operation ran longer than {self.deadline_s:g} s and was stopped: ask for less",
+                        extensions={"code": "QUERY_TOO_COMPLEX", "limit": "time", "seconds": self.deadline_s},
+                    )
+                ],
+            )
 
     async def get_context(self, request, response) -> Context:
-        ctx = Context(svc=self.svc, request=request, response=response, listener=self.listener, dev=self.dev,
-                      shop_cache=self.shops)
+        ctx = Context(
+            svc=self.svc,
+            request=request,
+            response=response,
+            listener=self.listener,
+            dev=self.dev,
+            shop_cache=self.shops,
+        )
         await self._identify(ctx, request.headers.get("authorization"), request.headers.get("x-shop-key"))
         return ctx
 
@@ -192,7 +213,9 @@ class SharecartGraphQL(GraphQL):
         if context.principal is None and context.public_shop_id is None and context.auth_error is None:
             auth = params.get("Authorization") or params.get("authorization")
             key = params.get("shopKey") or params.get("X-Shop-Key") or params.get("x-shop-key")
-            await self._identify(context, auth if isinstance(auth, str) else None, key if isinstance(key, str) else None)
+            await self._identify(
+                context, auth if isinstance(auth, str) else None, key if isinstance(key, str) else None
+            )
         return await super().on_ws_connect(context)
 
 
@@ -206,8 +229,10 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        too_large = JSONResponse({"errors": [{"message": f"request body over {self.limit} bytes",
-                                              "extensions": {"code": "INVALID_INPUT"}}]}, status_code=413)
+        too_large = JSONResponse(
+            {"errors": [{"message": f"request body over {self.limit} bytes", "extensions": {"code": "INVALID_INPUT"}}]},
+            status_code=413,
+        )
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
             return await too_large(scope, receive, send)
@@ -221,9 +246,17 @@ class BodyLimit:
             if len(body) > self.limit:
                 return await too_large(scope, receive, send)
         if _nesting(body) > MAX_JSON_NESTING:
-            return await JSONResponse({"errors": [{"message": f"request body nested deeper than {MAX_JSON_NESTING}",
-                                                   "extensions": {"code": "INVALID_INPUT"}}]},
-                                      status_code=400)(scope, receive, send)
+            return await JSONResponse(
+                {
+                    "errors": [
+                        {
+                            "message": f"request body nested deeper than {MAX_JSON_NESTING}",
+                            "extensions": {"code": "INVALID_INPUT"},
+                        }
+                    ]
+                },
+                status_code=400,
+            )(scope, receive, send)
         sent = False
 
         async def replay():
@@ -289,8 +322,11 @@ async def export_settlement(request: Request):
         return _error("NOT_FOUND", "no such settlement", 404)
     headers = {"Content-Disposition": f'attachment; filename="settlement-{sid}.{fmt}"'}
     if fmt == "csv":
-        return StreamingResponse(exports.csv_chunks(svc, shop_id=p.shop_id, settlement_id=sid),
-                                 media_type="text/csv; charset=utf-8", headers=headers)
+        return StreamingResponse(
+            exports.csv_chunks(svc, shop_id=p.shop_id, settlement_id=sid),
+            media_type="text/csv; charset=utf-8",
+            headers=headers,
+        )
     # An XLSX is a ZIP that is complete only when written (docs/api.md, "Exports"): it is built in a
     # temporary file off the event loop, then streamed in chunks with its Content-Length.
     path = await exports.xlsx_file(svc, shop_id=p.shop_id, settlement_id=sid)
@@ -305,17 +341,27 @@ async def export_settlement(request: Request):
         finally:
             f.close()
 
-    return StreamingResponse(chunks(), headers={**headers, "Content-Length": str(size)},
-                             media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    return StreamingResponse(
+        chunks(),
+        headers={**headers, "Content-Length": str(size)},
+        media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    )
 
 
-def create_app(svc: Services, *, test_clock: bool | None = None, dev: bool | None = None,
-               deadline_s: float = DEADLINE_S, max_response: int | None = None) -> Starlette:
+def create_app(
+    svc: Services,
+    *,
+    test_clock: bool | None = None,
+    dev: bool | None = None,
+    deadline_s: float = DEADLINE_S,
+    max_response: int | None = None,
+) -> Starlette:
     """The app over `svc`. `advanceClock` is in the schema only with SHARECART_TEST_CLOCK=1 (or test_clock=True);
     introspection for everyone and the GraphiQL page only with SHARECART_DEV=1 (or dev=True): docs/security.md."""
     dev = dev_mode() if dev is None else dev
-    gql = SharecartGraphQL(svc, test_clock=test_clock_enabled() if test_clock is None else test_clock, dev=dev,
-                           deadline_s=deadline_s)
+    gql = SharecartGraphQL(
+        svc, test_clock=test_clock_enabled() if test_clock is None else test_clock, dev=dev, deadline_s=deadline_s
+    )
     strip_query_strings()
 
     async def graphiql(_):
@@ -331,13 +377,21 @@ def create_app(svc: Services, *, test_clock: bool | None = None, dev: bool | Non
         yield
         await gql.listener.close()
 
-    app = Starlette(routes=[
-        Route("/", root), Route("/health", health), Route("/ready", ready), Route("/metrics", metrics_endpoint),
-        Route("/graphiql", graphiql),
-        Route("/graphql", gql, methods=["GET", "POST"]), WebSocketRoute("/graphql", gql),
-        Route("/exports/settlements/{settlement_id}.{fmt:str}", export_settlement),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"), *console_routes(),
-    ], lifespan=lifespan)
+    app = Starlette(
+        routes=[
+            Route("/", root),
+            Route("/health", health),
+            Route("/ready", ready),
+            Route("/metrics", metrics_endpoint),
+            Route("/graphiql", graphiql),
+            Route("/graphql", gql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", gql),
+            Route("/exports/settlements/{settlement_id}.{fmt:str}", export_settlement),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+            *console_routes(),
+        ],
+        lifespan=lifespan,
+    )
     app.add_middleware(BodyLimit)
     app.add_middleware(GraphQLResponse, **({"limit": max_response} if max_response else {}))
     app.add_middleware(SecurityHeaders)
@@ -345,4 +399,3 @@ def create_app(svc: Services, *, test_clock: bool | None = None, dev: bool | Non
     app.state.svc = svc
     app.state.graphql = gql
     return app
-

@@ -57,8 +57,14 @@ def mint_token(shop, user_id: str, roles, ttl_seconds: int = 3600) -> str:
     if ttl_seconds > MAX_TTL_S:
         raise ValueError(f"a token lives at most {MAX_TTL_S} s ({MAX_TTL_S // 86400} days)")
     now = int(time.time())
-    claims = {"shop": shop_id, "sub": user_id, "roles": sorted(set(roles)), "iat": now, "exp": now + ttl_seconds,
-              "jti": secrets.token_urlsafe(9)}
+    claims = {
+        "shop": shop_id,
+        "sub": user_id,
+        "roles": sorted(set(roles)),
+        "iat": now,
+        "exp": now + ttl_seconds,
+        "jti": secrets.token_urlsafe(9),
+    }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -70,8 +76,9 @@ def _decode(token: str, shop) -> dict:
         keys.append(shop.previous_jwt_secret)
     for i, key in enumerate(keys):
         try:
-            return jwt.decode(token, key, algorithms=[ALGORITHM], leeway=0,
-                              options={"require": ["exp", "iat", "sub", "shop"]})
+            return jwt.decode(
+                token, key, algorithms=[ALGORITHM], leeway=0, options={"require": ["exp", "iat", "sub", "shop"]}
+            )
         except jwt.InvalidSignatureError:
             if i == len(keys) - 1:
                 raise
@@ -111,17 +118,22 @@ async def authenticate(token: str, load_shop) -> Principal:
     if iat > time.time() + CLOCK_SKEW_S:
         raise refuse(ErrorCode.UNAUTHENTICATED, "token issued in the future (iat)", rule="SH-0")
     if exp - iat > MAX_TTL_S:
-        raise refuse(ErrorCode.UNAUTHENTICATED, f"token lifetime over {MAX_TTL_S} s: mint a shorter one",
-                     rule="SH-0")
+        raise refuse(ErrorCode.UNAUTHENTICATED, f"token lifetime over {MAX_TTL_S} s: mint a shorter one", rule="SH-0")
     not_before = getattr(shop, "tokens_not_before", None)
     if not_before is not None and iat < not_before.timestamp():
-        raise refuse(ErrorCode.UNAUTHENTICATED, "token revoked: the shop revoked tokens issued before "
-                                                f"{not_before.isoformat()}", rule="SH-0")
+        raise refuse(
+            ErrorCode.UNAUTHENTICATED,
+            f"token revoked: the shop revoked tokens issued before {not_before.isoformat()}",
+            rule="SH-0",
+        )
     raw_roles = claims.get("roles") or []
     sub = claims["sub"]
     if not isinstance(raw_roles, list) or not isinstance(sub, str) or not sub or "\x00" in sub or len(sub) > 64:
-        raise refuse(ErrorCode.UNAUTHENTICATED, "token claims invalid: sub is a string of 1-64 characters, roles "
-                                                "a list", rule="SH-0")
+        raise refuse(
+            ErrorCode.UNAUTHENTICATED,
+            "token claims invalid: sub is a string of 1-64 characters, roles a list",
+            rule="SH-0",
+        )
     roles = frozenset(r for r in raw_roles if isinstance(r, str)) & ROLES
     return Principal(shop_id=shop.shop_id, user_id=sub, roles=roles, expires_at=exp)
 

@@ -51,8 +51,11 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                        help="print the version and exit")) -> None:
+def _root(
+    _version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
+    ),
+) -> None:
     """Sharecart: group-buy and distribution engine (GraphQL API)."""
 
 
@@ -173,9 +176,12 @@ def seed() -> None:
 
 
 @app.command("close-period")
-def close_period(shop_id: str, day_from: str = typer.Option(..., "--from", help="first local day, YYYY-MM-DD"),
-                 day_to: str = typer.Option(..., "--to", help="day after the last, YYYY-MM-DD (half-open)"),
-                 actor: str = typer.Option("cli")) -> None:
+def close_period(
+    shop_id: str,
+    day_from: str = typer.Option(..., "--from", help="first local day, YYYY-MM-DD"),
+    day_to: str = typer.Option(..., "--to", help="day after the last, YYYY-MM-DD (half-open)"),
+    actor: str = typer.Option("cli"),
+) -> None:
     """LG-3: close [from, to) in the shop's time zone into a settlement batch; prints its id."""
     first, after = _day(day_from, "--from"), _day(day_to, "--to")
 
@@ -195,8 +201,12 @@ def close_period(shop_id: str, day_from: str = typer.Option(..., "--from", help=
 
 
 @app.command()
-def export(shop_id: str, settlement_id: str, fmt: str = typer.Option("csv", "--format", help="csv or xlsx"),
-           out: str = typer.Option(..., "--out", help="file to write")) -> None:
+def export(
+    shop_id: str,
+    settlement_id: str,
+    fmt: str = typer.Option("csv", "--format", help="csv or xlsx"),
+    out: str = typer.Option(..., "--out", help="file to write"),
+) -> None:
     """LG-3: export a settlement batch (same batch, same bytes), with a progress bar on stderr (drawn when
     stderr is a terminal; stdout keeps only the result line, for scripts)."""
     import shutil
@@ -217,12 +227,12 @@ def export(shop_id: str, settlement_id: str, fmt: str = typer.Option("csv", "--f
         with typer.progressbar(length=batch.distributors, label=f"exporting {fmt}", file=sys.stderr) as bar:
             if fmt == "csv":
                 with open(out, "wb") as f:
-                    async for chunk in exports.csv_chunks(svc, shop_id=shop_id, settlement_id=settlement_id,
-                                                          progress=bar.update):
+                    async for chunk in exports.csv_chunks(
+                        svc, shop_id=shop_id, settlement_id=settlement_id, progress=bar.update
+                    ):
                         f.write(chunk)
             else:
-                path = await exports.xlsx_file(svc, shop_id=shop_id, settlement_id=settlement_id,
-                                               progress=bar.update)
+                path = await exports.xlsx_file(svc, shop_id=shop_id, settlement_id=settlement_id, progress=bar.update)
                 shutil.move(path, out)
         await svc.engine.dispose()
 
@@ -248,8 +258,10 @@ def _check_out(out: str) -> None:
 
 
 @app.command("list-shops")
-def list_shops(as_json: bool = typer.Option(False, "--json", help="one JSON object per line, for scripts"),
-               limit: int = typer.Option(1000, help="at most this many, in shop id order")) -> None:
+def list_shops(
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per line, for scripts"),
+    limit: int = typer.Option(1000, help="at most this many, in shop id order"),
+) -> None:
     """List the shops: id, currency, time zone, created, name (an operator's view of every shop)."""
     import json
 
@@ -268,14 +280,25 @@ def list_shops(as_json: bool = typer.Option(False, "--json", help="one JSON obje
     rows = asyncio.run(run())
     if as_json:
         for shop in rows:
-            typer.echo(json.dumps({"shopId": shop.shop_id, "name": shop.name, "currency": shop.currency,
-                                   "timezone": shop.timezone, "createdAt": shop.created_at.isoformat()},
-                                  ensure_ascii=False))
+            typer.echo(
+                json.dumps(
+                    {
+                        "shopId": shop.shop_id,
+                        "name": shop.name,
+                        "currency": shop.currency,
+                        "timezone": shop.timezone,
+                        "createdAt": shop.created_at.isoformat(),
+                    },
+                    ensure_ascii=False,
+                )
+            )
         return
     typer.echo(f"{'SHOP':24s} {'CURRENCY':8s} {'TIMEZONE':20s} {'CREATED':20s} NAME")
     for shop in rows:
-        typer.echo(f"{shop.shop_id:24s} {shop.currency:8s} {shop.timezone:20s} "
-                   f"{shop.created_at.strftime('%Y-%m-%d %H:%M'):20s} {shop.name}")
+        typer.echo(
+            f"{shop.shop_id:24s} {shop.currency:8s} {shop.timezone:20s} "
+            f"{shop.created_at.strftime('%Y-%m-%d %H:%M'):20s} {shop.name}"
+        )
     if not rows:
         typer.echo("(no shops: sharecart create-shop, or sharecart seed for the demo)", err=True)
 
@@ -297,17 +320,29 @@ def serve(
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8000),
     demo: bool = typer.Option(True, help="seed the demo shop on first start and print its tokens"),
-    worker: bool = typer.Option(True, help="start `sharecart worker` (expiry GB-11, release CM-6, webhook "
-                                "delivery) in a process of its own beside the API"),
-    workers: int = typer.Option(None, "--workers", min=1, help="API processes on the one port (default: the "
-                                "machine's cores)"),
-    test_clock: bool = typer.Option(False, "--test-clock", help="add the admin mutation advanceClock, which moves "
-                                    "this process's service clock forward (OR-5); for demos and tests, never "
-                                    "in production (same as SHARECART_TEST_CLOCK=1). Runs the API and the "
-                                    "worker in one process, so both see that clock"),
-    dev: bool = typer.Option(None, "--dev/--no-dev", help="development mode: introspection for every caller "
-                             "and /graphiql (SHARECART_DEV=1); on by default with --demo, off without "
-                             "(docs/security.md)"),
+    worker: bool = typer.Option(
+        True,
+        help="start `sharecart worker` (expiry GB-11, release CM-6, webhook "
+        "delivery) in a process of its own beside the API",
+    ),
+    workers: int = typer.Option(
+        None, "--workers", min=1, help="API processes on the one port (default: the machine's cores)"
+    ),
+    test_clock: bool = typer.Option(
+        False,
+        "--test-clock",
+        help="add the admin mutation advanceClock, which moves "
+        "this process's service clock forward (OR-5); for demos and tests, never "
+        "in production (same as SHARECART_TEST_CLOCK=1). Runs the API and the "
+        "worker in one process, so both see that clock",
+    ),
+    dev: bool = typer.Option(
+        None,
+        "--dev/--no-dev",
+        help="development mode: introspection for every caller "
+        "and /graphiql (SHARECART_DEV=1); on by default with --demo, off without "
+        "(docs/security.md)",
+    ),
 ) -> None:
     """Start the API (N processes) and the worker; migrations applied first (api/process.py)."""
     from api.shops import TEST_CLOCK_ENV, test_clock_enabled
@@ -364,8 +399,10 @@ def _print_demo(r: dict, host: str, port: int) -> None:
     echo(f"Console:    {base}/console       (paste the admin or finance token below; docs/console.md)")
     echo(f"Storefront: {base}/demo/storefront?key={shop.public_key}   (live groups; paste a customer token)")
     echo("Walkthrough from here to a formed group and a paid-out commission: docs/walkthrough.md")
-    echo(f"Demo shop:  {shop.shop_id} ({shop.currency})   advanceClock: "
-         f"{'on' if test_clock_enabled() else 'off (serve --test-clock)'}")
+    echo(
+        f"Demo shop:  {shop.shop_id} ({shop.currency})   advanceClock: "
+        f"{'on' if test_clock_enabled() else 'off (serve --test-clock)'}"
+    )
     echo("Ids (Relay global ids, as the API returns them):")
     echo(f"  PAIR_CAMPAIGN_ID    {gid('Campaign', r.get('pair_campaign_id'))}   2-person group, cups")
     echo(f"  PAIR_GROUP_ID       {gid('Group', r.get('pair_group_id'))}   carol's open group: one paid join forms it")

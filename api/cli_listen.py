@@ -33,24 +33,48 @@ EVENTS_QUERY = """query($after: String, $types: [String!], $first: Int) {
 
 # What `trigger` can produce: every event type of docs/webhooks.md, with a sample of the data it carries.
 SAMPLES: dict[str, dict] = {
-    "group.opened": {"group_id": "sample_grp", "campaign_id": "sample_cmp", "leader_id": "sample_user",
-                     "order_id": "sample_ord"},
-    "group.formed": {"group_id": "sample_grp", "campaign_id": "sample_cmp", "tier_members": 2,
-                     "member_unit_price": 8000, "leader_unit_price": 7500, "order_ids": ["sample_ord"],
-                     "leader_order_id": "sample_ord", "winners": []},
+    "group.opened": {
+        "group_id": "sample_grp",
+        "campaign_id": "sample_cmp",
+        "leader_id": "sample_user",
+        "order_id": "sample_ord",
+    },
+    "group.formed": {
+        "group_id": "sample_grp",
+        "campaign_id": "sample_cmp",
+        "tier_members": 2,
+        "member_unit_price": 8000,
+        "leader_unit_price": 7500,
+        "order_ids": ["sample_ord"],
+        "leader_order_id": "sample_ord",
+        "winners": [],
+    },
     "group.failed": {"group_id": "sample_grp", "campaign_id": "sample_cmp"},
     "group.cancelled": {"group_id": "sample_grp", "campaign_id": "sample_cmp"},
     "group.leader_changed": {"group_id": "sample_grp", "leader_id": "sample_user", "leader_order_id": "sample_ord"},
     "seat.released": {"group_id": "sample_grp", "order_id": "sample_ord"},
     "order.paid": {"order_id": "sample_ord", "amount": 8000, "role": "MEMBER"},
     "order.completed": {"order_id": "sample_ord"},
-    "refund.owed": {"refund_id": "sample_rf", "order_id": "sample_ord", "amount": 1000, "full": False,
-                    "reason": "GB-5"},
+    "refund.owed": {
+        "refund_id": "sample_rf",
+        "order_id": "sample_ord",
+        "amount": 1000,
+        "full": False,
+        "reason": "GB-5",
+    },
     "refund.recorded": {"refund_id": "sample_rf", "order_id": "sample_ord", "amount": 1000},
-    "refund.confirmed": {"refund_id": "sample_rf", "order_id": "sample_ord", "amount": 1000,
-                         "provider_ref": "sample_bank"},
-    "commission.posted": {"line_id": "sample_cl", "order_id": "sample_ord", "beneficiary_id": "sample_user",
-                          "amount": 800},
+    "refund.confirmed": {
+        "refund_id": "sample_rf",
+        "order_id": "sample_ord",
+        "amount": 1000,
+        "provider_ref": "sample_bank",
+    },
+    "commission.posted": {
+        "line_id": "sample_cl",
+        "order_id": "sample_ord",
+        "beneficiary_id": "sample_user",
+        "amount": 800,
+    },
     "commission.reversed": {"line_id": "sample_cl", "order_id": "sample_ord", "amount": 800},
     "commission.voided": {"line_id": "sample_cl", "order_id": "sample_ord", "amount": 800},
     "commission.available": {"line_id": "sample_cl", "beneficiary_id": "sample_user", "amount": 800},
@@ -82,10 +106,21 @@ def _token_shop(token: str) -> str:
 
 def webhook_body(node: dict, shop_id: str) -> bytes:
     """The same body a webhook delivery of this event carries (service.usecases.webhooks.event_body)."""
-    return json.dumps({"id": _raw_id(node["id"]), "seq": node["seq"], "type": node["type"], "shop_id": shop_id,
-                       "aggregate_type": node["aggregateType"], "aggregate_id": node["aggregateId"],
-                       "rule": node["rule"], "occurred_at": node["occurredAt"],
-                       "data": json.loads(node["payloadJson"])}, sort_keys=True, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "id": _raw_id(node["id"]),
+            "seq": node["seq"],
+            "type": node["type"],
+            "shop_id": shop_id,
+            "aggregate_type": node["aggregateType"],
+            "aggregate_id": node["aggregateId"],
+            "rule": node["rule"],
+            "occurred_at": node["occurredAt"],
+            "data": json.loads(node["payloadJson"]),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
 
 
 class State:
@@ -113,8 +148,18 @@ def default_state(shop_id: str) -> Path:
     return Path(platformdirs.user_state_dir("sharecart")) / f"listen-{shop_id}.json"
 
 
-async def listen_loop(*, api: str, token: str, forward_to: str, state: State, shop_id: str,
-                      types: list[str] | None, once: bool, interval: float, echo=typer.echo) -> int:
+async def listen_loop(
+    *,
+    api: str,
+    token: str,
+    forward_to: str,
+    state: State,
+    shop_id: str,
+    types: list[str] | None,
+    once: bool,
+    interval: float,
+    echo=typer.echo,
+) -> int:
     """Pull, sign, forward, remember; returns how many events were forwarded. With `once`, stops when the feed
     has nothing more."""
     import httpx
@@ -125,9 +170,11 @@ async def listen_loop(*, api: str, token: str, forward_to: str, state: State, sh
     headers = {"authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(timeout=10) as gql, httpx.AsyncClient(timeout=10, follow_redirects=False) as out:
         while True:
-            r = await gql.post(api, json={"query": EVENTS_QUERY,
-                                          "variables": {"after": state.cursor, "types": types, "first": 100}},
-                               headers=headers)
+            r = await gql.post(
+                api,
+                json={"query": EVENTS_QUERY, "variables": {"after": state.cursor, "types": types, "first": 100}},
+                headers=headers,
+            )
             body = r.json()
             if body.get("errors") or r.status_code != 200:
                 raise ListenError(f"the event feed answered {r.status_code}: {body.get('errors') or r.text[:200]}")
@@ -137,8 +184,9 @@ async def listen_loop(*, api: str, token: str, forward_to: str, state: State, sh
                 payload = webhook_body(node, shop_id)
                 eid = _raw_id(node["id"])
                 try:
-                    answer = await out.post(forward_to, content=payload,
-                                            headers=signed_headers([state.secret], eid, payload))
+                    answer = await out.post(
+                        forward_to, content=payload, headers=signed_headers([state.secret], eid, payload)
+                    )
                     outcome = str(answer.status_code)
                 except httpx.HTTPError as e:
                     outcome = f"failed ({type(e).__name__})"
@@ -164,11 +212,15 @@ def register(app: typer.Typer) -> None:
     def listen(
         forward_to: str = typer.Option(..., "--forward-to", help="the local URL to POST each event to"),
         api: str = typer.Option("http://127.0.0.1:8000/graphql", help="the Sharecart GraphQL endpoint"),
-        token: str = typer.Option(..., envvar="SHARECART_TOKEN",
-                                  help="an admin token of the shop (env SHARECART_TOKEN)"),
+        token: str = typer.Option(
+            ..., envvar="SHARECART_TOKEN", help="an admin token of the shop (env SHARECART_TOKEN)"
+        ),
         types: Optional[list[str]] = typer.Option(None, "--type", help="only these event types (repeatable)"),
-        state_file: Optional[Path] = typer.Option(None, "--state", help="where the cursor and the signing secret "
-                                                  "are kept (default: the user's state folder, one per shop)"),
+        state_file: Optional[Path] = typer.Option(
+            None,
+            "--state",
+            help="where the cursor and the signing secret are kept (default: the user's state folder, one per shop)",
+        ),
         from_start: bool = typer.Option(False, "--from-start", help="forget the saved cursor: replay every event"),
         once: bool = typer.Option(False, "--once", help="forward what is there, then exit"),
         interval: float = typer.Option(1.0, help="seconds between pulls when the feed is drained"),
@@ -187,8 +239,18 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"Ready: forwarding events of shop {shop_id} to {forward_to}")
         typer.echo(f"Webhook signing secret (Standard Webhooks): {state.secret}")
         try:
-            n = asyncio.run(listen_loop(api=api, token=token, forward_to=forward_to, state=state, shop_id=shop_id,
-                                        types=types or None, once=once, interval=interval))
+            n = asyncio.run(
+                listen_loop(
+                    api=api,
+                    token=token,
+                    forward_to=forward_to,
+                    state=state,
+                    shop_id=shop_id,
+                    types=types or None,
+                    once=once,
+                    interval=interval,
+                )
+            )
         except ListenError as e:
             _refuse("UNAVAILABLE", str(e))
         except KeyboardInterrupt:
@@ -196,8 +258,10 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"forwarded {n} event(s); resume with the same command")
 
     @app.command()
-    def trigger(event_type: str = typer.Argument(..., help=f"one of: {', '.join(SAMPLES)}"),
-                shop: str = typer.Option(..., "--shop", help="the shop whose event feed gets the sample")) -> None:
+    def trigger(
+        event_type: str = typer.Argument(..., help=f"one of: {', '.join(SAMPLES)}"),
+        shop: str = typer.Option(..., "--shop", help="the shop whose event feed gets the sample"),
+    ) -> None:
         """Write a sample event (marked `sample`) into the shop's event feed, for `listen` and webhooks."""
         if event_type not in SAMPLES:
             _refuse("INVALID_INPUT", f"unknown event type {event_type!r}; one of: {', '.join(SAMPLES)}")
@@ -220,9 +284,15 @@ async def _trigger(shop_id: str, event_type: str) -> bool:
             row = await s.get(Shop, shop_id)
             if row is None:
                 return False
-            events.emit(s, shop_id=shop_id, type=event_type, aggregate_type="sample",
-                             aggregate_id=new_id("sample_"), now=svc.now(),
-                             payload={**SAMPLES[event_type], "currency": row.currency, "sample": True})
+            events.emit(
+                s,
+                shop_id=shop_id,
+                type=event_type,
+                aggregate_type="sample",
+                aggregate_id=new_id("sample_"),
+                now=svc.now(),
+                payload={**SAMPLES[event_type], "currency": row.currency, "sample": True},
+            )
         return True
     finally:
         await svc.engine.dispose()

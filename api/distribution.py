@@ -33,13 +33,20 @@ from service.usecases import shops as shops_svc
 
 # ---------------------------------------------------------------- types
 # The engine's enums are the GraphQL enums (the wire values are their names, as the strings were).
-strawberry.enum(CommissionState, name="CommissionLineState",
-                description="CM-6: PENDING (order paid), FROZEN (order completed, in the freeze window), AVAILABLE "
-                            "(released to the balance), VOID (the order was refunded or cancelled in full)")
-strawberry.enum(DistributorStatus, name="DistributorStatus",
-                description="DS-1: APPLIED waits for an admin's approval (APPROVAL mode).")
+strawberry.enum(
+    CommissionState,
+    name="CommissionLineState",
+    description="CM-6: PENDING (order paid), FROZEN (order completed, in the freeze window), AVAILABLE "
+    "(released to the balance), VOID (the order was refunded or cancelled in full)",
+)
+strawberry.enum(
+    DistributorStatus,
+    name="DistributorStatus",
+    description="DS-1: APPLIED waits for an admin's approval (APPROVAL mode).",
+)
 strawberry.enum(DistributionMode, name="DistributionMode")
 strawberry.enum(BindingMode, name="BindingMode")
+
 
 @strawberry.type(description="A commission line (CM-4..CM-6) with the order it came from (RP-1).")
 class CommissionLine(relay.Node):
@@ -65,10 +72,18 @@ class CommissionLine(relay.Node):
 
 
 def line_type(ln, ctx) -> CommissionLine:
-    return CommissionLine(id=ln.line_id, level=ln.level, state=CommissionState(ln.state), currency=ctx.currency,
-                          base=ln.base,
-                          original=ln.original, standing=ln.standing, created_at=ln.created_at,
-                          available_at=ln.available_at, _order=ln.order_id)
+    return CommissionLine(
+        id=ln.line_id,
+        level=ln.level,
+        state=CommissionState(ln.state),
+        currency=ctx.currency,
+        base=ln.base,
+        original=ln.original,
+        standing=ln.standing,
+        created_at=ln.created_at,
+        available_at=ln.available_at,
+        _order=ln.order_id,
+    )
 
 
 @strawberry.type
@@ -80,9 +95,13 @@ class Balances:
     in_payout: MinorUnits
     paid: MinorUnits
     fees: MinorUnits
-    held: MinorUnits = strawberry.field(default=MinorUnits(0), description=(
-        "FR-3: the part of pending and frozen held for fraud review (not released until an admin clears it); "
-        "in `earnings`, always 0"))
+    held: MinorUnits = strawberry.field(
+        default=MinorUnits(0),
+        description=(
+            "FR-3: the part of pending and frozen held for fraud review (not released until an admin clears it); "
+            "in `earnings`, always 0"
+        ),
+    )
 
 
 @strawberry.type
@@ -126,18 +145,32 @@ class Level(relay.Node):
 
 
 def level_type(lv, ctx) -> Level:
-    return Level(id=str(lv.grade), grade=lv.grade, name=lv.name, level1_bp=lv.level1_bp, level2_bp=lv.level2_bp,
-                 currency=ctx.currency, upgrade_bonus=lv.upgrade_bonus, min_direct_referrals=lv.min_direct_referrals,
-                 min_team_size=lv.min_team_size, min_own_spend=lv.min_own_spend, min_own_orders=lv.min_own_orders,
-                 min_direct_sales=lv.min_direct_sales, min_team_sales=lv.min_team_sales)
+    return Level(
+        id=str(lv.grade),
+        grade=lv.grade,
+        name=lv.name,
+        level1_bp=lv.level1_bp,
+        level2_bp=lv.level2_bp,
+        currency=ctx.currency,
+        upgrade_bonus=lv.upgrade_bonus,
+        min_direct_referrals=lv.min_direct_referrals,
+        min_team_size=lv.min_team_size,
+        min_own_spend=lv.min_own_spend,
+        min_own_orders=lv.min_own_orders,
+        min_direct_sales=lv.min_direct_sales,
+        min_team_sales=lv.min_team_sales,
+    )
 
 
-@strawberry.type(description="One upgrade condition of the next level: required vs. where you stand (LV-1). A "
-                             "count condition fills `requiredCount`/`actualCount`, an amount condition "
-                             "`requiredAmount`/`actualAmount` (in `currency`); the other pair is null.")
+@strawberry.type(
+    description="One upgrade condition of the next level: required vs. where you stand (LV-1). A "
+    "count condition fills `requiredCount`/`actualCount`, an amount condition "
+    "`requiredAmount`/`actualAmount` (in `currency`); the other pair is null."
+)
 class LevelCondition:
-    name: str = strawberry.field(description="directReferrals, teamSize, ownOrders (counts); ownSpend, directSales, "
-                                             "teamSales (amounts)")
+    name: str = strawberry.field(
+        description="directReferrals, teamSize, ownOrders (counts); ownSpend, directSales, teamSales (amounts)"
+    )
     required_count: Optional[int]
     actual_count: Optional[int]
     required_amount: Optional[MinorUnits]
@@ -171,9 +204,17 @@ class DistributorSummary(relay.Node):
 
 
 def distributor_summary(d, ctx=None) -> DistributorSummary:
-    return DistributorSummary(id=d.user_id, user_id=d.user_id, status=DistributorStatus(d.status), grade=d.grade,
-                              invite_code=d.invite_code, applied_at=d.applied_at, approved_at=d.approved_at,
-                              approved_by=d.approved_by, status_reason=d.status_reason)
+    return DistributorSummary(
+        id=d.user_id,
+        user_id=d.user_id,
+        status=DistributorStatus(d.status),
+        grade=d.grade,
+        invite_code=d.invite_code,
+        applied_at=d.applied_at,
+        approved_at=d.approved_at,
+        approved_by=d.approved_by,
+        status_reason=d.status_reason,
+    )
 
 
 @strawberry.type(description="Distribution settings of the shop (section 3).")
@@ -191,17 +232,29 @@ class DistributionSettings:
     min_payout: MinorUnits
     payout_fee_bp: int
     spend_threshold: MinorUnits
-    order_code_overrides: bool = strawberry.field(description="RF-3 (b): a code on a reported order names that "
-                                                  "order's level 1 even when the buyer has a live referrer")
+    order_code_overrides: bool = strawberry.field(
+        description="RF-3 (b): a code on a reported order names that "
+        "order's level 1 even when the buyer has a live referrer"
+    )
 
 
 def settings_type(s, ctx) -> DistributionSettings:
-    return DistributionSettings(mode=DistributionMode(s.mode), binding=BindingMode(s.binding), binding_days=s.binding_days,
-                                bind_new_users_only=s.bind_new_users_only, level1_bp=s.level1_bp,
-                                level2_bp=s.level2_bp, self_purchase=s.self_purchase, freeze_days=s.freeze_days,
-                                max_total_bp=s.max_total_bp, currency=ctx.currency, min_payout=s.min_payout,
-                                payout_fee_bp=s.payout_fee_bp, spend_threshold=s.spend_threshold,
-                                order_code_overrides=s.order_code_overrides)
+    return DistributionSettings(
+        mode=DistributionMode(s.mode),
+        binding=BindingMode(s.binding),
+        binding_days=s.binding_days,
+        bind_new_users_only=s.bind_new_users_only,
+        level1_bp=s.level1_bp,
+        level2_bp=s.level2_bp,
+        self_purchase=s.self_purchase,
+        freeze_days=s.freeze_days,
+        max_total_bp=s.max_total_bp,
+        currency=ctx.currency,
+        min_payout=s.min_payout,
+        payout_fee_bp=s.payout_fee_bp,
+        spend_threshold=s.spend_threshold,
+        order_code_overrides=s.order_code_overrides,
+    )
 
 
 @strawberry.type(description="DS-2: what a storefront may learn from an invite code — no personal data.")
@@ -210,19 +263,28 @@ class InviteInfo:
     code: str
 
 
-LEVEL_METRICS = (("directReferrals", "min_direct_referrals", "direct_referrals", False),
-                 ("teamSize", "min_team_size", "team_size", False),
-                 ("ownSpend", "min_own_spend", "own_spend", True),
-                 ("ownOrders", "min_own_orders", "own_orders", False),
-                 ("directSales", "min_direct_sales", "direct_sales", True),
-                 ("teamSales", "min_team_sales", "team_sales", True))  # (name, level field, metric, is money)
+LEVEL_METRICS = (
+    ("directReferrals", "min_direct_referrals", "direct_referrals", False),
+    ("teamSize", "min_team_size", "team_size", False),
+    ("ownSpend", "min_own_spend", "own_spend", True),
+    ("ownOrders", "min_own_orders", "own_orders", False),
+    ("directSales", "min_direct_sales", "direct_sales", True),
+    ("teamSales", "min_team_sales", "team_sales", True),
+)  # (name, level field, metric, is money)
 
 
 def _condition(name: str, required: int, actual: int, money: bool, currency: str) -> LevelCondition:
     counts = (None, None) if money else (required, actual)
     amounts = (required, actual) if money else (None, None)
-    return LevelCondition(name=name, required_count=counts[0], actual_count=counts[1], required_amount=amounts[0],
-                          actual_amount=amounts[1], currency=currency, met=actual >= required)
+    return LevelCondition(
+        name=name,
+        required_count=counts[0],
+        actual_count=counts[1],
+        required_amount=amounts[0],
+        actual_amount=amounts[1],
+        currency=currency,
+        met=actual >= required,
+    )
 
 
 @strawberry.type(description="The calling distributor (RP-1): balances, level, invite code, lines, downline.")
@@ -243,49 +305,75 @@ class DistributorProfile:
         if nxt is None:
             return None
         m = await queries.distributor_metrics(ctx.svc, shop_id=ctx.shop_id, user_id=self.user_id)
-        conds = [_condition(name, getattr(nxt, req), getattr(m, act), money, ctx.currency)
-                 for name, req, act, money in LEVEL_METRICS]
+        conds = [
+            _condition(name, getattr(nxt, req), getattr(m, act), money, ctx.currency)
+            for name, req, act, money in LEVEL_METRICS
+        ]
         return LevelProgress(next_level=level_type(nxt, ctx), conditions=conds, met_count=sum(c.met for c in conds))
 
     @strawberry.field(description="Commission lines, newest first, each with its order (RP-1).")
-    async def commission_lines(self, info: Info, first: Optional[int] = None,
-                               after: Optional[str] = None) -> Connection[CommissionLine]:
+    async def commission_lines(
+        self, info: Info, first: Optional[int] = None, after: Optional[str] = None
+    ) -> Connection[CommissionLine]:
         ctx = info.context
-        return await paginate(lambda **p: queries.page_commission_lines(
-            ctx.svc, shop_id=ctx.shop_id, beneficiary_id=self.user_id, **p), first, after,
-            lambda ln: line_type(ln, ctx))
+        return await paginate(
+            lambda **p: queries.page_commission_lines(ctx.svc, shop_id=ctx.shop_id, beneficiary_id=self.user_id, **p),
+            first,
+            after,
+            lambda ln: line_type(ln, ctx),
+        )
 
     @strawberry.field(description="Payout requests, oldest first (LG-2).")
-    async def payouts(self, info: Info, first: Optional[int] = None,
-                      after: Optional[str] = None) -> Connection[Payout]:
+    async def payouts(self, info: Info, first: Optional[int] = None, after: Optional[str] = None) -> Connection[Payout]:
         ctx = info.context
-        return await paginate(lambda **p: queries.page_payouts(
-            ctx.svc, shop_id=ctx.shop_id, state=None, user_id=self.user_id, **p), first, after,
-            lambda x: payout_type(x, ctx))
+        return await paginate(
+            lambda **p: queries.page_payouts(ctx.svc, shop_id=ctx.shop_id, state=None, user_id=self.user_id, **p),
+            first,
+            after,
+            lambda x: payout_type(x, ctx),
+        )
 
-    @strawberry.field(description="RP-1: how each balance moved over [from, to) (instants; see earningsSeries for "
-                                  "the shop's calendar).")
+    @strawberry.field(
+        description="RP-1: how each balance moved over [from, to) (instants; see earningsSeries for "
+        "the shop's calendar)."
+    )
     async def earnings(self, info: Info, period_from: datetime, period_to: datetime) -> Balances:
         ctx = info.context
-        e = await reports_svc.earnings(ctx.svc, shop_id=ctx.shop_id, user_id=self.user_id, period_from=period_from,
-                                       period_to=period_to)
-        return Balances(currency=ctx.currency, pending=e["PENDING"], frozen=e["FROZEN"], available=e["AVAILABLE"],
-                        in_payout=e["IN_PAYOUT"], paid=e["PAID"], fees=e["FEES"])
+        e = await reports_svc.earnings(
+            ctx.svc, shop_id=ctx.shop_id, user_id=self.user_id, period_from=period_from, period_to=period_to
+        )
+        return Balances(
+            currency=ctx.currency,
+            pending=e["PENDING"],
+            frozen=e["FROZEN"],
+            available=e["AVAILABLE"],
+            in_payout=e["IN_PAYOUT"],
+            paid=e["PAID"],
+            fees=e["FEES"],
+        )
 
-    @strawberry.field(description="RP-1 per local day or month of the shop's time zone over [periodFrom, periodTo), "
-                                  "oldest first, periods without movement included: at most 366 days or 120 months; "
-                                  "months run from a 1st to a 1st.")
-    async def earnings_series(self, info: Info, granularity: EarningsGranularity, period_from: date,
-                              period_to: date) -> list[EarningsPeriod]:
+    @strawberry.field(
+        description="RP-1 per local day or month of the shop's time zone over [periodFrom, periodTo), "
+        "oldest first, periods without movement included: at most 366 days or 120 months; "
+        "months run from a 1st to a 1st."
+    )
+    async def earnings_series(
+        self, info: Info, granularity: EarningsGranularity, period_from: date, period_to: date
+    ) -> list[EarningsPeriod]:
         ctx = info.context
-        series = await reports_svc.earnings_series(ctx.svc, shop_id=ctx.shop_id, user_id=self.user_id,
-                                                   granularity=granularity,
-                                                   day_from=bounded_day(period_from, "periodFrom"),
-                                                   day_to=bounded_day(period_to, "periodTo"))
+        series = await reports_svc.earnings_series(
+            ctx.svc,
+            shop_id=ctx.shop_id,
+            user_id=self.user_id,
+            granularity=granularity,
+            day_from=bounded_day(period_from, "periodFrom"),
+            day_to=bounded_day(period_to, "periodTo"),
+        )
         return [earnings_period(p, ctx.currency) for p in series]
 
 
 # ---------------------------------------------------------------- queries
+
 
 @strawberry.field(permission_classes=[HasShopKey], description="DS-2: resolve an invite code.")
 async def resolve_invite(info: Info, code: str) -> InviteInfo:
@@ -294,8 +382,10 @@ async def resolve_invite(info: Info, code: str) -> InviteInfo:
     return InviteInfo(valid=d is not None and d.status == DistributorStatus.ACTIVE.value, code=code.strip().upper())
 
 
-@strawberry.field(permission_classes=[IsDistributor],
-                  description="The caller as a distributor; null if the shop's mode has not admitted them (DS-1).")
+@strawberry.field(
+    permission_classes=[IsDistributor],
+    description="The caller as a distributor; null if the shop's mode has not admitted them (DS-1).",
+)
 async def me(info: Info) -> Optional[DistributorProfile]:
     ctx = info.context
     if await distribution_svc.my_distributor(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id) is None:
@@ -305,14 +395,26 @@ async def me(info: Info) -> Optional[DistributorProfile]:
     levels = await shops_svc.get_levels(ctx.svc, ctx.shop_id)
     level = next((lv for lv in levels if lv.grade == d.grade), None)
     return DistributorProfile(
-        user_id=d.user_id, status=DistributorStatus(d.status), invite_code=d.invite_code, grade=d.grade,
+        user_id=d.user_id,
+        status=DistributorStatus(d.status),
+        invite_code=d.invite_code,
+        grade=d.grade,
         level=level_type(level, ctx) if level else None,
-        balances=Balances(currency=ctx.currency, pending=d.pending, frozen=d.frozen, available=d.available,
-                          in_payout=d.in_payout, paid=d.paid, fees=d.fees,
-                          held=MinorUnits(await fraud_reads.held_amount(ctx.svc, shop_id=ctx.shop_id,
-                                                                        user_id=ctx.user_id))),
-        downline=Downline(level1=DownlineLevel(**dl["level1"], currency=ctx.currency),
-                          level2=DownlineLevel(**dl["level2"], currency=ctx.currency)))
+        balances=Balances(
+            currency=ctx.currency,
+            pending=d.pending,
+            frozen=d.frozen,
+            available=d.available,
+            in_payout=d.in_payout,
+            paid=d.paid,
+            fees=d.fees,
+            held=MinorUnits(await fraud_reads.held_amount(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id)),
+        ),
+        downline=Downline(
+            level1=DownlineLevel(**dl["level1"], currency=ctx.currency),
+            level2=DownlineLevel(**dl["level2"], currency=ctx.currency),
+        ),
+    )
 
 
 @strawberry.field(permission_classes=[IsAdmin], description="The shop's distribution settings (section 3).")
@@ -321,26 +423,39 @@ async def distribution_settings(info: Info) -> DistributionSettings:
 
 
 @strawberry.field(permission_classes=[IsAdmin], description="The shop's distributor levels by grade (LV-1).")
-async def levels(info: Info, first: Optional[int] = None,
-                 after: Optional[str] = None) -> Connection[Level]:
+async def levels(info: Info, first: Optional[int] = None, after: Optional[str] = None) -> Connection[Level]:
     ctx = info.context
-    return await paginate(lambda **p: listings.page_levels(ctx.svc, shop_id=ctx.shop_id, **p), first, after,
-                          lambda lv: level_type(lv, ctx))
+    return await paginate(
+        lambda **p: listings.page_levels(ctx.svc, shop_id=ctx.shop_id, **p),
+        first,
+        after,
+        lambda lv: level_type(lv, ctx),
+    )
 
 
-@strawberry.field(permission_classes=[IsAdmin],
-                  description="Distributors and applicants by user id, optionally only some statuses (DS-1): "
-                              "`statuses: [APPLIED]` lists the applications waiting for approveDistributor.")
-async def distributors(info: Info, statuses: Optional[list[DistributorStatus]] = None,
-                       first: Optional[int] = None, after: Optional[str] = None) -> Connection[DistributorSummary]:
+@strawberry.field(
+    permission_classes=[IsAdmin],
+    description="Distributors and applicants by user id, optionally only some statuses (DS-1): "
+    "`statuses: [APPLIED]` lists the applications waiting for approveDistributor.",
+)
+async def distributors(
+    info: Info,
+    statuses: Optional[list[DistributorStatus]] = None,
+    first: Optional[int] = None,
+    after: Optional[str] = None,
+) -> Connection[DistributorSummary]:
     ctx = info.context
     wanted = [st.value for st in statuses] if statuses else None
-    return await paginate(lambda **p: listings.page_distributors(ctx.svc, shop_id=ctx.shop_id, statuses=wanted,
-                                                                 **p), first, after,
-                          lambda d: distributor_summary(d, ctx))
+    return await paginate(
+        lambda **p: listings.page_distributors(ctx.svc, shop_id=ctx.shop_id, statuses=wanted, **p),
+        first,
+        after,
+        lambda d: distributor_summary(d, ctx),
+    )
 
 
 # ---------------------------------------------------------------- mutations
+
 
 @strawberry.input
 class BindReferrerInput:
@@ -367,22 +482,35 @@ class ApplyAsDistributorPayload:
     errors: list[UserError]
 
 
-@payload_mutation(BindReferrerPayload, permission_classes=[IsCustomer], description="RF-1: bind to a referrer by invite code.",
-                  fields={"userId": None})  # the caller's own id (the token's) is no input
+@payload_mutation(
+    BindReferrerPayload,
+    permission_classes=[IsCustomer],
+    description="RF-1: bind to a referrer by invite code.",
+    fields={"userId": None},
+)  # the caller's own id (the token's) is no input
 async def bind_referrer(info: Info, input: BindReferrerInput) -> dict:
     ctx = info.context
-    r = await distribution_svc.bind_referrer(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id,
-                                             invite_code=input.invite_code,
-                                             idempotency_key=input.idempotency_key)
+    r = await distribution_svc.bind_referrer(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        user_id=ctx.user_id,
+        invite_code=input.invite_code,
+        idempotency_key=input.idempotency_key,
+    )
     return dict(changed=r.changed, bound_at=r.bound_at)
 
 
-@payload_mutation(ApplyAsDistributorPayload, permission_classes=[IsCustomer], fields={"userId": None, "status": None},
-                     description="DS-1: apply to be a distributor (APPROVAL mode waits for an admin).")
+@payload_mutation(
+    ApplyAsDistributorPayload,
+    permission_classes=[IsCustomer],
+    fields={"userId": None, "status": None},
+    description="DS-1: apply to be a distributor (APPROVAL mode waits for an admin).",
+)
 async def apply_as_distributor(info: Info, input: ApplyAsDistributorInput) -> dict:
     ctx = info.context
-    d = await distribution_svc.apply(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id,
-                                     idempotency_key=input.idempotency_key)
+    d = await distribution_svc.apply(
+        ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id, idempotency_key=input.idempotency_key
+    )
     return dict(status=DistributorStatus(d.status))
 
 
@@ -482,48 +610,68 @@ async def _change_status(info: Info, input: "DistributorStatusInput", change: st
     status, _ = distribution_svc.STATUS_CHANGES[change]
     if status != DistributorStatus.ACTIVE and not input.reason.strip():
         raise refuse(ErrorCode.INVALID_INPUT, "a reason is required", field="reason", rule="DS-1")
-    d = await distribution_svc.change_status(ctx.svc, shop_id=ctx.shop_id, user_id=input.user_id, change=change,
-                                             actor=ctx.user_id, reason=input.reason,
-                                             idempotency_key=input.idempotency_key)
+    d = await distribution_svc.change_status(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        user_id=input.user_id,
+        change=change,
+        actor=ctx.user_id,
+        reason=input.reason,
+        idempotency_key=input.idempotency_key,
+    )
     return dict(distributor=distributor_summary(d))
 
 
-@payload_mutation(DistributionSettingsPayload, permission_classes=[IsAdmin], description="Section 3: change distribution settings.")
-async def update_distribution_settings(info: Info,
-                                       input: UpdateDistributionSettingsInput) -> dict:
+@payload_mutation(
+    DistributionSettingsPayload, permission_classes=[IsAdmin], description="Section 3: change distribution settings."
+)
+async def update_distribution_settings(info: Info, input: UpdateDistributionSettingsInput) -> dict:
     ctx = info.context
     changes = {k: getattr(input, k) for k in (f.name for f in dc_fields(input)) if k != "idempotency_key"}
     changes = {k: v for k, v in changes.items() if v is not None}  # mode and binding are the engine's enums
-    s = await shops_svc.update_settings(ctx.svc, shop_id=ctx.shop_id,
-                                        idempotency_key=input.idempotency_key, **changes)
+    s = await shops_svc.update_settings(ctx.svc, shop_id=ctx.shop_id, idempotency_key=input.idempotency_key, **changes)
     return dict(settings=settings_type(s, ctx))
 
 
 @payload_mutation(SetLevelsPayload, permission_classes=[IsAdmin], description="LV-1: replace the level table.")
 async def set_levels(info: Info, input: SetLevelsInput) -> dict:
     ctx = info.context
-    levels = [engine_levels.Level(**{f.name: getattr(lv, f.name) for f in dc_fields(engine_levels.Level)})
-              for lv in input.levels]
-    saved = await shops_svc.set_levels(ctx.svc, shop_id=ctx.shop_id, levels=levels,
-                                       idempotency_key=input.idempotency_key)
+    levels = [
+        engine_levels.Level(**{f.name: getattr(lv, f.name) for f in dc_fields(engine_levels.Level)})
+        for lv in input.levels
+    ]
+    saved = await shops_svc.set_levels(
+        ctx.svc, shop_id=ctx.shop_id, levels=levels, idempotency_key=input.idempotency_key
+    )
     return dict(levels=[level_type(lv, ctx) for lv in saved])
 
 
-@payload_mutation(DistributorPayload, permission_classes=[IsAdmin], description="DS-1: approve an applicant.",
-                  fields={"status": "userId"})  # INVALID_STATE: the distributor named is not in a status it starts from
+@payload_mutation(
+    DistributorPayload,
+    permission_classes=[IsAdmin],
+    description="DS-1: approve an applicant.",
+    fields={"status": "userId"},
+)  # INVALID_STATE: the distributor named is not in a status it starts from
 async def approve_distributor(info: Info, input: ApproveDistributorInput) -> dict:
     return await _change_status(info, input, "approve_distributor")
 
 
-@payload_mutation(DistributorPayload, permission_classes=[IsAdmin], description="DS-1: suspend, with a reason.",
-                  fields={"status": "userId"})
+@payload_mutation(
+    DistributorPayload,
+    permission_classes=[IsAdmin],
+    description="DS-1: suspend, with a reason.",
+    fields={"status": "userId"},
+)
 async def suspend_distributor(info: Info, input: SuspendDistributorInput) -> dict:
     return await _change_status(info, input, "suspend_distributor")
 
 
-@payload_mutation(DistributorPayload, permission_classes=[IsAdmin], fields={"status": "userId"},
-                  description="DS-1: reinstate a suspended distributor, "
-                     "with a reason.")
+@payload_mutation(
+    DistributorPayload,
+    permission_classes=[IsAdmin],
+    fields={"status": "userId"},
+    description="DS-1: reinstate a suspended distributor, with a reason.",
+)
 async def reinstate_distributor(info: Info, input: ReinstateDistributorInput) -> dict:
     if not input.reason.strip():
         raise refuse(ErrorCode.INVALID_INPUT, "a reason is required", field="reason", rule="DS-1")
@@ -533,7 +681,13 @@ async def reinstate_distributor(info: Info, input: ReinstateDistributorInput) ->
 @payload_mutation(DistributorPayload, permission_classes=[IsAdmin], description="LV-3: set a level, with a reason.")
 async def set_distributor_level(info: Info, input: SetDistributorLevelInput) -> dict:
     ctx = info.context
-    d = await distribution_svc.set_level(ctx.svc, shop_id=ctx.shop_id, user_id=input.user_id,
-                                         grade=input.grade, actor=ctx.user_id, reason=input.reason,
-                                         idempotency_key=input.idempotency_key)
+    d = await distribution_svc.set_level(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        user_id=input.user_id,
+        grade=input.grade,
+        actor=ctx.user_id,
+        reason=input.reason,
+        idempotency_key=input.idempotency_key,
+    )
     return dict(distributor=distributor_summary(d))

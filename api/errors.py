@@ -55,8 +55,9 @@ def public_error(error: GraphQLError, e: RuleViolation) -> GraphQLError:
         ext["rule"] = e.rule
     if e.field:
         ext["field"] = client_field(e.field)
-    return GraphQLError(e.message, nodes=error.nodes, source=error.source, positions=error.positions,
-                        path=error.path, extensions=ext)
+    return GraphQLError(
+        e.message, nodes=error.nodes, source=error.source, positions=error.positions, path=error.path, extensions=ext
+    )
 
 
 class PublicErrors(MaskErrors):
@@ -75,8 +76,14 @@ class PublicErrors(MaskErrors):
             elif (error.extensions or {}).get("code"):
                 out.append(error)  # limiter refusals: deliberate, coded where they are raised
             elif is_database_unavailable(original):  # not a bug: say so, with a code clients can retry on
-                out.append(GraphQLError("the database is unavailable; retry later", nodes=error.nodes,
-                                        path=error.path, extensions={"code": UNAVAILABLE}))
+                out.append(
+                    GraphQLError(
+                        "the database is unavailable; retry later",
+                        nodes=error.nodes,
+                        path=error.path,
+                        extensions={"code": UNAVAILABLE},
+                    )
+                )
             elif _refused_request(error):
                 error.extensions = {**(error.extensions or {}), "code": _ErrorCode.INVALID_INPUT.value}
                 out.append(error)
@@ -104,10 +111,16 @@ def _refused_request(error: GraphQLError) -> bool:
 # client's mistake, refused with a code like every other refusal — never INTERNAL. The transaction that
 # met it rolled back, so nothing changed.
 UNIQUE_REFUSALS = {  # constraint → (code, field, message)
-    "uq_refunds_shop_id_provider_ref": (_ErrorCode.IDEMPOTENCY_CONFLICT, "providerRef",
-                                        "provider reference already belongs to another refund"),
-    "pk_payments": (_ErrorCode.IDEMPOTENCY_CONFLICT, "providerRef",
-                    "provider reference already belongs to another payment"),
+    "uq_refunds_shop_id_provider_ref": (
+        _ErrorCode.IDEMPOTENCY_CONFLICT,
+        "providerRef",
+        "provider reference already belongs to another refund",
+    ),
+    "pk_payments": (
+        _ErrorCode.IDEMPOTENCY_CONFLICT,
+        "providerRef",
+        "provider reference already belongs to another payment",
+    ),
 }
 SQLSTATE_REFUSALS = {
     "22001": "a text is longer than its field allows",
@@ -152,8 +165,9 @@ def refusal_of(exc: BaseException) -> RuleViolation | None:
             code, field, message = UNIQUE_REFUSALS[constraint]
             return RuleViolation(code, message, field=field, rule="GB-10")
         if state in SQLSTATE_REFUSALS or (state or "").startswith("22"):  # class 22: data exception
-            return RuleViolation(_ErrorCode.INVALID_INPUT,
-                                 SQLSTATE_REFUSALS.get(state, "a value is out of range or of the wrong form"))
+            return RuleViolation(
+                _ErrorCode.INVALID_INPUT, SQLSTATE_REFUSALS.get(state, "a value is out of range or of the wrong form")
+            )
         return None
     if isinstance(exc, OverflowError):  # datetime arithmetic past year 9999 (a date like 0001-01-01 in a zone)
         return RuleViolation(_ErrorCode.INVALID_INPUT, "a date, time or amount is out of range")

@@ -22,8 +22,10 @@ from service.usecases import fraud as fraud_svc
 
 
 # ---------------------------------------------------------------- inputs carried by other mutations
-@strawberry.input(description="FR-1: the payer's fingerprints, all optional. Sharecart keeps only keyed hashes "
-                              "(HMAC under the shop's key), never these values.")
+@strawberry.input(
+    description="FR-1: the payer's fingerprints, all optional. Sharecart keeps only keyed hashes "
+    "(HMAC under the shop's key), never these values."
+)
 class PaymentFingerprintsInput:
     payer_account: Optional[str] = None
     device_id: Optional[str] = None
@@ -31,24 +33,33 @@ class PaymentFingerprintsInput:
     shipping_address: Optional[str] = None
 
     def as_kinds(self) -> dict[str, str | None]:
-        return {"PAYER": self.payer_account, "DEVICE": self.device_id, "IP": self.ip_address,
-                "ADDRESS": self.shipping_address}
+        return {
+            "PAYER": self.payer_account,
+            "DEVICE": self.device_id,
+            "IP": self.ip_address,
+            "ADDRESS": self.shipping_address,
+        }
 
 
 # ---------------------------------------------------------------- fraud review
 @strawberry.type(description="FR-2: the shop's fraud rules, each on or off with its thresholds.")
 class FraudRules:
     self_dealing: bool = strawberry.field(description="(a) a buyer sharing a fingerprint with a beneficiary")
-    velocity: bool = strawberry.field(description="(b) more than velocityMaxOrders orders within velocityWindow "
-                                                  "seconds earning one beneficiary and sharing a device, IP or payer")
+    velocity: bool = strawberry.field(
+        description="(b) more than velocityMaxOrders orders within velocityWindow "
+        "seconds earning one beneficiary and sharing a device, IP or payer"
+    )
     velocity_max_orders: int
     velocity_window: int
-    scalper_group: bool = strawberry.field(description="(c) scalperMinSeats paid seats of a group sharing a "
-                                                       "fingerprint")
+    scalper_group: bool = strawberry.field(
+        description="(c) scalperMinSeats paid seats of a group sharing a fingerprint"
+    )
     scalper_min_seats: int
-    refund_rate: bool = strawberry.field(description="(d) a downline refunding more than refundRateMaxBp of what it "
-                                                     "paid within refundRateWindow seconds (refundRateMinOrders "
-                                                     "orders at least)")
+    refund_rate: bool = strawberry.field(
+        description="(d) a downline refunding more than refundRateMaxBp of what it "
+        "paid within refundRateWindow seconds (refundRateMinOrders "
+        "orders at least)"
+    )
     refund_rate_window: int
     refund_rate_max_bp: int
     refund_rate_min_orders: int
@@ -67,7 +78,8 @@ class SetFraudRulesInput:
     refund_rate_max_bp: int = 3000
     refund_rate_min_orders: int = 5
     idempotency_key: Optional[str] = idempotency_key_field(
-        "GB-10: accepted for uniformity; setting the same rules twice is already one change")
+        "GB-10: accepted for uniformity; setting the same rules twice is already one change"
+    )
 
 
 def _rules_type(r: fr.FraudRules) -> FraudRules:
@@ -80,9 +92,11 @@ class FraudRulesPayload:
     errors: list[UserError]
 
 
-@strawberry.type(description="FR-3/FR-4: an item of the review queue — a held commission line (subject LINE) or a "
-                             "flagged group (GROUP) — with the rules that fired, their evidence, and who decided what, "
-                             "when and why.")
+@strawberry.type(
+    description="FR-3/FR-4: an item of the review queue — a held commission line (subject LINE) or a "
+    "flagged group (GROUP) — with the rules that fired, their evidence, and who decided what, "
+    "when and why."
+)
 class FraudFlag:
     id: strawberry.ID
     subject: str
@@ -104,10 +118,25 @@ class FraudFlag:
 
 
 def _flag_type(f: fraud_reads.FlagView, currency: str) -> FraudFlag:
-    return FraudFlag(id=strawberry.ID(f.flag_id), subject=f.subject, rules=list(f.rules), evidence=cast(JSON, f.evidence),
-                     line_id=f.line_id, group_id=f.group_id, order_id=f.order_id, beneficiary_id=f.beneficiary_id,
-                     amount=MinorUnits(f.amount), held=MinorUnits(f.held), currency=currency, state=FlagState(f.state), flagged_at=f.flagged_at,
-                     flagged_by=f.flagged_by, resolved_at=f.resolved_at, resolved_by=f.resolved_by, reason=f.reason)
+    return FraudFlag(
+        id=strawberry.ID(f.flag_id),
+        subject=f.subject,
+        rules=list(f.rules),
+        evidence=cast(JSON, f.evidence),
+        line_id=f.line_id,
+        group_id=f.group_id,
+        order_id=f.order_id,
+        beneficiary_id=f.beneficiary_id,
+        amount=MinorUnits(f.amount),
+        held=MinorUnits(f.held),
+        currency=currency,
+        state=FlagState(f.state),
+        flagged_at=f.flagged_at,
+        flagged_by=f.flagged_by,
+        resolved_at=f.resolved_at,
+        resolved_by=f.resolved_by,
+        reason=f.reason,
+    )
 
 
 @strawberry.input(description="FR-3: clear a flag (the reason is optional).")
@@ -149,16 +178,24 @@ FraudFlagState = strawberry.enum(FlagState, name="FraudFlagState")
 
 # ---------------------------------------------------------------- queries
 
-@strawberry.field(permission_classes=[IsAdmin], description="FR-3: the review queue, oldest first (OPEN flags unless "
-                  "`state` says otherwise; null = every state), a page at a time.")
-async def fraud_review_queue(info: Info, state: Optional[FraudFlagState] = FlagState.OPEN,  # type: ignore[valid-type]
-                             first: Optional[int] = None, after: Optional[str] = None,
-                             ) -> Connection[FraudFlag]:  # type: ignore[type-var]
+
+@strawberry.field(
+    permission_classes=[IsAdmin],
+    description="FR-3: the review queue, oldest first (OPEN flags unless "
+    "`state` says otherwise; null = every state), a page at a time.",
+)
+async def fraud_review_queue(
+    info: Info,
+    state: Optional[FraudFlagState] = FlagState.OPEN,  # type: ignore[valid-type]
+    first: Optional[int] = None,
+    after: Optional[str] = None,
+) -> Connection[FraudFlag]:  # type: ignore[type-var]
     ctx = info.context
 
     async def fetch(limit: int, offset: int):
-        return await fraud_reads.review_queue_page(ctx.svc, shop_id=ctx.shop_id, limit=limit, offset=offset,
-                                                   state=getattr(state, "value", state))
+        return await fraud_reads.review_queue_page(
+            ctx.svc, shop_id=ctx.shop_id, limit=limit, offset=offset, state=getattr(state, "value", state)
+        )
 
     return await paginate(fetch, first, after, lambda f: _flag_type(f, ctx.currency))
 
@@ -171,8 +208,10 @@ async def fraud_rules(info: Info) -> FraudRules:
 
 # ---------------------------------------------------------------- mutations
 
-@payload_mutation(FraudRulesPayload, permission_classes=[IsAdmin], description="FR-2: set the shop's fraud rules "
-                  "(whole).")
+
+@payload_mutation(
+    FraudRulesPayload, permission_classes=[IsAdmin], description="FR-2: set the shop's fraud rules (whole)."
+)
 async def set_fraud_rules(info: Info, input: SetFraudRulesInput) -> dict:
     ctx = info.context
     rules = fr.FraudRules(**{f: getattr(input, f) for f in RULE_FIELDS})
@@ -180,28 +219,56 @@ async def set_fraud_rules(info: Info, input: SetFraudRulesInput) -> dict:
     return dict(rules=_rules_type(r))
 
 
-@payload_mutation(FraudFlagPayload, permission_classes=[IsAdmin], description="FR-3: clear a flag; its lines resume "
-                  "their life cycle (available at once when due). Amounts never change.")
+@payload_mutation(
+    FraudFlagPayload,
+    permission_classes=[IsAdmin],
+    description="FR-3: clear a flag; its lines resume "
+    "their life cycle (available at once when due). Amounts never change.",
+)
 async def clear_fraud_flag(info: Info, input: ClearFraudFlagInput) -> dict:
     ctx = info.context
-    f = await fraud_svc.clear_flag(ctx.svc, shop_id=ctx.shop_id, flag_id=str(input.flag_id), actor=ctx.user_id,
-                                   reason=input.reason, idempotency_key=input.idempotency_key)
+    f = await fraud_svc.clear_flag(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        flag_id=str(input.flag_id),
+        actor=ctx.user_id,
+        reason=input.reason,
+        idempotency_key=input.idempotency_key,
+    )
     return dict(flag=_flag_type(f, ctx.currency))
 
 
-@payload_mutation(FraudFlagPayload, permission_classes=[IsAdmin], description="FR-3: void a flag's lines with a "
-                  "reason (reversed by new entries).")
+@payload_mutation(
+    FraudFlagPayload,
+    permission_classes=[IsAdmin],
+    description="FR-3: void a flag's lines with a reason (reversed by new entries).",
+)
 async def void_fraud_flag(info: Info, input: VoidFraudFlagInput) -> dict:
     ctx = info.context
-    f = await fraud_svc.void_flag(ctx.svc, shop_id=ctx.shop_id, flag_id=str(input.flag_id), actor=ctx.user_id,
-                                  reason=input.reason or "", idempotency_key=input.idempotency_key)
+    f = await fraud_svc.void_flag(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        flag_id=str(input.flag_id),
+        actor=ctx.user_id,
+        reason=input.reason or "",
+        idempotency_key=input.idempotency_key,
+    )
     return dict(flag=_flag_type(f, ctx.currency))
 
 
-@payload_mutation(FraudFlagPayload, permission_classes=[IsAdmin], description="FR-3: dissolve a flagged group before "
-                  "it forms (GB-6 refunds), with a reason.")
+@payload_mutation(
+    FraudFlagPayload,
+    permission_classes=[IsAdmin],
+    description="FR-3: dissolve a flagged group before it forms (GB-6 refunds), with a reason.",
+)
 async def dissolve_flagged_group(info: Info, input: DissolveFlaggedGroupInput) -> dict:
     ctx = info.context
-    f = await fraud_svc.dissolve_group(ctx.svc, shop_id=ctx.shop_id, flag_id=str(input.flag_id), actor=ctx.user_id,
-                                       reason=input.reason or "", idempotency_key=input.idempotency_key)
+    f = await fraud_svc.dissolve_group(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        flag_id=str(input.flag_id),
+        actor=ctx.user_id,
+        reason=input.reason or "",
+        idempotency_key=input.idempotency_key,
+    )
     return dict(flag=_flag_type(f, ctx.currency))

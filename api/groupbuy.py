@@ -28,13 +28,20 @@ from service.usecases import groups as groups_svc
 
 # ---------------------------------------------------------------- types
 # The engine's enums are the GraphQL enums (the wire values are their names, as the strings were).
-strawberry.enum(gb.GroupState, name="GroupState",
-                description="GB-1..GB-8: PENDING (the leader has not paid yet), OPEN (members may join until "
-                            "expiresAt), FORMED (GB-4), FAILED (GB-6), CANCELLED (GB-1, GB-8)")
-strawberry.enum(gb.SeatState, name="SeatState",
-                description="RESERVED (waiting for payment, GB-2), PAID, RELEASED (an unpaid reservation "
-                            "cancelled), LEFT (a paid seat given up before forming, GB-8)")
+strawberry.enum(
+    gb.GroupState,
+    name="GroupState",
+    description="GB-1..GB-8: PENDING (the leader has not paid yet), OPEN (members may join until "
+    "expiresAt), FORMED (GB-4), FAILED (GB-6), CANCELLED (GB-1, GB-8)",
+)
+strawberry.enum(
+    gb.SeatState,
+    name="SeatState",
+    description="RESERVED (waiting for payment, GB-2), PAID, RELEASED (an unpaid reservation "
+    "cancelled), LEFT (a paid seat given up before forming, GB-8)",
+)
 strawberry.enum(gb.PriceRole, name="PriceRole", description="The price a seat pays: the leader's or a member's (GB-3)")
+
 
 @strawberry.type
 class Tier:
@@ -76,7 +83,8 @@ class Group(relay.Node):
     seats_paid: int
     seats_left: int
     tier_reached: Optional[Tier] = strawberry.field(
-        description="The tier the paid seats reach now (the final tier once FORMED, GB-5); null below the first")
+        description="The tier the paid seats reach now (the final tier once FORMED, GB-5); null below the first"
+    )
     next_tier: Optional[Tier] = strawberry.field(description="The next tier up the ladder, if any")
     tiers: list[Tier]
     opened_at: datetime
@@ -88,13 +96,17 @@ class Group(relay.Node):
     _leader_visible: strawberry.Private[bool]
     _leader_alias: strawberry.Private[Optional[str]]
 
-    @strawberry.field(description="The leader's user id: for shop staff and the leader only; null for other "
-                                  "customers, distributors and public-key callers (they see leaderAlias).")
+    @strawberry.field(
+        description="The leader's user id: for shop staff and the leader only; null for other "
+        "customers, distributors and public-key callers (they see leaderAlias)."
+    )
     def leader_user_id(self) -> Optional[str]:
         return self._leader if self._leader_visible else None
 
-    @strawberry.field(description="The name the shop shows for the leader to other customers (`member-…`, the "
-                                  "same for one user across the shop's groups); null for public-key callers.")
+    @strawberry.field(
+        description="The name the shop shows for the leader to other customers (`member-…`, the "
+        "same for one user across the shop's groups); null for public-key callers."
+    )
     def leader_alias(self) -> Optional[str]:
         return self._leader_alias
 
@@ -105,16 +117,28 @@ class Group(relay.Node):
 
     _campaign: strawberry.Private[str]
     _g: strawberry.Private[Any] = None  # the engine group, for the group-buy v2 fields (api/groupbuy_v2.py)
-    grace_until: Optional[datetime] = strawberry.field(resolver=groupbuy_v2.grace_until, description=(
-        "GB-12: while the group waits past expiresAt for reservations still inside their payment window, the "
-        "latest instant it can decide (their last payBy); null otherwise"))
-    lottery_commitment: Optional[str] = strawberry.field(resolver=groupbuy_v2.lottery_commitment, description=(
-        "GB-7 v2: SHA-256 of the group's lottery seed, public from opening; null without a lottery or for groups "
-        "opened before v2 (they draw with the v1 procedure, docs/lottery.md)"))
-    nudges: list[str] = strawberry.field(resolver=groupbuy_v2.nudges, description=(
-        "GB-15: the nudges this group has emitted — `almost_full`, `expiring_soon` — each at most once"))
-    draw: Optional[groupbuy_v2.LotteryDraw] = strawberry.field(resolver=groupbuy_v2.lottery_draw, description=(
-        "GB-7 v2: the revealed draw once the group has formed — for its members, admins and finance"))
+    grace_until: Optional[datetime] = strawberry.field(
+        resolver=groupbuy_v2.grace_until,
+        description=(
+            "GB-12: while the group waits past expiresAt for reservations still inside their payment window, the "
+            "latest instant it can decide (their last payBy); null otherwise"
+        ),
+    )
+    lottery_commitment: Optional[str] = strawberry.field(
+        resolver=groupbuy_v2.lottery_commitment,
+        description=(
+            "GB-7 v2: SHA-256 of the group's lottery seed, public from opening; null without a lottery or for groups "
+            "opened before v2 (they draw with the v1 procedure, docs/lottery.md)"
+        ),
+    )
+    nudges: list[str] = strawberry.field(
+        resolver=groupbuy_v2.nudges,
+        description=("GB-15: the nudges this group has emitted — `almost_full`, `expiring_soon` — each at most once"),
+    )
+    draw: Optional[groupbuy_v2.LotteryDraw] = strawberry.field(
+        resolver=groupbuy_v2.lottery_draw,
+        description=("GB-7 v2: the revealed draw once the group has formed — for its members, admins and finance"),
+    )
 
     @classmethod
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
@@ -126,9 +150,17 @@ def _tier(t, currency: str) -> Tier:
 
 
 def _seat(s: gb.Seat, currency: str) -> Seat:
-    return Seat(role=s.role, state=s.state, quantity=s.quantity, unit_price=s.unit_price,
-                currency=currency, reserved_at=s.reserved_at, pay_by=s.pay_by, paid_at=s.paid_at,
-                order_id=strawberry.ID(global_id("Order", s.order_id)))
+    return Seat(
+        role=s.role,
+        state=s.state,
+        quantity=s.quantity,
+        unit_price=s.unit_price,
+        currency=currency,
+        reserved_at=s.reserved_at,
+        pay_by=s.pay_by,
+        paid_at=s.paid_at,
+        order_id=strawberry.ID(global_id("Order", s.order_id)),
+    )
 
 
 def group_type(g: gb.Group, ctx) -> Group:
@@ -144,15 +176,31 @@ def group_type(g: gb.Group, ctx) -> Group:
         own = [s for s in g.seats if s.user_id == ctx.principal.user_id]
         mine = _seat(own[-1], ctx.currency) if own else None
     cur = ctx.currency
-    return Group(id=g.id, campaign_id=strawberry.ID(global_id("Campaign", g.campaign_id)), state=g.state,
-                 variant=g.variant, currency=cur, capacity=g.capacity, min_size=g.min_size, seats_held=g.held_seats,
-                 seats_paid=g.paid_seats, seats_left=g.seats_left,
-                 tier_reached=_tier(reached, cur) if reached else None, next_tier=_tier(nxt, cur) if nxt else None,
-                 tiers=[_tier(t, cur) for t in g.tiers], opened_at=g.opened_at, expires_at=g.expires_at,
-                 seconds_left=max(left, 0) if left is not None else None, formed_at=g.formed_at, my_seat=mine,
-                 _leader=g.leader_user_id, _leader_visible=sees_user_ids(ctx, g.leader_user_id),
-                 _leader_alias=user_alias(ctx.shop_id, g.leader_user_id) if ctx.principal is not None else None,
-                 _campaign=g.campaign_id, _g=g)
+    return Group(
+        id=g.id,
+        campaign_id=strawberry.ID(global_id("Campaign", g.campaign_id)),
+        state=g.state,
+        variant=g.variant,
+        currency=cur,
+        capacity=g.capacity,
+        min_size=g.min_size,
+        seats_held=g.held_seats,
+        seats_paid=g.paid_seats,
+        seats_left=g.seats_left,
+        tier_reached=_tier(reached, cur) if reached else None,
+        next_tier=_tier(nxt, cur) if nxt else None,
+        tiers=[_tier(t, cur) for t in g.tiers],
+        opened_at=g.opened_at,
+        expires_at=g.expires_at,
+        seconds_left=max(left, 0) if left is not None else None,
+        formed_at=g.formed_at,
+        my_seat=mine,
+        _leader=g.leader_user_id,
+        _leader_visible=sees_user_ids(ctx, g.leader_user_id),
+        _leader_alias=user_alias(ctx.shop_id, g.leader_user_id) if ctx.principal is not None else None,
+        _campaign=g.campaign_id,
+        _g=g,
+    )
 
 
 @strawberry.type(description="A group-buy campaign: one product at group prices for a time window.")
@@ -179,34 +227,50 @@ class Campaign(relay.Node):
     lottery_winners: int
     commission_enabled: bool
     variants: list[VariantInfo]
-    almost_full_at: int = strawberry.field(description="GB-15: paid seats missing to capacity at which "
-                                                       "`group.almost_full` is emitted (0: never)")
-    expiring_soon_before_seconds: int = strawberry.field(description="GB-15: `group.expiring_soon` this long "
-                                                                     "before expiresAt (0: never)")
+    almost_full_at: int = strawberry.field(
+        description="GB-15: paid seats missing to capacity at which `group.almost_full` is emitted (0: never)"
+    )
+    expiring_soon_before_seconds: int = strawberry.field(
+        description="GB-15: `group.expiring_soon` this long before expiresAt (0: never)"
+    )
 
     @strawberry.field(description="Groups of this campaign open for joining, soonest to expire first.")
-    async def open_groups(self, info: Info, first: Optional[int] = None,
-                          after: Optional[str] = None) -> Connection[Group]:
+    async def open_groups(
+        self, info: Info, first: Optional[int] = None, after: Optional[str] = None
+    ) -> Connection[Group]:
         from service.reads import queries
 
         ctx = info.context
         limit, offset = page_args(first, after)
-        ids, total = await queries.page_open_group_ids(ctx.svc, shop_id=ctx.shop_id, campaign_id=self.id,
-                                                       limit=limit, offset=offset)
+        ids, total = await queries.page_open_group_ids(
+            ctx.svc, shop_id=ctx.shop_id, campaign_id=self.id, limit=limit, offset=offset
+        )
         groups = await ctx.loaders.group.load_many(ids)
         return make_connection([group_type(g, ctx) for g in groups if g is not None], total, offset)
 
-    @strawberry.field(permission_classes=[IsAdmin], description="Admin: every group of this campaign (or those in `states`), most "
-                                  "recently opened first.")
-    async def groups(self, info: Info, states: Optional[list[gb.GroupState]] = None, first: Optional[int] = None,
-                     after: Optional[str] = None) -> Connection[Group]:
+    @strawberry.field(
+        permission_classes=[IsAdmin],
+        description="Admin: every group of this campaign (or those in `states`), most recently opened first.",
+    )
+    async def groups(
+        self,
+        info: Info,
+        states: Optional[list[gb.GroupState]] = None,
+        first: Optional[int] = None,
+        after: Optional[str] = None,
+    ) -> Connection[Group]:
         from service.reads import queries
 
         ctx = info.context
         limit, offset = page_args(first, after)
-        ids, total = await queries.page_campaign_group_ids(ctx.svc, shop_id=ctx.shop_id, campaign_id=self.id,
-                                                           states=[s.value for s in states] if states is not None else None,
-                                                           limit=limit, offset=offset)
+        ids, total = await queries.page_campaign_group_ids(
+            ctx.svc,
+            shop_id=ctx.shop_id,
+            campaign_id=self.id,
+            states=[s.value for s in states] if states is not None else None,
+            limit=limit,
+            offset=offset,
+        )
         groups = await ctx.loaders.group.load_many(ids)
         return make_connection([group_type(g, ctx) for g in groups if g is not None], total, offset)
 
@@ -220,20 +284,38 @@ def campaign_type(c, ctx) -> Campaign:
 
     now = ctx.svc.now()
     return Campaign(
-        id=c.campaign_id, title=c.title, product_ref=c.product_ref, currency=ctx.currency, list_price=c.list_price,
-        tiers=[_tier(t, ctx.currency) for t in mapping.tiers_from_json(c.tiers)], leader_discount=c.leader_discount,
-        leader_commission_bp=c.leader_commission_bp, duration_seconds=c.duration_s,
-        payment_window_seconds=c.payment_window_s, starts_at=c.starts_at, ends_at=c.ends_at,
-        active=c.starts_at <= now < c.ends_at, stock=c.stock, stock_left=c.stock_left,
-        per_user_limit=c.per_user_limit, max_quantity_per_order=c.max_quantity_per_order,
-        new_members_only=c.new_members_only, fill_at_expiry=c.fill_at_expiry, lottery_winners=c.lottery_winners,
-        commission_enabled=c.commission_enabled, almost_full_at=c.almost_full_at,
+        id=c.campaign_id,
+        title=c.title,
+        product_ref=c.product_ref,
+        currency=ctx.currency,
+        list_price=c.list_price,
+        tiers=[_tier(t, ctx.currency) for t in mapping.tiers_from_json(c.tiers)],
+        leader_discount=c.leader_discount,
+        leader_commission_bp=c.leader_commission_bp,
+        duration_seconds=c.duration_s,
+        payment_window_seconds=c.payment_window_s,
+        starts_at=c.starts_at,
+        ends_at=c.ends_at,
+        active=c.starts_at <= now < c.ends_at,
+        stock=c.stock,
+        stock_left=c.stock_left,
+        per_user_limit=c.per_user_limit,
+        max_quantity_per_order=c.max_quantity_per_order,
+        new_members_only=c.new_members_only,
+        fill_at_expiry=c.fill_at_expiry,
+        lottery_winners=c.lottery_winners,
+        commission_enabled=c.commission_enabled,
+        almost_full_at=c.almost_full_at,
         expiring_soon_before_seconds=c.expiring_soon_before_s,
-        variants=[VariantInfo(name=v.name, tiers=[_tier(t, ctx.currency) for t in v.tiers], weight=v.weight)
-                  for v in mapping.variants_from_json(c.variants or [])])
+        variants=[
+            VariantInfo(name=v.name, tiers=[_tier(t, ctx.currency) for t in v.tiers], weight=v.weight)
+            for v in mapping.variants_from_json(c.variants or [])
+        ],
+    )
 
 
 # ---------------------------------------------------------------- queries
+
 
 def _campaign_id(id: str) -> str:
     return raw_id(id, "Campaign", "id")
@@ -247,12 +329,16 @@ async def campaign(info: Info, id: strawberry.ID) -> Optional[Campaign]:
 
 
 @strawberry.field(permission_classes=[HasShopKey], description="Campaigns open now (public with X-Shop-Key).")
-async def campaigns(info: Info, first: Optional[int] = None, after: Optional[str] = None,
-                    active_only: bool = True) -> Connection[Campaign]:
+async def campaigns(
+    info: Info, first: Optional[int] = None, after: Optional[str] = None, active_only: bool = True
+) -> Connection[Campaign]:
     ctx = info.context
-    return await paginate(lambda **p: queries.page_campaigns(ctx.svc, shop_id=ctx.shop_id,
-                                                             active_only=active_only, **p),
-                          first, after, lambda c: campaign_type(c, ctx))
+    return await paginate(
+        lambda **p: queries.page_campaigns(ctx.svc, shop_id=ctx.shop_id, active_only=active_only, **p),
+        first,
+        after,
+        lambda c: campaign_type(c, ctx),
+    )
 
 
 @strawberry.field(permission_classes=[HasShopKey], description="A group page (public with X-Shop-Key).")
@@ -263,8 +349,7 @@ async def group(info: Info, id: strawberry.ID) -> Optional[Group]:
 
 
 @strawberry.field(permission_classes=[IsCustomer], description="Groups the caller holds or held a seat in.")
-async def my_groups(info: Info, first: Optional[int] = None,
-                    after: Optional[str] = None) -> Connection[Group]:
+async def my_groups(info: Info, first: Optional[int] = None, after: Optional[str] = None) -> Connection[Group]:
     ctx = info.context
 
     async def fetch(**p):
@@ -275,6 +360,7 @@ async def my_groups(info: Info, first: Optional[int] = None,
 
 
 # ---------------------------------------------------------------- mutations
+
 
 def _prime(ctx, r) -> None:
     """A use case's result carries the group and order as it committed them: the loaders start from those,
@@ -329,39 +415,70 @@ class LeaveGroupPayload:
     errors: list[UserError]
 
 
-@payload_mutation(SeatPayload, permission_classes=[IsCustomer], description="GB-1: open a group as its leader.",
-                  fields={"userId": None})
+@payload_mutation(
+    SeatPayload,
+    permission_classes=[IsCustomer],
+    description="GB-1: open a group as its leader.",
+    fields={"userId": None},
+)
 async def open_group(info: Info, input: OpenGroupInput) -> dict:
     ctx = info.context
-    r = await groups_svc.open_group(ctx.svc, shop_id=ctx.shop_id,
-                                    campaign_id=raw_id(input.campaign_id, "Campaign", "campaignId"),
-                                    user_id=ctx.user_id, quantity=input.quantity,
-                                    idempotency_key=input.idempotency_key, invite_code=input.invite_code)
+    r = await groups_svc.open_group(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        campaign_id=raw_id(input.campaign_id, "Campaign", "campaignId"),
+        user_id=ctx.user_id,
+        quantity=input.quantity,
+        idempotency_key=input.idempotency_key,
+        invite_code=input.invite_code,
+    )
     _prime(ctx, r)
-    return dict(**await _group_and_order(ctx, r.group_id, r.order_id), amount_to_pay=r.amount,
-                currency=ctx.currency, attribution=attribution_type(r.attribution))
+    return dict(
+        **await _group_and_order(ctx, r.group_id, r.order_id),
+        amount_to_pay=r.amount,
+        currency=ctx.currency,
+        attribution=attribution_type(r.attribution),
+    )
 
 
-@payload_mutation(SeatPayload, permission_classes=[IsCustomer], description="GB-2: reserve a seat in an open group.",
-                  fields={"userId": None})
+@payload_mutation(
+    SeatPayload,
+    permission_classes=[IsCustomer],
+    description="GB-2: reserve a seat in an open group.",
+    fields={"userId": None},
+)
 async def join_group(info: Info, input: JoinGroupInput) -> dict:
     ctx = info.context
-    r = await groups_svc.join_group(ctx.svc, shop_id=ctx.shop_id,
-                                    group_id=raw_id(input.group_id, "Group", "groupId"),
-                                    user_id=ctx.user_id, quantity=input.quantity,
-                                    idempotency_key=input.idempotency_key, invite_code=input.invite_code)
+    r = await groups_svc.join_group(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        group_id=raw_id(input.group_id, "Group", "groupId"),
+        user_id=ctx.user_id,
+        quantity=input.quantity,
+        idempotency_key=input.idempotency_key,
+        invite_code=input.invite_code,
+    )
     _prime(ctx, r)
-    return dict(**await _group_and_order(ctx, r.group_id, r.order_id), amount_to_pay=r.amount,
-                currency=ctx.currency, attribution=attribution_type(r.attribution))
+    return dict(
+        **await _group_and_order(ctx, r.group_id, r.order_id),
+        amount_to_pay=r.amount,
+        currency=ctx.currency,
+        attribution=attribution_type(r.attribution),
+    )
 
 
-@payload_mutation(LeaveGroupPayload, permission_classes=[IsCustomer], description="GB-8: leave before the group forms.",
-                  fields={"userId": None})
+@payload_mutation(
+    LeaveGroupPayload,
+    permission_classes=[IsCustomer],
+    description="GB-8: leave before the group forms.",
+    fields={"userId": None},
+)
 async def leave_group(info: Info, input: LeaveGroupInput) -> dict:
     ctx = info.context
     gid = raw_id(input.group_id, "Group", "groupId")
-    r = await groups_svc.leave_group(ctx.svc, shop_id=ctx.shop_id, group_id=gid, user_id=ctx.user_id,
-                                     idempotency_key=input.idempotency_key)
+    r = await groups_svc.leave_group(
+        ctx.svc, shop_id=ctx.shop_id, group_id=gid, user_id=ctx.user_id, idempotency_key=input.idempotency_key
+    )
     if r.get("group") is not None:
         ctx.loaders.group.prime(gid, r["group"], force=True)
     g = await ctx.loaders.group.load(gid)
@@ -403,11 +520,19 @@ class CreateCampaignInput:
     variants: Optional[list[VariantInput]] = None
     commission_enabled: bool = True
     idempotency_key: Optional[str] = idempotency_key_field()
-    almost_full_at: int = strawberry.field(default=1, description=(
-        "GB-15: `group.almost_full` is emitted once when the paid seats missing to capacity first reach this "
-        "(0: never)"))
-    expiring_soon_before_seconds: int = strawberry.field(default=3600, description=(
-        "GB-15: `group.expiring_soon` is emitted once this long before an open group's expiresAt (0: never)"))
+    almost_full_at: int = strawberry.field(
+        default=1,
+        description=(
+            "GB-15: `group.almost_full` is emitted once when the paid seats missing to capacity first reach this "
+            "(0: never)"
+        ),
+    )
+    expiring_soon_before_seconds: int = strawberry.field(
+        default=3600,
+        description=(
+            "GB-15: `group.expiring_soon` is emitted once this long before an open group's expiresAt (0: never)"
+        ),
+    )
 
 
 @strawberry.type
@@ -422,37 +547,57 @@ class EndCampaignInput:
     idempotency_key: Optional[str] = idempotency_key_field()
 
 
-@payload_mutation(CampaignPayload, permission_classes=[IsAdmin], description="Section 2: a group-buy campaign.",
-                  fields={"duration": "durationSeconds", "paymentWindow": "paymentWindowSeconds",
-                          "lotterySeed": "lotteryWinners"})
+@payload_mutation(
+    CampaignPayload,
+    permission_classes=[IsAdmin],
+    description="Section 2: a group-buy campaign.",
+    fields={"duration": "durationSeconds", "paymentWindow": "paymentWindowSeconds", "lotterySeed": "lotteryWinners"},
+)
 async def create_campaign(info: Info, input: CreateCampaignInput) -> dict:
     ctx = info.context
     c = await campaigns_svc.create_campaign(
-        ctx.svc, shop_id=ctx.shop_id, product_ref=input.product_ref, title=input.title,
-        list_price=input.list_price, tiers=[(t.members, t.unit_price) for t in input.tiers],
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        product_ref=input.product_ref,
+        title=input.title,
+        list_price=input.list_price,
+        tiers=[(t.members, t.unit_price) for t in input.tiers],
         duration=timedelta(seconds=input.duration_seconds),
-        payment_window=timedelta(seconds=input.payment_window_seconds), starts_at=input.starts_at,
-        ends_at=input.ends_at, leader_discount=input.leader_discount,
-        leader_commission_bp=input.leader_commission_bp, stock=input.stock,
-        per_user_limit=input.per_user_limit, max_quantity_per_order=input.max_quantity_per_order,
-        new_members_only=input.new_members_only, fill_at_expiry=input.fill_at_expiry,
+        payment_window=timedelta(seconds=input.payment_window_seconds),
+        starts_at=input.starts_at,
+        ends_at=input.ends_at,
+        leader_discount=input.leader_discount,
+        leader_commission_bp=input.leader_commission_bp,
+        stock=input.stock,
+        per_user_limit=input.per_user_limit,
+        max_quantity_per_order=input.max_quantity_per_order,
+        new_members_only=input.new_members_only,
+        fill_at_expiry=input.fill_at_expiry,
         lottery_winners=input.lottery_winners,
-        variants=[(v.name, [(t.members, t.unit_price) for t in v.tiers], v.weight)
-                  for v in (input.variants or [])],
-        commission_enabled=input.commission_enabled, category=input.category,
-        idempotency_key=input.idempotency_key, almost_full_at=input.almost_full_at,
-        expiring_soon_before=timedelta(seconds=input.expiring_soon_before_seconds))
+        variants=[(v.name, [(t.members, t.unit_price) for t in v.tiers], v.weight) for v in (input.variants or [])],
+        commission_enabled=input.commission_enabled,
+        category=input.category,
+        idempotency_key=input.idempotency_key,
+        almost_full_at=input.almost_full_at,
+        expiring_soon_before=timedelta(seconds=input.expiring_soon_before_seconds),
+    )
     return dict(campaign=campaign_type(c, ctx))
 
 
-@payload_mutation(CampaignPayload, permission_classes=[IsAdmin],
-                     description="Stop a campaign now: no group can be opened any more; open groups keep their "
-                                 "expiry and form or fail then (GB-1). Ending it again changes nothing.")
+@payload_mutation(
+    CampaignPayload,
+    permission_classes=[IsAdmin],
+    description="Stop a campaign now: no group can be opened any more; open groups keep their "
+    "expiry and form or fail then (GB-1). Ending it again changes nothing.",
+)
 async def end_campaign(info: Info, input: EndCampaignInput) -> dict:
     ctx = info.context
-    c = await campaigns_svc.end_campaign(ctx.svc, shop_id=ctx.shop_id,
-                                         campaign_id=raw_id(input.campaign_id, "Campaign", "campaignId"),
-                                         idempotency_key=input.idempotency_key)
+    c = await campaigns_svc.end_campaign(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        campaign_id=raw_id(input.campaign_id, "Campaign", "campaignId"),
+        idempotency_key=input.idempotency_key,
+    )
     return dict(campaign=campaign_type(c, ctx))
 
 
@@ -461,43 +606,64 @@ async def end_campaign(info: Info, input: EndCampaignInput) -> dict:
 class QuickJoinInput:
     campaign_id: strawberry.ID
     quantity: int = 1
-    open_if_none: bool = strawberry.field(default=False, description=(
-        "GB-13: when no open group can take the customer, open a new group as its leader (GB-1)"))
+    open_if_none: bool = strawberry.field(
+        default=False,
+        description=("GB-13: when no open group can take the customer, open a new group as its leader (GB-1)"),
+    )
     idempotency_key: Optional[str] = idempotency_key_field()
 
 
-@strawberry.type(description="GB-13: the seat quickJoin found (or the group it opened): pay `amountToPay` within "
-                             "the payment window.")
+@strawberry.type(
+    description="GB-13: the seat quickJoin found (or the group it opened): pay `amountToPay` within the payment window."
+)
 class QuickJoinPayload:
     group: Optional[Group] = None
     order: Optional[Order] = None
     amount_to_pay: Optional[MinorUnits] = None
     currency: Optional[str] = None
-    opened: Optional[bool] = strawberry.field(default=None, description="True when no open group could take the "
-                                                                        "customer and they opened one as leader")
+    opened: Optional[bool] = strawberry.field(
+        default=None, description="True when no open group could take the customer and they opened one as leader"
+    )
     errors: list[UserError]
 
 
-@payload_mutation(QuickJoinPayload, permission_classes=[IsCustomer], description=(
-    "GB-13 (凑团): a seat in the open group of a campaign closest to forming (fewest seats to its next "
-    "threshold, then earliest expiry, then earliest opened); the next group is tried if one fills first; "
-    "with openIfNone a new group is opened when none can take the customer, else NO_GROUP_AVAILABLE."))
+@payload_mutation(
+    QuickJoinPayload,
+    permission_classes=[IsCustomer],
+    description=(
+        "GB-13 (凑团): a seat in the open group of a campaign closest to forming (fewest seats to its next "
+        "threshold, then earliest expiry, then earliest opened); the next group is tried if one fills first; "
+        "with openIfNone a new group is opened when none can take the customer, else NO_GROUP_AVAILABLE."
+    ),
+)
 async def quick_join(info: Info, input: QuickJoinInput) -> dict:
     ctx = info.context
-    r = await groups_svc.quick_join(ctx.svc, shop_id=ctx.shop_id,
-                                    campaign_id=raw_id(input.campaign_id, "Campaign", "campaignId"),
-                                    user_id=ctx.user_id, quantity=input.quantity, open_if_none=input.open_if_none,
-                                    idempotency_key=input.idempotency_key)
+    r = await groups_svc.quick_join(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        campaign_id=raw_id(input.campaign_id, "Campaign", "campaignId"),
+        user_id=ctx.user_id,
+        quantity=input.quantity,
+        open_if_none=input.open_if_none,
+        idempotency_key=input.idempotency_key,
+    )
     _prime(ctx, r)
-    return dict(**await _group_and_order(ctx, r.group_id, r.order_id), amount_to_pay=r.amount,
-                currency=ctx.currency, opened=r.opened)
+    return dict(
+        **await _group_and_order(ctx, r.group_id, r.order_id),
+        amount_to_pay=r.amount,
+        currency=ctx.currency,
+        opened=r.opened,
+    )
 
 
 @strawberry.input
 class UpdateGroupBuySettingsInput:
-    overflow_reseat: bool = strawberry.field(description=(
-        "GB-14: a payment that GB-9 would refund takes a seat in another open group of its campaign at the same "
-        "role and unit price when one can take the buyer (off by default)"))
+    overflow_reseat: bool = strawberry.field(
+        description=(
+            "GB-14: a payment that GB-9 would refund takes a seat in another open group of its campaign at the same "
+            "role and unit price when one can take the buyer (off by default)"
+        )
+    )
     idempotency_key: Optional[str] = idempotency_key_field()
 
 
@@ -515,14 +681,17 @@ class GroupBuySettingsPayload:
 @strawberry.field(permission_classes=[IsAdmin], description="The shop's group-buy options (GB-14).")
 async def group_buy_settings(info: Info) -> GroupBuySettings:
     ctx = info.context
-    return GroupBuySettings(overflow_reseat=await groupbuy_settings_svc.get_overflow_reseat(ctx.svc,
-                                                                                         shop_id=ctx.shop_id))
+    return GroupBuySettings(
+        overflow_reseat=await groupbuy_settings_svc.get_overflow_reseat(ctx.svc, shop_id=ctx.shop_id)
+    )
 
 
-@payload_mutation(GroupBuySettingsPayload, permission_classes=[IsAdmin],
-                  description="GB-14: the shop's group-buy options.")
+@payload_mutation(
+    GroupBuySettingsPayload, permission_classes=[IsAdmin], description="GB-14: the shop's group-buy options."
+)
 async def update_group_buy_settings(info: Info, input: UpdateGroupBuySettingsInput) -> dict:
     ctx = info.context
-    v = await groupbuy_settings_svc.set_overflow_reseat(ctx.svc, shop_id=ctx.shop_id, enabled=input.overflow_reseat,
-                                                        idempotency_key=input.idempotency_key)
+    v = await groupbuy_settings_svc.set_overflow_reseat(
+        ctx.svc, shop_id=ctx.shop_id, enabled=input.overflow_reseat, idempotency_key=input.idempotency_key
+    )
     return dict(settings=GroupBuySettings(overflow_reseat=v))

@@ -39,8 +39,9 @@ class LotteryCandidate:
 class LotteryDraw:
     commitment: str = strawberry.field(description="SHA-256 of the seed's 32 bytes, public since opening")
     seed: str = strawberry.field(description="The group's seed, 64 hex digits (32 bytes), revealed at the draw")
-    candidates: list[LotteryCandidate] = strawberry.field(description="Every candidate, in draw order "
-                                                                      "(score, then orderKey)")
+    candidates: list[LotteryCandidate] = strawberry.field(
+        description="Every candidate, in draw order (score, then orderKey)"
+    )
     winners: list[strawberry.ID] = strawberry.field(description="The first K candidates' orders (global ids)")
     winner_keys: list[str] = strawberry.field(description="The winners' own order ids, in draw order")
 
@@ -66,11 +67,16 @@ def lottery_draw(root: Any, info: Info) -> Optional[LotteryDraw]:
     d = g.draw()
     if d is None or not sees_draw(info.context, g):
         return None
-    return LotteryDraw(commitment=d.commitment, seed=d.seed,
-                       candidates=[LotteryCandidate(order_id=strawberry.ID(global_id("Order", o)), order_key=o,
-                                                    score=sc) for o, sc in d.candidates],
-                       winners=[strawberry.ID(global_id("Order", o)) for o in d.winners],
-                       winner_keys=list(d.winners))
+    return LotteryDraw(
+        commitment=d.commitment,
+        seed=d.seed,
+        candidates=[
+            LotteryCandidate(order_id=strawberry.ID(global_id("Order", o)), order_key=o, score=sc)
+            for o, sc in d.candidates
+        ],
+        winners=[strawberry.ID(global_id("Order", o)) for o in d.winners],
+        winner_keys=list(d.winners),
+    )
 
 
 # ---------------------------------------------------------------- GB-15: nudges

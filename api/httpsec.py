@@ -21,8 +21,10 @@ import logging
 
 MAX_RESPONSE = 4 * 1024 * 1024
 GRAPHQL_RESPONSE = "application/graphql-response+json"
-CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-       "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -112,9 +114,15 @@ class GraphQLResponse:
         headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length",)]
         if over:
             logging.getLogger("sharecart.api").info("refused QUERY_TOO_COMPLEX: response over %d bytes", self.limit)
-            status, body = 200, _coded(
-                f"the answer is over {self.limit} bytes: ask for fewer fields, fewer aliases or smaller pages",
-                "QUERY_TOO_COMPLEX", limit="responseSize", maxBytes=self.limit)
+            status, body = (
+                200,
+                _coded(
+                    f"the answer is over {self.limit} bytes: ask for fewer fields, fewer aliases or smaller pages",
+                    "QUERY_TOO_COMPLEX",
+                    limit="responseSize",
+                    maxBytes=self.limit,
+                ),
+            )
             headers = [(k, v) for k, v in headers if k.lower() != b"content-type"]
             headers.append((b"content-type", b"application/json"))
         content_type = dict((k.lower(), v) for k, v in headers).get(b"content-type", b"")

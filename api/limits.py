@@ -58,7 +58,12 @@ MAX_COST = 10_000
 TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 READ_COST = 50  # a field that runs at least one query of its own: at most MAX_COST / READ_COST per request
 READ_TYPES = ("Query", "Mutation", "DistributorProfile")  # whose fields each read (or write) by themselves
-LIST_BOUNDS = {"DistributorProfile.earningsSeries": 366, "Query.shopEarningsSeries": 366, "Query.retention": 366, "Query.segmentCounts": 10}
+LIST_BOUNDS = {
+    "DistributorProfile.earningsSeries": 366,
+    "Query.shopEarningsSeries": 366,
+    "Query.retention": 366,
+    "Query.segmentCounts": 10,
+}
 INTROSPECTION_FIELDS = ("__schema", "__type")
 INTROSPECTION_OBJECTS = 5
 DEV_ENV = "SHARECART_DEV"
@@ -181,8 +186,9 @@ class Walk:
     """One pass over an operation: its worst-case cost, whether it introspects, and (for fragments
     expanded) nothing else. Every branch of an abstract type is counted: an upper bound."""
 
-    def __init__(self, schema: GraphQLSchema, fragments: Mapping[str, FragmentDefinitionNode],
-                 variables: Mapping[str, Any]) -> None:
+    def __init__(
+        self, schema: GraphQLSchema, fragments: Mapping[str, FragmentDefinitionNode], variables: Mapping[str, Any]
+    ) -> None:
         self.schema, self.fragments, self.variables = schema, fragments, variables
         self.introspects = False
 
@@ -223,8 +229,13 @@ class Walk:
         return own + times * self.cost(sel.selection_set, child_type)
 
 
-def selection_cost(schema: GraphQLSchema, selection_set: SelectionSetNode | None, parent,
-                   fragments: Mapping[str, FragmentDefinitionNode], variables: Mapping[str, Any]) -> int:
+def selection_cost(
+    schema: GraphQLSchema,
+    selection_set: SelectionSetNode | None,
+    parent,
+    fragments: Mapping[str, FragmentDefinitionNode],
+    variables: Mapping[str, Any],
+) -> int:
     """Worst-case cost of `selection_set` on `parent` (see the module docstring)."""
     return Walk(schema, fragments, variables).cost(selection_set, parent)
 
@@ -271,6 +282,7 @@ def _document_has_nul(document) -> bool:
 class Analysis:
     """What the limits need of an operation: its worst-case cost (with the request's page sizes), whether it
     introspects, whether a string literal of the document holds a NUL."""
+
     total: int
     introspects: bool
     nul_in_document: bool
@@ -301,8 +313,9 @@ class AnalysisCache:
         if len(cache) > self.maxsize:
             cache.popitem(last=False)
 
-    def analyse(self, schema: GraphQLSchema, text: str | None, document, operation,
-                variables: Mapping[str, Any] | None) -> Analysis:
+    def analyse(
+        self, schema: GraphQLSchema, text: str | None, document, operation, variables: Mapping[str, Any] | None
+    ) -> Analysis:
         variables = variables or {}
         if text is None:
             return _analyse(schema, document, operation, variables)
@@ -359,19 +372,25 @@ class CostLimit(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
         ec = self.execution_context
         operation = get_operation_ast(ec.graphql_document, ec.operation_name)
-        walk = ANALYSES.analyse(ec.schema._schema, ec.query, ec.graphql_document, operation,
-                                ec.variables) if operation else None
+        walk = (
+            ANALYSES.analyse(ec.schema._schema, ec.query, ec.graphql_document, operation, ec.variables)
+            if operation
+            else None
+        )
         cost = walk.total if walk else 0
         error = None
         if operation is None:
             pass  # graphql-core refuses a document without the named operation itself
         elif _has_nul(ec.variables) or (walk is not None and walk.nul_in_document):
-            error = GraphQLError("a string holds a NUL character (U+0000), which no field accepts",
-                                 extensions={"code": "INVALID_INPUT"})
+            error = GraphQLError(
+                "a string holds a NUL character (U+0000), which no field accepts", extensions={"code": "INVALID_INPUT"}
+            )
         elif walk is not None and walk.introspects and not _may_introspect(ec.context):
-            error = GraphQLError("introspection is off: it is served in development (SHARECART_DEV=1) or to an "
-                                 "admin token; the schema is published as schema.graphql",
-                                 extensions={"code": "FORBIDDEN"})
+            error = GraphQLError(
+                "introspection is off: it is served in development (SHARECART_DEV=1) or to an "
+                "admin token; the schema is published as schema.graphql",
+                extensions={"code": "FORBIDDEN"},
+            )
         if error is not None:
             if operation.operation == OperationType.SUBSCRIPTION:
                 raise error
@@ -382,7 +401,8 @@ class CostLimit(SchemaExtension):
                 f"counts 1, one that reads by itself {READ_COST}, times `first` — default {DEFAULT_PAGE}, at most "
                 f"{MAX_PAGE} — inside connections); "
                 "ask for fewer fields or smaller pages",
-                extensions={"code": TOO_COMPLEX, "cost": cost, "budget": self.budget})
+                extensions={"code": TOO_COMPLEX, "cost": cost, "budget": self.budget},
+            )
             if operation.operation == OperationType.SUBSCRIPTION:
                 raise error  # strawberry turns an on_execute exception of a subscription into its error
             ec.result = ExecutionResult(data=None, errors=[error])

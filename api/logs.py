@@ -19,6 +19,8 @@ import uuid
 import structlog
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
 def _drop_color(_logger, _name, event: dict) -> dict:
     event.pop("color_message", None)  # uvicorn's ANSI copy of the message
     return event
@@ -44,12 +46,21 @@ def request_id_from(value: bytes | None) -> str:
 
 
 def formatter(fmt: str = "json") -> logging.Formatter:
-    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.processors.KeyValueRenderer(
-        key_order=["timestamp", "level", "logger", "event", "request_id"], drop_missing=True)
+    renderer = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.processors.KeyValueRenderer(
+            key_order=["timestamp", "level", "logger", "event", "request_id"], drop_missing=True
+        )
+    )
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*_SHARED, structlog.stdlib.ExtraAdder(), _drop_color],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.format_exc_info,
-                    renderer])
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
 
 
 def configure_logging(stream=None) -> None:
@@ -66,6 +77,9 @@ def configure_logging(stream=None) -> None:
         logger = logging.getLogger(name)
         logger.handlers, logger.propagate = [], True
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin at every start
-    structlog.configure(processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-                        logger_factory=structlog.stdlib.LoggerFactory(),
-                        wrapper_class=structlog.stdlib.BoundLogger, cache_logger_on_first_use=True)
+    structlog.configure(
+        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )

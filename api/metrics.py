@@ -48,7 +48,9 @@ def operation_label(execution_context) -> str:
         return "(invalid)"
     ops = [d for d in doc.definitions if isinstance(d, OperationDefinitionNode)]
     name = execution_context.operation_name
-    op = next((d for d in ops if d.name and d.name.value == name), None) if name else (ops[0] if len(ops) == 1 else None)
+    op = (
+        next((d for d in ops if d.name and d.name.value == name), None) if name else (ops[0] if len(ops) == 1 else None)
+    )
     if op is None:
         return "(invalid)"
     kind = op.operation.value
@@ -77,8 +79,9 @@ def outcome_of(result) -> str:
         original = error.original_error
         if code == UNAVAILABLE or is_database_unavailable(original):
             return "unavailable"
-        if code == "INTERNAL" or (code is None and original is not None and not isinstance(original, RuleViolation)
-                                  and error.path is not None):
+        if code == "INTERNAL" or (
+            code is None and original is not None and not isinstance(original, RuleViolation) and error.path is not None
+        ):
             worst = "error"
         elif worst is None:
             worst = "refused"

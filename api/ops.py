@@ -70,12 +70,16 @@ async def readiness(svc) -> tuple[bool, dict]:
             checks["database"] = "ok"
             versions = set((await c.execute(text("SELECT version_num FROM alembic_version"))).scalars())
             heads = migration_heads()
-            checks["migrations"] = "ok" if versions == heads else \
-                f"at {sorted(versions) or 'none'}, head is {sorted(heads)}"
+            checks["migrations"] = (
+                "ok" if versions == heads else f"at {sorted(versions) or 'none'}, head is {sorted(heads)}"
+            )
             if max_age > 0:
                 age = await freshest_age(c)
-                checks["worker"] = "ok" if age is not None and age <= max_age else \
-                    ("no worker heartbeat" if age is None else f"last worker heartbeat {age:.0f} s ago")
+                checks["worker"] = (
+                    "ok"
+                    if age is not None and age <= max_age
+                    else ("no worker heartbeat" if age is None else f"last worker heartbeat {age:.0f} s ago")
+                )
 
     for attempt in (1, 2):  # a pooled connection left from before a database restart fails once: retry on a new one
         try:
@@ -83,8 +87,11 @@ async def readiness(svc) -> tuple[bool, dict]:
             break
         except Exception as e:  # noqa: BLE001 - any failure is "not ready", said in the answer
             checks.clear()
-            checks["database"] = f"unavailable ({type(e).__name__})" if is_database_unavailable(e) or \
-                isinstance(e, asyncio.TimeoutError) else f"error ({type(e).__name__})"
+            checks["database"] = (
+                f"unavailable ({type(e).__name__})"
+                if is_database_unavailable(e) or isinstance(e, asyncio.TimeoutError)
+                else f"error ({type(e).__name__})"
+            )
             if attempt == 1 and is_database_unavailable(e):
                 continue
             break
@@ -133,12 +140,19 @@ class Operations:
     def _error(e: Exception) -> Response:
         if is_database_unavailable(e):
             log.warning("database unavailable: %s: %s", type(e).__name__, e)
-            return JSONResponse({"errors": [{"message": "the database is unavailable; retry later",
-                                             "extensions": {"code": UNAVAILABLE}}]},
-                                status_code=503, headers={"Retry-After": "1"})
+            return JSONResponse(
+                {
+                    "errors": [
+                        {"message": "the database is unavailable; retry later", "extensions": {"code": UNAVAILABLE}}
+                    ]
+                },
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
         log.exception("unhandled error")
-        return JSONResponse({"errors": [{"message": "internal error", "extensions": {"code": "INTERNAL"}}]},
-                            status_code=500)
+        return JSONResponse(
+            {"errors": [{"message": "internal error", "extensions": {"code": "INTERNAL"}}]}, status_code=500
+        )
 
     def _record(self, scope, status: int, seconds: float) -> None:
         from service.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -147,5 +161,12 @@ class Operations:
         HTTP_REQUESTS.labels(route, scope.get("method", "GET"), f"{status // 100}xx").inc()
         HTTP_LATENCY.labels(route).observe(seconds)
         if self.access_log and access.isEnabledFor(logging.INFO):
-            access.info("request", extra={"method": scope.get("method"), "path": scope.get("path"),
-                                          "status": status, "duration_ms": round(seconds * 1000, 2)})
+            access.info(
+                "request",
+                extra={
+                    "method": scope.get("method"),
+                    "path": scope.get("path"),
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 2),
+                },
+            )

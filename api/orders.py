@@ -28,15 +28,20 @@ if TYPE_CHECKING:  # api.groupbuy imports this module: Order.group names its typ
 
 
 # ---------------------------------------------------------------- types
-@strawberry.enum(name="OrderKind", description="GROUP: a group seat's order (GB-1/GB-2); PLAIN: reported by the "
-                                               "shop's backend (OR-1)")
+@strawberry.enum(
+    name="OrderKind",
+    description="GROUP: a group seat's order (GB-1/GB-2); PLAIN: reported by the shop's backend (OR-1)",
+)
 class OrderKind(Enum):
     GROUP = "GROUP"
     PLAIN = "PLAIN"
 
 
-@strawberry.enum(name="OrderState", description="CREATED (awaiting payment), PAID, COMPLETED (delivered, OR-4) or "
-                                                "CANCELLED (a seat released or given up, GB-2/GB-8)")
+@strawberry.enum(
+    name="OrderState",
+    description="CREATED (awaiting payment), PAID, COMPLETED (delivered, OR-4) or "
+    "CANCELLED (a seat released or given up, GB-2/GB-8)",
+)
 class OrderState(Enum):
     CREATED = "CREATED"
     PAID = "PAID"
@@ -44,8 +49,11 @@ class OrderState(Enum):
     CANCELLED = "CANCELLED"
 
 
-@strawberry.enum(name="RefundState", description="OWED (decided, not yet paid: GB-5..GB-9) or CONFIRMED (paid, "
-                                                 "with the provider's reference: GB-10, OR-2)")
+@strawberry.enum(
+    name="RefundState",
+    description="OWED (decided, not yet paid: GB-5..GB-9) or CONFIRMED (paid, "
+    "with the provider's reference: GB-10, OR-2)",
+)
 class RefundState(Enum):
     OWED = "OWED"
     CONFIRMED = "CONFIRMED"
@@ -70,8 +78,10 @@ class Order(relay.Node):
     _group: strawberry.Private[Optional[str]]
     _buyer_visible: strawberry.Private[bool]
 
-    @strawberry.field(description="The buyer; null unless you are the buyer or shop staff (a distributor "
-                                  "sees the orders of their commission lines, not who placed them).")
+    @strawberry.field(
+        description="The buyer; null unless you are the buyer or shop staff (a distributor "
+        "sees the orders of their commission lines, not who placed them)."
+    )
     def buyer_id(self) -> Optional[str]:
         return self._buyer if self._buyer_visible else None
 
@@ -90,11 +100,24 @@ class Order(relay.Node):
 
 
 def order_type(o, ctx) -> Order:
-    return Order(id=o.order_id, external_id=o.external_id, kind=OrderKind(o.kind), state=OrderState(o.state), currency=ctx.currency,
-                 goods_amount=o.goods_amount, shipping_amount=o.shipping_amount, tax_amount=o.tax_amount,
-                 paid_amount=o.paid_amount, refunded_amount=o.refunded_amount, created_at=o.created_at,
-                 paid_at=o.paid_at, completed_at=o.completed_at, _buyer=o.buyer_id, _group=o.group_id,
-                 _buyer_visible=sees_buyer(ctx, o))
+    return Order(
+        id=o.order_id,
+        external_id=o.external_id,
+        kind=OrderKind(o.kind),
+        state=OrderState(o.state),
+        currency=ctx.currency,
+        goods_amount=o.goods_amount,
+        shipping_amount=o.shipping_amount,
+        tax_amount=o.tax_amount,
+        paid_amount=o.paid_amount,
+        refunded_amount=o.refunded_amount,
+        created_at=o.created_at,
+        paid_at=o.paid_at,
+        completed_at=o.completed_at,
+        _buyer=o.buyer_id,
+        _group=o.group_id,
+        _buyer_visible=sees_buyer(ctx, o),
+    )
 
 
 @strawberry.type(description="A refund decided by the rules (OWED: GB-5..GB-9) or reported by the backend (OR-2).")
@@ -121,39 +144,62 @@ class Refund(relay.Node):
 
 
 def refund_type(r, ctx) -> Refund:
-    return Refund(id=r.refund_id, amount=r.amount, currency=ctx.currency, rule=r.rule, full=r.full, state=RefundState(r.state),
-                  provider_ref=r.provider_ref, created_at=r.created_at, confirmed_at=r.confirmed_at,
-                  _order=r.order_id)
+    return Refund(
+        id=r.refund_id,
+        amount=r.amount,
+        currency=ctx.currency,
+        rule=r.rule,
+        full=r.full,
+        state=RefundState(r.state),
+        provider_ref=r.provider_ref,
+        created_at=r.created_at,
+        confirmed_at=r.confirmed_at,
+        _order=r.order_id,
+    )
 
 
 # ---------------------------------------------------------------- queries
 
-REFUNDS_KEYSET = Keyset("refunds", key=lambda r: [r.created_at.isoformat(), r.refund_id],
-                        parse=lambda v: (datetime.fromisoformat(v[0]), str(v[1])))
+REFUNDS_KEYSET = Keyset(
+    "refunds",
+    key=lambda r: [r.created_at.isoformat(), r.refund_id],
+    parse=lambda v: (datetime.fromisoformat(v[0]), str(v[1])),
+)
 
 
 @strawberry.field(permission_classes=[IsCustomer], description="The caller's orders, newest first.")
-async def my_orders(info: Info, first: Optional[int] = None,
-                    after: Optional[str] = None) -> Connection[Order]:
+async def my_orders(info: Info, first: Optional[int] = None, after: Optional[str] = None) -> Connection[Order]:
     ctx = info.context
-    return await paginate(lambda **p: queries.page_orders_caught_up(ctx.svc, shop_id=ctx.shop_id, buyer_id=ctx.user_id, **p),
-                          first, after, lambda o: order_type(o, ctx))
+    return await paginate(
+        lambda **p: queries.page_orders_caught_up(ctx.svc, shop_id=ctx.shop_id, buyer_id=ctx.user_id, **p),
+        first,
+        after,
+        lambda o: order_type(o, ctx),
+    )
 
 
-@strawberry.field(permission_classes=[IsBackendOrFinance],
-                  description="Refunds owed and not yet confirmed (GB-5..GB-9), oldest first (backend, and "
-                              "finance to watch what the shop owes); pay them, then "
-                              "confirmRefund (GB-10). The cursor is a keyset: confirming refunds while paging "
-                              "with `after: endCursor` skips none.")
-async def owed_refunds(info: Info, first: Optional[int] = None, after: Optional[str] = None,
-                       rule: Optional[str] = None) -> Connection[Refund]:
+@strawberry.field(
+    permission_classes=[IsBackendOrFinance],
+    description="Refunds owed and not yet confirmed (GB-5..GB-9), oldest first (backend, and "
+    "finance to watch what the shop owes); pay them, then "
+    "confirmRefund (GB-10). The cursor is a keyset: confirming refunds while paging "
+    "with `after: endCursor` skips none.",
+)
+async def owed_refunds(
+    info: Info, first: Optional[int] = None, after: Optional[str] = None, rule: Optional[str] = None
+) -> Connection[Refund]:
     ctx = info.context
-    return await paginate_keyset(lambda **p: queries.page_refunds(ctx.svc, shop_id=ctx.shop_id, state=RefundState.OWED.value,
-                                                                  rule=rule, **p),
-                                 first, after, REFUNDS_KEYSET, lambda r: refund_type(r, ctx))
+    return await paginate_keyset(
+        lambda **p: queries.page_refunds(ctx.svc, shop_id=ctx.shop_id, state=RefundState.OWED.value, rule=rule, **p),
+        first,
+        after,
+        REFUNDS_KEYSET,
+        lambda r: refund_type(r, ctx),
+    )
 
 
 # ---------------------------------------------------------------- mutations
+
 
 def _representable_total(input) -> None:
     """OR-1 totals are carried as MinorUnits (±2^53): an order whose total is beyond that could be stored but
@@ -187,11 +233,17 @@ class ConfirmPaymentInput:
 @strawberry.type
 class ConfirmPaymentPayload:
     order: Optional[Order] = None
-    accepted: Optional[bool] = strawberry.field(default=None, description=(
-        "False: the payment took no seat (late, GB-9; or the seat was already paid by another payment, GB-10): a full "
-        "refund is owed"))
-    replayed: Optional[bool] = strawberry.field(default=None, description="This providerRef (or idempotencyKey) "
-                                                "was confirmed before: the first confirmation's answer")
+    accepted: Optional[bool] = strawberry.field(
+        default=None,
+        description=(
+            "False: the payment took no seat (late, GB-9; or the seat was already paid by another payment, GB-10): a full "
+            "refund is owed"
+        ),
+    )
+    replayed: Optional[bool] = strawberry.field(
+        default=None,
+        description="This providerRef (or idempotencyKey) was confirmed before: the first confirmation's answer",
+    )
     errors: list[UserError]
 
 
@@ -205,8 +257,10 @@ class ConfirmRefundInput:
 @strawberry.type
 class RefundPayload:
     refund: Optional[Refund] = None
-    replayed: Optional[bool] = strawberry.field(default=None, description="refundOrder: this providerRef (or "
-                                                "idempotencyKey) was recorded before: the first refund")
+    replayed: Optional[bool] = strawberry.field(
+        default=None,
+        description="refundOrder: this providerRef (or idempotencyKey) was recorded before: the first refund",
+    )
     errors: list[UserError]
 
 
@@ -253,14 +307,22 @@ class CompleteOrderInput:
     idempotency_key: Optional[str] = idempotency_key_field()
 
 
-@payload_mutation(ConfirmPaymentPayload, permission_classes=[IsBackend], description="Money received (idempotent by providerRef, "
-                     "GB-10; a late payment is accepted and refunded, GB-9).")
+@payload_mutation(
+    ConfirmPaymentPayload,
+    permission_classes=[IsBackend],
+    description="Money received (idempotent by providerRef, GB-10; a late payment is accepted and refunded, GB-9).",
+)
 async def confirm_payment(info: Info, input: ConfirmPaymentInput) -> dict:
     ctx = info.context
-    r = await orders_svc.confirm_payment(ctx.svc, shop_id=ctx.shop_id, provider_ref=input.provider_ref,
-                                         amount=input.amount, idempotency_key=input.idempotency_key,
-                                         fingerprints=input.fingerprints.as_kinds() if input.fingerprints else None,
-                                         **_order_ref(input.order_id, input.external_id))
+    r = await orders_svc.confirm_payment(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        provider_ref=input.provider_ref,
+        amount=input.amount,
+        idempotency_key=input.idempotency_key,
+        fingerprints=input.fingerprints.as_kinds() if input.fingerprints else None,
+        **_order_ref(input.order_id, input.external_id),
+    )
     o = await ctx.loaders.order.load(r["order_id"])
     return dict(order=order_type(o, ctx) if o else None, accepted=r["accepted"], replayed=r["replayed"])
 
@@ -268,34 +330,59 @@ async def confirm_payment(info: Info, input: ConfirmPaymentInput) -> dict:
 @payload_mutation(RefundPayload, permission_classes=[IsBackend], description="An owed refund was paid (GB-10).")
 async def confirm_refund(info: Info, input: ConfirmRefundInput) -> dict:
     ctx = info.context
-    r = await refunds_svc.confirm_refund(ctx.svc, shop_id=ctx.shop_id,
-                                         refund_id=raw_id(input.refund_id, "Refund", "refundId"),
-                                         provider_ref=input.provider_ref, idempotency_key=input.idempotency_key)
+    r = await refunds_svc.confirm_refund(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        refund_id=raw_id(input.refund_id, "Refund", "refundId"),
+        provider_ref=input.provider_ref,
+        idempotency_key=input.idempotency_key,
+    )
     return dict(refund=refund_type(r, ctx))
 
 
-@payload_mutation(OrderPayload, permission_classes=[IsBackend], description="OR-1: report a shop order (idempotent by "
-                     "externalId with the same content).", fields={"userId": "buyerId"})
+@payload_mutation(
+    OrderPayload,
+    permission_classes=[IsBackend],
+    description="OR-1: report a shop order (idempotent by externalId with the same content).",
+    fields={"userId": "buyerId"},
+)
 async def report_order(info: Info, input: ReportOrderInput) -> dict:
     ctx = info.context
     _representable_total(input)
     attributed: list = []
     o = await orders_svc.report_order(
-        ctx.svc, shop_id=ctx.shop_id, external_id=input.external_id, buyer_id=input.buyer_id,
-        lines=[orders_svc.LineInput(ln.product_ref, ln.quantity, ln.unit_price, ln.discount, ln.category)
-               for ln in input.lines],
-        shipping_amount=input.shipping_amount, tax_amount=input.tax_amount,
-        idempotency_key=input.idempotency_key, invite_code=input.invite_code, attribution_out=attributed)
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        external_id=input.external_id,
+        buyer_id=input.buyer_id,
+        lines=[
+            orders_svc.LineInput(ln.product_ref, ln.quantity, ln.unit_price, ln.discount, ln.category)
+            for ln in input.lines
+        ],
+        shipping_amount=input.shipping_amount,
+        tax_amount=input.tax_amount,
+        idempotency_key=input.idempotency_key,
+        invite_code=input.invite_code,
+        attribution_out=attributed,
+    )
     return dict(order=order_type(o, ctx), attribution=attribution_type(attributed[0] if attributed else None))
 
 
-@payload_mutation(RefundPayload, permission_classes=[IsBackend], description="OR-2: the shop refunded (part of) an order "
-                     "(idempotent by providerRef).")
+@payload_mutation(
+    RefundPayload,
+    permission_classes=[IsBackend],
+    description="OR-2: the shop refunded (part of) an order (idempotent by providerRef).",
+)
 async def refund_order(info: Info, input: RefundOrderInput) -> dict:
     ctx = info.context
-    r = await orders_svc.refund_order(ctx.svc, shop_id=ctx.shop_id, amount=input.amount,
-                                      provider_ref=input.provider_ref, idempotency_key=input.idempotency_key,
-                                      **_order_ref(input.order_id, input.external_id))
+    r = await orders_svc.refund_order(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        amount=input.amount,
+        provider_ref=input.provider_ref,
+        idempotency_key=input.idempotency_key,
+        **_order_ref(input.order_id, input.external_id),
+    )
     rf = r.get("refund") or await ctx.loaders.refund.load(r["refund_id"])  # as written, or a replay's
     return dict(refund=refund_type(rf, ctx) if rf else None, replayed=r["replayed"])
 
@@ -303,6 +390,10 @@ async def refund_order(info: Info, input: RefundOrderInput) -> dict:
 @payload_mutation(OrderPayload, permission_classes=[IsBackend], description="OR-4: delivered and not disputed.")
 async def complete_order(info: Info, input: CompleteOrderInput) -> dict:
     ctx = info.context
-    o = await orders_svc.complete_order(ctx.svc, shop_id=ctx.shop_id, idempotency_key=input.idempotency_key,
-                                        **_order_ref(input.order_id, input.external_id))
+    o = await orders_svc.complete_order(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        idempotency_key=input.idempotency_key,
+        **_order_ref(input.order_id, input.external_id),
+    )
     return dict(order=order_type(o, ctx))

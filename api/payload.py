@@ -25,8 +25,10 @@ import strawberry
 from api.errors import UserError, refusal_of, user_error
 from engine.errors import RuleViolation
 
-KEY_DESCRIPTION = ("GB-10: a retry with the same key and the same input returns the first result without a "
-                   "second effect; the same key with another input is IDEMPOTENCY_CONFLICT.")
+KEY_DESCRIPTION = (
+    "GB-10: a retry with the same key and the same input returns the first result without a "
+    "second effect; the same key with another input is IDEMPOTENCY_CONFLICT."
+)
 
 
 def idempotency_key_field(description: str = KEY_DESCRIPTION) -> Optional[str]:
@@ -41,8 +43,9 @@ def _input_error(refusal: RuleViolation, fields: Mapping[str, Optional[str]] | N
     return error
 
 
-def payload_mutation(payload: type, *, fields: Mapping[str, Optional[str]] | None = None,
-                     **field: Any) -> Callable[[Callable[..., Awaitable[dict]]], Any]:
+def payload_mutation(
+    payload: type, *, fields: Mapping[str, Optional[str]] | None = None, **field: Any
+) -> Callable[[Callable[..., Awaitable[dict]]], Any]:
     """`@payload_mutation(XxxPayload, permission_classes=[...], description=...)` over
     `async def xxx(info: Info, input: XxxInput) -> dict`: the mutation field answering `XxxPayload`.
 

@@ -23,15 +23,17 @@ from service.usecases import settlements as settlements_svc
 
 
 # ---------------------------------------------------------------- types
-@strawberry.enum(name="PayoutState", description="LG-2: REQUESTED (the amount is IN_PAYOUT), APPROVED (paid: "
-                                                 "amount − fee sent), REJECTED (all of it back to available) or "
-                                                 "FAILED (the transfer bounced after approval, LG-4)")
+@strawberry.enum(
+    name="PayoutState",
+    description="LG-2: REQUESTED (the amount is IN_PAYOUT), APPROVED (paid: "
+    "amount − fee sent), REJECTED (all of it back to available) or "
+    "FAILED (the transfer bounced after approval, LG-4)",
+)
 class PayoutState(Enum):
     REQUESTED = "REQUESTED"
     APPROVED = "APPROVED"
     REJECTED = "REJECTED"
     FAILED = "FAILED"
-
 
 
 @strawberry.type(description="A payout request (LG-2): the distributor receives amount − fee.")
@@ -49,8 +51,9 @@ class Payout(relay.Node):
     reason: Optional[str]
     payee_kind: Optional[str] = strawberry.field(default=None, description="LG-4: the payee method chosen at request")
     payee_reference: Optional[str] = strawberry.field(default=None, description="LG-4: its account reference, masked")
-    failed_at: Optional[datetime] = strawberry.field(default=None, description="LG-4: when the transfer was marked "
-                                                                               "failed")
+    failed_at: Optional[datetime] = strawberry.field(
+        default=None, description="LG-4: when the transfer was marked failed"
+    )
     failure_ref: Optional[str] = strawberry.field(default=None, description="LG-4: the failed transfer's reference")
     failure_reason: Optional[str] = None
 
@@ -60,12 +63,24 @@ class Payout(relay.Node):
 
 
 def payout_type(p, ctx) -> Payout:
-    return Payout(id=p.payout_id, distributor_id=p.distributor_id, amount=p.amount, fee=p.fee,
-                  net=p.amount - p.fee, currency=ctx.currency, state=PayoutState(p.state), requested_at=p.requested_at,
-                  decided_at=p.decided_at, external_ref=p.external_ref, reason=p.reason,
-                  payee_kind=getattr(p, "payee_kind", None), payee_reference=getattr(p, "payee_reference", None),
-                  failed_at=getattr(p, "failed_at", None), failure_ref=getattr(p, "failure_ref", None),
-                  failure_reason=getattr(p, "failure_reason", None))
+    return Payout(
+        id=p.payout_id,
+        distributor_id=p.distributor_id,
+        amount=p.amount,
+        fee=p.fee,
+        net=p.amount - p.fee,
+        currency=ctx.currency,
+        state=PayoutState(p.state),
+        requested_at=p.requested_at,
+        decided_at=p.decided_at,
+        external_ref=p.external_ref,
+        reason=p.reason,
+        payee_kind=getattr(p, "payee_kind", None),
+        payee_reference=getattr(p, "payee_reference", None),
+        failed_at=getattr(p, "failed_at", None),
+        failure_ref=getattr(p, "failure_ref", None),
+        failure_reason=getattr(p, "failure_reason", None),
+    )
 
 
 @strawberry.type(description="An immutable settlement batch (LG-3).")
@@ -81,12 +96,15 @@ class Settlement(relay.Node):
     bonuses: MinorUnits
     payouts: MinorUnits
     fees: MinorUnits
-    failed: MinorUnits = strawberry.field(description="LG-4: what payouts that failed in the period gave back "
-                                                      "(amount and fee); closing = opening + released + reversals + "
-                                                      "bonuses − payouts − fees + failed")
+    failed: MinorUnits = strawberry.field(
+        description="LG-4: what payouts that failed in the period gave back "
+        "(amount and fee); closing = opening + released + reversals + "
+        "bonuses − payouts − fees + failed"
+    )
     closing: MinorUnits
-    held: MinorUnits = strawberry.field(description="FR-3: commission held for review at the period end (beside the "
-                                                    "identity: in no settled balance)")
+    held: MinorUnits = strawberry.field(
+        description="FR-3: commission held for review at the period end (beside the identity: in no settled balance)"
+    )
 
     @strawberry.field(description="Path of the CSV export (GET with a finance token, LG-3)")
     def csv_path(self) -> str:
@@ -102,30 +120,46 @@ class Settlement(relay.Node):
 
 
 def settlement_type(b) -> Settlement:
-    return Settlement(id=b.settlement_id, local_from=date.fromisoformat(b.local_from),
-                      local_to=date.fromisoformat(b.local_to), currency=b.currency,
-                      distributors=b.distributors, opening=b.opening, released=b.released, reversals=b.reversals,
-                      bonuses=b.bonuses, payouts=b.payouts, fees=b.fees, failed=b.failed, closing=b.closing,
-                      held=b.held)
+    return Settlement(
+        id=b.settlement_id,
+        local_from=date.fromisoformat(b.local_from),
+        local_to=date.fromisoformat(b.local_to),
+        currency=b.currency,
+        distributors=b.distributors,
+        opening=b.opening,
+        released=b.released,
+        reversals=b.reversals,
+        bonuses=b.bonuses,
+        payouts=b.payouts,
+        fees=b.fees,
+        failed=b.failed,
+        closing=b.closing,
+        held=b.held,
+    )
 
 
 # ---------------------------------------------------------------- queries
 
+
 @strawberry.field(permission_classes=[IsFinance], description="Payouts waiting for a decision (LG-2).")
-async def pending_payouts(info: Info, first: Optional[int] = None,
-                          after: Optional[str] = None) -> Connection[Payout]:
+async def pending_payouts(info: Info, first: Optional[int] = None, after: Optional[str] = None) -> Connection[Payout]:
     ctx = info.context
-    return await paginate(lambda **p: queries.page_payouts(ctx.svc, shop_id=ctx.shop_id, state=PayoutState.REQUESTED.value,
-                                                           user_id=None, **p), first, after,
-                          lambda x: payout_type(x, ctx))
+    return await paginate(
+        lambda **p: queries.page_payouts(
+            ctx.svc, shop_id=ctx.shop_id, state=PayoutState.REQUESTED.value, user_id=None, **p
+        ),
+        first,
+        after,
+        lambda x: payout_type(x, ctx),
+    )
 
 
 @strawberry.field(permission_classes=[IsAdminOrFinance], description="Settlement batches (LG-3), oldest first.")
-async def settlements(info: Info, first: Optional[int] = None,
-                      after: Optional[str] = None) -> Connection[Settlement]:
+async def settlements(info: Info, first: Optional[int] = None, after: Optional[str] = None) -> Connection[Settlement]:
     ctx = info.context
-    return await paginate(lambda **p: listings.page_settlements(ctx.svc, shop_id=ctx.shop_id, **p), first, after,
-                          settlement_type)
+    return await paginate(
+        lambda **p: listings.page_settlements(ctx.svc, shop_id=ctx.shop_id, **p), first, after, settlement_type
+    )
 
 
 # ---------------------------------------------------------------- mutations
@@ -190,57 +224,94 @@ class ClosePeriodPayload:
     errors: list[UserError]
 
 
-@payload_mutation(PayoutPayload, permission_classes=[IsDistributor], description="LG-2: ask for a payout.",
-                  fields={"userId": None})  # "no balance to pay out": the caller's standing, not an input
+@payload_mutation(
+    PayoutPayload, permission_classes=[IsDistributor], description="LG-2: ask for a payout.", fields={"userId": None}
+)  # "no balance to pay out": the caller's standing, not an input
 async def request_payout(info: Info, input: RequestPayoutInput) -> dict:
     ctx = info.context
-    p = await payouts_svc.request_payout(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id,
-                                         amount=input.amount, idempotency_key=input.idempotency_key,
-                                         payee=input.payee_method.method() if input.payee_method else None)
+    p = await payouts_svc.request_payout(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        user_id=ctx.user_id,
+        amount=input.amount,
+        idempotency_key=input.idempotency_key,
+        payee=input.payee_method.method() if input.payee_method else None,
+    )
     return dict(payout=payout_type(p, ctx))
 
 
-@payload_mutation(PayoutPayload, permission_classes=[IsFinance], description="LG-2: approve with the transfer reference.",
-                  fields={"amount": "payoutId"})
+@payload_mutation(
+    PayoutPayload,
+    permission_classes=[IsFinance],
+    description="LG-2: approve with the transfer reference.",
+    fields={"amount": "payoutId"},
+)
 async def approve_payout(info: Info, input: ApprovePayoutInput) -> dict:
     ctx = info.context
-    p = await payouts_svc.decide_payout(ctx.svc, shop_id=ctx.shop_id,
-                                        payout_id=raw_id(input.payout_id, "Payout", "payoutId"),
-                                        approve=True, actor=ctx.user_id, external_ref=input.external_ref,
-                                        idempotency_key=input.idempotency_key)
+    p = await payouts_svc.decide_payout(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        payout_id=raw_id(input.payout_id, "Payout", "payoutId"),
+        approve=True,
+        actor=ctx.user_id,
+        external_ref=input.external_ref,
+        idempotency_key=input.idempotency_key,
+    )
     return dict(payout=payout_type(p, ctx))
 
 
-@payload_mutation(PayoutPayload, permission_classes=[IsFinance], description="LG-2: reject; all of the amount back to "
-                     "available, no fee.")
+@payload_mutation(
+    PayoutPayload,
+    permission_classes=[IsFinance],
+    description="LG-2: reject; all of the amount back to available, no fee.",
+)
 async def reject_payout(info: Info, input: RejectPayoutInput) -> dict:
     ctx = info.context
     if not input.reason.strip():
         raise refuse(ErrorCode.INVALID_INPUT, "a reason is required", field="reason", rule="LG-2")
-    p = await payouts_svc.decide_payout(ctx.svc, shop_id=ctx.shop_id,
-                                        payout_id=raw_id(input.payout_id, "Payout", "payoutId"),
-                                        approve=False, actor=ctx.user_id, reason=input.reason,
-                                        idempotency_key=input.idempotency_key)
+    p = await payouts_svc.decide_payout(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        payout_id=raw_id(input.payout_id, "Payout", "payoutId"),
+        approve=False,
+        actor=ctx.user_id,
+        reason=input.reason,
+        idempotency_key=input.idempotency_key,
+    )
     return dict(payout=payout_type(p, ctx))
 
 
-@payload_mutation(ClosePeriodPayload, permission_classes=[IsFinance], description="LG-3: close a period into a batch.",
-                  fields={"from": "fromDate", "to": "toDate"})
+@payload_mutation(
+    ClosePeriodPayload,
+    permission_classes=[IsFinance],
+    description="LG-3: close a period into a batch.",
+    fields={"from": "fromDate", "to": "toDate"},
+)
 async def close_period(info: Info, input: ClosePeriodInput) -> dict:
     ctx = info.context
     f, t = bounded_day(input.from_date, "fromDate"), bounded_day(input.to_date, "toDate")
-    b = await settlements_svc.close_period(ctx.svc, shop_id=ctx.shop_id, day_from=f, day_to=t,
-                                           actor=ctx.user_id, idempotency_key=input.idempotency_key)
+    b = await settlements_svc.close_period(
+        ctx.svc, shop_id=ctx.shop_id, day_from=f, day_to=t, actor=ctx.user_id, idempotency_key=input.idempotency_key
+    )
     return dict(settlement=settlement_type(b))
 
 
-@payload_mutation(PayoutPayload, permission_classes=[IsBackendOrFinance], description="LG-4: an approved payout's "
-                  "transfer failed — FAILED with the transfer reference and a reason; the amount is back in available "
-                  "and the fee reversed, by new entries (idempotent).")
+@payload_mutation(
+    PayoutPayload,
+    permission_classes=[IsBackendOrFinance],
+    description="LG-4: an approved payout's "
+    "transfer failed — FAILED with the transfer reference and a reason; the amount is back in available "
+    "and the fee reversed, by new entries (idempotent).",
+)
 async def fail_payout(info: Info, input: FailPayoutInput) -> dict:
     ctx = info.context
-    p = await payouts_svc.fail_payout(ctx.svc, shop_id=ctx.shop_id,
-                                      payout_id=raw_id(input.payout_id, "Payout", "payoutId"),
-                                      actor=ctx.user_id, transfer_ref=input.transfer_ref,
-                                      reason=input.reason, idempotency_key=input.idempotency_key)
+    p = await payouts_svc.fail_payout(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        payout_id=raw_id(input.payout_id, "Payout", "payoutId"),
+        actor=ctx.user_id,
+        transfer_ref=input.transfer_ref,
+        reason=input.reason,
+        idempotency_key=input.idempotency_key,
+    )
     return dict(payout=payout_type(p, ctx))

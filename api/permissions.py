@@ -19,8 +19,9 @@ def _authenticated(ctx) -> None:
         e = ctx.auth_error
         raise refuse(e.code, e.message, rule=e.rule)
     if ctx.principal is None:
-        raise refuse(ErrorCode.UNAUTHENTICATED, "authentication required: send Authorization: Bearer <token>",
-                     rule="SH-0")
+        raise refuse(
+            ErrorCode.UNAUTHENTICATED, "authentication required: send Authorization: Bearer <token>", rule="SH-0"
+        )
 
 
 class _AnyRole(BasePermission):
@@ -30,8 +31,9 @@ class _AnyRole(BasePermission):
         ctx = info.context
         _authenticated(ctx)
         if not ctx.principal.roles & self.roles:
-            raise refuse(ErrorCode.FORBIDDEN, f"forbidden: needs the role {' or '.join(sorted(self.roles))}",
-                         rule="SH-0")
+            raise refuse(
+                ErrorCode.FORBIDDEN, f"forbidden: needs the role {' or '.join(sorted(self.roles))}", rule="SH-0"
+            )
         return True
 
 
@@ -40,7 +42,8 @@ def any_role(*names: str) -> type[BasePermission]:
 
 
 IsCustomer, IsDistributor, IsAdmin, IsFinance, IsBackend = (
-    any_role(r) for r in ("customer", "distributor", "admin", "finance", "backend"))
+    any_role(r) for r in ("customer", "distributor", "admin", "finance", "backend")
+)
 IsBackendOrAdmin = any_role("backend", "admin")
 IsAdminOrFinance = any_role("admin", "finance")
 IsBackendOrFinance = any_role("backend", "finance")

@@ -87,15 +87,25 @@ def serve(host: str, port: int, demo: bool, run_worker: bool, workers: int | Non
         n = workers or default_workers()
         child = _start_worker() if run_worker else None
         try:
-            typer.echo(f"API: {n} process{'es' if n > 1 else ''} on {host}:{port}; "
-                       f"worker: {'its own process, pid ' + str(child.pid) if child else 'not started'}")
+            typer.echo(
+                f"API: {n} process{'es' if n > 1 else ''} on {host}:{port}; "
+                f"worker: {'its own process, pid ' + str(child.pid) if child else 'not started'}"
+            )
             # logging is ours (api.logs: JSON, request ids, our access line); SIGTERM drains in-flight requests,
             # and uvicorn re-raises it to the previous handler when done: a no-op, so the cleanup below runs
             signal.signal(signal.SIGTERM, lambda *_: None)
             # connection limits and deadlines: api.server (docs/security.md)
-            config = server_config("api.process:app_from_env", factory=True, host=host, port=port, workers=n,
-                                   log_level="info", log_config=None, access_log=False,
-                                   timeout_graceful_shutdown=settings().shutdown_grace)
+            config = server_config(
+                "api.process:app_from_env",
+                factory=True,
+                host=host,
+                port=port,
+                workers=n,
+                log_level="info",
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=settings().shutdown_grace,
+            )
             if n == 1:
                 uvicorn.Server(config).run()
             else:
@@ -130,8 +140,9 @@ def _start_worker() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "api.cli", "worker"], env=os.environ.copy())
 
 
-async def _serve_one_process(host: str, port: int, demo: bool, run_worker: bool,
-                             embedded_admin: str | None = None) -> None:
+async def _serve_one_process(
+    host: str, port: int, demo: bool, run_worker: bool, embedded_admin: str | None = None
+) -> None:
     """The API and the worker on one event loop (the --test-clock model)."""
     import uvicorn
 
@@ -143,8 +154,17 @@ async def _serve_one_process(host: str, port: int, demo: bool, run_worker: bool,
 
     await _prepare(demo, host, port, embedded_admin)
     svc = _services()
-    server = uvicorn.Server(server_config(create_app(svc), host=host, port=port, log_level="info", log_config=None,
-                                          access_log=False, timeout_graceful_shutdown=settings().shutdown_grace))
+    server = uvicorn.Server(
+        server_config(
+            create_app(svc),
+            host=host,
+            port=port,
+            log_level="info",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=settings().shutdown_grace,
+        )
+    )
     signal.signal(signal.SIGTERM, lambda *_: None)  # see serve(): uvicorn drains, the cleanup below runs
     stop = asyncio.Event()
     tasks = [asyncio.create_task(server.serve())]

@@ -51,9 +51,12 @@ def _parse_minor_units(value: Any) -> int:
 
 
 MINOR_UNITS = strawberry.scalar(
-    name="MinorUnits", serialize=int, parse_value=_parse_minor_units,
+    name="MinorUnits",
+    serialize=int,
+    parse_value=_parse_minor_units,
     description="An amount in integer minor units (fen, cents) of the shop currency; a JSON number "
-                "within ±2^53 (not the 32-bit Int).")
+    "within ±2^53 (not the 32-bit Int).",
+)
 
 
 DEFAULT_PAGE, MAX_PAGE = 20, 100
@@ -80,8 +83,16 @@ def bounded_day(day: date, field: str) -> date:
 
 # The prefixes of Sharecart's own ids (service/tx/ids.py). Webhook payloads and exports carry these raw ids,
 # so an input takes them as well as the global id: a backend acting on a webhook needs no re-encoding.
-RAW_PREFIX = {"Order": "ord_", "Group": "grp_", "Refund": "rf_", "Campaign": "cmp_", "Payout": "po_",
-              "Settlement": "st_", "WebhookEndpoint": "wh_", "CommissionLine": "cl_"}
+RAW_PREFIX = {
+    "Order": "ord_",
+    "Group": "grp_",
+    "Refund": "rf_",
+    "Campaign": "cmp_",
+    "Payout": "po_",
+    "Settlement": "st_",
+    "WebhookEndpoint": "wh_",
+    "CommissionLine": "cl_",
+}
 
 
 def raw_id(value: str, type_name: str, field: str) -> str:
@@ -104,6 +115,7 @@ def global_id(type_name: str, raw: str) -> str:
 
 
 # ---------------------------------------------------------------- connections
+
 
 @strawberry.type(name="Connection", description="A page of a list: edges with cursors, page info, total count.")
 class Connection(relay.Connection[NodeType]):
@@ -135,14 +147,23 @@ def page_args(first: Optional[int], after: Optional[str]) -> tuple[int, int]:
 def make_connection(items: list, total: int, offset: int) -> Connection:
     edges = [relay.Edge(cursor=_cursor(offset + i + 1), node=n) for i, n in enumerate(items)]
     return Connection(
-        edges=edges, total_count=total,
-        page_info=relay.PageInfo(has_next_page=offset + len(items) < total, has_previous_page=offset > 0,
-                                 start_cursor=edges[0].cursor if edges else None,
-                                 end_cursor=edges[-1].cursor if edges else None))
+        edges=edges,
+        total_count=total,
+        page_info=relay.PageInfo(
+            has_next_page=offset + len(items) < total,
+            has_previous_page=offset > 0,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+    )
 
 
-async def paginate(fetch: Callable[..., Awaitable[tuple[list, int]]], first: Optional[int], after: Optional[str],
-                   convert: Callable[[Any], Any]) -> Connection:
+async def paginate(
+    fetch: Callable[..., Awaitable[tuple[list, int]]],
+    first: Optional[int],
+    after: Optional[str],
+    convert: Callable[[Any], Any],
+) -> Connection:
     """`fetch(limit=, offset=)` returns (rows, total); each row becomes a node through `convert`."""
     limit, offset = page_args(first, after)
     rows, total = await fetch(limit=limit, offset=offset)
@@ -178,8 +199,13 @@ def _keyset_cursor(ks: Keyset, row) -> str:
     return base64.b64encode(json.dumps([ks.kind, *ks.key(row)], separators=(",", ":")).encode()).decode()
 
 
-async def paginate_keyset(fetch: Callable[..., Awaitable[tuple[list, int]]], first: Optional[int],
-                          after: Optional[str], ks: Keyset, convert: Callable[[Any], Any]) -> Connection:
+async def paginate_keyset(
+    fetch: Callable[..., Awaitable[tuple[list, int]]],
+    first: Optional[int],
+    after: Optional[str],
+    ks: Keyset,
+    convert: Callable[[Any], Any],
+) -> Connection:
     """`fetch(limit=, after=)` returns (up to `limit` rows after the key in sort order, total); one row more
     than the page is asked for, to know whether a next page exists."""
     limit, key = keyset_args(first, after, ks)
@@ -187,10 +213,15 @@ async def paginate_keyset(fetch: Callable[..., Awaitable[tuple[list, int]]], fir
     page = rows[:limit]
     edges = [relay.Edge(cursor=_keyset_cursor(ks, r), node=convert(r)) for r in page]
     return Connection(
-        edges=edges, total_count=total,
-        page_info=relay.PageInfo(has_next_page=len(rows) > limit, has_previous_page=key is not None,
-                                 start_cursor=edges[0].cursor if edges else None,
-                                 end_cursor=edges[-1].cursor if edges else None))
+        edges=edges,
+        total_count=total,
+        page_info=relay.PageInfo(
+            has_next_page=len(rows) > limit,
+            has_previous_page=key is not None,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+    )
 
 
 def _one_int(v: list) -> tuple[int]:
@@ -200,6 +231,7 @@ def _one_int(v: list) -> tuple[int]:
 
 # ---------------------------------------------------------------- node resolution
 
+
 async def resolve_visible(info: Info, kind: str, node_ids: Iterable[str], convert) -> list:
     """`resolve_nodes` of every Node type: load by id with the request's DataLoader `kind` (one query for
     the lot), then keep what `api.visibility` lets the caller see (None for the rest, as for a missing id)."""
@@ -208,13 +240,16 @@ async def resolve_visible(info: Info, kind: str, node_ids: Iterable[str], conver
     return [convert(r, ctx) if r is not None and may_see(ctx, kind, r) else None for r in rows]
 
 
-@strawberry.field(permission_classes=[HasShopKey], description="Refetch any object by its global id "
-                  "(null when it is not yours to see).")
+@strawberry.field(
+    permission_classes=[HasShopKey],
+    description="Refetch any object by its global id (null when it is not yours to see).",
+)
 async def node(info: Info, id: strawberry.ID) -> Optional[relay.Node]:
     try:
         gid = relay.GlobalID.from_id(id)
         gid.resolve_type(info)
     except ValueError:
-        raise refuse(ErrorCode.INVALID_INPUT, "not a global id of this API: use the `id` of an object it "
-                                              "returned", field="id")
+        raise refuse(
+            ErrorCode.INVALID_INPUT, "not a global id of this API: use the `id` of an object it returned", field="id"
+        )
     return await gid.resolve_node(info, required=False)

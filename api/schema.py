@@ -150,17 +150,27 @@ class SharecartSchema(strawberry.Schema):
             path = ".".join(str(p) for p in error.path or ()) or "-"
             refusal = refusal_of(original) if original is not None else None
             if refusal is not None:
-                log.info("refused %s op=%s path=%s rule=%s: %s", refusal.code.value, operation, path,
-                         refusal.rule or "-", refusal.message)
+                log.info(
+                    "refused %s op=%s path=%s rule=%s: %s",
+                    refusal.code.value,
+                    operation,
+                    path,
+                    refusal.rule or "-",
+                    refusal.message,
+                )
             elif (error.extensions or {}).get("code") or _refused_request(error):
                 code = (error.extensions or {}).get("code") or "INVALID_INPUT"
                 log.info("refused %s op=%s path=%s: %s", code, operation, path, error.message)
             else:
                 if isinstance(original, StatementError):
                     original.hide_parameters = True  # the SQL may be logged, the values bound to it never
-                log.error("internal error op=%s path=%s: %s", operation, path,
-                          type(original).__name__ if original else error.message,
-                          exc_info=(type(original), original, original.__traceback__) if original else None)
+                log.error(
+                    "internal error op=%s path=%s: %s",
+                    operation,
+                    path,
+                    type(original).__name__ if original else error.message,
+                    exc_info=(type(original), original, original.__traceback__) if original else None,
+                )
 
 
 def make_schema(*, test_clock: bool = False) -> strawberry.Schema:

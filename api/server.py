@@ -38,8 +38,9 @@ class GuardedHttpTools(HttpToolsProtocol):
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
-            self.logger.warning("refused a connection: %d open, at most %d", len(self.connections) - 1,
-                                self.max_connections)
+            self.logger.warning(
+                "refused a connection: %d open, at most %d", len(self.connections) - 1, self.max_connections
+            )
             transport.close()
             return
         self._arm(self.header_timeout)
@@ -84,17 +85,34 @@ def guarded(header_timeout: float, body_timeout: float, max_connections: int) ->
     hands the config to spawned processes, which can re-import a named class but not one made here."""
     if (header_timeout, body_timeout, max_connections) == (HEADER_TIMEOUT_S, BODY_TIMEOUT_S, MAX_CONNECTIONS):
         return GuardedHttpTools
-    return type("GuardedHttpTools", (GuardedHttpTools,), {
-        "header_timeout": header_timeout, "body_timeout": body_timeout, "max_connections": max_connections})
+    return type(
+        "GuardedHttpTools",
+        (GuardedHttpTools,),
+        {"header_timeout": header_timeout, "body_timeout": body_timeout, "max_connections": max_connections},
+    )
 
 
-def server_config(app, *, host: str, port: int, header_timeout: float = HEADER_TIMEOUT_S,
-                  body_timeout: float = BODY_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS,
-                  limit_concurrency: int = LIMIT_CONCURRENCY, keep_alive: int = KEEP_ALIVE_S,
-                  **more) -> uvicorn.Config:
+def server_config(
+    app,
+    *,
+    host: str,
+    port: int,
+    header_timeout: float = HEADER_TIMEOUT_S,
+    body_timeout: float = BODY_TIMEOUT_S,
+    max_connections: int = MAX_CONNECTIONS,
+    limit_concurrency: int = LIMIT_CONCURRENCY,
+    keep_alive: int = KEEP_ALIVE_S,
+    **more,
+) -> uvicorn.Config:
     """uvicorn's Config with Sharecart's connection limits (`more` passes other uvicorn options through and
     overrides these defaults, e.g. `timeout_graceful_shutdown` from the settings)."""
-    options = dict(http=guarded(header_timeout, body_timeout, max_connections), limit_concurrency=limit_concurrency,
-                   timeout_keep_alive=keep_alive, backlog=BACKLOG, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-                   h11_max_incomplete_event_size=16 * 1024, server_header=False)
+    options = dict(
+        http=guarded(header_timeout, body_timeout, max_connections),
+        limit_concurrency=limit_concurrency,
+        timeout_keep_alive=keep_alive,
+        backlog=BACKLOG,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        h11_max_incomplete_event_size=16 * 1024,
+        server_header=False,
+    )
     return uvicorn.Config(app, host=host, port=port, **{**options, **more})

@@ -30,22 +30,33 @@ MAX_PER_CONNECTION = 20
 
 
 def _snapshot(g) -> tuple:
-    return (g.state.value, g.held_seats, g.paid_seats, g.tier_members, g.leader_user_id, g.expires_at,
-            g.nudged_almost_full_at, g.nudged_expiring_soon_at)  # GB-15: a nudge is pushed too
+    return (
+        g.state.value,
+        g.held_seats,
+        g.paid_seats,
+        g.tier_members,
+        g.leader_user_id,
+        g.expires_at,
+        g.nudged_almost_full_at,
+        g.nudged_expiring_soon_at,
+    )  # GB-15: a nudge is pushed too
 
 
 def _too_many(limit: str, cap: int) -> GraphQLError:
-    return GraphQLError(f"too many live subscriptions: at most {cap} {limit}",
-                        extensions={"code": "QUERY_TOO_COMPLEX", "limit": "subscriptions", "scope": limit,
-                                    "max": cap})
+    return GraphQLError(
+        f"too many live subscriptions: at most {cap} {limit}",
+        extensions={"code": "QUERY_TOO_COMPLEX", "limit": "subscriptions", "scope": limit, "max": cap},
+    )
 
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(permission_classes=[HasShopKey],
-                             description="Seats held/paid, seats left, tier reached and state of a group, pushed "
-                                         "whenever it changes (GB-1..GB-8) and when it nudges (GB-15 `nudges`); ends when the group is final, or "
-                                         "with UNAUTHENTICATED when the caller's token expires.")
+    @strawberry.subscription(
+        permission_classes=[HasShopKey],
+        description="Seats held/paid, seats left, tier reached and state of a group, pushed "
+        "whenever it changes (GB-1..GB-8) and when it nudges (GB-15 `nudges`); ends when the group is final, or "
+        "with UNAUTHENTICATED when the caller's token expires.",
+    )
     async def group_progress(self, info: Info, group_id: strawberry.ID) -> AsyncGenerator[Group, None]:
         ctx = info.context
         gid = raw_id(group_id, "Group", "groupId")
@@ -65,8 +76,9 @@ class Subscription:
             while True:
                 wait = None if expires_at is None else expires_at - time.time()
                 if wait is not None and wait <= 0:
-                    raise refuse(ErrorCode.UNAUTHENTICATED, "token expired: subscribe again with a new one",
-                                 rule="SH-0")
+                    raise refuse(
+                        ErrorCode.UNAUTHENTICATED, "token expired: subscribe again with a new one", rule="SH-0"
+                    )
                 try:
                     _, g = await asyncio.wait_for(queue.get(), timeout=wait)
                 except asyncio.TimeoutError:

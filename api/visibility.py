@@ -44,22 +44,27 @@ def _alias_key() -> bytes:
 
     if not _ALIAS_KEY:
         master = (settings().secret_key or "").split(",")[0].strip()
-        _ALIAS_KEY.append(hashlib.sha256(b"sharecart-alias:" + master.encode()).digest() if master
-                          else secrets.token_bytes(32))
+        _ALIAS_KEY.append(
+            hashlib.sha256(b"sharecart-alias:" + master.encode()).digest() if master else secrets.token_bytes(32)
+        )
     return _ALIAS_KEY[0]
 
 
 def sees_buyer(ctx, order) -> bool:
     """An order's buyer (and the order itself, by id): its buyer as a customer, and the shop's staff."""
-    return (ctx.principal is not None and order.buyer_id == ctx.principal.user_id
-            and "customer" in ctx.principal.roles) or ctx.has_role("backend", "admin", "finance")
+    return (
+        ctx.principal is not None and order.buyer_id == ctx.principal.user_id and "customer" in ctx.principal.roles
+    ) or ctx.has_role("backend", "admin", "finance")
 
 
 def _own_distributor_or(*staff: str) -> Callable[[Any, Any], bool]:
     """The distributor the row belongs to (`user_id` of the row's owner), and the given staff roles."""
+
     def sees(ctx, owner_id: str) -> bool:
-        return (ctx.principal is not None and ctx.principal.user_id == owner_id
-                and "distributor" in ctx.principal.roles) or ctx.has_role(*staff)
+        return (
+            ctx.principal is not None and ctx.principal.user_id == owner_id and "distributor" in ctx.principal.roles
+        ) or ctx.has_role(*staff)
+
     return sees
 
 

@@ -52,17 +52,22 @@ async def run(url: str, a) -> None:
     await shops.create_shop(svc, shop_id=shop_id, name="bench", currency="CNY")
     t = time.perf_counter()
     async with eng.begin() as c:
-        await c.execute(text(
-            "INSERT INTO ledger_entries (shop_id, entry_id, distributor_id, bucket, amount, kind, ref_type, ref_id,"
-            " created_at) SELECT :s, 'e' || g, 'd' || lpad((g % :n)::text, 7, '0'), 'AVAILABLE', (g % 997) - 100,"
-            " CASE WHEN g % 5 = 0 THEN 'COMMISSION_REVERSED' ELSE 'COMMISSION_RELEASED' END, 'bench', 'x',"
-            " timestamptz '2026-01-01 00:00+00' + (g % 2592000) * interval '1 second'"
-            " FROM generate_series(1, :e) g"), {"s": shop_id, "n": a.entries // a.per_distributor, "e": a.entries})
+        await c.execute(
+            text(
+                "INSERT INTO ledger_entries (shop_id, entry_id, distributor_id, bucket, amount, kind, ref_type, ref_id,"
+                " created_at) SELECT :s, 'e' || g, 'd' || lpad((g % :n)::text, 7, '0'), 'AVAILABLE', (g % 997) - 100,"
+                " CASE WHEN g % 5 = 0 THEN 'COMMISSION_REVERSED' ELSE 'COMMISSION_RELEASED' END, 'bench', 'x',"
+                " timestamptz '2026-01-01 00:00+00' + (g % 2592000) * interval '1 second'"
+                " FROM generate_series(1, :e) g"
+            ),
+            {"s": shop_id, "n": a.entries // a.per_distributor, "e": a.entries},
+        )
     load_s = time.perf_counter() - t
     svc.clock.set(datetime(2026, 3, 1, tzinfo=timezone.utc))
     t = time.perf_counter()
-    b = await settlements.close_period(svc, shop_id=shop_id, day_from=date(2026, 1, 1), day_to=date(2026, 2, 1),
-                                       actor="bench")
+    b = await settlements.close_period(
+        svc, shop_id=shop_id, day_from=date(2026, 1, 1), day_to=date(2026, 2, 1), actor="bench"
+    )
     close_s = time.perf_counter() - t
     base = rss_mb()
     t = time.perf_counter()
@@ -76,13 +81,24 @@ async def run(url: str, a) -> None:
     xlsx_size = os.path.getsize(path)
     os.remove(path)
     await eng.dispose()
-    print(json.dumps({
-        "ledger_entries": a.entries, "distributors": b.distributors, "load_s": round(load_s, 1),
-        "close_period_s": round(close_s, 2), "csv_export_s": round(csv_s, 2), "csv_bytes": size,
-        "xlsx_export_s": round(xlsx_s, 2), "xlsx_bytes": xlsx_size,
-        "rss_before_exports_mb": round(base, 1), "peak_rss_after_csv_mb": round(csv_peak, 1),
-        "peak_rss_after_xlsx_mb": round(xlsx_peak, 1),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "ledger_entries": a.entries,
+                "distributors": b.distributors,
+                "load_s": round(load_s, 1),
+                "close_period_s": round(close_s, 2),
+                "csv_export_s": round(csv_s, 2),
+                "csv_bytes": size,
+                "xlsx_export_s": round(xlsx_s, 2),
+                "xlsx_bytes": xlsx_size,
+                "rss_before_exports_mb": round(base, 1),
+                "peak_rss_after_csv_mb": round(csv_peak, 1),
+                "peak_rss_after_xlsx_mb": round(xlsx_peak, 1),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

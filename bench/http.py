@@ -52,19 +52,35 @@ LUA = ROOT / "bench" / "wrk" / "graphql.lua"
 BIN = Path(sys.executable).parent
 
 # The issue's "today" column (2-core machine, quiet, 8 clients) and its goals.
-TODAY = {"spread": 0.011, "hot": 0.023, "join_p50_ms": 32.0, "open_p50_ms": 29.0, "confirm_p50_ms": 40.0,
-         "typename_auth_ms": 5.3, "typename_anon_ms": 1.5, "p99_ms": 365.0}
+TODAY = {
+    "spread": 0.011,
+    "hot": 0.023,
+    "join_p50_ms": 32.0,
+    "open_p50_ms": 29.0,
+    "confirm_p50_ms": 40.0,
+    "typename_auth_ms": 5.3,
+    "typename_anon_ms": 1.5,
+    "p99_ms": 365.0,
+}
 
-JOIN = ('mutation J($g: ID!) { joinGroup(input: {groupId: $g}) { errors { code } amountToPay currency '
-        'order { id state } group { id seatsLeft seatsHeld } } }')
-OPEN = ('mutation O($c: ID!) { openGroup(input: {campaignId: $c}) { errors { code } amountToPay '
-        'order { id } group { id state } } }')
-CONFIRM = ('mutation P($o: ID!, $a: MinorUnits!, $r: String!) { confirmPayment(input: {orderId: $o, amount: $a, '
-           'providerRef: $r}) { errors { code } accepted replayed order { id state paidAmount } } }')
+JOIN = (
+    "mutation J($g: ID!) { joinGroup(input: {groupId: $g}) { errors { code } amountToPay currency "
+    "order { id state } group { id seatsLeft seatsHeld } } }"
+)
+OPEN = (
+    "mutation O($c: ID!) { openGroup(input: {campaignId: $c}) { errors { code } amountToPay "
+    "order { id } group { id state } } }"
+)
+CONFIRM = (
+    "mutation P($o: ID!, $a: MinorUnits!, $r: String!) { confirmPayment(input: {orderId: $o, amount: $a, "
+    "providerRef: $r}) { errors { code } accepted replayed order { id state paidAmount } } }"
+)
 TYPENAME = "{ __typename }"
-STOREFRONT = ('query Page($id: ID!) { campaign(id: $id) { id title listPrice currency stockLeft '
-              'tiers { members unitPrice } openGroups(first: 10) { totalCount edges { node { id seatsLeft '
-              'seatsHeld expiresAt secondsLeft } } } } }')
+STOREFRONT = (
+    "query Page($id: ID!) { campaign(id: $id) { id title listPrice currency stockLeft "
+    "tiers { members unitPrice } openGroups(first: 10) { totalCount edges { node { id seatsLeft "
+    "seatsHeld expiresAt secondsLeft } } } } }"
+)
 
 
 def free_port() -> int:
@@ -109,12 +125,31 @@ def wait_http(port: int, path: str = "/health", timeout: float = 90) -> None:
     raise SystemExit(f"bench/http.py: nothing answered on port {port} within {timeout}s")
 
 
-def wrk(port: int, *, seconds: float, clients: int, tokens: Path | None, bodies: Path, token_mode="each",
-        body_mode="random") -> dict:
+def wrk(
+    port: int, *, seconds: float, clients: int, tokens: Path | None, bodies: Path, token_mode="each", body_mode="random"
+) -> dict:
     threads = min(2, clients)
-    argv = ["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(LUA),
-            f"http://127.0.0.1:{port}", "--", str(tokens or "-"), str(bodies), str(threads), token_mode, body_mode,
-            str(secrets.randbelow(1 << 30))]
+    argv = [
+        "wrk",
+        "-t",
+        str(threads),
+        "-c",
+        str(clients),
+        "-d",
+        f"{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        f"http://127.0.0.1:{port}",
+        "--",
+        str(tokens or "-"),
+        str(bodies),
+        str(threads),
+        token_mode,
+        body_mode,
+        str(secrets.randbelow(1 << 30)),
+    ]
     done = subprocess.run(argv, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"bench/http.py: wrk failed: {done.stderr or done.stdout}")
@@ -130,8 +165,12 @@ class Bench:
         self.url, self.a, self.work = url, a, work
         self.libpq = to_libpq(url)
         # small pools: the server's max_connections is shared with everything else on the machine
-        self.env = {**os.environ, "DATABASE_URL": self.libpq, "SHARECART_DB_POOL": str(a.pool),
-                    "SHARECART_DB_OVERFLOW": "2"}
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": self.libpq,
+            "SHARECART_DB_POOL": str(a.pool),
+            "SHARECART_DB_OVERFLOW": "2",
+        }
         self.conn = None
         self.notes: list[str] = []
         self.n_tokens = 0
@@ -145,21 +184,35 @@ class Bench:
 
         engine = create_engine(self.url, pool_size=2)
         svc = Services(engine=engine)
-        self.shop = shop = await shops.create_shop(svc, shop_id=f"bench-{secrets.token_hex(3)}", name="bench",
-                                                   currency="CNY")
+        self.shop = shop = await shops.create_shop(
+            svc, shop_id=f"bench-{secrets.token_hex(3)}", name="bench", currency="CNY"
+        )
         now = svc.now()
-        window = dict(duration=timedelta(days=1), payment_window=timedelta(hours=1),
-                      starts_at=now - timedelta(minutes=1), ends_at=now + timedelta(days=3))
-        self.spread_c = await campaigns.create_campaign(svc, shop_id=shop.shop_id, product_ref="sku-5", title="five",
-                                                        list_price=1000, tiers=[(5, 900)], **window)
-        self.hot_c = await campaigns.create_campaign(svc, shop_id=shop.shop_id, product_ref="sku-hot", title="hot",
-                                                     list_price=1000, tiers=[(self.a.hot_capacity, 800)], **window)
+        window = dict(
+            duration=timedelta(days=1),
+            payment_window=timedelta(hours=1),
+            starts_at=now - timedelta(minutes=1),
+            ends_at=now + timedelta(days=3),
+        )
+        self.spread_c = await campaigns.create_campaign(
+            svc, shop_id=shop.shop_id, product_ref="sku-5", title="five", list_price=1000, tiers=[(5, 900)], **window
+        )
+        self.hot_c = await campaigns.create_campaign(
+            svc,
+            shop_id=shop.shop_id,
+            product_ref="sku-hot",
+            title="hot",
+            list_price=1000,
+            tiers=[(self.a.hot_capacity, 800)],
+            **window,
+        )
 
         async def opened(c, user: str, paid: bool = True):
             seat = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id=user)
             if paid:
-                await orders.confirm_payment(svc, shop_id=shop.shop_id, order_id=seat.order_id, amount=seat.amount,
-                                             provider_ref=f"seed-{user}")
+                await orders.confirm_payment(
+                    svc, shop_id=shop.shop_id, order_id=seat.order_id, amount=seat.amount, provider_ref=f"seed-{user}"
+                )
             return seat
 
         self.spread_t = await opened(self.spread_c, "leader-spread")
@@ -190,24 +243,40 @@ class Bench:
         await self.sql()
         c = self.conn
         if True:
+
             async def copy(table: str, where: str, replace: dict[str, str]) -> None:
-                cols = [r[0] for r in await c.fetch(
-                    "SELECT column_name FROM information_schema.columns WHERE table_name = $1 "
-                    "AND is_generated = 'NEVER' AND identity_generation IS NULL ORDER BY ordinal_position", table)]
+                cols = [
+                    r[0]
+                    for r in await c.fetch(
+                        "SELECT column_name FROM information_schema.columns WHERE table_name = $1 "
+                        "AND is_generated = 'NEVER' AND identity_generation IS NULL ORDER BY ordinal_position",
+                        table,
+                    )
+                ]
                 exprs = [replace.get(col, col) for col in cols]
-                await c.execute(f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(exprs)} FROM {table}, "
-                                f"generate_series(1, {n}) i WHERE shop_id = '{sid}' AND {where}")
+                await c.execute(
+                    f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(exprs)} FROM {table}, "
+                    f"generate_series(1, {n}) i WHERE shop_id = '{sid}' AND {where}"
+                )
+
             async with c.transaction():
                 g = {"group_id": f"group_id || {suffix}"}
                 await copy("groups", f"group_id = '{gid}'", g)
                 await copy("seats", f"group_id = '{gid}'", {**g, "order_id": f"order_id || {suffix}"})
-                await copy("orders", f"group_id = '{gid}'", {**g, "order_id": f"order_id || {suffix}",
-                                                            "external_id": f"external_id || {suffix}"})
-                await copy("order_lines", f"order_id IN (SELECT order_id FROM orders WHERE shop_id = '{sid}' AND "
-                                          f"group_id = '{gid}')", {"order_id": f"order_id || {suffix}"})
+                await copy(
+                    "orders",
+                    f"group_id = '{gid}'",
+                    {**g, "order_id": f"order_id || {suffix}", "external_id": f"external_id || {suffix}"},
+                )
+                await copy(
+                    "order_lines",
+                    f"order_id IN (SELECT order_id FROM orders WHERE shop_id = '{sid}' AND group_id = '{gid}')",
+                    {"order_id": f"order_id || {suffix}"},
+                )
                 if set_group:
-                    await c.execute(f"UPDATE groups SET {set_group} WHERE shop_id = '{sid}' AND group_id LIKE "
-                                    f"'{gid}\\_{tag}%'")
+                    await c.execute(
+                        f"UPDATE groups SET {set_group} WHERE shop_id = '{sid}' AND group_id LIKE '{gid}\\_{tag}%'"
+                    )
             await c.execute("ANALYZE groups; ANALYZE seats; ANALYZE orders")
         return [f"{gid}_{tag}{i}" for i in range(1, n + 1)]
 
@@ -219,7 +288,9 @@ class Bench:
 
     def bodies(self, name: str, lines: list[str], headers: dict | None = None) -> Path:
         path = self.work / f"{name}.txt"
-        path.write_text("".join(f"#H {k}: {v}\n" for k, v in (headers or {}).items()) + "".join(x + "\n" for x in lines))
+        path.write_text(
+            "".join(f"#H {k}: {v}\n" for k, v in (headers or {}).items()) + "".join(x + "\n" for x in lines)
+        )
         return path
 
     # ------------------------------------------------------------ the runs
@@ -244,21 +315,27 @@ class Bench:
         wrk(port, seconds=2, clients=4, tokens=warm, bodies=spread)  # warm-up: pools, caches, JIT-free Python paths
         for c in a.clients:
             r[f"spread_{c}"] = wrk(port, seconds=a.seconds, clients=c, tokens=self.tokens(per_run), bodies=spread)
-            r[f"hot_{c}"] = wrk(port, seconds=a.seconds, clients=c, tokens=self.tokens(per_run), bodies=hot,
-                                body_mode="hot")
+            r[f"hot_{c}"] = wrk(
+                port, seconds=a.seconds, clients=c, tokens=self.tokens(per_run), bodies=hot, body_mode="hot"
+            )
         one = max(2.0, a.seconds / 2)
         r["join_1"] = wrk(port, seconds=one, clients=1, tokens=self.tokens(int(one * 1000)), bodies=spread)
         opener = self.bodies("open", [body(OPEN, {"c": global_id("Campaign", self.spread_c.campaign_id)})])
         r["open_1"] = wrk(port, seconds=one, clients=1, tokens=self.tokens(int(one * 1000)), bodies=opener)
-        reserved = await self.sql(fetch=(
-            f"SELECT o.order_id, o.goods_amount FROM orders o JOIN seats s USING (shop_id, order_id) "
-            f"WHERE o.shop_id = '{self.shop.shop_id}' AND s.state = 'RESERVED' AND o.group_id LIKE "
-            f"'{self.spread_t.group_id}%' ORDER BY o.order_id LIMIT 20000"))
-        confirm = self.bodies("confirm", [body(CONFIRM, {"o": global_id("Order", o), "a": amt, "r": f"pay-{o}"})
-                                          for o, amt in reserved])
+        reserved = await self.sql(
+            fetch=(
+                f"SELECT o.order_id, o.goods_amount FROM orders o JOIN seats s USING (shop_id, order_id) "
+                f"WHERE o.shop_id = '{self.shop.shop_id}' AND s.state = 'RESERVED' AND o.group_id LIKE "
+                f"'{self.spread_t.group_id}%' ORDER BY o.order_id LIMIT 20000"
+            )
+        )
+        confirm = self.bodies(
+            "confirm", [body(CONFIRM, {"o": global_id("Order", o), "a": amt, "r": f"pay-{o}"}) for o, amt in reserved]
+        )
         backend = self.bodies("backend", [self.backend])
-        r["confirm_1"] = wrk(port, seconds=one, clients=1, tokens=backend, bodies=confirm, token_mode="reuse",
-                             body_mode="seq")
+        r["confirm_1"] = wrk(
+            port, seconds=one, clients=1, tokens=backend, bodies=confirm, token_mode="reuse", body_mode="seq"
+        )
         r["confirm_1"]["available"] = len(reserved)
         tn = self.bodies("typename", [body(TYPENAME)])
         r["typename_auth_1"] = wrk(port, seconds=one, clients=1, tokens=self.tokens(1), bodies=tn, token_mode="reuse")
@@ -268,12 +345,18 @@ class Bench:
         r["page_1"] = wrk(port, seconds=one, clients=1, tokens=None, bodies=page)
         r["page_8"] = wrk(port, seconds=one, clients=8, tokens=None, bodies=page)
         ref_port = free_port()
-        ref = Process([sys.executable, str(ROOT / "bench" / "reference_storefront.py"), "--port", str(ref_port)],
-                      self.env, self.work / "reference.log")
+        ref = Process(
+            [sys.executable, str(ROOT / "bench" / "reference_storefront.py"), "--port", str(ref_port)],
+            self.env,
+            self.work / "reference.log",
+        )
         try:
             wait_http(ref_port, "/graphql")
-            ref_page = self.bodies("ref", [json.dumps({"campaign": self.spread_c.campaign_id, "first": 10})],
-                                   {"X-Shop-Key": self.shop.public_key})
+            ref_page = self.bodies(
+                "ref",
+                [json.dumps({"campaign": self.spread_c.campaign_id, "first": 10})],
+                {"X-Shop-Key": self.shop.public_key},
+            )
             r["ref_page_1"] = wrk(ref_port, seconds=one, clients=1, tokens=None, bodies=ref_page)
             r["ref_page_8"] = wrk(ref_port, seconds=one, clients=8, tokens=None, bodies=ref_page)
         finally:
@@ -327,11 +410,14 @@ class Bench:
         n = self.a.due_groups
         past = "now() - interval '1 minute'"
         ids = await self.clone_groups(self.due_pending_t, n // 2, "dp", set_group=f"due_at = {past}")
-        await self.sql(f"UPDATE seats SET pay_by = {past} WHERE shop_id = '{self.shop.shop_id}' AND "
-                       f"group_id LIKE '{self.due_pending_t.group_id}\\_dp%'")
-        ids += await self.clone_groups(self.due_open_t, n - n // 2, "do",
-                                       set_group=f"due_at = {past}, expires_at = {past}")
-        due_sql = (f"SELECT count(*) FROM groups WHERE shop_id = '{self.shop.shop_id}' AND due_at <= now()")
+        await self.sql(
+            f"UPDATE seats SET pay_by = {past} WHERE shop_id = '{self.shop.shop_id}' AND "
+            f"group_id LIKE '{self.due_pending_t.group_id}\\_dp%'"
+        )
+        ids += await self.clone_groups(
+            self.due_open_t, n - n // 2, "do", set_group=f"due_at = {past}, expires_at = {past}"
+        )
+        due_sql = f"SELECT count(*) FROM groups WHERE shop_id = '{self.shop.shop_id}' AND due_at <= now()"
         left = (await self.sql(fetch=due_sql))[0][0]
         argv = [str(BIN / "sharecart"), "worker"]
         t = time.perf_counter()
@@ -344,22 +430,37 @@ class Bench:
         finally:
             for w in workers:
                 w.stop()
-        pending_states = await self.sql(fetch=(
-            f"SELECT state, count(*) FROM groups WHERE shop_id = '{self.shop.shop_id}' AND (group_id LIKE "
-            f"'{self.due_pending_t.group_id}\\_dp%' OR group_id LIKE '{self.due_open_t.group_id}\\_do%') "
-            f"GROUP BY state ORDER BY state"))
-        refunds = (await self.sql(fetch=(
-            f"SELECT count(*) FROM refunds WHERE shop_id = '{self.shop.shop_id}' AND rule = 'GB-6'")))[0][0]
-        return {"groups": len(ids), "workers": self.a.due_workers, "seconds": seconds, "left_due": left,
-                "states": {s: c for s, c in pending_states}, "gb6_refunds": refunds}
+        pending_states = await self.sql(
+            fetch=(
+                f"SELECT state, count(*) FROM groups WHERE shop_id = '{self.shop.shop_id}' AND (group_id LIKE "
+                f"'{self.due_pending_t.group_id}\\_dp%' OR group_id LIKE '{self.due_open_t.group_id}\\_do%') "
+                f"GROUP BY state ORDER BY state"
+            )
+        )
+        refunds = (
+            await self.sql(
+                fetch=(f"SELECT count(*) FROM refunds WHERE shop_id = '{self.shop.shop_id}' AND rule = 'GB-6'")
+            )
+        )[0][0]
+        return {
+            "groups": len(ids),
+            "workers": self.a.due_workers,
+            "seconds": seconds,
+            "left_due": left,
+            "states": {s: c for s, c in pending_states},
+            "gb6_refunds": refunds,
+        }
 
 
 def due_note(due: dict) -> str:
     rate = due["groups"] / due["seconds"] if due["seconds"] else 0.0
-    extra = (f"; 100,000 at this rate ≈ {100_000 / rate:.0f} s (extrapolated)" if rate and due["groups"] < 100_000
-             else "")
-    return (f"{rate:,.0f} groups/s{extra}; left due: {due['left_due']}; states {due['states']}; "
-            f"GB-6 refunds {due['gb6_refunds']}")
+    extra = (
+        f"; 100,000 at this rate ≈ {100_000 / rate:.0f} s (extrapolated)" if rate and due["groups"] < 100_000 else ""
+    )
+    return (
+        f"{rate:,.0f} groups/s{extra}; left due: {due['left_due']}; states {due['states']}; "
+        f"GB-6 refunds {due['gb6_refunds']}"
+    )
 
 
 def table(r: dict, base: dict, ex: dict, due: dict | None, a) -> str:
@@ -376,45 +477,84 @@ def table(r: dict, base: dict, ex: dict, due: dict | None, a) -> str:
         if x["full"] and x["full"] > 0.01 * x["requests"]:
             notes.append(f"{x['full']} GROUP_FULL answers: seats ran out, raise --groups")
         if x["refused"] or x["http_errors"] or x["socket_errors"]:
-            notes.append(f"refused {x['refused']} ({x['codes'].strip()}), http {x['http_errors']}, "
-                         f"socket {x['socket_errors']}")
+            notes.append(
+                f"refused {x['refused']} ({x['codes'].strip()}), http {x['http_errors']}, socket {x['socket_errors']}"
+            )
         return "; ".join(notes)
 
     for c in a.clients:
         s, h = r[f"spread_{c}"], r[f"hot_{c}"]
         bs, bh = base[c].get("join-spread"), base[c].get("join-hot")
-        add(f"joins/s spread ÷ pg join-spread, {c} clients", TODAY["spread"] if c == 8 else "–",
-            f"{s['rate']:.0f} ÷ {bs:.0f} = {s['rate'] / bs:.3f}", "≥ 0.3",
-            f"p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms; {exhausted(s)}")
-        add(f"joins/s hot group ÷ pg join-hot, {c} clients", TODAY["hot"] if c == 8 else "–",
-            f"{h['rate']:.0f} ÷ {bh:.0f} = {h['rate'] / bh:.3f}", "≥ 0.5",
+        add(
+            f"joins/s spread ÷ pg join-spread, {c} clients",
+            TODAY["spread"] if c == 8 else "–",
+            f"{s['rate']:.0f} ÷ {bs:.0f} = {s['rate'] / bs:.3f}",
+            "≥ 0.3",
+            f"p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms; {exhausted(s)}",
+        )
+        add(
+            f"joins/s hot group ÷ pg join-hot, {c} clients",
+            TODAY["hot"] if c == 8 else "–",
+            f"{h['rate']:.0f} ÷ {bh:.0f} = {h['rate'] / bh:.3f}",
+            "≥ 0.5",
             f"p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms; {h['full']} moves to the next hot group; "
-            f"{exhausted({**h, 'full': 0})}")
-    for k, label, today in (("join_1", "joinGroup", TODAY["join_p50_ms"]), ("open_1", "openGroup", TODAY["open_p50_ms"]),
-                            ("confirm_1", "confirmPayment", TODAY["confirm_p50_ms"])):
+            f"{exhausted({**h, 'full': 0})}",
+        )
+    for k, label, today in (
+        ("join_1", "joinGroup", TODAY["join_p50_ms"]),
+        ("open_1", "openGroup", TODAY["open_p50_ms"]),
+        ("confirm_1", "confirmPayment", TODAY["confirm_p50_ms"]),
+    ):
         x = r[k]
-        add(f"one client, {label} p50 (ms)", today, f"{x['p50_ms']:.2f}", "≤ 4" if k == "join_1" else "",
-            f"p99 {x['p99_ms']:.1f} ms, {x['rate']:.0f}/s; {exhausted(x)}")
-    add("one client, authenticated { __typename } p50 (ms)", TODAY["typename_auth_ms"],
-        f"{r['typename_auth_1']['p50_ms']:.2f}", "≤ 1.5", f"anonymous {r['typename_anon_1']['p50_ms']:.2f} ms "
-        f"(issue: {TODAY['typename_anon_ms']})")
+        add(
+            f"one client, {label} p50 (ms)",
+            today,
+            f"{x['p50_ms']:.2f}",
+            "≤ 4" if k == "join_1" else "",
+            f"p99 {x['p99_ms']:.1f} ms, {x['rate']:.0f}/s; {exhausted(x)}",
+        )
+    add(
+        "one client, authenticated { __typename } p50 (ms)",
+        TODAY["typename_auth_ms"],
+        f"{r['typename_auth_1']['p50_ms']:.2f}",
+        "≤ 1.5",
+        f"anonymous {r['typename_anon_1']['p50_ms']:.2f} ms (issue: {TODAY['typename_anon_ms']})",
+    )
     p1, q1, p8, q8 = r["page_1"], r["ref_page_1"], r["page_8"], r["ref_page_8"]
-    add("storefront campaign page p50 ÷ Starlette+asyncpg reference", "not measured",
-        f"{p1['p50_ms']:.2f} ÷ {q1['p50_ms']:.2f} = {p1['p50_ms'] / q1['p50_ms']:.2f}", "≤ 1.5",
-        f"8 clients: {p8['rate']:.0f}/s vs {q8['rate']:.0f}/s (p50 {p8['p50_ms']:.1f} vs {q8['p50_ms']:.1f} ms)")
-    add("strawberry ÷ raw graphql-core execution (campaign page)", "not measured",
-        f"{ex['strawberry']:.2f} ÷ {ex['graphql_core']:.2f} ms = {ex['strawberry'] / ex['graphql_core']:.2f}", "≤ 1.3",
-        "in-process, same schema, document, context and SQL")
+    add(
+        "storefront campaign page p50 ÷ Starlette+asyncpg reference",
+        "not measured",
+        f"{p1['p50_ms']:.2f} ÷ {q1['p50_ms']:.2f} = {p1['p50_ms'] / q1['p50_ms']:.2f}",
+        "≤ 1.5",
+        f"8 clients: {p8['rate']:.0f}/s vs {q8['rate']:.0f}/s (p50 {p8['p50_ms']:.1f} vs {q8['p50_ms']:.1f} ms)",
+    )
+    add(
+        "strawberry ÷ raw graphql-core execution (campaign page)",
+        "not measured",
+        f"{ex['strawberry']:.2f} ÷ {ex['graphql_core']:.2f} ms = {ex['strawberry'] / ex['graphql_core']:.2f}",
+        "≤ 1.3",
+        "in-process, same schema, document, context and SQL",
+    )
     if len(a.clients) > 1:
         hi = a.clients[-1]
         s8, s32 = r[f"spread_{c8}"]["rate"], r[f"spread_{hi}"]["rate"]
         h8, h32 = r[f"hot_{c8}"]["rate"], r[f"hot_{hi}"]["rate"]
         add(f"throughput {hi} clients ÷ {c8}", "not measured", f"spread {s32 / s8:.2f}, hot {h32 / h8:.2f}", "≥ 0.8")
     if due:
-        add(f"{due['groups']:,} groups due at once, cleared by {due['workers']} worker processes (s)", "not measured",
-            f"{due['seconds']:.1f}", "≤ 60 (100,000)", due_note(due))
-    add(f"p99 join latency at {c8} clients (ms)", TODAY["p99_ms"], f"{r[f'spread_{c8}']['p99_ms']:.1f}", "≤ 25",
-        f"hot group: {r[f'hot_{c8}']['p99_ms']:.1f}")
+        add(
+            f"{due['groups']:,} groups due at once, cleared by {due['workers']} worker processes (s)",
+            "not measured",
+            f"{due['seconds']:.1f}",
+            "≤ 60 (100,000)",
+            due_note(due),
+        )
+    add(
+        f"p99 join latency at {c8} clients (ms)",
+        TODAY["p99_ms"],
+        f"{r[f'spread_{c8}']['p99_ms']:.1f}",
+        "≤ 25",
+        f"hot group: {r[f'hot_{c8}']['p99_ms']:.1f}",
+    )
     lines = ["| figure | today (issue) | this run | goal | notes |", "|---|---|---|---|---|"]
     lines += [f"| {f} | {t} | {n} | {g} | {note} |" for f, t, n, g, note in rows]
     return "\n".join(lines)
@@ -424,14 +564,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=5, help="seconds per wrk run (default 5)")
     ap.add_argument("--clients", default="8,32", help="client counts of the throughput runs (default 8,32)")
-    ap.add_argument("--groups", type=int, default=12000, help="groups of 5 for the spread case (default 12,000: "
-                                                             "48,000 free seats)")
+    ap.add_argument(
+        "--groups", type=int, default=12000, help="groups of 5 for the spread case (default 12,000: 48,000 free seats)"
+    )
     ap.add_argument("--hot-groups", type=int, default=400, help="hot groups, joined one after the other")
     ap.add_argument("--hot-capacity", type=int, default=50, help="seats of a hot group (default 50)")
     ap.add_argument("--max-rate", type=float, default=3000, help="tokens minted per second of a run (default 3000)")
     ap.add_argument("--server-workers", type=int, default=0, help="serve --workers N (default: serve's default)")
-    ap.add_argument("--due-groups", type=int, default=20000, help="groups due at once (default 20,000, the rate "
-                                                                  "extrapolated to the issue's 100,000; 0 skips)")
+    ap.add_argument(
+        "--due-groups",
+        type=int,
+        default=20000,
+        help="groups due at once (default 20,000, the rate extrapolated to the issue's 100,000; 0 skips)",
+    )
     ap.add_argument("--only-due", action="store_true", help="only the due-groups figure (no HTTP runs)")
     ap.add_argument("--due-workers", type=int, default=2, help="`sharecart worker` processes clearing them")
     ap.add_argument("--due-timeout", type=float, default=300, help="give up (and report what is left) after this")
@@ -459,9 +604,11 @@ async def amain(a, tool: Path) -> None:
                 if b.conn is not None:
                     await b.conn.close()
                 load = os.getloadavg()
-                print(f"bench/http.py --only-due, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
-                      f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}: {due['groups']:,} groups due at once cleared by "
-                      f"{due['workers']} worker processes in {due['seconds']:.1f} s; {due_note(due)}")
+                print(
+                    f"bench/http.py --only-due, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
+                    f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}: {due['groups']:,} groups due at once cleared by "
+                    f"{due['workers']} worker processes in {due['seconds']:.1f} s; {due_note(due)}"
+                )
                 save(a, {"due": due, "load": load})
                 return
             r = await b.run_http()
@@ -481,8 +628,10 @@ async def amain(a, tool: Path) -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load = os.getloadavg()
-    print(f"\nbench/http.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
-          f"load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}, {a.seconds:g} s a run\n")
+    print(
+        f"\nbench/http.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
+        f"load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}, {a.seconds:g} s a run\n"
+    )
     print(table(r, base, ex, due, a))
     save(a, {"http": r, "baseline": base, "execution": ex, "due": due, "load": load})
 
@@ -490,6 +639,7 @@ async def amain(a, tool: Path) -> None:
 def save(a, data: dict) -> None:
     if a.json:
         Path(a.json).write_text(json.dumps(data, indent=2, default=str))
+
 
 if __name__ == "__main__":
     main()

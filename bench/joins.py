@@ -41,14 +41,20 @@ def find_baseline(given: str | None) -> Path:
     """--baseline, else SHARECART_PG_BASELINE, else ../shared/tools/pg-baseline beside the repository."""
     path = Path(given or os.environ.get("SHARECART_PG_BASELINE") or DEFAULT_BASELINE).expanduser()
     if not (path.is_file() and os.access(path, os.X_OK)):
-        sys.exit(f"bench/joins.py: the baseline script {path} is missing or not executable; give its path with "
-                 f"--baseline PATH or SHARECART_PG_BASELINE (it ships as ../shared/tools/pg-baseline)")
+        sys.exit(
+            f"bench/joins.py: the baseline script {path} is missing or not executable; give its path with "
+            f"--baseline PATH or SHARECART_PG_BASELINE (it ships as ../shared/tools/pg-baseline)"
+        )
     return path
 
 
 def baseline(tool: Path, url: str, clients: int, seconds: int) -> dict[str, float]:
-    out = subprocess.run([str(tool), "--url", to_libpq(url), "--clients", str(clients), "--seconds", str(seconds)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [str(tool), "--url", to_libpq(url), "--clients", str(clients), "--seconds", str(seconds)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rows = [json.loads(line) for line in out.splitlines() if line.strip()]
     return {r["case"]: float(r["tps"]) for r in rows}
 
@@ -79,8 +85,9 @@ async def main() -> None:
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--groups", type=int, default=1000, help="groups the spread case joins (default 1000)")
-    ap.add_argument("--baseline", help="path of pg-baseline (default: $SHARECART_PG_BASELINE or "
-                                       "../shared/tools/pg-baseline)")
+    ap.add_argument(
+        "--baseline", help="path of pg-baseline (default: $SHARECART_PG_BASELINE or ../shared/tools/pg-baseline)"
+    )
     a = ap.parse_args()
     tool = find_baseline(a.baseline)
     async with scratch_database("sharecart_bench") as url:
@@ -95,14 +102,23 @@ async def bench(url: str, tool: Path, a) -> dict:
     await shops.create_shop(svc, shop_id=shop_id, name="bench", currency="CNY")
     now = svc.now()
     c = await campaigns.create_campaign(
-        svc, shop_id=shop_id, product_ref="sku", title="bench", list_price=1000, tiers=[(1_000_000, 900)],
-        duration=timedelta(days=1), payment_window=timedelta(hours=1), starts_at=now - timedelta(minutes=1),
-        ends_at=now + timedelta(days=2))
+        svc,
+        shop_id=shop_id,
+        product_ref="sku",
+        title="bench",
+        list_price=1000,
+        tiers=[(1_000_000, 900)],
+        duration=timedelta(days=1),
+        payment_window=timedelta(hours=1),
+        starts_at=now - timedelta(minutes=1),
+        ends_at=now + timedelta(days=2),
+    )
 
     async def opened(i: int) -> str:
         seat = await groups.open_group(svc, shop_id=shop_id, campaign_id=c.campaign_id, user_id=f"leader{i}")
-        await orders.confirm_payment(svc, shop_id=shop_id, order_id=seat.order_id, amount=seat.amount,
-                                     provider_ref=f"{shop_id}-{i}")
+        await orders.confirm_payment(
+            svc, shop_id=shop_id, order_id=seat.order_id, amount=seat.amount, provider_ref=f"{shop_id}-{i}"
+        )
         return seat.group_id
 
     hot = [await opened(0)]

@@ -29,15 +29,22 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 SHOP = "SELECT shop_id, currency FROM shops WHERE shop_id = $1 AND public_key = $2"
-CAMPAIGN = ("SELECT campaign_id, title, list_price, tiers, stock_left, starts_at, ends_at FROM campaigns "
-            "WHERE shop_id = $1 AND campaign_id = $2")
-OPEN_COUNT = ("SELECT count(*) FROM groups WHERE shop_id = $1 AND campaign_id = $2 AND state = 'OPEN' "
-              "AND expires_at > $3")
-OPEN_PAGE = ("SELECT group_id FROM groups WHERE shop_id = $1 AND campaign_id = $2 AND state = 'OPEN' "
-             "AND expires_at > $3 ORDER BY expires_at, group_id LIMIT $4")
+CAMPAIGN = (
+    "SELECT campaign_id, title, list_price, tiers, stock_left, starts_at, ends_at FROM campaigns "
+    "WHERE shop_id = $1 AND campaign_id = $2"
+)
+OPEN_COUNT = (
+    "SELECT count(*) FROM groups WHERE shop_id = $1 AND campaign_id = $2 AND state = 'OPEN' AND expires_at > $3"
+)
+OPEN_PAGE = (
+    "SELECT group_id FROM groups WHERE shop_id = $1 AND campaign_id = $2 AND state = 'OPEN' "
+    "AND expires_at > $3 ORDER BY expires_at, group_id LIMIT $4"
+)
 DUE = "SELECT group_id FROM groups WHERE shop_id = $1 AND group_id = ANY($2) AND due_at <= $3"
-GROUPS = ("SELECT group_id, state, tiers, expires_at, held_seats, paid_seats FROM groups "
-          "WHERE shop_id = $1 AND group_id = ANY($2)")
+GROUPS = (
+    "SELECT group_id, state, tiers, expires_at, held_seats, paid_seats FROM groups "
+    "WHERE shop_id = $1 AND group_id = ANY($2)"
+)
 SEATS = "SELECT group_id, state FROM seats WHERE shop_id = $1 AND group_id = ANY($2)"
 
 
@@ -74,13 +81,30 @@ def make_app(url: str) -> Starlette:
         for gid in ids:
             g = by_id[gid]
             tiers = json.loads(g["tiers"])
-            edges.append({"node": {"id": gid, "seatsLeft": tiers[-1][0] - held.get(gid, 0),
-                                   "seatsHeld": held.get(gid, 0), "expiresAt": g["expires_at"].isoformat(),
-                                   "secondsLeft": int((g["expires_at"] - now).total_seconds())}})
-        out = {"data": {"campaign": {"id": cmp["campaign_id"], "title": cmp["title"], "listPrice": cmp["list_price"],
-                                     "currency": shop["currency"], "stockLeft": cmp["stock_left"],
-                                     "tiers": [{"members": m, "unitPrice": p} for m, p in json.loads(cmp["tiers"])],
-                                     "openGroups": {"totalCount": total, "edges": edges}}}}
+            edges.append(
+                {
+                    "node": {
+                        "id": gid,
+                        "seatsLeft": tiers[-1][0] - held.get(gid, 0),
+                        "seatsHeld": held.get(gid, 0),
+                        "expiresAt": g["expires_at"].isoformat(),
+                        "secondsLeft": int((g["expires_at"] - now).total_seconds()),
+                    }
+                }
+            )
+        out = {
+            "data": {
+                "campaign": {
+                    "id": cmp["campaign_id"],
+                    "title": cmp["title"],
+                    "listPrice": cmp["list_price"],
+                    "currency": shop["currency"],
+                    "stockLeft": cmp["stock_left"],
+                    "tiers": [{"members": m, "unitPrice": p} for m, p in json.loads(cmp["tiers"])],
+                    "openGroups": {"totalCount": total, "edges": edges},
+                }
+            }
+        }
         return Response(json.dumps(out).encode(), media_type="application/json")
 
     return Starlette(routes=[Route("/graphql", page, methods=["POST"])], lifespan=lifespan)

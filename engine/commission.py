@@ -59,8 +59,14 @@ class CommissionAmount:
     amount: int
 
 
-def beneficiaries(settings: DistributionSettings, *, buyer_id: str, buyer_status: DistributorStatus,
-                  level1_referrer: str | None, level2_referrer: str | None) -> tuple[str | None, str | None]:
+def beneficiaries(
+    settings: DistributionSettings,
+    *,
+    buyer_id: str,
+    buyer_status: DistributorStatus,
+    level1_referrer: str | None,
+    level2_referrer: str | None,
+) -> tuple[str | None, str | None]:
     """CM-2: level 1 = the buyer's referrer, level 2 = the level-1 referrer's referrer (the RF-2 snapshot).
     With `self_purchase` on and a buyer who is a distributor in good standing, level 1 is the buyer and
     level 2 is the buyer's referrer. (A SUSPENDED buyer falls back to the plain chain: self-purchase is a
@@ -93,8 +99,14 @@ def raw_amount(level: int, rate_bp: int, lines: Sequence[LineBase]) -> int:
     return apply_bp(rate_base, rate_bp) + fixed
 
 
-def compute_commissions(settings: DistributionSettings, *, lines: Sequence[LineBase], level1: Beneficiary | None,
-                        level2: Beneficiary | None, enabled: bool = True) -> tuple[CommissionAmount, ...]:
+def compute_commissions(
+    settings: DistributionSettings,
+    *,
+    lines: Sequence[LineBase],
+    level1: Beneficiary | None,
+    level2: Beneficiary | None,
+    enabled: bool = True,
+) -> tuple[CommissionAmount, ...]:
     """CM-2..CM-4: the commission of one order, level 1 first, zero amounts omitted.
 
     - `enabled=False` (a campaign switched commission off, CM-3) → nothing.
@@ -134,8 +146,9 @@ def reversal_for_refund(original: int, refunded_before: int, refunded_after: int
     """CM-5: what one refund reverses — the difference of standings, never negative (a replayed or
     out-of-order refund reverses nothing), so the reversals of a line add up to at most C, exactly C
     after a full refund."""
-    return max(0, standing_amount(original, refunded_before, paid_base)
-               - standing_amount(original, refunded_after, paid_base))
+    return max(
+        0, standing_amount(original, refunded_before, paid_base) - standing_amount(original, refunded_after, paid_base)
+    )
 
 
 def leader_commission(rate_bp: int | None, other_members_net: int) -> int:
@@ -185,18 +198,26 @@ class CommissionLine:
 Transition = tuple[CommissionLine, tuple[Posting, ...]]
 
 
-def post_line(*, id: str, order_id: str, beneficiary_id: str, level: int, amount: int, releasable: bool = True,
-              paid_base: int = 0) -> Transition:
+def post_line(
+    *, id: str, order_id: str, beneficiary_id: str, level: int, amount: int, releasable: bool = True, paid_base: int = 0
+) -> Transition:
     """CM-6: a new line at payment — PENDING, `amount` posted to pending (COMMISSION_POSTED).
     `amount` must be > 0 (compute_commissions omits zeros); `level` is 0 (leader), 1 or 2."""
     if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
-        raise refuse(ErrorCode.INVALID_INPUT, "a commission line needs a positive amount", field="amount",
-                     rule="CM-6")
+        raise refuse(ErrorCode.INVALID_INPUT, "a commission line needs a positive amount", field="amount", rule="CM-6")
     if level not in (0, 1, 2):
         raise refuse(ErrorCode.INVALID_INPUT, "level is 0 (leader), 1 or 2", field="level", rule="CM-2")
-    line = CommissionLine(id=id, order_id=order_id, beneficiary_id=beneficiary_id, level=level, original=amount,
-                          standing=amount, state=CommissionState.PENDING, releasable=releasable,
-                          paid_base=paid_base)
+    line = CommissionLine(
+        id=id,
+        order_id=order_id,
+        beneficiary_id=beneficiary_id,
+        level=level,
+        original=amount,
+        standing=amount,
+        state=CommissionState.PENDING,
+        releasable=releasable,
+        paid_base=paid_base,
+    )
     return line, (Posting(Bucket.PENDING, amount, EntryKind.COMMISSION_POSTED),)
 
 
@@ -225,8 +246,9 @@ def make_available(line: CommissionLine, now: datetime) -> Transition:
     if line.state != CommissionState.FROZEN or line.available_at is None or now < line.available_at or line.held:
         return line, ()
     new = replace(line, state=CommissionState.AVAILABLE)
-    postings = move(line.standing, Bucket.FROZEN, Bucket.AVAILABLE, EntryKind.COMMISSION_RELEASED) \
-        if line.standing else ()
+    postings = (
+        move(line.standing, Bucket.FROZEN, Bucket.AVAILABLE, EntryKind.COMMISSION_RELEASED) if line.standing else ()
+    )
     return new, postings
 
 
@@ -268,8 +290,9 @@ def refund_line(line: CommissionLine, goods_refunded: int) -> Transition:
     return reverse_line(line, min(line.paid_base, line.refunded + goods_refunded), line.paid_base)
 
 
-def leader_reward(rate_bp: int | None, *, enabled: bool, leader_paid: bool,
-                  other_members: Sequence[tuple[int, int]]) -> tuple[int, int]:
+def leader_reward(
+    rate_bp: int | None, *, enabled: bool, leader_paid: bool, other_members: Sequence[tuple[int, int]]
+) -> tuple[int, int]:
     """团长佣金 (section 2) at forming: `(amount, base)` where `base` is the net the *other* paid members
     paid — `Σ (paid − refunded)` over `other_members`, after GB-5 and GB-7 refunds — and `amount` is
     `leader_commission(rate_bp, base)`. Nothing (amount 0) when the campaign switched commission off

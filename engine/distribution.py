@@ -79,11 +79,11 @@ def validate_settings(s: DistributionSettings) -> None:
         if not _is_int(v) or v < 0:
             raise refuse(ErrorCode.INVALID_INPUT, f"{name} must be an integer >= 0", field=name)
     if s.binding_days is not None and (not _is_int(s.binding_days) or s.binding_days < 1):
-        raise refuse(ErrorCode.INVALID_INPUT, "binding_days must be an integer >= 1", field="binding_days",
-                     rule="RF-1")
+        raise refuse(ErrorCode.INVALID_INPUT, "binding_days must be an integer >= 1", field="binding_days", rule="RF-1")
     if s.binding == BindingMode.EXPIRING and s.binding_days is None:
-        raise refuse(ErrorCode.INVALID_INPUT, "EXPIRING binding needs binding_days >= 1", field="binding_days",
-                     rule="RF-1")
+        raise refuse(
+            ErrorCode.INVALID_INPUT, "EXPIRING binding needs binding_days >= 1", field="binding_days", rule="RF-1"
+        )
 
 
 def admits_automatically(s: DistributionSettings, *, net_paid_spend: int) -> bool:
@@ -119,8 +119,12 @@ def decide_status_change(current: DistributorStatus, target: DistributorStatus) 
     Setting the status it already has is allowed and changes nothing (GB-10 retries)."""
     if current == target or (current, target) in _ALLOWED:
         return target
-    raise refuse(ErrorCode.INVALID_STATE, f"a distributor cannot go from {current.value} to {target.value}",
-                 field="status", rule="DS-1")
+    raise refuse(
+        ErrorCode.INVALID_STATE,
+        f"a distributor cannot go from {current.value} to {target.value}",
+        field="status",
+        rule="DS-1",
+    )
 
 
 def may_request_payout(status: DistributorStatus) -> bool:

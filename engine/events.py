@@ -434,8 +434,10 @@ def check_payload(event_type: str | EventType, payload: dict[str, Any]) -> Event
     keys = set(payload)
     missing, unknown = required - keys, keys - required - optional - COMMON_KEYS
     if missing or unknown:
-        raise ValueError(f"{t.value} payload: missing {sorted(missing)}, unknown {sorted(unknown)} "
-                         f"(engine/events.py {PAYLOADS[t].__name__})")
+        raise ValueError(
+            f"{t.value} payload: missing {sorted(missing)}, unknown {sorted(unknown)} "
+            f"(engine/events.py {PAYLOADS[t].__name__})"
+        )
     return t
 
 

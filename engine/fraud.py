@@ -41,8 +41,12 @@ class FraudRule(str, Enum):
     REFUND_RATE = "REFUND_RATE"  # FR-2 (d)
 
 
-RULE_ID = {FraudRule.SELF_DEALING: "FR-2a", FraudRule.VELOCITY: "FR-2b", FraudRule.SCALPER_GROUP: "FR-2c",
-           FraudRule.REFUND_RATE: "FR-2d"}
+RULE_ID = {
+    FraudRule.SELF_DEALING: "FR-2a",
+    FraudRule.VELOCITY: "FR-2b",
+    FraudRule.SCALPER_GROUP: "FR-2c",
+    FraudRule.REFUND_RATE: "FR-2d",
+}
 # FR-2 (b): velocity counts orders that share a device, an IP or a payer (not an address: a household or an
 # office shares one honestly).
 VELOCITY_KINDS = frozenset({FingerprintKind.DEVICE, FingerprintKind.IP, FingerprintKind.PAYER})
@@ -63,8 +67,12 @@ def normalise(kind: FingerprintKind, value: str) -> str:
 def fingerprint_hash(key: bytes, kind: FingerprintKind, value: str) -> str:
     """FR-1: `HMAC-SHA256(shop key, kind ":" normalised value)`, hex. The raw value is never returned."""
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_FINGERPRINT:
-        raise refuse(ErrorCode.INVALID_INPUT, f"a fingerprint is 1..{MAX_FINGERPRINT} characters",
-                     field=f"fingerprints.{kind.value.lower()}", rule="FR-1")
+        raise refuse(
+            ErrorCode.INVALID_INPUT,
+            f"a fingerprint is 1..{MAX_FINGERPRINT} characters",
+            field=f"fingerprints.{kind.value.lower()}",
+            rule="FR-1",
+        )
     msg = f"{kind.value}:{normalise(kind, value)}".encode()
     return hmac.new(key, msg, hashlib.sha256).hexdigest()
 
@@ -98,9 +106,14 @@ class FraudRules:
 
 def validate_rules(r: FraudRules) -> FraudRules:
     """Thresholds in range (INVALID_INPUT naming the field otherwise)."""
-    bounds = {"velocity_max_orders": (1, 10_000), "velocity_window": (60, 366 * 86_400),
-              "scalper_min_seats": (2, 1000), "refund_rate_window": (3600, 366 * 86_400),
-              "refund_rate_max_bp": (0, 10_000), "refund_rate_min_orders": (1, 100_000)}
+    bounds = {
+        "velocity_max_orders": (1, 10_000),
+        "velocity_window": (60, 366 * 86_400),
+        "scalper_min_seats": (2, 1000),
+        "refund_rate_window": (3600, 366 * 86_400),
+        "refund_rate_max_bp": (0, 10_000),
+        "refund_rate_min_orders": (1, 100_000),
+    }
     for name, (lo, hi) in bounds.items():
         v = getattr(r, name)
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
@@ -156,14 +169,32 @@ def screen_order(rules: FraudRules, signals: OrderSignals, beneficiaries: Sequen
         if rules.velocity and has_velocity_fp:
             n = signals.velocity.get(ben, 0) + 1  # this order counts
             if n > rules.velocity_max_orders:
-                flags.append(Flag(FraudRule.VELOCITY, {"orders": n, "max_orders": rules.velocity_max_orders,
-                                                       "window_seconds": rules.velocity_window}))
+                flags.append(
+                    Flag(
+                        FraudRule.VELOCITY,
+                        {"orders": n, "max_orders": rules.velocity_max_orders, "window_seconds": rules.velocity_window},
+                    )
+                )
         d = signals.downline.get(ben)
-        if rules.refund_rate and d is not None and d.orders >= rules.refund_rate_min_orders and d.paid > 0 \
-                and d.refunded * 10_000 > d.paid * rules.refund_rate_max_bp:
-            flags.append(Flag(FraudRule.REFUND_RATE, {"orders": d.orders, "paid": d.paid, "refunded": d.refunded,
-                                                      "rate_bp": d.refunded * 10_000 // d.paid,
-                                                      "max_bp": rules.refund_rate_max_bp}))
+        if (
+            rules.refund_rate
+            and d is not None
+            and d.orders >= rules.refund_rate_min_orders
+            and d.paid > 0
+            and d.refunded * 10_000 > d.paid * rules.refund_rate_max_bp
+        ):
+            flags.append(
+                Flag(
+                    FraudRule.REFUND_RATE,
+                    {
+                        "orders": d.orders,
+                        "paid": d.paid,
+                        "refunded": d.refunded,
+                        "rate_bp": d.refunded * 10_000 // d.paid,
+                        "max_bp": rules.refund_rate_max_bp,
+                    },
+                )
+            )
         if flags:
             out[ben] = tuple(flags)
     return out
@@ -182,8 +213,15 @@ def screen_group(rules: FraudRules, seats: Mapping[str, frozenset[Fingerprint]])
     best = max(by_fp.items(), key=lambda kv: (len(kv[1]), kv[0].kind.value, kv[0].hash), default=None)
     if best is None or len(best[1]) < rules.scalper_min_seats:
         return None
-    return Flag(FraudRule.SCALPER_GROUP, {"seats": len(best[1]), "kind": best[0].kind.value,
-                                          "orders": sorted(best[1]), "min_seats": rules.scalper_min_seats})
+    return Flag(
+        FraudRule.SCALPER_GROUP,
+        {
+            "seats": len(best[1]),
+            "kind": best[0].kind.value,
+            "orders": sorted(best[1]),
+            "min_seats": rules.scalper_min_seats,
+        },
+    )
 
 
 # ---------------------------------------------------------------- FR-3 holds
@@ -210,8 +248,9 @@ def void_held_line(line: CommissionLine) -> Transition:
         return line, ()
     if not line.held or line.state == CommissionState.AVAILABLE:
         raise refuse(ErrorCode.INVALID_STATE, "only a held line can be voided in review", rule="FR-3")
-    postings = (Posting(STATE_BUCKET[line.state], -line.standing, EntryKind.COMMISSION_VOIDED),) \
-        if line.standing else ()
+    postings = (
+        (Posting(STATE_BUCKET[line.state], -line.standing, EntryKind.COMMISSION_VOIDED),) if line.standing else ()
+    )
     return replace(line, state=CommissionState.VOID, standing=0, held=False), postings
 
 
@@ -219,6 +258,10 @@ def dissolve_group(group: gb.Group, *, now: datetime) -> gb.Decision:
     """FR-3: an admin dissolves a flagged group before it forms — it fails now, with GB-6's refunds and
     cancellations. A formed, failed or cancelled group is refused (INVALID_STATE)."""
     if group.state not in (gb.GroupState.OPEN, gb.GroupState.PENDING):
-        raise refuse(ErrorCode.INVALID_STATE, f"the group is {group.state.value}: only a group that has not "
-                     "formed can be dissolved", field="groupId", rule="FR-3")
+        raise refuse(
+            ErrorCode.INVALID_STATE,
+            f"the group is {group.state.value}: only a group that has not formed can be dissolved",
+            field="groupId",
+            rule="FR-3",
+        )
     return gb._fail(group, at=now)

@@ -32,16 +32,16 @@ class Funnel:
     repeat_buyers: int
 
 
-def first_buyers(orders_by_buyer: Mapping[str, Sequence[PaidOrder]], period_from: datetime,
-                 period_to: datetime) -> tuple[int, int]:
+def first_buyers(
+    orders_by_buyer: Mapping[str, Sequence[PaidOrder]], period_from: datetime, period_to: datetime
+) -> tuple[int, int]:
     """RP-6 `(first paid orders, repeat buyers)`: a buyer counts once as a first paid order when their first
     paid order in the shop (earliest `paid_at`, fully refunded orders do not count as paid, RP-3) falls in
     [from, to) and is attributed to the subject; such a buyer is a repeat buyer when they paid at least one
     more order (any) before `to`."""
     first = repeat = 0
     for orders in orders_by_buyer.values():
-        paid = sorted((o for o in orders if not o.refunded_in_full and o.paid_at < period_to),
-                      key=lambda o: o.paid_at)
+        paid = sorted((o for o in orders if not o.refunded_in_full and o.paid_at < period_to), key=lambda o: o.paid_at)
         if not paid or not paid[0].attributed or paid[0].paid_at < period_from:
             continue
         first += 1
@@ -49,8 +49,15 @@ def first_buyers(orders_by_buyer: Mapping[str, Sequence[PaidOrder]], period_from
     return first, repeat
 
 
-def funnel(*, visits: int, visitors: int, bindings: int, orders_by_buyer: Mapping[str, Sequence[PaidOrder]],
-           period_from: datetime, period_to: datetime) -> Funnel:
+def funnel(
+    *,
+    visits: int,
+    visitors: int,
+    bindings: int,
+    orders_by_buyer: Mapping[str, Sequence[PaidOrder]],
+    period_from: datetime,
+    period_to: datetime,
+) -> Funnel:
     first, repeat = first_buyers(orders_by_buyer, period_from, period_to)
     return Funnel(visits=visits, visitors=visitors, bindings=bindings, first_orders=first, repeat_buyers=repeat)
 

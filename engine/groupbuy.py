@@ -27,10 +27,10 @@ from engine.lottery import draw_winners
 
 # ------------------------------------------------------------------ values
 class GroupState(str, Enum):
-    PENDING = "PENDING"      # leader reserved, not yet paid (GB-1)
-    OPEN = "OPEN"            # leader paid; members may join until expires_at (GB-1/GB-2)
-    FORMED = "FORMED"        # GB-4
-    FAILED = "FAILED"        # GB-6
+    PENDING = "PENDING"  # leader reserved, not yet paid (GB-1)
+    OPEN = "OPEN"  # leader paid; members may join until expires_at (GB-1/GB-2)
+    FORMED = "FORMED"  # GB-4
+    FAILED = "FAILED"  # GB-6
     CANCELLED = "CANCELLED"  # leader's reservation released unpaid (GB-1), or nobody paid left (GB-8)
 
 
@@ -39,9 +39,9 @@ TERMINAL = frozenset({GroupState.FORMED, GroupState.FAILED, GroupState.CANCELLED
 
 class SeatState(str, Enum):
     RESERVED = "RESERVED"  # holds a seat and stock, waiting for payment (GB-2)
-    PAID = "PAID"          # payment took (GB-1/GB-2); stays PAID when the group forms or fails
+    PAID = "PAID"  # payment took (GB-1/GB-2); stays PAID when the group forms or fails
     RELEASED = "RELEASED"  # unpaid reservation cancelled (GB-2/GB-4/GB-6, or left unpaid GB-8)
-    LEFT = "LEFT"          # paid seat cancelled by its holder before forming (GB-8)
+    LEFT = "LEFT"  # paid seat cancelled by its holder before forming (GB-8)
 
 
 ACTIVE_SEAT_STATES = frozenset({SeatState.RESERVED, SeatState.PAID})
@@ -124,11 +124,11 @@ class Group:
     formed_at: datetime | None = None
     closed_at: datetime | None = None
     tier_members: int | None = None  # members of the tier reached (GB-5) once FORMED
-    winners: tuple[str, ...] = ()    # order ids drawn by GB-7
+    winners: tuple[str, ...] = ()  # order ids drawn by GB-7
     # GB-7 v2: the group's own secret seed (None: opened before v2); kept out of repr so that no log line or
     # assertion message can reveal it before the draw
     lottery_seed: str | None = field(default=None, repr=False)
-    nudged_almost_full_at: datetime | None = None    # GB-15: when `almost_full` was emitted
+    nudged_almost_full_at: datetime | None = None  # GB-15: when `almost_full` was emitted
     nudged_expiring_soon_at: datetime | None = None  # GB-15: when `expiring_soon` was emitted (or skipped)
 
     @property
@@ -176,6 +176,7 @@ class Group:
 @dataclass(frozen=True)
 class RefundOwed:
     """A refund the shell must record: partial (GB-5) or full (GB-6/GB-7/GB-8/GB-9)."""
+
     order_id: str
     amount: int
     rule: str
@@ -185,6 +186,7 @@ class RefundOwed:
 @dataclass(frozen=True)
 class CancelOrder:
     """An unpaid reservation was released: its order becomes CANCELLED (GB-2/GB-4/GB-6/GB-8)."""
+
     order_id: str
     rule: str
 
@@ -192,6 +194,7 @@ class CancelOrder:
 @dataclass(frozen=True)
 class ReturnStock:
     """Units go back to the campaign's stock and the user's per-user count (GB-1/GB-2/GB-6/GB-8)."""
+
     order_id: str
     quantity: int
     rule: str
@@ -200,6 +203,7 @@ class ReturnStock:
 @dataclass(frozen=True)
 class OrderPaid:
     """A seat's payment took (GB-1 leader, GB-2 member); the role is now fixed for GB-5."""
+
     order_id: str
     role: PriceRole
     rule: str
@@ -246,6 +250,7 @@ class LeaderChanged:
 class GroupNudged:
     """GB-15: `almost_full` (paid seats missing to capacity first ≤ `almost_full_at`) or
     `expiring_soon` (OPEN, `expiring_soon_before` from `expires_at`), each once per group."""
+
     group_id: str
     kind: str  # "almost_full" | "expiring_soon"
     seats_missing: int
@@ -257,14 +262,24 @@ class GroupNudged:
 class FinalPrice:
     """The unit price finally charged to a paid order of a formed group: the tier price for its
     role (GB-5), or 0 for a lottery winner (GB-7). Always ``paid unit − refunds owed / qty``."""
+
     order_id: str
     final_unit_price: int
     rule: str
 
 
 Instruction = Union[
-    RefundOwed, CancelOrder, ReturnStock, OrderPaid, GroupOpened, GroupFormed, GroupFailed,
-    GroupCancelled, LeaderChanged, FinalPrice, GroupNudged,
+    RefundOwed,
+    CancelOrder,
+    ReturnStock,
+    OrderPaid,
+    GroupOpened,
+    GroupFormed,
+    GroupFailed,
+    GroupCancelled,
+    LeaderChanged,
+    FinalPrice,
+    GroupNudged,
 ]
 
 
@@ -388,25 +403,43 @@ def role_price(tier_price: int, role: PriceRole, leader_discount: int) -> int:
 
 
 # ------------------------------------------------------------------ checks shared by open/join
-def _check_quantity_stock_limit(campaign: Campaign, *, quantity: int, stock_left: int | None,
-                                user_units_held: int, rule: str) -> None:
+def _check_quantity_stock_limit(
+    campaign: Campaign, *, quantity: int, stock_left: int | None, user_units_held: int, rule: str
+) -> None:
     if not _is_int(quantity) or quantity < 1 or quantity > campaign.max_quantity_per_order:
-        raise refuse(ErrorCode.QUANTITY_LIMIT,
-                     f"quantity must be between 1 and {campaign.max_quantity_per_order}",
-                     rule=rule, field="quantity")
+        raise refuse(
+            ErrorCode.QUANTITY_LIMIT,
+            f"quantity must be between 1 and {campaign.max_quantity_per_order}",
+            rule=rule,
+            field="quantity",
+        )
     if stock_left is not None and stock_left < quantity:
-        raise refuse(ErrorCode.OUT_OF_STOCK, "the campaign has no stock left for this quantity",
-                     rule="GB-1", field="quantity")
+        raise refuse(
+            ErrorCode.OUT_OF_STOCK, "the campaign has no stock left for this quantity", rule="GB-1", field="quantity"
+        )
     if campaign.per_user_limit is not None and user_units_held + quantity > campaign.per_user_limit:
-        raise refuse(ErrorCode.PER_USER_LIMIT,
-                     f"at most {campaign.per_user_limit} units per user in this campaign",
-                     rule=rule, field="quantity")
+        raise refuse(
+            ErrorCode.PER_USER_LIMIT,
+            f"at most {campaign.per_user_limit} units per user in this campaign",
+            rule=rule,
+            field="quantity",
+        )
 
 
 # ------------------------------------------------------------------ GB-1 opening
-def open_group(campaign: Campaign, *, group_id: str, order_id: str, user_id: str, quantity: int,
-               now: datetime, stock_left: int | None, user_units_held: int,
-               variant: Variant | None = None, lottery_seed: str | None = None) -> Decision:
+def open_group(
+    campaign: Campaign,
+    *,
+    group_id: str,
+    order_id: str,
+    user_id: str,
+    quantity: int,
+    now: datetime,
+    stock_left: int | None,
+    user_units_held: int,
+    variant: Variant | None = None,
+    lottery_seed: str | None = None,
+) -> Decision:
     """GB-1: the user reserves the first seat as leader; the group is PENDING until that
     payment. Only inside [starts_at, ends_at). Stock is taken at reservation (the shell's
     guarded update; ``stock_left`` lets the engine refuse first). The leader's price is the
@@ -420,18 +453,28 @@ def open_group(campaign: Campaign, *, group_id: str, order_id: str, user_id: str
         raise _invalid("a lottery seed is 64 lowercase hex digits", "lottery_seed", rule="GB-7")
     if not campaign.starts_at <= now < campaign.ends_at:
         raise refuse(ErrorCode.CAMPAIGN_NOT_ACTIVE, "the campaign is not running", rule="GB-1")
-    _check_quantity_stock_limit(campaign, quantity=quantity, stock_left=stock_left,
-                                user_units_held=user_units_held, rule="GB-1")
+    _check_quantity_stock_limit(
+        campaign, quantity=quantity, stock_left=stock_left, user_units_held=user_units_held, rule="GB-1"
+    )
     tiers = variant.tiers if variant is not None else campaign.tiers
     seat = Seat(
-        order_id=order_id, user_id=user_id, quantity=quantity,
+        order_id=order_id,
+        user_id=user_id,
+        quantity=quantity,
         unit_price=role_price(tiers[0].unit_price, PriceRole.LEADER, campaign.leader_discount),
-        role=PriceRole.LEADER, state=SeatState.RESERVED, reserved_at=now,
+        role=PriceRole.LEADER,
+        state=SeatState.RESERVED,
+        reserved_at=now,
         pay_by=min(now + campaign.payment_window, campaign.ends_at),
     )
     group = Group(
-        id=group_id, campaign_id=campaign.id, tiers=tiers, leader_user_id=user_id,
-        state=GroupState.PENDING, seats=(seat,), opened_at=now,
+        id=group_id,
+        campaign_id=campaign.id,
+        tiers=tiers,
+        leader_user_id=user_id,
+        state=GroupState.PENDING,
+        seats=(seat,),
+        opened_at=now,
         variant=variant.name if variant is not None else None,
         lottery_seed=lottery_seed if campaign.lottery_winners > 0 else None,
     )
@@ -439,9 +482,18 @@ def open_group(campaign: Campaign, *, group_id: str, order_id: str, user_id: str
 
 
 # ------------------------------------------------------------------ GB-2 joining
-def join_group(campaign: Campaign, group: Group, *, order_id: str, user_id: str, quantity: int,
-               now: datetime, stock_left: int | None, user_units_held: int,
-               user_has_paid_order: bool) -> Decision:
+def join_group(
+    campaign: Campaign,
+    group: Group,
+    *,
+    order_id: str,
+    user_id: str,
+    quantity: int,
+    now: datetime,
+    stock_left: int | None,
+    user_units_held: int,
+    user_has_paid_order: bool,
+) -> Decision:
     """GB-2: reserve a member seat in an OPEN group at the first tier's price (GB-3), with
     ``pay_by = now + payment_window``. Refusals, in this order: GROUP_EXPIRED (now ≥
     expires_at, even if the worker has not run), GROUP_NOT_OPEN, ALREADY_IN_GROUP, GROUP_FULL
@@ -461,12 +513,17 @@ def join_group(campaign: Campaign, group: Group, *, order_id: str, user_id: str,
         raise refuse(ErrorCode.GROUP_FULL, "this group is full", rule="GB-2")
     if campaign.new_members_only and user_has_paid_order:
         raise refuse(ErrorCode.NEW_MEMBERS_ONLY, "only new customers may join this group", rule="GB-2")
-    _check_quantity_stock_limit(campaign, quantity=quantity, stock_left=stock_left,
-                                user_units_held=user_units_held, rule="GB-2")
+    _check_quantity_stock_limit(
+        campaign, quantity=quantity, stock_left=stock_left, user_units_held=user_units_held, rule="GB-2"
+    )
     seat = Seat(
-        order_id=order_id, user_id=user_id, quantity=quantity,
+        order_id=order_id,
+        user_id=user_id,
+        quantity=quantity,
         unit_price=role_price(g.tiers[0].unit_price, PriceRole.MEMBER, campaign.leader_discount),
-        role=PriceRole.MEMBER, state=SeatState.RESERVED, reserved_at=now,
+        role=PriceRole.MEMBER,
+        state=SeatState.RESERVED,
+        reserved_at=now,
         pay_by=now + campaign.payment_window,
     )
     return Decision(replace(g, seats=g.seats + (seat,)), caught.instructions)
@@ -476,6 +533,7 @@ def join_group(campaign: Campaign, group: Group, *, order_id: str, user_id: str,
 @dataclass(frozen=True)
 class QuickJoinCandidate:
     """What GB-13 orders the open groups of a campaign by (one row per group, read without locks)."""
+
     group_id: str
     tiers: tuple[Tier, ...]
     state: GroupState
@@ -491,21 +549,30 @@ def seats_to_next_threshold(tiers: tuple[Tier, ...], held_seats: int) -> int:
     return next((t.members for t in tiers if t.members > held_seats), tiers[-1].members) - held_seats
 
 
-def quick_join_order(candidates: tuple[QuickJoinCandidate, ...] | list[QuickJoinCandidate], *,
-                     now: datetime) -> tuple[str, ...]:
+def quick_join_order(
+    candidates: tuple[QuickJoinCandidate, ...] | list[QuickJoinCandidate], *, now: datetime
+) -> tuple[str, ...]:
     """GB-13: the groups a customer may be seated in, in the order they are tried: fewest seats missing
     to the next threshold, then earliest ``expires_at``, then earliest opened (then group id, so the
     order is total). Only OPEN groups before ``expires_at`` with a free seat and no active seat of the
     customer are listed; each attempt is still a full GB-2 join (which may refuse: the next is tried)."""
     _aware(now, "now")
-    ok = [c for c in candidates if c.state is GroupState.OPEN and c.expires_at is not None and now < c.expires_at
-          and c.held_seats < c.tiers[-1].members and not c.user_holds_seat]
+    ok = [
+        c
+        for c in candidates
+        if c.state is GroupState.OPEN
+        and c.expires_at is not None
+        and now < c.expires_at
+        and c.held_seats < c.tiers[-1].members
+        and not c.user_holds_seat
+    ]
     ok.sort(key=lambda c: (seats_to_next_threshold(c.tiers, c.held_seats), c.expires_at, c.opened_at, c.group_id))
     return tuple(c.group_id for c in ok)
 
 
-QUICK_JOIN_RETRY = frozenset({ErrorCode.GROUP_FULL, ErrorCode.GROUP_EXPIRED, ErrorCode.GROUP_NOT_OPEN,
-                              ErrorCode.ALREADY_IN_GROUP})
+QUICK_JOIN_RETRY = frozenset(
+    {ErrorCode.GROUP_FULL, ErrorCode.GROUP_EXPIRED, ErrorCode.GROUP_NOT_OPEN, ErrorCode.ALREADY_IN_GROUP}
+)
 """GB-13: refusals of one attempt after which the next group is tried (they concern that group only);
 any other refusal (stock, per-user limit, quantity, new members only) holds for every group: it ends
 the quick join."""
@@ -514,22 +581,38 @@ the quick join."""
 # ------------------------------------------------------------------ GB-14 overflow re-seat
 def late_payment(decision: Decision, order_id: str) -> RefundOwed | None:
     """GB-9: the full refund ``pay_seat`` decided for a payment that took no seat, if it did."""
-    return next((i for i in decision.instructions
-                 if isinstance(i, RefundOwed) and i.rule == "GB-9" and i.order_id == order_id), None)
+    return next(
+        (i for i in decision.instructions if isinstance(i, RefundOwed) and i.rule == "GB-9" and i.order_id == order_id),
+        None,
+    )
 
 
 def without_late_refund(decision: Decision, order_id: str) -> Decision:
     """GB-14: the old group's decision for a payment that is re-seated elsewhere: the reservation is still
     released there (its seat and stock come back to that group's campaign), but the order is neither
     cancelled nor refunded — it moves on with its payment."""
-    keep = tuple(i for i in decision.instructions
-                 if not (getattr(i, "order_id", None) == order_id
-                         and (isinstance(i, CancelOrder) or (isinstance(i, RefundOwed) and i.rule == "GB-9"))))
+    keep = tuple(
+        i
+        for i in decision.instructions
+        if not (
+            getattr(i, "order_id", None) == order_id
+            and (isinstance(i, CancelOrder) or (isinstance(i, RefundOwed) and i.rule == "GB-9"))
+        )
+    )
     return Decision(decision.group, keep)
 
 
-def reseat(campaign: Campaign, target: Group, *, seat: Seat, amount: int, now: datetime,
-           stock_left: int | None, user_units_held: int, user_has_paid_order: bool) -> Decision:
+def reseat(
+    campaign: Campaign,
+    target: Group,
+    *,
+    seat: Seat,
+    amount: int,
+    now: datetime,
+    stock_left: int | None,
+    user_units_held: int,
+    user_has_paid_order: bool,
+) -> Decision:
     """GB-14: the payment of ``seat`` (which GB-9 would refund) takes a seat in ``target`` at the same role
     and unit price: a GB-2 join (all its refusals) then the payment (GB-2/GB-4). Refusals: those of GB-2;
     GROUP_NOT_OPEN for a leader's payment (an open group has its leader) or a group whose member price
@@ -537,17 +620,28 @@ def reseat(campaign: Campaign, target: Group, *, seat: Seat, amount: int, now: d
     _aware(now, "now")
     if seat.role is not PriceRole.MEMBER:
         raise refuse(ErrorCode.GROUP_NOT_OPEN, "a leader's payment is not re-seated", rule="GB-14")
-    joined = join_group(campaign, target, order_id=seat.order_id, user_id=seat.user_id, quantity=seat.quantity,
-                        now=now, stock_left=stock_left, user_units_held=user_units_held,
-                        user_has_paid_order=user_has_paid_order)
+    joined = join_group(
+        campaign,
+        target,
+        order_id=seat.order_id,
+        user_id=seat.user_id,
+        quantity=seat.quantity,
+        now=now,
+        stock_left=stock_left,
+        user_units_held=user_units_held,
+        user_has_paid_order=user_has_paid_order,
+    )
     new = joined.group.seat_for_order(seat.order_id)
     assert new is not None
     if new.unit_price != seat.unit_price or amount != seat.amount:
         raise refuse(ErrorCode.GROUP_NOT_OPEN, "this group sells at another price", rule="GB-14")
     paid = pay_seat(campaign, joined.group, order_id=seat.order_id, amount=amount, now=now)
     assert late_payment(paid, seat.order_id) is None, "a seat just reserved in an open group takes its payment"
-    return Decision(paid.group, joined.instructions + tuple(
-        OrderPaid(i.order_id, i.role, "GB-14") if isinstance(i, OrderPaid) else i for i in paid.instructions))
+    return Decision(
+        paid.group,
+        joined.instructions
+        + tuple(OrderPaid(i.order_id, i.role, "GB-14") if isinstance(i, OrderPaid) else i for i in paid.instructions),
+    )
 
 
 # ------------------------------------------------------------------ payments (GB-1/2/4/9)
@@ -574,9 +668,12 @@ def pay_seat(campaign: Campaign, group: Group, *, order_id: str, amount: int, no
     if seat.state is SeatState.PAID:  # another payment took it: this one is money received for nothing
         return Decision(group, (RefundOwed(order_id, amount, "GB-10", True),))
     if not _is_int(amount) or amount != seat.amount:
-        raise refuse(ErrorCode.PAYMENT_AMOUNT_MISMATCH,
-                     f"payment of {amount} does not match the seat amount {seat.amount}",
-                     rule="GB-9", field="amount")
+        raise refuse(
+            ErrorCode.PAYMENT_AMOUNT_MISMATCH,
+            f"payment of {amount} does not match the seat amount {seat.amount}",
+            rule="GB-9",
+            field="amount",
+        )
     caught = advance(campaign, group, now=now)
     g, out = caught.group, list(caught.instructions)
     seat = g.seat_for_order(order_id)
@@ -586,9 +683,13 @@ def pay_seat(campaign: Campaign, group: Group, *, order_id: str, amount: int, no
 
     # After the catch-up an OPEN group past expires_at is in its payment grace (GB-12): a reservation
     # still inside its payment window takes its seat exactly as before expiry.
-    takes = seat.state is SeatState.RESERVED and now < seat.pay_by and (
-        (seat.role is PriceRole.LEADER and g.state is GroupState.PENDING and seat.user_id == g.leader_user_id)
-        or (g.state is GroupState.OPEN and g.expires_at is not None)
+    takes = (
+        seat.state is SeatState.RESERVED
+        and now < seat.pay_by
+        and (
+            (seat.role is PriceRole.LEADER and g.state is GroupState.PENDING and seat.user_id == g.leader_user_id)
+            or (g.state is GroupState.OPEN and g.expires_at is not None)
+        )
     )
     if not takes:
         if seat.state is SeatState.RESERVED:
@@ -651,8 +752,9 @@ def leave_group(campaign: Campaign, group: Group, *, user_id: str, now: datetime
         return Decision(g, tuple(out))
 
     if user_id == g.leader_user_id:
-        remaining = sorted((s for s in g.seats if s.state is SeatState.PAID),
-                           key=lambda s: (s.paid_at, s.reserved_at, s.order_id))
+        remaining = sorted(
+            (s for s in g.seats if s.state is SeatState.PAID), key=lambda s: (s.paid_at, s.reserved_at, s.order_id)
+        )
         if remaining:
             g = replace(g, leader_user_id=remaining[0].user_id)
             out.append(LeaderChanged(g.id, user_id, remaining[0].user_id, "GB-8"))
@@ -742,8 +844,12 @@ def _nudges(campaign: Campaign, g: Group, *, now: datetime) -> tuple[Group, tupl
 
 def expiring_soon_at(campaign: Campaign, g: Group) -> datetime | None:
     """GB-15: when the group's `expiring_soon` nudge falls due (None: emitted, or never)."""
-    if (g.state is not GroupState.OPEN or g.expires_at is None or g.nudged_expiring_soon_at is not None
-            or campaign.expiring_soon_before <= timedelta(0)):
+    if (
+        g.state is not GroupState.OPEN
+        or g.expires_at is None
+        or g.nudged_expiring_soon_at is not None
+        or campaign.expiring_soon_before <= timedelta(0)
+    ):
         return None
     return g.expires_at - campaign.expiring_soon_before
 
@@ -844,8 +950,7 @@ def _form(campaign: Campaign, g: Group, *, at: datetime, fill: bool, rule: str =
         winners = lottery.draw(g.lottery_seed, [s.order_id for s in paid], k).winners
     else:  # groups opened before v2: the campaign's seed (v1 procedure)
         winners = draw_winners(campaign.lottery_seed, g.id, [s.order_id for s in paid], k) if k else ()
-    g = replace(g, state=GroupState.FORMED, formed_at=at, closed_at=at, tier_members=tier.members,
-                winners=winners)
+    g = replace(g, state=GroupState.FORMED, formed_at=at, closed_at=at, tier_members=tier.members, winners=winners)
     out.append(GroupFormed(g.id, tier.members, member_price, leader_price, winners, rule))
     for s in paid:
         if s.order_id in winners:

@@ -29,8 +29,11 @@ class Standing:
     new_direct_referrals: int
 
     def value(self, by: RankBy) -> int:
-        return {RankBy.COMMISSION_EARNED: self.commission_earned, RankBy.TEAM_SALES: self.team_sales,
-                RankBy.NEW_DIRECT_REFERRALS: self.new_direct_referrals}[by]
+        return {
+            RankBy.COMMISSION_EARNED: self.commission_earned,
+            RankBy.TEAM_SALES: self.team_sales,
+            RankBy.NEW_DIRECT_REFERRALS: self.new_direct_referrals,
+        }[by]
 
 
 def rank(rows: Sequence[Standing], by: RankBy) -> list[tuple[int, Standing]]:

@@ -112,8 +112,9 @@ class PayoutQuote:
     postings: tuple[Posting, ...]
 
 
-def request_payout(settings: DistributionSettings, *, balances: Balances, amount: int,
-                   status: DistributorStatus) -> tuple[Posting, ...]:
+def request_payout(
+    settings: DistributionSettings, *, balances: Balances, amount: int, status: DistributorStatus
+) -> tuple[Posting, ...]:
     """LG-2: `min_payout ≤ A ≤ available`; A moves available → in payout (PAYOUT_REQUESTED).
 
     Refusals in order: DISTRIBUTOR_SUSPENDED (DS-1), INVALID_INPUT (A not a positive int),
@@ -121,20 +122,22 @@ def request_payout(settings: DistributionSettings, *, balances: Balances, amount
     `balances` must be the current (locked) balances: two requests decided on the same balances would
     together exceed it — the shell serialises them (LG-2)."""
     if not may_request_payout(status):
-        raise refuse(ErrorCode.DISTRIBUTOR_SUSPENDED, "a suspended distributor cannot request payouts",
-                     rule="DS-1")
+        raise refuse(ErrorCode.DISTRIBUTOR_SUSPENDED, "a suspended distributor cannot request payouts", rule="DS-1")
     _positive(amount)
     if amount < settings.min_payout:
-        raise refuse(ErrorCode.PAYOUT_BELOW_MINIMUM, f"the minimum payout is {settings.min_payout}",
-                     field="amount", rule="LG-2")
+        raise refuse(
+            ErrorCode.PAYOUT_BELOW_MINIMUM, f"the minimum payout is {settings.min_payout}", field="amount", rule="LG-2"
+        )
     if amount > balances.available:
-        raise refuse(ErrorCode.INSUFFICIENT_BALANCE, f"available balance is {balances.available}",
-                     field="amount", rule="LG-2")
+        raise refuse(
+            ErrorCode.INSUFFICIENT_BALANCE, f"available balance is {balances.available}", field="amount", rule="LG-2"
+        )
     return move(amount, Bucket.AVAILABLE, Bucket.IN_PAYOUT, EntryKind.PAYOUT_REQUESTED)
 
 
-def quote_payout(settings: DistributionSettings, *, balances: Balances, amount: int,
-                 status: DistributorStatus) -> PayoutQuote:
+def quote_payout(
+    settings: DistributionSettings, *, balances: Balances, amount: int, status: DistributorStatus
+) -> PayoutQuote:
     """LG-2: `request_payout` and the fee quoted with it (`payout_fee` at the rate of the moment of request),
     which the shell records with the payout and passes back to `approve_payout`."""
     postings = request_payout(settings, balances=balances, amount=amount, status=status)
@@ -149,8 +152,10 @@ def approve_payout(amount: int, *, fee: int) -> tuple[Posting, ...]:
     if not isinstance(fee, int) or isinstance(fee, bool) or not 0 <= fee <= amount:
         raise refuse(ErrorCode.INVALID_INPUT, "fee must be in 0..amount", field="fee", rule="LG-2")
     if fee == 0:
-        return (Posting(Bucket.IN_PAYOUT, -amount, EntryKind.PAYOUT_APPROVED),
-                Posting(Bucket.PAID, amount, EntryKind.PAYOUT_APPROVED))
+        return (
+            Posting(Bucket.IN_PAYOUT, -amount, EntryKind.PAYOUT_APPROVED),
+            Posting(Bucket.PAID, amount, EntryKind.PAYOUT_APPROVED),
+        )
     return (
         Posting(Bucket.IN_PAYOUT, -amount, EntryKind.PAYOUT_APPROVED),
         Posting(Bucket.PAID, amount - fee, EntryKind.PAYOUT_APPROVED),
@@ -172,8 +177,9 @@ def fail_payout(amount: int, *, fee: int) -> tuple[Posting, ...]:
     _positive(amount)
     if not isinstance(fee, int) or isinstance(fee, bool) or not 0 <= fee <= amount:
         raise refuse(ErrorCode.INVALID_INPUT, "fee must be in 0..amount", field="fee", rule="LG-4")
-    out: tuple[Posting, ...] = move(amount - fee, Bucket.PAID, Bucket.AVAILABLE, EntryKind.PAYOUT_FAILED) \
-        if amount > fee else ()
+    out: tuple[Posting, ...] = (
+        move(amount - fee, Bucket.PAID, Bucket.AVAILABLE, EntryKind.PAYOUT_FAILED) if amount > fee else ()
+    )
     if fee:
         out += move(fee, Bucket.FEES, Bucket.AVAILABLE, EntryKind.PAYOUT_FEE_REVERSED)
     return out
@@ -216,9 +222,17 @@ def payee_method(kind: object, reference: object) -> PayeeMethod:
     try:
         k = PayeeKind(kind)
     except ValueError:
-        raise refuse(ErrorCode.INVALID_INPUT, f"payee kind is one of {', '.join(x.value for x in PayeeKind)}",
-                     field="payeeMethod.kind", rule="LG-4") from None
+        raise refuse(
+            ErrorCode.INVALID_INPUT,
+            f"payee kind is one of {', '.join(x.value for x in PayeeKind)}",
+            field="payeeMethod.kind",
+            rule="LG-4",
+        ) from None
     if not isinstance(reference, str) or not reference.strip() or len(reference) > MAX_REFERENCE:
-        raise refuse(ErrorCode.INVALID_INPUT, f"the account reference is 1..{MAX_REFERENCE} characters",
-                     field="payeeMethod.reference", rule="LG-4")
+        raise refuse(
+            ErrorCode.INVALID_INPUT,
+            f"the account reference is 1..{MAX_REFERENCE} characters",
+            field="payeeMethod.reference",
+            rule="LG-4",
+        )
     return PayeeMethod(k, mask_reference(reference.strip()))

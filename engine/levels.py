@@ -8,8 +8,14 @@ from typing import Sequence
 from engine.distribution import DistributionSettings
 from engine.errors import ErrorCode, refuse
 
-CONDITIONS = ("min_direct_referrals", "min_team_size", "min_own_spend", "min_own_orders", "min_direct_sales",
-              "min_team_sales")
+CONDITIONS = (
+    "min_direct_referrals",
+    "min_team_size",
+    "min_own_spend",
+    "min_own_orders",
+    "min_direct_sales",
+    "min_team_sales",
+)
 
 
 @dataclass(frozen=True)
@@ -59,28 +65,38 @@ def validate_levels(levels: Sequence[Level]) -> None:
     upgrade bonus (nobody is upgraded *to* it). An empty list is valid (the shop defaults apply, CM-3)."""
     for i, lv in enumerate(levels):
         if lv.grade != i:
-            raise refuse(ErrorCode.INVALID_INPUT, "grades must be 0, 1, 2, … without gaps", field="levels",
-                         rule="LV-1")
+            raise refuse(ErrorCode.INVALID_INPUT, "grades must be 0, 1, 2, … without gaps", field="levels", rule="LV-1")
         for name in ("level1_bp", "level2_bp"):
             v = getattr(lv, name)
             if not _is_int(v) or not 0 <= v <= 10_000:
-                raise refuse(ErrorCode.INVALID_INPUT, f"{name} of grade {i} must be in 0..10000 bp", field="levels",
-                             rule="LV-1")
+                raise refuse(
+                    ErrorCode.INVALID_INPUT, f"{name} of grade {i} must be in 0..10000 bp", field="levels", rule="LV-1"
+                )
         for name in ("upgrade_bonus", *CONDITIONS):
             v = getattr(lv, name)
             if not _is_int(v) or v < 0:
-                raise refuse(ErrorCode.INVALID_INPUT, f"{name} of grade {i} must be an integer >= 0",
-                             field="levels", rule="LV-1")
+                raise refuse(
+                    ErrorCode.INVALID_INPUT, f"{name} of grade {i} must be an integer >= 0", field="levels", rule="LV-1"
+                )
         if i == 0 and (lv.upgrade_bonus or any(getattr(lv, c) for c in CONDITIONS)):
-            raise refuse(ErrorCode.INVALID_INPUT, "grade 0 is the entry level: no conditions, no upgrade bonus",
-                         field="levels", rule="LV-1")
+            raise refuse(
+                ErrorCode.INVALID_INPUT,
+                "grade 0 is the entry level: no conditions, no upgrade bonus",
+                field="levels",
+                rule="LV-1",
+            )
 
 
 def qualifies(level: Level, m: Metrics) -> bool:
     """LV-1: every condition of the level holds (≥, inclusive)."""
-    return (m.direct_referrals >= level.min_direct_referrals and m.team_size >= level.min_team_size
-            and m.own_spend >= level.min_own_spend and m.own_orders >= level.min_own_orders
-            and m.direct_sales >= level.min_direct_sales and m.team_sales >= level.min_team_sales)
+    return (
+        m.direct_referrals >= level.min_direct_referrals
+        and m.team_size >= level.min_team_size
+        and m.own_spend >= level.min_own_spend
+        and m.own_orders >= level.min_own_orders
+        and m.direct_sales >= level.min_direct_sales
+        and m.team_sales >= level.min_team_sales
+    )
 
 
 def qualifying_grade(levels: Sequence[Level], metrics: Metrics) -> int:
@@ -91,12 +107,16 @@ def qualifying_grade(levels: Sequence[Level], metrics: Metrics) -> int:
 
 def _bonuses(levels: Sequence[Level], upto: int, credited: frozenset[int]) -> tuple[tuple[int, int], ...]:
     """LV-4: the bonus of every level at or below `upto` (reached or passed) not credited before, once."""
-    return tuple((lv.grade, lv.upgrade_bonus) for lv in levels
-                 if 0 < lv.grade <= upto and lv.grade not in credited and lv.upgrade_bonus > 0)
+    return tuple(
+        (lv.grade, lv.upgrade_bonus)
+        for lv in levels
+        if 0 < lv.grade <= upto and lv.grade not in credited and lv.upgrade_bonus > 0
+    )
 
 
-def evaluate_level(levels: Sequence[Level], *, current_grade: int, metrics: Metrics,
-                   bonuses_credited: frozenset[int]) -> LevelDecision:
+def evaluate_level(
+    levels: Sequence[Level], *, current_grade: int, metrics: Metrics, bonuses_credited: frozenset[int]
+) -> LevelDecision:
     """LV-2/LV-3/LV-4: after an event that can change a metric, move up to the highest qualifying grade
     and never down by itself; credit the bonus of every level reached or passed for the first time
     (skipped levels included), never one already in `bonuses_credited`. A grade above the defined levels
@@ -105,8 +125,9 @@ def evaluate_level(levels: Sequence[Level], *, current_grade: int, metrics: Metr
     return LevelDecision(grade=grade, bonuses=_bonuses(levels, grade, bonuses_credited))
 
 
-def admin_set_level(levels: Sequence[Level], *, current_grade: int, new_grade: int,
-                    bonuses_credited: frozenset[int]) -> LevelDecision:
+def admin_set_level(
+    levels: Sequence[Level], *, current_grade: int, new_grade: int, bonuses_credited: frozenset[int]
+) -> LevelDecision:
     """LV-3: an admin may set any defined grade, up or down (the shell records who and why).
     Raising credits the bonus of every level reached or passed for the first time (LV-4 speaks of reaching a
     level, however reached); lowering credits and takes back nothing, and a later re-raise never pays a bonus

@@ -43,11 +43,14 @@ def draw_winners(seed: str, group_id: str, candidates: Sequence[str], k: int) ->
     the candidate itself, and return the first ``k``. Deterministic: the same inputs always give
     the same winners in the same order, whatever the order of ``candidates``."""
     if len(set(candidates)) != len(candidates):
-        raise refuse(ErrorCode.INVALID_INPUT, "lottery candidates must be distinct", rule="GB-7",
-                     field="candidates")
+        raise refuse(ErrorCode.INVALID_INPUT, "lottery candidates must be distinct", rule="GB-7", field="candidates")
     if not 0 <= k <= len(candidates):
-        raise refuse(ErrorCode.INVALID_INPUT, f"cannot draw {k} winners among {len(candidates)} candidates",
-                     rule="GB-7", field="k")
+        raise refuse(
+            ErrorCode.INVALID_INPUT,
+            f"cannot draw {k} winners among {len(candidates)} candidates",
+            rule="GB-7",
+            field="k",
+        )
     ranked = sorted(candidates, key=lambda c: (ticket(seed, group_id, c), c))
     return tuple(ranked[:k])
 
@@ -65,8 +68,7 @@ SEED_HEX_DIGITS = 64
 
 def valid_seed(seed: str) -> bool:
     """GB-7 v2: a seed is 64 lowercase hex digits (32 bytes)."""
-    return (isinstance(seed, str) and len(seed) == SEED_HEX_DIGITS
-            and all(ch in "0123456789abcdef" for ch in seed))
+    return isinstance(seed, str) and len(seed) == SEED_HEX_DIGITS and all(ch in "0123456789abcdef" for ch in seed)
 
 
 def commitment(seed: str) -> str:
@@ -83,6 +85,7 @@ def score(seed: str, order_id: str) -> str:
 class Draw:
     """GB-7 v2: everything a verifier needs — commitment, the revealed seed, every candidate with its
     score (in draw order: score, then order id) and the winners (the first ``k``)."""
+
     commitment: str
     seed: str
     candidates: tuple[tuple[str, str], ...]  # (order id, score), in draw order
@@ -92,14 +95,17 @@ class Draw:
 def draw(seed: str, candidates: Sequence[str], k: int) -> Draw:
     """GB-7 v2: the draw of a group among ``candidates`` (order ids of its paid seats)."""
     if not valid_seed(seed):
-        raise refuse(ErrorCode.INVALID_INPUT, "a lottery seed is 64 lowercase hex digits", rule="GB-7",
-                     field="seed")
+        raise refuse(ErrorCode.INVALID_INPUT, "a lottery seed is 64 lowercase hex digits", rule="GB-7", field="seed")
     if len(set(candidates)) != len(candidates):
-        raise refuse(ErrorCode.INVALID_INPUT, "lottery candidates must be distinct", rule="GB-7",
-                     field="candidates")
+        raise refuse(ErrorCode.INVALID_INPUT, "lottery candidates must be distinct", rule="GB-7", field="candidates")
     if not 0 <= k <= len(candidates):
-        raise refuse(ErrorCode.INVALID_INPUT, f"cannot draw {k} winners among {len(candidates)} candidates",
-                     rule="GB-7", field="k")
+        raise refuse(
+            ErrorCode.INVALID_INPUT,
+            f"cannot draw {k} winners among {len(candidates)} candidates",
+            rule="GB-7",
+            field="k",
+        )
     ranked = sorted(((c, score(seed, c)) for c in candidates), key=lambda cs: (cs[1], cs[0]))
-    return Draw(commitment=commitment(seed), seed=seed, candidates=tuple(ranked),
-                winners=tuple(c for c, _ in ranked[:k]))
+    return Draw(
+        commitment=commitment(seed), seed=seed, candidates=tuple(ranked), winners=tuple(c for c, _ in ranked[:k])
+    )

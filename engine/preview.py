@@ -52,15 +52,17 @@ class PaymentCommission:
     amounts: tuple[cm.CommissionAmount, ...]
 
 
-def admitted_status(settings: DistributionSettings, current: DistributorStatus | None, *,
-                    net_paid_spend: int) -> DistributorStatus | None:
+def admitted_status(
+    settings: DistributionSettings, current: DistributorStatus | None, *, net_paid_spend: int
+) -> DistributorStatus | None:
     """DS-1 at a payment (or a binding): a user whom `mode` admits automatically — EVERYONE, or
     SPEND_THRESHOLD once net paid spend (this order included) reaches the threshold — and who is not yet a
     distributor (no record, NONE or APPLIED) becomes ACTIVE; anyone else keeps `current` (a SUSPENDED
     distributor stays suspended). The service applies it before the payment's commission is computed, so
     a buyer admitted by this very order earns on it with `self_purchase` on."""
     if current in (None, DistributorStatus.NONE, DistributorStatus.APPLIED) and admits_automatically(
-            settings, net_paid_spend=net_paid_spend):
+        settings, net_paid_spend=net_paid_spend
+    ):
         return DistributorStatus.ACTIVE
     return current
 
@@ -73,25 +75,40 @@ def admitted_by_binding(settings: DistributionSettings, current: DistributorStat
     return current
 
 
-def payment_commission(settings: DistributionSettings, levels: Sequence[Level], facts: PaymentFacts,
-                       lines: Sequence[cm.LineBase], *, enabled: bool = True) -> PaymentCommission:
+def payment_commission(
+    settings: DistributionSettings,
+    levels: Sequence[Level],
+    facts: PaymentFacts,
+    lines: Sequence[cm.LineBase],
+    *,
+    enabled: bool = True,
+) -> PaymentCommission:
     """CM-2..CM-4 of one order at payment: the beneficiaries (`cm.beneficiaries` on the RF-2 snapshot), each
     one's rate from their level at payment time (`rates_for`, CM-3), and the amounts (`cm.compute_commissions`,
     cap included). A beneficiary without a distributor record earns nothing (and frees no cap room)."""
     buyer = facts.parties.get(facts.buyer_id)
-    l1, l2 = cm.beneficiaries(settings, buyer_id=facts.buyer_id,
-                              buyer_status=buyer.status if buyer else DistributorStatus.NONE,
-                              level1_referrer=facts.level1_referrer, level2_referrer=facts.level2_referrer)
+    l1, l2 = cm.beneficiaries(
+        settings,
+        buyer_id=facts.buyer_id,
+        buyer_status=buyer.status if buyer else DistributorStatus.NONE,
+        level1_referrer=facts.level1_referrer,
+        level2_referrer=facts.level2_referrer,
+    )
 
     def beneficiary(user_id: str | None, level: int) -> cm.Beneficiary | None:
         party = facts.parties.get(user_id) if user_id is not None else None
         if user_id is None or party is None:
             return None
-        return cm.Beneficiary(user_id=user_id, level=level, status=party.status,
-                              rate_bp=rates_for(levels, party.grade, settings)[level - 1])
+        return cm.Beneficiary(
+            user_id=user_id,
+            level=level,
+            status=party.status,
+            rate_bp=rates_for(levels, party.grade, settings)[level - 1],
+        )
 
-    amounts = cm.compute_commissions(settings, lines=lines, level1=beneficiary(l1, 1), level2=beneficiary(l2, 2),
-                                     enabled=enabled)
+    amounts = cm.compute_commissions(
+        settings, lines=lines, level1=beneficiary(l1, 1), level2=beneficiary(l2, 2), enabled=enabled
+    )
     return PaymentCommission(level1_id=l1, level2_id=l2, amounts=amounts)
 
 
@@ -124,18 +141,31 @@ def _merge(into: dict[tuple[int, str], tuple[int, int]], level: int, user_id: st
 
 
 def _shares(found: dict[tuple[int, str], tuple[int, int]]) -> tuple[PreviewShare, ...]:
-    return tuple(PreviewShare(level=lvl, beneficiary_id=u, least=lo, most=hi)
-                 for (lvl, u), (lo, hi) in sorted(found.items()) if hi > 0)
+    return tuple(
+        PreviewShare(level=lvl, beneficiary_id=u, least=lo, most=hi)
+        for (lvl, u), (lo, hi) in sorted(found.items())
+        if hi > 0
+    )
 
 
-def preview_cart(settings: DistributionSettings, levels: Sequence[Level], facts: PaymentFacts,
-                 lines: Sequence[cm.LineBase], *, enabled: bool = True) -> Preview:
+def preview_cart(
+    settings: DistributionSettings,
+    levels: Sequence[Level],
+    facts: PaymentFacts,
+    lines: Sequence[cm.LineBase],
+    *,
+    enabled: bool = True,
+) -> Preview:
     """CM-7 for a product or a cart: exactly what `payment_commission` would post if it were paid now."""
     got = payment_commission(settings, levels, facts, lines, enabled=enabled)
     base = cm.order_commission_base(lines) if enabled else 0
-    return Preview(base_least=base, base_most=base,
-                   shares=tuple(PreviewShare(level=a.level, beneficiary_id=a.user_id, least=a.amount, most=a.amount)
-                                for a in got.amounts))
+    return Preview(
+        base_least=base,
+        base_most=base,
+        shares=tuple(
+            PreviewShare(level=a.level, beneficiary_id=a.user_id, least=a.amount, most=a.amount) for a in got.amounts
+        ),
+    )
 
 
 def campaign_tier_lists(campaign: Campaign) -> tuple[tuple[Tier, ...], ...]:
@@ -158,8 +188,16 @@ def seat_outcomes(campaign: Campaign, quantity: int) -> tuple[tuple[PriceRole, i
     return tuple(out)
 
 
-def preview_campaign(settings: DistributionSettings, levels: Sequence[Level], facts: PaymentFacts, *,
-                     campaign: Campaign, product_ref: str, terms: cm.ProductTerms, quantity: int) -> Preview:
+def preview_campaign(
+    settings: DistributionSettings,
+    levels: Sequence[Level],
+    facts: PaymentFacts,
+    *,
+    campaign: Campaign,
+    product_ref: str,
+    terms: cm.ProductTerms,
+    quantity: int,
+) -> Preview:
     """CM-7 for a group-buy campaign: for every seat outcome (`seat_outcomes`) the commission its payment
     posts (`payment_commission` on the seat's one line) and what stands of it after the GB-5 refund
     (`cm.standing_amount`, CM-5); per beneficiary the least and the most of those. A campaign with

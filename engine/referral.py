@@ -100,8 +100,9 @@ def decide_binding(
     if referrer_id == user_id:
         raise refuse(ErrorCode.SELF_REFERRAL, "a user cannot refer themselves", field="inviteCode", rule="RF-1")
     if referrer_status != DistributorStatus.ACTIVE:
-        raise refuse(ErrorCode.NOT_A_DISTRIBUTOR, "the referrer is not an active distributor", field="inviteCode",
-                     rule="RF-1")
+        raise refuse(
+            ErrorCode.NOT_A_DISTRIBUTOR, "the referrer is not an active distributor", field="inviteCode", rule="RF-1"
+        )
     admin = source == BindingSource.ADMIN
     live = current_referrer(current, now)
     if live == referrer_id:
@@ -109,11 +110,13 @@ def decide_binding(
     if live is not None and settings.binding != BindingMode.LAST_TOUCH and not admin:
         raise refuse(ErrorCode.ALREADY_BOUND, "the user already has a referrer", field="inviteCode", rule="RF-1")
     if settings.bind_new_users_only and user_has_paid_order and not admin:
-        raise refuse(ErrorCode.NOT_A_NEW_USER, "only users without a paid order can be bound", field="inviteCode",
-                     rule="RF-1")
+        raise refuse(
+            ErrorCode.NOT_A_NEW_USER, "only users without a paid order can be bound", field="inviteCode", rule="RF-1"
+        )
     if in_downline(view, ancestor=user_id, user_id=referrer_id):
-        raise refuse(ErrorCode.REFERRAL_CYCLE, "the referrer is in the user's own downline", field="inviteCode",
-                     rule="RF-1")
+        raise refuse(
+            ErrorCode.REFERRAL_CYCLE, "the referrer is in the user's own downline", field="inviteCode", rule="RF-1"
+        )
     expires = None
     if settings.binding == BindingMode.EXPIRING:
         expires = now + timedelta(days=settings.binding_days or 0)
@@ -163,19 +166,34 @@ def decide_order_code(
       otherwise pay a chain RF-1 forbids); `bind_new_users_only` does not apply — nothing is bound."""
     live = current_referrer(current, now)
     if live is None:
-        return OrderCodeDecision(binding=decide_binding(
-            settings, user_id=buyer_id, referrer_id=referrer_id, now=now, current=current, view=view,
-            referrer_status=referrer_status, user_has_paid_order=user_has_paid_order, source=BindingSource.ORDER_CODE))
+        return OrderCodeDecision(
+            binding=decide_binding(
+                settings,
+                user_id=buyer_id,
+                referrer_id=referrer_id,
+                now=now,
+                current=current,
+                view=view,
+                referrer_status=referrer_status,
+                user_has_paid_order=user_has_paid_order,
+                source=BindingSource.ORDER_CODE,
+            )
+        )
     if live == referrer_id or not settings.order_code_overrides:
         return OrderCodeDecision()
     if referrer_id == buyer_id:
         raise refuse(ErrorCode.SELF_REFERRAL, "a user cannot refer themselves", field="inviteCode", rule="RF-3")
     if referrer_status != DistributorStatus.ACTIVE:
-        raise refuse(ErrorCode.NOT_A_DISTRIBUTOR, "the code's distributor is not active", field="inviteCode",
-                     rule="RF-3")
+        raise refuse(
+            ErrorCode.NOT_A_DISTRIBUTOR, "the code's distributor is not active", field="inviteCode", rule="RF-3"
+        )
     if in_downline(view, ancestor=buyer_id, user_id=referrer_id):
-        raise refuse(ErrorCode.REFERRAL_CYCLE, "the code's distributor is in the buyer's own downline",
-                     field="inviteCode", rule="RF-3")
+        raise refuse(
+            ErrorCode.REFERRAL_CYCLE,
+            "the code's distributor is in the buyer's own downline",
+            field="inviteCode",
+            rule="RF-3",
+        )
     return OrderCodeDecision(override=referrer_id)
 
 
@@ -196,5 +214,14 @@ def decide_admin_binding(
     no cycle. None: the user is already bound to that referrer."""
     if not reason.strip():
         raise refuse(ErrorCode.INVALID_INPUT, "a reason is required", field="reason", rule="RF-3")
-    return decide_binding(settings, user_id=user_id, referrer_id=referrer_id, now=now, current=current, view=view,
-                          referrer_status=referrer_status, user_has_paid_order=False, source=BindingSource.ADMIN)
+    return decide_binding(
+        settings,
+        user_id=user_id,
+        referrer_id=referrer_id,
+        now=now,
+        current=current,
+        view=view,
+        referrer_status=referrer_status,
+        user_has_paid_order=False,
+        source=BindingSource.ADMIN,
+    )

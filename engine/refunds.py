@@ -53,13 +53,20 @@ def decide_refund(order: OrderMoney, amount: object, *, rule: str, full: bool | 
         paid = order.refunded + amount
     refundable = paid - order.refunded
     if amount > refundable:
-        raise refuse(ErrorCode.REFUND_EXCEEDS_PAID,
-                     f"refund of {amount} exceeds what remains refundable ({refundable})", field="amount", rule="OR-2")
+        raise refuse(
+            ErrorCode.REFUND_EXCEEDS_PAID,
+            f"refund of {amount} exceeds what remains refundable ({refundable})",
+            field="amount",
+            rule="OR-2",
+        )
     before, after = order.refunded, order.refunded + amount
     goods_refund = min(after, order.goods) - min(before, order.goods)
     fully_now = after >= paid and before < paid
     return RefundDecision(
-        amount=amount, full=(after >= paid) if full is None else full, paid_after=paid, refunded_after=after,
+        amount=amount,
+        full=(after >= paid) if full is None else full,
+        paid_after=paid,
+        refunded_after=after,
         goods_refund=goods_refund if order.counted else 0,
         net_spend_delta=-goods_refund if order.counted else 0,
         paid_orders_delta=-1 if order.counted and fully_now else 0,

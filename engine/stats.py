@@ -76,8 +76,7 @@ def newcombe_interval(x1: int, n1: int, x2: int, n2: int, z: Fraction = Z95) -> 
     l1, u1 = wilson_interval(x1, n1, z)
     l2, u2 = wilson_interval(x2, n2, z)
     d = p1 - p2
-    return (d - _sqrt_ceil((p1 - l1) ** 2 + (u2 - p2) ** 2),
-            d + _sqrt_ceil((u1 - p1) ** 2 + (p2 - l2) ** 2))
+    return (d - _sqrt_ceil((p1 - l1) ** 2 + (u2 - p2) ** 2), d + _sqrt_ceil((u1 - p1) ** 2 + (p2 - l2) ** 2))
 
 
 def _floor_bp(q: Fraction) -> int:
@@ -88,8 +87,9 @@ def _ceil_bp(q: Fraction) -> int:
     return -((-q.numerator * BP) // q.denominator)
 
 
-def formation_rate_difference(formed_a: int, decided_a: int, formed_b: int, decided_b: int, *,
-                              min_decided: int = MIN_DECIDED) -> RateDifference | None:
+def formation_rate_difference(
+    formed_a: int, decided_a: int, formed_b: int, decided_b: int, *, min_decided: int = MIN_DECIDED
+) -> RateDifference | None:
     """95 % interval on rate(a) − rate(b) in bp; None until both variants have decided groups.
     `has_winner` needs the interval to exclude 0 and both variants to have ≥ `min_decided` decided groups."""
     if decided_a <= 0 or decided_b <= 0:
@@ -99,5 +99,9 @@ def formation_rate_difference(formed_a: int, decided_a: int, formed_b: int, deci
     assert rate_a is not None and rate_b is not None  # both decided counts are > 0 here
     diff = rate_a - rate_b
     # the displayed difference (floored rates) always lies inside the outward-rounded limits
-    return RateDifference(difference_bp=diff, low_bp=min(_floor_bp(low), diff), high_bp=max(_ceil_bp(high), diff),
-                          enough_data=decided_a >= min_decided and decided_b >= min_decided)
+    return RateDifference(
+        difference_bp=diff,
+        low_bp=min(_floor_bp(low), diff),
+        high_bp=max(_ceil_bp(high), diff),
+        enough_data=decided_a >= min_decided and decided_b >= min_decided,
+    )

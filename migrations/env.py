@@ -31,8 +31,13 @@ def _run(connection) -> None:
         citus.prepare_session(connection)  # session settings: they outlast the per-revision transactions
     if connection.in_transaction():
         connection.commit()  # the checks above began one; the revisions begin their own
-    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True,
-                      transaction_per_migration=True, on_version_apply=[_distribute] if on_citus else [])
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_type=True,
+        transaction_per_migration=True,
+        on_version_apply=[_distribute] if on_citus else [],
+    )
     with context.begin_transaction():
         context.run_migrations()
     if on_citus:  # after the revisions committed: the workers must see the sequences they grant on

@@ -57,8 +57,14 @@ class Backoff:
         delay = min(self.interval * 2 ** (self.failures - 1), self.max_delay)
         if is_database_unavailable(e):
             WORKER_PASSES.labels(self.what, "unavailable").inc()
-            self.log.warning("%s: database unavailable (%s: %s); retry %d in %.0f s", self.what, type(e).__name__,
-                             e, self.failures, delay)
+            self.log.warning(
+                "%s: database unavailable (%s: %s); retry %d in %.0f s",
+                self.what,
+                type(e).__name__,
+                e,
+                self.failures,
+                delay,
+            )
         else:
             WORKER_PASSES.labels(self.what, "error").inc()
             self.log.exception("%s failed; retry %d in %.0f s", self.what, self.failures, delay)

@@ -36,8 +36,12 @@ def minor_digits(currency: str) -> int:
 def check_currency(currency: str) -> str:
     """SH-2: an ISO 4217 currency code with minor units, else INVALID_INPUT."""
     if not isinstance(currency, str) or not CODE.match(currency) or currency not in _digits():
-        raise refuse(ErrorCode.INVALID_INPUT, f"currency {currency!r} is not an ISO 4217 currency code "
-                     "(three capital letters, e.g. CNY, USD, JPY)", field="currency", rule="SH-2")
+        raise refuse(
+            ErrorCode.INVALID_INPUT,
+            f"currency {currency!r} is not an ISO 4217 currency code (three capital letters, e.g. CNY, USD, JPY)",
+            field="currency",
+            rule="SH-2",
+        )
     return currency
 
 
@@ -48,6 +52,9 @@ def check_timezone(name: str) -> str:
             raise ValueError(name)
         zoneinfo.ZoneInfo(name)
     except (ValueError, zoneinfo.ZoneInfoNotFoundError):
-        raise refuse(ErrorCode.INVALID_INPUT, f"time zone {name!r} is not an IANA time zone name "
-                     "(e.g. Asia/Shanghai, Europe/Paris, UTC)", field="timezone") from None
+        raise refuse(
+            ErrorCode.INVALID_INPUT,
+            f"time zone {name!r} is not an IANA time zone name (e.g. Asia/Shanghai, Europe/Paris, UTC)",
+            field="timezone",
+        ) from None
     return name

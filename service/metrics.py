@@ -17,23 +17,30 @@ disable_created_metrics()  # no `_created` twin of every series: nothing here re
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-HTTP_REQUESTS = Counter("sharecart_http_requests", "HTTP requests by route, method and status class",
-                        ["route", "method", "status"])
-HTTP_LATENCY = Histogram("sharecart_http_request_duration_seconds", "HTTP request latency by route", ["route"],
-                         buckets=LATENCY_BUCKETS)
+HTTP_REQUESTS = Counter(
+    "sharecart_http_requests", "HTTP requests by route, method and status class", ["route", "method", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "sharecart_http_request_duration_seconds", "HTTP request latency by route", ["route"], buckets=LATENCY_BUCKETS
+)
 GRAPHQL_OPERATIONS = Counter(
-    "sharecart_graphql_operations", "GraphQL operations by operation (type and root field) and outcome: ok, "
+    "sharecart_graphql_operations",
+    "GraphQL operations by operation (type and root field) and outcome: ok, "
     "refused (a coded refusal, ER-1), unavailable (database away), error (masked INTERNAL)",
-    ["operation", "outcome"])
-GRAPHQL_LATENCY = Histogram("sharecart_graphql_operation_duration_seconds", "GraphQL operation latency",
-                            ["operation"], buckets=LATENCY_BUCKETS)
+    ["operation", "outcome"],
+)
+GRAPHQL_LATENCY = Histogram(
+    "sharecart_graphql_operation_duration_seconds", "GraphQL operation latency", ["operation"], buckets=LATENCY_BUCKETS
+)
 JOINS = Counter("sharecart_joins", "Seats taken through openGroup and joinGroup (GB-*), by outcome", ["outcome"])
 PAYMENTS = Counter("sharecart_payments", "confirmPayment calls by outcome", ["outcome"])
-WEBHOOK_ATTEMPTS = Counter("sharecart_webhook_attempts", "Webhook POSTs made, by outcome: delivered, failed",
-                           ["outcome"])
+WEBHOOK_ATTEMPTS = Counter(
+    "sharecart_webhook_attempts", "Webhook POSTs made, by outcome: delivered, failed", ["outcome"]
+)
 WEBHOOK_FAILURES = Counter("sharecart_webhook_failures", "Webhook POSTs that failed (non-2xx or no answer)")
-WORKER_PASSES = Counter("sharecart_worker_passes", "Worker loop passes by loop and outcome: ok, unavailable, error",
-                        ["loop", "outcome"])
+WORKER_PASSES = Counter(
+    "sharecart_worker_passes", "Worker loop passes by loop and outcome: ok, unavailable, error", ["loop", "outcome"]
+)
 
 # root fields counted as joins / payments beside the per-operation counter
 JOIN_FIELDS = {"openGroup", "joinGroup"}
@@ -66,16 +73,27 @@ async def database_gauges(svc) -> CollectorRegistry:
     registry = CollectorRegistry()
     async with svc.sessionmaker() as s:
         row = (await s.execute(DEPTH_SQL, {"now": svc.now()})).one()
-    Gauge("sharecart_outbox_pending_deliveries", "Webhook deliveries owed (PENDING), due or not",
-          registry=registry).set(row.pending)
-    Gauge("sharecart_outbox_lag_seconds", "How long the most overdue PENDING webhook delivery has been due (0: none)",
-          registry=registry).set(float(row.outbox_lag or 0))
-    lag = Gauge("sharecart_worker_lag_seconds", "How long the most overdue item of each worker queue has been due "
-                "(0: none due)", ["queue"], registry=registry)
+    Gauge(
+        "sharecart_outbox_pending_deliveries", "Webhook deliveries owed (PENDING), due or not", registry=registry
+    ).set(row.pending)
+    Gauge(
+        "sharecart_outbox_lag_seconds",
+        "How long the most overdue PENDING webhook delivery has been due (0: none)",
+        registry=registry,
+    ).set(float(row.outbox_lag or 0))
+    lag = Gauge(
+        "sharecart_worker_lag_seconds",
+        "How long the most overdue item of each worker queue has been due (0: none due)",
+        ["queue"],
+        registry=registry,
+    )
     lag.labels("groups").set(float(row.groups_lag or 0))
     lag.labels("commission_lines").set(float(row.lines_lag or 0))
-    age = Gauge("sharecart_worker_heartbeat_age_seconds", "Age of the freshest worker heartbeat (absent: no worker "
-                "has ever beaten)", registry=registry)
+    age = Gauge(
+        "sharecart_worker_heartbeat_age_seconds",
+        "Age of the freshest worker heartbeat (absent: no worker has ever beaten)",
+        registry=registry,
+    )
     if row.heartbeat_age is not None:
         age.set(float(row.heartbeat_age))
     return registry

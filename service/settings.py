@@ -26,73 +26,114 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     database_url: str | None = Field(
-        None, validation_alias="DATABASE_URL",
+        None,
+        validation_alias="DATABASE_URL",
         description="PostgreSQL 15+ URL (postgresql://user:pass@host:5432/db). Unset: an embedded "
-                    "PostgreSQL is started from the optional `embedded` extra (development only).")
+        "PostgreSQL is started from the optional `embedded` extra (development only).",
+    )
     data_dir: Path | None = Field(
-        None, validation_alias="SHARECART_DATA_DIR",
+        None,
+        validation_alias="SHARECART_DATA_DIR",
         description="Data folder of the embedded PostgreSQL (only without DATABASE_URL). Unset: the user's "
-                    "data directory (platformdirs), sharecart/pgdata.")
+        "data directory (platformdirs), sharecart/pgdata.",
+    )
     test_clock: bool = Field(
-        False, validation_alias="SHARECART_TEST_CLOCK",
+        False,
+        validation_alias="SHARECART_TEST_CLOCK",
         description="1: serve the test schema with the admin mutation advanceClock (OR-5). Demos and tests "
-                    "only, never production (same as `serve --test-clock`).")
+        "only, never production (same as `serve --test-clock`).",
+    )
     dev: bool = Field(
-        False, validation_alias="SHARECART_DEV",
+        False,
+        validation_alias="SHARECART_DEV",
         description="1: development mode — introspection for every caller and the /graphiql page (docs/security.md). "
-                    "Off in production; `serve` turns it on with the demo.")
+        "Off in production; `serve` turns it on with the demo.",
+    )
     secret_key: str | None = Field(
-        None, validation_alias="SHARECART_SECRET_KEY",
+        None,
+        validation_alias="SHARECART_SECRET_KEY",
         description="Fernet key(s), comma-separated (the first encrypts): shop and webhook secrets are stored "
-                    "encrypted with it (docs/security.md). Unset: a key file beside the embedded database; "
-                    "against a server, stored unencrypted with a warning (development only).")
+        "encrypted with it (docs/security.md). Unset: a key file beside the embedded database; "
+        "against a server, stored unencrypted with a warning (development only).",
+    )
     log_format: Literal["json", "text"] = Field(
-        "json", validation_alias="SHARECART_LOG_FORMAT",
-        description="json: one JSON object per log line (for collectors); text: key=value lines for a terminal.")
+        "json",
+        validation_alias="SHARECART_LOG_FORMAT",
+        description="json: one JSON object per log line (for collectors); text: key=value lines for a terminal.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", validation_alias="SHARECART_LOG_LEVEL", description="Lowest level logged.")
+        "INFO", validation_alias="SHARECART_LOG_LEVEL", description="Lowest level logged."
+    )
     access_log: bool = Field(
-        True, validation_alias="SHARECART_ACCESS_LOG",
-        description="One log line per HTTP request (method, path, status, duration, request id).")
+        True,
+        validation_alias="SHARECART_ACCESS_LOG",
+        description="One log line per HTTP request (method, path, status, duration, request id).",
+    )
     ready_worker_max_age: float = Field(
-        30.0, ge=0, validation_alias="SHARECART_READY_WORKER_MAX_AGE",
+        30.0,
+        ge=0,
+        validation_alias="SHARECART_READY_WORKER_MAX_AGE",
         description="Seconds: /ready fails when no worker heartbeat is younger than this; 0 leaves the worker "
-                    "out of readiness.")
+        "out of readiness.",
+    )
     heartbeat_interval: float = Field(
-        5.0, gt=0, validation_alias="SHARECART_HEARTBEAT_INTERVAL",
-        description="Seconds between a worker's heartbeats (keep well under SHARECART_READY_WORKER_MAX_AGE).")
+        5.0,
+        gt=0,
+        validation_alias="SHARECART_HEARTBEAT_INTERVAL",
+        description="Seconds between a worker's heartbeats (keep well under SHARECART_READY_WORKER_MAX_AGE).",
+    )
     worker_backoff_max: float = Field(
-        30.0, gt=0, validation_alias="SHARECART_WORKER_BACKOFF_MAX",
+        30.0,
+        gt=0,
+        validation_alias="SHARECART_WORKER_BACKOFF_MAX",
         description="Seconds: longest pause of a worker loop while the database is unreachable (the pause "
-                    "doubles from 1 s up to this).")
+        "doubles from 1 s up to this).",
+    )
     shutdown_grace: float = Field(
-        20.0, ge=0, validation_alias="SHARECART_SHUTDOWN_GRACE",
-        description="Seconds `serve` waits on SIGTERM for in-flight requests before closing them.")
+        20.0,
+        ge=0,
+        validation_alias="SHARECART_SHUTDOWN_GRACE",
+        description="Seconds `serve` waits on SIGTERM for in-flight requests before closing them.",
+    )
     prometheus_multiproc_dir: Path | None = Field(
-        None, validation_alias="PROMETHEUS_MULTIPROC_DIR",
+        None,
+        validation_alias="PROMETHEUS_MULTIPROC_DIR",
         description="Folder shared by the processes of one host (serve --workers N, sharecart worker) so that "
-                    "/metrics of any of them adds up all (prometheus-client multiprocess mode); unset: each "
-                    "process reports only itself.")
+        "/metrics of any of them adds up all (prometheus-client multiprocess mode); unset: each "
+        "process reports only itself.",
+    )
     db_pool: int = Field(
-        10, ge=1, validation_alias="SHARECART_DB_POOL",
+        10,
+        ge=1,
+        validation_alias="SHARECART_DB_POOL",
         description="Database connections each process keeps (serve --workers N: one pool per API process, "
-                    "and one for sharecart worker).")
+        "and one for sharecart worker).",
+    )
     db_overflow: int = Field(
-        20, ge=0, validation_alias="SHARECART_DB_OVERFLOW",
+        20,
+        ge=0,
+        validation_alias="SHARECART_DB_OVERFLOW",
         description="Connections a process may open beyond SHARECART_DB_POOL under load. Keep N × (pool + "
-                    "overflow) plus the workers' under the server's max_connections.")
+        "overflow) plus the workers' under the server's max_connections.",
+    )
     migration_url: str | None = Field(
-        None, validation_alias="SHARECART_MIGRATION_URL",
+        None,
+        validation_alias="SHARECART_MIGRATION_URL",
         description="The schema owner's PostgreSQL URL: `serve` migrates with it and then serves with DATABASE_URL, "
-                    "a runtime role that may only read and append the books (docs/security.md, Database roles). "
-                    "Unset: migrations run with DATABASE_URL.")
+        "a runtime role that may only read and append the books (docs/security.md, Database roles). "
+        "Unset: migrations run with DATABASE_URL.",
+    )
     webhook_allow_loopback: bool = Field(
-        False, validation_alias="SHARECART_WEBHOOK_ALLOW_LOOPBACK",
+        False,
+        validation_alias="SHARECART_WEBHOOK_ALLOW_LOOPBACK",
         description="1: webhook endpoints may also be on loopback (127.0.0.0/8, ::1, localhost), for development "
-                    "and tests; every other internal address stays refused (docs/webhooks.md, SSRF).")
+        "and tests; every other internal address stays refused (docs/webhooks.md, SSRF).",
+    )
     debug: bool = Field(
-        False, validation_alias="SHARECART_DEBUG",
-        description="1: the CLI prints the traceback of an unexpected error after its `error INTERNAL` line.")
+        False,
+        validation_alias="SHARECART_DEBUG",
+        description="1: the CLI prints the traceback of an unexpected error after its `error INTERNAL` line.",
+    )
 
 
 def settings() -> Settings:

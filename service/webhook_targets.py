@@ -34,8 +34,13 @@ ALLOW_LOOPBACK_ENV = "SHARECART_WEBHOOK_ALLOW_LOOPBACK"
 MAX_URL_LENGTH = 2048
 # Names that must never be a target whatever they resolve to: cloud metadata endpoints and the names reserved
 # for hosts inside a network (RFC 6761 .localhost, RFC 6762 .local, RFC 8375 home.arpa, ICANN's .internal).
-BLOCKED_NAMES = {"metadata.google.internal", "metadata", "metadata.azure.internal", "instance-data",
-                 "instance-data.ec2.internal"}
+BLOCKED_NAMES = {
+    "metadata.google.internal",
+    "metadata",
+    "metadata.azure.internal",
+    "instance-data",
+    "instance-data.ec2.internal",
+}
 BLOCKED_SUFFIXES = (".internal", ".local", ".home.arpa", ".localdomain", ".lan", ".intranet", ".corp")
 LOOPBACK_NAMES = ("localhost", ".localhost")
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -151,8 +156,9 @@ async def resolve_target(url: str, *, loopback: bool | None = None) -> Target:
     literal = f"[{ip}]" if ip.version == 6 else str(ip)
     parts = urlsplit(url)
     pinned = parts._replace(netloc=f"{literal}:{p.port}").geturl()
-    return Target(scheme=p.scheme, host=p.host, port=p.port, ip=str(ip), url=url, pinned_url=pinned,
-                  host_header=p.netloc_host)
+    return Target(
+        scheme=p.scheme, host=p.host, port=p.port, ip=str(ip), url=url, pinned_url=pinned, host_header=p.netloc_host
+    )
 
 
 async def check_url(url: str) -> Target:

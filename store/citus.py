@@ -44,24 +44,36 @@ def prepare_session(sync_conn) -> None:
 
 
 def _local_shop_tables(sync_conn) -> list[str]:
-    return list(sync_conn.execute(text(
-        """
+    return list(
+        sync_conn.execute(
+            text(
+                """
         SELECT c.relname FROM pg_class c
         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema()
         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = :col AND NOT a.attisdropped
         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
           AND NOT EXISTS (SELECT 1 FROM pg_dist_partition p WHERE p.logicalrelid = c.oid)
         ORDER BY c.relname
-        """), {"col": DISTRIBUTION_COLUMN}).scalars())
+        """
+            ),
+            {"col": DISTRIBUTION_COLUMN},
+        ).scalars()
+    )
 
 
 def _parents(sync_conn, table: str) -> set[str]:
-    return set(sync_conn.execute(text(
-        """
+    return set(
+        sync_conn.execute(
+            text(
+                """
         SELECT DISTINCT f.relname FROM pg_constraint k
         JOIN pg_class c ON c.oid = k.conrelid JOIN pg_class f ON f.oid = k.confrelid
         WHERE k.contype = 'f' AND c.relname = :t AND f.relname <> :t
-        """), {"t": table}).scalars())
+        """
+            ),
+            {"t": table},
+        ).scalars()
+    )
 
 
 def distribute_new_tables(sync_conn) -> list[str]:
@@ -76,11 +88,16 @@ def distribute_new_tables(sync_conn) -> list[str]:
         if not ready:
             raise RuntimeError(f"foreign keys between {pending} form a cycle: cannot distribute them in order")
         for table in ready:
-            anchored = table != ANCHOR and sync_conn.execute(text(
-                "SELECT 1 FROM pg_dist_partition WHERE logicalrelid = CAST(:t AS regclass)"), {"t": ANCHOR}).first()
-            sync_conn.execute(text(
-                "SELECT create_distributed_table(:t, :col, colocate_with => :with)"),
-                {"t": table, "col": DISTRIBUTION_COLUMN, "with": ANCHOR if anchored else "default"})
+            anchored = (
+                table != ANCHOR
+                and sync_conn.execute(
+                    text("SELECT 1 FROM pg_dist_partition WHERE logicalrelid = CAST(:t AS regclass)"), {"t": ANCHOR}
+                ).first()
+            )
+            sync_conn.execute(
+                text("SELECT create_distributed_table(:t, :col, colocate_with => :with)"),
+                {"t": table, "col": DISTRIBUTION_COLUMN, "with": ANCHOR if anchored else "default"},
+            )
             pending.remove(table)
             done.append(table)
     return done
@@ -114,12 +131,16 @@ def sequence_grants_sql(sync_conn) -> list[str]:
     there, then grant what the coordinator grants (nothing when the worker has no such sequence)."""
     grants: dict[str, list[str]] = {}
     for nsp, rel, grantee, grantable, privileges in sync_conn.execute(text(_SEQUENCE_ACLS)):
-        name = sync_conn.execute(text("SELECT format('%I.%I', CAST(:n AS text), CAST(:r AS text))"),
-                                 {"n": nsp, "r": rel}).scalar_one()
+        name = sync_conn.execute(
+            text("SELECT format('%I.%I', CAST(:n AS text), CAST(:r AS text))"), {"n": nsp, "r": rel}
+        ).scalar_one()
         grants.setdefault(name, [])
         if grantee is not None:
-            grants[name].append(f"GRANT {privileges} ON SEQUENCE {name} TO {_grantee(sync_conn, grantee)}"
-                                + (" WITH GRANT OPTION" if grantable else "") + ";")
+            grants[name].append(
+                f"GRANT {privileges} ON SEQUENCE {name} TO {_grantee(sync_conn, grantee)}"
+                + (" WITH GRANT OPTION" if grantable else "")
+                + ";"
+            )
     out = []
     for name, statements in grants.items():
         literal = "'" + name.replace("'", "''") + "'"
@@ -145,8 +166,9 @@ def sync_sequence_grants(sync_conn) -> int:
         return 0
     statements = sequence_grants_sql(sync_conn)
     for sql in statements:
-        for node, port, ok, result in sync_conn.execute(text(
-                "SELECT nodename, nodeport, success, result FROM run_command_on_workers(:sql)"), {"sql": sql}):
+        for node, port, ok, result in sync_conn.execute(
+            text("SELECT nodename, nodeport, success, result FROM run_command_on_workers(:sql)"), {"sql": sql}
+        ):
             if not ok:
                 raise RuntimeError(f"granting on the sequences of {node}:{port} failed: {result}")
     return len(statements)
@@ -173,14 +195,18 @@ async def workers(admin_url: str) -> list[tuple[str, int]]:
     has = (await _exec(admin_url, "SELECT 1 FROM pg_extension WHERE extname = 'citus'"))[0]
     if not has:
         return []
-    rows = (await _exec(admin_url, "SELECT nodename, nodeport FROM pg_catalog.pg_dist_node "
-                                   "WHERE groupid <> 0 AND noderole = 'primary' AND isactive ORDER BY nodeid"))[0]
+    rows = (
+        await _exec(
+            admin_url,
+            "SELECT nodename, nodeport FROM pg_catalog.pg_dist_node "
+            "WHERE groupid <> 0 AND noderole = 'primary' AND isactive ORDER BY nodeid",
+        )
+    )[0]
     return [(r[0], int(r[1])) for r in rows]
 
 
 def _on(url: str, host: str, port: int, database: str) -> str:
-    return make_url(url).set(host=host, port=port, database=database, query={}).render_as_string(
-        hide_password=False)
+    return make_url(url).set(host=host, port=port, database=database, query={}).render_as_string(hide_password=False)
 
 
 async def create_database(admin_url: str, name: str) -> str:
@@ -197,9 +223,12 @@ async def create_database(admin_url: str, name: str) -> str:
     await _exec(admin_url, f'CREATE DATABASE "{name}"')
     url = u.set(database=name).render_as_string(hide_password=False)
     if nodes:
-        await _exec(url, "CREATE EXTENSION IF NOT EXISTS citus",
-                    f"SELECT citus_set_coordinator_host('{u.host or '127.0.0.1'}', {u.port or 5432})",
-                    *[f"SELECT citus_add_node('{host}', {port})" for host, port in nodes])
+        await _exec(
+            url,
+            "CREATE EXTENSION IF NOT EXISTS citus",
+            f"SELECT citus_set_coordinator_host('{u.host or '127.0.0.1'}', {u.port or 5432})",
+            *[f"SELECT citus_add_node('{host}', {port})" for host, port in nodes],
+        )
     return url
 
 
@@ -210,5 +239,6 @@ async def drop_database(admin_url: str, name: str, nodes: list[tuple[str, int]] 
     nodes = await workers(admin_url) if nodes is None else nodes
     await _exec(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     for host, port in nodes:
-        await _exec(_on(admin_url, host, port, u.database or "postgres"),
-                    f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await _exec(
+            _on(admin_url, host, port, u.database or "postgres"), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+        )

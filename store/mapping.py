@@ -156,5 +156,10 @@ def seat_to_row(shop_id: str, group_id: str, s: Seat, row: SeatRow | None) -> Se
 def binding_from_row(r):
     from engine.referral import Binding, BindingSource
 
-    return Binding(user_id=r.user_id, referrer_id=r.referrer_id, bound_at=r.bound_at,
-                   source=BindingSource(r.source), expires_at=r.expires_at)
+    return Binding(
+        user_id=r.user_id,
+        referrer_id=r.referrer_id,
+        bound_at=r.bound_at,
+        source=BindingSource(r.source),
+        expires_at=r.expires_at,
+    )

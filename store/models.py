@@ -279,9 +279,7 @@ class CampaignUserUnits(Base):
     campaign_id: Mapped[str] = mapped_column(ID, primary_key=True)
     user_id: Mapped[str] = mapped_column(ID, primary_key=True)
     units: Mapped[int] = mapped_column(Integer)
-    __table_args__ = (
-        ForeignKeyConstraint(["shop_id", "campaign_id"], ["campaigns.shop_id", "campaigns.campaign_id"]),
-    )
+    __table_args__ = (ForeignKeyConstraint(["shop_id", "campaign_id"], ["campaigns.shop_id", "campaigns.campaign_id"]),)
 
 
 class GroupRow(Base):
@@ -602,8 +600,11 @@ class Settlement(Base):
     failed: Mapped[int] = mapped_column(Money, server_default="0")
     closing: Mapped[int] = mapped_column(Money)
     held: Mapped[int] = mapped_column(Money, server_default="0")
-    __table_args__ = (UniqueConstraint("shop_id", "period_from"), UniqueConstraint("shop_id", "period_to"),
-                      CheckConstraint(SETTLEMENT_IDENTITY, name="identity"))
+    __table_args__ = (
+        UniqueConstraint("shop_id", "period_from"),
+        UniqueConstraint("shop_id", "period_to"),
+        CheckConstraint(SETTLEMENT_IDENTITY, name="identity"),
+    )
 
 
 class SettlementLine(Base):

@@ -65,13 +65,16 @@ async def prepare_runtime(owner_url: str, *, login: str = SERVICE_LOGIN) -> str:
 async def describe_connection(engine) -> dict:
     """Who the service is connected as, for the start-up line: warns an operator running the service as the owner."""
     async with engine.connect() as c:
-        row = (await c.execute(text(
-            "SELECT current_user AS role, r.rolsuper AS superuser, "
-            "EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tableowner = current_user) "
-            "AS owner FROM pg_roles r WHERE r.rolname = current_user"))).one()
+        row = (
+            await c.execute(
+                text(
+                    "SELECT current_user AS role, r.rolsuper AS superuser, "
+                    "EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tableowner = current_user) "
+                    "AS owner FROM pg_roles r WHERE r.rolname = current_user"
+                )
+            )
+        ).one()
     return {"role": row.role, "superuser": row.superuser, "owner": row.owner}
-
-
 
 
 async def service_engine(migrated):
@@ -88,7 +91,11 @@ async def service_engine(migrated):
         return create_engine(url)
     who = await describe_connection(migrated)
     if who["superuser"] or who["owner"]:
-        log.warning("the service connects as %s, which %s: the database cannot keep the books from the service; "
-                    "connect as a member of %s (docs/security.md, Database roles)", who["role"],
-                    "is a superuser" if who["superuser"] else "owns the tables", APP_ROLE)
+        log.warning(
+            "the service connects as %s, which %s: the database cannot keep the books from the service; "
+            "connect as a member of %s (docs/security.md, Database roles)",
+            who["role"],
+            "is a superuser" if who["superuser"] else "owns the tables",
+            APP_ROLE,
+        )
     return migrated

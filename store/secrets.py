@@ -78,7 +78,7 @@ def unseal(stored: str | None) -> str | None:
     keys = _keys()
     if keys is None:
         raise RuntimeError(f"a secret is stored encrypted but {KEY_ENV} is not set")
-    return _fernet(keys).decrypt(stored[len(PREFIX):].encode()).decode()
+    return _fernet(keys).decrypt(stored[len(PREFIX) :].encode()).decode()
 
 
 class SecretText(TypeDecorator):

@@ -29,8 +29,10 @@ if not os.environ.get("SHARECART_SECRET_KEY"):
 
 CITUS_URL = os.environ.get("SHARECART_TEST_CITUS")
 citus_only = pytest.mark.skipif(
-    not CITUS_URL, reason="needs a Citus cluster: python3 tasks.py test --citus postgresql://…coordinator… "
-                          "(docs/sharding.md says how to start one)")
+    not CITUS_URL,
+    reason="needs a Citus cluster: python3 tasks.py test --citus postgresql://…coordinator… "
+    "(docs/sharding.md says how to start one)",
+)
 # The suite's webhook receivers listen on 127.0.0.1: allow loopback targets (issue 11.3); the SSRF tests turn it off.
 os.environ.setdefault("SHARECART_WEBHOOK_ALLOW_LOOPBACK", "1")
 

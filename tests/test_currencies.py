@@ -10,9 +10,24 @@ from engine.money import format_minor
 from service.currencies import check_currency, check_timezone, minor_digits
 
 
-@pytest.mark.parametrize("code, digits", [("CNY", 2), ("USD", 2), ("EUR", 2), ("JPY", 0), ("KRW", 0), ("XOF", 0),
-                                          ("UGX", 0), ("PYG", 0), ("KWD", 3), ("BHD", 3), ("CLF", 4),
-                                          ("IDR", 2), ("HUF", 2)])
+@pytest.mark.parametrize(
+    "code, digits",
+    [
+        ("CNY", 2),
+        ("USD", 2),
+        ("EUR", 2),
+        ("JPY", 0),
+        ("KRW", 0),
+        ("XOF", 0),
+        ("UGX", 0),
+        ("PYG", 0),
+        ("KWD", 3),
+        ("BHD", 3),
+        ("CLF", 4),
+        ("IDR", 2),
+        ("HUF", 2),
+    ],
+)
 def test_minor_digits_are_iso_4217s(code, digits):
     """IDR and HUF are 2 in ISO 4217 (CLDR/babel says 0: a display habit, not the unit amounts are kept in)."""
     assert minor_digits(code) == digits
@@ -26,8 +41,17 @@ def test_a_code_that_is_not_a_currency_with_minor_units_is_refused_SH2(bad):
     assert e.value.code == ErrorCode.INVALID_INPUT and e.value.field == "currency"
 
 
-@pytest.mark.parametrize("amount, code, text", [(1234, "CNY", "12.34"), (-5, "CNY", "-0.05"), (1234, "XOF", "1234"),
-                                                (1234, "UGX", "1234"), (7, "KWD", "0.007"), (0, "PYG", "0")])
+@pytest.mark.parametrize(
+    "amount, code, text",
+    [
+        (1234, "CNY", "12.34"),
+        (-5, "CNY", "-0.05"),
+        (1234, "XOF", "1234"),
+        (1234, "UGX", "1234"),
+        (7, "KWD", "0.007"),
+        (0, "PYG", "0"),
+    ],
+)
 def test_format_minor_uses_the_currencys_digits(amount, code, text):
     assert format_minor(amount, minor_digits(code)) == text
 
@@ -37,8 +61,9 @@ def test_iana_time_zones_are_accepted(name):
     assert check_timezone(name) == name
 
 
-@pytest.mark.parametrize("bad", ["Mars/Base", "", "Asia/Shanghai ", "../../etc/passwd", "/etc/localtime", "X" * 80,
-                                 "Asia/"])
+@pytest.mark.parametrize(
+    "bad", ["Mars/Base", "", "Asia/Shanghai ", "../../etc/passwd", "/etc/localtime", "X" * 80, "Asia/"]
+)
 def test_other_time_zone_names_are_refused(bad):
     with pytest.raises(RuleViolation) as e:
         check_timezone(bad)

@@ -17,8 +17,12 @@ def _named(stem: str) -> bool:
 
 
 def test_every_module_of_api_and_service_is_in_the_drawn_tree():
-    missing = [str(p.relative_to(ROOT)) for d in ("api", "service") for p in sorted((ROOT / d).rglob("*.py"))
-               if p.name != "__init__.py" and "console" not in p.parts and not _named(p.stem)]
+    missing = [
+        str(p.relative_to(ROOT))
+        for d in ("api", "service")
+        for p in sorted((ROOT / d).rglob("*.py"))
+        if p.name != "__init__.py" and "console" not in p.parts and not _named(p.stem)
+    ]
     assert missing == [], "docs/architecture.md: draw these in the tree (or move them where the tree says)"
 
 
@@ -29,7 +33,8 @@ def test_the_seams_the_tree_draws_exist():
     for domain in ("groupbuy", "orders", "distribution", "payouts", "reports", "webhooks", "shops"):
         assert (ROOT / "api" / f"{domain}.py").exists(), domain
     assert {"rule", "use case", "mutation", "report", "event type", "background job"} <= {
-        m.group(1).strip() for m in re.finditer(r"^\| ([^|]+?) (?:\(|\|)", SECTION, re.M)}
+        m.group(1).strip() for m in re.finditer(r"^\| ([^|]+?) (?:\(|\|)", SECTION, re.M)
+    }
 
 
 def test_service_files_sit_in_their_seam():

@@ -22,8 +22,9 @@ def _fake(monkeypatch, tasks, *, present: set[str], root: bool = True, apt_rc: i
     calls: list[list[str]] = []
     monkeypatch.setattr(shutil, "which", lambda cmd: f"/usr/bin/{cmd}" if cmd in present | {"apt-get"} else None)
     monkeypatch.setattr(tasks.os, "geteuid", lambda: 0 if root else 1000)
-    monkeypatch.setattr(tasks.subprocess, "call", lambda args, **kw: calls.append(args) or
-                        (apt_rc if args[1] == "install" else 0))
+    monkeypatch.setattr(
+        tasks.subprocess, "call", lambda args, **kw: calls.append(args) or (apt_rc if args[1] == "install" else 0)
+    )
     return calls
 
 
@@ -36,8 +37,11 @@ def test_installs_both_missing_packages_in_one_call(monkeypatch, tasks):
 def test_installs_only_what_is_missing_and_refreshes_lists_once_on_failure(monkeypatch, tasks):
     calls = _fake(monkeypatch, tasks, present={"chromium"}, apt_rc=100)
     tasks.ensure_test_packages()
-    assert calls == [["apt-get", "install", "-y", "-qq", "libreoffice-calc-nogui"], ["apt-get", "update", "-qq"],
-                     ["apt-get", "install", "-y", "-qq", "libreoffice-calc-nogui"]]
+    assert calls == [
+        ["apt-get", "install", "-y", "-qq", "libreoffice-calc-nogui"],
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "libreoffice-calc-nogui"],
+    ]
 
 
 def test_does_nothing_without_root_or_when_everything_is_there(monkeypatch, tasks):
@@ -89,8 +93,13 @@ def test_sigterm_to_tasks_py_serve_stops_the_server(database_url):
 
     port = _free_port()
     env = {**os.environ, "DATABASE_URL": database_url}
-    proc = subprocess.Popen([sys.executable, str(tasks_py), "serve", "--port", str(port), "--no-demo", "--no-worker"],
-                            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(tasks_py), "serve", "--port", str(port), "--no-demo", "--no-worker"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 90
         while True:

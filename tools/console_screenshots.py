@@ -19,5 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 if __name__ == "__main__":
     env = {**os.environ, "SHARECART_SCREENSHOTS": str(ROOT / "docs" / "console")}
-    sys.exit(subprocess.call([sys.executable, str(ROOT / "tasks.py"), "test", "tests/browser", "-q", *sys.argv[1:]],
-                             env=env, cwd=ROOT))
+    sys.exit(
+        subprocess.call(
+            [sys.executable, str(ROOT / "tasks.py"), "test", "tests/browser", "-q", *sys.argv[1:]], env=env, cwd=ROOT
+        )
+    )

@@ -51,17 +51,42 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Which tests guard which module. A module not listed gets the default of its package.
 ENGINE_DEFAULT = ["tests/engine"]
-SERVICE_DEFAULT = ["tests/integration/test_rules_wired.py", "tests/integration/test_group_flows.py",
-                   "tests/integration/test_distribution_flows.py"]
+SERVICE_DEFAULT = [
+    "tests/integration/test_rules_wired.py",
+    "tests/integration/test_group_flows.py",
+    "tests/integration/test_distribution_flows.py",
+]
 GAPS = "tests/integration/test_service_mutation_gaps.py"  # survivors of the service samples, killed
 TESTS: dict[str, list[str]] = {
-    "engine/groupbuy.py": ["tests/engine/test_validation_bounds.py", "tests/engine/test_groupbuy_rules.py", "tests/engine/test_worked_examples_groupbuy.py",
-                           "tests/engine/test_groupbuy_properties.py", "tests/engine/test_groupbuy_statemachine.py"],
-    "engine/commission.py": ["tests/engine/test_validation_bounds.py", "tests/engine/test_commission.py", "tests/engine/test_worked_examples_distribution.py"],
-    "engine/distribution.py": ["tests/engine/test_validation_bounds.py", "tests/engine/test_distribution_rules.py", "tests/engine/test_commission.py",
-                               "tests/engine/test_referral.py", "tests/engine/test_ledger.py"],
-    "engine/referral.py": ["tests/engine/test_validation_bounds.py", "tests/engine/test_referral.py", "tests/engine/test_worked_examples_distribution.py"],
-    "engine/levels.py": ["tests/engine/test_validation_bounds.py", "tests/engine/test_levels.py", "tests/engine/test_worked_examples_distribution.py"],
+    "engine/groupbuy.py": [
+        "tests/engine/test_validation_bounds.py",
+        "tests/engine/test_groupbuy_rules.py",
+        "tests/engine/test_worked_examples_groupbuy.py",
+        "tests/engine/test_groupbuy_properties.py",
+        "tests/engine/test_groupbuy_statemachine.py",
+    ],
+    "engine/commission.py": [
+        "tests/engine/test_validation_bounds.py",
+        "tests/engine/test_commission.py",
+        "tests/engine/test_worked_examples_distribution.py",
+    ],
+    "engine/distribution.py": [
+        "tests/engine/test_validation_bounds.py",
+        "tests/engine/test_distribution_rules.py",
+        "tests/engine/test_commission.py",
+        "tests/engine/test_referral.py",
+        "tests/engine/test_ledger.py",
+    ],
+    "engine/referral.py": [
+        "tests/engine/test_validation_bounds.py",
+        "tests/engine/test_referral.py",
+        "tests/engine/test_worked_examples_distribution.py",
+    ],
+    "engine/levels.py": [
+        "tests/engine/test_validation_bounds.py",
+        "tests/engine/test_levels.py",
+        "tests/engine/test_worked_examples_distribution.py",
+    ],
     "engine/ledger.py": ["tests/engine/test_validation_bounds.py", "tests/engine/test_ledger.py"],
     "engine/lottery.py": ["tests/engine/test_lottery.py", "tests/engine/test_groupbuy_rules.py"],
     "engine/variants.py": ["tests/engine/test_variants.py"],
@@ -72,20 +97,31 @@ TESTS: dict[str, list[str]] = {
     "engine/events.py": ["tests/engine/test_validation_bounds.py", "tests/engine/test_event_catalog.py"],
     "store/mapping.py": ["tests/integration/test_rules_wired.py"],
     "service/usecases/refunds.py": SERVICE_DEFAULT + ["tests/integration/test_refunds.py", GAPS],
-    "service/usecases/payouts.py": ["tests/integration/test_rules_wired.py", "tests/integration/test_concurrency.py", GAPS],
+    "service/usecases/payouts.py": [
+        "tests/integration/test_rules_wired.py",
+        "tests/integration/test_concurrency.py",
+        GAPS,
+    ],
     # the one-group-at-a-time reference (groups.apply_decision → post_leader_reward) is run by test_worker_batch
     "service/tx/commissions.py": SERVICE_DEFAULT + [GAPS, "tests/integration/test_worker_batch.py"],
-    "service/usecases/orders.py": SERVICE_DEFAULT + ["tests/integration/test_money_paths.py",
-                                                     "tests/integration/test_refunds.py", GAPS],
+    "service/usecases/orders.py": SERVICE_DEFAULT
+    + ["tests/integration/test_money_paths.py", "tests/integration/test_refunds.py", GAPS],
     "service/usecases/groups.py": SERVICE_DEFAULT + ["tests/integration/test_groupbuy_v2.py"],  # GB-12..15
     "service/tx/fraud.py": SERVICE_DEFAULT + ["tests/integration/test_fraud_review.py"],
     "service/usecases/settlements.py": ["tests/integration/test_settlements.py"],
-    "service/usecases/webhooks.py": ["tests/integration/test_webhooks.py", "tests/integration/test_webhook_hardening.py",
-                                     GAPS],
+    "service/usecases/webhooks.py": [
+        "tests/integration/test_webhooks.py",
+        "tests/integration/test_webhook_hardening.py",
+        GAPS,
+    ],
     "service/tx/events.py": ["tests/integration/test_events.py", "tests/engine/test_event_catalog.py"],
     "service/tx/idempotency.py": ["tests/integration/test_idempotency.py"],
-    "service/tx/ledger.py": ["tests/integration/test_books_in_the_database.py", "tests/integration/test_money_paths.py",
-                             "tests/integration/test_rules_wired.py", "tests/integration/test_worker_batch.py"],
+    "service/tx/ledger.py": [
+        "tests/integration/test_books_in_the_database.py",
+        "tests/integration/test_money_paths.py",
+        "tests/integration/test_rules_wired.py",
+        "tests/integration/test_worker_batch.py",
+    ],
     "service/tx/lean.py": ["tests/integration/test_lean_path.py"] + SERVICE_DEFAULT,
     "service/reads/reports.py": ["tests/integration/test_reports.py"],
     "service/reads/exports.py": ["tests/integration/test_settlements.py"],
@@ -101,8 +137,18 @@ TESTS: dict[str, list[str]] = {
     "service/usecases/demo.py": ["tests/api/test_walkthrough.py"],
 }
 
-CMP_FLIP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
-            ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
+CMP_FLIP = {
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+}
 ARITH_FLIP = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.FloorDiv, ast.FloorDiv: ast.Mult, ast.Mod: ast.Mult}
 REFUSALS = {"refuse", "_invalid"}  # their `field=`/`rule=` are error metadata, not wiring: not mutated
 OPS = ("cmp", "arith", "const", "bool", "stmt", "kwarg")
@@ -110,8 +156,8 @@ OPS = ("cmp", "arith", "const", "bool", "stmt", "kwarg")
 
 @dataclass(frozen=True)
 class Mutant:
-    path: str          # relative to the repository
-    index: int         # the n-th site of this operator in the module, in ast.walk order
+    path: str  # relative to the repository
+    index: int  # the n-th site of this operator in the module, in ast.walk order
     op: str
     line: int
     before: str
@@ -129,8 +175,12 @@ def _skipped_nodes(tree: ast.AST) -> set[int]:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 mark(body[0])
         if isinstance(node, ast.Assert):
             mark(node)
@@ -178,8 +228,9 @@ def _sites(tree: ast.AST, op: str):
                 for i, st in enumerate(stmts):
                     if id(st) in skip:
                         continue
-                    if (isinstance(st, ast.Expr) and isinstance(st.value, (ast.Call, ast.Await))) \
-                            or isinstance(st, ast.Raise):
+                    if (isinstance(st, ast.Expr) and isinstance(st.value, (ast.Call, ast.Await))) or isinstance(
+                        st, ast.Raise
+                    ):
                         yield st, (lambda n, parent=node, f=field, i=i: None)  # replaced via parent below
         elif op == "kwarg" and isinstance(node, ast.Call):
             refusal = isinstance(node.func, ast.Name) and node.func.id in REFUSALS
@@ -230,8 +281,7 @@ def mutants_of(path: str, ops=OPS, lines: tuple[int, int] | None = None) -> list
                 continue
             _, before, after = _apply(tree, op, k)
             if op == "kwarg":  # name the dropped argument, on its own line
-                dropped = next(kw for kw in before.keywords if not any(
-                    kw.arg == a.arg for a in after.keywords))  # type: ignore[attr-defined]
+                dropped = next(kw for kw in before.keywords if not any(kw.arg == a.arg for a in after.keywords))  # type: ignore[attr-defined]
                 line = dropped.value.lineno
                 if lines and not lines[0] <= line <= lines[1]:
                     continue
@@ -265,8 +315,9 @@ def _run_pytest_forked(workdir: Path, tests: list[str], timeout: float) -> str:
             os.dup2(devnull, 2)
             import pytest
 
-            code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-                                "-o", "addopts=", "--no-header", *tests])
+            code = pytest.main(
+                ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-o", "addopts=", "--no-header", *tests]
+            )
             os._exit(int(code))
         except BaseException:
             os._exit(3)
@@ -297,8 +348,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--lines", help="only mutants on lines A-B (one target)")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant (a timeout counts as killed)")
     ap.add_argument("--report", help="also write the report (markdown) to this file")
-    ap.add_argument("--budget", type=float, help="minutes: start no mutant after this (a shared machine); the "
-                    "report says how many ran")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        help="minutes: start no mutant after this (a shared machine); the report says how many ran",
+    )
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     args = ap.parse_args(argv)
 
@@ -358,8 +412,9 @@ def main(argv: list[str]) -> int:
             dt = time.monotonic() - t0
             results.append((m, outcome, dt))
             mark = {"killed": ".", "timeout": "T", "survived": "S", "error": "E"}[outcome]
-            print(f"[{n}/{len(mutants)}] {mark} {m.path}:{m.line} {m.op} {m.before} -> {m.after} ({dt:.1f}s)",
-                  flush=True)
+            print(
+                f"[{n}/{len(mutants)}] {mark} {m.path}:{m.line} {m.op} {m.before} -> {m.after} ({dt:.1f}s)", flush=True
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -374,10 +429,14 @@ def render(results, total_sites: int, args, seconds: float) -> str:
     by_path: dict[str, list] = {}
     for m, outcome, _ in results:
         by_path.setdefault(m.path, []).append((m, outcome))
-    out = [f"Mutants run: {len(results)} of {total_sites} sites (ops {args.ops}; "
-           f"{'sample ' + str(args.sample) + ', seed ' + str(args.seed) if args.sample else 'all'}), "
-           f"{seconds / 60:.1f} min", "",
-           "| module | mutants | killed | timed out | survived | kill rate |", "|---|---|---|---|---|---|"]
+    out = [
+        f"Mutants run: {len(results)} of {total_sites} sites (ops {args.ops}; "
+        f"{'sample ' + str(args.sample) + ', seed ' + str(args.seed) if args.sample else 'all'}), "
+        f"{seconds / 60:.1f} min",
+        "",
+        "| module | mutants | killed | timed out | survived | kill rate |",
+        "|---|---|---|---|---|---|",
+    ]
     k_all = t_all = n_all = 0
     for path, rs in sorted(by_path.items()):
         k = sum(1 for _, o in rs if o == "killed")
@@ -385,8 +444,10 @@ def render(results, total_sites: int, args, seconds: float) -> str:
         n = sum(1 for _, o in rs if o != "error")
         k_all, t_all, n_all = k_all + k, t_all + t, n_all + n
         out.append(f"| {path} | {n} | {k} | {t} | {n - k - t} | {100 * (k + t) / n if n else 100:.1f} % |")
-    out.append(f"| **all** | {n_all} | {k_all} | {t_all} | {n_all - k_all - t_all} | "
-               f"{100 * (k_all + t_all) / n_all if n_all else 100:.1f} % |")
+    out.append(
+        f"| **all** | {n_all} | {k_all} | {t_all} | {n_all - k_all - t_all} | "
+        f"{100 * (k_all + t_all) / n_all if n_all else 100:.1f} % |"
+    )
     out.append("")
     out.append("Kill rate counts a timeout as killed (as mutmut does); on a loaded machine a timeout may be slowness.")
     survivors = [m for m, o, _ in results if o == "survived"]

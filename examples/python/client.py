@@ -29,8 +29,9 @@ def client(**headers: str) -> Client:
 
 def main() -> dict:
     backend = client(Authorization=f"Bearer {os.environ['SHARECART_BACKEND_TOKEN']}")
-    issued = backend.execute(ISSUE, variable_values={
-        "input": {"userId": "ann", "roles": ["CUSTOMER"], "ttlSeconds": 900}})["issueToken"]
+    issued = backend.execute(
+        ISSUE, variable_values={"input": {"userId": "ann", "roles": ["CUSTOMER"], "ttlSeconds": 900}}
+    )["issueToken"]
     if issued["errors"]:  # a refusal: switch on the code (ER-1)
         raise SystemExit(f"refused: {issued['errors']}")
     public = client(**{"X-Shop-Key": os.environ["SHARECART_SHOP_KEY"]})

@@ -11,11 +11,12 @@ Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-24 09:00:00.000000
 """
+
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0005'
-down_revision = '0004'
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
@@ -37,25 +38,43 @@ END $$;
 def upgrade() -> None:
     # Existing rows get the migrating transaction's id: they are committed before anyone reads them.
     op.execute("ALTER TABLE events ADD COLUMN txid xid8 DEFAULT pg_current_xact_id() NOT NULL")
-    op.create_index(op.f('ix_events_shop_id_txid_seq'), 'events', ['shop_id', 'txid', 'seq'], unique=False)
-    op.add_column('webhook_endpoints', sa.Column('failing_since', sa.DateTime(timezone=True), nullable=True))
-    op.create_index(op.f('ix_webhook_deliveries_shop_id_endpoint_id_seq'), 'webhook_deliveries',
-                    ['shop_id', 'endpoint_id', 'seq'], unique=False)
-    op.create_index(op.f('ix_webhook_attempts_shop_id_endpoint_id_at'), 'webhook_attempts',
-                    ['shop_id', 'endpoint_id', 'at'], unique=False)
-    op.drop_index('ix_refunds_owed', table_name='refunds', postgresql_where=sa.text("state = 'OWED'"))
-    op.create_index('ix_refunds_owed', 'refunds', ['shop_id', 'created_at', 'refund_id'], unique=False,
-                    postgresql_where=sa.text("state = 'OWED'"))
+    op.create_index(op.f("ix_events_shop_id_txid_seq"), "events", ["shop_id", "txid", "seq"], unique=False)
+    op.add_column("webhook_endpoints", sa.Column("failing_since", sa.DateTime(timezone=True), nullable=True))
+    op.create_index(
+        op.f("ix_webhook_deliveries_shop_id_endpoint_id_seq"),
+        "webhook_deliveries",
+        ["shop_id", "endpoint_id", "seq"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_webhook_attempts_shop_id_endpoint_id_at"),
+        "webhook_attempts",
+        ["shop_id", "endpoint_id", "at"],
+        unique=False,
+    )
+    op.drop_index("ix_refunds_owed", table_name="refunds", postgresql_where=sa.text("state = 'OWED'"))
+    op.create_index(
+        "ix_refunds_owed",
+        "refunds",
+        ["shop_id", "created_at", "refund_id"],
+        unique=False,
+        postgresql_where=sa.text("state = 'OWED'"),
+    )
     op.execute(FAN_OUT.format(enabled=""))
 
 
 def downgrade() -> None:
     op.execute(FAN_OUT.format(enabled="AND e.enabled"))
-    op.drop_index('ix_refunds_owed', table_name='refunds', postgresql_where=sa.text("state = 'OWED'"))
-    op.create_index('ix_refunds_owed', 'refunds', ['shop_id', 'created_at'], unique=False,
-                    postgresql_where=sa.text("state = 'OWED'"))
-    op.drop_index(op.f('ix_webhook_attempts_shop_id_endpoint_id_at'), table_name='webhook_attempts')
-    op.drop_index(op.f('ix_webhook_deliveries_shop_id_endpoint_id_seq'), table_name='webhook_deliveries')
-    op.drop_column('webhook_endpoints', 'failing_since')
-    op.drop_index(op.f('ix_events_shop_id_txid_seq'), table_name='events')
-    op.drop_column('events', 'txid')
+    op.drop_index("ix_refunds_owed", table_name="refunds", postgresql_where=sa.text("state = 'OWED'"))
+    op.create_index(
+        "ix_refunds_owed",
+        "refunds",
+        ["shop_id", "created_at"],
+        unique=False,
+        postgresql_where=sa.text("state = 'OWED'"),
+    )
+    op.drop_index(op.f("ix_webhook_attempts_shop_id_endpoint_id_at"), table_name="webhook_attempts")
+    op.drop_index(op.f("ix_webhook_deliveries_shop_id_endpoint_id_seq"), table_name="webhook_deliveries")
+    op.drop_column("webhook_endpoints", "failing_since")
+    op.drop_index(op.f("ix_events_shop_id_txid_seq"), table_name="events")
+    op.drop_column("events", "txid")

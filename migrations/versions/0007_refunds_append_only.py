@@ -11,6 +11,7 @@
 Revision ID: 0007
 Revises: 0006
 """
+
 from alembic import op
 
 revision = "0007"
@@ -41,10 +42,14 @@ def upgrade() -> None:
         END $$;
         """
     )
-    op.execute("CREATE TRIGGER refunds_append_only BEFORE UPDATE OR DELETE ON refunds "
-               "FOR EACH ROW EXECUTE FUNCTION sharecart_guard_refund()")
-    op.execute("CREATE TRIGGER refunds_no_truncate BEFORE TRUNCATE ON refunds "
-               "FOR EACH STATEMENT EXECUTE FUNCTION sharecart_guard_refund()")
+    op.execute(
+        "CREATE TRIGGER refunds_append_only BEFORE UPDATE OR DELETE ON refunds "
+        "FOR EACH ROW EXECUTE FUNCTION sharecart_guard_refund()"
+    )
+    op.execute(
+        "CREATE TRIGGER refunds_no_truncate BEFORE TRUNCATE ON refunds "
+        "FOR EACH STATEMENT EXECUTE FUNCTION sharecart_guard_refund()"
+    )
     op.execute(
         """
         CREATE FUNCTION sharecart_refunds_within_paid() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -65,8 +70,10 @@ def upgrade() -> None:
         END $$;
         """
     )
-    op.execute("CREATE CONSTRAINT TRIGGER refunds_within_paid AFTER INSERT ON refunds "
-               "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION sharecart_refunds_within_paid()")
+    op.execute(
+        "CREATE CONSTRAINT TRIGGER refunds_within_paid AFTER INSERT ON refunds "
+        "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION sharecart_refunds_within_paid()"
+    )
 
 
 def downgrade() -> None:

@@ -5,6 +5,7 @@ Not shop data, so no shop_id: on Citus a local table on the coordinator (store.m
 Revision ID: 0008
 Revises: 0007
 """
+
 from alembic import op
 import sqlalchemy as sa
 

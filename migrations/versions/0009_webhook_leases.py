@@ -7,6 +7,7 @@ outcome in a second transaction guarded by the token. A process that dies mid-PO
 Revision ID: 0009
 Revises: 0008
 """
+
 from alembic import op
 import sqlalchemy as sa
 

@@ -18,6 +18,7 @@ entries took ~10 ms per distributor with 5,000 entries). Lock order is unchanged
 Revision ID: 0010
 Revises: 0009
 """
+
 from alembic import op
 import sqlalchemy as sa
 
@@ -40,13 +41,15 @@ def upgrade() -> None:
     op.execute(
         f"""
         INSERT INTO ledger_totals (shop_id, distributor_id, {", ".join(BALANCES)})
-        SELECT shop_id, distributor_id, {", ".join(f"COALESCE(sum(amount) FILTER (WHERE bucket = '{c.upper()}'), 0)"
-                                                    for c in BALANCES)}
+        SELECT shop_id, distributor_id, {
+            ", ".join(f"COALESCE(sum(amount) FILTER (WHERE bucket = '{c.upper()}'), 0)" for c in BALANCES)
+        }
         FROM ledger_entries GROUP BY shop_id, distributor_id
         """
     )
-    cases = ", ".join(f"{c} = ledger_totals.{c} + CASE WHEN NEW.bucket = '{c.upper()}' THEN NEW.amount ELSE 0 END"
-                      for c in BALANCES)
+    cases = ", ".join(
+        f"{c} = ledger_totals.{c} + CASE WHEN NEW.bucket = '{c.upper()}' THEN NEW.amount ELSE 0 END" for c in BALANCES
+    )
     inserted = ", ".join(f"CASE WHEN NEW.bucket = '{c.upper()}' THEN NEW.amount ELSE 0 END" for c in BALANCES)
     op.execute(
         f"""
@@ -63,8 +66,10 @@ def upgrade() -> None:
         END $$;
         """
     )
-    op.execute("CREATE TRIGGER ledger_entries_totals AFTER INSERT ON ledger_entries FOR EACH ROW "
-               "EXECUTE FUNCTION sharecart_add_to_totals()")
+    op.execute(
+        "CREATE TRIGGER ledger_entries_totals AFTER INSERT ON ledger_entries FOR EACH ROW "
+        "EXECUTE FUNCTION sharecart_add_to_totals()"
+    )
     stored = ", ".join(f"d.{c}" for c in BALANCES)
     summed = ", ".join(f"t.{c}" for c in BALANCES)
     op.execute(
@@ -99,21 +104,32 @@ def upgrade() -> None:
     )
     changed = " OR ".join(f"OLD.{c} IS DISTINCT FROM NEW.{c}" for c in BALANCES)
     nonzero = " OR ".join(f"NEW.{c} <> 0" for c in BALANCES)
-    for name, when in (("distributors_lg1_update", f"AFTER UPDATE ON distributors DEFERRABLE INITIALLY DEFERRED "
-                                                   f"FOR EACH ROW WHEN ({changed})"),
-                       ("distributors_lg1_insert", f"AFTER INSERT ON distributors DEFERRABLE INITIALLY DEFERRED "
-                                                   f"FOR EACH ROW WHEN ({nonzero})"),
-                       ("distributors_lg1_delete", "AFTER DELETE ON distributors DEFERRABLE INITIALLY DEFERRED "
-                                                   "FOR EACH ROW"),
-                       ("ledger_entries_lg1", "AFTER INSERT ON ledger_entries DEFERRABLE INITIALLY DEFERRED "
-                                              "FOR EACH ROW WHEN (NEW.amount <> 0)")):
+    for name, when in (
+        (
+            "distributors_lg1_update",
+            f"AFTER UPDATE ON distributors DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN ({changed})",
+        ),
+        (
+            "distributors_lg1_insert",
+            f"AFTER INSERT ON distributors DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN ({nonzero})",
+        ),
+        ("distributors_lg1_delete", "AFTER DELETE ON distributors DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"),
+        (
+            "ledger_entries_lg1",
+            "AFTER INSERT ON ledger_entries DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.amount <> 0)",
+        ),
+    ):
         op.execute(f"CREATE CONSTRAINT TRIGGER {name} {when} EXECUTE FUNCTION sharecart_check_balances()")
 
 
 def downgrade() -> None:
-    for name, table in (("ledger_entries_lg1", "ledger_entries"), ("distributors_lg1_delete", "distributors"),
-                        ("distributors_lg1_insert", "distributors"), ("distributors_lg1_update", "distributors"),
-                        ("ledger_entries_totals", "ledger_entries")):
+    for name, table in (
+        ("ledger_entries_lg1", "ledger_entries"),
+        ("distributors_lg1_delete", "distributors"),
+        ("distributors_lg1_insert", "distributors"),
+        ("distributors_lg1_update", "distributors"),
+        ("ledger_entries_totals", "ledger_entries"),
+    ):
         op.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}")
     op.execute("DROP FUNCTION IF EXISTS sharecart_check_balances()")
     op.execute("DROP FUNCTION IF EXISTS sharecart_add_to_totals()")

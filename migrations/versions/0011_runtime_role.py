@@ -23,6 +23,7 @@ role, see the docs, and runs the migration again with `alembic downgrade 0010 &&
 Revision ID: 0011
 Revises: 0010
 """
+
 from alembic import op
 
 revision = "0011"

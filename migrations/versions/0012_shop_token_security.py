@@ -10,6 +10,7 @@ SHARECART_SECRET_KEY existed is read as it is and encrypted on its next write).
 Revision ID: 0012
 Revises: 0011
 """
+
 import sqlalchemy as sa
 from alembic import op
 

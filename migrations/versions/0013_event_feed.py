@@ -11,6 +11,7 @@
 Revision ID: 0012
 Revises: 0011 (re-chained after main's 0008-0011)
 """
+
 from alembic import op
 import sqlalchemy as sa
 
@@ -56,8 +57,10 @@ def upgrade() -> None:
         END $$;
         """
     )
-    op.execute("CREATE TRIGGER event_feed_append_only BEFORE UPDATE OR DELETE ON event_feed "
-               "FOR EACH ROW EXECUTE FUNCTION sharecart_refuse_feed_change()")
+    op.execute(
+        "CREATE TRIGGER event_feed_append_only BEFORE UPDATE OR DELETE ON event_feed "
+        "FOR EACH ROW EXECUTE FUNCTION sharecart_refuse_feed_change()"
+    )
     op.execute(
         """
         CREATE FUNCTION sharecart_queue_event() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -68,16 +71,19 @@ def upgrade() -> None:
         """
     )
     # the trigger first: events written from now on are queued, those before it are positioned below
-    op.execute("CREATE TRIGGER events_to_feed AFTER INSERT ON events FOR EACH ROW "
-               "EXECUTE FUNCTION sharecart_queue_event()")
+    op.execute(
+        "CREATE TRIGGER events_to_feed AFTER INSERT ON events FOR EACH ROW EXECUTE FUNCTION sharecart_queue_event()"
+    )
     op.execute(
         """
         INSERT INTO event_feed (shop_id, position, event_id)
         SELECT shop_id, row_number() OVER (PARTITION BY shop_id ORDER BY txid, seq), event_id FROM events
         """
     )
-    op.execute("INSERT INTO event_feed_heads (shop_id, position) "
-               "SELECT shop_id, max(position) FROM event_feed GROUP BY shop_id")
+    op.execute(
+        "INSERT INTO event_feed_heads (shop_id, position) "
+        "SELECT shop_id, max(position) FROM event_feed GROUP BY shop_id"
+    )
     op.drop_index(op.f("ix_events_shop_id_txid_seq"), table_name="events")
     op.drop_column("events", "txid")
 

@@ -12,6 +12,7 @@ shop with the function's argument type (varchar), hence the local variable in th
 Revision ID: 0013
 Revises: 0012
 """
+
 from alembic import op
 
 from store import citus
@@ -53,8 +54,10 @@ def upgrade() -> None:
     )
     bind = op.get_bind()
     if citus.is_citus(bind):
-        op.execute("SELECT create_distributed_function('sharecart_check_deferred(varchar)', 'shop', "
-                   "colocate_with => 'refunds', force_delegation => true)")
+        op.execute(
+            "SELECT create_distributed_function('sharecart_check_deferred(varchar)', 'shop', "
+            "colocate_with => 'refunds', force_delegation => true)"
+        )
 
 
 def downgrade() -> None:

@@ -10,6 +10,7 @@ New tables are distributed by shop_id by the migration environment (store.citus.
 Revision ID: 0016
 Revises: 0014
 """
+
 from alembic import op
 import sqlalchemy as sa
 
@@ -20,15 +21,25 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column("distribution_settings", sa.Column("order_code_overrides", sa.Boolean(),
-                                                     server_default=sa.text("false"), nullable=False))
+    op.add_column(
+        "distribution_settings",
+        sa.Column("order_code_overrides", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+    )
     op.add_column("bindings", sa.Column("reason", sa.Text(), nullable=True))
     op.add_column("bindings", sa.Column("bound_by", sa.String(length=64), nullable=True))
-    for name, type_ in (("reason", sa.Text()), ("bound_by", sa.String(length=64)),
-                        ("previous_referrer_id", sa.String(length=64)), ("campaign_id", sa.String(length=64))):
+    for name, type_ in (
+        ("reason", sa.Text()),
+        ("bound_by", sa.String(length=64)),
+        ("previous_referrer_id", sa.String(length=64)),
+        ("campaign_id", sa.String(length=64)),
+    ):
         op.add_column("binding_history", sa.Column(name, type_, nullable=True))
-    op.create_index(op.f("ix_binding_history_shop_id_referrer_id_bound_at"), "binding_history",
-                    ["shop_id", "referrer_id", "bound_at"], unique=False)
+    op.create_index(
+        op.f("ix_binding_history_shop_id_referrer_id_bound_at"),
+        "binding_history",
+        ["shop_id", "referrer_id", "bound_at"],
+        unique=False,
+    )
     op.create_table(
         "order_attributions",
         sa.Column("shop_id", sa.String(length=64), nullable=False),
@@ -36,8 +47,11 @@ def upgrade() -> None:
         sa.Column("referrer_id", sa.String(length=64), nullable=False),
         sa.Column("invite_code", sa.String(length=32), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["shop_id", "order_id"], ["orders.shop_id", "orders.order_id"],
-                                name=op.f("fk_order_attributions_shop_id_order_id_orders")),
+        sa.ForeignKeyConstraint(
+            ["shop_id", "order_id"],
+            ["orders.shop_id", "orders.order_id"],
+            name=op.f("fk_order_attributions_shop_id_order_id_orders"),
+        ),
         sa.PrimaryKeyConstraint("shop_id", "order_id", name=op.f("pk_order_attributions")),
     )
     op.create_table(
@@ -51,14 +65,16 @@ def upgrade() -> None:
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("shop_id", "visit_id", name=op.f("pk_visits")),
     )
-    op.create_index(op.f("ix_visits_shop_id_distributor_id_at"), "visits", ["shop_id", "distributor_id", "at"],
-                    unique=False)
-    op.create_index(op.f("ix_visits_shop_id_campaign_id_at"), "visits", ["shop_id", "campaign_id", "at"],
-                    unique=False)
-    op.create_index(op.f("ix_orders_shop_id_level1_id_paid_at"), "orders", ["shop_id", "level1_id", "paid_at"],
-                    unique=False)
-    op.create_index(op.f("ix_orders_shop_id_level2_id_paid_at"), "orders", ["shop_id", "level2_id", "paid_at"],
-                    unique=False)
+    op.create_index(
+        op.f("ix_visits_shop_id_distributor_id_at"), "visits", ["shop_id", "distributor_id", "at"], unique=False
+    )
+    op.create_index(op.f("ix_visits_shop_id_campaign_id_at"), "visits", ["shop_id", "campaign_id", "at"], unique=False)
+    op.create_index(
+        op.f("ix_orders_shop_id_level1_id_paid_at"), "orders", ["shop_id", "level1_id", "paid_at"], unique=False
+    )
+    op.create_index(
+        op.f("ix_orders_shop_id_level2_id_paid_at"), "orders", ["shop_id", "level2_id", "paid_at"], unique=False
+    )
 
 
 def downgrade() -> None:

@@ -12,6 +12,7 @@
 Revision ID: 0017
 Revises: 0014 (re-chained by the lead at merge)
 """
+
 from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -28,12 +29,16 @@ ID = sa.String(length=64)
 
 
 def upgrade() -> None:
-    for name, type_ in (("payee_kind", sa.String(length=16)), ("payee_reference", sa.String(length=16)),
-                        ("failed_at", TS), ("failed_by", sa.Text()), ("failure_ref", sa.String(length=128)),
-                        ("failure_reason", sa.Text())):
+    for name, type_ in (
+        ("payee_kind", sa.String(length=16)),
+        ("payee_reference", sa.String(length=16)),
+        ("failed_at", TS),
+        ("failed_by", sa.Text()),
+        ("failure_ref", sa.String(length=128)),
+        ("failure_reason", sa.Text()),
+    ):
         op.add_column("payouts", sa.Column(name, type_, nullable=True))
-    op.add_column("commission_lines", sa.Column("held", sa.Boolean(), server_default=sa.text("false"),
-                                                nullable=False))
+    op.add_column("commission_lines", sa.Column("held", sa.Boolean(), server_default=sa.text("false"), nullable=False))
     for table in ("settlements", "settlement_lines"):
         op.add_column(table, sa.Column("failed", sa.BigInteger(), server_default="0", nullable=False))
         op.add_column(table, sa.Column("held", sa.BigInteger(), server_default="0", nullable=False))
@@ -42,13 +47,17 @@ def upgrade() -> None:
 
     op.create_table(
         "payment_fingerprints",
-        sa.Column("shop_id", ID, nullable=False), sa.Column("order_id", ID, nullable=False),
-        sa.Column("kind", sa.String(length=8), nullable=False), sa.Column("hash", sa.String(length=64), nullable=False),
-        sa.Column("buyer_id", ID, nullable=False), sa.Column("paid_at", TS, nullable=False),
+        sa.Column("shop_id", ID, nullable=False),
+        sa.Column("order_id", ID, nullable=False),
+        sa.Column("kind", sa.String(length=8), nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.Column("buyer_id", ID, nullable=False),
+        sa.Column("paid_at", TS, nullable=False),
         sa.PrimaryKeyConstraint("shop_id", "order_id", "kind", name=op.f("pk_payment_fingerprints")),
     )
-    op.create_index(op.f("ix_payment_fingerprints_shop_id_hash_paid_at"), "payment_fingerprints",
-                    ["shop_id", "hash", "paid_at"])
+    op.create_index(
+        op.f("ix_payment_fingerprints_shop_id_hash_paid_at"), "payment_fingerprints", ["shop_id", "hash", "paid_at"]
+    )
     op.create_index(op.f("ix_payment_fingerprints_shop_id_buyer_id"), "payment_fingerprints", ["shop_id", "buyer_id"])
 
     op.create_table(
@@ -64,21 +73,28 @@ def upgrade() -> None:
         sa.Column("refund_rate_window", sa.Integer(), server_default="2592000", nullable=False),
         sa.Column("refund_rate_max_bp", sa.Integer(), server_default="3000", nullable=False),
         sa.Column("refund_rate_min_orders", sa.Integer(), server_default="5", nullable=False),
-        sa.Column("updated_at", TS, nullable=True), sa.Column("updated_by", sa.Text(), nullable=True),
+        sa.Column("updated_at", TS, nullable=True),
+        sa.Column("updated_by", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("shop_id", name=op.f("pk_fraud_rules")),
     )
 
     op.create_table(
         "fraud_flags",
-        sa.Column("shop_id", ID, nullable=False), sa.Column("flag_id", ID, nullable=False),
+        sa.Column("shop_id", ID, nullable=False),
+        sa.Column("flag_id", ID, nullable=False),
         sa.Column("subject", sa.String(length=8), nullable=False),
-        sa.Column("line_id", ID, nullable=True), sa.Column("group_id", ID, nullable=True),
-        sa.Column("order_id", ID, nullable=True), sa.Column("beneficiary_id", ID, nullable=True),
-        sa.Column("rules", JSONB(), nullable=False), sa.Column("evidence", JSONB(), nullable=False),
+        sa.Column("line_id", ID, nullable=True),
+        sa.Column("group_id", ID, nullable=True),
+        sa.Column("order_id", ID, nullable=True),
+        sa.Column("beneficiary_id", ID, nullable=True),
+        sa.Column("rules", JSONB(), nullable=False),
+        sa.Column("evidence", JSONB(), nullable=False),
         sa.Column("amount", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column("state", sa.String(length=10), nullable=False),
-        sa.Column("flagged_at", TS, nullable=False), sa.Column("flagged_by", sa.Text(), nullable=False),
-        sa.Column("resolved_at", TS, nullable=True), sa.Column("resolved_by", sa.Text(), nullable=True),
+        sa.Column("flagged_at", TS, nullable=False),
+        sa.Column("flagged_by", sa.Text(), nullable=False),
+        sa.Column("resolved_at", TS, nullable=True),
+        sa.Column("resolved_by", sa.Text(), nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("shop_id", "flag_id", name=op.f("pk_fraud_flags")),
     )

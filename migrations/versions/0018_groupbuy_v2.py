@@ -15,6 +15,7 @@ Columns only: the tables are already distributed by shop_id (Citus propagates AD
 Revision ID: 0018 (numbered after 0016-0017, which landed first)
 Revises: 0017 (re-chained after main's 0016-0017; developed on 0014)
 """
+
 from alembic import op
 import sqlalchemy as sa
 
@@ -32,10 +33,8 @@ def upgrade() -> None:
     op.add_column("groups", sa.Column("nudged_almost_full_at", TS, nullable=True))
     op.add_column("groups", sa.Column("nudged_expiring_soon_at", TS, nullable=True))
     op.add_column("campaigns", sa.Column("almost_full_at", sa.Integer(), server_default="1", nullable=False))
-    op.add_column("campaigns", sa.Column("expiring_soon_before_s", sa.Integer(), server_default="3600",
-                                         nullable=False))
-    op.add_column("shops", sa.Column("overflow_reseat", sa.Boolean(), server_default=sa.text("false"),
-                                     nullable=False))
+    op.add_column("campaigns", sa.Column("expiring_soon_before_s", sa.Integer(), server_default="3600", nullable=False))
+    op.add_column("shops", sa.Column("overflow_reseat", sa.Boolean(), server_default=sa.text("false"), nullable=False))
 
 
 def downgrade() -> None:

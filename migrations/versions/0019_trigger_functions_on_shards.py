@@ -15,6 +15,7 @@ functions are distributed objects there (the triggers' dependencies).
 Revision ID: 0019
 Revises: 0018
 """
+
 from alembic import op
 
 revision = "0019"

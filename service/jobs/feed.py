@@ -46,17 +46,31 @@ async def sequence(svc: Services, *, shop_id: str, batch: int = BATCH) -> int:
     while True:
         async with unit_of_work(svc) as s:
             head = (await s.execute(TAKE_HEAD, {"shop_id": shop_id})).scalar_one()
-            queued = list((await s.execute(
-                select(EventFeedQueue.event_id).where(EventFeedQueue.shop_id == shop_id)
-                .order_by(EventFeedQueue.seq, EventFeedQueue.event_id).limit(batch))).scalars())
+            queued = list(
+                (
+                    await s.execute(
+                        select(EventFeedQueue.event_id)
+                        .where(EventFeedQueue.shop_id == shop_id)
+                        .order_by(EventFeedQueue.seq, EventFeedQueue.event_id)
+                        .limit(batch)
+                    )
+                ).scalars()
+            )
             if not queued:
                 return done
-            await s.execute(insert(EventFeed), [{"shop_id": shop_id, "position": head + n, "event_id": event_id}
-                                                for n, event_id in enumerate(queued, start=1)])
-            await s.execute(delete(EventFeedQueue).where(EventFeedQueue.shop_id == shop_id,
-                                                         EventFeedQueue.event_id.in_(queued)))
-            await s.execute(update(EventFeedHead).where(EventFeedHead.shop_id == shop_id)
-                            .values(position=head + len(queued)))
+            await s.execute(
+                insert(EventFeed),
+                [
+                    {"shop_id": shop_id, "position": head + n, "event_id": event_id}
+                    for n, event_id in enumerate(queued, start=1)
+                ],
+            )
+            await s.execute(
+                delete(EventFeedQueue).where(EventFeedQueue.shop_id == shop_id, EventFeedQueue.event_id.in_(queued))
+            )
+            await s.execute(
+                update(EventFeedHead).where(EventFeedHead.shop_id == shop_id).values(position=head + len(queued))
+            )
         done += len(queued)
         if len(queued) < batch:
             return done

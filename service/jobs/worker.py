@@ -32,7 +32,8 @@ log = logging.getLogger("sharecart.worker")
 # every claim names its shop, so it routes to the one shard holding it (docs/sharding.md).
 SHOPS_WITH_DUE_GROUPS = text("SELECT DISTINCT shop_id FROM groups WHERE due_at <= :now")
 SHOPS_WITH_DUE_LINES = text(
-    "SELECT DISTINCT shop_id FROM commission_lines WHERE state = 'FROZEN' AND available_at <= :now AND NOT held")
+    "SELECT DISTINCT shop_id FROM commission_lines WHERE state = 'FROZEN' AND available_at <= :now AND NOT held"
+)
 # A group whose advance raises is looked at again after this long (by the service clock), so it
 # cannot stand first in the queue on every pass and stall the groups due after it.
 FAILED_GROUP_RETRY = timedelta(minutes=1)
@@ -50,8 +51,9 @@ PASS_LIMIT = 1000  # groups a pass advances before it beats and yields; a full p
 BATCH = 250  # groups claimed, decided and written by one transaction (service/group_batch.py)
 
 
-async def run_due_groups(svc: Services, *, shop_id: str | None = None, limit: int = PASS_LIMIT,
-                         batch: int = BATCH) -> int:
+async def run_due_groups(
+    svc: Services, *, shop_id: str | None = None, limit: int = PASS_LIMIT, batch: int = BATCH
+) -> int:
     """GB-11: advance due groups, `batch` groups of one shop a transaction (claimed with FOR UPDATE SKIP
     LOCKED, so any number of workers share the work), taking the shops with due work in turn (or only
     `shop_id`'s). Returns how many were advanced. A batch that fails is retried one group a transaction; a
@@ -87,8 +89,9 @@ async def _advance_due_batch(svc: Services, shop_id: str, now, batch: int) -> in
             raise
         if len(ids) == 1:
             return 1 if await _advance_one(svc, shop_id, ids[0], now) else 0
-        log.warning("a batch of %d due groups of shop %s failed; advancing them one at a time", len(ids), shop_id,
-                    exc_info=True)
+        log.warning(
+            "a batch of %d due groups of shop %s failed; advancing them one at a time", len(ids), shop_id, exc_info=True
+        )
         done = 0
         for gid in ids:
             done += bool(await _advance_one(svc, shop_id, gid, now))
@@ -102,16 +105,26 @@ async def _advance_one(svc: Services, shop_id: str, group_id: str, now) -> bool:
         async with unit_of_work(svc) as s:
             return await advance_group(s, shop_id=shop_id, group_id=group_id, now=now, skip_locked=True)
     except Exception:
-        log.exception("advancing group %s of shop %s failed; it is due again in %s", group_id, shop_id,
-                      FAILED_GROUP_RETRY)
+        log.exception(
+            "advancing group %s of shop %s failed; it is due again in %s", group_id, shop_id, FAILED_GROUP_RETRY
+        )
         async with unit_of_work(svc) as s:  # the failed transaction rolled back; this one only postpones
-            await s.execute(POSTPONE_GROUP, {"later": now + FAILED_GROUP_RETRY, "shop_id": shop_id,
-                                             "group_id": group_id, "now": now})
+            await s.execute(
+                POSTPONE_GROUP,
+                {"later": now + FAILED_GROUP_RETRY, "shop_id": shop_id, "group_id": group_id, "now": now},
+            )
         return False
 
 
-async def release_due_lines(svc: Services, *, shop_id: str | None = None, user_ids: Iterable[str] | None = None,
-                            line_ids: Iterable[str] | None = None, wait: bool = False, batch: int = 200) -> int:
+async def release_due_lines(
+    svc: Services,
+    *,
+    shop_id: str | None = None,
+    user_ids: Iterable[str] | None = None,
+    line_ids: Iterable[str] | None = None,
+    wait: bool = False,
+    batch: int = 200,
+) -> int:
     """CM-6: FROZEN lines whose available_at has come become AVAILABLE; per shop, `batch` lines a
     transaction. The worker skips lines another transaction holds (SKIP LOCKED); a read that must
     not show a past-due state passes `wait=True` and waits for them instead, locking in line_id
@@ -132,10 +145,12 @@ async def _release_in_shop(svc: Services, shop_id: str, now, *, user_ids, line_i
     done = 0
     while True:
         async with unit_of_work(svc) as s:
-            q = select(CommissionLineRow).where(CommissionLineRow.shop_id == shop_id,
-                                                CommissionLineRow.state == "FROZEN",
-                                                CommissionLineRow.available_at <= now,
-                                                CommissionLineRow.held.is_(False))  # FR-3: held lines wait
+            q = select(CommissionLineRow).where(
+                CommissionLineRow.shop_id == shop_id,
+                CommissionLineRow.state == "FROZEN",
+                CommissionLineRow.available_at <= now,
+                CommissionLineRow.held.is_(False),
+            )  # FR-3: held lines wait
             if user_ids is not None:
                 q = q.where(CommissionLineRow.beneficiary_id.in_(user_ids))
             if line_ids is not None:
@@ -161,8 +176,9 @@ async def run_due(svc: Services, *, shop_id: str | None = None) -> int:
     return await run_due_groups(svc, shop_id=shop_id) + await release_due_lines(svc, shop_id=shop_id)
 
 
-async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1.0,
-                      backoff_max: float | None = None) -> None:
+async def worker_loop(
+    svc: Services, stop: asyncio.Event, *, interval: float = 1.0, backoff_max: float | None = None
+) -> None:
     """Due work and webhook delivery run as two loops of their own: a POST may take its whole timeout, and a
     slow receiver must never delay group expiry (GB-11) or commission release (CM-6). A pass of due work that
     went through writes the worker's heartbeat (service.jobs.heartbeat: what /ready reads)."""
@@ -184,13 +200,15 @@ async def worker_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1
         await asyncio.gather(
             _every(interval, stop, due, "due work", max_delay=backoff_max, busy=PASS_LIMIT),
             delivery_loop(svc, stop, interval=interval, backoff_max=backoff_max),
-            _every(interval, stop, lambda: sequence_all(svc), "event feed sequencing", max_delay=backoff_max))
+            _every(interval, stop, lambda: sequence_all(svc), "event feed sequencing", max_delay=backoff_max),
+        )
     finally:
         await heartbeat.forget()
 
 
-async def _every(interval: float, stop: asyncio.Event, work, what: str, *, max_delay: float = 30.0,
-                 busy: int | None = None) -> None:
+async def _every(
+    interval: float, stop: asyncio.Event, work, what: str, *, max_delay: float = 30.0, busy: int | None = None
+) -> None:
     """Run `work` every `interval` seconds until `stop`. After a failure the pause doubles (up to
     `max_delay`) until a pass goes through again: with the database away the worker waits 1, 2, 4 … s and
     logs one line per try (no traceback for "database unavailable"), instead of a traceback every second.

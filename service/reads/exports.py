@@ -45,8 +45,9 @@ def _preamble(batch) -> list[list]:
     ]
 
 
-async def csv_chunks(svc: Services, *, shop_id: str, settlement_id: str,
-                     progress: Callable[[int], None] | None = None) -> AsyncIterator[bytes]:
+async def csv_chunks(
+    svc: Services, *, shop_id: str, settlement_id: str, progress: Callable[[int], None] | None = None
+) -> AsyncIterator[bytes]:
     batch = await get_settlement(svc, shop_id=shop_id, settlement_id=settlement_id)
     if batch is None:
         raise LookupError(settlement_id)
@@ -79,8 +80,9 @@ def _write_rows(ws, first_row: int, rows: list[list]) -> int:
     return first_row + len(rows)
 
 
-async def xlsx_file(svc: Services, *, shop_id: str, settlement_id: str,
-                    progress: Callable[[int], None] | None = None) -> str:
+async def xlsx_file(
+    svc: Services, *, shop_id: str, settlement_id: str, progress: Callable[[int], None] | None = None
+) -> str:
     """Write the XLSX to a temporary file (constant-memory mode) and return its path; the caller removes it.
 
     The database lines arrive on the event loop (server-side cursor); formatting rows into the sheet and
@@ -102,8 +104,9 @@ async def xlsx_file(svc: Services, *, shop_id: str, settlement_id: str,
         ws = wb.add_worksheet("settlement")
         r = await asyncio.to_thread(_write_rows, ws, 0, [*_preamble(batch), HEADER])
         async for part in stream_lines(svc, shop_id=shop_id, settlement_id=settlement_id):
-            r = await asyncio.to_thread(_write_rows, ws, r,
-                                        [_row(line.distributor_id, line, batch.currency) for line in part])
+            r = await asyncio.to_thread(
+                _write_rows, ws, r, [_row(line.distributor_id, line, batch.currency) for line in part]
+            )
             if progress:
                 progress(len(part))
         await asyncio.to_thread(_write_rows, ws, r, [_row("TOTAL", batch, batch.currency)])

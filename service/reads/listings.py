@@ -14,8 +14,9 @@ from store import mapping
 from store.models import Distributor, LevelRow, Product, Settlement
 
 
-async def page_distributors(svc: Services, *, shop_id: str, statuses: Iterable[str] | None, limit: int,
-                            offset: int) -> Page:
+async def page_distributors(
+    svc: Services, *, shop_id: str, statuses: Iterable[str] | None, limit: int, offset: int
+) -> Page:
     """DS-1: the shop's distributors and applicants, filtered by status (APPLIED = applicants), by user id."""
     q = select(Distributor).where(Distributor.shop_id == shop_id)
     statuses = list(statuses or ())
@@ -32,8 +33,9 @@ async def page_products(svc: Services, *, shop_id: str, limit: int, offset: int)
 
 async def page_levels(svc: Services, *, shop_id: str, limit: int, offset: int) -> Page:
     """LV-1: the level table by grade."""
-    rows, total = await _page(svc, select(LevelRow).where(LevelRow.shop_id == shop_id), (LevelRow.grade,),
-                              limit=limit, offset=offset)
+    rows, total = await _page(
+        svc, select(LevelRow).where(LevelRow.shop_id == shop_id), (LevelRow.grade,), limit=limit, offset=offset
+    )
     return [mapping.level_from_row(r) for r in rows], total
 
 

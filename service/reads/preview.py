@@ -76,18 +76,34 @@ def _check_cart(lines: list[CartLine]) -> None:
         raise refuse(ErrorCode.INVALID_INPUT, f"at most {MAX_LINES} lines", field="lines", rule="CM-7")
     for i, ln in enumerate(lines):
         if not ln.product_ref or len(ln.product_ref) > 128:
-            raise refuse(ErrorCode.INVALID_INPUT, "product ref must be 1-128 characters", field=f"lines.{i}",
-                         rule="OR-3")
-        if not (1 <= ln.quantity <= 10_000) or not (0 <= ln.unit_price <= MAX_AMOUNT) or ln.discount < 0 \
-                or ln.discount > ln.unit_price * ln.quantity:
-            raise refuse(ErrorCode.INVALID_INPUT, "line: quantity 1-10000, prices >= 0, discount <= line amount",
-                         field=f"lines.{i}", rule="OR-2")
+            raise refuse(
+                ErrorCode.INVALID_INPUT, "product ref must be 1-128 characters", field=f"lines.{i}", rule="OR-3"
+            )
+        if (
+            not (1 <= ln.quantity <= 10_000)
+            or not (0 <= ln.unit_price <= MAX_AMOUNT)
+            or ln.discount < 0
+            or ln.discount > ln.unit_price * ln.quantity
+        ):
+            raise refuse(
+                ErrorCode.INVALID_INPUT,
+                "line: quantity 1-10000, prices >= 0, discount <= line amount",
+                field=f"lines.{i}",
+                rule="OR-2",
+            )
 
 
-async def commission_preview(svc: Services, *, shop_id: str, buyer_id: str | None,
-                             bound_to: str | None = None, invite_code: str | None = None,
-                             lines: list[CartLine] | None = None, campaign_id: str | None = None,
-                             quantity: int = 1) -> pv.Preview:
+async def commission_preview(
+    svc: Services,
+    *,
+    shop_id: str,
+    buyer_id: str | None,
+    bound_to: str | None = None,
+    invite_code: str | None = None,
+    lines: list[CartLine] | None = None,
+    campaign_id: str | None = None,
+    quantity: int = 1,
+) -> pv.Preview:
     """CM-7. The buyer is `buyer_id` (a signed-in customer; None: a new buyer with no record), bound to the
     distributor of `invite_code` or `bound_to` when given (as if that binding held), else to whoever the
     buyer's current binding names (RF-2, lapses applied). Give a cart (`lines`) or a `campaign_id` (with
@@ -99,9 +115,19 @@ async def commission_preview(svc: Services, *, shop_id: str, buyer_id: str | Non
     now = svc.now()
     refs = [ln.product_ref for ln in lines or []]
     async with svc.sessionmaker() as s:
-        got = (await s.execute(PREVIEW_CONTEXT, {
-            "s": shop_id, "buyer": buyer_id or "", "dist": bound_to,
-            "code": invite_code.strip().upper() if invite_code else None, "refs": refs, "cid": campaign_id or ""})).one()
+        got = (
+            await s.execute(
+                PREVIEW_CONTEXT,
+                {
+                    "s": shop_id,
+                    "buyer": buyer_id or "",
+                    "dist": bound_to,
+                    "code": invite_code.strip().upper() if invite_code else None,
+                    "refs": refs,
+                    "cid": campaign_id or "",
+                },
+            )
+        ).one()
     if invite_code and got.code_user is None:
         raise refuse(ErrorCode.INVALID_INVITE_CODE, "unknown invite code", field="inviteCode", rule="DS-2")
     settings = mapping.settings_from_row(_obj(_j(got.settings)))
@@ -112,23 +138,35 @@ async def commission_preview(svc: Services, *, shop_id: str, buyer_id: str | Non
     level1_ref = got.l1 if hypothetical else (current_referrer(mapping.binding_from_row(b1), now) if b1 else None)
     level2_ref = (current_referrer(mapping.binding_from_row(b2), now) if b2 else None) if level1_ref else None
     parties = {u: pv.Party(DistributorStatus(st), grade) for u, (st, grade) in (_j(got.dists) or {}).items()}
-    products = {ref: cm.ProductTerms(earns_commission=e, level1_amount=a1, level2_amount=a2)
-                for ref, (e, a1, a2) in (_j(got.products) or {}).items()}
+    products = {
+        ref: cm.ProductTerms(earns_commission=e, level1_amount=a1, level2_amount=a2)
+        for ref, (e, a1, a2) in (_j(got.products) or {}).items()
+    }
     campaign = _j(got.campaign)
     if campaign_id is not None and campaign is None:
         raise refuse(ErrorCode.NOT_FOUND, "campaign not found", field="campaignId")
 
     if campaign is not None:
-        c = gb.Campaign(id=campaign_id or "", list_price=int(campaign["list_price"]),
-                        tiers=mapping.tiers_from_json(campaign["tiers"]), duration=timedelta(0),
-                        payment_window=timedelta(0), starts_at=now, ends_at=now,
-                        leader_discount=int(campaign["leader_discount"]),
-                        max_quantity_per_order=int(campaign["max_quantity_per_order"]),
-                        variants=mapping.variants_from_json(campaign["variants"] or []),
-                        commission_enabled=bool(campaign["commission_enabled"]))
+        c = gb.Campaign(
+            id=campaign_id or "",
+            list_price=int(campaign["list_price"]),
+            tiers=mapping.tiers_from_json(campaign["tiers"]),
+            duration=timedelta(0),
+            payment_window=timedelta(0),
+            starts_at=now,
+            ends_at=now,
+            leader_discount=int(campaign["leader_discount"]),
+            max_quantity_per_order=int(campaign["max_quantity_per_order"]),
+            variants=mapping.variants_from_json(campaign["variants"] or []),
+            commission_enabled=bool(campaign["commission_enabled"]),
+        )
         if not 1 <= quantity <= c.max_quantity_per_order:
-            raise refuse(ErrorCode.QUANTITY_LIMIT, f"1 to {c.max_quantity_per_order} units per order",
-                         field="quantity", rule="GB-2")
+            raise refuse(
+                ErrorCode.QUANTITY_LIMIT,
+                f"1 to {c.max_quantity_per_order} units per order",
+                field="quantity",
+                rule="GB-2",
+            )
         goods = c.tiers[0].unit_price * quantity
         terms = products.get(campaign["product_ref"], cm.ProductTerms())
     else:
@@ -137,19 +175,31 @@ async def commission_preview(svc: Services, *, shop_id: str, buyer_id: str | Non
     # DS-1: the payment admits the buyer first (service.tx.commissions.admit_if_due), so a buyer admitted by this
     # very order is level 1 with `self_purchase` on — a new buyer too, in EVERYONE mode
     status = parties.get(buyer)
-    admitted = pv.admitted_status(settings, status.status if status else None,
-                                  net_paid_spend=int(got.net_spend or 0) + goods)
+    admitted = pv.admitted_status(
+        settings, status.status if status else None, net_paid_spend=int(got.net_spend or 0) + goods
+    )
     if admitted is not None and (status is None or admitted != status.status):
         parties[buyer] = pv.Party(admitted, status.grade if status else 0)
     if hypothetical and level1_ref and level1_ref not in parties:  # the assumed binding admits D (DS-1)
         bound = pv.admitted_by_binding(settings, None)
         if bound is not None:
             parties[level1_ref] = pv.Party(bound)
-    facts = pv.PaymentFacts(buyer_id=buyer, level1_referrer=level1_ref, level2_referrer=level2_ref,
-                            parties=parties)
+    facts = pv.PaymentFacts(buyer_id=buyer, level1_referrer=level1_ref, level2_referrer=level2_ref, parties=parties)
     if campaign is not None:
-        return pv.preview_campaign(settings, levels, facts, campaign=c, product_ref=campaign["product_ref"],
-                                   terms=terms, quantity=quantity)
-    return pv.preview_cart(settings, levels, facts, [
-        cm.LineBase(product_ref=ln.product_ref, quantity=ln.quantity, base=ln.unit_price * ln.quantity - ln.discount,
-                    terms=products.get(ln.product_ref, cm.ProductTerms())) for ln in lines or []])
+        return pv.preview_campaign(
+            settings, levels, facts, campaign=c, product_ref=campaign["product_ref"], terms=terms, quantity=quantity
+        )
+    return pv.preview_cart(
+        settings,
+        levels,
+        facts,
+        [
+            cm.LineBase(
+                product_ref=ln.product_ref,
+                quantity=ln.quantity,
+                base=ln.unit_price * ln.quantity - ln.discount,
+                terms=products.get(ln.product_ref, cm.ProductTerms()),
+            )
+            for ln in lines or []
+        ],
+    )

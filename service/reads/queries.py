@@ -52,8 +52,9 @@ async def _page(svc: Services, q, order_by: Sequence, *, limit: int, offset: int
     return rows, int(total)
 
 
-async def _keyset_page(svc: Services, q, key: Sequence, *, limit: int, after: tuple | None,
-                       descending: bool = False) -> Page:
+async def _keyset_page(
+    svc: Services, q, key: Sequence, *, limit: int, after: tuple | None, descending: bool = False
+) -> Page:
     """Rows of `q` strictly after `after` in the order of the `key` columns (a unique key), and the total
     of `q` without the cursor. Costs two statements whatever the page."""
     assert 0 <= limit <= 1001, "pages are bounded"
@@ -71,8 +72,9 @@ async def _keyset_page(svc: Services, q, key: Sequence, *, limit: int, after: tu
 async def campaigns_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, CampaignRow]:
     ids = list(set(ids))
     async with svc.sessionmaker() as s:
-        rows = (await s.execute(select(CampaignRow).where(CampaignRow.shop_id == shop_id,
-                                                          CampaignRow.campaign_id.in_(ids)))).scalars()
+        rows = (
+            await s.execute(select(CampaignRow).where(CampaignRow.shop_id == shop_id, CampaignRow.campaign_id.in_(ids)))
+        ).scalars()
         return {r.campaign_id: r for r in rows}
 
 
@@ -83,10 +85,12 @@ async def groups_by_ids_caught_up(svc: Services, *, shop_id: str, ids: Iterable[
         return {}
     await catch_up(svc, shop_id=shop_id, group_ids=ids)
     async with svc.sessionmaker() as s:
-        rows = list((await s.execute(select(GroupRow).where(GroupRow.shop_id == shop_id,
-                                                            GroupRow.group_id.in_(ids)))).scalars())
-        seats = list((await s.execute(select(SeatRow).where(SeatRow.shop_id == shop_id,
-                                                            SeatRow.group_id.in_(ids)))).scalars())
+        rows = list(
+            (await s.execute(select(GroupRow).where(GroupRow.shop_id == shop_id, GroupRow.group_id.in_(ids)))).scalars()
+        )
+        seats = list(
+            (await s.execute(select(SeatRow).where(SeatRow.shop_id == shop_id, SeatRow.group_id.in_(ids)))).scalars()
+        )
     by_group: dict[str, list] = {}
     for st in seats:
         by_group.setdefault(st.group_id, []).append(st)
@@ -158,9 +162,14 @@ async def deliveries_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) 
     if not pairs:
         return {}
     async with svc.sessionmaker() as s:
-        rows = (await s.execute(select(WebhookDelivery).where(
-            WebhookDelivery.shop_id == shop_id,
-            tuple_(WebhookDelivery.endpoint_id, WebhookDelivery.event_id).in_(list(pairs))))).scalars()
+        rows = (
+            await s.execute(
+                select(WebhookDelivery).where(
+                    WebhookDelivery.shop_id == shop_id,
+                    tuple_(WebhookDelivery.endpoint_id, WebhookDelivery.event_id).in_(list(pairs)),
+                )
+            )
+        ).scalars()
         return {f"{r.endpoint_id}:{r.event_id}": r for r in rows}
 
 
@@ -178,13 +187,18 @@ async def page_open_group_ids(svc: Services, *, shop_id: str, campaign_id: str, 
     A group whose `expires_at` has passed is no longer open, whether or not the worker has applied its
     fate yet (GB-11), so it is left out here rather than advanced on this read; the groups on the page
     are caught up when they are loaded (groups_by_ids_caught_up)."""
-    q = select(GroupRow.group_id).where(GroupRow.shop_id == shop_id, GroupRow.campaign_id == campaign_id,
-                                        GroupRow.state == "OPEN", GroupRow.expires_at > svc.now())
+    q = select(GroupRow.group_id).where(
+        GroupRow.shop_id == shop_id,
+        GroupRow.campaign_id == campaign_id,
+        GroupRow.state == "OPEN",
+        GroupRow.expires_at > svc.now(),
+    )
     return await _page(svc, q, (GroupRow.expires_at, GroupRow.group_id), limit=limit, offset=offset)
 
 
-async def page_campaign_group_ids(svc: Services, *, shop_id: str, campaign_id: str, states: list[str] | None,
-                                  limit: int, offset: int) -> Page:
+async def page_campaign_group_ids(
+    svc: Services, *, shop_id: str, campaign_id: str, states: list[str] | None, limit: int, offset: int
+) -> Page:
     """Ids of a campaign's groups in any (or the given) states, most recently opened first (admin screens)."""
     q = select(GroupRow.group_id).where(GroupRow.shop_id == shop_id, GroupRow.campaign_id == campaign_id)
     if states:
@@ -205,8 +219,9 @@ async def page_orders_caught_up(svc: Services, *, shop_id: str, buyer_id: str, l
     return await _page(svc, q, (Order.created_at.desc(), Order.order_id), limit=limit, offset=offset)
 
 
-async def page_refunds(svc: Services, *, shop_id: str, state: str | None, rule: str | None, limit: int,
-                       after: tuple | None) -> Page:
+async def page_refunds(
+    svc: Services, *, shop_id: str, state: str | None, rule: str | None, limit: int, after: tuple | None
+) -> Page:
     """Oldest first, keyset on (created_at, refund_id): confirming refunds while paging skips none."""
     q = select(Refund).where(Refund.shop_id == shop_id)
     if state:
@@ -216,8 +231,9 @@ async def page_refunds(svc: Services, *, shop_id: str, state: str | None, rule: 
     return await _keyset_page(svc, q, (Refund.created_at, Refund.refund_id), limit=limit, after=after)
 
 
-async def page_payouts(svc: Services, *, shop_id: str, state: str | None, user_id: str | None, limit: int,
-                       offset: int) -> Page:
+async def page_payouts(
+    svc: Services, *, shop_id: str, state: str | None, user_id: str | None, limit: int, offset: int
+) -> Page:
     q = select(Payout).where(Payout.shop_id == shop_id)
     if state:
         q = q.where(Payout.state == state)
@@ -226,18 +242,20 @@ async def page_payouts(svc: Services, *, shop_id: str, state: str | None, user_i
     return await _page(svc, q, (Payout.requested_at, Payout.payout_id), limit=limit, offset=offset)
 
 
-async def page_commission_lines(svc: Services, *, shop_id: str, beneficiary_id: str, limit: int,
-                                offset: int) -> Page:
+async def page_commission_lines(svc: Services, *, shop_id: str, beneficiary_id: str, limit: int, offset: int) -> Page:
     """RP-1: a distributor's commission lines, newest first; lines already due are released first (CM-6)."""
     await release_due_lines(svc, shop_id=shop_id, user_ids=[beneficiary_id], wait=True)
-    q = select(CommissionLineRow).where(CommissionLineRow.shop_id == shop_id,
-                                        CommissionLineRow.beneficiary_id == beneficiary_id)
-    return await _page(svc, q, (CommissionLineRow.created_at.desc(), CommissionLineRow.line_id), limit=limit,
-                       offset=offset)
+    q = select(CommissionLineRow).where(
+        CommissionLineRow.shop_id == shop_id, CommissionLineRow.beneficiary_id == beneficiary_id
+    )
+    return await _page(
+        svc, q, (CommissionLineRow.created_at.desc(), CommissionLineRow.line_id), limit=limit, offset=offset
+    )
 
 
-async def page_events_caught_up(svc: Services, *, shop_id: str, types: list[str] | None, limit: int,
-                      after: tuple | None) -> Page:
+async def page_events_caught_up(
+    svc: Services, *, shop_id: str, types: list[str] | None, limit: int, after: tuple | None
+) -> Page:
     """The shop's events in feed (commit) order, keyset on their position (service/jobs/feed.py): every event
     committed before the call is in it, and one that commits later comes after any cursor handed out."""
     from service.jobs.feed import sequence
@@ -252,12 +270,14 @@ async def page_events_caught_up(svc: Services, *, shop_id: str, types: list[str]
 
 async def page_endpoints(svc: Services, *, shop_id: str, limit: int, after: tuple | None) -> Page:
     q = select(WebhookEndpoint).where(WebhookEndpoint.shop_id == shop_id)
-    return await _keyset_page(svc, q, (WebhookEndpoint.created_at, WebhookEndpoint.endpoint_id), limit=limit,
-                              after=after)
+    return await _keyset_page(
+        svc, q, (WebhookEndpoint.created_at, WebhookEndpoint.endpoint_id), limit=limit, after=after
+    )
 
 
-async def page_deliveries(svc: Services, *, shop_id: str, endpoint_id: str, state: str | None, limit: int,
-                          after: tuple | None) -> Page:
+async def page_deliveries(
+    svc: Services, *, shop_id: str, endpoint_id: str, state: str | None, limit: int, after: tuple | None
+) -> Page:
     """An endpoint's deliveries, newest event first (keyset on seq: new ones arrive while paging)."""
     q = select(WebhookDelivery).where(WebhookDelivery.shop_id == shop_id, WebhookDelivery.endpoint_id == endpoint_id)
     if state:
@@ -268,8 +288,9 @@ async def page_deliveries(svc: Services, *, shop_id: str, endpoint_id: str, stat
 async def page_attempts(svc: Services, *, shop_id: str, endpoint_id: str, limit: int, after: tuple | None) -> Page:
     """An endpoint's attempts, newest first."""
     q = select(WebhookAttempt).where(WebhookAttempt.shop_id == shop_id, WebhookAttempt.endpoint_id == endpoint_id)
-    return await _keyset_page(svc, q, (WebhookAttempt.at, WebhookAttempt.attempt_id), limit=limit, after=after,
-                              descending=True)
+    return await _keyset_page(
+        svc, q, (WebhookAttempt.at, WebhookAttempt.attempt_id), limit=limit, after=after, descending=True
+    )
 
 
 # ------------------------------------------------------------------ levels (LV-1 progress)

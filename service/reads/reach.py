@@ -56,12 +56,21 @@ FROM m ORDER BY m.bound_at DESC, m.user_id LIMIT :lim OFFSET :off
 MEMBERS = {
     1: "SELECT user_id, bound_at FROM l1",
     2: f"SELECT b.user_id, b.bound_at FROM bindings b JOIN l1 ON b.referrer_id = l1.user_id "
-       f"WHERE b.shop_id = :s AND {_LIVE}",
+    f"WHERE b.shop_id = :s AND {_LIVE}",
 }
 
 
-async def downline_page(svc: Services, *, shop_id: str, user_id: str, level: int, period_from: datetime,
-                        period_to: datetime, limit: int, offset: int) -> tuple[list[DownlineMember], int]:
+async def downline_page(
+    svc: Services,
+    *,
+    shop_id: str,
+    user_id: str,
+    level: int,
+    period_from: datetime,
+    period_to: datetime,
+    limit: int,
+    offset: int,
+) -> tuple[list[DownlineMember], int]:
     """RP-5: the distributor's level-1 (their live bindings) or level-2 (their level-1's) downline, newest
     binding first, with each member's paid orders and the commission base they brought the distributor over
     [from, to) (`engine.leaderboard.member_figures`)."""
@@ -69,16 +78,30 @@ async def downline_page(svc: Services, *, shop_id: str, user_id: str, level: int
         raise refuse(ErrorCode.INVALID_INPUT, "level is 1 or 2", field="level", rule="RP-5")
     _period(period_from, period_to, "RP-5")
     async with svc.sessionmaker() as s:
-        rows = (await s.execute(text(DOWNLINE_SQL.format(members=MEMBERS[level])), {
-            "s": shop_id, "u": user_id, "now": svc.now(), "f": period_from, "t": period_to, "lim": limit,
-            "off": offset})).all()
+        rows = (
+            await s.execute(
+                text(DOWNLINE_SQL.format(members=MEMBERS[level])),
+                {
+                    "s": shop_id,
+                    "u": user_id,
+                    "now": svc.now(),
+                    "f": period_from,
+                    "t": period_to,
+                    "lim": limit,
+                    "off": offset,
+                },
+            )
+        ).all()
     out = []
     for r in rows:
-        orders = [lb.MemberOrder(paid_at=_ts(p), net_base=int(b), earns_viewer=bool(e), refunded_in_full=bool(full))
-                  for p, b, e, full in (_j(r.orders) or [])]
+        orders = [
+            lb.MemberOrder(paid_at=_ts(p), net_base=int(b), earns_viewer=bool(e), refunded_in_full=bool(full))
+            for p, b, e, full in (_j(r.orders) or [])
+        ]
         n, base = lb.member_figures(orders, period_from, period_to)
-        out.append(DownlineMember(user_id=r.user_id, level=level, joined_at=r.bound_at, paid_orders=n,
-                                  commission_base=base))
+        out.append(
+            DownlineMember(user_id=r.user_id, level=level, joined_at=r.bound_at, paid_orders=n, commission_base=base)
+        )
     return out, (int(rows[0].total) if rows else 0)
 
 
@@ -102,8 +125,11 @@ FROM allu a JOIN distributors d ON d.shop_id = :s AND d.user_id = a.user_id
 LEFT JOIN c ON c.user_id = a.user_id LEFT JOIN ts ON ts.user_id = a.user_id LEFT JOIN nr ON nr.user_id = a.user_id
 ORDER BY {order} LIMIT :lim
 """
-ORDER = {lb.RankBy.COMMISSION_EARNED: "3 DESC, 4 DESC, 5 DESC, 1", lb.RankBy.TEAM_SALES: "4 DESC, 3 DESC, 5 DESC, 1",
-         lb.RankBy.NEW_DIRECT_REFERRALS: "5 DESC, 3 DESC, 4 DESC, 1"}
+ORDER = {
+    lb.RankBy.COMMISSION_EARNED: "3 DESC, 4 DESC, 5 DESC, 1",
+    lb.RankBy.TEAM_SALES: "4 DESC, 3 DESC, 5 DESC, 1",
+    lb.RankBy.NEW_DIRECT_REFERRALS: "5 DESC, 3 DESC, 4 DESC, 1",
+}
 
 
 @dataclass(frozen=True)
@@ -113,8 +139,9 @@ class LeaderboardRow:
     standing: lb.Standing
 
 
-async def leaderboard(svc: Services, *, shop_id: str, period_from: datetime, period_to: datetime, by: lb.RankBy,
-                      limit: int) -> list[LeaderboardRow]:
+async def leaderboard(
+    svc: Services, *, shop_id: str, period_from: datetime, period_to: datetime, by: lb.RankBy, limit: int
+) -> list[LeaderboardRow]:
     """RP-5: the shop's distributors over [from, to) by commission earned, team sales or new direct referrals
     (`engine.leaderboard.Standing` says what each is), best first, ranked by `engine.leaderboard.rank`; the
     statement returns the top `limit` in the same order, so their ranks are the shop-wide ones."""
@@ -122,11 +149,20 @@ async def leaderboard(svc: Services, *, shop_id: str, period_from: datetime, per
     if not 1 <= limit <= MAX_PAGE:
         raise refuse(ErrorCode.INVALID_INPUT, f"first is 1 to {MAX_PAGE}", field="first", rule="RP-5")
     async with svc.sessionmaker() as s:
-        rows = (await s.execute(text(LEADERBOARD_SQL.format(order=ORDER[by])),
-                                {"s": shop_id, "f": period_from, "t": period_to, "lim": limit})).all()
+        rows = (
+            await s.execute(
+                text(LEADERBOARD_SQL.format(order=ORDER[by])),
+                {"s": shop_id, "f": period_from, "t": period_to, "lim": limit},
+            )
+        ).all()
     codes = {r.user_id: r.invite_code for r in rows}
-    ranked = lb.rank([lb.Standing(r.user_id, int(r.commission_earned), int(r.team_sales), int(r.new_direct_referrals))
-                      for r in rows], by)
+    ranked = lb.rank(
+        [
+            lb.Standing(r.user_id, int(r.commission_earned), int(r.team_sales), int(r.new_direct_referrals))
+            for r in rows
+        ],
+        by,
+    )
     return [LeaderboardRow(rank=k, invite_code=codes[st.user_id], standing=st) for k, st in ranked]
 
 
@@ -148,24 +184,40 @@ SELECT (SELECT visits FROM v) AS visits, (SELECT visitors FROM v) AS visitors, (
 # the subject of a distributor's funnel is the buyer's referrer in the order's RF-2 snapshot: level 1, or level 2
 # when level 1 is the buyer themselves (self-purchase, CM-2)
 SUBJECTS = {
-    "distributor": ("distributor_id = :x", "referrer_id = :x",
-                    "(CASE WHEN o.level1_id = o.buyer_id THEN o.level2_id ELSE o.level1_id END) IS NOT DISTINCT "
-                    "FROM CAST(:x AS varchar)"),
+    "distributor": (
+        "distributor_id = :x",
+        "referrer_id = :x",
+        "(CASE WHEN o.level1_id = o.buyer_id THEN o.level2_id ELSE o.level1_id END) IS NOT DISTINCT "
+        "FROM CAST(:x AS varchar)",
+    ),
     "campaign": ("campaign_id = :x", "campaign_id = :x", "o.campaign_id IS NOT DISTINCT FROM CAST(:x AS varchar)"),
 }
 
 
-async def funnel(svc: Services, *, shop_id: str, subject: str, subject_id: str, period_from: datetime,
-                 period_to: datetime) -> fn.Funnel:
+async def funnel(
+    svc: Services, *, shop_id: str, subject: str, subject_id: str, period_from: datetime, period_to: datetime
+) -> fn.Funnel:
     """RP-6 for a distributor (`subject` "distributor": visits of their code, users bound to them, first paid
     orders whose snapshot names them as the buyer's referrer) or a campaign ("campaign": visits naming it,
     users bound through its group links, first paid orders of it), over [from, to). One statement."""
     _period(period_from, period_to, "RP-6")
     vf, bf, of = SUBJECTS[subject]
     async with svc.sessionmaker() as s:
-        r = (await s.execute(text(FUNNEL_SQL.format(visit_filter=vf, binding_filter=bf, order_filter=of)),
-                             {"s": shop_id, "x": subject_id, "f": period_from, "t": period_to})).one()
-    buyers = {u: [fn.PaidOrder(paid_at=_ts(p), attributed=bool(a), refunded_in_full=bool(full))
-                  for p, a, full in orders] for u, orders in (_j(r.buyers) or {}).items()}
-    return fn.funnel(visits=int(r.visits or 0), visitors=int(r.visitors or 0), bindings=int(r.bindings or 0),
-                     orders_by_buyer=buyers, period_from=period_from, period_to=period_to)
+        r = (
+            await s.execute(
+                text(FUNNEL_SQL.format(visit_filter=vf, binding_filter=bf, order_filter=of)),
+                {"s": shop_id, "x": subject_id, "f": period_from, "t": period_to},
+            )
+        ).one()
+    buyers = {
+        u: [fn.PaidOrder(paid_at=_ts(p), attributed=bool(a), refunded_in_full=bool(full)) for p, a, full in orders]
+        for u, orders in (_j(r.buyers) or {}).items()
+    }
+    return fn.funnel(
+        visits=int(r.visits or 0),
+        visitors=int(r.visitors or 0),
+        bindings=int(r.bindings or 0),
+        orders_by_buyer=buyers,
+        period_from=period_from,
+        period_to=period_to,
+    )

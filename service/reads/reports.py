@@ -68,8 +68,16 @@ class CampaignStats:
 
 
 def _empty(variant: str) -> GroupStats:
-    return GroupStats(variant=variant, opened=0, formed=0, failed=0, formation_rate_bp=None, mean_seconds_to_form=0,
-                      units=0, net_sales=0)
+    return GroupStats(
+        variant=variant,
+        opened=0,
+        formed=0,
+        failed=0,
+        formation_rate_bp=None,
+        mean_seconds_to_form=0,
+        units=0,
+        net_sales=0,
+    )
 
 
 def _mean_seconds(micros: int, formed: int) -> int:
@@ -81,27 +89,52 @@ async def campaign_stats(svc: Services, *, shop_id: str, campaign_id: str) -> Ca
     zeros); the first is the control and every other variant is compared with it, pairwise."""
     async with svc.sessionmaker() as s:
         rows = (await s.execute(CAMPAIGN_STATS_SQL, {"s": shop_id, "c": campaign_id})).mappings().all()
-        defined = (await s.execute(text("SELECT variants FROM campaigns WHERE shop_id = :s AND campaign_id = :c"),
-                                   {"s": shop_id, "c": campaign_id})).scalar() or []
+        defined = (
+            await s.execute(
+                text("SELECT variants FROM campaigns WHERE shop_id = :s AND campaign_id = :c"),
+                {"s": shop_id, "c": campaign_id},
+            )
+        ).scalar() or []
     # The means come from exact sums of microseconds, per variant and for the total alike: a total
     # averaged from the variants' already-rounded means could be off by a second.
-    per = [GroupStats(variant=r["variant"] or None, opened=r["opened"], formed=r["formed"], failed=r["failed"],
-                      formation_rate_bp=rate_bp(r["formed"], r["formed"] + r["failed"]),
-                      mean_seconds_to_form=_mean_seconds(int(r["micros_to_form"]), r["formed"]),
-                      units=int(r["units"]), net_sales=int(r["net_sales"])) for r in rows]
+    per = [
+        GroupStats(
+            variant=r["variant"] or None,
+            opened=r["opened"],
+            formed=r["formed"],
+            failed=r["failed"],
+            formation_rate_bp=rate_bp(r["formed"], r["formed"] + r["failed"]),
+            mean_seconds_to_form=_mean_seconds(int(r["micros_to_form"]), r["formed"]),
+            units=int(r["units"]),
+            net_sales=int(r["net_sales"]),
+        )
+        for r in rows
+    ]
     formed, failed = sum(p.formed for p in per), sum(p.failed for p in per)
-    total = GroupStats(variant=None, opened=sum(p.opened for p in per), formed=formed, failed=failed,
-                       formation_rate_bp=rate_bp(formed, formed + failed),
-                       mean_seconds_to_form=_mean_seconds(sum(int(r["micros_to_form"]) for r in rows), formed),
-                       units=sum(p.units for p in per), net_sales=sum(p.net_sales for p in per))
+    total = GroupStats(
+        variant=None,
+        opened=sum(p.opened for p in per),
+        formed=formed,
+        failed=failed,
+        formation_rate_bp=rate_bp(formed, formed + failed),
+        mean_seconds_to_form=_mean_seconds(sum(int(r["micros_to_form"]) for r in rows), formed),
+        units=sum(p.units for p in per),
+        net_sales=sum(p.net_sales for p in per),
+    )
     by_name = {p.variant: p for p in per if p.variant}
     order = [v["name"] for v in defined] + sorted(set(by_name) - {v["name"] for v in defined})
     named = [by_name.get(n) or _empty(n) for n in order]
     comparisons = []
     if named:
         c = named[0]
-        comparisons = [VariantComparison(variant=v.variant, control=c.variant, difference=formation_rate_difference(
-            v.formed, v.formed + v.failed, c.formed, c.formed + c.failed)) for v in named[1:]]
+        comparisons = [
+            VariantComparison(
+                variant=v.variant,
+                control=c.variant,
+                difference=formation_rate_difference(v.formed, v.formed + v.failed, c.formed, c.formed + c.failed),
+            )
+            for v in named[1:]
+        ]
     return CampaignStats(total=total, variants=named, comparisons=comparisons)
 
 
@@ -119,9 +152,19 @@ PAID_COUNTS_SQL = """
 async def segment(svc: Services, *, shop_id: str, user_id: str) -> Segment:
     """RP-3 for one user: orders refunded in full do not count as paid."""
     async with svc.sessionmaker() as s:
-        times = (await s.execute(text(
-            "SELECT paid_at FROM orders WHERE shop_id = :s AND buyer_id = :u AND paid_at IS NOT NULL "
-            "AND refunded_amount < paid_amount"), {"s": shop_id, "u": user_id})).scalars().all()
+        times = (
+            (
+                await s.execute(
+                    text(
+                        "SELECT paid_at FROM orders WHERE shop_id = :s AND buyer_id = :u AND paid_at IS NOT NULL "
+                        "AND refunded_amount < paid_amount"
+                    ),
+                    {"s": shop_id, "u": user_id},
+                )
+            )
+            .scalars()
+            .all()
+        )
     return segment_of(list(times), svc.now())
 
 
@@ -130,7 +173,7 @@ async def segment_counts(svc: Services, *, shop_id: str) -> dict[str, int]:
     sql = text(f"""
         SELECT CASE WHEN n = 0 THEN 'NEW' WHEN last_paid <= :dormant_before THEN 'DORMANT'
                     WHEN n >= 4 THEN 'LOYAL' WHEN n >= 2 THEN 'REPEAT' ELSE 'FIRST_ORDER' END AS seg, count(*)
-        FROM ({PAID_COUNTS_SQL.format(user_filter='')}) x GROUP BY 1""")
+        FROM ({PAID_COUNTS_SQL.format(user_filter="")}) x GROUP BY 1""")
     async with svc.sessionmaker() as s:
         rows = (await s.execute(sql, {"s": shop_id, "dormant_before": svc.now() - DORMANT_AFTER})).all()
     counts = {seg.value: 0 for seg in Segment}
@@ -185,17 +228,26 @@ class RetentionRow:
 async def retention(svc: Services, *, shop_id: str, period_from: datetime, period_to: datetime) -> list[RetentionRow]:
     """RP-4 for [period_from, period_to): one row per acquisition source, always all three, in SOURCES order."""
     async with svc.sessionmaker() as s:
-        rows = {r["acquired_by"]: r for r in (await s.execute(
-            RETENTION_SQL, {"s": shop_id, "f": period_from, "t": period_to})).mappings().all()}
+        rows = {
+            r["acquired_by"]: r
+            for r in (await s.execute(RETENTION_SQL, {"s": shop_id, "f": period_from, "t": period_to})).mappings().all()
+        }
     out = []
     for source in SOURCES:
         r = rows.get(source) or {"buyers": 0, "repeaters": 0, "multi_category": 0, "net_sales": 0}
         n, net = int(r["buyers"]), int(r["net_sales"])
-        out.append(RetentionRow(source=source, buyers=n, repeat_buyers=int(r["repeaters"]),
-                                multi_category_buyers=int(r["multi_category"]),
-                                repurchase_rate_bp=rate_bp(int(r["repeaters"]), n),
-                                multi_category_rate_bp=rate_bp(int(r["multi_category"]), n),
-                                net_sales=net, net_sales_per_buyer=net // n if n else None))
+        out.append(
+            RetentionRow(
+                source=source,
+                buyers=n,
+                repeat_buyers=int(r["repeaters"]),
+                multi_category_buyers=int(r["multi_category"]),
+                repurchase_rate_bp=rate_bp(int(r["repeaters"]), n),
+                multi_category_rate_bp=rate_bp(int(r["multi_category"]), n),
+                net_sales=net,
+                net_sales_per_buyer=net // n if n else None,
+            )
+        )
     return out
 
 
@@ -211,22 +263,29 @@ async def shop_period(svc: Services, *, shop_id: str, day_from: date, day_to: da
 
 
 async def shop_timezone(session, shop_id: str) -> str:
-    return (await session.execute(text("SELECT timezone FROM shops WHERE shop_id = :s"), {"s": shop_id})).scalar() \
-        or "UTC"
+    return (
+        await session.execute(text("SELECT timezone FROM shops WHERE shop_id = :s"), {"s": shop_id})
+    ).scalar() or "UTC"
 
 
 # ------------------------------------------------------------------ RP-1
 BUCKETS = ("PENDING", "FROZEN", "AVAILABLE", "IN_PAYOUT", "PAID", "FEES")
 
 
-async def earnings(svc: Services, *, shop_id: str, user_id: str, period_from: datetime, period_to: datetime
-                   ) -> dict[str, int]:
+async def earnings(
+    svc: Services, *, shop_id: str, user_id: str, period_from: datetime, period_to: datetime
+) -> dict[str, int]:
     """RP-1: what moved in each balance of a distributor over [from, to) (sum of ledger entries)."""
     async with svc.sessionmaker() as s:
-        rows = (await s.execute(text(
-            "SELECT bucket, sum(amount) FROM ledger_entries WHERE shop_id = :s AND distributor_id = :u "
-            "AND created_at >= :f AND created_at < :t GROUP BY bucket"),
-            {"s": shop_id, "u": user_id, "f": period_from, "t": period_to})).all()
+        rows = (
+            await s.execute(
+                text(
+                    "SELECT bucket, sum(amount) FROM ledger_entries WHERE shop_id = :s AND distributor_id = :u "
+                    "AND created_at >= :f AND created_at < :t GROUP BY bucket"
+                ),
+                {"s": shop_id, "u": user_id, "f": period_from, "t": period_to},
+            )
+        ).all()
     out = {b: 0 for b in BUCKETS}
     out.update({b: int(v) for b, v in rows})
     return out
@@ -264,21 +323,30 @@ def local_periods(granularity: Granularity, day_from: date, day_to: date) -> lis
     if day_to <= day_from:
         raise refuse(ErrorCode.INVALID_INPUT, "the period must end after it starts", field="periodTo", rule="RP-1")
     if granularity == Granularity.MONTH and (day_from.day != 1 or day_to.day != 1):
-        raise refuse(ErrorCode.INVALID_INPUT, "monthly periods run from the 1st of a month to the 1st of a month",
-                     field="periodFrom", rule="RP-1")
+        raise refuse(
+            ErrorCode.INVALID_INPUT,
+            "monthly periods run from the 1st of a month to the 1st of a month",
+            field="periodFrom",
+            rule="RP-1",
+        )
     step = (lambda d: d + timedelta(days=1)) if granularity == Granularity.DAY else _next_month
     out, d = [], day_from
     while d < day_to:
         out.append((d, step(d)))
         d = out[-1][1]
         if len(out) > MAX_PERIODS[granularity]:
-            raise refuse(ErrorCode.INVALID_INPUT, f"at most {MAX_PERIODS[granularity]} periods of a "
-                         f"{granularity.value.lower()} per request", field="periodTo", rule="RP-1")
+            raise refuse(
+                ErrorCode.INVALID_INPUT,
+                f"at most {MAX_PERIODS[granularity]} periods of a {granularity.value.lower()} per request",
+                field="periodTo",
+                rule="RP-1",
+            )
     return out
 
 
-async def earnings_series(svc: Services, *, shop_id: str, user_id: str | None, granularity: Granularity,
-                          day_from: date, day_to: date) -> list[EarningsPeriod]:
+async def earnings_series(
+    svc: Services, *, shop_id: str, user_id: str | None, granularity: Granularity, day_from: date, day_to: date
+) -> list[EarningsPeriod]:
     """RP-1 per period in the shop's time zone: each local day or month of [day_from, day_to), oldest first,
     including periods where nothing moved. One query, grouped by the local start of each entry's period.
     `user_id` None: the whole shop's distributor ledger (what finance charts)."""
@@ -288,20 +356,39 @@ async def earnings_series(svc: Services, *, shop_id: str, user_id: str | None, g
     async with svc.sessionmaker() as s:
         tz = await shop_timezone(s, shop_id)
         start, end = local_bounds(tz, day_from, day_to)
-        rows = (await s.execute(text(
-            "SELECT date_trunc(:unit, created_at AT TIME ZONE :tz)::date AS local_start, bucket, sum(amount) "
-            "FROM ledger_entries WHERE shop_id = :s AND created_at >= :f AND created_at < :t "
-            + ("AND distributor_id = :u " if user_id is not None else "") + "GROUP BY 1, 2"),
-            {"unit": granularity.value.lower(), "tz": tz, "s": shop_id, "f": start, "t": end,
-             **({"u": user_id} if user_id is not None else {})})).all()
+        rows = (
+            await s.execute(
+                text(
+                    "SELECT date_trunc(:unit, created_at AT TIME ZONE :tz)::date AS local_start, bucket, sum(amount) "
+                    "FROM ledger_entries WHERE shop_id = :s AND created_at >= :f AND created_at < :t "
+                    + ("AND distributor_id = :u " if user_id is not None else "")
+                    + "GROUP BY 1, 2"
+                ),
+                {
+                    "unit": granularity.value.lower(),
+                    "tz": tz,
+                    "s": shop_id,
+                    "f": start,
+                    "t": end,
+                    **({"u": user_id} if user_id is not None else {}),
+                },
+            )
+        ).all()
     moved: dict[date, dict[str, int]] = {}
     for local_start, bucket, amount in rows:
         moved.setdefault(local_start, {})[bucket] = int(amount)
     out = []
     for a, b in periods:
         starts_at, ends_at = local_bounds(tz, a, b)
-        out.append(EarningsPeriod(day_from=a, day_to=b, starts_at=starts_at, ends_at=ends_at,
-                                  moved={k: moved.get(a, {}).get(k, 0) for k in BUCKETS}))
+        out.append(
+            EarningsPeriod(
+                day_from=a,
+                day_to=b,
+                starts_at=starts_at,
+                ends_at=ends_at,
+                moved={k: moved.get(a, {}).get(k, 0) for k in BUCKETS},
+            )
+        )
     return out
 
 
@@ -318,7 +405,8 @@ async def downline(svc: Services, *, shop_id: str, user_id: str) -> dict[str, di
         UNION ALL
         SELECT 'level2', count(*), COALESCE((SELECT sum(net_spend) FROM users WHERE shop_id = :s
                AND user_id IN (SELECT user_id FROM l2)), 0) FROM l2
-        """)
+        """
+    )
     async with svc.sessionmaker() as s:
         rows = (await s.execute(sql, {"s": shop_id, "u": user_id, "now": svc.now()})).all()
     return {k: {"count": int(n), "sales": int(v)} for k, n, v in rows}

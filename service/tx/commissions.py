@@ -36,7 +36,13 @@ from store.models import (
 
 # ---------------------------------------------------------------- distributors (DS-1)
 async def ensure_distributor(
-    session: AsyncSession, shop_id: str, user_id: str, *, status: DistributorStatus, now, actor: str = "system",
+    session: AsyncSession,
+    shop_id: str,
+    user_id: str,
+    *,
+    status: DistributorStatus,
+    now,
+    actor: str = "system",
     reason: str = "",
 ) -> Distributor:
     """Create the distributor row (with a stable invite code, DS-2) or return the existing one."""
@@ -47,16 +53,34 @@ async def ensure_distributor(
         code = new_invite_code()
         res = await session.execute(
             insert(Distributor)
-            .values(shop_id=shop_id, user_id=user_id, status=status.value, invite_code=code, grade=0,
-                    bonuses_credited=[], applied_at=now,
-                    approved_at=now if status == DistributorStatus.ACTIVE else None,
-                    approved_by=actor if status == DistributorStatus.ACTIVE else None)
+            .values(
+                shop_id=shop_id,
+                user_id=user_id,
+                status=status.value,
+                invite_code=code,
+                grade=0,
+                bonuses_credited=[],
+                applied_at=now,
+                approved_at=now if status == DistributorStatus.ACTIVE else None,
+                approved_by=actor if status == DistributorStatus.ACTIVE else None,
+            )
             .on_conflict_do_nothing()
             .returning(Distributor.user_id)
         )
         if res.first() is not None:
-            session.add(DistributorAudit(shop_id=shop_id, audit_id=new_id("aud_"), user_id=user_id, action="STATUS",
-                                         from_value=None, to_value=status.value, actor=actor, reason=reason, at=now))
+            session.add(
+                DistributorAudit(
+                    shop_id=shop_id,
+                    audit_id=new_id("aud_"),
+                    user_id=user_id,
+                    action="STATUS",
+                    from_value=None,
+                    to_value=status.value,
+                    actor=actor,
+                    reason=reason,
+                    at=now,
+                )
+            )
             break
         existing = await session.get(Distributor, (shop_id, user_id), populate_existing=True)
         if existing is not None:
@@ -167,14 +191,21 @@ def _j(v):
 
 
 async def on_order_paid(
-    session: AsyncSession, ledger: LedgerBatch, *, order, now, enabled: bool = True, releasable: bool = True,
+    session: AsyncSession,
+    ledger: LedgerBatch,
+    *,
+    order,
+    now,
+    enabled: bool = True,
+    releasable: bool = True,
     admitted: bool = False,
 ) -> list[cm.CommissionLine]:
     """An order's payment took: snapshot referrers (RF-2), post its commission lines PENDING (CM-6).
     One statement loads everything the engine needs (PAID_CONTEXT); the lines go to `ledger`. `admitted`: DS-1
     admitted the buyer in this transaction (ACTIVE, whatever PAID_CONTEXT read: service.tx.group_batch)."""
-    got = (await session.execute(PAID_CONTEXT, {"s": order.shop_id, "buyer": order.buyer_id,
-                                                "oid": order.order_id})).one()
+    got = (
+        await session.execute(PAID_CONTEXT, {"s": order.shop_id, "buyer": order.buyer_id, "oid": order.order_id})
+    ).one()
     settings = mapping.settings_from_row(_obj(_j(got.settings)))
     b1 = _obj(_j(got.b1), "bound_at", "expires_at")
     b2 = _obj(_j(got.b2), "bound_at", "expires_at")
@@ -185,86 +216,177 @@ async def on_order_paid(
     # CM-7 shares this computation with the preview (engine.preview.payment_commission)
     parties = {u: pv.Party(DistributorStatus(st), grade) for u, (st, grade) in (_j(got.dists) or {}).items()}
     if admitted:
-        parties[order.buyer_id] = pv.Party(DistributorStatus.ACTIVE, parties[order.buyer_id].grade
-                                           if order.buyer_id in parties else 0)
+        parties[order.buyer_id] = pv.Party(
+            DistributorStatus.ACTIVE, parties[order.buyer_id].grade if order.buyer_id in parties else 0
+        )
     levels = tuple(mapping.level_from_row(_obj(d)) for d in (_j(got.levels) or []))
-    lines = [cm.LineBase(product_ref=ref, quantity=q, base=base,
-                         terms=cm.ProductTerms() if earns is None else cm.ProductTerms(
-                             earns_commission=earns, level1_amount=a1, level2_amount=a2))
-             for ref, q, base, earns, a1, a2 in (_j(got.lines) or [])]
-    paid = pv.payment_commission(settings, levels, pv.PaymentFacts(order.buyer_id, level1_ref, level2_ref, parties),
-                                 lines, enabled=enabled)
+    lines = [
+        cm.LineBase(
+            product_ref=ref,
+            quantity=q,
+            base=base,
+            terms=cm.ProductTerms()
+            if earns is None
+            else cm.ProductTerms(earns_commission=earns, level1_amount=a1, level2_amount=a2),
+        )
+        for ref, q, base, earns, a1, a2 in (_j(got.lines) or [])
+    ]
+    paid = pv.payment_commission(
+        settings, levels, pv.PaymentFacts(order.buyer_id, level1_ref, level2_ref, parties), lines, enabled=enabled
+    )
     order.level1_id, order.level2_id = paid.level1_id, paid.level2_id
     if order.source == "NONE" and level1_ref:
         order.source = "REFERRAL"
-    posted = [post_commission_line(session, ledger, order=order, beneficiary_id=a.user_id, level=a.level,
-                                   amount=a.amount, now=now, releasable=releasable) for a in paid.amounts]
+    posted = [
+        post_commission_line(
+            session,
+            ledger,
+            order=order,
+            beneficiary_id=a.user_id,
+            level=a.level,
+            amount=a.amount,
+            now=now,
+            releasable=releasable,
+        )
+        for a in paid.amounts
+    ]
     # FR-1..FR-3: keep the payment's fingerprints, run the shop's fraud rules, hold what they flag (service.tx.fraud)
     return await fraud.screen_paid_order(session, ledger, order=order, lines=posted, rules_json=_j(got.fraud), now=now)
 
 
-def post_commission_line(session, ledger: LedgerBatch, *, order, beneficiary_id: str, level: int, amount: int,
-                         now, releasable: bool, base: int | None = None, group_id: str | None = None,
-                         rule: str = "CM-4") -> cm.CommissionLine:
+def post_commission_line(
+    session,
+    ledger: LedgerBatch,
+    *,
+    order,
+    beneficiary_id: str,
+    level: int,
+    amount: int,
+    now,
+    releasable: bool,
+    base: int | None = None,
+    group_id: str | None = None,
+    rule: str = "CM-4",
+) -> cm.CommissionLine:
     """CM-6: the engine's new PENDING line (`cm.post_line`) and its posting, handed to the applier."""
-    line, postings = cm.post_line(id=new_id("cl_"), order_id=order.order_id, beneficiary_id=beneficiary_id,
-                                  level=level, amount=amount, releasable=releasable,
-                                  paid_base=order.goods_amount if base is None else base)
+    line, postings = cm.post_line(
+        id=new_id("cl_"),
+        order_id=order.order_id,
+        beneficiary_id=beneficiary_id,
+        level=level,
+        amount=amount,
+        releasable=releasable,
+        paid_base=order.goods_amount if base is None else base,
+    )
     ledger.new_line(session, (line, postings), group_id=group_id)
-    ledger.event(type=EventType.COMMISSION_POSTED, aggregate_type="order", aggregate_id=order.order_id, rule=rule,
-                 payload={"order_id": order.order_id, "line_id": line.id, "beneficiary_id": beneficiary_id,
-                          "level": level, "amount": amount})
+    ledger.event(
+        type=EventType.COMMISSION_POSTED,
+        aggregate_type="order",
+        aggregate_id=order.order_id,
+        rule=rule,
+        payload={
+            "order_id": order.order_id,
+            "line_id": line.id,
+            "beneficiary_id": beneficiary_id,
+            "level": level,
+            "amount": amount,
+        },
+    )
     return line
 
 
-async def post_leader_reward(session, ledger: LedgerBatch, *, leader_order, leader_user_id: str, group_id: str,
-                             rate_bp: int | None, enabled: bool, other_orders, now) -> cm.CommissionLine | None:
+async def post_leader_reward(
+    session,
+    ledger: LedgerBatch,
+    *,
+    leader_order,
+    leader_user_id: str,
+    group_id: str,
+    rate_bp: int | None,
+    enabled: bool,
+    other_orders,
+    now,
+) -> cm.CommissionLine | None:
     """团长佣金 at forming (GB-4): the engine decides the amount on the other paid members' net
     (`cm.leader_reward`); a positive one is a level-0 line on the leader's order, releasable at once, and the
     leader gets a balance record even when not a distributor (readings 5). `leader_order` None: the
     leader's seat is not paid, no reward."""
-    amount, base = cm.leader_reward(rate_bp, enabled=enabled, leader_paid=leader_order is not None,
-                                    other_members=[(o.paid_amount, o.refunded_amount) for o in other_orders])
+    amount, base = cm.leader_reward(
+        rate_bp,
+        enabled=enabled,
+        leader_paid=leader_order is not None,
+        other_members=[(o.paid_amount, o.refunded_amount) for o in other_orders],
+    )
     if amount <= 0:
         return None
     await ensure_distributor(session, leader_order.shop_id, leader_user_id, status=DistributorStatus.NONE, now=now)
-    line = post_commission_line(session, ledger, order=leader_order, beneficiary_id=leader_user_id, level=0,
-                                amount=amount, now=now, releasable=True, base=base, group_id=group_id, rule="GB-4")
-    line = await fraud.hold_if_group_flagged(session, ledger, line=line, shop_id=leader_order.shop_id,
-                                             group_id=group_id)  # FR-3: a flagged group's reward is held too
+    line = post_commission_line(
+        session,
+        ledger,
+        order=leader_order,
+        beneficiary_id=leader_user_id,
+        level=0,
+        amount=amount,
+        now=now,
+        releasable=True,
+        base=base,
+        group_id=group_id,
+        rule="GB-4",
+    )
+    line = await fraud.hold_if_group_flagged(
+        session, ledger, line=line, shop_id=leader_order.shop_id, group_id=group_id
+    )  # FR-3: a flagged group's reward is held too
     if leader_order.state == "COMPLETED":
         await freeze_order_lines(session, ledger, order=leader_order, now=now)
     return line
 
 
 # ---------------------------------------------------------------- refunds (CM-5)
-LINE_COLUMNS = ("line_id, order_id, beneficiary_id, level, group_id, base, base_refunded, original, standing, "
-                "state, releasable, available_at, held")
+LINE_COLUMNS = (
+    "line_id, order_id, beneficiary_id, level, group_id, base, base_refunded, original, standing, "
+    "state, releasable, available_at, held"
+)
 
 
 async def _lines(session: AsyncSession, where: str, **params) -> list[cm.CommissionLine]:
     """Commission lines under FOR UPDATE, in line_id order (the one lock order of every writer of lines),
     as engine values. Lines a batch of this transaction has not written yet are written first."""
     await flush_pending(session)
-    rows = (await session.execute(text(
-        f"SELECT {LINE_COLUMNS} FROM commission_lines WHERE shop_id = :shop_id AND ({where}) "
-        "ORDER BY line_id FOR UPDATE"), params)).all()
+    rows = (
+        await session.execute(
+            text(
+                f"SELECT {LINE_COLUMNS} FROM commission_lines WHERE shop_id = :shop_id AND ({where}) "
+                "ORDER BY line_id FOR UPDATE"
+            ),
+            params,
+        )
+    ).all()
     return [line_from_row(r) for r in rows]
 
 
-REFUNDED_LINES = ("(order_id = :order_id AND level <> 0) OR "
-                  "(group_id = :group_id AND level = 0 AND order_id <> :order_id)")
+REFUNDED_LINES = (
+    "(order_id = :order_id AND level <> 0) OR (group_id = :group_id AND level = 0 AND order_id <> :order_id)"
+)
 
 
-async def on_order_refunded(session: AsyncSession, ledger: LedgerBatch, *, order, amount: int, now,
-                            rule: str, lines: list[cm.CommissionLine] | None = None) -> None:
+async def on_order_refunded(
+    session: AsyncSession,
+    ledger: LedgerBatch,
+    *,
+    order,
+    amount: int,
+    now,
+    rule: str,
+    lines: list[cm.CommissionLine] | None = None,
+) -> None:
     """CM-5: a refund of `amount` of the goods of `order` reduces every line computed on it — the order's own
     level 1/2 lines, and the leader reward of a formed group whose member this buyer is. The reward
     sits on the leader's order but its base is the *other* members' net, so a refund of the leader's
     own order leaves it standing (R33). `lines`: those lines already loaded under lock (REFUNDED_LINES)."""
     if lines is None:
-        lines = await _lines(session, REFUNDED_LINES, shop_id=order.shop_id, order_id=order.order_id,
-                             group_id=order.group_id)
+        lines = await _lines(
+            session, REFUNDED_LINES, shop_id=order.shop_id, order_id=order.order_id, group_id=order.group_id
+        )
     for line in lines:
         apply_line_refund(session, ledger, line, amount, cause=rule)
 
@@ -276,17 +398,35 @@ def apply_line_refund(session, ledger: LedgerBatch, line: cm.CommissionLine, amo
         return
     ledger.line(session, (new, postings))
     if postings:
-        ledger.event(type=EventType.COMMISSION_REVERSED, aggregate_type="order", aggregate_id=line.order_id, rule="CM-5",
-                     payload={"order_id": line.order_id, "line_id": line.id, "beneficiary_id": line.beneficiary_id,
-                              "amount": line.standing - new.standing, "standing": new.standing, "cause": cause})
+        ledger.event(
+            type=EventType.COMMISSION_REVERSED,
+            aggregate_type="order",
+            aggregate_id=line.order_id,
+            rule="CM-5",
+            payload={
+                "order_id": line.order_id,
+                "line_id": line.id,
+                "beneficiary_id": line.beneficiary_id,
+                "amount": line.standing - new.standing,
+                "standing": new.standing,
+                "cause": cause,
+            },
+        )
 
 
 # ---------------------------------------------------------------- life cycle (CM-6)
 FREEZABLE_LINES = "order_id = :order_id AND state = 'PENDING' AND releasable"
 
 
-async def freeze_order_lines(session: AsyncSession, ledger: LedgerBatch, *, order, now,
-                             freeze_days: int | None = None, lines: list[cm.CommissionLine] | None = None) -> None:
+async def freeze_order_lines(
+    session: AsyncSession,
+    ledger: LedgerBatch,
+    *,
+    order,
+    now,
+    freeze_days: int | None = None,
+    lines: list[cm.CommissionLine] | None = None,
+) -> None:
     """CM-6/OR-4: a completed order's releasable PENDING lines become FROZEN until completed_at + freeze_days
     (the engine's `freeze_line`). `freeze_days`/`lines` may come already loaded (FREEZABLE_LINES, locked)."""
     if order.completed_at is None:
@@ -308,24 +448,42 @@ async def release_line(session: AsyncSession, ledger: LedgerBatch, line, now) ->
     if new == old:
         return
     ledger.line(session, (new, postings))
-    ledger.event(type=EventType.COMMISSION_AVAILABLE, aggregate_type="distributor", aggregate_id=old.beneficiary_id,
-                 rule="CM-6", payload={"line_id": old.id, "order_id": old.order_id, "amount": new.standing})
+    ledger.event(
+        type=EventType.COMMISSION_AVAILABLE,
+        aggregate_type="distributor",
+        aggregate_id=old.beneficiary_id,
+        rule="CM-6",
+        payload={"line_id": old.id, "order_id": old.order_id, "amount": new.standing},
+    )
 
 
-async def void_order_lines(session: AsyncSession, ledger: LedgerBatch, *, order_ids: list[str], shop_id: str,
-                           now, rule: str) -> None:
+async def void_order_lines(
+    session: AsyncSession, ledger: LedgerBatch, *, order_ids: list[str], shop_id: str, now, rule: str
+) -> None:
     """CM-6: a failed group's lines are voided (the engine's `void_line`); whatever still stands leaves
     PENDING. Each voided line is an event, so a backend mirroring commissions learns the line is gone (not
     only its reversals)."""
     if not order_ids:
         return
-    for line in await _lines(session, "order_id = ANY(CAST(:ids AS text[])) AND state = 'PENDING'",
-                             shop_id=shop_id, ids=list(order_ids)):
+    for line in await _lines(
+        session, "order_id = ANY(CAST(:ids AS text[])) AND state = 'PENDING'", shop_id=shop_id, ids=list(order_ids)
+    ):
         new, postings = cm.void_line(line)
         ledger.line(session, (new, postings))
-        ledger.event(type=EventType.COMMISSION_VOIDED, aggregate_type="order", aggregate_id=line.order_id, rule="CM-6",
-                     payload={"order_id": line.order_id, "line_id": line.id, "beneficiary_id": line.beneficiary_id,
-                              "level": line.level, "amount": line.standing, "cause": rule})
+        ledger.event(
+            type=EventType.COMMISSION_VOIDED,
+            aggregate_type="order",
+            aggregate_id=line.order_id,
+            rule="CM-6",
+            payload={
+                "order_id": line.order_id,
+                "line_id": line.id,
+                "beneficiary_id": line.beneficiary_id,
+                "level": line.level,
+                "amount": line.standing,
+                "cause": rule,
+            },
+        )
 
 
 async def make_releasable(session: AsyncSession, *, shop_id: str, order_ids: list[str]) -> None:
@@ -342,9 +500,14 @@ async def make_releasable(session: AsyncSession, *, shop_id: str, order_ids: lis
 # ---------------------------------------------------------------- buyer stats + levels (LV-2..LV-4)
 async def record_paid(session: AsyncSession, order, now) -> None:
     await session.execute(
-        update(User).where(User.shop_id == order.shop_id, User.user_id == order.buyer_id).values(
-            paid_orders=User.paid_orders + 1, net_spend=User.net_spend + order.goods_amount,
-            first_paid_at=func.coalesce(User.first_paid_at, now), last_paid_at=now)
+        update(User)
+        .where(User.shop_id == order.shop_id, User.user_id == order.buyer_id)
+        .values(
+            paid_orders=User.paid_orders + 1,
+            net_spend=User.net_spend + order.goods_amount,
+            first_paid_at=func.coalesce(User.first_paid_at, now),
+            last_paid_at=now,
+        )
     )
 
 
@@ -401,29 +564,50 @@ async def evaluate_levels(session: AsyncSession, ledger: LedgerBatch, *, shop_id
         return
     for d in _j(got.distributors) or []:
         metrics = lv.Metrics(**{k: int(v) for k, v in d["metrics"].items()})
-        decision = lv.evaluate_level(levels, current_grade=d["grade"], metrics=metrics,
-                                     bonuses_credited=frozenset(d["bonuses"] or []))
+        decision = lv.evaluate_level(
+            levels, current_grade=d["grade"], metrics=metrics, bonuses_credited=frozenset(d["bonuses"] or [])
+        )
         if decision.grade == d["grade"] and not decision.bonuses:
             continue
         row = await session.get(Distributor, (shop_id, d["user_id"]))
-        await apply_level_decision(session, ledger, row=row, decision=decision, now=now, actor="system",
-                                   reason="LV-2 evaluation")
+        await apply_level_decision(
+            session, ledger, row=row, decision=decision, now=now, actor="system", reason="LV-2 evaluation"
+        )
 
 
-async def apply_level_decision(session, ledger: LedgerBatch, *, row: Distributor, decision, now, actor: str,
-                               reason: str) -> None:
+async def apply_level_decision(
+    session, ledger: LedgerBatch, *, row: Distributor, decision, now, actor: str, reason: str
+) -> None:
     if decision.grade != row.grade:
-        session.add(DistributorAudit(shop_id=row.shop_id, audit_id=new_id("aud_"), user_id=row.user_id,
-                                     action="LEVEL", from_value=str(row.grade), to_value=str(decision.grade),
-                                     actor=actor, reason=reason, at=now))
-        events.emit(session, shop_id=row.shop_id, type=EventType.DISTRIBUTOR_LEVEL_CHANGED, aggregate_type="distributor",
-                    aggregate_id=row.user_id, now=now, rule="LV-3" if actor != "system" else "LV-2",
-                    payload={"user_id": row.user_id, "from": row.grade, "to": decision.grade, "by": actor,
-                             "reason": reason})
+        session.add(
+            DistributorAudit(
+                shop_id=row.shop_id,
+                audit_id=new_id("aud_"),
+                user_id=row.user_id,
+                action="LEVEL",
+                from_value=str(row.grade),
+                to_value=str(decision.grade),
+                actor=actor,
+                reason=reason,
+                at=now,
+            )
+        )
+        events.emit(
+            session,
+            shop_id=row.shop_id,
+            type=EventType.DISTRIBUTOR_LEVEL_CHANGED,
+            aggregate_type="distributor",
+            aggregate_id=row.user_id,
+            now=now,
+            rule="LV-3" if actor != "system" else "LV-2",
+            payload={"user_id": row.user_id, "from": row.grade, "to": decision.grade, "by": actor, "reason": reason},
+        )
         row.grade = decision.grade
     if decision.bonuses:
         credited = set(row.bonuses_credited or [])
         for grade, amount in decision.bonuses:  # LV-4: the engine's bonus postings, one reference per level
             credited.add(grade)
-            ledger.add(row.user_id, bonus_postings([(grade, amount)]), ref_type="level", ref_id=f"{row.user_id}:{grade}")
+            ledger.add(
+                row.user_id, bonus_postings([(grade, amount)]), ref_type="level", ref_id=f"{row.user_id}:{grade}"
+            )
         row.bonuses_credited = sorted(credited)

@@ -38,8 +38,9 @@ def server_key() -> bytes:
 
     if not _SERVER_KEY:
         master = (settings().secret_key or "").split(",")[0].strip()
-        _SERVER_KEY.append(hashlib.sha256(b"sharecart-fingerprint:" + master.encode()).digest() if master
-                           else secrets.token_bytes(32))
+        _SERVER_KEY.append(
+            hashlib.sha256(b"sharecart-fingerprint:" + master.encode()).digest() if master else secrets.token_bytes(32)
+        )
     return _SERVER_KEY[0]
 
 
@@ -49,8 +50,11 @@ def hash_fingerprints(shop_id: str, raw: Mapping[str, str | None] | None) -> fro
     if not raw:
         return frozenset()
     key = fr.shop_key(server_key(), shop_id)
-    return frozenset(fr.Fingerprint(fr.FingerprintKind(k), fr.fingerprint_hash(key, fr.FingerprintKind(k), v))
-                     for k, v in raw.items() if v is not None)
+    return frozenset(
+        fr.Fingerprint(fr.FingerprintKind(k), fr.fingerprint_hash(key, fr.FingerprintKind(k), v))
+        for k, v in raw.items()
+        if v is not None
+    )
 
 
 def carry(session: AsyncSession, order_id: str, fps: frozenset[fr.Fingerprint]) -> None:
@@ -115,43 +119,90 @@ SCREEN_SQL = text(
 )
 
 # FR-3: the engine's hold (`fraud.hold_line`: held, nothing else) of a newly flagged group's earlier lines.
-HOLD_GROUP_LINES = ("UPDATE commission_lines c SET held = true FROM orders o "
-                    "WHERE c.shop_id = :shop_id AND o.shop_id = c.shop_id AND o.order_id = c.order_id "
-                    "AND o.group_id = :group_id AND c.state IN ('PENDING', 'FROZEN') AND NOT c.held")
-INSERT_FLAG = ("INSERT INTO fraud_flags (shop_id, flag_id, subject, line_id, group_id, order_id, beneficiary_id, rules, "
-               "evidence, amount, state, flagged_at, flagged_by) VALUES (:shop_id, :flag_id, :subject, :line_id, "
-               ":group_id, :order_id, :beneficiary_id, CAST(:rules AS jsonb), CAST(:evidence AS jsonb), :amount, "
-               "'OPEN', :now, 'system')")
+HOLD_GROUP_LINES = (
+    "UPDATE commission_lines c SET held = true FROM orders o "
+    "WHERE c.shop_id = :shop_id AND o.shop_id = c.shop_id AND o.order_id = c.order_id "
+    "AND o.group_id = :group_id AND c.state IN ('PENDING', 'FROZEN') AND NOT c.held"
+)
+INSERT_FLAG = (
+    "INSERT INTO fraud_flags (shop_id, flag_id, subject, line_id, group_id, order_id, beneficiary_id, rules, "
+    "evidence, amount, state, flagged_at, flagged_by) VALUES (:shop_id, :flag_id, :subject, :line_id, "
+    ":group_id, :order_id, :beneficiary_id, CAST(:rules AS jsonb), CAST(:evidence AS jsonb), :amount, "
+    "'OPEN', :now, 'system')"
+)
 
 
-def _flag(ledger: LedgerBatch, *, subject: str, flags: tuple[fr.Flag, ...], amount: int, line_id: str | None = None,
-          group_id: str | None = None, order_id: str | None = None, beneficiary_id: str | None = None) -> str:
+def _flag(
+    ledger: LedgerBatch,
+    *,
+    subject: str,
+    flags: tuple[fr.Flag, ...],
+    amount: int,
+    line_id: str | None = None,
+    group_id: str | None = None,
+    order_id: str | None = None,
+    beneficiary_id: str | None = None,
+) -> str:
     flag_id = new_id("ff_")
     rules = [f.rule.value for f in flags]
     evidence = {f.rule.value: dict(f.evidence) for f in flags}
-    ledger.row(INSERT_FLAG, flag_id=flag_id, subject=subject, line_id=line_id, group_id=group_id, order_id=order_id,
-               beneficiary_id=beneficiary_id, rules=json.dumps(rules), evidence=json.dumps(evidence), amount=amount,
-               now=ledger.now)
-    ledger.event(type=EventType.FRAUD_FLAGGED, aggregate_type="group" if subject == "GROUP" else "order",
-                 aggregate_id=(group_id if subject == "GROUP" else order_id) or "", rule="FR-3",
-                 payload={"flag_id": flag_id, "subject": subject, "rules": rules, "evidence": evidence,
-                          "line_id": line_id, "group_id": group_id, "order_id": order_id,
-                          "beneficiary_id": beneficiary_id, "amount": amount, "by": "system"})
+    ledger.row(
+        INSERT_FLAG,
+        flag_id=flag_id,
+        subject=subject,
+        line_id=line_id,
+        group_id=group_id,
+        order_id=order_id,
+        beneficiary_id=beneficiary_id,
+        rules=json.dumps(rules),
+        evidence=json.dumps(evidence),
+        amount=amount,
+        now=ledger.now,
+    )
+    ledger.event(
+        type=EventType.FRAUD_FLAGGED,
+        aggregate_type="group" if subject == "GROUP" else "order",
+        aggregate_id=(group_id if subject == "GROUP" else order_id) or "",
+        rule="FR-3",
+        payload={
+            "flag_id": flag_id,
+            "subject": subject,
+            "rules": rules,
+            "evidence": evidence,
+            "line_id": line_id,
+            "group_id": group_id,
+            "order_id": order_id,
+            "beneficiary_id": beneficiary_id,
+            "amount": amount,
+            "by": "system",
+        },
+    )
     return flag_id
 
 
-async def screen_paid_order(session: AsyncSession, ledger: LedgerBatch, *, order, lines: list[cm.CommissionLine],
-                            rules_json: Mapping[str, Any] | None, now: datetime) -> list[cm.CommissionLine]:
+async def screen_paid_order(
+    session: AsyncSession,
+    ledger: LedgerBatch,
+    *,
+    order,
+    lines: list[cm.CommissionLine],
+    rules_json: Mapping[str, Any] | None,
+    now: datetime,
+) -> list[cm.CommissionLine]:
     """FR-1..FR-3 for an order whose payment just posted `lines` into `ledger`: keep its fingerprints, run the
     shop's rules, hold what they flag. Returns the lines as they now stand (held or not; amounts unchanged)."""
     fps = session.info.get(FINGERPRINTS, {}).pop(order.order_id, frozenset())
     if fps:
-        ledger.row("INSERT INTO payment_fingerprints (shop_id, order_id, kind, hash, buyer_id, paid_at) "
-                   "SELECT :shop_id, :order_id, v.kind, v.hash, :buyer_id, :now "
-                   "FROM unnest(CAST(:kinds AS text[]), CAST(:hashes AS text[])) AS v(kind, hash) ON CONFLICT DO NOTHING",
-                   order_id=order.order_id, buyer_id=order.buyer_id, now=now,
-                   kinds=[f.kind.value for f in sorted(fps, key=lambda f: f.kind.value)],
-                   hashes=[f.hash for f in sorted(fps, key=lambda f: f.kind.value)])
+        ledger.row(
+            "INSERT INTO payment_fingerprints (shop_id, order_id, kind, hash, buyer_id, paid_at) "
+            "SELECT :shop_id, :order_id, v.kind, v.hash, :buyer_id, :now "
+            "FROM unnest(CAST(:kinds AS text[]), CAST(:hashes AS text[])) AS v(kind, hash) ON CONFLICT DO NOTHING",
+            order_id=order.order_id,
+            buyer_id=order.buyer_id,
+            now=now,
+            kinds=[f.kind.value for f in sorted(fps, key=lambda f: f.kind.value)],
+            hashes=[f.hash for f in sorted(fps, key=lambda f: f.kind.value)],
+        )
     rules = rules_from_json(rules_json)
     group_id = getattr(order, "group_id", None)
     # (a) and (b) compare this payment's fingerprints: without any, only (d) has something to look at
@@ -160,16 +211,29 @@ async def screen_paid_order(session: AsyncSession, ledger: LedgerBatch, *, order
     if not (screen_lines or screen_group):
         return lines
     bens = sorted({ln.beneficiary_id for ln in lines})
-    got = (await session.execute(SCREEN_SQL, {
-        "s": order.shop_id, "bens": bens, "buyer": order.buyer_id, "oid": order.order_id, "g": group_id,
-        "hashes": [f.hash for f in fps], "vhashes": [f.hash for f in fps if f.kind in fr.VELOCITY_KINDS],
-        "since_v": now - timedelta(seconds=rules.velocity_window),
-        "since_r": now - timedelta(seconds=rules.refund_rate_window)})).one()
+    got = (
+        await session.execute(
+            SCREEN_SQL,
+            {
+                "s": order.shop_id,
+                "bens": bens,
+                "buyer": order.buyer_id,
+                "oid": order.order_id,
+                "g": group_id,
+                "hashes": [f.hash for f in fps],
+                "vhashes": [f.hash for f in fps if f.kind in fr.VELOCITY_KINDS],
+                "since_v": now - timedelta(seconds=rules.velocity_window),
+                "since_r": now - timedelta(seconds=rules.refund_rate_window),
+            },
+        )
+    ).one()
     signals = fr.OrderSignals(
-        buyer_id=order.buyer_id, fingerprints=fps,
+        buyer_id=order.buyer_id,
+        fingerprints=fps,
         shared_with={b: frozenset(fr.FingerprintKind(k) for k in kinds) for b, kinds in (_j(got.shared) or {}).items()},
         velocity={b: int(n) for b, n in (_j(got.velocity) or {}).items()},
-        downline={b: fr.DownlineRefunds(int(n), int(p), int(r)) for b, (n, p, r) in (_j(got.downline) or {}).items()})
+        downline={b: fr.DownlineRefunds(int(n), int(p), int(r)) for b, (n, p, r) in (_j(got.downline) or {}).items()},
+    )
     by_ben = fr.screen_order(rules, signals, [ln.beneficiary_id for ln in lines]) if screen_lines else {}
 
     hold_all = void_all = False
@@ -187,8 +251,13 @@ async def screen_paid_order(session: AsyncSession, ledger: LedgerBatch, *, order
             g = fr.screen_group(rules, {k: frozenset(v) for k, v in seats.items()})
             if g is not None:
                 hold_all = True
-                _flag(ledger, subject="GROUP", flags=(g,), group_id=group_id,
-                      amount=int(got.group_standing) + sum(ln.standing for ln in lines))
+                _flag(
+                    ledger,
+                    subject="GROUP",
+                    flags=(g,),
+                    group_id=group_id,
+                    amount=int(got.group_standing) + sum(ln.standing for ln in lines),
+                )
                 ledger.row(HOLD_GROUP_LINES, group_id=group_id)
     out = []
     for ln in lines:
@@ -199,8 +268,15 @@ async def screen_paid_order(session: AsyncSession, ledger: LedgerBatch, *, order
             held = fr.hold_line(ln)
             ledger.line(session, (held, ()), hold=True)
             if flags:
-                _flag(ledger, subject="LINE", flags=flags, line_id=ln.id, order_id=ln.order_id,
-                      beneficiary_id=ln.beneficiary_id, amount=ln.standing)
+                _flag(
+                    ledger,
+                    subject="LINE",
+                    flags=flags,
+                    line_id=ln.id,
+                    order_id=ln.order_id,
+                    beneficiary_id=ln.beneficiary_id,
+                    amount=ln.standing,
+                )
             ln = held
         out.append(ln)
     return out
@@ -210,19 +286,37 @@ def _void_as_posted(session: AsyncSession, ledger: LedgerBatch, line: cm.Commiss
     """FR-3: a line of a group whose commission the admin voided is voided as it posts (held, then voided)."""
     new, postings = fr.void_held_line(fr.hold_line(line))
     ledger.line(session, (new, postings), hold=True)
-    ledger.event(type=EventType.COMMISSION_VOIDED, aggregate_type="order", aggregate_id=line.order_id, rule="FR-3",
-                 payload={"order_id": line.order_id, "line_id": line.id, "beneficiary_id": line.beneficiary_id,
-                          "level": line.level, "amount": line.standing, "cause": "FR-3"})
+    ledger.event(
+        type=EventType.COMMISSION_VOIDED,
+        aggregate_type="order",
+        aggregate_id=line.order_id,
+        rule="FR-3",
+        payload={
+            "order_id": line.order_id,
+            "line_id": line.id,
+            "beneficiary_id": line.beneficiary_id,
+            "level": line.level,
+            "amount": line.standing,
+            "cause": "FR-3",
+        },
+    )
     return new
 
 
-async def hold_if_group_flagged(session: AsyncSession, ledger: LedgerBatch, *, line: cm.CommissionLine,
-                                shop_id: str, group_id: str) -> cm.CommissionLine:
+async def hold_if_group_flagged(
+    session: AsyncSession, ledger: LedgerBatch, *, line: cm.CommissionLine, shop_id: str, group_id: str
+) -> cm.CommissionLine:
     """FR-3 at forming: a leader reward (团长佣金) of a group under an open flag is held like its other lines; of a
     group whose flag the admin voided, it is voided as it posts."""
-    state = (await session.execute(text(
-        "SELECT state FROM fraud_flags WHERE shop_id = :s AND subject = 'GROUP' AND group_id = :g "
-        "ORDER BY flagged_at DESC LIMIT 1"), {"s": shop_id, "g": group_id})).scalar()
+    state = (
+        await session.execute(
+            text(
+                "SELECT state FROM fraud_flags WHERE shop_id = :s AND subject = 'GROUP' AND group_id = :g "
+                "ORDER BY flagged_at DESC LIMIT 1"
+            ),
+            {"s": shop_id, "g": group_id},
+        )
+    ).scalar()
     if state == "VOIDED":
         return _void_as_posted(session, ledger, line)
     if state != "OPEN":

@@ -71,8 +71,15 @@ PAID_COLS = """,
 
 def paid_context(got) -> SimpleNamespace:
     """A loading row's PAID_COLS as `commissions.post_paid_lines` reads them."""
-    return SimpleNamespace(b1=got.b1, b2=got.b2, dists=got.dists, settings=got.settings, levels=got.levels,
-                           lines=got.paid_lines, buyer_spend=got.buyer_spend or 0)
+    return SimpleNamespace(
+        b1=got.b1,
+        b2=got.b2,
+        dists=got.dists,
+        settings=got.settings,
+        levels=got.levels,
+        lines=got.paid_lines,
+        buyer_spend=got.buyer_spend or 0,
+    )
 
 
 def admitted_by(pc, buyer_id: str, goods_amount: int) -> bool:
@@ -81,7 +88,10 @@ def admitted_by(pc, buyer_id: str, goods_amount: int) -> bool:
     settings = mapping.settings_from_row(commissions._obj(_json(pc.settings)))
     status = (_json(pc.dists) or {}).get(buyer_id, [None])[0]
     return admits_automatically(settings, net_paid_spend=pc.buyer_spend + goods_amount) and status in (
-        None, DistributorStatus.NONE.value, DistributorStatus.APPLIED.value)
+        None,
+        DistributorStatus.NONE.value,
+        DistributorStatus.APPLIED.value,
+    )
 
 
 async def ensure_distributors(session, shop_id: str, now: datetime, statuses: dict[str, str]) -> None:
@@ -96,8 +106,15 @@ async def ensure_distributors(session, shop_id: str, now: datetime, statuses: di
     rows = []
     for n, u in enumerate(users):
         active = statuses[u] == DistributorStatus.ACTIVE.value
-        args.update({f"u{n}": u, f"c{n}": new_invite_code(), f"st{n}": statuses[u],
-                     f"at{n}": now if active else None, f"by{n}": "system" if active else None})
+        args.update(
+            {
+                f"u{n}": u,
+                f"c{n}": new_invite_code(),
+                f"st{n}": statuses[u],
+                f"at{n}": now if active else None,
+                f"by{n}": "system" if active else None,
+            }
+        )
         rows.append(f"(:s, :u{n}, :st{n}, :c{n}, 0, '[]'::jsonb, :now, :at{n}, :by{n}, 0, 0, 0, 0, 0, 0)")
     created = (await session.execute(text(ENSURE_DISTRIBUTORS.format(rows=", ".join(rows))), args)).all()
     created = [r for r in created if r.created]
@@ -106,12 +123,21 @@ async def ensure_distributors(session, shop_id: str, now: datetime, statuses: di
         audit = {"s": shop_id, "now": now}
         values = []
         for n, r in enumerate(created):
-            audit.update({f"a{n}": "aud_" + hashlib.md5((r.user_id + salt).encode()).hexdigest(),
-                          f"u{n}": r.user_id, f"st{n}": r.status})
+            audit.update(
+                {
+                    f"a{n}": "aud_" + hashlib.md5((r.user_id + salt).encode()).hexdigest(),
+                    f"u{n}": r.user_id,
+                    f"st{n}": r.status,
+                }
+            )
             values.append(f"(:s, :a{n}, :u{n}, 'STATUS', NULL, :st{n}, 'system', '', :now)")
-        await session.execute(text(
-            "INSERT INTO distributor_audit (shop_id, audit_id, user_id, action, from_value, to_value, actor, "
-            "reason, at) VALUES " + ", ".join(values)), audit)
+        await session.execute(
+            text(
+                "INSERT INTO distributor_audit (shop_id, audit_id, user_id, action, from_value, to_value, actor, "
+                "reason, at) VALUES " + ", ".join(values)
+            ),
+            audit,
+        )
 
 
 def _context_sql(paid: bool) -> str:
@@ -172,8 +198,9 @@ class Context:
     paid: Any = None  # the paying order's PAID_CONTEXT columns (a payment only)
 
 
-async def load_context(session, shop_id: str, loaded: list[lean.Loaded], *,
-                       paying: tuple[str, str] | None = None) -> Context:
+async def load_context(
+    session, shop_id: str, loaded: list[lean.Loaded], *, paying: tuple[str, str] | None = None
+) -> Context:
     """Statement 2 of a batch: the groups' orders and their commission lines under lock (see the module doc);
     with `paying` (order, buyer), also what a payment's commission and admission need."""
     oids = sorted({s.order_id for ld in loaded for s in ld.group.seats})
@@ -185,14 +212,20 @@ async def load_context(session, shop_id: str, loaded: list[lean.Loaded], *,
     orders = {d["order_id"]: lean.OrderView.from_json(shop_id, d) for d in _json(got.orders)}
     lines = {ln.id: ln for ln in (_line(d) for d in _json(got.lines))}
     paid = paid_context(got) if paying else None
-    return Context(orders=orders, lines=lines,
-                   freeze_days=_DEFAULT_FREEZE_DAYS if got.freeze_days is None else got.freeze_days,
-                   has_levels=bool(got.has_levels), distributors=set(_json(got.distributors)), paid=paid)
+    return Context(
+        orders=orders,
+        lines=lines,
+        freeze_days=_DEFAULT_FREEZE_DAYS if got.freeze_days is None else got.freeze_days,
+        has_levels=bool(got.has_levels),
+        distributors=set(_json(got.distributors)),
+        paid=paid,
+    )
 
 
 @dataclass
 class GroupBatch:
     """The decisions of one transaction's groups, merged into the parts of one statement."""
+
     shop_id: str
     now: datetime
     session: Any
@@ -236,8 +269,13 @@ class GroupBatch:
                 if o.state == "CREATED":
                     o.state, o.cancelled_at = "CANCELLED", self.now
                     self.orders.add(o.order_id)
-                self.ledger.event(type=EventType.SEAT_RELEASED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
-                                  payload={"order_id": ins.order_id, "user_id": by_order[ins.order_id].user_id})
+                self.ledger.event(
+                    type=EventType.SEAT_RELEASED,
+                    aggregate_type="group",
+                    aggregate_id=g.id,
+                    rule=ins.rule,
+                    payload={"order_id": ins.order_id, "user_id": by_order[ins.order_id].user_id},
+                )
             elif isinstance(ins, gb.ReturnStock):
                 if c.stock is not None:
                     self.stock[c.campaign_id] = self.stock.get(c.campaign_id, 0) + ins.quantity
@@ -256,21 +294,48 @@ class GroupBatch:
                 self._failed(ld, g, ins)
             elif isinstance(ins, gb.GroupOpened):
                 assert g.expires_at is not None
-                self.ledger.event(type=EventType.GROUP_OPENED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
-                                  payload={"group_id": g.id, "campaign_id": c.campaign_id, "leader_user_id": g.leader_user_id,
-                                   "expires_at": g.expires_at.isoformat(), "lottery_commitment": g.lottery_commitment})
+                self.ledger.event(
+                    type=EventType.GROUP_OPENED,
+                    aggregate_type="group",
+                    aggregate_id=g.id,
+                    rule=ins.rule,
+                    payload={
+                        "group_id": g.id,
+                        "campaign_id": c.campaign_id,
+                        "leader_user_id": g.leader_user_id,
+                        "expires_at": g.expires_at.isoformat(),
+                        "lottery_commitment": g.lottery_commitment,
+                    },
+                )
             elif isinstance(ins, gb.GroupCancelled):
-                self.ledger.event(type=EventType.GROUP_CANCELLED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
-                                  payload={"group_id": g.id})
+                self.ledger.event(
+                    type=EventType.GROUP_CANCELLED,
+                    aggregate_type="group",
+                    aggregate_id=g.id,
+                    rule=ins.rule,
+                    payload={"group_id": g.id},
+                )
             elif isinstance(ins, gb.LeaderChanged):
-                self.ledger.event(type=EventType.GROUP_LEADER_CHANGED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
-                                  payload={"group_id": g.id, "from": ins.old_user_id, "to": ins.new_user_id})
+                self.ledger.event(
+                    type=EventType.GROUP_LEADER_CHANGED,
+                    aggregate_type="group",
+                    aggregate_id=g.id,
+                    rule=ins.rule,
+                    payload={"group_id": g.id, "from": ins.old_user_id, "to": ins.new_user_id},
+                )
             elif isinstance(ins, gb.GroupNudged):  # gbv2: GB-15
-                self.ledger.event(type=(EventType.GROUP_ALMOST_FULL if ins.kind == "almost_full"
-                                        else EventType.GROUP_EXPIRING_SOON), aggregate_type="group", aggregate_id=g.id,
-                                  rule=ins.rule, payload={"group_id": g.id, "campaign_id": c.campaign_id,
-                                                          "seats_missing": ins.seats_missing,
-                                                          "expires_at": ins.expires_at.isoformat() if ins.expires_at else ""})
+                self.ledger.event(
+                    type=(EventType.GROUP_ALMOST_FULL if ins.kind == "almost_full" else EventType.GROUP_EXPIRING_SOON),
+                    aggregate_type="group",
+                    aggregate_id=g.id,
+                    rule=ins.rule,
+                    payload={
+                        "group_id": g.id,
+                        "campaign_id": c.campaign_id,
+                        "seats_missing": ins.seats_missing,
+                        "expires_at": ins.expires_at.isoformat() if ins.expires_at else "",
+                    },
+                )
 
     def _lines_of(self, order_ids) -> list[cm.CommissionLine]:
         ids = set(order_ids)
@@ -286,10 +351,17 @@ class GroupBatch:
         RP-3 counters; GB-10 a payment that never counted), CM-5 on every line computed on the order."""
         o = self.ctx.orders[ins.order_id]
         counted = o.paid_at is not None and ins.rule != "GB-10"
-        d = decide_refund(OrderMoney(paid=ins.amount if ins.rule == "GB-10" else o.paid_amount,
-                                     refunded=0 if ins.rule == "GB-10" else o.refunded_amount,
-                                     goods=0 if ins.rule == "GB-10" else o.goods_amount, counted=counted),
-                          ins.amount, rule=ins.rule, full=ins.full)
+        d = decide_refund(
+            OrderMoney(
+                paid=ins.amount if ins.rule == "GB-10" else o.paid_amount,
+                refunded=0 if ins.rule == "GB-10" else o.refunded_amount,
+                goods=0 if ins.rule == "GB-10" else o.goods_amount,
+                counted=counted,
+            ),
+            ins.amount,
+            rule=ins.rule,
+            full=ins.full,
+        )
         if ins.rule == "GB-10":  # money received for a seat another payment took: paid and refunded both grow
             paid_after, refunded_after = o.paid_amount + d.paid_after, o.refunded_amount + d.refunded_after
         else:
@@ -304,18 +376,35 @@ class GroupBatch:
             u[1] += d.paid_orders_delta
         if d.goods_refund:
             # REFUNDED_LINES: the order's own level 1/2 lines and the reward of its group's leader (R33)
-            for line in [ln for _, ln in sorted(self.ctx.lines.items())
-                         if (ln.order_id == o.order_id and ln.level != 0)
-                         or (ln.level == 0 and ln.order_id != o.order_id and o.group_id is not None
-                             and self.ctx.orders.get(ln.order_id) is not None
-                             and self.ctx.orders[ln.order_id].group_id == o.group_id)]:
+            for line in [
+                ln
+                for _, ln in sorted(self.ctx.lines.items())
+                if (ln.order_id == o.order_id and ln.level != 0)
+                or (
+                    ln.level == 0
+                    and ln.order_id != o.order_id
+                    and o.group_id is not None
+                    and self.ctx.orders.get(ln.order_id) is not None
+                    and self.ctx.orders[ln.order_id].group_id == o.group_id
+                )
+            ]:
                 commissions.apply_line_refund(self.session, self.ledger, line, d.goods_refund, cause=ins.rule)
                 self.ctx.lines[line.id] = self.ledger.current(line)
         if ins.rule != "GB-10":
             self.touched |= {o.buyer_id, o.level1_id or "", o.level2_id or ""}
-        self.ledger.event(type=EventType.REFUND_OWED, aggregate_type="group", aggregate_id=group_id, rule=ins.rule,
-                          payload={"refund_id": refund_id, "order_id": o.order_id, "amount": ins.amount, "full": d.full,
-                           "reason": ins.rule})
+        self.ledger.event(
+            type=EventType.REFUND_OWED,
+            aggregate_type="group",
+            aggregate_id=group_id,
+            rule=ins.rule,
+            payload={
+                "refund_id": refund_id,
+                "order_id": o.order_id,
+                "amount": ins.amount,
+                "full": d.full,
+                "reason": ins.rule,
+            },
+        )
 
     async def _paid(self, ld: lean.Loaded, g: gb.Group, ins: gb.OrderPaid) -> None:
         """A payment took its seat (GB-1/GB-2), as `service.groups.apply_decision` carries it out: the order PAID,
@@ -332,14 +421,24 @@ class GroupBatch:
         if admitted:
             self.new_distributors[o.buyer_id] = DistributorStatus.ACTIVE.value
             self.ctx.distributors.add(o.buyer_id)
-        for line in await commissions.on_order_paid(self.session, self.ledger, order=o, now=self.now,
-                                                    enabled=ld.campaign_row.commission_enabled, releasable=False,
-                                                    admitted=admitted):
+        for line in await commissions.on_order_paid(
+            self.session,
+            self.ledger,
+            order=o,
+            now=self.now,
+            enabled=ld.campaign_row.commission_enabled,
+            releasable=False,
+            admitted=admitted,
+        ):
             self.ctx.lines[line.id] = line
         self.touched |= {o.buyer_id, o.level1_id or "", o.level2_id or ""}
-        self.ledger.event(type=EventType.ORDER_PAID, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
-                          payload={"order_id": o.order_id, "amount": o.paid_amount,
-                                                                                   "role": ins.role.value, "buyer_id": o.buyer_id})
+        self.ledger.event(
+            type=EventType.ORDER_PAID,
+            aggregate_type="group",
+            aggregate_id=g.id,
+            rule=ins.rule,
+            payload={"order_id": o.order_id, "amount": o.paid_amount, "role": ins.role.value, "buyer_id": o.buyer_id},
+        )
 
     async def _formed(self, ld: lean.Loaded, g: gb.Group, ins: gb.GroupFormed) -> None:
         """`service.groups.on_formed`: lines become releasable (CM-6), completed orders' lines freeze, the
@@ -357,25 +456,51 @@ class GroupBatch:
         if c.leader_commission_bp and c.commission_enabled and leader_seat is not None:
             leader_order = self.ctx.orders[leader_seat.order_id]
             others = [self.ctx.orders[s.order_id] for s in paid if s.order_id != leader_seat.order_id]
-            amount, base = cm.leader_reward(c.leader_commission_bp, enabled=c.commission_enabled, leader_paid=True,
-                                            other_members=[(o.paid_amount, o.refunded_amount) for o in others])
+            amount, base = cm.leader_reward(
+                c.leader_commission_bp,
+                enabled=c.commission_enabled,
+                leader_paid=True,
+                other_members=[(o.paid_amount, o.refunded_amount) for o in others],
+            )
             if amount > 0:
                 if g.leader_user_id not in self.ctx.distributors:
                     self.new_distributors.setdefault(g.leader_user_id, DistributorStatus.NONE.value)
                 line = commissions.post_commission_line(
-                    self.session, self.ledger, order=leader_order, beneficiary_id=g.leader_user_id, level=0,
-                    amount=amount, now=self.now, releasable=True, base=base, group_id=g.id, rule="GB-4")
+                    self.session,
+                    self.ledger,
+                    order=leader_order,
+                    beneficiary_id=g.leader_user_id,
+                    level=0,
+                    amount=amount,
+                    now=self.now,
+                    releasable=True,
+                    base=base,
+                    group_id=g.id,
+                    rule="GB-4",
+                )
                 # FR-3: a flagged group's reward is held too (one read of the group's flag, only here)
-                line = await fraud.hold_if_group_flagged(self.session, self.ledger, line=line, shop_id=self.shop_id,
-                                                         group_id=g.id)
+                line = await fraud.hold_if_group_flagged(
+                    self.session, self.ledger, line=line, shop_id=self.shop_id, group_id=g.id
+                )
                 self.ctx.lines[line.id] = line
                 self._freeze(leader_order)
-        self.ledger.event(type=EventType.GROUP_FORMED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
-                          payload={"group_id": g.id, "campaign_id": c.campaign_id, "tier_members": ins.tier_members,
-                           "member_unit_price": ins.member_unit_price, "leader_unit_price": ins.leader_unit_price,
-                           "winners": list(ins.winners), "order_ids": order_ids,
-                           "leader_order_id": leader_seat.order_id if leader_seat else None,
-                           "draw": draw_payload(g)})  # gbv2: GB-7 v2
+        self.ledger.event(
+            type=EventType.GROUP_FORMED,
+            aggregate_type="group",
+            aggregate_id=g.id,
+            rule=ins.rule,
+            payload={
+                "group_id": g.id,
+                "campaign_id": c.campaign_id,
+                "tier_members": ins.tier_members,
+                "member_unit_price": ins.member_unit_price,
+                "leader_unit_price": ins.leader_unit_price,
+                "winners": list(ins.winners),
+                "order_ids": order_ids,
+                "leader_order_id": leader_seat.order_id if leader_seat else None,
+                "draw": draw_payload(g),
+            },
+        )  # gbv2: GB-7 v2
 
     def _freeze(self, o: lean.OrderView) -> None:
         """CM-6/OR-4 (`commissions.freeze_order_lines`): a completed order's releasable PENDING lines freeze."""
@@ -393,35 +518,56 @@ class GroupBatch:
             if line.state != cm.CommissionState.PENDING:
                 continue
             self._transition(cm.void_line(line))
-            self.ledger.event(type=EventType.COMMISSION_VOIDED, aggregate_type="order", aggregate_id=line.order_id,
-                              rule="CM-6", payload={"order_id": line.order_id, "line_id": line.id,
-                                                    "beneficiary_id": line.beneficiary_id, "level": line.level,
-                                                    "amount": line.standing, "cause": ins.rule})
-        self.ledger.event(type=EventType.GROUP_FAILED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
-                          payload={"group_id": g.id, "campaign_id": ld.campaign_row.campaign_id})
+            self.ledger.event(
+                type=EventType.COMMISSION_VOIDED,
+                aggregate_type="order",
+                aggregate_id=line.order_id,
+                rule="CM-6",
+                payload={
+                    "order_id": line.order_id,
+                    "line_id": line.id,
+                    "beneficiary_id": line.beneficiary_id,
+                    "level": line.level,
+                    "amount": line.standing,
+                    "cause": ins.rule,
+                },
+            )
+        self.ledger.event(
+            type=EventType.GROUP_FAILED,
+            aggregate_type="group",
+            aggregate_id=g.id,
+            rule=ins.rule,
+            payload={"group_id": g.id, "campaign_id": ld.campaign_row.campaign_id},
+        )
 
     # ------------------------------------------------------------ writing the batch
     def _parts(self) -> None:
         row = self.ledger.row
         if self.new_seats:
             ss = list(self.new_seats.items())
-            row("INSERT INTO seats (shop_id, order_id, group_id, user_id, quantity, unit_price, role, state, "
+            row(
+                "INSERT INTO seats (shop_id, order_id, group_id, user_id, quantity, unit_price, role, state, "
                 "reserved_at, pay_by, paid_at) SELECT sh.shop_id, v.* FROM shops sh CROSS JOIN unnest(CAST(:o AS text[]), "
                 "CAST(:g AS text[]), CAST(:u AS text[]), CAST(:q AS int[]), CAST(:up AS bigint[]), CAST(:r AS text[]), "
                 "CAST(:st AS text[]), CAST(:ra AS timestamptz[]), CAST(:pb AS timestamptz[]), CAST(:pa AS timestamptz[])) "
                 "AS v WHERE sh.shop_id = :shop_id",
-                **_seat_arrays(ss))
+                **_seat_arrays(ss),
+            )
         if self.seat_rows:
             ss = sorted(self.seat_rows.items())
-            row("UPDATE seats s SET user_id = v.u, quantity = v.q, unit_price = v.up, role = v.r, state = v.st, "
+            row(
+                "UPDATE seats s SET user_id = v.u, quantity = v.q, unit_price = v.up, role = v.r, state = v.st, "
                 "reserved_at = v.ra, pay_by = v.pb, paid_at = v.pa FROM unnest(CAST(:o AS text[]), "
                 "CAST(:g AS text[]), CAST(:u AS text[]), CAST(:q AS int[]), CAST(:up AS bigint[]), "
                 "CAST(:r AS text[]), CAST(:st AS text[]), CAST(:ra AS timestamptz[]), CAST(:pb AS timestamptz[]), "
                 "CAST(:pa AS timestamptz[])) AS v(o, g, u, q, up, r, st, ra, pb, pa) "
-                "WHERE s.shop_id = :shop_id AND s.order_id = v.o", **_seat_arrays(ss))
+                "WHERE s.shop_id = :shop_id AND s.order_id = v.o",
+                **_seat_arrays(ss),
+            )
         if self.groups:
             gs = [self.groups[k] for k in sorted(self.groups)]
-            row("UPDATE groups g SET leader_user_id = v.l, state = v.st, expires_at = v.ex, formed_at = v.fo, "
+            row(
+                "UPDATE groups g SET leader_user_id = v.l, state = v.st, expires_at = v.ex, formed_at = v.fo, "
                 "closed_at = v.cl, tier_members = v.tm, winners = v.w, held_seats = v.h, paid_seats = v.pd, "
                 "due_at = v.due, nudged_almost_full_at = v.naf, nudged_expiring_soon_at = v.nes "
                 "FROM unnest(CAST(:g AS text[]), CAST(:l AS text[]), CAST(:st AS text[]), "
@@ -430,59 +576,98 @@ class GroupBatch:
                 "CAST(:due AS timestamptz[]), CAST(:naf AS timestamptz[]), CAST(:nes AS timestamptz[])) "
                 "AS v(g, l, st, ex, fo, cl, tm, w, h, pd, due, naf, nes) "
                 "WHERE g.shop_id = :shop_id AND g.group_id = v.g",
-                g=[x.id for x in gs], l=[x.leader_user_id for x in gs], st=[x.state.value for x in gs],
-                ex=[x.expires_at for x in gs], fo=[x.formed_at for x in gs], cl=[x.closed_at for x in gs],
-                tm=[x.tier_members for x in gs], w=[json.dumps(list(x.winners)) for x in gs],
-                h=[x.held_seats for x in gs], pd=[x.paid_seats for x in gs], due=[gb.next_due_at(x, self.group_campaigns.get(x.id)) for x in gs],
-                naf=[x.nudged_almost_full_at for x in gs], nes=[x.nudged_expiring_soon_at for x in gs])
-            row("SELECT count(pg_notify('sharecart_groups', :shop_id || ':' || v)) AS n "
-                "FROM unnest(CAST(:g AS text[])) AS v", key="notified", g=[x.id for x in gs])
+                g=[x.id for x in gs],
+                l=[x.leader_user_id for x in gs],
+                st=[x.state.value for x in gs],
+                ex=[x.expires_at for x in gs],
+                fo=[x.formed_at for x in gs],
+                cl=[x.closed_at for x in gs],
+                tm=[x.tier_members for x in gs],
+                w=[json.dumps(list(x.winners)) for x in gs],
+                h=[x.held_seats for x in gs],
+                pd=[x.paid_seats for x in gs],
+                due=[gb.next_due_at(x, self.group_campaigns.get(x.id)) for x in gs],
+                naf=[x.nudged_almost_full_at for x in gs],
+                nes=[x.nudged_expiring_soon_at for x in gs],
+            )
+            row(
+                "SELECT count(pg_notify('sharecart_groups', :shop_id || ':' || v)) AS n "
+                "FROM unnest(CAST(:g AS text[])) AS v",
+                key="notified",
+                g=[x.id for x in gs],
+            )
         if self.orders:
             os_ = [self.ctx.orders[k] for k in sorted(self.orders)]
-            row("UPDATE orders o SET state = v.st, paid_amount = v.pa, refunded_amount = v.ra, paid_at = v.pat, "
+            row(
+                "UPDATE orders o SET state = v.st, paid_amount = v.pa, refunded_amount = v.ra, paid_at = v.pat, "
                 "cancelled_at = v.ca, level1_id = v.l1, level2_id = v.l2, source = v.src "
                 "FROM unnest(CAST(:o AS text[]), CAST(:st AS text[]), CAST(:pa AS bigint[]), CAST(:ra AS bigint[]), "
                 "CAST(:pat AS timestamptz[]), CAST(:ca AS timestamptz[]), CAST(:l1 AS text[]), CAST(:l2 AS text[]), "
                 "CAST(:src AS text[])) AS v(o, st, pa, ra, pat, ca, l1, l2, src) "
                 "WHERE o.shop_id = :shop_id AND o.order_id = v.o",
-                o=[x.order_id for x in os_], st=[x.state for x in os_], pa=[x.paid_amount for x in os_],
-                ra=[x.refunded_amount for x in os_], pat=[x.paid_at for x in os_],
-                ca=[x.cancelled_at for x in os_], l1=[x.level1_id for x in os_], l2=[x.level2_id for x in os_],
-                src=[x.source for x in os_])
+                o=[x.order_id for x in os_],
+                st=[x.state for x in os_],
+                pa=[x.paid_amount for x in os_],
+                ra=[x.refunded_amount for x in os_],
+                pat=[x.paid_at for x in os_],
+                ca=[x.cancelled_at for x in os_],
+                l1=[x.level1_id for x in os_],
+                l2=[x.level2_id for x in os_],
+                src=[x.source for x in os_],
+            )
         if self.refunds:
             rs = self.refunds
-            row("INSERT INTO refunds (shop_id, refund_id, order_id, amount, rule, \"full\", state, created_at) "
+            row(
+                'INSERT INTO refunds (shop_id, refund_id, order_id, amount, rule, "full", state, created_at) '
                 "SELECT sh.shop_id, v.r, v.o, v.a, v.rule, v.f, 'OWED', CAST(:now AS timestamptz) "
                 "FROM shops sh CROSS JOIN unnest(CAST(:r AS text[]), CAST(:o AS text[]), CAST(:a AS bigint[]), "
-                "CAST(:rule AS text[]), CAST(:f AS bool[])) AS v(r, o, a, rule, f) WHERE sh.shop_id = :shop_id", now=self.now, r=[x[0] for x in rs],
-                o=[x[1] for x in rs], a=[x[2] for x in rs], rule=[x[3] for x in rs], f=[x[4] for x in rs])
+                "CAST(:rule AS text[]), CAST(:f AS bool[])) AS v(r, o, a, rule, f) WHERE sh.shop_id = :shop_id",
+                now=self.now,
+                r=[x[0] for x in rs],
+                o=[x[1] for x in rs],
+                a=[x[2] for x in rs],
+                rule=[x[3] for x in rs],
+                f=[x[4] for x in rs],
+            )
         if self.users:
             us = sorted(self.users.items())
             # rows of tables several batches share are locked in key order (ORDER BY … FOR UPDATE, whatever the
             # join's plan), so two workers' batches never wait on each other in a cycle
-            row("UPDATE users u SET net_spend = u.net_spend + v.sp, paid_orders = u.paid_orders + v.n, "
+            row(
+                "UPDATE users u SET net_spend = u.net_spend + v.sp, paid_orders = u.paid_orders + v.n, "
                 "first_paid_at = coalesce(u.first_paid_at, v.pa), last_paid_at = coalesce(v.pa, u.last_paid_at) "
                 "FROM (SELECT user_id FROM users WHERE shop_id = :shop_id AND user_id = ANY(CAST(:u AS text[])) "
                 "ORDER BY user_id FOR UPDATE) k JOIN unnest(CAST(:u AS text[]), CAST(:sp AS bigint[]), "
                 "CAST(:n AS int[]), CAST(:pa AS timestamptz[])) AS v(u, sp, n, pa) ON v.u = k.user_id "
-                "WHERE u.shop_id = :shop_id AND u.user_id = v.u", u=[k for k, _ in us], sp=[v[0] for _, v in us],
-                n=[v[1] for _, v in us], pa=[v[2] for _, v in us])
+                "WHERE u.shop_id = :shop_id AND u.user_id = v.u",
+                u=[k for k, _ in us],
+                sp=[v[0] for _, v in us],
+                n=[v[1] for _, v in us],
+                pa=[v[2] for _, v in us],
+            )
         stock = sorted((k, v) for k, v in self.stock.items() if v)
         if stock:
-            row("UPDATE campaigns c SET stock_left = c.stock_left + v.d FROM (SELECT campaign_id FROM campaigns "
+            row(
+                "UPDATE campaigns c SET stock_left = c.stock_left + v.d FROM (SELECT campaign_id FROM campaigns "
                 "WHERE shop_id = :shop_id AND campaign_id = ANY(CAST(:c AS text[])) ORDER BY campaign_id FOR UPDATE) k "
                 "JOIN unnest(CAST(:c AS text[]), CAST(:d AS int[])) AS v(c, d) ON v.c = k.campaign_id "
                 "WHERE c.shop_id = :shop_id AND c.campaign_id = v.c AND c.stock_left IS NOT NULL",
-                c=[k for k, _ in stock], d=[v for _, v in stock])
+                c=[k for k, _ in stock],
+                d=[v for _, v in stock],
+            )
         units = sorted((k, v) for k, v in self.units.items() if v)
         if units:
-            row("UPDATE campaign_user_units x SET units = x.units + v.d FROM (SELECT y.campaign_id, y.user_id "
+            row(
+                "UPDATE campaign_user_units x SET units = x.units + v.d FROM (SELECT y.campaign_id, y.user_id "
                 "FROM campaign_user_units y JOIN unnest(CAST(:c AS text[]), CAST(:u AS text[])) AS w(c, u) "
                 "ON y.campaign_id = w.c AND y.user_id = w.u WHERE y.shop_id = :shop_id "
                 "ORDER BY y.campaign_id, y.user_id FOR UPDATE OF y) k JOIN unnest(CAST(:c AS text[]), "
                 "CAST(:u AS text[]), CAST(:d AS int[])) AS v(c, u, d) ON v.c = k.campaign_id AND v.u = k.user_id "
-                "WHERE x.shop_id = :shop_id AND x.campaign_id = v.c AND x.user_id = v.u", c=[k[0] for k, _ in units],
-                u=[k[1] for k, _ in units], d=[v for _, v in units])
+                "WHERE x.shop_id = :shop_id AND x.campaign_id = v.c AND x.user_id = v.u",
+                c=[k[0] for k, _ in units],
+                u=[k[1] for k, _ in units],
+                d=[v for _, v in units],
+            )
 
     async def flush(self) -> None:
         """Write the batch: (a distributor row for each rewarded leader who has none, then) one statement; in
@@ -491,21 +676,36 @@ class GroupBatch:
         self._parts()
         await self.ledger.flush(self.session)
         if self.ctx.has_levels and self.touched - {""}:
-            await commissions.evaluate_levels(self.session, self.ledger, shop_id=self.shop_id,
-                                              user_ids=self.touched - {""}, now=self.now)
+            await commissions.evaluate_levels(
+                self.session, self.ledger, shop_id=self.shop_id, user_ids=self.touched - {""}, now=self.now
+            )
             await self.ledger.flush(self.session)
 
 
 def _seat_arrays(ss: list[tuple[str, tuple[str, gb.Seat]]]) -> dict[str, Any]:
     seats = [s for _, (_, s) in ss]
-    return dict(o=[k for k, _ in ss], g=[g for _, (g, _) in ss], u=[s.user_id for s in seats],
-                q=[s.quantity for s in seats], up=[s.unit_price for s in seats], r=[s.role.value for s in seats],
-                st=[s.state.value for s in seats], ra=[s.reserved_at for s in seats], pb=[s.pay_by for s in seats],
-                pa=[s.paid_at for s in seats])
+    return dict(
+        o=[k for k, _ in ss],
+        g=[g for _, (g, _) in ss],
+        u=[s.user_id for s in seats],
+        q=[s.quantity for s in seats],
+        up=[s.unit_price for s in seats],
+        r=[s.role.value for s in seats],
+        st=[s.state.value for s in seats],
+        ra=[s.reserved_at for s in seats],
+        pb=[s.pay_by for s in seats],
+        pa=[s.paid_at for s in seats],
+    )
 
 
-async def carry_out(session, shop_id: str, now: datetime, items: list[tuple[lean.Loaded, gb.Decision]], *,
-                    paid_amounts: dict[str, int] | None = None) -> None:
+async def carry_out(
+    session,
+    shop_id: str,
+    now: datetime,
+    items: list[tuple[lean.Loaded, gb.Decision]],
+    *,
+    paid_amounts: dict[str, int] | None = None,
+) -> None:
     """Statements 2 and 3 for `items` (groups loaded under lock with the engine's decisions on them). A payment
     (one group, its decision with an OrderPaid) also loads what its commission needs, in statement 2."""
     if not items:
@@ -515,8 +715,9 @@ async def carry_out(session, shop_id: str, now: datetime, items: list[tuple[lean
     buyer = None
     if pays:
         buyer = next(s.user_id for ld, _ in items for s in ld.group.seats if s.order_id == pays[0])
-    ctx = await load_context(session, shop_id, [ld for ld, _ in items],
-                             paying=(pays[0], buyer) if pays and buyer else None)
+    ctx = await load_context(
+        session, shop_id, [ld for ld, _ in items], paying=(pays[0], buyer) if pays and buyer else None
+    )
     batch = GroupBatch(shop_id, now, session, ctx, paid_amounts=dict(paid_amounts or {}))
     for ld, decision in items:
         await batch.add(ld, decision)
@@ -556,5 +757,9 @@ def draw_payload(g: gb.Group) -> dict | None:
     d = g.draw()
     if d is None:
         return None
-    return {"commitment": d.commitment, "seed": d.seed,
-            "candidates": [{"order_id": o, "score": sc} for o, sc in d.candidates], "winners": list(d.winners)}
+    return {
+        "commitment": d.commitment,
+        "seed": d.seed,
+        "candidates": [{"order_id": o, "score": sc} for o, sc in d.candidates],
+        "winners": list(d.winners),
+    }

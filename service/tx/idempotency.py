@@ -44,8 +44,7 @@ async def once(
     run: Callable[[], Awaitable[dict[str, Any]]],
 ) -> dict[str, Any]:
     """Run `run()` once per (shop, scope, key); later calls with the same request replay its result."""
-    result, _ = await once_or_replay(session, shop_id=shop_id, scope=scope, key=key, request=request, now=now,
-                                     run=run)
+    result, _ = await once_or_replay(session, shop_id=shop_id, scope=scope, key=key, request=request, now=now, run=run)
     return result
 
 
@@ -63,8 +62,12 @@ async def once_or_replay(
     if not key:
         return await run(), False
     if len(key) > KEY_MAX:
-        raise refuse(ErrorCode.INVALID_INPUT, f"an idempotency key has at most {KEY_MAX} characters",
-                     rule="GB-10", field="idempotencyKey")
+        raise refuse(
+            ErrorCode.INVALID_INPUT,
+            f"an idempotency key has at most {KEY_MAX} characters",
+            rule="GB-10",
+            field="idempotencyKey",
+        )
     scope = stored_scope(scope)
     h = request_hash(request)
     inserted = await session.execute(
@@ -103,7 +106,7 @@ def stored_scope(scope: str) -> str:
     scopes stay distinct instead of the insert failing."""
     if len(scope) <= SCOPE_MAX:
         return scope
-    return f"{scope[:SCOPE_MAX - 17]}#{hashlib.sha256(scope.encode()).hexdigest()[:16]}"
+    return f"{scope[: SCOPE_MAX - 17]}#{hashlib.sha256(scope.encode()).hexdigest()[:16]}"
 
 
 async def once_row(
@@ -129,8 +132,9 @@ async def once_row(
         await session.flush()
         return {"pk": list(inspect(row).identity)}
 
-    r, replayed = await once_or_replay(session, shop_id=shop_id, scope=scope, key=key, request=request, now=now,
-                                       run=first)
+    r, replayed = await once_or_replay(
+        session, shop_id=shop_id, scope=scope, key=key, request=request, now=now, run=first
+    )
     if not replayed:
         return made[0]
     row = await session.get(model, tuple(r["pk"]))

@@ -44,15 +44,25 @@ from store.secrets import seal, unseal
 GROUP_COLS = [c.name for c in GroupRow.__table__.columns]
 CAMPAIGN_COLS = [c.name for c in CampaignRow.__table__.columns]
 SEAT_COLS = ["order_id", "user_id", "quantity", "unit_price", "role", "state", "reserved_at", "pay_by", "paid_at"]
-LEAN_INSTRUCTIONS = (gb.CancelOrder, gb.ReturnStock, gb.GroupOpened, gb.GroupCancelled, gb.LeaderChanged,
-                     gb.GroupNudged)
+LEAN_INSTRUCTIONS = (
+    gb.CancelOrder,
+    gb.ReturnStock,
+    gb.GroupOpened,
+    gb.GroupCancelled,
+    gb.LeaderChanged,
+    gb.GroupNudged,
+)
 
 
 def load_sql(where: str, *, skip_locked: bool = False, limit: str = "") -> str:
     return (
-        "SELECT " + ", ".join(f"g.{c}" for c in GROUP_COLS) + ", "
-        + ", ".join(f"c.{c} AS c_{c}" for c in CAMPAIGN_COLS) + ", "
-        + ", ".join(f"st.s_{c}" for c in SEAT_COLS) + ", "
+        "SELECT "
+        + ", ".join(f"g.{c}" for c in GROUP_COLS)
+        + ", "
+        + ", ".join(f"c.{c} AS c_{c}" for c in CAMPAIGN_COLS)
+        + ", "
+        + ", ".join(f"st.s_{c}" for c in SEAT_COLS)
+        + ", "
         "CAST(g.xmin AS text) AS x_locked, "
         "(SELECT CAST(g2.xmin AS text) FROM groups g2 WHERE g2.shop_id = :s AND g2.group_id = g.group_id) "
         "AS x_seen, sh.currency AS shop_currency, "
@@ -86,6 +96,7 @@ LOAD_CAMPAIGN = text(
 @dataclass
 class Loaded:
     """A group under its row lock, with what the engine needs to decide on it."""
+
     shop_id: str
     group: gb.Group
     campaign_row: Any  # attribute access like store.models.CampaignRow
@@ -107,16 +118,38 @@ def loaded(r, campaigns: dict | None = None) -> Loaded:
     m = r._mapping
     g = SimpleNamespace(**{c: m[c] for c in GROUP_COLS})
     n = len(m["s_order_id"] or ())
-    seats = [gb.Seat(order_id=m["s_order_id"][i], user_id=m["s_user_id"][i], quantity=m["s_quantity"][i],
-                     unit_price=m["s_unit_price"][i], role=gb.PriceRole(m["s_role"][i]),
-                     state=gb.SeatState(m["s_state"][i]), reserved_at=m["s_reserved_at"][i],
-                     pay_by=m["s_pay_by"][i], paid_at=m["s_paid_at"][i]) for i in range(n)]
-    group = gb.Group(id=g.group_id, campaign_id=g.campaign_id, tiers=mapping.tiers_from_json(g.tiers),
-                     leader_user_id=g.leader_user_id, state=gb.GroupState(g.state), seats=tuple(seats),
-                     opened_at=g.opened_at, variant=g.variant, expires_at=g.expires_at, formed_at=g.formed_at,
-                     closed_at=g.closed_at, tier_members=g.tier_members, winners=tuple(g.winners or ()),
-                     lottery_seed=unseal(g.lottery_seed), nudged_almost_full_at=g.nudged_almost_full_at,
-                     nudged_expiring_soon_at=g.nudged_expiring_soon_at)  # gbv2: GB-7 v2 seed, GB-15 nudges
+    seats = [
+        gb.Seat(
+            order_id=m["s_order_id"][i],
+            user_id=m["s_user_id"][i],
+            quantity=m["s_quantity"][i],
+            unit_price=m["s_unit_price"][i],
+            role=gb.PriceRole(m["s_role"][i]),
+            state=gb.SeatState(m["s_state"][i]),
+            reserved_at=m["s_reserved_at"][i],
+            pay_by=m["s_pay_by"][i],
+            paid_at=m["s_paid_at"][i],
+        )
+        for i in range(n)
+    ]
+    group = gb.Group(
+        id=g.group_id,
+        campaign_id=g.campaign_id,
+        tiers=mapping.tiers_from_json(g.tiers),
+        leader_user_id=g.leader_user_id,
+        state=gb.GroupState(g.state),
+        seats=tuple(seats),
+        opened_at=g.opened_at,
+        variant=g.variant,
+        expires_at=g.expires_at,
+        formed_at=g.formed_at,
+        closed_at=g.closed_at,
+        tier_members=g.tier_members,
+        winners=tuple(g.winners or ()),
+        lottery_seed=unseal(g.lottery_seed),
+        nudged_almost_full_at=g.nudged_almost_full_at,
+        nudged_expiring_soon_at=g.nudged_expiring_soon_at,
+    )  # gbv2: GB-7 v2 seed, GB-15 nudges
     if campaigns is not None and g.campaign_id in campaigns:
         c, campaign = campaigns[g.campaign_id]
     else:
@@ -125,13 +158,27 @@ def loaded(r, campaigns: dict | None = None) -> Loaded:
         if campaigns is not None:
             campaigns[g.campaign_id] = (c, campaign)
     events.remember_currency(g.shop_id, m["shop_currency"])
-    return Loaded(shop_id=g.shop_id, group=group, campaign_row=c, campaign=campaign,
-                  currency=m["shop_currency"], user_units=m["user_units"] or 0,
-                  user_has_paid_order=bool(m["user_paid_orders"]), due_at=g.due_at)
+    return Loaded(
+        shop_id=g.shop_id,
+        group=group,
+        campaign_row=c,
+        campaign=campaign,
+        currency=m["shop_currency"],
+        user_units=m["user_units"] or 0,
+        user_has_paid_order=bool(m["user_paid_orders"]),
+        due_at=g.due_at,
+    )
 
 
-async def load_group(session, shop_id: str, group_id: str | None = None, *, user_id: str = "",
-                     skip_locked: bool = False, due_before: datetime | None = None) -> Loaded | None:
+async def load_group(
+    session,
+    shop_id: str,
+    group_id: str | None = None,
+    *,
+    user_id: str = "",
+    skip_locked: bool = False,
+    due_before: datetime | None = None,
+) -> Loaded | None:
     """The group (by id, or the shop's most overdue one with `due_before`) under FOR UPDATE, current even
     if the lock was waited for. None: no such group, or (skip_locked) another transaction holds it."""
     if due_before is not None:
@@ -168,22 +215,37 @@ async def load_campaign(session, shop_id: str, campaign_id: str, *, user_id: str
     events.remember_currency(shop_id, m["shop_currency"])
     binding = None
     if m["b_referrer_id"] is not None:
-        binding = mapping.binding_from_row(SimpleNamespace(
-            user_id=user_id, referrer_id=m["b_referrer_id"], bound_at=m["b_bound_at"], source=m["b_source"],
-            expires_at=m["b_expires_at"]))
-    return LoadedCampaign(campaign_row=c, campaign=mapping.campaign_from_row(c), currency=m["shop_currency"],
-                          user_units=m["user_units"] or 0, binding=binding)
+        binding = mapping.binding_from_row(
+            SimpleNamespace(
+                user_id=user_id,
+                referrer_id=m["b_referrer_id"],
+                bound_at=m["b_bound_at"],
+                source=m["b_source"],
+                expires_at=m["b_expires_at"],
+            )
+        )
+    return LoadedCampaign(
+        campaign_row=c,
+        campaign=mapping.campaign_from_row(c),
+        currency=m["shop_currency"],
+        user_units=m["user_units"] or 0,
+        binding=binding,
+    )
 
 
 def lean_enough(decision: gb.Decision) -> bool:
     """True when every instruction of the decision is one `Writes.apply` carries out itself."""
-    return all(isinstance(i, LEAN_INSTRUCTIONS) or (isinstance(i, gb.RefundOwed) and i.rule == "GB-10")
-               for i in decision.instructions)
+    return all(
+        isinstance(i, LEAN_INSTRUCTIONS) or (isinstance(i, gb.RefundOwed) and i.rule == "GB-10")
+        for i in decision.instructions
+    )
 
 
-ORDER_COLUMNS = ("order_id, external_id, buyer_id, kind, campaign_id, group_id, state, goods_amount, shipping_amount, "
-                 "tax_amount, paid_amount, refunded_amount, content_hash, source, level1_id, level2_id, created_at, "
-                 "paid_at, completed_at, cancelled_at")
+ORDER_COLUMNS = (
+    "order_id, external_id, buyer_id, kind, campaign_id, group_id, state, goods_amount, shipping_amount, "
+    "tax_amount, paid_amount, refunded_amount, content_hash, source, level1_id, level2_id, created_at, "
+    "paid_at, completed_at, cancelled_at"
+)
 _TIMES = ("created_at", "paid_at", "completed_at", "cancelled_at")
 
 
@@ -233,6 +295,7 @@ class _OrderChange:
 @dataclass
 class Writes:
     """The parts of one data-modifying CTE (see the module docstring)."""
+
     shop_id: str
     now: datetime
     currency: str
@@ -254,8 +317,13 @@ class Writes:
 
     # ---------------------------------------------------------------- rows
     def ensure_user(self, user_id: str) -> None:
-        self.add("INSERT INTO users (shop_id, user_id, display_name, created_at) "
-                 "VALUES (:{p}s, :{p}u, '', :{p}now) ON CONFLICT DO NOTHING", s=self.shop_id, u=user_id, now=self.now)
+        self.add(
+            "INSERT INTO users (shop_id, user_id, display_name, created_at) "
+            "VALUES (:{p}s, :{p}u, '', :{p}now) ON CONFLICT DO NOTHING",
+            s=self.shop_id,
+            u=user_id,
+            now=self.now,
+        )
 
     def take_stock(self, c, user_id: str, quantity: int) -> None:
         """GB-1/GB-2: the stock guard and the per-user limit guard, checked in the write statement."""
@@ -272,69 +340,154 @@ class Writes:
         self.units[(campaign_id, user_id)] = (d - quantity, limit)
 
     def new_order(self, c, *, order_id: str, group_id: str, user_id: str, seat: gb.Seat, source: str) -> OrderView:
-        o = OrderView(shop_id=self.shop_id, order_id=order_id, external_id=f"group:{order_id}", buyer_id=user_id,
-                      kind="GROUP", campaign_id=c.campaign_id, group_id=group_id, state="CREATED",
-                      goods_amount=seat.amount, source=source, created_at=self.now)
-        self.add("INSERT INTO orders (shop_id, order_id, external_id, buyer_id, kind, campaign_id, group_id, state, "
-                 "goods_amount, shipping_amount, tax_amount, paid_amount, refunded_amount, content_hash, source, "
-                 "created_at) VALUES (:{p}s, :{p}o, :{p}x, :{p}u, 'GROUP', :{p}c, :{p}g, 'CREATED', :{p}amt, 0, 0, "
-                 "0, 0, '', :{p}src, :{p}now)", s=self.shop_id, o=order_id, x=o.external_id, u=user_id,
-                 c=c.campaign_id, g=group_id, amt=seat.amount, src=source, now=self.now)
-        self.add("INSERT INTO order_lines (shop_id, order_id, line_no, product_ref, category, quantity, unit_price, "
-                 "discount) VALUES (:{p}s, :{p}o, 1, :{p}ref, :{p}cat, :{p}q, :{p}up, 0)", s=self.shop_id,
-                 o=order_id, ref=c.product_ref, cat=c.category, q=seat.quantity, up=seat.unit_price)
+        o = OrderView(
+            shop_id=self.shop_id,
+            order_id=order_id,
+            external_id=f"group:{order_id}",
+            buyer_id=user_id,
+            kind="GROUP",
+            campaign_id=c.campaign_id,
+            group_id=group_id,
+            state="CREATED",
+            goods_amount=seat.amount,
+            source=source,
+            created_at=self.now,
+        )
+        self.add(
+            "INSERT INTO orders (shop_id, order_id, external_id, buyer_id, kind, campaign_id, group_id, state, "
+            "goods_amount, shipping_amount, tax_amount, paid_amount, refunded_amount, content_hash, source, "
+            "created_at) VALUES (:{p}s, :{p}o, :{p}x, :{p}u, 'GROUP', :{p}c, :{p}g, 'CREATED', :{p}amt, 0, 0, "
+            "0, 0, '', :{p}src, :{p}now)",
+            s=self.shop_id,
+            o=order_id,
+            x=o.external_id,
+            u=user_id,
+            c=c.campaign_id,
+            g=group_id,
+            amt=seat.amount,
+            src=source,
+            now=self.now,
+        )
+        self.add(
+            "INSERT INTO order_lines (shop_id, order_id, line_no, product_ref, category, quantity, unit_price, "
+            "discount) VALUES (:{p}s, :{p}o, 1, :{p}ref, :{p}cat, :{p}q, :{p}up, 0)",
+            s=self.shop_id,
+            o=order_id,
+            ref=c.product_ref,
+            cat=c.category,
+            q=seat.quantity,
+            up=seat.unit_price,
+        )
         return o
 
     def insert_group(self, g: gb.Group) -> None:
-        self.add("INSERT INTO groups (shop_id, group_id, campaign_id, variant, tiers, leader_user_id, state, "
-                 "opened_at, expires_at, formed_at, closed_at, tier_members, winners, held_seats, paid_seats, due_at, "
-                 "nudged_almost_full_at, nudged_expiring_soon_at, lottery_seed, lottery_commitment) "
-                 "VALUES (:{p}s, :{p}g, :{p}c, :{p}v, CAST(:{p}t AS jsonb), :{p}l, :{p}st, :{p}op, :{p}ex, :{p}fo, "
-                 ":{p}cl, :{p}tm, CAST(:{p}w AS jsonb), :{p}h, :{p}pd, :{p}due, :{p}naf, :{p}nes, :{p}seed, :{p}cm)",
-                 **self._group_params(g), c=g.campaign_id, v=g.variant, t=json.dumps(mapping.tiers_to_json(g.tiers)),
-                 op=g.opened_at, seed=seal(g.lottery_seed), cm=g.lottery_commitment)  # GB-7 v2: sealed at rest
+        self.add(
+            "INSERT INTO groups (shop_id, group_id, campaign_id, variant, tiers, leader_user_id, state, "
+            "opened_at, expires_at, formed_at, closed_at, tier_members, winners, held_seats, paid_seats, due_at, "
+            "nudged_almost_full_at, nudged_expiring_soon_at, lottery_seed, lottery_commitment) "
+            "VALUES (:{p}s, :{p}g, :{p}c, :{p}v, CAST(:{p}t AS jsonb), :{p}l, :{p}st, :{p}op, :{p}ex, :{p}fo, "
+            ":{p}cl, :{p}tm, CAST(:{p}w AS jsonb), :{p}h, :{p}pd, :{p}due, :{p}naf, :{p}nes, :{p}seed, :{p}cm)",
+            **self._group_params(g),
+            c=g.campaign_id,
+            v=g.variant,
+            t=json.dumps(mapping.tiers_to_json(g.tiers)),
+            op=g.opened_at,
+            seed=seal(g.lottery_seed),
+            cm=g.lottery_commitment,
+        )  # GB-7 v2: sealed at rest
 
     def update_group(self, g: gb.Group) -> None:
         """Always written, changed or not: the load's freshness check relies on every seat writer moving the
         group row's xmin."""
-        self.add("UPDATE groups SET leader_user_id = :{p}l, state = :{p}st, expires_at = :{p}ex, formed_at = :{p}fo, "
-                 "closed_at = :{p}cl, tier_members = :{p}tm, winners = CAST(:{p}w AS jsonb), held_seats = :{p}h, "
-                 "paid_seats = :{p}pd, due_at = :{p}due, nudged_almost_full_at = :{p}naf, "
-                 "nudged_expiring_soon_at = :{p}nes WHERE shop_id = :{p}s AND group_id = :{p}g",
-                 **self._group_params(g))
+        self.add(
+            "UPDATE groups SET leader_user_id = :{p}l, state = :{p}st, expires_at = :{p}ex, formed_at = :{p}fo, "
+            "closed_at = :{p}cl, tier_members = :{p}tm, winners = CAST(:{p}w AS jsonb), held_seats = :{p}h, "
+            "paid_seats = :{p}pd, due_at = :{p}due, nudged_almost_full_at = :{p}naf, "
+            "nudged_expiring_soon_at = :{p}nes WHERE shop_id = :{p}s AND group_id = :{p}g",
+            **self._group_params(g),
+        )
         self.notify.append(g.id)
 
     def _group_params(self, g: gb.Group) -> dict:
-        return dict(s=self.shop_id, g=g.id, l=g.leader_user_id, st=g.state.value, ex=g.expires_at, fo=g.formed_at,
-                    cl=g.closed_at, tm=g.tier_members, w=json.dumps(list(g.winners)), h=g.held_seats,
-                    pd=g.paid_seats, due=gb.next_due_at(g, self.campaign), naf=g.nudged_almost_full_at,
-                    nes=g.nudged_expiring_soon_at)
+        return dict(
+            s=self.shop_id,
+            g=g.id,
+            l=g.leader_user_id,
+            st=g.state.value,
+            ex=g.expires_at,
+            fo=g.formed_at,
+            cl=g.closed_at,
+            tm=g.tier_members,
+            w=json.dumps(list(g.winners)),
+            h=g.held_seats,
+            pd=g.paid_seats,
+            due=gb.next_due_at(g, self.campaign),
+            naf=g.nudged_almost_full_at,
+            nes=g.nudged_expiring_soon_at,
+        )
 
     def seats(self, before: gb.Group | None, after: gb.Group) -> None:
         old = {s.order_id: s for s in (before.seats if before else ())}
         for s in after.seats:
             if s.order_id not in old:
-                self.add("INSERT INTO seats (shop_id, order_id, group_id, user_id, quantity, unit_price, role, state, "
-                         "reserved_at, pay_by, paid_at) VALUES (:{p}s, :{p}o, :{p}g, :{p}u, :{p}q, :{p}up, :{p}r, "
-                         ":{p}st, :{p}ra, :{p}pb, :{p}pa)", s=self.shop_id, o=s.order_id, g=after.id, u=s.user_id,
-                         q=s.quantity, up=s.unit_price, r=s.role.value, st=s.state.value, ra=s.reserved_at,
-                         pb=s.pay_by, pa=s.paid_at)
+                self.add(
+                    "INSERT INTO seats (shop_id, order_id, group_id, user_id, quantity, unit_price, role, state, "
+                    "reserved_at, pay_by, paid_at) VALUES (:{p}s, :{p}o, :{p}g, :{p}u, :{p}q, :{p}up, :{p}r, "
+                    ":{p}st, :{p}ra, :{p}pb, :{p}pa)",
+                    s=self.shop_id,
+                    o=s.order_id,
+                    g=after.id,
+                    u=s.user_id,
+                    q=s.quantity,
+                    up=s.unit_price,
+                    r=s.role.value,
+                    st=s.state.value,
+                    ra=s.reserved_at,
+                    pb=s.pay_by,
+                    pa=s.paid_at,
+                )
             elif old[s.order_id] != s:
-                self.add("UPDATE seats SET user_id = :{p}u, quantity = :{p}q, unit_price = :{p}up, role = :{p}r, "
-                         "state = :{p}st, reserved_at = :{p}ra, pay_by = :{p}pb, paid_at = :{p}pa "
-                         "WHERE shop_id = :{p}s AND order_id = :{p}o", s=self.shop_id, o=s.order_id, u=s.user_id,
-                         q=s.quantity, up=s.unit_price, r=s.role.value, st=s.state.value, ra=s.reserved_at,
-                         pb=s.pay_by, pa=s.paid_at)
+                self.add(
+                    "UPDATE seats SET user_id = :{p}u, quantity = :{p}q, unit_price = :{p}up, role = :{p}r, "
+                    "state = :{p}st, reserved_at = :{p}ra, pay_by = :{p}pb, paid_at = :{p}pa "
+                    "WHERE shop_id = :{p}s AND order_id = :{p}o",
+                    s=self.shop_id,
+                    o=s.order_id,
+                    u=s.user_id,
+                    q=s.quantity,
+                    up=s.unit_price,
+                    r=s.role.value,
+                    st=s.state.value,
+                    ra=s.reserved_at,
+                    pb=s.pay_by,
+                    pa=s.paid_at,
+                )
 
-    def event(self, *, type: EventType, aggregate_type: str, aggregate_id: str, rule: str | None, payload: dict) -> None:
-        self.add("INSERT INTO events (shop_id, event_id, type, aggregate_type, aggregate_id, rule, occurred_at, "
-                 "payload) VALUES (:{p}s, :{p}e, :{p}t, :{p}at, :{p}ai, :{p}r, :{p}now, CAST(:{p}pl AS jsonb))",
-                 s=self.shop_id, e=new_id("evt_"), t=str(getattr(type, "value", type)), at=aggregate_type, ai=aggregate_id, r=rule, now=self.now,
-                 pl=json.dumps(events.payload_of(self.shop_id, payload, rule, self.currency), default=str))
+    def event(
+        self, *, type: EventType, aggregate_type: str, aggregate_id: str, rule: str | None, payload: dict
+    ) -> None:
+        self.add(
+            "INSERT INTO events (shop_id, event_id, type, aggregate_type, aggregate_id, rule, occurred_at, "
+            "payload) VALUES (:{p}s, :{p}e, :{p}t, :{p}at, :{p}ai, :{p}r, :{p}now, CAST(:{p}pl AS jsonb))",
+            s=self.shop_id,
+            e=new_id("evt_"),
+            t=str(getattr(type, "value", type)),
+            at=aggregate_type,
+            ai=aggregate_id,
+            r=rule,
+            now=self.now,
+            pl=json.dumps(events.payload_of(self.shop_id, payload, rule, self.currency), default=str),
+        )
 
     def idempotency_result(self, scope: str, key: str, result: dict) -> None:
-        self.add("UPDATE idempotency_keys SET result = CAST(:{p}r AS jsonb) WHERE shop_id = :{p}s AND scope = :{p}sc "
-                 "AND key = :{p}k", r=json.dumps(result, default=str), s=self.shop_id, sc=scope, k=key)
+        self.add(
+            "UPDATE idempotency_keys SET result = CAST(:{p}r AS jsonb) WHERE shop_id = :{p}s AND scope = :{p}sc "
+            "AND key = :{p}k",
+            r=json.dumps(result, default=str),
+            s=self.shop_id,
+            sc=scope,
+            k=key,
+        )
 
     # ---------------------------------------------------------------- a decision
     def apply(self, loaded_group: gb.Group | None, decision: gb.Decision, campaign_id: str) -> None:
@@ -346,26 +499,58 @@ class Writes:
         for ins in decision.instructions:
             if isinstance(ins, gb.CancelOrder):
                 self.orders.setdefault(ins.order_id, _OrderChange()).cancel = True
-                self.event(type=EventType.SEAT_RELEASED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
-                           payload={"order_id": ins.order_id, "user_id": by_order[ins.order_id].user_id})
+                self.event(
+                    type=EventType.SEAT_RELEASED,
+                    aggregate_type="group",
+                    aggregate_id=g.id,
+                    rule=ins.rule,
+                    payload={"order_id": ins.order_id, "user_id": by_order[ins.order_id].user_id},
+                )
             elif isinstance(ins, gb.ReturnStock):
                 self.return_stock(campaign_id, by_order[ins.order_id].user_id, ins.quantity)
             elif isinstance(ins, gb.GroupOpened):
-                self.event(type=EventType.GROUP_OPENED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
-                           payload={"group_id": g.id, "campaign_id": campaign_id, "leader_user_id": g.leader_user_id,
-                                    "expires_at": g.expires_at.isoformat(), "lottery_commitment": g.lottery_commitment})
+                self.event(
+                    type=EventType.GROUP_OPENED,
+                    aggregate_type="group",
+                    aggregate_id=g.id,
+                    rule=ins.rule,
+                    payload={
+                        "group_id": g.id,
+                        "campaign_id": campaign_id,
+                        "leader_user_id": g.leader_user_id,
+                        "expires_at": g.expires_at.isoformat(),
+                        "lottery_commitment": g.lottery_commitment,
+                    },
+                )
             elif isinstance(ins, gb.GroupNudged):  # GB-15
-                self.event(type=(EventType.GROUP_ALMOST_FULL if ins.kind == "almost_full"
-                                 else EventType.GROUP_EXPIRING_SOON), aggregate_type="group", aggregate_id=g.id,
-                           rule=ins.rule, payload={"group_id": g.id, "campaign_id": campaign_id,
-                                                   "seats_missing": ins.seats_missing,
-                                                   "expires_at": ins.expires_at.isoformat() if ins.expires_at else ""})
+                self.event(
+                    type=(EventType.GROUP_ALMOST_FULL if ins.kind == "almost_full" else EventType.GROUP_EXPIRING_SOON),
+                    aggregate_type="group",
+                    aggregate_id=g.id,
+                    rule=ins.rule,
+                    payload={
+                        "group_id": g.id,
+                        "campaign_id": campaign_id,
+                        "seats_missing": ins.seats_missing,
+                        "expires_at": ins.expires_at.isoformat() if ins.expires_at else "",
+                    },
+                )
             elif isinstance(ins, gb.GroupCancelled):
-                self.event(type=EventType.GROUP_CANCELLED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
-                           payload={"group_id": g.id})
+                self.event(
+                    type=EventType.GROUP_CANCELLED,
+                    aggregate_type="group",
+                    aggregate_id=g.id,
+                    rule=ins.rule,
+                    payload={"group_id": g.id},
+                )
             elif isinstance(ins, gb.LeaderChanged):
-                self.event(type=EventType.GROUP_LEADER_CHANGED, aggregate_type="group", aggregate_id=g.id, rule=ins.rule,
-                           payload={"group_id": g.id, "from": ins.old_user_id, "to": ins.new_user_id})
+                self.event(
+                    type=EventType.GROUP_LEADER_CHANGED,
+                    aggregate_type="group",
+                    aggregate_id=g.id,
+                    rule=ins.rule,
+                    payload={"group_id": g.id, "from": ins.old_user_id, "to": ins.new_user_id},
+                )
             elif isinstance(ins, gb.RefundOwed):  # GB-10: a further payment of a seat already paid
                 self.extra_payment_refund(g.id, ins)
 
@@ -374,45 +559,93 @@ class Writes:
         never counted as a purchase (no commission, no spend): the order's paid and refunded amounts both
         grow by it, and the refund is OWED until the backend confirms it."""
         # the engine's refund arithmetic on this payment alone: money received that never counted as a purchase
-        d = decide_refund(OrderMoney(paid=ins.amount, refunded=0, goods=0, counted=False), ins.amount,
-                          rule=ins.rule, full=True)
+        d = decide_refund(
+            OrderMoney(paid=ins.amount, refunded=0, goods=0, counted=False), ins.amount, rule=ins.rule, full=True
+        )
         assert d.goods_refund == d.net_spend_delta == d.paid_orders_delta == 0
         ch = self.orders.setdefault(ins.order_id, _OrderChange())
         ch.paid_plus += d.paid_after
         ch.refunded_plus += d.refunded_after
         refund_id = new_id("rf_")
-        self.add("INSERT INTO refunds (shop_id, refund_id, order_id, amount, rule, \"full\", state, created_at) "
-                 "VALUES (:{p}s, :{p}r, :{p}o, :{p}a, :{p}rule, true, 'OWED', :{p}now)", s=self.shop_id, r=refund_id,
-                 o=ins.order_id, a=ins.amount, rule=ins.rule, now=self.now)
-        self.event(type=EventType.REFUND_OWED, aggregate_type="group", aggregate_id=group_id, rule=ins.rule,
-                   payload={"refund_id": refund_id, "order_id": ins.order_id, "amount": ins.amount, "full": True,
-                            "reason": ins.rule})
+        self.add(
+            'INSERT INTO refunds (shop_id, refund_id, order_id, amount, rule, "full", state, created_at) '
+            "VALUES (:{p}s, :{p}r, :{p}o, :{p}a, :{p}rule, true, 'OWED', :{p}now)",
+            s=self.shop_id,
+            r=refund_id,
+            o=ins.order_id,
+            a=ins.amount,
+            rule=ins.rule,
+            now=self.now,
+        )
+        self.event(
+            type=EventType.REFUND_OWED,
+            aggregate_type="group",
+            aggregate_id=group_id,
+            rule=ins.rule,
+            payload={
+                "refund_id": refund_id,
+                "order_id": ins.order_id,
+                "amount": ins.amount,
+                "full": True,
+                "reason": ins.rule,
+            },
+        )
 
     def _merged(self) -> None:
         for oid, ch in self.orders.items():
-            self.add("UPDATE orders SET state = CASE WHEN :{p}cancel AND state = 'CREATED' THEN 'CANCELLED' "
-                     "ELSE state END, cancelled_at = CASE WHEN :{p}cancel AND state = 'CREATED' THEN :{p}now "
-                     "ELSE cancelled_at END, paid_amount = paid_amount + :{p}pp, refunded_amount = refunded_amount "
-                     "+ :{p}rp WHERE shop_id = :{p}s AND order_id = :{p}o", cancel=ch.cancel, now=self.now,
-                     pp=ch.paid_plus, rp=ch.refunded_plus, s=self.shop_id, o=oid)
+            self.add(
+                "UPDATE orders SET state = CASE WHEN :{p}cancel AND state = 'CREATED' THEN 'CANCELLED' "
+                "ELSE state END, cancelled_at = CASE WHEN :{p}cancel AND state = 'CREATED' THEN :{p}now "
+                "ELSE cancelled_at END, paid_amount = paid_amount + :{p}pp, refunded_amount = refunded_amount "
+                "+ :{p}rp WHERE shop_id = :{p}s AND order_id = :{p}o",
+                cancel=ch.cancel,
+                now=self.now,
+                pp=ch.paid_plus,
+                rp=ch.refunded_plus,
+                s=self.shop_id,
+                o=oid,
+            )
         for cid, (delta, guarded) in self.stock.items():
             if guarded:
-                self.add("UPDATE campaigns SET stock_left = stock_left + :{p}d WHERE shop_id = :{p}s AND "
-                         "campaign_id = :{p}c AND stock_left + :{p}d >= 0 RETURNING 1", check="ok_stock",
-                         d=delta, s=self.shop_id, c=cid)
+                self.add(
+                    "UPDATE campaigns SET stock_left = stock_left + :{p}d WHERE shop_id = :{p}s AND "
+                    "campaign_id = :{p}c AND stock_left + :{p}d >= 0 RETURNING 1",
+                    check="ok_stock",
+                    d=delta,
+                    s=self.shop_id,
+                    c=cid,
+                )
             elif delta:
-                self.add("UPDATE campaigns SET stock_left = stock_left + :{p}d WHERE shop_id = :{p}s AND "
-                         "campaign_id = :{p}c AND stock_left IS NOT NULL", d=delta, s=self.shop_id, c=cid)
+                self.add(
+                    "UPDATE campaigns SET stock_left = stock_left + :{p}d WHERE shop_id = :{p}s AND "
+                    "campaign_id = :{p}c AND stock_left IS NOT NULL",
+                    d=delta,
+                    s=self.shop_id,
+                    c=cid,
+                )
         for (cid, uid), (delta, limit) in self.units.items():
             if delta > 0:
-                self.add("INSERT INTO campaign_user_units AS x (shop_id, campaign_id, user_id, units) VALUES "
-                         "(:{p}s, :{p}c, :{p}u, :{p}d) ON CONFLICT (shop_id, campaign_id, user_id) DO UPDATE SET "
-                         "units = x.units + excluded.units WHERE CAST(:{p}lim AS int) IS NULL OR x.units + "
-                         "excluded.units <= CAST(:{p}lim AS int) RETURNING 1", check="ok_units", s=self.shop_id,
-                         c=cid, u=uid, d=delta, lim=limit)
+                self.add(
+                    "INSERT INTO campaign_user_units AS x (shop_id, campaign_id, user_id, units) VALUES "
+                    "(:{p}s, :{p}c, :{p}u, :{p}d) ON CONFLICT (shop_id, campaign_id, user_id) DO UPDATE SET "
+                    "units = x.units + excluded.units WHERE CAST(:{p}lim AS int) IS NULL OR x.units + "
+                    "excluded.units <= CAST(:{p}lim AS int) RETURNING 1",
+                    check="ok_units",
+                    s=self.shop_id,
+                    c=cid,
+                    u=uid,
+                    d=delta,
+                    lim=limit,
+                )
             elif delta < 0:
-                self.add("UPDATE campaign_user_units SET units = units + :{p}d WHERE shop_id = :{p}s AND "
-                         "campaign_id = :{p}c AND user_id = :{p}u", d=delta, s=self.shop_id, c=cid, u=uid)
+                self.add(
+                    "UPDATE campaign_user_units SET units = units + :{p}d WHERE shop_id = :{p}s AND "
+                    "campaign_id = :{p}c AND user_id = :{p}u",
+                    d=delta,
+                    s=self.shop_id,
+                    c=cid,
+                    u=uid,
+                )
 
     async def run(self, session) -> dict[str, int]:
         """Send every part as one statement; the counts of the guard parts come back."""

@@ -56,9 +56,19 @@ _PENDING = "sharecart.ledger_batches"
 def line_from_row(r) -> cm.CommissionLine:
     """A `commission_lines` row (ORM object or Core row) as the engine's value (CM-5 base and refunds)."""
     return cm.CommissionLine(
-        id=r.line_id, order_id=r.order_id, beneficiary_id=r.beneficiary_id, level=r.level, original=r.original,
-        standing=r.standing, state=cm.CommissionState(r.state), releasable=r.releasable,
-        available_at=r.available_at, paid_base=r.base, refunded=r.base_refunded, held=bool(getattr(r, "held", False)))
+        id=r.line_id,
+        order_id=r.order_id,
+        beneficiary_id=r.beneficiary_id,
+        level=r.level,
+        original=r.original,
+        standing=r.standing,
+        state=cm.CommissionState(r.state),
+        releasable=r.releasable,
+        available_at=r.available_at,
+        paid_base=r.base,
+        refunded=r.base_refunded,
+        held=bool(getattr(r, "held", False)),
+    )
 
 
 @dataclass
@@ -113,11 +123,25 @@ class LedgerBatch:
         (as JSON values), or None when it wrote nothing (an `ON CONFLICT DO NOTHING` that met a row)."""
         self._rows.append((sql, {**params, "__key": key}))
 
-    def event(self, *, type: EventType, aggregate_type: str, aggregate_id: str, payload: dict[str, Any],
-              rule: str | None = None) -> None:
+    def event(
+        self,
+        *,
+        type: EventType,
+        aggregate_type: str,
+        aggregate_id: str,
+        payload: dict[str, Any],
+        rule: str | None = None,
+    ) -> None:
         """An outbox event written with the change it reports (the shop's currency added, SH-2)."""
-        self._events.append({"type": getattr(type, "value", type), "aggregate_type": aggregate_type, "aggregate_id": aggregate_id,
-                             "rule": rule, "payload": {**payload, **({"rule": rule} if rule else {})}})
+        self._events.append(
+            {
+                "type": getattr(type, "value", type),
+                "aggregate_type": aggregate_type,
+                "aggregate_id": aggregate_id,
+                "rule": rule,
+                "payload": {**payload, **({"rule": rule} if rule else {})},
+            }
+        )
 
     def current(self, line: cm.CommissionLine) -> cm.CommissionLine:
         """The line as this batch leaves it (its last transition), or `line` if the batch has not changed it."""
@@ -140,35 +164,55 @@ class LedgerBatch:
         parts: list[tuple[str, dict[str, Any]]] = list(self._rows)
         if self._new:
             ls = [n.line for n in self._new.values()]
-            parts.append((
-                "INSERT INTO commission_lines (shop_id, line_id, order_id, beneficiary_id, level, group_id, base, "
-                "base_refunded, original, standing, state, releasable, created_at, available_at, held) "
-                "SELECT sh.shop_id, v.* FROM shops sh CROSS JOIN unnest(CAST(:ids AS text[]), CAST(:orders AS text[]), "
-                "CAST(:bens AS text[]), CAST(:levels AS int[]), CAST(:groups AS text[]), CAST(:bases AS bigint[]), "
-                "CAST(:refunded AS bigint[]), CAST(:originals AS bigint[]), CAST(:standings AS bigint[]), "
-                "CAST(:states AS text[]), CAST(:releasable AS bool[]), CAST(:created AS timestamptz[]), "
-                "CAST(:available AS timestamptz[]), CAST(:held AS bool[])) AS v WHERE sh.shop_id = :shop_id",
-                {"ids": [ln.id for ln in ls], "orders": [ln.order_id for ln in ls],
-                 "bens": [ln.beneficiary_id for ln in ls], "levels": [ln.level for ln in ls],
-                 "groups": [n.group_id for n in self._new.values()], "bases": [ln.paid_base for ln in ls],
-                 "refunded": [ln.refunded for ln in ls], "originals": [ln.original for ln in ls],
-                 "standings": [ln.standing for ln in ls], "states": [ln.state.value for ln in ls],
-                 "releasable": [ln.releasable for ln in ls], "created": [n.created_at for n in self._new.values()],
-                 "available": [ln.available_at for ln in ls], "held": [ln.held for ln in ls]}))
+            parts.append(
+                (
+                    "INSERT INTO commission_lines (shop_id, line_id, order_id, beneficiary_id, level, group_id, base, "
+                    "base_refunded, original, standing, state, releasable, created_at, available_at, held) "
+                    "SELECT sh.shop_id, v.* FROM shops sh CROSS JOIN unnest(CAST(:ids AS text[]), CAST(:orders AS text[]), "
+                    "CAST(:bens AS text[]), CAST(:levels AS int[]), CAST(:groups AS text[]), CAST(:bases AS bigint[]), "
+                    "CAST(:refunded AS bigint[]), CAST(:originals AS bigint[]), CAST(:standings AS bigint[]), "
+                    "CAST(:states AS text[]), CAST(:releasable AS bool[]), CAST(:created AS timestamptz[]), "
+                    "CAST(:available AS timestamptz[]), CAST(:held AS bool[])) AS v WHERE sh.shop_id = :shop_id",
+                    {
+                        "ids": [ln.id for ln in ls],
+                        "orders": [ln.order_id for ln in ls],
+                        "bens": [ln.beneficiary_id for ln in ls],
+                        "levels": [ln.level for ln in ls],
+                        "groups": [n.group_id for n in self._new.values()],
+                        "bases": [ln.paid_base for ln in ls],
+                        "refunded": [ln.refunded for ln in ls],
+                        "originals": [ln.original for ln in ls],
+                        "standings": [ln.standing for ln in ls],
+                        "states": [ln.state.value for ln in ls],
+                        "releasable": [ln.releasable for ln in ls],
+                        "created": [n.created_at for n in self._new.values()],
+                        "available": [ln.available_at for ln in ls],
+                        "held": [ln.held for ln in ls],
+                    },
+                )
+            )
         if self._changed:
             ls = sorted(self._changed.values(), key=lambda ln: ln.id)
-            parts.append((
-                "UPDATE commission_lines c SET state = v.state, standing = v.standing, base_refunded = v.refunded, "
-                "releasable = v.releasable, available_at = v.available_at, held = COALESCE(v.held, c.held) "
-                "FROM unnest(CAST(:ids AS text[]), CAST(:states AS text[]), CAST(:standings AS bigint[]), "
-                "CAST(:refunded AS bigint[]), CAST(:releasable AS bool[]), CAST(:available AS timestamptz[]), "
-                "CAST(:held AS bool[])) "
-                "AS v(line_id, state, standing, refunded, releasable, available_at, held) "
-                "WHERE c.shop_id = :shop_id AND c.line_id = v.line_id",
-                {"ids": [ln.id for ln in ls], "states": [ln.state.value for ln in ls],
-                 "standings": [ln.standing for ln in ls], "refunded": [ln.refunded for ln in ls],
-                 "releasable": [ln.releasable for ln in ls], "available": [ln.available_at for ln in ls],
-                 "held": [self._holds.get(ln.id) for ln in ls]}))
+            parts.append(
+                (
+                    "UPDATE commission_lines c SET state = v.state, standing = v.standing, base_refunded = v.refunded, "
+                    "releasable = v.releasable, available_at = v.available_at, held = COALESCE(v.held, c.held) "
+                    "FROM unnest(CAST(:ids AS text[]), CAST(:states AS text[]), CAST(:standings AS bigint[]), "
+                    "CAST(:refunded AS bigint[]), CAST(:releasable AS bool[]), CAST(:available AS timestamptz[]), "
+                    "CAST(:held AS bool[])) "
+                    "AS v(line_id, state, standing, refunded, releasable, available_at, held) "
+                    "WHERE c.shop_id = :shop_id AND c.line_id = v.line_id",
+                    {
+                        "ids": [ln.id for ln in ls],
+                        "states": [ln.state.value for ln in ls],
+                        "standings": [ln.standing for ln in ls],
+                        "refunded": [ln.refunded for ln in ls],
+                        "releasable": [ln.releasable for ln in ls],
+                        "available": [ln.available_at for ln in ls],
+                        "held": [self._holds.get(ln.id) for ln in ls],
+                    },
+                )
+            )
         items = [(d, p, rt, ri) for d in sorted(self._entries) for p, rt, ri in self._entries[d]]
         if items:
             deltas: dict[str, dict[str, int]] = {}
@@ -179,37 +223,62 @@ class LedgerBatch:
             casts = ", ".join(f"CAST(:{c} AS bigint[])" for c in BALANCES)
             # the rows are locked in user_id order (ORDER BY … FOR UPDATE, whatever the join's plan), so two
             # transactions moving the balances of the same distributors never wait on each other in a cycle
-            parts.append((
-                f"UPDATE distributors d SET {sets} FROM (SELECT l.user_id AS uid, v.* FROM "
-                "(SELECT user_id FROM distributors WHERE shop_id = :shop_id AND user_id = ANY(CAST(:users AS text[])) "
-                "ORDER BY user_id FOR UPDATE) l "
-                f"JOIN unnest(CAST(:users AS text[]), {casts}) AS v(user_id, {', '.join(BALANCES)}) "
-                "ON v.user_id = l.user_id) v WHERE d.shop_id = :shop_id AND d.user_id = v.uid "
-                f"RETURNING d.user_id, {', '.join('d.' + c for c in BALANCES)}",
-                {"__key": _BALANCES_KEY, "users": users, **{c: [deltas[u][c] for u in users] for c in BALANCES}}))
+            parts.append(
+                (
+                    f"UPDATE distributors d SET {sets} FROM (SELECT l.user_id AS uid, v.* FROM "
+                    "(SELECT user_id FROM distributors WHERE shop_id = :shop_id AND user_id = ANY(CAST(:users AS text[])) "
+                    "ORDER BY user_id FOR UPDATE) l "
+                    f"JOIN unnest(CAST(:users AS text[]), {casts}) AS v(user_id, {', '.join(BALANCES)}) "
+                    "ON v.user_id = l.user_id) v WHERE d.shop_id = :shop_id AND d.user_id = v.uid "
+                    f"RETURNING d.user_id, {', '.join('d.' + c for c in BALANCES)}",
+                    {"__key": _BALANCES_KEY, "users": users, **{c: [deltas[u][c] for u in users] for c in BALANCES}},
+                )
+            )
             le = [(new_id("le_"), d, p.bucket.value, p.amount, p.kind.value, rt, ri) for d, p, rt, ri in items]
-            parts.append((
-                "INSERT INTO ledger_entries (shop_id, entry_id, distributor_id, bucket, amount, kind, ref_type, "
-                "ref_id, created_at) VALUES " + ", ".join(
-                    f"(:shop_id, :e{n}, :d{n}, :b{n}, :a{n}, :k{n}, :t{n}, :r{n}, :now)" for n in range(len(le))),
-                {"now": self.now, **{f"{c}{n}": v for n, row in enumerate(le) for c, v in zip("edbaktr", row)}}))
+            parts.append(
+                (
+                    "INSERT INTO ledger_entries (shop_id, entry_id, distributor_id, bucket, amount, kind, ref_type, "
+                    "ref_id, created_at) VALUES "
+                    + ", ".join(
+                        f"(:shop_id, :e{n}, :d{n}, :b{n}, :a{n}, :k{n}, :t{n}, :r{n}, :now)" for n in range(len(le))
+                    ),
+                    {"now": self.now, **{f"{c}{n}": v for n, row in enumerate(le) for c, v in zip("edbaktr", row)}},
+                )
+            )
         if self._events:
             currency = events.known_currency(self.shop_id)
-            evs = [(new_id("evt_"), e["type"], e["aggregate_type"], e["aggregate_id"], e["rule"],
-                    json.dumps({"currency": currency, **e["payload"]}, default=str)) for e in self._events]
-            parts.append((
-                "INSERT INTO events (shop_id, event_id, type, aggregate_type, aggregate_id, rule, occurred_at, "
-                "payload) VALUES " + ", ".join(
-                    f"(:shop_id, :e{n}, :t{n}, :g{n}, :i{n}, :r{n}, :now, CAST(:p{n} AS jsonb))" for n in range(len(evs))),
-                {"now": self.now, **{f"{c}{n}": v for n, row in enumerate(evs) for c, v in zip("etgirp", row)}}))
+            evs = [
+                (
+                    new_id("evt_"),
+                    e["type"],
+                    e["aggregate_type"],
+                    e["aggregate_id"],
+                    e["rule"],
+                    json.dumps({"currency": currency, **e["payload"]}, default=str),
+                )
+                for e in self._events
+            ]
+            parts.append(
+                (
+                    "INSERT INTO events (shop_id, event_id, type, aggregate_type, aggregate_id, rule, occurred_at, "
+                    "payload) VALUES "
+                    + ", ".join(
+                        f"(:shop_id, :e{n}, :t{n}, :g{n}, :i{n}, :r{n}, :now, CAST(:p{n} AS jsonb))"
+                        for n in range(len(evs))
+                    ),
+                    {"now": self.now, **{f"{c}{n}": v for n, row in enumerate(evs) for c, v in zip("etgirp", row)}},
+                )
+            )
         return parts
 
     async def flush(self, session: AsyncSession) -> dict[str, Any]:
         """Write everything collected in one statement. Answers the first row of every `row(key=…)` part
         (None if it wrote none). Distributors of the session's identity map get their new balances."""
         if self._events and events.known_currency(self.shop_id) is None:  # once per shop and process (SH-2)
-            events.remember_currency(self.shop_id, (await session.execute(
-                select(Shop.currency).where(Shop.shop_id == self.shop_id))).scalar_one())
+            events.remember_currency(
+                self.shop_id,
+                (await session.execute(select(Shop.currency).where(Shop.shop_id == self.shop_id))).scalar_one(),
+            )
         parts = self._parts()
         self._entries.clear()
         self._new.clear()
@@ -233,9 +302,9 @@ class LedgerBatch:
             # one compared with a column could be deduced as text and varchar: "inconsistent types deduced")
             ctes.append(f"w{i} AS ({_SHOP_ID.sub('CAST(:shop_id AS varchar)', sql)})")
             if key == _BALANCES_KEY:
-                cols.append(f"(SELECT json_agg(w{i}) FROM w{i}) AS \"{key}\"")
+                cols.append(f'(SELECT json_agg(w{i}) FROM w{i}) AS "{key}"')
             elif key:
-                cols.append(f"(SELECT row_to_json(w{i}) FROM w{i} LIMIT 1) AS \"{key}\"")
+                cols.append(f'(SELECT row_to_json(w{i}) FROM w{i} LIMIT 1) AS "{key}"')
         stmt = f"WITH {', '.join(ctes)} SELECT {', '.join(cols) or '1 AS one'}"
         got = dict((await session.execute(text(stmt), params)).mappings().one())
         _sync_balances(session, self.shop_id, got.pop(_BALANCES_KEY, None))

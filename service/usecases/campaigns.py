@@ -76,20 +76,31 @@ async def create_campaign(
     if not product_ref:
         raise refuse(ErrorCode.INVALID_INPUT, "product reference is required", field="productRef")
     request = {
-        "product_ref": product_ref, "title": title, "list_price": list_price, "tiers": [list(t) for t in tiers],
-        "duration_s": duration.total_seconds(), "payment_window_s": payment_window.total_seconds(),
+        "product_ref": product_ref,
+        "title": title,
+        "list_price": list_price,
+        "tiers": [list(t) for t in tiers],
+        "duration_s": duration.total_seconds(),
+        "payment_window_s": payment_window.total_seconds(),
         "starts_at": starts_at.astimezone(timezone.utc).isoformat(),
-        "ends_at": ends_at.astimezone(timezone.utc).isoformat(), "leader_discount": leader_discount,
-        "leader_commission_bp": leader_commission_bp, "stock": stock, "per_user_limit": per_user_limit,
-        "max_quantity_per_order": max_quantity_per_order, "new_members_only": new_members_only,
-        "fill_at_expiry": fill_at_expiry, "lottery_winners": lottery_winners,
+        "ends_at": ends_at.astimezone(timezone.utc).isoformat(),
+        "leader_discount": leader_discount,
+        "leader_commission_bp": leader_commission_bp,
+        "stock": stock,
+        "per_user_limit": per_user_limit,
+        "max_quantity_per_order": max_quantity_per_order,
+        "new_members_only": new_members_only,
+        "fill_at_expiry": fill_at_expiry,
+        "lottery_winners": lottery_winners,
         "variants": [[n, [list(t) for t in vt], w] for n, vt, w in variants],
-        "commission_enabled": commission_enabled, "category": category,
+        "commission_enabled": commission_enabled,
+        "category": category,
     }
     if (almost_full_at, expiring_soon_before) != (1, timedelta(hours=1)):  # GB-15 (keys made before v2 replay)
         request |= {"almost_full_at": almost_full_at, "expiring_soon_before_s": expiring_soon_before.total_seconds()}
     now = svc.now()
     async with unit_of_work(svc) as s:
+
         async def run():
             product = await s.get(Product, (shop_id, product_ref))
             row = CampaignRow(
@@ -123,8 +134,16 @@ async def create_campaign(
             s.add(row)
             return row
 
-        row = await once_row(s, CampaignRow, shop_id=shop_id, scope="create_campaign", key=idempotency_key,
-                             request=request, now=now, run=run)
+        row = await once_row(
+            s,
+            CampaignRow,
+            shop_id=shop_id,
+            scope="create_campaign",
+            key=idempotency_key,
+            request=request,
+            now=now,
+            run=run,
+        )
     return row
 
 
@@ -135,18 +154,24 @@ async def get_campaign(svc: Services, *, shop_id: str, campaign_id: str) -> Camp
 
 async def list_campaigns(svc: Services, *, shop_id: str) -> list[CampaignRow]:
     async with svc.sessionmaker() as s:
-        q = select(CampaignRow).where(CampaignRow.shop_id == shop_id).order_by(CampaignRow.created_at, CampaignRow.campaign_id)
+        q = (
+            select(CampaignRow)
+            .where(CampaignRow.shop_id == shop_id)
+            .order_by(CampaignRow.created_at, CampaignRow.campaign_id)
+        )
         return list((await s.execute(q)).scalars())
 
 
-async def end_campaign(svc: Services, *, shop_id: str, campaign_id: str,
-                       idempotency_key: str | None = None) -> CampaignRow:
+async def end_campaign(
+    svc: Services, *, shop_id: str, campaign_id: str, idempotency_key: str | None = None
+) -> CampaignRow:
     """Stop a campaign now: `ends_at` becomes now (never before `starts_at`), so no group can be opened any
     more (section 2). Groups already open keep the expiry they were given (GB-1) and form or fail then;
     a leader who pays after this gets an expiry capped at the new `ends_at`. Ending an ended campaign
     changes nothing (GB-10); the row is locked, so two admins ending it at once end it once."""
     now = svc.now()
     async with unit_of_work(svc) as s:
+
         async def run() -> CampaignRow:
             row = await s.get(CampaignRow, (shop_id, campaign_id), with_for_update=True)
             if row is None:
@@ -156,5 +181,13 @@ async def end_campaign(svc: Services, *, shop_id: str, campaign_id: str,
             assert row.ends_at <= max(now, row.starts_at), "an ended campaign opens no group after now"
             return row
 
-        return await once_row(s, CampaignRow, shop_id=shop_id, scope="end_campaign", key=idempotency_key, now=now,
-                              run=run, request={"campaign_id": campaign_id})
+        return await once_row(
+            s,
+            CampaignRow,
+            shop_id=shop_id,
+            scope="end_campaign",
+            key=idempotency_key,
+            now=now,
+            run=run,
+            request={"campaign_id": campaign_id},
+        )

@@ -61,53 +61,100 @@ async def seed_demo(svc: Services, *, shop_id: str = DEMO_SHOP) -> dict:
     await release_due_lines(svc, shop_id=shop_id)  # dave's lines came due while the clock was back (CM-6)
     now = svc.now()
     ladder = await campaigns.create_campaign(
-        svc, shop_id=shop_id, product_ref=LADDER_PRODUCT, title="Oolong ladder group", list_price=9900,
-        tiers=[(2, 7900), (3, 6900), (5, 5900)], duration=timedelta(hours=24), payment_window=timedelta(minutes=15),
-        starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=30), leader_discount=500,
-        leader_commission_bp=300, stock=500, per_user_limit=3, max_quantity_per_order=2)
+        svc,
+        shop_id=shop_id,
+        product_ref=LADDER_PRODUCT,
+        title="Oolong ladder group",
+        list_price=9900,
+        tiers=[(2, 7900), (3, 6900), (5, 5900)],
+        duration=timedelta(hours=24),
+        payment_window=timedelta(minutes=15),
+        starts_at=now - timedelta(hours=1),
+        ends_at=now + timedelta(days=30),
+        leader_discount=500,
+        leader_commission_bp=300,
+        stock=500,
+        per_user_limit=3,
+        max_quantity_per_order=2,
+    )
     pair = await campaigns.create_campaign(
-        svc, shop_id=shop_id, product_ref=PAIR_PRODUCT, title="Celadon cups, 2-person group", list_price=5000,
-        tiers=[(2, PAIR_PRICE)], duration=timedelta(hours=24), payment_window=timedelta(minutes=30),
-        starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=30))
+        svc,
+        shop_id=shop_id,
+        product_ref=PAIR_PRODUCT,
+        title="Celadon cups, 2-person group",
+        list_price=5000,
+        tiers=[(2, PAIR_PRICE)],
+        duration=timedelta(hours=24),
+        payment_window=timedelta(minutes=30),
+        starts_at=now - timedelta(hours=1),
+        ends_at=now + timedelta(days=30),
+    )
     for c, ref in ((ladder, "demo-pay-group-ladder"), (pair, "demo-pay-group-pair")):
         seat = await groups.open_group(svc, shop_id=shop_id, campaign_id=c.campaign_id, user_id="carol")
-        await orders.confirm_payment(svc, shop_id=shop_id, order_id=seat.order_id, amount=seat.amount,
-                                     provider_ref=ref)
+        await orders.confirm_payment(svc, shop_id=shop_id, order_id=seat.order_id, amount=seat.amount, provider_ref=ref)
     return {**await _find(svc, shop_id), "shop": shop, "created": True}
 
 
 async def _history(svc: Services, shop_id: str):
     shop = await shops.create_shop(
-        svc, shop_id=shop_id, name="Demo Tea House", currency="CNY", timezone="Asia/Shanghai",
-        settings=DistributionSettings(level1_bp=1000, level2_bp=500, freeze_days=FREEZE_DAYS, min_payout=100,
-                                      payout_fee_bp=60))
-    await shops.set_levels(svc, shop_id=shop_id, levels=[
-        Level(grade=0, name="Member", level1_bp=1000, level2_bp=500),
-        Level(grade=1, name="Silver", level1_bp=1200, level2_bp=600, upgrade_bonus=500, min_direct_referrals=2),
-        Level(grade=2, name="Gold", level1_bp=1500, level2_bp=800, upgrade_bonus=2000, min_direct_referrals=5,
-              min_team_sales=100_000),
-    ])
-    await shops.upsert_product(svc, shop_id=shop_id, product_ref=LADDER_PRODUCT, title="Oolong 250 g",
-                               category="tea")
-    await shops.upsert_product(svc, shop_id=shop_id, product_ref=PAIR_PRODUCT, title="Celadon cups, pair",
-                               category="teaware")
-    await shops.upsert_product(svc, shop_id=shop_id, product_ref="cup-celadon", title="Celadon cup",
-                               category="teaware")
+        svc,
+        shop_id=shop_id,
+        name="Demo Tea House",
+        currency="CNY",
+        timezone="Asia/Shanghai",
+        settings=DistributionSettings(
+            level1_bp=1000, level2_bp=500, freeze_days=FREEZE_DAYS, min_payout=100, payout_fee_bp=60
+        ),
+    )
+    await shops.set_levels(
+        svc,
+        shop_id=shop_id,
+        levels=[
+            Level(grade=0, name="Member", level1_bp=1000, level2_bp=500),
+            Level(grade=1, name="Silver", level1_bp=1200, level2_bp=600, upgrade_bonus=500, min_direct_referrals=2),
+            Level(
+                grade=2,
+                name="Gold",
+                level1_bp=1500,
+                level2_bp=800,
+                upgrade_bonus=2000,
+                min_direct_referrals=5,
+                min_team_sales=100_000,
+            ),
+        ],
+    )
+    await shops.upsert_product(svc, shop_id=shop_id, product_ref=LADDER_PRODUCT, title="Oolong 250 g", category="tea")
+    await shops.upsert_product(
+        svc, shop_id=shop_id, product_ref=PAIR_PRODUCT, title="Celadon cups, pair", category="teaware"
+    )
+    await shops.upsert_product(svc, shop_id=shop_id, product_ref="cup-celadon", title="Celadon cup", category="teaware")
     # a distributor tree: alice <- bob <- carol, dave
     for user in ("alice", "bob"):
-        await distribution.set_status(svc, shop_id=shop_id, user_id=user, status=DistributorStatus.ACTIVE,
-                                      actor="demo", reason="demo seed")
+        await distribution.set_status(
+            svc, shop_id=shop_id, user_id=user, status=DistributorStatus.ACTIVE, actor="demo", reason="demo seed"
+        )
     await distribution.bind_referrer(svc, shop_id=shop_id, user_id="bob", referrer_id="alice")
     await distribution.bind_referrer(svc, shop_id=shop_id, user_id="carol", referrer_id="bob")
     await distribution.bind_referrer(svc, shop_id=shop_id, user_id="dave", referrer_id="bob")
     # dave's order: paid and completed back then, so its commission is available today (CM-6)
-    o = await orders.report_order(svc, shop_id=shop_id, external_id="demo-1001", buyer_id="dave",
-                                  lines=[orders.LineInput("cup-celadon", 2, 4500)], shipping_amount=800)
+    o = await orders.report_order(
+        svc,
+        shop_id=shop_id,
+        external_id="demo-1001",
+        buyer_id="dave",
+        lines=[orders.LineInput("cup-celadon", 2, 4500)],
+        shipping_amount=800,
+    )
     await orders.confirm_payment(svc, shop_id=shop_id, order_id=o.order_id, amount=9800, provider_ref="demo-pay-1001")
     await orders.complete_order(svc, shop_id=shop_id, order_id=o.order_id)
     # carol's order: paid, not yet delivered (bob's commission on it is pending)
-    o2 = await orders.report_order(svc, shop_id=shop_id, external_id="demo-1002", buyer_id="carol",
-                                   lines=[orders.LineInput(LADDER_PRODUCT, 1, 9900, discount=900)])
+    o2 = await orders.report_order(
+        svc,
+        shop_id=shop_id,
+        external_id="demo-1002",
+        buyer_id="carol",
+        lines=[orders.LineInput(LADDER_PRODUCT, 1, 9900, discount=900)],
+    )
     await orders.confirm_payment(svc, shop_id=shop_id, order_id=o2.order_id, amount=9000, provider_ref="demo-pay-1002")
     return shop
 
@@ -115,7 +162,11 @@ async def _history(svc: Services, shop_id: str):
 async def _find(svc: Services, shop_id: str) -> dict:
     by_product = {c.product_ref: c for c in await campaigns.list_campaigns(svc, shop_id=shop_id)}
     ladder, pair = by_product.get(LADDER_PRODUCT), by_product.get(PAIR_PRODUCT)
-    open_groups = await groups.list_open_groups_caught_up(svc, shop_id=shop_id, campaign_id=pair.campaign_id) if pair else []
-    return {"campaign_id": ladder.campaign_id if ladder else None,
-            "pair_campaign_id": pair.campaign_id if pair else None,
-            "pair_group_id": open_groups[0].id if open_groups else None}
+    open_groups = (
+        await groups.list_open_groups_caught_up(svc, shop_id=shop_id, campaign_id=pair.campaign_id) if pair else []
+    )
+    return {
+        "campaign_id": ladder.campaign_id if ladder else None,
+        "pair_campaign_id": pair.campaign_id if pair else None,
+        "pair_group_id": open_groups[0].id if open_groups else None,
+    }

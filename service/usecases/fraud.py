@@ -31,11 +31,16 @@ async def set_rules(svc: Services, *, shop_id: str, rules: fr.FraudRules, actor:
     values = asdict(rules)
     cols = ", ".join(RULE_FIELDS)
     async with unit_of_work(svc) as s:
-        await s.execute(text(
-            f"INSERT INTO fraud_rules (shop_id, {cols}, updated_at, updated_by) VALUES (:s, "
-            + ", ".join(f":{f}" for f in RULE_FIELDS) + ", :now, :actor) ON CONFLICT (shop_id) DO UPDATE SET "
-            + ", ".join(f"{f} = EXCLUDED.{f}" for f in RULE_FIELDS) + ", updated_at = :now, updated_by = :actor"),
-            {"s": shop_id, **values, "now": now, "actor": actor})
+        await s.execute(
+            text(
+                f"INSERT INTO fraud_rules (shop_id, {cols}, updated_at, updated_by) VALUES (:s, "
+                + ", ".join(f":{f}" for f in RULE_FIELDS)
+                + ", :now, :actor) ON CONFLICT (shop_id) DO UPDATE SET "
+                + ", ".join(f"{f} = EXCLUDED.{f}" for f in RULE_FIELDS)
+                + ", updated_at = :now, updated_by = :actor"
+            ),
+            {"s": shop_id, **values, "now": now, "actor": actor},
+        )
     return rules
 
 
@@ -48,16 +53,24 @@ _FLAG_LINES = """
 
 
 async def _load_flag(s: AsyncSession, shop_id: str, flag_id: str) -> FlagView:
-    row = (await s.execute(text(f"SELECT {FLAG_COLUMNS} FROM fraud_flags WHERE shop_id = :s AND flag_id = :f "
-                                "FOR UPDATE"), {"s": shop_id, "f": flag_id})).first()
+    row = (
+        await s.execute(
+            text(f"SELECT {FLAG_COLUMNS} FROM fraud_flags WHERE shop_id = :s AND flag_id = :f FOR UPDATE"),
+            {"s": shop_id, "f": flag_id},
+        )
+    ).first()
     if row is None:
         raise refuse(ErrorCode.NOT_FOUND, "no such flag in the review queue", field="flagId")
     return _flag_view(row)
 
 
 async def _flag_lines(s: AsyncSession, shop_id: str, flag: FlagView) -> list[cm.CommissionLine]:
-    rows = (await s.execute(text(f"{_FLAG_LINES} ORDER BY c.line_id FOR UPDATE"),
-                            {"s": shop_id, "subject": flag.subject, "line_id": flag.line_id, "g": flag.group_id})).all()
+    rows = (
+        await s.execute(
+            text(f"{_FLAG_LINES} ORDER BY c.line_id FOR UPDATE"),
+            {"s": shop_id, "subject": flag.subject, "line_id": flag.line_id, "g": flag.group_id},
+        )
+    ).all()
     return [line_from_row(r) for r in rows]
 
 
@@ -66,32 +79,58 @@ async def _still_flagged(s: AsyncSession, shop_id: str, flag: FlagView, lines: l
     flag leaves them held."""
     if not lines:
         return set()
-    rows = (await s.execute(text(
-        """
+    rows = (
+        await s.execute(
+            text(
+                """
         SELECT c.line_id FROM commission_lines c JOIN orders o ON o.shop_id = c.shop_id AND o.order_id = c.order_id
         WHERE c.shop_id = :s AND c.line_id = ANY(CAST(:ids AS text[])) AND EXISTS (
             SELECT 1 FROM fraud_flags f WHERE f.shop_id = c.shop_id AND f.state = 'OPEN' AND f.flag_id <> :fid
               AND ((f.subject = 'LINE' AND f.line_id = c.line_id) OR (f.subject = 'GROUP' AND f.group_id = o.group_id)))
-        """), {"s": shop_id, "ids": [ln.id for ln in lines], "fid": flag.flag_id})).scalars()
+        """
+            ),
+            {"s": shop_id, "ids": [ln.id for ln in lines], "fid": flag.flag_id},
+        )
+    ).scalars()
     return set(rows)
 
 
 def _resolve(ledger: LedgerBatch, flag: FlagView, *, state: str, actor: str, reason: str | None) -> None:
-    ledger.row("UPDATE fraud_flags SET state = :state, resolved_at = :now, resolved_by = :actor, reason = :reason "
-               "WHERE shop_id = :shop_id AND flag_id = :flag_id AND state = 'OPEN'",
-               state=state, now=ledger.now, actor=actor, reason=reason, flag_id=flag.flag_id)
+    ledger.row(
+        "UPDATE fraud_flags SET state = :state, resolved_at = :now, resolved_by = :actor, reason = :reason "
+        "WHERE shop_id = :shop_id AND flag_id = :flag_id AND state = 'OPEN'",
+        state=state,
+        now=ledger.now,
+        actor=actor,
+        reason=reason,
+        flag_id=flag.flag_id,
+    )
 
 
 def _check_reason(reason: str | None, required: bool) -> None:
     if (required and (not reason or not reason.strip())) or (reason is not None and len(reason) > 500):
-        raise refuse(ErrorCode.INVALID_INPUT, "a reason is required (1..500 characters)" if required
-                     else "the reason is at most 500 characters", field="reason", rule="FR-4")
+        raise refuse(
+            ErrorCode.INVALID_INPUT,
+            "a reason is required (1..500 characters)" if required else "the reason is at most 500 characters",
+            field="reason",
+            rule="FR-4",
+        )
 
 
-async def _decide(svc: Services, *, shop_id: str, flag_id: str, actor: str, reason: str | None, target: str,
-                  idempotency_key: str | None, act) -> FlagView:
+async def _decide(
+    svc: Services,
+    *,
+    shop_id: str,
+    flag_id: str,
+    actor: str,
+    reason: str | None,
+    target: str,
+    idempotency_key: str | None,
+    act,
+) -> FlagView:
     now = svc.now()
     async with unit_of_work(svc) as s:
+
         async def run():
             flag = await _load_flag(s, shop_id, flag_id)
             if flag.state == target:
@@ -101,13 +140,27 @@ async def _decide(svc: Services, *, shop_id: str, flag_id: str, actor: str, reas
             await act(s, flag, now)
             return {"flag_id": flag_id}
 
-        await once_or_replay(s, shop_id=shop_id, scope=f"fraud_{target.lower()}", key=idempotency_key, now=now,
-                             run=run, request={"flag_id": flag_id, "reason": reason})
+        await once_or_replay(
+            s,
+            shop_id=shop_id,
+            scope=f"fraud_{target.lower()}",
+            key=idempotency_key,
+            now=now,
+            run=run,
+            request={"flag_id": flag_id, "reason": reason},
+        )
     return (await review_queue(svc, shop_id=shop_id, state=None, flag_id=flag_id, limit=1))[0]
 
 
-async def clear_flag(svc: Services, *, shop_id: str, flag_id: str, actor: str, reason: str | None = None,
-                     idempotency_key: str | None = None) -> FlagView:
+async def clear_flag(
+    svc: Services,
+    *,
+    shop_id: str,
+    flag_id: str,
+    actor: str,
+    reason: str | None = None,
+    idempotency_key: str | None = None,
+) -> FlagView:
     """FR-3: the admin clears a flag — each line it holds (and no other open flag holds) resumes its life cycle,
     AVAILABLE at once if its `available_at` has passed (`fraud.clear_line`). No amount changes."""
     _check_reason(reason, required=False)
@@ -124,23 +177,46 @@ async def clear_flag(svc: Services, *, shop_id: str, flag_id: str, actor: str, r
             ledger.line(s, (new, postings), hold=True)
             cleared.append(new)
             if new.state == cm.CommissionState.AVAILABLE and line.state != cm.CommissionState.AVAILABLE:
-                ledger.event(type=EventType.COMMISSION_AVAILABLE, aggregate_type="distributor",
-                             aggregate_id=line.beneficiary_id, rule="CM-6",
-                             payload={"line_id": line.id, "order_id": line.order_id, "amount": new.standing})
+                ledger.event(
+                    type=EventType.COMMISSION_AVAILABLE,
+                    aggregate_type="distributor",
+                    aggregate_id=line.beneficiary_id,
+                    rule="CM-6",
+                    payload={"line_id": line.id, "order_id": line.order_id, "amount": new.standing},
+                )
         _resolve(ledger, flag, state="CLEARED", actor=actor, reason=reason)
-        ledger.event(type=EventType.FRAUD_CLEARED, aggregate_type="group" if flag.subject == "GROUP" else "order",
-                     aggregate_id=(flag.group_id if flag.subject == "GROUP" else flag.order_id) or "", rule="FR-4",
-                     payload={"flag_id": flag.flag_id, "subject": flag.subject, "line_ids": [ln.id for ln in cleared],
-                              "group_id": flag.group_id, "amount": sum(ln.standing for ln in cleared), "by": actor,
-                              "reason": reason})
+        ledger.event(
+            type=EventType.FRAUD_CLEARED,
+            aggregate_type="group" if flag.subject == "GROUP" else "order",
+            aggregate_id=(flag.group_id if flag.subject == "GROUP" else flag.order_id) or "",
+            rule="FR-4",
+            payload={
+                "flag_id": flag.flag_id,
+                "subject": flag.subject,
+                "line_ids": [ln.id for ln in cleared],
+                "group_id": flag.group_id,
+                "amount": sum(ln.standing for ln in cleared),
+                "by": actor,
+                "reason": reason,
+            },
+        )
         await ledger.flush(s)
 
-    return await _decide(svc, shop_id=shop_id, flag_id=flag_id, actor=actor, reason=reason, target="CLEARED",
-                         idempotency_key=idempotency_key, act=act)
+    return await _decide(
+        svc,
+        shop_id=shop_id,
+        flag_id=flag_id,
+        actor=actor,
+        reason=reason,
+        target="CLEARED",
+        idempotency_key=idempotency_key,
+        act=act,
+    )
 
 
-async def void_flag(svc: Services, *, shop_id: str, flag_id: str, actor: str, reason: str,
-                    idempotency_key: str | None = None) -> FlagView:
+async def void_flag(
+    svc: Services, *, shop_id: str, flag_id: str, actor: str, reason: str, idempotency_key: str | None = None
+) -> FlagView:
     """FR-3: the admin voids a flag's lines, with a reason: what each still stands at is reversed by a new entry
     from its bucket (`fraud.void_held_line`); the line is VOID and the payout of it never happens."""
     _check_reason(reason, required=True)
@@ -155,24 +231,53 @@ async def void_flag(svc: Services, *, shop_id: str, flag_id: str, actor: str, re
             new, postings = fr.void_held_line(line)
             ledger.line(s, (new, postings), hold=True)
             voided.append((line, new))
-            ledger.event(type=EventType.COMMISSION_VOIDED, aggregate_type="order", aggregate_id=line.order_id,
-                         rule="FR-3", payload={"order_id": line.order_id, "line_id": line.id,
-                                               "beneficiary_id": line.beneficiary_id, "level": line.level,
-                                               "amount": line.standing, "cause": "FR-3"})
+            ledger.event(
+                type=EventType.COMMISSION_VOIDED,
+                aggregate_type="order",
+                aggregate_id=line.order_id,
+                rule="FR-3",
+                payload={
+                    "order_id": line.order_id,
+                    "line_id": line.id,
+                    "beneficiary_id": line.beneficiary_id,
+                    "level": line.level,
+                    "amount": line.standing,
+                    "cause": "FR-3",
+                },
+            )
         _resolve(ledger, flag, state="VOIDED", actor=actor, reason=reason)
-        ledger.event(type=EventType.FRAUD_VOIDED, aggregate_type="group" if flag.subject == "GROUP" else "order",
-                     aggregate_id=(flag.group_id if flag.subject == "GROUP" else flag.order_id) or "", rule="FR-4",
-                     payload={"flag_id": flag.flag_id, "subject": flag.subject,
-                              "line_ids": [old.id for old, _ in voided], "group_id": flag.group_id,
-                              "amount": sum(old.standing for old, _ in voided), "by": actor, "reason": reason})
+        ledger.event(
+            type=EventType.FRAUD_VOIDED,
+            aggregate_type="group" if flag.subject == "GROUP" else "order",
+            aggregate_id=(flag.group_id if flag.subject == "GROUP" else flag.order_id) or "",
+            rule="FR-4",
+            payload={
+                "flag_id": flag.flag_id,
+                "subject": flag.subject,
+                "line_ids": [old.id for old, _ in voided],
+                "group_id": flag.group_id,
+                "amount": sum(old.standing for old, _ in voided),
+                "by": actor,
+                "reason": reason,
+            },
+        )
         await ledger.flush(s)
 
-    return await _decide(svc, shop_id=shop_id, flag_id=flag_id, actor=actor, reason=reason, target="VOIDED",
-                         idempotency_key=idempotency_key, act=act)
+    return await _decide(
+        svc,
+        shop_id=shop_id,
+        flag_id=flag_id,
+        actor=actor,
+        reason=reason,
+        target="VOIDED",
+        idempotency_key=idempotency_key,
+        act=act,
+    )
 
 
-async def dissolve_group(svc: Services, *, shop_id: str, flag_id: str, actor: str, reason: str,
-                         idempotency_key: str | None = None) -> FlagView:
+async def dissolve_group(
+    svc: Services, *, shop_id: str, flag_id: str, actor: str, reason: str, idempotency_key: str | None = None
+) -> FlagView:
     """FR-3: the admin dissolves a flagged group before it forms: it fails now with GB-6's refunds, its lines are
     voided (CM-6) and the flag is DISSOLVED. A formed group is refused (INVALID_STATE)."""
     from service.tx import lean
@@ -191,10 +296,30 @@ async def dissolve_group(svc: Services, *, shop_id: str, flag_id: str, actor: st
         await groups._carry_out(s, ld, decision, lean.Writes(shop_id, now, ld.currency), now=now)
         ledger = LedgerBatch(shop_id, now)
         _resolve(ledger, flag, state="DISSOLVED", actor=actor, reason=reason)
-        ledger.event(type=EventType.FRAUD_GROUP_DISSOLVED, aggregate_type="group", aggregate_id=flag.group_id,
-                     rule="FR-4", payload={"flag_id": flag.flag_id, "subject": flag.subject, "line_ids": [],
-                                           "group_id": flag.group_id, "amount": held, "by": actor, "reason": reason})
+        ledger.event(
+            type=EventType.FRAUD_GROUP_DISSOLVED,
+            aggregate_type="group",
+            aggregate_id=flag.group_id,
+            rule="FR-4",
+            payload={
+                "flag_id": flag.flag_id,
+                "subject": flag.subject,
+                "line_ids": [],
+                "group_id": flag.group_id,
+                "amount": held,
+                "by": actor,
+                "reason": reason,
+            },
+        )
         await ledger.flush(s)
 
-    return await _decide(svc, shop_id=shop_id, flag_id=flag_id, actor=actor, reason=reason, target="DISSOLVED",
-                         idempotency_key=idempotency_key, act=act)
+    return await _decide(
+        svc,
+        shop_id=shop_id,
+        flag_id=flag_id,
+        actor=actor,
+        reason=reason,
+        target="DISSOLVED",
+        idempotency_key=idempotency_key,
+        act=act,
+    )

@@ -18,16 +18,26 @@ async def get_overflow_reseat(svc: Services, *, shop_id: str) -> bool:
     return bool(v)
 
 
-async def set_overflow_reseat(svc: Services, *, shop_id: str, enabled: bool,
-                              idempotency_key: str | None = None) -> bool:
+async def set_overflow_reseat(
+    svc: Services, *, shop_id: str, enabled: bool, idempotency_key: str | None = None
+) -> bool:
     """GB-14: turn overflow re-seat on or off for the shop (GB-10: a retry with the key changes nothing more)."""
     now = svc.now()
     async with unit_of_work(svc) as s:
+
         async def run():
-            await s.execute(text("UPDATE shops SET overflow_reseat = :e WHERE shop_id = :s"),
-                            {"e": enabled, "s": shop_id})
+            await s.execute(
+                text("UPDATE shops SET overflow_reseat = :e WHERE shop_id = :s"), {"e": enabled, "s": shop_id}
+            )
             return {"overflow_reseat": enabled}
 
-        r = await once(s, shop_id=shop_id, scope="set_overflow_reseat", key=idempotency_key,
-                       request={"enabled": enabled}, now=now, run=run)
+        r = await once(
+            s,
+            shop_id=shop_id,
+            scope="set_overflow_reseat",
+            key=idempotency_key,
+            request={"enabled": enabled},
+            now=now,
+            run=run,
+        )
     return bool(r["overflow_reseat"])

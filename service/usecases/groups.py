@@ -37,6 +37,7 @@ from store.models import CampaignRow, GroupRow, Order, SeatRow
 class SeatResult:
     """A reserved seat; `group` and `order` as this transaction committed them, for the API to render
     without reading them back (None when an idempotency key replayed an earlier answer)."""
+
     group_id: str
     order_id: str
     amount: int
@@ -62,25 +63,45 @@ async def lock_group(session: AsyncSession, shop_id: str, group_id: str, *, skip
         if skip_locked:
             return None
         raise refuse(ErrorCode.NOT_FOUND, "group not found", field="groupId")
-    seats = list((await session.execute(
-        select(SeatRow).where(SeatRow.shop_id == shop_id, SeatRow.group_id == group_id)
-        .execution_options(populate_existing=True)
-    )).scalars())
+    seats = list(
+        (
+            await session.execute(
+                select(SeatRow)
+                .where(SeatRow.shop_id == shop_id, SeatRow.group_id == group_id)
+                .execution_options(populate_existing=True)
+            )
+        ).scalars()
+    )
     return row, seats, mapping.group_from_rows(row, seats)
 
 
 async def give_back_stock(session: AsyncSession, shop_id: str, campaign_id: str, user_id: str, quantity: int) -> None:
-    await session.execute(text(
-        "UPDATE campaigns SET stock_left = stock_left + :q WHERE shop_id = :s AND campaign_id = :c "
-        "AND stock_left IS NOT NULL"), {"q": quantity, "s": shop_id, "c": campaign_id})
-    await session.execute(text(
-        "UPDATE campaign_user_units SET units = units - :q WHERE shop_id = :s AND campaign_id = :c AND user_id = :u"),
-        {"q": quantity, "s": shop_id, "c": campaign_id, "u": user_id})
+    await session.execute(
+        text(
+            "UPDATE campaigns SET stock_left = stock_left + :q WHERE shop_id = :s AND campaign_id = :c "
+            "AND stock_left IS NOT NULL"
+        ),
+        {"q": quantity, "s": shop_id, "c": campaign_id},
+    )
+    await session.execute(
+        text(
+            "UPDATE campaign_user_units SET units = units - :q WHERE shop_id = :s AND campaign_id = :c AND user_id = :u"
+        ),
+        {"q": quantity, "s": shop_id, "c": campaign_id, "u": user_id},
+    )
 
 
 # ------------------------------------------------------------------ applying a decision
-async def apply_decision(session: AsyncSession, *, c: CampaignRow, row: GroupRow, seat_rows: list[SeatRow],
-                         decision: gb.Decision, now, paid_amounts: dict[str, int] | None = None) -> None:
+async def apply_decision(
+    session: AsyncSession,
+    *,
+    c: CampaignRow,
+    row: GroupRow,
+    seat_rows: list[SeatRow],
+    decision: gb.Decision,
+    now,
+    paid_amounts: dict[str, int] | None = None,
+) -> None:
     """Write the engine's new group state and carry out its instructions, in this transaction, through the ORM.
     No use case calls it any more (service/group_batch.py does it in Core): it is the one-group-at-a-time
     reference tests/integration/test_worker_batch.py compares the worker's batches with."""
@@ -117,12 +138,25 @@ async def apply_decision(session: AsyncSession, *, c: CampaignRow, row: GroupRow
             await commissions.record_paid(session, o, now)
             settings = await commissions.load_settings(session, shop_id)
             await commissions.admit_if_due(session, shop_id, o.buyer_id, settings, now)
-            await commissions.on_order_paid(session, ledger, order=o, now=now, enabled=c.commission_enabled,
-                                            releasable=False)
+            await commissions.on_order_paid(
+                session, ledger, order=o, now=now, enabled=c.commission_enabled, releasable=False
+            )
             touched_users |= {o.buyer_id, o.level1_id, o.level2_id}
-            events.emit(session, shop_id=shop_id, type=EventType.ORDER_PAID, aggregate_type="group", aggregate_id=g.id,
-                        now=now, rule=ins.rule, payload={"order_id": o.order_id, "amount": o.paid_amount,
-                                                         "role": ins.role.value, "buyer_id": o.buyer_id})
+            events.emit(
+                session,
+                shop_id=shop_id,
+                type=EventType.ORDER_PAID,
+                aggregate_type="group",
+                aggregate_id=g.id,
+                now=now,
+                rule=ins.rule,
+                payload={
+                    "order_id": o.order_id,
+                    "amount": o.paid_amount,
+                    "role": ins.role.value,
+                    "buyer_id": o.buyer_id,
+                },
+            )
         elif isinstance(ins, gb.RefundOwed) and ins.rule == "GB-10":
             o = await order_of(ins.order_id)  # a further payment of a seat already paid: never a purchase
             w = lean.Writes(shop_id, now, events.known_currency(shop_id))
@@ -138,8 +172,16 @@ async def apply_decision(session: AsyncSession, *, c: CampaignRow, row: GroupRow
             o = await order_of(ins.order_id)
             if o.state == "CREATED":
                 o.state, o.cancelled_at = "CANCELLED", now
-            events.emit(session, shop_id=shop_id, type=EventType.SEAT_RELEASED, aggregate_type="group", aggregate_id=g.id,
-                        now=now, rule=ins.rule, payload={"order_id": o.order_id, "user_id": o.buyer_id})
+            events.emit(
+                session,
+                shop_id=shop_id,
+                type=EventType.SEAT_RELEASED,
+                aggregate_type="group",
+                aggregate_id=g.id,
+                now=now,
+                rule=ins.rule,
+                payload={"order_id": o.order_id, "user_id": o.buyer_id},
+            )
         elif isinstance(ins, gb.ReturnStock):
             o = await order_of(ins.order_id)
             await give_back_stock(session, shop_id, c.campaign_id, o.buyer_id, ins.quantity)
@@ -150,29 +192,74 @@ async def apply_decision(session: AsyncSession, *, c: CampaignRow, row: GroupRow
         if isinstance(ins, gb.GroupFormed):
             await on_formed(session, ledger, c=c, g=g, ins=ins, now=now, order_of=order_of)
         elif isinstance(ins, gb.GroupFailed):
-            await commissions.void_order_lines(session, ledger, order_ids=[s.order_id for s in g.seats],
-                                               shop_id=shop_id, now=now, rule=ins.rule)
-            events.emit(session, shop_id=shop_id, type=EventType.GROUP_FAILED, aggregate_type="group", aggregate_id=g.id,
-                        now=now, rule=ins.rule, payload={"group_id": g.id, "campaign_id": c.campaign_id})
+            await commissions.void_order_lines(
+                session, ledger, order_ids=[s.order_id for s in g.seats], shop_id=shop_id, now=now, rule=ins.rule
+            )
+            events.emit(
+                session,
+                shop_id=shop_id,
+                type=EventType.GROUP_FAILED,
+                aggregate_type="group",
+                aggregate_id=g.id,
+                now=now,
+                rule=ins.rule,
+                payload={"group_id": g.id, "campaign_id": c.campaign_id},
+            )
         elif isinstance(ins, gb.GroupOpened):
-            events.emit(session, shop_id=shop_id, type=EventType.GROUP_OPENED, aggregate_type="group", aggregate_id=g.id,
-                        now=now, rule=ins.rule, payload={"group_id": g.id, "campaign_id": c.campaign_id,
-                                                         "leader_user_id": g.leader_user_id,
-                                                         "expires_at": g.expires_at.isoformat(),
-                                                         "lottery_commitment": g.lottery_commitment})
+            events.emit(
+                session,
+                shop_id=shop_id,
+                type=EventType.GROUP_OPENED,
+                aggregate_type="group",
+                aggregate_id=g.id,
+                now=now,
+                rule=ins.rule,
+                payload={
+                    "group_id": g.id,
+                    "campaign_id": c.campaign_id,
+                    "leader_user_id": g.leader_user_id,
+                    "expires_at": g.expires_at.isoformat(),
+                    "lottery_commitment": g.lottery_commitment,
+                },
+            )
         elif isinstance(ins, gb.GroupNudged):  # GB-15
-            events.emit(session, shop_id=shop_id, type=(EventType.GROUP_ALMOST_FULL if ins.kind == "almost_full"
-                                                         else EventType.GROUP_EXPIRING_SOON),
-                        aggregate_type="group", aggregate_id=g.id, now=now, rule=ins.rule,
-                        payload={"group_id": g.id, "campaign_id": c.campaign_id, "seats_missing": ins.seats_missing,
-                                 "expires_at": ins.expires_at.isoformat() if ins.expires_at else ""})
+            events.emit(
+                session,
+                shop_id=shop_id,
+                type=(EventType.GROUP_ALMOST_FULL if ins.kind == "almost_full" else EventType.GROUP_EXPIRING_SOON),
+                aggregate_type="group",
+                aggregate_id=g.id,
+                now=now,
+                rule=ins.rule,
+                payload={
+                    "group_id": g.id,
+                    "campaign_id": c.campaign_id,
+                    "seats_missing": ins.seats_missing,
+                    "expires_at": ins.expires_at.isoformat() if ins.expires_at else "",
+                },
+            )
         elif isinstance(ins, gb.GroupCancelled):
-            events.emit(session, shop_id=shop_id, type=EventType.GROUP_CANCELLED, aggregate_type="group", aggregate_id=g.id,
-                        now=now, rule=ins.rule, payload={"group_id": g.id})
+            events.emit(
+                session,
+                shop_id=shop_id,
+                type=EventType.GROUP_CANCELLED,
+                aggregate_type="group",
+                aggregate_id=g.id,
+                now=now,
+                rule=ins.rule,
+                payload={"group_id": g.id},
+            )
         elif isinstance(ins, gb.LeaderChanged):
-            events.emit(session, shop_id=shop_id, type=EventType.GROUP_LEADER_CHANGED, aggregate_type="group",
-                        aggregate_id=g.id, now=now, rule=ins.rule,
-                        payload={"group_id": g.id, "from": ins.old_user_id, "to": ins.new_user_id})
+            events.emit(
+                session,
+                shop_id=shop_id,
+                type=EventType.GROUP_LEADER_CHANGED,
+                aggregate_type="group",
+                aggregate_id=g.id,
+                now=now,
+                rule=ins.rule,
+                payload={"group_id": g.id, "from": ins.old_user_id, "to": ins.new_user_id},
+            )
     await ledger.flush(session)
     await commissions.evaluate_levels(session, ledger, shop_id=shop_id, user_ids=touched_users, now=now)
     await ledger.flush(session)
@@ -192,16 +279,36 @@ async def on_formed(session, ledger: LedgerBatch, *, c: CampaignRow, g: gb.Group
     leader_seat = next((s for s in paid if s.user_id == g.leader_user_id), None)
     if c.leader_commission_bp and c.commission_enabled and leader_seat is not None:
         await commissions.post_leader_reward(
-            session, ledger, leader_order=await order_of(leader_seat.order_id), leader_user_id=g.leader_user_id,
-            group_id=g.id, rate_bp=c.leader_commission_bp, enabled=c.commission_enabled, now=now,
-            other_orders=[await order_of(s.order_id) for s in paid if s.order_id != leader_seat.order_id])
-    events.emit(session, shop_id=c.shop_id, type=EventType.GROUP_FORMED, aggregate_type="group", aggregate_id=g.id, now=now,
-                rule=ins.rule, payload={"group_id": g.id, "campaign_id": c.campaign_id,
-                                        "tier_members": ins.tier_members, "member_unit_price": ins.member_unit_price,
-                                        "leader_unit_price": ins.leader_unit_price, "winners": list(ins.winners),
-                                        "order_ids": order_ids,
-                                        "leader_order_id": leader_seat.order_id if leader_seat else None,
-                                        "draw": draw_payload(g)})
+            session,
+            ledger,
+            leader_order=await order_of(leader_seat.order_id),
+            leader_user_id=g.leader_user_id,
+            group_id=g.id,
+            rate_bp=c.leader_commission_bp,
+            enabled=c.commission_enabled,
+            now=now,
+            other_orders=[await order_of(s.order_id) for s in paid if s.order_id != leader_seat.order_id],
+        )
+    events.emit(
+        session,
+        shop_id=c.shop_id,
+        type=EventType.GROUP_FORMED,
+        aggregate_type="group",
+        aggregate_id=g.id,
+        now=now,
+        rule=ins.rule,
+        payload={
+            "group_id": g.id,
+            "campaign_id": c.campaign_id,
+            "tier_members": ins.tier_members,
+            "member_unit_price": ins.member_unit_price,
+            "leader_unit_price": ins.leader_unit_price,
+            "winners": list(ins.winners),
+            "order_ids": order_ids,
+            "leader_order_id": leader_seat.order_id if leader_seat else None,
+            "draw": draw_payload(g),
+        },
+    )
 
 
 def draw_payload(g: gb.Group) -> dict | None:
@@ -209,8 +316,12 @@ def draw_payload(g: gb.Group) -> dict | None:
     d = g.draw()
     if d is None:
         return None
-    return {"commitment": d.commitment, "seed": d.seed,
-            "candidates": [{"order_id": o, "score": sc} for o, sc in d.candidates], "winners": list(d.winners)}
+    return {
+        "commitment": d.commitment,
+        "seed": d.seed,
+        "candidates": [{"order_id": o, "score": sc} for o, sc in d.candidates],
+        "winners": list(d.winners),
+    }
 
 
 async def notify_group(session: AsyncSession, shop_id: str, group_id: str) -> None:
@@ -226,14 +337,29 @@ def _refuse_failed_guards(checks: dict[str, int]) -> None:
         if matched:
             continue
         if name.startswith("ok_stock"):
-            raise refuse(ErrorCode.OUT_OF_STOCK, "the campaign has no stock left for this quantity",
-                         field="quantity", rule="GB-1")
-        raise refuse(ErrorCode.PER_USER_LIMIT, "this would exceed the per-user limit of the campaign",
-                     field="quantity", rule="GB-2")
+            raise refuse(
+                ErrorCode.OUT_OF_STOCK,
+                "the campaign has no stock left for this quantity",
+                field="quantity",
+                rule="GB-1",
+            )
+        raise refuse(
+            ErrorCode.PER_USER_LIMIT,
+            "this would exceed the per-user limit of the campaign",
+            field="quantity",
+            rule="GB-2",
+        )
 
 
-async def _carry_out(session: AsyncSession, ld: lean.Loaded, decision: gb.Decision, w: lean.Writes, *, now,
-                     paid_amounts: dict[str, int] | None = None) -> None:
+async def _carry_out(
+    session: AsyncSession,
+    ld: lean.Loaded,
+    decision: gb.Decision,
+    w: lean.Writes,
+    *,
+    now,
+    paid_amounts: dict[str, int] | None = None,
+) -> None:
     """Write `decision` on the loaded group: in one statement when every instruction is lean; otherwise the
     use case's own rows in one statement, then the money-moving instructions through `service.group_batch`."""
     w.campaign = ld.campaign
@@ -253,8 +379,16 @@ def _check_user_id(user_id: str) -> None:
 
 
 # ------------------------------------------------------------------ use cases
-async def open_group(svc: Services, *, shop_id: str, campaign_id: str, user_id: str, quantity: int = 1,
-                     idempotency_key: str | None = None, invite_code: str | None = None) -> SeatResult:
+async def open_group(
+    svc: Services,
+    *,
+    shop_id: str,
+    campaign_id: str,
+    user_id: str,
+    quantity: int = 1,
+    idempotency_key: str | None = None,
+    invite_code: str | None = None,
+) -> SeatResult:
     """GB-1: reserve the first seat as leader; the group is PENDING until the leader pays.
     One read (campaign, currency, the user's units and binding), one write statement. `invite_code` (RF-3 a):
     the campaign's share link carried the sharer's code — tried first (`_attribute`)."""
@@ -262,15 +396,27 @@ async def open_group(svc: Services, *, shop_id: str, campaign_id: str, user_id: 
     now = svc.now()
     made: dict = {}
     async with unit_of_work(svc) as s:
+
         async def run():
             if invite_code:
                 made["attribution"] = await _attribute(s, shop_id, user_id, invite_code, now, campaign_id=campaign_id)
-            return await _open_in(s, shop_id=shop_id, campaign_id=campaign_id, user_id=user_id, quantity=quantity,
-                                  now=now, made=made)
+            return await _open_in(
+                s, shop_id=shop_id, campaign_id=campaign_id, user_id=user_id, quantity=quantity, now=now, made=made
+            )
 
-        r = await once(s, shop_id=shop_id, scope=f"open_group:{user_id}", key=idempotency_key,
-                       request={"campaign_id": campaign_id, "quantity": quantity,
-                                **({"invite_code": invite_code} if invite_code else {})}, now=now, run=run)
+        r = await once(
+            s,
+            shop_id=shop_id,
+            scope=f"open_group:{user_id}",
+            key=idempotency_key,
+            request={
+                "campaign_id": campaign_id,
+                "quantity": quantity,
+                **({"invite_code": invite_code} if invite_code else {}),
+            },
+            now=now,
+            run=run,
+        )
     return SeatResult(**r, group=made.get("group"), order=made.get("order"), attribution=made.get("attribution"))
 
 
@@ -280,8 +426,9 @@ def new_lottery_seed(user_id: str) -> str:
     return secrets.token_hex(32)
 
 
-async def _open_in(s: AsyncSession, *, shop_id: str, campaign_id: str, user_id: str, quantity: int, now,
-                   made: dict) -> dict:
+async def _open_in(
+    s: AsyncSession, *, shop_id: str, campaign_id: str, user_id: str, quantity: int, now, made: dict
+) -> dict:
     """GB-1 inside the caller's transaction (open_group, quick_join's openIfNone)."""
     lc = await lean.load_campaign(s, shop_id, campaign_id, user_id=user_id)
     if lc is None:
@@ -291,17 +438,27 @@ async def _open_in(s: AsyncSession, *, shop_id: str, campaign_id: str, user_id: 
     group_id, order_id = new_id("grp_"), new_id("ord_")
     # GB-7 v2: the group's own seed, from the OS CSPRNG, unpredictable and independent of every other
     seed = new_lottery_seed(user_id) if lc.campaign.lottery_winners > 0 else None
-    decision = gb.open_group(lc.campaign, group_id=group_id, order_id=order_id, user_id=user_id,
-                             quantity=quantity, now=now, stock_left=c.stock_left,
-                             user_units_held=lc.user_units, variant=variant, lottery_seed=seed)
+    decision = gb.open_group(
+        lc.campaign,
+        group_id=group_id,
+        order_id=order_id,
+        user_id=user_id,
+        quantity=quantity,
+        now=now,
+        stock_left=c.stock_left,
+        user_units_held=lc.user_units,
+        variant=variant,
+        lottery_seed=seed,
+    )
     g = decision.group
     w = lean.Writes(shop_id, now, lc.currency, campaign=lc.campaign)
     w.ensure_user(user_id)
     w.take_stock(c, user_id, quantity)
     w.insert_group(g)
     source = "REFERRAL" if current_referrer(lc.binding, now) else "NONE"
-    made["order"] = w.new_order(c, order_id=order_id, group_id=group_id, user_id=user_id, seat=g.seats[0],
-                                source=source)
+    made["order"] = w.new_order(
+        c, order_id=order_id, group_id=group_id, user_id=user_id, seat=g.seats[0], source=source
+    )
     w.seats(None, g)
     w.notify.append(g.id)
     _refuse_failed_guards(await w.run(s))
@@ -309,8 +466,16 @@ async def _open_in(s: AsyncSession, *, shop_id: str, campaign_id: str, user_id: 
     return {"group_id": group_id, "order_id": order_id, "amount": g.seats[0].amount}
 
 
-async def join_group(svc: Services, *, shop_id: str, group_id: str, user_id: str, quantity: int = 1,
-                     idempotency_key: str | None = None, invite_code: str | None = None) -> SeatResult:
+async def join_group(
+    svc: Services,
+    *,
+    shop_id: str,
+    group_id: str,
+    user_id: str,
+    quantity: int = 1,
+    idempotency_key: str | None = None,
+    invite_code: str | None = None,
+) -> SeatResult:
     """GB-2: reserve a seat in an OPEN group. One read under the group's row lock (group, seats, campaign,
     currency, the user's units and paid orders), one write statement (user, stock and per-user guards,
     order and line, seat, group, events of the releases the catch-up made, NOTIFY)."""
@@ -318,50 +483,99 @@ async def join_group(svc: Services, *, shop_id: str, group_id: str, user_id: str
     now = svc.now()
     made: dict = {}
     async with unit_of_work(svc) as s:
+
         async def run():
             if invite_code:  # RF-3 (a), before the group's lock: the binding takes the shop's binding lock
                 made["attribution"] = await _attribute(s, shop_id, user_id, invite_code, now, group_id=group_id)
-            return await _join_in(s, shop_id=shop_id, group_id=group_id, user_id=user_id, quantity=quantity,
-                                  now=now, made=made)
+            return await _join_in(
+                s, shop_id=shop_id, group_id=group_id, user_id=user_id, quantity=quantity, now=now, made=made
+            )
 
-        r = await once(s, shop_id=shop_id, scope=f"join_group:{user_id}", key=idempotency_key,
-                       request={"group_id": group_id, "quantity": quantity,
-                                **({"invite_code": invite_code} if invite_code else {})}, now=now, run=run)
+        r = await once(
+            s,
+            shop_id=shop_id,
+            scope=f"join_group:{user_id}",
+            key=idempotency_key,
+            request={
+                "group_id": group_id,
+                "quantity": quantity,
+                **({"invite_code": invite_code} if invite_code else {}),
+            },
+            now=now,
+            run=run,
+        )
     return SeatResult(**r, group=made.get("group"), order=made.get("order"), attribution=made.get("attribution"))
 
 
-async def _attribute(s: AsyncSession, shop_id: str, user_id: str, invite_code: str, now, *,
-                     campaign_id: str | None = None, group_id: str | None = None):
+async def _attribute(
+    s: AsyncSession,
+    shop_id: str,
+    user_id: str,
+    invite_code: str,
+    now,
+    *,
+    campaign_id: str | None = None,
+    group_id: str | None = None,
+):
     """RF-3 (a): a group share link carried a member's (or the campaign sharer's) invite code: bind the user
     to its distributor (source GROUP_INVITE) under RF-1; a refused or unknown code leaves the join as it is."""
     from engine.referral import BindingSource
     from service.usecases.distribution import attribute_in_session
 
     if campaign_id is None and group_id is not None:
-        campaign_id = (await s.execute(text("SELECT campaign_id FROM groups WHERE shop_id = :s AND group_id = :g"),
-                                       {"s": shop_id, "g": group_id})).scalar()
-    return await attribute_in_session(s, shop_id=shop_id, user_id=user_id, invite_code=invite_code[:64], now=now,
-                                      source=BindingSource.GROUP_INVITE, campaign_id=campaign_id)
+        campaign_id = (
+            await s.execute(
+                text("SELECT campaign_id FROM groups WHERE shop_id = :s AND group_id = :g"),
+                {"s": shop_id, "g": group_id},
+            )
+        ).scalar()
+    return await attribute_in_session(
+        s,
+        shop_id=shop_id,
+        user_id=user_id,
+        invite_code=invite_code[:64],
+        now=now,
+        source=BindingSource.GROUP_INVITE,
+        campaign_id=campaign_id,
+    )
 
 
-async def _join_in(s: AsyncSession, *, shop_id: str, group_id: str, user_id: str, quantity: int, now, made: dict,
-                   campaign_id: str | None = None) -> dict:
+async def _join_in(
+    s: AsyncSession,
+    *,
+    shop_id: str,
+    group_id: str,
+    user_id: str,
+    quantity: int,
+    now,
+    made: dict,
+    campaign_id: str | None = None,
+) -> dict:
     """GB-2 inside the caller's transaction (join_group, each attempt of quick_join)."""
     ld = await lean.load_group(s, shop_id, group_id, user_id=user_id)
     if ld is None or (campaign_id is not None and ld.campaign_row.campaign_id != campaign_id):
         raise refuse(ErrorCode.NOT_FOUND, "group not found", field="groupId")
     c = ld.campaign_row
     order_id = new_id("ord_")
-    decision = gb.join_group(ld.campaign, ld.group, order_id=order_id, user_id=user_id, quantity=quantity,
-                             now=now, stock_left=c.stock_left, user_units_held=ld.user_units,
-                             user_has_paid_order=ld.user_has_paid_order)
+    decision = gb.join_group(
+        ld.campaign,
+        ld.group,
+        order_id=order_id,
+        user_id=user_id,
+        quantity=quantity,
+        now=now,
+        stock_left=c.stock_left,
+        user_units_held=ld.user_units,
+        user_has_paid_order=ld.user_has_paid_order,
+    )
     seat = decision.group.seat_for_order(order_id)
     assert seat is not None, "a join the engine accepted holds a seat"
     w = lean.Writes(shop_id, now, ld.currency)
     w.ensure_user(user_id)
     w.take_stock(c, user_id, quantity)
-    made["order"] = w.new_order(c, order_id=order_id, group_id=group_id, user_id=user_id, seat=seat,
-                                source="GROUP_INVITE")
+    made["order"] = w.new_order(
+        c, order_id=order_id, group_id=group_id, user_id=user_id, seat=seat, source="GROUP_INVITE"
+    )
     await _carry_out(s, ld, decision, w, now=now)
     made["group"] = decision.group
     return {"group_id": group_id, "order_id": order_id, "amount": seat.amount}
@@ -372,13 +586,22 @@ QUICK_JOIN_CANDIDATES = text(
     "SELECT g.group_id, g.tiers, g.state, g.held_seats, g.expires_at, g.opened_at, EXISTS (SELECT 1 FROM seats st "
     "WHERE st.shop_id = g.shop_id AND st.group_id = g.group_id AND st.user_id = :u AND st.state IN "
     "('RESERVED', 'PAID')) AS mine FROM groups g WHERE g.shop_id = :s AND g.campaign_id = :c AND g.state = 'OPEN' "
-    "AND g.expires_at > :now ORDER BY g.expires_at, g.group_id LIMIT :lim")
-QUICK_JOIN_SCAN = 200     # open groups read to choose from
+    "AND g.expires_at > :now ORDER BY g.expires_at, g.group_id LIMIT :lim"
+)
+QUICK_JOIN_SCAN = 200  # open groups read to choose from
 QUICK_JOIN_ATTEMPTS = 20  # joins tried before giving up (or opening): bounded time under contention
 
 
-async def quick_join(svc: Services, *, shop_id: str, campaign_id: str, user_id: str, quantity: int = 1,
-                     open_if_none: bool = False, idempotency_key: str | None = None) -> "QuickJoinResult":
+async def quick_join(
+    svc: Services,
+    *,
+    shop_id: str,
+    campaign_id: str,
+    user_id: str,
+    quantity: int = 1,
+    open_if_none: bool = False,
+    idempotency_key: str | None = None,
+) -> "QuickJoinResult":
     """GB-13 (凑团): a seat in the open group of the campaign closest to forming that the customer may join,
     in `engine.groupbuy.quick_join_order`'s order. Each attempt is a GB-2 join under the group's row lock in
     a savepoint: a refusal about that group (full, expired, …) rolls the attempt back (its lock with it) and
@@ -389,33 +612,65 @@ async def quick_join(svc: Services, *, shop_id: str, campaign_id: str, user_id: 
     now = svc.now()
     made: dict = {}
     async with unit_of_work(svc) as s:
+
         async def run():
-            rows = (await s.execute(QUICK_JOIN_CANDIDATES, {"s": shop_id, "c": campaign_id, "u": user_id, "now": now,
-                                                            "lim": QUICK_JOIN_SCAN})).all()
-            cands = [gb.QuickJoinCandidate(group_id=r.group_id, tiers=mapping.tiers_from_json(r.tiers),
-                                           state=gb.GroupState(r.state), held_seats=r.held_seats,
-                                           expires_at=r.expires_at, opened_at=r.opened_at, user_holds_seat=r.mine)
-                     for r in rows]
+            rows = (
+                await s.execute(
+                    QUICK_JOIN_CANDIDATES,
+                    {"s": shop_id, "c": campaign_id, "u": user_id, "now": now, "lim": QUICK_JOIN_SCAN},
+                )
+            ).all()
+            cands = [
+                gb.QuickJoinCandidate(
+                    group_id=r.group_id,
+                    tiers=mapping.tiers_from_json(r.tiers),
+                    state=gb.GroupState(r.state),
+                    held_seats=r.held_seats,
+                    expires_at=r.expires_at,
+                    opened_at=r.opened_at,
+                    user_holds_seat=r.mine,
+                )
+                for r in rows
+            ]
             for gid in gb.quick_join_order(cands, now=now)[:QUICK_JOIN_ATTEMPTS]:
                 try:
                     async with s.begin_nested():
-                        r = await _join_in(s, shop_id=shop_id, group_id=gid, user_id=user_id, quantity=quantity,
-                                           now=now, made=made, campaign_id=campaign_id)
+                        r = await _join_in(
+                            s,
+                            shop_id=shop_id,
+                            group_id=gid,
+                            user_id=user_id,
+                            quantity=quantity,
+                            now=now,
+                            made=made,
+                            campaign_id=campaign_id,
+                        )
                     return {**r, "opened": False}
                 except RuleViolation as e:
                     if e.code not in gb.QUICK_JOIN_RETRY:
                         raise
                     made.clear()  # GB-13: that group filled (or closed) meanwhile: the next one
             if not open_if_none:
-                raise refuse(ErrorCode.NO_GROUP_AVAILABLE, "no open group of this campaign can take you now",
-                             rule="GB-13", field="campaignId")
-            r = await _open_in(s, shop_id=shop_id, campaign_id=campaign_id, user_id=user_id, quantity=quantity,
-                               now=now, made=made)
+                raise refuse(
+                    ErrorCode.NO_GROUP_AVAILABLE,
+                    "no open group of this campaign can take you now",
+                    rule="GB-13",
+                    field="campaignId",
+                )
+            r = await _open_in(
+                s, shop_id=shop_id, campaign_id=campaign_id, user_id=user_id, quantity=quantity, now=now, made=made
+            )
             return {**r, "opened": True}
 
-        r = await once(s, shop_id=shop_id, scope=f"quick_join:{user_id}", key=idempotency_key,
-                       request={"campaign_id": campaign_id, "quantity": quantity, "open_if_none": open_if_none},
-                       now=now, run=run)
+        r = await once(
+            s,
+            shop_id=shop_id,
+            scope=f"quick_join:{user_id}",
+            key=idempotency_key,
+            request={"campaign_id": campaign_id, "quantity": quantity, "open_if_none": open_if_none},
+            now=now,
+            run=run,
+        )
     r = dict(r)
     opened = bool(r.pop("opened", False))
     return QuickJoinResult(**r, group=made.get("group"), order=made.get("order"), opened=opened)
@@ -435,22 +690,30 @@ async def pay_group_order(session: AsyncSession, *, order: lean.OrderView, amoun
     if gb.late_payment(decision, order.order_id) is not None and await _overflow_reseat_on(session, order.shop_id):
         if await _reseat(session, ld, decision, order=order, amount=amount, now=now):  # GB-14
             return True
-    await _carry_out(session, ld, decision, lean.Writes(order.shop_id, now, ld.currency), now=now,
-                     paid_amounts={order.order_id: amount})
+    await _carry_out(
+        session,
+        ld,
+        decision,
+        lean.Writes(order.shop_id, now, ld.currency),
+        now=now,
+        paid_amounts={order.order_id: amount},
+    )
     return any(isinstance(i, gb.OrderPaid) for i in decision.instructions)
 
 
 # ------------------------------------------------------------------ GB-14 overflow re-seat
 async def _overflow_reseat_on(session: AsyncSession, shop_id: str) -> bool:
     """GB-14's shop option (off by default); read only for a payment GB-9 would refund (a rare path)."""
-    return bool((await session.execute(text("SELECT overflow_reseat FROM shops WHERE shop_id = :s"),
-                                       {"s": shop_id})).scalar())
+    return bool(
+        (await session.execute(text("SELECT overflow_reseat FROM shops WHERE shop_id = :s"), {"s": shop_id})).scalar()
+    )
 
 
 MOVE_SEAT = text(
     "WITH o AS (UPDATE orders SET group_id = :t, state = 'CREATED', cancelled_at = NULL "
     "WHERE shop_id = :s AND order_id = :o RETURNING 1) "
-    "UPDATE seats SET group_id = :t WHERE shop_id = :s AND order_id = :o")
+    "UPDATE seats SET group_id = :t WHERE shop_id = :s AND order_id = :o"
+)
 
 
 async def _reseat(session: AsyncSession, ld: lean.Loaded, late: gb.Decision, *, order, amount: int, now) -> bool:
@@ -462,12 +725,24 @@ async def _reseat(session: AsyncSession, ld: lean.Loaded, late: gb.Decision, *, 
     seat = ld.group.seat_for_order(order.order_id)
     assert seat is not None
     shop_id, cid = ld.shop_id, ld.campaign_row.campaign_id
-    rows = (await session.execute(QUICK_JOIN_CANDIDATES, {"s": shop_id, "c": cid, "u": seat.user_id, "now": now,
-                                                          "lim": QUICK_JOIN_SCAN})).all()
-    cands = [gb.QuickJoinCandidate(group_id=r.group_id, tiers=mapping.tiers_from_json(r.tiers),
-                                   state=gb.GroupState(r.state), held_seats=r.held_seats, expires_at=r.expires_at,
-                                   opened_at=r.opened_at, user_holds_seat=r.mine)
-             for r in rows if r.group_id != ld.group.id]
+    rows = (
+        await session.execute(
+            QUICK_JOIN_CANDIDATES, {"s": shop_id, "c": cid, "u": seat.user_id, "now": now, "lim": QUICK_JOIN_SCAN}
+        )
+    ).all()
+    cands = [
+        gb.QuickJoinCandidate(
+            group_id=r.group_id,
+            tiers=mapping.tiers_from_json(r.tiers),
+            state=gb.GroupState(r.state),
+            held_seats=r.held_seats,
+            expires_at=r.expires_at,
+            opened_at=r.opened_at,
+            user_holds_seat=r.mine,
+        )
+        for r in rows
+        if r.group_id != ld.group.id
+    ]
     for gid in gb.quick_join_order(cands, now=now)[:QUICK_JOIN_ATTEMPTS]:
         try:
             async with session.begin_nested():
@@ -477,33 +752,57 @@ async def _reseat(session: AsyncSession, ld: lean.Loaded, late: gb.Decision, *, 
                 # the old seat's units come back before the new seat takes them (GB-1/GB-2 guards hold)
                 returned = seat.quantity if seat.state is gb.SeatState.RESERVED else 0
                 stock_left = None if t.campaign_row.stock_left is None else t.campaign_row.stock_left + returned
-                d = gb.reseat(t.campaign, t.group, seat=seat, amount=amount, now=now, stock_left=stock_left,
-                              user_units_held=t.user_units - returned, user_has_paid_order=t.user_has_paid_order)
+                d = gb.reseat(
+                    t.campaign,
+                    t.group,
+                    seat=seat,
+                    amount=amount,
+                    now=now,
+                    stock_left=stock_left,
+                    user_units_held=t.user_units - returned,
+                    user_has_paid_order=t.user_has_paid_order,
+                )
                 old = gb.without_late_refund(late, order.order_id)
                 await _carry_out(session, ld, old, lean.Writes(shop_id, now, ld.currency), now=now)
                 await session.execute(MOVE_SEAT, {"s": shop_id, "o": order.order_id, "t": gid})
-                moved = replace(t, group=replace(t.group, seats=t.group.seats + (
-                    replace(seat, state=gb.SeatState.RELEASED),)))
+                moved = replace(
+                    t, group=replace(t.group, seats=t.group.seats + (replace(seat, state=gb.SeatState.RELEASED),))
+                )
                 w = lean.Writes(shop_id, now, t.currency)
                 w.take_stock(t.campaign_row, seat.user_id, seat.quantity)
-                w.event(type=EventType.ORDER_RESEATED, aggregate_type="group", aggregate_id=gid, rule="GB-14",
-                        payload={"order_id": order.order_id, "from_group_id": ld.group.id, "to_group_id": gid,
-                                 "amount": amount})
+                w.event(
+                    type=EventType.ORDER_RESEATED,
+                    aggregate_type="group",
+                    aggregate_id=gid,
+                    rule="GB-14",
+                    payload={
+                        "order_id": order.order_id,
+                        "from_group_id": ld.group.id,
+                        "to_group_id": gid,
+                        "amount": amount,
+                    },
+                )
                 await _carry_out(session, moved, d, w, now=now, paid_amounts={order.order_id: amount})
             return True
         except RuleViolation as e:
-            if e.code not in gb.QUICK_JOIN_RETRY | {ErrorCode.OUT_OF_STOCK, ErrorCode.PER_USER_LIMIT,
-                                                    ErrorCode.NEW_MEMBERS_ONLY, ErrorCode.QUANTITY_LIMIT}:
+            if e.code not in gb.QUICK_JOIN_RETRY | {
+                ErrorCode.OUT_OF_STOCK,
+                ErrorCode.PER_USER_LIMIT,
+                ErrorCode.NEW_MEMBERS_ONLY,
+                ErrorCode.QUANTITY_LIMIT,
+            }:
                 raise
     return False
 
 
-async def leave_group(svc: Services, *, shop_id: str, group_id: str, user_id: str,
-                      idempotency_key: str | None = None) -> dict:
+async def leave_group(
+    svc: Services, *, shop_id: str, group_id: str, user_id: str, idempotency_key: str | None = None
+) -> dict:
     """GB-8: a member cancels before forming; a paid seat is refunded in full."""
     now = svc.now()
     made: dict = {}
     async with unit_of_work(svc) as s:
+
         async def run():
             ld = await lean.load_group(s, shop_id, group_id, user_id=user_id)
             if ld is None:
@@ -513,8 +812,15 @@ async def leave_group(svc: Services, *, shop_id: str, group_id: str, user_id: st
             made["group"] = decision.group
             return {"group_id": group_id}
 
-        r = await once(s, shop_id=shop_id, scope=f"leave_group:{user_id}", key=idempotency_key,
-                       request={"group_id": group_id}, now=now, run=run)
+        r = await once(
+            s,
+            shop_id=shop_id,
+            scope=f"leave_group:{user_id}",
+            key=idempotency_key,
+            request={"group_id": group_id},
+            now=now,
+            run=run,
+        )
     return {**r, "group": made.get("group")}
 
 
@@ -554,8 +860,15 @@ async def catch_up(svc: Services, *, shop_id: str, group_ids) -> None:
     """GB-11: reads never show a state already past due — apply due work before reading."""
     now = svc.now()
     async with svc.sessionmaker() as s:
-        due = list((await s.execute(select(GroupRow.group_id).where(
-            GroupRow.shop_id == shop_id, GroupRow.group_id.in_(list(group_ids)), GroupRow.due_at <= now))).scalars())
+        due = list(
+            (
+                await s.execute(
+                    select(GroupRow.group_id).where(
+                        GroupRow.shop_id == shop_id, GroupRow.group_id.in_(list(group_ids)), GroupRow.due_at <= now
+                    )
+                )
+            ).scalars()
+        )
     await advance_due_groups(svc, shop_id=shop_id, group_ids=due, now=now)
 
 
@@ -573,24 +886,45 @@ async def get_group_caught_up(svc: Services, *, shop_id: str, group_id: str):
         row = await s.get(GroupRow, (shop_id, group_id))
         if row is None:
             return None
-        seats = list((await s.execute(select(SeatRow).where(SeatRow.shop_id == shop_id,
-                                                            SeatRow.group_id == group_id))).scalars())
+        seats = list(
+            (await s.execute(select(SeatRow).where(SeatRow.shop_id == shop_id, SeatRow.group_id == group_id))).scalars()
+        )
         return row, mapping.group_from_rows(row, seats)
 
 
-async def list_open_groups_caught_up(svc: Services, *, shop_id: str, campaign_id: str, limit: int = 500) -> list[gb.Group]:
+async def list_open_groups_caught_up(
+    svc: Services, *, shop_id: str, campaign_id: str, limit: int = 500
+) -> list[gb.Group]:
     """Open groups of a campaign, soonest to expire first, caught up first (GB-11). Two queries for the page."""
     async with svc.sessionmaker() as s:
-        ids = list((await s.execute(select(GroupRow.group_id).where(
-            GroupRow.shop_id == shop_id, GroupRow.campaign_id == campaign_id, GroupRow.state == "OPEN")
-            .order_by(GroupRow.expires_at, GroupRow.group_id).limit(limit))).scalars())
+        ids = list(
+            (
+                await s.execute(
+                    select(GroupRow.group_id)
+                    .where(GroupRow.shop_id == shop_id, GroupRow.campaign_id == campaign_id, GroupRow.state == "OPEN")
+                    .order_by(GroupRow.expires_at, GroupRow.group_id)
+                    .limit(limit)
+                )
+            ).scalars()
+        )
     await catch_up(svc, shop_id=shop_id, group_ids=ids)
     async with svc.sessionmaker() as s:
-        rows = list((await s.execute(select(GroupRow).where(
-            GroupRow.shop_id == shop_id, GroupRow.group_id.in_(ids), GroupRow.state == "OPEN")
-            .order_by(GroupRow.expires_at, GroupRow.group_id))).scalars())
-        seats = list((await s.execute(select(SeatRow).where(
-            SeatRow.shop_id == shop_id, SeatRow.group_id.in_([r.group_id for r in rows])))).scalars())
+        rows = list(
+            (
+                await s.execute(
+                    select(GroupRow)
+                    .where(GroupRow.shop_id == shop_id, GroupRow.group_id.in_(ids), GroupRow.state == "OPEN")
+                    .order_by(GroupRow.expires_at, GroupRow.group_id)
+                )
+            ).scalars()
+        )
+        seats = list(
+            (
+                await s.execute(
+                    select(SeatRow).where(SeatRow.shop_id == shop_id, SeatRow.group_id.in_([r.group_id for r in rows]))
+                )
+            ).scalars()
+        )
     by_group: dict[str, list] = {}
     for st in seats:
         by_group.setdefault(st.group_id, []).append(st)

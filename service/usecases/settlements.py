@@ -106,8 +106,16 @@ def local_bounds(tz_name: str, day_from: date, day_to: date) -> tuple[datetime, 
     return start, end
 
 
-async def close_period(svc: Services, *, shop_id: str, day_from: date, day_to: date, actor: str,
-                       settlement_id: str | None = None, idempotency_key: str | None = None) -> Settlement:
+async def close_period(
+    svc: Services,
+    *,
+    shop_id: str,
+    day_from: date,
+    day_to: date,
+    actor: str,
+    settlement_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> Settlement:
     """LG-3: close [day_from, day_to) (shop time zone). The same period again returns the first batch;
     a period that overlaps or leaves a gap after the last batch is refused, and so is one whose end is
     less than CLOSE_GRACE ago (PERIOD_NOT_ENDED). `settlement_id` may be given (tests, golden files);
@@ -117,33 +125,57 @@ async def close_period(svc: Services, *, shop_id: str, day_from: date, day_to: d
         raise refuse(ErrorCode.INVALID_INPUT, "the period must end after it starts", field="to", rule="LG-3")
     now = svc.now()
     async with unit_of_work(svc) as s:
+
         async def run() -> Settlement:
             shop = await s.get(Shop, shop_id, with_for_update=True)  # one closer per shop at a time
             if shop is None:
                 raise refuse(ErrorCode.NOT_FOUND, "shop not found")
             p_from, p_to = local_bounds(shop.timezone, day_from, day_to)
             if p_to > now - CLOSE_GRACE:
-                raise refuse(ErrorCode.PERIOD_NOT_ENDED,
-                             f"a period can be closed {int(CLOSE_GRACE.total_seconds()) // 60} minutes after it has "
-                             f"ended (it ends {p_to.isoformat()})", field="to", rule="LG-3")
-            same = (await s.execute(select(Settlement).where(Settlement.shop_id == shop_id,
-                                                             Settlement.period_from == p_from))).scalar_one_or_none()
+                raise refuse(
+                    ErrorCode.PERIOD_NOT_ENDED,
+                    f"a period can be closed {int(CLOSE_GRACE.total_seconds()) // 60} minutes after it has "
+                    f"ended (it ends {p_to.isoformat()})",
+                    field="to",
+                    rule="LG-3",
+                )
+            same = (
+                await s.execute(
+                    select(Settlement).where(Settlement.shop_id == shop_id, Settlement.period_from == p_from)
+                )
+            ).scalar_one_or_none()
             if same is not None:
                 if same.period_to != p_to:
-                    raise refuse(ErrorCode.PERIOD_OVERLAP, "a batch with this start and another end exists",
-                                 field="to", rule="LG-3")
+                    raise refuse(
+                        ErrorCode.PERIOD_OVERLAP,
+                        "a batch with this start and another end exists",
+                        field="to",
+                        rule="LG-3",
+                    )
                 return same
-            last_to = (await s.execute(select(func.max(Settlement.period_to)).where(Settlement.shop_id == shop_id))
-                       ).scalar()
+            last_to = (
+                await s.execute(select(func.max(Settlement.period_to)).where(Settlement.shop_id == shop_id))
+            ).scalar()
             if last_to is not None and p_from < last_to:
-                raise refuse(ErrorCode.PERIOD_OVERLAP, "the period overlaps a closed batch", field="from",
-                             rule="LG-3")
+                raise refuse(ErrorCode.PERIOD_OVERLAP, "the period overlaps a closed batch", field="from", rule="LG-3")
             if last_to is not None and p_from > last_to:
-                raise refuse(ErrorCode.PERIOD_GAP, "the period leaves a gap after the last closed batch",
-                             field="from", rule="LG-3")
+                raise refuse(
+                    ErrorCode.PERIOD_GAP,
+                    "the period leaves a gap after the last closed batch",
+                    field="from",
+                    rule="LG-3",
+                )
             sid = settlement_id or new_id("st_")
-            close = {"shop_id": shop_id, "settlement_id": sid, "p_from": p_from, "p_to": p_to, "now": now,
-                     "local_from": day_from.isoformat(), "local_to": day_to.isoformat(), "actor": actor}
+            close = {
+                "shop_id": shop_id,
+                "settlement_id": sid,
+                "p_from": p_from,
+                "p_to": p_to,
+                "now": now,
+                "local_from": day_from.isoformat(),
+                "local_to": day_to.isoformat(),
+                "actor": actor,
+            }
             close["held"] = list((await s.execute(HELD_AT_SQL, {"shop_id": shop_id, "p_to": p_to})).scalars())
             await s.execute(CLOSE_HEADER_SQL, close)
             await s.execute(CLOSE_LINES_SQL, close)
@@ -151,14 +183,34 @@ async def close_period(svc: Services, *, shop_id: str, day_from: date, day_to: d
             # closing = opening + released + reversals + bonuses − payouts − fees is a CHECK constraint on
             # both tables (migration 0006): a batch that does not reconcile fails here and writes nothing.
             batch = await s.get(Settlement, (shop_id, sid))
-            events.emit(s, shop_id=shop_id, type=EventType.SETTLEMENT_CLOSED, aggregate_type="settlement",
-                        aggregate_id=sid, now=now, rule="LG-3",
-                        payload={"settlement_id": sid, "from": day_from.isoformat(), "to": day_to.isoformat(),
-                                 "closing": batch.closing, "currency": shop.currency})
+            events.emit(
+                s,
+                shop_id=shop_id,
+                type=EventType.SETTLEMENT_CLOSED,
+                aggregate_type="settlement",
+                aggregate_id=sid,
+                now=now,
+                rule="LG-3",
+                payload={
+                    "settlement_id": sid,
+                    "from": day_from.isoformat(),
+                    "to": day_to.isoformat(),
+                    "closing": batch.closing,
+                    "currency": shop.currency,
+                },
+            )
             return batch
 
-        return await once_row(s, Settlement, shop_id=shop_id, scope="close_period", key=idempotency_key, now=now,
-                              run=run, request={"from": day_from.isoformat(), "to": day_to.isoformat()})
+        return await once_row(
+            s,
+            Settlement,
+            shop_id=shop_id,
+            scope="close_period",
+            key=idempotency_key,
+            now=now,
+            run=run,
+            request={"from": day_from.isoformat(), "to": day_to.isoformat()},
+        )
 
 
 async def get_settlement(svc: Services, *, shop_id: str, settlement_id: str) -> Settlement | None:
@@ -168,16 +220,23 @@ async def get_settlement(svc: Services, *, shop_id: str, settlement_id: str) -> 
 
 async def list_settlements(svc: Services, *, shop_id: str) -> list[Settlement]:
     async with svc.sessionmaker() as s:
-        return list((await s.execute(select(Settlement).where(Settlement.shop_id == shop_id)
-                                     .order_by(Settlement.period_from))).scalars())
+        return list(
+            (
+                await s.execute(
+                    select(Settlement).where(Settlement.shop_id == shop_id).order_by(Settlement.period_from)
+                )
+            ).scalars()
+        )
 
 
 async def stream_lines(svc: Services, *, shop_id: str, settlement_id: str, chunk: int = 5000):
     """The batch's lines in distributor order, streamed with a server-side cursor (flat memory)."""
     async with svc.engine.connect() as conn:
         result = await conn.stream(
-            select(SettlementLine).where(SettlementLine.shop_id == shop_id,
-                                         SettlementLine.settlement_id == settlement_id)
-            .order_by(SettlementLine.distributor_id).execution_options(yield_per=chunk))
+            select(SettlementLine)
+            .where(SettlementLine.shop_id == shop_id, SettlementLine.settlement_id == settlement_id)
+            .order_by(SettlementLine.distributor_id)
+            .execution_options(yield_per=chunk)
+        )
         async for part in result.partitions(chunk):
             yield part

@@ -45,22 +45,44 @@ async def create_shop(
     validate_settings(settings)
     now = svc.now()
     async with unit_of_work(svc) as s:
+
         async def run():
-            created = (await s.execute(
-                insert(Shop).values(shop_id=shop_id, name=name, currency=currency, timezone=timezone,
-                                    jwt_secret=secrets.token_urlsafe(32), public_key=public_key_for(shop_id),
-                                    created_at=now)
-                .on_conflict_do_nothing().returning(Shop.shop_id)
-            )).first()
+            created = (
+                await s.execute(
+                    insert(Shop)
+                    .values(
+                        shop_id=shop_id,
+                        name=name,
+                        currency=currency,
+                        timezone=timezone,
+                        jwt_secret=secrets.token_urlsafe(32),
+                        public_key=public_key_for(shop_id),
+                        created_at=now,
+                    )
+                    .on_conflict_do_nothing()
+                    .returning(Shop.shop_id)
+                )
+            ).first()
             if created is None:
                 raise refuse(ErrorCode.INVALID_INPUT, f"shop {shop_id} exists", field="shopId")
             s.add(mapping.settings_row(shop_id, settings))
             return {"shop_id": shop_id}
 
         # the key row is the new shop's (shop_id, scope, key): a retry of the same creation meets it
-        await once(s, shop_id=shop_id, scope="create_shop", key=idempotency_key, now=now, run=run,
-                   request={"name": name, "currency": currency, "timezone": timezone,
-                            "settings": {k: getattr(v, "value", v) for k, v in asdict(settings).items()}})
+        await once(
+            s,
+            shop_id=shop_id,
+            scope="create_shop",
+            key=idempotency_key,
+            now=now,
+            run=run,
+            request={
+                "name": name,
+                "currency": currency,
+                "timezone": timezone,
+                "settings": {k: getattr(v, "value", v) for k, v in asdict(settings).items()},
+            },
+        )
         shop = await s.get(Shop, shop_id, populate_existing=True)
     return shop
 
@@ -99,8 +121,9 @@ async def shop_by_public_key(svc: Services, public_key: str) -> Shop | None:
     if shop_id is None:
         return None
     async with svc.sessionmaker() as s:
-        return (await s.execute(select(Shop).where(Shop.shop_id == shop_id, Shop.public_key == public_key))
-                ).scalar_one_or_none()
+        return (
+            await s.execute(select(Shop).where(Shop.shop_id == shop_id, Shop.public_key == public_key))
+        ).scalar_one_or_none()
 
 
 async def load_settings(session: AsyncSession, shop_id: str) -> DistributionSettings:
@@ -115,8 +138,9 @@ async def get_settings(svc: Services, shop_id: str) -> DistributionSettings:
         return await load_settings(s, shop_id)
 
 
-async def update_settings(svc: Services, *, shop_id: str, idempotency_key: str | None = None,
-                          **changes) -> DistributionSettings:
+async def update_settings(
+    svc: Services, *, shop_id: str, idempotency_key: str | None = None, **changes
+) -> DistributionSettings:
     known = {f.name for f in fields(DistributionSettings)}
     unknown = set(changes) - known
     if unknown:
@@ -124,6 +148,7 @@ async def update_settings(svc: Services, *, shop_id: str, idempotency_key: str |
     changes = {k: v for k, v in changes.items() if v is not None}
     now = svc.now()
     async with unit_of_work(svc) as s:
+
         async def run() -> dict:
             row = await s.get(DistributionSettingsRow, shop_id, with_for_update=True)
             new = replace(mapping.settings_from_row(row), **changes)
@@ -132,13 +157,22 @@ async def update_settings(svc: Services, *, shop_id: str, idempotency_key: str |
                 setattr(row, k, v.value if hasattr(v, "value") else v)
             return {}
 
-        await once(s, shop_id=shop_id, scope="update_distribution_settings", key=idempotency_key, now=now, run=run,
-                   request={k: getattr(v, "value", v) for k, v in changes.items()})
+        await once(
+            s,
+            shop_id=shop_id,
+            scope="update_distribution_settings",
+            key=idempotency_key,
+            now=now,
+            run=run,
+            request={k: getattr(v, "value", v) for k, v in changes.items()},
+        )
         return await load_settings(s, shop_id)
 
 
 async def load_levels(session: AsyncSession, shop_id: str) -> tuple[Level, ...]:
-    rows = (await session.execute(select(LevelRow).where(LevelRow.shop_id == shop_id).order_by(LevelRow.grade))).scalars()
+    rows = (
+        await session.execute(select(LevelRow).where(LevelRow.shop_id == shop_id).order_by(LevelRow.grade))
+    ).scalars()
     return tuple(mapping.level_from_row(r) for r in rows)
 
 
@@ -147,20 +181,29 @@ async def get_levels(svc: Services, shop_id: str) -> tuple[Level, ...]:
         return await load_levels(s, shop_id)
 
 
-async def set_levels(svc: Services, *, shop_id: str, levels: list[Level],
-                     idempotency_key: str | None = None) -> tuple[Level, ...]:
+async def set_levels(
+    svc: Services, *, shop_id: str, levels: list[Level], idempotency_key: str | None = None
+) -> tuple[Level, ...]:
     """LV-1: replace the shop's level table (grades are kept; distributors keep their grade)."""
     levels = tuple(sorted(levels, key=lambda lv: lv.grade))
     validate_levels(levels)
     now = svc.now()
     async with unit_of_work(svc) as s:
+
         async def run() -> dict:
             await s.execute(delete(LevelRow).where(LevelRow.shop_id == shop_id))
             s.add_all(LevelRow(shop_id=shop_id, **asdict(lv)) for lv in levels)
             return {}
 
-        await once(s, shop_id=shop_id, scope="set_levels", key=idempotency_key, now=now, run=run,
-                   request={"levels": [asdict(lv) for lv in levels]})
+        await once(
+            s,
+            shop_id=shop_id,
+            scope="set_levels",
+            key=idempotency_key,
+            now=now,
+            run=run,
+            request={"levels": [asdict(lv) for lv in levels]},
+        )
         return await load_levels(s, shop_id)
 
 
@@ -193,11 +236,15 @@ async def upsert_product(
     if not product_ref:
         raise refuse(ErrorCode.INVALID_INPUT, "product reference is required", field="productRef")
     values = dict(
-        title=title, category=category, earns_commission=earns_commission,
-        level1_amount=level1_amount, level2_amount=level2_amount,
+        title=title,
+        category=category,
+        earns_commission=earns_commission,
+        level1_amount=level1_amount,
+        level2_amount=level2_amount,
     )
     now = svc.now()
     async with unit_of_work(svc) as s:
+
         async def run() -> Product:
             await s.execute(
                 insert(Product)
@@ -206,8 +253,16 @@ async def upsert_product(
             )
             return await s.get(Product, (shop_id, product_ref), populate_existing=True)
 
-        return await once_row(s, Product, shop_id=shop_id, scope="upsert_product", key=idempotency_key, now=now,
-                              run=run, request={"product_ref": product_ref, **values})
+        return await once_row(
+            s,
+            Product,
+            shop_id=shop_id,
+            scope="upsert_product",
+            key=idempotency_key,
+            now=now,
+            run=run,
+            request={"product_ref": product_ref, **values},
+        )
 
 
 # ---------------------------------------------------------------- token secrets (SH-0, issue 11 point 9)
@@ -219,16 +274,15 @@ async def _notify_shop_changed(s: AsyncSession, shop_id: str) -> None:
     await s.execute(text("SELECT pg_notify(:channel, :shop)"), {"channel": SHOPS_CHANNEL, "shop": shop_id})
 
 
-async def rotate_jwt_secret(svc: Services, *, shop_id: str, overlap_s: int,
-                            idempotency_key: str | None = None) -> Shop:
+async def rotate_jwt_secret(svc: Services, *, shop_id: str, overlap_s: int, idempotency_key: str | None = None) -> Shop:
     """A new signing secret now; tokens signed with the one it replaces are still accepted for `overlap_s`
     seconds (then refused), so a backend minting tokens itself can switch without an outage. A retry with
     the same key does not rotate again (that would end the overlap of the secret still in use)."""
     if not 0 <= overlap_s <= 7 * 86400:
-        raise refuse(ErrorCode.INVALID_INPUT, "the overlap is 0 to 604800 seconds", field="overlapSeconds",
-                     rule="SH-0")
+        raise refuse(ErrorCode.INVALID_INPUT, "the overlap is 0 to 604800 seconds", field="overlapSeconds", rule="SH-0")
     now = svc.now()
     async with unit_of_work(svc) as s:
+
         async def run() -> Shop:
             shop = await s.get(Shop, shop_id, with_for_update=True)
             shop.previous_jwt_secret, shop.jwt_secret = shop.jwt_secret, secrets.token_urlsafe(32)
@@ -236,8 +290,16 @@ async def rotate_jwt_secret(svc: Services, *, shop_id: str, overlap_s: int,
             await _notify_shop_changed(s, shop_id)
             return shop
 
-        return await once_row(s, Shop, shop_id=shop_id, scope="rotate_jwt_secret", key=idempotency_key, now=now,
-                              run=run, request={"overlap_s": overlap_s})
+        return await once_row(
+            s,
+            Shop,
+            shop_id=shop_id,
+            scope="rotate_jwt_secret",
+            key=idempotency_key,
+            now=now,
+            run=run,
+            request={"overlap_s": overlap_s},
+        )
 
 
 async def revoke_tokens(svc: Services, *, shop_id: str, idempotency_key: str | None = None) -> Shop:
@@ -245,6 +307,7 @@ async def revoke_tokens(svc: Services, *, shop_id: str, idempotency_key: str | N
     issued afterwards work. Revokes per shop (a token version), not per token."""
     now = svc.now()
     async with unit_of_work(svc) as s:
+
         async def run() -> Shop:
             shop = await s.get(Shop, shop_id, with_for_update=True)
             # iat is whole seconds: a token of this very second may predate the call, so it is revoked too
@@ -252,8 +315,9 @@ async def revoke_tokens(svc: Services, *, shop_id: str, idempotency_key: str | N
             await _notify_shop_changed(s, shop_id)
             return shop
 
-        return await once_row(s, Shop, shop_id=shop_id, scope="revoke_tokens", key=idempotency_key, now=now,
-                              run=run, request={})
+        return await once_row(
+            s, Shop, shop_id=shop_id, scope="revoke_tokens", key=idempotency_key, now=now, run=run, request={}
+        )
 
 
 def _wall_now():

@@ -99,8 +99,12 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 def signed_headers(secrets_: list[str], msg_id: str, body: bytes, *, timestamp: int | None = None) -> dict[str, str]:
     """The Standard Webhooks headers for one POST, signed with every live secret (space-separated)."""
     ts = int(time.time()) if timestamp is None else timestamp  # the wall clock: receivers compare with theirs
-    return {"content-type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(ts),
-            "webhook-signature": " ".join(sign(k, msg_id, ts, body) for k in secrets_)}
+    return {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": " ".join(sign(k, msg_id, ts, body) for k in secrets_),
+    }
 
 
 def backoff(attempts: int) -> timedelta:
@@ -108,27 +112,44 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=delay * random.uniform(0.5, 1.5))
 
 
-async def register_endpoint(svc: Services, *, shop_id: str, url: str, event_types: list[str] | None = None,
-                            idempotency_key: str | None = None) -> WebhookEndpoint:
+async def register_endpoint(
+    svc: Services, *, shop_id: str, url: str, event_types: list[str] | None = None, idempotency_key: str | None = None
+) -> WebhookEndpoint:
     """A new endpoint with a fresh secret. With `idempotency_key` (GB-10) a retry of the same request returns
     the endpoint the first call created instead of registering a second one (which would get every event
     twice, under another secret)."""
     await _refuse_unsafe_url(url)
     unknown = sorted({t for t in event_types or [] if not is_event_type(t)})
     if unknown:  # the catalog (engine/events.py, docs/webhooks.md): a typo would silently match nothing
-        raise refuse(ErrorCode.INVALID_INPUT, f"unknown event types {unknown}; see docs/webhooks.md",
-                     field="eventTypes")
+        raise refuse(
+            ErrorCode.INVALID_INPUT, f"unknown event types {unknown}; see docs/webhooks.md", field="eventTypes"
+        )
     now = svc.now()
     async with unit_of_work(svc) as s:
+
         async def run():
-            ep = WebhookEndpoint(shop_id=shop_id, endpoint_id=new_id("wh_"), url=url, event_types=event_types or [],
-                                 secret=new_secret(), enabled=True, consecutive_failures=0,
-                                 created_at=now)
+            ep = WebhookEndpoint(
+                shop_id=shop_id,
+                endpoint_id=new_id("wh_"),
+                url=url,
+                event_types=event_types or [],
+                secret=new_secret(),
+                enabled=True,
+                consecutive_failures=0,
+                created_at=now,
+            )
             s.add(ep)
             return {"endpoint_id": ep.endpoint_id}
 
-        r = await once(s, shop_id=shop_id, scope="register_webhook", key=idempotency_key,
-                       request={"url": url, "event_types": sorted(event_types or [])}, now=now, run=run)
+        r = await once(
+            s,
+            shop_id=shop_id,
+            scope="register_webhook",
+            key=idempotency_key,
+            request={"url": url, "event_types": sorted(event_types or [])},
+            now=now,
+            run=run,
+        )
         return await _endpoint(s, shop_id, r["endpoint_id"])
 
 
@@ -139,17 +160,25 @@ async def _refuse_unsafe_url(url: str) -> None:
         await webhook_targets.check_url(url)
     except webhook_targets.TargetRefused as e:
         log.info("webhook URL refused: %s", e)
-        raise refuse(ErrorCode.INVALID_INPUT, "the URL must be a public http(s) address without user info",
-                     field="url") from None
+        raise refuse(
+            ErrorCode.INVALID_INPUT, "the URL must be a public http(s) address without user info", field="url"
+        ) from None
 
 
-async def rotate_secret(svc: Services, *, shop_id: str, endpoint_id: str, overlap: timedelta = timedelta(hours=24),
-                        idempotency_key: str | None = None) -> WebhookEndpoint:
+async def rotate_secret(
+    svc: Services,
+    *,
+    shop_id: str,
+    endpoint_id: str,
+    overlap: timedelta = timedelta(hours=24),
+    idempotency_key: str | None = None,
+) -> WebhookEndpoint:
     """New secret now; the old one keeps signing (a second v1) until the overlap ends. With
     `idempotency_key` (GB-10) a retry does not rotate again: a second rotation would make the secret the
     caller just lost the answer about the "old" one and cut the overlap of the secret receivers still use."""
     now = svc.now()
     async with unit_of_work(svc) as s:
+
         async def run():
             ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id), with_for_update=True)
             if ep is None:
@@ -158,8 +187,15 @@ async def rotate_secret(svc: Services, *, shop_id: str, endpoint_id: str, overla
             ep.secret = new_secret()
             return {"endpoint_id": endpoint_id}
 
-        await once(s, shop_id=shop_id, scope="rotate_webhook_secret", key=idempotency_key,
-                   request={"endpoint_id": endpoint_id, "overlap_s": overlap.total_seconds()}, now=now, run=run)
+        await once(
+            s,
+            shop_id=shop_id,
+            scope="rotate_webhook_secret",
+            key=idempotency_key,
+            request={"endpoint_id": endpoint_id, "overlap_s": overlap.total_seconds()},
+            now=now,
+            run=run,
+        )
         return await _endpoint(s, shop_id, endpoint_id)
 
 
@@ -172,11 +208,13 @@ async def _endpoint(s, shop_id: str, endpoint_id: str) -> WebhookEndpoint:
     return ep
 
 
-async def enable_endpoint(svc: Services, *, shop_id: str, endpoint_id: str,
-                          idempotency_key: str | None = None) -> WebhookEndpoint:
+async def enable_endpoint(
+    svc: Services, *, shop_id: str, endpoint_id: str, idempotency_key: str | None = None
+) -> WebhookEndpoint:
     """Re-enable an endpoint: its held deliveries (and those waiting out a backoff) are due now, in order."""
     now = svc.now()
     async with unit_of_work(svc) as s:
+
         async def run() -> WebhookEndpoint:
             # The endpoint row first: a worker about to hold a delivery re-reads the endpoint under FOR SHARE
             # (_hold), so it waits for this commit and then sees the endpoint enabled.
@@ -190,8 +228,16 @@ async def enable_endpoint(svc: Services, *, shop_id: str, endpoint_id: str,
             await s.execute(RELEASE_SQL, {"s": shop_id, "ep": endpoint_id, "now": now})
             return ep
 
-        return await once_row(s, WebhookEndpoint, shop_id=shop_id, scope="enable_webhook", key=idempotency_key,
-                              now=now, run=run, request={"endpoint_id": endpoint_id})
+        return await once_row(
+            s,
+            WebhookEndpoint,
+            shop_id=shop_id,
+            scope="enable_webhook",
+            key=idempotency_key,
+            now=now,
+            run=run,
+            request={"endpoint_id": endpoint_id},
+        )
 
 
 RELEASE_SQL = text(
@@ -207,12 +253,20 @@ RELEASE_SQL = text(
 
 async def list_endpoints(svc: Services, *, shop_id: str) -> list[WebhookEndpoint]:
     async with svc.sessionmaker() as s:
-        return list((await s.execute(select(WebhookEndpoint).where(WebhookEndpoint.shop_id == shop_id)
-                                     .order_by(WebhookEndpoint.created_at, WebhookEndpoint.endpoint_id))).scalars())
+        return list(
+            (
+                await s.execute(
+                    select(WebhookEndpoint)
+                    .where(WebhookEndpoint.shop_id == shop_id)
+                    .order_by(WebhookEndpoint.created_at, WebhookEndpoint.endpoint_id)
+                )
+            ).scalars()
+        )
 
 
-async def redeliver(svc: Services, *, shop_id: str, endpoint_id: str, from_seq: int, to_seq: int,
-                    idempotency_key: str | None = None) -> int:
+async def redeliver(
+    svc: Services, *, shop_id: str, endpoint_id: str, from_seq: int, to_seq: int, idempotency_key: str | None = None
+) -> int:
     """Replay: owe the endpoint again every event of the shop with from_seq <= seq <= to_seq that its
     event-type filter takes (the same filter as the fan-out). Returns how many deliveries are owed.
     With `idempotency_key` (GB-10) a retry answers the first count and owes nothing again."""
@@ -220,11 +274,13 @@ async def redeliver(svc: Services, *, shop_id: str, endpoint_id: str, from_seq: 
         raise refuse(ErrorCode.INVALID_INPUT, "fromSeq must be <= toSeq", field="toSeq")
     now = svc.now()
     async with unit_of_work(svc) as s:
+
         async def run() -> dict:
             if await s.get(WebhookEndpoint, (shop_id, endpoint_id)) is None:  # else the worker would own an orphan
                 raise refuse(ErrorCode.NOT_FOUND, "endpoint not found", field="endpointId")
-            r = await s.execute(text(
-                """
+            r = await s.execute(
+                text(
+                    """
                 INSERT INTO webhook_deliveries (shop_id, endpoint_id, event_id, seq, aggregate_id, state, attempts,
                                                 next_attempt_at, created_at)
                 SELECT v.shop_id, e.endpoint_id, v.event_id, v.seq, v.aggregate_id, 'PENDING', 0, :now, :now
@@ -233,19 +289,32 @@ async def redeliver(svc: Services, *, shop_id: str, endpoint_id: str, from_seq: 
                   AND (jsonb_array_length(e.event_types) = 0 OR e.event_types ? v.type)
                 ON CONFLICT (shop_id, endpoint_id, event_id) DO UPDATE
                     SET state = 'PENDING', next_attempt_at = EXCLUDED.next_attempt_at, attempts = 0
-                """), {"s": shop_id, "ep": endpoint_id, "a": from_seq, "b": to_seq, "now": now})
+                """
+                ),
+                {"s": shop_id, "ep": endpoint_id, "a": from_seq, "b": to_seq, "now": now},
+            )
             return {"queued": r.rowcount}
 
-        r = await once(s, shop_id=shop_id, scope="redeliver_events", key=idempotency_key, now=now, run=run,
-                       request={"endpoint_id": endpoint_id, "from_seq": from_seq, "to_seq": to_seq})
+        r = await once(
+            s,
+            shop_id=shop_id,
+            scope="redeliver_events",
+            key=idempotency_key,
+            now=now,
+            run=run,
+            request={"endpoint_id": endpoint_id, "from_seq": from_seq, "to_seq": to_seq},
+        )
         return r["queued"]
 
 
 def feed(shop_id: str):
     """The shop's events in feed order, each with its `position` (service/jobs/feed.py)."""
-    return (select(Event).join(EventFeed, (EventFeed.shop_id == Event.shop_id) & (EventFeed.event_id == Event.event_id))
-            .where(EventFeed.shop_id == shop_id, Event.shop_id == shop_id)
-            .options(with_expression(Event.position, EventFeed.position)))
+    return (
+        select(Event)
+        .join(EventFeed, (EventFeed.shop_id == Event.shop_id) & (EventFeed.event_id == Event.event_id))
+        .where(EventFeed.shop_id == shop_id, Event.shop_id == shop_id)
+        .options(with_expression(Event.position, EventFeed.position))
+    )
 
 
 def event_position(ev: Event) -> int:
@@ -253,8 +322,9 @@ def event_position(ev: Event) -> int:
     return ev.position
 
 
-async def events_since_caught_up(svc: Services, *, shop_id: str, after: int | None = None, limit: int = 100,
-                       types: list[str] | None = None) -> list[Event]:
+async def events_since_caught_up(
+    svc: Services, *, shop_id: str, after: int | None = None, limit: int = 100, types: list[str] | None = None
+) -> list[Event]:
     """Replay by pull: the shop's events after a cursor (`event_position` of the last one seen), in commit
     order. Every event committed before the call is in it (the pull positions them first), and an event
     that commits later gets a later position: no cursor ever skips one."""
@@ -269,10 +339,21 @@ async def events_since_caught_up(svc: Services, *, shop_id: str, after: int | No
 
 
 def event_body(ev: Event) -> bytes:
-    return json.dumps({"id": ev.event_id, "seq": ev.seq, "type": ev.type, "shop_id": ev.shop_id,
-                       "aggregate_type": ev.aggregate_type, "aggregate_id": ev.aggregate_id, "rule": ev.rule,
-                       "occurred_at": ev.occurred_at.isoformat(), "data": ev.payload},
-                      sort_keys=True, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "id": ev.event_id,
+            "seq": ev.seq,
+            "type": ev.type,
+            "shop_id": ev.shop_id,
+            "aggregate_type": ev.aggregate_type,
+            "aggregate_id": ev.aggregate_id,
+            "rule": ev.rule,
+            "occurred_at": ev.occurred_at.isoformat(),
+            "data": ev.payload,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
 
 
 # ---------------------------------------------------------------- delivery: claim, commit, post, record
@@ -326,7 +407,8 @@ RECORD_SQL = text(
 # nothing), then claim inside one shop, so every locking statement routes to one shard on Citus.
 SHOPS_WITH_DUE_DELIVERIES = text(
     "SELECT DISTINCT shop_id FROM webhook_deliveries WHERE state = 'PENDING' AND next_attempt_at <= :now"
-    " AND (lease_until IS NULL OR lease_until < statement_timestamp())")
+    " AND (lease_until IS NULL OR lease_until < statement_timestamp())"
+)
 
 
 class _Job:
@@ -339,24 +421,34 @@ class _Job:
             setattr(self, k, v)
 
 
-def webhook_client(*, deadline_s: float = DEADLINE_S, connections: int = CONCURRENCY,
-                   verify=True) -> httpx.AsyncClient:
+def webhook_client(*, deadline_s: float = DEADLINE_S, connections: int = CONCURRENCY, verify=True) -> httpx.AsyncClient:
     """The HTTP client deliveries use: no redirects followed (a 3xx is a failure: following one would reach a
     target nobody checked), no proxy taken from the environment, connections bounded. `verify`: the CAs to trust
     (the system's; a test passes its own)."""
-    return httpx.AsyncClient(timeout=deadline_s, follow_redirects=False, trust_env=False, verify=verify,
-                             limits=httpx.Limits(max_connections=connections * 2,
-                                                 max_keepalive_connections=connections),
-                             headers={"user-agent": "Sharecart-Webhooks/1"})
+    return httpx.AsyncClient(
+        timeout=deadline_s,
+        follow_redirects=False,
+        trust_env=False,
+        verify=verify,
+        limits=httpx.Limits(max_connections=connections * 2, max_keepalive_connections=connections),
+        headers={"user-agent": "Sharecart-Webhooks/1"},
+    )
 
 
 class Deliverer:
     """Lanes of webhook delivery in one process. `fill()` claims due deliveries into free lanes and starts their
     POSTs as tasks without waiting for them; the loop (or a pass) calls it again as lanes free up."""
 
-    def __init__(self, svc: Services, *, client: httpx.AsyncClient | None = None, concurrency: int = CONCURRENCY,
-                 per_endpoint: int = PER_ENDPOINT, deadline_s: float = DEADLINE_S,
-                 lease_slack_s: float = LEASE_SLACK_S) -> None:
+    def __init__(
+        self,
+        svc: Services,
+        *,
+        client: httpx.AsyncClient | None = None,
+        concurrency: int = CONCURRENCY,
+        per_endpoint: int = PER_ENDPOINT,
+        deadline_s: float = DEADLINE_S,
+        lease_slack_s: float = LEASE_SLACK_S,
+    ) -> None:
         assert concurrency >= 1 and per_endpoint >= 1 and deadline_s > 0
         self.svc, self.concurrency, self.per_endpoint = svc, concurrency, min(per_endpoint, concurrency)
         self.deadline_s, self.lease_s = deadline_s, deadline_s + lease_slack_s
@@ -405,8 +497,9 @@ class Deliverer:
 
         def done(t: asyncio.Task) -> None:
             if not t.cancelled() and t.exception() is not None:
-                log.error("webhook delivery %s/%s broke the worker", job.endpoint_id, job.event_id,
-                          exc_info=t.exception())
+                log.error(
+                    "webhook delivery %s/%s broke the worker", job.endpoint_id, job.event_id, exc_info=t.exception()
+                )
             self.in_flight.discard(t)
             self.lanes[job.endpoint_id] -= 1
             if self.lanes[job.endpoint_id] <= 0:
@@ -426,8 +519,11 @@ class Deliverer:
         token = new_id("wl_")
         async with unit_of_work(self.svc) as s:
             now = self.svc.now()
-            rows = (await s.execute(CLAIM_SQL, {"shop_id": shop_id, "now": now, "busy": busy, "token": token,
-                                                "lease_s": self.lease_s})).all()
+            rows = (
+                await s.execute(
+                    CLAIM_SQL, {"shop_id": shop_id, "now": now, "busy": busy, "token": token, "lease_s": self.lease_s}
+                )
+            ).all()
             assert len(rows) <= 1, rows  # one lease per claim, or a leased delivery would never be posted
             if not rows:
                 return None
@@ -435,17 +531,35 @@ class Deliverer:
             ep = await s.get(WebhookEndpoint, (shop_id, row.endpoint_id))
             ev = await s.get(Event, (shop_id, row.event_id))
             if ep is None or ev is None:  # cannot be sent (data removed by hand): set aside, visible, not retried
-                await s.execute(update(WebhookDelivery).where(*_delivery_key(row)).values(
-                    state="DEAD", lease_until=None, lease_token=None,
-                    last_error="endpoint not found" if ep is None else "event not found"))
+                await s.execute(
+                    update(WebhookDelivery)
+                    .where(*_delivery_key(row))
+                    .values(
+                        state="DEAD",
+                        lease_until=None,
+                        lease_token=None,
+                        last_error="endpoint not found" if ep is None else "event not found",
+                    )
+                )
                 return False
             if not ep.enabled:
                 await _hold(s, row)
                 return False
-            live = [ep.secret] + ([ep.previous_secret] if ep.previous_secret and ep.previous_secret_until
-                                  and now < ep.previous_secret_until else [])
-            return _Job(shop_id=shop_id, endpoint_id=row.endpoint_id, event_id=row.event_id, token=token,
-                        attempts=row.attempts, url=ep.url, body=event_body(ev), secrets=live)
+            live = [ep.secret] + (
+                [ep.previous_secret]
+                if ep.previous_secret and ep.previous_secret_until and now < ep.previous_secret_until
+                else []
+            )
+            return _Job(
+                shop_id=shop_id,
+                endpoint_id=row.endpoint_id,
+                event_id=row.event_id,
+                token=token,
+                attempts=row.attempts,
+                url=ep.url,
+                body=event_body(ev),
+                secrets=live,
+            )
 
     async def _post_and_record(self, job: _Job) -> None:
         started = time.perf_counter()
@@ -472,8 +586,9 @@ class Deliverer:
                 target = await webhook_targets.resolve_target(job.url)  # again now, and pinned (11.3)
                 headers = {**signed_headers(job.secrets, job.event_id, job.body), "host": target.host_header}
                 extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-                request = self.client.build_request("POST", target.pinned_url, content=job.body, headers=headers,
-                                                    extensions=extensions)
+                request = self.client.build_request(
+                    "POST", target.pinned_url, content=job.body, headers=headers, extensions=extensions
+                )
                 response = await self.client.send(request, stream=True)
                 try:
                     status = response.status_code
@@ -496,8 +611,11 @@ class Deliverer:
 
 
 def _delivery_key(row) -> tuple:
-    return (WebhookDelivery.shop_id == row.shop_id, WebhookDelivery.endpoint_id == row.endpoint_id,
-            WebhookDelivery.event_id == row.event_id)
+    return (
+        WebhookDelivery.shop_id == row.shop_id,
+        WebhookDelivery.endpoint_id == row.endpoint_id,
+        WebhookDelivery.event_id == row.event_id,
+    )
 
 
 async def _record(svc: Services, job: _Job, *, status: int | None, ok: bool, duration_ms: int) -> None:
@@ -506,34 +624,80 @@ async def _record(svc: Services, job: _Job, *, status: int | None, ok: bool, dur
     error = None if status is not None else GENERIC_FAILURE
     async with unit_of_work(svc) as s:
         now = svc.now()
-        s.add(WebhookAttempt(shop_id=job.shop_id, attempt_id=new_id("wa_"), endpoint_id=job.endpoint_id,
-                             event_id=job.event_id, at=now, status_code=status, error=error, duration_ms=duration_ms))
-        row = (await s.execute(RECORD_SQL, {
-            "status": status, "error": error, "ok": ok, "now": now, "next": now + backoff(job.attempts + 1),
-            "shop_id": job.shop_id, "endpoint_id": job.endpoint_id, "event_id": job.event_id,
-            "token": job.token})).first()
+        s.add(
+            WebhookAttempt(
+                shop_id=job.shop_id,
+                attempt_id=new_id("wa_"),
+                endpoint_id=job.endpoint_id,
+                event_id=job.event_id,
+                at=now,
+                status_code=status,
+                error=error,
+                duration_ms=duration_ms,
+            )
+        )
+        row = (
+            await s.execute(
+                RECORD_SQL,
+                {
+                    "status": status,
+                    "error": error,
+                    "ok": ok,
+                    "now": now,
+                    "next": now + backoff(job.attempts + 1),
+                    "shop_id": job.shop_id,
+                    "endpoint_id": job.endpoint_id,
+                    "event_id": job.event_id,
+                    "token": job.token,
+                },
+            )
+        ).first()
         if row is None:
             return
         key = (WebhookEndpoint.shop_id == job.shop_id, WebhookEndpoint.endpoint_id == job.endpoint_id)
         if ok:
-            await s.execute(update(WebhookEndpoint).where(*key, (WebhookEndpoint.consecutive_failures > 0)
-                                                          | WebhookEndpoint.failing_since.is_not(None))
-                            .values(consecutive_failures=0, failing_since=None))
+            await s.execute(
+                update(WebhookEndpoint)
+                .where(*key, (WebhookEndpoint.consecutive_failures > 0) | WebhookEndpoint.failing_since.is_not(None))
+                .values(consecutive_failures=0, failing_since=None)
+            )
             return
-        failures, since = (await s.execute(
-            update(WebhookEndpoint).where(*key)
-            .values(consecutive_failures=WebhookEndpoint.consecutive_failures + 1,
-                    failing_since=func.coalesce(WebhookEndpoint.failing_since, now))
-            .returning(WebhookEndpoint.consecutive_failures, WebhookEndpoint.failing_since))).one()
+        failures, since = (
+            await s.execute(
+                update(WebhookEndpoint)
+                .where(*key)
+                .values(
+                    consecutive_failures=WebhookEndpoint.consecutive_failures + 1,
+                    failing_since=func.coalesce(WebhookEndpoint.failing_since, now),
+                )
+                .returning(WebhookEndpoint.consecutive_failures, WebhookEndpoint.failing_since)
+            )
+        ).one()
         if failures >= DISABLE_MIN_FAILURES and now - since >= DISABLE_AFTER:
             # guarded, so concurrent workers disable (and tell the admin) once; this delivery stays owed (held)
-            disabled = (await s.execute(update(WebhookEndpoint).where(*key, WebhookEndpoint.enabled)
-                                        .values(enabled=False, disabled_at=now).returning(WebhookEndpoint.url))).first()
+            disabled = (
+                await s.execute(
+                    update(WebhookEndpoint)
+                    .where(*key, WebhookEndpoint.enabled)
+                    .values(enabled=False, disabled_at=now)
+                    .returning(WebhookEndpoint.url)
+                )
+            ).first()
             if disabled:
-                events.emit(s, shop_id=job.shop_id, type=EventType.WEBHOOK_ENDPOINT_DISABLED, aggregate_type="webhook",
-                            aggregate_id=job.endpoint_id, now=now,
-                            payload={"endpoint_id": job.endpoint_id, "url": disabled.url, "failures": failures,
-                                     "failing_since": since.isoformat()})
+                events.emit(
+                    s,
+                    shop_id=job.shop_id,
+                    type=EventType.WEBHOOK_ENDPOINT_DISABLED,
+                    aggregate_type="webhook",
+                    aggregate_id=job.endpoint_id,
+                    now=now,
+                    payload={
+                        "endpoint_id": job.endpoint_id,
+                        "url": disabled.url,
+                        "failures": failures,
+                        "failing_since": since.isoformat(),
+                    },
+                )
         elif now - row.created_at >= RETRY_FOR and row.attempts >= MIN_ATTEMPTS_BEFORE_DEAD:
             # its endpoint accepts others (else it would be disabled): stop blocking the aggregate
             await s.execute(update(WebhookDelivery).where(*_delivery_key(job)).values(state="DEAD"))
@@ -544,24 +708,43 @@ async def _hold(s, row) -> None:
     enable in progress locks the endpoint row and skips the deliveries workers have claimed (this one), so
     this waits for it and, seeing the endpoint enabled, leaves the delivery due instead of holding it
     forever. The lock lasts only until this transaction commits: no POST is made on this path."""
-    enabled = (await s.execute(select(WebhookEndpoint.enabled).where(
-        WebhookEndpoint.shop_id == row.shop_id, WebhookEndpoint.endpoint_id == row.endpoint_id)
-        .with_for_update(read=True))).scalar()
-    await s.execute(update(WebhookDelivery).where(*_delivery_key(row)).values(
-        lease_until=None, lease_token=None, **({} if enabled else {"state": "HELD"})))
+    enabled = (
+        await s.execute(
+            select(WebhookEndpoint.enabled)
+            .where(WebhookEndpoint.shop_id == row.shop_id, WebhookEndpoint.endpoint_id == row.endpoint_id)
+            .with_for_update(read=True)
+        )
+    ).scalar()
+    await s.execute(
+        update(WebhookDelivery)
+        .where(*_delivery_key(row))
+        .values(lease_until=None, lease_token=None, **({} if enabled else {"state": "HELD"}))
+    )
 
 
-async def deliver_due(svc: Services, *, client: httpx.AsyncClient | None = None, concurrency: int = 4,
-                      per_endpoint: int | None = None, timeout_s: float = DEADLINE_S,
-                      lease_slack_s: float = LEASE_SLACK_S, stop: asyncio.Event | None = None) -> int:
+async def deliver_due(
+    svc: Services,
+    *,
+    client: httpx.AsyncClient | None = None,
+    concurrency: int = 4,
+    per_endpoint: int | None = None,
+    timeout_s: float = DEADLINE_S,
+    lease_slack_s: float = LEASE_SLACK_S,
+    stop: asyncio.Event | None = None,
+) -> int:
     """One pass (tests, scripts): attempt every delivery due now once — a failure is rescheduled by backoff, so
     it is not due again in this pass, while a success may make the next event of its aggregate due — and wait
     for those POSTs. Returns how many attempts were made (a target refused at connect time counts: it is
     recorded). The service's worker runs `delivery_loop` instead, which never waits for a POST before starting
     the next."""
-    async with Deliverer(svc, client=client, concurrency=concurrency,
-                         per_endpoint=per_endpoint or max(1, concurrency // 2), deadline_s=timeout_s,
-                         lease_slack_s=lease_slack_s) as d:
+    async with Deliverer(
+        svc,
+        client=client,
+        concurrency=concurrency,
+        per_endpoint=per_endpoint or max(1, concurrency // 2),
+        deadline_s=timeout_s,
+        lease_slack_s=lease_slack_s,
+    ) as d:
         while stop is None or not stop.is_set():
             d.freed.clear()
             started = await d.fill()
@@ -572,9 +755,16 @@ async def deliver_due(svc: Services, *, client: httpx.AsyncClient | None = None,
     return d.posted
 
 
-async def delivery_loop(svc: Services, stop: asyncio.Event, *, interval: float = 1.0, backoff_max: float = 30.0,
-                        concurrency: int = CONCURRENCY, per_endpoint: int = PER_ENDPOINT,
-                        timeout_s: float = DEADLINE_S) -> None:
+async def delivery_loop(
+    svc: Services,
+    stop: asyncio.Event,
+    *,
+    interval: float = 1.0,
+    backoff_max: float = 30.0,
+    concurrency: int = CONCURRENCY,
+    per_endpoint: int = PER_ENDPOINT,
+    timeout_s: float = DEADLINE_S,
+) -> None:
     """The worker's delivery loop: keeps up to `concurrency` POSTs in flight and claims more whenever a lane frees
     or `interval` passes, so a receiver that takes its whole deadline holds one lane, never the loop. A failing
     claim (the database away) pauses 1, 2, 4 … s up to `backoff_max`, one log line a try (as service.jobs.worker)."""
@@ -591,20 +781,24 @@ async def delivery_loop(svc: Services, stop: asyncio.Event, *, interval: float =
             else:
                 delay = backoff.succeeded()
             waits = {asyncio.ensure_future(stop.wait())}
-            if (d.in_flight or d.freed.is_set()) and not backoff.failures:  # wake when a lane frees, else after the delay
+            if (
+                d.in_flight or d.freed.is_set()
+            ) and not backoff.failures:  # wake when a lane frees, else after the delay
                 waits.add(asyncio.ensure_future(d.freed.wait()))
             await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
             for w in waits:
                 w.cancel()
 
 
-async def disable_endpoint(svc: Services, *, shop_id: str, endpoint_id: str,
-                           idempotency_key: str | None = None) -> WebhookEndpoint:
+async def disable_endpoint(
+    svc: Services, *, shop_id: str, endpoint_id: str, idempotency_key: str | None = None
+) -> WebhookEndpoint:
     """An admin stops deliveries to an endpoint: what it is owed from now on is HELD, not lost, until
     `enable_endpoint` (the same state the worker leaves a failing endpoint in). Disabling it again
     changes nothing (its first `disabled_at` stays)."""
     now = svc.now()
     async with unit_of_work(svc) as s:
+
         async def run() -> WebhookEndpoint:
             ep = await s.get(WebhookEndpoint, (shop_id, endpoint_id), with_for_update=True)
             if ep is None:
@@ -614,8 +808,16 @@ async def disable_endpoint(svc: Services, *, shop_id: str, endpoint_id: str,
             await s.flush()
             return ep
 
-        return await once_row(s, WebhookEndpoint, shop_id=shop_id, scope="disable_webhook", key=idempotency_key,
-                              now=now, run=run, request={"endpoint_id": endpoint_id})
+        return await once_row(
+            s,
+            WebhookEndpoint,
+            shop_id=shop_id,
+            scope="disable_webhook",
+            key=idempotency_key,
+            now=now,
+            run=run,
+            request={"endpoint_id": endpoint_id},
+        )
 
 
 # ---------------------------------------------------------------- admin: disable, re-point, delete (issue 11.9)
@@ -626,21 +828,27 @@ async def _locked(s, shop_id: str, endpoint_id: str) -> WebhookEndpoint:
     return ep
 
 
-
-
-async def update_endpoint(svc: Services, *, shop_id: str, endpoint_id: str, url: str | None = None,
-                          event_types: list[str] | None = None,
-                          idempotency_key: str | None = None) -> WebhookEndpoint:
+async def update_endpoint(
+    svc: Services,
+    *,
+    shop_id: str,
+    endpoint_id: str,
+    url: str | None = None,
+    event_types: list[str] | None = None,
+    idempotency_key: str | None = None,
+) -> WebhookEndpoint:
     """Re-point an endpoint (a new URL, checked as at registration) and/or change its event-type filter; its
     secret and what it is owed stay."""
     if url is not None:
         await _refuse_unsafe_url(url)  # the registration's SSRF rules (issue 11.3)
     unknown = sorted({t for t in event_types or [] if not is_event_type(t)})
     if unknown:
-        raise refuse(ErrorCode.INVALID_INPUT, f"unknown event types {unknown}; see docs/webhooks.md",
-                     field="eventTypes")
+        raise refuse(
+            ErrorCode.INVALID_INPUT, f"unknown event types {unknown}; see docs/webhooks.md", field="eventTypes"
+        )
     now = svc.now()
     async with unit_of_work(svc) as s:
+
         async def run() -> WebhookEndpoint:
             ep = await _locked(s, shop_id, endpoint_id)
             if url is not None:
@@ -649,19 +857,29 @@ async def update_endpoint(svc: Services, *, shop_id: str, endpoint_id: str, url:
                 ep.event_types = list(event_types)
             return ep
 
-        return await once_row(s, WebhookEndpoint, shop_id=shop_id, scope="update_webhook", key=idempotency_key,
-                              now=now, run=run, request={"endpoint_id": endpoint_id, "url": url,
-                                                         "event_types": sorted(event_types or [])
-                                                         if event_types is not None else None})
+        return await once_row(
+            s,
+            WebhookEndpoint,
+            shop_id=shop_id,
+            scope="update_webhook",
+            key=idempotency_key,
+            now=now,
+            run=run,
+            request={
+                "endpoint_id": endpoint_id,
+                "url": url,
+                "event_types": sorted(event_types or []) if event_types is not None else None,
+            },
+        )
 
 
-async def delete_endpoint(svc: Services, *, shop_id: str, endpoint_id: str,
-                          idempotency_key: str | None = None) -> bool:
+async def delete_endpoint(svc: Services, *, shop_id: str, endpoint_id: str, idempotency_key: str | None = None) -> bool:
     """Remove an endpoint with what it is still owed and its attempt records; the shop's events stay (the
     event pull API serves them). A retry with the same key answers True again; without a key, deleting an
     endpoint that is gone is NOT_FOUND."""
     now = svc.now()
     async with unit_of_work(svc) as s:
+
         async def run() -> dict:
             ep = await _locked(s, shop_id, endpoint_id)
             for model in (WebhookDelivery, WebhookAttempt):
@@ -669,6 +887,13 @@ async def delete_endpoint(svc: Services, *, shop_id: str, endpoint_id: str,
             await s.delete(ep)
             return {"deleted": True}
 
-        r = await once(s, shop_id=shop_id, scope="delete_webhook", key=idempotency_key, now=now, run=run,
-                       request={"endpoint_id": endpoint_id})
+        r = await once(
+            s,
+            shop_id=shop_id,
+            scope="delete_webhook",
+            key=idempotency_key,
+            now=now,
+            run=run,
+            request={"endpoint_id": endpoint_id},
+        )
         return bool(r["deleted"])

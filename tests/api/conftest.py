@@ -89,8 +89,9 @@ class Client:
             self.headers["X-Shop-Key"] = shop_key
 
     def gql(self, query: str, **variables) -> dict:
-        r = httpx.post(f"{self.base}/graphql", json={"query": query, "variables": variables}, headers=self.headers,
-                       timeout=30)
+        r = httpx.post(
+            f"{self.base}/graphql", json={"query": query, "variables": variables}, headers=self.headers, timeout=30
+        )
         assert r.status_code == 200, r.text
         return r.json()
 
@@ -129,8 +130,14 @@ async def world(server, svc):
     def as_(user, *roles, s=shop):
         return Client(base, mint_token(s, user, list(roles), 3600))
 
-    return {"shop": shop, "other": other, "as": as_, "base": base, "svc": server["svc"],
-            "public": Client(base, shop_key=shop.public_key)}
+    return {
+        "shop": shop,
+        "other": other,
+        "as": as_,
+        "base": base,
+        "svc": server["svc"],
+        "public": Client(base, shop_key=shop.public_key),
+    }
 
 
 # ---------------------------------------------------------------- `sharecart serve` as a separate process
@@ -149,8 +156,14 @@ class ServiceProcess:
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if k != "SHARECART_TEST_CLOCK"}
         env.update(DATABASE_URL=database_url, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), *args],
-                                     cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), *args],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
         deadline = time.monotonic() + 60

@@ -35,14 +35,16 @@ def test_body_over_the_limit_is_413_by_content_length(world):
 
 def test_body_over_the_limit_is_413_without_content_length(world):
     """A chunked body has no Content-Length: the limit counts what arrives."""
+
     def chunks():
         yield b'{"query": "{ __typename }", "pad": "'
         for _ in range(300):
             yield b"x" * 1024
         yield b'"}'
 
-    r = httpx.post(f"{world['base']}/graphql", content=chunks(), headers={"Content-Type": "application/json"},
-                   timeout=30)
+    r = httpx.post(
+        f"{world['base']}/graphql", content=chunks(), headers={"Content-Type": "application/json"}, timeout=30
+    )
     assert r.request.headers.get("transfer-encoding") == "chunked" and "content-length" not in r.request.headers
     assert r.status_code == 413
 
@@ -84,49 +86,86 @@ def test_sixty_aliases_of_nested_pages_are_refused_by_cost_before_running(world)
 
 
 def test_cost_multiplies_first_from_variables_and_defaults_through_nesting(world):
-    q = ("query($n: Int) { campaigns(first: $n) { edges { node { title openGroups(first: $n) { edges { node { "
-         "id seatsLeft } } } } } } }")
+    q = (
+        "query($n: Int) { campaigns(first: $n) { edges { node { title openGroups(first: $n) { edges { node { "
+        "id seatsLeft } } } } } } }"
+    )
     assert codes(world["public"].gql(q, n=100)) == ["QUERY_TOO_COMPLEX"]
     assert "errors" not in world["public"].gql(q, n=10)
     # no `first`: the default page (20) counts, so 20 × 20 nested pages are fine …
     assert "errors" not in world["public"].gql(
-        "{ campaigns { edges { node { openGroups { edges { node { id } } } } } } }")
+        "{ campaigns { edges { node { openGroups { edges { node { id } } } } } } }"
+    )
     # … and the same through a fragment
-    frag = ("query($n: Int) { campaigns(first: $n) { ...C } } fragment C on CampaignConnection { edges { node { "
-            "openGroups(first: $n) { edges { node { id seatsLeft } } } } } }")
+    frag = (
+        "query($n: Int) { campaigns(first: $n) { ...C } } fragment C on CampaignConnection { edges { node { "
+        "openGroups(first: $n) { edges { node { id seatsLeft } } } } } }"
+    )
     assert codes(world["public"].gql(frag, n=100)) == ["QUERY_TOO_COMPLEX"]
 
 
 def test_ordinary_pages_are_well_within_the_budget(world):
-    q = ("{ myOrders(first: 100) { totalCount edges { cursor node { id externalId state paidAmount refundedAmount "
-         "currency group { id state seatsLeft tierReached { members unitPrice } campaign { id title } } } } } }")
+    q = (
+        "{ myOrders(first: 100) { totalCount edges { cursor node { id externalId state paidAmount refundedAmount "
+        "currency group { id state seatsLeft tierReached { members unitPrice } campaign { id title } } } } } }"
+    )
     assert "errors" not in world["as"]("ann", "customer").gql(q)
 
 
 # ---------------------------------------------------------------- client mistakes
-@pytest.mark.parametrize("query, variables, says", [
-    ("query($f: Int) { myOrders(first: $f) { totalCount } }", {"f": "abc"}, "Int"),
-    ("query($f: Int) { myOrders(first: $f) { totalCount } }", {"f": 1e300}, "Int"),
-    ("mutation($i: RequestPayoutInput!) { requestPayout(input: $i) { errors { code } } }",
-     {"i": {"amount": 1e300}}, "MinorUnits"),
-    ("mutation($i: RequestPayoutInput!) { requestPayout(input: $i) { errors { code } } }",
-     {"i": {"amount": 2**60}}, "MinorUnits"),
-    ("mutation($i: RequestPayoutInput!) { requestPayout(input: $i) { errors { code } } }",
-     {"i": {"amount": "12.50"}}, "MinorUnits"),
-    ("mutation { requestPayout(input: {amount: 1e300}) { errors { code } } }", {}, "MinorUnits"),
-    ("mutation($i: RequestPayoutInput!) { requestPayout(input: $i) { errors { code } } }", {"i": {}}, "amount"),
-    ('{ node(id: "zzz") { id } }', {}, "global id"),
-    ('{ node(id: "Rm9vOjE=") { id } }', {}, "global id"),  # "Foo:1": no such type
-    ('{ group(id: "zzz") { id } }', {}, "Group"),
-    ('query($d: DateTime!) { me { earnings(periodFrom: $d, periodTo: $d) { paid } } }', {"d": "yesterday"},
-     "DateTime"),
-    ("{ nope }", {}, "nope"),
-    ("{ myOrders { ", {}, "Syntax Error"),
-], ids=["int-string", "int-huge", "money-1e300", "money-2^60", "money-string", "money-literal",
-        "missing-field", "node-zzz", "node-unknown-type", "group-zzz", "datetime", "unknown-field", "syntax"])
+@pytest.mark.parametrize(
+    "query, variables, says",
+    [
+        ("query($f: Int) { myOrders(first: $f) { totalCount } }", {"f": "abc"}, "Int"),
+        ("query($f: Int) { myOrders(first: $f) { totalCount } }", {"f": 1e300}, "Int"),
+        (
+            "mutation($i: RequestPayoutInput!) { requestPayout(input: $i) { errors { code } } }",
+            {"i": {"amount": 1e300}},
+            "MinorUnits",
+        ),
+        (
+            "mutation($i: RequestPayoutInput!) { requestPayout(input: $i) { errors { code } } }",
+            {"i": {"amount": 2**60}},
+            "MinorUnits",
+        ),
+        (
+            "mutation($i: RequestPayoutInput!) { requestPayout(input: $i) { errors { code } } }",
+            {"i": {"amount": "12.50"}},
+            "MinorUnits",
+        ),
+        ("mutation { requestPayout(input: {amount: 1e300}) { errors { code } } }", {}, "MinorUnits"),
+        ("mutation($i: RequestPayoutInput!) { requestPayout(input: $i) { errors { code } } }", {"i": {}}, "amount"),
+        ('{ node(id: "zzz") { id } }', {}, "global id"),
+        ('{ node(id: "Rm9vOjE=") { id } }', {}, "global id"),  # "Foo:1": no such type
+        ('{ group(id: "zzz") { id } }', {}, "Group"),
+        (
+            "query($d: DateTime!) { me { earnings(periodFrom: $d, periodTo: $d) { paid } } }",
+            {"d": "yesterday"},
+            "DateTime",
+        ),
+        ("{ nope }", {}, "nope"),
+        ("{ myOrders { ", {}, "Syntax Error"),
+    ],
+    ids=[
+        "int-string",
+        "int-huge",
+        "money-1e300",
+        "money-2^60",
+        "money-string",
+        "money-literal",
+        "missing-field",
+        "node-zzz",
+        "node-unknown-type",
+        "group-zzz",
+        "datetime",
+        "unknown-field",
+        "syntax",
+    ],
+)
 def test_client_mistakes_are_invalid_input_with_a_helpful_message(world, query, variables, says):
-    r = post(world, {"query": query, "variables": variables},
-             headers=world["as"]("ann", "customer", "distributor").headers)
+    r = post(
+        world, {"query": query, "variables": variables}, headers=world["as"]("ann", "customer", "distributor").headers
+    )
     no_leaks(r.text)
     body = r.json()
     assert codes(body) == ["INVALID_INPUT"], body
@@ -142,8 +181,10 @@ def test_nothing_internal_leaks_from_garbage(world):
     no_leaks(r.text)
 
 
-@pytest.mark.parametrize("body, content_type", [(b"{bad", "application/json"), (b"{}", "application/json"),
-                                                (b"{ __typename }", "text/plain")])
+@pytest.mark.parametrize(
+    "body, content_type",
+    [(b"{bad", "application/json"), (b"{}", "application/json"), (b"{ __typename }", "text/plain")],
+)
 def test_an_unreadable_request_is_json_with_a_code_ER1(world, body, content_type):
     """A request strawberry cannot read (not JSON, no query, an unsupported content type) is answered in
     GraphQL's error shape with INVALID_INPUT, like every other refusal, never as bare text."""
@@ -155,8 +196,18 @@ def test_an_unreadable_request_is_json_with_a_code_ER1(world, body, content_type
 def test_payload_error_fields_are_named_as_in_the_schema_ER1(world):
     """The engine names fields in Python; a payload error names the input field as the client wrote it."""
     admin = world["as"]("boss", "admin")
-    r = admin.mutate("createCampaign", {"productRef": "p", "title": "t", "listPrice": 1000,
-                                        "tiers": [{"members": 2, "unitPrice": 900}], "durationSeconds": 3600,
-                                        "paymentWindowSeconds": 600, "startsAt": "2026-02-01T00:00:00+00:00",
-                                        "endsAt": "2026-01-01T00:00:00+00:00"}, "campaign { id }")
+    r = admin.mutate(
+        "createCampaign",
+        {
+            "productRef": "p",
+            "title": "t",
+            "listPrice": 1000,
+            "tiers": [{"members": 2, "unitPrice": 900}],
+            "durationSeconds": 3600,
+            "paymentWindowSeconds": 600,
+            "startsAt": "2026-02-01T00:00:00+00:00",
+            "endsAt": "2026-01-01T00:00:00+00:00",
+        },
+        "campaign { id }",
+    )
     assert [(e["code"], e["field"]) for e in r["errors"]] == [("INVALID_INPUT", "endsAt")], r

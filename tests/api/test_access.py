@@ -33,8 +33,10 @@ from tests.api.conftest import Client, codes
 
 PUBLIC = frozenset(ROLES | {"public"})  # DS-2: the shop key, or any token of the shop
 CALLERS = ("customer", "distributor", "admin", "finance", "backend", "public", "none", "other")
-LEVELS_INPUT = ('[{grade: 0, name: "Member", level1Bp: 1000, level2Bp: 500}, '
-                '{grade: 1, name: "Silver", level1Bp: 1200, level2Bp: 600, upgradeBonus: 5000}]')
+LEVELS_INPUT = (
+    '[{grade: 0, name: "Member", level1Bp: 1000, level2Bp: 500}, '
+    '{grade: 1, name: "Silver", level1Bp: 1200, level2Bp: 600, upgradeBonus: 5000}]'
+)
 
 Q = {  # root query field → (who may call it, request)
     "node": (PUBLIC, '{ node(id: "{order}") { id } }'),
@@ -47,25 +49,40 @@ Q = {  # root query field → (who may call it, request)
     "myGroups": ({"customer"}, "{ myGroups { totalCount edges { node { id } } } }"),
     "mySegment": ({"customer"}, "{ mySegment }"),
     "myReferral": ({"customer"}, "{ myReferral { source referrerCode } }"),
-    "myDownline": ({"distributor"}, '{ myDownline(periodFrom: "2026-01-01T00:00:00Z", periodTo: '
-                                    '"2026-02-01T00:00:00Z") { totalCount edges { node { alias } } } }'),
-    "myFunnel": ({"distributor"}, '{ myFunnel(periodFrom: "2026-01-01T00:00:00Z", periodTo: "2026-02-01T00:00:00Z") '
-                                  '{ visits } }'),
-    "leaderboard": ({"admin"}, '{ leaderboard(periodFrom: "2026-01-01T00:00:00Z", periodTo: "2026-02-01T00:00:00Z") '
-                               '{ rank userId } }'),
-    "funnel": ({"admin"}, '{ funnel(periodFrom: "2026-01-01T00:00:00Z", periodTo: "2026-02-01T00:00:00Z", '
-                          'distributorId: "acc-d") { visits } }'),
+    "myDownline": (
+        {"distributor"},
+        '{ myDownline(periodFrom: "2026-01-01T00:00:00Z", periodTo: '
+        '"2026-02-01T00:00:00Z") { totalCount edges { node { alias } } } }',
+    ),
+    "myFunnel": (
+        {"distributor"},
+        '{ myFunnel(periodFrom: "2026-01-01T00:00:00Z", periodTo: "2026-02-01T00:00:00Z") { visits } }',
+    ),
+    "leaderboard": (
+        {"admin"},
+        '{ leaderboard(periodFrom: "2026-01-01T00:00:00Z", periodTo: "2026-02-01T00:00:00Z") { rank userId } }',
+    ),
+    "funnel": (
+        {"admin"},
+        '{ funnel(periodFrom: "2026-01-01T00:00:00Z", periodTo: "2026-02-01T00:00:00Z", '
+        'distributorId: "acc-d") { visits } }',
+    ),
     "referralBinding": ({"admin"}, '{ referralBinding(userId: "buyer") { referrerId source } }'),
-    "commissionPreview": ({"customer", "distributor"}, '{ commissionPreview(input: {lines: [{productRef: "p", '
-                                                       'unitPrice: 100}]}) { baseMost shares { level } } }'),
+    "commissionPreview": (
+        {"customer", "distributor"},
+        '{ commissionPreview(input: {lines: [{productRef: "p", unitPrice: 100}]}) { baseMost shares { level } } }',
+    ),
     "me": ({"distributor"}, "{ me { inviteCode balances { available } commissionLines { totalCount } } }"),
     "owedRefunds": ({"backend", "finance"}, "{ owedRefunds { totalCount edges { node { id amount } } } }"),
     "product": ({"backend", "admin"}, '{ product(productRef: "{product}") { id productRef } }'),
     "products": ({"backend", "admin"}, "{ products { totalCount edges { node { id productRef } } } }"),
     "pendingPayouts": ({"finance"}, "{ pendingPayouts { totalCount edges { node { id distributorId } } } }"),
     "settlements": ({"admin", "finance"}, "{ settlements { totalCount edges { node { id } } } }"),
-    "shopEarningsSeries": ({"admin", "finance"}, '{ shopEarningsSeries(granularity: DAY, periodFrom: "2026-01-01", '
-                                                 'periodTo: "2026-01-03") { periodFrom earned } }'),
+    "shopEarningsSeries": (
+        {"admin", "finance"},
+        '{ shopEarningsSeries(granularity: DAY, periodFrom: "2026-01-01", '
+        'periodTo: "2026-01-03") { periodFrom earned } }',
+    ),
     "campaignStats": ({"admin"}, '{ campaignStats(campaignId: "{campaign}") { total { opened units } } }'),
     "distributionSettings": ({"admin"}, "{ distributionSettings { mode level1Bp } }"),
     "levels": ({"admin"}, "{ levels { totalCount edges { node { id name } } } }"),
@@ -92,15 +109,20 @@ M = {  # root mutation field → (who may call it, input)
     "applyAsDistributor": ({"customer"}, "{}"),
     "confirmPayment": ({"backend"}, '{orderId: "{order}", amount: 1, providerRef: "acc-pay"}'),
     "confirmRefund": ({"backend"}, '{refundId: "{refund}", providerRef: "acc-rf"}'),
-    "reportOrder": ({"backend"}, '{externalId: "acc-new", buyerId: "x", lines: [{productRef: "p", quantity: 1, '
-                                 'unitPrice: 100}]}'),
+    "reportOrder": (
+        {"backend"},
+        '{externalId: "acc-new", buyerId: "x", lines: [{productRef: "p", quantity: 1, unitPrice: 100}]}',
+    ),
     "refundOrder": ({"backend"}, '{orderId: "{order}", amount: 1, providerRef: "acc-ref"}'),
     "completeOrder": ({"backend"}, '{orderId: "{order}"}'),
     "upsertProduct": ({"backend", "admin"}, '{productRef: "acc-prod", category: "x"}'),
     "requestPayout": ({"distributor"}, "{amount: 100}"),
-    "createCampaign": ({"admin"}, '{productRef: "acc", title: "acc", listPrice: 1000, tiers: [{members: 2, '
-                                  'unitPrice: 900}], durationSeconds: 3600, paymentWindowSeconds: 600, '
-                                  'startsAt: "2026-01-01T00:00:00+00:00", endsAt: "2036-01-01T00:00:00+00:00"}'),
+    "createCampaign": (
+        {"admin"},
+        '{productRef: "acc", title: "acc", listPrice: 1000, tiers: [{members: 2, '
+        "unitPrice: 900}], durationSeconds: 3600, paymentWindowSeconds: 600, "
+        'startsAt: "2026-01-01T00:00:00+00:00", endsAt: "2036-01-01T00:00:00+00:00"}',
+    ),
     "endCampaign": ({"admin"}, '{campaignId: "{campaign}"}'),
     "updateDistributionSettings": ({"admin"}, "{}"),
     "setLevels": ({"admin"}, "{levels: " + LEVELS_INPUT + "}"),
@@ -151,8 +173,11 @@ def _uses_an_id_of_shop_a(op: str) -> bool:
 # ---------------------------------------------------------------- shop A with one of everything
 async def snapshot(engine, shop_id: str) -> str:
     """A digest of every row of the shop, in every table (SH-1: all of them carry shop_id)."""
-    parts = [f"SELECT '{t.name}:' || x::text AS r FROM {t.name} x WHERE shop_id = :s"
-             for t in Base.metadata.sorted_tables if "shop_id" in t.c]
+    parts = [
+        f"SELECT '{t.name}:' || x::text AS r FROM {t.name} x WHERE shop_id = :s"
+        for t in Base.metadata.sorted_tables
+        if "shop_id" in t.c
+    ]
     sql = text(f"SELECT md5(string_agg(r, '|' ORDER BY r)) FROM ({' UNION ALL '.join(parts)}) u")
     async with engine.connect() as c:
         return (await c.execute(sql, {"s": shop_id})).scalar_one()
@@ -170,26 +195,40 @@ async def site(server, db_engine):
     a = await shops.create_shop(svc, shop_id=f"acc-a-{tag}", name="A", currency="CNY")
     b = await shops.create_shop(svc, shop_id=f"acc-b-{tag}", name="B", currency="CNY")
     sid = a.shop_id
-    await shops.set_levels(svc, shop_id=sid, levels=[Level(grade=0, name="Member", level1_bp=1000, level2_bp=500),
-                                                     Level(grade=1, name="Silver", level1_bp=1200, level2_bp=600,
-                                                           upgrade_bonus=5000)])
+    await shops.set_levels(
+        svc,
+        shop_id=sid,
+        levels=[
+            Level(grade=0, name="Member", level1_bp=1000, level2_bp=500),
+            Level(grade=1, name="Silver", level1_bp=1200, level2_bp=600, upgrade_bonus=5000),
+        ],
+    )
     product = f"sku-a-{tag}"
     await shops.upsert_product(svc, shop_id=sid, product_ref=product, category="tea")
-    c = await campaigns.create_campaign(svc, shop_id=sid, product_ref=product, title=f"Campaign-A-{tag}",
-                                        list_price=10000, tiers=[(2, 8000), (3, 7000)], duration=timedelta(days=2),
-                                        payment_window=timedelta(hours=1), starts_at=now - timedelta(hours=1),
-                                        ends_at=now + timedelta(days=30))
+    c = await campaigns.create_campaign(
+        svc,
+        shop_id=sid,
+        product_ref=product,
+        title=f"Campaign-A-{tag}",
+        list_price=10000,
+        tiers=[(2, 8000), (3, 7000)],
+        duration=timedelta(days=2),
+        payment_window=timedelta(hours=1),
+        starts_at=now - timedelta(hours=1),
+        ends_at=now + timedelta(days=30),
+    )
     lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="lead")
     await orders.confirm_payment(svc, shop_id=sid, order_id=lead.order_id, amount=lead.amount, provider_ref="a-1")
     member = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="member")
-    await orders.confirm_payment(svc, shop_id=sid, order_id=member.order_id, amount=member.amount,
-                                 provider_ref="a-2")
+    await orders.confirm_payment(svc, shop_id=sid, order_id=member.order_id, amount=member.amount, provider_ref="a-2")
     await groups.leave_group(svc, shop_id=sid, group_id=lead.group_id, user_id="member")  # GB-8: a refund owed
-    await distribution.set_status(svc, shop_id=sid, user_id="dist", status=DistributorStatus.ACTIVE, actor="t",
-                                  reason="t")
+    await distribution.set_status(
+        svc, shop_id=sid, user_id="dist", status=DistributorStatus.ACTIVE, actor="t", reason="t"
+    )
     await distribution.bind_referrer(svc, shop_id=sid, user_id="buyer", referrer_id="dist")
-    o = await orders.report_order(svc, shop_id=sid, external_id=f"ext-a-{tag}", buyer_id="buyer",
-                                  lines=[orders.LineInput(product, 1, 5000)])
+    o = await orders.report_order(
+        svc, shop_id=sid, external_id=f"ext-a-{tag}", buyer_id="buyer", lines=[orders.LineInput(product, 1, 5000)]
+    )
     await orders.confirm_payment(svc, shop_id=sid, order_id=o.order_id, amount=5000, provider_ref="a-3")
     await distribution.set_level(svc, shop_id=sid, user_id="dist", grade=1, actor="t", reason="t")  # LV-4 bonus
     p = await payouts.request_payout(svc, shop_id=sid, user_id="dist", amount=1000)
@@ -200,22 +239,50 @@ async def site(server, db_engine):
     from service.reads.queries import page_refunds
 
     refunds, _ = await page_refunds(svc, shop_id=sid, state="OWED", rule=None, limit=10, after=None)
-    ids = {"campaign": global_id("Campaign", c.campaign_id), "group": global_id("Group", lead.group_id),
-           "order": global_id("Order", o.order_id), "refund": global_id("Refund", refunds[0].refund_id),
-           "payout": global_id("Payout", p.payout_id), "endpoint": global_id("WebhookEndpoint", ep.endpoint_id),
-           "invite": d.invite_code, "product": product}
+    ids = {
+        "campaign": global_id("Campaign", c.campaign_id),
+        "group": global_id("Group", lead.group_id),
+        "order": global_id("Order", o.order_id),
+        "refund": global_id("Refund", refunds[0].refund_id),
+        "payout": global_id("Payout", p.payout_id),
+        "endpoint": global_id("WebhookEndpoint", ep.endpoint_id),
+        "invite": d.invite_code,
+        "product": product,
+    }
     # what must never show to shop B: A's ids (global and raw), names, codes, references, its key
-    secrets_of_a = [*ids.values(), c.campaign_id, lead.group_id, o.order_id, p.payout_id, st.settlement_id,
-                    ep.endpoint_id, refunds[0].refund_id, f"ext-a-{tag}", f"Campaign-A-{tag}", a.shop_id,
-                    a.public_key, global_id("Settlement", st.settlement_id), ep.url]
+    secrets_of_a = [
+        *ids.values(),
+        c.campaign_id,
+        lead.group_id,
+        o.order_id,
+        p.payout_id,
+        st.settlement_id,
+        ep.endpoint_id,
+        refunds[0].refund_id,
+        f"ext-a-{tag}",
+        f"Campaign-A-{tag}",
+        a.shop_id,
+        a.public_key,
+        global_id("Settlement", st.settlement_id),
+        ep.url,
+    ]
     base = server["base"]
-    clients = {role: Client(base, mint_token(a, {"customer": "cust", "distributor": "dist"}.get(role, role),
-                                             [role], 3600)) for role in ROLES}
+    clients = {
+        role: Client(base, mint_token(a, {"customer": "cust", "distributor": "dist"}.get(role, role), [role], 3600))
+        for role in ROLES
+    }
     clients["public"] = Client(base, shop_key=a.public_key)
     clients["none"] = Client(base)
     clients["other"] = Client(base, mint_token(b, "dist", sorted(ROLES), 3600))  # same user id, other shop
-    return {"shop": a, "other": b, "ids": ids, "secrets": secrets_of_a, "clients": clients, "engine": db_engine,
-            "base": base}
+    return {
+        "shop": a,
+        "other": b,
+        "ids": ids,
+        "secrets": secrets_of_a,
+        "clients": clients,
+        "engine": db_engine,
+        "base": base,
+    }
 
 
 # ---------------------------------------------------------------- the table
@@ -266,8 +333,9 @@ async def _remint(site) -> None:
     await asyncio.sleep(1.1)
     a, b, base = site["shop"], site["other"], site["base"]
     for role in ROLES:
-        site["clients"][role] = Client(base, mint_token(a, {"customer": "cust", "distributor": "dist"}.get(role, role),
-                                                        [role], 3600))
+        site["clients"][role] = Client(
+            base, mint_token(a, {"customer": "cust", "distributor": "dist"}.get(role, role), [role], 3600)
+        )
     site["clients"]["other"] = Client(base, mint_token(b, "dist", sorted(ROLES), 3600))
 
 
@@ -296,22 +364,38 @@ def _bad_tokens(shop, other) -> dict[str, tuple[str, str]]:
         "alg-none": (f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.", "algorithm"),
         "alg-hs512": (jwt.encode(claims, shop.jwt_secret, algorithm="HS512"), "algorithm"),
         "unknown-shop": (jwt.encode({**claims, "shop": "no-such-shop"}, "x" * 40, algorithm="HS256"), "unknown shop"),
-        "no-expiry": (jwt.encode({k: v for k, v in claims.items() if k != "exp"}, shop.jwt_secret,
-                                 algorithm="HS256"), "exp"),
+        "no-expiry": (
+            jwt.encode({k: v for k, v in claims.items() if k != "exp"}, shop.jwt_secret, algorithm="HS256"),
+            "exp",
+        ),
         "empty": ("", "empty"),
     }
 
 
 @pytest.mark.filterwarnings("ignore:The HMAC key")  # alg-hs512 signs with a short key on purpose
-@pytest.mark.parametrize("name", ["expired", "forged", "other-shops-secret", "malformed", "three-dots", "alg-none",
-                                  "alg-hs512", "unknown-shop", "no-expiry", "empty"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "expired",
+        "forged",
+        "other-shops-secret",
+        "malformed",
+        "three-dots",
+        "alg-none",
+        "alg-hs512",
+        "unknown-shop",
+        "no-expiry",
+        "empty",
+    ],
+)
 def test_bad_tokens_are_unauthenticated_with_a_clear_message_SH0(site, name):
     token, says = _bad_tokens(site["shop"], site["other"])[name]
     headers = {"Authorization": f"Bearer {token}".strip()}
     for query in ("{ distributionSettings { mode } }", '{ campaign(id: "%s") { id } }' % site["ids"]["campaign"]):
         # a bad token is never downgraded to anonymous access, even where the shop key would do
-        r = httpx.post(f"{site['base']}/graphql", json={"query": query},
-                       headers={**headers, "X-Shop-Key": site["shop"].public_key})
+        r = httpx.post(
+            f"{site['base']}/graphql", json={"query": query}, headers={**headers, "X-Shop-Key": site["shop"].public_key}
+        )
         body = r.json()
         assert codes(body) == ["UNAUTHENTICATED"], body
         assert says in body["errors"][0]["message"].lower(), body
@@ -323,12 +407,17 @@ def test_a_wrong_shop_key_or_scheme_is_unauthenticated(site):
     body = httpx.post(f"{site['base']}/graphql", json={"query": q}, headers={"X-Shop-Key": "pk_nope"}).json()
     assert codes(body) == ["UNAUTHENTICATED"] and "shop key" in body["errors"][0]["message"]
     token = mint_token(site["shop"], "boss", ["admin"], 600)
-    body = httpx.post(f"{site['base']}/graphql", json={"query": q},
-                      headers={"Authorization": f"Basic {token}"}).json()
+    body = httpx.post(f"{site['base']}/graphql", json={"query": q}, headers={"Authorization": f"Basic {token}"}).json()
     assert codes(body) == ["UNAUTHENTICATED"] and "Bearer" in body["errors"][0]["message"]
-    body = httpx.post(f"{site['base']}/graphql", json={"query": q},  # SH-1: one shop's token, another's key
-                      headers={"Authorization": f"Bearer {token}", "X-Shop-Key": site["other"].public_key}).json()
+    body = httpx.post(
+        f"{site['base']}/graphql",
+        json={"query": q},  # SH-1: one shop's token, another's key
+        headers={"Authorization": f"Bearer {token}", "X-Shop-Key": site["other"].public_key},
+    ).json()
     assert codes(body) == ["UNAUTHENTICATED"] and "different shops" in body["errors"][0]["message"]
-    body = httpx.post(f"{site['base']}/graphql", json={"query": q},  # the matching key is fine
-                      headers={"Authorization": f"Bearer {token}", "X-Shop-Key": site["shop"].public_key}).json()
+    body = httpx.post(
+        f"{site['base']}/graphql",
+        json={"query": q},  # the matching key is fine
+        headers={"Authorization": f"Bearer {token}", "X-Shop-Key": site["shop"].public_key},
+    ).json()
     assert "errors" not in body and body["data"]["campaign"]["id"] == site["ids"]["campaign"]

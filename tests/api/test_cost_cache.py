@@ -11,8 +11,10 @@ from api.schema import schema
 
 COSTLY = "{ campaigns(first: 100) { edges { node { openGroups(first: 100) { edges { node { id } } } } } } }"
 CHEAP = "{ campaigns(first: 1) { edges { node { id } } } }"
-PAGED = ("query($n: Int) { campaigns(first: $n) { edges { node { title openGroups(first: $n) { edges { node { "
-         "id seatsLeft } } } } } } }")
+PAGED = (
+    "query($n: Int) { campaigns(first: $n) { edges { node { title openGroups(first: $n) { edges { node { "
+    "id seatsLeft } } } } } } }"
+)
 
 
 def analyse(cache: AnalysisCache, text: str, variables=None):

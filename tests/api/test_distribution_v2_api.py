@@ -25,16 +25,33 @@ async def test_CM7_commission_preview_is_what_the_payment_posts_api(world, svc):
     sid = world["shop"].shop_id
     admin, backend = world["as"]("boss", "admin"), world["as"]("be", "backend")
     await _chain(svc, sid)
-    assert admin.mutate("updateDistributionSettings", {"level1Bp": 1500, "level2Bp": 900, "maxTotalBp": 2000},
-                        "settings { level1Bp }")["errors"] == []
-    assert admin.mutate("upsertProduct", {"productRef": "fixed", "level1Amount": 70, "level2Amount": 30},
-                        "product { productRef }")["errors"] == []
+    assert (
+        admin.mutate(
+            "updateDistributionSettings",
+            {"level1Bp": 1500, "level2Bp": 900, "maxTotalBp": 2000},
+            "settings { level1Bp }",
+        )["errors"]
+        == []
+    )
+    assert (
+        admin.mutate(
+            "upsertProduct", {"productRef": "fixed", "level1Amount": 70, "level2Amount": 30}, "product { productRef }"
+        )["errors"]
+        == []
+    )
     buyer = world["as"]("buyer", "customer")
     p = buyer.data(PREVIEW, input={"lines": [{"productRef": "tea", "quantity": 1, "unitPrice": 10_000}]})
-    assert p["commissionPreview"] == {"currency": "CNY", "baseLeast": 10_000, "baseMost": 10_000,
-                                      "shares": [{"level": 1, "least": 1500, "most": 1500, "yours": False},
-                                                 {"level": 2, "least": 500, "most": 500, "yours": False}],
-                                      "yoursLeast": 0, "yoursMost": 0}
+    assert p["commissionPreview"] == {
+        "currency": "CNY",
+        "baseLeast": 10_000,
+        "baseMost": 10_000,
+        "shares": [
+            {"level": 1, "least": 1500, "most": 1500, "yours": False},
+            {"level": 2, "least": 500, "most": 500, "yours": False},
+        ],
+        "yoursLeast": 0,
+        "yoursMost": 0,
+    }
     _paid(backend, "pv1")
     assert await lines_of(svc, sid, await _raw(svc, sid, "pv1")) == {"ref": 1500, "top": 500}
     fixed = buyer.data(PREVIEW, input={"lines": [{"productRef": "fixed", "quantity": 3, "unitPrice": 10_000}]})
@@ -65,8 +82,9 @@ async def test_CM7_campaign_preview_least_and_most_api(world, svc):
     assert codes(too_many) == ["QUANTITY_LIMIT"]
     assert codes(world["as"]("x", "admin").gql(PREVIEW, input={"campaignId": cid})) == ["FORBIDDEN"]
     assert codes(buyer.gql(PREVIEW, input={"campaignId": cid, "sharing": True})) == ["FORBIDDEN"]
-    assert codes(buyer.gql(PREVIEW, input={"lines": [{"productRef": "t", "unitPrice": 1}],
-                                           "inviteCode": "NOPE"})) == ["INVALID_INVITE_CODE"]
+    assert codes(buyer.gql(PREVIEW, input={"lines": [{"productRef": "t", "unitPrice": 1}], "inviteCode": "NOPE"})) == [
+        "INVALID_INVITE_CODE"
+    ]
 
 
 async def test_CM7_preview_p50_over_http_api(world, svc):
@@ -75,13 +93,18 @@ async def test_CM7_preview_p50_over_http_api(world, svc):
     sanity bound is asserted, as the test machine is shared and its load swings the figure tenfold."""
     sid = world["shop"].shop_id
     await _chain(svc, sid)
-    await distribution.set_status(svc, shop_id=sid, user_id="buyer", status=DistributorStatus.ACTIVE, actor="t",
-                                  reason="t")
+    await distribution.set_status(
+        svc, shop_id=sid, user_id="buyer", status=DistributorStatus.ACTIVE, actor="t", reason="t"
+    )
     from api.auth import mint_token
 
     headers = {"Authorization": f"Bearer {mint_token(world['shop'], 'buyer', ['customer'], 3600)}"}
-    body = {"query": PREVIEW, "variables": {"input": {"lines": [
-        {"productRef": f"p{i}", "quantity": 2, "unitPrice": 3000 + i} for i in range(3)]}}}
+    body = {
+        "query": PREVIEW,
+        "variables": {
+            "input": {"lines": [{"productRef": f"p{i}", "quantity": 2, "unitPrice": 3000 + i} for i in range(3)]}
+        },
+    }
     times = []
     with httpx.Client(base_url=world["base"], headers=headers) as c:
         for i in range(220):
@@ -97,8 +120,10 @@ async def test_CM7_preview_p50_over_http_api(world, svc):
             if i >= 20:
                 floor.append(time.perf_counter() - t)
     p50 = statistics.median(times) * 1000
-    print(f"CM-7 commissionPreview p50 {p50:.2f} ms, p90 {sorted(times)[int(len(times) * 0.9)] * 1000:.2f} ms; "
-          f"viewer p50 {statistics.median(floor) * 1000:.2f} ms")
+    print(
+        f"CM-7 commissionPreview p50 {p50:.2f} ms, p90 {sorted(times)[int(len(times) * 0.9)] * 1000:.2f} ms; "
+        f"viewer p50 {statistics.median(floor) * 1000:.2f} ms"
+    )
     assert p50 < 250  # a sanity bound only: the figure is what counts (the machine is shared by six)
 
 
@@ -114,13 +139,17 @@ async def test_RF3_attribution_group_link_order_code_and_admin_rebind_api(world,
     admin, backend = world["as"]("boss", "admin"), world["as"]("be", "backend")
     codes_ = {}
     for u in ("ann", "dee", "ref"):
-        codes_[u] = (await distribution.set_status(svc, shop_id=sid, user_id=u, status=DistributorStatus.ACTIVE,
-                                                   actor="t", reason="t")).invite_code
+        codes_[u] = (
+            await distribution.set_status(
+                svc, shop_id=sid, user_id=u, status=DistributorStatus.ACTIVE, actor="t", reason="t"
+            )
+        ).invite_code
     cid = make_campaign(admin, world["svc"])
     seat = "group { id } order { id } amountToPay attribution { outcome refusal }"
     lead = world["as"]("ann", "customer").mutate("openGroup", {"campaignId": cid}, seat)
-    backend.mutate("confirmPayment", {"orderId": lead["order"]["id"], "amount": 8000, "providerRef": "rf3-l"},
-                   "accepted")
+    backend.mutate(
+        "confirmPayment", {"orderId": lead["order"]["id"], "amount": 8000, "providerRef": "rf3-l"}, "accepted"
+    )
     bob = world["as"]("bob", "customer")
     j = bob.mutate("joinGroup", {"groupId": lead["group"]["id"], "inviteCode": codes_["ann"]}, seat)
     assert j["errors"] == [] and j["attribution"] == {"outcome": "BOUND", "refusal": None}
@@ -131,22 +160,30 @@ async def test_RF3_attribution_group_link_order_code_and_admin_rebind_api(world,
     assert seen["referrerId"] == "ann" and seen["history"][0]["campaignId"] is not None
 
     # (b) a promo code on a reported order, overriding the live referrer for that order only
-    assert admin.mutate("updateDistributionSettings", {"orderCodeOverrides": True},
-                        "settings { orderCodeOverrides }")["settings"] == {"orderCodeOverrides": True}
-    r = backend.mutate("reportOrder", {"externalId": "rf3-o", "buyerId": "bob", "inviteCode": codes_["dee"],
-                                       "lines": [{"productRef": "tea", "quantity": 1, "unitPrice": 10_000}]},
-                       "order { id } attribution { outcome refusal }")
+    assert admin.mutate("updateDistributionSettings", {"orderCodeOverrides": True}, "settings { orderCodeOverrides }")[
+        "settings"
+    ] == {"orderCodeOverrides": True}
+    r = backend.mutate(
+        "reportOrder",
+        {
+            "externalId": "rf3-o",
+            "buyerId": "bob",
+            "inviteCode": codes_["dee"],
+            "lines": [{"productRef": "tea", "quantity": 1, "unitPrice": 10_000}],
+        },
+        "order { id } attribution { outcome refusal }",
+    )
     assert r["errors"] == [] and r["attribution"] == {"outcome": "OVERRIDE", "refusal": None}
-    backend.mutate("confirmPayment", {"orderId": r["order"]["id"], "amount": 10_000, "providerRef": "rf3-p"},
-                   "accepted")
+    backend.mutate(
+        "confirmPayment", {"orderId": r["order"]["id"], "amount": 10_000, "providerRef": "rf3-p"}, "accepted"
+    )
     assert await lines_of(svc, sid, await _raw(svc, sid, "rf3-o")) == {"dee": 1000}
 
     # (c) admin rebinding
     fields = "changed binding { referrerId source reason boundBy }"
     none = admin.mutate("rebindReferrer", {"userId": "bob", "inviteCode": codes_["ref"]}, fields)
     assert [e["code"] for e in none["errors"]] == ["INVALID_INPUT"]
-    ok = admin.mutate("rebindReferrer", {"userId": "bob", "inviteCode": codes_["ref"], "reason": "moved teams"},
-                      fields)
+    ok = admin.mutate("rebindReferrer", {"userId": "bob", "inviteCode": codes_["ref"], "reason": "moved teams"}, fields)
     assert ok["errors"] == [] and ok["changed"] is True
     assert ok["binding"] == {"referrerId": "ref", "source": "ADMIN", "reason": "moved teams", "boundBy": "boss"}
     await distribution.bind_referrer(svc, shop_id=sid, user_id="ref", referrer_id="dee")
@@ -181,10 +218,15 @@ async def test_RP5_downline_pages_and_leaderboard_api(world, svc):
     assert all(m["alias"].startswith("member-") for m in members)
     assert [e["node"]["commissionBase"] for e in ref.data(q, level=2, **period)["myDownline"]["edges"]] == [2000]
     assert codes(ref.gql(q, level=3, **period)) == ["INVALID_INPUT"]
-    board = world["as"]("boss", "admin").data("""query($f: DateTime!, $t: DateTime!) {
+    board = world["as"]("boss", "admin").data(
+        """query($f: DateTime!, $t: DateTime!) {
       leaderboard(periodFrom: $f, periodTo: $t, orderBy: TEAM_SALES, first: 2) { rank userId teamSales } }""",
-                                              **period)["leaderboard"]
-    assert board == [{"rank": 1, "userId": "ref", "teamSales": 17_000}, {"rank": 2, "userId": "top", "teamSales": 15_000}]
+        **period,
+    )["leaderboard"]
+    assert board == [
+        {"rank": 1, "userId": "ref", "teamSales": 17_000},
+        {"rank": 2, "userId": "top", "teamSales": 15_000},
+    ]
 
 
 async def test_RP6_record_visit_with_the_public_key_and_funnel_api(world, svc):
@@ -217,16 +259,24 @@ async def test_RP6_record_visit_with_the_public_key_and_funnel_api(world, svc):
     fields = "visits visitors bindings firstOrders repeatBuyers"
     admin = world["as"]("boss", "admin").data(
         'query($f: DateTime!, $t: DateTime!) { funnel(periodFrom: $f, periodTo: $t, distributorId: "ref") { %s } }'
-        % fields, **period)["funnel"]
+        % fields,
+        **period,
+    )["funnel"]
     assert admin == {"visits": 4, "visitors": 2, "bindings": 2, "firstOrders": 2, "repeatBuyers": 0}
     own = world["as"]("ref", "distributor").data(
-        "query($f: DateTime!, $t: DateTime!) { myFunnel(periodFrom: $f, periodTo: $t) { %s } }" % fields,
-        **period)["myFunnel"]
+        "query($f: DateTime!, $t: DateTime!) { myFunnel(periodFrom: $f, periodTo: $t) { %s } }" % fields, **period
+    )["myFunnel"]
     assert own == admin
     seen = []
     for _ in range(reach.PER_VISITOR[1] + 5):
-        seen.append([e["code"] for e in pub.mutate("recordVisit", {"inviteCode": codes_["ref"],
-                                                                   "visitorId": "visitor-flood"}, "recorded")["errors"]])
+        seen.append(
+            [
+                e["code"]
+                for e in pub.mutate(
+                    "recordVisit", {"inviteCode": codes_["ref"], "visitorId": "visitor-flood"}, "recorded"
+                )["errors"]
+            ]
+        )
     # the server's clock runs (30 a minute refill one token every 2 s): at least the burst, hardly more, is let in
     assert ["RATE_LIMITED"] in seen and reach.PER_VISITOR[1] <= seen.count([]) <= reach.PER_VISITOR[1] + 2
 
@@ -242,8 +292,12 @@ async def test_CM7_preview_p50_against_sharecart_serve_api(world, svc, database_
     proc = ServiceProcess(database_url, "--no-demo", "--no-worker", "--workers", "1")
     try:
         headers = {"Authorization": f"Bearer {mint_token(world['shop'], 'buyer', ['customer'], 3600)}"}
-        body = {"query": PREVIEW, "variables": {"input": {"lines": [
-            {"productRef": f"p{i}", "quantity": 2, "unitPrice": 3000 + i} for i in range(3)]}}}
+        body = {
+            "query": PREVIEW,
+            "variables": {
+                "input": {"lines": [{"productRef": f"p{i}", "quantity": 2, "unitPrice": 3000 + i} for i in range(3)]}
+            },
+        }
         times = []
         with httpx.Client(base_url=proc.base, headers=headers) as c:
             for i in range(220):
@@ -255,6 +309,8 @@ async def test_CM7_preview_p50_against_sharecart_serve_api(world, svc, database_
     finally:
         proc.stop()
     p50 = statistics.median(times) * 1000
-    print(f"CM-7 commissionPreview via sharecart serve: p50 {p50:.2f} ms, "
-          f"p90 {sorted(times)[int(len(times) * 0.9)] * 1000:.2f} ms")
+    print(
+        f"CM-7 commissionPreview via sharecart serve: p50 {p50:.2f} ms, "
+        f"p90 {sorted(times)[int(len(times) * 0.9)] * 1000:.2f} ms"
+    )
     assert p50 < 250

@@ -30,10 +30,16 @@ def settled_events(admin: Client, n: int, query: str = "{ events { edges { node 
 
 def make_campaign(admin: Client, svc, **kw) -> str:
     now = svc.now()
-    inp = {"productRef": "sku-1", "title": "Tea", "listPrice": 10000,
-           "tiers": [{"members": 2, "unitPrice": 8000}, {"members": 3, "unitPrice": 7000}],
-           "durationSeconds": 86400, "paymentWindowSeconds": 900,
-           "startsAt": (now - timedelta(hours=1)).isoformat(), "endsAt": (now + timedelta(days=5)).isoformat()}
+    inp = {
+        "productRef": "sku-1",
+        "title": "Tea",
+        "listPrice": 10000,
+        "tiers": [{"members": 2, "unitPrice": 8000}, {"members": 3, "unitPrice": 7000}],
+        "durationSeconds": 86400,
+        "paymentWindowSeconds": 900,
+        "startsAt": (now - timedelta(hours=1)).isoformat(),
+        "endsAt": (now + timedelta(days=5)).isoformat(),
+    }
     inp.update(kw)
     r = admin.mutate("createCampaign", inp, CAMPAIGN)
     assert r["errors"] == [], r
@@ -57,7 +63,9 @@ def test_storefront_journey_open_join_pay_form_refund_owed_GB1_GB5_GB10(world):
     # the public campaign page (X-Shop-Key) shows the open group with seats, time and tier
     page = world["public"].data(
         "query($id: ID!) { campaign(id: $id) { title active openGroups(first: 5) { totalCount edges { node { "
-        "id state seatsLeft secondsLeft tierReached { members } nextTier { members unitPrice } } } } } }", id=cid)
+        "id state seatsLeft secondsLeft tierReached { members } nextTier { members unitPrice } } } } } }",
+        id=cid,
+    )
     node = page["campaign"]["openGroups"]["edges"][0]["node"]
     assert node["id"] == gid and node["state"] == "OPEN" and node["seatsLeft"] == 2 and node["secondsLeft"] > 0
     assert node["tierReached"] is None and node["nextTier"] == {"members": 2, "unitPrice": 8000}
@@ -65,23 +73,35 @@ def test_storefront_journey_open_join_pay_form_refund_owed_GB1_GB5_GB10(world):
     for u in ("bob", "cat"):
         s = world["as"](u, "customer").mutate("joinGroup", {"groupId": gid}, SEAT)
         assert s["errors"] == [] and s["amountToPay"] == 8000
-        backend.mutate("confirmPayment", {"orderId": s["order"]["id"], "amount": 8000, "providerRef": f"p-{u}"},
-                       "accepted")
+        backend.mutate(
+            "confirmPayment", {"orderId": s["order"]["id"], "amount": 8000, "providerRef": f"p-{u}"}, "accepted"
+        )
     full = world["as"]("dan", "customer").mutate("joinGroup", {"groupId": gid}, SEAT)
     assert payload_codes(full) == ["GROUP_NOT_OPEN"]
-    g = ann.data("query($id: ID!) { group(id: $id) { state tierReached { members unitPrice } seatsLeft "
-                 "mySeat { role state } leaderUserId } }", id=gid)["group"]
-    assert g == {"state": "FORMED", "tierReached": {"members": 3, "unitPrice": 7000}, "seatsLeft": 0,
-                 "mySeat": {"role": "LEADER", "state": "PAID"}, "leaderUserId": "ann"}
-    mine = ann.data("{ myGroups { totalCount edges { node { id state } } } myOrders { edges { node { id "
-                    "paidAmount refundedAmount buyerId group { id } } } } }")
+    g = ann.data(
+        "query($id: ID!) { group(id: $id) { state tierReached { members unitPrice } seatsLeft "
+        "mySeat { role state } leaderUserId } }",
+        id=gid,
+    )["group"]
+    assert g == {
+        "state": "FORMED",
+        "tierReached": {"members": 3, "unitPrice": 7000},
+        "seatsLeft": 0,
+        "mySeat": {"role": "LEADER", "state": "PAID"},
+        "leaderUserId": "ann",
+    }
+    mine = ann.data(
+        "{ myGroups { totalCount edges { node { id state } } } myOrders { edges { node { id "
+        "paidAmount refundedAmount buyerId group { id } } } } }"
+    )
     assert mine["myGroups"]["edges"][0]["node"] == {"id": gid, "state": "FORMED"}
     order = mine["myOrders"]["edges"][0]["node"]
     assert order["paidAmount"] == 8000 and order["refundedAmount"] == 1000 and order["buyerId"] == "ann"
     assert order["group"]["id"] == gid
 
-    owed = backend.data("{ owedRefunds(first: 10) { totalCount edges { node { id amount rule state "
-                        "order { id } } } } }")["owedRefunds"]
+    owed = backend.data(
+        "{ owedRefunds(first: 10) { totalCount edges { node { id amount rule state order { id } } } } }"
+    )["owedRefunds"]
     nodes = [e["node"] for e in owed["edges"]]
     assert sorted((n["amount"], n["rule"]) for n in nodes) == [(1000, "GB-5")] * 3 and owed["totalCount"] == 3
     c = backend.mutate("confirmRefund", {"refundId": nodes[0]["id"], "providerRef": "rf-1"}, "refund { state }")
@@ -89,28 +109,33 @@ def test_storefront_journey_open_join_pay_form_refund_owed_GB1_GB5_GB10(world):
     assert backend.data("{ owedRefunds { totalCount } }")["owedRefunds"]["totalCount"] == 2
     assert ann.data("{ mySegment }")["mySegment"] == "FIRST_ORDER"
 
-    stats = admin.data("query($c: ID!) { campaignStats(campaignId: $c) { total { opened formed failed "
-                       "formationRateBp units netSales } } }", c=cid)["campaignStats"]["total"]
-    assert stats == {"opened": 1, "formed": 1, "failed": 0, "formationRateBp": 10000, "units": 3,
-                     "netSales": 21000}
+    stats = admin.data(
+        "query($c: ID!) { campaignStats(campaignId: $c) { total { opened formed failed "
+        "formationRateBp units netSales } } }",
+        c=cid,
+    )["campaignStats"]["total"]
+    assert stats == {"opened": 1, "formed": 1, "failed": 0, "formationRateBp": 10000, "units": 3, "netSales": 21000}
 
 
 def test_leave_group_refunds_in_full_GB8(world):
     admin, backend = world["as"]("boss", "admin"), world["as"]("be", "backend")
     cid = make_campaign(admin, world["svc"], tiers=[{"members": 3, "unitPrice": 8000}])
     lead = world["as"]("ann", "customer").mutate("openGroup", {"campaignId": cid}, SEAT)
-    backend.mutate("confirmPayment", {"orderId": lead["order"]["id"], "amount": 8000, "providerRef": "lg-1"},
-                   "accepted")
+    backend.mutate(
+        "confirmPayment", {"orderId": lead["order"]["id"], "amount": 8000, "providerRef": "lg-1"}, "accepted"
+    )
     bob = world["as"]("bob", "customer")
     s = bob.mutate("joinGroup", {"groupId": lead["group"]["id"]}, SEAT)
     backend.mutate("confirmPayment", {"orderId": s["order"]["id"], "amount": 8000, "providerRef": "lg-2"}, "accepted")
-    left = bob.mutate("leaveGroup", {"groupId": lead["group"]["id"], "idempotencyKey": "l1"},
-                      "group { seatsHeld mySeat { state } }")
+    left = bob.mutate(
+        "leaveGroup", {"groupId": lead["group"]["id"], "idempotencyKey": "l1"}, "group { seatsHeld mySeat { state } }"
+    )
     assert left["errors"] == [] and left["group"]["seatsHeld"] == 1
     owed = backend.data("{ owedRefunds { edges { node { amount rule } } } }")["owedRefunds"]["edges"]
     assert [e["node"] for e in owed] == [{"amount": 8000, "rule": "GB-8"}]
-    assert payload_codes(world["as"]("cat", "customer").mutate("leaveGroup", {"groupId": lead["group"]["id"]},
-                                                              "group { id }")) == ["NOT_A_MEMBER"]
+    assert payload_codes(
+        world["as"]("cat", "customer").mutate("leaveGroup", {"groupId": lead["group"]["id"]}, "group { id }")
+    ) == ["NOT_A_MEMBER"]
 
 
 def test_distributor_and_finance_journey_RP1_LG2(world):
@@ -118,26 +143,53 @@ def test_distributor_and_finance_journey_RP1_LG2(world):
     dist = world["as"]("dora", "customer", "distributor")
     code = dist.data("{ me { inviteCode balances { available } } }")["me"]["inviteCode"]
     assert world["public"].data("query($c: String!) { resolveInvite(code: $c) { valid } }", c=code)[
-        "resolveInvite"] == {"valid": True}
-    assert world["public"].data("{ resolveInvite(code: \"NOPE\") { valid } }")["resolveInvite"] == {"valid": False}
+        "resolveInvite"
+    ] == {"valid": True}
+    assert world["public"].data('{ resolveInvite(code: "NOPE") { valid } }')["resolveInvite"] == {"valid": False}
     buyer = world["as"]("eve", "customer")
     assert buyer.mutate("bindReferrer", {"inviteCode": code, "idempotencyKey": "b1"}, "changed")["changed"] is True
     assert payload_codes(dist.mutate("bindReferrer", {"inviteCode": code}, "changed")) == ["SELF_REFERRAL"]
-    o = backend.mutate("reportOrder", {"externalId": "shop-1", "buyerId": "eve",
-                                       "lines": [{"productRef": "x", "quantity": 2, "unitPrice": 5000}],
-                                       "shippingAmount": 800}, "order { id }")["order"]
-    same = backend.mutate("reportOrder", {"externalId": "shop-1", "buyerId": "eve",
-                                          "lines": [{"productRef": "x", "quantity": 2, "unitPrice": 5000}],
-                                          "shippingAmount": 800}, "order { id }")["order"]
+    o = backend.mutate(
+        "reportOrder",
+        {
+            "externalId": "shop-1",
+            "buyerId": "eve",
+            "lines": [{"productRef": "x", "quantity": 2, "unitPrice": 5000}],
+            "shippingAmount": 800,
+        },
+        "order { id }",
+    )["order"]
+    same = backend.mutate(
+        "reportOrder",
+        {
+            "externalId": "shop-1",
+            "buyerId": "eve",
+            "lines": [{"productRef": "x", "quantity": 2, "unitPrice": 5000}],
+            "shippingAmount": 800,
+        },
+        "order { id }",
+    )["order"]
     assert same["id"] == o["id"]  # OR-1
-    assert payload_codes(backend.mutate("reportOrder", {"externalId": "shop-1", "buyerId": "eve", "lines": [
-        {"productRef": "x", "quantity": 1, "unitPrice": 5000}]}, "order { id }")) == ["ORDER_CONFLICT"]
-    assert payload_codes(backend.mutate("confirmPayment", {"orderId": o["id"], "amount": 10000, "providerRef": "bad"},
-                                        "accepted")) == ["PAYMENT_AMOUNT_MISMATCH"]
+    assert payload_codes(
+        backend.mutate(
+            "reportOrder",
+            {
+                "externalId": "shop-1",
+                "buyerId": "eve",
+                "lines": [{"productRef": "x", "quantity": 1, "unitPrice": 5000}],
+            },
+            "order { id }",
+        )
+    ) == ["ORDER_CONFLICT"]
+    assert payload_codes(
+        backend.mutate("confirmPayment", {"orderId": o["id"], "amount": 10000, "providerRef": "bad"}, "accepted")
+    ) == ["PAYMENT_AMOUNT_MISMATCH"]
     backend.mutate("confirmPayment", {"externalId": "shop-1", "amount": 10800, "providerRef": "pay-shop-1"}, "accepted")
-    me = dist.data("{ me { balances { pending } downline { level1 { count sales } level2 { count } } "
-                   "commissionLines { totalCount edges { node { level state original order { id externalId "
-                   "buyerId } } } } } }")["me"]
+    me = dist.data(
+        "{ me { balances { pending } downline { level1 { count sales } level2 { count } } "
+        "commissionLines { totalCount edges { node { level state original order { id externalId "
+        "buyerId } } } } } }"
+    )["me"]
     assert me["balances"] == {"pending": 1000}
     assert me["downline"] == {"level1": {"count": 1, "sales": 10000}, "level2": {"count": 0}}
     line = me["commissionLines"]["edges"][0]["node"]
@@ -154,7 +206,8 @@ def test_distributor_and_finance_journey_RP1_LG2(world):
     replay = dist.mutate("requestPayout", {"amount": 600, "idempotencyKey": "k1"}, "payout { id }")["payout"]
     assert replay["id"] == p["id"]  # GB-10
     assert payload_codes(dist.mutate("requestPayout", {"amount": 700, "idempotencyKey": "k1"}, "payout { id }")) == [
-        "IDEMPOTENCY_CONFLICT"]
+        "IDEMPOTENCY_CONFLICT"
+    ]
     assert payload_codes(dist.mutate("requestPayout", {"amount": 600}, "payout { id }")) == ["INSUFFICIENT_BALANCE"]
     pending = fin.data("{ pendingPayouts { totalCount edges { node { id amount } } } }")["pendingPayouts"]
     assert [e["node"]["id"] for e in pending["edges"]] == [p["id"]]
@@ -164,13 +217,17 @@ def test_distributor_and_finance_journey_RP1_LG2(world):
     assert me["balances"] == {"available": 400, "paid": 600, "inPayout": 0}
     assert me["payouts"]["edges"][0]["node"] == {"id": p["id"], "state": "APPROVED"}
     assert payload_codes(fin.mutate("rejectPayout", {"payoutId": p["id"], "reason": "late"}, "payout { id }")) == [
-        "INVALID_STATE"]
+        "INVALID_STATE"
+    ]
     # RP-1 per local day (a UTC shop): the line is posted and frozen one day, released 8 days later when
     # 600 is paid out; every other day is there with zeros
     day0 = (world["svc"].now() - timedelta(days=9)).date()
-    series = dist.data("query($f: Date!, $t: Date!) { me { earningsSeries(granularity: DAY, periodFrom: $f, "
-                       "periodTo: $t) { periodFrom currency earned pending frozen available inPayout paid fees } } }",
-                       f=day0.isoformat(), t=(day0 + timedelta(days=11)).isoformat())["me"]["earningsSeries"]
+    series = dist.data(
+        "query($f: Date!, $t: Date!) { me { earningsSeries(granularity: DAY, periodFrom: $f, "
+        "periodTo: $t) { periodFrom currency earned pending frozen available inPayout paid fees } } }",
+        f=day0.isoformat(),
+        t=(day0 + timedelta(days=11)).isoformat(),
+    )["me"]["earningsSeries"]
     assert [d["periodFrom"] for d in series] == [(day0 + timedelta(days=i)).isoformat() for i in range(11)]
     assert {d["currency"] for d in series} == {"CNY"}
     totals = {k: sum(d[k] for d in series) for k in ("earned", "pending", "frozen", "available", "inPayout", "paid")}
@@ -178,93 +235,184 @@ def test_distributor_and_finance_journey_RP1_LG2(world):
     posted = [i for i, d in enumerate(series) if d["earned"]]
     paid = [i for i, d in enumerate(series) if d["paid"]]
     assert len(posted) == 1 and paid == [posted[0] + 8] and series[paid[0]]["available"] == 400
-    assert codes(dist.gql('{ me { earningsSeries(granularity: MONTH, periodFrom: "2026-01-15", '
-                          'periodTo: "2026-03-01") { earned } } }')) == ["INVALID_INPUT"]
+    assert codes(
+        dist.gql(
+            '{ me { earningsSeries(granularity: MONTH, periodFrom: "2026-01-15", periodTo: "2026-03-01") { earned } } }'
+        )
+    ) == ["INVALID_INPUT"]
 
 
 def test_admin_operations_settings_levels_status_products(world):
     admin, backend = world["as"]("boss", "admin"), world["as"]("be", "backend")
-    s = admin.mutate("updateDistributionSettings", {"mode": "APPROVAL", "level1Bp": 1200, "minPayout": 500},
-                     "settings { mode level1Bp level2Bp minPayout }")
-    assert s["errors"] == [] and s["settings"] == {"mode": "APPROVAL", "level1Bp": 1200, "level2Bp": 500,
-                                                   "minPayout": 500}
+    s = admin.mutate(
+        "updateDistributionSettings",
+        {"mode": "APPROVAL", "level1Bp": 1200, "minPayout": 500},
+        "settings { mode level1Bp level2Bp minPayout }",
+    )
+    assert s["errors"] == [] and s["settings"] == {
+        "mode": "APPROVAL",
+        "level1Bp": 1200,
+        "level2Bp": 500,
+        "minPayout": 500,
+    }
     bad = admin.mutate("updateDistributionSettings", {"level1Bp": 20000}, "settings { mode }")
     assert payload_codes(bad) == ["INVALID_INPUT"]
-    lv = admin.mutate("setLevels", {"levels": [
-        {"grade": 0, "name": "Member", "level1Bp": 1000, "level2Bp": 500},
-        {"grade": 1, "name": "Silver", "level1Bp": 1500, "level2Bp": 600, "minDirectReferrals": 2,
-         "upgradeBonus": 300}]}, "levels { grade name }")
+    lv = admin.mutate(
+        "setLevels",
+        {
+            "levels": [
+                {"grade": 0, "name": "Member", "level1Bp": 1000, "level2Bp": 500},
+                {
+                    "grade": 1,
+                    "name": "Silver",
+                    "level1Bp": 1500,
+                    "level2Bp": 600,
+                    "minDirectReferrals": 2,
+                    "upgradeBonus": 300,
+                },
+            ]
+        },
+        "levels { grade name }",
+    )
     assert lv["errors"] == [] and [x["name"] for x in lv["levels"]] == ["Member", "Silver"]
-    assert payload_codes(admin.mutate("setLevels", {"levels": [{"grade": 1, "name": "x", "level1Bp": 1,
-                                                                "level2Bp": 1}]}, "levels { grade }")) == [
-        "INVALID_INPUT"]
+    assert payload_codes(
+        admin.mutate(
+            "setLevels", {"levels": [{"grade": 1, "name": "x", "level1Bp": 1, "level2Bp": 1}]}, "levels { grade }"
+        )
+    ) == ["INVALID_INPUT"]
     gus = world["as"]("gus", "customer", "distributor")
     assert gus.data("{ me { status } }")["me"] is None  # APPROVAL mode: not a distributor yet (DS-1)
     assert gus.mutate("applyAsDistributor", {}, "status")["status"] == "APPLIED"
     d = admin.mutate("approveDistributor", {"userId": "gus"}, "distributor { status grade inviteCode }")
     assert d["distributor"]["status"] == "ACTIVE"
-    me = gus.data("{ me { status grade level { name currency } levelProgress { nextLevel { name } metCount conditions "
-                  "{ name requiredCount actualCount requiredAmount actualAmount currency met } } } }")["me"]
+    me = gus.data(
+        "{ me { status grade level { name currency } levelProgress { nextLevel { name } metCount conditions "
+        "{ name requiredCount actualCount requiredAmount actualAmount currency met } } } }"
+    )["me"]
     assert me["status"] == "ACTIVE" and me["level"] == {"name": "Member", "currency": "CNY"}
     progress = me["levelProgress"]
     assert progress["nextLevel"] == {"name": "Silver"}
     conditions = {c.pop("name"): c for c in progress["conditions"]}
-    assert conditions["directReferrals"] == {"requiredCount": 2, "actualCount": 0, "requiredAmount": None,
-                                             "actualAmount": None, "currency": "CNY", "met": False}
-    assert conditions["ownSpend"] == {"requiredCount": None, "actualCount": None, "requiredAmount": 0,
-                                      "actualAmount": 0, "currency": "CNY", "met": True}  # money, not a count
-    assert payload_codes(admin.mutate("suspendDistributor", {"userId": "gus", "reason": " "},
-                                      "distributor { status }")) == ["INVALID_INPUT"]  # DS-1: a reason is required
+    assert conditions["directReferrals"] == {
+        "requiredCount": 2,
+        "actualCount": 0,
+        "requiredAmount": None,
+        "actualAmount": None,
+        "currency": "CNY",
+        "met": False,
+    }
+    assert conditions["ownSpend"] == {
+        "requiredCount": None,
+        "actualCount": None,
+        "requiredAmount": 0,
+        "actualAmount": 0,
+        "currency": "CNY",
+        "met": True,
+    }  # money, not a count
+    assert payload_codes(
+        admin.mutate("suspendDistributor", {"userId": "gus", "reason": " "}, "distributor { status }")
+    ) == ["INVALID_INPUT"]  # DS-1: a reason is required
     sus = admin.mutate("suspendDistributor", {"userId": "gus", "reason": "fraud check"}, "distributor { status }")
     assert sus["distributor"]["status"] == "SUSPENDED"
     assert payload_codes(admin.mutate("approveDistributor", {"userId": "gus"}, "distributor { status }")) == [
-        "INVALID_STATE"]  # reinstating is its own operation
+        "INVALID_STATE"
+    ]  # reinstating is its own operation
     back = admin.mutate("reinstateDistributor", {"userId": "gus", "reason": "cleared"}, "distributor { status }")
     assert back["distributor"]["status"] == "ACTIVE"
     up = admin.mutate("setDistributorLevel", {"userId": "gus", "grade": 1, "reason": "VIP"}, "distributor { grade }")
     assert up["distributor"]["grade"] == 1
     assert gus.data("{ me { balances { available } levelProgress { metCount } } }")["me"] == {
-        "balances": {"available": 300}, "levelProgress": None}  # LV-4 bonus credited; top level reached
-    assert payload_codes(admin.mutate("setDistributorLevel", {"userId": "nobody", "grade": 1, "reason": "x"},
-                                      "distributor { grade }")) == ["NOT_A_DISTRIBUTOR"]
-    p = backend.mutate("upsertProduct", {"productRef": "tea-1", "category": "tea", "level1Amount": 200},
-                       "product { id productRef category level1Amount }")
+        "balances": {"available": 300},
+        "levelProgress": None,
+    }  # LV-4 bonus credited; top level reached
+    assert payload_codes(
+        admin.mutate("setDistributorLevel", {"userId": "nobody", "grade": 1, "reason": "x"}, "distributor { grade }")
+    ) == ["NOT_A_DISTRIBUTOR"]
+    p = backend.mutate(
+        "upsertProduct",
+        {"productRef": "tea-1", "category": "tea", "level1Amount": 200},
+        "product { id productRef category level1Amount }",
+    )
     assert p["errors"] == [] and p["product"]["category"] == "tea" and p["product"]["level1Amount"] == 200
-    assert admin.data("{ product(productRef: \"tea-1\") { category } }")["product"] == {"category": "tea"}
-    assert admin.data("{ levels { totalCount edges { node { grade currency } } } distributionSettings { mode "
-                      "minPayout currency } }") == {
-        "levels": {"totalCount": 2, "edges": [{"node": {"grade": 0, "currency": "CNY"}},
-                                              {"node": {"grade": 1, "currency": "CNY"}}]},
-        "distributionSettings": {"mode": "APPROVAL", "minPayout": 500, "currency": "CNY"}}
+    assert admin.data('{ product(productRef: "tea-1") { category } }')["product"] == {"category": "tea"}
+    assert admin.data(
+        "{ levels { totalCount edges { node { grade currency } } } distributionSettings { mode minPayout currency } }"
+    ) == {
+        "levels": {
+            "totalCount": 2,
+            "edges": [{"node": {"grade": 0, "currency": "CNY"}}, {"node": {"grade": 1, "currency": "CNY"}}],
+        },
+        "distributionSettings": {"mode": "APPROVAL", "minPayout": 500, "currency": "CNY"},
+    }
 
 
 def test_create_campaign_with_variants_lottery_fill_and_limits(world):
     admin = world["as"]("boss", "admin")
-    cid = make_campaign(admin, world["svc"], tiers=[{"members": 3, "unitPrice": 8000}], lotteryWinners=1,
-                        fillAtExpiry=2, newMembersOnly=True, stock=10, perUserLimit=2, maxQuantityPerOrder=2,
-                        leaderDiscount=500, leaderCommissionBp=300,
-                        variants=[{"name": "A", "weight": 1, "tiers": [{"members": 3, "unitPrice": 8000}]},
-                                  {"name": "B", "weight": 1, "tiers": [{"members": 5, "unitPrice": 7000}]}])
-    c = world["public"].data("query($id: ID!) { campaign(id: $id) { lotteryWinners fillAtExpiry newMembersOnly "
-                             "stock stockLeft perUserLimit leaderDiscount leaderCommissionBp variants { name } } }",
-                             id=cid)["campaign"]
-    assert c == {"lotteryWinners": 1, "fillAtExpiry": 2, "newMembersOnly": True, "stock": 10, "stockLeft": 10,
-                 "perUserLimit": 2, "leaderDiscount": 500, "leaderCommissionBp": 300,
-                 "variants": [{"name": "A"}, {"name": "B"}]}
+    cid = make_campaign(
+        admin,
+        world["svc"],
+        tiers=[{"members": 3, "unitPrice": 8000}],
+        lotteryWinners=1,
+        fillAtExpiry=2,
+        newMembersOnly=True,
+        stock=10,
+        perUserLimit=2,
+        maxQuantityPerOrder=2,
+        leaderDiscount=500,
+        leaderCommissionBp=300,
+        variants=[
+            {"name": "A", "weight": 1, "tiers": [{"members": 3, "unitPrice": 8000}]},
+            {"name": "B", "weight": 1, "tiers": [{"members": 5, "unitPrice": 7000}]},
+        ],
+    )
+    c = world["public"].data(
+        "query($id: ID!) { campaign(id: $id) { lotteryWinners fillAtExpiry newMembersOnly "
+        "stock stockLeft perUserLimit leaderDiscount leaderCommissionBp variants { name } } }",
+        id=cid,
+    )["campaign"]
+    assert c == {
+        "lotteryWinners": 1,
+        "fillAtExpiry": 2,
+        "newMembersOnly": True,
+        "stock": 10,
+        "stockLeft": 10,
+        "perUserLimit": 2,
+        "leaderDiscount": 500,
+        "leaderCommissionBp": 300,
+        "variants": [{"name": "A"}, {"name": "B"}],
+    }
     r = world["as"]("ann", "customer").mutate("openGroup", {"campaignId": cid, "quantity": 3}, SEAT)
     assert payload_codes(r) and payload_codes(r)[0] in ("QUANTITY_LIMIT", "PER_USER_LIMIT")
-    bad = admin.mutate("createCampaign", {"productRef": "x", "title": "x", "listPrice": 100,
-                                          "tiers": [{"members": 1, "unitPrice": 200}], "durationSeconds": 60,
-                                          "paymentWindowSeconds": 60, "startsAt": "2026-01-01T00:00:00+00:00",
-                                          "endsAt": "2026-01-02T00:00:00+00:00"}, CAMPAIGN)
+    bad = admin.mutate(
+        "createCampaign",
+        {
+            "productRef": "x",
+            "title": "x",
+            "listPrice": 100,
+            "tiers": [{"members": 1, "unitPrice": 200}],
+            "durationSeconds": 60,
+            "paymentWindowSeconds": 60,
+            "startsAt": "2026-01-01T00:00:00+00:00",
+            "endsAt": "2026-01-02T00:00:00+00:00",
+        },
+        CAMPAIGN,
+    )
     assert payload_codes(bad) == ["INVALID_INPUT"]
 
 
 def test_create_campaign_retried_with_an_idempotency_key_is_one_campaign_GB10(world):
     admin, now = world["as"]("boss", "admin"), world["svc"].now()
-    inp = {"productRef": "sku-1", "title": "Tea", "listPrice": 10000, "tiers": [{"members": 2, "unitPrice": 8000}],
-           "durationSeconds": 86400, "paymentWindowSeconds": 900, "startsAt": (now - timedelta(hours=1)).isoformat(),
-           "endsAt": (now + timedelta(days=5)).isoformat(), "idempotencyKey": "camp-1"}
+    inp = {
+        "productRef": "sku-1",
+        "title": "Tea",
+        "listPrice": 10000,
+        "tiers": [{"members": 2, "unitPrice": 8000}],
+        "durationSeconds": 86400,
+        "paymentWindowSeconds": 900,
+        "startsAt": (now - timedelta(hours=1)).isoformat(),
+        "endsAt": (now + timedelta(days=5)).isoformat(),
+        "idempotencyKey": "camp-1",
+    }
     first = admin.mutate("createCampaign", inp, CAMPAIGN)
     again = admin.mutate("createCampaign", inp, CAMPAIGN)  # the client retries the same request
     assert first["errors"] == again["errors"] == [] and again["campaign"]["id"] == first["campaign"]["id"]
@@ -276,10 +424,19 @@ def test_create_campaign_retried_with_an_idempotency_key_is_one_campaign_GB10(wo
 def test_pagination_cursors_and_page_cap(world):
     backend, ann = world["as"]("be", "backend"), world["as"]("ann", "customer")
     for i in range(5):
-        backend.mutate("reportOrder", {"externalId": f"pg-{i}", "buyerId": "ann",
-                                       "lines": [{"productRef": "x", "quantity": 1, "unitPrice": 100}]}, "order { id }")
-    q = "query($a: String) { myOrders(first: 2, after: $a) { totalCount pageInfo { hasNextPage endCursor } " \
+        backend.mutate(
+            "reportOrder",
+            {
+                "externalId": f"pg-{i}",
+                "buyerId": "ann",
+                "lines": [{"productRef": "x", "quantity": 1, "unitPrice": 100}],
+            },
+            "order { id }",
+        )
+    q = (
+        "query($a: String) { myOrders(first: 2, after: $a) { totalCount pageInfo { hasNextPage endCursor } "
         "edges { node { externalId } } } }"
+    )
     seen, after = [], None
     while True:
         page = ann.data(q, a=after)["myOrders"]
@@ -290,15 +447,17 @@ def test_pagination_cursors_and_page_cap(world):
         after = page["pageInfo"]["endCursor"]
     assert sorted(seen) == [f"pg-{i}" for i in range(5)]
     assert len(ann.data("{ myOrders(first: 100000) { edges { cursor } } }")["myOrders"]["edges"]) == 5  # capped
-    assert codes(ann.gql("{ myOrders(after: \"garbage\") { totalCount } }")) == ["INVALID_INPUT"]
+    assert codes(ann.gql('{ myOrders(after: "garbage") { totalCount } }')) == ["INVALID_INPUT"]
     assert codes(ann.gql("{ myOrders(first: -1) { totalCount } }")) == ["INVALID_INPUT"]
 
 
 def test_node_refetch_respects_ownership_SH0(world):
     backend = world["as"]("be", "backend")
-    o = backend.mutate("reportOrder", {"externalId": "nd-1", "buyerId": "ann",
-                                       "lines": [{"productRef": "x", "quantity": 1, "unitPrice": 100}]},
-                       "order { id }")["order"]
+    o = backend.mutate(
+        "reportOrder",
+        {"externalId": "nd-1", "buyerId": "ann", "lines": [{"productRef": "x", "quantity": 1, "unitPrice": 100}]},
+        "order { id }",
+    )["order"]
     q = "query($id: ID!) { node(id: $id) { id ... on Order { externalId } } }"
     assert world["as"]("ann", "customer").data(q, id=o["id"])["node"] == {"id": o["id"], "externalId": "nd-1"}
     assert world["as"]("bob", "customer").data(q, id=o["id"])["node"] is None
@@ -312,24 +471,33 @@ def test_admin_registers_webhook_and_replays_events_through_graphql(world):
     assert ep["errors"] == [] and ep["endpoint"]["enabled"] and ep["endpoint"]["secret"].startswith("whsec_")
     bad = admin.mutate("registerWebhook", {"url": "ftp://x"}, "endpoint { id }")
     assert payload_codes(bad) == ["INVALID_INPUT"]
-    o = backend.mutate("reportOrder", {"externalId": "w-1", "buyerId": "z",
-                                       "lines": [{"productRef": "x", "quantity": 1, "unitPrice": 100}]}, "order { id }")
+    o = backend.mutate(
+        "reportOrder",
+        {"externalId": "w-1", "buyerId": "z", "lines": [{"productRef": "x", "quantity": 1, "unitPrice": 100}]},
+        "order { id }",
+    )
     backend.mutate("confirmPayment", {"orderId": o["order"]["id"], "amount": 100, "providerRef": "w-pay"}, "accepted")
     evs = settled_events(admin, 1)
     assert [e["type"] for e in evs] == ["order.paid"]
     end = admin.data("{ events(first: 1) { pageInfo { endCursor } } }")["events"]["pageInfo"]["endCursor"]
-    rest = admin.data("query($c: String) { events(after: $c) { edges { node { seq } } pageInfo { hasPreviousPage } } }",
-                      c=end)["events"]
+    rest = admin.data(
+        "query($c: String) { events(after: $c) { edges { node { seq } } pageInfo { hasPreviousPage } } }", c=end
+    )["events"]
     assert rest == {"edges": [], "pageInfo": {"hasPreviousPage": True}}  # resumed after the last one seen
-    r = admin.mutate("redeliverEvents", {"endpointId": ep["endpoint"]["id"], "fromSeq": evs[0]["seq"],
-                                         "toSeq": evs[-1]["seq"]}, "queued")
+    r = admin.mutate(
+        "redeliverEvents",
+        {"endpointId": ep["endpoint"]["id"], "fromSeq": evs[0]["seq"], "toSeq": evs[-1]["seq"]},
+        "queued",
+    )
     assert r["queued"] == 1
     rot = admin.mutate("rotateWebhookSecret", {"endpointId": ep["endpoint"]["id"]}, "endpoint { secret }")
     assert rot["endpoint"]["secret"] != ep["endpoint"]["secret"]
     assert codes(backend.gql("{ events { totalCount } }")) == ["FORBIDDEN"]
 
 
-async def test_finance_closes_last_month_and_its_xlsx_in_libreoffice_matches_the_ledger_LG3(world, svc, tmp_path, monkeypatch):
+async def test_finance_closes_last_month_and_its_xlsx_in_libreoffice_matches_the_ledger_LG3(
+    world, svc, tmp_path, monkeypatch
+):
     """Issue 6's "done when", all over HTTP: a month of history (a commission released, clawed back in part
     by a refund, a payout approved); finance closes last month by GraphQL (too early: refused; twice: the
     same batch), downloads CSV and XLSX with its token (the same bytes twice; the XLSX with no temporary
@@ -357,17 +525,29 @@ async def test_finance_closes_last_month_and_its_xlsx_in_libreoffice_matches_the
     dist = world["as"]("dora", "customer", "distributor")
     code = dist.data("{ me { inviteCode } }")["me"]["inviteCode"]
     world["as"]("eve", "customer").mutate("bindReferrer", {"inviteCode": code}, "changed")
-    o = backend.mutate("reportOrder", {"externalId": "lm-1", "buyerId": "eve", "lines": [
-        {"productRef": "x", "quantity": 1, "unitPrice": 10000}]}, "order { id }")["order"]
-    assert backend.mutate("confirmPayment", {"orderId": o["id"], "amount": 10000, "providerRef": "lm-pay"},
-                          "accepted")["accepted"]
+    o = backend.mutate(
+        "reportOrder",
+        {"externalId": "lm-1", "buyerId": "eve", "lines": [{"productRef": "x", "quantity": 1, "unitPrice": 10000}]},
+        "order { id }",
+    )["order"]
+    assert backend.mutate("confirmPayment", {"orderId": o["id"], "amount": 10000, "providerRef": "lm-pay"}, "accepted")[
+        "accepted"
+    ]
     backend.mutate("completeOrder", {"orderId": o["id"]}, "order { state }")
     admin.mutate("advanceClock", {"seconds": 8 * 86400}, "now")  # released (CM-6)
-    assert backend.mutate("refundOrder", {"orderId": o["id"], "amount": 4000, "providerRef": "lm-rf"},
-                          "refund { id }")["errors"] == []
+    assert (
+        backend.mutate("refundOrder", {"orderId": o["id"], "amount": 4000, "providerRef": "lm-rf"}, "refund { id }")[
+            "errors"
+        ]
+        == []
+    )
     p = dist.mutate("requestPayout", {"amount": 500}, "payout { id }")["payout"]
-    assert fin.mutate("approvePayout", {"payoutId": p["id"], "externalRef": "bank-lm"}, "payout { state }")[
-        "payout"]["state"] == "APPROVED"
+    assert (
+        fin.mutate("approvePayout", {"payoutId": p["id"], "externalRef": "bank-lm"}, "payout { state }")["payout"][
+            "state"
+        ]
+        == "APPROVED"
+    )
 
     period = {"fromDate": month.isoformat(), "toDate": month_end.isoformat()}
     early = fin.mutate("closePeriod", period, "settlement { id }")
@@ -376,9 +556,18 @@ async def test_finance_closes_last_month_and_its_xlsx_in_libreoffice_matches_the
     fields = "settlement { id localFrom localTo currency opening released reversals bonuses payouts fees closing }"
     r = fin.mutate("closePeriod", period, fields)
     assert r["errors"] == [] and r["settlement"] == {
-        "id": r["settlement"]["id"], "localFrom": month.isoformat(), "localTo": month_end.isoformat(),
-        "currency": "CNY", "opening": 0, "released": 1000, "reversals": -400, "bonuses": 0, "payouts": 500,
-        "fees": 0, "closing": 100}
+        "id": r["settlement"]["id"],
+        "localFrom": month.isoformat(),
+        "localTo": month_end.isoformat(),
+        "currency": "CNY",
+        "opening": 0,
+        "released": 1000,
+        "reversals": -400,
+        "bonuses": 0,
+        "payouts": 500,
+        "fees": 0,
+        "closing": 100,
+    }
     sid = r["settlement"]["id"]
     again = fin.mutate("closePeriod", period, "settlement { id }")
     assert again["settlement"]["id"] == sid  # the same period twice returns the first batch
@@ -411,8 +600,17 @@ async def test_finance_closes_last_month_and_its_xlsx_in_libreoffice_matches_the
     rows = libreoffice_rows(got["xlsx"], tmp_path)  # what a spreadsheet program shows
     utc = lambda d: datetime.combine(d, time(0), timezone.utc)  # noqa: E731  (the shop's zone is UTC)
     sums = await ledger_sums(svc, world["shop"].shop_id, utc(month), utc(month_end))
-    assert sums == {"opening": 0, "released": 1000, "reversals": -400, "bonuses": 0, "payouts": 500, "fees": 0,
-                    "failed": 0, "closing": 100, "held": 0}
+    assert sums == {
+        "opening": 0,
+        "released": 1000,
+        "reversals": -400,
+        "bonuses": 0,
+        "payouts": 500,
+        "fees": 0,
+        "failed": 0,
+        "closing": 100,
+        "held": 0,
+    }
     shown = assert_total_row_matches(rows, sums, digits=2)  # CNY: 2 minor digits
     assert (shown["closing"], shown["closing_minor"]) == ("1.00", "100")
 
@@ -431,21 +629,28 @@ def test_owed_refunds_paged_while_confirming_reaches_every_refund_GB10(world):
     admin, backend = world["as"]("boss", "admin"), world["as"]("be", "backend")
     cid = make_campaign(admin, world["svc"], tiers=[{"members": 5, "unitPrice": 8000}])
     lead = world["as"]("u0", "customer").mutate("openGroup", {"campaignId": cid}, SEAT)
-    backend.mutate("confirmPayment", {"orderId": lead["order"]["id"], "amount": 8000, "providerRef": "ks-0"},
-                   "accepted")
+    backend.mutate(
+        "confirmPayment", {"orderId": lead["order"]["id"], "amount": 8000, "providerRef": "ks-0"}, "accepted"
+    )
     for i in (1, 2, 3):
         s = world["as"](f"u{i}", "customer").mutate("joinGroup", {"groupId": lead["group"]["id"]}, SEAT)
-        backend.mutate("confirmPayment", {"orderId": s["order"]["id"], "amount": 8000, "providerRef": f"ks-{i}"},
-                       "accepted")
+        backend.mutate(
+            "confirmPayment", {"orderId": s["order"]["id"], "amount": 8000, "providerRef": f"ks-{i}"}, "accepted"
+        )
     admin.mutate("advanceClock", {"seconds": 25 * 3600}, "now")  # the group fails: 4 full refunds owed (GB-6)
-    q = ("query($after: String) { owedRefunds(first: 2, after: $after) { totalCount "
-         "pageInfo { hasNextPage endCursor } edges { node { id rule } } } }")
+    q = (
+        "query($after: String) { owedRefunds(first: 2, after: $after) { totalCount "
+        "pageInfo { hasNextPage endCursor } edges { node { id rule } } } }"
+    )
     confirmed, after = [], None
     while True:
         page = backend.data(q, after=after)["owedRefunds"]
         for e in page["edges"]:
-            r = backend.mutate("confirmRefund", {"refundId": e["node"]["id"], "providerRef": f"bank-{e['node']['id']}"},
-                               "refund { state }")
+            r = backend.mutate(
+                "confirmRefund",
+                {"refundId": e["node"]["id"], "providerRef": f"bank-{e['node']['id']}"},
+                "refund { state }",
+            )
             assert r["errors"] == [] and r["refund"]["state"] == "CONFIRMED"
             confirmed.append(e["node"]["id"])
         if not page["pageInfo"]["hasNextPage"]:
@@ -453,7 +658,7 @@ def test_owed_refunds_paged_while_confirming_reaches_every_refund_GB10(world):
         after = page["pageInfo"]["endCursor"]
     assert len(set(confirmed)) == 4
     assert backend.data("{ owedRefunds { totalCount } }")["owedRefunds"]["totalCount"] == 0
-    bad = backend.gql("{ owedRefunds(after: \"bm9wZQ==\") { totalCount } }")
+    bad = backend.gql('{ owedRefunds(after: "bm9wZQ==") { totalCount } }')
     assert codes(bad) == ["INVALID_INPUT"]
 
 
@@ -465,8 +670,9 @@ def test_owed_refunds_filtered_by_rule_GB5_GB8_GB10(world):
 
     def seat(user, op, ref, **target):
         s = world["as"](user, "customer").mutate(op, target, SEAT)
-        assert backend.mutate("confirmPayment", {"orderId": s["order"]["id"], "amount": 8000, "providerRef": ref},
-                              "accepted")["accepted"]
+        assert backend.mutate(
+            "confirmPayment", {"orderId": s["order"]["id"], "amount": 8000, "providerRef": ref}, "accepted"
+        )["accepted"]
         return s
 
     full = seat("rl-a", "openGroup", "rl-1", campaignId=cid)  # fills at 3: 1000 owed to each member (GB-5)
@@ -477,8 +683,10 @@ def test_owed_refunds_filtered_by_rule_GB5_GB8_GB10(world):
     left = world["as"]("rl-e", "customer").mutate("leaveGroup", {"groupId": other["group"]["id"]}, "group { id }")
     assert left["errors"] == []  # a full refund of 8000 owed (GB-8)
 
-    q = ("query($rule: String, $after: String) { owedRefunds(rule: $rule, first: 2, after: $after) { totalCount "
-         "pageInfo { hasNextPage endCursor } edges { node { id amount rule state order { id } } } } }")
+    q = (
+        "query($rule: String, $after: String) { owedRefunds(rule: $rule, first: 2, after: $after) { totalCount "
+        "pageInfo { hasNextPage endCursor } edges { node { id amount rule state order { id } } } } }"
+    )
 
     def every(rule):
         nodes, after = [], None
@@ -500,6 +708,7 @@ def test_owed_refunds_filtered_by_rule_GB5_GB8_GB10(world):
     backend.mutate("confirmRefund", {"refundId": gb8[0]["id"], "providerRef": "rl-bank"}, "refund { state }")
     assert every("GB-8") == (0, []) and every("GB-5")[0] == 3
 
+
 ENDPOINTS = """{ webhookEndpoints { totalCount edges { node { id enabled consecutiveFailures failingSince disabledAt
   deliveries(first: 5) { totalCount edges { node { id state attempts lastError event { id type } } } }
   attempts(first: 5) { totalCount edges { node { id error statusCode event { type } } } } } } } }"""
@@ -516,8 +725,11 @@ async def test_admin_lists_endpoints_with_deliveries_and_attempts_and_re_enables
 
     admin, backend = world["as"]("boss", "admin"), world["as"]("be", "backend")
     ep = admin.mutate("registerWebhook", {"url": "http://127.0.0.1:9/hook"}, "endpoint { id }")["endpoint"]
-    o = backend.mutate("reportOrder", {"externalId": "wl-1", "buyerId": "z",
-                                       "lines": [{"productRef": "x", "quantity": 1, "unitPrice": 100}]}, "order { id }")
+    o = backend.mutate(
+        "reportOrder",
+        {"externalId": "wl-1", "buyerId": "z", "lines": [{"productRef": "x", "quantity": 1, "unitPrice": 100}]},
+        "order { id }",
+    )
     backend.mutate("confirmPayment", {"orderId": o["order"]["id"], "amount": 100, "providerRef": "wl-pay"}, "accepted")
     svc.clock.set(world["svc"].now())
     await webhooks.deliver_due(svc, timeout_s=2)  # port 9 refuses: one failed attempt, recorded
@@ -538,15 +750,20 @@ async def test_admin_lists_endpoints_with_deliveries_and_attempts_and_re_enables
     assert admin.data(ev, id=d["event"]["id"])["node"] == {"type": "order.paid"}
 
     async with unit_of_work(svc) as s:  # as if it had failed for a day
-        await s.execute(update(WebhookEndpoint).where(WebhookEndpoint.shop_id == world["shop"].shop_id)
-                        .values(enabled=False, disabled_at=svc.now()))
-    assert payload_codes(admin.mutate("enableWebhook", {"endpointId": "V2ViaG9va0VuZHBvaW50Ondo"},
-                                      "endpoint { id }")) == ["NOT_FOUND"]
+        await s.execute(
+            update(WebhookEndpoint)
+            .where(WebhookEndpoint.shop_id == world["shop"].shop_id)
+            .values(enabled=False, disabled_at=svc.now())
+        )
+    assert payload_codes(
+        admin.mutate("enableWebhook", {"endpointId": "V2ViaG9va0VuZHBvaW50Ondo"}, "endpoint { id }")
+    ) == ["NOT_FOUND"]
     r = admin.mutate("enableWebhook", {"endpointId": ep["id"]}, "endpoint { enabled disabledAt consecutiveFailures }")
     assert r["errors"] == [] and r["endpoint"] == {"enabled": True, "disabledAt": None, "consecutiveFailures": 0}
     assert codes(backend.gql("{ webhookEndpoints { totalCount } }")) == ["FORBIDDEN"]
-    bad = admin.mutate("redeliverEvents", {"endpointId": "V2ViaG9va0VuZHBvaW50Ondo", "fromSeq": 0, "toSeq": 10},
-                       "queued")
+    bad = admin.mutate(
+        "redeliverEvents", {"endpointId": "V2ViaG9va0VuZHBvaW50Ondo", "fromSeq": 0, "toSeq": 10}, "queued"
+    )
     assert payload_codes(bad) == ["NOT_FOUND"]
 
 
@@ -575,14 +792,23 @@ def test_admin_reports_segments_and_retention_with_hand_checked_figures_RP3_RP4(
         backend.mutate("upsertProduct", {"productRef": ref, "category": cat}, "product { id }")
 
     def order(ext, buyer, lines, refund=0):
-        o = backend.mutate("reportOrder", {"externalId": ext, "buyerId": buyer, "lines": [
-            {"productRef": p, "quantity": 1, "unitPrice": price} for p, price in lines]}, "order { id }")["order"]
+        o = backend.mutate(
+            "reportOrder",
+            {
+                "externalId": ext,
+                "buyerId": buyer,
+                "lines": [{"productRef": p, "quantity": 1, "unitPrice": price} for p, price in lines],
+            },
+            "order { id }",
+        )["order"]
         total = sum(price for _, price in lines)
-        assert backend.mutate("confirmPayment", {"orderId": o["id"], "amount": total, "providerRef": f"p-{ext}"},
-                              "accepted")["accepted"]
+        assert backend.mutate(
+            "confirmPayment", {"orderId": o["id"], "amount": total, "providerRef": f"p-{ext}"}, "accepted"
+        )["accepted"]
         if refund:
-            r = backend.mutate("refundOrder", {"orderId": o["id"], "amount": refund, "providerRef": f"r-{ext}"},
-                               "refund { id }")
+            r = backend.mutate(
+                "refundOrder", {"orderId": o["id"], "amount": refund, "providerRef": f"r-{ext}"}, "refund { id }"
+            )
             assert r["errors"] == []
 
     order("a1", "ann", [("tea", 3000), ("cup", 2000)])
@@ -593,39 +819,81 @@ def test_admin_reports_segments_and_retention_with_hand_checked_figures_RP3_RP4(
     order("b2", "bob", [("tea", 2000)], refund=2000)
     cid = make_campaign(admin, world["svc"])
     lead = world["as"]("lee", "customer").mutate("openGroup", {"campaignId": cid}, SEAT)
-    backend.mutate("confirmPayment", {"orderId": lead["order"]["id"], "amount": 8000, "providerRef": "p-lee"},
-                   "accepted")
+    backend.mutate(
+        "confirmPayment", {"orderId": lead["order"]["id"], "amount": 8000, "providerRef": "p-lee"}, "accepted"
+    )
     seat = world["as"]("cat", "customer").mutate("joinGroup", {"groupId": lead["group"]["id"]}, SEAT)
-    backend.mutate("confirmPayment", {"orderId": seat["order"]["id"], "amount": 8000, "providerRef": "p-cat"},
-                   "accepted")
+    backend.mutate(
+        "confirmPayment", {"orderId": seat["order"]["id"], "amount": 8000, "providerRef": "p-cat"}, "accepted"
+    )
 
     today = world["svc"].now().date()
-    rows = admin.data("query($f: Date!, $t: Date!) { retention(periodFrom: $f, periodTo: $t) { source currency "
-                      "buyers repeatBuyers multiCategoryBuyers repurchaseRateBp multiCategoryRateBp netSales "
-                      "netSalesPerBuyer } }", f=today.isoformat(),
-                      t=(today + timedelta(days=1)).isoformat())["retention"]
+    rows = admin.data(
+        "query($f: Date!, $t: Date!) { retention(periodFrom: $f, periodTo: $t) { source currency "
+        "buyers repeatBuyers multiCategoryBuyers repurchaseRateBp multiCategoryRateBp netSales "
+        "netSalesPerBuyer } }",
+        f=today.isoformat(),
+        t=(today + timedelta(days=1)).isoformat(),
+    )["retention"]
     assert rows == [
-        {"source": "REFERRAL", "currency": "CNY", "buyers": 2, "repeatBuyers": 2, "multiCategoryBuyers": 1,
-         "repurchaseRateBp": 10000, "multiCategoryRateBp": 5000, "netSales": 8999, "netSalesPerBuyer": 4499},
-        {"source": "GROUP_INVITE", "currency": "CNY", "buyers": 1, "repeatBuyers": 0, "multiCategoryBuyers": 0,
-         "repurchaseRateBp": 0, "multiCategoryRateBp": 0, "netSales": 8000, "netSalesPerBuyer": 8000},
-        {"source": "NONE", "currency": "CNY", "buyers": 2, "repeatBuyers": 0, "multiCategoryBuyers": 0,
-         "repurchaseRateBp": 0, "multiCategoryRateBp": 0, "netSales": 12000, "netSalesPerBuyer": 6000}]
+        {
+            "source": "REFERRAL",
+            "currency": "CNY",
+            "buyers": 2,
+            "repeatBuyers": 2,
+            "multiCategoryBuyers": 1,
+            "repurchaseRateBp": 10000,
+            "multiCategoryRateBp": 5000,
+            "netSales": 8999,
+            "netSalesPerBuyer": 4499,
+        },
+        {
+            "source": "GROUP_INVITE",
+            "currency": "CNY",
+            "buyers": 1,
+            "repeatBuyers": 0,
+            "multiCategoryBuyers": 0,
+            "repurchaseRateBp": 0,
+            "multiCategoryRateBp": 0,
+            "netSales": 8000,
+            "netSalesPerBuyer": 8000,
+        },
+        {
+            "source": "NONE",
+            "currency": "CNY",
+            "buyers": 2,
+            "repeatBuyers": 0,
+            "multiCategoryBuyers": 0,
+            "repurchaseRateBp": 0,
+            "multiCategoryRateBp": 0,
+            "netSales": 12000,
+            "netSalesPerBuyer": 6000,
+        },
+    ]
     # the day before: nobody bought
-    before = admin.data("query($f: Date!, $t: Date!) { retention(periodFrom: $f, periodTo: $t) { source buyers "
-                        "repurchaseRateBp netSales netSalesPerBuyer } }", f=(today - timedelta(days=1)).isoformat(),
-                        t=today.isoformat())["retention"]
+    before = admin.data(
+        "query($f: Date!, $t: Date!) { retention(periodFrom: $f, periodTo: $t) { source buyers "
+        "repurchaseRateBp netSales netSalesPerBuyer } }",
+        f=(today - timedelta(days=1)).isoformat(),
+        t=today.isoformat(),
+    )["retention"]
     assert [(r["buyers"], r["repurchaseRateBp"], r["netSales"], r["netSalesPerBuyer"]) for r in before] == [
-        (0, None, 0, None)] * 3
+        (0, None, 0, None)
+    ] * 3
     assert codes(admin.gql('{ retention(periodFrom: "2026-02-01", periodTo: "2026-01-01") { source } }')) == [
-        "INVALID_INPUT"]
+        "INVALID_INPUT"
+    ]
 
     counts = {c["segment"]: c["count"] for c in admin.data("{ segmentCounts { segment count } }")["segmentCounts"]}
     assert list(counts) == ["NEW", "FIRST_ORDER", "REPEAT", "LOYAL", "DORMANT"]
     assert (counts["REPEAT"], counts["FIRST_ORDER"], counts["LOYAL"], counts["DORMANT"]) == (2, 3, 0, 0)
     seg = "query($u: String!) { userSegment(userId: $u) }"
     assert [admin.data(seg, u=u)["userSegment"] for u in ("ann", "bob", "cat", "nobody")] == [
-        "REPEAT", "FIRST_ORDER", "FIRST_ORDER", "NEW"]
+        "REPEAT",
+        "FIRST_ORDER",
+        "FIRST_ORDER",
+        "NEW",
+    ]
     assert world["as"]("ann", "customer").data("{ mySegment }")["mySegment"] == "REPEAT"
 
 
@@ -656,8 +924,12 @@ async def test_admin_reads_campaign_stats_with_hand_computed_means_and_a_variant
     from tests.integration.helpers import make_campaign as make_campaign_svc, pay
 
     shop_id = world["shop"].shop_id
-    c = await make_campaign_svc(svc, shop_id, tiers=[(2, 8000)], variants=[
-        ("ctl", [(2, 8000)], 1), ("alt", [(2, 8000)], 1), ("few", [(2, 8000)], 1), ("none", [(2, 8000)], 1)])
+    c = await make_campaign_svc(
+        svc,
+        shop_id,
+        tiers=[(2, 8000)],
+        variants=[("ctl", [(2, 8000)], 1), ("alt", [(2, 8000)], 1), ("few", [(2, 8000)], 1), ("none", [(2, 8000)], 1)],
+    )
     names = ("ctl", "alt", "few", "none")
     leaders = {n: [] for n in names}
     k = 0
@@ -679,7 +951,7 @@ async def test_admin_reads_campaign_stats_with_hand_computed_means_and_a_variant
             m = await groups.join_group(svc, shop_id=shop_id, group_id=g.group_id, user_id=f"{leader}-m")
             assert (await pay(svc, shop_id, m))["accepted"]
     for variant, n_failed in (("ctl", 18), ("alt", 6)):
-        for leader in leaders[variant][len(plan[variant]):len(plan[variant]) + n_failed]:
+        for leader in leaders[variant][len(plan[variant]) : len(plan[variant]) + n_failed]:
             await open_paid(leader)
     svc.clock.advance(timedelta(hours=25))
     await worker.run_due(svc, shop_id=shop_id)  # the leaders left alone fail (GB-6)
@@ -688,22 +960,57 @@ async def test_admin_reads_campaign_stats_with_hand_computed_means_and_a_variant
     got = world["as"]("boss", "admin").data(
         f"query($c: ID!) {{ campaignStats(campaignId: $c) {{ currency minDecidedPerVariant hasWinner "
         f"total {{ {stats} }} variants {{ {stats} }} comparisons {{ variant control differenceBp differenceLowBp "
-        f"differenceHighBp enoughData hasWinner }} }} }}", c=c.campaign_id)["campaignStats"]
+        f"differenceHighBp enoughData hasWinner }} }} }}",
+        c=c.campaign_id,
+    )["campaignStats"]
 
     def row(variant, opened, formed, failed, rate, mean, units, net):
-        return {"variant": variant, "opened": opened, "formed": formed, "failed": failed, "formationRateBp": rate,
-                "meanSecondsToForm": mean, "units": units, "netSales": net, "currency": "CNY"}
+        return {
+            "variant": variant,
+            "opened": opened,
+            "formed": formed,
+            "failed": failed,
+            "formationRateBp": rate,
+            "meanSecondsToForm": mean,
+            "units": units,
+            "netSales": net,
+            "currency": "CNY",
+        }
 
     assert got["total"] == row(None, 63, 39, 24, 6190, 1699, 78, 624_000)
-    assert got["variants"] == [row("ctl", 30, 12, 18, 4000, 5400, 24, 192_000),
-                               row("alt", 30, 24, 6, 8000, 60, 48, 384_000),
-                               row("few", 3, 3, 0, 10000, 10, 6, 48_000),
-                               row("none", 0, 0, 0, None, 0, 0, 0)]
+    assert got["variants"] == [
+        row("ctl", 30, 12, 18, 4000, 5400, 24, 192_000),
+        row("alt", 30, 24, 6, 8000, 60, 48, 384_000),
+        row("few", 3, 3, 0, 10000, 10, 6, 48_000),
+        row("none", 0, 0, 0, None, 0, 0, 0),
+    ]
     assert got["comparisons"] == [
-        {"variant": "alt", "control": "ctl", "differenceBp": 4000, "differenceLowBp": 1525,
-         "differenceHighBp": 5865, "enoughData": True, "hasWinner": True},
-        {"variant": "few", "control": "ctl", "differenceBp": 6000, "differenceLowBp": 113,
-         "differenceHighBp": 7541, "enoughData": False, "hasWinner": False},
-        {"variant": "none", "control": "ctl", "differenceBp": None, "differenceLowBp": None,
-         "differenceHighBp": None, "enoughData": False, "hasWinner": False}]
+        {
+            "variant": "alt",
+            "control": "ctl",
+            "differenceBp": 4000,
+            "differenceLowBp": 1525,
+            "differenceHighBp": 5865,
+            "enoughData": True,
+            "hasWinner": True,
+        },
+        {
+            "variant": "few",
+            "control": "ctl",
+            "differenceBp": 6000,
+            "differenceLowBp": 113,
+            "differenceHighBp": 7541,
+            "enoughData": False,
+            "hasWinner": False,
+        },
+        {
+            "variant": "none",
+            "control": "ctl",
+            "differenceBp": None,
+            "differenceLowBp": None,
+            "differenceHighBp": None,
+            "enoughData": False,
+            "hasWinner": False,
+        },
+    ]
     assert (got["currency"], got["minDecidedPerVariant"], got["hasWinner"]) == ("CNY", 30, True)

@@ -29,13 +29,20 @@ def test_every_state_status_mode_kind_and_role_is_an_enum():
     not_enum = sorted(w for w, t in found.items() if isinstance(t, GraphQLScalarType))  # objects may be named so
     assert not_enum == []
     # the ones the issue names, and the filter arguments
-    for where, enum in {"Group.state": "GroupState", "Order.state": "OrderState", "Payout.state": "PayoutState",
-                        "WebhookDelivery.state": "WebhookDeliveryState", "DistributorProfile.status":
-                        "DistributorStatus", "CommissionLine.state": "CommissionLineState", "Seat.state":
-                        "SeatState", "Refund.state": "RefundState", "DistributionSettings.mode": "DistributionMode",
-                        "Campaign.groups(states)": "GroupState",
-                        "WebhookEndpoint.deliveries(state)": "WebhookDeliveryState",
-                        "Query.distributors(statuses)": "DistributorStatus"}.items():
+    for where, enum in {
+        "Group.state": "GroupState",
+        "Order.state": "OrderState",
+        "Payout.state": "PayoutState",
+        "WebhookDelivery.state": "WebhookDeliveryState",
+        "DistributorProfile.status": "DistributorStatus",
+        "CommissionLine.state": "CommissionLineState",
+        "Seat.state": "SeatState",
+        "Refund.state": "RefundState",
+        "DistributionSettings.mode": "DistributionMode",
+        "Campaign.groups(states)": "GroupState",
+        "WebhookEndpoint.deliveries(state)": "WebhookDeliveryState",
+        "Query.distributors(statuses)": "DistributorStatus",
+    }.items():
         assert found[where].name == enum, where
 
 
@@ -50,10 +57,20 @@ def test_enum_values_are_the_stored_upper_case_names():
 
 def test_a_state_filter_takes_the_enum_and_refuses_what_is_not_one(world):
     admin = world["as"]("boss", "admin")
-    c = admin.mutate("createCampaign", {
-        "productRef": "p", "title": "t", "listPrice": 100, "tiers": [{"members": 2, "unitPrice": 80}],
-        "durationSeconds": 3600, "paymentWindowSeconds": 600, "startsAt": "2020-01-01T00:00:00Z",
-        "endsAt": "2999-01-01T00:00:00Z"}, "campaign { id }")["campaign"]
+    c = admin.mutate(
+        "createCampaign",
+        {
+            "productRef": "p",
+            "title": "t",
+            "listPrice": 100,
+            "tiers": [{"members": 2, "unitPrice": 80}],
+            "durationSeconds": 3600,
+            "paymentWindowSeconds": 600,
+            "startsAt": "2020-01-01T00:00:00Z",
+            "endsAt": "2999-01-01T00:00:00Z",
+        },
+        "campaign { id }",
+    )["campaign"]
     lead = world["as"]("lea", "customer").mutate("openGroup", {"campaignId": c["id"]}, "group { state }")
     assert lead["group"]["state"] == "PENDING"
     q = "query($id: ID!, $s: [GroupState!]) { campaign(id: $id) { groups(states: $s) { totalCount } } }"

@@ -13,8 +13,10 @@ from tests.api.conftest import payload_codes
 
 ORDER = "order { id }"
 FLAG = "flag { id subject rules evidence state amount held resolvedBy reason }"
-QUEUE = ("query { fraudReviewQueue { totalCount edges { node { id subject rules evidence beneficiaryId amount held state "
-         "flaggedBy } } } }")
+QUEUE = (
+    "query { fraudReviewQueue { totalCount edges { node { id subject rules evidence beneficiaryId amount held state "
+    "flaggedBy } } } }"
+)
 ME = "query { me { balances { pending frozen available held } } }"
 
 
@@ -22,16 +24,25 @@ async def _setup(world, svc, rules: dict) -> dict:
     """`ref` is an active distributor; `b1`, `b2`, `b3` are bound to them; the shop's fraud rules are `rules`.
     `svc` (the test's own services, for reading the database) and the server's clock (`clock`)."""
     sid = world["shop"].shop_id
-    await distribution.set_status(svc, shop_id=sid, user_id="ref", status=DistributorStatus.ACTIVE, actor="t",
-                                  reason="t")
+    await distribution.set_status(
+        svc, shop_id=sid, user_id="ref", status=DistributorStatus.ACTIVE, actor="t", reason="t"
+    )
     for b in ("b1", "b2", "b3"):
         await distribution.bind_referrer(svc, shop_id=sid, user_id=b, referrer_id="ref")
     admin = world["as"]("boss", "admin")
     r = admin.mutate("setFraudRules", rules, "rules { selfDealing velocity scalperGroup refundRate }")
     assert r["errors"] == [], r
-    return {"admin": admin, "backend": world["as"]("be", "backend"), "ref": world["as"]("ref", "distributor"),
-            "svc": svc, "sid": sid, "clock": world["svc"].clock, "server": world["svc"],
-            "day0": world["svc"].now().date(), "finance": world["as"]("fin", "finance")}
+    return {
+        "admin": admin,
+        "backend": world["as"]("be", "backend"),
+        "ref": world["as"]("ref", "distributor"),
+        "svc": svc,
+        "sid": sid,
+        "clock": world["svc"].clock,
+        "server": world["svc"],
+        "day0": world["svc"].now().date(),
+        "finance": world["as"]("fin", "finance"),
+    }
 
 
 SETTLEMENT = "settlement { opening released payouts fees failed closing held }"
@@ -49,8 +60,11 @@ def _close(w) -> dict:
 
 
 def _pay(w, ext: str, buyer: str, price: int = 10_000, **fingerprints) -> str:
-    r = w["backend"].mutate("reportOrder", {"externalId": ext, "buyerId": buyer,
-                                            "lines": [{"productRef": "tea", "quantity": 1, "unitPrice": price}]}, ORDER)
+    r = w["backend"].mutate(
+        "reportOrder",
+        {"externalId": ext, "buyerId": buyer, "lines": [{"productRef": "tea", "quantity": 1, "unitPrice": price}]},
+        ORDER,
+    )
     assert r["errors"] == [], r
     pay = {"orderId": r["order"]["id"], "amount": price, "providerRef": f"p-{ext}"}
     if fingerprints:
@@ -66,15 +80,26 @@ def _queue(w) -> list[dict]:
 
 async def _events(w, *types: str) -> list[dict]:
     async with w["svc"].sessionmaker() as s:
-        rows = (await s.execute(text("SELECT type, payload FROM events WHERE shop_id = :s AND type = ANY(:t) "
-                                     "ORDER BY occurred_at, event_id"), {"s": w["sid"], "t": list(types)})).all()
+        rows = (
+            await s.execute(
+                text(
+                    "SELECT type, payload FROM events WHERE shop_id = :s AND type = ANY(:t) "
+                    "ORDER BY occurred_at, event_id"
+                ),
+                {"s": w["sid"], "t": list(types)},
+            )
+        ).all()
     return [{"type": t, **p} for t, p in rows]
 
 
 async def _stored(w, table: str, where: str = "true") -> list[dict]:
     async with w["svc"].sessionmaker() as s:
-        return [dict(r) for r in (await s.execute(text(f"SELECT * FROM {table} WHERE shop_id = :s AND {where}"),
-                                                  {"s": w["sid"]})).mappings()]
+        return [
+            dict(r)
+            for r in (
+                await s.execute(text(f"SELECT * FROM {table} WHERE shop_id = :s AND {where}"), {"s": w["sid"]})
+            ).mappings()
+        ]
 
 
 async def test_FR2a_self_dealing_is_held_then_cleared_and_released_at_once_FR1_FR3_FR4_api(world, svc):
@@ -86,7 +111,8 @@ async def test_FR2a_self_dealing_is_held_then_cleared_and_released_at_once_FR1_F
     oid = _pay(w, "o1", "b1", deviceId="  device-d ")
     q = _queue(w)
     assert [(f["subject"], f["rules"], f["beneficiaryId"], f["amount"], f["held"], f["flaggedBy"]) for f in q] == [
-        ("LINE", ["SELF_DEALING"], "ref", 1000, 1000, "system")]
+        ("LINE", ["SELF_DEALING"], "ref", 1000, 1000, "system")
+    ]
     assert q[0]["evidence"] == {"SELF_DEALING": {"shared": ["DEVICE"]}}
     assert w["ref"].data(ME)["me"]["balances"] == {"pending": 1000, "frozen": 0, "available": 0, "held": 1000}
     stored = await _stored(w, "payment_fingerprints")
@@ -101,8 +127,10 @@ async def test_FR2a_self_dealing_is_held_then_cleared_and_released_at_once_FR1_F
     assert w["ref"].data(ME)["me"]["balances"] == {"pending": 0, "frozen": 0, "available": 1000, "held": 0}
     again = w["admin"].mutate("clearFraudFlag", {"flagId": q[0]["id"]}, FLAG)
     assert again["errors"] == [] and again["flag"]["state"] == "CLEARED"  # the same decision twice is one
-    assert w["admin"].mutate("voidFraudFlag", {"flagId": q[0]["id"], "reason": "x"}, FLAG)["errors"][0]["code"] == \
-        "INVALID_STATE"
+    assert (
+        w["admin"].mutate("voidFraudFlag", {"flagId": q[0]["id"], "reason": "x"}, FLAG)["errors"][0]["code"]
+        == "INVALID_STATE"
+    )
     ev = await _events(w, "fraud.flagged", "fraud.cleared")
     assert [(e["type"], e["by"]) for e in ev] == [("fraud.flagged", "system"), ("fraud.cleared", "boss")]  # FR-4
     assert ev[1]["reason"] == "same household" and ev[1]["amount"] == 1000
@@ -130,7 +158,8 @@ async def test_FR2b_velocity_flags_the_order_after_N_sharing_an_ip_and_a_void_re
     entries = await _stored(w, "ledger_entries", "kind = 'COMMISSION_VOIDED'")
     assert [e["amount"] for e in entries] == [-2000]  # LG-1: a new entry, the posting stays
     assert [(e["type"], e["by"], e["reason"]) for e in await _events(w, "fraud.voided")] == [
-        ("fraud.voided", "boss", "click farm")]
+        ("fraud.voided", "boss", "click farm")
+    ]
 
 
 async def test_FR2c_a_scalper_group_is_held_and_dissolved_before_forming_with_GB6_refunds_FR3_FR4_api(world, svc):
@@ -142,12 +171,18 @@ async def test_FR2c_a_scalper_group_is_held_and_dissolved_before_forming_with_GB
     cid = make_campaign(w["admin"], world["svc"], tiers=[{"members": 3, "unitPrice": 8000}])
     seat = "group { id state } order { id } amountToPay"
     lead = world["as"]("b1", "customer").mutate("openGroup", {"campaignId": cid}, seat)
-    w["backend"].mutate("confirmPayment", {"orderId": lead["order"]["id"], "amount": 8000, "providerRef": "g-1",
-                                           "fingerprints": {"deviceId": "phone-1"}}, "accepted")
+    w["backend"].mutate(
+        "confirmPayment",
+        {"orderId": lead["order"]["id"], "amount": 8000, "providerRef": "g-1", "fingerprints": {"deviceId": "phone-1"}},
+        "accepted",
+    )
     assert _queue(w) == []
     m = world["as"]("b2", "customer").mutate("joinGroup", {"groupId": lead["group"]["id"]}, seat)
-    r = w["backend"].mutate("confirmPayment", {"orderId": m["order"]["id"], "amount": 8000, "providerRef": "g-2",
-                                               "fingerprints": {"deviceId": "PHONE-1"}}, "accepted")
+    r = w["backend"].mutate(
+        "confirmPayment",
+        {"orderId": m["order"]["id"], "amount": 8000, "providerRef": "g-2", "fingerprints": {"deviceId": "PHONE-1"}},
+        "accepted",
+    )
     assert r["accepted"] is True
     q = _queue(w)
     assert [(f["subject"], f["rules"], f["held"]) for f in q] == [("GROUP", ["SCALPER_GROUP"], 1600)]
@@ -155,8 +190,9 @@ async def test_FR2c_a_scalper_group_is_held_and_dissolved_before_forming_with_GB
     assert w["ref"].data(ME)["me"]["balances"]["held"] == 1600  # both members' lines, the earlier one too
     d = w["admin"].mutate("dissolveFlaggedGroup", {"flagId": q[0]["id"], "reason": "one phone, two buyers"}, FLAG)
     assert d["errors"] == [] and d["flag"]["state"] == "DISSOLVED"
-    g = world["as"]("b1", "customer").data("query($id: ID!) { node(id: $id) { ... on Group { state } } }",
-                                           id=lead["group"]["id"])["node"]
+    g = world["as"]("b1", "customer").data(
+        "query($id: ID!) { node(id: $id) { ... on Group { state } } }", id=lead["group"]["id"]
+    )["node"]
     assert g == {"state": "FAILED"}
     owed = await _stored(w, "refunds")
     assert sorted(r["amount"] for r in owed) == [8000, 8000] and {r["rule"] for r in owed} == {"GB-6"}
@@ -177,24 +213,29 @@ async def test_FR2d_a_downline_refunding_over_X_percent_holds_the_next_commissio
     _pay(w, "o2", "b2", price=5000)
     q = _queue(w)
     assert [(f["rules"], f["amount"]) for f in q] == [(["REFUND_RATE"], 500)]
-    assert q[0]["evidence"]["REFUND_RATE"] == {"orders": 1, "paid": 10_000, "refunded": 10_000, "rate_bp": 10_000,
-                                               "max_bp": 3000}
+    assert q[0]["evidence"]["REFUND_RATE"] == {
+        "orders": 1,
+        "paid": 10_000,
+        "refunded": 10_000,
+        "rate_bp": 10_000,
+        "max_bp": 3000,
+    }
     assert w["ref"].data(ME)["me"]["balances"] == {"pending": 500, "frozen": 0, "available": 0, "held": 500}
     off = w["admin"].mutate("setFraudRules", {}, "rules { refundRate }")
     assert off["rules"] == {"refundRate": False}
     _pay(w, "o3", "b3", price=5000)  # rules off: nothing more is held
     assert len(_queue(w)) == 1 and w["ref"].data(ME)["me"]["balances"]["held"] == 500
     # FR-3 in settlements: the held figure at the period end, beside an identity it takes no part in
-    assert _close(w) == {"opening": 0, "released": 0, "payouts": 0, "fees": 0, "failed": 0, "closing": 0,
-                         "held": 500}
+    assert _close(w) == {"opening": 0, "released": 0, "payouts": 0, "fees": 0, "failed": 0, "closing": 0, "held": 500}
 
 
 def test_FR2_rules_and_queue_are_for_admins_only_api(world):
     customer = world["as"]("c", "customer")
     body = customer.gql("query { fraudReviewQueue { totalCount } }")
     assert body["data"] is None or body["data"].get("fraudReviewQueue") is None
-    bad = world["as"]("boss", "admin").mutate("setFraudRules", {"scalperGroup": True, "scalperMinSeats": 1},
-                                              "rules { scalperGroup }")
+    bad = world["as"]("boss", "admin").mutate(
+        "setFraudRules", {"scalperGroup": True, "scalperMinSeats": 1}, "rules { scalperGroup }"
+    )
     assert payload_codes(bad) == ["INVALID_INPUT"] and bad["errors"][0]["field"] == "scalperMinSeats"
 
 
@@ -206,18 +247,26 @@ async def test_LG4_a_failed_transfer_returns_the_amount_and_the_fee_by_new_entri
     FAILED (idempotently): available has all of A back, PAID and FEES net to zero, the payout stays in history."""
     sid = world["shop"].shop_id
     admin = world["as"]("boss", "admin")
-    assert admin.mutate("updateDistributionSettings", {"payoutFeeBp": 100, "freezeDays": 0},
-                        "settings { payoutFeeBp }")["errors"] == []
+    assert (
+        admin.mutate("updateDistributionSettings", {"payoutFeeBp": 100, "freezeDays": 0}, "settings { payoutFeeBp }")[
+            "errors"
+        ]
+        == []
+    )
     w = await _setup(world, svc, {})
     oid = _pay(w, "o1", "b1", price=50_000)
     assert w["backend"].mutate("completeOrder", {"orderId": oid}, ORDER)["errors"] == []
     w["clock"].advance(timedelta(seconds=1))
     assert w["ref"].data(ME)["me"]["balances"]["available"] == 5000
-    req = w["ref"].mutate("requestPayout", {"amount": 4000, "payeeMethod": {"kind": "BANK_ACCOUNT",
-                                                                             "accountReference": "6222 0212 3456 7890"}},
-                          PAYOUT)
+    req = w["ref"].mutate(
+        "requestPayout",
+        {"amount": 4000, "payeeMethod": {"kind": "BANK_ACCOUNT", "accountReference": "6222 0212 3456 7890"}},
+        PAYOUT,
+    )
     assert req["errors"] == [] and (req["payout"]["payeeKind"], req["payout"]["payeeReference"]) == (
-        "BANK_ACCOUNT", "****7890")
+        "BANK_ACCOUNT",
+        "****7890",
+    )
     pid = req["payout"]["id"]
     finance, backend = world["as"]("fin", "finance"), w["backend"]
     early = backend.mutate("failPayout", {"payoutId": pid, "transferRef": "t-1", "reason": "bounced"}, PAYOUT)
@@ -225,29 +274,56 @@ async def test_LG4_a_failed_transfer_returns_the_amount_and_the_fee_by_new_entri
     assert finance.mutate("approvePayout", {"payoutId": pid, "externalRef": "bank-1"}, PAYOUT)["errors"] == []
     f = backend.mutate("failPayout", {"payoutId": pid, "transferRef": "t-1", "reason": "account closed"}, PAYOUT)
     assert f["errors"] == [] and f["payout"]["state"] == "FAILED"
-    assert (f["payout"]["failureRef"], f["payout"]["failureReason"], f["payout"]["fee"]) == ("t-1", "account closed", 40)
+    assert (f["payout"]["failureRef"], f["payout"]["failureReason"], f["payout"]["fee"]) == (
+        "t-1",
+        "account closed",
+        40,
+    )
     again = finance.mutate("failPayout", {"payoutId": pid, "transferRef": "t-1", "reason": "account closed"}, PAYOUT)
     assert again["errors"] == [] and again["payout"]["state"] == "FAILED"  # idempotent
     other = finance.mutate("failPayout", {"payoutId": pid, "transferRef": "t-2", "reason": "x"}, PAYOUT)
     assert payload_codes(other) == ["INVALID_STATE"]
     assert w["ref"].data(ME)["me"]["balances"]["available"] == 5000
     async with svc.sessionmaker() as s:
-        b = (await s.execute(text("SELECT paid, fees, available FROM distributors WHERE shop_id = :s AND user_id = 'ref'"),
-                             {"s": sid})).one()
-        kinds = (await s.execute(text("SELECT kind, bucket, amount FROM ledger_entries WHERE shop_id = :s "
-                                      "AND ref_type = 'payout' ORDER BY seq"), {"s": sid})).all()
+        b = (
+            await s.execute(
+                text("SELECT paid, fees, available FROM distributors WHERE shop_id = :s AND user_id = 'ref'"),
+                {"s": sid},
+            )
+        ).one()
+        kinds = (
+            await s.execute(
+                text(
+                    "SELECT kind, bucket, amount FROM ledger_entries WHERE shop_id = :s "
+                    "AND ref_type = 'payout' ORDER BY seq"
+                ),
+                {"s": sid},
+            )
+        ).all()
         stored = (await s.execute(text("SELECT payee_reference FROM payouts WHERE shop_id = :s"), {"s": sid})).scalar()
     assert tuple(b) == (0, 0, 5000) and stored == "****7890"
     assert [k for k, _, _ in kinds].count("PAYOUT_APPROVED") == 2  # the approval's entries stay (LG-1)
     assert sorted((k, bk, a) for k, bk, a in kinds if k.startswith("PAYOUT_F")) == [
-        ("PAYOUT_FAILED", "AVAILABLE", 3960), ("PAYOUT_FAILED", "PAID", -3960), ("PAYOUT_FEE", "FEES", 40),
-        ("PAYOUT_FEE_REVERSED", "AVAILABLE", 40), ("PAYOUT_FEE_REVERSED", "FEES", -40)]
+        ("PAYOUT_FAILED", "AVAILABLE", 3960),
+        ("PAYOUT_FAILED", "PAID", -3960),
+        ("PAYOUT_FEE", "FEES", 40),
+        ("PAYOUT_FEE_REVERSED", "AVAILABLE", 40),
+        ("PAYOUT_FEE_REVERSED", "FEES", -40),
+    ]
     ev = await _events(w, "payout.failed")
     assert [(e["amount"], e["fee_reversed"], e["transfer_ref"], e["by"]) for e in ev] == [(4000, 40, "t-1", "be")]
     # LG-4 in settlements: sent 3960 and charged 40, both given back in `failed`; the identity holds
-    assert _close(w) == {"opening": 0, "released": 5000, "payouts": 3960, "fees": 40, "failed": 4000,
-                         "closing": 5000, "held": 0}
+    assert _close(w) == {
+        "opening": 0,
+        "released": 5000,
+        "payouts": 3960,
+        "fees": 40,
+        "failed": 4000,
+        "closing": 5000,
+        "held": 0,
+    }
     denied = world["as"]("c", "customer").gql(
         "mutation($i: FailPayoutInput!) { failPayout(input: $i) { errors { code } } }",
-        i={"payoutId": pid, "transferRef": "t", "reason": "r"})
+        i={"payoutId": pid, "transferRef": "t", "reason": "r"},
+    )
     assert [e["extensions"]["code"] for e in denied["errors"]] == ["FORBIDDEN"]  # SH-0: finance or backend only

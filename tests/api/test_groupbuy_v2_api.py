@@ -13,8 +13,7 @@ GROUP = "query($id: ID!) { node(id: $id) { ... on Group { state seatsPaid formed
 
 
 def _pay(backend, order_id: str, amount: int, ref: str) -> dict:
-    return backend.mutate("confirmPayment", {"orderId": order_id, "amount": amount, "providerRef": ref},
-                          "accepted")
+    return backend.mutate("confirmPayment", {"orderId": order_id, "amount": amount, "providerRef": ref}, "accepted")
 
 
 def test_GB12_payment_in_time_after_expiry_takes_its_seat_and_nobody_joins_during_grace_api(world):
@@ -73,22 +72,39 @@ async def test_GB15_campaign_nudge_fields_over_graphql_events_pull_and_group_pro
     from tests.api.test_e2e import settled_events
 
     admin, backend, srv = world["as"]("boss", "admin"), world["as"]("be", "backend"), world["svc"]
-    cid = make_campaign(admin, srv, tiers=[{"members": 3, "unitPrice": 8000}], durationSeconds=3600,
-                        almostFullAt=1, expiringSoonBeforeSeconds=600)
-    c = admin.data("query($id: ID!) { node(id: $id) { ... on Campaign { almostFullAt expiringSoonBeforeSeconds } } }",
-                   id=cid)["node"]
+    cid = make_campaign(
+        admin,
+        srv,
+        tiers=[{"members": 3, "unitPrice": 8000}],
+        durationSeconds=3600,
+        almostFullAt=1,
+        expiringSoonBeforeSeconds=600,
+    )
+    c = admin.data(
+        "query($id: ID!) { node(id: $id) { ... on Campaign { almostFullAt expiringSoonBeforeSeconds } } }", id=cid
+    )["node"]
     assert c == {"almostFullAt": 1, "expiringSoonBeforeSeconds": 600}
     lead = world["as"]("ann", "customer").mutate("openGroup", {"campaignId": cid}, SEAT)
     gid = lead["group"]["id"]
     _pay(backend, lead["order"]["id"], 8000, "g15-l")
     url = world["base"].replace("http", "ws") + "/graphql"
-    async with websockets.connect(url, subprotocols=["graphql-transport-ws"],
-                                  additional_headers={"X-Shop-Key": world["shop"].public_key}) as ws:
+    async with websockets.connect(
+        url, subprotocols=["graphql-transport-ws"], additional_headers={"X-Shop-Key": world["shop"].public_key}
+    ) as ws:
         await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
         assert json.loads(await ws.recv())["type"] == "connection_ack"
-        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
-            "query": "subscription($g: ID!) { groupProgress(groupId: $g) { state seatsPaid nudges } }",
-            "variables": {"g": gid}}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "subscribe",
+                    "payload": {
+                        "query": "subscription($g: ID!) { groupProgress(groupId: $g) { state seatsPaid nudges } }",
+                        "variables": {"g": gid},
+                    },
+                }
+            )
+        )
 
         async def next_data():
             msg = json.loads(await asyncio.wait_for(ws.recv(), 20))
@@ -201,7 +217,8 @@ def test_GB14_overflow_reseat_set_over_graphql_reseats_a_late_payment_api(world)
     q = "query($id: ID!) { node(id: $id) { ... on Order { state group { id } } } }"
     got = admin.data(q, id=o2)["node"]
     assert got["state"] == "PAID" and got["group"]["id"] != a2
-    evs = settled_events(admin, 2, '{ events(types: ["order.reseated", "refund.owed"]) { edges { node { type '
-                                   'payloadJson } } } }')
+    evs = settled_events(
+        admin, 2, '{ events(types: ["order.reseated", "refund.owed"]) { edges { node { type payloadJson } } } }'
+    )
     kinds = [(e["type"], json.loads(e["payloadJson"]).get("reason")) for e in evs]
     assert kinds == [("refund.owed", "GB-9"), ("order.reseated", None)]

@@ -17,8 +17,14 @@ def tight(database_url):
     """The app under the server limits of `sharecart serve`, with short deadlines and a small cap."""
     from api.app import create_app
 
-    srv = AppServer(database_url, lambda s: create_app(s, dev=False), header_timeout=1.0, body_timeout=1.0,
-                    keep_alive=1, max_connections=60)
+    srv = AppServer(
+        database_url,
+        lambda s: create_app(s, dev=False),
+        header_timeout=1.0,
+        body_timeout=1.0,
+        keep_alive=1,
+        max_connections=60,
+    )
     yield srv
     srv.stop()
 
@@ -45,8 +51,14 @@ def _closed_by_server(s: socket.socket, within: float) -> bool:
 
 def test_h11_5_half_sent_requests_are_closed_and_fresh_ones_answered(tight):
     headers_only = [_open(tight.port, b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Le") for _ in range(20)]
-    body_short = [_open(tight.port, b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                                    b"Content-Length: 100\r\n\r\n{\"query\"") for _ in range(20)]
+    body_short = [
+        _open(
+            tight.port,
+            b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"query"',
+        )
+        for _ in range(20)
+    ]
     silent = [_open(tight.port) for _ in range(10)]
     try:
         # fresh requests are answered at once while 50 slow clients hang on

@@ -22,15 +22,22 @@ SDL = (Path(__file__).resolve().parents[2] / "schema.graphql").read_text()
 # these end the fuzzer's own credentials (every token of the shop): covered by tests/api/test_h11_tokens.py;
 # advanceClock (in the committed SDL, test servers only) would move the shared server's clock by years
 SKIP = {"revokeTokens", "rotateJwtSecret", "advanceClock"}
-ROLES = {"public": None, "customer": ["customer"], "distributor": ["distributor"],
-         "customer+distributor": ["customer", "distributor"], "admin": ["admin"], "finance": ["finance"],
-         "backend": ["backend"]}
+ROLES = {
+    "public": None,
+    "customer": ["customer"],
+    "distributor": ["distributor"],
+    "customer+distributor": ["customer", "distributor"],
+    "admin": ["admin"],
+    "finance": ["finance"],
+    "backend": ["backend"],
+}
 
 SCALARS = {
     "MinorUnits": st.integers(-(2**53) + 1, 2**53 - 1).map(nodes.Int),
     "Date": st.one_of(st.dates().map(lambda d: d.isoformat()), st.text(max_size=12)).map(nodes.String),
-    "DateTime": st.one_of(st.datetimes(timezones=st.just(timezone.utc)).map(lambda d: d.isoformat()),
-                          st.text(max_size=20)).map(nodes.String),
+    "DateTime": st.one_of(
+        st.datetimes(timezones=st.just(timezone.utc)).map(lambda d: d.isoformat()), st.text(max_size=20)
+    ).map(nodes.String),
 }
 
 
@@ -38,20 +45,30 @@ def _strategy():
     schema = build_schema(SDL)
     mutations = [m for m in schema.mutation_type.fields if m not in SKIP]
     queries = list(schema.query_type.fields)
-    return st.one_of(from_schema(schema, fields=queries, custom_scalars=SCALARS),
-                     from_schema(schema, fields=mutations, custom_scalars=SCALARS))
+    return st.one_of(
+        from_schema(schema, fields=queries, custom_scalars=SCALARS),
+        from_schema(schema, fields=mutations, custom_scalars=SCALARS),
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("role", list(ROLES))
 def test_h11_11_fuzzer_finds_no_internal_error_for_any_role(world, role):
     shop, base = world["shop"], world["base"]
-    headers = {"X-Shop-Key": shop.public_key} if ROLES[role] is None else {
-        "Authorization": f"Bearer {mint_token(shop, 'fuzz-user', ROLES[role], 3600)}"}
+    headers = (
+        {"X-Shop-Key": shop.public_key}
+        if ROLES[role] is None
+        else {"Authorization": f"Bearer {mint_token(shop, 'fuzz-user', ROLES[role], 3600)}"}
+    )
     found: list = []
 
-    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=False,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(query=_strategy())
     def fuzz(query):
         r = httpx.post(f"{base}/graphql", json={"query": query}, headers=headers, timeout=30)

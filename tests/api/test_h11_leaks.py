@@ -5,7 +5,7 @@ from __future__ import annotations
 from tests.api.test_e2e import SEAT, make_campaign
 
 GROUP = "query($id: ID!) { group(id: $id) { leaderUserId leaderAlias } }"
-LIST = ("query($c: ID!) { campaign(id: $c) { openGroups { edges { node { leaderUserId leaderAlias } } } } }")
+LIST = "query($c: ID!) { campaign(id: $c) { openGroups { edges { node { leaderUserId leaderAlias } } } } }"
 
 
 def test_h11_10_group_leaders_are_aliases_to_other_customers_and_distributors(world):
@@ -13,16 +13,20 @@ def test_h11_10_group_leaders_are_aliases_to_other_customers_and_distributors(wo
     cid = make_campaign(admin, world["svc"])
     ann = world["as"]("ann", "customer")
     lead = ann.mutate("openGroup", {"campaignId": cid}, SEAT)
-    assert backend.mutate("confirmPayment", {"orderId": lead["order"]["id"], "amount": 8000, "providerRef": "p-1"},
-                          "accepted")["accepted"]
+    assert backend.mutate(
+        "confirmPayment", {"orderId": lead["order"]["id"], "amount": 8000, "providerRef": "p-1"}, "accepted"
+    )["accepted"]
     gid = lead["group"]["id"]
     alias = admin.data(GROUP, id=gid)["group"]["leaderAlias"]
     assert alias.startswith("member-") and "ann" not in alias
     assert admin.data(GROUP, id=gid)["group"]["leaderUserId"] == "ann"  # staff see the user id
     assert backend.data(GROUP, id=gid)["group"]["leaderUserId"] == "ann"
     assert ann.data(GROUP, id=gid)["group"]["leaderUserId"] == "ann"  # and so does the leader
-    for caller in (world["as"]("bob", "customer"), world["as"]("dora", "distributor"),
-                   world["as"]("eve", "customer", "distributor")):
+    for caller in (
+        world["as"]("bob", "customer"),
+        world["as"]("dora", "distributor"),
+        world["as"]("eve", "customer", "distributor"),
+    ):
         assert caller.data(GROUP, id=gid)["group"] == {"leaderUserId": None, "leaderAlias": alias}
         listed = caller.data(LIST, c=cid)["campaign"]["openGroups"]["edges"]
         assert [e["node"] for e in listed] == [{"leaderUserId": None, "leaderAlias": alias}]

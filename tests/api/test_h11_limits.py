@@ -26,8 +26,12 @@ async def prod(prod_server, svc):
 
     shop = await create_shop(svc, shop_id=f"h11-{secrets.token_hex(4)}", name="H11", currency="CNY")
     base = prod_server["base"]
-    return {"shop": shop, "base": base, "public": Client(base, shop_key=shop.public_key),
-            "as": lambda user, *roles: Client(base, mint_token(shop, user, list(roles), 3600))}
+    return {
+        "shop": shop,
+        "base": base,
+        "public": Client(base, shop_key=shop.public_key),
+        "as": lambda user, *roles: Client(base, mint_token(shop, user, list(roles), 3600)),
+    }
 
 
 def test_h11_1_introspection_aliases_cost(world):
@@ -43,9 +47,15 @@ def test_h11_1_introspection_aliases_cost(world):
     assert body["errors"][0]["extensions"]["cost"] > MAX_COST
     invites = "{" + " ".join(f'a{i}: resolveInvite(code: "X{i}") {{ valid }}' for i in range(320)) + "}"
     assert codes(world["public"].gql(invites)) == ["QUERY_TOO_COMPLEX"]
-    series = "{ me { " + " ".join(
-        f'a{i}: earningsSeries(granularity: DAY, periodFrom: "2026-01-01", periodTo: "2026-12-31") '
-        "{ periodFrom paid }" for i in range(190)) + " } }"
+    series = (
+        "{ me { "
+        + " ".join(
+            f'a{i}: earningsSeries(granularity: DAY, periodFrom: "2026-01-01", periodTo: "2026-12-31") '
+            "{ periodFrom paid }"
+            for i in range(190)
+        )
+        + " } }"
+    )
     assert codes(world["as"]("d", "distributor").gql(series)) == ["QUERY_TOO_COMPLEX"]
     # an ordinary handful still runs
     few = "{" + " ".join(f'a{i}: resolveInvite(code: "X{i}") {{ valid }}' for i in range(5)) + "}"
@@ -91,7 +101,7 @@ def test_h11_12_refusals_log_one_line_internal_errors_no_parameters(world, caplo
     caplog.clear()
     customer = world["as"]("ann", "customer")
     assert codes(customer.gql("{ pendingPayouts { totalCount } }")) == ["FORBIDDEN"]
-    assert codes(customer.gql('query($f: Int) { myOrders(first: $f) { totalCount } }', f="x")) == ["INVALID_INPUT"]
+    assert codes(customer.gql("query($f: Int) { myOrders(first: $f) { totalCount } }", f="x")) == ["INVALID_INPUT"]
     refusals = [r for r in caplog.records if r.name == "sharecart.api"]
     assert [r.getMessage().split()[:2] for r in refusals] == [["refused", "FORBIDDEN"], ["refused", "INVALID_INPUT"]]
     assert all(r.exc_info is None and "\n" not in r.getMessage() for r in refusals)
@@ -105,6 +115,7 @@ def test_h11_12_refusals_log_one_line_internal_errors_no_parameters(world, caplo
     caplog.clear()
     error = DBAPIError("SELECT 1 WHERE x = $1", {"secret": "hunter2"}, Exception("boom"))
     from graphql import GraphQLError
+
     SharecartSchema.process_errors(None, [GraphQLError("x", original_error=error)])
     logged = [r for r in caplog.records if r.name == "sharecart.api"]
     assert len(logged) == 1 and logged[0].levelno == logging.ERROR and logged[0].exc_info
@@ -115,8 +126,15 @@ def test_h11_12_refusals_log_one_line_internal_errors_no_parameters(world, caplo
 def test_h11_12_access_log_lines_drop_the_query_string():
     from api.httpsec import _NoQueryString
 
-    record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
-                               ("127.0.0.1:1", "GET", "/graphql?query={me}&variables={\"pw\":1}", "1.1", 200), None)
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        "",
+        0,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:1", "GET", '/graphql?query={me}&variables={"pw":1}', "1.1", 200),
+        None,
+    )
     _NoQueryString().filter(record)
     assert "variables" not in record.getMessage() and "/graphql?…" in record.getMessage()
 
@@ -148,8 +166,11 @@ def test_h11_12_graphql_response_json_status_codes(world):
 
 
 def test_h11_12_mutation_over_get_is_405(world):
-    r = httpx.get(f"{world['base']}/graphql", params={"query": "mutation { __typename }"},
-                  headers=world["as"]("boss", "admin").headers)
+    r = httpx.get(
+        f"{world['base']}/graphql",
+        params={"query": "mutation { __typename }"},
+        headers=world["as"]("boss", "admin").headers,
+    )
     assert r.status_code == 405 and r.headers["allow"] == "POST"
     assert r.json()["errors"][0]["extensions"]["code"] == "INVALID_INPUT"
     assert httpx.get(f"{world['base']}/graphql", params={"query": "{ __typename }"}).status_code == 200

@@ -25,10 +25,18 @@ SOCKETS, PER_SOCKET = 10, 20  # 200 subscribers of one group
 
 async def _group(svc, now):
     shop = await create_shop(svc, shop_id=f"live-{secrets.token_hex(4)}", name="Live", currency="CNY")
-    c = await campaigns.create_campaign(svc, shop_id=shop.shop_id, product_ref="p", title="t", list_price=1000,
-                                        tiers=[(5, 900)], duration=timedelta(hours=1),
-                                        payment_window=timedelta(minutes=10), starts_at=now - timedelta(minutes=5),
-                                        ends_at=now + timedelta(days=1))
+    c = await campaigns.create_campaign(
+        svc,
+        shop_id=shop.shop_id,
+        product_ref="p",
+        title="t",
+        list_price=1000,
+        tiers=[(5, 900)],
+        duration=timedelta(hours=1),
+        payment_window=timedelta(minutes=10),
+        starts_at=now - timedelta(minutes=5),
+        ends_at=now + timedelta(days=1),
+    )
     svc.clock.set(now)
     lead = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="a")
     await orders.confirm_payment(svc, shop_id=shop.shop_id, order_id=lead.order_id, amount=900, provider_ref="l1")
@@ -36,8 +44,9 @@ async def _group(svc, now):
 
 
 async def _socket(base: str, headers: dict):
-    ws = await websockets.connect(base.replace("http", "ws") + "/graphql", subprotocols=["graphql-transport-ws"],
-                                  additional_headers=headers)
+    ws = await websockets.connect(
+        base.replace("http", "ws") + "/graphql", subprotocols=["graphql-transport-ws"], additional_headers=headers
+    )
     await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
     assert json.loads(await ws.recv())["type"] == "connection_ack"
     return ws
@@ -87,8 +96,11 @@ async def test_h11_4_subscription_flood_one_read_per_change_and_caps(server, svc
         assert await _recv(sockets[0]) == {"id": "extra", "type": "complete"}
         # 200 idle subscribers do not slow a public query down
         started = time.monotonic()
-        r = httpx.post(f"{server['base']}/graphql", json={"query": "{ campaigns { totalCount } }"},
-                       headers={"X-Shop-Key": shop.public_key})
+        r = httpx.post(
+            f"{server['base']}/graphql",
+            json={"query": "{ campaigns { totalCount } }"},
+            headers={"X-Shop-Key": shop.public_key},
+        )
         assert r.status_code == 200 and time.monotonic() - started < 2.0
         # one change: one read, fanned out to all 200
         reads = listener.reads
@@ -155,8 +167,11 @@ async def test_h11_4_an_expired_token_ends_its_subscriptions(server, svc):
         msg = await _recv(ws, timeout=10)
         while msg["type"] == "next" and "errors" not in msg["payload"]:
             msg = await _recv(ws, timeout=10)
-        codes = [e["extensions"]["code"] for e in msg["payload"]["errors"]] if msg["type"] == "next" else \
-            [e.get("extensions", {}).get("code") for e in msg["payload"]]
+        codes = (
+            [e["extensions"]["code"] for e in msg["payload"]["errors"]]
+            if msg["type"] == "next"
+            else [e.get("extensions", {}).get("code") for e in msg["payload"]]
+        )
         assert codes == ["UNAUTHENTICATED"], msg
     finally:
         await ws.close()

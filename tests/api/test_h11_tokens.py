@@ -44,9 +44,26 @@ def test_h11_9_cli_mint_token_ttl_is_capped():
 
     from tests.api.conftest import REPO
 
-    r = subprocess.run([sys.executable, "-m", "api.cli", "mint-token", "any", "--user", "u", "--role", "customer",
-                        "--ttl", str(MAX_TTL_S + 1)], cwd=REPO, capture_output=True, text=True, timeout=60,
-                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": REPO, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "api.cli",
+            "mint-token",
+            "any",
+            "--user",
+            "u",
+            "--role",
+            "customer",
+            "--ttl",
+            str(MAX_TTL_S + 1),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": REPO, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"},
+    )
     assert r.returncode == 2 and "--ttl" in r.stderr
 
 
@@ -86,10 +103,14 @@ async def test_h11_9_secrets_are_encrypted_at_rest(world, db_engine):
     assert ep["errors"] == [], ep
     ep = ep["endpoint"]
     async with db_engine.connect() as c:
-        shop_row = (await c.execute(text("SELECT jwt_secret FROM shops WHERE shop_id = :s"),
-                                    {"s": world["shop"].shop_id})).scalar_one()
-        hook_row = (await c.execute(text("SELECT secret FROM webhook_endpoints WHERE shop_id = :s"),
-                                    {"s": world["shop"].shop_id})).scalar_one()
+        shop_row = (
+            await c.execute(text("SELECT jwt_secret FROM shops WHERE shop_id = :s"), {"s": world["shop"].shop_id})
+        ).scalar_one()
+        hook_row = (
+            await c.execute(
+                text("SELECT secret FROM webhook_endpoints WHERE shop_id = :s"), {"s": world["shop"].shop_id}
+            )
+        ).scalar_one()
     assert shop_row.startswith("fernet:") and world["shop"].jwt_secret not in shop_row
     assert hook_row.startswith("fernet:") and ep["secret"] not in hook_row
 
@@ -99,8 +120,11 @@ def test_h11_9_admin_disables_repoints_and_deletes_a_webhook(world):
     ep = admin.mutate("registerWebhook", {"url": "http://127.0.0.1:9/a"}, "endpoint { id url enabled }")["endpoint"]
     off = admin.mutate("disableWebhook", {"endpointId": ep["id"]}, "endpoint { enabled disabledAt }")
     assert off["errors"] == [] and off["endpoint"]["enabled"] is False and off["endpoint"]["disabledAt"]
-    moved = admin.mutate("updateWebhook", {"endpointId": ep["id"], "url": "http://127.0.0.1:9/b",
-                                           "eventTypes": ["order.paid"]}, "endpoint { url eventTypes }")
+    moved = admin.mutate(
+        "updateWebhook",
+        {"endpointId": ep["id"], "url": "http://127.0.0.1:9/b", "eventTypes": ["order.paid"]},
+        "endpoint { url eventTypes }",
+    )
     assert moved["errors"] == [] and moved["endpoint"] == {"url": "http://127.0.0.1:9/b", "eventTypes": ["order.paid"]}
     bad = admin.mutate("updateWebhook", {"endpointId": ep["id"], "url": "ftp://x"}, "endpoint { url }")
     assert [e["code"] for e in bad["errors"]] == ["INVALID_INPUT"]
@@ -115,8 +139,11 @@ def test_h11_9_admin_disables_repoints_and_deletes_a_webhook(world):
 def test_h11_9_serve_prints_short_lived_tokens_of_the_demo_shop_only(database_url):
     proc = ServiceProcess(database_url)
     try:
-        tokens = [line.split()[-1] for line in proc.output.splitlines() if line.count(".") == 2
-                  and line.strip().split()[-1].startswith("eyJ")]
+        tokens = [
+            line.split()[-1]
+            for line in proc.output.splitlines()
+            if line.count(".") == 2 and line.strip().split()[-1].startswith("eyJ")
+        ]
     finally:
         proc.stop()
     assert tokens, proc.output
@@ -170,8 +197,12 @@ def test_h13_3_backend_issues_customer_tokens_with_capped_lifetime(world):
     too_long = be.mutate("issueToken", {"userId": "zoe", "roles": ["CUSTOMER"], "ttlSeconds": 86401}, "token")
     assert [e["code"] for e in too_long["errors"]] == ["INVALID_INPUT"] and too_long["token"] is None
     body = Client(world["base"], r["token"]).gql(
-        'mutation { issueToken(input: {userId: "x", roles: [CUSTOMER]}) { token } }')
+        'mutation { issueToken(input: {userId: "x", roles: [CUSTOMER]}) { token } }'
+    )
     assert codes(body) == ["FORBIDDEN"]
-    r = httpx.post(f"{world['base']}/graphql", json={"query": 'mutation { issueToken(input: {userId: "x", '
-                                                              'roles: [ADMIN]}) { token } }'}, headers=be.headers)
+    r = httpx.post(
+        f"{world['base']}/graphql",
+        json={"query": 'mutation { issueToken(input: {userId: "x", roles: [ADMIN]}) { token } }'},
+        headers=be.headers,
+    )
     assert r.json()["errors"][0]["extensions"]["code"] == "INVALID_INPUT"  # staff roles are not issuable

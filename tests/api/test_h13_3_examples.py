@@ -20,8 +20,12 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 @pytest.fixture
 def env(world):
-    return {**os.environ, "SHARECART_URL": f"{world['base']}/graphql", "SHARECART_SHOP_KEY": world["shop"].public_key,
-            "SHARECART_BACKEND_TOKEN": mint_token(world["shop"], "shop-backend", ["backend"], 600)}
+    return {
+        **os.environ,
+        "SHARECART_URL": f"{world['base']}/graphql",
+        "SHARECART_SHOP_KEY": world["shop"].public_key,
+        "SHARECART_BACKEND_TOKEN": mint_token(world["shop"], "shop-backend", ["backend"], 600),
+    }
 
 
 @pytest.mark.skipif(not (shutil.which("curl") and shutil.which("jq")), reason="curl.sh needs curl and jq")
@@ -32,8 +36,9 @@ def test_h13_3_curl_example_runs(env):
 
 
 def test_h13_3_python_gql_example_runs(env):
-    r = subprocess.run([sys.executable, str(EXAMPLES / "python" / "client.py")], env=env, capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, str(EXAMPLES / "python" / "client.py")], env=env, capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ann is NEW with 0 orders" in r.stdout
 
@@ -51,11 +56,19 @@ def test_h13_3_typescript_example_matches_the_schema():
 
 def test_h13_3_typescript_example_type_checks():
     if not shutil.which("tsc") or not (EXAMPLES / "typescript" / "node_modules").exists():
-        pytest.skip("typescript (tsc) is not installed: operations checked against schema.graphql only; "
-                    "run `npm install && npm run codegen && npx tsc --noEmit` in examples/typescript")
-    r = subprocess.run(["npm", "run", "codegen"], cwd=EXAMPLES / "typescript", capture_output=True, text=True,
-                       timeout=300)
+        pytest.skip(
+            "typescript (tsc) is not installed: operations checked against schema.graphql only; "
+            "run `npm install && npm run codegen && npx tsc --noEmit` in examples/typescript"
+        )
+    r = subprocess.run(
+        ["npm", "run", "codegen"], cwd=EXAMPLES / "typescript", capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stdout + r.stderr
-    r = subprocess.run(["tsc", "--noEmit", "--module", "nodenext", "--target", "es2022", "src/client.ts"],
-                       cwd=EXAMPLES / "typescript", capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        ["tsc", "--noEmit", "--module", "nodenext", "--target", "es2022", "src/client.ts"],
+        cwd=EXAMPLES / "typescript",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout + r.stderr

@@ -66,46 +66,67 @@ def _events(type_: str) -> str:
 
 def _paid_order(world, external_id: str, pay: bool = True) -> str:
     be = _backend(world)
-    o = be.mutate("reportOrder", {"externalId": external_id, "buyerId": "eve",
-                                  "lines": [{"productRef": "x", "quantity": 1, "unitPrice": 5000}]}, "order { id }")
+    o = be.mutate(
+        "reportOrder",
+        {"externalId": external_id, "buyerId": "eve", "lines": [{"productRef": "x", "quantity": 1, "unitPrice": 5000}]},
+        "order { id }",
+    )
     assert o["errors"] == [], o
     if pay:
-        p = be.mutate("confirmPayment", {"orderId": o["order"]["id"], "amount": 5000,
-                                         "providerRef": f"pay-{external_id}"}, "accepted")
+        p = be.mutate(
+            "confirmPayment",
+            {"orderId": o["order"]["id"], "amount": 5000, "providerRef": f"pay-{external_id}"},
+            "accepted",
+        )
         assert p["errors"] == [] and p["accepted"], p
     return o["order"]["id"]
 
 
 def _distributor_with_levels(world, user: str) -> None:
     admin = _admin(world)
-    lv = admin.mutate("setLevels", {"levels": [
-        {"grade": 0, "name": "Member", "level1Bp": 1000, "level2Bp": 500},
-        {"grade": 1, "name": "Silver", "level1Bp": 1200, "level2Bp": 500, "upgradeBonus": 5000},
-        {"grade": 2, "name": "Gold", "level1Bp": 1500, "level2Bp": 600}]}, "levels { grade }")
+    lv = admin.mutate(
+        "setLevels",
+        {
+            "levels": [
+                {"grade": 0, "name": "Member", "level1Bp": 1000, "level2Bp": 500},
+                {"grade": 1, "name": "Silver", "level1Bp": 1200, "level2Bp": 500, "upgradeBonus": 5000},
+                {"grade": 2, "name": "Gold", "level1Bp": 1500, "level2Bp": 600},
+            ]
+        },
+        "levels { grade }",
+    )
     assert lv["errors"] == [], lv
     assert admin.mutate("approveDistributor", {"userId": user}, "distributor { status }")["errors"] == []
 
 
 def setup_approve_payout(world):
     _distributor_with_levels(world, "dora")
-    up = _admin(world).mutate("setDistributorLevel", {"userId": "dora", "grade": 1, "reason": "bonus"},
-                              "distributor { grade }")
+    up = _admin(world).mutate(
+        "setDistributorLevel", {"userId": "dora", "grade": 1, "reason": "bonus"}, "distributor { grade }"
+    )
     assert up["errors"] == [], up  # LV-4: the upgrade bonus of 5000 is available
     p = _user(world, "dora", "customer", "distributor").mutate("requestPayout", {"amount": 1000}, "payout { id }")
     assert p["errors"] == [], p
     pid = p["payout"]["id"]
-    return ({"payoutId": pid, "externalRef": "bank-1"}, {"payoutId": pid, "externalRef": "bank-2"},
-            "SELECT count(*) FROM ledger_entries WHERE shop_id = :shop AND ref_type = 'payout'")
+    return (
+        {"payoutId": pid, "externalRef": "bank-1"},
+        {"payoutId": pid, "externalRef": "bank-2"},
+        "SELECT count(*) FROM ledger_entries WHERE shop_id = :shop AND ref_type = 'payout'",
+    )
 
 
 def setup_request_payout(world):
     # No natural idempotency here: without the key a retry would be a second payout.
     _distributor_with_levels(world, "rita")
-    up = _admin(world).mutate("setDistributorLevel", {"userId": "rita", "grade": 1, "reason": "bonus"},
-                              "distributor { grade }")
+    up = _admin(world).mutate(
+        "setDistributorLevel", {"userId": "rita", "grade": 1, "reason": "bonus"}, "distributor { grade }"
+    )
     assert up["errors"] == [], up  # LV-4: 5000 available
-    return ({"amount": 1000}, {"amount": 1200},
-            "SELECT count(*) FROM payouts WHERE shop_id = :shop AND distributor_id = 'rita'")
+    return (
+        {"amount": 1000},
+        {"amount": 1200},
+        "SELECT count(*) FROM payouts WHERE shop_id = :shop AND distributor_id = 'rita'",
+    )
 
 
 def setup_complete_order(world):
@@ -115,50 +136,82 @@ def setup_complete_order(world):
 
 def setup_confirm_payment(world):
     order = _paid_order(world, "ord-c", pay=False)
-    return ({"orderId": order, "amount": 5000, "providerRef": "pay-1"},
-            {"orderId": order, "amount": 5000, "providerRef": "pay-2"}, _events("order.paid"))
+    return (
+        {"orderId": order, "amount": 5000, "providerRef": "pay-1"},
+        {"orderId": order, "amount": 5000, "providerRef": "pay-2"},
+        _events("order.paid"),
+    )
 
 
 def setup_set_distributor_level(world):
     _distributor_with_levels(world, "gus")
-    return ({"userId": "gus", "grade": 1, "reason": "VIP"}, {"userId": "gus", "grade": 2, "reason": "VIP"},
-            "SELECT count(*) FROM distributor_audit WHERE shop_id = :shop AND user_id = 'gus'")
+    return (
+        {"userId": "gus", "grade": 1, "reason": "VIP"},
+        {"userId": "gus", "grade": 2, "reason": "VIP"},
+        "SELECT count(*) FROM distributor_audit WHERE shop_id = :shop AND user_id = 'gus'",
+    )
 
 
 def setup_close_period(world):
     today = world["svc"].now().date()
     day = lambda n: (today - timedelta(days=n)).isoformat()  # noqa: E731
-    return ({"fromDate": day(10), "toDate": day(3)}, {"fromDate": day(10), "toDate": day(2)},
-            _events("settlement.closed"))
+    return (
+        {"fromDate": day(10), "toDate": day(3)},
+        {"fromDate": day(10), "toDate": day(2)},
+        _events("settlement.closed"),
+    )
 
 
 def setup_upsert_product(world):
     # xmin changes with every write of the row, also one that writes the same values
-    return ({"productRef": "tea-1", "title": "Tea", "category": "tea", "level1Amount": 200},
-            {"productRef": "tea-1", "title": "Green tea", "category": "tea", "level1Amount": 200},
-            "SELECT xmin::text FROM products WHERE shop_id = :shop AND product_ref = 'tea-1'")
+    return (
+        {"productRef": "tea-1", "title": "Tea", "category": "tea", "level1Amount": 200},
+        {"productRef": "tea-1", "title": "Green tea", "category": "tea", "level1Amount": 200},
+        "SELECT xmin::text FROM products WHERE shop_id = :shop AND product_ref = 'tea-1'",
+    )
 
 
 def setup_update_settings(world):
-    return ({"level1Bp": 1100, "minPayout": 300}, {"level1Bp": 1200, "minPayout": 300},
-            "SELECT xmin::text FROM distribution_settings WHERE shop_id = :shop")
+    return (
+        {"level1Bp": 1100, "minPayout": 300},
+        {"level1Bp": 1200, "minPayout": 300},
+        "SELECT xmin::text FROM distribution_settings WHERE shop_id = :shop",
+    )
 
 
 CASES = [
-    Case("requestPayout", "distributor", "payout:rita", "payout { id amount state }", setup_request_payout,
-         user="rita"),
-    Case("approvePayout", "finance", "approve_payout", "payout { id state fee net externalRef decidedAt }",
-         setup_approve_payout),
+    Case(
+        "requestPayout", "distributor", "payout:rita", "payout { id amount state }", setup_request_payout, user="rita"
+    ),
+    Case(
+        "approvePayout",
+        "finance",
+        "approve_payout",
+        "payout { id state fee net externalRef decidedAt }",
+        setup_approve_payout,
+    ),
     Case("completeOrder", "backend", "complete_order", "order { id state completedAt }", setup_complete_order),
-    Case("confirmPayment", "backend", "confirm_payment", "order { id state paidAmount } accepted",
-         setup_confirm_payment),
-    Case("setDistributorLevel", "admin", "set_distributor_level", "distributor { id grade status }",
-         setup_set_distributor_level),
+    Case(
+        "confirmPayment", "backend", "confirm_payment", "order { id state paidAmount } accepted", setup_confirm_payment
+    ),
+    Case(
+        "setDistributorLevel",
+        "admin",
+        "set_distributor_level",
+        "distributor { id grade status }",
+        setup_set_distributor_level,
+    ),
     Case("closePeriod", "finance", "close_period", "settlement { id localFrom localTo closing }", setup_close_period),
-    Case("upsertProduct", "backend", "upsert_product", "product { id title category level1Amount }",
-         setup_upsert_product),
-    Case("updateDistributionSettings", "admin", "update_distribution_settings", "settings { level1Bp minPayout }",
-         setup_update_settings),
+    Case(
+        "upsertProduct", "backend", "upsert_product", "product { id title category level1Amount }", setup_upsert_product
+    ),
+    Case(
+        "updateDistributionSettings",
+        "admin",
+        "update_distribution_settings",
+        "settings { level1Bp minPayout }",
+        setup_update_settings,
+    ),
 ]
 
 
@@ -177,8 +230,13 @@ async def test_a_retry_with_one_key_has_one_effect_and_another_input_is_a_confli
     first = caller.mutate(case.mutation, {**first_input, "idempotencyKey": key}, case.fields)
     assert first["errors"] == [], first
     effect = await _scalar(svc, effect_sql, shop=shop)
-    stored = await _scalar(svc, "SELECT result FROM idempotency_keys WHERE shop_id = :shop AND scope = :scope "
-                                "AND key = :key", shop=shop, scope=case.scope, key=key)
+    stored = await _scalar(
+        svc,
+        "SELECT result FROM idempotency_keys WHERE shop_id = :shop AND scope = :scope AND key = :key",
+        shop=shop,
+        scope=case.scope,
+        key=key,
+    )
     assert stored is not None, "the key is kept in the mutation's transaction, with what a replay needs"
 
     again = caller.mutate(case.mutation, {**first_input, "idempotencyKey": key}, case.fields)

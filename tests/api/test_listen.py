@@ -23,8 +23,9 @@ def _cli(*args: str, database_url: str | None = None) -> subprocess.CompletedPro
     env = {**os.environ, "PYTHONPATH": REPO}
     if database_url:
         env["DATABASE_URL"] = database_url
-    return subprocess.run([sys.executable, "-m", "api.cli", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 class VerifyingReceiver(LocalReceiver):
@@ -43,8 +44,9 @@ class VerifyingReceiver(LocalReceiver):
         return 200
 
 
-async def test_listen_13_2_forwards_the_feed_signed_to_a_verifying_receiver_and_resumes(world, svc, runtime_url,
-                                                                                        tmp_path, monkeypatch):
+async def test_listen_13_2_forwards_the_feed_signed_to_a_verifying_receiver_and_resumes(
+    world, svc, runtime_url, tmp_path, monkeypatch
+):
     shop = world["shop"]
     admin = mint_token(shop, "boss", ["admin"], 3600)
     backend = world["as"]("shop-backend", "backend")
@@ -52,16 +54,29 @@ async def test_listen_13_2_forwards_the_feed_signed_to_a_verifying_receiver_and_
     state = tmp_path / "listen.json"
     state.write_text(json.dumps({"cursor": None, "secret": secret}))  # the receiver is configured with it first
     r = VerifyingReceiver(secret)
-    listen = ["listen", "--forward-to", r.url, "--api", f"{world['base']}/graphql", "--token", admin,
-              "--state", str(state), "--once"]
+    listen = [
+        "listen",
+        "--forward-to",
+        r.url,
+        "--api",
+        f"{world['base']}/graphql",
+        "--token",
+        admin,
+        "--state",
+        str(state),
+        "--once",
+    ]
     try:
         # a real event (the backend reports and pays an order) and two samples from `trigger`
-        o = backend.mutate("reportOrder", {"externalId": "lst-1", "buyerId": "b1",
-                                           "lines": [{"productRef": "p", "quantity": 1, "unitPrice": 500}]},
-                           "order { id }")
+        o = backend.mutate(
+            "reportOrder",
+            {"externalId": "lst-1", "buyerId": "b1", "lines": [{"productRef": "p", "quantity": 1, "unitPrice": 500}]},
+            "order { id }",
+        )
         assert o["errors"] == [], o
-        paid = backend.mutate("confirmPayment", {"orderId": o["order"]["id"], "amount": 500, "providerRef": "lst-p1"},
-                              "accepted")
+        paid = backend.mutate(
+            "confirmPayment", {"orderId": o["order"]["id"], "amount": 500, "providerRef": "lst-p1"}, "accepted"
+        )
         assert paid["errors"] == [] and paid["accepted"], paid
         t = _cli("trigger", "refund.owed", "--shop", shop.shop_id, database_url=runtime_url)
         assert t.returncode == 0, t.stderr
@@ -79,9 +94,17 @@ async def test_listen_13_2_forwards_the_feed_signed_to_a_verifying_receiver_and_
 
         # the same loop in this process (the command above runs it), resuming from the same state file
         async def listen_again() -> int:
-            return await cli_listen.listen_loop(api=f"{world['base']}/graphql", token=admin, forward_to=r.url,
-                                                state=cli_listen.State(state), shop_id=shop.shop_id, types=None,
-                                                once=True, interval=0, echo=lambda _: None)
+            return await cli_listen.listen_loop(
+                api=f"{world['base']}/graphql",
+                token=admin,
+                forward_to=r.url,
+                state=cli_listen.State(state),
+                shop_id=shop.shop_id,
+                types=None,
+                once=True,
+                interval=0,
+                echo=lambda _: None,
+            )
 
         assert await listen_again() == 0 and len(r.verified) == len(feed)  # resumed after the last: nothing twice
         monkeypatch.setenv("DATABASE_URL", runtime_url)

@@ -12,8 +12,10 @@ from tests.api.test_e2e import make_campaign
 
 ROOT = Path(__file__).resolve().parents[2]
 SEAT = "group { id lotteryCommitment } order { id } amountToPay"
-DRAW = ("query($id: ID!) { node(id: $id) { ... on Group { state lotteryCommitment draw { commitment seed "
-        "candidates { orderId orderKey score } winners winnerKeys } } } }")
+DRAW = (
+    "query($id: ID!) { node(id: $id) { ... on Group { state lotteryCommitment draw { commitment seed "
+    "candidates { orderId orderKey score } winners winnerKeys } } } }"
+)
 
 
 def verifier():
@@ -34,15 +36,21 @@ def test_GB7_v2_a_real_draw_is_reproduced_by_the_docs_verifier_api(world):
     gid, commitment = lead["group"]["id"], lead["group"]["lotteryCommitment"]
     assert re.fullmatch(r"[0-9a-f]{64}", commitment)  # public from opening, before anyone joins
     seats = [lead]
-    backend.mutate("confirmPayment", {"orderId": lead["order"]["id"], "amount": lead["amountToPay"],
-                                      "providerRef": "lv-ann"}, "accepted")
+    backend.mutate(
+        "confirmPayment",
+        {"orderId": lead["order"]["id"], "amount": lead["amountToPay"], "providerRef": "lv-ann"},
+        "accepted",
+    )
     for u in users[1:]:
         s = world["as"](u, "customer").mutate("joinGroup", {"groupId": gid}, SEAT)
         assert s["errors"] == [] and s["group"]["lotteryCommitment"] == commitment
         if u != "dan":
             assert world["as"](u, "customer").data(DRAW, id=gid)["node"]["draw"] is None  # nothing revealed yet
-        backend.mutate("confirmPayment", {"orderId": s["order"]["id"], "amount": s["amountToPay"],
-                                          "providerRef": f"lv-{u}"}, "accepted")
+        backend.mutate(
+            "confirmPayment",
+            {"orderId": s["order"]["id"], "amount": s["amountToPay"], "providerRef": f"lv-{u}"},
+            "accepted",
+        )
         seats.append(s)
 
     member = world["as"]("bob", "customer").data(DRAW, id=gid)["node"]
@@ -85,11 +93,13 @@ def test_GB7_v2_finance_audits_the_draw_in_the_event_log_api(world):
     admin, backend, srv = world["as"]("boss", "admin"), world["as"]("be", "backend"), world["svc"]
     cid = make_campaign(admin, srv, tiers=[{"members": 2, "unitPrice": 8000}], lotteryWinners=1)
     lead = world["as"]("ann", "customer").mutate("openGroup", {"campaignId": cid}, SEAT)
-    backend.mutate("confirmPayment", {"orderId": lead["order"]["id"], "amount": lead["amountToPay"],
-                                      "providerRef": "le-ann"}, "accepted")
+    backend.mutate(
+        "confirmPayment",
+        {"orderId": lead["order"]["id"], "amount": lead["amountToPay"], "providerRef": "le-ann"},
+        "accepted",
+    )
     s = world["as"]("bob", "customer").mutate("joinGroup", {"groupId": lead["group"]["id"]}, SEAT)
-    backend.mutate("confirmPayment", {"orderId": s["order"]["id"], "amount": 8000, "providerRef": "le-bob"},
-                   "accepted")
+    backend.mutate("confirmPayment", {"orderId": s["order"]["id"], "amount": 8000, "providerRef": "le-bob"}, "accepted")
     fin = world["as"]("fin", "finance")
     q = '{ events(types: ["group.formed"]) { edges { node { seq type payloadJson } } } }'
     evs = settled_events(fin, 1, q)
@@ -99,9 +109,12 @@ def test_GB7_v2_finance_audits_the_draw_in_the_event_log_api(world):
     data = evs[0]["payloadJson"]
     data = json.loads(data) if isinstance(data, str) else data
     draw = data["draw"]
-    ev_draw = {"seed": draw["seed"], "commitment": draw["commitment"],
-               "candidates": [{"orderKey": c["order_id"], "score": c["score"]} for c in draw["candidates"]],
-               "winnerKeys": draw["winners"]}
+    ev_draw = {
+        "seed": draw["seed"],
+        "commitment": draw["commitment"],
+        "candidates": [{"orderKey": c["order_id"], "score": c["score"]} for c in draw["candidates"]],
+        "winnerKeys": draw["winners"],
+    }
     assert verifier()(ev_draw, lead["group"]["lotteryCommitment"]) == data["winners"]
 
 
@@ -114,8 +127,12 @@ async def test_GB7_v2_the_seed_is_encrypted_at_rest_and_hidden_until_the_draw_ap
     cid = make_campaign(admin, srv, tiers=[{"members": 3, "unitPrice": 8000}], lotteryWinners=1)
     lead = world["as"]("ann", "customer").mutate("openGroup", {"campaignId": cid}, SEAT)
     async with db_engine.connect() as c:
-        stored, cm = (await c.execute(text("SELECT lottery_seed, lottery_commitment FROM groups WHERE shop_id = :s"),
-                                      {"s": world["shop"].shop_id})).one()
+        stored, cm = (
+            await c.execute(
+                text("SELECT lottery_seed, lottery_commitment FROM groups WHERE shop_id = :s"),
+                {"s": world["shop"].shop_id},
+            )
+        ).one()
     assert stored.startswith("fernet:") and cm == lead["group"]["lotteryCommitment"]
     g = admin.data(DRAW, id=lead["group"]["id"])["node"]
     assert g["draw"] is None and g["lotteryCommitment"] == cm

@@ -46,8 +46,11 @@ def proxied(database_url):
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         svc = Services(engine=create_engine(url, pool_size=5))
-        srv = uvicorn.Server(uvicorn.Config(create_app(svc, test_clock=False), host="127.0.0.1", port=port,
-                                            log_level="warning", log_config=None))
+        srv = uvicorn.Server(
+            uvicorn.Config(
+                create_app(svc, test_clock=False), host="127.0.0.1", port=port, log_level="warning", log_config=None
+            )
+        )
         stop = asyncio.Event()
         holder.update(svc=svc, server=srv, stop=stop, loop=loop)
 
@@ -92,7 +95,9 @@ def test_health_is_the_process_and_ready_is_database_migrations_and_worker(proxi
     assert httpx.get(f"{proxied['base']}/health").json() == {"ok": True}
     assert _wait(lambda: httpx.get(f"{proxied['base']}/ready").status_code == 200, 20)
     assert httpx.get(f"{proxied['base']}/ready").json() == {
-        "ready": True, "checks": {"database": "ok", "migrations": "ok", "worker": "ok"}}
+        "ready": True,
+        "checks": {"database": "ok", "migrations": "ok", "worker": "ok"},
+    }
 
 
 async def test_ready_fails_while_the_database_is_stopped_and_recovers_after(proxied, svc, shop):
@@ -122,8 +127,9 @@ async def test_ready_fails_while_the_database_is_stopped_and_recovers_after(prox
         restarted = datetime.now(timezone.utc)
         proxy.start()
     assert await asyncio.to_thread(_wait, lambda: httpx.get(f"{base}/ready").status_code == 200, 30)
-    g = await asyncio.to_thread(httpx.post, f"{base}/graphql", json=query,
-                                headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    g = await asyncio.to_thread(
+        httpx.post, f"{base}/graphql", json=query, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
     assert g.status_code == 200 and "errors" not in g.json(), g.text
     deadline = time.monotonic() + 20
     while (beat := await _beat_at(svc)) is None or beat < restarted:
@@ -227,15 +233,21 @@ def test_metrics_show_a_join_a_refused_join_and_a_payment(world):
     cid = make_campaign(admin, world["svc"])
     before = _samples(base)
     lead = world["as"]("ann", "customer").mutate("openGroup", {"campaignId": cid}, SEAT)
-    backend.mutate("confirmPayment", {"orderId": lead["order"]["id"], "amount": lead["amountToPay"],
-                                      "providerRef": "p-ann"}, "accepted")  # GB-1: the group opens when paid
+    backend.mutate(
+        "confirmPayment",
+        {"orderId": lead["order"]["id"], "amount": lead["amountToPay"], "providerRef": "p-ann"},
+        "accepted",
+    )  # GB-1: the group opens when paid
     bob = world["as"]("bob", "customer")
     joined = bob.mutate("joinGroup", {"groupId": lead["group"]["id"]}, SEAT)
     assert joined["errors"] == []
     again = bob.mutate("joinGroup", {"groupId": lead["group"]["id"]}, SEAT)
     assert again["errors"] != []
-    backend.mutate("confirmPayment", {"orderId": joined["order"]["id"], "amount": joined["amountToPay"],
-                                      "providerRef": "p-bob"}, "accepted")
+    backend.mutate(
+        "confirmPayment",
+        {"orderId": joined["order"]["id"], "amount": joined["amountToPay"], "providerRef": "p-bob"},
+        "accepted",
+    )
     after = _samples(base)
 
     def grew(name, **labels):
@@ -259,7 +271,9 @@ def test_metric_labels_are_bounded_whatever_the_client_sends(world):
     base = world["base"]
     c = world["as"]("ann", "customer")
     name = f"Op{secrets.token_hex(6)}"
-    httpx.post(f"{base}/graphql", json={"query": f"query {name} {{ myOrders(first: 1) {{ totalCount }} }}"}, headers=c.headers)
+    httpx.post(
+        f"{base}/graphql", json={"query": f"query {name} {{ myOrders(first: 1) {{ totalCount }} }}"}, headers=c.headers
+    )
     httpx.post(f"{base}/graphql", json={"query": f"{{ nosuchfield{secrets.token_hex(4)} }}"}, headers=c.headers)
     httpx.get(f"{base}/no/such/{secrets.token_hex(4)}")
     text_ = httpx.get(f"{base}/metrics").text
@@ -295,10 +309,14 @@ def test_multiprocess_mode_adds_up_every_process(tmp_path):
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     for n in (2, 3):
         subprocess.run([sys.executable, "-c", MULTIPROC_CHILD, str(n)], env=env, check=True, timeout=60)
-    out = subprocess.run([sys.executable, "-c", MULTIPROC_READER], env=env, check=True, timeout=60,
-                         capture_output=True, text=True).stdout
-    values = {(s.name, tuple(sorted(s.labels.items()))): s.value
-              for f in text_string_to_metric_families(out) for s in f.samples}
+    out = subprocess.run(
+        [sys.executable, "-c", MULTIPROC_READER], env=env, check=True, timeout=60, capture_output=True, text=True
+    ).stdout
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(out)
+        for s in f.samples
+    }
     assert values[("sharecart_webhook_attempts_total", (("outcome", "failed"),))] == 5
     assert values[("sharecart_webhook_attempts_total", (("outcome", "delivered"),))] == 2
     assert values[("sharecart_webhook_failures_total", ())] == 5
@@ -316,8 +334,10 @@ def test_sigterm_drains_the_request_in_flight_then_exits_0(database_url):
     try:
         body = json.dumps({"query": "{ __typename }"}).encode()
         s = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
-        s.sendall(b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:5])
+        s.sendall(
+            b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:5]
+        )
         time.sleep(0.3)
         svc.proc.send_signal(signal.SIGTERM)
         assert _wait(lambda: "Shutting down" in svc.output, 10)

@@ -19,10 +19,12 @@ async def test_LG2_approvePayout_charges_the_fee_quoted_at_request_over_graphql(
     assert p["errors"] == [] and (p["payout"]["fee"], p["payout"]["net"]) == (6, 994)
     s = admin.mutate("updateDistributionSettings", {"payoutFeeBp": 10000}, "settings { payoutFeeBp }")
     assert s["settings"] == {"payoutFeeBp": 10000}
-    ok = fin.mutate("approvePayout", {"payoutId": p["payout"]["id"], "externalRef": "bank-1"},
-                    "payout { state fee net }")
+    ok = fin.mutate(
+        "approvePayout", {"payoutId": p["payout"]["id"], "externalRef": "bank-1"}, "payout { state fee net }"
+    )
     assert ok["errors"] == [] and ok["payout"] == {"state": "APPROVED", "fee": 6, "net": 994}
     me = dist.data("{ me { balances { available inPayout paid fees } } }")["me"]["balances"]
     assert me == {"available": 9000, "inPayout": 0, "paid": 994, "fees": 6}
-    assert (await distribution.get_distributor(svc, shop_id=sid, user_id="dora")).status == \
-        DistributorStatus.ACTIVE.value
+    assert (
+        await distribution.get_distributor(svc, shop_id=sid, user_id="dora")
+    ).status == DistributorStatus.ACTIVE.value

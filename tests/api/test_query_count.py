@@ -54,23 +54,35 @@ async def forty(server, db_engine):
     now = svc.now()
     shop = await create_shop(svc, shop_id=f"qc-{secrets.token_hex(4)}", name="QC", currency="CNY")
     sid = shop.shop_id
-    c = await campaigns.create_campaign(svc, shop_id=sid, product_ref="tea", title="Tea", list_price=1000,
-                                        tiers=[(3, 900), (5, 800)], duration=timedelta(days=2),
-                                        payment_window=timedelta(hours=2), starts_at=now - timedelta(hours=1),
-                                        ends_at=now + timedelta(days=10))
-    await distribution.set_status(svc, shop_id=sid, user_id="dora", status=DistributorStatus.ACTIVE, actor="t",
-                                  reason="t")
+    c = await campaigns.create_campaign(
+        svc,
+        shop_id=sid,
+        product_ref="tea",
+        title="Tea",
+        list_price=1000,
+        tiers=[(3, 900), (5, 800)],
+        duration=timedelta(days=2),
+        payment_window=timedelta(hours=2),
+        starts_at=now - timedelta(hours=1),
+        ends_at=now + timedelta(days=10),
+    )
+    await distribution.set_status(
+        svc, shop_id=sid, user_id="dora", status=DistributorStatus.ACTIVE, actor="t", reason="t"
+    )
     for i in range(max(SIZES)):
         svc.clock.set(now + timedelta(seconds=i))  # distinct times: a stable order on every page
         await distribution.bind_referrer(svc, shop_id=sid, user_id=f"u{i}", referrer_id="dora")
         lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id=f"u{i}")
-        await orders.confirm_payment(svc, shop_id=sid, order_id=lead.order_id, amount=lead.amount,
-                                     provider_ref=f"qc-{i}")
+        await orders.confirm_payment(
+            svc, shop_id=sid, order_id=lead.order_id, amount=lead.amount, provider_ref=f"qc-{i}"
+        )
         await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="viewer")
     base = server["base"]
-    return {"campaign": global_id("Campaign", c.campaign_id),
-            "viewer": Client(base, mint_token(shop, "viewer", ["customer"], 3600)),
-            "dora": Client(base, mint_token(shop, "dora", ["distributor"], 3600))}
+    return {
+        "campaign": global_id("Campaign", c.campaign_id),
+        "viewer": Client(base, mint_token(shop, "viewer", ["customer"], 3600)),
+        "dora": Client(base, mint_token(shop, "dora", ["distributor"], 3600)),
+    }
 
 
 def _constant(server, client, query, path, **variables) -> list[int]:
@@ -86,23 +98,29 @@ def _constant(server, client, query, path, **variables) -> list[int]:
 
 
 def test_a_page_of_open_groups_with_campaign_and_my_seat_costs_the_same_sql(server, forty):
-    q = ("query($c: ID!, $n: Int) { campaign(id: $c) { openGroups(first: $n) { edges { node { id seatsLeft "
-         "tierReached { members } campaign { id title } mySeat { state role } } } } } }")
+    q = (
+        "query($c: ID!, $n: Int) { campaign(id: $c) { openGroups(first: $n) { edges { node { id seatsLeft "
+        "tierReached { members } campaign { id title } mySeat { state role } } } } } }"
+    )
     counts = _constant(server, forty["viewer"], q, ("campaign", "openGroups"), c=forty["campaign"])
     assert len(set(counts)) == 1, f"statements grow with the page: {dict(zip(SIZES, counts))}"
     assert counts[0] <= 12, counts
 
 
 def test_a_page_of_my_groups_with_campaign_costs_the_same_sql(server, forty):
-    q = ("query($n: Int) { myGroups(first: $n) { edges { node { id state campaign { title tiers { members } } "
-         "mySeat { state } } } } }")
+    q = (
+        "query($n: Int) { myGroups(first: $n) { edges { node { id state campaign { title tiers { members } } "
+        "mySeat { state } } } } }"
+    )
     counts = _constant(server, forty["viewer"], q, ("myGroups",))
     assert len(set(counts)) == 1, f"statements grow with the page: {dict(zip(SIZES, counts))}"
 
 
 def test_a_page_of_commission_lines_with_order_group_campaign_costs_the_same_sql(server, forty):
-    q = ("query($n: Int) { me { commissionLines(first: $n) { edges { node { id standing order { id state "
-         "group { id seatsPaid campaign { id title } } } } } } } }")
+    q = (
+        "query($n: Int) { me { commissionLines(first: $n) { edges { node { id standing order { id state "
+        "group { id seatsPaid campaign { id title } } } } } } } }"
+    )
     counts = _constant(server, forty["dora"], q, ("me", "commissionLines"))
     assert len(set(counts)) == 1, f"statements grow with the page: {dict(zip(SIZES, counts))}"
     assert counts[0] <= 16, counts  # the profile (balances, downline, levels) plus one per relation
@@ -125,4 +143,3 @@ def test_the_counter_sees_a_resolver_that_queries_per_item(server, forty, monkey
     q = "query($n: Int) { me { commissionLines(first: $n) { edges { node { order { group { id } } } } } } }"
     counts = _constant(server, forty["dora"], q, ("me", "commissionLines"))
     assert counts[0] < counts[1] < counts[2], counts
-

@@ -15,8 +15,10 @@ from tests.api.test_e2e import SEAT, make_campaign
 
 def _pages(client, field: str, node: str, size: int, args: str = "") -> tuple[list, set]:
     """Walk a connection page by page; returns the nodes and the totalCounts seen."""
-    q = (f"query($a: String) {{ {field}(first: {size}, after: $a{args}) {{ totalCount pageInfo {{ hasNextPage "
-         f"endCursor }} edges {{ node {{ {node} }} }} }} }}")
+    q = (
+        f"query($a: String) {{ {field}(first: {size}, after: $a{args}) {{ totalCount pageInfo {{ hasNextPage "
+        f"endCursor }} edges {{ node {{ {node} }} }} }} }}"
+    )
     out, totals, after = [], set(), None
     while True:
         page = client.data(q, a=after)[field]
@@ -37,12 +39,14 @@ def test_admin_lists_distributors_and_applicants_by_status_DS1(world):
     admin.mutate("approveDistributor", {"userId": "cat"}, "distributor { status }")
     admin.mutate("suspendDistributor", {"userId": "cat", "reason": "checks"}, "distributor { status }")
 
-    applicants = admin.data("{ distributors(statuses: [APPLIED]) { totalCount edges { node { id userId status "
-                            "appliedAt } } } }")["distributors"]
+    applicants = admin.data(
+        "{ distributors(statuses: [APPLIED]) { totalCount edges { node { id userId status appliedAt } } } }"
+    )["distributors"]
     assert applicants["totalCount"] == 1 and applicants["edges"][0]["node"]["userId"] == "ann"
     assert applicants["edges"][0]["node"]["appliedAt"] is not None
-    both = admin.data("{ distributors(statuses: [ACTIVE, SUSPENDED]) { edges { node { userId status "
-                      "statusReason } } } }")["distributors"]["edges"]
+    both = admin.data(
+        "{ distributors(statuses: [ACTIVE, SUSPENDED]) { edges { node { userId status statusReason } } } }"
+    )["distributors"]["edges"]
     assert [(e["node"]["userId"], e["node"]["status"]) for e in both] == [("bob", "ACTIVE"), ("cat", "SUSPENDED")]
     assert both[1]["node"]["statusReason"] == "checks"
     everyone, totals = _pages(admin, "distributors", "userId", 2)
@@ -53,15 +57,17 @@ def test_admin_lists_distributors_and_applicants_by_status_DS1(world):
     assert world["as"]("ann", "customer", "distributor").data(q, id=node_id)["node"] is None
     assert codes(world["as"]("x", "finance").gql("{ distributors { totalCount } }")) == ["FORBIDDEN"]
     assert world["as"]("boss", "admin", s=world["other"]).data("{ distributors { totalCount } }") == {
-        "distributors": {"totalCount": 0}}  # SH-1
+        "distributors": {"totalCount": 0}
+    }  # SH-1
     assert codes(admin.gql("{ distributors(statuses: [NOPE]) { totalCount } }")) == ["INVALID_INPUT"]
 
 
 def test_backend_and_admin_page_through_products_OR3(world):
     backend = world["as"]("be", "backend")
     for i in range(5):
-        backend.mutate("upsertProduct", {"productRef": f"sku-{i}", "category": "tea", "level1Amount": 10 * i},
-                       "product { id }")
+        backend.mutate(
+            "upsertProduct", {"productRef": f"sku-{i}", "category": "tea", "level1Amount": 10 * i}, "product { id }"
+        )
     products, totals = _pages(backend, "products", "productRef level1Amount currency", 2)
     assert [p["productRef"] for p in products] == [f"sku-{i}" for i in range(5)] and totals == {5}
     assert products[3] == {"productRef": "sku-3", "level1Amount": 30, "currency": "CNY"}
@@ -72,8 +78,16 @@ def test_backend_and_admin_page_through_products_OR3(world):
 
 def test_levels_and_settlements_are_connections_paged_in_sql_LG3(world):
     admin, fin = world["as"]("boss", "admin"), world["as"]("fin", "finance")
-    admin.mutate("setLevels", {"levels": [{"grade": g, "name": f"L{g}", "level1Bp": 1000 + g, "level2Bp": 500,
-                                           "minDirectReferrals": g} for g in range(4)]}, "levels { grade }")
+    admin.mutate(
+        "setLevels",
+        {
+            "levels": [
+                {"grade": g, "name": f"L{g}", "level1Bp": 1000 + g, "level2Bp": 500, "minDirectReferrals": g}
+                for g in range(4)
+            ]
+        },
+        "levels { grade }",
+    )
     levels, totals = _pages(admin, "levels", "id grade name", 3)
     assert [lv["grade"] for lv in levels] == [0, 1, 2, 3] and totals == {4}
     q = "query($id: ID!) { node(id: $id) { ... on Level { grade level1Bp } } }"
@@ -82,8 +96,11 @@ def test_levels_and_settlements_are_connections_paged_in_sql_LG3(world):
     today = world["svc"].now().date()
     for k in range(5):  # five contiguous closed days, long past
         d = today - timedelta(days=20 - k)
-        r = fin.mutate("closePeriod", {"fromDate": d.isoformat(), "toDate": (d + timedelta(days=1)).isoformat()},
-                       "settlement { id }")
+        r = fin.mutate(
+            "closePeriod",
+            {"fromDate": d.isoformat(), "toDate": (d + timedelta(days=1)).isoformat()},
+            "settlement { id }",
+        )
         assert r["errors"] == [], r
     batches, totals = _pages(fin, "settlements", "localFrom closing currency", 2)
     assert [b["localFrom"] for b in batches] == [(today - timedelta(days=20 - k)).isoformat() for k in range(5)]
@@ -95,8 +112,9 @@ def test_admin_ends_a_campaign_open_groups_keep_their_expiry(world):
     admin, backend = world["as"]("boss", "admin"), world["as"]("be", "backend")
     cid = make_campaign(admin, world["svc"], tiers=[{"members": 2, "unitPrice": 8000}])
     lead = world["as"]("ann", "customer").mutate("openGroup", {"campaignId": cid}, SEAT)
-    backend.mutate("confirmPayment", {"orderId": lead["order"]["id"], "amount": 8000, "providerRef": "ec-1"},
-                   "accepted")
+    backend.mutate(
+        "confirmPayment", {"orderId": lead["order"]["id"], "amount": 8000, "providerRef": "ec-1"}, "accepted"
+    )
     ended = admin.mutate("endCampaign", {"campaignId": cid}, "campaign { active endsAt }")
     assert ended["errors"] == [] and ended["campaign"]["active"] is False
     again = admin.mutate("endCampaign", {"campaignId": cid}, "campaign { endsAt }")
@@ -105,12 +123,12 @@ def test_admin_ends_a_campaign_open_groups_keep_their_expiry(world):
     assert payload_codes(r) == ["CAMPAIGN_NOT_ACTIVE"]
     join = world["as"]("cat", "customer").mutate("joinGroup", {"groupId": lead["group"]["id"]}, SEAT)
     assert join["errors"] == []  # the open group still takes members until its own expiry
-    backend.mutate("confirmPayment", {"orderId": join["order"]["id"], "amount": 8000, "providerRef": "ec-2"},
-                   "accepted")
+    backend.mutate(
+        "confirmPayment", {"orderId": join["order"]["id"], "amount": 8000, "providerRef": "ec-2"}, "accepted"
+    )
     q = "query($id: ID!) { group(id: $id) { state } }"
     assert world["public"].data(q, id=lead["group"]["id"])["group"]["state"] == "FORMED"
-    other = world["as"]("boss", "admin", s=world["other"]).mutate("endCampaign", {"campaignId": cid},
-                                                                 "campaign { id }")
+    other = world["as"]("boss", "admin", s=world["other"]).mutate("endCampaign", {"campaignId": cid}, "campaign { id }")
     assert payload_codes(other) == ["NOT_FOUND"]  # SH-1
     assert payload_codes(admin.mutate("endCampaign", {"campaignId": "x"}, "campaign { id }")) == ["INVALID_INPUT"]
 
@@ -119,15 +137,22 @@ def test_public_callers_see_the_group_without_its_leader_DS2(world):
     admin, backend = world["as"]("boss", "admin"), world["as"]("be", "backend")
     cid = make_campaign(admin, world["svc"])
     lead = world["as"]("ann", "customer").mutate("openGroup", {"campaignId": cid}, SEAT)
-    backend.mutate("confirmPayment", {"orderId": lead["order"]["id"], "amount": 8000, "providerRef": "pl-1"},
-                   "accepted")
-    q = ("query($id: ID!) { group(id: $id) { state leaderUserId currency tiers { unitPrice currency } "
-         "mySeat { unitPrice } } }")
+    backend.mutate(
+        "confirmPayment", {"orderId": lead["order"]["id"], "amount": 8000, "providerRef": "pl-1"}, "accepted"
+    )
+    q = (
+        "query($id: ID!) { group(id: $id) { state leaderUserId currency tiers { unitPrice currency } "
+        "mySeat { unitPrice } } }"
+    )
     body = world["public"].gql(q, id=lead["group"]["id"])
     assert "errors" not in body, body  # the group is not nulled by a refused field any more
-    assert body["data"]["group"] == {"state": "OPEN", "leaderUserId": None, "currency": "CNY",
-                                     "tiers": [{"unitPrice": 8000, "currency": "CNY"},
-                                               {"unitPrice": 7000, "currency": "CNY"}], "mySeat": None}
+    assert body["data"]["group"] == {
+        "state": "OPEN",
+        "leaderUserId": None,
+        "currency": "CNY",
+        "tiers": [{"unitPrice": 8000, "currency": "CNY"}, {"unitPrice": 7000, "currency": "CNY"}],
+        "mySeat": None,
+    }
     mine = world["as"]("ann", "customer").data(q, id=lead["group"]["id"])["group"]
     assert mine["leaderUserId"] == "ann" and mine["mySeat"] == {"unitPrice": 8000}
 
@@ -139,9 +164,14 @@ def _money_fields(t: GraphQLObjectType) -> list[str]:
 
 def test_every_object_with_money_carries_the_currency_beside_it_SH2():
     schema = make_schema(test_clock=True)._schema
-    missing = [name for name, t in schema.type_map.items()
-               if isinstance(t, GraphQLObjectType) and not name.startswith("__") and _money_fields(t)
-               and "currency" not in t.fields]
+    missing = [
+        name
+        for name, t in schema.type_map.items()
+        if isinstance(t, GraphQLObjectType)
+        and not name.startswith("__")
+        and _money_fields(t)
+        and "currency" not in t.fields
+    ]
     assert missing == [], f"money without a currency field on: {missing}"
 
 

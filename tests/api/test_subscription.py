@@ -17,21 +17,39 @@ from service.usecases.shops import create_shop
 async def test_group_progress_pushes_seats_and_forming_over_websocket(server, svc):
     shop = await create_shop(svc, shop_id=f"ws-{secrets.token_hex(4)}", name="WS", currency="CNY")
     now = server["svc"].now()
-    c = await campaigns.create_campaign(svc, shop_id=shop.shop_id, product_ref="p", title="t", list_price=1000,
-                                        tiers=[(2, 900)], duration=timedelta(hours=1),
-                                        payment_window=timedelta(minutes=10), starts_at=now - timedelta(minutes=5),
-                                        ends_at=now + timedelta(days=1))
+    c = await campaigns.create_campaign(
+        svc,
+        shop_id=shop.shop_id,
+        product_ref="p",
+        title="t",
+        list_price=1000,
+        tiers=[(2, 900)],
+        duration=timedelta(hours=1),
+        payment_window=timedelta(minutes=10),
+        starts_at=now - timedelta(minutes=5),
+        ends_at=now + timedelta(days=1),
+    )
     svc.clock.set(now)
     lead = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="a")
     await orders.confirm_payment(svc, shop_id=shop.shop_id, order_id=lead.order_id, amount=900, provider_ref="w1")
     url = server["base"].replace("http", "ws") + "/graphql"
-    async with websockets.connect(url, subprotocols=["graphql-transport-ws"],
-                                  additional_headers={"X-Shop-Key": shop.public_key}) as ws:
+    async with websockets.connect(
+        url, subprotocols=["graphql-transport-ws"], additional_headers={"X-Shop-Key": shop.public_key}
+    ) as ws:
         await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
         assert json.loads(await ws.recv())["type"] == "connection_ack"
-        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
-            "query": "subscription($g: ID!) { groupProgress(groupId: $g) { state seatsHeld seatsPaid seatsLeft } }",
-            "variables": {"g": global_id("Group", lead.group_id)}}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "subscribe",
+                    "payload": {
+                        "query": "subscription($g: ID!) { groupProgress(groupId: $g) { state seatsHeld seatsPaid seatsLeft } }",
+                        "variables": {"g": global_id("Group", lead.group_id)},
+                    },
+                }
+            )
+        )
 
         async def next_data():
             msg = json.loads(await asyncio.wait_for(ws.recv(), 20))
@@ -58,10 +76,18 @@ async def test_changes_made_through_another_service_process_reach_subscribers_of
     shop = await create_shop(svc, shop_id=f"ws2-{secrets.token_hex(4)}", name="WS2", currency="CNY")
     now = datetime.now(timezone.utc)
     svc.clock.set(now)
-    c = await campaigns.create_campaign(svc, shop_id=shop.shop_id, product_ref="p", title="t", list_price=1000,
-                                        tiers=[(2, 900)], duration=timedelta(hours=1),
-                                        payment_window=timedelta(minutes=10), starts_at=now - timedelta(minutes=5),
-                                        ends_at=now + timedelta(days=1))
+    c = await campaigns.create_campaign(
+        svc,
+        shop_id=shop.shop_id,
+        product_ref="p",
+        title="t",
+        list_price=1000,
+        tiers=[(2, 900)],
+        duration=timedelta(hours=1),
+        payment_window=timedelta(minutes=10),
+        starts_at=now - timedelta(minutes=5),
+        ends_at=now + timedelta(days=1),
+    )
     lead = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="a")
     await orders.confirm_payment(svc, shop_id=shop.shop_id, order_id=lead.order_id, amount=900, provider_ref="x1")
     gid = global_id("Group", lead.group_id)
@@ -69,14 +95,19 @@ async def test_changes_made_through_another_service_process_reach_subscribers_of
     other = ServiceProcess(database_url, "--no-demo", "--no-worker")
     try:
         assert other.base != first.base
-        sub = {"query": "subscription($g: ID!) { groupProgress(groupId: $g) { state seatsHeld seatsPaid } }",
-               "variables": {"g": gid}}
-        inits = [(first.base, {"shopKey": shop.public_key}),
-                 (other.base, {"Authorization": f"Bearer {mint_token(shop, 'watcher', ['customer'], 600)}"})]
+        sub = {
+            "query": "subscription($g: ID!) { groupProgress(groupId: $g) { state seatsHeld seatsPaid } }",
+            "variables": {"g": gid},
+        }
+        inits = [
+            (first.base, {"shopKey": shop.public_key}),
+            (other.base, {"Authorization": f"Bearer {mint_token(shop, 'watcher', ['customer'], 600)}"}),
+        ]
         sockets = []
         for base, payload in inits:
-            ws = await websockets.connect(base.replace("http", "ws") + "/graphql",
-                                          subprotocols=["graphql-transport-ws"])
+            ws = await websockets.connect(
+                base.replace("http", "ws") + "/graphql", subprotocols=["graphql-transport-ws"]
+            )
             await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
             assert json.loads(await ws.recv())["type"] == "connection_ack"
             await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": sub}))
@@ -96,8 +127,9 @@ async def test_changes_made_through_another_service_process_reach_subscribers_of
         assert seat["errors"] == []
         assert await next_on_each() == [{"state": "OPEN", "seatsHeld": 2, "seatsPaid": 1}] * 2
         backend = Client(other.base, mint_token(shop, "be", ["backend"], 600))
-        paid = backend.mutate("confirmPayment", {"orderId": seat["order"]["id"], "amount": 900, "providerRef": "x2"},
-                              "accepted")
+        paid = backend.mutate(
+            "confirmPayment", {"orderId": seat["order"]["id"], "amount": 900, "providerRef": "x2"}, "accepted"
+        )
         assert paid["accepted"] is True
         assert [p["state"] for p in await next_on_each()] == ["FORMED", "FORMED"]
         for ws in sockets:  # a final state ends the subscription on both

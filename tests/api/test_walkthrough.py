@@ -78,11 +78,14 @@ def test_the_walkthrough_runs_as_written(demo_service):
         who = step["as"]
         headers = {"X-Shop-Key": key} if who == "public" else {"Authorization": f"Bearer {tokens[who]}"}
         lines = step["query"].splitlines()  # sent as pasted, comments and all; placeholders outside comments
-        missing = [p for ln in lines if not ln.lstrip().startswith("#") for p in PLACEHOLDER.findall(ln)
-                   if p not in values]
+        missing = [
+            p for ln in lines if not ln.lstrip().startswith("#") for p in PLACEHOLDER.findall(ln) if p not in values
+        ]
         assert not missing, f"step {n} uses {missing}, which neither serve prints nor an earlier step keeps"
-        query = "\n".join(ln if ln.lstrip().startswith("#") else
-                          PLACEHOLDER.sub(lambda m: json.dumps(values[m.group(1)]), ln) for ln in lines)
+        query = "\n".join(
+            ln if ln.lstrip().startswith("#") else PLACEHOLDER.sub(lambda m: json.dumps(values[m.group(1)]), ln)
+            for ln in lines
+        )
         r = httpx.post(f"{demo_service.base}/graphql", json={"query": query}, headers=headers, timeout=30)
         body = r.json()
         assert r.status_code == 200 and "errors" not in body, (n, who, body)

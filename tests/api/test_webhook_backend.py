@@ -35,9 +35,16 @@ def raw(global_id: str) -> str:
 
 def campaign(admin: Client, svc, **kw) -> str:
     now = svc.now()
-    inp = {"productRef": "sku-hook", "title": "Tea", "listPrice": 10000, "durationSeconds": 7200,
-           "paymentWindowSeconds": 600, "startsAt": (now - timedelta(hours=1)).isoformat(),
-           "endsAt": (now + timedelta(days=5)).isoformat(), **kw}
+    inp = {
+        "productRef": "sku-hook",
+        "title": "Tea",
+        "listPrice": 10000,
+        "durationSeconds": 7200,
+        "paymentWindowSeconds": 600,
+        "startsAt": (now - timedelta(hours=1)).isoformat(),
+        "endsAt": (now + timedelta(days=5)).isoformat(),
+        **kw,
+    }
     r = admin.mutate("createCampaign", inp, "campaign { id }")
     assert r["errors"] == [], r
     return r["campaign"]["id"]
@@ -73,8 +80,9 @@ class ShopBackend:
 
     # ---------------------------------------------------------------- money the backend takes itself
     def charge(self, order_gid: str, amount: int, ref: str) -> dict:
-        r = self.gql.mutate("confirmPayment", {"orderId": order_gid, "amount": amount, "providerRef": ref},
-                            "accepted replayed")
+        r = self.gql.mutate(
+            "confirmPayment", {"orderId": order_gid, "amount": amount, "providerRef": ref}, "accepted replayed"
+        )
         assert r["errors"] == [], r
         if not r["replayed"]:
             self.charged[raw(order_gid)] += amount
@@ -127,8 +135,14 @@ class ShopBackend:
             self.role[d["order_id"]] = d.get("role", "")
         elif event["type"] == "refund.owed":
             self.bank.setdefault(d["refund_id"], (d["order_id"], d["amount"]))  # the transfer, once per refund
-            r = self.gql.mutate("confirmRefund", {"refundId": d["refund_id"],  # the raw id, as the webhook carries it
-                                                  "providerRef": f"bank-{d['refund_id']}"}, "refund { state }")
+            r = self.gql.mutate(
+                "confirmRefund",
+                {
+                    "refundId": d["refund_id"],  # the raw id, as the webhook carries it
+                    "providerRef": f"bank-{d['refund_id']}",
+                },
+                "refund { state }",
+            )
             assert r["errors"] == [] and r["refund"]["state"] == "CONFIRMED", r
         elif event["type"] == "group.formed":
             self.formed[agg] = d
@@ -220,8 +234,16 @@ async def test_a_webhook_only_backend_runs_a_whole_campaign_and_its_books_match_
         def pay(s, ref):
             return backend.charge(s["order"]["id"], s["amountToPay"], ref)
 
-        ladder = campaign(admin, world["svc"], leaderDiscount=500, tiers=[
-            {"members": 2, "unitPrice": 8000}, {"members": 3, "unitPrice": 7000}, {"members": 4, "unitPrice": 6000}])
+        ladder = campaign(
+            admin,
+            world["svc"],
+            leaderDiscount=500,
+            tiers=[
+                {"members": 2, "unitPrice": 8000},
+                {"members": 3, "unitPrice": 7000},
+                {"members": 4, "unitPrice": 6000},
+            ],
+        )
         lottery = campaign(admin, world["svc"], tiers=[{"members": 3, "unitPrice": 9000}], lotteryWinners=1)
 
         # G1 will form at capacity (GB-4) after a paid member leaves (GB-8) and an unpaid seat is released (GB-2)
@@ -267,8 +289,9 @@ async def test_a_webhook_only_backend_runs_a_whole_campaign_and_its_books_match_
         await drain()
 
         # an admin replays everything: every event arrives once more, and nothing happens twice
-        replay = admin.mutate("redeliverEvents", {"endpointId": ep["endpoint"]["id"], "fromSeq": 0,
-                                                  "toSeq": 2**31 - 1}, "queued")
+        replay = admin.mutate(
+            "redeliverEvents", {"endpointId": ep["endpoint"]["id"], "fromSeq": 0, "toSeq": 2**31 - 1}, "queued"
+        )
         assert replay["errors"] == [] and replay["queued"] == len(backend.inbox) > 0
         await drain()
 
@@ -293,9 +316,10 @@ async def test_a_webhook_only_backend_runs_a_whole_campaign_and_its_books_match_
         users = ["a1", "a2", "a3", "a4", "a5", "a6", "b1", "b2", "b3", "c1", "d1", "d2", "d3"]
         orders = {}
         for u in users:
-            for e in as_(u, "customer").data("{ myOrders(first: 100) { edges { node { id state paidAmount "
-                                             "refundedAmount group { id state campaignId } } } } }")[
-                    "myOrders"]["edges"]:
+            for e in as_(u, "customer").data(
+                "{ myOrders(first: 100) { edges { node { id state paidAmount "
+                "refundedAmount group { id state campaignId } } } } }"
+            )["myOrders"]["edges"]:
                 n = e["node"]
                 orders[raw(n["id"])] = n
         assert len(orders) == len(users)
@@ -314,13 +338,17 @@ async def test_a_webhook_only_backend_runs_a_whole_campaign_and_its_books_match_
         assert len(shipped) == 3 + 3 + 4  # G2, G4, G1
         assert as_("shop-backend", "backend").data("{ owedRefunds { totalCount } }")["owedRefunds"]["totalCount"] == 0
         for cid in (ladder, lottery):  # the campaign report agrees with what the backend shipped and kept
-            stats = admin.data("query($c: ID!) { campaignStats(campaignId: $c) { total { formed failed units "
-                               "netSales } } }", c=cid)["campaignStats"]["total"]
+            stats = admin.data(
+                "query($c: ID!) { campaignStats(campaignId: $c) { total { formed failed units netSales } } }", c=cid
+            )["campaignStats"]["total"]
             groups = {g for g, c in backend.campaign_of.items() if c == raw(cid)}
             mine = [oid for oid, g in backend.group_of.items() if g in groups]
-            assert stats == {"formed": len(groups & set(backend.formed)), "failed": len(groups & backend.failed),
-                             "units": sum(1 for oid in mine if oid in shipped),
-                             "netSales": sum(backend.charged[oid] - refunded[oid] for oid in mine)}, (cid, stats)
+            assert stats == {
+                "formed": len(groups & set(backend.formed)),
+                "failed": len(groups & backend.failed),
+                "units": sum(1 for oid in mine if oid in shipped),
+                "netSales": sum(backend.charged[oid] - refunded[oid] for oid in mine),
+            }, (cid, stats)
     finally:
         receiver.close()
     assert time.monotonic() - started < 30
@@ -337,7 +365,8 @@ def test_webhook_admin_mutations_are_idempotent_over_graphql_GB10(world):
     assert first["errors"] == [] and again == first
     assert admin.data(count)["webhookEndpoints"]["totalCount"] == 1
     assert payload_codes(admin.mutate("registerWebhook", {**reg, "url": "http://127.0.0.1:9/other"}, ENDPOINT)) == [
-        "IDEMPOTENCY_CONFLICT"]
+        "IDEMPOTENCY_CONFLICT"
+    ]
     assert admin.data(count)["webhookEndpoints"]["totalCount"] == 1
 
     rot = {"endpointId": first["endpoint"]["id"], "overlapSeconds": 3600, "idempotencyKey": "rot-1"}
@@ -346,7 +375,8 @@ def test_webhook_admin_mutations_are_idempotent_over_graphql_GB10(world):
     assert rotated["errors"] == [] and retried == rotated
     assert rotated["endpoint"]["secret"] != first["endpoint"]["secret"]
     assert payload_codes(admin.mutate("rotateWebhookSecret", {**rot, "overlapSeconds": 60}, ENDPOINT)) == [
-        "IDEMPOTENCY_CONFLICT"]
+        "IDEMPOTENCY_CONFLICT"
+    ]
     other_shop = world["as"]("boss", "admin", s=world["other"])  # keys are per shop (SH-1)
     assert payload_codes(other_shop.mutate("rotateWebhookSecret", rot, ENDPOINT)) == ["NOT_FOUND"]
     newer = admin.mutate("rotateWebhookSecret", {**rot, "idempotencyKey": "rot-2"}, ENDPOINT)

@@ -32,8 +32,9 @@ async def browser():
     except ImportError:  # pragma: no cover - it is a test dependency
         pytest.skip("browser tests need Playwright for Python (pip install playwright)")
     async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        b = await p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+        )
         yield b
         await b.close()
 
@@ -47,10 +48,20 @@ class Watched:
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         # a failed load is reported with its URL below (the console message has none); /favicon.ico is
         # GraphiQL's page asking for an icon nobody serves
-        self.page.on("console", lambda m: m.type == "error" and not m.text.startswith("Failed to load resource")
-                     and self.errors.append(m.text))
-        self.page.on("response", lambda r: r.status >= 400 and not r.url.endswith("/favicon.ico")
-                     and self.errors.append(f"HTTP {r.status} {r.url}"))
+        self.page.on(
+            "console",
+            lambda m: (
+                m.type == "error" and not m.text.startswith("Failed to load resource") and self.errors.append(m.text)
+            ),
+        )
+        self.page.on(
+            "response",
+            lambda r: (
+                r.status >= 400
+                and not r.url.endswith("/favicon.ico")
+                and self.errors.append(f"HTTP {r.status} {r.url}")
+            ),
+        )
 
     async def shot(self, name: str) -> None:
         if SHOTS:
@@ -94,19 +105,35 @@ async def demo(server, db_engine):  # noqa: F811
     with back_in_time(svc, timedelta(hours=3)):  # an A/B test whose groups have all been decided by now
         now = svc.now()
         ab = await campaigns.create_campaign(
-            svc, shop_id=shop_id, product_ref="tea-oolong-250g", title="Oolong A/B price test", list_price=9900,
-            tiers=[(2, 7900)], duration=timedelta(hours=1), payment_window=timedelta(minutes=30),
-            starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=10),
-            variants=[("A", [(2, 7900)], 50), ("B", [(2, 6900)], 50)])
+            svc,
+            shop_id=shop_id,
+            product_ref="tea-oolong-250g",
+            title="Oolong A/B price test",
+            list_price=9900,
+            tiers=[(2, 7900)],
+            duration=timedelta(hours=1),
+            payment_window=timedelta(minutes=30),
+            starts_at=now - timedelta(hours=1),
+            ends_at=now + timedelta(days=10),
+            variants=[("A", [(2, 7900)], 50), ("B", [(2, 6900)], 50)],
+        )
         for i in range(12):
             seat = await groups.open_group(svc, shop_id=shop_id, campaign_id=ab.campaign_id, user_id=f"ab-lead-{i}")
-            await orders.confirm_payment(svc, shop_id=shop_id, order_id=seat.order_id, amount=seat.amount,
-                                         provider_ref=f"ab-pay-{i}")
+            await orders.confirm_payment(
+                svc, shop_id=shop_id, order_id=seat.order_id, amount=seat.amount, provider_ref=f"ab-pay-{i}"
+            )
             if i % 3 != 2:  # two of three groups fill
                 s2 = await groups.join_group(svc, shop_id=shop_id, group_id=seat.group_id, user_id=f"ab-join-{i}")
-                await orders.confirm_payment(svc, shop_id=shop_id, order_id=s2.order_id, amount=s2.amount,
-                                             provider_ref=f"ab-pay-j{i}")
+                await orders.confirm_payment(
+                    svc, shop_id=shop_id, order_id=s2.order_id, amount=s2.amount, provider_ref=f"ab-pay-j{i}"
+                )
     await run_due_groups(svc, shop_id=shop_id)  # the rest failed at expiry (GB-11)
     tokens = {name: mint_token(shop, user, list(roles), 3600) for name, (user, roles) in DEMO_CALLERS.items()}
-    return {"base": server["base"], "shop": shop, "tokens": tokens, "key": shop.public_key, "ab_campaign": ab.campaign_id,
-            **{k: r[k] for k in ("campaign_id", "pair_campaign_id", "pair_group_id")}}
+    return {
+        "base": server["base"],
+        "shop": shop,
+        "tokens": tokens,
+        "key": shop.public_key,
+        "ab_campaign": ab.campaign_id,
+        **{k: r[k] for k in ("campaign_id", "pair_campaign_id", "pair_group_id")},
+    }

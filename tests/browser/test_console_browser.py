@@ -80,16 +80,24 @@ async def test_admin_logs_in_creates_a_campaign_and_sees_it(open_page, demo):
     await page.wait_for_selector("#campaign-list table")
     assert await page.locator("#campaign-list tr", has_text="Jasmine pearls, 3-person group").count() == 1
     # what the console created is what the API has, with the money in minor units
-    made = _gql(demo["base"], demo["tokens"]["admin"], "{ campaigns(first: 50) { edges { node { title listPrice "
-                "fillAtExpiry variants { name tiers { unitPrice } } } } } }")["campaigns"]["edges"]
+    made = _gql(
+        demo["base"],
+        demo["tokens"]["admin"],
+        "{ campaigns(first: 50) { edges { node { title listPrice "
+        "fillAtExpiry variants { name tiers { unitPrice } } } } } }",
+    )["campaigns"]["edges"]
     [c] = [e["node"] for e in made if e["node"]["title"].startswith("Jasmine")]
-    assert c == {"title": "Jasmine pearls, 3-person group", "listPrice": 6800, "fillAtExpiry": 2,
-                 "variants": [{"name": "A", "tiers": [{"unitPrice": 4900}]}, {"name": "B", "tiers": [{"unitPrice": 4500}]}]}
+    assert c == {
+        "title": "Jasmine pearls, 3-person group",
+        "listPrice": 6800,
+        "fillAtExpiry": 2,
+        "variants": [{"name": "A", "tiers": [{"unitPrice": 4900}]}, {"name": "B", "tiers": [{"unitPrice": 4500}]}],
+    }
 
 
 async def test_finance_approves_a_payout_and_downloads_the_xlsx(open_page, demo):
     base, tokens = demo["base"], demo["tokens"]
-    p = _gql(base, tokens["bob"], 'mutation { requestPayout(input: {amount: 500}) { payout { id } errors { code } } }')
+    p = _gql(base, tokens["bob"], "mutation { requestPayout(input: {amount: 500}) { payout { id } errors { code } } }")
     assert p["requestPayout"]["errors"] == []
     w = await open_page()
     page = w.page
@@ -106,14 +114,20 @@ async def test_finance_approves_a_payout_and_downloads_the_xlsx(open_page, demo)
     await row.locator("[name=externalRef]").fill("BANK-2026-0042")
     await row.locator("form.approve button").click()
     await page.wait_for_selector("#payout-list tr:has-text('bob')", state="detached")
-    state = _gql(base, tokens["finance"], "query($id: ID!) { node(id: $id) { ... on Payout { state externalRef } } }",
-                 id=p["requestPayout"]["payout"]["id"])["node"]
+    state = _gql(
+        base,
+        tokens["finance"],
+        "query($id: ID!) { node(id: $id) { ... on Payout { state externalRef } } }",
+        id=p["requestPayout"]["payout"]["id"],
+    )["node"]
     assert state == {"state": "APPROVED", "externalRef": "BANK-2026-0042"}
 
     await page.click("nav a:has-text('Settlements')")
     form = page.locator("#close-period")
     await form.wait_for()
-    today = date.fromisoformat(await page.evaluate("new Intl.DateTimeFormat('en-CA', {timeZone: 'Asia/Shanghai'}).format(new Date())"))
+    today = date.fromisoformat(
+        await page.evaluate("new Intl.DateTimeFormat('en-CA', {timeZone: 'Asia/Shanghai'}).format(new Date())")
+    )
     await form.locator("[name=fromDate]").fill((today - timedelta(days=12)).isoformat())
     await form.locator("[name=toDate]").fill((today - timedelta(days=1)).isoformat())
     await form.locator("button[type=submit]").click()
@@ -155,8 +169,12 @@ async def test_storefront_seat_count_changes_within_2s_when_another_customer_joi
     await joiner.page.wait_for_selector("#customer-name")
     t0 = time.monotonic()
     await joiner.page.locator(".group-card .join").first.click()
-    await wait_until(watcher.page,
-        "(b) => document.querySelector('.group-card .seats-text').dataset.held !== b", arg=before, timeout=2000)
+    await wait_until(
+        watcher.page,
+        "(b) => document.querySelector('.group-card .seats-text').dataset.held !== b",
+        arg=before,
+        timeout=2000,
+    )
     elapsed = time.monotonic() - t0
     assert elapsed < 2.0
     assert int(await card.locator(".seats-text").get_attribute("data-held")) == int(before) + 1
@@ -186,12 +204,17 @@ async def test_graphiql_runs_the_group_progress_subscription(open_page, demo):
     await page.goto(f"{base}/graphiql")
     await page.wait_for_selector(".graphiql-query-editor .CodeMirror")
     gid = global_id("Group", demo["pair_group_id"])
-    await page.evaluate("""([q, h]) => {
+    await page.evaluate(
+        """([q, h]) => {
         document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror.setValue(q);
         const headers = [...document.querySelectorAll('.CodeMirror')].find((e) => e.CodeMirror.getValue().includes('PASTE-A-TOKEN'));
         headers.CodeMirror.setValue(h);
-    }""", [f'subscription {{ groupProgress(groupId: "{gid}") {{ seatsHeld state }} }}',
-           f'{{"X-Shop-Key": "{demo["key"]}"}}'])
+    }""",
+        [
+            f'subscription {{ groupProgress(groupId: "{gid}") {{ seatsHeld state }} }}',
+            f'{{"X-Shop-Key": "{demo["key"]}"}}',
+        ],
+    )
     await page.wait_for_timeout(500)  # GraphiQL takes the editors' text into its state after a short debounce
     await page.click(".graphiql-execute-button")
     result = "document.querySelector('.result-window .CodeMirror').CodeMirror.getValue()"
@@ -201,8 +224,9 @@ async def test_graphiql_runs_the_group_progress_subscription(open_page, demo):
         raise AssertionError("GraphiQL showed: " + await page.evaluate(result))
     first = await page.evaluate(result)
     assert '"seatsHeld": 1' in first, first
-    r = _gql(base, demo["tokens"]["gina"], 'mutation($g: ID!) { joinGroup(input: {groupId: $g}) { errors { code } } }',
-             g=gid)
+    r = _gql(
+        base, demo["tokens"]["gina"], "mutation($g: ID!) { joinGroup(input: {groupId: $g}) { errors { code } } }", g=gid
+    )
     assert r["joinGroup"]["errors"] == []
     await wait_until(page, f"{result}.includes('\"seatsHeld\": 2')", timeout=5000)
     await w.shot("graphiql-subscription")
@@ -270,16 +294,25 @@ async def test_admin_screens_each_render_and_their_mutations_report_by_code(open
     first_secret = await page.locator("#webhook-secret code.secret").inner_text()
     row = page.locator("#endpoint-list tbody tr").first
     await row.locator("button:has-text('Rotate secret')").click()
-    await wait_until(page, "(s) => (document.querySelector('#webhook-secret code.secret, #webhook-secret .errors') || {}).textContent !== s",
-                                 arg=first_secret)
-    assert await page.locator("#webhook-secret .errors").count() == 0, await page.locator("#webhook-secret").inner_text()
+    await wait_until(
+        page,
+        "(s) => (document.querySelector('#webhook-secret code.secret, #webhook-secret .errors') || {}).textContent !== s",
+        arg=first_secret,
+    )
+    assert await page.locator("#webhook-secret .errors").count() == 0, await page.locator(
+        "#webhook-secret"
+    ).inner_text()
     await row.locator("button:has-text('Disable')").click()
     await page.wait_for_selector("#endpoint-list tbody tr .badge.disabled")
     await w.shot("webhooks")
     await row.locator("a").click()
     await page.wait_for_selector("#deliveries .pager")
-    seqs = [e["node"]["seq"] for e in _gql(demo["base"], demo["tokens"]["admin"],
-                                          "{ events(first: 100) { edges { node { seq } } } }")["events"]["edges"]]
+    seqs = [
+        e["node"]["seq"]
+        for e in _gql(demo["base"], demo["tokens"]["admin"], "{ events(first: 100) { edges { node { seq } } } }")[
+            "events"
+        ]["edges"]
+    ]
     await page.locator("#redeliver [name=fromSeq]").fill(str(min(seqs)))  # seq numbers all shops' events
     await page.locator("#redeliver [name=toSeq]").fill(str(max(seqs)))
     await page.locator("#redeliver button[type=submit]").click()
@@ -294,8 +327,11 @@ async def test_admin_screens_each_render_and_their_mutations_report_by_code(open
     await page.wait_for_selector("#event-list tbody tr")
     first_page = await page.locator("#event-list tbody tr td:first-child").all_inner_texts()
     await page.locator("#event-list button.next-page").click()
-    await wait_until(page, "(f) => (document.querySelector('#event-list tbody tr td') || {textContent: f}).textContent !== f",
-                                 arg=first_page[0])
+    await wait_until(
+        page,
+        "(f) => (document.querySelector('#event-list tbody tr td') || {textContent: f}).textContent !== f",
+        arg=first_page[0],
+    )
     second = await page.locator("#event-list tbody tr td:first-child").all_inner_texts()
     assert int(second[0]) > int(first_page[-1])  # the keyset cursor moves forward
     await w.shot("events")

@@ -11,25 +11,45 @@ from hypothesis import strategies as st
 
 from engine.distribution import BindingMode, DistributionSettings, DistributorStatus
 from engine.errors import ErrorCode, RuleViolation
-from engine.referral import (BindingSource, current_referrer, decide_admin_binding, decide_binding, decide_order_code,
-                             upline)
+from engine.referral import (
+    BindingSource,
+    current_referrer,
+    decide_admin_binding,
+    decide_binding,
+    decide_order_code,
+    upline,
+)
 from tests.engine.test_referral import T0, Graph
 
 USERS = ["u0", "u1", "u2", "u3", "u4", "u5"]
-op = st.tuples(st.sampled_from(["link", "code", "order", "admin"]), st.sampled_from(USERS), st.sampled_from(USERS),
-               st.integers(0, 40), st.booleans())
+op = st.tuples(
+    st.sampled_from(["link", "code", "order", "admin"]),
+    st.sampled_from(USERS),
+    st.sampled_from(USERS),
+    st.integers(0, 40),
+    st.booleans(),
+)
 
 
-@given(mode=st.sampled_from(list(BindingMode)), new_only=st.booleans(), overrides=st.booleans(),
-       ops=st.lists(op, max_size=40), inactive=st.sets(st.sampled_from(USERS), max_size=2))
+@given(
+    mode=st.sampled_from(list(BindingMode)),
+    new_only=st.booleans(),
+    overrides=st.booleans(),
+    ops=st.lists(op, max_size=40),
+    inactive=st.sets(st.sampled_from(USERS), max_size=2),
+)
 @hsettings(max_examples=300)
 def test_RF3_every_source_keeps_rf1_and_overrides_change_no_binding(mode, new_only, overrides, ops, inactive):
     """RF-3: group links (GROUP_INVITE), order codes (ORDER_CODE, binding or overriding), admin rebinding
     (ADMIN) in any order: after each step the graph has no cycle and no self-binding, every new binding names
     an ACTIVE referrer, an override leaves every binding as it was and never names the buyer, someone in the
     buyer's downline or an inactive distributor; refusals change nothing."""
-    s = DistributionSettings(binding=mode, binding_days=10 if mode == BindingMode.EXPIRING else None,
-                             bind_new_users_only=new_only, order_code_overrides=overrides)
+    s = DistributionSettings(
+        binding=mode,
+        binding_days=10 if mode == BindingMode.EXPIRING else None,
+        bind_new_users_only=new_only,
+        order_code_overrides=overrides,
+    )
     g = Graph()
     now = T0
     for kind, user, ref, days, paid in ops:
@@ -39,8 +59,16 @@ def test_RF3_every_source_keeps_rf1_and_overrides_change_no_binding(mode, new_on
         view = g.view(now)
         try:
             if kind == "order":
-                d = decide_order_code(s, buyer_id=user, referrer_id=ref, now=now, current=g.bindings.get(user),
-                                      view=view, referrer_status=status, user_has_paid_order=paid)
+                d = decide_order_code(
+                    s,
+                    buyer_id=user,
+                    referrer_id=ref,
+                    now=now,
+                    current=g.bindings.get(user),
+                    view=view,
+                    referrer_status=status,
+                    user_has_paid_order=paid,
+                )
                 assert not (d.binding and d.override)
                 if d.override is not None:
                     assert overrides and d.override == ref != user and status == DistributorStatus.ACTIVE
@@ -51,15 +79,37 @@ def test_RF3_every_source_keeps_rf1_and_overrides_change_no_binding(mode, new_on
                     assert new.source == BindingSource.ORDER_CODE
                     assert current_referrer(before.get(user), now) is None  # binds only without a live referrer
             elif kind == "admin":
-                new = decide_admin_binding(s, user_id=user, referrer_id=ref, reason="fix", now=now,
-                                           current=g.bindings.get(user), view=view, referrer_status=status)
+                new = decide_admin_binding(
+                    s,
+                    user_id=user,
+                    referrer_id=ref,
+                    reason="fix",
+                    now=now,
+                    current=g.bindings.get(user),
+                    view=view,
+                    referrer_status=status,
+                )
             else:
                 source = BindingSource.GROUP_INVITE if kind == "link" else BindingSource.INVITE_CODE
-                new = decide_binding(s, user_id=user, referrer_id=ref, now=now, current=g.bindings.get(user),
-                                     view=view, referrer_status=status, user_has_paid_order=paid, source=source)
+                new = decide_binding(
+                    s,
+                    user_id=user,
+                    referrer_id=ref,
+                    now=now,
+                    current=g.bindings.get(user),
+                    view=view,
+                    referrer_status=status,
+                    user_has_paid_order=paid,
+                    source=source,
+                )
         except RuleViolation as e:
-            assert e.code in {ErrorCode.SELF_REFERRAL, ErrorCode.NOT_A_DISTRIBUTOR, ErrorCode.ALREADY_BOUND,
-                              ErrorCode.NOT_A_NEW_USER, ErrorCode.REFERRAL_CYCLE}
+            assert e.code in {
+                ErrorCode.SELF_REFERRAL,
+                ErrorCode.NOT_A_DISTRIBUTOR,
+                ErrorCode.ALREADY_BOUND,
+                ErrorCode.NOT_A_NEW_USER,
+                ErrorCode.REFERRAL_CYCLE,
+            }
             assert g.bindings == before
             continue
         if new is not None:
@@ -80,8 +130,16 @@ def test_RF3b_order_code_outcomes_by_hand():
     A = DistributorStatus.ACTIVE
 
     def decide(s, user, ref):
-        return decide_order_code(s, buyer_id=user, referrer_id=ref, now=T0, current=g.bindings.get(user),
-                                 view=g.view(T0), referrer_status=A, user_has_paid_order=True)
+        return decide_order_code(
+            s,
+            buyer_id=user,
+            referrer_id=ref,
+            now=T0,
+            current=g.bindings.get(user),
+            view=g.view(T0),
+            referrer_status=A,
+            user_has_paid_order=True,
+        )
 
     assert decide(off, "new", "dee").binding.source == BindingSource.ORDER_CODE
     assert decide(on, "buyer", "ref") == decide(off, "buyer", "dee") == type(decide(off, "buyer", "dee"))()
@@ -102,17 +160,34 @@ def test_RF3c_admin_binding_needs_a_reason_and_replaces_in_every_mode():
     g.bind(s, "u", "a", T0)
     A = DistributorStatus.ACTIVE
     try:
-        decide_admin_binding(s, user_id="u", referrer_id="b", reason=" ", now=T0, current=g.bindings["u"],
-                             view=g.view(T0), referrer_status=A)
+        decide_admin_binding(
+            s,
+            user_id="u",
+            referrer_id="b",
+            reason=" ",
+            now=T0,
+            current=g.bindings["u"],
+            view=g.view(T0),
+            referrer_status=A,
+        )
         raise AssertionError("not refused")
     except RuleViolation as e:
         assert e.code == ErrorCode.INVALID_INPUT
-    b = decide_admin_binding(s, user_id="u", referrer_id="b", reason="moved", now=T0, current=g.bindings["u"],
-                             view=g.view(T0), referrer_status=A)
+    b = decide_admin_binding(
+        s,
+        user_id="u",
+        referrer_id="b",
+        reason="moved",
+        now=T0,
+        current=g.bindings["u"],
+        view=g.view(T0),
+        referrer_status=A,
+    )
     assert (b.referrer_id, b.source) == ("b", BindingSource.ADMIN)
     try:
-        decide_admin_binding(s, user_id="a", referrer_id="u", reason="x", now=T0, current=None, view=g.view(T0),
-                             referrer_status=A)
+        decide_admin_binding(
+            s, user_id="a", referrer_id="u", reason="x", now=T0, current=None, view=g.view(T0), referrer_status=A
+        )
         raise AssertionError("not refused")
     except RuleViolation as e:
         assert e.code == ErrorCode.REFERRAL_CYCLE

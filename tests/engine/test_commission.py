@@ -34,23 +34,31 @@ def amounts(result) -> dict[str, int]:
 # ---------------------------------------------------------------- CM-2 beneficiaries
 def test_CM2_beneficiaries_plain_chain():
     s = DistributionSettings()
-    assert cm.beneficiaries(s, buyer_id="u", buyer_status=ACTIVE, level1_referrer="a", level2_referrer="b") \
-        == ("a", "b")
+    assert cm.beneficiaries(s, buyer_id="u", buyer_status=ACTIVE, level1_referrer="a", level2_referrer="b") == (
+        "a",
+        "b",
+    )
 
 
 def test_CM2_self_purchase_buyer_is_level1_and_their_referrer_level2():
     s = DistributionSettings(self_purchase=True)
-    assert cm.beneficiaries(s, buyer_id="u", buyer_status=ACTIVE, level1_referrer="a", level2_referrer="b") \
-        == ("u", "a")
-    assert cm.beneficiaries(s, buyer_id="u", buyer_status=ACTIVE, level1_referrer=None, level2_referrer=None) \
-        == ("u", None)
+    assert cm.beneficiaries(s, buyer_id="u", buyer_status=ACTIVE, level1_referrer="a", level2_referrer="b") == (
+        "u",
+        "a",
+    )
+    assert cm.beneficiaries(s, buyer_id="u", buyer_status=ACTIVE, level1_referrer=None, level2_referrer=None) == (
+        "u",
+        None,
+    )
 
 
 @pytest.mark.parametrize("status", [DistributorStatus.NONE, DistributorStatus.APPLIED, SUSPENDED])
 def test_CM2_self_purchase_needs_buyer_in_good_standing(status):
     s = DistributionSettings(self_purchase=True)
-    assert cm.beneficiaries(s, buyer_id="u", buyer_status=status, level1_referrer="a", level2_referrer="b") \
-        == ("a", "b")
+    assert cm.beneficiaries(s, buyer_id="u", buyer_status=status, level1_referrer="a", level2_referrer="b") == (
+        "a",
+        "b",
+    )
 
 
 def test_CM2_suspended_beneficiary_gets_nothing_and_nothing_moves():
@@ -58,11 +66,13 @@ def test_CM2_suspended_beneficiary_gets_nothing_and_nothing_moves():
     lines = [line(10_000)]
     both = amounts(cm.compute_commissions(s, lines=lines, level1=ben("a", 1, 3000), level2=ben("b", 2, 2500)))
     assert both == {"a": 3000, "b": 2000}  # cap 5000 cuts b by 500
-    l1_susp = amounts(cm.compute_commissions(s, lines=lines, level1=ben("a", 1, 3000, SUSPENDED),
-                                             level2=ben("b", 2, 2500)))
+    l1_susp = amounts(
+        cm.compute_commissions(s, lines=lines, level1=ben("a", 1, 3000, SUSPENDED), level2=ben("b", 2, 2500))
+    )
     assert l1_susp == {"b": 2000}  # b is not promoted and gains no cap room
-    l2_susp = amounts(cm.compute_commissions(s, lines=lines, level1=ben("a", 1, 3000),
-                                             level2=ben("b", 2, 2500, SUSPENDED)))
+    l2_susp = amounts(
+        cm.compute_commissions(s, lines=lines, level1=ben("a", 1, 3000), level2=ben("b", 2, 2500, SUSPENDED))
+    )
     assert l2_susp == {"a": 3000}
     for st_ in (DistributorStatus.NONE, DistributorStatus.APPLIED):
         assert cm.compute_commissions(s, lines=lines, level1=ben("a", 1, 3000, st_), level2=None) == ()
@@ -77,8 +87,7 @@ def test_CM4_amount_is_floor_of_base_times_rate():
 
 def test_CM4_one_floor_per_beneficiary_over_rate_lines():
     s = DistributionSettings()
-    r = cm.compute_commissions(s, lines=[line(999, ref="x"), line(999, ref="y")], level1=ben("a", 1, 1000),
-                               level2=None)
+    r = cm.compute_commissions(s, lines=[line(999, ref="x"), line(999, ref="y")], level1=ben("a", 1, 1000), level2=None)
     assert amounts(r) == {"a": 199}  # floor(1998 × 0.1), not 99 + 99
 
 
@@ -92,8 +101,11 @@ def test_CM4_cap_cuts_level2_first_then_level1():
 
 def test_CM3_product_overrides_apply_per_level_whatever_the_rates():
     s = DistributionSettings()
-    lines = [line(9_000, 2, "tea"), line(4_500, 3, "cup", level1_amount=300), line(1_000, 1, "gift",
-                                                                                     earns_commission=False)]
+    lines = [
+        line(9_000, 2, "tea"),
+        line(4_500, 3, "cup", level1_amount=300),
+        line(1_000, 1, "gift", earns_commission=False),
+    ]
     r = cm.compute_commissions(s, lines=lines, level1=ben("a", 1, 1000), level2=ben("b", 2, 500))
     # a: floor(9000 × 10%) + 300 × 3 = 900 + 900; b: cup has no level-2 override → floor(13500 × 5%) = 675
     assert amounts(r) == {"a": 1800, "b": 675}
@@ -103,24 +115,27 @@ def test_CM3_product_overrides_apply_per_level_whatever_the_rates():
 
 def test_CM3_fixed_zero_means_no_commission_for_that_level():
     s = DistributionSettings()
-    r = cm.compute_commissions(s, lines=[line(5_000, 1, level1_amount=0, level2_amount=0)],
-                               level1=ben("a", 1, 1000), level2=ben("b", 2, 500))
+    r = cm.compute_commissions(
+        s, lines=[line(5_000, 1, level1_amount=0, level2_amount=0)], level1=ben("a", 1, 1000), level2=ben("b", 2, 500)
+    )
     assert r == ()
 
 
 def test_CM3_fixed_amounts_are_capped_too():
     s = DistributionSettings(max_total_bp=5000)
-    r = cm.compute_commissions(s, lines=[line(1_000, 2, level1_amount=400, level2_amount=300)],
-                               level1=ben("a", 1, 0), level2=ben("b", 2, 0))
+    r = cm.compute_commissions(
+        s, lines=[line(1_000, 2, level1_amount=400, level2_amount=300)], level1=ben("a", 1, 0), level2=ben("b", 2, 0)
+    )
     assert amounts(r) == {"a": 500}  # 800 + 600 > floor(1000 × 50%) = 500: b 0, a 500
 
 
 def test_CM3_campaign_switch_off_and_non_commission_lines():
     s = DistributionSettings()
-    assert cm.compute_commissions(s, lines=[line(10_000)], level1=ben("a", 1, 1000), level2=None,
-                                  enabled=False) == ()
-    assert cm.compute_commissions(s, lines=[line(10_000, earns_commission=False)], level1=ben("a", 1, 1000),
-                                  level2=None) == ()
+    assert cm.compute_commissions(s, lines=[line(10_000)], level1=ben("a", 1, 1000), level2=None, enabled=False) == ()
+    assert (
+        cm.compute_commissions(s, lines=[line(10_000, earns_commission=False)], level1=ben("a", 1, 1000), level2=None)
+        == ()
+    )
     assert cm.order_commission_base([line(100), line(50, earns_commission=False), line(7, level1_amount=1)]) == 107
 
 
@@ -130,8 +145,14 @@ def orders(draw):
     for i in range(draw(st.integers(0, 4))):
         fixed1 = draw(st.one_of(st.none(), st.integers(0, 3_000)))
         fixed2 = draw(st.one_of(st.none(), st.integers(0, 3_000)))
-        lines.append(LineBase(f"p{i}", draw(st.integers(1, 5)), draw(st.integers(0, 50_000)),
-                              ProductTerms(draw(st.booleans()), fixed1, fixed2)))
+        lines.append(
+            LineBase(
+                f"p{i}",
+                draw(st.integers(1, 5)),
+                draw(st.integers(0, 50_000)),
+                ProductTerms(draw(st.booleans()), fixed1, fixed2),
+            )
+        )
     return lines
 
 
@@ -140,6 +161,7 @@ def expected_amounts(lines, r1: int, r2: int, cap: int) -> tuple[int, int]:
     the bases of the lines paid at the rate plus fixed × quantity where the product fixes that level;
     lines that earn no commission count for nothing; over floor(commissionable base × cap / 10000) the
     excess is cut from level 2 first, then level 1."""
+
     def raw(level: int, rate: int) -> int:
         at_rate = fixed = 0
         for ln in lines:
@@ -160,8 +182,14 @@ def expected_amounts(lines, r1: int, r2: int, cap: int) -> tuple[int, int]:
 
 
 @hsettings(max_examples=300, deadline=None)
-@given(lines=orders(), r1=st.integers(0, 10_000), r2=st.integers(0, 10_000), cap=st.integers(0, 10_000),
-       s1=st.sampled_from(list(DistributorStatus)), s2=st.sampled_from(list(DistributorStatus)))
+@given(
+    lines=orders(),
+    r1=st.integers(0, 10_000),
+    r2=st.integers(0, 10_000),
+    cap=st.integers(0, 10_000),
+    s1=st.sampled_from(list(DistributorStatus)),
+    s2=st.sampled_from(list(DistributorStatus)),
+)
 def test_CM4_property_cap_holds_and_cuts_level2_first(lines, r1, r2, cap, s1, s2):
     """CM-4: under the cap every beneficiary gets exactly floor(base × rate / 10000) (+ fixed × qty); over it
     the total is exactly the cap, level 2 cut first and level 1 only once level 2 is at 0 — all compared with
@@ -179,8 +207,11 @@ def test_CM4_property_cap_holds_and_cuts_level2_first(lines, r1, r2, cap, s1, s2
 def test_CM4_property_one_line_exact_amounts_under_and_over_the_cap(base, r1, r2, cap):
     """CM-4 on one plain line, with large bases: under the cap each amount is exactly floor(base × rate /
     10000); over it level 1 keeps min(a1, cap) and level 2 gets what is left."""
-    out = amounts(cm.compute_commissions(DistributionSettings(max_total_bp=cap), lines=[line(base)],
-                                         level1=ben("a", 1, r1), level2=ben("b", 2, r2)))
+    out = amounts(
+        cm.compute_commissions(
+            DistributionSettings(max_total_bp=cap), lines=[line(base)], level1=ben("a", 1, r1), level2=ben("b", 2, r2)
+        )
+    )
     limit = base * cap // 10_000
     a1, a2 = base * r1 // 10_000, base * r2 // 10_000
     if a1 + a2 <= limit:
@@ -231,18 +262,24 @@ def test_CM5_property_reversals_sum_to_at_most_the_line_and_exactly_after_full_r
 
 # ---------------------------------------------------------------- CM-6 life cycle
 def post(amount=1000, releasable=True):
-    return cm.post_line(id="l1", order_id="o1", beneficiary_id="a", level=1, amount=amount, releasable=releasable,
-                        paid_base=10_000)
+    return cm.post_line(
+        id="l1", order_id="o1", beneficiary_id="a", level=1, amount=amount, releasable=releasable, paid_base=10_000
+    )
 
 
 def test_CM6_post_freeze_release_with_postings():
     l, p = post()
-    assert (l.state, l.standing, p) == (CommissionState.PENDING, 1000,
-                                        (Posting(Bucket.PENDING, 1000, EntryKind.COMMISSION_POSTED),))
+    assert (l.state, l.standing, p) == (
+        CommissionState.PENDING,
+        1000,
+        (Posting(Bucket.PENDING, 1000, EntryKind.COMMISSION_POSTED),),
+    )
     l, p2 = cm.freeze_line(l, T0, 7)
     assert (l.state, l.available_at) == (CommissionState.FROZEN, T0 + 7 * D)
-    assert p2 == (Posting(Bucket.PENDING, -1000, EntryKind.COMMISSION_FROZEN),
-                  Posting(Bucket.FROZEN, 1000, EntryKind.COMMISSION_FROZEN))
+    assert p2 == (
+        Posting(Bucket.PENDING, -1000, EntryKind.COMMISSION_FROZEN),
+        Posting(Bucket.FROZEN, 1000, EntryKind.COMMISSION_FROZEN),
+    )
     same, none = cm.make_available(l, T0 + 7 * D - timedelta(microseconds=1))
     assert same == l and none == ()
     l, p3 = cm.make_available(l, T0 + 7 * D)
@@ -289,8 +326,10 @@ def test_CM6_clawback_after_payout_makes_available_negative_never_capped():
     l, p = post()
     l, p2 = cm.freeze_line(l, T0, 0)
     l, p3 = cm.make_available(l, T0)
-    payout = (Posting(Bucket.AVAILABLE, -1000, EntryKind.PAYOUT_REQUESTED),
-              Posting(Bucket.IN_PAYOUT, 1000, EntryKind.PAYOUT_REQUESTED))
+    payout = (
+        Posting(Bucket.AVAILABLE, -1000, EntryKind.PAYOUT_REQUESTED),
+        Posting(Bucket.IN_PAYOUT, 1000, EntryKind.PAYOUT_REQUESTED),
+    )
     l, p4 = cm.reverse_line(l, 10_000, 10_000)
     b = Balances.from_postings(p + p2 + p3 + payout + p4)
     assert b.available == -1000 and b.in_payout == 1000 and l.standing == 0

@@ -35,16 +35,16 @@ def test_payouts_never_exceed_available_and_balances_are_sums_LG2(start, asks, f
         assert bal.available >= a >= 100
         postings += list(got) + list(approve_payout(a, fee=payout_fee(s, a)) if i % 2 else reject_payout(a))
         after = Balances.from_postings(postings)
-        assert after.in_payout == 0 and after.fees == sum(
-            p.amount for p in postings if p.bucket == Bucket.FEES)
+        assert after.in_payout == 0 and after.fees == sum(p.amount for p in postings if p.bucket == Bucket.FEES)
     final = Balances.from_postings(postings)
     assert final.available + final.paid + final.fees == start
 
 
 def test_suspended_distributor_may_not_request_payouts_DS1():
     with pytest.raises(RuleViolation) as e:
-        request_payout(DistributionSettings(), balances=Balances(available=10**6), amount=1000,
-                       status=DistributorStatus.SUSPENDED)
+        request_payout(
+            DistributionSettings(), balances=Balances(available=10**6), amount=1000, status=DistributorStatus.SUSPENDED
+        )
     assert e.value.code == ErrorCode.DISTRIBUTOR_SUSPENDED
 
 

@@ -17,9 +17,34 @@ MODULES = sorted(ENGINE_DIR.glob("*.py"))
 # What the engine may import: pure stdlib value modules, and itself.
 ALLOWED = {"__future__", "dataclasses", "datetime", "enum", "typing", "hashlib", "hmac", "math", "engine"}
 # Named so a failure says why: persistence, async, web, network, clocks, randomness, decimals.
-FORBIDDEN = {"sqlalchemy", "asyncio", "strawberry", "starlette", "asyncpg", "socket", "http", "urllib", "httpx",
-             "requests", "aiohttp", "ssl", "select", "selectors", "subprocess", "os", "threading", "time", "random",
-             "secrets", "uuid", "decimal", "fractions", "store", "service", "api"}
+FORBIDDEN = {
+    "sqlalchemy",
+    "asyncio",
+    "strawberry",
+    "starlette",
+    "asyncpg",
+    "socket",
+    "http",
+    "urllib",
+    "httpx",
+    "requests",
+    "aiohttp",
+    "ssl",
+    "select",
+    "selectors",
+    "subprocess",
+    "os",
+    "threading",
+    "time",
+    "random",
+    "secrets",
+    "uuid",
+    "decimal",
+    "fractions",
+    "store",
+    "service",
+    "api",
+}
 # Exact rationals are fine for statistics (RP-2 rates and intervals, never money), so stats.py alone may
 # use them; money stays integer minor units everywhere.
 ALLOWED_IN = {"stats.py": {"fractions"}}
@@ -38,8 +63,21 @@ def _imports(tree: ast.AST) -> set[str]:
 
 def test_every_engine_module_is_checked():
     names = {m.name for m in MODULES}
-    assert {"groupbuy.py", "lottery.py", "variants.py", "commission.py", "referral.py", "levels.py", "ledger.py",
-            "distribution.py", "segments.py", "stats.py", "money.py", "errors.py", "__init__.py"} <= names
+    assert {
+        "groupbuy.py",
+        "lottery.py",
+        "variants.py",
+        "commission.py",
+        "referral.py",
+        "levels.py",
+        "ledger.py",
+        "distribution.py",
+        "segments.py",
+        "stats.py",
+        "money.py",
+        "errors.py",
+        "__init__.py",
+    } <= names
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)

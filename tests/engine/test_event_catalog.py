@@ -33,8 +33,9 @@ def _emit_calls():
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and (
-                    (isinstance(node.func, ast.Attribute) and node.func.attr in ("emit", "event"))
-                    or (isinstance(node.func, ast.Name) and node.func.id == "emit")):
+                (isinstance(node.func, ast.Attribute) and node.func.attr in ("emit", "event"))
+                or (isinstance(node.func, ast.Name) and node.func.id == "emit")
+            ):
                 kw = {k.arg: k.value for k in node.keywords}
                 if "type" in kw:
                     yield f"{path.name}:{node.lineno}", kw
@@ -61,8 +62,9 @@ def test_every_emitter_names_a_catalog_type_and_its_payload_keys():
             keys = {k.value for k in payload.keys}
             for t in types:
                 required, optional = payload_keys(t)
-                assert required <= keys <= required | optional | COMMON_KEYS, \
+                assert required <= keys <= required | optional | COMMON_KEYS, (
                     f"{where}: {t.value} payload keys {sorted(keys)} ≠ {PAYLOADS[t].__name__}"
+                )
 
 
 def test_every_type_has_an_emitter():

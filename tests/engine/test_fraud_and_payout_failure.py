@@ -27,7 +27,7 @@ def refusal(fn):
 
 
 # ---------------------------------------------------------------- LG-4
-@given(amount=st.integers(1, 10**9), fee_bp=st.integers(0, 10_000), before=st.integers(-10**6, 10**9))
+@given(amount=st.integers(1, 10**9), fee_bp=st.integers(0, 10_000), before=st.integers(-(10**6), 10**9))
 def test_LG4_a_failed_payout_gives_all_of_A_back_and_reverses_the_fee_by_new_entries(amount, fee_bp, before):
     """LG-4: request → approve → fail leaves available as before the request, PAID and FEES as before the
     approval, every step a list of new postings (LG-1: the approval's entries stay)."""
@@ -82,8 +82,16 @@ def test_FR1_fingerprints_are_keyed_hashes_per_shop_never_the_raw_value(value):
 
 
 # ---------------------------------------------------------------- FR-2
-ON = fr.FraudRules(self_dealing=True, velocity=True, velocity_max_orders=2, scalper_group=True,
-                   scalper_min_seats=2, refund_rate=True, refund_rate_max_bp=3000, refund_rate_min_orders=3)
+ON = fr.FraudRules(
+    self_dealing=True,
+    velocity=True,
+    velocity_max_orders=2,
+    scalper_group=True,
+    scalper_min_seats=2,
+    refund_rate=True,
+    refund_rate_max_bp=3000,
+    refund_rate_min_orders=3,
+)
 DEV = fr.Fingerprint(FPK.DEVICE, "d" * 64)
 ADDR = fr.Fingerprint(FPK.ADDRESS, "a" * 64)
 
@@ -95,13 +103,15 @@ def test_FR2a_self_dealing_flags_a_beneficiary_sharing_a_fingerprint_with_the_bu
     assert flags["d1"][0].evidence == {"shared": ["DEVICE"]}
     assert fr.screen_order(fr.FraudRules(), sig, ["d1"]) == {}  # off
     # self-purchase (CM-2) is allowed by the programme: a buyer earning on their own order is not self-dealing
-    assert fr.screen_order(ON, fr.OrderSignals(buyer_id="d1", shared_with={"d1": frozenset({FPK.DEVICE})}),
-                           ["d1"]) == {}
+    assert (
+        fr.screen_order(ON, fr.OrderSignals(buyer_id="d1", shared_with={"d1": frozenset({FPK.DEVICE})}), ["d1"]) == {}
+    )
 
 
 def test_FR2b_velocity_flags_more_than_N_orders_sharing_a_device_ip_or_payer():
     def sig(n, fps=frozenset({DEV})):
         return fr.OrderSignals(buyer_id="b", fingerprints=fps, velocity={"d1": n})
+
     assert fr.screen_order(ON, sig(1), ["d1"]) == {}  # 2 orders: not more than 2
     assert fr.screen_order(ON, sig(2), ["d1"])["d1"][0].evidence["orders"] == 3
     assert fr.screen_order(ON, sig(9, frozenset({ADDR})), ["d1"]) == {}  # an address alone is no velocity signal
@@ -117,8 +127,8 @@ def test_FR2c_a_group_whose_paid_seats_share_a_fingerprint_is_flagged_from_k_sea
 
 def test_FR2d_refund_rate_flags_a_downline_refunding_more_than_X_percent():
     def d(orders, paid, refunded):
-        return fr.OrderSignals(buyer_id="b", downline={
-            "d1": fr.DownlineRefunds(orders, paid, refunded)})
+        return fr.OrderSignals(buyer_id="b", downline={"d1": fr.DownlineRefunds(orders, paid, refunded)})
+
     assert fr.screen_order(ON, d(3, 10_000, 3000), ["d1"]) == {}  # exactly 30 %: not more
     assert fr.screen_order(ON, d(3, 10_000, 3001), ["d1"])["d1"][0].evidence["rate_bp"] == 3001
     assert fr.screen_order(ON, d(2, 10_000, 9000), ["d1"]) == {}  # too few orders to say anything
@@ -126,15 +136,20 @@ def test_FR2d_refund_rate_flags_a_downline_refunding_more_than_X_percent():
 
 def test_FR2_thresholds_are_validated():
     from dataclasses import replace
+
     assert refusal(lambda: fr.validate_rules(replace(ON, scalper_min_seats=1))) == (ErrorCode.INVALID_INPUT, "FR-2")
     assert refusal(lambda: fr.validate_rules(replace(ON, refund_rate_max_bp=10_001)))[0] == ErrorCode.INVALID_INPUT
 
 
 # ---------------------------------------------------------------- FR-3: holds change no amount
 AMOUNT = st.integers(1, 10**7)
-STEP = st.one_of(st.tuples(st.just("refund"), st.integers(1, 5000)), st.tuples(st.just("complete")),
-                 st.tuples(st.just("advance"), st.integers(0, 20)), st.tuples(st.just("flag")),
-                 st.tuples(st.just("clear")))
+STEP = st.one_of(
+    st.tuples(st.just("refund"), st.integers(1, 5000)),
+    st.tuples(st.just("complete")),
+    st.tuples(st.just("advance"), st.integers(0, 20)),
+    st.tuples(st.just("flag")),
+    st.tuples(st.just("clear")),
+)
 
 
 def _play(amount: int, steps, *, flags_on: bool):
@@ -211,33 +226,69 @@ def test_FR3_void_refuses_an_unheld_line_and_is_idempotent():
 
 
 def test_FR3_a_flagged_group_is_dissolved_with_GB6_refunds_before_it_forms():
-    seat = gb.Seat(order_id="o1", user_id="u1", quantity=1, unit_price=900, role=gb.PriceRole.LEADER,
-                   state=gb.SeatState.PAID, reserved_at=T0, pay_by=T0, paid_at=T0)
-    g = gb.Group(id="g", campaign_id="c", tiers=(gb.Tier(3, 900),), leader_user_id="u1", state=gb.GroupState.OPEN,
-                 seats=(seat,), opened_at=T0, expires_at=T0 + timedelta(days=1))
+    seat = gb.Seat(
+        order_id="o1",
+        user_id="u1",
+        quantity=1,
+        unit_price=900,
+        role=gb.PriceRole.LEADER,
+        state=gb.SeatState.PAID,
+        reserved_at=T0,
+        pay_by=T0,
+        paid_at=T0,
+    )
+    g = gb.Group(
+        id="g",
+        campaign_id="c",
+        tiers=(gb.Tier(3, 900),),
+        leader_user_id="u1",
+        state=gb.GroupState.OPEN,
+        seats=(seat,),
+        opened_at=T0,
+        expires_at=T0 + timedelta(days=1),
+    )
     d = fr.dissolve_group(g, now=T0 + timedelta(hours=1))
     assert d.group.state == gb.GroupState.FAILED
     assert any(isinstance(i, gb.RefundOwed) and i.full and i.rule == "GB-6" for i in d.instructions)
     from dataclasses import replace
-    assert refusal(lambda: fr.dissolve_group(replace(g, state=gb.GroupState.FORMED), now=T0))[0] == \
-        ErrorCode.INVALID_STATE
+
+    assert (
+        refusal(lambda: fr.dissolve_group(replace(g, state=gb.GroupState.FORMED), now=T0))[0] == ErrorCode.INVALID_STATE
+    )
 
 
 # ---------------------------------------------------------------- FR-4: every action says who, when and why
 FP = st.builds(fr.Fingerprint, st.sampled_from(list(FPK)), st.text("0123456789abcdef", min_size=64, max_size=64))
 
 
-@given(fps=st.frozensets(FP, max_size=4), seats=st.dictionaries(st.sampled_from(["o1", "o2", "o3", "o4"]),
-                                                                 st.frozensets(FP, max_size=3), max_size=4),
-       velocity=st.integers(0, 9), orders=st.integers(0, 9), paid=st.integers(1, 10**6),
-       refunded=st.integers(0, 10**6))
+@given(
+    fps=st.frozensets(FP, max_size=4),
+    seats=st.dictionaries(st.sampled_from(["o1", "o2", "o3", "o4"]), st.frozensets(FP, max_size=3), max_size=4),
+    velocity=st.integers(0, 9),
+    orders=st.integers(0, 9),
+    paid=st.integers(1, 10**6),
+    refunded=st.integers(0, 10**6),
+)
 def test_FR4_flags_say_why_with_counts_and_kinds_never_a_hash(fps, seats, velocity, orders, paid, refunded):
     """FR-4 (why) with FR-1 (only keyed hashes, and those stay in the database): the evidence a flag carries into
     the queue and its event names rules, counts, kinds and order ids — never a fingerprint hash."""
-    rules = fr.FraudRules(self_dealing=True, velocity=True, velocity_max_orders=1, scalper_group=True,
-                          scalper_min_seats=2, refund_rate=True, refund_rate_min_orders=1, refund_rate_max_bp=0)
-    sig = fr.OrderSignals(buyer_id="b", fingerprints=fps, shared_with={"d1": frozenset(f.kind for f in fps)},
-                          velocity={"d1": velocity}, downline={"d1": fr.DownlineRefunds(orders, paid, refunded)})
+    rules = fr.FraudRules(
+        self_dealing=True,
+        velocity=True,
+        velocity_max_orders=1,
+        scalper_group=True,
+        scalper_min_seats=2,
+        refund_rate=True,
+        refund_rate_min_orders=1,
+        refund_rate_max_bp=0,
+    )
+    sig = fr.OrderSignals(
+        buyer_id="b",
+        fingerprints=fps,
+        shared_with={"d1": frozenset(f.kind for f in fps)},
+        velocity={"d1": velocity},
+        downline={"d1": fr.DownlineRefunds(orders, paid, refunded)},
+    )
     flags = [f for fs in fr.screen_order(rules, sig, ["d1"]).values() for f in fs]
     g = fr.screen_group(rules, seats)
     hashes = {f.hash for f in fps} | {f.hash for s in seats.values() for f in s}
@@ -267,8 +318,12 @@ def _flagged(rules, sig, bens, rule):
     return {b for b, fs in fr.screen_order(rules, sig, bens).items() if any(f.rule == rule for f in fs)}
 
 
-@given(bens=BENS, buyer=st.sampled_from(["b", "d1"]),
-       shared=st.dictionaries(st.sampled_from(["b", "d1", "d2", "d3"]), KINDS, max_size=4), on=st.booleans())
+@given(
+    bens=BENS,
+    buyer=st.sampled_from(["b", "d1"]),
+    shared=st.dictionaries(st.sampled_from(["b", "d1", "d2", "d3"]), KINDS, max_size=4),
+    on=st.booleans(),
+)
 def test_FR2a_self_dealing_flags_iff_a_beneficiary_other_than_the_buyer_shares_a_fingerprint(bens, buyer, shared, on):
     """FR-2 (a): a beneficiary is flagged exactly when the rule is on, they are not the buyer (CM-2
     self-purchase) and at least one of the payment's fingerprint kinds was seen on their own paid orders."""
@@ -277,9 +332,14 @@ def test_FR2a_self_dealing_flags_iff_a_beneficiary_other_than_the_buyer_shares_a
     assert got == {b for b in bens if on and b != buyer and shared.get(b)}
 
 
-@given(bens=BENS, kinds=KINDS, velocity=st.dictionaries(st.sampled_from(["b", "d1", "d2", "d3"]),
-                                                        st.integers(0, 40), max_size=4),
-       n=st.integers(1, 30), window=st.integers(60, 366 * 86_400), on=st.booleans())
+@given(
+    bens=BENS,
+    kinds=KINDS,
+    velocity=st.dictionaries(st.sampled_from(["b", "d1", "d2", "d3"]), st.integers(0, 40), max_size=4),
+    n=st.integers(1, 30),
+    window=st.integers(60, 366 * 86_400),
+    on=st.booleans(),
+)
 def test_FR2b_velocity_flags_iff_more_than_N_matching_paid_orders_within_T(bens, kinds, velocity, n, window, on):
     """FR-2 (b): flagged iff the rule is on, the payment carries a device, IP or payer fingerprint and the
     paid orders within T earning that beneficiary and sharing one — the other `velocity[ben]` plus this one —
@@ -295,11 +355,17 @@ def test_FR2b_velocity_flags_iff_more_than_N_matching_paid_orders_within_T(bens,
             assert f.evidence == {"orders": velocity.get(b, 0) + 1, "max_orders": n, "window_seconds": window}
 
 
-@given(seats=st.dictionaries(st.sampled_from([f"o{i}" for i in range(8)]),
-                             st.frozensets(st.builds(fr.Fingerprint, st.sampled_from(list(FPK)),
-                                                     st.sampled_from(["h1", "h2", "h3"])), max_size=3),
-                             max_size=8),
-       k=st.integers(2, 6), on=st.booleans())
+@given(
+    seats=st.dictionaries(
+        st.sampled_from([f"o{i}" for i in range(8)]),
+        st.frozensets(
+            st.builds(fr.Fingerprint, st.sampled_from(list(FPK)), st.sampled_from(["h1", "h2", "h3"])), max_size=3
+        ),
+        max_size=8,
+    ),
+    k=st.integers(2, 6),
+    on=st.booleans(),
+)
 def test_FR2c_scalper_group_flags_iff_k_or_more_seats_share_one_fingerprint(seats, k, on):
     """FR-2 (c): flagged iff the rule is on and some one fingerprint (kind and hash) is on k or more paid
     seats; the evidence names that largest set of seats."""
@@ -316,14 +382,20 @@ def test_FR2c_scalper_group_flags_iff_k_or_more_seats_share_one_fingerprint(seat
         assert len(flag.evidence["orders"]) == most and set(flag.evidence["orders"]) <= set(seats)  # type: ignore[arg-type]
 
 
-@given(orders=st.integers(0, 50), refunded=st.integers(0, 10**7), kept=st.integers(0, 10**7),
-       x=st.one_of(st.integers(0, 10_000), st.sampled_from([0, 2500, 3000, 5000, 10_000])),
-       min_orders=st.integers(1, 40), on=st.booleans())
+@given(
+    orders=st.integers(0, 50),
+    refunded=st.integers(0, 10**7),
+    kept=st.integers(0, 10**7),
+    x=st.one_of(st.integers(0, 10_000), st.sampled_from([0, 2500, 3000, 5000, 10_000])),
+    min_orders=st.integers(1, 40),
+    on=st.booleans(),
+)
 @example(orders=5, refunded=3000, kept=7000, x=3000, min_orders=5, on=True)  # exactly X %: not flagged
 @example(orders=5, refunded=3001, kept=6999, x=3000, min_orders=5, on=True)
 @example(orders=4, refunded=3001, kept=6999, x=3000, min_orders=5, on=True)
-def test_FR2d_refund_rate_flags_iff_refunded_share_exceeds_X_over_at_least_min_orders(orders, refunded, kept, x,
-                                                                                      min_orders, on):
+def test_FR2d_refund_rate_flags_iff_refunded_share_exceeds_X_over_at_least_min_orders(
+    orders, refunded, kept, x, min_orders, on
+):
     """FR-2 (d): flagged iff the rule is on, the downline paid at least `min_orders` orders within T and
     refunded × 10000 > paid × X (integer arithmetic: exactly X % is not flagged). Refunds never exceed
     what was paid."""
@@ -334,13 +406,16 @@ def test_FR2d_refund_rate_flags_iff_refunded_share_exceeds_X_over_at_least_min_o
     assert got == ({"d1"} if on and orders >= min_orders and refunded * 10_000 > paid * x else set())
 
 
-@given(fps=st.frozensets(st.builds(fr.Fingerprint, st.sampled_from(list(FPK)), st.sampled_from(["h1", "h2"])),
-                         max_size=4),
-       shared=st.dictionaries(st.sampled_from(["d1", "d2"]), KINDS, max_size=2),
-       velocity=st.dictionaries(st.sampled_from(["d1", "d2"]), st.integers(0, 9), max_size=2),
-       downline=st.dictionaries(st.sampled_from(["d1", "d2"]),
-                                st.builds(fr.DownlineRefunds, st.integers(0, 9), st.integers(0, 10**5),
-                                          st.integers(0, 10**5)), max_size=2))
+@given(
+    fps=st.frozensets(st.builds(fr.Fingerprint, st.sampled_from(list(FPK)), st.sampled_from(["h1", "h2"])), max_size=4),
+    shared=st.dictionaries(st.sampled_from(["d1", "d2"]), KINDS, max_size=2),
+    velocity=st.dictionaries(st.sampled_from(["d1", "d2"]), st.integers(0, 9), max_size=2),
+    downline=st.dictionaries(
+        st.sampled_from(["d1", "d2"]),
+        st.builds(fr.DownlineRefunds, st.integers(0, 9), st.integers(0, 10**5), st.integers(0, 10**5)),
+        max_size=2,
+    ),
+)
 def test_FR2_a_rule_switched_off_never_flags(fps, shared, velocity, downline):
     """FR-2: with every rule off nothing is flagged, whatever the signals; and each rule switched on alone
     flags only under its own rule kind."""
@@ -348,32 +423,56 @@ def test_FR2_a_rule_switched_off_never_flags(fps, shared, velocity, downline):
     seats = {"o1": fps, "o2": fps, "o3": fps}
     assert fr.screen_order(RULE_OFF, sig, ["d1", "d2"]) == {} and fr.screen_group(RULE_OFF, seats) is None
     from dataclasses import replace
+
     low = replace(RULE_OFF, velocity_max_orders=1, refund_rate_max_bp=0, refund_rate_min_orders=1)
-    for name, rule in (("self_dealing", fr.FraudRule.SELF_DEALING), ("velocity", fr.FraudRule.VELOCITY),
-                       ("refund_rate", fr.FraudRule.REFUND_RATE)):
+    for name, rule in (
+        ("self_dealing", fr.FraudRule.SELF_DEALING),
+        ("velocity", fr.FraudRule.VELOCITY),
+        ("refund_rate", fr.FraudRule.REFUND_RATE),
+    ):
         got = fr.screen_order(replace(low, **{name: True}), sig, ["d1", "d2"])
         assert all(f.rule == rule for fs in got.values() for f in fs)
     assert fr.screen_group(replace(low, self_dealing=True, velocity=True, refund_rate=True), seats) is None
 
 
-@given(amount=AMOUNT, base=st.integers(1, 10**7), shared=KINDS, velocity=st.integers(0, 9),
-       refunds=st.builds(fr.DownlineRefunds, st.integers(0, 9), st.integers(0, 10**5), st.integers(0, 10**5)),
-       completed=st.booleans())
+@given(
+    amount=AMOUNT,
+    base=st.integers(1, 10**7),
+    shared=KINDS,
+    velocity=st.integers(0, 9),
+    refunds=st.builds(fr.DownlineRefunds, st.integers(0, 9), st.integers(0, 10**5), st.integers(0, 10**5)),
+    completed=st.booleans(),
+)
 def test_FR2_flags_never_change_an_amount(amount, base, shared, velocity, refunds, completed):
     """FR-2 with FR-3: screening reads no amount and a flag it raises only holds the line: original, standing,
     state and buckets stay what they were, and holding posts nothing."""
-    rules = fr.FraudRules(self_dealing=True, velocity=True, velocity_max_orders=1, refund_rate=True,
-                          refund_rate_max_bp=0, refund_rate_min_orders=1)
+    rules = fr.FraudRules(
+        self_dealing=True,
+        velocity=True,
+        velocity_max_orders=1,
+        refund_rate=True,
+        refund_rate_max_bp=0,
+        refund_rate_min_orders=1,
+    )
     line, post = cm.post_line(id="l", order_id="o", beneficiary_id="d1", level=1, amount=amount, paid_base=base)
     postings = list(post)
     if completed:
         line, ps = cm.freeze_line(line, T0, 3)
         postings += ps
-    sig = fr.OrderSignals(buyer_id="b", fingerprints=frozenset({DEV}), shared_with={"d1": shared},
-                          velocity={"d1": velocity}, downline={"d1": refunds})
+    sig = fr.OrderSignals(
+        buyer_id="b",
+        fingerprints=frozenset({DEV}),
+        shared_with={"d1": shared},
+        velocity={"d1": velocity},
+        downline={"d1": refunds},
+    )
     before = line
     if fr.screen_order(rules, sig, ["d1"]).get("d1"):
         line = fr.hold_line(line)
-    assert (line.original, line.standing, line.state, line.paid_base) == \
-        (before.original, before.standing, before.state, before.paid_base)
+    assert (line.original, line.standing, line.state, line.paid_base) == (
+        before.original,
+        before.standing,
+        before.state,
+        before.paid_base,
+    )
     assert Balances.from_postings(postings).total == line.standing == amount

@@ -32,10 +32,20 @@ def formed_scenarios(draw):
     list_price = tiers[0].unit_price + draw(st.integers(0, 5000))
     min_size, cap = tiers[0].members, tiers[-1].members
     fill = draw(st.none() | st.integers(1, min_size - 1)) if min_size > 1 else None
-    c = Campaign(id="c", list_price=list_price, tiers=tiers, duration=timedelta(hours=24), payment_window=15 * M,
-                 starts_at=T0, ends_at=T0 + timedelta(days=3), leader_discount=draw(st.integers(0, 25_000)),
-                 max_quantity_per_order=3, fill_at_expiry=fill,
-                 lottery_winners=draw(st.integers(0, min_size - 1)), lottery_seed=draw(st.text(min_size=1, max_size=8)))
+    c = Campaign(
+        id="c",
+        list_price=list_price,
+        tiers=tiers,
+        duration=timedelta(hours=24),
+        payment_window=15 * M,
+        starts_at=T0,
+        ends_at=T0 + timedelta(days=3),
+        leader_discount=draw(st.integers(0, 25_000)),
+        max_quantity_per_order=3,
+        fill_at_expiry=fill,
+        lottery_winners=draw(st.integers(0, min_size - 1)),
+        lottery_seed=draw(st.text(min_size=1, max_size=8)),
+    )
     gb.validate_campaign(c)
     lower = fill if fill is not None else min_size
     paid = draw(st.integers(lower, cap))
@@ -48,8 +58,9 @@ def build_and_form(c, qtys, leader_leaves):
     """Leader + members pay; optionally the leader leaves and a new member replaces them (GB-8);
     the group forms at capacity or at expiry. Returns (group, all instructions, paid amount per order)."""
     out, paid = [], {}
-    d = gb.open_group(c, group_id="g", order_id="o0", user_id="u0", quantity=qtys[0], now=T0, stock_left=None,
-                      user_units_held=0)
+    d = gb.open_group(
+        c, group_id="g", order_id="o0", user_id="u0", quantity=qtys[0], now=T0, stock_left=None, user_units_held=0
+    )
     d = gb.pay_seat(c, d.group, order_id="o0", amount=d.group.seats[0].amount, now=T0)
     out += d.instructions
     paid["o0"] = d.group.seats[0].amount
@@ -63,8 +74,17 @@ def build_and_form(c, qtys, leader_leaves):
             d = gb.leave_group(c, g, user_id="u0", now=now)
             out += d.instructions
             g = d.group
-        d = gb.join_group(c, g, order_id=f"o{i}", user_id=f"u{i}", quantity=q, now=now, stock_left=None,
-                          user_units_held=0, user_has_paid_order=False)
+        d = gb.join_group(
+            c,
+            g,
+            order_id=f"o{i}",
+            user_id=f"u{i}",
+            quantity=q,
+            now=now,
+            stock_left=None,
+            user_units_held=0,
+            user_has_paid_order=False,
+        )
         s = d.group.seat_for_order(f"o{i}")
         d = gb.pay_seat(c, d.group, order_id=s.order_id, amount=s.amount, now=now)
         out += d.instructions
@@ -114,8 +134,9 @@ def test_GB5_GB7_final_price_never_above_paid_and_refunds_equal_paid_minus_final
             expected_final = 0  # GB-7: a free order
             assert kinds[s.order_id] == ["GB-7"]
         else:
-            expected_final = max(0, expected_tier.unit_price - c.leader_discount) if leader \
-                else expected_tier.unit_price
+            expected_final = (
+                max(0, expected_tier.unit_price - c.leader_discount) if leader else expected_tier.unit_price
+            )
             assert kinds[s.order_id] == (["GB-5"] if expected_final < paid_unit else [])
         assert final == expected_final <= paid_unit
         assert refunds[s.order_id] == paid[s.order_id] - expected_final * qty
@@ -130,15 +151,26 @@ def tiers_ok(tiers, list_price) -> bool:
         return False
     ms = [t.members for t in tiers]
     ps = [t.unit_price for t in tiers]
-    return (all(m >= 2 for m in ms) and all(0 <= p <= list_price for p in ps)
-            and all(a < b for a, b in zip(ms, ms[1:])) and all(a > b for a, b in zip(ps, ps[1:])))
+    return (
+        all(m >= 2 for m in ms)
+        and all(0 <= p <= list_price for p in ps)
+        and all(a < b for a, b in zip(ms, ms[1:]))
+        and all(a > b for a, b in zip(ps, ps[1:]))
+    )
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.builds(Tier, st.integers(-1, 8), st.integers(-5, 120)), max_size=4), st.integers(0, 120))
 def test_validate_campaign_accepts_exactly_the_valid_tier_lists(tiers, list_price):
-    c = Campaign(id="c", list_price=list_price, tiers=tuple(tiers), duration=timedelta(hours=1),
-                 payment_window=M, starts_at=T0, ends_at=T0 + timedelta(days=1))
+    c = Campaign(
+        id="c",
+        list_price=list_price,
+        tiers=tuple(tiers),
+        duration=timedelta(hours=1),
+        payment_window=M,
+        starts_at=T0,
+        ends_at=T0 + timedelta(days=1),
+    )
     if tiers_ok(tiers, list_price):
         gb.validate_campaign(c)
     else:
@@ -150,9 +182,18 @@ def test_validate_campaign_accepts_exactly_the_valid_tier_lists(tiers, list_pric
 @settings(max_examples=100, deadline=None)
 @given(ladders(), st.integers(-3, 10), st.integers(-3, 10))
 def test_validate_campaign_bounds_fill_at_expiry_and_lottery(tiers, m, k):
-    c = Campaign(id="c", list_price=20_000, tiers=tiers, duration=timedelta(hours=1), payment_window=M,
-                 starts_at=T0, ends_at=T0 + timedelta(days=1), fill_at_expiry=m, lottery_winners=k,
-                 lottery_seed="s")
+    c = Campaign(
+        id="c",
+        list_price=20_000,
+        tiers=tiers,
+        duration=timedelta(hours=1),
+        payment_window=M,
+        starts_at=T0,
+        ends_at=T0 + timedelta(days=1),
+        fill_at_expiry=m,
+        lottery_winners=k,
+        lottery_seed="s",
+    )
     ok = 1 <= m < tiers[0].members and 0 <= k < tiers[0].members
     if ok:
         gb.validate_campaign(c)

@@ -9,8 +9,22 @@ import pytest
 from engine import groupbuy as gb
 from engine.errors import ErrorCode, RuleViolation
 from engine.groupbuy import (
-    CancelOrder, Campaign, FinalPrice, GroupCancelled, GroupFailed, GroupFormed, GroupOpened, GroupState,
-    LeaderChanged, OrderPaid, PriceRole, RefundOwed, ReturnStock, SeatState, Tier, Variant,
+    CancelOrder,
+    Campaign,
+    FinalPrice,
+    GroupCancelled,
+    GroupFailed,
+    GroupFormed,
+    GroupOpened,
+    GroupState,
+    LeaderChanged,
+    OrderPaid,
+    PriceRole,
+    RefundOwed,
+    ReturnStock,
+    SeatState,
+    Tier,
+    Variant,
 )
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -19,8 +33,15 @@ M = timedelta(minutes=1)
 
 
 def campaign(**kw) -> Campaign:
-    base = dict(id="camp", list_price=10_000, tiers=(Tier(2, 8_000),), duration=24 * H,
-                payment_window=15 * M, starts_at=T0, ends_at=T0 + 7 * 24 * H)
+    base = dict(
+        id="camp",
+        list_price=10_000,
+        tiers=(Tier(2, 8_000),),
+        duration=24 * H,
+        payment_window=15 * M,
+        starts_at=T0,
+        ends_at=T0 + 7 * 24 * H,
+    )
     base.update(kw)
     c = Campaign(**base)
     gb.validate_campaign(c)
@@ -29,8 +50,9 @@ def campaign(**kw) -> Campaign:
 
 def opened(c: Campaign, *, leader="L", qty=1, now=T0, gid="g1") -> gb.Group:
     """A group whose leader has reserved and paid (OPEN)."""
-    d = gb.open_group(c, group_id=gid, order_id="o-L", user_id=leader, quantity=qty, now=now,
-                      stock_left=None, user_units_held=0)
+    d = gb.open_group(
+        c, group_id=gid, order_id="o-L", user_id=leader, quantity=qty, now=now, stock_left=None, user_units_held=0
+    )
     d = gb.pay_seat(c, d.group, order_id="o-L", amount=d.group.seats[0].amount, now=now)
     assert d.group.state is GroupState.OPEN
     return d.group
@@ -59,37 +81,42 @@ def of(instrs, kind):
 
 
 # ------------------------------------------------------------------ validation (section 2 fields)
-@pytest.mark.parametrize("kw, field", [
-    (dict(tiers=()), "tiers"),
-    (dict(tiers=(Tier(1, 8000),)), "tiers[0]"),
-    (dict(tiers=(Tier(3, 8000), Tier(3, 7000))), "tiers[1]"),
-    (dict(tiers=(Tier(3, 8000), Tier(2, 7000))), "tiers[1]"),
-    (dict(tiers=(Tier(2, 8000), Tier(3, 8000))), "tiers[1]"),
-    (dict(tiers=(Tier(2, 8000), Tier(3, 9000))), "tiers[1]"),
-    (dict(tiers=(Tier(2, 10_001),)), "tiers[0]"),
-    (dict(tiers=(Tier(2, -1),)), "tiers[0]"),
-    (dict(list_price=-5, tiers=(Tier(2, -10),)), "list_price"),
-    (dict(leader_discount=-1), "leader_discount"),
-    (dict(ends_at=T0), "ends_at"),
-    (dict(duration=timedelta(0)), "duration"),
-    (dict(payment_window=-M), "payment_window"),
-    (dict(stock=-1), "stock"),
-    (dict(per_user_limit=0), "per_user_limit"),
-    (dict(max_quantity_per_order=0), "max_quantity_per_order"),
-    (dict(fill_at_expiry=0, tiers=(Tier(3, 8000),)), "fill_at_expiry"),
-    (dict(fill_at_expiry=3, tiers=(Tier(3, 8000),)), "fill_at_expiry"),
-    (dict(lottery_winners=2, lottery_seed="s"), "lottery_winners"),
-    (dict(lottery_winners=-1), "lottery_winners"),
-    (dict(lottery_winners=1, tiers=(Tier(3, 8000),)), "lottery_seed"),
-    (dict(leader_commission_bp=10_001), "leader_commission_bp"),
-    (dict(starts_at=T0.replace(tzinfo=None)), "starts_at"),
-    (dict(variants=(Variant("a", (Tier(2, 8000),), 0),)), "variants[0].weight"),
-    (dict(variants=(Variant("a", (Tier(2, 8000),), 1), Variant("a", (Tier(3, 7000),), 1))), "variants[1].name"),
-    (dict(variants=(Variant("a", (Tier(3, 8000), Tier(2, 7000)), 1),)), "variants[0].tiers[1]"),
-    (dict(variants=(Variant("a", (Tier(2, 8000),), 1),), tiers=(Tier(4, 8000),), fill_at_expiry=3),
-     "fill_at_expiry"),
-    (dict(tiers=(Tier(2, 80.5),)), "tiers[0]"),
-])
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        (dict(tiers=()), "tiers"),
+        (dict(tiers=(Tier(1, 8000),)), "tiers[0]"),
+        (dict(tiers=(Tier(3, 8000), Tier(3, 7000))), "tiers[1]"),
+        (dict(tiers=(Tier(3, 8000), Tier(2, 7000))), "tiers[1]"),
+        (dict(tiers=(Tier(2, 8000), Tier(3, 8000))), "tiers[1]"),
+        (dict(tiers=(Tier(2, 8000), Tier(3, 9000))), "tiers[1]"),
+        (dict(tiers=(Tier(2, 10_001),)), "tiers[0]"),
+        (dict(tiers=(Tier(2, -1),)), "tiers[0]"),
+        (dict(list_price=-5, tiers=(Tier(2, -10),)), "list_price"),
+        (dict(leader_discount=-1), "leader_discount"),
+        (dict(ends_at=T0), "ends_at"),
+        (dict(duration=timedelta(0)), "duration"),
+        (dict(payment_window=-M), "payment_window"),
+        (dict(stock=-1), "stock"),
+        (dict(per_user_limit=0), "per_user_limit"),
+        (dict(max_quantity_per_order=0), "max_quantity_per_order"),
+        (dict(fill_at_expiry=0, tiers=(Tier(3, 8000),)), "fill_at_expiry"),
+        (dict(fill_at_expiry=3, tiers=(Tier(3, 8000),)), "fill_at_expiry"),
+        (dict(lottery_winners=2, lottery_seed="s"), "lottery_winners"),
+        (dict(lottery_winners=-1), "lottery_winners"),
+        (dict(lottery_winners=1, tiers=(Tier(3, 8000),)), "lottery_seed"),
+        (dict(leader_commission_bp=10_001), "leader_commission_bp"),
+        (dict(starts_at=T0.replace(tzinfo=None)), "starts_at"),
+        (dict(variants=(Variant("a", (Tier(2, 8000),), 0),)), "variants[0].weight"),
+        (dict(variants=(Variant("a", (Tier(2, 8000),), 1), Variant("a", (Tier(3, 7000),), 1))), "variants[1].name"),
+        (dict(variants=(Variant("a", (Tier(3, 8000), Tier(2, 7000)), 1),)), "variants[0].tiers[1]"),
+        (
+            dict(variants=(Variant("a", (Tier(2, 8000),), 1),), tiers=(Tier(4, 8000),), fill_at_expiry=3),
+            "fill_at_expiry",
+        ),
+        (dict(tiers=(Tier(2, 80.5),)), "tiers[0]"),
+    ],
+)
 def test_validate_campaign_rejects_bad_fields(kw, field):
     """Section 2 campaign fields: each bad input is INVALID_INPUT naming its field (ER-1)."""
     with pytest.raises(RuleViolation) as e:
@@ -99,17 +126,20 @@ def test_validate_campaign_rejects_bad_fields(kw, field):
 
 
 def test_validate_campaign_accepts_ladder_with_variants_fill_and_lottery():
-    campaign(tiers=(Tier(3, 9000), Tier(5, 8000), Tier(10, 7000)), fill_at_expiry=2, lottery_winners=2,
-             lottery_seed="seed", variants=(Variant("small", (Tier(3, 8500),), 1),
-                                             Variant("big", (Tier(4, 8000), Tier(6, 7500)), 3)))
+    campaign(
+        tiers=(Tier(3, 9000), Tier(5, 8000), Tier(10, 7000)),
+        fill_at_expiry=2,
+        lottery_winners=2,
+        lottery_seed="seed",
+        variants=(Variant("small", (Tier(3, 8500),), 1), Variant("big", (Tier(4, 8000), Tier(6, 7500)), 3)),
+    )
 
 
 # ------------------------------------------------------------------ GB-1
 def test_GB1_GB3_open_reserves_leader_seat_pending_with_leader_price():
     """GB-1 opens PENDING; GB-3: the leader pays the first tier minus leader_discount (8000 − 500)."""
     c = campaign(leader_discount=500)
-    d = gb.open_group(c, group_id="g", order_id="o1", user_id="L", quantity=1, now=T0, stock_left=10,
-                      user_units_held=0)
+    d = gb.open_group(c, group_id="g", order_id="o1", user_id="L", quantity=1, now=T0, stock_left=10, user_units_held=0)
     g = d.group
     assert g.state is GroupState.PENDING and g.leader_user_id == "L" and g.expires_at is None
     (s,) = g.seats
@@ -119,38 +149,60 @@ def test_GB1_GB3_open_reserves_leader_seat_pending_with_leader_price():
 
 def test_GB1_leader_payment_opens_group_expiry_capped_at_campaign_end():
     c = campaign(ends_at=T0 + 10 * H)
-    d = gb.open_group(c, group_id="g", order_id="o1", user_id="L", quantity=1, now=T0, stock_left=None,
-                      user_units_held=0)
+    d = gb.open_group(
+        c, group_id="g", order_id="o1", user_id="L", quantity=1, now=T0, stock_left=None, user_units_held=0
+    )
     d = gb.pay_seat(c, d.group, order_id="o1", amount=8000, now=T0 + 5 * M)
     assert d.group.state is GroupState.OPEN
     assert d.group.expires_at == T0 + 10 * H  # not T0+5m+24h
-    assert d.instructions == (OrderPaid("o1", PriceRole.LEADER, "GB-1"), GroupOpened("g", T0 + 10 * H, "GB-1"),
-                              gb.GroupNudged("g", "almost_full", 1, T0 + 10 * H, "GB-15"))  # 2 seats, 1 paid
+    assert d.instructions == (
+        OrderPaid("o1", PriceRole.LEADER, "GB-1"),
+        GroupOpened("g", T0 + 10 * H, "GB-1"),
+        gb.GroupNudged("g", "almost_full", 1, T0 + 10 * H, "GB-15"),
+    )  # 2 seats, 1 paid
 
 
 def test_GB1_leader_pay_window_capped_at_campaign_end():
     c = campaign(ends_at=T0 + 5 * M)
-    d = gb.open_group(c, group_id="g", order_id="o1", user_id="L", quantity=1, now=T0, stock_left=None,
-                      user_units_held=0)
+    d = gb.open_group(
+        c, group_id="g", order_id="o1", user_id="L", quantity=1, now=T0, stock_left=None, user_units_held=0
+    )
     assert d.group.seats[0].pay_by == T0 + 5 * M
 
 
 @pytest.mark.parametrize("now", [T0 - M, T0 + 7 * 24 * H, T0 + 8 * 24 * H])
 def test_GB1_open_outside_campaign_window_is_refused(now):
     c = campaign()
-    assert codes(lambda: gb.open_group(c, group_id="g", order_id="o", user_id="L", quantity=1, now=now,
-                                       stock_left=None, user_units_held=0)) == ErrorCode.CAMPAIGN_NOT_ACTIVE
+    assert (
+        codes(
+            lambda: gb.open_group(
+                c, group_id="g", order_id="o", user_id="L", quantity=1, now=now, stock_left=None, user_units_held=0
+            )
+        )
+        == ErrorCode.CAMPAIGN_NOT_ACTIVE
+    )
 
 
-@pytest.mark.parametrize("kw, qty, code", [
-    (dict(), 0, ErrorCode.QUANTITY_LIMIT),
-    (dict(max_quantity_per_order=2), 3, ErrorCode.QUANTITY_LIMIT),
-    (dict(max_quantity_per_order=3), 3, None),
-])
+@pytest.mark.parametrize(
+    "kw, qty, code",
+    [
+        (dict(), 0, ErrorCode.QUANTITY_LIMIT),
+        (dict(max_quantity_per_order=2), 3, ErrorCode.QUANTITY_LIMIT),
+        (dict(max_quantity_per_order=3), 3, None),
+    ],
+)
 def test_GB1_quantity_limits(kw, qty, code):
     c = campaign(**kw)
-    f = lambda: gb.open_group(c, group_id="g", order_id="o", user_id="L", quantity=qty, now=T0,  # noqa: E731
-                              stock_left=None, user_units_held=0)
+    f = lambda: gb.open_group(  # noqa: E731
+        c,
+        group_id="g",
+        order_id="o",
+        user_id="L",
+        quantity=qty,
+        now=T0,
+        stock_left=None,
+        user_units_held=0,
+    )
     if code is None:
         assert f().group.seats[0].quantity == qty
     else:
@@ -167,8 +219,9 @@ def test_GB1_out_of_stock_and_per_user_limit():
 
 def test_GB1_unpaid_leader_release_cancels_group():
     c = campaign()
-    g = gb.open_group(c, group_id="g", order_id="o1", user_id="L", quantity=1, now=T0, stock_left=None,
-                      user_units_held=0).group
+    g = gb.open_group(
+        c, group_id="g", order_id="o1", user_id="L", quantity=1, now=T0, stock_left=None, user_units_held=0
+    ).group
     assert gb.next_due_at(g) == T0 + 15 * M
     assert gb.advance(c, g, now=T0 + 15 * M - timedelta(seconds=1)).instructions == ()
     d = gb.advance(c, g, now=T0 + 15 * M)
@@ -180,8 +233,9 @@ def test_GB1_unpaid_leader_release_cancels_group():
 def test_variant_tiers_are_used_by_the_group():
     v = Variant("big", (Tier(3, 7000),), 1)
     c = campaign(variants=(Variant("small", (Tier(2, 8000),), 1), v))
-    g = gb.open_group(c, group_id="g", order_id="o", user_id="L", quantity=1, now=T0, stock_left=None,
-                      user_units_held=0, variant=v).group
+    g = gb.open_group(
+        c, group_id="g", order_id="o", user_id="L", quantity=1, now=T0, stock_left=None, user_units_held=0, variant=v
+    ).group
     assert g.tiers == v.tiers and g.variant == "big" and g.seats[0].unit_price == 7000 and g.capacity == 3
 
 
@@ -197,8 +251,9 @@ def test_GB2_join_reserves_member_seat_at_first_tier_price():
 
 def test_GB2_join_refusals_ER1():
     c = campaign(tiers=(Tier(3, 8000),), new_members_only=True, stock=5, per_user_limit=1)
-    pending = gb.open_group(c, group_id="g", order_id="o-L", user_id="L", quantity=1, now=T0, stock_left=5,
-                            user_units_held=0).group
+    pending = gb.open_group(
+        c, group_id="g", order_id="o-L", user_id="L", quantity=1, now=T0, stock_left=5, user_units_held=0
+    ).group
     assert codes(lambda: join(c, pending, "A")) == ErrorCode.GROUP_NOT_OPEN
     g = gb.pay_seat(c, pending, order_id="o-L", amount=8000, now=T0).group
     assert codes(lambda: join(c, g, "L", user_has_paid_order=True)) == ErrorCode.ALREADY_IN_GROUP
@@ -247,8 +302,17 @@ def test_GB2_unpaid_reservation_released_after_window_frees_the_seat():
 def test_GB2_user_holds_at_most_one_seat_but_may_rejoin_after_release():
     c = campaign(tiers=(Tier(3, 8000),))
     g = gb.advance(c, join(c, opened(c), "A").group, now=T0 + 20 * M).group
-    d = gb.join_group(c, g, order_id="o-A2", user_id="A", quantity=1, now=T0 + 21 * M, stock_left=None,
-                      user_units_held=0, user_has_paid_order=False)
+    d = gb.join_group(
+        c,
+        g,
+        order_id="o-A2",
+        user_id="A",
+        quantity=1,
+        now=T0 + 21 * M,
+        stock_left=None,
+        user_units_held=0,
+        user_has_paid_order=False,
+    )
     assert [s.state for s in d.group.seats if s.user_id == "A"] == [SeatState.RELEASED, SeatState.RESERVED]
 
 
@@ -279,12 +343,17 @@ def test_GB4_GB5_GB12_forms_after_the_grace_at_reached_tier_and_cancels_reservat
     assert g2.state is GroupState.FORMED and g2.formed_at == T0 + 24 * H + 5 * M and g2.tier_members == 3
     assert g2.seat_for_order("o-C").state is SeatState.RELEASED
     assert d.instructions[:2] == (CancelOrder("o-C", "GB-12"), ReturnStock("o-C", 1, "GB-12"))
-    assert of(d.instructions, FinalPrice) == [FinalPrice("o-L", 7500, "GB-5"), FinalPrice("o-A", 8000, "GB-5"),
-                                              FinalPrice("o-B", 8000, "GB-5")]
+    assert of(d.instructions, FinalPrice) == [
+        FinalPrice("o-L", 7500, "GB-5"),
+        FinalPrice("o-A", 8000, "GB-5"),
+        FinalPrice("o-B", 8000, "GB-5"),
+    ]
     # leader paid 9000-500=8500, final 8000-500=7500; members paid 9000, final 8000
-    assert of(d.instructions, RefundOwed) == [RefundOwed("o-L", 1000, "GB-5", False),
-                                              RefundOwed("o-A", 1000, "GB-5", False),
-                                              RefundOwed("o-B", 1000, "GB-5", False)]
+    assert of(d.instructions, RefundOwed) == [
+        RefundOwed("o-L", 1000, "GB-5", False),
+        RefundOwed("o-A", 1000, "GB-5", False),
+        RefundOwed("o-B", 1000, "GB-5", False),
+    ]
     assert gb.advance(c, g2, now=T0 + 30 * H).instructions == ()  # GB-11 idempotent
 
 
@@ -297,9 +366,11 @@ def test_GB3_GB5_leader_price_never_below_zero_and_quantity_multiplies():
     g = join_pay(c, g, "A", qty=3).group
     d = join_pay(c, g, "B")
     assert of(d.instructions, GroupFormed)[0].leader_unit_price == 0
-    assert of(d.instructions, RefundOwed) == [RefundOwed("o-L", 2000, "GB-5", False),
-                                              RefundOwed("o-A", 6000, "GB-5", False),
-                                              RefundOwed("o-B", 2000, "GB-5", False)]
+    assert of(d.instructions, RefundOwed) == [
+        RefundOwed("o-L", 2000, "GB-5", False),
+        RefundOwed("o-A", 6000, "GB-5", False),
+        RefundOwed("o-B", 2000, "GB-5", False),
+    ]
 
 
 def test_GB5_no_refund_when_first_tier_is_final():
@@ -328,9 +399,13 @@ def test_GB6_fails_at_expiry_refunds_paid_cancels_unpaid_returns_stock():
     d = gb.advance(c, g, now=T0 + 24 * H)
     assert d.group.state is GroupState.FAILED and d.group.closed_at == T0 + 24 * H
     assert set(d.instructions) == {
-        RefundOwed("o-L", 8000, "GB-6", True), ReturnStock("o-L", 1, "GB-6"),
-        RefundOwed("o-A", 8000, "GB-6", True), ReturnStock("o-A", 1, "GB-6"),
-        CancelOrder("o-B", "GB-6"), ReturnStock("o-B", 1, "GB-6"), GroupFailed("g1", "GB-6"),
+        RefundOwed("o-L", 8000, "GB-6", True),
+        ReturnStock("o-L", 1, "GB-6"),
+        RefundOwed("o-A", 8000, "GB-6", True),
+        ReturnStock("o-A", 1, "GB-6"),
+        CancelOrder("o-B", "GB-6"),
+        ReturnStock("o-B", 1, "GB-6"),
+        GroupFailed("g1", "GB-6"),
     }
     assert gb.advance(c, d.group, now=T0 + 25 * H).instructions == ()
 
@@ -343,6 +418,7 @@ def test_GB7_lottery_winner_gets_full_refund_instead_of_partial():
         g = join_pay(c, g, u).group
     assert g.state is GroupState.FORMED
     from engine.lottery import draw_winners
+
     expected = draw_winners("s3cret", "g1", ["o-L", "o-A", "o-B", "o-C"], 2)
     assert g.winners == expected and len(set(expected)) == 2
     refunds = {}
@@ -386,7 +462,7 @@ def test_GB8_unpaid_member_leaves_reservation_released():
 def test_GB8_leader_leaves_earliest_paid_member_takes_over_prices_unchanged():
     c = campaign(tiers=(Tier(4, 8000),), leader_discount=500)
     g = opened(c)
-    g = join(c, g, "A", now=T0 + M).group          # reserved first, pays last
+    g = join(c, g, "A", now=T0 + M).group  # reserved first, pays last
     g = join_pay(c, g, "B", now=T0 + 2 * M).group
     g = gb.pay_seat(c, g, order_id="o-A", amount=8000, now=T0 + 3 * M).group
     d = gb.leave_group(c, g, user_id="L", now=T0 + H)
@@ -406,15 +482,20 @@ def test_GB8_leader_leaves_with_nobody_paid_cancels_group():
     g = join(c, opened(c), "A").group
     d = gb.leave_group(c, g, user_id="L", now=T0 + 2 * M)
     assert d.group.state is GroupState.CANCELLED
-    assert d.instructions == (RefundOwed("o-L", 8000, "GB-8", True), ReturnStock("o-L", 1, "GB-8"),
-                              CancelOrder("o-A", "GB-8"), ReturnStock("o-A", 1, "GB-8"),
-                              GroupCancelled("g1", "GB-8"))
+    assert d.instructions == (
+        RefundOwed("o-L", 8000, "GB-8", True),
+        ReturnStock("o-L", 1, "GB-8"),
+        CancelOrder("o-A", "GB-8"),
+        ReturnStock("o-A", 1, "GB-8"),
+        GroupCancelled("g1", "GB-8"),
+    )
 
 
 def test_GB8_pending_leader_cancels_reservation():
     c = campaign()
-    g = gb.open_group(c, group_id="g", order_id="o", user_id="L", quantity=1, now=T0, stock_left=None,
-                      user_units_held=0).group
+    g = gb.open_group(
+        c, group_id="g", order_id="o", user_id="L", quantity=1, now=T0, stock_left=None, user_units_held=0
+    ).group
     d = gb.leave_group(c, g, user_id="L", now=T0 + M)
     assert d.group.state is GroupState.CANCELLED
     assert d.instructions == (CancelOrder("o", "GB-8"), ReturnStock("o", 1, "GB-8"), GroupCancelled("g", "GB-1"))
@@ -443,15 +524,19 @@ def test_GB9_payment_after_pay_by_before_worker_releases_then_refunds():
     c = campaign(tiers=(Tier(3, 8000),))
     g = join(c, opened(c), "A").group
     d = gb.pay_seat(c, g, order_id="o-A", amount=8000, now=T0 + 16 * M)
-    assert d.instructions == (CancelOrder("o-A", "GB-2"), ReturnStock("o-A", 1, "GB-2"),
-                              RefundOwed("o-A", 8000, "GB-9", True))
+    assert d.instructions == (
+        CancelOrder("o-A", "GB-2"),
+        ReturnStock("o-A", 1, "GB-2"),
+        RefundOwed("o-A", 8000, "GB-9", True),
+    )
     assert d.group.seat_for_order("o-A").state is SeatState.RELEASED and d.group.paid_seats == 1
 
 
 def test_GB9_late_leader_payment_group_cancelled():
     c = campaign()
-    g = gb.open_group(c, group_id="g", order_id="o", user_id="L", quantity=1, now=T0, stock_left=None,
-                      user_units_held=0).group
+    g = gb.open_group(
+        c, group_id="g", order_id="o", user_id="L", quantity=1, now=T0, stock_left=None, user_units_held=0
+    ).group
     d = gb.pay_seat(c, g, order_id="o", amount=8000, now=T0 + 15 * M)
     assert d.group.state is GroupState.CANCELLED
     assert d.instructions[-1] == RefundOwed("o", 8000, "GB-9", True)
@@ -471,8 +556,10 @@ def test_GB9_payment_into_failed_or_formed_group_refunded():
 def test_GB9_amount_mismatch_and_unknown_order_refused():
     c = campaign()
     g = join(c, opened(c), "A").group
-    assert codes(lambda: gb.pay_seat(c, g, order_id="o-A", amount=7999, now=T0 + 2 * M)) == \
-        ErrorCode.PAYMENT_AMOUNT_MISMATCH
+    assert (
+        codes(lambda: gb.pay_seat(c, g, order_id="o-A", amount=7999, now=T0 + 2 * M))
+        == ErrorCode.PAYMENT_AMOUNT_MISMATCH
+    )
     assert codes(lambda: gb.pay_seat(c, g, order_id="nope", amount=8000, now=T0 + 2 * M)) == ErrorCode.NOT_FOUND
 
 

@@ -49,23 +49,36 @@ def campaigns(draw):
     tiers = tuple(Tier(m, p) for m, p in zip(members, prices))
     min_size = tiers[0].members
     c = Campaign(
-        id="c", list_price=1000, tiers=tiers, duration=draw(st.integers(60, 480)) * M,
-        payment_window=draw(st.integers(5, 60)) * M, starts_at=T0, ends_at=T0 + draw(st.integers(60, 900)) * M,
+        id="c",
+        list_price=1000,
+        tiers=tiers,
+        duration=draw(st.integers(60, 480)) * M,
+        payment_window=draw(st.integers(5, 60)) * M,
+        starts_at=T0,
+        ends_at=T0 + draw(st.integers(60, 900)) * M,
         leader_discount=draw(st.sampled_from([0, 0, 50]) | st.integers(0, 1200)),
-        stock=draw(st.none() | st.integers(1, 40)), per_user_limit=draw(st.none() | st.integers(1, 4)),
-        max_quantity_per_order=draw(st.integers(1, 3)), new_members_only=draw(st.booleans()),
+        stock=draw(st.none() | st.integers(1, 40)),
+        per_user_limit=draw(st.none() | st.integers(1, 4)),
+        max_quantity_per_order=draw(st.integers(1, 3)),
+        new_members_only=draw(st.booleans()),
         fill_at_expiry=draw(st.none() | st.integers(1, min_size - 1)),
-        lottery_winners=draw(st.integers(0, min_size - 1)), lottery_seed="seed",
-        almost_full_at=draw(st.integers(0, 3)), expiring_soon_before=draw(st.sampled_from([0, 10, 60, 600])) * M,
+        lottery_winners=draw(st.integers(0, min_size - 1)),
+        lottery_seed="seed",
+        almost_full_at=draw(st.integers(0, 3)),
+        expiring_soon_before=draw(st.sampled_from([0, 10, 60, 600])) * M,
     )
     gb.validate_campaign(c)
     return c
 
 
 class GroupLife(RuleBasedStateMachine):
-    @initialize(c=campaigns(), leader=st.sampled_from(USERS), qty=st.integers(0, 3),
-                leader_pays=st.sampled_from([True, True, True, False]),
-                seed=st.none() | st.binary(min_size=32, max_size=32).map(bytes.hex))
+    @initialize(
+        c=campaigns(),
+        leader=st.sampled_from(USERS),
+        qty=st.integers(0, 3),
+        leader_pays=st.sampled_from([True, True, True, False]),
+        seed=st.none() | st.binary(min_size=32, max_size=32).map(bytes.hex),
+    )
     def setup(self, c, leader, qty, leader_pays, seed):
         self.c = c
         self.seed = seed  # GB-7 v2: the group's own seed (None: a group opened before v2, v1 draw)
@@ -73,19 +86,19 @@ class GroupLife(RuleBasedStateMachine):
         self.now = T0
         self.group: gb.Group | None = None
         self.stock_left = c.stock
-        self.units = defaultdict(int)        # per-user units held in the campaign
-        self.user_of: dict[str, str] = {}    # order -> user
-        self.qty_of: dict[str, int] = {}     # order -> units reserved
-        self.received = defaultdict(int)     # money that arrived for each order
-        self.refunded = defaultdict(int)     # refunds owed to each order
+        self.units = defaultdict(int)  # per-user units held in the campaign
+        self.user_of: dict[str, str] = {}  # order -> user
+        self.qty_of: dict[str, int] = {}  # order -> units reserved
+        self.received = defaultdict(int)  # money that arrived for each order
+        self.refunded = defaultdict(int)  # refunds owed to each order
         self.extra_received = defaultdict(int)  # further payments of a seat already paid (GB-10)
         self.extra_refunded = defaultdict(int)  # ... and the refunds owed for them
-        self.final: dict[str, int] = {}      # FinalPrice per order
+        self.final: dict[str, int] = {}  # FinalPrice per order
         self.cancelled: set[str] = set()
         self.pay_by: dict[str, datetime] = {}  # order -> its payment deadline as reserved (GB-2)
-        self.gave_up: set[str] = set()        # reservations their holder cancelled (GB-8)
-        self.took: set[str] = set()          # orders whose payment took a seat (OrderPaid)
-        self.left: set[str] = set()          # paid orders that left (GB-8 full refund)
+        self.gave_up: set[str] = set()  # reservations their holder cancelled (GB-8)
+        self.took: set[str] = set()  # orders whose payment took a seat (OrderPaid)
+        self.left: set[str] = set()  # paid orders that left (GB-8 full refund)
         self.has_paid: set[str] = set()
         self.max_paid = 0
         self.n = 0
@@ -146,9 +159,17 @@ class GroupLife(RuleBasedStateMachine):
         self.n += 1
         oid = f"o{self.n}"
         try:
-            d = gb.open_group(self.c, group_id="g", order_id=oid, user_id=user, quantity=qty, now=self.now,
-                              stock_left=self.stock_left, user_units_held=self.units[user],
-                              lottery_seed=self.seed)
+            d = gb.open_group(
+                self.c,
+                group_id="g",
+                order_id=oid,
+                user_id=user,
+                quantity=qty,
+                now=self.now,
+                stock_left=self.stock_left,
+                user_units_held=self.units[user],
+                lottery_seed=self.seed,
+            )
         except RuleViolation as e:
             assert e.code in {ErrorCode.QUANTITY_LIMIT, ErrorCode.OUT_OF_STOCK, ErrorCode.PER_USER_LIMIT}
             return
@@ -160,13 +181,28 @@ class GroupLife(RuleBasedStateMachine):
         self.n += 1
         oid = f"o{self.n}"
         try:
-            d = gb.join_group(self.c, self.group, order_id=oid, user_id=user, quantity=qty, now=self.now,
-                              stock_left=self.stock_left, user_units_held=self.units[user],
-                              user_has_paid_order=user in self.has_paid)
+            d = gb.join_group(
+                self.c,
+                self.group,
+                order_id=oid,
+                user_id=user,
+                quantity=qty,
+                now=self.now,
+                stock_left=self.stock_left,
+                user_units_held=self.units[user],
+                user_has_paid_order=user in self.has_paid,
+            )
         except RuleViolation as e:
-            assert e.code in {ErrorCode.GROUP_EXPIRED, ErrorCode.GROUP_NOT_OPEN, ErrorCode.ALREADY_IN_GROUP,
-                              ErrorCode.GROUP_FULL, ErrorCode.NEW_MEMBERS_ONLY, ErrorCode.QUANTITY_LIMIT,
-                              ErrorCode.OUT_OF_STOCK, ErrorCode.PER_USER_LIMIT}
+            assert e.code in {
+                ErrorCode.GROUP_EXPIRED,
+                ErrorCode.GROUP_NOT_OPEN,
+                ErrorCode.ALREADY_IN_GROUP,
+                ErrorCode.GROUP_FULL,
+                ErrorCode.NEW_MEMBERS_ONLY,
+                ErrorCode.QUANTITY_LIMIT,
+                ErrorCode.OUT_OF_STOCK,
+                ErrorCode.PER_USER_LIMIT,
+            }
             if e.code is ErrorCode.GROUP_FULL:
                 assert self.group.held_seats == self.group.capacity
             return
@@ -214,7 +250,7 @@ class GroupLife(RuleBasedStateMachine):
     @rule(k=st.integers(1, 3), offset=st.integers(0, len(USERS) - 1), qty=st.integers(1, 3))
     def join_and_pay(self, k, offset, qty):
         """Up to k users without a seat join and pay at once: the common path to forming (GB-4/GB-5)."""
-        for user in (USERS[offset:] + USERS[:offset]):
+        for user in USERS[offset:] + USERS[:offset]:
             if k == 0:
                 break
             if self.group.seat_of(user) is not None:
@@ -233,13 +269,17 @@ class GroupLife(RuleBasedStateMachine):
                 self.pay_order(s.order_id)
 
     @precondition(lambda self: self.group.state is GroupState.OPEN and self.now < self.group.expires_at)
-    @rule(k=st.integers(1, 4), before=st.sampled_from([1, 2, 3]), offset=st.integers(0, len(USERS) - 1),
-          past=st.sampled_from([0, 1, 2]))
+    @rule(
+        k=st.integers(1, 4),
+        before=st.sampled_from([1, 2, 3]),
+        offset=st.integers(0, len(USERS) - 1),
+        past=st.sampled_from([0, 1, 2]),
+    )
     def reserve_just_before_expiry(self, k, before, offset, past):
         """GB-12's race: users reserve seats minutes before expires_at and pay (or not) after it;
         the clock then moves to (or past) expires_at."""
         self.now = max(self.now, self.group.expires_at - before * M)
-        for user in (USERS[offset:] + USERS[:offset]):
+        for user in USERS[offset:] + USERS[:offset]:
             if k == 0:
                 break
             if self.group.seat_of(user) is None:
@@ -374,7 +414,6 @@ class GroupLife(RuleBasedStateMachine):
             if s.state is SeatState.RELEASED:
                 assert oid in self.cancelled
 
-
     @invariant()
     def lottery_v2(self):
         """GB-7 v2: the commitment is public from opening and the seed hidden until the draw; the winners
@@ -392,8 +431,9 @@ class GroupLife(RuleBasedStateMachine):
             assert g.draw() is None  # no seed is revealed before its group has drawn
             return
         paid = [s.order_id for s in g.seats if s.state is SeatState.PAID]
-        rank = sorted(paid, key=lambda o: (hmac.new(bytes.fromhex(self.seed), o.encode(), hashlib.sha256)
-                                           .hexdigest(), o))
+        rank = sorted(
+            paid, key=lambda o: (hmac.new(bytes.fromhex(self.seed), o.encode(), hashlib.sha256).hexdigest(), o)
+        )
         k = min(self.c.lottery_winners, len(paid))
         assert g.winners == tuple(rank[:k])
         d = g.draw()
@@ -421,6 +461,7 @@ class GroupLife(RuleBasedStateMachine):
             event(f"GB-15: {n.kind}")
 
 
-GroupLife.TestCase.settings = settings(max_examples=250, stateful_step_count=30, deadline=None,
-                                       suppress_health_check=[HealthCheck.too_slow])
+GroupLife.TestCase.settings = settings(
+    max_examples=250, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 TestGroupLife = GroupLife.TestCase

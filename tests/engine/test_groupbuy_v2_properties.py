@@ -21,10 +21,17 @@ def candidates(draw):
     for i in range(draw(st.integers(0, 12))):
         members = sorted(draw(st.sets(st.integers(2, 8), min_size=1, max_size=3)))
         tiers = tuple(Tier(m, 1000 - 10 * j) for j, m in enumerate(members))
-        out.append(QuickJoinCandidate(
-            group_id=f"g{i}", tiers=tiers, state=draw(st.sampled_from(list(GroupState))),
-            held_seats=draw(st.integers(0, members[-1])), expires_at=T0 + draw(st.integers(-5, 60)) * M,
-            opened_at=T0 - draw(st.integers(0, 60)) * M, user_holds_seat=draw(st.booleans())))
+        out.append(
+            QuickJoinCandidate(
+                group_id=f"g{i}",
+                tiers=tiers,
+                state=draw(st.sampled_from(list(GroupState))),
+                held_seats=draw(st.integers(0, members[-1])),
+                expires_at=T0 + draw(st.integers(-5, 60)) * M,
+                opened_at=T0 - draw(st.integers(0, 60)) * M,
+                user_holds_seat=draw(st.booleans()),
+            )
+        )
     return out
 
 
@@ -34,8 +41,14 @@ def test_GB13_quick_join_order_lists_exactly_the_joinable_groups_closest_to_form
     tried by fewest seats missing to the next threshold, then earliest expires_at, then earliest opened."""
     order = gb.quick_join_order(cands, now=T0)
     by_id = {c.group_id: c for c in cands}
-    joinable = {c.group_id for c in cands if c.state is GroupState.OPEN and c.expires_at > T0
-                and c.held_seats < c.tiers[-1].members and not c.user_holds_seat}
+    joinable = {
+        c.group_id
+        for c in cands
+        if c.state is GroupState.OPEN
+        and c.expires_at > T0
+        and c.held_seats < c.tiers[-1].members
+        and not c.user_holds_seat
+    }
     assert set(order) == joinable and len(order) == len(joinable)
 
     def key(gid):
@@ -51,8 +64,9 @@ def test_GB13_quick_join_order_lists_exactly_the_joinable_groups_closest_to_form
 def test_GB13_a_ladder_group_counts_to_its_next_tier_not_to_capacity():
     """GB-13: 4 of a (3, 5, 8) ladder held → 1 seat to tier 5, ahead of a (2, 3) group with 1 held (1 to 2)
     only by expiry; ahead of a plain 5-group with 2 held (3 missing)."""
-    ladder = QuickJoinCandidate("ladder", (Tier(3, 900), Tier(5, 800), Tier(8, 700)), GroupState.OPEN, 4,
-                                T0 + 30 * M, T0)
+    ladder = QuickJoinCandidate(
+        "ladder", (Tier(3, 900), Tier(5, 800), Tier(8, 700)), GroupState.OPEN, 4, T0 + 30 * M, T0
+    )
     pair = QuickJoinCandidate("pair", (Tier(2, 900), Tier(3, 800)), GroupState.OPEN, 1, T0 + 20 * M, T0)
     plain = QuickJoinCandidate("plain", (Tier(5, 900),), GroupState.OPEN, 2, T0 + 10 * M, T0)
     assert gb.quick_join_order([ladder, pair, plain], now=T0) == ("pair", "ladder", "plain")
@@ -60,19 +74,43 @@ def test_GB13_a_ladder_group_counts_to_its_next_tier_not_to_capacity():
 
 # ---------------------------------------------------------------- GB-14
 def _campaign(**kw) -> gb.Campaign:
-    base = dict(id="c", list_price=10_000, tiers=(Tier(3, 8_000),), duration=60 * M, payment_window=15 * M,
-                starts_at=T0, ends_at=T0 + 24 * 60 * M)
+    base = dict(
+        id="c",
+        list_price=10_000,
+        tiers=(Tier(3, 8_000),),
+        duration=60 * M,
+        payment_window=15 * M,
+        starts_at=T0,
+        ends_at=T0 + 24 * 60 * M,
+    )
     base.update(kw)
     return gb.Campaign(**base)
 
 
 def _group(c, gid: str, leader: str, members: list[tuple[str, bool]], now=T0) -> gb.Group:
-    d = gb.open_group(c, group_id=gid, order_id=f"{gid}-{leader}", user_id=leader, quantity=1, now=now,
-                      stock_left=None, user_units_held=0)
+    d = gb.open_group(
+        c,
+        group_id=gid,
+        order_id=f"{gid}-{leader}",
+        user_id=leader,
+        quantity=1,
+        now=now,
+        stock_left=None,
+        user_units_held=0,
+    )
     g = gb.pay_seat(c, d.group, order_id=f"{gid}-{leader}", amount=d.group.seats[0].amount, now=now).group
     for u, pays in members:
-        g = gb.join_group(c, g, order_id=f"{gid}-{u}", user_id=u, quantity=1, now=now, stock_left=None,
-                          user_units_held=0, user_has_paid_order=False).group
+        g = gb.join_group(
+            c,
+            g,
+            order_id=f"{gid}-{u}",
+            user_id=u,
+            quantity=1,
+            now=now,
+            stock_left=None,
+            user_units_held=0,
+            user_has_paid_order=False,
+        ).group
         if pays:
             g = gb.pay_seat(c, g, order_id=f"{gid}-{u}", amount=g.seat_for_order(f"{gid}-{u}").amount, now=now).group
     return g
@@ -95,8 +133,16 @@ def test_GB14_a_late_payment_is_either_reseated_at_its_price_or_refunded_never_b
     target = _group(target_c, "t", "T", [(f"m{i}", paid) for i in range(filled)])
     seat = old.seat_for_order("old-b")
     try:
-        d = gb.reseat(target_c, target, seat=seat, amount=8_000, now=T0 + 16 * M, stock_left=None,
-                      user_units_held=0, user_has_paid_order=False)
+        d = gb.reseat(
+            target_c,
+            target,
+            seat=seat,
+            amount=8_000,
+            now=T0 + 16 * M,
+            stock_left=None,
+            user_units_held=0,
+            user_has_paid_order=False,
+        )
     except gb.RuleViolation as e:
         assert e.code in {gb.ErrorCode.GROUP_FULL, gb.ErrorCode.GROUP_NOT_OPEN}
         assert price != 8_000 or target.held_seats == target.capacity
@@ -106,18 +152,28 @@ def test_GB14_a_late_payment_is_either_reseated_at_its_price_or_refunded_never_b
     assert new.state is gb.SeatState.PAID and new.unit_price == seat.unit_price and new.role is gb.PriceRole.MEMBER
     assert d.group.held_seats <= d.group.capacity
     assert [i for i in d.instructions if isinstance(i, gb.OrderPaid)] == [
-        gb.OrderPaid("old-b", gb.PriceRole.MEMBER, "GB-14")]
+        gb.OrderPaid("old-b", gb.PriceRole.MEMBER, "GB-14")
+    ]
     assert not any(isinstance(i, gb.RefundOwed) and i.order_id == "old-b" and i.full for i in d.instructions)
 
 
 def test_GB14_a_leaders_late_payment_is_not_reseated():
     c = _campaign()
-    d = gb.open_group(c, group_id="p", order_id="p-L", user_id="L", quantity=1, now=T0, stock_left=None,
-                      user_units_held=0)
+    d = gb.open_group(
+        c, group_id="p", order_id="p-L", user_id="L", quantity=1, now=T0, stock_left=None, user_units_held=0
+    )
     target = _group(c, "t", "T", [])
     import pytest
 
     with pytest.raises(gb.RuleViolation) as e:
-        gb.reseat(c, target, seat=d.group.seats[0], amount=d.group.seats[0].amount, now=T0 + 16 * M,
-                  stock_left=None, user_units_held=0, user_has_paid_order=False)
+        gb.reseat(
+            c,
+            target,
+            seat=d.group.seats[0],
+            amount=d.group.seats[0].amount,
+            now=T0 + 16 * M,
+            stock_left=None,
+            user_units_held=0,
+            user_has_paid_order=False,
+        )
     assert e.value.code is gb.ErrorCode.GROUP_NOT_OPEN and e.value.rule == "GB-14"

@@ -28,9 +28,11 @@ def refusal(fn):
 
 
 def test_LG1_balances_are_sums_of_postings_and_moves_net_to_zero():
-    ps = (Posting(Bucket.PENDING, 500, EntryKind.COMMISSION_POSTED),
-          *lg.move(500, Bucket.PENDING, Bucket.FROZEN, EntryKind.COMMISSION_FROZEN),
-          Posting(Bucket.FROZEN, -100, EntryKind.COMMISSION_REVERSED))
+    ps = (
+        Posting(Bucket.PENDING, 500, EntryKind.COMMISSION_POSTED),
+        *lg.move(500, Bucket.PENDING, Bucket.FROZEN, EntryKind.COMMISSION_FROZEN),
+        Posting(Bucket.FROZEN, -100, EntryKind.COMMISSION_REVERSED),
+    )
     assert Balances.from_postings(ps) == Balances(frozen=400)
     assert Balances(available=7).apply(ps) == Balances(frozen=400, available=7)
     assert sum(p.amount for p in lg.move(9, Bucket.AVAILABLE, Bucket.IN_PAYOUT, EntryKind.PAYOUT_REQUESTED)) == 0
@@ -38,7 +40,9 @@ def test_LG1_balances_are_sums_of_postings_and_moves_net_to_zero():
 
 def test_LV4_bonus_postings_credit_available():
     assert lg.bonus_postings([(1, 500), (2, 0), (3, 2000)]) == (
-        Posting(Bucket.AVAILABLE, 500, EntryKind.UPGRADE_BONUS), Posting(Bucket.AVAILABLE, 2000, EntryKind.UPGRADE_BONUS))
+        Posting(Bucket.AVAILABLE, 500, EntryKind.UPGRADE_BONUS),
+        Posting(Bucket.AVAILABLE, 2000, EntryKind.UPGRADE_BONUS),
+    )
 
 
 def test_LG2_request_moves_available_to_in_payout():
@@ -48,16 +52,23 @@ def test_LG2_request_moves_available_to_in_payout():
 
 def test_LG2_refusals_ER1():
     b = Balances(available=1000)
-    assert refusal(lambda: lg.request_payout(S, balances=b, amount=99, status=ACTIVE)) == \
-        (ErrorCode.PAYOUT_BELOW_MINIMUM, "LG-2")
+    assert refusal(lambda: lg.request_payout(S, balances=b, amount=99, status=ACTIVE)) == (
+        ErrorCode.PAYOUT_BELOW_MINIMUM,
+        "LG-2",
+    )
     assert lg.request_payout(S, balances=b, amount=100, status=ACTIVE)  # exactly the minimum is fine
-    assert refusal(lambda: lg.request_payout(S, balances=b, amount=1001, status=ACTIVE)) == \
-        (ErrorCode.INSUFFICIENT_BALANCE, "LG-2")
-    assert refusal(lambda: lg.request_payout(S, balances=b, amount=500, status=DistributorStatus.SUSPENDED)) == \
-        (ErrorCode.DISTRIBUTOR_SUSPENDED, "DS-1")
+    assert refusal(lambda: lg.request_payout(S, balances=b, amount=1001, status=ACTIVE)) == (
+        ErrorCode.INSUFFICIENT_BALANCE,
+        "LG-2",
+    )
+    assert refusal(lambda: lg.request_payout(S, balances=b, amount=500, status=DistributorStatus.SUSPENDED)) == (
+        ErrorCode.DISTRIBUTOR_SUSPENDED,
+        "DS-1",
+    )
     for bad in (0, -5, True):
-        assert refusal(lambda: lg.request_payout(S, balances=b, amount=bad, status=ACTIVE))[0] == \
-            ErrorCode.INVALID_INPUT
+        assert (
+            refusal(lambda: lg.request_payout(S, balances=b, amount=bad, status=ACTIVE))[0] == ErrorCode.INVALID_INPUT
+        )
 
 
 def test_DS1_non_distributor_may_withdraw_a_leader_reward():
@@ -67,20 +78,26 @@ def test_DS1_non_distributor_may_withdraw_a_leader_reward():
 def test_CM6_LG2_negative_available_blocks_every_payout():
     b = Balances(available=-650, in_payout=900)
     for amount in (100, 900, 10**9):
-        assert refusal(lambda: lg.request_payout(S, balances=b, amount=amount, status=ACTIVE))[0] == \
-            ErrorCode.INSUFFICIENT_BALANCE
+        assert (
+            refusal(lambda: lg.request_payout(S, balances=b, amount=amount, status=ACTIVE))[0]
+            == ErrorCode.INSUFFICIENT_BALANCE
+        )
 
 
 def test_LG2_approve_pays_amount_less_fee_with_fee_entry_of_its_own():
     assert lg.payout_fee(S, 20_000) == 120
     ps = lg.approve_payout(20_000, fee=lg.payout_fee(S, 20_000))
-    assert ps == (Posting(Bucket.IN_PAYOUT, -20_000, EntryKind.PAYOUT_APPROVED),
-                  Posting(Bucket.PAID, 19_880, EntryKind.PAYOUT_APPROVED),
-                  Posting(Bucket.FEES, 120, EntryKind.PAYOUT_FEE))
+    assert ps == (
+        Posting(Bucket.IN_PAYOUT, -20_000, EntryKind.PAYOUT_APPROVED),
+        Posting(Bucket.PAID, 19_880, EntryKind.PAYOUT_APPROVED),
+        Posting(Bucket.FEES, 120, EntryKind.PAYOUT_FEE),
+    )
     assert Balances(in_payout=20_000).apply(ps) == Balances(paid=19_880, fees=120)
     assert lg.payout_fee(S, 166) == 0  # floor(166 × 60 / 10000) = 0
     assert lg.approve_payout(500, fee=lg.payout_fee(DistributionSettings(), 500)) == (
-        Posting(Bucket.IN_PAYOUT, -500, EntryKind.PAYOUT_APPROVED), Posting(Bucket.PAID, 500, EntryKind.PAYOUT_APPROVED))
+        Posting(Bucket.IN_PAYOUT, -500, EntryKind.PAYOUT_APPROVED),
+        Posting(Bucket.PAID, 500, EntryKind.PAYOUT_APPROVED),
+    )
     assert lg.approve_payout(500, fee=7)[-1] == Posting(Bucket.FEES, 7, EntryKind.PAYOUT_FEE)
     assert refusal(lambda: lg.approve_payout(500, fee=501))[0] == ErrorCode.INVALID_INPUT
 
@@ -128,8 +145,14 @@ def test_LG1_LG2_property_balances_equal_sum_of_postings_and_payouts_never_excee
     for o in ops:
         kind = o[0]
         if kind == "post":
-            l, ps = cm.post_line(id=f"l{len(lines)}", order_id=f"o{len(lines)}", beneficiary_id="a", level=1,
-                                 amount=o[1], paid_base=10_000)
+            l, ps = cm.post_line(
+                id=f"l{len(lines)}",
+                order_id=f"o{len(lines)}",
+                beneficiary_id="a",
+                level=1,
+                amount=o[1],
+                paid_base=10_000,
+            )
             lines.append(l)
             book(ps)
         elif kind in ("complete", "refund", "void") and lines:
@@ -158,8 +181,11 @@ def test_LG1_LG2_property_balances_equal_sum_of_postings_and_payouts_never_excee
             try:
                 quote = lg.quote_payout(s, balances=balances, amount=o[1], status=status)
             except RuleViolation as e:
-                assert e.code in (ErrorCode.PAYOUT_BELOW_MINIMUM, ErrorCode.INSUFFICIENT_BALANCE,
-                                  ErrorCode.DISTRIBUTOR_SUSPENDED)
+                assert e.code in (
+                    ErrorCode.PAYOUT_BELOW_MINIMUM,
+                    ErrorCode.INSUFFICIENT_BALANCE,
+                    ErrorCode.DISTRIBUTOR_SUSPENDED,
+                )
                 assert (e.code == ErrorCode.DISTRIBUTOR_SUSPENDED) == suspended
                 assert suspended or o[1] < s.min_payout or o[1] > before
                 continue

@@ -10,8 +10,16 @@ from hypothesis import strategies as st
 
 from engine.distribution import DistributionSettings
 from engine.errors import ErrorCode, RuleViolation
-from engine.levels import Level, LevelDecision, Metrics, admin_set_level, evaluate_level, qualifying_grade, \
-    rates_for, validate_levels
+from engine.levels import (
+    Level,
+    LevelDecision,
+    Metrics,
+    admin_set_level,
+    evaluate_level,
+    qualifying_grade,
+    rates_for,
+    validate_levels,
+)
 
 LEVELS = (
     Level(0, "Member", 1000, 500),
@@ -23,24 +31,37 @@ NONE = frozenset()
 
 
 def test_LV1_all_conditions_must_hold_inclusive():
-    lv = Level(1, "x", 0, 0, min_direct_referrals=1, min_team_size=2, min_own_spend=3, min_own_orders=4,
-               min_direct_sales=5, min_team_sales=6)
+    lv = Level(
+        1,
+        "x",
+        0,
+        0,
+        min_direct_referrals=1,
+        min_team_size=2,
+        min_own_spend=3,
+        min_own_orders=4,
+        min_direct_sales=5,
+        min_team_sales=6,
+    )
     ok = Metrics(1, 2, 3, 4, 5, 6)
     assert qualifying_grade([Level(0, "e", 0, 0), lv], ok) == 1
     for f in ("direct_referrals", "team_size", "own_spend", "own_orders", "direct_sales", "team_sales"):
         assert qualifying_grade([Level(0, "e", 0, 0), lv], replace(ok, **{f: getattr(ok, f) - 1})) == 0
 
 
-@pytest.mark.parametrize("levels", [
-    [Level(1, "a", 0, 0)],
-    [Level(0, "a", 0, 0), Level(2, "b", 0, 0)],
-    [Level(0, "a", 10_001, 0)],
-    [Level(0, "a", 0, -1)],
-    [Level(0, "a", 0, 0), Level(1, "b", 0, 0, upgrade_bonus=-1)],
-    [Level(0, "a", 0, 0), Level(1, "b", 0, 0, min_team_size=-3)],
-    [Level(0, "a", 0, 0, upgrade_bonus=100)],
-    [Level(0, "a", 0, 0, min_own_orders=1)],
-])
+@pytest.mark.parametrize(
+    "levels",
+    [
+        [Level(1, "a", 0, 0)],
+        [Level(0, "a", 0, 0), Level(2, "b", 0, 0)],
+        [Level(0, "a", 10_001, 0)],
+        [Level(0, "a", 0, -1)],
+        [Level(0, "a", 0, 0), Level(1, "b", 0, 0, upgrade_bonus=-1)],
+        [Level(0, "a", 0, 0), Level(1, "b", 0, 0, min_team_size=-3)],
+        [Level(0, "a", 0, 0, upgrade_bonus=100)],
+        [Level(0, "a", 0, 0, min_own_orders=1)],
+    ],
+)
 def test_LV1_validate_levels_refuses(levels):
     with pytest.raises(RuleViolation) as e:
         validate_levels(levels)
@@ -53,8 +74,9 @@ def test_LV1_valid_levels_pass():
 
 
 def test_LV2_skips_levels_and_LV4_credits_every_bonus_passed():
-    d = evaluate_level(LEVELS, current_grade=0, metrics=Metrics(direct_referrals=6, team_sales=120_000),
-                       bonuses_credited=NONE)
+    d = evaluate_level(
+        LEVELS, current_grade=0, metrics=Metrics(direct_referrals=6, team_sales=120_000), bonuses_credited=NONE
+    )
     assert d == LevelDecision(grade=2, bonuses=((1, 500), (2, 2000)))
 
 
@@ -64,8 +86,12 @@ def test_LV3_never_down_by_itself_and_LV4_never_twice():
 
 
 def test_LV4_zero_bonus_levels_credit_nothing():
-    d = evaluate_level(LEVELS, current_grade=2, metrics=Metrics(direct_referrals=10, own_orders=3,
-                                                                team_sales=0), bonuses_credited=frozenset({1, 2}))
+    d = evaluate_level(
+        LEVELS,
+        current_grade=2,
+        metrics=Metrics(direct_referrals=10, own_orders=3, team_sales=0),
+        bonuses_credited=frozenset({1, 2}),
+    )
     assert d == LevelDecision(grade=3, bonuses=())
 
 
@@ -77,8 +103,7 @@ def test_LV3_admin_lowers_then_raises_without_double_bonus():
 
 
 def test_LV3_LV4_admin_raise_credits_first_time_bonuses():
-    assert admin_set_level(LEVELS, current_grade=0, new_grade=2, bonuses_credited=NONE).bonuses == ((1, 500),
-                                                                                                     (2, 2000))
+    assert admin_set_level(LEVELS, current_grade=0, new_grade=2, bonuses_credited=NONE).bonuses == ((1, 500), (2, 2000))
     with pytest.raises(RuleViolation) as e:
         admin_set_level(LEVELS, current_grade=0, new_grade=7, bonuses_credited=NONE)
     assert e.value.code == ErrorCode.INVALID_INPUT
@@ -96,12 +121,19 @@ def test_CM3_rates_for_level_else_shop_default():
     assert rates_for((), 0, s) == (700, 300)
 
 
-metrics = st.builds(Metrics, *(st.sampled_from([0, 1, 2, 3, 5, 9, 10, 11, 99_999, 100_000]) | st.integers(0, 200_000)
-                               for _ in range(6)))
+metrics = st.builds(
+    Metrics, *(st.sampled_from([0, 1, 2, 3, 5, 9, 10, 11, 99_999, 100_000]) | st.integers(0, 200_000) for _ in range(6))
+)
 
 # LV-1 condition of each metric, spelled out here rather than taken from engine.levels
-THRESHOLDS = {"direct_referrals": "min_direct_referrals", "team_size": "min_team_size", "own_spend": "min_own_spend",
-              "own_orders": "min_own_orders", "direct_sales": "min_direct_sales", "team_sales": "min_team_sales"}
+THRESHOLDS = {
+    "direct_referrals": "min_direct_referrals",
+    "team_size": "min_team_size",
+    "own_spend": "min_own_spend",
+    "own_orders": "min_own_orders",
+    "direct_sales": "min_direct_sales",
+    "team_sales": "min_team_sales",
+}
 
 
 def highest_qualifying(levels, m: Metrics) -> int:

@@ -16,9 +16,20 @@ def test_apply_bp_floors_in_integers():
     assert apply_bp(10_000, 10_000) == 10_000
 
 
-@pytest.mark.parametrize("amount,digits,text", [
-    (1234, 2, "12.34"), (-5, 2, "-0.05"), (0, 2, "0.00"), (5, 2, "0.05"), (100, 2, "1.00"),
-    (1234, 0, "1234"), (-7, 0, "-7"), (0, 0, "0"), (1234, 3, "1.234"), (-1, 3, "-0.001"),
-])
+@pytest.mark.parametrize(
+    "amount,digits,text",
+    [
+        (1234, 2, "12.34"),
+        (-5, 2, "-0.05"),
+        (0, 2, "0.00"),
+        (5, 2, "0.05"),
+        (100, 2, "1.00"),
+        (1234, 0, "1234"),
+        (-7, 0, "-7"),
+        (0, 0, "0"),
+        (1234, 3, "1.234"),
+        (-1, 3, "-0.001"),
+    ],
+)
 def test_format_minor(amount, digits, text):
     assert format_minor(amount, digits) == text

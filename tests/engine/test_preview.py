@@ -18,15 +18,22 @@ from engine.levels import Level
 T0 = datetime(2025, 6, 1, tzinfo=timezone.utc)
 STATUSES = st.sampled_from(list(DistributorStatus))
 
-settings_st = st.builds(DistributionSettings, level1_bp=st.integers(0, 10_000), level2_bp=st.integers(0, 10_000),
-                        self_purchase=st.booleans(), max_total_bp=st.integers(0, 10_000))
+settings_st = st.builds(
+    DistributionSettings,
+    level1_bp=st.integers(0, 10_000),
+    level2_bp=st.integers(0, 10_000),
+    self_purchase=st.booleans(),
+    max_total_bp=st.integers(0, 10_000),
+)
 
 
 @st.composite
 def levels_st(draw):
     n = draw(st.integers(0, 3))
-    return tuple(Level(grade=g, name=f"L{g}", level1_bp=draw(st.integers(0, 10_000)),
-                       level2_bp=draw(st.integers(0, 10_000))) for g in range(n))
+    return tuple(
+        Level(grade=g, name=f"L{g}", level1_bp=draw(st.integers(0, 10_000)), level2_bp=draw(st.integers(0, 10_000)))
+        for g in range(n)
+    )
 
 
 @st.composite
@@ -40,8 +47,12 @@ def facts_st(draw):
     return pv.PaymentFacts(buyer_id="buyer", level1_referrer=chain[0], level2_referrer=chain[1], parties=parties)
 
 
-terms_st = st.builds(cm.ProductTerms, earns_commission=st.booleans(),
-                     level1_amount=st.none() | st.integers(0, 500), level2_amount=st.none() | st.integers(0, 500))
+terms_st = st.builds(
+    cm.ProductTerms,
+    earns_commission=st.booleans(),
+    level1_amount=st.none() | st.integers(0, 500),
+    level2_amount=st.none() | st.integers(0, 500),
+)
 
 
 @st.composite
@@ -49,8 +60,9 @@ def cart_st(draw):
     out = []
     for i in range(draw(st.integers(1, 4))):
         q = draw(st.integers(1, 5))
-        out.append(cm.LineBase(product_ref=f"p{i}", quantity=q, base=draw(st.integers(0, 50_000)),
-                               terms=draw(terms_st)))
+        out.append(
+            cm.LineBase(product_ref=f"p{i}", quantity=q, base=draw(st.integers(0, 50_000)), terms=draw(terms_st))
+        )
     return out
 
 
@@ -61,8 +73,9 @@ def test_CM7_cart_preview_is_what_the_payment_posts(settings, levels, facts, lin
     payment posts (CM-2..CM-4, through the same function), least = most, each with its level."""
     paid = pv.payment_commission(settings, levels, facts, lines, enabled=enabled)
     got = pv.preview_cart(settings, levels, facts, lines, enabled=enabled)
-    assert [(s.level, s.beneficiary_id, s.least) for s in got.shares] == \
-        [(a.level, a.user_id, a.amount) for a in paid.amounts]
+    assert [(s.level, s.beneficiary_id, s.least) for s in got.shares] == [
+        (a.level, a.user_id, a.amount) for a in paid.amounts
+    ]
     assert all(s.least == s.most > 0 for s in got.shares)
     assert got.base_least == got.base_most == (cm.order_commission_base(lines) if enabled else 0)
 
@@ -72,18 +85,21 @@ def test_CM7_payment_commission_matches_the_cm_functions_by_hand():
     beneficiary (RF-1 binds only to distributors, so this is a corrupt chain); self-purchase makes an ACTIVE buyer level 1."""
     s = DistributionSettings(level1_bp=1000, level2_bp=500, max_total_bp=1200)
     levels = (Level(0, "entry", 1000, 500), Level(1, "gold", 2000, 800))
-    facts = pv.PaymentFacts("buyer", "a", "b", {"a": pv.Party(DistributorStatus.ACTIVE, 1),
-                                                "b": pv.Party(DistributorStatus.ACTIVE, 0)})
+    facts = pv.PaymentFacts(
+        "buyer", "a", "b", {"a": pv.Party(DistributorStatus.ACTIVE, 1), "b": pv.Party(DistributorStatus.ACTIVE, 0)}
+    )
     got = pv.payment_commission(s, levels, facts, [cm.LineBase("p", 1, 10_000)])
     assert (got.level1_id, got.level2_id) == ("a", "b")
     assert [(a.user_id, a.amount) for a in got.amounts] == [("a", 1200)]  # 2000 + 500 > cap 1200: b cut first
     no_record = pv.PaymentFacts("buyer", "a", "b", {"b": pv.Party(DistributorStatus.ACTIVE, 0)})
-    assert [(a.user_id, a.amount) for a in pv.payment_commission(s, levels, no_record,
-                                                                 [cm.LineBase("p", 1, 10_000)]).amounts] \
-        == [("b", 500)]  # no record is no beneficiary at all (as on_order_paid always did): b keeps its 500
+    assert [
+        (a.user_id, a.amount)
+        for a in pv.payment_commission(s, levels, no_record, [cm.LineBase("p", 1, 10_000)]).amounts
+    ] == [("b", 500)]  # no record is no beneficiary at all (as on_order_paid always did): b keeps its 500
     selfp = DistributionSettings(self_purchase=True)
-    me = pv.PaymentFacts("buyer", "a", None, {"buyer": pv.Party(DistributorStatus.ACTIVE, 0),
-                                              "a": pv.Party(DistributorStatus.ACTIVE, 0)})
+    me = pv.PaymentFacts(
+        "buyer", "a", None, {"buyer": pv.Party(DistributorStatus.ACTIVE, 0), "a": pv.Party(DistributorStatus.ACTIVE, 0)}
+    )
     got = pv.payment_commission(selfp, (), me, [cm.LineBase("p", 1, 10_000)])
     assert [(a.level, a.user_id, a.amount) for a in got.amounts] == [(1, "buyer", 1000), (2, "a", 500)]
 
@@ -118,28 +134,60 @@ def campaign_st(draw):
     tiers = draw(tiers_st())
     variants = ()
     if draw(st.booleans()):
-        variants = tuple(gb.Variant(f"v{i}", draw(tiers_st()), draw(st.integers(1, 5)))
-                         for i in range(draw(st.integers(1, 2))))
+        variants = tuple(
+            gb.Variant(f"v{i}", draw(tiers_st()), draw(st.integers(1, 5))) for i in range(draw(st.integers(1, 2)))
+        )
     top = max(t.unit_price for ts in (tiers, *(v.tiers for v in variants)) for t in ts)
-    return gb.Campaign(id="c1", list_price=top, tiers=tiers, duration=timedelta(hours=1),
-                       payment_window=timedelta(minutes=10), starts_at=T0, ends_at=T0 + timedelta(days=3),
-                       leader_discount=draw(st.integers(0, 3000)), max_quantity_per_order=3, variants=variants,
-                       commission_enabled=draw(st.booleans()) or draw(st.booleans()))
+    return gb.Campaign(
+        id="c1",
+        list_price=top,
+        tiers=tiers,
+        duration=timedelta(hours=1),
+        payment_window=timedelta(minutes=10),
+        starts_at=T0,
+        ends_at=T0 + timedelta(days=3),
+        leader_discount=draw(st.integers(0, 3000)),
+        max_quantity_per_order=3,
+        variants=variants,
+        commission_enabled=draw(st.booleans()) or draw(st.booleans()),
+    )
 
 
-def run_group(c: gb.Campaign, variant: gb.Variant | None, paid_seats: int, quantity: int,
-              ) -> dict[str, tuple[gb.PriceRole, int, int]]:
+def run_group(
+    c: gb.Campaign,
+    variant: gb.Variant | None,
+    paid_seats: int,
+    quantity: int,
+) -> dict[str, tuple[gb.PriceRole, int, int]]:
     """Open a group, have `paid_seats` seats (leader first, each of `quantity` units) pay, let it form (at
     capacity at once, else at expiry), and return per order: its role, what it paid and its GB-5 refund."""
     now = T0 + timedelta(minutes=1)
-    g = gb.open_group(c, group_id="g", order_id="o0", user_id="u0", quantity=quantity, now=now, stock_left=None,
-                      user_units_held=0, variant=variant).group
+    g = gb.open_group(
+        c,
+        group_id="g",
+        order_id="o0",
+        user_id="u0",
+        quantity=quantity,
+        now=now,
+        stock_left=None,
+        user_units_held=0,
+        variant=variant,
+    ).group
     instructions: list = []
     d = gb.pay_seat(c, g, order_id="o0", amount=g.seats[0].amount, now=now)
     g, instructions = d.group, instructions + list(d.instructions)
     for i in range(1, paid_seats):
-        g = gb.join_group(c, g, order_id=f"o{i}", user_id=f"u{i}", quantity=quantity, now=now, stock_left=None,
-                          user_units_held=0, user_has_paid_order=False).group
+        g = gb.join_group(
+            c,
+            g,
+            order_id=f"o{i}",
+            user_id=f"u{i}",
+            quantity=quantity,
+            now=now,
+            stock_left=None,
+            user_units_held=0,
+            user_has_paid_order=False,
+        ).group
         seat = g.seat_for_order(f"o{i}")
         d = gb.pay_seat(c, g, order_id=f"o{i}", amount=seat.amount, now=now)
         g, instructions = d.group, instructions + list(d.instructions)
@@ -166,13 +214,15 @@ def test_CM7_campaign_least_and_most_bound_every_group_and_are_reached(settings,
         tiers = variant.tiers if variant else c.tiers
         for n in sorted({t.members for t in tiers}):
             for _oid, (_role, paid, owed) in run_group(c, variant, n, qty).items():
-                posted = pv.payment_commission(settings, levels, facts, [cm.LineBase("p", qty, paid, terms)],
-                                               enabled=c.commission_enabled)
+                posted = pv.payment_commission(
+                    settings, levels, facts, [cm.LineBase("p", qty, paid, terms)], enabled=c.commission_enabled
+                )
                 bases.append(paid - owed if terms.earns_commission and c.commission_enabled else 0)
                 standing = {}
                 for a in posted.amounts:
-                    line, _ = cm.post_line(id="l", order_id="o", beneficiary_id=a.user_id, level=a.level,
-                                           amount=a.amount, paid_base=paid)
+                    line, _ = cm.post_line(
+                        id="l", order_id="o", beneficiary_id=a.user_id, level=a.level, amount=a.amount, paid_base=paid
+                    )
                     standing[(a.level, a.user_id)] = cm.refund_line(line, owed)[0].standing
                 for key in {(s.level, s.beneficiary_id) for s in got.shares} | set(standing):
                     seen.setdefault(key, []).append(standing.get(key, 0))
@@ -191,11 +241,25 @@ def test_CM7_campaign_by_hand():
     """CM-7 worked by hand: tiers 2 @ 10000, 3 @ 8000, leader discount 1000, level 1 at 10 %: a member pays
     10000 (earns 1000 at payment) and ends at 8000 after a 2000 GB-5 refund (1000 − floor(1000×2000/10000) =
     800); the leader pays 9000 (900) and ends at 7000 (900 − floor(900×2000/9000) = 700). Least 700, most 1000."""
-    c = gb.Campaign(id="c", list_price=10_000, tiers=(gb.Tier(2, 10_000), gb.Tier(3, 8000)),
-                    duration=timedelta(hours=1), payment_window=timedelta(minutes=5), starts_at=T0,
-                    ends_at=T0 + timedelta(days=1), leader_discount=1000)
+    c = gb.Campaign(
+        id="c",
+        list_price=10_000,
+        tiers=(gb.Tier(2, 10_000), gb.Tier(3, 8000)),
+        duration=timedelta(hours=1),
+        payment_window=timedelta(minutes=5),
+        starts_at=T0,
+        ends_at=T0 + timedelta(days=1),
+        leader_discount=1000,
+    )
     facts = pv.PaymentFacts("buyer", "a", None, {"a": pv.Party(DistributorStatus.ACTIVE)})
-    got = pv.preview_campaign(DistributionSettings(level1_bp=1000), (), facts, campaign=c, product_ref="p",
-                              terms=cm.ProductTerms(), quantity=1)
+    got = pv.preview_campaign(
+        DistributionSettings(level1_bp=1000),
+        (),
+        facts,
+        campaign=c,
+        product_ref="p",
+        terms=cm.ProductTerms(),
+        quantity=1,
+    )
     assert got.shares == (pv.PreviewShare(level=1, beneficiary_id="a", least=700, most=1000),)
     assert (got.base_least, got.base_most) == (7000, 10_000)

@@ -12,9 +12,13 @@ from engine.funnel import Bucket, PaidOrder, first_buyers, take
 from engine.leaderboard import MemberOrder, RankBy, Standing, member_figures, rank
 
 T0 = datetime(2025, 6, 1, tzinfo=timezone.utc)
-standing = st.builds(Standing, user_id=st.sampled_from([f"d{i}" for i in range(8)]),
-                     commission_earned=st.integers(-500, 5000), team_sales=st.integers(0, 9),
-                     new_direct_referrals=st.integers(0, 3))
+standing = st.builds(
+    Standing,
+    user_id=st.sampled_from([f"d{i}" for i in range(8)]),
+    commission_earned=st.integers(-500, 5000),
+    team_sales=st.integers(0, 9),
+    new_direct_referrals=st.integers(0, 3),
+)
 
 
 @given(st.lists(standing, max_size=12, unique_by=lambda s: s.user_id), st.sampled_from(list(RankBy)))
@@ -30,8 +34,13 @@ def test_RP5_leaderboard_rank_is_competition_ranking_on_the_chosen_figure(rows, 
     assert rank(list(reversed(rows)), by) == out
 
 
-order = st.builds(MemberOrder, paid_at=st.integers(0, 30).map(lambda d: T0 + timedelta(days=d)),
-                  net_base=st.integers(0, 10_000), earns_viewer=st.booleans(), refunded_in_full=st.booleans())
+order = st.builds(
+    MemberOrder,
+    paid_at=st.integers(0, 30).map(lambda d: T0 + timedelta(days=d)),
+    net_base=st.integers(0, 10_000),
+    earns_viewer=st.booleans(),
+    refunded_in_full=st.booleans(),
+)
 
 
 @given(st.lists(order, max_size=10), st.integers(0, 30), st.integers(0, 30))
@@ -48,12 +57,19 @@ def test_RP5_member_figures_count_the_period_and_what_the_viewer_earns_on(orders
     assert base <= sum(o.net_base for o in orders if lo <= o.paid_at < hi)
 
 
-paid = st.builds(PaidOrder, paid_at=st.integers(0, 30).map(lambda d: T0 + timedelta(days=d)),
-                 attributed=st.booleans(), refunded_in_full=st.booleans())
+paid = st.builds(
+    PaidOrder,
+    paid_at=st.integers(0, 30).map(lambda d: T0 + timedelta(days=d)),
+    attributed=st.booleans(),
+    refunded_in_full=st.booleans(),
+)
 
 
-@given(st.dictionaries(st.sampled_from("abcdefgh"), st.lists(paid, max_size=5), max_size=8),
-       st.integers(0, 30), st.integers(0, 30))
+@given(
+    st.dictionaries(st.sampled_from("abcdefgh"), st.lists(paid, max_size=5), max_size=8),
+    st.integers(0, 30),
+    st.integers(0, 30),
+)
 @hsettings(max_examples=300)
 def test_RP6_first_buyers_each_once_repeat_a_subset_and_periods_partition(buyers, a, b):
     """RP-6: a buyer is a first paid order at most once over any partition of time (their first paid order
@@ -69,8 +85,12 @@ def test_RP6_first_buyers_each_once_repeat_a_subset_and_periods_partition(buyers
     assert first_buyers(stripped, lo, hi) == (first, repeat)
 
 
-@given(st.lists(st.integers(0, 5000), min_size=1, max_size=200), st.integers(1, 120), st.integers(1, 20),
-       st.integers(1, 600))
+@given(
+    st.lists(st.integers(0, 5000), min_size=1, max_size=200),
+    st.integers(1, 120),
+    st.integers(1, 20),
+    st.integers(1, 600),
+)
 @hsettings(max_examples=200)
 def test_RP6_visit_rate_bound_holds_over_every_window(gaps_ms, per_minute, burst, window_s):
     """RP-6 hardening: whatever the arrival times, the visits allowed in any window of W seconds are at most

@@ -44,11 +44,28 @@ class Graph:
     def view(self, now: datetime) -> "View":
         return View({u: current_referrer(b, now) for u, b in self.bindings.items()})
 
-    def bind(self, s: DistributionSettings, user: str, ref: str, now: datetime, *,
-             source: BindingSource = BindingSource.INVITE_CODE, paid: bool = False,
-             status: DistributorStatus = ACTIVE) -> Binding | None:
-        b = decide_binding(s, user_id=user, referrer_id=ref, now=now, current=self.bindings.get(user),
-                           view=self.view(now), referrer_status=status, user_has_paid_order=paid, source=source)
+    def bind(
+        self,
+        s: DistributionSettings,
+        user: str,
+        ref: str,
+        now: datetime,
+        *,
+        source: BindingSource = BindingSource.INVITE_CODE,
+        paid: bool = False,
+        status: DistributorStatus = ACTIVE,
+    ) -> Binding | None:
+        b = decide_binding(
+            s,
+            user_id=user,
+            referrer_id=ref,
+            now=now,
+            current=self.bindings.get(user),
+            view=self.view(now),
+            referrer_status=status,
+            user_has_paid_order=paid,
+            source=source,
+        )
         if b is not None:
             self.bindings[user] = b
         return b
@@ -159,8 +176,10 @@ def test_RF1_admin_may_rebind_but_never_self_cycle_or_non_distributor():
     assert g.bind(s, "u", "b", T0 + D, source=admin, paid=True).referrer_id == "b"
     assert code_of(lambda: g.bind(s, "u", "u", T0, source=admin)) == ErrorCode.SELF_REFERRAL
     assert code_of(lambda: g.bind(s, "r", "a", T0, source=admin)) == ErrorCode.REFERRAL_CYCLE
-    assert code_of(lambda: g.bind(s, "u", "c", T0, source=admin,
-                                  status=DistributorStatus.SUSPENDED)) == ErrorCode.NOT_A_DISTRIBUTOR
+    assert (
+        code_of(lambda: g.bind(s, "u", "c", T0, source=admin, status=DistributorStatus.SUSPENDED))
+        == ErrorCode.NOT_A_DISTRIBUTOR
+    )
 
 
 def test_RF1_refusal_order_ER1():
@@ -170,8 +189,10 @@ def test_RF1_refusal_order_ER1():
     g.bind(s, "u", "a", T0)
     g.bind(s, "c", "u", T0)
     assert code_of(lambda: g.bind(s, "u", "u", T0, status=DistributorStatus.NONE)) == ErrorCode.SELF_REFERRAL
-    assert code_of(lambda: g.bind(s, "u", "c", T0, status=DistributorStatus.NONE, paid=True)) \
+    assert (
+        code_of(lambda: g.bind(s, "u", "c", T0, status=DistributorStatus.NONE, paid=True))
         == ErrorCode.NOT_A_DISTRIBUTOR
+    )
     assert code_of(lambda: g.bind(s, "u", "c", T0, paid=True)) == ErrorCode.ALREADY_BOUND
     assert code_of(lambda: g.bind(s, "x", "x2", T0, paid=True)) == ErrorCode.NOT_A_NEW_USER
     assert code_of(lambda: g.bind(s, "u", "c", T0, source=BindingSource.ADMIN)) == ErrorCode.REFERRAL_CYCLE
@@ -203,8 +224,16 @@ def _has_cycle(parents: dict[str, str | None]) -> bool:
     return False
 
 
-def _expected_outcome(s: DistributionSettings, parents: dict[str, str | None], *, user: str, ref: str,
-                      status: DistributorStatus, paid: bool, source: BindingSource) -> ErrorCode | str:
+def _expected_outcome(
+    s: DistributionSettings,
+    parents: dict[str, str | None],
+    *,
+    user: str,
+    ref: str,
+    status: DistributorStatus,
+    paid: bool,
+    source: BindingSource,
+) -> ErrorCode | str:
     """RF-1 written out here, independently of engine/referral.py, in the documented order of checks
     (decide_binding's docstring, test_RF1_refusal_order_ER1). `parents` holds live referrers only."""
     admin = source == BindingSource.ADMIN
@@ -229,10 +258,17 @@ def _expected_outcome(s: DistributionSettings, parents: dict[str, str | None], *
 
 
 USERS = [f"u{i}" for i in range(5)]
-ops = st.lists(st.tuples(st.sampled_from(USERS), st.sampled_from(USERS), st.sampled_from([0, 0, 0, 1, 3, 6]),
-                         st.sampled_from(list(BindingSource)),
-                         st.sampled_from([ACTIVE] * 6 + [DistributorStatus.NONE, DistributorStatus.SUSPENDED]),
-                         st.sampled_from([False, False, False, True])), max_size=40)
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(USERS),
+        st.sampled_from(USERS),
+        st.sampled_from([0, 0, 0, 1, 3, 6]),
+        st.sampled_from(list(BindingSource)),
+        st.sampled_from([ACTIVE] * 6 + [DistributorStatus.NONE, DistributorStatus.SUSPENDED]),
+        st.sampled_from([False, False, False, True]),
+    ),
+    max_size=40,
+)
 
 
 @hsettings(max_examples=300, deadline=None)
@@ -241,8 +277,9 @@ def test_RF1_property_no_binding_ever_creates_a_cycle(mode, new_only, ops):
     """RF-1: applying decide_binding repeatedly (any mode, lapses, admin rebinds) keeps the graph acyclic,
     every refusal is warranted and every other binding succeeds: the outcome of each attempt equals the one
     computed in the test from the rule (self, status, live binding and mode, new-users-only, downline)."""
-    s = DistributionSettings(binding=mode, binding_days=5 if mode == BindingMode.EXPIRING else None,
-                             bind_new_users_only=new_only)
+    s = DistributionSettings(
+        binding=mode, binding_days=5 if mode == BindingMode.EXPIRING else None, bind_new_users_only=new_only
+    )
     g = Graph()
     now = T0
     for user, ref, days, source, status, paid in ops:
@@ -259,8 +296,13 @@ def test_RF1_property_no_binding_ever_creates_a_cycle(mode, new_only, ops):
         event(f"{mode.value}: {getattr(got, 'value', got)}")
         assert got == expected, (user, ref, source, status, paid, parents)
         if got == "BOUND":
-            assert b == Binding(user_id=user, referrer_id=ref, bound_at=now, source=source,
-                                expires_at=now + 5 * D if mode == BindingMode.EXPIRING else None)
+            assert b == Binding(
+                user_id=user,
+                referrer_id=ref,
+                bound_at=now,
+                source=source,
+                expires_at=now + 5 * D if mode == BindingMode.EXPIRING else None,
+            )
         elif got == "KEPT":
             assert g.bindings == before
         assert not _has_cycle(g.view(now).parents)
@@ -312,13 +354,22 @@ def test_DS1_status_changes():
         assert code_of(lambda: decide_status_change(*bad)) == ErrorCode.INVALID_STATE
 
 
-@pytest.mark.parametrize("kwargs,field", [
-    ({"level1_bp": 10_001}, "level1_bp"), ({"level2_bp": -1}, "level2_bp"), ({"max_total_bp": 1.5}, "max_total_bp"),
-    ({"payout_fee_bp": True}, "payout_fee_bp"), ({"freeze_days": -1}, "freeze_days"), ({"min_payout": -5}, "min_payout"),
-    ({"spend_threshold": -1}, "spend_threshold"), ({"binding": BindingMode.EXPIRING}, "binding_days"),
-    ({"binding": BindingMode.EXPIRING, "binding_days": 0}, "binding_days"), ({"binding_days": 0}, "binding_days"),
-    ({"mode": "EVERYBODY"}, "mode"),
-])
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"level1_bp": 10_001}, "level1_bp"),
+        ({"level2_bp": -1}, "level2_bp"),
+        ({"max_total_bp": 1.5}, "max_total_bp"),
+        ({"payout_fee_bp": True}, "payout_fee_bp"),
+        ({"freeze_days": -1}, "freeze_days"),
+        ({"min_payout": -5}, "min_payout"),
+        ({"spend_threshold": -1}, "spend_threshold"),
+        ({"binding": BindingMode.EXPIRING}, "binding_days"),
+        ({"binding": BindingMode.EXPIRING, "binding_days": 0}, "binding_days"),
+        ({"binding_days": 0}, "binding_days"),
+        ({"mode": "EVERYBODY"}, "mode"),
+    ],
+)
 def test_settings_validation_names_the_field(kwargs, field):
     with pytest.raises(RuleViolation) as e:
         validate_settings(DistributionSettings(**kwargs))

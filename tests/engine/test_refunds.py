@@ -39,15 +39,25 @@ def test_GB9_a_late_payment_is_refunded_in_full_and_never_counted():
     """GB-9: money received for a seat it never took — paid rises to cover the refund, which moves no
     commission base and no buyer counter (readings 3)."""
     d = decide_refund(OrderMoney(paid=0, refunded=0, goods=8_000, counted=False), 8_000, rule="GB-9", full=True)
-    assert (d.paid_after, d.refunded_after, d.goods_refund, d.net_spend_delta, d.paid_orders_delta) == \
-        (8_000, 8_000, 0, 0, 0)
+    assert (d.paid_after, d.refunded_after, d.goods_refund, d.net_spend_delta, d.paid_orders_delta) == (
+        8_000,
+        8_000,
+        0,
+        0,
+        0,
+    )
     with pytest.raises(RuleViolation):  # only GB-9 may raise what was paid
         decide_refund(OrderMoney(paid=0, refunded=0, goods=8_000, counted=False), 8_000, rule="GB-6")
 
 
 @hsettings(max_examples=200, deadline=None)
-@given(goods=st.integers(1, 50_000), extra=st.integers(0, 5_000), c1=st.integers(1, 5_000),
-       c0=st.integers(1, 5_000), asks=st.lists(st.integers(-10, 20_000), max_size=12))
+@given(
+    goods=st.integers(1, 50_000),
+    extra=st.integers(0, 5_000),
+    c1=st.integers(1, 5_000),
+    c0=st.integers(1, 5_000),
+    asks=st.lists(st.integers(-10, 20_000), max_size=12),
+)
 def test_CM5_OR2_LG1_property_refunds_reconcile_with_lines_and_ledger(goods, extra, c1, c0, asks):
     """A sequence of refunds decided by the engine: refunded never exceeds paid (OR-2); the goods refunds
     add up to min(refunded, goods) (CM-1); each line's reversals add up to `original − standing`, exactly its
@@ -72,8 +82,7 @@ def test_CM5_OR2_LG1_property_refunds_reconcile_with_lines_and_ledger(goods, ext
         journal += ps
         assert money.refunded <= paid
         assert goods_refunded == min(money.refunded, goods) == -spend
-        assert Balances.from_postings(journal).pending == line.standing == \
-            cm.standing_amount(c1, goods_refunded, goods)
+        assert Balances.from_postings(journal).pending == line.standing == cm.standing_amount(c1, goods_refunded, goods)
     if money.refunded >= goods:
         assert line.standing == 0
     # a leader reward's base is the others' net: refunds of the leader's own order never reach it (R33)

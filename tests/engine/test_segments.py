@@ -12,8 +12,17 @@ NOW = datetime(2025, 9, 1, 12, tzinfo=timezone.utc)
 D = timedelta(days=1)
 
 
-@pytest.mark.parametrize("n,expected", [(0, Segment.NEW), (1, Segment.FIRST_ORDER), (2, Segment.REPEAT),
-                                        (3, Segment.REPEAT), (4, Segment.LOYAL), (9, Segment.LOYAL)])
+@pytest.mark.parametrize(
+    "n,expected",
+    [
+        (0, Segment.NEW),
+        (1, Segment.FIRST_ORDER),
+        (2, Segment.REPEAT),
+        (3, Segment.REPEAT),
+        (4, Segment.LOYAL),
+        (9, Segment.LOYAL),
+    ],
+)
 def test_RP3_counts(n, expected):
     assert segment_of([NOW - i * D for i in range(n)], NOW) == expected
 

@@ -41,16 +41,29 @@ def violations(source: str, name: str) -> list[str]:
                 found.append(f"{name}:{node.lineno} builds a posting by hand ({called}(...))")
             elif called in RULES:
                 found.append(f"{name}:{node.lineno} recomputes a rule of the engine ({called}(...))")
-        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
-                and node.value.id in ("Bucket", "EntryKind") and name != APPLIER:
-            found.append(f"{name}:{node.lineno} names {node.value.id}.{node.attr} (where money goes is the "
-                         "engine's decision)")
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in ("Bucket", "EntryKind")
+            and name != APPLIER
+        ):
+            found.append(
+                f"{name}:{node.lineno} names {node.value.id}.{node.attr} (where money goes is the engine's decision)"
+            )
     return found
 
 
 def test_every_service_module_is_checked():
-    assert {m.name for m in MODULES} >= {"commissions.py", "ledger.py", "payouts.py", "refunds.py", "orders.py",
-                                         "groups.py", "worker.py", "distribution.py"}
+    assert {m.name for m in MODULES} >= {
+        "commissions.py",
+        "ledger.py",
+        "payouts.py",
+        "refunds.py",
+        "orders.py",
+        "groups.py",
+        "worker.py",
+        "distribution.py",
+    }
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda p: p.name)
@@ -58,17 +71,24 @@ def test_service_builds_no_posting_and_recomputes_no_rule_LG1_CM4_CM5_LG2(module
     assert violations(module.read_text(), module.name) == []
 
 
-@pytest.mark.parametrize("source, what", [
-    ("from engine.ledger import Posting, Bucket, EntryKind\n"
-     "def f(l): l.add('u', [Posting(Bucket.PENDING, 5, EntryKind.COMMISSION_POSTED)], ref_type='x', ref_id='y')",
-     "builds a posting"),
-    ("from engine import ledger as lg\ndef f(): return lg.move(5, 1, 2, 3)", "builds a posting"),
-    ("from engine.money import apply_bp\ndef f(net, bp): return apply_bp(net, bp)", "recomputes a rule"),
-    ("from engine import ledger as lg\ndef f(s, p): return lg.payout_fee(s, p.amount)", "recomputes a rule"),
-    ("from engine.commission import leader_commission\ndef f(c, net): return leader_commission(c, net)",
-     "recomputes a rule"),
-    ("def f(line): return line.state == Bucket.FROZEN", "names Bucket.FROZEN"),
-])
+@pytest.mark.parametrize(
+    "source, what",
+    [
+        (
+            "from engine.ledger import Posting, Bucket, EntryKind\n"
+            "def f(l): l.add('u', [Posting(Bucket.PENDING, 5, EntryKind.COMMISSION_POSTED)], ref_type='x', ref_id='y')",
+            "builds a posting",
+        ),
+        ("from engine import ledger as lg\ndef f(): return lg.move(5, 1, 2, 3)", "builds a posting"),
+        ("from engine.money import apply_bp\ndef f(net, bp): return apply_bp(net, bp)", "recomputes a rule"),
+        ("from engine import ledger as lg\ndef f(s, p): return lg.payout_fee(s, p.amount)", "recomputes a rule"),
+        (
+            "from engine.commission import leader_commission\ndef f(c, net): return leader_commission(c, net)",
+            "recomputes a rule",
+        ),
+        ("def f(line): return line.state == Bucket.FROZEN", "names Bucket.FROZEN"),
+    ],
+)
 def test_the_scan_sees_a_posting_built_or_a_rule_recomputed_in_the_service(source, what):
     """The check is not blind: each of these, put in a service module, is a violation."""
     found = violations(source, "orders.py")

@@ -39,8 +39,15 @@ def test_leader_commission_bp_takes_0_to_10000_inclusive():
     from engine.groupbuy import Campaign, Tier, validate_campaign
 
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    c = Campaign(id="c", list_price=10_000, tiers=(Tier(2, 8_000),), duration=timedelta(hours=1),
-                 payment_window=timedelta(minutes=5), starts_at=t0, ends_at=t0 + timedelta(days=1))
+    c = Campaign(
+        id="c",
+        list_price=10_000,
+        tiers=(Tier(2, 8_000),),
+        duration=timedelta(hours=1),
+        payment_window=timedelta(minutes=5),
+        starts_at=t0,
+        ends_at=t0 + timedelta(days=1),
+    )
     for ok in (None, 0, 10_000):
         validate_campaign(replace(c, leader_commission_bp=ok))
     for bad in (-1, 10_001):
@@ -102,17 +109,34 @@ def _campaign(**over):
     from engine.groupbuy import Campaign, Tier
 
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    return Campaign(**{"id": "c", "list_price": 10_000, "tiers": (Tier(2, 8_000),), "duration": timedelta(hours=1),
-                       "payment_window": timedelta(minutes=5), "starts_at": t0, "ends_at": t0 + timedelta(days=1),
-                       **over})
+    return Campaign(
+        **{
+            "id": "c",
+            "list_price": 10_000,
+            "tiers": (Tier(2, 8_000),),
+            "duration": timedelta(hours=1),
+            "payment_window": timedelta(minutes=5),
+            "starts_at": t0,
+            "ends_at": t0 + timedelta(days=1),
+            **over,
+        }
+    )
 
 
 def test_section2_campaign_fields_default_to_the_rules_defaults():
     """Section 2: no leader discount or reward of its own, unlimited stock and units per user, one unit per
     order, open to everyone (not new members only), no fill at expiry, no lottery."""
     c = _campaign()
-    assert (c.leader_discount, c.leader_commission_bp, c.stock, c.per_user_limit, c.max_quantity_per_order,
-            c.new_members_only, c.fill_at_expiry, c.lottery_winners) == (0, None, None, None, 1, False, None, 0)
+    assert (
+        c.leader_discount,
+        c.leader_commission_bp,
+        c.stock,
+        c.per_user_limit,
+        c.max_quantity_per_order,
+        c.new_members_only,
+        c.fill_at_expiry,
+        c.lottery_winners,
+    ) == (0, None, None, None, 1, False, None, 0)
 
 
 def test_gb2_a_campaign_not_new_members_only_admits_a_member_with_paid_orders():
@@ -123,15 +147,34 @@ def test_gb2_a_campaign_not_new_members_only_admits_a_member_with_paid_orders():
 
     c = _campaign()
     now = c.starts_at + timedelta(minutes=1)
-    g = gb.open_group(c, group_id="g", order_id="o1", user_id="lead", quantity=1, now=now, stock_left=None,
-                      user_units_held=0).group
+    g = gb.open_group(
+        c, group_id="g", order_id="o1", user_id="lead", quantity=1, now=now, stock_left=None, user_units_held=0
+    ).group
     g = gb.pay_seat(c, g, order_id="o1", amount=g.seats[0].unit_price, now=now).group
-    joined = gb.join_group(c, g, order_id="o2", user_id="old-customer", quantity=1, now=now, stock_left=None,
-                           user_units_held=0, user_has_paid_order=True)
+    joined = gb.join_group(
+        c,
+        g,
+        order_id="o2",
+        user_id="old-customer",
+        quantity=1,
+        now=now,
+        stock_left=None,
+        user_units_held=0,
+        user_has_paid_order=True,
+    )
     assert joined.group.seat_of("old-customer") is not None
     with pytest.raises(RuleViolation) as e:
-        gb.join_group(replace(c, new_members_only=True), g, order_id="o3", user_id="old-customer", quantity=1,
-                      now=now, stock_left=None, user_units_held=0, user_has_paid_order=True)
+        gb.join_group(
+            replace(c, new_members_only=True),
+            g,
+            order_id="o3",
+            user_id="old-customer",
+            quantity=1,
+            now=now,
+            stock_left=None,
+            user_units_held=0,
+            user_has_paid_order=True,
+        )
     assert e.value.code.value == "NEW_MEMBERS_ONLY"
 
 
@@ -198,9 +241,20 @@ def test_section3_a_new_shops_settings_are_the_documented_defaults():
     from engine.distribution import BindingMode, DistributionMode, DistributionSettings
 
     s = DistributionSettings()
-    assert (s.mode, s.binding, s.binding_days, s.bind_new_users_only, s.level1_bp, s.level2_bp, s.self_purchase,
-            s.freeze_days, s.max_total_bp, s.min_payout, s.payout_fee_bp, s.spend_threshold) == (
-        DistributionMode.EVERYONE, BindingMode.PERMANENT, None, False, 1_000, 500, False, 7, 5_000, 100, 0, 0)
+    assert (
+        s.mode,
+        s.binding,
+        s.binding_days,
+        s.bind_new_users_only,
+        s.level1_bp,
+        s.level2_bp,
+        s.self_purchase,
+        s.freeze_days,
+        s.max_total_bp,
+        s.min_payout,
+        s.payout_fee_bp,
+        s.spend_threshold,
+    ) == (DistributionMode.EVERYONE, BindingMode.PERMANENT, None, False, 1_000, 500, False, 7, 5_000, 100, 0, 0)
 
 
 def test_er1_a_refusal_reads_as_its_message():
@@ -218,12 +272,22 @@ def test_gb2_joining_needs_an_aware_now():
 
     c = _campaign()
     now = c.starts_at + timedelta(minutes=1)
-    g = gb.open_group(c, group_id="g", order_id="o1", user_id="lead", quantity=1, now=now, stock_left=None,
-                      user_units_held=0).group
+    g = gb.open_group(
+        c, group_id="g", order_id="o1", user_id="lead", quantity=1, now=now, stock_left=None, user_units_held=0
+    ).group
     g = gb.pay_seat(c, g, order_id="o1", amount=g.seats[0].unit_price, now=now).group
     with pytest.raises(RuleViolation) as e:
-        gb.join_group(c, g, order_id="o2", user_id="m", quantity=1, now=now.replace(tzinfo=None), stock_left=None,
-                      user_units_held=0, user_has_paid_order=False)
+        gb.join_group(
+            c,
+            g,
+            order_id="o2",
+            user_id="m",
+            quantity=1,
+            now=now.replace(tzinfo=None),
+            stock_left=None,
+            user_units_held=0,
+            user_has_paid_order=False,
+        )
     assert e.value.field == "now"
 
 
@@ -236,8 +300,9 @@ def test_gb9_a_late_payment_releases_the_reservation_it_came_for():
 
     c = _campaign()
     now = c.starts_at + timedelta(minutes=1)
-    g = gb.open_group(c, group_id="g", order_id="o1", user_id="lead", quantity=1, now=now, stock_left=None,
-                      user_units_held=0).group
+    g = gb.open_group(
+        c, group_id="g", order_id="o1", user_id="lead", quantity=1, now=now, stock_left=None, user_units_held=0
+    ).group
     late = gb.pay_seat(c, g, order_id="o1", amount=g.seats[0].unit_price, now=now + c.payment_window)
     assert late.group.seats[0].state is gb.SeatState.RELEASED and late.group.state is gb.GroupState.CANCELLED
     assert [type(i).__name__ for i in late.instructions].count("RefundOwed") == 1

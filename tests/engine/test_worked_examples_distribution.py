@@ -39,8 +39,14 @@ EXPECTED_KEYS = {
     "binding": {"results", "referrer"},
 }
 STEP = re.compile(r"^(post|complete|release|refund|credit|request|approve|reject)(?:\s+(\d+))?@(\d+)$")
-METRIC = {"direct": "direct_referrals", "team": "team_size", "spend": "own_spend", "orders": "own_orders",
-          "direct_sales": "direct_sales", "team_sales": "team_sales"}
+METRIC = {
+    "direct": "direct_referrals",
+    "team": "team_size",
+    "spend": "own_spend",
+    "orders": "own_orders",
+    "direct_sales": "direct_sales",
+    "team_sales": "team_sales",
+}
 CONDITION = {k: "min_" + v for k, v in METRIC.items()}
 
 
@@ -54,8 +60,10 @@ def items(text: str) -> list[str]:
 
 # ---------------------------------------------------------------- runners: each returns the observed `expected`
 def run_commission(inp: dict[str, str]) -> dict[str, str]:
-    s = DistributionSettings(max_total_bp=int(inp.get("cap", 5000)),
-                             self_purchase={"on": True, "off": False}[inp.get("self_purchase", "off")])
+    s = DistributionSettings(
+        max_total_bp=int(inp.get("cap", 5000)),
+        self_purchase={"on": True, "off": False}[inp.get("self_purchase", "off")],
+    )
     buyer, buyer_status = inp["buyer"].split(":")
     r1, r2 = [None if r == "-" else r for r in inp["refs"].split(",")]
     people = {}
@@ -73,8 +81,9 @@ def run_commission(inp: dict[str, str]) -> dict[str, str]:
                 k, _, v = o.partition("=")
                 terms[{"l1": "level1_amount", "l2": "level2_amount"}[k]] = int(v)
         lines.append(cm.LineBase(ref, int(qty), int(base), cm.ProductTerms(**terms)))
-    l1, l2 = cm.beneficiaries(s, buyer_id=buyer, buyer_status=DistributorStatus(buyer_status), level1_referrer=r1,
-                              level2_referrer=r2)
+    l1, l2 = cm.beneficiaries(
+        s, buyer_id=buyer, buyer_status=DistributorStatus(buyer_status), level1_referrer=r1, level2_referrer=r2
+    )
 
     def ben(user, level):
         if user is None:
@@ -83,13 +92,18 @@ def run_commission(inp: dict[str, str]) -> dict[str, str]:
         return cm.Beneficiary(user, level, status, rates[level - 1])
 
     got = cm.compute_commissions(s, lines=lines, level1=ben(l1, 1), level2=ben(l2, 2))
-    return {"commissions": ", ".join(f"{a.user_id}:{a.level}:{a.amount}" for a in got) or "none",
-            "cap_amount": str(cm.order_commission_base(lines) * s.max_total_bp // 10_000)}
+    return {
+        "commissions": ", ".join(f"{a.user_id}:{a.level}:{a.amount}" for a in got) or "none",
+        "cap_amount": str(cm.order_commission_base(lines) * s.max_total_bp // 10_000),
+    }
 
 
 def run_ledger(inp: dict[str, str]) -> dict[str, str]:
-    s = DistributionSettings(freeze_days=int(inp.get("freeze_days", 7)), min_payout=int(inp.get("min_payout", 100)),
-                             payout_fee_bp=int(inp.get("fee_bp", 0)))
+    s = DistributionSettings(
+        freeze_days=int(inp.get("freeze_days", 7)),
+        min_payout=int(inp.get("min_payout", 100)),
+        payout_fee_bp=int(inp.get("fee_bp", 0)),
+    )
     original, base = (int(x) for x in inp.get("line", "0/0").split("/"))
     line = None
     refunded = 0
@@ -103,8 +117,9 @@ def run_ledger(inp: dict[str, str]) -> dict[str, str]:
         now = T0 + day * DAY
         try:
             if action == "post":
-                line, ps = cm.post_line(id="l", order_id="o", beneficiary_id="a", level=1, amount=original,
-                                        paid_base=base)
+                line, ps = cm.post_line(
+                    id="l", order_id="o", beneficiary_id="a", level=1, amount=original, paid_base=base
+                )
             elif action == "complete":
                 line, ps = cm.freeze_line(line, now, s.freeze_days)
             elif action == "release":
@@ -128,11 +143,13 @@ def run_ledger(inp: dict[str, str]) -> dict[str, str]:
         balances = balances.apply(ps)
     assert balances == lg.Balances.from_postings(journal)  # LG-1
     b = balances
-    return {"balances": f"pending:{b.pending},frozen:{b.frozen},available:{b.available},in_payout:{b.in_payout},"
-                        f"paid:{b.paid},fees:{b.fees}",
-            "standing": str(line.standing if line else 0),
-            "reversals": ",".join(map(str, reversals)) or "none",
-            "refused": ", ".join(refused) or "none"}
+    return {
+        "balances": f"pending:{b.pending},frozen:{b.frozen},available:{b.available},in_payout:{b.in_payout},"
+        f"paid:{b.paid},fees:{b.fees}",
+        "standing": str(line.standing if line else 0),
+        "reversals": ",".join(map(str, reversals)) or "none",
+        "refused": ", ".join(refused) or "none",
+    }
 
 
 def run_levels(inp: dict[str, str]) -> dict[str, str]:
@@ -190,9 +207,17 @@ def run_binding(inp: dict[str, str]) -> dict[str, str]:
                 return current_referrer(bindings.get(u), _now)
 
         try:
-            b = decide_binding(s, user_id=user, referrer_id=ref, now=now, current=bindings.get(user), view=View(),
-                               referrer_status=DistributorStatus.ACTIVE, user_has_paid_order=False,
-                               source=BindingSource.INVITE_CODE)
+            b = decide_binding(
+                s,
+                user_id=user,
+                referrer_id=ref,
+                now=now,
+                current=bindings.get(user),
+                view=View(),
+                referrer_status=DistributorStatus.ACTIVE,
+                user_has_paid_order=False,
+                source=BindingSource.INVITE_CODE,
+            )
         except RuleViolation as e:
             results.append(e.code.value)
             continue
@@ -205,8 +230,13 @@ def run_binding(inp: dict[str, str]) -> dict[str, str]:
     return {"results": ", ".join(results), "referrer": current_referrer(bindings.get(first_user), now) or "none"}
 
 
-RUNNERS = {"commission": run_commission, "ledger": run_ledger, "levels": run_levels, "leader": run_leader,
-           "binding": run_binding}
+RUNNERS = {
+    "commission": run_commission,
+    "ledger": run_ledger,
+    "levels": run_levels,
+    "leader": run_leader,
+    "binding": run_binding,
+}
 
 
 def test_every_required_row_is_present_once():

@@ -41,9 +41,12 @@ def rows() -> list[dict[str, str]]:
 
 
 def _settings(inp) -> DistributionSettings:
-    return DistributionSettings(level1_bp=int(inp.get("l1", 1000)), level2_bp=int(inp.get("l2", 500)),
-                                max_total_bp=int(inp.get("cap", 5000)),
-                                self_purchase=inp.get("self_purchase", "off") == "on")
+    return DistributionSettings(
+        level1_bp=int(inp.get("l1", 1000)),
+        level2_bp=int(inp.get("l2", 500)),
+        max_total_bp=int(inp.get("cap", 5000)),
+        self_purchase=inp.get("self_purchase", "off") == "on",
+    )
 
 
 def _facts(inp) -> pv.PaymentFacts:
@@ -68,24 +71,53 @@ def run(inp: dict[str, str]) -> dict[str, str]:
     kind = inp["kind"]
     assert set(inp) <= INPUT_KEYS[kind], f"unknown keys {set(inp) - INPUT_KEYS[kind]}"
     if kind == "cart":
-        levels = tuple(Level(int(g), f"L{g}", int(a), int(b)) for g, (a, b) in
-                       ((x.split(":")[0], x.split(":")[1].split("/")) for x in items(inp.get("levels", "none"))))
+        levels = tuple(
+            Level(int(g), f"L{g}", int(a), int(b))
+            for g, (a, b) in ((x.split(":")[0], x.split(":")[1].split("/")) for x in items(inp.get("levels", "none")))
+        )
         lines = []
         for spec in items(inp["lines"]):
             ref, qty, base, *fixed = spec.split(":")
             f = dict(x.split("=") for x in fixed)
-            lines.append(cm.LineBase(ref, int(qty), int(base), cm.ProductTerms(
-                level1_amount=int(f["l1"]) if "l1" in f else None, level2_amount=int(f["l2"]) if "l2" in f else None)))
+            lines.append(
+                cm.LineBase(
+                    ref,
+                    int(qty),
+                    int(base),
+                    cm.ProductTerms(
+                        level1_amount=int(f["l1"]) if "l1" in f else None,
+                        level2_amount=int(f["l2"]) if "l2" in f else None,
+                    ),
+                )
+            )
         return _preview_expected(pv.preview_cart(_settings(inp), levels, _facts(inp), lines))
     if kind == "campaign":
-        variants = tuple(gb.Variant(v.split(":")[0], _tiers(v.split(":")[1]), 1)
-                         for v in items(inp.get("variants", "none")))
-        c = gb.Campaign(id="c", list_price=10**6, tiers=_tiers(inp["tiers"]), duration=timedelta(hours=1),
-                        payment_window=timedelta(minutes=5), starts_at=T0, ends_at=T0 + timedelta(days=1),
-                        leader_discount=int(inp.get("leader_discount", 0)), variants=variants,
-                        max_quantity_per_order=int(inp.get("qty", 1)))
-        return _preview_expected(pv.preview_campaign(_settings(inp), (), _facts(inp), campaign=c, product_ref="p",
-                                                     terms=cm.ProductTerms(), quantity=int(inp.get("qty", 1))))
+        variants = tuple(
+            gb.Variant(v.split(":")[0], _tiers(v.split(":")[1]), 1) for v in items(inp.get("variants", "none"))
+        )
+        c = gb.Campaign(
+            id="c",
+            list_price=10**6,
+            tiers=_tiers(inp["tiers"]),
+            duration=timedelta(hours=1),
+            payment_window=timedelta(minutes=5),
+            starts_at=T0,
+            ends_at=T0 + timedelta(days=1),
+            leader_discount=int(inp.get("leader_discount", 0)),
+            variants=variants,
+            max_quantity_per_order=int(inp.get("qty", 1)),
+        )
+        return _preview_expected(
+            pv.preview_campaign(
+                _settings(inp),
+                (),
+                _facts(inp),
+                campaign=c,
+                product_ref="p",
+                terms=cm.ProductTerms(),
+                quantity=int(inp.get("qty", 1)),
+            )
+        )
     if kind == "order_code":
         parents = {u: "buyer" for u in items(inp["downline"]) if u != "-"}
         live = None if inp["live"] == "-" else inp["live"]
@@ -98,9 +130,16 @@ def run(inp: dict[str, str]) -> dict[str, str]:
                 return parents.get(u)
 
         try:
-            d = decide_order_code(DistributionSettings(order_code_overrides=inp["overrides"] == "on"),
-                                  buyer_id="buyer", referrer_id=inp["code"], now=T0, current=current, view=View(),
-                                  referrer_status=DistributorStatus.ACTIVE, user_has_paid_order=False)
+            d = decide_order_code(
+                DistributionSettings(order_code_overrides=inp["overrides"] == "on"),
+                buyer_id="buyer",
+                referrer_id=inp["code"],
+                now=T0,
+                current=current,
+                view=View(),
+                referrer_status=DistributorStatus.ACTIVE,
+                user_has_paid_order=False,
+            )
         except RuleViolation as e:
             return {"outcome": e.code.value}
         return {"outcome": "BOUND" if d.binding else "OVERRIDE" if d.override else "UNCHANGED"}
@@ -119,15 +158,18 @@ def run(inp: dict[str, str]) -> dict[str, str]:
     if kind == "visits":
         bucket, allowed = None, 0
         for s in items(inp["arrivals"]):
-            ok, bucket = take(bucket, T0 + timedelta(seconds=int(s)), per_minute=int(inp["per_minute"]),
-                              burst=int(inp["burst"]))
+            ok, bucket = take(
+                bucket, T0 + timedelta(seconds=int(s)), per_minute=int(inp["per_minute"]), burst=int(inp["burst"])
+            )
             allowed += ok
         return {"allowed": str(allowed)}
     if kind == "bind":
         return run_bind(inp)
     if kind == "downline":
-        orders = [MemberOrder(T0 + timedelta(days=int(d)), int(b), e == "y", f == "y")
-                  for d, b, e, f in (o.split(":") for o in items(inp["orders"]))]
+        orders = [
+            MemberOrder(T0 + timedelta(days=int(d)), int(b), e == "y", f == "y")
+            for d, b, e, f in (o.split(":") for o in items(inp["orders"]))
+        ]
         a, b = (int(x) for x in inp["period"].split("-"))
         paid, base = member_figures(orders, T0 + timedelta(days=a), T0 + timedelta(days=b))
         return {"paid": str(paid), "base": str(base)}
@@ -138,9 +180,11 @@ def run_bind(inp: dict[str, str]) -> dict[str, str]:
     """RF-3 (a) a group link (`decide_binding`, source GROUP_INVITE) or (c) an admin (`decide_admin_binding`)
     binding the user `joiner` to `code`'s distributor, at day 10."""
     now = T0 + timedelta(days=10)
-    settings = DistributionSettings(binding=BindingMode(inp.get("mode", "PERMANENT")),
-                                    binding_days=int(inp["days"]) if "days" in inp else None,
-                                    bind_new_users_only=inp.get("new_only", "off") == "on")
+    settings = DistributionSettings(
+        binding=BindingMode(inp.get("mode", "PERMANENT")),
+        binding_days=int(inp["days"]) if "days" in inp else None,
+        bind_new_users_only=inp.get("new_only", "off") == "on",
+    )
     parents = {u: "joiner" for u in items(inp.get("downline", "-")) if u != "-"}
     live = None if inp.get("live", "-") == "-" else inp["live"]
     current = Binding("joiner", live, T0, BindingSource.INVITE_CODE) if live else None
@@ -154,13 +198,28 @@ def run_bind(inp: dict[str, str]) -> dict[str, str]:
     status = DistributorStatus(inp.get("status", "ACTIVE"))
     try:
         if inp["source"] == "ADMIN":
-            b = decide_admin_binding(settings, user_id="joiner", referrer_id=inp["code"],
-                                     reason=inp.get("reason", "").strip('"'), now=now, current=current, view=View(),
-                                     referrer_status=status)
+            b = decide_admin_binding(
+                settings,
+                user_id="joiner",
+                referrer_id=inp["code"],
+                reason=inp.get("reason", "").strip('"'),
+                now=now,
+                current=current,
+                view=View(),
+                referrer_status=status,
+            )
         else:
-            b = decide_binding(settings, user_id="joiner", referrer_id=inp["code"], now=now, current=current,
-                               view=View(), referrer_status=status, user_has_paid_order=inp.get("paid", "n") == "y",
-                               source=BindingSource(inp["source"]))
+            b = decide_binding(
+                settings,
+                user_id="joiner",
+                referrer_id=inp["code"],
+                now=now,
+                current=current,
+                view=View(),
+                referrer_status=status,
+                user_has_paid_order=inp.get("paid", "n") == "y",
+                source=BindingSource(inp["source"]),
+            )
     except RuleViolation as e:
         return {"outcome": e.code.value}
     if b is None:

@@ -34,8 +34,23 @@ INPUT_KEYS = {
     "group": {"kind", "k", "seats"},
     "hold": {"kind", "line", "freeze_days", "steps"},
     "hash": {"kind", "shop", "fp", "value", "other"},
-    "review": {"kind", "action", "by", "at", "reason", "line", "steps", "rules", "fps", "velocity", "shared",
-               "downline", "seats", "group", "held"},
+    "review": {
+        "kind",
+        "action",
+        "by",
+        "at",
+        "reason",
+        "line",
+        "steps",
+        "rules",
+        "fps",
+        "velocity",
+        "shared",
+        "downline",
+        "seats",
+        "group",
+        "held",
+    },
 }
 STEP = re.compile(r"^(post|flag|complete|release|refund|clear|void)(?:\s+(\d+))?@(\d+)$")
 
@@ -52,8 +67,11 @@ def run_fail(inp):
     b = b.apply(lg.approve_payout(amount, fee=fee))
     failure = lg.fail_payout(amount, fee=fee)
     b = b.apply(failure)
-    return {"fee": str(fee), "entries": ", ".join(f"{p.bucket.value}:{p.amount}" for p in failure),
-            "balances": f"{b.available}/{b.paid}/{b.fees}"}
+    return {
+        "fee": str(fee),
+        "entries": ", ".join(f"{p.bucket.value}:{p.amount}" for p in failure),
+        "balances": f"{b.available}/{b.paid}/{b.fees}",
+    }
 
 
 def run_mask(inp):
@@ -78,8 +96,13 @@ def screen(inp, bens):
     for s in items(inp.get("downline")):
         b, spec = s.split(":")
         downline[b] = fr.DownlineRefunds(*(int(x) for x in spec.split("/")))
-    return fr.screen_order(rules, fr.OrderSignals(buyer_id=inp.get("buyer", "b"), fingerprints=fps,
-                                                  shared_with=shared, velocity=velocity, downline=downline), bens)
+    return fr.screen_order(
+        rules,
+        fr.OrderSignals(
+            buyer_id=inp.get("buyer", "b"), fingerprints=fps, shared_with=shared, velocity=velocity, downline=downline
+        ),
+        bens,
+    )
 
 
 def run_order(inp):
@@ -93,8 +116,9 @@ def run_group(inp):
         order, fp = s.split(":")
         kind, _, value = fp.partition("#")
         seats.setdefault(order, set()).add(fr.Fingerprint(fr.FingerprintKind(kind), value))
-    flag = fr.screen_group(fr.FraudRules(scalper_group=True, scalper_min_seats=int(inp["k"])),
-                           {k: frozenset(v) for k, v in seats.items()})
+    flag = fr.screen_group(
+        fr.FraudRules(scalper_group=True, scalper_min_seats=int(inp["k"])), {k: frozenset(v) for k, v in seats.items()}
+    )
     return {"flag": f"{flag.rule.value}:{flag.evidence['seats']}" if flag else "none"}
 
 
@@ -129,8 +153,12 @@ def play(inp):
 def run_hold(inp):
     line, journal = play(inp)
     b = Balances.from_postings(journal)
-    return {"state": line.state.value, "standing": str(line.standing), "held": "yes" if line.held else "no",
-            "balances": f"{b.pending}/{b.frozen}/{b.available}"}
+    return {
+        "state": line.state.value,
+        "standing": str(line.standing),
+        "held": "yes" if line.held else "no",
+        "balances": f"{b.pending}/{b.frozen}/{b.available}",
+    }
 
 
 def value(text: str) -> str:
@@ -146,12 +174,18 @@ def run_hash(inp):
         h = fr.fingerprint_hash(fr.shop_key(KEY, inp["shop"]), kind, raw)
     except RuleViolation as e:
         return {"refused": f"{e.code.value}:{e.rule}"}
-    out = {"normalised": fr.normalise(kind, raw), "stored": "digest" if len(h) == 64 and set(h) <= set(
-        "0123456789abcdef") and fr.normalise(kind, raw) not in h else h, "hash": h[:12]}
+    out = {
+        "normalised": fr.normalise(kind, raw),
+        "stored": "digest"
+        if len(h) == 64 and set(h) <= set("0123456789abcdef") and fr.normalise(kind, raw) not in h
+        else h,
+        "hash": h[:12],
+    }
     if "other" in inp:
         parts = inp["other"].split(":", 2)
-        shop, okind, oval = (parts[0], kind, parts[1]) if len(parts) == 2 else \
-            (parts[0], fr.FingerprintKind(parts[1]), parts[2])
+        shop, okind, oval = (
+            (parts[0], kind, parts[1]) if len(parts) == 2 else (parts[0], fr.FingerprintKind(parts[1]), parts[2])
+        )
         out["same"] = "yes" if fr.fingerprint_hash(fr.shop_key(KEY, shop), okind, value(oval)) == h else "no"
     return out
 
@@ -172,20 +206,49 @@ def run_review(inp):
         if action != "flag":
             _check_reason(reason, required=action in ("void", "dissolve"))
         if action == "dissolve":
-            seats = tuple(gb.Seat(order_id=o, user_id=f"u{i}", quantity=1, unit_price=int(p),
-                                  role=gb.PriceRole.LEADER if i == 0 else gb.PriceRole.MEMBER, state=gb.SeatState.PAID,
-                                  reserved_at=T0, pay_by=T0, paid_at=T0)
-                          for i, (o, p) in enumerate(s.split(":") for s in items(inp["seats"])))
-            g = gb.Group(id="g", campaign_id="c", tiers=(gb.Tier(len(seats) + 1, seats[0].unit_price),),
-                         leader_user_id="u0", state=gb.GroupState(inp.get("group", "OPEN")), seats=seats,
-                         opened_at=T0, expires_at=T0 + timedelta(days=30))
+            seats = tuple(
+                gb.Seat(
+                    order_id=o,
+                    user_id=f"u{i}",
+                    quantity=1,
+                    unit_price=int(p),
+                    role=gb.PriceRole.LEADER if i == 0 else gb.PriceRole.MEMBER,
+                    state=gb.SeatState.PAID,
+                    reserved_at=T0,
+                    pay_by=T0,
+                    paid_at=T0,
+                )
+                for i, (o, p) in enumerate(s.split(":") for s in items(inp["seats"]))
+            )
+            g = gb.Group(
+                id="g",
+                campaign_id="c",
+                tiers=(gb.Tier(len(seats) + 1, seats[0].unit_price),),
+                leader_user_id="u0",
+                state=gb.GroupState(inp.get("group", "OPEN")),
+                seats=seats,
+                opened_at=T0,
+                expires_at=T0 + timedelta(days=30),
+            )
             d = fr.dissolve_group(g, now=now)
             out["group"] = d.group.state.value
-            out["refunds"] = ", ".join(f"{i.order_id}:{i.amount}" for i in d.instructions
-                                       if isinstance(i, gb.RefundOwed) and i.full and i.rule == "GB-6")
-            out["events"] = _event(EventType.FRAUD_GROUP_DISSOLVED, FraudResolved(
-                flag_id="ff_1", subject="GROUP", line_ids=[], group_id="g", amount=int(inp["held"]), by=by,
-                reason=reason))
+            out["refunds"] = ", ".join(
+                f"{i.order_id}:{i.amount}"
+                for i in d.instructions
+                if isinstance(i, gb.RefundOwed) and i.full and i.rule == "GB-6"
+            )
+            out["events"] = _event(
+                EventType.FRAUD_GROUP_DISSOLVED,
+                FraudResolved(
+                    flag_id="ff_1",
+                    subject="GROUP",
+                    line_ids=[],
+                    group_id="g",
+                    amount=int(inp["held"]),
+                    by=by,
+                    reason=reason,
+                ),
+            )
             out["amount"] = inp["held"]
             return out
         line, journal = play(inp)
@@ -195,10 +258,23 @@ def run_review(inp):
             flags = screen(inp, [line.beneficiary_id]).get(line.beneficiary_id, ())
             if flags:
                 line, ps = fr.hold_line(line), ()
-                events.append(_event(EventType.FRAUD_FLAGGED, FraudFlagged(
-                    flag_id="ff_1", subject="LINE", rules=[f.rule.value for f in flags],
-                    evidence={f.rule.value: dict(f.evidence) for f in flags}, line_id=line.id, group_id=None,
-                    order_id=line.order_id, beneficiary_id=line.beneficiary_id, amount=line.standing, by="system")))
+                events.append(
+                    _event(
+                        EventType.FRAUD_FLAGGED,
+                        FraudFlagged(
+                            flag_id="ff_1",
+                            subject="LINE",
+                            rules=[f.rule.value for f in flags],
+                            evidence={f.rule.value: dict(f.evidence) for f in flags},
+                            line_id=line.id,
+                            group_id=None,
+                            order_id=line.order_id,
+                            beneficiary_id=line.beneficiary_id,
+                            amount=line.standing,
+                            by="system",
+                        ),
+                    )
+                )
                 out["rules"] = ", ".join(f.rule.value for f in flags)
                 out["evidence"] = ", ".join(f"{k} {v}" for f in flags for k, v in f.evidence.items())
             out["by"] = "system"  # a flag is raised by the rules, never by a person
@@ -208,26 +284,60 @@ def run_review(inp):
             line, ps = fr.clear_line(line, now)
             if line.state == cm.CommissionState.AVAILABLE and was != cm.CommissionState.AVAILABLE:
                 events.append(EventType.COMMISSION_AVAILABLE.value)
-            events.append(_event(EventType.FRAUD_CLEARED, FraudResolved(
-                flag_id="ff_1", subject="LINE", line_ids=[line.id], group_id=None, amount=line.standing, by=by,
-                reason=reason)))
+            events.append(
+                _event(
+                    EventType.FRAUD_CLEARED,
+                    FraudResolved(
+                        flag_id="ff_1",
+                        subject="LINE",
+                        line_ids=[line.id],
+                        group_id=None,
+                        amount=line.standing,
+                        by=by,
+                        reason=reason,
+                    ),
+                )
+            )
             amount = line.standing
         else:
             amount = line.standing
             line, ps = fr.void_held_line(line)
             events.append(EventType.COMMISSION_VOIDED.value)
-            events.append(_event(EventType.FRAUD_VOIDED, FraudResolved(
-                flag_id="ff_1", subject="LINE", line_ids=["l"], group_id=None, amount=amount, by=by, reason=reason)))
+            events.append(
+                _event(
+                    EventType.FRAUD_VOIDED,
+                    FraudResolved(
+                        flag_id="ff_1",
+                        subject="LINE",
+                        line_ids=["l"],
+                        group_id=None,
+                        amount=amount,
+                        by=by,
+                        reason=reason,
+                    ),
+                )
+            )
     except RuleViolation as e:
         return {"refused": f"{e.code.value}:{e.rule}"}
-    out.update(events=", ".join(events) or "none", amount=str(amount), state=line.state.value,
-               held="yes" if line.held else "no",
-               entries=", ".join(f"{p.bucket.value}:{p.amount}" for p in ps) or "none")
+    out.update(
+        events=", ".join(events) or "none",
+        amount=str(amount),
+        state=line.state.value,
+        held="yes" if line.held else "no",
+        entries=", ".join(f"{p.bucket.value}:{p.amount}" for p in ps) or "none",
+    )
     return out
 
 
-RUNNERS = {"fail": run_fail, "mask": run_mask, "order": run_order, "group": run_group, "hold": run_hold,
-           "hash": run_hash, "review": run_review}
+RUNNERS = {
+    "fail": run_fail,
+    "mask": run_mask,
+    "order": run_order,
+    "group": run_group,
+    "hold": run_hold,
+    "hash": run_hash,
+    "review": run_review,
+}
 
 
 def test_every_example_is_present():

@@ -20,10 +20,33 @@ HEADER = "| id | scenario | inputs | arithmetic written out | expected |"
 REQUIRED = {f"E{i}" for i in range(1, 18)}
 T0 = datetime(2025, 6, 1, tzinfo=timezone.utc)
 STEP = re.compile(r"^(open|join|pay|leave|advance)\s*([A-Za-z]\w*)?\s*(?:x(\d+))?\s*@(\d+)$")
-INPUT_KEYS = {"tiers", "list", "discount", "fill", "K", "seed", "stock", "group", "steps", "groupseed", "almost",
-              "soon"}
-EXPECTED_KEYS = {"state", "tier", "leader", "final", "refunds", "cancelled", "winners", "stock_left", "closed",
-                 "nudges", "commitment"}
+INPUT_KEYS = {
+    "tiers",
+    "list",
+    "discount",
+    "fill",
+    "K",
+    "seed",
+    "stock",
+    "group",
+    "steps",
+    "groupseed",
+    "almost",
+    "soon",
+}
+EXPECTED_KEYS = {
+    "state",
+    "tier",
+    "leader",
+    "final",
+    "refunds",
+    "cancelled",
+    "winners",
+    "stock_left",
+    "closed",
+    "nudges",
+    "commitment",
+}
 
 
 def rows() -> list[dict[str, str]]:
@@ -54,12 +77,23 @@ def run(row: dict[str, str]) -> None:
     exp = pairs(row["expected"], EXPECTED_KEYS)
     tiers = tuple(Tier(*map(int, t.split(":"))) for t in inp["tiers"].split("/"))
     stock = int(inp["stock"]) if "stock" in inp else None
-    c = Campaign(id="camp", list_price=int(inp.get("list", 10_000)), tiers=tiers, duration=timedelta(minutes=1440),
-                 payment_window=timedelta(minutes=15), starts_at=T0, ends_at=T0 + timedelta(days=7),
-                 leader_discount=int(inp.get("discount", 0)), stock=stock, max_quantity_per_order=5,
-                 fill_at_expiry=int(inp["fill"]) if "fill" in inp else None, lottery_winners=int(inp.get("K", 0)),
-                 lottery_seed=inp.get("seed", ""), almost_full_at=int(inp.get("almost", 0)),
-                 expiring_soon_before=timedelta(minutes=int(inp.get("soon", 0))))
+    c = Campaign(
+        id="camp",
+        list_price=int(inp.get("list", 10_000)),
+        tiers=tiers,
+        duration=timedelta(minutes=1440),
+        payment_window=timedelta(minutes=15),
+        starts_at=T0,
+        ends_at=T0 + timedelta(days=7),
+        leader_discount=int(inp.get("discount", 0)),
+        stock=stock,
+        max_quantity_per_order=5,
+        fill_at_expiry=int(inp["fill"]) if "fill" in inp else None,
+        lottery_winners=int(inp.get("K", 0)),
+        lottery_seed=inp.get("seed", ""),
+        almost_full_at=int(inp.get("almost", 0)),
+        expiring_soon_before=timedelta(minutes=int(inp.get("soon", 0))),
+    )
     gb.validate_campaign(c)
     gid = inp.get("group", "g")
 
@@ -94,11 +128,29 @@ def run(row: dict[str, str]) -> None:
         now = T0 + timedelta(minutes=minute)
         oid = f"o-{user}"
         if verb == "open":
-            d = gb.open_group(c, group_id=gid, order_id=oid, user_id=user, quantity=qty, now=now,
-                              stock_left=stock_left, user_units_held=0, lottery_seed=inp.get("groupseed"))
+            d = gb.open_group(
+                c,
+                group_id=gid,
+                order_id=oid,
+                user_id=user,
+                quantity=qty,
+                now=now,
+                stock_left=stock_left,
+                user_units_held=0,
+                lottery_seed=inp.get("groupseed"),
+            )
         elif verb == "join":
-            d = gb.join_group(c, group, order_id=oid, user_id=user, quantity=qty, now=now, stock_left=stock_left,
-                              user_units_held=0, user_has_paid_order=False)
+            d = gb.join_group(
+                c,
+                group,
+                order_id=oid,
+                user_id=user,
+                quantity=qty,
+                now=now,
+                stock_left=stock_left,
+                user_units_held=0,
+                user_has_paid_order=False,
+            )
         elif verb == "pay":
             d = gb.pay_seat(c, group, order_id=oid, amount=group.seat_for_order(oid).amount, now=now)
         elif verb == "leave":

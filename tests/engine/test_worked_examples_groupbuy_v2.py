@@ -30,21 +30,47 @@ def candidates(text: str) -> list[QuickJoinCandidate]:
     for name, body in GROUP.findall(text):
         parts = body.split(" ", 4)
         tiers = tuple(Tier(*map(int, t.split(":"))) for t in parts[0].split("/"))
-        state = (parts[4].split() if len(parts) > 4 else ["OPEN"])
-        out.append(QuickJoinCandidate(group_id=name, tiers=tiers, state=GroupState(state[0]), held_seats=int(parts[1]),
-                                      expires_at=T0 + int(parts[2]) * M, opened_at=T0 + int(parts[3]) * M,
-                                      user_holds_seat="mine" in state))
+        state = parts[4].split() if len(parts) > 4 else ["OPEN"]
+        out.append(
+            QuickJoinCandidate(
+                group_id=name,
+                tiers=tiers,
+                state=GroupState(state[0]),
+                held_seats=int(parts[1]),
+                expires_at=T0 + int(parts[2]) * M,
+                opened_at=T0 + int(parts[3]) * M,
+                user_holds_seat="mine" in state,
+            )
+        )
     return out
 
 
 def target_group(c: QuickJoinCandidate, campaign: gb.Campaign) -> gb.Group:
     """An OPEN engine group with `held` paid seats (the leader's first) at the candidate's tiers."""
-    seats = tuple(Seat(order_id=f"{c.group_id}-{i}", user_id=f"{c.group_id}-u{i}", quantity=1,
-                       unit_price=c.tiers[0].unit_price, role=PriceRole.LEADER if i == 0 else PriceRole.MEMBER,
-                       state=SeatState.PAID, reserved_at=T0 - M, pay_by=T0 + 14 * M, paid_at=T0 - M)
-                  for i in range(c.held_seats))
-    return gb.Group(id=c.group_id, campaign_id=campaign.id, tiers=c.tiers, leader_user_id=f"{c.group_id}-u0",
-                    state=GroupState.OPEN, seats=seats, opened_at=c.opened_at, expires_at=c.expires_at)
+    seats = tuple(
+        Seat(
+            order_id=f"{c.group_id}-{i}",
+            user_id=f"{c.group_id}-u{i}",
+            quantity=1,
+            unit_price=c.tiers[0].unit_price,
+            role=PriceRole.LEADER if i == 0 else PriceRole.MEMBER,
+            state=SeatState.PAID,
+            reserved_at=T0 - M,
+            pay_by=T0 + 14 * M,
+            paid_at=T0 - M,
+        )
+        for i in range(c.held_seats)
+    )
+    return gb.Group(
+        id=c.group_id,
+        campaign_id=campaign.id,
+        tiers=c.tiers,
+        leader_user_id=f"{c.group_id}-u0",
+        state=GroupState.OPEN,
+        seats=seats,
+        opened_at=c.opened_at,
+        expires_at=c.expires_at,
+    )
 
 
 def run(row: dict[str, str]) -> None:
@@ -55,16 +81,39 @@ def run(row: dict[str, str]) -> None:
         assert list(order) == [g.strip() for g in exp["order"].split(",")]
     if "reseat" in exp:
         price = int(exp["price"])
-        seat = Seat(order_id="late", user_id="buyer", quantity=1, unit_price=price, role=PriceRole.MEMBER,
-                    state=SeatState.RELEASED, reserved_at=T0 - 20 * M, pay_by=T0 - 5 * M)
+        seat = Seat(
+            order_id="late",
+            user_id="buyer",
+            quantity=1,
+            unit_price=price,
+            role=PriceRole.MEMBER,
+            state=SeatState.RELEASED,
+            reserved_at=T0 - 20 * M,
+            pay_by=T0 - 5 * M,
+        )
         got = "refund"
         for gid in order:  # GB-13's order; the first group that can take the buyer at the same price
             c = next(x for x in cands if x.group_id == gid)
-            campaign = gb.Campaign(id="camp", list_price=10_000, tiers=c.tiers, duration=60 * M, payment_window=15 * M,
-                                   starts_at=T0 - 60 * M, ends_at=T0 + 24 * 60 * M)
+            campaign = gb.Campaign(
+                id="camp",
+                list_price=10_000,
+                tiers=c.tiers,
+                duration=60 * M,
+                payment_window=15 * M,
+                starts_at=T0 - 60 * M,
+                ends_at=T0 + 24 * 60 * M,
+            )
             try:
-                d = gb.reseat(campaign, target_group(c, campaign), seat=seat, amount=price, now=T0, stock_left=None,
-                              user_units_held=0, user_has_paid_order=False)
+                d = gb.reseat(
+                    campaign,
+                    target_group(c, campaign),
+                    seat=seat,
+                    amount=price,
+                    now=T0,
+                    stock_left=None,
+                    user_units_held=0,
+                    user_has_paid_order=False,
+                )
             except RuleViolation as e:
                 assert e.code in gb.QUICK_JOIN_RETRY
                 continue

@@ -13,7 +13,7 @@ def table_rows(doc: Path, header: str, columns: tuple[str, ...] = COLUMNS) -> li
     lines = doc.read_text(encoding="utf-8").splitlines()
     assert header in lines, "worked-examples table header missing"
     out = []
-    for line in lines[lines.index(header) + 2:]:
+    for line in lines[lines.index(header) + 2 :]:
         if not line.startswith("|"):
             break
         cells = [c.strip() for c in line.strip().strip("|").split("|")]

@@ -22,8 +22,14 @@ def pay_ref() -> str:
 async def make_campaign(svc, shop_id: str, **kw):
     now = svc.now()
     args = dict(
-        product_ref="sku-1", title="Tea", list_price=10_000, tiers=[(3, 8_000)], duration=timedelta(hours=24),
-        payment_window=timedelta(minutes=15), starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=10),
+        product_ref="sku-1",
+        title="Tea",
+        list_price=10_000,
+        tiers=[(3, 8_000)],
+        duration=timedelta(hours=24),
+        payment_window=timedelta(minutes=15),
+        starts_at=now - timedelta(hours=1),
+        ends_at=now + timedelta(days=10),
     )
     args.update(kw)
     return await campaigns.create_campaign(svc, shop_id=shop_id, **args)
@@ -33,8 +39,9 @@ async def pay(svc, shop_id: str, seat_or_order, amount: int | None = None, ref: 
     order_id = getattr(seat_or_order, "order_id", seat_or_order)
     if amount is None:
         amount = seat_or_order.amount
-    return await orders.confirm_payment(svc, shop_id=shop_id, order_id=order_id, amount=amount,
-                                        provider_ref=ref or pay_ref())
+    return await orders.confirm_payment(
+        svc, shop_id=shop_id, order_id=order_id, amount=amount, provider_ref=ref or pay_ref()
+    )
 
 
 async def assert_ledger_consistent(svc, shop_id: str) -> None:

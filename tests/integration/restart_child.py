@@ -1,10 +1,10 @@
 """Child processes for the restart test (GB-11). Each is killed by the test, never stops by itself.
 
-    work   URL SHOP   commit a shop's history, then start one more join and stop inside its
-                      transaction (writes sent, no commit): prints "IN_TX", waits to be killed.
-    worker URL SHOP   the service's own worker loop (`service.jobs.worker.worker_loop`) with the clock
-                      past every due time of SHOP; with `--hang`, the first transaction that
-                      advances one of SHOP's groups stops before its commit and prints "IN_TX".
+work   URL SHOP   commit a shop's history, then start one more join and stop inside its
+                  transaction (writes sent, no commit): prints "IN_TX", waits to be killed.
+worker URL SHOP   the service's own worker loop (`service.jobs.worker.worker_loop`) with the clock
+                  past every due time of SHOP; with `--hang`, the first transaction that
+                  advances one of SHOP's groups stops before its commit and prints "IN_TX".
 """
 
 import asyncio
@@ -60,19 +60,26 @@ def stop_inside_transactions(shop_id: str) -> None:
 async def work(url: str, shop_id: str) -> None:
     svc = Services(engine=create_engine(url))
     svc.clock.set(T0)
-    await shops.create_shop(svc, shop_id=shop_id, name="restart", currency="CNY",
-                            settings=DistributionSettings(level1_bp=1000, freeze_days=1))
+    await shops.create_shop(
+        svc,
+        shop_id=shop_id,
+        name="restart",
+        currency="CNY",
+        settings=DistributionSettings(level1_bp=1000, freeze_days=1),
+    )
     c = await make_campaign(svc, shop_id, tiers=[(2, 8000), (3, 7000)], stock=10)
     lead = await groups.open_group(svc, shop_id=shop_id, campaign_id=c.campaign_id, user_id="lead")
     await orders.confirm_payment(svc, shop_id=shop_id, order_id=lead.order_id, amount=lead.amount, provider_ref="r1")
     m = await groups.join_group(svc, shop_id=shop_id, group_id=lead.group_id, user_id="m1")
     await orders.confirm_payment(svc, shop_id=shop_id, order_id=m.order_id, amount=m.amount, provider_ref="r2")
     late = await groups.open_group(svc, shop_id=shop_id, campaign_id=c.campaign_id, user_id="late")  # never pays
-    await distribution.set_status(svc, shop_id=shop_id, user_id="d1", status=DistributorStatus.ACTIVE, actor="t",
-                                  reason="t")
+    await distribution.set_status(
+        svc, shop_id=shop_id, user_id="d1", status=DistributorStatus.ACTIVE, actor="t", reason="t"
+    )
     await distribution.bind_referrer(svc, shop_id=shop_id, user_id="b1", referrer_id="d1")
-    o = await orders.report_order(svc, shop_id=shop_id, external_id="plain-1", buyer_id="b1",
-                                  lines=[orders.LineInput("p", 1, 10_000)])
+    o = await orders.report_order(
+        svc, shop_id=shop_id, external_id="plain-1", buyer_id="b1", lines=[orders.LineInput("p", 1, 10_000)]
+    )
     await orders.confirm_payment(svc, shop_id=shop_id, order_id=o.order_id, amount=10_000, provider_ref="r3")
     await orders.complete_order(svc, shop_id=shop_id, order_id=o.order_id)
     print(f"COMMITTED {c.campaign_id} {lead.group_id} {late.group_id} {late.order_id} {o.order_id}", flush=True)

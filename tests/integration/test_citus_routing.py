@@ -48,11 +48,13 @@ def recorded(svc):
 
 async def _scenario(svc, shop_id: str) -> None:
     await shops.update_settings(svc, shop_id=shop_id, payout_fee_bp=100)
-    await distribution.set_status(svc, shop_id=shop_id, user_id="d1", status=DistributorStatus.ACTIVE,
-                                  actor="t", reason="t")
+    await distribution.set_status(
+        svc, shop_id=shop_id, user_id="d1", status=DistributorStatus.ACTIVE, actor="t", reason="t"
+    )
     await distribution.bind_referrer(svc, shop_id=shop_id, user_id="b1", referrer_id="d1")
-    o = await orders.report_order(svc, shop_id=shop_id, external_id="o1", buyer_id="b1",
-                                  lines=[orders.LineInput("p", 1, 10_000)])
+    o = await orders.report_order(
+        svc, shop_id=shop_id, external_id="o1", buyer_id="b1", lines=[orders.LineInput("p", 1, 10_000)]
+    )
     await pay(svc, shop_id, o.order_id, amount=10_000)
     await orders.complete_order(svc, shop_id=shop_id, order_id=o.order_id)
     c = await make_campaign(svc, shop_id, tiers=[(2, 8_000)])
@@ -66,21 +68,26 @@ async def _scenario(svc, shop_id: str) -> None:
     await worker.run_due(svc, shop_id=shop_id)  # g2 fails: refund owed (GB-8), lines voided or released
     await orders.refund_order(svc, shop_id=shop_id, order_id=o.order_id, amount=4_000, provider_ref="rf1")
     p = await payouts.request_payout(svc, shop_id=shop_id, user_id="d1", amount=500)
-    await payouts.decide_payout(svc, shop_id=shop_id, payout_id=p.payout_id, approve=True, actor="fin",
-                                external_ref="bank-1")
+    await payouts.decide_payout(
+        svc, shop_id=shop_id, payout_id=p.payout_id, approve=True, actor="fin", external_ref="bank-1"
+    )
     svc.clock.set(datetime(2026, 3, 1, tzinfo=timezone.utc))
-    await settlements.close_period(svc, shop_id=shop_id, day_from=date(2026, 1, 1), day_to=date(2026, 2, 1),
-                                   actor="fin")
+    await settlements.close_period(
+        svc, shop_id=shop_id, day_from=date(2026, 1, 1), day_to=date(2026, 2, 1), actor="fin"
+    )
     ep = await webhooks.register_endpoint(svc, shop_id=shop_id, url="http://127.0.0.1:9/hook")
-    o2 = await orders.report_order(svc, shop_id=shop_id, external_id="o2", buyer_id="b2",
-                                   lines=[orders.LineInput("p", 1, 1_000)])
+    o2 = await orders.report_order(
+        svc, shop_id=shop_id, external_id="o2", buyer_id="b2", lines=[orders.LineInput("p", 1, 1_000)]
+    )
     await pay(svc, shop_id, o2.order_id, amount=1_000)
     async with httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(200))) as client:
         await webhooks.deliver_due(svc, client=client)
     await webhooks.enable_endpoint(svc, shop_id=shop_id, endpoint_id=ep.endpoint_id)
     await feed.sequence_all(svc)
     evs = await webhooks.events_since_caught_up(svc, shop_id=shop_id)
-    await webhooks.events_since_caught_up(svc, shop_id=shop_id, after=webhooks.event_position(evs[0]), types=["order.paid"])
+    await webhooks.events_since_caught_up(
+        svc, shop_id=shop_id, after=webhooks.event_position(evs[0]), types=["order.paid"]
+    )
     await queries.page_events_caught_up(svc, shop_id=shop_id, types=None, limit=5, after=(1,))
     await queries.page_refunds(svc, shop_id=shop_id, state="OWED", rule=None, limit=10, after=None)
     await queries.page_orders_caught_up(svc, shop_id=shop_id, buyer_id="b1", limit=10, offset=0)
@@ -138,8 +145,13 @@ def _one_node(plan: str, coordinator_port: int) -> bool:
     tasks = _tasks(plan)
     workers = {n for n, _ in tasks if not n.endswith(f":{coordinator_port}")}
     local_ok = all(not SHARD_SCAN.search(p) for n, p in tasks if n.endswith(f":{coordinator_port}"))
-    return (bool(counts) and all(n == 1 for n in counts) and len(workers) == 1 and local_ok
-            and "pull to coordinator" not in plan)  # pulled rows go back to the shard by COPY, with 2PC
+    return (
+        bool(counts)
+        and all(n == 1 for n in counts)
+        and len(workers) == 1
+        and local_ok
+        and "pull to coordinator" not in plan
+    )  # pulled rows go back to the shard by COPY, with 2PC
 
 
 def _router(plan: str) -> bool:
@@ -180,17 +192,25 @@ async def test_every_one_shop_statement_routes_to_one_shard(svc, shop, server_ur
 
 def test_the_plan_checks_tell_one_node_from_several():
     """The two checks above on plans as Citus prints them (so a change of format cannot pass them vacuously)."""
-    one = ("Custom Scan (Citus Adaptive)\n  ->  Distributed Subplan 1_1\n    ->  Custom Scan (Citus Adaptive)\n"
-           "          Task Count: 1\n          ->  Task\n                Node: host=127.0.0.1 port=9701 dbname=x\n"
-           "                ->  Insert on users_102491 citus_table_alias\n  Task Count: 1\n  ->  Task\n"
-           "        Node: host=localhost port=9700 dbname=x\n        ->  Function Scan on read_intermediate_result\n")
+    one = (
+        "Custom Scan (Citus Adaptive)\n  ->  Distributed Subplan 1_1\n    ->  Custom Scan (Citus Adaptive)\n"
+        "          Task Count: 1\n          ->  Task\n                Node: host=127.0.0.1 port=9701 dbname=x\n"
+        "                ->  Insert on users_102491 citus_table_alias\n  Task Count: 1\n  ->  Task\n"
+        "        Node: host=localhost port=9700 dbname=x\n        ->  Function Scan on read_intermediate_result\n"
+    )
     assert _one_node(one, 9700) and not _router(one)
     assert not _one_node(one.replace("port=9701", "port=9702", 1) + one, 9700)  # two workers
-    assert not _one_node(one.replace("Function Scan on read_intermediate_result",
-                                     "Seq Scan on orders_102331 o"), 9700)  # the coordinator reads a shard
+    assert not _one_node(
+        one.replace("Function Scan on read_intermediate_result", "Seq Scan on orders_102331 o"), 9700
+    )  # the coordinator reads a shard
     assert not _one_node(one.replace("Task Count: 1", "Task Count: 32", 1), 9700)
-    assert not _one_node(one.replace("Custom Scan (Citus Adaptive)\n          Task", "Custom Scan (Citus INSERT ... "
-                                     "SELECT)\n INSERT/SELECT method: pull to coordinator\n          Task"), 9700)
+    assert not _one_node(
+        one.replace(
+            "Custom Scan (Citus Adaptive)\n          Task",
+            "Custom Scan (Citus INSERT ... SELECT)\n INSERT/SELECT method: pull to coordinator\n          Task",
+        ),
+        9700,
+    )
     router = "Custom Scan (Citus Adaptive)\n  Task Count: 1\n  ->  Task\n    Node: host=127.0.0.1 port=9702 dbname=x\n"
     assert _router(router) and not _router(router.replace("Task Count: 1", "Task Count: 32"))
 
@@ -198,6 +218,7 @@ def test_the_plan_checks_tell_one_node_from_several():
 async def test_a_one_shop_transaction_commits_on_one_node_without_two_phase_commit(svc, shop):
     """The statements of a use case route to the shop's node, so its COMMIT is a plain one there: no
     prepared transaction is left to recover (Citus records each 2PC in pg_dist_transaction)."""
+
     async def prepared() -> set[str]:  # the maintenance daemon removes recovered ones: compare the sets
         async with svc.engine.connect() as c:
             return set((await c.execute(text("SELECT gid FROM pg_dist_transaction"))).scalars())
@@ -212,13 +233,27 @@ async def test_every_table_is_distributed_by_shop_id_and_colocated(svc):
     from store.models import NOT_SHOP_DATA
 
     async with svc.engine.connect() as c:
-        local = (await c.execute(text(
-            "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = 'public' AND c.relkind = 'r' AND relname <> 'alembic_version' "
-            "AND c.oid NOT IN (SELECT logicalrelid FROM pg_dist_partition)"))).scalars().all()
-        groups_ = (await c.execute(text(
-            "SELECT count(DISTINCT colocationid), count(*), bool_and(column_to_column_name(logicalrelid, partkey) "
-            "= 'shop_id') FROM pg_dist_partition"))).one()
+        local = (
+            (
+                await c.execute(
+                    text(
+                        "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE n.nspname = 'public' AND c.relkind = 'r' AND relname <> 'alembic_version' "
+                        "AND c.oid NOT IN (SELECT logicalrelid FROM pg_dist_partition)"
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+        groups_ = (
+            await c.execute(
+                text(
+                    "SELECT count(DISTINCT colocationid), count(*), bool_and(column_to_column_name(logicalrelid, partkey) "
+                    "= 'shop_id') FROM pg_dist_partition"
+                )
+            )
+        ).one()
     assert set(local) == NOT_SHOP_DATA
     assert groups_[0] == 1 and groups_[1] >= 30 and groups_[2]
     # a shard is named `<table>_<shard id>`: trigger functions take the table's name by stripping that (0019)

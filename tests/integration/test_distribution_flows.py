@@ -20,8 +20,12 @@ async def test_DS2_invite_code_unique_stable_public(svc, shop, monkeypatch):
     keep it), resolvable by code alone, and built from no personal data."""
     sid = shop.shop_id
     users = [f"13800{i:06d}@mail.example" for i in range(25)]  # user ids that look like personal data
-    rows = [await distribution.set_status(svc, shop_id=sid, user_id=u, status=DistributorStatus.ACTIVE, actor="admin",
-                                          reason="t") for u in users]
+    rows = [
+        await distribution.set_status(
+            svc, shop_id=sid, user_id=u, status=DistributorStatus.ACTIVE, actor="admin", reason="t"
+        )
+        for u in users
+    ]
     codes = [r.invite_code for r in rows]
     assert len(set(codes)) == len(codes)
     for u, code in zip(users, codes):
@@ -30,10 +34,12 @@ async def test_DS2_invite_code_unique_stable_public(svc, shop, monkeypatch):
 
     # stable: status changes, re-application and the caller's own view never re-issue the code
     u0 = users[0]
-    await distribution.set_status(svc, shop_id=sid, user_id=u0, status=DistributorStatus.SUSPENDED, actor="admin",
-                                  reason="t")
-    await distribution.set_status(svc, shop_id=sid, user_id=u0, status=DistributorStatus.ACTIVE, actor="admin",
-                                  reason="t")
+    await distribution.set_status(
+        svc, shop_id=sid, user_id=u0, status=DistributorStatus.SUSPENDED, actor="admin", reason="t"
+    )
+    await distribution.set_status(
+        svc, shop_id=sid, user_id=u0, status=DistributorStatus.ACTIVE, actor="admin", reason="t"
+    )
     await distribution.apply(svc, shop_id=sid, user_id=u0)
     assert (await distribution.my_distributor(svc, shop_id=sid, user_id=u0)).invite_code == codes[0]
 
@@ -48,8 +54,9 @@ async def test_DS2_invite_code_unique_stable_public(svc, shop, monkeypatch):
     # unique even when the random draw collides: the insert is refused by the database and redrawn
     draws = iter([codes[1], codes[2], "NEWC2DE234"])
     monkeypatch.setattr(commissions, "new_invite_code", lambda: next(draws))
-    late = await distribution.set_status(svc, shop_id=sid, user_id="late", status=DistributorStatus.ACTIVE,
-                                         actor="admin", reason="t")
+    late = await distribution.set_status(
+        svc, shop_id=sid, user_id="late", status=DistributorStatus.ACTIVE, actor="admin", reason="t"
+    )
     assert late.invite_code == "NEWC2DE234"
     assert (await distribution.resolve_invite(svc, shop_id=sid, code=codes[1])).user_id == users[1]
 
@@ -57,8 +64,9 @@ async def test_DS2_invite_code_unique_stable_public(svc, shop, monkeypatch):
     other = await create_shop(svc, shop_id=f"t-{secrets.token_hex(5)}", name="Other", currency="CNY")
     assert await distribution.resolve_invite(svc, shop_id=other.shop_id, code=codes[3]) is None
     monkeypatch.setattr(commissions, "new_invite_code", lambda: codes[3])
-    twin = await distribution.set_status(svc, shop_id=other.shop_id, user_id="twin", status=DistributorStatus.ACTIVE,
-                                         actor="admin", reason="t")
+    twin = await distribution.set_status(
+        svc, shop_id=other.shop_id, user_id="twin", status=DistributorStatus.ACTIVE, actor="admin", reason="t"
+    )
     assert twin.invite_code == codes[3]
     assert (await distribution.resolve_invite(svc, shop_id=sid, code=codes[3])).user_id == users[3]
 
@@ -68,13 +76,20 @@ async def test_CM1_base_excludes_shipping_and_tax(svc, shop):
     commission — and every refund on the order reduces it (goods first, docs/rules-readings-service.md 2)."""
     sid = shop.shop_id
     for user in ("top", "ref"):
-        await distribution.set_status(svc, shop_id=sid, user_id=user, status=DistributorStatus.ACTIVE, actor="t",
-                                      reason="t")
+        await distribution.set_status(
+            svc, shop_id=sid, user_id=user, status=DistributorStatus.ACTIVE, actor="t", reason="t"
+        )
     await distribution.bind_referrer(svc, shop_id=sid, user_id="ref", referrer_id="top")
     await distribution.bind_referrer(svc, shop_id=sid, user_id="buyer", referrer_id="ref")
-    o = await orders.report_order(svc, shop_id=sid, external_id="cm1", buyer_id="buyer",
-                                  lines=[orders.LineInput("tea", 2, 5000, discount=1000), orders.LineInput("cup", 1, 3000)],
-                                  shipping_amount=800, tax_amount=1200)
+    o = await orders.report_order(
+        svc,
+        shop_id=sid,
+        external_id="cm1",
+        buyer_id="buyer",
+        lines=[orders.LineInput("tea", 2, 5000, discount=1000), orders.LineInput("cup", 1, 3000)],
+        shipping_amount=800,
+        tax_amount=1200,
+    )
     await pay(svc, sid, o.order_id, amount=9000 + 3000 + 800 + 1200)
     # base = 2 × 5000 − 1000 + 3000 = 12000 (not 14000): level 1 10 % = 1200, level 2 5 % = 600
     assert (await distribution.get_distributor(svc, shop_id=sid, user_id="ref")).pending == 1200

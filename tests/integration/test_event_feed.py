@@ -49,8 +49,7 @@ async def test_an_event_that_commits_late_comes_after_every_cursor_already_hande
     later = await _pull(svc, shop.shop_id, cursor)
     assert [e.type for e in later] == ["b.lower_seq"]
     assert later[0].seq < seen[0].seq  # the case a seq cursor would have skipped
-    assert [(e.type, e.position) for e in await _pull(svc, shop.shop_id)] == [("a.higher_seq", 1),
-                                                                               ("b.lower_seq", 2)]
+    assert [(e.type, e.position) for e in await _pull(svc, shop.shop_id)] == [("a.higher_seq", 1), ("b.lower_seq", 2)]
 
 
 async def test_open_transactions_of_another_shop_or_database_do_not_hold_the_feed_back(svc, shop, server_url):
@@ -118,10 +117,18 @@ async def test_the_worker_positions_queued_events_of_every_shop(svc, shop):
             _emit(svc, s, sid, "queued")
     assert await feed.sequence_all(svc) >= 2
     async with svc.sessionmaker() as s:
-        left = (await s.execute(select(func.count()).select_from(EventFeedQueue).where(
-            EventFeedQueue.shop_id.in_([shop.shop_id, other.shop_id])))).scalar()
-        placed = (await s.execute(select(func.count()).select_from(EventFeed).where(
-            EventFeed.shop_id.in_([shop.shop_id, other.shop_id])))).scalar()
+        left = (
+            await s.execute(
+                select(func.count())
+                .select_from(EventFeedQueue)
+                .where(EventFeedQueue.shop_id.in_([shop.shop_id, other.shop_id]))
+            )
+        ).scalar()
+        placed = (
+            await s.execute(
+                select(func.count()).select_from(EventFeed).where(EventFeed.shop_id.in_([shop.shop_id, other.shop_id]))
+            )
+        ).scalar()
     assert (left, placed) == (0, 2)
 
 
@@ -137,8 +144,10 @@ async def test_the_database_refuses_to_change_a_position(svc, shop):
     async with svc.sessionmaker() as s, s.begin():
         _emit(svc, s, shop.shop_id, "placed")
     await feed.sequence(svc, shop_id=shop.shop_id)
-    for stmt in ("UPDATE event_feed SET position = position + 1 WHERE shop_id = :s",
-                 "DELETE FROM event_feed WHERE shop_id = :s"):
+    for stmt in (
+        "UPDATE event_feed SET position = position + 1 WHERE shop_id = :s",
+        "DELETE FROM event_feed WHERE shop_id = :s",
+    ):
         with pytest.raises(Exception, match="append-only"):
             async with svc.sessionmaker() as s, s.begin():
                 await s.execute(text(stmt), {"s": shop.shop_id})

@@ -35,10 +35,12 @@ class Statements:
 
 async def _shop(svc, rules: FraudRules | None = None) -> str:
     sid = f"fr-{secrets.token_hex(4)}"
-    await shops.create_shop(svc, shop_id=sid, name="fr", currency="CNY",
-                            settings=DistributionSettings(level1_bp=1000, freeze_days=1))
-    await distribution.set_status(svc, shop_id=sid, user_id="ref", status=DistributorStatus.ACTIVE, actor="t",
-                                  reason="t")
+    await shops.create_shop(
+        svc, shop_id=sid, name="fr", currency="CNY", settings=DistributionSettings(level1_bp=1000, freeze_days=1)
+    )
+    await distribution.set_status(
+        svc, shop_id=sid, user_id="ref", status=DistributorStatus.ACTIVE, actor="t", reason="t"
+    )
     for b in ("b1", "b2", "b3", "b4"):
         await distribution.bind_referrer(svc, shop_id=sid, user_id=b, referrer_id="ref")
     if rules is not None:
@@ -47,11 +49,13 @@ async def _shop(svc, rules: FraudRules | None = None) -> str:
 
 
 async def _paid(svc, sid: str, ext: str, buyer: str, fps=None) -> tuple[str, int]:
-    o = await orders.report_order(svc, shop_id=sid, external_id=ext, buyer_id=buyer,
-                                  lines=[orders.LineInput("tea", 1, 10_000)])
+    o = await orders.report_order(
+        svc, shop_id=sid, external_id=ext, buyer_id=buyer, lines=[orders.LineInput("tea", 1, 10_000)]
+    )
     with Statements(svc.engine) as n:
-        await orders.confirm_payment(svc, shop_id=sid, order_id=o.order_id, amount=10_000, provider_ref=f"{sid}-{ext}",
-                                     fingerprints=fps)
+        await orders.confirm_payment(
+            svc, shop_id=sid, order_id=o.order_id, amount=10_000, provider_ref=f"{sid}-{ext}", fingerprints=fps
+        )
     return o.order_id, n.n
 
 
@@ -63,8 +67,9 @@ async def test_FR1_fingerprints_add_no_statement_to_confirm_payment_and_rules_ad
     _, with_fps = await _paid(svc, off, "o2", "b2", {"DEVICE": "d-1", "IP": "10.1.1.1", "PAYER": "acct-9"})
     assert with_fps == plain
     async with svc.sessionmaker() as s:
-        kept = (await s.execute(text("SELECT count(*) FROM payment_fingerprints WHERE shop_id = :s"),
-                                {"s": off})).scalar()
+        kept = (
+            await s.execute(text("SELECT count(*) FROM payment_fingerprints WHERE shop_id = :s"), {"s": off})
+        ).scalar()
     assert kept == 3
     on = await _shop(svc, FraudRules(velocity=True, velocity_max_orders=5))
     _, plain_on = await _paid(svc, on, "o1", "b1")
@@ -83,16 +88,24 @@ async def test_FR3_a_held_line_stays_held_through_completion_refunds_and_the_wor
     svc.clock.advance(timedelta(days=3))
     await worker.release_due_lines(svc, shop_id=sid)
     async with svc.sessionmaker() as s:
-        line = (await s.execute(text("SELECT state, standing, held FROM commission_lines WHERE shop_id = :s "
-                                     "AND order_id = :o"), {"s": sid, "o": oid})).one()
+        line = (
+            await s.execute(
+                text("SELECT state, standing, held FROM commission_lines WHERE shop_id = :s AND order_id = :o"),
+                {"s": sid, "o": oid},
+            )
+        ).one()
     assert tuple(line) == ("FROZEN", 750, True)
     assert await fraud_reads.held_amount(svc, shop_id=sid, user_id="ref") == 750
     [flag] = await fraud_reads.review_queue(svc, shop_id=sid)
     assert flag.held == 750 and flag.amount == 1000
     await fraud.clear_flag(svc, shop_id=sid, flag_id=flag.flag_id, actor="boss")
     async with svc.sessionmaker() as s:
-        line = (await s.execute(text("SELECT state, standing, held FROM commission_lines WHERE shop_id = :s "
-                                     "AND order_id = :o"), {"s": sid, "o": oid})).one()
+        line = (
+            await s.execute(
+                text("SELECT state, standing, held FROM commission_lines WHERE shop_id = :s AND order_id = :o"),
+                {"s": sid, "o": oid},
+            )
+        ).one()
     assert tuple(line) == ("AVAILABLE", 750, False)
     await assert_ledger_consistent(svc, sid)
 
@@ -104,30 +117,63 @@ async def test_FR2c_FR3_a_flagged_groups_leader_reward_is_held_at_forming_and_cl
 
     sid = await _shop(svc, FraudRules(scalper_group=True, scalper_min_seats=2))
     now = svc.now()
-    c = await campaigns.create_campaign(svc, shop_id=sid, product_ref="tea", title="Tea", list_price=1000,
-                                        tiers=[(3, 900)], duration=timedelta(days=1),
-                                        payment_window=timedelta(hours=1), starts_at=now - timedelta(hours=1),
-                                        ends_at=now + timedelta(days=3), leader_commission_bp=1000)
+    c = await campaigns.create_campaign(
+        svc,
+        shop_id=sid,
+        product_ref="tea",
+        title="Tea",
+        list_price=1000,
+        tiers=[(3, 900)],
+        duration=timedelta(days=1),
+        payment_window=timedelta(hours=1),
+        starts_at=now - timedelta(hours=1),
+        ends_at=now + timedelta(days=3),
+        leader_commission_bp=1000,
+    )
     lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="b1")
-    await orders.confirm_payment(svc, shop_id=sid, order_id=lead.order_id, amount=lead.amount, provider_ref=f"{sid}-l",
-                                 fingerprints={"DEVICE": "phone"})
+    await orders.confirm_payment(
+        svc,
+        shop_id=sid,
+        order_id=lead.order_id,
+        amount=lead.amount,
+        provider_ref=f"{sid}-l",
+        fingerprints={"DEVICE": "phone"},
+    )
     for i, (u, device) in enumerate((("b2", "phone"), ("b3", "other"))):
         seat = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id=u)
-        await orders.confirm_payment(svc, shop_id=sid, order_id=seat.order_id, amount=seat.amount,
-                                     provider_ref=f"{sid}-{i}", fingerprints={"DEVICE": device})
+        await orders.confirm_payment(
+            svc,
+            shop_id=sid,
+            order_id=seat.order_id,
+            amount=seat.amount,
+            provider_ref=f"{sid}-{i}",
+            fingerprints={"DEVICE": device},
+        )
     async with svc.sessionmaker() as s:
-        lines = (await s.execute(text("SELECT beneficiary_id, level, standing, held FROM commission_lines "
-                                      "WHERE shop_id = :s ORDER BY level, beneficiary_id"), {"s": sid})).all()
+        lines = (
+            await s.execute(
+                text(
+                    "SELECT beneficiary_id, level, standing, held FROM commission_lines "
+                    "WHERE shop_id = :s ORDER BY level, beneficiary_id"
+                ),
+                {"s": sid},
+            )
+        ).all()
         state = (await s.execute(text("SELECT state FROM groups WHERE shop_id = :s"), {"s": sid})).scalar()
     assert state == "FORMED"
-    assert [tuple(r) for r in lines] == [("b1", 0, 180, True), ("ref", 1, 90, True), ("ref", 1, 90, True),
-                                        ("ref", 1, 90, True)]
+    assert [tuple(r) for r in lines] == [
+        ("b1", 0, 180, True),
+        ("ref", 1, 90, True),
+        ("ref", 1, 90, True),
+        ("ref", 1, 90, True),
+    ]
     [flag] = await fraud_reads.review_queue(svc, shop_id=sid)
     assert flag.subject == "GROUP" and flag.held == 450
     await fraud.clear_flag(svc, shop_id=sid, flag_id=flag.flag_id, actor="boss", reason="family")
     async with svc.sessionmaker() as s:
-        held = (await s.execute(text("SELECT count(*) FROM commission_lines WHERE shop_id = :s AND held"),
-                                {"s": sid})).scalar()
+        held = (
+            await s.execute(text("SELECT count(*) FROM commission_lines WHERE shop_id = :s AND held"), {"s": sid})
+        ).scalar()
     assert held == 0
     await assert_ledger_consistent(svc, sid)
 
@@ -139,23 +185,55 @@ async def test_FR3_after_a_group_flag_is_voided_the_groups_later_commission_is_v
 
     sid = await _shop(svc, FraudRules(scalper_group=True, scalper_min_seats=2))
     now = svc.now()
-    c = await campaigns.create_campaign(svc, shop_id=sid, product_ref="tea", title="Tea", list_price=1000,
-                                        tiers=[(3, 900)], duration=timedelta(days=1),
-                                        payment_window=timedelta(hours=1), starts_at=now - timedelta(hours=1),
-                                        ends_at=now + timedelta(days=3), leader_commission_bp=1000)
+    c = await campaigns.create_campaign(
+        svc,
+        shop_id=sid,
+        product_ref="tea",
+        title="Tea",
+        list_price=1000,
+        tiers=[(3, 900)],
+        duration=timedelta(days=1),
+        payment_window=timedelta(hours=1),
+        starts_at=now - timedelta(hours=1),
+        ends_at=now + timedelta(days=3),
+        leader_commission_bp=1000,
+    )
     lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="b1")
-    await orders.confirm_payment(svc, shop_id=sid, order_id=lead.order_id, amount=lead.amount, provider_ref=f"{sid}-l",
-                                 fingerprints={"DEVICE": "phone"})
+    await orders.confirm_payment(
+        svc,
+        shop_id=sid,
+        order_id=lead.order_id,
+        amount=lead.amount,
+        provider_ref=f"{sid}-l",
+        fingerprints={"DEVICE": "phone"},
+    )
     seat = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="b2")
-    await orders.confirm_payment(svc, shop_id=sid, order_id=seat.order_id, amount=seat.amount, provider_ref=f"{sid}-2",
-                                 fingerprints={"DEVICE": "phone"})
+    await orders.confirm_payment(
+        svc,
+        shop_id=sid,
+        order_id=seat.order_id,
+        amount=seat.amount,
+        provider_ref=f"{sid}-2",
+        fingerprints={"DEVICE": "phone"},
+    )
     [flag] = await fraud_reads.review_queue(svc, shop_id=sid)
     await fraud.void_flag(svc, shop_id=sid, flag_id=flag.flag_id, actor="boss", reason="scalpers")
     seat = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="b3")
     await orders.confirm_payment(svc, shop_id=sid, order_id=seat.order_id, amount=seat.amount, provider_ref=f"{sid}-3")
     async with svc.sessionmaker() as s:
-        lines = (await s.execute(text("SELECT level, original, standing, state FROM commission_lines "
-                                      "WHERE shop_id = :s ORDER BY level, created_at"), {"s": sid})).all()
-    assert [tuple(r) for r in lines] == [(0, 180, 0, "VOID"), (1, 90, 0, "VOID"), (1, 90, 0, "VOID"),
-                                        (1, 90, 0, "VOID")]
+        lines = (
+            await s.execute(
+                text(
+                    "SELECT level, original, standing, state FROM commission_lines "
+                    "WHERE shop_id = :s ORDER BY level, created_at"
+                ),
+                {"s": sid},
+            )
+        ).all()
+    assert [tuple(r) for r in lines] == [
+        (0, 180, 0, "VOID"),
+        (1, 90, 0, "VOID"),
+        (1, 90, 0, "VOID"),
+        (1, 90, 0, "VOID"),
+    ]
     await assert_ledger_consistent(svc, sid)

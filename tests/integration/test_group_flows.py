@@ -83,8 +83,9 @@ async def test_join_errors_are_clear_codes_ER1(svc, shop):
 
 async def test_group_commission_pending_until_formed_then_frozen_available_CM6(svc, shop):
     """CM-6 through a group: PENDING at payment, releasable at forming, FROZEN at completion, AVAILABLE later."""
-    await distribution.set_status(svc, shop_id=shop.shop_id, user_id="ref", status=DistributorStatus.ACTIVE,
-                                  actor="t", reason="t")
+    await distribution.set_status(
+        svc, shop_id=shop.shop_id, user_id="ref", status=DistributorStatus.ACTIVE, actor="t", reason="t"
+    )
     await distribution.bind_referrer(svc, shop_id=shop.shop_id, user_id="m1", referrer_id="ref")
     c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)])
     leader = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="lead")
@@ -109,11 +110,18 @@ async def test_group_commission_pending_until_formed_then_frozen_available_CM6(s
 
 async def test_balance_read_releases_due_commission_without_worker_CM6_GB11(svc, shop):
     """CM-6/GB-11: a balance read never shows a line as frozen after its available_at."""
-    await distribution.set_status(svc, shop_id=shop.shop_id, user_id="ref", status=DistributorStatus.ACTIVE,
-                                  actor="t", reason="t")
+    await distribution.set_status(
+        svc, shop_id=shop.shop_id, user_id="ref", status=DistributorStatus.ACTIVE, actor="t", reason="t"
+    )
     await distribution.bind_referrer(svc, shop_id=shop.shop_id, user_id="buyer", referrer_id="ref")
-    o = await orders.report_order(svc, shop_id=shop.shop_id, external_id="e1", buyer_id="buyer",
-                                  lines=[orders.LineInput("p", 2, 5000, discount=1000)], shipping_amount=700)
+    o = await orders.report_order(
+        svc,
+        shop_id=shop.shop_id,
+        external_id="e1",
+        buyer_id="buyer",
+        lines=[orders.LineInput("p", 2, 5000, discount=1000)],
+        shipping_amount=700,
+    )
     await pay(svc, shop.shop_id, o.order_id, amount=9700)
     await orders.complete_order(svc, shop_id=shop.shop_id, order_id=o.order_id)
     svc.clock.advance(timedelta(days=7))
@@ -186,8 +194,9 @@ async def test_GB2_R34_new_members_only_a_fully_refunded_order_is_not_a_paid_ord
     (as RP-3 counts); a partly refunded order still counts."""
     sid = shop.shop_id
     for buyer, refund in (("full", 5000), ("part", 4999)):
-        o = await orders.report_order(svc, shop_id=sid, external_id=f"prior-{buyer}", buyer_id=buyer,
-                                      lines=[orders.LineInput("p", 1, 5000)])
+        o = await orders.report_order(
+            svc, shop_id=sid, external_id=f"prior-{buyer}", buyer_id=buyer, lines=[orders.LineInput("p", 1, 5000)]
+        )
         await pay(svc, sid, o.order_id, amount=5000)
         await orders.refund_order(svc, shop_id=sid, order_id=o.order_id, amount=refund, provider_ref=f"rf-{buyer}")
     c = await make_campaign(svc, sid, tiers=[(3, 8000)], new_members_only=True)

@@ -57,8 +57,15 @@ async def _events(svc, sid, *types):
     from sqlalchemy import text
 
     async with svc.sessionmaker() as s:
-        rows = (await s.execute(text("SELECT type, occurred_at, payload FROM events WHERE shop_id = :s "
-                                     "AND type = ANY(:t) ORDER BY occurred_at"), {"s": sid, "t": list(types)})).all()
+        rows = (
+            await s.execute(
+                text(
+                    "SELECT type, occurred_at, payload FROM events WHERE shop_id = :s "
+                    "AND type = ANY(:t) ORDER BY occurred_at"
+                ),
+                {"s": sid, "t": list(types)},
+            )
+        ).all()
     return rows
 
 
@@ -66,8 +73,14 @@ async def test_GB15_nudges_once_each_on_time_by_the_worker_without_reads(svc, sh
     """GB-15: `almost_full` with the payment that leaves `almost_full_at` seats missing; `expiring_soon` by the
     worker exactly `expiring_soon_before` ahead of expires_at (due_at says when), nobody reading; each once."""
     sid = shop.shop_id
-    c = await make_campaign(svc, sid, tiers=[(4, 8_000)], duration=timedelta(hours=1), almost_full_at=2,
-                            expiring_soon_before=timedelta(minutes=10))
+    c = await make_campaign(
+        svc,
+        sid,
+        tiers=[(4, 8_000)],
+        duration=timedelta(hours=1),
+        almost_full_at=2,
+        expiring_soon_before=timedelta(minutes=10),
+    )
     lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="ann")
     await pay(svc, sid, lead)
     opened = svc.now()
@@ -110,19 +123,19 @@ async def test_GB13_quick_join_order_retry_and_open_if_none(svc, shop):
 
     sid = shop.shop_id
     c = await make_campaign(svc, sid, tiers=[(3, 8_000), (5, 7_000)])
-    far = await _open_with(svc, sid, c.campaign_id, "far", 0)             # 1 held: 2 to tier 3
+    far = await _open_with(svc, sid, c.campaign_id, "far", 0)  # 1 held: 2 to tier 3
     svc.clock.advance(timedelta(minutes=1))
-    near = await _open_with(svc, sid, c.campaign_id, "near", 1)           # 2 held: 1 to tier 3
+    near = await _open_with(svc, sid, c.campaign_id, "near", 1)  # 2 held: 1 to tier 3
     svc.clock.advance(timedelta(minutes=1))
-    near_later = await _open_with(svc, sid, c.campaign_id, "late", 1)     # 2 held, expires later
+    near_later = await _open_with(svc, sid, c.campaign_id, "late", 1)  # 2 held, expires later
     r = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="q1")
-    assert (r.group_id, r.opened) == (near, False)                        # 3 held: now 2 to tier 5
+    assert (r.group_id, r.opened) == (near, False)  # 3 held: now 2 to tier 5
     r = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="q2")
-    assert r.group_id == near_later                                        # 1 missing, expires after `near`
+    assert r.group_id == near_later  # 1 missing, expires after `near`
     r = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="q3")
-    assert r.group_id == far                                               # all 2 missing: earliest expiry
+    assert r.group_id == far  # all 2 missing: earliest expiry
     r = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="q4")
-    assert r.group_id == far                                               # 1 missing to tier 3
+    assert r.group_id == far  # 1 missing to tier 3
     r = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="q4")
     assert r.group_id == near  # all 2 missing; q4 already sits in `far` (earliest): the next one
     # fill everything, then none is left
@@ -138,10 +151,12 @@ async def test_GB13_quick_join_order_retry_and_open_if_none(svc, shop):
     assert o.opened and o.group_id not in (far, near, near_later)
     row = await raw_row(svc, GroupRow, sid, o.group_id)
     assert row.state == "PENDING" and row.leader_user_id == "opener"
-    again = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="opener2",
-                                    open_if_none=True, idempotency_key="k1")
-    replay = await groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="opener2",
-                                     open_if_none=True, idempotency_key="k1")
+    again = await groups.quick_join(
+        svc, shop_id=sid, campaign_id=c.campaign_id, user_id="opener2", open_if_none=True, idempotency_key="k1"
+    )
+    replay = await groups.quick_join(
+        svc, shop_id=sid, campaign_id=c.campaign_id, user_id="opener2", open_if_none=True, idempotency_key="k1"
+    )
     assert (replay.group_id, replay.order_id) == (again.group_id, again.order_id)  # GB-10: one seat
 
 
@@ -158,16 +173,31 @@ async def test_GB13_concurrent_quick_joins_of_60_users_never_oversell_and_fill_b
     existing = [await _open_with(svc, sid, c.campaign_id, f"g{i}", n, n // 2) for i, n in enumerate((3, 0, 2, 1))]
     free = 4 * 5 - (4 + 1 + 3 + 2)  # 10 seats
     users = [f"u{i:02d}" for i in range(60)]
-    results = await asyncio.gather(*(groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id=u,
-                                                       open_if_none=True) for u in users))
+    results = await asyncio.gather(
+        *(groups.quick_join(svc, shop_id=sid, campaign_id=c.campaign_id, user_id=u, open_if_none=True) for u in users)
+    )
     assert len({r.order_id for r in results}) == 60
     async with svc.sessionmaker() as s:
-        held = dict((await s.execute(text(
-            "SELECT group_id, count(*) FROM seats WHERE shop_id = :s AND state IN ('RESERVED', 'PAID') "
-            "GROUP BY group_id"), {"s": sid})).all())
-        per_user = (await s.execute(text(
-            "SELECT user_id, count(*) FROM seats WHERE shop_id = :s AND state IN ('RESERVED', 'PAID') "
-            "AND user_id LIKE 'u%' GROUP BY user_id"), {"s": sid})).all()
+        held = dict(
+            (
+                await s.execute(
+                    text(
+                        "SELECT group_id, count(*) FROM seats WHERE shop_id = :s AND state IN ('RESERVED', 'PAID') "
+                        "GROUP BY group_id"
+                    ),
+                    {"s": sid},
+                )
+            ).all()
+        )
+        per_user = (
+            await s.execute(
+                text(
+                    "SELECT user_id, count(*) FROM seats WHERE shop_id = :s AND state IN ('RESERVED', 'PAID') "
+                    "AND user_id LIKE 'u%' GROUP BY user_id"
+                ),
+                {"s": sid},
+            )
+        ).all()
     assert all(n <= 5 for n in held.values()), held  # never oversold (GB-2)
     assert all(held[g] == 5 for g in existing), held  # the open groups filled first (GB-13)
     assert sorted(u for u, n in per_user if n == 1) == users  # one seat each
@@ -251,24 +281,25 @@ async def test_GB13_quick_join_picks_exactly_the_group_the_rule_names_and_retrie
 
     sid = shop.shop_id
     t0 = svc.now()
-    c = await make_campaign(svc, sid, tiers=[(3, 8_000), (5, 7_000)], duration=timedelta(hours=10),
-                            ends_at=t0 + timedelta(hours=12))
+    c = await make_campaign(
+        svc, sid, tiers=[(3, 8_000), (5, 7_000)], duration=timedelta(hours=10), ends_at=t0 + timedelta(hours=12)
+    )
     cid = c.campaign_id
     four_lead = await groups.open_group(svc, shop_id=sid, campaign_id=cid, user_id="four")  # opened first...
-    far = await _open_with(svc, sid, cid, "far", 0)               # 1 held: 2 to tier 3; expires t0+10h
+    far = await _open_with(svc, sid, cid, "far", 0)  # 1 held: 2 to tier 3; expires t0+10h
     svc.clock.advance(timedelta(minutes=1))
-    mid = await _open_with(svc, sid, cid, "mid", 1, 1)            # 2 held: 1 missing; t0+10h01
+    mid = await _open_with(svc, sid, cid, "mid", 1, 1)  # 2 held: 1 missing; t0+10h01
     svc.clock.advance(timedelta(minutes=4))
-    await pay(svc, sid, four_lead)                                # ...but paid (opened, GB-1) later: t0+10h05
+    await pay(svc, sid, four_lead)  # ...but paid (opened, GB-1) later: t0+10h05
     four = four_lead.group_id
-    for i in range(3):                                            # 4 held: 1 missing to tier 5
+    for i in range(3):  # 4 held: 1 missing to tier 5
         await pay(svc, sid, await groups.join_group(svc, shop_id=sid, group_id=four, user_id=f"four-m{i}"))
     svc.clock.advance(timedelta(minutes=15))
-    full = await _open_with(svc, sid, cid, "full", 4, 4)          # 5 held: full (capacity 5)
+    full = await _open_with(svc, sid, cid, "full", 4, 4)  # 5 held: full (capacity 5)
     svc.clock.set(t0 + timedelta(hours=3))
-    cap_a = await _open_with(svc, sid, cid, "capa", 1, 1)         # 2 held: 1 missing; capped at t0+12h
+    cap_a = await _open_with(svc, sid, cid, "capa", 1, 1)  # 2 held: 1 missing; capped at t0+12h
     svc.clock.advance(timedelta(minutes=5))
-    cap_b = await _open_with(svc, sid, cid, "capb", 1, 1)         # the same, opened 5 minutes later
+    cap_b = await _open_with(svc, sid, cid, "capb", 1, 1)  # the same, opened 5 minutes later
     svc.clock.advance(timedelta(minutes=5))
     expiry = {g: (await raw_row(svc, GroupRow, sid, g)).expires_at for g in (far, mid, four, cap_a, cap_b)}
     assert expiry[cap_a] == expiry[cap_b] == t0 + timedelta(hours=12) > expiry[four] > expiry[mid] > expiry[far]
@@ -291,14 +322,22 @@ async def test_GB13_quick_join_picks_exactly_the_group_the_rule_names_and_retrie
     monkeypatch.setattr(groups, "_join_in", original)
 
     # now mid and four are full; every later choice is the rule's, one at a time
-    expected = [cap_a, cap_b,       # 1 missing each; same expiry: the earlier opened first
-                far,                # all 2 missing: far expires first
-                far,                # 1 missing to tier 3
-                far, far,           # 2 then 1 missing to tier 5 (still the earliest expiry)
-                cap_a, cap_a,       # far full; cap_a opened before cap_b
-                cap_b, cap_b]
-    got = [(await groups.quick_join(svc, shop_id=sid, campaign_id=cid, user_id=f"q{i + 1}")).group_id
-           for i in range(len(expected))]
+    expected = [
+        cap_a,
+        cap_b,  # 1 missing each; same expiry: the earlier opened first
+        far,  # all 2 missing: far expires first
+        far,  # 1 missing to tier 3
+        far,
+        far,  # 2 then 1 missing to tier 5 (still the earliest expiry)
+        cap_a,
+        cap_a,  # far full; cap_a opened before cap_b
+        cap_b,
+        cap_b,
+    ]
+    got = [
+        (await groups.quick_join(svc, shop_id=sid, campaign_id=cid, user_id=f"q{i + 1}")).group_id
+        for i in range(len(expected))
+    ]
     assert got == expected
     assert full not in got and mid not in got
     try:

@@ -48,8 +48,13 @@ async def test_create_shop_retried_with_one_key_replays_GB10(svc):
     first = await shops.create_shop(svc, shop_id=shop_id, name="A", currency="CNY", idempotency_key="cs-1")
     again = await shops.create_shop(svc, shop_id=shop_id, name="A", currency="CNY", idempotency_key="cs-1")
     assert (again.shop_id, again.public_key, again.jwt_secret) == (first.shop_id, first.public_key, first.jwt_secret)
-    assert await _count(svc, select(func.count()).select_from(DistributionSettingsRow)
-                        .where(DistributionSettingsRow.shop_id == shop_id)) == 1
+    assert (
+        await _count(
+            svc,
+            select(func.count()).select_from(DistributionSettingsRow).where(DistributionSettingsRow.shop_id == shop_id),
+        )
+        == 1
+    )
     with pytest.raises(RuleViolation) as e:
         await shops.create_shop(svc, shop_id=shop_id, name="B", currency="CNY", idempotency_key="cs-1")
     assert e.value.code == ErrorCode.IDEMPOTENCY_CONFLICT
@@ -62,8 +67,12 @@ async def test_create_shop_retried_with_one_key_replays_GB10(svc):
 
 async def test_concurrent_create_shop_with_one_key_creates_it_once_GB10(svc):
     shop_id = f"idem-{secrets.token_hex(4)}"
-    made = await asyncio.gather(*[shops.create_shop(svc, shop_id=shop_id, name="A", currency="CNY",
-                                                    idempotency_key="cs-race") for _ in range(5)])
+    made = await asyncio.gather(
+        *[
+            shops.create_shop(svc, shop_id=shop_id, name="A", currency="CNY", idempotency_key="cs-race")
+            for _ in range(5)
+        ]
+    )
     assert len({s.public_key for s in made}) == 1
     assert await _count(svc, select(func.count()).select_from(Shop).where(Shop.shop_id == shop_id)) == 1
 
@@ -72,17 +81,21 @@ async def test_a_status_change_retried_after_a_later_change_replays_it_DS1_GB10(
     """Which statuses approve/suspend/reinstate start from is decided under the row lock, after the key:
     a retried approval still answers as the first one did, though the distributor was suspended since."""
     sid = shop.shop_id
-    first = await distribution.change_status(svc, shop_id=sid, user_id="gus", change="approve_distributor",
-                                             actor="boss", reason="", idempotency_key="ap-1")
+    first = await distribution.change_status(
+        svc, shop_id=sid, user_id="gus", change="approve_distributor", actor="boss", reason="", idempotency_key="ap-1"
+    )
     assert first.status == "ACTIVE"
-    await distribution.change_status(svc, shop_id=sid, user_id="gus", change="suspend_distributor", actor="boss",
-                                     reason="fraud check")
+    await distribution.change_status(
+        svc, shop_id=sid, user_id="gus", change="suspend_distributor", actor="boss", reason="fraud check"
+    )
     with pytest.raises(RuleViolation) as e:  # approving is not reinstating (DS-1)
-        await distribution.change_status(svc, shop_id=sid, user_id="gus", change="approve_distributor",
-                                         actor="boss", reason="")
+        await distribution.change_status(
+            svc, shop_id=sid, user_id="gus", change="approve_distributor", actor="boss", reason=""
+        )
     assert e.value.code == ErrorCode.INVALID_STATE
-    again = await distribution.change_status(svc, shop_id=sid, user_id="gus", change="approve_distributor",
-                                             actor="boss", reason="", idempotency_key="ap-1")
+    again = await distribution.change_status(
+        svc, shop_id=sid, user_id="gus", change="approve_distributor", actor="boss", reason="", idempotency_key="ap-1"
+    )
     assert again.user_id == "gus" and again.status == "SUSPENDED"  # the first answer's row, as it stands now
     audits = select(func.count()).select_from(DistributorAudit).where(DistributorAudit.shop_id == sid)
     assert await _count(svc, audits) == 2
@@ -90,17 +103,26 @@ async def test_a_status_change_retried_after_a_later_change_replays_it_DS1_GB10(
 
 async def test_concurrent_retries_of_a_level_change_with_one_key_answer_the_first_result_LV4_GB10(svc, shop):
     sid = shop.shop_id
-    await shops.set_levels(svc, shop_id=sid, levels=[Level(0, "Member", 1000, 500),
-                                                     Level(1, "Silver", 1200, 500, upgrade_bonus=700)])
-    await distribution.change_status(svc, shop_id=sid, user_id="gus", change="approve_distributor", actor="boss",
-                                     reason="")
-    made = await asyncio.gather(*[distribution.set_level(svc, shop_id=sid, user_id="gus", grade=1, actor="boss",
-                                                         reason="VIP", idempotency_key="lv-1") for _ in range(5)])
+    await shops.set_levels(
+        svc, shop_id=sid, levels=[Level(0, "Member", 1000, 500), Level(1, "Silver", 1200, 500, upgrade_bonus=700)]
+    )
+    await distribution.change_status(
+        svc, shop_id=sid, user_id="gus", change="approve_distributor", actor="boss", reason=""
+    )
+    made = await asyncio.gather(
+        *[
+            distribution.set_level(
+                svc, shop_id=sid, user_id="gus", grade=1, actor="boss", reason="VIP", idempotency_key="lv-1"
+            )
+            for _ in range(5)
+        ]
+    )
     assert {d.grade for d in made} == {1}
     async with svc.sessionmaker() as s:
         assert (await s.get(Distributor, (sid, "gus"))).available == 700  # LV-4 once
     await assert_ledger_consistent(svc, sid)
     with pytest.raises(RuleViolation) as e:
-        await distribution.set_level(svc, shop_id=sid, user_id="gus", grade=0, actor="boss", reason="VIP",
-                                     idempotency_key="lv-1")
+        await distribution.set_level(
+            svc, shop_id=sid, user_id="gus", grade=0, actor="boss", reason="VIP", idempotency_key="lv-1"
+        )
     assert e.value.code == ErrorCode.IDEMPOTENCY_CONFLICT

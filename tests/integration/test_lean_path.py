@@ -58,8 +58,9 @@ async def test_a_payment_that_takes_the_last_seat_and_forms_the_group_asks_seven
     from service.usecases import distribution
     from engine.distribution import DistributorStatus
 
-    await distribution.set_status(svc, shop_id=shop.shop_id, user_id="ref", status=DistributorStatus.ACTIVE,
-                                  actor="t", reason="t")
+    await distribution.set_status(
+        svc, shop_id=shop.shop_id, user_id="ref", status=DistributorStatus.ACTIVE, actor="t", reason="t"
+    )
     await distribution.bind_referrer(svc, shop_id=shop.shop_id, user_id="m", referrer_id="ref")
     c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)])
     lead = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="L")
@@ -67,8 +68,9 @@ async def test_a_payment_that_takes_the_last_seat_and_forms_the_group_asks_seven
     m = await groups.join_group(svc, shop_id=shop.shop_id, group_id=lead.group_id, user_id="m")
     with recorded_statements(svc) as seen:
         assert (await pay(svc, shop.shop_id, m))["accepted"] is True
-    assert [q.split()[0] for q in seen] == ["SELECT", "INSERT", "SELECT", "WITH", "WITH", "WITH", "UPDATE"], \
-        [q[:60] for q in seen]
+    assert [q.split()[0] for q in seen] == ["SELECT", "INSERT", "SELECT", "WITH", "WITH", "WITH", "UPDATE"], [
+        q[:60] for q in seen
+    ]
     assert "FOR UPDATE OF g" in seen[2] and "FOR UPDATE" in seen[3]
     assert (await raw_row(svc, GroupRow, shop.shop_id, lead.group_id)).state == "FORMED"
     o = await raw_row(svc, Order, shop.shop_id, m.order_id)
@@ -80,15 +82,18 @@ async def test_a_plain_payment_loads_once_and_writes_once_OR2_CM4(svc, shop):
     DS-1 facts, the commission context (PAID_CONTEXT), one write, the claim's outcome; no ORM unit of work."""
     from service.usecases import orders
 
-    o = await orders.report_order(svc, shop_id=shop.shop_id, external_id="e1", buyer_id="b",
-                                  lines=[orders.LineInput("p", 1, 5000)])
+    o = await orders.report_order(
+        svc, shop_id=shop.shop_id, external_id="e1", buyer_id="b", lines=[orders.LineInput("p", 1, 5000)]
+    )
     await pay(svc, shop.shop_id, o.order_id, amount=5000)  # the buyer's first order (DS-1 may admit here)
-    o2 = await orders.report_order(svc, shop_id=shop.shop_id, external_id="e2", buyer_id="b",
-                                   lines=[orders.LineInput("p", 1, 5000)])
+    o2 = await orders.report_order(
+        svc, shop_id=shop.shop_id, external_id="e2", buyer_id="b", lines=[orders.LineInput("p", 1, 5000)]
+    )
     with recorded_statements(svc) as seen:
         assert (await pay(svc, shop.shop_id, o2.order_id, amount=5000))["accepted"] is True
-    assert [q.split()[0] for q in seen] == ["SELECT", "INSERT", "WITH", "WITH", "WITH", "UPDATE"], \
-        [q[:60] for q in seen]
+    assert [q.split()[0] for q in seen] == ["SELECT", "INSERT", "WITH", "WITH", "WITH", "UPDATE"], [
+        q[:60] for q in seen
+    ]
     assert "FOR UPDATE" in seen[2]
     row = await raw_row(svc, Order, shop.shop_id, o2.order_id)
     assert (row.state, row.paid_amount) == ("PAID", 5000)

@@ -88,14 +88,21 @@ async def test_check_constraints_match_models(database_url):
     eng = create_engine(database_url, pool_size=1)
     try:
         async with eng.connect() as c:
-            in_db = set((await c.execute(text(
-                "SELECT rel.relname, con.conname FROM pg_constraint con JOIN pg_class rel ON rel.oid = con.conrelid "
-                "JOIN pg_namespace n ON n.oid = rel.relnamespace WHERE con.contype = 'c' AND n.nspname = 'public'"
-            ))).all())
+            in_db = set(
+                (
+                    await c.execute(
+                        text(
+                            "SELECT rel.relname, con.conname FROM pg_constraint con JOIN pg_class rel ON rel.oid = con.conrelid "
+                            "JOIN pg_namespace n ON n.oid = rel.relnamespace WHERE con.contype = 'c' AND n.nspname = 'public'"
+                        )
+                    )
+                ).all()
+            )
     finally:
         await eng.dispose()
-    in_models = {(t.name, c.name) for t in Base.metadata.sorted_tables for c in t.constraints
-                 if isinstance(c, CheckConstraint)}
+    in_models = {
+        (t.name, c.name) for t in Base.metadata.sorted_tables for c in t.constraints if isinstance(c, CheckConstraint)
+    }
     assert in_db == in_models
     assert ("settlements", "ck_settlements_identity") in in_db
     assert ("settlement_lines", "ck_settlement_lines_identity") in in_db

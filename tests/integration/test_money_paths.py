@@ -14,8 +14,9 @@ from tests.integration.helpers import assert_ledger_consistent
 
 async def seed_available(svc, shop_id: str, user_id: str, amount: int) -> None:
     """A distributor with `amount` available (an upgrade-bonus entry, LV-4), balances = ledger (LG-1)."""
-    await distribution.set_status(svc, shop_id=shop_id, user_id=user_id, status=DistributorStatus.ACTIVE,
-                                  actor="t", reason="t")
+    await distribution.set_status(
+        svc, shop_id=shop_id, user_id=user_id, status=DistributorStatus.ACTIVE, actor="t", reason="t"
+    )
     async with unit_of_work(svc) as s:
         lb = LedgerBatch(shop_id, svc.now())
         lb.add(user_id, [Posting(Bucket.AVAILABLE, amount, EntryKind.UPGRADE_BONUS)], ref_type="test", ref_id="seed")
@@ -32,8 +33,9 @@ async def test_LG2_approval_charges_the_fee_quoted_at_request_not_the_current_ra
     p = await payouts.request_payout(svc, shop_id=sid, user_id="d1", amount=1_000)
     assert p.fee == 6  # floor(1000 × 60 / 10000)
     await update_settings(svc, shop_id=sid, payout_fee_bp=10_000)  # the admin changes the rate
-    done = await payouts.decide_payout(svc, shop_id=sid, payout_id=p.payout_id, approve=True, actor="fin",
-                                       external_ref="bank-1")
+    done = await payouts.decide_payout(
+        svc, shop_id=sid, payout_id=p.payout_id, approve=True, actor="fin", external_ref="bank-1"
+    )
     assert (done.state, done.fee) == ("APPROVED", 6)
     d = await distribution.get_distributor(svc, shop_id=sid, user_id="d1")
     assert (d.available, d.in_payout, d.paid, d.fees) == (9_000, 0, 994, 6)
@@ -47,8 +49,9 @@ async def test_LG2_a_fee_lowered_after_request_is_not_charged_lower_either(svc, 
     await seed_available(svc, sid, "d2", 2_000)
     p = await payouts.request_payout(svc, shop_id=sid, user_id="d2", amount=2_000)
     await update_settings(svc, shop_id=sid, payout_fee_bp=0)
-    done = await payouts.decide_payout(svc, shop_id=sid, payout_id=p.payout_id, approve=True, actor="fin",
-                                       external_ref="bank-2")
+    done = await payouts.decide_payout(
+        svc, shop_id=sid, payout_id=p.payout_id, approve=True, actor="fin", external_ref="bank-2"
+    )
     assert done.fee == 100
     d = await distribution.get_distributor(svc, shop_id=sid, user_id="d2")
     assert (d.paid, d.fees) == (1_900, 100)
@@ -59,8 +62,9 @@ async def _paid_order(svc, sid: str, ext: str, buyer: str = "eve", amount: int =
     from service.usecases import orders
     from tests.integration.helpers import pay
 
-    o = await orders.report_order(svc, shop_id=sid, external_id=ext, buyer_id=buyer,
-                                  lines=[orders.LineInput("tea", 1, amount)])
+    o = await orders.report_order(
+        svc, shop_id=sid, external_id=ext, buyer_id=buyer, lines=[orders.LineInput("tea", 1, amount)]
+    )
     await pay(svc, sid, o.order_id, amount=amount)
     return o
 
@@ -74,12 +78,14 @@ async def test_money_use_cases_load_once_and_write_once_with_no_orm(svc, shop):
 
     sid = shop.shop_id
     await update_settings(svc, shop_id=sid, min_payout=100, payout_fee_bp=60)
-    await distribution.set_status(svc, shop_id=sid, user_id="ref", status=DistributorStatus.ACTIVE, actor="t",
-                                  reason="t")
+    await distribution.set_status(
+        svc, shop_id=sid, user_id="ref", status=DistributorStatus.ACTIVE, actor="t", reason="t"
+    )
     await distribution.bind_referrer(svc, shop_id=sid, user_id="eve", referrer_id="ref")
     with recorded_statements(svc) as seen:
-        o = await orders.report_order(svc, shop_id=sid, external_id="lean-1", buyer_id="eve",
-                                      lines=[orders.LineInput("tea", 1, 10_000)])
+        o = await orders.report_order(
+            svc, shop_id=sid, external_id="lean-1", buyer_id="eve", lines=[orders.LineInput("tea", 1, 10_000)]
+        )
     assert len(seen) == 1, seen
     from tests.integration.helpers import pay
 
@@ -100,8 +106,9 @@ async def test_money_use_cases_load_once_and_write_once_with_no_orm(svc, shop):
         p = await payouts.request_payout(svc, shop_id=sid, user_id="pat", amount=1_000)
     assert len(seen) == 2, seen
     with recorded_statements(svc) as seen:
-        p = await payouts.decide_payout(svc, shop_id=sid, payout_id=p.payout_id, approve=True, actor="fin",
-                                        external_ref="bank-1")
+        p = await payouts.decide_payout(
+            svc, shop_id=sid, payout_id=p.payout_id, approve=True, actor="fin", external_ref="bank-1"
+        )
     assert len(seen) == 2, seen
     assert (p.state, p.fee, p.decided_by) == ("APPROVED", 6, "fin")
 
@@ -111,8 +118,15 @@ async def test_money_use_cases_load_once_and_write_once_with_no_orm(svc, shop):
         from service.usecases.refunds import apply_refund
 
         lb = LedgerBatch(sid, svc.now())
-        owed = await apply_refund(s, lb, order=await find_order(s, sid, order_id=owed_order.order_id, lock=True),
-                                  amount=3_000, rule="GB-6", full=True, now=svc.now())
+        owed = await apply_refund(
+            s,
+            lb,
+            order=await find_order(s, sid, order_id=owed_order.order_id, lock=True),
+            amount=3_000,
+            rule="GB-6",
+            full=True,
+            now=svc.now(),
+        )
         await lb.flush(s)
     with recorded_statements(svc) as seen:
         c = await refunds.confirm_refund(svc, shop_id=sid, refund_id=owed.refund_id, provider_ref="prov-1")

@@ -30,8 +30,9 @@ async def _shop(svc, *, mode: DistributionMode = DistributionMode.APPROVAL, **se
 
 async def _chain(svc, sid, *, buyer_distributor: bool, top_grade: int = 0):
     for u in ("top", "ref") + (("buyer",) if buyer_distributor else ()):
-        await distribution.set_status(svc, shop_id=sid, user_id=u, status=DistributorStatus.ACTIVE, actor="t",
-                                      reason="t")
+        await distribution.set_status(
+            svc, shop_id=sid, user_id=u, status=DistributorStatus.ACTIVE, actor="t", reason="t"
+        )
     await distribution.bind_referrer(svc, shop_id=sid, user_id="ref", referrer_id="top")
     await distribution.bind_referrer(svc, shop_id=sid, user_id="buyer", referrer_id="ref")
     if top_grade:
@@ -41,13 +42,21 @@ async def _chain(svc, sid, *, buyer_distributor: bool, top_grade: int = 0):
 cart_line = st.tuples(st.sampled_from(PRODUCTS), st.integers(1, 4), st.integers(0, 30_000), st.integers(0, 100))
 
 
-@hsettings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
-@given(cart=st.lists(cart_line, min_size=1, max_size=3), l1=st.integers(0, 4000), l2=st.integers(0, 4000),
-       cap=st.integers(0, 6000), self_purchase=st.booleans(), buyer_distributor=st.booleans(),
-       with_levels=st.booleans())
-async def test_CM7_preview_equals_what_the_payment_posts(svc, cart, l1, l2, cap, self_purchase, buyer_distributor,
-                                                         with_levels):
+@hsettings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    cart=st.lists(cart_line, min_size=1, max_size=3),
+    l1=st.integers(0, 4000),
+    l2=st.integers(0, 4000),
+    cap=st.integers(0, 6000),
+    self_purchase=st.booleans(),
+    buyer_distributor=st.booleans(),
+    with_levels=st.booleans(),
+)
+async def test_CM7_preview_equals_what_the_payment_posts(
+    svc, cart, l1, l2, cap, self_purchase, buyer_distributor, with_levels
+):
     """CM-7: preview the signed-in buyer's cart, then report and pay it: every beneficiary's preview is the
     line the payment posted (levels, product overrides, cap, self-purchase), and the preview wrote nothing."""
     sid = await _shop(svc, level1_bp=l1, level2_bp=l2, max_total_bp=cap, self_purchase=self_purchase)
@@ -61,8 +70,13 @@ async def test_CM7_preview_equals_what_the_payment_posts(svc, cart, l1, l2, cap,
     async with svc.sessionmaker() as s:
         assert (await s.execute(text("SELECT count(*) FROM events WHERE shop_id = :s"), {"s": sid})).scalar() == before
     ext = f"o-{secrets.token_hex(3)}"
-    o = await orders.report_order(svc, shop_id=sid, external_id=ext, buyer_id="buyer", lines=[
-        orders.LineInput(ln.product_ref, ln.quantity, ln.unit_price, ln.discount) for ln in lines])
+    o = await orders.report_order(
+        svc,
+        shop_id=sid,
+        external_id=ext,
+        buyer_id="buyer",
+        lines=[orders.LineInput(ln.product_ref, ln.quantity, ln.unit_price, ln.discount) for ln in lines],
+    )
     if o.goods_amount > 0:
         await pay(svc, sid, o.order_id, o.goods_amount)
         posted = await lines_of(svc, sid, o.order_id)
@@ -78,15 +92,18 @@ async def test_CM7_sharing_preview_for_a_new_buyer_everyone_mode_self_purchase(s
     to D and pays gets exactly that."""
     sid = await _shop(svc, mode=DistributionMode.EVERYONE, self_purchase=True, level1_bp=1000, level2_bp=500)
     d = await distribution.my_distributor(svc, shop_id=sid, user_id="dee")
-    got = await preview.commission_preview(svc, shop_id=sid, buyer_id=None, bound_to="dee",
-                                           lines=[preview.CartLine("plain", 2, 5000)])
+    got = await preview.commission_preview(
+        svc, shop_id=sid, buyer_id=None, bound_to="dee", lines=[preview.CartLine("plain", 2, 5000)]
+    )
     assert [(s.level, s.beneficiary_id, s.least) for s in got.shares] == [(1, "", 1000), (2, "dee", 500)]
-    by_code = await preview.commission_preview(svc, shop_id=sid, buyer_id=None, invite_code=d.invite_code.lower(),
-                                               lines=[preview.CartLine("plain", 2, 5000)])
+    by_code = await preview.commission_preview(
+        svc, shop_id=sid, buyer_id=None, invite_code=d.invite_code.lower(), lines=[preview.CartLine("plain", 2, 5000)]
+    )
     assert by_code == got
     await distribution.bind_referrer(svc, shop_id=sid, user_id="newbie", invite_code=d.invite_code)
-    o = await orders.report_order(svc, shop_id=sid, external_id="n1", buyer_id="newbie",
-                                  lines=[orders.LineInput("plain", 2, 5000)])
+    o = await orders.report_order(
+        svc, shop_id=sid, external_id="n1", buyer_id="newbie", lines=[orders.LineInput("plain", 2, 5000)]
+    )
     await pay(svc, sid, o.order_id, 10_000)
     assert await lines_of(svc, sid, o.order_id) == {"newbie": 1000, "dee": 500}
 
@@ -97,8 +114,9 @@ async def test_CM7_campaign_preview_bounds_the_group_that_forms(svc):
     group that forms at 3 ends at 800, within the bounds."""
     sid = await _shop(svc, level1_bp=1000, level2_bp=0)
     await _chain(svc, sid, buyer_distributor=False)
-    c = await make_campaign(svc, sid, product_ref="plain", list_price=10_000, tiers=[(2, 10_000), (3, 8000)],
-                            leader_discount=1000)
+    c = await make_campaign(
+        svc, sid, product_ref="plain", list_price=10_000, tiers=[(2, 10_000), (3, 8000)], leader_discount=1000
+    )
     got = await preview.commission_preview(svc, shop_id=sid, buyer_id="buyer", campaign_id=c.campaign_id)
     assert [(s.level, s.beneficiary_id, s.least, s.most) for s in got.shares] == [(1, "ref", 700, 1000)]
     lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="ann")
@@ -107,9 +125,12 @@ async def test_CM7_campaign_preview_bounds_the_group_that_forms(svc):
     for seat in seats:
         await pay(svc, sid, seat)
     async with svc.sessionmaker() as s:
-        standing = (await s.execute(text(
-            "SELECT standing FROM commission_lines WHERE shop_id = :s AND order_id = :o"),
-            {"s": sid, "o": seats[0].order_id})).scalar_one()
+        standing = (
+            await s.execute(
+                text("SELECT standing FROM commission_lines WHERE shop_id = :s AND order_id = :o"),
+                {"s": sid, "o": seats[0].order_id},
+            )
+        ).scalar_one()
     assert standing == 800 and 700 <= standing <= 1000
 
 

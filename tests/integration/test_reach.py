@@ -21,16 +21,20 @@ async def _world(svc, sid):
     refunded in full), b2 pays 5000, c1 pays 2000; a stranger pays 7000 unattributed."""
     codes = {}
     for u in ("top", "ref", "b1"):
-        codes[u] = (await distribution.set_status(svc, shop_id=sid, user_id=u, status=DistributorStatus.ACTIVE,
-                                                  actor="t", reason="t")).invite_code
+        codes[u] = (
+            await distribution.set_status(
+                svc, shop_id=sid, user_id=u, status=DistributorStatus.ACTIVE, actor="t", reason="t"
+            )
+        ).invite_code
     await distribution.bind_referrer(svc, shop_id=sid, user_id="ref", referrer_id="top")
     for u, r in (("b1", "ref"), ("b2", "ref"), ("c1", "b1")):
         svc.clock.advance(timedelta(minutes=1))
         await distribution.bind_referrer(svc, shop_id=sid, user_id=u, referrer_id=r)
 
     async def buy(ext, buyer, amount):
-        o = await orders.report_order(svc, shop_id=sid, external_id=ext, buyer_id=buyer,
-                                      lines=[orders.LineInput("tea", 1, amount)])
+        o = await orders.report_order(
+            svc, shop_id=sid, external_id=ext, buyer_id=buyer, lines=[orders.LineInput("tea", 1, amount)]
+        )
         await pay(svc, sid, o.order_id, amount)
         return o
 
@@ -51,35 +55,50 @@ async def test_RP5_downline_pages_and_leaderboard(svc, shop):
     sid = shop.shop_id
     await _world(svc, sid)
     f, t = T0 - timedelta(days=1), T0 + timedelta(days=1)
-    page, total = await reach.downline_page(svc, shop_id=sid, user_id="ref", level=1, period_from=f, period_to=t,
-                                            limit=10, offset=0)
+    page, total = await reach.downline_page(
+        svc, shop_id=sid, user_id="ref", level=1, period_from=f, period_to=t, limit=10, offset=0
+    )
     assert total == 2
     assert [(m.user_id, m.paid_orders, m.commission_base) for m in page] == [("b2", 1, 5000), ("b1", 1, 10_000)]
-    two, _ = await reach.downline_page(svc, shop_id=sid, user_id="ref", level=2, period_from=f, period_to=t,
-                                       limit=10, offset=0)
+    two, _ = await reach.downline_page(
+        svc, shop_id=sid, user_id="ref", level=2, period_from=f, period_to=t, limit=10, offset=0
+    )
     assert [(m.user_id, m.paid_orders, m.commission_base) for m in two] == [("c1", 1, 2000)]
-    second, total = await reach.downline_page(svc, shop_id=sid, user_id="ref", level=1, period_from=f, period_to=t,
-                                              limit=1, offset=1)
+    second, total = await reach.downline_page(
+        svc, shop_id=sid, user_id="ref", level=1, period_from=f, period_to=t, limit=1, offset=1
+    )
     assert [m.user_id for m in second] == ["b1"] and total == 2
-    empty, _ = await reach.downline_page(svc, shop_id=sid, user_id="ref", level=1, period_from=t,
-                                         period_to=t + timedelta(days=1), limit=10, offset=0)
+    empty, _ = await reach.downline_page(
+        svc, shop_id=sid, user_id="ref", level=1, period_from=t, period_to=t + timedelta(days=1), limit=10, offset=0
+    )
     assert [(m.paid_orders, m.commission_base) for m in empty] == [(0, 0), (0, 0)]
 
     board = await reach.leaderboard(svc, shop_id=sid, period_from=f, period_to=t, by=RankBy.TEAM_SALES, limit=10)
     # team sales: ref 10000 (b1 o1) + 0 (o2 refunded) + 5000 (b2) = 15000 as level 1, plus 0 as level 2 of c1? no:
     # c1's level 1 is b1 and level 2 is ref: +2000 → 17000; top is level 2 of b1, b2 → 15000; b1: 2000
     assert [(r.rank, r.standing.user_id, r.standing.team_sales) for r in board] == [
-        (1, "ref", 17_000), (2, "top", 15_000), (3, "b1", 2000)]
-    by_refs = await reach.leaderboard(svc, shop_id=sid, period_from=f, period_to=t, by=RankBy.NEW_DIRECT_REFERRALS,
-                                      limit=2)
+        (1, "ref", 17_000),
+        (2, "top", 15_000),
+        (3, "b1", 2000),
+    ]
+    by_refs = await reach.leaderboard(
+        svc, shop_id=sid, period_from=f, period_to=t, by=RankBy.NEW_DIRECT_REFERRALS, limit=2
+    )
     assert [(r.rank, r.standing.user_id, r.standing.new_direct_referrals) for r in by_refs] == [
-        (1, "ref", 2), (2, "top", 1)]  # top and b1 tie at 1 (both rank 2): top earned more, so comes first
-    earned = {r.standing.user_id: r.standing.commission_earned for r in await reach.leaderboard(
-        svc, shop_id=sid, period_from=f, period_to=t, by=RankBy.COMMISSION_EARNED, limit=10)}
+        (1, "ref", 2),
+        (2, "top", 1),
+    ]  # top and b1 tie at 1 (both rank 2): top earned more, so comes first
+    earned = {
+        r.standing.user_id: r.standing.commission_earned
+        for r in await reach.leaderboard(
+            svc, shop_id=sid, period_from=f, period_to=t, by=RankBy.COMMISSION_EARNED, limit=10
+        )
+    }
     assert earned == {"ref": 1500 + 100, "top": 750, "b1": 200}  # 10 % / 5 %; o2 posted and reversed in full
     with pytest.raises(RuleViolation):
-        await reach.downline_page(svc, shop_id=sid, user_id="ref", level=3, period_from=f, period_to=t, limit=1,
-                                  offset=0)
+        await reach.downline_page(
+            svc, shop_id=sid, user_id="ref", level=3, period_from=f, period_to=t, limit=1, offset=0
+        )
 
 
 async def test_RP6_visits_and_funnel_per_distributor_and_campaign(svc, shop):
@@ -89,8 +108,7 @@ async def test_RP6_visits_and_funnel_per_distributor_and_campaign(svc, shop):
     sid = shop.shop_id
     codes = await _world(svc, sid)
     for v in ("visitor-aaa", "visitor-aaa", "visitor-bbb"):
-        await visits.record_visit(svc, shop_id=sid, invite_code=codes["ref"].lower(), visitor_id=v,
-                                 campaign_id="cmp-1")
+        await visits.record_visit(svc, shop_id=sid, invite_code=codes["ref"].lower(), visitor_id=v, campaign_id="cmp-1")
     f, t = T0 - timedelta(days=1), T0 + timedelta(days=1)
     got = await reach.funnel(svc, shop_id=sid, subject="distributor", subject_id="ref", period_from=f, period_to=t)
     assert (got.visits, got.visitors, got.bindings, got.first_orders, got.repeat_buyers) == (3, 2, 2, 2, 0)
@@ -98,8 +116,10 @@ async def test_RP6_visits_and_funnel_per_distributor_and_campaign(svc, shop):
     assert (top.bindings, top.first_orders) == (1, 0)  # ref bought nothing; b1/b2 name ref, not top
     cmp_ = await reach.funnel(svc, shop_id=sid, subject="campaign", subject_id="cmp-1", period_from=f, period_to=t)
     assert (cmp_.visits, cmp_.visitors, cmp_.bindings, cmp_.first_orders) == (3, 2, 0, 0)
-    for kw, code in ((dict(invite_code=codes["ref"], visitor_id="short"), ErrorCode.INVALID_INPUT),
-                     (dict(invite_code="NOPE", visitor_id="visitor-ccc"), ErrorCode.INVALID_INVITE_CODE)):
+    for kw, code in (
+        (dict(invite_code=codes["ref"], visitor_id="short"), ErrorCode.INVALID_INPUT),
+        (dict(invite_code="NOPE", visitor_id="visitor-ccc"), ErrorCode.INVALID_INVITE_CODE),
+    ):
         with pytest.raises(RuleViolation) as e:
             await visits.record_visit(svc, shop_id=sid, **kw)
         assert e.value.code == code
@@ -107,8 +127,9 @@ async def test_RP6_visits_and_funnel_per_distributor_and_campaign(svc, shop):
     refused = 0
     for _ in range(visits.PER_VISITOR[1] + 5):
         try:
-            await visits.record_visit(svc, shop_id=sid, invite_code=codes["ref"], visitor_id="visitor-ddd",
-                                     limiter=limiter)
+            await visits.record_visit(
+                svc, shop_id=sid, invite_code=codes["ref"], visitor_id="visitor-ddd", limiter=limiter
+            )
         except RuleViolation as e:
             assert e.code == ErrorCode.RATE_LIMITED
             refused += 1

@@ -20,11 +20,18 @@ from tests.integration.helpers import (
 )
 
 ORDER_READS = {
-    "get_order_caught_up": lambda svc, shop_id, o: orders.get_order_caught_up(svc, shop_id=shop_id, order_id=o.order_id),
-    "list_orders_caught_up": lambda svc, shop_id, o: orders.list_orders_caught_up(svc, shop_id=shop_id, buyer_id=o.buyer_id),
-    "orders_by_ids_caught_up": lambda svc, shop_id, o: queries.orders_by_ids_caught_up(svc, shop_id=shop_id, ids=[o.order_id]),
-    "page_orders_caught_up": lambda svc, shop_id, o: queries.page_orders_caught_up(svc, shop_id=shop_id, buyer_id=o.buyer_id,
-                                                               limit=10, offset=0),
+    "get_order_caught_up": lambda svc, shop_id, o: orders.get_order_caught_up(
+        svc, shop_id=shop_id, order_id=o.order_id
+    ),
+    "list_orders_caught_up": lambda svc, shop_id, o: orders.list_orders_caught_up(
+        svc, shop_id=shop_id, buyer_id=o.buyer_id
+    ),
+    "orders_by_ids_caught_up": lambda svc, shop_id, o: queries.orders_by_ids_caught_up(
+        svc, shop_id=shop_id, ids=[o.order_id]
+    ),
+    "page_orders_caught_up": lambda svc, shop_id, o: queries.page_orders_caught_up(
+        svc, shop_id=shop_id, buyer_id=o.buyer_id, limit=10, offset=0
+    ),
 }
 
 
@@ -60,7 +67,8 @@ async def test_order_reads_show_a_released_reservation_without_a_worker_GB11(svc
 async def test_commission_reads_show_released_lines_and_balances_without_a_worker_CM6_GB11(svc, shop):
     reads = {
         "page_commission_lines": lambda d: queries.page_commission_lines(
-            svc, shop_id=shop.shop_id, beneficiary_id=d, limit=10, offset=0),
+            svc, shop_id=shop.shop_id, beneficiary_id=d, limit=10, offset=0
+        ),
         "lines_by_ids": None,
         "distributors_by_ids": lambda d: queries.distributors_by_ids(svc, shop_id=shop.shop_id, ids=[d]),
         "get_distributor": lambda d: distribution.get_distributor(svc, shop_id=shop.shop_id, user_id=d),
@@ -68,15 +76,16 @@ async def test_commission_reads_show_released_lines_and_balances_without_a_worke
     lines = {}
     for i, name in enumerate(reads):
         d, b = f"d{i}", f"b{i}"
-        await distribution.set_status(svc, shop_id=shop.shop_id, user_id=d, status=DistributorStatus.ACTIVE,
-                                      actor="t", reason="t")
+        await distribution.set_status(
+            svc, shop_id=shop.shop_id, user_id=d, status=DistributorStatus.ACTIVE, actor="t", reason="t"
+        )
         await distribution.bind_referrer(svc, shop_id=shop.shop_id, user_id=b, referrer_id=d)
-        o = await orders.report_order(svc, shop_id=shop.shop_id, external_id=f"o{i}", buyer_id=b,
-                                      lines=[orders.LineInput("p", 1, 10_000)])
+        o = await orders.report_order(
+            svc, shop_id=shop.shop_id, external_id=f"o{i}", buyer_id=b, lines=[orders.LineInput("p", 1, 10_000)]
+        )
         await pay(svc, shop.shop_id, o.order_id, amount=10_000)
         await orders.complete_order(svc, shop_id=shop.shop_id, order_id=o.order_id)
-        page, _ = await queries.page_commission_lines(svc, shop_id=shop.shop_id, beneficiary_id=d, limit=10,
-                                                      offset=0)
+        page, _ = await queries.page_commission_lines(svc, shop_id=shop.shop_id, beneficiary_id=d, limit=10, offset=0)
         assert [ln.state for ln in page] == ["FROZEN"]  # not yet due: the read changes nothing
         lines[name] = (d, page[0].line_id)
     reads["lines_by_ids"] = lambda d: queries.lines_by_ids(svc, shop_id=shop.shop_id, ids=[lines["lines_by_ids"][1]])
@@ -101,8 +110,9 @@ async def test_reads_check_due_work_in_one_query_and_write_only_what_is_due_GB11
     leader = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="lead")
     await pay(svc, shop.shop_id, leader)
     svc.clock.advance(timedelta(minutes=10))
-    members = [await groups.join_group(svc, shop_id=shop.shop_id, group_id=leader.group_id, user_id=f"m{i}")
-               for i in range(12)]
+    members = [
+        await groups.join_group(svc, shop_id=shop.shop_id, group_id=leader.group_id, user_id=f"m{i}") for i in range(12)
+    ]
     for m in members[:6]:
         await pay(svc, shop.shop_id, m)
     ids = [leader.order_id] + [m.order_id for m in members]
@@ -116,8 +126,9 @@ async def test_reads_check_due_work_in_one_query_and_write_only_what_is_due_GB11
     many = await statements_of(lambda: queries.orders_by_ids_caught_up(svc, shop_id=shop.shop_id, ids=ids))
     assert len(few) == len(many) == 2  # the due check and the load: no query per order, no transaction
     assert not [q for q in many if "FOR UPDATE" in q]
-    lines = await statements_of(lambda: queries.page_commission_lines(svc, shop_id=shop.shop_id,
-                                                                      beneficiary_id="lead", limit=50, offset=0))
+    lines = await statements_of(
+        lambda: queries.page_commission_lines(svc, shop_id=shop.shop_id, beneficiary_id="lead", limit=50, offset=0)
+    )
     assert len(lines) == 3  # the due check, the count, the page
 
     svc.clock.advance(timedelta(minutes=20))  # the six unpaid reservations are now past their window

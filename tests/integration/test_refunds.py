@@ -22,8 +22,9 @@ async def _owed_and_confirmed(svc, shop_id):
     m = await groups.join_group(svc, shop_id=shop_id, group_id=g.group_id, user_id="m")
     await pay(svc, shop_id, m)
     await groups.leave_group(svc, shop_id=shop_id, group_id=g.group_id, user_id="m")
-    o = await orders.report_order(svc, shop_id=shop_id, external_id="plain", buyer_id="b",
-                                  lines=[orders.LineInput("p", 1, 1000)])
+    o = await orders.report_order(
+        svc, shop_id=shop_id, external_id="plain", buyer_id="b", lines=[orders.LineInput("p", 1, 1000)]
+    )
     await pay(svc, shop_id, o.order_id, amount=1000)
     await orders.refund_order(svc, shop_id=shop_id, order_id=o.order_id, amount=300, provider_ref="bank-300")
     [owed] = await refunds.list_refunds(svc, shop_id=shop_id, state="OWED")
@@ -35,8 +36,15 @@ async def _owed_and_confirmed(svc, shop_id):
 
 async def _rows(svc, shop_id):
     async with svc.engine.connect() as c:
-        return (await c.execute(text("SELECT refund_id, order_id, amount, rule, state, provider_ref, confirmed_at "
-                                     "FROM refunds WHERE shop_id = :s ORDER BY refund_id"), {"s": shop_id})).all()
+        return (
+            await c.execute(
+                text(
+                    "SELECT refund_id, order_id, amount, rule, state, provider_ref, confirmed_at "
+                    "FROM refunds WHERE shop_id = :s ORDER BY refund_id"
+                ),
+                {"s": shop_id},
+            )
+        ).all()
 
 
 async def _refused(engine, sql: str, params: dict, match: str) -> None:
@@ -68,8 +76,13 @@ async def test_the_database_refuses_to_delete_or_unconfirm_a_refund_GB10(svc, sh
     # the one change allowed is the confirmation, as confirmRefund makes it
     done = await refunds.confirm_refund(svc, shop_id=shop.shop_id, refund_id=owed.refund_id, provider_ref="bank-8000")
     assert done.state == "CONFIRMED"
-    await _refused(owner_engine, "UPDATE refunds SET state = 'OWED', provider_ref = NULL, confirmed_at = NULL "
-                        "WHERE shop_id = :s AND refund_id = :o", key, "append-only")
+    await _refused(
+        owner_engine,
+        "UPDATE refunds SET state = 'OWED', provider_ref = NULL, confirmed_at = NULL "
+        "WHERE shop_id = :s AND refund_id = :o",
+        key,
+        "append-only",
+    )
     assert [r.state for r in await _rows(svc, shop.shop_id)] == ["CONFIRMED", "CONFIRMED"]
 
 
@@ -80,9 +93,13 @@ async def test_a_refund_row_the_books_do_not_account_for_is_refused_even_at_comm
     before = await _rows(svc, shop.shop_id)
     with pytest.raises(DBAPIError):
         async with svc.engine.begin() as c:
-            await c.execute(text("INSERT INTO refunds (shop_id, refund_id, order_id, amount, rule, \"full\", state, "
-                                 "created_at) VALUES (:s, 'rf_raw', :o, 700, 'OR-2', false, 'OWED', now())"),
-                            {"s": shop.shop_id, "o": confirmed.order_id})
+            await c.execute(
+                text(
+                    'INSERT INTO refunds (shop_id, refund_id, order_id, amount, rule, "full", state, '
+                    "created_at) VALUES (:s, 'rf_raw', :o, 700, 'OR-2', false, 'OWED', now())"
+                ),
+                {"s": shop.shop_id, "o": confirmed.order_id},
+            )
     assert await _rows(svc, shop.shop_id) == before
 
 
@@ -96,8 +113,18 @@ async def test_a_service_transaction_that_writes_a_refund_gets_OR2_with_its_code
     before = await _rows(svc, shop.shop_id)
     with pytest.raises(DBAPIError, match="OR-2") as e:
         async with unit_of_work(svc) as s:
-            s.add(Refund(shop_id=shop.shop_id, refund_id="rf_orm", order_id=confirmed.order_id, amount=701,
-                         rule="OR-2", full=False, state="OWED", created_at=svc.now()))
+            s.add(
+                Refund(
+                    shop_id=shop.shop_id,
+                    refund_id="rf_orm",
+                    order_id=confirmed.order_id,
+                    amount=701,
+                    rule="OR-2",
+                    full=False,
+                    state="OWED",
+                    created_at=svc.now(),
+                )
+            )
     assert e.value.orig.sqlstate == "23514"
     assert await _rows(svc, shop.shop_id) == before
 
@@ -109,16 +136,20 @@ async def test_the_database_refuses_refunds_above_what_was_paid_OR2(svc, shop):
     0013) and gets the refusal with its own code (23514) and text, on PostgreSQL and on Citus alike."""
     owed, confirmed = await _owed_and_confirmed(svc, shop.shop_id)
     before = await _rows(svc, shop.shop_id)
-    insert = ("INSERT INTO refunds (shop_id, refund_id, order_id, amount, rule, \"full\", state, created_at) "
-              "VALUES (:s, :r, :o, :a, 'OR-2', false, 'OWED', now())")
+    insert = (
+        'INSERT INTO refunds (shop_id, refund_id, order_id, amount, rule, "full", state, created_at) '
+        "VALUES (:s, :r, :o, :a, 'OR-2', false, 'OWED', now())"
+    )
 
     async def write(amount: int, refunded: int):
         async with svc.engine.begin() as c:
-            await c.execute(text("UPDATE orders SET refunded_amount = refunded_amount + :a "
-                                 "WHERE shop_id = :s AND order_id = :o"),
-                            {"s": shop.shop_id, "o": confirmed.order_id, "a": refunded})
-            await c.execute(text(insert), {"s": shop.shop_id, "r": f"rf_x{amount}", "o": confirmed.order_id,
-                                           "a": amount})
+            await c.execute(
+                text("UPDATE orders SET refunded_amount = refunded_amount + :a WHERE shop_id = :s AND order_id = :o"),
+                {"s": shop.shop_id, "o": confirmed.order_id, "a": refunded},
+            )
+            await c.execute(
+                text(insert), {"s": shop.shop_id, "r": f"rf_x{amount}", "o": confirmed.order_id, "a": amount}
+            )
             await c.execute(CHECK_DEFERRED, {"shop_id": shop.shop_id})
 
     # 700 more on the 1000 order, refunded_amount left at 300: the books would disagree
@@ -134,6 +165,7 @@ async def test_the_database_refuses_refunds_above_what_was_paid_OR2(svc, shop):
     assert (o.paid_amount, o.refunded_amount) == (1000, 1000)
     # and the service itself refuses to go further (OR-2), before the database has to
     with pytest.raises(RuleViolation) as e:
-        await orders.refund_order(svc, shop_id=shop.shop_id, order_id=confirmed.order_id, amount=1,
-                                  provider_ref="bank-1")
+        await orders.refund_order(
+            svc, shop_id=shop.shop_id, order_id=confirmed.order_id, amount=1, provider_ref="bank-1"
+        )
     assert (e.value.code, e.value.rule) == (ErrorCode.REFUND_EXCEEDS_PAID, "OR-2")

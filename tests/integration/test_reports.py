@@ -15,8 +15,12 @@ from tests.integration.helpers import make_campaign, pay
 
 async def test_campaign_stats_per_variant_RP2(svc, shop):
     # the control is the first variant as defined ("ctl"), not the first alphabetically ("alt")
-    c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)],
-                            variants=[("ctl", [(2, 8000)], 1), ("alt", [(3, 7000)], 1), ("big", [(4, 6000)], 1)])
+    c = await make_campaign(
+        svc,
+        shop.shop_id,
+        tiers=[(2, 8000)],
+        variants=[("ctl", [(2, 8000)], 1), ("alt", [(3, 7000)], 1), ("big", [(4, 6000)], 1)],
+    )
     for i in range(9):
         g = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id=f"L{i}")
         await pay(svc, shop.shop_id, g)
@@ -44,8 +48,9 @@ async def test_campaign_stats_per_variant_RP2(svc, shop):
 
 async def test_segments_and_counts_RP3(svc, shop):
     async def buy(user, ext, amount=1000):
-        o = await orders.report_order(svc, shop_id=shop.shop_id, external_id=ext, buyer_id=user,
-                                      lines=[orders.LineInput("p", 1, amount)])
+        o = await orders.report_order(
+            svc, shop_id=shop.shop_id, external_id=ext, buyer_id=user, lines=[orders.LineInput("p", 1, amount)]
+        )
         await pay(svc, shop.shop_id, o.order_id, amount=amount)
         return o
 
@@ -63,24 +68,29 @@ async def test_segments_and_counts_RP3(svc, shop):
 
 
 async def test_retention_by_acquisition_source_RP4(svc, shop):
-    await distribution.set_status(svc, shop_id=shop.shop_id, user_id="d", status=DistributorStatus.ACTIVE,
-                                  actor="t", reason="t")
+    await distribution.set_status(
+        svc, shop_id=shop.shop_id, user_id="d", status=DistributorStatus.ACTIVE, actor="t", reason="t"
+    )
     await distribution.bind_referrer(svc, shop_id=shop.shop_id, user_id="r1", referrer_id="d")
     await shops.upsert_product(svc, shop_id=shop.shop_id, product_ref="tea", category="tea")
     await shops.upsert_product(svc, shop_id=shop.shop_id, product_ref="cup", category="ware")
     for i, (user, ref) in enumerate([("r1", "tea"), ("r1", "cup"), ("n1", "tea")]):
-        o = await orders.report_order(svc, shop_id=shop.shop_id, external_id=f"o{i}", buyer_id=user,
-                                      lines=[orders.LineInput(ref, 1, 1000)])
+        o = await orders.report_order(
+            svc, shop_id=shop.shop_id, external_id=f"o{i}", buyer_id=user, lines=[orders.LineInput(ref, 1, 1000)]
+        )
         await pay(svc, shop.shop_id, o.order_id, amount=1000)
-    rows = {r.source: r for r in await reports.retention(svc, shop_id=shop.shop_id, period_from=T0,
-                                                             period_to=T0 + timedelta(days=1))}
+    rows = {
+        r.source: r
+        for r in await reports.retention(svc, shop_id=shop.shop_id, period_from=T0, period_to=T0 + timedelta(days=1))
+    }
     assert rows["REFERRAL"].buyers == 1 and rows["REFERRAL"].repurchase_rate_bp == 10_000
     assert rows["REFERRAL"].multi_category_rate_bp == 10_000 and rows["REFERRAL"].net_sales_per_buyer == 2000
     assert rows["NONE"].repurchase_rate_bp == 0
     dl = await reports.downline(svc, shop_id=shop.shop_id, user_id="d")
     assert dl["level1"] == {"count": 1, "sales": 2000} and dl["level2"]["count"] == 0
-    earned = await reports.earnings(svc, shop_id=shop.shop_id, user_id="d", period_from=T0,
-                                    period_to=T0 + timedelta(days=1))
+    earned = await reports.earnings(
+        svc, shop_id=shop.shop_id, user_id="d", period_from=T0, period_to=T0 + timedelta(days=1)
+    )
     assert earned["PENDING"] == 200
 
 
@@ -100,12 +110,14 @@ async def test_earnings_per_local_day_and_month_RP1(svc):
     shop_id = f"er-{secrets.token_hex(4)}"
     svc.clock.set(utc(2026, 1, 20))
     await shops.create_shop(svc, shop_id=shop_id, name="E", currency="CNY", timezone="Asia/Shanghai")
-    await distribution.set_status(svc, shop_id=shop_id, user_id="d", status=DistributorStatus.ACTIVE, actor="t",
-                                  reason="t")
+    await distribution.set_status(
+        svc, shop_id=shop_id, user_id="d", status=DistributorStatus.ACTIVE, actor="t", reason="t"
+    )
     await distribution.bind_referrer(svc, shop_id=shop_id, user_id="b", referrer_id="d")
     svc.clock.set(utc(2026, 1, 31, 15, 30))  # Jan 31 23:30 local: commission 1000 pending
-    o = await orders.report_order(svc, shop_id=shop_id, external_id="o", buyer_id="b",
-                                  lines=[orders.LineInput("p", 1, 10_000)])
+    o = await orders.report_order(
+        svc, shop_id=shop_id, external_id="o", buyer_id="b", lines=[orders.LineInput("p", 1, 10_000)]
+    )
     await pay(svc, shop_id, o.order_id, amount=10_000)
     svc.clock.set(utc(2026, 1, 31, 16, 30))  # Feb 1 00:30 local: completed, pending -> frozen
     await orders.complete_order(svc, shop_id=shop_id, order_id=o.order_id)
@@ -115,20 +127,39 @@ async def test_earnings_per_local_day_and_month_RP1(svc):
     await orders.refund_order(svc, shop_id=shop_id, order_id=o.order_id, amount=2_500, provider_ref="rf")
 
     def view(series):
-        return [(p.day_from.isoformat(), p.earned, p.moved["PENDING"], p.moved["FROZEN"], p.moved["AVAILABLE"])
-                for p in series]
+        return [
+            (p.day_from.isoformat(), p.earned, p.moved["PENDING"], p.moved["FROZEN"], p.moved["AVAILABLE"])
+            for p in series
+        ]
 
-    months = await reports.earnings_series(svc, shop_id=shop_id, user_id="d", granularity=Granularity.MONTH,
-                                           day_from=date(2025, 12, 1), day_to=date(2026, 3, 1))
-    assert view(months) == [("2025-12-01", 0, 0, 0, 0), ("2026-01-01", 1000, 1000, 0, 0),
-                            ("2026-02-01", -250, -1000, 0, 750)]
+    months = await reports.earnings_series(
+        svc,
+        shop_id=shop_id,
+        user_id="d",
+        granularity=Granularity.MONTH,
+        day_from=date(2025, 12, 1),
+        day_to=date(2026, 3, 1),
+    )
+    assert view(months) == [
+        ("2025-12-01", 0, 0, 0, 0),
+        ("2026-01-01", 1000, 1000, 0, 0),
+        ("2026-02-01", -250, -1000, 0, 750),
+    ]
     assert (months[1].starts_at, months[1].ends_at) == (utc(2025, 12, 31, 16), utc(2026, 1, 31, 16))
-    days = await reports.earnings_series(svc, shop_id=shop_id, user_id="d", granularity=Granularity.DAY,
-                                         day_from=date(2026, 1, 31), day_to=date(2026, 2, 2))
+    days = await reports.earnings_series(
+        svc,
+        shop_id=shop_id,
+        user_id="d",
+        granularity=Granularity.DAY,
+        day_from=date(2026, 1, 31),
+        day_to=date(2026, 2, 2),
+    )
     assert view(days) == [("2026-01-31", 1000, 1000, 0, 0), ("2026-02-01", 0, -1000, 1000, 0)]
-    for gran, f, t in ((Granularity.MONTH, date(2026, 1, 15), date(2026, 3, 1)),  # months start on the 1st
-                       (Granularity.DAY, date(2025, 1, 1), date(2026, 3, 1)),  # over 366 days
-                       (Granularity.DAY, date(2026, 3, 1), date(2026, 3, 1))):  # empty
+    for gran, f, t in (
+        (Granularity.MONTH, date(2026, 1, 15), date(2026, 3, 1)),  # months start on the 1st
+        (Granularity.DAY, date(2025, 1, 1), date(2026, 3, 1)),  # over 366 days
+        (Granularity.DAY, date(2026, 3, 1), date(2026, 3, 1)),
+    ):  # empty
         with pytest.raises(RuleViolation) as e:
             await reports.earnings_series(svc, shop_id=shop_id, user_id="d", granularity=gran, day_from=f, day_to=t)
         assert e.value.code == ErrorCode.INVALID_INPUT and e.value.rule == "RP-1"

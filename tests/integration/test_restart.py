@@ -28,8 +28,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tests.integration.restart_child", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, bufsize=0, env={**os.environ})
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.restart_child", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        bufsize=0,
+        env={**os.environ},
+    )
 
 
 def _expect(child: subprocess.Popen, prefix: str, timeout: float = 60) -> list[str]:
@@ -62,8 +67,12 @@ async def _count(svc, model, *where) -> int:
 
 async def _events(svc, shop_id: str, type_: str, group_id: str) -> int:
     async with svc.sessionmaker() as s:
-        return (await s.execute(text("SELECT count(*) FROM events WHERE shop_id=:s AND type=:t AND aggregate_id=:g"),
-                                {"s": shop_id, "t": type_, "g": group_id})).scalar_one()
+        return (
+            await s.execute(
+                text("SELECT count(*) FROM events WHERE shop_id=:s AND type=:t AND aggregate_id=:g"),
+                {"s": shop_id, "t": type_, "g": group_id},
+            )
+        ).scalar_one()
 
 
 async def test_processes_killed_mid_transaction_lose_nothing_and_a_new_worker_finishes_GB11(svc, database_url):
@@ -84,8 +93,11 @@ async def test_processes_killed_mid_transaction_lose_nothing_and_a_new_worker_fi
         assert (await raw_row(svc, Order, shop_id, late_order)).state == "CREATED"
         line = (await _lines(svc, shop_id, plain_order))[0]
         assert line.state == "FROZEN"
-        for model, where in ((Order, Order.buyer_id == "ghost"), (SeatRow, SeatRow.user_id == "ghost"),
-                             (CampaignUserUnits, CampaignUserUnits.user_id == "ghost")):
+        for model, where in (
+            (Order, Order.buyer_id == "ghost"),
+            (SeatRow, SeatRow.user_id == "ghost"),
+            (CampaignUserUnits, CampaignUserUnits.user_id == "ghost"),
+        ):
             assert await _count(svc, model, model.shop_id == shop_id, where) == 0  # nothing uncommitted
         assert (await raw_row(svc, CampaignRow, shop_id, campaign_id)).stock_left == 10 - 3
 
@@ -106,9 +118,11 @@ async def test_processes_killed_mid_transaction_lose_nothing_and_a_new_worker_fi
         _expect(child, "WORKER")
         deadline = time.monotonic() + 60
         while True:
-            done = ((await raw_row(svc, GroupRow, shop_id, group_id)).state == "FORMED"
-                    and (await raw_row(svc, GroupRow, shop_id, late_group)).state == "CANCELLED"
-                    and (await _lines(svc, shop_id, plain_order))[0].state == "AVAILABLE")
+            done = (
+                (await raw_row(svc, GroupRow, shop_id, group_id)).state == "FORMED"
+                and (await raw_row(svc, GroupRow, shop_id, late_group)).state == "CANCELLED"
+                and (await _lines(svc, shop_id, plain_order))[0].state == "AVAILABLE"
+            )
             if done:
                 break
             assert time.monotonic() < deadline and child.poll() is None, "the worker did not finish the due work"
@@ -125,13 +139,21 @@ async def test_processes_killed_mid_transaction_lose_nothing_and_a_new_worker_fi
     assert await _events(svc, shop_id, "seat.released", late_group) == 1
     assert await _count(svc, Order, Order.shop_id == shop_id, Order.buyer_id == "ghost") == 0
     async with svc.sessionmaker() as s:
-        owed = (await s.execute(text("SELECT count(*) FROM refunds WHERE shop_id=:s AND state='OWED'"),
-                                {"s": shop_id})).scalar_one()
+        owed = (
+            await s.execute(text("SELECT count(*) FROM refunds WHERE shop_id=:s AND state='OWED'"), {"s": shop_id})
+        ).scalar_one()
     assert owed == 0  # formed at the first tier: nobody is owed a difference
     await assert_ledger_consistent(svc, shop_id)
 
 
 async def _lines(svc, shop_id: str, order_id: str) -> list[CommissionLineRow]:
     async with svc.sessionmaker() as s:
-        return list((await s.execute(select(CommissionLineRow).where(
-            CommissionLineRow.shop_id == shop_id, CommissionLineRow.order_id == order_id))).scalars())
+        return list(
+            (
+                await s.execute(
+                    select(CommissionLineRow).where(
+                        CommissionLineRow.shop_id == shop_id, CommissionLineRow.order_id == order_id
+                    )
+                )
+            ).scalars()
+        )

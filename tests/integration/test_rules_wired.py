@@ -29,8 +29,9 @@ _ext = itertools.count(1)
 
 async def active(svc, sid: str, *users: str) -> None:
     for u in users:
-        await distribution.set_status(svc, shop_id=sid, user_id=u, status=DistributorStatus.ACTIVE, actor="admin",
-                                      reason="test")
+        await distribution.set_status(
+            svc, shop_id=sid, user_id=u, status=DistributorStatus.ACTIVE, actor="admin", reason="test"
+        )
 
 
 async def chain(svc, sid: str, *users: str) -> None:
@@ -41,8 +42,9 @@ async def chain(svc, sid: str, *users: str) -> None:
 
 
 async def paid_order(svc, sid: str, buyer: str, *lines: orders.LineInput, ext: str | None = None):
-    o = await orders.report_order(svc, shop_id=sid, external_id=ext or f"x-{buyer}-{next(_ext)}", buyer_id=buyer,
-                                  lines=list(lines))
+    o = await orders.report_order(
+        svc, shop_id=sid, external_id=ext or f"x-{buyer}-{next(_ext)}", buyer_id=buyer, lines=list(lines)
+    )
     await pay(svc, sid, o.order_id, amount=o.goods_amount)
     return o
 
@@ -59,8 +61,13 @@ async def lines_of(svc, sid: str, order_id: str) -> dict[str, int]:
     from store.models import CommissionLineRow
 
     async with svc.sessionmaker() as s:
-        rows = (await s.execute(select(CommissionLineRow).where(CommissionLineRow.shop_id == sid,
-                                                                CommissionLineRow.order_id == order_id))).scalars()
+        rows = (
+            await s.execute(
+                select(CommissionLineRow).where(
+                    CommissionLineRow.shop_id == sid, CommissionLineRow.order_id == order_id
+                )
+            )
+        ).scalars()
         return {r.beneficiary_id: r.original for r in rows}
 
 
@@ -105,8 +112,7 @@ async def test_gb1_groups_open_only_inside_the_campaign_window_through_service(s
     with pytest.raises(RuleViolation) as e:
         await groups.open_group(svc, shop_id=sid, campaign_id=later.campaign_id, user_id="u")
     assert code_of(e) == ErrorCode.CAMPAIGN_NOT_ACTIVE
-    over = await make_campaign(svc, sid, starts_at=svc.now() - timedelta(days=2),
-                               ends_at=svc.now() - timedelta(days=1))
+    over = await make_campaign(svc, sid, starts_at=svc.now() - timedelta(days=2), ends_at=svc.now() - timedelta(days=1))
     with pytest.raises(RuleViolation) as e:
         await groups.open_group(svc, shop_id=sid, campaign_id=over.campaign_id, user_id="u")
     assert code_of(e) == ErrorCode.CAMPAIGN_NOT_ACTIVE
@@ -212,8 +218,7 @@ async def test_gb4_fill_at_expiry_forms_a_short_group_at_the_first_tier_through_
     """GB-4/GB-5 + `fill_at_expiry` (模拟成团): at expiry a group with ≥ M paid seats forms at the first
     tier, with no refund owed; without the field the same group fails (GB-6)."""
     sid = shop.shop_id
-    filled = await make_campaign(svc, sid, tiers=[(3, 8000), (4, 7000)], fill_at_expiry=2,
-                                 duration=timedelta(hours=1))
+    filled = await make_campaign(svc, sid, tiers=[(3, 8000), (4, 7000)], fill_at_expiry=2, duration=timedelta(hours=1))
     plain = await make_campaign(svc, sid, tiers=[(3, 8000), (4, 7000)], duration=timedelta(hours=1))
     gids = {}
     for c in (filled, plain):
@@ -241,8 +246,11 @@ async def test_gb5_final_price_uses_the_stored_tiers_and_the_leaders_role_throug
     for u in ("m1", "m2"):
         ms.append(await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id=u))
         await pay(svc, sid, ms[-1])
-    assert await owed(svc, sid) == {lead.order_id: (1500, "GB-5"), ms[0].order_id: (1500, "GB-5"),
-                                    ms[1].order_id: (1500, "GB-5")}
+    assert await owed(svc, sid) == {
+        lead.order_id: (1500, "GB-5"),
+        ms[0].order_id: (1500, "GB-5"),
+        ms[1].order_id: (1500, "GB-5"),
+    }
 
 
 async def test_gb6_failed_group_refunds_in_full_and_returns_stock_through_service(svc, shop):
@@ -307,8 +315,12 @@ async def test_gb7_a_group_opened_before_v2_draws_with_the_campaign_seed_through
     c = await make_campaign(svc, sid, tiers=[(4, 8000)], lottery_winners=2)
     lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="lead")
     async with svc.sessionmaker() as s:  # what a group opened before v2 looks like
-        await s.execute(text("UPDATE groups SET lottery_seed = NULL, lottery_commitment = NULL "
-                             "WHERE shop_id = :s AND group_id = :g"), {"s": sid, "g": lead.group_id})
+        await s.execute(
+            text(
+                "UPDATE groups SET lottery_seed = NULL, lottery_commitment = NULL WHERE shop_id = :s AND group_id = :g"
+            ),
+            {"s": sid, "g": lead.group_id},
+        )
         await s.commit()
     await pay(svc, sid, lead)
     paid = [lead.order_id]
@@ -438,8 +450,9 @@ async def test_ds1_approval_mode_waits_for_an_admin_through_service(svc, shop):
     with pytest.raises(RuleViolation) as e:
         await distribution.bind_referrer(svc, shop_id=sid, user_id="v", referrer_id="u")
     assert code_of(e) == ErrorCode.NOT_A_DISTRIBUTOR
-    await distribution.change_status(svc, shop_id=sid, user_id="u", change="approve_distributor", actor="a",
-                                     reason="ok")
+    await distribution.change_status(
+        svc, shop_id=sid, user_id="u", change="approve_distributor", actor="a", reason="ok"
+    )
     await distribution.bind_referrer(svc, shop_id=sid, user_id="v", referrer_id="u")
 
 
@@ -462,8 +475,9 @@ async def test_ds1_suspended_distributor_may_not_request_a_payout_through_servic
     await orders.complete_order(svc, shop_id=sid, order_id=o.order_id)
     svc.clock.advance(timedelta(days=8))
     assert (await balances(svc, sid, "ref"))[2] == 1000
-    await distribution.change_status(svc, shop_id=sid, user_id="ref", change="suspend_distributor", actor="a",
-                                     reason="check")
+    await distribution.change_status(
+        svc, shop_id=sid, user_id="ref", change="suspend_distributor", actor="a", reason="check"
+    )
     with pytest.raises(RuleViolation) as e:
         await payouts.request_payout(svc, shop_id=sid, user_id="ref", amount=500)
     assert code_of(e) == ErrorCode.DISTRIBUTOR_SUSPENDED
@@ -545,10 +559,19 @@ async def test_rf3_order_code_overrides_is_the_stored_setting_through_service(sv
     await chain(svc, sid, "top", "mid", "buyer")
     await chain(svc, sid, "boss", "dee", "x")
     await shops.update_settings(svc, shop_id=sid, order_code_overrides=True)
-    code = (await distribution.set_status(svc, shop_id=sid, user_id="dee", status=DistributorStatus.ACTIVE,
-                                          actor="admin", reason="test")).invite_code
-    o = await orders.report_order(svc, shop_id=sid, external_id="rf3-w", buyer_id="buyer", invite_code=code,
-                                  lines=[orders.LineInput("x", 1, 10_000)])
+    code = (
+        await distribution.set_status(
+            svc, shop_id=sid, user_id="dee", status=DistributorStatus.ACTIVE, actor="admin", reason="test"
+        )
+    ).invite_code
+    o = await orders.report_order(
+        svc,
+        shop_id=sid,
+        external_id="rf3-w",
+        buyer_id="buyer",
+        invite_code=code,
+        lines=[orders.LineInput("x", 1, 10_000)],
+    )
     await pay(svc, sid, o.order_id, amount=10_000)
     assert await lines_of(svc, sid, o.order_id) == {"dee": 1000, "boss": 500}
     assert (await distribution.binding_of(svc, shop_id=sid, user_id="buyer")).referrer_id == "mid"
@@ -614,8 +637,9 @@ async def test_lg2_min_payout_and_fee_are_the_stored_settings_through_service(sv
     assert code_of(e) == ErrorCode.PAYOUT_BELOW_MINIMUM
     p = await payouts.request_payout(svc, shop_id=sid, user_id="ref", amount=999)
     assert p.fee == 24
-    p = await payouts.decide_payout(svc, shop_id=sid, payout_id=p.payout_id, approve=True, actor="fin",
-                                    external_ref="bank-1")
+    p = await payouts.decide_payout(
+        svc, shop_id=sid, payout_id=p.payout_id, approve=True, actor="fin", external_ref="bank-1"
+    )
     assert p.fee == 24
     d = await distribution.get_distributor(svc, shop_id=sid, user_id="ref")
     assert (d.available, d.paid, d.fees) == (1, 999 - 24, 24)
@@ -670,9 +694,19 @@ async def test_lv3_admin_level_change_is_recorded_and_never_undone_by_evaluation
     await distribution.bind_referrer(svc, shop_id=sid, user_id="u2", referrer_id="d")  # re-evaluates (LV-2)
     assert (await distribution.get_distributor(svc, shop_id=sid, user_id="d")).grade == 2
     async with svc.sessionmaker() as s:
-        audit = (await s.execute(select(DistributorAudit).where(
-            DistributorAudit.shop_id == sid, DistributorAudit.user_id == "d", DistributorAudit.action == "LEVEL")
-        )).scalars().all()
+        audit = (
+            (
+                await s.execute(
+                    select(DistributorAudit).where(
+                        DistributorAudit.shop_id == sid,
+                        DistributorAudit.user_id == "d",
+                        DistributorAudit.action == "LEVEL",
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert [(a.from_value, a.to_value, a.actor, a.reason) for a in audit] == [("0", "2", "boss", "promo")]
 
 
@@ -708,15 +742,26 @@ async def test_cm5_refund_reverses_the_stored_lines_in_proportion_through_servic
     await assert_ledger_consistent(svc, sid)
 
 
-LV1_MET = dict(min_direct_referrals=1, min_team_size=2, min_own_spend=5_000, min_own_orders=1, min_direct_sales=3_000,
-               min_team_sales=5_000)
+LV1_MET = dict(
+    min_direct_referrals=1,
+    min_team_size=2,
+    min_own_spend=5_000,
+    min_own_orders=1,
+    min_direct_sales=3_000,
+    min_team_sales=5_000,
+)
 
 
 async def _lv1_world(svc, sid: str, **conditions) -> int:
     """d ← u1 ← u2; d buys 5000, u1 3000, u2 2000: exactly LV1_MET. The grade d reaches with `conditions`."""
-    await shops.set_levels(svc, shop_id=sid, levels=[Level(grade=0, name="entry", level1_bp=1000, level2_bp=500),
-                                                     Level(grade=1, name="one", level1_bp=1000, level2_bp=500,
-                                                           **conditions)])
+    await shops.set_levels(
+        svc,
+        shop_id=sid,
+        levels=[
+            Level(grade=0, name="entry", level1_bp=1000, level2_bp=500),
+            Level(grade=1, name="one", level1_bp=1000, level2_bp=500, **conditions),
+        ],
+    )
     await active(svc, sid, "d")
     await distribution.bind_referrer(svc, shop_id=sid, user_id="u1", referrer_id="d")
     await distribution.bind_referrer(svc, shop_id=sid, user_id="u2", referrer_id="u1")

@@ -21,13 +21,22 @@ async def test_ds1_a_new_distributor_has_its_status_audit_row_with_the_reason_th
     """DS-1 (service/tx/commissions.py `ensure_distributor`): a distributor made by an admin has one STATUS
     audit row, from nothing to ACTIVE, with the admin and the reason given."""
     sid = shop.shop_id
-    await distribution.set_status(svc, shop_id=sid, user_id="u", status=DistributorStatus.ACTIVE, actor="admin",
-                                  reason="vip customer")
+    await distribution.set_status(
+        svc, shop_id=sid, user_id="u", status=DistributorStatus.ACTIVE, actor="admin", reason="vip customer"
+    )
     async with svc.sessionmaker() as s:
-        rows = (await s.execute(select(DistributorAudit).where(DistributorAudit.shop_id == sid,
-                                                               DistributorAudit.user_id == "u"))).scalars().all()
+        rows = (
+            (
+                await s.execute(
+                    select(DistributorAudit).where(DistributorAudit.shop_id == sid, DistributorAudit.user_id == "u")
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert [(r.action, r.from_value, r.to_value, r.actor, r.reason) for r in rows] == [
-        ("STATUS", None, "ACTIVE", "admin", "vip customer")]
+        ("STATUS", None, "ACTIVE", "admin", "vip customer")
+    ]
 
 
 async def test_rp4_an_order_without_a_referrer_keeps_source_none_through_service(svc, shop):
@@ -57,16 +66,18 @@ async def test_lg2_a_decided_payout_is_not_decided_the_other_way_through_service
     a = await payouts.request_payout(svc, shop_id=sid, user_id="ref", amount=400)
     r = await payouts.request_payout(svc, shop_id=sid, user_id="ref", amount=300)
     await payouts.decide_payout(svc, shop_id=sid, payout_id=a.payout_id, approve=True, actor="fin", external_ref="b-1")
-    again = await payouts.decide_payout(svc, shop_id=sid, payout_id=a.payout_id, approve=True, actor="fin",
-                                        external_ref="b-1")
+    again = await payouts.decide_payout(
+        svc, shop_id=sid, payout_id=a.payout_id, approve=True, actor="fin", external_ref="b-1"
+    )
     assert again.state == "APPROVED"
     await payouts.decide_payout(svc, shop_id=sid, payout_id=r.payout_id, approve=False, actor="fin", reason="no")
     with pytest.raises(RuleViolation) as e:
         await payouts.decide_payout(svc, shop_id=sid, payout_id=a.payout_id, approve=False, actor="fin", reason="x")
     assert e.value.code == ErrorCode.INVALID_STATE
     with pytest.raises(RuleViolation) as e:
-        await payouts.decide_payout(svc, shop_id=sid, payout_id=r.payout_id, approve=True, actor="fin",
-                                    external_ref="b-2")
+        await payouts.decide_payout(
+            svc, shop_id=sid, payout_id=r.payout_id, approve=True, actor="fin", external_ref="b-2"
+        )
     assert e.value.code == ErrorCode.INVALID_STATE
     d = await distribution.get_distributor(svc, shop_id=sid, user_id="ref")
     assert (d.available, d.in_payout, d.paid) == (600, 0, 400)
@@ -88,7 +99,11 @@ async def test_gb10_a_replayed_refund_confirmation_answers_the_first_result_thro
     svc.clock.advance(timedelta(minutes=5))
     again = await refunds.confirm_refund(svc, shop_id=sid, refund_id=r.refund_id, provider_ref="bank-1")
     assert (again.state, again.provider_ref, again.confirmed_at, again.amount) == (
-        "CONFIRMED", "bank-1", first.confirmed_at, first.amount)
+        "CONFIRMED",
+        "bank-1",
+        first.confirmed_at,
+        first.amount,
+    )
     assert [x.refund_id for x in await refunds.list_refunds(svc, shop_id=sid, state="CONFIRMED")] == [r.refund_id]
 
 

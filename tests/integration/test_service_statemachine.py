@@ -72,33 +72,60 @@ class ServiceMachine(RuleBasedStateMachine):
     @initialize()
     def setup(self):
         async def go():
-            await shops.create_shop(self.svc, shop_id=self.shop_id, name="sm", currency="CNY",
-                                    settings=DistributionSettings(level1_bp=1000, level2_bp=500, freeze_days=1,
-                                                                  min_payout=1, payout_fee_bp=100))
+            await shops.create_shop(
+                self.svc,
+                shop_id=self.shop_id,
+                name="sm",
+                currency="CNY",
+                settings=DistributionSettings(
+                    level1_bp=1000, level2_bp=500, freeze_days=1, min_payout=1, payout_fee_bp=100
+                ),
+            )
             for d in DISTRIBUTORS:
-                await distribution.set_status(self.svc, shop_id=self.shop_id, user_id=d,
-                                              status=DistributorStatus.ACTIVE, actor="t", reason="t")
+                await distribution.set_status(
+                    self.svc, shop_id=self.shop_id, user_id=d, status=DistributorStatus.ACTIVE, actor="t", reason="t"
+                )
             await distribution.bind_referrer(self.svc, shop_id=self.shop_id, user_id="d1", referrer_id="d0")
             for i, u in enumerate(USERS):
-                await distribution.bind_referrer(self.svc, shop_id=self.shop_id, user_id=u,
-                                                 referrer_id=DISTRIBUTORS[1 + i % 2])
+                await distribution.bind_referrer(
+                    self.svc, shop_id=self.shop_id, user_id=u, referrer_id=DISTRIBUTORS[1 + i % 2]
+                )
             for u, price in (("u0", 20_000), ("u1", 15_000)):  # lines that free up after a day: settled money
-                o = await orders.report_order(self.svc, shop_id=self.shop_id, external_id=self.ref(), buyer_id=u,
-                                              lines=[orders.LineInput("p", 1, price)])
-                await orders.confirm_payment(self.svc, shop_id=self.shop_id, order_id=o.order_id, amount=price,
-                                             provider_ref=self.ref())
+                o = await orders.report_order(
+                    self.svc,
+                    shop_id=self.shop_id,
+                    external_id=self.ref(),
+                    buyer_id=u,
+                    lines=[orders.LineInput("p", 1, price)],
+                )
+                await orders.confirm_payment(
+                    self.svc, shop_id=self.shop_id, order_id=o.order_id, amount=price, provider_ref=self.ref()
+                )
                 await orders.complete_order(self.svc, shop_id=self.shop_id, order_id=o.order_id)
                 self.plain.append(o.order_id)
             self.svc.clock.advance(timedelta(hours=25))  # Jan 6 11:00: the lines are released, one is paid out
             await worker.run_due(self.svc, shop_id=self.shop_id)
             p = await payouts.request_payout(self.svc, shop_id=self.shop_id, user_id="d1", amount=500)
-            await payouts.decide_payout(self.svc, shop_id=self.shop_id, payout_id=p.payout_id, approve=True,
-                                        actor="fin", external_ref=self.ref())
+            await payouts.decide_payout(
+                self.svc,
+                shop_id=self.shop_id,
+                payout_id=p.payout_id,
+                approve=True,
+                actor="fin",
+                external_ref=self.ref(),
+            )
             self.svc.clock.advance(timedelta(hours=14))  # Jan 7 01:00: two whole days can be closed
-            c1 = await make_campaign(self.svc, self.shop_id, tiers=[(2, 8000), (3, 7000)], leader_discount=300,
-                                     leader_commission_bp=200, stock=40)
+            c1 = await make_campaign(
+                self.svc,
+                self.shop_id,
+                tiers=[(2, 8000), (3, 7000)],
+                leader_discount=300,
+                leader_commission_bp=200,
+                stock=40,
+            )
             c2 = await make_campaign(self.svc, self.shop_id, tiers=[(3, 5000)], fill_at_expiry=2, lottery_winners=1)
             self.campaigns = [c1.campaign_id, c2.campaign_id]
+
         self.loop.run_until_complete(go())
 
     @rule(c=st.integers(0, 1), u=st.sampled_from(USERS))
@@ -111,8 +138,9 @@ class ServiceMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.groups)
     @rule(g=st.integers(0, 100), u=st.sampled_from(USERS))
     def join(self, g, u):
-        r = self.run(groups.join_group(self.svc, shop_id=self.shop_id, group_id=self.groups[g % len(self.groups)],
-                                       user_id=u))
+        r = self.run(
+            groups.join_group(self.svc, shop_id=self.shop_id, group_id=self.groups[g % len(self.groups)], user_id=u)
+        )
         if not isinstance(r, RuleViolation):
             self.seats.append(r)
 
@@ -120,29 +148,43 @@ class ServiceMachine(RuleBasedStateMachine):
     @rule(i=st.integers(0, 100))
     def pay_seat(self, i):
         seat = self.seats[i % len(self.seats)]
-        self.run(orders.confirm_payment(self.svc, shop_id=self.shop_id, order_id=seat.order_id, amount=seat.amount,
-                                        provider_ref=self.ref()))
+        self.run(
+            orders.confirm_payment(
+                self.svc, shop_id=self.shop_id, order_id=seat.order_id, amount=seat.amount, provider_ref=self.ref()
+            )
+        )
 
     @precondition(lambda self: self.seats)
     @rule(i=st.integers(0, 100))
     def leave(self, i):
         seat = self.seats[i % len(self.seats)]
+
         async def go():
             o = await orders.get_order_caught_up(self.svc, shop_id=self.shop_id, order_id=seat.order_id)
             await groups.leave_group(self.svc, shop_id=self.shop_id, group_id=seat.group_id, user_id=o.buyer_id)
+
         self.run(go())
 
-    @rule(u=st.sampled_from(USERS + ["d1"]), qty=st.integers(1, 3), price=st.integers(1, 20_000),
-          completed=st.booleans())
+    @rule(
+        u=st.sampled_from(USERS + ["d1"]), qty=st.integers(1, 3), price=st.integers(1, 20_000), completed=st.booleans()
+    )
     def plain_order(self, u, qty, price, completed):
         async def go():
-            o = await orders.report_order(self.svc, shop_id=self.shop_id, external_id=self.ref(), buyer_id=u,
-                                          lines=[orders.LineInput("p", qty, price)], shipping_amount=500)
-            await orders.confirm_payment(self.svc, shop_id=self.shop_id, order_id=o.order_id,
-                                         amount=qty * price + 500, provider_ref=self.ref())
+            o = await orders.report_order(
+                self.svc,
+                shop_id=self.shop_id,
+                external_id=self.ref(),
+                buyer_id=u,
+                lines=[orders.LineInput("p", qty, price)],
+                shipping_amount=500,
+            )
+            await orders.confirm_payment(
+                self.svc, shop_id=self.shop_id, order_id=o.order_id, amount=qty * price + 500, provider_ref=self.ref()
+            )
             self.plain.append(o.order_id)
             if completed:
                 await orders.complete_order(self.svc, shop_id=self.shop_id, order_id=o.order_id)
+
         self.run(go())
 
     def _any_order(self, i):
@@ -156,8 +198,14 @@ class ServiceMachine(RuleBasedStateMachine):
             o = await orders.get_order_caught_up(self.svc, shop_id=self.shop_id, order_id=self._any_order(i))
             left = o.paid_amount - o.refunded_amount
             if left > 0:
-                await orders.refund_order(self.svc, shop_id=self.shop_id, order_id=o.order_id,
-                                          amount=max(1, left * part // 10), provider_ref=self.ref())
+                await orders.refund_order(
+                    self.svc,
+                    shop_id=self.shop_id,
+                    order_id=o.order_id,
+                    amount=max(1, left * part // 10),
+                    provider_ref=self.ref(),
+                )
+
         self.run(go())
 
     @precondition(lambda self: self.plain or self.seats)
@@ -179,18 +227,28 @@ class ServiceMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.payouts)
     @rule(i=st.integers(0, 100), approve=st.booleans())
     def decide_payout(self, i, approve):
-        self.run(payouts.decide_payout(self.svc, shop_id=self.shop_id, payout_id=self.payouts[i % len(self.payouts)],
-                                       approve=approve, actor="fin", external_ref=self.ref() if approve else None))
+        self.run(
+            payouts.decide_payout(
+                self.svc,
+                shop_id=self.shop_id,
+                payout_id=self.payouts[i % len(self.payouts)],
+                approve=approve,
+                actor="fin",
+                external_ref=self.ref() if approve else None,
+            )
+        )
 
     @rule(i=st.integers(0, 100))
     def confirm_owed_refund(self, i):
         """The backend pays one owed refund and confirms it with its provider reference (GB-10)."""
-        owed = self.loop.run_until_complete(refunds.list_refunds(self.svc, shop_id=self.shop_id, state="OWED",
-                                                                 limit=1000))
+        owed = self.loop.run_until_complete(
+            refunds.list_refunds(self.svc, shop_id=self.shop_id, state="OWED", limit=1000)
+        )
         if owed:
             r, ref = owed[i % len(owed)], self.ref()
-            done = self.run(refunds.confirm_refund(self.svc, shop_id=self.shop_id, refund_id=r.refund_id,
-                                                   provider_ref=ref))
+            done = self.run(
+                refunds.confirm_refund(self.svc, shop_id=self.shop_id, refund_id=r.refund_id, provider_ref=ref)
+            )
             assert not isinstance(done, RuleViolation) and done.state == "CONFIRMED", done
             self.confirmed[r.refund_id] = ref
 
@@ -212,8 +270,7 @@ class ServiceMachine(RuleBasedStateMachine):
         if self.svc.now() < ends_at:
             self.svc.clock.advance(ends_at - self.svc.now() + timedelta(minutes=5))
             self.run(worker.run_due(self.svc, shop_id=self.shop_id))
-        b = self.run(settlements.close_period(self.svc, shop_id=self.shop_id, day_from=start, day_to=end,
-                                              actor="fin"))
+        b = self.run(settlements.close_period(self.svc, shop_id=self.shop_id, day_from=start, day_to=end, actor="fin"))
         assert not isinstance(b, RuleViolation), b
         self.batches.append((start, end, b.settlement_id))
 
@@ -226,14 +283,18 @@ class ServiceMachine(RuleBasedStateMachine):
         end = start + timedelta(days=days)
         if shift < 0:
             end = min(end, self._last_closable_day())  # an overlap that has ended, so the overlap is what is refused
-        r = self.run(settlements.close_period(self.svc, shop_id=self.shop_id, day_from=start, day_to=end,
-                                              actor="fin"))
+        r = self.run(settlements.close_period(self.svc, shop_id=self.shop_id, day_from=start, day_to=end, actor="fin"))
         same = [sid for f, t, sid in self.batches if (f, t) == (start, end)]
         if same:
             assert not isinstance(r, RuleViolation) and r.settlement_id == same[0]
         else:
-            expected = (ErrorCode.PERIOD_NOT_ENDED if end > self._last_closable_day()
-                        else ErrorCode.PERIOD_OVERLAP if start < last_to else ErrorCode.PERIOD_GAP)
+            expected = (
+                ErrorCode.PERIOD_NOT_ENDED
+                if end > self._last_closable_day()
+                else ErrorCode.PERIOD_OVERLAP
+                if start < last_to
+                else ErrorCode.PERIOD_GAP
+            )
             assert isinstance(r, RuleViolation) and r.code == expected, (start, end, r)
 
     @invariant()
@@ -244,15 +305,21 @@ class ServiceMachine(RuleBasedStateMachine):
         async def check():
             async with self.svc.sessionmaker() as s:
                 q = lambda sql: s.execute(text(sql), {"s": self.shop_id})  # noqa: E731
-                periods = (await q("SELECT settlement_id, local_from, local_to FROM settlements WHERE shop_id=:s "
-                                   "ORDER BY period_from")).all()
+                periods = (
+                    await q(
+                        "SELECT settlement_id, local_from, local_to FROM settlements WHERE shop_id=:s "
+                        "ORDER BY period_from"
+                    )
+                ).all()
                 assert [(r.local_from, r.local_to, r.settlement_id) for r in periods] == [
-                    (f.isoformat(), t.isoformat(), sid) for f, t, sid in self.batches], "LG-3: one batch per period"
+                    (f.isoformat(), t.isoformat(), sid) for f, t, sid in self.batches
+                ], "LG-3: one batch per period"
                 off = (await q(RECONCILE_SQL)).all()
                 assert off == [], f"LG-3: a batch does not reconcile to the ledger: {off}"
             f, t, sid = self.batches[-1]  # closing the last period again returns its batch
             again = await settlements.close_period(self.svc, shop_id=self.shop_id, day_from=f, day_to=t, actor="fin")
             assert again.settlement_id == sid
+
         self.loop.run_until_complete(check())
 
     @invariant()
@@ -261,17 +328,27 @@ class ServiceMachine(RuleBasedStateMachine):
             async with unit_of_work(self.svc) as s:
                 assert await balance_mismatches(s, self.shop_id) == []
                 q = lambda sql: s.execute(text(sql), {"s": self.shop_id})  # noqa: E731
-                bad_lines = (await q("SELECT line_id FROM commission_lines WHERE shop_id=:s "
-                                     "AND (standing < 0 OR standing > original)")).all()
+                bad_lines = (
+                    await q(
+                        "SELECT line_id FROM commission_lines WHERE shop_id=:s "
+                        "AND (standing < 0 OR standing > original)"
+                    )
+                ).all()
                 assert bad_lines == [], "CM-5: a line stands outside [0, original]"
-                over = (await q("SELECT group_id FROM groups g WHERE shop_id=:s AND held_seats > "
-                                "(SELECT (g.tiers->-1->>0)::int)")).all()
+                over = (
+                    await q(
+                        "SELECT group_id FROM groups g WHERE shop_id=:s AND held_seats > "
+                        "(SELECT (g.tiers->-1->>0)::int)"
+                    )
+                ).all()
                 assert over == [], "GB-2: seats above capacity"
-                overrefund = (await q("SELECT order_id FROM orders WHERE shop_id=:s "
-                                      "AND refunded_amount > paid_amount")).all()
+                overrefund = (
+                    await q("SELECT order_id FROM orders WHERE shop_id=:s AND refunded_amount > paid_amount")
+                ).all()
                 assert overrefund == [], "OR-2: refunded more than paid"
                 neg_payout = (await q("SELECT user_id FROM distributors WHERE shop_id=:s AND in_payout < 0")).all()
                 assert neg_payout == []
+
         self.loop.run_until_complete(check())
 
     @invariant()
@@ -279,22 +356,35 @@ class ServiceMachine(RuleBasedStateMachine):
         """OR-2 per order: sum(refund rows) == orders.refunded_amount <= orders.paid_amount. GB-10: every OWED
         refund is listed by the owed-refunds query (paged by its keyset, as owedRefunds pages it), and a refund
         once owed never disappears: it stays OWED until this machine confirmed it, with that reference."""
+
         async def check():
             async with self.svc.sessionmaker() as s:
-                off = (await s.execute(text(
-                    "SELECT o.order_id, o.paid_amount, o.refunded_amount, COALESCE(r.total, 0) FROM orders o "
-                    "LEFT JOIN (SELECT order_id, sum(amount) AS total FROM refunds WHERE shop_id = :s "
-                    "GROUP BY order_id) r USING (order_id) WHERE o.shop_id = :s "
-                    "AND (COALESCE(r.total, 0) <> o.refunded_amount OR o.refunded_amount > o.paid_amount)"),
-                    {"s": self.shop_id})).all()
+                off = (
+                    await s.execute(
+                        text(
+                            "SELECT o.order_id, o.paid_amount, o.refunded_amount, COALESCE(r.total, 0) FROM orders o "
+                            "LEFT JOIN (SELECT order_id, sum(amount) AS total FROM refunds WHERE shop_id = :s "
+                            "GROUP BY order_id) r USING (order_id) WHERE o.shop_id = :s "
+                            "AND (COALESCE(r.total, 0) <> o.refunded_amount OR o.refunded_amount > o.paid_amount)"
+                        ),
+                        {"s": self.shop_id},
+                    )
+                ).all()
                 assert off == [], f"OR-2: refund rows, refunded and paid amounts disagree: {off}"
-                rows = {r.refund_id: r for r in (await s.execute(text(
-                    "SELECT refund_id, state, provider_ref FROM refunds WHERE shop_id = :s"),
-                    {"s": self.shop_id})).all()}
+                rows = {
+                    r.refund_id: r
+                    for r in (
+                        await s.execute(
+                            text("SELECT refund_id, state, provider_ref FROM refunds WHERE shop_id = :s"),
+                            {"s": self.shop_id},
+                        )
+                    ).all()
+                }
             listed, after = [], None
             while True:
-                page, total = await queries.page_refunds(self.svc, shop_id=self.shop_id, state="OWED", rule=None,
-                                                         limit=3, after=after)
+                page, total = await queries.page_refunds(
+                    self.svc, shop_id=self.shop_id, state="OWED", rule=None, limit=3, after=after
+                )
                 listed += [r.refund_id for r in page]
                 if len(page) < 3:
                     break
@@ -309,6 +399,7 @@ class ServiceMachine(RuleBasedStateMachine):
                     assert (r.state, r.provider_ref) == ("CONFIRMED", self.confirmed[rid])
                 else:
                     assert r.state == "OWED", f"GB-10: refund {rid} left the queue unconfirmed"
+
         self.loop.run_until_complete(check())
 
 
@@ -356,6 +447,7 @@ SELECT 'header vs lines', b.settlement_id, NULL FROM b
 def test_service_state_machine(database_url):
     ServiceMachine.url = database_url
     run = ServiceMachine.TestCase
-    run.settings = settings(max_examples=15, stateful_step_count=25, deadline=None,
-                            suppress_health_check=list(HealthCheck))
+    run.settings = settings(
+        max_examples=15, stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck)
+    )
     run().runTest()

@@ -32,19 +32,22 @@ GOLDEN = Path(__file__).parent / "golden" / "settlement.csv"
 
 async def _history(svc, shop_id):
     """d1 earns 10 % on buyer orders: 1000 released, a clawback of 400 after availability, a payout of 500 (fee 1 %)."""
-    await distribution.set_status(svc, shop_id=shop_id, user_id="d1", status=DistributorStatus.ACTIVE,
-                                  actor="t", reason="t")
+    await distribution.set_status(
+        svc, shop_id=shop_id, user_id="d1", status=DistributorStatus.ACTIVE, actor="t", reason="t"
+    )
     await distribution.bind_referrer(svc, shop_id=shop_id, user_id="b1", referrer_id="d1")
-    o = await orders.report_order(svc, shop_id=shop_id, external_id="o1", buyer_id="b1",
-                                  lines=[orders.LineInput("p", 1, 10_000)])
+    o = await orders.report_order(
+        svc, shop_id=shop_id, external_id="o1", buyer_id="b1", lines=[orders.LineInput("p", 1, 10_000)]
+    )
     await pay(svc, shop_id, o.order_id, amount=10_000)
     await orders.complete_order(svc, shop_id=shop_id, order_id=o.order_id)
     svc.clock.advance(timedelta(days=8))
     await worker.run_due(svc)
     await orders.refund_order(svc, shop_id=shop_id, order_id=o.order_id, amount=4_000, provider_ref="rf1")
     p = await payouts.request_payout(svc, shop_id=shop_id, user_id="d1", amount=500)
-    await payouts.decide_payout(svc, shop_id=shop_id, payout_id=p.payout_id, approve=True, actor="fin",
-                                external_ref="bank-1")
+    await payouts.decide_payout(
+        svc, shop_id=shop_id, payout_id=p.payout_id, approve=True, actor="fin", external_ref="bank-1"
+    )
 
 
 async def test_close_period_reconciles_and_is_idempotent_LG3(svc, shop, owner_engine):
@@ -53,58 +56,89 @@ async def test_close_period_reconciles_and_is_idempotent_LG3(svc, shop, owner_en
     await update_settings(svc, shop_id=shop.shop_id, payout_fee_bp=100)
     await _history(svc, shop.shop_id)
     svc.clock.set(datetime(2026, 3, 1, tzinfo=timezone.utc))
-    b = await settlements.close_period(svc, shop_id=shop.shop_id, day_from=date(2026, 1, 1),
-                                       day_to=date(2026, 2, 1), actor="fin")
+    b = await settlements.close_period(
+        svc, shop_id=shop.shop_id, day_from=date(2026, 1, 1), day_to=date(2026, 2, 1), actor="fin"
+    )
     # 1000 released − 400 clawback − (500 − 5) paid − 5 fee = 100 left owed
     assert (b.opening, b.released, b.reversals, b.bonuses, b.payouts, b.fees, b.closing) == (
-        0, 1000, -400, 0, 495, 5, 100)
-    again = await settlements.close_period(svc, shop_id=shop.shop_id, day_from=date(2026, 1, 1),
-                                           day_to=date(2026, 2, 1), actor="fin")
+        0,
+        1000,
+        -400,
+        0,
+        495,
+        5,
+        100,
+    )
+    again = await settlements.close_period(
+        svc, shop_id=shop.shop_id, day_from=date(2026, 1, 1), day_to=date(2026, 2, 1), actor="fin"
+    )
     assert again.settlement_id == b.settlement_id
     d = await distribution.get_distributor(svc, shop_id=shop.shop_id, user_id="d1")
     assert b.closing == d.available + d.in_payout
     with pytest.raises(RuleViolation) as e:
-        await settlements.close_period(svc, shop_id=shop.shop_id, day_from=date(2026, 2, 5),
-                                       day_to=date(2026, 2, 10), actor="fin")
+        await settlements.close_period(
+            svc, shop_id=shop.shop_id, day_from=date(2026, 2, 5), day_to=date(2026, 2, 10), actor="fin"
+        )
     assert e.value.code == ErrorCode.PERIOD_GAP
     with pytest.raises(RuleViolation) as e:
-        await settlements.close_period(svc, shop_id=shop.shop_id, day_from=date(2026, 1, 15),
-                                       day_to=date(2026, 2, 10), actor="fin")
+        await settlements.close_period(
+            svc, shop_id=shop.shop_id, day_from=date(2026, 1, 15), day_to=date(2026, 2, 10), actor="fin"
+        )
     assert e.value.code == ErrorCode.PERIOD_OVERLAP
     # a period closes only CLOSE_GRACE (5 minutes) after its end on the service clock: a write stamped
     # 23:59:59 that commits a moment later still lands in it
     for late in (timedelta(0), timedelta(minutes=4, seconds=59)):
         svc.clock.set(datetime(2026, 3, 1, tzinfo=timezone.utc) + late)
         with pytest.raises(RuleViolation) as e:
-            await settlements.close_period(svc, shop_id=shop.shop_id, day_from=date(2026, 2, 1),
-                                           day_to=date(2026, 3, 1), actor="fin")
+            await settlements.close_period(
+                svc, shop_id=shop.shop_id, day_from=date(2026, 2, 1), day_to=date(2026, 3, 1), actor="fin"
+            )
         assert e.value.code == ErrorCode.PERIOD_NOT_ENDED and e.value.rule == "LG-3"
     svc.clock.set(datetime(2026, 3, 1, 0, 5, tzinfo=timezone.utc))
-    nxt = await settlements.close_period(svc, shop_id=shop.shop_id, day_from=date(2026, 2, 1),
-                                         day_to=date(2026, 3, 1), actor="fin")
+    nxt = await settlements.close_period(
+        svc, shop_id=shop.shop_id, day_from=date(2026, 2, 1), day_to=date(2026, 3, 1), actor="fin"
+    )
     assert nxt.opening == b.closing and nxt.closing == b.closing
     with pytest.raises(Exception, match="append-only"):  # even to the owner (the runtime role may not UPDATE it)
         async with owner_engine.begin() as c:
-            await c.execute(text("UPDATE settlements SET closing = 0 WHERE settlement_id = :i"),
-                            {"i": b.settlement_id})
+            await c.execute(text("UPDATE settlements SET closing = 0 WHERE settlement_id = :i"), {"i": b.settlement_id})
 
 
 async def test_exports_are_byte_identical_LG3(svc, shop, tmp_path):
     await _history(svc, shop.shop_id)
     svc.clock.set(datetime(2026, 3, 1, tzinfo=timezone.utc))
-    b = await settlements.close_period(svc, shop_id=shop.shop_id, day_from=date(2026, 1, 1),
-                                       day_to=date(2026, 2, 1), actor="fin")
+    b = await settlements.close_period(
+        svc, shop_id=shop.shop_id, day_from=date(2026, 1, 1), day_to=date(2026, 2, 1), actor="fin"
+    )
 
     async def csv_bytes():
-        return b"".join([c async for c in exports.csv_chunks(svc, shop_id=shop.shop_id,
-                                                             settlement_id=b.settlement_id)])
+        return b"".join([c async for c in exports.csv_chunks(svc, shop_id=shop.shop_id, settlement_id=b.settlement_id)])
 
     first, second = await csv_bytes(), await csv_bytes()
     assert first == second
     rows = list(csv.reader(io.StringIO(first.decode())))
     header = rows.index(exports.HEADER)
-    assert rows[header + 1] == ["d1", "0.00", "0", "10.00", "1000", "-4.00", "-400", "0.00", "0", "5.00", "500",
-                                "0.00", "0", "0.00", "0", "1.00", "100", "0.00", "0"]
+    assert rows[header + 1] == [
+        "d1",
+        "0.00",
+        "0",
+        "10.00",
+        "1000",
+        "-4.00",
+        "-400",
+        "0.00",
+        "0",
+        "5.00",
+        "500",
+        "0.00",
+        "0",
+        "0.00",
+        "0",
+        "1.00",
+        "100",
+        "0.00",
+        "0",
+    ]
     assert rows[header + 2][0] == "TOTAL" and rows[header + 2][1:] == rows[header + 1][1:]
     x1 = Path(await exports.xlsx_file(svc, shop_id=shop.shop_id, settlement_id=b.settlement_id)).read_bytes()
     x2 = Path(await exports.xlsx_file(svc, shop_id=shop.shop_id, settlement_id=b.settlement_id)).read_bytes()
@@ -119,37 +153,55 @@ async def test_database_refuses_a_batch_that_does_not_reconcile_LG3(svc, shop):
     from engine.distribution import DistributorStatus
     from service.usecases import distribution
 
-    await distribution.set_status(svc, shop_id=shop.shop_id, user_id="dx", status=DistributorStatus.ACTIVE,
-                                  actor="t", reason="t")
+    await distribution.set_status(
+        svc, shop_id=shop.shop_id, user_id="dx", status=DistributorStatus.ACTIVE, actor="t", reason="t"
+    )
     async with unit_of_work(svc) as s:  # with its balance moved: LG-1 holds at commit (0010), LG-3 cannot classify it
-        await s.execute(text(
-            "INSERT INTO ledger_entries (shop_id, entry_id, distributor_id, bucket, amount, kind, ref_type, ref_id, "
-            "created_at) VALUES (:s, 'odd-1', 'dx', 'AVAILABLE', 700, 'COMMISSION_FROZEN', 'test', 'x', :at)"),
-            {"s": shop.shop_id, "at": datetime(2026, 1, 10, tzinfo=timezone.utc)})
-        await s.execute(text("UPDATE distributors SET available = available + 700 WHERE shop_id = :s AND user_id = 'dx'"),
-                        {"s": shop.shop_id})
+        await s.execute(
+            text(
+                "INSERT INTO ledger_entries (shop_id, entry_id, distributor_id, bucket, amount, kind, ref_type, ref_id, "
+                "created_at) VALUES (:s, 'odd-1', 'dx', 'AVAILABLE', 700, 'COMMISSION_FROZEN', 'test', 'x', :at)"
+            ),
+            {"s": shop.shop_id, "at": datetime(2026, 1, 10, tzinfo=timezone.utc)},
+        )
+        await s.execute(
+            text("UPDATE distributors SET available = available + 700 WHERE shop_id = :s AND user_id = 'dx'"),
+            {"s": shop.shop_id},
+        )
     svc.clock.set(datetime(2026, 3, 1, 1, tzinfo=timezone.utc))
     with pytest.raises(IntegrityError, match="ck_settlement"):
-        await settlements.close_period(svc, shop_id=shop.shop_id, day_from=date(2026, 1, 1),
-                                       day_to=date(2026, 2, 1), actor="fin")
+        await settlements.close_period(
+            svc, shop_id=shop.shop_id, day_from=date(2026, 1, 1), day_to=date(2026, 2, 1), actor="fin"
+        )
     assert await settlements.list_settlements(svc, shop_id=shop.shop_id) == []
     for table in ("settlements", "settlement_lines"):
-        cols = "shop_id, settlement_id, " + ("distributor_id, " if table == "settlement_lines" else
-                                            "period_from, period_to, local_from, local_to, currency, closed_at, "
-                                            "closed_by, distributors, ")
-        vals = ":s, 'st-bad', " + ("'d', " if table == "settlement_lines" else
-                                   "now(), now(), 'a', 'b', 'CNY', now(), 't', 0, ")
+        cols = "shop_id, settlement_id, " + (
+            "distributor_id, "
+            if table == "settlement_lines"
+            else "period_from, period_to, local_from, local_to, currency, closed_at, closed_by, distributors, "
+        )
+        vals = ":s, 'st-bad', " + (
+            "'d', " if table == "settlement_lines" else "now(), now(), 'a', 'b', 'CNY', now(), 't', 0, "
+        )
         with pytest.raises(IntegrityError, match=f"ck_{table}_identity"):
             async with unit_of_work(svc) as s:
                 if table == "settlement_lines":  # a reconciling header first, then a line that does not
-                    await s.execute(text(
-                        "INSERT INTO settlements (shop_id, settlement_id, period_from, period_to, local_from, "
-                        "local_to, currency, closed_at, closed_by, distributors, opening, released, reversals, "
-                        "bonuses, payouts, fees, closing) VALUES (:s, 'st-bad', now(), now(), 'a', 'b', 'CNY', "
-                        "now(), 't', 0, 0, 0, 0, 0, 0, 0, 0)"), {"s": shop.shop_id})
-                await s.execute(text(
-                    f"INSERT INTO {table} ({cols}opening, released, reversals, bonuses, payouts, fees, closing) "
-                    f"VALUES ({vals}100, 50, -10, 5, 20, 1, 125)"), {"s": shop.shop_id})  # 124 would reconcile
+                    await s.execute(
+                        text(
+                            "INSERT INTO settlements (shop_id, settlement_id, period_from, period_to, local_from, "
+                            "local_to, currency, closed_at, closed_by, distributors, opening, released, reversals, "
+                            "bonuses, payouts, fees, closing) VALUES (:s, 'st-bad', now(), now(), 'a', 'b', 'CNY', "
+                            "now(), 't', 0, 0, 0, 0, 0, 0, 0, 0)"
+                        ),
+                        {"s": shop.shop_id},
+                    )
+                await s.execute(
+                    text(
+                        f"INSERT INTO {table} ({cols}opening, released, reversals, bonuses, payouts, fees, closing) "
+                        f"VALUES ({vals}100, 50, -10, 5, 20, 1, 125)"
+                    ),
+                    {"s": shop.shop_id},
+                )  # 124 would reconcile
 
 
 def utc(*a) -> datetime:
@@ -163,21 +215,33 @@ async def _two_distributor_history(svc, shop_id: str, currency: str = "CNY"):
     1000 released (d2); a reversal stamped exactly at the January end (d2) and a line still frozen
     (d1) stay out. Returns the January batch, closed with a fixed id at a fixed clock."""
     svc.clock.set(utc(2025, 12, 2, 2))
-    await shops.create_shop(svc, shop_id=shop_id, name="Golden", currency=currency, timezone="Asia/Shanghai",
-                            settings=DistributionSettings(level1_bp=1000, level2_bp=500, freeze_days=7,
-                                                          min_payout=100, payout_fee_bp=200))
-    await shops.set_levels(svc, shop_id=shop_id, levels=[
-        Level(grade=0, name="Member", level1_bp=1000, level2_bp=500),
-        Level(grade=1, name="Silver", level1_bp=1000, level2_bp=500, upgrade_bonus=300, min_direct_referrals=99)])
+    await shops.create_shop(
+        svc,
+        shop_id=shop_id,
+        name="Golden",
+        currency=currency,
+        timezone="Asia/Shanghai",
+        settings=DistributionSettings(level1_bp=1000, level2_bp=500, freeze_days=7, min_payout=100, payout_fee_bp=200),
+    )
+    await shops.set_levels(
+        svc,
+        shop_id=shop_id,
+        levels=[
+            Level(grade=0, name="Member", level1_bp=1000, level2_bp=500),
+            Level(grade=1, name="Silver", level1_bp=1000, level2_bp=500, upgrade_bonus=300, min_direct_referrals=99),
+        ],
+    )
     for d in ("d1", "d2"):
-        await distribution.set_status(svc, shop_id=shop_id, user_id=d, status=DistributorStatus.ACTIVE,
-                                      actor="t", reason="t")
+        await distribution.set_status(
+            svc, shop_id=shop_id, user_id=d, status=DistributorStatus.ACTIVE, actor="t", reason="t"
+        )
     await distribution.bind_referrer(svc, shop_id=shop_id, user_id="b1", referrer_id="d1")
     await distribution.bind_referrer(svc, shop_id=shop_id, user_id="b3", referrer_id="d2")
 
     async def sale(ext: str, buyer: str, amount: int):
-        o = await orders.report_order(svc, shop_id=shop_id, external_id=ext, buyer_id=buyer,
-                                      lines=[orders.LineInput("p", 1, amount)])
+        o = await orders.report_order(
+            svc, shop_id=shop_id, external_id=ext, buyer_id=buyer, lines=[orders.LineInput("p", 1, amount)]
+        )
         await pay(svc, shop_id, o.order_id, amount=amount)
         await orders.complete_order(svc, shop_id=shop_id, order_id=o.order_id)
         return o
@@ -187,19 +251,27 @@ async def _two_distributor_history(svc, shop_id: str, currency: str = "CNY"):
     svc.clock.set(utc(2025, 12, 10, 2))
     await worker.run_due(svc)  # released in December
     svc.clock.set(utc(2026, 1, 1))  # 08:00 in Shanghai: December ended 8 h ago
-    await settlements.close_period(svc, shop_id=shop_id, day_from=date(2025, 12, 1), day_to=date(2026, 1, 1),
-                                   actor="fin", settlement_id="st_golden_2025_12")
+    await settlements.close_period(
+        svc,
+        shop_id=shop_id,
+        day_from=date(2025, 12, 1),
+        day_to=date(2026, 1, 1),
+        actor="fin",
+        settlement_id="st_golden_2025_12",
+    )
     svc.clock.set(utc(2026, 1, 5, 2))
     await distribution.set_level(svc, shop_id=shop_id, user_id="d2", grade=1, actor="admin", reason="VIP")  # +300
     svc.clock.set(utc(2026, 1, 6, 2))
     await orders.refund_order(svc, shop_id=shop_id, order_id=o1.order_id, amount=5_000, provider_ref="rf-o1")
     svc.clock.set(utc(2026, 1, 7, 2))
     p = await payouts.request_payout(svc, shop_id=shop_id, user_id="d1", amount=1_000)
-    await payouts.decide_payout(svc, shop_id=shop_id, payout_id=p.payout_id, approve=True, actor="fin",
-                                external_ref="bank-1")
+    await payouts.decide_payout(
+        svc, shop_id=shop_id, payout_id=p.payout_id, approve=True, actor="fin", external_ref="bank-1"
+    )
     q = await payouts.request_payout(svc, shop_id=shop_id, user_id="d2", amount=500)
-    await payouts.decide_payout(svc, shop_id=shop_id, payout_id=q.payout_id, approve=False, actor="fin",
-                                reason="wrong account")
+    await payouts.decide_payout(
+        svc, shop_id=shop_id, payout_id=q.payout_id, approve=False, actor="fin", reason="wrong account"
+    )
     svc.clock.set(utc(2026, 1, 8, 2))
     o4 = await sale("o4", "b3", 10_000)  # d2: 1000, available Jan 15
     svc.clock.set(utc(2026, 1, 15, 3))
@@ -210,8 +282,14 @@ async def _two_distributor_history(svc, shop_id: str, currency: str = "CNY"):
     await orders.refund_order(svc, shop_id=shop_id, order_id=o4.order_id, amount=2_000, provider_ref="rf-o4")
     svc.clock.set(utc(2026, 2, 2, 1))
     await assert_ledger_consistent(svc, shop_id)
-    return await settlements.close_period(svc, shop_id=shop_id, day_from=date(2026, 1, 1), day_to=date(2026, 2, 1),
-                                          actor="fin", settlement_id="st_golden_2026_01")
+    return await settlements.close_period(
+        svc,
+        shop_id=shop_id,
+        day_from=date(2026, 1, 1),
+        day_to=date(2026, 2, 1),
+        actor="fin",
+        settlement_id="st_golden_2026_01",
+    )
 
 
 async def _csv(svc, shop_id: str, settlement_id: str) -> bytes:
@@ -222,7 +300,14 @@ async def test_export_matches_the_hand_computed_golden_csv_LG3(svc):
     """The whole file, byte for byte (docs/worked-examples/settlement.md has the arithmetic)."""
     b = await _two_distributor_history(svc, "golden-cny")
     assert (b.opening, b.released, b.reversals, b.bonuses, b.payouts, b.fees, b.closing) == (
-        3000, 1000, -500, 300, 980, 20, 2800)
+        3000,
+        1000,
+        -500,
+        300,
+        980,
+        20,
+        2800,
+    )
     assert await _csv(svc, "golden-cny", b.settlement_id) == GOLDEN.read_bytes()
 
 
@@ -248,26 +333,128 @@ def xlsx_rows(data: bytes) -> list[list[str]]:
     return rows
 
 
-ZERO_DIGIT_ROWS = (["2000", "2000", "0", "0", "-500", "-500", "0", "0", "980", "980", "20", "20", "0", "0", "500",
-                    "500", "0", "0"],
-                   ["3000", "3000", "1000", "1000", "-500", "-500", "300", "300", "980", "980", "20", "20", "0", "0",
-                    "2800", "2800", "0", "0"])
+ZERO_DIGIT_ROWS = (
+    ["2000", "2000", "0", "0", "-500", "-500", "0", "0", "980", "980", "20", "20", "0", "0", "500", "500", "0", "0"],
+    [
+        "3000",
+        "3000",
+        "1000",
+        "1000",
+        "-500",
+        "-500",
+        "300",
+        "300",
+        "980",
+        "980",
+        "20",
+        "20",
+        "0",
+        "0",
+        "2800",
+        "2800",
+        "0",
+        "0",
+    ],
+)
 
 
-@pytest.mark.parametrize("currency, d1_row, total_row", [
-    # opening, released, reversals, bonuses, payouts, fees, failed, closing, held: decimal string, then minor units
-    ("JPY", *ZERO_DIGIT_ROWS),
-    # issue 13: the old hand-written table printed these with 2 decimals; ISO 4217 gives them none
-    ("XOF", *ZERO_DIGIT_ROWS), ("UGX", *ZERO_DIGIT_ROWS), ("PYG", *ZERO_DIGIT_ROWS),
-    ("CNY", ["20.00", "2000", "0.00", "0", "-5.00", "-500", "0.00", "0", "9.80", "980", "0.20", "20", "0.00", "0",
-             "5.00", "500", "0.00", "0"],
-     ["30.00", "3000", "10.00", "1000", "-5.00", "-500", "3.00", "300", "9.80", "980", "0.20", "20", "0.00", "0",
-      "28.00", "2800", "0.00", "0"]),
-    ("KWD", ["2.000", "2000", "0.000", "0", "-0.500", "-500", "0.000", "0", "0.980", "980", "0.020", "20", "0.000",
-             "0", "0.500", "500", "0.000", "0"],
-     ["3.000", "3000", "1.000", "1000", "-0.500", "-500", "0.300", "300", "0.980", "980", "0.020", "20", "0.000",
-      "0", "2.800", "2800", "0.000", "0"]),
-])
+@pytest.mark.parametrize(
+    "currency, d1_row, total_row",
+    [
+        # opening, released, reversals, bonuses, payouts, fees, failed, closing, held: decimal string, then minor units
+        ("JPY", *ZERO_DIGIT_ROWS),
+        # issue 13: the old hand-written table printed these with 2 decimals; ISO 4217 gives them none
+        ("XOF", *ZERO_DIGIT_ROWS),
+        ("UGX", *ZERO_DIGIT_ROWS),
+        ("PYG", *ZERO_DIGIT_ROWS),
+        (
+            "CNY",
+            [
+                "20.00",
+                "2000",
+                "0.00",
+                "0",
+                "-5.00",
+                "-500",
+                "0.00",
+                "0",
+                "9.80",
+                "980",
+                "0.20",
+                "20",
+                "0.00",
+                "0",
+                "5.00",
+                "500",
+                "0.00",
+                "0",
+            ],
+            [
+                "30.00",
+                "3000",
+                "10.00",
+                "1000",
+                "-5.00",
+                "-500",
+                "3.00",
+                "300",
+                "9.80",
+                "980",
+                "0.20",
+                "20",
+                "0.00",
+                "0",
+                "28.00",
+                "2800",
+                "0.00",
+                "0",
+            ],
+        ),
+        (
+            "KWD",
+            [
+                "2.000",
+                "2000",
+                "0.000",
+                "0",
+                "-0.500",
+                "-500",
+                "0.000",
+                "0",
+                "0.980",
+                "980",
+                "0.020",
+                "20",
+                "0.000",
+                "0",
+                "0.500",
+                "500",
+                "0.000",
+                "0",
+            ],
+            [
+                "3.000",
+                "3000",
+                "1.000",
+                "1000",
+                "-0.500",
+                "-500",
+                "0.300",
+                "300",
+                "0.980",
+                "980",
+                "0.020",
+                "20",
+                "0.000",
+                "0",
+                "2.800",
+                "2800",
+                "0.000",
+                "0",
+            ],
+        ),
+    ],
+)
 async def test_exports_write_each_currencys_minor_digits_LG3(svc, currency, d1_row, total_row):
     """JPY, XOF, UGX, PYG have 0 minor digits, CNY 2, KWD 3 (ISO 4217): the same minor units, three decimal renderings —
     in the CSV and, cell for cell, in the XLSX."""
@@ -287,9 +474,13 @@ async def test_exports_write_each_currencys_minor_digits_LG3(svc, currency, d1_r
 def test_local_bounds_follow_the_shop_time_zone_LG3():
     """[from, to) are local calendar days: Shanghai is UTC+8 all year; New York moves at DST."""
     assert settlements.local_bounds("Asia/Shanghai", date(2026, 1, 1), date(2026, 2, 1)) == (
-        utc(2025, 12, 31, 16), utc(2026, 1, 31, 16))
+        utc(2025, 12, 31, 16),
+        utc(2026, 1, 31, 16),
+    )
     assert settlements.local_bounds("America/New_York", date(2026, 3, 1), date(2026, 4, 1)) == (
-        utc(2026, 3, 1, 5), utc(2026, 4, 1, 4))
+        utc(2026, 3, 1, 5),
+        utc(2026, 4, 1, 4),
+    )
     assert settlements.local_bounds("UTC", date(2026, 1, 1), date(2026, 1, 2)) == (utc(2026, 1, 1), utc(2026, 1, 2))
 
 
@@ -299,21 +490,29 @@ async def test_shanghai_period_boundaries_put_each_entry_in_its_local_day_LG3(sv
     shop_id = f"sh-{secrets.token_hex(4)}"
     svc.clock.set(utc(2025, 12, 1))
     await shops.create_shop(svc, shop_id=shop_id, name="SH", currency="CNY", timezone="Asia/Shanghai")
-    await shops.set_levels(svc, shop_id=shop_id, levels=[
-        Level(grade=0, name="M", level1_bp=1000, level2_bp=500),
-        Level(grade=1, name="S", level1_bp=1000, level2_bp=500, upgrade_bonus=111, min_direct_referrals=99),
-        Level(grade=2, name="G", level1_bp=1000, level2_bp=500, upgrade_bonus=222, min_direct_referrals=99)])
-    await distribution.set_status(svc, shop_id=shop_id, user_id="d", status=DistributorStatus.ACTIVE, actor="t",
-                                  reason="t")
+    await shops.set_levels(
+        svc,
+        shop_id=shop_id,
+        levels=[
+            Level(grade=0, name="M", level1_bp=1000, level2_bp=500),
+            Level(grade=1, name="S", level1_bp=1000, level2_bp=500, upgrade_bonus=111, min_direct_referrals=99),
+            Level(grade=2, name="G", level1_bp=1000, level2_bp=500, upgrade_bonus=222, min_direct_referrals=99),
+        ],
+    )
+    await distribution.set_status(
+        svc, shop_id=shop_id, user_id="d", status=DistributorStatus.ACTIVE, actor="t", reason="t"
+    )
     svc.clock.set(utc(2025, 12, 31, 15, 59, 59))  # Dec 31 23:59:59 local
     await distribution.set_level(svc, shop_id=shop_id, user_id="d", grade=1, actor="a", reason="r")
     svc.clock.set(utc(2025, 12, 31, 16))  # Jan 1 00:00:00 local
     await distribution.set_level(svc, shop_id=shop_id, user_id="d", grade=2, actor="a", reason="r")
     svc.clock.set(utc(2026, 1, 2))
-    dec = await settlements.close_period(svc, shop_id=shop_id, day_from=date(2025, 12, 1), day_to=date(2026, 1, 1),
-                                         actor="fin")
-    jan = await settlements.close_period(svc, shop_id=shop_id, day_from=date(2026, 1, 1), day_to=date(2026, 1, 2),
-                                         actor="fin")
+    dec = await settlements.close_period(
+        svc, shop_id=shop_id, day_from=date(2025, 12, 1), day_to=date(2026, 1, 1), actor="fin"
+    )
+    jan = await settlements.close_period(
+        svc, shop_id=shop_id, day_from=date(2026, 1, 1), day_to=date(2026, 1, 2), actor="fin"
+    )
     assert (dec.period_from, dec.period_to) == (utc(2025, 11, 30, 16), utc(2025, 12, 31, 16))
     assert (dec.bonuses, dec.closing, jan.opening, jan.bonuses, jan.closing) == (111, 111, 111, 222, 333)
 
@@ -334,20 +533,34 @@ async def test_shanghai_period_boundaries_put_each_entry_in_its_local_day_LG3(sv
 DISTRIBUTORS = ("d0", "d1", "d2")  # d2 is bound to d0: d0 earns level 2 on d2's buyers
 BUYERS = {"b0": "d0", "b1": "d1", "b2": "d2", "b3": "d1", "b4": None}
 
-BUY = st.tuples(st.just("buy"), st.sampled_from(sorted(BUYERS)), st.integers(100, 60_000),
-                st.sampled_from([True, True, False]),  # completed at once (most) or left PAID
-                st.sampled_from([None, None, "dev-1"]))  # FR-1: the payment's device (velocity, FR-2 b, N = 1)
+BUY = st.tuples(
+    st.just("buy"),
+    st.sampled_from(sorted(BUYERS)),
+    st.integers(100, 60_000),
+    st.sampled_from([True, True, False]),  # completed at once (most) or left PAID
+    st.sampled_from([None, None, "dev-1"]),
+)  # FR-1: the payment's device (velocity, FR-2 b, N = 1)
 STEP = st.one_of(
-    BUY, BUY, BUY,
+    BUY,
+    BUY,
+    BUY,
     st.tuples(st.just("complete"), st.integers(0, 40)),
     st.tuples(st.just("refund"), st.integers(0, 40), st.sampled_from([2500, 5000, 10_000])),
     st.tuples(st.just("refund"), st.integers(0, 40), st.sampled_from([2500, 5000, 10_000])),
     st.tuples(st.just("advance"), st.sampled_from([6, 30, 80])),
     st.tuples(st.just("advance"), st.sampled_from([6, 30, 80])),
-    st.tuples(st.just("payout"), st.sampled_from(DISTRIBUTORS), st.sampled_from([4000, 10_000]),
-              st.sampled_from(["approve", "approve", "reject", "later"])),
-    st.tuples(st.just("payout"), st.sampled_from(DISTRIBUTORS), st.sampled_from([4000, 10_000]),
-              st.sampled_from(["approve", "approve", "reject", "later"])),
+    st.tuples(
+        st.just("payout"),
+        st.sampled_from(DISTRIBUTORS),
+        st.sampled_from([4000, 10_000]),
+        st.sampled_from(["approve", "approve", "reject", "later"]),
+    ),
+    st.tuples(
+        st.just("payout"),
+        st.sampled_from(DISTRIBUTORS),
+        st.sampled_from([4000, 10_000]),
+        st.sampled_from(["approve", "approve", "reject", "later"]),
+    ),
     st.tuples(st.just("decide"), st.booleans()),
     st.tuples(st.just("level"), st.sampled_from(DISTRIBUTORS), st.integers(1, 2)),
     st.tuples(st.just("close")),
@@ -364,20 +577,37 @@ async def run_history(svc, steps, *, tz_name: str = "UTC", freeze_days: int = 1,
     shop_id = f"sp-{secrets.token_hex(5)}"
     svc.clock.set(T0)
     tz = ZoneInfo(tz_name)
-    await shops.create_shop(svc, shop_id=shop_id, name="prop", currency="CNY", timezone=tz_name,
-                            settings=DistributionSettings(level1_bp=1000, level2_bp=500, freeze_days=freeze_days,
-                                                          min_payout=100, payout_fee_bp=fee_bp))
+    await shops.create_shop(
+        svc,
+        shop_id=shop_id,
+        name="prop",
+        currency="CNY",
+        timezone=tz_name,
+        settings=DistributionSettings(
+            level1_bp=1000, level2_bp=500, freeze_days=freeze_days, min_payout=100, payout_fee_bp=fee_bp
+        ),
+    )
     # FR-2 (b): a second order from one device earning a distributor within 30 days is held for review
-    await fraud.set_rules(svc, shop_id=shop_id, actor="t", rules=FraudRules(velocity=True, velocity_max_orders=1,
-                                                                           velocity_window=30 * 86_400))
-    await shops.set_levels(svc, shop_id=shop_id, levels=[
-        Level(grade=0, name="Member", level1_bp=1000, level2_bp=500),
-        # earned (LV-2) once level-1 buyers paid 600.00 net, bonus 250; grade 2 only by an admin (LV-3)
-        Level(grade=1, name="Silver", level1_bp=1200, level2_bp=500, upgrade_bonus=250, min_direct_sales=60_000),
-        Level(grade=2, name="Gold", level1_bp=1500, level2_bp=600, upgrade_bonus=700, min_direct_referrals=99)])
+    await fraud.set_rules(
+        svc,
+        shop_id=shop_id,
+        actor="t",
+        rules=FraudRules(velocity=True, velocity_max_orders=1, velocity_window=30 * 86_400),
+    )
+    await shops.set_levels(
+        svc,
+        shop_id=shop_id,
+        levels=[
+            Level(grade=0, name="Member", level1_bp=1000, level2_bp=500),
+            # earned (LV-2) once level-1 buyers paid 600.00 net, bonus 250; grade 2 only by an admin (LV-3)
+            Level(grade=1, name="Silver", level1_bp=1200, level2_bp=500, upgrade_bonus=250, min_direct_sales=60_000),
+            Level(grade=2, name="Gold", level1_bp=1500, level2_bp=600, upgrade_bonus=700, min_direct_referrals=99),
+        ],
+    )
     for d in DISTRIBUTORS:
-        await distribution.set_status(svc, shop_id=shop_id, user_id=d, status=DistributorStatus.ACTIVE,
-                                      actor="t", reason="t")
+        await distribution.set_status(
+            svc, shop_id=shop_id, user_id=d, status=DistributorStatus.ACTIVE, actor="t", reason="t"
+        )
     await distribution.bind_referrer(svc, shop_id=shop_id, user_id="d2", referrer_id="d0")
     for b, d in BUYERS.items():
         if d:
@@ -403,11 +633,21 @@ async def run_history(svc, steps, *, tz_name: str = "UTC", freeze_days: int = 1,
         kind = step[0]
         try:
             if kind == "buy":
-                o = await orders.report_order(svc, shop_id=shop_id, external_id=f"o{n}", buyer_id=step[1],
-                                              lines=[orders.LineInput("p", 1, step[2])])
-                await orders.confirm_payment(svc, shop_id=shop_id, order_id=o.order_id, amount=step[2],
-                                             provider_ref=f"{shop_id}-pay-{n}",
-                                             fingerprints={"DEVICE": step[4]} if len(step) > 4 and step[4] else None)
+                o = await orders.report_order(
+                    svc,
+                    shop_id=shop_id,
+                    external_id=f"o{n}",
+                    buyer_id=step[1],
+                    lines=[orders.LineInput("p", 1, step[2])],
+                )
+                await orders.confirm_payment(
+                    svc,
+                    shop_id=shop_id,
+                    order_id=o.order_id,
+                    amount=step[2],
+                    provider_ref=f"{shop_id}-pay-{n}",
+                    fingerprints={"DEVICE": step[4]} if len(step) > 4 and step[4] else None,
+                )
                 order_ids.append(o.order_id)
                 if step[3]:
                     await orders.complete_order(svc, shop_id=shop_id, order_id=o.order_id)
@@ -417,8 +657,13 @@ async def run_history(svc, steps, *, tz_name: str = "UTC", freeze_days: int = 1,
                 o = await orders.get_order_caught_up(svc, shop_id=shop_id, order_id=order_ids[step[1] % len(order_ids)])
                 left = o.paid_amount - o.refunded_amount
                 if left > 0:
-                    await orders.refund_order(svc, shop_id=shop_id, order_id=o.order_id,
-                                              amount=max(1, left * step[2] // 10_000), provider_ref=f"{shop_id}-rf-{n}")
+                    await orders.refund_order(
+                        svc,
+                        shop_id=shop_id,
+                        order_id=o.order_id,
+                        amount=max(1, left * step[2] // 10_000),
+                        provider_ref=f"{shop_id}-rf-{n}",
+                    )
             elif kind == "advance":
                 svc.clock.advance(timedelta(hours=step[1]))
                 await worker.release_due_lines(svc, shop_id=shop_id)
@@ -429,20 +674,34 @@ async def run_history(svc, steps, *, tz_name: str = "UTC", freeze_days: int = 1,
                 if step[3] == "later":
                     pending.append(p.payout_id)
                 else:
-                    await payouts.decide_payout(svc, shop_id=shop_id, payout_id=p.payout_id,
-                                                approve=step[3] == "approve", actor="fin",
-                                                external_ref=f"bank-{n}", reason="no")
+                    await payouts.decide_payout(
+                        svc,
+                        shop_id=shop_id,
+                        payout_id=p.payout_id,
+                        approve=step[3] == "approve",
+                        actor="fin",
+                        external_ref=f"bank-{n}",
+                        reason="no",
+                    )
                     if step[3] == "approve":
                         approved.append(p.payout_id)
             elif kind == "decide" and pending:
                 pid = pending.pop(0)
-                await payouts.decide_payout(svc, shop_id=shop_id, payout_id=pid, approve=step[1],
-                                            actor="fin", external_ref=f"bank-{n}", reason="no")
+                await payouts.decide_payout(
+                    svc,
+                    shop_id=shop_id,
+                    payout_id=pid,
+                    approve=step[1],
+                    actor="fin",
+                    external_ref=f"bank-{n}",
+                    reason="no",
+                )
                 if step[1]:
                     approved.append(pid)
             elif kind == "fail" and approved:
-                await payouts.fail_payout(svc, shop_id=shop_id, payout_id=approved.pop(0), actor="be",
-                                          transfer_ref=f"t-{n}", reason="bounced")
+                await payouts.fail_payout(
+                    svc, shop_id=shop_id, payout_id=approved.pop(0), actor="be", transfer_ref=f"t-{n}", reason="bounced"
+                )
             elif kind == "review":
                 queue = await fraud_reads.review_queue(svc, shop_id=shop_id, limit=1)
                 if queue and step[1] == "clear":
@@ -450,8 +709,9 @@ async def run_history(svc, steps, *, tz_name: str = "UTC", freeze_days: int = 1,
                 elif queue:
                     await fraud.void_flag(svc, shop_id=shop_id, flag_id=queue[0].flag_id, actor="a", reason="t")
             elif kind == "level":
-                await distribution.set_level(svc, shop_id=shop_id, user_id=step[1], grade=step[2], actor="a",
-                                             reason="t")
+                await distribution.set_level(
+                    svc, shop_id=shop_id, user_id=step[1], grade=step[2], actor="a", reason="t"
+                )
             elif kind == "close":
                 await close()
         except RuleViolation:
@@ -471,14 +731,28 @@ async def check_batches(svc, shop_id: str) -> list:
     batches = await settlements.list_settlements(svc, shop_id=shop_id)
     assert batches, "the history closes at least one period"
     async with svc.sessionmaker() as s:
-        entries = (await s.execute(text(
-            "SELECT distributor_id, bucket, kind, amount, created_at, ref_type, ref_id FROM ledger_entries "
-            "WHERE shop_id = :s"), {"s": shop_id})).all()
-        flags = (await s.execute(text(
-            "SELECT line_id, flagged_at, resolved_at FROM fraud_flags WHERE shop_id = :s AND subject = 'LINE'"),
-            {"s": shop_id})).all()
-        all_lines = (await s.execute(text(
-            "SELECT * FROM settlement_lines WHERE shop_id = :s"), {"s": shop_id})).mappings().all()
+        entries = (
+            await s.execute(
+                text(
+                    "SELECT distributor_id, bucket, kind, amount, created_at, ref_type, ref_id FROM ledger_entries "
+                    "WHERE shop_id = :s"
+                ),
+                {"s": shop_id},
+            )
+        ).all()
+        flags = (
+            await s.execute(
+                text(
+                    "SELECT line_id, flagged_at, resolved_at FROM fraud_flags WHERE shop_id = :s AND subject = 'LINE'"
+                ),
+                {"s": shop_id},
+            )
+        ).all()
+        all_lines = (
+            (await s.execute(text("SELECT * FROM settlement_lines WHERE shop_id = :s"), {"s": shop_id}))
+            .mappings()
+            .all()
+        )
     lines_of = defaultdict(dict)
     for ln in all_lines:
         lines_of[ln["settlement_id"]][ln["distributor_id"]] = ln
@@ -494,8 +768,11 @@ async def check_batches(svc, shop_id: str) -> list:
         assert set(lines) == {e.distributor_id for e in before_to}
         # FR-3: a line is held at `to` when its flag was raised before and not resolved before; what it holds
         # then is its PENDING and FROZEN entries before `to` (a held line never reaches AVAILABLE)
-        held_lines = {f.line_id for f in flags
-                      if f.flagged_at < b.period_to and (f.resolved_at is None or f.resolved_at >= b.period_to)}
+        held_lines = {
+            f.line_id
+            for f in flags
+            if f.flagged_at < b.period_to and (f.resolved_at is None or f.resolved_at >= b.period_to)
+        }
         held = defaultdict(int)
         for e in before_to:
             if e.ref_type == "commission" and e.ref_id in held_lines:
@@ -503,8 +780,15 @@ async def check_batches(svc, shop_id: str) -> list:
                 if e.bucket in ("PENDING", "FROZEN"):
                     held[e.distributor_id] += e.amount
         for d, ln in lines.items():
-            assert ln["closing"] == (ln["opening"] + ln["released"] + ln["reversals"] + ln["bonuses"]
-                                     - ln["payouts"] - ln["fees"] + ln["failed"]), (b.settlement_id, d, dict(ln))
+            assert ln["closing"] == (
+                ln["opening"]
+                + ln["released"]
+                + ln["reversals"]
+                + ln["bonuses"]
+                - ln["payouts"]
+                - ln["fees"]
+                + ln["failed"]
+            ), (b.settlement_id, d, dict(ln))
             assert ln["closing"] == settled[d], (b.settlement_id, d)
             assert ln["held"] == held[d] >= 0, (b.settlement_id, d)
             assert ln["opening"] == (prev_lines[d]["closing"] if d in prev_lines else 0), (b.settlement_id, d)
@@ -514,24 +798,36 @@ async def check_batches(svc, shop_id: str) -> list:
             assert getattr(b, col) == sum(ln[col] for ln in lines.values()), col
 
         def total(bucket=None, kind=None, rows=inside):
-            return sum(e.amount for e in rows if (bucket is None or e.bucket in bucket)
-                       and (kind is None or e.kind == kind))
+            return sum(
+                e.amount for e in rows if (bucket is None or e.bucket in bucket) and (kind is None or e.kind == kind)
+            )
+
         before_from = [e for e in before_to if e.created_at < b.period_from]
         assert (b.opening, b.released, b.reversals, b.bonuses, b.payouts, b.fees, b.failed, b.closing, b.held) == (
             total(("AVAILABLE", "IN_PAYOUT"), rows=before_from),
-            total(("AVAILABLE",), "COMMISSION_RELEASED"), total(("AVAILABLE",), "COMMISSION_REVERSED"),
-            total(kind="UPGRADE_BONUS"), total(("PAID",), "PAYOUT_APPROVED"), total(("FEES",), "PAYOUT_FEE"),
+            total(("AVAILABLE",), "COMMISSION_RELEASED"),
+            total(("AVAILABLE",), "COMMISSION_REVERSED"),
+            total(kind="UPGRADE_BONUS"),
+            total(("PAID",), "PAYOUT_APPROVED"),
+            total(("FEES",), "PAYOUT_FEE"),
             total(("AVAILABLE",), "PAYOUT_FAILED") + total(("AVAILABLE",), "PAYOUT_FEE_REVERSED"),
-            total(("AVAILABLE", "IN_PAYOUT"), rows=before_to), sum(held.values()))
+            total(("AVAILABLE", "IN_PAYOUT"), rows=before_to),
+            sum(held.values()),
+        )
         out.append((b, lines))
         prev_batch, prev_lines = b, lines
     return out
 
 
-@settings(max_examples=20, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(steps=st.lists(STEP, min_size=10, max_size=40), tz_name=st.sampled_from(["UTC", "Asia/Shanghai"]),
-       freeze_days=st.integers(0, 2), fee_bp=st.sampled_from([0, 150]))
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    steps=st.lists(STEP, min_size=10, max_size=40),
+    tz_name=st.sampled_from(["UTC", "Asia/Shanghai"]),
+    freeze_days=st.integers(0, 2),
+    fee_bp=st.sampled_from([0, 150]),
+)
 async def test_batches_reconcile_after_any_history_LG3(svc, steps, tz_name, freeze_days, fee_bp):
     shop_id = await run_history(svc, steps, tz_name=tz_name, freeze_days=freeze_days, fee_bp=fee_bp)
     await check_batches(svc, shop_id)
@@ -542,15 +838,23 @@ async def test_a_history_with_every_movement_reconciles_LG3(svc):
     release, clawback into a negative balance, earned and admin bonuses, approved (with fee), rejected and
     pending payouts, refunds before availability, several periods."""
     steps = [
-        ("buy", "b1", 50_000, True), ("buy", "b2", 20_000, True), ("buy", "b0", 30_000, False),
+        ("buy", "b1", 50_000, True),
+        ("buy", "b2", 20_000, True),
+        ("buy", "b0", 30_000, False),
         ("refund", 1, 5000),  # before availability: reverses a frozen line
-        ("advance", 30), ("close",),
+        ("advance", 30),
+        ("close",),
         ("payout", "d1", 10_000, "approve"),  # all of d1's 5000 (Silver rate on o1 after LV-2) paid out
         ("level", "d2", 2),  # admin bonus 700
         ("refund", 0, 10_000),  # after availability and payout: d1 goes negative
-        ("advance", 30), ("close",),
-        ("complete", 2), ("advance", 30), ("payout", "d0", 10_000, "reject"), ("payout", "d0", 4000, "later"),
-        ("close",), ("advance", 9),
+        ("advance", 30),
+        ("close",),
+        ("complete", 2),
+        ("advance", 30),
+        ("payout", "d0", 10_000, "reject"),
+        ("payout", "d0", 4000, "later"),
+        ("close",),
+        ("advance", 9),
     ]
     shop_id = await run_history(svc, steps, freeze_days=1, fee_bp=150)
     batches = await check_batches(svc, shop_id)
@@ -560,8 +864,11 @@ async def test_a_history_with_every_movement_reconciles_LG3(svc):
     assert sum(b.bonuses for b, _ in batches) >= 700 + 250 and sum(b.fees for b, _ in batches) > 0
     assert sum(b.released for b, _ in batches) > 0 and sum(b.reversals for b, _ in batches) < 0
     async with svc.sessionmaker() as s:
-        kinds = set((await s.execute(text("SELECT DISTINCT kind FROM ledger_entries WHERE shop_id = :s"),
-                                     {"s": shop_id})).scalars())
+        kinds = set(
+            (
+                await s.execute(text("SELECT DISTINCT kind FROM ledger_entries WHERE shop_id = :s"), {"s": shop_id})
+            ).scalars()
+        )
     assert {"PAYOUT_REJECTED", "COMMISSION_REVERSED", "UPGRADE_BONUS", "PAYOUT_FEE"} <= kinds
 
 
@@ -570,26 +877,40 @@ async def test_a_history_with_held_cleared_voided_and_failed_items_reconciles_LG
     one flag after its line came due (released at once), voids another, and fails an approved payout — every
     batch reconciles to the cent, `held` shows at the period end and `failed` joins the identity."""
     steps = [
-        ("buy", "b1", 20_000, True, "dev-1"), ("buy", "b3", 30_000, True, "dev-1"),  # b3's order: d1's line held
-        ("buy", "b0", 10_000, True, "dev-1"), ("buy", "b2", 40_000, True, "dev-1"),  # b2's: d0's level 2 held
+        ("buy", "b1", 20_000, True, "dev-1"),
+        ("buy", "b3", 30_000, True, "dev-1"),  # b3's order: d1's line held
+        ("buy", "b0", 10_000, True, "dev-1"),
+        ("buy", "b2", 40_000, True, "dev-1"),  # b2's: d0's level 2 held
         ("buy", "b3", 10_000, False, "dev-1"),  # left PAID: d1's line held in PENDING
-        ("advance", 30), ("close",),  # the held lines are due but stay frozen: held at the period end
-        ("payout", "d1", 10_000, "approve"), ("fail",),  # LG-4: all of it back to available, the fee reversed
+        ("advance", 30),
+        ("close",),  # the held lines are due but stay frozen: held at the period end
+        ("payout", "d1", 10_000, "approve"),
+        ("fail",),  # LG-4: all of it back to available, the fee reversed
         ("review", "clear"),  # d1's frozen line: available at once
         ("review", "void"),  # d0's: voided from FROZEN
-        ("advance", 30), ("close",), ("review", "clear"),  # the pending one: cleared, no longer held, still pending
-        ("advance", 30), ("close",),
-        ("payout", "d1", 4000, "approve"), ("advance", 30), ("close",),
+        ("advance", 30),
+        ("close",),
+        ("review", "clear"),  # the pending one: cleared, no longer held, still pending
+        ("advance", 30),
+        ("close",),
+        ("payout", "d1", 4000, "approve"),
+        ("advance", 30),
+        ("close",),
     ]
     shop_id = await run_history(svc, steps, freeze_days=1, fee_bp=150)
     batches = await check_batches(svc, shop_id)
     assert len(batches) >= 3
     assert batches[0][0].held > 0 and sum(b.failed for b, _ in batches) > 0
     async with svc.sessionmaker() as s:
-        states = set((await s.execute(text("SELECT state FROM fraud_flags WHERE shop_id = :s"),
-                                      {"s": shop_id})).scalars())
-        voided = (await s.execute(text("SELECT count(*) FROM ledger_entries WHERE shop_id = :s "
-                                       "AND kind = 'COMMISSION_VOIDED'"), {"s": shop_id})).scalar()
+        states = set(
+            (await s.execute(text("SELECT state FROM fraud_flags WHERE shop_id = :s"), {"s": shop_id})).scalars()
+        )
+        voided = (
+            await s.execute(
+                text("SELECT count(*) FROM ledger_entries WHERE shop_id = :s AND kind = 'COMMISSION_VOIDED'"),
+                {"s": shop_id},
+            )
+        ).scalar()
     assert {"CLEARED", "VOIDED"} <= states and voided >= 1
 
 
@@ -625,8 +946,9 @@ async def test_cli_closes_and_exports_identical_bytes_in_both_formats_LG3(svc, d
     env = {**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(root)}
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "api.cli", *args], cwd=root, env=env, capture_output=True,
-                              text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "api.cli", *args], cwd=root, env=env, capture_output=True, text=True, timeout=120
+        )
 
     shop_id = f"cli-{secrets.token_hex(4)}"
     jan = await _two_distributor_history(svc, shop_id)
@@ -705,7 +1027,8 @@ async def test_cli_export_draws_its_progress_bar_on_stderr_LG3(svc, database_url
     assert "100%" in frames[-1] and "[" + "#" * 36 + "]" in frames[-1], frames  # ... and full at the end
     assert out.read_bytes() == await _csv(svc, shop_id, b.settlement_id)
 
-    piped = await asyncio.to_thread(subprocess.run, args, cwd=root, env=env, capture_output=True, text=True,
-                                    timeout=120)
+    piped = await asyncio.to_thread(
+        subprocess.run, args, cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
     assert piped.returncode == 0 and piped.stdout == f"wrote {out}\n"
     assert piped.stderr.strip() == "exporting csv"  # not a terminal: the label once, no bar redrawn

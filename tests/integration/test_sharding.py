@@ -21,19 +21,20 @@ async def test_public_key_names_its_shop_and_resolves_only_with_it_DS2(svc, shop
     other = await shops.create_shop(svc, shop_id=f"t-{secrets.token_hex(5)}", name="Other", currency="CNY")
     random_part = shop.public_key.rsplit("_", 1)[1]
     forged = f"pk_{other.shop_id}_{random_part}"  # the right secret under another shop's name
-    for bad in (forged, f"pk_{shop.shop_id}_{'0' * 16}", "garbage", "", shop.public_key + "0",
-                shop.public_key.upper()):
+    for bad in (forged, f"pk_{shop.shop_id}_{'0' * 16}", "garbage", "", shop.public_key + "0", shop.public_key.upper()):
         assert await shops.shop_by_public_key(svc, bad) is None, bad
 
 
 async def test_worker_locks_only_with_the_shop_in_the_where_GB11(svc, shop):
     """Citus runs `FOR UPDATE` only on a query routed to one shard: every locking statement the
     worker sends names its shop; only the discovery reads (no lock) span shops."""
-    await distribution.set_status(svc, shop_id=shop.shop_id, user_id="d1", status=DistributorStatus.ACTIVE,
-                                  actor="t", reason="t")
+    await distribution.set_status(
+        svc, shop_id=shop.shop_id, user_id="d1", status=DistributorStatus.ACTIVE, actor="t", reason="t"
+    )
     await distribution.bind_referrer(svc, shop_id=shop.shop_id, user_id="b1", referrer_id="d1")
-    o = await orders.report_order(svc, shop_id=shop.shop_id, external_id="o1", buyer_id="b1",
-                                  lines=[orders.LineInput("p", 1, 10_000)])
+    o = await orders.report_order(
+        svc, shop_id=shop.shop_id, external_id="o1", buyer_id="b1", lines=[orders.LineInput("p", 1, 10_000)]
+    )
     await pay(svc, shop.shop_id, o.order_id, amount=10_000)
     await orders.complete_order(svc, shop_id=shop.shop_id, order_id=o.order_id)
     c = await make_campaign(svc, shop.shop_id)
@@ -45,8 +46,11 @@ async def test_worker_locks_only_with_the_shop_in_the_where_GB11(svc, shop):
     assert (await raw_row(svc, Distributor, shop.shop_id, "d1")).available == 1_000
     locking = [q for q in sent if "FOR UPDATE" in q.upper()]
     assert locking and all(re.search(r"\bshop_id = ", q) for q in locking), locking
-    spanning = [q for q in sent if re.match(r"\s*(SELECT|UPDATE|DELETE)\b.*\b(FROM|UPDATE) [a-z_]+", q, re.S | re.I)
-                and "shop_id = " not in q]
+    spanning = [
+        q
+        for q in sent
+        if re.match(r"\s*(SELECT|UPDATE|DELETE)\b.*\b(FROM|UPDATE) [a-z_]+", q, re.S | re.I) and "shop_id = " not in q
+    ]
     assert spanning and all(q.startswith("SELECT DISTINCT shop_id FROM") for q in spanning), spanning
 
 
@@ -58,8 +62,9 @@ async def test_webhook_delivery_locks_only_with_the_shop_in_the_where(svc, shop)
     from service.usecases import webhooks
 
     await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/hook")
-    o = await orders.report_order(svc, shop_id=shop.shop_id, external_id="w1", buyer_id="b1",
-                                  lines=[orders.LineInput("p", 1, 1_000)])
+    o = await orders.report_order(
+        svc, shop_id=shop.shop_id, external_id="w1", buyer_id="b1", lines=[orders.LineInput("p", 1, 1_000)]
+    )
     await pay(svc, shop.shop_id, o.order_id, amount=1_000)
     posted = []
 
@@ -73,6 +78,9 @@ async def test_webhook_delivery_locks_only_with_the_shop_in_the_where(svc, shop)
     assert "order.paid" in posted
     locking = [q for q in sent if "FOR UPDATE" in q.upper()]
     assert locking and all(re.search(r"\bshop_id = ", q) for q in locking), locking
-    spanning = [q for q in sent if re.match(r"\s*(SELECT|UPDATE|DELETE)\b.*\b(FROM|UPDATE) [a-z_]+", q, re.S | re.I)
-                and "shop_id = " not in q]
+    spanning = [
+        q
+        for q in sent
+        if re.match(r"\s*(SELECT|UPDATE|DELETE)\b.*\b(FROM|UPDATE) [a-z_]+", q, re.S | re.I) and "shop_id = " not in q
+    ]
     assert all(q.startswith("SELECT DISTINCT shop_id FROM") for q in spanning), spanning

@@ -30,8 +30,15 @@ from tests.http_receiver import LocalReceiver, RawReceiver, verify_standard
 async def _emit(svc, shop_id: str, n: int = 1, prefix: str = "agg") -> None:
     async with unit_of_work(svc) as s:
         for i in range(n):
-            events.emit(s, shop_id=shop_id, type="test.hardening", aggregate_type="t", aggregate_id=f"{prefix}{i}",
-                        now=svc.now(), payload={"i": i})
+            events.emit(
+                s,
+                shop_id=shop_id,
+                type="test.hardening",
+                aggregate_type="t",
+                aggregate_id=f"{prefix}{i}",
+                now=svc.now(),
+                payload={"i": i},
+            )
 
 
 async def _rows(svc, model, shop_id: str) -> list:
@@ -53,9 +60,11 @@ class Collector(LocalReceiver):
 
 # ---------------------------------------------------------------- 11.2 delivery isolation
 
+
 async def test_webhook_isolation_11_2_a_dripping_receiver_is_cut_at_one_overall_deadline(svc, shop):
     """A receiver that drips its answer a byte every 0.25 s never trips a per-read timeout; the attempt has one
     overall deadline (here 1 s), after which it is a failure, retried later."""
+
     def drip(conn, closed):
         for b in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Padding: " + b"x" * 40 + b"\r\n\r\n":
             if closed.is_set():
@@ -93,9 +102,14 @@ async def test_webhook_isolation_11_2_no_transaction_is_open_while_a_post_is_in_
         held, _ = await asyncio.to_thread(hang.accept)  # the POST is in flight
         await asyncio.sleep(0.2)
         async with svc.engine.connect() as c:
-            open_ = (await c.execute(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                " AND xact_start IS NOT NULL"))).scalar()
+            open_ = (
+                await c.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        " AND xact_start IS NOT NULL"
+                    )
+                )
+            ).scalar()
         assert open_ == 0
         [d] = await _rows(svc, WebhookDelivery, shop.shop_id)
         assert d.lease_until is not None and d.lease_token  # claimed by a lease, not by a held row lock
@@ -177,14 +191,33 @@ async def test_webhook_isolation_11_2_the_worker_never_waits_for_its_slowest_lan
 
 # ---------------------------------------------------------------- 11.3 SSRF
 
-INTERNAL = ["http://127.0.0.1:8000/hook", "http://localhost/hook", "http://app.localhost/hook", "http://127.1/hook",
-            "http://2130706433/hook", "http://0x7f000001/hook", "http://[::1]/hook", "http://[::ffff:127.0.0.1]/hook",
-            "http://169.254.169.254/latest/meta-data/", "http://metadata.google.internal/computeMetadata/v1/",
-            "http://10.0.0.5/hook", "http://172.16.3.4/hook", "http://192.168.1.10/hook", "http://100.64.0.1/hook",
-            "http://224.0.0.1/hook", "http://0.0.0.0/hook", "http://[fe80::1]/hook", "http://[fd00::1]/hook",
-            "http://[64:ff9b::7f00:1]/hook", "https://user:pw@hooks.example.com/hook",
-            "https://hooks.example.com@127.0.0.1/hook", "ftp://hooks.example.com/x", "http:///nohost",
-            "http://printer.local/hook", "http://db.internal:5432/"]
+INTERNAL = [
+    "http://127.0.0.1:8000/hook",
+    "http://localhost/hook",
+    "http://app.localhost/hook",
+    "http://127.1/hook",
+    "http://2130706433/hook",
+    "http://0x7f000001/hook",
+    "http://[::1]/hook",
+    "http://[::ffff:127.0.0.1]/hook",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://metadata.google.internal/computeMetadata/v1/",
+    "http://10.0.0.5/hook",
+    "http://172.16.3.4/hook",
+    "http://192.168.1.10/hook",
+    "http://100.64.0.1/hook",
+    "http://224.0.0.1/hook",
+    "http://0.0.0.0/hook",
+    "http://[fe80::1]/hook",
+    "http://[fd00::1]/hook",
+    "http://[64:ff9b::7f00:1]/hook",
+    "https://user:pw@hooks.example.com/hook",
+    "https://hooks.example.com@127.0.0.1/hook",
+    "ftp://hooks.example.com/x",
+    "http:///nohost",
+    "http://printer.local/hook",
+    "http://db.internal:5432/",
+]
 
 
 @pytest.mark.parametrize("url", INTERNAL)
@@ -281,8 +314,9 @@ async def test_ssrf_11_3_https_to_the_pinned_address_keeps_the_name_for_SNI_and_
     ca.configure_trust(client_ctx)
     try:
         for srv in (good, wrong):
-            await webhooks.register_endpoint(svc, shop_id=shop.shop_id,
-                                             url=f"https://hooks.example.test:{srv.server_address[1]}/hook")
+            await webhooks.register_endpoint(
+                svc, shop_id=shop.shop_id, url=f"https://hooks.example.test:{srv.server_address[1]}/hook"
+            )
         await _emit(svc, shop.shop_id)
         async with webhooks.webhook_client(verify=client_ctx) as client:
             await webhooks.deliver_due(svc, client=client)
@@ -318,6 +352,7 @@ async def test_ssrf_11_3_attempt_records_do_not_tell_open_from_closed_ports(svc,
 
 
 # ---------------------------------------------------------------- 13.1 Standard Webhooks
+
 
 async def test_standard_webhooks_13_1_every_delivery_verifies_with_the_official_package(svc, shop):
     """`webhook-id`, `webhook-timestamp` (the wall clock, though the service clock is 40 days ahead) and

@@ -70,12 +70,14 @@ async def test_webhook_only_backend_runs_a_campaign_and_totals_match(svc, shop, 
     await pay(svc, shop.shop_id, g2)
     svc.clock.advance(timedelta(hours=25))
     from service.jobs import worker
+
     await worker.run_due(svc)
     await _drain(svc)
 
     async with unit_of_work(svc) as s:
-        n_events = (await s.execute(select(func.count()).select_from(Event).where(Event.shop_id == shop.shop_id))
-                    ).scalar()
+        n_events = (
+            await s.execute(select(func.count()).select_from(Event).where(Event.shop_id == shop.shop_id))
+        ).scalar()
     got = [e for e, _, _ in receiver.accepted]
     assert len({e["id"] for e in got}) == n_events  # every event arrived
     assert all(verify_standard(ep.secret, headers, body) for _, headers, body in receiver.accepted)
@@ -97,8 +99,15 @@ async def test_webhook_only_backend_runs_a_campaign_and_totals_match(svc, shop, 
 async def test_event_is_written_iff_its_transaction_commits(svc, shop):
     with pytest.raises(RuntimeError):
         async with unit_of_work(svc) as s:
-            events.emit(s, shop_id=shop.shop_id, type="test.rolled_back", aggregate_type="t", aggregate_id="x",
-                        now=svc.now(), payload={})
+            events.emit(
+                s,
+                shop_id=shop.shop_id,
+                type="test.rolled_back",
+                aggregate_type="t",
+                aggregate_id="x",
+                now=svc.now(),
+                payload={},
+            )
             await s.flush()
             raise RuntimeError("roll back")
     c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)], almost_full_at=0)  # no GB-15 nudge here
@@ -108,7 +117,10 @@ async def test_event_is_written_iff_its_transaction_commits(svc, shop):
     evs = await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id)
     assert [e.type for e in evs] == []  # the open itself emits nothing until the leader pays
     await pay(svc, shop.shop_id, g)
-    assert [e.type for e in await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id)] == ["order.paid", "group.opened"]
+    assert [e.type for e in await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id)] == [
+        "order.paid",
+        "group.opened",
+    ]
 
 
 class SlowReceiver(LocalReceiver):
@@ -164,13 +176,27 @@ async def test_two_processes_never_deliver_the_same_event_concurrently(svc, shop
         await _emit_many(svc, shop.shop_id, 16)  # 16 aggregates: deliverable side by side
         async with unit_of_work(svc) as s:  # and one aggregate of 4: strictly one after the other
             for i in range(4):
-                events.emit(s, shop_id=shop.shop_id, type="test.chain", aggregate_type="t", aggregate_id="chain",
-                            now=svc.now(), payload={"i": i})
+                events.emit(
+                    s,
+                    shop_id=shop.shop_id,
+                    type="test.chain",
+                    aggregate_type="t",
+                    aggregate_id="chain",
+                    now=svc.now(),
+                    payload={"i": i},
+                )
         root = Path(__file__).resolve().parents[2]
         for _ in range(2):
-            children.append(subprocess.Popen(
-                [sys.executable, "-m", "tests.integration.webhook_child", database_url, "deliver", r.url], cwd=root,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ}))
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "tests.integration.webhook_child", database_url, "deliver", r.url],
+                    cwd=root,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env={**os.environ},
+                )
+            )
         for c in children:
             assert c.stdout.readline().strip() == "READY"
         for c in children:  # both start at once
@@ -203,8 +229,9 @@ async def test_rotation_signs_with_both_secrets_and_replay_redelivers(svc, shop)
         ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=r.url)
         old = ep.secret
         ep = await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id)
-        o = await orders.report_order(svc, shop_id=shop.shop_id, external_id="o1", buyer_id="b",
-                                      lines=[orders.LineInput("p", 1, 100)])
+        o = await orders.report_order(
+            svc, shop_id=shop.shop_id, external_id="o1", buyer_id="b", lines=[orders.LineInput("p", 1, 100)]
+        )
         await pay(svc, shop.shop_id, o.order_id, amount=100)
         await webhooks.deliver_due(svc)
         _, headers, body = r.accepted[0]
@@ -212,8 +239,9 @@ async def test_rotation_signs_with_both_secrets_and_replay_redelivers(svc, shop)
         assert not verify_standard(webhooks.new_secret(), headers, body)
         assert len(headers["webhook-signature"].split(" ")) == 2  # one v1 per live secret, space-separated
         evs = await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id)
-        assert await webhooks.redeliver(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id,
-                                        from_seq=evs[0].seq, to_seq=evs[-1].seq) == len(evs)
+        assert await webhooks.redeliver(
+            svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id, from_seq=evs[0].seq, to_seq=evs[-1].seq
+        ) == len(evs)
         await webhooks.deliver_due(svc)
         assert set(r.seen.values()) == {2}
     finally:
@@ -235,14 +263,19 @@ async def test_killing_the_service_mid_delivery_loses_no_event(svc, shop, databa
     hang = socket.socket()
     hang.bind(("127.0.0.1", 0))
     hang.listen(16)  # accepts connections, never answers
-    await webhooks.register_endpoint(svc, shop_id=shop.shop_id,
-                                     url=f"http://127.0.0.1:{hang.getsockname()[1]}/hook")
-    o = await orders.report_order(svc, shop_id=shop.shop_id, external_id="k1", buyer_id="b",
-                                  lines=[orders.LineInput("p", 1, 100)])
+    await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=f"http://127.0.0.1:{hang.getsockname()[1]}/hook")
+    o = await orders.report_order(
+        svc, shop_id=shop.shop_id, external_id="k1", buyer_id="b", lines=[orders.LineInput("p", 1, 100)]
+    )
     await pay(svc, shop.shop_id, o.order_id, amount=100)
     root = Path(__file__).resolve().parents[2]
-    child = subprocess.Popen([sys.executable, "-m", "tests.integration.webhook_child", database_url], cwd=root,
-                             stdout=subprocess.PIPE, text=True, env={**os.environ})
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.webhook_child", database_url],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+    )
     try:
         assert child.stdout.readline().startswith("DELIVERING")
         hang.settimeout(10)
@@ -259,8 +292,8 @@ async def test_killing_the_service_mid_delivery_loses_no_event(svc, shop, databa
             from sqlalchemy import update as _update
 
             from store.models import WebhookEndpoint
-            await s.execute(_update(WebhookEndpoint).where(WebhookEndpoint.shop_id == shop.shop_id)
-                            .values(url=r.url))
+
+            await s.execute(_update(WebhookEndpoint).where(WebhookEndpoint.shop_id == shop.shop_id).values(url=r.url))
         sent = await webhooks.deliver_due(svc)
         while sent == 0 and _time.monotonic() - killed_at < 10:  # the lease (3 s + 1 s) runs out
             await asyncio.sleep(0.2)
@@ -286,8 +319,9 @@ async def test_a_failed_group_reports_its_voided_commission_lines_CM6(svc, shop)
     from service.usecases import distribution
     from service.jobs import worker
 
-    await distribution.set_status(svc, shop_id=shop.shop_id, user_id="ref", status=DistributorStatus.ACTIVE,
-                                  actor="t", reason="t")
+    await distribution.set_status(
+        svc, shop_id=shop.shop_id, user_id="ref", status=DistributorStatus.ACTIVE, actor="t", reason="t"
+    )
     await distribution.bind_referrer(svc, shop_id=shop.shop_id, user_id="m1", referrer_id="ref")
     c = await make_campaign(svc, shop.shop_id, tiers=[(3, 8000)])
     g = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="lead")
@@ -326,8 +360,15 @@ async def _deliveries(svc, shop_id, endpoint_id=None):
 async def _emit_many(svc, shop_id, n, prefix="burst"):
     async with unit_of_work(svc) as s:
         for i in range(n):
-            events.emit(s, shop_id=shop_id, type="test.burst", aggregate_type="t", aggregate_id=f"{prefix}{i}",
-                        now=svc.now(), payload={"i": i})
+            events.emit(
+                s,
+                shop_id=shop_id,
+                type="test.burst",
+                aggregate_type="t",
+                aggregate_id=f"{prefix}{i}",
+                now=svc.now(),
+                payload={"i": i},
+            )
 
 
 async def test_a_burst_of_failures_does_not_disable_and_a_disabled_endpoint_loses_nothing(svc, shop):
@@ -349,8 +390,11 @@ async def test_a_burst_of_failures_does_not_disable_and_a_disabled_endpoint_lose
         await webhooks.deliver_due(svc)
         [row] = await webhooks.list_endpoints(svc, shop_id=shop.shop_id)
         assert not row.enabled and row.disabled_at is not None
-        disabled = [e for e in await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id, limit=1000)
-                    if e.type == "webhook.endpoint_disabled"]
+        disabled = [
+            e
+            for e in await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id, limit=1000)
+            if e.type == "webhook.endpoint_disabled"
+        ]
         assert [e.aggregate_id for e in disabled] == [ep.endpoint_id]  # the admin sees it, once
         assert {d.state for d in await _deliveries(svc, shop.shop_id)} <= {"PENDING", "HELD"}  # none given up
 
@@ -377,12 +421,14 @@ async def test_redeliver_refuses_an_unknown_endpoint_and_honours_the_type_filter
         await webhooks.redeliver(svc, shop_id=shop.shop_id, endpoint_id="wh_nope", from_seq=0, to_seq=10**12)
     assert e.value.code == ErrorCode.NOT_FOUND
     ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=receiver.url, event_types=["order.paid"])
-    o = await orders.report_order(svc, shop_id=shop.shop_id, external_id="f1", buyer_id="b",
-                                  lines=[orders.LineInput("p", 1, 100)])
+    o = await orders.report_order(
+        svc, shop_id=shop.shop_id, external_id="f1", buyer_id="b", lines=[orders.LineInput("p", 1, 100)]
+    )
     await pay(svc, shop.shop_id, o.order_id, amount=100)
     await orders.complete_order(svc, shop_id=shop.shop_id, order_id=o.order_id)
-    assert await webhooks.redeliver(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id,
-                                    from_seq=0, to_seq=10**12) == 1  # order.paid only, not order.completed
+    assert (
+        await webhooks.redeliver(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id, from_seq=0, to_seq=10**12) == 1
+    )  # order.paid only, not order.completed
 
 
 async def test_one_broken_delivery_never_rolls_back_the_others(svc, shop):
@@ -396,18 +442,24 @@ async def test_one_broken_delivery_never_rolls_back_the_others(svc, shop):
         await _emit_many(svc, shop.shop_id, 3)
         [first, *_] = await _deliveries(svc, shop.shop_id)
         async with unit_of_work(svc) as s:  # an orphan: owed to an endpoint that does not exist
-            await s.execute(text(
-                "INSERT INTO webhook_deliveries (shop_id, endpoint_id, event_id, seq, aggregate_id, state, attempts,"
-                " next_attempt_at, created_at) VALUES (:s, 'wh_gone', :e, :q, 'orphan', 'PENDING', 0, :t, :t)"),
-                {"s": shop.shop_id, "e": first.event_id, "q": first.seq, "t": svc.now() - timedelta(seconds=1)})
+            await s.execute(
+                text(
+                    "INSERT INTO webhook_deliveries (shop_id, endpoint_id, event_id, seq, aggregate_id, state, attempts,"
+                    " next_attempt_at, created_at) VALUES (:s, 'wh_gone', :e, :q, 'orphan', 'PENDING', 0, :t, :t)"
+                ),
+                {"s": shop.shop_id, "e": first.event_id, "q": first.seq, "t": svc.now() - timedelta(seconds=1)},
+            )
         await webhooks.deliver_due(svc)
         good = await _deliveries(svc, shop.shop_id, ep.endpoint_id)
         assert [d.state for d in good] == ["DELIVERED"] * 3 and len(r.seen) == 3
         [orphan] = await _deliveries(svc, shop.shop_id, "wh_gone")
         assert orphan.state == "DEAD" and orphan.last_error
         async with unit_of_work(svc) as s:
-            n = (await s.execute(select(func.count()).select_from(WebhookAttempt)
-                                 .where(WebhookAttempt.shop_id == shop.shop_id))).scalar()
+            n = (
+                await s.execute(
+                    select(func.count()).select_from(WebhookAttempt).where(WebhookAttempt.shop_id == shop.shop_id)
+                )
+            ).scalar()
         assert n == 3
     finally:
         r.close()
@@ -463,8 +515,13 @@ async def test_a_slow_webhook_never_delays_group_expiry_GB11(svc, shop):
             state = None
             for _ in range(40):
                 async with unit_of_work(svc) as s:  # the row itself: a read through the service would catch up
-                    state = (await s.execute(select(GroupRow.state).where(
-                        GroupRow.shop_id == shop.shop_id, GroupRow.group_id == g.group_id))).scalar()
+                    state = (
+                        await s.execute(
+                            select(GroupRow.state).where(
+                                GroupRow.shop_id == shop.shop_id, GroupRow.group_id == g.group_id
+                            )
+                        )
+                    ).scalar()
                 if state == "FAILED":
                     break
                 await asyncio.sleep(0.05)
@@ -493,10 +550,12 @@ async def test_enabling_an_endpoint_never_waits_for_a_post_in_flight(svc, shop):
         hang.settimeout(5)
         held, _ = await asyncio.to_thread(hang.accept)  # a POST is in flight, its delivery claimed
         async with unit_of_work(svc) as s:
-            await s.execute(_update(WebhookEndpoint).where(WebhookEndpoint.shop_id == shop.shop_id)
-                            .values(enabled=False))
-        await asyncio.wait_for(webhooks.enable_endpoint(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id),
-                               timeout=1.5)
+            await s.execute(
+                _update(WebhookEndpoint).where(WebhookEndpoint.shop_id == shop.shop_id).values(enabled=False)
+            )
+        await asyncio.wait_for(
+            webhooks.enable_endpoint(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id), timeout=1.5
+        )
         held.close()
         await task
         [row] = await webhooks.list_endpoints(svc, shop_id=shop.shop_id)
@@ -510,19 +569,29 @@ async def test_register_webhook_is_idempotent_by_key_GB10(svc, shop):
     delivered twice, under a secret nobody kept. Concurrent retries too (the key row serialises them)."""
     from engine.errors import ErrorCode
 
-    first = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/a",
-                                             event_types=["order.paid"], idempotency_key="reg-1")
+    first = await webhooks.register_endpoint(
+        svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/a", event_types=["order.paid"], idempotency_key="reg-1"
+    )
     again, racing = await asyncio.gather(
-        *[webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/a", event_types=["order.paid"],
-                                     idempotency_key="reg-1") for _ in range(2)])
+        *[
+            webhooks.register_endpoint(
+                svc,
+                shop_id=shop.shop_id,
+                url="http://127.0.0.1:9/a",
+                event_types=["order.paid"],
+                idempotency_key="reg-1",
+            )
+            for _ in range(2)
+        ]
+    )
     assert again.endpoint_id == racing.endpoint_id == first.endpoint_id and again.secret == first.secret
     assert len(await webhooks.list_endpoints(svc, shop_id=shop.shop_id)) == 1
     with pytest.raises(RuleViolation) as e:
-        await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/b",
-                                         idempotency_key="reg-1")
+        await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/b", idempotency_key="reg-1")
     assert e.value.code == ErrorCode.IDEMPOTENCY_CONFLICT
-    other = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/a",
-                                             event_types=["order.paid"], idempotency_key="reg-2")
+    other = await webhooks.register_endpoint(
+        svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/a", event_types=["order.paid"], idempotency_key="reg-2"
+    )
     assert other.endpoint_id != first.endpoint_id  # another key: another registration
     assert len(await webhooks.list_endpoints(svc, shop_id=shop.shop_id)) == 2
 
@@ -536,17 +605,24 @@ async def test_rotate_webhook_secret_is_idempotent_by_key_and_keeps_the_overlap_
     try:
         ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=r.url)
         original = ep.secret
-        rotated = await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id,
-                                               idempotency_key="rot-1")
+        rotated = await webhooks.rotate_secret(
+            svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id, idempotency_key="rot-1"
+        )
         svc.clock.advance(timedelta(minutes=5))
-        retried = await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id,
-                                               idempotency_key="rot-1")
+        retried = await webhooks.rotate_secret(
+            svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id, idempotency_key="rot-1"
+        )
         assert retried.secret == rotated.secret != original
         assert retried.previous_secret == original  # not the rotated one: no second rotation
         assert retried.previous_secret_until == rotated.previous_secret_until  # the overlap is not moved
         with pytest.raises(RuleViolation) as e:
-            await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id,
-                                         overlap=timedelta(hours=1), idempotency_key="rot-1")
+            await webhooks.rotate_secret(
+                svc,
+                shop_id=shop.shop_id,
+                endpoint_id=ep.endpoint_id,
+                overlap=timedelta(hours=1),
+                idempotency_key="rot-1",
+            )
         assert e.value.code == ErrorCode.IDEMPOTENCY_CONFLICT
         with pytest.raises(RuleViolation) as e:  # a refused first call keeps no key: a corrected retry may run
             await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id="wh_nope", idempotency_key="rot-2")
@@ -558,8 +634,9 @@ async def test_rotate_webhook_secret_is_idempotent_by_key_and_keeps_the_overlap_
         await webhooks.deliver_due(svc)
         [(_, headers, body)] = r.accepted
         assert verify_standard(original, headers, body) and verify_standard(rotated.secret, headers, body)
-        again = await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id,
-                                             idempotency_key="rot-2")
+        again = await webhooks.rotate_secret(
+            svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id, idempotency_key="rot-2"
+        )
         assert again.secret != rotated.secret and again.previous_secret == rotated.secret  # a new key rotates
     finally:
         r.close()
@@ -578,9 +655,13 @@ async def test_a_real_use_case_that_fails_after_emitting_leaves_no_event_and_no_
 
     async def counts(s):
         evs = (await s.execute(select(Event.type).where(Event.shop_id == shop.shop_id).order_by(Event.seq))).scalars()
-        n = (await s.execute(select(func.count()).select_from(WebhookDelivery)
-                             .where(WebhookDelivery.shop_id == shop.shop_id,
-                                    WebhookDelivery.endpoint_id == ep.endpoint_id))).scalar()
+        n = (
+            await s.execute(
+                select(func.count())
+                .select_from(WebhookDelivery)
+                .where(WebhookDelivery.shop_id == shop.shop_id, WebhookDelivery.endpoint_id == ep.endpoint_id)
+            )
+        ).scalar()
         return list(evs), n
 
     seen_inside = []
@@ -617,8 +698,9 @@ async def test_GB15_nudges_reach_a_subscribed_webhook_once_each_and_signed(svc, 
     r = Receiver(fail_first=0)  # every POST accepted: a POST count of 1 is "delivered once"
     try:
         ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=r.url)
-        c = await make_campaign(svc, shop.shop_id, tiers=[(4, 8000)], almost_full_at=2,
-                                expiring_soon_before=timedelta(hours=2))
+        c = await make_campaign(
+            svc, shop.shop_id, tiers=[(4, 8000)], almost_full_at=2, expiring_soon_before=timedelta(hours=2)
+        )
         g = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="a")
         await pay(svc, shop.shop_id, g)
         await _drain(svc, rounds=3)
@@ -642,7 +724,9 @@ async def test_GB15_nudges_reach_a_subscribed_webhook_once_each_and_signed(svc, 
         await webhooks.deliver_due(svc)
         got = nudges()
         assert [(e["type"], e["data"]["seats_missing"]) for e in got] == [
-            ("group.almost_full", 2), ("group.expiring_soon", 1)]
+            ("group.almost_full", 2),
+            ("group.expiring_soon", 1),
+        ]
         assert all(e["data"]["group_id"] == g.group_id and e["data"]["campaign_id"] == c.campaign_id for e in got)
 
         for _ in range(3):  # later worker passes, before expiry: nothing new

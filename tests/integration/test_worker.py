@@ -16,8 +16,9 @@ async def test_a_group_that_fails_to_advance_does_not_stall_the_others_GB11(svc,
     c = await make_campaign(svc, shop.shop_id)
     bad = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="bad")
     svc.clock.advance(timedelta(minutes=1))  # the others fall due after it: it is claimed first
-    good = [await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id=f"g{i}")
-            for i in range(3)]
+    good = [
+        await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id=f"g{i}") for i in range(3)
+    ]
     svc.clock.advance(timedelta(minutes=30))  # every leader's payment window has passed
     real = gb.advance
 

@@ -23,16 +23,26 @@ from tests.integration.helpers import assert_ledger_consistent, make_campaign, p
 
 async def _scenario(svc, sid: str) -> None:
     """The same groups in any shop: user ids are the shop's own, so two shops can be compared row by row."""
-    await distribution.set_status(svc, shop_id=sid, user_id="ref", status=DistributorStatus.ACTIVE, actor="t",
-                                  reason="t")
+    await distribution.set_status(
+        svc, shop_id=sid, user_id="ref", status=DistributorStatus.ACTIVE, actor="t", reason="t"
+    )
     for user in ("m1a", "L2", "m3"):
         await distribution.bind_referrer(svc, shop_id=sid, user_id=user, referrer_id="ref")
-    ladder = await make_campaign(svc, sid, title="ladder", tiers=[(2, 9000), (3, 8000), (4, 7000)],
-                                 leader_commission_bp=1000)
-    lottery = await make_campaign(svc, sid, title="lottery", tiers=[(3, 8000), (4, 7000)], lottery_winners=2, fill_at_expiry=2,
-                                  leader_commission_bp=500)
-    stocked = await make_campaign(svc, sid, title="stocked", tiers=[(2, 8000)], stock=10, per_user_limit=2,
-                                  max_quantity_per_order=2)
+    ladder = await make_campaign(
+        svc, sid, title="ladder", tiers=[(2, 9000), (3, 8000), (4, 7000)], leader_commission_bp=1000
+    )
+    lottery = await make_campaign(
+        svc,
+        sid,
+        title="lottery",
+        tiers=[(3, 8000), (4, 7000)],
+        lottery_winners=2,
+        fill_at_expiry=2,
+        leader_commission_bp=500,
+    )
+    stocked = await make_campaign(
+        svc, sid, title="stocked", tiers=[(2, 8000)], stock=10, per_user_limit=2, max_quantity_per_order=2
+    )
 
     # forms at expiry at the 3-member tier: GB-5 refunds of 1000 each, a reward for L1 (no distributor yet),
     # m1a's referral line reduced (CM-5) and, its order completed, frozen (CM-6); r1's reservation released
@@ -63,8 +73,11 @@ async def _scenario(svc, sid: str) -> None:
 
 async def _order_of(svc, sid: str, buyer: str) -> str:
     async with svc.sessionmaker() as s:
-        return (await s.execute(text("SELECT order_id FROM orders WHERE shop_id = :s AND buyer_id = :b"),
-                                {"s": sid, "b": buyer})).scalar_one()
+        return (
+            await s.execute(
+                text("SELECT order_id FROM orders WHERE shop_id = :s AND buyer_id = :b"), {"s": sid, "b": buyer}
+            )
+        ).scalar_one()
 
 
 async def _one_at_a_time_orm(svc, sid: str) -> None:
@@ -83,6 +96,7 @@ async def _one_at_a_time_orm(svc, sid: str) -> None:
 
 async def _snapshot(svc, sid: str) -> dict:
     """Every row the advance can touch, with the shop's generated ids replaced by what they name."""
+
     async def rows(sql: str) -> list[dict]:
         async with svc.sessionmaker() as s:
             return [dict(r._mapping) for r in (await s.execute(text(sql), {"s": sid})).all()]
@@ -113,7 +127,7 @@ async def _snapshot(svc, sid: str) -> dict:
         "SELECT order_id, group_id, user_id, quantity, unit_price, role, state, paid_at FROM seats WHERE shop_id = :s",
         "SELECT order_id, state, paid_amount, refunded_amount, cancelled_at, completed_at, level1_id, level2_id, source "
         "FROM orders WHERE shop_id = :s",
-        "SELECT order_id, amount, rule, \"full\", state FROM refunds WHERE shop_id = :s",
+        'SELECT order_id, amount, rule, "full", state FROM refunds WHERE shop_id = :s',
         "SELECT order_id, beneficiary_id, level, group_id, base, base_refunded, original, standing, state, releasable, "
         "available_at FROM commission_lines WHERE shop_id = :s",
         "SELECT user_id, status, grade, pending, frozen, available, in_payout, paid, fees FROM distributors "
@@ -163,8 +177,9 @@ async def test_a_batch_with_every_outcome_equals_one_group_at_a_time_GB4_GB5_GB6
     assert {json.loads(r)["rule"] for r in actual["refunds"]} == {"GB-5", "GB-6", "GB-7"}
     assert any(json.loads(ln)["state"] == "VOID" for ln in actual["commission_lines"])
     assert any(json.loads(ln)["state"] == "FROZEN" for ln in actual["commission_lines"])
-    assert any(json.loads(ln)["level"] == 0 and json.loads(ln)["state"] == "FROZEN"
-               for ln in actual["commission_lines"])  # L1's reward on a completed order
+    assert any(
+        json.loads(ln)["level"] == 0 and json.loads(ln)["state"] == "FROZEN" for ln in actual["commission_lines"]
+    )  # L1's reward on a completed order
     for shop in (one, many):
         await assert_ledger_consistent(svc, shop.shop_id)
 
@@ -175,14 +190,22 @@ async def test_two_workers_never_advance_one_group_twice_GB11(svc, shop):
     import asyncio
 
     c = await make_campaign(svc, shop.shop_id)
-    opened = [await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id=f"u{i}")
-              for i in range(40)]
+    opened = [
+        await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id=f"u{i}")
+        for i in range(40)
+    ]
     svc.clock.advance(timedelta(hours=1))
     done = await asyncio.gather(*(worker.run_due_groups(svc, shop_id=shop.shop_id, batch=7) for _ in range(3)))
     assert sum(done) == len(opened)
     async with svc.sessionmaker() as s:
-        counts = (await s.execute(text(
-            "SELECT count(*) FILTER (WHERE type = 'group.cancelled'), count(DISTINCT aggregate_id) "
-            "FILTER (WHERE type = 'group.cancelled'), (SELECT count(*) FROM groups WHERE shop_id = :s AND "
-            "state = 'CANCELLED') FROM events WHERE shop_id = :s"), {"s": shop.shop_id})).one()
+        counts = (
+            await s.execute(
+                text(
+                    "SELECT count(*) FILTER (WHERE type = 'group.cancelled'), count(DISTINCT aggregate_id) "
+                    "FILTER (WHERE type = 'group.cancelled'), (SELECT count(*) FROM groups WHERE shop_id = :s AND "
+                    "state = 'CANCELLED') FROM events WHERE shop_id = :s"
+                ),
+                {"s": shop.shop_id},
+            )
+        ).one()
     assert tuple(counts) == (40, 40, 40)

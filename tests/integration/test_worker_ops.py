@@ -58,9 +58,14 @@ async def test_worker_beats_and_removes_its_heartbeat_when_it_stops(db_engine):
 
     async def mine() -> list:
         async with db_engine.connect() as c:
-            return list((await c.execute(text(
-                "SELECT worker_id, beat_at FROM worker_heartbeats WHERE pid = :pid"),
-                {"pid": __import__("os").getpid()})).all())
+            return list(
+                (
+                    await c.execute(
+                        text("SELECT worker_id, beat_at FROM worker_heartbeats WHERE pid = :pid"),
+                        {"pid": __import__("os").getpid()},
+                    )
+                ).all()
+            )
 
     for _ in range(100):
         if rows := await mine():

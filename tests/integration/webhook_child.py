@@ -1,11 +1,11 @@
 """Child processes for the webhook tests (a separate OS process each: its own engine, its own connections).
 
-    python -m tests.integration.webhook_child DATABASE_URL
-        kill mode: starts delivering to a receiver that never answers, and hangs inside the POST (its lease
-        lasts the 3 s deadline plus 1 s of slack).
-    python -m tests.integration.webhook_child DATABASE_URL deliver RECEIVER_URL
-        deliver mode: connects, prints READY, waits for a line on stdin (so two children start together),
-        delivers everything due once, prints DONE <POSTs this process made to RECEIVER_URL>.
+python -m tests.integration.webhook_child DATABASE_URL
+    kill mode: starts delivering to a receiver that never answers, and hangs inside the POST (its lease
+    lasts the 3 s deadline plus 1 s of slack).
+python -m tests.integration.webhook_child DATABASE_URL deliver RECEIVER_URL
+    deliver mode: connects, prints READY, waits for a line on stdin (so two children start together),
+    delivers everything due once, prints DONE <POSTs this process made to RECEIVER_URL>.
 """
 
 import asyncio
