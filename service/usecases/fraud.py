@@ -95,7 +95,18 @@ async def _still_flagged(s: AsyncSession, shop_id: str, flag: FlagView, lines: l
     return set(rows)
 
 
-def _resolve(ledger: LedgerBatch, flag: FlagView, *, state: str, actor: str, reason: str | None) -> None:
+def _resolve(
+    ledger: LedgerBatch,
+    flag: FlagView,
+    *,
+    state: str,
+    line_ids: list[str],
+    amount: int,
+    actor: str,
+    reason: str | None,
+) -> None:
+    """FR-4: the admin's decision on an OPEN flag (CLEARED, VOIDED or DISSOLVED) — recorded on the flag (who,
+    when, why) and as its event."""
     ledger.row(
         "UPDATE fraud_flags SET state = :state, resolved_at = :now, resolved_by = :actor, reason = :reason "
         "WHERE shop_id = :shop_id AND flag_id = :flag_id AND state = 'OPEN'",
@@ -104,6 +115,26 @@ def _resolve(ledger: LedgerBatch, flag: FlagView, *, state: str, actor: str, rea
         actor=actor,
         reason=reason,
         flag_id=flag.flag_id,
+    )
+    group = flag.subject == "GROUP"
+    ledger.event(
+        type=EventType.FRAUD_CLEARED
+        if state == "CLEARED"
+        else EventType.FRAUD_VOIDED
+        if state == "VOIDED"
+        else EventType.FRAUD_GROUP_DISSOLVED,
+        aggregate_type="group" if group else "order",
+        aggregate_id=(flag.group_id if group else flag.order_id) or "",
+        rule="FR-4",
+        payload={
+            "flag_id": flag.flag_id,
+            "subject": flag.subject,
+            "line_ids": line_ids,
+            "group_id": flag.group_id,
+            "amount": amount,
+            "by": actor,
+            "reason": reason,
+        },
     )
 
 
@@ -184,21 +215,14 @@ async def clear_flag(
                     rule="CM-6",
                     payload={"line_id": line.id, "order_id": line.order_id, "amount": new.standing},
                 )
-        _resolve(ledger, flag, state="CLEARED", actor=actor, reason=reason)
-        ledger.event(
-            type=EventType.FRAUD_CLEARED,
-            aggregate_type="group" if flag.subject == "GROUP" else "order",
-            aggregate_id=(flag.group_id if flag.subject == "GROUP" else flag.order_id) or "",
-            rule="FR-4",
-            payload={
-                "flag_id": flag.flag_id,
-                "subject": flag.subject,
-                "line_ids": [ln.id for ln in cleared],
-                "group_id": flag.group_id,
-                "amount": sum(ln.standing for ln in cleared),
-                "by": actor,
-                "reason": reason,
-            },
+        _resolve(
+            ledger,
+            flag,
+            state="CLEARED",
+            line_ids=[ln.id for ln in cleared],
+            amount=sum(ln.standing for ln in cleared),
+            actor=actor,
+            reason=reason,
         )
         await ledger.flush(s)
 
@@ -245,21 +269,14 @@ async def void_flag(
                     "cause": "FR-3",
                 },
             )
-        _resolve(ledger, flag, state="VOIDED", actor=actor, reason=reason)
-        ledger.event(
-            type=EventType.FRAUD_VOIDED,
-            aggregate_type="group" if flag.subject == "GROUP" else "order",
-            aggregate_id=(flag.group_id if flag.subject == "GROUP" else flag.order_id) or "",
-            rule="FR-4",
-            payload={
-                "flag_id": flag.flag_id,
-                "subject": flag.subject,
-                "line_ids": [old.id for old, _ in voided],
-                "group_id": flag.group_id,
-                "amount": sum(old.standing for old, _ in voided),
-                "by": actor,
-                "reason": reason,
-            },
+        _resolve(
+            ledger,
+            flag,
+            state="VOIDED",
+            line_ids=[old.id for old, _ in voided],
+            amount=sum(old.standing for old, _ in voided),
+            actor=actor,
+            reason=reason,
         )
         await ledger.flush(s)
 
@@ -295,21 +312,14 @@ async def dissolve_group(
         held = sum(ln.standing for ln in await _flag_lines(s, shop_id, flag) if ln.held)
         await groups._carry_out(s, ld, decision, lean.Writes(shop_id, now, ld.currency), now=now)
         ledger = LedgerBatch(shop_id, now)
-        _resolve(ledger, flag, state="DISSOLVED", actor=actor, reason=reason)
-        ledger.event(
-            type=EventType.FRAUD_GROUP_DISSOLVED,
-            aggregate_type="group",
-            aggregate_id=flag.group_id,
-            rule="FR-4",
-            payload={
-                "flag_id": flag.flag_id,
-                "subject": flag.subject,
-                "line_ids": [],
-                "group_id": flag.group_id,
-                "amount": held,
-                "by": actor,
-                "reason": reason,
-            },
+        _resolve(
+            ledger,
+            flag,
+            state="DISSOLVED",
+            line_ids=[],
+            amount=held,
+            actor=actor,
+            reason=reason,
         )
         await ledger.flush(s)
 

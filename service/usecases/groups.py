@@ -392,32 +392,17 @@ async def open_group(
     """GB-1: reserve the first seat as leader; the group is PENDING until the leader pays.
     One read (campaign, currency, the user's units and binding), one write statement. `invite_code` (RF-3 a):
     the campaign's share link carried the sharer's code — tried first (`_attribute`)."""
-    _check_user_id(user_id)
-    now = svc.now()
-    made: dict = {}
-    async with unit_of_work(svc) as s:
-
-        async def run():
-            if invite_code:
-                made["attribution"] = await _attribute(s, shop_id, user_id, invite_code, now, campaign_id=campaign_id)
-            return await _open_in(
-                s, shop_id=shop_id, campaign_id=campaign_id, user_id=user_id, quantity=quantity, now=now, made=made
-            )
-
-        r = await once(
-            s,
-            shop_id=shop_id,
-            scope=f"open_group:{user_id}",
-            key=idempotency_key,
-            request={
-                "campaign_id": campaign_id,
-                "quantity": quantity,
-                **({"invite_code": invite_code} if invite_code else {}),
-            },
-            now=now,
-            run=run,
-        )
-    return SeatResult(**r, group=made.get("group"), order=made.get("order"), attribution=made.get("attribution"))
+    return await _take_seat(
+        svc,
+        shop_id=shop_id,
+        user_id=user_id,
+        scope="open_group",
+        target={"campaign_id": campaign_id},
+        quantity=quantity,
+        idempotency_key=idempotency_key,
+        invite_code=invite_code,
+        seat_in=_open_in,
+    )
 
 
 def new_lottery_seed(user_id: str) -> str:
@@ -479,28 +464,50 @@ async def join_group(
     """GB-2: reserve a seat in an OPEN group. One read under the group's row lock (group, seats, campaign,
     currency, the user's units and paid orders), one write statement (user, stock and per-user guards,
     order and line, seat, group, events of the releases the catch-up made, NOTIFY)."""
+    return await _take_seat(
+        svc,
+        shop_id=shop_id,
+        user_id=user_id,
+        scope="join_group",
+        target={"group_id": group_id},
+        quantity=quantity,
+        idempotency_key=idempotency_key,
+        invite_code=invite_code,
+        seat_in=_join_in,
+    )
+
+
+async def _take_seat(
+    svc: Services,
+    *,
+    shop_id: str,
+    user_id: str,
+    scope: str,
+    target: dict[str, str],
+    quantity: int,
+    idempotency_key: str | None,
+    invite_code: str | None,
+    seat_in,
+) -> SeatResult:
+    """The shell open_group and join_group share: one unit of work, idempotent per (scope, user) (GB-10), the
+    RF-3 (a) attribution of `invite_code` first — before the group's lock, as the binding takes the shop's
+    binding lock — then `seat_in` (`_open_in` or `_join_in`) on `target` (the campaign or the group)."""
     _check_user_id(user_id)
     now = svc.now()
     made: dict = {}
     async with unit_of_work(svc) as s:
 
         async def run():
-            if invite_code:  # RF-3 (a), before the group's lock: the binding takes the shop's binding lock
-                made["attribution"] = await _attribute(s, shop_id, user_id, invite_code, now, group_id=group_id)
-            return await _join_in(
-                s, shop_id=shop_id, group_id=group_id, user_id=user_id, quantity=quantity, now=now, made=made
-            )
+            if invite_code:
+                made["attribution"] = await _attribute(s, shop_id, user_id, invite_code, now, **target)
+            return await seat_in(s, shop_id=shop_id, user_id=user_id, quantity=quantity, now=now, made=made, **target)
 
         r = await once(
             s,
             shop_id=shop_id,
-            scope=f"join_group:{user_id}",
+            scope=f"{scope}:{user_id}",
             key=idempotency_key,
-            request={
-                "group_id": group_id,
-                "quantity": quantity,
-                **({"invite_code": invite_code} if invite_code else {}),
-            },
+            request={**target, "quantity": quantity, **({"invite_code": invite_code} if invite_code else {})},
             now=now,
             run=run,
         )
