@@ -371,6 +371,15 @@ def _prime(ctx, r) -> None:
         ctx.loaders.order.prime(r.order.order_id, r.order, force=True)
 
 
+async def _seat_payload(ctx, r, **extra) -> dict:
+    """SeatPayload of a seat taken (open, join, quick join): the group and order the use case returned, primed
+    into the request's loaders, with the amount to pay."""
+    _prime(ctx, r)
+    return dict(
+        **await _group_and_order(ctx, r.group_id, r.order_id), amount_to_pay=r.amount, currency=ctx.currency, **extra
+    )
+
+
 async def _group_and_order(ctx, group_id: str, order_id: str) -> dict:
     g = await ctx.loaders.group.load(group_id)
     o = await ctx.loaders.order.load(order_id)
@@ -432,13 +441,7 @@ async def open_group(info: Info, input: OpenGroupInput) -> dict:
         idempotency_key=input.idempotency_key,
         invite_code=input.invite_code,
     )
-    _prime(ctx, r)
-    return dict(
-        **await _group_and_order(ctx, r.group_id, r.order_id),
-        amount_to_pay=r.amount,
-        currency=ctx.currency,
-        attribution=attribution_type(r.attribution),
-    )
+    return await _seat_payload(ctx, r, attribution=attribution_type(r.attribution))
 
 
 @payload_mutation(
@@ -458,13 +461,7 @@ async def join_group(info: Info, input: JoinGroupInput) -> dict:
         idempotency_key=input.idempotency_key,
         invite_code=input.invite_code,
     )
-    _prime(ctx, r)
-    return dict(
-        **await _group_and_order(ctx, r.group_id, r.order_id),
-        amount_to_pay=r.amount,
-        currency=ctx.currency,
-        attribution=attribution_type(r.attribution),
-    )
+    return await _seat_payload(ctx, r, attribution=attribution_type(r.attribution))
 
 
 @payload_mutation(
@@ -647,13 +644,7 @@ async def quick_join(info: Info, input: QuickJoinInput) -> dict:
         open_if_none=input.open_if_none,
         idempotency_key=input.idempotency_key,
     )
-    _prime(ctx, r)
-    return dict(
-        **await _group_and_order(ctx, r.group_id, r.order_id),
-        amount_to_pay=r.amount,
-        currency=ctx.currency,
-        opened=r.opened,
-    )
+    return await _seat_payload(ctx, r, opened=r.opened)
 
 
 @strawberry.input
