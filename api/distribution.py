@@ -1,34 +1,53 @@
-"""Distribution (分销, rules sections 3-5: DS, RF, CM, LV): distributors, referral binding, commission lines,
-levels, the shop's distribution settings — types, queries, mutations. Payouts and settlements are in
-api.payouts; the earnings reports (RP-1) in api.reports."""
+"""Distribution (分销, rules sections 3-5 and 5a: DS, RF, CM, LV, FR): distributors, referral binding and
+attribution (RF-3), commission lines and their preview (CM-7), levels, the shop's distribution settings,
+the caller's downline (RP-5), visits of shared links (RP-6), fraud review (FR-1..FR-4) — types, queries,
+mutations, one section each. Payouts and settlements are in api.payouts; the reports (RP-1..RP-6:
+earnings series, leaderboard, funnel) in api.reports.
+
+Fraud review sits here, not in a module of its own: what it holds and voids are commission lines, its
+rules are distribution settings of the shop, and a reader looks for it with the lines (rules 5a)."""
 
 from __future__ import annotations
 
 from dataclasses import fields as dc_fields
 from datetime import date, datetime
-from typing import Iterable, Optional
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Iterable, Optional, cast
 
 import strawberry
 from strawberry import relay
+from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from api.errors import UserError
-from api.orders import Order, order_type
 from api.payload import idempotency_key_field, payload_mutation
 from api.payouts import Payout, payout_type
-from api.permissions import HasShopKey, IsAdmin, IsCustomer, IsDistributor
-from api.relay import Connection, MinorUnits, bounded_day, paginate, resolve_visible
+from api.permissions import HasShopKey, IsAdmin, IsCustomer, IsDistributor, any_role
+from api.relay import Connection, MinorUnits, bounded_day, paginate, raw_id, resolve_visible
 from api.reports import EarningsGranularity, EarningsPeriod, earnings_period
-from api.visibility import may_see
+from api.visibility import may_see, user_alias
+from engine import fraud as fr
 from engine import levels as engine_levels
 from engine.commission import CommissionState
 from engine.distribution import BindingMode, DistributionMode, DistributorStatus
 from engine.errors import ErrorCode, refuse
 from service.reads import fraud as fraud_reads
 from service.reads import listings, queries
+from service.reads import preview as preview_svc
+from service.reads import reach as reach_svc
 from service.reads import reports as reports_svc
+from service.tx.fraud import RULE_FIELDS
 from service.usecases import distribution as distribution_svc
+from service.usecases import fraud as fraud_svc
 from service.usecases import shops as shops_svc
+from service.usecases import visits as visits_svc
+
+if TYPE_CHECKING:
+    from api.orders import Order
+
+# api.orders carries this module's RF-3 and FR-1 inputs, so a line's order is a lazy type here
+LazyOrder = Annotated["Order", strawberry.lazy("api.orders")]
+IsCustomerOrDistributor = any_role("customer", "distributor")
 
 
 # ---------------------------------------------------------------- types
@@ -62,7 +81,9 @@ class CommissionLine(relay.Node):
     _order: strawberry.Private[str]
 
     @strawberry.field
-    async def order(self, info: Info) -> Optional[Order]:
+    async def order(self, info: Info) -> Optional[LazyOrder]:
+        from api.orders import order_type
+
         o = await info.context.loaders.order.load(self._order)
         return order_type(o, info.context) if o else None
 
@@ -691,3 +712,620 @@ async def set_distributor_level(info: Info, input: SetDistributorLevelInput) -> 
         idempotency_key=input.idempotency_key,
     )
     return dict(distributor=distributor_summary(d))
+
+
+# ---------------------------------------------------------------- RF-3: attribution, binding, rebinding
+# what a code carried by a seat or an order did; a user's binding and its history; an admin's rebinding
+INVITE_CODE_FIELD = strawberry.field(
+    default=None,
+    description=(
+        "RF-3 (a): the invite code the group's share link carried (a member's, or the campaign sharer's): the caller "
+        "is bound to its distributor (source GROUP_INVITE) under RF-1; a refusal does not refuse the seat (see "
+        "`attribution`)"
+    ),
+)
+ORDER_CODE_FIELD = strawberry.field(
+    default=None,
+    description=(
+        "RF-3 (b): a promo/invite code the order carried (part of the order's content, OR-1): binds a buyer without a "
+        "live referrer (source ORDER_CODE); with one, `orderCodeOverrides` decides whether this order's level 1 is "
+        "the code's distributor. A refusal does not refuse the order (see `attribution`)"
+    ),
+)
+
+
+@strawberry.enum(description="RF-3: what a code carried by a group link or a reported order did.")
+class AttributionOutcome(Enum):
+    BOUND = "BOUND"
+    OVERRIDE = "OVERRIDE"
+    UNCHANGED = "UNCHANGED"
+    REFUSED = "REFUSED"
+
+
+@strawberry.type(
+    description="RF-3: BOUND (a binding was made), OVERRIDE (this order's snapshot takes the code's "
+    "distributor), UNCHANGED (already that referrer, or codes do not override), REFUSED "
+    "(`refusal`: the RF-1 rule; the seat or order went ahead without it)."
+)
+class ReferralAttribution:
+    outcome: AttributionOutcome
+    refusal: Optional[ErrorCode] = None
+
+
+def attribution_type(a) -> Optional[ReferralAttribution]:
+    if a is None:
+        return None
+    return ReferralAttribution(outcome=AttributionOutcome(a.outcome), refusal=a.refusal)
+
+
+@strawberry.enum(description="RF-1/RF-3: how a binding was made (INVITE_CODE is RF-3's CODE).")
+class BindingSource(Enum):
+    INVITE_CODE = "INVITE_CODE"
+    GROUP_INVITE = "GROUP_INVITE"
+    ORDER_CODE = "ORDER_CODE"
+    ADMIN = "ADMIN"
+    LINK = "LINK"
+
+
+@strawberry.type(description="RF-3: one binding of the user, as it was made.")
+class BindingEntry:
+    referrer_alias: str
+    referrer_id: Optional[str] = strawberry.field(description="Staff only")
+    previous_referrer_id: Optional[str] = strawberry.field(description="Staff only: the live referrer it replaced")
+    source: BindingSource
+    bound_at: datetime
+    expires_at: Optional[datetime]
+    reason: Optional[str] = strawberry.field(description="An admin's binding: why")
+    bound_by: Optional[str] = strawberry.field(description="Staff only: the admin")
+    campaign_id: Optional[str] = strawberry.field(description="A group link's campaign (raw id)")
+
+
+@strawberry.type(
+    description="RF-3: a user's current referrer and its source (null fields: no live referrer). "
+    "The user sees their referrer by alias and invite code; staff also by id."
+)
+class ReferralBinding:
+    user_id: str
+    referrer_alias: Optional[str]
+    referrer_code: Optional[str]
+    referrer_id: Optional[str] = strawberry.field(description="Staff only")
+    source: Optional[BindingSource]
+    bound_at: Optional[datetime]
+    expires_at: Optional[datetime]
+    reason: Optional[str]
+    bound_by: Optional[str] = strawberry.field(description="Staff only")
+    history: list[BindingEntry] = strawberry.field(description="Newest first (at most 50)")
+
+
+def binding_type(b, ctx) -> ReferralBinding:
+    staff = ctx.has_role("admin", "finance", "backend")
+    shop = ctx.shop_id
+    return ReferralBinding(
+        user_id=b.user_id,
+        referrer_alias=user_alias(shop, b.referrer_id) if b.referrer_id else None,
+        referrer_code=b.referrer_code,
+        referrer_id=b.referrer_id if staff else None,
+        source=BindingSource(b.source) if b.source else None,
+        bound_at=b.bound_at,
+        expires_at=b.expires_at,
+        reason=b.reason,
+        bound_by=b.bound_by if staff else None,
+        history=[
+            BindingEntry(
+                referrer_alias=user_alias(shop, h.referrer_id),
+                referrer_id=h.referrer_id if staff else None,
+                previous_referrer_id=h.previous_referrer_id if staff else None,
+                source=BindingSource(h.source),
+                bound_at=h.bound_at,
+                expires_at=h.expires_at,
+                reason=h.reason,
+                bound_by=h.bound_by if staff else None,
+                campaign_id=h.campaign_id,
+            )
+            for h in b.history
+        ],
+    )
+
+
+@strawberry.input(description="RF-3 (c): give `inviteCode` or `referrerId` of the new referrer, and a reason.")
+class RebindReferrerInput:
+    user_id: str
+    invite_code: Optional[str] = None
+    referrer_id: Optional[str] = None
+    reason: str = ""
+    idempotency_key: Optional[str] = strawberry.field(
+        default=None,
+        description=(
+            "GB-10: a retry with the same key and the same input returns the first result without a second effect; "
+            "the same key with another input is IDEMPOTENCY_CONFLICT."
+        ),
+    )
+
+
+@strawberry.type
+class RebindReferrerPayload:
+    binding: Optional[ReferralBinding] = None
+    changed: Optional[bool] = strawberry.field(default=None, description="False: already bound to that referrer")
+    errors: list[UserError]
+
+
+@strawberry.field(
+    permission_classes=[IsCustomer],
+    description=("RF-3: the caller's current referrer (alias and invite code) and how they were bound."),
+)
+async def my_referral(info: Info) -> ReferralBinding:
+    ctx = info.context
+    return binding_type(await distribution_svc.binding_of(ctx.svc, shop_id=ctx.shop_id, user_id=ctx.user_id), ctx)
+
+
+@strawberry.field(
+    permission_classes=[IsAdmin],
+    description=("RF-3: a user's current referrer, its source (who and why for an admin's) and the binding history."),
+)
+async def referral_binding(info: Info, user_id: str) -> ReferralBinding:
+    ctx = info.context
+    return binding_type(await distribution_svc.binding_of(ctx.svc, shop_id=ctx.shop_id, user_id=user_id), ctx)
+
+
+@payload_mutation(
+    RebindReferrerPayload,
+    permission_classes=[IsAdmin],
+    description=(
+        "RF-3 (c): bind a user to another referrer with a reason — replaces in every binding mode, RF-1 otherwise "
+        "(SELF_REFERRAL, NOT_A_DISTRIBUTOR, REFERRAL_CYCLE); past orders keep their snapshot (RF-2). Events "
+        "`referral.bound` and `referral.rebound`."
+    ),
+)
+async def rebind_referrer(info: Info, input: RebindReferrerInput) -> dict:
+    ctx = info.context
+    r = await distribution_svc.rebind_referrer(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        user_id=input.user_id,
+        actor=ctx.user_id,
+        reason=input.reason,
+        invite_code=input.invite_code,
+        referrer_id=input.referrer_id,
+        idempotency_key=input.idempotency_key,
+    )
+    b = await distribution_svc.binding_of(ctx.svc, shop_id=ctx.shop_id, user_id=input.user_id)
+    return dict(binding=binding_type(b, ctx), changed=r.changed)
+
+
+# ---------------------------------------------------------------- RP-5 downline, RP-6 visits
+# the caller's downline; a storefront records a visit of a shared link (the funnel: api.reports)
+@strawberry.type(
+    description="RP-5: a member of the caller's downline, by the alias the shop gives it (no contact "
+    "data), with their figures over the period asked."
+)
+class DownlineMember:
+    alias: str
+    level: int = strawberry.field(description="1: bound to the caller; 2: bound to one of the caller's level 1")
+    joined_at: datetime = strawberry.field(description="When their current binding was made")
+    paid_orders: int = strawberry.field(description="Orders paid in the period (refunded in full: not counted)")
+    commission_base: MinorUnits = strawberry.field(
+        description="Net base of those orders on which the caller is level 1 or 2 (RF-2 snapshot)"
+    )
+    currency: str
+
+
+@strawberry.field(
+    permission_classes=[IsDistributor],
+    description=(
+        "RP-5: the caller's level-1 or level-2 downline, newest binding first, with each member's paid orders and "
+        "the commission base they brought over [periodFrom, periodTo)."
+    ),
+)
+async def my_downline(
+    info: Info,
+    period_from: datetime,
+    period_to: datetime,
+    level: int = 1,
+    first: Optional[int] = None,
+    after: Optional[str] = None,
+) -> Connection[DownlineMember]:  # type: ignore[type-var]
+    ctx = info.context
+    return await paginate(
+        lambda **p: reach_svc.downline_page(
+            ctx.svc,
+            shop_id=ctx.shop_id,
+            user_id=ctx.user_id,
+            level=level,
+            period_from=period_from,
+            period_to=period_to,
+            **p,
+        ),
+        first,
+        after,
+        lambda m: DownlineMember(
+            alias=user_alias(ctx.shop_id, m.user_id),
+            level=m.level,
+            joined_at=m.joined_at,
+            paid_orders=m.paid_orders,
+            commission_base=m.commission_base,
+            currency=ctx.currency,
+        ),
+    )
+
+
+@strawberry.input(
+    description="RP-6: a shared link was opened. `visitorId` is the storefront's anonymous id of the "
+    "browser (8-64 characters of letters, digits and _.:-), never personal data."
+)
+class RecordVisitInput:
+    invite_code: str
+    visitor_id: str
+    campaign_id: Optional[strawberry.ID] = None
+    product_ref: Optional[str] = None
+    idempotency_key: Optional[str] = strawberry.field(
+        default=None,
+        description=(
+            "GB-10: a retry with the same key is the same visit (`replayed`); the same key with another visit is "
+            "IDEMPOTENCY_CONFLICT. Without a key every call is one more visit."
+        ),
+    )
+
+
+@strawberry.type
+class RecordVisitPayload:
+    recorded: Optional[bool] = None
+    replayed: Optional[bool] = None
+    errors: list[UserError]
+
+
+@payload_mutation(
+    RecordVisitPayload,
+    permission_classes=[HasShopKey],
+    description=(
+        "RP-6: record a visit of a shared link (public with X-Shop-Key). Bounded per visitor and per shop: over "
+        "the bound RATE_LIMITED, nothing recorded."
+    ),
+)
+async def record_visit(info: Info, input: RecordVisitInput) -> dict:
+    ctx = info.context
+    r = await visits_svc.record_visit(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        invite_code=input.invite_code,
+        visitor_id=input.visitor_id,
+        campaign_id=raw_id(input.campaign_id, "Campaign", "campaignId") if input.campaign_id else None,
+        product_ref=input.product_ref,
+        idempotency_key=input.idempotency_key,
+    )
+    return dict(recorded=True, replayed=r.replayed)
+
+
+# ---------------------------------------------------------------- CM-7: commission preview
+@strawberry.input(description="CM-7: one line of a cart (OR-2); a product is a cart of one line.")
+class PreviewLineInput:
+    product_ref: str
+    quantity: int = 1
+    unit_price: MinorUnits = MinorUnits(0)
+    discount: MinorUnits = MinorUnits(0)
+
+
+@strawberry.input(
+    description="CM-7: give `lines` (a cart or one product) or `campaignId` (a group-buy campaign, with `quantity`)."
+)
+class CommissionPreviewInput:
+    lines: Optional[list[PreviewLineInput]] = None
+    campaign_id: Optional[strawberry.ID] = None
+    quantity: int = strawberry.field(default=1, description="Units of the campaign's product (campaign only)")
+    invite_code: Optional[str] = strawberry.field(
+        default=None,
+        description=(
+            "Preview for a buyer bound to this code's distributor (as if bound), instead of the buyer's own referrer"
+        ),
+    )
+    sharing: Optional[bool] = strawberry.field(
+        default=None,
+        description=(
+            "A distributor asking what they would earn sharing it: the buyer is a new customer bound to the caller "
+            "(the default for a caller without the customer role)"
+        ),
+    )
+
+
+@strawberry.type(description="CM-7: what one beneficiary would earn, by level; no user is named.")
+class PreviewShare:
+    level: int = strawberry.field(description="1 or 2 (CM-2)")
+    least: MinorUnits
+    most: MinorUnits = strawberry.field(
+        description="Equal to `least` for a cart; for a campaign the most over its tiers, variants and roles"
+    )
+    yours: bool = strawberry.field(description="The caller is this beneficiary")
+    currency: str = strawberry.field(description="The shop's currency of `least` and `most` (SH-2)")
+
+
+@strawberry.type(description="CM-7: what the order would earn if it were paid now (CM-1..CM-4). Writes nothing.")
+class CommissionPreview:
+    currency: str
+    base_least: MinorUnits = strawberry.field(
+        description="CM-1 commission base (for a campaign after the GB-5 refund to its lowest tier)"
+    )
+    base_most: MinorUnits
+    shares: list[PreviewShare]
+    yours_least: MinorUnits = strawberry.field(description="What the caller would earn at least (0: nothing)")
+    yours_most: MinorUnits
+
+
+def preview_type(p, ctx) -> CommissionPreview:
+    mine = [s for s in p.shares if s.beneficiary_id == ctx.user_id]
+    return CommissionPreview(
+        currency=ctx.currency,
+        base_least=p.base_least,
+        base_most=p.base_most,
+        shares=[
+            PreviewShare(
+                level=s.level, least=s.least, most=s.most, yours=s.beneficiary_id == ctx.user_id, currency=ctx.currency
+            )
+            for s in p.shares
+        ],
+        yours_least=sum(s.least for s in mine),
+        yours_most=sum(s.most for s in mine),
+    )
+
+
+@strawberry.field(
+    permission_classes=[IsCustomerOrDistributor],
+    description=(
+        "CM-7: what a cart, a product or a group-buy campaign would earn each beneficiary if paid now — for the "
+        "signed-in customer as buyer, a buyer bound to `inviteCode`, or (`sharing`) a new customer of the "
+        "calling distributor. Computed by the payment's own commission function; writes nothing."
+    ),
+)
+async def commission_preview(info: Info, input: CommissionPreviewInput) -> CommissionPreview:
+    ctx = info.context
+    sharing = input.sharing if input.sharing is not None else not ctx.has_role("customer")
+    if sharing and not ctx.has_role("distributor"):
+        raise refuse(ErrorCode.FORBIDDEN, "sharing previews are for distributors", field="sharing", rule="CM-7")
+    p = await preview_svc.commission_preview(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        buyer_id=None if sharing else ctx.user_id,
+        bound_to=ctx.user_id if sharing and not input.invite_code else None,
+        invite_code=input.invite_code,
+        lines=None
+        if input.lines is None
+        else [preview_svc.CartLine(ln.product_ref, ln.quantity, ln.unit_price, ln.discount) for ln in input.lines],
+        campaign_id=raw_id(input.campaign_id, "Campaign", "campaignId") if input.campaign_id else None,
+        quantity=input.quantity,
+    )
+    return preview_type(p, ctx)
+
+
+# ---------------------------------------------------------------- FR-1..FR-4: fraud review (rules 5a)
+# inputs carried by other mutations
+@strawberry.input(
+    description="FR-1: the payer's fingerprints, all optional. Sharecart keeps only keyed hashes "
+    "(HMAC under the shop's key), never these values."
+)
+class PaymentFingerprintsInput:
+    payer_account: Optional[str] = None
+    device_id: Optional[str] = None
+    ip_address: Optional[str] = None
+    shipping_address: Optional[str] = None
+
+    def as_kinds(self) -> dict[str, str | None]:
+        return {
+            "PAYER": self.payer_account,
+            "DEVICE": self.device_id,
+            "IP": self.ip_address,
+            "ADDRESS": self.shipping_address,
+        }
+
+
+# the shop's rules and the review queue
+@strawberry.type(description="FR-2: the shop's fraud rules, each on or off with its thresholds.")
+class FraudRules:
+    self_dealing: bool = strawberry.field(description="(a) a buyer sharing a fingerprint with a beneficiary")
+    velocity: bool = strawberry.field(
+        description="(b) more than velocityMaxOrders orders within velocityWindow "
+        "seconds earning one beneficiary and sharing a device, IP or payer"
+    )
+    velocity_max_orders: int
+    velocity_window: int
+    scalper_group: bool = strawberry.field(
+        description="(c) scalperMinSeats paid seats of a group sharing a fingerprint"
+    )
+    scalper_min_seats: int
+    refund_rate: bool = strawberry.field(
+        description="(d) a downline refunding more than refundRateMaxBp of what it "
+        "paid within refundRateWindow seconds (refundRateMinOrders "
+        "orders at least)"
+    )
+    refund_rate_window: int
+    refund_rate_max_bp: int
+    refund_rate_min_orders: int
+
+
+@strawberry.input
+class SetFraudRulesInput:
+    self_dealing: bool = False
+    velocity: bool = False
+    velocity_max_orders: int = 5
+    velocity_window: int = 86_400
+    scalper_group: bool = False
+    scalper_min_seats: int = 2
+    refund_rate: bool = False
+    refund_rate_window: int = 30 * 86_400
+    refund_rate_max_bp: int = 3000
+    refund_rate_min_orders: int = 5
+    idempotency_key: Optional[str] = idempotency_key_field(
+        "GB-10: accepted for uniformity; setting the same rules twice is already one change"
+    )
+
+
+def _rules_type(r: fr.FraudRules) -> FraudRules:
+    return FraudRules(**{f: getattr(r, f) for f in RULE_FIELDS})
+
+
+@strawberry.type
+class FraudRulesPayload:
+    rules: Optional[FraudRules] = None
+    errors: list[UserError]
+
+
+class FlagState(Enum):
+    OPEN = "OPEN"
+    CLEARED = "CLEARED"
+    VOIDED = "VOIDED"
+    DISSOLVED = "DISSOLVED"
+
+
+FraudFlagState = strawberry.enum(FlagState, name="FraudFlagState")
+
+
+@strawberry.type(
+    description="FR-3/FR-4: an item of the review queue — a held commission line (subject LINE) or a "
+    "flagged group (GROUP) — with the rules that fired, their evidence, and who decided what, "
+    "when and why."
+)
+class FraudFlag:
+    id: strawberry.ID
+    subject: str
+    rules: list[str]
+    evidence: JSON
+    line_id: Optional[str]
+    group_id: Optional[str]
+    order_id: Optional[str]
+    beneficiary_id: Optional[str]
+    amount: MinorUnits = strawberry.field(description="What the flag held when it was raised")
+    held: MinorUnits = strawberry.field(description="What its lines hold now")
+    currency: str = strawberry.field(description="The shop's currency of `amount` and `held` (SH-2)")
+    state: FlagState = strawberry.field(description="OPEN, CLEARED, VOIDED or DISSOLVED")
+    flagged_at: datetime
+    flagged_by: str
+    resolved_at: Optional[datetime]
+    resolved_by: Optional[str]
+    reason: Optional[str]
+
+
+def _flag_type(f: fraud_reads.FlagView, currency: str) -> FraudFlag:
+    return FraudFlag(
+        id=strawberry.ID(f.flag_id),
+        subject=f.subject,
+        rules=list(f.rules),
+        evidence=cast(JSON, f.evidence),
+        line_id=f.line_id,
+        group_id=f.group_id,
+        order_id=f.order_id,
+        beneficiary_id=f.beneficiary_id,
+        amount=MinorUnits(f.amount),
+        held=MinorUnits(f.held),
+        currency=currency,
+        state=FlagState(f.state),
+        flagged_at=f.flagged_at,
+        flagged_by=f.flagged_by,
+        resolved_at=f.resolved_at,
+        resolved_by=f.resolved_by,
+        reason=f.reason,
+    )
+
+
+@strawberry.input(description="FR-3: clear a flag (the reason is optional).")
+class ClearFraudFlagInput:
+    flag_id: strawberry.ID
+    reason: Optional[str] = None
+    idempotency_key: Optional[str] = idempotency_key_field()
+
+
+@strawberry.input(description="FR-3: void a flag's lines (a reason is required).")
+class VoidFraudFlagInput:
+    flag_id: strawberry.ID
+    reason: Optional[str] = None
+    idempotency_key: Optional[str] = idempotency_key_field()
+
+
+@strawberry.input(description="FR-3: dissolve a flagged group before it forms (a reason is required).")
+class DissolveFlaggedGroupInput:
+    flag_id: strawberry.ID
+    reason: Optional[str] = None
+    idempotency_key: Optional[str] = idempotency_key_field()
+
+
+@strawberry.type
+class FraudFlagPayload:
+    flag: Optional[FraudFlag] = None
+    errors: list[UserError]
+
+
+# queries
+@strawberry.field(
+    permission_classes=[IsAdmin],
+    description="FR-3: the review queue, oldest first (OPEN flags unless "
+    "`state` says otherwise; null = every state), a page at a time.",
+)
+async def fraud_review_queue(
+    info: Info,
+    state: Optional[FraudFlagState] = FlagState.OPEN,  # type: ignore[valid-type]
+    first: Optional[int] = None,
+    after: Optional[str] = None,
+) -> Connection[FraudFlag]:  # type: ignore[type-var]
+    ctx = info.context
+
+    async def fetch(limit: int, offset: int):
+        return await fraud_reads.review_queue_page(
+            ctx.svc, shop_id=ctx.shop_id, limit=limit, offset=offset, state=getattr(state, "value", state)
+        )
+
+    return await paginate(fetch, first, after, lambda f: _flag_type(f, ctx.currency))
+
+
+@strawberry.field(permission_classes=[IsAdmin], description="FR-2: the shop's fraud rules.")
+async def fraud_rules(info: Info) -> FraudRules:
+    ctx = info.context
+    return _rules_type(await fraud_reads.get_rules(ctx.svc, shop_id=ctx.shop_id))
+
+
+# mutations
+@payload_mutation(
+    FraudRulesPayload, permission_classes=[IsAdmin], description="FR-2: set the shop's fraud rules (whole)."
+)
+async def set_fraud_rules(info: Info, input: SetFraudRulesInput) -> dict:
+    ctx = info.context
+    rules = fr.FraudRules(**{f: getattr(input, f) for f in RULE_FIELDS})
+    r = await fraud_svc.set_rules(ctx.svc, shop_id=ctx.shop_id, rules=rules, actor=ctx.user_id)
+    return dict(rules=_rules_type(r))
+
+
+async def _decide_flag(info: Info, input, decide, reason) -> dict:
+    """FR-3: one admin decision on a flag (`decide`: a use case of service.usecases.fraud)."""
+    ctx = info.context
+    f = await decide(
+        ctx.svc,
+        shop_id=ctx.shop_id,
+        flag_id=str(input.flag_id),
+        actor=ctx.user_id,
+        reason=reason,
+        idempotency_key=input.idempotency_key,
+    )
+    return dict(flag=_flag_type(f, ctx.currency))
+
+
+@payload_mutation(
+    FraudFlagPayload,
+    permission_classes=[IsAdmin],
+    description="FR-3: clear a flag; its lines resume "
+    "their life cycle (available at once when due). Amounts never change.",
+)
+async def clear_fraud_flag(info: Info, input: ClearFraudFlagInput) -> dict:
+    return await _decide_flag(info, input, fraud_svc.clear_flag, input.reason)
+
+
+@payload_mutation(
+    FraudFlagPayload,
+    permission_classes=[IsAdmin],
+    description="FR-3: void a flag's lines with a reason (reversed by new entries).",
+)
+async def void_fraud_flag(info: Info, input: VoidFraudFlagInput) -> dict:
+    return await _decide_flag(info, input, fraud_svc.void_flag, input.reason or "")
+
+
+@payload_mutation(
+    FraudFlagPayload,
+    permission_classes=[IsAdmin],
+    description="FR-3: dissolve a flagged group before it forms (GB-6 refunds), with a reason.",
+)
+async def dissolve_flagged_group(info: Info, input: DissolveFlaggedGroupInput) -> dict:
+    return await _decide_flag(info, input, fraud_svc.dissolve_group, input.reason or "")

@@ -11,15 +11,15 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
-from api import groupbuy_v2
-from api.distribution_v2 import INVITE_CODE_FIELD, ReferralAttribution, attribution_type
+from api.distribution import INVITE_CODE_FIELD, ReferralAttribution, attribution_type
 from api.errors import UserError
 from api.orders import Order, order_type
 from api.payload import idempotency_key_field, payload_mutation
 from api.permissions import HasShopKey, IsAdmin, IsCustomer
 from api.relay import Connection, MinorUnits, global_id, make_connection, page_args, paginate, raw_id, resolve_visible
-from api.visibility import sees_user_ids, user_alias
+from api.visibility import sees_draw, sees_user_ids, user_alias
 from engine import groupbuy as gb
+from store import mapping
 from service.reads import queries
 from service.usecases import campaigns as campaigns_svc
 from service.usecases import groupbuy_settings as groupbuy_settings_svc
@@ -70,6 +70,72 @@ class Seat:
     order_id: strawberry.ID
 
 
+# ---------------------------------------------------------------- Group's v2 fields (GB-12, GB-7 v2, GB-15)
+# resolved from the engine group the Group type keeps (`_g`)
+async def group_grace_until(root: Any, info: Info) -> Optional[datetime]:
+    """GB-12: while the group waits past `expires_at` for reservations still inside their payment window,
+    the last of their `pay_by` (the latest the group can decide); null otherwise."""
+    g: gb.Group = root._g
+    now = info.context.svc.now()
+    if g.state is not gb.GroupState.OPEN or g.expires_at is None or now < g.expires_at:
+        return None
+    row = await info.context.loaders.campaign.load(g.campaign_id)
+    return gb.grace_until(mapping.campaign_from_row(row), g) if row is not None else None
+
+
+@strawberry.type(description="GB-7 v2: one candidate of a group's draw (a paid seat at forming).")
+class LotteryCandidate:
+    order_id: strawberry.ID = strawberry.field(description="The candidate's order (global id, as elsewhere)")
+    order_key: str = strawberry.field(description="The order's own id: the HMAC message of its score")
+    score: str = strawberry.field(description="HMAC-SHA256(key = seed bytes, msg = orderKey), 64 hex digits")
+
+
+@strawberry.type(description="GB-7 v2: a group's revealed draw — re-run it with docs/lottery.md.")
+class LotteryDraw:
+    commitment: str = strawberry.field(description="SHA-256 of the seed's 32 bytes, public since opening")
+    seed: str = strawberry.field(description="The group's seed, 64 hex digits (32 bytes), revealed at the draw")
+    candidates: list[LotteryCandidate] = strawberry.field(
+        description="Every candidate, in draw order (score, then orderKey)"
+    )
+    winners: list[strawberry.ID] = strawberry.field(description="The first K candidates' orders (global ids)")
+    winner_keys: list[str] = strawberry.field(description="The winners' own order ids, in draw order")
+
+
+def group_lottery_commitment(root: Any, info: Info) -> Optional[str]:
+    """GB-7 v2: SHA-256(seed), public from the moment the group opens (null: no lottery, or opened before v2)."""
+    return root._g.lottery_commitment
+
+
+def group_draw(root: Any, info: Info) -> Optional[LotteryDraw]:
+    """GB-7 v2: after the draw, for the group's members, admins and finance; null before or for others."""
+    g: gb.Group = root._g
+    d = g.draw()
+    if d is None or not sees_draw(info.context, g):
+        return None
+    return LotteryDraw(
+        commitment=d.commitment,
+        seed=d.seed,
+        candidates=[
+            LotteryCandidate(order_id=strawberry.ID(global_id("Order", o)), order_key=o, score=sc)
+            for o, sc in d.candidates
+        ],
+        winners=[strawberry.ID(global_id("Order", o)) for o in d.winners],
+        winner_keys=list(d.winners),
+    )
+
+
+def group_nudges(root: Any, info: Info) -> list[str]:
+    """GB-15: the nudges this group has emitted (`almost_full`, `expiring_soon`), each at most once."""
+    g: gb.Group = root._g
+    out = []
+    if g.nudged_almost_full_at is not None:
+        out.append("almost_full")
+    # a grace that began before the worker could nudge marks `expiring_soon` as skipped, at expires_at
+    if g.nudged_expiring_soon_at is not None and (g.expires_at is None or g.nudged_expiring_soon_at < g.expires_at):
+        out.append("expiring_soon")
+    return out
+
+
 @strawberry.type(description="A group (拼团): seats, the tier reached, time left (GB-1..GB-8).")
 class Group(relay.Node):
     id: relay.NodeID[str]
@@ -116,27 +182,27 @@ class Group(relay.Node):
         return campaign_type(row, info.context) if row else None
 
     _campaign: strawberry.Private[str]
-    _g: strawberry.Private[Any] = None  # the engine group, for the group-buy v2 fields (api/groupbuy_v2.py)
+    _g: strawberry.Private[Any] = None  # the engine group, for the v2 fields above
     grace_until: Optional[datetime] = strawberry.field(
-        resolver=groupbuy_v2.grace_until,
+        resolver=group_grace_until,
         description=(
             "GB-12: while the group waits past expiresAt for reservations still inside their payment window, the "
             "latest instant it can decide (their last payBy); null otherwise"
         ),
     )
     lottery_commitment: Optional[str] = strawberry.field(
-        resolver=groupbuy_v2.lottery_commitment,
+        resolver=group_lottery_commitment,
         description=(
             "GB-7 v2: SHA-256 of the group's lottery seed, public from opening; null without a lottery or for groups "
             "opened before v2 (they draw with the v1 procedure, docs/lottery.md)"
         ),
     )
     nudges: list[str] = strawberry.field(
-        resolver=groupbuy_v2.nudges,
+        resolver=group_nudges,
         description=("GB-15: the nudges this group has emitted — `almost_full`, `expiring_soon` — each at most once"),
     )
-    draw: Optional[groupbuy_v2.LotteryDraw] = strawberry.field(
-        resolver=groupbuy_v2.lottery_draw,
+    draw: Optional[LotteryDraw] = strawberry.field(
+        resolver=group_draw,
         description=("GB-7 v2: the revealed draw once the group has formed — for its members, admins and finance"),
     )
 

@@ -11,9 +11,8 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
-from api.distribution_v2 import ORDER_CODE_FIELD, ReferralAttribution, attribution_type
+from api.distribution import ORDER_CODE_FIELD, PaymentFingerprintsInput, ReferralAttribution, attribution_type
 from api.errors import UserError
-from api.fraud import PaymentFingerprintsInput
 from api.payload import idempotency_key_field, payload_mutation
 from api.permissions import IsBackend, IsBackendOrFinance, IsCustomer
 from api.relay import MAX_MINOR, Connection, Keyset, MinorUnits, paginate, paginate_keyset, raw_id, resolve_visible

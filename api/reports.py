@@ -1,5 +1,7 @@
-"""Reports (RP-1..RP-4): earnings per period, campaign statistics per A/B variant, lifecycle segments,
-retention by acquisition source. Read only: types and queries. A distributor's own earnings are fields of
+"""Reports (RP-1..RP-6): earnings per period, campaign statistics per A/B variant, lifecycle segments,
+retention by acquisition source, the distributors' leaderboard (RP-5), the funnel of shared links (RP-6).
+Read only: types and queries (a storefront records the funnel's visits with `recordVisit`, api.distribution;
+a distributor pages their own downline with `myDownline`, there too). A distributor's own earnings are fields of
 `me` (api.distribution); the shop-wide series and the staff reports are here."""
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from typing import Optional
 import strawberry
 from strawberry.types import Info
 
-from api.permissions import IsAdmin, IsAdminOrFinance, IsCustomer
+from api.permissions import IsAdmin, IsAdminOrFinance, IsCustomer, IsDistributor
 from api.relay import MinorUnits, bounded_day, raw_id
+from engine.errors import ErrorCode, refuse
+from engine.leaderboard import RankBy as _RankBy
 from engine.segments import Segment
 from engine.stats import MIN_DECIDED
+from service.reads import reach as reach_svc
 from service.reads import reports as reports_svc
 from service.reads.reports import Granularity
 
@@ -198,6 +203,50 @@ def earnings_period(p, currency: str) -> EarningsPeriod:
     )
 
 
+LeaderboardOrder = strawberry.enum(_RankBy, name="LeaderboardOrder", description="RP-5: what the leaderboard ranks by.")
+
+
+@strawberry.type(
+    description="RP-5: one distributor's standing over the period; `rank` is competition ranking "
+    "(1, 1, 3) on the figure ordered by."
+)
+class LeaderboardEntry:
+    rank: int
+    user_id: str
+    invite_code: str
+    commission_earned: MinorUnits = strawberry.field(
+        description="Posted less reversed and voided (leader rewards included, upgrade bonuses not)"
+    )
+    team_sales: MinorUnits = strawberry.field(
+        description="Net base of orders paid in the period where they are level 1 or 2"
+    )
+    new_direct_referrals: int = strawberry.field(description="Users bound to them in the period (any source)")
+    currency: str
+
+
+@strawberry.type(
+    description="RP-6: visits → distinct visitors → bindings → first paid orders → repeat buyers "
+    "over [periodFrom, periodTo) (docs/rules-readings-distribution.md says how each is "
+    "counted)."
+)
+class Funnel:
+    visits: int
+    visitors: int
+    bindings: int
+    first_orders: int
+    repeat_buyers: int
+
+
+def funnel_type(f) -> Funnel:
+    return Funnel(
+        visits=f.visits,
+        visitors=f.visitors,
+        bindings=f.bindings,
+        first_orders=f.first_orders,
+        repeat_buyers=f.repeat_buyers,
+    )
+
+
 # ---------------------------------------------------------------- queries
 
 
@@ -268,3 +317,75 @@ async def retention(info: Info, period_from: date, period_to: date) -> list[Rete
     )
     rows = await reports_svc.retention(ctx.svc, shop_id=ctx.shop_id, period_from=start, period_to=end)
     return [retention_row(r, ctx.currency) for r in rows]
+
+
+@strawberry.field(
+    permission_classes=[IsAdmin],
+    description=("RP-5: the shop's distributors over [periodFrom, periodTo), best first by `orderBy` (at most 100)."),
+)
+async def leaderboard(
+    info: Info,
+    period_from: datetime,
+    period_to: datetime,
+    order_by: _RankBy = _RankBy.COMMISSION_EARNED,  # the GraphQL enum LeaderboardOrder
+    first: int = 20,
+) -> list[LeaderboardEntry]:
+    ctx = info.context
+    rows = await reach_svc.leaderboard(
+        ctx.svc, shop_id=ctx.shop_id, period_from=period_from, period_to=period_to, by=order_by, limit=first
+    )
+    return [
+        LeaderboardEntry(
+            rank=r.rank,
+            user_id=r.standing.user_id,
+            invite_code=r.invite_code,
+            commission_earned=MinorUnits(r.standing.commission_earned),
+            team_sales=MinorUnits(r.standing.team_sales),
+            new_direct_referrals=r.standing.new_direct_referrals,
+            currency=ctx.currency,
+        )
+        for r in rows
+    ]
+
+
+@strawberry.field(
+    permission_classes=[IsAdmin],
+    description=(
+        "RP-6: the funnel of one distributor (`distributorId`) or one campaign (`campaignId`) over the period."
+    ),
+)
+async def funnel(
+    info: Info,
+    period_from: datetime,
+    period_to: datetime,
+    distributor_id: Optional[str] = None,
+    campaign_id: Optional[strawberry.ID] = None,
+) -> Funnel:
+    ctx = info.context
+    if (distributor_id is None) == (campaign_id is None):
+        raise refuse(ErrorCode.INVALID_INPUT, "give distributorId or campaignId", field="distributorId", rule="RP-6")
+    subject, sid = (
+        ("distributor", distributor_id)
+        if distributor_id is not None
+        else ("campaign", raw_id(campaign_id or "", "Campaign", "campaignId"))
+    )
+    return funnel_type(
+        await reach_svc.funnel(
+            ctx.svc, shop_id=ctx.shop_id, subject=subject, subject_id=sid, period_from=period_from, period_to=period_to
+        )
+    )
+
+
+@strawberry.field(permission_classes=[IsDistributor], description="RP-6: the caller's own funnel over the period.")
+async def my_funnel(info: Info, period_from: datetime, period_to: datetime) -> Funnel:
+    ctx = info.context
+    return funnel_type(
+        await reach_svc.funnel(
+            ctx.svc,
+            shop_id=ctx.shop_id,
+            subject="distributor",
+            subject_id=ctx.user_id,
+            period_from=period_from,
+            period_to=period_to,
+        )
+    )

@@ -26,7 +26,7 @@ from strawberry.schema.config import StrawberryConfig
 from api.errors import PublicErrors, _refused_request, refusal_of
 from api.metrics import OperationMetrics
 from api.limits import CachedParse, CostLimit, TokenLimit, depth_limiter
-from api import distribution, distribution_v2, fraud, groupbuy, orders, payouts, relay, reports, shops, webhooks
+from api import distribution, groupbuy, orders, payouts, relay, reports, shops, webhooks
 from api.relay import MAX_PAGE, MINOR_UNITS, MinorUnits
 from api.subscriptions import Subscription
 
@@ -46,12 +46,12 @@ class Query:
     my_orders = orders.my_orders
     my_groups = groupbuy.my_groups
     my_segment = reports.my_segment
-    commission_preview = distribution_v2.commission_preview  # CM-7 (customer and distributor)
-    my_referral = distribution_v2.my_referral  # RF-3
+    commission_preview = distribution.commission_preview  # CM-7 (customer and distributor)
+    my_referral = distribution.my_referral  # RF-3
     # distributor
     me = distribution.me
-    my_downline = distribution_v2.my_downline  # RP-5
-    my_funnel = distribution_v2.my_funnel  # RP-6
+    my_downline = distribution.my_downline  # RP-5
+    my_funnel = reports.my_funnel  # RP-6
     # backend
     owed_refunds = orders.owed_refunds
     product = shops.product
@@ -68,14 +68,14 @@ class Query:
     distribution_settings = distribution.distribution_settings
     levels = distribution.levels
     distributors = distribution.distributors
-    referral_binding = distribution_v2.referral_binding  # RF-3
-    leaderboard = distribution_v2.leaderboard  # RP-5
-    funnel = distribution_v2.funnel  # RP-6
+    referral_binding = distribution.referral_binding  # RF-3
+    leaderboard = reports.leaderboard  # RP-5
+    funnel = reports.funnel  # RP-6
     events = webhooks.events
     webhook_endpoints = webhooks.webhook_endpoints
     group_buy_settings = groupbuy.group_buy_settings
-    fraud_review_queue = fraud.fraud_review_queue
-    fraud_rules = fraud.fraud_rules
+    fraud_review_queue = distribution.fraud_review_queue
+    fraud_rules = distribution.fraud_rules
 
 
 @strawberry.type
@@ -95,7 +95,7 @@ class Mutation:
     leave_group = groupbuy.leave_group
     bind_referrer = distribution.bind_referrer
     apply_as_distributor = distribution.apply_as_distributor
-    record_visit = distribution_v2.record_visit  # RP-6 (public key)
+    record_visit = distribution.record_visit  # RP-6 (public key)
     # backend
     confirm_payment = orders.confirm_payment
     confirm_refund = orders.confirm_refund
@@ -115,16 +115,16 @@ class Mutation:
     suspend_distributor = distribution.suspend_distributor
     reinstate_distributor = distribution.reinstate_distributor
     set_distributor_level = distribution.set_distributor_level
-    rebind_referrer = distribution_v2.rebind_referrer  # RF-3 (c)
+    rebind_referrer = distribution.rebind_referrer  # RF-3 (c)
     register_webhook = webhooks.register_webhook
     rotate_webhook_secret = webhooks.rotate_webhook_secret
     enable_webhook = webhooks.enable_webhook
     disable_webhook = webhooks.disable_webhook
     redeliver_events = webhooks.redeliver_events
-    set_fraud_rules = fraud.set_fraud_rules
-    clear_fraud_flag = fraud.clear_fraud_flag
-    void_fraud_flag = fraud.void_fraud_flag
-    dissolve_flagged_group = fraud.dissolve_flagged_group
+    set_fraud_rules = distribution.set_fraud_rules
+    clear_fraud_flag = distribution.clear_fraud_flag
+    void_fraud_flag = distribution.void_fraud_flag
+    dissolve_flagged_group = distribution.dissolve_flagged_group
     # finance
     approve_payout = payouts.approve_payout
     reject_payout = payouts.reject_payout

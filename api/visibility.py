@@ -3,9 +3,10 @@
 `api.permissions` decides who may call an operation; this module decides what an admitted caller may
 see of what the operation found: every Node fetched by id (`node`, and each type's `resolve_nodes`
 through `api.relay.resolve_visible`) is shown only if `may_see(ctx, kind, row)`, else it reads as null
-(as an id that does not exist would); and the fields that name users (`Group.leaderUserId`,
-`Order.buyerId`) are shown by `sees_user_ids` / `sees_buyer`. Everything is already scoped to the
-caller's shop (SH-1): these rules are about roles and ownership inside it.
+(as an id that does not exist would); the fields that name users (`Group.leaderUserId`, `Order.buyerId`)
+are shown by `sees_user_ids` / `sees_buyer`, and a group's revealed lottery draw (`Group.draw`) by
+`sees_draw`. Everything is already scoped to the caller's shop (SH-1): these rules are about roles and
+ownership inside it.
 """
 
 from __future__ import annotations
@@ -55,6 +56,15 @@ def sees_buyer(ctx, order) -> bool:
     return (
         ctx.principal is not None and order.buyer_id == ctx.principal.user_id and "customer" in ctx.principal.roles
     ) or ctx.has_role("backend", "admin", "finance")
+
+
+def sees_draw(ctx, group) -> bool:
+    """GB-7 v2: a group's revealed draw is shown to its members (anyone who held a seat in it), admins and
+    finance."""
+    p = ctx.principal
+    if p is None:
+        return False
+    return bool(p.roles & {"admin", "finance"}) or any(s.user_id == p.user_id for s in group.seats)
 
 
 def _own_distributor_or(*staff: str) -> Callable[[Any, Any], bool]:

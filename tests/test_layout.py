@@ -26,6 +26,19 @@ def test_every_module_of_api_and_service_is_in_the_drawn_tree():
     assert missing == [], "docs/architecture.md: draw these in the tree (or move them where the tree says)"
 
 
+def test_every_api_module_the_tree_names_exists():
+    """The other direction: a module folded away (as api/distribution_v2.py, api/fraud.py and
+    api/groupbuy_v2.py were, into their domain modules) leaves no name behind in the tree."""
+    api = TREE.split("\napi/\n", 1)[1]
+    named = set(re.findall(r"(?<![\w/])(\w+)\.py\b", api))
+    assert named and sorted(n for n in named if not (ROOT / "api" / f"{n}.py").exists()) == []
+
+
+def test_no_module_is_cut_by_release():
+    """Modules are cut by domain, not by when a feature came: no `*_v2.py` under api/ or service/."""
+    assert [str(p.relative_to(ROOT)) for d in ("api", "service") for p in (ROOT / d).rglob("*_v2.py")] == []
+
+
 def test_the_seams_the_tree_draws_exist():
     for pkg in ("service/usecases", "service/tx", "service/reads", "service/jobs"):
         assert (ROOT / pkg / "__init__.py").exists(), pkg
