@@ -4,11 +4,13 @@
     .venv/bin/python tools/wiring_breaks.py            # every break (about 1 min each on a loaded machine)
     .venv/bin/python tools/wiring_breaks.py 0 5 17     # some of them, by index (--list shows them)
 
-Each entry is (file, text, replacement, test): the text must occur exactly once; it is replaced in a
-scratch copy of the repository, the named test of tests/integration/test_rules_wired.py (or of
-tests/api/test_rules_wired_api.py for a name ending in `_api`) runs there, and the break is KILLED when
-the test fails. The work tree is never touched. docs/testing.md lists the outcome of the last run; the
-one expected survivor is `per_user_limit` (the database guard enforces it too: note 1 there).
+Each entry is (file, text, replacement, test): the text must occur exactly once (every chosen entry is
+checked before the first run: STALE, exit 2); it is replaced in a scratch copy of the repository, the
+named test runs there (`test_id`: of tests/integration/test_rules_wired.py, of
+tests/api/test_rules_wired_api.py for a name ending in `_api`, or `path::name`), and the break is KILLED
+when the test fails (ERROR when pytest ends otherwise: no such test, a collection error). The work tree
+is never touched. docs/testing.md lists the outcome of the last run; the one expected survivor is
+`per_user_limit` (the database guard enforces it too: note 1 there).
 Needs DATABASE_URL, like the suite.
 """
 
@@ -50,38 +52,38 @@ CASES = [
     ),
     (
         "service/tx/commissions.py",
-        "level1_amount=product.level1_amount,",
+        "level1_amount=a1,",
         "level1_amount=None,",
         "test_cm3_product_fixed_amounts_apply_whatever_the_levels_through_service",
     ),
     (
         "service/tx/commissions.py",
-        "level2_amount=product.level2_amount)",
+        "level2_amount=a2)",
         "level2_amount=None)",
         "test_cm3_product_fixed_amounts_apply_whatever_the_levels_through_service",
     ),
     (
         "service/tx/commissions.py",
-        "earns_commission=product.earns_commission,",
-        "earns_commission=True,",
+        "cm.ProductTerms(earns_commission=earns,",
+        "cm.ProductTerms(earns_commission=True,",
         "test_or3_product_that_earns_no_commission_through_service",
     ),
     (
         "service/tx/commissions.py",
-        "rates = lv.rates_for(levels, row.grade, settings)",
-        "rates = lv.rates_for((), row.grade, settings)",
+        "settings, levels, pv.PaymentFacts(",
+        "settings, (), pv.PaymentFacts(",
         "test_cm3_level_rates_replace_the_shop_defaults_through_service",
     ),
     (
-        "service/usecases/groups.py",
-        "enabled=c.commission_enabled,",
+        "service/tx/group_batch.py",
+        "enabled=ld.campaign_row.commission_enabled,",
         "enabled=True,",
         "test_cm3_campaign_commission_switch_off_through_service",
     ),
     (
-        "service/tx/commissions.py",
-        "timedelta(days=settings.freeze_days)",
-        "timedelta(days=7)",
+        "service/usecases/orders.py",
+        "freeze_days=got.freeze_days,",
+        "freeze_days=7,",
         "test_cm6_freeze_days_is_the_stored_setting_through_service",
     ),
     (
@@ -98,14 +100,14 @@ CASES = [
     ),
     (
         "service/usecases/groups.py",
-        "variant=variant)",
-        "variant=None)",
+        "        variant=variant,\n",
+        "        variant=None,\n",
         "test_variants_group_uses_its_variants_tiers_through_service",
     ),
     (
-        "service/usecases/groups.py",
-        "leader_commission(c.leader_commission_bp, net)",
-        "leader_commission(1000, net)",
+        "service/tx/group_batch.py",
+        "c.leader_commission_bp,\n                enabled=c.commission_enabled,",
+        "1000,\n                enabled=c.commission_enabled,",
         "test_gb4_leader_commission_rate_is_the_campaigns_through_service",
     ),
     (
@@ -175,15 +177,15 @@ CASES = [
         "test_gb1_groups_open_only_inside_the_campaign_window_through_service",
     ),
     (
-        "service/usecases/groups.py",
-        "SET stock_left = stock_left + :q WHERE",
-        "SET stock_left = stock_left + 0 * :q WHERE",
+        "service/tx/group_batch.py",
+        "SET stock_left = c.stock_left + v.d FROM",
+        "SET stock_left = c.stock_left + 0 * v.d FROM",
         "test_gb1_stock_is_taken_at_reservation_and_refused_when_gone_through_service",
     ),
     (
-        "service/usecases/groups.py",
-        "SET stock_left = stock_left + :q WHERE",
-        "SET stock_left = stock_left + 0 * :q WHERE",
+        "service/tx/group_batch.py",
+        "SET stock_left = c.stock_left + v.d FROM",
+        "SET stock_left = c.stock_left + 0 * v.d FROM",
         "test_gb6_failed_group_refunds_in_full_and_returns_stock_through_service",
     ),
     (
@@ -248,21 +250,15 @@ CASES = [
     ),
     (
         "service/usecases/payouts.py",
-        "status=DistributorStatus(row.status))",
-        "status=DistributorStatus.ACTIVE)",
+        "status=DistributorStatus(row.d_status),",
+        "status=DistributorStatus.ACTIVE,",
         "test_ds1_suspended_distributor_may_not_request_a_payout_through_service",
     ),
     (
         "service/usecases/refunds.py",
-        "await commissions.on_order_refunded(session, ledger, order=order, amount=goods_part, now=now, rule=rule)",
-        "pass",
+        "    if decision.goods_refund:\n        await commissions.on_order_refunded(",
+        "    if False:\n        await commissions.on_order_refunded(",
         "test_cm5_refund_reverses_the_stored_lines_in_proportion_through_service",
-    ),
-    (
-        "store/mapping.py",
-        "lottery_winners=r.lottery_winners,",
-        "lottery_winners=0,",
-        "test_gb7_lottery_winners_get_their_orders_free_through_service",
     ),
     (
         "service/tx/commissions.py",
@@ -289,15 +285,21 @@ CASES = [
         "test_webhook_subscription_to_an_unknown_event_type_is_invalid_input_api",
     ),
     (
-        "store/mapping.py",
-        "paid_at=r.paid_at,",
-        "paid_at=None,",
+        "service/tx/lean.py",
+        'paid_at=m["s_paid_at"][i],',
+        'paid_at=m["s_reserved_at"][i],',
         "test_gb8_handover_goes_to_the_earliest_paid_member_through_service",
     ),
     (
         "store/mapping.py",
         "lottery_seed=r.lottery_seed,",
         "lottery_seed='x',",
+        "test_gb7_a_group_opened_before_v2_draws_with_the_campaign_seed_through_service",
+    ),
+    (
+        "service/tx/lean.py",
+        "lottery_seed=unseal(g.lottery_seed),",
+        "lottery_seed=None,",
         "test_gb7_winners_are_the_draw_of_the_stored_seed_through_service",
     ),
     (
@@ -318,7 +320,85 @@ CASES = [
         "",
         "test_lv1_each_stored_upgrade_condition_must_hold_through_service",
     ),
+    # ---- v2 rules (issues 15, 16): RF-3, GB-14, FR-1/FR-2, CM-7
+    (
+        "store/mapping.py",
+        "order_code_overrides=r.order_code_overrides,",
+        "order_code_overrides=True,",
+        "test_rf3_order_code_overrides_is_the_stored_setting_through_service",
+    ),
+    (
+        "service/usecases/groups.py",
+        "SELECT overflow_reseat FROM shops",
+        "SELECT false FROM shops",
+        "tests/integration/test_groupbuy_v2.py::"
+        "test_GB14_overflow_reseat_seats_the_late_payment_in_another_open_group_at_its_price",
+    ),
+    (
+        "service/usecases/groups.py",
+        "SELECT overflow_reseat FROM shops",
+        "SELECT true FROM shops",
+        "tests/integration/test_groupbuy_v2.py::"
+        "test_GB14_overflow_reseat_is_off_by_default_and_the_late_payment_is_refunded",
+    ),
+    (
+        "service/tx/commissions.py",
+        "rules_json=_j(got.fraud)",
+        "rules_json=None",
+        "test_fr2b_velocity_thresholds_are_the_stored_rules_through_service",
+    ),
+    (
+        "service/tx/fraud.py",
+        '"since_v": now - timedelta(seconds=rules.velocity_window),',
+        '"since_v": now - timedelta(seconds=86_400),',
+        "test_fr2b_velocity_thresholds_are_the_stored_rules_through_service",
+    ),
+    (
+        "service/tx/fraud.py",
+        "for f in RULE_FIELDS if d.get(f) is not None})",
+        'for f in RULE_FIELDS if d.get(f) is not None and f != "velocity_max_orders"})',
+        "test_fr2b_velocity_thresholds_are_the_stored_rules_through_service",
+    ),
+    (
+        "service/usecases/orders.py",
+        "fraud.carry(s, order.order_id, fps)",
+        "None",
+        "test_fr2b_velocity_thresholds_are_the_stored_rules_through_service",
+    ),
+    (
+        "service/tx/fraud.py",
+        '"since_r": now - timedelta(seconds=rules.refund_rate_window),',
+        '"since_r": now,',
+        "tests/api/test_fraud_review_api.py::test_FR2d_a_downline_refunding_over_X_percent_holds_the_next_commission_api",
+    ),
+    (
+        "service/reads/preview.py",
+        "levels = tuple(mapping.level_from_row(_obj(d)) for d in (_j(got.levels) or []))",
+        "levels = ()",
+        "test_cm7_preview_is_what_the_payment_posts_with_stored_levels_and_products_through_service",
+    ),
+    (
+        "service/reads/preview.py",
+        "ref: cm.ProductTerms(earns_commission=e, level1_amount=a1, level2_amount=a2)",
+        "ref: cm.ProductTerms()",
+        "test_cm7_preview_is_what_the_payment_posts_with_stored_levels_and_products_through_service",
+    ),
+    (
+        "engine/preview.py",
+        "got = payment_commission(settings, levels, facts, lines, enabled=enabled)",
+        "got = payment_commission(settings, (), facts, lines, enabled=enabled)",
+        "test_cm7_preview_is_what_the_payment_posts_with_stored_levels_and_products_through_service",
+    ),
 ]
+
+
+def test_id(test: str) -> str:
+    """A bare name is a test of test_rules_wired.py (of tests/api/test_rules_wired_api.py when it ends in
+    `_api`); `path::name` names a test elsewhere (a v2 rule proven by its own module's test)."""
+    if "::" in test:
+        return test
+    module = "tests/api/test_rules_wired_api.py" if test.endswith("_api") else "tests/integration/test_rules_wired.py"
+    return f"{module}::{test}"
 
 
 def main(argv: list[str]) -> int:
@@ -327,8 +407,14 @@ def main(argv: list[str]) -> int:
             print(f"{i:>2} {f}: {old!r} -> {new!r}  [{test}]")
         return 0
     chosen = [int(a) for a in argv] or list(range(len(CASES)))
+    stale = [i for i in chosen if (ROOT / CASES[i][0]).read_text().count(CASES[i][1]) != 1]
+    for i in stale:  # checked before any run, so a stale entry does not end a long run half way
+        f, old = CASES[i][:2]
+        print(f"STALE    {i:>2} {f}: {old!r} occurs {(ROOT / f).read_text().count(old)} times (must be once)")
+    if stale:
+        return 2
     work = Path(tempfile.mkdtemp(prefix="sharecart-wiring-"))
-    survived = 0
+    outcome = {"KILLED": 0, "SURVIVED": 0, "ERROR": 0}
     try:
         shutil.copytree(
             ROOT,
@@ -342,30 +428,29 @@ def main(argv: list[str]) -> int:
             f, old, new, test = CASES[i]
             path = work / f
             original = path.read_text()
-            assert original.count(old) == 1, f"{f}: {old!r} occurs {original.count(old)} times"
             path.write_text(original.replace(old, new))
-            module = (
-                "tests/api/test_rules_wired_api.py"
-                if test.endswith("_api")
-                else "tests/integration/test_rules_wired.py"
-            )
             r = subprocess.run(
-                [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", f"{module}::{test}"],
+                [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", test_id(test)],
                 cwd=work,
                 capture_output=True,
                 text=True,
                 env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
             )
             path.write_text(original)
-            survived += r.returncode == 0
-            print(
-                f"{'SURVIVED' if r.returncode == 0 else 'KILLED  '} {i:>2} {f}: {old[:50]!r} -> {new[:40]!r}  [{test}]",
-                flush=True,
-            )
+            # pytest's exit codes: 0 passed, 1 a test failed; anything else (no such test, a collection or
+            # usage error) proves nothing about the break
+            verdict = {0: "SURVIVED", 1: "KILLED"}.get(r.returncode, "ERROR")
+            outcome[verdict] += 1
+            print(f"{verdict:<8} {i:>2} {f}: {old[:50]!r} -> {new[:40]!r}  [{test}]", flush=True)
+            if verdict == "ERROR":
+                print((r.stdout + r.stderr)[-1500:], flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{len(chosen) - survived} of {len(chosen)} breaks failed their test")
-    return 0
+    print(
+        f"{outcome['KILLED']} of {len(chosen)} breaks failed their test"
+        f" ({outcome['SURVIVED']} survived, {outcome['ERROR']} errors)"
+    )
+    return 1 if outcome["ERROR"] else 0
 
 
 if __name__ == "__main__":

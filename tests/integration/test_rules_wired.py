@@ -20,7 +20,7 @@ from engine.levels import Level
 from service.usecases import campaigns, distribution, groups, orders, payouts, refunds, shops
 from service.jobs import worker
 from store.models import GroupRow
-from tests.integration.helpers import assert_ledger_consistent, make_campaign, pay, raw_row
+from tests.integration.helpers import assert_ledger_consistent, make_campaign, pay, pay_ref, raw_row
 
 
 # ---------------------------------------------------------------- helpers
@@ -41,11 +41,27 @@ async def chain(svc, sid: str, *users: str) -> None:
         await distribution.bind_referrer(svc, shop_id=sid, user_id=user, referrer_id=ref)
 
 
-async def paid_order(svc, sid: str, buyer: str, *lines: orders.LineInput, ext: str | None = None):
+async def paid_order(
+    svc,
+    sid: str,
+    buyer: str,
+    *lines: orders.LineInput,
+    ext: str | None = None,
+    invite_code: str | None = None,
+    fingerprints: dict[str, str | None] | None = None,
+):
+    """A reported order (carrying `invite_code`, RF-3 b), paid in full (with `fingerprints`, FR-1)."""
     o = await orders.report_order(
-        svc, shop_id=sid, external_id=ext or f"x-{buyer}-{next(_ext)}", buyer_id=buyer, lines=list(lines)
+        svc,
+        shop_id=sid,
+        external_id=ext or f"x-{buyer}-{next(_ext)}",
+        buyer_id=buyer,
+        lines=list(lines),
+        invite_code=invite_code,
     )
-    await pay(svc, sid, o.order_id, amount=o.goods_amount)
+    await orders.confirm_payment(
+        svc, shop_id=sid, order_id=o.order_id, amount=o.goods_amount, provider_ref=pay_ref(), fingerprints=fingerprints
+    )
     return o
 
 
@@ -553,27 +569,25 @@ async def test_rf2_snapshot_keeps_level_two_after_the_chain_changes_through_serv
 
 
 async def test_rf3_order_code_overrides_is_the_stored_setting_through_service(svc, shop):
-    """RF-3 (b) + `order_code_overrides` on: a reported order's code names its level 1 (and that distributor's
-    referrer level 2) although the buyer is bound to someone else; the binding is unchanged."""
+    """RF-3 (b) + `order_code_overrides`: off (the default), a reported order's code leaves a buyer with a live
+    referrer to that referrer; on, the code names the order's level 1 (and that distributor's referrer level 2)
+    although the buyer is bound to someone else; the binding is unchanged either way."""
     sid = shop.shop_id
     await chain(svc, sid, "top", "mid", "buyer")
     await chain(svc, sid, "boss", "dee", "x")
-    await shops.update_settings(svc, shop_id=sid, order_code_overrides=True)
     code = (
         await distribution.set_status(
             svc, shop_id=sid, user_id="dee", status=DistributorStatus.ACTIVE, actor="admin", reason="test"
         )
     ).invite_code
-    o = await orders.report_order(
-        svc,
-        shop_id=sid,
-        external_id="rf3-w",
-        buyer_id="buyer",
-        invite_code=code,
-        lines=[orders.LineInput("x", 1, 10_000)],
-    )
-    await pay(svc, sid, o.order_id, amount=10_000)
-    assert await lines_of(svc, sid, o.order_id) == {"dee": 1000, "boss": 500}
+
+    async def order_with_code():
+        o = await paid_order(svc, sid, "buyer", orders.LineInput("x", 1, 10_000), invite_code=code)
+        return await lines_of(svc, sid, o.order_id)
+
+    assert await order_with_code() == {"mid": 1000, "top": 500}
+    await shops.update_settings(svc, shop_id=sid, order_code_overrides=True)
+    assert await order_with_code() == {"dee": 1000, "boss": 500}
     assert (await distribution.binding_of(svc, shop_id=sid, user_id="buyer")).referrer_id == "mid"
 
 
@@ -644,6 +658,43 @@ async def test_lg2_min_payout_and_fee_are_the_stored_settings_through_service(sv
     d = await distribution.get_distributor(svc, shop_id=sid, user_id="ref")
     assert (d.available, d.paid, d.fees) == (1, 999 - 24, 24)
     await assert_ledger_consistent(svc, sid)
+
+
+# ================================================================ fraud rules (FR-2)
+async def held_of(svc, sid: str, order_id: str) -> dict[str, bool]:
+    """beneficiary → whether the order's line is held for review (FR-3)."""
+    from sqlalchemy import text
+
+    async with svc.sessionmaker() as s:
+        rows = await s.execute(
+            text("SELECT beneficiary_id, held FROM commission_lines WHERE shop_id = :s AND order_id = :o"),
+            {"s": sid, "o": order_id},
+        )
+        return {b: h for b, h in rows}
+
+
+async def test_fr2b_velocity_thresholds_are_the_stored_rules_through_service(svc, shop):
+    """FR-2 (b) + `velocity_max_orders` and `velocity_window`: more than max orders sharing a device within the
+    window, all earning one beneficiary, hold the line that crosses it; orders older than the window do not
+    count. The stored thresholds (2 orders, one hour) are away from the defaults (5, one day)."""
+    from engine.fraud import FraudRules
+    from service.usecases import fraud
+
+    sid = shop.shop_id
+    await chain(svc, sid, "ref", "b1")
+    for b in ("b2", "b3", "b4"):
+        await distribution.bind_referrer(svc, shop_id=sid, user_id=b, referrer_id="ref")
+    await fraud.set_rules(
+        svc, shop_id=sid, rules=FraudRules(velocity=True, velocity_max_orders=2, velocity_window=3600), actor="a"
+    )
+
+    async def paid_on_device(buyer: str) -> dict[str, bool]:
+        o = await paid_order(svc, sid, buyer, orders.LineInput("x", 1, 10_000), fingerprints={"DEVICE": "dev-1"})
+        return await held_of(svc, sid, o.order_id)
+
+    assert [await paid_on_device(b) for b in ("b1", "b2", "b3")] == [{"ref": False}, {"ref": False}, {"ref": True}]
+    svc.clock.advance(timedelta(hours=2))  # the three are outside the one-hour window, inside a day
+    assert await paid_on_device("b4") == {"ref": False}
 
 
 # ================================================================ levels (section 4)
@@ -729,6 +780,28 @@ async def test_cm3_product_fixed_amounts_apply_whatever_the_levels_through_servi
     await distribution.set_level(svc, shop_id=sid, user_id="ref", grade=2, actor="admin", reason="test")
     o = await paid_order(svc, sid, "buyer", orders.LineInput("fixed", 2, 10_000))
     assert await lines_of(svc, sid, o.order_id) == {"ref": 600, "top": 240}
+
+
+async def test_cm7_preview_is_what_the_payment_posts_with_stored_levels_and_products_through_service(svc, shop):
+    """CM-7: the preview computes with the stored levels (the beneficiary's grade) and product terms (fixed
+    amounts, no commission), the same engine function as the payment (`engine.preview.payment_commission`):
+    each share is the line the payment then posts."""
+    from service.reads import preview
+
+    sid = shop.shop_id
+    await shops.set_levels(svc, shop_id=sid, levels=LEVELS)
+    await shops.upsert_product(svc, shop_id=sid, product_ref="fixed", level1_amount=300, level2_amount=120)
+    await shops.upsert_product(svc, shop_id=sid, product_ref="gift", earns_commission=False)
+    await chain(svc, sid, "top", "ref", "buyer")
+    await distribution.set_level(svc, shop_id=sid, user_id="ref", grade=1, actor="admin", reason="test")
+    cart = [("x", 1, 10_000), ("fixed", 2, 5_000), ("gift", 1, 4_000)]
+    got = await preview.commission_preview(
+        svc, shop_id=sid, buyer_id="buyer", lines=[preview.CartLine(r, q, p, 0) for r, q, p in cart]
+    )
+    o = await paid_order(svc, sid, "buyer", *(orders.LineInput(r, q, p) for r, q, p in cart))
+    posted = await lines_of(svc, sid, o.order_id)
+    assert posted == {"ref": 2000 + 600, "top": 500 + 240}  # grade 1's 20 % on x; fixed 300/120 × 2; gift none
+    assert {s.beneficiary_id: (s.least, s.most) for s in got.shares} == {u: (a, a) for u, a in posted.items()}
 
 
 async def test_cm5_refund_reverses_the_stored_lines_in_proportion_through_service(svc, shop):
