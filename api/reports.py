@@ -6,6 +6,7 @@ a distributor pages their own downline with `myDownline`, there too). A distribu
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date, datetime
 from enum import Enum
 from typing import Optional
@@ -15,6 +16,7 @@ from strawberry.types import Info
 
 from api.permissions import IsAdmin, IsAdminOrFinance, IsCustomer, IsDistributor
 from api.relay import MinorUnits, bounded_day, raw_id
+from engine import funnel as fn
 from engine.errors import ErrorCode, refuse
 from engine.leaderboard import RankBy as _RankBy
 from engine.segments import Segment
@@ -237,14 +239,9 @@ class Funnel:
     repeat_buyers: int
 
 
-def funnel_type(f) -> Funnel:
-    return Funnel(
-        visits=f.visits,
-        visitors=f.visitors,
-        bindings=f.bindings,
-        first_orders=f.first_orders,
-        repeat_buyers=f.repeat_buyers,
-    )
+def funnel_type(f: fn.Funnel) -> Funnel:
+    """The engine's counts as they are (the GraphQL type has the same fields)."""
+    return Funnel(**dataclasses.asdict(f))
 
 
 # ---------------------------------------------------------------- queries
