@@ -25,7 +25,7 @@ from api.payouts import Payout, payout_type
 from api.permissions import HasShopKey, IsAdmin, IsCustomer, IsDistributor, any_role
 from api.relay import Connection, MinorUnits, bounded_day, paginate, raw_id, resolve_visible
 from api.reports import EarningsGranularity, EarningsPeriod, earnings_period
-from api.visibility import may_see, user_alias
+from api.visibility import STAFF, may_see, user_alias
 from engine import fraud as fr
 from engine import levels as engine_levels
 from engine.commission import CommissionState
@@ -798,7 +798,7 @@ class ReferralBinding:
 
 
 def binding_type(b, ctx) -> ReferralBinding:
-    staff = ctx.has_role("admin", "finance", "backend")
+    staff = ctx.has_role(*STAFF)  # ids of the referrer, the admin: staff only (api.visibility)
     shop = ctx.shop_id
     return ReferralBinding(
         user_id=b.user_id,
