@@ -16,6 +16,14 @@ class Services:
 
     def __post_init__(self) -> None:
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
+        # One statement is its own snapshot: a read that is one statement needs no BEGIN/ROLLBACK around it,
+        # which a session would send (two round trips more than the statement's own).
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    async def read_one(self, statement, params: dict):
+        """The one row of a read-only `statement`, in one round trip (no transaction around it)."""
+        async with self._autocommit.connect() as conn:
+            return (await conn.execute(statement, params)).one()
 
     def now(self):
         return self.clock.now()
