@@ -16,9 +16,11 @@ class Services:
 
     def __post_init__(self) -> None:
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
-        # One statement is its own snapshot: a read that is one statement needs no BEGIN/ROLLBACK around it,
-        # which a session would send (two round trips more than the statement's own).
+        # Reads need no transaction: at READ COMMITTED every statement takes its own snapshot inside one
+        # anyway, so BEGIN and ROLLBACK around a read are two round trips that change nothing. `reader`
+        # sessions (service/reads/) run on autocommit connections of the same pool; they never write.
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.reader = async_sessionmaker(self._autocommit, expire_on_commit=False, class_=AsyncSession)
 
     async def read_one(self, statement, params: dict):
         """The one row of a read-only `statement`, in one round trip (no transaction around it)."""
