@@ -73,9 +73,13 @@ def configure_logging(stream=None) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(conf.log_level)
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers, logger.propagate = [], True
+    # api.ops writes the one access line of a request (with its request id and duration); uvicorn's own would
+    # be a second line per request, and it is written whenever this logger has a handler, root's included
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    uvicorn_access.handlers, uvicorn_access.propagate = [], False
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin at every start
     structlog.configure(
         processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

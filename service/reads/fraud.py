@@ -14,7 +14,7 @@ from service.tx.fraud import _j, rules_from_json
 
 
 async def get_rules(svc: Services, *, shop_id: str) -> fr.FraudRules:
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         row = (
             await s.execute(text("SELECT row_to_json(f) FROM fraud_rules f WHERE shop_id = :s"), {"s": shop_id})
         ).scalar()
@@ -87,7 +87,7 @@ async def review_queue_page(
         "AND (CAST(:fid AS text) IS NULL OR f.flag_id = :fid)"
     )
     args = {"s": shop_id, "state": state, "fid": flag_id, "n": limit, "o": offset}
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         rows = (
             await s.execute(
                 text(
@@ -108,7 +108,7 @@ async def review_queue_page(
 
 async def held_amount(svc: Services, *, shop_id: str, user_id: str) -> int:
     """FR-3: what of the distributor's pending and frozen commission is held for review."""
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         total = (
             await s.execute(
                 text(

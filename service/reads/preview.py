@@ -114,20 +114,17 @@ async def commission_preview(
         _check_cart(lines)
     now = svc.now()
     refs = [ln.product_ref for ln in lines or []]
-    async with svc.sessionmaker() as s:
-        got = (
-            await s.execute(
-                PREVIEW_CONTEXT,
-                {
-                    "s": shop_id,
-                    "buyer": buyer_id or "",
-                    "dist": bound_to,
-                    "code": invite_code.strip().upper() if invite_code else None,
-                    "refs": refs,
-                    "cid": campaign_id or "",
-                },
-            )
-        ).one()
+    got = await svc.read_one(
+        PREVIEW_CONTEXT,
+        {
+            "s": shop_id,
+            "buyer": buyer_id or "",
+            "dist": bound_to,
+            "code": invite_code.strip().upper() if invite_code else None,
+            "refs": refs,
+            "cid": campaign_id or "",
+        },
+    )
     if invite_code and got.code_user is None:
         raise refuse(ErrorCode.INVALID_INVITE_CODE, "unknown invite code", field="inviteCode", rule="DS-2")
     settings = mapping.settings_from_row(_obj(_j(got.settings)))

@@ -46,7 +46,7 @@ Page = tuple[list, int]  # (rows of the page, total matching rows)
 
 async def _page(svc: Services, q, order_by: Sequence, *, limit: int, offset: int) -> Page:
     assert 0 <= limit <= 1000 and offset >= 0, "pages are bounded"
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         total = (await s.execute(select(func.count()).select_from(q.order_by(None).subquery()))).scalar_one()
         rows = list((await s.execute(q.order_by(*order_by).limit(limit).offset(offset))).scalars())
     return rows, int(total)
@@ -58,7 +58,7 @@ async def _keyset_page(
     """Rows of `q` strictly after `after` in the order of the `key` columns (a unique key), and the total
     of `q` without the cursor. Costs two statements whatever the page."""
     assert 0 <= limit <= 1001, "pages are bounded"
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         total = (await s.execute(select(func.count()).select_from(q.order_by(None).subquery()))).scalar_one()
         if after is not None:
             k, a = tuple_(*key), tuple_(*after)
@@ -71,7 +71,7 @@ async def _keyset_page(
 # ------------------------------------------------------------------ batch loads (DataLoaders)
 async def campaigns_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, CampaignRow]:
     ids = list(set(ids))
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         rows = (
             await s.execute(select(CampaignRow).where(CampaignRow.shop_id == shop_id, CampaignRow.campaign_id.in_(ids)))
         ).scalars()
@@ -84,7 +84,7 @@ async def groups_by_ids_caught_up(svc: Services, *, shop_id: str, ids: Iterable[
     if not ids:
         return {}
     await catch_up(svc, shop_id=shop_id, group_ids=ids)
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         rows = list(
             (await s.execute(select(GroupRow).where(GroupRow.shop_id == shop_id, GroupRow.group_id.in_(ids)))).scalars()
         )
@@ -101,7 +101,7 @@ async def _by_ids(svc: Services, model, key, shop_id: str, ids: Iterable[str]) -
     ids = list(set(ids))
     if not ids:
         return {}
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         rows = (await s.execute(select(model).where(model.shop_id == shop_id, key.in_(ids)))).scalars()
         return {getattr(r, key.key): r for r in rows}
 
@@ -161,7 +161,7 @@ async def deliveries_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) 
     pairs = {tuple(i.split(":", 1)) for i in ids if ":" in i}
     if not pairs:
         return {}
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         rows = (
             await s.execute(
                 select(WebhookDelivery).where(
@@ -296,6 +296,6 @@ async def page_attempts(svc: Services, *, shop_id: str, endpoint_id: str, limit:
 # ------------------------------------------------------------------ levels (LV-1 progress)
 async def distributor_metrics(svc: Services, *, shop_id: str, user_id: str) -> Metrics:
     """LV-1 metrics as the level evaluation computes them (the same SQL), for progress displays."""
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         m = (await s.execute(METRICS_SQL, {"s": shop_id, "d": user_id, "now": svc.now()})).mappings().one()
     return Metrics(**{k: int(v) for k, v in m.items()})

@@ -77,7 +77,7 @@ async def downline_page(
     if level not in MEMBERS:
         raise refuse(ErrorCode.INVALID_INPUT, "level is 1 or 2", field="level", rule="RP-5")
     _period(period_from, period_to, "RP-5")
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         rows = (
             await s.execute(
                 text(DOWNLINE_SQL.format(members=MEMBERS[level])),
@@ -148,7 +148,7 @@ async def leaderboard(
     _period(period_from, period_to, "RP-5")
     if not 1 <= limit <= MAX_PAGE:
         raise refuse(ErrorCode.INVALID_INPUT, f"first is 1 to {MAX_PAGE}", field="first", rule="RP-5")
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         rows = (
             await s.execute(
                 text(LEADERBOARD_SQL.format(order=ORDER[by])),
@@ -202,7 +202,7 @@ async def funnel(
     users bound through its group links, first paid orders of it), over [from, to). One statement."""
     _period(period_from, period_to, "RP-6")
     vf, bf, of = SUBJECTS[subject]
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         r = (
             await s.execute(
                 text(FUNNEL_SQL.format(visit_filter=vf, binding_filter=bf, order_filter=of)),

@@ -87,7 +87,7 @@ def _mean_seconds(micros: int, formed: int) -> int:
 async def campaign_stats(svc: Services, *, shop_id: str, campaign_id: str) -> CampaignStats:
     """RP-2. Variants come in the order the campaign defines them (a variant without groups yet shows
     zeros); the first is the control and every other variant is compared with it, pairwise."""
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         rows = (await s.execute(CAMPAIGN_STATS_SQL, {"s": shop_id, "c": campaign_id})).mappings().all()
         defined = (
             await s.execute(
@@ -151,7 +151,7 @@ PAID_COUNTS_SQL = """
 
 async def segment(svc: Services, *, shop_id: str, user_id: str) -> Segment:
     """RP-3 for one user: orders refunded in full do not count as paid."""
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         times = (
             (
                 await s.execute(
@@ -174,7 +174,7 @@ async def segment_counts(svc: Services, *, shop_id: str) -> dict[str, int]:
         SELECT CASE WHEN n = 0 THEN 'NEW' WHEN last_paid <= :dormant_before THEN 'DORMANT'
                     WHEN n >= 4 THEN 'LOYAL' WHEN n >= 2 THEN 'REPEAT' ELSE 'FIRST_ORDER' END AS seg, count(*)
         FROM ({PAID_COUNTS_SQL.format(user_filter="")}) x GROUP BY 1""")
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         rows = (await s.execute(sql, {"s": shop_id, "dormant_before": svc.now() - DORMANT_AFTER})).all()
     counts = {seg.value: 0 for seg in Segment}
     counts.update({k: int(v) for k, v in rows})
@@ -227,7 +227,7 @@ class RetentionRow:
 
 async def retention(svc: Services, *, shop_id: str, period_from: datetime, period_to: datetime) -> list[RetentionRow]:
     """RP-4 for [period_from, period_to): one row per acquisition source, always all three, in SOURCES order."""
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         rows = {
             r["acquired_by"]: r
             for r in (await s.execute(RETENTION_SQL, {"s": shop_id, "f": period_from, "t": period_to})).mappings().all()
@@ -257,7 +257,7 @@ async def shop_period(svc: Services, *, shop_id: str, day_from: date, day_to: da
 
     if day_to <= day_from:
         raise refuse(ErrorCode.INVALID_INPUT, "the period must end after it starts", field="periodTo")
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         tz = await shop_timezone(s, shop_id)
     return local_bounds(tz, day_from, day_to)
 
@@ -276,7 +276,7 @@ async def earnings(
     svc: Services, *, shop_id: str, user_id: str, period_from: datetime, period_to: datetime
 ) -> dict[str, int]:
     """RP-1: what moved in each balance of a distributor over [from, to) (sum of ledger entries)."""
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         rows = (
             await s.execute(
                 text(
@@ -353,7 +353,7 @@ async def earnings_series(
     from service.usecases.settlements import local_bounds
 
     periods = local_periods(granularity, day_from, day_to)
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         tz = await shop_timezone(s, shop_id)
         start, end = local_bounds(tz, day_from, day_to)
         rows = (
@@ -407,6 +407,6 @@ async def downline(svc: Services, *, shop_id: str, user_id: str) -> dict[str, di
                AND user_id IN (SELECT user_id FROM l2)), 0) FROM l2
         """
     )
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         rows = (await s.execute(sql, {"s": shop_id, "u": user_id, "now": svc.now()})).all()
     return {k: {"count": int(n), "sales": int(v)} for k, n, v in rows}

@@ -866,7 +866,7 @@ async def advance_claimed(session: AsyncSession, ld: lean.Loaded, *, now) -> Non
 async def catch_up(svc: Services, *, shop_id: str, group_ids) -> None:
     """GB-11: reads never show a state already past due — apply due work before reading."""
     now = svc.now()
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:  # the check is a read; only a due group gets a transaction
         due = list(
             (
                 await s.execute(
@@ -889,7 +889,7 @@ async def advance_due_groups(svc: Services, *, shop_id: str, group_ids, now) -> 
 
 async def get_group_caught_up(svc: Services, *, shop_id: str, group_id: str):
     await catch_up(svc, shop_id=shop_id, group_ids=[group_id])
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         row = await s.get(GroupRow, (shop_id, group_id))
         if row is None:
             return None

@@ -635,7 +635,7 @@ async def catch_up_orders(svc: Services, *, shop_id: str, order_ids=None, buyer_
                 Order.shop_id == GroupRow.shop_id, Order.group_id == GroupRow.group_id, Order.buyer_id == buyer_id
             )
         )
-    async with svc.sessionmaker() as s:
+    async with svc.reader() as s:
         due = list((await s.execute(q)).scalars())
     if due:
         await advance_due_groups(svc, shop_id=shop_id, group_ids=due, now=now)
