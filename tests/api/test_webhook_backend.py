@@ -351,7 +351,9 @@ async def test_a_webhook_only_backend_runs_a_whole_campaign_and_its_books_match_
             }, (cid, stats)
     finally:
         receiver.close()
-    assert time.monotonic() - started < 30
+    # a bound against a hang, not a speed target (benchmarks hold those): ~10 s on a quiet machine, ~35 s when
+    # other suites share its two cores
+    assert time.monotonic() - started < 120
 
 
 def test_webhook_admin_mutations_are_idempotent_over_graphql_GB10(world):
