@@ -88,6 +88,7 @@ class LedgerBatch:
     _holds: dict[str, bool] = field(default_factory=dict)  # FR-3: lines whose hold this batch sets or lifts
     _rows: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     _events: list[dict[str, Any]] = field(default_factory=list)
+    _levels: dict[str, tuple[int, list[int]]] = field(default_factory=dict)  # LV-2..LV-4: grade, bonuses
 
     # ------------------------------------------------------------ what the engine decided
     def add(self, distributor_id: str, postings, *, ref_type: str, ref_id: str) -> None:
@@ -116,6 +117,11 @@ class LedgerBatch:
             self._changed[line.id] = line
         self.add(line.beneficiary_id, postings, ref_type="commission", ref_id=line.id)
         _register(session, self)
+
+    def level(self, distributor_id: str, *, grade: int, bonuses_credited: list[int]) -> None:
+        """LV-2..LV-4: the distributor's grade and credited bonuses as the engine's level decision leaves
+        them. Written by the same UPDATE of `distributors` as the balances (a row is changed by one part)."""
+        self._levels[distributor_id] = (grade, sorted(bonuses_credited))
 
     def row(self, sql: str, *, key: str | None = None, **params: Any) -> None:
         """One more data-modifying statement of the same write (an INSERT or UPDATE with `:name` binds).
@@ -214,26 +220,39 @@ class LedgerBatch:
                 )
             )
         items = [(d, p, rt, ri) for d in sorted(self._entries) for p, rt, ri in self._entries[d]]
-        if items:
-            deltas: dict[str, dict[str, int]] = {}
+        if items or self._levels:
+            deltas: dict[str, dict[str, int]] = {u: dict.fromkeys(BALANCES, 0) for u in self._levels}
             for d, p, _, _ in items:
                 deltas.setdefault(d, dict.fromkeys(BALANCES, 0))[BALANCE_COLUMN[p.bucket]] += p.amount
             users = sorted(deltas)
             sets = ", ".join(f"{c} = d.{c} + v.{c}" for c in BALANCES)
             casts = ", ".join(f"CAST(:{c} AS bigint[])" for c in BALANCES)
+            levels = [self._levels.get(u) for u in users]
             # the rows are locked in user_id order (ORDER BY … FOR UPDATE, whatever the join's plan), so two
-            # transactions moving the balances of the same distributors never wait on each other in a cycle
+            # transactions moving the balances of the same distributors never wait on each other in a cycle;
+            # a level decision (LV-2..LV-4) rides on the same UPDATE: grade and bonuses are NULL (kept) for a
+            # distributor whose level this batch does not change
             parts.append(
                 (
-                    f"UPDATE distributors d SET {sets} FROM (SELECT l.user_id AS uid, v.* FROM "
+                    f"UPDATE distributors d SET {sets}, grade = COALESCE(v.grade, d.grade), "
+                    "bonuses_credited = COALESCE(CAST(v.bonuses AS jsonb), d.bonuses_credited) "
+                    "FROM (SELECT l.user_id AS uid, v.* FROM "
                     "(SELECT user_id FROM distributors WHERE shop_id = :shop_id AND user_id = ANY(CAST(:users AS text[])) "
                     "ORDER BY user_id FOR UPDATE) l "
-                    f"JOIN unnest(CAST(:users AS text[]), {casts}) AS v(user_id, {', '.join(BALANCES)}) "
+                    f"JOIN unnest(CAST(:users AS text[]), {casts}, CAST(:grades AS int[]), CAST(:bonuses AS text[])) "
+                    f"AS v(user_id, {', '.join(BALANCES)}, grade, bonuses) "
                     "ON v.user_id = l.user_id) v WHERE d.shop_id = :shop_id AND d.user_id = v.uid "
-                    f"RETURNING d.user_id, {', '.join('d.' + c for c in BALANCES)}",
-                    {"__key": _BALANCES_KEY, "users": users, **{c: [deltas[u][c] for u in users] for c in BALANCES}},
+                    f"RETURNING d.user_id, {', '.join('d.' + c for c in BALANCES)}, d.grade, d.bonuses_credited",
+                    {
+                        "__key": _BALANCES_KEY,
+                        "users": users,
+                        **{c: [deltas[u][c] for u in users] for c in BALANCES},
+                        "grades": [lv[0] if lv else None for lv in levels],
+                        "bonuses": [json.dumps(lv[1]) if lv else None for lv in levels],
+                    },
                 )
             )
+        if items:
             le = [(new_id("le_"), d, p.bucket.value, p.amount, p.kind.value, rt, ri) for d, p, rt, ri in items]
             parts.append(
                 (
@@ -286,6 +305,7 @@ class LedgerBatch:
         self._holds.clear()
         self._rows.clear()
         self._events.clear()
+        self._levels.clear()
         pending = session.info.get(_PENDING)
         if pending is not None:
             pending.discard(self)
@@ -316,7 +336,8 @@ _SHOP_ID = re.compile(r"(?<![:\w]):shop_id\b")
 
 
 def _sync_balances(session: AsyncSession, shop_id: str, rows) -> None:
-    """The identity map's Distributor objects take the balances just written (as an ORM UPDATE would)."""
+    """The identity map's Distributor objects take the balances, grade and bonuses just written (as an ORM
+    UPDATE would)."""
     if not rows:
         return
     from sqlalchemy.orm.attributes import set_committed_value
@@ -327,7 +348,7 @@ def _sync_balances(session: AsyncSession, shop_id: str, rows) -> None:
     for r in rows:
         obj = session.identity_map.get(identity_key(Distributor, (shop_id, r["user_id"])))
         if obj is not None:
-            for c in BALANCES:
+            for c in (*BALANCES, "grade", "bonuses_credited"):
                 set_committed_value(obj, c, r[c])
 
 
