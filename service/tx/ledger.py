@@ -312,22 +312,21 @@ class LedgerBatch:
             pending.discard(self)
         if not parts:
             return {}
-        params: dict[str, Any] = {"shop_id": self.shop_id}
+        # the parts' binds are numbered for the driver as they are joined (one pass a part): `$1` is the shop id
+        # — cast to one type wherever a part uses it (a bare parameter in an INSERT's select list and one compared
+        # with a column could be deduced as text and varchar: "inconsistent types deduced") — and each part's own
+        # names get positions of their own, so two parts may use the same name
+        args: list[Any] = [self.shop_id]
         ctes, cols = [], []
         for i, (sql, ps) in enumerate(parts):
             key = ps.get("__key")
-            own = {k for k in ps if k not in ("shop_id", "__key")}
-            sql = _rebind(sql, own, f"p{i}_")
-            params.update({f"p{i}_{k}": ps[k] for k in own})
-            # one type for the shop id wherever a part uses it (a bare parameter in an INSERT's select list and
-            # one compared with a column could be deduced as text and varchar: "inconsistent types deduced")
-            ctes.append(f"w{i} AS ({_SHOP_ID.sub('CAST(:shop_id AS varchar)', sql)})")
+            ctes.append(f"w{i} AS ({_number_part(sql, ps, args)})")
             if key == _BALANCES_KEY:
                 cols.append(f'(SELECT json_agg(w{i}) FROM w{i}) AS "{key}"')
             elif key:
                 cols.append(f'(SELECT row_to_json(w{i}) FROM w{i} LIMIT 1) AS "{key}"')
         stmt = f"WITH {', '.join(ctes)} SELECT {', '.join(cols) or '1 AS one'}"
-        got = dict((await execute_sql(session, stmt, params)).mappings().one())
+        got = dict((await execute_driver_sql(session, stmt, tuple(args))).mappings().one())
         _sync_balances(session, self.shop_id, got.pop(_BALANCES_KEY, None))
         return got
 
@@ -339,7 +338,6 @@ def _payload_json(payload: dict[str, Any]) -> str:
 
 
 _BALANCES_KEY = "__balances"
-_SHOP_ID = re.compile(r"(?<![:\w]):shop_id\b")
 
 
 def _sync_balances(session: AsyncSession, shop_id: str, rows) -> None:
@@ -377,13 +375,33 @@ async def execute_sql(session: AsyncSession, sql: str, params: dict[str, Any]):
         return f"${order.setdefault(m[1], len(order) + 1)}"
 
     driver_sql = _BIND.sub(number, sql)
+    return await execute_driver_sql(session, driver_sql, tuple(params[k] for k in order), autoflushed=True)
+
+
+async def execute_driver_sql(session: AsyncSession, sql: str, args: tuple, *, autoflushed: bool = False):
+    """`sql` with asyncpg's `$n` binds, on the session's connection (autoflushing first, as execute would)."""
+    if not autoflushed and session.sync_session.autoflush:
+        await session.flush()
     conn = await session.connection()
-    return await conn.exec_driver_sql(driver_sql, tuple(params[k] for k in order))
+    return await conn.exec_driver_sql(sql, args)
 
 
-def _rebind(sql: str, names: set[str], prefix: str) -> str:
-    """Each bind `:name` of `names` in `sql` becomes `:<prefix>name` (one pass; `::casts` and others are kept)."""
-    return re.sub(r"(?<![:\w]):(\w+)\b", lambda m: f":{prefix}{m[1]}" if m[1] in names else m[0], sql)
+def _number_part(sql: str, params: dict[str, Any], args: list[Any]) -> str:
+    """One part of `LedgerBatch.flush`'s statement with its binds numbered: `:shop_id` is `$1` (as varchar),
+    every other `:name` the position of this part's `params[name]`, appended to `args` once per name."""
+    own: dict[str, str] = {}
+
+    def number(m: re.Match) -> str:
+        name = m[1]
+        if name == "shop_id":
+            return "CAST($1 AS varchar)"
+        got = own.get(name)
+        if got is None:
+            args.append(params[name])
+            got = own[name] = f"${len(args)}"
+        return got
+
+    return _BIND.sub(number, sql)
 
 
 def _register(session: AsyncSession, batch: LedgerBatch) -> None:
