@@ -367,7 +367,7 @@ class Bench:
             self.server.stop()
         return r
 
-    def cpu(self) -> dict:
+    def cpu(self, root=None) -> dict:
         """CPU seconds so far of the server's processes, of this database's PostgreSQL backends (the other
         databases' are not ours) and of the waited-for children (wrk), read from /proc."""
         import resource
@@ -399,7 +399,7 @@ class Bench:
             except OSError:
                 return False
 
-        procs = tree(self.server.p.pid)
+        procs = tree((root or self.server).p.pid)
         return {
             "server": {p: ticks(p) / hz for p in procs if not is_worker(p)},
             "worker": {p: ticks(p) / hz for p in procs if is_worker(p)},
@@ -408,9 +408,9 @@ class Bench:
             + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime,
         }
 
-    def cpu_share(self, before: dict, seconds: float) -> dict:
+    def cpu_share(self, before: dict, seconds: float, root=None) -> dict:
         """Cores used during a run (CPU seconds ÷ wall seconds) by the server, PostgreSQL's backends and wrk."""
-        after = self.cpu()
+        after = self.cpu(root)
         used = {
             k: sum(v - before[k].get(p, 0.0) for p, v in after[k].items()) for k in ("server", "worker", "postgres")
         }
@@ -469,7 +469,9 @@ class Bench:
             )
             wrk(ref_port, seconds=2, clients=4, tokens=None, bodies=ref_page)  # warm-up
             r["ref_page_1"] = wrk(ref_port, seconds=a.seconds, clients=1, tokens=None, bodies=ref_page)
+            before = self.cpu(ref)
             r["ref_page_8"] = wrk(ref_port, seconds=a.seconds, clients=8, tokens=None, bodies=ref_page)
+            r["ref_page_8"]["cpu"] = self.cpu_share(before, r["ref_page_8"]["duration_us"] / 1e6, ref)
         finally:
             ref.stop()
             self.server.stop()
@@ -600,6 +602,8 @@ def joins_table(r: dict, a) -> str:
     ]
     for k, x in r.items():
         cpu = ", ".join(f"{n} {v:.2f}" for n, v in x.get("cpu", {}).items())
+        if x.get("cpu") and x["rate"]:
+            cpu += f"; {x['cpu']['server'] / x['rate'] * 1000:.1f} ms of server CPU a request"
         out.append(f"| {k} | {x['rate']:.0f} | {x['p50_ms']:.1f} | {x['p99_ms']:.1f} | {cpu} |")
     return "\n".join(out)
 
