@@ -366,22 +366,18 @@ async def execute_sql(session: AsyncSession, sql: str, params: dict[str, Any]):
     for every batch (its text names thousands of binds) was compiled, cache-keyed and bound by
     SQLAlchemy each time — in the worker's profile a quarter of its Python. Here the `:name` binds become
     asyncpg's `$n` in one pass and the text goes to the driver as written (asyncpg still prepares and
-    caches it). Untyped binds, as text() gives them. The session autoflushes first, as execute would."""
-    if session.sync_session.autoflush:
-        await session.flush()
+    caches it). Untyped binds, as text() gives them; no autoflush, as with text() (not an ORM statement)."""
     order: dict[str, int] = {}
 
     def number(m: re.Match) -> str:
         return f"${order.setdefault(m[1], len(order) + 1)}"
 
     driver_sql = _BIND.sub(number, sql)
-    return await execute_driver_sql(session, driver_sql, tuple(params[k] for k in order), autoflushed=True)
+    return await execute_driver_sql(session, driver_sql, tuple(params[k] for k in order))
 
 
-async def execute_driver_sql(session: AsyncSession, sql: str, args: tuple, *, autoflushed: bool = False):
-    """`sql` with asyncpg's `$n` binds, on the session's connection (autoflushing first, as execute would)."""
-    if not autoflushed and session.sync_session.autoflush:
-        await session.flush()
+async def execute_driver_sql(session: AsyncSession, sql: str, args: tuple):
+    """`sql` with asyncpg's `$n` binds, on the session's connection (the session's transaction)."""
     conn = await session.connection()
     return await conn.exec_driver_sql(sql, args)
 
