@@ -2,6 +2,7 @@
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test .venv/bin/python bench/http.py \
         [--seconds 5] [--clients 8,32] [--server-workers N] [--due-groups 20000] [--only-due] [--due-workers 2] [--json FILE]
+        [--only-joins | --only-page [--profile-server FILE] [--no-server-worker]]
 
 What it does, in a database of its own on the DATABASE_URL server (created, migrated, dropped at the end):
 - seeds a shop, campaigns and open groups (one group through the service, then cloned by SQL: thousands of
@@ -299,6 +300,8 @@ class Bench:
         argv = [str(BIN / "sharecart"), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-demo"]
         if self.a.server_workers:
             argv += ["--workers", str(self.a.server_workers)]
+        if self.a.no_server_worker:
+            argv += ["--no-worker"]
         self.server = Process(argv, self.env, self.work / "serve.log")
         wait_http(port)
         return port
@@ -362,6 +365,143 @@ class Bench:
         finally:
             ref.stop()
             self.server.stop()
+        return r
+
+    def cpu(self, root=None) -> dict:
+        """CPU seconds so far of the server's processes, of this database's PostgreSQL backends (the other
+        databases' are not ours) and of the waited-for children (wrk), read from /proc."""
+        import resource
+
+        def ticks(pid: int) -> int:
+            try:
+                f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                return int(f[11]) + int(f[12])
+            except OSError:
+                return 0
+
+        def tree(pid: int) -> list[int]:
+            out = [pid]
+            for t in Path(f"/proc/{pid}/task").glob("*/children"):
+                for child in t.read_text().split():
+                    out += tree(int(child))
+            return out
+
+        hz = os.sysconf("SC_CLK_TCK")
+        backends = subprocess.run(
+            ["psql", self.libpq, "-Atc", "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+
+        def is_worker(pid: int) -> bool:
+            try:
+                return b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                return False
+
+        procs = tree((root or self.server).p.pid)
+        return {
+            "server": {p: ticks(p) / hz for p in procs if not is_worker(p)},
+            "worker": {p: ticks(p) / hz for p in procs if is_worker(p)},
+            "postgres": {int(p): ticks(int(p)) / hz for p in backends},
+            "wrk": resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+            + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime,
+        }
+
+    def cpu_share(self, before: dict, seconds: float, root=None) -> dict:
+        """Cores used during a run (CPU seconds ÷ wall seconds) by the server, PostgreSQL's backends and wrk."""
+        after = self.cpu(root)
+        used = {
+            k: sum(v - before[k].get(p, 0.0) for p, v in after[k].items()) for k in ("server", "worker", "postgres")
+        }
+        used["wrk"] = after["wrk"] - before["wrk"]
+        return {k: round(v / seconds, 2) for k, v in used.items()}
+
+    def spy(self, path: str | None):
+        """py-spy recording the server's processes (raw collapsed stacks to `path`) until `.send_signal(SIGINT)`."""
+        if not path:
+            return None
+        p = subprocess.Popen(
+            [str(BIN / "py-spy"), "record", "--subprocesses", "-r", "200", "-f", "raw", "-o", path]
+            + ["-p", str(self.server.p.pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1)
+        return p
+
+    @staticmethod
+    def unspy(p) -> None:
+        if p is not None:
+            p.send_signal(signal.SIGINT)
+            p.wait(30)
+
+    def run_page(self) -> dict:
+        """--only-page: the storefront page against the Starlette + asyncpg reference, 1 and 8 clients (the
+        server's processes profiled during its 8-client run with --profile-server)."""
+        from api.relay import global_id
+
+        a, r = self.a, {}
+        port = self.start_server()
+        page_vars = {"id": global_id("Campaign", self.spread_c.campaign_id)}
+        page = self.bodies("page", [body(STOREFRONT, page_vars)], {"X-Shop-Key": self.shop.public_key})
+        wrk(port, seconds=2, clients=4, tokens=None, bodies=page)  # warm-up
+        r["page_1"] = wrk(port, seconds=a.seconds, clients=1, tokens=None, bodies=page)
+        spy = self.spy(a.profile_server)
+        try:
+            before = self.cpu()
+            r["page_8"] = wrk(port, seconds=a.seconds, clients=8, tokens=None, bodies=page)
+            r["page_8"]["cpu"] = self.cpu_share(before, r["page_8"]["duration_us"] / 1e6)
+        finally:
+            self.unspy(spy)
+        ref_port = free_port()
+        ref = Process(
+            [sys.executable, str(ROOT / "bench" / "reference_storefront.py"), "--port", str(ref_port)],
+            self.env,
+            self.work / "reference.log",
+        )
+        try:
+            wait_http(ref_port, "/graphql")
+            ref_page = self.bodies(
+                "ref",
+                [json.dumps({"campaign": self.spread_c.campaign_id, "first": 10})],
+                {"X-Shop-Key": self.shop.public_key},
+            )
+            wrk(ref_port, seconds=2, clients=4, tokens=None, bodies=ref_page)  # warm-up
+            r["ref_page_1"] = wrk(ref_port, seconds=a.seconds, clients=1, tokens=None, bodies=ref_page)
+            before = self.cpu(ref)
+            r["ref_page_8"] = wrk(ref_port, seconds=a.seconds, clients=8, tokens=None, bodies=ref_page)
+            r["ref_page_8"]["cpu"] = self.cpu_share(before, r["ref_page_8"]["duration_us"] / 1e6, ref)
+        finally:
+            ref.stop()
+            self.server.stop()
+        return r
+
+    def run_joins(self) -> dict:
+        """--only-joins: the join figures alone, for before/after comparisons of latency (p50/p99)."""
+        from api.relay import global_id
+
+        a, r = self.a, {}
+        port = self.start_server()
+        per_run = int(a.seconds * a.max_rate)
+        spread = self.bodies("spread", [body(JOIN, {"g": global_id("Group", g)}) for g in self.spread_ids])
+        hot = self.bodies("hot", [body(JOIN, {"g": global_id("Group", g)}) for g in self.hot_ids])
+        wrk(port, seconds=2, clients=4, tokens=self.tokens(200), bodies=spread)  # warm-up
+        spy = self.spy(a.profile_server)
+        try:
+            for c in a.clients:
+                before = self.cpu()
+                r[f"spread_{c}"] = wrk(port, seconds=a.seconds, clients=c, tokens=self.tokens(per_run), bodies=spread)
+                r[f"spread_{c}"]["cpu"] = self.cpu_share(before, r[f"spread_{c}"]["duration_us"] / 1e6)
+        finally:
+            self.unspy(spy)
+        c = a.clients[0]
+        r[f"hot_{c}"] = wrk(
+            port, seconds=a.seconds, clients=c, tokens=self.tokens(per_run), bodies=hot, body_mode="hot"
+        )
+        one = max(2.0, a.seconds / 2)
+        r["join_1"] = wrk(port, seconds=one, clients=1, tokens=self.tokens(int(one * 1000)), bodies=spread)
+        self.server.stop()
         return r
 
     async def run_execution(self) -> dict:
@@ -450,6 +590,22 @@ class Bench:
             "states": {s: c for s, c in pending_states},
             "gb6_refunds": refunds,
         }
+
+
+def joins_table(r: dict, a) -> str:
+    load = os.getloadavg()
+    out = [
+        f"bench/http.py {'--only-joins' if a.only_joins else '--only-page'}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
+        f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}, {a.seconds:g} s a run",
+        "| run | requests/s | p50 ms | p99 ms | cores used (API processes, the worker process, this database's PostgreSQL backends, wrk) |",
+        "|---|---|---|---|---|",
+    ]
+    for k, x in r.items():
+        cpu = ", ".join(f"{n} {v:.2f}" for n, v in x.get("cpu", {}).items())
+        if x.get("cpu") and x["rate"]:
+            cpu += f"; {x['cpu']['server'] / x['rate'] * 1000:.1f} ms of server CPU a request"
+        out.append(f"| {k} | {x['rate']:.0f} | {x['p50_ms']:.1f} | {x['p99_ms']:.1f} | {cpu} |")
+    return "\n".join(out)
 
 
 def due_note(due: dict) -> str:
@@ -578,6 +734,23 @@ def main() -> None:
         help="groups due at once (default 20,000, the rate extrapolated to the issue's 100,000; 0 skips)",
     )
     ap.add_argument("--only-due", action="store_true", help="only the due-groups figure (no HTTP runs)")
+    ap.add_argument(
+        "--only-joins",
+        action="store_true",
+        help="only the joins over HTTP (spread at every --clients, hot at the first, one client): rates, p50, p99",
+    )
+    ap.add_argument(
+        "--profile-server",
+        metavar="FILE",
+        help="with --only-joins (--only-page): py-spy records the server's processes during the spread runs "
+        "(the 8-client page run), raw collapsed stacks to FILE",
+    )
+    ap.add_argument(
+        "--only-page", action="store_true", help="only the storefront page and its reference, 1 and 8 clients"
+    )
+    ap.add_argument(
+        "--no-server-worker", action="store_true", help="serve --no-worker (no expiry worker beside the API)"
+    )
     ap.add_argument("--due-workers", type=int, default=2, help="`sharecart worker` processes clearing them")
     ap.add_argument("--due-timeout", type=float, default=300, help="give up (and report what is left) after this")
     ap.add_argument("--pool", type=int, default=6, help="database pool of each server process (default 6)")
@@ -610,6 +783,13 @@ async def amain(a, tool: Path) -> None:
                     f"{due['workers']} worker processes in {due['seconds']:.1f} s; {due_note(due)}"
                 )
                 save(a, {"due": due, "load": load})
+                return
+            if a.only_joins or a.only_page:
+                r = b.run_joins() if a.only_joins else b.run_page()
+                if b.conn is not None:
+                    await b.conn.close()
+                print(joins_table(r, a))
+                save(a, {"joins": r, "load": os.getloadavg()})
                 return
             r = await b.run_http()
             save(a, {"http": r})

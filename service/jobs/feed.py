@@ -20,11 +20,11 @@ and the worker runs it for every shop with queued events (so the feed is current
 
 from __future__ import annotations
 
-from sqlalchemy import delete, exists, insert, select, text, update
+from sqlalchemy import exists, select, text
 
 from service.context import Services
 from service.uow import unit_of_work
-from store.models import EventFeed, EventFeedHead, EventFeedQueue
+from store.models import EventFeedQueue
 
 BATCH = 1000
 
@@ -58,24 +58,29 @@ async def sequence(svc: Services, *, shop_id: str, batch: int = BATCH) -> int:
             )
             if not queued:
                 return done
+            # arrays, not the ORM's executemany: one statement of one row set each (the rows are selected beside
+            # the shop's own row, so on Citus the INSERT runs on the shop's shard, as LedgerBatch's do)
             await s.execute(
-                insert(EventFeed),
-                [
-                    {"shop_id": shop_id, "position": head + n, "event_id": event_id}
-                    for n, event_id in enumerate(queued, start=1)
-                ],
-            )
-            await s.execute(
-                delete(EventFeedQueue).where(EventFeedQueue.shop_id == shop_id, EventFeedQueue.event_id.in_(queued))
-            )
-            await s.execute(
-                update(EventFeedHead).where(EventFeedHead.shop_id == shop_id).values(position=head + len(queued))
+                APPEND,
+                {"shop_id": shop_id, "head": head, "ids": queued, "n": len(queued)},
             )
         done += len(queued)
         if len(queued) < batch:
             return done
 
 
+# the queued events get positions head+1 … head+n (in the order read), leave the queue, and the head moves
+APPEND = text(
+    """
+    WITH f AS (INSERT INTO event_feed (shop_id, position, event_id)
+               SELECT sh.shop_id, CAST(:head AS bigint) + v.n, v.event_id
+               FROM shops sh CROSS JOIN unnest(CAST(:ids AS text[])) WITH ORDINALITY AS v(event_id, n)
+               WHERE sh.shop_id = :shop_id),
+    q AS (DELETE FROM event_feed_queue WHERE shop_id = :shop_id AND event_id = ANY(CAST(:ids AS text[]))),
+    h AS (UPDATE event_feed_heads SET position = CAST(:head AS bigint) + CAST(:n AS bigint) WHERE shop_id = :shop_id)
+    SELECT 1
+    """
+)
 SHOPS_WITH_QUEUED_EVENTS = text("SELECT DISTINCT shop_id FROM event_feed_queue")  # a read that locks nothing
 
 

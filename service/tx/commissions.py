@@ -20,7 +20,7 @@ from engine.distribution import DistributionSettings, DistributorStatus, admits_
 from engine.events import EventType
 from engine.ledger import bonus_postings
 from engine.referral import current_referrer
-from service.tx import events, fraud
+from service.tx import fraud
 from service.tx.ids import new_id, new_invite_code
 from service.tx.ledger import LedgerBatch, flush_pending, line_from_row
 from service.usecases.shops import load_settings
@@ -553,8 +553,10 @@ METRICS_SQL = text(f"SELECT m.* FROM (SELECT CAST(:d AS text) AS user_id) d CROS
 
 async def evaluate_levels(session: AsyncSession, ledger: LedgerBatch, *, shop_id: str, user_ids, now) -> None:
     """LV-2: re-evaluate buyer, level 1 and level 2 after an event that can move a metric. One statement
-    loads the levels and every distributor's metrics; the engine decides (`levels.evaluate_level`); only a
-    distributor whose level or bonuses change is loaded as a row and written (LV-3/LV-4)."""
+    loads the levels and every distributor's grade, bonuses and metrics; the engine decides
+    (`levels.evaluate_level`); a distributor whose level or bonuses change is written through `ledger`
+    (LV-3/LV-4: grade, bonuses, audit, event and bonus postings in the batch's one statement) — no ORM row
+    is loaded or flushed."""
     users = sorted({u for u in user_ids if u})
     if not users:
         return
@@ -564,50 +566,66 @@ async def evaluate_levels(session: AsyncSession, ledger: LedgerBatch, *, shop_id
         return
     for d in _j(got.distributors) or []:
         metrics = lv.Metrics(**{k: int(v) for k, v in d["metrics"].items()})
+        credited = d["bonuses"] or []
         decision = lv.evaluate_level(
-            levels, current_grade=d["grade"], metrics=metrics, bonuses_credited=frozenset(d["bonuses"] or [])
+            levels, current_grade=d["grade"], metrics=metrics, bonuses_credited=frozenset(credited)
         )
         if decision.grade == d["grade"] and not decision.bonuses:
             continue
-        row = await session.get(Distributor, (shop_id, d["user_id"]))
-        await apply_level_decision(
-            session, ledger, row=row, decision=decision, now=now, actor="system", reason="LV-2 evaluation"
+        write_level_decision(
+            ledger,
+            user_id=d["user_id"],
+            grade=d["grade"],
+            bonuses_credited=credited,
+            decision=decision,
+            actor="system",
+            reason="LV-2 evaluation",
         )
+
+
+def write_level_decision(
+    ledger: LedgerBatch, *, user_id: str, grade: int, bonuses_credited, decision, actor: str, reason: str
+) -> None:
+    """LV-2..LV-4: carry out the engine's level decision for a distributor at `grade` with
+    `bonuses_credited` — the new grade and bonuses (one UPDATE with the balances), the audit row and
+    the level-changed event when the grade moves, one bonus posting per level passed. Decides nothing."""
+    if decision.grade != grade:
+        ledger.row(
+            "INSERT INTO distributor_audit (shop_id, audit_id, user_id, action, from_value, to_value, actor, "
+            "reason, at) VALUES (:shop_id, :aid, :uid, 'LEVEL', :frm, :to, :actor, :reason, :now)",
+            aid=new_id("aud_"),
+            uid=user_id,
+            frm=str(grade),
+            to=str(decision.grade),
+            actor=actor,
+            reason=reason,
+            now=ledger.now,
+        )
+        ledger.event(
+            type=EventType.DISTRIBUTOR_LEVEL_CHANGED,
+            aggregate_type="distributor",
+            aggregate_id=user_id,
+            rule="LV-3" if actor != "system" else "LV-2",
+            payload={"user_id": user_id, "from": grade, "to": decision.grade, "by": actor, "reason": reason},
+        )
+    credited = set(bonuses_credited or [])
+    for g, amount in decision.bonuses:  # LV-4: the engine's bonus postings, one reference per level
+        credited.add(g)
+        ledger.add(user_id, bonus_postings([(g, amount)]), ref_type="level", ref_id=f"{user_id}:{g}")
+    ledger.level(user_id, grade=decision.grade, bonuses_credited=sorted(credited))
 
 
 async def apply_level_decision(
     session, ledger: LedgerBatch, *, row: Distributor, decision, now, actor: str, reason: str
 ) -> None:
-    if decision.grade != row.grade:
-        session.add(
-            DistributorAudit(
-                shop_id=row.shop_id,
-                audit_id=new_id("aud_"),
-                user_id=row.user_id,
-                action="LEVEL",
-                from_value=str(row.grade),
-                to_value=str(decision.grade),
-                actor=actor,
-                reason=reason,
-                at=now,
-            )
-        )
-        events.emit(
-            session,
-            shop_id=row.shop_id,
-            type=EventType.DISTRIBUTOR_LEVEL_CHANGED,
-            aggregate_type="distributor",
-            aggregate_id=row.user_id,
-            now=now,
-            rule="LV-3" if actor != "system" else "LV-2",
-            payload={"user_id": row.user_id, "from": row.grade, "to": decision.grade, "by": actor, "reason": reason},
-        )
-        row.grade = decision.grade
-    if decision.bonuses:
-        credited = set(row.bonuses_credited or [])
-        for grade, amount in decision.bonuses:  # LV-4: the engine's bonus postings, one reference per level
-            credited.add(grade)
-            ledger.add(
-                row.user_id, bonus_postings([(grade, amount)]), ref_type="level", ref_id=f"{row.user_id}:{grade}"
-            )
-        row.bonuses_credited = sorted(credited)
+    """LV-3 (an admin's level change, on a row the caller loaded under lock): `write_level_decision`; the
+    batch's flush gives `row` its new grade, bonuses and balances."""
+    write_level_decision(
+        ledger,
+        user_id=row.user_id,
+        grade=row.grade,
+        bonuses_credited=row.bonuses_credited,
+        decision=decision,
+        actor=actor,
+        reason=reason,
+    )

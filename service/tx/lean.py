@@ -37,6 +37,7 @@ from engine.events import EventType
 from engine.refunds import OrderMoney, decide_refund
 from service.tx import events
 from service.tx.ids import new_id
+from service.tx.ledger import execute_sql
 from store import mapping
 from store.models import CampaignRow, GroupRow
 from store.secrets import seal, unseal
@@ -112,6 +113,21 @@ def _campaign_ns(r) -> SimpleNamespace:
     return SimpleNamespace(**{c: m[f"c_{c}"] for c in CAMPAIGN_COLS})
 
 
+_TIERS: dict[tuple, tuple] = {}  # a group's tiers (a copy of its campaign's), mapped once per process
+
+
+def _tiers(data) -> tuple:
+    """`mapping.tiers_from_json`, remembered: the groups of a campaign carry the same few tiers, and a worker's
+    batch maps hundreds of groups (bounded: the memo starts over past 4,096 distinct tier lists)."""
+    key = tuple(tuple(t) for t in data)
+    got = _TIERS.get(key)
+    if got is None:
+        if len(_TIERS) >= 4096:
+            _TIERS.clear()
+        got = _TIERS[key] = mapping.tiers_from_json(data)
+    return got
+
+
 def loaded(r, campaigns: dict | None = None) -> Loaded:
     """A loading statement's row as a `Loaded`. `campaigns`: the campaigns already mapped from earlier rows of
     the same statement (a batch of groups of one campaign maps it once)."""
@@ -135,7 +151,7 @@ def loaded(r, campaigns: dict | None = None) -> Loaded:
     group = gb.Group(
         id=g.group_id,
         campaign_id=g.campaign_id,
-        tiers=mapping.tiers_from_json(g.tiers),
+        tiers=_tiers(g.tiers),
         leader_user_id=g.leader_user_id,
         state=gb.GroupState(g.state),
         seats=tuple(seats),
@@ -657,5 +673,5 @@ class Writes:
         if not self.parts:
             return {}
         sql = "WITH " + ", ".join(self.parts) + " SELECT " + (", ".join(select_list) or "1")
-        row = (await session.execute(text(sql), self.params)).one()
+        row = (await execute_sql(session, sql, self.params)).one()
         return {k: v for k, v in row._mapping.items() if k.startswith("ok_")}

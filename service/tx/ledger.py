@@ -28,6 +28,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -88,6 +89,7 @@ class LedgerBatch:
     _holds: dict[str, bool] = field(default_factory=dict)  # FR-3: lines whose hold this batch sets or lifts
     _rows: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     _events: list[dict[str, Any]] = field(default_factory=list)
+    _levels: dict[str, tuple[int, list[int]]] = field(default_factory=dict)  # LV-2..LV-4: grade, bonuses
 
     # ------------------------------------------------------------ what the engine decided
     def add(self, distributor_id: str, postings, *, ref_type: str, ref_id: str) -> None:
@@ -116,6 +118,11 @@ class LedgerBatch:
             self._changed[line.id] = line
         self.add(line.beneficiary_id, postings, ref_type="commission", ref_id=line.id)
         _register(session, self)
+
+    def level(self, distributor_id: str, *, grade: int, bonuses_credited: list[int]) -> None:
+        """LV-2..LV-4: the distributor's grade and credited bonuses as the engine's level decision leaves
+        them. Written by the same UPDATE of `distributors` as the balances (a row is changed by one part)."""
+        self._levels[distributor_id] = (grade, sorted(bonuses_credited))
 
     def row(self, sql: str, *, key: str | None = None, **params: Any) -> None:
         """One more data-modifying statement of the same write (an INSERT or UPDATE with `:name` binds).
@@ -214,26 +221,39 @@ class LedgerBatch:
                 )
             )
         items = [(d, p, rt, ri) for d in sorted(self._entries) for p, rt, ri in self._entries[d]]
-        if items:
-            deltas: dict[str, dict[str, int]] = {}
+        if items or self._levels:
+            deltas: dict[str, dict[str, int]] = {u: dict.fromkeys(BALANCES, 0) for u in self._levels}
             for d, p, _, _ in items:
                 deltas.setdefault(d, dict.fromkeys(BALANCES, 0))[BALANCE_COLUMN[p.bucket]] += p.amount
             users = sorted(deltas)
             sets = ", ".join(f"{c} = d.{c} + v.{c}" for c in BALANCES)
             casts = ", ".join(f"CAST(:{c} AS bigint[])" for c in BALANCES)
+            levels = [self._levels.get(u) for u in users]
             # the rows are locked in user_id order (ORDER BY … FOR UPDATE, whatever the join's plan), so two
-            # transactions moving the balances of the same distributors never wait on each other in a cycle
+            # transactions moving the balances of the same distributors never wait on each other in a cycle;
+            # a level decision (LV-2..LV-4) rides on the same UPDATE: grade and bonuses are NULL (kept) for a
+            # distributor whose level this batch does not change
             parts.append(
                 (
-                    f"UPDATE distributors d SET {sets} FROM (SELECT l.user_id AS uid, v.* FROM "
+                    f"UPDATE distributors d SET {sets}, grade = COALESCE(v.grade, d.grade), "
+                    "bonuses_credited = COALESCE(CAST(v.bonuses AS jsonb), d.bonuses_credited) "
+                    "FROM (SELECT l.user_id AS uid, v.* FROM "
                     "(SELECT user_id FROM distributors WHERE shop_id = :shop_id AND user_id = ANY(CAST(:users AS text[])) "
                     "ORDER BY user_id FOR UPDATE) l "
-                    f"JOIN unnest(CAST(:users AS text[]), {casts}) AS v(user_id, {', '.join(BALANCES)}) "
+                    f"JOIN unnest(CAST(:users AS text[]), {casts}, CAST(:grades AS int[]), CAST(:bonuses AS text[])) "
+                    f"AS v(user_id, {', '.join(BALANCES)}, grade, bonuses) "
                     "ON v.user_id = l.user_id) v WHERE d.shop_id = :shop_id AND d.user_id = v.uid "
-                    f"RETURNING d.user_id, {', '.join('d.' + c for c in BALANCES)}",
-                    {"__key": _BALANCES_KEY, "users": users, **{c: [deltas[u][c] for u in users] for c in BALANCES}},
+                    f"RETURNING d.user_id, {', '.join('d.' + c for c in BALANCES)}, d.grade, d.bonuses_credited",
+                    {
+                        "__key": _BALANCES_KEY,
+                        "users": users,
+                        **{c: [deltas[u][c] for u in users] for c in BALANCES},
+                        "grades": [lv[0] if lv else None for lv in levels],
+                        "bonuses": [json.dumps(lv[1]) if lv else None for lv in levels],
+                    },
                 )
             )
+        if items:
             le = [(new_id("le_"), d, p.bucket.value, p.amount, p.kind.value, rt, ri) for d, p, rt, ri in items]
             parts.append(
                 (
@@ -254,7 +274,7 @@ class LedgerBatch:
                     e["aggregate_type"],
                     e["aggregate_id"],
                     e["rule"],
-                    json.dumps({"currency": currency, **e["payload"]}, default=str),
+                    _payload_json({"currency": currency, **e["payload"]}),
                 )
                 for e in self._events
             ]
@@ -286,37 +306,43 @@ class LedgerBatch:
         self._holds.clear()
         self._rows.clear()
         self._events.clear()
+        self._levels.clear()
         pending = session.info.get(_PENDING)
         if pending is not None:
             pending.discard(self)
         if not parts:
             return {}
-        params: dict[str, Any] = {"shop_id": self.shop_id}
+        # the parts' binds are numbered for the driver as they are joined (one pass a part): `$1` is the shop id
+        # — cast to one type wherever a part uses it (a bare parameter in an INSERT's select list and one compared
+        # with a column could be deduced as text and varchar: "inconsistent types deduced") — and each part's own
+        # names get positions of their own, so two parts may use the same name
+        args: list[Any] = [self.shop_id]
         ctes, cols = [], []
         for i, (sql, ps) in enumerate(parts):
             key = ps.get("__key")
-            own = {k for k in ps if k not in ("shop_id", "__key")}
-            sql = _rebind(sql, own, f"p{i}_")
-            params.update({f"p{i}_{k}": ps[k] for k in own})
-            # one type for the shop id wherever a part uses it (a bare parameter in an INSERT's select list and
-            # one compared with a column could be deduced as text and varchar: "inconsistent types deduced")
-            ctes.append(f"w{i} AS ({_SHOP_ID.sub('CAST(:shop_id AS varchar)', sql)})")
+            ctes.append(f"w{i} AS ({_number_part(sql, ps, args)})")
             if key == _BALANCES_KEY:
                 cols.append(f'(SELECT json_agg(w{i}) FROM w{i}) AS "{key}"')
             elif key:
                 cols.append(f'(SELECT row_to_json(w{i}) FROM w{i} LIMIT 1) AS "{key}"')
         stmt = f"WITH {', '.join(ctes)} SELECT {', '.join(cols) or '1 AS one'}"
-        got = dict((await session.execute(text(stmt), params)).mappings().one())
+        got = dict((await execute_driver_sql(session, stmt, tuple(args))).mappings().one())
         _sync_balances(session, self.shop_id, got.pop(_BALANCES_KEY, None))
         return got
 
 
+def _payload_json(payload: dict[str, Any]) -> str:
+    """An event's payload as JSON text, by orjson (a worker's batch writes hundreds of events). As
+    `json.dumps(payload, default=str)` wrote it: a datetime or other value JSON has no type for is its str()."""
+    return orjson.dumps(payload, default=str, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS).decode()
+
+
 _BALANCES_KEY = "__balances"
-_SHOP_ID = re.compile(r"(?<![:\w]):shop_id\b")
 
 
 def _sync_balances(session: AsyncSession, shop_id: str, rows) -> None:
-    """The identity map's Distributor objects take the balances just written (as an ORM UPDATE would)."""
+    """The identity map's Distributor objects take the balances, grade and bonuses just written (as an ORM
+    UPDATE would)."""
     if not rows:
         return
     from sqlalchemy.orm.attributes import set_committed_value
@@ -327,13 +353,51 @@ def _sync_balances(session: AsyncSession, shop_id: str, rows) -> None:
     for r in rows:
         obj = session.identity_map.get(identity_key(Distributor, (shop_id, r["user_id"])))
         if obj is not None:
-            for c in BALANCES:
+            for c in (*BALANCES, "grade", "bonuses_credited"):
                 set_committed_value(obj, c, r[c])
 
 
-def _rebind(sql: str, names: set[str], prefix: str) -> str:
-    """Each bind `:name` of `names` in `sql` becomes `:<prefix>name` (one pass; `::casts` and others are kept)."""
-    return re.sub(r"(?<![:\w]):(\w+)\b", lambda m: f":{prefix}{m[1]}" if m[1] in names else m[0], sql)
+# the bind syntax of SQLAlchemy's text() (`:name`, not `::cast`, `\\:` or a word's colon)
+_BIND = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
+
+
+async def execute_sql(session: AsyncSession, sql: str, params: dict[str, Any]):
+    """`session.execute(text(sql), params)` without SQLAlchemy's statement machinery: a write built anew
+    for every batch (its text names thousands of binds) was compiled, cache-keyed and bound by
+    SQLAlchemy each time — in the worker's profile a quarter of its Python. Here the `:name` binds become
+    asyncpg's `$n` in one pass and the text goes to the driver as written (asyncpg still prepares and
+    caches it). Untyped binds, as text() gives them; no autoflush, as with text() (not an ORM statement)."""
+    order: dict[str, int] = {}
+
+    def number(m: re.Match) -> str:
+        return f"${order.setdefault(m[1], len(order) + 1)}"
+
+    driver_sql = _BIND.sub(number, sql)
+    return await execute_driver_sql(session, driver_sql, tuple(params[k] for k in order))
+
+
+async def execute_driver_sql(session: AsyncSession, sql: str, args: tuple):
+    """`sql` with asyncpg's `$n` binds, on the session's connection (the session's transaction)."""
+    conn = await session.connection()
+    return await conn.exec_driver_sql(sql, args)
+
+
+def _number_part(sql: str, params: dict[str, Any], args: list[Any]) -> str:
+    """One part of `LedgerBatch.flush`'s statement with its binds numbered: `:shop_id` is `$1` (as varchar),
+    every other `:name` the position of this part's `params[name]`, appended to `args` once per name."""
+    own: dict[str, str] = {}
+
+    def number(m: re.Match) -> str:
+        name = m[1]
+        if name == "shop_id":
+            return "CAST($1 AS varchar)"
+        got = own.get(name)
+        if got is None:
+            args.append(params[name])
+            got = own[name] = f"${len(args)}"
+        return got
+
+    return _BIND.sub(number, sql)
 
 
 def _register(session: AsyncSession, batch: LedgerBatch) -> None:

@@ -97,3 +97,55 @@ async def test_a_plain_payment_loads_once_and_writes_once_OR2_CM4(svc, shop):
     assert "FOR UPDATE" in seen[2]
     row = await raw_row(svc, Order, shop.shop_id, o2.order_id)
     assert (row.state, row.paid_amount) == ("PAID", 5000)
+
+
+async def test_a_payment_that_moves_a_level_writes_it_in_one_more_statement_LV2_LV4(svc, shop):
+    """LV-2/LV-4 at payment, no ORM row: after the payment's write, one statement loads the levels and the
+    distributors' metrics (LEVEL_CONTEXT), the engine decides, and one more writes the new grade and bonuses,
+    the audit row, the level event and the bonus posting (the balances UPDATE carries the grade)."""
+    from sqlalchemy import select
+
+    from engine.distribution import DistributorStatus
+    from engine.levels import Level
+    from service.usecases import distribution, orders, shops
+    from store.models import Distributor, DistributorAudit, Event
+
+    sid = shop.shop_id
+    await shops.set_levels(
+        svc,
+        shop_id=sid,
+        levels=[
+            Level(grade=0, name="entry", level1_bp=1000, level2_bp=500),
+            Level(grade=1, name="one", level1_bp=1000, level2_bp=500, upgrade_bonus=300, min_own_spend=5_000),
+        ],
+    )
+    await distribution.set_status(svc, shop_id=sid, user_id="b", status=DistributorStatus.ACTIVE, actor="t", reason="t")
+    o = await orders.report_order(
+        svc, shop_id=sid, external_id="e1", buyer_id="b", lines=[orders.LineInput("p", 1, 5000)]
+    )
+    with recorded_statements(svc) as seen:
+        assert (await pay(svc, sid, o.order_id, amount=5000))["accepted"] is True
+    seen = [q for q in seen if "shops.currency" not in q]  # the shop's first event in this process (SH-2)
+    assert [q.split()[0] for q in seen] == ["SELECT", "INSERT", "WITH", "WITH", "WITH", "SELECT", "WITH", "UPDATE"], [
+        q[:60] for q in seen
+    ]
+    assert "LATERAL" in seen[5] and "distributor_audit" in seen[6] and "grade = COALESCE" in seen[6]
+    d = await raw_row(svc, Distributor, sid, "b")
+    assert (d.grade, d.bonuses_credited, d.available) == (1, [1], 300)
+    async with svc.sessionmaker() as s:
+        audit = (
+            (
+                await s.execute(
+                    select(DistributorAudit).where(DistributorAudit.shop_id == sid, DistributorAudit.action == "LEVEL")
+                )
+            )
+            .scalars()
+            .all()
+        )
+        ev = (
+            (await s.execute(select(Event).where(Event.shop_id == sid, Event.type == "distributor.level_changed")))
+            .scalars()
+            .all()
+        )
+    assert [(a.user_id, a.from_value, a.to_value, a.actor) for a in audit] == [("b", "0", "1", "system")]
+    assert [(e.aggregate_id, e.payload["from"], e.payload["to"], e.rule) for e in ev] == [("b", 0, 1, "LV-2")]
