@@ -22,6 +22,10 @@ class Services:
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.reader = async_sessionmaker(self._autocommit, expire_on_commit=False, class_=AsyncSession)
 
+    def read_connection(self):
+        """A Core connection for reads on the hot pages (no ORM entities, no transaction around them)."""
+        return self._autocommit.connect()
+
     async def read_one(self, statement, params: dict):
         """The one row of a read-only `statement`, in one round trip (no transaction around it)."""
         async with self._autocommit.connect() as conn:

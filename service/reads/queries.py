@@ -70,30 +70,28 @@ async def _keyset_page(
 
 # ------------------------------------------------------------------ batch loads (DataLoaders)
 async def campaigns_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, CampaignRow]:
+    """Campaign rows (Core rows with the ORM entity's attribute names: every page of groups loads them)."""
     ids = list(set(ids))
-    async with svc.reader() as s:
-        rows = (
-            await s.execute(select(CampaignRow).where(CampaignRow.shop_id == shop_id, CampaignRow.campaign_id.in_(ids)))
-        ).scalars()
+    t = CampaignRow.__table__
+    async with svc.read_connection() as conn:
+        rows = await conn.execute(select(t).where(t.c.shop_id == shop_id, t.c.campaign_id.in_(ids)))
         return {r.campaign_id: r for r in rows}
 
 
 async def groups_by_ids_caught_up(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, gb.Group]:
-    """Groups with their seats, due work applied first (GB-11). Two queries plus one per due group."""
+    """Groups with their seats, due work applied first (GB-11). Two queries plus one per due group; Core rows
+    on one connection (the storefront's page loads them on every request)."""
     ids = list(set(ids))
     if not ids:
         return {}
     await catch_up(svc, shop_id=shop_id, group_ids=ids)
-    async with svc.reader() as s:
-        rows = list(
-            (await s.execute(select(GroupRow).where(GroupRow.shop_id == shop_id, GroupRow.group_id.in_(ids)))).scalars()
-        )
-        seats = list(
-            (await s.execute(select(SeatRow).where(SeatRow.shop_id == shop_id, SeatRow.group_id.in_(ids)))).scalars()
-        )
+    g, st = GroupRow.__table__, SeatRow.__table__
+    async with svc.read_connection() as conn:
+        rows = list(await conn.execute(select(g).where(g.c.shop_id == shop_id, g.c.group_id.in_(ids))))
+        seats = list(await conn.execute(select(st).where(st.c.shop_id == shop_id, st.c.group_id.in_(ids))))
     by_group: dict[str, list] = {}
-    for st in seats:
-        by_group.setdefault(st.group_id, []).append(st)
+    for seat in seats:
+        by_group.setdefault(seat.group_id, []).append(seat)
     return {r.group_id: mapping.group_from_rows(r, by_group.get(r.group_id, [])) for r in rows}
 
 
@@ -187,13 +185,21 @@ async def page_open_group_ids(svc: Services, *, shop_id: str, campaign_id: str, 
     A group whose `expires_at` has passed is no longer open, whether or not the worker has applied its
     fate yet (GB-11), so it is left out here rather than advanced on this read; the groups on the page
     are caught up when they are loaded (groups_by_ids_caught_up)."""
+    assert 0 <= limit <= 1000 and offset >= 0, "pages are bounded"
     q = select(GroupRow.group_id).where(
         GroupRow.shop_id == shop_id,
         GroupRow.campaign_id == campaign_id,
         GroupRow.state == "OPEN",
         GroupRow.expires_at > svc.now(),
     )
-    return await _page(svc, q, (GroupRow.expires_at, GroupRow.group_id), limit=limit, offset=offset)
+    async with svc.read_connection() as conn:  # Core, one connection: the storefront asks on every page
+        total = (await conn.execute(select(func.count()).select_from(q.subquery()))).scalar_one()
+        ids = list(
+            (
+                await conn.execute(q.order_by(GroupRow.expires_at, GroupRow.group_id).limit(limit).offset(offset))
+            ).scalars()
+        )
+    return ids, int(total)
 
 
 async def page_campaign_group_ids(
