@@ -588,6 +588,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--tests", nargs="*", help="test files to run instead of the module's own (TESTS)")
     ap.add_argument("--sample", type=int, help="run only N mutants drawn at random (with --seed)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip", type=int, default=0, help="leave out the first N mutants of the (sampled) list")
     ap.add_argument("--lines", help="only mutants on lines A-B (one target)")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant (a timeout counts as killed)")
     ap.add_argument("--report", help="also write the report (markdown) to this file")
@@ -624,6 +625,8 @@ def main(argv: list[str]) -> int:
     total_sites = len(mutants)
     if args.sample and args.sample < len(mutants):
         mutants = random.Random(args.seed).sample(mutants, args.sample)  # random order: a --budget stops anywhere
+    if args.skip:  # a second process on the same sample: positions skip+1 … (still a random draw)
+        mutants = mutants[args.skip :]
     if args.list:
         for m in mutants:
             print(f"{m.path}:{m.line}  {m.op:<5}  {m.before}  ->  {m.after}")
@@ -685,7 +688,8 @@ def main(argv: list[str]) -> int:
             dt = time.monotonic() - t0
             results.append((m, outcome, dt))
             mark = {"killed": ".", "timeout": "T", "survived": "S", "error": "E", "no test": "N"}[outcome]
-            picked_note = f" [{len(tests)} tests]" if how == "tests" else (" [module set]" if cmap is not None else "")
+            picked_note = {"tests": f" [{len(tests)} tests]", "module": " [module set]", "none": " [no test]"}[how]
+            picked_note = picked_note if cmap is not None else ""
             print(
                 f"[{n}/{len(mutants)}] {mark} {m.path}:{m.line} {m.op} {m.before} -> {m.after} ({dt:.1f}s){picked_note}",
                 flush=True,
