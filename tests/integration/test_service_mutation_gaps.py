@@ -125,3 +125,60 @@ async def test_a_rotated_webhook_secret_keeps_signing_for_24_hours_by_default_th
     old = ep.secret
     ep = await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id)
     assert (ep.previous_secret, ep.previous_secret_until) == (old, svc.now() + timedelta(hours=24))
+
+
+# ---------------------------------------------------------------- survivors of the third sample (seed 21)
+async def test_ssrf_11_3_a_url_with_a_user_name_or_password_is_refused_even_to_a_public_address(svc, shop, monkeypatch):
+    """Issue 11.3 (service/webhook_targets.py `check_syntax`): userinfo in a webhook URL is refused for itself,
+    not only because the host behind it is internal — here the host is a public address that is accepted
+    without it."""
+    from service import webhook_targets
+    from service.usecases import webhooks
+
+    monkeypatch.setenv(webhook_targets.ALLOW_LOOPBACK_ENV, "0")
+    for url in ("https://user:pw@93.184.215.14/hook", "https://user@93.184.215.14/hook"):
+        with pytest.raises(RuleViolation) as e:
+            await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=url)
+        assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "url")
+    await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="https://93.184.215.14/hook")  # the control
+
+
+async def test_cm6_the_demo_history_is_delivered_ten_days_ago_as_the_walkthrough_says(svc):
+    """docs/walkthrough.md: dave's order was delivered ten days ago, so bob's commission on it is available
+    (CM-6, freeze 7 days) — service/usecases/demo.py `HISTORY`."""
+    import secrets
+
+    from service.usecases import demo
+
+    sid = f"demo-{secrets.token_hex(4)}"
+    await demo.seed_demo(svc, shop_id=sid)
+    async with svc.sessionmaker() as s:
+        o = (await s.execute(select(Order).where(Order.shop_id == sid, Order.external_id == "demo-1001"))).scalar_one()
+    assert o.completed_at == o.paid_at == svc.now() - timedelta(days=10)
+    assert (await distribution.get_distributor(svc, shop_id=sid, user_id="bob")).available > 0
+
+
+async def test_lg2_approving_an_approved_payout_again_with_another_reference_is_invalid_state_through_service(
+    svc, shop
+):
+    """LG-2 (service/usecases/payouts.py `decide_payout`): a repeated approval is answered unchanged only with
+    the same bank reference; another reference is INVALID_STATE. A repeated rejection is answered unchanged."""
+    sid = shop.shop_id
+    await shops.update_settings(svc, shop_id=sid, min_payout=100, payout_fee_bp=0, freeze_days=0)
+    await chain(svc, sid, "ref", "buyer")
+    o = await paid_order(svc, sid, "buyer", orders.LineInput("x", 1, 10_000))
+    await orders.complete_order(svc, shop_id=sid, order_id=o.order_id)
+    assert (await distribution.get_distributor(svc, shop_id=sid, user_id="ref")).available == 1000  # released
+    a = await payouts.request_payout(svc, shop_id=sid, user_id="ref", amount=400)
+    r = await payouts.request_payout(svc, shop_id=sid, user_id="ref", amount=300)
+    await payouts.decide_payout(svc, shop_id=sid, payout_id=a.payout_id, approve=True, actor="fin", external_ref="b-1")
+    with pytest.raises(RuleViolation) as e:
+        await payouts.decide_payout(
+            svc, shop_id=sid, payout_id=a.payout_id, approve=True, actor="fin", external_ref="b-9"
+        )
+    assert e.value.code == ErrorCode.INVALID_STATE
+    await payouts.decide_payout(svc, shop_id=sid, payout_id=r.payout_id, approve=False, actor="fin", reason="no")
+    again = await payouts.decide_payout(
+        svc, shop_id=sid, payout_id=r.payout_id, approve=False, actor="fin", reason="no"
+    )
+    assert again.state == "REJECTED"
