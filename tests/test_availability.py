@@ -44,6 +44,12 @@ def test_backoff_logs_an_ordinary_failure_with_its_traceback_and_doubles_the_pau
     """A failed pass of a background loop (service/availability.py `Backoff`) is logged once, with its traceback
     (`log.exception`), and the pause doubles from the interval up to the maximum; the database being away is
     one warning line without a traceback; the first pass that goes through says so and resets the pause."""
+    from service.metrics import WORKER_PASSES
+
+    def passes(outcome):  # the loop's counter on /metrics (issue 11 ops): one per pass, by outcome
+        return WORKER_PASSES.labels("worker", outcome)._value.get()
+
+    before = {o: passes(o) for o in ("ok", "unavailable", "error")}
     log = _Log()
     b = Backoff("worker", log, interval=1.0, max_delay=5.0)
     delays = []
@@ -61,3 +67,4 @@ def test_backoff_logs_an_ordinary_failure_with_its_traceback_and_doubles_the_pau
     assert b.succeeded() == 1.0
     assert log.lines == [("warning", "worker: working again after 5 failed tries")]
     assert b.succeeded() == 1.0 and len(log.lines) == 1  # once only
+    assert {o: passes(o) - before[o] for o in before} == {"ok": 2, "unavailable": 1, "error": 4}
