@@ -317,3 +317,16 @@ def test_lv1_a_shop_without_levels_keeps_everyone_at_grade_0():
     assert qualifying_grade([], busy) == 0
     d = evaluate_level([], current_grade=0, metrics=busy, bonuses_credited=frozenset())
     assert (d.grade, d.bonuses) == (0, ())
+
+
+@pytest.mark.parametrize("winners", [1.5, True, "2", None])
+def test_gb7_lottery_winners_must_be_an_int(winners):
+    """Section 2/GB-7: `lottery_winners` that is not an int (a float, a bool, a string, nothing) is INVALID_INPUT
+    on that field — not a TypeError, and not the seed's refusal (engine/groupbuy.py `validate_campaign`)."""
+    from engine.errors import ErrorCode
+    from engine.groupbuy import validate_campaign
+
+    with pytest.raises(RuleViolation) as e:
+        validate_campaign(_campaign(lottery_winners=winners))
+    assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "lottery_winners")
+    validate_campaign(_campaign(lottery_winners=0))
