@@ -102,6 +102,19 @@ def test_lg2_approving_nothing_is_refused():
         approve_payout(0, fee=0)
 
 
+def test_lg2_rejecting_or_failing_nothing_is_refused():
+    """LG-2/LG-4: a rejection or a failed transfer moves a positive amount back, never 0 or less (seed-22
+    survivor: `reject_payout` without its `_positive` check)."""
+    from engine.ledger import fail_payout, reject_payout
+
+    for amount in (0, -5):
+        with pytest.raises(RuleViolation):
+            reject_payout(amount)
+        with pytest.raises(RuleViolation):
+            fail_payout(amount, fee=0)
+    assert sum(p.amount for p in reject_payout(5)) == 0  # a move: what leaves one bucket enters the other
+
+
 # ---------------------------------------------------------------- survivors of the engine sample of issue 12
 def _campaign(**over):
     from datetime import datetime, timedelta, timezone

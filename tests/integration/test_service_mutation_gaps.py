@@ -182,3 +182,14 @@ async def test_lg2_approving_an_approved_payout_again_with_another_reference_is_
         svc, shop_id=sid, payout_id=r.payout_id, approve=False, actor="fin", reason="no"
     )
     assert again.state == "REJECTED"
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "x" * 501])
+async def test_lg4_a_failed_transfer_needs_a_reason_through_service(svc, shop, reason):
+    """LG-4 (service/usecases/payouts.py `fail_payout`): marking a payout's transfer failed needs a reason of
+    1..500 characters; without one it is INVALID_INPUT on `reason`, before anything is read or written."""
+    with pytest.raises(RuleViolation) as e:
+        await payouts.fail_payout(
+            svc, shop_id=shop.shop_id, payout_id="po_nope", actor="fin", transfer_ref="t-1", reason=reason
+        )
+    assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "reason")
