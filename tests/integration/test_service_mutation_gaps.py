@@ -193,3 +193,22 @@ async def test_lg4_a_failed_transfer_needs_a_reason_through_service(svc, shop, r
             svc, shop_id=shop.shop_id, payout_id="po_nope", actor="fin", transfer_ref="t-1", reason=reason
         )
     assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "reason")
+
+
+async def test_gb15_a_campaign_made_without_nudge_fields_takes_the_rules_defaults_through_service(svc, shop):
+    """GB-15 (service/usecases/campaigns.py `create_campaign`): without `almost_full_at` and
+    `expiring_soon_before` a campaign nudges at 1 seat missing and 1 hour before expiry, as rules.md says."""
+    from store.models import CampaignRow
+
+    c = await make_campaign(svc, shop.shop_id)  # campaigns.create_campaign with neither field
+    row = await raw_row(svc, CampaignRow, shop.shop_id, c.campaign_id)
+    assert (row.almost_full_at, row.expiring_soon_before_s) == (1, 3600)
+
+
+def test_http_latency_histogram_has_the_documented_buckets():
+    """docs/operations.md: `sharecart_http_request_duration_seconds` has buckets from 2 ms to 10 s
+    (service/metrics.py `LATENCY_BUCKETS`), not prometheus-client's defaults."""
+    from service.metrics import HTTP_LATENCY, LATENCY_BUCKETS
+
+    assert LATENCY_BUCKETS[0] == 0.002 and LATENCY_BUCKETS[-1] == 10.0
+    assert tuple(HTTP_LATENCY._upper_bounds) == (*LATENCY_BUCKETS, float("inf"))
