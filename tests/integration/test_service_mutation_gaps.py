@@ -184,15 +184,20 @@ async def test_lg2_approving_an_approved_payout_again_with_another_reference_is_
     assert again.state == "REJECTED"
 
 
-@pytest.mark.parametrize("reason", ["", "   ", "x" * 501])
-async def test_lg4_a_failed_transfer_needs_a_reason_through_service(svc, shop, reason):
+@pytest.mark.parametrize(
+    "reason, refusal",
+    [("", ("INVALID_INPUT", "reason")), ("   ", ("INVALID_INPUT", "reason")), ("x" * 501, ("INVALID_INPUT", "reason"))]
+    + [("x" * 500, ("NOT_FOUND", "payoutId")), ("r", ("NOT_FOUND", "payoutId"))],  # a reason: on to the payout
+)
+async def test_lg4_a_failed_transfer_needs_a_reason_through_service(svc, shop, reason, refusal):
     """LG-4 (service/usecases/payouts.py `fail_payout`): marking a payout's transfer failed needs a reason of
-    1..500 characters; without one it is INVALID_INPUT on `reason`, before anything is read or written."""
+    1..500 characters; without one it is INVALID_INPUT on `reason`, before anything is read (a payout that does
+    not exist is then NOT_FOUND)."""
     with pytest.raises(RuleViolation) as e:
         await payouts.fail_payout(
             svc, shop_id=shop.shop_id, payout_id="po_nope", actor="fin", transfer_ref="t-1", reason=reason
         )
-    assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "reason")
+    assert (e.value.code.value, e.value.field) == refusal
 
 
 async def test_gb15_a_campaign_made_without_nudge_fields_takes_the_rules_defaults_through_service(svc, shop):
