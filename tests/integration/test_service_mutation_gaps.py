@@ -217,3 +217,110 @@ def test_http_latency_histogram_has_the_documented_buckets():
 
     assert LATENCY_BUCKETS[0] == 0.002 and LATENCY_BUCKETS[-1] == 10.0
     assert tuple(HTTP_LATENCY._upper_bounds) == (*LATENCY_BUCKETS, float("inf"))
+
+
+class _UnevenReceiver:
+    """A receiver whose POSTs take 0.4 s and 0.05 s in turn, counting how many are answered at once."""
+
+    def __init__(self):
+        import threading
+
+        from tests.http_receiver import LocalReceiver
+
+        self.lock, self.n, self.busy, self.max_busy = threading.Lock(), 0, 0, 0
+        self.server = LocalReceiver(self._answer)
+        self.url = self.server.url
+
+    def _answer(self, path, headers, body) -> int:
+        import time
+
+        with self.lock:
+            self.n += 1
+            slow = self.n % 2 == 1
+            self.busy += 1
+            self.max_busy = max(self.max_busy, self.busy)
+        time.sleep(0.4 if slow else 0.05)
+        with self.lock:
+            self.busy -= 1
+        return 200
+
+
+async def test_webhook_lanes_at_most_per_endpoint_posts_to_one_endpoint_at_once_through_service(svc, shop):
+    """docs/webhooks.md (lanes): at most `per_endpoint` POSTs to one endpoint are in flight at once, also when
+    its POSTs end out of order (service/usecases/webhooks.py `Deliverer`: a lane freed while another to the same
+    endpoint is still posting keeps that one counted)."""
+    from service.tx import events
+    from service.uow import unit_of_work
+    from service.usecases import webhooks
+
+    r = _UnevenReceiver()
+    try:
+        await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=r.url)
+        async with unit_of_work(svc) as s:
+            for i in range(8):  # 8 aggregates: deliverable side by side
+                events.emit(
+                    s,
+                    shop_id=shop.shop_id,
+                    type="test.burst",
+                    aggregate_type="t",
+                    aggregate_id=f"lane{i}",
+                    now=svc.now(),
+                    payload={"i": i},
+                )
+        posted = await webhooks.deliver_due(svc, concurrency=8, per_endpoint=2)
+    finally:
+        r.server.close()
+    assert posted == 8 and r.n == 8
+    assert r.max_busy == 2  # side by side, never more than the endpoint's lanes
+
+
+async def test_cm6_a_pass_of_one_shop_releases_only_that_shops_due_lines_through_service(svc, shop):
+    """CM-6/SH-1 (service/jobs/worker.py `run_due(shop_id=…)`): a pass of one shop's due work releases that
+    shop's due commission lines and leaves another shop's, equally due, FROZEN for its own pass."""
+    import secrets
+
+    from store.models import CommissionLineRow
+
+    other = (await shops.create_shop(svc, shop_id=f"t-{secrets.token_hex(5)}", name="Other", currency="CNY")).shop_id
+    for sid in (shop.shop_id, other):
+        await shops.update_settings(svc, shop_id=sid, freeze_days=1)
+        await chain(svc, sid, "ref", "buyer")
+        o = await paid_order(svc, sid, "buyer", orders.LineInput("x", 1, 10_000))
+        await orders.complete_order(svc, shop_id=sid, order_id=o.order_id)
+    svc.clock.advance(timedelta(days=2))
+    await worker.run_due(svc, shop_id=shop.shop_id)
+
+    async def states(sid):
+        async with svc.sessionmaker() as s:
+            rows = (await s.execute(select(CommissionLineRow.state).where(CommissionLineRow.shop_id == sid))).all()
+        return sorted(r[0] for r in rows)
+
+    assert await states(shop.shop_id) == ["AVAILABLE"]
+    assert await states(other) == ["FROZEN"]
+
+
+async def test_lg4_a_failed_transfer_emits_payout_failed_through_service(svc, shop):
+    """LG-4 (service/usecases/payouts.py `fail_payout`): a failed transfer emits one `payout.failed` event with
+    the amount back, the fee reversed and both references (docs/webhooks.md)."""
+    from service.usecases import webhooks
+
+    sid = shop.shop_id
+    await shops.update_settings(svc, shop_id=sid, min_payout=100, payout_fee_bp=100, freeze_days=0)
+    await chain(svc, sid, "ref", "buyer")
+    o = await paid_order(svc, sid, "buyer", orders.LineInput("x", 1, 10_000))
+    await orders.complete_order(svc, shop_id=sid, order_id=o.order_id)
+    assert (await distribution.get_distributor(svc, shop_id=sid, user_id="ref")).available == 1000
+    p = await payouts.request_payout(svc, shop_id=sid, user_id="ref", amount=500)
+    await payouts.decide_payout(svc, shop_id=sid, payout_id=p.payout_id, approve=True, actor="fin", external_ref="b-1")
+    await payouts.fail_payout(
+        svc, shop_id=sid, payout_id=p.payout_id, actor="fin", transfer_ref="t-1", reason="bounced"
+    )
+    failed = [e for e in await webhooks.events_since_caught_up(svc, shop_id=sid) if e.type == "payout.failed"]
+    assert len(failed) == 1
+    assert {k: failed[0].payload[k] for k in ("payout_id", "user_id", "amount", "external_ref", "transfer_ref")} == {
+        "payout_id": p.payout_id,
+        "user_id": "ref",
+        "amount": 500,
+        "external_ref": "b-1",
+        "transfer_ref": "t-1",
+    }
