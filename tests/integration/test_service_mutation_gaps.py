@@ -324,3 +324,27 @@ async def test_lg4_a_failed_transfer_emits_payout_failed_through_service(svc, sh
         "external_ref": "b-1",
         "transfer_ref": "t-1",
     }
+
+
+async def test_rp5_a_distributor_without_a_downline_has_an_empty_page_and_total_0_through_service(svc, shop):
+    """RP-5 (service/reads/reach.py `downline_page`): no members, total 0 (not 1), at both levels."""
+    from service.reads import reach
+
+    sid = shop.shop_id
+    f, t = svc.now() - timedelta(days=1), svc.now() + timedelta(days=1)
+    for level in (1, 2):
+        assert await reach.downline_page(
+            svc, shop_id=sid, user_id="lonely", level=level, period_from=f, period_to=t, limit=10, offset=0
+        ) == ([], 0)
+
+
+@pytest.mark.parametrize("product_ref", ["", "p" * 129])
+async def test_rp6_a_visit_with_a_product_ref_out_of_bounds_is_invalid_input_through_service(svc, shop, product_ref):
+    """RP-6 (service/usecases/visits.py `record_visit`): `productRef`, when given, is 1..128 characters."""
+    from service.usecases import visits
+
+    with pytest.raises(RuleViolation) as e:
+        await visits.record_visit(
+            svc, shop_id=shop.shop_id, invite_code="abc123", visitor_id="visitor-1", product_ref=product_ref
+        )
+    assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "productRef")
