@@ -275,20 +275,28 @@ async def test_webhook_lanes_at_most_per_endpoint_posts_to_one_endpoint_at_once_
 
 
 async def test_cm6_a_pass_of_one_shop_releases_only_that_shops_due_lines_through_service(svc, shop):
-    """CM-6/SH-1 (service/jobs/worker.py `run_due(shop_id=…)`): a pass of one shop's due work releases that
-    shop's due commission lines and leaves another shop's, equally due, FROZEN for its own pass."""
+    """CM-6/GB-11/SH-1 (service/jobs/worker.py `run_due(shop_id=…)`): a pass of one shop's due work releases that
+    shop's due commission lines and decides its expired groups, and leaves another shop's, equally due, for its
+    own pass (lines FROZEN, the group OPEN)."""
     import secrets
 
-    from store.models import CommissionLineRow
+    from store.models import CommissionLineRow, GroupRow
 
     other = (await shops.create_shop(svc, shop_id=f"t-{secrets.token_hex(5)}", name="Other", currency="CNY")).shop_id
+    group_of = {}
     for sid in (shop.shop_id, other):
         await shops.update_settings(svc, shop_id=sid, freeze_days=1)
         await chain(svc, sid, "ref", "buyer")
         o = await paid_order(svc, sid, "buyer", orders.LineInput("x", 1, 10_000))
         await orders.complete_order(svc, shop_id=sid, order_id=o.order_id)
+        c = await make_campaign(svc, sid, duration=timedelta(hours=1))
+        lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="lead")
+        await pay(svc, sid, lead)
+        group_of[sid] = lead.group_id
     svc.clock.advance(timedelta(days=2))
-    await worker.run_due(svc, shop_id=shop.shop_id)
+    assert await worker.run_due(svc, shop_id=shop.shop_id) == 2  # one group decided + one line released
+    assert (await raw_row(svc, GroupRow, shop.shop_id, group_of[shop.shop_id])).state == "FAILED"
+    assert (await raw_row(svc, GroupRow, other, group_of[other])).state == "OPEN"
 
     async def states(sid):
         async with svc.sessionmaker() as s:
