@@ -343,3 +343,19 @@ def test_gb7_lottery_winners_must_be_an_int(winners):
         validate_campaign(_campaign(lottery_winners=winners))
     assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "lottery_winners")
     validate_campaign(_campaign(lottery_winners=0))
+
+
+@pytest.mark.parametrize(
+    "over", [{"level1_bp": True}, {"level2_bp": 500.0}, {"upgrade_bonus": 1.5}, {"min_direct_referrals": True}]
+)
+def test_lv1_level_rates_bonus_and_conditions_must_be_ints_not_bools_or_floats(over):
+    """LV-1 (engine/levels.py `validate_levels`): a rate, bonus or condition that is a bool or a float is
+    INVALID_INPUT, even when its value would be in range (True is 1, 1.5 ≥ 0)."""
+    from engine.errors import ErrorCode
+    from engine.levels import Level, validate_levels
+
+    base = {"grade": 1, "name": "Silver", "level1_bp": 1000, "level2_bp": 500}
+    validate_levels([Level(grade=0, name="Member", level1_bp=1000, level2_bp=500), Level(**base)])
+    with pytest.raises(RuleViolation) as e:
+        validate_levels([Level(grade=0, name="Member", level1_bp=1000, level2_bp=500), Level(**{**base, **over})])
+    assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "levels")

@@ -184,6 +184,22 @@ async def test_lg2_approving_an_approved_payout_again_with_another_reference_is_
     assert again.state == "REJECTED"
 
 
+@pytest.mark.parametrize("transfer_ref", [None, "", "   ", "t" * 129])
+async def test_lg4_a_failed_transfer_needs_its_reference_through_service(svc, shop, transfer_ref):
+    """LG-4 (service/usecases/payouts.py `fail_payout`): the failed transfer's reference is 1..128 characters;
+    without one it is INVALID_INPUT on `transferRef` (128 characters pass on, here to NOT_FOUND)."""
+    with pytest.raises(RuleViolation) as e:
+        await payouts.fail_payout(
+            svc, shop_id=shop.shop_id, payout_id="po_nope", actor="fin", transfer_ref=transfer_ref, reason="r"
+        )
+    assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "transferRef")
+    with pytest.raises(RuleViolation) as e:
+        await payouts.fail_payout(
+            svc, shop_id=shop.shop_id, payout_id="po_nope", actor="fin", transfer_ref="t" * 128, reason="r"
+        )
+    assert (e.value.code, e.value.field) == (ErrorCode.NOT_FOUND, "payoutId")
+
+
 @pytest.mark.parametrize(
     "reason, refusal",
     [("", ("INVALID_INPUT", "reason")), ("   ", ("INVALID_INPUT", "reason")), ("x" * 501, ("INVALID_INPUT", "reason"))]
@@ -348,7 +364,8 @@ async def test_rp5_a_distributor_without_a_downline_has_an_empty_page_and_total_
 
 @pytest.mark.parametrize(
     "product_ref, field",
-    [("", "productRef"), ("p" * 129, "productRef"), ("p", "inviteCode"), ("p" * 128, "inviteCode")],
+    [("", "productRef"), ("p" * 129, "productRef"), ("p", "inviteCode"), ("p" * 128, "inviteCode")]
+    + [(None, "inviteCode")],  # none given: nothing to check
 )
 async def test_rp6_a_visit_with_a_product_ref_out_of_bounds_is_invalid_input_through_service(
     svc, shop, product_ref, field
