@@ -393,3 +393,26 @@ async def test_sh1_a_user_id_is_1_to_64_characters_through_service(svc, shop):
             svc, shop_id=shop.shop_id, external_id="too-long", buyer_id="u" * 65, lines=[orders.LineInput("x", 1, 1)]
         )
     assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "userId")
+
+
+def test_webhook_client_follows_no_redirect_and_takes_no_proxy_from_the_environment():
+    """Issue 11.3 (service/usecases/webhooks.py `webhook_client`): a 3xx is a failure, never followed, and
+    HTTP(S)_PROXY of the environment is not used — either would reach a target nobody checked."""
+    from service.usecases import webhooks
+
+    c = webhooks.webhook_client()
+    assert (c.follow_redirects, c.trust_env) == (False, False)
+
+
+async def test_rp4_a_shop_without_buyers_has_three_rows_of_zeros_through_service(svc, shop):
+    """RP-4 (service/reads/reports.py `retention`): every source has its row even without buyers, with 0
+    buyers, repeaters, multi-category buyers and net sales, and no rate (nothing to divide by)."""
+    from service.reads import reports
+
+    rows = await reports.retention(
+        svc, shop_id=shop.shop_id, period_from=svc.now() - timedelta(days=30), period_to=svc.now()
+    )
+    assert [(r.buyers, r.repeat_buyers, r.multi_category_buyers, r.net_sales, r.net_sales_per_buyer) for r in rows] == [
+        (0, 0, 0, 0, None)
+    ] * 3
+    assert len({r.source for r in rows}) == 3
