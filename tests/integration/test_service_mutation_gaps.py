@@ -384,15 +384,18 @@ async def test_rp6_a_visit_with_a_product_ref_out_of_bounds_is_invalid_input_thr
 
 
 async def test_sh1_a_user_id_is_1_to_64_characters_through_service(svc, shop):
-    """SH-1/ER-1 (service/usecases/shops.py `ensure_user`): a buyer id of 64 characters is a user; 65 is
-    INVALID_INPUT on `userId`, and nothing is stored."""
-    o = await paid_order(svc, shop.shop_id, "u" * 64, orders.LineInput("x", 1, 1000))
-    assert o.order_id
-    with pytest.raises(RuleViolation) as e:
-        await orders.report_order(
-            svc, shop_id=shop.shop_id, external_id="too-long", buyer_id="u" * 65, lines=[orders.LineInput("x", 1, 1)]
-        )
-    assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "userId")
+    """SH-1/ER-1 (service/usecases/shops.py `ensure_user`, which the distribution use cases call): a user id of
+    64 characters is a user; 65 or none is INVALID_INPUT on `userId`. (Orders and seats check their own.)"""
+    sid = shop.shop_id
+    ok = "u" * 64
+    await distribution.set_status(svc, shop_id=sid, user_id=ok, status=DistributorStatus.ACTIVE, actor="a", reason="r")
+    assert (await distribution.get_distributor(svc, shop_id=sid, user_id=ok)).status == DistributorStatus.ACTIVE
+    for bad in ("u" * 65, ""):
+        with pytest.raises(RuleViolation) as e:
+            await distribution.set_status(
+                svc, shop_id=sid, user_id=bad, status=DistributorStatus.ACTIVE, actor="a", reason="r"
+            )
+        assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "userId")
 
 
 def test_webhook_client_follows_no_redirect_and_takes_no_proxy_from_the_environment():
