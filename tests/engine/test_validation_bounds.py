@@ -359,3 +359,15 @@ def test_lv1_level_rates_bonus_and_conditions_must_be_ints_not_bools_or_floats(o
     with pytest.raises(RuleViolation) as e:
         validate_levels([Level(grade=0, name="Member", level1_bp=1000, level2_bp=500), Level(**{**base, **over})])
     assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "levels")
+
+
+@pytest.mark.parametrize("bp", [0, 10_000])
+def test_lv1_a_level_rate_takes_0_and_10000_bp(bp):
+    """LV-1: a level's rates are in 0..10000 bp, both ends included (a timed-out mutant of the seed-22 sample:
+    `<= 10000` as `< 10000`)."""
+    from engine.levels import Level, validate_levels
+
+    member = Level(grade=0, name="Member", level1_bp=1000, level2_bp=500)
+    validate_levels([member, Level(grade=1, name="Top", level1_bp=bp, level2_bp=bp)])
+    with pytest.raises(RuleViolation):
+        validate_levels([member, Level(grade=1, name="Top", level1_bp=bp - 1 if bp == 0 else bp + 1, level2_bp=0)])
