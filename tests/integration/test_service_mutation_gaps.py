@@ -419,3 +419,18 @@ async def test_rp4_a_shop_without_buyers_has_three_rows_of_zeros_through_service
         (0, 0, 0, 0, None)
     ] * 3
     assert len({r.source for r in rows}) == 3
+
+
+async def test_cm7_a_preview_line_price_is_at_most_10_to_the_13_through_service(svc, shop):
+    """CM-7/OR-2 (service/reads/preview.py `_check_cart`): a cart line's unit price is bounded like a reported
+    order's, 0..10^13 minor units; one more is INVALID_INPUT on that line."""
+    from service.reads import preview
+
+    def cart(price):
+        return [preview.CartLine(product_ref="p", quantity=1, unit_price=price)]
+
+    got = await preview.commission_preview(svc, shop_id=shop.shop_id, buyer_id="b", lines=cart(10**13))
+    assert got.base_most == 10**13
+    with pytest.raises(RuleViolation) as e:
+        await preview.commission_preview(svc, shop_id=shop.shop_id, buyer_id="b", lines=cart(10**13 + 1))
+    assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "lines.0")
