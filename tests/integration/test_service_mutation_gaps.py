@@ -434,3 +434,13 @@ async def test_cm7_a_preview_line_price_is_at_most_10_to_the_13_through_service(
     with pytest.raises(RuleViolation) as e:
         await preview.commission_preview(svc, shop_id=shop.shop_id, buyer_id="b", lines=cart(10**13 + 1))
     assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "lines.0")
+
+
+@pytest.mark.parametrize("bp", [-1, 10_001])
+async def test_gb4_a_campaign_leader_commission_out_of_0_to_10000_bp_is_refused_through_service(svc, shop, bp):
+    """GB-4/CM-6 (service/usecases/campaigns.py `create_campaign`): the campaign's `leader_commission_bp` is
+    validated with the rest of the campaign (0..10000), and 10000 is accepted."""
+    with pytest.raises(RuleViolation) as e:
+        await make_campaign(svc, shop.shop_id, leader_commission_bp=bp)
+    assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "leader_commission_bp")
+    await make_campaign(svc, shop.shop_id, leader_commission_bp=10_000)
