@@ -444,3 +444,17 @@ async def test_gb4_a_campaign_leader_commission_out_of_0_to_10000_bp_is_refused_
         await make_campaign(svc, shop.shop_id, leader_commission_bp=bp)
     assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "leader_commission_bp")
     await make_campaign(svc, shop.shop_id, leader_commission_bp=10_000)
+
+
+async def test_rp5_a_period_that_ends_where_it_starts_is_refused_through_service(svc, shop):
+    """RP-5 (service/reads/reach.py `_period`): a period is [from, to) and must end after it starts; an empty
+    one (to == from) is INVALID_INPUT on `periodTo`, like a reversed one."""
+    from service.reads import reach
+
+    now = svc.now()
+    for to in (now, now - timedelta(seconds=1)):
+        with pytest.raises(RuleViolation) as e:
+            await reach.downline_page(
+                svc, shop_id=shop.shop_id, user_id="u", level=1, period_from=now, period_to=to, limit=10, offset=0
+            )
+        assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "periodTo")
