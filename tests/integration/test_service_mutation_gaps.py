@@ -458,3 +458,40 @@ async def test_rp5_a_period_that_ends_where_it_starts_is_refused_through_service
                 svc, shop_id=shop.shop_id, user_id="u", level=1, period_from=now, period_to=to, limit=10, offset=0
             )
         assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "periodTo")
+
+
+async def test_gb10_gb15_a_campaign_with_the_default_nudges_keeps_the_v1_request_so_old_keys_replay(svc, shop):
+    """GB-10/GB-15 (service/usecases/campaigns.py `create_campaign`): a campaign made with the default nudges
+    (1 seat, 1 hour) hashes its idempotency request without the GB-15 fields, exactly as before v2, so a key
+    stored by a v1 service still replays instead of answering IDEMPOTENCY_CONFLICT."""
+    from datetime import timezone
+
+    from service.tx.idempotency import request_hash, stored_scope
+    from store.models import IdempotencyKey
+
+    now = svc.now()
+    starts, ends = now - timedelta(hours=1), now + timedelta(days=10)
+    await make_campaign(svc, shop.shop_id, starts_at=starts, ends_at=ends, idempotency_key="k-v1")
+    v1_request = {
+        "product_ref": "sku-1",
+        "title": "Tea",
+        "list_price": 10_000,
+        "tiers": [[3, 8_000]],
+        "duration_s": 86_400.0,
+        "payment_window_s": 900.0,
+        "starts_at": starts.astimezone(timezone.utc).isoformat(),
+        "ends_at": ends.astimezone(timezone.utc).isoformat(),
+        "leader_discount": 0,
+        "leader_commission_bp": None,
+        "stock": None,
+        "per_user_limit": None,
+        "max_quantity_per_order": 1,
+        "new_members_only": False,
+        "fill_at_expiry": None,
+        "lottery_winners": 0,
+        "variants": [],
+        "commission_enabled": True,
+        "category": "",
+    }
+    row = await raw_row(svc, IdempotencyKey, shop.shop_id, stored_scope("create_campaign"), "k-v1")
+    assert row.request_hash == request_hash(v1_request)
