@@ -36,9 +36,11 @@ gives a map file:line -> the node ids of the tests that execute it (``.mutate/``
 source or test file changes). A mutant then runs only the tests that execute a line of the node it
 changes (fastest first, with ``-x``), in the same forked child. A line that runs only at import
 (a ``def`` default, a decorator, a class body) runs in no test's context: its mutants run the
-module's TESTS set as before. A mutant whose lines nothing executes is reported as *survived (no
-test runs it)* without running anything. A kill is checked afterwards: each test that killed a mutant
-is run alone on the unmutated code, and a mutant whose killer fails there too counts as an error.
+module's TESTS set as before. The map misses some lines that do run (docs/testing.md), so a mutant
+that survives its picked tests, or that no test executes, also runs its module's TESTS set before it
+counts as a survivor (*survived (no test runs it)* when the map had none). A kill is checked afterwards:
+each test that killed a mutant is run alone on the unmutated code, and a mutant whose killer fails there
+too counts as an error.
 
 Not in CI: it runs the tests once per mutant (minutes to hours). Needs DATABASE_URL for the tests
 that use PostgreSQL, like the suite. Its latest report is in docs/testing.md.
