@@ -495,3 +495,21 @@ async def test_gb10_gb15_a_campaign_with_the_default_nudges_keeps_the_v1_request
     }
     row = await raw_row(svc, IdempotencyKey, shop.shop_id, stored_scope("create_campaign"), "k-v1")
     assert row.request_hash == request_hash(v1_request)
+
+
+async def test_cm6_a_release_pass_takes_every_due_line_batch_after_batch_through_service(svc, shop):
+    """CM-6 (service/jobs/worker.py `release_due_lines`): lines are released `batch` a transaction, and a full
+    batch means there may be more: 3 due lines with batch 2 are all released by one call."""
+    from store.models import CommissionLineRow
+
+    sid = shop.shop_id
+    await shops.update_settings(svc, shop_id=sid, freeze_days=1)
+    for b in ("b1", "b2", "b3"):
+        await chain(svc, sid, "ref", b)
+        o = await paid_order(svc, sid, b, orders.LineInput("x", 1, 10_000))
+        await orders.complete_order(svc, shop_id=sid, order_id=o.order_id)
+    svc.clock.advance(timedelta(days=2))
+    assert await worker.release_due_lines(svc, shop_id=sid, batch=2) == 3
+    async with svc.sessionmaker() as s:
+        rows = (await s.execute(select(CommissionLineRow.state).where(CommissionLineRow.shop_id == sid))).all()
+    assert sorted(r[0] for r in rows) == ["AVAILABLE"] * 3
