@@ -476,3 +476,26 @@ def test_FR2_flags_never_change_an_amount(amount, base, shared, velocity, refund
         before.paid_base,
     )
     assert Balances.from_postings(postings).total == line.standing == amount
+
+
+FR2_BOUNDS = {  # FR-2's thresholds and the range each takes, both ends included (engine/fraud.py validate_rules)
+    "velocity_max_orders": (1, 10_000),
+    "velocity_window": (60, 366 * 86_400),
+    "scalper_min_seats": (2, 1000),
+    "refund_rate_window": (3600, 366 * 86_400),
+    "refund_rate_max_bp": (0, 10_000),
+    "refund_rate_min_orders": (1, 100_000),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FR2_BOUNDS))
+def test_FR2_each_threshold_takes_both_ends_of_its_range_and_nothing_outside(name):
+    from dataclasses import replace
+
+    lo, hi = FR2_BOUNDS[name]
+    for ok in (lo, hi):
+        assert getattr(fr.validate_rules(replace(ON, **{name: ok})), name) == ok
+    for bad in (lo - 1, hi + 1):
+        with pytest.raises(RuleViolation) as e:
+            fr.validate_rules(replace(ON, **{name: bad}))
+        assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, name)

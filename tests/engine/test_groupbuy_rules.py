@@ -599,3 +599,15 @@ def test_GB11_late_worker_decides_as_punctual_one():
 def test_final_tier_helper_GB5():
     tiers = (Tier(2, 900), Tier(4, 800), Tier(6, 700))
     assert [gb.final_tier(tiers, n).members for n in range(1, 8)] == [2, 2, 2, 4, 4, 6, 6]
+
+
+def test_GB11_GB12_a_paid_seat_reserved_late_does_not_hold_the_group_past_expiry():
+    """GB-11/GB-12: only *reservations* inside their window at expiry make a group wait. A member who reserved at
+    23:50 and paid at 23:55 (its `pay_by`, 24:05, is after expiry) is a paid seat: with 2 paid of 3 and nothing
+    to wait for, the group is due at `expires_at` and fails then (engine/groupbuy.py `next_due_at`)."""
+    c = campaign(tiers=(Tier(3, 8000),))
+    g = opened(c)
+    g = join_pay(c, g, "A", now=T0 + 23 * H + 55 * M).group
+    assert g.seat_for_order("o-A").pay_by > g.expires_at and g.paid_seats == 2
+    assert gb.next_due_at(g, c) == g.expires_at
+    assert gb.advance(c, g, now=g.expires_at).group.state is GroupState.FAILED

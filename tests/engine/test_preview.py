@@ -263,3 +263,29 @@ def test_CM7_campaign_by_hand():
     )
     assert got.shares == (pv.PreviewShare(level=1, beneficiary_id="a", least=700, most=1000),)
     assert (got.base_least, got.base_most) == (7000, 10_000)
+
+
+def test_CM7_a_share_of_one_minor_unit_is_shown_and_a_share_of_nothing_is_omitted():
+    """CM-7 at the smallest amounts: a level-1 share of exactly 1 (10 % of 10) is in the preview; level 2 at 0 %
+    earns 0 in every case and is omitted (engine/preview.py `_shares`: `most > 0`)."""
+    c = gb.Campaign(
+        id="c",
+        list_price=10,
+        tiers=(gb.Tier(2, 10),),
+        duration=timedelta(hours=1),
+        payment_window=timedelta(minutes=5),
+        starts_at=T0,
+        ends_at=T0 + timedelta(days=1),
+    )
+    parties = {"a": pv.Party(DistributorStatus.ACTIVE), "b": pv.Party(DistributorStatus.ACTIVE)}
+    facts = pv.PaymentFacts("buyer", "a", "b", parties)
+    got = pv.preview_campaign(
+        DistributionSettings(level1_bp=1000, level2_bp=0),
+        (),
+        facts,
+        campaign=c,
+        product_ref="p",
+        terms=cm.ProductTerms(),
+        quantity=1,
+    )
+    assert got.shares == (pv.PreviewShare(level=1, beneficiary_id="a", least=1, most=1),)

@@ -102,6 +102,19 @@ def test_lg2_approving_nothing_is_refused():
         approve_payout(0, fee=0)
 
 
+def test_lg2_rejecting_or_failing_nothing_is_refused():
+    """LG-2/LG-4: a rejection or a failed transfer moves a positive amount back, never 0 or less (seed-22
+    survivor: `reject_payout` without its `_positive` check)."""
+    from engine.ledger import fail_payout, reject_payout
+
+    for amount in (0, -5):
+        with pytest.raises(RuleViolation):
+            reject_payout(amount)
+        with pytest.raises(RuleViolation):
+            fail_payout(amount, fee=0)
+    assert sum(p.amount for p in reject_payout(5)) == 0  # a move: what leaves one bucket enters the other
+
+
 # ---------------------------------------------------------------- survivors of the engine sample of issue 12
 def _campaign(**over):
     from datetime import datetime, timedelta, timezone
@@ -317,3 +330,44 @@ def test_lv1_a_shop_without_levels_keeps_everyone_at_grade_0():
     assert qualifying_grade([], busy) == 0
     d = evaluate_level([], current_grade=0, metrics=busy, bonuses_credited=frozenset())
     assert (d.grade, d.bonuses) == (0, ())
+
+
+@pytest.mark.parametrize("winners", [1.5, True, "2", None])
+def test_gb7_lottery_winners_must_be_an_int(winners):
+    """Section 2/GB-7: `lottery_winners` that is not an int (a float, a bool, a string, nothing) is INVALID_INPUT
+    on that field — not a TypeError, and not the seed's refusal (engine/groupbuy.py `validate_campaign`)."""
+    from engine.errors import ErrorCode
+    from engine.groupbuy import validate_campaign
+
+    with pytest.raises(RuleViolation) as e:
+        validate_campaign(_campaign(lottery_winners=winners))
+    assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "lottery_winners")
+    validate_campaign(_campaign(lottery_winners=0))
+
+
+@pytest.mark.parametrize(
+    "over", [{"level1_bp": True}, {"level2_bp": 500.0}, {"upgrade_bonus": 1.5}, {"min_direct_referrals": True}]
+)
+def test_lv1_level_rates_bonus_and_conditions_must_be_ints_not_bools_or_floats(over):
+    """LV-1 (engine/levels.py `validate_levels`): a rate, bonus or condition that is a bool or a float is
+    INVALID_INPUT, even when its value would be in range (True is 1, 1.5 ≥ 0)."""
+    from engine.errors import ErrorCode
+    from engine.levels import Level, validate_levels
+
+    base = {"grade": 1, "name": "Silver", "level1_bp": 1000, "level2_bp": 500}
+    validate_levels([Level(grade=0, name="Member", level1_bp=1000, level2_bp=500), Level(**base)])
+    with pytest.raises(RuleViolation) as e:
+        validate_levels([Level(grade=0, name="Member", level1_bp=1000, level2_bp=500), Level(**{**base, **over})])
+    assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "levels")
+
+
+@pytest.mark.parametrize("bp", [0, 10_000])
+def test_lv1_a_level_rate_takes_0_and_10000_bp(bp):
+    """LV-1: a level's rates are in 0..10000 bp, both ends included (a timed-out mutant of the seed-22 sample:
+    `<= 10000` as `< 10000`)."""
+    from engine.levels import Level, validate_levels
+
+    member = Level(grade=0, name="Member", level1_bp=1000, level2_bp=500)
+    validate_levels([member, Level(grade=1, name="Top", level1_bp=bp, level2_bp=bp)])
+    with pytest.raises(RuleViolation):
+        validate_levels([member, Level(grade=1, name="Top", level1_bp=bp - 1 if bp == 0 else bp + 1, level2_bp=0)])

@@ -237,3 +237,23 @@ async def test_FR3_after_a_group_flag_is_voided_the_groups_later_commission_is_v
         (1, 90, 0, "VOID"),
     ]
     await assert_ledger_consistent(svc, sid)
+
+
+async def test_FR4_a_cleared_flag_emits_fraud_cleared_on_its_order_and_a_voided_one_fraud_voided(svc):
+    """FR-4 (service/usecases/fraud.py): deciding an order's flag emits `fraud.cleared` (or `fraud.voided`) on that
+    order's aggregate, so a receiver orders it with the order's other events."""
+    from service.usecases import webhooks
+
+    sid = await _shop(svc, FraudRules(velocity=True, velocity_max_orders=1))
+    await _paid(svc, sid, "o1", "b1", {"DEVICE": "d"})
+    o2, _ = await _paid(svc, sid, "o2", "b2", {"DEVICE": "d"})
+    o3, _ = await _paid(svc, sid, "o3", "b3", {"DEVICE": "d"})
+    flags = {f.order_id: f for f in await fraud_reads.review_queue(svc, shop_id=sid)}
+    await fraud.clear_flag(svc, shop_id=sid, flag_id=flags[o2].flag_id, actor="boss")
+    await fraud.void_flag(svc, shop_id=sid, flag_id=flags[o3].flag_id, actor="boss", reason="fake")
+    got = [
+        (e.type, e.aggregate_type, e.aggregate_id)
+        for e in await webhooks.events_since_caught_up(svc, shop_id=sid)
+        if e.type in ("fraud.cleared", "fraud.voided")
+    ]
+    assert got == [("fraud.cleared", "order", o2), ("fraud.voided", "order", o3)]

@@ -312,7 +312,8 @@ async def test_export_matches_the_hand_computed_golden_csv_LG3(svc):
 
 
 def xlsx_rows(data: bytes) -> list[list[str]]:
-    """The first sheet's rows as strings (inline strings and numbers, which is all the export writes)."""
+    """The first sheet's rows as strings (inline strings and numbers, which is all the export writes), each at
+    its row number: a row without cells (none is written for it) is [], as csv.reader reads a blank line."""
     import re
     import zipfile
     from xml.etree import ElementTree
@@ -329,6 +330,8 @@ def xlsx_rows(data: bytes) -> list[list[str]]:
                 col = col * 26 + ord(ch) - 64
             text_node = c.find("m:is/m:t", ns) if c.get("t") == "inlineStr" else c.find("m:v", ns)
             cells[col - 1] = text_node.text or ""
+        number = int(row.get("r"))  # 1-based
+        rows += [[] for _ in range(number - 1 - len(rows))]
         rows.append([cells.get(i, "") for i in range(max(cells) + 1)])
     return rows
 
@@ -466,7 +469,7 @@ async def test_exports_write_each_currencys_minor_digits_LG3(svc, currency, d1_r
     assert rows[header + 1] == ["d1", *d1_row] and rows[header + 3] == ["TOTAL", *total_row]
     path = Path(await exports.xlsx_file(svc, shop_id=shop_id, settlement_id=b.settlement_id))
     try:
-        assert xlsx_rows(path.read_bytes()) == [r for r in rows if r]  # the CSV's blank spacer row has no cells
+        assert xlsx_rows(path.read_bytes()) == rows  # row for row, from A1, the blank spacer row included
     finally:
         path.unlink()
 
