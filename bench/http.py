@@ -347,19 +347,8 @@ class Bench:
         page = self.bodies("page", [body(STOREFRONT, page_vars)], {"X-Shop-Key": self.shop.public_key})
         r["page_1"] = wrk(port, seconds=one, clients=1, tokens=None, bodies=page)
         r["page_8"] = wrk(port, seconds=one, clients=8, tokens=None, bodies=page)
-        ref_port = free_port()
-        ref = Process(
-            [sys.executable, str(ROOT / "bench" / "reference_storefront.py"), "--port", str(ref_port)],
-            self.env,
-            self.work / "reference.log",
-        )
+        ref, ref_port, ref_page = self.start_reference()
         try:
-            wait_http(ref_port, "/graphql")
-            ref_page = self.bodies(
-                "ref",
-                [json.dumps({"campaign": self.spread_c.campaign_id, "first": 10})],
-                {"X-Shop-Key": self.shop.public_key},
-            )
             r["ref_page_1"] = wrk(ref_port, seconds=one, clients=1, tokens=None, bodies=ref_page)
             r["ref_page_8"] = wrk(ref_port, seconds=one, clients=8, tokens=None, bodies=ref_page)
         finally:
@@ -454,19 +443,8 @@ class Bench:
             r["page_8"]["cpu"] = self.cpu_share(before, r["page_8"]["duration_us"] / 1e6)
         finally:
             self.unspy(spy)
-        ref_port = free_port()
-        ref = Process(
-            [sys.executable, str(ROOT / "bench" / "reference_storefront.py"), "--port", str(ref_port)],
-            self.env,
-            self.work / "reference.log",
-        )
+        ref, ref_port, ref_page = self.start_reference()
         try:
-            wait_http(ref_port, "/graphql")
-            ref_page = self.bodies(
-                "ref",
-                [json.dumps({"campaign": self.spread_c.campaign_id, "first": 10})],
-                {"X-Shop-Key": self.shop.public_key},
-            )
             wrk(ref_port, seconds=2, clients=4, tokens=None, bodies=ref_page)  # warm-up
             r["ref_page_1"] = wrk(ref_port, seconds=a.seconds, clients=1, tokens=None, bodies=ref_page)
             before = self.cpu(ref)
@@ -503,6 +481,26 @@ class Bench:
         r["join_1"] = wrk(port, seconds=one, clients=1, tokens=self.tokens(int(one * 1000)), bodies=spread)
         self.server.stop()
         return r
+
+    def start_reference(self):
+        """bench/reference_storefront.py on a free port, ready, and the page request it answers."""
+        port = free_port()
+        ref = Process(
+            [sys.executable, str(ROOT / "bench" / "reference_storefront.py"), "--port", str(port)],
+            self.env,
+            self.work / "reference.log",
+        )
+        try:
+            wait_http(port, "/graphql")
+        except BaseException:
+            ref.stop()
+            raise
+        page = self.bodies(
+            "ref",
+            [json.dumps({"campaign": self.spread_c.campaign_id, "first": 10})],
+            {"X-Shop-Key": self.shop.public_key},
+        )
+        return ref, port, page
 
     async def run_execution(self) -> dict:
         """strawberry's execute against graphql-core's `graphql()` on strawberry's own GraphQLSchema, same
