@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import bindparam, func, select, tuple_
 
 from engine import groupbuy as gb
 from engine.levels import Metrics
@@ -68,13 +68,30 @@ async def _keyset_page(
     return rows, int(total)
 
 
+# ------------------------------------------------------------------ the storefront page's statements
+# Built once: building a select() per request (column comparisons, bind parameters, coercions) was ~10 % of a
+# storefront page's server CPU in py-spy; a statement object built once also hits the compiled cache directly.
+_C, _G, _S = CampaignRow.__table__, GroupRow.__table__, SeatRow.__table__
+CAMPAIGNS_BY_IDS = select(_C).where(
+    _C.c.shop_id == bindparam("s"), _C.c.campaign_id.in_(bindparam("ids", expanding=True))
+)
+GROUPS_BY_IDS = select(_G).where(_G.c.shop_id == bindparam("s"), _G.c.group_id.in_(bindparam("ids", expanding=True)))
+SEATS_BY_GROUPS = select(_S).where(_S.c.shop_id == bindparam("s"), _S.c.group_id.in_(bindparam("ids", expanding=True)))
+_OPEN = select(_G.c.group_id).where(
+    _G.c.shop_id == bindparam("s"),
+    _G.c.campaign_id == bindparam("c"),
+    _G.c.state == "OPEN",
+    _G.c.expires_at > bindparam("now"),
+)
+OPEN_COUNT = select(func.count()).select_from(_OPEN.subquery())
+OPEN_PAGE = _OPEN.order_by(_G.c.expires_at, _G.c.group_id).limit(bindparam("lim")).offset(bindparam("off"))
+
+
 # ------------------------------------------------------------------ batch loads (DataLoaders)
 async def campaigns_by_ids(svc: Services, *, shop_id: str, ids: Iterable[str]) -> dict[str, CampaignRow]:
     """Campaign rows (Core rows with the ORM entity's attribute names: every page of groups loads them)."""
-    ids = list(set(ids))
-    t = CampaignRow.__table__
     async with svc.read_connection() as conn:
-        rows = await conn.execute(select(t).where(t.c.shop_id == shop_id, t.c.campaign_id.in_(ids)))
+        rows = await conn.execute(CAMPAIGNS_BY_IDS, {"s": shop_id, "ids": list(set(ids))})
         return {r.campaign_id: r for r in rows}
 
 
@@ -85,10 +102,10 @@ async def groups_by_ids_caught_up(svc: Services, *, shop_id: str, ids: Iterable[
     if not ids:
         return {}
     await catch_up(svc, shop_id=shop_id, group_ids=ids)
-    g, st = GroupRow.__table__, SeatRow.__table__
+    params = {"s": shop_id, "ids": ids}
     async with svc.read_connection() as conn:
-        rows = list(await conn.execute(select(g).where(g.c.shop_id == shop_id, g.c.group_id.in_(ids))))
-        seats = list(await conn.execute(select(st).where(st.c.shop_id == shop_id, st.c.group_id.in_(ids))))
+        rows = list(await conn.execute(GROUPS_BY_IDS, params))
+        seats = list(await conn.execute(SEATS_BY_GROUPS, params))
     by_group: dict[str, list] = {}
     for seat in seats:
         by_group.setdefault(seat.group_id, []).append(seat)
@@ -186,19 +203,10 @@ async def page_open_group_ids(svc: Services, *, shop_id: str, campaign_id: str, 
     fate yet (GB-11), so it is left out here rather than advanced on this read; the groups on the page
     are caught up when they are loaded (groups_by_ids_caught_up)."""
     assert 0 <= limit <= 1000 and offset >= 0, "pages are bounded"
-    q = select(GroupRow.group_id).where(
-        GroupRow.shop_id == shop_id,
-        GroupRow.campaign_id == campaign_id,
-        GroupRow.state == "OPEN",
-        GroupRow.expires_at > svc.now(),
-    )
+    params = {"s": shop_id, "c": campaign_id, "now": svc.now(), "lim": limit, "off": offset}
     async with svc.read_connection() as conn:  # Core, one connection: the storefront asks on every page
-        total = (await conn.execute(select(func.count()).select_from(q.subquery()))).scalar_one()
-        ids = list(
-            (
-                await conn.execute(q.order_by(GroupRow.expires_at, GroupRow.group_id).limit(limit).offset(offset))
-            ).scalars()
-        )
+        total = (await conn.execute(OPEN_COUNT, params)).scalar_one()
+        ids = list((await conn.execute(OPEN_PAGE, params)).scalars())
     return ids, int(total)
 
 
