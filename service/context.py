@@ -28,7 +28,7 @@ class Services:
 
     async def read_one(self, statement, params: dict):
         """The one row of a read-only `statement`, in one round trip (no transaction around it)."""
-        async with self._autocommit.connect() as conn:
+        async with self.read_connection() as conn:
             return (await conn.execute(statement, params)).one()
 
     def now(self):

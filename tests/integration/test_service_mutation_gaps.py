@@ -54,10 +54,8 @@ async def test_rp4_an_order_without_a_referrer_keeps_source_none_through_service
     assert (await raw_row(svc, Order, sid, referred.order_id)).source == "REFERRAL"
 
 
-async def test_lg2_a_decided_payout_is_not_decided_the_other_way_through_service(svc, shop):
-    """LG-2 (service/usecases/payouts.py `decide_payout`): approving twice is a no-op, but rejecting an
-    approved payout (or approving a rejected one) is INVALID_STATE and changes nothing."""
-    sid = shop.shop_id
+async def _two_requested_payouts(svc, sid):
+    """LG-2 setup: "ref" earns 1,000 (released at completion) and requests payouts of 400 and 300."""
     await shops.update_settings(svc, shop_id=sid, min_payout=100, payout_fee_bp=0, freeze_days=0)
     await chain(svc, sid, "ref", "buyer")
     o = await paid_order(svc, sid, "buyer", orders.LineInput("x", 1, 10_000))
@@ -65,6 +63,14 @@ async def test_lg2_a_decided_payout_is_not_decided_the_other_way_through_service
     assert (await distribution.get_distributor(svc, shop_id=sid, user_id="ref")).available == 1000  # released
     a = await payouts.request_payout(svc, shop_id=sid, user_id="ref", amount=400)
     r = await payouts.request_payout(svc, shop_id=sid, user_id="ref", amount=300)
+    return a, r
+
+
+async def test_lg2_a_decided_payout_is_not_decided_the_other_way_through_service(svc, shop):
+    """LG-2 (service/usecases/payouts.py `decide_payout`): approving twice is a no-op, but rejecting an
+    approved payout (or approving a rejected one) is INVALID_STATE and changes nothing."""
+    sid = shop.shop_id
+    a, r = await _two_requested_payouts(svc, sid)
     await payouts.decide_payout(svc, shop_id=sid, payout_id=a.payout_id, approve=True, actor="fin", external_ref="b-1")
     again = await payouts.decide_payout(
         svc, shop_id=sid, payout_id=a.payout_id, approve=True, actor="fin", external_ref="b-1"
@@ -164,13 +170,7 @@ async def test_lg2_approving_an_approved_payout_again_with_another_reference_is_
     """LG-2 (service/usecases/payouts.py `decide_payout`): a repeated approval is answered unchanged only with
     the same bank reference; another reference is INVALID_STATE. A repeated rejection is answered unchanged."""
     sid = shop.shop_id
-    await shops.update_settings(svc, shop_id=sid, min_payout=100, payout_fee_bp=0, freeze_days=0)
-    await chain(svc, sid, "ref", "buyer")
-    o = await paid_order(svc, sid, "buyer", orders.LineInput("x", 1, 10_000))
-    await orders.complete_order(svc, shop_id=sid, order_id=o.order_id)
-    assert (await distribution.get_distributor(svc, shop_id=sid, user_id="ref")).available == 1000  # released
-    a = await payouts.request_payout(svc, shop_id=sid, user_id="ref", amount=400)
-    r = await payouts.request_payout(svc, shop_id=sid, user_id="ref", amount=300)
+    a, r = await _two_requested_payouts(svc, sid)
     await payouts.decide_payout(svc, shop_id=sid, payout_id=a.payout_id, approve=True, actor="fin", external_ref="b-1")
     with pytest.raises(RuleViolation) as e:
         await payouts.decide_payout(
