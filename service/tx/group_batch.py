@@ -407,7 +407,7 @@ class GroupBatch:
         )
 
     async def _paid(self, ld: lean.Loaded, g: gb.Group, ins: gb.OrderPaid) -> None:
-        """A payment took its seat (GB-1/GB-2), as `service.groups.apply_decision` carries it out: the order PAID,
+        """A payment took its seat (GB-1/GB-2), as the ORM reference (tests/integration/orm_reference.py) carries it out: the order PAID,
         the buyer's counters (RP-3), DS-1 admission, its commission lines PENDING and not yet releasable (CM-6,
         RF-2 snapshot, RF-3 codes, FR-1..FR-3 screening: `commissions.on_order_paid`)."""
         pc = self.ctx.paid

@@ -7,8 +7,8 @@ the lock sees the locked row as it is now, but the rows it joined (the seats) as
 before waiting. The statement therefore also returns the `xmin` of the group row in its own snapshot: if
 that differs from the locked row's, someone changed the group after the snapshot, and the load runs once
 more (now holding the lock, so the second read is current). Every writer of seats updates the group row in
-the same transaction (`write` always does; `service.usecases.groups.apply_decision` forces it), so an unchanged
-`xmin` means unchanged seats.
+the same transaction (`write` always does; so does the ORM reference in tests/integration/orm_reference.py),
+so an unchanged `xmin` means unchanged seats.
 
 Write: `Writes` collects the decision's rows (orders, lines, seats, the group, stock and per-user units,
 events, refunds) as the parts of one data-modifying CTE, sent as one statement. Parts never touch the same
@@ -493,16 +493,6 @@ class Writes:
             r=rule,
             now=self.now,
             pl=json.dumps(events.payload_of(self.shop_id, payload, rule, self.currency), default=str),
-        )
-
-    def idempotency_result(self, scope: str, key: str, result: dict) -> None:
-        self.add(
-            "UPDATE idempotency_keys SET result = CAST(:{p}r AS jsonb) WHERE shop_id = :{p}s AND scope = :{p}sc "
-            "AND key = :{p}k",
-            r=json.dumps(result, default=str),
-            s=self.shop_id,
-            sc=scope,
-            k=key,
         )
 
     # ---------------------------------------------------------------- a decision

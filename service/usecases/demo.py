@@ -20,6 +20,7 @@ from engine.levels import Level
 from service.usecases import campaigns, distribution, groups, orders, shops
 from service.context import Services
 from service.jobs.worker import release_due_lines
+from service.reads import queries
 
 DEMO_SHOP = "demo"
 FREEZE_DAYS = 7
@@ -162,11 +163,13 @@ async def _history(svc: Services, shop_id: str):
 async def _find(svc: Services, shop_id: str) -> dict:
     by_product = {c.product_ref: c for c in await campaigns.list_campaigns(svc, shop_id=shop_id)}
     ladder, pair = by_product.get(LADDER_PRODUCT), by_product.get(PAIR_PRODUCT)
-    open_groups = (
-        await groups.list_open_groups_caught_up(svc, shop_id=shop_id, campaign_id=pair.campaign_id) if pair else []
+    open_ids = (
+        (await queries.page_open_group_ids(svc, shop_id=shop_id, campaign_id=pair.campaign_id, limit=1, offset=0))[0]
+        if pair
+        else []
     )
     return {
         "campaign_id": ladder.campaign_id if ladder else None,
         "pair_campaign_id": pair.campaign_id if pair else None,
-        "pair_group_id": open_groups[0].id if open_groups else None,
+        "pair_group_id": open_ids[0] if open_ids else None,
     }

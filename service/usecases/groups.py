@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import flag_modified
 
 from engine import groupbuy as gb
 from engine.errors import ErrorCode, RuleViolation, refuse
@@ -27,10 +26,9 @@ from service.context import Services
 from service.tx.idempotency import once
 from service.tx.ids import new_id
 from service.tx.ledger import LedgerBatch
-from service.usecases.refunds import apply_refund
 from service.uow import unit_of_work
 from store import mapping
-from store.models import CampaignRow, GroupRow, Order, SeatRow
+from store.models import CampaignRow, GroupRow, SeatRow
 
 
 @dataclass(frozen=True)
@@ -54,218 +52,7 @@ async def load_campaign(session: AsyncSession, shop_id: str, campaign_id: str) -
     return row
 
 
-async def lock_group(session: AsyncSession, shop_id: str, group_id: str, *, skip_locked: bool = False):
-    """The group row under FOR UPDATE, its seats, and its engine value."""
-    q = select(GroupRow).where(GroupRow.shop_id == shop_id, GroupRow.group_id == group_id)
-    q = q.with_for_update(skip_locked=skip_locked)
-    row = (await session.execute(q.execution_options(populate_existing=True))).scalar_one_or_none()
-    if row is None:
-        if skip_locked:
-            return None
-        raise refuse(ErrorCode.NOT_FOUND, "group not found", field="groupId")
-    seats = list(
-        (
-            await session.execute(
-                select(SeatRow)
-                .where(SeatRow.shop_id == shop_id, SeatRow.group_id == group_id)
-                .execution_options(populate_existing=True)
-            )
-        ).scalars()
-    )
-    return row, seats, mapping.group_from_rows(row, seats)
-
-
-async def give_back_stock(session: AsyncSession, shop_id: str, campaign_id: str, user_id: str, quantity: int) -> None:
-    await session.execute(
-        text(
-            "UPDATE campaigns SET stock_left = stock_left + :q WHERE shop_id = :s AND campaign_id = :c "
-            "AND stock_left IS NOT NULL"
-        ),
-        {"q": quantity, "s": shop_id, "c": campaign_id},
-    )
-    await session.execute(
-        text(
-            "UPDATE campaign_user_units SET units = units - :q WHERE shop_id = :s AND campaign_id = :c AND user_id = :u"
-        ),
-        {"q": quantity, "s": shop_id, "c": campaign_id, "u": user_id},
-    )
-
-
-# ------------------------------------------------------------------ applying a decision
-async def apply_decision(
-    session: AsyncSession,
-    *,
-    c: CampaignRow,
-    row: GroupRow,
-    seat_rows: list[SeatRow],
-    decision: gb.Decision,
-    now,
-    paid_amounts: dict[str, int] | None = None,
-) -> None:
-    """Write the engine's new group state and carry out its instructions, in this transaction, through the ORM.
-    No use case calls it any more (service/group_batch.py does it in Core): it is the one-group-at-a-time
-    reference tests/integration/test_worker_batch.py compares the worker's batches with."""
-    g = decision.group
-    shop_id = c.shop_id
-    by_order = {s.order_id: s for s in seat_rows}
-    mapping.group_to_row(g, row)
-    row.due_at = gb.next_due_at(g, mapping.campaign_from_row(c))
-    flag_modified(row, "due_at")  # always an UPDATE: service.tx.lean's freshness check relies on the row's xmin
-    for seat in g.seats:
-        existing = by_order.get(seat.order_id)
-        if existing is None or mapping.seat_from_row(existing) != seat:
-            r = mapping.seat_to_row(shop_id, g.id, seat, existing)
-            if existing is None:
-                session.add(r)
-    await session.flush()
-
-    ledger = LedgerBatch(shop_id, now)
-    orders: dict[str, Order] = {}
-
-    async def order_of(order_id: str) -> Order:
-        if order_id not in orders:
-            o = await session.get(Order, (shop_id, order_id), with_for_update=True)
-            assert o is not None, f"seat without order {order_id}"
-            orders[order_id] = o
-        return orders[order_id]
-
-    group_events = []
-    touched_users: set[str] = set()
-    for ins in decision.instructions:
-        if isinstance(ins, gb.OrderPaid):
-            o = await order_of(ins.order_id)
-            o.state, o.paid_amount, o.paid_at = "PAID", (paid_amounts or {}).get(o.order_id, o.goods_amount), now
-            await commissions.record_paid(session, o, now)
-            settings = await commissions.load_settings(session, shop_id)
-            await commissions.admit_if_due(session, shop_id, o.buyer_id, settings, now)
-            await commissions.on_order_paid(
-                session, ledger, order=o, now=now, enabled=c.commission_enabled, releasable=False
-            )
-            touched_users |= {o.buyer_id, o.level1_id, o.level2_id}
-            events.emit(
-                session,
-                shop_id=shop_id,
-                type=EventType.ORDER_PAID,
-                aggregate_type="group",
-                aggregate_id=g.id,
-                now=now,
-                rule=ins.rule,
-                payload={
-                    "order_id": o.order_id,
-                    "amount": o.paid_amount,
-                    "role": ins.role.value,
-                    "buyer_id": o.buyer_id,
-                },
-            )
-        elif isinstance(ins, gb.RefundOwed) and ins.rule == "GB-10":
-            o = await order_of(ins.order_id)  # a further payment of a seat already paid: never a purchase
-            w = lean.Writes(shop_id, now, events.known_currency(shop_id))
-            w.extra_payment_refund(g.id, ins)
-            await session.flush()
-            await w.run(session)
-            session.expire(o)
-        elif isinstance(ins, gb.RefundOwed):
-            o = await order_of(ins.order_id)
-            await apply_refund(session, ledger, order=o, amount=ins.amount, rule=ins.rule, full=ins.full, now=now)
-            touched_users |= {o.buyer_id, o.level1_id, o.level2_id}
-        elif isinstance(ins, gb.CancelOrder):
-            o = await order_of(ins.order_id)
-            if o.state == "CREATED":
-                o.state, o.cancelled_at = "CANCELLED", now
-            events.emit(
-                session,
-                shop_id=shop_id,
-                type=EventType.SEAT_RELEASED,
-                aggregate_type="group",
-                aggregate_id=g.id,
-                now=now,
-                rule=ins.rule,
-                payload={"order_id": o.order_id, "user_id": o.buyer_id},
-            )
-        elif isinstance(ins, gb.ReturnStock):
-            o = await order_of(ins.order_id)
-            await give_back_stock(session, shop_id, c.campaign_id, o.buyer_id, ins.quantity)
-        else:
-            group_events.append(ins)
-
-    for ins in group_events:
-        if isinstance(ins, gb.GroupFormed):
-            await on_formed(session, ledger, c=c, g=g, ins=ins, now=now, order_of=order_of)
-        elif isinstance(ins, gb.GroupFailed):
-            await commissions.void_order_lines(
-                session, ledger, order_ids=[s.order_id for s in g.seats], shop_id=shop_id, now=now, rule=ins.rule
-            )
-            events.emit(
-                session,
-                shop_id=shop_id,
-                type=EventType.GROUP_FAILED,
-                aggregate_type="group",
-                aggregate_id=g.id,
-                now=now,
-                rule=ins.rule,
-                payload={"group_id": g.id, "campaign_id": c.campaign_id},
-            )
-        elif isinstance(ins, gb.GroupOpened):
-            events.emit(
-                session,
-                shop_id=shop_id,
-                type=EventType.GROUP_OPENED,
-                aggregate_type="group",
-                aggregate_id=g.id,
-                now=now,
-                rule=ins.rule,
-                payload={
-                    "group_id": g.id,
-                    "campaign_id": c.campaign_id,
-                    "leader_user_id": g.leader_user_id,
-                    "expires_at": g.expires_at.isoformat(),
-                    "lottery_commitment": g.lottery_commitment,
-                },
-            )
-        elif isinstance(ins, gb.GroupNudged):  # GB-15
-            events.emit(
-                session,
-                shop_id=shop_id,
-                type=(EventType.GROUP_ALMOST_FULL if ins.kind == "almost_full" else EventType.GROUP_EXPIRING_SOON),
-                aggregate_type="group",
-                aggregate_id=g.id,
-                now=now,
-                rule=ins.rule,
-                payload={
-                    "group_id": g.id,
-                    "campaign_id": c.campaign_id,
-                    "seats_missing": ins.seats_missing,
-                    "expires_at": ins.expires_at.isoformat() if ins.expires_at else "",
-                },
-            )
-        elif isinstance(ins, gb.GroupCancelled):
-            events.emit(
-                session,
-                shop_id=shop_id,
-                type=EventType.GROUP_CANCELLED,
-                aggregate_type="group",
-                aggregate_id=g.id,
-                now=now,
-                rule=ins.rule,
-                payload={"group_id": g.id},
-            )
-        elif isinstance(ins, gb.LeaderChanged):
-            events.emit(
-                session,
-                shop_id=shop_id,
-                type=EventType.GROUP_LEADER_CHANGED,
-                aggregate_type="group",
-                aggregate_id=g.id,
-                now=now,
-                rule=ins.rule,
-                payload={"group_id": g.id, "from": ins.old_user_id, "to": ins.new_user_id},
-            )
-    await ledger.flush(session)
-    await commissions.evaluate_levels(session, ledger, shop_id=shop_id, user_ids=touched_users, now=now)
-    await ledger.flush(session)
-    await notify_group(session, shop_id, g.id)
-
-
+# ------------------------------------------------------------------ a group formed (the batch writer's consequences)
 async def on_formed(session, ledger: LedgerBatch, *, c: CampaignRow, g: gb.Group, ins, now, order_of) -> None:
     """GB-4..GB-7 consequences outside the group: commission lines become releasable (CM-6), lines of
     already completed orders freeze, and the leader's reward is posted (团长佣金)."""
@@ -322,11 +109,6 @@ def draw_payload(g: gb.Group) -> dict | None:
         "candidates": [{"order_id": o, "score": sc} for o, sc in d.candidates],
         "winners": list(d.winners),
     }
-
-
-async def notify_group(session: AsyncSession, shop_id: str, group_id: str) -> None:
-    """Live progress (subscriptions) across processes: PostgreSQL NOTIFY, delivered at commit."""
-    await session.execute(text("SELECT pg_notify('sharecart_groups', :p)"), {"p": f"{shop_id}:{group_id}"})
 
 
 # ------------------------------------------------------------------ the lean path (issue 10)
@@ -897,42 +679,3 @@ async def get_group_caught_up(svc: Services, *, shop_id: str, group_id: str):
             (await s.execute(select(SeatRow).where(SeatRow.shop_id == shop_id, SeatRow.group_id == group_id))).scalars()
         )
         return row, mapping.group_from_rows(row, seats)
-
-
-async def list_open_groups_caught_up(
-    svc: Services, *, shop_id: str, campaign_id: str, limit: int = 500
-) -> list[gb.Group]:
-    """Open groups of a campaign, soonest to expire first, caught up first (GB-11). Two queries for the page."""
-    async with svc.sessionmaker() as s:
-        ids = list(
-            (
-                await s.execute(
-                    select(GroupRow.group_id)
-                    .where(GroupRow.shop_id == shop_id, GroupRow.campaign_id == campaign_id, GroupRow.state == "OPEN")
-                    .order_by(GroupRow.expires_at, GroupRow.group_id)
-                    .limit(limit)
-                )
-            ).scalars()
-        )
-    await catch_up(svc, shop_id=shop_id, group_ids=ids)
-    async with svc.sessionmaker() as s:
-        rows = list(
-            (
-                await s.execute(
-                    select(GroupRow)
-                    .where(GroupRow.shop_id == shop_id, GroupRow.group_id.in_(ids), GroupRow.state == "OPEN")
-                    .order_by(GroupRow.expires_at, GroupRow.group_id)
-                )
-            ).scalars()
-        )
-        seats = list(
-            (
-                await s.execute(
-                    select(SeatRow).where(SeatRow.shop_id == shop_id, SeatRow.group_id.in_([r.group_id for r in rows]))
-                )
-            ).scalars()
-        )
-    by_group: dict[str, list] = {}
-    for st in seats:
-        by_group.setdefault(st.group_id, []).append(st)
-    return [mapping.group_from_rows(r, by_group.get(r.group_id, [])) for r in rows]

@@ -26,16 +26,9 @@ WORKER_AT = T0 + timedelta(hours=25)  # past the group's expiry, the reservation
 def stop_inside_transactions(shop_id: str) -> None:
     """The last statement of a group change is where this process stops: everything of the transaction
     has been sent to the server, nothing is committed. That is the lean write statement (which carries
-    the NOTIFY), the write of a batch of group decisions (service/group_batch.py: payments, formation,
-    failure, the worker's batches), or, on the ORM path, its NOTIFY."""
-    notify = groups.notify_group
+    the NOTIFY) or the write of a batch of group decisions (service/group_batch.py: payments, formation,
+    failure, the worker's batches)."""
     write = lean.Writes.run
-
-    async def stall(session, sid, group_id):
-        if sid != shop_id:
-            return await notify(session, sid, group_id)
-        print(f"IN_TX {group_id}", flush=True)
-        await asyncio.Event().wait()
 
     async def stall_after_write(self, session):
         out = await write(self, session)
@@ -52,7 +45,6 @@ def stop_inside_transactions(shop_id: str) -> None:
             print(f"IN_TX {sorted(self.groups)[0]}", flush=True)
             await asyncio.Event().wait()
 
-    groups.notify_group = stall
     lean.Writes.run = stall_after_write
     group_batch.GroupBatch.flush = stall_after_batch
 

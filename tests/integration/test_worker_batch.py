@@ -2,7 +2,7 @@
 decides each, and the batch is written in one statement (service/group_batch.py). A batch with every
 outcome at once — formation with GB-5 refunds owed and the leader's reward, a GB-7 lottery, GB-6 failures
 with commission lines voided, a GB-1 cancellation with stock given back, a completed order's lines frozen at
-forming — leaves exactly the rows the one-group-at-a-time ORM path (`service.groups.apply_decision`) leaves.
+forming — leaves exactly the rows the one-group-at-a-time ORM path (`tests/integration/orm_reference.py`) leaves.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from service.jobs import worker
 from service.tx import lean
 from service.usecases import distribution, groups, orders
 from service.uow import unit_of_work
+from tests.integration import orm_reference
 from tests.integration.helpers import assert_ledger_consistent, make_campaign, pay, recorded_statements
 
 
@@ -89,9 +90,9 @@ async def _one_at_a_time_orm(svc, sid: str) -> None:
             if ld is None:
                 return
             decision = gb.advance(ld.campaign, ld.group, now=now)
-            row, seat_rows, _ = await groups.lock_group(s, sid, ld.group.id)
+            row, seat_rows, _ = await orm_reference.lock_group(s, sid, ld.group.id)
             c = await groups.load_campaign(s, sid, ld.campaign_row.campaign_id)
-            await groups.apply_decision(s, c=c, row=row, seat_rows=seat_rows, decision=decision, now=now)
+            await orm_reference.apply_decision(s, c=c, row=row, seat_rows=seat_rows, decision=decision, now=now)
 
 
 async def _snapshot(svc, sid: str) -> dict:
