@@ -115,6 +115,7 @@ def test_the_reader_finds_reads_in_every_spelling(tmp_path):
     [
         ({"SHARECART_LOG_LEVEL": "LOUD"}, "SHARECART_LOG_LEVEL"),
         ({"SHARECART_READY_WORKER_MAX_AGE": "-1"}, "SHARECART_READY_WORKER_MAX_AGE"),
+        ({"SHARECART_SHUTDOWN_GRACE": "-1"}, "SHARECART_SHUTDOWN_GRACE"),  # seconds >= 0
         ({"SHARECART_TEST_CLOCK": "maybe"}, "SHARECART_TEST_CLOCK"),
     ],
 )

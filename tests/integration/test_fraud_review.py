@@ -257,3 +257,19 @@ async def test_FR4_a_cleared_flag_emits_fraud_cleared_on_its_order_and_a_voided_
         if e.type in ("fraud.cleared", "fraud.voided")
     ]
     assert got == [("fraud.cleared", "order", o2), ("fraud.voided", "order", o3)]
+
+
+async def test_FR3_a_flag_emits_fraud_flagged_under_rule_FR3_on_its_order(svc):
+    """FR-3 (service/tx/fraud.py `_flag`): the hold a rule makes emits `fraud.flagged` on the order's aggregate,
+    and its webhook body names rule FR-3 (docs/webhooks.md) with the rules that flagged it."""
+    import json
+
+    from service.usecases import webhooks
+
+    sid = await _shop(svc, FraudRules(velocity=True, velocity_max_orders=1))
+    await _paid(svc, sid, "o1", "b1", {"DEVICE": "d"})
+    o2, _ = await _paid(svc, sid, "o2", "b2", {"DEVICE": "d"})
+    (ev,) = [e for e in await webhooks.events_since_caught_up(svc, shop_id=sid) if e.type == "fraud.flagged"]
+    body = json.loads(webhooks.event_body(ev))
+    assert (body["aggregate_type"], body["aggregate_id"], body["rule"]) == ("order", o2, "FR-3")
+    assert body["data"]["rules"] == ["VELOCITY"]  # FR-2 (b) flagged it

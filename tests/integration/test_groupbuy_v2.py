@@ -256,6 +256,40 @@ async def test_GB14_overflow_reseat_seats_the_late_payment_in_another_open_group
     await assert_ledger_consistent(svc, sid)
 
 
+async def test_GB14_a_group_that_refuses_the_payer_is_skipped_for_the_next_one(svc, shop, monkeypatch):
+    """GB-14 (service/usecases/groups.py `_reseat`): the re-seat tries the open groups in GB-13's order, and a
+    refusal that concerns that group only (here GROUP_FULL: it filled between the read of the candidates and
+    its lock) moves on to the next; the late payment takes a seat there, nothing is refunded."""
+    from service.tx import lean
+    from service.usecases import groupbuy_settings
+
+    sid = shop.shop_id
+    await groupbuy_settings.set_overflow_reseat(svc, shop_id=sid, enabled=True)
+    c = await make_campaign(svc, sid, tiers=[(3, 8_000)])
+    a = await _open_with(svc, sid, c.campaign_id, "ann", 0)
+    bob = await groups.join_group(svc, shop_id=sid, group_id=a, user_id="bob")
+    first = await _open_with(svc, sid, c.campaign_id, "cid", 1, 1)  # 1 seat missing: GB-13 tries it first
+    second = await _open_with(svc, sid, c.campaign_id, "dan", 0)
+    svc.clock.advance(timedelta(minutes=16))  # bob's pay_by has passed
+    original, filled = lean.load_group, []
+
+    async def others_fill_the_first(session, shop_id, group_id=None, **kw):
+        if group_id == first and kw.get("skip_locked") and not filled:
+            filled.append(True)  # another customer, in a transaction of their own, takes its last seat first
+            await groups.join_group(svc, shop_id=sid, group_id=first, user_id="eve")
+        return await original(session, shop_id, group_id, **kw)
+
+    monkeypatch.setattr(lean, "load_group", others_fill_the_first)
+    r = await pay(svc, sid, bob)
+    assert filled and r["accepted"] is True
+    o = await raw_row(svc, Order, sid, bob.order_id)
+    assert (o.group_id, o.state, o.paid_amount, o.refunded_amount) == (second, "PAID", 8_000, 0)
+    (ev,) = await _events(svc, sid, "order.reseated")
+    assert (ev.payload["from_group_id"], ev.payload["to_group_id"]) == (a, second)
+    assert await _events(svc, sid, "refund.owed") == []
+    assert (await raw_row(svc, GroupRow, sid, first)).held_seats == 3  # full, never oversold
+
+
 async def test_GB14_no_group_can_take_the_buyer_so_the_payment_is_refunded(svc, shop):
     from service.usecases import groupbuy_settings
 

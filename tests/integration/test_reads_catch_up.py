@@ -136,3 +136,46 @@ async def test_reads_check_due_work_in_one_query_and_write_only_what_is_due_GB11
     assert len([q for q in due if "FROM groups" in q and "FOR UPDATE" in q]) == 1  # their one group, once
     got = await queries.orders_by_ids_caught_up(svc, shop_id=shop.shop_id, ids=ids)
     assert sorted(o.state for o in got.values()) == ["CANCELLED"] * 6 + ["PAID"] * 7
+
+
+async def test_a_line_read_waits_for_a_due_line_another_transaction_holds_CM6_GB11(svc, shop):
+    """CM-6/GB-11 (service/reads/queries.py `lines_by_ids`, `distributors_by_ids`: `wait=True`): a due FROZEN
+    line that another transaction holds (a worker releasing it, a refund) is waited for, not skipped, so the
+    read never answers it FROZEN (nor the balance with it frozen) after its available_at."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    sid = shop.shop_id
+    line_of = {}
+    for d in ("d1", "d2"):  # one line per read: the first read releases its own line only
+        await distribution.set_status(
+            svc, shop_id=sid, user_id=d, status=DistributorStatus.ACTIVE, actor="t", reason="t"
+        )
+        await distribution.bind_referrer(svc, shop_id=sid, user_id=f"b-{d}", referrer_id=d)
+        o = await orders.report_order(
+            svc, shop_id=sid, external_id=f"o-{d}", buyer_id=f"b-{d}", lines=[orders.LineInput("p", 1, 10_000)]
+        )
+        await pay(svc, sid, o.order_id, amount=10_000)
+        await orders.complete_order(svc, shop_id=sid, order_id=o.order_id)
+        page, _ = await queries.page_commission_lines(svc, shop_id=sid, beneficiary_id=d, limit=10, offset=0)
+        line_of[d] = page[0].line_id
+    svc.clock.advance(timedelta(days=8))  # due; no worker runs
+    reads = {
+        "d1": lambda: queries.lines_by_ids(svc, shop_id=sid, ids=[line_of["d1"]]),
+        "d2": lambda: queries.distributors_by_ids(svc, shop_id=sid, ids=["d2"]),
+    }
+    got = {}
+    for d, read in reads.items():
+        async with svc.sessionmaker() as holder:
+            await holder.execute(
+                text("SELECT 1 FROM commission_lines WHERE shop_id = :s AND line_id = :l FOR UPDATE"),
+                {"s": sid, "l": line_of[d]},
+            )
+            task = asyncio.create_task(read())
+            await asyncio.sleep(0.3)
+            assert not task.done(), d  # waiting for the holder, not answering past it
+            await holder.rollback()
+        got[d] = await task
+    assert got["d1"][line_of["d1"]].state == "AVAILABLE"
+    assert (got["d2"]["d2"].frozen, got["d2"]["d2"].available) == (0, 1_000)

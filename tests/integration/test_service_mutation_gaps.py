@@ -1,5 +1,6 @@
-"""Survivors of the service/ mutation sample (seed 3, docs/testing.md), each killed by a test through the
-service on a real PostgreSQL: what the mutant changed is checked here as an outcome a caller can see."""
+"""Survivors of the service/ mutation samples (seeds 3, 5, 21 and 41, docs/testing.md), each killed by a test
+through the service on a real PostgreSQL: what the mutant changed is checked here as an outcome a caller can
+see. (Survivors whose area has a closer test file are killed there.)"""
 
 from __future__ import annotations
 
@@ -513,3 +514,130 @@ async def test_cm6_a_release_pass_takes_every_due_line_batch_after_batch_through
     async with svc.sessionmaker() as s:
         rows = (await s.execute(select(CommissionLineRow.state).where(CommissionLineRow.shop_id == sid))).all()
     assert sorted(r[0] for r in rows) == ["AVAILABLE"] * 3
+
+
+# ---------------------------------------------------------------- survivors of the fresh sample (seed 41)
+@pytest.mark.parametrize("shipping, tax", [(-1, 0), (0, -1)])
+async def test_or2_a_negative_shipping_or_tax_amount_is_invalid_input_through_service(svc, shop, shipping, tax):
+    """OR-2 (service/usecases/orders.py `report_order`): shipping and tax are >= 0; a negative one is
+    INVALID_INPUT on `shippingAmount` and no order is stored (0 and 0 are an order: the control)."""
+    sid = shop.shop_id
+    with pytest.raises(RuleViolation) as e:
+        await orders.report_order(
+            svc,
+            shop_id=sid,
+            external_id="neg-1",
+            buyer_id="b",
+            lines=[orders.LineInput("x", 1, 1000)],
+            shipping_amount=shipping,
+            tax_amount=tax,
+        )
+    assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "shippingAmount")
+    async with svc.sessionmaker() as s:
+        assert (await s.execute(select(Order).where(Order.shop_id == sid))).first() is None
+    o = await orders.report_order(
+        svc, shop_id=sid, external_id="neg-1", buyer_id="b", lines=[orders.LineInput("x", 1, 1000)]
+    )
+    assert o.state == "CREATED"
+
+
+@pytest.mark.parametrize("approve", [True, False])
+async def test_lg2_deciding_a_payout_the_shop_does_not_have_is_not_found_through_service(svc, shop, approve):
+    """LG-2/ER-1 (service/usecases/payouts.py `decide_payout`): approving or rejecting an unknown payout is a
+    coded NOT_FOUND on `payoutId`, not a crash."""
+    with pytest.raises(RuleViolation) as e:
+        await payouts.decide_payout(
+            svc, shop_id=shop.shop_id, payout_id="po_nope", approve=approve, actor="fin", external_ref="b-1", reason="r"
+        )
+    assert (e.value.code, e.value.field) == (ErrorCode.NOT_FOUND, "payoutId")
+
+
+async def test_gb10_a_second_payment_for_a_paid_group_seat_is_paid_and_owed_back_through_service(svc, shop):
+    """GB-10 (service/tx/lean.py `extra_payment_refund`): a second payment (another provider reference) for a
+    seat already paid takes nothing; it is money received, so the order's paid and refunded amounts both grow
+    by it and a GB-10 refund of it is owed. (The engine's GB-10 refund is always the lone instruction of its
+    decision, so it takes this lean path: the GB-10 branch of service/tx/group_batch.py `_refund` never runs.)"""
+    from service.usecases import refunds
+
+    sid = shop.shop_id
+    c = await make_campaign(svc, sid, tiers=[(3, 8_000)])
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="lead")
+    assert (await pay(svc, sid, lead, ref="first"))["accepted"] is True
+    assert (await pay(svc, sid, lead, ref="second"))["accepted"] is False
+    o = await raw_row(svc, Order, sid, lead.order_id)
+    assert (o.state, o.paid_amount, o.refunded_amount) == ("PAID", 16_000, 8_000)
+    (r,) = await refunds.list_refunds(svc, shop_id=sid, state="OWED")
+    assert (r.order_id, r.amount, r.rule) == (lead.order_id, 8_000, "GB-10")
+    await assert_ledger_consistent(svc, sid)
+
+
+async def test_gb2_a_member_who_holds_no_unit_may_join_up_to_the_per_user_limit_through_service(svc, shop):
+    """GB-2 (service/tx/lean.py `load_group`: a user with no units in the campaign holds 0): with
+    `per_user_limit` 1, a member who holds nothing joins for 1; a second seat is PER_USER_LIMIT."""
+    sid = shop.shop_id
+    c = await make_campaign(svc, sid, tiers=[(3, 8_000)], per_user_limit=1)
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="lead")
+    await pay(svc, sid, lead)
+    seat = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="m")
+    assert seat.amount == 8_000
+    other = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="lead2")
+    await pay(svc, sid, other)
+    with pytest.raises(RuleViolation) as e:
+        await groups.join_group(svc, shop_id=sid, group_id=other.group_id, user_id="m")
+    assert e.value.code == ErrorCode.PER_USER_LIMIT
+
+
+async def test_cm6_a_group_members_line_is_not_releasable_before_the_group_forms_through_service(svc, shop):
+    """CM-6/D-R24 (service/tx/commissions.py `post_commission_line`, `releasable=False` for a group payment):
+    a referred member's order completed before the group forms keeps its line PENDING; the line freezes when
+    the group forms."""
+    from store.models import CommissionLineRow
+
+    sid = shop.shop_id
+    await chain(svc, sid, "ref", "m")
+    c = await make_campaign(svc, sid, tiers=[(3, 8_000)])
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="lead")
+    await pay(svc, sid, lead)
+    m = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="m")
+    await pay(svc, sid, m)  # 2 of 3 paid: not formed
+    await orders.complete_order(svc, shop_id=sid, order_id=m.order_id)
+
+    async def states():
+        async with svc.sessionmaker() as s:
+            q = select(CommissionLineRow.state).where(
+                CommissionLineRow.shop_id == sid, CommissionLineRow.order_id == m.order_id
+            )
+            return [r[0] for r in (await s.execute(q)).all()]
+
+    assert await states() == ["PENDING"]  # completed, but not releasable: the group has not formed
+    last = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="z")
+    await pay(svc, sid, last)  # the group forms: the completed order's line freezes
+    assert await states() == ["FROZEN"]
+
+
+async def test_rp6_the_visit_limiter_keeps_a_visitors_bucket_while_it_holds_at_most_max_buckets(svc, shop):
+    """RP-6 (service/usecases/visits.py `VisitLimiter`): a limiter of 2 buckets holds one visitor's and the
+    shop's: the visitor's burst of 10 is spent, and the 11th visit is RATE_LIMITED (the limiter is asked
+    before the invite code, so an unknown code answers the visits it lets through)."""
+    from service.usecases import visits
+
+    limiter = visits.VisitLimiter(max_buckets=2)
+    got = []
+    for _ in range(visits.PER_VISITOR[1] + 1):
+        with pytest.raises(RuleViolation) as e:
+            await visits.record_visit(
+                svc, shop_id=shop.shop_id, invite_code="NOPE", visitor_id="visitor-1", limiter=limiter
+            )
+        got.append(e.value.code)
+    assert got == [ErrorCode.INVALID_INVITE_CODE] * visits.PER_VISITOR[1] + [ErrorCode.RATE_LIMITED]
+
+
+def test_metrics_counters_expose_only_their_documented_series_without_a_created_twin():
+    """docs/operations.md (Metrics): a counter is the one `…_total` series of the table (a histogram its
+    buckets, sum and count); service/metrics.py turns off prometheus-client's `…_created` twin of each."""
+    from service.metrics import HTTP_LATENCY, WEBHOOK_FAILURES
+
+    assert {s.name for m in WEBHOOK_FAILURES.collect() for s in m.samples} == {"sharecart_webhook_failures_total"}
+    HTTP_LATENCY.labels("/mutation-gaps").observe(0.001)
+    names = {s.name for m in HTTP_LATENCY.collect() for s in m.samples}
+    assert not [n for n in names if n.endswith("_created")], names
