@@ -348,25 +348,19 @@ class GroupBatch:
 
     def _refund(self, group_id: str, ins: gb.RefundOwed) -> None:
         """`service.refunds.apply_refund` on a loaded order: the engine's decision (OR-2 bounds, goods first,
-        RP-3 counters; GB-10 a payment that never counted), CM-5 on every line computed on the order."""
+        RP-3 counters), CM-5 on every line computed on the order. Never GB-10: a further payment of a paid seat is
+        a decision of that refund alone, which the lean path writes (`lean.Writes.extra_payment_refund`)."""
+        assert ins.rule != "GB-10", "GB-10 refunds are lean (lean.lean_enough)"
         o = self.ctx.orders[ins.order_id]
-        counted = o.paid_at is not None and ins.rule != "GB-10"
         d = decide_refund(
             OrderMoney(
-                paid=ins.amount if ins.rule == "GB-10" else o.paid_amount,
-                refunded=0 if ins.rule == "GB-10" else o.refunded_amount,
-                goods=0 if ins.rule == "GB-10" else o.goods_amount,
-                counted=counted,
+                paid=o.paid_amount, refunded=o.refunded_amount, goods=o.goods_amount, counted=o.paid_at is not None
             ),
             ins.amount,
             rule=ins.rule,
             full=ins.full,
         )
-        if ins.rule == "GB-10":  # money received for a seat another payment took: paid and refunded both grow
-            paid_after, refunded_after = o.paid_amount + d.paid_after, o.refunded_amount + d.refunded_after
-        else:
-            paid_after, refunded_after = d.paid_after, d.refunded_after
-        o.paid_amount, o.refunded_amount = paid_after, refunded_after
+        o.paid_amount, o.refunded_amount = d.paid_after, d.refunded_after
         self.orders.add(o.order_id)
         refund_id = new_id("rf_")
         self.refunds.append((refund_id, o.order_id, ins.amount, ins.rule, d.full))
