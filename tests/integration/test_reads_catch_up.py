@@ -179,3 +179,32 @@ async def test_a_line_read_waits_for_a_due_line_another_transaction_holds_CM6_GB
         got[d] = await task
     assert got["d1"][line_of["d1"]].state == "AVAILABLE"
     assert (got["d2"]["d2"].frozen, got["d2"]["d2"].available) == (0, 1_000)
+
+
+async def test_a_balance_read_releases_due_lines_of_its_own_shop_only_CM6_SH1(svc, shop):
+    """CM-6 on a read, SH-1: reading distributor "d"'s balance releases "d"'s due lines in this shop, never
+    those of a "d" in another shop (a user id names a user within its shop; the other shop's worker or
+    reads release them, and a transaction stays inside one shop)."""
+    from service.usecases import shops
+
+    other = await shops.create_shop(svc, shop_id=f"{shop.shop_id}-b", name="Other shop", currency="CNY")
+    line_of = {}
+    for sid in (shop.shop_id, other.shop_id):
+        await distribution.set_status(
+            svc, shop_id=sid, user_id="d", status=DistributorStatus.ACTIVE, actor="t", reason="t"
+        )
+        await distribution.bind_referrer(svc, shop_id=sid, user_id="b", referrer_id="d")
+        o = await orders.report_order(
+            svc, shop_id=sid, external_id="o", buyer_id="b", lines=[orders.LineInput("p", 1, 10_000)]
+        )
+        await pay(svc, sid, o.order_id, amount=10_000)
+        await orders.complete_order(svc, shop_id=sid, order_id=o.order_id)
+        page, _ = await queries.page_commission_lines(svc, shop_id=sid, beneficiary_id="d", limit=10, offset=0)
+        line_of[sid] = page[0].line_id
+    svc.clock.advance(timedelta(days=8))  # both lines due (freeze_days = 7); no worker runs
+    got = await queries.distributors_by_ids(svc, shop_id=shop.shop_id, ids=["d"])
+    assert (got["d"].frozen, got["d"].available) == (0, 1_000)
+    assert (await raw_row(svc, CommissionLineRow, other.shop_id, line_of[other.shop_id])).state == "FROZEN"
+    assert (await raw_row(svc, Distributor, other.shop_id, "d")).available == 0
+    await assert_ledger_consistent(svc, shop.shop_id)
+    await assert_ledger_consistent(svc, other.shop_id)
