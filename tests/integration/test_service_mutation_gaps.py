@@ -641,3 +641,55 @@ def test_metrics_counters_expose_only_their_documented_series_without_a_created_
     HTTP_LATENCY.labels("/mutation-gaps").observe(0.001)
     names = {s.name for m in HTTP_LATENCY.collect() for s in m.samples}
     assert not [n for n in names if n.endswith("_created")], names
+
+
+async def test_lv1_setting_one_shops_levels_leaves_every_other_shops_levels_alone_through_service(svc, shop):
+    """LV-1, SH-1 (`shops.set_levels`): replacing a shop's level table deletes that shop's old levels only —
+    another shop's table is untouched, and the shop's own second table replaces its first."""
+    from engine.levels import Level
+
+    other = await shops.create_shop(svc, shop_id=f"{shop.shop_id}-b", name="Other", currency="CNY")
+    theirs = [Level(grade=0, name="B-member", level1_bp=900, level2_bp=400)]
+    await shops.set_levels(svc, shop_id=other.shop_id, levels=theirs)
+    await shops.set_levels(
+        svc, shop_id=shop.shop_id, levels=[Level(grade=0, name="first", level1_bp=800, level2_bp=300)]
+    )
+    mine = [
+        Level(grade=0, name="member", level1_bp=1000, level2_bp=500),
+        Level(grade=1, name="gold", level1_bp=1500, level2_bp=600),
+    ]
+    assert await shops.set_levels(svc, shop_id=shop.shop_id, levels=mine) == tuple(mine)
+    assert await shops.get_levels(svc, shop.shop_id) == tuple(mine)
+    assert await shops.get_levels(svc, other.shop_id) == tuple(theirs)
+
+
+async def test_cm3_a_products_fixed_amount_may_be_0_and_not_below_through_service(svc, shop):
+    """CM-3 (`shops.upsert_product`): a fixed per-unit amount is >= 0 — 0 is a valid amount (no commission at
+    that level), -1 is INVALID_INPUT on the field given."""
+    p = await shops.upsert_product(svc, shop_id=shop.shop_id, product_ref="free", level1_amount=0, level2_amount=0)
+    assert (p.level1_amount, p.level2_amount) == (0, 0)
+    for name, kwargs in (("level1Amount", {"level1_amount": -1}), ("level2Amount", {"level2_amount": -1})):
+        with pytest.raises(RuleViolation) as e:
+            await shops.upsert_product(svc, shop_id=shop.shop_id, product_ref="neg", **kwargs)
+        assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, name)
+
+
+async def test_sh0_a_secret_rotation_overlaps_0_to_7_days_through_service(svc, shop):
+    """docs/security.md (rotation): the old signing secret stays valid 0 to 604 800 s (7 days) — both ends
+    accepted, one second more refused."""
+    for overlap in (0, 7 * 86400):
+        rotated = await shops.rotate_jwt_secret(svc, shop_id=shop.shop_id, overlap_s=overlap)
+        assert rotated.previous_jwt_secret is not None
+    for overlap in (-1, 7 * 86400 + 1):
+        with pytest.raises(RuleViolation) as e:
+            await shops.rotate_jwt_secret(svc, shop_id=shop.shop_id, overlap_s=overlap)
+        assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "overlapSeconds")
+
+
+async def test_ds_an_unknown_distribution_setting_is_refused_on_its_own_name_through_service(svc, shop):
+    """`shops.update_settings`: a setting the shop does not have is INVALID_INPUT naming it, changing nothing."""
+    before = await shops.get_settings(svc, shop.shop_id)
+    with pytest.raises(RuleViolation) as e:
+        await shops.update_settings(svc, shop_id=shop.shop_id, level3_bp=100)
+    assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "level3_bp")
+    assert await shops.get_settings(svc, shop.shop_id) == before
