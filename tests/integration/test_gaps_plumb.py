@@ -3,12 +3,19 @@ through the service on a real PostgreSQL: what the mutant changed is checked as 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
-from datetime import datetime
+import time
+from datetime import datetime, timedelta
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import select, text
 
-from service.usecases import demo, shops
+from service.jobs import worker
+from service.usecases import demo, groups, shops
+from store.models import CommissionLineRow, GroupRow
+from tests.integration.helpers import make_campaign, raw_row
 
 # ---------------------------------------------------------------- the demo shop (service/usecases/demo.py)
 
@@ -775,3 +782,211 @@ async def test_the_freshest_heartbeat_age_is_none_without_beats_and_seconds_with
             assert (type(age), age) == (float, 90.0)
         finally:
             await t.rollback()
+
+
+# ---------------------------------------------------------------- service/jobs/worker.py
+
+
+async def _unpaid_groups(svc, sid: str, n: int, *, gap=timedelta(0)) -> list:
+    """`n` groups whose leaders never pay, opened `gap` apart; the clock is then moved past every payment
+    window, so each is due (GB-2, GB-11) and the first opened is the most overdue."""
+    c = await make_campaign(svc, sid)
+    seats = []
+    for i in range(n):
+        seats.append(await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id=f"u{i}"))
+        svc.clock.advance(gap)
+    svc.clock.advance(timedelta(minutes=30))
+    return seats
+
+
+async def _states(svc, sid: str, seats) -> list[str]:
+    return [(await raw_row(svc, GroupRow, sid, s.group_id)).state for s in seats]
+
+
+async def test_gb11_a_worker_pass_advances_at_most_its_limit_in_batches_and_only_the_shop_named(svc, shop):
+    """GB-11 (service/jobs/worker.py `run_due_groups`): a pass advances at most `limit` groups, most overdue
+    first, in batches of `batch`; named, it takes only that shop's groups; `run_due` adds the groups and the
+    lines it did."""
+    other = await shops.create_shop(svc, shop_id=f"t-{secrets.token_hex(5)}", name="Other", currency="CNY")
+    seats = await _unpaid_groups(svc, shop.shop_id, 5, gap=timedelta(seconds=1))
+    theirs = await _unpaid_groups(svc, other.shop_id, 1)
+    assert await worker.run_due_groups(svc, shop_id=shop.shop_id, limit=3, batch=2) == 3
+    assert await _states(svc, shop.shop_id, seats) == ["CANCELLED"] * 3 + ["PENDING"] * 2
+    assert await _states(svc, other.shop_id, theirs) == ["PENDING"]
+    assert await worker.run_due(svc, shop_id=shop.shop_id) == 2
+    assert await _states(svc, other.shop_id, theirs) == ["PENDING"]
+    assert await worker.run_due_groups(svc, shop_id=shop.shop_id) == 0
+    assert await worker.run_due_groups(svc) == 1  # every shop with due work: here only the other one
+    assert await _states(svc, other.shop_id, theirs) == ["CANCELLED"]
+
+
+async def test_gb11_a_failed_batch_is_redone_one_group_at_a_time_and_counts_those_that_went_through(
+    svc, shop, monkeypatch
+):
+    """GB-11 (service/jobs/worker.py `_advance_due_batch`): one failing group fails its batch; the batch's
+    groups are then advanced one a transaction, the count is of those that went through, and the failing one
+    is due again one minute later."""
+    from engine import groupbuy as gb
+
+    sid = shop.shop_id
+    seats = await _unpaid_groups(svc, sid, 4)
+    real = gb.advance
+
+    def broken_for_one(campaign, group, *, now):
+        if group.id == seats[1].group_id:
+            raise RuntimeError("this group cannot be advanced")
+        return real(campaign, group, now=now)
+
+    monkeypatch.setattr(gb, "advance", broken_for_one)
+    assert await worker.run_due_groups(svc, shop_id=sid) == 3
+    assert await _states(svc, sid, seats) == ["CANCELLED", "PENDING", "CANCELLED", "CANCELLED"]
+    assert (await raw_row(svc, GroupRow, sid, seats[1].group_id)).due_at == svc.now() + timedelta(minutes=1)
+
+
+async def test_gb11_a_claim_that_fails_is_raised_to_the_loop(svc, shop, monkeypatch):
+    """GB-11 (service/jobs/worker.py `_advance_due_batch`): when the claim itself fails (the database away)
+    nothing was taken, so the error goes to the worker's loop (its backoff) instead of being swallowed."""
+    from service.tx import group_batch
+
+    await _unpaid_groups(svc, shop.shop_id, 1)
+
+    async def gone(*a, **kw):
+        raise ConnectionResetError("gone")
+
+    monkeypatch.setattr(group_batch, "claim_due", gone)
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(worker.run_due_groups(svc, shop_id=shop.shop_id), 10)
+
+
+async def _frozen_lines(svc, sid: str) -> dict[str, tuple]:
+    async with svc.sessionmaker() as s:
+        rows = (
+            await s.execute(
+                select(CommissionLineRow.beneficiary_id, CommissionLineRow.line_id, CommissionLineRow.state).where(
+                    CommissionLineRow.shop_id == sid
+                )
+            )
+        ).all()
+    return {r.line_id: (r.beneficiary_id, r.state) for r in rows}
+
+
+async def test_cm6_a_release_pass_takes_the_lines_due_by_now_of_the_users_or_lines_named(svc, shop):
+    """CM-6 (service/jobs/worker.py `release_due_lines`): a line is released at its `available_at` exactly;
+    named users or lines limit the pass to theirs (an empty list to none); the count is what was released, and
+    `run_due` adds it to the groups'."""
+    from service.usecases import orders
+    from tests.integration.test_rules_wired import chain, paid_order
+
+    sid = shop.shop_id
+    await shops.update_settings(svc, shop_id=sid, freeze_days=1, level2_bp=0)
+    await chain(svc, sid, "r1", "b1")
+    await chain(svc, sid, "r2", "b2")
+    await chain(svc, sid, "r3", "b3")
+    for b in ("b1", "b2", "b3"):
+        o = await paid_order(svc, sid, b, orders.LineInput("x", 1, 10_000))
+        await orders.complete_order(svc, shop_id=sid, order_id=o.order_id)
+    lines = {who: lid for lid, (who, _) in (await _frozen_lines(svc, sid)).items()}
+    assert sorted(lines) == ["r1", "r2", "r3"]
+    svc.clock.advance(timedelta(days=1))  # exactly every line's available_at
+    assert await worker.release_due_lines(svc, shop_id=sid, user_ids=[]) == 0
+    assert await worker.release_due_lines(svc, shop_id=sid, line_ids=[]) == 0
+    assert await worker.release_due_lines(svc, shop_id=sid, user_ids=["r2", "r2"]) == 1
+    assert await worker.release_due_lines(svc, shop_id=sid, line_ids=[lines["r3"]], wait=True) == 1
+    assert {who: st for who, st in (await _frozen_lines(svc, sid)).values()} == {
+        "r1": "FROZEN",
+        "r2": "AVAILABLE",
+        "r3": "AVAILABLE",
+    }
+    assert await worker.run_due(svc, shop_id=sid) == 1  # no group due, one line
+    assert {st for _, st in (await _frozen_lines(svc, sid)).values()} == {"AVAILABLE"}
+
+
+async def test_cm6_the_worker_skips_a_line_another_transaction_holds(svc, shop, db_engine):
+    """CM-6 (service/jobs/worker.py `_release_in_shop`): the worker's pass skips a locked line (SKIP LOCKED)
+    instead of waiting for it; a read that must not show a past-due state (`wait=True`) waits for it."""
+    from service.usecases import orders
+    from tests.integration.test_rules_wired import chain, paid_order
+
+    sid = shop.shop_id
+    await shops.update_settings(svc, shop_id=sid, freeze_days=1, level2_bp=0)
+    await chain(svc, sid, "r1", "b1")
+    o = await paid_order(svc, sid, "b1", orders.LineInput("x", 1, 10_000))
+    await orders.complete_order(svc, shop_id=sid, order_id=o.order_id)
+    svc.clock.advance(timedelta(days=2))
+    async with db_engine.connect() as c:
+        t = await c.begin()
+        await c.execute(text("SELECT 1 FROM commission_lines WHERE shop_id = :s FOR UPDATE"), {"s": sid})
+        assert await asyncio.wait_for(worker.release_due_lines(svc, shop_id=sid), 5) == 0
+        waiting = asyncio.create_task(worker.release_due_lines(svc, shop_id=sid, wait=True))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        await t.rollback()
+    assert await asyncio.wait_for(waiting, 5) == 1
+
+
+async def test_a_worker_loop_after_a_full_pass_starts_the_next_at_once_and_otherwise_pauses(monkeypatch):
+    """service/jobs/worker.py `_every`: a pass that did `busy` items or more is followed by the next at once (a
+    backlog), one that did fewer by the pause `interval`."""
+    calls: list[float] = []
+    stop = asyncio.Event()
+    results = iter([3, 5, 2, 0])
+
+    async def work():
+        calls.append(time.monotonic())
+        n = next(results)
+        if n == 0:
+            stop.set()
+        return n
+
+    await asyncio.wait_for(worker._every(0.3, stop, work, "test", busy=3), 5)
+    gaps = [b - a for a, b in zip(calls, calls[1:])]
+    assert len(calls) == 4
+    assert gaps[0] < 0.1 and gaps[1] < 0.1 and gaps[2] >= 0.28, gaps
+
+
+async def test_the_worker_loop_caps_every_loops_pause_at_backoff_max():
+    """service/jobs/worker.py `worker_loop`: `backoff_max` caps the pause of each of its three loops (due work,
+    webhook delivery, feed sequencing) while the database is away: 0.05 s caps make many tries in 0.8 s,
+    where the default 30 s cap would double the pause to 0.8 s by the fifth."""
+    from collections import Counter
+
+    from service.context import Services
+    from store.database import create_engine
+    from tests.api.conftest import _free_port
+
+    svc = Services(engine=create_engine(f"postgresql://postgres@127.0.0.1:{_free_port()}/nothing", pool_size=1))
+    seen: list[str] = []
+
+    class _H(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    h = _H()
+    loggers = [logging.getLogger(n) for n in ("sharecart.worker", "sharecart.webhooks")]
+    for lg in loggers:
+        lg.addHandler(h)
+    stop = asyncio.Event()
+    try:
+        loop = asyncio.create_task(worker.worker_loop(svc, stop, interval=0.05, backoff_max=0.05))
+        await asyncio.sleep(0.8)
+        stop.set()
+        await asyncio.wait_for(loop, 5)
+    finally:
+        for lg in loggers:
+            lg.removeHandler(h)
+        await svc.engine.dispose()
+    per_loop = Counter(m.split(":")[0] for m in seen if "database unavailable" in m)
+    assert len(per_loop) == 3 and min(per_loop.values()) >= 7, per_loop
+
+
+# ---------------------------------------------------------------- service/jobs/feed.py
+
+
+async def test_sequencing_a_shop_with_nothing_queued_positions_nothing_and_says_so(svc, shop):
+    """service/jobs/feed.py `sequence`: once the shop's queued events have their positions, another call
+    finds none queued and answers 0 (the usual case, without taking the head's lock)."""
+    from service.jobs import feed
+
+    await make_campaign(svc, shop.shop_id)  # an event or more of the shop's own
+    assert await feed.sequence(svc, shop_id=shop.shop_id) >= 1
+    assert await feed.sequence(svc, shop_id=shop.shop_id) == 0
