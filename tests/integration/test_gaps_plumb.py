@@ -633,6 +633,23 @@ async def test_the_demo_on_a_shop_without_its_campaigns_finds_none_through_servi
     )
 
 
+async def test_cm6_seeding_the_demo_releases_only_the_demo_shops_due_lines_through_service(svc, shop):
+    """service/usecases/demo.py `seed_demo`: the release of dave's lines names the demo shop; another shop's
+    line that is due stays FROZEN for that shop's own worker pass (CM-6)."""
+    from service.usecases import orders
+    from tests.integration.test_rules_wired import chain, paid_order
+
+    sid = shop.shop_id
+    await shops.update_settings(svc, shop_id=sid, freeze_days=1, level2_bp=0)
+    with demo.back_in_time(svc, timedelta(days=3)):
+        await chain(svc, sid, "r1", "b1")
+        o = await paid_order(svc, sid, "b1", orders.LineInput("x", 1, 10_000))
+        await orders.complete_order(svc, shop_id=sid, order_id=o.order_id)
+    await demo.seed_demo(svc, shop_id=f"demo-{secrets.token_hex(4)}")
+    assert [st for _, st in (await _frozen_lines(svc, sid)).values()] == ["FROZEN"]
+    assert await worker.release_due_lines(svc, shop_id=sid) == 1  # it was due: the shop's own pass takes it
+
+
 # ---------------------------------------------------------------- service/metrics.py `database_gauges`
 
 
