@@ -1009,3 +1009,29 @@ async def test_sequencing_a_shop_with_nothing_queued_positions_nothing_and_says_
         _emit(svc, s, shop.shop_id, "queued")
     assert await feed.sequence(svc, shop_id=shop.shop_id) == 1
     assert await feed.sequence(svc, shop_id=shop.shop_id) == 0
+
+
+async def test_the_worker_loop_runs_each_loop_every_interval_and_a_full_pass_again_at_once(db_engine, monkeypatch):
+    """service/jobs/worker.py `worker_loop`: due work, webhook delivery and feed sequencing each pass every
+    `interval`; a due-work pass that did PASS_LIMIT items (a backlog) is followed by the next at once."""
+    from service.context import Services
+    from service.metrics import WORKER_PASSES
+
+    loops = ("due work", "webhook delivery", "event feed sequencing")
+    before = {w: WORKER_PASSES.labels(w, "ok")._value.get() for w in loops}
+    calls: list[float] = []
+
+    async def backlog_then_nothing(svc, *, shop_id=None):
+        calls.append(time.monotonic())
+        return 1 if len(calls) < 3 else 0
+
+    monkeypatch.setattr(worker, "run_due", backlog_then_nothing)
+    monkeypatch.setattr(worker, "PASS_LIMIT", 1)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(worker.worker_loop(Services(engine=db_engine), stop, interval=0.2))
+    await asyncio.sleep(0.9)
+    stop.set()
+    await asyncio.wait_for(loop, 5)
+    assert calls[2] - calls[1] < 0.1 <= calls[3] - calls[2], calls  # a full pass is followed by the next at once
+    passes = {w: WORKER_PASSES.labels(w, "ok")._value.get() - before[w] for w in loops}
+    assert all(n >= 3 for n in passes.values()), passes  # 0.9 s / 0.2 s each
