@@ -69,6 +69,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Which tests guard which module. A module not listed gets the default of its package.
 ENGINE_DEFAULT = ["tests/engine"]
 GAPS = "tests/integration/test_service_mutation_gaps.py"  # survivors of the service samples, killed
+PLUMB_GAPS = "tests/integration/test_gaps_plumb.py"  # survivors of the per-module runs (docs/mutation-plumb.md)
+PLUMB_UNIT = "tests/test_gaps_plumb.py"  # the same, needing no database
 SERVICE_DEFAULT = [
     "tests/integration/test_rules_wired.py",
     "tests/integration/test_group_flows.py",
@@ -146,14 +148,20 @@ TESTS: dict[str, list[str]] = {
     "service/reads/exports.py": ["tests/integration/test_settlements.py"],
     "service/reads/queries.py": ["tests/integration/test_reads_catch_up.py", "tests/integration/test_event_feed.py"],
     "service/reads/listings.py": ["tests/api/test_staff_lists.py"],
-    "service/jobs/worker.py": ["tests/integration/test_worker.py", "tests/integration/test_worker_ops.py", GAPS],
-    "service/jobs/heartbeat.py": ["tests/integration/test_worker_ops.py"],
-    "service/jobs/feed.py": ["tests/integration/test_event_feed.py"],
-    "service/settings.py": ["tests/test_settings.py"],
-    "service/currencies.py": ["tests/test_currencies.py"],
+    "service/jobs/worker.py": [
+        "tests/integration/test_worker.py",
+        "tests/integration/test_worker_ops.py",
+        GAPS,
+        PLUMB_GAPS,
+    ],
+    "service/jobs/heartbeat.py": ["tests/integration/test_worker_ops.py", PLUMB_GAPS],
+    "service/jobs/feed.py": ["tests/integration/test_event_feed.py", PLUMB_GAPS],
+    "service/settings.py": ["tests/test_settings.py", PLUMB_UNIT],
+    "service/currencies.py": ["tests/test_currencies.py", PLUMB_UNIT],
+    "service/metrics.py": [PLUMB_UNIT, "tests/test_availability.py", PLUMB_GAPS],
     "service/webhook_targets.py": ["tests/integration/test_webhook_hardening.py", GAPS],
-    "service/availability.py": ["tests/test_availability.py", "tests/integration/test_worker_ops.py"],
-    "service/usecases/demo.py": ["tests/api/test_walkthrough.py", GAPS],
+    "service/availability.py": ["tests/test_availability.py", PLUMB_UNIT, "tests/integration/test_worker_ops.py"],
+    "service/usecases/demo.py": [PLUMB_GAPS, "tests/api/test_walkthrough.py", GAPS],
 }
 
 CMP_FLIP = {
