@@ -1,0 +1,292 @@
+"""Survivors of the mutation runs over the money modules (payouts, refunds, the ledger applier, settlements,
+campaigns, reach, exports, visits; docs/mutation-money.md), each killed by a test through the service on a
+real PostgreSQL that asserts a whole outcome a caller can see: the stored rows, the entries, the events."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from engine import ledger as lg
+from engine.errors import ErrorCode, RuleViolation
+from service.usecases import orders, payouts, shops, webhooks
+from store.models import LedgerEntry, Payout
+from tests.integration.test_rules_wired import chain, paid_order
+from tests.integration.helpers import assert_ledger_consistent
+
+PAYOUT_FIELDS = payouts.PAYOUT_COLUMNS.split(", ")
+
+
+async def _earned(svc, sid: str, *, fee_bp: int) -> None:
+    """ "ref" earns 1,000 available (10 % of a 10,000 order, released at completion)."""
+    await shops.update_settings(svc, shop_id=sid, min_payout=100, payout_fee_bp=fee_bp, freeze_days=0)
+    await chain(svc, sid, "ref", "buyer")
+    o = await paid_order(svc, sid, "buyer", orders.LineInput("x", 1, 10_000))
+    await orders.complete_order(svc, shop_id=sid, order_id=o.order_id)
+    assert (await _balances(svc, sid, "ref"))["available"] == 1000  # the read applies the due release
+
+
+async def _stored(svc, sid: str, payout_id: str) -> dict:
+    async with svc.sessionmaker() as s:
+        row = await s.get(Payout, (sid, payout_id))
+    return {c: getattr(row, c) for c in PAYOUT_FIELDS}
+
+
+async def _entries(svc, sid: str, payout_id: str) -> list[tuple]:
+    async with svc.sessionmaker() as s:
+        rows = (
+            await s.execute(
+                select(LedgerEntry)
+                .where(LedgerEntry.shop_id == sid, LedgerEntry.ref_id == payout_id)
+                .order_by(LedgerEntry.seq)
+            )
+        ).scalars()
+        return [(r.distributor_id, r.bucket, r.amount, r.kind, r.ref_type, r.created_at) for r in rows]
+
+
+async def _payout_events(svc, sid: str) -> list[tuple]:
+    evs = await webhooks.events_since_caught_up(svc, shop_id=sid)
+    return [(e.type, e.rule, e.aggregate_type, e.aggregate_id, e.payload) for e in evs if e.type.startswith("payout.")]
+
+
+async def _balances(svc, sid: str, user: str) -> dict:
+    from service.usecases import distribution
+
+    d = await distribution.get_distributor(svc, shop_id=sid, user_id=user)
+    return {c: getattr(d, c) for c in ("available", "in_payout", "paid", "fees")}
+
+
+async def test_lg2_lg4_a_payout_requested_approved_and_failed_through_service(svc, shop):
+    """LG-2/LG-4 (service/usecases/payouts.py): a payout of 500 at a 1 % fee, with a payee method, requested,
+    approved and its transfer failed: the view each step answers equals the stored row, the balances move as
+    the entries say, each step emits its event with its whole payload, and a retry under a key replays."""
+    sid = shop.shop_id
+    await _earned(svc, sid, fee_bp=100)
+    now = svc.now()
+    payee = lg.payee_method("BANK_ACCOUNT", "6222 0210 0112 3456")
+    p = await payouts.request_payout(svc, shop_id=sid, user_id="ref", amount=500, idempotency_key="k-req", payee=payee)
+    pid = p.payout_id
+    requested = dict(
+        payout_id=pid,
+        distributor_id="ref",
+        amount=500,
+        fee=5,
+        state="REQUESTED",
+        requested_at=now,
+        decided_at=None,
+        decided_by=None,
+        external_ref=None,
+        reason=None,
+        payee_kind="BANK_ACCOUNT",
+        payee_reference="****3456",
+        failed_at=None,
+        failed_by=None,
+        failure_ref=None,
+        failure_reason=None,
+    )
+    assert p.__dict__ == requested == await _stored(svc, sid, pid)
+    assert await _balances(svc, sid, "ref") == {"available": 500, "in_payout": 500, "paid": 0, "fees": 0}
+    # GB-10: the same request under its key replays the first payout (read back), nothing new is written
+    again = await payouts.request_payout(
+        svc, shop_id=sid, user_id="ref", amount=500, idempotency_key="k-req", payee=payee
+    )
+    assert again.__dict__ == requested
+    with pytest.raises(RuleViolation) as e:  # the key with another payee is another request
+        await payouts.request_payout(
+            svc,
+            shop_id=sid,
+            user_id="ref",
+            amount=500,
+            idempotency_key="k-req",
+            payee=lg.payee_method("ALIPAY", "alice@example.com"),
+        )
+    assert e.value.code == ErrorCode.IDEMPOTENCY_CONFLICT
+
+    a = await payouts.decide_payout(
+        svc,
+        shop_id=sid,
+        payout_id=pid,
+        approve=True,
+        actor="fin",
+        external_ref="b-1",
+        reason="ok",
+        idempotency_key="k-app",
+    )
+    approved = {
+        **requested,
+        "state": "APPROVED",
+        "decided_at": now,
+        "decided_by": "fin",
+        "external_ref": "b-1",
+        "reason": "ok",
+    }
+    assert a.__dict__ == approved == await _stored(svc, sid, pid)
+    assert await _balances(svc, sid, "ref") == {"available": 500, "in_payout": 0, "paid": 495, "fees": 5}
+    replay = await payouts.decide_payout(
+        svc,
+        shop_id=sid,
+        payout_id=pid,
+        approve=True,
+        actor="fin",
+        external_ref="b-1",
+        reason="ok",
+        idempotency_key="k-app",
+    )
+    assert replay.__dict__ == approved
+    with pytest.raises(RuleViolation) as e:  # the key with another reference is another request
+        await payouts.decide_payout(
+            svc,
+            shop_id=sid,
+            payout_id=pid,
+            approve=True,
+            actor="fin",
+            external_ref="b-2",
+            reason="ok",
+            idempotency_key="k-app",
+        )
+    assert e.value.code == ErrorCode.IDEMPOTENCY_CONFLICT
+
+    f = await payouts.fail_payout(
+        svc, shop_id=sid, payout_id=pid, actor="ops", transfer_ref="t-1", reason="bounced", idempotency_key="k-fail"
+    )
+    failed = {
+        **approved,
+        "state": "FAILED",
+        "failed_at": now,
+        "failed_by": "ops",
+        "failure_ref": "t-1",
+        "failure_reason": "bounced",
+    }
+    assert f.__dict__ == failed == await _stored(svc, sid, pid)
+    assert await _balances(svc, sid, "ref") == {"available": 1000, "in_payout": 0, "paid": 0, "fees": 0}
+    for key in ("k-fail", None):  # a replay under the key, and the same failure again without one: unchanged
+        same = await payouts.fail_payout(
+            svc, shop_id=sid, payout_id=pid, actor="ops", transfer_ref="t-1", reason="bounced", idempotency_key=key
+        )
+        assert same.__dict__ == failed
+    with pytest.raises(RuleViolation) as e:  # the key with another reason is another request
+        await payouts.fail_payout(
+            svc, shop_id=sid, payout_id=pid, actor="ops", transfer_ref="t-1", reason="other", idempotency_key="k-fail"
+        )
+    assert e.value.code == ErrorCode.IDEMPOTENCY_CONFLICT
+    with pytest.raises(RuleViolation) as e:  # failed again with another transfer reference
+        await payouts.fail_payout(svc, shop_id=sid, payout_id=pid, actor="ops", transfer_ref="t-2", reason="again")
+    assert (e.value.code, e.value.field, e.value.rule) == (ErrorCode.INVALID_STATE, "payoutId", "LG-4")
+
+    assert await _entries(svc, sid, pid) == [
+        ("ref", "AVAILABLE", -500, "PAYOUT_REQUESTED", "payout", now),
+        ("ref", "IN_PAYOUT", 500, "PAYOUT_REQUESTED", "payout", now),
+        ("ref", "IN_PAYOUT", -500, "PAYOUT_APPROVED", "payout", now),
+        ("ref", "PAID", 495, "PAYOUT_APPROVED", "payout", now),
+        ("ref", "FEES", 5, "PAYOUT_FEE", "payout", now),
+        ("ref", "PAID", -495, "PAYOUT_FAILED", "payout", now),
+        ("ref", "AVAILABLE", 495, "PAYOUT_FAILED", "payout", now),
+        ("ref", "FEES", -5, "PAYOUT_FEE_REVERSED", "payout", now),
+        ("ref", "AVAILABLE", 5, "PAYOUT_FEE_REVERSED", "payout", now),
+    ]
+    common = {"payout_id": pid, "user_id": "ref", "amount": 500, "currency": "CNY"}
+    assert await _payout_events(svc, sid) == [
+        ("payout.requested", "LG-2", "distributor", "ref", {**common, "fee": 5, "rule": "LG-2"}),
+        (
+            "payout.approved",
+            "LG-2",
+            "distributor",
+            "ref",
+            {**common, "fee": 5, "net": 495, "rule": "LG-2", "reason": "ok", "external_ref": "b-1"},
+        ),
+        (
+            "payout.failed",
+            "LG-4",
+            "distributor",
+            "ref",
+            {
+                **common,
+                "by": "ops",
+                "rule": "LG-4",
+                "reason": "bounced",
+                "external_ref": "b-1",
+                "fee_reversed": 5,
+                "transfer_ref": "t-1",
+            },
+        ),
+    ]
+    await assert_ledger_consistent(svc, sid)
+
+
+async def test_lg2_a_rejected_payout_charges_no_fee_and_replays_through_service(svc, shop):
+    """LG-2 (service/usecases/payouts.py `decide_payout`): a rejection returns all of A to available with no fee:
+    the stored row has fee 0 and the reason, the event's net is the whole amount; a retry under the key replays
+    it; a rejected payout's transfer cannot fail (LG-4: only an approved one)."""
+    sid = shop.shop_id
+    await _earned(svc, sid, fee_bp=100)
+    now = svc.now()
+    p = await payouts.request_payout(svc, shop_id=sid, user_id="ref", amount=400)
+    r = await payouts.decide_payout(
+        svc,
+        shop_id=sid,
+        payout_id=p.payout_id,
+        approve=False,
+        actor="fin",
+        reason="wrong account",
+        idempotency_key="k-rej",
+    )
+    rejected = {
+        **p.__dict__,
+        "state": "REJECTED",
+        "fee": 0,
+        "decided_at": now,
+        "decided_by": "fin",
+        "reason": "wrong account",
+    }
+    assert r.__dict__ == rejected == await _stored(svc, sid, p.payout_id)
+    replay = await payouts.decide_payout(
+        svc,
+        shop_id=sid,
+        payout_id=p.payout_id,
+        approve=False,
+        actor="fin",
+        reason="wrong account",
+        idempotency_key="k-rej",
+    )
+    assert replay.__dict__ == rejected
+    assert await _balances(svc, sid, "ref") == {"available": 1000, "in_payout": 0, "paid": 0, "fees": 0}
+    assert await _entries(svc, sid, p.payout_id) == [
+        ("ref", "AVAILABLE", -400, "PAYOUT_REQUESTED", "payout", now),
+        ("ref", "IN_PAYOUT", 400, "PAYOUT_REQUESTED", "payout", now),
+        ("ref", "IN_PAYOUT", -400, "PAYOUT_REJECTED", "payout", now),
+        ("ref", "AVAILABLE", 400, "PAYOUT_REJECTED", "payout", now),
+    ]
+    evs = await _payout_events(svc, sid)
+    assert evs[-1] == (
+        "payout.rejected",
+        "LG-2",
+        "distributor",
+        "ref",
+        {
+            "payout_id": p.payout_id,
+            "user_id": "ref",
+            "amount": 400,
+            "fee": 0,
+            "net": 400,
+            "external_ref": None,
+            "reason": "wrong account",
+            "rule": "LG-2",
+            "currency": "CNY",
+        },
+    )
+    with pytest.raises(RuleViolation) as e:
+        await payouts.fail_payout(
+            svc, shop_id=sid, payout_id=p.payout_id, actor="ops", transfer_ref="t-1", reason="bounced"
+        )
+    assert (e.value.code, e.value.field, e.value.rule) == (ErrorCode.INVALID_STATE, "payoutId", "LG-4")
+
+
+async def test_lg2_only_a_distributor_with_a_balance_requests_a_payout_through_service(svc, shop):
+    """LG-2 (service/usecases/payouts.py `request_payout`): a user who is no distributor has no balance to pay
+    out: NOT_A_DISTRIBUTOR on `userId`, and no payout row is written."""
+    sid = shop.shop_id
+    with pytest.raises(RuleViolation) as e:
+        await payouts.request_payout(svc, shop_id=sid, user_id="nobody", amount=500)
+    assert (e.value.code, e.value.field, e.value.rule) == (ErrorCode.NOT_A_DISTRIBUTOR, "userId", "LG-2")
+    async with svc.sessionmaker() as s:
+        assert (await s.execute(select(Payout).where(Payout.shop_id == sid))).first() is None
