@@ -4,15 +4,18 @@ real PostgreSQL that asserts a whole outcome a caller can see: the stored rows, 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import select
 
 from engine import ledger as lg
 from engine.errors import ErrorCode, RuleViolation
-from service.usecases import orders, payouts, shops, webhooks
-from store.models import LedgerEntry, Payout
-from tests.integration.test_rules_wired import chain, paid_order
-from tests.integration.helpers import assert_ledger_consistent
+from service.jobs import worker
+from service.usecases import groups, orders, payouts, refunds, shops, webhooks
+from store.models import LedgerEntry, Order, Payout, Refund, User
+from tests.integration.helpers import assert_ledger_consistent, make_campaign, pay, raw_row
+from tests.integration.test_rules_wired import balances, chain, paid_order
 
 PAYOUT_FIELDS = payouts.PAYOUT_COLUMNS.split(", ")
 
@@ -290,3 +293,169 @@ async def test_lg2_only_a_distributor_with_a_balance_requests_a_payout_through_s
     assert (e.value.code, e.value.field, e.value.rule) == (ErrorCode.NOT_A_DISTRIBUTOR, "userId", "LG-2")
     async with svc.sessionmaker() as s:
         assert (await s.execute(select(Payout).where(Payout.shop_id == sid))).first() is None
+
+
+async def _refund_rows(svc, sid: str) -> list[tuple]:
+    async with svc.sessionmaker() as s:
+        rows = (await s.execute(select(Refund).where(Refund.shop_id == sid).order_by(Refund.created_at))).scalars()
+        return [_refund_tuple(r) for r in rows]
+
+
+def _refund_tuple(r) -> tuple:
+    return (r.refund_id, r.order_id, r.amount, r.rule, r.full, r.state, r.provider_ref, r.created_at, r.confirmed_at)
+
+
+async def _refund_events(svc, sid: str) -> list[tuple]:
+    evs = await webhooks.events_since_caught_up(svc, shop_id=sid)
+    return [(e.type, e.rule, e.aggregate_type, e.aggregate_id, e.payload) for e in evs if e.type.startswith("refund.")]
+
+
+async def test_or2_rp3_cm5_a_refund_in_two_parts_through_service(svc, shop):
+    """OR-2/RP-3/CM-5 (service/usecases/refunds.py `apply_refund`, from `orders.refund_order`): 4,000 then 6,000
+    of a 10,000 order: each refund is stored as answered (CONFIRMED with the provider's reference), the order's
+    refunded amount and the buyer's net spend follow, the last part takes the paid order off the buyer's count
+    (full), the referrer's pending commission is clawed back in step, and each emits `refund.recorded`."""
+    sid = shop.shop_id
+    await chain(svc, sid, "ref", "buyer")
+    o = await paid_order(svc, sid, "buyer", orders.LineInput("x", 1, 10_000))
+    now = svc.now()
+    assert await balances(svc, sid, "ref") == (1000, 0, 0)
+    r1 = (await orders.refund_order(svc, shop_id=sid, order_id=o.order_id, amount=4_000, provider_ref="rf-1"))["refund"]
+    first = (r1.refund_id, o.order_id, 4_000, "OR-2", False, "CONFIRMED", "rf-1", now, now)
+    assert _refund_tuple(r1) == first
+    assert await _refund_rows(svc, sid) == [first]
+    u, od = await raw_row(svc, User, sid, "buyer"), await raw_row(svc, Order, sid, o.order_id)
+    assert (u.paid_orders, u.net_spend, od.paid_amount, od.refunded_amount) == (1, 6_000, 10_000, 4_000)
+    assert await balances(svc, sid, "ref") == (600, 0, 0)
+    svc.clock.advance(timedelta(minutes=5))
+    later = svc.now()
+    r2 = (await orders.refund_order(svc, shop_id=sid, order_id=o.order_id, amount=6_000, provider_ref="rf-2"))["refund"]
+    second = (r2.refund_id, o.order_id, 6_000, "OR-2", True, "CONFIRMED", "rf-2", later, later)
+    assert _refund_tuple(r2) == second
+    assert await _refund_rows(svc, sid) == [first, second]
+    u, od = await raw_row(svc, User, sid, "buyer"), await raw_row(svc, Order, sid, o.order_id)
+    assert (u.paid_orders, u.net_spend, od.paid_amount, od.refunded_amount) == (0, 0, 10_000, 10_000)
+    assert await balances(svc, sid, "ref") == (0, 0, 0)
+    base = {"order_id": o.order_id, "rule": "OR-2", "reason": "OR-2", "currency": "CNY"}
+    assert await _refund_events(svc, sid) == [
+        (
+            "refund.recorded",
+            "OR-2",
+            "order",
+            o.order_id,
+            {**base, "refund_id": r1.refund_id, "amount": 4_000, "full": False},
+        ),
+        (
+            "refund.recorded",
+            "OR-2",
+            "order",
+            o.order_id,
+            {**base, "refund_id": r2.refund_id, "amount": 6_000, "full": True},
+        ),
+    ]
+    await assert_ledger_consistent(svc, sid)
+
+
+async def test_gb6_gb10_an_owed_group_refund_confirmed_once_through_service(svc, shop):
+    """GB-6/GB-10 (service/usecases/refunds.py `apply_refund`, `confirm_refund`, `list_refunds`): a failed group
+    owes its leader 8,000 (OWED, `refund.owed` on the group); the backend confirms it with its reference: the
+    answer is the stored row, `refund.confirmed` is emitted once; a retry (under the key, or by the same
+    reference) answers it unchanged; another reference, or one that already confirms another refund, is
+    IDEMPOTENCY_CONFLICT; an unknown refund NOT_FOUND; no reference INVALID_INPUT."""
+    sid = shop.shop_id
+    plain = await paid_order(svc, sid, "buyer", orders.LineInput("x", 1, 5_000))
+    await orders.refund_order(svc, shop_id=sid, order_id=plain.order_id, amount=1_000, provider_ref="rf-taken")
+    c = await make_campaign(svc, sid, duration=timedelta(hours=1))
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="lead")
+    await pay(svc, sid, lead)
+    svc.clock.advance(timedelta(hours=1))
+    owed_at = svc.now()
+    await worker.run_due(svc, shop_id=sid)
+    [ow] = await refunds.list_refunds(svc, shop_id=sid)
+    rid = ow.refund_id
+    owed = (rid, lead.order_id, 8_000, "GB-6", True, "OWED", None, owed_at, None)
+    assert _refund_tuple(ow) == owed
+    svc.clock.advance(timedelta(minutes=30))
+    at = svc.now()
+    confirmed = (rid, lead.order_id, 8_000, "GB-6", True, "CONFIRMED", "rf-3", owed_at, at)
+    cf = await refunds.confirm_refund(svc, shop_id=sid, refund_id=rid, provider_ref="rf-3", idempotency_key="k")
+    assert _refund_tuple(cf) == confirmed
+    for key in ("k", None):
+        again = await refunds.confirm_refund(svc, shop_id=sid, refund_id=rid, provider_ref="rf-3", idempotency_key=key)
+        assert _refund_tuple(again) == confirmed
+    for ref, key in (("rf-4", None), ("rf-4", "k"), ("rf-taken", None)):
+        with pytest.raises(RuleViolation) as e:
+            await refunds.confirm_refund(svc, shop_id=sid, refund_id=rid, provider_ref=ref, idempotency_key=key)
+        assert e.value.code == ErrorCode.IDEMPOTENCY_CONFLICT, (ref, key)
+    with pytest.raises(RuleViolation) as e:
+        await refunds.confirm_refund(svc, shop_id=sid, refund_id="rf_nope", provider_ref="rf-5")
+    assert (e.value.code, e.value.field) == (ErrorCode.NOT_FOUND, "refundId")
+    with pytest.raises(RuleViolation) as e:
+        await refunds.confirm_refund(svc, shop_id=sid, refund_id=rid, provider_ref="")
+    assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "providerRef")
+    rows = await _refund_rows(svc, sid)
+    assert rows[1:] == [confirmed] and await refunds.list_refunds(svc, shop_id=sid) == []
+    events = [e for e in await _refund_events(svc, sid) if e[1] != "OR-2"]
+    assert events == [
+        (
+            "refund.owed",
+            "GB-6",
+            "group",
+            lead.group_id,
+            {
+                "refund_id": rid,
+                "order_id": lead.order_id,
+                "amount": 8_000,
+                "full": True,
+                "reason": "GB-6",
+                "rule": "GB-6",
+                "currency": "CNY",
+            },
+        ),
+        (
+            "refund.confirmed",
+            "GB-10",
+            "order",
+            lead.order_id,
+            {
+                "refund_id": rid,
+                "order_id": lead.order_id,
+                "amount": 8_000,
+                "provider_ref": "rf-3",
+                "rule": "GB-10",
+                "currency": "CNY",
+            },
+        ),
+    ]
+
+
+async def test_gb10_list_refunds_filters_by_state_rule_order_and_pages_through_service(svc, shop):
+    """GB-10 (service/usecases/refunds.py `list_refunds`): OWED by default; no state lists all; `rule` and
+    `order_id` narrow; the list is in (created_at, refund_id) order and `after`/`limit` page through it."""
+    sid = shop.shop_id
+    a = await paid_order(svc, sid, "a", orders.LineInput("x", 1, 5_000))
+    b = await paid_order(svc, sid, "b", orders.LineInput("x", 1, 5_000))
+    await orders.refund_order(svc, shop_id=sid, order_id=a.order_id, amount=1_000, provider_ref="rf-a")
+    svc.clock.advance(timedelta(minutes=1))
+    await orders.refund_order(svc, shop_id=sid, order_id=b.order_id, amount=2_000, provider_ref="rf-b")
+    svc.clock.advance(timedelta(minutes=1))
+    await orders.refund_order(svc, shop_id=sid, order_id=a.order_id, amount=500, provider_ref="rf-a2")
+    c = await make_campaign(svc, sid, duration=timedelta(hours=1))
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="lead")
+    await pay(svc, sid, lead)
+    svc.clock.advance(timedelta(hours=1))
+    await worker.run_due(svc, shop_id=sid)
+
+    async def listed(**kw):
+        return [(r.order_id, r.amount) for r in await refunds.list_refunds(svc, shop_id=sid, **kw)]
+
+    assert await listed() == [(lead.order_id, 8_000)]
+    every = [(a.order_id, 1_000), (b.order_id, 2_000), (a.order_id, 500), (lead.order_id, 8_000)]
+    assert await listed(state=None) == every
+    assert await listed(state="CONFIRMED") == every[:3]
+    assert await listed(state=None, rule="GB-6") == every[3:]
+    assert await listed(state=None, rule="OR-2", order_id=a.order_id) == [every[0], every[2]]
+    rows = await refunds.list_refunds(svc, shop_id=sid, state=None, limit=2)
+    assert [(r.order_id, r.amount) for r in rows] == every[:2]
+    after = (rows[-1].created_at, rows[-1].refund_id)
+    assert await listed(state=None, after=after) == every[2:]
