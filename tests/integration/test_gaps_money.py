@@ -12,7 +12,7 @@ from sqlalchemy import select
 from engine import ledger as lg
 from engine.errors import ErrorCode, RuleViolation
 from service.jobs import worker
-from service.usecases import groups, orders, payouts, refunds, shops, webhooks
+from service.usecases import campaigns, groups, orders, payouts, refunds, shops, webhooks
 from store.models import LedgerEntry, Order, Payout, Refund, User
 from tests.integration.helpers import assert_ledger_consistent, make_campaign, pay, raw_row
 from tests.integration.test_rules_wired import balances, chain, paid_order
@@ -459,3 +459,171 @@ async def test_gb10_list_refunds_filters_by_state_rule_order_and_pages_through_s
     assert [(r.order_id, r.amount) for r in rows] == every[:2]
     after = (rows[-1].created_at, rows[-1].refund_id)
     assert await listed(state=None, after=after) == every[2:]
+
+
+def _campaign_args(svc, **kw) -> dict:
+    now = svc.now()
+    args = dict(
+        product_ref="sku-9",
+        title="Oolong",
+        list_price=12_000,
+        tiers=[(2, 10_000), (4, 9_000)],
+        duration=timedelta(hours=6),
+        payment_window=timedelta(minutes=20),
+        starts_at=now - timedelta(hours=1),
+        ends_at=now + timedelta(days=3),
+        leader_discount=500,
+        leader_commission_bp=700,
+        stock=40,
+        per_user_limit=3,
+        max_quantity_per_order=2,
+        new_members_only=True,
+        fill_at_expiry=1,
+        lottery_winners=1,
+        variants=[("large", [(2, 11_000)], 3)],
+        commission_enabled=False,
+        category="tea",
+        almost_full_at=2,
+        expiring_soon_before=timedelta(minutes=45),
+    )
+    return {**args, **kw}
+
+
+CAMPAIGN_COLUMNS = (
+    "shop_id campaign_id product_ref title category list_price tiers variants leader_discount leader_commission_bp "
+    "duration_s payment_window_s starts_at ends_at stock stock_left per_user_limit max_quantity_per_order "
+    "new_members_only fill_at_expiry lottery_winners lottery_seed commission_enabled created_at almost_full_at "
+    "expiring_soon_before_s"
+).split()
+
+
+def _campaign_dict(row) -> dict:
+    return {c: getattr(row, c) for c in CAMPAIGN_COLUMNS}
+
+
+async def test_section2_gb10_gb15_a_campaign_is_stored_with_every_field_and_replays_through_service(svc, shop):
+    """Section 2/GB-10/GB-15 (service/usecases/campaigns.py `create_campaign`): every field given is the stored
+    row's (none left at its default), the answer is that row; a retry under the key answers the same campaign,
+    another input under it (GB-15's fields included) is IDEMPOTENCY_CONFLICT; `list_campaigns` lists it."""
+    sid = shop.shop_id
+    args = _campaign_args(svc)
+    c = await campaigns.create_campaign(svc, shop_id=sid, idempotency_key="k-c", **args)
+    now = svc.now()
+    stored = await campaigns.get_campaign(svc, shop_id=sid, campaign_id=c.campaign_id)
+    expected = {
+        "shop_id": sid,
+        "campaign_id": c.campaign_id,
+        "product_ref": "sku-9",
+        "title": "Oolong",
+        "category": "tea",
+        "list_price": 12_000,
+        "tiers": [[2, 10_000], [4, 9_000]],
+        "variants": [{"name": "large", "tiers": [[2, 11_000]], "weight": 3}],
+        "leader_discount": 500,
+        "leader_commission_bp": 700,
+        "duration_s": 6 * 3600,
+        "payment_window_s": 20 * 60,
+        "starts_at": args["starts_at"],
+        "ends_at": args["ends_at"],
+        "stock": 40,
+        "stock_left": 40,
+        "per_user_limit": 3,
+        "max_quantity_per_order": 2,
+        "new_members_only": True,
+        "fill_at_expiry": 1,
+        "lottery_winners": 1,
+        "lottery_seed": stored.lottery_seed,
+        "commission_enabled": False,
+        "created_at": now,
+        "almost_full_at": 2,
+        "expiring_soon_before_s": 45 * 60,
+    }
+    assert _campaign_dict(stored) == expected == _campaign_dict(c)
+    assert len(stored.lottery_seed) == 32
+    again = await campaigns.create_campaign(svc, shop_id=sid, idempotency_key="k-c", **args)
+    assert _campaign_dict(again) == expected
+    for other in ({"almost_full_at": 3}, {"expiring_soon_before": timedelta(minutes=30)}, {"stock": 41}):
+        with pytest.raises(RuleViolation) as e:
+            await campaigns.create_campaign(svc, shop_id=sid, idempotency_key="k-c", **{**args, **other})
+        assert e.value.code == ErrorCode.IDEMPOTENCY_CONFLICT, other
+    assert [x.campaign_id for x in await campaigns.list_campaigns(svc, shop_id=sid)] == [c.campaign_id]
+
+
+async def test_section2_a_campaign_without_a_category_takes_its_products_through_service(svc, shop):
+    """Section 2/OR-3 (service/usecases/campaigns.py `create_campaign`): no category given: the product's, if
+    the product is known, else none; the defaults are stored as such (GB-15: 1 seat, 1 hour)."""
+    sid = shop.shop_id
+    await shops.upsert_product(svc, shop_id=sid, product_ref="sku-9", title="Oolong", category="tea")
+    known = await make_campaign(svc, sid, product_ref="sku-9")
+    svc.clock.advance(timedelta(seconds=1))  # listed in created_at order
+    unknown = await make_campaign(svc, sid, product_ref="sku-x")
+    assert (known.category, unknown.category) == ("tea", "")
+    row = await campaigns.get_campaign(svc, shop_id=sid, campaign_id=unknown.campaign_id)
+    assert (row.almost_full_at, row.expiring_soon_before_s, row.new_members_only, row.commission_enabled) == (
+        1,
+        3600,
+        False,
+        True,
+    )
+    assert [x.campaign_id for x in await campaigns.list_campaigns(svc, shop_id=sid)] == [
+        known.campaign_id,
+        unknown.campaign_id,
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ({"leader_discount": -1}, "leader_discount"),
+        ({"leader_commission_bp": 10_001}, "leader_commission_bp"),
+        ({"duration": timedelta(0)}, "duration"),
+        ({"payment_window": timedelta(0)}, "payment_window"),
+        ({"ends_at": None}, "ends_at"),
+        ({"stock": -1}, "stock"),
+        ({"per_user_limit": 0}, "per_user_limit"),
+        ({"max_quantity_per_order": 0}, "max_quantity_per_order"),
+        ({"fill_at_expiry": 2}, "fill_at_expiry"),
+        ({"lottery_winners": 2}, "lottery_winners"),
+        ({"almost_full_at": -1}, "almost_full_at"),
+        ({"expiring_soon_before": timedelta(seconds=-1)}, "expiring_soon_before"),
+        ({"variants": [("", [(2, 11_000)], 1)]}, "variants[0].name"),
+        ({"list_price": -1}, "list_price"),
+        ({"tiers": []}, "tiers"),
+        ({"product_ref": ""}, "productRef"),
+    ],
+)
+async def test_section2_each_campaign_field_is_validated_through_service(svc, shop, bad, field):
+    """Section 2 (service/usecases/campaigns.py `create_campaign`): each field reaches the engine's validation:
+    a value out of bounds is INVALID_INPUT naming it, and no campaign is stored."""
+    if bad.get("ends_at", 0) is None:
+        bad = {"ends_at": svc.now() - timedelta(hours=2)}  # before starts_at
+    with pytest.raises(RuleViolation) as e:
+        await campaigns.create_campaign(svc, shop_id=shop.shop_id, **_campaign_args(svc, **bad))
+    assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, field)
+    assert await campaigns.list_campaigns(svc, shop_id=shop.shop_id) == []
+
+
+async def test_section2_gb10_end_campaign_ends_it_now_once_through_service(svc, shop):
+    """Section 2/GB-10 (service/usecases/campaigns.py `end_campaign`): a running campaign ends now; one that has
+    not started ends at its start; ending it again (or a retry under the key) changes nothing; an unknown one
+    is NOT_FOUND."""
+    sid = shop.shop_id
+    now = svc.now()
+    running = await make_campaign(svc, sid)
+    later = await make_campaign(svc, sid, starts_at=now + timedelta(hours=2), ends_at=now + timedelta(days=1))
+    ended = await campaigns.end_campaign(svc, shop_id=sid, campaign_id=running.campaign_id, idempotency_key="k-e")
+    assert ended.ends_at == now
+    assert (await campaigns.get_campaign(svc, shop_id=sid, campaign_id=running.campaign_id)).ends_at == now
+    svc.clock.advance(timedelta(minutes=10))
+    again = await campaigns.end_campaign(svc, shop_id=sid, campaign_id=running.campaign_id, idempotency_key="k-e")
+    assert again.ends_at == now
+    again = await campaigns.end_campaign(svc, shop_id=sid, campaign_id=running.campaign_id)
+    assert again.ends_at == now
+    early = await campaigns.end_campaign(svc, shop_id=sid, campaign_id=later.campaign_id)
+    assert early.ends_at == now + timedelta(hours=2)
+    with pytest.raises(RuleViolation) as e:
+        await campaigns.end_campaign(svc, shop_id=sid, campaign_id="cmp_nope")
+    assert (e.value.code, e.value.field) == (ErrorCode.NOT_FOUND, "campaignId")
+    with pytest.raises(RuleViolation) as e:  # the key with another campaign is another request
+        await campaigns.end_campaign(svc, shop_id=sid, campaign_id=later.campaign_id, idempotency_key="k-e")
+    assert e.value.code == ErrorCode.IDEMPOTENCY_CONFLICT
