@@ -627,3 +627,124 @@ async def test_section2_gb10_end_campaign_ends_it_now_once_through_service(svc, 
     with pytest.raises(RuleViolation) as e:  # the key with another campaign is another request
         await campaigns.end_campaign(svc, shop_id=sid, campaign_id=later.campaign_id, idempotency_key="k-e")
     assert e.value.code == ErrorCode.IDEMPOTENCY_CONFLICT
+
+
+async def _visits(svc, sid: str) -> list[tuple]:
+    from store.models import Visit
+
+    async with svc.sessionmaker() as s:
+        rows = (await s.execute(select(Visit).where(Visit.shop_id == sid).order_by(Visit.at, Visit.visit_id))).scalars()
+        return [(r.visit_id, r.distributor_id, r.campaign_id, r.product_ref, r.visitor_id, r.at) for r in rows]
+
+
+async def test_rp6_gb10_a_visit_is_stored_as_given_and_replays_under_its_key_through_service(svc, shop):
+    """RP-6/GB-10 (service/usecases/visits.py `record_visit`): a visit of a distributor's code (any case, padded)
+    is stored with its campaign, product and visitor; under a key its id is derived from the key, a retry is
+    the same visit (`replayed`, recorded at the first time), another visit under the key IDEMPOTENCY_CONFLICT;
+    without a key each call is one more visit."""
+    from service.usecases import distribution, visits
+
+    sid = shop.shop_id
+    await chain(svc, sid, "ref", "buyer")
+    code = (await distribution.get_distributor(svc, shop_id=sid, user_id="ref")).invite_code
+    c = await make_campaign(svc, sid)
+    lim = visits.VisitLimiter()
+    first_at = svc.now()
+    v = await visits.record_visit(
+        svc,
+        shop_id=sid,
+        invite_code=f" {code.lower()} ",
+        visitor_id="visitor-1",
+        campaign_id=c.campaign_id,
+        product_ref="sku-1",
+        idempotency_key="k-v",
+        limiter=lim,
+    )
+    assert v.visit_id.startswith("vis_") and len(v.visit_id) == 44 and (v.recorded_at, v.replayed) == (first_at, False)
+    svc.clock.advance(timedelta(minutes=1))
+    again = await visits.record_visit(
+        svc,
+        shop_id=sid,
+        invite_code=code,
+        visitor_id="visitor-1",
+        campaign_id=c.campaign_id,
+        product_ref="sku-1",
+        idempotency_key="k-v",
+        limiter=lim,
+    )
+    assert again == visits.VisitResult(visit_id=v.visit_id, recorded_at=first_at, replayed=True)
+    for other in ({"product_ref": "sku-2"}, {"campaign_id": None}, {"visitor_id": "visitor-2"}):
+        args = dict(campaign_id=c.campaign_id, product_ref="sku-1", visitor_id="visitor-1") | other
+        with pytest.raises(RuleViolation) as e:
+            await visits.record_visit(svc, shop_id=sid, invite_code=code, idempotency_key="k-v", limiter=lim, **args)
+        assert (e.value.code, e.value.field) == (ErrorCode.IDEMPOTENCY_CONFLICT, "idempotencyKey"), other
+    plain = await visits.record_visit(svc, shop_id=sid, invite_code=code, visitor_id="visitor-1", limiter=lim)
+    assert plain.visit_id != v.visit_id and (plain.recorded_at, plain.replayed) == (svc.now(), False)
+    assert await _visits(svc, sid) == [
+        (v.visit_id, "ref", c.campaign_id, "sku-1", "visitor-1", first_at),
+        (plain.visit_id, "ref", None, None, "visitor-1", svc.now()),
+    ]
+
+
+@pytest.mark.parametrize(
+    "kw, code, field",
+    [
+        ({"visitor_id": "short"}, ErrorCode.INVALID_INPUT, "visitorId"),
+        ({"visitor_id": "v" * 65}, ErrorCode.INVALID_INPUT, "visitorId"),
+        ({"visitor_id": "visitor 1"}, ErrorCode.INVALID_INPUT, "visitorId"),
+        ({"invite_code": "   "}, ErrorCode.INVALID_INVITE_CODE, "inviteCode"),
+        ({"invite_code": "c" * 33}, ErrorCode.INVALID_INVITE_CODE, "inviteCode"),
+        ({"invite_code": "NOPE1234"}, ErrorCode.INVALID_INVITE_CODE, "inviteCode"),
+        ({"idempotency_key": ""}, ErrorCode.INVALID_INPUT, "idempotencyKey"),
+        ({"idempotency_key": "k" * 201}, ErrorCode.INVALID_INPUT, "idempotencyKey"),
+    ],
+)
+async def test_rp6_a_visit_out_of_bounds_records_nothing_through_service(svc, shop, kw, code, field):
+    """RP-6 (service/usecases/visits.py `record_visit`): a visitor id of 8..64 of [A-Za-z0-9_.:-], an invite code
+    of 1..32 that a distributor has, a key of 1..200: otherwise refused on that field, and no visit is stored;
+    the bounds themselves pass (64, 32 and 200 characters)."""
+    from service.usecases import distribution, visits
+
+    sid = shop.shop_id
+    await chain(svc, sid, "ref", "buyer")
+    real = (await distribution.get_distributor(svc, shop_id=sid, user_id="ref")).invite_code
+    args = {"invite_code": real, "visitor_id": "visitor-1", **kw}
+    with pytest.raises(RuleViolation) as e:
+        await visits.record_visit(svc, shop_id=sid, limiter=visits.VisitLimiter(), **args)
+    assert (e.value.code, e.value.field) == (code, field)
+    assert await _visits(svc, sid) == []
+    ok = await visits.record_visit(
+        svc,
+        shop_id=sid,
+        invite_code=real,
+        visitor_id="v" * 64,
+        idempotency_key="k" * 200,
+        limiter=visits.VisitLimiter(),
+    )
+    assert not ok.replayed and len(await _visits(svc, sid)) == 1
+
+
+async def test_rp6_visits_over_the_visitor_and_shop_bounds_are_rate_limited_through_service(svc, shop):
+    """RP-6 (service/usecases/visits.py `VisitLimiter`, `record_visit`): a visitor has a burst of 10 visits, then
+    RATE_LIMITED on `visitorId` (nothing stored); another visitor is unaffected; after a minute's refill of 30
+    the visitor may visit again. The shop's own bucket (burst 600) bounds all its visitors together."""
+    from service.usecases import distribution, visits
+
+    sid = shop.shop_id
+    await chain(svc, sid, "ref", "buyer")
+    code = (await distribution.get_distributor(svc, shop_id=sid, user_id="ref")).invite_code
+    lim = visits.VisitLimiter()
+    for _ in range(10):
+        await visits.record_visit(svc, shop_id=sid, invite_code=code, visitor_id="visitor-1", limiter=lim)
+    with pytest.raises(RuleViolation) as e:
+        await visits.record_visit(svc, shop_id=sid, invite_code=code, visitor_id="visitor-1", limiter=lim)
+    assert (e.value.code, e.value.field, e.value.rule) == (ErrorCode.RATE_LIMITED, "visitorId", "RP-6")
+    await visits.record_visit(svc, shop_id=sid, invite_code=code, visitor_id="visitor-2", limiter=lim)
+    assert len(await _visits(svc, sid)) == 11
+    svc.clock.advance(timedelta(minutes=1))
+    await visits.record_visit(svc, shop_id=sid, invite_code=code, visitor_id="visitor-1", limiter=lim)
+    now = svc.now()
+    # a minute refilled the shop's bucket to its burst of 600, and visitor-1 took one
+    assert all(lim.allow(sid, f"other-{i:04d}", now) for i in range(599))
+    assert not lim.allow(sid, "other-last", now)
+    assert lim.allow("another-shop", "other-last", now)
