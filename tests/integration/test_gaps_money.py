@@ -748,3 +748,81 @@ async def test_rp6_visits_over_the_visitor_and_shop_bounds_are_rate_limited_thro
     assert all(lim.allow(sid, f"other-{i:04d}", now) for i in range(599))
     assert not lim.allow(sid, "other-last", now)
     assert lim.allow("another-shop", "other-last", now)
+
+
+async def test_rp5_rp6_downline_leaderboard_and_funnel_of_one_history_through_service(svc, shop):
+    """RP-5/RP-6 (service/reads/reach.py): ref ← a ← b and ref ← c (bound a minute later); a pays 10,000 and
+    3,000, b 5,000 and 2,000 refunded in full; x has two direct referrals and no sales; three visits of ref's
+    code. The downline pages (newest binding first, paged, the period bounding the orders), the leaderboard by
+    each figure (competition ranks, ties broken by the other figures, `limit`), and the funnels, whole."""
+    from engine import funnel as fn
+    from engine import leaderboard as lb
+    from service.reads import reach
+    from service.usecases import distribution, visits
+
+    sid = shop.shop_id
+    t0 = svc.now()
+    f, t = t0 - timedelta(days=1), t0 + timedelta(days=1)
+    await chain(svc, sid, "ref", "a", "b")
+    await chain(svc, sid, "x", "x1")
+    await distribution.bind_referrer(svc, shop_id=sid, user_id="x2", referrer_id="x")
+    svc.clock.advance(timedelta(minutes=1))
+    t1 = svc.now()
+    await distribution.bind_referrer(svc, shop_id=sid, user_id="c", referrer_id="ref")
+    await paid_order(svc, sid, "a", orders.LineInput("x", 1, 10_000))
+    await paid_order(svc, sid, "a", orders.LineInput("x", 1, 3_000))
+    await paid_order(svc, sid, "b", orders.LineInput("x", 1, 5_000))
+    o = await paid_order(svc, sid, "b", orders.LineInput("x", 1, 2_000))
+    await orders.refund_order(svc, shop_id=sid, order_id=o.order_id, amount=2_000, provider_ref="rf-b")
+    code = {u: (await distribution.get_distributor(svc, shop_id=sid, user_id=u)).invite_code for u in ("ref", "a", "x")}
+    lim = visits.VisitLimiter()
+    for v in ("visitor-1", "visitor-1", "visitor-2"):
+        await visits.record_visit(svc, shop_id=sid, invite_code=code["ref"], visitor_id=v, limiter=lim)
+
+    def page(**kw):
+        args = dict(shop_id=sid, user_id="ref", level=1, period_from=f, period_to=t, limit=10, offset=0) | kw
+        return reach.downline_page(svc, **args)
+
+    member = reach.DownlineMember
+    a = member("a", 1, t0, 2, 13_000)
+    assert await page() == ([member("c", 1, t1, 0, 0), a], 2)
+    assert await page(limit=1, offset=1) == ([a], 2)
+    assert await page(level=2) == ([member("b", 2, t0, 1, 5_000)], 1)
+    assert await page(period_from=t1 + timedelta(seconds=1)) == (
+        [member("c", 1, t1, 0, 0), member("a", 1, t0, 0, 0)],
+        2,
+    )
+    for bad, field in (({"level": 3}, "level"), ({"period_to": f}, "periodTo")):
+        with pytest.raises(RuleViolation) as e:
+            await page(**bad)
+        assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, field)
+
+    ref, a_, x = lb.Standing("ref", 1_550, 18_000, 2), lb.Standing("a", 500, 5_000, 1), lb.Standing("x", 0, 0, 2)
+
+    async def board(by, limit=10, **kw):
+        rows = await reach.leaderboard(svc, shop_id=sid, period_from=f, period_to=t, by=by, limit=limit, **kw)
+        return [(r.rank, r.invite_code, r.standing) for r in rows]
+
+    assert await board(lb.RankBy.COMMISSION_EARNED) == [(1, code["ref"], ref), (2, code["a"], a_), (3, code["x"], x)]
+    assert await board(lb.RankBy.TEAM_SALES, limit=2) == [(1, code["ref"], ref), (2, code["a"], a_)]
+    assert await board(lb.RankBy.NEW_DIRECT_REFERRALS) == [(1, code["ref"], ref), (1, code["x"], x), (3, code["a"], a_)]
+    for limit in (0, 101):
+        with pytest.raises(RuleViolation) as e:
+            await board(lb.RankBy.TEAM_SALES, limit=limit)
+        assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "first")
+    assert len(await board(lb.RankBy.TEAM_SALES, limit=100)) == 3
+
+    async def funnel(subject, subject_id, **kw):
+        args = dict(shop_id=sid, subject=subject, subject_id=subject_id, period_from=f, period_to=t) | kw
+        return await reach.funnel(svc, **args)
+
+    assert await funnel("distributor", "ref") == fn.Funnel(
+        visits=3, visitors=2, bindings=2, first_orders=1, repeat_buyers=1
+    )
+    assert await funnel("distributor", "a") == fn.Funnel(
+        visits=0, visitors=0, bindings=1, first_orders=1, repeat_buyers=0
+    )
+    assert await funnel("distributor", "ref", period_from=t1 + timedelta(seconds=1)) == fn.Funnel(0, 0, 0, 0, 0)
+    with pytest.raises(RuleViolation) as e:
+        await funnel("distributor", "ref", period_to=f)
+    assert (e.value.code, e.value.field, e.value.rule) == (ErrorCode.INVALID_INPUT, "periodTo", "RP-6")
