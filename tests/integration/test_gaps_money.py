@@ -284,6 +284,22 @@ async def test_lg2_a_rejected_payout_charges_no_fee_and_replays_through_service(
     assert (e.value.code, e.value.field, e.value.rule) == (ErrorCode.INVALID_STATE, "payoutId", "LG-4")
 
 
+async def test_lg2_an_approval_without_the_transfer_reference_is_invalid_input_through_service(svc, shop):
+    """LG-2 (service/usecases/payouts.py `decide_payout`): approving needs the external transfer reference: none
+    (or an empty one) is INVALID_INPUT on `externalRef`, and the payout stays REQUESTED with its money in payout."""
+    sid = shop.shop_id
+    await _earned(svc, sid, fee_bp=0)
+    p = await payouts.request_payout(svc, shop_id=sid, user_id="ref", amount=400)
+    for ref in (None, ""):
+        with pytest.raises(RuleViolation) as e:
+            await payouts.decide_payout(
+                svc, shop_id=sid, payout_id=p.payout_id, approve=True, actor="fin", external_ref=ref
+            )
+        assert (e.value.code, e.value.field, e.value.rule) == (ErrorCode.INVALID_INPUT, "externalRef", "LG-2")
+    assert await _stored(svc, sid, p.payout_id) == p.__dict__
+    assert await _balances(svc, sid, "ref") == {"available": 600, "in_payout": 400, "paid": 0, "fees": 0}
+
+
 async def test_lg2_only_a_distributor_with_a_balance_requests_a_payout_through_service(svc, shop):
     """LG-2 (service/usecases/payouts.py `request_payout`): a user who is no distributor has no balance to pay
     out: NOT_A_DISTRIBUTOR on `userId`, and no payout row is written."""
