@@ -842,3 +842,80 @@ async def test_rp5_rp6_downline_leaderboard_and_funnel_of_one_history_through_se
     with pytest.raises(RuleViolation) as e:
         await funnel("distributor", "ref", period_to=f)
     assert (e.value.code, e.value.field, e.value.rule) == (ErrorCode.INVALID_INPUT, "periodTo", "RP-6")
+
+
+async def test_lg3_gb10_close_period_refusals_replays_and_its_event_through_service(svc, shop):
+    """LG-3/GB-10 (service/usecases/settlements.py `close_period`): a period that does not end after it starts
+    is INVALID_INPUT on `to`; an unknown shop NOT_FOUND; a batch closes under the id given, its header as
+    computed, and emits `settlement.closed` with its closing; a retry under the key answers it, another period
+    under the key is IDEMPOTENCY_CONFLICT; the same start with another end is PERIOD_OVERLAP on `to`; the
+    batches are listed in period order and their lines stream in distributor order, in chunks."""
+    from datetime import date, datetime, timezone
+
+    from service.usecases import settlements
+
+    sid = shop.shop_id
+    await _earned(svc, sid, fee_bp=0)
+    await chain(svc, sid, "abe", "buyer2")
+    o = await paid_order(svc, sid, "buyer2", orders.LineInput("x", 1, 20_000))
+    await orders.complete_order(svc, shop_id=sid, order_id=o.order_id)
+    assert (await _balances(svc, sid, "abe"))["available"] == 2000
+    svc.clock.set(datetime(2026, 2, 1, 0, 5, tzinfo=timezone.utc))
+    jan, feb = (date(2026, 1, 1), date(2026, 2, 1)), (date(2026, 2, 1), date(2026, 3, 1))
+    for day_from, day_to in ((jan[1], jan[0]), (jan[0], jan[0])):
+        with pytest.raises(RuleViolation) as e:
+            await settlements.close_period(svc, shop_id=sid, day_from=day_from, day_to=day_to, actor="fin")
+        assert (e.value.code, e.value.field, e.value.rule) == (ErrorCode.INVALID_INPUT, "to", "LG-3")
+    with pytest.raises(RuleViolation) as e:
+        await settlements.close_period(svc, shop_id="no-such-shop", day_from=jan[0], day_to=jan[1], actor="fin")
+    assert e.value.code == ErrorCode.NOT_FOUND
+    b = await settlements.close_period(
+        svc, shop_id=sid, day_from=jan[0], day_to=jan[1], actor="fin", settlement_id="st_jan", idempotency_key="k-s"
+    )
+    assert (b.settlement_id, b.closed_by, b.closed_at, b.local_from, b.local_to, b.currency) == (
+        "st_jan",
+        "fin",
+        svc.now(),
+        "2026-01-01",
+        "2026-02-01",
+        "CNY",
+    )
+    assert (b.distributors, b.released, b.closing) == (2, 3000, 3000)
+    again = await settlements.close_period(
+        svc, shop_id=sid, day_from=jan[0], day_to=jan[1], actor="fin", idempotency_key="k-s"
+    )
+    assert again.settlement_id == "st_jan"
+    svc.clock.set(datetime(2026, 3, 1, 0, 5, tzinfo=timezone.utc))
+    with pytest.raises(RuleViolation) as e:
+        await settlements.close_period(
+            svc, shop_id=sid, day_from=feb[0], day_to=feb[1], actor="fin", idempotency_key="k-s"
+        )
+    assert e.value.code == ErrorCode.IDEMPOTENCY_CONFLICT
+    with pytest.raises(RuleViolation) as e:
+        await settlements.close_period(svc, shop_id=sid, day_from=jan[0], day_to=date(2026, 2, 2), actor="fin")
+    assert (e.value.code, e.value.field) == (ErrorCode.PERIOD_OVERLAP, "to")
+    nxt = await settlements.close_period(svc, shop_id=sid, day_from=feb[0], day_to=feb[1], actor="fin")
+    assert [x.settlement_id for x in await settlements.list_settlements(svc, shop_id=sid)] == [
+        "st_jan",
+        nxt.settlement_id,
+    ]
+    assert (await settlements.get_settlement(svc, shop_id=sid, settlement_id="st_jan")).closing == 3000
+    parts = [
+        [(ln.distributor_id, ln.closing) for ln in part]
+        async for part in settlements.stream_lines(svc, shop_id=sid, settlement_id="st_jan", chunk=1)
+    ]
+    assert parts == [[("abe", 2000)], [("ref", 1000)]]
+    closed = [e for e in await webhooks.events_since_caught_up(svc, shop_id=sid) if e.type == "settlement.closed"]
+    assert [(e.rule, e.aggregate_type, e.aggregate_id, e.payload) for e in closed][0] == (
+        "LG-3",
+        "settlement",
+        "st_jan",
+        {
+            "settlement_id": "st_jan",
+            "from": "2026-01-01",
+            "to": "2026-02-01",
+            "closing": 3000,
+            "currency": "CNY",
+            "rule": "LG-3",
+        },
+    )
