@@ -919,3 +919,41 @@ async def test_lg3_gb10_close_period_refusals_replays_and_its_event_through_serv
             "rule": "LG-3",
         },
     )
+
+
+async def test_lg3_exports_report_progress_per_line_and_refuse_an_unknown_batch_through_service(svc, shop):
+    """LG-3 (service/reads/exports.py `csv_chunks`, `xlsx_file`): both exports call `progress` with the lines
+    of each chunk they wrote (here one chunk of 1: ref), and an unknown batch is a LookupError before anything is
+    written (no temporary file left behind)."""
+    import glob
+    import tempfile
+    from datetime import date, datetime, timezone
+    from pathlib import Path
+
+    from service.reads import exports
+    from service.usecases import settlements
+
+    sid = shop.shop_id
+    await _earned(svc, sid, fee_bp=0)
+    svc.clock.set(datetime(2026, 2, 1, 0, 5, tzinfo=timezone.utc))
+    b = await settlements.close_period(svc, shop_id=sid, day_from=date(2026, 1, 1), day_to=date(2026, 2, 1), actor="f")
+    seen: list[int] = []
+    body = b"".join(
+        [c async for c in exports.csv_chunks(svc, shop_id=sid, settlement_id=b.settlement_id, progress=seen.append)]
+    )
+    assert seen == [1] and body.decode().splitlines()[-2:] == [
+        "ref,0.00,0,10.00,1000,0.00,0,0.00,0,0.00,0,0.00,0,0.00,0,10.00,1000,0.00,0",
+        "TOTAL,0.00,0,10.00,1000,0.00,0,0.00,0,0.00,0,0.00,0,0.00,0,10.00,1000,0.00,0",
+    ]
+    seen.clear()
+    path = Path(await exports.xlsx_file(svc, shop_id=sid, settlement_id=b.settlement_id, progress=seen.append))
+    try:
+        assert seen == [1] and path.read_bytes()[:2] == b"PK"
+    finally:
+        path.unlink()
+    before = set(glob.glob(f"{tempfile.gettempdir()}/{exports.XLSX_PREFIX}*"))
+    with pytest.raises(LookupError):
+        [c async for c in exports.csv_chunks(svc, shop_id=sid, settlement_id="st_nope")]
+    with pytest.raises(LookupError):
+        await exports.xlsx_file(svc, shop_id=sid, settlement_id="st_nope")
+    assert set(glob.glob(f"{tempfile.gettempdir()}/{exports.XLSX_PREFIX}*")) == before
