@@ -391,6 +391,11 @@ async def test_gb6_gb10_an_owed_group_refund_confirmed_once_through_service(svc,
     rid = ow.refund_id
     owed = (rid, lead.order_id, 8_000, "GB-6", True, "OWED", None, owed_at, None)
     assert _refund_tuple(ow) == owed
+    with pytest.raises(RuleViolation) as e:  # a reference that confirms another refund: nothing written
+        await refunds.confirm_refund(svc, shop_id=sid, refund_id=rid, provider_ref="rf-taken")
+    why = "provider reference already confirms another refund"
+    assert (e.value.code, str(e.value), e.value.field) == (ErrorCode.IDEMPOTENCY_CONFLICT, why, "providerRef")
+    assert [_refund_tuple(r) for r in await refunds.list_refunds(svc, shop_id=sid)] == [owed]
     svc.clock.advance(timedelta(minutes=30))
     at = svc.now()
     confirmed = (rid, lead.order_id, 8_000, "GB-6", True, "CONFIRMED", "rf-3", owed_at, at)
@@ -399,10 +404,15 @@ async def test_gb6_gb10_an_owed_group_refund_confirmed_once_through_service(svc,
     for key in ("k", None):
         again = await refunds.confirm_refund(svc, shop_id=sid, refund_id=rid, provider_ref="rf-3", idempotency_key=key)
         assert _refund_tuple(again) == confirmed
-    for ref, key in (("rf-4", None), ("rf-4", "k"), ("rf-taken", None)):
+    for ref, key, why in (
+        ("rf-4", None, "refund already confirmed with another reference"),  # said before any write is tried
+        ("rf-4", "k", None),
+        ("rf-taken", None, None),
+    ):
         with pytest.raises(RuleViolation) as e:
             await refunds.confirm_refund(svc, shop_id=sid, refund_id=rid, provider_ref=ref, idempotency_key=key)
         assert e.value.code == ErrorCode.IDEMPOTENCY_CONFLICT, (ref, key)
+        assert why is None or (str(e.value), e.value.field, e.value.rule) == (why, "providerRef", "GB-10")
     with pytest.raises(RuleViolation) as e:
         await refunds.confirm_refund(svc, shop_id=sid, refund_id="rf_nope", provider_ref="rf-5")
     assert (e.value.code, e.value.field) == (ErrorCode.NOT_FOUND, "refundId")
