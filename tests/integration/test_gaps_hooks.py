@@ -1,0 +1,417 @@
+"""Mutation gaps of the webhook delivery (service/usecases/webhooks.py, issue 12): what one attempt stores
+(the delivery, its attempt record, the endpoint's failure counters), the thresholds that disable an endpoint
+or set a delivery aside, and the signatures of a rotation overlap. Every POST goes to an in-memory transport
+(httpx.MockTransport), so no test waits on a socket."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from service.tx import events
+from service.uow import unit_of_work
+from service.usecases import webhooks
+from store.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from tests.http_receiver import verify_standard
+
+URL = "http://127.0.0.1:9/hook"
+
+
+class Transport:
+    """Answers every POST of the shop with the next status of `statuses` (the last one repeats); None raises a
+    connect error. A delivery due in another test's shop (the pass claims every shop's) gets a 410, unrecorded."""
+
+    def __init__(self, shop_id: str, *statuses: int | None):
+        self.shop_id, self.statuses = shop_id, list(statuses)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if json.loads(request.content)["shop_id"] != self.shop_id:
+            return httpx.Response(410)
+        self.requests.append(request)
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        if status is None:
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(status)
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.MockTransport(self), headers={"user-agent": "Sharecart-Webhooks/1"})
+
+
+@pytest.fixture
+def no_jitter(monkeypatch):
+    """The backoff's jitter at its middle (×1.0), so a retry's time is exact."""
+    monkeypatch.setattr(random, "uniform", lambda a, b: (a + b) / 2)
+
+
+async def _emit(svc, shop_id: str, aggregate_id: str = "agg-1", type: str = "order.paid", **payload) -> Event:
+    async with unit_of_work(svc) as s:
+        events.emit(
+            s,
+            shop_id=shop_id,
+            type=type,
+            aggregate_type="order",
+            aggregate_id=aggregate_id,
+            now=svc.now(),
+            payload=payload or {"order_id": aggregate_id},
+            rule="OR-1",
+        )
+    async with svc.sessionmaker() as s:
+        return (
+            (await s.execute(select(Event).where(Event.shop_id == shop_id).order_by(Event.seq.desc())))
+            .scalars()
+            .first()
+        )
+
+
+async def _delivery(svc, shop_id: str, endpoint_id: str, event_id: str) -> WebhookDelivery:
+    async with svc.sessionmaker() as s:
+        return await s.get(WebhookDelivery, (shop_id, endpoint_id, event_id))
+
+
+async def _endpoint(svc, shop_id: str, endpoint_id: str) -> WebhookEndpoint:
+    async with svc.sessionmaker() as s:
+        return await s.get(WebhookEndpoint, (shop_id, endpoint_id))
+
+
+async def _attempts(svc, shop_id: str) -> list[WebhookAttempt]:
+    async with svc.sessionmaker() as s:
+        q = select(WebhookAttempt).where(WebhookAttempt.shop_id == shop_id).order_by(WebhookAttempt.at)
+        return list((await s.execute(q)).scalars())
+
+
+async def _set(svc, model, where, **values) -> None:
+    async with unit_of_work(svc) as s:
+        await s.execute(update(model).where(*where).values(**values))
+
+
+async def _deliver(svc, transport: Transport) -> int:
+    """One delivery pass; how many POSTs it made to the test's shop."""
+    before = len(transport.requests)
+    async with transport.client() as client:
+        await webhooks.deliver_due(svc, client=client)
+    return len(transport.requests) - before
+
+
+async def test_wh_a_failed_then_accepted_delivery_stores_each_attempt_through_service(svc, shop, no_jitter):
+    """One delivery: a 503 leaves it owed (attempts, status, the retry 10 s later by the backoff) and starts
+    the endpoint's failure window; the next attempt's 200 delivers it, resets the endpoint's counters, and
+    each attempt is on record with its status. The POST is the Standard Webhooks request of the event."""
+    ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=URL)
+    ev = await _emit(svc, shop.shop_id, amount=100)
+    t0 = svc.now()
+    tr = Transport(shop.shop_id, 503, 200)
+    before = int(time.time())
+    assert await _deliver(svc, tr) == 1
+    d = await _delivery(svc, shop.shop_id, ep.endpoint_id, ev.event_id)
+    assert (d.state, d.attempts, d.last_status, d.last_error, d.delivered_at) == ("PENDING", 1, 503, None, None)
+    assert (d.lease_until, d.lease_token) == (None, None)
+    assert d.next_attempt_at == t0 + timedelta(seconds=10)
+    e = await _endpoint(svc, shop.shop_id, ep.endpoint_id)
+    assert (e.consecutive_failures, e.failing_since, e.enabled, e.disabled_at) == (1, t0, True, None)
+
+    req = tr.requests[0]
+    assert req.method == "POST" and str(req.url) == URL
+    assert json.loads(req.content) == {
+        "id": ev.event_id,
+        "seq": ev.seq,
+        "type": "order.paid",
+        "shop_id": shop.shop_id,
+        "aggregate_type": "order",
+        "aggregate_id": "agg-1",
+        "rule": "OR-1",
+        "occurred_at": t0.isoformat(),
+        "data": {"currency": "CNY", "amount": 100, "rule": "OR-1"},
+    }
+    assert req.headers["content-type"] == "application/json"
+    assert req.headers["webhook-id"] == ev.event_id
+    assert before <= int(req.headers["webhook-timestamp"]) <= int(time.time())
+    assert req.headers["host"] == "127.0.0.1:9"
+    assert len(req.headers["webhook-signature"].split(" ")) == 1
+    assert verify_standard(ep.secret, req.headers, req.content) is not None
+
+    svc.clock.advance(timedelta(seconds=9))
+    assert await _deliver(svc, tr) == 0  # not due before its backoff
+    svc.clock.advance(timedelta(seconds=1))
+    t1 = svc.now()
+    assert await _deliver(svc, tr) == 1
+    d = await _delivery(svc, shop.shop_id, ep.endpoint_id, ev.event_id)
+    assert (d.state, d.attempts, d.last_status, d.last_error, d.delivered_at) == ("DELIVERED", 2, 200, None, t1)
+    assert (d.lease_until, d.lease_token) == (None, None)
+    e = await _endpoint(svc, shop.shop_id, ep.endpoint_id)
+    assert (e.consecutive_failures, e.failing_since, e.enabled) == (0, None, True)
+    got = [(a.endpoint_id, a.event_id, a.at, a.status_code, a.error) for a in await _attempts(svc, shop.shop_id)]
+    assert got == [(ep.endpoint_id, ev.event_id, t0, 503, None), (ep.endpoint_id, ev.event_id, t1, 200, None)]
+    assert await _deliver(svc, tr) == 0  # delivered: never again
+
+
+async def test_wh_an_unreachable_receiver_is_a_generic_failure_and_backs_off_doubling_through_service(
+    svc, shop, no_jitter
+):
+    """No status (connect refused): the attempt and the delivery show only the generic failure (11.3). The
+    retry delay doubles with each attempt (10 s · 2^n after n earlier ones) and is capped at an hour."""
+    ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=URL)
+    ev = await _emit(svc, shop.shop_id)
+    key = (WebhookDelivery.shop_id == shop.shop_id, WebhookDelivery.event_id == ev.event_id)
+    t0 = svc.now()
+    assert await _deliver(svc, Transport(shop.shop_id, None)) == 1
+    d = await _delivery(svc, shop.shop_id, ep.endpoint_id, ev.event_id)
+    assert (d.state, d.attempts, d.last_status, d.last_error) == ("PENDING", 1, None, webhooks.GENERIC_FAILURE)
+    assert d.next_attempt_at == t0 + timedelta(seconds=10)
+    assert [(a.status_code, a.error) for a in await _attempts(svc, shop.shop_id)] == [(None, "delivery failed")]
+    for made, delay in ((4, 160), (8, 2560), (9, 3600), (30, 3600)):
+        await _set(svc, WebhookDelivery, key, attempts=made, next_attempt_at=t0)
+        assert await _deliver(svc, Transport(shop.shop_id, 503)) == 1
+        d = await _delivery(svc, shop.shop_id, ep.endpoint_id, ev.event_id)
+        assert (d.attempts, d.next_attempt_at) == (made + 1, t0 + timedelta(seconds=delay)), made
+    assert [webhooks.backoff(n) for n in (0, 1, 2)] == [timedelta(seconds=s) for s in (10, 10, 20)]
+
+
+async def test_wh_an_endpoint_failing_24h_and_10_times_is_disabled_once_and_loses_nothing_through_service(svc, shop):
+    """The 10th failure of an endpoint failing for 24 h disables it, with one `webhook.endpoint_disabled`
+    event for the admin; the failing delivery stays owed and is HELD (not posted) until the endpoint is
+    enabled again, then delivered."""
+    ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=URL)
+    ev = await _emit(svc, shop.shop_id)
+    key = (WebhookEndpoint.shop_id == shop.shop_id, WebhookEndpoint.endpoint_id == ep.endpoint_id)
+    since = svc.now() - timedelta(hours=24)
+    await _set(svc, WebhookEndpoint, key, consecutive_failures=9, failing_since=since)
+    assert await _deliver(svc, Transport(shop.shop_id, 500)) == 1
+    e = await _endpoint(svc, shop.shop_id, ep.endpoint_id)
+    assert (e.enabled, e.disabled_at, e.consecutive_failures, e.failing_since) == (False, svc.now(), 10, since)
+    disabled = [
+        e for e in await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id) if e.aggregate_id == ep.endpoint_id
+    ]
+    assert [(e.type, e.aggregate_type, e.payload) for e in disabled] == [
+        (
+            "webhook.endpoint_disabled",
+            "webhook",
+            {
+                "currency": "CNY",
+                "endpoint_id": ep.endpoint_id,
+                "url": URL,
+                "failures": 10,
+                "failing_since": since.isoformat(),
+            },
+        )
+    ]
+    d = await _delivery(svc, shop.shop_id, ep.endpoint_id, ev.event_id)
+    assert (d.state, d.attempts) == ("PENDING", 1)
+    svc.clock.advance(timedelta(hours=2))
+    tr = Transport(shop.shop_id, 200)
+    assert await _deliver(svc, tr) == 0 and tr.requests == []  # disabled: held, not posted
+    held = await _delivery(svc, shop.shop_id, ep.endpoint_id, ev.event_id)
+    assert (held.state, held.attempts, held.lease_until, held.lease_token) == ("HELD", 1, None, None)
+    await webhooks.enable_endpoint(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id)
+    assert await _deliver(svc, tr) == 2  # the held delivery and the disabled event itself
+    assert {json.loads(r.content)["id"] for r in tr.requests} >= {ev.event_id}
+    d = await _delivery(svc, shop.shop_id, ep.endpoint_id, ev.event_id)
+    assert (d.state, d.attempts) == ("DELIVERED", 2)
+
+
+@pytest.mark.parametrize(
+    "failures, hours",
+    [(8, 25), (9, 23)],  # one short of the 10 failures, or of the 24 h
+)
+async def test_wh_an_endpoint_short_of_either_threshold_stays_enabled_through_service(svc, shop, failures, hours):
+    ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=URL)
+    await _emit(svc, shop.shop_id)
+    key = (WebhookEndpoint.shop_id == shop.shop_id, WebhookEndpoint.endpoint_id == ep.endpoint_id)
+    since = svc.now() - timedelta(hours=hours)
+    await _set(svc, WebhookEndpoint, key, consecutive_failures=failures, failing_since=since)
+    assert await _deliver(svc, Transport(shop.shop_id, 500)) == 1
+    e = await _endpoint(svc, shop.shop_id, ep.endpoint_id)
+    assert (e.enabled, e.disabled_at, e.consecutive_failures, e.failing_since) == (True, None, failures + 1, since)
+    assert [e.type for e in await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id)] == ["order.paid"]
+
+
+@pytest.mark.parametrize(
+    "made, age_h, state",
+    [(47, 24, "DEAD"), (46, 30, "PENDING"), (60, 23, "PENDING")],  # the 48th attempt after 24 h; one short of either
+)
+async def test_wh_a_delivery_failing_24h_and_48_times_is_set_aside_through_service(svc, shop, made, age_h, state):
+    """A delivery that keeps failing while its endpoint accepts others (no failure window) is DEAD after
+    24 h and 48 attempts, so it stops blocking its aggregate; short of either it stays owed."""
+    ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=URL)
+    ev = await _emit(svc, shop.shop_id)
+    key = (WebhookDelivery.shop_id == shop.shop_id, WebhookDelivery.event_id == ev.event_id)
+    await _set(svc, WebhookDelivery, key, attempts=made, created_at=svc.now() - timedelta(hours=age_h))
+    assert await _deliver(svc, Transport(shop.shop_id, 503)) == 1
+    d = await _delivery(svc, shop.shop_id, ep.endpoint_id, ev.event_id)
+    assert (d.state, d.attempts, d.last_status) == (state, made + 1, 503)
+    e = await _endpoint(svc, shop.shop_id, ep.endpoint_id)
+    assert (e.enabled, e.consecutive_failures) == (True, 1)
+
+
+async def test_wh_the_previous_secret_signs_only_until_its_overlap_ends_through_service(svc, shop):
+    """Rotation: two signatures while the overlap lasts, the new secret's alone from its end on."""
+    ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=URL)
+    old = ep.secret
+    ep = await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id, overlap=timedelta(hours=1))
+    assert (ep.previous_secret, ep.previous_secret_until) == (old, svc.now() + timedelta(hours=1))
+    await _emit(svc, shop.shop_id, aggregate_id="a")
+    tr = Transport(shop.shop_id, 200)
+    await _deliver(svc, tr)
+    svc.clock.advance(timedelta(hours=1))
+    await _emit(svc, shop.shop_id, aggregate_id="b")
+    await _deliver(svc, tr)
+    first, second = tr.requests
+    assert len(first.headers["webhook-signature"].split(" ")) == 2
+    assert verify_standard(old, first.headers, first.content) and verify_standard(
+        ep.secret, first.headers, first.content
+    )
+    assert len(second.headers["webhook-signature"].split(" ")) == 1
+    assert verify_standard(ep.secret, second.headers, second.content)
+    assert not verify_standard(old, second.headers, second.content)
+
+
+async def test_wh_a_pass_fills_every_lane_and_no_more_than_per_endpoint_through_service(svc, shop):
+    """Lanes: a pass of `concurrency` 4 keeps 4 POSTs in flight, at most 2 (its default per endpoint: half)
+    to one endpoint, until all 8 deliveries (4 events × 2 endpoints) are made; the caller's client stays
+    open for the caller."""
+    import asyncio
+
+    a = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/a")
+    b = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/b")
+    for i in range(4):
+        await _emit(svc, shop.shop_id, aggregate_id=f"agg-{i}")
+    busy = {"all": 0, "/a": 0, "/b": 0}
+    peak = dict(busy)
+    seen = []
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        if json.loads(request.content)["shop_id"] != shop.shop_id:
+            return httpx.Response(410)
+        for k in ("all", request.url.path):
+            busy[k] += 1
+            peak[k] = max(peak[k], busy[k])
+        await asyncio.sleep(0.05)
+        for k in ("all", request.url.path):
+            busy[k] -= 1
+        seen.append((request.url.path, request.headers["webhook-id"]))
+        return httpx.Response(200)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        await webhooks.deliver_due(svc, client=client, concurrency=4)
+        assert not client.is_closed  # the caller's client: the pass does not close it
+    assert peak == {"all": 4, "/a": 2, "/b": 2}
+    assert len(seen) == len(set(seen)) == 8
+    async with svc.sessionmaker() as s:
+        states = (
+            await s.execute(
+                select(WebhookDelivery.endpoint_id, WebhookDelivery.state).where(
+                    WebhookDelivery.shop_id == shop.shop_id
+                )
+            )
+        ).all()
+    assert sorted(states) == sorted([(a.endpoint_id, "DELIVERED")] * 4 + [(b.endpoint_id, "DELIVERED")] * 4)
+
+
+async def test_wh_one_aggregate_goes_out_in_seq_order_one_at_a_time_through_service(svc, shop):
+    """Per endpoint, the events of one aggregate go out in `seq` order: the next waits while an earlier one is
+    owed (a failed first event holds back the second until it is delivered)."""
+    await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=URL)
+    first = await _emit(svc, shop.shop_id, aggregate_id="chain")
+    second = await _emit(svc, shop.shop_id, aggregate_id="chain")
+    other = await _emit(svc, shop.shop_id, aggregate_id="other")
+    tr = Transport(shop.shop_id, 503, 200)
+    await _deliver(svc, tr)
+    ids = [r.headers["webhook-id"] for r in tr.requests]
+    assert ids == [first.event_id, other.event_id]  # the second waits behind the failed first
+    svc.clock.advance(timedelta(minutes=1))
+    await _deliver(svc, tr)
+    assert [r.headers["webhook-id"] for r in tr.requests][2:] == [first.event_id, second.event_id]
+
+
+async def test_wh_admin_updates_disables_lists_and_deletes_an_endpoint_through_service(svc, shop):
+    """Issue 11.9: re-point and re-filter an endpoint (its secret stays), disable it (again: its first
+    `disabled_at` stays), list the shop's endpoints in creation order, delete it with what it is owed and
+    its attempt records; each with its NOT_FOUND, and the replay of a key answering the same."""
+    from engine.errors import RuleViolation
+
+    a = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=URL, event_types=["order.paid"])
+    svc.clock.advance(timedelta(seconds=1))
+    b = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/b")
+    assert [e.endpoint_id for e in await webhooks.list_endpoints(svc, shop_id=shop.shop_id)] == [
+        a.endpoint_id,
+        b.endpoint_id,
+    ]
+    assert (a.event_types, b.event_types, a.enabled, a.consecutive_failures) == (["order.paid"], [], True, 0)
+
+    u = await webhooks.update_endpoint(
+        svc, shop_id=shop.shop_id, endpoint_id=a.endpoint_id, url="http://127.0.0.1:9/new", idempotency_key="u1"
+    )
+    assert (u.url, u.event_types, u.secret) == ("http://127.0.0.1:9/new", ["order.paid"], a.secret)
+    u = await webhooks.update_endpoint(
+        svc, shop_id=shop.shop_id, endpoint_id=a.endpoint_id, event_types=["group.formed", "order.paid"]
+    )
+    assert (u.url, u.event_types) == ("http://127.0.0.1:9/new", ["group.formed", "order.paid"])
+    again = await webhooks.update_endpoint(
+        svc, shop_id=shop.shop_id, endpoint_id=a.endpoint_id, url="http://127.0.0.1:9/new", idempotency_key="u1"
+    )
+    assert again.event_types == ["group.formed", "order.paid"]  # the replay re-reads the row as it stands
+    with pytest.raises(RuleViolation) as e:
+        await webhooks.update_endpoint(svc, shop_id=shop.shop_id, endpoint_id=a.endpoint_id, event_types=["nope"])
+    assert (e.value.code.value, e.value.field) == ("INVALID_INPUT", "eventTypes")
+
+    t_off = svc.now()
+    d = await webhooks.disable_endpoint(svc, shop_id=shop.shop_id, endpoint_id=a.endpoint_id)
+    assert (d.enabled, d.disabled_at) == (False, t_off)
+    svc.clock.advance(timedelta(hours=1))
+    d = await webhooks.disable_endpoint(svc, shop_id=shop.shop_id, endpoint_id=a.endpoint_id)
+    assert (d.enabled, d.disabled_at) == (False, t_off)
+    on = await webhooks.enable_endpoint(svc, shop_id=shop.shop_id, endpoint_id=a.endpoint_id)
+    assert (on.enabled, on.disabled_at, on.consecutive_failures, on.failing_since) == (True, None, 0, None)
+
+    ev = await _emit(svc, shop.shop_id)
+    await _deliver(svc, Transport(shop.shop_id, 503))
+    assert await webhooks.delete_endpoint(svc, shop_id=shop.shop_id, endpoint_id=a.endpoint_id, idempotency_key="d1")
+    assert await webhooks.delete_endpoint(svc, shop_id=shop.shop_id, endpoint_id=a.endpoint_id, idempotency_key="d1")
+    assert [e.endpoint_id for e in await webhooks.list_endpoints(svc, shop_id=shop.shop_id)] == [b.endpoint_id]
+    assert await _delivery(svc, shop.shop_id, a.endpoint_id, ev.event_id) is None
+    assert [x.endpoint_id for x in await _attempts(svc, shop.shop_id)] == [b.endpoint_id]
+    assert (await _delivery(svc, shop.shop_id, b.endpoint_id, ev.event_id)).attempts == 1
+    for call in (
+        webhooks.delete_endpoint,
+        webhooks.disable_endpoint,
+        webhooks.enable_endpoint,
+        webhooks.update_endpoint,
+    ):
+        with pytest.raises(RuleViolation) as e:
+            await call(svc, shop_id=shop.shop_id, endpoint_id=a.endpoint_id)
+        assert (e.value.code.value, e.value.field) == ("NOT_FOUND", "endpointId"), call
+    with pytest.raises(RuleViolation) as e:
+        await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id=a.endpoint_id)
+    assert (e.value.code.value, e.value.field) == ("NOT_FOUND", "endpointId")
+
+
+async def test_wh_registration_refuses_unknown_event_types_and_the_feed_filters_through_service(svc, shop):
+    """An unknown event type is refused at registration (a typo would match nothing); the pull feed pages
+    after a cursor, filters by type and caps its page."""
+    from engine.errors import RuleViolation
+
+    with pytest.raises(RuleViolation) as e:
+        await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=URL, event_types=["order.paid", "order.payd"])
+    assert (e.value.code.value, e.value.field) == ("INVALID_INPUT", "eventTypes")
+    assert "order.payd" in str(e.value) and await webhooks.list_endpoints(svc, shop_id=shop.shop_id) == []
+    evs = [
+        await _emit(svc, shop.shop_id, aggregate_id=f"g{i}", type=t)
+        for i, t in enumerate(["order.paid", "group.formed", "order.paid"])
+    ]
+    got = await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id)
+    assert [e.event_id for e in got] == [e.event_id for e in evs]
+    first = webhooks.event_position(got[0])
+    after = await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id, after=first)
+    assert [e.event_id for e in after] == [evs[1].event_id, evs[2].event_id]
+    typed = await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id, types=["order.paid"])
+    assert [e.event_id for e in typed] == [evs[0].event_id, evs[2].event_id]
+    assert [e.event_id for e in await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id, limit=2)] == [
+        evs[0].event_id,
+        evs[1].event_id,
+    ]
