@@ -415,3 +415,105 @@ async def test_wh_registration_refuses_unknown_event_types_and_the_feed_filters_
         evs[0].event_id,
         evs[1].event_id,
     ]
+
+
+# ---------------------------------------------------------------- GB-10: service/tx/idempotency.py
+
+
+async def test_gb10_a_key_of_128_characters_replays_and_a_longer_one_is_refused_through_service(svc, shop):
+    """GB-10: an idempotency key has at most 128 characters (the column): one of 128 guards its call and
+    replays it, one of 129 is refused before anything is written."""
+    from engine.errors import RuleViolation
+
+    key = "k" * 128
+    a = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=URL, idempotency_key=key)
+    b = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=URL, idempotency_key=key)
+    assert a.endpoint_id == b.endpoint_id
+    with pytest.raises(RuleViolation) as e:
+        await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=URL, idempotency_key=key + "k")
+    assert (e.value.code.value, e.value.rule, e.value.field) == ("INVALID_INPUT", "GB-10", "idempotencyKey")
+    assert "128" in str(e.value)
+    assert [x.endpoint_id for x in await webhooks.list_endpoints(svc, shop_id=shop.shop_id)] == [a.endpoint_id]
+
+
+async def test_gb10_once_stores_the_key_with_its_scope_request_hash_and_result_through_service(svc, shop):
+    """GB-10 (`once`): the first call runs and stores (shop, scope, key, hash of the request, result); a retry
+    with the same request, its keys in any order and with values JSON has no type for, replays the result
+    without running; another request under the key is IDEMPOTENCY_CONFLICT; no key runs every time. A scope
+    longer than the column's 64 characters is stored as a 47-character prefix, '#' and 16 hex of its hash."""
+    import hashlib
+    from datetime import datetime
+
+    from engine.errors import RuleViolation
+    from service.tx.idempotency import once, once_or_replay, request_hash
+    from store.models import IdempotencyKey
+
+    runs = []
+
+    async def run():
+        runs.append(1)
+        return {"n": len(runs), "at": svc.now()}
+
+    when = datetime(2026, 1, 1)
+    long_scope = "s" * 64 + "x"
+    stored = {"n": 1, "at": str(svc.now())}
+    for scope in ("s" * 64, long_scope):
+        runs.clear()
+        answers = []
+        for request in ({"a": 1, "when": when}, {"when": when, "a": 1}):
+            async with unit_of_work(svc) as s:
+                answers.append(
+                    await once_or_replay(
+                        s, shop_id=shop.shop_id, scope=scope, key="k1", request=request, now=svc.now(), run=run
+                    )
+                )
+        assert answers == [({"n": 1, "at": svc.now()}, False), (stored, True)]
+        assert runs == [1]
+    runs.clear()
+    async with svc.sessionmaker() as s:
+        rows = (await s.execute(select(IdempotencyKey).where(IdempotencyKey.shop_id == shop.shop_id))).scalars().all()
+    hashed = "s" * 47 + "#" + hashlib.sha256(long_scope.encode()).hexdigest()[:16]
+    assert sorted((r.scope, r.key, r.request_hash, r.result, r.created_at) for r in rows) == sorted(
+        (sc, "k1", request_hash({"a": 1, "when": str(when)}), stored, svc.now()) for sc in ("s" * 64, hashed)
+    )
+    with pytest.raises(RuleViolation) as e:
+        async with unit_of_work(svc) as s:
+            await once(s, shop_id=shop.shop_id, scope="s" * 64, key="k1", request={"a": 2}, now=svc.now(), run=run)
+    assert (e.value.code.value, e.value.rule, e.value.field) == ("IDEMPOTENCY_CONFLICT", "GB-10", "idempotencyKey")
+    assert runs == []
+    for _ in range(2):
+        async with unit_of_work(svc) as s:
+            assert await once_or_replay(
+                s, shop_id=shop.shop_id, scope="x", key=None, request={}, now=svc.now(), run=run
+            ) == (
+                {"n": len(runs), "at": svc.now()},
+                False,
+            )
+    assert runs == [1, 1]
+
+
+# ---------------------------------------------------------------- SH-2: service/tx/events.py
+
+
+async def test_sh2_an_event_of_a_shop_this_process_has_not_met_reads_its_currency_once_through_service(
+    svc, shop, monkeypatch
+):
+    """SH-2: an event's payload carries the shop's currency. A shop this process has not met yet (another
+    process created it) gets its currency read from `shops` at the flush, once: then it is known."""
+    from service.usecases.shops import create_shop
+
+    other = await create_shop(svc, shop_id=shop.shop_id + "-usd", name="Other", currency="USD")
+    monkeypatch.delitem(events._CURRENCY, other.shop_id, raising=False)
+    assert events.known_currency(other.shop_id) is None
+    ev = await _emit(svc, other.shop_id, order_id="o1")
+    assert (ev.type, ev.aggregate_type, ev.aggregate_id, ev.rule, ev.occurred_at) == (
+        "order.paid",
+        "order",
+        "agg-1",
+        "OR-1",
+        svc.now(),
+    )
+    assert ev.payload == {"currency": "USD", "order_id": "o1", "rule": "OR-1"}
+    assert events.known_currency(other.shop_id) == "USD"
+    mine = await _emit(svc, shop.shop_id, order_id="o2")
+    assert mine.payload == {"currency": "CNY", "order_id": "o2", "rule": "OR-1"}
