@@ -5,6 +5,7 @@ or set a delivery aside, and the signatures of a rotation overlap. Every POST go
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import time
@@ -129,6 +130,7 @@ async def test_wh_a_failed_then_accepted_delivery_stores_each_attempt_through_se
         "occurred_at": t0.isoformat(),
         "data": {"currency": "CNY", "amount": 100, "rule": "OR-1"},
     }
+    assert req.content == json.dumps(json.loads(req.content), sort_keys=True, separators=(",", ":")).encode()
     assert req.headers["content-type"] == "application/json"
     assert req.headers["webhook-id"] == ev.event_id
     assert before <= int(req.headers["webhook-timestamp"]) <= int(time.time())
@@ -277,6 +279,7 @@ async def test_wh_a_pass_fills_every_lane_and_no_more_than_per_endpoint_through_
     open for the caller."""
     import asyncio
 
+    svc.clock.advance(timedelta(days=-3650))  # before any other test's leftovers: they are not due in this pass
     a = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/a")
     b = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/b")
     for i in range(4):
@@ -284,6 +287,7 @@ async def test_wh_a_pass_fills_every_lane_and_no_more_than_per_endpoint_through_
     busy = {"all": 0, "/a": 0, "/b": 0}
     peak = dict(busy)
     seen = []
+    full = asyncio.Event()  # the first POSTs wait (up to 1 s) until 4 are in flight: the peak is not a race
 
     async def answer(request: httpx.Request) -> httpx.Response:
         if json.loads(request.content)["shop_id"] != shop.shop_id:
@@ -291,7 +295,12 @@ async def test_wh_a_pass_fills_every_lane_and_no_more_than_per_endpoint_through_
         for k in ("all", request.url.path):
             busy[k] += 1
             peak[k] = max(peak[k], busy[k])
-        await asyncio.sleep(0.05)
+        if busy["all"] >= 4:
+            full.set()
+        try:
+            await asyncio.wait_for(full.wait(), 1.0)
+        except TimeoutError:
+            pass
         for k in ("all", request.url.path):
             busy[k] -= 1
         seen.append((request.url.path, request.headers["webhook-id"]))
@@ -343,6 +352,8 @@ async def test_wh_admin_updates_disables_lists_and_deletes_an_endpoint_through_s
         b.endpoint_id,
     ]
     assert (a.event_types, b.event_types, a.enabled, a.consecutive_failures) == (["order.paid"], [], True, 0)
+    assert a.secret.startswith("whsec_") and len(base64.b64decode(a.secret.removeprefix("whsec_"))) == 32
+    assert a.secret != b.secret
 
     u = await webhooks.update_endpoint(
         svc, shop_id=shop.shop_id, endpoint_id=a.endpoint_id, url="http://127.0.0.1:9/new", idempotency_key="u1"
