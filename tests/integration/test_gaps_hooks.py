@@ -9,6 +9,7 @@ import base64
 import json
 import random
 import time
+from collections import Counter
 from datetime import timedelta
 
 import httpx
@@ -273,53 +274,158 @@ async def test_wh_the_previous_secret_signs_only_until_its_overlap_ends_through_
     assert not verify_standard(old, second.headers, second.content)
 
 
-async def test_wh_a_pass_fills_every_lane_and_no_more_than_per_endpoint_through_service(svc, shop):
-    """Lanes: a pass of `concurrency` 4 keeps 4 POSTs in flight, at most 2 (its default per endpoint: half)
-    to one endpoint, until all 8 deliveries (4 events × 2 endpoints) are made; the caller's client stays
-    open for the caller."""
-    import asyncio
+class Lanes:
+    """An in-memory receiver that measures the lanes. The first `expect` POSTs of the shop are held until all
+    of them are in flight (at most 3 s) and then 0.15 s more, so the peak is what the lanes allow (one more
+    POST would be seen), not a race between claims and answers; later POSTs are answered at once."""
 
-    svc.clock.advance(timedelta(days=-3650))  # before any other test's leftovers: they are not due in this pass
-    a = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/a")
-    b = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/b")
-    for i in range(4):
-        await _emit(svc, shop.shop_id, aggregate_id=f"agg-{i}")
-    busy = {"all": 0, "/a": 0, "/b": 0}
-    peak = dict(busy)
-    seen = []
-    full = asyncio.Event()  # the first POSTs wait (up to 1 s) until 4 are in flight: the peak is not a race
+    def __init__(self, shop_id: str, expect: int):
+        import asyncio
 
-    async def answer(request: httpx.Request) -> httpx.Response:
-        if json.loads(request.content)["shop_id"] != shop.shop_id:
+        self.shop_id, self.expect, self.arrived = shop_id, expect, 0
+        self.busy: Counter = Counter()
+        self.peak: Counter = Counter()
+        self.seen: list[tuple[str, str]] = []
+        self.wave = asyncio.Event()
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        import asyncio
+
+        if json.loads(request.content)["shop_id"] != self.shop_id:
             return httpx.Response(410)
         for k in ("all", request.url.path):
-            busy[k] += 1
-            peak[k] = max(peak[k], busy[k])
-        if busy["all"] >= 4:
-            full.set()
-        try:
-            await asyncio.wait_for(full.wait(), 1.0)
-        except TimeoutError:
-            pass
+            self.busy[k] += 1
+            self.peak[k] = max(self.peak[k], self.busy[k])
+        self.arrived += 1
+        if self.arrived <= self.expect:
+            if self.arrived == self.expect:
+                self.wave.set()
+            try:
+                await asyncio.wait_for(self.wave.wait(), 3)
+            except TimeoutError:
+                pass
+            await asyncio.sleep(0.15)
         for k in ("all", request.url.path):
-            busy[k] -= 1
-        seen.append((request.url.path, request.headers["webhook-id"]))
+            self.busy[k] -= 1
+        self.seen.append((request.url.path, request.headers["webhook-id"]))
         return httpx.Response(200)
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
-        await webhooks.deliver_due(svc, client=client, concurrency=4)
-        assert not client.is_closed  # the caller's client: the pass does not close it
-    assert peak == {"all": 4, "/a": 2, "/b": 2}
-    assert len(seen) == len(set(seen)) == 8
+
+async def _lanes_setup(svc, shop_id: str, wide: int, narrow: int, n_wide: int, n_all: int) -> list[str]:
+    """`wide` endpoints (/w0 …) take every event, `narrow` ones (/n0 …) only group.formed; `n_wide`
+    order.paid events, then `n_all` group.formed ones, each of its own aggregate. The clock runs ten years
+    back first, so no other test's leftover delivery is due in these passes."""
+    svc.clock.advance(timedelta(days=-3650))
+    ids = []
+    for i in range(wide):
+        ids.append((await webhooks.register_endpoint(svc, shop_id=shop_id, url=f"http://127.0.0.1:9/w{i}")).endpoint_id)
+    for i in range(narrow):
+        ep = await webhooks.register_endpoint(
+            svc, shop_id=shop_id, url=f"http://127.0.0.1:9/n{i}", event_types=["group.formed"]
+        )
+        ids.append(ep.endpoint_id)
+    for i in range(n_wide):
+        await _emit(svc, shop_id, aggregate_id=f"o{i}")
+    for i in range(n_all):
+        await _emit(svc, shop_id, aggregate_id=f"g{i}", type="group.formed")
+    return ids
+
+
+async def _states(svc, shop_id: str) -> Counter:
     async with svc.sessionmaker() as s:
-        states = (
-            await s.execute(
-                select(WebhookDelivery.endpoint_id, WebhookDelivery.state).where(
-                    WebhookDelivery.shop_id == shop.shop_id
-                )
+        q = select(WebhookDelivery.state).where(WebhookDelivery.shop_id == shop_id)
+        return Counter((await s.execute(q)).scalars())
+
+
+async def test_wh_a_pass_fills_every_lane_and_no_more_than_half_to_one_endpoint_through_service(svc, shop):
+    """Lanes of a pass (`deliver_due`, default concurrency 4, per endpoint half of it): 4 POSTs in flight, at
+    most 2 to one endpoint, until every delivery is made once; it answers how many POSTs it made, and leaves
+    the caller's client open for the caller. A stop that is set makes no POST."""
+    import asyncio
+
+    await _lanes_setup(svc, shop.shop_id, wide=1, narrow=1, n_wide=4, n_all=2)
+    lanes = Lanes(shop.shop_id, expect=4)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(lanes)) as client:
+        stop = asyncio.Event()
+        stop.set()
+        assert await webhooks.deliver_due(svc, client=client, stop=stop) == 0
+        assert lanes.seen == []
+        assert await webhooks.deliver_due(svc, client=client, stop=asyncio.Event()) == 8
+        assert not client.is_closed  # the caller's client: the pass does not close it
+    assert (lanes.peak["all"], lanes.peak["/w0"], lanes.peak["/n0"]) == (4, 2, 2)
+    assert len(lanes.seen) == len(set(lanes.seen)) == 8
+    assert await _states(svc, shop.shop_id) == Counter({"DELIVERED": 8})
+
+
+async def test_wh_the_delivery_loop_keeps_16_posts_in_flight_at_most_4_to_one_endpoint_through_service(
+    svc, shop, monkeypatch
+):
+    """The worker's loop (`delivery_loop`, its defaults): 16 lanes, at most 4 to one endpoint, a new POST as
+    soon as a lane frees, every delivery once; it stops when told, with no POST left in flight. (Claims go by
+    seq: the wide endpoint's first 4, then 3 group.formed events for each of the 4 narrow ones: 16.)"""
+    import asyncio
+
+    await _lanes_setup(svc, shop.shop_id, wide=1, narrow=4, n_wide=8, n_all=5)
+    lanes = Lanes(shop.shop_id, expect=16)
+    made = []
+
+    def client(**kw):
+        made.append(kw)
+        return httpx.AsyncClient(transport=httpx.MockTransport(lanes))
+
+    monkeypatch.setattr(webhooks, "webhook_client", client)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(webhooks.delivery_loop(svc, stop, interval=0.05))
+    for _ in range(200):
+        if len(lanes.seen) >= 33:
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(loop, 5)
+    assert made == [{"deadline_s": 5.0, "connections": 16}]
+    assert (lanes.peak["all"], lanes.peak["/w0"], max(lanes.peak[f"/n{i}"] for i in range(4))) == (16, 4, 3)
+    assert len(lanes.seen) == len(set(lanes.seen)) == 33
+    assert lanes.busy["all"] == 0
+    assert await _states(svc, shop.shop_id) == Counter({"DELIVERED": 33})
+
+
+async def test_wh_a_delivery_whose_endpoint_row_is_gone_is_set_aside_unposted_through_service(svc, shop):
+    """A delivery that cannot be sent (its endpoint removed by hand) is DEAD with the reason, its lease
+    released, and nothing is posted; the attempt's duration is recorded in milliseconds."""
+    import asyncio
+
+    from sqlalchemy import delete
+
+    gone = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/gone")
+    ev = await _emit(svc, shop.shop_id)
+    async with unit_of_work(svc) as s:
+        await s.execute(
+            delete(WebhookEndpoint).where(
+                WebhookEndpoint.shop_id == shop.shop_id, WebhookEndpoint.endpoint_id == gone.endpoint_id
             )
-        ).all()
-    assert sorted(states) == sorted([(a.endpoint_id, "DELIVERED")] * 4 + [(b.endpoint_id, "DELIVERED")] * 4)
+        )
+    tr = Transport(shop.shop_id, 200)
+    assert await _deliver(svc, tr) == 0
+    d = await _delivery(svc, shop.shop_id, gone.endpoint_id, ev.event_id)
+    assert (d.state, d.last_error, d.attempts, d.lease_until, d.lease_token) == (
+        "DEAD",
+        "endpoint not found",
+        0,
+        None,
+        None,
+    )
+
+    ok = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=URL)
+    await _emit(svc, shop.shop_id, aggregate_id="slow")
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.05)
+        return httpx.Response(204)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(slow)) as client:
+        await webhooks.deliver_due(svc, client=client)
+    (a,) = [a for a in await _attempts(svc, shop.shop_id) if a.endpoint_id == ok.endpoint_id]
+    assert a.status_code == 204 and 50 <= a.duration_ms < 5000, a.duration_ms
 
 
 async def test_wh_one_aggregate_goes_out_in_seq_order_one_at_a_time_through_service(svc, shop):
