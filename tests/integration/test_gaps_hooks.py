@@ -107,6 +107,10 @@ async def test_wh_a_failed_then_accepted_delivery_stores_each_attempt_through_se
     each attempt is on record with its status. The POST is the Standard Webhooks request of the event."""
     ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=URL)
     ev = await _emit(svc, shop.shop_id, amount=100)
+    from service import metrics
+
+    delivered = metrics.WEBHOOK_ATTEMPTS.labels("delivered")
+    counted = delivered._value.get()
     t0 = svc.now()
     tr = Transport(shop.shop_id, 503, 200)
     before = int(time.time())
@@ -152,6 +156,7 @@ async def test_wh_a_failed_then_accepted_delivery_stores_each_attempt_through_se
     got = [(a.endpoint_id, a.event_id, a.at, a.status_code, a.error) for a in await _attempts(svc, shop.shop_id)]
     assert got == [(ep.endpoint_id, ev.event_id, t0, 503, None), (ep.endpoint_id, ev.event_id, t1, 200, None)]
     assert await _deliver(svc, tr) == 0  # delivered: never again
+    assert delivered._value.get() == counted + 1  # the metric counts the one 2xx (another shop's get a 410)
 
 
 async def test_wh_an_unreachable_receiver_is_a_generic_failure_and_backs_off_doubling_through_service(
