@@ -284,10 +284,10 @@ class Lanes:
     of them are in flight (at most 3 s) and then 0.15 s more, so the peak is what the lanes allow (one more
     POST would be seen), not a race between claims and answers; later POSTs are answered at once."""
 
-    def __init__(self, shop_id: str, expect: int):
+    def __init__(self, shops: str | set[str], expect: int):
         import asyncio
 
-        self.shop_id, self.expect, self.arrived = shop_id, expect, 0
+        self.shops, self.expect, self.arrived = {shops} if isinstance(shops, str) else shops, expect, 0
         self.busy: Counter = Counter()
         self.peak: Counter = Counter()
         self.seen: list[tuple[str, str]] = []
@@ -296,7 +296,7 @@ class Lanes:
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         import asyncio
 
-        if json.loads(request.content)["shop_id"] != self.shop_id:
+        if json.loads(request.content)["shop_id"] not in self.shops:
             return httpx.Response(410)
         for k in ("all", request.url.path):
             self.busy[k] += 1
@@ -639,3 +639,34 @@ async def test_sh2_an_event_of_a_shop_this_process_has_not_met_reads_its_currenc
     assert events.known_currency(other.shop_id) == "USD"
     mine = await _emit(svc, shop.shop_id, order_id="o2")
     assert mine.payload == {"currency": "CNY", "order_id": "o2", "rule": "OR-1"}
+
+
+@pytest.mark.parametrize("status, state", [(299, "DELIVERED"), (300, "PENDING"), (302, "PENDING")])
+async def test_wh_only_a_2xx_answer_delivers_a_3xx_is_a_failure_through_service(svc, shop, status, state):
+    """A delivery is made by a 2xx answer only: a redirect is not followed and counts as a failure (a 3xx
+    target was never checked, issue 11.3), so the delivery stays owed."""
+    ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=URL)
+    ev = await _emit(svc, shop.shop_id)
+    assert await _deliver(svc, Transport(shop.shop_id, status)) == 1
+    d = await _delivery(svc, shop.shop_id, ep.endpoint_id, ev.event_id)
+    assert (d.state, d.last_status, d.attempts) == (state, status, 1)
+    e = await _endpoint(svc, shop.shop_id, ep.endpoint_id)
+    assert e.consecutive_failures == (0 if state == "DELIVERED" else 1)
+
+
+async def test_wh_two_shops_take_turns_in_the_lanes_and_never_overfill_them_through_service(svc, shop):
+    """Shops with due work take turns, one claim each, and the pass never starts more POSTs than its lanes:
+    with 3 lanes and two shops, the third claim fills the last lane mid-turn and the other shop waits."""
+    from service.usecases.shops import create_shop
+
+    other = await create_shop(svc, shop_id=shop.shop_id + "-2", name="Other", currency="CNY")
+    svc.clock.advance(timedelta(days=-3650))  # before any other test's leftovers
+    for sid in (shop.shop_id, other.shop_id):
+        await webhooks.register_endpoint(svc, shop_id=sid, url=URL)
+        for i in range(3):
+            await _emit(svc, sid, aggregate_id=f"o{i}")
+    lanes = Lanes({shop.shop_id, other.shop_id}, expect=3)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(lanes)) as client:
+        assert await webhooks.deliver_due(svc, client=client, concurrency=3, per_endpoint=3) == 6
+    assert lanes.peak["all"] == 3
+    assert len(lanes.seen) == len(set(lanes.seen)) == 6
