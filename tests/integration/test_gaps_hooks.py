@@ -670,3 +670,23 @@ async def test_wh_two_shops_take_turns_in_the_lanes_and_never_overfill_them_thro
         assert await webhooks.deliver_due(svc, client=client, concurrency=3, per_endpoint=3) == 6
     assert lanes.peak["all"] == 3
     assert len(lanes.seen) == len(set(lanes.seen)) == 6
+
+
+async def test_wh_a_disabled_endpoint_holds_its_deliveries_beside_an_enabled_one_through_service(svc, shop):
+    """An admin-disabled endpoint's delivery is HELD (not posted, lease released) while the shop's other,
+    enabled endpoint gets the same event; enabling it makes the held one due again."""
+    off = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/off")
+    on = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url="http://127.0.0.1:9/on")
+    await webhooks.disable_endpoint(svc, shop_id=shop.shop_id, endpoint_id=off.endpoint_id)
+    ev = await _emit(svc, shop.shop_id)
+    tr = Transport(shop.shop_id, 200)
+    assert await _deliver(svc, tr) == 1
+    assert [r.url.path for r in tr.requests] == ["/on"]
+    held = await _delivery(svc, shop.shop_id, off.endpoint_id, ev.event_id)
+    assert (held.state, held.attempts, held.lease_until, held.lease_token) == ("HELD", 0, None, None)
+    assert (await _delivery(svc, shop.shop_id, on.endpoint_id, ev.event_id)).state == "DELIVERED"
+    await webhooks.enable_endpoint(svc, shop_id=shop.shop_id, endpoint_id=off.endpoint_id)
+    d = await _delivery(svc, shop.shop_id, off.endpoint_id, ev.event_id)
+    assert (d.state, d.next_attempt_at) == ("PENDING", svc.now())
+    assert await _deliver(svc, tr) == 1
+    assert [r.url.path for r in tr.requests] == ["/on", "/off"]
