@@ -48,8 +48,8 @@ class Transport:
 
 @pytest.fixture
 def no_jitter(monkeypatch):
-    """The backoff's jitter at its middle (×1.0), so a retry's time is exact."""
-    monkeypatch.setattr(random, "uniform", lambda a, b: (a + b) / 2)
+    """The backoff's jitter at its top (×1.5 of the 0.5–1.5 range), so a retry's time is exact."""
+    monkeypatch.setattr(random, "uniform", lambda a, b: b if (a, b) == (0.5, 1.5) else (a + b) / 2)
 
 
 async def _emit(svc, shop_id: str, aggregate_id: str = "agg-1", type: str = "order.paid", **payload) -> Event:
@@ -118,7 +118,7 @@ async def test_wh_a_failed_then_accepted_delivery_stores_each_attempt_through_se
     d = await _delivery(svc, shop.shop_id, ep.endpoint_id, ev.event_id)
     assert (d.state, d.attempts, d.last_status, d.last_error, d.delivered_at) == ("PENDING", 1, 503, None, None)
     assert (d.lease_until, d.lease_token) == (None, None)
-    assert d.next_attempt_at == t0 + timedelta(seconds=10)
+    assert d.next_attempt_at == t0 + timedelta(seconds=15)
     e = await _endpoint(svc, shop.shop_id, ep.endpoint_id)
     assert (e.consecutive_failures, e.failing_since, e.enabled, e.disabled_at) == (1, t0, True, None)
 
@@ -143,7 +143,7 @@ async def test_wh_a_failed_then_accepted_delivery_stores_each_attempt_through_se
     assert len(req.headers["webhook-signature"].split(" ")) == 1
     assert verify_standard(ep.secret, req.headers, req.content) is not None
 
-    svc.clock.advance(timedelta(seconds=9))
+    svc.clock.advance(timedelta(seconds=14))
     assert await _deliver(svc, tr) == 0  # not due before its backoff
     svc.clock.advance(timedelta(seconds=1))
     t1 = svc.now()
@@ -171,14 +171,14 @@ async def test_wh_an_unreachable_receiver_is_a_generic_failure_and_backs_off_dou
     assert await _deliver(svc, Transport(shop.shop_id, None)) == 1
     d = await _delivery(svc, shop.shop_id, ep.endpoint_id, ev.event_id)
     assert (d.state, d.attempts, d.last_status, d.last_error) == ("PENDING", 1, None, webhooks.GENERIC_FAILURE)
-    assert d.next_attempt_at == t0 + timedelta(seconds=10)
+    assert d.next_attempt_at == t0 + timedelta(seconds=15)
     assert [(a.status_code, a.error) for a in await _attempts(svc, shop.shop_id)] == [(None, "delivery failed")]
-    for made, delay in ((4, 160), (8, 2560), (9, 3600), (30, 3600)):
+    for made, delay in ((4, 240), (8, 3840), (9, 5400), (30, 5400)):
         await _set(svc, WebhookDelivery, key, attempts=made, next_attempt_at=t0)
         assert await _deliver(svc, Transport(shop.shop_id, 503)) == 1
         d = await _delivery(svc, shop.shop_id, ep.endpoint_id, ev.event_id)
         assert (d.attempts, d.next_attempt_at) == (made + 1, t0 + timedelta(seconds=delay)), made
-    assert [webhooks.backoff(n) for n in (0, 1, 2)] == [timedelta(seconds=s) for s in (10, 10, 20)]
+    assert [webhooks.backoff(n) for n in (0, 1, 2)] == [timedelta(seconds=s) for s in (15, 15, 30)]
 
 
 async def test_wh_an_endpoint_failing_24h_and_10_times_is_disabled_once_and_loses_nothing_through_service(svc, shop):
@@ -441,7 +441,8 @@ async def test_wh_one_aggregate_goes_out_in_seq_order_one_at_a_time_through_serv
     second = await _emit(svc, shop.shop_id, aggregate_id="chain")
     other = await _emit(svc, shop.shop_id, aggregate_id="other")
     tr = Transport(shop.shop_id, 503, 200)
-    await _deliver(svc, tr)
+    async with tr.client() as client:
+        await webhooks.deliver_due(svc, client=client, concurrency=1)  # one lane: still every due delivery
     ids = [r.headers["webhook-id"] for r in tr.requests]
     assert ids == [first.event_id, other.event_id]  # the second waits behind the failed first
     svc.clock.advance(timedelta(minutes=1))
@@ -690,3 +691,48 @@ async def test_wh_a_disabled_endpoint_holds_its_deliveries_beside_an_enabled_one
     assert (d.state, d.next_attempt_at) == ("PENDING", svc.now())
     assert await _deliver(svc, tr) == 1
     assert [r.url.path for r in tr.requests] == ["/on", "/off"]
+
+
+async def test_wh_a_pass_of_3_lanes_sends_one_at_a_time_to_one_endpoint_through_service(svc, shop):
+    """Per endpoint a pass takes half its lanes, at least one: with 3 lanes, one POST at a time to an
+    endpoint (3 // 2)."""
+    await _lanes_setup(svc, shop.shop_id, wide=1, narrow=0, n_wide=3, n_all=0)
+    lanes = Lanes(shop.shop_id, expect=1)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(lanes)) as client:
+        assert await webhooks.deliver_due(svc, client=client, concurrency=3) == 3
+    assert lanes.peak["/w0"] == 1
+
+
+def test_wh_the_workers_http_client_follows_no_redirect_and_trusts_no_proxy():
+    """The client deliveries use (issue 11.3): no redirect followed, no proxy from the environment, one
+    overall timeout, 2 connections a lane (half kept alive), its user agent, and the CAs it is given."""
+    import ssl
+
+    c = webhooks.webhook_client()
+    pool = c._transport._pool
+    assert (c.follow_redirects, c.trust_env, c.timeout) == (False, False, httpx.Timeout(5.0))
+    assert (pool._max_connections, pool._max_keepalive_connections) == (32, 16)
+    assert c.headers["user-agent"] == "Sharecart-Webhooks/1"
+    assert pool._ssl_context.verify_mode == ssl.CERT_REQUIRED
+    c = webhooks.webhook_client(deadline_s=2.0, connections=3, verify=False)
+    pool = c._transport._pool
+    assert (c.timeout, pool._max_connections, pool._max_keepalive_connections) == (httpx.Timeout(2.0), 6, 3)
+    assert pool._ssl_context.verify_mode == ssl.CERT_NONE
+
+
+async def test_wh_the_feed_answers_100_events_a_page_by_default_through_service(svc, shop):
+    async with unit_of_work(svc) as s:
+        for i in range(101):
+            events.emit(
+                s,
+                shop_id=shop.shop_id,
+                type="order.paid",
+                aggregate_type="order",
+                aggregate_id=f"o{i}",
+                now=svc.now(),
+                payload={"i": i},
+            )
+    page = await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id)
+    assert [e.payload["i"] for e in page] == list(range(100))
+    rest = await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id, after=webhooks.event_position(page[-1]))
+    assert [e.payload["i"] for e in rest] == [100]
