@@ -66,6 +66,17 @@ def ensure_test_packages() -> None:
         subprocess.call(install, **quiet)
 
 
+def parallel_option(args: list[str]) -> list[str]:
+    """Two pytest-xdist workers against a PostgreSQL server (DATABASE_URL): the suite halves its time on
+    two cores (docs/testing.md). Each worker is a pytest session of its own, so it makes (tests/conftest.py)
+    and drops a database of its own. Not with the embedded server (one per session would start two), not on
+    Citus (not run in parallel there yet), and not when the caller chose (`-n …`, `-p no:xdist`)."""
+    chosen = any(a == "-n" or a.startswith(("-n", "--numprocesses")) or a == "no:xdist" for a in args)
+    if chosen or not os.environ.get("DATABASE_URL") or os.environ.get("SHARECART_TEST_CITUS"):
+        return args
+    return ["-n", "2", *args]
+
+
 def citus_option(args: list[str]) -> list[str]:
     """`--citus URL` (or `--citus=URL`): run against that Citus coordinator (SHARECART_TEST_CITUS for
     tests/conftest.py); without test paths, the integration and API tests."""
@@ -142,7 +153,7 @@ def main(argv: list[str]) -> int:
         args = [str(BIN / "python"), "-m", "pytest", "-m", "pure", *rest]
     else:
         ensure_test_packages()
-        args = [str(BIN / "python"), "-m", "pytest", *citus_option(rest)]
+        args = [str(BIN / "python"), "-m", "pytest", *parallel_option(citus_option(rest))]
     os.chdir(ROOT)
     if os.name == "posix":
         # Become the server (or pytest) instead of waiting on it: SIGTERM from a supervisor, Ctrl-C, and the

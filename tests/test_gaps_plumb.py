@@ -1,4 +1,4 @@
-"""Survivors of the per-module mutation runs of branch `plumb` (docs/mutation-plumb.md) that need no database:
+"""Survivors of the per-module mutation runs of branch `plumb` (docs/testing.md, "Session 2026-12-02 c") that need no database:
 service/settings.py, service/availability.py, service/currencies.py."""
 
 from __future__ import annotations

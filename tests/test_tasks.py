@@ -1,4 +1,4 @@
-"""tasks.py installs the Debian packages some tests need (chromium, LibreOffice) in one apt-get call."""
+"""tasks.py: the Debian packages some tests need (chromium, LibreOffice) in one apt-get call; the suite's workers."""
 
 from __future__ import annotations
 
@@ -119,3 +119,18 @@ def test_sigterm_to_tasks_py_serve_stops_the_server(database_url):
             proc.kill()
         for pid in _pids_serving(port):  # the old wrapper's orphan, by its own pid
             os.kill(pid, signal.SIGKILL)
+
+
+def test_the_suite_runs_on_two_workers_against_a_server_unless_the_caller_chose(tasks, monkeypatch):
+    """`python3 tasks.py test` with DATABASE_URL adds `-n 2` (pytest-xdist); not with the embedded server, not on
+    Citus, and not when the arguments already say how many workers (or turn xdist off)."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    monkeypatch.delenv("SHARECART_TEST_CITUS", raising=False)
+    assert tasks.parallel_option(["tests/api", "-q"]) == ["-n", "2", "tests/api", "-q"]
+    for chosen in (["-n", "4"], ["-n4"], ["--numprocesses=3"], ["-p", "no:xdist"]):
+        assert tasks.parallel_option(chosen) == chosen
+    monkeypatch.setenv("SHARECART_TEST_CITUS", "postgresql://postgres@127.0.0.1:9700/postgres")
+    assert tasks.parallel_option(["-q"]) == ["-q"]
+    monkeypatch.delenv("SHARECART_TEST_CITUS")
+    monkeypatch.delenv("DATABASE_URL")
+    assert tasks.parallel_option(["-q"]) == ["-q"]

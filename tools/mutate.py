@@ -69,7 +69,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # Which tests guard which module. A module not listed gets the default of its package.
 ENGINE_DEFAULT = ["tests/engine"]
 GAPS = "tests/integration/test_service_mutation_gaps.py"  # survivors of the service samples, killed
-PLUMB_GAPS = "tests/integration/test_gaps_plumb.py"  # survivors of the per-module runs (docs/mutation-plumb.md)
+PLUMB_GAPS = (
+    "tests/integration/test_gaps_plumb.py"  # survivors of the per-module runs (docs/testing.md, "Session 2026-12-02 c")
+)
 PLUMB_UNIT = "tests/test_gaps_plumb.py"  # the same, needing no database
 SERVICE_DEFAULT = [
     "tests/integration/test_rules_wired.py",

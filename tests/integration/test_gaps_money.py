@@ -1,5 +1,5 @@
 """Survivors of the mutation runs over the money modules (payouts, refunds, the ledger applier, settlements,
-campaigns, reach, exports, visits; docs/mutation-money.md), each killed by a test through the service on a
+campaigns, reach, exports, visits; docs/testing.md, "Session 2026-12-02 c"), each killed by a test through the service on a
 real PostgreSQL that asserts a whole outcome a caller can see: the stored rows, the entries, the events."""
 
 from __future__ import annotations

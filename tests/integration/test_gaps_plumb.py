@@ -1,4 +1,4 @@
-"""Survivors of the per-module mutation runs of branch `plumb` (docs/mutation-plumb.md), each killed by a test
+"""Survivors of the per-module mutation runs of branch `plumb` (docs/testing.md, "Session 2026-12-02 c"), each killed by a test
 through the service on a real PostgreSQL: what the mutant changed is checked as an outcome a caller can see."""
 
 from __future__ import annotations
