@@ -105,16 +105,19 @@ async def test_lg2_lg4_a_payout_requested_approved_and_failed_through_service(sv
         )
     assert e.value.code == ErrorCode.IDEMPOTENCY_CONFLICT
 
-    a = await payouts.decide_payout(
-        svc,
-        shop_id=sid,
-        payout_id=pid,
-        approve=True,
-        actor="fin",
-        external_ref="b-1",
-        reason="ok",
-        idempotency_key="k-app",
-    )
+    def approve():  # the same keyed request, sent twice
+        return payouts.decide_payout(
+            svc,
+            shop_id=sid,
+            payout_id=pid,
+            approve=True,
+            actor="fin",
+            external_ref="b-1",
+            reason="ok",
+            idempotency_key="k-app",
+        )
+
+    a = await approve()
     approved = {
         **requested,
         "state": "APPROVED",
@@ -125,16 +128,7 @@ async def test_lg2_lg4_a_payout_requested_approved_and_failed_through_service(sv
     }
     assert a.__dict__ == approved == await _stored(svc, sid, pid)
     assert await _balances(svc, sid, "ref") == {"available": 500, "in_payout": 0, "paid": 495, "fees": 5}
-    replay = await payouts.decide_payout(
-        svc,
-        shop_id=sid,
-        payout_id=pid,
-        approve=True,
-        actor="fin",
-        external_ref="b-1",
-        reason="ok",
-        idempotency_key="k-app",
-    )
+    replay = await approve()
     assert replay.__dict__ == approved
     with pytest.raises(RuleViolation) as e:  # the key with another reference is another request
         await payouts.decide_payout(
