@@ -604,6 +604,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip", type=int, default=0, help="leave out the first N mutants of the (sampled) list")
     ap.add_argument("--lines", help="only mutants on lines A-B (one target)")
+    ap.add_argument(
+        "--positions", help="only these positions (1-based, comma-separated) of the sampled list, after --skip"
+    )
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant (a timeout counts as killed)")
     ap.add_argument("--report", help="also write the report (markdown) to this file")
     ap.add_argument(
@@ -644,6 +647,9 @@ def main(argv: list[str]) -> int:
         mutants = random.Random(args.seed).sample(mutants, args.sample)  # random order: a --budget stops anywhere
     if args.skip:  # a second process on the same sample: positions skip+1 … (still a random draw)
         mutants = mutants[args.skip :]
+    if args.positions:  # re-check some mutants of a run (its survivors, say) by their [n/N] positions
+        wanted = {int(x) for x in args.positions.split(",")}
+        mutants = [m for n, m in enumerate(mutants, 1) if n in wanted]
     if args.list:
         for m in mutants:
             print(f"{m.path}:{m.line}  {m.op:<5}  {m.before}  ->  {m.after}")
