@@ -736,3 +736,28 @@ async def test_wh_the_feed_answers_100_events_a_page_by_default_through_service(
     assert [e.payload["i"] for e in page] == list(range(100))
     rest = await webhooks.events_since_caught_up(svc, shop_id=shop.shop_id, after=webhooks.event_position(page[-1]))
     assert [e.payload["i"] for e in rest] == [100]
+
+
+async def test_a_keyed_rotation_replayed_after_its_endpoint_was_deleted_is_not_found(svc, shop):
+    """GB-10 replay (`webhooks._endpoint`): a retried rotation answers with the endpoint as it stands now — once
+    the endpoint is deleted, the replay is NOT_FOUND on endpointId, not an answer without an endpoint."""
+    from engine.errors import ErrorCode, RuleViolation
+
+    ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=URL)
+    await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id, idempotency_key="rot-1")
+    assert await webhooks.delete_endpoint(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id)
+    with pytest.raises(RuleViolation) as e:
+        await webhooks.rotate_secret(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id, idempotency_key="rot-1")
+    assert (e.value.code, e.value.field) == (ErrorCode.NOT_FOUND, "endpointId")
+
+
+async def test_a_redelivery_of_an_empty_range_is_refused_on_to_seq(svc, shop):
+    """docs/webhooks.md (replay): `redeliver` owes the events with fromSeq <= seq <= toSeq; a range that ends
+    before it starts is INVALID_INPUT on toSeq and owes nothing; a range of one seq is valid."""
+    from engine.errors import ErrorCode, RuleViolation
+
+    ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=URL)
+    with pytest.raises(RuleViolation) as e:
+        await webhooks.redeliver(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id, from_seq=5, to_seq=4)
+    assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "toSeq")
+    assert await webhooks.redeliver(svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id, from_seq=5, to_seq=5) == 0
