@@ -985,15 +985,25 @@ async def test_the_worker_loop_caps_every_loops_pause_at_backoff_max():
     stop = asyncio.Event()
     try:
         loop = asyncio.create_task(worker.worker_loop(svc, stop, interval=0.05, backoff_max=0.05))
-        await asyncio.sleep(0.8)
+
+        def per_loop() -> Counter:
+            return Counter(m.split(":")[0] for m in list(seen) if "database unavailable" in m)
+
+        # seven failures of each loop: ~0.4 s with the 0.05 s cap, >= 3.15 s if the pauses doubled uncapped
+        # (0.05 … 1.6 s); waiting for the count rather than a fixed time keeps a loaded machine from failing it
+        started = time.monotonic()
+        while (len(per_loop()) < 3 or min(per_loop().values()) < 7) and time.monotonic() < started + 20:
+            await asyncio.sleep(0.05)
+        took = time.monotonic() - started
         stop.set()
         await asyncio.wait_for(loop, 5)
     finally:
         for lg in loggers:
             lg.removeHandler(h)
         await svc.engine.dispose()
-    per_loop = Counter(m.split(":")[0] for m in seen if "database unavailable" in m)
-    assert len(per_loop) == 3 and min(per_loop.values()) >= 7, per_loop
+    counts = per_loop()
+    assert len(counts) == 3 and min(counts.values()) >= 7, counts
+    assert took < 2, took  # uncapped: the six pauses alone take 3.15 s
 
 
 # ---------------------------------------------------------------- service/jobs/feed.py
