@@ -218,15 +218,19 @@ async def test_lg2_a_rejected_payout_charges_no_fee_and_replays_through_service(
     await _earned(svc, sid, fee_bp=100)
     now = svc.now()
     p = await payouts.request_payout(svc, shop_id=sid, user_id="ref", amount=400)
-    r = await payouts.decide_payout(
-        svc,
-        shop_id=sid,
-        payout_id=p.payout_id,
-        approve=False,
-        actor="fin",
-        reason="wrong account",
-        idempotency_key="k-rej",
-    )
+
+    def reject():  # the same keyed request, sent twice
+        return payouts.decide_payout(
+            svc,
+            shop_id=sid,
+            payout_id=p.payout_id,
+            approve=False,
+            actor="fin",
+            reason="wrong account",
+            idempotency_key="k-rej",
+        )
+
+    r = await reject()
     rejected = {
         **p.__dict__,
         "state": "REJECTED",
@@ -236,15 +240,7 @@ async def test_lg2_a_rejected_payout_charges_no_fee_and_replays_through_service(
         "reason": "wrong account",
     }
     assert r.__dict__ == rejected == await _stored(svc, sid, p.payout_id)
-    replay = await payouts.decide_payout(
-        svc,
-        shop_id=sid,
-        payout_id=p.payout_id,
-        approve=False,
-        actor="fin",
-        reason="wrong account",
-        idempotency_key="k-rej",
-    )
+    replay = await reject()
     assert replay.__dict__ == rejected
     assert await _balances(svc, sid, "ref") == {"available": 1000, "in_payout": 0, "paid": 0, "fees": 0}
     assert await _entries(svc, sid, p.payout_id) == [
