@@ -1139,18 +1139,23 @@ class FraudRules:
     refund_rate_min_orders: int
 
 
+_NEW_SHOP_RULES = fr.FraudRules()
+
+
 @strawberry.input
 class SetFraudRulesInput:
-    self_dealing: bool = False
-    velocity: bool = False
-    velocity_max_orders: int = 5
-    velocity_window: int = 86_400
-    scalper_group: bool = False
-    scalper_min_seats: int = 2
-    refund_rate: bool = False
-    refund_rate_window: int = 30 * 86_400
-    refund_rate_max_bp: int = 3000
-    refund_rate_min_orders: int = 5
+    """FR-2: a field left out takes the engine's default (`fr.FraudRules`), the one a new shop has."""
+
+    self_dealing: bool = _NEW_SHOP_RULES.self_dealing
+    velocity: bool = _NEW_SHOP_RULES.velocity
+    velocity_max_orders: int = _NEW_SHOP_RULES.velocity_max_orders
+    velocity_window: int = _NEW_SHOP_RULES.velocity_window
+    scalper_group: bool = _NEW_SHOP_RULES.scalper_group
+    scalper_min_seats: int = _NEW_SHOP_RULES.scalper_min_seats
+    refund_rate: bool = _NEW_SHOP_RULES.refund_rate
+    refund_rate_window: int = _NEW_SHOP_RULES.refund_rate_window
+    refund_rate_max_bp: int = _NEW_SHOP_RULES.refund_rate_max_bp
+    refund_rate_min_orders: int = _NEW_SHOP_RULES.refund_rate_min_orders
     idempotency_key: Optional[str] = idempotency_key_field(
         "GB-10: accepted for uniformity; setting the same rules twice is already one change"
     )

@@ -188,7 +188,7 @@ class CommissionLine:
     original: int
     standing: int
     state: CommissionState
-    releasable: bool = True
+    releasable: bool
     available_at: datetime | None = None
     paid_base: int = 0
     refunded: int = 0
@@ -199,7 +199,7 @@ Transition = tuple[CommissionLine, tuple[Posting, ...]]
 
 
 def post_line(
-    *, id: str, order_id: str, beneficiary_id: str, level: int, amount: int, releasable: bool = True, paid_base: int = 0
+    *, id: str, order_id: str, beneficiary_id: str, level: int, amount: int, releasable: bool = True, paid_base: int
 ) -> Transition:
     """CM-6: a new line at payment — PENDING, `amount` posted to pending (COMMISSION_POSTED).
     `amount` must be > 0 (compute_commissions omits zeros); `level` is 0 (leader), 1 or 2."""

@@ -126,7 +126,7 @@ class Flag:
     """One rule that fired, with its evidence (counts, fingerprint kinds — never a hash or raw value)."""
 
     rule: FraudRule
-    evidence: Mapping[str, object] = field(default_factory=dict)
+    evidence: Mapping[str, object]
 
 
 @dataclass(frozen=True)

@@ -53,13 +53,13 @@ def current_referrer(binding: Binding | None, now: datetime) -> str | None:
     return binding.referrer_id
 
 
-def upline(view: ReferralView, user_id: str, *, limit: int = 1_000_000) -> tuple[str, ...]:
+def upline(view: ReferralView, user_id: str) -> tuple[str, ...]:
     """RF-1: the chain of referrers above `user_id` (nearest first). Loop-guarded: stops at the first
     repeated user, so a corrupt graph cannot hang the engine."""
     seen = {user_id}
     out: list[str] = []
     cur = view.referrer_of(user_id)
-    while cur is not None and cur not in seen and len(out) < limit:
+    while cur is not None and cur not in seen:
         out.append(cur)
         seen.add(cur)
         cur = view.referrer_of(cur)

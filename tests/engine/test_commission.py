@@ -229,6 +229,7 @@ def test_CM5_standing_examples():
     assert cm.standing_amount(1000, 10_000, 10_000) == 0
     assert cm.standing_amount(1000, 12_000, 10_000) == 0
     assert cm.standing_amount(1000, 5000, 0) == 0
+    assert cm.standing_amount(1000, -1, 0) == 0  # no base: 0, even for a (meaningless) negative refund
     assert cm.reversal_for_refund(1000, 5000, 5000, 10_000) == 0
     assert cm.reversal_for_refund(1000, 7000, 5000, 10_000) == 0  # out of order / replay reverses nothing
 
@@ -346,7 +347,7 @@ def test_CM6_post_line_refuses_non_positive_amount_and_bad_level():
     with pytest.raises(RuleViolation):
         post(amount=0)
     with pytest.raises(RuleViolation):
-        cm.post_line(id="l", order_id="o", beneficiary_id="a", level=3, amount=5)
+        cm.post_line(id="l", order_id="o", beneficiary_id="a", level=3, amount=5, paid_base=5)
 
 
 # ---------------------------------------------------------------- 团长佣金

@@ -219,7 +219,7 @@ def test_FR3_clear_and_void_reconcile_with_the_ledger(amount, steps, void):
 
 
 def test_FR3_void_refuses_an_unheld_line_and_is_idempotent():
-    line, _ = cm.post_line(id="l", order_id="o", beneficiary_id="d", level=1, amount=100)
+    line, _ = cm.post_line(id="l", order_id="o", beneficiary_id="d", level=1, amount=100, paid_base=1000)
     assert refusal(lambda: fr.void_held_line(line)) == (ErrorCode.INVALID_STATE, "FR-3")
     void, ps = fr.void_held_line(fr.hold_line(line))
     assert fr.void_held_line(void) == (void, ()) and ps[0].bucket == Bucket.PENDING
@@ -499,3 +499,25 @@ def test_FR2_each_threshold_takes_both_ends_of_its_range_and_nothing_outside(nam
         with pytest.raises(RuleViolation) as e:
             fr.validate_rules(replace(ON, **{name: bad}))
         assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, name)
+
+
+def test_FR3_an_available_line_cannot_be_held():
+    """FR-3 holds a line before its release; one already AVAILABLE was released and is refused, unchanged."""
+    line, _ = cm.post_line(id="l", order_id="o", beneficiary_id="d", level=1, amount=100, paid_base=1000)
+    available = cm.CommissionLine(**{**line.__dict__, "state": cm.CommissionState.AVAILABLE})
+    with pytest.raises(RuleViolation) as e:
+        fr.hold_line(available)
+    assert e.value.code is ErrorCode.INVALID_STATE and e.value.rule == "FR-3"
+    assert fr.hold_line(line).held
+    void = cm.CommissionLine(**{**line.__dict__, "state": cm.CommissionState.VOID})
+    assert fr.hold_line(void) == void  # nothing left to hold
+
+
+def test_FR2_a_shop_that_never_set_its_rules_has_them_off_with_the_documented_thresholds():
+    """FR-2 leaves the thresholds to the shop; the defaults a shop starts with are those of docs/api.md
+    (fraud review): N = 5 orders in T = 1 day, k = 2 seats, X = 30 % over 30 days and at least 5 orders."""
+    r = fr.FraudRules()
+    assert not (r.self_dealing or r.velocity or r.scalper_group or r.refund_rate)
+    assert (r.velocity_max_orders, r.velocity_window) == (5, 86_400)
+    assert r.scalper_min_seats == 2
+    assert (r.refund_rate_window, r.refund_rate_max_bp, r.refund_rate_min_orders) == (30 * 86_400, 3000, 5)

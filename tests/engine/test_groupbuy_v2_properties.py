@@ -3,8 +3,10 @@ GB-7 v2, GB-12 and GB-15): GB-13's order of choice."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -177,3 +179,105 @@ def test_GB14_a_leaders_late_payment_is_not_reseated():
             user_has_paid_order=False,
         )
     assert e.value.code is gb.ErrorCode.GROUP_NOT_OPEN and e.value.rule == "GB-14"
+
+
+# ---------------------------------------------------------------- GB-12 grace, edges
+def _late_join(c, g, user: str, *, pays: bool, at=T0 + 50 * M) -> gb.Group:
+    """`user` joins `g` (opened at T0, expiring at T0 + 60 min) at `at`, and pays at once if `pays`."""
+    oid = f"{g.id}-{user}"
+    g = gb.join_group(
+        c,
+        g,
+        order_id=oid,
+        user_id=user,
+        quantity=1,
+        now=at,
+        stock_left=None,
+        user_units_held=0,
+        user_has_paid_order=False,
+    ).group
+    return gb.pay_seat(c, g, order_id=oid, amount=g.seat_for_order(oid).amount, now=at).group if pays else g
+
+
+def test_GB12_the_grace_lasts_until_the_last_waiting_reservation_and_only_while_the_group_is_open():
+    """GB-12: 1 paid of a 2-group, a reservation made 10 min before expiry: the group waits until its pay_by.
+    A group that is no longer OPEN waits for nothing, whatever its seats say."""
+    c = _campaign(tiers=(Tier(2, 8_000),))
+    g = _late_join(c, _group(c, "g", "L", []), "b", pays=False)
+    assert gb.grace_until(c, g) == T0 + 65 * M
+    assert gb.grace_until(c, replace(g, state=GroupState.FORMED)) is None
+    assert gb.grace_until(c, _late_join(c, _group(c, "g", "L", []), "b", pays=False, at=T0 + 45 * M)) is None, (
+        "a reservation due exactly at expiry is decided at expiry"
+    )
+    three = _campaign()
+    assert gb.grace_until(three, _late_join(three, _group(three, "g", "L", []), "b", pays=False)) is None, (
+        "1 paid + 1 waiting cannot reach 3: nothing to wait for"
+    )
+
+
+def test_GB12_a_paid_seat_is_not_waited_for_even_when_its_payment_window_ends_after_expiry():
+    """GB-12 waits for reservations only: 2 paid of a 3-group (the second paid 10 min before expiry, so its
+    pay_by is past expiry) and nothing reserved decides at expiry."""
+    c = _campaign()
+    g = _late_join(c, _group(c, "g", "L", []), "b", pays=True)
+    assert g.paid_seats == 2 and g.seat_for_order("g-b").pay_by > g.expires_at
+    assert gb.grace_until(c, g) is None
+
+
+def test_GB12_a_group_whose_grace_ends_short_fails_under_GB12_not_GB6():
+    """GB-12: the grace's end is its own decision point; a group still short there fails citing GB-12."""
+    c = _campaign()
+    g = _late_join(c, _late_join(c, _group(c, "g", "L", []), "b", pays=True), "c", pays=False)
+    assert gb.grace_until(c, g) == T0 + 65 * M
+    d = gb.advance(c, g, now=T0 + 65 * M)
+    assert d.group.state is GroupState.FAILED
+    assert [i for i in d.instructions if isinstance(i, gb.GroupFailed)] == [gb.GroupFailed("g", "GB-12")]
+
+
+def test_GB7_a_groups_lottery_seed_never_shows_in_its_repr():
+    """GB-7 v2: the seed is secret until the draw; a log line or an assertion message holding the group must not
+    reveal it."""
+    seed = "ab" * 32
+    d = gb.open_group(
+        _campaign(lottery_winners=1, lottery_seed="cd" * 32),
+        group_id="g",
+        order_id="o",
+        user_id="L",
+        quantity=1,
+        now=T0,
+        stock_left=None,
+        user_units_held=0,
+        lottery_seed=seed,
+    )
+    assert d.group.lottery_seed == seed and seed not in repr(d.group)
+
+
+def test_GB15_a_campaign_without_nudge_fields_takes_the_rules_defaults():
+    """GB-15: `almost_full_at` defaults to 1 seat missing, `expiring_soon_before` to 1 hour."""
+    c = _campaign()
+    assert c.almost_full_at == 1 and c.expiring_soon_before == timedelta(hours=1)
+
+
+def test_GB13_GB14_a_naive_now_is_refused_before_anything_else():
+    """ER-1: an instant without a time zone is invalid input, even where another refusal would also apply."""
+    naive = datetime(2025, 3, 1, 0, 30)
+    cand = QuickJoinCandidate("g", (Tier(2, 900),), GroupState.OPEN, 1, T0 + 30 * M, T0)
+    with pytest.raises(gb.RuleViolation) as e:
+        gb.quick_join_order([cand], now=naive)
+    assert e.value.code is gb.ErrorCode.INVALID_INPUT
+    c = _campaign()
+    pending = gb.open_group(
+        c, group_id="p", order_id="p-L", user_id="L", quantity=1, now=T0, stock_left=None, user_units_held=0
+    )
+    with pytest.raises(gb.RuleViolation) as e:
+        gb.reseat(
+            c,
+            _group(c, "t", "T", []),
+            seat=pending.group.seats[0],  # a leader's: GROUP_NOT_OPEN, were `now` valid
+            amount=pending.group.seats[0].amount,
+            now=naive,
+            stock_left=None,
+            user_units_held=0,
+            user_has_paid_order=False,
+        )
+    assert e.value.code is gb.ErrorCode.INVALID_INPUT

@@ -379,3 +379,9 @@ def test_settings_validation_names_the_field(kwargs, field):
 def test_settings_defaults_are_valid():
     validate_settings(DistributionSettings())
     validate_settings(EXP)
+
+
+def test_RF1_upline_stops_at_a_loop_that_does_not_pass_through_the_start():
+    """RF-1's loop guard: u → a → b → a lists a and b once each, however the loop is entered."""
+    assert upline(View({"u": "a", "a": "b", "b": "a"}), "u") == ("a", "b")
+    assert upline(View({"u": "a", "a": "b"}), "u") == ("a", "b")  # a plain chain ends at its top

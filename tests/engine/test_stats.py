@@ -58,3 +58,13 @@ def test_interval_contains_the_observed_difference_and_stays_in_range_RP2(na, nb
     # swapping the variants mirrors the interval
     s = newcombe_interval(fb, nb, fa, na)
     assert s == (-high, -low)
+
+
+def test_a_winner_needs_MIN_DECIDED_decided_groups_in_each_variant_RP2():
+    """RP-2: 30 decided groups per variant may call a winner; 29 in either may not."""
+    assert MIN_DECIDED == 30
+    clear = formation_rate_difference(30, 30, 0, 30)
+    assert clear is not None and clear.enough_data and clear.has_winner
+    for a, b in ((29, 30), (30, 29)):
+        d = formation_rate_difference(a, a, 0, b)
+        assert d is not None and not d.enough_data and not d.has_winner

@@ -371,3 +371,28 @@ def test_lv1_a_level_rate_takes_0_and_10000_bp(bp):
     validate_levels([member, Level(grade=1, name="Top", level1_bp=bp, level2_bp=bp)])
     with pytest.raises(RuleViolation):
         validate_levels([member, Level(grade=1, name="Top", level1_bp=bp - 1 if bp == 0 else bp + 1, level2_bp=0)])
+
+
+def test_FR1_a_fingerprint_of_512_characters_is_hashed_and_513_is_refused():
+    """FR-1: a fingerprint value is 1..512 characters (`MAX_FINGERPRINT`); longer is invalid input, not a hash."""
+    from engine import fraud as fr
+
+    assert len(fr.fingerprint_hash(b"k", fr.FingerprintKind.DEVICE, "d" * 512)) == 64
+    with pytest.raises(RuleViolation):
+        fr.fingerprint_hash(b"k", fr.FingerprintKind.DEVICE, "d" * 513)
+
+
+def test_LG4_a_payee_reference_of_128_characters_is_kept_masked_and_129_is_refused():
+    """LG-4: the account reference is 1..128 characters (`MAX_REFERENCE`)."""
+    from engine import ledger as lg
+
+    method = lg.payee_method("BANK_ACCOUNT", "9" * 128)
+    assert method.masked_reference.endswith("9999") and len(method.masked_reference) < 128
+    with pytest.raises(RuleViolation):
+        lg.payee_method("BANK_ACCOUNT", "9" * 129)
+
+
+def test_RF1_an_unknown_binding_mode_is_refused_naming_its_field():
+    with pytest.raises(RuleViolation) as e:
+        validate_settings(DistributionSettings(binding="forever"))  # type: ignore[arg-type]
+    assert e.value.field == "binding" and e.value.rule == "RF-1"
