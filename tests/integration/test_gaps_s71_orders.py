@@ -1,0 +1,72 @@
+"""Survivors of the seed-71 mutation sample over service/ (issue 12), each killed by a test through the
+service on a real PostgreSQL that asserts an outcome a caller can see: the answer, the stored rows, the events."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from engine.errors import ErrorCode, RuleViolation
+from service.usecases import orders, webhooks
+from store.models import Order, Refund
+from tests.integration.helpers import pay_ref
+from tests.integration.test_rules_wired import paid_order
+
+
+async def _order(svc, sid: str, buyer: str, ext: str):
+    return await orders.report_order(
+        svc, shop_id=sid, external_id=ext, buyer_id=buyer, lines=[orders.LineInput("x", 1, 10_000)]
+    )
+
+
+async def test_OR2_a_zero_payment_is_invalid_input_and_changes_nothing(svc, shop):
+    """OR-2 (service/usecases/orders.py `confirm_payment`): a payment of 0 is INVALID_INPUT on `amount`, and the
+    order stays CREATED with nothing paid."""
+    sid = shop.shop_id
+    o = await _order(svc, sid, "buyer", "x-zero")
+    with pytest.raises(RuleViolation) as e:
+        await orders.confirm_payment(svc, shop_id=sid, order_id=o.order_id, amount=0, provider_ref=pay_ref())
+    assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "amount")
+    async with svc.sessionmaker() as s:
+        row = await s.get(Order, (sid, o.order_id))
+    assert (row.state, row.paid_amount, row.paid_at) == ("CREATED", 0, None)
+
+
+async def test_OR2_the_order_paid_event_names_rule_OR2(svc, shop):
+    """OR-2 (service/usecases/orders.py, the plain payment's event): paying a plain order emits order.paid for the
+    order with rule OR-2 and the amount paid."""
+    sid = shop.shop_id
+    o = await paid_order(svc, sid, "buyer", orders.LineInput("x", 1, 10_000))
+    evs = await webhooks.events_since_caught_up(svc, shop_id=sid)
+    paid = [(e.rule, e.aggregate_type, e.aggregate_id, e.payload["amount"]) for e in evs if e.type == "order.paid"]
+    assert paid == [("OR-2", "order", o.order_id, 10_000)]
+
+
+async def test_OR2_an_unpaid_order_cannot_be_refunded(svc, shop):
+    """OR-2 (service/usecases/orders.py `refund_order`): refunding an order never paid is ORDER_NOT_PAID on
+    `orderId` (rule OR-2), and no refund row is written."""
+    sid = shop.shop_id
+    o = await _order(svc, sid, "buyer", "x-unpaid")
+    with pytest.raises(RuleViolation) as e:
+        await orders.refund_order(svc, shop_id=sid, order_id=o.order_id, amount=100, provider_ref=pay_ref())
+    assert (e.value.code, e.value.field, e.value.rule) == (ErrorCode.ORDER_NOT_PAID, "orderId", "OR-2")
+    async with svc.sessionmaker() as s:
+        n = await s.scalar(select(func.count()).select_from(Refund).where(Refund.shop_id == sid))
+    assert n == 0
+
+
+async def test_OR2_a_first_refund_is_not_a_replay_and_its_retry_is(svc, shop):
+    """OR-2/GB-10 (service/usecases/orders.py `refund_order`): the first refund answers `replayed` False with the
+    refund it wrote; the same call again under its key answers `replayed` True, the same refund id, no refund."""
+    sid = shop.shop_id
+    o = await paid_order(svc, sid, "buyer", orders.LineInput("x", 1, 10_000))
+    ref = pay_ref()
+    first = await orders.refund_order(
+        svc, shop_id=sid, order_id=o.order_id, amount=1_000, provider_ref=ref, idempotency_key="k1"
+    )
+    assert first["replayed"] is False
+    assert first["refund"] is not None and first["refund"].refund_id == first["refund_id"]
+    again = await orders.refund_order(
+        svc, shop_id=sid, order_id=o.order_id, amount=1_000, provider_ref=ref, idempotency_key="k1"
+    )
+    assert (again["replayed"], again["refund_id"], again["refund"]) == (True, first["refund_id"], None)
