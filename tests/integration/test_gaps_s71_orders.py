@@ -7,9 +7,9 @@ import pytest
 from sqlalchemy import func, select
 
 from engine.errors import ErrorCode, RuleViolation
-from service.usecases import orders, webhooks
+from service.usecases import groups, orders, webhooks
 from store.models import Order, Refund
-from tests.integration.helpers import pay_ref
+from tests.integration.helpers import make_campaign, pay_ref
 from tests.integration.test_rules_wired import paid_order
 
 
@@ -70,3 +70,30 @@ async def test_OR2_a_first_refund_is_not_a_replay_and_its_retry_is(svc, shop):
         svc, shop_id=sid, order_id=o.order_id, amount=1_000, provider_ref=ref, idempotency_key="k1"
     )
     assert (again["replayed"], again["refund_id"], again["refund"]) == (True, first["refund_id"], None)
+
+
+async def test_OR2_a_payment_of_one_minor_unit_pays_an_order_of_one(svc, shop):
+    """OR-2 (service/usecases/orders.py `confirm_payment`): the smallest positive payment, 1, is accepted: an
+    order of 1 paid 1 is PAID with 1 paid."""
+    sid = shop.shop_id
+    o = await orders.report_order(
+        svc, shop_id=sid, external_id="x-one", buyer_id="buyer", lines=[orders.LineInput("x", 1, 1)]
+    )
+    await orders.confirm_payment(svc, shop_id=sid, order_id=o.order_id, amount=1, provider_ref=pay_ref())
+    async with svc.sessionmaker() as s:
+        row = await s.get(Order, (sid, o.order_id))
+    assert (row.state, row.paid_amount) == ("PAID", 1)
+
+
+async def test_GB1_the_seat_answer_renders_the_group_order_as_stored(svc, shop):
+    """GB-1 (service/tx/lean.py `OrderView`, what the API renders without reading back): opening a group answers
+    its order with the amounts stored: goods at the tier price, shipping 0, tax 0, nothing paid."""
+    sid = shop.shop_id
+    c = await make_campaign(svc, sid, tiers=[(3, 8000)])
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="L")
+    async with svc.sessionmaker() as s:
+        row = await s.get(Order, (sid, lead.order_id))
+    cols = ("order_id", "kind", "state", "goods_amount", "shipping_amount", "tax_amount", "paid_amount")
+    answered = tuple(getattr(lead.order, k) for k in cols)
+    assert answered == tuple(getattr(row, k) for k in cols)
+    assert answered[3:] == (lead.amount, 0, 0, 0)
