@@ -97,3 +97,22 @@ async def test_GB1_the_seat_answer_renders_the_group_order_as_stored(svc, shop):
     answered = tuple(getattr(lead.order, k) for k in cols)
     assert answered == tuple(getattr(row, k) for k in cols)
     assert answered[3:] == (lead.amount, 0, 0, 0)
+
+
+async def test_OR1_the_reported_order_answers_as_stored(svc, shop):
+    """OR-1 (service/usecases/orders.py `report_order`): the order answered carries what was stored: shipping
+    500, tax 100, created at the service's now."""
+    sid = shop.shop_id
+    o = await orders.report_order(
+        svc,
+        shop_id=sid,
+        external_id="x-ship",
+        buyer_id="buyer",
+        lines=[orders.LineInput("x", 1, 10_000)],
+        shipping_amount=500,
+        tax_amount=100,
+    )
+    async with svc.sessionmaker() as s:
+        row = await s.get(Order, (sid, o.order_id))
+    cols = ("goods_amount", "shipping_amount", "tax_amount", "created_at")
+    assert tuple(getattr(o, k) for k in cols) == tuple(getattr(row, k) for k in cols) == (10_000, 500, 100, svc.now())
