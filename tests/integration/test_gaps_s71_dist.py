@@ -37,9 +37,11 @@ async def test_GB10_a_visit_with_a_one_character_idempotency_key_is_recorded(svc
     one = await visits.record_visit(svc, idempotency_key="k", **kw)
     again = await visits.record_visit(svc, idempotency_key="k", **kw)
     assert (one.replayed, again.replayed, again.visit_id) == (False, True, one.visit_id)
-    with pytest.raises(RuleViolation) as e:
-        await visits.record_visit(svc, idempotency_key="", **kw)
-    assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "idempotencyKey")
+    assert not (await visits.record_visit(svc, idempotency_key="k" * 200, **kw)).replayed
+    for bad in ("", "k" * 201):
+        with pytest.raises(RuleViolation) as e:
+            await visits.record_visit(svc, idempotency_key=bad, **kw)
+        assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "idempotencyKey")
 
 
 async def test_OR3_a_preview_line_with_a_129_character_product_ref_is_invalid_input(svc, shop):
@@ -49,3 +51,5 @@ async def test_OR3_a_preview_line_with_a_129_character_product_ref_is_invalid_in
     with pytest.raises(RuleViolation) as e:
         await preview.commission_preview(svc, shop_id=shop.shop_id, buyer_id="buyer", lines=lines)
     assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "lines.1")
+    lines[1] = preview.CartLine("p" * 128, 1, 100)
+    await preview.commission_preview(svc, shop_id=shop.shop_id, buyer_id="buyer", lines=lines)  # 128: priced
