@@ -53,3 +53,32 @@ async def test_OR3_a_preview_line_with_a_129_character_product_ref_is_invalid_in
     assert (e.value.code, e.value.field) == (ErrorCode.INVALID_INPUT, "lines.1")
     lines[1] = preview.CartLine("p" * 128, 1, 100)
     await preview.commission_preview(svc, shop_id=shop.shop_id, buyer_id="buyer", lines=lines)  # 128: priced
+
+
+async def test_LG3_an_xlsx_export_that_fails_midway_raises_and_leaves_no_file(svc, shop, tmp_path, monkeypatch):
+    """LG-3 (service/reads/exports.py `xlsx_file`): the export writes a temporary file named
+    `sharecart-settlement-*.xlsx` (what the leftover checks look for); when writing fails midway (here the progress
+    callback raises) the error reaches the caller and the half-written file is gone."""
+    import tempfile
+    from datetime import date, datetime, timezone
+    from pathlib import Path
+
+    from service.reads import exports
+    from service.usecases import settlements
+    from tests.integration.test_gaps_money import _earned
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    sid = shop.shop_id
+    await _earned(svc, sid, fee_bp=0)
+    svc.clock.set(datetime(2026, 2, 1, 0, 5, tzinfo=timezone.utc))
+    b = await settlements.close_period(svc, shop_id=sid, day_from=date(2026, 1, 1), day_to=date(2026, 2, 1), actor="f")
+    path = Path(await exports.xlsx_file(svc, shop_id=sid, settlement_id=b.settlement_id))
+    assert path.parent == tmp_path and path.name.startswith("sharecart-settlement-") and path.suffix == ".xlsx"
+    path.unlink()
+
+    def boom(n: int) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        await exports.xlsx_file(svc, shop_id=sid, settlement_id=b.settlement_id, progress=boom)
+    assert list(tmp_path.iterdir()) == []
