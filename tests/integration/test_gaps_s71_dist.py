@@ -81,4 +81,4 @@ async def test_LG3_an_xlsx_export_that_fails_midway_raises_and_leaves_no_file(sv
 
     with pytest.raises(OSError, match="disk full"):
         await exports.xlsx_file(svc, shop_id=sid, settlement_id=b.settlement_id, progress=boom)
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.glob("sharecart-settlement-*")) == []
