@@ -178,3 +178,15 @@ async def test_wh_a_registered_endpoint_starts_with_no_failures(svc, shop):
     stored = await _endpoint(svc, shop.shop_id, ep.endpoint_id)
     assert (ep.enabled, ep.consecutive_failures, ep.failing_since) == (True, 0, None)
     assert (stored.enabled, stored.consecutive_failures, stored.failing_since) == (True, 0, None)
+
+
+async def test_wh_a_refused_connection_is_logged_with_its_error(svc, shop, caplog):
+    """A connection the receiver refuses: the attempt is a failure with no status, and the log names the
+    error (`ConnectError: refused`) for that endpoint and event."""
+    ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=URL)
+    ev = await _emit(svc, shop.shop_id)
+    caplog.set_level(logging.INFO, logger=webhooks.log.name)
+    await _pass(svc, Transport(shop.shop_id, None))
+    d = await _delivery(svc, shop.shop_id, ep.endpoint_id, ev.event_id)
+    assert (d.state, d.attempts, d.last_status) == ("PENDING", 1, None)
+    assert f"webhook {ep.endpoint_id}/{ev.event_id} to {URL}: ConnectError: refused" in caplog.messages
