@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import text
 
 from engine.errors import ErrorCode, RuleViolation
 from service.usecases import distribution, groups
@@ -53,3 +54,66 @@ def test_RP6_the_visit_limiter_remembers_50_000_visitors_per_process():
     from service.usecases import visits
 
     assert visits.VisitLimiter().max_buckets == 50_000
+
+
+async def test_FR3_an_admin_dissolves_a_flagged_group_before_it_forms(svc):
+    """FR-3: a scalper group (two paid seats on one device) dissolved by an admin fails at once with GB-6's full
+    refunds, its commission lines are voided, and the flag is DISSOLVED with who and why; the books still balance."""
+    from datetime import timedelta
+
+    from engine.fraud import FraudRules
+    from service.reads import fraud as fraud_reads
+    from service.usecases import campaigns, fraud, orders
+    from tests.integration.helpers import assert_ledger_consistent
+    from tests.integration.test_fraud_review import _shop
+
+    sid = await _shop(svc, FraudRules(scalper_group=True, scalper_min_seats=2))
+    now = svc.now()
+    c = await campaigns.create_campaign(
+        svc,
+        shop_id=sid,
+        product_ref="tea",
+        title="Tea",
+        list_price=1000,
+        tiers=[(3, 900)],
+        duration=timedelta(days=1),
+        payment_window=timedelta(hours=1),
+        starts_at=now - timedelta(hours=1),
+        ends_at=now + timedelta(days=3),
+    )
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="b1")
+    await orders.confirm_payment(
+        svc,
+        shop_id=sid,
+        order_id=lead.order_id,
+        amount=lead.amount,
+        provider_ref=f"{sid}-l",
+        fingerprints={"DEVICE": "phone"},
+    )
+    seat = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="b2")
+    await orders.confirm_payment(
+        svc,
+        shop_id=sid,
+        order_id=seat.order_id,
+        amount=seat.amount,
+        provider_ref=f"{sid}-2",
+        fingerprints={"DEVICE": "phone"},
+    )
+    [flag] = await fraud_reads.review_queue(svc, shop_id=sid)
+    assert flag.subject == "GROUP" and flag.state == "OPEN"
+    done = await fraud.dissolve_group(svc, shop_id=sid, flag_id=flag.flag_id, actor="boss", reason="one buyer")
+    assert (done.flag_id, done.state) == (flag.flag_id, "DISSOLVED")
+    [again] = await fraud_reads.review_queue(svc, shop_id=sid, state=None)
+    assert again.state == "DISSOLVED"
+    async with svc.sessionmaker() as s:
+        group_state = (await s.execute(text("SELECT state FROM groups WHERE shop_id = :s"), {"s": sid})).scalar()
+        refunds = (
+            await s.execute(text("SELECT count(*), sum(amount) FROM refunds WHERE shop_id = :s"), {"s": sid})
+        ).one()
+        lines = (
+            (await s.execute(text("SELECT state FROM commission_lines WHERE shop_id = :s"), {"s": sid})).scalars().all()
+        )
+    assert group_state == "FAILED"
+    assert tuple(refunds) == (2, lead.amount + seat.amount)
+    assert lines and set(lines) == {"VOID"}
+    await assert_ledger_consistent(svc, sid)
