@@ -59,6 +59,47 @@ async def _paid(svc, sid: str, ext: str, buyer: str, fps=None) -> tuple[str, int
     return o.order_id, n.n
 
 
+async def _scalper_pair(svc, *, leader_commission_bp: int = 0):
+    """A shop with the scalper rule (k = 2) and a 3-person group whose leader b1 and member b2 paid from one
+    device: the group is flagged (FR-2c) and still OPEN. Returns the shop id and the two seats."""
+    from service.usecases import campaigns, groups
+
+    sid = await _shop(svc, FraudRules(scalper_group=True, scalper_min_seats=2))
+    now = svc.now()
+    c = await campaigns.create_campaign(
+        svc,
+        shop_id=sid,
+        product_ref="tea",
+        title="Tea",
+        list_price=1000,
+        tiers=[(3, 900)],
+        duration=timedelta(days=1),
+        payment_window=timedelta(hours=1),
+        starts_at=now - timedelta(hours=1),
+        ends_at=now + timedelta(days=3),
+        leader_commission_bp=leader_commission_bp,
+    )
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="b1")
+    await orders.confirm_payment(
+        svc,
+        shop_id=sid,
+        order_id=lead.order_id,
+        amount=lead.amount,
+        provider_ref=f"{sid}-l",
+        fingerprints={"DEVICE": "phone"},
+    )
+    seat = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="b2")
+    await orders.confirm_payment(
+        svc,
+        shop_id=sid,
+        order_id=seat.order_id,
+        amount=seat.amount,
+        provider_ref=f"{sid}-2",
+        fingerprints={"DEVICE": "phone"},
+    )
+    return sid, lead, seat
+
+
 async def test_FR1_fingerprints_add_no_statement_to_confirm_payment_and_rules_add_one(svc):
     """FR-1: with every rule off, a payment with fingerprints runs as many statements as one without (they are
     written by the payment's own applier statement); with a rule on, the screening is one statement more."""
@@ -181,41 +222,9 @@ async def test_FR2c_FR3_a_flagged_groups_leader_reward_is_held_at_forming_and_cl
 async def test_FR3_after_a_group_flag_is_voided_the_groups_later_commission_is_voided_as_it_posts(svc):
     """FR-3 reading FR-R8: voiding a flagged group's commission before it forms covers what the group earns later —
     the next member's line and the leader reward at forming are posted and voided at once (never available)."""
-    from service.usecases import campaigns, groups
+    from service.usecases import groups
 
-    sid = await _shop(svc, FraudRules(scalper_group=True, scalper_min_seats=2))
-    now = svc.now()
-    c = await campaigns.create_campaign(
-        svc,
-        shop_id=sid,
-        product_ref="tea",
-        title="Tea",
-        list_price=1000,
-        tiers=[(3, 900)],
-        duration=timedelta(days=1),
-        payment_window=timedelta(hours=1),
-        starts_at=now - timedelta(hours=1),
-        ends_at=now + timedelta(days=3),
-        leader_commission_bp=1000,
-    )
-    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="b1")
-    await orders.confirm_payment(
-        svc,
-        shop_id=sid,
-        order_id=lead.order_id,
-        amount=lead.amount,
-        provider_ref=f"{sid}-l",
-        fingerprints={"DEVICE": "phone"},
-    )
-    seat = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="b2")
-    await orders.confirm_payment(
-        svc,
-        shop_id=sid,
-        order_id=seat.order_id,
-        amount=seat.amount,
-        provider_ref=f"{sid}-2",
-        fingerprints={"DEVICE": "phone"},
-    )
+    sid, lead, _ = await _scalper_pair(svc, leader_commission_bp=1000)
     [flag] = await fraud_reads.review_queue(svc, shop_id=sid)
     await fraud.void_flag(svc, shop_id=sid, flag_id=flag.flag_id, actor="boss", reason="scalpers")
     seat = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="b3")

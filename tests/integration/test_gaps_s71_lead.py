@@ -59,46 +59,12 @@ def test_RP6_the_visit_limiter_remembers_50_000_visitors_per_process():
 async def test_FR3_an_admin_dissolves_a_flagged_group_before_it_forms(svc):
     """FR-3: a scalper group (two paid seats on one device) dissolved by an admin fails at once with GB-6's full
     refunds, its commission lines are voided, and the flag is DISSOLVED with who and why; the books still balance."""
-    from datetime import timedelta
-
-    from engine.fraud import FraudRules
     from service.reads import fraud as fraud_reads
-    from service.usecases import campaigns, fraud, orders
+    from service.usecases import fraud
     from tests.integration.helpers import assert_ledger_consistent
-    from tests.integration.test_fraud_review import _shop
+    from tests.integration.test_fraud_review import _scalper_pair
 
-    sid = await _shop(svc, FraudRules(scalper_group=True, scalper_min_seats=2))
-    now = svc.now()
-    c = await campaigns.create_campaign(
-        svc,
-        shop_id=sid,
-        product_ref="tea",
-        title="Tea",
-        list_price=1000,
-        tiers=[(3, 900)],
-        duration=timedelta(days=1),
-        payment_window=timedelta(hours=1),
-        starts_at=now - timedelta(hours=1),
-        ends_at=now + timedelta(days=3),
-    )
-    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="b1")
-    await orders.confirm_payment(
-        svc,
-        shop_id=sid,
-        order_id=lead.order_id,
-        amount=lead.amount,
-        provider_ref=f"{sid}-l",
-        fingerprints={"DEVICE": "phone"},
-    )
-    seat = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="b2")
-    await orders.confirm_payment(
-        svc,
-        shop_id=sid,
-        order_id=seat.order_id,
-        amount=seat.amount,
-        provider_ref=f"{sid}-2",
-        fingerprints={"DEVICE": "phone"},
-    )
+    sid, lead, seat = await _scalper_pair(svc)
     [flag] = await fraud_reads.review_queue(svc, shop_id=sid)
     assert flag.subject == "GROUP" and flag.state == "OPEN"
     done = await fraud.dissolve_group(svc, shop_id=sid, flag_id=flag.flag_id, actor="boss", reason="one buyer")
