@@ -97,8 +97,11 @@ async def xlsx_file(
         raise LookupError(settlement_id)
     fd, path = tempfile.mkstemp(prefix=XLSX_PREFIX, suffix=".xlsx")
     os.close(fd)
+    # constant-memory mode spools each worksheet to a file of its own; in a directory of this export's, removed
+    # whatever happens, so an export that fails midway leaves none behind (xlsxwriter removes them only on close)
+    spool = tempfile.TemporaryDirectory(prefix=XLSX_PREFIX)
     try:
-        wb = xlsxwriter.Workbook(path, {"constant_memory": True, "strings_to_numbers": False})
+        wb = xlsxwriter.Workbook(path, {"constant_memory": True, "strings_to_numbers": False, "tmpdir": spool.name})
         # fixed document times: the same batch always gives the same bytes
         wb.set_properties({"created": batch.closed_at.replace(tzinfo=None), "title": f"Settlement {settlement_id}"})
         ws = wb.add_worksheet("settlement")
@@ -114,4 +117,6 @@ async def xlsx_file(
     except BaseException:
         os.remove(path)
         raise
+    finally:
+        spool.cleanup()
     return path

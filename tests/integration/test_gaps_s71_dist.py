@@ -58,7 +58,8 @@ async def test_OR3_a_preview_line_with_a_129_character_product_ref_is_invalid_in
 async def test_LG3_an_xlsx_export_that_fails_midway_raises_and_leaves_no_file(svc, shop, tmp_path, monkeypatch):
     """LG-3 (service/reads/exports.py `xlsx_file`): the export writes a temporary file named
     `sharecart-settlement-*.xlsx` (what the leftover checks look for); when writing fails midway (here the progress
-    callback raises) the error reaches the caller and the half-written file is gone."""
+    callback raises) the error reaches the caller and the half-written file is gone, and so are the worksheet
+    spool files xlsxwriter's constant-memory mode writes beside it (`tmpXXXXXXXX`): nothing is left behind."""
     import tempfile
     from datetime import date, datetime, timezone
     from pathlib import Path
@@ -74,6 +75,7 @@ async def test_LG3_an_xlsx_export_that_fails_midway_raises_and_leaves_no_file(sv
     b = await settlements.close_period(svc, shop_id=sid, day_from=date(2026, 1, 1), day_to=date(2026, 2, 1), actor="f")
     path = Path(await exports.xlsx_file(svc, shop_id=sid, settlement_id=b.settlement_id))
     assert path.parent == tmp_path and path.name.startswith("sharecart-settlement-") and path.suffix == ".xlsx"
+    assert list(tmp_path.iterdir()) == [path]  # a finished export leaves only the file the caller removes
     path.unlink()
 
     def boom(n: int) -> None:
@@ -81,4 +83,4 @@ async def test_LG3_an_xlsx_export_that_fails_midway_raises_and_leaves_no_file(sv
 
     with pytest.raises(OSError, match="disk full"):
         await exports.xlsx_file(svc, shop_id=sid, settlement_id=b.settlement_id, progress=boom)
-    assert list(tmp_path.glob("sharecart-settlement-*")) == []
+    assert list(tmp_path.iterdir()) == []
