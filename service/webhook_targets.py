@@ -70,7 +70,7 @@ def allow_loopback() -> bool:
     return settings().webhook_allow_loopback
 
 
-def address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, *, loopback: bool = False) -> bool:
+def address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, *, loopback: bool) -> bool:
     """True for a globally reachable unicast address (and loopback when `loopback`)."""
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
