@@ -252,10 +252,12 @@ def test_GB7_a_groups_lottery_seed_never_shows_in_its_repr():
     assert d.group.lottery_seed == seed and seed not in repr(d.group)
 
 
-def test_GB15_a_campaign_without_nudge_fields_takes_the_rules_defaults():
-    """GB-15: `almost_full_at` defaults to 1 seat missing, `expiring_soon_before` to 1 hour."""
+def test_GB15_CM3_a_campaign_without_nudge_fields_takes_the_rules_defaults():
+    """GB-15: `almost_full_at` defaults to 1 seat missing, `expiring_soon_before` to 1 hour. CM-3: a campaign
+    pays commission unless it switches it off (`commission_enabled`)."""
     c = _campaign()
     assert c.almost_full_at == 1 and c.expiring_soon_before == timedelta(hours=1)
+    assert c.commission_enabled is True
 
 
 def test_GB13_GB14_a_naive_now_is_refused_before_anything_else():
