@@ -357,3 +357,17 @@ def test_leader_commission_rate_on_other_members_net_and_reduced_by_their_refund
     l, _ = cm.post_line(id="lr", order_id="leader-order", beneficiary_id="L", level=0, amount=474, paid_base=15_800)
     l, p = cm.reverse_line(l, 7_900, 15_800)
     assert l.standing == 237 and p[0].amount == -237
+
+
+def test_CM5_a_line_on_a_base_of_one_minor_unit_is_reversed_by_its_refund():
+    """CM-5 at the smallest base (seed 72, engine/commission.py:288 `paid_base <= 0` → `<= 1`): a fixed per-unit
+    amount (CM-3) on a 1-unit item gives a line of 50 on a base of 1; refunding that 1 reverses all of it."""
+    ln, _ = cm.post_line(id="l", order_id="o", beneficiary_id="a", level=1, amount=50, paid_base=1)
+    new, postings = cm.refund_line(ln, 1)
+    assert (new.standing, new.refunded) == (0, 1)
+    assert postings == (Posting(Bucket.PENDING, -50, EntryKind.COMMISSION_REVERSED),)
+    assert cm.refund_line(ln, 0) == (ln, ())  # a refund of nothing changes nothing
+    half, _ = cm.refund_line(
+        cm.post_line(id="m", order_id="o", beneficiary_id="a", level=1, amount=50, paid_base=2)[0], 1
+    )
+    assert cm.refund_line(half, -1) == (half, ())  # nor does a negative one: it never raises a line back
