@@ -75,6 +75,24 @@ async def test_GB4_a_leader_reward_of_one_minor_unit_is_posted_by_the_orm_refere
     await assert_ledger_consistent(svc, sid)
 
 
+async def test_GB4_a_leader_reward_rounding_to_zero_posts_no_line_in_the_orm_reference(svc, shop):
+    """GB-4: at 1 bp on the other member's net of 9 999 the reward floors to 0: the ORM reference posts no line
+    (no level-0 line of 0). Kills service/tx/commissions.py:320
+    `amount <= 0` -> `amount < 0`."""
+    from tests.integration.test_worker_batch import _one_at_a_time_orm
+
+    sid = shop.shop_id
+    c = await make_campaign(svc, sid, list_price=9_999, tiers=[(2, 9_999), (3, 9_000)], leader_commission_bp=1)
+    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="lead")
+    await pay(svc, sid, lead)
+    await pay(svc, sid, await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="m1"))
+    svc.clock.advance(timedelta(hours=25))
+    await _one_at_a_time_orm(svc, sid)
+    assert await _rows(svc, "SELECT state FROM groups WHERE shop_id = :s", s=sid) == [("FORMED",)]
+    assert await _rows(svc, "SELECT count(*) FROM commission_lines WHERE shop_id = :s", s=sid) == [(0,)]
+    await assert_ledger_consistent(svc, sid)
+
+
 # ---------------------------------------------------------------- FR-3 dissolve (service/usecases/fraud.py)
 
 
