@@ -126,7 +126,6 @@ TESTS: dict[str, list[str]] = {
         "tests/integration/test_concurrency.py",
         GAPS,
     ],
-    # the one-group-at-a-time ORM reference (tests/integration/orm_reference.py → post_leader_reward) is run by test_worker_batch
     "service/tx/commissions.py": SERVICE_DEFAULT + ["tests/integration/test_worker_batch.py"],
     "service/usecases/orders.py": SERVICE_DEFAULT
     + ["tests/integration/test_money_paths.py", "tests/integration/test_refunds.py"],

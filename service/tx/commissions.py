@@ -27,7 +27,6 @@ from service.usecases.shops import load_settings
 from store import mapping
 from store.models import (
     Binding,
-    CommissionLineRow,
     Distributor,
     DistributorAudit,
     User,
@@ -295,52 +294,6 @@ def post_commission_line(
     return line
 
 
-async def post_leader_reward(
-    session,
-    ledger: LedgerBatch,
-    *,
-    leader_order,
-    leader_user_id: str,
-    group_id: str,
-    rate_bp: int | None,
-    enabled: bool,
-    other_orders,
-    now,
-) -> cm.CommissionLine | None:
-    """团长佣金 at forming (GB-4): the engine decides the amount on the other paid members' net
-    (`cm.leader_reward`); a positive one is a level-0 line on the leader's order, releasable at once, and the
-    leader gets a balance record even when not a distributor (readings 5). `leader_order` None: the
-    leader's seat is not paid, no reward."""
-    amount, base = cm.leader_reward(
-        rate_bp,
-        enabled=enabled,
-        leader_paid=leader_order is not None,
-        other_members=[(o.paid_amount, o.refunded_amount) for o in other_orders],
-    )
-    if amount <= 0:
-        return None
-    await ensure_distributor(session, leader_order.shop_id, leader_user_id, status=DistributorStatus.NONE, now=now)
-    line = post_commission_line(
-        session,
-        ledger,
-        order=leader_order,
-        beneficiary_id=leader_user_id,
-        level=0,
-        amount=amount,
-        now=now,
-        releasable=True,
-        base=base,
-        group_id=group_id,
-        rule="GB-4",
-    )
-    line = await fraud.hold_if_group_flagged(
-        session, ledger, line=line, shop_id=leader_order.shop_id, group_id=group_id
-    )  # FR-3: a flagged group's reward is held too
-    if leader_order.state == "COMPLETED":
-        await freeze_order_lines(session, ledger, order=leader_order, now=now)
-    return line
-
-
 # ---------------------------------------------------------------- refunds (CM-5)
 LINE_COLUMNS = (
     "line_id, order_id, beneficiary_id, level, group_id, base, base_refunded, original, standing, "
@@ -483,17 +436,6 @@ async def void_order_lines(
                 "amount": line.standing,
                 "cause": rule,
             },
-        )
-
-
-async def make_releasable(session: AsyncSession, *, shop_id: str, order_ids: list[str]) -> None:
-    """CM-6 (`cm.mark_releasable` for every line of a formed group's orders): one UPDATE, no money moves."""
-    if order_ids:
-        await flush_pending(session)
-        await session.execute(
-            update(CommissionLineRow)
-            .where(CommissionLineRow.shop_id == shop_id, CommissionLineRow.order_id.in_(order_ids))
-            .values(releasable=True)
         )
 
 

@@ -1,6 +1,7 @@
 """Fraud review inside the payment's transaction (FR-1..FR-3): fingerprints kept, orders and groups screened.
 
-Called by `service.tx.commissions.on_order_paid` (and, for a leader reward at forming, by `post_leader_reward`):
+Called by `service.tx.commissions.on_order_paid` (and, for a leader reward at forming, by the batch writer's
+`_formed`):
 - FR-1: the payment's fingerprints (hashed before the transaction by `hash_fingerprints`, HMAC under the shop's
   key) are written by the payment's own applier statement (`LedgerBatch.row`): no round trip of their own.
 - FR-2: a shop whose rules are all off (the rules come with the payment's loading statement) stops here. Else

@@ -435,7 +435,7 @@ class GroupBatch:
         )
 
     async def _formed(self, ld: lean.Loaded, g: gb.Group, ins: gb.GroupFormed) -> None:
-        """`service.groups.on_formed`: lines become releasable (CM-6), completed orders' lines freeze, the
+        """GB-4..GB-7 outside the group: lines become releasable (CM-6), completed orders' lines freeze, the
         leader's reward (团长佣金, `cm.leader_reward`) is posted."""
         c = ld.campaign_row
         paid = [s for s in g.seats if s.state == gb.SeatState.PAID]

@@ -21,11 +21,10 @@ from engine.errors import ErrorCode, RuleViolation, refuse
 from engine.events import EventType
 from engine.referral import current_referrer
 from engine.variants import assign_variant
-from service.tx import commissions, events, group_batch, lean
+from service.tx import group_batch, lean
 from service.context import Services
 from service.tx.idempotency import once
 from service.tx.ids import new_id
-from service.tx.ledger import LedgerBatch
 from service.uow import unit_of_work
 from store import mapping
 from store.models import CampaignRow, GroupRow, SeatRow
@@ -50,65 +49,6 @@ async def load_campaign(session: AsyncSession, shop_id: str, campaign_id: str) -
     if row is None:
         raise refuse(ErrorCode.NOT_FOUND, "campaign not found", field="campaignId")
     return row
-
-
-# ------------------------------------------------------------------ a group formed (the batch writer's consequences)
-async def on_formed(session, ledger: LedgerBatch, *, c: CampaignRow, g: gb.Group, ins, now, order_of) -> None:
-    """GB-4..GB-7 consequences outside the group: commission lines become releasable (CM-6), lines of
-    already completed orders freeze, and the leader's reward is posted (团长佣金)."""
-    paid = [s for s in g.seats if s.state == gb.SeatState.PAID]
-    order_ids = [s.order_id for s in paid]
-    await commissions.make_releasable(session, shop_id=c.shop_id, order_ids=order_ids)
-    for oid in order_ids:
-        o = await order_of(oid)
-        if o.state == "COMPLETED":
-            await commissions.freeze_order_lines(session, ledger, order=o, now=now)
-    leader_seat = next((s for s in paid if s.user_id == g.leader_user_id), None)
-    if c.leader_commission_bp and c.commission_enabled and leader_seat is not None:
-        await commissions.post_leader_reward(
-            session,
-            ledger,
-            leader_order=await order_of(leader_seat.order_id),
-            leader_user_id=g.leader_user_id,
-            group_id=g.id,
-            rate_bp=c.leader_commission_bp,
-            enabled=c.commission_enabled,
-            now=now,
-            other_orders=[await order_of(s.order_id) for s in paid if s.order_id != leader_seat.order_id],
-        )
-    events.emit(
-        session,
-        shop_id=c.shop_id,
-        type=EventType.GROUP_FORMED,
-        aggregate_type="group",
-        aggregate_id=g.id,
-        now=now,
-        rule=ins.rule,
-        payload={
-            "group_id": g.id,
-            "campaign_id": c.campaign_id,
-            "tier_members": ins.tier_members,
-            "member_unit_price": ins.member_unit_price,
-            "leader_unit_price": ins.leader_unit_price,
-            "winners": list(ins.winners),
-            "order_ids": order_ids,
-            "leader_order_id": leader_seat.order_id if leader_seat else None,
-            "draw": draw_payload(g),
-        },
-    )
-
-
-def draw_payload(g: gb.Group) -> dict | None:
-    """GB-7 v2: the revealed draw as the event log and the API show it (None without a v2 draw)."""
-    d = g.draw()
-    if d is None:
-        return None
-    return {
-        "commitment": d.commitment,
-        "seed": d.seed,
-        "candidates": [{"order_id": o, "score": sc} for o, sc in d.candidates],
-        "winners": list(d.winners),
-    }
 
 
 # ------------------------------------------------------------------ the lean path (issue 10)

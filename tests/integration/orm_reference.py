@@ -8,19 +8,21 @@ runs is not product code). It writes through the ORM what the batch writes in Co
 
 from __future__ import annotations
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import flag_modified
 
+from engine import commission as cm
 from engine import groupbuy as gb
+from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, refuse
 from engine.events import EventType
-from service.tx import commissions, events, lean
-from service.tx.ledger import LedgerBatch
-from service.usecases.groups import on_formed
+from service.tx import commissions, events, fraud, lean
+from service.tx.group_batch import draw_payload
+from service.tx.ledger import LedgerBatch, flush_pending
 from service.usecases.refunds import apply_refund
 from store import mapping
-from store.models import CampaignRow, GroupRow, Order, SeatRow
+from store.models import CampaignRow, CommissionLineRow, GroupRow, Order, SeatRow
 
 
 async def lock_group(session: AsyncSession, shop_id: str, group_id: str, *, skip_locked: bool = False):
@@ -236,3 +238,108 @@ async def apply_decision(
 async def notify_group(session: AsyncSession, shop_id: str, group_id: str) -> None:
     """Live progress (subscriptions) across processes: PostgreSQL NOTIFY, delivered at commit."""
     await session.execute(text("SELECT pg_notify('sharecart_groups', :p)"), {"p": f"{shop_id}:{group_id}"})
+
+
+# ------------------------------------------------------------------ a group formed (what the batch writer's _formed does)
+async def on_formed(session, ledger: LedgerBatch, *, c: CampaignRow, g: gb.Group, ins, now, order_of) -> None:
+    """GB-4..GB-7 consequences outside the group: commission lines become releasable (CM-6), lines of
+    already completed orders freeze, and the leader's reward is posted (团长佣金)."""
+    paid = [s for s in g.seats if s.state == gb.SeatState.PAID]
+    order_ids = [s.order_id for s in paid]
+    await make_releasable(session, shop_id=c.shop_id, order_ids=order_ids)
+    for oid in order_ids:
+        o = await order_of(oid)
+        if o.state == "COMPLETED":
+            await commissions.freeze_order_lines(session, ledger, order=o, now=now)
+    leader_seat = next((s for s in paid if s.user_id == g.leader_user_id), None)
+    if c.leader_commission_bp and c.commission_enabled and leader_seat is not None:
+        await post_leader_reward(
+            session,
+            ledger,
+            leader_order=await order_of(leader_seat.order_id),
+            leader_user_id=g.leader_user_id,
+            group_id=g.id,
+            rate_bp=c.leader_commission_bp,
+            enabled=c.commission_enabled,
+            now=now,
+            other_orders=[await order_of(s.order_id) for s in paid if s.order_id != leader_seat.order_id],
+        )
+    events.emit(
+        session,
+        shop_id=c.shop_id,
+        type=EventType.GROUP_FORMED,
+        aggregate_type="group",
+        aggregate_id=g.id,
+        now=now,
+        rule=ins.rule,
+        payload={
+            "group_id": g.id,
+            "campaign_id": c.campaign_id,
+            "tier_members": ins.tier_members,
+            "member_unit_price": ins.member_unit_price,
+            "leader_unit_price": ins.leader_unit_price,
+            "winners": list(ins.winners),
+            "order_ids": order_ids,
+            "leader_order_id": leader_seat.order_id if leader_seat else None,
+            "draw": draw_payload(g),
+        },
+    )
+
+
+async def post_leader_reward(
+    session,
+    ledger: LedgerBatch,
+    *,
+    leader_order,
+    leader_user_id: str,
+    group_id: str,
+    rate_bp: int | None,
+    enabled: bool,
+    other_orders,
+    now,
+) -> cm.CommissionLine | None:
+    """团长佣金 at forming (GB-4): the engine decides the amount on the other paid members' net
+    (`cm.leader_reward`); a positive one is a level-0 line on the leader's order, releasable at once, and the
+    leader gets a balance record even when not a distributor (readings 5). `leader_order` None: the
+    leader's seat is not paid, no reward."""
+    amount, base = cm.leader_reward(
+        rate_bp,
+        enabled=enabled,
+        leader_paid=leader_order is not None,
+        other_members=[(o.paid_amount, o.refunded_amount) for o in other_orders],
+    )
+    if amount <= 0:
+        return None
+    await commissions.ensure_distributor(
+        session, leader_order.shop_id, leader_user_id, status=DistributorStatus.NONE, now=now
+    )
+    line = commissions.post_commission_line(
+        session,
+        ledger,
+        order=leader_order,
+        beneficiary_id=leader_user_id,
+        level=0,
+        amount=amount,
+        now=now,
+        releasable=True,
+        base=base,
+        group_id=group_id,
+        rule="GB-4",
+    )
+    line = await fraud.hold_if_group_flagged(
+        session, ledger, line=line, shop_id=leader_order.shop_id, group_id=group_id
+    )  # FR-3: a flagged group's reward is held too
+    if leader_order.state == "COMPLETED":
+        await commissions.freeze_order_lines(session, ledger, order=leader_order, now=now)
+    return line
+
+
+async def make_releasable(session: AsyncSession, *, shop_id: str, order_ids: list[str]) -> None:
+    """CM-6 (`cm.mark_releasable` for every line of a formed group's orders): one UPDATE, no money moves."""
+    if order_ids:
+        await flush_pending(session)
+        await session.execute(
+            update(CommissionLineRow)
+            .where(CommissionLineRow.shop_id == shop_id, CommissionLineRow.order_id.in_(order_ids))
+            .values(releasable=True)
+        )

@@ -52,11 +52,12 @@ async def test_CM7_a_preview_cart_of_100_lines_is_answered_and_101_refused(svc, 
 # ---------------------------------------------------------------- GB-4 leader reward (service/tx/commissions.py)
 
 
-async def test_GB4_a_leader_reward_of_one_minor_unit_is_posted_by_the_orm_reference(svc, shop):
-    """GB-4 (团长佣金): at 1 bp on the other member's net of 10 000 the reward is exactly 1; the one-group ORM
-    reference (`post_leader_reward`) posts it as a level-0 line of 1 on the leader's order.
-    Kills service/tx/commissions.py:320 `amount <= 0` -> `amount <= 1`."""
-    from tests.integration.test_worker_batch import _one_at_a_time_orm
+async def test_GB4_a_leader_reward_of_one_minor_unit_is_posted_when_the_worker_forms_the_group(svc, shop):
+    """GB-4 (团长佣金): at 1 bp on the other member's net of 10 000 the reward is exactly 1; the worker's batch
+    writer (`group_batch._formed`) posts it as a level-0 line of 1 on the leader's order. Seed 72 met this
+    bound in `commissions.post_leader_reward` (`amount <= 0` -> `<= 1`), code only the ORM reference of the tests
+    ran: it moved there, and this proves the product's `amount > 0`."""
+    from service.jobs import worker
 
     sid = shop.shop_id
     c = await make_campaign(svc, sid, list_price=10_000, tiers=[(2, 10_000), (3, 9_000)], leader_commission_bp=1)
@@ -64,7 +65,7 @@ async def test_GB4_a_leader_reward_of_one_minor_unit_is_posted_by_the_orm_refere
     await pay(svc, sid, lead)
     await pay(svc, sid, await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="m1"))
     svc.clock.advance(timedelta(hours=25))  # forms at expiry at the 2-member tier: no GB-5 refund
-    await _one_at_a_time_orm(svc, sid)
+    assert await worker.run_due_groups(svc, shop_id=sid) == 1
     assert await _rows(svc, "SELECT state FROM groups WHERE shop_id = :s", s=sid) == [("FORMED",)]
     lines = await _rows(
         svc,
@@ -75,11 +76,10 @@ async def test_GB4_a_leader_reward_of_one_minor_unit_is_posted_by_the_orm_refere
     await assert_ledger_consistent(svc, sid)
 
 
-async def test_GB4_a_leader_reward_rounding_to_zero_posts_no_line_in_the_orm_reference(svc, shop):
-    """GB-4: at 1 bp on the other member's net of 9 999 the reward floors to 0: the ORM reference posts no line
-    (no level-0 line of 0). Kills service/tx/commissions.py:320
-    `amount <= 0` -> `amount < 0`."""
-    from tests.integration.test_worker_batch import _one_at_a_time_orm
+async def test_GB4_a_leader_reward_rounding_to_zero_posts_no_line(svc, shop):
+    """GB-4: at 1 bp on the other member's net of 9 999 the reward floors to 0: the worker posts no line (no
+    level-0 line of 0; `group_batch._formed`'s `amount > 0` -> `>= 0`)."""
+    from service.jobs import worker
 
     sid = shop.shop_id
     c = await make_campaign(svc, sid, list_price=9_999, tiers=[(2, 9_999), (3, 9_000)], leader_commission_bp=1)
@@ -87,7 +87,7 @@ async def test_GB4_a_leader_reward_rounding_to_zero_posts_no_line_in_the_orm_ref
     await pay(svc, sid, lead)
     await pay(svc, sid, await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="m1"))
     svc.clock.advance(timedelta(hours=25))
-    await _one_at_a_time_orm(svc, sid)
+    assert await worker.run_due_groups(svc, shop_id=sid) == 1
     assert await _rows(svc, "SELECT state FROM groups WHERE shop_id = :s", s=sid) == [("FORMED",)]
     assert await _rows(svc, "SELECT count(*) FROM commission_lines WHERE shop_id = :s", s=sid) == [(0,)]
     await assert_ledger_consistent(svc, sid)
