@@ -195,13 +195,15 @@ async def on_order_paid(
     *,
     order,
     now,
-    enabled: bool = True,
-    releasable: bool = True,
-    admitted: bool = False,
+    enabled: bool,
+    releasable: bool,
+    admitted: bool,
 ) -> list[cm.CommissionLine]:
     """An order's payment took: snapshot referrers (RF-2), post its commission lines PENDING (CM-6).
-    One statement loads everything the engine needs (PAID_CONTEXT); the lines go to `ledger`. `admitted`: DS-1
-    admitted the buyer in this transaction (ACTIVE, whatever PAID_CONTEXT read: service.tx.group_batch)."""
+    One statement loads everything the engine needs (PAID_CONTEXT); the lines go to `ledger`. `enabled`: the
+    campaign's commission switch (CM-3); `releasable`: False for a group seat until the group forms (CM-6);
+    `admitted`: DS-1 admitted the buyer in this transaction (ACTIVE, whatever PAID_CONTEXT read). No defaults:
+    each caller says all three (a default only hid a wrong call, seed 72)."""
     got = (
         await session.execute(PAID_CONTEXT, {"s": order.shop_id, "buyer": order.buyer_id, "oid": order.order_id})
     ).one()

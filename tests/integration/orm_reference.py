@@ -108,7 +108,7 @@ async def apply_decision(
             settings = await commissions.load_settings(session, shop_id)
             await commissions.admit_if_due(session, shop_id, o.buyer_id, settings, now)
             await commissions.on_order_paid(
-                session, ledger, order=o, now=now, enabled=c.commission_enabled, releasable=False
+                session, ledger, order=o, now=now, enabled=c.commission_enabled, releasable=False, admitted=False
             )
             touched_users |= {o.buyer_id, o.level1_id, o.level2_id}
             events.emit(
