@@ -34,3 +34,53 @@ async def test_FR3_a_group_flag_records_the_group_standing_with_the_flagging_pay
     sid, _, _, flags = await _line_and_group_flag(svc)
     assert (flags["GROUP"].amount, flags["GROUP"].held) == (180, 180)
     assert (flags["LINE"].amount, flags["LINE"].held) == (90, 90)
+
+
+async def test_wh_an_endpoints_deliveries_page_newest_event_first(svc, shop):
+    """Webhooks (docs/webhooks.md): `WebhookEndpoint.deliveries` lists what the endpoint is owed newest event
+    first, and its cursor pages on towards the oldest. Kills service/reads/queries.py:299 (`descending=True`
+    dropped from `page_deliveries`)."""
+    from service.reads import queries
+    from service.usecases import webhooks
+    from tests.integration.test_gaps_hooks import URL, _emit
+
+    ep = await webhooks.register_endpoint(svc, shop_id=shop.shop_id, url=URL)
+    seqs = [(await _emit(svc, shop.shop_id, aggregate_id=f"o{i}")).seq for i in range(3)]
+    page = lambda after: queries.page_deliveries(  # noqa: E731
+        svc, shop_id=shop.shop_id, endpoint_id=ep.endpoint_id, state=None, limit=2, after=after
+    )
+    rows, total = await page(None)
+    assert [d.seq for d in rows] == [seqs[2], seqs[1]] and total == 3
+    rest, _ = await page((rows[-1].seq,))
+    assert [d.seq for d in rest] == [seqs[0]]
+
+
+async def test_DS1_CM7_a_cart_preview_counts_the_spend_net_of_discounts(svc):
+    """DS-1/CM-7: in SPEND_THRESHOLD mode (10 000) a cart of 2 × 5 000 admits the buyer at payment, so with
+    self-purchase on the preview makes them level 1 and D level 2; one unit of discount leaves the spend at
+    9 999 — not admitted, D level 1. Kills service/reads/preview.py:170 (the cart's goods `- ln.discount` → `+`)."""
+    from engine.distribution import DistributionMode, DistributorStatus
+    from service.reads import preview
+    from service.usecases import distribution
+    from tests.integration.test_preview import _shop as _preview_shop
+
+    sid = await _preview_shop(
+        svc,
+        mode=DistributionMode.SPEND_THRESHOLD,
+        spend_threshold=10_000,
+        self_purchase=True,
+        level1_bp=1000,
+        level2_bp=500,
+    )
+    await distribution.set_status(
+        svc, shop_id=sid, user_id="dee", status=DistributorStatus.ACTIVE, actor="t", reason="t"
+    )
+
+    async def shares(discount: int):
+        got = await preview.commission_preview(
+            svc, shop_id=sid, buyer_id=None, bound_to="dee", lines=[preview.CartLine("plain", 2, 5000, discount)]
+        )
+        return [(s.level, s.beneficiary_id, s.least) for s in got.shares]
+
+    assert await shares(0) == [(1, "", 1000), (2, "dee", 500)]
+    assert await shares(1) == [(1, "dee", 999)]
