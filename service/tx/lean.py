@@ -48,7 +48,6 @@ SEAT_COLS = ["order_id", "user_id", "quantity", "unit_price", "role", "state", "
 LEAN_INSTRUCTIONS = (
     gb.CancelOrder,
     gb.ReturnStock,
-    gb.GroupOpened,
     gb.GroupCancelled,
     gb.LeaderChanged,
     gb.GroupNudged,
@@ -514,20 +513,6 @@ class Writes:
                 )
             elif isinstance(ins, gb.ReturnStock):
                 self.return_stock(campaign_id, by_order[ins.order_id].user_id, ins.quantity)
-            elif isinstance(ins, gb.GroupOpened):
-                self.event(
-                    type=EventType.GROUP_OPENED,
-                    aggregate_type="group",
-                    aggregate_id=g.id,
-                    rule=ins.rule,
-                    payload={
-                        "group_id": g.id,
-                        "campaign_id": campaign_id,
-                        "leader_user_id": g.leader_user_id,
-                        "expires_at": g.expires_at.isoformat(),
-                        "lottery_commitment": g.lottery_commitment,
-                    },
-                )
             elif isinstance(ins, gb.GroupNudged):  # GB-15
                 self.event(
                     type=(EventType.GROUP_ALMOST_FULL if ins.kind == "almost_full" else EventType.GROUP_EXPIRING_SOON),
