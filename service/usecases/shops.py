@@ -92,7 +92,7 @@ async def get_shop(svc: Services, shop_id: str) -> Shop | None:
         return await s.get(Shop, shop_id)
 
 
-async def list_shops(svc: Services, *, limit: int = 1000) -> list[Shop]:
+async def list_shops(svc: Services, *, limit: int) -> list[Shop]:
     """Every shop, in id order (the operator's `sharecart list-shops`; on Citus one read of all shards)."""
     async with svc.sessionmaker() as s:
         return list((await s.scalars(select(Shop).order_by(Shop.shop_id).limit(limit))).all())

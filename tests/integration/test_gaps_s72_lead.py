@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from engine.fraud import FraudRules
 from service.reads import fraud as fraud_reads
 from service.usecases import fraud
@@ -84,3 +86,23 @@ async def test_DS1_CM7_a_cart_preview_counts_the_spend_net_of_discounts(svc):
 
     assert await shares(0) == [(1, "", 1000), (2, "dee", 500)]
     assert await shares(1) == [(1, "dee", 999)]
+
+
+async def test_RF1_DS1_in_everyone_mode_binding_to_a_new_referrer_makes_them_a_distributor(svc):
+    """DS-1 EVERYONE / RF-1: binding to a referrer the shop has never seen makes that referrer an ACTIVE
+    distributor and binds; binding to oneself is refused and creates no distributor. Kills
+    service/usecases/distribution.py:223 (`ref_id != user_id` → `==` in the EVERYONE auto-admission)."""
+    from engine.distribution import DistributionMode
+    from engine.errors import RuleViolation
+    from service.usecases import distribution
+    from tests.integration.test_preview import _shop as _preview_shop
+
+    sid = await _preview_shop(svc, mode=DistributionMode.EVERYONE)
+    r = await distribution.bind_referrer(svc, shop_id=sid, user_id="newbie", referrer_id="fresh-ref")
+    assert r.referrer_id == "fresh-ref"
+    d = await distribution.get_distributor(svc, shop_id=sid, user_id="fresh-ref")
+    assert d is not None and d.status == "ACTIVE"
+    with pytest.raises(RuleViolation) as e:
+        await distribution.bind_referrer(svc, shop_id=sid, user_id="loner", referrer_id="loner")
+    assert e.value.rule == "RF-1"
+    assert await distribution.get_distributor(svc, shop_id=sid, user_id="loner") is None
