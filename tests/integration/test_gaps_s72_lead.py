@@ -106,3 +106,49 @@ async def test_RF1_DS1_in_everyone_mode_binding_to_a_new_referrer_makes_them_a_d
         await distribution.bind_referrer(svc, shop_id=sid, user_id="loner", referrer_id="loner")
     assert e.value.rule == "RF-1"
     assert await distribution.get_distributor(svc, shop_id=sid, user_id="loner") is None
+
+
+async def test_FR3_FR4_clearing_a_held_line_past_its_freeze_makes_it_available_and_says_so(svc):
+    """FR-3/FR-4: a flagged line follows its life cycle while held (its order completes, the 1-day freeze
+    passes) but is not released; clearing the flag makes it AVAILABLE at once with a `commission.available`
+    event under CM-6, and the `fraud.cleared` event names the line and the amount it freed (1 000). Kills
+    service/usecases/fraud.py:215 (`rule='CM-6'` dropped) and :209 (`cleared.append(new)` → `pass`)."""
+    import json
+    from datetime import timedelta
+
+    from service.jobs.worker import release_due_lines
+    from service.usecases import orders, webhooks
+
+    sid = await _shop(svc, FraudRules(velocity=True, velocity_max_orders=1))
+    await _paid(svc, sid, "o1", "b1", {"DEVICE": "d"})
+    o2, _ = await _paid(svc, sid, "o2", "b2", {"DEVICE": "d"})
+    await orders.complete_order(svc, shop_id=sid, order_id=o2)
+    svc.clock.advance(timedelta(days=2))
+    await release_due_lines(svc, shop_id=sid, wait=True)
+    assert (await _lines(svc, sid))[o2] == ("FROZEN", 1000, True)  # held: not released with the others
+    [flag] = await fraud_reads.review_queue(svc, shop_id=sid)
+    await fraud.clear_flag(svc, shop_id=sid, flag_id=flag.flag_id, actor="boss", reason="one family")
+    assert (await _lines(svc, sid))[o2] == ("AVAILABLE", 1000, False)
+    evs = await webhooks.events_since_caught_up(svc, shop_id=sid)
+    avail = [json.loads(webhooks.event_body(e))["data"] for e in evs if e.type == "commission.available"]
+    assert [(d["line_id"], d["amount"]) for d in avail] == [(flag.line_id, 1000)]
+    assert [e.rule for e in evs if e.type == "commission.available"] == ["CM-6"]
+    (cleared,) = [json.loads(webhooks.event_body(e))["data"] for e in evs if e.type == "fraud.cleared"]
+    assert (cleared["line_ids"], cleared["amount"]) == ([flag.line_id], 1000)
+    await assert_ledger_consistent(svc, sid)
+
+
+async def test_FR3_clearing_a_held_pending_line_announces_no_availability(svc):
+    """FR-3: clearing the flag of a line still PENDING (its order not completed) lifts the hold only: the line
+    stays PENDING and no `commission.available` event is written (service/usecases/fraud.py:210 `and` → `or`)."""
+    from service.usecases import webhooks
+
+    sid = await _shop(svc, FraudRules(velocity=True, velocity_max_orders=1))
+    await _paid(svc, sid, "o1", "b1", {"DEVICE": "d"})
+    o2, _ = await _paid(svc, sid, "o2", "b2", {"DEVICE": "d"})
+    [flag] = await fraud_reads.review_queue(svc, shop_id=sid)
+    await fraud.clear_flag(svc, shop_id=sid, flag_id=flag.flag_id, actor="boss", reason="ok")
+    assert (await _lines(svc, sid))[o2] == ("PENDING", 1000, False)
+    assert [
+        e for e in await webhooks.events_since_caught_up(svc, shop_id=sid) if e.type == "commission.available"
+    ] == []
