@@ -66,29 +66,6 @@ class LineInput:
     category: str | None = None
 
 
-async def find_order(
-    session: AsyncSession,
-    shop_id: str,
-    *,
-    order_id: str | None = None,
-    external_id: str | None = None,
-    lock: bool = False,
-) -> Order:
-    q = select(Order).where(Order.shop_id == shop_id)
-    if order_id:
-        q = q.where(Order.order_id == order_id)
-    elif external_id:
-        q = q.where(Order.external_id == external_id)
-    else:
-        raise refuse(ErrorCode.INVALID_INPUT, "give an order id or an external id", field="orderId")
-    if lock:
-        q = q.with_for_update()
-    o = (await session.execute(q.execution_options(populate_existing=True))).scalar_one_or_none()
-    if o is None:
-        raise refuse(ErrorCode.NOT_FOUND, "order not found", field="orderId")
-    return o
-
-
 async def report_order(
     svc: Services,
     *,

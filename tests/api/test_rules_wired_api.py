@@ -41,7 +41,7 @@ def _paid(backend, ext, product="tea", qty=1, price=10_000) -> None:
 
 async def _raw(svc, sid, ext):
     """The raw order id (GraphQL answers a global id) of the order reported as `ext`."""
-    from service.usecases.orders import find_order
+    from tests.integration.helpers import find_order
 
     async with svc.sessionmaker() as s:
         return (await find_order(s, sid, external_id=ext)).order_id

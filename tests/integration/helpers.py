@@ -6,11 +6,15 @@ import itertools
 from contextlib import contextmanager
 from datetime import timedelta
 
-from sqlalchemy import event
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from engine.errors import ErrorCode, refuse
 
 from service.usecases import campaigns, orders
 from service.tx import ledger
 from service.uow import unit_of_work
+from store.models import Order
 
 _refs = itertools.count(1)
 
@@ -70,3 +74,27 @@ async def raw_row(svc, model, *key):
     """A row as stored, read without any catch-up (the service's reads apply due work first)."""
     async with svc.sessionmaker() as s:
         return await s.get(model, key)
+
+
+async def find_order(
+    session: AsyncSession,
+    shop_id: str,
+    *,
+    order_id: str | None = None,
+    external_id: str | None = None,
+    lock: bool = False,
+) -> Order:
+    """The order's ORM row, for a test that reads or locks it (no use case needs one: they load views)."""
+    q = select(Order).where(Order.shop_id == shop_id)
+    if order_id:
+        q = q.where(Order.order_id == order_id)
+    elif external_id:
+        q = q.where(Order.external_id == external_id)
+    else:
+        raise refuse(ErrorCode.INVALID_INPUT, "give an order id or an external id", field="orderId")
+    if lock:
+        q = q.with_for_update()
+    o = (await session.execute(q.execution_options(populate_existing=True))).scalar_one_or_none()
+    if o is None:
+        raise refuse(ErrorCode.NOT_FOUND, "order not found", field="orderId")
+    return o

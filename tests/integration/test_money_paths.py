@@ -114,7 +114,7 @@ async def test_money_use_cases_load_once_and_write_once_with_no_orm(svc, shop):
 
     owed_order = await _paid_order(svc, sid, "lean-2", buyer="bob", amount=3_000)
     async with unit_of_work(svc) as s:  # an owed refund (as a rule decides one, GB-5..GB-9)
-        from service.usecases.orders import find_order
+        from tests.integration.helpers import find_order
         from service.usecases.refunds import apply_refund
 
         lb = LedgerBatch(sid, svc.now())
