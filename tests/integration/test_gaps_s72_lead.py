@@ -152,3 +152,25 @@ async def test_FR3_clearing_a_held_pending_line_announces_no_availability(svc):
     assert [
         e for e in await webhooks.events_since_caught_up(svc, shop_id=sid) if e.type == "commission.available"
     ] == []
+
+
+async def test_RF1_RF3_a_lapsed_binding_reads_as_unbound_with_its_history(svc, shop):
+    """RF-1 EXPIRING + RF-3: after `binding_days` the binding has lapsed, and reading it shows no referrer (a
+    live one shows its referrer); the history still has the lapsed entry. Kills
+    service/usecases/distribution.py:580 (`row is None or not live` → `and` in `binding_of`)."""
+    from datetime import timedelta
+
+    from engine.referral import BindingMode
+    from service.usecases import distribution, shops
+    from tests.integration.test_rules_wired import active
+
+    sid = shop.shop_id
+    await shops.update_settings(svc, shop_id=sid, binding=BindingMode.EXPIRING, binding_days=3)
+    await active(svc, sid, "a")
+    await distribution.bind_referrer(svc, shop_id=sid, user_id="u", referrer_id="a")
+    live = await distribution.binding_of(svc, shop_id=sid, user_id="u")
+    assert live.referrer_id == "a"
+    svc.clock.advance(timedelta(days=3))
+    lapsed = await distribution.binding_of(svc, shop_id=sid, user_id="u")
+    assert lapsed.referrer_id is None and lapsed.bound_at is None
+    assert [h.referrer_id for h in lapsed.history] == ["a"]
