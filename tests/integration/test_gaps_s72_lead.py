@@ -174,3 +174,24 @@ async def test_RF1_RF3_a_lapsed_binding_reads_as_unbound_with_its_history(svc, s
     lapsed = await distribution.binding_of(svc, shop_id=sid, user_id="u")
     assert lapsed.referrer_id is None and lapsed.bound_at is None
     assert [h.referrer_id for h in lapsed.history] == ["a"]
+
+
+async def test_RP2_a_campaign_whose_groups_all_failed_has_no_time_to_form(svc, shop):
+    """RP-2: `mean_seconds_to_form` is over the formed groups only, 0 when none formed — a campaign whose one
+    group failed reports 1 opened, 1 failed, rate 0 and 0 seconds. Kills service/reads/reports.py:84
+    (`_mean_seconds`'s `else 0` → `else 1`)."""
+    from datetime import timedelta
+
+    from service.jobs import worker
+    from service.reads import reports
+    from service.usecases import groups
+    from tests.integration.helpers import make_campaign, pay
+
+    c = await make_campaign(svc, shop.shop_id, tiers=[(2, 8000)])
+    g = await groups.open_group(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id, user_id="L")
+    await pay(svc, shop.shop_id, g)
+    svc.clock.advance(timedelta(days=2))
+    await worker.run_due(svc)
+    st = await reports.campaign_stats(svc, shop_id=shop.shop_id, campaign_id=c.campaign_id)
+    t = st.total
+    assert (t.opened, t.formed, t.failed, t.formation_rate_bp, t.mean_seconds_to_form) == (1, 0, 1, 0, 0)
