@@ -59,12 +59,12 @@ async def _paid(svc, sid: str, ext: str, buyer: str, fps=None) -> tuple[str, int
     return o.order_id, n.n
 
 
-async def _scalper_pair(svc, *, leader_commission_bp: int = 0):
-    """A shop with the scalper rule (k = 2) and a 3-person group whose leader b1 and member b2 paid from one
-    device: the group is flagged (FR-2c) and still OPEN. Returns the shop id and the two seats."""
+async def _scalper_pair(svc, *, leader_commission_bp: int = 0, rules: FraudRules | None = None):
+    """A shop with the scalper rule (k = 2; or `rules`) and a 3-person group whose leader b1 and member b2 paid
+    from one device: the group is flagged (FR-2c) and still OPEN. Returns the shop id and the two seats."""
     from service.usecases import campaigns, groups
 
-    sid = await _shop(svc, FraudRules(scalper_group=True, scalper_min_seats=2))
+    sid = await _shop(svc, rules or FraudRules(scalper_group=True, scalper_min_seats=2))
     now = svc.now()
     c = await campaigns.create_campaign(
         svc,

@@ -10,13 +10,12 @@ fills `_holds`, which only the UPDATE of already stored lines reads. `_line_and_
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 from sqlalchemy import text
 
 from engine.fraud import FraudRules
 from service.reads import fraud as fraud_reads
-from service.usecases import campaigns, fraud, groups, orders, webhooks
+from service.usecases import fraud, groups, orders, webhooks
 from tests.integration.helpers import assert_ledger_consistent
 from tests.integration.test_fraud_review import _paid, _scalper_pair, _shop
 
@@ -70,37 +69,8 @@ async def _line_and_group_flag(svc):
     """A shop with the scalper rule (k = 2) and velocity (max 1): b1 opens a group and b2 joins, both paying from
     one device. b2's payment flags its line (velocity, a LINE flag) and the group (scalper, a GROUP flag): ref's
     line on b2's seat is held by both open flags, ref's line on b1's seat by the group's only."""
-    sid = await _shop(svc, FraudRules(scalper_group=True, scalper_min_seats=2, velocity=True, velocity_max_orders=1))
-    now = svc.now()
-    c = await campaigns.create_campaign(
-        svc,
-        shop_id=sid,
-        product_ref="tea",
-        title="Tea",
-        list_price=1000,
-        tiers=[(3, 900)],
-        duration=timedelta(days=1),
-        payment_window=timedelta(hours=1),
-        starts_at=now - timedelta(hours=1),
-        ends_at=now + timedelta(days=3),
-    )
-    lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="b1")
-    await orders.confirm_payment(
-        svc,
-        shop_id=sid,
-        order_id=lead.order_id,
-        amount=lead.amount,
-        provider_ref=f"{sid}-l",
-        fingerprints={"DEVICE": "phone"},
-    )
-    seat = await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="b2")
-    await orders.confirm_payment(
-        svc,
-        shop_id=sid,
-        order_id=seat.order_id,
-        amount=seat.amount,
-        provider_ref=f"{sid}-2",
-        fingerprints={"DEVICE": "phone"},
+    sid, lead, seat = await _scalper_pair(
+        svc, rules=FraudRules(scalper_group=True, scalper_min_seats=2, velocity=True, velocity_max_orders=1)
     )
     flags = {f.subject: f for f in await fraud_reads.review_queue(svc, shop_id=sid)}
     assert set(flags) == {"LINE", "GROUP"} and flags["LINE"].order_id == seat.order_id
