@@ -6,7 +6,7 @@ import itertools
 from contextlib import contextmanager
 from datetime import timedelta
 
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine.errors import ErrorCode, refuse
@@ -68,6 +68,12 @@ def recorded_statements(svc):
         yield seen
     finally:
         event.remove(svc.engine.sync_engine, "before_cursor_execute", record)
+
+
+async def sql_rows(svc, sql: str, **params) -> list[tuple]:
+    """The rows of one SQL statement as stored (no catch-up), as plain tuples: what a test compares."""
+    async with svc.sessionmaker() as s:
+        return [tuple(r) for r in (await s.execute(text(sql), params)).all()]
 
 
 async def raw_row(svc, model, *key):

@@ -7,7 +7,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import event, select
 
 from engine.distribution import DistributorStatus
 from engine.errors import ErrorCode, RuleViolation
@@ -16,7 +16,7 @@ from service.context import Services
 from service.jobs import worker
 from service.usecases import campaigns, distribution, groups, refunds, shops
 from store.models import CampaignRow, Distributor, Event, GroupRow
-from tests.integration.helpers import make_campaign, pay, raw_row
+from tests.integration.helpers import make_campaign, pay, raw_row, sql_rows
 
 LEVELS = [
     Level(grade=0, name="entry", level1_bp=1000, level2_bp=500),
@@ -159,16 +159,8 @@ async def test_GB10_two_refunds_confirmed_at_once_with_one_reference_refuse_the_
         await asyncio.wait_for(second, 30)
     assert (e.value.code, e.value.field, e.value.rule) == (ErrorCode.IDEMPOTENCY_CONFLICT, "providerRef", "GB-10")
     assert (done.refund_id, done.state, done.provider_ref) == (a.refund_id, "CONFIRMED", "bank-same")
-    async with svc.sessionmaker() as s:
-        rows = (
-            await s.execute(
-                text("SELECT refund_id, state, provider_ref FROM refunds WHERE shop_id = :s ORDER BY refund_id"),
-                {"s": sid},
-            )
-        ).all()
-    assert sorted(tuple(r) for r in rows) == sorted(
-        [(a.refund_id, "CONFIRMED", "bank-same"), (b.refund_id, "OWED", None)]
-    )
+    rows = await sql_rows(svc, "SELECT refund_id, state, provider_ref FROM refunds WHERE shop_id = :s", s=sid)
+    assert sorted(rows) == sorted([(a.refund_id, "CONFIRMED", "bank-same"), (b.refund_id, "OWED", None)])
     assert [e.payload["refund_id"] for e in await _events(svc, sid, "refund.confirmed")] == [a.refund_id]
 
 

@@ -11,24 +11,19 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import text
 
 from engine.fraud import FraudRules
 from service.reads import fraud as fraud_reads
 from service.usecases import fraud, groups, orders, webhooks
-from tests.integration.helpers import assert_ledger_consistent
+from tests.integration.helpers import assert_ledger_consistent, sql_rows
 from tests.integration.test_fraud_review import _paid, _scalper_pair, _shop
 
 
 async def _lines(svc, sid: str) -> dict[str, tuple]:
-    async with svc.sessionmaker() as s:
-        rows = (
-            await s.execute(
-                text("SELECT order_id, state, standing, held FROM commission_lines WHERE shop_id = :s AND level = 1"),
-                {"s": sid},
-            )
-        ).all()
-    return {r.order_id: (r.state, r.standing, r.held) for r in rows}
+    rows = await sql_rows(
+        svc, "SELECT order_id, state, standing, held FROM commission_lines WHERE shop_id = :s AND level = 1", s=sid
+    )
+    return {r[0]: r[1:] for r in rows}
 
 
 async def test_FR3_a_line_flag_records_the_beneficiary_it_holds(svc):

@@ -18,12 +18,7 @@ from service.reads import fraud as fraud_reads
 from service.reads import preview
 from service.usecases import distribution, fraud, groups, orders, shops, webhooks
 from service.webhook_targets import address_allowed
-from tests.integration.helpers import assert_ledger_consistent, make_campaign, pay
-
-
-async def _rows(svc, sql: str, **args) -> list[tuple]:
-    async with svc.sessionmaker() as s:
-        return [tuple(r) for r in (await s.execute(text(sql), args)).all()]
+from tests.integration.helpers import assert_ledger_consistent, make_campaign, pay, sql_rows
 
 
 # ---------------------------------------------------------------- CM-7 preview (service/reads/preview.py)
@@ -66,8 +61,8 @@ async def test_GB4_a_leader_reward_of_one_minor_unit_is_posted_when_the_worker_f
     await pay(svc, sid, await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="m1"))
     svc.clock.advance(timedelta(hours=25))  # forms at expiry at the 2-member tier: no GB-5 refund
     assert await worker.run_due_groups(svc, shop_id=sid) == 1
-    assert await _rows(svc, "SELECT state FROM groups WHERE shop_id = :s", s=sid) == [("FORMED",)]
-    lines = await _rows(
+    assert await sql_rows(svc, "SELECT state FROM groups WHERE shop_id = :s", s=sid) == [("FORMED",)]
+    lines = await sql_rows(
         svc,
         "SELECT order_id, beneficiary_id, level, original, base FROM commission_lines WHERE shop_id = :s",
         s=sid,
@@ -88,8 +83,8 @@ async def test_GB4_a_leader_reward_rounding_to_zero_posts_no_line(svc, shop):
     await pay(svc, sid, await groups.join_group(svc, shop_id=sid, group_id=lead.group_id, user_id="m1"))
     svc.clock.advance(timedelta(hours=25))
     assert await worker.run_due_groups(svc, shop_id=sid) == 1
-    assert await _rows(svc, "SELECT state FROM groups WHERE shop_id = :s", s=sid) == [("FORMED",)]
-    assert await _rows(svc, "SELECT count(*) FROM commission_lines WHERE shop_id = :s", s=sid) == [(0,)]
+    assert await sql_rows(svc, "SELECT state FROM groups WHERE shop_id = :s", s=sid) == [("FORMED",)]
+    assert await sql_rows(svc, "SELECT count(*) FROM commission_lines WHERE shop_id = :s", s=sid) == [(0,)]
     await assert_ledger_consistent(svc, sid)
 
 
@@ -112,7 +107,7 @@ async def test_FR3_only_a_group_flag_with_its_group_can_be_dissolved(svc):
     )
     # b3 leads a group of their own, paying on the same device: velocity (FR-2b) flags the referrer's line of
     # this group order (one seat: no scalper flag for that group)
-    [(cid,)] = await _rows(svc, "SELECT campaign_id FROM groups WHERE shop_id = :s", s=sid)
+    [(cid,)] = await sql_rows(svc, "SELECT campaign_id FROM groups WHERE shop_id = :s", s=sid)
     b3 = await groups.open_group(svc, shop_id=sid, campaign_id=cid, user_id="b3")
     await orders.confirm_payment(
         svc,
@@ -145,10 +140,12 @@ async def test_FR3_only_a_group_flag_with_its_group_can_be_dissolved(svc):
     await refused(flags["LINE"].flag_id)
     await flag_group(flags["GROUP"].flag_id, None)  # a GROUP flag without its group
     await refused(flags["GROUP"].flag_id)
-    assert await _rows(svc, "SELECT DISTINCT state FROM groups WHERE shop_id = :s", s=sid) == [("OPEN",)]
-    assert await _rows(svc, "SELECT count(*) FROM refunds WHERE shop_id = :s", s=sid) == [(0,)]
-    assert await _rows(svc, "SELECT DISTINCT state FROM fraud_flags WHERE shop_id = :s", s=sid) == [("OPEN",)]
-    assert await _rows(svc, "SELECT DISTINCT state FROM commission_lines WHERE shop_id = :s", s=sid) == [("PENDING",)]
+    assert await sql_rows(svc, "SELECT DISTINCT state FROM groups WHERE shop_id = :s", s=sid) == [("OPEN",)]
+    assert await sql_rows(svc, "SELECT count(*) FROM refunds WHERE shop_id = :s", s=sid) == [(0,)]
+    assert await sql_rows(svc, "SELECT DISTINCT state FROM fraud_flags WHERE shop_id = :s", s=sid) == [("OPEN",)]
+    assert await sql_rows(svc, "SELECT DISTINCT state FROM commission_lines WHERE shop_id = :s", s=sid) == [
+        ("PENDING",)
+    ]
 
 
 # ---------------------------------------------------------------- SSRF (service/webhook_targets.py)
@@ -236,9 +233,9 @@ async def test_DS1_CM2_a_group_seat_buyer_admitted_by_the_payment_earns_self_pur
     c = await make_campaign(svc, sid, list_price=10_000, tiers=[(3, 10_000)])
     lead = await groups.open_group(svc, shop_id=sid, campaign_id=c.campaign_id, user_id="lead")
     status = "SELECT status FROM distributors WHERE shop_id = :s AND user_id = 'lead'"
-    assert await _rows(svc, status, s=sid) in ([], [("NONE",)])  # not a distributor before paying
+    assert await sql_rows(svc, status, s=sid) in ([], [("NONE",)])  # not a distributor before paying
     await pay(svc, sid, lead)
-    lines = await _rows(
+    lines = await sql_rows(
         svc,
         "SELECT beneficiary_id, level, original FROM commission_lines WHERE shop_id = :s AND order_id = :o "
         "ORDER BY level",
@@ -246,7 +243,7 @@ async def test_DS1_CM2_a_group_seat_buyer_admitted_by_the_payment_earns_self_pur
         o=lead.order_id,
     )
     assert lines == [("lead", 1, 1000), ("ref", 2, 500)]
-    assert await _rows(svc, status, s=sid) == [("ACTIVE",)]
+    assert await sql_rows(svc, status, s=sid) == [("ACTIVE",)]
     await assert_ledger_consistent(svc, sid)
 
 

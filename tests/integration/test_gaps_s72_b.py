@@ -18,8 +18,7 @@ from tests.integration.test_rules_wired import paid_order
 
 
 async def _units(svc, sid: str, campaign_id: str, user_id: str) -> int | None:
-    async with svc.sessionmaker() as s:
-        row = await s.get(CampaignUserUnits, (sid, campaign_id, user_id))
+    row = await raw_row(svc, CampaignUserUnits, sid, campaign_id, user_id)
     return None if row is None else row.units
 
 
