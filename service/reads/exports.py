@@ -97,26 +97,24 @@ async def xlsx_file(
         raise LookupError(settlement_id)
     fd, path = tempfile.mkstemp(prefix=XLSX_PREFIX, suffix=".xlsx")
     os.close(fd)
-    # constant-memory mode spools each worksheet to a file of its own; in a directory of this export's, removed
+    # constant-memory mode spools each worksheet to a file of its own: in a directory of this export's, gone
     # whatever happens, so an export that fails midway leaves none behind (xlsxwriter removes them only on close)
-    spool = tempfile.TemporaryDirectory(prefix=XLSX_PREFIX)
-    try:
-        wb = xlsxwriter.Workbook(path, {"constant_memory": True, "strings_to_numbers": False, "tmpdir": spool.name})
-        # fixed document times: the same batch always gives the same bytes
-        wb.set_properties({"created": batch.closed_at.replace(tzinfo=None), "title": f"Settlement {settlement_id}"})
-        ws = wb.add_worksheet("settlement")
-        r = await asyncio.to_thread(_write_rows, ws, 0, [*_preamble(batch), HEADER])
-        async for part in stream_lines(svc, shop_id=shop_id, settlement_id=settlement_id):
-            r = await asyncio.to_thread(
-                _write_rows, ws, r, [_row(line.distributor_id, line, batch.currency) for line in part]
-            )
-            if progress:
-                progress(len(part))
-        await asyncio.to_thread(_write_rows, ws, r, [_row("TOTAL", batch, batch.currency)])
-        await asyncio.to_thread(wb.close)
-    except BaseException:
-        os.remove(path)
-        raise
-    finally:
-        spool.cleanup()
+    with tempfile.TemporaryDirectory(prefix=XLSX_PREFIX) as spool:
+        try:
+            wb = xlsxwriter.Workbook(path, {"constant_memory": True, "strings_to_numbers": False, "tmpdir": spool})
+            # fixed document times: the same batch always gives the same bytes
+            wb.set_properties({"created": batch.closed_at.replace(tzinfo=None), "title": f"Settlement {settlement_id}"})
+            ws = wb.add_worksheet("settlement")
+            r = await asyncio.to_thread(_write_rows, ws, 0, [*_preamble(batch), HEADER])
+            async for part in stream_lines(svc, shop_id=shop_id, settlement_id=settlement_id):
+                r = await asyncio.to_thread(
+                    _write_rows, ws, r, [_row(line.distributor_id, line, batch.currency) for line in part]
+                )
+                if progress:
+                    progress(len(part))
+            await asyncio.to_thread(_write_rows, ws, r, [_row("TOTAL", batch, batch.currency)])
+            await asyncio.to_thread(wb.close)
+        except BaseException:
+            os.remove(path)
+            raise
     return path
